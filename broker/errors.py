@@ -1,0 +1,111 @@
+"""The dsbroker error tree.
+
+Every failure a caller can see is a :class:`DsbrokerError`. Each carries the
+gRPC status code to answer with, a stable ``reason`` (UPPER_SNAKE_CASE, the
+``google.rpc.ErrorInfo.reason``) and metadata that names the rule, table and
+column involved. Messages never contain data values. :mod:`broker.rpc_status`
+is the one place that turns these into gRPC statuses and back.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+ERROR_DOMAIN = "dsbroker"
+
+
+class DsbrokerError(Exception):
+    """Base of every error dsbroker reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        code: grpc.StatusCode | None = None,
+        **metadata: str | int | None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        if code is not None:
+            self.code = code
+        self.metadata = {k: str(v) for k, v in metadata.items() if v is not None}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class GuardError(DsbrokerError):
+    """Raised by a guard rule when a query is refused.
+
+    ``rule`` names the guard rule; ``table`` and ``column`` what it objected to.
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "QUERY_REFUSED"
+
+
+class GuardPermissionError(GuardError):
+    """Raised when a query reaches for a column or table the grant does not cover."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class GrantError(DsbrokerError):
+    """Raised when the caller has no usable grant: unknown, not theirs, or not active."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "GRANT_NOT_FOUND"
+
+
+class AuthenticationError(DsbrokerError):
+    """Raised when a call carries no credentials or credentials that do not verify."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PolicyFileError(DsbrokerError):
+    """Raised when a policy file does not parse or validate; names the file and line."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "POLICY_INVALID"
+
+    def __init__(self, message: str, *, path: str, line: int | None = None, **metadata) -> None:
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}", path=path, line=line, **metadata)
+        self.path = path
+        self.line = line
+
+
+class ConfigError(DsbrokerError):
+    """Raised when a configuration file or flag is invalid."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "CONFIG_INVALID"
+
+
+class SandboxError(DsbrokerError):
+    """Raised when the sandbox cannot be reached, refuses a plan, or fails to run it."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "SANDBOX_UNAVAILABLE"
+
+
+class ExecutionError(DsbrokerError):
+    """Raised inside the sandbox when the engine fails; the message is generic on purpose."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "EXECUTION_FAILED"
+
+
+class AccessLogError(DsbrokerError):
+    """Raised when the access log cannot record an access; the access is then refused."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "ACCESS_LOG_UNAVAILABLE"

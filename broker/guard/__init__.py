@@ -1,0 +1,99 @@
+"""The guard: checks a requester's SQL against a grant and rewrites it for the sandbox.
+
+Modelled on sqlglot's optimizer: :data:`RULES` is a tuple of small rules, each
+a function ``Select -> Select`` in a module named for what it does
+(``reject_*`` rules raise a :class:`~broker.errors.GuardError`, ``add_*`` and
+``enforce_*`` rules rewrite). Each rule receives only the settings its
+signature names. Order matters and is written down here:
+
+1. structure first (one plain SELECT over the granted table),
+2. then aliases are expanded so every later rule sees real columns,
+3. then the column checks (granted, entity, grouping, aggregates, filters),
+4. then the rewrites (row filter, threshold, cap), and last the dialect.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlglot.expressions as exp
+
+from broker.guard.add_entity_threshold import add_entity_threshold
+from broker.guard.add_row_filter import add_row_filter
+from broker.guard.enforce_group_cap import enforce_group_cap
+from broker.guard.expand_output_aliases import expand_output_aliases
+from broker.guard.parse import parse
+from broker.guard.reject_entity_misuse import reject_entity_misuse
+from broker.guard.reject_invalid_aggregates import reject_invalid_aggregates
+from broker.guard.reject_invalid_filters import reject_invalid_filters
+from broker.guard.reject_invalid_group_keys import reject_invalid_group_keys
+from broker.guard.reject_raw_rows import reject_raw_rows
+from broker.guard.reject_ungranted_columns import reject_ungranted_columns
+from broker.guard.reject_ungrouped_columns import reject_ungrouped_columns
+from broker.guard.reject_unsupported_syntax import reject_unsupported_syntax
+from broker.guard.resolve_table import resolve_table
+from broker.policy import Policy, bind_row_filter
+
+RULES: tuple[Callable[..., exp.Select], ...] = (
+    reject_unsupported_syntax,
+    resolve_table,
+    expand_output_aliases,
+    reject_ungranted_columns,
+    reject_entity_misuse,
+    reject_raw_rows,
+    reject_invalid_group_keys,
+    reject_invalid_aggregates,
+    reject_ungrouped_columns,
+    reject_invalid_filters,
+    add_row_filter,
+    add_entity_threshold,
+    enforce_group_cap,
+)
+
+_RULE_PARAMETERS = {rule: tuple(inspect.signature(rule).parameters)[1:] for rule in RULES}
+
+
+@dataclass(frozen=True)
+class GuardedQuery:
+    """A query the guard accepted: the SQL to run and what was applied to it."""
+
+    sql: str
+    dialect: str
+    dataset: str
+    entity: str
+    min_entities: int
+    max_rows: int
+    rules: tuple[str, ...]
+
+
+def guard(unverified_sql: str, policy: Policy, *, district: str, department: str,
+          engine_dialect: str = "duckdb") -> GuardedQuery:
+    """Check ``unverified_sql`` against ``policy`` for a caller and return the SQL to run.
+
+    Raises :class:`~broker.errors.GuardError` naming the rule, table and column
+    when the query is refused.
+    """
+    settings: dict[str, Any] = {
+        "dataset": policy.dataset,
+        "columns": policy.columns,
+        "aggregates": policy.aggregates,
+        "entity": policy.entity_column,
+        "min_entities": policy.min_entities,
+        "max_groups": policy.max_groups,
+        "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
+        if policy.row_filter else None,
+    }
+    expression = parse(unverified_sql)
+    for rule in RULES:
+        expression = rule(expression, **{name: settings[name] for name in _RULE_PARAMETERS[rule]})
+    return GuardedQuery(
+        sql=expression.sql(dialect=engine_dialect, comments=False),
+        dialect=engine_dialect,
+        dataset=policy.dataset,
+        entity=policy.entity_column,
+        min_entities=policy.min_entities,
+        max_rows=policy.max_groups,
+        rules=tuple(rule.__name__ for rule in RULES),
+    )

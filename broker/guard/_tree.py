@@ -1,0 +1,56 @@
+"""Helpers the guard's rules share: refusals, conjunct splitting, aggregate lookup."""
+
+from __future__ import annotations
+
+from typing import Iterator, NoReturn
+
+import sqlglot.expressions as exp
+
+from broker.errors import GuardError, GuardPermissionError
+
+AGGREGATE_TYPES: tuple[type[exp.Expression], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
+AGGREGATE_NAMES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
+
+
+def refuse(rule: str, reason: str, message: str, *, table: str | None = None,
+           column: str | None = None, permission: bool = False, **metadata) -> NoReturn:
+    """Raise the guard's refusal; ``rule``, ``table`` and ``column`` go into ErrorInfo metadata."""
+    cls = GuardPermissionError if permission else GuardError
+    raise cls(message, reason=reason, rule=rule, table=table, column=column, **metadata)
+
+
+def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
+    """The terms of an AND tree (parentheses unwrapped); nothing for None."""
+    if condition is None:
+        return
+    condition = condition.unnest()
+    if isinstance(condition, exp.And):
+        yield from conjuncts(condition.left)
+        yield from conjuncts(condition.right)
+    else:
+        yield condition
+
+
+def enclosing_aggregate(node: exp.Expression) -> exp.Expression | None:
+    """The nearest aggregate function above ``node``, if any."""
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, AGGREGATE_TYPES):
+            return parent
+        parent = parent.parent
+    return None
+
+
+def select_clauses(select: exp.Select) -> Iterator[tuple[str, exp.Expression]]:
+    """Each clause of the query that can hold columns, with its SQL name."""
+    for projection in select.expressions:
+        yield "SELECT", projection
+    for name, key in (("WHERE", "where"), ("GROUP BY", "group"), ("HAVING", "having"), ("ORDER BY", "order")):
+        clause = select.args.get(key)
+        if clause is not None:
+            yield name, clause
+
+
+def output_name(projection: exp.Expression) -> str | None:
+    """The alias of a projection, if it has one."""
+    return projection.alias if isinstance(projection, exp.Alias) else None

@@ -1,0 +1,69 @@
+"""expand_output_aliases: replace references to output aliases and positions by the expressions.
+
+After this rule every column in GROUP BY, HAVING and ORDER BY is a real
+column, so later checks and every engine see the same thing. An alias that
+reuses the name of a granted column is refused: engines differ on which wins.
+"""
+
+from __future__ import annotations
+
+import sqlglot.expressions as exp
+
+from broker.guard._tree import AGGREGATE_TYPES, output_name, refuse
+
+
+def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
+    """Expand aliases and ordinals in GROUP BY, HAVING and ORDER BY; refuse shadowing aliases."""
+    projections = expression.expressions
+    aliased: dict[str, exp.Expression] = {}
+    for projection in projections:
+        name = output_name(projection)
+        if name is None:
+            continue
+        name = name.lower()
+        if name in columns and not (isinstance(projection.this, exp.Column) and projection.this.name == name):
+            refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
+                   f"output name {name!r} is also a column name; choose another alias", column=name)
+        if name in aliased:
+            refuse("expand_output_aliases", "DUPLICATE_ALIAS", f"output name {name!r} is used twice", column=name)
+        aliased[name] = projection.this
+
+    group = expression.args.get("group")
+    if group is not None:
+        if group.args.get("all"):
+            keys = [p.unalias().copy() for p in projections if not p.unalias().find(*AGGREGATE_TYPES)]
+            group.set("all", None)
+            group.set("expressions", keys)
+        else:
+            group.set("expressions", [_expand(key, projections, aliased, "GROUP BY") for key in group.expressions])
+        for arg in ("rollup", "cube", "grouping_sets"):
+            if group.args.get(arg):
+                refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED",
+                       f"GROUP BY {arg.upper()} is not allowed", construct=arg.upper())
+    having = expression.args.get("having")
+    if having is not None:
+        having.set("this", _replace_alias_columns(having.this, aliased))
+    order = expression.args.get("order")
+    if order is not None:
+        for ordered in order.expressions:
+            ordered.set("this", _expand(ordered.this, projections, aliased, "ORDER BY"))
+    return expression
+
+
+def _expand(key: exp.Expression, projections: list, aliased: dict, clause: str) -> exp.Expression:
+    if isinstance(key, exp.Literal) and not key.is_string:
+        position = int(key.name) if key.name.isdigit() else 0
+        if not 1 <= position <= len(projections):
+            refuse("expand_output_aliases", "POSITION_OUT_OF_RANGE",
+                   f"{clause} position {key.name} does not name an output column")
+        return projections[position - 1].unalias().copy()
+    return _replace_alias_columns(key, aliased)
+
+
+def _replace_alias_columns(node: exp.Expression, aliased: dict) -> exp.Expression:
+    def replace(inner: exp.Expression) -> exp.Expression:
+        if isinstance(inner, exp.Column) and not inner.table and inner.name.lower() in aliased:
+            return aliased[inner.name.lower()].copy()
+        return inner
+
+    return node.transform(replace, copy=False)

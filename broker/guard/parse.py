@@ -1,0 +1,41 @@
+"""parse: unverified SQL text to one SELECT tree, or a refusal that says why."""
+
+from __future__ import annotations
+
+import sqlglot
+import sqlglot.expressions as exp
+from sqlglot.errors import ParseError, TokenError
+
+from broker.guard._tree import refuse
+
+MAX_SQL_BYTES = 1024 * 1024
+
+
+def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
+    """Parse exactly one SELECT statement; anything else is refused.
+
+    Comments are dropped here: the SQL that runs is generated from the tree,
+    so nothing smuggled in a comment reaches the engine.
+    """
+    if len(unverified_sql.encode("utf-8", "surrogatepass")) > MAX_SQL_BYTES:
+        refuse("parse", "SQL_TOO_LARGE", f"the query is larger than {MAX_SQL_BYTES} bytes")
+    try:
+        statements = [s for s in sqlglot.parse(unverified_sql, read=read_dialect) if s is not None]
+    except ParseError as error:
+        first = error.errors[0] if error.errors else {}
+        where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
+        refuse("parse", "SYNTAX_ERROR", f"the query does not parse{where}; check the SQL near that point",
+               line=first.get("line"), col=first.get("col"))
+    except (TokenError, ValueError, RecursionError):
+        refuse("parse", "SYNTAX_ERROR", "the query does not parse; check quoting and brackets")
+    if not statements:
+        refuse("parse", "EMPTY_QUERY", "the query is empty; send one SELECT statement")
+    if len(statements) > 1:
+        refuse("parse", "MULTIPLE_STATEMENTS", f"send one statement at a time, not {len(statements)}")
+    statement = statements[0]
+    if not isinstance(statement, exp.Select):
+        kind = statement.key.upper() if not isinstance(statement, exp.Command) else str(statement.this).upper()
+        refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)
+    for node in statement.walk():
+        node.comments = None
+    return statement

@@ -1,0 +1,67 @@
+"""reject_invalid_aggregates: aggregates the grant allows, over measures of one row.
+
+Inside an aggregate only measure columns, numeric literals and arithmetic may
+appear: a condition or another column there would split a cell into pieces
+smaller than the threshold protects.
+"""
+
+from __future__ import annotations
+
+import sqlglot.expressions as exp
+
+from broker.guard._tree import AGGREGATE_NAMES, AGGREGATE_TYPES, enclosing_aggregate, refuse
+from broker.policy import ColumnLevel
+
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Paren, exp.Neg)
+
+
+def reject_invalid_aggregates(expression: exp.Select, dataset: str, columns: dict, aggregates: tuple) -> exp.Select:
+    """Refuse aggregates the grant does not allow, or whose argument is not arithmetic on measures."""
+    for clause in ("where", "group"):
+        node = expression.args.get(clause)
+        found = node.find(*AGGREGATE_TYPES) if node is not None else None
+        if found is not None:
+            refuse("reject_invalid_aggregates", "AGGREGATE_NOT_ALLOWED",
+                   f"{AGGREGATE_NAMES[type(found)]} is not allowed in {clause.upper().replace('GROUP', 'GROUP BY')}")
+    for aggregate in expression.find_all(*AGGREGATE_TYPES):
+        name = AGGREGATE_NAMES[type(aggregate)]
+        if name not in aggregates:
+            refuse("reject_invalid_aggregates", "AGGREGATE_NOT_ALLOWED",
+                   f"{name} is not allowed by this grant; allowed: {', '.join(aggregates)}",
+                   table=dataset, function=name)
+        if enclosing_aggregate(aggregate) is not None:
+            refuse("reject_invalid_aggregates", "NESTED_AGGREGATE", f"{name} may not be nested in another aggregate")
+        argument = aggregate.this
+        if isinstance(aggregate, exp.Count) and isinstance(argument, exp.Star):
+            continue
+        if isinstance(argument, exp.Distinct):
+            if not (isinstance(aggregate, exp.Count) and len(argument.expressions) == 1
+                    and isinstance(argument.expressions[0], exp.Column)
+                    and columns.get(argument.expressions[0].name) is ColumnLevel.ENTITY):
+                column = argument.find(exp.Column)
+                refuse("reject_invalid_aggregates", "DISTINCT_NOT_ALLOWED",
+                       "DISTINCT is allowed only as COUNT(DISTINCT <entity column>)", table=dataset,
+                       column=column.name if column is not None else None)
+            continue
+        _check_measure_arithmetic(argument, name, dataset, columns)
+        if len(aggregate.expressions) > 0:
+            refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED", f"{name} takes one argument")
+    return expression
+
+
+def _check_measure_arithmetic(node: exp.Expression, name: str, dataset: str, columns: dict) -> None:
+    for inner in node.walk(prune=lambda n: isinstance(n, exp.Column)):
+        if isinstance(inner, exp.Column):
+            level = columns.get(inner.name)
+            if level is not ColumnLevel.MEASURE:
+                refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED",
+                       f"{name}({inner.name}) is not allowed: {inner.name!r} is a {level.value} column, "
+                       "and aggregates take measure columns", table=dataset, column=inner.name)
+        elif isinstance(inner, exp.Literal):
+            if inner.is_string:
+                refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED",
+                       f"{name} may not take text literals", table=dataset)
+        elif not isinstance(inner, _ARITHMETIC):
+            refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED",
+                   f"inside {name} only measure columns, numbers and + - * / are allowed, not "
+                   f"{inner.key.upper()}", table=dataset, construct=inner.key.upper())

@@ -1,0 +1,93 @@
+"""reject_invalid_filters: WHERE is an AND of simple tests of group and filter columns against literals.
+
+Allowed: ``=``, ``IN (...)``, ``BETWEEN`` and ranges bounded on both sides.
+Refused: OR (it pads a condition into a tracker), NOT and ``<>`` (complements
+that single out), tests of measures or of the entity, and anything that is not
+a literal on the other side.
+"""
+
+from __future__ import annotations
+
+import sqlglot.expressions as exp
+
+from broker.guard._tree import conjuncts, refuse
+from broker.guard.reject_invalid_group_keys import DATE_PARTS
+from broker.policy import ColumnLevel
+
+_FILTERABLE = (ColumnLevel.GROUP, ColumnLevel.FILTER)
+_LOWER = (exp.GT, exp.GTE)
+_UPPER = (exp.LT, exp.LTE)
+
+
+def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict) -> exp.Select:
+    """Refuse WHERE conditions other than literal tests of group and filter columns joined by AND."""
+    where = expression.args.get("where")
+    bounds: dict[str, set[str]] = {}
+    for term in conjuncts(where.this if where is not None else None):
+        if isinstance(term, exp.Or):
+            refuse("reject_invalid_filters", "OR_NOT_ALLOWED",
+                   "OR is not allowed in WHERE (it can pad a condition); use IN (...) for alternatives",
+                   table=dataset)
+        if isinstance(term, (exp.Not, exp.NEQ)):
+            refuse("reject_invalid_filters", "NEGATION_NOT_ALLOWED",
+                   "NOT and <> are not allowed in WHERE; name the values you want with = or IN", table=dataset)
+        if isinstance(term, exp.In):
+            if term.args.get("query") or term.args.get("unnest") or not term.expressions:
+                refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED", "IN takes a list of literals", table=dataset)
+            column = _filter_column(term.this, dataset, columns)
+            for value in term.expressions:
+                _require_literal(value, column, dataset)
+        elif isinstance(term, exp.Between):
+            column = _filter_column(term.this, dataset, columns)
+            _require_literal(term.args["low"], column, dataset)
+            _require_literal(term.args["high"], column, dataset)
+        elif isinstance(term, (exp.EQ, *_LOWER, *_UPPER)):
+            left, right = term.left, term.right
+            if _is_literal(left) and not _is_literal(right):
+                left, right = right, left
+                term = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE}.get(type(term), type(term))(
+                    this=left, expression=right)
+            column = _filter_column(left, dataset, columns)
+            _require_literal(right, column, dataset)
+            if not isinstance(term, exp.EQ):
+                bounds.setdefault(column, set()).add("lower" if isinstance(term, _LOWER) else "upper")
+        else:
+            refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
+                   f"{term.key.upper()} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
+                   table=dataset, construct=term.key.upper())
+    for column, sides in bounds.items():
+        if sides != {"lower", "upper"}:
+            refuse("reject_invalid_filters", "RANGE_NOT_BOUNDED",
+                   f"the range on {column!r} must be bounded on both sides; use BETWEEN", table=dataset, column=column)
+    return expression
+
+
+def _filter_column(term: exp.Expression, dataset: str, columns: dict) -> str:
+    base = term.this if isinstance(term, DATE_PARTS) else term
+    if not isinstance(base, exp.Column):
+        refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
+               "WHERE tests a column (or a date part of a group column) against literals", table=dataset)
+    level = columns.get(base.name)
+    if isinstance(term, DATE_PARTS) and level is not ColumnLevel.GROUP:
+        refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
+               f"date parts are allowed on group columns only, not {base.name!r}", table=dataset, column=base.name)
+    if level not in _FILTERABLE:
+        refuse("reject_invalid_filters", "FILTER_COLUMN_NOT_ALLOWED",
+               f"column {base.name!r} is a {level.value} column and may not be filtered on; "
+               "filter on group or filter columns", table=dataset, column=base.name)
+    return base.name
+
+
+def _is_literal(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Neg):
+        node = node.this
+        return isinstance(node, exp.Literal) and not node.is_string
+    if isinstance(node, exp.Cast):
+        node = node.this
+    return isinstance(node, exp.Literal)
+
+
+def _require_literal(node: exp.Expression, column: str, dataset: str) -> None:
+    if not _is_literal(node):
+        refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
+               f"{column!r} may be compared with literals only", table=dataset, column=column)

@@ -1,0 +1,283 @@
+"""Grants as policy files: the model, and a loader whose errors name the file and line.
+
+A policy (grant) says which department may ask what of which dataset: the
+level of each column, the aggregates allowed, the row filter bound to the
+caller, the disclosure threshold and the validity period. Deny by default: a
+column the policy does not list is hidden.
+
+Settings that a later version will enforce (dominance, quotas, encrypted
+results, signatures) are refused by this version rather than accepted and
+ignored, so that an owner never believes a protection is on when it is not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlglot
+import sqlglot.expressions as exp
+import yaml
+
+from broker.errors import PolicyFileError
+
+
+class ColumnLevel(str, enum.Enum):
+    """How a column may be used in a query (DESIGN section 5)."""
+
+    HIDDEN = "hidden"
+    ENTITY = "entity"
+    GROUP = "group"
+    FILTER = "filter"
+    MEASURE = "measure"
+
+
+AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+DEFAULT_AGGREGATES = ("COUNT", "SUM", "AVG")
+PRINCIPAL_PARAMETERS = ("district", "department")
+DEFAULT_MIN_ENTITIES = 10
+LOWEST_MIN_ENTITIES = 2
+DEFAULT_MAX_GROUPS = 10_000
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+_DATASET = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+# Keys this version accepts, per section. A key outside these is a lint error.
+_TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates",
+             "row_filter", "disclosure", "limits", "results"}
+_GRANTEE_KEYS = {"department"}
+_DISCLOSURE_KEYS = {"min_entities"}
+_LIMITS_KEYS = {"valid_from", "valid_until", "max_groups"}
+_RESULT_MODES = {"aggregate"}
+_NOT_YET = {
+    ("approvals",): "signed approvals arrive with the request workflow; this version loads unsigned policies only",
+    ("disclosure", "dominance"): "the dominance rule is not enforced by this version; remove it rather than rely on it",
+    ("limits", "queries_per_day"): "query quotas are not enforced by this version; remove the key rather than rely on it",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One grant, as loaded from a policy file."""
+
+    id: str
+    version: int
+    department: str
+    purpose: str
+    dataset: str
+    columns: dict[str, ColumnLevel]
+    aggregates: tuple[str, ...]
+    row_filter: str | None
+    min_entities: int
+    max_groups: int
+    valid_from: dt.date | None
+    valid_until: dt.date | None
+    results: tuple[str, ...]
+    source: str = field(default="", compare=False)
+    sha256: str = field(default="", compare=False)
+
+    @property
+    def entity_column(self) -> str:
+        """The privacy unit (e.g. the taxpayer id) counted by the threshold."""
+        return next(name for name, level in self.columns.items() if level is ColumnLevel.ENTITY)
+
+    def level_of(self, column: str) -> ColumnLevel:
+        """The column's level; columns the policy does not list are hidden."""
+        return self.columns.get(column, ColumnLevel.HIDDEN)
+
+    def is_valid_on(self, day: dt.date) -> bool:
+        """Whether ``day`` lies within the grant's validity period."""
+        return (self.valid_from is None or day >= self.valid_from) and (
+            self.valid_until is None or day <= self.valid_until
+        )
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate one policy file; raises :class:`PolicyFileError` naming file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyFileError(f"cannot read policy file ({error.__class__.__name__})", path=str(path)) from None
+    return parse_policy(text, source=str(path))
+
+
+def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
+    """Parse and validate a policy from YAML text; errors name ``source`` and the line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise PolicyFileError(f"not valid YAML: {getattr(error, 'problem', 'syntax error')}",
+                              path=source, line=mark.line + 1 if mark else None) from None
+    if not isinstance(root, yaml.MappingNode):
+        raise PolicyFileError("a policy is a mapping of keys to values", path=source, line=1)
+    reader = _Reader(source, root)
+    policy = reader.policy()
+    return Policy(**policy, source=source, sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def load_policies(directory: str | Path) -> dict[str, Policy]:
+    """Load every ``*.yaml`` policy in ``directory``, keyed by id; duplicate ids are an error."""
+    policies: dict[str, Policy] = {}
+    for path in sorted(Path(directory).glob("*.y*ml")):
+        policy = load_policy(path)
+        if policy.id in policies:
+            raise PolicyFileError(f"policy id {policy.id!r} is also used by {policies[policy.id].source}",
+                                  path=str(path), line=1)
+        policies[policy.id] = policy
+    return policies
+
+
+def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.Expression:
+    """Parse a policy's row filter and bind the caller's attributes to its placeholders."""
+    tree = sqlglot.parse_one(row_filter, read="duckdb")
+    values = {"district": district, "department": department}
+    for placeholder in list(tree.find_all(exp.Placeholder)):
+        placeholder.replace(exp.Literal.string(values[placeholder.name]))
+    return tree
+
+
+class _Reader:
+    """Walks the YAML node tree, validating as it goes, so each error has a line."""
+
+    def __init__(self, source: str, root: yaml.MappingNode) -> None:
+        self.source = source
+        self.root = root
+
+    def fail(self, node: yaml.Node, message: str) -> PolicyFileError:
+        return PolicyFileError(message, path=self.source, line=node.start_mark.line + 1)
+
+    def mapping(self, node: yaml.Node, path: tuple[str, ...], allowed: set[str] | None) -> dict[str, yaml.Node]:
+        where = ".".join(path) or "the policy"
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{where} must be a mapping")
+        items: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in items:
+                raise self.fail(key_node, f"duplicate key {'.'.join((*path, key))!r}")
+            if (*path, key) in _NOT_YET:
+                raise self.fail(key_node, f"{'.'.join((*path, key))}: {_NOT_YET[(*path, key)]}")
+            if allowed is not None and key not in allowed:
+                raise self.fail(key_node, f"unknown key {'.'.join((*path, key))!r} (allowed: {', '.join(sorted(allowed))})")
+            items[key] = value_node
+        return items
+
+    def scalar(self, node: yaml.Node, name: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, f"{name} must be a single value")
+        return _construct(node)
+
+    def text(self, node: yaml.Node, name: str, pattern: re.Pattern | None = None) -> str:
+        value = self.scalar(node, name)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(node, f"{name} must be non-empty text")
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(node, f"{name} {value!r} is not of the form {pattern.pattern}")
+        return value
+
+    def integer(self, node: yaml.Node, name: str, lowest: int) -> int:
+        value = self.scalar(node, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise self.fail(node, f"{name} must be a whole number of at least {lowest}")
+        return value
+
+    def date(self, node: yaml.Node, name: str) -> dt.date:
+        value = self.scalar(node, name)
+        if not isinstance(value, dt.date):
+            raise self.fail(node, f"{name} must be a date (YYYY-MM-DD)")
+        return value
+
+    def names(self, node: yaml.Node, name: str, allowed: set[str] | tuple[str, ...]) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, f"{name} must be a list")
+        values = []
+        for item in node.value:
+            value = str(self.scalar(item, name))
+            normalised = value.upper() if name == "aggregates" else value
+            if normalised not in allowed:
+                raise self.fail(item, f"{name}: unknown value {value!r} (allowed: {', '.join(sorted(allowed))})")
+            if normalised in values:
+                raise self.fail(item, f"{name}: {value!r} is listed twice")
+            values.append(normalised)
+        return tuple(values)
+
+    def policy(self) -> dict[str, Any]:
+        top = self.mapping(self.root, (), _TOP_KEYS)
+        for required in ("id", "version", "grantee", "purpose", "dataset", "columns"):
+            if required not in top:
+                raise self.fail(self.root, f"missing required key {required!r}")
+        grantee = self.mapping(top["grantee"], ("grantee",), _GRANTEE_KEYS)
+        if "department" not in grantee:
+            raise self.fail(top["grantee"], "missing required key 'grantee.department'")
+        columns = self.columns(top["columns"])
+        disclosure = self.mapping(top["disclosure"], ("disclosure",), _DISCLOSURE_KEYS) if "disclosure" in top else {}
+        limits = self.mapping(top["limits"], ("limits",), _LIMITS_KEYS) if "limits" in top else {}
+        valid_from = self.date(limits["valid_from"], "limits.valid_from") if "valid_from" in limits else None
+        valid_until = self.date(limits["valid_until"], "limits.valid_until") if "valid_until" in limits else None
+        if valid_from and valid_until and valid_until < valid_from:
+            raise self.fail(limits["valid_until"], "limits.valid_until is before limits.valid_from")
+        return {
+            "id": self.text(top["id"], "id", _ID),
+            "version": self.integer(top["version"], "version", 1),
+            "department": self.text(grantee["department"], "grantee.department", _ID),
+            "purpose": self.text(top["purpose"], "purpose"),
+            "dataset": self.text(top["dataset"], "dataset", _DATASET),
+            "columns": columns,
+            "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES) if "aggregates" in top else DEFAULT_AGGREGATES,
+            "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
+            "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
+            if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
+            "max_groups": self.integer(limits["max_groups"], "limits.max_groups", 1) if "max_groups" in limits else DEFAULT_MAX_GROUPS,
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+            "results": self.names(top["results"], "results", _RESULT_MODES) if "results" in top else ("aggregate",),
+        }
+
+    def columns(self, node: yaml.Node) -> dict[str, ColumnLevel]:
+        items = self.mapping(node, ("columns",), None)
+        levels = {level.value for level in ColumnLevel}
+        columns: dict[str, ColumnLevel] = {}
+        for name, value_node in items.items():
+            if not _COLUMN.match(str(name)):
+                raise self.fail(value_node, f"columns: {name!r} is not a column name")
+            level = self.scalar(value_node, f"columns.{name}")
+            if level not in levels:
+                raise self.fail(value_node, f"columns.{name}: unknown level {level!r} (allowed: {', '.join(sorted(levels))})")
+            columns[name] = ColumnLevel(level)
+        entities = [name for name, level in columns.items() if level is ColumnLevel.ENTITY]
+        if len(entities) != 1:
+            raise self.fail(node, f"columns: exactly one column must be the entity (the privacy unit); found {len(entities)}")
+        return columns
+
+    def row_filter(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> str:
+        text = self.text(node, "row_filter")
+        try:
+            tree = sqlglot.parse_one(text, read="duckdb")
+        except sqlglot.errors.ParseError:
+            raise self.fail(node, "row_filter does not parse as a SQL condition") from None
+        if not isinstance(tree, (exp.Condition, exp.Predicate)) or isinstance(tree, (exp.Column, exp.Literal)):
+            raise self.fail(node, "row_filter must be a condition, e.g. district_code = :district")
+        if tree.find(exp.Select, exp.Func) and not all(isinstance(f, exp.Cast) for f in tree.find_all(exp.Func)):
+            raise self.fail(node, "row_filter may use columns, literals, comparisons, AND, OR and IN only")
+        for placeholder in tree.find_all(exp.Placeholder):
+            if placeholder.name not in PRINCIPAL_PARAMETERS:
+                raise self.fail(node, f"row_filter: unknown parameter :{placeholder.name} "
+                                      f"(known: {', '.join(':' + p for p in PRINCIPAL_PARAMETERS)})")
+        return text
+
+
+def _construct(node: yaml.ScalarNode) -> Any:
+    """Build the Python value of one scalar node with the safe loader's rules."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()

@@ -1,0 +1,81 @@
+"""The one place where exceptions become gRPC statuses, and statuses become exceptions.
+
+Servers install :class:`ErrorInterceptor`; it answers a :class:`DsbrokerError`
+with its code, message and a ``google.rpc.ErrorInfo`` detail, and any other
+exception with a bare INTERNAL status (the traceback goes to the server's own
+log, never to the caller). Clients call :func:`error_from_rpc_error` to get
+the :class:`DsbrokerError` back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from broker.errors import ERROR_DOMAIN, DsbrokerError
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; the operator's log has the details"
+
+
+def to_grpc_status(error: DsbrokerError) -> grpc.Status:
+    """Build the gRPC status (with an ErrorInfo detail) that answers ``error``."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+def error_from_rpc_error(rpc_error: grpc.RpcError) -> DsbrokerError:
+    """Rebuild a :class:`DsbrokerError` from a failed call, keeping code, reason and metadata."""
+    code = rpc_error.code() if hasattr(rpc_error, "code") else grpc.StatusCode.UNKNOWN
+    message = rpc_error.details() if hasattr(rpc_error, "details") else str(rpc_error)
+    reason, metadata = code.name, {}
+    status = rpc_status.from_call(rpc_error) if hasattr(rpc_error, "trailing_metadata") else None
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+    return DsbrokerError(message or code.name, reason=reason, code=code, **metadata)
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Turns exceptions raised by unary handlers into gRPC statuses with ErrorInfo."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _answering_errors(handler.unary_unary, handler_call_details.method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any], method: str):
+    def wrapped(request, context: grpc.ServicerContext):
+        try:
+            return behavior(request, context)
+        except DsbrokerError as error:
+            context.abort_with_status(to_grpc_status(error))
+        except Exception as error:  # noqa: BLE001 - the last line of defence
+            if _is_abort(error):
+                raise
+            log.exception("unexpected error in %s", method)
+            context.abort_with_status(to_grpc_status(DsbrokerError(INTERNAL_MESSAGE)))
+
+    return wrapped
+
+
+def _is_abort(error: Exception) -> bool:
+    # context.abort raises a plain Exception subclass that grpc recognises; let it through.
+    return type(error).__name__ == "_AbortException" or type(error).__module__.startswith("grpc")

@@ -1,0 +1,83 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ColumnType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLUMN_TYPE_UNSPECIFIED: _ClassVar[ColumnType]
+    COLUMN_TYPE_INTEGER: _ClassVar[ColumnType]
+    COLUMN_TYPE_DOUBLE: _ClassVar[ColumnType]
+    COLUMN_TYPE_STRING: _ClassVar[ColumnType]
+    COLUMN_TYPE_DECIMAL: _ClassVar[ColumnType]
+    COLUMN_TYPE_DATE: _ClassVar[ColumnType]
+    COLUMN_TYPE_TIMESTAMP: _ClassVar[ColumnType]
+    COLUMN_TYPE_BOOLEAN: _ClassVar[ColumnType]
+COLUMN_TYPE_UNSPECIFIED: ColumnType
+COLUMN_TYPE_INTEGER: ColumnType
+COLUMN_TYPE_DOUBLE: ColumnType
+COLUMN_TYPE_STRING: ColumnType
+COLUMN_TYPE_DECIMAL: ColumnType
+COLUMN_TYPE_DATE: ColumnType
+COLUMN_TYPE_TIMESTAMP: ColumnType
+COLUMN_TYPE_BOOLEAN: ColumnType
+
+class ExecutePlanRequest(_message.Message):
+    __slots__ = ("plan", "request_id")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    plan: Plan
+    request_id: str
+    def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Plan(_message.Message):
+    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    sql: str
+    policy_id: str
+    policy_version: int
+    max_rows: int
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ...) -> None: ...
+
+class ExecutePlanResponse(_message.Message):
+    __slots__ = ("table", "truncated", "engine_micros")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    table: ResultTable
+    truncated: bool
+    engine_micros: int
+    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ...) -> None: ...
+
+class ResultTable(_message.Message):
+    __slots__ = ("columns", "row_count")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
+    row_count: int
+    def __init__(self, columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., row_count: _Optional[int] = ...) -> None: ...
+
+class ResultColumn(_message.Message):
+    __slots__ = ("name", "type", "nulls", "int_values", "double_values", "string_values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NULLS_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: ColumnType
+    nulls: _containers.RepeatedScalarFieldContainer[bool]
+    int_values: _containers.RepeatedScalarFieldContainer[int]
+    double_values: _containers.RepeatedScalarFieldContainer[float]
+    string_values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., nulls: _Optional[_Iterable[bool]] = ..., int_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ...) -> None: ...
