@@ -1,0 +1,1 @@
+"""The ``dsbroker`` command line."""

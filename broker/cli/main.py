@@ -1,0 +1,232 @@
+"""``dsbroker``: serve the broker or a sandbox, query, make demo data, lint policies, read the log."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from broker.errors import DsbrokerError
+from broker.settings import BrokerSettings, SandboxSettings, load_settings
+
+CLIENT_ENV = {"broker": "DSBROKER_BROKER", "token": "DSBROKER_TOKEN"}
+
+
+def client_options(command):
+    """--broker and --token (or DSBROKER_BROKER / DSBROKER_TOKEN) on every client command."""
+    command = click.option("--token", envvar=CLIENT_ENV["token"], help="bearer token [env DSBROKER_TOKEN]")(command)
+    command = click.option("--broker", envvar=CLIENT_ENV["broker"], default="127.0.0.1:50051", show_default=True,
+                           help="broker address HOST:PORT [env DSBROKER_BROKER]")(command)
+    return command
+
+
+def reporting_errors(command):
+    """Turn DsbrokerError into one clear line and a non-zero exit, never a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from broker.cli.output import fail
+
+        try:
+            return command(*args, **kwargs)
+        except DsbrokerError as error:
+            fail(error, as_json=kwargs.get("as_json", False))
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="log more (servers log to stderr)")
+def main(verbose: bool) -> None:
+    """dsbroker: privacy-preserving data sharing, usable but not visible (可用不可见).
+
+    Departments query a data owner's tables under grants the owner approved; the guard checks and
+    rewrites each query, the owner's sandbox runs it, and only aggregates come back.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve(running, port_file: str | None) -> None:
+    if port_file:
+        Path(port_file).write_text(str(running.port))
+    click.echo(f"serving on port {running.port}; stop with Ctrl-C or SIGTERM", err=True)
+    running.wait_for_signal()
+
+
+@main.command()
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="broker TOML file")
+@click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free port)")
+@click.option("--policies", type=click.Path(file_okay=False), help="directory of policy YAML files")
+@click.option("--sandbox", help="sandbox address HOST:PORT")
+@click.option("--access-log", help="SQLite file of the access log")
+@click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here once serving")
+@reporting_errors
+def serve(config, listen, policies, sandbox, access_log, port_file) -> None:
+    """Run the broker."""
+    from broker.server import start_broker
+
+    settings = load_settings(BrokerSettings, config, listen=listen, policies=policies, sandbox=sandbox,
+                             access_log=access_log)
+    _serve(start_broker(settings), port_file)
+
+
+@main.group("sandbox")
+def sandbox_group() -> None:
+    """The data owner's side."""
+
+
+@sandbox_group.command("serve")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="sandbox TOML file")
+@click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free port)")
+@click.option("--data", type=click.Path(dir_okay=False), help="DuckDB data file (opened read-only)")
+@click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here once serving")
+@reporting_errors
+def sandbox_serve(config, listen, data, port_file) -> None:
+    """Run a sandbox beside the owner's data."""
+    from sandbox.server import start_sandbox
+
+    _serve(start_sandbox(load_settings(SandboxSettings, config, listen=listen, data=data)), port_file)
+
+
+@main.command()
+@client_options
+@click.option("--grant", required=True, help="grant (policy) id to query under")
+@click.option("--sql", required=True, help="one SELECT statement; '-' reads it from standard input")
+@click.option("--timeout", default=60.0, show_default=True, help="deadline in seconds")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@reporting_errors
+def query(broker, token, grant, sql, timeout, as_json) -> None:
+    """Run one aggregate query under a grant and print the released cells."""
+    from broker.cli.output import print_result
+    from broker.client import BrokerClient
+
+    if sql == "-":
+        sql = sys.stdin.read()
+    with BrokerClient(broker, token=token, timeout=timeout) as client:
+        print_result(client.query(grant, sql), as_json=as_json)
+
+
+@main.group()
+def data() -> None:
+    """Demo data."""
+
+
+@data.command("make")
+@click.option("--out", default=".cache/demo/tax.duckdb", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--taxpayers", default=20_000, show_default=True, help="number of taxpayers")
+@click.option("--months", default=24, show_default=True, help="months of declarations")
+@click.option("--seed", default=20261121, show_default=True, help="random seed")
+def data_make(out, taxpayers, months, seed) -> None:
+    """Write a DuckDB file of synthetic (realistic, not real) tax records."""
+    from sandbox.demo_data import make_demo_data
+
+    counts = make_demo_data(out, taxpayers=taxpayers, months=months, seed=seed,
+                            progress=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps(counts))
+
+
+@main.group()
+def policy() -> None:
+    """Grants (policy files)."""
+
+
+@policy.command("lint")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def policy_lint(files) -> None:
+    """Check policy files; print FILE:LINE: problem for each, exit 1 if any."""
+    from broker.policy import load_policy
+
+    bad = 0
+    for file in files:
+        try:
+            loaded = load_policy(file)
+            click.echo(f"{file}: ok ({loaded.id} v{loaded.version})")
+        except DsbrokerError as error:
+            bad += 1
+            click.echo(str(error), err=True)
+    sys.exit(1 if bad else 0)
+
+
+@main.group()
+def audit() -> None:
+    """The access log."""
+
+
+@audit.command("list")
+@click.option("--log", "log_path", default="state/access-log.sqlite", show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="access log file")
+@click.option("--after", default=0, help="start after this sequence number")
+@click.option("--limit", default=100, show_default=True, help="records per page")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def audit_list(log_path, after, limit, as_json) -> None:
+    """List access records."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from broker.access_log import AccessLog
+    from broker.cli.output import console
+
+    log = AccessLog(log_path)
+    records = list(log.records(after=after, limit=limit))
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(asdict(record), ensure_ascii=False))
+        return
+    table = Table(header_style="bold")
+    for name in ("seq", "at", "event", "department", "grant", "decision", "reason", "sql"):
+        table.add_column(name, overflow="fold")
+    for r in records:
+        table.add_row(str(r.seq), r.at[:19], r.event, r.department, r.grant_id, r.decision, r.reason,
+                      (r.sql[:60] + "…") if len(r.sql) > 60 else r.sql)
+    console.print(table)
+
+
+@audit.command("verify")
+@click.option("--log", "log_path", default="state/access-log.sqlite", show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="access log file")
+def audit_verify(log_path) -> None:
+    """Check the hash chain; print each problem with its sequence number, exit 1 if any."""
+    from broker.access_log import AccessLog
+
+    problems = AccessLog(log_path).verify()
+    for problem in problems:
+        click.echo(problem, err=True)
+    click.echo("access log intact" if not problems else f"{len(problems)} problem(s) found")
+    sys.exit(1 if problems else 0)
+
+
+@main.group()
+def token() -> None:
+    """Caller tokens."""
+
+
+@token.command("dev")
+@click.option("--sub", required=True, help="the caller (a person or a system)")
+@click.option("--department", required=True, help="department id, e.g. xuanwu-fgw")
+@click.option("--district", required=True, help="district code, e.g. 320102")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice(["requester", "reviewer", "owner", "auditor"]), help="a role (repeatable)")
+def token_dev(sub, department, district, roles) -> None:
+    """Print an unsigned development token (loopback development only)."""
+    from broker.auth import development_token
+
+    click.echo(development_token(subject=sub, department=department, district=district, roles=tuple(roles)))
+
+
+@main.command()
+@click.option("--cache-dir", default=".cache/demo", show_default=True, type=click.Path(file_okay=False),
+              help="where the demo data and state live")
+@click.option("--taxpayers", default=20_000, show_default=True, help="taxpayers in the demo data")
+def demo(cache_dir, taxpayers) -> None:
+    """Walk the flow: data, sandbox, broker, an answered query, a refused one, the access log."""
+    from broker.demo import run_demo
+
+    sys.exit(run_demo(Path(cache_dir), taxpayers=taxpayers))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The embedded walk-through: the owner's sandbox and the broker as real processes, and a department's queries."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+
+from broker.access_log import AccessLog
+from broker.auth import development_token
+from broker.cli.output import print_result
+from broker.client import BrokerClient
+from broker.errors import DsbrokerError
+from broker.launch import ServerProcess
+from sandbox.demo_data import make_demo_data
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+GRANT = "xuanwu-fgw-2026-007"
+AGGREGATE_SQL = """\
+SELECT street_code, industry_section,
+       COUNT(DISTINCT taxpayer_id) AS taxpayers,
+       SUM(vat_paid + cit_paid) / 100 AS tax_yuan
+FROM tax.declarations
+WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-12-31'
+  AND industry_section IN ('C', 'I', 'M')
+GROUP BY street_code, industry_section
+ORDER BY tax_yuan DESC
+LIMIT 12"""
+RAW_SQL = "SELECT taxpayer_id, vat_paid FROM tax.declarations WHERE street_code = '320102005'"
+
+console = Console()
+
+
+def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
+    """Run the walk-through; returns the exit code (0 when every step behaved as it should)."""
+    started = time.perf_counter()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data = cache_dir / f"tax-{taxpayers}.duckdb"
+    state = cache_dir / "state"
+    state.mkdir(exist_ok=True)
+    access_log = state / f"access-log-{int(time.time())}.sqlite"
+
+    _step("1. The city tax bureau (the owner) has its taxpayer records; they stay on its side.")
+    if data.exists():
+        console.print(f"reusing demo data {data}")
+    else:
+        make_demo_data(data, taxpayers=taxpayers, progress=console.print)
+
+    _step("2. The owner starts its sandbox beside the data; the exchange platform starts the broker.")
+    with ServerProcess(["sandbox", "serve", "--data", str(data)], name="sandbox",
+                       log_path=state / "sandbox.log") as sandbox, \
+         ServerProcess(["serve", "--sandbox", sandbox.target, "--policies", str(POLICIES),
+                        "--access-log", str(access_log)], name="broker", log_path=state / "broker.log") as broker:
+        console.print(f"sandbox on {sandbox.target}, broker on {broker.target} (loopback, development tokens)")
+        token = development_token(subject="analyst-li", department="xuanwu-fgw", district="320102",
+                                  roles=("requester",))
+        with BrokerClient(broker.target, token=token) as client:
+            _step(f"3. Xuanwu's Development and Reform Commission asks, under grant {GRANT}, for 2025 tax by "
+                  "street in manufacturing, IT and research:")
+            console.print(Syntax(AGGREGATE_SQL, "sql", theme="ansi_dark", background_color="default"))
+            result = client.query(GRANT, AGGREGATE_SQL)
+            console.print("The guard bound the query to the caller's district and added the threshold:", style="dim")
+            console.print(Syntax(result.rewritten_sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
+            print_result(result, as_json=False)
+            answered = bool(result.rows)
+
+            _step("4. The same department tries to read one street's taxpayers row by row:")
+            console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
+            try:
+                client.query(GRANT, RAW_SQL)
+                refused = False
+                console.print("[red]the raw query was answered: this must not happen[/red]")
+            except DsbrokerError as error:
+                refused = True
+                console.print(f"refused: {error.code.name} {error.reason}: {error.message} "
+                              f"[{', '.join(f'{k}={v}' for k, v in error.metadata.items())}]")
+
+    _step("5. The access log so far (what the auditors see):")
+    log = AccessLog(access_log)
+    for record in log.records():
+        console.print(f"#{record.seq} {record.at[:19]} {record.event:<15} {record.department:<11} "
+                      f"{record.decision:<8} {record.reason or '-':<22} rows={record.detail.get('rows', '-')}")
+    problems = log.verify()
+    log.close()
+    console.print("hash chain intact" if not problems else f"[red]{problems}[/red]")
+    ok = answered and refused and not problems
+    console.print(Panel(f"demo {'finished' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s",
+                        style="green" if ok else "red"))
+    return 0 if ok else 1
+
+
+def _step(text: str) -> None:
+    console.rule(style="dim")
+    console.print(text, style="bold")

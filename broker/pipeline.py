@@ -1,0 +1,72 @@
+"""One query, end to end on the broker: grant, guard, DECISION record, sandbox, RESULT record.
+
+The DECISION record is durable before the sandbox is called; if it cannot be
+written the query is refused. Every path, allowed or refused, leaves a record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Callable
+
+from broker.access_log import AccessLog, AccessRecord
+from broker.auth import Principal
+from broker.errors import DsbrokerError
+from broker.grants import grant_for
+from broker.guard import GuardedQuery, guard
+from broker.policy import Policy
+from broker.sandbox_client import SandboxClient
+from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """What the pipeline hands back to the servicer."""
+
+    response: sandbox_pb.ExecutePlanResponse
+    guarded: GuardedQuery
+    policy: Policy
+    access_record: int
+
+
+class QueryPipeline:
+    """Orchestrates one query; owns no policy decisions itself (the guard and grants do)."""
+
+    def __init__(self, policies: dict[str, Policy], sandbox: SandboxClient, access_log: AccessLog,
+                 today: Callable[[], dt.date] = dt.date.today) -> None:
+        self.policies = policies
+        self.sandbox = sandbox
+        self.access_log = access_log
+        self.today = today
+
+    def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
+            client: str, timeout_s: float) -> QueryOutcome:
+        """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused."""
+        base = dict(subject=principal.subject, department=principal.department, client=client,
+                    request_id=request_id, grant_id=grant_id, sql=unverified_sql)
+        try:
+            policy = grant_for(self.policies, grant_id, principal, self.today())
+            base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department)
+        except DsbrokerError as error:
+            self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=error.reason,
+                                                detail=error.metadata, **base))
+            raise
+        base["rewritten_sql"] = guarded.sql
+        seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base))
+        plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
+                               policy_version=policy.version, max_rows=guarded.max_rows)
+        try:
+            response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
+        except DsbrokerError as error:
+            self.access_log.append(AccessRecord(event="query.result", decision="error", reason=error.reason,
+                                                detail={"decision_seq": seq, **error.metadata}, **base))
+            raise
+        digest = hashlib.sha256(response.table.SerializeToString(deterministic=True)).hexdigest()
+        self.access_log.append(AccessRecord(
+            event="query.result", decision="released", detail={
+                "decision_seq": seq, "rows": response.table.row_count, "truncated": response.truncated,
+                "engine_micros": response.engine_micros, "result_sha256": digest}, **base))
+        return QueryOutcome(response, guarded, policy, seq)

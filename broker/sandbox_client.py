@@ -1,0 +1,38 @@
+"""The broker's channel to the owner's sandbox: plans out, results or statuses back."""
+
+from __future__ import annotations
+
+import grpc
+
+from broker.errors import DsbrokerError, SandboxError
+from broker.rpc_status import error_from_rpc_error
+from broker.serving import message_options
+from sandbox.v1 import sandbox_service_pb2 as pb
+from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+
+
+class SandboxClient:
+    """Calls one sandbox over a long-lived channel (no per-query connection set-up)."""
+
+    def __init__(self, target: str, *, max_message_bytes: int) -> None:
+        self.target = target
+        self._channel = grpc.insecure_channel(target, options=message_options(max_message_bytes))
+        self._stub = pb_grpc.SandboxServiceStub(self._channel)
+
+    def execute(self, plan: pb.Plan, *, timeout_s: float, request_id: str) -> pb.ExecutePlanResponse:
+        """Run ``plan``; failures come back as DsbrokerError with the sandbox's reason."""
+        try:
+            return self._stub.ExecutePlan(pb.ExecutePlanRequest(plan=plan, request_id=request_id), timeout=timeout_s)
+        except grpc.RpcError as rpc_error:
+            error = error_from_rpc_error(rpc_error)
+            if error.reason == "UNAVAILABLE":
+                raise SandboxError("the data owner's sandbox cannot be reached; try again later",
+                                   sandbox=self.target) from None
+            if error.reason == "DEADLINE_EXCEEDED":
+                raise DsbrokerError("the query ran past its deadline", reason="QUERY_TIMEOUT",
+                                    code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            raise error from None
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()

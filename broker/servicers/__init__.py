@@ -1,0 +1,1 @@
+"""gRPC servicers: each converts proto to model and back, and calls one pipeline."""

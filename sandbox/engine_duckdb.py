@@ -1,0 +1,146 @@
+"""The DuckDB engine: a read-only database file, locked down, with pooled connections.
+
+The lockdown order is the verified recipe: extension loading and replacement
+scans off, resource limits set, external access off, the local file system
+disabled, and the configuration locked last so no query can undo any of it.
+The guard refuses metadata functions, temp objects and macros; the lockdown
+is the second layer for anything that slips past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import grpc
+
+from broker.errors import DsbrokerError, ExecutionError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Resource limits applied to the engine at start-up."""
+
+    memory_limit: str = "2GB"
+    threads: int = 2
+    max_execution_ms: int = 120_000
+    pool_size: int = 4
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """Rows of one query, with column names and engine type names."""
+
+    names: list[str]
+    types: list[str]
+    rows: list[tuple]
+    truncated: bool
+    micros: int
+
+
+def lockdown_statements(limits: EngineLimits) -> list[str]:
+    """The SET statements that lock a connection down, in the order they must run."""
+    return [
+        "SET autoinstall_known_extensions = false",
+        "SET autoload_known_extensions = false",
+        "SET allow_community_extensions = false",
+        "SET allow_persistent_secrets = false",
+        "SET python_enable_replacements = false",
+        f"SET memory_limit = '{_quoted(limits.memory_limit)}'",
+        f"SET threads = {int(limits.threads)}",
+        f"SET max_execution_time = {int(limits.max_execution_ms)}",
+        "SET max_temp_directory_size = '0B'",
+        "SET enable_external_access = false",
+        "SET disabled_filesystems = 'LocalFileSystem'",
+        "SET lock_configuration = true",
+    ]
+
+
+class DuckDBEngine:
+    """Runs SQL on a read-only DuckDB file through a fixed pool of locked-down connections."""
+
+    dialect = "duckdb"
+
+    def __init__(self, path: str | Path, limits: EngineLimits = EngineLimits()) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise DsbrokerError(f"data file {path} does not exist", reason="DATA_FILE_MISSING")
+        self.path = path
+        self.limits = limits
+        self._database = duckdb.connect(str(path), read_only=True)
+        for statement in lockdown_statements(limits):
+            self._database.execute(statement)
+        # Cursors are further connections to the same database instance; the settings
+        # above are global to it and locked, so every pooled connection is locked down.
+        self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
+        for _ in range(limits.pool_size):
+            self._pool.put(self._database.cursor())
+        self._closed = False
+
+    def tables(self) -> set[str]:
+        """The tables in the file, as "schema.table"."""
+        connection = self._pool.get()
+        try:
+            rows = connection.execute(
+                "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()
+        finally:
+            self._pool.put(connection)
+        return {row[0] for row in rows}
+
+    def execute(self, sql: str, *, timeout_s: float, max_rows: int) -> EngineResult:
+        """Run ``sql``, interrupting it after ``timeout_s``; return at most ``max_rows`` rows.
+
+        Engine messages are logged here and never returned: they can quote data.
+        """
+        try:
+            connection = self._pool.get(timeout=max(timeout_s, 0.001))
+        except queue.Empty:
+            raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY",
+                                code=grpc.StatusCode.RESOURCE_EXHAUSTED) from None
+        timer = threading.Timer(timeout_s, connection.interrupt)
+        started = time.perf_counter()
+        timer.start()
+        try:
+            cursor = connection.execute(sql)
+            names = [d[0] for d in cursor.description]
+            types = [str(d[1]) for d in cursor.description]
+            rows = cursor.fetchmany(max_rows + 1)
+        except duckdb.InterruptException:
+            raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
+                                code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+        except duckdb.Error as error:
+            log.warning("engine error (%s): %s", type(error).__name__, error)
+            raise ExecutionError("the engine could not run the query", error_class=type(error).__name__) from None
+        finally:
+            timer.cancel()
+            self._release(connection)
+        micros = int((time.perf_counter() - started) * 1e6)
+        return EngineResult(names, types, rows[:max_rows], len(rows) > max_rows, micros)
+
+    def _release(self, connection: duckdb.DuckDBPyConnection) -> None:
+        try:
+            connection.execute("SELECT 1").fetchall()  # clears an interrupt and any pending result
+        except duckdb.Error:
+            connection = self._database.cursor()
+        self._pool.put(connection)
+
+    def close(self) -> None:
+        """Close every connection and the database."""
+        if self._closed:
+            return
+        self._closed = True
+        while not self._pool.empty():
+            self._pool.get_nowait().close()
+        self._database.close()
+
+
+def _quoted(value: str) -> str:
+    return value.replace("'", "''")
+

@@ -1,0 +1,81 @@
+"""Encodes engine rows as a columnar ResultTable (the wire form of every result)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+from sandbox.v1 import sandbox_service_pb2 as pb
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                  "UINTEGER", "UBIGINT", "UHUGEINT"}
+
+
+def column_type(engine_type: str, values: list) -> int:
+    """The wire type of a column, from the engine's type name and (for wide integers) its values."""
+    name = engine_type.upper()
+    if name in _INTEGER_TYPES:
+        fits = all(v is None or INT64_MIN <= v <= INT64_MAX for v in values)
+        return pb.COLUMN_TYPE_INTEGER if fits else pb.COLUMN_TYPE_DECIMAL
+    if name == "BOOLEAN":
+        return pb.COLUMN_TYPE_BOOLEAN
+    if name in {"DOUBLE", "FLOAT", "REAL"}:
+        return pb.COLUMN_TYPE_DOUBLE
+    if name.startswith("DECIMAL"):
+        return pb.COLUMN_TYPE_DECIMAL
+    if name == "DATE":
+        return pb.COLUMN_TYPE_DATE
+    if name.startswith("TIMESTAMP"):
+        return pb.COLUMN_TYPE_TIMESTAMP
+    return pb.COLUMN_TYPE_STRING
+
+
+def encode_table(names: list[str], types: list[str], rows: list[tuple]) -> pb.ResultTable:
+    """Turn engine rows into a ResultTable, column by column."""
+    table = pb.ResultTable(row_count=len(rows))
+    for index, (name, engine_type) in enumerate(zip(names, types)):
+        values = [row[index] for row in rows]
+        kind = column_type(engine_type, values)
+        column = table.columns.add(name=name, type=kind)
+        if any(v is None for v in values):
+            column.nulls.extend(v is None for v in values)
+        if kind in (pb.COLUMN_TYPE_INTEGER, pb.COLUMN_TYPE_BOOLEAN):
+            column.int_values.extend(0 if v is None else int(v) for v in values)
+        elif kind == pb.COLUMN_TYPE_DOUBLE:
+            column.double_values.extend(0.0 if v is None else float(v) for v in values)
+        else:
+            column.string_values.extend("" if v is None else _text(v) for v in values)
+    return table
+
+
+def decode_table(table: pb.ResultTable) -> tuple[list[str], list[list]]:
+    """Turn a ResultTable back into column names and rows of Python values."""
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if kind == pb.COLUMN_TYPE_INTEGER:
+            values = list(column.int_values)
+        elif kind == pb.COLUMN_TYPE_BOOLEAN:
+            values = [bool(v) for v in column.int_values]
+        elif kind == pb.COLUMN_TYPE_DOUBLE:
+            values = list(column.double_values)
+        elif kind == pb.COLUMN_TYPE_DECIMAL:
+            values = [decimal.Decimal(v) if v else None for v in column.string_values]
+        elif kind == pb.COLUMN_TYPE_DATE:
+            values = [dt.date.fromisoformat(v) if v else None for v in column.string_values]
+        elif kind == pb.COLUMN_TYPE_TIMESTAMP:
+            values = [dt.datetime.fromisoformat(v) if v else None for v in column.string_values]
+        else:
+            values = list(column.string_values)
+        if column.nulls:
+            values = [None if null else value for value, null in zip(values, column.nulls)]
+        columns.append(values)
+    rows = [list(row) for row in zip(*columns)] if columns else []
+    return [c.name for c in table.columns], rows
+
+
+def _text(value) -> str:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return str(value)

@@ -1,0 +1,40 @@
+"""Starts the sandbox: engine, servicer, health and limits (no broker servicer is imported here)."""
+
+from __future__ import annotations
+
+import logging
+
+from broker.errors import ConfigError
+from broker.serving import Running, add_health, bind, build_server
+from broker.settings import SandboxSettings, require_loopback
+from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
+from sandbox.servicer import SandboxServicer
+from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = sandbox_service_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name
+
+
+def start_sandbox(settings: SandboxSettings) -> Running:
+    """Open the engine and start serving; returns the running server (port 0 picks a free port)."""
+    require_loopback(settings.listen, "the sandbox")
+    if not settings.data:
+        raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
+    engine = DuckDBEngine(settings.data, EngineLimits(
+        memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
+        max_execution_ms=int(settings.max_execution_seconds * 1000)))
+    tables = engine.tables()
+    datasets = set(settings.datasets) or tables
+    missing = datasets - tables
+    if missing:
+        engine.close()
+        raise ConfigError(f"configured datasets not in {settings.data}: {', '.join(sorted(missing))}")
+    server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes)
+    sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
+        SandboxServicer(engine, datasets, max_rows=settings.max_rows,
+                        max_execution_seconds=settings.max_execution_seconds), server)
+    health = add_health(server, [SERVICE_NAME])
+    port = bind(server, settings.listen)
+    server.start()
+    log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
+    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close])

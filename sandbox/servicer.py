@@ -1,0 +1,42 @@
+"""SandboxService: checks a plan's envelope and runs it on the engine (proto to engine and back)."""
+
+from __future__ import annotations
+
+import grpc
+
+from broker.errors import DsbrokerError
+from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.result_table import encode_table
+from sandbox.v1 import sandbox_service_pb2 as pb
+from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+
+DEADLINE_MARGIN_SECONDS = 0.05
+
+
+class SandboxServicer(pb_grpc.SandboxServiceServicer):
+    """Executes plans against the datasets this sandbox serves."""
+
+    def __init__(self, engine: DuckDBEngine, datasets: set[str], *, max_rows: int,
+                 max_execution_seconds: float) -> None:
+        self.engine = engine
+        self.datasets = datasets
+        self.max_rows = max_rows
+        self.max_execution_seconds = max_execution_seconds
+
+    def ExecutePlan(self, request: pb.ExecutePlanRequest, context: grpc.ServicerContext) -> pb.ExecutePlanResponse:
+        plan = request.plan
+        if plan.dataset not in self.datasets:
+            raise DsbrokerError(f"this sandbox does not serve dataset {plan.dataset!r}",
+                                reason="DATASET_NOT_SERVED", code=grpc.StatusCode.NOT_FOUND, table=plan.dataset)
+        if not plan.sql.strip():
+            raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+        max_rows = min(plan.max_rows or self.max_rows, self.max_rows)
+        remaining = context.time_remaining()
+        timeout = self.max_execution_seconds if remaining is None else min(
+            self.max_execution_seconds, remaining - DEADLINE_MARGIN_SECONDS)
+        if timeout <= 0:
+            raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",
+                                code=grpc.StatusCode.DEADLINE_EXCEEDED)
+        result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
+        return pb.ExecutePlanResponse(table=encode_table(result.names, result.types, result.rows),
+                                      truncated=result.truncated, engine_micros=result.micros)
