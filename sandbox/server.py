@@ -24,6 +24,11 @@ def start_sandbox(settings: SandboxSettings) -> Running:
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
         max_execution_ms=int(settings.max_execution_seconds * 1000)))
     tables = engine.tables()
+    clashing = {t for t in tables if t.split(".")[0] == engine.path.stem}
+    if clashing:
+        engine.close()
+        raise ConfigError(f"the data file's name {engine.path.name!r} equals schema {engine.path.stem!r}, which makes "
+                          "DuckDB names ambiguous; rename the file (e.g. to owner-data.duckdb)")
     datasets = set(settings.datasets) or tables
     missing = datasets - tables
     if missing:

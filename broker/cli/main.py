@@ -115,7 +115,7 @@ def data() -> None:
 
 
 @data.command("make")
-@click.option("--out", default=".cache/demo/tax.duckdb", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", default=".cache/demo/demo-tax.duckdb", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--taxpayers", default=20_000, show_default=True, help="number of taxpayers")
 @click.option("--months", default=24, show_default=True, help="months of declarations")
 @click.option("--seed", default=20261121, show_default=True, help="random seed")

@@ -1,8 +1,10 @@
 """expand_output_aliases: replace references to output aliases and positions by the expressions.
 
 After this rule every column in GROUP BY, HAVING and ORDER BY is a real
-column, so later checks and every engine see the same thing. An alias that
-reuses the name of a granted column is refused: engines differ on which wins.
+column, so later checks and every engine see the same thing. An alias may
+reuse a column's name only for an expression over that very column
+(``SUM(revenue) AS revenue``); any other reuse is refused, since engines differ
+on which wins. Inside aggregate arguments names always mean columns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
         if name is None:
             continue
         name = name.lower()
-        if name in columns and not (isinstance(projection.this, exp.Column) and projection.this.name == name):
+        if name in columns and name not in {c.name for c in projection.this.find_all(exp.Column)}:
             refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
                    f"output name {name!r} is also a column name; choose another alias", column=name)
         if name in aliased:
@@ -61,9 +63,12 @@ def _expand(key: exp.Expression, projections: list, aliased: dict, clause: str) 
 
 
 def _replace_alias_columns(node: exp.Expression, aliased: dict) -> exp.Expression:
-    def replace(inner: exp.Expression) -> exp.Expression:
-        if isinstance(inner, exp.Column) and not inner.table and inner.name.lower() in aliased:
-            return aliased[inner.name.lower()].copy()
-        return inner
-
-    return node.transform(replace, copy=False)
+    if isinstance(node, AGGREGATE_TYPES):
+        return node
+    if isinstance(node, exp.Column) and not node.table and node.name.lower() in aliased:
+        return aliased[node.name.lower()].copy()
+    for child in list(node.iter_expressions()):
+        replaced = _replace_alias_columns(child, aliased)
+        if replaced is not child:
+            child.replace(replaced)
+    return node

@@ -33,6 +33,9 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     if len(statements) > 1:
         refuse("parse", "MULTIPLE_STATEMENTS", f"send one statement at a time, not {len(statements)}")
     statement = statements[0]
+    if isinstance(statement, exp.SetOperation):
+        kind = statement.key.upper()
+        refuse("parse", "SET_OPERATION_NOT_ALLOWED", f"{kind} is not allowed; send one SELECT", statement=kind)
     if not isinstance(statement, exp.Select):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else str(statement.this).upper()
         refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)

@@ -24,13 +24,15 @@ def reject_invalid_aggregates(expression: exp.Select, dataset: str, columns: dic
             refuse("reject_invalid_aggregates", "AGGREGATE_NOT_ALLOWED",
                    f"{AGGREGATE_NAMES[type(found)]} is not allowed in {clause.upper().replace('GROUP', 'GROUP BY')}")
     for aggregate in expression.find_all(*AGGREGATE_TYPES):
+        if enclosing_aggregate(aggregate) is not None:
+            refuse("reject_invalid_aggregates", "NESTED_AGGREGATE",
+                   f"{AGGREGATE_NAMES[type(aggregate)]} may not be nested in another aggregate")
+    for aggregate in expression.find_all(*AGGREGATE_TYPES):
         name = AGGREGATE_NAMES[type(aggregate)]
         if name not in aggregates:
             refuse("reject_invalid_aggregates", "AGGREGATE_NOT_ALLOWED",
                    f"{name} is not allowed by this grant; allowed: {', '.join(aggregates)}",
                    table=dataset, function=name)
-        if enclosing_aggregate(aggregate) is not None:
-            refuse("reject_invalid_aggregates", "NESTED_AGGREGATE", f"{name} may not be nested in another aggregate")
         argument = aggregate.this
         if isinstance(aggregate, exp.Count) and isinstance(argument, exp.Star):
             continue
@@ -62,6 +64,8 @@ def _check_measure_arithmetic(node: exp.Expression, name: str, dataset: str, col
                 refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED",
                        f"{name} may not take text literals", table=dataset)
         elif not isinstance(inner, _ARITHMETIC):
+            column = inner.find(exp.Column)
             refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED",
                    f"inside {name} only measure columns, numbers and + - * / are allowed, not "
-                   f"{inner.key.upper()}", table=dataset, construct=inner.key.upper())
+                   f"{inner.key.upper()}", table=dataset, construct=inner.key.upper(),
+                   column=column.name if column is not None else None)

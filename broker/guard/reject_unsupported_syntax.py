@@ -54,6 +54,7 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
                 refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)
             refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
                    f"{arg.rstrip('_').upper()} is not allowed in a query", construct=arg.rstrip("_").upper())
+    unsupported: list[exp.Expression] = []
     for node in expression.walk():
         if isinstance(node, exp.Select) and node is not expression:
             refuse("reject_unsupported_syntax", "SUBQUERY_NOT_ALLOWED", _NAMED[exp.Subquery][1])
@@ -61,7 +62,9 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             reason, message = _NAMED[type(node)]
             refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)
         if not isinstance(node, ALLOWED_NODES) or type(node) is exp.Expression:
-            _refuse_node(node)
+            if isinstance(node, exp.Func):
+                _refuse_node(node)  # a function is named first: it is what the caller wrote
+            unsupported.append(node)
         if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count):
             refuse("reject_unsupported_syntax", "RAW_ROWS", "SELECT * returns raw rows; ask for aggregates by group")
         if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
@@ -71,7 +74,9 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
                    "date_trunc may truncate to year, quarter or month only", construct="DATE_TRUNC")
         if isinstance(node, exp.Var) and not isinstance(node.parent, (exp.TimestampTrunc, exp.DateTrunc)):
-            _refuse_node(node)
+            unsupported.append(node)
+    if unsupported:
+        _refuse_node(unsupported[0])
     return expression
 
 
