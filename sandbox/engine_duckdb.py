@@ -63,6 +63,47 @@ def lockdown_statements(limits: EngineLimits) -> list[str]:
     ]
 
 
+_FILE_PROBE = "/etc/hostname"
+# Settings whose values prove the lockdown holds, checked after applying it.
+_REQUIRED_SETTINGS = {
+    "enable_external_access": "false",
+    "lock_configuration": "true",
+    "autoload_known_extensions": "false",
+    "autoinstall_known_extensions": "false",
+    "allow_community_extensions": "false",
+    "max_temp_directory_size": "0 bytes",
+}
+
+
+def _lock_down(database: duckdb.DuckDBPyConnection, limits: EngineLimits) -> None:
+    """Apply the lockdown, then verify it; refuse to serve from an instance that is not locked down.
+
+    DuckDB shares one database instance per file within a process, so the
+    instance may already be locked (by another engine on the same file); that
+    is accepted only when the settings that matter have the locked-down values.
+    """
+    already_locked = _setting(database, "lock_configuration") == "true"
+    if not already_locked:
+        for statement in lockdown_statements(limits):
+            database.execute(statement)
+    wrong = {name: value for name, value in _REQUIRED_SETTINGS.items() if _setting(database, name) != value}
+    # duckdb_settings() reports disabled_filesystems as empty even when it holds, so probe it instead.
+    try:
+        database.execute("SELECT count(*) FROM read_text(?)", [_FILE_PROBE]).fetchall()
+        wrong["disabled_filesystems"] = "file read allowed"
+    except duckdb.PermissionException:
+        pass
+    if wrong:
+        database.close()
+        raise DsbrokerError(f"the engine is not locked down ({', '.join(sorted(wrong))}); refusing to serve",
+                            reason="ENGINE_NOT_LOCKED_DOWN")
+
+
+def _setting(database: duckdb.DuckDBPyConnection, name: str) -> str:
+    row = database.execute("SELECT value FROM duckdb_settings() WHERE name = ?", [name]).fetchone()
+    return str(row[0]).lower() if row else ""
+
+
 class DuckDBEngine:
     """Runs SQL on a read-only DuckDB file through a fixed pool of locked-down connections."""
 
@@ -75,8 +116,7 @@ class DuckDBEngine:
         self.path = path
         self.limits = limits
         self._database = duckdb.connect(str(path), read_only=True)
-        for statement in lockdown_statements(limits):
-            self._database.execute(statement)
+        _lock_down(self._database, limits)
         # Cursors are further connections to the same database instance; the settings
         # above are global to it and locked, so every pooled connection is locked down.
         self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()

@@ -54,7 +54,7 @@ def broker(sandbox, tmp_path_factory):
     log = tmp_path_factory.mktemp("state") / "access-log.sqlite"
     running = start_broker(BrokerSettings(listen="127.0.0.1:0", policies=str(POLICIES),
                                           sandbox=f"127.0.0.1:{sandbox.port}", access_log=str(log)))
-    running.access_log_path = log
+    running.access_log_path = log  # tests read the log the broker writes
     yield running
     running.stop()
 

@@ -1,0 +1,89 @@
+"""The DuckDB engine: lockdown holds on every pooled connection, deadlines interrupt, rows are capped."""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pytest
+
+from broker.errors import DsbrokerError
+from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
+
+HEAVY = "SELECT count(*) FROM range(100000000000) a"
+
+
+@pytest.fixture(scope="module")
+def engine(demo_db):
+    engine = DuckDBEngine(demo_db, EngineLimits(pool_size=2))
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "COPY (SELECT 1) TO '/tmp/dsbroker-engine-leak.csv'",
+    "ATTACH '/tmp/dsbroker-engine-other.duckdb' AS other",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET threads = 1",
+    "SET enable_external_access = true",
+    "RESET lock_configuration",
+    "CREATE TABLE tax.x AS SELECT 1",
+])
+def test_lockdown_refuses_on_every_pooled_connection(engine, sql):
+    for _ in range(engine.limits.pool_size + 1):
+        with pytest.raises(DsbrokerError) as caught:
+            engine.execute(sql, timeout_s=5, max_rows=10)
+        assert caught.value.reason == "EXECUTION_FAILED"
+        assert "passwd" not in caught.value.message and "root" not in caught.value.message
+
+
+def test_metadata_functions_stay_callable_so_the_guard_must_refuse_them(engine):
+    # Documented DuckDB behaviour the guard relies on refusing: lockdown does not hide these.
+    rows = engine.execute("SELECT current_setting('lock_configuration')", timeout_s=5, max_rows=1).rows
+    assert rows == [(True,)]
+
+
+def test_deadline_interrupts_and_the_connection_is_reused(engine):
+    with pytest.raises(DsbrokerError) as caught:
+        engine.execute(HEAVY, timeout_s=0.2, max_rows=1)
+    assert caught.value.reason == "QUERY_TIMEOUT"
+    for _ in range(engine.limits.pool_size):
+        assert engine.execute("SELECT 42", timeout_s=5, max_rows=1).rows == [(42,)]
+
+
+def test_rows_are_capped_and_truncation_flagged(engine):
+    result = engine.execute("SELECT street_code FROM tax.declarations GROUP BY 1", timeout_s=5, max_rows=5)
+    assert len(result.rows) == 5 and result.truncated
+    result = engine.execute("SELECT 1", timeout_s=5, max_rows=5)
+    assert not result.truncated
+
+
+def test_concurrent_queries_share_the_pool(engine):
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(engine.execute("SELECT COUNT(*) FROM tax.declarations", timeout_s=10, max_rows=1).rows)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 8 and len({r[0][0] for r in results}) == 1
+
+
+def test_an_unlocked_instance_is_locked_or_refused(tmp_path):
+    path = tmp_path / "owner.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS x").close()
+    other = duckdb.connect(str(path), read_only=True)  # another user of the same instance in-process
+    engine = DuckDBEngine(path)
+    with pytest.raises(duckdb.Error):
+        other.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
+    engine.close()
+    other.close()

@@ -1,0 +1,77 @@
+"""Policy files: the example loads; every problem is reported with its file and line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from broker.errors import PolicyFileError
+from broker.policy import ColumnLevel, bind_row_filter, load_policies, parse_policy
+from tests.conftest import POLICIES
+
+VALID = """\
+id: test-grant
+version: 2
+grantee: {department: test-dept}
+purpose: testing
+dataset: tax.declarations
+columns:
+  taxpayer_id: entity
+  street_code: group
+  vat_paid: measure
+row_filter: "district_code = :district"
+"""
+
+
+def test_example_policies_load(policy):
+    assert policy.entity_column == "taxpayer_id" and policy.level_of("district_code") is ColumnLevel.HIDDEN
+    assert policy.is_valid_on(dt.date(2026, 12, 1)) and not policy.is_valid_on(dt.date(2027, 7, 1))
+    assert set(load_policies(POLICIES)) == {policy.id}
+
+
+def test_defaults_are_safe():
+    policy = parse_policy(VALID)
+    assert policy.min_entities == 10 and policy.aggregates == ("COUNT", "SUM", "AVG")
+
+
+@pytest.mark.parametrize("change, line, words", [
+    (("version: 2", "version: 2\nversion: 3"), 3, "duplicate key 'version'"),
+    (("purpose: testing", "purpose: testing\nowner: me"), 5, "unknown key 'owner'"),
+    (("vat_paid: measure", "vat_paid: secret"), 9, "unknown level 'secret'"),
+    (("taxpayer_id: entity", "taxpayer_id: group"), 7, "exactly one column must be the entity"),
+    (('"district_code = :district"', '"district_code = = 1"'), 10, "does not parse"),
+    (('"district_code = :district"', '"district_code = :city"'), 10, "unknown parameter :city"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {min_entities: 1}"), 5, "at least 2"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {n: 2, k: 85}}"), 5, "not enforced"),
+    (("purpose: testing", "purpose: testing\nlimits: {valid_from: 2026-02-01, valid_until: 2026-01-01}"), 5, "before"),
+    (("dataset: tax.declarations", "dataset: declarations"), 5, "dataset"),
+    (("version: 2", "version: two"), 2, "whole number"),
+    (("purpose: testing", "purpose: testing\naggregates: [SUM, MEDIAN]"), 5, "unknown value 'MEDIAN'"),
+])
+def test_problems_name_the_line(change, line, words):
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(VALID.replace(*change), source="grant.yaml")
+    assert caught.value.line == line and words in caught.value.message
+    assert caught.value.message.startswith(f"grant.yaml:{line}: ")
+
+
+def test_not_yaml_names_the_line():
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy("id: [unclosed\nversion: 1\n", source="bad.yaml")
+    assert caught.value.line is not None
+
+
+def test_row_filter_binds_the_caller_as_a_literal():
+    bound = bind_row_filter("district_code = :district", district="3201' OR '1'='1", department="d")
+    assert bound.sql() == "district_code = '3201'' OR ''1''=''1'"
+
+
+def test_lint_command_exits_non_zero_and_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(VALID.replace("vat_paid: measure", "vat_paid: secret"))
+    run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", str(bad)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and f"{bad}:9:" in run.stderr

@@ -1,0 +1,179 @@
+"""The broker and the sandbox as real gRPC servers on port 0: answers, refusals, and bad input."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from broker.access_log import AccessLog
+from broker.client import BrokerClient
+from broker.errors import DsbrokerError
+from broker.server import start_broker
+from broker.settings import BrokerSettings, SandboxSettings
+from sandbox.server import start_sandbox
+from tests.conftest import GRANT, POLICIES, XUANWU, token_for
+
+STREET_SQL = ("SELECT street_code, SUM(vat_paid) AS vat, COUNT(DISTINCT taxpayer_id) AS n "
+              "FROM tax.declarations GROUP BY street_code ORDER BY street_code")
+
+
+def refusal(client: BrokerClient, sql: str, grant: str = GRANT) -> DsbrokerError:
+    with pytest.raises(DsbrokerError) as caught:
+        client.query(grant, sql)
+    return caught.value
+
+
+def test_aggregate_query_matches_duckdb_run_directly(client, direct):
+    result = client.query(GRANT, STREET_SQL)
+    expected = direct.execute(
+        "SELECT street_code, SUM(vat_paid), COUNT(DISTINCT taxpayer_id) FROM tax.declarations "
+        f"WHERE district_code = '{XUANWU}' GROUP BY street_code HAVING COUNT(DISTINCT taxpayer_id) >= 10 "
+        "ORDER BY street_code").fetchall()
+    assert result.columns == ["street_code", "vat", "n"]
+    assert [tuple(r) for r in result.rows] == expected and len(expected) == 7
+    assert result.disclosure_rules[0]["rule"] == "min_entities" and result.disclosure_rules[0]["threshold"] == 10
+    assert "district_code = '320102'" in result.rewritten_sql and result.access_record > 0
+
+
+def test_threshold_withholds_small_cells(client, direct):
+    result = client.query(GRANT, "SELECT street_code, industry_code, COUNT(DISTINCT taxpayer_id) AS n "
+                                 "FROM tax.declarations GROUP BY street_code, industry_code")
+    small = direct.execute(
+        "SELECT count(*) FROM (SELECT street_code, industry_code FROM tax.declarations WHERE district_code = "
+        f"'{XUANWU}' GROUP BY ALL HAVING COUNT(DISTINCT taxpayer_id) < 10)").fetchone()[0]
+    assert small > 0, "the demo data should have small cells"
+    assert result.rows and all(row[2] >= 10 for row in result.rows)
+
+
+def test_another_district_sees_only_its_own_rows(broker, direct):
+    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(district="320104")) as qinhuai_caller:
+        result = qinhuai_caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+    expected = direct.execute("SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = '320104'").fetchone()
+    assert result.rows == [[expected[0]]]
+
+
+@pytest.mark.parametrize("sql, code, reason", [
+    ("SELECT FROM WHERE", grpc.StatusCode.INVALID_ARGUMENT, "SYNTAX_ERROR"),
+    ("SELECT COUNT(*) FROM tax.declarations; SELECT 1", grpc.StatusCode.INVALID_ARGUMENT, "MULTIPLE_STATEMENTS"),
+    ("DELETE FROM tax.declarations", grpc.StatusCode.INVALID_ARGUMENT, "STATEMENT_NOT_ALLOWED"),
+    ("SELECT COUNT(*) FROM tax.nosuch", grpc.StatusCode.PERMISSION_DENIED, "TABLE_NOT_FOUND"),
+    ("SELECT nosuch, COUNT(*) FROM tax.declarations GROUP BY 1", grpc.StatusCode.PERMISSION_DENIED, "COLUMN_NOT_GRANTED"),
+    ("SELECT taxpayer_id, vat_paid FROM tax.declarations", grpc.StatusCode.INVALID_ARGUMENT, "ENTITY_COLUMN_MISUSED"),
+    ("SELECT vat_paid FROM tax.declarations", grpc.StatusCode.INVALID_ARGUMENT, "RAW_ROWS"),
+])
+def test_bad_queries_get_status_and_reason(client, sql, code, reason):
+    error = refusal(client, sql)
+    assert (error.code, error.reason) == (code, reason)
+    assert "Traceback" not in error.message and error.metadata.get("rule")
+
+
+def test_sql_over_one_mebibyte_is_refused(client):
+    error = refusal(client, "SELECT COUNT(*) FROM tax.declarations WHERE street_code IN ("
+                    + ",".join(["'320102001'"] * 100_000) + ")")
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SQL_TOO_LARGE")
+
+
+def test_ungranted_table_reads_exactly_like_a_missing_one(client):
+    missing = refusal(client, "SELECT COUNT(*) FROM tax.nosuch")
+    existing = refusal(client, "SELECT COUNT(*) FROM tax.taxpayers")
+    assert (missing.code, missing.reason) == (existing.code, existing.reason)
+    assert missing.message.replace("nosuch", "X") == existing.message.replace("taxpayers", "X")
+
+
+def test_another_departments_grant_reads_like_a_missing_grant(broker):
+    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(department="qinhuai-fgw")) as other:
+        theirs = refusal(other, "SELECT COUNT(*) FROM tax.declarations")
+        missing = refusal(other, "SELECT COUNT(*) FROM tax.declarations", grant="no-such-grant")
+    assert theirs.code == missing.code == grpc.StatusCode.PERMISSION_DENIED
+    assert theirs.reason == missing.reason == "GRANT_NOT_FOUND"
+
+
+def test_missing_or_malformed_token_is_unauthenticated(broker):
+    for token in (None, "not-a-dev-token", "dev:sub=x,department=y"):
+        with BrokerClient(f"127.0.0.1:{broker.port}", token=token) as anonymous:
+            error = refusal(anonymous, "SELECT COUNT(*) FROM tax.declarations")
+        assert error.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT COUNT(*) FROM read_csv('/etc/passwd')",
+    "COPY tax.declarations TO '/tmp/dsbroker-leak.csv'",
+    "ATTACH '/tmp/dsbroker-other.duckdb' AS other",
+    "INSTALL httpfs",
+    "SET threads = 1",
+    "SELECT current_setting('threads'), COUNT(*) FROM tax.declarations",
+    "SELECT COUNT(*) FROM duckdb_settings()",
+    "PRAGMA database_list",
+    "CREATE TEMP TABLE t AS SELECT 1",
+    "CREATE MACRO m(x) AS x",
+])
+def test_engine_escape_hatches_are_refused_through_the_broker(client, sql):
+    error = refusal(client, sql)
+    assert error.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_servers_keep_serving_after_bad_requests(client):
+    for sql in ("SELECT FROM", "DROP TABLE x", "SELECT * FROM tax.declarations", "\x00\xff", "'" * 1000):
+        refusal(client, sql)
+    assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows[0][0] > 0
+
+
+def test_every_call_is_in_the_access_log_and_the_chain_verifies(broker, client):
+    log = AccessLog(broker.access_log_path)
+    before = max((r.seq for r in log.records()), default=0)
+    client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations")
+    refusal(client, "SELECT vat_paid FROM tax.declarations")
+    with BrokerClient(f"127.0.0.1:{broker.port}") as anonymous:
+        refusal(anonymous, "SELECT COUNT(*) FROM tax.declarations")
+    new = list(log.records(after=before))
+    assert [(r.event, r.decision) for r in new] == [
+        ("query.decision", "allow"), ("query.result", "released"), ("query.decision", "deny"), ("auth.failure", "deny")]
+    assert new[1].detail["rows"] == 1 and len(new[1].detail["result_sha256"]) == 64
+    assert new[2].reason == "RAW_ROWS" and new[0].rewritten_sql.endswith("LIMIT 5001")
+    assert log.verify() == []
+    log.close()
+
+
+@pytest.fixture
+def isolated_broker(tmp_path):
+    """A broker of its own, for tests that take its sandbox away or slow it down."""
+    started = []
+
+    def start(sandbox_target: str):
+        running = start_broker(BrokerSettings(listen="127.0.0.1:0", policies=str(POLICIES), sandbox=sandbox_target,
+                                              access_log=str(tmp_path / "log.sqlite")))
+        started.append(running)
+        return BrokerClient(f"127.0.0.1:{running.port}", token=token_for())
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+def test_sandbox_down_is_unavailable_and_the_broker_keeps_serving(isolated_broker, demo_db):
+    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db)))
+    client = isolated_broker(f"127.0.0.1:{sandbox.port}")
+    assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows
+    sandbox.stop()
+    error = refusal(client, "SELECT COUNT(*) AS c FROM tax.declarations")
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SANDBOX_UNAVAILABLE")
+    assert refusal(client, "SELECT vat_paid FROM tax.declarations").reason == "RAW_ROWS"
+    client.close()
+
+
+def test_sandbox_too_slow_is_deadline_exceeded(isolated_broker, demo_db):
+    slow = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), max_execution_seconds=0.002))
+    client = isolated_broker(f"127.0.0.1:{slow.port}")
+    error = refusal(client, "SELECT street_code, industry_code, period, COUNT(DISTINCT taxpayer_id) AS n, "
+                            "SUM(vat_paid) AS v FROM tax.declarations GROUP BY ALL")
+    assert (error.code, error.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "QUERY_TIMEOUT")
+    client.close()
+    slow.stop()
+
+
+def test_client_deadline_is_passed_to_the_sandbox(client):
+    with pytest.raises(DsbrokerError) as caught:
+        client.query(GRANT, "SELECT street_code, industry_code, period, COUNT(DISTINCT taxpayer_id) AS n "
+                            "FROM tax.declarations GROUP BY ALL", timeout=0.001)
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows
