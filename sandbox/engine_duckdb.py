@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import duckdb
 import grpc
 
 from broker.errors import DsbrokerError, ExecutionError
+from sandbox.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class DuckDBEngine:
         self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(limits.pool_size):
             self._pool.put(self._database.cursor())
+        self._watchdog = Watchdog()
         self._closed = False
 
     def tables(self) -> set[str]:
@@ -144,14 +145,15 @@ class DuckDBEngine:
         except queue.Empty:
             raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY",
                                 code=grpc.StatusCode.RESOURCE_EXHAUSTED) from None
-        timer = threading.Timer(timeout_s, connection.interrupt)
         started = time.perf_counter()
-        timer.start()
+        token = self._watchdog.arm(timeout_s, connection.interrupt)
+        clean = False
         try:
             cursor = connection.execute(sql)
             names = [d[0] for d in cursor.description]
             types = [str(d[1]) for d in cursor.description]
             rows = cursor.fetchmany(max_rows + 1)
+            clean = self._watchdog.disarm(token)
         except duckdb.InterruptException:
             raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
                                 code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
@@ -159,16 +161,17 @@ class DuckDBEngine:
             log.warning("engine error (%s): %s", type(error).__name__, error)
             raise ExecutionError("the engine could not run the query", error_class=type(error).__name__) from None
         finally:
-            timer.cancel()
-            self._release(connection)
+            self._watchdog.disarm(token)
+            self._release(connection, clean)
         micros = int((time.perf_counter() - started) * 1e6)
         return EngineResult(names, types, rows[:max_rows], len(rows) > max_rows, micros)
 
-    def _release(self, connection: duckdb.DuckDBPyConnection) -> None:
-        try:
-            connection.execute("SELECT 1").fetchall()  # clears an interrupt and any pending result
-        except duckdb.Error:
-            connection = self._database.cursor()
+    def _release(self, connection: duckdb.DuckDBPyConnection, clean: bool) -> None:
+        if not clean:  # after an error or a late interrupt, make sure the connection is usable again
+            try:
+                connection.execute("SELECT 1").fetchall()
+            except duckdb.Error:
+                connection = self._database.cursor()
         self._pool.put(connection)
 
     def close(self) -> None:
@@ -176,6 +179,7 @@ class DuckDBEngine:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.close()
         while not self._pool.empty():
             self._pool.get_nowait().close()
         self._database.close()

@@ -1,0 +1,97 @@
+"""Benchmarks: end-to-end cost against DuckDB run directly, in one process run.
+
+Reported as ratios, never asserted: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from broker.auth import development_token
+from broker.client import BrokerClient
+from broker.guard import guard
+from broker.launch import ServerProcess
+from broker.policy import load_policy
+from sandbox.demo_data import make_demo_data
+
+ROOT = Path(__file__).resolve().parent.parent
+GRANT = "xuanwu-fgw-2026-007"
+GROUP_BY_SQL = ("SELECT street_code, industry_code, SUM(vat_paid) AS vat, SUM(cit_paid) AS cit, "
+                "COUNT(DISTINCT taxpayer_id) AS taxpayers FROM tax.declarations GROUP BY street_code, industry_code")
+SMALL_SQL = "SELECT COUNT(*) AS declarations FROM tax.declarations WHERE period = DATE '2025-06-01'"
+
+
+def timed(function, runs: int) -> list[float]:
+    """Seconds per call over ``runs`` calls, after one warm-up call."""
+    function()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--taxpayers", type=int, default=50_000, help="taxpayers in the bench data (50,000 ≈ 1.15M rows)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs of the group-by query")
+    parser.add_argument("--small-runs", type=int, default=300, help="timed runs of the small query")
+    parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
+    args = parser.parse_args()
+
+    data = Path(args.cache_dir) / f"bench-{args.taxpayers}.duckdb"
+    if not data.exists():
+        make_demo_data(data, taxpayers=args.taxpayers, progress=print)
+    direct = duckdb.connect(str(data), read_only=True)
+    direct.execute("SET threads = 2")  # the sandbox's default, so both sides get the same engine
+    rows = direct.execute("SELECT count(*) FROM tax.declarations").fetchone()[0]
+    print(f"data: {data} ({rows:,} declaration rows)")
+
+    policy = load_policy(ROOT / "policies" / f"{GRANT}.yaml")
+    guarded = guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw")
+    guard_samples = timed(lambda: guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw"), 500)
+
+    with tempfile.TemporaryDirectory() as state, \
+            ServerProcess(["sandbox", "serve", "--data", str(data)], name="sandbox") as sandbox, \
+            ServerProcess(["serve", "--sandbox", sandbox.target, "--policies", str(ROOT / "policies"),
+                           "--access-log", str(Path(state) / "log.sqlite")], name="broker") as broker, \
+            BrokerClient(broker.target, token=development_token(
+                subject="bench", department="xuanwu-fgw", district="320102", roles=("requester",))) as client:
+        end_to_end = client.query(GRANT, GROUP_BY_SQL)
+        direct_rows = direct.execute(guarded.sql).fetchall()
+        assert [tuple(r) for r in end_to_end.rows] == direct_rows[: len(end_to_end.rows)] or \
+            sorted(map(tuple, end_to_end.rows)) == sorted(direct_rows), "end-to-end and direct results differ"
+        # Interleave the two so that load from other tenants hits both alike.
+        direct_samples, e2e_samples = [], []
+        for _ in range(args.runs):
+            direct_samples += timed(lambda: direct.execute(guarded.sql).fetchall(), 1)
+            e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL), 1)
+        small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
+        small_direct = timed(lambda: direct.execute(
+            guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
+
+    a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
+    print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released):")
+    print(f"  (a) rewritten query, DuckDB directly   median {a * 1000:8.2f} ms")
+    print(f"  (b) SDK -> broker -> sandbox           median {b * 1000:8.2f} ms")
+    print(f"  ratio b/a                              {b / a:8.2f}   (target <= 1.5)")
+    print(f"small query end to end ({args.small_runs} runs): p50 {percentile(small, 50) * 1000:.2f} ms, "
+          f"p99 {percentile(small, 99) * 1000:.2f} ms (DuckDB directly: p50 {percentile(small_direct, 50) * 1000:.2f} ms)")
+    print(f"guard per query: median {statistics.median(guard_samples) * 1000:.3f} ms "
+          f"({statistics.median(guard_samples) / b * 100:.1f}% of the end-to-end group-by)")
+
+
+if __name__ == "__main__":
+    main()
