@@ -16,6 +16,7 @@ from broker.auth import Principal
 from broker.errors import DsbrokerError
 from broker.grants import grant_for
 from broker.guard import GuardedQuery, guard
+from broker.plan_cache import PlanCache
 from broker.policy import Policy
 from broker.sandbox_client import SandboxClient
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
@@ -40,6 +41,7 @@ class QueryPipeline:
         self.sandbox = sandbox
         self.access_log = access_log
         self.today = today
+        self.plans = PlanCache()
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
             client: str, timeout_s: float) -> QueryOutcome:
@@ -49,7 +51,9 @@ class QueryPipeline:
         try:
             policy = grant_for(self.policies, grant_id, principal, self.today())
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
-            guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department)
+            guarded = self.plans.get_or_build(
+                policy, principal.district, principal.department, unverified_sql,
+                lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department))
         except DsbrokerError as error:
             self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=error.reason,
                                                 detail=error.metadata, **base))
