@@ -10,10 +10,13 @@ fi
 stamp=".venv/.dsbroker-installed-${extras:-base}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "installing dsbroker${extras:+[$extras]} into .venv" >&2
-  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c "import broker, sandbox, duckdb, sqlglot, grpc, tenseal" \
-    || { echo "installation failed; see the pip output above" >&2; exit 1; }
+  echo "installing dsbroker${extras:+[$extras]} into .venv (log: .venv/install.log)" >&2
+  if ! { .venv/bin/python -m pip install --quiet --upgrade pip \
+         && .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"; } > .venv/install.log 2>&1 \
+     || ! .venv/bin/python -c "import broker, sandbox, duckdb, sqlglot, grpc, tenseal" >> .venv/install.log 2>&1; then
+    tail -n 40 .venv/install.log >&2
+    echo "installation failed; the full log is .venv/install.log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
