@@ -54,9 +54,9 @@ class QueryPipeline:
             guarded = self.plans.get_or_build(
                 policy, principal.district, principal.department, unverified_sql,
                 lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department))
-        except DsbrokerError as error:
-            self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=error.reason,
-                                                detail=error.metadata, **base))
+        except Exception as error:  # refusals and bugs alike leave a record
+            self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
+                                                detail=getattr(error, "metadata", {}), **base))
             raise
         base["rewritten_sql"] = guarded.sql
         seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base))
@@ -64,9 +64,9 @@ class QueryPipeline:
                                policy_version=policy.version, max_rows=guarded.max_rows)
         try:
             response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
-        except DsbrokerError as error:
-            self.access_log.append(AccessRecord(event="query.result", decision="error", reason=error.reason,
-                                                detail={"decision_seq": seq, **error.metadata}, **base))
+        except Exception as error:
+            self.access_log.append(AccessRecord(event="query.result", decision="error", reason=_reason(error),
+                                                detail={"decision_seq": seq, **getattr(error, "metadata", {})}, **base))
             raise
         digest = hashlib.sha256(response.table.SerializeToString(deterministic=True)).hexdigest()
         self.access_log.append(AccessRecord(
@@ -74,3 +74,7 @@ class QueryPipeline:
                 "decision_seq": seq, "rows": response.table.row_count, "truncated": response.truncated,
                 "engine_micros": response.engine_micros, "result_sha256": digest}, **base))
         return QueryOutcome(response, guarded, policy, seq)
+
+
+def _reason(error: Exception) -> str:
+    return error.reason if isinstance(error, DsbrokerError) else "INTERNAL"

@@ -67,15 +67,9 @@ def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any], meth
             return behavior(request, context)
         except DsbrokerError as error:
             context.abort_with_status(to_grpc_status(error))
-        except Exception as error:  # noqa: BLE001 - the last line of defence
-            if _is_abort(error):
-                raise
+        except Exception:  # noqa: BLE001 - the last line of defence; handlers never call context.abort
             log.exception("unexpected error in %s", method)
             context.abort_with_status(to_grpc_status(DsbrokerError(INTERNAL_MESSAGE)))
 
     return wrapped
 
-
-def _is_abort(error: Exception) -> bool:
-    # context.abort raises a plain Exception subclass that grpc recognises; let it through.
-    return type(error).__name__ == "_AbortException" or type(error).__module__.startswith("grpc")

@@ -177,3 +177,19 @@ def test_client_deadline_is_passed_to_the_sandbox(client):
                             "FROM tax.declarations GROUP BY ALL", timeout=0.001)
     assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows
+
+
+def test_an_unexpected_failure_is_internal_and_still_audited(broker, client, monkeypatch):
+    # A bug in the guard must neither leak a traceback nor skip the access log.
+    import broker.pipeline as pipeline
+
+    def broken_guard(*_args, **_kwargs):
+        raise ZeroDivisionError("secret detail")
+
+    monkeypatch.setattr(pipeline, "guard", broken_guard)
+    error = refusal(client, "SELECT COUNT(*) AS never_cached FROM tax.declarations")
+    assert error.code == grpc.StatusCode.INTERNAL and "secret" not in error.message
+    log = AccessLog(broker.access_log_path)
+    last = list(log.records())[-1]
+    assert (last.event, last.decision, last.reason) == ("query.decision", "deny", "INTERNAL")
+    log.close()

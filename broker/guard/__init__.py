@@ -60,12 +60,10 @@ class GuardedQuery:
     """A query the guard accepted: the SQL to run and what was applied to it."""
 
     sql: str
-    dialect: str
     dataset: str
     entity: str
     min_entities: int
     max_rows: int
-    rules: tuple[str, ...]
 
 
 def guard(unverified_sql: str, policy: Policy, *, district: str, department: str,
@@ -90,10 +88,8 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         expression = rule(expression, **{name: settings[name] for name in _RULE_PARAMETERS[rule]})
     return GuardedQuery(
         sql=expression.sql(dialect=engine_dialect, comments=False),
-        dialect=engine_dialect,
         dataset=policy.dataset,
         entity=policy.entity_column,
         min_entities=policy.min_entities,
         max_rows=policy.max_groups,
-        rules=tuple(rule.__name__ for rule in RULES),
     )

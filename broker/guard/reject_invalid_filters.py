@@ -43,14 +43,13 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict) 
             _require_literal(term.args["high"], column, dataset)
         elif isinstance(term, (exp.EQ, *_LOWER, *_UPPER)):
             left, right = term.left, term.right
-            if _is_literal(left) and not _is_literal(right):
-                left, right = right, left
-                term = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE}.get(type(term), type(term))(
-                    this=left, expression=right)
+            lower = isinstance(term, _LOWER)
+            if _is_literal(left) and not _is_literal(right):  # 5 < x is x > 5
+                left, right, lower = right, left, not lower
             column = _filter_column(left, dataset, columns)
             _require_literal(right, column, dataset)
             if not isinstance(term, exp.EQ):
-                bounds.setdefault(column, set()).add("lower" if isinstance(term, _LOWER) else "upper")
+                bounds.setdefault(column, set()).add("lower" if lower else "upper")
         else:
             refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
                    f"{term.key.upper()} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",

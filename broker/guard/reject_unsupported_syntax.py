@@ -13,7 +13,7 @@ from broker.guard._tree import AGGREGATE_TYPES, refuse
 ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
     exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
     exp.Where, exp.Group, exp.Having, exp.Order, exp.Ordered, exp.Limit,
-    exp.Literal, exp.Boolean, exp.Null, exp.Neg, exp.Paren, exp.Tuple,
+    exp.Literal, exp.Boolean, exp.Null, exp.Neg, exp.Paren,
     exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between,
     exp.Add, exp.Sub, exp.Mul, exp.Div,
     *AGGREGATE_TYPES, exp.Distinct, exp.Star,
