@@ -1,9 +1,8 @@
 """Who is calling: the Principal, the ContextVar that holds it, and the interceptor that sets it.
 
-Authentication is a seam: an ``Authenticator`` turns the bearer token into a
-Principal. This version ships the development authenticator only, which reads
-unsigned tokens and is therefore refused on non-loopback addresses; the JWT
-authenticator plugs in at the same place.
+Authentication is a seam: an ``Authenticator`` turns the bearer token (and the client certificate,
+when the call came over mutual TLS) into a Principal. :class:`broker.tokens.JwtAuthenticator` is the
+one this version ships. Handlers authorise by role with :func:`require_role`.
 """
 
 from __future__ import annotations
@@ -14,11 +13,14 @@ from typing import Callable, Protocol
 
 import grpc
 
-from broker.errors import AuthenticationError
+from broker.errors import AuthenticationError, RoleError
+from broker.handlers import with_unary_behavior
+from broker.tls import PeerCertificate, peer_certificate
 
 ROLES = ("requester", "reviewer", "owner", "auditor")
-DEV_TOKEN_PREFIX = "dev:"
-UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)
+# Health and reflection answer without a token; they reveal no data and no grant.
+UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                           "/grpc.reflection.v1.ServerReflection/")
 
 
 @dataclass(frozen=True)
@@ -43,42 +45,26 @@ def require_principal() -> Principal:
     return principal
 
 
+def require_role(role: str, principal: Principal | None = None) -> Principal:
+    """The caller (of the current RPC by default), who must hold ``role``; PERMISSION_DENIED otherwise."""
+    principal = principal or require_principal()
+    if role not in principal.roles:
+        raise RoleError(f"this call requires the {role} role", role=role)
+    return principal
+
+
 class Authenticator(Protocol):
-    """Turns a bearer token into a Principal or raises AuthenticationError."""
+    """Turns a bearer token (and the client certificate, if any) into a Principal or raises AuthenticationError."""
 
-    def authenticate(self, token: str) -> Principal: ...
-
-
-def development_token(*, subject: str, department: str, district: str, roles: tuple[str, ...]) -> str:
-    """An unsigned development token: readable, forgeable, for loopback demos and tests only."""
-    return f"{DEV_TOKEN_PREFIX}sub={subject},department={department},district={district},roles={'+'.join(roles)}"
-
-
-class DevelopmentAuthenticator:
-    """Accepts the unsigned tokens made by :func:`development_token`."""
-
-    def authenticate(self, token: str) -> Principal:
-        if not token.startswith(DEV_TOKEN_PREFIX):
-            raise AuthenticationError("the token is not a development token", reason="TOKEN_INVALID")
-        fields: dict[str, str] = {}
-        for part in token[len(DEV_TOKEN_PREFIX):].split(","):
-            key, _, value = part.partition("=")
-            fields[key.strip()] = value.strip()
-        missing = [k for k in ("sub", "department", "district", "roles") if not fields.get(k)]
-        if missing:
-            raise AuthenticationError(f"the token lacks {', '.join(missing)}", reason="TOKEN_CLAIMS_MISSING")
-        roles = frozenset(fields["roles"].split("+"))
-        unknown = roles - set(ROLES)
-        if unknown:
-            raise AuthenticationError(f"unknown role {sorted(unknown)[0]!r}", reason="TOKEN_CLAIMS_INVALID")
-        return Principal(fields["sub"], fields["department"], fields["district"], roles)
+    def authenticate(self, token: str, *, certificate: PeerCertificate | None) -> Principal: ...
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates each call and holds the Principal in :data:`current_principal` while it runs.
 
-    Sits inside the error interceptor, so a refusal becomes UNAUTHENTICATED with
-    an ErrorInfo; ``on_failure`` records refusals (the access log).
+    Sits inside the error interceptor, so a refusal becomes UNAUTHENTICATED with an ErrorInfo;
+    ``on_failure(method, peer, error)`` records refusals (the access log). Methods that stream
+    requests are refused outright (UNIMPLEMENTED) until one is added with authentication.
     """
 
     def __init__(self, authenticator: Authenticator,
@@ -89,13 +75,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or method.startswith(UNAUTHENTICATED_METHODS):
+        if handler is None or method.startswith(UNAUTHENTICATED_METHODS):
             return handler
+        if handler.unary_unary is None:
+            return None  # fail closed: no unauthenticated streaming method
         behavior = handler.unary_unary
 
         def authenticated(request, context: grpc.ServicerContext):
             try:
-                principal = self.authenticator.authenticate(_bearer_token(context))
+                principal = self.authenticator.authenticate(_bearer_token(context),
+                                                            certificate=peer_certificate(context))
             except AuthenticationError as error:
                 self.on_failure(method, context.peer(), error)
                 raise
@@ -105,9 +94,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             finally:
                 current_principal.reset(reset)
 
-        return grpc.unary_unary_rpc_method_handler(
-            authenticated, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        return with_unary_behavior(handler, authenticated)
 
 
 def _bearer_token(context: grpc.ServicerContext) -> str:

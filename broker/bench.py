@@ -13,10 +13,10 @@ from pathlib import Path
 
 import duckdb
 
-from broker.auth import development_token
 from broker.client import BrokerClient
 from broker.guard import guard
-from broker.launch import ServerProcess
+from broker.keys import init_keys
+from broker.launch import development_servers, development_token
 from broker.policy import load_policy
 from sandbox.demo_data import make_demo_data
 
@@ -43,6 +43,23 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+def _measure(client: BrokerClient, direct, policy, guarded, args):
+    """Interleaved samples of the group-by (direct and end to end) and of the small query."""
+    end_to_end = client.query(GRANT, GROUP_BY_SQL)
+    direct_rows = direct.execute(guarded.sql).fetchall()
+    assert [tuple(r) for r in end_to_end.rows] == direct_rows[: len(end_to_end.rows)] or \
+        sorted(map(tuple, end_to_end.rows)) == sorted(direct_rows), "end-to-end and direct results differ"
+    # Interleave the two so that load from other tenants hits both alike.
+    direct_samples, e2e_samples = [], []
+    for _ in range(args.runs):
+        direct_samples += timed(lambda: direct.execute(guarded.sql).fetchall(), 1)
+        e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL), 1)
+    small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
+    small_direct = timed(lambda: direct.execute(
+        guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
+    return direct_samples, e2e_samples, small, small_direct, end_to_end
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--taxpayers", type=int, default=50_000, help="taxpayers in the bench data (50,000 ≈ 1.15M rows)")
@@ -63,24 +80,14 @@ def main() -> None:
     guarded = guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw")
     guard_samples = timed(lambda: guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw"), 500)
 
-    with tempfile.TemporaryDirectory() as state, \
-            ServerProcess(["sandbox", "serve", "--data", str(data)], name="sandbox") as sandbox, \
-            ServerProcess(["serve", "--sandbox", sandbox.target, "--policies", str(ROOT / "policies"),
-                           "--access-log", str(Path(state) / "log.sqlite")], name="broker") as broker, \
-            BrokerClient(broker.target, token=development_token(
-                subject="bench", department="xuanwu-fgw", district="320102", roles=("requester",))) as client:
-        end_to_end = client.query(GRANT, GROUP_BY_SQL)
-        direct_rows = direct.execute(guarded.sql).fetchall()
-        assert [tuple(r) for r in end_to_end.rows] == direct_rows[: len(end_to_end.rows)] or \
-            sorted(map(tuple, end_to_end.rows)) == sorted(direct_rows), "end-to-end and direct results differ"
-        # Interleave the two so that load from other tenants hits both alike.
-        direct_samples, e2e_samples = [], []
-        for _ in range(args.runs):
-            direct_samples += timed(lambda: direct.execute(guarded.sql).fetchall(), 1)
-            e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL), 1)
-        small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
-        small_direct = timed(lambda: direct.execute(
-            guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
+    with tempfile.TemporaryDirectory() as scratch:
+        layout = init_keys(Path(scratch) / "keys", clients=("bench",))
+        with development_servers(data=data, policies=ROOT / "policies", state=Path(scratch) / "state",
+                                 layout=layout, client="bench") as (_sandbox, broker, tls), \
+                BrokerClient(broker.target, tls=tls, token=development_token(
+                    layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
+            samples = _measure(client, direct, policy, guarded, args)
+    direct_samples, e2e_samples, small, small_direct, end_to_end = samples
 
     a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
     print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released):")

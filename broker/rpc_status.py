@@ -18,18 +18,24 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from broker.errors import ERROR_DOMAIN, DsbrokerError
+from broker.handlers import with_unary_behavior
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the operator's log has the details"
+DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.QuotaFailure,
+                error_details_pb2.PreconditionFailure)
 
 
 def to_grpc_status(error: DsbrokerError) -> grpc.Status:
     """Build the gRPC status (with an ErrorInfo detail) that answers ``error``."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    packed = []
+    for message in (error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata),
+                    *error.rich_details()):
+        detail = any_pb2.Any()
+        detail.Pack(message)
+        packed.append(detail)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
     return rpc_status.to_status(status)
 
 
@@ -37,14 +43,18 @@ def error_from_rpc_error(rpc_error: grpc.RpcError) -> DsbrokerError:
     """Rebuild a :class:`DsbrokerError` from a failed call, keeping code, reason and metadata."""
     code = rpc_error.code() if hasattr(rpc_error, "code") else grpc.StatusCode.UNKNOWN
     message = rpc_error.details() if hasattr(rpc_error, "details") else str(rpc_error)
-    reason, metadata = code.name, {}
+    reason, metadata, details = code.name, {}, []
     status = rpc_status.from_call(rpc_error) if hasattr(rpc_error, "trailing_metadata") else None
     for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-    return DsbrokerError(message or code.name, reason=reason, code=code, **metadata)
+        for detail_type in DETAIL_TYPES:
+            if detail.Is(detail_type.DESCRIPTOR):
+                unpacked = detail_type()
+                detail.Unpack(unpacked)
+                if isinstance(unpacked, error_details_pb2.ErrorInfo):
+                    reason, metadata = unpacked.reason, dict(unpacked.metadata)
+                else:
+                    details.append(unpacked)
+    return DsbrokerError(message or code.name, reason=reason, code=code, details=details, **metadata)
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
@@ -54,11 +64,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _answering_errors(handler.unary_unary, handler_call_details.method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return with_unary_behavior(handler, _answering_errors(handler.unary_unary, handler_call_details.method))
 
 
 def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any], method: str):

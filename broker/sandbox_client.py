@@ -7,6 +7,7 @@ import grpc
 from broker.errors import DsbrokerError, SandboxError
 from broker.rpc_status import error_from_rpc_error
 from broker.serving import message_options
+from broker.tls import ClientTls, open_channel
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
@@ -14,9 +15,9 @@ from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 class SandboxClient:
     """Calls one sandbox over a long-lived channel (no per-query connection set-up)."""
 
-    def __init__(self, target: str, *, max_message_bytes: int) -> None:
+    def __init__(self, target: str, *, tls: ClientTls | None, max_message_bytes: int) -> None:
         self.target = target
-        self._channel = grpc.insecure_channel(target, options=message_options(max_message_bytes))
+        self._channel = open_channel(target, tls=tls, options=message_options(max_message_bytes))
         self._stub = pb_grpc.SandboxServiceStub(self._channel)
 
     def execute(self, plan: pb.Plan, *, timeout_s: float, request_id: str) -> pb.ExecutePlanResponse:

@@ -1,18 +1,21 @@
-"""Starts the broker: policies, access log, sandbox channel, auth, servicers, health."""
+"""Starts the broker: transport, identity, policies, access log, sandbox channel, servicers, health."""
 
 from __future__ import annotations
 
 import logging
 
 from broker.access_log import AccessLog, AccessRecord
-from broker.auth import AuthenticationError, AuthInterceptor, DevelopmentAuthenticator
+from broker.auth import AuthenticationError, AuthInterceptor
+from broker.call_context import CallConventionsInterceptor, CallerLimitInterceptor, current_request_id
 from broker.errors import ConfigError
 from broker.pipeline import QueryPipeline
 from broker.policy import load_policies
 from broker.sandbox_client import SandboxClient
 from broker.servicers.query import QueryServicer
-from broker.serving import Running, add_health, bind, build_server
-from broker.settings import BrokerSettings, require_loopback
+from broker.serving import Running, add_health, bind, build_server, server_tls
+from broker.settings import BrokerSettings
+from broker.tls import ClientTls
+from broker.tokens import JwksKeys, JwtAuthenticator
 from broker.v1 import query_service_pb2, query_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -20,28 +23,54 @@ SERVICE_NAME = query_service_pb2.DESCRIPTOR.services_by_name["QueryService"].ful
 
 
 def start_broker(settings: BrokerSettings) -> Running:
-    """Load policies, open the access log and start serving; port 0 picks a free port."""
-    require_loopback(settings.listen, "the broker")
-    if settings.auth != "development":
-        raise ConfigError(f"auth {settings.auth!r} is not available in this version; use 'development'")
+    """Check the configuration, load policies, open the access log and start serving; port 0 picks a free port."""
+    tls = server_tls(settings, "the broker", client_ca_required=False)
+    if settings.token_binding != "none" and not settings.tls_client_ca:
+        raise ConfigError("token_binding needs client certificates: set tls_client_ca")
+    if not settings.jwks:
+        raise ConfigError("set jwks to the identity provider's keys (a JWKS file or https:// URL); "
+                          "'dsbroker keys init' makes a development one")
+    authenticator = JwtAuthenticator(
+        JwksKeys(settings.jwks, algorithms=_algorithms(settings.jwt_algorithms)), issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience, leeway_seconds=settings.jwt_leeway_seconds, binding=settings.token_binding)
     policies = load_policies(settings.policies)
+    sandbox = SandboxClient(settings.sandbox, tls=_sandbox_tls(settings), max_message_bytes=settings.max_message_bytes)
     access_log = AccessLog(settings.access_log)
-    sandbox = SandboxClient(settings.sandbox, max_message_bytes=settings.max_message_bytes)
 
     def record_auth_failure(method: str, client: str, error: AuthenticationError) -> None:
-        access_log.append(AccessRecord(event="auth.failure", decision="deny", client=client,
-                                       reason=error.reason, detail={"method": method}))
+        access_log.append(AccessRecord(event="auth.failure", decision="deny", client=client, reason=error.reason,
+                                       request_id=current_request_id.get(), detail={"method": method}))
 
     server = build_server(
         max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        # Order: errors (outermost, in build_server), then authentication.
-        interceptors=[AuthInterceptor(DevelopmentAuthenticator(), on_failure=record_auth_failure)])
-    pipeline = QueryPipeline(policies, sandbox, access_log)
+        # Order, outermost first: errors (in build_server), request id and deadline, authentication,
+        # then the per-caller cap, which needs to know the caller.
+        interceptors=[CallConventionsInterceptor(),
+                      AuthInterceptor(authenticator, on_failure=record_auth_failure),
+                      CallerLimitInterceptor(settings.max_calls_per_caller)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
-        QueryServicer(pipeline, default_deadline_seconds=settings.default_deadline_seconds), server)
-    health = add_health(server, [SERVICE_NAME])
-    port = bind(server, settings.listen)
+        QueryServicer(QueryPipeline(policies, sandbox, access_log)), server)
+    health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
+    port = bind(server, settings.listen, tls)
     server.start()
-    log.info("broker serving %d grant(s) on port %d; sandbox at %s", len(policies), port, settings.sandbox)
+    log.info("broker serving %d grant(s) on port %d over %s; sandbox at %s", len(policies), port,
+             "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"), settings.sandbox)
     return Running(server, health, port, settings.grace_seconds, on_stop=[sandbox.close, access_log.close])
+
+
+def _algorithms(names: tuple[str, ...]) -> tuple[str, ...]:
+    allowed = ("EdDSA", "ES256", "RS256")
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise ConfigError(f"jwt_algorithms must be a non-empty subset of {', '.join(allowed)}")
+    return names
+
+
+def _sandbox_tls(settings: BrokerSettings) -> ClientTls | None:
+    if settings.sandbox_plaintext:
+        return None
+    if not (settings.sandbox_ca and settings.sandbox_cert and settings.sandbox_key):
+        raise ConfigError("the broker reaches the sandbox over mutual TLS: set sandbox_ca, sandbox_cert and "
+                          "sandbox_key, or sandbox_plaintext = true for a loopback development sandbox")
+    return ClientTls(settings.sandbox_ca, settings.sandbox_cert, settings.sandbox_key, settings.sandbox_server_name)

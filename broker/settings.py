@@ -7,7 +7,6 @@ README's configuration tables are checked against these by a test.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,24 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+TRANSPORT_HELP = {
+    "plaintext": "serve plaintext gRPC instead of TLS; allowed on loopback addresses only, for development",
+    "tls_cert": "PEM certificate the server presents",
+    "tls_key": "PEM private key of tls_cert",
+}
+
+
 @dataclass(frozen=True)
 class SandboxSettings:
     """Settings of ``dsbroker sandbox serve`` (the owner side)."""
 
-    listen: str = setting("127.0.0.1:50061", "address to serve gRPC on (plaintext: loopback only)")
+    listen: str = setting("127.0.0.1:50061", "address to serve gRPC on")
+    plaintext: bool = setting(False, TRANSPORT_HELP["plaintext"])
+    tls_cert: str = setting("", TRANSPORT_HELP["tls_cert"])
+    tls_key: str = setting("", TRANSPORT_HELP["tls_key"])
+    tls_client_ca: str = setting("", "PEM CA whose client certificates may call the sandbox (the broker's); "
+                                     "required with TLS")
+    reflection: bool = setting(False, "serve gRPC reflection (for grpcurl in development)")
     data: str = setting("", "path of the DuckDB data file, opened read-only")
     datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
     memory_limit: str = setting("2GB", "DuckDB memory limit")
@@ -38,6 +50,7 @@ class SandboxSettings:
     max_rows: int = setting(10_000, "most rows one plan may return")
     max_message_bytes: int = setting(64 * MiB, "largest gRPC message sent or received")
     max_workers: int = setting(8, "gRPC worker threads")
+    max_concurrent_rpcs: int = setting(32, "calls in flight before new ones get RESOURCE_EXHAUSTED")
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
 
 
@@ -45,16 +58,32 @@ class SandboxSettings:
 class BrokerSettings:
     """Settings of ``dsbroker serve`` (the broker)."""
 
-    listen: str = setting("127.0.0.1:50051", "address to serve gRPC on (plaintext: loopback only)")
+    listen: str = setting("127.0.0.1:50051", "address to serve gRPC on")
+    plaintext: bool = setting(False, TRANSPORT_HELP["plaintext"])
+    tls_cert: str = setting("", TRANSPORT_HELP["tls_cert"])
+    tls_key: str = setting("", TRANSPORT_HELP["tls_key"])
+    tls_client_ca: str = setting("", "PEM CA of client certificates; when set, every client must present one")
+    jwks: str = setting("", "the identity provider's public keys: a JWKS file or an https:// URL (required)")
+    jwt_issuer: str = setting("", "the identity provider's issuer (the tokens' iss; required)")
+    jwt_audience: str = setting("dsbroker", "the audience tokens must name (aud)")
+    jwt_algorithms: tuple[str, ...] = setting(("EdDSA", "ES256", "RS256"), "signature algorithms accepted; "
+                                              "a subset of EdDSA, ES256, RS256")
+    jwt_leeway_seconds: float = setting(30.0, "clock skew tolerated on exp and nbf")
+    token_binding: str = setting("none", "bind tokens to client certificates: 'none', 'subject' (sub equals the "
+                                         "certificate's CN) or 'thumbprint' (RFC 8705 cnf x5t#S256 required)")
     policies: str = setting("policies", "directory of policy (grant) YAML files")
-    sandbox: str = setting("127.0.0.1:50061", "address of the owner's sandbox")
     access_log: str = setting("state/access-log.sqlite", "SQLite file of the access log")
-    auth: str = setting("development", "how callers authenticate; 'development' accepts unsigned dev tokens "
-                                        "and is refused on non-loopback addresses")
-    default_deadline_seconds: float = setting(30.0, "query time limit when the caller sets no deadline")
+    sandbox: str = setting("127.0.0.1:50061", "address of the owner's sandbox")
+    sandbox_plaintext: bool = setting(False, "reach the sandbox over plaintext (loopback only, development)")
+    sandbox_ca: str = setting("", "PEM CA that issued the sandbox's certificate")
+    sandbox_cert: str = setting("", "PEM client certificate the broker presents to the sandbox")
+    sandbox_key: str = setting("", "PEM private key of sandbox_cert")
+    sandbox_server_name: str = setting("", "expected name in the sandbox's certificate, when not its host")
+    reflection: bool = setting(False, "serve gRPC reflection (for grpcurl in development)")
     max_message_bytes: int = setting(64 * MiB, "largest gRPC message sent or received")
     max_workers: int = setting(16, "gRPC worker threads")
     max_concurrent_rpcs: int = setting(64, "calls in flight before new ones get RESOURCE_EXHAUSTED")
+    max_calls_per_caller: int = setting(8, "calls one caller (token subject) may have in flight")
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
 
 
@@ -80,15 +109,3 @@ def load_settings(cls: type[T], path: str | Path | None = None, **overrides: Any
         elif type(value) is not type(default):
             raise ConfigError(f"setting {key!r} must be {type(default).__name__}, not {type(value).__name__}")
     return cls(**values)
-
-
-def require_loopback(listen: str, what: str) -> None:
-    """Refuse a plaintext listen address that is not on the loopback interface."""
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(f"{what} serves plaintext gRPC, which is allowed on loopback addresses only, "
-                          f"not {listen!r}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from broker.errors import ConfigError
-from broker.serving import Running, add_health, bind, build_server
-from broker.settings import SandboxSettings, require_loopback
+from broker.call_context import CallConventionsInterceptor
+from broker.serving import Running, add_health, bind, build_server, server_tls
+from broker.settings import SandboxSettings
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
@@ -17,7 +18,7 @@ SERVICE_NAME = sandbox_service_pb2.DESCRIPTOR.services_by_name["SandboxService"]
 
 def start_sandbox(settings: SandboxSettings) -> Running:
     """Open the engine and start serving; returns the running server (port 0 picks a free port)."""
-    require_loopback(settings.listen, "the sandbox")
+    tls = server_tls(settings, "the sandbox", client_ca_required=True)
     if not settings.data:
         raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
     engine = DuckDBEngine(settings.data, EngineLimits(
@@ -34,12 +35,14 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     if missing:
         engine.close()
         raise ConfigError(f"configured datasets not in {settings.data}: {', '.join(sorted(missing))}")
-    server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes)
+    server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
+                          max_concurrent_rpcs=settings.max_concurrent_rpcs,
+                          interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
         SandboxServicer(engine, datasets, max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds), server)
-    health = add_health(server, [SERVICE_NAME])
-    port = bind(server, settings.listen)
+    health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
+    port = bind(server, settings.listen, tls)
     server.start()
     log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
     return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from broker.call_context import time_limit
 from broker.errors import DsbrokerError
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.result_table import encode_table
@@ -31,9 +32,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if not plan.sql.strip():
             raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
         max_rows = min(plan.max_rows or self.max_rows, self.max_rows)
-        remaining = context.time_remaining()
-        timeout = self.max_execution_seconds if remaining is None else min(
-            self.max_execution_seconds, remaining - DEADLINE_MARGIN_SECONDS)
+        timeout = min(self.max_execution_seconds, time_limit(context) - DEADLINE_MARGIN_SECONDS)
         if timeout <= 0:
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",
                                 code=grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from broker.auth import development_token
 from broker.client import BrokerClient
+from broker.keys import KeyLayout, broker_settings, init_keys, sandbox_settings
+from broker.launch import development_token
 from broker.policy import load_policy
 from broker.server import start_broker
 from broker.settings import BrokerSettings, SandboxSettings
+from broker.tls import ClientTls
 from sandbox.demo_data import make_demo_data
 from sandbox.server import start_sandbox
 
@@ -19,6 +25,33 @@ ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 GRANT = "xuanwu-fgw-2026-007"
 XUANWU = "320102"
+ANALYST = "analyst"
+
+
+@functools.cache
+def dev_keys() -> KeyLayout:
+    """Development keys for the whole run (made once; removed at exit)."""
+    scratch = tempfile.mkdtemp(prefix="dsbroker-test-keys-")
+    atexit.register(shutil.rmtree, scratch, True)
+    return init_keys(Path(scratch), clients=(ANALYST, "other-analyst"))
+
+
+def client_tls(name: str = ANALYST) -> ClientTls:
+    """How a client with certificate ``name`` reaches the test broker."""
+    keys = dev_keys()
+    return ClientTls(str(keys.platform_ca), str(keys.client_cert(name)), str(keys.client_key(name)))
+
+
+def sandbox_client_tls() -> ClientTls:
+    """How the broker (and only the broker) reaches the test sandbox."""
+    keys = dev_keys()
+    return ClientTls(str(keys.owner_ca), str(keys.broker_to_sandbox_cert), str(keys.broker_to_sandbox_key))
+
+
+def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> BrokerSettings:
+    """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider."""
+    return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(POLICIES), "sandbox": f"127.0.0.1:{sandbox_port}",
+                             "access_log": str(access_log), **broker_settings(dev_keys()), **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +77,7 @@ def policy():
 
 @pytest.fixture(scope="session")
 def sandbox(demo_db):
-    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db)))
+    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), **sandbox_settings(dev_keys())))
     yield running
     running.stop()
 
@@ -52,18 +85,20 @@ def sandbox(demo_db):
 @pytest.fixture(scope="session")
 def broker(sandbox, tmp_path_factory):
     log = tmp_path_factory.mktemp("state") / "access-log.sqlite"
-    running = start_broker(BrokerSettings(listen="127.0.0.1:0", policies=str(POLICIES),
-                                          sandbox=f"127.0.0.1:{sandbox.port}", access_log=str(log)))
+    running = start_broker(broker_settings_for(sandbox.port, log))
     running.access_log_path = log  # tests read the log the broker writes
     yield running
     running.stop()
 
 
-def token_for(department: str = "xuanwu-fgw", district: str = XUANWU, roles=("requester",)) -> str:
-    return development_token(subject="analyst", department=department, district=district, roles=tuple(roles))
+def token_for(department: str = "xuanwu-fgw", district: str = XUANWU, roles=("requester",),
+              subject: str = ANALYST) -> str:
+    """A signed token from the test identity provider."""
+    return development_token(dev_keys(), subject=subject, department=department, district=district,
+                             roles=tuple(roles))
 
 
 @pytest.fixture
 def client(broker):
-    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for()) as c:
+    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls()) as c:
         yield c

@@ -8,24 +8,32 @@ import subprocess
 import sys
 
 import pytest
+from cryptography import x509
 
-from broker.launch import ServerProcess
-from tests.conftest import GRANT, POLICIES, token_for
+from broker.launch import development_servers
+from broker.tls import PeerCertificate, thumbprint
+from broker.tokens import JwksKeys, JwtAuthenticator
+from tests.conftest import ANALYST, GRANT, POLICIES, dev_keys, token_for
 
 
 @pytest.fixture(scope="module")
 def servers(demo_db, tmp_path_factory):
-    log = tmp_path_factory.mktemp("proc") / "log.sqlite"
-    sandbox = ServerProcess(["sandbox", "serve", "--data", str(demo_db)], name="sandbox")
-    broker = ServerProcess(["serve", "--sandbox", sandbox.target, "--policies", str(POLICIES),
-                            "--access-log", str(log)], name="broker")
-    yield sandbox, broker, log
-    assert broker.stop() == 0 and sandbox.stop() == 0, "servers must exit cleanly on SIGTERM"
+    state = tmp_path_factory.mktemp("proc")
+    with development_servers(data=demo_db, policies=POLICIES, state=state, layout=dev_keys(),
+                             client=ANALYST) as (sandbox, broker, _tls):
+        yield sandbox, broker, state / "access-log.sqlite"
+        assert broker.stop() == 0 and sandbox.stop() == 0, "servers must exit cleanly on SIGTERM"
+
+
+def client_env(target: str) -> dict[str, str]:
+    keys = dev_keys()
+    return {**os.environ, "DSBROKER_BROKER": target, "DSBROKER_TOKEN": token_for(), "DSBROKER_CA": str(keys.platform_ca),
+            "DSBROKER_CERT": str(keys.client_cert(ANALYST)), "DSBROKER_KEY": str(keys.client_key(ANALYST))}
 
 
 def cli(broker, *args):
-    env = {**os.environ, "DSBROKER_BROKER": broker.target, "DSBROKER_TOKEN": token_for()}
-    return subprocess.run([sys.executable, "-m", "broker.cli.main", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "broker.cli.main", *args], capture_output=True, text=True,
+                          env=client_env(broker.target))
 
 
 def test_query_prints_json(servers):
@@ -55,10 +63,9 @@ def test_refusal_is_one_line_and_exits_non_zero(servers):
 
 
 def test_unreachable_broker_is_one_clear_line():
-    env = {**os.environ, "DSBROKER_TOKEN": token_for()}
-    run = subprocess.run([sys.executable, "-m", "broker.cli.main", "query", "--broker", "127.0.0.1:1", "--timeout",
+    run = subprocess.run([sys.executable, "-m", "broker.cli.main", "query", "--timeout",
                           "2", "--grant", GRANT, "--sql", "SELECT COUNT(*) FROM tax.declarations"],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=client_env("127.0.0.1:1"))
     assert run.returncode == 1 and run.stderr.startswith("error: UNAVAILABLE") and "Traceback" not in run.stderr
 
 
@@ -70,3 +77,50 @@ def test_audit_commands_read_and_verify_the_log(servers):
     assert records and {"query.decision", "query.result"} <= {r["event"] for r in records}
     verified = cli(broker, "audit", "verify", "--log", str(log))
     assert verified.returncode == 0 and "intact" in verified.stdout
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "broker.cli.main", *args], capture_output=True, text=True,
+                          env=env or dict(os.environ))
+
+
+def test_keys_init_writes_private_keys_for_the_owner_only_and_never_overwrites(tmp_path):
+    keys = tmp_path / "keys"
+    made = run_cli("keys", "init", "--dir", str(keys), "--client", "li", "--host", "broker.internal")
+    assert made.returncode == 0, made.stderr
+    assert 'jwks = "' in made.stdout and 'tls_client_ca = "' in made.stdout
+    private = sorted(p.relative_to(keys).as_posix() for p in keys.rglob("*.key"))
+    assert private == ["broker-to-sandbox.key", "broker.key", "clients/li.key", "idp/signing.key", "owner-ca.key",
+                       "platform-ca.key", "sandbox.key"]
+    assert all((keys / p).stat().st_mode & 0o077 == 0 for p in private)
+    again = run_cli("keys", "init", "--dir", str(keys))
+    assert again.returncode == 2 and "--force" in again.stderr and again.stderr.count("\n") == 1
+    added = run_cli("keys", "client", "auditor-wang", "--dir", str(keys))
+    assert added.returncode == 0 and (keys / "clients" / "auditor-wang.pem").exists()
+
+
+def test_token_issue_prints_a_token_the_broker_accepts(tmp_path):
+    keys = tmp_path / "keys"
+    assert run_cli("keys", "init", "--dir", str(keys), "--client", "li").returncode == 0
+    issued = run_cli("token", "issue", "--keys", str(keys), "--sub", "li", "--department", "xuanwu-fgw",
+                     "--district", "320102", "--role", "requester", "--role", "auditor", "--ttl", "15m",
+                     "--bind-cert", str(keys / "clients" / "li.pem"))
+    assert issued.returncode == 0, issued.stderr
+    verifier = JwtAuthenticator(JwksKeys(str(keys / "idp" / "jwks.json"), algorithms=("EdDSA",)),
+                                issuer="dsbroker-dev-idp", audience="dsbroker")
+    cert = PeerCertificate("li", thumbprint(x509.load_pem_x509_certificate((keys / "clients" / "li.pem").read_bytes())))
+    principal = verifier.authenticate(issued.stdout.strip(), certificate=cert)
+    assert principal.roles == {"requester", "auditor"} and principal.district == "320102"
+    bad = run_cli("token", "issue", "--keys", str(keys), "--sub", "li", "--department", "d", "--district", "1",
+                  "--role", "requester", "--ttl", "forever")
+    assert bad.returncode == 2 and "duration" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_cli_needs_a_ca_or_an_explicit_plaintext(servers):
+    _, broker, _ = servers
+    env = {k: v for k, v in client_env(broker.target).items() if k not in ("DSBROKER_CA", "DSBROKER_CERT", "DSBROKER_KEY")}
+    run = run_cli("query", "--grant", GRANT, "--sql", "SELECT COUNT(*) FROM tax.declarations", env=env)
+    assert run.returncode == 2 and "--ca" in run.stderr
+    run = run_cli("query", "--plaintext", "--timeout", "3", "--grant", GRANT, "--sql",
+                  "SELECT COUNT(*) FROM tax.declarations", env=env)
+    assert run.returncode == 1 and "UNAVAILABLE" in run.stderr and "Traceback" not in run.stderr

@@ -8,10 +8,11 @@ import pytest
 from broker.access_log import AccessLog
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
+from broker.keys import sandbox_settings
 from broker.server import start_broker
-from broker.settings import BrokerSettings, SandboxSettings
+from broker.settings import SandboxSettings
 from sandbox.server import start_sandbox
-from tests.conftest import GRANT, POLICIES, XUANWU, token_for
+from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, token_for
 
 STREET_SQL = ("SELECT street_code, SUM(vat_paid) AS vat, COUNT(DISTINCT taxpayer_id) AS n "
               "FROM tax.declarations GROUP BY street_code ORDER BY street_code")
@@ -46,7 +47,8 @@ def test_threshold_withholds_small_cells(client, direct):
 
 
 def test_another_district_sees_only_its_own_rows(broker, direct):
-    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(district="320104")) as qinhuai_caller:
+    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(district="320104"),
+                      tls=client_tls()) as qinhuai_caller:
         result = qinhuai_caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
     expected = direct.execute("SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = '320104'").fetchone()
     assert result.rows == [[expected[0]]]
@@ -81,7 +83,8 @@ def test_ungranted_table_reads_exactly_like_a_missing_one(client):
 
 
 def test_another_departments_grant_reads_like_a_missing_grant(broker):
-    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(department="qinhuai-fgw")) as other:
+    with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(department="qinhuai-fgw"),
+                      tls=client_tls()) as other:
         theirs = refusal(other, "SELECT COUNT(*) FROM tax.declarations")
         missing = refusal(other, "SELECT COUNT(*) FROM tax.declarations", grant="no-such-grant")
     assert theirs.code == missing.code == grpc.StatusCode.PERMISSION_DENIED
@@ -89,8 +92,8 @@ def test_another_departments_grant_reads_like_a_missing_grant(broker):
 
 
 def test_missing_or_malformed_token_is_unauthenticated(broker):
-    for token in (None, "not-a-dev-token", "dev:sub=x,department=y"):
-        with BrokerClient(f"127.0.0.1:{broker.port}", token=token) as anonymous:
+    for token in (None, "not-a-jwt", "a.b.c"):
+        with BrokerClient(f"127.0.0.1:{broker.port}", token=token, tls=client_tls()) as anonymous:
             error = refusal(anonymous, "SELECT COUNT(*) FROM tax.declarations")
         assert error.code == grpc.StatusCode.UNAUTHENTICATED
 
@@ -123,7 +126,7 @@ def test_every_call_is_in_the_access_log_and_the_chain_verifies(broker, client):
     before = max((r.seq for r in log.records()), default=0)
     client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations")
     refusal(client, "SELECT vat_paid FROM tax.declarations")
-    with BrokerClient(f"127.0.0.1:{broker.port}") as anonymous:
+    with BrokerClient(f"127.0.0.1:{broker.port}", tls=client_tls()) as anonymous:
         refusal(anonymous, "SELECT COUNT(*) FROM tax.declarations")
     new = list(log.records(after=before))
     assert [(r.event, r.decision) for r in new] == [
@@ -140,10 +143,9 @@ def isolated_broker(tmp_path):
     started = []
 
     def start(sandbox_target: str):
-        running = start_broker(BrokerSettings(listen="127.0.0.1:0", policies=str(POLICIES), sandbox=sandbox_target,
-                                              access_log=str(tmp_path / "log.sqlite")))
+        running = start_broker(broker_settings_for(0, tmp_path / "log.sqlite", sandbox=sandbox_target))
         started.append(running)
-        return BrokerClient(f"127.0.0.1:{running.port}", token=token_for())
+        return BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls())
 
     yield start
     for running in started:
@@ -151,7 +153,7 @@ def isolated_broker(tmp_path):
 
 
 def test_sandbox_down_is_unavailable_and_the_broker_keeps_serving(isolated_broker, demo_db):
-    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db)))
+    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), **sandbox_settings(dev_keys())))
     client = isolated_broker(f"127.0.0.1:{sandbox.port}")
     assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows
     sandbox.stop()
@@ -162,7 +164,8 @@ def test_sandbox_down_is_unavailable_and_the_broker_keeps_serving(isolated_broke
 
 
 def test_sandbox_too_slow_is_deadline_exceeded(isolated_broker, demo_db):
-    slow = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), max_execution_seconds=0.002))
+    slow = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), max_execution_seconds=0.002,
+                                         **sandbox_settings(dev_keys())))
     client = isolated_broker(f"127.0.0.1:{slow.port}")
     error = refusal(client, "SELECT street_code, industry_code, period, COUNT(DISTINCT taxpayer_id) AS n, "
                             "SUM(vat_paid) AS v FROM tax.declarations GROUP BY ALL")

@@ -13,15 +13,39 @@ import click
 from broker.errors import DsbrokerError
 from broker.settings import BrokerSettings, SandboxSettings, load_settings
 
-CLIENT_ENV = {"broker": "DSBROKER_BROKER", "token": "DSBROKER_TOKEN"}
-
-
 def client_options(command):
-    """--broker and --token (or DSBROKER_BROKER / DSBROKER_TOKEN) on every client command."""
-    command = click.option("--token", envvar=CLIENT_ENV["token"], help="bearer token [env DSBROKER_TOKEN]")(command)
-    command = click.option("--broker", envvar=CLIENT_ENV["broker"], default="127.0.0.1:50051", show_default=True,
-                           help="broker address HOST:PORT [env DSBROKER_BROKER]")(command)
+    """Where the broker is and how to reach it, on every client command (each also read from the environment)."""
+    options = [
+        click.option("--broker", envvar="DSBROKER_BROKER", default="127.0.0.1:50051", show_default=True,
+                     help="broker address HOST:PORT [env DSBROKER_BROKER]"),
+        click.option("--token", envvar="DSBROKER_TOKEN", help="bearer token (a JWT) [env DSBROKER_TOKEN]"),
+        click.option("--ca", envvar="DSBROKER_CA", type=click.Path(dir_okay=False),
+                     help="CA certificate that issued the broker's certificate [env DSBROKER_CA]"),
+        click.option("--cert", envvar="DSBROKER_CERT", type=click.Path(dir_okay=False),
+                     help="client certificate for mutual TLS [env DSBROKER_CERT]"),
+        click.option("--key", envvar="DSBROKER_KEY", type=click.Path(dir_okay=False),
+                     help="private key of --cert [env DSBROKER_KEY]"),
+        click.option("--plaintext", envvar="DSBROKER_PLAINTEXT", is_flag=True,
+                     help="no TLS: a loopback development broker only [env DSBROKER_PLAINTEXT]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
     return command
+
+
+def client_tls(ca, cert, key, plaintext):
+    """The ClientTls the client options describe, or None for --plaintext."""
+    from broker.errors import ConfigError
+    from broker.tls import ClientTls
+
+    if plaintext:
+        if ca or cert or key:
+            raise ConfigError("--plaintext and --ca/--cert/--key exclude each other")
+        return None
+    if not ca:
+        raise ConfigError("pass --ca (and --cert/--key for mutual TLS), or --plaintext for a loopback "
+                          "development broker")
+    return ClientTls(ca, cert or "", key or "")
 
 
 def reporting_errors(command):
@@ -95,17 +119,17 @@ def sandbox_serve(config, listen, data, port_file) -> None:
 @client_options
 @click.option("--grant", required=True, help="grant (policy) id to query under")
 @click.option("--sql", required=True, help="one SELECT statement; '-' reads it from standard input")
-@click.option("--timeout", default=60.0, show_default=True, help="deadline in seconds")
+@click.option("--timeout", default=60.0, show_default=True, help="deadline in seconds (the query's time limit)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @reporting_errors
-def query(broker, token, grant, sql, timeout, as_json) -> None:
+def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, as_json) -> None:
     """Run one aggregate query under a grant and print the released cells."""
     from broker.cli.output import print_result
     from broker.client import BrokerClient
 
     if sql == "-":
         sql = sys.stdin.read()
-    with BrokerClient(broker, token=token, timeout=timeout) as client:
+    with BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext), timeout=timeout) as client:
         print_result(client.query(grant, sql), as_json=as_json)
 
 
@@ -200,21 +224,73 @@ def audit_verify(log_path) -> None:
 
 
 @main.group()
+def keys() -> None:
+    """Development keys: certificate authorities, certificates, the identity provider's key."""
+
+
+@keys.command("init")
+@click.option("--dir", "directory", default="keys", show_default=True, type=click.Path(file_okay=False),
+              help="where to write the keys")
+@click.option("--host", "hosts", multiple=True, help="extra host name or IP for the server certificates (repeatable)")
+@click.option("--client", "clients", multiple=True, help="issue a client certificate with this name (repeatable)")
+@click.option("--force", is_flag=True, help="replace existing keys")
+@reporting_errors
+def keys_init(directory, hosts, clients, force) -> None:
+    """Create a development platform CA and owner CA, the broker's and sandbox's certificates, client
+    certificates, and an identity provider signing key with its JWKS. Private keys are mode 0600.
+    For development and tests; production uses the organisations' own CAs and identity provider."""
+    from broker.keys import broker_settings, init_keys, sandbox_settings, to_toml
+
+    layout = init_keys(directory, hosts=tuple(hosts), clients=tuple(clients), force=force)
+    click.echo(f"keys written to {layout.root}/")
+    click.echo(f"\n# broker TOML (add policies, access_log, sandbox):\n{to_toml(broker_settings(layout))}")
+    click.echo(f"# sandbox TOML (add data):\n{to_toml(sandbox_settings(layout))}")
+    click.echo(f"# issue a token: dsbroker token issue --keys {layout.root} --sub ... --department ... "
+               "--district ... --role requester")
+
+
+@keys.command("client")
+@click.argument("name")
+@click.option("--dir", "directory", default="keys", show_default=True, type=click.Path(file_okay=False))
+@reporting_errors
+def keys_client(name, directory) -> None:
+    """Issue a client certificate NAME (its CN) from the development platform CA."""
+    from broker.keys import KeyLayout, issue_client_certificate
+
+    cert, key = issue_client_certificate(KeyLayout(directory), name)
+    click.echo(f"{cert}\n{key}")
+
+
+@main.group()
 def token() -> None:
     """Caller tokens."""
 
 
-@token.command("dev")
+@token.command("issue")
+@click.option("--keys", "directory", default="keys", show_default=True, type=click.Path(file_okay=False),
+              help="keys directory made by 'dsbroker keys init' (its identity provider key signs)")
 @click.option("--sub", required=True, help="the caller (a person or a system)")
 @click.option("--department", required=True, help="department id, e.g. xuanwu-fgw")
 @click.option("--district", required=True, help="district code, e.g. 320102")
 @click.option("--role", "roles", multiple=True, required=True,
               type=click.Choice(["requester", "reviewer", "owner", "auditor"]), help="a role (repeatable)")
-def token_dev(sub, department, district, roles) -> None:
-    """Print an unsigned development token (loopback development only)."""
-    from broker.auth import development_token
+@click.option("--ttl", default="8h", show_default=True, help="lifetime: 90s, 15m, 8h, 7d")
+@click.option("--bind-cert", type=click.Path(exists=True, dir_okay=False),
+              help="bind the token to this client certificate (RFC 8705 cnf x5t#S256)")
+@reporting_errors
+def token_issue(directory, sub, department, district, roles, ttl, bind_cert) -> None:
+    """Print a JWT signed by the development identity provider."""
+    from cryptography import x509
 
-    click.echo(development_token(subject=sub, department=department, district=district, roles=tuple(roles)))
+    from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, load_private_key
+    from broker.tls import thumbprint
+    from broker.tokens import issue_token, parse_duration
+
+    layout = KeyLayout(directory)
+    thumb = thumbprint(x509.load_pem_x509_certificate(Path(bind_cert).read_bytes())) if bind_cert else None
+    click.echo(issue_token(load_private_key(layout.idp_key), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
+                           audience=DEV_AUDIENCE, subject=sub, department=department, district=district,
+                           roles=roles, ttl=parse_duration(ttl), certificate_thumbprint=thumb))
 
 
 @main.command()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 import grpc
 
 from broker.auth import require_principal
+from broker.call_context import current_request_id, time_limit
 from broker.pipeline import QueryPipeline
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
@@ -15,16 +14,14 @@ from broker.v1 import query_service_pb2_grpc as pb_grpc
 class QueryServicer(pb_grpc.QueryServiceServicer):
     """Answers RunQuery through the query pipeline."""
 
-    def __init__(self, pipeline: QueryPipeline, *, default_deadline_seconds: float) -> None:
+    def __init__(self, pipeline: QueryPipeline) -> None:
         self.pipeline = pipeline
-        self.default_deadline_seconds = default_deadline_seconds
 
     def RunQuery(self, request: pb.RunQueryRequest, context: grpc.ServicerContext) -> pb.RunQueryResponse:
-        remaining = context.time_remaining()
         outcome = self.pipeline.run(
             require_principal(), request.grant, request.sql,
-            request_id=request.request_id or str(uuid.uuid4()), client=context.peer(),
-            timeout_s=self.default_deadline_seconds if remaining is None else remaining)
+            request_id=request.request_id or current_request_id.get(), client=context.peer(),
+            timeout_s=time_limit(context))
         guarded = outcome.guarded
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,

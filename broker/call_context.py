@@ -1,0 +1,119 @@
+"""Per-call conventions: a request id, a required deadline, and a cap on each caller's calls in flight.
+
+- **Request id.** Taken from the ``x-request-id`` metadata (or made up), held in
+  :data:`current_request_id` for the access log, and sent back as initial metadata so a caller can
+  quote it to an operator.
+- **Deadline.** Every call must carry one; it becomes the query's time limit in the sandbox.
+- **Calls per caller.** One department's script cannot take every worker: past the cap, a caller
+  gets RESOURCE_EXHAUSTED with a QuotaFailure, and other callers are unaffected.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import threading
+import uuid
+from collections import Counter
+
+import grpc
+from google.rpc import error_details_pb2
+
+from broker.auth import UNAUTHENTICATED_METHODS, current_principal
+from broker.errors import DsbrokerError, QuotaError
+from broker.handlers import with_unary_behavior
+
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# gRPC reports "no deadline" as a time remaining of about 292 billion years.
+NO_DEADLINE_SECONDS = 10 * 365 * 24 * 3600
+
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def time_limit(context: grpc.ServicerContext) -> float:
+    """Seconds left before the caller's deadline (the interceptor has already refused calls without one)."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > NO_DEADLINE_SECONDS:
+        raise _deadline_required()
+    return max(remaining, 0.0)
+
+
+class CallConventionsInterceptor(grpc.ServerInterceptor):
+    """Sets the request id and refuses calls without a deadline. Sits just inside the error interceptor."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler_call_details.method.startswith(
+                UNAUTHENTICATED_METHODS):
+            return handler
+        behavior = handler.unary_unary
+
+        def with_conventions(request, context: grpc.ServicerContext):
+            request_id = _request_id(context)
+            context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            reset = current_request_id.set(request_id)
+            try:
+                time_limit(context)
+                return behavior(request, context)
+            finally:
+                current_request_id.reset(reset)
+
+        return with_unary_behavior(handler, with_conventions)
+
+
+class CallerLimitInterceptor(grpc.ServerInterceptor):
+    """Caps the calls one caller (token subject) has in flight. Sits inside the auth interceptor."""
+
+    def __init__(self, max_calls_per_caller: int) -> None:
+        self.max_calls = max_calls_per_caller
+        self._in_flight: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+
+        def limited(request, context: grpc.ServicerContext):
+            principal = current_principal.get()
+            if principal is None:
+                return behavior(request, context)
+            caller = f"{principal.department}/{principal.subject}"
+            with self._lock:
+                if self._in_flight[caller] >= self.max_calls:
+                    raise QuotaError(f"at most {self.max_calls} calls per caller may be in flight; wait for one "
+                                     "to finish", reason="TOO_MANY_CALLS", subject=f"callers/{caller}")
+                self._in_flight[caller] += 1
+            try:
+                return behavior(request, context)
+            finally:
+                with self._lock:
+                    self._in_flight[caller] -= 1
+                    if not self._in_flight[caller]:
+                        del self._in_flight[caller]
+
+        return with_unary_behavior(handler, limited)
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata():
+        if key == REQUEST_ID_HEADER:
+            if not REQUEST_ID_PATTERN.fullmatch(value):
+                raise DsbrokerError("x-request-id must be 1 to 128 letters, digits or . _ : -",
+                                    reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                                    details=[_bad_request("metadata.x-request-id", "1 to 128 of [A-Za-z0-9._:-]")])
+            return value
+    return str(uuid.uuid4())
+
+
+def _deadline_required() -> DsbrokerError:
+    return DsbrokerError("this call needs a deadline (grpc timeout); it becomes the query's time limit",
+                         reason="DEADLINE_REQUIRED", code=grpc.StatusCode.INVALID_ARGUMENT,
+                         details=[_bad_request("deadline", "set a deadline on the call")])
+
+
+def _bad_request(field: str, description: str) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=description)])

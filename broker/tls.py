@@ -1,0 +1,116 @@
+"""Transport security: server and channel credentials, and who is on the other end of a call.
+
+A server either serves TLS (mutual when a client CA is configured) or, when configured to, plaintext
+on a loopback address. Clients do the same. Nothing here decides *whether* a caller may do
+something; it only says which certificate they presented.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from broker.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate and key, and the CA whose client certificates it requires (if any)."""
+
+    cert: str
+    key: str
+    client_ca: str = ""
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials; client certificates are required when ``client_ca`` is set."""
+        return grpc.ssl_server_credentials(
+            [(_read(self.key, "TLS key"), _read(self.cert, "TLS certificate"))],
+            root_certificates=_read(self.client_ca, "client CA") if self.client_ca else None,
+            require_client_auth=bool(self.client_ca))
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """The CA a client trusts for the server, and its own certificate and key for mutual TLS."""
+
+    ca: str
+    cert: str = ""
+    key: str = ""
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError("a client certificate needs its key, and a key its certificate")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC channel credentials (with the client certificate when one is set)."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca, "CA certificate"),
+            private_key=_read(self.key, "client key") if self.key else None,
+            certificate_chain=_read(self.cert, "client certificate") if self.cert else None)
+
+
+def open_channel(target: str, *, tls: ClientTls | None, options: list[tuple[str, object]]) -> grpc.Channel:
+    """A channel to ``target``: TLS when ``tls`` is given, otherwise plaintext, allowed to loopback only."""
+    if tls is None:
+        require_loopback(target, "a plaintext channel")
+        return grpc.insecure_channel(target, options=options)
+    if tls.server_name:
+        options = [*options, ("grpc.ssl_target_name_override", tls.server_name)]
+    return grpc.secure_channel(target, tls.credentials(), options=options)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT names the loopback interface."""
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_loopback(address: str, what: str) -> None:
+    """Refuse plaintext to or from an address that is not on the loopback interface."""
+    if not is_loopback(address):
+        raise ConfigError(f"{what} is plaintext gRPC, which is allowed on loopback addresses only, not "
+                          f"{address!r}; configure TLS")
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """The client certificate of the current call: its common name and RFC 8705 thumbprint."""
+
+    common_name: str
+    thumbprint: str
+
+
+def peer_certificate(context: grpc.ServicerContext) -> PeerCertificate | None:
+    """The verified client certificate of this call, or None over plaintext or server-only TLS."""
+    auth = context.auth_context()
+    pem = (auth.get("x509_pem_cert") or [b""])[0]
+    if not pem:
+        return None
+    certificate = x509.load_pem_x509_certificate(pem)
+    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return PeerCertificate(common_name=str(names[0].value) if names else "", thumbprint=thumbprint(certificate))
+
+
+def thumbprint(certificate: x509.Certificate) -> str:
+    """The base64url SHA-256 of the certificate's DER form (RFC 8705 ``x5t#S256``)."""
+    digest = hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read the {what} {path!r} ({error.strerror})") from None
+

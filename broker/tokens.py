@@ -1,0 +1,203 @@
+"""Caller tokens: JWTs verified with PyJWT against the identity provider's public keys.
+
+A token's claims carry who is calling (``sub``), their ``department``, its ``district`` and their
+``roles``. Verification uses an explicit algorithm allowlist and binds each key to its own
+algorithm, so ``alg: none`` and algorithm confusion (HS256 "signed" with a public key) fail.
+Optionally (RFC 8705) a token carries ``cnf: {"x5t#S256": ...}``, the thumbprint of the client
+certificate it may be used with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import jwt
+
+from broker.auth import ROLES, Principal
+from broker.errors import AuthenticationError, ConfigError
+from broker.tls import PeerCertificate, is_loopback
+
+DEFAULT_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
+CALLER_CLAIMS = ("department", "district", "roles")
+JWKS_URL_CACHE_SECONDS = 300
+BINDINGS = ("none", "subject", "thumbprint")
+
+
+def issue_token(private_key, *, key_id: str, issuer: str, audience: str, subject: str, department: str,
+                district: str, roles: Iterable[str], ttl: dt.timedelta, now: dt.datetime | None = None,
+                certificate_thumbprint: str | None = None) -> str:
+    """Sign a caller token with the identity provider's private key (Ed25519: EdDSA; EC P-256: ES256)."""
+    roles = list(roles)
+    unknown = set(roles) - set(ROLES)
+    if not roles or unknown:
+        raise ConfigError(f"roles must be among {', '.join(ROLES)}")
+    if ttl <= dt.timedelta(0):
+        raise ConfigError("the token's lifetime must be positive")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    claims = {"iss": issuer, "aud": audience, "sub": subject, "department": department, "district": district,
+              "roles": roles, "iat": now, "nbf": now, "exp": now + ttl, "jti": str(uuid.uuid4())}
+    if certificate_thumbprint:
+        claims["cnf"] = {"x5t#S256": certificate_thumbprint}
+    algorithm = "EdDSA" if private_key.__class__.__name__.startswith("Ed25519") else "ES256"
+    return jwt.encode(claims, private_key, algorithm=algorithm, headers={"kid": key_id})
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``90s``, ``15m``, ``8h`` or ``7d`` as a timedelta."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise ConfigError(f"duration {text!r} must be a positive number with s, m, h or d, e.g. 8h")
+    return dt.timedelta(seconds=int(number) * units[unit])
+
+
+class JwksKeys:
+    """The identity provider's public keys, from a JWKS file or an https URL (cached)."""
+
+    def __init__(self, source: str, *, algorithms: tuple[str, ...]) -> None:
+        self.source = source
+        self.algorithms = algorithms
+        self._client = None
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._lock = threading.Lock()
+        if source.startswith("http://") and not is_loopback(urllib.parse.urlsplit(source).netloc):
+            raise ConfigError(f"jwks {source!r}: fetch the identity provider's keys over https:// (plain http is "
+                              "allowed for loopback only), or point to a file")
+        if source.startswith(("https://", "http://")):
+            self._client = jwt.PyJWKClient(source, cache_keys=True, lifespan=JWKS_URL_CACHE_SECONDS, timeout=5)
+        else:
+            self._keys = self._read_file(Path(source))
+
+    def _read_file(self, path: Path) -> dict[str, jwt.PyJWK]:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            key_set = jwt.PyJWKSet.from_dict(document)
+        except (OSError, ValueError, jwt.PyJWKSetError) as error:
+            raise ConfigError(f"{path}: cannot read the identity provider's keys ({error})") from None
+        usable = {key.key_id or "": key for key in key_set.keys if key.algorithm_name in self.algorithms}
+        if not usable:
+            raise ConfigError(f"{path}: no key for an allowed algorithm ({', '.join(self.algorithms)})")
+        return usable
+
+    def key_for(self, key_id: str | None) -> jwt.PyJWK:
+        """The public key named by the token's ``kid`` (or the only key when the token names none)."""
+        if self._client is not None:
+            try:
+                with self._lock:
+                    key = self._client.get_signing_key(key_id) if key_id else None
+            except (jwt.PyJWKClientError, jwt.PyJWKClientConnectionError):
+                key = None
+            if key is None:
+                raise AuthenticationError("the token's signing key is not known to the broker",
+                                          reason="TOKEN_KEY_UNKNOWN")
+        elif key_id is None and len(self._keys) == 1:
+            key = next(iter(self._keys.values()))
+        elif key_id in self._keys:
+            key = self._keys[key_id]
+        else:
+            raise AuthenticationError("the token's signing key is not known to the broker", reason="TOKEN_KEY_UNKNOWN")
+        if key.algorithm_name not in self.algorithms:
+            raise AuthenticationError("the token's signing key uses an algorithm that is not allowed",
+                                      reason="TOKEN_ALGORITHM_NOT_ALLOWED")
+        return key
+
+
+class JwtAuthenticator:
+    """Verifies a bearer JWT and turns its claims into a :class:`Principal`."""
+
+    def __init__(self, keys: JwksKeys, *, issuer: str, audience: str, leeway_seconds: float = 30.0,
+                 binding: str = "none") -> None:
+        if not issuer or not audience:
+            raise ConfigError("JWT verification needs jwt_issuer and jwt_audience")
+        if binding not in BINDINGS:
+            raise ConfigError(f"token_binding must be one of {', '.join(BINDINGS)}, not {binding!r}")
+        self.keys = keys
+        self.binding = binding
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = dt.timedelta(seconds=leeway_seconds)
+
+    def authenticate(self, token: str, *, certificate: PeerCertificate | None) -> Principal:
+        """The caller named by ``token``; raises AuthenticationError with a reason saying what failed.
+
+        ``certificate`` is the client certificate of the call (None without mutual TLS). A token
+        that names a certificate (``cnf``) is accepted only with that certificate, whatever the
+        binding setting; the setting makes binding required.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise AuthenticationError("the token is not a JWT", reason="TOKEN_MALFORMED") from None
+        algorithm = header.get("alg")
+        if algorithm not in self.keys.algorithms:
+            raise AuthenticationError(f"the token's algorithm {str(algorithm)[:16]!r} is not allowed "
+                                      f"(allowed: {', '.join(self.keys.algorithms)})",
+                                      reason="TOKEN_ALGORITHM_NOT_ALLOWED")
+        key = self.keys.key_for(header.get("kid") if isinstance(header.get("kid"), str) else None)
+        try:
+            claims = jwt.decode(token, key, algorithms=list(self.keys.algorithms), audience=self.audience,
+                                issuer=self.issuer, leeway=self.leeway,
+                                options={"require": list(REQUIRED_CLAIMS), "strict_aud": False})
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("the token has expired", reason="TOKEN_EXPIRED") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthenticationError("the token is not valid yet", reason="TOKEN_NOT_YET_VALID") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError("the token is for another audience", reason="TOKEN_AUDIENCE_INVALID") from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError("the token is from an untrusted issuer", reason="TOKEN_ISSUER_INVALID") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise AuthenticationError(f"the token lacks the {error.claim!r} claim",
+                                      reason="TOKEN_CLAIMS_MISSING", claim=error.claim) from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthenticationError("the token's algorithm does not match its key",
+                                      reason="TOKEN_ALGORITHM_NOT_ALLOWED") from None
+        except jwt.InvalidTokenError:
+            raise AuthenticationError("the token's signature does not verify", reason="TOKEN_INVALID") from None
+        principal = principal_from_claims(claims)
+        self._check_binding(claims, principal, certificate)
+        return principal
+
+    def _check_binding(self, claims: dict, principal: Principal, certificate: PeerCertificate | None) -> None:
+        confirmation = claims.get("cnf")
+        bound = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
+        if bound is not None and (certificate is None or bound != certificate.thumbprint):
+            raise AuthenticationError("the token is bound to another client certificate",
+                                      reason="TOKEN_CERTIFICATE_MISMATCH")
+        if self.binding == "thumbprint" and bound is None:
+            raise AuthenticationError("tokens must be bound to the client certificate (cnf x5t#S256)",
+                                      reason="TOKEN_CERTIFICATE_MISMATCH")
+        if self.binding == "subject" and (certificate is None or certificate.common_name != principal.subject):
+            raise AuthenticationError("the token's subject is not the client certificate's name",
+                                      reason="TOKEN_CERTIFICATE_MISMATCH")
+
+
+def principal_from_claims(claims: dict) -> Principal:
+    """Check the caller claims (department, district, roles) and build the Principal."""
+    missing = [name for name in CALLER_CLAIMS if not claims.get(name)]
+    if missing:
+        raise AuthenticationError(f"the token lacks the {missing[0]!r} claim", reason="TOKEN_CLAIMS_MISSING",
+                                  claim=missing[0])
+    roles = claims["roles"]
+    if isinstance(roles, str):
+        roles = roles.split()
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise AuthenticationError("the token's roles claim must be a list of names", reason="TOKEN_CLAIMS_INVALID",
+                                  claim="roles")
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise AuthenticationError(f"the token names an unknown role {unknown[0][:32]!r}",
+                                  reason="TOKEN_CLAIMS_INVALID", claim="roles")
+    for name in ("sub", "department", "district"):
+        if not isinstance(claims[name], str):
+            raise AuthenticationError(f"the token's {name!r} claim must be text", reason="TOKEN_CLAIMS_INVALID",
+                                      claim=name)
+    return Principal(subject=claims["sub"], department=claims["department"], district=claims["district"],
+                     roles=frozenset(roles), token_id=str(claims.get("jti", "")))
