@@ -92,7 +92,7 @@ def main() -> None:
     a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
     print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released):")
     print(f"  (a) rewritten query, DuckDB directly   median {a * 1000:8.2f} ms")
-    print(f"  (b) SDK -> broker -> sandbox           median {b * 1000:8.2f} ms")
+    print(f"  (b) SDK -> broker -> sandbox (mTLS)    median {b * 1000:8.2f} ms")
     print(f"  ratio b/a                              {b / a:8.2f}   (target <= 1.5)")
     print(f"small query end to end ({args.small_runs} runs): p50 {percentile(small, 50) * 1000:.2f} ms, "
           f"p99 {percentile(small, 99) * 1000:.2f} ms (DuckDB directly: p50 {percentile(small_direct, 50) * 1000:.2f} ms)")

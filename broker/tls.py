@@ -8,6 +8,7 @@ something; it only says which certificate they presented.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -93,10 +94,12 @@ class PeerCertificate:
 
 def peer_certificate(context: grpc.ServicerContext) -> PeerCertificate | None:
     """The verified client certificate of this call, or None over plaintext or server-only TLS."""
-    auth = context.auth_context()
-    pem = (auth.get("x509_pem_cert") or [b""])[0]
-    if not pem:
-        return None
+    pem = (context.auth_context().get("x509_pem_cert") or [b""])[0]
+    return _peer_from_pem(pem) if pem else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _peer_from_pem(pem: bytes) -> PeerCertificate:
     certificate = x509.load_pem_x509_certificate(pem)
     names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return PeerCertificate(common_name=str(names[0].value) if names else "", thumbprint=thumbprint(certificate))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -28,6 +29,7 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
 CALLER_CLAIMS = ("department", "district", "roles")
 JWKS_URL_CACHE_SECONDS = 300
 BINDINGS = ("none", "subject", "thumbprint")
+VERIFIED_TOKENS_KEPT = 4096
 
 
 def issue_token(private_key, *, key_id: str, issuer: str, audience: str, subject: str, department: str,
@@ -120,6 +122,8 @@ class JwtAuthenticator:
             raise ConfigError(f"token_binding must be one of {', '.join(BINDINGS)}, not {binding!r}")
         self.keys = keys
         self.binding = binding
+        self._verified: dict[str, tuple[dict, Principal]] = {}
+        self._lock = threading.Lock()
         self.issuer = issuer
         self.audience = audience
         self.leeway = dt.timedelta(seconds=leeway_seconds)
@@ -129,8 +133,32 @@ class JwtAuthenticator:
 
         ``certificate`` is the client certificate of the call (None without mutual TLS). A token
         that names a certificate (``cnf``) is accepted only with that certificate, whatever the
-        binding setting; the setting makes binding required.
+        binding setting; the setting makes binding required. A token verified once is kept (a
+        bounded number of them) so that its signature is not checked again on every call; its
+        lifetime is checked on every call all the same.
         """
+        cached = self._verified.get(token)
+        if cached is None:
+            claims = self._verify(token)
+            cached = (claims, principal_from_claims(claims))
+            with self._lock:
+                if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                    self._verified.pop(next(iter(self._verified)))
+                self._verified[token] = cached
+        else:
+            self._check_lifetime(cached[0])
+        claims, principal = cached
+        self._check_binding(claims, principal, certificate)
+        return principal
+
+    def _check_lifetime(self, claims: dict) -> None:
+        now = time.time()
+        if claims["exp"] < now - self.leeway.total_seconds():
+            raise AuthenticationError("the token has expired", reason="TOKEN_EXPIRED")
+        if "nbf" in claims and claims["nbf"] > now + self.leeway.total_seconds():
+            raise AuthenticationError("the token is not valid yet", reason="TOKEN_NOT_YET_VALID")
+
+    def _verify(self, token: str) -> dict:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -161,9 +189,7 @@ class JwtAuthenticator:
                                       reason="TOKEN_ALGORITHM_NOT_ALLOWED") from None
         except jwt.InvalidTokenError:
             raise AuthenticationError("the token's signature does not verify", reason="TOKEN_INVALID") from None
-        principal = principal_from_claims(claims)
-        self._check_binding(claims, principal, certificate)
-        return principal
+        return claims
 
     def _check_binding(self, claims: dict, principal: Principal, certificate: PeerCertificate | None) -> None:
         confirmation = claims.get("cnf")

@@ -205,3 +205,23 @@ def test_durations(text, seconds):
 def test_bad_durations_are_refused(text):
     with pytest.raises(ConfigError):
         parse_duration(text)
+
+
+def test_a_kept_token_is_still_refused_once_it_expires(monkeypatch):
+    import broker.tokens as tokens
+
+    verifier = authenticator(leeway=0)
+    token = signed(claims(exp=NOW + dt.timedelta(seconds=60)))
+    assert verifier.authenticate(token, certificate=None).subject == "analyst"
+    monkeypatch.setattr(tokens.time, "time", lambda: NOW.timestamp() + 61)
+    with pytest.raises(AuthenticationError) as caught:
+        verifier.authenticate(token, certificate=None)
+    assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+def test_a_kept_token_is_still_held_to_its_certificate():
+    verifier = authenticator()
+    token = signed(claims(cnf={"x5t#S256": CERT.thumbprint}))
+    assert verifier.authenticate(token, certificate=CERT).subject == "analyst"
+    with pytest.raises(AuthenticationError):
+        verifier.authenticate(token, certificate=PeerCertificate("analyst", "stolen-elsewhere"))
