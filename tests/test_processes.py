@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import grpc
 import pytest
 from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.launch import development_servers
-from broker.tls import PeerCertificate, thumbprint
+from broker.tls import ClientTls, PeerCertificate, open_channel, thumbprint
 from broker.tokens import JwksKeys, JwtAuthenticator
 from tests.conftest import ANALYST, GRANT, POLICIES, dev_keys, token_for
 
@@ -124,3 +127,16 @@ def test_the_cli_needs_a_ca_or_an_explicit_plaintext(servers):
     run = run_cli("query", "--plaintext", "--timeout", "3", "--grant", GRANT, "--sql",
                   "SELECT COUNT(*) FROM tax.declarations", env=env)
     assert run.returncode == 1 and "UNAVAILABLE" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_refused_handshake_is_in_the_brokers_log(servers):
+    _, broker, _ = servers
+    keys = dev_keys()
+    with open_channel(broker.target, tls=ClientTls(str(keys.platform_ca)), options=[]) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    deadline = time.monotonic() + 5
+    while "PEER_DID_NOT_RETURN_A_CERTIFICATE" not in broker.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the refused handshake is not in the broker's log"
+        time.sleep(0.05)
