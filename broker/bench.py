@@ -15,7 +15,7 @@ import duckdb
 
 from broker.client import BrokerClient
 from broker.guard import guard
-from broker.keys import init_keys
+from broker.keys import approve_for_development, init_keys
 from broker.launch import development_servers, development_token
 from broker.policy import load_policy
 from sandbox.demo_data import make_demo_data
@@ -82,7 +82,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         layout = init_keys(Path(scratch) / "keys", clients=("bench",))
-        with development_servers(data=data, policies=ROOT / "policies", state=Path(scratch) / "state",
+        policies = Path(scratch) / "policies"
+        policies.mkdir()
+        text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
+        (policies / f"{GRANT}.yaml").write_text(approve_for_development(layout, text))
+        with development_servers(data=data, policies=policies, state=Path(scratch) / "state",
                                  layout=layout, client="bench") as (_sandbox, broker, tls), \
                 BrokerClient(broker.target, tls=tls, token=development_token(
                     layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:

@@ -16,7 +16,7 @@ from broker.access_log import AccessLog
 from broker.cli.output import print_result
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
-from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, init_keys
+from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, approve_for_development, init_keys
 from broker.launch import development_servers, development_token
 from broker.tls import ClientTls
 from broker.tokens import issue_token
@@ -57,27 +57,36 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
 
     _step("2. Keys: a platform CA and an owner CA for mutual TLS, and an identity provider that signs tokens.")
     layout = KeyLayout(cache_dir / "keys")
-    if layout.platform_ca.exists() and layout.client_cert(ANALYST).exists():
+    if layout.trust.exists() and layout.client_cert(ANALYST).exists():
         console.print(f"reusing development keys in {layout.root}")
     else:
         init_keys(layout.root, clients=(ANALYST,), force=True)
         console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
-    _step("3. The owner starts its sandbox beside the data; the exchange platform starts the broker.")
-    with development_servers(data=data, policies=POLICIES, state=state, layout=layout, client=ANALYST,
+    _step(f"3. The district tax bureau reviews grant {GRANT} and the city tax bureau, the owner, signs it.")
+    policies = state / "policies"
+    policies.mkdir(exist_ok=True)
+    for path in POLICIES.glob("*.yaml"):
+        (policies / path.name).write_text(approve_for_development(layout, path.read_text(encoding="utf-8")),
+                                          encoding="utf-8")
+    console.print(f"{policies / (GRANT + '.yaml')} now ends with the two Ed25519 approvals; the sandbox runs "
+                  f"nothing whose approvals do not verify against {layout.trust}")
+
+    _step("4. The owner starts its sandbox beside the data; the exchange platform starts the broker.")
+    with development_servers(data=data, policies=policies, state=state, layout=layout, client=ANALYST,
                              access_log=access_log) as (sandbox, broker, tls):
         console.print(f"sandbox on {sandbox.target}, broker on {broker.target}: mutual TLS on both hops, and "
                       "tokens bound to the caller's certificate")
         token = development_token(layout, subject=ANALYST, department="xuanwu-fgw", district="320102")
         answered, refused = _department_queries(broker.target, token, tls)
 
-        _step("6. Someone without the identity provider's key signs a token of their own:")
+        _step("7. Someone without the identity provider's key signs a token of their own:")
         forged = issue_token(ed25519.Ed25519PrivateKey.generate(), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
                              audience=DEV_AUDIENCE, subject=ANALYST, department="xuanwu-fgw", district="320102",
                              roles=("requester",), ttl=dt.timedelta(hours=1))
         forged_refused = _refused(broker.target, forged, tls, AGGREGATE_SQL)
 
-    _step("7. The access log so far (what the auditors see):")
+    _step("8. The access log so far (what the auditors see):")
     log = AccessLog(access_log)
     for record in log.records():
         console.print(f"#{record.seq} {record.at[:19]} {record.event:<15} {record.department:<11} "
@@ -93,7 +102,7 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
 
 def _department_queries(target: str, token: str, tls: ClientTls) -> tuple[bool, bool]:
     with BrokerClient(target, token=token, tls=tls) as client:
-        _step(f"4. Xuanwu's Development and Reform Commission asks, under grant {GRANT}, for 2025 tax by "
+        _step(f"5. Xuanwu's Development and Reform Commission asks, under grant {GRANT}, for 2025 tax by "
               "street in manufacturing, IT and research:")
         console.print(Syntax(AGGREGATE_SQL, "sql", theme="ansi_dark", background_color="default"))
         result = client.query(GRANT, AGGREGATE_SQL)
@@ -102,7 +111,7 @@ def _department_queries(target: str, token: str, tls: ClientTls) -> tuple[bool, 
         print_result(result, as_json=False)
         answered = bool(result.rows)
 
-    _step("5. The same department tries to read one street's taxpayers row by row:")
+    _step("6. The same department tries to read one street's taxpayers row by row:")
     console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
     return answered, _refused(target, token, tls, RAW_SQL)
 

@@ -8,7 +8,9 @@ The layout mirrors who trusts whom in production:
 - the **owner CA** (the data owner) issues the sandbox's server certificate and the one client
   certificate the broker uses to reach the sandbox, so a department's certificate opens nothing
   at the sandbox;
-- the **identity provider key** (Ed25519) signs callers' JWTs; its public half is ``jwks.json``.
+- the **identity provider key** (Ed25519) signs callers' JWTs; its public half is ``jwks.json``;
+- the **signers' keys** (Ed25519) of the district reviewer and the city owner sign policies; the
+  sandbox trusts their public halves through ``trust.yaml``.
 
 Everything here uses ``cryptography``; private keys are written with mode 0600.
 """
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.errors import ConfigError
+from broker.policy_signing import sign_policy, trust_document
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CERT_DAYS = 365
@@ -35,6 +38,8 @@ CA_DAYS = 3650
 IDP_KEY_ID = "dev-idp-1"
 DEV_ISSUER = "dsbroker-dev-idp"
 DEV_AUDIENCE = "dsbroker"
+# Who signs policies in development: the district tax bureau reviews, the city tax bureau owns.
+DEV_SIGNERS = (("xuanwu-tax", "reviewer"), ("city-tax", "owner"))
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,13 @@ class KeyLayout:
     def jwks(self) -> Path:
         return self.root / "idp" / "jwks.json"
 
+    @property
+    def trust(self) -> Path:
+        return self.root / "trust.yaml"
+
+    def signer_key(self, name: str) -> Path:
+        return self.root / "signing" / f"{name}.key"
+
     def client_cert(self, name: str) -> Path:
         return self.root / "clients" / f"{name}.pem"
 
@@ -122,7 +134,33 @@ def init_keys(root: str | Path, *, hosts: tuple[str, ...] = DEFAULT_HOSTS, clien
     idp_key = ed25519.Ed25519PrivateKey.generate()
     _write_private_key(layout.idp_key, idp_key)
     layout.jwks.write_text(json.dumps(public_jwks(idp_key.public_key(), IDP_KEY_ID), indent=2) + "\n")
+
+    trusted = []
+    for name, role in DEV_SIGNERS:
+        signer = ed25519.Ed25519PrivateKey.generate()
+        _write_private_key(layout.signer_key(name), signer)
+        trusted.append((signer_key_id(name), role, name, signer.public_key()))
+    layout.trust.write_text(trust_document(trusted))
     return layout
+
+
+def signer_key_id(name: str) -> str:
+    """The key id of a development signer's key."""
+    return f"{name}-1"
+
+
+def approve_for_development(layout: KeyLayout, text: str) -> str:
+    """``text`` signed by each development signer in turn: the district reviewer, then the city owner."""
+    for name, _role in DEV_SIGNERS:
+        text = sign_as(layout, text, name)
+    return text
+
+
+def sign_as(layout: KeyLayout, text: str, name: str) -> str:
+    """``text`` with one more approval, signed by development signer ``name`` (see DEV_SIGNERS)."""
+    role = dict(DEV_SIGNERS)[name]
+    return sign_policy(text, load_private_key(layout.signer_key(name)), key_id=signer_key_id(name), role=role,
+                       by=name)
 
 
 def issue_client_certificate(layout: KeyLayout, name: str, *, now: dt.datetime | None = None) -> tuple[Path, Path]:
@@ -166,7 +204,7 @@ def broker_settings(layout: KeyLayout, *, token_binding: str = "none") -> dict[s
 def sandbox_settings(layout: KeyLayout) -> dict[str, str]:
     """The sandbox settings that use this layout: its certificate, and only the broker's certificate as a client."""
     return {"tls_cert": str(layout.sandbox_cert), "tls_key": str(layout.sandbox_key),
-            "tls_client_ca": str(layout.owner_ca)}
+            "tls_client_ca": str(layout.owner_ca), "trust": str(layout.trust)}
 
 
 def to_toml(settings: dict[str, object]) -> str:

@@ -62,7 +62,8 @@ class QueryPipeline:
         base["rewritten_sql"] = guarded.sql
         seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base))
         plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
-                               policy_version=policy.version, max_rows=guarded.max_rows)
+                               policy_version=policy.version, max_rows=guarded.max_rows,
+                               policy_document=policy.document)
         try:
             response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
         except Exception as error:

@@ -6,8 +6,10 @@ caller, the disclosure threshold and the validity period. Deny by default: a
 column the policy does not list is hidden.
 
 Settings that a later version will enforce (dominance, quotas, encrypted
-results, signatures) are refused by this version rather than accepted and
-ignored, so that an owner never believes a protection is on when it is not.
+results) are refused by this version rather than accepted and ignored, so
+that an owner never believes a protection is on when it is not. Approvals
+(signatures) are checked by :mod:`broker.policy_signing`; the sandbox runs
+nothing under a policy whose approvals do not verify.
 """
 
 from __future__ import annotations
@@ -50,13 +52,12 @@ _COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates",
-             "row_filter", "disclosure", "limits", "results"}
+             "row_filter", "disclosure", "limits", "results", "approvals"}
 _GRANTEE_KEYS = {"department"}
 _DISCLOSURE_KEYS = {"min_entities"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups"}
 _RESULT_MODES = {"aggregate"}
 _NOT_YET = {
-    ("approvals",): "signed approvals arrive with the request workflow; this version loads unsigned policies only",
     ("disclosure", "dominance"): "the dominance rule is not enforced by this version; remove it rather than rely on it",
     ("limits", "queries_per_day"): "query quotas are not enforced by this version; remove the key rather than rely on it",
 }
@@ -81,6 +82,7 @@ class Policy:
     results: tuple[str, ...]
     source: str = field(default="", compare=False)
     sha256: str = field(default="", compare=False)
+    document: str = field(default="", compare=False, repr=False)
 
     @property
     def entity_column(self) -> str:
@@ -120,7 +122,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         raise PolicyFileError("a policy is a mapping of keys to values", path=source, line=1)
     reader = _Reader(source, root)
     policy = reader.policy()
-    return Policy(**policy, source=source, sha256=hashlib.sha256(text.encode()).hexdigest())
+    return Policy(**policy, source=source, sha256=hashlib.sha256(text.encode()).hexdigest(), document=text)
 
 
 def load_policies(directory: str | Path) -> dict[str, Policy]:
@@ -215,6 +217,8 @@ class _Reader:
             if required not in top:
                 raise self.fail(self.root, f"missing required key {required!r}")
         grantee = self.mapping(top["grantee"], ("grantee",), _GRANTEE_KEYS)
+        if "approvals" in top and not isinstance(top["approvals"], yaml.SequenceNode):
+            raise self.fail(top["approvals"], "approvals must be a list (written by 'dsbroker policy sign')")
         if "department" not in grantee:
             raise self.fail(top["grantee"], "missing required key 'grantee.department'")
         columns = self.columns(top["columns"])

@@ -41,6 +41,8 @@ class SandboxSettings:
     tls_client_ca: str = setting("", "PEM CA whose client certificates may call the sandbox (the broker's); "
                                      "required with TLS")
     reflection: bool = setting(False, "serve gRPC reflection (for grpcurl in development)")
+    trust: str = setting("", "the owner's trust file: keys whose signatures on a policy the sandbox accepts, "
+                             "and the roles every policy needs (required)")
     data: str = setting("", "path of the DuckDB data file, opened read-only")
     datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
     memory_limit: str = setting("2GB", "DuckDB memory limit")

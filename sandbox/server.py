@@ -8,7 +8,9 @@ from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import SandboxSettings
+from broker.policy_signing import Trust
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
+from sandbox.policy_check import PlanPolicyChecker
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
 
@@ -21,6 +23,10 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     tls = server_tls(settings, "the sandbox", client_ca_required=True)
     if not settings.data:
         raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
+    if not settings.trust:
+        raise ConfigError("no trust file configured: the sandbox runs only plans whose policy is signed by keys "
+                          "in it (set trust; 'dsbroker keys init' makes a development one)")
+    policies = PlanPolicyChecker(Trust.load(settings.trust))
     engine = DuckDBEngine(settings.data, EngineLimits(
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
         max_execution_ms=int(settings.max_execution_seconds * 1000)))
@@ -39,7 +45,7 @@ def start_sandbox(settings: SandboxSettings) -> Running:
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
-        SandboxServicer(engine, datasets, max_rows=settings.max_rows,
+        SandboxServicer(engine, datasets, policies=policies, max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)

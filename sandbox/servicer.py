@@ -7,6 +7,7 @@ import grpc
 from broker.call_context import time_limit
 from broker.errors import DsbrokerError
 from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.policy_check import PlanPolicyChecker
 from sandbox.result_table import encode_table
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
@@ -17,9 +18,10 @@ DEADLINE_MARGIN_SECONDS = 0.05
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
     """Executes plans against the datasets this sandbox serves."""
 
-    def __init__(self, engine: DuckDBEngine, datasets: set[str], *, max_rows: int,
+    def __init__(self, engine: DuckDBEngine, datasets: set[str], *, policies: PlanPolicyChecker, max_rows: int,
                  max_execution_seconds: float) -> None:
         self.engine = engine
+        self.policies = policies
         self.datasets = datasets
         self.max_rows = max_rows
         self.max_execution_seconds = max_execution_seconds
@@ -29,6 +31,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if plan.dataset not in self.datasets:
             raise DsbrokerError(f"this sandbox does not serve dataset {plan.dataset!r}",
                                 reason="DATASET_NOT_SERVED", code=grpc.StatusCode.NOT_FOUND, table=plan.dataset)
+        self.policies.check(plan)
         if not plan.sql.strip():
             raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
         max_rows = min(plan.max_rows or self.max_rows, self.max_rows)

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from broker.client import BrokerClient
-from broker.keys import KeyLayout, broker_settings, init_keys, sandbox_settings
+from broker.keys import KeyLayout, approve_for_development, broker_settings, init_keys, sandbox_settings
 from broker.launch import development_token
 from broker.policy import load_policy
 from broker.server import start_broker
@@ -36,6 +36,21 @@ def dev_keys() -> KeyLayout:
     return init_keys(Path(scratch), clients=(ANALYST, "other-analyst"))
 
 
+def sign(text: str) -> str:
+    """A policy text signed by the development reviewer and owner."""
+    return approve_for_development(dev_keys(), text)
+
+
+@functools.cache
+def signed_policies() -> Path:
+    """The repository's policies, signed by the development reviewer and owner (made once)."""
+    directory = dev_keys().root / "policies"
+    directory.mkdir()
+    for path in POLICIES.glob("*.yaml"):
+        (directory / path.name).write_text(sign(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return directory
+
+
 def client_tls(name: str = ANALYST) -> ClientTls:
     """How a client with certificate ``name`` reaches the test broker."""
     keys = dev_keys()
@@ -50,7 +65,8 @@ def sandbox_client_tls() -> ClientTls:
 
 def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> BrokerSettings:
     """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider."""
-    return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(POLICIES), "sandbox": f"127.0.0.1:{sandbox_port}",
+    return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(signed_policies()),
+                             "sandbox": f"127.0.0.1:{sandbox_port}",
                              "access_log": str(access_log), **broker_settings(dev_keys()), **overrides})
 
 

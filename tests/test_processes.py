@@ -16,13 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from broker.launch import development_servers
 from broker.tls import ClientTls, PeerCertificate, open_channel, thumbprint
 from broker.tokens import JwksKeys, JwtAuthenticator
-from tests.conftest import ANALYST, GRANT, POLICIES, dev_keys, token_for
+from tests.conftest import ANALYST, GRANT, POLICIES, dev_keys, signed_policies, token_for
 
 
 @pytest.fixture(scope="module")
 def servers(demo_db, tmp_path_factory):
     state = tmp_path_factory.mktemp("proc")
-    with development_servers(data=demo_db, policies=POLICIES, state=state, layout=dev_keys(),
+    with development_servers(data=demo_db, policies=signed_policies(), state=state, layout=dev_keys(),
                              client=ANALYST) as (sandbox, broker, _tls):
         yield sandbox, broker, state / "access-log.sqlite"
         assert broker.stop() == 0 and sandbox.stop() == 0, "servers must exit cleanly on SIGTERM"
@@ -94,7 +94,7 @@ def test_keys_init_writes_private_keys_for_the_owner_only_and_never_overwrites(t
     assert 'jwks = "' in made.stdout and 'tls_client_ca = "' in made.stdout
     private = sorted(p.relative_to(keys).as_posix() for p in keys.rglob("*.key"))
     assert private == ["broker-to-sandbox.key", "broker.key", "clients/li.key", "idp/signing.key", "owner-ca.key",
-                       "platform-ca.key", "sandbox.key"]
+                       "platform-ca.key", "sandbox.key", "signing/city-tax.key", "signing/xuanwu-tax.key"]
     assert all((keys / p).stat().st_mode & 0o077 == 0 for p in private)
     again = run_cli("keys", "init", "--dir", str(keys))
     assert again.returncode == 2 and "--force" in again.stderr and again.stderr.count("\n") == 1
@@ -140,3 +140,19 @@ def test_a_refused_handshake_is_in_the_brokers_log(servers):
     while "PEER_DID_NOT_RETURN_A_CERTIFICATE" not in broker.log_path.read_text(errors="replace"):
         assert time.monotonic() < deadline, "the refused handshake is not in the broker's log"
         time.sleep(0.05)
+
+
+def test_policy_sign_then_lint_against_the_trust_file(tmp_path):
+    keys = dev_keys()
+    policy = tmp_path / "grant.yaml"
+    policy.write_text((POLICIES / f"{GRANT}.yaml").read_text())
+    unsigned = run_cli("policy", "lint", "--trust", str(keys.trust), str(policy))
+    assert unsigned.returncode == 1 and "no approvals" in unsigned.stderr
+    for name, role in (("xuanwu-tax", "reviewer"), ("city-tax", "owner")):
+        signed = run_cli("policy", "sign", str(policy), "--key", str(keys.signer_key(name)), "--key-id", f"{name}-1",
+                         "--role", role, "--by", name)
+        assert signed.returncode == 0, signed.stderr
+    assert run_cli("policy", "lint", "--trust", str(keys.trust), str(policy)).returncode == 0
+    policy.write_text(policy.read_text().replace("min_entities: 10", "min_entities: 3"))
+    tampered = run_cli("policy", "lint", "--trust", str(keys.trust), str(policy))
+    assert tampered.returncode == 1 and "does not verify" in tampered.stderr and str(policy) in tampered.stderr

@@ -27,7 +27,7 @@ from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_pb_grpc
 from tests.test_tokens import claims, signed
 from tests.conftest import (ANALYST, GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls,
-                            token_for)
+                            sign, token_for)
 
 COUNT_SQL = "SELECT COUNT(*) AS c FROM tax.declarations"
 
@@ -166,7 +166,7 @@ def test_a_grant_outside_its_validity_carries_a_precondition_failure(tmp_path, s
     policies.mkdir()
     text = (POLICIES / f"{GRANT}.yaml").read_text().replace("valid_from: 2026-01-01, valid_until: 2027-06-30",
                                                              "valid_from: 2099-01-01, valid_until: 2099-12-31")
-    (policies / f"{GRANT}.yaml").write_text(text)
+    (policies / f"{GRANT}.yaml").write_text(sign(text))
     running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=str(policies)))
     try:
         with BrokerClient(target(running), token=token_for(), tls=client_tls()) as client:

@@ -159,19 +159,51 @@ def policy() -> None:
 
 @policy.command("lint")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def policy_lint(files) -> None:
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False),
+              help="also verify each file's approvals against this trust file (as the sandbox will)")
+def policy_lint(files, trust) -> None:
     """Check policy files; print FILE:LINE: problem for each, exit 1 if any."""
     from broker.policy import load_policy
+    from broker.policy_signing import Trust, verify_policy
 
+    trusted = None
+    if trust:
+        try:
+            trusted = Trust.load(trust)
+        except DsbrokerError as error:
+            click.echo(str(error), err=True)
+            sys.exit(2)
     bad = 0
     for file in files:
         try:
             loaded = load_policy(file)
-            click.echo(f"{file}: ok ({loaded.id} v{loaded.version})")
+            if trusted is not None:
+                verify_policy(loaded.document, trusted, source=file)
+            click.echo(f"{file}: ok ({loaded.id} v{loaded.version}{', approvals verify' if trusted else ''})")
         except DsbrokerError as error:
             bad += 1
-            click.echo(str(error), err=True)
+            click.echo(str(error) if error.message.startswith(file) else f"{file}: {error.message}", err=True)
     sys.exit(1 if bad else 0)
+
+
+@policy.command("sign")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="your Ed25519 private key (PEM)")
+@click.option("--key-id", required=True, help="the id of that key in the owner's trust file")
+@click.option("--role", required=True, type=click.Choice(["reviewer", "owner"]), help="the role you sign in")
+@click.option("--by", "signer", required=True, help="who signs, e.g. city-tax")
+@click.option("--out", type=click.Path(dir_okay=False), help="write here instead of replacing FILE")
+@reporting_errors
+def policy_sign(file, key_path, key_id, role, signer, out) -> None:
+    """Approve a policy: append your Ed25519 signature over its body to its approvals."""
+    from broker.keys import load_private_key
+    from broker.policy_signing import sign_policy
+
+    text = Path(file).read_text(encoding="utf-8")
+    signed = sign_policy(text, load_private_key(key_path), key_id=key_id, role=role, by=signer)
+    Path(out or file).write_text(signed, encoding="utf-8")
+    click.echo(f"{out or file}: signed as {role} by {signer} ({key_id})")
 
 
 @main.group()

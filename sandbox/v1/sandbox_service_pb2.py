@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sandbox/v1/sandbox_service.proto\x12\nsandbox.v1\"H\n\x12\x45xecutePlanRequest\x12\x1e\n\x04plan\x18\x01 \x01(\x0b\x32\x10.sandbox.v1.Plan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"a\n\x04Plan\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x11\n\tpolicy_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08max_rows\x18\x05 \x01(\x05\"g\n\x13\x45xecutePlanResponse\x12&\n\x05table\x18\x01 \x01(\x0b\x32\x17.sandbox.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rengine_micros\x18\x03 \x01(\x03\"K\n\x0bResultTable\x12)\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x18.sandbox.v1.ResultColumn\x12\x11\n\trow_count\x18\x02 \x01(\x03\"\x93\x01\n\x0cResultColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.sandbox.v1.ColumnType\x12\r\n\x05nulls\x18\x03 \x03(\x08\x12\x12\n\nint_values\x18\x04 \x03(\x12\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x15\n\rstring_values\x18\x06 \x03(\t*\xd5\x01\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OLUMN_TYPE_INTEGER\x10\x01\x12\x16\n\x12\x43OLUMN_TYPE_DOUBLE\x10\x02\x12\x16\n\x12\x43OLUMN_TYPE_STRING\x10\x03\x12\x17\n\x13\x43OLUMN_TYPE_DECIMAL\x10\x04\x12\x14\n\x10\x43OLUMN_TYPE_DATE\x10\x05\x12\x19\n\x15\x43OLUMN_TYPE_TIMESTAMP\x10\x06\x12\x17\n\x13\x43OLUMN_TYPE_BOOLEAN\x10\x07\x32`\n\x0eSandboxService\x12N\n\x0b\x45xecutePlan\x12\x1e.sandbox.v1.ExecutePlanRequest\x1a\x1f.sandbox.v1.ExecutePlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sandbox/v1/sandbox_service.proto\x12\nsandbox.v1\"H\n\x12\x45xecutePlanRequest\x12\x1e\n\x04plan\x18\x01 \x01(\x0b\x32\x10.sandbox.v1.Plan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"z\n\x04Plan\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x11\n\tpolicy_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08max_rows\x18\x05 \x01(\x05\x12\x17\n\x0fpolicy_document\x18\x06 \x01(\t\"g\n\x13\x45xecutePlanResponse\x12&\n\x05table\x18\x01 \x01(\x0b\x32\x17.sandbox.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rengine_micros\x18\x03 \x01(\x03\"K\n\x0bResultTable\x12)\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x18.sandbox.v1.ResultColumn\x12\x11\n\trow_count\x18\x02 \x01(\x03\"\x93\x01\n\x0cResultColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.sandbox.v1.ColumnType\x12\r\n\x05nulls\x18\x03 \x03(\x08\x12\x12\n\nint_values\x18\x04 \x03(\x12\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x15\n\rstring_values\x18\x06 \x03(\t*\xd5\x01\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OLUMN_TYPE_INTEGER\x10\x01\x12\x16\n\x12\x43OLUMN_TYPE_DOUBLE\x10\x02\x12\x16\n\x12\x43OLUMN_TYPE_STRING\x10\x03\x12\x17\n\x13\x43OLUMN_TYPE_DECIMAL\x10\x04\x12\x14\n\x10\x43OLUMN_TYPE_DATE\x10\x05\x12\x19\n\x15\x43OLUMN_TYPE_TIMESTAMP\x10\x06\x12\x17\n\x13\x43OLUMN_TYPE_BOOLEAN\x10\x07\x32`\n\x0eSandboxService\x12N\n\x0b\x45xecutePlan\x12\x1e.sandbox.v1.ExecutePlanRequest\x1a\x1f.sandbox.v1.ExecutePlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sandbox.v1.sandbox_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COLUMNTYPE']._serialized_start=554
-  _globals['_COLUMNTYPE']._serialized_end=767
+  _globals['_COLUMNTYPE']._serialized_start=579
+  _globals['_COLUMNTYPE']._serialized_end=792
   _globals['_EXECUTEPLANREQUEST']._serialized_start=48
   _globals['_EXECUTEPLANREQUEST']._serialized_end=120
   _globals['_PLAN']._serialized_start=122
-  _globals['_PLAN']._serialized_end=219
-  _globals['_EXECUTEPLANRESPONSE']._serialized_start=221
-  _globals['_EXECUTEPLANRESPONSE']._serialized_end=324
-  _globals['_RESULTTABLE']._serialized_start=326
-  _globals['_RESULTTABLE']._serialized_end=401
-  _globals['_RESULTCOLUMN']._serialized_start=404
-  _globals['_RESULTCOLUMN']._serialized_end=551
-  _globals['_SANDBOXSERVICE']._serialized_start=769
-  _globals['_SANDBOXSERVICE']._serialized_end=865
+  _globals['_PLAN']._serialized_end=244
+  _globals['_EXECUTEPLANRESPONSE']._serialized_start=246
+  _globals['_EXECUTEPLANRESPONSE']._serialized_end=349
+  _globals['_RESULTTABLE']._serialized_start=351
+  _globals['_RESULTTABLE']._serialized_end=426
+  _globals['_RESULTCOLUMN']._serialized_start=429
+  _globals['_RESULTCOLUMN']._serialized_end=576
+  _globals['_SANDBOXSERVICE']._serialized_start=794
+  _globals['_SANDBOXSERVICE']._serialized_end=890
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,63 @@
+"""The sandbox's own check of each plan's policy: signed by keys the owner trusts, and matching the plan.
+
+The broker is honest but curious and may be broken: the sandbox does not take its word for the
+policy. It verifies the approvals of the policy document the plan carries, then checks that the
+plan names that policy (id and version), reads that policy's dataset, and runs within its validity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from typing import Callable
+
+import grpc
+
+from broker.errors import DsbrokerError
+from broker.policy import Policy
+from broker.policy_signing import Trust, verify_policy
+from sandbox.v1 import sandbox_service_pb2 as pb
+
+VERIFIED_POLICIES_KEPT = 256
+
+
+class PlanPolicyChecker:
+    """Verifies the policy a plan carries and that the plan stays within it."""
+
+    def __init__(self, trust: Trust, today: Callable[[], dt.date] = dt.date.today) -> None:
+        self.trust = trust
+        self.today = today
+        self._verified: dict[str, Policy] = {}
+        self._lock = threading.Lock()
+
+    def check(self, plan: pb.Plan) -> Policy:
+        """The verified policy of ``plan``; raises DsbrokerError when it does not verify or does not match."""
+        if not plan.policy_document:
+            raise DsbrokerError("the plan carries no signed policy", reason="POLICY_SIGNATURE_INVALID",
+                                code=grpc.StatusCode.PERMISSION_DENIED, policy=plan.policy_id)
+        policy = self._verify(plan.policy_document)
+        if (policy.id, policy.version) != (plan.policy_id, plan.policy_version):
+            raise _mismatch("the plan names another policy than the one it carries", plan)
+        if policy.dataset != plan.dataset:
+            raise _mismatch("the plan reads a dataset its policy does not cover", plan)
+        if not policy.is_valid_on(self.today()):
+            raise DsbrokerError(f"policy {policy.id!r} is not valid today", reason="GRANT_NOT_ACTIVE",
+                                code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)
+        return policy
+
+    def _verify(self, document: str) -> Policy:
+        digest = hashlib.sha256(document.encode("utf-8")).hexdigest()
+        policy = self._verified.get(digest)
+        if policy is None:
+            policy = verify_policy(document, self.trust, source="<plan policy>")
+            with self._lock:
+                if len(self._verified) >= VERIFIED_POLICIES_KEPT:
+                    self._verified.pop(next(iter(self._verified)))
+                self._verified[digest] = policy
+        return policy
+
+
+def _mismatch(message: str, plan: pb.Plan) -> DsbrokerError:
+    return DsbrokerError(message, reason="PLAN_POLICY_MISMATCH", code=grpc.StatusCode.PERMISSION_DENIED,
+                         policy=plan.policy_id, table=plan.dataset)

@@ -1,0 +1,153 @@
+"""Signed policies: the sandbox runs nothing under a policy whose approvals do not verify, whoever edited it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from broker.access_log import AccessLog
+from broker.client import BrokerClient
+from broker.errors import ConfigError, DsbrokerError
+from broker.keys import load_private_key, sign_as, signer_key_id
+from broker.policy_signing import PolicySignatureError, Trust, sign_policy, split_document, verify_policy
+from broker.rpc_status import error_from_rpc_error
+from broker.server import start_broker
+from broker.tls import open_channel
+from sandbox.v1 import sandbox_service_pb2 as pb
+from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+from tests.conftest import GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, sign, token_for
+
+UNSIGNED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
+COUNT_SQL = "SELECT COUNT(*) AS c FROM tax.declarations"
+
+
+@pytest.fixture(scope="module")
+def trust() -> Trust:
+    return Trust.load(dev_keys().trust)
+
+
+def refusal(text: str, trust: Trust) -> PolicySignatureError:
+    with pytest.raises(PolicySignatureError) as caught:
+        verify_policy(text, trust)
+    return caught.value
+
+
+def test_a_policy_signed_by_reviewer_and_owner_verifies_and_keeps_its_body(trust):
+    signed = sign(UNSIGNED)
+    assert signed.startswith(UNSIGNED) and signed.count("ed25519:") == 2
+    policy = verify_policy(signed, trust)
+    assert (policy.id, policy.min_entities) == (GRANT, 10) and policy.document == signed
+
+
+def test_changing_any_byte_of_a_signed_policy_is_refused(trust):
+    signed = sign(UNSIGNED)
+    for position, char in enumerate(signed):
+        tampered = signed[:position] + ("x" if char != "x" else "y") + signed[position + 1:]
+        with pytest.raises(PolicySignatureError):
+            verify_policy(tampered, trust)
+
+
+@pytest.mark.parametrize("edit", [
+    pytest.param(lambda t: t.replace("min_entities: 10", "min_entities: 2"), id="lower the threshold"),
+    pytest.param(lambda t: t.replace("  revenue: measure\n", "  revenue: measure\n  legal_person: group\n"),
+                 id="add a column"),
+    pytest.param(lambda t: t.replace("valid_until: 2027-06-30", "valid_until: 2099-06-30"), id="extend validity"),
+    pytest.param(lambda t: t + "  # a comment\n", id="append a comment"),
+    pytest.param(lambda t: t.replace("\n  - {role: owner", "\n  -  {role: owner"), id="reformat an approval"),
+])
+def test_an_edited_policy_is_refused(trust, edit):
+    signed = sign(UNSIGNED)
+    assert edit(signed) != signed
+    assert refusal(edit(signed), trust).reason == "POLICY_SIGNATURE_INVALID"
+
+
+def test_an_unsigned_policy_is_refused(trust):
+    assert "no approvals" in refusal(UNSIGNED, trust).message
+
+
+def test_the_owners_approval_is_required(trust):
+    reviewed_only = sign_as(dev_keys(), UNSIGNED, "xuanwu-tax")
+    assert "owner" in refusal(reviewed_only, trust).message
+
+
+def test_a_key_the_owner_does_not_trust_is_refused(trust):
+    forged = sign_policy(sign_as(dev_keys(), UNSIGNED, "xuanwu-tax"), ed25519.Ed25519PrivateKey.generate(),
+                         key_id=signer_key_id("city-tax"), role="owner", by="city-tax")
+    assert refusal(forged, trust).metadata["key"] == signer_key_id("city-tax")
+
+
+def test_a_reviewers_key_cannot_sign_as_owner(trust):
+    reviewer = load_private_key(dev_keys().signer_key("xuanwu-tax"))
+    twice = sign_policy(sign_as(dev_keys(), UNSIGNED, "xuanwu-tax"), reviewer, key_id="xuanwu-tax-1b",
+                        role="owner", by="xuanwu-tax")
+    assert refusal(twice, trust).reason == "POLICY_SIGNATURE_INVALID"
+    with pytest.raises(ConfigError, match="already signed"):
+        sign_as(dev_keys(), sign_as(dev_keys(), UNSIGNED, "xuanwu-tax"), "xuanwu-tax")
+
+
+def test_signing_keeps_earlier_approvals_and_their_times():
+    at = dt.datetime(2026, 11, 21, 8, 0, tzinfo=dt.timezone.utc)
+    text = sign_policy(UNSIGNED, load_private_key(dev_keys().signer_key("xuanwu-tax")), key_id="xuanwu-tax-1",
+                       role="reviewer", by="xuanwu-tax", at=at)
+    body, approvals = split_document(sign_as(dev_keys(), text, "city-tax"))
+    assert body == UNSIGNED and [a.role for a in approvals] == ["reviewer", "owner"]
+    assert approvals[0].at == "2026-11-21T08:00:00Z"
+
+
+def test_a_broken_trust_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "trust.yaml"
+    path.write_text("keys: {k: {role: owner, by: x, ed25519: not-base64!}}\n")
+    with pytest.raises(ConfigError, match="trust.yaml"):
+        Trust.load(path)
+
+
+@pytest.fixture
+def tampering_broker(sandbox, tmp_path):
+    """A broker whose operator lowered a signed grant's threshold, beside a second grant left intact."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    signed = sign(UNSIGNED)
+    (policies / f"{GRANT}.yaml").write_text(signed.replace("min_entities: 10", "min_entities: 2"))
+    (policies / "intact.yaml").write_text(sign(UNSIGNED.replace(f"id: {GRANT}", "id: xuanwu-fgw-2026-008")))
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=str(policies)))
+    running.log_path = tmp_path / "log.sqlite"
+    yield running
+    running.stop()
+
+
+def test_the_sandbox_refuses_a_grant_the_broker_edited_and_the_broker_keeps_serving(tampering_broker):
+    with BrokerClient(f"127.0.0.1:{tampering_broker.port}", token=token_for(), tls=client_tls()) as client:
+        with pytest.raises(DsbrokerError) as caught:
+            client.query(GRANT, COUNT_SQL)
+        assert client.query("xuanwu-fgw-2026-008", COUNT_SQL).rows[0][0] > 0
+    error = caught.value
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "POLICY_SIGNATURE_INVALID")
+    assert "Traceback" not in error.message
+    log = AccessLog(tampering_broker.log_path)
+    refused = [r for r in log.records() if r.reason == "POLICY_SIGNATURE_INVALID"]
+    log.close()
+    assert [(r.event, r.decision) for r in refused] == [("query.result", "error")]
+
+
+def execute(sandbox, plan: pb.Plan) -> DsbrokerError:
+    with open_channel(f"127.0.0.1:{sandbox.port}", tls=sandbox_client_tls(), options=[]) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.SandboxServiceStub(channel).ExecutePlan(pb.ExecutePlanRequest(plan=plan), timeout=10)
+    return error_from_rpc_error(caught.value)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"policy_document": ""}, "POLICY_SIGNATURE_INVALID"),
+    ({"policy_document": UNSIGNED}, "POLICY_SIGNATURE_INVALID"),
+    ({"policy_id": "another-grant"}, "PLAN_POLICY_MISMATCH"),
+    ({"policy_version": 2}, "PLAN_POLICY_MISMATCH"),
+    ({"dataset": "tax.taxpayers"}, "PLAN_POLICY_MISMATCH"),
+])
+def test_the_sandbox_checks_the_plan_against_its_signed_policy(sandbox, changes, reason):
+    plan = {"dataset": "tax.declarations", "sql": COUNT_SQL, "policy_id": GRANT, "policy_version": 1,
+            "max_rows": 10, "policy_document": sign(UNSIGNED), **changes}
+    error = execute(sandbox, pb.Plan(**plan))
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, reason)
