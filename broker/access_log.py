@@ -16,11 +16,11 @@ import json
 import sqlite3
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from broker.errors import AccessLogError
+from broker.errors import AccessLogError, QuotaError
 
 GENESIS_HASH = "0" * 64
 
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS access_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS access_log_by_grant ON access_log (grant_id, event, decision, at);
 CREATE TRIGGER IF NOT EXISTS access_log_no_update BEFORE UPDATE ON access_log
 BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS access_log_no_delete BEFORE DELETE ON access_log
@@ -69,6 +70,19 @@ class AccessRecord:
     rewritten_sql: str = ""
     reason: str = ""
     detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A grant's query limits, counted over its allowed decisions in the log itself."""
+
+    grant_id: str
+    per_day: int | None
+    total: int | None
+    day_start: dt.datetime  # the start of the owner's current day, as an aware datetime
+
+    def __bool__(self) -> bool:
+        return self.per_day is not None or self.total is not None
 
 
 @dataclass(frozen=True)
@@ -99,26 +113,73 @@ class AccessLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        last = self._db.execute("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
-        self._last_seq, self._last_hash = last if last else (0, GENESIS_HASH)
+        self._last_seq, self._last_hash = self._tail()
 
-    def append(self, record: AccessRecord, *, now: dt.datetime | None = None) -> int:
-        """Write ``record`` durably and return its sequence number; raises AccessLogError on failure."""
-        at = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="microseconds")
+    def append(self, record: AccessRecord, *, now: dt.datetime | None = None, quota: Quota | None = None) -> int:
+        """Write ``record`` durably and return its sequence number; raises AccessLogError on failure.
+
+        With a ``quota``, an allowing decision is first counted against the grant's limits in the
+        same transaction: over the limit, the record is written as a denial (QUOTA_EXCEEDED) and
+        QuotaError is raised, so concurrent calls can never overspend a quota.
+        """
+        now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
         with self._lock:
-            stored = StoredRecord(**asdict(record), seq=self._last_seq + 1, event_id=str(uuid.uuid4()),
-                                  at=at, prev_hash=self._last_hash)
-            stored = StoredRecord(**{**asdict(stored), "hash": record_hash(stored)})
-            row = asdict(stored)
-            row["detail"] = json.dumps(stored.detail, sort_keys=True, ensure_ascii=False)
-            columns = ", ".join(row)
             try:
-                self._db.execute(f"INSERT INTO access_log ({columns}) VALUES ({', '.join('?' * len(row))})",
-                                 tuple(row.values()))
+                self._db.execute("BEGIN IMMEDIATE")
+                exceeded = self._exceeded(quota) if quota else None
+                if exceeded is not None:
+                    record = replace(record, decision="deny", reason="QUOTA_EXCEEDED",
+                                     detail={**record.detail, "quota": exceeded[0], "limit": exceeded[1]})
+                seq = self._insert(record, now)
+                self._db.execute("COMMIT")
             except sqlite3.Error as error:
+                self._recover()
                 raise AccessLogError(f"the access log could not record this access ({type(error).__name__}); "
                                      "the access is refused") from None
-            self._last_seq, self._last_hash = stored.seq, stored.hash
+        if exceeded is not None:
+            name, limit = exceeded
+            raise QuotaError(f"grant {quota.grant_id!r} has used its {limit} queries "
+                             f"{'per day' if name == 'queries_per_day' else 'in total'}",
+                             subject=f"grants/{quota.grant_id}", grant=quota.grant_id, quota=name, limit=limit)
+        return seq
+
+    def _exceeded(self, quota: Quota) -> tuple[str, int] | None:
+        counted = ("SELECT count(*) FROM access_log WHERE grant_id = ? AND event = 'query.decision' "
+                   "AND decision = 'allow'")
+        if quota.per_day is not None:
+            day_start = quota.day_start.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+            today = self._db.execute(counted + " AND at >= ?", (quota.grant_id, day_start)).fetchone()[0]
+            if today >= quota.per_day:
+                return "queries_per_day", quota.per_day
+        if quota.total is not None:
+            if self._db.execute(counted, (quota.grant_id,)).fetchone()[0] >= quota.total:
+                return "queries_total", quota.total
+        return None
+
+    def _recover(self) -> None:
+        """After a failed write: roll back and re-read the chain's tail, if the file still answers."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._last_seq, self._last_hash = self._tail()
+        except sqlite3.Error:
+            pass  # the next append fails too, and is refused the same way
+
+    def _tail(self) -> tuple[int, str]:
+        last = self._db.execute("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
+        return last if last else (0, GENESIS_HASH)
+
+    def _insert(self, record: AccessRecord, now: dt.datetime) -> int:
+        at = now.isoformat(timespec="microseconds")
+        stored = StoredRecord(**asdict(record), seq=self._last_seq + 1, event_id=str(uuid.uuid4()),
+                              at=at, prev_hash=self._last_hash)
+        stored = StoredRecord(**{**asdict(stored), "hash": record_hash(stored)})
+        row = asdict(stored)
+        row["detail"] = json.dumps(stored.detail, sort_keys=True, ensure_ascii=False)
+        columns = ", ".join(row)
+        self._db.execute(f"INSERT INTO access_log ({columns}) VALUES ({', '.join('?' * len(row))})",
+                         tuple(row.values()))
+        self._last_seq, self._last_hash = stored.seq, stored.hash
         return stored.seq
 
     def records(self, *, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
-from broker.access_log import AccessLog, AccessRecord
+from broker.access_log import AccessLog, AccessRecord, Quota
 from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError
 from broker.grants import grant_for
@@ -35,12 +35,15 @@ class QueryOutcome:
 class QueryPipeline:
     """Orchestrates one query; owns no policy decisions itself (the guard and grants do)."""
 
-    def __init__(self, policies: dict[str, Policy], sandbox: SandboxClient, access_log: AccessLog,
-                 today: Callable[[], dt.date] = dt.date.today) -> None:
+    def __init__(self, policies: dict[str, Policy], sandbox: SandboxClient, access_log: AccessLog, *,
+                 owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+                 ) -> None:
+        """``clock`` gives the current time (tests fix it); validity and daily quotas use the owner's day."""
         self.policies = policies
         self.sandbox = sandbox
         self.access_log = access_log
-        self.today = today
+        self.owner_timezone = owner_timezone
+        self.clock = clock
         self.plans = PlanCache()
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
@@ -48,19 +51,24 @@ class QueryPipeline:
         """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused."""
         base = dict(subject=principal.subject, department=principal.department, client=client,
                     request_id=request_id, grant_id=grant_id, sql=unverified_sql)
+        now = self.clock()
+        today = now.astimezone(self.owner_timezone).date()
         try:
             require_role("requester", principal)
-            policy = grant_for(self.policies, grant_id, principal, self.today())
+            policy = grant_for(self.policies, grant_id, principal, today)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = self.plans.get_or_build(
                 policy, principal.district, principal.department, unverified_sql,
                 lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department))
         except Exception as error:  # refusals and bugs alike leave a record
             self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
-                                                detail=getattr(error, "metadata", {}), **base))
+                                                detail=getattr(error, "metadata", {}), **base), now=now)
             raise
         base["rewritten_sql"] = guarded.sql
-        seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base))
+        quota = Quota(policy.id, policy.queries_per_day, policy.queries_total,
+                      day_start=dt.datetime.combine(today, dt.time(0), self.owner_timezone))
+        seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base), now=now,
+                                     quota=quota)
         plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
                                policy_version=policy.version, max_rows=guarded.max_rows,
                                policy_document=policy.document)

@@ -5,8 +5,7 @@ level of each column, the aggregates allowed, the row filter bound to the
 caller, the disclosure threshold and the validity period. Deny by default: a
 column the policy does not list is hidden.
 
-Settings that a later version will enforce (dominance, quotas, encrypted
-results) are refused by this version rather than accepted and ignored, so
+Settings that a later version will enforce (dominance, encrypted results) are refused by this version rather than accepted and ignored, so
 that an owner never believes a protection is on when it is not. Approvals
 (signatures) are checked by :mod:`broker.policy_signing`; the sandbox runs
 nothing under a policy whose approvals do not verify.
@@ -55,11 +54,10 @@ _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggre
              "row_filter", "disclosure", "limits", "results", "approvals"}
 _GRANTEE_KEYS = {"department"}
 _DISCLOSURE_KEYS = {"min_entities"}
-_LIMITS_KEYS = {"valid_from", "valid_until", "max_groups"}
+_LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
 _RESULT_MODES = {"aggregate"}
 _NOT_YET = {
     ("disclosure", "dominance"): "the dominance rule is not enforced by this version; remove it rather than rely on it",
-    ("limits", "queries_per_day"): "query quotas are not enforced by this version; remove the key rather than rely on it",
 }
 
 
@@ -80,6 +78,8 @@ class Policy:
     valid_from: dt.date | None
     valid_until: dt.date | None
     results: tuple[str, ...]
+    queries_per_day: int | None = None
+    queries_total: int | None = None
     source: str = field(default="", compare=False)
     sha256: str = field(default="", compare=False)
     document: str = field(default="", compare=False, repr=False)
@@ -240,6 +240,10 @@ class _Reader:
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
             "max_groups": self.integer(limits["max_groups"], "limits.max_groups", 1) if "max_groups" in limits else DEFAULT_MAX_GROUPS,
+            "queries_per_day": self.integer(limits["queries_per_day"], "limits.queries_per_day", 1)
+            if "queries_per_day" in limits else None,
+            "queries_total": self.integer(limits["queries_total"], "limits.queries_total", 1)
+            if "queries_total" in limits else None,
             "valid_from": valid_from,
             "valid_until": valid_until,
             "results": self.names(top["results"], "results", _RESULT_MODES) if "results" in top else ("aggregate",),

@@ -170,8 +170,13 @@ def verify_policy(text: str, trust: Trust, *, source: str = "<policy>") -> Polic
                                        f"the {approval.role} role", key=approval.key)
         if not approval.signature.startswith(SIGNATURE_PREFIX):
             raise PolicySignatureError("an approval's signature is not an ed25519 signature", key=approval.key)
+        encoded = approval.signature[len(SIGNATURE_PREFIX):]
         try:
-            signature = base64.b64decode(approval.signature[len(SIGNATURE_PREFIX):], validate=True)
+            signature = base64.b64decode(encoded, validate=True)
+            if base64.b64encode(signature).decode() != encoded:
+                # Base64 has spare bits in its last character: accept one spelling only, so that
+                # no byte of a signed file can change without the file failing to verify.
+                raise ValueError("non-canonical base64")
             trusted.public_key.verify(signature, signed_message(body, role=approval.role, by=approval.by,
                                                                 key=approval.key, at=approval.at))
         except (InvalidSignature, ValueError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import zoneinfo
+from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord
 from broker.auth import AuthenticationError, AuthInterceptor
@@ -22,8 +25,11 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = query_service_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
 
 
-def start_broker(settings: BrokerSettings) -> Running:
-    """Check the configuration, load policies, open the access log and start serving; port 0 picks a free port."""
+def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] | None = None) -> Running:
+    """Check the configuration, load policies, open the access log and start serving; port 0 picks a free port.
+
+    ``clock`` replaces the wall clock (tests fix the time for validity and quotas).
+    """
     tls = server_tls(settings, "the broker", client_ca_required=False)
     if settings.token_binding != "none" and not settings.tls_client_ca:
         raise ConfigError("token_binding needs client certificates: set tls_client_ca")
@@ -34,6 +40,10 @@ def start_broker(settings: BrokerSettings) -> Running:
         JwksKeys(settings.jwks, algorithms=_algorithms(settings.jwt_algorithms)), issuer=settings.jwt_issuer,
         audience=settings.jwt_audience, leeway_seconds=settings.jwt_leeway_seconds, binding=settings.token_binding)
     policies = load_policies(settings.policies)
+    try:
+        owner_timezone = zoneinfo.ZoneInfo(settings.owner_timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"owner_timezone {settings.owner_timezone!r} is not a known time zone") from None
     sandbox = SandboxClient(settings.sandbox, tls=_sandbox_tls(settings), max_message_bytes=settings.max_message_bytes)
     access_log = AccessLog(settings.access_log)
 
@@ -50,7 +60,8 @@ def start_broker(settings: BrokerSettings) -> Running:
                       AuthInterceptor(authenticator, on_failure=record_auth_failure),
                       CallerLimitInterceptor(settings.max_calls_per_caller)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
-        QueryServicer(QueryPipeline(policies, sandbox, access_log)), server)
+        QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_timezone,
+                                    **({"clock": clock} if clock else {}))), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()

@@ -74,6 +74,7 @@ class BrokerSettings:
     token_binding: str = setting("none", "bind tokens to client certificates: 'none', 'subject' (sub equals the "
                                          "certificate's CN) or 'thumbprint' (RFC 8705 cnf x5t#S256 required)")
     policies: str = setting("policies", "directory of policy (grant) YAML files")
+    owner_timezone: str = setting("Asia/Shanghai", "time zone of the owner's day: validity dates and daily quotas")
     access_log: str = setting("state/access-log.sqlite", "SQLite file of the access log")
     sandbox: str = setting("127.0.0.1:50061", "address of the owner's sandbox")
     sandbox_plaintext: bool = setting(False, "reach the sandbox over plaintext (loopback only, development)")

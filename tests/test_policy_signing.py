@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import grpc
@@ -151,3 +152,17 @@ def test_the_sandbox_checks_the_plan_against_its_signed_policy(sandbox, changes,
             "max_rows": 10, "policy_document": sign(UNSIGNED), **changes}
     error = execute(sandbox, pb.Plan(**plan))
     assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, reason)
+
+
+def test_a_signature_respelled_in_base64_is_refused(trust):
+    # Regression: the last base64 character of a 64-byte signature carries 4 spare bits, so
+    # flipping one of them changed a byte of the file without changing the decoded signature.
+    signed = sign(UNSIGNED)
+    end = signed.rindex('=="}')
+    last = signed[end - 1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    respelled = alphabet[alphabet.index(last) ^ 1]
+    tampered = signed[:end - 1] + respelled + signed[end:]
+    assert base64.b64decode(tampered[tampered.rindex("ed25519:") + 8:end + 2]) == \
+        base64.b64decode(signed[signed.rindex("ed25519:") + 8:end + 2]), "same signature bytes, another spelling"
+    assert refusal(tampered, trust).reason == "POLICY_SIGNATURE_INVALID"
