@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import zoneinfo
 from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord
@@ -16,7 +15,7 @@ from broker.policy import load_policies
 from broker.sandbox_client import SandboxClient
 from broker.servicers.query import QueryServicer
 from broker.serving import Running, add_health, bind, build_server, server_tls
-from broker.settings import BrokerSettings
+from broker.settings import BrokerSettings, owner_timezone
 from broker.tls import ClientTls
 from broker.tokens import JwksKeys, JwtAuthenticator
 from broker.v1 import query_service_pb2, query_service_pb2_grpc
@@ -40,10 +39,7 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
         JwksKeys(settings.jwks, algorithms=_algorithms(settings.jwt_algorithms)), issuer=settings.jwt_issuer,
         audience=settings.jwt_audience, leeway_seconds=settings.jwt_leeway_seconds, binding=settings.token_binding)
     policies = load_policies(settings.policies)
-    try:
-        owner_timezone = zoneinfo.ZoneInfo(settings.owner_timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"owner_timezone {settings.owner_timezone!r} is not a known time zone") from None
+    owner_tz = owner_timezone(settings.owner_timezone)
     sandbox = SandboxClient(settings.sandbox, tls=_sandbox_tls(settings), max_message_bytes=settings.max_message_bytes)
     access_log = AccessLog(settings.access_log)
 
@@ -60,7 +56,7 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
                       AuthInterceptor(authenticator, on_failure=record_auth_failure),
                       CallerLimitInterceptor(settings.max_calls_per_caller)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
-        QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_timezone,
+        QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz,
                                     **({"clock": clock} if clock else {}))), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)

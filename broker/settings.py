@@ -7,7 +7,9 @@ README's configuration tables are checked against these by a test.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +45,7 @@ class SandboxSettings:
     reflection: bool = setting(False, "serve gRPC reflection (for grpcurl in development)")
     trust: str = setting("", "the owner's trust file: keys whose signatures on a policy the sandbox accepts, "
                              "and the roles every policy needs (required)")
+    owner_timezone: str = setting("Asia/Shanghai", "time zone of the owner's day, for policies' validity dates")
     data: str = setting("", "path of the DuckDB data file, opened read-only")
     datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
     memory_limit: str = setting("2GB", "DuckDB memory limit")
@@ -112,3 +115,11 @@ def load_settings(cls: type[T], path: str | Path | None = None, **overrides: Any
         elif type(value) is not type(default):
             raise ConfigError(f"setting {key!r} must be {type(default).__name__}, not {type(value).__name__}")
     return cls(**values)
+
+
+def owner_timezone(name: str) -> dt.tzinfo:
+    """The owner's time zone by IANA name (e.g. Asia/Shanghai); ConfigError when unknown."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"owner_timezone {name!r} is not a known time zone") from None

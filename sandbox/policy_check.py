@@ -25,9 +25,11 @@ VERIFIED_POLICIES_KEPT = 256
 class PlanPolicyChecker:
     """Verifies the policy a plan carries and that the plan stays within it."""
 
-    def __init__(self, trust: Trust, today: Callable[[], dt.date] = dt.date.today) -> None:
+    def __init__(self, trust: Trust, *, owner_timezone: dt.tzinfo,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.trust = trust
-        self.today = today
+        self.owner_timezone = owner_timezone
+        self.clock = clock
         self._verified: dict[str, Policy] = {}
         self._lock = threading.Lock()
 
@@ -41,7 +43,7 @@ class PlanPolicyChecker:
             raise _mismatch("the plan names another policy than the one it carries", plan)
         if policy.dataset != plan.dataset:
             raise _mismatch("the plan reads a dataset its policy does not cover", plan)
-        if not policy.is_valid_on(self.today()):
+        if not policy.is_valid_on(self.clock().astimezone(self.owner_timezone).date()):
             raise DsbrokerError(f"policy {policy.id!r} is not valid today", reason="GRANT_NOT_ACTIVE",
                                 code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)
         return policy

@@ -7,7 +7,7 @@ import logging
 from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
 from broker.serving import Running, add_health, bind, build_server, server_tls
-from broker.settings import SandboxSettings
+from broker.settings import SandboxSettings, owner_timezone
 from broker.policy_signing import Trust
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.policy_check import PlanPolicyChecker
@@ -26,7 +26,7 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     if not settings.trust:
         raise ConfigError("no trust file configured: the sandbox runs only plans whose policy is signed by keys "
                           "in it (set trust; 'dsbroker keys init' makes a development one)")
-    policies = PlanPolicyChecker(Trust.load(settings.trust))
+    policies = PlanPolicyChecker(Trust.load(settings.trust), owner_timezone=owner_timezone(settings.owner_timezone))
     engine = DuckDBEngine(settings.data, EngineLimits(
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
         max_execution_ms=int(settings.max_execution_seconds * 1000)))

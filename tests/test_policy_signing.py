@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import zoneinfo
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from broker.policy_signing import PolicySignatureError, Trust, sign_policy, spli
 from broker.rpc_status import error_from_rpc_error
 from broker.server import start_broker
 from broker.tls import open_channel
+from sandbox.policy_check import PlanPolicyChecker
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 from tests.conftest import GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, sign, token_for
@@ -166,3 +168,19 @@ def test_a_signature_respelled_in_base64_is_refused(trust):
     assert base64.b64decode(tampered[tampered.rindex("ed25519:") + 8:end + 2]) == \
         base64.b64decode(signed[signed.rindex("ed25519:") + 8:end + 2]), "same signature bytes, another spelling"
     assert refusal(tampered, trust).reason == "POLICY_SIGNATURE_INVALID"
+
+
+@pytest.mark.parametrize("now, active", [
+    (dt.datetime(2027, 6, 30, 15, 59, tzinfo=dt.timezone.utc), True),   # 23:59 on 30 June in Shanghai
+    (dt.datetime(2027, 6, 30, 16, 0, tzinfo=dt.timezone.utc), False),   # 00:00 on 1 July in Shanghai
+])
+def test_the_sandbox_checks_validity_on_the_owners_day(trust, now, active):
+    checker = PlanPolicyChecker(trust, owner_timezone=zoneinfo.ZoneInfo("Asia/Shanghai"), clock=lambda: now)
+    plan = pb.Plan(dataset="tax.declarations", sql=COUNT_SQL, policy_id=GRANT, policy_version=1,
+                   policy_document=sign(UNSIGNED))
+    if active:
+        assert checker.check(plan).id == GRANT
+    else:
+        with pytest.raises(DsbrokerError) as caught:
+            checker.check(plan)
+        assert caught.value.reason == "GRANT_NOT_ACTIVE"
