@@ -81,9 +81,6 @@ class Quota:
     total: int | None
     day_start: dt.datetime  # the start of the owner's current day, as an aware datetime
 
-    def __bool__(self) -> bool:
-        return self.per_day is not None or self.total is not None
-
 
 @dataclass(frozen=True)
 class StoredRecord(AccessRecord):

@@ -15,6 +15,7 @@ import re
 import threading
 import uuid
 from collections import Counter
+from typing import Callable
 
 import grpc
 from google.rpc import error_details_pb2
@@ -39,8 +40,17 @@ def time_limit(context: grpc.ServicerContext) -> float:
     return max(remaining, 0.0)
 
 
+OnRefusal = Callable[[str, grpc.ServicerContext, DsbrokerError], None]
+
+
 class CallConventionsInterceptor(grpc.ServerInterceptor):
-    """Sets the request id and refuses calls without a deadline. Sits just inside the error interceptor."""
+    """Sets the request id and refuses calls without a deadline. Sits just inside the error interceptor.
+
+    ``on_refusal(method, context, error)`` records refusals (the broker's access log).
+    """
+
+    def __init__(self, on_refusal: OnRefusal = lambda *_: None) -> None:
+        self.on_refusal = on_refusal
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -49,12 +59,22 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
             return handler
         behavior = handler.unary_unary
 
+        method = handler_call_details.method
+
         def with_conventions(request, context: grpc.ServicerContext):
-            request_id = _request_id(context)
+            try:
+                request_id = _request_id(context)
+            except DsbrokerError as error:
+                self.on_refusal(method, context, error)
+                raise
             context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             reset = current_request_id.set(request_id)
             try:
-                time_limit(context)
+                try:
+                    time_limit(context)
+                except DsbrokerError as error:
+                    self.on_refusal(method, context, error)
+                    raise
                 return behavior(request, context)
             finally:
                 current_request_id.reset(reset)
@@ -63,10 +83,14 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
 
 
 class CallerLimitInterceptor(grpc.ServerInterceptor):
-    """Caps the calls one caller (token subject) has in flight. Sits inside the auth interceptor."""
+    """Caps the calls one caller (token subject) has in flight. Sits inside the auth interceptor.
 
-    def __init__(self, max_calls_per_caller: int) -> None:
+    ``on_refusal(method, context, error)`` records refusals (the broker's access log).
+    """
+
+    def __init__(self, max_calls_per_caller: int, on_refusal: OnRefusal = lambda *_: None) -> None:
         self.max_calls = max_calls_per_caller
+        self.on_refusal = on_refusal
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -82,10 +106,14 @@ class CallerLimitInterceptor(grpc.ServerInterceptor):
                 return behavior(request, context)
             caller = f"{principal.department}/{principal.subject}"
             with self._lock:
-                if self._in_flight[caller] >= self.max_calls:
-                    raise QuotaError(f"at most {self.max_calls} calls per caller may be in flight; wait for one "
-                                     "to finish", reason="TOO_MANY_CALLS", subject=f"callers/{caller}")
-                self._in_flight[caller] += 1
+                refused = self._in_flight[caller] >= self.max_calls
+                if not refused:
+                    self._in_flight[caller] += 1
+            if refused:
+                error = QuotaError(f"at most {self.max_calls} calls per caller may be in flight; wait for one "
+                                   "to finish", reason="TOO_MANY_CALLS", subject=f"callers/{caller}")
+                self.on_refusal(handler_call_details.method, context, error)
+                raise error
             try:
                 return behavior(request, context)
             finally:

@@ -17,6 +17,7 @@ Everything here uses ``cryptography``; private keys are written with mode 0600.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import json
@@ -177,8 +178,6 @@ def issue_client_certificate(layout: KeyLayout, name: str, *, now: dt.datetime |
 
 def public_jwks(public_key: ed25519.Ed25519PublicKey, key_id: str) -> dict:
     """A JWKS holding one Ed25519 public key (RFC 8037)."""
-    import base64
-
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": key_id, "alg": "EdDSA", "use": "sig"}]}

@@ -36,14 +36,14 @@ class QueryPipeline:
     """Orchestrates one query; owns no policy decisions itself (the guard and grants do)."""
 
     def __init__(self, policies: dict[str, Policy], sandbox: SandboxClient, access_log: AccessLog, *,
-                 owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
-                 ) -> None:
-        """``clock`` gives the current time (tests fix it); validity and daily quotas use the owner's day."""
+                 owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] | None = None) -> None:
+        """``clock`` gives the current time (default: the wall clock; tests fix it); validity and daily
+        quotas use the owner's day."""
         self.policies = policies
         self.sandbox = sandbox
         self.access_log = access_log
         self.owner_timezone = owner_timezone
-        self.clock = clock
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.plans = PlanCache()
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
@@ -65,8 +65,9 @@ class QueryPipeline:
                                                 detail=getattr(error, "metadata", {}), **base), now=now)
             raise
         base["rewritten_sql"] = guarded.sql
+        limited = policy.queries_per_day is not None or policy.queries_total is not None
         quota = Quota(policy.id, policy.queries_per_day, policy.queries_total,
-                      day_start=dt.datetime.combine(today, dt.time(0), self.owner_timezone))
+                      day_start=dt.datetime.combine(today, dt.time(0), self.owner_timezone)) if limited else None
         seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base), now=now,
                                      quota=quota)
         plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,

@@ -7,9 +7,9 @@ import logging
 from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord
-from broker.auth import AuthenticationError, AuthInterceptor
+from broker.auth import AuthenticationError, AuthInterceptor, current_principal
 from broker.call_context import CallConventionsInterceptor, CallerLimitInterceptor, current_request_id
-from broker.errors import ConfigError
+from broker.errors import ConfigError, DsbrokerError
 from broker.pipeline import QueryPipeline
 from broker.policy import load_policies
 from broker.sandbox_client import SandboxClient
@@ -17,7 +17,7 @@ from broker.servicers.query import QueryServicer
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import BrokerSettings, owner_timezone
 from broker.tls import ClientTls
-from broker.tokens import JwksKeys, JwtAuthenticator
+from broker.tokens import ALLOWED_ALGORITHMS, JwksKeys, JwtAuthenticator
 from broker.v1 import query_service_pb2, query_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -47,17 +47,23 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
         access_log.append(AccessRecord(event="auth.failure", decision="deny", client=client, reason=error.reason,
                                        request_id=current_request_id.get(), detail={"method": method}))
 
+    def record_refused_call(method: str, context, error: DsbrokerError) -> None:
+        principal = current_principal.get()
+        access_log.append(AccessRecord(
+            event="call.refused", decision="deny", client=context.peer(), reason=error.reason,
+            subject=principal.subject if principal else "", department=principal.department if principal else "",
+            request_id=current_request_id.get(), detail={"method": method}))
+
     server = build_server(
         max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         # Order, outermost first: errors (in build_server), request id and deadline, authentication,
         # then the per-caller cap, which needs to know the caller.
-        interceptors=[CallConventionsInterceptor(),
+        interceptors=[CallConventionsInterceptor(on_refusal=record_refused_call),
                       AuthInterceptor(authenticator, on_failure=record_auth_failure),
-                      CallerLimitInterceptor(settings.max_calls_per_caller)])
+                      CallerLimitInterceptor(settings.max_calls_per_caller, on_refusal=record_refused_call)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
-        QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz,
-                                    **({"clock": clock} if clock else {}))), server)
+        QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz, clock=clock)), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
@@ -67,10 +73,9 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
 
 
 def _algorithms(names: tuple[str, ...]) -> tuple[str, ...]:
-    allowed = ("EdDSA", "ES256", "RS256")
-    unknown = [name for name in names if name not in allowed]
+    unknown = [name for name in names if name not in ALLOWED_ALGORITHMS]
     if unknown or not names:
-        raise ConfigError(f"jwt_algorithms must be a non-empty subset of {', '.join(allowed)}")
+        raise ConfigError(f"jwt_algorithms must be a non-empty subset of {', '.join(ALLOWED_ALGORITHMS)}")
     return names
 
 

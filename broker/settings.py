@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.errors import ConfigError
+from broker.tokens import ALLOWED_ALGORITHMS
 
 MiB = 1024 * 1024
 T = TypeVar("T")
@@ -71,7 +72,7 @@ class BrokerSettings:
     jwks: str = setting("", "the identity provider's public keys: a JWKS file or an https:// URL (required)")
     jwt_issuer: str = setting("", "the identity provider's issuer (the tokens' iss; required)")
     jwt_audience: str = setting("dsbroker", "the audience tokens must name (aud)")
-    jwt_algorithms: tuple[str, ...] = setting(("EdDSA", "ES256", "RS256"), "signature algorithms accepted; "
+    jwt_algorithms: tuple[str, ...] = setting(ALLOWED_ALGORITHMS, "signature algorithms accepted; "
                                               "a subset of EdDSA, ES256, RS256")
     jwt_leeway_seconds: float = setting(30.0, "clock skew tolerated on exp and nbf")
     token_binding: str = setting("none", "bind tokens to client certificates: 'none', 'subject' (sub equals the "

@@ -24,7 +24,8 @@ from broker.auth import ROLES, Principal
 from broker.errors import AuthenticationError, ConfigError
 from broker.tls import PeerCertificate, is_loopback
 
-DEFAULT_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+# Asymmetric only: a symmetric (HS*) algorithm would let anyone holding the key mint tokens.
+ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
 CALLER_CLAIMS = ("department", "district", "roles")
 JWKS_URL_CACHE_SECONDS = 300
@@ -153,7 +154,7 @@ class JwtAuthenticator:
 
     def _check_lifetime(self, claims: dict) -> None:
         now = time.time()
-        if claims["exp"] < now - self.leeway.total_seconds():
+        if claims["exp"] <= now - self.leeway.total_seconds():  # as PyJWT decides it
             raise AuthenticationError("the token has expired", reason="TOKEN_EXPIRED")
         if "nbf" in claims and claims["nbf"] > now + self.leeway.total_seconds():
             raise AuthenticationError("the token is not valid yet", reason="TOKEN_NOT_YET_VALID")

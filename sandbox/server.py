@@ -6,9 +6,9 @@ import logging
 
 from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
+from broker.policy_signing import Trust
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import SandboxSettings, owner_timezone
-from broker.policy_signing import Trust
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.servicer import SandboxServicer

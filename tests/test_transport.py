@@ -130,6 +130,11 @@ def test_a_call_without_a_deadline_is_refused_with_bad_request(broker):
     error = error_from_rpc_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "DEADLINE_REQUIRED")
     assert [d.field_violations[0].field for d in error.details] == ["deadline"]
+    log = AccessLog(broker.access_log_path)
+    last = list(log.records())[-1]
+    log.close()
+    assert (last.event, last.decision, last.reason) == ("call.refused", "deny", "DEADLINE_REQUIRED")
+    assert last.detail["method"] == "/broker.v1.QueryService/RunQuery"
 
 
 def test_the_request_id_comes_back_and_lands_in_the_access_log(broker):
@@ -254,6 +259,10 @@ def test_one_caller_cannot_take_every_worker(sandbox, tmp_path, monkeypatch):
     (quota,) = error.details
     assert isinstance(quota, error_details_pb2.QuotaFailure)
     assert quota.violations[0].subject == f"callers/xuanwu-fgw/{ANALYST}"
+    log = AccessLog(tmp_path / "log.sqlite")
+    refused = [(r.event, r.subject, r.reason) for r in log.records() if r.event == "call.refused"]
+    log.close()
+    assert refused == [("call.refused", ANALYST, "TOO_MANY_CALLS")]
 
 
 def list_services(running) -> list[str]:
