@@ -11,8 +11,15 @@ from broker.call_context import REQUEST_ID_HEADER
 from broker.rpc_status import error_from_rpc_error
 from broker.serving import message_options
 from broker.tls import ClientTls, open_channel
+from broker.v1 import access_request_service_pb2 as requests_pb
+from broker.v1 import access_request_service_pb2_grpc as requests_grpc
+from broker.v1 import catalog_service_pb2 as catalog_pb
+from broker.v1 import catalog_service_pb2_grpc as catalog_grpc
+from broker.v1 import policy_service_pb2 as policies_pb
+from broker.v1 import policy_service_pb2_grpc as policies_grpc
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
+from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.result_table import decode_table
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -61,6 +68,9 @@ class BrokerClient:
         self._authorization = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = open_channel(target, tls=tls, options=message_options(CLIENT_MAX_MESSAGE_BYTES))
         self._queries = pb_grpc.QueryServiceStub(self._channel)
+        self._catalog = catalog_grpc.CatalogServiceStub(self._channel)
+        self._requests = requests_grpc.AccessRequestServiceStub(self._channel)
+        self._policies = policies_grpc.PolicyServiceStub(self._channel)
 
     def query(self, grant: str, sql: str, *, request_id: str | None = None, timeout: float | None = None) -> QueryResult:
         """Run ``sql`` under ``grant`` and return the released cells."""
@@ -79,6 +89,83 @@ class BrokerClient:
                                "description": r.description} for r in response.disclosure_rules],
             access_record=response.access_record, policy_version=response.policy_version, request_id=request_id)
 
+    # -- catalog -----------------------------------------------------------------------------------
+
+    def datasets(self) -> list[sandbox_pb.Dataset]:
+        """The owners' catalog: every dataset, described."""
+        return list(self._call(self._catalog.ListDatasets, catalog_pb.ListDatasetsRequest()).datasets)
+
+    def dataset(self, name: str) -> sandbox_pb.Dataset:
+        """One dataset's description."""
+        return self._call(self._catalog.GetDataset, catalog_pb.GetDatasetRequest(name=name)).dataset
+
+    # -- access requests -------------------------------------------------------------------------
+
+    def submit_request(self, request: requests_pb.AccessRequest) -> requests_pb.AccessRequest:
+        """Submit an access request; returns it with its name and state."""
+        return self._call(self._requests.CreateAccessRequest,
+                          requests_pb.CreateAccessRequestRequest(access_request=request)).access_request
+
+    def get_request(self, name: str) -> requests_pb.AccessRequest:
+        """One access request (``accessRequests/{id}`` or the bare id)."""
+        return self._call(self._requests.GetAccessRequest,
+                          requests_pb.GetAccessRequestRequest(name=_named(name, "accessRequests"))).access_request
+
+    def list_requests(self, *, state: int = 0, page_size: int = 0,
+                      page_token: str = "") -> tuple[list[requests_pb.AccessRequest], str]:
+        """A page of access requests and the next page's token."""
+        response = self._call(self._requests.ListAccessRequests, requests_pb.ListAccessRequestsRequest(
+            state=state, page_size=page_size, page_token=page_token))
+        return list(response.access_requests), response.next_page_token
+
+    def withdraw_request(self, name: str, *, reason: str = "") -> requests_pb.AccessRequest:
+        """Withdraw an access request that is not yet active."""
+        return self._call(self._requests.WithdrawAccessRequest, requests_pb.WithdrawAccessRequestRequest(
+            name=_named(name, "accessRequests"), reason=reason)).access_request
+
+    def approve_request(self, name: str, policy_document: str, *, comment: str = "") -> requests_pb.AccessRequest:
+        """Send a signed approval (see :func:`broker.approving.sign_approval`)."""
+        return self._call(self._requests.ApproveAccessRequest, requests_pb.ApproveAccessRequestRequest(
+            name=_named(name, "accessRequests"), policy_document=policy_document, comment=comment)).access_request
+
+    def reject_request(self, name: str, *, reason: str) -> requests_pb.AccessRequest:
+        """Reject an access request with a reason."""
+        return self._call(self._requests.RejectAccessRequest, requests_pb.RejectAccessRequestRequest(
+            name=_named(name, "accessRequests"), reason=reason)).access_request
+
+    # -- policies --------------------------------------------------------------------------------
+
+    def list_policies(self, *, page_size: int = 0, page_token: str = "") -> tuple[list[policies_pb.Policy], str]:
+        """A page of policies and the next page's token."""
+        response = self._call(self._policies.ListPolicies,
+                              policies_pb.ListPoliciesRequest(page_size=page_size, page_token=page_token))
+        return list(response.policies), response.next_page_token
+
+    def get_policy(self, name: str) -> policies_pb.Policy:
+        """One policy with its signed document."""
+        return self._call(self._policies.GetPolicy,
+                          policies_pb.GetPolicyRequest(name=_named(name, "policies"))).policy
+
+    def change_policy(self, name: str, action: str, *, reason: str = "") -> policies_pb.Policy:
+        """Suspend, resume or revoke a policy (owner role)."""
+        name = _named(name, "policies")
+        if action == "suspend":
+            return self._call(self._policies.SuspendPolicy,
+                              policies_pb.SuspendPolicyRequest(name=name, reason=reason)).policy
+        if action == "resume":
+            return self._call(self._policies.ResumePolicy, policies_pb.ResumePolicyRequest(name=name)).policy
+        if action == "revoke":
+            return self._call(self._policies.RevokePolicy,
+                              policies_pb.RevokePolicyRequest(name=name, reason=reason)).policy
+        raise ValueError(f"unknown policy action {action!r}")
+
+    def _call(self, method, request, *, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout or self.timeout,
+                          metadata=(*self._authorization, (REQUEST_ID_HEADER, str(uuid.uuid4()))))
+        except grpc.RpcError as rpc_error:
+            raise error_from_rpc_error(rpc_error) from None
+
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
@@ -88,6 +175,10 @@ class BrokerClient:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+def _named(name: str, collection: str) -> str:
+    return name if name.startswith(f"{collection}/") else f"{collection}/{name}"
 
 
 def _jsonable(value):

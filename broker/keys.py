@@ -197,7 +197,7 @@ def broker_settings(layout: KeyLayout, *, token_binding: str = "none") -> dict[s
             "tls_client_ca": str(layout.platform_ca), "jwks": str(layout.jwks), "jwt_issuer": DEV_ISSUER,
             "jwt_audience": DEV_AUDIENCE, "token_binding": token_binding,
             "sandbox_ca": str(layout.owner_ca), "sandbox_cert": str(layout.broker_to_sandbox_cert),
-            "sandbox_key": str(layout.broker_to_sandbox_key)}
+            "sandbox_key": str(layout.broker_to_sandbox_key), "trust": str(layout.trust)}
 
 
 def sandbox_settings(layout: KeyLayout) -> dict[str, str]:

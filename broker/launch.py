@@ -101,6 +101,7 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
         broker_config = state / "broker.toml"
         broker_config.write_text(to_toml({
             "policies": str(policies), "access_log": str(access_log or state / "access-log.sqlite"),
+            "store": str(state / "broker-state.sqlite"),
             "sandbox": sandbox.target, **broker_settings(layout, token_binding=token_binding)}))
         with ServerProcess(["serve", "--config", str(broker_config)], name="broker", tls=broker_tls,
                            log_path=state / "broker.log") as broker:

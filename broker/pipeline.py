@@ -13,11 +13,11 @@ from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord, Quota
 from broker.auth import Principal, require_role
-from broker.errors import DsbrokerError
-from broker.grants import grant_for
+from broker.errors import DsbrokerError, QuotaError
 from broker.guard import GuardedQuery, guard
 from broker.plan_cache import PlanCache
 from broker.policy import Policy
+from broker.policy_registry import PolicyRegistry
 from broker.sandbox_client import SandboxClient
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
@@ -35,7 +35,7 @@ class QueryOutcome:
 class QueryPipeline:
     """Orchestrates one query; owns no policy decisions itself (the guard and grants do)."""
 
-    def __init__(self, policies: dict[str, Policy], sandbox: SandboxClient, access_log: AccessLog, *,
+    def __init__(self, policies: PolicyRegistry, sandbox: SandboxClient, access_log: AccessLog, *,
                  owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] | None = None) -> None:
         """``clock`` gives the current time (default: the wall clock; tests fix it); validity and daily
         quotas use the owner's day."""
@@ -55,7 +55,7 @@ class QueryPipeline:
         today = now.astimezone(self.owner_timezone).date()
         try:
             require_role("requester", principal)
-            policy = grant_for(self.policies, grant_id, principal, today)
+            policy = self.policies.grant_for(grant_id, principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = self.plans.get_or_build(
                 policy, principal.district, principal.department, unverified_sql,
@@ -68,8 +68,13 @@ class QueryPipeline:
         limited = policy.queries_per_day is not None or policy.queries_total is not None
         quota = Quota(policy.id, policy.queries_per_day, policy.queries_total,
                       day_start=dt.datetime.combine(today, dt.time(0), self.owner_timezone)) if limited else None
-        seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base), now=now,
-                                     quota=quota)
+        try:
+            seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base), now=now,
+                                         quota=quota)
+        except QuotaError as error:
+            if error.metadata.get("quota") == "queries_total":
+                self.policies.exhausted(policy.id)
+            raise
         plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
                                policy_version=policy.version, max_rows=guarded.max_rows,
                                policy_document=policy.document)

@@ -48,10 +48,12 @@ DEFAULT_MAX_GROUPS = 10_000
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _DATASET = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
+_REQUEST = re.compile(r"^req-[a-z0-9]{4,40}$")
+_NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates",
-             "row_filter", "disclosure", "limits", "results", "approvals"}
+             "row_filter", "disclosure", "limits", "results", "approvals", "request", "narrows"}
 _GRANTEE_KEYS = {"department"}
 _DISCLOSURE_KEYS = {"min_entities"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
@@ -80,6 +82,8 @@ class Policy:
     results: tuple[str, ...]
     queries_per_day: int | None = None
     queries_total: int | None = None
+    request: str | None = None
+    narrows: str | None = None
     source: str = field(default="", compare=False)
     sha256: str = field(default="", compare=False)
     document: str = field(default="", compare=False, repr=False)
@@ -247,6 +251,8 @@ class _Reader:
             "valid_from": valid_from,
             "valid_until": valid_until,
             "results": self.names(top["results"], "results", _RESULT_MODES) if "results" in top else ("aggregate",),
+            "request": self.text(top["request"], "request", _REQUEST) if "request" in top else None,
+            "narrows": self.text(top["narrows"], "narrows", _NARROWS) if "narrows" in top else None,
         }
 
     def columns(self, node: yaml.Node) -> dict[str, ColumnLevel]:
@@ -269,7 +275,7 @@ class _Reader:
         text = self.text(node, "row_filter")
         try:
             tree = sqlglot.parse_one(text, read="duckdb")
-        except sqlglot.errors.ParseError:
+        except sqlglot.errors.SqlglotError:
             raise self.fail(node, "row_filter does not parse as a SQL condition") from None
         if not isinstance(tree, (exp.Condition, exp.Predicate)) or isinstance(tree, (exp.Column, exp.Literal)):
             raise self.fail(node, "row_filter must be a condition, e.g. district_code = :district")

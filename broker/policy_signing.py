@@ -135,8 +135,12 @@ def split_document(text: str) -> tuple[str, list[Approval]]:
 
 def signed_message(body: str, *, role: str, by: str, key: str, at: str) -> bytes:
     """The bytes an approver signs: the body's SHA-256 with the approval's role, signer, key and time."""
-    claims = {"body_sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "role": role, "by": by, "key": key,
-              "at": at}
+    return digest_message(_sha256(body), role=role, by=by, key=key, at=at)
+
+
+def digest_message(body_sha256: str, *, role: str, by: str, key: str, at: str) -> bytes:
+    """The signed bytes for a body known by its SHA-256 (hex)."""
+    claims = {"body_sha256": body_sha256, "role": role, "by": by, "key": key, "at": at}
     return SIGNED_CONTEXT + json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -162,7 +166,23 @@ def verify_policy(text: str, trust: Trust, *, source: str = "<policy>") -> Polic
     body, approvals = split_document(text)
     if not approvals:
         raise PolicySignatureError("the policy carries no approvals; it must be signed by the owner")
-    verified_roles = set()
+    verified_roles = verify_approvals(body, approvals, trust)
+    missing = [role for role in trust.required_roles if role not in verified_roles]
+    if missing:
+        raise PolicySignatureError(f"the policy lacks the {missing[0]} approval", role=missing[0])
+    return parse_policy(text, source=source)
+
+
+def verify_approvals(body: str, approvals: list[Approval], trust: Trust) -> list[str]:
+    """The roles of ``approvals``, each verified against ``trust``; PolicySignatureError at the first that fails.
+
+    The owner signs the body itself. An earlier approver may have signed the draft that the owner
+    narrowed: the body then names that draft's SHA-256 under ``narrows``, and the owner's signature
+    over the body vouches for the link.
+    """
+    digest = _sha256(body)
+    narrowed_from = None
+    roles = []
     for approval in approvals:
         trusted = trust.keys.get(approval.key)
         if trusted is None or trusted.role != approval.role or trusted.by != approval.by:
@@ -171,19 +191,43 @@ def verify_policy(text: str, trust: Trust, *, source: str = "<policy>") -> Polic
         if not approval.signature.startswith(SIGNATURE_PREFIX):
             raise PolicySignatureError("an approval's signature is not an ed25519 signature", key=approval.key)
         encoded = approval.signature[len(SIGNATURE_PREFIX):]
+        candidates = [digest]
+        if approval.role != "owner":
+            if narrowed_from is None:
+                narrowed_from = _narrowed_from(body)
+            candidates += [narrowed_from] if narrowed_from else []
         try:
             signature = base64.b64decode(encoded, validate=True)
             if base64.b64encode(signature).decode() != encoded:
                 # Base64 has spare bits in its last character: accept one spelling only, so that
                 # no byte of a signed file can change without the file failing to verify.
                 raise ValueError("non-canonical base64")
-            trusted.public_key.verify(signature, signed_message(body, role=approval.role, by=approval.by,
-                                                                key=approval.key, at=approval.at))
-        except (InvalidSignature, ValueError):
+        except ValueError:
+            raise PolicySignatureError(f"the {approval.role} signature of {approval.by!r} is malformed",
+                                       key=approval.key) from None
+        if not any(_verifies(trusted, signature, candidate, approval) for candidate in candidates):
             raise PolicySignatureError(f"the {approval.role} signature of {approval.by!r} does not verify: the "
-                                       "policy was changed after it was signed", key=approval.key) from None
-        verified_roles.add(approval.role)
-    missing = [role for role in trust.required_roles if role not in verified_roles]
-    if missing:
-        raise PolicySignatureError(f"the policy lacks the {missing[0]} approval", role=missing[0])
-    return parse_policy(text, source=source)
+                                       "policy was changed after it was signed", key=approval.key)
+        roles.append(approval.role)
+    return roles
+
+
+def _verifies(trusted: TrustedKey, signature: bytes, digest: str, approval: Approval) -> bool:
+    try:
+        trusted.public_key.verify(signature, digest_message(digest, role=approval.role, by=approval.by,
+                                                           key=approval.key, at=approval.at))
+        return True
+    except InvalidSignature:
+        return False
+
+
+def _narrowed_from(body: str) -> str:
+    try:
+        narrows = parse_policy(body, source="<policy body>").narrows
+    except DsbrokerError:
+        return ""
+    return narrows.removeprefix("sha256:") if narrows else ""
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

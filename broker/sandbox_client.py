@@ -22,8 +22,15 @@ class SandboxClient:
 
     def execute(self, plan: pb.Plan, *, timeout_s: float, request_id: str) -> pb.ExecutePlanResponse:
         """Run ``plan``; failures come back as DsbrokerError with the sandbox's reason."""
+        return self._call(self._stub.ExecutePlan, pb.ExecutePlanRequest(plan=plan, request_id=request_id), timeout_s)
+
+    def list_datasets(self, *, timeout_s: float = 10.0) -> pb.ListDatasetsResponse:
+        """The sandbox's catalog: the datasets it serves, described by the owner."""
+        return self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(), timeout_s)
+
+    def _call(self, method, request, timeout_s: float):
         try:
-            return self._stub.ExecutePlan(pb.ExecutePlanRequest(plan=plan, request_id=request_id), timeout=timeout_s)
+            return method(request, timeout=timeout_s)
         except grpc.RpcError as rpc_error:
             error = error_from_rpc_error(rpc_error)
             if error.reason == "UNAVAILABLE":

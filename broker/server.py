@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord
@@ -11,17 +12,30 @@ from broker.auth import AuthenticationError, AuthInterceptor, current_principal
 from broker.call_context import CallConventionsInterceptor, CallerLimitInterceptor, current_request_id
 from broker.errors import ConfigError, DsbrokerError
 from broker.pipeline import QueryPipeline
-from broker.policy import load_policies
+from broker.policy_registry import PolicyRegistry
 from broker.sandbox_client import SandboxClient
+from broker.catalog import Catalog
+from broker.policy_signing import Trust
+from broker.servicers.access_requests import AccessRequestServicer
+from broker.servicers.catalog import CatalogServicer
+from broker.servicers.policies import PolicyServicer
 from broker.servicers.query import QueryServicer
+from broker.store import open_store
+from broker.workflow import Workflow
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import BrokerSettings, owner_timezone
 from broker.tls import ClientTls
 from broker.tokens import ALLOWED_ALGORITHMS, JwksKeys, JwtAuthenticator
-from broker.v1 import query_service_pb2, query_service_pb2_grpc
+from broker.v1 import (access_request_service_pb2, access_request_service_pb2_grpc, catalog_service_pb2,
+                       catalog_service_pb2_grpc, policy_service_pb2, policy_service_pb2_grpc, query_service_pb2,
+                       query_service_pb2_grpc)
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = query_service_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
+SERVICE_NAMES = [SERVICE_NAME] + [
+    module.DESCRIPTOR.services_by_name[name].full_name for module, name in (
+        (catalog_service_pb2, "CatalogService"), (access_request_service_pb2, "AccessRequestService"),
+        (policy_service_pb2, "PolicyService"))]
 
 
 def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] | None = None) -> Running:
@@ -38,10 +52,17 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     authenticator = JwtAuthenticator(
         JwksKeys(settings.jwks, algorithms=_algorithms(settings.jwt_algorithms)), issuer=settings.jwt_issuer,
         audience=settings.jwt_audience, leeway_seconds=settings.jwt_leeway_seconds, binding=settings.token_binding)
-    policies = load_policies(settings.policies)
     owner_tz = owner_timezone(settings.owner_timezone)
-    sandbox = SandboxClient(settings.sandbox, tls=_sandbox_tls(settings), max_message_bytes=settings.max_message_bytes)
+    clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+    trust = Trust.load(settings.trust) if settings.trust else None
     access_log = AccessLog(settings.access_log)
+    store = open_store(settings.store)
+    policies = PolicyRegistry(store, access_log, owner_timezone=owner_tz, clock=clock)
+    installed = policies.install_files(settings.policies) if Path(settings.policies).is_dir() else 0
+    sandbox = SandboxClient(settings.sandbox, tls=_sandbox_tls(settings), max_message_bytes=settings.max_message_bytes)
+    catalog = Catalog(sandbox)
+    workflow = Workflow(store, catalog, access_log, trust=trust, owner_timezone=owner_tz, clock=clock,
+                        policies_dir=settings.policies)
 
     def record_auth_failure(method: str, client: str, error: AuthenticationError) -> None:
         access_log.append(AccessRecord(event="auth.failure", decision="deny", client=client, reason=error.reason,
@@ -64,12 +85,15 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
                       CallerLimitInterceptor(settings.max_calls_per_caller, on_refusal=record_refused_call)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz, clock=clock)), server)
-    health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
+    catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), server)
+    access_request_service_pb2_grpc.add_AccessRequestServiceServicer_to_server(AccessRequestServicer(workflow), server)
+    policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policies), server)
+    health = add_health(server, SERVICE_NAMES, reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
-    log.info("broker serving %d grant(s) on port %d over %s; sandbox at %s", len(policies), port,
+    log.info("broker serving (%d policy file(s) installed) on port %d over %s; sandbox at %s", installed, port,
              "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"), settings.sandbox)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[sandbox.close, access_log.close])
+    return Running(server, health, port, settings.grace_seconds, on_stop=[sandbox.close, store.close, access_log.close])
 
 
 def _algorithms(names: tuple[str, ...]) -> tuple[str, ...]:

@@ -49,6 +49,8 @@ class SandboxSettings:
     owner_timezone: str = setting("Asia/Shanghai", "time zone of the owner's day, for policies' validity dates")
     data: str = setting("", "path of the DuckDB data file, opened read-only")
     datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
+    catalog: str = setting("", "the owner's catalog YAML describing the datasets (metadata only); empty uses "
+                               "<data name>.catalog.yaml beside the data file when it exists")
     memory_limit: str = setting("2GB", "DuckDB memory limit")
     threads: int = setting(2, "DuckDB worker threads")
     pool_size: int = setting(4, "pooled engine connections (concurrent queries)")
@@ -80,6 +82,10 @@ class BrokerSettings:
     policies: str = setting("policies", "directory of policy (grant) YAML files")
     owner_timezone: str = setting("Asia/Shanghai", "time zone of the owner's day: validity dates and daily quotas")
     access_log: str = setting("state/access-log.sqlite", "SQLite file of the access log")
+    store: str = setting("state/broker-state.sqlite", "where requests, policies and their states live: a SQLite "
+                                                      "file, or a postgresql:// DSN for several broker replicas")
+    trust: str = setting("", "the owner's trust file (public keys only), to check approvals as they arrive; "
+                             "without it approvals are refused")
     sandbox: str = setting("127.0.0.1:50061", "address of the owner's sandbox")
     sandbox_plaintext: bool = setting(False, "reach the sandbox over plaintext (loopback only, development)")
     sandbox_ca: str = setting("", "PEM CA that issued the sandbox's certificate")

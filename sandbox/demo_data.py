@@ -120,8 +120,18 @@ def make_demo_data(path: str | Path, *, taxpayers: int = 20_000, months: int = 2
         finally:
             con.close()
     partial.replace(path)
+    write_demo_catalog(path)
     progress(f"wrote {counts['declarations']:,} declarations in {time.perf_counter() - started:.1f}s to {path}")
     return counts
+
+
+def write_demo_catalog(data: str | Path) -> Path:
+    """Write the owner's catalog of the demo data beside the data file; returns its path."""
+    from sandbox.catalog import catalog_path_for
+
+    target = catalog_path_for(data)
+    target.write_text((Path(__file__).with_name("demo_catalog.yaml")).read_text(encoding="utf-8"), encoding="utf-8")
+    return target
 
 
 def _write_taxpayers(staging: Path, count: int, rng: random.Random) -> None:

@@ -135,6 +135,17 @@ class DuckDBEngine:
             self._pool.put(connection)
         return {row[0] for row in rows}
 
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """The (name, type) of each column of ``table`` ("schema.table"), in table order."""
+        schema, name = table.split(".", 1)
+        connection = self._pool.get()
+        try:
+            return connection.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
+                "ORDER BY column_index", [schema, name]).fetchall()
+        finally:
+            self._pool.put(connection)
+
     def execute(self, sql: str, *, timeout_s: float, max_rows: int) -> EngineResult:
         """Run ``sql``, interrupting it after ``timeout_s``; return at most ``max_rows`` rows.
 

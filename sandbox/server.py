@@ -9,6 +9,7 @@ from broker.call_context import CallConventionsInterceptor
 from broker.policy_signing import Trust
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import SandboxSettings, owner_timezone
+from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.servicer import SandboxServicer
@@ -41,11 +42,21 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     if missing:
         engine.close()
         raise ConfigError(f"configured datasets not in {settings.data}: {', '.join(sorted(missing))}")
+    catalog_file = settings.catalog or catalog_path_for(settings.data)
+    if not settings.catalog and not catalog_file.is_file():
+        log.warning("no catalog beside %s: datasets are published by name only, with nothing requestable",
+                    settings.data)
+        catalog_file = None
+    try:
+        catalog = load_catalog(catalog_file, datasets, engine.columns)
+    except ConfigError:
+        engine.close()
+        raise
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
-        SandboxServicer(engine, datasets, policies=policies, max_rows=settings.max_rows,
+        SandboxServicer(engine, datasets, catalog=catalog, policies=policies, max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)

@@ -6,6 +6,7 @@ import grpc
 
 from broker.call_context import time_limit
 from broker.errors import DsbrokerError
+from sandbox.catalog import Catalog
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.result_table import encode_table
@@ -18,9 +19,10 @@ DEADLINE_MARGIN_SECONDS = 0.05
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
     """Executes plans against the datasets this sandbox serves."""
 
-    def __init__(self, engine: DuckDBEngine, datasets: set[str], *, policies: PlanPolicyChecker, max_rows: int,
-                 max_execution_seconds: float) -> None:
+    def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
+                 max_rows: int, max_execution_seconds: float) -> None:
         self.engine = engine
+        self.catalog = catalog
         self.policies = policies
         self.datasets = datasets
         self.max_rows = max_rows
@@ -42,3 +44,6 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
         return pb.ExecutePlanResponse(table=encode_table(result.names, result.types, result.rows),
                                       truncated=result.truncated, engine_micros=result.micros)
+
+    def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
+        return self.catalog.listing()

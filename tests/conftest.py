@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -67,7 +69,8 @@ def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> Bro
     """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider."""
     return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(signed_policies()),
                              "sandbox": f"127.0.0.1:{sandbox_port}",
-                             "access_log": str(access_log), **broker_settings(dev_keys()), **overrides})
+                             "access_log": str(access_log), "store": str(access_log.with_name(access_log.stem + "-state.sqlite")),
+                             **broker_settings(dev_keys()), **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -118,3 +121,48 @@ def token_for(department: str = "xuanwu-fgw", district: str = XUANWU, roles=("re
 def client(broker):
     with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls()) as c:
         yield c
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+POSTGRES_DSN = os.environ.get("DSBROKER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_schema_dsn(schema: str) -> str:
+    """A DSN for the test PostgreSQL server whose tables land in ``schema``."""
+    return f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request, tmp_path):
+    """Where a store lives: a SQLite file, or a fresh schema on the real PostgreSQL server.
+
+    The PostgreSQL half skips when no server answers, unless DSBROKER_REQUIRE_POSTGRES=1 (CI sets it).
+    """
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.sqlite")
+        return
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_DSN, connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as error:
+        if os.environ.get("DSBROKER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (DSBROKER_REQUIRE_POSTGRES=1) but {POSTGRES_DSN} does not answer: "
+                        f"{error}")
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_DSN} (set DSBROKER_REQUIRE_POSTGRES=1 to fail instead)")
+    schema = f"dsbroker_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield postgres_schema_dsn(schema)
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()

@@ -26,6 +26,52 @@ COLUMN_TYPE_DATE: ColumnType
 COLUMN_TYPE_TIMESTAMP: ColumnType
 COLUMN_TYPE_BOOLEAN: ColumnType
 
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
+
+class Dataset(_message.Message):
+    __slots__ = ("name", "title", "description", "entity_column", "row_filter", "min_entities", "approval_stages", "columns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ROW_FILTER_FIELD_NUMBER: _ClassVar[int]
+    MIN_ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_STAGES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    title: str
+    description: str
+    entity_column: str
+    row_filter: str
+    min_entities: int
+    approval_stages: _containers.RepeatedScalarFieldContainer[str]
+    columns: _containers.RepeatedCompositeFieldContainer[DatasetColumn]
+    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., entity_column: _Optional[str] = ..., row_filter: _Optional[str] = ..., min_entities: _Optional[int] = ..., approval_stages: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[_Union[DatasetColumn, _Mapping]]] = ...) -> None: ...
+
+class DatasetColumn(_message.Message):
+    __slots__ = ("name", "type", "description", "unit", "classification", "levels")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    description: str
+    unit: str
+    classification: str
+    levels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., classification: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ExecutePlanRequest(_message.Message):
     __slots__ = ("plan", "request_id")
     PLAN_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class SandboxServiceStub:
                 request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ExecutePlanRequest.SerializeToString,
                 response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ExecutePlanResponse.FromString,
                 _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/sandbox.v1.SandboxService/ListDatasets',
+                request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxServiceServicer:
@@ -53,6 +58,14 @@ class SandboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDatasets(self, request, context):
+        """Lists the datasets this sandbox serves, with the owner's description of
+        each: metadata only, never a value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     servicer.ExecutePlan,
                     request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ExecutePlanRequest.FromString,
                     response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ExecutePlanResponse.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class SandboxService:
             '/sandbox.v1.SandboxService/ExecutePlan',
             sandbox_dot_v1_dot_sandbox__service__pb2.ExecutePlanRequest.SerializeToString,
             sandbox_dot_v1_dot_sandbox__service__pb2.ExecutePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.v1.SandboxService/ListDatasets',
+            sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsRequest.SerializeToString,
+            sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

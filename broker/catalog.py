@@ -1,0 +1,48 @@
+"""The broker's view of the owners' catalog: fetched from the sandbox, kept briefly, never values."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+
+from broker.errors import DsbrokerError
+from broker.sandbox_client import SandboxClient
+from sandbox.v1 import sandbox_service_pb2 as pb
+
+CATALOG_SECONDS = 60.0
+
+
+class CatalogUnknownDataset(DsbrokerError):
+    """Raised for a dataset no sandbox publishes."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "DATASET_NOT_FOUND"
+
+
+class Catalog:
+    """The datasets the sandbox publishes, refreshed at most every ``ttl`` seconds."""
+
+    def __init__(self, sandbox: SandboxClient, *, ttl: float = CATALOG_SECONDS) -> None:
+        self.sandbox = sandbox
+        self.ttl = ttl
+        self._datasets: dict[str, pb.Dataset] = {}
+        self._fetched = float("-inf")
+        self._lock = threading.Lock()
+
+    def datasets(self) -> list[pb.Dataset]:
+        """Every published dataset, ordered by name."""
+        with self._lock:
+            if time.monotonic() - self._fetched > self.ttl:
+                listing = self.sandbox.list_datasets()
+                self._datasets = {d.name: d for d in listing.datasets}
+                self._fetched = time.monotonic()
+            return [self._datasets[name] for name in sorted(self._datasets)]
+
+    def dataset(self, name: str) -> pb.Dataset:
+        """One dataset's description; NOT_FOUND when no sandbox publishes it."""
+        for dataset in self.datasets():
+            if dataset.name == name:
+                return dataset
+        raise CatalogUnknownDataset(f"no dataset {name!r} in the catalog", table=name)

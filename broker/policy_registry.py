@@ -1,0 +1,175 @@
+"""The policies the broker serves and where each stands; the owner's suspend, resume and revoke.
+
+Policies come from two places: files an operator installs in the policies directory, and the
+owner's final approval of an access request. Both are recorded in the store, which holds each
+policy's state; the store is what every query consults, so a suspension or revocation takes effect
+on the next query, on every broker replica. A policy past its validity is moved to EXPIRED the
+first time a query finds it so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import Callable
+
+import grpc
+from google.rpc import error_details_pb2
+
+from broker.access_log import AccessLog, AccessRecord
+from broker.auth import Principal, require_role
+from broker.errors import DsbrokerError, GrantError
+from broker.policy import Policy, load_policies, parse_policy
+from broker.request_states import GRANT_STATES, State, next_state
+from broker.store import Store, StoredPolicy
+
+log = logging.getLogger(__name__)
+PARSED_POLICIES_KEPT = 1024
+
+
+class PolicyRegistry:
+    """Looks up a caller's policy for a query, and moves policies between states for the owner."""
+
+    def __init__(self, store: Store, access_log: AccessLog, *, owner_timezone: dt.tzinfo,
+                 clock: Callable[[], dt.datetime]) -> None:
+        self.store = store
+        self.access_log = access_log
+        self.owner_timezone = owner_timezone
+        self.clock = clock
+        self._parsed: dict[str, Policy] = {}
+        self._lock = threading.Lock()
+
+    def install_files(self, directory: str | Path) -> int:
+        """Record the policy files of ``directory`` in the store (known ids keep their stored state)."""
+        policies = load_policies(directory)
+        for policy in policies.values():
+            stored = self.store.register_policy(StoredPolicy(
+                id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
+                document=policy.document, sha256=policy.sha256, request_id=policy.request or "",
+                state_reason="installed as a file", updated_at=_stamp(self.clock())))
+            if stored.sha256 != policy.sha256:
+                log.warning("policy file %s differs from the stored policy %s; the stored one is served",
+                            policy.source, policy.id)
+        return len(policies)
+
+    def policy(self, stored: StoredPolicy) -> Policy:
+        """The parsed policy of a stored one (parsed once per document)."""
+        with self._lock:
+            policy = self._parsed.get(stored.sha256)
+        if policy is None:
+            policy = parse_policy(stored.document, source=f"policies/{stored.id}")
+            with self._lock:
+                if len(self._parsed) >= PARSED_POLICIES_KEPT:
+                    self._parsed.pop(next(iter(self._parsed)))
+                self._parsed[stored.sha256] = policy
+        return policy
+
+    def grant_for(self, grant_id: str, principal: Principal, now: dt.datetime) -> Policy:
+        """The caller's usable grant ``grant_id``; GrantError otherwise.
+
+        An unknown grant and another department's grant get the same answer.
+        """
+        stored = self.store.get_policy(grant_id)
+        if stored is None or stored.department != principal.department:
+            raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",
+                             grant=grant_id)
+        policy = self.policy(stored)
+        today = now.astimezone(self.owner_timezone).date()
+        if stored.state is State.ACTIVE and policy.valid_until and today > policy.valid_until:
+            stored = self._move(stored, "expire", reason=f"validity ended on {policy.valid_until.isoformat()}",
+                                principal=None, client="", request_id="") or stored
+        if stored.state is not State.ACTIVE:
+            raise _not_active(grant_id, f"grant {grant_id!r} is {stored.state.value}", stored.state.value)
+        if not policy.is_valid_on(today):
+            window = f"valid {policy.valid_from or '…'} to {policy.valid_until or '…'}"
+            raise _not_active(grant_id, f"grant {grant_id!r} is not valid on {today.isoformat()} ({window})",
+                              window)
+        return policy
+
+    def exhausted(self, grant_id: str) -> None:
+        """Move an active grant whose total quota is used up to EXHAUSTED."""
+        stored = self.store.get_policy(grant_id)
+        if stored is not None and stored.state is State.ACTIVE:
+            self._move(stored, "exhaust", reason="its total query quota is used up", principal=None, client="",
+                       request_id="")
+
+    def get(self, principal: Principal, policy_id: str) -> StoredPolicy:
+        """One policy the caller may see; NOT_FOUND otherwise (another department's reads as absent)."""
+        stored = self.store.get_policy(policy_id)
+        if stored is None or not _may_see(principal, stored):
+            raise DsbrokerError(f"policy {policy_id!r} does not exist", reason="POLICY_NOT_FOUND",
+                                code=grpc.StatusCode.NOT_FOUND, policy=policy_id)
+        return stored
+
+    def list(self, principal: Principal, *, after: str | None, limit: int) -> list[StoredPolicy]:
+        """Policies the caller may see, by id."""
+        department = None if principal.roles & {"reviewer", "owner", "auditor"} else principal.department
+        return self.store.list_policies(department=department, after=after, limit=limit)
+
+    def change(self, principal: Principal, policy_id: str, action: str, *, reason: str, client: str,
+               request_id: str) -> StoredPolicy:
+        """The owner suspends, resumes or revokes a policy; every attempt is in the access log."""
+        record = dict(event=f"policy.{action}", principal=principal, client=client, request_id=request_id,
+                      grant_id=policy_id)
+        try:
+            require_role("owner", principal)
+            if action in ("suspend", "revoke") and not reason.strip():
+                raise DsbrokerError(f"a reason is required to {action} a policy", reason="REASON_REQUIRED",
+                                    code=grpc.StatusCode.INVALID_ARGUMENT, field="reason")
+            stored = self.get(principal, policy_id)
+            moved = self._move(stored, action, reason=reason.strip(), **{k: record[k] for k in
+                                                                          ("principal", "client", "request_id")})
+            if moved is None:
+                current = self.get(principal, policy_id)
+                next_state(action, current.state, subject=f"policies/{policy_id}")
+                raise DsbrokerError(f"policy {policy_id!r} changed meanwhile; try again", reason="CONCURRENT_CHANGE",
+                                    code=grpc.StatusCode.ABORTED, policy=policy_id)
+            return moved
+        except DsbrokerError as error:
+            self._record(decision="deny", reason=error.reason, detail={"action": action}, **record)
+            raise
+
+    def _move(self, stored: StoredPolicy, action: str, *, reason: str, principal: Principal | None, client: str,
+              request_id: str) -> StoredPolicy | None:
+        target = next_state(action, stored.state, subject=f"policies/{stored.id}")
+        assert target in GRANT_STATES
+        moved = self.store.move_policy(stored, target, reason=reason, at=_stamp(self.clock()))
+        if moved is not None:
+            self._record(event=f"policy.{action}", decision="allow", principal=principal, client=client,
+                         request_id=request_id, grant_id=stored.id, policy=stored, reason="",
+                         detail={"from": stored.state.value, "to": target.value, "why": reason,
+                                 "access_request": stored.request_id})
+        return moved
+
+    def _record(self, *, event: str, decision: str, principal: Principal | None, client: str, request_id: str,
+                grant_id: str, reason: str, detail: dict, policy: StoredPolicy | None = None) -> None:
+        self.access_log.append(AccessRecord(
+            event=event, decision=decision, subject=principal.subject if principal else "dsbroker",
+            department=principal.department if principal else "", client=client, request_id=request_id,
+            grant_id=grant_id, policy_version=policy.version if policy else 0,
+            policy_sha256=policy.sha256 if policy else "", reason=reason, detail=detail), now=self.clock())
+
+
+def stored_policy_for(policy: Policy, *, request_id: str, at: dt.datetime) -> StoredPolicy:
+    """The store's record of a newly activated policy."""
+    return StoredPolicy(id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
+                        document=policy.document, sha256=hashlib.sha256(policy.document.encode()).hexdigest(),
+                        request_id=request_id, state_reason="", updated_at=_stamp(at))
+
+
+def _may_see(principal: Principal, stored: StoredPolicy) -> bool:
+    return bool(principal.roles & {"reviewer", "owner", "auditor"}) or stored.department == principal.department
+
+
+def _not_active(grant_id: str, message: str, description: str) -> GrantError:
+    return GrantError(message, reason="GRANT_NOT_ACTIVE", code=grpc.StatusCode.FAILED_PRECONDITION, grant=grant_id,
+                      details=[error_details_pb2.PreconditionFailure(violations=[
+                          error_details_pb2.PreconditionFailure.Violation(
+                              type="GRANT_STATE", subject=f"grants/{grant_id}", description=description)])])
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")

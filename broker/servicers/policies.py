@@ -1,0 +1,71 @@
+"""PolicyService: proto in, policy registry, proto out. No decisions are made here."""
+
+from __future__ import annotations
+
+import base64
+
+import grpc
+
+from broker.auth import require_principal
+from broker.call_context import current_request_id
+from broker.policy_registry import PolicyRegistry
+from broker.servicers.access_requests import state_proto
+from broker.servicers.resource_names import resource_id, timestamp
+from broker.store import StoredPolicy
+from broker.v1 import policy_service_pb2 as pb
+from broker.v1 import policy_service_pb2_grpc as pb_grpc
+from broker.workflow import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RequestFieldError
+
+COLLECTION = "policies"
+
+
+class PolicyServicer(pb_grpc.PolicyServiceServicer):
+    """Lists policies and passes the owner's suspend, resume and revoke to the registry."""
+
+    def __init__(self, registry: PolicyRegistry) -> None:
+        self.registry = registry
+
+    def ListPolicies(self, request, context):
+        if request.page_size < 0:
+            raise RequestFieldError("page_size must not be negative", field="page_size")
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = None
+        if request.page_token:
+            try:
+                after = base64.urlsafe_b64decode(request.page_token.encode()).decode()
+            except ValueError:
+                raise RequestFieldError("page_token is not one this server issued", field="page_token",
+                                        reason="PAGE_TOKEN_INVALID") from None
+        page = self.registry.list(require_principal(), after=after, limit=limit + 1)
+        token = base64.urlsafe_b64encode(page[limit - 1].id.encode()).decode() if len(page) > limit else ""
+        return pb.ListPoliciesResponse(policies=[self._proto(p, document=False) for p in page[:limit]],
+                                       next_page_token=token)
+
+    def GetPolicy(self, request, context):
+        stored = self.registry.get(require_principal(), resource_id(request.name, COLLECTION))
+        return pb.GetPolicyResponse(policy=self._proto(stored, document=True))
+
+    def SuspendPolicy(self, request, context):
+        return pb.SuspendPolicyResponse(policy=self._change(request.name, "suspend", request.reason, context))
+
+    def ResumePolicy(self, request, context):
+        return pb.ResumePolicyResponse(policy=self._change(request.name, "resume", "", context))
+
+    def RevokePolicy(self, request, context):
+        return pb.RevokePolicyResponse(policy=self._change(request.name, "revoke", request.reason, context))
+
+    def _change(self, name: str, action: str, reason: str, context: grpc.ServicerContext) -> pb.Policy:
+        stored = self.registry.change(require_principal(), resource_id(name, COLLECTION), action, reason=reason,
+                                      client=context.peer(), request_id=current_request_id.get())
+        return self._proto(stored, document=False)
+
+    def _proto(self, stored: StoredPolicy, *, document: bool) -> pb.Policy:
+        policy = self.registry.policy(stored)
+        return pb.Policy(
+            name=f"{COLLECTION}/{stored.id}", version=stored.version, state=state_proto(stored.state),
+            department=stored.department, dataset=policy.dataset, purpose=policy.purpose,
+            valid_from=policy.valid_from.isoformat() if policy.valid_from else "",
+            valid_until=policy.valid_until.isoformat() if policy.valid_until else "",
+            document=stored.document if document else "", sha256=stored.sha256,
+            access_request=f"accessRequests/{stored.request_id}" if stored.request_id else "",
+            state_reason=stored.state_reason, update_time=timestamp(stored.updated_at))

@@ -1,0 +1,164 @@
+"""The owner's catalog ("数据目录"): what each served dataset holds, described in a YAML file beside the data.
+
+Metadata only, never a value: tables, columns with descriptions, engine types, units, the owner's
+classification level and which column levels a request may ask for. The broker shows it to
+departments before they ask, and drafts policies from it. A catalog file looks like::
+
+    datasets:
+      tax.declarations:
+        title: Monthly tax declarations
+        description: One row per taxpayer and month.
+        entity: taxpayer_id
+        row_filter: "district_code = :district"
+        min_entities: 10
+        approval_stages: [reviewer, owner]
+        columns:
+          taxpayer_id: {description: Unified social credit code, classification: core, levels: [entity]}
+          revenue: {description: Declared revenue, unit: fen, classification: sensitive, levels: [measure]}
+
+A column the file does not describe is not published and may not be requested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import sqlglot
+import yaml
+
+from broker.errors import ConfigError
+from sandbox.v1 import sandbox_service_pb2 as pb
+
+REQUESTABLE_LEVELS = ("entity", "group", "filter", "measure")
+APPROVAL_ROLES = ("reviewer", "owner")
+DEFAULT_STAGES = ("reviewer", "owner")
+DEFAULT_MIN_ENTITIES = 10
+_DATASET_KEYS = {"title", "description", "entity", "row_filter", "min_entities", "approval_stages", "columns"}
+_COLUMN_KEYS = {"description", "unit", "classification", "levels"}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The datasets a sandbox publishes, by name."""
+
+    datasets: dict[str, pb.Dataset] = field(default_factory=dict)
+
+    def listing(self) -> pb.ListDatasetsResponse:
+        """The catalog as the sandbox answers ListDatasets."""
+        return pb.ListDatasetsResponse(datasets=[self.datasets[name] for name in sorted(self.datasets)])
+
+
+def catalog_path_for(data: str | Path) -> Path:
+    """Where a data file's catalog lives by default: beside it, ``<name>.catalog.yaml``."""
+    data = Path(data)
+    return data.with_name(f"{data.stem}.catalog.yaml")
+
+
+def load_catalog(path: str | Path | None, served: set[str], columns_of: Callable[[str], list[tuple[str, str]]]) -> Catalog:
+    """Read the owner's catalog file and check it against the served tables' real columns.
+
+    Without a file every served table is published by name only, with nothing requestable.
+    Errors name the file and line.
+    """
+    if path is None:
+        return Catalog({name: pb.Dataset(name=name, approval_stages=DEFAULT_STAGES) for name in served})
+    path = Path(path)
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the catalog ({error.__class__.__name__})") from None
+    reader = _Reader(path)
+    top = reader.mapping(root, "the catalog", {"datasets"})
+    if "datasets" not in top:
+        raise reader.fail(root, "missing required key 'datasets'")
+    datasets = {}
+    for name, node in reader.mapping(top["datasets"], "datasets", None).items():
+        if name not in served:
+            raise reader.fail(node, f"dataset {name!r} is not served by this sandbox")
+        datasets[name] = reader.dataset(name, node, dict(columns_of(name)))
+    for name in served - set(datasets):
+        datasets[name] = pb.Dataset(name=name, approval_stages=DEFAULT_STAGES)
+    return Catalog(datasets)
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node | None, message: str) -> ConfigError:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        return ConfigError(f"{self.path}{line}: {message}")
+
+    def mapping(self, node: yaml.Node, where: str, allowed: set[str] | None) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{where} must be a mapping")
+        items = {}
+        for key, value in node.value:
+            if key.value in items:
+                raise self.fail(key, f"{where}: duplicate key {key.value!r}")
+            if allowed is not None and key.value not in allowed:
+                raise self.fail(key, f"{where}: unknown key {key.value!r} (allowed: {', '.join(sorted(allowed))})")
+            items[key.value] = value
+        return items
+
+    def text(self, node: yaml.Node | None, where: str) -> str:
+        if node is None:
+            return ""
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, f"{where} must be text")
+        return str(node.value)
+
+    def words(self, node: yaml.Node | None, where: str, allowed: tuple[str, ...]) -> list[str]:
+        if node is None:
+            return []
+        if not isinstance(node, yaml.SequenceNode) or not all(isinstance(i, yaml.ScalarNode) for i in node.value):
+            raise self.fail(node, f"{where} must be a list")
+        values = [item.value for item in node.value]
+        for item, value in zip(node.value, values):
+            if value not in allowed:
+                raise self.fail(item, f"{where}: unknown value {value!r} (allowed: {', '.join(allowed)})")
+        return values
+
+    def dataset(self, name: str, node: yaml.Node, real_columns: dict[str, str]) -> pb.Dataset:
+        items = self.mapping(node, name, _DATASET_KEYS)
+        for required in ("entity", "columns"):
+            if required not in items:
+                raise self.fail(node, f"{name}: missing required key {required!r}")
+        entity = self.text(items["entity"], f"{name}.entity")
+        stages = self.words(items.get("approval_stages"), f"{name}.approval_stages", APPROVAL_ROLES) or list(DEFAULT_STAGES)
+        if stages[-1] != "owner" or stages.count("owner") != 1:
+            raise self.fail(items.get("approval_stages"), f"{name}.approval_stages must end with the owner, once")
+        min_entities = DEFAULT_MIN_ENTITIES
+        if "min_entities" in items:
+            value = self.text(items["min_entities"], f"{name}.min_entities")
+            if not value.isdigit() or int(value) < 2:
+                raise self.fail(items["min_entities"], f"{name}.min_entities must be a whole number of at least 2")
+            min_entities = int(value)
+        row_filter = self.text(items.get("row_filter"), f"{name}.row_filter")
+        if row_filter:
+            try:
+                sqlglot.parse_one(row_filter, read="duckdb")
+            except sqlglot.errors.SqlglotError:
+                raise self.fail(items["row_filter"], f"{name}.row_filter does not parse as a SQL condition") from None
+        columns = []
+        for column, column_node in self.mapping(items["columns"], f"{name}.columns", None).items():
+            if column not in real_columns:
+                raise self.fail(column_node, f"{name}.columns: {column!r} is not a column of the table")
+            fields = self.mapping(column_node, f"{name}.columns.{column}", _COLUMN_KEYS)
+            levels = self.words(fields.get("levels"), f"{name}.columns.{column}.levels", REQUESTABLE_LEVELS)
+            if (column == entity) != ("entity" in levels) or (column == entity and levels != ["entity"]):
+                raise self.fail(column_node, f"{name}.columns.{column}: the entity column, and only it, has "
+                                             "levels [entity]")
+            columns.append(pb.DatasetColumn(
+                name=column, type=real_columns[column], description=self.text(fields.get("description"), column),
+                unit=self.text(fields.get("unit"), column), classification=self.text(fields.get("classification"), column),
+                levels=levels))
+        if entity not in {c.name for c in columns}:
+            raise self.fail(items["entity"], f"{name}.entity {entity!r} must be described under columns")
+        order = list(real_columns)
+        columns.sort(key=lambda c: order.index(c.name))
+        return pb.Dataset(name=name, title=self.text(items.get("title"), "title"),
+                          description=self.text(items.get("description"), "description"), entity_column=entity,
+                          row_filter=row_filter, min_entities=min_entities, approval_stages=stages, columns=columns)
