@@ -227,6 +227,9 @@ class Workflow:
                                 access_request=request_id)
         target = next_state("activate" if final else "approve", request.state, subject=_name(request_id))
         stage = stages[len(approvals)]
+        if stage not in principal.roles and set(stages[len(approvals) + 1:]) & principal.roles:
+            raise DsbrokerError(f"the request awaits the {stage} stage before yours", reason="STAGE_NOT_REACHED",
+                                code=grpc.StatusCode.FAILED_PRECONDITION, access_request=request_id, stage=stage)
         require_role(stage, principal)
         _not_own_department(principal, request)
         if self.trust is None:
@@ -306,7 +309,7 @@ class Workflow:
                                         field=where, reason="COLUMN_NOT_IN_CATALOG", table=new.dataset,
                                         column=wanted.column)
             if wanted.use not in USES:
-                raise RequestFieldError(f"{where}: use must be one of {', '.join(USES)}", field=where,
+                raise RequestFieldError(f"{where}.use is required: one of {', '.join(USES)}", field=f"{where}.use",
                                         column=wanted.column)
             if wanted.use not in column.levels:
                 allowed = ", ".join(column.levels) or "nothing"

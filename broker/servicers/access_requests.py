@@ -11,7 +11,7 @@ from broker.servicers.resource_names import resource_id, timestamp
 from broker.store import StoredRequest
 from broker.v1 import access_request_service_pb2 as pb
 from broker.v1 import access_request_service_pb2_grpc as pb_grpc
-from broker.workflow import Call, ExampleCheck, NewRequest, RequestedColumn, RequestFieldError, Workflow
+from broker.workflow import Call, ExampleCheck, NewRequest, RequestedColumn, Workflow
 
 COLLECTION = "accessRequests"
 _USES = {pb.COLUMN_USE_GROUP: "group", pb.COLUMN_USE_FILTER: "filter", pb.COLUMN_USE_MEASURE: "measure"}
@@ -25,13 +25,8 @@ class AccessRequestServicer(pb_grpc.AccessRequestServiceServicer):
 
     def CreateAccessRequest(self, request, context):
         wanted = request.access_request
-        columns = []
-        for index, column in enumerate(wanted.columns):
-            if column.use not in _USES:
-                raise RequestFieldError(f"columns[{index}].use is required (group, filter or measure)",
-                                        field=f"columns[{index}].use", column=column.column)
-            columns.append(RequestedColumn(column.column, _USES[column.use], column.reason))
-        new = NewRequest(purpose=wanted.purpose, dataset=wanted.dataset, columns=tuple(columns),
+        columns = tuple(RequestedColumn(c.column, _USES.get(c.use, ""), c.reason) for c in wanted.columns)
+        new = NewRequest(purpose=wanted.purpose, dataset=wanted.dataset, columns=columns,
                          valid_from=wanted.valid_from, valid_until=wanted.valid_until,
                          queries_per_day=wanted.queries_per_day, queries_total=wanted.queries_total,
                          example_queries=tuple(wanted.example_queries),

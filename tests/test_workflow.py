@@ -1,0 +1,462 @@
+"""The 1+1+1 workflow over gRPC: submit, review, sign, activate, query, suspend, revoke; every
+legal and illegal transition; who may do what; concurrent approvals; and the access log of it all."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from broker.access_log import AccessLog
+from broker.approving import Narrowing, sign_approval
+from broker.client import BrokerClient
+from broker.errors import DsbrokerError
+from broker.keys import load_private_key, signer_key_id
+from broker.policy_signing import Trust, sign_policy, verify_policy
+from broker.server import start_broker
+from broker.v1 import access_request_service_pb2 as pb
+from tests.conftest import Clock, XUANWU, broker_settings_for, client_tls, dev_keys, token_for
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+GULOU = "320106"
+GROUP, FILTER, MEASURE = pb.COLUMN_USE_GROUP, pb.COLUMN_USE_FILTER, pb.COLUMN_USE_MEASURE
+ACCEPTED_EXAMPLE = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
+REFUSED_EXAMPLE = "SELECT taxpayer_id, vat_paid FROM tax.declarations"
+
+
+class Workplace:
+    """A broker on a fixed clock and a client per actor: the Xuanwu development commission (requester),
+    the Xuanwu tax bureau (reviewer), the city tax bureau (owner), an auditor."""
+
+    def __init__(self, running, log_path, clock, policies_dir):
+        self.running, self.log_path, self.clock, self.policies_dir = running, log_path, clock, policies_dir
+        target = f"127.0.0.1:{running.port}"
+        self.clients = []
+
+        def client(department, district, roles, subject):
+            made = BrokerClient(target, token=token_for(department, district, roles, subject), tls=client_tls())
+            self.clients.append(made)
+            return made
+        self.requester = client("xuanwu-fgw", XUANWU, ("requester",), "li.wei")
+        self.other_requester = client("gulou-fgw", GULOU, ("requester",), "zhao.min")
+        self.reviewer = client("xuanwu-tax", XUANWU, ("reviewer",), "wang.fang")
+        self.other_reviewer = client("gulou-tax", GULOU, ("reviewer",), "sun.li")
+        self.owner = client("city-tax", "320100", ("owner",), "chen.jun")
+        self.auditor = client("city-audit", "320100", ("auditor",), "liu.yang")
+        self.client = client
+
+    def submit(self, **overrides) -> pb.AccessRequest:
+        fields = dict(
+            purpose="monthly VAT by street for the district economic report", dataset="tax.declarations",
+            columns=[pb.RequestedColumn(column="street_code", use=GROUP, reason="report rows"),
+                     pb.RequestedColumn(column="period", use=GROUP, reason="months"),
+                     pb.RequestedColumn(column="industry_code", use=FILTER, reason="key industries"),
+                     pb.RequestedColumn(column="vat_paid", use=MEASURE, reason="tax revenue"),
+                     pb.RequestedColumn(column="revenue", use=MEASURE, reason="turnover")],
+            example_queries=[ACCEPTED_EXAMPLE, REFUSED_EXAMPLE], result_modes=["aggregate"],
+            valid_from="2026-01-01", valid_until="2030-12-31", queries_per_day=50)
+        fields.update(overrides)
+        return self.requester.submit_request(pb.AccessRequest(**fields))
+
+    def review(self, name: str) -> pb.AccessRequest:
+        return self.reviewer.approve_request(name, signed(self.reviewer.get_request(name), "xuanwu-tax"))
+
+    def activate(self, name: str, narrowing: Narrowing = Narrowing()) -> pb.AccessRequest:
+        return self.owner.approve_request(name, signed(self.owner.get_request(name), "city-tax", narrowing))
+
+    def records(self, event_prefix: str = ""):
+        log = AccessLog(self.log_path)
+        try:
+            return [r for r in log.records() if r.event.startswith(event_prefix)]
+        finally:
+            log.close()
+
+    def close(self):
+        for made in self.clients:
+            made.close()
+        self.running.stop()
+
+
+def signed(request: pb.AccessRequest, signer: str, narrowing: Narrowing = Narrowing()) -> str:
+    role = {"xuanwu-tax": "reviewer", "city-tax": "owner"}[signer]
+    return sign_approval(request, load_private_key(dev_keys().signer_key(signer)), key_id=signer_key_id(signer),
+                         role=role, by=signer, narrowing=narrowing)
+
+
+@pytest.fixture
+def work(sandbox, tmp_path, store_location):
+    """The workplace, its broker's state in SQLite and (a second run) in the real PostgreSQL server."""
+    clock = Clock(dt.datetime(2026, 11, 21, 10, 0, tzinfo=SHANGHAI))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=str(policies),
+                                               store=store_location), clock=clock)
+    place = Workplace(running, tmp_path / "log.sqlite", clock, policies)
+    yield place
+    place.close()
+
+
+def refusal(call, *args, **kwargs) -> DsbrokerError:
+    with pytest.raises(DsbrokerError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def state_name(request: pb.AccessRequest) -> str:
+    return pb.AccessRequestState.Name(request.state).removeprefix("ACCESS_REQUEST_STATE_")
+
+
+# -- the catalog ---------------------------------------------------------------------------------
+
+def test_the_catalog_describes_columns_without_values(work):
+    datasets = {d.name: d for d in work.requester.datasets()}
+    declarations = datasets["tax.declarations"]
+    columns = {c.name: c for c in declarations.columns}
+    assert declarations.entity_column == "taxpayer_id" and list(declarations.approval_stages) == ["reviewer", "owner"]
+    assert columns["vat_paid"].unit == "fen" and columns["vat_paid"].classification == "sensitive"
+    assert list(columns["vat_paid"].levels) == ["measure"] and columns["vat_paid"].type == "BIGINT"
+    assert list(columns["district_code"].levels) == []
+    assert not datasets["tax.taxpayers"].columns, "an undescribed table is published by name only"
+    assert work.requester.dataset("tax.declarations") == declarations
+    assert refusal(work.requester.dataset, "tax.nothing").reason == "DATASET_NOT_FOUND"
+
+
+# -- the whole flow ------------------------------------------------------------------------------
+
+def test_submit_review_sign_query_suspend_resume_revoke(work):
+    submitted = work.submit()
+    assert state_name(submitted) == "SUBMITTED" and submitted.requester == "li.wei"
+    assert "taxpayer_id: entity" in submitted.draft_policy and "queries_per_day: 50" in submitted.draft_policy
+
+    shown = work.reviewer.get_request(submitted.name)
+    accepted, refused = shown.example_checks
+    assert accepted.accepted and "HAVING" in accepted.rewritten_sql
+    assert not refused.accepted and refused.reason == "ENTITY_COLUMN_MISUSED"
+    assert not work.requester.get_request(submitted.name).example_checks, "dry runs are for reviewers"
+
+    reviewed = work.review(submitted.name)
+    assert state_name(reviewed) == "REVIEWED" and reviewed.approvals[0].subject == "wang.fang"
+
+    active = work.activate(submitted.name, Narrowing(drop_columns=("revenue",), min_entities=12, queries_per_day=20))
+    assert state_name(active) == "ACTIVE"
+    grant = active.policy.removeprefix("policies/")
+    document = work.owner.get_policy(grant).document
+    policy = verify_policy(document, Trust.load(dev_keys().trust))
+    assert policy.min_entities == 12 and "revenue" not in policy.columns and policy.queries_per_day == 20
+    assert (work.policies_dir / f"{grant}.yaml").read_text() == document
+
+    result = work.requester.query(grant, "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations "
+                                         "GROUP BY street_code")
+    assert result.rows and ">= 12" in result.rewritten_sql
+    dropped = refusal(work.requester.query, grant, "SELECT SUM(revenue) AS r FROM tax.declarations")
+    assert dropped.metadata.get("column") == "revenue"
+
+    assert state_name(work.owner.get_policy(grant)) == "ACTIVE"
+    work.owner.change_policy(grant, "suspend", reason="audit of the commission's reports")
+    suspended = refusal(work.requester.query, grant, ACCEPTED_EXAMPLE)
+    assert (suspended.code.name, suspended.reason) == ("FAILED_PRECONDITION", "GRANT_NOT_ACTIVE")
+    assert state_name(work.requester.get_request(submitted.name)) == "SUSPENDED"
+    work.owner.change_policy(grant, "resume")
+    assert work.requester.query(grant, ACCEPTED_EXAMPLE).rows
+    work.owner.change_policy(grant, "revoke", reason="the report is published")
+    assert refusal(work.requester.query, grant, ACCEPTED_EXAMPLE).reason == "GRANT_NOT_ACTIVE"
+    final = work.requester.get_request(submitted.name)
+    assert state_name(final) == "REVOKED" and final.state_reason == "the report is published"
+
+    events = [(r.event, r.decision) for r in work.records() if r.event.startswith(("request.", "policy."))]
+    assert events == [("request.create", "allow"), ("request.approve", "allow"), ("policy.activate", "allow"),
+                      ("request.approve", "allow"), ("policy.suspend", "allow"), ("policy.resume", "allow"),
+                      ("policy.revoke", "allow")]
+    log = AccessLog(work.log_path)
+    assert log.verify() == []
+    log.close()
+
+
+# -- every transition ----------------------------------------------------------------------------
+
+def reach(work, state: str) -> tuple[str, str]:
+    """A request in ``state``; returns (request name, policy id or "")."""
+    work.clock.now = dt.datetime(2026, 11, 21, 10, 0, tzinfo=SHANGHAI)
+    total = 1 if state == "EXHAUSTED" else 0
+    until = "2026-11-30" if state == "EXPIRED" else "2030-12-31"
+    name = work.submit(queries_total=total, valid_until=until).name
+    if state == "WITHDRAWN":
+        work.requester.withdraw_request(name, reason="no longer needed")
+    elif state == "REJECTED":
+        work.reviewer.reject_request(name, reason="purpose too broad")
+    elif state != "SUBMITTED":
+        work.review(name)
+    if state in ("SUBMITTED", "REVIEWED", "WITHDRAWN", "REJECTED"):
+        return name, ""
+    grant = work.activate(name).policy.removeprefix("policies/")
+    if state == "SUSPENDED":
+        work.owner.change_policy(grant, "suspend", reason="check")
+    elif state == "REVOKED":
+        work.owner.change_policy(grant, "revoke", reason="done")
+    elif state == "EXHAUSTED":
+        work.requester.query(grant, ACCEPTED_EXAMPLE)
+        assert refusal(work.requester.query, grant, ACCEPTED_EXAMPLE).reason == "QUOTA_EXCEEDED"
+    elif state == "EXPIRED":
+        work.clock.now = dt.datetime(2026, 12, 1, 9, 0, tzinfo=SHANGHAI)
+        assert refusal(work.requester.query, grant, ACCEPTED_EXAMPLE).reason == "GRANT_NOT_ACTIVE"
+    assert state_name(work.requester.get_request(name)) == state
+    return name, grant
+
+
+def act(work, action: str, name: str, grant: str):
+    if action == "withdraw":
+        return work.requester.withdraw_request(name)
+    if action == "review":
+        return work.reviewer.approve_request(name, signed(work.reviewer.get_request(name), "xuanwu-tax"))
+    if action == "activate":
+        return work.owner.approve_request(name, signed(work.owner.get_request(name), "city-tax"))
+    if action == "reject":
+        return work.owner.reject_request(name, reason="not now")
+    return work.owner.change_policy(grant or "no-such-policy", action, reason="why")
+
+
+# (state, action) -> the state it leads to; every pair not listed must be refused.
+LEGAL = {
+    ("SUBMITTED", "withdraw"): "WITHDRAWN", ("SUBMITTED", "review"): "REVIEWED",
+    ("SUBMITTED", "reject"): "REJECTED",
+    ("REVIEWED", "withdraw"): "WITHDRAWN", ("REVIEWED", "activate"): "ACTIVE", ("REVIEWED", "reject"): "REJECTED",
+    ("ACTIVE", "suspend"): "SUSPENDED", ("ACTIVE", "revoke"): "REVOKED",
+    ("SUSPENDED", "resume"): "ACTIVE", ("SUSPENDED", "revoke"): "REVOKED",
+}
+STATES = ("SUBMITTED", "REVIEWED", "ACTIVE", "REJECTED", "WITHDRAWN", "SUSPENDED", "REVOKED", "EXPIRED", "EXHAUSTED")
+ACTIONS = ("withdraw", "review", "activate", "reject", "suspend", "resume", "revoke")
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_every_action_from_every_state(work, state):
+    for action in ACTIONS:
+        name, grant = reach(work, state)
+        expected = LEGAL.get((state, action))
+        if expected:
+            act(work, action, name, grant)
+            assert state_name(work.requester.get_request(name)) == expected, (state, action)
+        else:
+            error = refusal(act, work, action, name, grant)
+            assert error.code.name in ("FAILED_PRECONDITION", "NOT_FOUND", "PERMISSION_DENIED"), (state, action)
+            if grant or action not in ("suspend", "resume", "revoke"):
+                assert error.code.name == "FAILED_PRECONDITION", (state, action, error.reason)
+            assert state_name(work.requester.get_request(name)) == state, (state, action)
+
+
+# -- who may do what -----------------------------------------------------------------------------
+
+def test_a_requester_cannot_approve(work):
+    name = work.submit().name
+    document = signed(work.requester.get_request(name), "xuanwu-tax")
+    error = refusal(work.requester.approve_request, name, document)
+    assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "ROLE_REQUIRED")
+    assert state_name(work.requester.get_request(name)) == "SUBMITTED"
+
+
+def test_nobody_approves_their_own_departments_request(work):
+    name = work.submit().name
+    own = work.client("xuanwu-fgw", XUANWU, ("reviewer", "requester"), "li.wei")
+    error = refusal(own.approve_request, name, signed(own.get_request(name), "xuanwu-tax"))
+    assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "OWN_DEPARTMENT_REQUEST")
+    assert refusal(own.reject_request, name, reason="mine").reason == "OWN_DEPARTMENT_REQUEST"
+
+
+def test_a_second_approval_by_the_same_reviewer_is_refused(work):
+    name = work.submit().name
+    first = signed(work.reviewer.get_request(name), "xuanwu-tax")
+    work.reviewer.approve_request(name, first)
+    error = refusal(work.reviewer.approve_request, name, first)
+    assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "ALREADY_APPROVED")
+
+
+def test_the_owner_waits_for_the_reviewer(work):
+    name = work.submit().name
+    error = refusal(work.owner.approve_request, name, signed(work.owner.get_request(name), "city-tax"))
+    assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "STAGE_NOT_REACHED")
+
+
+def test_a_rejection_needs_a_reason(work):
+    name = work.submit().name
+    error = refusal(work.reviewer.reject_request, name, reason="  ")
+    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "REASON_REQUIRED")
+    rejected = work.reviewer.reject_request(name, reason="the purpose does not need street detail")
+    assert state_name(rejected) == "REJECTED" and rejected.state_reason.startswith("the purpose")
+
+
+@pytest.mark.parametrize("ending", ["withdraw", "reject"])
+def test_a_withdrawn_or_rejected_request_cannot_be_approved(work, ending):
+    name = work.submit().name
+    document = signed(work.reviewer.get_request(name), "xuanwu-tax")
+    if ending == "withdraw":
+        work.requester.withdraw_request(name)
+    else:
+        work.owner.reject_request(name, reason="no")
+    error = refusal(work.reviewer.approve_request, name, document)
+    assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "STATE_TRANSITION_INVALID")
+
+
+def test_another_department_cannot_see_or_withdraw_a_request(work):
+    name = work.submit().name
+    for call in (work.other_requester.get_request, work.other_requester.withdraw_request,
+                 work.other_reviewer.get_request):
+        error = refusal(call, name)
+        assert (error.code.name, error.reason) == ("NOT_FOUND", "ACCESS_REQUEST_NOT_FOUND")
+    assert work.other_requester.list_requests()[0] == []
+    assert [r.name for r in work.other_reviewer.list_requests()[0]] == []
+    assert [r.name for r in work.reviewer.list_requests()[0]] == [name]
+    assert [r.name for r in work.auditor.list_requests()[0]] == [name]
+
+
+def test_requests_list_in_pages_filtered_by_state(work):
+    names = [work.submit().name for _ in range(5)]
+    work.requester.withdraw_request(names[0])
+    page, token = work.requester.list_requests(page_size=2)
+    seen = [r.name for r in page]
+    while token:
+        page, token = work.requester.list_requests(page_size=2, page_token=token)
+        seen += [r.name for r in page]
+    assert sorted(seen) == sorted(names) and len(seen) == 5
+    withdrawn, _ = work.requester.list_requests(state=pb.ACCESS_REQUEST_STATE_WITHDRAWN)
+    assert [r.name for r in withdrawn] == [names[0]]
+    assert refusal(work.requester.list_requests, page_token="nonsense!").reason == "PAGE_TOKEN_INVALID"
+
+
+def test_only_the_owner_suspends_and_revokes(work):
+    name = work.submit().name
+    work.review(name)
+    grant = work.activate(name).policy
+    for client in (work.requester, work.reviewer, work.auditor):
+        error = refusal(client.change_policy, grant, "revoke", reason="x")
+        assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "ROLE_REQUIRED")
+    assert refusal(work.owner.change_policy, grant, "suspend", reason="").reason == "REASON_REQUIRED"
+    denied = [r for r in work.records("policy.") if r.decision == "deny"]
+    assert len(denied) == 4 and {r.reason for r in denied} == {"ROLE_REQUIRED", "REASON_REQUIRED"}
+
+
+def test_a_requester_sees_only_its_departments_policies(work):
+    name = work.submit().name
+    work.review(name)
+    grant = work.activate(name).policy
+    assert [p.name for p in work.requester.list_policies()[0]] == [grant]
+    assert work.other_requester.list_policies()[0] == []
+    assert refusal(work.other_requester.get_policy, grant).reason == "POLICY_NOT_FOUND"
+
+
+# -- bad submissions -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, reason, field", [
+    (dict(purpose=" "), "REQUEST_FIELD_INVALID", "purpose"),
+    (dict(columns=[]), "REQUEST_FIELD_INVALID", "columns"),
+    (dict(columns=[pb.RequestedColumn(column="legal_person", use=GROUP)]), "COLUMN_NOT_IN_CATALOG", "columns[0]"),
+    (dict(columns=[pb.RequestedColumn(column="revenue", use=GROUP)]), "COLUMN_LEVEL_NOT_ALLOWED", "columns[0]"),
+    (dict(columns=[pb.RequestedColumn(column="district_code", use=FILTER)]), "COLUMN_LEVEL_NOT_ALLOWED",
+     "columns[0]"),
+    (dict(columns=[pb.RequestedColumn(column="street_code")]), "REQUEST_FIELD_INVALID", "columns[0].use"),
+    (dict(result_modes=["encrypted"]), "RESULT_MODE_UNSUPPORTED", "result_modes"),
+    (dict(valid_from="2026-13-01"), "REQUEST_FIELD_INVALID", "valid_from"),
+    (dict(valid_until="2026-01-01", valid_from="2026-06-01"), "REQUEST_FIELD_INVALID", "valid_until"),
+    (dict(valid_from="2025-01-01", valid_until="2025-12-31"), "REQUEST_FIELD_INVALID", "valid_until"),
+    (dict(queries_per_day=0), "REQUEST_FIELD_INVALID", "queries_per_day"),
+    (dict(example_queries=["SELECT 1"] * 21), "REQUEST_FIELD_INVALID", "example_queries"),
+])
+def test_a_bad_request_is_refused_naming_the_field(work, overrides, reason, field):
+    error = refusal(work.submit, **overrides)
+    assert (error.code.name, error.reason, error.metadata["field"]) == ("INVALID_ARGUMENT", reason, field)
+    assert work.requester.list_requests()[0] == [], "nothing was stored"
+    assert [r.reason for r in work.records("request.create")] == [reason]
+
+
+def test_a_request_for_an_unknown_or_closed_dataset_is_refused(work):
+    assert refusal(work.submit, dataset="tax.nothing").reason == "DATASET_NOT_FOUND"
+    error = refusal(work.submit, dataset="tax.taxpayers")
+    assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "DATASET_NOT_REQUESTABLE")
+
+
+def test_only_requesters_submit(work):
+    assert refusal(work.reviewer.submit_request, pb.AccessRequest(purpose="x")).reason == "ROLE_REQUIRED"
+
+
+# -- signatures and narrowing --------------------------------------------------------------------
+
+def test_an_approval_that_signs_an_edited_draft_is_refused(work):
+    name = work.submit().name
+    request = work.reviewer.get_request(name)
+    request.draft_policy = request.draft_policy.replace("min_entities: 10", "min_entities: 2")
+    error = refusal(work.reviewer.approve_request, name, signed(request, "xuanwu-tax"))
+    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "APPROVAL_DOCUMENT_INVALID")
+
+
+def test_an_approval_with_a_changed_byte_is_refused(work):
+    name = work.submit().name
+    document = signed(work.reviewer.get_request(name), "xuanwu-tax")
+    position = document.index("signature: \"ed25519:") + 25
+    tampered = document[:position] + ("A" if document[position] != "A" else "B") + document[position + 1:]
+    error = refusal(work.reviewer.approve_request, name, tampered)
+    assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "POLICY_SIGNATURE_INVALID")
+    assert state_name(work.requester.get_request(name)) == "SUBMITTED"
+
+
+def test_an_approval_signed_by_an_untrusted_key_is_refused(work):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    name = work.submit().name
+    forged = sign_policy(work.reviewer.get_request(name).draft_policy, ed25519.Ed25519PrivateKey.generate(),
+                         key_id=signer_key_id("xuanwu-tax"), role="reviewer", by="xuanwu-tax")
+    assert refusal(work.reviewer.approve_request, name, forged).reason == "POLICY_SIGNATURE_INVALID"
+
+
+def test_an_approval_signed_for_another_approver_is_refused(work):
+    name = work.submit().name
+    other = work.client("gulou-tax", XUANWU, ("reviewer",), "sun.li")
+    error = refusal(other.approve_request, name, signed(other.get_request(name), "xuanwu-tax"))
+    assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "SIGNER_MISMATCH")
+
+
+def test_the_owner_may_narrow_but_not_widen(work):
+    name = work.submit().name
+    work.review(name)
+    request = work.owner.get_request(name)
+    widened = request.draft_policy.replace("  revenue: measure\n", "  revenue: measure\n  employees: measure\n")
+    import hashlib
+    widened = widened.replace("version: 1\n", "version: 1\nnarrows: \"sha256:"
+                              + hashlib.sha256(request.draft_policy.encode()).hexdigest() + "\"\n")
+    request.draft_policy = widened
+    error = refusal(work.owner.approve_request, name, signed(request, "city-tax"))
+    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "POLICY_NOT_A_NARROWING")
+    assert "employees" in error.message
+    assert state_name(work.requester.get_request(name)) == "REVIEWED"
+
+
+def test_a_narrowing_client_refuses_to_widen(work):
+    name = work.submit().name
+    work.review(name)
+    with pytest.raises(ValueError, match="min_entities"):
+        work.activate(name, Narrowing(min_entities=3))
+    with pytest.raises(ValueError, match="entity"):
+        work.activate(name, Narrowing(drop_columns=("taxpayer_id",)))
+
+
+# -- races ---------------------------------------------------------------------------------------
+
+def test_concurrent_owner_approvals_leave_exactly_one_policy(work):
+    name = work.submit().name
+    work.review(name)
+    documents = [signed(work.owner.get_request(name), "city-tax") for _ in range(6)]
+    outcomes, barrier = [], threading.Barrier(len(documents))
+
+    def approve(document):
+        barrier.wait()
+        try:
+            outcomes.append(state_name(work.owner.approve_request(name, document)))
+        except DsbrokerError as error:
+            outcomes.append(error.reason)
+    threads = [threading.Thread(target=approve, args=(d,)) for d in documents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ACTIVE") == 1, outcomes
+    assert set(outcomes) - {"ACTIVE"} <= {"STATE_TRANSITION_INVALID", "CONCURRENT_CHANGE", "ALREADY_APPROVED"}
+    assert len(work.owner.list_policies()[0]) == 1
+    assert len(work.records("policy.activate")) == 1
