@@ -13,17 +13,24 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 
 from broker.access_log import AccessLog
-from broker.cli.output import print_result
+from broker.approving import Narrowing, sign_approval
+from broker.cli.output import print_dataset, print_policy, print_request, print_result
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
-from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, approve_for_development, init_keys
+from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNERS, IDP_KEY_ID, KeyLayout, init_keys, load_private_key,
+                         signer_key_id)
 from broker.launch import development_servers, development_token
 from broker.tls import ClientTls
 from broker.tokens import issue_token
-from sandbox.demo_data import make_demo_data
+from broker.v1 import access_request_service_pb2 as pb
+from sandbox.demo_data import make_demo_data, write_demo_catalog
 
-POLICIES = Path(__file__).resolve().parent.parent / "policies"
-GRANT = "xuanwu-fgw-2026-007"
+ACTORS = {
+    # client certificate (= token subject): (department, district, role, signing key or None)
+    "analyst-li": ("xuanwu-fgw", "320102", "requester", None),
+    "reviewer-wang": ("xuanwu-tax", "320102", "reviewer", "xuanwu-tax"),
+    "owner-chen": ("city-tax", "320100", "owner", "city-tax"),
+}
 ANALYST = "analyst-li"
 AGGREGATE_SQL = """\
 SELECT street_code, industry_section,
@@ -45,86 +52,144 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
     started = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = cache_dir / f"tax-{taxpayers}.duckdb"
-    state = cache_dir / "state"
-    state.mkdir(exist_ok=True)
-    access_log = state / f"access-log-{int(time.time())}.sqlite"
+    state = cache_dir / "state" / time.strftime("%Y%m%d-%H%M%S")
+    state.mkdir(parents=True, exist_ok=True)
+    access_log = state / "access-log.sqlite"
+    checks: dict[str, bool] = {}
 
-    _step("1. The city tax bureau (the owner) has its taxpayer records; they stay on its side.")
+    _step("1. The city tax bureau (the owner) has its taxpayer records, and a catalog describing them; "
+          "both stay on its side.")
     if data.exists():
         console.print(f"reusing demo data {data}")
     else:
         make_demo_data(data, taxpayers=taxpayers, progress=console.print)
+    console.print(f"catalog: {write_demo_catalog(data)} (metadata only, never a value)")
 
-    _step("2. Keys: a platform CA and an owner CA for mutual TLS, and an identity provider that signs tokens.")
+    _step("2. Keys: a platform CA and an owner CA for mutual TLS, an identity provider that signs tokens, and "
+          "the reviewer's and owner's own signing keys.")
     layout = KeyLayout(cache_dir / "keys")
-    if layout.trust.exists() and layout.client_cert(ANALYST).exists():
+    if layout.trust.exists() and all(layout.client_cert(name).exists() for name in ACTORS):
         console.print(f"reusing development keys in {layout.root}")
     else:
-        init_keys(layout.root, clients=(ANALYST,), force=True)
+        init_keys(layout.root, clients=tuple(ACTORS), force=True)
         console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
-    _step(f"3. The district tax bureau reviews grant {GRANT} and the city tax bureau, the owner, signs it.")
-    policies = state / "policies"
-    policies.mkdir(exist_ok=True)
-    for path in POLICIES.glob("*.yaml"):
-        (policies / path.name).write_text(approve_for_development(layout, path.read_text(encoding="utf-8")),
-                                          encoding="utf-8")
-    console.print(f"{policies / (GRANT + '.yaml')} now ends with the two Ed25519 approvals; the sandbox runs "
-                  f"nothing whose approvals do not verify against {layout.trust}")
-
-    _step("4. The owner starts its sandbox beside the data; the exchange platform starts the broker.")
-    with development_servers(data=data, policies=policies, state=state, layout=layout, client=ANALYST,
-                             access_log=access_log) as (sandbox, broker, tls):
+    _step("3. The owner starts its sandbox beside the data; the exchange platform starts the broker, "
+          "with no grant at all.")
+    with development_servers(data=data, policies=state / "policies", state=state, layout=layout, client=ANALYST,
+                             access_log=access_log) as (sandbox, broker, _tls):
         console.print(f"sandbox on {sandbox.target}, broker on {broker.target}: mutual TLS on both hops, and "
                       "tokens bound to the caller's certificate")
-        token = development_token(layout, subject=ANALYST, department="xuanwu-fgw", district="320102")
-        answered, refused = _department_queries(broker.target, token, tls)
+        clients = {name: _actor_client(layout, broker.target, name) for name in ACTORS}
+        try:
+            checks.update(_workflow(layout, clients, broker.target))
+        finally:
+            for client in clients.values():
+                client.close()
 
-        _step("7. Someone without the identity provider's key signs a token of their own:")
-        forged = issue_token(ed25519.Ed25519PrivateKey.generate(), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
-                             audience=DEV_AUDIENCE, subject=ANALYST, department="xuanwu-fgw", district="320102",
-                             roles=("requester",), ttl=dt.timedelta(hours=1))
-        forged_refused = _refused(broker.target, forged, tls, AGGREGATE_SQL)
-
-    _step("8. The access log so far (what the auditors see):")
+    _step("12. The access log of it all (what the auditors see):")
     log = AccessLog(access_log)
     for record in log.records():
-        console.print(f"#{record.seq} {record.at[:19]} {record.event:<15} {record.department:<11} "
-                      f"{record.decision:<8} {record.reason or '-':<22} rows={record.detail.get('rows', '-')}")
+        console.print(f"#{record.seq:<3} {record.at[11:19]} {record.event:<16} {record.department:<11} "
+                      f"{record.decision:<8} {record.reason or '-'}", no_wrap=True, overflow="ellipsis")
     problems = log.verify()
     log.close()
     console.print("hash chain intact" if not problems else f"[red]{problems}[/red]")
-    ok = answered and refused and forged_refused and not problems
-    console.print(Panel(f"demo {'finished' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s",
-                        style="green" if ok else "red"))
+    checks["log intact"] = not problems
+    failed = [name for name, ok in checks.items() if not ok]
+    ok = bool(checks) and not failed
+    console.print(Panel(f"demo {'finished' if ok else 'FAILED: ' + ', '.join(failed)} in "
+                        f"{time.perf_counter() - started:.1f}s", style="green" if ok else "red"))
     return 0 if ok else 1
 
 
-def _department_queries(target: str, token: str, tls: ClientTls) -> tuple[bool, bool]:
-    with BrokerClient(target, token=token, tls=tls) as client:
-        _step(f"5. Xuanwu's Development and Reform Commission asks, under grant {GRANT}, for 2025 tax by "
-              "street in manufacturing, IT and research:")
-        console.print(Syntax(AGGREGATE_SQL, "sql", theme="ansi_dark", background_color="default"))
-        result = client.query(GRANT, AGGREGATE_SQL)
-        console.print("The guard bound the query to the caller's district and added the threshold:", style="dim")
-        console.print(Syntax(result.rewritten_sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
-        print_result(result, as_json=False)
-        answered = bool(result.rows)
+def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str) -> dict[str, bool]:
+    requester, reviewer, owner = clients["analyst-li"], clients["reviewer-wang"], clients["owner-chen"]
+    checks = {}
+    _step("4. Xuanwu's Development and Reform Commission browses the catalog (dsbroker catalog show):")
+    print_dataset(requester.dataset("tax.declarations"), as_json=False)
 
-    _step("6. The same department tries to read one street's taxpayers row by row:")
+    _step("5. It submits a data request: purpose, columns and their use, example queries, validity, volume "
+          "(dsbroker request submit):")
+    today = dt.date.today()
+    submitted = requester.submit_request(pb.AccessRequest(
+        purpose="2025 tax of manufacturing, IT and research by street, for the district economic report",
+        dataset="tax.declarations",
+        columns=[pb.RequestedColumn(column="street_code", use=pb.COLUMN_USE_GROUP, reason="one row per street"),
+                 pb.RequestedColumn(column="period", use=pb.COLUMN_USE_FILTER, reason="the year 2025"),
+                 pb.RequestedColumn(column="industry_section", use=pb.COLUMN_USE_GROUP, reason="key industries"),
+                 pb.RequestedColumn(column="industry_code", use=pb.COLUMN_USE_GROUP, reason="detail if needed"),
+                 pb.RequestedColumn(column="vat_paid", use=pb.COLUMN_USE_MEASURE, reason="VAT revenue"),
+                 pb.RequestedColumn(column="cit_paid", use=pb.COLUMN_USE_MEASURE, reason="income tax revenue")],
+        example_queries=[AGGREGATE_SQL.replace("\n", " "), RAW_SQL], result_modes=["aggregate"],
+        valid_from=today.isoformat(), valid_until=(today + dt.timedelta(days=180)).isoformat(), queries_per_day=200))
+    print_request(submitted, as_json=False)
+    name = submitted.name
+
+    _step("6. The Xuanwu tax bureau reviews it, with the guard's dry run of each example (dsbroker review show):")
+    print_request(reviewer.get_request(name), as_json=False, full=True)
+    _step("7. It approves: its own key signs the drafted policy on its own machine (dsbroker review approve):")
+    reviewed = reviewer.approve_request(name, _sign(layout, reviewer.get_request(name), "xuanwu-tax"),
+                                        comment="purpose fits the district report")
+    print_request(reviewed, as_json=False)
+
+    _step("8. The city tax bureau, the owner, narrows it (no industry detail, at least 12 taxpayers a cell, "
+          "100 queries a day) and signs; the policy is in force:")
+    active = owner.approve_request(name, _sign(layout, owner.get_request(name), "city-tax", Narrowing(
+        drop_columns=("industry_code",), min_entities=12, queries_per_day=100)))
+    print_request(active, as_json=False)
+    grant = active.policy.removeprefix("policies/")
+    checks["activated"] = bool(grant)
+
+    _step(f"9. The commission asks, under grant {grant}, for 2025 tax by street in manufacturing, IT and research:")
+    console.print(Syntax(AGGREGATE_SQL, "sql", theme="ansi_dark", background_color="default"))
+    result = requester.query(grant, AGGREGATE_SQL)
+    console.print("The guard bound the query to the caller's district and added the owner's threshold:", style="dim")
+    console.print(Syntax(result.rewritten_sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
+    print_result(result, as_json=False)
+    checks["aggregate answered"] = bool(result.rows)
+    console.print("It tries to read one street's taxpayers row by row:", style="bold")
     console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
-    return answered, _refused(target, token, tls, RAW_SQL)
+    checks["raw rows refused"] = _refused(requester, grant, RAW_SQL)
+
+    _step("10. Someone without the identity provider's key signs a token of their own:")
+    forged = issue_token(ed25519.Ed25519PrivateKey.generate(), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
+                         audience=DEV_AUDIENCE, subject=ANALYST, department="xuanwu-fgw", district="320102",
+                         roles=("requester",), ttl=dt.timedelta(hours=1))
+    with BrokerClient(target, token=forged, tls=_tls(layout, ANALYST)) as forger:
+        checks["forged token refused"] = _refused(forger, grant, AGGREGATE_SQL)
+
+    _step("11. The report is published; the owner revokes the grant (dsbroker policy revoke), and the next "
+          "query is refused:")
+    print_policy(owner.change_policy(grant, "revoke", reason="the district report is published"), as_json=False)
+    checks["revoked grant refused"] = _refused(requester, grant, AGGREGATE_SQL)
+    return checks
 
 
-def _refused(target: str, token: str, tls: ClientTls, sql: str) -> bool:
+def _sign(layout: KeyLayout, request, signer: str, narrowing: Narrowing = Narrowing()) -> str:
+    role = dict(DEV_SIGNERS)[signer]
+    return sign_approval(request, load_private_key(layout.signer_key(signer)), key_id=signer_key_id(signer),
+                         role=role, by=signer, narrowing=narrowing)
+
+
+def _tls(layout: KeyLayout, name: str) -> ClientTls:
+    return ClientTls(str(layout.platform_ca), str(layout.client_cert(name)), str(layout.client_key(name)))
+
+
+def _actor_client(layout: KeyLayout, target: str, name: str) -> BrokerClient:
+    department, district, role, _signer = ACTORS[name]
+    token = development_token(layout, subject=name, department=department, district=district, roles=(role,))
+    return BrokerClient(target, token=token, tls=_tls(layout, name))
+
+
+def _refused(client: BrokerClient, grant: str, sql: str) -> bool:
     """Whether the broker refuses ``sql``; prints the refusal as a caller sees it."""
-    with BrokerClient(target, token=token, tls=tls) as client:
-        try:
-            client.query(GRANT, sql)
-        except DsbrokerError as error:
-            where = ", ".join(f"{k}={v}" for k, v in error.metadata.items())
-            console.print(f"refused: {error.code.name} {error.reason}: {error.message}" + (f" [{where}]" if where else ""))
-            return True
+    try:
+        client.query(grant, sql)
+    except DsbrokerError as error:
+        where = ", ".join(f"{k}={v}" for k, v in error.metadata.items())
+        console.print(f"refused: {error.code.name} {error.reason}: {error.message}" + (f" [{where}]" if where else ""))
+        return True
     console.print("[red]the query was answered: this must not happen[/red]")
     return False
 

@@ -53,3 +53,139 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     return str(value)
+
+
+def _json(message) -> dict:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _state(value: int) -> str:
+    from broker.v1 import access_request_service_pb2 as pb
+
+    return pb.AccessRequestState.Name(value).removeprefix("ACCESS_REQUEST_STATE_").lower()
+
+
+def _next_page(token: str) -> None:
+    if token:
+        console.print(f"more: --page-token {token}", style="dim")
+
+
+def print_datasets(datasets, *, as_json: bool) -> None:
+    """The catalog as a table (or JSON)."""
+    if as_json:
+        click.echo(json.dumps([_json(d) for d in datasets], ensure_ascii=False))
+        return
+    table = Table(header_style="bold")
+    for name in ("dataset", "title", "columns", "requestable", "approvals"):
+        table.add_column(name, overflow="fold")
+    for d in datasets:
+        table.add_row(d.name, d.title, str(len(d.columns)), str(sum(1 for c in d.columns if c.levels)),
+                      " → ".join(d.approval_stages))
+    console.print(table)
+
+
+def print_dataset(dataset, *, as_json: bool) -> None:
+    """One dataset's description."""
+    if as_json:
+        click.echo(json.dumps(_json(dataset), ensure_ascii=False))
+        return
+    console.print(f"[bold]{dataset.name}[/bold]  {dataset.title}")
+    if dataset.description:
+        console.print(dataset.description)
+    console.print(f"entity (privacy unit): {dataset.entity_column or '—'};  at least {dataset.min_entities} per cell;  "
+                  f"row filter: {dataset.row_filter or 'none'};  approvals: {' → '.join(dataset.approval_stages)}")
+    table = Table(header_style="bold")
+    for name in ("column", "type", "unit", "classification", "may be requested for", "description"):
+        table.add_column(name, overflow="fold")
+    for c in dataset.columns:
+        table.add_row(c.name, c.type, c.unit, c.classification, ", ".join(c.levels) or "—", c.description)
+    console.print(table)
+
+
+def print_requests(requests, token: str, *, as_json: bool) -> None:
+    """A page of access requests."""
+    if as_json:
+        click.echo(json.dumps({"access_requests": [_json(r) for r in requests], "next_page_token": token},
+                              ensure_ascii=False))
+        return
+    table = Table(header_style="bold")
+    for name in ("request", "state", "department", "dataset", "submitted", "purpose"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("request", "state"))
+    for r in requests:
+        table.add_row(r.name.removeprefix("accessRequests/"), _state(r.state), r.department, r.dataset,
+                      r.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"), r.purpose[:60])
+    console.print(table)
+    _next_page(token)
+
+
+def print_request(request, *, as_json: bool, full: bool = False) -> None:
+    """One access request; ``full`` adds columns, approvals, the draft policy and the guard's dry runs."""
+    if as_json:
+        click.echo(json.dumps(_json(request), ensure_ascii=False))
+        return
+    stages = list(request.approval_stages)
+    console.print(f"[bold]{request.name.removeprefix('accessRequests/')}[/bold]  {_state(request.state)}"
+                  + (f"  → {request.policy.removeprefix('policies/')}" if request.policy else "")
+                  + (f"  ({request.state_reason})" if request.state_reason else ""))
+    console.print(f"{request.department} ({request.district}), by {request.requester}: {request.purpose}")
+    done = len(request.approvals)
+    if done < len(stages) and _state(request.state) in ("submitted", "reviewed"):
+        console.print(f"awaiting: {stages[done]} (stage {done + 1} of {len(stages)})", style="yellow")
+    if not full:
+        return
+    console.print(f"dataset {request.dataset}; valid {request.valid_from} to {request.valid_until}; "
+                  f"{request.queries_per_day} queries a day" +
+                  (f", {request.queries_total} in all" if request.queries_total else ""))
+    table = Table(header_style="bold", title="columns asked for")
+    for name in ("column", "use", "why"):
+        table.add_column(name, overflow="fold")
+    from broker.v1 import access_request_service_pb2 as pb
+
+    for c in request.columns:
+        table.add_row(c.column, pb.ColumnUse.Name(c.use).removeprefix("COLUMN_USE_").lower(), c.reason)
+    console.print(table)
+    for a in request.approvals:
+        console.print(f"approved as {a.role} by {a.by} ({a.subject}) at {a.signed_at}"
+                      + (f": {a.comment}" if a.comment else ""), style="green")
+    for check in request.example_checks:
+        if check.accepted:
+            console.print(f"[green]accepted[/green]  {check.sql}\n          runs as: {check.rewritten_sql}")
+        else:
+            console.print(f"[red]refused[/red]   {check.sql}\n          {check.reason}: {check.message}")
+    if not request.example_checks and request.example_queries:
+        console.print("example queries:\n  " + "\n  ".join(request.example_queries))
+    console.rule("drafted policy (the body approvers sign)")
+    click.echo(request.draft_policy.rstrip())
+
+
+def print_policies(policies, token: str, *, as_json: bool) -> None:
+    """A page of policies and their states."""
+    if as_json:
+        click.echo(json.dumps({"policies": [_json(p) for p in policies], "next_page_token": token},
+                              ensure_ascii=False))
+        return
+    table = Table(header_style="bold")
+    for name in ("policy", "version", "state", "department", "dataset", "valid", "request"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("policy", "state"))
+    for p in policies:
+        table.add_row(p.name.removeprefix("policies/"), str(p.version), _state(p.state), p.department, p.dataset,
+                      f"{p.valid_from or '…'} to {p.valid_until or '…'}",
+                      p.access_request.removeprefix("accessRequests/") or "(file)")
+    console.print(table)
+    _next_page(token)
+
+
+def print_policy(policy, *, as_json: bool) -> None:
+    """One policy; with its signed document when the answer carries it."""
+    if as_json:
+        click.echo(json.dumps(_json(policy), ensure_ascii=False))
+        return
+    console.print(f"[bold]{policy.name.removeprefix('policies/')}[/bold] v{policy.version}  {_state(policy.state)}"
+                  + (f"  ({policy.state_reason})" if policy.state_reason else ""))
+    console.print(f"{policy.department} on {policy.dataset}, valid {policy.valid_from or '…'} to "
+                  f"{policy.valid_until or '…'}: {policy.purpose}")
+    if policy.document:
+        console.rule(f"signed document (sha256 {policy.sha256[:16]}…)")
+        click.echo(policy.document.rstrip())

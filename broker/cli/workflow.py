@@ -1,0 +1,335 @@
+"""``dsbroker catalog|request|review`` and the broker-side ``policy`` commands: the 1+1+1 workflow from a terminal."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.errors import ConfigError
+
+STATES = ("submitted", "reviewed", "active", "rejected", "withdrawn", "suspended", "revoked", "expired", "exhausted")
+REQUEST_KEYS = {"purpose", "dataset", "columns", "example_queries", "result_modes", "valid_from", "valid_until",
+                "queries_per_day", "queries_total"}
+
+
+def _client(broker, token, ca, cert, key, plaintext):
+    from broker.client import BrokerClient
+
+    return BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext))
+
+
+# -- catalog -------------------------------------------------------------------------------------
+
+@click.group()
+def catalog() -> None:
+    """The owners' catalog (数据目录): datasets and their columns, never values."""
+
+
+@catalog.command("list")
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def catalog_list(broker, token, ca, cert, key, plaintext, as_json) -> None:
+    """List the datasets a department may ask for."""
+    from broker.cli.output import print_datasets
+
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        print_datasets(client.datasets(), as_json=as_json)
+
+
+@catalog.command("show")
+@click.argument("dataset")
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def catalog_show(dataset, broker, token, ca, cert, key, plaintext, as_json) -> None:
+    """Describe DATASET (schema.table): columns, types, units, classification, requestable levels."""
+    from broker.cli.output import print_dataset
+
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        print_dataset(client.dataset(dataset), as_json=as_json)
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+@click.group()
+def request() -> None:
+    """Access requests: what a department asks of a dataset, and why."""
+
+
+@request.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def request_submit(file, broker, token, ca, cert, key, plaintext, as_json) -> None:
+    """Submit the access request described in FILE (YAML; see examples/request.yaml)."""
+    from broker.cli.output import print_request
+
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        print_request(client.submit_request(read_request_file(file)), as_json=as_json)
+
+
+@request.command("list")
+@client_options
+@click.option("--state", type=click.Choice(STATES), help="only requests in this state")
+@click.option("--page-size", default=50, show_default=True, help="requests per page")
+@click.option("--page-token", default="", help="the token printed under the previous page")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def request_list(broker, token, ca, cert, key, plaintext, state, page_size, page_token, as_json) -> None:
+    """List the requests you may see, newest first."""
+    _list_requests(_client(broker, token, ca, cert, key, plaintext), state, page_size, page_token, as_json)
+
+
+@request.command("show")
+@click.argument("name")
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def request_show(name, broker, token, ca, cert, key, plaintext, as_json) -> None:
+    """Show one request (NAME: req-… or accessRequests/req-…), with its drafted policy."""
+    from broker.cli.output import print_request
+
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        print_request(client.get_request(name), as_json=as_json, full=True)
+
+
+@request.command("withdraw")
+@click.argument("name")
+@client_options
+@click.option("--reason", default="", help="why (optional)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def request_withdraw(name, broker, token, ca, cert, key, plaintext, reason, as_json) -> None:
+    """Withdraw a request that is not yet active."""
+    from broker.cli.output import print_request
+
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        print_request(client.withdraw_request(name, reason=reason), as_json=as_json)
+
+
+# -- review --------------------------------------------------------------------------------------
+
+@click.group()
+def review() -> None:
+    """Review access requests: the district reviewer first, then the owner, who signs the policy."""
+
+
+@review.command("list")
+@client_options
+@click.option("--state", type=click.Choice(STATES), help="requests in this state (default: submitted and reviewed)")
+@click.option("--page-size", default=50, show_default=True, help="requests per page")
+@click.option("--page-token", default="", help="the token printed under the previous page")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def review_list(broker, token, ca, cert, key, plaintext, state, page_size, page_token, as_json) -> None:
+    """List requests awaiting review (those you may see)."""
+    client = _client(broker, token, ca, cert, key, plaintext)
+    if state:
+        _list_requests(client, state, page_size, page_token, as_json)
+        return
+    from broker.cli.output import print_requests
+
+    with client:
+        pending = []
+        for wanted in ("submitted", "reviewed"):
+            page, _ = client.list_requests(state=_state_value(wanted), page_size=page_size)
+            pending += page
+        print_requests(sorted(pending, key=lambda r: r.create_time.ToDatetime()), "", as_json=as_json)
+
+
+@review.command("show")
+@click.argument("name")
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def review_show(name, broker, token, ca, cert, key, plaintext, as_json) -> None:
+    """Show everything a reviewer needs: purpose, columns, the draft policy, and what the guard makes
+    of each example query (a dry run: nothing is executed)."""
+    from broker.cli.output import print_request
+
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        print_request(client.get_request(name), as_json=as_json, full=True)
+
+
+@review.command("approve")
+@click.argument("name")
+@client_options
+@click.option("--signing-key", envvar="DSBROKER_SIGNING_KEY", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="your Ed25519 private key (PEM); it never leaves this machine [env DSBROKER_SIGNING_KEY]")
+@click.option("--key-id", envvar="DSBROKER_SIGNING_KEY_ID", required=True,
+              help="the id of that key in the owner's trust file [env DSBROKER_SIGNING_KEY_ID]")
+@click.option("--by", "signer", envvar="DSBROKER_SIGNER",
+              help="your organisation as the trust file names it (default: the department in your token) "
+                   "[env DSBROKER_SIGNER]")
+@click.option("--drop-column", "drop_columns", multiple=True, help="owner: leave this column out (repeatable)")
+@click.option("--min-entities", type=int, help="owner: raise the threshold of distinct entities per cell")
+@click.option("--valid-until", type=click.DateTime(formats=["%Y-%m-%d"]), help="owner: end validity earlier")
+@click.option("--queries-per-day", type=int, help="owner: lower the daily quota")
+@click.option("--queries-total", type=int, help="owner: lower (or set) the total quota")
+@click.option("--comment", default="", help="a remark for the record")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def review_approve(name, broker, token, ca, cert, key, plaintext, signing_key, key_id, signer, drop_columns,
+                   min_entities, valid_until, queries_per_day, queries_total, comment, as_json) -> None:
+    """Approve NAME at its current stage: sign its drafted policy (the owner may narrow it first) here,
+    with your own key, and send only the signature."""
+    from broker.approving import Narrowing, sign_approval
+    from broker.cli.output import print_request
+    from broker.keys import load_private_key
+
+    narrowing = Narrowing(drop_columns=tuple(drop_columns), min_entities=min_entities,
+                          valid_until=valid_until.date() if valid_until else None, queries_per_day=queries_per_day,
+                          queries_total=queries_total)
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        current = client.get_request(name)
+        stages, done = list(current.approval_stages), len(current.approvals)
+        if done >= len(stages):
+            raise ConfigError(f"{current.name} has every approval it needs")
+        role = stages[done]
+        if narrowing != Narrowing() and role != "owner":
+            raise ConfigError("only the owner narrows a request; the reviewer signs the draft as it is")
+        try:
+            document = sign_approval(current, load_private_key(signing_key), key_id=key_id, role=role,
+                                     by=signer or _token_department(token), narrowing=narrowing)
+        except ValueError as error:
+            raise ConfigError(f"cannot narrow: {error}") from None
+        print_request(client.approve_request(name, document, comment=comment), as_json=as_json)
+
+
+@review.command("reject")
+@click.argument("name")
+@client_options
+@click.option("--reason", required=True, help="why the request is rejected (required)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def review_reject(name, broker, token, ca, cert, key, plaintext, reason, as_json) -> None:
+    """Reject NAME with a reason."""
+    from broker.cli.output import print_request
+
+    with _client(broker, token, ca, cert, key, plaintext) as client:
+        print_request(client.reject_request(name, reason=reason), as_json=as_json)
+
+
+# -- policies at the broker ----------------------------------------------------------------------
+
+def add_policy_commands(policy: click.Group) -> None:
+    """Add list, show, suspend, resume and revoke to the ``policy`` group."""
+
+    @policy.command("list")
+    @client_options
+    @click.option("--page-size", default=50, show_default=True, help="policies per page")
+    @click.option("--page-token", default="", help="the token printed under the previous page")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    @reporting_errors
+    def policy_list(broker, token, ca, cert, key, plaintext, page_size, page_token, as_json) -> None:
+        """List the policies the broker serves (those you may see) and where each stands."""
+        from broker.cli.output import print_policies
+
+        with _client(broker, token, ca, cert, key, plaintext) as client:
+            print_policies(*client.list_policies(page_size=page_size, page_token=page_token), as_json=as_json)
+
+    @policy.command("show")
+    @click.argument("name")
+    @client_options
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    @reporting_errors
+    def policy_show(name, broker, token, ca, cert, key, plaintext, as_json) -> None:
+        """Show one policy and its signed document."""
+        from broker.cli.output import print_policy
+
+        with _client(broker, token, ca, cert, key, plaintext) as client:
+            print_policy(client.get_policy(name), as_json=as_json)
+
+    for action, needs_reason, summary in (("suspend", True, "Suspend a policy: queries are refused until it is resumed."),
+                                          ("resume", False, "Resume a suspended policy."),
+                                          ("revoke", True, "Revoke a policy for good.")):
+        _add_change(policy, action, needs_reason, summary)
+
+
+def _add_change(policy: click.Group, action: str, needs_reason: bool, summary: str) -> None:
+    @policy.command(action, help=f"{summary} (owner role)")
+    @click.argument("name")
+    @client_options
+    @click.option("--reason", **({"required": True} if needs_reason else {"default": ""}),
+                  help="why" + (" (required)" if needs_reason else ""))
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    @reporting_errors
+    def change(name, broker, token, ca, cert, key, plaintext, reason, as_json) -> None:
+        from broker.cli.output import print_policy
+
+        with _client(broker, token, ca, cert, key, plaintext) as client:
+            print_policy(client.change_policy(name, action, reason=reason), as_json=as_json)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def read_request_file(path: str):
+    """An AccessRequest message from a request YAML file; ConfigError naming the file and key when wrong."""
+    import yaml
+
+    from broker.v1 import access_request_service_pb2 as pb
+
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the request ({error.__class__.__name__})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: a request is a mapping of keys to values")
+    unknown = set(document) - REQUEST_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(REQUEST_KEYS))})")
+    uses = {"group": pb.COLUMN_USE_GROUP, "filter": pb.COLUMN_USE_FILTER, "measure": pb.COLUMN_USE_MEASURE}
+    columns = []
+    for index, entry in enumerate(document.get("columns") or []):
+        if not isinstance(entry, dict) or set(entry) - {"column", "use", "reason"}:
+            raise ConfigError(f"{path}: columns[{index}] must be {{column, use, reason}}")
+        if entry.get("use") not in uses:
+            raise ConfigError(f"{path}: columns[{index}].use must be one of {', '.join(uses)}")
+        columns.append(pb.RequestedColumn(column=str(entry.get("column", "")), use=uses[entry["use"]],
+                                          reason=str(entry.get("reason", ""))))
+
+    def date(key: str) -> str:
+        value = document.get(key, "")
+        return value.isoformat() if isinstance(value, dt.date) else str(value)
+    try:
+        return pb.AccessRequest(
+            purpose=str(document.get("purpose", "")), dataset=str(document.get("dataset", "")), columns=columns,
+            example_queries=[str(q) for q in document.get("example_queries") or []],
+            result_modes=[str(m) for m in document.get("result_modes") or ["aggregate"]],
+            valid_from=date("valid_from"), valid_until=date("valid_until"),
+            queries_per_day=int(document.get("queries_per_day") or 0),
+            queries_total=int(document.get("queries_total") or 0))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: queries_per_day and queries_total must be whole numbers") from None
+
+
+def _list_requests(client, state, page_size, page_token, as_json) -> None:
+    from broker.cli.output import print_requests
+
+    with client:
+        page, token = client.list_requests(state=_state_value(state) if state else 0, page_size=page_size,
+                                           page_token=page_token)
+        print_requests(page, token, as_json=as_json)
+
+
+def _state_value(state: str) -> int:
+    from broker.v1 import access_request_service_pb2 as pb
+
+    return pb.AccessRequestState.Value(f"ACCESS_REQUEST_STATE_{state.upper()}")
+
+
+def _token_department(token: str | None) -> str:
+    """The department claim of the caller's own token (read, not verified: the broker verifies)."""
+    try:
+        payload = token.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["department"]
+    except (AttributeError, IndexError, KeyError, ValueError):
+        raise ConfigError("pass --by (your organisation as the trust file names it)") from None

@@ -1,0 +1,111 @@
+"""The workflow from a terminal: catalog, request, review and policy commands against a real broker,
+and the demo's full walk-through."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from broker.cli.main import main
+from broker.demo import run_demo
+from broker.keys import signer_key_id
+from broker.server import start_broker
+from tests.conftest import ANALYST, ROOT, XUANWU, broker_settings_for, dev_keys, token_for
+
+
+@pytest.fixture
+def broker_target(sandbox, tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=str(policies)))
+    yield f"127.0.0.1:{running.port}"
+    running.stop()
+
+
+def as_actor(target: str, department: str, district: str, role: str) -> dict[str, str]:
+    keys = dev_keys()
+    env = {"DSBROKER_BROKER": target, "DSBROKER_TOKEN": token_for(department, district, (role,), f"{role}-1"),
+           "DSBROKER_CA": str(keys.platform_ca), "DSBROKER_CERT": str(keys.client_cert(ANALYST)),
+           "DSBROKER_KEY": str(keys.client_key(ANALYST))}
+    if role in ("reviewer", "owner"):
+        env |= {"DSBROKER_SIGNING_KEY": str(keys.signer_key(department)),
+                "DSBROKER_SIGNING_KEY_ID": signer_key_id(department)}
+    return env
+
+
+def run(env, *args):
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result
+
+
+def test_the_workflow_from_the_command_line(broker_target):
+    requester = as_actor(broker_target, "xuanwu-fgw", XUANWU, "requester")
+    reviewer = as_actor(broker_target, "xuanwu-tax", XUANWU, "reviewer")
+    owner = as_actor(broker_target, "city-tax", "320100", "owner")
+
+    shown = run(requester, "catalog", "show", "tax.declarations")
+    assert shown.exit_code == 0 and "vat_paid" in shown.output and "sensitive" in shown.output
+    listed = run(requester, "catalog", "list", "--json")
+    assert "tax.declarations" in {d["name"] for d in json.loads(listed.output)}
+
+    submitted = run(requester, "request", "submit", str(ROOT / "examples/request.yaml"), "--json")
+    assert submitted.exit_code == 0, submitted.output
+    name = json.loads(submitted.output)["name"].removeprefix("accessRequests/")
+
+    pending = run(reviewer, "review", "list")
+    assert pending.exit_code == 0 and name in pending.output
+    review = run(reviewer, "review", "show", name)
+    assert review.exit_code == 0 and "accepted" in review.output and "ENTITY_COLUMN_MISUSED" in review.output
+    assert "drafted policy" in review.output
+
+    refused = run(reviewer, "review", "approve", name, "--min-entities", "20")
+    assert refused.exit_code != 0 and "only the owner narrows" in refused.output
+    approved = run(reviewer, "review", "approve", name, "--comment", "fits the report")
+    assert approved.exit_code == 0 and "reviewed" in approved.output, approved.output
+
+    activated = run(owner, "review", "approve", name, "--drop-column", "cit_paid", "--min-entities", "15", "--json")
+    assert activated.exit_code == 0, activated.output
+    grant = json.loads(activated.output)["policy"].removeprefix("policies/")
+
+    listed = run(requester, "policy", "list")
+    assert listed.exit_code == 0 and grant in listed.output and "active" in listed.output
+    document = run(owner, "policy", "show", grant)
+    assert "min_entities: 15}" in document.output and "cit_paid" not in document.output.split("approvals:")[0]
+
+    no_reason = run(owner, "policy", "suspend", grant)
+    assert no_reason.exit_code != 0 and "--reason" in no_reason.output
+    assert "suspended" in run(owner, "policy", "suspend", grant, "--reason", "audit").output
+    assert "active" in run(owner, "policy", "resume", grant).output
+    assert "revoked" in run(owner, "policy", "revoke", grant, "--reason", "report published").output
+    query = run(requester, "query", "--grant", grant, "--sql", "SELECT COUNT(*) AS n FROM tax.declarations")
+    assert query.exit_code == 2 and "GRANT_NOT_ACTIVE" in query.output
+
+
+def test_rejecting_and_withdrawing_from_the_command_line(broker_target):
+    requester = as_actor(broker_target, "xuanwu-fgw", XUANWU, "requester")
+    reviewer = as_actor(broker_target, "xuanwu-tax", XUANWU, "reviewer")
+    first = json.loads(run(requester, "request", "submit", str(ROOT / "examples/request.yaml"), "--json").output)
+    second = json.loads(run(requester, "request", "submit", str(ROOT / "examples/request.yaml"), "--json").output)
+    rejected = run(reviewer, "review", "reject", first["name"], "--reason", "street detail is not needed")
+    assert rejected.exit_code == 0 and "rejected" in rejected.output
+    withdrawn = run(requester, "request", "withdraw", second["name"])
+    assert withdrawn.exit_code == 0 and "withdrawn" in withdrawn.output
+    again = run(requester, "request", "withdraw", second["name"])
+    assert again.exit_code == 2 and "STATE_TRANSITION_INVALID" in again.output
+    listed = run(requester, "request", "list", "--state", "rejected", "--json")
+    assert [r["name"] for r in json.loads(listed.output)["access_requests"]] == [first["name"]]
+
+
+def test_a_request_file_with_an_unknown_key_names_it(broker_target, tmp_path):
+    bad = tmp_path / "request.yaml"
+    bad.write_text((ROOT / "examples/request.yaml").read_text() + "budget: 100\n")
+    result = run(as_actor(broker_target, "xuanwu-fgw", XUANWU, "requester"), "request", "submit", str(bad))
+    assert result.exit_code != 0 and "budget" in result.output
+
+
+def test_the_demo_walks_the_whole_flow(demo_db, tmp_path):
+    shutil.copy(demo_db, tmp_path / "tax-20000.duckdb")
+    assert run_demo(tmp_path, taxpayers=20_000) == 0
