@@ -44,6 +44,10 @@ def test_defaults_are_safe():
     (("taxpayer_id: entity", "taxpayer_id: group"), 7, "exactly one column must be the entity"),
     (('"district_code = :district"', '"district_code = = 1"'), 10, "does not parse"),
     (('"district_code = :district"', '"district_code = :city"'), 10, "unknown parameter :city"),
+    # Regression: an unterminated string raised sqlglot's TokenError past the loader (a crash, not a lint error).
+    (('"district_code = :district"', '"xdistrict_code = :district\'"'), 10, "does not parse"),
+    (("version: 2", "version: 2\nnarrows: sha256:abc"), 3, "narrows"),
+    (("version: 2", "version: 2\nrequest: r-1"), 3, "request"),
     (("purpose: testing", "purpose: testing\ndisclosure: {min_entities: 1}"), 5, "at least 2"),
     (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {n: 2, k: 85}}"), 5, "not enforced"),
     (("purpose: testing", "purpose: testing\nlimits: {valid_from: 2026-02-01, valid_until: 2026-01-01}"), 5, "before"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import datetime as dt
 import zoneinfo
 
@@ -14,7 +15,8 @@ from broker.access_log import AccessLog
 from broker.client import BrokerClient
 from broker.errors import ConfigError, DsbrokerError
 from broker.keys import load_private_key, sign_as, signer_key_id
-from broker.policy_signing import PolicySignatureError, Trust, sign_policy, split_document, verify_policy
+from broker.policy_signing import (APPROVALS_HEADER, PolicySignatureError, Trust, sign_policy, split_document,
+                                   verify_policy)
 from broker.rpc_status import error_from_rpc_error
 from broker.server import start_broker
 from broker.tls import open_channel
@@ -184,3 +186,40 @@ def test_the_sandbox_checks_validity_on_the_owners_day(trust, now, active):
         with pytest.raises(DsbrokerError) as caught:
             checker.check(plan)
         assert caught.value.reason == "GRANT_NOT_ACTIVE"
+
+
+def narrowed_pair():
+    """A draft signed by the reviewer, and the owner's narrowing of it carrying that approval."""
+    from broker.policy_draft import narrow_policy
+
+    draft = UNSIGNED.split(APPROVALS_HEADER)[0]
+    reviewed = sign_as(dev_keys(), draft, "xuanwu-tax")
+    _, approvals = split_document(reviewed)
+    narrowed = narrow_policy(draft, min_entities=15)
+    carried = narrowed + APPROVALS_HEADER + "".join(a.render() for a in approvals)
+    owner_key = load_private_key(dev_keys().signer_key("city-tax"))
+    return draft, carried, lambda text: sign_policy(text, owner_key, key_id=signer_key_id("city-tax"), role="owner",
+                                                     by="city-tax")
+
+
+def test_the_owner_may_narrow_a_reviewed_draft(trust):
+    _, carried, owner_signs = narrowed_pair()
+    policy = verify_policy(owner_signs(carried), trust)
+    assert policy.min_entities == 15 and policy.narrows.startswith("sha256:")
+
+
+def test_a_narrowing_without_the_owners_signature_over_it_is_refused(trust):
+    draft, carried, owner_signs = narrowed_pair()
+    # The owner signed the draft; a broker swaps in another body naming the draft: the owner's signature fails.
+    owner_signed_draft = owner_signs(sign_as(dev_keys(), draft, "xuanwu-tax"))
+    _, approvals = split_document(owner_signed_draft)
+    swapped = carried.split(APPROVALS_HEADER)[0] + APPROVALS_HEADER + "".join(a.render() for a in approvals)
+    assert refusal(swapped, trust).reason == "POLICY_SIGNATURE_INVALID"
+    assert "lacks the owner" in refusal(carried, trust).message
+
+
+def test_a_reviewer_signature_does_not_follow_a_body_that_names_another_draft(trust):
+    _, carried, owner_signs = narrowed_pair()
+    other = re.sub(r'narrows: "sha256:[0-9a-f]{64}"', 'narrows: "sha256:' + "0" * 64 + '"', carried)
+    assert other != carried
+    assert refusal(owner_signs(other), trust).reason == "POLICY_SIGNATURE_INVALID"

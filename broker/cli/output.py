@@ -167,12 +167,11 @@ def print_policies(policies, token: str, *, as_json: bool) -> None:
                               ensure_ascii=False))
         return
     table = Table(header_style="bold")
-    for name in ("policy", "version", "state", "department", "dataset", "valid", "request"):
-        table.add_column(name, overflow="fold", no_wrap=name in ("policy", "state"))
+    for name in ("policy", "state", "department", "dataset", "valid"):
+        table.add_column(name, overflow="fold", no_wrap=name == "policy")
     for p in policies:
-        table.add_row(p.name.removeprefix("policies/"), str(p.version), _state(p.state), p.department, p.dataset,
-                      f"{p.valid_from or '…'} to {p.valid_until or '…'}",
-                      p.access_request.removeprefix("accessRequests/") or "(file)")
+        table.add_row(f"{p.name.removeprefix('policies/')} v{p.version}", _state(p.state), p.department, p.dataset,
+                      f"{p.valid_from or '…'} to {p.valid_until or '…'}")
     console.print(table)
     _next_page(token)
 
