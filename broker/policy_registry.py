@@ -43,16 +43,31 @@ class PolicyRegistry:
         self._lock = threading.Lock()
 
     def install_files(self, directory: str | Path) -> int:
-        """Record the policy files of ``directory`` in the store (known ids keep their stored state)."""
+        """Record the policy files of ``directory`` in the store.
+
+        A new id is stored as ACTIVE; a higher version of a known id replaces its document and keeps
+        its state (a revoked policy stays revoked); a file that is not newer than the stored policy
+        changes nothing.
+        """
         policies = load_policies(directory)
         for policy in policies.values():
+            now = _stamp(self.clock())
             stored = self.store.register_policy(StoredPolicy(
                 id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
                 document=policy.document, sha256=policy.sha256, request_id=policy.request or "",
-                state_reason="installed as a file", updated_at=_stamp(self.clock())))
-            if stored.sha256 != policy.sha256:
-                log.warning("policy file %s differs from the stored policy %s; the stored one is served",
-                            policy.source, policy.id)
+                state_reason="installed as a file", updated_at=now))
+            if stored.sha256 == policy.sha256:
+                continue
+            if policy.version > stored.version and policy.department == stored.department:
+                self.store.replace_policy_document(stored, version=policy.version, document=policy.document,
+                                                   sha256=policy.sha256, at=now)
+                self._record(event="policy.install", decision="allow", principal=None, client="", request_id="",
+                             grant_id=policy.id, reason="", policy=stored,
+                             detail={"from_version": stored.version, "to_version": policy.version,
+                                     "sha256": policy.sha256, "file": policy.source})
+            else:
+                log.warning("policy file %s (v%d) is not newer than the stored policy %s (v%d); the stored one "
+                            "is served", policy.source, policy.version, policy.id, stored.version)
         return len(policies)
 
     def policy(self, stored: StoredPolicy) -> Policy:

@@ -192,6 +192,18 @@ class Store:
             self._insert_policy(cursor, policy)
         return policy
 
+    def replace_policy_document(self, policy: StoredPolicy, *, version: int, document: str, sha256: str,
+                                at: str) -> StoredPolicy | None:
+        """Install a new version of ``policy`` (as read, compare-and-set on its revision), keeping its state."""
+        replaced = replace(policy, version=version, document=document, sha256=sha256, updated_at=at,
+                           revision=policy.revision + 1)
+        with self._transaction() as cursor:
+            updated = self._execute(cursor, "UPDATE policies SET version = ?, document = ?, sha256 = ?, updated_at = ?, "
+                                    "revision = ? WHERE id = ? AND revision = ?",
+                                    (version, document, sha256, at, replaced.revision, policy.id,
+                                     policy.revision)).rowcount
+        return replaced if updated == 1 else None
+
     def move_policy(self, policy: StoredPolicy, state: State, *, reason: str, at: str) -> StoredPolicy | None:
         """Move ``policy`` (as read, compare-and-set on its revision) and its request to ``state``.
 

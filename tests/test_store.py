@@ -130,3 +130,12 @@ def test_the_store_reopens_with_its_data(store_location):
     second = open_store(store_location)
     assert second.get_request("req-0001").body["purpose"] == "purpose 1"
     second.close()
+
+
+def test_a_new_policy_version_keeps_its_state(store):
+    stored = store.register_policy(policy())
+    suspended = store.move_policy(stored, State.SUSPENDED, reason="r", at="t")
+    replaced = store.replace_policy_document(suspended, version=2, document="id: y\n", sha256="cd" * 32, at="t2")
+    assert replaced.version == 2 and replaced.state is State.SUSPENDED
+    assert store.get_policy(stored.id) == replaced
+    assert store.replace_policy_document(suspended, version=3, document="z", sha256="ef" * 32, at="t3") is None

@@ -1,0 +1,59 @@
+"""Policies installed as files: recorded in the store once, newer versions replace the document and keep the state."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from broker.access_log import AccessLog
+from broker.auth import Principal
+from broker.errors import DsbrokerError
+from broker.policy_registry import PolicyRegistry
+from broker.store import open_store
+from tests.conftest import GRANT, POLICIES, Clock, sign
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+OWNER = Principal("chen", "city-tax", "320100", frozenset({"owner"}))
+REQUESTER = Principal("li", "xuanwu-fgw", "320102", frozenset({"requester"}))
+
+
+@pytest.fixture
+def registry(tmp_path):
+    log = AccessLog(tmp_path / "log.sqlite")
+    store = open_store(str(tmp_path / "state.sqlite"))
+    yield PolicyRegistry(store, log, owner_timezone=SHANGHAI,
+                         clock=Clock(dt.datetime(2026, 11, 21, 10, 0, tzinfo=SHANGHAI))), tmp_path, log
+    store.close()
+    log.close()
+
+
+def install(directory, version: int) -> None:
+    directory.mkdir(exist_ok=True)
+    text = (POLICIES / f"{GRANT}.yaml").read_text().replace("version: 1", f"version: {version}")
+    (directory / f"{GRANT}.yaml").write_text(sign(text))
+
+
+def test_a_newer_file_replaces_the_document_and_keeps_a_revocation(registry):
+    policies, folder, log = registry
+    install(folder / "policies", 1)
+    assert policies.install_files(folder / "policies") == 1
+    policies.change(OWNER, GRANT, "revoke", reason="misuse", client="", request_id="")
+    install(folder / "policies", 2)
+    policies.install_files(folder / "policies")
+    stored = policies.store.get_policy(GRANT)
+    assert stored.version == 2 and stored.state.value == "REVOKED"
+    with pytest.raises(DsbrokerError) as caught:
+        policies.grant_for(GRANT, REQUESTER, policies.clock())
+    assert caught.value.reason == "GRANT_NOT_ACTIVE"
+    assert [r.event for r in log.records()] == ["policy.revoke", "policy.install"]
+
+
+def test_an_older_or_equal_file_changes_nothing(registry):
+    policies, folder, log = registry
+    install(folder / "policies", 3)
+    policies.install_files(folder / "policies")
+    install(folder / "policies", 2)
+    policies.install_files(folder / "policies")
+    assert policies.store.get_policy(GRANT).version == 3
+    assert policies.grant_for(GRANT, REQUESTER, policies.clock()).version == 3
