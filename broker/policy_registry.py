@@ -91,11 +91,9 @@ class PolicyRegistry:
         if stored is None or stored.department != principal.department:
             raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",
                              grant=grant_id)
+        stored = self._expired_if_past(stored, now)
         policy = self.policy(stored)
         today = now.astimezone(self.owner_timezone).date()
-        if stored.state is State.ACTIVE and policy.valid_until and today > policy.valid_until:
-            stored = self._move(stored, "expire", reason=f"validity ended on {policy.valid_until.isoformat()}",
-                                principal=None, client="", request_id="") or stored
         if stored.state is not State.ACTIVE:
             raise _not_active(grant_id, f"grant {grant_id!r} is {stored.state.value}", stored.state.value)
         if not policy.is_valid_on(today):
@@ -103,6 +101,15 @@ class PolicyRegistry:
             raise _not_active(grant_id, f"grant {grant_id!r} is not valid on {today.isoformat()} ({window})",
                               window)
         return policy
+
+    def _expired_if_past(self, stored: StoredPolicy, now: dt.datetime) -> StoredPolicy:
+        """``stored``, moved to EXPIRED first if it is active past its last valid day."""
+        until = self.policy(stored).valid_until
+        if stored.state is State.ACTIVE and until and now.astimezone(self.owner_timezone).date() > until:
+            moved = self._move(stored, "expire", reason=f"validity ended on {until.isoformat()}", principal=None,
+                               client="", request_id="")
+            return moved or self.store.get_policy(stored.id) or stored
+        return stored
 
     def exhausted(self, grant_id: str) -> None:
         """Move an active grant whose total quota is used up to EXHAUSTED."""
@@ -117,12 +124,14 @@ class PolicyRegistry:
         if stored is None or not _may_see(principal, stored):
             raise DsbrokerError(f"policy {policy_id!r} does not exist", reason="POLICY_NOT_FOUND",
                                 code=grpc.StatusCode.NOT_FOUND, policy=policy_id)
-        return stored
+        return self._expired_if_past(stored, self.clock())
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> list[StoredPolicy]:
         """Policies the caller may see, by id."""
         department = None if principal.roles & {"reviewer", "owner", "auditor"} else principal.department
-        return self.store.list_policies(department=department, after=after, limit=limit)
+        now = self.clock()
+        return [self._expired_if_past(stored, now)
+                for stored in self.store.list_policies(department=department, after=after, limit=limit)]
 
     def change(self, principal: Principal, policy_id: str, action: str, *, reason: str, client: str,
                request_id: str) -> StoredPolicy:

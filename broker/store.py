@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import grpc
+
 from broker.errors import ConfigError, DsbrokerError
 from broker.request_states import State
 
@@ -51,6 +53,7 @@ _POLICY_COLUMNS = "id, version, state, department, document, sha256, request_id,
 class StoreError(DsbrokerError):
     """Raised when the store cannot be reached or written; the change did not happen."""
 
+    code = grpc.StatusCode.UNAVAILABLE
     reason = "STORE_UNAVAILABLE"
 
 
@@ -154,7 +157,8 @@ class Store:
             if stored is None:
                 return None
             if self._execute(cursor, "SELECT 1 FROM policies WHERE id = ?", (policy.id,)).fetchone():
-                raise StoreError(f"policy {policy.id!r} already exists", reason="POLICY_EXISTS", policy=policy.id)
+                raise StoreError(f"policy {policy.id!r} already exists", reason="POLICY_EXISTS",
+                                 code=grpc.StatusCode.ALREADY_EXISTS, policy=policy.id)
             self._insert_policy(cursor, policy)
         return stored
 
@@ -256,9 +260,9 @@ class Store:
     def _transaction(self) -> Iterator[Any]:
         with self._lock:
             connection = getattr(self._local, "connection", None)
-            if connection is None:
-                connection = self._local.connection = self._connect()
             try:
+                if connection is None:
+                    connection = self._local.connection = self._connect()
                 cursor = connection.cursor()
                 yield cursor
                 connection.commit()
@@ -267,7 +271,8 @@ class Store:
                 raise
             except Exception as error:
                 try:
-                    connection.rollback()
+                    if connection is not None:
+                        connection.rollback()
                 except Exception:  # the connection itself is gone; drop it and reconnect next time
                     self._local.connection = None
                 if _is_database_error(error):

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -32,10 +33,11 @@ from broker.guard import guard
 from broker.policy import DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, ColumnLevel, Policy, parse_policy
 from broker.policy_draft import narrowing_problems, render_policy
 from broker.policy_registry import stored_policy_for
-from broker.policy_signing import Approval, PolicySignatureError, Trust, split_document, verify_approvals, verify_policy
+from broker.policy_signing import Approval, Trust, split_document, verify_approvals, verify_policy
 from broker.request_states import PENDING, State, next_state
 from broker.store import Store, StoredRequest
 
+log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
 RESULT_MODES = ("aggregate",)
 MAX_EXAMPLE_QUERIES = 20
@@ -190,6 +192,10 @@ class Workflow:
                 checks.append(ExampleCheck(sql, True, rewritten_sql=guarded.sql))
             except DsbrokerError as error:
                 checks.append(ExampleCheck(sql, False, reason=error.reason, message=error.message))
+            except Exception:  # a guard bug on one example must not keep the reviewer from the rest
+                log.exception("the guard failed on an example query of %s", request.id)
+                checks.append(ExampleCheck(sql, False, reason="INTERNAL", message="the guard could not check this "
+                                                                                  "query; the operator's log has details"))
         return checks
 
     # -- reviewers and the owner -----------------------------------------------------------------

@@ -460,3 +460,21 @@ def test_concurrent_owner_approvals_leave_exactly_one_policy(work):
     assert set(outcomes) - {"ACTIVE"} <= {"STATE_TRANSITION_INVALID", "CONCURRENT_CHANGE", "ALREADY_APPROVED"}
     assert len(work.owner.list_policies()[0]) == 1
     assert len(work.records("policy.activate")) == 1
+
+
+def test_a_policy_past_its_validity_lists_as_expired(work):
+    name = work.submit(valid_until="2026-11-30").name
+    work.review(name)
+    grant = work.activate(name).policy
+    work.clock.now = dt.datetime(2026, 12, 1, 0, 30, tzinfo=SHANGHAI)
+    [listed] = work.requester.list_policies()[0]
+    assert state_name(listed) == "EXPIRED" and listed.state_reason == "validity ended on 2026-11-30"
+    assert state_name(work.owner.get_policy(grant)) == "EXPIRED"
+    assert state_name(work.requester.get_request(name)) == "EXPIRED"
+    assert [r.detail["to"] for r in work.records("policy.expire")] == ["EXPIRED"]
+
+
+def test_an_example_the_guard_cannot_parse_is_reported_not_fatal(work):
+    name = work.submit(example_queries=["SELECT (((", "DROP TABLE tax.declarations"]).name
+    checks = work.reviewer.get_request(name).example_checks
+    assert [c.accepted for c in checks] == [False, False] and all(c.reason for c in checks)
