@@ -35,6 +35,9 @@ class Principal:
 
 
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+# The bearer token the current call was authenticated with; the pipeline forwards it to the sandbox,
+# which verifies it itself rather than taking the broker's word for who is asking.
+current_token: contextvars.ContextVar[str] = contextvars.ContextVar("token", default="")
 
 
 def require_principal() -> Principal:
@@ -83,16 +86,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         def authenticated(request, context: grpc.ServicerContext):
             try:
-                principal = self.authenticator.authenticate(_bearer_token(context),
-                                                            certificate=peer_certificate(context))
+                token = _bearer_token(context)
+                principal = self.authenticator.authenticate(token, certificate=peer_certificate(context))
             except AuthenticationError as error:
                 self.on_failure(method, context.peer(), error)
                 raise
-            reset = current_principal.set(principal)
+            reset, reset_token = current_principal.set(principal), current_token.set(token)
             try:
                 return behavior(request, context)
             finally:
                 current_principal.reset(reset)
+                current_token.reset(reset_token)
 
         return with_unary_behavior(handler, authenticated)
 

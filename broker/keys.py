@@ -203,7 +203,8 @@ def broker_settings(layout: KeyLayout, *, token_binding: str = "none") -> dict[s
 def sandbox_settings(layout: KeyLayout) -> dict[str, str]:
     """The sandbox settings that use this layout: its certificate, and only the broker's certificate as a client."""
     return {"tls_cert": str(layout.sandbox_cert), "tls_key": str(layout.sandbox_key),
-            "tls_client_ca": str(layout.owner_ca), "trust": str(layout.trust)}
+            "tls_client_ca": str(layout.owner_ca), "trust": str(layout.trust), "jwks": str(layout.jwks),
+            "jwt_issuer": DEV_ISSUER, "jwt_audience": DEV_AUDIENCE}
 
 
 def to_toml(settings: dict[str, object]) -> str:

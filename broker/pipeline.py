@@ -47,8 +47,11 @@ class QueryPipeline:
         self.plans = PlanCache()
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
-            client: str, timeout_s: float) -> QueryOutcome:
-        """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused."""
+            client: str, timeout_s: float, token: str) -> QueryOutcome:
+        """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused.
+
+        ``token`` is the caller's bearer token; the plan carries it so the sandbox can check who asks.
+        """
         base = dict(subject=principal.subject, department=principal.department, client=client,
                     request_id=request_id, grant_id=grant_id, sql=unverified_sql)
         now = self.clock()
@@ -77,7 +80,7 @@ class QueryPipeline:
             raise
         plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
                                policy_version=policy.version, max_rows=guarded.max_rows,
-                               policy_document=policy.document)
+                               policy_document=policy.document, original_sql=unverified_sql, caller_token=token)
         try:
             response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
         except Exception as error:

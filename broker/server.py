@@ -25,7 +25,7 @@ from broker.workflow import Workflow
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import BrokerSettings, owner_timezone
 from broker.tls import ClientTls
-from broker.tokens import ALLOWED_ALGORITHMS, JwksKeys, JwtAuthenticator
+from broker.tokens import authenticator_from_settings
 from broker.v1 import (access_request_service_pb2, access_request_service_pb2_grpc, catalog_service_pb2,
                        catalog_service_pb2_grpc, policy_service_pb2, policy_service_pb2_grpc, query_service_pb2,
                        query_service_pb2_grpc)
@@ -46,12 +46,7 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     tls = server_tls(settings, "the broker", client_ca_required=False)
     if settings.token_binding != "none" and not settings.tls_client_ca:
         raise ConfigError("token_binding needs client certificates: set tls_client_ca")
-    if not settings.jwks:
-        raise ConfigError("set jwks to the identity provider's keys (a JWKS file or https:// URL); "
-                          "'dsbroker keys init' makes a development one")
-    authenticator = JwtAuthenticator(
-        JwksKeys(settings.jwks, algorithms=_algorithms(settings.jwt_algorithms)), issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience, leeway_seconds=settings.jwt_leeway_seconds, binding=settings.token_binding)
+    authenticator = authenticator_from_settings(settings, binding=settings.token_binding)
     owner_tz = owner_timezone(settings.owner_timezone)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     trust = Trust.load(settings.trust) if settings.trust else None
@@ -94,13 +89,6 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     log.info("broker serving (%d policy file(s) installed) on port %d over %s; sandbox at %s", installed, port,
              "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"), settings.sandbox)
     return Running(server, health, port, settings.grace_seconds, on_stop=[sandbox.close, store.close, access_log.close])
-
-
-def _algorithms(names: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [name for name in names if name not in ALLOWED_ALGORITHMS]
-    if unknown or not names:
-        raise ConfigError(f"jwt_algorithms must be a non-empty subset of {', '.join(ALLOWED_ALGORITHMS)}")
-    return names
 
 
 def _sandbox_tls(settings: BrokerSettings) -> ClientTls | None:

@@ -33,6 +33,15 @@ TRANSPORT_HELP = {
 }
 
 
+JWT_HELP = {
+    "jwks": "the identity provider's public keys: a JWKS file or an https:// URL (required)",
+    "jwt_issuer": "the identity provider's issuer (the tokens' iss; required)",
+    "jwt_audience": "the audience tokens must name (aud)",
+    "jwt_algorithms": "signature algorithms accepted; a subset of EdDSA, ES256, RS256",
+    "jwt_leeway_seconds": "clock skew tolerated on exp and nbf",
+}
+
+
 @dataclass(frozen=True)
 class SandboxSettings:
     """Settings of ``dsbroker sandbox serve`` (the owner side)."""
@@ -47,6 +56,11 @@ class SandboxSettings:
     trust: str = setting("", "the owner's trust file: keys whose signatures on a policy the sandbox accepts, "
                              "and the roles every policy needs (required)")
     owner_timezone: str = setting("Asia/Shanghai", "time zone of the owner's day, for policies' validity dates")
+    jwks: str = setting("", JWT_HELP["jwks"] + "; the sandbox verifies the caller's token each plan carries")
+    jwt_issuer: str = setting("", JWT_HELP["jwt_issuer"])
+    jwt_audience: str = setting("dsbroker", JWT_HELP["jwt_audience"])
+    jwt_algorithms: tuple[str, ...] = setting(ALLOWED_ALGORITHMS, JWT_HELP["jwt_algorithms"])
+    jwt_leeway_seconds: float = setting(30.0, JWT_HELP["jwt_leeway_seconds"])
     data: str = setting("", "path of the DuckDB data file, opened read-only")
     datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
     catalog: str = setting("", "the owner's catalog YAML describing the datasets (metadata only); empty uses "
@@ -71,12 +85,11 @@ class BrokerSettings:
     tls_cert: str = setting("", TRANSPORT_HELP["tls_cert"])
     tls_key: str = setting("", TRANSPORT_HELP["tls_key"])
     tls_client_ca: str = setting("", "PEM CA of client certificates; when set, every client must present one")
-    jwks: str = setting("", "the identity provider's public keys: a JWKS file or an https:// URL (required)")
-    jwt_issuer: str = setting("", "the identity provider's issuer (the tokens' iss; required)")
-    jwt_audience: str = setting("dsbroker", "the audience tokens must name (aud)")
-    jwt_algorithms: tuple[str, ...] = setting(ALLOWED_ALGORITHMS, "signature algorithms accepted; "
-                                              "a subset of EdDSA, ES256, RS256")
-    jwt_leeway_seconds: float = setting(30.0, "clock skew tolerated on exp and nbf")
+    jwks: str = setting("", JWT_HELP["jwks"])
+    jwt_issuer: str = setting("", JWT_HELP["jwt_issuer"])
+    jwt_audience: str = setting("dsbroker", JWT_HELP["jwt_audience"])
+    jwt_algorithms: tuple[str, ...] = setting(ALLOWED_ALGORITHMS, JWT_HELP["jwt_algorithms"])
+    jwt_leeway_seconds: float = setting(30.0, JWT_HELP["jwt_leeway_seconds"])
     token_binding: str = setting("none", "bind tokens to client certificates: 'none', 'subject' (sub equals the "
                                          "certificate's CN) or 'thumbprint' (RFC 8705 cnf x5t#S256 required)")
     policies: str = setting("policies", "directory of policy (grant) YAML files")

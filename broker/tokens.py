@@ -228,3 +228,16 @@ def principal_from_claims(claims: dict) -> Principal:
                                       claim=name)
     return Principal(subject=claims["sub"], department=claims["department"], district=claims["district"],
                      roles=frozenset(roles), token_id=str(claims.get("jti", "")))
+
+
+def authenticator_from_settings(settings, *, binding: str) -> "JwtAuthenticator":
+    """The JwtAuthenticator that a server's jwks / jwt_* settings describe; ConfigError when incomplete."""
+    if not settings.jwks:
+        raise ConfigError("set jwks to the identity provider's keys (a JWKS file or https:// URL); "
+                          "'dsbroker keys init' makes a development one")
+    unknown = [name for name in settings.jwt_algorithms if name not in ALLOWED_ALGORITHMS]
+    if unknown or not settings.jwt_algorithms:
+        raise ConfigError(f"jwt_algorithms must be a non-empty subset of {', '.join(ALLOWED_ALGORITHMS)}")
+    return JwtAuthenticator(JwksKeys(settings.jwks, algorithms=tuple(settings.jwt_algorithms)),
+                            issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                            leeway_seconds=settings.jwt_leeway_seconds, binding=binding)

@@ -11,6 +11,8 @@ from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import SandboxSettings, owner_timezone
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
+from broker.tokens import authenticator_from_settings
+from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
@@ -28,6 +30,8 @@ def start_sandbox(settings: SandboxSettings) -> Running:
         raise ConfigError("no trust file configured: the sandbox runs only plans whose policy is signed by keys "
                           "in it (set trust; 'dsbroker keys init' makes a development one)")
     policies = PlanPolicyChecker(Trust.load(settings.trust), owner_timezone=owner_timezone(settings.owner_timezone))
+    # The sandbox sees the broker's certificate, not the requester's, so certificate binding is the broker's job.
+    plans = PlanGuardChecker(authenticator_from_settings(settings, binding="none"))
     engine = DuckDBEngine(settings.data, EngineLimits(
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
         max_execution_ms=int(settings.max_execution_seconds * 1000)))
@@ -56,7 +60,7 @@ def start_sandbox(settings: SandboxSettings) -> Running:
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
-        SandboxServicer(engine, datasets, catalog=catalog, policies=policies, max_rows=settings.max_rows,
+        SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans, max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)

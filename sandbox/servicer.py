@@ -8,6 +8,7 @@ from broker.call_context import time_limit
 from broker.errors import DsbrokerError
 from sandbox.catalog import Catalog
 from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.result_table import encode_table
 from sandbox.v1 import sandbox_service_pb2 as pb
@@ -20,8 +21,9 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
     """Executes plans against the datasets this sandbox serves."""
 
     def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
-                 max_rows: int, max_execution_seconds: float) -> None:
+                 plans: PlanGuardChecker, max_rows: int, max_execution_seconds: float) -> None:
         self.engine = engine
+        self.plans = plans
         self.catalog = catalog
         self.policies = policies
         self.datasets = datasets
@@ -33,10 +35,11 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if plan.dataset not in self.datasets:
             raise DsbrokerError(f"this sandbox does not serve dataset {plan.dataset!r}",
                                 reason="DATASET_NOT_SERVED", code=grpc.StatusCode.NOT_FOUND, table=plan.dataset)
-        self.policies.check(plan)
+        policy = self.policies.check(plan)
         if not plan.sql.strip():
             raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
-        max_rows = min(plan.max_rows or self.max_rows, self.max_rows)
+        guarded = self.plans.check(plan, policy)
+        max_rows = min(plan.max_rows or guarded.max_rows, guarded.max_rows, self.max_rows)
         timeout = min(self.max_execution_seconds, time_limit(context) - DEADLINE_MARGIN_SECONDS)
         if timeout <= 0:
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from broker.auth import require_principal
+from broker.auth import current_token, require_principal
 from broker.call_context import current_request_id, time_limit
 from broker.pipeline import QueryPipeline
 from broker.v1 import query_service_pb2 as pb
@@ -21,7 +21,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         outcome = self.pipeline.run(
             require_principal(), request.grant, request.sql,
             request_id=request.request_id or current_request_id.get(), client=context.peer(),
-            timeout_s=time_limit(context))
+            timeout_s=time_limit(context), token=current_token.get())
         guarded = outcome.guarded
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,

@@ -1,0 +1,96 @@
+"""A hostile broker against the sandbox: every plan that is not the guard's own output for the caller
+the identity provider vouches for is refused. Each case is a way around the guard through the broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from broker.guard import guard
+from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID
+from broker.policy import parse_policy
+from broker.rpc_status import error_from_rpc_error
+from broker.tls import open_channel
+from broker.tokens import issue_token
+from sandbox.v1 import sandbox_service_pb2 as pb
+from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+from tests.conftest import GRANT, POLICIES, XUANWU, sandbox_client_tls, sign, token_for
+
+GULOU = "320106"
+SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
+DOCUMENT = sign((POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8"))
+POLICY = parse_policy(DOCUMENT)
+
+
+def honest_plan(sql: str = SQL, *, token: str | None = None, district: str = XUANWU) -> dict:
+    guarded = guard(sql, POLICY, district=district, department="xuanwu-fgw")
+    return dict(dataset="tax.declarations", sql=guarded.sql, policy_id=GRANT, policy_version=1,
+                max_rows=guarded.max_rows, policy_document=DOCUMENT, original_sql=sql,
+                caller_token=token if token is not None else token_for())
+
+
+def execute(sandbox, **plan) -> pb.ExecutePlanResponse:
+    with open_channel(f"127.0.0.1:{sandbox.port}", tls=sandbox_client_tls(), options=[]) as channel:
+        return pb_grpc.SandboxServiceStub(channel).ExecutePlan(pb.ExecutePlanRequest(plan=pb.Plan(**plan)), timeout=10)
+
+
+def refusal(sandbox, **plan):
+    with pytest.raises(grpc.RpcError) as caught:
+        execute(sandbox, **plan)
+    return error_from_rpc_error(caught.value)
+
+
+def test_the_guards_own_plan_runs(sandbox):
+    response = execute(sandbox, **honest_plan())
+    assert response.table.row_count == 7
+
+
+def forged_token() -> str:
+    return issue_token(ed25519.Ed25519PrivateKey.generate(), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
+                       audience=DEV_AUDIENCE, subject="x", department="xuanwu-fgw", district=XUANWU,
+                       roles=("requester",), ttl=dt.timedelta(hours=1))
+
+
+HOSTILE = {
+    "the threshold dropped": lambda p: {**p, "sql": p["sql"].replace(" HAVING COUNT(DISTINCT taxpayer_id) >= 10", "")},
+    "raw rows under an innocent original": lambda p: {**p, "sql": "SELECT taxpayer_id, vat_paid FROM tax.declarations"},
+    "another district bound": lambda p: {**p, "sql": p["sql"].replace(XUANWU, GULOU)},
+    "the row filter dropped": lambda p: {**p, "sql": p["sql"].replace(f"WHERE district_code = '{XUANWU}' ", "")},
+    "a raw original the guard refuses": lambda p: {**p, "original_sql": "SELECT * FROM tax.declarations",
+                                                   "sql": "SELECT * FROM tax.declarations"},
+    "a lower threshold": lambda p: {**p, "sql": p["sql"].replace(">= 10", ">= 2")},
+    "a comment smuggled after the SQL": lambda p: {**p, "sql": p["sql"] + " -- x"},
+}
+
+
+@pytest.mark.parametrize("edit", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_plan_the_guard_did_not_produce_is_refused(sandbox, edit):
+    honest = honest_plan()
+    plan = edit(honest)
+    assert (plan["sql"], plan["original_sql"]) != (honest["sql"], honest["original_sql"]), "the edit must change the plan"
+    error = refusal(sandbox, **plan)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PLAN_NOT_GUARDED")
+
+
+@pytest.mark.parametrize("token, why", [
+    ("", "no token"),
+    ("not.a.jwt", "malformed"),
+    (None, "forged"),
+    (token_for(department="gulou-fgw", district=GULOU), "another department"),
+    (token_for(roles=("owner",)), "not a requester"),
+])
+def test_a_plan_for_a_caller_the_identity_provider_does_not_vouch_for_is_refused(sandbox, token, why):
+    plan = honest_plan(token=forged_token() if token is None else token)
+    error = refusal(sandbox, **plan)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PLAN_CALLER_INVALID"), why
+
+
+def test_the_district_comes_from_the_token_not_the_broker(sandbox):
+    # The broker binds Gulou for a Xuanwu token: refused. The same SQL for a caller whose token says Gulou runs.
+    lying = honest_plan(district=GULOU)
+    assert refusal(sandbox, **lying).reason == "PLAN_NOT_GUARDED"
+    gulou_caller = honest_plan(district=GULOU, token=token_for(district=GULOU))
+    assert execute(sandbox, **gulou_caller).table.row_count > 0
