@@ -300,8 +300,10 @@ def open_store(location: str) -> Store:
             return psycopg.connect(location, connect_timeout=5)
         try:
             return Store(connect_postgres, placeholder="%s", lock=None)
-        except psycopg.Error as error:
-            raise ConfigError(f"cannot open the PostgreSQL store ({error.__class__.__name__})") from None
+        except (psycopg.Error, StoreError) as error:
+            cause = error.__cause__ or error
+            raise ConfigError(f"cannot open the PostgreSQL store at {_without_password(location)} "
+                              f"({cause.__class__.__name__})") from None
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
     shared = {}
@@ -319,6 +321,17 @@ def open_store(location: str) -> Store:
         return Store(connect_sqlite, placeholder="?", lock=threading.Lock())
     except sqlite3.Error as error:
         raise ConfigError(f"cannot open the state store {path} ({error})") from None
+
+
+def _without_password(dsn: str) -> str:
+    """The DSN with any password masked, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _is_database_error(error: Exception) -> bool:

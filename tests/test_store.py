@@ -139,3 +139,11 @@ def test_a_new_policy_version_keeps_its_state(store):
     assert replaced.version == 2 and replaced.state is State.SUSPENDED
     assert store.get_policy(stored.id) == replaced
     assert store.replace_policy_document(suspended, version=3, document="z", sha256="ef" * 32, at="t3") is None
+
+
+def test_an_unreachable_postgres_store_is_a_clear_configuration_error():
+    from broker.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        open_store("postgresql://dsbroker:secret@127.0.0.1:9/test")
+    assert "cannot open the PostgreSQL store" in caught.value.message and "secret" not in caught.value.message
