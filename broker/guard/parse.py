@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlglot
 import sqlglot.expressions as exp
 from sqlglot.errors import ParseError, TokenError
@@ -9,6 +11,16 @@ from sqlglot.errors import ParseError, TokenError
 from broker.guard._tree import refuse
 
 MAX_SQL_BYTES = 1024 * 1024
+# Statements that are not queries, by their first word: when sqlglot cannot parse one of these
+# (EXPORT DATABASE, for example), the caller learns that the statement is not allowed, not that
+# its syntax is wrong.
+NOT_QUERIES = frozenset({
+    "ALTER", "ANALYZE", "ATTACH", "BEGIN", "CALL", "CHECKPOINT", "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DELETE",
+    "DESCRIBE", "DETACH", "DROP", "EXECUTE", "EXPLAIN", "EXPORT", "GRANT", "IMPORT", "INSERT", "INSTALL", "LOAD",
+    "MERGE", "PRAGMA", "PREPARE", "RESET", "REVOKE", "ROLLBACK", "SET", "SHOW", "SUMMARIZE", "TRUNCATE", "UPDATE",
+    "USE", "VACUUM"})
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
 
 
 def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
@@ -21,14 +33,10 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
         refuse("parse", "SQL_TOO_LARGE", f"the query is larger than {MAX_SQL_BYTES} bytes")
     try:
         statements = [s for s in sqlglot.parse(unverified_sql, read=read_dialect) if s is not None]
-    except ParseError as error:
-        first = error.errors[0] if error.errors else {}
-        where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
-        refuse("parse", "SYNTAX_ERROR", f"the query does not parse{where}; check the SQL near that point",
-               line=first.get("line"), col=first.get("col"))
-    except (TokenError, ValueError, RecursionError):
-        refuse("parse", "SYNTAX_ERROR", "the query does not parse; check quoting and brackets")
+    except (ParseError, TokenError, ValueError, RecursionError) as error:
+        _refuse_unparsed(unverified_sql, error)
     if not statements:
+
         refuse("parse", "EMPTY_QUERY", "the query is empty; send one SELECT statement")
     if len(statements) > 1:
         refuse("parse", "MULTIPLE_STATEMENTS", f"send one statement at a time, not {len(statements)}")
@@ -42,3 +50,16 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     for node in statement.walk():
         node.comments = None
     return statement
+
+
+def _refuse_unparsed(unverified_sql: str, error: Exception) -> None:
+    word = _FIRST_WORD.match(unverified_sql[_LEADING_COMMENTS.match(unverified_sql).end():])
+    if word and word.group().upper() in NOT_QUERIES:
+        kind = word.group().upper()
+        refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)
+    if isinstance(error, ParseError):
+        first = error.errors[0] if error.errors else {}
+        where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
+        refuse("parse", "SYNTAX_ERROR", f"the query does not parse{where}; check the SQL near that point",
+               line=first.get("line"), col=first.get("col"))
+    refuse("parse", "SYNTAX_ERROR", "the query does not parse; check quoting and brackets")
