@@ -57,7 +57,7 @@ _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggre
 _GRANTEE_KEYS = {"department"}
 _DISCLOSURE_KEYS = {"min_entities"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
-_RESULT_MODES = {"aggregate"}
+RESULT_MODES = ("aggregate",)  # the result modes this version serves
 _NOT_YET = {
     ("disclosure", "dominance"): "the dominance rule is not enforced by this version; remove it rather than rely on it",
 }
@@ -250,7 +250,7 @@ class _Reader:
             if "queries_total" in limits else None,
             "valid_from": valid_from,
             "valid_until": valid_until,
-            "results": self.names(top["results"], "results", _RESULT_MODES) if "results" in top else ("aggregate",),
+            "results": self.names(top["results"], "results", RESULT_MODES) if "results" in top else ("aggregate",),
             "request": self.text(top["request"], "request", _REQUEST) if "request" in top else None,
             "narrows": self.text(top["narrows"], "narrows", _NARROWS) if "narrows" in top else None,
         }

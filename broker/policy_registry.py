@@ -10,7 +10,6 @@ first time a query finds it so.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -23,7 +22,7 @@ from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError, GrantError
 from broker.policy import Policy, load_policies, parse_policy
-from broker.request_states import GRANT_STATES, State, next_state
+from broker.request_states import State, next_state
 from broker.store import Store, StoredPolicy
 
 log = logging.getLogger(__name__)
@@ -51,16 +50,14 @@ class PolicyRegistry:
         """
         policies = load_policies(directory)
         for policy in policies.values():
-            now = _stamp(self.clock())
-            stored = self.store.register_policy(StoredPolicy(
-                id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
-                document=policy.document, sha256=policy.sha256, request_id=policy.request or "",
-                state_reason="installed as a file", updated_at=now))
+            now = self.clock()
+            stored = self.store.register_policy(stored_policy_for(policy, request_id=policy.request or "", at=now,
+                                                                  state_reason="installed as a file"))
             if stored.sha256 == policy.sha256:
                 continue
             if policy.version > stored.version and policy.department == stored.department:
                 self.store.replace_policy_document(stored, version=policy.version, document=policy.document,
-                                                   sha256=policy.sha256, at=now)
+                                                   sha256=policy.sha256, at=_stamp(now))
                 self._record(event="policy.install", decision="allow", principal=None, client="", request_id="",
                              grant_id=policy.id, reason="", policy=stored,
                              detail={"from_version": stored.version, "to_version": policy.version,
@@ -136,16 +133,14 @@ class PolicyRegistry:
     def change(self, principal: Principal, policy_id: str, action: str, *, reason: str, client: str,
                request_id: str) -> StoredPolicy:
         """The owner suspends, resumes or revokes a policy; every attempt is in the access log."""
-        record = dict(event=f"policy.{action}", principal=principal, client=client, request_id=request_id,
-                      grant_id=policy_id)
+        caller = dict(principal=principal, client=client, request_id=request_id)
         try:
             require_role("owner", principal)
             if action in ("suspend", "revoke") and not reason.strip():
                 raise DsbrokerError(f"a reason is required to {action} a policy", reason="REASON_REQUIRED",
                                     code=grpc.StatusCode.INVALID_ARGUMENT, field="reason")
             stored = self.get(principal, policy_id)
-            moved = self._move(stored, action, reason=reason.strip(), **{k: record[k] for k in
-                                                                          ("principal", "client", "request_id")})
+            moved = self._move(stored, action, reason=reason.strip(), **caller)
             if moved is None:
                 current = self.get(principal, policy_id)
                 next_state(action, current.state, subject=f"policies/{policy_id}")
@@ -153,13 +148,13 @@ class PolicyRegistry:
                                     code=grpc.StatusCode.ABORTED, policy=policy_id)
             return moved
         except DsbrokerError as error:
-            self._record(decision="deny", reason=error.reason, detail={"action": action}, **record)
+            self._record(event=f"policy.{action}", decision="deny", grant_id=policy_id, reason=error.reason,
+                         detail={"action": action}, **caller)
             raise
 
     def _move(self, stored: StoredPolicy, action: str, *, reason: str, principal: Principal | None, client: str,
               request_id: str) -> StoredPolicy | None:
         target = next_state(action, stored.state, subject=f"policies/{stored.id}")
-        assert target in GRANT_STATES
         moved = self.store.move_policy(stored, target, reason=reason, at=_stamp(self.clock()))
         if moved is not None:
             self._record(event=f"policy.{action}", decision="allow", principal=principal, client=client,
@@ -177,11 +172,11 @@ class PolicyRegistry:
             policy_sha256=policy.sha256 if policy else "", reason=reason, detail=detail), now=self.clock())
 
 
-def stored_policy_for(policy: Policy, *, request_id: str, at: dt.datetime) -> StoredPolicy:
-    """The store's record of a newly activated policy."""
+def stored_policy_for(policy: Policy, *, request_id: str, at: dt.datetime, state_reason: str = "") -> StoredPolicy:
+    """The store's record of a policy that comes into force (activated, or installed as a file)."""
     return StoredPolicy(id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
-                        document=policy.document, sha256=hashlib.sha256(policy.document.encode()).hexdigest(),
-                        request_id=request_id, state_reason="", updated_at=_stamp(at))
+                        document=policy.document, sha256=policy.sha256, request_id=request_id,
+                        state_reason=state_reason, updated_at=_stamp(at))
 
 
 def _may_see(principal: Principal, stored: StoredPolicy) -> bool:

@@ -30,7 +30,7 @@ from broker.auth import Principal, require_role
 from broker.catalog import Catalog
 from broker.errors import DsbrokerError, RoleError
 from broker.guard import guard
-from broker.policy import DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, ColumnLevel, Policy, parse_policy
+from broker.policy import DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, RESULT_MODES, ColumnLevel, Policy, parse_policy
 from broker.policy_draft import narrowing_problems, render_policy
 from broker.policy_registry import stored_policy_for
 from broker.policy_signing import Approval, Trust, split_document, verify_approvals, verify_policy
@@ -39,7 +39,6 @@ from broker.store import Store, StoredRequest
 
 log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
-RESULT_MODES = ("aggregate",)
 MAX_EXAMPLE_QUERIES = 20
 MAX_TEXT = 4000
 MAX_PAGE_SIZE = 500
@@ -267,7 +266,7 @@ class Workflow:
         activated = self.store.activate(dataclasses.replace(moved, policy_id=policy.id),
                                         stored_policy_for(policy, request_id=request_id, at=now))
         if activated is None:
-            raise self._lost_race(principal, request_id, "activate")
+            raise self._lost_race(request_id, "activate")
         self._record(call, "policy.activate", request_id, "allow", "", grant_id=policy.id,
                      detail={"version": policy.version, "sha256": policy.sha256, "narrowed": bool(policy.narrows)})
         self._export(policy)
@@ -365,10 +364,10 @@ class Workflow:
     def _replace(self, request: StoredRequest, moved: StoredRequest, action: str) -> StoredRequest:
         stored = self.store.replace_request(moved)
         if stored is None:
-            raise self._lost_race(None, request.id, action)
+            raise self._lost_race(request.id, action)
         return stored
 
-    def _lost_race(self, principal: Principal | None, request_id: str, action: str) -> DsbrokerError:
+    def _lost_race(self, request_id: str, action: str) -> DsbrokerError:
         current = self.store.get_request(request_id)
         if current is not None:
             try:

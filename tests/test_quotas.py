@@ -13,20 +13,10 @@ from broker.access_log import AccessLog
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
 from broker.server import start_broker
-from tests.conftest import GRANT, POLICIES, broker_settings_for, client_tls, sign, token_for
+from tests.conftest import GRANT, Clock, POLICIES, broker_settings_for, client_tls, sign, token_for
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 COUNT_SQL = "SELECT COUNT(*) AS c FROM tax.declarations"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture
