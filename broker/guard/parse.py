@@ -21,6 +21,8 @@ NOT_QUERIES = frozenset({
     "USE", "VACUUM"})
 _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
+_NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DISTINCT|ALL)\s+)?$", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
 
 
 def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
@@ -36,7 +38,6 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     except (ParseError, TokenError, ValueError, RecursionError) as error:
         _refuse_unparsed(unverified_sql, error)
     if not statements:
-
         refuse("parse", "EMPTY_QUERY", "the query is empty; send one SELECT statement")
     if len(statements) > 1:
         refuse("parse", "MULTIPLE_STATEMENTS", f"send one statement at a time, not {len(statements)}")
@@ -49,7 +50,32 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
         refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)
     for node in statement.walk():
         node.comments = None
+        if isinstance(node, exp.Func):
+            node.meta["written_as"] = _written_name(unverified_sql, node)
     return statement
+
+
+def _written_name(unverified_sql: str, function: exp.Func) -> str:
+    """The function's name as the caller wrote it, so messages say STRING_AGG and not GROUP_CONCAT.
+
+    sqlglot normalises names (``list`` becomes ArrayAgg); the parser records the position of the
+    name token for most functions, and for the rest the name is the word before the opening
+    bracket of the first argument.
+    """
+    start, end = function.meta.get("start"), function.meta.get("end")
+    if start is None:
+        starts = [n.meta["start"] for n in function.walk() if n is not function and "start" in n.meta]
+        before = unverified_sql[:min(starts)] if starts else ""
+        match = _NAME_BEFORE_ARGUMENTS.search(before)
+        if match is None:
+            return _sqlglot_name(function)
+        start, end = match.start(1), match.end(1) - 1
+    written = unverified_sql[start:end + 1].strip('"').upper()
+    return written if _IDENTIFIER.fullmatch(written) else _sqlglot_name(function)
+
+
+def _sqlglot_name(function: exp.Func) -> str:
+    return str(function.this).upper() if isinstance(function, exp.Anonymous) else function.sql_name()
 
 
 def _refuse_unparsed(unverified_sql: str, error: Exception) -> None:

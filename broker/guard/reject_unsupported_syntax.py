@@ -82,7 +82,8 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
 
 def _refuse_node(node: exp.Expression) -> None:
     if isinstance(node, exp.Func):
-        name = node.sql_name() if not isinstance(node, exp.Anonymous) else str(node.this).upper()
+        name = node.meta.get("written_as") or (
+            node.sql_name() if not isinstance(node, exp.Anonymous) else str(node.this).upper())
         refuse("reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED",
                f"function {name} is not allowed; allowed: COUNT, SUM, AVG (MIN, MAX where granted), "
                "date_trunc, year, quarter, month", function=name)
