@@ -28,6 +28,25 @@ import yaml
 from broker.errors import PolicyFileError
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """A non-sensitive table (street or industry names) a query may join on its key.
+
+    The key is a column of the same name in the dataset, at group or filter level; the lookup's
+    columns take that level, since they say no more than the key does. The key must be unique in
+    the lookup table (one row per code), or a join would repeat rows.
+    """
+
+    table: str
+    key: str
+    columns: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The table's name without its schema: how the guard qualifies the lookup's columns."""
+        return self.table.split(".")[1]
+
+
 class ColumnLevel(str, enum.Enum):
     """How a column may be used in a query (DESIGN section 5)."""
 
@@ -38,8 +57,9 @@ class ColumnLevel(str, enum.Enum):
     MEASURE = "measure"
 
 
-AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
-DEFAULT_AGGREGATES = ("COUNT", "SUM", "AVG")
+AGGREGATES = ("COUNT", "SUM", "AVG")
+DEFAULT_AGGREGATES = AGGREGATES
+EXTREMES = ("MIN", "MAX")  # granted per measure column (``min_max``): each names one entity's value
 PRINCIPAL_PARAMETERS = ("district", "department")
 DEFAULT_MIN_ENTITIES = 10
 LOWEST_MIN_ENTITIES = 2
@@ -52,8 +72,9 @@ _REQUEST = re.compile(r"^req-[a-z0-9]{4,40}$")
 _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
-_TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates",
+_TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups",
              "row_filter", "disclosure", "limits", "results", "approvals", "request", "narrows"}
+_LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department"}
 _DISCLOSURE_KEYS = {"min_entities"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
@@ -82,6 +103,8 @@ class Policy:
     results: tuple[str, ...]
     queries_per_day: int | None = None
     queries_total: int | None = None
+    min_max: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    lookups: dict[str, Lookup] = field(default_factory=dict)
     request: str | None = None
     narrows: str | None = None
     source: str = field(default="", compare=False)
@@ -96,6 +119,15 @@ class Policy:
     def level_of(self, column: str) -> ColumnLevel:
         """The column's level; columns the policy does not list are hidden."""
         return self.columns.get(column, ColumnLevel.HIDDEN)
+
+    def visible_columns(self) -> dict[str, ColumnLevel]:
+        """Every column a query may name, with its level: the dataset's by name, each lookup's as
+        ``<lookup table name>.<column>`` (its key included) at the level of its key."""
+        visible = dict(self.columns)
+        for lookup in self.lookups.values():
+            for column in (lookup.key, *lookup.columns):
+                visible[f"{lookup.name}.{column}"] = self.columns[lookup.key]
+        return visible
 
     def is_valid_on(self, day: dt.date) -> bool:
         """Whether ``day`` lies within the grant's validity period."""
@@ -207,7 +239,10 @@ class _Reader:
         values = []
         for item in node.value:
             value = str(self.scalar(item, name))
-            normalised = value.upper() if name == "aggregates" else value
+            normalised = value.upper() if name in ("aggregates", "min_max") or name.startswith("min_max.") else value
+            if name == "aggregates" and normalised in EXTREMES:
+                raise self.fail(item, f"aggregates: {normalised} is granted per measure column; list the columns "
+                                      f"under min_max, e.g. min_max: {{employees: [{normalised}]}}")
             if normalised not in allowed:
                 raise self.fail(item, f"{name}: unknown value {value!r} (allowed: {', '.join(sorted(allowed))})")
             if normalised in values:
@@ -240,6 +275,8 @@ class _Reader:
             "dataset": self.text(top["dataset"], "dataset", _DATASET),
             "columns": columns,
             "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES) if "aggregates" in top else DEFAULT_AGGREGATES,
+            "min_max": self.min_max(top["min_max"], columns) if "min_max" in top else {},
+            "lookups": self.lookups(top["lookups"], top["dataset"], columns) if "lookups" in top else {},
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
@@ -270,6 +307,45 @@ class _Reader:
         if len(entities) != 1:
             raise self.fail(node, f"columns: exactly one column must be the entity (the privacy unit); found {len(entities)}")
         return columns
+
+    def min_max(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[str, ...]]:
+        granted: dict[str, tuple[str, ...]] = {}
+        for name, value_node in self.mapping(node, ("min_max",), None).items():
+            if columns.get(name) is not ColumnLevel.MEASURE:
+                raise self.fail(value_node, f"min_max: {name!r} is not a measure column of this policy")
+            granted[name] = self.names(value_node, f"min_max.{name}", EXTREMES)
+        return granted
+
+    def lookups(self, node: yaml.Node, dataset_node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, Lookup]:
+        dataset = self.text(dataset_node, "dataset", _DATASET)
+        lookups: dict[str, Lookup] = {}
+        names = {dataset.split(".")[1]}
+        for table, value_node in self.mapping(node, ("lookups",), None).items():
+            if not _DATASET.match(str(table)):
+                raise self.fail(value_node, f"lookups: {table!r} is not of the form schema.table")
+            items = self.mapping(value_node, ("lookups", table), _LOOKUP_KEYS)
+            for required in ("key", "columns"):
+                if required not in items:
+                    raise self.fail(value_node, f"missing required key 'lookups.{table}.{required}'")
+            key = self.text(items["key"], f"lookups.{table}.key", _COLUMN)
+            if columns.get(key) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
+                raise self.fail(items["key"], f"lookups.{table}.key: {key!r} must be a group or filter column of "
+                                              "this policy (the lookup's columns take its level)")
+            if not isinstance(items["columns"], yaml.SequenceNode) or not items["columns"].value:
+                raise self.fail(items["columns"], f"lookups.{table}.columns must be a non-empty list")
+            listed = []
+            for item in items["columns"].value:
+                column = self.text(item, f"lookups.{table}.columns", _COLUMN)
+                if column in listed or column == key:
+                    raise self.fail(item, f"lookups.{table}.columns: {column!r} is listed twice or is the key")
+                listed.append(column)
+            lookup = Lookup(table, key, tuple(listed))
+            if lookup.name in names:
+                raise self.fail(value_node, f"lookups: {table!r} has the same table name as the dataset or "
+                                            "another lookup; the guard tells them apart by that name")
+            names.add(lookup.name)
+            lookups[table] = lookup
+        return lookups
 
     def row_filter(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> str:
         text = self.text(node, "row_filter")

@@ -88,6 +88,12 @@ def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
         problems.append("aggregates widen the draft")
     if not set(final.results) <= set(draft.results):
         problems.append("result modes widen the draft")
+    for column, extremes in final.min_max.items():
+        if not set(extremes) <= set(draft.min_max.get(column, ())):
+            problems.append(f"min_max on {column!r} widens the draft")
+    for table, lookup in final.lookups.items():
+        if lookup != draft.lookups.get(table):
+            problems.append(f"lookup {table} is not in the draft")
     if final.min_entities < draft.min_entities:
         problems.append("min_entities is lower than the draft's")
     if draft.valid_from and (final.valid_from is None or final.valid_from < draft.valid_from):

@@ -39,6 +39,10 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if not plan.sql.strip():
             raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
         guarded = self.plans.check(plan, policy)
+        unserved = sorted(set(guarded.lookups) - self.datasets)
+        if unserved:
+            raise DsbrokerError(f"this sandbox does not serve the lookup table {unserved[0]!r}",
+                                reason="DATASET_NOT_SERVED", code=grpc.StatusCode.NOT_FOUND, table=unserved[0])
         max_rows = min(plan.max_rows or guarded.max_rows, guarded.max_rows, self.max_rows)
         timeout = min(self.max_execution_seconds, time_limit(context) - DEADLINE_MARGIN_SECONDS)
         if timeout <= 0:

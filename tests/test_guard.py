@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlglot
 
 from broker.errors import GuardError
 from broker.guard import RULES, guard
+from broker.policy import Lookup
 from sandbox.engine_duckdb import DuckDBEngine
 from tests.conftest import XUANWU
 from tests.guard_fixtures import read_cases
@@ -17,6 +20,8 @@ REWRITES = read_cases("rewrites.sql")
 
 
 def run_guard(sql, policy):
+    # The shipped grant allows no MIN or MAX; the fixtures test them on a copy that grants a few.
+    policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)})
     return guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
 
 
@@ -53,7 +58,9 @@ def test_accepted_cells_equal_the_unrestricted_query(case, policy, engine, direc
 
     # The reference is built without the guard: the caller's SQL, restricted to its
     # district by sqlglot's builder, without threshold or limit, run on plain DuckDB.
-    reference_tree = sqlglot.parse_one(case.sql, read="duckdb").where(f"district_code = '{XUANWU}'")
+    reference_tree = sqlglot.parse_one(case.sql, read="duckdb")
+    source = reference_tree.args["from_"].this
+    reference_tree = reference_tree.where(f"{source.alias_or_name}.district_code = '{XUANWU}'")
     reference_tree.set("limit", None)
     for table in reference_tree.find_all(sqlglot.exp.Table):
         table.set("db", sqlglot.exp.to_identifier("tax"))
@@ -76,7 +83,7 @@ def _same(row, expected) -> bool:
 
 def test_rules_are_small_modules_named_for_what_they_do():
     for rule in RULES:
-        assert rule.__name__.split("_")[0] in {"reject", "resolve", "expand", "add", "enforce"}
+        assert rule.__name__.split("_")[0] in {"reject", "resolve", "expand", "add", "enforce", "qualify"}
         assert rule.__module__ == f"broker.guard.{rule.__name__}"
 
 
@@ -89,3 +96,17 @@ def test_refusals_never_quote_a_data_value(policy, direct):
 
 def test_fixture_counts():
     assert len(REFUSED) >= 80 and len(ACCEPTED) >= 30
+
+
+def test_a_bare_column_two_joined_lookups_list_must_be_qualified(policy):
+    both = {**policy.lookups,
+            "tax.streets": Lookup("tax.streets", "street_code", ("street_name", "name")),
+            "tax.industries": Lookup("tax.industries", "industry_code", ("industry_name", "name"))}
+    sql = ("SELECT name, COUNT(*) FROM tax.declarations JOIN tax.streets USING (street_code) "
+           "JOIN tax.industries USING (industry_code) GROUP BY name")
+    with pytest.raises(GuardError) as caught:
+        run_guard(sql, dataclasses.replace(policy, lookups=both))
+    assert caught.value.reason == "AMBIGUOUS_COLUMN" and caught.value.metadata["column"] == "name"
+    assert "streets.name" in run_guard(sql.replace("name, ", "s.name, ").replace("GROUP BY name", "GROUP BY 1")
+                                       .replace("tax.streets", "tax.streets s"),
+                                       dataclasses.replace(policy, lookups=both)).sql

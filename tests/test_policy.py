@@ -54,12 +54,33 @@ def test_defaults_are_safe():
     (("dataset: tax.declarations", "dataset: declarations"), 5, "dataset"),
     (("version: 2", "version: two"), 2, "whole number"),
     (("purpose: testing", "purpose: testing\naggregates: [SUM, MEDIAN]"), 5, "unknown value 'MEDIAN'"),
+    (("purpose: testing", "purpose: testing\naggregates: [SUM, MAX]"), 5, "granted per measure column"),
+    (("purpose: testing", "purpose: testing\nmin_max: {street_code: [MAX]}"), 5, "not a measure column"),
+    (("purpose: testing", "purpose: testing\nmin_max: {vat_paid: [MEDIAN]}"), 5, "unknown value 'MEDIAN'"),
+    (("purpose: testing", "purpose: testing\nlookups: {tax.streets: {key: street_name, columns: [x]}}"), 5,
+     "must be a group or filter column"),
+    (("purpose: testing", "purpose: testing\nlookups: {tax.streets: {key: street_code}}"), 5, "missing required key"),
+    (("purpose: testing", "purpose: testing\nlookups: {tax.streets: {key: street_code, columns: []}}"), 5,
+     "non-empty list"),
+    (("purpose: testing", "purpose: testing\nlookups: {streets: {key: street_code, columns: [name]}}"), 5,
+     "schema.table"),
+    (("purpose: testing", "purpose: testing\nlookups: {geo.declarations: {key: street_code, columns: [name]}}"), 5,
+     "same table name"),
 ])
 def test_problems_name_the_line(change, line, words):
     with pytest.raises(PolicyFileError) as caught:
         parse_policy(VALID.replace(*change), source="grant.yaml")
     assert caught.value.line == line and words in caught.value.message
     assert caught.value.message.startswith(f"grant.yaml:{line}: ")
+
+
+def test_lookup_columns_take_the_level_of_their_key_and_min_max_is_per_column():
+    policy = parse_policy(VALID + "min_max: {vat_paid: [max]}\n"
+                          "lookups:\n  tax.streets: {key: street_code, columns: [street_name]}\n")
+    assert policy.min_max == {"vat_paid": ("MAX",)}
+    visible = policy.visible_columns()
+    assert visible["streets.street_name"] is visible["streets.street_code"] is ColumnLevel.GROUP
+    assert "street_name" not in visible
 
 
 def test_not_yaml_names_the_line():

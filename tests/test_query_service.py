@@ -36,6 +36,17 @@ def test_aggregate_query_matches_duckdb_run_directly(client, direct):
     assert "district_code = '320102'" in result.rewritten_sql and result.access_record > 0
 
 
+def test_a_lookup_join_runs_in_the_sandbox_and_matches_duckdb(client, direct):
+    result = client.query(GRANT, "SELECT s.street_name, SUM(d.vat_paid) AS vat FROM tax.declarations d "
+                                 "JOIN tax.streets s USING (street_code) GROUP BY 1 ORDER BY 1")
+    expected = direct.execute(
+        "SELECT s.street_name, SUM(d.vat_paid) FROM tax.declarations d JOIN tax.streets s "
+        f"ON d.street_code = s.street_code WHERE d.district_code = '{XUANWU}' GROUP BY 1 "
+        "HAVING COUNT(DISTINCT d.taxpayer_id) >= 10 ORDER BY 1").fetchall()
+    assert [tuple(r) for r in result.rows] == expected and len(expected) == 7
+    assert result.columns == ["street_name", "vat"]
+
+
 def test_threshold_withholds_small_cells(client, direct):
     result = client.query(GRANT, "SELECT street_code, industry_code, COUNT(DISTINCT taxpayer_id) AS n "
                                  "FROM tax.declarations GROUP BY street_code, industry_code")

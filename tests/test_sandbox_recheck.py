@@ -10,19 +10,26 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.guard import guard
+from broker.keys import sandbox_settings
+from broker.settings import SandboxSettings
 from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID
 from broker.policy import parse_policy
 from broker.rpc_status import error_from_rpc_error
 from broker.tls import open_channel
 from broker.tokens import issue_token
+from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
-from tests.conftest import GRANT, POLICIES, XUANWU, sandbox_client_tls, sign, token_for
+from tests.conftest import GRANT, POLICIES, XUANWU, dev_keys, sandbox_client_tls, sign, token_for
 
 GULOU = "320106"
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
 DOCUMENT = sign((POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8"))
 POLICY = parse_policy(DOCUMENT)
+
+
+JOIN_SQL = ("SELECT s.street_name, SUM(vat_paid) AS vat FROM tax.declarations JOIN tax.streets s USING (street_code) "
+            "GROUP BY 1")
 
 
 def honest_plan(sql: str = SQL, *, token: str | None = None, district: str = XUANWU) -> dict:
@@ -63,6 +70,9 @@ HOSTILE = {
                                                    "sql": "SELECT * FROM tax.declarations"},
     "a lower threshold": lambda p: {**p, "sql": p["sql"].replace(">= 10", ">= 2")},
     "a comment smuggled after the SQL": lambda p: {**p, "sql": p["sql"] + " -- x"},
+    "a lookup join swapped for an ungranted table": lambda p: {
+        **p, "original_sql": JOIN_SQL, "sql": honest_plan(JOIN_SQL)["sql"].replace("tax.streets", "tax.taxpayers")
+        .replace("streets.", "taxpayers.")},
 }
 
 
@@ -94,3 +104,15 @@ def test_the_district_comes_from_the_token_not_the_broker(sandbox):
     assert refusal(sandbox, **lying).reason == "PLAN_NOT_GUARDED"
     gulou_caller = honest_plan(district=GULOU, token=token_for(district=GULOU))
     assert execute(sandbox, **gulou_caller).table.row_count > 0
+
+
+def test_a_policy_whose_lookup_the_sandbox_does_not_serve_is_refused(demo_db):
+    only_declarations = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db),
+                                                      datasets=["tax.declarations"], **sandbox_settings(dev_keys())))
+    try:
+        error = refusal(only_declarations, **honest_plan(JOIN_SQL))
+        assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "DATASET_NOT_SERVED")
+        assert error.metadata["table"] == "tax.streets"
+        assert execute(only_declarations, **honest_plan()).table.row_count == 7
+    finally:
+        only_declarations.stop()

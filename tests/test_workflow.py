@@ -4,6 +4,7 @@ legal and illegal transition; who may do what; concurrent approvals; and the acc
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 
 import pytest
@@ -413,18 +414,22 @@ def test_an_approval_signed_for_another_approver_is_refused(work):
     assert (error.code.name, error.reason) == ("PERMISSION_DENIED", "SIGNER_MISMATCH")
 
 
-def test_the_owner_may_narrow_but_not_widen(work):
+@pytest.mark.parametrize("anchor, added, named", [
+    ("  revenue: measure\n", "  employees: measure\n", "employees"),
+    ("version: 1\n", "min_max: {revenue: [MAX]}\n", "min_max on 'revenue'"),
+    ("version: 1\n", "lookups: {tax.streets: {key: street_code, columns: [street_name]}}\n", "lookup tax.streets"),
+])
+def test_the_owner_may_narrow_but_not_widen(work, anchor, added, named):
     name = work.submit().name
     work.review(name)
     request = work.owner.get_request(name)
-    widened = request.draft_policy.replace("  revenue: measure\n", "  revenue: measure\n  employees: measure\n")
-    import hashlib
+    widened = request.draft_policy.replace(anchor, anchor + added, 1)
     widened = widened.replace("version: 1\n", "version: 1\nnarrows: \"sha256:"
                               + hashlib.sha256(request.draft_policy.encode()).hexdigest() + "\"\n")
     request.draft_policy = widened
     error = refusal(work.owner.approve_request, name, signed(request, "city-tax"))
     assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "POLICY_NOT_A_NARROWING")
-    assert "employees" in error.message
+    assert named in error.message
     assert state_name(work.requester.get_request(name)) == "REVIEWED"
 
 

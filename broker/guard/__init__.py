@@ -9,7 +9,7 @@ signature names. Order matters and is written down here:
 1. structure first (one plain SELECT over the granted table),
 2. then aliases are expanded so every later rule sees real columns,
 3. then the column checks (granted, entity, grouping, aggregates, filters),
-4. then the rewrites (row filter, threshold, cap), and last the dialect.
+4. then the rewrites (row filter, threshold, cap; with joins, every column qualified), and last the dialect.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from broker.guard.add_row_filter import add_row_filter
 from broker.guard.enforce_group_cap import enforce_group_cap
 from broker.guard.expand_output_aliases import expand_output_aliases
 from broker.guard.parse import parse
+from broker.guard.qualify_joined_columns import qualify_joined_columns
 from broker.guard.reject_entity_misuse import reject_entity_misuse
 from broker.guard.reject_invalid_aggregates import reject_invalid_aggregates
 from broker.guard.reject_invalid_filters import reject_invalid_filters
@@ -50,6 +51,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     add_row_filter,
     add_entity_threshold,
     enforce_group_cap,
+    qualify_joined_columns,
 )
 
 _RULE_PARAMETERS = {rule: tuple(inspect.signature(rule).parameters)[1:] for rule in RULES}
@@ -64,6 +66,7 @@ class GuardedQuery:
     entity: str
     min_entities: int
     max_rows: int
+    lookups: tuple[str, ...] = ()  # the lookup tables the query joins
 
 
 def guard(unverified_sql: str, policy: Policy, *, district: str, department: str,
@@ -75,8 +78,10 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     """
     settings: dict[str, Any] = {
         "dataset": policy.dataset,
-        "columns": policy.columns,
+        "columns": policy.visible_columns(),
         "aggregates": policy.aggregates,
+        "min_max": policy.min_max,
+        "lookups": policy.lookups,
         "entity": policy.entity_column,
         "min_entities": policy.min_entities,
         "max_groups": policy.max_groups,
@@ -92,4 +97,6 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         entity=policy.entity_column,
         min_entities=policy.min_entities,
         max_rows=policy.max_groups,
+        lookups=tuple(sorted(table for table, lookup in policy.lookups.items()
+                             if any(join.this.name == lookup.name for join in expression.args.get("joins") or []))),
     )

@@ -51,6 +51,16 @@ def select_clauses(select: exp.Select) -> Iterator[tuple[str, exp.Expression]]:
             yield name, clause
 
 
+def column_key(column: exp.Column) -> str:
+    """How the grant's column map names ``column``: ``name`` in the dataset, ``table.name`` in a lookup."""
+    return f"{column.table}.{column.name}" if column.table else column.name
+
+
+def table_of(column: exp.Column, dataset: str) -> str:
+    """The full name of the table ``column`` belongs to (set by resolve_table for lookup columns)."""
+    return column.meta.get("table", dataset)
+
+
 def output_name(projection: exp.Expression) -> str | None:
     """The alias of a projection, if it has one."""
     return projection.alias if isinstance(projection, exp.Alias) else None

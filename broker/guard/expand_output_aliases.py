@@ -17,13 +17,14 @@ from broker.guard._tree import AGGREGATE_TYPES, output_name, refuse
 def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
     """Expand aliases and ordinals in GROUP BY, HAVING and ORDER BY; refuse shadowing aliases."""
     projections = expression.expressions
+    column_names = {key.split(".")[-1] for key in columns}  # a lookup's columns too
     aliased: dict[str, exp.Expression] = {}
     for projection in projections:
         name = output_name(projection)
         if name is None:
             continue
         name = name.lower()
-        if name in columns and name not in {c.name for c in projection.this.find_all(exp.Column)}:
+        if name in column_names and name not in {c.name for c in projection.this.find_all(exp.Column)}:
             refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
                    f"output name {name!r} is also a column name; choose another alias", column=name)
         if name in aliased:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from broker.guard._tree import refuse
+from broker.guard._tree import column_key, refuse
 from broker.policy import ColumnLevel
 
 
 def reject_entity_misuse(expression: exp.Select, dataset: str, columns: dict) -> exp.Select:
     """Refuse the entity column anywhere but directly inside COUNT(DISTINCT ...)."""
     for column in expression.find_all(exp.Column):
-        if columns.get(column.name) is not ColumnLevel.ENTITY:
+        if columns.get(column_key(column)) is not ColumnLevel.ENTITY:
             continue
         distinct = column.parent
         if not (isinstance(distinct, exp.Distinct) and isinstance(distinct.parent, exp.Count)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from broker.guard._tree import conjuncts, refuse
+from broker.guard._tree import column_key, conjuncts, refuse, table_of
 from broker.guard.reject_invalid_group_keys import DATE_PARTS
 from broker.policy import ColumnLevel
 
@@ -66,15 +66,16 @@ def _filter_column(term: exp.Expression, dataset: str, columns: dict) -> str:
     if not isinstance(base, exp.Column):
         refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
                "WHERE tests a column (or a date part of a group column) against literals", table=dataset)
-    level = columns.get(base.name)
+    level = columns.get(column_key(base))
+    table = table_of(base, dataset)
     if isinstance(term, DATE_PARTS) and level is not ColumnLevel.GROUP:
         refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
-               f"date parts are allowed on group columns only, not {base.name!r}", table=dataset, column=base.name)
+               f"date parts are allowed on group columns only, not {base.name!r}", table=table, column=base.name)
     if level not in _FILTERABLE:
         refuse("reject_invalid_filters", "FILTER_COLUMN_NOT_ALLOWED",
                f"column {base.name!r} is a {level.value} column and may not be filtered on; "
-               "filter on group or filter columns", table=dataset, column=base.name)
-    return base.name
+               "filter on group or filter columns", table=table, column=base.name)
+    return column_key(base)
 
 
 def _is_literal(node: exp.Expression) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from broker.guard._tree import refuse
+from broker.guard._tree import column_key, refuse, table_of
 from broker.policy import ColumnLevel
 
 DATE_PARTS = (exp.TimestampTrunc, exp.DateTrunc, exp.Year, exp.Quarter, exp.Month)
@@ -14,7 +14,7 @@ def group_term_column(term: exp.Expression, columns: dict) -> exp.Column | None:
     """The group-level column that ``term`` is, or truncates to a date part; None otherwise."""
     if isinstance(term, DATE_PARTS):
         term = term.this
-    if isinstance(term, exp.Column) and columns.get(term.name) is ColumnLevel.GROUP:
+    if isinstance(term, exp.Column) and columns.get(column_key(term)) is ColumnLevel.GROUP:
         return term
     return None
 
@@ -25,9 +25,10 @@ def reject_invalid_group_keys(expression: exp.Select, dataset: str, columns: dic
     for key in group.expressions if group is not None else ():
         if group_term_column(key, columns) is None:
             column = key.find(exp.Column)
-            level = columns.get(column.name).value if column is not None else None
+            level = columns.get(column_key(column)).value if column is not None else None
             named = f"column {column.name!r} ({level})" if column is not None else "an expression"
             refuse("reject_invalid_group_keys", "GROUP_BY_NOT_ALLOWED",
                    f"GROUP BY {named} is not allowed; group by group-level columns, or truncate a period "
-                   "to year, quarter or month", table=dataset, column=column.name if column is not None else None)
+                   "to year, quarter or month", table=table_of(column, dataset) if column is not None else dataset,
+                   column=column.name if column is not None else None)
     return expression

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from broker.guard._tree import refuse
+from broker.guard._tree import column_key, refuse, table_of
 from broker.policy import ColumnLevel
 
 
 def reject_ungranted_columns(expression: exp.Select, dataset: str, columns: dict) -> exp.Select:
     """Refuse any column that the grant does not make visible."""
     for column in expression.find_all(exp.Column):
-        if columns.get(column.name, ColumnLevel.HIDDEN) is ColumnLevel.HIDDEN:
+        if columns.get(column_key(column), ColumnLevel.HIDDEN) is ColumnLevel.HIDDEN:
+            table = table_of(column, dataset)
             refuse("reject_ungranted_columns", "COLUMN_NOT_GRANTED",
-                   f"column {column.name!r} of table {dataset!r} does not exist or is not granted",
-                   table=dataset, column=column.name, permission=True)
+                   f"column {column.name!r} of table {table!r} does not exist or is not granted",
+                   table=table, column=column.name, permission=True)
     return expression

@@ -12,7 +12,7 @@ from broker.guard._tree import AGGREGATE_TYPES, refuse
 
 ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
     exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
-    exp.Where, exp.Group, exp.Having, exp.Order, exp.Ordered, exp.Limit,
+    exp.Join, exp.Where, exp.Group, exp.Having, exp.Order, exp.Ordered, exp.Limit,
     exp.Literal, exp.Boolean, exp.Null, exp.Neg, exp.Paren,
     exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between,
     exp.Add, exp.Sub, exp.Mul, exp.Div,
@@ -30,7 +30,7 @@ _NAMED = {
     exp.Intersect: ("SET_OPERATION_NOT_ALLOWED", "INTERSECT is not allowed"),
     exp.Except: ("SET_OPERATION_NOT_ALLOWED", "EXCEPT is not allowed"),
     exp.Window: ("WINDOW_NOT_ALLOWED", "window functions (OVER) are not allowed"),
-    exp.Join: ("JOIN_NOT_ALLOWED", "joins are not allowed by this grant"),
+    exp.Join: ("JOIN_NOT_ALLOWED", "joins are allowed only in the outer query, to the grant's lookup tables"),
     exp.Lateral: ("LATERAL_NOT_ALLOWED", "LATERAL is not allowed"),
     exp.Case: ("CONDITIONAL_NOT_ALLOWED", "CASE is not allowed: conditionals break the per-cell threshold"),
     exp.If: ("CONDITIONAL_NOT_ALLOWED", "IF is not allowed: conditionals break the per-cell threshold"),
@@ -43,7 +43,7 @@ _NAMED = {
 
 def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     """Refuse any node outside the allowlist, naming the construct."""
-    for arg in ("distinct", "joins", "laterals", "qualify", "windows", "into", "locks", "sample",
+    for arg in ("distinct", "laterals", "qualify", "windows", "into", "locks", "sample",
                 "kind", "prewhere", "connect", "match", "pivots", "settings", "format", "options", "offset",
                 "cluster", "distribute", "sort", "with_"):
         value = expression.args.get(arg)
@@ -58,6 +58,8 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     for node in expression.walk():
         if isinstance(node, exp.Select) and node is not expression:
             refuse("reject_unsupported_syntax", "SUBQUERY_NOT_ALLOWED", _NAMED[exp.Subquery][1])
+        if isinstance(node, exp.Join) and node.parent is expression:
+            continue  # resolve_table allows joins to the grant's lookup tables on their keys, and no others
         if type(node) in _NAMED:
             reason, message = _NAMED[type(node)]
             refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)
