@@ -89,6 +89,10 @@ class BrokerClient:
                                "description": r.description} for r in response.disclosure_rules],
             access_record=response.access_record, policy_version=response.policy_version, request_id=request_id)
 
+    def explain(self, grant: str, sql: str) -> pb.ExplainQueryResponse:
+        """What the guard makes of ``sql`` under ``grant``, without running it (recorded in the access log)."""
+        return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(grant=grant, sql=sql))
+
     # -- catalog -----------------------------------------------------------------------------------
 
     def datasets(self) -> list[sandbox_pb.Dataset]:

@@ -14,7 +14,7 @@ from typing import Callable
 from broker.access_log import AccessLog, AccessRecord, Quota
 from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError, QuotaError
-from broker.guard import GuardedQuery, guard
+from broker.guard import GuardedQuery, GuardStep, guard
 from broker.plan_cache import PlanCache
 from broker.policy import Policy
 from broker.policy_registry import PolicyRegistry
@@ -28,6 +28,16 @@ class QueryOutcome:
 
     response: sandbox_pb.ExecutePlanResponse
     guarded: GuardedQuery
+    policy: Policy
+    access_record: int
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the guard makes of a query, without running it."""
+
+    guarded: GuardedQuery
+    steps: tuple[GuardStep, ...]
     policy: Policy
     access_record: int
 
@@ -93,6 +103,32 @@ class QueryPipeline:
                 "decision_seq": seq, "rows": response.table.row_count, "truncated": response.truncated,
                 "engine_micros": response.engine_micros, "result_sha256": digest}, **base))
         return QueryOutcome(response, guarded, policy, seq)
+
+    def explain(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
+                client: str) -> Explanation:
+        """What ``run`` would do with the query, without running it; refused exactly as ``run`` refuses.
+
+        Recorded in the access log as ``query.explain`` (allowed or refused), with the rewritten SQL;
+        it is not a query, so it does not count against the grant's quotas. The plan cache is not
+        used: the steps are traced afresh.
+        """
+        base = dict(subject=principal.subject, department=principal.department, client=client,
+                    request_id=request_id, grant_id=grant_id, sql=unverified_sql)
+        now = self.clock()
+        steps: list[GuardStep] = []
+        try:
+            require_role("requester", principal)
+            policy = self.policies.grant_for(grant_id, principal, now)
+            base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
+                            steps=steps)
+        except Exception as error:
+            self.access_log.append(AccessRecord(event="query.explain", decision="deny", reason=_reason(error),
+                                                detail=getattr(error, "metadata", {}), **base), now=now)
+            raise
+        seq = self.access_log.append(AccessRecord(event="query.explain", decision="allow", rewritten_sql=guarded.sql,
+                                                  **base), now=now)
+        return Explanation(guarded, tuple(steps), policy, seq)
 
 
 def _reason(error: Exception) -> str:

@@ -13,7 +13,7 @@ from broker.cli.main import main
 from broker.demo import run_demo
 from broker.keys import signer_key_id
 from broker.server import start_broker
-from tests.conftest import ANALYST, ROOT, XUANWU, broker_settings_for, dev_keys, token_for
+from tests.conftest import ANALYST, GRANT, ROOT, XUANWU, broker_settings_for, dev_keys, token_for
 
 
 @pytest.fixture
@@ -109,3 +109,17 @@ def test_a_request_file_with_an_unknown_key_names_it(broker_target, tmp_path):
 def test_the_demo_walks_the_whole_flow(demo_db, tmp_path):
     shutil.copy(demo_db, tmp_path / "tax-20000.duckdb")
     assert run_demo(tmp_path, taxpayers=20_000) == 0
+
+
+def test_query_explain_prints_the_rewrite_and_the_rules_and_runs_nothing(broker):
+    requester = as_actor(f"127.0.0.1:{broker.port}", "xuanwu-fgw", XUANWU, "requester")
+    sql = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1"
+    shown = run(requester, "query", "--grant", GRANT, "--sql", sql, "--explain")
+    assert shown.exit_code == 0, shown.output
+    assert "HAVING COUNT(DISTINCT taxpayer_id) >= 10" in shown.output and "add_row_filter" in shown.output
+    assert "nothing was run" in shown.output and "rewrote" in shown.output
+    as_json = json.loads(run(requester, "query", "--grant", GRANT, "--sql", sql, "--explain", "--json").output)
+    assert as_json["steps"][0] == {"rule": "reject_unsupported_syntax", "action": "ACTION_CHECKED",
+                                   "summary": "Refuse any node outside the allowlist, naming the construct."}
+    refused = run(requester, "query", "--grant", GRANT, "--sql", "SELECT * FROM tax.declarations", "--explain")
+    assert refused.exit_code == 2 and "RAW_ROWS" in refused.output

@@ -8,9 +8,11 @@ import pytest
 from broker.access_log import AccessLog
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
+from broker.guard import RULES
 from broker.keys import sandbox_settings
 from broker.server import start_broker
 from broker.settings import SandboxSettings
+from broker.v1.query_service_pb2 import GuardStep
 from sandbox.server import start_sandbox
 from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, token_for
 
@@ -145,6 +147,32 @@ def test_every_call_is_in_the_access_log_and_the_chain_verifies(broker, client):
     assert new[1].detail["rows"] == 1 and len(new[1].detail["result_sha256"]) == 64
     assert new[2].reason == "RAW_ROWS" and new[0].rewritten_sql.endswith("LIMIT 5001")
     assert log.verify() == []
+    log.close()
+
+
+def test_explain_shows_the_rewrite_and_each_rule_without_running_and_is_logged(broker, client):
+    log = AccessLog(broker.access_log_path)
+    before = max((r.seq for r in log.records()), default=0)
+    sql = "SELECT s.street_name, SUM(vat_paid) AS vat FROM tax.declarations d JOIN tax.streets s USING (street_code) GROUP BY 1"
+    explanation = client.explain(GRANT, sql)
+    ran = client.query(GRANT, sql)
+    assert explanation.rewritten_sql == ran.rewritten_sql
+    actions = {step.rule: step.action for step in explanation.steps}
+    assert list(actions) == [rule.__name__ for rule in RULES]
+    assert actions["add_entity_threshold"] == actions["qualify_joined_columns"] == GuardStep.ACTION_REWROTE
+    assert actions["reject_raw_rows"] == GuardStep.ACTION_CHECKED
+    assert explanation.lookup_tables == ["tax.streets"] and explanation.max_groups == 5000
+    assert explanation.disclosure_rules[0].threshold == 10 and explanation.policy_version == 1
+
+    with pytest.raises(DsbrokerError) as caught:
+        client.explain(GRANT, "SELECT taxpayer_id FROM tax.declarations")
+    assert caught.value.reason == "ENTITY_COLUMN_MISUSED" and caught.value.metadata["column"] == "taxpayer_id"
+
+    new = list(log.records(after=before))
+    assert [(r.event, r.decision) for r in new] == [
+        ("query.explain", "allow"), ("query.decision", "allow"), ("query.result", "released"), ("query.explain", "deny")]
+    assert new[0].seq == explanation.access_record and new[0].rewritten_sql == explanation.rewritten_sql
+    assert new[3].reason == "ENTITY_COLUMN_MISUSED" and log.verify() == []
     log.close()
 
 

@@ -74,17 +74,22 @@ def sandbox_serve(config, listen, data, port_file) -> None:
 @click.option("--grant", required=True, help="grant (policy) id to query under")
 @click.option("--sql", required=True, help="one SELECT statement; '-' reads it from standard input")
 @click.option("--timeout", default=60.0, show_default=True, help="deadline in seconds (the query's time limit)")
+@click.option("--explain", is_flag=True,
+              help="show the SQL that would run and what each guard rule did, without running it (still logged)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @reporting_errors
-def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, as_json) -> None:
+def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain, as_json) -> None:
     """Run one aggregate query under a grant and print the released cells."""
-    from broker.cli.output import print_result
+    from broker.cli.output import print_explanation, print_result
     from broker.client import BrokerClient
 
     if sql == "-":
         sql = sys.stdin.read()
     with BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext), timeout=timeout) as client:
-        print_result(client.query(grant, sql), as_json=as_json)
+        if explain:
+            print_explanation(client.explain(grant, sql), as_json=as_json)
+        else:
+            print_result(client.query(grant, sql), as_json=as_json)
 
 
 @main.group()

@@ -33,6 +33,29 @@ def print_result(result: QueryResult, *, as_json: bool) -> None:
     console.print("; ".join(notes), style="dim")
 
 
+def print_explanation(explanation, *, as_json: bool) -> None:
+    """What the guard makes of a query: the SQL that would run, each rule's part, the disclosure rules."""
+    if as_json:
+        click.echo(json.dumps(_json(explanation), ensure_ascii=False))
+        return
+    from broker.v1 import query_service_pb2 as pb
+
+    console.print("SQL the sandbox would run:", style="bold")
+    click.echo(explanation.rewritten_sql)  # unwrapped, to copy
+    table = Table(header_style="bold", title="guard rules, in order")
+    for name in ("rule", "did", "what it is for"):
+        table.add_column(name)
+    for step in explanation.steps:
+        table.add_row(step.rule, pb.GuardStep.Action.Name(step.action).removeprefix("ACTION_").lower(), step.summary)
+    console.print(table)
+    notes = [rule.description for rule in explanation.disclosure_rules]
+    notes.append(f"at most {explanation.max_groups:,} groups")
+    if explanation.lookup_tables:
+        notes.append("joins " + ", ".join(explanation.lookup_tables))
+    notes.append(f"nothing was run; access record #{explanation.access_record}")
+    console.print("; ".join(notes), style="dim")
+
+
 def fail(error: DsbrokerError, *, as_json: bool) -> None:
     """Print one clear line (or a JSON error object) and exit non-zero."""
     code = error.code.name if hasattr(error.code, "name") else str(error.code)

@@ -55,6 +55,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
 )
 
 _RULE_PARAMETERS = {rule: tuple(inspect.signature(rule).parameters)[1:] for rule in RULES}
+_SUMMARIES = {rule: (inspect.getdoc(rule) or rule.__name__).splitlines()[0].replace("``", "") for rule in RULES}
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,22 @@ class GuardedQuery:
     lookups: tuple[str, ...] = ()  # the lookup tables the query joins
 
 
+@dataclass(frozen=True)
+class GuardStep:
+    """What one rule did to a query, for ``explain``: it checked it, or rewrote it, or had nothing to do."""
+
+    rule: str
+    action: str  # "checked", "rewrote" or "unchanged"
+    summary: str
+
+
 def guard(unverified_sql: str, policy: Policy, *, district: str, department: str,
-          engine_dialect: str = "duckdb") -> GuardedQuery:
+          engine_dialect: str = "duckdb", steps: list[GuardStep] | None = None) -> GuardedQuery:
     """Check ``unverified_sql`` against ``policy`` for a caller and return the SQL to run.
 
     Raises :class:`~broker.errors.GuardError` naming the rule, table and column
-    when the query is refused.
+    when the query is refused. With ``steps``, each rule that ran is appended to
+    it (the explain path; it costs one SQL generation per rewriting rule).
     """
     settings: dict[str, Any] = {
         "dataset": policy.dataset,
@@ -90,13 +101,17 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     }
     expression = parse(unverified_sql)
     for rule in RULES:
+        before = expression.sql() if steps is not None and not rule.__name__.startswith("reject_") else None
         expression = rule(expression, **{name: settings[name] for name in _RULE_PARAMETERS[rule]})
+        if steps is not None:
+            action = "checked" if before is None else "rewrote" if expression.sql() != before else "unchanged"
+            steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
+    joined = {join.this.name for join in expression.args.get("joins") or []}
     return GuardedQuery(
         sql=expression.sql(dialect=engine_dialect, comments=False),
         dataset=policy.dataset,
         entity=policy.entity_column,
         min_entities=policy.min_entities,
         max_rows=policy.max_groups,
-        lookups=tuple(sorted(table for table, lookup in policy.lookups.items()
-                             if any(join.this.name == lookup.name for join in expression.args.get("joins") or []))),
+        lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
     )

@@ -6,13 +6,14 @@ import grpc
 
 from broker.auth import current_token, require_principal
 from broker.call_context import current_request_id, time_limit
+from broker.guard import GuardedQuery
 from broker.pipeline import QueryPipeline
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
 
 
 class QueryServicer(pb_grpc.QueryServiceServicer):
-    """Answers RunQuery through the query pipeline."""
+    """Answers RunQuery and ExplainQuery through the query pipeline."""
 
     def __init__(self, pipeline: QueryPipeline) -> None:
         self.pipeline = pipeline
@@ -26,7 +27,27 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,
             access_record=outcome.access_record, policy_version=outcome.policy.version,
-            disclosure_rules=[pb.DisclosureRule(
-                rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
-                description=f"cells with fewer than {guarded.min_entities} distinct {guarded.entity} "
-                            "values are withheld")])
+            disclosure_rules=disclosure_rules(guarded))
+
+    def ExplainQuery(self, request: pb.ExplainQueryRequest, context: grpc.ServicerContext) -> pb.ExplainQueryResponse:
+        explanation = self.pipeline.explain(
+            require_principal(), request.grant, request.sql,
+            request_id=request.request_id or current_request_id.get(), client=context.peer())
+        guarded = explanation.guarded
+        return pb.ExplainQueryResponse(
+            rewritten_sql=guarded.sql, disclosure_rules=disclosure_rules(guarded), max_groups=guarded.max_rows,
+            lookup_tables=guarded.lookups, access_record=explanation.access_record,
+            policy_version=explanation.policy.version,
+            steps=[pb.GuardStep(rule=step.rule, action=_ACTIONS[step.action], summary=step.summary)
+                   for step in explanation.steps])
+
+
+_ACTIONS = {"checked": pb.GuardStep.ACTION_CHECKED, "rewrote": pb.GuardStep.ACTION_REWROTE,
+            "unchanged": pb.GuardStep.ACTION_UNCHANGED}
+
+
+def disclosure_rules(guarded: GuardedQuery) -> list[pb.DisclosureRule]:
+    """The disclosure rules a result under ``guarded`` is subject to."""
+    return [pb.DisclosureRule(
+        rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
+        description=f"cells with fewer than {guarded.min_entities} distinct {guarded.entity} values are withheld")]

@@ -1,5 +1,6 @@
 from sandbox.v1 import sandbox_service_pb2 as _sandbox_service_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -32,6 +33,54 @@ class RunQueryResponse(_message.Message):
     access_record: int
     policy_version: int
     def __init__(self, table: _Optional[_Union[_sandbox_service_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
+
+class ExplainQueryRequest(_message.Message):
+    __slots__ = ("grant", "sql", "request_id")
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    grant: str
+    sql: str
+    request_id: str
+    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ExplainQueryResponse(_message.Message):
+    __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version")
+    REWRITTEN_SQL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_RULES_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_TABLES_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_RECORD_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    rewritten_sql: str
+    steps: _containers.RepeatedCompositeFieldContainer[GuardStep]
+    disclosure_rules: _containers.RepeatedCompositeFieldContainer[DisclosureRule]
+    max_groups: int
+    lookup_tables: _containers.RepeatedScalarFieldContainer[str]
+    access_record: int
+    policy_version: int
+    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
+
+class GuardStep(_message.Message):
+    __slots__ = ("rule", "action", "summary")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[GuardStep.Action]
+        ACTION_CHECKED: _ClassVar[GuardStep.Action]
+        ACTION_REWROTE: _ClassVar[GuardStep.Action]
+        ACTION_UNCHANGED: _ClassVar[GuardStep.Action]
+    ACTION_UNSPECIFIED: GuardStep.Action
+    ACTION_CHECKED: GuardStep.Action
+    ACTION_REWROTE: GuardStep.Action
+    ACTION_UNCHANGED: GuardStep.Action
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    action: GuardStep.Action
+    summary: str
+    def __init__(self, rule: _Optional[str] = ..., action: _Optional[_Union[GuardStep.Action, str]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class DisclosureRule(_message.Message):
     __slots__ = ("rule", "column", "threshold", "description")

@@ -42,6 +42,11 @@ class QueryServiceStub:
                 request_serializer=broker_dot_v1_dot_query__service__pb2.RunQueryRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_query__service__pb2.RunQueryResponse.FromString,
                 _registered_method=True)
+        self.ExplainQuery = channel.unary_unary(
+                '/broker.v1.QueryService/ExplainQuery',
+                request_serializer=broker_dot_v1_dot_query__service__pb2.ExplainQueryRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_query__service__pb2.ExplainQueryResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -58,6 +63,16 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainQuery(self, request, context):
+        """Shows what RunQuery would do with a query, without running it: the SQL
+        the sandbox would run, what each guard rule did, and the disclosure
+        rules. Refused exactly as RunQuery would refuse. It is recorded in the
+        access log (event "query.explain") but does not count against quotas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -65,6 +80,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.RunQuery,
                     request_deserializer=broker_dot_v1_dot_query__service__pb2.RunQueryRequest.FromString,
                     response_serializer=broker_dot_v1_dot_query__service__pb2.RunQueryResponse.SerializeToString,
+            ),
+            'ExplainQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainQuery,
+                    request_deserializer=broker_dot_v1_dot_query__service__pb2.ExplainQueryRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_query__service__pb2.ExplainQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,6 +117,33 @@ class QueryService:
             '/broker.v1.QueryService/RunQuery',
             broker_dot_v1_dot_query__service__pb2.RunQueryRequest.SerializeToString,
             broker_dot_v1_dot_query__service__pb2.RunQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.QueryService/ExplainQuery',
+            broker_dot_v1_dot_query__service__pb2.ExplainQueryRequest.SerializeToString,
+            broker_dot_v1_dot_query__service__pb2.ExplainQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,
