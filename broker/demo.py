@@ -14,7 +14,7 @@ from rich.syntax import Syntax
 
 from broker.access_log import AccessLog
 from broker.approving import Narrowing, sign_approval
-from broker.cli.output import print_dataset, print_policy, print_request, print_result
+from broker.cli.output import print_dataset, print_explanation, print_policy, print_request, print_result
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
 from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNERS, IDP_KEY_ID, KeyLayout, init_keys, load_private_key,
@@ -143,10 +143,14 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str) 
 
     _step(f"9. The commission asks, under grant {grant}, for 2025 tax by street in manufacturing, IT and research:")
     console.print(Syntax(AGGREGATE_SQL, "sql", theme="ansi_dark", background_color="default"))
+    console.print("First it asks what the guard would make of it, without running it (dsbroker query --explain): "
+                  "bound to its district and held to the owner's threshold.", style="bold")
+    explanation = requester.explain(grant, AGGREGATE_SQL)
+    print_explanation(explanation, as_json=False)
     result = requester.query(grant, AGGREGATE_SQL)
-    console.print("The guard bound the query to the caller's district and added the owner's threshold:", style="dim")
-    console.print(Syntax(result.rewritten_sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
+    console.print("Then it runs it:", style="bold")
     print_result(result, as_json=False)
+    checks["explained as run"] = explanation.rewritten_sql == result.rewritten_sql
     checks["aggregate answered"] = bool(result.rows)
     console.print("It tries to read one street's taxpayers row by row:", style="bold")
     console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -175,11 +176,17 @@ def load_policies(directory: str | Path) -> dict[str, Policy]:
 
 def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.Expression:
     """Parse a policy's row filter and bind the caller's attributes to its placeholders."""
-    tree = sqlglot.parse_one(row_filter, read="duckdb")
+    tree = _parsed_row_filter(row_filter).copy()
     values = {"district": district, "department": department}
     for placeholder in list(tree.find_all(exp.Placeholder)):
         placeholder.replace(exp.Literal.string(values[placeholder.name]))
     return tree
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_row_filter(row_filter: str) -> exp.Expression:
+    # Parsed once per text; callers bind a copy.
+    return sqlglot.parse_one(row_filter, read="duckdb")
 
 
 class _Reader:

@@ -108,7 +108,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
             steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
     joined = {join.this.name for join in expression.args.get("joins") or []}
     return GuardedQuery(
-        sql=expression.sql(dialect=engine_dialect, comments=False),
+        sql=expression.sql(dialect=engine_dialect, comments=False, copy=False),  # the tree is not used again
         dataset=policy.dataset,
         entity=policy.entity_column,
         min_entities=policy.min_entities,

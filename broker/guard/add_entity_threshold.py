@@ -12,6 +12,6 @@ def add_entity_threshold(expression: exp.Select, entity: str, min_entities: int)
         expression=exp.Literal.number(min_entities),
     )
     having = expression.args.get("having")
-    condition = threshold if having is None else exp.and_(threshold, exp.paren(having.this, copy=False))
+    condition = threshold if having is None else exp.and_(threshold, exp.paren(having.this, copy=False), copy=False)
     expression.set("having", exp.Having(this=condition))
     return expression

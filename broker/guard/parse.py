@@ -65,11 +65,11 @@ def _written_name(unverified_sql: str, function: exp.Func) -> str:
     start, end = function.meta.get("start"), function.meta.get("end")
     if start is None:
         starts = [n.meta["start"] for n in function.walk() if n is not function and "start" in n.meta]
-        before = unverified_sql[:min(starts)] if starts else ""
-        match = _NAME_BEFORE_ARGUMENTS.search(before)
+        offset = max(0, min(starts) - 200) if starts else 0  # a name and its bracket fit in 200 characters
+        match = _NAME_BEFORE_ARGUMENTS.search(unverified_sql[offset:min(starts)]) if starts else None
         if match is None:
             return _sqlglot_name(function)
-        start, end = match.start(1), match.end(1) - 1
+        start, end = offset + match.start(1), offset + match.end(1) - 1
     written = unverified_sql[start:end + 1].strip('"').upper()
     return written if _IDENTIFIER.fullmatch(written) else _sqlglot_name(function)
 
