@@ -141,6 +141,20 @@ def postgres_schema_dsn(schema: str) -> str:
     return f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
 
 
+def postgres_admin():
+    """An autocommit connection to the test PostgreSQL server; skips the test when none answers,
+    unless DSBROKER_REQUIRE_POSTGRES=1 (CI sets it), which fails it instead."""
+    import psycopg
+
+    try:
+        return psycopg.connect(POSTGRES_DSN, connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as error:
+        if os.environ.get("DSBROKER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (DSBROKER_REQUIRE_POSTGRES=1) but {POSTGRES_DSN} does not answer: "
+                        f"{error}")
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_DSN} (set DSBROKER_REQUIRE_POSTGRES=1 to fail instead)")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_location(request, tmp_path):
     """Where a store lives: a SQLite file, or a fresh schema on the real PostgreSQL server.
@@ -150,15 +164,7 @@ def store_location(request, tmp_path):
     if request.param == "sqlite":
         yield str(tmp_path / "state.sqlite")
         return
-    import psycopg
-
-    try:
-        admin = psycopg.connect(POSTGRES_DSN, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as error:
-        if os.environ.get("DSBROKER_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required (DSBROKER_REQUIRE_POSTGRES=1) but {POSTGRES_DSN} does not answer: "
-                        f"{error}")
-        pytest.skip(f"no PostgreSQL server at {POSTGRES_DSN} (set DSBROKER_REQUIRE_POSTGRES=1 to fail instead)")
+    admin = postgres_admin()
     schema = f"dsbroker_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f"CREATE SCHEMA {schema}")
     try:

@@ -83,7 +83,7 @@ def _same(row, expected) -> bool:
 
 def test_rules_are_small_modules_named_for_what_they_do():
     for rule in RULES:
-        assert rule.__name__.split("_")[0] in {"reject", "resolve", "expand", "add", "enforce", "qualify"}
+        assert rule.__name__.split("_")[0] in {"reject", "resolve", "expand", "add", "enforce", "qualify", "translate"}
         assert rule.__module__ == f"broker.guard.{rule.__name__}"
 
 

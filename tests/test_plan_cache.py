@@ -48,4 +48,23 @@ def test_capacity_is_bounded(policy):
     for street in ("a", "b", "c"):
         sql = f"SELECT COUNT(*) AS c FROM tax.declarations WHERE street_code = '{street}'"
         cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, build(policy, "320102", sql))
-    assert len(cache._plans) == 2
+    assert len(cache._plans) == 2  # entries, by text and by tokens
+
+
+def test_whitespace_comments_and_keyword_case_reuse_the_plan_but_names_and_values_do_not(policy):
+    cache = PlanCache()
+    plan = cache.get_or_build(policy, "320102", "xuanwu-fgw", SQL, build(policy, "320102"))
+    same = ["select street_code,  SUM(vat_paid) as vat\n  FROM tax.declarations -- by street\n GROUP   BY street_code",
+            "/* monthly */ SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations group by street_code"]
+    for sql in same:
+        assert cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: pytest.fail("rebuilt")) is plan
+        assert guard(sql, policy, district="320102", department="xuanwu-fgw").sql == plan.sql
+    different = ["SELECT street_code, SUM(vat_paid) AS Vat FROM tax.declarations GROUP BY street_code",
+                 "SELECT street_code, SUM(cit_paid) AS vat FROM tax.declarations GROUP BY street_code",
+                 "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE size_class = 'Large' GROUP BY 1",
+                 "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE size_class = 'large' GROUP BY 1"]
+    for sql in different:
+        assert cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, build(policy, "320102", sql)).sql != plan.sql
+    assert cache.misses == 1 + len(different) and cache.hits == len(same)
+    # A text repeated exactly is found without tokenizing it again.
+    assert cache.get_or_build(policy, "320102", "xuanwu-fgw", same[0], lambda: pytest.fail("rebuilt")) is plan

@@ -9,7 +9,8 @@ signature names. Order matters and is written down here:
 1. structure first (one plain SELECT over the granted table),
 2. then aliases are expanded so every later rule sees real columns,
 3. then the column checks (granted, entity, grouping, aggregates, filters),
-4. then the rewrites (row filter, threshold, cap; with joins, every column qualified), and last the dialect.
+4. then the rewrites (row filter, threshold, cap; with joins, every column qualified), and last what
+   the engine's dialect needs beyond sqlglot's own translation.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from broker.guard.reject_ungranted_columns import reject_ungranted_columns
 from broker.guard.reject_ungrouped_columns import reject_ungrouped_columns
 from broker.guard.reject_unsupported_syntax import reject_unsupported_syntax
 from broker.guard.resolve_table import resolve_table
+from broker.guard.translate_date_parts import translate_date_parts
 from broker.policy import Policy, bind_row_filter
 
 RULES: tuple[Callable[..., exp.Select], ...] = (
@@ -52,6 +54,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     add_entity_threshold,
     enforce_group_cap,
     qualify_joined_columns,
+    translate_date_parts,
 )
 
 _RULE_PARAMETERS = {rule: tuple(inspect.signature(rule).parameters)[1:] for rule in RULES}
@@ -96,6 +99,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         "entity": policy.entity_column,
         "min_entities": policy.min_entities,
         "max_groups": policy.max_groups,
+        "engine_dialect": engine_dialect,
         "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
         if policy.row_filter else None,
     }
