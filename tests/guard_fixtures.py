@@ -6,6 +6,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "guard"
+# The attacks of DESIGN section 3 and of the guard's issue, as the refused fixtures are grouped.
+CATEGORIES = {
+    "raw-rows": "raw rows, or output neither grouped nor aggregated",
+    "entity-id": "the taxpayer id output, grouped, filtered or counted without DISTINCT",
+    "isolating-cells": "filters and groupings that isolate one enterprise (measures, hidden columns, finer periods)",
+    "trackers": "OR padding, complements, and conditions or other columns inside aggregates",
+    "min-max": "MIN/MAX and other picks of one value (median, first, arg_max, any_value)",
+    "string-list-aggregates": "string and list aggregates",
+    "joins": "joins on unique keys, to other tables, or other than on a lookup's key",
+    "engine-escape": "statements and functions that read files, settings or metadata, or change the engine",
+    "unreasoned-syntax": "constructs the guard does not reason about (subqueries, CTEs, set operations, windows)",
+    "smuggling": "several statements, and text smuggled in comments",
+    "probing": "probing for tables and columns the caller may not see",
+    "name-confusion": "aliases and positions that could make two engines read a query differently",
+    "malformed": "input that does not parse",
+}
 
 
 @dataclass
@@ -15,6 +31,7 @@ class Case:
     sql: str
     expect: dict = field(default_factory=dict)
     rewritten: str | None = None
+    category: str | None = None
 
     @property
     def id(self) -> str:
@@ -33,7 +50,8 @@ def read_cases(pattern: str) -> list[Case]:
                 expect[key.strip()] = value.strip()
             text = "\n".join(lines)
             sql, _, rewritten = text.partition("-- rewritten:")
+            category = expect.pop("category", None)
             cases.append(Case(path.stem, title.strip(), sql.strip(), expect,
-                              rewritten.strip() if rewritten else None))
+                              rewritten.strip() if rewritten else None, category))
     assert cases, f"no fixtures match {pattern}"
     return cases

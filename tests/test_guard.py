@@ -12,7 +12,7 @@ from broker.guard import RULES, guard
 from broker.policy import Lookup
 from sandbox.engine_duckdb import DuckDBEngine
 from tests.conftest import XUANWU
-from tests.guard_fixtures import read_cases
+from tests.guard_fixtures import CATEGORIES, read_cases
 
 REFUSED = read_cases("*__invalid.sql")
 ACCEPTED = read_cases("accepted.sql")
@@ -36,6 +36,13 @@ def test_refused_with_reason_naming_rule_and_column(case, policy):
     for key, expected in case.expect.items():
         if key != "reason":
             assert str(error.metadata.get(key)) == expected, f"{key}: {error.metadata.get(key)!r} != {expected!r}"
+
+
+def test_the_attack_fixtures_cover_every_category():
+    assert len(REFUSED) >= 80 and len(ACCEPTED) >= 30
+    unknown = [case.id for case in REFUSED if case.category not in CATEGORIES]
+    assert not unknown, f"fixtures without a known category: {unknown}"
+    assert {case.category for case in REFUSED} == set(CATEGORIES)
 
 
 @pytest.mark.parametrize("case", REWRITES, ids=lambda c: c.id)
