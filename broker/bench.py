@@ -6,6 +6,7 @@ Reported as ratios, never asserted: these machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -18,11 +19,12 @@ from broker.guard import guard
 from broker.plan_cache import PlanCache
 from broker.keys import approve_for_development, init_keys
 from broker.launch import development_servers, development_token
-from broker.policy import load_policy
+from broker.policy import Dominance, load_policy
 from sandbox.demo_data import make_demo_data
 
 ROOT = Path(__file__).resolve().parent.parent
 GRANT = "xuanwu-fgw-2026-007"
+DOMINANCE_GRANT = "xuanwu-fgw-2026-007-dominance"
 GROUP_BY_SQL = ("SELECT street_code, industry_code, SUM(vat_paid) AS vat, SUM(cit_paid) AS cit, "
                 "COUNT(DISTINCT taxpayer_id) AS taxpayers FROM tax.declarations GROUP BY street_code, industry_code")
 SMALL_SQL = "SELECT COUNT(*) AS declarations FROM tax.declarations WHERE period = DATE '2025-06-01'"
@@ -66,10 +68,16 @@ def _measure(client: BrokerClient, direct, policy, guarded, args):
     for _ in range(args.runs):
         direct_samples += timed(lambda: direct.execute(guarded.sql).fetchall(), 1)
         e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL), 1)
+    dominance_sql = guard(GROUP_BY_SQL, dataclasses.replace(policy, dominance=Dominance(1, 85.0, 10.0)),
+                          district="320102", department="xuanwu-fgw").sql
+    dominance_samples, dominance_direct = [], []
+    for _ in range(args.runs):
+        dominance_direct += timed(lambda: direct.execute(dominance_sql).fetchall(), 1)
+        dominance_samples += timed(lambda: client.query(DOMINANCE_GRANT, GROUP_BY_SQL), 1)
     small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
     small_direct = timed(lambda: direct.execute(
         guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
-    return direct_samples, e2e_samples, small, small_direct, end_to_end
+    return direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct)
 
 
 def guard_medians(policy, runs: int) -> tuple[float, float]:
@@ -115,18 +123,28 @@ def main() -> None:
         policies.mkdir()
         text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
         (policies / f"{GRANT}.yaml").write_text(approve_for_development(layout, text))
+        # The same grant with the dominance rules, to measure what disclosure control adds.
+        dominant = text.replace(f"id: {GRANT}", f"id: {DOMINANCE_GRANT}").replace(
+            "disclosure: {min_entities: 10}", "disclosure: {min_entities: 10, dominance: {n: 1, k: 85}, p_percent: 10}")
+        (policies / f"{DOMINANCE_GRANT}.yaml").write_text(approve_for_development(layout, dominant))
         with development_servers(data=data, policies=policies, state=Path(scratch) / "state",
                                  layout=layout, client="bench") as (_sandbox, broker, tls), \
                 BrokerClient(broker.target, tls=tls, token=development_token(
                     layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
             samples = _measure(client, direct, policy, guarded, args)
-    direct_samples, e2e_samples, small, small_direct, end_to_end = samples
+    direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct) = samples
 
     a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
     print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released):")
     print(f"  (a) rewritten query, DuckDB directly   median {a * 1000:8.2f} ms")
     print(f"  (b) SDK -> broker -> sandbox (mTLS)    median {b * 1000:8.2f} ms")
     print(f"  ratio b/a                              {b / a:8.2f}   (target <= 1.5)")
+    c, d = statistics.median(dominance_samples), statistics.median(dominance_direct)
+    print("with the dominance rules ((1, 85) and p% = 10), which aggregate per cell and taxpayer first:")
+    print(f"  (d) rewritten query, DuckDB directly   median {d * 1000:8.2f} ms")
+    print(f"  (c) SDK -> broker -> sandbox (mTLS)    median {c * 1000:8.2f} ms")
+    print(f"  ratio d/a (disclosure control alone)   {d / a:8.2f}   (target <= 1.3)")
+    print(f"  ratio c/a (all of it, end to end)      {c / a:8.2f}")
     print(f"small query end to end ({args.small_runs} runs): p50 {percentile(small, 50) * 1000:.2f} ms, "
           f"p99 {percentile(small, 99) * 1000:.2f} ms (DuckDB directly: p50 {percentile(small_direct, 50) * 1000:.2f} ms)")
     small_p50 = percentile(small, 50)

@@ -86,7 +86,8 @@ class BrokerClient:
         return QueryResult(
             columns=columns, rows=rows, truncated=response.truncated, rewritten_sql=response.rewritten_sql,
             disclosure_rules=[{"rule": r.rule, "column": r.column, "threshold": r.threshold,
-                               "description": r.description} for r in response.disclosure_rules],
+                               "description": r.description, "cells_withheld": r.cells_withheld}
+                              for r in response.disclosure_rules],
             access_record=response.access_record, policy_version=response.policy_version, request_id=request_id)
 
     def explain(self, grant: str, sql: str) -> pb.ExplainQueryResponse:

@@ -101,7 +101,8 @@ class QueryPipeline:
         self.access_log.append(AccessRecord(
             event="query.result", decision="released", detail={
                 "decision_seq": seq, "rows": response.table.row_count, "truncated": response.truncated,
-                "engine_micros": response.engine_micros, "result_sha256": digest}, **base))
+                "engine_micros": response.engine_micros, "cells_withheld": response.cells_withheld,
+                "result_sha256": digest}, **base))
         return QueryOutcome(response, guarded, policy, seq)
 
     def explain(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,

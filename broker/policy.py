@@ -5,7 +5,7 @@ level of each column, the aggregates allowed, the row filter bound to the
 caller, the disclosure threshold and the validity period. Deny by default: a
 column the policy does not list is hidden.
 
-Settings that a later version will enforce (dominance, encrypted results) are refused by this version rather than accepted and ignored, so
+Settings that a later version will enforce (noise, encrypted results) are refused by this version rather than accepted and ignored, so
 that an owner never believes a protection is on when it is not. Approvals
 (signatures) are checked by :mod:`broker.policy_signing`; the sandbox runs
 nothing under a policy whose approvals do not verify.
@@ -27,6 +27,21 @@ import sqlglot.expressions as exp
 import yaml
 
 from broker.errors import PolicyFileError
+
+
+@dataclass(frozen=True)
+class Dominance:
+    """When a SUM cell is too much one taxpayer's: the (n, k) rule, the p% rule, or both.
+
+    (n, k): the n largest contributors (by entity) hold more than k% of the cell's total.
+    p%: the cell's total less its two largest contributors is under p% of the largest, so the
+    second largest could estimate the largest to within p%. Contributions count by magnitude,
+    so refunds (negative amounts) cannot hide a dominant taxpayer.
+    """
+
+    n: int | None = None
+    k: float | None = None
+    p: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +92,10 @@ _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggre
              "row_filter", "disclosure", "limits", "results", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department"}
-_DISCLOSURE_KEYS = {"min_entities"}
+_DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent"}
+_DOMINANCE_KEYS = {"n", "k"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
 RESULT_MODES = ("aggregate",)  # the result modes this version serves
-_NOT_YET = {
-    ("disclosure", "dominance"): "the dominance rule is not enforced by this version; remove it rather than rely on it",
-}
-
 
 @dataclass(frozen=True)
 class Policy:
@@ -105,6 +117,7 @@ class Policy:
     queries_per_day: int | None = None
     queries_total: int | None = None
     min_max: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    dominance: Dominance | None = None
     lookups: dict[str, Lookup] = field(default_factory=dict)
     request: str | None = None
     narrows: str | None = None
@@ -208,8 +221,6 @@ class _Reader:
             key = key_node.value
             if key in items:
                 raise self.fail(key_node, f"duplicate key {'.'.join((*path, key))!r}")
-            if (*path, key) in _NOT_YET:
-                raise self.fail(key_node, f"{'.'.join((*path, key))}: {_NOT_YET[(*path, key)]}")
             if allowed is not None and key not in allowed:
                 raise self.fail(key_node, f"unknown key {'.'.join((*path, key))!r} (allowed: {', '.join(sorted(allowed))})")
             items[key] = value_node
@@ -283,6 +294,7 @@ class _Reader:
             "columns": columns,
             "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES) if "aggregates" in top else DEFAULT_AGGREGATES,
             "min_max": self.min_max(top["min_max"], columns) if "min_max" in top else {},
+            "dominance": self.dominance(disclosure),
             "lookups": self.lookups(top["lookups"], top["dataset"], columns) if "lookups" in top else {},
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
@@ -314,6 +326,27 @@ class _Reader:
         if len(entities) != 1:
             raise self.fail(node, f"columns: exactly one column must be the entity (the privacy unit); found {len(entities)}")
         return columns
+
+    def percent(self, node: yaml.Node, name: str) -> float:
+        value = self.scalar(node, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 100:
+            raise self.fail(node, f"{name} must be a percentage above 0 and below 100")
+        return float(value)
+
+    def dominance(self, disclosure: dict[str, yaml.Node]) -> Dominance | None:
+        if "dominance" not in disclosure and "p_percent" not in disclosure:
+            return None
+        n = k = p = None
+        if "dominance" in disclosure:
+            rule = self.mapping(disclosure["dominance"], ("disclosure", "dominance"), _DOMINANCE_KEYS)
+            for required in ("n", "k"):
+                if required not in rule:
+                    raise self.fail(disclosure["dominance"], f"missing required key 'disclosure.dominance.{required}'")
+            n = self.integer(rule["n"], "disclosure.dominance.n", 1)
+            k = self.percent(rule["k"], "disclosure.dominance.k")
+        if "p_percent" in disclosure:
+            p = self.percent(disclosure["p_percent"], "disclosure.p_percent")
+        return Dominance(n, k, p)
 
     def min_max(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[str, ...]]:
         granted: dict[str, tuple[str, ...]] = {}

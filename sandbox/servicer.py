@@ -49,8 +49,23 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",
                                 code=grpc.StatusCode.DEADLINE_EXCEEDED)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
-        return pb.ExecutePlanResponse(table=encode_table(result.names, result.types, result.rows),
-                                      truncated=result.truncated, engine_micros=result.micros)
+        names, types, rows, withheld = without_dominance_flags(result.names, result.types, result.rows,
+                                                               guarded.dominance_flags)
+        return pb.ExecutePlanResponse(table=encode_table(names, types, rows), truncated=result.truncated,
+                                      engine_micros=result.micros, cells_withheld=withheld)
 
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
         return self.catalog.listing()
+
+
+def without_dominance_flags(names: list[str], types: list[str], rows: list[tuple],
+                            flags: tuple[tuple[int, ...], ...]) -> tuple[list[str], list[str], list[tuple], int]:
+    """Drop the dominance rule's flag columns (the last ones) and count the cells they withheld.
+
+    The withheld cells are already null: the engine query set them so before HAVING and ORDER BY.
+    """
+    if not flags:
+        return names, types, rows, 0
+    width = len(names) - len(flags)
+    withheld = sum(len(outputs) for row in rows for flagged, outputs in zip(row[width:], flags) if flagged)
+    return names[:width], types[:width], [row[:width] for row in rows], withheld

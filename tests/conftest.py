@@ -73,6 +73,17 @@ def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> Bro
                              **broker_settings(dev_keys()), **overrides})
 
 
+def policies_with(directory: Path, old: str, new: str) -> str:
+    """A policies directory in ``directory`` holding the shipped grant with ``old`` replaced by ``new``,
+    signed; returns the directory."""
+    text = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    assert old in text, f"the shipped grant no longer holds {old!r}"
+    policies = directory / "policies"
+    policies.mkdir()
+    (policies / f"{GRANT}.yaml").write_text(sign(text.replace(old, new)), encoding="utf-8")
+    return str(policies)
+
+
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory) -> Path:
     """A demo data file (20,000 taxpayers, about 460,000 declarations), made once per run."""

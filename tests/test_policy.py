@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from broker.errors import PolicyFileError
-from broker.policy import ColumnLevel, bind_row_filter, load_policies, parse_policy
+from broker.policy import ColumnLevel, Dominance, bind_row_filter, load_policies, parse_policy
 from tests.conftest import POLICIES
 
 VALID = """\
@@ -49,7 +49,10 @@ def test_defaults_are_safe():
     (("version: 2", "version: 2\nnarrows: sha256:abc"), 3, "narrows"),
     (("version: 2", "version: 2\nrequest: r-1"), 3, "request"),
     (("purpose: testing", "purpose: testing\ndisclosure: {min_entities: 1}"), 5, "at least 2"),
-    (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {n: 2, k: 85}}"), 5, "not enforced"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {n: 2, k: 185}}"), 5, "percentage"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {k: 85}}"), 5, "dominance.n"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {n: 0, k: 85}}"), 5, "at least 1"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {p_percent: 0}"), 5, "percentage"),
     (("purpose: testing", "purpose: testing\nlimits: {valid_from: 2026-02-01, valid_until: 2026-01-01}"), 5, "before"),
     (("dataset: tax.declarations", "dataset: declarations"), 5, "dataset"),
     (("version: 2", "version: two"), 2, "whole number"),
@@ -72,6 +75,12 @@ def test_problems_name_the_line(change, line, words):
         parse_policy(VALID.replace(*change), source="grant.yaml")
     assert caught.value.line == line and words in caught.value.message
     assert caught.value.message.startswith(f"grant.yaml:{line}: ")
+
+
+def test_dominance_rules_parse():
+    policy = parse_policy(VALID + "disclosure: {min_entities: 5, dominance: {n: 2, k: 85}, p_percent: 10}\n")
+    assert policy.dominance == Dominance(2, 85.0, 10.0) and policy.min_entities == 5
+    assert parse_policy(VALID).dominance is None
 
 
 def test_lookup_columns_take_the_level_of_their_key_and_min_max_is_per_column():

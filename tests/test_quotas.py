@@ -13,7 +13,7 @@ from broker.access_log import AccessLog
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
 from broker.server import start_broker
-from tests.conftest import GRANT, Clock, POLICIES, broker_settings_for, client_tls, sign, token_for
+from tests.conftest import GRANT, Clock, broker_settings_for, client_tls, policies_with, token_for
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 COUNT_SQL = "SELECT COUNT(*) AS c FROM tax.declarations"
@@ -22,14 +22,9 @@ COUNT_SQL = "SELECT COUNT(*) AS c FROM tax.declarations"
 @pytest.fixture
 def limited(sandbox, tmp_path):
     """A broker whose grant allows 3 queries a day and 5 in all, on a clock the test controls."""
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    text = (POLICIES / f"{GRANT}.yaml").read_text().replace(
-        "max_groups: 5000}", "max_groups: 5000, queries_per_day: 3, queries_total: 5}")
-    assert "queries_per_day" in text
-    (policies / f"{GRANT}.yaml").write_text(sign(text))
+    policies = policies_with(tmp_path, "max_groups: 5000}", "max_groups: 5000, queries_per_day: 3, queries_total: 5}")
     clock = Clock(dt.datetime(2026, 11, 21, 9, 0, tzinfo=SHANGHAI))
-    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=str(policies)),
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies),
                            clock=clock)
     client = BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls())
     yield client, clock, tmp_path / "log.sqlite"

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import sqlglot.expressions as exp
 
+from broker.guard.add_dominance_rule import FLAG_PREFIX, add_dominance_rule
 from broker.guard.add_entity_threshold import add_entity_threshold
 from broker.guard.add_row_filter import add_row_filter
 from broker.guard.enforce_group_cap import enforce_group_cap
@@ -54,6 +55,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     add_entity_threshold,
     enforce_group_cap,
     qualify_joined_columns,
+    add_dominance_rule,
     translate_date_parts,
 )
 
@@ -71,6 +73,8 @@ class GuardedQuery:
     min_entities: int
     max_rows: int
     lookups: tuple[str, ...] = ()  # the lookup tables the query joins
+    # Per dominance flag column (the last columns of the result): the output columns it withholds.
+    dominance_flags: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         "entity": policy.entity_column,
         "min_entities": policy.min_entities,
         "max_groups": policy.max_groups,
+        "dominance": policy.dominance,
         "engine_dialect": engine_dialect,
         "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
         if policy.row_filter else None,
@@ -110,7 +115,8 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         if steps is not None:
             action = "checked" if before is None else "rewrote" if expression.sql() != before else "unchanged"
             steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
-    joined = {join.this.name for join in expression.args.get("joins") or []}
+    joined = {join.this.name for join in expression.find_all(exp.Join)}
+    flags = _dominance_flags(expression)  # before generating: generation may change the tree
     return GuardedQuery(
         sql=expression.sql(dialect=engine_dialect, comments=False, copy=False),  # the tree is not used again
         dataset=policy.dataset,
@@ -118,4 +124,15 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         min_entities=policy.min_entities,
         max_rows=policy.max_groups,
         lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
+        dominance_flags=flags,
     )
+
+
+def _dominance_flags(expression: exp.Select) -> tuple[tuple[int, ...], ...]:
+    names = [projection.alias_or_name for projection in expression.expressions]
+    flags = [name for name in names if name.startswith(FLAG_PREFIX)]
+    outputs = expression.expressions[:len(names) - len(flags)]
+    return tuple(
+        tuple(position for position, output in enumerate(outputs)
+              if any(f"__s{flag.removeprefix(FLAG_PREFIX)}" == column.name for column in output.find_all(exp.Column)))
+        for flag in flags)

@@ -83,13 +83,15 @@ class GuardStep(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., action: _Optional[_Union[GuardStep.Action, str]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class DisclosureRule(_message.Message):
-    __slots__ = ("rule", "column", "threshold", "description")
+    __slots__ = ("rule", "column", "threshold", "description", "cells_withheld")
     RULE_FIELD_NUMBER: _ClassVar[int]
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     rule: str
     column: str
     threshold: int
     description: str
-    def __init__(self, rule: _Optional[str] = ..., column: _Optional[str] = ..., threshold: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    cells_withheld: int
+    def __init__(self, rule: _Optional[str] = ..., column: _Optional[str] = ..., threshold: _Optional[int] = ..., description: _Optional[str] = ..., cells_withheld: _Optional[int] = ...) -> None: ...

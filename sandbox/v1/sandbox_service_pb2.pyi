@@ -101,14 +101,16 @@ class Plan(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ...) -> None: ...
 
 class ExecutePlanResponse(_message.Message):
-    __slots__ = ("table", "truncated", "engine_micros")
+    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     table: ResultTable
     truncated: bool
     engine_micros: int
-    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ...) -> None: ...
+    cells_withheld: int
+    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ...) -> None: ...
 
 class ResultTable(_message.Message):
     __slots__ = ("columns", "row_count")

@@ -1,0 +1,127 @@
+"""The dominance rule: a SUM or AVG cell that one or two taxpayers make up is withheld, by the (n, k)
+rule or the p% rule, on cells whose contributors are known; and end to end, every withheld cell is one
+that an independent computation over the raw rows finds dominated, and no other."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+
+import duckdb
+import pytest
+
+from broker.client import BrokerClient
+from broker.guard import guard
+from broker.policy import Dominance
+from broker.server import start_broker
+from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.servicer import without_dominance_flags
+from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, policies_with, token_for
+
+# Per street: the VAT of each of its taxpayers. Revenue is 100 for everyone, so it is never dominated.
+CELLS = {
+    "A-one-giant": [9_000] + [100] * 11,          # the largest holds 89%: (1, 85) withholds
+    "B-even": [100] * 12,                          # nobody dominates
+    "C-two-giants": [4_800, 4_800] + [40] * 10,   # (1, 85) passes; the rest is 4% of the largest: p% withholds
+    "D-refund": [-9_000] + [100] * 11,            # a refund dominates by magnitude
+    "E-too-few": [100] * 5,                        # under the threshold: dropped, not withheld
+}
+SQL = ("SELECT street_code, SUM(vat_paid) AS vat, AVG(vat_paid) AS avg_vat, SUM(revenue) AS revenue, "
+       "COUNT(DISTINCT taxpayer_id) AS n FROM tax.declarations GROUP BY street_code ORDER BY street_code")
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dominance") / "cells.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
+                           "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
+                           "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
+                           "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
+        for street, amounts in CELLS.items():
+            for number, amount in enumerate(amounts):
+                # Two months each, so the rule must add a taxpayer's rows up before ranking them.
+                for month in (1, 2):
+                    connection.execute("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, '64', 'I', '173', 'small', "
+                                       "100, ?, 0, 0, 1)",
+                                       [f"{street}-{number}", dt.date(2025, month, 1), XUANWU, street, amount // 2])
+    engine = DuckDBEngine(path)
+    yield engine
+    engine.close()
+
+
+def released(engine, policy, dominance):
+    grant = dataclasses.replace(policy, dominance=dominance)
+    guarded = guard(SQL, grant, district=XUANWU, department="xuanwu-fgw")
+    result = engine.execute(guarded.sql, timeout_s=10, max_rows=100)
+    names, _, rows, withheld = without_dominance_flags(result.names, result.types, result.rows, guarded.dominance_flags)
+    assert names == ["street_code", "vat", "avg_vat", "revenue", "n"]
+    return {row[0]: row[1:] for row in rows}, withheld
+
+
+def test_each_rule_withholds_exactly_the_cells_it_should(crafted, policy):
+    cells, withheld = released(crafted, policy, Dominance(n=1, k=85.0))
+    assert set(cells) == {"A-one-giant", "B-even", "C-two-giants", "D-refund"}  # E is under the threshold
+    assert cells["A-one-giant"] == (None, None, 1200 * 2, 12) and cells["D-refund"][:2] == (None, None)
+    assert cells["B-even"] == (1200, 50.0, 2400, 12) and cells["C-two-giants"][0] == 9_600 + 400
+    assert withheld == 4  # vat and avg_vat of A and D
+
+    # p%: in A the other eleven hold 1,000, over 10% of the giant's 9,000, so the second largest cannot
+    # estimate it; in C the rest (400) is under 10% of 4,800, so either giant can estimate the other.
+    cells, withheld = released(crafted, policy, Dominance(p=10.0))
+    assert cells["C-two-giants"][:2] == (None, None) and cells["A-one-giant"][0] == 10_100
+    assert cells["B-even"][0] == 1200 and withheld == 2
+
+    cells, withheld = released(crafted, policy, Dominance(n=2, k=95.0))
+    assert cells["C-two-giants"][:2] == (None, None) and cells["A-one-giant"][0] is not None  # 89% + 1% < 95%
+    assert withheld == 2
+
+
+def test_without_a_dominance_rule_the_same_cells_are_released(crafted, policy):
+    guarded = guard(SQL, policy, district=XUANWU, department="xuanwu-fgw")
+    rows = crafted.execute(guarded.sql, timeout_s=10, max_rows=100).rows
+    assert {row[0]: row[1] for row in rows}["A-one-giant"] == 9_000 + 1_100 and guarded.dominance_flags == ()
+
+
+@pytest.fixture
+def dominance_broker(sandbox, tmp_path):
+    policies = policies_with(tmp_path, "disclosure: {min_entities: 10}",
+                             "disclosure: {min_entities: 10, dominance: {n: 1, k: 60}, p_percent: 10}")
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
+    client = BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls())
+    yield client
+    client.close()
+    running.stop()
+
+
+def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(dominance_broker, direct):
+    result = dominance_broker.query(GRANT, "SELECT street_code, industry_section, SUM(vat_paid) AS vat, "
+                                           "COUNT(*) AS c FROM tax.declarations GROUP BY 1, 2")
+    contributions = collections.defaultdict(list)
+    for street, section, amount in direct.execute(
+            "SELECT street_code, industry_section, SUM(vat_paid) FROM tax.declarations "
+            f"WHERE district_code = '{XUANWU}' GROUP BY street_code, industry_section, taxpayer_id").fetchall():
+        contributions[(street, section)].append(abs(amount))
+
+    def dominated(amounts):
+        ordered = sorted(amounts, reverse=True)
+        total = sum(ordered)
+        return ordered[0] > 0.60 * total or total - sum(ordered[:2]) < 0.10 * ordered[0]
+
+    withheld = 0
+    for street, section, vat, count in result.rows:
+        amounts = contributions[(street, section)]
+        assert len(amounts) >= 10
+        if vat is None:
+            withheld += 1
+            assert dominated(amounts), (street, section)
+        else:
+            assert not dominated(amounts) and vat == direct.execute(
+                "SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = ? AND street_code = ? "
+                "AND industry_section = ?", [XUANWU, street, section]).fetchone()[0]
+        assert count is not None
+    rule = next(r for r in result.disclosure_rules if r["rule"] == "dominance")
+    assert rule["cells_withheld"] == withheld > 0, "the demo data should hold dominated cells"
+    assert len(result.rows) > withheld, "and cells that are not"
