@@ -36,7 +36,7 @@ def add_dominance_rule(expression: exp.Select, entity: str, dominance: Dominance
             expression.set(arg, None)
     inner.set("group", exp.Group(expressions=[key.copy() for key in keys] + [entity_column.copy()]))
 
-    for position, projection in enumerate(expression.expressions):
+    for projection in expression.expressions:
         if not isinstance(projection, exp.Alias):  # keep the names the caller would see without the rule
             projection.replace(exp.alias_(projection.copy(), _output_name(projection)))
     sums: dict[str, int] = {}

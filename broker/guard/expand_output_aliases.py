@@ -24,6 +24,10 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
         if name is None:
             continue
         name = name.lower()
+        if name.startswith("__"):
+            refuse("expand_output_aliases", "ALIAS_RESERVED",
+                   f"output names starting with two underscores are reserved for the guard's rewrites: {name!r}",
+                   column=name)
         if name in column_names and name not in {c.name for c in projection.this.find_all(exp.Column)}:
             refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
                    f"output name {name!r} is also a column name; choose another alias", column=name)
