@@ -48,8 +48,8 @@ _ACTIONS = {"checked": pb.GuardStep.ACTION_CHECKED, "rewrote": pb.GuardStep.ACTI
             "unchanged": pb.GuardStep.ACTION_UNCHANGED}
 
 
-def disclosure_rules(guarded: GuardedQuery, policy: Policy, cells_withheld: int = 0) -> list[pb.DisclosureRule]:
-    """The disclosure rules a result under ``guarded`` is subject to, with what they withheld."""
+def disclosure_rules(guarded: GuardedQuery, policy: Policy, cells_withheld: int | None = None) -> list[pb.DisclosureRule]:
+    """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (None: nothing ran)."""
     rules = [pb.DisclosureRule(
         rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
         description=f"cells with fewer than {guarded.min_entities} distinct {guarded.entity} values are withheld")]
@@ -60,7 +60,8 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, cells_withheld: int 
             tests.append(f"its {dominance.n} largest {guarded.entity} hold over {dominance.k:g}% of the total")
         if dominance.p is not None:
             tests.append(f"the rest of the total is under {dominance.p:g}% of its largest {guarded.entity}")
+        counted = "" if cells_withheld is None else f" ({cells_withheld} withheld)"
         rules.append(pb.DisclosureRule(
-            rule="dominance", column=guarded.entity, threshold=dominance.n or 2, cells_withheld=cells_withheld,
-            description=f"a SUM or AVG cell is withheld when {' or '.join(tests)} ({cells_withheld} withheld)"))
+            rule="dominance", column=guarded.entity, threshold=dominance.n or 2, cells_withheld=cells_withheld or 0,
+            description=f"a SUM or AVG cell is withheld when {' or '.join(tests)}{counted}"))
     return rules
