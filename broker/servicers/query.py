@@ -48,7 +48,8 @@ _ACTIONS = {"checked": pb.GuardStep.ACTION_CHECKED, "rewrote": pb.GuardStep.ACTI
             "unchanged": pb.GuardStep.ACTION_UNCHANGED}
 
 
-def disclosure_rules(guarded: GuardedQuery, policy: Policy, cells_withheld: int | None = None) -> list[pb.DisclosureRule]:
+def disclosure_rules(guarded: GuardedQuery, policy: Policy,
+                     cells_withheld: int | None = None) -> list[pb.DisclosureRule]:
     """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (None: nothing ran)."""
     rules = [pb.DisclosureRule(
         rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
