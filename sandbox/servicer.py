@@ -67,5 +67,7 @@ def without_dominance_flags(names: list[str], types: list[str], rows: list[tuple
     if not flags:
         return names, types, rows, 0
     width = len(names) - len(flags)
-    withheld = sum(len(outputs) for row in rows for flagged, outputs in zip(row[width:], flags) if flagged)
+    # A cell with several dominated measures (SUM(vat_paid + cit_paid)) is one withheld cell.
+    withheld = sum(len(set().union(*(outputs for flagged, outputs in zip(row[width:], flags) if flagged)))
+                   for row in rows)
     return names[:width], types[:width], [row[:width] for row in rows], withheld

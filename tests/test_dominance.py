@@ -85,6 +85,30 @@ def test_without_a_dominance_rule_the_same_cells_are_released(crafted, policy):
     assert {row[0]: row[1] for row in rows}["A-one-giant"] == 9_000 + 1_100 and guarded.dominance_flags == ()
 
 
+def test_a_dominated_measure_cannot_be_recovered_by_differencing_two_sums_in_one_result(tmp_path, policy):
+    # Regression: each SUM argument was tested on its own, so SUM(vat_paid + revenue) - SUM(revenue) read a
+    # dominated VAT total: the giant's 9,000 of VAT hides among everyone's even revenue of 100,000.
+    path = tmp_path / "hidden.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, "
+                           "street_code VARCHAR, revenue BIGINT, vat_paid BIGINT)")
+        for number, vat in enumerate([9_000] + [100] * 11):
+            connection.execute("INSERT INTO tax.declarations VALUES (?, ?, 'F', 100000, ?)", [f"F-{number}", XUANWU, vat])
+    engine = DuckDBEngine(path)
+    try:
+        grant = dataclasses.replace(policy, dominance=Dominance(n=1, k=85.0))
+        guarded = guard("SELECT street_code, SUM(vat_paid + revenue) AS both_sums, SUM(revenue) AS revenue, "
+                        "SUM(vat_paid * 1) AS vat FROM tax.declarations GROUP BY street_code", grant,
+                        district=XUANWU, department="xuanwu-fgw")
+        result = engine.execute(guarded.sql, timeout_s=10, max_rows=10)
+        _, _, rows, withheld = without_dominance_flags(result.names, result.types, result.rows, guarded.dominance_flags)
+    finally:
+        engine.close()
+    assert rows == [("F", None, 1_200_000, None)]
+    assert withheld == 2  # each withheld cell counted once, however many of its measures are dominated
+
+
 @pytest.fixture
 def dominance_broker(sandbox, tmp_path):
     policies = policies_with(tmp_path, "disclosure: {min_entities: 10}",

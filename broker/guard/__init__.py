@@ -134,5 +134,5 @@ def _dominance_flags(expression: exp.Select) -> tuple[tuple[int, ...], ...]:
     outputs = expression.expressions[:len(names) - len(flags)]
     return tuple(
         tuple(position for position, output in enumerate(outputs)
-              if any(f"__s{flag.removeprefix(FLAG_PREFIX)}" == column.name for column in output.find_all(exp.Column)))
+              if any(f"__m{flag.removeprefix(FLAG_PREFIX)}" == column.name for column in output.find_all(exp.Column)))
         for flag in flags)

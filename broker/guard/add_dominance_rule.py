@@ -3,10 +3,12 @@
 A threshold on the number of taxpayers does not protect a cell whose total is mostly one
 enterprise's. The rule needs each cell's largest contributions by entity, so the query is
 rewritten to aggregate twice, in the same engine query: first per cell and entity (``__cells``),
-then per cell, where ``MAX(ABS(contribution), n)`` gives the n largest. A dominated SUM or AVG
-cell becomes NULL before HAVING and ORDER BY see it, and one flag column per measure
-(``__dominated_<i>``) tells the sandbox how many cells it withheld; the sandbox drops the flags
-before anything leaves it. Counts, MIN and MAX are not subject to the rule.
+then per cell, where ``MAX(ABS(contribution), n)`` gives the n largest. The rule is tested per
+measure column, and a SUM or AVG cell is withheld when any measure in its argument is dominated:
+tested per argument instead, ``SUM(vat_paid + revenue) - SUM(revenue)`` would read a dominated VAT
+total. A withheld cell becomes NULL before HAVING and ORDER BY see it, and one flag column per
+measure (``__dominated_<i>``) tells the sandbox how many cells it withheld; the sandbox drops the
+flags before anything leaves it. Counts, MIN and MAX are not subject to the rule.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ def add_dominance_rule(expression: exp.Select, entity: str, dominance: Dominance
         if not isinstance(projection, exp.Alias):  # keep the names the caller would see without the rule
             projection.replace(exp.alias_(projection.copy(), _output_name(projection)))
     sums: dict[str, int] = {}
+    measures: dict[str, int] = {}
     extremes: dict[str, int] = {}
-    rewrite = _Rewriter(keys, inner, sums, extremes, dominance)
+    rewrite = _Rewriter(keys, inner, sums, measures, extremes, dominance)
     for node in [*expression.expressions, expression.args.get("having"), expression.args.get("order")]:
         if node is not None:
             rewrite(node)
     expression.set("expressions", expression.expressions + [
-        _dominated(index, dominance).as_(f"{FLAG_PREFIX}{index}") for index in sums.values()])
+        _dominated(index, dominance).as_(f"{FLAG_PREFIX}{index}") for index in measures.values()])
     expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(_CELLS)))))
     expression.set("group", exp.Group(expressions=[exp.column(f"__g{i}") for i in range(len(keys))]) if keys else None)
     return expression
@@ -55,56 +58,64 @@ def add_dominance_rule(expression: exp.Select, entity: str, dominance: Dominance
 class _Rewriter:
     """Top down: a group key becomes its cell column, an aggregate its second-level form."""
 
-    def __init__(self, keys: list, inner: exp.Select, sums: dict, extremes: dict, dominance: Dominance) -> None:
-        self.keys, self.inner, self.sums, self.extremes, self.dominance = keys, inner, sums, extremes, dominance
+    def __init__(self, keys: list, inner: exp.Select, sums: dict, measures: dict, extremes: dict,
+                 dominance: Dominance) -> None:
+        self.keys, self.inner, self.dominance = keys, inner, dominance
+        self.sums, self.measures, self.extremes = sums, measures, extremes
 
     def __call__(self, node: exp.Expression) -> exp.Expression:
         for index, key in enumerate(self.keys):
             if node == key:
                 return exp.column(f"__g{index}")
         if isinstance(node, (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)):
-            return _replacement(node, self.inner, self.sums, self.extremes, self.dominance)
+            return self.aggregate(node)
         for child in list(node.iter_expressions()):
             replaced = self(child)
             if replaced is not child:
                 child.replace(replaced)
         return node
 
+    def aggregate(self, aggregate: exp.Expression) -> exp.Expression:
+        argument = aggregate.this
+        if isinstance(aggregate, exp.Count):
+            if isinstance(argument, exp.Distinct):
+                return exp.Count(this=exp.column("__e"))
+            return exp.Sum(this=exp.column("__rows"))
+        if isinstance(aggregate, (exp.Sum, exp.Avg)):
+            index = self.inner_column(self.sums, argument, "__s", with_count=True)
+            total = exp.Sum(this=exp.column(f"__s{index}"))
+            value = total if isinstance(aggregate, exp.Sum) else exp.Div(
+                this=total, expression=exp.Sum(this=exp.column(f"__n{index}")), typed=False, safe=False)
+            flags = [_dominated(self.inner_column(self.measures, column, "__m"), self.dominance)
+                     for column in _measure_columns(argument)]
+            return exp.Case(ifs=[exp.If(this=exp.or_(*flags, copy=False), true=exp.null())], default=value)
+        if isinstance(aggregate, (exp.Min, exp.Max)):
+            index = self.inner_column(self.extremes, aggregate, "__x")
+            return type(aggregate)(this=exp.column(f"__x{index}"))
+        raise AssertionError(f"no second-level form for {aggregate.key}")  # the guard allows no other aggregate
 
-def _replacement(aggregate: exp.Expression, inner: exp.Select, sums: dict, extremes: dict,
-                 dominance: Dominance) -> exp.Expression:
-    argument = aggregate.this
-    if isinstance(aggregate, exp.Count):
-        if isinstance(argument, exp.Distinct):
-            return exp.Count(this=exp.column("__e"))
-        return exp.Sum(this=exp.column("__rows"))
-    if isinstance(aggregate, (exp.Sum, exp.Avg)):
-        index = _inner_sum(argument, inner, sums)
-        total = exp.Sum(this=exp.column(f"__s{index}"))
-        value = total if isinstance(aggregate, exp.Sum) else exp.Div(
-            this=total, expression=exp.Sum(this=exp.column(f"__n{index}")), typed=False, safe=False)
-        return exp.Case(ifs=[exp.If(this=_dominated(index, dominance), true=exp.null())], default=value)
-    if isinstance(aggregate, (exp.Min, exp.Max)):
-        key = f"{aggregate.key}:{argument.sql()}"
-        if key not in extremes:
-            extremes[key] = len(extremes)
-            inner.expressions.append(type(aggregate)(this=argument.copy()).as_(f"__x{extremes[key]}"))
-        return type(aggregate)(this=exp.column(f"__x{extremes[key]}"))
-    raise AssertionError(f"no second-level form for {aggregate.key}")  # the guard allows no other aggregate
+    def inner_column(self, known: dict, expression: exp.Expression, prefix: str, *, with_count: bool = False) -> int:
+        """The index of the per-entity column ``prefix<index>`` for ``expression``, added on first use:
+        its SUM for a measure or a SUM argument (and, for AVG, its COUNT), or the MIN or MAX itself."""
+        key = expression.sql()
+        if key not in known:
+            index = known[key] = len(known)
+            aggregated = expression.copy() if isinstance(expression, (exp.Min, exp.Max)) \
+                else exp.Sum(this=expression.copy())
+            self.inner.expressions.append(aggregated.as_(f"{prefix}{index}"))
+            if with_count:
+                self.inner.expressions.append(exp.Count(this=expression.copy()).as_(f"__n{index}"))
+        return known[key]
 
 
-def _inner_sum(argument: exp.Expression, inner: exp.Select, sums: dict) -> int:
-    key = argument.sql()
-    if key not in sums:
-        index = sums[key] = len(sums)
-        inner.expressions.append(exp.Sum(this=argument.copy()).as_(f"__s{index}"))
-        inner.expressions.append(exp.Count(this=argument.copy()).as_(f"__n{index}"))
-    return sums[key]
+def _measure_columns(argument: exp.Expression) -> list[exp.Column]:
+    """Each distinct column in an aggregate's argument (all measures: the guard checked), in order."""
+    return list({column.sql(): column for column in argument.find_all(exp.Column)}.values())
 
 
 def _dominated(index: int, dominance: Dominance) -> exp.Expression:
-    """True where the cell's largest contributions to measure ``index`` break the rule."""
-    magnitude = exp.Abs(this=exp.column(f"__s{index}"))
+    """True where the cell's largest taxpayer totals of measure ``index`` break the rule."""
+    magnitude = exp.Abs(this=exp.column(f"__m{index}"))
     total = exp.Sum(this=magnitude.copy())
     conditions = []
     if dominance.n is not None:
