@@ -38,6 +38,7 @@ class QueryResult:
     access_record: int = 0
     policy_version: int = 0
     request_id: str = ""
+    noise: dict | None = None  # under a noise policy: the noise and the grant's budget
 
     def as_json(self) -> dict:
         """A JSON-ready dict (dates and decimals as text)."""
@@ -50,6 +51,7 @@ class QueryResult:
             "access_record": self.access_record,
             "policy_version": self.policy_version,
             "request_id": self.request_id,
+            "noise": self.noise,
         }
 
 
@@ -88,7 +90,8 @@ class BrokerClient:
             disclosure_rules=[{"rule": r.rule, "column": r.column, "threshold": r.threshold,
                                "description": r.description, "cells_withheld": r.cells_withheld}
                               for r in response.disclosure_rules],
-            access_record=response.access_record, policy_version=response.policy_version, request_id=request_id)
+            access_record=response.access_record, policy_version=response.policy_version, request_id=request_id,
+            noise=noise_dict(response.noise) if response.HasField("noise") else None)
 
     def explain(self, grant: str, sql: str) -> pb.ExplainQueryResponse:
         """What the guard makes of ``sql`` under ``grant``, without running it (recorded in the access log)."""
@@ -180,6 +183,14 @@ class BrokerClient:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+def noise_dict(noise: sandbox_pb.NoiseReport) -> dict:
+    """A noise report as plain JSON-ready values (numbers stay numbers)."""
+    return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
+            "epsilon_budget": noise.epsilon_budget, "delta": noise.delta, "threshold": noise.threshold,
+            "repeated_answer": noise.repeated_answer, "groups_per_entity": noise.groups_per_entity,
+            "columns": [{"name": c.name, "scale": c.scale, "half_width_95": c.half_width_95} for c in noise.columns]}
 
 
 def _named(name: str, collection: str) -> str:

@@ -102,7 +102,7 @@ class QueryPipeline:
             event="query.result", decision="released", detail={
                 "decision_seq": seq, "rows": response.table.row_count, "truncated": response.truncated,
                 "engine_micros": response.engine_micros, "cells_withheld": response.cells_withheld,
-                "result_sha256": digest}, **base))
+                "result_sha256": digest, **_noise_detail(response)}, **base))
         return QueryOutcome(response, guarded, policy, seq)
 
     def explain(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
@@ -130,6 +130,15 @@ class QueryPipeline:
         seq = self.access_log.append(AccessRecord(event="query.explain", decision="allow", rewritten_sql=guarded.sql,
                                                   **base), now=now)
         return Explanation(guarded, tuple(steps), policy, seq)
+
+
+def _noise_detail(response: sandbox_pb.ExecutePlanResponse) -> dict:
+    """What a noisy answer cost, for the RESULT record (the noise itself is not recorded)."""
+    if not response.HasField("noise"):
+        return {}
+    noise = response.noise
+    return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
+            "repeated_answer": noise.repeated_answer, "noise_threshold": noise.threshold}
 
 
 def _reason(error: Exception) -> str:

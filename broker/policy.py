@@ -5,8 +5,8 @@ level of each column, the aggregates allowed, the row filter bound to the
 caller, the disclosure threshold and the validity period. Deny by default: a
 column the policy does not list is hidden.
 
-Settings that a later version will enforce (noise, encrypted results) are refused by this version rather than accepted and ignored, so
-that an owner never believes a protection is on when it is not. Approvals
+Settings that a later version will enforce (encrypted results) are refused by this version rather than
+accepted and ignored, so that an owner never believes a protection is on when it is not. Approvals
 (signatures) are checked by :mod:`broker.policy_signing`; the sandbox runs
 nothing under a policy whose approvals do not verify.
 """
@@ -42,6 +42,31 @@ class Dominance:
     n: int | None = None
     k: float | None = None
     p: float | None = None
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Differentially private answers: OpenDP noise, contributions bounded, a budget that runs out.
+
+    Each query that runs spends ``epsilon`` of the grant's ``budget`` (an identical repeat returns the
+    stored answer and spends nothing); once spent, queries are refused. ``delta`` bounds the chance
+    that a cell of a single taxpayer passes the noisy threshold. A taxpayer contributes to at most
+    ``groups_per_entity`` cells of one result, with at most ``rows_per_entity`` rows to each, and its
+    total of a measure in a cell is clipped to ``bounds[measure]``: these fix each answer's
+    sensitivity, so the noise scale depends on the policy, never on the data.
+    """
+
+    epsilon: float
+    budget: float
+    bounds: dict[str, tuple[int, int]]
+    delta: float = 1e-6
+    groups_per_entity: int = 1
+    rows_per_entity: int = 1
+
+    def magnitude(self, measure: str) -> int:
+        """The largest change one taxpayer's clipped total of ``measure`` can make to one cell."""
+        low, high = self.bounds[measure]
+        return max(abs(low), abs(high))
 
 
 @dataclass(frozen=True)
@@ -92,8 +117,9 @@ _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggre
              "row_filter", "disclosure", "limits", "results", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department"}
-_DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent"}
+_DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent", "noise"}
 _DOMINANCE_KEYS = {"n", "k"}
+_NOISE_KEYS = {"epsilon", "budget", "delta", "bounds", "groups_per_entity", "rows_per_entity"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
 RESULT_MODES = ("aggregate",)  # the result modes this version serves
 
@@ -118,6 +144,7 @@ class Policy:
     queries_total: int | None = None
     min_max: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dominance: Dominance | None = None
+    noise: Noise | None = None
     lookups: dict[str, Lookup] = field(default_factory=dict)
     request: str | None = None
     narrows: str | None = None
@@ -295,6 +322,7 @@ class _Reader:
             "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES) if "aggregates" in top else DEFAULT_AGGREGATES,
             "min_max": self.min_max(top["min_max"], columns) if "min_max" in top else {},
             "dominance": self.dominance(disclosure),
+            "noise": self.noise(disclosure, columns, top),
             "lookups": self.lookups(top["lookups"], top["dataset"], columns) if "lookups" in top else {},
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
@@ -347,6 +375,53 @@ class _Reader:
         if "p_percent" in disclosure:
             p = self.percent(disclosure["p_percent"], "disclosure.p_percent")
         return Dominance(n, k, p)
+
+    def noise(self, disclosure: dict[str, yaml.Node], columns: dict[str, ColumnLevel],
+              top: dict[str, yaml.Node]) -> Noise | None:
+        if "noise" not in disclosure:
+            return None
+        node = disclosure["noise"]
+        for other, why in (("dominance", "clipping each taxpayer's total already bounds what one taxpayer adds"),
+                           ("p_percent", "clipping each taxpayer's total already bounds what one taxpayer adds")):
+            if other in disclosure:
+                raise self.fail(disclosure[other], f"disclosure.{other} and disclosure.noise are alternatives: {why}")
+        if "min_max" in top:
+            raise self.fail(top["min_max"], "min_max is not allowed with disclosure.noise: a noisy MIN or MAX "
+                                            "still names one taxpayer's value")
+        items = self.mapping(node, ("disclosure", "noise"), _NOISE_KEYS)
+        for required in ("epsilon", "budget", "bounds"):
+            if required not in items:
+                raise self.fail(node, f"missing required key 'disclosure.noise.{required}'")
+        epsilon = self.positive(items["epsilon"], "disclosure.noise.epsilon")
+        budget = self.positive(items["budget"], "disclosure.noise.budget")
+        if budget < epsilon:
+            raise self.fail(items["budget"], "disclosure.noise.budget is less than one query's epsilon")
+        delta = self.positive(items["delta"], "disclosure.noise.delta") if "delta" in items else 1e-6
+        if delta >= 1e-3:
+            raise self.fail(items["delta"], "disclosure.noise.delta must be below 0.001 (it is the chance that a "
+                                            "cell of one taxpayer is released)")
+        bounds: dict[str, tuple[int, int]] = {}
+        for name, bound_node in self.mapping(items["bounds"], ("disclosure", "noise", "bounds"), None).items():
+            if columns.get(name) is not ColumnLevel.MEASURE:
+                raise self.fail(bound_node, f"disclosure.noise.bounds: {name!r} is not a measure column of this policy")
+            if not isinstance(bound_node, yaml.SequenceNode) or len(bound_node.value) != 2:
+                raise self.fail(bound_node, f"disclosure.noise.bounds.{name} must be [low, high]")
+            low, high = (self.scalar(item, f"disclosure.noise.bounds.{name}") for item in bound_node.value)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) or low >= high:
+                raise self.fail(bound_node, f"disclosure.noise.bounds.{name} must be two whole numbers, low < high "
+                                            "(in the column's unit, e.g. fen)")
+            bounds[name] = (low, high)
+        return Noise(epsilon, budget, bounds, delta,
+                     self.integer(items["groups_per_entity"], "disclosure.noise.groups_per_entity", 1)
+                     if "groups_per_entity" in items else 1,
+                     self.integer(items["rows_per_entity"], "disclosure.noise.rows_per_entity", 1)
+                     if "rows_per_entity" in items else 1)
+
+    def positive(self, node: yaml.Node, name: str) -> float:
+        value = self.scalar(node, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+            raise self.fail(node, f"{name} must be a number above 0")
+        return float(value)
 
     def min_max(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[str, ...]]:
         granted: dict[str, tuple[str, ...]] = {}

@@ -98,6 +98,8 @@ def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
         problems.append("min_entities is lower than the draft's")
     if draft.dominance is not None and final.dominance != draft.dominance:
         problems.append("the dominance rule differs from the draft's")
+    if draft.noise is not None and final.noise != draft.noise:
+        problems.append("the noise settings differ from the draft's")
     if draft.valid_from and (final.valid_from is None or final.valid_from < draft.valid_from):
         problems.append("valid_from is earlier than the draft's")
     if draft.valid_until and (final.valid_until is None or final.valid_until > draft.valid_until):

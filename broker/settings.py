@@ -65,6 +65,8 @@ class SandboxSettings:
     datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
     catalog: str = setting("", "the owner's catalog YAML describing the datasets (metadata only); empty uses "
                                "<data name>.catalog.yaml beside the data file when it exists")
+    privacy_ledger: str = setting("", "SQLite file where the sandbox keeps what noise policies spent and their "
+                                     "answers; empty: beside the data file, <data>.privacy.sqlite")
     memory_limit: str = setting("2GB", "DuckDB memory limit")
     threads: int = setting(2, "DuckDB worker threads")
     pool_size: int = setting(4, "pooled engine connections (concurrent queries)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
@@ -14,6 +15,7 @@ from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from broker.tokens import authenticator_from_settings
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
+from sandbox.privacy_ledger import PrivacyLedger
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
 
@@ -56,14 +58,18 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     except ConfigError:
         engine.close()
         raise
+    data_file = Path(settings.data)
+    ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
+    stat = data_file.stat()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans, max_rows=settings.max_rows,
-                        max_execution_seconds=settings.max_execution_seconds), server)
+                        max_execution_seconds=settings.max_execution_seconds, ledger=ledger,
+                        data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
     log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close])
+    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close, ledger.close])

@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import grpc
 
 from broker.call_context import time_limit
 from broker.errors import DsbrokerError
+from broker.guard import GuardedQuery
+from broker.policy import Policy
 from sandbox.catalog import Catalog
 from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
+from sandbox.privacy_ledger import PrivacyLedger
 from sandbox.result_table import encode_table
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
 DEADLINE_MARGIN_SECONDS = 0.05
+# Under noise every cell must reach the noisy threshold, so the engine's result is not cut at the
+# grant's cap; a query with more cells than this is refused rather than thresholded on a part.
+NOISE_CELLS_PER_ROW_CAP = 10
 
 
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
     """Executes plans against the datasets this sandbox serves."""
 
     def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
-                 plans: PlanGuardChecker, max_rows: int, max_execution_seconds: float) -> None:
+                 plans: PlanGuardChecker, max_rows: int, max_execution_seconds: float,
+                 ledger: PrivacyLedger | None = None, data_version: str = "") -> None:
+        """``ledger`` keeps noise budgets and answers (noise plans are refused without one);
+        ``data_version`` identifies the data, so a stored noisy answer is not returned for other data."""
         self.engine = engine
+        self.ledger = ledger
+        self.data_version = data_version
         self.plans = plans
         self.catalog = catalog
         self.policies = policies
@@ -48,11 +62,53 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if timeout <= 0:
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",
                                 code=grpc.StatusCode.DEADLINE_EXCEEDED)
+        if guarded.noise is not None:
+            return self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
         names, types, rows, withheld = without_dominance_flags(result.names, result.types, result.rows,
                                                                guarded.dominance_flags)
         return pb.ExecutePlanResponse(table=encode_table(names, types, rows), truncated=result.truncated,
                                       engine_micros=result.micros, cells_withheld=withheld)
+
+    def _noisy(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, *, max_rows: int,
+               timeout: float) -> pb.ExecutePlanResponse:
+        """Answer under the policy's noise: the stored answer to the same plan, or a new one paid from the budget."""
+        noise = policy.noise
+        if self.ledger is None or noise is None:
+            raise DsbrokerError("this sandbox keeps no privacy ledger, so it answers no noise policy",
+                                reason="NOISE_NOT_SERVED", code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)
+        # The plan (order, limit, names) is part of the key: it is applied after the noise, outside the SQL.
+        plan_key = hashlib.sha256("\n".join((self.data_version, guarded.sql, repr(guarded.noise), str(max_rows)))
+                                  .encode()).hexdigest()
+
+        def compute() -> bytes:
+            cap = self.max_rows * NOISE_CELLS_PER_ROW_CAP
+            result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=cap)
+            if result.truncated:
+                raise DsbrokerError(f"the query has more than {cap} cells before the noisy threshold; group more "
+                                    "coarsely", reason="NOISE_TOO_MANY_CELLS", code=grpc.StatusCode.OUT_OF_RANGE,
+                                    table=plan.dataset)
+            answer = noisy_answer(guarded.noise, noise, policy.min_entities, result.names, result.types, result.rows,
+                                  max_rows=max_rows)
+            report = pb.NoiseReport(
+                epsilon_spent=noise.epsilon, delta=noise.delta, threshold=answer.calibration.threshold,
+                groups_per_entity=noise.groups_per_entity,
+                columns=[pb.NoisyColumn(name=c.name, scale=c.scale, half_width_95=c.half_width)
+                         for c in answer.columns])
+            return pb.ExecutePlanResponse(
+                table=encode_table(answer.names, answer.types, answer.rows), truncated=answer.truncated,
+                engine_micros=result.micros, noise=report).SerializeToString(deterministic=True)
+
+        stored = self.ledger.answer(policy_id=policy.id, dataset=plan.dataset, plan_key=plan_key,
+                                    epsilon=noise.epsilon, budget=noise.budget, compute=compute)
+        response = pb.ExecutePlanResponse.FromString(stored.answer)
+        if stored.repeated:
+            response.noise.epsilon_spent = 0
+            response.noise.repeated_answer = True
+            response.engine_micros = 0
+        response.noise.epsilon_total_spent = stored.spent
+        response.noise.epsilon_budget = noise.budget
+        return response
 
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
         return self.catalog.listing()

@@ -84,6 +84,21 @@ def policies_with(directory: Path, old: str, new: str) -> str:
     return str(policies)
 
 
+def declarations_file(path: Path, rows) -> Path:
+    """A data file whose tax.declarations (the demo's columns) holds ``rows`` of (taxpayer_id, period,
+    street_code, revenue, vat_paid), all in Xuanwu; the other columns hold one fixed value."""
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
+                           "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
+                           "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
+                           "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
+        connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, '64', 'I', '173', 'small', ?, ?, 0, 0, 1)",
+                               [(taxpayer, period, XUANWU, street, revenue, vat)
+                                for taxpayer, period, street, revenue, vat in rows])
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory) -> Path:
     """A demo data file (20,000 taxpayers, about 460,000 declarations), made once per run."""

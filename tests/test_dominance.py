@@ -17,7 +17,7 @@ from broker.policy import Dominance
 from broker.server import start_broker
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.servicer import without_dominance_flags
-from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, policies_with, token_for
+from tests.conftest import GRANT, XUANWU, broker_settings_for, declarations_file, client_tls, policies_with, token_for
 
 # Per street: the VAT of each of its taxpayers. Revenue is 100 for everyone, so it is never dominated.
 CELLS = {
@@ -33,20 +33,10 @@ SQL = ("SELECT street_code, SUM(vat_paid) AS vat, AVG(vat_paid) AS avg_vat, SUM(
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dominance") / "cells.duckdb"
-    with duckdb.connect(str(path)) as connection:
-        connection.execute("CREATE SCHEMA tax")
-        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
-                           "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
-                           "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
-                           "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
-        for street, amounts in CELLS.items():
-            for number, amount in enumerate(amounts):
-                # Two months each, so the rule must add a taxpayer's rows up before ranking them.
-                for month in (1, 2):
-                    connection.execute("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, '64', 'I', '173', 'small', "
-                                       "100, ?, 0, 0, 1)",
-                                       [f"{street}-{number}", dt.date(2025, month, 1), XUANWU, street, amount // 2])
+    # Two months each, so the rule must add a taxpayer's rows up before ranking them.
+    path = declarations_file(tmp_path_factory.mktemp("dominance") / "cells.duckdb", [
+        (f"{street}-{number}", dt.date(2025, month, 1), street, 100, amount // 2)
+        for street, amounts in CELLS.items() for number, amount in enumerate(amounts) for month in (1, 2)])
     engine = DuckDBEngine(path)
     yield engine
     engine.close()

@@ -9,7 +9,7 @@ import sqlglot
 
 from broker.errors import GuardError
 from broker.guard import RULES, guard
-from broker.policy import Lookup
+from broker.policy import Lookup, Noise
 from sandbox.engine_duckdb import DuckDBEngine
 from tests.conftest import XUANWU
 from tests.guard_fixtures import CATEGORIES, read_cases
@@ -19,19 +19,22 @@ ACCEPTED = read_cases("accepted.sql")
 REWRITES = read_cases("rewrites.sql")
 
 
-def run_guard(sql, policy):
+NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"revenue": (0, 10**9), "vat_paid": (0, 10**8)})
+
+
+def run_guard(sql, policy, *, noise=None):
     # The shipped grant allows no MIN or MAX; the fixtures test them on a copy that grants a few.
-    policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)})
+    policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)}, noise=noise)
     return guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.id)
 def test_refused_with_reason_naming_rule_and_column(case, policy):
+    rule = case.file.split("__")[0]
     with pytest.raises(GuardError) as caught:
-        run_guard(case.sql, policy)
+        run_guard(case.sql, policy, noise=NOISE if rule == "reject_noise_unsupported" else None)
     error = caught.value
     assert error.reason == case.expect["reason"], error.message
-    rule = case.file.split("__")[0]
     assert error.metadata["rule"] == rule
     for key, expected in case.expect.items():
         if key != "reason":

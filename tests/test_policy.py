@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from broker.errors import PolicyFileError
-from broker.policy import ColumnLevel, Dominance, bind_row_filter, load_policies, parse_policy
+from broker.policy import ColumnLevel, Dominance, Noise, bind_row_filter, load_policies, parse_policy
 from tests.conftest import POLICIES
 
 VALID = """\
@@ -53,6 +53,22 @@ def test_defaults_are_safe():
     (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {k: 85}}"), 5, "dominance.n"),
     (("purpose: testing", "purpose: testing\ndisclosure: {dominance: {n: 0, k: 85}}"), 5, "at least 1"),
     (("purpose: testing", "purpose: testing\ndisclosure: {p_percent: 0}"), 5, "percentage"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5}}"), 5, "noise.bounds"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 0.5, bounds: {}}}"), 5,
+     "less than one query's epsilon"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 0, budget: 5, bounds: {}}}"), 5, "above 0"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, delta: 0.1, bounds: {}}}"),
+     5, "below 0.001"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {street_code: [0, 1]}}}"),
+     5, "not a measure column"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {vat_paid: [5, 1]}}}"),
+     5, "low < high"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {vat_paid: [0.5, 1]}}}"),
+     5, "whole numbers"),
+    (("purpose: testing", "purpose: testing\ndisclosure: {p_percent: 10, noise: {epsilon: 1, budget: 5, bounds: {}}}"),
+     5, "alternatives"),
+    (("purpose: testing", "purpose: testing\nmin_max: {vat_paid: [MAX]}\ndisclosure: {noise: {epsilon: 1, budget: 5, "
+      "bounds: {}}}"), 5, "names one taxpayer's value"),
     (("purpose: testing", "purpose: testing\nlimits: {valid_from: 2026-02-01, valid_until: 2026-01-01}"), 5, "before"),
     (("dataset: tax.declarations", "dataset: declarations"), 5, "dataset"),
     (("version: 2", "version: two"), 2, "whole number"),
@@ -81,6 +97,13 @@ def test_dominance_rules_parse():
     policy = parse_policy(VALID + "disclosure: {min_entities: 5, dominance: {n: 2, k: 85}, p_percent: 10}\n")
     assert policy.dominance == Dominance(2, 85.0, 10.0) and policy.min_entities == 5
     assert parse_policy(VALID).dominance is None
+
+
+def test_noise_settings_parse_with_safe_defaults():
+    policy = parse_policy(VALID + "disclosure:\n  noise: {epsilon: 0.5, budget: 5, bounds: {vat_paid: [-100, 1000]}}\n")
+    assert policy.noise == Noise(0.5, 5.0, {"vat_paid": (-100, 1000)}, delta=1e-6, groups_per_entity=1,
+                                 rows_per_entity=1)
+    assert policy.noise.magnitude("vat_paid") == 1000 and parse_policy(VALID).noise is None
 
 
 def test_lookup_columns_take_the_level_of_their_key_and_min_max_is_per_column():

@@ -9,8 +9,9 @@ signature names. Order matters and is written down here:
 1. structure first (one plain SELECT over the granted table),
 2. then aliases are expanded so every later rule sees real columns,
 3. then the column checks (granted, entity, grouping, aggregates, filters),
-4. then the rewrites (row filter, threshold, cap; with joins, every column qualified), and last what
-   the engine's dialect needs beyond sqlglot's own translation.
+4. then the rewrites (row filter, threshold, cap; with joins, every column qualified; the dominance rule
+   or the noise policy's bounded cells), and last what the engine's dialect needs beyond sqlglot's
+   own translation.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlglot.expressions as exp
 
 from broker.guard.add_dominance_rule import FLAG_PREFIX, add_dominance_rule
 from broker.guard.add_entity_threshold import add_entity_threshold
+from broker.guard.add_noise_measures import PLAN_META, NoisePlan, add_noise_measures
 from broker.guard.add_row_filter import add_row_filter
 from broker.guard.enforce_group_cap import enforce_group_cap
 from broker.guard.expand_output_aliases import expand_output_aliases
@@ -32,6 +34,7 @@ from broker.guard.reject_entity_misuse import reject_entity_misuse
 from broker.guard.reject_invalid_aggregates import reject_invalid_aggregates
 from broker.guard.reject_invalid_filters import reject_invalid_filters
 from broker.guard.reject_invalid_group_keys import reject_invalid_group_keys
+from broker.guard.reject_noise_unsupported import reject_noise_unsupported
 from broker.guard.reject_raw_rows import reject_raw_rows
 from broker.guard.reject_ungranted_columns import reject_ungranted_columns
 from broker.guard.reject_ungrouped_columns import reject_ungrouped_columns
@@ -51,11 +54,13 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     reject_invalid_aggregates,
     reject_ungrouped_columns,
     reject_invalid_filters,
+    reject_noise_unsupported,
     add_row_filter,
     add_entity_threshold,
     enforce_group_cap,
     qualify_joined_columns,
     add_dominance_rule,
+    add_noise_measures,
     translate_date_parts,
 )
 
@@ -75,6 +80,7 @@ class GuardedQuery:
     lookups: tuple[str, ...] = ()  # the lookup tables the query joins
     # Per dominance flag column (the last columns of the result): the output columns it withholds.
     dominance_flags: tuple[tuple[int, ...], ...] = ()
+    noise: NoisePlan | None = None  # under a noise policy: how the sandbox makes the noisy answer
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         "min_entities": policy.min_entities,
         "max_groups": policy.max_groups,
         "dominance": policy.dominance,
+        "noise": policy.noise,
         "engine_dialect": engine_dialect,
         "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
         if policy.row_filter else None,
@@ -117,6 +124,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
             steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
     joined = {join.this.name for join in expression.find_all(exp.Join)}
     flags = _dominance_flags(expression)  # before generating: generation may change the tree
+    noise = expression.meta.get(PLAN_META)
     return GuardedQuery(
         sql=expression.sql(dialect=engine_dialect, comments=False, copy=False),  # the tree is not used again
         dataset=policy.dataset,
@@ -125,6 +133,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         max_rows=policy.max_groups,
         lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
         dominance_flags=flags,
+        noise=noise,
     )
 
 

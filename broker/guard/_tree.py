@@ -64,3 +64,17 @@ def table_of(column: exp.Column, dataset: str) -> str:
 def output_name(projection: exp.Expression) -> str | None:
     """The alias of a projection, if it has one."""
     return projection.alias if isinstance(projection, exp.Alias) else None
+
+
+def per_cell_and_entity(expression: exp.Select, keys: list, entity_column: exp.Column) -> exp.Select:
+    """Move the query's source (FROM, joins, WHERE) into a query per cell and entity: group keys as
+    ``__g<i>``, the entity as ``__e`` and its row count as ``__rows``; the caller adds per-entity sums."""
+    inner = exp.Select(expressions=[key.copy().as_(f"__g{i}") for i, key in enumerate(keys)]
+                       + [entity_column.copy().as_("__e"), exp.Count(this=exp.Star()).as_("__rows")])
+    inner.set("from_", expression.args["from_"].pop())
+    for arg in ("joins", "where"):
+        if expression.args.get(arg):
+            inner.set(arg, expression.args[arg])
+            expression.set(arg, None)
+    inner.set("group", exp.Group(expressions=[key.copy() for key in keys] + [entity_column.copy()]))
+    return inner

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
+from broker.guard._tree import per_cell_and_entity
 from broker.policy import Dominance
 
 FLAG_PREFIX = "__dominated_"
@@ -29,14 +30,7 @@ def add_dominance_rule(expression: exp.Select, entity: str, dominance: Dominance
     keys = list(group.expressions) if group is not None else []
     entity_column = next(c for c in expression.find_all(exp.Column)
                          if c.name == entity and isinstance(c.parent, exp.Distinct)).copy()
-    inner = exp.Select(expressions=[key.copy().as_(f"__g{i}") for i, key in enumerate(keys)]
-                       + [entity_column.as_("__e"), exp.Count(this=exp.Star()).as_("__rows")])
-    inner.set("from_", expression.args["from_"].pop())
-    for arg in ("joins", "where"):
-        if expression.args.get(arg):
-            inner.set(arg, expression.args[arg])
-            expression.set(arg, None)
-    inner.set("group", exp.Group(expressions=[key.copy() for key in keys] + [entity_column.copy()]))
+    inner = per_cell_and_entity(expression, keys, entity_column)
 
     for projection in expression.expressions:
         if not isinstance(projection, exp.Alias):  # keep the names the caller would see without the rule

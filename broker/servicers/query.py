@@ -7,10 +7,12 @@ import grpc
 from broker.auth import current_token, require_principal
 from broker.call_context import current_request_id, time_limit
 from broker.guard import GuardedQuery
+from broker.noise_calibration import column_scale, half_width, plan_calibration
 from broker.pipeline import QueryPipeline
 from broker.policy import Policy
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
+from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
 
 class QueryServicer(pb_grpc.QueryServiceServicer):
@@ -25,18 +27,21 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             request_id=request.request_id or current_request_id.get(), client=context.peer(),
             timeout_s=time_limit(context), token=current_token.get())
         guarded = outcome.guarded
+        noise = outcome.response.noise if outcome.response.HasField("noise") else None
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,
-            access_record=outcome.access_record, policy_version=outcome.policy.version,
-            disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response.cells_withheld))
+            access_record=outcome.access_record, policy_version=outcome.policy.version, noise=noise,
+            disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response.cells_withheld, noise))
 
     def ExplainQuery(self, request: pb.ExplainQueryRequest, context: grpc.ServicerContext) -> pb.ExplainQueryResponse:
         explanation = self.pipeline.explain(
             require_principal(), request.grant, request.sql,
             request_id=request.request_id or current_request_id.get(), client=context.peer())
         guarded = explanation.guarded
+        noise = planned_noise(guarded, explanation.policy)
         return pb.ExplainQueryResponse(
-            rewritten_sql=guarded.sql, disclosure_rules=disclosure_rules(guarded, explanation.policy),
+            rewritten_sql=guarded.sql, disclosure_rules=disclosure_rules(guarded, explanation.policy, noise=noise),
+            noise=noise,
             max_groups=guarded.max_rows,
             lookup_tables=guarded.lookups, access_record=explanation.access_record,
             policy_version=explanation.policy.version,
@@ -48,9 +53,28 @@ _ACTIONS = {"checked": pb.GuardStep.ACTION_CHECKED, "rewrote": pb.GuardStep.ACTI
             "unchanged": pb.GuardStep.ACTION_UNCHANGED}
 
 
-def disclosure_rules(guarded: GuardedQuery, policy: Policy,
-                     cells_withheld: int | None = None) -> list[pb.DisclosureRule]:
+def planned_noise(guarded: GuardedQuery, policy: Policy) -> sandbox_pb.NoiseReport | None:
+    """The noise a query would get (for explain): it depends on the policy and the query's shape, never the data."""
+    if guarded.noise is None or policy.noise is None:
+        return None
+    calibration = plan_calibration(guarded.noise, policy.noise, policy.min_entities)
+    columns = []
+    for output in guarded.noise.outputs:
+        if output.kind != "key":
+            scale = column_scale(output, calibration)
+            # An average's interval depends on its cells' counts, known only when it runs.
+            columns.append(sandbox_pb.NoisyColumn(name=output.name, scale=scale,
+                                                  half_width_95=0 if output.kind == "avg" else half_width(scale)))
+    return sandbox_pb.NoiseReport(epsilon_spent=policy.noise.epsilon, epsilon_budget=policy.noise.budget,
+                                  delta=policy.noise.delta, threshold=calibration.threshold,
+                                  groups_per_entity=policy.noise.groups_per_entity, columns=columns)
+
+
+def disclosure_rules(guarded: GuardedQuery, policy: Policy, cells_withheld: int | None = None,
+                     noise: sandbox_pb.NoiseReport | None = None) -> list[pb.DisclosureRule]:
     """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (None: nothing ran)."""
+    if noise is not None:
+        return _noise_rules(guarded, noise, ran=cells_withheld is not None)
     rules = [pb.DisclosureRule(
         rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
         description=f"cells with fewer than {guarded.min_entities} distinct {guarded.entity} values are withheld")]
@@ -66,3 +90,25 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy,
             rule="dominance", column=guarded.entity, threshold=dominance.n or 2, cells_withheld=cells_withheld or 0,
             description=f"a SUM or AVG cell is withheld when {' or '.join(tests)}{counted}"))
     return rules
+
+
+def _noise_rules(guarded: GuardedQuery, noise: sandbox_pb.NoiseReport, *, ran: bool) -> list[pb.DisclosureRule]:
+    columns = ", ".join(f"{c.name} \u00b1{c.half_width_95:,.0f}" if c.half_width_95 else f"{c.name} (scale {c.scale:,.3g})"
+                        for c in noise.columns)
+    if not ran:
+        budget = f"each query spends epsilon {noise.epsilon_spent:g} of the grant's {noise.epsilon_budget:g}"
+    elif noise.repeated_answer:
+        budget = (f"the stored answer to this same query, repeated (no epsilon spent; {noise.epsilon_total_spent:g} "
+                  f"of {noise.epsilon_budget:g} spent)")
+    else:
+        budget = f"epsilon {noise.epsilon_spent:g} spent; {noise.epsilon_total_spent:g} of {noise.epsilon_budget:g} spent"
+    return [
+        pb.DisclosureRule(
+            rule="noisy_threshold", column=guarded.entity, threshold=noise.threshold,
+            description=f"a cell appears only when its noisy count of distinct {guarded.entity} is at least "
+                        f"{noise.threshold} (a single {guarded.entity}'s cell appears with probability under "
+                        f"{noise.delta:g})"),
+        pb.DisclosureRule(
+            rule="noise", column=guarded.entity, threshold=noise.groups_per_entity,
+            description=f"discrete Laplace noise, 95% of cells within: {columns}; {budget}"),
+    ]

@@ -19,20 +19,22 @@ class RunQueryRequest(_message.Message):
     def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RunQueryResponse(_message.Message):
-    __slots__ = ("table", "truncated", "rewritten_sql", "disclosure_rules", "access_record", "policy_version")
+    __slots__ = ("table", "truncated", "rewritten_sql", "disclosure_rules", "access_record", "policy_version", "noise")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     REWRITTEN_SQL_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_RULES_FIELD_NUMBER: _ClassVar[int]
     ACCESS_RECORD_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     table: _sandbox_service_pb2.ResultTable
     truncated: bool
     rewritten_sql: str
     disclosure_rules: _containers.RepeatedCompositeFieldContainer[DisclosureRule]
     access_record: int
     policy_version: int
-    def __init__(self, table: _Optional[_Union[_sandbox_service_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
+    noise: _sandbox_service_pb2.NoiseReport
+    def __init__(self, table: _Optional[_Union[_sandbox_service_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryRequest(_message.Message):
     __slots__ = ("grant", "sql", "request_id")
@@ -45,7 +47,7 @@ class ExplainQueryRequest(_message.Message):
     def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ExplainQueryResponse(_message.Message):
-    __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version")
+    __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version", "noise")
     REWRITTEN_SQL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_RULES_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +55,7 @@ class ExplainQueryResponse(_message.Message):
     LOOKUP_TABLES_FIELD_NUMBER: _ClassVar[int]
     ACCESS_RECORD_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     rewritten_sql: str
     steps: _containers.RepeatedCompositeFieldContainer[GuardStep]
     disclosure_rules: _containers.RepeatedCompositeFieldContainer[DisclosureRule]
@@ -60,7 +63,8 @@ class ExplainQueryResponse(_message.Message):
     lookup_tables: _containers.RepeatedScalarFieldContainer[str]
     access_record: int
     policy_version: int
-    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
+    noise: _sandbox_service_pb2.NoiseReport
+    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ...) -> None: ...
 
 class GuardStep(_message.Message):
     __slots__ = ("rule", "action", "summary")

@@ -101,16 +101,48 @@ class Plan(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ...) -> None: ...
 
 class ExecutePlanResponse(_message.Message):
-    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld")
+    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MICROS_FIELD_NUMBER: _ClassVar[int]
     CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     table: ResultTable
     truncated: bool
     engine_micros: int
     cells_withheld: int
-    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ...) -> None: ...
+    noise: NoiseReport
+    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ...) -> None: ...
+
+class NoiseReport(_message.Message):
+    __slots__ = ("epsilon_spent", "epsilon_total_spent", "epsilon_budget", "delta", "threshold", "repeated_answer", "columns", "groups_per_entity")
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_TOTAL_SPENT_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REPEATED_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_PER_ENTITY_FIELD_NUMBER: _ClassVar[int]
+    epsilon_spent: float
+    epsilon_total_spent: float
+    epsilon_budget: float
+    delta: float
+    threshold: int
+    repeated_answer: bool
+    columns: _containers.RepeatedCompositeFieldContainer[NoisyColumn]
+    groups_per_entity: int
+    def __init__(self, epsilon_spent: _Optional[float] = ..., epsilon_total_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., delta: _Optional[float] = ..., threshold: _Optional[int] = ..., repeated_answer: _Optional[bool] = ..., columns: _Optional[_Iterable[_Union[NoisyColumn, _Mapping]]] = ..., groups_per_entity: _Optional[int] = ...) -> None: ...
+
+class NoisyColumn(_message.Message):
+    __slots__ = ("name", "scale", "half_width_95")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    HALF_WIDTH_95_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    scale: float
+    half_width_95: float
+    def __init__(self, name: _Optional[str] = ..., scale: _Optional[float] = ..., half_width_95: _Optional[float] = ...) -> None: ...
 
 class ResultTable(_message.Message):
     __slots__ = ("columns", "row_count")
