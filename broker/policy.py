@@ -113,7 +113,7 @@ _REQUEST = re.compile(r"^req-[a-z0-9]{4,40}$")
 _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
-_TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups",
+_TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
              "row_filter", "disclosure", "limits", "results", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department"}
@@ -146,6 +146,8 @@ class Policy:
     dominance: Dominance | None = None
     noise: Noise | None = None
     lookups: dict[str, Lookup] = field(default_factory=dict)
+    # Measures a query may filter on, in ranges whose ends snap outward to the measure's grid.
+    ranges: dict[str, int] = field(default_factory=dict)
     request: str | None = None
     narrows: str | None = None
     source: str = field(default="", compare=False)
@@ -324,6 +326,7 @@ class _Reader:
             "dominance": self.dominance(disclosure),
             "noise": self.noise(disclosure, columns, top),
             "lookups": self.lookups(top["lookups"], top["dataset"], columns) if "lookups" in top else {},
+            "ranges": self.ranges(top["ranges"], columns) if "ranges" in top else {},
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
@@ -422,6 +425,14 @@ class _Reader:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
             raise self.fail(node, f"{name} must be a number above 0")
         return float(value)
+
+    def ranges(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, int]:
+        grids: dict[str, int] = {}
+        for name, value_node in self.mapping(node, ("ranges",), None).items():
+            if columns.get(name) is not ColumnLevel.MEASURE:
+                raise self.fail(value_node, f"ranges: {name!r} is not a measure column of this policy")
+            grids[name] = self.integer(value_node, f"ranges.{name} (the grid, in the column's unit)", 1)
+        return grids
 
     def min_max(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[str, ...]]:
         granted: dict[str, tuple[str, ...]] = {}

@@ -91,6 +91,9 @@ def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
     for column, extremes in final.min_max.items():
         if not set(extremes) <= set(draft.min_max.get(column, ())):
             problems.append(f"min_max on {column!r} widens the draft")
+    for column, grid in final.ranges.items():
+        if column not in draft.ranges or grid % draft.ranges[column]:
+            problems.append(f"ranges on {column!r} widen the draft (a finer grid or a new measure)")
     for table, lookup in final.lookups.items():
         if lookup != draft.lookups.get(table):
             problems.append(f"lookup {table} is not in the draft")

@@ -23,8 +23,10 @@ NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"revenue": (0, 10**9), "vat_paid
 
 
 def run_guard(sql, policy, *, noise=None):
-    # The shipped grant allows no MIN or MAX; the fixtures test them on a copy that grants a few.
-    policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)}, noise=noise)
+    # The shipped grant allows no MIN or MAX and no ranges on measures; the fixtures test them on a copy
+    # that grants a few.
+    policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)},
+                                 ranges={"employees": 50, "iit_withheld": 100_000_000}, noise=noise)
     return guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
 
 

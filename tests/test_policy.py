@@ -69,6 +69,8 @@ def test_defaults_are_safe():
      5, "alternatives"),
     (("purpose: testing", "purpose: testing\nmin_max: {vat_paid: [MAX]}\ndisclosure: {noise: {epsilon: 1, budget: 5, "
       "bounds: {}}}"), 5, "names one taxpayer's value"),
+    (("purpose: testing", "purpose: testing\nranges: {street_code: 10}"), 5, "not a measure column"),
+    (("purpose: testing", "purpose: testing\nranges: {vat_paid: 0}"), 5, "at least 1"),
     (("purpose: testing", "purpose: testing\nlimits: {valid_from: 2026-02-01, valid_until: 2026-01-01}"), 5, "before"),
     (("dataset: tax.declarations", "dataset: declarations"), 5, "dataset"),
     (("version: 2", "version: two"), 2, "whole number"),
@@ -97,6 +99,11 @@ def test_dominance_rules_parse():
     policy = parse_policy(VALID + "disclosure: {min_entities: 5, dominance: {n: 2, k: 85}, p_percent: 10}\n")
     assert policy.dominance == Dominance(2, 85.0, 10.0) and policy.min_entities == 5
     assert parse_policy(VALID).dominance is None
+
+
+def test_ranges_name_a_grid_per_measure():
+    assert parse_policy(VALID + "ranges: {vat_paid: 100000}\n").ranges == {"vat_paid": 100_000}
+    assert parse_policy(VALID).ranges == {}
 
 
 def test_noise_settings_parse_with_safe_defaults():

@@ -418,6 +418,7 @@ def test_an_approval_signed_for_another_approver_is_refused(work):
     ("  revenue: measure\n", "  employees: measure\n", "employees"),
     ("version: 1\n", "min_max: {revenue: [MAX]}\n", "min_max on 'revenue'"),
     ("version: 1\n", "lookups: {tax.streets: {key: street_code, columns: [street_name]}}\n", "lookup tax.streets"),
+    ("version: 1\n", "ranges: {revenue: 100}\n", "ranges on 'revenue'"),
 ])
 def test_the_owner_may_narrow_but_not_widen(work, anchor, added, named):
     name = work.submit().name

@@ -27,6 +27,7 @@ from broker.guard.add_entity_threshold import add_entity_threshold
 from broker.guard.add_noise_measures import PLAN_META, NoisePlan, add_noise_measures
 from broker.guard.add_row_filter import add_row_filter
 from broker.guard.enforce_group_cap import enforce_group_cap
+from broker.guard.enforce_range_grid import enforce_range_grid
 from broker.guard.expand_output_aliases import expand_output_aliases
 from broker.guard.parse import parse
 from broker.guard.qualify_joined_columns import qualify_joined_columns
@@ -55,6 +56,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     reject_ungrouped_columns,
     reject_invalid_filters,
     reject_noise_unsupported,
+    enforce_range_grid,
     add_row_filter,
     add_entity_threshold,
     enforce_group_cap,
@@ -105,6 +107,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         "columns": policy.visible_columns(),
         "aggregates": policy.aggregates,
         "min_max": policy.min_max,
+        "ranges": policy.ranges,
         "lookups": policy.lookups,
         "entity": policy.entity_column,
         "min_entities": policy.min_entities,
