@@ -34,11 +34,13 @@ class Calibration:
     scales: tuple[float, ...]  # per quantity: the Laplace scale of its vector of cells
 
 
+@functools.lru_cache(maxsize=256)
 def vector_laplace(scale: float) -> dp.Measurement:
     """Discrete Laplace noise on a vector of whole numbers, L1 distance."""
     return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=INTEGER)), dp.l1_distance(T=INTEGER), scale=scale)
 
 
+@functools.lru_cache(maxsize=256)
 def laplace_threshold(scale: float, threshold: int) -> dp.Measurement:
     """Noisy counts per key, keys whose noisy count is under ``threshold`` dropped (OpenDP's laplace_threshold)."""
     return dp.m.make_laplace_threshold(

@@ -114,12 +114,8 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
     measures = [exp.Count(this=exp.Star()).as_(ENTITIES)]
     for index, wanted in enumerate(quantities):
         value = exp.column("__rows" if wanted.kind == "rows" else f"__{wanted.kind[0]}_{wanted.measure}")
-        if wanted.kind == "sum":
-            low, high = noise.bounds[wanted.measure]
-            clipped = exp.Least(this=exp.Greatest(this=value, expressions=[exp.Literal.number(low)]),
-                                expressions=[exp.Literal.number(high)])
-        else:
-            clipped = exp.Least(this=value, expressions=[exp.Literal.number(wanted.bound)])
+        low, high = noise.bounds[wanted.measure] if wanted.kind == "sum" else (0, wanted.bound)
+        clipped = _clip(value, low, high)
         measures.append(exp.Cast(this=exp.Sum(this=clipped), to=exp.DataType.build("BIGINT")).as_(f"__q{index}"))
     order = expression.args.get("order")
     limit = expression.args.get("limit")
@@ -134,6 +130,16 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
         rewritten.set("group", exp.Group(expressions=cells))
     rewritten.meta[PLAN_META] = plan
     return rewritten
+
+
+def _clip(value: exp.Expression, low: int, high: int) -> exp.Expression:
+    """``value`` clipped to [low, high]; NULL stays NULL (a CASE: GREATEST and LEAST differ on NULL by engine)."""
+    def number(n: int) -> exp.Expression:
+        return exp.Literal.number(n) if n >= 0 else exp.Neg(this=exp.Literal.number(-n))
+
+    return exp.Case(ifs=[exp.If(this=exp.LT(this=value.copy(), expression=number(low)), true=number(low)),
+                         exp.If(this=exp.GT(this=value.copy(), expression=number(high)), true=number(high))],
+                    default=value)
 
 
 def _cell_form(node: exp.Expression, keys: list) -> exp.Expression:
