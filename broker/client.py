@@ -20,7 +20,7 @@ from broker.v1 import policy_service_pb2_grpc as policies_grpc
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
-from sandbox.result_table import decode_table
+from sandbox.result_table import decode_table, marked_cells
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -39,6 +39,8 @@ class QueryResult:
     policy_version: int = 0
     request_id: str = ""
     noise: dict | None = None  # under a noise policy: the noise and the grant's budget
+    withheld: set = field(default_factory=set)  # (row, column) of each cell disclosure control withheld
+    rolled_up: set = field(default_factory=set)  # (row, column) of each key cell a total spans (ROLLUP)
 
     def as_json(self) -> dict:
         """A JSON-ready dict (dates and decimals as text)."""
@@ -52,6 +54,8 @@ class QueryResult:
             "policy_version": self.policy_version,
             "request_id": self.request_id,
             "noise": self.noise,
+            "withheld": sorted(map(list, self.withheld)),
+            "rolled_up": sorted(map(list, self.rolled_up)),
         }
 
 
@@ -91,7 +95,8 @@ class BrokerClient:
                                "description": r.description, "cells_withheld": r.cells_withheld}
                               for r in response.disclosure_rules],
             access_record=response.access_record, policy_version=response.policy_version, request_id=request_id,
-            noise=noise_dict(response.noise) if response.HasField("noise") else None)
+            noise=noise_dict(response.noise) if response.HasField("noise") else None,
+            withheld=marked_cells(response.table, "withheld"), rolled_up=marked_cells(response.table, "rolled_up"))
 
     def explain(self, grant: str, sql: str) -> pb.ExplainQueryResponse:
         """What the guard makes of ``sql`` under ``grant``, without running it (recorded in the access log)."""

@@ -117,7 +117,8 @@ _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggre
              "row_filter", "disclosure", "limits", "results", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department"}
-_DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent", "noise"}
+_DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent", "noise", "suppressed"}
+SUPPRESSION_MODES = ("mark", "drop")  # what happens to a cell that fails the threshold
 _DOMINANCE_KEYS = {"n", "k"}
 _NOISE_KEYS = {"epsilon", "budget", "delta", "bounds", "groups_per_entity", "rows_per_entity"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
@@ -145,6 +146,8 @@ class Policy:
     min_max: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dominance: Dominance | None = None
     noise: Noise | None = None
+    # "mark": a cell under the threshold is sent as a withheld (null, marked) cell; "drop": its row is left out.
+    suppression: str = "mark"
     lookups: dict[str, Lookup] = field(default_factory=dict)
     # Measures a query may filter on, in ranges whose ends snap outward to the measure's grid.
     ranges: dict[str, int] = field(default_factory=dict)
@@ -325,6 +328,8 @@ class _Reader:
             "min_max": self.min_max(top["min_max"], columns) if "min_max" in top else {},
             "dominance": self.dominance(disclosure),
             "noise": self.noise(disclosure, columns, top),
+            "suppression": self.choice(disclosure["suppressed"], "disclosure.suppressed", SUPPRESSION_MODES)
+            if "suppressed" in disclosure else "mark",
             "lookups": self.lookups(top["lookups"], top["dataset"], columns) if "lookups" in top else {},
             "ranges": self.ranges(top["ranges"], columns) if "ranges" in top else {},
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
@@ -419,6 +424,12 @@ class _Reader:
                      if "groups_per_entity" in items else 1,
                      self.integer(items["rows_per_entity"], "disclosure.noise.rows_per_entity", 1)
                      if "rows_per_entity" in items else 1)
+
+    def choice(self, node: yaml.Node, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.scalar(node, name)
+        if value not in allowed:
+            raise self.fail(node, f"{name}: unknown value {value!r} (allowed: {', '.join(allowed)})")
+        return value
 
     def positive(self, node: yaml.Node, name: str) -> float:
         value = self.scalar(node, name)

@@ -30,7 +30,8 @@ def render_policy(policy: Policy, *, comment: str = "") -> str:
     lines.append(f"aggregates: [{', '.join(policy.aggregates)}]")
     if policy.row_filter:
         lines.append(f"row_filter: {_quoted(policy.row_filter)}")
-    lines.append(f"disclosure: {{min_entities: {policy.min_entities}}}")
+    dropped = ", suppressed: drop" if policy.suppression == "drop" else ""
+    lines.append(f"disclosure: {{min_entities: {policy.min_entities}{dropped}}}")
     limits = {"valid_from": policy.valid_from, "valid_until": policy.valid_until, "max_groups": policy.max_groups,
               "queries_per_day": policy.queries_per_day, "queries_total": policy.queries_total}
     rendered = ", ".join(f"{key}: {value.isoformat() if isinstance(value, dt.date) else value}"
@@ -101,6 +102,8 @@ def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
         problems.append("min_entities is lower than the draft's")
     if draft.dominance is not None and final.dominance != draft.dominance:
         problems.append("the dominance rule differs from the draft's")
+    if draft.suppression == "drop" and final.suppression != "drop":
+        problems.append("suppressed cells are marked where the draft drops them (marking shows that a group exists)")
     if draft.noise is not None and final.noise != draft.noise:
         problems.append("the noise settings differ from the draft's")
     if draft.valid_from and (final.valid_from is None or final.valid_from < draft.valid_from):

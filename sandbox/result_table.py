@@ -31,8 +31,11 @@ def column_type(engine_type: str, values: list) -> int:
     return pb.COLUMN_TYPE_STRING
 
 
-def encode_table(names: list[str], types: list[str], rows: list[tuple]) -> pb.ResultTable:
-    """Turn engine rows into a ResultTable, column by column."""
+def encode_table(names: list[str], types: list[str], rows: list[tuple], *,
+                 withheld: list[frozenset[int]] | None = None,
+                 rolled_up: list[frozenset[int]] | None = None) -> pb.ResultTable:
+    """Turn engine rows into a ResultTable, column by column; ``withheld`` and ``rolled_up`` give, per
+    row, the positions of the cells disclosure control withheld and of the keys a total spans."""
     table = pb.ResultTable(row_count=len(rows))
     for index, (name, engine_type) in enumerate(zip(names, types)):
         values = [row[index] for row in rows]
@@ -40,6 +43,9 @@ def encode_table(names: list[str], types: list[str], rows: list[tuple]) -> pb.Re
         column = table.columns.add(name=name, type=kind)
         if any(v is None for v in values):
             column.nulls.extend(v is None for v in values)
+        for marks, field in ((withheld, column.withheld), (rolled_up, column.rolled_up)):
+            if marks and any(index in row_marks for row_marks in marks):
+                field.extend(index in row_marks for row_marks in marks)
         if kind in (pb.COLUMN_TYPE_INTEGER, pb.COLUMN_TYPE_BOOLEAN):
             column.int_values.extend(0 if v is None else int(v) for v in values)
         elif kind == pb.COLUMN_TYPE_DOUBLE:
@@ -79,3 +85,9 @@ def _text(value) -> str:
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     return str(value)
+
+
+def marked_cells(table: pb.ResultTable, mark: str) -> set[tuple[int, int]]:
+    """The (row, column) of every cell a ResultTable marks ``withheld`` or ``rolled_up``."""
+    return {(row, index) for index, column in enumerate(table.columns)
+            for row, flagged in enumerate(getattr(column, mark)) if flagged}

@@ -16,6 +16,7 @@ from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.privacy_ledger import PrivacyLedger
+from sandbox.release import release
 from sandbox.result_table import encode_table
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
@@ -65,10 +66,17 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if guarded.noise is not None:
             return self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
-        names, types, rows, withheld = without_dominance_flags(result.names, result.types, result.rows,
-                                                               guarded.dominance_flags)
-        return pb.ExecutePlanResponse(table=encode_table(names, types, rows), truncated=result.truncated,
-                                      engine_micros=result.micros, cells_withheld=withheld)
+        if result.truncated and guarded.totals:
+            raise DsbrokerError(f"the query's table with totals has more than {max_rows} rows; its totals can only "
+                                "be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
+                                table=plan.dataset)
+        released = release(result.names, result.types, result.rows, guarded)
+        return pb.ExecutePlanResponse(
+            table=encode_table(released.names, released.types, released.rows, withheld=released.withheld,
+                               rolled_up=released.rolled_up),
+            truncated=result.truncated, engine_micros=result.micros, cells_withheld=released.counts["dominance"],
+            threshold_cells_withheld=released.counts["min_entities"],
+            secondary_cells_withheld=released.counts["secondary"])
 
     def _noisy(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, *, max_rows: int,
                timeout: float) -> pb.ExecutePlanResponse:
@@ -113,17 +121,3 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
         return self.catalog.listing()
 
-
-def without_dominance_flags(names: list[str], types: list[str], rows: list[tuple],
-                            flags: tuple[tuple[int, ...], ...]) -> tuple[list[str], list[str], list[tuple], int]:
-    """Drop the dominance rule's flag columns (the last ones) and count the cells they withheld.
-
-    The withheld cells are already null: the engine query set them so before HAVING and ORDER BY.
-    """
-    if not flags:
-        return names, types, rows, 0
-    width = len(names) - len(flags)
-    # A cell with several dominated measures (SUM(vat_paid + cit_paid)) is one withheld cell.
-    withheld = sum(len(set().union(*(outputs for flagged, outputs in zip(row[width:], flags) if flagged)))
-                   for row in rows)
-    return names[:width], types[:width], [row[:width] for row in rows], withheld

@@ -21,6 +21,7 @@ CATEGORIES = {
     "probing": "probing for tables and columns the caller may not see",
     "name-confusion": "aliases and positions that could make two engines read a query differently",
     "malformed": "input that does not parse",
+    "totals": "totals that would give a withheld cell away by subtraction (cut or hidden rows, unnamed keys)",
     "noise-evasion": "under noise, outputs computed from exact values (arithmetic, HAVING, hidden orderings)",
 }
 

@@ -8,7 +8,8 @@ The invariants: one plain SELECT over the granted dataset, joined only to the gr
 their keys; no column the grant hides; the entity only as COUNT(DISTINCT entity); every output,
 HAVING and ORDER BY term a group key or built from allowed aggregates over measures; GROUP BY only
 group-level columns (or their year, quarter or month); WHERE an AND of the row filter bound to the
-caller and literal tests of group or filter columns; HAVING holding the entity threshold; a LIMIT
+caller and literal tests of group or filter columns; the entity threshold in HAVING (suppressed: drop)
+or around every aggregate, with the ``__withheld`` flag (suppressed: mark); a LIMIT
 no larger than the grant's cap plus one; no function outside the short allowlist; no comment.
 """
 
@@ -48,6 +49,8 @@ class _Checker:
         self.tables: dict[str, object] = {}
 
     def run(self) -> list[str]:
+        if self.policy.suppression == "mark":
+            self.strip_threshold_masks()
         self.check_constructs()
         self.check_tables()
         if self.problems:
@@ -64,6 +67,29 @@ class _Checker:
 
     def fail(self, message: str) -> None:
         self.problems.append(message)
+
+    def strip_threshold_masks(self) -> None:
+        """Check that every aggregate released, tested or ordered on is masked by the threshold, and that the
+        ``__withheld`` flag is there; then take masks and flag out, so the other checks see the plain query."""
+        entity, k = self.policy.entity_column, self.policy.min_entities
+        flags = [p for p in self.tree.expressions if isinstance(p, exp.Alias) and p.alias == "__withheld"]
+        if len(flags) != 1 or _unqualified(flags[0].this) != f"COUNT(DISTINCT {entity}) < {k}":
+            self.fail(f"the flag COUNT(DISTINCT {entity}) < {k} AS __withheld is missing")
+        for flag in flags:
+            flag.pop()
+        masked = set()
+        for case in list(self.tree.find_all(exp.Case)):
+            ifs = case.args.get("ifs") or []
+            if (len(ifs) == 1 and case.args.get("default") is None and isinstance(ifs[0].args.get("true"), AGGREGATES)
+                    and _unqualified(ifs[0].this) == f"COUNT(DISTINCT {entity}) >= {k}"):
+                aggregate = ifs[0].args["true"]
+                case.replace(aggregate)
+                masked.add(id(aggregate))
+        having, order = self.tree.args.get("having"), self.tree.args.get("order")
+        for clause in [*self.tree.expressions, having, order]:
+            for aggregate in clause.find_all(*AGGREGATES) if clause is not None else ():
+                if id(aggregate) not in masked and not _inside_aggregate(aggregate):
+                    self.fail(f"{aggregate.sql()} is released without the threshold around it")
 
     def check_constructs(self) -> None:
         for node in self.tree.walk():
@@ -238,6 +264,8 @@ class _Checker:
             self.fail(f"WHERE compares with something other than literals: {term.sql()}")
 
     def check_having(self) -> None:
+        if self.policy.suppression == "mark":
+            return  # checked in strip_threshold_masks
         having = self.tree.args.get("having")
         entity = self.policy.entity_column
         wanted = f"COUNT(DISTINCT {entity}) >= {self.policy.min_entities}"
@@ -259,6 +287,15 @@ def _conjuncts(node: exp.Expression):
         yield from _conjuncts(node.right)
     else:
         yield node
+
+
+def _inside_aggregate(node: exp.Expression) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, AGGREGATES):
+            return True
+        parent = parent.parent
+    return False
 
 
 def _unqualified(node: exp.Expression) -> str:

@@ -16,7 +16,7 @@ from broker.guard import guard
 from broker.policy import Dominance
 from broker.server import start_broker
 from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.servicer import without_dominance_flags
+from sandbox.release import release
 from tests.conftest import GRANT, XUANWU, broker_settings_for, declarations_file, client_tls, policies_with, token_for
 
 # Per street: the VAT of each of its taxpayers. Revenue is 100 for everyone, so it is never dominated.
@@ -46,14 +46,16 @@ def released(engine, policy, dominance):
     grant = dataclasses.replace(policy, dominance=dominance)
     guarded = guard(SQL, grant, district=XUANWU, department="xuanwu-fgw")
     result = engine.execute(guarded.sql, timeout_s=10, max_rows=100)
-    names, _, rows, withheld = without_dominance_flags(result.names, result.types, result.rows, guarded.dominance_flags)
-    assert names == ["street_code", "vat", "avg_vat", "revenue", "n"]
-    return {row[0]: row[1:] for row in rows}, withheld
+    released = release(result.names, result.types, result.rows, guarded)
+    assert released.names == ["street_code", "vat", "avg_vat", "revenue", "n"]
+    return {row[0]: row[1:] for row in released.rows}, released.counts["dominance"]
 
 
 def test_each_rule_withholds_exactly_the_cells_it_should(crafted, policy):
     cells, withheld = released(crafted, policy, Dominance(n=1, k=85.0))
-    assert set(cells) == {"A-one-giant", "B-even", "C-two-giants", "D-refund"}  # E is under the threshold
+    # E is under the threshold: withheld whole (marked), and not counted as dominated.
+    assert set(cells) == {"A-one-giant", "B-even", "C-two-giants", "D-refund", "E-too-few"}
+    assert cells["E-too-few"] == (None, None, None, None)
     assert cells["A-one-giant"] == (None, None, 1200 * 2, 12) and cells["D-refund"][:2] == (None, None)
     assert cells["B-even"] == (1200, 50.0, 2400, 12) and cells["C-two-giants"][0] == 9_600 + 400
     assert withheld == 4  # vat and avg_vat of A and D
@@ -92,7 +94,8 @@ def test_a_dominated_measure_cannot_be_recovered_by_differencing_two_sums_in_one
                         "SUM(vat_paid * 1) AS vat FROM tax.declarations GROUP BY street_code", grant,
                         district=XUANWU, department="xuanwu-fgw")
         result = engine.execute(guarded.sql, timeout_s=10, max_rows=10)
-        _, _, rows, withheld = without_dominance_flags(result.names, result.types, result.rows, guarded.dominance_flags)
+        released = release(result.names, result.types, result.rows, guarded)
+        rows, withheld = released.rows, released.counts["dominance"]
     finally:
         engine.close()
     assert rows == [("F", None, 1_200_000, None)]
@@ -125,8 +128,11 @@ def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(do
         return ordered[0] > 0.60 * total or total - sum(ordered[:2]) < 0.10 * ordered[0]
 
     withheld = 0
-    for street, section, vat, count in result.rows:
+    for index, (street, section, vat, count) in enumerate(result.rows):
         amounts = contributions[(street, section)]
+        if (index, 3) in result.withheld:  # the whole row is under the threshold, so its cells are marked
+            assert len(amounts) < 10 and vat is None and count is None and (index, 2) in result.withheld
+            continue
         assert len(amounts) >= 10
         if vat is None:
             withheld += 1

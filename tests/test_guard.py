@@ -11,22 +11,25 @@ from broker.errors import GuardError
 from broker.guard import RULES, guard
 from broker.policy import Lookup, Noise
 from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.release import release
 from tests.conftest import XUANWU
 from tests.guard_fixtures import CATEGORIES, read_cases
 
 REFUSED = read_cases("*__invalid.sql")
 ACCEPTED = read_cases("accepted.sql")
-REWRITES = read_cases("rewrites.sql")
+REWRITES = read_cases("rewrites.sql")  # under suppressed: drop (the threshold in HAVING)
+MARKED_REWRITES = read_cases("rewrites_marked.sql")  # under suppressed: mark, the default
 
 
 NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"revenue": (0, 10**9), "vat_paid": (0, 10**8)})
 
 
-def run_guard(sql, policy, *, noise=None):
+def run_guard(sql, policy, *, noise=None, suppression="drop"):
     # The shipped grant allows no MIN or MAX and no ranges on measures; the fixtures test them on a copy
     # that grants a few.
     policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)},
-                                 ranges={"employees": 50, "iit_withheld": 100_000_000}, noise=noise)
+                                 ranges={"employees": 50, "iit_withheld": 100_000_000}, noise=noise,
+                                 suppression=suppression)
     return guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
 
 
@@ -55,6 +58,11 @@ def test_rewrites_exactly(case, policy):
     assert run_guard(case.sql, policy).sql == case.rewritten
 
 
+@pytest.mark.parametrize("case", MARKED_REWRITES, ids=lambda c: c.id)
+def test_rewrites_exactly_when_suppressed_cells_are_marked(case, policy):
+    assert run_guard(case.sql, policy, suppression="mark").sql == case.rewritten
+
+
 @pytest.fixture(scope="module")
 def engine(demo_db):
     engine = DuckDBEngine(demo_db)
@@ -62,10 +70,17 @@ def engine(demo_db):
     engine.close()
 
 
+@pytest.mark.parametrize("suppression", ["drop", "mark"])
 @pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.id)
-def test_accepted_cells_equal_the_unrestricted_query(case, policy, engine, direct):
-    guarded = run_guard(case.sql, policy)
-    released = engine.execute(guarded.sql, timeout_s=30, max_rows=guarded.max_rows)
+def test_accepted_cells_equal_the_unrestricted_query(case, suppression, policy, engine, direct):
+    guarded = run_guard(case.sql, policy, suppression=suppression)
+    result = engine.execute(guarded.sql, timeout_s=30, max_rows=guarded.max_rows)
+    released = release(result.names, result.types, result.rows, guarded)
+    assert released.names == result.names[:guarded.outputs]
+    withheld = [row for row, cells in zip(released.rows, released.withheld) if cells]
+    assert not withheld or suppression == "mark"
+    assert all(row[i] is None for row in withheld for i in guarded.aggregate_outputs)
+    released.rows = [row for row, cells in zip(released.rows, released.withheld) if not cells]
     assert released.rows, "a legitimate query released nothing; the fixture should pick cells above the threshold"
 
     # The reference is built without the guard: the caller's SQL, restricted to its

@@ -163,9 +163,10 @@ token_soup = st.lists(st.sampled_from(TOKENS), max_size=30).map(" ".join)
 
 # -- the properties --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def grant(policy):
-    return dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)})
+@pytest.fixture(scope="module", params=["mark", "drop"])
+def grant(policy, request):
+    return dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)},
+                               suppression=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +218,16 @@ def test_the_checker_catches_what_the_guard_must_never_emit(grant):
     good = guard("SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1", grant,
                  district=XUANWU, department="xuanwu-fgw").sql
     assert violations(good, grant, district=XUANWU, department="xuanwu-fgw") == []
+    mask = "CASE WHEN COUNT(DISTINCT taxpayer_id) >= 10 THEN SUM(vat_paid) END"
+    marked = {
+        "threshold": good.replace(mask, "SUM(vat_paid)"),
+        "mask with a default": good.replace(mask, mask.replace(" END", " ELSE SUM(vat_paid) END")),
+        "withheld flag": good.replace(", COUNT(DISTINCT taxpayer_id) < 10 AS __withheld", ""),
+        "unmasked ORDER BY": good.replace(" LIMIT", " ORDER BY SUM(vat_paid) LIMIT"),
+    }
+    dropped = {"threshold": good.replace(" HAVING COUNT(DISTINCT taxpayer_id) >= 10", "")}
     broken = {
-        "threshold": good.replace(" HAVING COUNT(DISTINCT taxpayer_id) >= 10", ""),
+        **(marked if grant.suppression == "mark" else dropped),
         "lower threshold": good.replace(">= 10", ">= 9"),
         "row filter": good.replace(f"district_code = '{XUANWU}'", "TRUE"),
         "other district": good.replace(XUANWU, "320106"),

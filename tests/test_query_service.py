@@ -56,7 +56,12 @@ def test_threshold_withholds_small_cells(client, direct):
         "SELECT count(*) FROM (SELECT street_code, industry_code FROM tax.declarations WHERE district_code = "
         f"'{XUANWU}' GROUP BY ALL HAVING COUNT(DISTINCT taxpayer_id) < 10)").fetchone()[0]
     assert small > 0, "the demo data should have small cells"
-    assert result.rows and all(row[2] >= 10 for row in result.rows)
+    # The shipped grant marks small cells: their rows come back with the cells withheld (null and marked).
+    withheld = [i for i, row in enumerate(result.rows) if (i, 2) in result.withheld]
+    assert len(withheld) == small and all(result.rows[i][2] is None for i in withheld)
+    assert all(row[2] >= 10 for i, row in enumerate(result.rows) if i not in withheld)
+    rule = next(r for r in result.disclosure_rules if r["rule"] == "min_entities")
+    assert rule["cells_withheld"] == small and "withheld and marked" in rule["description"]
 
 
 def test_another_district_sees_only_its_own_rows(broker, direct):

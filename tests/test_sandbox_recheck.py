@@ -62,7 +62,8 @@ def forged_token() -> str:
 
 
 HOSTILE = {
-    "the threshold dropped": lambda p: {**p, "sql": p["sql"].replace(" HAVING COUNT(DISTINCT taxpayer_id) >= 10", "")},
+    "the threshold dropped": lambda p: {**p, "sql": p["sql"].replace("CASE WHEN COUNT(DISTINCT taxpayer_id) >= 10 THEN ",
+                                                                       "CASE WHEN TRUE THEN ")},
     "raw rows under an innocent original": lambda p: {**p, "sql": "SELECT taxpayer_id, vat_paid FROM tax.declarations"},
     "another district bound": lambda p: {**p, "sql": p["sql"].replace(XUANWU, GULOU)},
     "the row filter dropped": lambda p: {**p, "sql": p["sql"].replace(f"WHERE district_code = '{XUANWU}' ", "")},

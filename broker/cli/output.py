@@ -23,10 +23,13 @@ def print_result(result: QueryResult, *, as_json: bool) -> None:
     table = Table(show_lines=False, header_style="bold")
     for name in result.columns:
         table.add_column(name, justify="left")
-    for row in result.rows:
-        table.add_row(*(_cell(v) for v in row))
+    for r, row in enumerate(result.rows):
+        table.add_row(*("x" if (r, c) in result.withheld else "(all)" if (r, c) in result.rolled_up else _cell(v)
+                        for c, v in enumerate(row)))
     console.print(table)
     notes = [f"{len(result.rows)} row(s)"] + [r["description"] for r in result.disclosure_rules]
+    if result.withheld:
+        notes.append("x: withheld by disclosure control")
     if result.truncated:
         notes.append("truncated at the grant's cap on groups")
     notes.append(f"access record #{result.access_record}")

@@ -22,10 +22,12 @@ from typing import Any, Callable
 
 import sqlglot.expressions as exp
 
+from broker.guard._tree import AGGREGATE_TYPES
 from broker.guard.add_dominance_rule import FLAG_PREFIX, add_dominance_rule
 from broker.guard.add_entity_threshold import add_entity_threshold
 from broker.guard.add_noise_measures import PLAN_META, NoisePlan, add_noise_measures
 from broker.guard.add_row_filter import add_row_filter
+from broker.guard.add_totals import add_totals
 from broker.guard.enforce_group_cap import enforce_group_cap
 from broker.guard.enforce_range_grid import enforce_range_grid
 from broker.guard.expand_output_aliases import expand_output_aliases
@@ -35,6 +37,7 @@ from broker.guard.reject_entity_misuse import reject_entity_misuse
 from broker.guard.reject_invalid_aggregates import reject_invalid_aggregates
 from broker.guard.reject_invalid_filters import reject_invalid_filters
 from broker.guard.reject_invalid_group_keys import reject_invalid_group_keys
+from broker.guard.reject_invalid_totals import reject_invalid_totals
 from broker.guard.reject_noise_unsupported import reject_noise_unsupported
 from broker.guard.reject_raw_rows import reject_raw_rows
 from broker.guard.reject_ungranted_columns import reject_ungranted_columns
@@ -56,10 +59,12 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     reject_ungrouped_columns,
     reject_invalid_filters,
     reject_noise_unsupported,
+    reject_invalid_totals,
     enforce_range_grid,
     add_row_filter,
     add_entity_threshold,
     enforce_group_cap,
+    add_totals,
     qualify_joined_columns,
     add_dominance_rule,
     add_noise_measures,
@@ -83,6 +88,11 @@ class GuardedQuery:
     # Per dominance flag column (the last columns of the result): the output columns it withholds.
     dominance_flags: tuple[tuple[int, ...], ...] = ()
     noise: NoisePlan | None = None  # under a noise policy: how the sandbox makes the noisy answer
+    outputs: int = 0  # the columns released; flag columns (named ``__...``) follow them and never leave the sandbox
+    flags: tuple[str, ...] = ()
+    aggregate_outputs: tuple[int, ...] = ()  # the released columns that hold aggregates (the cells a rule withholds)
+    totals: tuple[int, ...] = ()  # with ROLLUP: the positions of its keys among the outputs, in ROLLUP order
+    suppression: str = "mark"  # the policy's: withheld cells are marked, or their rows dropped
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         "max_groups": policy.max_groups,
         "dominance": policy.dominance,
         "noise": policy.noise,
+        "suppression": policy.suppression,
         "engine_dialect": engine_dialect,
         "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
         if policy.row_filter else None,
@@ -128,6 +139,11 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     joined = {join.this.name for join in expression.find_all(exp.Join)}
     flags = _dominance_flags(expression)  # before generating: generation may change the tree
     noise = expression.meta.get(PLAN_META)
+    names = [projection.alias_or_name for projection in expression.expressions]
+    outputs = [p for p, name in zip(expression.expressions, names) if not name.startswith("__")]
+    group = expression.args.get("group")
+    rollup = group.expressions[0] if group is not None and isinstance(group.expressions[0], exp.Rollup) else None
+    unaliased = [output.unalias() for output in outputs]
     return GuardedQuery(
         sql=expression.sql(dialect=engine_dialect, comments=False, copy=False),  # the tree is not used again
         dataset=policy.dataset,
@@ -137,6 +153,11 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
         dominance_flags=flags,
         noise=noise,
+        outputs=len(outputs),
+        flags=tuple(names[len(outputs):]),
+        aggregate_outputs=tuple(i for i, output in enumerate(outputs) if output.find(*AGGREGATE_TYPES)),
+        totals=tuple(unaliased.index(key) for key in rollup.expressions) if rollup is not None else (),
+        suppression=policy.suppression,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from broker.guard._tree import AGGREGATE_TYPES, output_name, refuse
+from broker.guard._tree import AGGREGATE_TYPES, TOTALS_META, output_name, refuse
 
 
 def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
@@ -42,11 +42,19 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
             group.set("all", None)
             group.set("expressions", keys)
         else:
+            rollups = [key for key in group.expressions if isinstance(key, exp.Rollup)]
+            if rollups or group.args.get("rollup"):
+                if len(group.expressions) != 1 or not rollups or not rollups[0].expressions or group.args.get("rollup"):
+                    refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED", "totals are asked for as "
+                           "GROUP BY ROLLUP(a, b), listing every group key once", construct="ROLLUP")
+                # Every later rule sees the keys as plain GROUP BY keys; add_totals restores the ROLLUP.
+                group.set("expressions", list(rollups[0].expressions))
+                expression.meta[TOTALS_META] = True
             group.set("expressions", [_expand(key, projections, aliased, "GROUP BY") for key in group.expressions])
-        for arg in ("rollup", "cube", "grouping_sets"):
+        for arg in ("cube", "grouping_sets"):
             if group.args.get(arg):
                 refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED",
-                       f"GROUP BY {arg.upper()} is not allowed", construct=arg.upper())
+                       f"GROUP BY {arg.upper()} is not allowed; ROLLUP gives totals", construct=arg.upper())
     having = expression.args.get("having")
     if having is not None:
         having.set("this", _replace_alias_columns(having.this, aliased))

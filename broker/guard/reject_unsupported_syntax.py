@@ -60,6 +60,8 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             refuse("reject_unsupported_syntax", "SUBQUERY_NOT_ALLOWED", _NAMED[exp.Subquery][1])
         if isinstance(node, exp.Join) and node.parent is expression:
             continue  # resolve_table allows joins to the grant's lookup tables on their keys, and no others
+        if isinstance(node, exp.Rollup) and node.parent is expression.args.get("group"):
+            continue  # totals: expand_output_aliases accepts GROUP BY ROLLUP(keys) alone, and no other form
         if type(node) in _NAMED:
             reason, message = _NAMED[type(node)]
             refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)

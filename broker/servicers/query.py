@@ -31,7 +31,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,
             access_record=outcome.access_record, policy_version=outcome.policy.version, noise=noise,
-            disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response.cells_withheld, noise))
+            disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response, noise))
 
     def ExplainQuery(self, request: pb.ExplainQueryRequest, context: grpc.ServicerContext) -> pb.ExplainQueryResponse:
         explanation = self.pipeline.explain(
@@ -70,14 +70,29 @@ def planned_noise(guarded: GuardedQuery, policy: Policy) -> sandbox_pb.NoiseRepo
                                   groups_per_entity=policy.noise.groups_per_entity, columns=columns)
 
 
-def disclosure_rules(guarded: GuardedQuery, policy: Policy, cells_withheld: int | None = None,
+def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.ExecutePlanResponse | None = None,
                      noise: sandbox_pb.NoiseReport | None = None) -> list[pb.DisclosureRule]:
-    """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (None: nothing ran)."""
+    """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (no result: nothing ran)."""
     if noise is not None:
-        return _noise_rules(guarded, noise, ran=cells_withheld is not None)
+        return _noise_rules(guarded, noise, ran=result is not None)
+
+    def counted(cells: int) -> str:
+        return "" if result is None else f" ({cells} withheld)"
+
+    below = f"cells with fewer than {guarded.min_entities} distinct {guarded.entity} values"
+    marked = guarded.suppression == "mark"
     rules = [pb.DisclosureRule(
         rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
-        description=f"cells with fewer than {guarded.min_entities} distinct {guarded.entity} values are withheld")]
+        cells_withheld=result.threshold_cells_withheld if result is not None else 0,
+        description=f"{below} are withheld and marked{counted(result.threshold_cells_withheld if result else 0)}"
+        if marked else f"rows with {below} are left out")]
+    if guarded.totals:
+        rules.append(pb.DisclosureRule(
+            rule="secondary_suppression", column=guarded.entity, threshold=guarded.min_entities,
+            cells_withheld=result.secondary_cells_withheld if result is not None else 0,
+            description="further cells are withheld so that no withheld cell is a total less its released parts"
+                        + counted(result.secondary_cells_withheld if result else 0)
+                        + ("" if marked else "; their rows are left out too")))
     dominance = policy.dominance
     if dominance is not None:
         tests = []
@@ -85,10 +100,11 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, cells_withheld: int 
             tests.append(f"its {dominance.n} largest {guarded.entity} hold over {dominance.k:g}% of the total")
         if dominance.p is not None:
             tests.append(f"the rest of the total is under {dominance.p:g}% of its largest {guarded.entity}")
-        counted = "" if cells_withheld is None else f" ({cells_withheld} withheld)"
         rules.append(pb.DisclosureRule(
-            rule="dominance", column=guarded.entity, threshold=dominance.n or 2, cells_withheld=cells_withheld or 0,
-            description=f"a SUM or AVG cell is withheld when {' or '.join(tests)}{counted}"))
+            rule="dominance", column=guarded.entity, threshold=dominance.n or 2,
+            cells_withheld=result.cells_withheld if result is not None else 0,
+            description=f"a SUM or AVG cell is withheld when {' or '.join(tests)}"
+                        f"{counted(result.cells_withheld if result else 0)}"))
     return rules
 
 

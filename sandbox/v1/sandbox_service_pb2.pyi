@@ -101,18 +101,22 @@ class Plan(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ...) -> None: ...
 
 class ExecutePlanResponse(_message.Message):
-    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise")
+    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MICROS_FIELD_NUMBER: _ClassVar[int]
     CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    SECONDARY_CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     table: ResultTable
     truncated: bool
     engine_micros: int
     cells_withheld: int
     noise: NoiseReport
-    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ...) -> None: ...
+    threshold_cells_withheld: int
+    secondary_cells_withheld: int
+    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ...) -> None: ...
 
 class NoiseReport(_message.Message):
     __slots__ = ("epsilon_spent", "epsilon_total_spent", "epsilon_budget", "delta", "threshold", "repeated_answer", "columns", "groups_per_entity")
@@ -153,17 +157,21 @@ class ResultTable(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., row_count: _Optional[int] = ...) -> None: ...
 
 class ResultColumn(_message.Message):
-    __slots__ = ("name", "type", "nulls", "int_values", "double_values", "string_values")
+    __slots__ = ("name", "type", "nulls", "int_values", "double_values", "string_values", "withheld", "rolled_up")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NULLS_FIELD_NUMBER: _ClassVar[int]
     INT_VALUES_FIELD_NUMBER: _ClassVar[int]
     DOUBLE_VALUES_FIELD_NUMBER: _ClassVar[int]
     STRING_VALUES_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_UP_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: ColumnType
     nulls: _containers.RepeatedScalarFieldContainer[bool]
     int_values: _containers.RepeatedScalarFieldContainer[int]
     double_values: _containers.RepeatedScalarFieldContainer[float]
     string_values: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., nulls: _Optional[_Iterable[bool]] = ..., int_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ...) -> None: ...
+    withheld: _containers.RepeatedScalarFieldContainer[bool]
+    rolled_up: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., nulls: _Optional[_Iterable[bool]] = ..., int_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ..., withheld: _Optional[_Iterable[bool]] = ..., rolled_up: _Optional[_Iterable[bool]] = ...) -> None: ...

@@ -1,0 +1,133 @@
+"""Secondary suppression: with totals (GROUP BY ROLLUP), no withheld cell is a total less its released
+parts, nor a total the sum of released parts; checked on hand-made tables, on random hierarchies, and end
+to end on crafted data in both suppression modes."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.guard import GuardedQuery, guard
+from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.release import release
+from tests.conftest import GRANT, XUANWU, declarations_file
+
+K = 10
+NAMES = ["street", "size", "total", "__withheld", "__grouping", "__entities"]
+TYPES = ["VARCHAR", "VARCHAR", "BIGINT", "BOOLEAN", "INTEGER", "BIGINT"]
+TWO_LEVELS = GuardedQuery(sql="", dataset="tax.declarations", entity="taxpayer_id", min_entities=K, max_rows=100,
+                          outputs=3, flags=tuple(NAMES[3:]), aggregate_outputs=(2,), totals=(0, 1))
+
+
+def table(cells: dict[tuple[str, str], int]) -> list[tuple]:
+    """The rows a ROLLUP(street, size) returns over cells {(street, size): taxpayers}, one unit of total each."""
+    rows = [(street, size, n, n < K, 0, n) for (street, size), n in cells.items()]
+    for street in sorted({street for street, _ in cells}):
+        n = sum(v for (s, _), v in cells.items() if s == street)
+        rows.append((street, None, n, n < K, 1, n))
+    n = sum(cells.values())
+    rows.append((None, None, n, n < K, 3, n))
+    return rows
+
+
+def equations(rows: list[tuple]) -> list[list[int]]:
+    """Each total with the rows it adds up, as row indexes (independent of the code under test)."""
+    found = []
+    for index, row in enumerate(rows):
+        if row[4] == 3:
+            found.append([index] + [i for i, r in enumerate(rows) if r[4] == 1])
+        elif row[4] == 1:
+            found.append([index] + [i for i, r in enumerate(rows) if r[4] == 0 and r[0] == row[0]])
+    return found
+
+
+def test_one_small_cell_takes_its_smallest_sibling_with_it():
+    rows = table({("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("A", "medium"): 15})
+    released = release(NAMES, TYPES, rows, TWO_LEVELS)
+    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld) if cells}
+    assert withheld == {("A", "small"), ("A", "medium")}  # medium: the fewest taxpayers of the rest
+    assert released.counts == {"min_entities": 1, "dominance": 0, "secondary": 1}
+    assert all(row[2] is None for row, cells in zip(released.rows, released.withheld) if cells)
+    assert released.names == NAMES[:3] and released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()
+
+
+def test_a_lone_part_takes_its_total_and_the_total_its_sibling():
+    # Street B has one size class only: its subtotal equals it, so the subtotal goes too, and then
+    # one of the other streets' subtotals, or the grand total would give B away.
+    rows = table({("A", "large"): 30, ("A", "small"): 40, ("B", "small"): 4, ("C", "large"): 25, ("C", "micro"): 50})
+    released = release(NAMES, TYPES, rows, TWO_LEVELS)
+    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld) if cells}
+    assert {("B", "small"), ("B", None)} <= withheld and len(withheld) >= 4
+    for members in equations(rows):
+        assert sum(bool(released.withheld[i]) for i in members) != 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.tuples(st.sampled_from("ABCDE"), st.sampled_from(["large", "medium", "small", "micro"])),
+                       st.integers(1, 40), min_size=1, max_size=20))
+def test_no_withheld_cell_is_one_subtraction_away_in_any_table(cells):
+    rows = table(cells)
+    released = release(NAMES, TYPES, rows, TWO_LEVELS)
+    for members in equations(rows):
+        assert sum(bool(released.withheld[i]) for i in members) != 1, (members, released.withheld)
+    for row, original, cells_withheld in zip(released.rows, rows, released.withheld):
+        assert bool(cells_withheld) or (original[3] is False and row[2] == original[2])
+        assert not original[3] or cells_withheld  # every cell under the threshold stays withheld
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    sizes = {("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("B", "large"): 12, ("B", "small"): 25}
+    rows = [(f"{street}-{size}-{n}", dt.date(2025, 1, 1), street, 1_000 + n, 100)
+            for (street, size), count in sizes.items() for n in range(count)]
+    path = declarations_file(tmp_path_factory.mktemp("secondary") / "cells.duckdb", rows)
+    import duckdb
+    with duckdb.connect(str(path)) as connection:  # the size class is the part after the street
+        connection.execute("UPDATE tax.declarations SET size_class = split_part(taxpayer_id, '-', 2)")
+    engine = DuckDBEngine(path)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("suppression", ["mark", "drop"])
+def test_end_to_end_the_totals_give_no_withheld_cell_away(engine, policy, suppression):
+    grant = dataclasses.replace(policy, suppression=suppression)
+    guarded = guard("SELECT street_code, size_class, SUM(revenue) AS revenue, COUNT(*) AS n FROM tax.declarations "
+                    "GROUP BY ROLLUP (street_code, size_class) ORDER BY 1, 2", grant, district=XUANWU,
+                    department="xuanwu-fgw")
+    result = engine.execute(guarded.sql, timeout_s=10, max_rows=100)
+    released = release(result.names, result.types, result.rows, guarded)
+    shown = {(row[0], row[1]): row[2:] for row, cells, spans in zip(released.rows, released.withheld,
+                                                                        released.rolled_up) if not cells}
+    # A's small class (3 taxpayers) is under the threshold, and its smallest sibling (micro) goes with it.
+    assert ("A", "small") not in shown and ("A", "micro") not in shown
+    assert shown[("A", None)] == (sum(1_000 + n for n in range(30)) + sum(1_000 + n for n in range(3))
+                                  + sum(1_000 + n for n in range(20)), 53)
+    assert shown[("A", "large")][1] == 30 and shown[("B", "large")][1] == 12
+    # What a reader can subtract: A's subtotal less its released parts is two cells' sum, never one.
+    hidden = shown[("A", None)][1] - shown[("A", "large")][1]
+    assert hidden == 23 and len([k for k in [("A", "small"), ("A", "micro")] if k not in shown]) == 2
+    if suppression == "drop":
+        assert len(released.rows) == len(result.rows) - 2 and not any(released.withheld)
+    else:
+        assert len(released.rows) == len(result.rows) and released.counts["secondary"] == 2
+
+
+def test_totals_over_the_wire_mark_withheld_cells_and_the_keys_a_total_spans(client, direct):
+    result = client.query(GRANT, "SELECT street_code, industry_section, SUM(vat_paid) AS vat FROM tax.declarations "
+                                 "WHERE industry_section IN ('C', 'D', 'F') "
+                                 "GROUP BY ROLLUP (street_code, industry_section) ORDER BY 1, 2")
+    grand = [i for i, row in enumerate(result.rows) if (i, 0) in result.rolled_up]
+    assert len(grand) == 1 and (grand[0], 1) in result.rolled_up
+    assert result.rows[grand[0]][2] == direct.execute(
+        f"SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = '{XUANWU}' "
+        "AND industry_section IN ('C', 'D', 'F')").fetchone()[0]
+    rules = {rule["rule"]: rule for rule in result.disclosure_rules}
+    withheld_rows = {i for i, _ in result.withheld}
+    assert rules["min_entities"]["cells_withheld"] + rules["secondary_suppression"]["cells_withheld"] \
+        == len(withheld_rows) > 0
+    assert rules["secondary_suppression"]["cells_withheld"] > 0, "the demo data should need secondary suppression"
