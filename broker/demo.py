@@ -42,6 +42,13 @@ WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-12-31'
 GROUP BY street_code, industry_section
 ORDER BY tax_yuan DESC
 LIMIT 12"""
+TOTALS_SQL = """\
+SELECT street_code, industry_section, SUM(vat_paid) / 100 AS vat_yuan
+FROM tax.declarations
+WHERE industry_section IN ('C', 'D', 'F')
+  AND street_code IN ('320102001', '320102002', '320102003')
+GROUP BY ROLLUP (street_code, industry_section)
+ORDER BY street_code, industry_section"""
 RAW_SQL = "SELECT taxpayer_id, vat_paid FROM tax.declarations WHERE street_code = '320102005'"
 
 console = Console()
@@ -152,6 +159,13 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str) 
     print_result(result, as_json=False)
     checks["explained as run"] = explanation.rewritten_sql == result.rewritten_sql
     checks["aggregate answered"] = bool(result.rows)
+    console.print("With totals by street and for the district, small cells are withheld (x), and so is one more "
+                  "cell wherever a total would give a withheld one away by subtraction:", style="bold")
+    console.print(Syntax(TOTALS_SQL, "sql", theme="ansi_dark", background_color="default"))
+    totals = requester.query(grant, TOTALS_SQL)
+    print_result(totals, as_json=False)
+    secondary = next(r for r in totals.disclosure_rules if r["rule"] == "secondary_suppression")
+    checks["totals protected"] = bool(totals.withheld) and secondary["cells_withheld"] > 0
     console.print("It tries to read one street's taxpayers row by row:", style="bold")
     console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
     checks["raw rows refused"] = _refused(requester, grant, RAW_SQL)
