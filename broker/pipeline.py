@@ -102,6 +102,8 @@ class QueryPipeline:
             event="query.result", decision="released", detail={
                 "decision_seq": seq, "rows": response.table.row_count, "truncated": response.truncated,
                 "engine_micros": response.engine_micros, "cells_withheld": response.cells_withheld,
+                "threshold_cells_withheld": response.threshold_cells_withheld,
+                "secondary_cells_withheld": response.secondary_cells_withheld,
                 "result_sha256": digest, **_noise_detail(response)}, **base))
         return QueryOutcome(response, guarded, policy, seq)
 

@@ -5,6 +5,8 @@ to end on crafted data in both suppression modes."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import sqlite3
 import datetime as dt
 
 import pytest
@@ -117,7 +119,7 @@ def test_end_to_end_the_totals_give_no_withheld_cell_away(engine, policy, suppre
         assert len(released.rows) == len(result.rows) and released.counts["secondary"] == 2
 
 
-def test_totals_over_the_wire_mark_withheld_cells_and_the_keys_a_total_spans(client, direct):
+def test_totals_over_the_wire_mark_withheld_cells_and_the_keys_a_total_spans(client, direct, broker):
     result = client.query(GRANT, "SELECT street_code, industry_section, SUM(vat_paid) AS vat FROM tax.declarations "
                                  "WHERE industry_section IN ('C', 'D', 'F') "
                                  "GROUP BY ROLLUP (street_code, industry_section) ORDER BY 1, 2")
@@ -131,3 +133,8 @@ def test_totals_over_the_wire_mark_withheld_cells_and_the_keys_a_total_spans(cli
     assert rules["min_entities"]["cells_withheld"] + rules["secondary_suppression"]["cells_withheld"] \
         == len(withheld_rows) > 0
     assert rules["secondary_suppression"]["cells_withheld"] > 0, "the demo data should need secondary suppression"
+    with sqlite3.connect(broker.access_log_path) as db:
+        detail = json.loads(db.execute("SELECT detail FROM access_log WHERE event = 'query.result' "
+                                       "ORDER BY seq DESC LIMIT 1").fetchone()[0])
+    assert detail["secondary_cells_withheld"] == rules["secondary_suppression"]["cells_withheld"]
+    assert detail["threshold_cells_withheld"] == rules["min_entities"]["cells_withheld"]
