@@ -28,6 +28,8 @@ GRANT = "xuanwu-fgw-2026-007"
 DOMINANCE_GRANT = "xuanwu-fgw-2026-007-dominance"
 GROUP_BY_SQL = ("SELECT street_code, industry_code, SUM(vat_paid) AS vat, SUM(cit_paid) AS cit, "
                 "COUNT(DISTINCT taxpayer_id) AS taxpayers FROM tax.declarations GROUP BY street_code, industry_code")
+# The baseline: the caller's query with only the row filter, no disclosure control, as one would run it.
+PLAIN_SQL = GROUP_BY_SQL.replace(" GROUP BY", " WHERE district_code = '320102' GROUP BY")
 SMALL_SQL = "SELECT COUNT(*) AS declarations FROM tax.declarations WHERE period = DATE '2025-06-01'"
 # What analysts write, from the one-liner to a join with filters, HAVING and ORDER BY.
 GUARD_SQL = (
@@ -61,13 +63,14 @@ def percentile(samples: list[float], p: float) -> float:
 def _measure(client: BrokerClient, direct, policy, guarded, args):
     """Interleaved samples of the group-by (direct and end to end) and of the small query."""
     end_to_end = client.query(GRANT, GROUP_BY_SQL)
-    direct_rows = direct.execute(guarded.sql).fetchall()
+    # The sandbox drops the flag columns (which cells are withheld) before anything leaves it.
+    direct_rows = [row[:guarded.outputs] for row in direct.execute(guarded.sql).fetchall()]
     assert [tuple(r) for r in end_to_end.rows] == direct_rows[: len(end_to_end.rows)] or \
         sorted(map(tuple, end_to_end.rows)) == sorted(direct_rows), "end-to-end and direct results differ"
     # Interleave the two so that load from other tenants hits both alike.
     direct_samples, e2e_samples = [], []
     for _ in range(args.runs):
-        direct_samples += timed(lambda: direct.execute(guarded.sql).fetchall(), 1)
+        direct_samples += timed(lambda: direct.execute(PLAIN_SQL).fetchall(), 1)
         e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL), 1)
     dominance_sql = guard(GROUP_BY_SQL, dataclasses.replace(policy, dominance=Dominance(1, 85.0, 10.0)),
                           district="320102", department="xuanwu-fgw").sql
@@ -155,7 +158,7 @@ def main() -> None:
 
     a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
     print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released):")
-    print(f"  (a) rewritten query, DuckDB directly   median {a * 1000:8.2f} ms")
+    print(f"  (a) plain aggregate, DuckDB directly   median {a * 1000:8.2f} ms   (the caller's SQL and row filter only)")
     print(f"  (b) SDK -> broker -> sandbox (mTLS)    median {b * 1000:8.2f} ms")
     print(f"  ratio b/a                              {b / a:8.2f}   (target <= 1.5)")
     c, d = statistics.median(dominance_samples), statistics.median(dominance_direct)
