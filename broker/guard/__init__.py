@@ -142,7 +142,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     names = [projection.alias_or_name for projection in expression.expressions]
     outputs = [p for p, name in zip(expression.expressions, names) if not name.startswith("__")]
     group = expression.args.get("group")
-    rollup = group.expressions[0] if group is not None and isinstance(group.expressions[0], exp.Rollup) else None
+    rollup = next((key for key in group.expressions if isinstance(key, exp.Rollup)), None) if group is not None else None
     unaliased = [output.unalias() for output in outputs]
     return GuardedQuery(
         sql=expression.sql(dialect=engine_dialect, comments=False, copy=False),  # the tree is not used again

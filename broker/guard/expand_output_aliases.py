@@ -41,6 +41,9 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
             keys = [p.unalias().copy() for p in projections if not p.unalias().find(*AGGREGATE_TYPES)]
             group.set("all", None)
             group.set("expressions", keys)
+            if not keys:  # GROUP BY ALL over aggregates only: a global aggregate, with no GROUP BY to write
+                expression.set("group", None)
+                group = None
         else:
             rollups = [key for key in group.expressions if isinstance(key, exp.Rollup)]
             if rollups or group.args.get("rollup"):
@@ -52,7 +55,7 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
                 expression.meta[TOTALS_META] = True
             group.set("expressions", [_expand(key, projections, aliased, "GROUP BY") for key in group.expressions])
         for arg in ("cube", "grouping_sets"):
-            if group.args.get(arg):
+            if group is not None and group.args.get(arg):
                 refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED",
                        f"GROUP BY {arg.upper()} is not allowed; ROLLUP gives totals", construct=arg.upper())
     having = expression.args.get("having")
