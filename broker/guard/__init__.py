@@ -137,10 +137,11 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
             action = "checked" if before is None else "rewrote" if expression.sql() != before else "unchanged"
             steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
     joined = {join.this.name for join in expression.find_all(exp.Join)}
-    flags = _dominance_flags(expression)  # before generating: generation may change the tree
-    noise = expression.meta.get(PLAN_META)
+    # Read before generating: generation may change the tree.
     names = [projection.alias_or_name for projection in expression.expressions]
     outputs = [p for p, name in zip(expression.expressions, names) if not name.startswith("__")]
+    flags = _dominance_flags(outputs, names)
+    noise = expression.meta.get(PLAN_META)
     group = expression.args.get("group")
     rollup = next((key for key in group.expressions if isinstance(key, exp.Rollup)), None) if group is not None else None
     unaliased = [output.unalias() for output in outputs]
@@ -161,11 +162,9 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     )
 
 
-def _dominance_flags(expression: exp.Select) -> tuple[tuple[int, ...], ...]:
-    names = [projection.alias_or_name for projection in expression.expressions]
-    flags = [name for name in names if name.startswith(FLAG_PREFIX)]
-    outputs = expression.expressions[:len(names) - len(flags)]
+def _dominance_flags(outputs: list[exp.Expression], names: list[str]) -> tuple[tuple[int, ...], ...]:
+    """Per dominance flag column: the positions of the outputs that read its measure (``__m<i>``)."""
     return tuple(
         tuple(position for position, output in enumerate(outputs)
               if any(f"__m{flag.removeprefix(FLAG_PREFIX)}" == column.name for column in output.find_all(exp.Column)))
-        for flag in flags)
+        for flag in names if flag.startswith(FLAG_PREFIX))

@@ -76,23 +76,25 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
     if noise is not None:
         return _noise_rules(guarded, noise, ran=result is not None)
 
+    ran = result is not None
+    result = result or sandbox_pb.ExecutePlanResponse()  # nothing ran: nothing withheld
+
     def counted(cells: int) -> str:
-        return "" if result is None else f" ({cells} withheld)"
+        return f" ({cells} withheld)" if ran else ""
 
     below = f"cells with fewer than {guarded.min_entities} distinct {guarded.entity} values"
     marked = guarded.suppression == "mark"
     rules = [pb.DisclosureRule(
         rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
-        cells_withheld=result.threshold_cells_withheld if result is not None else 0,
-        description=f"{below} are withheld and marked{counted(result.threshold_cells_withheld if result else 0)}"
+        cells_withheld=result.threshold_cells_withheld,
+        description=f"{below} are withheld and marked{counted(result.threshold_cells_withheld)}"
         if marked else f"rows with {below} are left out")]
     if guarded.totals:
         rules.append(pb.DisclosureRule(
             rule="secondary_suppression", column=guarded.entity, threshold=guarded.min_entities,
-            cells_withheld=result.secondary_cells_withheld if result is not None else 0,
+            cells_withheld=result.secondary_cells_withheld,
             description="further cells are withheld so that no withheld cell is a total less its released parts"
-                        + counted(result.secondary_cells_withheld if result else 0)
-                        + ("" if marked else "; their rows are left out too")))
+                        + counted(result.secondary_cells_withheld) + ("" if marked else "; their rows are left out too")))
     dominance = policy.dominance
     if dominance is not None:
         tests = []
@@ -102,9 +104,8 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
             tests.append(f"the rest of the total is under {dominance.p:g}% of its largest {guarded.entity}")
         rules.append(pb.DisclosureRule(
             rule="dominance", column=guarded.entity, threshold=dominance.n or 2,
-            cells_withheld=result.cells_withheld if result is not None else 0,
-            description=f"a SUM or AVG cell is withheld when {' or '.join(tests)}"
-                        f"{counted(result.cells_withheld if result else 0)}"))
+            cells_withheld=result.cells_withheld,
+            description=f"a SUM or AVG cell is withheld when {' or '.join(tests)}{counted(result.cells_withheld)}"))
     return rules
 
 
