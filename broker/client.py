@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 
 import grpc
 
+from broker.audit.checkpoints import Checkpoint
+from broker.audit.log_store import RecordFilter
+from broker.audit.records import StoredRecord, from_row
 from broker.call_context import REQUEST_ID_HEADER
 from broker.rpc_status import error_from_rpc_error
 from broker.serving import message_options
 from broker.tls import ClientTls, open_channel
 from broker.v1 import access_request_service_pb2 as requests_pb
 from broker.v1 import access_request_service_pb2_grpc as requests_grpc
+from broker.v1 import audit_service_pb2 as audit_pb
+from broker.v1 import audit_service_pb2_grpc as audit_grpc
 from broker.v1 import catalog_service_pb2 as catalog_pb
 from broker.v1 import catalog_service_pb2_grpc as catalog_grpc
 from broker.v1 import policy_service_pb2 as policies_pb
@@ -77,6 +83,7 @@ class BrokerClient:
         self._catalog = catalog_grpc.CatalogServiceStub(self._channel)
         self._requests = requests_grpc.AccessRequestServiceStub(self._channel)
         self._policies = policies_grpc.PolicyServiceStub(self._channel)
+        self._audit = audit_grpc.AuditServiceStub(self._channel)
 
     def query(self, grant: str, sql: str, *, request_id: str | None = None, timeout: float | None = None) -> QueryResult:
         """Run ``sql`` under ``grant`` and return the released cells."""
@@ -172,6 +179,30 @@ class BrokerClient:
                               policies_pb.RevokePolicyRequest(name=name, reason=reason)).policy
         raise ValueError(f"unknown policy action {action!r}")
 
+    def list_access_records(self, *, page_size: int = 0, page_token: str = "",
+                            where: RecordFilter = RecordFilter()) -> tuple[list[StoredRecord], str]:
+        """A page of access records (auditor role) as stored, so their hashes can be checked, and the next
+        page's token. ``where`` filters by time (ISO 8601), department, grant, decision and event."""
+        request = audit_pb.ListAccessRecordsRequest(page_size=page_size, page_token=page_token,
+                                                    department=where.department, grant=where.grant_id,
+                                                    decision=where.decision, event=where.event)
+        for field_name, text in (("start_time", where.since), ("end_time", where.until)):
+            if text:
+                getattr(request, field_name).FromDatetime(dt.datetime.fromisoformat(text))
+        response = self._call(self._audit.ListAccessRecords, request)
+        return [record_from_proto(r) for r in response.access_records], response.next_page_token
+
+    def get_access_record(self, seq: int) -> StoredRecord:
+        """One access record (auditor role)."""
+        return record_from_proto(self._call(self._audit.GetAccessRecord,
+                                            audit_pb.GetAccessRecordRequest(name=f"accessRecords/{seq}")).access_record)
+
+    def list_checkpoints(self, *, page_size: int = 0, page_token: str = "") -> tuple[list[Checkpoint], str]:
+        """A page of the broker's signed checkpoints (auditor role), and the next page's token."""
+        response = self._call(self._audit.ListCheckpoints,
+                              audit_pb.ListCheckpointsRequest(page_size=page_size, page_token=page_token))
+        return [Checkpoint.from_json(c.json) for c in response.checkpoints], response.next_page_token
+
     def _call(self, method, request, *, timeout: float | None = None):
         try:
             return method(request, timeout=timeout or self.timeout,
@@ -188,6 +219,19 @@ class BrokerClient:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+def record_from_proto(message: audit_pb.AccessRecord) -> StoredRecord:
+    """A stored record from its message, exactly as hashed (the detail travels as its stored JSON)."""
+    return from_row({
+        "seq": message.seq, "event_id": message.event_id,
+        "at": message.create_time.ToDatetime(tzinfo=dt.timezone.utc).isoformat(timespec="microseconds"),
+        "event": message.event, "decision": message.decision, "reason": message.reason, "subject": message.subject,
+        "department": message.department, "token_id": message.token_id, "client": message.client,
+        "request_id": message.request_id, "grant_id": message.grant, "policy_version": message.policy_version,
+        "policy_sha256": message.policy_sha256, "sql": message.sql, "sql_sha256": message.sql_sha256,
+        "rewritten_sql": message.rewritten_sql, "rewritten_sql_sha256": message.rewritten_sql_sha256,
+        "detail": message.detail_json or "{}", "prev_hash": message.prev_hash, "hash": message.hash})
 
 
 def noise_dict(noise: sandbox_pb.NoiseReport) -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +21,7 @@ from broker.plan_cache import PlanCache
 from broker.policy import Policy
 from broker.policy_registry import PolicyRegistry
 from broker.sandbox_client import SandboxClient
+from sandbox.execution_ledger import plan_digest
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
 
@@ -62,8 +65,8 @@ class QueryPipeline:
 
         ``token`` is the caller's bearer token; the plan carries it so the sandbox can check who asks.
         """
-        base = dict(subject=principal.subject, department=principal.department, client=client,
-                    request_id=request_id, grant_id=grant_id, sql=unverified_sql)
+        base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
+                    client=client, request_id=request_id, grant_id=grant_id, sql=unverified_sql)
         now = self.clock()
         today = now.astimezone(self.owner_timezone).date()
         try:
@@ -81,27 +84,36 @@ class QueryPipeline:
         limited = policy.queries_per_day is not None or policy.queries_total is not None
         quota = Quota(policy.id, policy.queries_per_day, policy.queries_total,
                       day_start=dt.datetime.combine(today, dt.time(0), self.owner_timezone)) if limited else None
+        plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
+                               policy_version=policy.version, max_rows=guarded.max_rows,
+                               policy_document=policy.document, original_sql=unverified_sql, caller_token=token,
+                               execution_id=str(uuid.uuid4()))
+        execution = {"execution_id": plan.execution_id, "plan_sha256": plan_digest(plan)}
         try:
-            seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", **base), now=now,
-                                         quota=quota)
+            seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", detail=execution,
+                                                      **base), now=now, quota=quota)
         except QuotaError as error:
             if error.metadata.get("quota") == "queries_total":
                 self.policies.exhausted(policy.id)
             raise
-        plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
-                               policy_version=policy.version, max_rows=guarded.max_rows,
-                               policy_document=policy.document, original_sql=unverified_sql, caller_token=token)
+        started = time.perf_counter()
         try:
             response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
         except Exception as error:
             self.access_log.append(AccessRecord(event="query.result", decision="error", reason=_reason(error),
-                                                detail={"decision_seq": seq, **getattr(error, "metadata", {})}, **base))
+                                                detail={"decision_seq": seq, **execution,
+                                                        "duration_ms": _since(started),
+                                                        **getattr(error, "metadata", {})}, **base))
             raise
         digest = hashlib.sha256(response.table.SerializeToString(deterministic=True)).hexdigest()
+        table = response.table
         self.access_log.append(AccessRecord(
             event="query.result", decision="released", detail={
-                "decision_seq": seq, "rows": response.table.row_count, "truncated": response.truncated,
-                "engine_micros": response.engine_micros, "cells_withheld": response.cells_withheld,
+                "decision_seq": seq, **execution, "sandbox_id": response.sandbox_id,
+                "duration_ms": _since(started), "rows": table.row_count,
+                "cells_released": table.row_count * len(table.columns) - _withheld(response),
+                "truncated": response.truncated, "engine_micros": response.engine_micros,
+                "cells_withheld": response.cells_withheld,
                 "threshold_cells_withheld": response.threshold_cells_withheld,
                 "secondary_cells_withheld": response.secondary_cells_withheld,
                 "result_sha256": digest, **_noise_detail(response)}, **base))
@@ -115,8 +127,8 @@ class QueryPipeline:
         it is not a query, so it does not count against the grant's quotas. The plan cache is not
         used: the steps are traced afresh.
         """
-        base = dict(subject=principal.subject, department=principal.department, client=client,
-                    request_id=request_id, grant_id=grant_id, sql=unverified_sql)
+        base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
+                    client=client, request_id=request_id, grant_id=grant_id, sql=unverified_sql)
         now = self.clock()
         steps: list[GuardStep] = []
         try:
@@ -141,6 +153,14 @@ def _noise_detail(response: sandbox_pb.ExecutePlanResponse) -> dict:
     noise = response.noise
     return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
             "repeated_answer": noise.repeated_answer, "noise_threshold": noise.threshold}
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _withheld(response: sandbox_pb.ExecutePlanResponse) -> int:
+    return response.cells_withheld + response.threshold_cells_withheld + response.secondary_cells_withheld
 
 
 def _reason(error: Exception) -> str:

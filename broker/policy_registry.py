@@ -167,7 +167,8 @@ class PolicyRegistry:
                 grant_id: str, reason: str, detail: dict, policy: StoredPolicy | None = None) -> None:
         self.access_log.append(AccessRecord(
             event=event, decision=decision, subject=principal.subject if principal else "dsbroker",
-            department=principal.department if principal else "", client=client, request_id=request_id,
+            department=principal.department if principal else "",
+            token_id=principal.token_id if principal else "", client=client, request_id=request_id,
             grant_id=grant_id, policy_version=policy.version if policy else 0,
             policy_sha256=policy.sha256 if policy else "", reason=reason, detail=detail), now=self.clock())
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord
+from broker.audit.calls import CallAuditInterceptor
+from broker.audit.checkpoints import load_or_create_signing_key
 from broker.auth import AuthenticationError, AuthInterceptor, current_principal
 from broker.call_context import CallConventionsInterceptor, CallerLimitInterceptor, current_request_id
 from broker.errors import ConfigError, DsbrokerError
@@ -17,17 +19,18 @@ from broker.sandbox_client import SandboxClient
 from broker.catalog import Catalog
 from broker.policy_signing import Trust
 from broker.servicers.access_requests import AccessRequestServicer
+from broker.servicers.audit import AuditServicer
 from broker.servicers.catalog import CatalogServicer
 from broker.servicers.policies import PolicyServicer
 from broker.servicers.query import QueryServicer
 from broker.store import open_store
 from broker.workflow import Workflow
 from broker.serving import Running, add_health, bind, build_server, server_tls
-from broker.settings import BrokerSettings, owner_timezone
+from broker.settings import BrokerSettings, access_log_key_path, owner_timezone
 from broker.tls import ClientTls
 from broker.tokens import authenticator_from_settings
-from broker.v1 import (access_request_service_pb2, access_request_service_pb2_grpc, catalog_service_pb2,
-                       catalog_service_pb2_grpc, policy_service_pb2, policy_service_pb2_grpc, query_service_pb2,
+from broker.v1 import (access_request_service_pb2, access_request_service_pb2_grpc, audit_service_pb2,
+                       audit_service_pb2_grpc, catalog_service_pb2, catalog_service_pb2_grpc, policy_service_pb2, policy_service_pb2_grpc, query_service_pb2,
                        query_service_pb2_grpc)
 
 log = logging.getLogger(__name__)
@@ -35,13 +38,15 @@ SERVICE_NAME = query_service_pb2.DESCRIPTOR.services_by_name["QueryService"].ful
 SERVICE_NAMES = [SERVICE_NAME] + [
     module.DESCRIPTOR.services_by_name[name].full_name for module, name in (
         (catalog_service_pb2, "CatalogService"), (access_request_service_pb2, "AccessRequestService"),
-        (policy_service_pb2, "PolicyService"))]
+        (policy_service_pb2, "PolicyService"), (audit_service_pb2, "AuditService"))]
 
 
-def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] | None = None) -> Running:
+def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] | None = None,
+                 access_log: AccessLog | None = None) -> Running:
     """Check the configuration, load policies, open the access log and start serving; port 0 picks a free port.
 
-    ``clock`` replaces the wall clock (tests fix the time for validity and quotas).
+    ``clock`` replaces the wall clock (tests fix the time for validity and quotas); ``access_log``
+    replaces the configured one (the benchmark measures the broker without it).
     """
     tls = server_tls(settings, "the broker", client_ca_required=False)
     if settings.token_binding != "none" and not settings.tls_client_ca:
@@ -50,7 +55,10 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     owner_tz = owner_timezone(settings.owner_timezone)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     trust = Trust.load(settings.trust) if settings.trust else None
-    access_log = AccessLog(settings.access_log)
+    if access_log is None:
+        access_log = AccessLog(settings.access_log, signing_key=load_or_create_signing_key(access_log_key_path(settings)),
+                               checkpoint_every=settings.checkpoint_every,
+                               checkpoint_seconds=settings.checkpoint_seconds)
     store = open_store(settings.store)
     policies = PolicyRegistry(store, access_log, owner_timezone=owner_tz, clock=clock)
     installed = policies.install_files(settings.policies) if Path(settings.policies).is_dir() else 0
@@ -68,21 +76,25 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
         access_log.append(AccessRecord(
             event="call.refused", decision="deny", client=context.peer(), reason=error.reason,
             subject=principal.subject if principal else "", department=principal.department if principal else "",
-            request_id=current_request_id.get(), detail={"method": method}))
+            token_id=principal.token_id if principal else "", request_id=current_request_id.get(),
+            detail={"method": method}))
 
     server = build_server(
         max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         # Order, outermost first: errors (in build_server), request id and deadline, authentication,
-        # then the per-caller cap, which needs to know the caller.
+        # the per-caller cap, which needs to know the caller, and last the record of calls that
+        # wrote none of their own. The first three record their own refusals.
         interceptors=[CallConventionsInterceptor(on_refusal=record_refused_call),
                       AuthInterceptor(authenticator, on_failure=record_auth_failure),
-                      CallerLimitInterceptor(settings.max_calls_per_caller, on_refusal=record_refused_call)])
+                      CallerLimitInterceptor(settings.max_calls_per_caller, on_refusal=record_refused_call),
+                      CallAuditInterceptor(access_log)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz, clock=clock)), server)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), server)
     access_request_service_pb2_grpc.add_AccessRequestServiceServicer_to_server(AccessRequestServicer(workflow), server)
     policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policies), server)
+    audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access_log), server)
     health = add_health(server, SERVICE_NAMES, reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()

@@ -67,6 +67,11 @@ class SandboxSettings:
                                "<data name>.catalog.yaml beside the data file when it exists")
     privacy_ledger: str = setting("", "SQLite file where the sandbox keeps what noise policies spent and their "
                                      "answers; empty: beside the data file, <data>.privacy.sqlite")
+    execution_ledger: str = setting("", "SQLite file where the sandbox records every plan before running it, for "
+                                        "auditors to reconcile with the broker's log; empty: beside the data "
+                                        "file, <data>.executions.sqlite")
+    sandbox_id: str = setting("", "this sandbox's name in the execution ledger and the broker's log; empty: "
+                                  "<host name>:<data file name>")
     memory_limit: str = setting("2GB", "DuckDB memory limit")
     threads: int = setting(2, "DuckDB worker threads")
     pool_size: int = setting(4, "pooled engine connections (concurrent queries)")
@@ -96,7 +101,13 @@ class BrokerSettings:
                                          "certificate's CN) or 'thumbprint' (RFC 8705 cnf x5t#S256 required)")
     policies: str = setting("policies", "directory of policy (grant) YAML files")
     owner_timezone: str = setting("Asia/Shanghai", "time zone of the owner's day: validity dates and daily quotas")
-    access_log: str = setting("state/access-log.sqlite", "SQLite file of the access log")
+    access_log: str = setting("state/access-log.sqlite", "where the access log lives: a SQLite file, or a "
+                                                         "postgresql:// DSN")
+    access_log_key: str = setting("", "Ed25519 private key (PEM) that signs the access log's checkpoints; created "
+                                      "if missing, with its public half (.pub) beside it for auditors to pin; "
+                                      "empty: beside a SQLite log as <log>.key, else state/access-log.key")
+    checkpoint_every: int = setting(1000, "sign a checkpoint of the access log after this many records")
+    checkpoint_seconds: float = setting(60.0, "sign a checkpoint at least this often while records arrive")
     store: str = setting("state/broker-state.sqlite", "where requests, policies and their states live: a SQLite "
                                                       "file, or a postgresql:// DSN for several broker replicas")
     trust: str = setting("", "the owner's trust file (public keys only), to check approvals as they arrive; "
@@ -113,6 +124,15 @@ class BrokerSettings:
     max_concurrent_rpcs: int = setting(64, "calls in flight before new ones get RESOURCE_EXHAUSTED")
     max_calls_per_caller: int = setting(8, "calls one caller (token subject) may have in flight")
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
+
+
+def access_log_key_path(settings: "BrokerSettings") -> Path:
+    """Where the broker's checkpoint key is: as configured, or beside a SQLite log, or under state/."""
+    if settings.access_log_key:
+        return Path(settings.access_log_key)
+    if "://" in settings.access_log:
+        return Path("state/access-log.key")
+    return Path(settings.access_log).with_suffix(".key")
 
 
 def load_settings(cls: type[T], path: str | Path | None = None, **overrides: Any) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from broker.errors import ConfigError
@@ -12,6 +13,7 @@ from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import SandboxSettings, owner_timezone
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
+from sandbox.execution_ledger import ExecutionLedger
 from broker.tokens import authenticator_from_settings
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
@@ -60,16 +62,18 @@ def start_sandbox(settings: SandboxSettings) -> Running:
         raise
     data_file = Path(settings.data)
     ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
+    executions = ExecutionLedger(settings.execution_ledger or data_file.with_name(data_file.name + ".executions.sqlite"),
+                                 sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{data_file.stem}")
     stat = data_file.stat()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans, max_rows=settings.max_rows,
-                        max_execution_seconds=settings.max_execution_seconds, ledger=ledger,
+                        max_execution_seconds=settings.max_execution_seconds, executions=executions, ledger=ledger,
                         data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
     log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close, ledger.close])
+    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close, ledger.close, executions.close])

@@ -6,12 +6,13 @@ import hashlib
 
 import grpc
 
-from broker.call_context import time_limit
+from broker.call_context import current_request_id, time_limit
 from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
 from broker.policy import Policy
 from sandbox.catalog import Catalog
 from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.execution_ledger import ExecutionLedger
 from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
@@ -32,10 +33,12 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
 
     def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
                  plans: PlanGuardChecker, max_rows: int, max_execution_seconds: float,
-                 ledger: PrivacyLedger | None = None, data_version: str = "") -> None:
-        """``ledger`` keeps noise budgets and answers (noise plans are refused without one);
-        ``data_version`` identifies the data, so a stored noisy answer is not returned for other data."""
+                 executions: ExecutionLedger, ledger: PrivacyLedger | None = None, data_version: str = "") -> None:
+        """``executions`` records every plan before it runs; ``ledger`` keeps noise budgets and answers
+        (noise plans are refused without one); ``data_version`` identifies the data, so a stored noisy
+        answer is not returned for other data."""
         self.engine = engine
+        self.executions = executions
         self.ledger = ledger
         self.data_version = data_version
         self.plans = plans
@@ -63,6 +66,10 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if timeout <= 0:
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",
                                 code=grpc.StatusCode.DEADLINE_EXCEEDED)
+        if not plan.execution_id:
+            raise DsbrokerError("the plan has no execution id, so it could not be reconciled with the broker's log",
+                                reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+        self.executions.record(plan, request_id=current_request_id.get())
         if guarded.noise is not None:
             return self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
@@ -76,7 +83,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                                rolled_up=released.rolled_up),
             truncated=result.truncated, engine_micros=result.micros, cells_withheld=released.counts["dominance"],
             threshold_cells_withheld=released.counts["min_entities"],
-            secondary_cells_withheld=released.counts["secondary"])
+            secondary_cells_withheld=released.counts["secondary"], sandbox_id=self.executions.sandbox_id)
 
     def _noisy(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, *, max_rows: int,
                timeout: float) -> pb.ExecutePlanResponse:
@@ -116,6 +123,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             response.engine_micros = 0
         response.noise.epsilon_total_spent = stored.spent
         response.noise.epsilon_budget = noise.budget
+        response.sandbox_id = self.executions.sandbox_id
         return response
 
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:

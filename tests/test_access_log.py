@@ -1,67 +1,340 @@
-"""The access log: append-only, chained, and any edit, deletion or reordering is found."""
+"""The access log on both stores: append-only, chained, checkpointed, and every kind of tampering is
+found at the first bad sequence number."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import sqlite3
+import threading
+from contextlib import closing
+from dataclasses import asdict, replace
 
 import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.access_log import AccessLog, AccessRecord
-from broker.errors import AccessLogError
+from broker.access_log import AccessLog, AccessRecord, RecordFilter
+from broker.audit.checkpoints import (Checkpoint, load_or_create_signing_key, load_public_key, public_key_path,
+                                      sign_checkpoint, signature_valid)
+from broker.audit.log_store import is_postgres
+from broker.audit.merkle import MerkleAccumulator, merkle_root
+from broker.audit.records import record_hash, to_row
+from broker.audit.verify import verify_log
+from broker.cli.main import main
+from broker.errors import AccessLogError, ConfigError
+
+RECORDS = 10
+EVERY = 4  # checkpoints at 4, 8 and (on close) 10
 
 
 @pytest.fixture
-def log(tmp_path):
-    log = AccessLog(tmp_path / "log.sqlite")
-    for i in range(5):
-        log.append(AccessRecord(event="query.decision", decision="allow", department="d", sql=f"SELECT {i}"))
-    yield log
+def location(store_location):
+    """A SQLite file or a fresh PostgreSQL schema (the store suite's fixture)."""
+    return store_location
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "audit.key"
+    load_or_create_signing_key(path)
+    return path
+
+
+def fill(location, key_file, n: int = RECORDS) -> None:
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=EVERY)
+    for i in range(n):
+        log.append(AccessRecord(event="query.decision", decision="deny", department="d", sql=f"SELECT {i}"))
     log.close()
 
 
-def tamper(log: AccessLog, *statements: str) -> None:
-    raw = sqlite3.connect(log.path)
-    raw.executescript("DROP TRIGGER access_log_no_update; DROP TRIGGER access_log_no_delete;" + ";".join(statements))
-    raw.commit()
-    raw.close()
+def report(location, key_file, kept=()):
+    log = AccessLog(location)
+    try:
+        return verify_log(log.store, public_key=load_public_key(public_key_path(key_file)), kept_checkpoints=kept)
+    finally:
+        log.close()
 
 
-def test_intact_log_verifies(log):
-    assert log.verify() == [] and [r.seq for r in log.records()] == [1, 2, 3, 4, 5]
+def raw(location):
+    """A connection that bypasses the append-only triggers, as an attacker with the database would."""
+    if is_postgres(location):
+        import psycopg
+
+        connection = psycopg.connect(location, autocommit=True)
+        connection.execute("SET session_replication_role = replica")
+        return connection
+    connection = sqlite3.connect(location, isolation_level=None)
+    for table in ("access_log", "access_log_checkpoints"):
+        connection.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
+        connection.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
+    return connection
 
 
-def test_store_refuses_update_and_delete(log):
-    raw = sqlite3.connect(log.path)
-    for statement in ("UPDATE access_log SET decision = 'deny' WHERE seq = 2", "DELETE FROM access_log WHERE seq = 2"):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            raw.execute(statement)
-    raw.close()
+def tamper(location, *statements: str, parameters=()) -> None:
+    with closing(raw(location)) as connection:
+        for statement in statements:
+            connection.execute(statement.replace("?", "%s") if is_postgres(location) else statement, parameters)
 
 
-@pytest.mark.parametrize("statement, first_bad", [
-    ("UPDATE access_log SET sql = 'SELECT 99' WHERE seq = 3", "seq 3"),
-    ("DELETE FROM access_log WHERE seq = 2", "seq 3"),
-    ("UPDATE access_log SET seq = seq + 10 WHERE seq = 4", "seq 5"),
-    ("INSERT INTO access_log SELECT 6, 'x', at, event, subject, department, client, request_id, grant_id, "
-     "policy_version, policy_sha256, sql, rewritten_sql, decision, reason, detail, prev_hash, hash "
-     "FROM access_log WHERE seq = 5", "seq 6"),
-])
-def test_tampering_is_found_at_the_first_bad_record(tmp_path, log, statement, first_bad):
-    tamper(log, statement)
-    problems = AccessLog(log.path).verify()
-    assert problems and problems[0].startswith(first_bad + ":")
+def stored_records(location):
+    log = AccessLog(location)
+    try:
+        return log.records()
+    finally:
+        log.close()
 
 
-def test_reopening_continues_the_chain(log):
+def test_an_intact_log_verifies_with_its_checkpoints(location, key_file):
+    fill(location, key_file)
+    found = report(location, key_file)
+    assert found.intact and found.records == RECORDS
+    assert [c.size for c in AccessLog(location).checkpoints()] == [4, 8, 10]
+
+
+def test_the_store_refuses_update_delete_and_truncate(location, key_file):
+    fill(location, key_file)
+    statements = ["UPDATE access_log SET decision = 'allow' WHERE seq = 2", "DELETE FROM access_log WHERE seq = 2",
+                  "DELETE FROM access_log_checkpoints WHERE size = 4"]
+    if is_postgres(location):
+        import psycopg
+
+        statements.append("TRUNCATE access_log")
+        errors = psycopg.Error
+        connect = lambda: psycopg.connect(location, autocommit=True)  # noqa: E731
+    else:
+        errors = sqlite3.DatabaseError
+        connect = lambda: sqlite3.connect(location, isolation_level=None)  # noqa: E731
+    for statement in statements:
+        with closing(connect()) as connection, pytest.raises(errors, match="append-only"):
+            connection.execute(statement)
+    assert report(location, key_file).intact
+
+
+# Each way of tampering, and the first sequence number verify must name.
+TAMPERING = {
+    "a record edited": (["UPDATE access_log SET sql = 'SELECT 99' WHERE seq = 3"], 3, "RECORD_ALTERED"),
+    "a record deleted": (["DELETE FROM access_log WHERE seq = 6"], 6, "RECORDS_MISSING"),
+    "two records swapped": (["UPDATE access_log SET seq = -seq WHERE seq IN (2, 3)",
+                             "UPDATE access_log SET seq = 3 WHERE seq = -2",
+                             "UPDATE access_log SET seq = 2 WHERE seq = -3"], 2, "CHAIN_BROKEN"),
+    "a record inserted in the middle": (["UPDATE access_log SET seq = -seq WHERE seq >= 5",
+                                         "UPDATE access_log SET seq = 1 - seq WHERE seq < 0",
+                                         "INSERT INTO access_log SELECT 5, 'forged-event', at, event, decision, "
+                                         "subject, department, token_id, client, request_id, grant_id, "
+                                         "policy_version, policy_sha256, sql, sql_sha256, rewritten_sql, "
+                                         "rewritten_sql_sha256, reason, detail, prev_hash, hash FROM access_log "
+                                         "WHERE seq = 4"], 5, "CHAIN_BROKEN"),
+    "the last records cut off": (["DELETE FROM access_log WHERE seq > 7"], 8, "LOG_TRUNCATED"),
+    "a checkpoint's root replaced": (["UPDATE access_log_checkpoints SET root = "
+                                      "'0000000000000000000000000000000000000000000000000000000000000000' "
+                                      "WHERE size = 8"], 8, "CHECKPOINT_FORGED"),
+    "a checkpoint removed": (["DELETE FROM access_log_checkpoints WHERE size = 4"], 8, "CHECKPOINT_CHAIN_BROKEN"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERING)
+def test_tampering_is_found_at_the_first_bad_record(location, key_file, case):
+    statements, first_bad, kind = TAMPERING[case]
+    fill(location, key_file)
+    tamper(location, *statements)
+    found = report(location, key_file)
+    assert not found.intact
+    assert (found.problems[0].seq, found.problems[0].kind) == (first_bad, kind), found.problems
+
+
+def rewrite_consistently(location, seq: int) -> None:
+    """Edit record ``seq`` and recompute every hash after it: the chain alone no longer shows the edit."""
+    records = stored_records(location)
+    prev = records[seq - 2].hash if seq > 1 else records[0].prev_hash
+    with closing(raw(location)) as connection:
+        for record in records[seq - 1:]:
+            changed = replace(record, sql="SELECT 'nothing to see'" if record.seq == seq else record.sql,
+                              prev_hash=prev)
+            changed = replace(changed, hash=record_hash(changed))
+            row = to_row(changed)
+            placeholder = "%s" if is_postgres(location) else "?"
+            connection.execute(f"UPDATE access_log SET sql = {placeholder}, prev_hash = {placeholder}, "
+                               f"hash = {placeholder} WHERE seq = {placeholder}",
+                               (row["sql"], row["prev_hash"], row["hash"], record.seq))
+            prev = changed.hash
+
+
+def test_a_consistently_rewritten_chain_is_caught_by_the_signed_checkpoint(location, key_file):
+    fill(location, key_file)
+    rewrite_consistently(location, 6)
+    found = report(location, key_file)
+    # The records verify one by one; the checkpoint at 8 does not, the one at 4 still does.
+    assert [p.kind for p in found.problems] == ["CHECKPOINT_MISMATCH", "CHECKPOINT_MISMATCH"]
+    assert found.problems[0].seq == 5 and "5..8" in found.problems[0].message
+
+
+def test_a_checkpoint_signed_with_another_key_is_forged(location, key_file):
+    fill(location, key_file)
+    log = AccessLog(location)
+    latest = log.checkpoints()[-1]
     log.close()
-    reopened = AccessLog(log.path)
-    assert reopened.append(AccessRecord(event="auth.failure", decision="deny")) == 6
-    assert reopened.verify() == []
-    reopened.close()
+    forged = sign_checkpoint(ed25519.Ed25519PrivateKey.generate(), size=latest.size, root=latest.root,
+                             prev=latest.prev, at=dt.datetime.now(dt.timezone.utc))
+    values = asdict(forged)
+    with closing(raw(location)) as connection:
+        placeholder = "%s" if is_postgres(location) else "?"
+        connection.execute("DELETE FROM access_log_checkpoints WHERE size = 10")
+        connection.execute(f"INSERT INTO access_log_checkpoints (size, root, prev, at, key_id, signature) VALUES "
+                           f"({', '.join([placeholder] * 6)})",
+                           tuple(values[c] for c in ("size", "root", "prev", "at", "key_id", "signature")))
+    found = report(location, key_file)
+    assert (found.problems[0].seq, found.problems[0].kind) == (10, "CHECKPOINT_FORGED")
+    assert "a different key" in found.problems[0].message
 
 
-def test_a_failed_write_raises_so_the_access_is_refused(log):
-    log._db.close()  # the file is gone from under the log
+def test_a_kept_checkpoint_catches_a_rollback_that_also_removed_the_checkpoints(location, key_file):
+    fill(location, key_file)
+    log = AccessLog(location)
+    kept = log.checkpoints()[-1]  # the auditor's copy at size 10
+    log.close()
+    tamper(location, "DELETE FROM access_log WHERE seq > 6", "DELETE FROM access_log_checkpoints WHERE size > 4")
+    assert report(location, key_file).intact  # without the kept copy, a clean cut is invisible
+    found = report(location, key_file, kept=[kept])
+    assert (found.problems[0].seq, found.problems[0].kind) == (7, "LOG_TRUNCATED")
+
+
+def test_a_kept_checkpoint_catches_a_log_shown_differently(location, key_file):
+    fill(location, key_file)
+    log = AccessLog(location)
+    kept = log.checkpoints()[-1]
+    log.close()
+    rewrite_consistently(location, 9)
+    tamper(location, "DELETE FROM access_log_checkpoints WHERE size = 10")
+    found = report(location, key_file, kept=[kept])
+    assert [p.kind for p in found.problems] == ["CHECKPOINT_MISMATCH"] and found.problems[0].seq == 9
+
+
+def test_a_kept_checkpoint_not_signed_by_the_pinned_key_is_refused(location, key_file):
+    fill(location, key_file)
+    log = AccessLog(location)
+    kept = replace(log.checkpoints()[-1], root="ab" * 32)
+    log.close()
+    found = report(location, key_file, kept=[kept])
+    assert {p.kind for p in found.problems} == {"CHECKPOINT_FORGED", "CHECKPOINT_MISMATCH"}
+
+
+def test_reopening_continues_the_chain_and_the_checkpoints(location, key_file):
+    fill(location, key_file)
+    fill(location, key_file, n=3)
+    found = report(location, key_file)
+    assert found.intact and found.records == RECORDS + 3 and found.checkpoints == 4
+
+
+def test_concurrent_appends_make_one_gapless_chain(location, key_file):
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=50)
+    seqs: list[int] = []
+
+    def client(i: int) -> None:
+        for j in range(25):
+            seqs.append(log.append(AccessRecord(event="call", decision="allow", subject=f"c{i}", sql=f"{j}")))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    assert sorted(seqs) == list(range(1, 401))
+    found = report(location, key_file)
+    assert found.intact and found.records == 400
+
+
+def test_two_brokers_sharing_one_store_build_one_chain(location, key_file):
+    key = load_or_create_signing_key(key_file)
+    first, second = (AccessLog(location, signing_key=key, checkpoint_every=7) for _ in range(2))
+    threads = [threading.Thread(target=lambda log=log: [log.append(AccessRecord(event="call", decision="allow"))
+                                                        for _ in range(30)]) for log in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first.close()
+    second.close()
+    found = report(location, key_file)
+    assert found.intact and found.records == 60
+
+
+def test_a_failed_write_refuses_the_access_and_the_log_recovers(location, key_file):
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file))
+    log.append(AccessRecord(event="call", decision="allow"))
+    tamper(location, "ALTER TABLE access_log RENAME TO access_log_gone")
     with pytest.raises(AccessLogError) as caught:
         log.append(AccessRecord(event="query.decision", decision="allow"))
-    assert caught.value.code.name == "UNAVAILABLE"
+    assert caught.value.code.name == "UNAVAILABLE" and "refused" in caught.value.message
+    tamper(location, "ALTER TABLE access_log_gone RENAME TO access_log")
+    assert log.append(AccessRecord(event="call", decision="allow")) == 2
+    log.close()
+    assert report(location, key_file).intact
+
+
+def test_filters_and_pages(location, key_file):
+    log = AccessLog(location)
+    for i in range(6):
+        log.append(AccessRecord(event="query.decision" if i % 2 else "call", decision="allow",
+                                department="a" if i < 3 else "b", grant_id=f"g{i % 3}"))
+    assert [r.seq for r in log.records(where=RecordFilter(department="b"))] == [4, 5, 6]
+    assert [r.seq for r in log.records(where=RecordFilter(event="call", department="a"))] == [1, 3]
+    assert [r.seq for r in log.records(after=2, limit=2)] == [3, 4]
+    assert [r.seq for r in log.records(where=RecordFilter(grant_id="g1"))] == [2, 5]
+    first = log.records()[0].at
+    assert log.records(where=RecordFilter(until=first)) == []
+    log.close()
+
+
+def test_records_hash_the_sql_and_never_hold_anything_but_what_they_were_given(location):
+    log = AccessLog(location)
+    log.append(AccessRecord(event="query.decision", decision="allow", sql="SELECT 1", rewritten_sql="SELECT 2"))
+    record = log.records()[0]
+    log.close()
+    assert record.sql_sha256 == hashlib.sha256(b"SELECT 1").hexdigest()
+    assert record.rewritten_sql_sha256 == hashlib.sha256(b"SELECT 2").hexdigest()
+
+
+def test_a_log_from_another_version_is_refused_clearly(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE access_log (seq INTEGER PRIMARY KEY, hash TEXT)")
+    with pytest.raises(ConfigError, match="another version"):
+        AccessLog(path)
+
+
+def test_the_merkle_root_matches_rfc_6962_splitting():
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(13)]
+
+    def reference(items):
+        if len(items) == 1:
+            return hashlib.sha256(b"\x00" + bytes.fromhex(items[0])).digest()
+        split = 1 << ((len(items) - 1).bit_length() - 1)
+        return hashlib.sha256(b"\x01" + reference(items[:split]) + reference(items[split:])).digest()
+
+    for n in range(1, 14):
+        assert merkle_root(hashes[:n]) == reference(hashes[:n]).hex()
+    assert MerkleAccumulator().root() == hashlib.sha256(b"").hexdigest()
+
+
+def test_checkpoints_round_trip_and_a_changed_field_breaks_the_signature():
+    key = ed25519.Ed25519PrivateKey.generate()
+    checkpoint = sign_checkpoint(key, size=3, root="aa" * 32, prev=None, at=dt.datetime.now(dt.timezone.utc))
+    again = Checkpoint.from_json(checkpoint.to_json())
+    assert again == checkpoint and signature_valid(again, key.public_key())
+    assert not signature_valid(replace(again, size=4), key.public_key())
+    with pytest.raises(ConfigError):
+        Checkpoint.from_json("{}")
+
+
+def test_the_cli_verify_names_the_first_bad_record_and_exits_non_zero(tmp_path, key_file):
+    location = str(tmp_path / "log.sqlite")
+    fill(location, key_file)
+    runner = CliRunner()
+    pub = str(public_key_path(key_file))
+    ok = runner.invoke(main, ["audit", "verify", "--log", location, "--key", pub])
+    assert ok.exit_code == 0 and "intact" in ok.output
+    tamper(location, "UPDATE access_log SET reason = 'X' WHERE seq = 5")
+    bad = runner.invoke(main, ["audit", "verify", "--log", location, "--key", pub])
+    assert bad.exit_code == 1 and "seq 5:" in bad.output

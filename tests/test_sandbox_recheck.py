@@ -4,6 +4,7 @@ the identity provider vouches for is refused. Each case is a way around the guar
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import grpc
 import pytest
@@ -36,7 +37,7 @@ def honest_plan(sql: str = SQL, *, token: str | None = None, district: str = XUA
     guarded = guard(sql, POLICY, district=district, department="xuanwu-fgw")
     return dict(dataset="tax.declarations", sql=guarded.sql, policy_id=GRANT, policy_version=1,
                 max_rows=guarded.max_rows, policy_document=DOCUMENT, original_sql=sql,
-                caller_token=token if token is not None else token_for())
+                caller_token=token if token is not None else token_for(), execution_id=str(uuid.uuid4()))
 
 
 def execute(sandbox, **plan) -> pb.ExecutePlanResponse:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from broker.cli.audit import audit
 from broker.cli.common import client_options, client_tls, reporting_errors
 from broker.cli.workflow import add_policy_commands, catalog, request, review
 from broker.errors import DsbrokerError
@@ -166,55 +167,6 @@ def policy_sign(file, key_path, key_id, role, signer, out) -> None:
 
 
 @main.group()
-def audit() -> None:
-    """The access log."""
-
-
-@audit.command("list")
-@click.option("--log", "log_path", default="state/access-log.sqlite", show_default=True,
-              type=click.Path(exists=True, dir_okay=False), help="access log file")
-@click.option("--after", default=0, help="start after this sequence number")
-@click.option("--limit", default=100, show_default=True, help="records per page")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-def audit_list(log_path, after, limit, as_json) -> None:
-    """List access records."""
-    from dataclasses import asdict
-
-    from rich.table import Table
-
-    from broker.access_log import AccessLog
-    from broker.cli.output import console
-
-    log = AccessLog(log_path)
-    records = list(log.records(after=after, limit=limit))
-    if as_json:
-        for record in records:
-            click.echo(json.dumps(asdict(record), ensure_ascii=False))
-        return
-    table = Table(header_style="bold")
-    for name in ("seq", "at", "event", "department", "grant", "decision", "reason", "sql"):
-        table.add_column(name, overflow="fold")
-    for r in records:
-        table.add_row(str(r.seq), r.at[:19], r.event, r.department, r.grant_id, r.decision, r.reason,
-                      (r.sql[:60] + "…") if len(r.sql) > 60 else r.sql)
-    console.print(table)
-
-
-@audit.command("verify")
-@click.option("--log", "log_path", default="state/access-log.sqlite", show_default=True,
-              type=click.Path(exists=True, dir_okay=False), help="access log file")
-def audit_verify(log_path) -> None:
-    """Check the hash chain; print each problem with its sequence number, exit 1 if any."""
-    from broker.access_log import AccessLog
-
-    problems = AccessLog(log_path).verify()
-    for problem in problems:
-        click.echo(problem, err=True)
-    click.echo("access log intact" if not problems else f"{len(problems)} problem(s) found")
-    sys.exit(1 if problems else 0)
-
-
-@main.group()
 def keys() -> None:
     """Development keys: certificate authorities, certificates, the identity provider's key."""
 
@@ -298,6 +250,7 @@ def demo(cache_dir, taxpayers) -> None:
 main.add_command(catalog)
 main.add_command(request)
 main.add_command(review)
+main.add_command(audit)
 add_policy_commands(policy)
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ class ExecutePlanRequest(_message.Message):
     def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token")
+    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token", "execution_id")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Plan(_message.Message):
     POLICY_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_SQL_FIELD_NUMBER: _ClassVar[int]
     CALLER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     sql: str
     policy_id: str
@@ -98,10 +99,11 @@ class Plan(_message.Message):
     policy_document: str
     original_sql: str
     caller_token: str
-    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ...) -> None: ...
+    execution_id: str
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ...) -> None: ...
 
 class ExecutePlanResponse(_message.Message):
-    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld")
+    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld", "sandbox_id")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +111,7 @@ class ExecutePlanResponse(_message.Message):
     NOISE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     SECONDARY_CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     table: ResultTable
     truncated: bool
     engine_micros: int
@@ -116,7 +119,8 @@ class ExecutePlanResponse(_message.Message):
     noise: NoiseReport
     threshold_cells_withheld: int
     secondary_cells_withheld: int
-    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ...) -> None: ...
+    sandbox_id: str
+    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
 
 class NoiseReport(_message.Message):
     __slots__ = ("epsilon_spent", "epsilon_total_spent", "epsilon_budget", "delta", "threshold", "repeated_answer", "columns", "groups_per_entity")

@@ -1,0 +1,122 @@
+"""Signed checkpoints: the broker's Ed25519 signature over the log's size and Merkle root.
+
+A checkpoint also names the hash of the checkpoint before it, so checkpoints form their own chain.
+Handed to the owner and to auditors (``dsbroker audit checkpoint``), a checkpoint pins the log:
+a later log that does not start with the same records, or that is shorter, no longer verifies
+against it, so the log cannot be rolled back or shown differently to different readers.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from broker.audit.records import GENESIS_HASH, canonical_json
+from broker.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The broker's signed statement that its log had ``size`` records with this Merkle ``root``."""
+
+    size: int
+    root: str
+    prev: str  # hash of the previous checkpoint; GENESIS_HASH for the first
+    at: str
+    key_id: str
+    signature: str = ""  # base64 Ed25519 signature over the canonical JSON of the other fields
+
+    def signed_body(self) -> bytes:
+        """The bytes the signature covers."""
+        return canonical_json({k: v for k, v in asdict(self).items() if k != "signature"}).encode()
+
+    def hash(self) -> str:
+        """The hash the next checkpoint names as ``prev`` (covers the signature too)."""
+        return hashlib.sha256(canonical_json(asdict(self)).encode()).hexdigest()
+
+    def to_json(self) -> str:
+        """One line of JSON, for a file handed to the owner or an auditor."""
+        return canonical_json(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Checkpoint":
+        """Read a checkpoint; ConfigError when the text is not one."""
+        try:
+            values = json.loads(text)
+            return cls(size=int(values["size"]), root=str(values["root"]), prev=str(values["prev"]),
+                       at=str(values["at"]), key_id=str(values["key_id"]), signature=str(values["signature"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"not a dsbroker checkpoint ({error.__class__.__name__})") from None
+
+
+def key_id(public_key: ed25519.Ed25519PublicKey) -> str:
+    """A short id of a public key: the first 16 hex digits of SHA-256 over its raw bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def sign_checkpoint(private_key: ed25519.Ed25519PrivateKey, *, size: int, root: str, prev: str | None,
+                    at: dt.datetime) -> Checkpoint:
+    """A checkpoint over the first ``size`` records, signed with the broker's key."""
+    unsigned = Checkpoint(size=size, root=root, prev=prev or GENESIS_HASH,
+                          at=at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
+                          key_id=key_id(private_key.public_key()))
+    signature = base64.b64encode(private_key.sign(unsigned.signed_body())).decode()
+    return Checkpoint(**{**asdict(unsigned), "signature": signature})
+
+
+def signature_valid(checkpoint: Checkpoint, public_key: ed25519.Ed25519PublicKey) -> bool:
+    """Whether ``public_key`` signed exactly this checkpoint."""
+    try:
+        public_key.verify(base64.b64decode(checkpoint.signature, validate=True), checkpoint.signed_body())
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def load_or_create_signing_key(path: str | Path) -> ed25519.Ed25519PrivateKey:
+    """The broker's checkpoint key at ``path``; created (mode 0600, public half beside it as .pub) if absent."""
+    path = Path(path)
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as error:
+            raise ConfigError(f"{path}: cannot read the access log's signing key ({error.__class__.__name__})") \
+                from None
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise ConfigError(f"{path}: the access log's signing key must be Ed25519")
+        return key
+    key = ed25519.Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    public_key_path(path).write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key
+
+
+def public_key_path(signing_key_path: str | Path) -> Path:
+    """Where the public half of a signing key is written: the same name with ``.pub``."""
+    return Path(signing_key_path).with_suffix(".pub")
+
+
+def load_public_key(path: str | Path) -> ed25519.Ed25519PublicKey:
+    """An auditor's pinned copy of the broker's checkpoint key (PEM)."""
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot read a public key ({error.__class__.__name__})") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ConfigError(f"{path}: the access log's checkpoint key must be Ed25519")
+    return key

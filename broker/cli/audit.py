@@ -1,0 +1,342 @@
+"""``dsbroker audit``: list, show, export, verify and reconcile the access log, locally or over gRPC.
+
+With ``--log`` (a SQLite file or a postgresql:// DSN, say a copy the owner handed over) the
+commands read the store directly; without it they ask the broker's AuditService with an auditor's
+token, and each of those reads is itself recorded in the log.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from broker.cli.common import client_options, client_tls, reporting_errors
+
+DECISIONS = ("allow", "deny", "released", "error")
+_END = object()  # no page after this one
+
+
+def log_option(command):
+    """``--log``: read the store directly instead of asking the broker."""
+    return click.option("--log", "log_location", envvar="DSBROKER_ACCESS_LOG",
+                        help="read this access log directly: a SQLite file or a postgresql:// DSN "
+                             "[env DSBROKER_ACCESS_LOG]; without it, ask the broker (auditor role)")(command)
+
+
+def filter_options(command):
+    """The filters ``list`` and ``export`` share."""
+    options = [
+        click.option("--since", help="records at or after this time (ISO 8601, e.g. 2026-11-01 or "
+                                     "2026-11-01T08:00+08:00; a date alone is midnight UTC)"),
+        click.option("--until", help="records before this time (ISO 8601)"),
+        click.option("--department", default="", help="only this department's records"),
+        click.option("--grant", default="", help="only records under this grant (policy id)"),
+        click.option("--decision", type=click.Choice(DECISIONS), help="only this decision"),
+        click.option("--event", default="", help="only this event type, e.g. query.decision or audit.read"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+class _Source:
+    """Where records come from: the store itself, or the broker's AuditService."""
+
+    def __init__(self, log_location, broker, token, ca, cert, key, plaintext) -> None:
+        self.log = self.client = None
+        if log_location:
+            from broker.access_log import AccessLog
+
+            if "://" not in log_location and not Path(log_location).is_file():
+                from broker.errors import ConfigError
+
+                raise ConfigError(f"no access log at {log_location}")
+            self.log = AccessLog(log_location)
+        else:
+            from broker.client import BrokerClient
+
+            self.client = BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext))
+        self._tokens = {0: ""}
+
+    def records(self, *, after: int = 0, limit: int | None = None, where=None):
+        """Records after ``after`` (remote: pages are walked in order, as verify and export do)."""
+        from broker.access_log import RecordFilter
+
+        where = where or RecordFilter()
+        if self.log is not None:
+            return self.log.records(after=after, limit=limit, where=where)
+        token = self._tokens.get(after)
+        if token is _END:
+            return []
+        if token is None:  # a start the broker gave no token for: walk from the beginning
+            records, token = [], ""
+            while True:
+                page, token = self.client.list_access_records(page_size=1000, page_token=token, where=where)
+                records += [r for r in page if r.seq > after]
+                if not token or (limit and len(records) >= limit):
+                    return records[:limit] if limit else records
+        page, next_token = self.client.list_access_records(page_size=min(limit or 1000, 1000), page_token=token,
+                                                           where=where)
+        if page:
+            self._tokens[page[-1].seq] = next_token or _END
+        return page
+
+    def checkpoints(self):
+        """Every checkpoint, oldest first."""
+        if self.log is not None:
+            return self.log.checkpoints()
+        found, token = [], ""
+        while True:
+            page, token = self.client.list_checkpoints(page_size=1000, page_token=token)
+            found += page
+            if not token:
+                return found
+
+    def record(self, seq: int):
+        """One record, or None."""
+        if self.log is not None:
+            return self.log.store.record(seq)
+        return self.client.get_access_record(seq)
+
+    def all_records(self, where=None):
+        """Every record (matching ``where``), page by page."""
+        after = 0
+        while True:
+            page = self.records(after=after, limit=1000, where=where)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1].seq
+
+    def close(self) -> None:
+        for thing in (self.log, self.client):
+            if thing is not None:
+                thing.close()
+
+
+def _source(kwargs) -> _Source:
+    return _Source(kwargs.pop("log_location"), *(kwargs.pop(k) for k in ("broker", "token", "ca", "cert", "key",
+                                                                        "plaintext")))
+
+
+def _where(since, until, department, grant, decision, event):
+    from broker.access_log import RecordFilter
+
+    return RecordFilter(since=_time(since, "--since"), until=_time(until, "--until"), department=department,
+                        grant_id=grant, decision=decision or "", event=event)
+
+
+def _time(text: str | None, option: str) -> str:
+    if not text:
+        return ""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 date or time", param_hint=option) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+@click.group()
+def audit() -> None:
+    """The access log: list, show, export, verify, reconcile (auditors)."""
+
+
+@audit.command("list")
+@log_option
+@client_options
+@filter_options
+@click.option("--after", default=0, show_default=True, help="start after this sequence number (paging)")
+@click.option("--limit", default=50, show_default=True, help="records per page")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line, as stored (hashes checkable)")
+@reporting_errors
+def audit_list(after, limit, as_json, since, until, department, grant, decision, event, **kwargs) -> None:
+    """List access records, oldest first, a page at a time."""
+    from rich.table import Table
+
+    from broker.cli.output import console
+
+    source = _source(kwargs)
+    try:
+        records = source.records(after=after, limit=limit + 1,
+                                 where=_where(since, until, department, grant, decision, event))
+    finally:
+        source.close()
+    more = len(records) > limit
+    records = records[:limit]
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(asdict(record), ensure_ascii=False))
+        return
+    table = Table(header_style="bold")
+    for name in ("seq", "at (UTC)", "event", "department", "subject", "grant", "decision", "reason", "sql"):
+        table.add_column(name, overflow="fold")
+    for r in records:
+        table.add_row(str(r.seq), r.at[:19], r.event, r.department, r.subject, r.grant_id, r.decision, r.reason,
+                      (r.sql[:60] + "…") if len(r.sql) > 60 else r.sql)
+    console.print(table)
+    if more:
+        console.print(f"more: --after {records[-1].seq}", style="dim")
+
+
+@audit.command("show")
+@click.argument("seq", type=click.IntRange(min=1))
+@log_option
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@reporting_errors
+def audit_show(seq, as_json, **kwargs) -> None:
+    """Show access record SEQ in full: SQL, rewritten SQL, hashes and detail."""
+    from broker.errors import DsbrokerError
+
+    source = _source(kwargs)
+    try:
+        record = source.record(seq)
+    finally:
+        source.close()
+    if record is None:
+        import grpc
+
+        raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND", code=grpc.StatusCode.NOT_FOUND)
+    values = asdict(record)
+    if as_json:
+        click.echo(json.dumps(values, ensure_ascii=False, indent=2))
+        return
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        if key == "detail":
+            value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@audit.command("export")
+@log_option
+@client_options
+@filter_options
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="write here instead of standard output")
+@reporting_errors
+def audit_export(fmt, out, since, until, department, grant, decision, event, **kwargs) -> None:
+    """Export records, as stored: JSON lines (hashes checkable) or CSV (detail as JSON)."""
+    from broker.audit.records import STORED_COLUMNS, to_row
+
+    source = _source(kwargs)
+    handle = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
+    count = 0
+    try:
+        writer = csv.DictWriter(handle, fieldnames=STORED_COLUMNS) if fmt == "csv" else None
+        if writer:
+            writer.writeheader()
+        for record in source.all_records(where=_where(since, until, department, grant, decision, event)):
+            if writer:
+                writer.writerow(to_row(record))
+            else:
+                handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        source.close()
+        if out:
+            handle.close()
+    click.echo(f"{count} record(s) exported" + (f" to {out}" if out else ""), err=True)
+
+
+@audit.command("verify")
+@log_option
+@client_options
+@click.option("--pinned-key", envvar="DSBROKER_AUDIT_KEY", type=click.Path(exists=True, dir_okay=False),
+              help="the broker's checkpoint public key, as you pinned it (PEM) [env DSBROKER_AUDIT_KEY]")
+@click.option("--checkpoint", "kept", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a checkpoint you kept (from 'audit checkpoint'); the log must still match it (repeatable)")
+@reporting_errors
+def audit_verify(pinned_key, kept, **kwargs) -> None:
+    """Check the chain, the signed checkpoints and gaps; print what is wrong and where; exit 1 if anything is."""
+    from broker.audit.checkpoints import Checkpoint, load_public_key
+    from broker.audit.verify import verify_log
+
+    checkpoints = [Checkpoint.from_json(line) for path in kept
+                   for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    public_key = load_public_key(pinned_key) if pinned_key else None
+    source = _source(kwargs)
+    try:
+        report = verify_log(source, public_key=public_key, kept_checkpoints=checkpoints)
+    finally:
+        source.close()
+    for finding in report.problems:
+        click.echo(f"problem: {finding}", err=True)
+    for finding in report.warnings:
+        click.echo(f"note: {finding}" if finding.seq else f"note: {finding.message}", err=True)
+    summary = f"{report.records} records, {report.checkpoints} checkpoints"
+    if report.intact:
+        click.echo(f"access log intact: {summary}")
+    else:
+        click.echo(f"access log NOT intact: {len(report.problems)} problem(s), first at seq "
+                   f"{report.problems[0].seq}; {summary}")
+    sys.exit(0 if report.intact else 1)
+
+
+@audit.command("checkpoint")
+@log_option
+@client_options
+@click.option("--out", type=click.Path(dir_okay=False), help="append the checkpoint to this file")
+@reporting_errors
+def audit_checkpoint(out, **kwargs) -> None:
+    """Print the newest signed checkpoint, to keep: 'audit verify --checkpoint' later proves the log
+    was not rolled back or rewritten since."""
+    from broker.errors import ConfigError
+
+    source = _source(kwargs)
+    try:
+        checkpoints = source.checkpoints()
+    finally:
+        source.close()
+    if not checkpoints:
+        raise ConfigError("the log has no checkpoint yet (the broker signs one every checkpoint_every records, "
+                          "every checkpoint_seconds, and when it stops)")
+    line = checkpoints[-1].to_json()
+    if out:
+        with open(out, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        click.echo(f"checkpoint at size {checkpoints[-1].size} appended to {out}", err=True)
+    else:
+        click.echo(line)
+
+
+@audit.command("reconcile")
+@log_option
+@client_options
+@click.option("--ledger", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="the sandbox's execution ledger (<data>.executions.sqlite unless configured)")
+@reporting_errors
+def audit_reconcile(ledger, **kwargs) -> None:
+    """Check the broker's log against a sandbox's execution ledger, both ways; exit 1 on any difference."""
+    from broker.audit.reconcile import reconcile
+    from sandbox.execution_ledger import ExecutionLedger
+
+    book = ExecutionLedger(ledger)
+    try:
+        problems = book.verify()
+        executions = book.executions()
+    finally:
+        book.close()
+    source = _source(kwargs)
+    try:
+        found = reconcile(source.all_records(), executions)
+    finally:
+        source.close()
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    for discrepancy in found:
+        click.echo(f"problem: {discrepancy}", err=True)
+    if problems or found:
+        click.echo(f"NOT reconciled: {len(problems) + len(found)} problem(s); {len(executions)} executions in the "
+                   "ledger")
+        sys.exit(1)
+    click.echo(f"reconciled: {len(executions)} executions in the ledger, each decided in the access log, and every "
+               "release from this sandbox executed")

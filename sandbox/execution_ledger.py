@@ -1,0 +1,147 @@
+"""The sandbox's execution ledger: every plan it ran, written before the engine runs.
+
+The broker's access log says what the broker decided; this ledger says what the owner's side
+actually executed: which plan (by hash), under which policy, when, for which decision. An auditor
+reconciles the two (``dsbroker audit reconcile``): a plan executed here with no allowing decision
+in the broker's log, or a release in the log that this ledger never executed, is a finding.
+The ledger is append-only and hash-chained like the access log; if an entry cannot be written the
+plan is refused (UNAVAILABLE), so nothing runs unrecorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+
+from broker.errors import DsbrokerError
+from sandbox.v1 import sandbox_service_pb2 as pb
+
+GENESIS_HASH = "0" * 64
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    sandbox_id TEXT NOT NULL,
+    plan_sha256 TEXT NOT NULL,
+    policy_id TEXT NOT NULL,
+    policy_version INTEGER NOT NULL,
+    dataset TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_id ON executions (execution_id);
+CREATE TRIGGER IF NOT EXISTS executions_no_update BEFORE UPDATE ON executions
+BEGIN SELECT RAISE(ABORT, 'the execution ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS executions_no_delete BEFORE DELETE ON executions
+BEGIN SELECT RAISE(ABORT, 'the execution ledger is append-only'); END;
+"""
+
+
+class ExecutionLedgerError(DsbrokerError):
+    """Raised when the ledger cannot record a plan; the plan is then not run."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "EXECUTION_LEDGER_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One plan the sandbox executed."""
+
+    seq: int
+    execution_id: str
+    at: str
+    sandbox_id: str
+    plan_sha256: str
+    policy_id: str
+    policy_version: int
+    dataset: str
+    request_id: str
+    prev_hash: str
+    hash: str = ""
+
+
+def plan_digest(plan: pb.Plan) -> str:
+    """The hash of what a plan runs (dataset, SQL, policy and version, row cap); the broker logs the same."""
+    body = {"dataset": plan.dataset, "sql": plan.sql, "policy_id": plan.policy_id,
+            "policy_version": plan.policy_version, "max_rows": plan.max_rows}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def execution_hash(execution: Execution) -> str:
+    """SHA-256 over every field but the hash."""
+    body = {k: v for k, v in asdict(execution).items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+class ExecutionLedger:
+    """An append-only, hash-chained list of executed plans in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, sandbox_id: str = "") -> None:
+        self.path = Path(path)
+        self.sandbox_id = sandbox_id
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def record(self, plan: pb.Plan, *, request_id: str, now: dt.datetime | None = None) -> Execution:
+        """Write, durably, that ``plan`` is about to run; raises ExecutionLedgerError when it cannot."""
+        at = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                last = self._db.execute("SELECT seq, hash FROM executions ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+                execution = Execution(seq=seq, execution_id=plan.execution_id, at=at, sandbox_id=self.sandbox_id,
+                                      plan_sha256=plan_digest(plan), policy_id=plan.policy_id,
+                                      policy_version=plan.policy_version, dataset=plan.dataset,
+                                      request_id=request_id, prev_hash=prev)
+                execution = Execution(**{**asdict(execution), "hash": execution_hash(execution)})
+                values = asdict(execution)
+                self._db.execute(f"INSERT INTO executions ({', '.join(values)}) VALUES "
+                                 f"({', '.join('?' * len(values))})", tuple(values.values()))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise ExecutionLedgerError(f"the sandbox could not record the plan in its execution ledger "
+                                           f"({type(error).__name__}); it was not run") from None
+        return execution
+
+    def executions(self) -> list[Execution]:
+        """Every entry, oldest first."""
+        with self._lock:
+            cursor = self._db.execute("SELECT * FROM executions ORDER BY seq")
+            names = [d[0] for d in cursor.description]
+            return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]
+
+    def verify(self) -> list[str]:
+        """Problems with the ledger's own chain, first bad entry first."""
+        problems, expected, prev = [], 1, GENESIS_HASH
+        for execution in self.executions():
+            if execution.seq != expected:
+                problems.append(f"ledger entry {expected}: entries {expected}..{execution.seq - 1} are missing")
+            if execution.prev_hash != prev:
+                problems.append(f"ledger entry {execution.seq}: does not follow the entry before it")
+            if execution_hash(execution) != execution.hash:
+                problems.append(f"ledger entry {execution.seq}: contents do not match its hash (altered)")
+            expected, prev = execution.seq + 1, execution.hash
+        return problems
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
