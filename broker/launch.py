@@ -88,11 +88,14 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
-    Their TOML configurations and logs are written under ``state``.
+    Their TOML configurations and logs, the access log (unless ``access_log`` says otherwise), its
+    checkpoint key (``access-log.key`` and ``.pub``) and the sandbox's execution ledger
+    (``sandbox-executions.sqlite``) are written under ``state``.
     """
     state.mkdir(parents=True, exist_ok=True)
     sandbox_config = state / "sandbox.toml"
-    sandbox_config.write_text(to_toml({"data": str(data), **sandbox_settings(layout)}))
+    sandbox_config.write_text(to_toml({"data": str(data), "execution_ledger": str(state / "sandbox-executions.sqlite"),
+                                       **sandbox_settings(layout)}))
     broker_tls = ClientTls(str(layout.platform_ca), str(layout.client_cert(client)), str(layout.client_key(client)))
     with ServerProcess(["sandbox", "serve", "--config", str(sandbox_config)], name="sandbox",
                        tls=ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert),

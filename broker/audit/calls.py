@@ -20,7 +20,9 @@ from broker.errors import DsbrokerError
 from broker.handlers import with_unary_behavior
 
 log = logging.getLogger(__name__)
-AUDIT_SERVICE_PREFIX = "/dsbroker.broker.v1.AuditService/"
+from broker.v1 import audit_service_pb2
+
+AUDIT_SERVICE_PREFIX = f"/{audit_service_pb2.DESCRIPTOR.services_by_name['AuditService'].full_name}/"
 
 
 class CallAuditInterceptor(grpc.ServerInterceptor):
