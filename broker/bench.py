@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import os
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from broker.client import BrokerClient
 from broker.guard import guard
 from broker.plan_cache import PlanCache
 from broker.keys import approve_for_development, init_keys
-from broker.launch import development_servers, development_token
+from broker.launch import ServerProcess, development_servers, development_token
 from broker.policy import Dominance, Noise, load_policy
 from sandbox.demo_data import make_demo_data
 from sandbox.noise import noisy_answer
@@ -117,12 +121,127 @@ def guard_medians(policy, runs: int) -> tuple[float, float]:
     return statistics.median(fresh), statistics.median(hits)
 
 
+class UnloggedAccessLog:
+    """Takes records and keeps none: the benchmark's broker without its access log, to price the log.
+    Only the benchmark builds it; ``dsbroker serve`` always writes the log."""
+
+    def __init__(self) -> None:
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def append(self, record, *, now=None, quota=None, synced=True) -> int:
+        with self._lock:
+            return next(self._seq)
+
+    def records(self, **_ignored) -> list:
+        return []
+
+    def checkpoints(self) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def serve_unlogged(argv: list[str]) -> None:
+    """``python -m broker.bench serve-unlogged --config F --listen A --port-file P``: a broker without a log."""
+    from broker.server import start_broker
+    from broker.settings import BrokerSettings, load_settings
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--port-file", required=True)
+    options = parser.parse_args(argv)
+    running = start_broker(load_settings(BrokerSettings, options.config, listen=options.listen),
+                           access_log=UnloggedAccessLog())
+    Path(options.port_file).write_text(str(running.port))
+    running.wait_for_signal()
+
+
+def throughput(target: str, tls, tokens: list[str], seconds: float) -> float:
+    """Small queries per second over ``seconds`` with one client thread per token."""
+    stop = threading.Event()
+    counts = [0] * len(tokens)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(tokens) + 1)
+
+    def client(i: int) -> None:
+        try:
+            with BrokerClient(target, tls=tls, token=tokens[i]) as c:
+                c.query(GRANT, SMALL_SQL)  # connect and warm up outside the window
+                barrier.wait()
+                while not stop.is_set():
+                    c.query(GRANT, SMALL_SQL)
+                    counts[i] += 1
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+            barrier.abort()
+            stop.set()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(tokens))]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    started = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"a benchmark client failed: {errors[0]!r}")
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def log_cost(data: Path, policies: Path, layout, scratch: Path, args) -> tuple[list[float], list[float], dict]:
+    """Throughput of 16 clients' small queries with the access log on and off, in alternating rounds."""
+    tokens = [development_token(layout, subject=f"bench-{i}", department="xuanwu-fgw", district="320102")
+              for i in range(args.clients)]
+    on, off = [], []
+    state = scratch / "state-log"
+    with development_servers(data=data, policies=policies, state=state, layout=layout, client="bench",
+                             token_binding="none") as (_sandbox, broker, tls), \
+            ServerProcess(["serve-unlogged", "--config", str(state / "broker.toml")], module="broker.bench",
+                          name="broker-unlogged", tls=tls, log_path=state / "broker-unlogged.log") as unlogged:
+        cpu = {"on": [0.0, 0], "off": [0.0, 0]}
+        for _ in range(args.log_rounds):
+            for name, server, rates in (("on", broker, on), ("off", unlogged, off)):
+                before = cpu_seconds(server.process.pid)
+                rates.append(throughput(server.target, tls, tokens, args.log_seconds))
+                cpu[name][0] += cpu_seconds(server.process.pid) - before
+                cpu[name][1] += rates[-1] * args.log_seconds
+        broker.stop()
+    from broker.access_log import AccessLog
+    from broker.audit.verify import verify_log
+
+    log = AccessLog(state / "access-log.sqlite")
+    report = verify_log(log.store)
+    log.close()
+    return on, off, {"records": report.records, "checkpoints": report.checkpoints, "intact": report.intact,
+                     "cpu_ms_on": cpu["on"][0] / cpu["on"][1] * 1000, "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["serve-unlogged"]:
+        serve_unlogged(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--taxpayers", type=int, default=50_000, help="taxpayers in the bench data (50,000 ≈ 1.15M rows)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs of the group-by query")
     parser.add_argument("--small-runs", type=int, default=300, help="timed runs of the small query")
     parser.add_argument("--guard-runs", type=int, default=300, help="timed runs of each guard query")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients for the access log's cost")
+    parser.add_argument("--log-rounds", type=int, default=8, help="alternating rounds with the log on and off")
+    parser.add_argument("--log-seconds", type=float, default=2.0, help="seconds per round")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
     args = parser.parse_args()
 
@@ -154,6 +273,7 @@ def main() -> None:
                 BrokerClient(broker.target, tls=tls, token=development_token(
                     layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
             samples = _measure(client, direct, policy, guarded, args)
+        logged, unlogged, log_report = log_cost(data, policies, layout, Path(scratch), args)
     direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct) = samples
 
     a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
@@ -181,6 +301,18 @@ def main() -> None:
     print(f"  share of end-to-end, new query         {2 * guard_fresh / small_p50 * 100:7.1f}% of the small query, "
           f"{2 * guard_fresh / b * 100:.1f}% of the group-by")
     print(f"  share of end-to-end, repeated query    {2 * guard_hit / small_p50 * 100:7.2f}% of the small query")
+    on, off = statistics.median(logged), statistics.median(unlogged)
+    print(f"access log, {args.clients} concurrent clients of the small query ({args.log_rounds} alternating rounds of "
+          f"{args.log_seconds:g} s):")
+    print(f"  log off (broker without its log)       median {off:8.1f} queries/s   rounds: "
+          + ", ".join(f"{q:.0f}" for q in unlogged))
+    print(f"  log on (decision + result, group commit) median {on:6.1f} queries/s   rounds: "
+          + ", ".join(f"{q:.0f}" for q in logged))
+    print(f"  cost of the log                        {(1 - on / off) * 100:7.1f}%   (target < 10%)")
+    print(f"  broker CPU per query                   {log_report['cpu_ms_on']:.2f} ms with the log, "
+          f"{log_report['cpu_ms_off']:.2f} ms without")
+    print(f"  the log afterwards: {log_report['records']:,} records, {log_report['checkpoints']} signed checkpoints, "
+          f"{'verifies' if log_report['intact'] else 'DOES NOT VERIFY'}")
 
 
 if __name__ == "__main__":

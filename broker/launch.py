@@ -28,8 +28,10 @@ STARTUP_SECONDS = 30.0
 class ServerProcess:
     """A ``dsbroker`` server in a child process, ready (health SERVING) once constructed."""
 
-    def __init__(self, args: list[str], *, name: str, tls: ClientTls | None, log_path: Path | None = None) -> None:
-        """``tls`` is how to reach the server for its health check (None: it serves plaintext)."""
+    def __init__(self, args: list[str], *, name: str, tls: ClientTls | None, log_path: Path | None = None,
+                 module: str = "broker.cli.main") -> None:
+        """``tls`` is how to reach the server for its health check (None: it serves plaintext); ``module``
+        is what ``python -m`` runs with ``args`` (the benchmark runs a broker of its own)."""
         self.name = name
         self.tls = tls
         self._scratch = tempfile.TemporaryDirectory(prefix=f"dsbroker-{name}-")
@@ -37,7 +39,7 @@ class ServerProcess:
         self.log_path = log_path or Path(self._scratch.name) / "server.log"
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broker.cli.main", *args, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
+            [sys.executable, "-m", module, *args, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.port = self._wait_for_port(port_file)
         self.target = f"127.0.0.1:{self.port}"

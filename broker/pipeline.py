@@ -103,7 +103,7 @@ class QueryPipeline:
             self.access_log.append(AccessRecord(event="query.result", decision="error", reason=_reason(error),
                                                 detail={"decision_seq": seq, **execution,
                                                         "duration_ms": _since(started),
-                                                        **getattr(error, "metadata", {})}, **base))
+                                                        **getattr(error, "metadata", {})}, **base), synced=False)
             raise
         digest = hashlib.sha256(response.table.SerializeToString(deterministic=True)).hexdigest()
         table = response.table
@@ -116,7 +116,7 @@ class QueryPipeline:
                 "cells_withheld": response.cells_withheld,
                 "threshold_cells_withheld": response.threshold_cells_withheld,
                 "secondary_cells_withheld": response.secondary_cells_withheld,
-                "result_sha256": digest, **_noise_detail(response)}, **base))
+                "result_sha256": digest, **_noise_detail(response)}, **base), synced=False)
         return QueryOutcome(response, guarded, policy, seq)
 
     def explain(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,

@@ -125,8 +125,13 @@ class LogStore:
     # -- writing (one writer thread) -------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator["WriteTransaction"]:
-        """An exclusive transaction, committed (durably) when the block ends, rolled back on error."""
+    def write(self, *, synced: bool = True) -> Iterator["WriteTransaction"]:
+        """An exclusive transaction, committed when the block ends, rolled back on error.
+
+        ``synced`` commits wait for the disk. Others are visible and survive a crash of this process
+        at once, and reach the disk with the next synced commit (SQLite's WAL is flushed in order;
+        PostgreSQL's asynchronous commit is flushed by the next synchronous one).
+        """
         if self._write_connection is None:
             self._write_connection = self._connect()
         connection = self._write_connection
@@ -134,7 +139,10 @@ class LogStore:
             cursor = connection.cursor()
             if self._postgres:
                 cursor.execute(f"SELECT pg_advisory_xact_lock({_POSTGRES_WRITE_LOCK})")
+                if not synced:
+                    cursor.execute("SET LOCAL synchronous_commit TO off")
             else:
+                cursor.execute(f"PRAGMA synchronous = {'FULL' if synced else 'NORMAL'}")
                 cursor.execute("BEGIN IMMEDIATE")
             yield WriteTransaction(self, cursor)
             connection.commit()
