@@ -89,6 +89,9 @@ class AccessLog:
         self._queue: deque[_Pending] = deque()
         self._wakeup = threading.Condition()
         self._closing = False
+        self._committing = False  # a caller (or the writer thread) is committing what waits in the queue
+        self._handoff = False  # a caller asked the writer thread to carry on committing
+        self._write_lock = threading.Lock()  # the store has one write connection
         self._merkle = MerkleAccumulator()
         self._checkpoint_requests: list[_CheckpointRequest] = []
         self._appended = self.store.size()
@@ -119,7 +122,10 @@ class AccessLog:
             if self._closing:
                 raise AccessLogError("the access log is closed; the access is refused")
             self._queue.append(pending)
-            self._wakeup.notify()
+            lead = not self._committing
+            self._committing = True
+        if lead:  # nobody is committing: commit here rather than wake a thread for it
+            self._drain(max_batches=2)
         pending.done.wait()
         if pending.error is not None:
             raise AccessLogError(f"the access log could not record this access ({type(pending.error).__name__}); "
@@ -134,25 +140,59 @@ class AccessLog:
                              subject=f"grants/{quota.grant_id}", grant=quota.grant_id, quota=name, limit=limit)
         return pending.seq
 
-    def _write_loop(self) -> None:
+    def _drain(self, max_batches: int | None) -> None:
+        """Commit what waits, a batch at a time (group commit: every record that arrived while the
+        last batch was committing goes into the next). Runs in whoever holds ``_committing``; a caller
+        hands over to the writer thread after ``max_batches``, so its own answer is not held up by a
+        stream of others' records."""
+        batches = 0
         while True:
             with self._wakeup:
-                while not (self._queue or self._closing or self._checkpoint_requests or self._checkpoint_due()):
-                    self._wakeup.wait(timeout=self._seconds_to_checkpoint())
+                if not self._queue:
+                    self._committing = False
+                    if self._closing:
+                        self._wakeup.notify_all()
+                    return
+                if max_batches is not None and batches >= max_batches:
+                    self._handoff = True
+                    self._wakeup.notify_all()
+                    return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+            self._commit(batch)
+            batches += 1
+            if self._checkpoint_due():
+                self._checkpoint()
+
+    def _write_loop(self) -> None:
+        """The writer thread: carries on committing when a caller hands over, and signs checkpoints."""
+        while True:
+            with self._wakeup:
+                while not (self._handoff or self._closing or self._checkpoint_requests or self._checkpoint_due()):
+                    # Callers commit without waking this thread; it looks again at least this often.
+                    self._wakeup.wait(timeout=self._seconds_to_checkpoint() or self.checkpoint_seconds)
+                while self._closing and self._committing and not self._handoff:
+                    self._wakeup.wait()  # a caller is finishing its batches
+                handoff, self._handoff = self._handoff, False
                 requests, self._checkpoint_requests = self._checkpoint_requests, []
-                closing = self._closing and not self._queue
-            if batch:
-                self._commit(batch)
+                closing = self._closing
+            if handoff:
+                self._drain(max_batches=None)
             if requests or self._checkpoint_due() or closing:
                 checkpoint = self._checkpoint()
                 for request in requests:
                     request.checkpoint = checkpoint
                     request.done.set()
             if closing:
+                with self._wakeup:
+                    if self._committing or self._handoff or self._queue:
+                        continue
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
+        with self._write_lock:
+            self._commit_locked(batch)
+
+    def _commit_locked(self, batch: list[_Pending]) -> None:
         try:
             with self.store.write(synced=any(pending.synced for pending in batch)) as transaction:
                 seq, prev = transaction.tail()
@@ -218,6 +258,10 @@ class AccessLog:
         """Runs on the writer thread only: the one user of the store's write connection."""
         if self.signing_key is None:
             return None
+        with self._write_lock:
+            return self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> Checkpoint | None:
         try:
             with self.store.write() as transaction:
                 size, _ = transaction.tail()

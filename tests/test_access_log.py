@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import sqlite3
 import threading
+import time
 from contextlib import closing
 from dataclasses import asdict, replace
 
@@ -224,6 +225,19 @@ def test_reopening_continues_the_chain_and_the_checkpoints(location, key_file):
     fill(location, key_file, n=3)
     found = report(location, key_file)
     assert found.intact and found.records == RECORDS + 3 and found.checkpoints == 4
+
+
+def test_a_checkpoint_is_signed_when_its_interval_passes(location, key_file):
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_seconds=0.2)
+    log.append(AccessRecord(event="call", decision="allow"))
+    deadline = time.monotonic() + 10
+    while not log.checkpoints() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [c.size for c in log.checkpoints()] == [1]
+    assert log.checkpoint().size == 1  # nothing new: the same checkpoint
+    log.append(AccessRecord(event="call", decision="allow"))
+    assert log.checkpoint().size == 2  # on request, at once
+    log.close()
 
 
 def test_concurrent_appends_make_one_gapless_chain(location, key_file):
