@@ -107,6 +107,16 @@ def test_every_rpc_path_writes_its_record(own_broker, path, request_type):
         assert all(path in (r.detail.get("method", path)) for r in records)
 
 
+def test_health_checks_are_not_accesses_and_are_not_recorded(own_broker):
+    from grpc_health.v1 import health_pb2
+
+    log = AccessLog(own_broker.log)
+    before = log.store.size()
+    _, code = call_raw(own_broker.port, "/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest(), token=None)
+    assert code == grpc.StatusCode.OK and log.store.size() == before
+    log.close()
+
+
 def test_a_refused_auditor_read_is_recorded_with_its_reason(own_broker):
     # A page token that is valid base64 but not a sequence number reaches the servicer's parsing.
     request_id, code = call_raw(own_broker.port, "/broker.v1.AuditService/ListAccessRecords",

@@ -5,6 +5,9 @@ interceptors outside this one record refused tokens, deadlines and per-caller li
 else (reads of requests, policies and the catalog, an auditor's reads of the log, and any failure
 that escaped its handler) is recorded here, after the handler ran and before its answer leaves,
 so a read whose record cannot be written is refused like any other access.
+
+Health checks and reflection are not recorded: they carry no identity, reveal no data or grant, and
+a load balancer's probes every few seconds would bury the accesses auditors look for.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import grpc
 
 from broker.access_log import AccessLog, AccessRecord, records_written
-from broker.auth import current_principal
+from broker.auth import UNAUTHENTICATED_METHODS, current_principal
 from broker.call_context import current_request_id
 from broker.errors import DsbrokerError
 from broker.handlers import with_unary_behavior
@@ -33,7 +36,8 @@ class CallAuditInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or handler.unary_unary is None or handler_call_details.method.startswith(
+                UNAUTHENTICATED_METHODS):
             return handler
         behavior, method = handler.unary_unary, handler_call_details.method
 
