@@ -28,10 +28,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.audit.checkpoints import Checkpoint, sign_checkpoint
-from broker.audit.log_store import LogStore, RecordFilter, is_database_error, open_log_store
+from broker.audit.log_store import LogStore, RecordFilter, open_log_store
 from broker.audit.merkle import MerkleAccumulator
 from broker.audit.records import GENESIS_HASH, AccessRecord, StoredRecord, record_hash, seal
 from broker.errors import AccessLogError, QuotaError
+from broker.store import is_database_error
 
 __all__ = ["AccessLog", "AccessRecord", "GENESIS_HASH", "Quota", "RecordFilter", "StoredRecord", "record_hash",
            "records_written"]

@@ -56,7 +56,8 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     trust = Trust.load(settings.trust) if settings.trust else None
     if access_log is None:
-        access_log = AccessLog(settings.access_log, signing_key=load_or_create_signing_key(access_log_key_path(settings)),
+        access_log = AccessLog(settings.access_log,
+                               signing_key=load_or_create_signing_key(access_log_key_path(settings)),
                                checkpoint_every=settings.checkpoint_every,
                                checkpoint_seconds=settings.checkpoint_seconds)
     store = open_store(settings.store)

@@ -275,7 +275,7 @@ class Store:
                         connection.rollback()
                 except Exception:  # the connection itself is gone; drop it and reconnect next time
                     self._local.connection = None
-                if _is_database_error(error):
+                if is_database_error(error):
                     raise StoreError("the broker's state store is unavailable; nothing was changed") from error
                 raise
 
@@ -302,7 +302,7 @@ def open_store(location: str) -> Store:
             return Store(connect_postgres, placeholder="%s", lock=None)
         except (psycopg.Error, StoreError) as error:
             cause = error.__cause__ or error
-            raise ConfigError(f"cannot open the PostgreSQL store at {_without_password(location)} "
+            raise ConfigError(f"cannot open the PostgreSQL store at {without_password(location)} "
                               f"({cause.__class__.__name__})") from None
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +323,7 @@ def open_store(location: str) -> Store:
         raise ConfigError(f"cannot open the state store {path} ({error})") from None
 
 
-def _without_password(dsn: str) -> str:
+def without_password(dsn: str) -> str:
     """The DSN with any password masked, for messages."""
     from urllib.parse import urlsplit, urlunsplit
 
@@ -334,7 +334,8 @@ def _without_password(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _is_database_error(error: Exception) -> bool:
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` came from SQLite or PostgreSQL (as opposed to a bug)."""
     if isinstance(error, sqlite3.Error):
         return True
     try:

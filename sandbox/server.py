@@ -62,7 +62,8 @@ def start_sandbox(settings: SandboxSettings) -> Running:
         raise
     data_file = Path(settings.data)
     ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
-    executions = ExecutionLedger(settings.execution_ledger or data_file.with_name(data_file.name + ".executions.sqlite"),
+    executions = ExecutionLedger(settings.execution_ledger
+                                 or data_file.with_name(data_file.name + ".executions.sqlite"),
                                  sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{data_file.stem}")
     stat = data_file.stat()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from broker.audit.checkpoints import Checkpoint
 from broker.audit.records import GENESIS_HASH, STORED_COLUMNS, StoredRecord, from_row, to_row
 from broker.errors import ConfigError
+from broker.store import is_database_error, without_password
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS access_log (
@@ -228,8 +229,8 @@ class LogStore:
             return
         connection.rollback()
         if set(found) != set(STORED_COLUMNS):
-            raise ConfigError(f"the access log at {_display(self.location)} was written by another version of "
-                              "dsbroker (its columns differ); keep it for auditors and start a new log")
+            raise ConfigError(f"the access log at {without_password(self.location)} was written by another "
+                              "version of dsbroker (its columns differ); keep it for auditors and start a new log")
 
     @staticmethod
     def _close_quietly(connection) -> None:
@@ -304,8 +305,8 @@ def open_log_store(location: str) -> LogStore:
         try:
             return LogStore(location, connect_postgres, placeholder="%s", postgres=True)
         except psycopg.Error as error:
-            raise ConfigError(f"cannot open the access log at {_display(location)} ({error.__class__.__name__})") \
-                from None
+            raise ConfigError(f"cannot open the access log at {without_password(location)} "
+                              f"({error.__class__.__name__})") from None
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -318,17 +319,6 @@ def open_log_store(location: str) -> LogStore:
         return LogStore(location, connect_sqlite, placeholder="?", postgres=False)
     except sqlite3.Error as error:
         raise ConfigError(f"cannot open the access log {path} ({error})") from None
-
-
-def is_database_error(error: BaseException) -> bool:
-    """Whether ``error`` came from the database (as opposed to a bug)."""
-    if isinstance(error, sqlite3.Error):
-        return True
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(error, psycopg.Error)
 
 
 def _statements(script: str) -> list[str]:
@@ -346,9 +336,3 @@ def _statements(script: str) -> list[str]:
         quoted = not quoted
     statements.append("".join(current))
     return [s.strip() for s in statements if s.strip()]
-
-
-def _display(location: str) -> str:
-    from broker.store import _without_password
-
-    return _without_password(location)
