@@ -256,7 +256,7 @@ class AccessLog:
         return request.checkpoint
 
     def _checkpoint(self) -> Checkpoint | None:
-        """Runs on the writer thread only: the one user of the store's write connection."""
+        """Sign and store a checkpoint; under the write lock, as the store has one write connection."""
         if self.signing_key is None:
             return None
         with self._write_lock:

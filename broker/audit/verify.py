@@ -77,7 +77,7 @@ def verify_log(store: LogStore, *, public_key: ed25519.Ed25519PublicKey | None =
 
     merkle = MerkleAccumulator()
     expected_seq, prev, last_matching = 1, GENESIS_HASH, 0
-    open_decisions: dict[int, int] = {}
+    open_decisions: set[int] = set()
     after = 0
     while True:
         page = store.records(after=after, limit=PAGE)
@@ -97,9 +97,9 @@ def verify_log(store: LogStore, *, public_key: ed25519.Ed25519PublicKey | None =
                 report.problems.append(Finding(record.seq, "RECORD_ALTERED",
                                                "contents do not match its hash (record altered)"))
             if record.event == "query.decision" and record.decision == "allow":
-                open_decisions[record.seq] = record.seq
+                open_decisions.add(record.seq)
             elif record.event == "query.result":
-                open_decisions.pop(int(record.detail.get("decision_seq", 0) or 0), None)
+                open_decisions.discard(int(record.detail.get("decision_seq", 0) or 0))
             merkle.add(record.hash)
             for origin, checkpoint in expected.pop(merkle.size, ()):
                 if checkpoint.root == merkle.root():
