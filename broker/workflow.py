@@ -391,8 +391,8 @@ class Workflow:
                 detail: dict) -> None:
         self.access_log.append(AccessRecord(
             event=event, decision=decision, subject=call.principal.subject, department=call.principal.department,
-            token_id=call.principal.token_id, client=call.client, request_id=call.request_id, grant_id=grant_id, reason=reason,
-            detail={"access_request": request_id, **detail}), now=self.clock())
+            token_id=call.principal.token_id, client=call.client, request_id=call.request_id, grant_id=grant_id,
+            reason=reason, detail={"access_request": request_id, **detail}), now=self.clock())
 
     def _export(self, policy: Policy) -> None:
         """Write the activated policy into the policies directory for operators (the store is authoritative)."""

@@ -240,6 +240,19 @@ def test_a_checkpoint_is_signed_when_its_interval_passes(location, key_file):
     log.close()
 
 
+def test_a_record_committed_without_its_own_flush_is_visible_at_once_and_chained(location, key_file):
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file))
+    decision = log.append(AccessRecord(event="query.decision", decision="allow"))
+    result = log.append(AccessRecord(event="query.result", decision="released", detail={"decision_seq": decision}),
+                        synced=False)
+    reader = AccessLog(location)
+    assert [r.seq for r in reader.records()] == [decision, result]
+    reader.close()
+    log.close()
+    found = report(location, key_file)
+    assert found.intact and not [w for w in found.warnings if w.kind == "DECISION_WITHOUT_RELEASE"]
+
+
 def test_concurrent_appends_make_one_gapless_chain(location, key_file):
     log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=50)
     seqs: list[int] = []
