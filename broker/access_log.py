@@ -82,7 +82,6 @@ class AccessLog:
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 60.0) -> None:
         """``signing_key`` signs checkpoints (none: no checkpoints are written; tests of the chain alone)."""
         self.location = str(location)
-        self.path = Path(location) if "://" not in self.location else None
         self.store: LogStore = open_log_store(self.location)
         self.signing_key = signing_key
         self.checkpoint_every = checkpoint_every
@@ -96,8 +95,8 @@ class AccessLog:
         self._merkle = MerkleAccumulator()
         self._checkpoint_requests: list[_CheckpointRequest] = []
         self._appended = self.store.size()
-        checkpoints = self.store.checkpoints()
-        self._last_checkpoint_size = checkpoints[-1].size if checkpoints else 0
+        latest = self.store.latest_checkpoint()
+        self._last_checkpoint_size = latest.size if latest else 0
         self._last_checkpoint_time = time.monotonic()
         self._writer = threading.Thread(target=self._write_loop, name="access-log-writer", daemon=True)
         self._writer.start()

@@ -133,13 +133,13 @@ def init_keys(root: str | Path, *, hosts: tuple[str, ...] = DEFAULT_HOSTS, clien
         issue_client_certificate(layout, name, now=now)
 
     idp_key = ed25519.Ed25519PrivateKey.generate()
-    _write_private_key(layout.idp_key, idp_key)
+    write_private_key(layout.idp_key, idp_key)
     layout.jwks.write_text(json.dumps(public_jwks(idp_key.public_key(), IDP_KEY_ID), indent=2) + "\n")
 
     trusted = []
     for name, role in DEV_SIGNERS:
         signer = ed25519.Ed25519PrivateKey.generate()
-        _write_private_key(layout.signer_key(name), signer)
+        write_private_key(layout.signer_key(name), signer)
         trusted.append((signer_key_id(name), role, name, signer.public_key()))
     layout.trust.write_text(trust_document(trusted))
     return layout
@@ -241,7 +241,7 @@ def _make_ca(common_name: str, cert_path: Path, now: dt.datetime) -> _Authority:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256()))
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    _write_private_key(cert_path.with_suffix(".key"), key)
+    write_private_key(cert_path.with_suffix(".key"), key)
     return _Authority(certificate, key)
 
 
@@ -271,7 +271,7 @@ def _issue(ca: _Authority, common_name: str, cert_path: Path, key_path: Path, no
     builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     certificate = builder.sign(ca.key, hashes.SHA256())
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    _write_private_key(key_path, key)
+    write_private_key(key_path, key)
 
 
 def _general_name(host: str) -> x509.GeneralName:
@@ -281,7 +281,8 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def _write_private_key(path: Path, key) -> None:
+def write_private_key(path: Path, key) -> None:
+    """Write ``key`` as unencrypted PKCS#8 PEM, readable by its owner only (mode 0600)."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import grpc
 
+from broker.audit.records import GENESIS_HASH, canonical_json
 from broker.errors import DsbrokerError
 from sandbox.v1 import sandbox_service_pb2 as pb
 
-GENESIS_HASH = "0" * 64
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
     seq INTEGER PRIMARY KEY,
@@ -74,14 +73,13 @@ def plan_digest(plan: pb.Plan) -> str:
     """The hash of what a plan runs (dataset, SQL, policy and version, row cap); the broker logs the same."""
     body = {"dataset": plan.dataset, "sql": plan.sql, "policy_id": plan.policy_id,
             "policy_version": plan.policy_version, "max_rows": plan.max_rows}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
 def execution_hash(execution: Execution) -> str:
     """SHA-256 over every field but the hash."""
     body = {k: v for k, v in asdict(execution).items() if k != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-                          .encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
 class ExecutionLedger:

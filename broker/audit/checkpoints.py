@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,22 +84,16 @@ def signature_valid(checkpoint: Checkpoint, public_key: ed25519.Ed25519PublicKey
 
 def load_or_create_signing_key(path: str | Path) -> ed25519.Ed25519PrivateKey:
     """The broker's checkpoint key at ``path``; created (mode 0600, public half beside it as .pub) if absent."""
+    from broker.keys import load_private_key, write_private_key
+
     path = Path(path)
     if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (OSError, ValueError, TypeError) as error:
-            raise ConfigError(f"{path}: cannot read the access log's signing key ({error.__class__.__name__})") \
-                from None
+        key = load_private_key(path)
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise ConfigError(f"{path}: the access log's signing key must be Ed25519")
         return key
     key = ed25519.Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    write_private_key(path, key)
     public_key_path(path).write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return key

@@ -157,20 +157,14 @@ class LogStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def records(self, *, after: int = 0, limit: int | None = None, where: RecordFilter = RecordFilter(),
-                descending: bool = False) -> list[StoredRecord]:
-        """Records matching ``where`` in sequence order (newest first if ``descending``), after ``after``
-        (before it, when descending and ``after`` is set)."""
+    def records(self, *, after: int = 0, limit: int | None = None,
+                where: RecordFilter = RecordFilter()) -> list[StoredRecord]:
+        """Records matching ``where`` after ``after``, in sequence order."""
         conditions, parameters = where.where()
-        if descending:
-            start = "seq < ?" if after else "seq > ?"
-        else:
-            start = "seq > ?"
-        order = "DESC" if descending else ""
-        sql = (f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE {start}{conditions} "
-               f"ORDER BY seq {order} LIMIT ?")
-        rows = self._read(sql, (after, *parameters, limit if limit is not None else -1 if not self._postgres
-                                else None))
+        sql = (f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE seq > ?{conditions} "
+               "ORDER BY seq LIMIT ?")
+        no_limit = None if self._postgres else -1
+        rows = self._read(sql, (after, *parameters, limit if limit is not None else no_limit))
         return [from_row(dict(zip(STORED_COLUMNS, row))) for row in rows]
 
     def record(self, seq: int) -> StoredRecord | None:
@@ -182,6 +176,12 @@ class LogStore:
         """Every checkpoint, oldest first."""
         rows = self._read(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints ORDER BY size", ())
         return [Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row))) for row in rows]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint, or None."""
+        rows = self._read(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints "
+                          "ORDER BY size DESC LIMIT 1", ())
+        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, rows[0]))) if rows else None
 
     def size(self) -> int:
         """How many records the log holds (its last sequence number)."""
