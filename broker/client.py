@@ -12,6 +12,8 @@ from broker.audit.checkpoints import Checkpoint
 from broker.audit.log_store import RecordFilter
 from broker.audit.records import StoredRecord, from_row
 from broker.call_context import REQUEST_ID_HEADER
+from broker.encryption_key import EncryptionKey
+from broker.errors import DsbrokerError
 from broker.rpc_status import error_from_rpc_error
 from broker.serving import message_options
 from broker.tls import ClientTls, open_channel
@@ -47,6 +49,9 @@ class QueryResult:
     noise: dict | None = None  # under a noise policy: the noise and the grant's budget
     withheld: set = field(default_factory=set)  # (row, column) of each cell disclosure control withheld
     rolled_up: set = field(default_factory=set)  # (row, column) of each key cell a total spans (ROLLUP)
+    # An encrypted result, decrypted here: the key id, the partitions added, and per row how many of
+    # them left their cell out (under their threshold).
+    encryption: dict | None = None
 
     def as_json(self) -> dict:
         """A JSON-ready dict (dates and decimals as text)."""
@@ -62,6 +67,7 @@ class QueryResult:
             "noise": self.noise,
             "withheld": sorted(map(list, self.withheld)),
             "rolled_up": sorted(map(list, self.rolled_up)),
+            "encryption": self.encryption,
         }
 
 
@@ -85,17 +91,33 @@ class BrokerClient:
         self._policies = policies_grpc.PolicyServiceStub(self._channel)
         self._audit = audit_grpc.AuditServiceStub(self._channel)
 
-    def query(self, grant: str, sql: str, *, request_id: str | None = None, timeout: float | None = None) -> QueryResult:
-        """Run ``sql`` under ``grant`` and return the released cells."""
+    def query(self, grant: str, sql: str, *, request_id: str | None = None, timeout: float | None = None,
+              encryption_key: EncryptionKey | None = None) -> QueryResult:
+        """Run ``sql`` under ``grant`` and return the released cells.
+
+        With ``encryption_key`` the cells travel encrypted under its public half and are decrypted here;
+        a result encrypted under any other key is refused (ENCRYPTION_KEY_MISMATCH).
+        """
         request_id = request_id or str(uuid.uuid4())
-        request = pb.RunQueryRequest(grant=grant, sql=sql)
+        request = pb.RunQueryRequest(grant=grant, sql=sql,
+                                     encryption=encryption_key.encryption() if encryption_key else None)
         try:
             response = self._queries.RunQuery(
                 request, timeout=timeout or self.timeout,
                 metadata=(*self._authorization, (REQUEST_ID_HEADER, request_id)))
         except grpc.RpcError as rpc_error:
             raise error_from_rpc_error(rpc_error) from None
-        columns, rows = decode_table(response.table)
+        encryption = None
+        if encryption_key is not None:
+            if not response.HasField("encrypted"):
+                raise DsbrokerError("the broker answered an encrypted query in plaintext", reason="ENCRYPTED_RESULT_INVALID",
+                                    code=grpc.StatusCode.DATA_LOSS)
+            decrypted = encryption_key.decrypt(response.encrypted)
+            columns, rows = decrypted.columns, decrypted.rows
+            encryption = {"key_id": response.encrypted.key_id, "partitions": decrypted.partitions,
+                          "partitions_withheld": decrypted.partitions_withheld}
+        else:
+            columns, rows = decode_table(response.table)
         return QueryResult(
             columns=columns, rows=rows, truncated=response.truncated, rewritten_sql=response.rewritten_sql,
             disclosure_rules=[{"rule": r.rule, "column": r.column, "threshold": r.threshold,
@@ -103,11 +125,12 @@ class BrokerClient:
                               for r in response.disclosure_rules],
             access_record=response.access_record, policy_version=response.policy_version, request_id=request_id,
             noise=noise_dict(response.noise) if response.HasField("noise") else None,
-            withheld=marked_cells(response.table, "withheld"), rolled_up=marked_cells(response.table, "rolled_up"))
+            withheld=marked_cells(response.table, "withheld"), rolled_up=marked_cells(response.table, "rolled_up"),
+            encryption=encryption)
 
-    def explain(self, grant: str, sql: str) -> pb.ExplainQueryResponse:
+    def explain(self, grant: str, sql: str, *, encrypted: bool = False) -> pb.ExplainQueryResponse:
         """What the guard makes of ``sql`` under ``grant``, without running it (recorded in the access log)."""
-        return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(grant=grant, sql=sql))
+        return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(grant=grant, sql=sql, encrypted=encrypted))
 
     # -- catalog -----------------------------------------------------------------------------------
 

@@ -283,11 +283,15 @@ def _general_name(host: str) -> x509.GeneralName:
 
 def write_private_key(path: Path, key) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM, readable by its owner only (mode 0600)."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    write_secret(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, created readable by its owner only (mode 0600, never a wider moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         path.unlink()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+        handle.write(data)

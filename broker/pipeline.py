@@ -21,6 +21,7 @@ from broker.plan_cache import PlanCache
 from broker.policy import Policy
 from broker.policy_registry import PolicyRegistry
 from broker.sandbox_client import SandboxClient
+from broker.secure_sum import SecureSum
 from sandbox.execution_ledger import plan_digest
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
@@ -49,22 +50,27 @@ class QueryPipeline:
     """Orchestrates one query; owns no policy decisions itself (the guard and grants do)."""
 
     def __init__(self, policies: PolicyRegistry, sandbox: SandboxClient, access_log: AccessLog, *,
-                 owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] | None = None) -> None:
+                 owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] | None = None,
+                 partitions: SecureSum | None = None) -> None:
         """``clock`` gives the current time (default: the wall clock; tests fix it); validity and daily
-        quotas use the owner's day."""
+        quotas use the owner's day. ``partitions`` reaches the sandboxes that policies with partitions name."""
         self.policies = policies
         self.sandbox = sandbox
+        self.partitions = partitions or SecureSum({})
         self.access_log = access_log
         self.owner_timezone = owner_timezone
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.plans = PlanCache()
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
-            client: str, timeout_s: float, token: str) -> QueryOutcome:
+            client: str, timeout_s: float, token: str, encryption: sandbox_pb.Encryption | None = None) -> QueryOutcome:
         """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused.
 
         ``token`` is the caller's bearer token; the plan carries it so the sandbox can check who asks.
+        With ``encryption`` (the requester's public key) the cells come back encrypted under it; with
+        partitions, added up across them here without being decrypted.
         """
+        encrypted = encryption is not None
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
                     client=client, request_id=request_id, grant_id=grant_id, sql=unverified_sql)
         now = self.clock()
@@ -75,7 +81,8 @@ class QueryPipeline:
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = self.plans.get_or_build(
                 policy, principal.district, principal.department, unverified_sql,
-                lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department))
+                lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department,
+                              encrypted=encrypted), encrypted=encrypted)
         except Exception as error:  # refusals and bugs alike leave a record
             self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
                                                 detail=getattr(error, "metadata", {}), **base), now=now)
@@ -87,8 +94,10 @@ class QueryPipeline:
         plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
                                policy_version=policy.version, max_rows=guarded.max_rows,
                                policy_document=policy.document, original_sql=unverified_sql, caller_token=token,
-                               execution_id=str(uuid.uuid4()))
+                               execution_id=str(uuid.uuid4()), encryption=encryption)
         execution = {"execution_id": plan.execution_id, "plan_sha256": plan_digest(plan)}
+        if encrypted:
+            execution.update(encrypted=True, partitions=list(policy.partitions))
         try:
             seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", detail=execution,
                                                       **base), now=now, quota=quota)
@@ -98,20 +107,23 @@ class QueryPipeline:
             raise
         started = time.perf_counter()
         try:
-            response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
+            if policy.partitions:
+                response = self.partitions.execute(plan, policy.partitions, max_groups=guarded.max_rows,
+                                                   timeout_s=timeout_s, request_id=request_id)
+            else:
+                response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
         except Exception as error:
             self.access_log.append(AccessRecord(event="query.result", decision="error", reason=_reason(error),
                                                 detail={"decision_seq": seq, **execution,
                                                         "duration_ms": _since(started),
                                                         **getattr(error, "metadata", {})}, **base), synced=False)
             raise
-        digest = hashlib.sha256(response.table.SerializeToString(deterministic=True)).hexdigest()
-        table = response.table
+        released = response.encrypted if response.HasField("encrypted") else response.table
+        digest = hashlib.sha256(released.SerializeToString(deterministic=True)).hexdigest()
         self.access_log.append(AccessRecord(
             event="query.result", decision="released", detail={
                 "decision_seq": seq, **execution, "sandbox_id": response.sandbox_id,
-                "duration_ms": _since(started), "rows": table.row_count,
-                "cells_released": table.row_count * len(table.columns) - _withheld(response),
+                "duration_ms": _since(started), **_cells(response),
                 "truncated": response.truncated, "engine_micros": response.engine_micros,
                 "cells_withheld": response.cells_withheld,
                 "threshold_cells_withheld": response.threshold_cells_withheld,
@@ -120,7 +132,7 @@ class QueryPipeline:
         return QueryOutcome(response, guarded, policy, seq)
 
     def explain(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
-                client: str) -> Explanation:
+                client: str, encrypted: bool = False) -> Explanation:
         """What ``run`` would do with the query, without running it; refused exactly as ``run`` refuses.
 
         Recorded in the access log as ``query.explain`` (allowed or refused), with the rewritten SQL;
@@ -136,7 +148,7 @@ class QueryPipeline:
             policy = self.policies.grant_for(grant_id, principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
-                            steps=steps)
+                            steps=steps, encrypted=encrypted)
         except Exception as error:
             self.access_log.append(AccessRecord(event="query.explain", decision="deny", reason=_reason(error),
                                                 detail=getattr(error, "metadata", {}), **base), now=now)
@@ -153,6 +165,17 @@ def _noise_detail(response: sandbox_pb.ExecutePlanResponse) -> dict:
     noise = response.noise
     return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
             "repeated_answer": noise.repeated_answer, "noise_threshold": noise.threshold}
+
+
+def _cells(response: sandbox_pb.ExecutePlanResponse) -> dict:
+    """Rows and cells released, for the RESULT record; encrypted cells count as released, with the key named."""
+    if response.HasField("encrypted"):
+        encrypted = response.encrypted
+        rows = encrypted.groups.row_count
+        return {"rows": rows, "cells_released": rows * (len(encrypted.groups.columns) + len(encrypted.columns)),
+                "key_id": encrypted.key_id}
+    table = response.table
+    return {"rows": table.row_count, "cells_released": table.row_count * len(table.columns) - _withheld(response)}
 
 
 def _since(started: float) -> float:

@@ -36,9 +36,10 @@ class PlanCache:
         self.hits = self.misses = 0
 
     def get_or_build(self, policy: Policy, district: str, department: str, unverified_sql: str,
-                     build: Callable[[], GuardedQuery]) -> GuardedQuery:
-        """The cached plan, or ``build()`` (which may raise) stored for next time."""
-        scope = (policy.sha256, policy.id, district, department)
+                     build: Callable[[], GuardedQuery], *, encrypted: bool = False) -> GuardedQuery:
+        """The cached plan, or ``build()`` (which may raise) stored for next time; ``encrypted`` is the
+        result mode ``build`` guards for (the same SQL guards differently in each mode)."""
+        scope = (policy.sha256, policy.id, district, department, encrypted)
         exact = (*scope, "text", unverified_sql)
         plan = self._get(exact)
         if plan is not None:

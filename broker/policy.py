@@ -5,8 +5,8 @@ level of each column, the aggregates allowed, the row filter bound to the
 caller, the disclosure threshold and the validity period. Deny by default: a
 column the policy does not list is hidden.
 
-Settings that a later version will enforce (encrypted results) are refused by this version rather than
-accepted and ignored, so that an owner never believes a protection is on when it is not. Approvals
+Settings this version cannot enforce are refused rather than accepted and ignored, so that an owner
+never believes a protection is on when it is not. Approvals
 (signatures) are checked by :mod:`broker.policy_signing`; the sandbox runs
 nothing under a policy whose approvals do not verify.
 """
@@ -114,7 +114,7 @@ _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
-             "row_filter", "disclosure", "limits", "results", "approvals", "request", "narrows"}
+             "row_filter", "disclosure", "limits", "results", "partitions", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department"}
 _DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent", "noise", "suppressed"}
@@ -122,7 +122,8 @@ SUPPRESSION_MODES = ("mark", "drop")  # what happens to a cell that fails the th
 _DOMINANCE_KEYS = {"n", "k"}
 _NOISE_KEYS = {"epsilon", "budget", "delta", "bounds", "groups_per_entity", "rows_per_entity"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
-RESULT_MODES = ("aggregate",)  # the result modes this version serves
+RESULT_MODES = ("aggregate", "encrypted")  # plaintext cells, or cells only the requester can decrypt
+_SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 @dataclass(frozen=True)
 class Policy:
@@ -141,6 +142,9 @@ class Policy:
     valid_from: dt.date | None
     valid_until: dt.date | None
     results: tuple[str, ...]
+    # Sandboxes that each hold a partition of the dataset (one per district tax office, say): a query
+    # runs in every one and the broker adds their encrypted cells. Empty: the dataset lives in one sandbox.
+    partitions: tuple[str, ...] = ()
     queries_per_day: int | None = None
     queries_total: int | None = None
     min_max: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -315,6 +319,8 @@ class _Reader:
         limits = self.mapping(top["limits"], ("limits",), _LIMITS_KEYS) if "limits" in top else {}
         valid_from = self.date(limits["valid_from"], "limits.valid_from") if "valid_from" in limits else None
         valid_until = self.date(limits["valid_until"], "limits.valid_until") if "valid_until" in limits else None
+        results = self.names(top["results"], "results", RESULT_MODES) if "results" in top else ("aggregate",)
+        partitions = self.partitions(top["partitions"], results, disclosure) if "partitions" in top else ()
         if valid_from and valid_until and valid_until < valid_from:
             raise self.fail(limits["valid_until"], "limits.valid_until is before limits.valid_from")
         return {
@@ -342,7 +348,8 @@ class _Reader:
             if "queries_total" in limits else None,
             "valid_from": valid_from,
             "valid_until": valid_until,
-            "results": self.names(top["results"], "results", RESULT_MODES) if "results" in top else ("aggregate",),
+            "results": results,
+            "partitions": partitions,
             "request": self.text(top["request"], "request", _REQUEST) if "request" in top else None,
             "narrows": self.text(top["narrows"], "narrows", _NARROWS) if "narrows" in top else None,
         }
@@ -424,6 +431,22 @@ class _Reader:
                      if "groups_per_entity" in items else 1,
                      self.integer(items["rows_per_entity"], "disclosure.noise.rows_per_entity", 1)
                      if "rows_per_entity" in items else 1)
+
+    def partitions(self, node: yaml.Node, results: tuple[str, ...], disclosure: dict[str, yaml.Node]) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode) or len(node.value) < 2:
+            raise self.fail(node, "partitions must list two or more sandbox ids (each sandbox's sandbox_id)")
+        if results != ("encrypted",):
+            raise self.fail(node, "partitions need results: [encrypted]: the broker adds the partitions' cells "
+                                  "under encryption, so that nobody sees a partition's own cells")
+        if "noise" in disclosure:
+            raise self.fail(disclosure["noise"], "disclosure.noise is not served with partitions by this version")
+        ids = []
+        for item in node.value:
+            sandbox_id = self.text(item, "partitions", _SANDBOX_ID)
+            if sandbox_id in ids:
+                raise self.fail(item, f"partitions: {sandbox_id!r} is listed twice")
+            ids.append(sandbox_id)
+        return tuple(ids)
 
     def choice(self, node: yaml.Node, name: str, allowed: tuple[str, ...]) -> str:
         value = self.scalar(node, name)

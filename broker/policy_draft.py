@@ -77,7 +77,7 @@ def narrow_policy(draft: str, *, drop_columns: tuple[str, ...] = (), min_entitie
 def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
     """What in ``final`` is wider than, or not derived from, ``draft`` (empty when it only narrows)."""
     problems = []
-    for name in ("id", "version", "department", "purpose", "dataset", "row_filter", "request", "max_groups"):
+    for name in ("id", "version", "department", "purpose", "dataset", "row_filter", "request", "max_groups", "partitions"):
         if getattr(final, name) != getattr(draft, name):
             problems.append(f"{name} differs from the draft")
     for column, level in final.columns.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from broker.call_context import REQUEST_ID_HEADER
 from broker.errors import DsbrokerError, SandboxError
 from broker.rpc_status import error_from_rpc_error
 from broker.serving import message_options
@@ -22,15 +23,24 @@ class SandboxClient:
 
     def execute(self, plan: pb.Plan, *, timeout_s: float, request_id: str) -> pb.ExecutePlanResponse:
         """Run ``plan``; failures come back as DsbrokerError with the sandbox's reason."""
-        return self._call(self._stub.ExecutePlan, pb.ExecutePlanRequest(plan=plan, request_id=request_id), timeout_s)
+        return self._call(self._stub.ExecutePlan, pb.ExecutePlanRequest(plan=plan, request_id=request_id), timeout_s,
+                          request_id=request_id)
+
+    def encrypt_partition(self, execution_id: str, groups: pb.ResultTable, *, timeout_s: float,
+                          request_id: str) -> pb.EncryptPartitionResponse:
+        """Second round of a secure sum: this partition's cells of ``execution_id``, encrypted over ``groups``."""
+        return self._call(self._stub.EncryptPartition,
+                          pb.EncryptPartitionRequest(execution_id=execution_id, groups=groups), timeout_s,
+                          request_id=request_id)
 
     def list_datasets(self, *, timeout_s: float = 10.0) -> pb.ListDatasetsResponse:
         """The sandbox's catalog: the datasets it serves, described by the owner."""
         return self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(), timeout_s)
 
-    def _call(self, method, request, timeout_s: float):
+    def _call(self, method, request, timeout_s: float, *, request_id: str = ""):
         try:
-            return method(request, timeout=timeout_s)
+            return method(request, timeout=timeout_s,
+                          metadata=((REQUEST_ID_HEADER, request_id),) if request_id else None)
         except grpc.RpcError as rpc_error:
             error = error_from_rpc_error(rpc_error)
             if error.reason == "UNAVAILABLE":

@@ -16,6 +16,7 @@ from broker.errors import ConfigError, DsbrokerError
 from broker.pipeline import QueryPipeline
 from broker.policy_registry import PolicyRegistry
 from broker.sandbox_client import SandboxClient
+from broker.secure_sum import SecureSum
 from broker.catalog import Catalog
 from broker.policy_signing import Trust
 from broker.servicers.access_requests import AccessRequestServicer
@@ -63,7 +64,10 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     store = open_store(settings.store)
     policies = PolicyRegistry(store, access_log, owner_timezone=owner_tz, clock=clock)
     installed = policies.install_files(settings.policies) if Path(settings.policies).is_dir() else 0
-    sandbox = SandboxClient(settings.sandbox, tls=_sandbox_tls(settings), max_message_bytes=settings.max_message_bytes)
+    sandbox_tls = _sandbox_tls(settings)
+    sandbox = SandboxClient(settings.sandbox, tls=sandbox_tls, max_message_bytes=settings.max_message_bytes)
+    partitions = SecureSum({name: SandboxClient(address, tls=sandbox_tls, max_message_bytes=settings.max_message_bytes)
+                            for name, address in _partitions(settings.partitions).items()})
     catalog = Catalog(sandbox)
     workflow = Workflow(store, catalog, access_log, trust=trust, owner_timezone=owner_tz, clock=clock,
                         policies_dir=settings.policies)
@@ -91,7 +95,8 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
                       CallerLimitInterceptor(settings.max_calls_per_caller, on_refusal=record_refused_call),
                       CallAuditInterceptor(access_log)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
-        QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz, clock=clock)), server)
+        QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz, clock=clock,
+                                    partitions=partitions)), server)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), server)
     access_request_service_pb2_grpc.add_AccessRequestServiceServicer_to_server(AccessRequestServicer(workflow), server)
     policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policies), server)
@@ -101,7 +106,19 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     server.start()
     log.info("broker serving (%d policy file(s) installed) on port %d over %s; sandbox at %s", installed, port,
              "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"), settings.sandbox)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[sandbox.close, store.close, access_log.close])
+    return Running(server, health, port, settings.grace_seconds, on_stop=[sandbox.close, partitions.close, store.close,
+                                                                         access_log.close])
+
+
+def _partitions(entries: tuple[str, ...]) -> dict[str, str]:
+    """The ``partitions`` setting as sandbox id -> address; ConfigError naming a malformed entry."""
+    partitions: dict[str, str] = {}
+    for entry in entries:
+        name, _, address = entry.partition("=")
+        if not name or ":" not in address or name in partitions:
+            raise ConfigError(f"partitions: {entry!r} is not SANDBOX_ID=HOST:PORT, or repeats an id")
+        partitions[name] = address
+    return partitions
 
 
 def _sandbox_tls(settings: BrokerSettings) -> ClientTls | None:

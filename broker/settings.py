@@ -118,8 +118,12 @@ class BrokerSettings:
     sandbox_cert: str = setting("", "PEM client certificate the broker presents to the sandbox")
     sandbox_key: str = setting("", "PEM private key of sandbox_cert")
     sandbox_server_name: str = setting("", "expected name in the sandbox's certificate, when not its host")
+    partitions: tuple[str, ...] = setting((), "sandboxes holding partitions of a dataset, as SANDBOX_ID=HOST:PORT "
+                                              "(the id each sandbox is configured with); reached like the sandbox, "
+                                              "with the same certificates, for policies that name partitions")
     reflection: bool = setting(False, "serve gRPC reflection (for grpcurl in development)")
-    max_message_bytes: int = setting(64 * MiB, "largest gRPC message sent or received")
+    max_message_bytes: int = setting(64 * MiB, "largest gRPC message sent or received (encrypted results: about "
+                                                "0.5 MiB per measure, and the requester's 0.5 MiB public key)")
     max_workers: int = setting(16, "gRPC worker threads")
     max_concurrent_rpcs: int = setting(64, "calls in flight before new ones get RESOURCE_EXHAUSTED")
     max_calls_per_caller: int = setting(8, "calls one caller (token subject) may have in flight")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -123,6 +124,40 @@ def make_demo_data(path: str | Path, *, taxpayers: int = 20_000, months: int = 2
     write_demo_catalog(path)
     progress(f"wrote {counts['declarations']:,} declarations in {time.perf_counter() - started:.1f}s to {path}")
     return counts
+
+
+def split_demo_data(source: str | Path, names: list[str], directory: str | Path) -> list[Path]:
+    """Write ``<directory>/<name>.duckdb`` for each name: partitions of ``source``'s taxpayers, as if
+    each tax office kept the taxpayers registered with it.
+
+    A taxpayer goes to one partition (by a hash of its id), with its declarations; every partition gets
+    the lookup tables whole. Existing partition files are kept. Returns the paths, in ``names``' order.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{name}.duckdb" for name in names]
+    # Read a copy: this process may hold the source open already (a sandbox's locked-down engine), and
+    # DuckDB shares one instance per file within a process.
+    with tempfile.TemporaryDirectory() as scratch, \
+            duckdb.connect(shutil.copy(source, Path(scratch) / "source.duckdb"), read_only=True) as con:
+        for index, path in enumerate(paths):
+            if path.exists():
+                continue
+            partial = path.with_name(path.name + ".partial")
+            partial.unlink(missing_ok=True)
+            con.execute(f"ATTACH '{partial}' AS part (READ_WRITE)")
+            try:
+                con.execute("CREATE SCHEMA part.tax")
+                for table in ("districts", "streets", "industries", "registration_types"):
+                    con.execute(f"CREATE TABLE part.tax.{table} AS SELECT * FROM tax.{table}")
+                for table in ("taxpayers", "declarations"):
+                    con.execute(f"CREATE TABLE part.tax.{table} AS SELECT * FROM tax.{table} "
+                                f"WHERE hash(taxpayer_id) % {len(paths)} = {index}")
+            finally:
+                con.execute("DETACH part")
+            partial.replace(path)
+            write_demo_catalog(path)
+    return paths
 
 
 def write_demo_catalog(data: str | Path) -> Path:

@@ -45,11 +45,12 @@ class PlanGuardChecker:
         if caller.department != policy.department or "requester" not in caller.roles:
             raise PlanRefused("the plan's caller is not a requester of the policy's grantee department",
                               reason="PLAN_CALLER_INVALID", policy=policy.id)
+        encrypted = plan.HasField("encryption")
         try:
             guarded = self.plans.get_or_build(
                 policy, caller.district, caller.department, plan.original_sql,
                 lambda: guard(plan.original_sql, policy, district=caller.district, department=caller.department,
-                              engine_dialect=self.engine_dialect))
+                              engine_dialect=self.engine_dialect, encrypted=encrypted), encrypted=encrypted)
         except DsbrokerError as error:
             raise PlanRefused("the guard refuses the plan's original SQL", policy=policy.id,
                               rule=error.metadata.get("rule"), guard_reason=error.reason) from None

@@ -46,13 +46,29 @@ def encode_table(names: list[str], types: list[str], rows: list[tuple], *,
         for marks, field in ((withheld, column.withheld), (rolled_up, column.rolled_up)):
             if marks and any(index in row_marks for row_marks in marks):
                 field.extend(index in row_marks for row_marks in marks)
-        if kind in (pb.COLUMN_TYPE_INTEGER, pb.COLUMN_TYPE_BOOLEAN):
-            column.int_values.extend(0 if v is None else int(v) for v in values)
-        elif kind == pb.COLUMN_TYPE_DOUBLE:
-            column.double_values.extend(0.0 if v is None else float(v) for v in values)
-        else:
-            column.string_values.extend("" if v is None else _text(v) for v in values)
+        _fill(column, values)
     return table
+
+
+def table_like(template: pb.ResultTable, rows: list[tuple]) -> pb.ResultTable:
+    """A ResultTable of ``rows`` (values as :func:`decode_table` gives them) with ``template``'s columns."""
+    table = pb.ResultTable(row_count=len(rows))
+    for index, source in enumerate(template.columns):
+        values = [row[index] for row in rows]
+        column = table.columns.add(name=source.name, type=source.type)
+        if any(v is None for v in values):
+            column.nulls.extend(v is None for v in values)
+        _fill(column, values)
+    return table
+
+
+def _fill(column: pb.ResultColumn, values: list) -> None:
+    if column.type in (pb.COLUMN_TYPE_INTEGER, pb.COLUMN_TYPE_BOOLEAN):
+        column.int_values.extend(0 if v is None else int(v) for v in values)
+    elif column.type == pb.COLUMN_TYPE_DOUBLE:
+        column.double_values.extend(0.0 if v is None else float(v) for v in values)
+    else:
+        column.string_values.extend("" if v is None else _text(v) for v in values)
 
 
 def decode_table(table: pb.ResultTable) -> tuple[list[str], list[list]]:
@@ -79,6 +95,13 @@ def decode_table(table: pb.ResultTable) -> tuple[list[str], list[list]]:
         columns.append(values)
     rows = [list(row) for row in zip(*columns)] if columns else []
     return [c.name for c in table.columns], rows
+
+
+def group_keys(table: pb.ResultTable) -> tuple[tuple, ...]:
+    """The rows of ``table`` as tuples of values (a table without columns: ``row_count`` empty rows)."""
+    if not table.columns:
+        return ((),) * table.row_count
+    return tuple(tuple(row) for row in decode_table(table)[1])
 
 
 def _text(value) -> str:

@@ -10,7 +10,9 @@ from broker.call_context import current_request_id, time_limit
 from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
 from broker.policy import Policy
+from sandbox.bfv import PublicContexts
 from sandbox.catalog import Catalog
+from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypted_release
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.execution_ledger import ExecutionLedger
 from sandbox.noise import noisy_answer
@@ -47,6 +49,8 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         self.datasets = datasets
         self.max_rows = max_rows
         self.max_execution_seconds = max_execution_seconds
+        self.contexts = PublicContexts()
+        self.pending = PendingPartitions()
 
     def ExecutePlan(self, request: pb.ExecutePlanRequest, context: grpc.ServicerContext) -> pb.ExecutePlanResponse:
         plan = request.plan
@@ -69,10 +73,18 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if not plan.execution_id:
             raise DsbrokerError("the plan has no execution id, so it could not be reconciled with the broker's log",
                                 reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+        key = None
+        if guarded.encrypted:  # checked before the plan is recorded: a plan refused here never runs
+            key = self.contexts.load(plan.encryption.public_context)
+            if policy.partitions and self.executions.sandbox_id not in policy.partitions:
+                raise DsbrokerError("this sandbox is not one of the policy's partitions", reason="PARTITION_NOT_NAMED",
+                                    code=grpc.StatusCode.PERMISSION_DENIED, policy=policy.id)
         self.executions.record(plan, request_id=current_request_id.get())
         if guarded.noise is not None:
             return self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
+        if key is not None:
+            return self._encrypted(plan, policy, guarded, result, *key)
         if result.truncated and guarded.totals:
             raise DsbrokerError(f"the query's table with totals has more than {max_rows} rows; its totals can only "
                                 "be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
@@ -84,6 +96,28 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             truncated=result.truncated, engine_micros=result.micros, cells_withheld=released.counts["dominance"],
             threshold_cells_withheld=released.counts["min_entities"],
             secondary_cells_withheld=released.counts["secondary"], sandbox_id=self.executions.sandbox_id)
+
+    def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result, key_id: str,
+                   context) -> pb.ExecutePlanResponse:
+        """Release ``result`` encrypted; under partitions release its groups and keep the cells for round two."""
+        release = encrypted_release(result.names, result.types, result.rows, guarded,
+                                    partitions=max(len(policy.partitions), 1), dataset=plan.dataset)
+        response = pb.ExecutePlanResponse(truncated=result.truncated, engine_micros=result.micros,
+                                          sandbox_id=self.executions.sandbox_id)
+        if policy.partitions:
+            self.pending.put(plan.execution_id, release, context, key_id)
+            response.partition_groups.CopyFrom(release.groups)
+        else:
+            response.encrypted.CopyFrom(encrypt(release, context, key_id))
+        return response
+
+    def EncryptPartition(self, request: pb.EncryptPartitionRequest,
+                         context: grpc.ServicerContext) -> pb.EncryptPartitionResponse:
+        pending = self.pending.take(request.execution_id)
+        domain = check_domain(pending.release, request.groups)
+        return pb.EncryptPartitionResponse(
+            encrypted=encrypt(pending.release, pending.context, pending.key_id, domain=domain),
+            sandbox_id=self.executions.sandbox_id)
 
     def _noisy(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, *, max_rows: int,
                timeout: float) -> pb.ExecutePlanResponse:

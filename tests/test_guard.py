@@ -19,25 +19,28 @@ REFUSED = read_cases("*__invalid.sql")
 ACCEPTED = read_cases("accepted.sql")
 REWRITES = read_cases("rewrites.sql")  # under suppressed: drop (the threshold in HAVING)
 MARKED_REWRITES = read_cases("rewrites_marked.sql")  # under suppressed: mark, the default
+ENCRYPTED_REWRITES = read_cases("rewrites_encrypted.sql")  # in encrypted mode
 
 
 NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"revenue": (0, 10**9), "vat_paid": (0, 10**8)})
 
 
-def run_guard(sql, policy, *, noise=None, suppression="drop"):
-    # The shipped grant allows no MIN or MAX and no ranges on measures; the fixtures test them on a copy
-    # that grants a few.
+def run_guard(sql, policy, *, noise=None, suppression="drop", encrypted=False, results=("aggregate", "encrypted")):
+    # The shipped grant allows no MIN or MAX, no ranges on measures and no encrypted results; the
+    # fixtures test them on a copy that grants a few.
     policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)},
                                  ranges={"employees": 50, "iit_withheld": 100_000_000}, noise=noise,
-                                 suppression=suppression)
-    return guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
+                                 suppression=suppression, results=results)
+    return guard(sql, policy, district=XUANWU, department="xuanwu-fgw", encrypted=encrypted)
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.id)
 def test_refused_with_reason_naming_rule_and_column(case, policy):
     rule = case.file.split("__")[0]
     with pytest.raises(GuardError) as caught:
-        run_guard(case.sql, policy, noise=NOISE if rule == "reject_noise_unsupported" else None)
+        run_guard(case.sql, policy, noise=NOISE if rule == "reject_noise_unsupported" else None,
+                  encrypted=rule == "reject_encryption_unsupported",
+                  results=("encrypted",) if rule == "reject_ungranted_result_mode" else ("aggregate", "encrypted"))
     error = caught.value
     assert error.reason == case.expect["reason"], error.message
     assert error.metadata["rule"] == rule
@@ -61,6 +64,11 @@ def test_rewrites_exactly(case, policy):
 @pytest.mark.parametrize("case", MARKED_REWRITES, ids=lambda c: c.id)
 def test_rewrites_exactly_when_suppressed_cells_are_marked(case, policy):
     assert run_guard(case.sql, policy, suppression="mark").sql == case.rewritten
+
+
+@pytest.mark.parametrize("case", ENCRYPTED_REWRITES, ids=lambda c: c.id)
+def test_rewrites_exactly_when_encrypted(case, policy):
+    assert run_guard(case.sql, policy, encrypted=True).sql == case.rewritten
 
 
 @pytest.fixture(scope="module")

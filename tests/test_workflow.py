@@ -354,7 +354,7 @@ def test_a_requester_sees_only_its_departments_policies(work):
     (dict(columns=[pb.RequestedColumn(column="district_code", use=FILTER)]), "COLUMN_LEVEL_NOT_ALLOWED",
      "columns[0]"),
     (dict(columns=[pb.RequestedColumn(column="street_code")]), "REQUEST_FIELD_INVALID", "columns[0].use"),
-    (dict(result_modes=["encrypted"]), "RESULT_MODE_UNSUPPORTED", "result_modes"),
+    (dict(result_modes=["plaintext-rows"]), "RESULT_MODE_UNSUPPORTED", "result_modes"),
     (dict(valid_from="2026-13-01"), "REQUEST_FIELD_INVALID", "valid_from"),
     (dict(valid_until="2026-01-01", valid_from="2026-06-01"), "REQUEST_FIELD_INVALID", "valid_until"),
     (dict(valid_from="2025-01-01", valid_until="2025-12-31"), "REQUEST_FIELD_INVALID", "valid_until"),

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import sqlglot.expressions as exp
 
 from broker.guard._tree import AGGREGATE_TYPES
+from broker.guard.add_encrypted_averages import AVG_COUNT_PREFIX, add_encrypted_averages
 from broker.guard.add_dominance_rule import FLAG_PREFIX, add_dominance_rule
 from broker.guard.add_entity_threshold import add_entity_threshold
 from broker.guard.add_noise_measures import PLAN_META, NoisePlan, add_noise_measures
@@ -33,6 +34,7 @@ from broker.guard.enforce_range_grid import enforce_range_grid
 from broker.guard.expand_output_aliases import expand_output_aliases
 from broker.guard.parse import parse
 from broker.guard.qualify_joined_columns import qualify_joined_columns
+from broker.guard.reject_encryption_unsupported import reject_encryption_unsupported
 from broker.guard.reject_entity_misuse import reject_entity_misuse
 from broker.guard.reject_invalid_aggregates import reject_invalid_aggregates
 from broker.guard.reject_invalid_filters import reject_invalid_filters
@@ -41,15 +43,18 @@ from broker.guard.reject_invalid_totals import reject_invalid_totals
 from broker.guard.reject_noise_unsupported import reject_noise_unsupported
 from broker.guard.reject_raw_rows import reject_raw_rows
 from broker.guard.reject_ungranted_columns import reject_ungranted_columns
+from broker.guard.reject_ungranted_result_mode import reject_ungranted_result_mode
 from broker.guard.reject_ungrouped_columns import reject_ungrouped_columns
 from broker.guard.reject_unsupported_syntax import reject_unsupported_syntax
 from broker.guard.resolve_table import resolve_table
 from broker.guard.translate_date_parts import translate_date_parts
 from broker.policy import Policy, bind_row_filter
+from sandbox.bfv import SLOTS
 
 RULES: tuple[Callable[..., exp.Select], ...] = (
     reject_unsupported_syntax,
     resolve_table,
+    reject_ungranted_result_mode,
     expand_output_aliases,
     reject_ungranted_columns,
     reject_entity_misuse,
@@ -59,8 +64,10 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     reject_ungrouped_columns,
     reject_invalid_filters,
     reject_noise_unsupported,
+    reject_encryption_unsupported,
     reject_invalid_totals,
     enforce_range_grid,
+    add_encrypted_averages,
     add_row_filter,
     add_entity_threshold,
     enforce_group_cap,
@@ -93,6 +100,9 @@ class GuardedQuery:
     aggregate_outputs: tuple[int, ...] = ()  # the released columns that hold aggregates (the cells a rule withholds)
     totals: tuple[int, ...] = ()  # with ROLLUP: the positions of its keys among the outputs, in ROLLUP order
     suppression: str = "mark"  # the policy's: withheld cells are marked, or their rows dropped
+    encrypted: bool = False  # the cells leave the sandbox encrypted under the requester's key
+    # Encrypted: per AVG output, its position and the flag column holding its COUNT (the output holds its SUM).
+    averages: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,13 +115,19 @@ class GuardStep:
 
 
 def guard(unverified_sql: str, policy: Policy, *, district: str, department: str,
-          engine_dialect: str = "duckdb", steps: list[GuardStep] | None = None) -> GuardedQuery:
+          engine_dialect: str = "duckdb", steps: list[GuardStep] | None = None,
+          encrypted: bool = False) -> GuardedQuery:
     """Check ``unverified_sql`` against ``policy`` for a caller and return the SQL to run.
 
     Raises :class:`~broker.errors.GuardError` naming the rule, table and column
     when the query is refused. With ``steps``, each rule that ran is appended to
     it (the explain path; it costs one SQL generation per rewriting rule).
+    ``encrypted`` asks for the result encrypted under the requester's key: the
+    grant must allow it, and cells under the threshold are marked for the sandbox,
+    which leaves them out (the broker never learns which groups were small).
     """
+    suppression = "mark" if encrypted else policy.suppression
+    max_groups = min(policy.max_groups, SLOTS) if encrypted else policy.max_groups
     settings: dict[str, Any] = {
         "dataset": policy.dataset,
         "columns": policy.visible_columns(),
@@ -121,10 +137,12 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         "lookups": policy.lookups,
         "entity": policy.entity_column,
         "min_entities": policy.min_entities,
-        "max_groups": policy.max_groups,
+        "max_groups": max_groups,
         "dominance": policy.dominance,
         "noise": policy.noise,
-        "suppression": policy.suppression,
+        "suppression": suppression,
+        "results": policy.results,
+        "encrypted": encrypted,
         "engine_dialect": engine_dialect,
         "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
         if policy.row_filter else None,
@@ -150,7 +168,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         dataset=policy.dataset,
         entity=policy.entity_column,
         min_entities=policy.min_entities,
-        max_rows=policy.max_groups,
+        max_rows=max_groups,
         lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
         dominance_flags=flags,
         noise=noise,
@@ -158,7 +176,10 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         flags=tuple(names[len(outputs):]),
         aggregate_outputs=tuple(i for i, output in enumerate(outputs) if output.find(*AGGREGATE_TYPES)),
         totals=tuple(unaliased.index(key) for key in rollup.expressions) if rollup is not None else (),
-        suppression=policy.suppression,
+        suppression=suppression,
+        encrypted=encrypted,
+        averages=tuple((int(name.removeprefix(AVG_COUNT_PREFIX)), name) for name in names[len(outputs):]
+                       if name.startswith(AVG_COUNT_PREFIX)),
     )
 
 

@@ -25,18 +25,21 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         outcome = self.pipeline.run(
             require_principal(), request.grant, request.sql,
             request_id=request.request_id or current_request_id.get(), client=context.peer(),
-            timeout_s=time_limit(context), token=current_token.get())
+            timeout_s=time_limit(context), token=current_token.get(),
+            encryption=request.encryption if request.HasField("encryption") else None)
         guarded = outcome.guarded
         noise = outcome.response.noise if outcome.response.HasField("noise") else None
+        encrypted = outcome.response.encrypted if outcome.response.HasField("encrypted") else None
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,
             access_record=outcome.access_record, policy_version=outcome.policy.version, noise=noise,
-            disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response, noise))
+            encrypted=encrypted, disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response, noise))
 
     def ExplainQuery(self, request: pb.ExplainQueryRequest, context: grpc.ServicerContext) -> pb.ExplainQueryResponse:
         explanation = self.pipeline.explain(
             require_principal(), request.grant, request.sql,
-            request_id=request.request_id or current_request_id.get(), client=context.peer())
+            request_id=request.request_id or current_request_id.get(), client=context.peer(),
+            encrypted=request.encrypted)
         guarded = explanation.guarded
         noise = planned_noise(guarded, explanation.policy)
         return pb.ExplainQueryResponse(
@@ -76,6 +79,12 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
     if noise is not None:
         return _noise_rules(guarded, noise, ran=result is not None)
 
+    if guarded.encrypted:
+        return [pb.DisclosureRule(
+            rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
+            description=f"groups with fewer than {guarded.min_entities} distinct {guarded.entity} values are left "
+                        "out" + ("; each partition leaves out its own such cells, and the decrypted result counts "
+                                 "them per group" if policy.partitions else ""))]
     ran = result is not None
     result = result or sandbox_pb.ExecutePlanResponse()  # nothing ran: nothing withheld
 

@@ -9,17 +9,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunQueryRequest(_message.Message):
-    __slots__ = ("grant", "sql", "request_id")
+    __slots__ = ("grant", "sql", "request_id", "encryption")
     GRANT_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     grant: str
     sql: str
     request_id: str
-    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    encryption: _sandbox_service_pb2.Encryption
+    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encryption: _Optional[_Union[_sandbox_service_pb2.Encryption, _Mapping]] = ...) -> None: ...
 
 class RunQueryResponse(_message.Message):
-    __slots__ = ("table", "truncated", "rewritten_sql", "disclosure_rules", "access_record", "policy_version", "noise")
+    __slots__ = ("table", "truncated", "rewritten_sql", "disclosure_rules", "access_record", "policy_version", "noise", "encrypted")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     REWRITTEN_SQL_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +29,7 @@ class RunQueryResponse(_message.Message):
     ACCESS_RECORD_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     table: _sandbox_service_pb2.ResultTable
     truncated: bool
     rewritten_sql: str
@@ -34,17 +37,20 @@ class RunQueryResponse(_message.Message):
     access_record: int
     policy_version: int
     noise: _sandbox_service_pb2.NoiseReport
-    def __init__(self, table: _Optional[_Union[_sandbox_service_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ...) -> None: ...
+    encrypted: _sandbox_service_pb2.EncryptedTable
+    def __init__(self, table: _Optional[_Union[_sandbox_service_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ..., encrypted: _Optional[_Union[_sandbox_service_pb2.EncryptedTable, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryRequest(_message.Message):
-    __slots__ = ("grant", "sql", "request_id")
+    __slots__ = ("grant", "sql", "request_id", "encrypted")
     GRANT_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     grant: str
     sql: str
     request_id: str
-    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    encrypted: bool
+    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ...) -> None: ...
 
 class ExplainQueryResponse(_message.Message):
     __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version", "noise")

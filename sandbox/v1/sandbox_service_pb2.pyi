@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EncryptedColumnKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENCRYPTED_COLUMN_KIND_UNSPECIFIED: _ClassVar[EncryptedColumnKind]
+    ENCRYPTED_COLUMN_KIND_TOTAL: _ClassVar[EncryptedColumnKind]
+    ENCRYPTED_COLUMN_KIND_AVERAGE: _ClassVar[EncryptedColumnKind]
+
 class ColumnType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     COLUMN_TYPE_UNSPECIFIED: _ClassVar[ColumnType]
@@ -17,6 +23,9 @@ class ColumnType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COLUMN_TYPE_DATE: _ClassVar[ColumnType]
     COLUMN_TYPE_TIMESTAMP: _ClassVar[ColumnType]
     COLUMN_TYPE_BOOLEAN: _ClassVar[ColumnType]
+ENCRYPTED_COLUMN_KIND_UNSPECIFIED: EncryptedColumnKind
+ENCRYPTED_COLUMN_KIND_TOTAL: EncryptedColumnKind
+ENCRYPTED_COLUMN_KIND_AVERAGE: EncryptedColumnKind
 COLUMN_TYPE_UNSPECIFIED: ColumnType
 COLUMN_TYPE_INTEGER: ColumnType
 COLUMN_TYPE_DOUBLE: ColumnType
@@ -81,7 +90,7 @@ class ExecutePlanRequest(_message.Message):
     def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token", "execution_id")
+    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token", "execution_id", "encryption")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +100,7 @@ class Plan(_message.Message):
     ORIGINAL_SQL_FIELD_NUMBER: _ClassVar[int]
     CALLER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     sql: str
     policy_id: str
@@ -100,10 +110,61 @@ class Plan(_message.Message):
     original_sql: str
     caller_token: str
     execution_id: str
-    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ...) -> None: ...
+    encryption: Encryption
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ...) -> None: ...
+
+class Encryption(_message.Message):
+    __slots__ = ("public_context",)
+    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    public_context: bytes
+    def __init__(self, public_context: _Optional[bytes] = ...) -> None: ...
+
+class EncryptedTable(_message.Message):
+    __slots__ = ("groups", "columns", "key_id", "partitions", "partitions_withheld")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    groups: ResultTable
+    columns: _containers.RepeatedCompositeFieldContainer[EncryptedColumn]
+    key_id: str
+    partitions: int
+    partitions_withheld: bytes
+    def __init__(self, groups: _Optional[_Union[ResultTable, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[EncryptedColumn, _Mapping]]] = ..., key_id: _Optional[str] = ..., partitions: _Optional[int] = ..., partitions_withheld: _Optional[bytes] = ...) -> None: ...
+
+class EncryptedColumn(_message.Message):
+    __slots__ = ("name", "position", "kind", "ciphertext", "count_ciphertext")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    position: int
+    kind: EncryptedColumnKind
+    ciphertext: bytes
+    count_ciphertext: bytes
+    def __init__(self, name: _Optional[str] = ..., position: _Optional[int] = ..., kind: _Optional[_Union[EncryptedColumnKind, str]] = ..., ciphertext: _Optional[bytes] = ..., count_ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class EncryptPartitionRequest(_message.Message):
+    __slots__ = ("execution_id", "groups")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    groups: ResultTable
+    def __init__(self, execution_id: _Optional[str] = ..., groups: _Optional[_Union[ResultTable, _Mapping]] = ...) -> None: ...
+
+class EncryptPartitionResponse(_message.Message):
+    __slots__ = ("encrypted", "sandbox_id")
+    ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    encrypted: EncryptedTable
+    sandbox_id: str
+    def __init__(self, encrypted: _Optional[_Union[EncryptedTable, _Mapping]] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
 
 class ExecutePlanResponse(_message.Message):
-    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld", "sandbox_id")
+    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld", "sandbox_id", "encrypted", "partition_groups")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +173,8 @@ class ExecutePlanResponse(_message.Message):
     THRESHOLD_CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     SECONDARY_CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_GROUPS_FIELD_NUMBER: _ClassVar[int]
     table: ResultTable
     truncated: bool
     engine_micros: int
@@ -120,7 +183,9 @@ class ExecutePlanResponse(_message.Message):
     threshold_cells_withheld: int
     secondary_cells_withheld: int
     sandbox_id: str
-    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
+    encrypted: EncryptedTable
+    partition_groups: ResultTable
+    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ..., sandbox_id: _Optional[str] = ..., encrypted: _Optional[_Union[EncryptedTable, _Mapping]] = ..., partition_groups: _Optional[_Union[ResultTable, _Mapping]] = ...) -> None: ...
 
 class NoiseReport(_message.Message):
     __slots__ = ("epsilon_spent", "epsilon_total_spent", "epsilon_budget", "delta", "threshold", "repeated_answer", "columns", "groups_per_entity")

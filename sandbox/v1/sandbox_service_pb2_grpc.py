@@ -45,6 +45,11 @@ class SandboxServiceStub:
                 request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsRequest.SerializeToString,
                 response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsResponse.FromString,
                 _registered_method=True)
+        self.EncryptPartition = channel.unary_unary(
+                '/sandbox.v1.SandboxService/EncryptPartition',
+                request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionRequest.SerializeToString,
+                response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxServiceServicer:
@@ -66,6 +71,16 @@ class SandboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EncryptPartition(self, request, context):
+        """Second round of a secure sum over partitions: encrypts this partition's
+        cells of an execution that ExecutePlan ran, laid over the groups of every
+        partition (the union the broker computed), so the broker can add them.
+        Each execution answers once; its cells are kept for a short time only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +93,11 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     servicer.ListDatasets,
                     request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsRequest.FromString,
                     response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'EncryptPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.EncryptPartition,
+                    request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionRequest.FromString,
+                    response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class SandboxService:
             '/sandbox.v1.SandboxService/ListDatasets',
             sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsRequest.SerializeToString,
             sandbox_dot_v1_dot_sandbox__service__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EncryptPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.v1.SandboxService/EncryptPartition',
+            sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionRequest.SerializeToString,
+            sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,198 @@
+"""What leaves the sandbox of an encrypted result: group keys in clear, one BFV ciphertext per measure.
+
+The guard's SQL marks every cell under the threshold (``__withheld``); here those groups are left out
+altogether, so not even the broker learns which groups were small. Each measure must be an exact
+integer that cannot wrap around the plaintext modulus, not even once the broker has added every
+partition's cell to it: a cell beyond ``EXACT_LIMIT / partitions`` is refused, never wrapped.
+
+Without partitions the cells are encrypted at once, slot i holding group row i. With partitions the
+sandbox first returns only its groups, keeps its cells for a moment (:class:`PendingPartitions`), and
+encrypts them when the broker sends the union of every partition's groups, so that slot i of every
+partition's ciphertext is the same group and the broker can add them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+import tenseal as ts
+
+from broker.errors import DsbrokerError
+from broker.guard import GuardedQuery
+from broker.guard.add_entity_threshold import WITHHELD
+from sandbox.bfv import EXACT_LIMIT, SLOTS
+from sandbox.result_table import decode_table, encode_table, group_keys
+from sandbox.v1 import sandbox_service_pb2 as pb
+
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                  "UBIGINT", "UHUGEINT"}
+PENDING_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One encrypted output: its exact cells per released group (an average: its sums and counts)."""
+
+    name: str
+    position: int
+    kind: int  # pb.ENCRYPTED_COLUMN_KIND_TOTAL or _AVERAGE
+    values: tuple[int, ...]
+    counts: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EncryptedRelease:
+    """The groups a result releases, in clear, and the exact cells to encrypt for them."""
+
+    groups: pb.ResultTable  # the released groups' keys, in engine order
+    keys: tuple[tuple, ...]  # the same keys as values, as a reader of ``groups`` decodes them
+    withheld: frozenset[tuple]  # keys of groups under the threshold (they never leave the sandbox)
+    measures: tuple[Measure, ...]
+
+
+def encrypted_release(names: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
+                      partitions: int, dataset: str) -> EncryptedRelease:
+    """Split an engine result for ``guarded`` into released groups and exact integer cells.
+
+    Raises OUT_OF_RANGE ``ENCRYPTED_OVERFLOW`` when a cell could exceed what decrypts exactly once
+    ``partitions`` cells are added, and ``ENCRYPTED_NOT_INTEGER`` for a measure that is not integral.
+    """
+    width = guarded.outputs
+    flag = {name: width + i for i, name in enumerate(names[width:])}
+    averages = dict(guarded.averages)
+    measure_positions = list(guarded.aggregate_outputs)
+    key_positions = [p for p in range(width) if p not in set(measure_positions)]
+    for position in measure_positions:  # an average's count is a COUNT, always whole
+        if not _integral(types[position]):
+            raise DsbrokerError(f"{names[position]!r} is not a whole number, so it cannot be encrypted exactly; ask "
+                                "for integer measures (e.g. fen, not yuan)", reason="ENCRYPTED_NOT_INTEGER",
+                                code=grpc.StatusCode.INVALID_ARGUMENT, table=dataset, column=names[position])
+    limit = EXACT_LIMIT // partitions
+    released, withheld = [], []
+    for row in rows:
+        (withheld if WITHHELD in flag and row[flag[WITHHELD]] else released).append(row)
+    key_names = [names[p] for p in key_positions]
+    key_types = [types[p] for p in key_positions]
+    groups = encode_table(key_names, key_types, [tuple(row[p] for p in key_positions) for row in released])
+    withheld_groups = encode_table(key_names, key_types, [tuple(row[p] for p in key_positions) for row in withheld])
+    measures = []
+    for position in measure_positions:
+        values = _cells(released, position, limit, names[position], dataset)
+        counts = _cells(released, flag[averages[position]], limit, names[position], dataset) \
+            if position in averages else None
+        kind = pb.ENCRYPTED_COLUMN_KIND_AVERAGE if counts is not None else pb.ENCRYPTED_COLUMN_KIND_TOTAL
+        measures.append(Measure(names[position], position, kind, values, counts))
+    return EncryptedRelease(groups, group_keys(groups), frozenset(group_keys(withheld_groups)), tuple(measures))
+
+
+def encrypt(release: EncryptedRelease, context: ts.Context, key_id: str, *,
+            domain: tuple[tuple, ...] | None = None) -> pb.EncryptedTable:
+    """Encrypt ``release`` under ``context``: over its own groups, or over ``domain`` (the union of every
+    partition's groups, each group of this partition in it) with a count of the groups withheld here."""
+    if domain is None:
+        order, groups = list(range(len(release.keys))), release.groups
+        table = pb.EncryptedTable(groups=groups, key_id=key_id, partitions=1)
+    else:
+        index = {key: i for i, key in enumerate(release.keys)}
+        order = [index.get(key) for key in domain]
+        table = pb.EncryptedTable(key_id=key_id, partitions=1)
+        if domain:
+            table.partitions_withheld = ts.bfv_vector(context, [int(key in release.withheld) for key in domain]).serialize()
+    for measure in release.measures:
+        column = table.columns.add(name=measure.name, position=measure.position, kind=measure.kind)
+        if order:
+            column.ciphertext = _encrypt(context, measure.values, order)
+            if measure.counts is not None:
+                column.count_ciphertext = _encrypt(context, measure.counts, order)
+    return table
+
+
+def _encrypt(context: ts.Context, values: tuple[int, ...], order: list[int | None]) -> bytes:
+    return ts.bfv_vector(context, [0 if i is None else values[i] for i in order]).serialize()
+
+
+def _integral(engine_type: str) -> bool:
+    name = engine_type.upper()
+    return name in _INTEGER_TYPES or (name.startswith("DECIMAL") and name.replace(" ", "").endswith(",0)"))
+
+
+def _cells(rows: list[tuple], position: int, limit: int, name: str, dataset: str) -> tuple[int, ...]:
+    cells = tuple(0 if row[position] is None else int(row[position]) for row in rows)
+    if any(abs(cell) > limit for cell in cells):
+        # The message names the column and the limit, never the cell.
+        raise DsbrokerError(f"a cell of {name!r} is beyond what an encrypted result holds exactly (±{limit:,} per "
+                            "partition); group more finely or ask for a coarser unit", reason="ENCRYPTED_OVERFLOW",
+                            code=grpc.StatusCode.OUT_OF_RANGE, table=dataset, column=name)
+    return cells
+
+
+def check_domain(release: EncryptedRelease, groups: pb.ResultTable) -> tuple[tuple, ...]:
+    """The broker's union of groups as keys; INVALID_ARGUMENT unless it is of this result's key columns,
+    within the slots, without repeats, and holds every group this partition released."""
+    def refuse(message: str):
+        return DsbrokerError(message, reason="PARTITION_GROUPS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+
+    mine = [(c.name, c.type) for c in release.groups.columns]
+    if [(c.name, c.type) for c in groups.columns] != mine:
+        raise refuse("the groups are not of this result's key columns")
+    if groups.row_count > SLOTS:
+        raise refuse(f"more than {SLOTS} groups do not fit one ciphertext")
+    if any(len(c.nulls) not in (0, groups.row_count) for c in groups.columns):
+        raise refuse("the groups' columns are not all of row_count cells")
+    try:
+        domain = group_keys(groups)
+    except (ValueError, ArithmeticError):
+        raise refuse("the groups do not decode") from None
+    if len(set(domain)) != len(domain):
+        raise refuse("the groups repeat a key")
+    if not set(release.keys) <= set(domain):
+        raise refuse("the groups leave out a group this partition released")
+    return domain
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A partition's cells of one execution, waiting for the union of groups."""
+
+    release: EncryptedRelease
+    context: ts.Context
+    key_id: str
+    expires: float
+
+
+class PendingPartitions:
+    """Cells kept between the two rounds of a secure sum: each taken once, and gone after ``ttl`` seconds."""
+
+    def __init__(self, *, ttl: float = PENDING_SECONDS, capacity: int = 256) -> None:
+        self.ttl = ttl
+        self.capacity = capacity
+        self._pending: OrderedDict[str, Pending] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, execution_id: str, release: EncryptedRelease, context: ts.Context, key_id: str) -> None:
+        """Keep ``release`` for the second round of execution ``execution_id``."""
+        with self._lock:
+            self._expire()
+            self._pending[execution_id] = Pending(release, context, key_id, time.monotonic() + self.ttl)
+            while len(self._pending) > self.capacity:
+                self._pending.popitem(last=False)
+
+    def take(self, execution_id: str) -> Pending:
+        """The cells of ``execution_id``, removed; NOT_FOUND when unknown, expired or taken already."""
+        with self._lock:
+            self._expire()
+            pending = self._pending.pop(execution_id, None)
+        if pending is None:
+            raise DsbrokerError("no cells wait for this execution here: it ran elsewhere, was encrypted already, or "
+                                f"waited over {self.ttl:.0f} s", reason="PARTITION_EXECUTION_UNKNOWN",
+                                code=grpc.StatusCode.NOT_FOUND)
+        return pending
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._pending and next(iter(self._pending.values())).expires <= now:
+            self._pending.popitem(last=False)
