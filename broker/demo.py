@@ -18,13 +18,14 @@ from broker.approving import Narrowing, sign_approval
 from broker.cli.output import print_dataset, print_explanation, print_policy, print_request, print_result
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
-from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNERS, IDP_KEY_ID, KeyLayout, init_keys, load_private_key,
-                         signer_key_id)
+from broker.encryption_key import EncryptionKey
+from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNERS, IDP_KEY_ID, KeyLayout, approve_for_development,
+                         init_keys, load_private_key, signer_key_id)
 from broker.launch import development_servers, development_token
 from broker.tls import ClientTls
 from broker.tokens import issue_token
 from broker.v1 import access_request_service_pb2 as pb
-from sandbox.demo_data import make_demo_data, write_demo_catalog
+from sandbox.demo_data import make_demo_data, split_demo_data, write_demo_catalog
 
 ACTORS = {
     # client certificate (= token subject): (department, district, role, signing key or None)
@@ -52,6 +53,46 @@ WHERE industry_section IN ('C', 'D', 'F')
 GROUP BY ROLLUP (street_code, industry_section)
 ORDER BY street_code, industry_section"""
 RAW_SQL = "SELECT taxpayer_id, vat_paid FROM tax.declarations WHERE street_code = '320102005'"
+ENCRYPTED_SQL = """\
+SELECT street_code, industry_section,
+       COUNT(DISTINCT taxpayer_id) AS taxpayers,
+       SUM(vat_paid) AS vat_fen,
+       AVG(cit_paid) AS mean_cit_fen
+FROM tax.declarations
+WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-12-31'
+  AND industry_section IN ('C', 'I', 'M')
+  AND street_code IN ('320102001', '320102002', '320102003')
+GROUP BY street_code, industry_section"""
+SECURE_SUM_SQL = """\
+SELECT industry_section, size_class,
+       COUNT(DISTINCT taxpayer_id) AS taxpayers,
+       SUM(vat_paid) AS vat_fen
+FROM tax.declarations
+WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-12-31'
+  AND industry_section IN ('C', 'I')
+GROUP BY industry_section, size_class"""
+PARTITIONS = ("xuanwu-office-east", "xuanwu-office-west")
+PARTITIONED_GRANT = "xuanwu-fgw-2026-011"
+PARTITIONED_POLICY = f"""\
+# The owner's standing grant over the two Xuanwu tax offices' partitions of the declarations: the
+# broker adds their encrypted cells, and only the commission decrypts the sums.
+id: {PARTITIONED_GRANT}
+version: 1
+grantee: {{department: xuanwu-fgw}}
+purpose: "district VAT by industry and size, summed over both tax offices without either showing its own"
+dataset: tax.declarations
+columns:
+  taxpayer_id: entity
+  industry_section: group
+  size_class: group
+  period: filter
+  vat_paid: measure
+aggregates: [COUNT, SUM]
+row_filter: "district_code = :district"
+disclosure: {{min_entities: 10}}
+results: [encrypted]
+partitions: [{", ".join(PARTITIONS)}]
+"""
 
 console = Console()
 
@@ -83,16 +124,23 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
         init_keys(layout.root, clients=tuple(ACTORS), force=True)
         console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
-    _step("3. The owner starts its sandbox beside the data; the exchange platform starts the broker, "
-          "with no grant at all.")
-    with development_servers(data=data, policies=state / "policies", state=state, layout=layout, client=ANALYST,
-                             access_log=access_log) as (sandbox, broker, _tls):
-        console.print(f"sandbox on {sandbox.target}, broker on {broker.target}: mutual TLS on both hops, and "
-                      "tokens bound to the caller's certificate")
+    partitions = dict(zip(PARTITIONS, split_demo_data(data, list(PARTITIONS), cache_dir / f"partitions-{taxpayers}")))
+    policies = state / "policies"
+    policies.mkdir()
+    (policies / f"{PARTITIONED_GRANT}.yaml").write_text(approve_for_development(layout, PARTITIONED_POLICY))
+
+    _step("3. The owner starts its sandbox beside the data, and the district's two tax offices one each beside "
+          "their own share of the declarations (partitions of one table); the exchange platform starts the "
+          f"broker, whose only grant is the owner's standing one over the partitions ({PARTITIONED_GRANT}, "
+          "encrypted results only).")
+    with development_servers(data=data, policies=policies, state=state, layout=layout, client=ANALYST,
+                             access_log=access_log, partitions=partitions) as (sandbox, broker, _tls):
+        console.print(f"sandbox on {sandbox.target}, partitions {', '.join(PARTITIONS)}, broker on {broker.target}: "
+                      "mutual TLS on both hops, and tokens bound to the caller's certificate")
         clients = {name: _actor_client(layout, broker.target, name) for name in ACTORS}
         try:
             checks.update(_workflow(layout, clients, broker.target))
-            _step("12. The city audit office reads the access log over gRPC (dsbroker audit list); its own "
+            _step("14. The city audit office reads the access log over gRPC (dsbroker audit list); its own "
                   "reads are recorded too:")
             records, _ = clients["auditor-zhao"].list_access_records(page_size=1000)
             for record in records:
@@ -103,12 +151,13 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
             for client in clients.values():
                 client.close()
 
-    _step("13. The broker has stopped and signed a last checkpoint. The auditors verify the log against the "
+    _step("15. The broker has stopped and signed a last checkpoint. The auditors verify the log against the "
           "broker's key they pinned, and reconcile it with the sandbox's own ledger of what it executed:")
     checks["audit verify passes"] = _cli("audit", "verify", "--log", str(access_log), "--pinned-key",
                                          str(access_log.with_suffix(".pub")))
-    checks["log reconciles with the sandbox"] = _cli("audit", "reconcile", "--log", str(access_log), "--ledger",
-                                                     str(state / "sandbox-executions.sqlite"))
+    ledgers = [state / f"{name}-executions.sqlite" for name in ("sandbox", *PARTITIONS)]
+    checks["log reconciles with the sandboxes"] = _cli("audit", "reconcile", "--log", str(access_log),
+                                                       *(arg for ledger in ledgers for arg in ("--ledger", str(ledger))))
     failed = [name for name, ok in checks.items() if not ok]
     ok = bool(checks) and not failed
     console.print(Panel(f"demo {'finished' if ok else 'FAILED: ' + ', '.join(failed)} in "
@@ -134,7 +183,7 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str) 
                  pb.RequestedColumn(column="industry_code", use=pb.COLUMN_USE_GROUP, reason="detail if needed"),
                  pb.RequestedColumn(column="vat_paid", use=pb.COLUMN_USE_MEASURE, reason="VAT revenue"),
                  pb.RequestedColumn(column="cit_paid", use=pb.COLUMN_USE_MEASURE, reason="income tax revenue")],
-        example_queries=[AGGREGATE_SQL.replace("\n", " "), RAW_SQL], result_modes=["aggregate"],
+        example_queries=[AGGREGATE_SQL.replace("\n", " "), RAW_SQL], result_modes=["aggregate", "encrypted"],
         valid_from=today.isoformat(), valid_until=(today + dt.timedelta(days=180)).isoformat(), queries_per_day=200))
     print_request(submitted, as_json=False)
     name = submitted.name
@@ -176,18 +225,44 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str) 
     console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
     checks["raw rows refused"] = _refused(requester, grant, RAW_SQL)
 
-    _step("10. Someone without the identity provider's key signs a token of their own:")
+    checks.update(_encrypted(requester, grant))
+
+    _step("12. Someone without the identity provider's key signs a token of their own:")
     forged = issue_token(ed25519.Ed25519PrivateKey.generate(), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
                          audience=DEV_AUDIENCE, subject=ANALYST, department="xuanwu-fgw", district="320102",
                          roles=("requester",), ttl=dt.timedelta(hours=1))
     with BrokerClient(target, token=forged, tls=_tls(layout, ANALYST)) as forger:
         checks["forged token refused"] = _refused(forger, grant, AGGREGATE_SQL)
 
-    _step("11. The report is published; the owner revokes the grant (dsbroker policy revoke), and the next "
+    _step("13. The report is published; the owner revokes the grant (dsbroker policy revoke), and the next "
           "query is refused:")
     print_policy(owner.change_policy(grant, "revoke", reason="the district report is published"), as_json=False)
     checks["revoked grant refused"] = _refused(requester, grant, AGGREGATE_SQL)
     return checks
+
+
+def _encrypted(requester: BrokerClient, grant: str) -> dict[str, bool]:
+    key = EncryptionKey.generate()
+    _step(f"10. The commission asks for cells only it can read (dsbroker query --encrypted): its key stays on its "
+          f"machine (key id {key.key_id[:19]}…), the query carries the public half, and the owner's sandbox "
+          "encrypts one ciphertext per measure; the broker and the wire carry only ciphertexts:")
+    console.print(Syntax(ENCRYPTED_SQL, "sql", theme="ansi_dark", background_color="default"))
+    encrypted = requester.query(grant, ENCRYPTED_SQL, encryption_key=key)
+    print_result(encrypted, as_json=False)
+    plain = requester.query(grant, ENCRYPTED_SQL)
+    released = [row for r, row in enumerate(plain.rows) if not any((r, c) in plain.withheld for c in range(len(row)))]
+    same = sorted(map(repr, released)) == sorted(map(repr, encrypted.rows))
+    console.print("Decrypted, the cells equal the plaintext answer exactly" if same else
+                  "[red]the decrypted cells differ from the plaintext answer[/red]", style="bold")
+
+    _step(f"11. Under the standing grant {PARTITIONED_GRANT}, one query runs in both tax offices' sandboxes; each "
+          "encrypts its cells over the same groups, the broker adds the ciphertexts, and only the commission "
+          "decrypts the district's sums. Nobody sees an office's own cells:")
+    console.print(Syntax(SECURE_SUM_SQL, "sql", theme="ansi_dark", background_color="default"))
+    summed = requester.query(PARTITIONED_GRANT, SECURE_SUM_SQL, encryption_key=key)
+    print_result(summed, as_json=False)
+    return {"encrypted equals plaintext": same and bool(encrypted.rows),
+            "secure sum over two partitions": bool(summed.rows) and summed.encryption["partitions"] == 2}
 
 
 def _sign(layout: KeyLayout, request, signer: str, narrowing: Narrowing = Narrowing()) -> str:

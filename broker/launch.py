@@ -86,31 +86,40 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyLayout, client: str,
-                        access_log: Path | None = None, token_binding: str = "subject"):
+                        access_log: Path | None = None, token_binding: str = "subject",
+                        partitions: dict[str, Path] | None = None):
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
     Their TOML configurations and logs, the access log (unless ``access_log`` says otherwise), its
     checkpoint key (``access-log.key`` and ``.pub``) and the sandbox's execution ledger
-    (``sandbox-executions.sqlite``) are written under ``state``.
+    (``sandbox-executions.sqlite``) are written under ``state``. ``partitions`` maps sandbox ids to
+    data files: a sandbox each (ledger ``<id>-executions.sqlite``), which the broker knows as partitions.
     """
     state.mkdir(parents=True, exist_ok=True)
-    sandbox_config = state / "sandbox.toml"
-    sandbox_config.write_text(to_toml({"data": str(data), "execution_ledger": str(state / "sandbox-executions.sqlite"),
-                                       **sandbox_settings(layout)}))
+    sandbox_tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
     broker_tls = ClientTls(str(layout.platform_ca), str(layout.client_cert(client)), str(layout.client_key(client)))
-    with ServerProcess(["sandbox", "serve", "--config", str(sandbox_config)], name="sandbox",
-                       tls=ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert),
-                                     str(layout.broker_to_sandbox_key)),
-                       log_path=state / "sandbox.log") as sandbox:
+    with contextlib.ExitStack() as stack:
+        def start_sandbox(name: str, data_file: Path, ledger: Path, **extra) -> ServerProcess:
+            config = state / f"{name}.toml"
+            config.write_text(to_toml({"data": str(data_file), "execution_ledger": str(ledger), **extra,
+                                       **sandbox_settings(layout)}))
+            return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
+                                                     tls=sandbox_tls, log_path=state / f"{name}.log"))
+
+        sandbox = start_sandbox("sandbox", data, state / "sandbox-executions.sqlite")
+        parts = {sandbox_id: start_sandbox(sandbox_id, path, state / f"{sandbox_id}-executions.sqlite",
+                                           sandbox_id=sandbox_id)
+                 for sandbox_id, path in (partitions or {}).items()}
         broker_config = state / "broker.toml"
         broker_config.write_text(to_toml({
             "policies": str(policies), "access_log": str(access_log or state / "access-log.sqlite"),
-            "store": str(state / "broker-state.sqlite"),
-            "sandbox": sandbox.target, **broker_settings(layout, token_binding=token_binding)}))
-        with ServerProcess(["serve", "--config", str(broker_config)], name="broker", tls=broker_tls,
-                           log_path=state / "broker.log") as broker:
-            yield sandbox, broker, broker_tls
+            "store": str(state / "broker-state.sqlite"), "sandbox": sandbox.target,
+            "partitions": [f"{sandbox_id}={part.target}" for sandbox_id, part in parts.items()],
+            **broker_settings(layout, token_binding=token_binding)}))
+        broker = stack.enter_context(ServerProcess(["serve", "--config", str(broker_config)], name="broker",
+                                                   tls=broker_tls, log_path=state / "broker.log"))
+        yield sandbox, broker, broker_tls
 
 
 def development_token(layout: KeyLayout, *, subject: str, department: str, district: str,

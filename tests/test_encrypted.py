@@ -6,6 +6,7 @@ every byte the broker received from them.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import struct
@@ -16,8 +17,10 @@ import duckdb
 import grpc
 import pytest
 import tenseal as ts
+from click.testing import CliRunner
 
 from broker.audit.log_store import RecordFilter, open_log_store
+from broker.cli.main import main
 from broker.client import BrokerClient
 from broker.encryption_key import EncryptionKey
 from broker.errors import DsbrokerError
@@ -389,3 +392,45 @@ def test_with_partitions_each_cell_must_leave_room_for_the_others(near_limit):
         encrypted_release(["vat", "__withheld"], ["HUGEINT", "BOOLEAN"], [(cell, False)], guarded,
                           partitions=3, dataset="tax.declarations")
     assert caught.value.reason == "ENCRYPTED_OVERFLOW"
+
+
+def cli(deployment, *args: str, key_file: Path | None = None):
+    keys = dev_keys()
+    env = {"DSBROKER_BROKER": f"127.0.0.1:{deployment.broker.port}", "DSBROKER_TOKEN": token_for(),
+           "DSBROKER_CA": str(keys.platform_ca), "DSBROKER_CERT": str(keys.client_cert("analyst")),
+           "DSBROKER_KEY": str(keys.client_key("analyst"))}
+    if key_file is not None:
+        env["DSBROKER_ENCRYPTION_KEY"] = str(key_file)
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_query_encrypted_on_the_command_line_makes_the_key_once_and_decrypts_locally(deployment, tmp_path):
+    sql = "SELECT industry_section, COUNT(*) AS n, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1"
+    key_file = tmp_path / "department.bfv"
+    first = cli(deployment, "query", "--grant", PARTITIONED, "--sql", sql, "--encrypted", "--json", key_file=key_file)
+    assert first.exit_code == 0, first.output
+    assert "made a new encryption key" in first.stderr and key_file.exists()
+    answer = json.loads(first.stdout)
+    key = EncryptionKey.load(key_file)
+    assert answer["encryption"]["key_id"] == key.key_id and answer["encryption"]["partitions"] == 3
+    with deployment.client() as client:
+        assert answer["rows"] == client.query(PARTITIONED, sql, encryption_key=key).as_json()["rows"]
+    table = cli(deployment, "query", "--grant", PARTITIONED, "--sql", sql, "--encrypted", key_file=key_file)
+    assert table.exit_code == 0 and "made a new" not in table.stderr
+    assert "the sum of 3" in table.stdout and "partitions left out" in table.stdout
+    refused = cli(deployment, "query", "--grant", PARTITIONED, "--sql", sql)
+    assert refused.exit_code != 0 and "RESULT_MODE_NOT_GRANTED" in refused.output
+    explained = cli(deployment, "query", "--grant", PARTITIONED, "--sql", sql + " ORDER BY 1", "--encrypted",
+                    "--explain")
+    assert explained.exit_code != 0 and "ENCRYPTED_CLAUSE_NOT_ALLOWED" in explained.output
+
+
+def test_the_log_reconciles_with_every_partitions_ledger(deployment, key, tmp_path):
+    with deployment.client() as client:
+        client.query(PARTITIONED, "SELECT size_class, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1",
+                     encryption_key=key)
+    ledgers = [arg for name in ("whole", *PARTITIONS)
+               for arg in ("--ledger", str(deployment.access_log.with_name(f"{name}-executions.sqlite")))]
+    result = CliRunner().invoke(main, ["audit", "reconcile", "--log", str(deployment.access_log), *ledgers])
+    assert result.exit_code == 0, result.output
+    assert "in 4 ledger(s)" in result.stdout

@@ -87,12 +87,29 @@ def test_defaults_are_safe():
      "schema.table"),
     (("purpose: testing", "purpose: testing\nlookups: {geo.declarations: {key: street_code, columns: [name]}}"), 5,
      "same table name"),
+    (("purpose: testing", "purpose: testing\npartitions: [office-a, office-b]"), 5, "need results: [encrypted]"),
+    (("purpose: testing", "purpose: testing\nresults: [aggregate, encrypted]\npartitions: [office-a, office-b]"), 6,
+     "need results: [encrypted]"),
+    (("purpose: testing", "purpose: testing\nresults: [encrypted]\npartitions: [office-a]"), 6, "two or more"),
+    (("purpose: testing", "purpose: testing\nresults: [encrypted]\npartitions: [office-a, office-a]"), 6,
+     "listed twice"),
+    (("purpose: testing", "purpose: testing\nresults: [encrypted]\npartitions: [office-a, 'b c']"), 6,
+     "is not of the form"),
+    (("purpose: testing", "purpose: testing\nresults: [encrypted]\npartitions: [a, b]\ndisclosure: {noise: "
+      "{epsilon: 1, budget: 5, bounds: {}}}"), 7, "not served with partitions"),
+    (("purpose: testing", "purpose: testing\nresults: [plaintext]"), 5, "unknown value 'plaintext'"),
 ])
 def test_problems_name_the_line(change, line, words):
     with pytest.raises(PolicyFileError) as caught:
         parse_policy(VALID.replace(*change), source="grant.yaml")
     assert caught.value.line == line and words in caught.value.message
     assert caught.value.message.startswith(f"grant.yaml:{line}: ")
+
+
+def test_results_and_partitions_parse():
+    policy = parse_policy(VALID + "results: [encrypted]\npartitions: [xuanwu-office-east, host-1:demo]\n")
+    assert policy.results == ("encrypted",) and policy.partitions == ("xuanwu-office-east", "host-1:demo")
+    assert parse_policy(VALID).results == ("aggregate",) and parse_policy(VALID).partitions == ()
 
 
 def test_dominance_rules_parse():

@@ -60,7 +60,8 @@ def reconcile(records: Iterable[StoredRecord], executions: Iterable[Execution]) 
                                      f"the sandbox ran a different plan for execution {execution.execution_id} "
                                      f"than the one decided at seq {decision.seq}"))
     for execution_id, release in releases.items():
-        if sandboxes and release.detail.get("sandbox_id") not in sandboxes:
+        # A secure sum names every partition it added ("a,b,c"): each partition's ledger must hold it.
+        if sandboxes and not sandboxes & set(str(release.detail.get("sandbox_id", "")).split(",")):
             continue  # released from another sandbox, reconciled against that sandbox's ledger
         if execution_id not in executed:
             found.append(Discrepancy(f"seq {release.seq}", "RELEASED_WITHOUT_EXECUTION",

@@ -311,32 +311,35 @@ def audit_checkpoint(out, **kwargs) -> None:
 @audit.command("reconcile")
 @log_option
 @client_options
-@click.option("--ledger", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="the sandbox's execution ledger (<data>.executions.sqlite unless configured)")
+@click.option("--ledger", "ledgers", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a sandbox's execution ledger (<data>.executions.sqlite unless configured); repeat it for "
+                   "each sandbox, e.g. each partition")
 @reporting_errors
-def audit_reconcile(ledger, **kwargs) -> None:
-    """Check the broker's log against a sandbox's execution ledger, both ways; exit 1 on any difference."""
+def audit_reconcile(ledgers, **kwargs) -> None:
+    """Check the broker's log against sandboxes' execution ledgers, both ways; exit 1 on any difference."""
     from broker.audit.reconcile import reconcile
     from sandbox.execution_ledger import ExecutionLedger
 
-    book = ExecutionLedger(ledger)
-    try:
-        problems = book.verify()
-        executions = book.executions()
-    finally:
-        book.close()
     source = _source(kwargs)
     try:
-        found = reconcile(source.all_records(), executions)
+        records = list(source.all_records())  # read once, reconciled with each ledger
     finally:
         source.close()
-    for problem in problems:
-        click.echo(f"problem: {problem}", err=True)
-    for discrepancy in found:
-        click.echo(f"problem: {discrepancy}", err=True)
-    if problems or found:
-        click.echo(f"NOT reconciled: {len(problems) + len(found)} problem(s); {len(executions)} executions in the "
-                   "ledger")
+    bad = executed = 0
+    for ledger in ledgers:
+        book = ExecutionLedger(ledger)
+        try:
+            problems = book.verify()
+            executions = book.executions()
+        finally:
+            book.close()
+        found = reconcile(records, executions)
+        for problem in (*problems, *found):
+            click.echo(f"problem: {ledger}: {problem}", err=True)
+        bad += len(problems) + len(found)
+        executed += len(executions)
+    if bad:
+        click.echo(f"NOT reconciled: {bad} problem(s); {executed} executions in {len(ledgers)} ledger(s)")
         sys.exit(1)
-    click.echo(f"reconciled: {len(executions)} executions in the ledger, each decided in the access log, and every "
-               "release from this sandbox executed")
+    click.echo(f"reconciled: {executed} executions in {len(ledgers)} ledger(s), each decided in the access log, "
+               "and every release from these sandboxes executed")

@@ -23,11 +23,19 @@ def print_result(result: QueryResult, *, as_json: bool) -> None:
     table = Table(show_lines=False, header_style="bold")
     for name in result.columns:
         table.add_column(name, justify="left")
+    left_out = (result.encryption or {}).get("partitions_withheld") or []
+    if any(left_out):
+        table.add_column("partitions left out", justify="right", style="dim")
     for r, row in enumerate(result.rows):
-        table.add_row(*("x" if (r, c) in result.withheld else "(all)" if (r, c) in result.rolled_up else _cell(v)
-                        for c, v in enumerate(row)))
+        cells = ["x" if (r, c) in result.withheld else "(all)" if (r, c) in result.rolled_up else _cell(v)
+                 for c, v in enumerate(row)]
+        table.add_row(*cells, *([str(left_out[r]) if left_out[r] else ""] if any(left_out) else []))
     console.print(table)
     notes = [f"{len(result.rows)} row(s)"] + [r["description"] for r in result.disclosure_rules]
+    if result.encryption:
+        partitions = result.encryption["partitions"]
+        notes.append(f"decrypted here with key {result.encryption['key_id'][:19]}…"
+                     + (f", the sum of {partitions} partitions" if partitions > 1 else ""))
     if result.withheld:
         notes.append("x: withheld by disclosure control")
     if result.truncated:
