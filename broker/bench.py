@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+from broker.bench_encrypted import encrypted_bench
+from broker.bench_encrypted import report as encrypted_report
 from broker.client import BrokerClient
 from broker.guard import guard
 from broker.plan_cache import PlanCache
@@ -242,8 +244,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients for the access log's cost")
     parser.add_argument("--log-rounds", type=int, default=8, help="alternating rounds with the log on and off")
     parser.add_argument("--log-seconds", type=float, default=2.0, help="seconds per round")
+    parser.add_argument("--encrypted-runs", type=int, default=20, help="timed runs of each encrypted-mode query")
+    parser.add_argument("--only", choices=("encrypted",), help="run one part of the benchmark only")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
     args = parser.parse_args()
+    if args.only == "encrypted":
+        with tempfile.TemporaryDirectory() as scratch:
+            layout = init_keys(Path(scratch) / "keys", clients=("bench",))
+            encrypted_report(encrypted_bench(ROOT, Path(scratch), layout, Path(args.cache_dir), args.encrypted_runs))
+        return
 
     data = Path(args.cache_dir) / f"bench-{args.taxpayers}.duckdb"
     if not data.exists():
@@ -274,6 +283,7 @@ def main() -> None:
                     layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
             samples = _measure(client, direct, policy, guarded, args)
         logged, unlogged, log_report = log_cost(data, policies, layout, Path(scratch), args)
+        encrypted = encrypted_bench(ROOT, Path(scratch), layout, Path(args.cache_dir), args.encrypted_runs)
     direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct) = samples
 
     a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
@@ -313,6 +323,7 @@ def main() -> None:
           f"{log_report['cpu_ms_off']:.2f} ms without")
     print(f"  the log afterwards: {log_report['records']:,} records, {log_report['checkpoints']} signed checkpoints, "
           f"{'verifies' if log_report['intact'] else 'DOES NOT VERIFY'}")
+    encrypted_report(encrypted)
 
 
 if __name__ == "__main__":

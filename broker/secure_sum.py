@@ -1,7 +1,8 @@
 """A secure sum across the sandboxes that hold partitions of one dataset.
 
 Round one sends the plan to every partition; each runs it, applies its own threshold and returns only
-the groups it releases, in clear. The broker takes their union, in key order, as the slot layout.
+the groups it releases, in clear. The broker takes their union, in a fixed order (by the keys' wire
+values), as the slot layout.
 Round two asks every partition to encrypt its cells over that layout (0 where it holds no such
 group), and the broker adds the ciphertexts slot by slot. The broker sees group keys and
 ciphertexts, never a cell of any partition nor the total; only the requester decrypts the total.
@@ -18,7 +19,7 @@ import grpc
 from broker.errors import DsbrokerError
 from broker.sandbox_client import SandboxClient
 from sandbox.bfv import add_serialised
-from sandbox.result_table import group_keys, table_like
+from sandbox.result_table import table_like, wire_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 T = TypeVar("T")
@@ -57,7 +58,10 @@ class SecureSum:
         if any(layout != columns[0] for layout in columns):
             raise PartitionError("the partitions' results have different key columns", policy=plan.policy_id)
         truncated = any(response.truncated for response in firsts)
-        union = sorted({key for response in firsts for key in group_keys(response.partition_groups)}, key=_order)
+        try:
+            union = sorted({key for response in firsts for key in wire_keys(response.partition_groups)}, key=_order)
+        except ValueError:
+            raise PartitionError("a partition's groups are malformed", policy=plan.policy_id) from None
         if truncated or len(union) > max_groups:
             raise DsbrokerError(f"the partitions hold more than {max_groups} groups together; group more coarsely",
                                 reason="ENCRYPTED_TOO_MANY_GROUPS", code=grpc.StatusCode.OUT_OF_RANGE,
@@ -110,5 +114,6 @@ def _add(tables: list[pb.EncryptedTable], policy_id: str) -> pb.EncryptedTable:
 
 
 def _order(key: tuple) -> tuple:
-    # NULL keys last, as in the sandboxes' engine; values of one column share a type.
+    # A fixed order all partitions share: by wire value (text sorts as text), NULL last; the values of
+    # one column share a type.
     return tuple((value is None, 0 if value is None else value) for value in key)

@@ -25,7 +25,7 @@ from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
 from broker.guard.add_entity_threshold import WITHHELD
 from sandbox.bfv import EXACT_LIMIT, SLOTS
-from sandbox.result_table import decode_table, encode_table, group_keys
+from sandbox.result_table import encode_table, wire_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -49,7 +49,7 @@ class EncryptedRelease:
     """The groups a result releases, in clear, and the exact cells to encrypt for them."""
 
     groups: pb.ResultTable  # the released groups' keys, in engine order
-    keys: tuple[tuple, ...]  # the same keys as values, as a reader of ``groups`` decodes them
+    keys: tuple[tuple, ...]  # the same keys as their wire values (see result_table.wire_keys)
     withheld: frozenset[tuple]  # keys of groups under the threshold (they never leave the sandbox)
     measures: tuple[Measure, ...]
 
@@ -86,7 +86,7 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
             if position in averages else None
         kind = pb.ENCRYPTED_COLUMN_KIND_AVERAGE if counts is not None else pb.ENCRYPTED_COLUMN_KIND_TOTAL
         measures.append(Measure(names[position], position, kind, values, counts))
-    return EncryptedRelease(groups, group_keys(groups), frozenset(group_keys(withheld_groups)), tuple(measures))
+    return EncryptedRelease(groups, wire_keys(groups), frozenset(wire_keys(withheld_groups)), tuple(measures))
 
 
 def encrypt(release: EncryptedRelease, context: ts.Context, key_id: str, *,
@@ -141,12 +141,10 @@ def check_domain(release: EncryptedRelease, groups: pb.ResultTable) -> tuple[tup
         raise refuse("the groups are not of this result's key columns")
     if groups.row_count > SLOTS:
         raise refuse(f"more than {SLOTS} groups do not fit one ciphertext")
-    if any(len(c.nulls) not in (0, groups.row_count) for c in groups.columns):
-        raise refuse("the groups' columns are not all of row_count cells")
     try:
-        domain = group_keys(groups)
-    except (ValueError, ArithmeticError):
-        raise refuse("the groups do not decode") from None
+        domain = wire_keys(groups)
+    except ValueError:
+        raise refuse("the groups' columns are not all of row_count cells") from None
     if len(set(domain)) != len(domain):
         raise refuse("the groups repeat a key")
     if not set(release.keys) <= set(domain):
