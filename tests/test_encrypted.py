@@ -434,3 +434,50 @@ def test_the_log_reconciles_with_every_partitions_ledger(deployment, key, tmp_pa
     result = CliRunner().invoke(main, ["audit", "reconcile", "--log", str(deployment.access_log), *ledgers])
     assert result.exit_code == 0, result.output
     assert "in 4 ledger(s)" in result.stdout
+
+
+@pytest.mark.parametrize("stand_in, reason, code", [
+    ("whole", "PARTITION_NOT_NAMED", grpc.StatusCode.PERMISSION_DENIED),
+    ("part-a", "PARTITION_MISCONFIGURED", grpc.StatusCode.FAILED_PRECONDITION),
+], ids=["a sandbox the policy does not name", "another partition"])
+def test_a_partition_address_that_reaches_the_wrong_sandbox_is_refused(deployment, key, tmp_path, stand_in, reason,
+                                                                        code):
+    ports = dict(zip(("whole", *PARTITIONS), (proxy.port for proxy in deployment.proxies)))
+    wrong = {**ports, "part-c": ports[stand_in]}
+    broker = start_broker(broker_settings_for(
+        ports["whole"], tmp_path / "access-log.sqlite", policies=str(encrypted_policies(tmp_path / "policies")),
+        sandbox_plaintext=True, sandbox_ca="", sandbox_cert="", sandbox_key="",
+        partitions=tuple(f"{name}=127.0.0.1:{wrong[name]}" for name in PARTITIONS)))
+    try:
+        with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls()) as client:
+            with pytest.raises(DsbrokerError) as caught:
+                client.query(PARTITIONED, "SELECT COUNT(*) AS n FROM tax.declarations", encryption_key=key)
+    finally:
+        broker.stop()
+    assert caught.value.reason == reason and caught.value.code == code
+
+
+def test_a_partitions_cells_are_encrypted_once_over_groups_that_hold_all_of_its_own():
+    from sandbox.encryption import EncryptedRelease, Measure, PendingPartitions, check_domain
+    from sandbox.result_table import encode_table
+    groups = encode_table(["street_code"], ["VARCHAR"], [("a",), ("b",)])
+    release = EncryptedRelease(groups, (("a",), ("b",)), frozenset({("c",)}),
+                               (Measure("n", 1, 1, (10, 20)),))
+    pending = PendingPartitions(ttl=60)
+    pending.put("execution-1", release, None, "sha256:x")
+    assert pending.take("execution-1").release is release
+    with pytest.raises(DsbrokerError) as caught:  # a replayed second round finds nothing
+        pending.take("execution-1")
+    assert caught.value.reason == "PARTITION_EXECUTION_UNKNOWN" and caught.value.code == grpc.StatusCode.NOT_FOUND
+    assert check_domain(release, encode_table(["street_code"], ["VARCHAR"], [("a",), ("b",), ("c",)])) == \
+        (("a",), ("b",), ("c",))
+    for domain in ([("a",)], [("a",), ("b",), ("a",)]):  # one of its own groups missing; a repeat
+        with pytest.raises(DsbrokerError) as caught:
+            check_domain(release, encode_table(["street_code"], ["VARCHAR"], domain))
+        assert caught.value.reason == "PARTITION_GROUPS_INVALID"
+    with pytest.raises(DsbrokerError):  # other key columns
+        check_domain(release, encode_table(["size_class"], ["VARCHAR"], [("a",), ("b",)]))
+    expired = PendingPartitions(ttl=0)
+    expired.put("execution-2", release, None, "sha256:x")
+    with pytest.raises(DsbrokerError):
+        expired.take("execution-2")
