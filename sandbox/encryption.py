@@ -89,6 +89,24 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     return EncryptedRelease(groups, wire_keys(groups), frozenset(wire_keys(withheld_groups)), tuple(measures))
 
 
+def noisy_release(table: pb.ResultTable, keys: set[int], *, dataset: str) -> EncryptedRelease:
+    """The release of a noisy answer (every cell already past the noisy threshold): columns at ``keys``
+    are group keys, the others whole-number noisy counts and sums."""
+    groups = pb.ResultTable(row_count=table.row_count)
+    measures = []
+    for position, column in enumerate(table.columns):
+        if position in keys:
+            groups.columns.add().CopyFrom(column)
+            continue
+        if column.type != pb.COLUMN_TYPE_INTEGER:
+            raise DsbrokerError(f"{column.name!r} is not a whole number, so it cannot be encrypted exactly",
+                                reason="ENCRYPTED_NOT_INTEGER", code=grpc.StatusCode.INVALID_ARGUMENT,
+                                table=dataset, column=column.name)
+        values = _cells([(value,) for value in column.int_values], 0, EXACT_LIMIT, column.name, dataset)
+        measures.append(Measure(column.name, position, pb.ENCRYPTED_COLUMN_KIND_TOTAL, values))
+    return EncryptedRelease(groups, wire_keys(groups), frozenset(), tuple(measures))
+
+
 def encrypt(release: EncryptedRelease, context: ts.Context, key_id: str, *,
             domain: tuple[tuple, ...] | None = None) -> pb.EncryptedTable:
     """Encrypt ``release`` under ``context``: over its own groups, or over ``domain`` (the union of every

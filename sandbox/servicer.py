@@ -12,7 +12,7 @@ from broker.guard import GuardedQuery
 from broker.policy import Policy
 from sandbox.bfv import PublicContexts
 from sandbox.catalog import Catalog
-from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypted_release
+from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.execution_ledger import ExecutionLedger
 from sandbox.noise import noisy_answer
@@ -81,7 +81,15 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                                     code=grpc.StatusCode.PERMISSION_DENIED, policy=policy.id)
         self.executions.record(plan, request_id=current_request_id.get())
         if guarded.noise is not None:
-            return self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
+            response = self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
+            if key is not None:
+                # The noise is drawn in clear here and the noisy cells encrypted: the same as adding the
+                # noise to the encrypted cells, and the stored answer serves both modes alike.
+                keys = {i for i, output in enumerate(guarded.noise.outputs) if output.kind == "key"}
+                response.encrypted.CopyFrom(encrypt(noisy_release(response.table, keys, dataset=plan.dataset), key[1],
+                                                    key[0]))
+                response.ClearField("table")
+            return response
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
         if key is not None:
             return self._encrypted(plan, policy, guarded, result, *key)

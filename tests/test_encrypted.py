@@ -38,6 +38,7 @@ from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client
 
 PARTITIONED = "xuanwu-fgw-2026-008"
 PARTITIONS = ("part-a", "part-b", "part-c")
+NOISY = "xuanwu-fgw-2026-009"
 CELLS_SQL = ("SELECT street_code, industry_section, COUNT(*) AS declarations, COUNT(DISTINCT taxpayer_id) AS taxpayers, "
              "SUM(revenue) AS revenue, AVG(vat_paid) AS mean_vat FROM tax.declarations "
              "GROUP BY street_code, industry_section")
@@ -106,6 +107,11 @@ def encrypted_policies(directory: Path) -> Path:
     partitioned = shipped.replace(f"id: {GRANT}", f"id: {PARTITIONED}").replace(
         "results: [aggregate]", f"results: [encrypted]\npartitions: [{', '.join(PARTITIONS)}]")
     (directory / f"{PARTITIONED}.yaml").write_text(sign(partitioned))
+    noisy = shipped.replace(f"id: {GRANT}", f"id: {NOISY}").replace(
+        "results: [aggregate]", "results: [aggregate, encrypted]").replace(
+        "disclosure: {min_entities: 10}", "disclosure: {min_entities: 10, noise: {epsilon: 1.0, budget: 1000, "
+                                          "bounds: {vat_paid: [0, 100000000]}, rows_per_entity: 24}}")
+    (directory / f"{NOISY}.yaml").write_text(sign(noisy))
     return directory
 
 
@@ -481,3 +487,18 @@ def test_a_partitions_cells_are_encrypted_once_over_groups_that_hold_all_of_its_
     expired.put("execution-2", release, None, "sha256:x")
     with pytest.raises(DsbrokerError):
         expired.take("execution-2")
+
+
+def test_under_noise_the_sandbox_encrypts_the_noisy_cells_and_a_repeat_is_the_stored_answer(deployment, key):
+    sql = ("SELECT industry_section, COUNT(DISTINCT taxpayer_id) AS taxpayers, SUM(vat_paid) AS vat "
+           "FROM tax.declarations GROUP BY industry_section")
+    with deployment.client() as client:
+        encrypted = client.query(NOISY, sql, encryption_key=key)
+        plain = client.query(NOISY, sql)
+        with pytest.raises(DsbrokerError) as caught:
+            client.query(NOISY, "SELECT industry_section, AVG(vat_paid) AS v FROM tax.declarations GROUP BY 1",
+                         encryption_key=key)
+    assert caught.value.reason == "ENCRYPTED_AGGREGATE_NOT_SUPPORTED"
+    assert encrypted.noise["epsilon_spent"] == 1.0 and plain.noise["repeated_answer"]
+    assert encrypted.rows == plain.rows and len(encrypted.rows) > 3  # one draw of noise, whichever mode asks
+    assert [rule["rule"] for rule in encrypted.disclosure_rules] == ["noisy_threshold", "noise"]

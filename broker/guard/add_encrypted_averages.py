@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
+from broker.policy import Noise
+
 AVG_COUNT_PREFIX = "__avg_count_"
 
 
-def add_encrypted_averages(expression: exp.Select, encrypted: bool) -> exp.Select:
-    """Rewrite each AVG output into SUM under its name, and append its COUNT as a flag column."""
-    if not encrypted:
+def add_encrypted_averages(expression: exp.Select, encrypted: bool, noise: Noise | None) -> exp.Select:
+    """Rewrite each AVG output into SUM under its name, and append its COUNT as a flag column.
+
+    Not under noise, whose plan computes every output itself (an encrypted AVG is refused there)."""
+    if not encrypted or noise is not None:
         return expression
     counts = []
     for position, projection in enumerate(list(expression.expressions)):
