@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -12,7 +13,6 @@ from broker.audit.checkpoints import Checkpoint
 from broker.audit.log_store import RecordFilter
 from broker.audit.records import StoredRecord, from_row
 from broker.call_context import REQUEST_ID_HEADER
-from broker.encryption_key import EncryptionKey
 from broker.errors import DsbrokerError
 from broker.rpc_status import error_from_rpc_error
 from broker.serving import message_options
@@ -29,6 +29,9 @@ from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.result_table import decode_table, marked_cells
+
+if TYPE_CHECKING:  # TenSEAL is loaded only by callers that encrypt
+    from broker.encryption_key import EncryptionKey
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024

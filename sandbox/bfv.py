@@ -15,6 +15,7 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 import grpc
 import tenseal as ts
@@ -77,6 +78,13 @@ def check_public_context(data: bytes) -> ts.Context:
     return context
 
 
+class RequesterKey(NamedTuple):
+    """A requester's public context, loaded, and its key id."""
+
+    key_id: str
+    context: ts.Context
+
+
 class PublicContexts:
     """Loaded public contexts by key id: loading one costs about 20 ms, a query should pay it once per key."""
 
@@ -85,20 +93,20 @@ class PublicContexts:
         self._contexts: OrderedDict[str, ts.Context] = OrderedDict()
         self._lock = threading.Lock()
 
-    def load(self, data: bytes) -> tuple[str, ts.Context]:
+    def load(self, data: bytes) -> RequesterKey:
         """The key id and loaded context of ``data`` (checked as :func:`check_public_context` does)."""
         identity = key_id(data)
         with self._lock:
             context = self._contexts.get(identity)
             if context is not None:
                 self._contexts.move_to_end(identity)
-                return identity, context
+                return RequesterKey(identity, context)
         context = check_public_context(data)
         with self._lock:
             self._contexts[identity] = context
             while len(self._contexts) > self.capacity:
                 self._contexts.popitem(last=False)
-        return identity, context
+        return RequesterKey(identity, context)
 
 
 @functools.cache

@@ -10,10 +10,10 @@ from broker.call_context import current_request_id, time_limit
 from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
 from broker.policy import Policy
-from sandbox.bfv import PublicContexts
+from sandbox.bfv import PublicContexts, RequesterKey
 from sandbox.catalog import Catalog
 from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
-from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.engine_duckdb import DuckDBEngine, EngineResult
 from sandbox.execution_ledger import ExecutionLedger
 from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
@@ -73,7 +73,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         if not plan.execution_id:
             raise DsbrokerError("the plan has no execution id, so it could not be reconciled with the broker's log",
                                 reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
-        key = None
+        key: RequesterKey | None = None
         if guarded.encrypted:  # checked before the plan is recorded: a plan refused here never runs
             key = self.contexts.load(plan.encryption.public_context)
             if policy.partitions and self.executions.sandbox_id not in policy.partitions:
@@ -86,13 +86,13 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                 # The noise is drawn in clear here and the noisy cells encrypted: the same as adding the
                 # noise to the encrypted cells, and the stored answer serves both modes alike.
                 keys = {i for i, output in enumerate(guarded.noise.outputs) if output.kind == "key"}
-                response.encrypted.CopyFrom(encrypt(noisy_release(response.table, keys, dataset=plan.dataset), key[1],
-                                                    key[0]))
+                cells = noisy_release(response.table, keys, dataset=plan.dataset)
+                response.encrypted.CopyFrom(encrypt(cells, key.context, key.key_id))
                 response.ClearField("table")
             return response
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
         if key is not None:
-            return self._encrypted(plan, policy, guarded, result, *key)
+            return self._encrypted(plan, policy, guarded, result, key)
         if result.truncated and guarded.totals:
             raise DsbrokerError(f"the query's table with totals has more than {max_rows} rows; its totals can only "
                                 "be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
@@ -105,18 +105,18 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             threshold_cells_withheld=released.counts["min_entities"],
             secondary_cells_withheld=released.counts["secondary"], sandbox_id=self.executions.sandbox_id)
 
-    def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result, key_id: str,
-                   context) -> pb.ExecutePlanResponse:
+    def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result: EngineResult,
+                   key: RequesterKey) -> pb.ExecutePlanResponse:
         """Release ``result`` encrypted; under partitions release its groups and keep the cells for round two."""
         release = encrypted_release(result.names, result.types, result.rows, guarded,
                                     partitions=max(len(policy.partitions), 1), dataset=plan.dataset)
         response = pb.ExecutePlanResponse(truncated=result.truncated, engine_micros=result.micros,
                                           sandbox_id=self.executions.sandbox_id)
         if policy.partitions:
-            self.pending.put(plan.execution_id, release, context, key_id)
+            self.pending.put(plan.execution_id, release, key.context, key.key_id)
             response.partition_groups.CopyFrom(release.groups)
         else:
-            response.encrypted.CopyFrom(encrypt(release, context, key_id))
+            response.encrypted.CopyFrom(encrypt(release, key.context, key.key_id))
         return response
 
     def EncryptPartition(self, request: pb.EncryptPartitionRequest,
