@@ -25,11 +25,9 @@ from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
 from broker.guard.add_entity_threshold import WITHHELD
 from sandbox.bfv import EXACT_LIMIT, SLOTS
-from sandbox.result_table import encode_table, wire_keys
+from sandbox.result_table import INTEGER_TYPES, encode_table, wire_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
 
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                  "UBIGINT", "UHUGEINT"}
 PENDING_SECONDS = 60.0
 
 
@@ -135,7 +133,7 @@ def _encrypt(context: ts.Context, values: tuple[int, ...], order: list[int | Non
 
 def _integral(engine_type: str) -> bool:
     name = engine_type.upper()
-    return name in _INTEGER_TYPES or (name.startswith("DECIMAL") and name.replace(" ", "").endswith(",0)"))
+    return name in INTEGER_TYPES or (name.startswith("DECIMAL") and name.replace(" ", "").endswith(",0)"))
 
 
 def _cells(rows: list[tuple], position: int, limit: int, name: str, dataset: str) -> tuple[int, ...]:

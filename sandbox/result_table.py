@@ -8,14 +8,14 @@ import decimal
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                   "UINTEGER", "UBIGINT", "UHUGEINT"}
 
 
 def column_type(engine_type: str, values: list) -> int:
     """The wire type of a column, from the engine's type name and (for wide integers) its values."""
     name = engine_type.upper()
-    if name in _INTEGER_TYPES:
+    if name in INTEGER_TYPES:
         fits = all(v is None or INT64_MIN <= v <= INT64_MAX for v in values)
         return pb.COLUMN_TYPE_INTEGER if fits else pb.COLUMN_TYPE_DECIMAL
     if name == "BOOLEAN":
