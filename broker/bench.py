@@ -28,6 +28,7 @@ from broker.launch import ServerProcess, development_servers, development_token
 from broker.policy import Dominance, Noise, load_policy
 from sandbox.demo_data import make_demo_data
 from sandbox.noise import noisy_answer
+from sandbox.release import release
 
 ROOT = Path(__file__).resolve().parent.parent
 GRANT = "xuanwu-fgw-2026-007"
@@ -69,10 +70,11 @@ def percentile(samples: list[float], p: float) -> float:
 def _measure(client: BrokerClient, direct, policy, guarded, args):
     """Interleaved samples of the group-by (direct and end to end) and of the small query."""
     end_to_end = client.query(GRANT, GROUP_BY_SQL)
-    # The sandbox drops the flag columns (which cells are withheld) before anything leaves it.
-    direct_rows = [row[:guarded.outputs] for row in direct.execute(guarded.sql).fetchall()]
-    assert [tuple(r) for r in end_to_end.rows] == direct_rows[: len(end_to_end.rows)] or \
-        sorted(map(tuple, end_to_end.rows)) == sorted(direct_rows), "end-to-end and direct results differ"
+    # The engine returns cells; the sandbox releases them (disclosure control, then the caller's outputs).
+    cells = direct.execute(guarded.sql)
+    direct_rows = [list(row) for row in release([d[0] for d in cells.description], [str(d[1]) for d in cells.description],
+                                                cells.fetchall(), guarded).rows]
+    assert sorted(map(repr, end_to_end.rows)) == sorted(map(repr, direct_rows)), "end-to-end and direct results differ"
     # Interleave the two so that load from other tenants hits both alike.
     direct_samples, e2e_samples = [], []
     for _ in range(args.runs):

@@ -40,6 +40,17 @@ class Catalog:
                 self._fetched = time.monotonic()
             return [self._datasets[name] for name in sorted(self._datasets)]
 
+    def column_types(self) -> dict[str, dict[str, str]] | None:
+        """The engine type of every published column, per dataset; None when the sandbox cannot be asked.
+
+        The guard checks filter literals and measures against them before a query reaches the sandbox,
+        which checks them again with its own."""
+        try:
+            datasets = self.datasets()
+        except DsbrokerError:
+            return None
+        return {dataset.name: {column.name: column.type for column in dataset.columns} for dataset in datasets}
+
     def dataset(self, name: str) -> pb.Dataset:
         """One dataset's description; NOT_FOUND when no sandbox publishes it."""
         for dataset in self.datasets():

@@ -51,15 +51,22 @@ class QueryPipeline:
 
     def __init__(self, policies: PolicyRegistry, sandbox: SandboxClient, access_log: AccessLog, *,
                  owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] | None = None,
-                 partitions: SecureSum | None = None) -> None:
+                 partitions: SecureSum | None = None,
+                 column_types: Callable[[], dict[str, dict[str, str]] | None] = lambda: None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         """``clock`` gives the current time (default: the wall clock; tests fix it); validity and daily
-        quotas use the owner's day. ``partitions`` reaches the sandboxes that policies with partitions name."""
+        quotas use the owner's day. ``partitions`` reaches the sandboxes that policies with partitions name.
+        ``column_types`` gives the engine's column types from the owner's catalog, or None when they are not
+        to be had (the sandbox then checks what needs them); ``monotonic`` times the guard against the
+        caller's deadline."""
         self.policies = policies
         self.sandbox = sandbox
         self.partitions = partitions or SecureSum({})
         self.access_log = access_log
         self.owner_timezone = owner_timezone
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.column_types = column_types
+        self.monotonic = monotonic
         self.plans = PlanCache()
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
@@ -74,6 +81,7 @@ class QueryPipeline:
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
                     client=client, request_id=request_id, grant_id=grant_id, sql=unverified_sql)
         now = self.clock()
+        deadline = self.monotonic() + timeout_s
         today = now.astimezone(self.owner_timezone).date()
         try:
             require_role("requester", principal)
@@ -82,7 +90,8 @@ class QueryPipeline:
             guarded = self.plans.get_or_build(
                 policy, principal.district, principal.department, unverified_sql,
                 lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department,
-                              encrypted=encrypted), encrypted=encrypted)
+                              encrypted=encrypted, column_types=self.column_types(), deadline=deadline,
+                              clock=self.monotonic), encrypted=encrypted)
         except Exception as error:  # refusals and bugs alike leave a record
             self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
                                                 detail=getattr(error, "metadata", {}), **base), now=now)
@@ -148,7 +157,7 @@ class QueryPipeline:
             policy = self.policies.grant_for(grant_id, principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
-                            steps=steps, encrypted=encrypted)
+                            steps=steps, encrypted=encrypted, column_types=self.column_types())
         except Exception as error:
             self.access_log.append(AccessRecord(event="query.explain", decision="deny", reason=_reason(error),
                                                 detail=getattr(error, "metadata", {}), **base), now=now)

@@ -20,6 +20,7 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import TokenError
 
 from broker.guard import GuardedQuery
+from broker.guard.parse import admit
 from broker.policy import Policy
 
 _TOKENIZER = DuckDB.tokenizer_class
@@ -38,7 +39,10 @@ class PlanCache:
     def get_or_build(self, policy: Policy, district: str, department: str, unverified_sql: str,
                      build: Callable[[], GuardedQuery], *, encrypted: bool = False) -> GuardedQuery:
         """The cached plan, or ``build()`` (which may raise) stored for next time; ``encrypted`` is the
-        result mode ``build`` guards for (the same SQL guards differently in each mode)."""
+        result mode ``build`` guards for (the same SQL guards differently in each mode).
+
+        The size limit is checked first, so no lookup (not even of an exact text) reads a query too large."""
+        admit(unverified_sql)
         scope = (policy.sha256, policy.id, district, department, encrypted)
         exact = (*scope, "text", unverified_sql)
         plan = self._get(exact)

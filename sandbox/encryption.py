@@ -1,7 +1,7 @@
 """What leaves the sandbox of an encrypted result: group keys in clear, one BFV ciphertext per measure.
 
-The guard's SQL marks every cell under the threshold (``__withheld``); here those groups are left out
-altogether, so not even the broker learns which groups were small. Each measure must be an exact
+Every cell carries its count of entities; groups under the threshold are left out here altogether, so
+not even the broker learns which groups were small. Each measure must be an exact
 integer that cannot wrap around the plaintext modulus, not even once the broker has added every
 partition's cell to it: a cell beyond ``EXACT_LIMIT / partitions`` is refused, never wrapped.
 
@@ -23,9 +23,11 @@ import tenseal as ts
 
 from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
-from broker.guard.add_entity_threshold import WITHHELD
+from broker.guard.release_plan import Average
 from sandbox.bfv import EXACT_LIMIT, SLOTS
-from sandbox.result_table import INTEGER_TYPES, encode_table, wire_keys
+from sandbox.evaluate import wire_value
+from sandbox.release import compile_plan, output_types, read_cells
+from sandbox.result_table import encode_table, wire_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 PENDING_SECONDS = 60.0
@@ -54,37 +56,63 @@ class EncryptedRelease:
 
 def encrypted_release(names: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
                       partitions: int, dataset: str) -> EncryptedRelease:
-    """Split an engine result for ``guarded`` into released groups and exact integer cells.
+    """Split the engine's cell table for ``guarded`` into released groups and exact integer cells.
 
-    Raises OUT_OF_RANGE ``ENCRYPTED_OVERFLOW`` when a cell could exceed what decrypts exactly once
-    ``partitions`` cells are added, and ``ENCRYPTED_NOT_INTEGER`` for a measure that is not integral.
+    An output is a group key (sent in clear) or one aggregate (``reject_encryption_unsupported``); an
+    AVG travels as its SUM and COUNT. Raises OUT_OF_RANGE ``ENCRYPTED_OVERFLOW`` when a cell could exceed
+    what decrypts exactly once ``partitions`` cells are added, and ``ENCRYPTED_NOT_INTEGER`` for an
+    output that is not a whole number by its type (a DOUBLE or DECIMAL measure, a fraction of one).
     """
-    width = guarded.outputs
-    flag = {name: width + i for i, name in enumerate(names[width:])}
-    averages = dict(guarded.averages)
-    measure_positions = list(guarded.aggregate_outputs)
-    key_positions = [p for p in range(width) if p not in set(measure_positions)]
-    for position in measure_positions:  # an average's count is a COUNT, always whole
-        if not _integral(types[position]):
-            raise DsbrokerError(f"{names[position]!r} is not a whole number, so it cannot be encrypted exactly; ask "
-                                "for integer measures (e.g. fen, not yuan)", reason="ENCRYPTED_NOT_INTEGER",
-                                code=grpc.StatusCode.INVALID_ARGUMENT, table=dataset, column=names[position])
+    plan = guarded.cells
+    layout, cells = read_cells(names, types, rows, guarded)
+    program = compile_plan(plan, layout)
+    out_types = output_types(plan, layout, program)
+    key_positions = [i for i, output in enumerate(plan.outputs) if not output.cell]
+    measures_at = [i for i, output in enumerate(plan.outputs) if output.cell]
+    integer_parts = {i: _integer_parts(plan.outputs[i], program.outputs[i], layout.stat_kinds, program.kinds[i],
+                                       dataset) for i in measures_at}
     limit = EXACT_LIMIT // partitions
     released, withheld = [], []
-    for row in rows:
-        (withheld if WITHHELD in flag and row[flag[WITHHELD]] else released).append(row)
-    key_names = [names[p] for p in key_positions]
-    key_types = [types[p] for p in key_positions]
-    groups = encode_table(key_names, key_types, [tuple(row[p] for p in key_positions) for row in released])
-    withheld_groups = encode_table(key_names, key_types, [tuple(row[p] for p in key_positions) for row in withheld])
+    for cell in cells:
+        (withheld if cell.entities < guarded.min_entities else released).append(cell)
+    key_names = [plan.outputs[p].name for p in key_positions]
+    key_types = [out_types[p] for p in key_positions]
+
+    def keys_of(group: list) -> pb.ResultTable:
+        return encode_table(key_names, key_types, [tuple(wire_value(program.outputs[p](c.keys, c.statistics),
+                                                                    program.kinds[p]) for p in key_positions)
+                                                   for c in group])
+
+    groups, withheld_groups = keys_of(released), keys_of(withheld)
     measures = []
-    for position in measure_positions:
-        values = _cells(released, position, limit, names[position], dataset)
-        counts = _cells(released, flag[averages[position]], limit, names[position], dataset) \
-            if position in averages else None
+    for position in measures_at:
+        name = plan.outputs[position].name
+        total, count = integer_parts[position]
+        values = _cells([(total(c),) for c in released], 0, limit, name, dataset)
+        counts = _cells([(count(c),) for c in released], 0, limit, name, dataset) if count is not None else None
         kind = pb.ENCRYPTED_COLUMN_KIND_AVERAGE if counts is not None else pb.ENCRYPTED_COLUMN_KIND_TOTAL
-        measures.append(Measure(names[position], position, kind, values, counts))
+        measures.append(Measure(name, position, kind, values, counts))
     return EncryptedRelease(groups, wire_keys(groups), frozenset(wire_keys(withheld_groups)), tuple(measures))
+
+
+def _integer_parts(output, compiled, stat_kinds: tuple[str, ...], kind: str, dataset: str):
+    """Functions of a released cell giving the output's exact integer (an average: its sum and its count)."""
+    node = output.node
+    if isinstance(node, Average):
+        if node.coefficient.denominator != 1 or stat_kinds[node.total] != "int":
+            _not_integer(output.name, dataset)
+        factor, total, count = int(node.coefficient), node.total, node.count
+        return (lambda c: None if c.statistics[total] is None else factor * int(c.statistics[total]),
+                lambda c: c.statistics[count])
+    if kind != "int":
+        _not_integer(output.name, dataset)
+    return (lambda c: compiled(c.keys, c.statistics)), None
+
+
+def _not_integer(name: str, dataset: str) -> None:
+    raise DsbrokerError(f"{name!r} is not a whole number, so it cannot be encrypted exactly; ask for integer "
+                        "measures (e.g. fen, not yuan)", reason="ENCRYPTED_NOT_INTEGER",
+                        code=grpc.StatusCode.INVALID_ARGUMENT, table=dataset, column=name)
 
 
 def noisy_release(table: pb.ResultTable, keys: set[int], *, dataset: str) -> EncryptedRelease:
@@ -129,11 +157,6 @@ def encrypt(release: EncryptedRelease, context: ts.Context, key_id: str, *,
 
 def _encrypt(context: ts.Context, values: tuple[int, ...], order: list[int | None]) -> bytes:
     return ts.bfv_vector(context, [0 if i is None else values[i] for i in order]).serialize()
-
-
-def _integral(engine_type: str) -> bool:
-    name = engine_type.upper()
-    return name in INTEGER_TYPES or (name.startswith("DECIMAL") and name.replace(" ", "").endswith(",0)"))
 
 
 def _cells(rows: list[tuple], position: int, limit: int, name: str, dataset: str) -> tuple[int, ...]:

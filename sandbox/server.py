@@ -35,7 +35,7 @@ def start_sandbox(settings: SandboxSettings) -> Running:
                           "in it (set trust; 'dsbroker keys init' makes a development one)")
     policies = PlanPolicyChecker(Trust.load(settings.trust), owner_timezone=owner_timezone(settings.owner_timezone))
     # The sandbox sees the broker's certificate, not the requester's, so certificate binding is the broker's job.
-    plans = PlanGuardChecker(authenticator_from_settings(settings, binding="none"))
+    authenticator = authenticator_from_settings(settings, binding="none")
     engine = DuckDBEngine(settings.data, EngineLimits(
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
         max_execution_ms=int(settings.max_execution_seconds * 1000)))
@@ -50,6 +50,7 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     if missing:
         engine.close()
         raise ConfigError(f"configured datasets not in {settings.data}: {', '.join(sorted(missing))}")
+    plans = PlanGuardChecker(authenticator, column_types={table: dict(engine.columns(table)) for table in datasets})
     catalog_file = settings.catalog or catalog_path_for(settings.data)
     if not settings.catalog and not catalog_file.is_file():
         log.warning("no catalog beside %s: datasets are published by name only, with nothing requestable",

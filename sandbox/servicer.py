@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import grpc
 
@@ -19,7 +20,7 @@ from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.privacy_ledger import PrivacyLedger
-from sandbox.release import release
+from sandbox.release import check_size, engine_cap, release
 from sandbox.result_table import encode_table
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
@@ -60,7 +61,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         policy = self.policies.check(plan)
         if not plan.sql.strip():
             raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
-        guarded = self.plans.check(plan, policy)
+        guarded = self.plans.check(plan, policy, deadline=time.monotonic() + time_limit(context))
         unserved = sorted(set(guarded.lookups) - self.datasets)
         if unserved:
             raise DsbrokerError(f"this sandbox does not serve the lookup table {unserved[0]!r}",
@@ -90,18 +91,16 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                 response.encrypted.CopyFrom(encrypt(cells, key.context, key.key_id))
                 response.ClearField("table")
             return response
-        result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows)
+        result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=engine_cap(guarded, max_rows))
         if key is not None:
             return self._encrypted(plan, policy, guarded, result, key)
-        if result.truncated and guarded.totals:
-            raise DsbrokerError(f"the query's table with totals has more than {max_rows} rows; its totals can only "
-                                "be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
-                                table=plan.dataset)
-        released = release(result.names, result.types, result.rows, guarded)
+        check_size(guarded, result.truncated, dataset=plan.dataset)
+        released = release(result.names, result.types, result.rows, guarded, max_rows=max_rows)
+        truncated = released.truncated or (result.truncated and not guarded.cells.whole_table)
         return pb.ExecutePlanResponse(
             table=encode_table(released.names, released.types, released.rows, withheld=released.withheld,
                                rolled_up=released.rolled_up),
-            truncated=result.truncated, engine_micros=result.micros, cells_withheld=released.counts["dominance"],
+            truncated=truncated, engine_micros=result.micros, cells_withheld=released.counts["dominance"],
             threshold_cells_withheld=released.counts["min_entities"],
             secondary_cells_withheld=released.counts["secondary"], sandbox_id=self.executions.sandbox_id)
 

@@ -36,6 +36,7 @@ class Case:
     expect: dict = field(default_factory=dict)
     rewritten: str | None = None
     category: str | None = None
+    releases: str | None = None  # what the sandbox computes from the released cells (release_plan.describe)
 
     @property
     def id(self) -> str:
@@ -54,8 +55,9 @@ def read_cases(pattern: str) -> list[Case]:
                 expect[key.strip()] = value.strip()
             text = "\n".join(lines)
             sql, _, rewritten = text.partition("-- rewritten:")
+            rewritten, _, releases = rewritten.partition("-- releases:")
             category = expect.pop("category", None)
             cases.append(Case(path.stem, title.strip(), sql.strip(), expect,
-                              rewritten.strip() if rewritten else None, category))
+                              rewritten.strip() if rewritten else None, category, releases.strip() or None))
     assert cases, f"no fixtures match {pattern}"
     return cases

@@ -5,12 +5,15 @@ This checker is the property test's oracle. It shares nothing with ``broker.guar
 invariants from the outside, so a bug in a guard rule is not repeated here.
 
 The invariants: one plain SELECT over the granted dataset, joined only to the grant's lookups on
-their keys; no column the grant hides; the entity only as COUNT(DISTINCT entity); every output,
-HAVING and ORDER BY term a group key or built from allowed aggregates over measures; GROUP BY only
-group-level columns (or their year, quarter or month); WHERE an AND of the row filter bound to the
-caller and literal tests of group or filter columns; the entity threshold in HAVING (suppressed: drop)
-or around every aggregate, with the ``__withheld`` flag (suppressed: mark); a LIMIT
-no larger than the grant's cap plus one; no function outside the short allowlist; no comment.
+their keys; no column the grant hides; the entity only as COUNT(DISTINCT entity); the output is a cell
+table: each group key exactly once, then statistics that are each one plain aggregate of one column
+(COUNT(DISTINCT entity) first, then COUNT(*), and SUM, COUNT, or a granted MIN or MAX of a measure),
+with no arithmetic, no literal and no condition anywhere in the output (nothing the caller computes
+reaches the engine); GROUP BY only group-level columns (or their year, quarter or month); WHERE an AND
+of the row filter bound to the caller and literal tests of group or filter columns; HAVING only the
+threshold ``COUNT(DISTINCT entity) >= k``, and only where the grant drops small cells; ORDER BY only
+group keys; a LIMIT no larger than ten times the grant's cap plus one; no function outside the short
+allowlist; no comment.
 """
 
 from __future__ import annotations
@@ -49,8 +52,6 @@ class _Checker:
         self.tables: dict[str, object] = {}
 
     def run(self) -> list[str]:
-        if self.policy.suppression == "mark":
-            self.strip_threshold_masks()
         self.check_constructs()
         self.check_tables()
         if self.problems:
@@ -62,34 +63,12 @@ class _Checker:
         self.check_outputs(keys)
         self.check_where()
         self.check_having()
+        self.check_order()
         self.check_limit()
         return self.problems
 
     def fail(self, message: str) -> None:
         self.problems.append(message)
-
-    def strip_threshold_masks(self) -> None:
-        """Check that every aggregate released, tested or ordered on is masked by the threshold, and that the
-        ``__withheld`` flag is there; then take masks and flag out, so the other checks see the plain query."""
-        entity, k = self.policy.entity_column, self.policy.min_entities
-        flags = [p for p in self.tree.expressions if isinstance(p, exp.Alias) and p.alias == "__withheld"]
-        if len(flags) != 1 or _unqualified(flags[0].this) != f"COUNT(DISTINCT {entity}) < {k}":
-            self.fail(f"the flag COUNT(DISTINCT {entity}) < {k} AS __withheld is missing")
-        for flag in flags:
-            flag.pop()
-        masked = set()
-        for case in list(self.tree.find_all(exp.Case)):
-            ifs = case.args.get("ifs") or []
-            if (len(ifs) == 1 and case.args.get("default") is None and isinstance(ifs[0].args.get("true"), AGGREGATES)
-                    and _unqualified(ifs[0].this) == f"COUNT(DISTINCT {entity}) >= {k}"):
-                aggregate = ifs[0].args["true"]
-                case.replace(aggregate)
-                masked.add(id(aggregate))
-        having, order = self.tree.args.get("having"), self.tree.args.get("order")
-        for clause in [*self.tree.expressions, having, order]:
-            for aggregate in clause.find_all(*AGGREGATES) if clause is not None else ():
-                if id(aggregate) not in masked and not _inside_aggregate(aggregate):
-                    self.fail(f"{aggregate.sql()} is released without the threshold around it")
 
     def check_constructs(self) -> None:
         for node in self.tree.walk():
@@ -141,8 +120,10 @@ class _Checker:
         wanted = self._bound_row_filter()
         filter_columns = {id(c) for term in (_conjuncts(where.this) if where else ())
                           if _unqualified(term) == wanted for c in term.find_all(exp.Column)}
+        order = self.tree.args.get("order")
+        ordered = {id(c) for c in order.find_all(exp.Column)} if order is not None else set()  # check_order's
         for column in self.tree.find_all(exp.Column):
-            if id(column) in filter_columns:
+            if id(column) in filter_columns or id(column) in ordered:
                 continue
             level = self.level(column)
             if level is ColumnLevel.HIDDEN:
@@ -187,7 +168,7 @@ class _Checker:
 
     def check_functions(self) -> None:
         for function in self.tree.find_all(exp.Func):
-            if isinstance(function, AGGREGATES + DATE_PARTS + (exp.Connector,)):  # AND and OR are Funcs to sqlglot
+            if isinstance(function, AGGREGATES + DATE_PARTS + (exp.Connector, exp.Grouping)):  # AND, OR: Funcs too
                 continue
             if isinstance(function, exp.Cast) and isinstance(function.this, exp.Literal):
                 continue
@@ -208,22 +189,40 @@ class _Checker:
         return keys
 
     def check_outputs(self, keys: list[exp.Expression]) -> None:
-        having = self.tree.args.get("having")
-        order = self.tree.args.get("order")
-        terms = [p.unalias() for p in self.tree.expressions]
-        terms += [having.this] if having else []
-        terms += [o.this for o in order.expressions] if order else []
-        for term in terms:
-            for column in self._bare_columns(term, keys):
-                self.fail(f"column {column.sql()} is released without being aggregated or grouped")
-
-    def _bare_columns(self, node: exp.Expression, keys: list[exp.Expression]):
-        if isinstance(node, AGGREGATES) or any(node == key for key in keys):
+        """The projections are the keys in GROUP BY order, then plain statistics, named as the sandbox reads them."""
+        entity = self.policy.entity_column
+        projections = list(self.tree.expressions)
+        if any(not isinstance(p, exp.Alias) for p in projections):
+            self.fail("an output is not named")
             return
-        if isinstance(node, exp.Column):
-            yield node
-        for child in node.iter_expressions():
-            yield from self._bare_columns(child, keys)
+        names = [p.alias for p in projections]
+        for index, key in enumerate(keys):
+            if index >= len(projections) or names[index] != f"__k{index}" or projections[index].this != key:
+                self.fail(f"group key {key.sql()} is not output {index} as __k{index}")
+        statistics = projections[len(keys):]
+        if self.tree.find(exp.Rollup):
+            if not statistics or statistics[-1].alias != "__grouping" or not isinstance(statistics[-1].this, exp.Grouping):
+                self.fail("a ROLLUP without its grouping column")
+            statistics = statistics[:-1]
+        for index, projection in enumerate(statistics):
+            value = projection.this
+            if projection.alias != f"__s{index}":
+                self.fail(f"statistic {index} is named {projection.alias}")
+            if index == 0 and _unqualified(value) != f"COUNT(DISTINCT {entity})":
+                self.fail(f"statistic 0 is not COUNT(DISTINCT {entity}) but {value.sql()}")
+            if not isinstance(value, AGGREGATES):
+                self.fail(f"statistic {value.sql()} is not one aggregate")
+                continue
+            argument = value.this
+            if not (isinstance(argument, (exp.Star, exp.Column))
+                    or (isinstance(argument, exp.Distinct) and index == 0)):
+                self.fail(f"statistic {value.sql()} aggregates an expression, not one column")
+            if isinstance(value, (exp.Sum, exp.Min, exp.Max)) and not isinstance(argument, exp.Column):
+                self.fail(f"{value.sql()} takes a column")
+        for node in self.tree.find_all(*ARITHMETIC, exp.Literal, *COMPARISONS, exp.Boolean):
+            if node.find_ancestor(*DATE_PARTS) is None and any(node.find_ancestor(exp.Alias) is p for p in projections):
+                self.fail(f"the output computes {node.sql()}: nothing the caller computes may reach the engine")
+                break
 
     def check_where(self) -> None:
         where = self.tree.args.get("where")
@@ -264,20 +263,28 @@ class _Checker:
             self.fail(f"WHERE compares with something other than literals: {term.sql()}")
 
     def check_having(self) -> None:
-        if self.policy.suppression == "mark":
-            return  # checked in strip_threshold_masks
         having = self.tree.args.get("having")
         entity = self.policy.entity_column
         wanted = f"COUNT(DISTINCT {entity}) >= {self.policy.min_entities}"
-        if having is None or not any(_unqualified(t) == wanted for t in _conjuncts(having.this)):
-            self.fail(f"the threshold {wanted} is missing from HAVING")
+        if self.policy.suppression == "drop" and not self.tree.find(exp.Rollup):
+            if having is None or _unqualified(having.this) != wanted:
+                self.fail(f"the threshold {wanted} is not the whole of HAVING")
+        elif having is not None:
+            self.fail(f"HAVING {having.this.sql()} where the grant marks small cells or asks for totals")
+
+    def check_order(self) -> None:
+        order = self.tree.args.get("order")
+        for ordered in order.expressions if order is not None else ():
+            if not (isinstance(ordered.this, exp.Column) and ordered.this.name.startswith("__k")
+                    and not ordered.this.table):
+                self.fail(f"ORDER BY {ordered.this.sql()}: the engine may order by group keys only")
 
     def check_limit(self) -> None:
         limit = self.tree.args.get("limit")
         value = limit.expression if limit else None
         if not (isinstance(value, exp.Literal) and value.name.isdigit()
-                and int(value.name) <= self.policy.max_groups + 1):
-            self.fail(f"LIMIT is missing or above the cap of {self.policy.max_groups + 1}")
+                and int(value.name) <= self.policy.max_groups * 10 + 1):
+            self.fail(f"LIMIT is missing or above the cap of {self.policy.max_groups * 10 + 1}")
 
 
 def _conjuncts(node: exp.Expression):

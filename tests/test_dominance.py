@@ -16,7 +16,7 @@ from broker.guard import guard
 from broker.policy import Dominance
 from broker.server import start_broker
 from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import release
+from sandbox.release import run
 from tests.conftest import GRANT, XUANWU, broker_settings_for, declarations_file, client_tls, policies_with, token_for
 
 # Per street: the VAT of each of its taxpayers. Revenue is 100 for everyone, so it is never dominated.
@@ -45,8 +45,7 @@ def crafted(tmp_path_factory):
 def released(engine, policy, dominance):
     grant = dataclasses.replace(policy, dominance=dominance)
     guarded = guard(SQL, grant, district=XUANWU, department="xuanwu-fgw")
-    result = engine.execute(guarded.sql, timeout_s=10, max_rows=100)
-    released = release(result.names, result.types, result.rows, guarded)
+    released = run(engine, guarded, timeout_s=10, max_rows=100)
     assert released.names == ["street_code", "vat", "avg_vat", "revenue", "n"]
     return {row[0]: row[1:] for row in released.rows}, released.counts["dominance"]
 
@@ -73,8 +72,8 @@ def test_each_rule_withholds_exactly_the_cells_it_should(crafted, policy):
 
 def test_without_a_dominance_rule_the_same_cells_are_released(crafted, policy):
     guarded = guard(SQL, policy, district=XUANWU, department="xuanwu-fgw")
-    rows = crafted.execute(guarded.sql, timeout_s=10, max_rows=100).rows
-    assert {row[0]: row[1] for row in rows}["A-one-giant"] == 9_000 + 1_100 and guarded.dominance_flags == ()
+    rows = run(crafted, guarded, timeout_s=10, max_rows=100).rows
+    assert {row[0]: row[1] for row in rows}["A-one-giant"] == 9_000 + 1_100 and guarded.cells.dominated == ()
 
 
 def test_a_dominated_measure_cannot_be_recovered_by_differencing_two_sums_in_one_result(tmp_path, policy):
@@ -93,8 +92,7 @@ def test_a_dominated_measure_cannot_be_recovered_by_differencing_two_sums_in_one
         guarded = guard("SELECT street_code, SUM(vat_paid + revenue) AS both_sums, SUM(revenue) AS revenue, "
                         "SUM(vat_paid * 1) AS vat FROM tax.declarations GROUP BY street_code", grant,
                         district=XUANWU, department="xuanwu-fgw")
-        result = engine.execute(guarded.sql, timeout_s=10, max_rows=10)
-        released = release(result.names, result.types, result.rows, guarded)
+        released = run(engine, guarded, timeout_s=10, max_rows=10)
         rows, withheld = released.rows, released.counts["dominance"]
     finally:
         engine.close()

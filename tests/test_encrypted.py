@@ -391,12 +391,12 @@ def test_with_partitions_each_cell_must_leave_room_for_the_others(near_limit):
     guarded = guard("SELECT SUM(vat_paid) AS vat FROM tax.declarations", policy, district=XUANWU,
                     department="xuanwu-fgw", encrypted=True)
     cell = bfv.EXACT_LIMIT // 3 + 1
-    release = encrypted_release(["vat", "__withheld"], ["HUGEINT", "BOOLEAN"], [(cell, False)], guarded,
-                                partitions=2, dataset="tax.declarations")
+    # The cell table: the count of taxpayers (above the threshold), then the sum.
+    table = (["__s0", "__s1"], ["BIGINT", "HUGEINT"], [(12, cell)])
+    release = encrypted_release(*table, guarded, partitions=2, dataset="tax.declarations")
     assert release.measures[0].values == (cell,)
     with pytest.raises(DsbrokerError) as caught:
-        encrypted_release(["vat", "__withheld"], ["HUGEINT", "BOOLEAN"], [(cell, False)], guarded,
-                          partitions=3, dataset="tax.declarations")
+        encrypted_release(*table, guarded, partitions=3, dataset="tax.declarations")
     assert caught.value.reason == "ENCRYPTED_OVERFLOW"
 
 

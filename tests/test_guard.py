@@ -11,7 +11,8 @@ from broker.errors import GuardError
 from broker.guard import RULES, guard
 from broker.policy import Lookup, Noise
 from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import release
+from broker.guard.release_plan import describe
+from sandbox.release import run
 from tests.conftest import XUANWU
 from tests.guard_fixtures import CATEGORIES, read_cases
 
@@ -56,19 +57,24 @@ def test_the_attack_fixtures_cover_every_category():
     assert {case.category for case in REFUSED} == set(CATEGORIES)
 
 
+def assert_rewrites(guarded, case):
+    assert guarded.sql == case.rewritten
+    assert describe(guarded.cells) == case.releases
+
+
 @pytest.mark.parametrize("case", REWRITES, ids=lambda c: c.id)
 def test_rewrites_exactly(case, policy):
-    assert run_guard(case.sql, policy).sql == case.rewritten
+    assert_rewrites(run_guard(case.sql, policy), case)
 
 
 @pytest.mark.parametrize("case", MARKED_REWRITES, ids=lambda c: c.id)
 def test_rewrites_exactly_when_suppressed_cells_are_marked(case, policy):
-    assert run_guard(case.sql, policy, suppression="mark").sql == case.rewritten
+    assert_rewrites(run_guard(case.sql, policy, suppression="mark"), case)
 
 
 @pytest.mark.parametrize("case", ENCRYPTED_REWRITES, ids=lambda c: c.id)
 def test_rewrites_exactly_when_encrypted(case, policy):
-    assert run_guard(case.sql, policy, encrypted=True).sql == case.rewritten
+    assert_rewrites(run_guard(case.sql, policy, encrypted=True), case)
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +88,11 @@ def engine(demo_db):
 @pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.id)
 def test_accepted_cells_equal_the_unrestricted_query(case, suppression, policy, engine, direct):
     guarded = run_guard(case.sql, policy, suppression=suppression)
-    result = engine.execute(guarded.sql, timeout_s=30, max_rows=guarded.max_rows)
-    released = release(result.names, result.types, result.rows, guarded)
-    assert released.names == result.names[:guarded.outputs]
+    released = run(engine, guarded, timeout_s=30)
+    assert released.names == list(guarded.output_names)
     withheld = [row for row, cells in zip(released.rows, released.withheld) if cells]
     assert not withheld or suppression == "mark"
-    assert all(row[i] is None for row in withheld for i in guarded.aggregate_outputs)
+    assert all(row[i] is None for row in withheld for i in guarded.cells.cell_outputs)
     released.rows = [row for row, cells in zip(released.rows, released.withheld) if not cells]
     assert released.rows, "a legitimate query released nothing; the fixture should pick cells above the threshold"
 
@@ -118,7 +123,8 @@ def _same(row, expected) -> bool:
 
 def test_rules_are_small_modules_named_for_what_they_do():
     for rule in RULES:
-        assert rule.__name__.split("_")[0] in {"reject", "resolve", "expand", "add", "enforce", "qualify", "translate"}
+        assert rule.__name__.split("_")[0] in {"reject", "resolve", "expand", "add", "enforce", "split", "qualify",
+                                               "translate"}
         assert rule.__module__ == f"broker.guard.{rule.__name__}"
 
 

@@ -47,17 +47,24 @@ FILTERS = ["street_code = '320102001'", "industry_code IN ('39', '64', '65')", "
            "industry_section = 'C'", "'C' = industry_section", "quarter(period) IN (1, 2)"]
 LOOKUP_FILTERS = {"s": ["s.street_name IN ('玄武门街道', '梅园新村街道')"], "i": ["i.section_name = '制造业'"]}
 
-measure_terms = st.one_of(
+scaled_measures = st.one_of(
     st.sampled_from(MEASURES),
-    st.builds(lambda a, op, b: f"{a} {op} {b}", st.sampled_from(MEASURES), st.sampled_from("+-"), st.sampled_from(MEASURES)),
     st.builds(lambda a, op, n: f"{a} {op} {n}", st.sampled_from(MEASURES), st.sampled_from("*/"), st.integers(1, 10_000)),
+    st.builds(lambda n, a: f"{n} * {a}", st.sampled_from(["2", "0.5", "-3", "1e-2"]), st.sampled_from(MEASURES)),
+)
+measure_terms = st.one_of(  # linear forms of measures
+    scaled_measures,
+    st.builds(lambda a, op, b: f"{a} {op} {b}", scaled_measures, st.sampled_from("+-"), scaled_measures),
+    st.builds(lambda a, b, c: f"({a} - {b}) * 3 + {c}", st.sampled_from(MEASURES), scaled_measures, scaled_measures),
 )
 aggregates = st.one_of(
-    st.just("COUNT(*)"), st.just("COUNT(DISTINCT taxpayer_id)"),
-    st.builds(lambda f, m: f"{f}({m})", st.sampled_from(["SUM", "AVG", "sum", "avg"]), measure_terms),
-    st.sampled_from(["MAX(employees)", "MIN(employees)", "max(revenue)"]),
+    st.just("COUNT(*)"), st.just("COUNT(DISTINCT taxpayer_id)"), st.just("COUNT(vat_paid)"),
+    st.builds(lambda f, m: f"{f}({m})", st.sampled_from(["SUM", "sum"]), measure_terms),
+    st.builds(lambda f, m: f"{f}({m})", st.sampled_from(["AVG", "avg"]), scaled_measures),
+    st.sampled_from(["MAX(employees)", "MIN(employees)", "max(revenue)", "MAX(employees / 10)"]),
     st.builds(lambda m, n: f"SUM({m}) / {n}", measure_terms, st.integers(1, 1_000_000)),
-    st.builds(lambda a, b: f"SUM({a}) * 1.0 / COUNT(*) + AVG({b})", measure_terms, measure_terms),
+    st.builds(lambda a, b: f"SUM({a}) * 1.0 / COUNT(*) + AVG({b})", measure_terms, scaled_measures),
+    st.builds(lambda a, b: f"SUM({a}) / SUM({b})", measure_terms, measure_terms),
 )
 
 
@@ -106,6 +113,9 @@ HOSTILE_OUTPUTS = [
     "COUNT(*) + taxpayer_id", "stddev(vat_paid)", "SUM(IF(vat_paid > 1, 1, 0))", "s.district_code", "nosuch",
     "SUM(vat_paid) AS street_code", "COUNT_IF(vat_paid > 100)", "duckdb_settings()", "SUM(revenue::VARCHAR)",
     "r.type_name", "SUM(vat_paid * (SELECT 1))", "getvariable('x')", "'a' || street_code", "EXISTS (SELECT 1)",
+    "SUM(vat_paid * revenue)", "SUM(vat_paid / revenue)", "SUM(1 / (employees - 7))", "AVG(vat_paid + revenue)",
+    "SUM(vat_paid * vat_paid * vat_paid)", "SUM(vat_paid > 100)", "SUM(vat_paid + 1)", "MAX(-employees)",
+    "COUNT(vat_paid + revenue)", "SUM(vat_paid * 1e30 * 1e30)", "SUM(vat_paid / 0)", "COUNT()",
 ]
 HOSTILE_FILTERS = [
     "street_code = '320102001' OR 1 = 1", "NOT street_code = '1'", "vat_paid > 100", "taxpayer_id = '9132'",
@@ -218,22 +228,23 @@ def test_the_checker_catches_what_the_guard_must_never_emit(grant):
     good = guard("SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1", grant,
                  district=XUANWU, department="xuanwu-fgw").sql
     assert violations(good, grant, district=XUANWU, department="xuanwu-fgw") == []
-    mask = "CASE WHEN COUNT(DISTINCT taxpayer_id) >= 10 THEN SUM(vat_paid) END"
-    marked = {
-        "threshold": good.replace(mask, "SUM(vat_paid)"),
-        "mask with a default": good.replace(mask, mask.replace(" END", " ELSE SUM(vat_paid) END")),
-        "withheld flag": good.replace(", COUNT(DISTINCT taxpayer_id) < 10 AS __withheld", ""),
-        "unmasked ORDER BY": good.replace(" LIMIT", " ORDER BY SUM(vat_paid) LIMIT"),
-    }
-    dropped = {"threshold": good.replace(" HAVING COUNT(DISTINCT taxpayer_id) >= 10", "")}
+    threshold = " HAVING COUNT(DISTINCT taxpayer_id) >= 10"
+    by_mode = {"threshold dropped": good.replace(threshold, ""), "lower threshold": good.replace(">= 10", ">= 9")} \
+        if grant.suppression == "drop" else {"a HAVING where cells are marked": good.replace(" LIMIT", threshold + " LIMIT")}
     broken = {
-        **(marked if grant.suppression == "mark" else dropped),
-        "lower threshold": good.replace(">= 10", ">= 9"),
+        **by_mode,
+        "the threshold's count": good.replace("COUNT(DISTINCT taxpayer_id) AS __s0", "COUNT(*) AS __s0"),
+        "arithmetic in a statistic": good.replace("SUM(vat_paid)", "SUM(vat_paid * 2)"),
+        "arithmetic on a statistic": good.replace("SUM(vat_paid) AS", "SUM(vat_paid) * 2 AS"),
+        "a condition turned into a number": good.replace("SUM(vat_paid)", "SUM(vat_paid > 5)"),
+        "a literal output": good.replace(" FROM", ", 1 AS __s2 FROM"),
+        "ordered by a value": good.replace(" LIMIT", " ORDER BY __s1 LIMIT"),
+        "a key missing": good.replace("street_code AS __k0, ", ""),
         "row filter": good.replace(f"district_code = '{XUANWU}'", "TRUE"),
         "other district": good.replace(XUANWU, "320106"),
         "limit": good.replace(" LIMIT 5001", ""),
         "raw measure": good.replace("SUM(vat_paid)", "vat_paid"),
-        "entity": good.replace("street_code,", "taxpayer_id,", 1),
+        "entity": good.replace("street_code AS __k0", "taxpayer_id AS __k0", 1),
         "hidden column": good.replace("SUM(vat_paid)", "COUNT(*) + length(district_code)"),
         "string aggregate": good.replace("SUM(vat_paid)", "string_agg(street_code, ',')"),
         "subquery": good.replace("FROM tax.declarations", "FROM (SELECT * FROM tax.declarations) AS t"),

@@ -19,6 +19,7 @@ from broker.policy import Noise
 from broker.server import start_broker
 from broker.settings import SandboxSettings
 from sandbox.engine_duckdb import DuckDBEngine
+from sandbox.release import run
 from sandbox.noise import noisy_answer
 from sandbox.privacy_ledger import BudgetExhausted, PrivacyLedger
 from sandbox.server import start_sandbox
@@ -119,7 +120,7 @@ def test_exact_mode_does_not_stop_differencing_and_says_so(engine, policy):
     def total(streets):
         guarded = guard(f"SELECT SUM(revenue) AS total FROM tax.declarations WHERE street_code IN ({streets})",
                         policy, district=XUANWU, department="xuanwu-fgw")
-        return engine.execute(guarded.sql, timeout_s=10, max_rows=10).rows[0][0]
+        return run(engine, guarded, timeout_s=10, max_rows=10).rows[0][0]
 
     assert total("'A', 'X'") - total("'A'") == 2 * GIANT
 

@@ -31,7 +31,7 @@ def test_another_district_or_policy_version_gets_its_own_plan(policy):
     assert "'320102'" in xuanwu.sql and "'320104'" in qinhuai.sql
     stricter = dataclasses.replace(policy, min_entities=50, sha256="edited")
     raised = cache.get_or_build(stricter, "320102", "xuanwu-fgw", SQL, build(stricter, "320102"))
-    assert ">= 50" in raised.sql and cache.misses == 3
+    assert raised.min_entities == 50 and cache.misses == 3
 
 
 def test_refusals_are_not_cached(policy):
@@ -64,7 +64,7 @@ def test_whitespace_comments_and_keyword_case_reuse_the_plan_but_names_and_value
                  "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE size_class = 'Large' GROUP BY 1",
                  "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE size_class = 'large' GROUP BY 1"]
     for sql in different:
-        assert cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, build(policy, "320102", sql)).sql != plan.sql
+        assert cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, build(policy, "320102", sql)) != plan
     assert cache.misses == 1 + len(different) and cache.hits == len(same)
     # A text repeated exactly is found without tokenizing it again.
     assert cache.get_or_build(policy, "320102", "xuanwu-fgw", same[0], lambda: pytest.fail("rebuilt")) is plan

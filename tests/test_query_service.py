@@ -164,7 +164,9 @@ def test_explain_shows_the_rewrite_and_each_rule_without_running_and_is_logged(b
     assert explanation.rewritten_sql == ran.rewritten_sql
     actions = {step.rule: step.action for step in explanation.steps}
     assert list(actions) == [rule.__name__ for rule in RULES]
-    assert actions["add_entity_threshold"] == actions["qualify_joined_columns"] == GuardStep.ACTION_REWROTE
+    assert actions["split_cells"] == actions["qualify_joined_columns"] == GuardStep.ACTION_REWROTE
+    assert actions["add_entity_threshold"] == GuardStep.ACTION_UNCHANGED  # cells are marked, in the sandbox
+    assert explanation.release_plan == "__k0 AS street_name, __s1 AS vat | ORDER BY __k0 (in the engine) | LIMIT 5001"
     assert actions["reject_raw_rows"] == GuardStep.ACTION_CHECKED
     assert explanation.lookup_tables == ["tax.streets"] and explanation.max_groups == 5000
     assert explanation.disclosure_rules[0].threshold == 10 and explanation.policy_version == 1

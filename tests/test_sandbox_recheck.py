@@ -63,14 +63,16 @@ def forged_token() -> str:
 
 
 HOSTILE = {
-    "the threshold dropped": lambda p: {**p, "sql": p["sql"].replace("CASE WHEN COUNT(DISTINCT taxpayer_id) >= 10 THEN ",
-                                                                       "CASE WHEN TRUE THEN ")},
+    "the threshold's count faked": lambda p: {**p, "sql": p["sql"].replace("COUNT(DISTINCT taxpayer_id) AS __s0",
+                                                                           "COUNT(*) * 100 AS __s0")},
     "raw rows under an innocent original": lambda p: {**p, "sql": "SELECT taxpayer_id, vat_paid FROM tax.declarations"},
     "another district bound": lambda p: {**p, "sql": p["sql"].replace(XUANWU, GULOU)},
     "the row filter dropped": lambda p: {**p, "sql": p["sql"].replace(f"WHERE district_code = '{XUANWU}' ", "")},
     "a raw original the guard refuses": lambda p: {**p, "original_sql": "SELECT * FROM tax.declarations",
                                                    "sql": "SELECT * FROM tax.declarations"},
-    "a lower threshold": lambda p: {**p, "sql": p["sql"].replace(">= 10", ">= 2")},
+    "a cap lifted": lambda p: {**p, "sql": p["sql"].replace("LIMIT 5001", "LIMIT 1000000")},
+    "the statistic read off another column": lambda p: {**p, "sql": p["sql"].replace("SUM(vat_paid) AS __s1",
+                                                                                    "SUM(revenue) AS __s1")},
     "a comment smuggled after the SQL": lambda p: {**p, "sql": p["sql"] + " -- x"},
     "a lookup join swapped for an ungranted table": lambda p: {
         **p, "original_sql": JOIN_SQL, "sql": honest_plan(JOIN_SQL)["sql"].replace("tax.streets", "tax.taxpayers")

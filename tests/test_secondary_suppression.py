@@ -14,25 +14,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.guard import GuardedQuery, guard
+from broker.guard import internal_names as names
+from broker.guard.release_plan import CellPlan, Key, Output, Stat, Statistic
 from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import release
+from sandbox.release import release, run
 from tests.conftest import GRANT, XUANWU, declarations_file
 
 K = 10
-NAMES = ["street", "size", "total", "__withheld", "__grouping", "__entities"]
-TYPES = ["VARCHAR", "VARCHAR", "BIGINT", "BOOLEAN", "INTEGER", "BIGINT"]
-TWO_LEVELS = GuardedQuery(sql="", dataset="tax.declarations", entity="taxpayer_id", min_entities=K, max_rows=100,
-                          outputs=3, flags=tuple(NAMES[3:]), aggregate_outputs=(2,), totals=(0, 1))
+# The cell table of a ROLLUP(street, size) with one statistic besides the count of entities: its rows.
+NAMES = [names.key(0), names.key(1), names.statistic(0), names.statistic(1), names.GROUPING]
+TYPES = ["VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "INTEGER"]
+TWO_LEVELS = GuardedQuery(
+    sql="", dataset="tax.declarations", entity="taxpayer_id", min_entities=K, max_rows=100,
+    cells=CellPlan(keys=2, statistics=(Statistic("entities"), Statistic("rows")),
+                   outputs=(Output("street", Key(0), False), Output("size", Key(1), False), Output("total", Stat(1), True)),
+                   totals=(0, 1), whole_table=True))
 
 
 def table(cells: dict[tuple[str, str], int]) -> list[tuple]:
-    """The rows a ROLLUP(street, size) returns over cells {(street, size): taxpayers}, one unit of total each."""
-    rows = [(street, size, n, n < K, 0, n) for (street, size), n in cells.items()]
+    """The rows a ROLLUP(street, size) returns over cells {(street, size): taxpayers}, one unit of total each:
+    (street, size, entities, total, grouping); the test reads the entities at [2] and the total at [3]."""
+    rows = [(street, size, n, n, 0) for (street, size), n in cells.items()]
     for street in sorted({street for street, _ in cells}):
         n = sum(v for (s, _), v in cells.items() if s == street)
-        rows.append((street, None, n, n < K, 1, n))
+        rows.append((street, None, n, n, 1))
     n = sum(cells.values())
-    rows.append((None, None, n, n < K, 3, n))
+    rows.append((None, None, n, n, 3))
     return rows
 
 
@@ -47,6 +54,11 @@ def equations(rows: list[tuple]) -> list[list[int]]:
     return found
 
 
+def withheld_by_key(released) -> dict[tuple, bool]:
+    """Whether each row of a released ROLLUP, by its (street, size), is withheld (the rows come sorted)."""
+    return {tuple(row[:2]): bool(cells) for row, cells in zip(released.rows, released.withheld)}
+
+
 def test_one_small_cell_takes_its_smallest_sibling_with_it():
     rows = table({("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("A", "medium"): 15})
     released = release(NAMES, TYPES, rows, TWO_LEVELS)
@@ -54,7 +66,7 @@ def test_one_small_cell_takes_its_smallest_sibling_with_it():
     assert withheld == {("A", "small"), ("A", "medium")}  # medium: the fewest taxpayers of the rest
     assert released.counts == {"min_entities": 1, "dominance": 0, "secondary": 1}
     assert all(row[2] is None for row, cells in zip(released.rows, released.withheld) if cells)
-    assert released.names == NAMES[:3] and released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()
+    assert released.names == ["street", "size", "total"] and released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()
 
 
 def test_a_lone_part_takes_its_total_and_the_total_its_sibling():
@@ -64,8 +76,9 @@ def test_a_lone_part_takes_its_total_and_the_total_its_sibling():
     released = release(NAMES, TYPES, rows, TWO_LEVELS)
     withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld) if cells}
     assert {("B", "small"), ("B", None)} <= withheld and len(withheld) >= 4
+    marks = withheld_by_key(released)
     for members in equations(rows):
-        assert sum(bool(released.withheld[i]) for i in members) != 1
+        assert sum(marks[rows[i][:2]] for i in members) != 1
 
 
 @settings(max_examples=300, deadline=None)
@@ -74,11 +87,14 @@ def test_a_lone_part_takes_its_total_and_the_total_its_sibling():
 def test_no_withheld_cell_is_one_subtraction_away_in_any_table(cells):
     rows = table(cells)
     released = release(NAMES, TYPES, rows, TWO_LEVELS)
+    marks = withheld_by_key(released)
     for members in equations(rows):
-        assert sum(bool(released.withheld[i]) for i in members) != 1, (members, released.withheld)
-    for row, original, cells_withheld in zip(released.rows, rows, released.withheld):
-        assert bool(cells_withheld) or (original[3] is False and row[2] == original[2])
-        assert not original[3] or cells_withheld  # every cell under the threshold stays withheld
+        assert sum(marks[rows[i][:2]] for i in members) != 1, (members, released.withheld)
+    answered = {tuple(row[:2]): row for row in released.rows}
+    for original in rows:
+        under = original[2] < K
+        assert marks[original[:2]] or (not under and answered[original[:2]][2] == original[3])
+        assert not under or marks[original[:2]]  # every cell under the threshold stays withheld
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +118,7 @@ def test_end_to_end_the_totals_give_no_withheld_cell_away(engine, policy, suppre
                     "GROUP BY ROLLUP (street_code, size_class) ORDER BY 1, 2", grant, district=XUANWU,
                     department="xuanwu-fgw")
     result = engine.execute(guarded.sql, timeout_s=10, max_rows=100)
-    released = release(result.names, result.types, result.rows, guarded)
+    released = run(engine, guarded, timeout_s=10, max_rows=100)
     shown = {(row[0], row[1]): row[2:] for row, cells, spans in zip(released.rows, released.withheld,
                                                                         released.rolled_up) if not cells}
     # A's small class (3 taxpayers) is under the threshold, and its smallest sibling (micro) goes with it.

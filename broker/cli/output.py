@@ -53,6 +53,9 @@ def print_explanation(explanation, *, as_json: bool) -> None:
 
     console.print("SQL the sandbox would run:", style="bold")
     click.echo(explanation.rewritten_sql)  # unwrapped, to copy
+    if explanation.release_plan:
+        console.print("computed from the cells it releases, after disclosure control:", style="bold")
+        click.echo(explanation.release_plan)
     table = Table(header_style="bold", title="guard rules, in order")
     for name in ("rule", "did", "what it is for"):
         table.add_column(name)

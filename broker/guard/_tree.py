@@ -70,9 +70,11 @@ def output_name(projection: exp.Expression) -> str | None:
 
 def per_cell_and_entity(expression: exp.Select, keys: list, entity_column: exp.Column) -> exp.Select:
     """Move the query's source (FROM, joins, WHERE) into a query per cell and entity: group keys as
-    ``__g<i>``, the entity as ``__e`` and its row count as ``__rows``; the caller adds per-entity sums."""
-    inner = exp.Select(expressions=[key.copy().as_(f"__g{i}") for i, key in enumerate(keys)]
-                       + [entity_column.copy().as_("__e"), exp.Count(this=exp.Star()).as_("__rows")])
+    ``cell_key(i)``, the entity as ``ENTITY`` and its row count as ``ROWS``; the caller adds per-entity sums."""
+    from broker.guard import internal_names as names
+
+    inner = exp.Select(expressions=[key.copy().as_(names.cell_key(i)) for i, key in enumerate(keys)]
+                       + [entity_column.copy().as_(names.ENTITY), exp.Count(this=exp.Star()).as_(names.ROWS)])
     inner.set("from_", expression.args["from_"].pop())
     for arg in ("joins", "where"):
         if expression.args.get(arg):

@@ -16,17 +16,16 @@ from dataclasses import dataclass
 
 import sqlglot.expressions as exp
 
+from broker.guard import internal_names as internal
 from broker.guard._tree import per_cell_and_entity
 from broker.policy import Noise
 
-ENTITIES = "__entities"
-_CELLS, _RANKED = "__cells", "__ranked"
 PLAN_META = "noise_plan"
 
 
 @dataclass(frozen=True)
 class NoisyQuantity:
-    """One exact per-cell sum the sandbox adds noise to: column ``__q<index>`` of the engine's result."""
+    """One exact per-cell sum the sandbox adds noise to: column ``noisy_quantity(index)`` of the engine's result."""
 
     kind: str  # "rows", "sum" or "count" (non-null rows of a measure)
     measure: str | None
@@ -48,7 +47,7 @@ class NoisePlan:
     """How the sandbox turns the engine's exact, bounded cells into the noisy answer."""
 
     outputs: tuple[NoisyOutput, ...]
-    keys: int  # the engine's first columns are the key outputs; then __entities, then __q0, __q1, ...
+    keys: int  # the engine's first columns are the key outputs; then ENTITIES, then each noisy quantity
     quantities: tuple[NoisyQuantity, ...]
     order: tuple[tuple[int, bool], ...]  # (output position, descending), in order
     limit: int
@@ -77,7 +76,7 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
         wanted = NoisyQuantity(kind, measure, bound)
         if wanted not in quantities:
             quantities.append(wanted)
-            source = "__rows" if kind == "rows" else f"__{kind[0]}_{measure}"
+            source = _source(kind, measure)
             if kind != "rows" and source not in {p.alias for p in inner.expressions}:
                 column = exp.column(measure, table=table)
                 aggregated = exp.Sum(this=column) if kind == "sum" else exp.Count(this=column)
@@ -100,23 +99,26 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
             outputs.append(NoisyOutput(name, "key", len(key_outputs)))
             key_outputs.append(_cell_form(output.copy(), keys).as_(name))
 
-    cells = [exp.column(f"__g{i}") for i in range(len(keys))]
-    source: exp.Expression = exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(_CELLS)))
+    cells = [exp.column(internal.cell_key(i)) for i in range(len(keys))]
+    source: exp.Expression = exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
     if keys:
-        rank = exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__e")], order=exp.Order(expressions=[
-            exp.Ordered(this=exp.Anonymous(this="HASH", expressions=[exp.column("__e"), *(c.copy() for c in cells)])),
+        entity = exp.column(internal.ENTITY)
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[entity], order=exp.Order(expressions=[
+            exp.Ordered(this=exp.Anonymous(this="HASH", expressions=[entity.copy(), *(c.copy() for c in cells)])),
             *(exp.Ordered(this=c.copy()) for c in cells)]))
-        ranked = exp.Select(expressions=[exp.Star(), rank.as_("__rank")]).from_(source, copy=False)
+        ranked = exp.Select(expressions=[exp.Star(), rank.as_(internal.RANK)]).from_(source, copy=False)
         source = exp.select("*").from_(exp.Subquery(this=ranked, alias=exp.TableAlias(
-            this=exp.to_identifier(_RANKED)))).where(exp.LTE(
-                this=exp.column("__rank"), expression=exp.Literal.number(noise.groups_per_entity)))
-        source = exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(_CELLS)))
-    measures = [exp.Count(this=exp.Star()).as_(ENTITIES)]
+            this=exp.to_identifier(internal.RANKED)))).where(exp.LTE(
+                this=exp.column(internal.RANK), expression=exp.Literal.number(noise.groups_per_entity)))
+        source = exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
+    measures = [exp.Count(this=exp.Star()).as_(internal.ENTITIES)]
     for index, wanted in enumerate(quantities):
-        value = exp.column("__rows" if wanted.kind == "rows" else f"__{wanted.kind[0]}_{wanted.measure}")
+        value = exp.column(_source(wanted.kind, wanted.measure))
         low, high = noise.bounds[wanted.measure] if wanted.kind == "sum" else (0, wanted.bound)
         clipped = _clip(value, low, high)
-        measures.append(exp.Cast(this=exp.Sum(this=clipped), to=exp.DataType.build("BIGINT")).as_(f"__q{index}"))
+        # No cast: the sum of clipped totals stays in the engine's wide integer type, which no bound
+        # times any number of taxpayers overflows (a cast to BIGINT could fail, and tell why).
+        measures.append(exp.Sum(this=clipped).as_(internal.noisy_quantity(index)))
     order = expression.args.get("order")
     limit = expression.args.get("limit")
     plan = NoisePlan(
@@ -130,6 +132,13 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
         rewritten.set("group", exp.Group(expressions=cells))
     rewritten.meta[PLAN_META] = plan
     return rewritten
+
+
+def _source(kind: str, measure: str | None) -> str:
+    """The per-entity column a noisy quantity adds up."""
+    if kind == "rows":
+        return internal.ROWS
+    return internal.entity_sum(measure) if kind == "sum" else internal.entity_count(measure)
 
 
 def _clip(value: exp.Expression, low: int, high: int) -> exp.Expression:
@@ -146,7 +155,7 @@ def _cell_form(node: exp.Expression, keys: list) -> exp.Expression:
     """A key output over the cell columns: each group key becomes its ``__g<i>``."""
     for index, key in enumerate(keys):
         if node == key:
-            return exp.column(f"__g{index}")
+            return exp.column(internal.cell_key(index))
     for child in list(node.iter_expressions()):
         replaced = _cell_form(child, keys)
         if replaced is not child:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
+from broker.guard import internal_names
 from broker.guard._tree import AGGREGATE_TYPES, TOTALS_META, output_name, refuse
 
 
@@ -24,7 +25,7 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
         if name is None:
             continue
         name = name.lower()
-        if name.startswith("__"):
+        if internal_names.is_internal(name):
             refuse("expand_output_aliases", "ALIAS_RESERVED",
                    f"output names starting with two underscores are reserved for the guard's rewrites: {name!r}",
                    column=name)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import re
 
-import sqlglot
 import sqlglot.expressions as exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from broker.guard._tree import refuse
 
+# Limits checked before anything else reads the query, on every path (a cached plan included): with
+# them every rule's work is bounded by the size of its input, and no input is deep enough to exhaust
+# the recursion that parsing and SQL generation use.
 MAX_SQL_BYTES = 1024 * 1024
+MAX_TOKENS = 20_000
+MAX_NESTING = 32  # brackets within brackets
+MAX_NODES = 20_000
+MAX_DEPTH = 100  # of the parse tree; 1,000 ANDed conditions are 1,000 deep
 # Statements that are not queries, by their first word: when sqlglot cannot parse one of these
 # (EXPORT DATABASE, for example), the caller learns that the statement is not allowed, not that
 # its syntax is wrong.
@@ -25,17 +33,27 @@ _NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DIST
 _IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
 
 
+def admit(unverified_sql: str) -> None:
+    """Refuse a query larger than :data:`MAX_SQL_BYTES`: checked before a cache or a parser reads it."""
+    if len(unverified_sql) > MAX_SQL_BYTES or len(unverified_sql.encode("utf-8", "surrogatepass")) > MAX_SQL_BYTES:
+        refuse("parse", "SQL_TOO_LARGE", f"the query is larger than {MAX_SQL_BYTES} bytes", limit=MAX_SQL_BYTES)
+
+
 def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     """Parse exactly one SELECT statement; anything else is refused.
 
     Comments are dropped here: the SQL that runs is generated from the tree,
     so nothing smuggled in a comment reaches the engine.
     """
-    if len(unverified_sql.encode("utf-8", "surrogatepass")) > MAX_SQL_BYTES:
-        refuse("parse", "SQL_TOO_LARGE", f"the query is larger than {MAX_SQL_BYTES} bytes")
+    admit(unverified_sql)
+    dialect = Dialect.get_or_raise(read_dialect)
     try:
-        statements = [s for s in sqlglot.parse(unverified_sql, read=read_dialect) if s is not None]
-    except (ParseError, TokenError, ValueError, RecursionError) as error:
+        tokens = dialect.tokenize(unverified_sql)
+        _check_tokens(tokens)
+        statements = [s for s in dialect.parser().parse(tokens, unverified_sql) if s is not None]
+    except RecursionError:
+        _too_complex("it nests too deeply")
+    except (ParseError, TokenError, ValueError) as error:
         _refuse_unparsed(unverified_sql, error)
     if not statements:
         refuse("parse", "EMPTY_QUERY", "the query is empty; send one SELECT statement")
@@ -48,11 +66,43 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     if not isinstance(statement, exp.Select):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else str(statement.this).upper()
         refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)
+    _check_tree(statement)
     for node in statement.walk():
         node.comments = None
         if isinstance(node, exp.Func):
             node.meta["written_as"] = _written_name(unverified_sql, node)
     return statement
+
+
+def _check_tokens(tokens: list) -> None:
+    if len(tokens) > MAX_TOKENS:
+        _too_complex(f"it has more than {MAX_TOKENS} tokens")
+    depth = 0
+    for token in tokens:
+        if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE):
+            depth += 1
+            if depth > MAX_NESTING:
+                _too_complex(f"it nests brackets more than {MAX_NESTING} deep")
+        elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
+            depth -= 1
+
+
+def _check_tree(statement: exp.Expression) -> None:
+    """Count the tree's nodes and its depth without recursion (the tree may be deep)."""
+    nodes, stack = 0, [(statement, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            _too_complex(f"it has more than {MAX_NODES} parts")
+        if depth > MAX_DEPTH:
+            _too_complex(f"it nests more than {MAX_DEPTH} levels deep (long chains of AND or + count as nesting; "
+                         "use IN (...) for alternatives)")
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
+
+
+def _too_complex(why: str) -> None:
+    refuse("parse", "QUERY_TOO_COMPLEX", f"the query is too complex to check: {why}")
 
 
 def _written_name(unverified_sql: str, function: exp.Func) -> str:

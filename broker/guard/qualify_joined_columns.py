@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
+from broker.guard import internal_names
+
 
 def qualify_joined_columns(expression: exp.Select) -> exp.Select:
     """Qualify every unqualified column with the dataset's table name when the query joins a lookup."""
@@ -17,6 +19,6 @@ def qualify_joined_columns(expression: exp.Select) -> exp.Select:
         return expression
     table = expression.args["from_"].this.name
     for column in expression.find_all(exp.Column):
-        if not column.table:
+        if not column.table and not internal_names.is_internal(column.name):  # the cell table's own columns
             column.set("table", exp.to_identifier(table))
     return expression

@@ -7,6 +7,7 @@ import grpc
 from broker.auth import current_token, require_principal
 from broker.call_context import current_request_id, time_limit
 from broker.guard import GuardedQuery
+from broker.guard.release_plan import describe
 from broker.noise_calibration import column_scale, half_width, plan_calibration
 from broker.pipeline import QueryPipeline
 from broker.policy import Policy
@@ -44,6 +45,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         noise = planned_noise(guarded, explanation.policy)
         return pb.ExplainQueryResponse(
             rewritten_sql=guarded.sql, disclosure_rules=disclosure_rules(guarded, explanation.policy, noise=noise),
+            release_plan=describe(guarded.cells) if guarded.cells is not None else "",
             noise=noise,
             max_groups=guarded.max_rows,
             lookup_tables=guarded.lookups, access_record=explanation.access_record,
@@ -98,7 +100,7 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
         cells_withheld=result.threshold_cells_withheld,
         description=f"{below} are withheld and marked{counted(result.threshold_cells_withheld)}"
         if marked else f"rows with {below} are left out")]
-    if guarded.totals:
+    if guarded.cells is not None and guarded.cells.totals:
         rules.append(pb.DisclosureRule(
             rule="secondary_suppression", column=guarded.entity, threshold=guarded.min_entities,
             cells_withheld=result.secondary_cells_withheld,

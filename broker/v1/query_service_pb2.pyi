@@ -53,7 +53,7 @@ class ExplainQueryRequest(_message.Message):
     def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ...) -> None: ...
 
 class ExplainQueryResponse(_message.Message):
-    __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version", "noise")
+    __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version", "noise", "release_plan")
     REWRITTEN_SQL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_RULES_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class ExplainQueryResponse(_message.Message):
     ACCESS_RECORD_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_PLAN_FIELD_NUMBER: _ClassVar[int]
     rewritten_sql: str
     steps: _containers.RepeatedCompositeFieldContainer[GuardStep]
     disclosure_rules: _containers.RepeatedCompositeFieldContainer[DisclosureRule]
@@ -70,7 +71,8 @@ class ExplainQueryResponse(_message.Message):
     access_record: int
     policy_version: int
     noise: _sandbox_service_pb2.NoiseReport
-    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ...) -> None: ...
+    release_plan: str
+    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ..., release_plan: _Optional[str] = ...) -> None: ...
 
 class GuardStep(_message.Message):
     __slots__ = ("rule", "action", "summary")

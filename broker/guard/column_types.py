@@ -1,0 +1,45 @@
+"""Engine column types as the guard reasons about them: classes of comparable values, and sums that cannot fail.
+
+The guard itself never reads data, but two kinds of engine error depend on it: comparing a column with a
+literal of another type makes the engine cast every value of the column (``street_code = 5`` fails if
+and only if some row, of any district, holds a code that is not a number), and a sum in a type the
+total can outgrow fails if and only if the values are large. Both are decided here from the types alone.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NUMBER = re.compile(r"^(TINYINT|SMALLINT|INTEGER|INT|INT2|INT4|INT8|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|"
+                     r"UBIGINT|UHUGEINT|DOUBLE|FLOAT|FLOAT4|FLOAT8|REAL|DOUBLE PRECISION|DECIMAL.*|NUMERIC.*)$")
+_TEXT = re.compile(r"^(VARCHAR.*|TEXT|CHAR.*|CHARACTER.*|STRING|BPCHAR.*)$")
+# Sums that cannot overflow in the engine: integers up to 64 bits add up in a 128-bit integer (DuckDB) or
+# arbitrary precision (PostgreSQL's numeric); DuckDB adds doubles to infinity, never to an error. DECIMAL
+# with up to 18 digits adds up in DECIMAL(38). Wider types could outgrow their sum and fail.
+_SUMMABLE = {
+    "duckdb": re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|DOUBLE|FLOAT|"
+                         r"REAL|DECIMAL\((1[0-8]|[1-9]),\s*\d+\))$"),
+    "postgres": re.compile(r"^(SMALLINT|INTEGER|BIGINT|INT2|INT4|INT8|NUMERIC.*|DECIMAL.*)$"),
+}
+
+
+def type_class(engine_type: str) -> str:
+    """``number``, ``text``, ``date``, ``timestamp``, ``bool``, or ``other`` for an engine type name."""
+    name = engine_type.upper().strip()
+    if _NUMBER.match(name):
+        return "number"
+    if _TEXT.match(name):
+        return "text"
+    if name == "DATE":
+        return "date"
+    if name.startswith("TIMESTAMP"):
+        return "timestamp"
+    if name in ("BOOLEAN", "BOOL"):
+        return "bool"
+    return "other"
+
+
+def summable(engine_type: str, dialect: str) -> bool:
+    """Whether SUM over a column of ``engine_type`` cannot fail on ``dialect`` whatever the values."""
+    pattern = _SUMMABLE.get(dialect)
+    return bool(pattern and pattern.match(engine_type.upper().strip()))
