@@ -454,3 +454,14 @@ def test_without_a_requester_ca_only_a_certificate_bound_token_binds_a_key(own, 
     bound = bound_token()
     response = execute(sandbox, encrypted_plan(bound_encryption(requester_key, token=bound), token=bound))
     assert response.encrypted.key_id == requester_key.key_id
+
+
+def test_a_newer_version_the_broker_installs_reaches_the_sandbox_before_any_plan_under_it(deployment):
+    (deployment.policies / f"{GRANT}.yaml").write_text(document(2), encoding="utf-8")
+    deployment.broker.stop()
+    deployment.broker = start_broker(deployment.settings)
+    # A hostile broker replays the version-1 document it still holds: the sandbox has seen version 2.
+    assert refusal(deployment.sandbox, plan_for(document(1))).reason == "POLICY_SUPERSEDED"
+    with deployment.client() as client:
+        answered = client.query(GRANT, SQL)
+    assert answered.policy_version == 2 and len(answered.rows) == 7
