@@ -17,6 +17,7 @@ from broker.sandbox_client import SandboxClient
 
 log = logging.getLogger(__name__)
 SYNC_SECONDS = 10.0
+BATCH = 200  # statements or documents per call; a sandbox takes at most 256 at once
 
 
 class PolicySync:
@@ -29,17 +30,20 @@ class PolicySync:
 
     def publish(self, statements: list[str], documents: list[str] = ()) -> list[str]:
         """Hand every sandbox ``statements`` and ``documents``; returns the ids of those that kept them."""
-        if not statements and not documents:
-            return []
+        statements, documents = list(statements), list(documents)
+        batches = [(statements[i:i + BATCH], []) for i in range(0, len(statements), BATCH)]
+        batches += [([], documents[i:i + BATCH]) for i in range(0, len(documents), BATCH)]
         acknowledged = []
         for name, client in self.sandboxes.items():
             try:
-                answer = client.publish_statements(list(statements), list(documents), timeout_s=self.timeout_s)
+                answers = [client.publish_statements(some, others, timeout_s=self.timeout_s)
+                           for some, others in batches]
             except DsbrokerError as error:
                 log.warning("sandbox %s (%s) did not take the owner's statements: %s %s", name, client.target,
                             error.reason, error.message)
                 continue
-            acknowledged.append(answer.sandbox_id or name)
+            if answers:
+                acknowledged.append(answers[-1].sandbox_id or name)
         return acknowledged
 
     def collect(self) -> list[str]:

@@ -30,11 +30,13 @@ from google.rpc import error_details_pb2
 from broker.errors import ConfigError, DsbrokerError
 from broker.policy import Policy
 from broker.policy_signing import Trust, verify_policy
-from broker.policy_statements import Revocation, parse_statement, verify_statement
+from broker.policy_statements import Revocation, StatementError, parse_statement, verify_statement
 from sandbox.policy_ledger import PolicyLedger
 
 log = logging.getLogger(__name__)
 STATEMENT_SUFFIXES = (".json",)
+# Each statement costs a signature check: a request may carry this many (an owner has a few per policy).
+MAX_PER_REQUEST = 256
 DOCUMENT_SUFFIXES = (".yaml", ".yml")
 
 
@@ -65,6 +67,7 @@ class PolicyStanding:
 
         One that does not verify refuses them all (STATEMENT_SIGNATURE_INVALID or STATEMENT_INVALID).
         """
+        texts = _bounded(texts, "statements")
         fresh: list[Revocation] = []
         for text in texts:
             digest = parse_statement(text).sha256
@@ -74,6 +77,7 @@ class PolicyStanding:
 
     def accept_documents(self, texts: Iterable[str], *, source: str) -> int:
         """Verify signed policy documents and record their versions; returns how many versions were new."""
+        texts = _bounded(texts, "policy documents")
         fresh: list[Policy] = []
         for text in texts:
             if not self.ledger.knows_document(hashlib.sha256(text.encode("utf-8")).hexdigest()):
@@ -110,8 +114,9 @@ class PolicyStanding:
                 try:
                     text = path.read_text(encoding="utf-8")
                     if path.suffix in STATEMENT_SUFFIXES:
-                        self.accept_statements([line for line in text.splitlines() if line.strip()],
-                                               source=f"directory:{name}")
+                        lines = [line for line in text.splitlines() if line.strip()]
+                        for start in range(0, len(lines), MAX_PER_REQUEST):
+                            self.accept_statements(lines[start:start + MAX_PER_REQUEST], source=f"directory:{name}")
                     else:
                         self.accept_documents([text], source=f"directory:{name}")
                 except (OSError, UnicodeDecodeError, DsbrokerError) as error:
@@ -130,6 +135,13 @@ class PolicyStanding:
             log.error("statements: cannot read %s (%s)", self.directory, error)
             return self._listing
         return tuple(entries)
+
+
+def _bounded(texts: Iterable[str], what: str) -> list[str]:
+    texts = list(texts)
+    if len(texts) > MAX_PER_REQUEST:
+        raise StatementError(f"at most {MAX_PER_REQUEST} {what} at once", field=what.replace(" ", "_"))
+    return texts
 
 
 def _refusal(message: str, reason: str, policy: Policy, **metadata) -> PolicyStandingError:

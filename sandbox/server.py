@@ -36,6 +36,10 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     if not settings.trust:
         raise ConfigError("no trust file configured: the sandbox runs only plans whose policy is signed by keys "
                           "in it (set trust; 'dsbroker keys init' makes a development one)")
+    if settings.token_binding == "subject" and not settings.requester_ca:
+        # Without the CA the sandbox could not tell a requester's certificate from one the broker made
+        # with the requester's name in it.
+        raise ConfigError("token_binding = \"subject\" needs requester_ca (the CA of the requesters' certificates)")
     trust = Trust.load(settings.trust)
     data_file = Path(settings.data)
     # The sandbox sees the broker's TLS certificate, not the requester's: it checks tokens against the

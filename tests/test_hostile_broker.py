@@ -465,3 +465,19 @@ def test_a_newer_version_the_broker_installs_reaches_the_sandbox_before_any_plan
     with deployment.client() as client:
         answered = client.query(GRANT, SQL)
     assert answered.policy_version == 2 and len(answered.rows) == 7
+
+
+def test_subject_binding_at_the_sandbox_needs_the_requester_ca(own):
+    # Without the CA a certificate the broker made with the requester's name would pass.
+    with pytest.raises(DsbrokerError) as caught:
+        own.start(token_binding="subject", requester_ca="")
+    assert caught.value.reason == "CONFIG_INVALID" and "requester_ca" in caught.value.message
+
+
+def test_a_flood_of_statements_is_refused_before_any_is_checked(own):
+    sandbox = own.start()
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(sandbox, [revocation(GRANT)] * 257)
+    error = error_from_rpc_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "STATEMENT_INVALID")
+    assert execute(sandbox, plan_for(document())).table.row_count == 7
