@@ -121,6 +121,8 @@ def test_an_execution_id_runs_once_even_across_a_restart(own):
     replayed = refusal(sandbox, plan)
     assert (replayed.code, replayed.reason) == (grpc.StatusCode.ALREADY_EXISTS, "PLAN_REPLAYED")
     assert replayed.metadata["policy"] == GRANT
+    other_query = plan_for(document(), "SELECT COUNT(*) AS n FROM tax.declarations", execution_id=plan.execution_id)
+    assert refusal(sandbox, other_query).reason == "PLAN_REPLAYED", "an id is spent, whatever plan comes with it"
     sandbox = own.restart(sandbox)
     assert refusal(sandbox, plan).reason == "PLAN_REPLAYED"
     fresh = pb.Plan()
