@@ -32,6 +32,9 @@ class Principal:
     district: str
     roles: frozenset[str]
     token_id: str = ""
+    # The thumbprint of the client certificate the token is bound to (RFC 8705 cnf x5t#S256); empty when
+    # the token is not bound to one.
+    certificate_thumbprint: str = ""
 
 
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)

@@ -13,7 +13,8 @@ from broker.audit.checkpoints import Checkpoint
 from broker.audit.log_store import RecordFilter
 from broker.audit.records import StoredRecord, from_row
 from broker.call_context import REQUEST_ID_HEADER
-from broker.errors import DsbrokerError
+from broker.errors import ConfigError, DsbrokerError
+from broker.key_binding import sign_key_binding
 from broker.rpc_status import error_from_rpc_error
 from broker.serving import message_options
 from broker.tls import ClientTls, open_channel
@@ -86,6 +87,9 @@ class BrokerClient:
                  timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.target = target
         self.timeout = timeout
+        self.token = token or ""  # the bearer token each call carries (an encrypted query signs its hash)
+        self._tls = tls
+        self._signing_key = None  # the client certificate's private key, read when an encrypted query needs it
         self._authorization = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = open_channel(target, tls=tls, options=message_options(CLIENT_MAX_MESSAGE_BYTES))
         self._queries = pb_grpc.QueryServiceStub(self._channel)
@@ -99,11 +103,13 @@ class BrokerClient:
         """Run ``sql`` under ``grant`` and return the released cells.
 
         With ``encryption_key`` the cells travel encrypted under its public half and are decrypted here;
-        a result encrypted under any other key is refused (ENCRYPTION_KEY_MISMATCH).
+        a result encrypted under any other key is refused (ENCRYPTION_KEY_MISMATCH). The key is bound
+        to this query by a signature with the client certificate's key (:meth:`encryption_for`).
         """
         request_id = request_id or str(uuid.uuid4())
         request = pb.RunQueryRequest(grant=grant, sql=sql,
-                                     encryption=encryption_key.encryption() if encryption_key else None)
+                                     encryption=self.encryption_for(grant, sql, encryption_key) if encryption_key
+                                     else None)
         try:
             response = self._queries.RunQuery(
                 request, timeout=timeout or self.timeout,
@@ -130,6 +136,22 @@ class BrokerClient:
             noise=noise_dict(response.noise) if response.HasField("noise") else None,
             withheld=marked_cells(response.table, "withheld"), rolled_up=marked_cells(response.table, "rolled_up"),
             encryption=encryption)
+
+    def encryption_for(self, grant: str, sql: str, encryption_key: EncryptionKey) -> sandbox_pb.Encryption:
+        """What an encrypted query sends: the public context, and this client's signature binding its key id
+        to the grant, the SQL and the token, made with the private key of the mutual-TLS client
+        certificate (the sandbox refuses an encrypted plan whose key the caller did not sign)."""
+        encryption = encryption_key.encryption()
+        if self._tls is None or not self._tls.key:
+            raise ConfigError("an encrypted query is signed with your client certificate's key: connect with "
+                              "--cert and --key (mutual TLS)")
+        if self._signing_key is None:
+            from broker.keys import load_private_key
+
+            self._signing_key = load_private_key(self._tls.key)
+        encryption.key_signature = sign_key_binding(self._signing_key, key_id=encryption_key.key_id, grant=grant,
+                                                    sql=sql, token=self.token)
+        return encryption
 
     def explain(self, grant: str, sql: str, *, encrypted: bool = False) -> pb.ExplainQueryResponse:
         """What the guard makes of ``sql`` under ``grant``, without running it (recorded in the access log)."""
@@ -192,8 +214,9 @@ class BrokerClient:
         return self._call(self._policies.GetPolicy,
                           policies_pb.GetPolicyRequest(name=_named(name, "policies"))).policy
 
-    def change_policy(self, name: str, action: str, *, reason: str = "") -> policies_pb.Policy:
-        """Suspend, resume or revoke a policy (owner role)."""
+    def change_policy(self, name: str, action: str, *, reason: str = "", statement: str = "") -> policies_pb.Policy:
+        """Suspend, resume or revoke a policy (owner role); a revocation needs the owner's signed ``statement``
+        (:func:`broker.policy_statements.sign_revocation`)."""
         name = _named(name, "policies")
         if action == "suspend":
             return self._call(self._policies.SuspendPolicy,
@@ -201,9 +224,13 @@ class BrokerClient:
         if action == "resume":
             return self._call(self._policies.ResumePolicy, policies_pb.ResumePolicyRequest(name=name)).policy
         if action == "revoke":
-            return self._call(self._policies.RevokePolicy,
-                              policies_pb.RevokePolicyRequest(name=name, reason=reason)).policy
+            return self.revoke_policy(name, statement, reason=reason).policy
         raise ValueError(f"unknown policy action {action!r}")
+
+    def revoke_policy(self, name: str, statement: str, *, reason: str = "") -> policies_pb.RevokePolicyResponse:
+        """Revoke a policy with the owner's signed statement; the answer names the sandboxes that kept it."""
+        return self._call(self._policies.RevokePolicy, policies_pb.RevokePolicyRequest(
+            name=_named(name, "policies"), reason=reason, statement=statement))
 
     def list_access_records(self, *, page_size: int = 0, page_token: str = "",
                             where: RecordFilter = RecordFilter()) -> tuple[list[StoredRecord], str]:

@@ -6,8 +6,12 @@ import datetime as dt
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from rich.console import Console
@@ -19,12 +23,18 @@ from broker.cli.output import print_dataset, print_explanation, print_policy, pr
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
 from broker.encryption_key import EncryptionKey
+from broker.guard import guard
 from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNERS, IDP_KEY_ID, KeyLayout, approve_for_development,
                          init_keys, load_private_key, signer_key_id)
 from broker.launch import development_servers, development_token
-from broker.tls import ClientTls
+from broker.policy import parse_policy
+from broker.policy_statements import sign_revocation
+from broker.rpc_status import error_from_rpc_error
+from broker.tls import ClientTls, open_channel
 from broker.tokens import issue_token
 from broker.v1 import access_request_service_pb2 as pb
+from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
+from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
 from sandbox.demo_data import make_demo_data, split_demo_data, write_demo_catalog
 
 ACTORS = {
@@ -134,12 +144,14 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
           f"broker, whose only grant is the owner's standing one over the partitions ({PARTITIONED_GRANT}, "
           "encrypted results only).")
     with development_servers(data=data, policies=policies, state=state, layout=layout, client=ANALYST,
-                             access_log=access_log, partitions=partitions) as (sandbox, broker, _tls):
+                             access_log=access_log, partitions=partitions,
+                             token_binding="thumbprint") as (sandbox, broker, _tls):
         console.print(f"sandbox on {sandbox.target}, partitions {', '.join(PARTITIONS)}, broker on {broker.target}: "
-                      "mutual TLS on both hops, and tokens bound to the caller's certificate")
+                      "mutual TLS on both hops, and tokens bound to the caller's certificate (RFC 8705), which "
+                      "the sandboxes check too")
         clients = {name: _actor_client(layout, broker.target, name) for name in ACTORS}
         try:
-            checks.update(_workflow(layout, clients, broker.target))
+            checks.update(_workflow(layout, clients, broker.target, sandbox.target))
             _step("14. The city audit office reads the access log over gRPC (dsbroker audit list); its own "
                   "reads are recorded too:")
             records, _ = clients["auditor-zhao"].list_access_records(page_size=1000)
@@ -165,7 +177,8 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
     return 0 if ok else 1
 
 
-def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str) -> dict[str, bool]:
+def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str,
+              sandbox_target: str) -> dict[str, bool]:
     requester, reviewer, owner = clients["analyst-li"], clients["reviewer-wang"], clients["owner-chen"]
     checks = {}
     _step("4. Xuanwu's Development and Reform Commission browses the catalog (dsbroker catalog show):")
@@ -234,11 +247,45 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str) 
     with BrokerClient(target, token=forged, tls=_tls(layout, ANALYST)) as forger:
         checks["forged token refused"] = _refused(forger, grant, AGGREGATE_SQL)
 
-    _step("13. The report is published; the owner revokes the grant (dsbroker policy revoke), and the next "
-          "query is refused:")
-    print_policy(owner.change_policy(grant, "revoke", reason="the district report is published"), as_json=False)
+    _step("13. The report is published; the owner revokes the grant (dsbroker policy revoke): it signs the "
+          "revocation with its own key, and the broker passes it to every sandbox, which keeps it for good. The "
+          "next query is refused:")
+    document = owner.get_policy(grant).document
+    statement = sign_revocation(load_private_key(layout.signer_key("city-tax")), key_id=signer_key_id("city-tax"),
+                                by="city-tax", policy_id=grant, reason="the district report is published")
+    console.print(statement, soft_wrap=True, highlight=False)
+    answer = owner.revoke_policy(grant, statement)
+    print_policy(answer.policy, as_json=False)
+    console.print(f"sandboxes that kept the revocation: {', '.join(answer.sandboxes_notified)}")
+    checks["revocation reached every sandbox"] = len(answer.sandboxes_notified) == 1 + len(PARTITIONS)
     checks["revoked grant refused"] = _refused(requester, grant, AGGREGATE_SQL)
+    console.print("A broker turned hostile sends the grant's plan to the owner's sandbox anyway, with the "
+                  "commission's token and certificate it has seen:", style="bold")
+    checks["sandbox refuses the revoked grant"] = _hostile_replay(layout, sandbox_target, document,
+                                                                  requester.token)
     return checks
+
+
+def _hostile_replay(layout: KeyLayout, sandbox_target: str, document: str, token: str) -> bool:
+    """Send the owner's sandbox, as the broker could, an honest plan under a revoked grant; whether it refuses."""
+    policy = parse_policy(document)
+    department, district, _role, _signer = ACTORS[ANALYST]
+    guarded = guard(AGGREGATE_SQL, policy, district=district, department=department)
+    certificate = x509.load_pem_x509_certificate(layout.client_cert(ANALYST).read_bytes())
+    plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id, policy_version=policy.version,
+                           max_rows=guarded.max_rows, policy_document=document, original_sql=AGGREGATE_SQL,
+                           caller_token=token, execution_id=str(uuid.uuid4()),
+                           caller_certificate=certificate.public_bytes(serialization.Encoding.DER))
+    tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
+    with open_channel(sandbox_target, tls=tls, options=[]) as channel:
+        try:
+            sandbox_grpc.SandboxServiceStub(channel).ExecutePlan(sandbox_pb.ExecutePlanRequest(plan=plan), timeout=30)
+        except grpc.RpcError as rpc_error:
+            error = error_from_rpc_error(rpc_error)
+            console.print(f"the sandbox refuses: {error.code.name} {error.reason}: {error.message}")
+            return error.reason == "POLICY_REVOKED"
+    console.print("[red]the sandbox ran a plan under a revoked grant: this must not happen[/red]")
+    return False
 
 
 def _encrypted(requester: BrokerClient, grant: str) -> dict[str, bool]:
@@ -277,7 +324,8 @@ def _tls(layout: KeyLayout, name: str) -> ClientTls:
 
 def _actor_client(layout: KeyLayout, target: str, name: str) -> BrokerClient:
     department, district, role, _signer = ACTORS[name]
-    token = development_token(layout, subject=name, department=department, district=district, roles=(role,))
+    token = development_token(layout, subject=name, department=department, district=district, roles=(role,),
+                              certificate=layout.client_cert(name))
     return BrokerClient(target, token=token, tls=_tls(layout, name))
 
 

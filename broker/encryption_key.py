@@ -96,7 +96,8 @@ class EncryptionKey:
         _public_path(path).write_bytes(self.public_context)
 
     def encryption(self) -> pb.Encryption:
-        """What an encrypted query sends: the public context only."""
+        """The public context an encrypted query sends (``BrokerClient.encryption_for`` adds the signature that
+        binds it to the query)."""
         return pb.Encryption(public_context=self.public_context)
 
     def decrypt(self, table: pb.EncryptedTable) -> Decrypted:

@@ -201,10 +201,11 @@ def broker_settings(layout: KeyLayout, *, token_binding: str = "none") -> dict[s
 
 
 def sandbox_settings(layout: KeyLayout) -> dict[str, str]:
-    """The sandbox settings that use this layout: its certificate, and only the broker's certificate as a client."""
+    """The sandbox settings that use this layout: its certificate, only the broker's certificate as a client, and
+    the platform CA as the CA of the requesters' certificates the broker forwards in plans."""
     return {"tls_cert": str(layout.sandbox_cert), "tls_key": str(layout.sandbox_key),
             "tls_client_ca": str(layout.owner_ca), "trust": str(layout.trust), "jwks": str(layout.jwks),
-            "jwt_issuer": DEV_ISSUER, "jwt_audience": DEV_AUDIENCE}
+            "jwt_issuer": DEV_ISSUER, "jwt_audience": DEV_AUDIENCE, "requester_ca": str(layout.platform_ca)}
 
 
 def to_toml(settings: dict[str, object]) -> str:

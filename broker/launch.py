@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, broker_settings, load_private_key,
                          sandbox_settings, to_toml)
-from broker.tls import ClientTls, open_channel
+from broker.tls import ClientTls, open_channel, thumbprint
 from broker.tokens import issue_token
 
 STARTUP_SECONDS = 30.0
@@ -92,9 +93,11 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
     Their TOML configurations and logs, the access log (unless ``access_log`` says otherwise), its
-    checkpoint key (``access-log.key`` and ``.pub``) and the sandbox's execution ledger
-    (``sandbox-executions.sqlite``) are written under ``state``. ``partitions`` maps sandbox ids to
-    data files: a sandbox each (ledger ``<id>-executions.sqlite``), which the broker knows as partitions.
+    checkpoint key (``access-log.key`` and ``.pub``) and the sandbox's execution and policy ledgers
+    (``sandbox-executions.sqlite``, ``sandbox-policies.sqlite``) are written under ``state``.
+    ``partitions`` maps sandbox ids to data files: a sandbox each (ledgers ``<id>-executions.sqlite``
+    and ``<id>-policies.sqlite``), which the broker knows as partitions. The sandboxes hold tokens to
+    the forwarded certificates with the same ``token_binding`` as the broker.
     """
     state.mkdir(parents=True, exist_ok=True)
     sandbox_tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
@@ -102,8 +105,9 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     with contextlib.ExitStack() as stack:
         def start_sandbox(name: str, data_file: Path, ledger: Path, **extra) -> ServerProcess:
             config = state / f"{name}.toml"
-            config.write_text(to_toml({"data": str(data_file), "execution_ledger": str(ledger), **extra,
-                                       **sandbox_settings(layout)}))
+            config.write_text(to_toml({"data": str(data_file), "execution_ledger": str(ledger),
+                                       "policy_ledger": str(state / f"{name}-policies.sqlite"),
+                                       "token_binding": token_binding, **extra, **sandbox_settings(layout)}))
             return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
                                                      tls=sandbox_tls, log_path=state / f"{name}.log"))
 
@@ -123,8 +127,11 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
 
 
 def development_token(layout: KeyLayout, *, subject: str, department: str, district: str,
-                      roles: tuple[str, ...] = ("requester",), ttl: dt.timedelta = dt.timedelta(hours=1)) -> str:
-    """A token from the development identity provider in ``layout``."""
+                      roles: tuple[str, ...] = ("requester",), ttl: dt.timedelta = dt.timedelta(hours=1),
+                      certificate: Path | None = None) -> str:
+    """A token from the development identity provider in ``layout``; with ``certificate`` (a PEM file), bound
+    to that client certificate (RFC 8705 cnf x5t#S256)."""
+    bound = thumbprint(x509.load_pem_x509_certificate(certificate.read_bytes())) if certificate else None
     return issue_token(load_private_key(layout.idp_key), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
                        audience=DEV_AUDIENCE, subject=subject, department=department, district=district,
-                       roles=roles, ttl=ttl)
+                       roles=roles, ttl=ttl, certificate_thumbprint=bound)

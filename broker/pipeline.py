@@ -22,6 +22,7 @@ from broker.policy import Policy
 from broker.policy_registry import PolicyRegistry
 from broker.sandbox_client import SandboxClient
 from broker.secure_sum import SecureSum
+from broker.tls import PeerCertificate
 from sandbox.execution_ledger import plan_digest
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
@@ -70,10 +71,14 @@ class QueryPipeline:
         self.plans = PlanCache()
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
-            client: str, timeout_s: float, token: str, encryption: sandbox_pb.Encryption | None = None) -> QueryOutcome:
+            client: str, timeout_s: float, token: str, certificate: PeerCertificate | None = None,
+            encryption: sandbox_pb.Encryption | None = None) -> QueryOutcome:
         """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused.
 
-        ``token`` is the caller's bearer token; the plan carries it so the sandbox can check who asks.
+        ``token`` is the caller's bearer token and ``certificate`` the client certificate of its call; the
+        plan carries both so the sandbox can check who asks (and a certificate-bound token's binding).
+        It carries the owner's statements the broker holds for the policy too, so a sandbox that missed
+        one learns it with the next plan.
         With ``encryption`` (the requester's public key) the cells come back encrypted under it; with
         partitions, added up across them here without being decrypted.
         """
@@ -103,7 +108,9 @@ class QueryPipeline:
         plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
                                policy_version=policy.version, max_rows=guarded.max_rows,
                                policy_document=policy.document, original_sql=unverified_sql, caller_token=token,
-                               execution_id=str(uuid.uuid4()), encryption=encryption)
+                               execution_id=str(uuid.uuid4()), encryption=encryption,
+                               caller_certificate=certificate.der if certificate else b"",
+                               policy_statements=self.policies.statements_for(policy.id))
         execution = {"execution_id": plan.execution_id, "plan_sha256": plan_digest(plan)}
         if encrypted:
             execution.update(encrypted=True, partitions=list(policy.partitions))

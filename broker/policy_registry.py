@@ -5,15 +5,24 @@ owner's final approval of an access request. Both are recorded in the store, whi
 policy's state; the store is what every query consults, so a suspension or revocation takes effect
 on the next query, on every broker replica. A policy past its validity is moved to EXPIRED the
 first time a query finds it so.
+
+A revocation is more than a state: it is the owner's signed statement (broker/policy_statements.py).
+The registry verifies it against the owner's trust file, keeps it in the store, writes it beside the
+policy files (``<policies>/statements/``) and hands it to every sandbox, whose own check does not
+depend on the broker. Because it is kept in those three places, a broker restarted on an empty store
+installs a revoked policy's file as REVOKED, not ACTIVE. Suspension and resumption stay broker-side
+holds: the owner's signed word that a grant ends is the revocation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import tempfile
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import grpc
 from google.rpc import error_details_pb2
@@ -22,32 +31,46 @@ from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError, GrantError
 from broker.policy import Policy, load_policies, parse_policy
+from broker.policy_signing import Trust
+from broker.policy_statements import Revocation, parse_statement, verify_statement
 from broker.request_states import State, next_state
 from broker.store import Store, StoredPolicy
 
 log = logging.getLogger(__name__)
 PARSED_POLICIES_KEPT = 1024
+STATEMENTS_DIRECTORY = "statements"  # beside the policy files
+REVOCABLE = (State.ACTIVE, State.SUSPENDED)
 
 
 class PolicyRegistry:
     """Looks up a caller's policy for a query, and moves policies between states for the owner."""
 
     def __init__(self, store: Store, access_log: AccessLog, *, owner_timezone: dt.tzinfo,
-                 clock: Callable[[], dt.datetime]) -> None:
+                 clock: Callable[[], dt.datetime], trust: Trust | None = None,
+                 publish: Callable[[list[str], list[str]], list[str]] | None = None,
+                 statements_dir: str | Path | None = None) -> None:
+        """``trust`` verifies the owner's statements (without it revocations are refused); ``publish`` hands
+        statements and documents to the sandboxes and returns the ids that kept them; ``statements_dir``
+        is where kept statements are written as files (beside the policy files)."""
         self.store = store
         self.access_log = access_log
         self.owner_timezone = owner_timezone
         self.clock = clock
+        self.trust = trust
+        self.publish = publish or (lambda statements, documents: [])
+        self.statements_dir = Path(statements_dir) if statements_dir else None
         self._parsed: dict[str, Policy] = {}
         self._lock = threading.Lock()
 
     def install_files(self, directory: str | Path) -> int:
         """Record the policy files of ``directory`` in the store.
 
-        A new id is stored as ACTIVE; a higher version of a known id replaces its document and keeps
-        its state (a revoked policy stays revoked); a file that is not newer than the stored policy
-        changes nothing.
+        The owner's statements in ``directory/statements/`` are kept first. A new id is stored as
+        ACTIVE, unless a kept revocation covers its version (then REVOKED: a revocation outlives the
+        store); a higher version of a known id replaces its document and keeps its state (a revoked
+        policy stays revoked); a file that is not newer than the stored policy changes nothing.
         """
+        self.recover(_statement_files(Path(directory) / STATEMENTS_DIRECTORY), source="files")
         policies = load_policies(directory)
         for policy in policies.values():
             now = self.clock()
@@ -65,7 +88,117 @@ class PolicyRegistry:
             else:
                 log.warning("policy file %s (v%d) is not newer than the stored policy %s (v%d); the stored one "
                             "is served", policy.source, policy.version, policy.id, stored.version)
+        for policy_id in policies:
+            self._enforce(policy_id)
         return len(policies)
+
+    def statements_for(self, policy_id: str) -> list[str]:
+        """The owner's statements kept about ``policy_id`` (each plan under it carries them)."""
+        return self.store.statements(policy_id)
+
+    def all_statements(self) -> list[str]:
+        """Every owner's statement kept."""
+        return self.store.statements()
+
+    def current_documents(self) -> list[str]:
+        """The signed document of every stored policy, for the sandboxes to know each one's newest version."""
+        documents, after = [], None
+        while page := self.store.list_policies(after=after, limit=500):
+            documents += [stored.document for stored in page]
+            after = page[-1].id
+        return documents
+
+    def recover(self, statements: Iterable[str], *, source: str) -> int:
+        """Keep and apply the owner's statements found in files or at the sandboxes; returns how many were new.
+
+        Each is verified against the trust file; one that does not verify is logged and skipped (it
+        could only ever revoke, but a revocation the owner did not sign is not the owner's).
+        """
+        statements = list(statements)
+        if statements and self.trust is None:
+            log.warning("%d owner statement(s) from %s not applied: the broker has no trust file to verify them "
+                        "with (set trust)", len(statements), source)
+            return 0
+        added = 0
+        for text in statements:
+            try:
+                revocation = verify_statement(text, self.trust)
+            except DsbrokerError as error:
+                log.warning("an owner statement from %s is skipped: %s %s", source, error.reason, error.message)
+                continue
+            added += self._keep(revocation)
+            self._enforce(revocation.policy_id, detail={"statement": revocation.sha256, "source": source})
+        return added
+
+    def revoke(self, principal: Principal, policy_id: str, *, statement: str, reason: str, client: str,
+               request_id: str) -> tuple[StoredPolicy, list[str]]:
+        """The owner revokes a policy with its signed statement: kept, written beside the policy files and
+        handed to every sandbox, then the stored state moves to REVOKED. Returns the policy and the ids of
+        the sandboxes that kept the statement. The statement is kept and handed on even when the state
+        cannot move (the policy is already revoked or expired), since the sandboxes hold it either way."""
+        caller = dict(principal=principal, client=client, request_id=request_id)
+        try:
+            require_role("owner", principal)
+            stored = self.get(principal, policy_id)
+            revocation = self._verified(statement, stored, reason)
+            self._keep(revocation)
+            notified = self.publish([revocation.text], [])
+            moved = self._move(stored, "revoke", reason=revocation.reason,
+                               extra={"statement": revocation.sha256, "versions": revocation.versions,
+                                      "sandboxes_notified": notified}, **caller)
+            if moved is None:
+                current = self.get(principal, policy_id)
+                next_state("revoke", current.state, subject=f"policies/{policy_id}")
+                raise DsbrokerError(f"policy {policy_id!r} changed meanwhile; try again", reason="CONCURRENT_CHANGE",
+                                    code=grpc.StatusCode.ABORTED, policy=policy_id)
+            return moved, notified
+        except DsbrokerError as error:
+            self._record(event="policy.revoke", decision="deny", grant_id=policy_id, reason=error.reason,
+                         detail={"action": "revoke"}, **caller)
+            raise
+
+    def _verified(self, statement: str, stored: StoredPolicy, reason: str) -> Revocation:
+        """The owner's revocation of ``stored`` in ``statement``; refused unless signed and about it."""
+        if not statement.strip():
+            raise DsbrokerError("a revocation needs the owner's signed statement (dsbroker policy revoke signs one "
+                                "with your key)", reason="STATEMENT_REQUIRED", code=grpc.StatusCode.INVALID_ARGUMENT,
+                                field="statement", policy=stored.id)
+        if self.trust is None:
+            raise DsbrokerError("the broker has no trust file, so it cannot verify the owner's statement",
+                                reason="TRUST_NOT_CONFIGURED", code=grpc.StatusCode.FAILED_PRECONDITION)
+        revocation = verify_statement(statement, self.trust)
+        if revocation.policy_id != stored.id or not revocation.covers(stored.version):
+            raise DsbrokerError(f"the statement revokes {revocation.policy_id!r} {revocation.versions}, not "
+                                f"{stored.id!r} v{stored.version}", reason="STATEMENT_MISMATCH",
+                                code=grpc.StatusCode.INVALID_ARGUMENT, field="statement", policy=stored.id)
+        if reason.strip() and reason.strip() != revocation.reason:
+            raise DsbrokerError("the reason differs from the one the owner signed", reason="STATEMENT_MISMATCH",
+                                code=grpc.StatusCode.INVALID_ARGUMENT, field="reason", policy=stored.id)
+        return revocation
+
+    def _keep(self, revocation: Revocation) -> bool:
+        """Keep a verified statement in the store and as a file beside the policies; whether it was new."""
+        added = self.store.add_statement(sha256=revocation.sha256, policy_id=revocation.policy_id,
+                                         statement=revocation.text, at=_stamp(self.clock()))
+        if self.statements_dir is not None:
+            path = self.statements_dir / f"{revocation.policy_id}.{revocation.sha256[:16]}.json"
+            if not path.exists():
+                self.statements_dir.mkdir(parents=True, exist_ok=True)
+                handle, temporary = tempfile.mkstemp(dir=self.statements_dir, prefix=".", suffix=".partial")
+                with os.fdopen(handle, "w", encoding="utf-8") as file:
+                    file.write(revocation.text + "\n")
+                os.replace(temporary, path)
+        return added
+
+    def _enforce(self, policy_id: str, detail: dict | None = None) -> None:
+        """Move ``policy_id`` to REVOKED when a kept statement covers its stored version and it is in force."""
+        stored = self.store.get_policy(policy_id)
+        if stored is None or stored.state not in REVOCABLE:
+            return
+        covering = [r for r in map(parse_statement, self.store.statements(policy_id)) if r.covers(stored.version)]
+        if covering:
+            self._move(stored, "revoke", reason=covering[0].reason, principal=None, client="", request_id="",
+                       extra={"statement": covering[0].sha256, **(detail or {})})
 
     def policy(self, stored: StoredPolicy) -> Policy:
         """The parsed policy of a stored one (parsed once per document)."""
@@ -132,7 +265,11 @@ class PolicyRegistry:
 
     def change(self, principal: Principal, policy_id: str, action: str, *, reason: str, client: str,
                request_id: str) -> StoredPolicy:
-        """The owner suspends, resumes or revokes a policy; every attempt is in the access log."""
+        """The owner suspends or resumes a policy (a revocation needs a signed statement: :meth:`revoke`);
+        every attempt is in the access log."""
+        if action == "revoke":
+            return self.revoke(principal, policy_id, statement="", reason=reason, client=client,
+                               request_id=request_id)[0]
         caller = dict(principal=principal, client=client, request_id=request_id)
         try:
             require_role("owner", principal)
@@ -153,14 +290,14 @@ class PolicyRegistry:
             raise
 
     def _move(self, stored: StoredPolicy, action: str, *, reason: str, principal: Principal | None, client: str,
-              request_id: str) -> StoredPolicy | None:
+              request_id: str, extra: dict | None = None) -> StoredPolicy | None:
         target = next_state(action, stored.state, subject=f"policies/{stored.id}")
         moved = self.store.move_policy(stored, target, reason=reason, at=_stamp(self.clock()))
         if moved is not None:
             self._record(event=f"policy.{action}", decision="allow", principal=principal, client=client,
                          request_id=request_id, grant_id=stored.id, policy=stored, reason="",
                          detail={"from": stored.state.value, "to": target.value, "why": reason,
-                                 "access_request": stored.request_id})
+                                 "access_request": stored.request_id, **(extra or {})})
         return moved
 
     def _record(self, *, event: str, decision: str, principal: Principal | None, client: str, request_id: str,
@@ -178,6 +315,17 @@ def stored_policy_for(policy: Policy, *, request_id: str, at: dt.datetime, state
     return StoredPolicy(id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
                         document=policy.document, sha256=policy.sha256, request_id=request_id,
                         state_reason=state_reason, updated_at=_stamp(at))
+
+
+def _statement_files(directory: Path) -> list[str]:
+    """The statements in ``directory``'s ``*.json`` files (one a line); unreadable files are logged and skipped."""
+    statements = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else ():
+        try:
+            statements += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            log.warning("cannot read owner statement file %s (%s)", path, error.__class__.__name__)
+    return statements
 
 
 def _may_see(principal: Principal, stored: StoredPolicy) -> bool:

@@ -33,6 +33,23 @@ class SandboxClient:
                           pb.EncryptPartitionRequest(execution_id=execution_id, groups=groups), timeout_s,
                           request_id=request_id)
 
+    def publish_statements(self, statements: list[str], documents: list[str], *,
+                           timeout_s: float = 10.0) -> pb.PublishPolicyStatementsResponse:
+        """Hand the sandbox the owner's statements and signed policy documents; it verifies and keeps them."""
+        return self._call(self._stub.PublishPolicyStatements, pb.PublishPolicyStatementsRequest(
+            statements=statements, policy_documents=documents), timeout_s)
+
+    def list_statements(self, *, timeout_s: float = 10.0) -> list[str]:
+        """Every owner's statement the sandbox holds, oldest first (all pages)."""
+        statements, token = [], ""
+        while True:
+            page = self._call(self._stub.ListPolicyStatements, pb.ListPolicyStatementsRequest(page_token=token),
+                              timeout_s)
+            statements += page.statements
+            token = page.next_page_token
+            if not token:
+                return statements
+
     def list_datasets(self, *, timeout_s: float = 10.0) -> pb.ListDatasetsResponse:
         """The sandbox's catalog: the datasets it serves, described by the owner."""
         return self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(), timeout_s)

@@ -14,7 +14,8 @@ from broker.auth import AuthenticationError, AuthInterceptor, current_principal
 from broker.call_context import CallConventionsInterceptor, CallerLimitInterceptor, current_request_id
 from broker.errors import ConfigError, DsbrokerError
 from broker.pipeline import QueryPipeline
-from broker.policy_registry import PolicyRegistry
+from broker.policy_registry import STATEMENTS_DIRECTORY, PolicyRegistry
+from broker.policy_sync import PolicySync
 from broker.sandbox_client import SandboxClient
 from broker.secure_sum import SecureSum
 from broker.catalog import Catalog
@@ -62,12 +63,18 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
                                checkpoint_every=settings.checkpoint_every,
                                checkpoint_seconds=settings.checkpoint_seconds)
     store = open_store(settings.store)
-    policies = PolicyRegistry(store, access_log, owner_timezone=owner_tz, clock=clock)
-    installed = policies.install_files(settings.policies) if Path(settings.policies).is_dir() else 0
     sandbox_tls = _sandbox_tls(settings)
     sandbox = SandboxClient(settings.sandbox, tls=sandbox_tls, max_message_bytes=settings.max_message_bytes)
     partitions = SecureSum({name: SandboxClient(address, tls=sandbox_tls, max_message_bytes=settings.max_message_bytes)
                             for name, address in _partitions(settings.partitions).items()})
+    sync = PolicySync({"sandbox": sandbox, **partitions.sandboxes})
+    policies = PolicyRegistry(store, access_log, owner_timezone=owner_tz, clock=clock, trust=trust,
+                              publish=sync.publish, statements_dir=Path(settings.policies) / STATEMENTS_DIRECTORY)
+    installed = policies.install_files(settings.policies) if Path(settings.policies).is_dir() else 0
+    # The sandboxes keep the owner's revocations for good: a broker on a new store learns them again here,
+    # and hands each sandbox whatever it holds itself (statements, and each policy's current version).
+    policies.recover(sync.collect(), source="sandboxes")
+    sync.publish(policies.all_statements(), policies.current_documents())
     catalog = Catalog(sandbox)
     workflow = Workflow(store, catalog, access_log, trust=trust, owner_timezone=owner_tz, clock=clock,
                         policies_dir=settings.policies)

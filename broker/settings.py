@@ -61,6 +61,17 @@ class SandboxSettings:
     jwt_audience: str = setting("dsbroker", JWT_HELP["jwt_audience"])
     jwt_algorithms: tuple[str, ...] = setting(ALLOWED_ALGORITHMS, JWT_HELP["jwt_algorithms"])
     jwt_leeway_seconds: float = setting(30.0, JWT_HELP["jwt_leeway_seconds"])
+    token_binding: str = setting("none", "hold each plan's token to the requester's certificate the broker "
+                                         "forwards: 'none', 'subject' (sub equals its CN) or 'thumbprint' (cnf "
+                                         "x5t#S256 required); a token that carries cnf is always held to it")
+    requester_ca: str = setting("", "PEM CA(s) of requesters' client certificates (the platform CA): a plan's "
+                                    "forwarded certificate must be a valid client certificate under them; needed "
+                                    "for encrypted queries with tokens that are not certificate-bound")
+    policy_ledger: str = setting("", "SQLite file where the sandbox keeps the owner's revocations and the newest "
+                                     "version of each policy it has seen; empty: beside the data file, "
+                                     "<data>.policies.sqlite")
+    statements: str = setting("", "a directory of the owner's own: revocation files (*.json, one statement a "
+                                  "line) and signed policy documents (*.yaml), read at start and when they change")
     data: str = setting("", "path of the DuckDB data file, opened read-only")
     datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
     catalog: str = setting("", "the owner's catalog YAML describing the datasets (metadata only); empty uses "

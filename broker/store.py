@@ -45,6 +45,14 @@ _SCHEMA = (
         state_reason TEXT NOT NULL,
         updated_at TEXT NOT NULL,
         revision INTEGER NOT NULL)""",
+    # The owner's signed statements (revocations), kept as signed: they are also written beside the
+    # policy files and held by the sandboxes, so losing this table loses no revocation.
+    """CREATE TABLE IF NOT EXISTS policy_statements (
+        sha256 TEXT PRIMARY KEY,
+        policy_id TEXT NOT NULL,
+        statement TEXT NOT NULL,
+        received_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS policy_statements_by_policy ON policy_statements (policy_id, received_at)",
 )
 _REQUEST_COLUMNS = "id, department, district, state, version, created_at, updated_at, policy_id, body"
 _POLICY_COLUMNS = "id, version, state, department, document, sha256, request_id, state_reason, updated_at, revision"
@@ -226,6 +234,22 @@ class Store:
                 body = {**request.body, "state_reason": reason}
                 self._replace_request(cursor, replace(request, state=state, updated_at=at, body=body))
         return moved
+
+    def add_statement(self, *, sha256: str, policy_id: str, statement: str, at: str) -> bool:
+        """Keep an owner's statement (verified by the caller); False when it is kept already."""
+        with self._transaction() as cursor:
+            return self._execute(cursor, "INSERT INTO policy_statements (sha256, policy_id, statement, received_at) "
+                                 "VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                                 (sha256, policy_id, statement, at)).rowcount == 1
+
+    def statements(self, policy_id: str | None = None) -> list[str]:
+        """The owner's statements kept (about ``policy_id``, or all), oldest first."""
+        sql = "SELECT statement FROM policy_statements"
+        params: tuple = ()
+        if policy_id is not None:
+            sql, params = sql + " WHERE policy_id = ?", (policy_id,)
+        with self._transaction() as cursor:
+            return [row[0] for row in self._execute(cursor, sql + " ORDER BY received_at, sha256", params).fetchall()]
 
     def close(self) -> None:
         """Close this thread's connection."""

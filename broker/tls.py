@@ -8,15 +8,17 @@ something; it only says which certificate they presented.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import functools
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from broker.errors import ConfigError
 
@@ -86,10 +88,11 @@ def require_loopback(address: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class PeerCertificate:
-    """The client certificate of the current call: its common name and RFC 8705 thumbprint."""
+    """The client certificate of the current call: its common name, RFC 8705 thumbprint and DER bytes."""
 
     common_name: str
     thumbprint: str
+    der: bytes = field(default=b"", repr=False, compare=False)
 
 
 def peer_certificate(context: grpc.ServicerContext) -> PeerCertificate | None:
@@ -100,9 +103,45 @@ def peer_certificate(context: grpc.ServicerContext) -> PeerCertificate | None:
 
 @functools.lru_cache(maxsize=1024)
 def _peer_from_pem(pem: bytes) -> PeerCertificate:
-    certificate = x509.load_pem_x509_certificate(pem)
+    return _peer(x509.load_pem_x509_certificate(pem))
+
+
+@functools.lru_cache(maxsize=1024)
+def certificate_from_der(der: bytes) -> PeerCertificate:
+    """A certificate another party forwarded (DER); ValueError when it is not one."""
+    return _peer(x509.load_der_x509_certificate(der))
+
+
+def _peer(certificate: x509.Certificate) -> PeerCertificate:
     names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return PeerCertificate(common_name=str(names[0].value) if names else "", thumbprint=thumbprint(certificate))
+    return PeerCertificate(common_name=str(names[0].value) if names else "", thumbprint=thumbprint(certificate),
+                           der=certificate.public_bytes(Encoding.DER))
+
+
+class CertificateAuthorities:
+    """The CAs whose client certificates a party accepts when a certificate reaches it second hand.
+
+    A TLS server checks its peer's chain in the handshake; the sandbox sees the requester's
+    certificate only as bytes the broker forwards, so it checks the chain itself (RFC 5280 path
+    validation for a TLS client certificate: issuer, validity, extended key usage clientAuth).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            self.certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read the CA certificates {str(path)!r} ({error.__class__.__name__})") from None
+        self._store = Store(self.certificates)
+
+    def certifies(self, certificate: PeerCertificate, now: dt.datetime | None = None) -> bool:
+        """Whether ``certificate`` is a client certificate issued under these CAs and valid at ``now``."""
+        verifier = (PolicyBuilder().store(self._store).time(now or dt.datetime.now(dt.timezone.utc))
+                    .build_client_verifier())
+        try:
+            verifier.verify(x509.load_der_x509_certificate(certificate.der), [])
+        except (VerificationError, ValueError):
+            return False
+        return True
 
 
 def thumbprint(certificate: x509.Certificate) -> str:

@@ -226,8 +226,11 @@ def principal_from_claims(claims: dict) -> Principal:
         if not isinstance(claims[name], str):
             raise AuthenticationError(f"the token's {name!r} claim must be text", reason="TOKEN_CLAIMS_INVALID",
                                       claim=name)
+    confirmation = claims.get("cnf")
+    bound = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
     return Principal(subject=claims["sub"], department=claims["department"], district=claims["district"],
-                     roles=frozenset(roles), token_id=str(claims.get("jti", "")))
+                     roles=frozenset(roles), token_id=str(claims.get("jti", "")),
+                     certificate_thumbprint=bound if isinstance(bound, str) else "")
 
 
 def authenticator_from_settings(settings, *, binding: str) -> "JwtAuthenticator":

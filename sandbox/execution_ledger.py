@@ -6,12 +6,18 @@ reconciles the two (``dsbroker audit reconcile``): a plan executed here with no 
 in the broker's log, or a release in the log that this ledger never executed, is a finding.
 The ledger is append-only and hash-chained like the access log; if an entry cannot be written the
 plan is refused (UNAVAILABLE), so nothing runs unrecorded.
+
+Execution ids are single-use here: a plan whose id the ledger already holds is refused
+(ALREADY_EXISTS ``PLAN_REPLAYED``) before it runs, across restarts, so a broker cannot run one
+allowed decision twice. (Each partition of a secure sum keeps its own ledger, so the one plan of a
+secure sum runs once in each.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass
@@ -22,6 +28,8 @@ import grpc
 from broker.audit.records import GENESIS_HASH, canonical_json
 from broker.errors import DsbrokerError
 from sandbox.v1 import sandbox_service_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -43,6 +51,18 @@ BEGIN SELECT RAISE(ABORT, 'the execution ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS executions_no_delete BEFORE DELETE ON executions
 BEGIN SELECT RAISE(ABORT, 'the execution ledger is append-only'); END;
 """
+
+
+# A separate statement: a ledger written before ids were single-use may hold a repeat, and then only
+# the check in ``record`` (which always runs) holds.
+_UNIQUE_IDS = "CREATE UNIQUE INDEX IF NOT EXISTS executions_unique_id ON executions (execution_id)"
+
+
+class PlanReplayed(DsbrokerError):
+    """Raised when a plan's execution id has run here before: each id runs once."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "PLAN_REPLAYED"
 
 
 class ExecutionLedgerError(DsbrokerError):
@@ -97,13 +117,23 @@ class ExecutionLedger:
         # Flushing every entry would add a disk flush to every query.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute(_UNIQUE_IDS)
+        except sqlite3.IntegrityError:
+            log.warning("%s holds a repeated execution id from before ids were single-use; new repeats are still "
+                        "refused", self.path)
 
     def record(self, plan: pb.Plan, *, request_id: str, now: dt.datetime | None = None) -> Execution:
-        """Write, durably, that ``plan`` is about to run; raises ExecutionLedgerError when it cannot."""
+        """Write, durably, that ``plan`` is about to run; raises ExecutionLedgerError when it cannot, and
+        PlanReplayed when its execution id is in the ledger already (nothing is written then)."""
         at = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                if self._db.execute("SELECT 1 FROM executions WHERE execution_id = ?", (plan.execution_id,)).fetchone():
+                    self._db.execute("ROLLBACK")
+                    raise PlanReplayed(f"execution {plan.execution_id[:64]!r} has run here before; each execution "
+                                       "id runs once", policy=plan.policy_id, execution_id=plan.execution_id[:64])
                 last = self._db.execute("SELECT seq, hash FROM executions ORDER BY seq DESC LIMIT 1").fetchone()
                 seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
                 execution = Execution(seq=seq, execution_id=plan.execution_id, at=at, sandbox_id=self.sandbox_id,

@@ -1,8 +1,10 @@
 """The sandbox's own check of each plan's policy: signed by keys the owner trusts, and matching the plan.
 
 The broker is honest but curious and may be broken: the sandbox does not take its word for the
-policy. It verifies the approvals of the policy document the plan carries, then checks that the
-plan names that policy (id and version), reads that policy's dataset, and runs within its validity.
+policy. It verifies the approvals of the policy document the plan carries, keeps the owner's
+statements the plan carries, then checks that the plan names that policy (id and version), reads
+that policy's dataset, that the owner has neither revoked nor superseded that version (see
+:mod:`sandbox.policy_standing`), and that it runs within its validity.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import grpc
 from broker.errors import DsbrokerError
 from broker.policy import Policy
 from broker.policy_signing import Trust, verify_policy
+from sandbox.policy_standing import PolicyStanding
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 VERIFIED_POLICIES_KEPT = 256
@@ -25,9 +28,11 @@ VERIFIED_POLICIES_KEPT = 256
 class PlanPolicyChecker:
     """Verifies the policy a plan carries and that the plan stays within it."""
 
-    def __init__(self, trust: Trust, *, owner_timezone: dt.tzinfo,
+    def __init__(self, trust: Trust, *, standing: PolicyStanding, owner_timezone: dt.tzinfo,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
+        """``standing`` holds what the owner has revoked and the newest version of each policy seen."""
         self.trust = trust
+        self.standing = standing
         self.owner_timezone = owner_timezone
         self.clock = clock
         self._verified: dict[str, Policy] = {}
@@ -39,10 +44,13 @@ class PlanPolicyChecker:
             raise DsbrokerError("the plan carries no signed policy", reason="POLICY_SIGNATURE_INVALID",
                                 code=grpc.StatusCode.PERMISSION_DENIED, policy=plan.policy_id)
         policy = self._verify(plan.policy_document)
+        if plan.policy_statements:
+            self.standing.accept_statements(plan.policy_statements, source="plan")
         if (policy.id, policy.version) != (plan.policy_id, plan.policy_version):
             raise _mismatch("the plan names another policy than the one it carries", plan)
         if policy.dataset != plan.dataset:
             raise _mismatch("the plan reads a dataset its policy does not cover", plan)
+        self.standing.check(policy)
         if not policy.is_valid_on(self.clock().astimezone(self.owner_timezone).date()):
             raise DsbrokerError(f"policy {policy.id!r} is not valid today", reason="GRANT_NOT_ACTIVE",
                                 code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)

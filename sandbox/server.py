@@ -15,8 +15,11 @@ from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.execution_ledger import ExecutionLedger
 from broker.tokens import authenticator_from_settings
+from broker.tls import CertificateAuthorities
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
+from sandbox.policy_ledger import PolicyLedger
+from sandbox.policy_standing import PolicyStanding
 from sandbox.privacy_ledger import PrivacyLedger
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
@@ -33,9 +36,16 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     if not settings.trust:
         raise ConfigError("no trust file configured: the sandbox runs only plans whose policy is signed by keys "
                           "in it (set trust; 'dsbroker keys init' makes a development one)")
-    policies = PlanPolicyChecker(Trust.load(settings.trust), owner_timezone=owner_timezone(settings.owner_timezone))
-    # The sandbox sees the broker's certificate, not the requester's, so certificate binding is the broker's job.
-    authenticator = authenticator_from_settings(settings, binding="none")
+    if settings.token_binding == "subject" and not settings.requester_ca:
+        # Without the CA the sandbox could not tell a requester's certificate from one the broker made
+        # with the requester's name in it.
+        raise ConfigError("token_binding = \"subject\" needs requester_ca (the CA of the requesters' certificates)")
+    trust = Trust.load(settings.trust)
+    data_file = Path(settings.data)
+    # The sandbox sees the broker's TLS certificate, not the requester's: it checks tokens against the
+    # requester's certificate the broker forwards in each plan (and, with requester_ca, its chain).
+    authenticator = authenticator_from_settings(settings, binding=settings.token_binding)
+    requester_ca = CertificateAuthorities(settings.requester_ca) if settings.requester_ca else None
     engine = DuckDBEngine(settings.data, EngineLimits(
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
         max_execution_ms=int(settings.max_execution_seconds * 1000)))
@@ -50,7 +60,8 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     if missing:
         engine.close()
         raise ConfigError(f"configured datasets not in {settings.data}: {', '.join(sorted(missing))}")
-    plans = PlanGuardChecker(authenticator, column_types={table: dict(engine.columns(table)) for table in datasets})
+    plans = PlanGuardChecker(authenticator, requester_ca=requester_ca,
+                             column_types={table: dict(engine.columns(table)) for table in datasets})
     catalog_file = settings.catalog or catalog_path_for(settings.data)
     if not settings.catalog and not catalog_file.is_file():
         log.warning("no catalog beside %s: datasets are published by name only, with nothing requestable",
@@ -61,7 +72,14 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     except ConfigError:
         engine.close()
         raise
-    data_file = Path(settings.data)
+    policy_ledger = PolicyLedger(settings.policy_ledger or data_file.with_name(data_file.name + ".policies.sqlite"))
+    try:
+        standing = PolicyStanding(trust, policy_ledger, directory=settings.statements or None)
+    except ConfigError:
+        policy_ledger.close()
+        engine.close()
+        raise
+    policies = PlanPolicyChecker(trust, standing=standing, owner_timezone=owner_timezone(settings.owner_timezone))
     ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
     executions = ExecutionLedger(settings.execution_ledger
                                  or data_file.with_name(data_file.name + ".executions.sqlite"),
@@ -78,4 +96,5 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     port = bind(server, settings.listen, tls)
     server.start()
     log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close, ledger.close, executions.close])
+    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close, ledger.close, executions.close,
+                                                                             policy_ledger.close])

@@ -16,6 +16,7 @@ from sandbox.catalog import Catalog
 from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.engine_duckdb import DuckDBEngine, EngineResult
 from sandbox.execution_ledger import ExecutionLedger
+from sandbox.key_check import check_key_binding
 from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
@@ -29,6 +30,7 @@ DEADLINE_MARGIN_SECONDS = 0.05
 # Under noise every cell must reach the noisy threshold, so the engine's result is not cut at the
 # grant's cap; a query with more cells than this is refused rather than thresholded on a part.
 NOISE_CELLS_PER_ROW_CAP = 10
+DEFAULT_STATEMENTS_PAGE, MAX_STATEMENTS_PAGE = 100, 1000
 
 
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
@@ -61,7 +63,8 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         policy = self.policies.check(plan)
         if not plan.sql.strip():
             raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
-        guarded = self.plans.check(plan, policy, deadline=time.monotonic() + time_limit(context))
+        checked = self.plans.check(plan, policy, deadline=time.monotonic() + time_limit(context))
+        guarded = checked.guarded
         unserved = sorted(set(guarded.lookups) - self.datasets)
         if unserved:
             raise DsbrokerError(f"this sandbox does not serve the lookup table {unserved[0]!r}",
@@ -77,6 +80,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         key: RequesterKey | None = None
         if guarded.encrypted:  # checked before the plan is recorded: a plan refused here never runs
             key = self.contexts.load(plan.encryption.public_context)
+            check_key_binding(plan, key.key_id, checked)
             if policy.partitions and self.executions.sandbox_id not in policy.partitions:
                 raise DsbrokerError("this sandbox is not one of the policy's partitions", reason="PARTITION_NOT_NAMED",
                                     code=grpc.StatusCode.PERMISSION_DENIED, policy=policy.id)
@@ -169,4 +173,22 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
 
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
         return self.catalog.listing()
+
+    def PublishPolicyStatements(self, request: pb.PublishPolicyStatementsRequest,
+                                context: grpc.ServicerContext) -> pb.PublishPolicyStatementsResponse:
+        standing = self.policies.standing
+        return pb.PublishPolicyStatementsResponse(
+            statements_added=standing.accept_statements(request.statements, source="published"),
+            policy_versions_added=standing.accept_documents(request.policy_documents, source="published"),
+            sandbox_id=self.executions.sandbox_id)
+
+    def ListPolicyStatements(self, request: pb.ListPolicyStatementsRequest,
+                             context: grpc.ServicerContext) -> pb.ListPolicyStatementsResponse:
+        if request.page_size < 0 or (request.page_token and not request.page_token.isdigit()):
+            raise DsbrokerError("page_size must not be negative, and page_token must be one this sandbox issued",
+                                reason="PAGE_TOKEN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+        limit = min(request.page_size or DEFAULT_STATEMENTS_PAGE, MAX_STATEMENTS_PAGE)
+        page = self.policies.standing.ledger.statements(after=int(request.page_token or 0), limit=limit + 1)
+        return pb.ListPolicyStatementsResponse(statements=[text for _, text in page[:limit]],
+                                               next_page_token=str(page[limit - 1][0]) if len(page) > limit else "")
 

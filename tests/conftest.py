@@ -43,6 +43,16 @@ def sign(text: str) -> str:
     return approve_for_development(dev_keys(), text)
 
 
+def revocation(policy_id: str, reason: str = "the report is published", *, through_version: int | None = None,
+               signer: str = "city-tax") -> str:
+    """A revocation of ``policy_id`` signed by a development signer (the owner by default)."""
+    from broker.keys import load_private_key, signer_key_id
+    from broker.policy_statements import sign_revocation
+
+    return sign_revocation(load_private_key(dev_keys().signer_key(signer)), key_id=signer_key_id(signer), by=signer,
+                           policy_id=policy_id, reason=reason, through_version=through_version)
+
+
 @functools.cache
 def signed_policies() -> Path:
     """The repository's policies, signed by the development reviewer and owner (made once)."""

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from broker.cli.main import main
 from broker.demo import run_demo
 from broker.keys import signer_key_id
+from broker.policy_signing import Trust
+from broker.policy_statements import verify_statement
 from broker.server import start_broker
 from tests.conftest import ANALYST, GRANT, ROOT, XUANWU, broker_settings_for, dev_keys, token_for
 
@@ -41,7 +43,7 @@ def run(env, *args):
     return result
 
 
-def test_the_workflow_from_the_command_line(broker_target):
+def test_the_workflow_from_the_command_line(broker_target, tmp_path):
     requester = as_actor(broker_target, "xuanwu-fgw", XUANWU, "requester")
     reviewer = as_actor(broker_target, "xuanwu-tax", XUANWU, "reviewer")
     owner = as_actor(broker_target, "city-tax", "320100", "owner")
@@ -79,7 +81,14 @@ def test_the_workflow_from_the_command_line(broker_target):
     assert no_reason.exit_code != 0 and "--reason" in no_reason.output
     assert "suspended" in run(owner, "policy", "suspend", grant, "--reason", "audit").output
     assert "active" in run(owner, "policy", "resume", grant).output
-    assert "revoked" in run(owner, "policy", "revoke", grant, "--reason", "report published").output
+    unsigned = run({k: v for k, v in owner.items() if not k.startswith("DSBROKER_SIGNING")}, "policy", "revoke", grant,
+                   "--reason", "report published")
+    assert unsigned.exit_code != 0 and "--signing-key" in unsigned.output
+    statement = tmp_path / "revocation.json"
+    revoked = run(owner, "policy", "revoke", grant, "--reason", "report published", "--out", str(statement))
+    assert revoked.exit_code == 0, revoked.output
+    assert "revoked" in revoked.output and "sandboxes that kept the revocation: " in revoked.output
+    assert verify_statement(statement.read_text(), Trust.load(dev_keys().trust)).policy_id == grant
     query = run(requester, "query", "--grant", grant, "--sql", "SELECT COUNT(*) AS n FROM tax.declarations")
     assert query.exit_code == 2 and "GRANT_NOT_ACTIVE" in query.output
 

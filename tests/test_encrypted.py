@@ -269,11 +269,11 @@ def _encodings(value: int) -> list[bytes]:
 
 def test_a_result_under_another_key_is_refused(deployment, key):
     other = EncryptionKey.generate()
+    sql = "SELECT COUNT(*) AS n FROM tax.declarations"
     with deployment.client() as client:
         response = client._queries.RunQuery(
-            query_pb.RunQueryRequest(grant=GRANT, sql="SELECT COUNT(*) AS n FROM tax.declarations",
-                                     encryption=other.encryption()),
-            timeout=30, metadata=(("authorization", f"Bearer {token_for()}"),))
+            query_pb.RunQueryRequest(grant=GRANT, sql=sql, encryption=client.encryption_for(GRANT, sql, other)),
+            timeout=30, metadata=(("authorization", f"Bearer {client.token}"),))
     assert response.encrypted.key_id == other.key_id
     with pytest.raises(DsbrokerError) as caught:
         key.decrypt(response.encrypted)
@@ -442,14 +442,16 @@ def test_the_log_reconciles_with_every_partitions_ledger(deployment, key, tmp_pa
     assert "in 4 ledger(s)" in result.stdout
 
 
-@pytest.mark.parametrize("stand_in, reason, code", [
-    ("whole", "PARTITION_NOT_NAMED", grpc.StatusCode.PERMISSION_DENIED),
-    ("part-a", "PARTITION_MISCONFIGURED", grpc.StatusCode.FAILED_PRECONDITION),
-], ids=["a sandbox the policy does not name", "another partition"])
-def test_a_partition_address_that_reaches_the_wrong_sandbox_is_refused(deployment, key, tmp_path, stand_in, reason,
+@pytest.mark.parametrize("stand_ins, reason, code", [
+    ({"part-c": "whole"}, "PARTITION_NOT_NAMED", grpc.StatusCode.PERMISSION_DENIED),
+    ({"part-b": "part-c", "part-c": "part-b"}, "PARTITION_MISCONFIGURED", grpc.StatusCode.FAILED_PRECONDITION),
+    # The plan reaches part-a twice: its ledger runs an execution id once, so the second is refused.
+    ({"part-c": "part-a"}, "PLAN_REPLAYED", grpc.StatusCode.ALREADY_EXISTS),
+], ids=["a sandbox the policy does not name", "two partitions swapped", "one partition twice"])
+def test_a_partition_address_that_reaches_the_wrong_sandbox_is_refused(deployment, key, tmp_path, stand_ins, reason,
                                                                         code):
     ports = dict(zip(("whole", *PARTITIONS), (proxy.port for proxy in deployment.proxies)))
-    wrong = {**ports, "part-c": ports[stand_in]}
+    wrong = {**ports, **{name: ports[stand_in] for name, stand_in in stand_ins.items()}}
     broker = start_broker(broker_settings_for(
         ports["whole"], tmp_path / "access-log.sqlite", policies=str(encrypted_policies(tmp_path / "policies")),
         sandbox_plaintext=True, sandbox_ca="", sandbox_cert="", sandbox_key="",

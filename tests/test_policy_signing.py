@@ -21,6 +21,8 @@ from broker.rpc_status import error_from_rpc_error
 from broker.server import start_broker
 from broker.tls import open_channel
 from sandbox.policy_check import PlanPolicyChecker
+from sandbox.policy_ledger import PolicyLedger
+from sandbox.policy_standing import PolicyStanding
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 from tests.conftest import GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, sign, token_for
@@ -176,8 +178,10 @@ def test_a_signature_respelled_in_base64_is_refused(trust):
     (dt.datetime(2027, 6, 30, 15, 59, tzinfo=dt.timezone.utc), True),   # 23:59 on 30 June in Shanghai
     (dt.datetime(2027, 6, 30, 16, 0, tzinfo=dt.timezone.utc), False),   # 00:00 on 1 July in Shanghai
 ])
-def test_the_sandbox_checks_validity_on_the_owners_day(trust, now, active):
-    checker = PlanPolicyChecker(trust, owner_timezone=zoneinfo.ZoneInfo("Asia/Shanghai"), clock=lambda: now)
+def test_the_sandbox_checks_validity_on_the_owners_day(trust, now, active, tmp_path):
+    standing = PolicyStanding(trust, PolicyLedger(tmp_path / "policies.sqlite"))
+    checker = PlanPolicyChecker(trust, standing=standing, owner_timezone=zoneinfo.ZoneInfo("Asia/Shanghai"),
+                                clock=lambda: now)
     plan = pb.Plan(dataset="tax.declarations", sql=COUNT_SQL, policy_id=GRANT, policy_version=1,
                    policy_document=sign(UNSIGNED))
     if active:

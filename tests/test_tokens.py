@@ -212,9 +212,10 @@ def test_a_kept_token_is_still_refused_once_it_expires(monkeypatch):
     import broker.tokens as tokens
 
     verifier = authenticator(leeway=0)
-    token = signed(claims(exp=NOW + dt.timedelta(seconds=60)))
+    now = dt.datetime.now(dt.timezone.utc)  # not the import's NOW: a long suite can run past a minute before this
+    token = signed(claims(iat=now, nbf=now, exp=now + dt.timedelta(seconds=60)))
     assert verifier.authenticate(token, certificate=None).subject == "analyst"
-    monkeypatch.setattr(tokens.time, "time", lambda: NOW.timestamp() + 61)
+    monkeypatch.setattr(tokens.time, "time", lambda: now.timestamp() + 61)
     with pytest.raises(AuthenticationError) as caught:
         verifier.authenticate(token, certificate=None)
     assert caught.value.reason == "TOKEN_EXPIRED"

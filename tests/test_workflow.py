@@ -17,7 +17,7 @@ from broker.keys import load_private_key, signer_key_id
 from broker.policy_signing import Trust, sign_policy, verify_policy
 from broker.server import start_broker
 from broker.v1 import access_request_service_pb2 as pb
-from tests.conftest import Clock, XUANWU, broker_settings_for, client_tls, dev_keys, token_for
+from tests.conftest import Clock, XUANWU, broker_settings_for, client_tls, dev_keys, revocation, token_for
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 GULOU = "320106"
@@ -160,7 +160,7 @@ def test_submit_review_sign_query_suspend_resume_revoke(work):
     assert state_name(work.requester.get_request(submitted.name)) == "SUSPENDED"
     work.owner.change_policy(grant, "resume")
     assert work.requester.query(grant, ACCEPTED_EXAMPLE).rows
-    work.owner.change_policy(grant, "revoke", reason="the report is published")
+    work.owner.change_policy(grant, "revoke", statement=revocation(grant, "the report is published"))
     assert refusal(work.requester.query, grant, ACCEPTED_EXAMPLE).reason == "GRANT_NOT_ACTIVE"
     final = work.requester.get_request(submitted.name)
     assert state_name(final) == "REVOKED" and final.state_reason == "the report is published"
@@ -194,7 +194,7 @@ def reach(work, state: str) -> tuple[str, str]:
     if state == "SUSPENDED":
         work.owner.change_policy(grant, "suspend", reason="check")
     elif state == "REVOKED":
-        work.owner.change_policy(grant, "revoke", reason="done")
+        work.owner.change_policy(grant, "revoke", statement=revocation(grant, "done"))
     elif state == "EXHAUSTED":
         work.requester.query(grant, ACCEPTED_EXAMPLE)
         assert refusal(work.requester.query, grant, ACCEPTED_EXAMPLE).reason == "QUOTA_EXCEEDED"
@@ -214,7 +214,8 @@ def act(work, action: str, name: str, grant: str):
         return work.owner.approve_request(name, signed(work.owner.get_request(name), "city-tax"))
     if action == "reject":
         return work.owner.reject_request(name, reason="not now")
-    return work.owner.change_policy(grant or "no-such-policy", action, reason="why")
+    return work.owner.change_policy(grant or "no-such-policy", action, reason="why",
+                                    statement=revocation(grant or "no-such-policy", "why"))
 
 
 # (state, action) -> the state it leads to; every pair not listed must be refused.

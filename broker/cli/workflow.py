@@ -221,7 +221,7 @@ def review_reject(name, broker, token, ca, cert, key, plaintext, reason, as_json
 # -- policies at the broker ----------------------------------------------------------------------
 
 def add_policy_commands(policy: click.Group) -> None:
-    """Add list, show, suspend, resume and revoke to the ``policy`` group."""
+    """Add list, show, suspend, resume and (signed) revoke to the ``policy`` group."""
 
     @policy.command("list")
     @client_options
@@ -248,10 +248,50 @@ def add_policy_commands(policy: click.Group) -> None:
         with _client(broker, token, ca, cert, key, plaintext) as client:
             print_policy(client.get_policy(name), as_json=as_json)
 
-    for action, needs_reason, summary in (("suspend", True, "Suspend a policy: queries are refused until it is resumed."),
-                                          ("resume", False, "Resume a suspended policy."),
-                                          ("revoke", True, "Revoke a policy for good.")):
+    for action, needs_reason, summary in (("suspend", True, "Suspend a policy at the broker: queries are refused "
+                                                            "until it is resumed."),
+                                          ("resume", False, "Resume a suspended policy.")):
         _add_change(policy, action, needs_reason, summary)
+
+    @policy.command("revoke")
+    @click.argument("name")
+    @client_options
+    @click.option("--reason", required=True, help="why (required; it is part of what you sign)")
+    @click.option("--signing-key", envvar="DSBROKER_SIGNING_KEY", required=True,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="your Ed25519 private key (PEM); it never leaves this machine [env DSBROKER_SIGNING_KEY]")
+    @click.option("--key-id", envvar="DSBROKER_SIGNING_KEY_ID", required=True,
+                  help="the id of that key in the owner's trust file [env DSBROKER_SIGNING_KEY_ID]")
+    @click.option("--by", "signer", envvar="DSBROKER_SIGNER",
+                  help="your organisation as the trust file names it (default: the department in your token) "
+                       "[env DSBROKER_SIGNER]")
+    @click.option("--through-version", type=click.IntRange(min=1),
+                  help="revoke versions up to and including this one only (default: every version, for good)")
+    @click.option("--out", type=click.Path(dir_okay=False),
+                  help="also write the signed statement to this file (written before it is sent), to hand to a "
+                       "sandbox's statements directory directly")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    @reporting_errors
+    def policy_revoke(name, broker, token, ca, cert, key, plaintext, reason, signing_key, key_id, signer,
+                      through_version, out, as_json) -> None:
+        """Revoke a policy (owner role): sign a revocation here with your key, and send it. The broker keeps it
+        and hands it to every sandbox, which refuses the policy from then on, whatever the broker does later."""
+        from broker.cli.output import print_policy
+        from broker.keys import load_private_key
+        from broker.policy_statements import sign_revocation
+
+        policy_id = name.removeprefix("policies/")
+        statement = sign_revocation(load_private_key(signing_key), key_id=key_id, by=signer or _token_department(token),
+                                    policy_id=policy_id, reason=reason, through_version=through_version)
+        if out:
+            Path(out).write_text(statement + "\n", encoding="utf-8")
+            click.echo(f"{out}: revocation of {policy_id} signed by {signer or _token_department(token)} ({key_id})",
+                       err=True)
+        with _client(broker, token, ca, cert, key, plaintext) as client:
+            answer = client.revoke_policy(policy_id, statement)
+        print_policy(answer.policy, as_json=as_json)
+        if not as_json:
+            click.echo(f"sandboxes that kept the revocation: {', '.join(answer.sandboxes_notified) or 'none'}")
 
 
 def _add_change(policy: click.Group, action: str, needs_reason: bool, summary: str) -> None:

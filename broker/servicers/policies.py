@@ -20,7 +20,7 @@ COLLECTION = "policies"
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
-    """Lists policies and passes the owner's suspend, resume and revoke to the registry."""
+    """Lists policies and passes the owner's suspend, resume and (signed) revoke to the registry."""
 
     def __init__(self, registry: PolicyRegistry) -> None:
         self.registry = registry
@@ -52,7 +52,10 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         return pb.ResumePolicyResponse(policy=self._change(request.name, "resume", "", context))
 
     def RevokePolicy(self, request, context):
-        return pb.RevokePolicyResponse(policy=self._change(request.name, "revoke", request.reason, context))
+        stored, notified = self.registry.revoke(require_principal(), resource_id(request.name, COLLECTION),
+                                                statement=request.statement, reason=request.reason,
+                                                client=context.peer(), request_id=current_request_id.get())
+        return pb.RevokePolicyResponse(policy=self._proto(stored, document=False), sandboxes_notified=notified)
 
     def _change(self, name: str, action: str, reason: str, context: grpc.ServicerContext) -> pb.Policy:
         stored = self.registry.change(require_principal(), resource_id(name, COLLECTION), action, reason=reason,

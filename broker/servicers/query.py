@@ -11,6 +11,7 @@ from broker.guard.release_plan import describe
 from broker.noise_calibration import column_scale, half_width, plan_calibration
 from broker.pipeline import QueryPipeline
 from broker.policy import Policy
+from broker.tls import peer_certificate
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
@@ -26,7 +27,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         outcome = self.pipeline.run(
             require_principal(), request.grant, request.sql,
             request_id=request.request_id or current_request_id.get(), client=context.peer(),
-            timeout_s=time_limit(context), token=current_token.get(),
+            timeout_s=time_limit(context), token=current_token.get(), certificate=peer_certificate(context),
             encryption=request.encryption if request.HasField("encryption") else None)
         guarded = outcome.guarded
         noise = outcome.response.noise if outcome.response.HasField("noise") else None

@@ -95,15 +95,19 @@ class ResumePolicyResponse(_message.Message):
     def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
 
 class RevokePolicyRequest(_message.Message):
-    __slots__ = ("name", "reason")
+    __slots__ = ("name", "reason", "statement")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     reason: str
-    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    statement: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ..., statement: _Optional[str] = ...) -> None: ...
 
 class RevokePolicyResponse(_message.Message):
-    __slots__ = ("policy",)
+    __slots__ = ("policy", "sandboxes_notified")
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    SANDBOXES_NOTIFIED_FIELD_NUMBER: _ClassVar[int]
     policy: Policy
-    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+    sandboxes_notified: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ..., sandboxes_notified: _Optional[_Iterable[str]] = ...) -> None: ...

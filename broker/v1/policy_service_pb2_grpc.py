@@ -98,7 +98,9 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokePolicy(self, request, context):
-        """Revokes a policy for good (owner role).
+        """Revokes a policy (owner role) with an owner-signed revocation statement,
+        which the broker keeps, writes beside its policy files and passes to every
+        sandbox it knows; the sandboxes refuse the policy from then on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,6 +35,40 @@ COLUMN_TYPE_DATE: ColumnType
 COLUMN_TYPE_TIMESTAMP: ColumnType
 COLUMN_TYPE_BOOLEAN: ColumnType
 
+class PublishPolicyStatementsRequest(_message.Message):
+    __slots__ = ("statements", "policy_documents")
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    statements: _containers.RepeatedScalarFieldContainer[str]
+    policy_documents: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, statements: _Optional[_Iterable[str]] = ..., policy_documents: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PublishPolicyStatementsResponse(_message.Message):
+    __slots__ = ("statements_added", "policy_versions_added", "sandbox_id")
+    STATEMENTS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSIONS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    statements_added: int
+    policy_versions_added: int
+    sandbox_id: str
+    def __init__(self, statements_added: _Optional[int] = ..., policy_versions_added: _Optional[int] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
+
+class ListPolicyStatementsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPolicyStatementsResponse(_message.Message):
+    __slots__ = ("statements", "next_page_token")
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    statements: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, statements: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -90,7 +124,7 @@ class ExecutePlanRequest(_message.Message):
     def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token", "execution_id", "encryption")
+    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token", "execution_id", "encryption", "caller_certificate", "policy_statements")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +135,8 @@ class Plan(_message.Message):
     CALLER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    CALLER_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     sql: str
     policy_id: str
@@ -111,13 +147,17 @@ class Plan(_message.Message):
     caller_token: str
     execution_id: str
     encryption: Encryption
-    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ...) -> None: ...
+    caller_certificate: bytes
+    policy_statements: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., caller_certificate: _Optional[bytes] = ..., policy_statements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Encryption(_message.Message):
-    __slots__ = ("public_context",)
+    __slots__ = ("public_context", "key_signature")
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     public_context: bytes
-    def __init__(self, public_context: _Optional[bytes] = ...) -> None: ...
+    key_signature: bytes
+    def __init__(self, public_context: _Optional[bytes] = ..., key_signature: _Optional[bytes] = ...) -> None: ...
 
 class EncryptedTable(_message.Message):
     __slots__ = ("groups", "columns", "key_id", "partitions", "partitions_withheld")

@@ -50,6 +50,16 @@ class SandboxServiceStub:
                 request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionRequest.SerializeToString,
                 response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionResponse.FromString,
                 _registered_method=True)
+        self.PublishPolicyStatements = channel.unary_unary(
+                '/sandbox.v1.SandboxService/PublishPolicyStatements',
+                request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.PublishPolicyStatementsRequest.SerializeToString,
+                response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.PublishPolicyStatementsResponse.FromString,
+                _registered_method=True)
+        self.ListPolicyStatements = channel.unary_unary(
+                '/sandbox.v1.SandboxService/ListPolicyStatements',
+                request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsRequest.SerializeToString,
+                response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxServiceServicer:
@@ -81,6 +91,24 @@ class SandboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishPolicyStatements(self, request, context):
+        """Hands the sandbox the owner's signed word on policies: revocations and
+        signed policy documents (whose versions supersede older ones). The sandbox
+        verifies each against the owner's trust file and keeps it for good; one
+        that does not verify refuses the whole request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPolicyStatements(self, request, context):
+        """Lists the owner's statements this sandbox holds, oldest first, so that a
+        broker that lost its store learns again what the owner revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +126,16 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     servicer.EncryptPartition,
                     request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionRequest.FromString,
                     response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionResponse.SerializeToString,
+            ),
+            'PublishPolicyStatements': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishPolicyStatements,
+                    request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.PublishPolicyStatementsRequest.FromString,
+                    response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.PublishPolicyStatementsResponse.SerializeToString,
+            ),
+            'ListPolicyStatements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPolicyStatements,
+                    request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsRequest.FromString,
+                    response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +220,60 @@ class SandboxService:
             '/sandbox.v1.SandboxService/EncryptPartition',
             sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionRequest.SerializeToString,
             sandbox_dot_v1_dot_sandbox__service__pb2.EncryptPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishPolicyStatements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.v1.SandboxService/PublishPolicyStatements',
+            sandbox_dot_v1_dot_sandbox__service__pb2.PublishPolicyStatementsRequest.SerializeToString,
+            sandbox_dot_v1_dot_sandbox__service__pb2.PublishPolicyStatementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPolicyStatements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.v1.SandboxService/ListPolicyStatements',
+            sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsRequest.SerializeToString,
+            sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsResponse.FromString,
             options,
             channel_credentials,
             insecure,
