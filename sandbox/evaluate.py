@@ -2,9 +2,11 @@
 
 The guard lowers what the caller computes from aggregates into the small language of
 :mod:`broker.guard.release_plan`; this module compiles each expression once into a function of one
-row's keys and statistics. Numbers are computed as DuckDB types them (integers stay integers, a
-decimal literal makes a decimal, ``/`` and AVG make a double), but exactly: integers and decimals as
-Python integers and fractions, so a sum of money is never rounded. Nothing raises on any value: a
+row's keys and statistics. Every number is computed exactly (Python integers and fractions) from the
+engine's exact cells, whatever the caller's arithmetic; only the result is given the type DuckDB would
+give it (integers stay integers, a decimal literal makes a decimal, ``/`` and AVG make a double), rounded
+once. A sum of money is never rounded, and a double is the nearest one to the true value. Only a
+DOUBLE column's cells are computed as doubles. Nothing raises on any value: a
 division by zero, a result beyond ±1e38 (integers and decimals), or an infinite or undefined double
 gives NULL, as DuckDB's ``TRY()`` would. Errors could only tell a caller about released cells anyway
 (withheld cells are NULL here), but an answer that never fails is simpler to reason about.
@@ -66,7 +68,7 @@ def compile_node(node: Node, key_kinds: list[str], stat_kinds: list[str]) -> tup
     if isinstance(node, Stat):
         index = node.index
         kind = stat_kinds[index]
-        return (lambda keys, stats: _as_kind(stats[index], kind)), kind
+        return (lambda keys, stats: None if stats[index] is None else _number(stats[index])), kind
     if isinstance(node, Const):
         return _constant(node)
     if isinstance(node, Linear):
@@ -78,39 +80,34 @@ def compile_node(node: Node, key_kinds: list[str], stat_kinds: list[str]) -> tup
 
 
 def _constant(node: Const) -> tuple[Compiled, str]:
-    value = node.value
-    if node.kind in NUMBER_KINDS:
-        value = _as_kind(value, node.kind)
+    value = node.value  # numbers stay exact, whatever their kind: 1e-2 is the fraction 1/100
     return (lambda keys, stats: value), node.kind
 
 
 def _linear(node: Linear, stat_kinds: list[str]) -> tuple[Compiled, str]:
     kind = widest(node.kind, *(stat_kinds[index] for _, index in node.terms))
-    terms = tuple((coefficient if kind != "double" else float(coefficient), index) for coefficient, index in node.terms)
+    terms = node.terms
 
     def value(keys, stats):
-        total: Any = 0 if kind != "double" else 0.0
+        total: Any = 0
         for coefficient, index in terms:
             cell = stats[index]
             if cell is None:
                 return None
-            total += coefficient * (_exact(cell) if kind != "double" else float(cell))
-        return _checked(total, kind)
+            total += coefficient * _number(cell)
+        return _checked(total)
 
     return value, kind
 
 
 def _average(node: Average, stat_kinds: list[str]) -> tuple[Compiled, str]:
     coefficient, total, count = node.coefficient, node.total, node.count
-    exact = stat_kinds[total] != "double"
 
     def value(keys, stats):
         cells, rows = stats[total], stats[count]
         if cells is None or not rows:
             return None
-        if exact:
-            return _checked(_to_float(coefficient * _exact(cells) / rows), "double")
-        return _checked(float(coefficient) * float(cells) / rows, "double")
+        return _checked(coefficient * _number(cells) / rows)
 
     return value, "double"
 
@@ -129,15 +126,8 @@ def _arithmetic(op: str):
             if op == "/":
                 if b == 0:
                     return None
-                if isinstance(a, float) or isinstance(b, float):
-                    return _checked(float(a) / float(b), "double")
-                return _checked(_to_float(Fraction(a) / Fraction(b)), "double")
-            if kind == "double":
-                a, b = _to_float(a), _to_float(b)
-            elif kind == "decimal":
-                a, b = Fraction(a), Fraction(b)
-            result = a + b if op == "+" else a - b if op == "-" else a * b
-            return _checked(result, kind)
+                return _checked(a / b if isinstance(a, float) or isinstance(b, float) else Fraction(a) / b)
+            return _checked(a + b if op == "+" else a - b if op == "-" else a * b)
 
         return value, kind
 
@@ -276,11 +266,16 @@ _CALLS: dict[str, Callable] = {
 
 
 def wire_value(value: Any, kind: str) -> Any:
-    """A computed value as the result table holds it (exact decimals as Decimal)."""
+    """A computed value in its kind, as the result table holds it: a double rounded once, from the exact
+    value; an exact decimal as Decimal; an integer as int."""
     if value is None:
         return None
+    if kind == "double" and isinstance(value, (int, Fraction)) and not isinstance(value, bool):
+        return _to_float(value)
     if kind == "decimal" and isinstance(value, Fraction):
         return _DECIMALS.divide(decimal.Decimal(value.numerator), decimal.Decimal(value.denominator))
+    if kind == "int" and isinstance(value, Fraction):
+        return int(value)
     return value
 
 
@@ -290,16 +285,9 @@ def _exact(value) -> int | Fraction:
     return Fraction(value)
 
 
-def _as_kind(value, kind: str):
-    if value is None:
-        return None
-    if kind == "int":
-        return int(value)
-    if kind == "decimal":
-        return Fraction(value)
-    if kind == "double":
-        return _to_float(value)
-    return value
+def _number(value):
+    """An engine number for exact arithmetic: integers and decimals exact, doubles as they are."""
+    return value if isinstance(value, float) else _exact(value)
 
 
 def _to_float(value) -> float:
@@ -309,15 +297,13 @@ def _to_float(value) -> float:
         return math.copysign(math.inf, value)
 
 
-def _checked(value, kind: str):
+def _checked(value):
     """``value``, or None where it is out of range or undefined (see the module docstring)."""
-    if kind == "double":
-        return value if math.isfinite(value) else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) and abs(value) <= 1e38 else None
     if abs(value) > LIMIT:
         return None
-    if kind == "int" and isinstance(value, Fraction):
-        return int(value) if value.denominator == 1 else value
-    return value
+    return value.numerator if isinstance(value, Fraction) and value.denominator == 1 else value
 
 
 def _as_datetime(value: dt.date) -> dt.datetime:

@@ -62,14 +62,14 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
     totals = bool(expression.meta.get(TOTALS_META))
     engine_ordered = bool(ordering) and having is None and not totals and all(
         isinstance(o.node, Key) for o in ordering)
-    if not ordering and having is None and not totals and keys:
-        # No order asked for: the engine orders by the keys, so which rows a LIMIT keeps, and in what
-        # order they come, depends on the released keys alone, never on how the engine happened to work.
-        ordering = tuple(Ordering(Key(i), False, False) for i in range(len(keys)))
-        engine_ordered = True
-        order_asked = False
-    else:
-        order_asked = bool(ordering)
+    order_asked = bool(ordering)
+    if (engine_ordered or not ordering) and having is None and not totals:
+        # The engine orders by the keys asked for and then by every other key, so which rows a LIMIT keeps,
+        # and in what order they come, depends on the released keys alone, never on how the engine
+        # happened to work (ties included).
+        ordered = {o.node.index for o in ordering}
+        ordering = ordering + tuple(Ordering(Key(i), False, False) for i in range(len(keys)) if i not in ordered)
+        engine_ordered = bool(ordering)
     plan = CellPlan(
         keys=len(keys), statistics=tuple(lowering.statistics), outputs=outputs, having=having_node, order=ordering,
         limit=limit, engine_ordered=engine_ordered,
