@@ -301,3 +301,24 @@ def test_verify_reports_an_allowed_decision_without_a_release_as_a_note(tmp_path
     log.close()
     assert found.intact
     assert [w.seq for w in found.warnings if w.kind == "DECISION_WITHOUT_RELEASE"] == [seq]
+
+
+def test_a_token_whose_lifetime_is_text_is_refused_and_recorded_on_first_use_and_on_reuse(own_broker):
+    # PyJWT takes exp "1900000000" (int() accepts it); a token kept after its first use then compared
+    # text with a number on reuse: INTERNAL, and no record of the second call.
+    import datetime as dt
+
+    import jwt as pyjwt
+
+    from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key
+
+    now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+    token = pyjwt.encode({"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, "sub": "analyst", "department": "xuanwu-fgw",
+                          "district": XUANWU, "roles": ["requester"], "iat": now, "exp": str(now + 3600)},
+                         load_private_key(dev_keys().idp_key), algorithm="EdDSA", headers={"kid": IDP_KEY_ID})
+    for _ in range(2):
+        request_id, code = call_raw(own_broker.port, "/broker.v1.CatalogService/ListDatasets",
+                                    catalog_service_pb2.ListDatasetsRequest(), token=token)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert [(r.event, r.reason) for r in records_for(own_broker.log, request_id)] == [
+            ("auth.failure", "TOKEN_CLAIMS_INVALID")]
