@@ -125,15 +125,27 @@ class CallerLimitInterceptor(grpc.ServerInterceptor):
         return with_unary_behavior(handler, limited)
 
 
+def body_request_id(value: str, field: str = "request_id") -> str:
+    """The request id a message body carries (``field``), held to the header's rules; empty: the call's own.
+
+    It reaches the access log and the sandbox's metadata, so it is checked as strictly as the header.
+    """
+    return _checked_request_id(value, field) if value else current_request_id.get()
+
+
 def _request_id(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == REQUEST_ID_HEADER:
-            if not REQUEST_ID_PATTERN.fullmatch(value):
-                raise DsbrokerError("x-request-id must be 1 to 128 letters, digits or . _ : -",
-                                    reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                    details=[_bad_request("metadata.x-request-id", "1 to 128 of [A-Za-z0-9._:-]")])
-            return value
+            return _checked_request_id(value, f"metadata.{REQUEST_ID_HEADER}")
     return str(uuid.uuid4())
+
+
+def _checked_request_id(value: str, field: str) -> str:
+    if not REQUEST_ID_PATTERN.fullmatch(value):
+        raise DsbrokerError(f"{field.removeprefix('metadata.')} must be 1 to 128 letters, digits or . _ : -",
+                            reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                            details=[_bad_request(field, "1 to 128 of [A-Za-z0-9._:-]")])
+    return value
 
 
 def _deadline_required() -> DsbrokerError:

@@ -240,3 +240,40 @@ def test_an_unexpected_failure_is_internal_and_still_audited(broker, client, mon
     last = list(log.records())[-1]
     assert (last.event, last.decision, last.reason) == ("query.decision", "deny", "INTERNAL")
     log.close()
+
+
+def raw_call(broker, method: str, request, *, token: str | None = None):
+    """Call a QueryService method with a request built by hand; returns (response, None) or (None, DsbrokerError)."""
+    from broker.rpc_status import error_from_rpc_error
+    from broker.tls import open_channel
+    from broker.v1 import query_service_pb2_grpc
+
+    metadata = [("authorization", f"Bearer {token or token_for()}")]
+    with open_channel(f"127.0.0.1:{broker.port}", tls=client_tls(), options=[]) as channel:
+        try:
+            return getattr(query_service_pb2_grpc.QueryServiceStub(channel), method)(
+                request, metadata=metadata, timeout=30), None
+        except grpc.RpcError as error:
+            return None, error_from_rpc_error(error)
+
+
+@pytest.mark.parametrize("method", ["RunQuery", "ExplainQuery"])
+@pytest.mark.parametrize("request_id", ["two\nlines", "x" * 100_000, "spaces are not allowed", "é"])
+def test_a_request_id_in_the_body_is_held_to_the_headers_rules(broker, method, request_id):
+    from broker.v1 import query_service_pb2
+
+    request = getattr(query_service_pb2, f"{method}Request")(grant=GRANT, request_id=request_id,
+                                                              sql="SELECT COUNT(*) AS c FROM tax.declarations")
+    log = AccessLog(broker.access_log_path)
+    before = log.store.size()
+    _, error = raw_call(broker, method, request)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_INVALID")
+    assert [v.field for d in error.details for v in d.field_violations] == ["request_id"]
+    assert len(error.message) < 200
+    new = log.records(after=before)
+    assert [(r.decision, r.reason) for r in new] == [("deny", "REQUEST_ID_INVALID")]
+    assert all(len(r.request_id) <= 128 for r in new)
+    log.close()
+    response, error = raw_call(broker, method, getattr(query_service_pb2, f"{method}Request")(
+        grant=GRANT, request_id="report-2026.11:q1", sql="SELECT COUNT(*) AS c FROM tax.declarations"))
+    assert error is None and response.access_record > 0
