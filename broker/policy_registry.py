@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2
 from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError, GrantError
-from broker.policy import Policy, load_policies, parse_policy
+from broker.policy import Policy, is_policy_id, load_policies, parse_policy
 from broker.request_states import State, next_state
 from broker.store import Store, StoredPolicy
 
@@ -82,8 +82,15 @@ class PolicyRegistry:
     def grant_for(self, grant_id: str, principal: Principal, now: dt.datetime) -> Policy:
         """The caller's usable grant ``grant_id``; GrantError otherwise.
 
-        An unknown grant and another department's grant get the same answer.
+        An unknown grant and another department's grant get the same answer; a name no grant can have
+        is INVALID_ARGUMENT, without echoing it.
         """
+        if not is_policy_id(grant_id):
+            raise GrantError("grant must be a grant's id: 2 to 63 lower-case letters, digits and dashes",
+                             reason="GRANT_NAME_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                             details=[error_details_pb2.BadRequest(field_violations=[
+                                 error_details_pb2.BadRequest.FieldViolation(
+                                     field="grant", description="a grant id such as xuanwu-fgw-2026-007")])])
         stored = self.store.get_policy(grant_id)
         if stored is None or stored.department != principal.department:
             raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",

@@ -28,7 +28,7 @@ from google.rpc import error_details_pb2
 from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.catalog import Catalog
-from broker.errors import DsbrokerError, RoleError
+from broker.errors import DsbrokerError, RoleError, shown
 from broker.guard import guard
 from broker.policy import DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, RESULT_MODES, ColumnLevel, Policy, parse_policy
 from broker.policy_draft import narrowing_problems, render_policy
@@ -247,7 +247,7 @@ class Workflow:
         new = signed[-1]
         if new.role != stage or new.by != principal.department:
             raise DsbrokerError(f"this stage needs a {stage} approval signed for {principal.department!r}; the new "
-                                f"approval is a {new.role} approval for {new.by!r}", reason="SIGNER_MISMATCH",
+                                f"approval is a {shown(new.role)} approval for {shown(new.by)}", reason="SIGNER_MISMATCH",
                                 code=grpc.StatusCode.PERMISSION_DENIED, access_request=request_id)
         draft = request.body["draft_policy"]
         if body != draft:
@@ -299,7 +299,7 @@ class Workflow:
             raise RequestFieldError("dataset is required", field="dataset")
         dataset = self.catalog.dataset(new.dataset)
         if not dataset.entity_column:
-            raise DsbrokerError(f"dataset {new.dataset!r} has no described columns; its owner has not opened it "
+            raise DsbrokerError(f"dataset {shown(new.dataset)} has no described columns; its owner has not opened it "
                                 "to requests", reason="DATASET_NOT_REQUESTABLE",
                                 code=grpc.StatusCode.FAILED_PRECONDITION, table=new.dataset)
         published = {c.name: c for c in dataset.columns}
@@ -310,7 +310,7 @@ class Workflow:
             where = f"columns[{index}]"
             column = published.get(wanted.column)
             if column is None:
-                raise RequestFieldError(f"{where}: {wanted.column!r} is not a column of {new.dataset} in the catalog",
+                raise RequestFieldError(f"{where}: {shown(wanted.column)} is not a column of {new.dataset} in the catalog",
                                         field=where, reason="COLUMN_NOT_IN_CATALOG", table=new.dataset,
                                         column=wanted.column)
             if wanted.use not in USES:
@@ -322,12 +322,12 @@ class Workflow:
                                         field=where, reason="COLUMN_LEVEL_NOT_ALLOWED", table=new.dataset,
                                         column=wanted.column)
             if wanted.column in seen:
-                raise RequestFieldError(f"{where}: {wanted.column!r} is asked for twice", field=where,
+                raise RequestFieldError(f"{where}: {shown(wanted.column)} is asked for twice", field=where,
                                         column=wanted.column)
             seen.add(wanted.column)
         for mode in new.result_modes:
             if mode not in RESULT_MODES:
-                raise RequestFieldError(f"result mode {mode!r} is not offered by this version (offered: "
+                raise RequestFieldError(f"result mode {shown(mode)} is not offered by this version (offered: "
                                         f"{', '.join(RESULT_MODES)})", field="result_modes",
                                         reason="RESULT_MODE_UNSUPPORTED")
         if len(new.example_queries) > MAX_EXAMPLE_QUERIES or any(len(q) > MAX_TEXT for q in new.example_queries):

@@ -156,3 +156,15 @@ def test_lint_command_exits_non_zero_and_names_the_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", str(bad)],
                          capture_output=True, text=True)
     assert run.returncode == 1 and f"{bad}:9:" in run.stderr
+
+
+@pytest.mark.parametrize("change", [
+    lambda text: text.replace("version: 2", "version: 2\n" + "k" * 1_000_000 + ": 1"),
+    lambda text: text.replace("id: test-grant", "id: " + "Ä" * 500_000),
+    lambda text: text.replace("street_code: group", "street_code: " + "g" * 1_000_000),
+], ids=["unknown-key", "id", "level"])
+def test_a_problem_with_a_huge_value_is_reported_without_echoing_it(change):
+    # Policy documents arrive over gRPC (approvals); the message of their refusal must stay small.
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(change(VALID))
+    assert len(caught.value.message.encode()) <= 300 and caught.value.line

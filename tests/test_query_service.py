@@ -277,3 +277,24 @@ def test_a_request_id_in_the_body_is_held_to_the_headers_rules(broker, method, r
     response, error = raw_call(broker, method, getattr(query_service_pb2, f"{method}Request")(
         grant=GRANT, request_id="report-2026.11:q1", sql="SELECT COUNT(*) AS c FROM tax.declarations"))
     assert error is None and response.access_record > 0
+
+
+@pytest.mark.parametrize("name", ["g" * 1_000_000, "街" * 400_000, "Xuanwu-FGW-2026-007", "a'; DROP TABLE x"])
+def test_a_grant_name_that_cannot_be_one_gets_a_small_reply_and_the_broker_keeps_serving(broker, client, name):
+    # A 1 MB name used to come back inside the message and the ErrorInfo: a reply too large to deliver.
+    log = AccessLog(broker.access_log_path)
+    before = log.store.size()
+    for call in (lambda: client.query(name, "SELECT COUNT(*) AS c FROM tax.declarations"),
+                 lambda: client.explain(name, "SELECT COUNT(*) AS c FROM tax.declarations")):
+        with pytest.raises(DsbrokerError) as caught:
+            call()
+        error = caught.value
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "GRANT_NAME_INVALID")
+        assert [v.field for d in error.details for v in d.field_violations] == ["grant"]
+        assert len(error.message) < 200 and all(len(v) <= 200 for v in error.metadata.values())
+    records = log.records(after=before)
+    assert [(r.event, r.reason) for r in records] == [("query.decision", "GRANT_NAME_INVALID"),
+                                                      ("query.explain", "GRANT_NAME_INVALID")]
+    assert all(len(r.grant_id) <= 80 for r in records)
+    log.close()
+    assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows[0][0] > 0

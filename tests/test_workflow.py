@@ -368,6 +368,24 @@ def test_a_bad_request_is_refused_naming_the_field(work, overrides, reason, fiel
     assert [r.reason for r in work.records("request.create")] == [reason]
 
 
+HUGE = "列" * 350_000  # about 1 MB of UTF-8
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(columns=[pb.RequestedColumn(column=HUGE, use=GROUP)]),
+    dict(columns=[pb.RequestedColumn(column="street_code", use=GROUP)] * 2 + [pb.RequestedColumn(column=HUGE)]),
+    dict(dataset=HUGE),
+    dict(result_modes=[HUGE]),
+], ids=["column", "column-after-a-repeat", "dataset", "result-mode"])
+def test_a_huge_name_in_a_request_gets_a_small_reply_and_the_broker_keeps_serving(work, overrides):
+    # Echoed whole, such a name made the reply (message and ErrorInfo) too large to deliver.
+    error = refusal(work.submit, **overrides)
+    assert error.code.name in ("INVALID_ARGUMENT", "NOT_FOUND"), error.code
+    assert len(error.message.encode()) <= 1024 and all(len(v.encode()) <= 256 for v in error.metadata.values())
+    assert [r.decision for r in work.records("request.create")] == ["deny"]
+    assert work.submit().name
+
+
 def test_a_request_for_an_unknown_or_closed_dataset_is_refused(work):
     assert refusal(work.submit, dataset="tax.nothing").reason == "DATASET_NOT_FOUND"
     error = refusal(work.submit, dataset="tax.taxpayers")
