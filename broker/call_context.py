@@ -6,6 +6,9 @@
 - **Deadline.** Every call must carry one; it becomes the query's time limit in the sandbox.
 - **Calls per caller.** One department's script cannot take every worker: past the cap, a caller
   gets RESOURCE_EXHAUSTED with a QuotaFailure, and other callers are unaffected.
+- **A body that decodes.** gRPC itself answers a request that does not decode as the method's
+  message (INTERNAL, before any interceptor runs), which would leave no record; the conventions
+  interceptor decodes instead, and refuses such a call as INVALID_ARGUMENT where it can be recorded.
 """
 
 from __future__ import annotations
@@ -43,8 +46,31 @@ def time_limit(context: grpc.ServicerContext) -> float:
 OnRefusal = Callable[[str, grpc.ServicerContext, DsbrokerError], None]
 
 
+class Undecodable:
+    """Stands in for a request body that did not decode, so that the call reaches code that records it."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _decoding(deserializer):
+    """``deserializer``, returning :class:`Undecodable` where it would raise (gRPC would answer on its own)."""
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError, others what they like
+            return Undecodable(len(data))
+    return decode
+
+
 class CallConventionsInterceptor(grpc.ServerInterceptor):
-    """Sets the request id and refuses calls without a deadline. Sits just inside the error interceptor.
+    """Sets the request id and refuses calls without a deadline or with a body that does not decode.
+    Sits just inside the error interceptor.
 
     ``on_refusal(method, context, error)`` records refusals (the broker's access log).
     """
@@ -72,6 +98,8 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
             try:
                 try:
                     time_limit(context)
+                    if isinstance(request, Undecodable):
+                        raise _undecodable(request, method)
                 except DsbrokerError as error:
                     self.on_refusal(method, context, error)
                     raise
@@ -79,7 +107,9 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
             finally:
                 current_request_id.reset(reset)
 
-        return with_unary_behavior(handler, with_conventions)
+        return grpc.unary_unary_rpc_method_handler(
+            with_conventions, request_deserializer=_decoding(handler.request_deserializer),
+            response_serializer=handler.response_serializer)
 
 
 class CallerLimitInterceptor(grpc.ServerInterceptor):
@@ -146,6 +176,13 @@ def _checked_request_id(value: str, field: str) -> str:
                             reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
                             details=[_bad_request(field, "1 to 128 of [A-Za-z0-9._:-]")])
     return value
+
+
+def _undecodable(request: Undecodable, method: str) -> DsbrokerError:
+    return DsbrokerError(f"the request body ({request.size} bytes) does not decode as the message of "
+                         f"{method.rsplit('/', 1)[-1]}", reason="REQUEST_UNDECODABLE",
+                         code=grpc.StatusCode.INVALID_ARGUMENT,
+                         details=[_bad_request("body", "a serialized protobuf message of the method's request type")])
 
 
 def _deadline_required() -> DsbrokerError:

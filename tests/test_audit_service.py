@@ -322,3 +322,24 @@ def test_a_token_whose_lifetime_is_text_is_refused_and_recorded_on_first_use_and
         assert code == grpc.StatusCode.UNAUTHENTICATED
         assert [(r.event, r.reason) for r in records_for(own_broker.log, request_id)] == [
             ("auth.failure", "TOKEN_CLAIMS_INVALID")]
+
+
+@pytest.mark.parametrize("body", [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x12\x02\xff\xfe"],
+                         ids=["corrupt", "truncated", "bad-utf-8"])
+@pytest.mark.parametrize("path", ["/broker.v1.QueryService/RunQuery", "/broker.v1.AuditService/ListAccessRecords"])
+def test_a_request_body_that_does_not_decode_is_refused_and_recorded(own_broker, path, body):
+    # gRPC used to answer INTERNAL "Exception deserializing request!" before any interceptor ran: no record.
+    request_id = f"garbage-{uuid.uuid4().hex[:12]}"
+    metadata = [("x-request-id", request_id), ("authorization", f"Bearer {token_for(roles=EVERY_ROLE)}")]
+    with open_channel(f"127.0.0.1:{own_broker.port}", tls=client_tls(), options=[]) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            channel.unary_unary(path, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)(
+                body, metadata=metadata, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Traceback" not in caught.value.details()
+    records = records_for(own_broker.log, request_id)
+    assert [(r.event, r.decision, r.reason) for r in records] == [("call.refused", "deny", "REQUEST_UNDECODABLE")]
+    assert records[0].detail["method"] == path and records[0].client
+    assert call_raw(own_broker.port, path, query_service_pb2.RunQueryRequest() if "Query" in path
+                    else audit_service_pb2.ListAccessRecordsRequest(), token=token_for(roles=EVERY_ROLE))[1] in (
+        grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
