@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2
 from broker.auth import UNAUTHENTICATED_METHODS, current_principal
 from broker.errors import DsbrokerError, QuotaError
 from broker.handlers import with_unary_behavior
+from broker.tls import peer_certificate
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -33,6 +34,19 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 NO_DEADLINE_SECONDS = 10 * 365 * 24 * 3600
 
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# Who is calling as far as the transport tells, before any token verifies: the key the broker caps
+# refusals by (broker.refusal_cap).
+current_client_key: contextvars.ContextVar[str] = contextvars.ContextVar("client_key", default="")
+
+
+def client_key(context: grpc.ServicerContext) -> str:
+    """The client certificate's thumbprint (mutual TLS), else the peer's address without its port."""
+    certificate = peer_certificate(context)
+    if certificate is not None:
+        return f"certificate:{certificate.thumbprint}"
+    peer = context.peer() or "unknown"
+    host, _, port = peer.rpartition(":")
+    return f"address:{host if port.isdigit() and host else peer}"
 
 
 def time_limit(context: grpc.ServicerContext) -> float:
@@ -88,6 +102,13 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
 
         def with_conventions(request, context: grpc.ServicerContext):
+            reset_client = current_client_key.set(client_key(context))
+            try:
+                return conventions(request, context)
+            finally:
+                current_client_key.reset(reset_client)
+
+        def conventions(request, context: grpc.ServicerContext):
             try:
                 request_id = _request_id(context)
             except DsbrokerError as error:

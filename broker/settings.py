@@ -127,6 +127,9 @@ class BrokerSettings:
     max_workers: int = setting(16, "gRPC worker threads")
     max_concurrent_rpcs: int = setting(64, "calls in flight before new ones get RESOURCE_EXHAUSTED")
     max_calls_per_caller: int = setting(8, "calls one caller (token subject) may have in flight")
+    max_refusals_per_client: int = setting(10, "refused calls a second recorded one by one per client "
+                                               "certificate (or address without mutual TLS); past it, "
+                                               "RESOURCE_EXHAUSTED and one record a second counting them")
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
 
 
