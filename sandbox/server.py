@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from pathlib import Path
+from typing import Callable
 
 from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
@@ -25,8 +27,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = sandbox_service_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name
 
 
-def start_sandbox(settings: SandboxSettings) -> Running:
-    """Open the engine and start serving; returns the running server (port 0 picks a free port)."""
+def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float] = time.monotonic) -> Running:
+    """Open the engine and start serving; returns the running server (port 0 picks a free port).
+
+    ``engine_clock`` (monotonic seconds) is what the engine measures queries' time limits with."""
     tls = server_tls(settings, "the sandbox", client_ca_required=True)
     if not settings.data:
         raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
@@ -38,7 +42,7 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     plans = PlanGuardChecker(authenticator_from_settings(settings, binding="none"))
     engine = DuckDBEngine(settings.data, EngineLimits(
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
-        max_execution_ms=int(settings.max_execution_seconds * 1000)))
+        max_execution_ms=max(1, int(settings.max_execution_seconds * 1000))), clock=engine_clock)
     tables = engine.tables()
     clashing = {t for t in tables if t.split(".")[0] == engine.path.stem}
     if clashing:
