@@ -21,6 +21,7 @@ from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, broker
                          sandbox_settings, to_toml)
 from broker.tls import ClientTls, open_channel
 from broker.tokens import issue_token
+from sandbox.demo_data import DEMO_DATASETS
 
 STARTUP_SECONDS = 30.0
 
@@ -87,7 +88,7 @@ class ServerProcess:
 @contextlib.contextmanager
 def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyLayout, client: str,
                         access_log: Path | None = None, token_binding: str = "subject",
-                        partitions: dict[str, Path] | None = None):
+                        partitions: dict[str, Path] | None = None, datasets: tuple[str, ...] = DEMO_DATASETS):
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
@@ -95,6 +96,7 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     checkpoint key (``access-log.key`` and ``.pub``) and the sandbox's execution ledger
     (``sandbox-executions.sqlite``) are written under ``state``. ``partitions`` maps sandbox ids to
     data files: a sandbox each (ledger ``<id>-executions.sqlite``), which the broker knows as partitions.
+    Every sandbox serves ``datasets`` (by default the demo's, without its company names).
     """
     state.mkdir(parents=True, exist_ok=True)
     sandbox_tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
@@ -102,7 +104,8 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     with contextlib.ExitStack() as stack:
         def start_sandbox(name: str, data_file: Path, ledger: Path, **extra) -> ServerProcess:
             config = state / f"{name}.toml"
-            config.write_text(to_toml({"data": str(data_file), "execution_ledger": str(ledger), **extra,
+            config.write_text(to_toml({"data": str(data_file), "datasets": list(datasets),
+                                       "execution_ledger": str(ledger), **extra,
                                        **sandbox_settings(layout)}))
             return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
                                                      tls=sandbox_tls, log_path=state / f"{name}.log"))

@@ -62,7 +62,8 @@ class SandboxSettings:
     jwt_algorithms: tuple[str, ...] = setting(ALLOWED_ALGORITHMS, JWT_HELP["jwt_algorithms"])
     jwt_leeway_seconds: float = setting(30.0, JWT_HELP["jwt_leeway_seconds"])
     data: str = setting("", "path of the DuckDB data file, opened read-only")
-    datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
+    datasets: tuple[str, ...] = setting((), "tables served and listed, as schema.table (required: the sandbox "
+                                            "serves no table it is not told to)")
     catalog: str = setting("", "the owner's catalog YAML describing the datasets (metadata only); empty uses "
                                "<data name>.catalog.yaml beside the data file when it exists")
     privacy_ledger: str = setting("", "SQLite file where the sandbox keeps what noise policies spent and their "

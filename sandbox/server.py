@@ -34,6 +34,10 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
     tls = server_tls(settings, "the sandbox", client_ca_required=True)
     if not settings.data:
         raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
+    if not settings.datasets:
+        # Deny by default: a file may hold tables nobody meant to publish (the demo's company names).
+        raise ConfigError("no datasets configured: set datasets to the tables this sandbox serves, as schema.table "
+                          "(e.g. datasets = [\"tax.declarations\", \"tax.streets\"]); it serves and lists no other")
     if not settings.trust:
         raise ConfigError("no trust file configured: the sandbox runs only plans whose policy is signed by keys "
                           "in it (set trust; 'dsbroker keys init' makes a development one)")
@@ -49,7 +53,7 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         engine.close()
         raise ConfigError(f"the data file's name {engine.path.name!r} equals schema {engine.path.stem!r}, which makes "
                           "DuckDB names ambiguous; rename the file (e.g. to owner-data.duckdb)")
-    datasets = set(settings.datasets) or tables
+    datasets = set(settings.datasets)
     missing = datasets - tables
     if missing:
         engine.close()

@@ -20,7 +20,7 @@ from broker.policy import load_policy
 from broker.server import start_broker
 from broker.settings import BrokerSettings, SandboxSettings
 from broker.tls import ClientTls
-from sandbox.demo_data import make_demo_data
+from sandbox.demo_data import DEMO_DATASETS, make_demo_data
 from sandbox.server import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +127,8 @@ def policy():
 
 @pytest.fixture(scope="session")
 def sandbox(demo_db):
-    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), **sandbox_settings(dev_keys())))
+    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
+                                            **sandbox_settings(dev_keys())))
     yield running
     running.stop()
 

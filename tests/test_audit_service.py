@@ -26,6 +26,7 @@ from broker.tls import open_channel
 from broker.v1 import (access_request_service_pb2, audit_service_pb2, catalog_service_pb2, policy_service_pb2,
                        query_service_pb2)
 from broker.keys import sandbox_settings
+from sandbox.demo_data import DEMO_DATASETS
 from sandbox.execution_ledger import ExecutionLedger
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
@@ -232,6 +233,7 @@ def private_sandbox(demo_db, tmp_path):
     """A sandbox with an execution ledger of its own."""
     running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), sandbox_id="sandbox-a",
                                             execution_ledger=str(tmp_path / "executions.sqlite"),
+                                            datasets=DEMO_DATASETS,
                                             **sandbox_settings(dev_keys())))
     running.ledger = tmp_path / "executions.sqlite"
     yield running

@@ -118,7 +118,8 @@ def test_the_catalog_describes_columns_without_values(work):
     assert columns["vat_paid"].unit == "fen" and columns["vat_paid"].classification == "sensitive"
     assert list(columns["vat_paid"].levels) == ["measure"] and columns["vat_paid"].type == "BIGINT"
     assert list(columns["district_code"].levels) == []
-    assert not datasets["tax.taxpayers"].columns, "an undescribed table is published by name only"
+    assert not datasets["tax.streets"].columns, "an undescribed table is published by name only"
+    assert "tax.taxpayers" not in datasets, "a table the sandbox is not told to serve is not listed"
     assert work.requester.dataset("tax.declarations") == declarations
     assert refusal(work.requester.dataset, "tax.nothing").reason == "DATASET_NOT_FOUND"
 
@@ -388,7 +389,8 @@ def test_a_huge_name_in_a_request_gets_a_small_reply_and_the_broker_keeps_servin
 
 def test_a_request_for_an_unknown_or_closed_dataset_is_refused(work):
     assert refusal(work.submit, dataset="tax.nothing").reason == "DATASET_NOT_FOUND"
-    error = refusal(work.submit, dataset="tax.taxpayers")
+    assert refusal(work.submit, dataset="tax.taxpayers").reason == "DATASET_NOT_FOUND", "not served, not listed"
+    error = refusal(work.submit, dataset="tax.streets")
     assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "DATASET_NOT_REQUESTABLE")
 
 

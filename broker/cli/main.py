@@ -208,7 +208,7 @@ def keys_init(directory, hosts, clients, force) -> None:
     layout = init_keys(directory, hosts=tuple(hosts), clients=tuple(clients), force=force)
     click.echo(f"keys written to {layout.root}/")
     click.echo(f"\n# broker TOML (add policies, access_log, sandbox):\n{to_toml(broker_settings(layout))}")
-    click.echo(f"# sandbox TOML (add data):\n{to_toml(sandbox_settings(layout))}")
+    click.echo(f"# sandbox TOML (add data, and datasets: the tables it serves):\n{to_toml(sandbox_settings(layout))}")
     click.echo(f"# issue a token: dsbroker token issue --keys {layout.root} --sub ... --department ... "
                "--district ... --role requester")
 
