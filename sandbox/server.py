@@ -16,6 +16,7 @@ from broker.settings import SandboxSettings, owner_timezone
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.execution_ledger import ExecutionLedger
+from sandbox.lookup_check import LookupChecker
 from broker.tokens import authenticator_from_settings
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
@@ -78,7 +79,8 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
-        SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans, max_rows=settings.max_rows,
+        SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans,
+                        lookups=LookupChecker.for_engine(engine, datasets), max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds, executions=executions, ledger=ledger,
                         data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)

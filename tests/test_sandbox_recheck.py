@@ -113,8 +113,8 @@ def test_a_policy_whose_lookup_the_sandbox_does_not_serve_is_refused(demo_db):
                                                       datasets=["tax.declarations"], **sandbox_settings(dev_keys())))
     try:
         error = refusal(only_declarations, **honest_plan(JOIN_SQL))
-        assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "DATASET_NOT_SERVED")
-        assert error.metadata["table"] == "tax.streets"
+        assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LOOKUP_NOT_SERVED")
+        assert (error.metadata["table"], error.metadata["policy"]) == ("tax.streets", GRANT)
         assert execute(only_declarations, **honest_plan()).table.row_count == 7
     finally:
         only_declarations.stop()
