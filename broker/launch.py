@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, broker_settings, load_private_key,
                          sandbox_settings, to_toml)
+from broker.private_files import open_private, write_private
 from broker.tls import ClientTls, open_channel
 from broker.tokens import issue_token
 from sandbox.demo_data import DEMO_DATASETS
@@ -38,7 +39,7 @@ class ServerProcess:
         self._scratch = tempfile.TemporaryDirectory(prefix=f"dsbroker-{name}-")
         port_file = Path(self._scratch.name) / "port"
         self.log_path = log_path or Path(self._scratch.name) / "server.log"
-        self._log = self.log_path.open("ab")
+        self._log = open_private(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -104,9 +105,8 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     with contextlib.ExitStack() as stack:
         def start_sandbox(name: str, data_file: Path, ledger: Path, **extra) -> ServerProcess:
             config = state / f"{name}.toml"
-            config.write_text(to_toml({"data": str(data_file), "datasets": list(datasets),
-                                       "execution_ledger": str(ledger), **extra,
-                                       **sandbox_settings(layout)}))
+            write_private(config, to_toml({"data": str(data_file), "datasets": list(datasets),
+                                           "execution_ledger": str(ledger), **extra, **sandbox_settings(layout)}))
             return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
                                                      tls=sandbox_tls, log_path=state / f"{name}.log"))
 
@@ -115,7 +115,7 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
                                            sandbox_id=sandbox_id)
                  for sandbox_id, path in (partitions or {}).items()}
         broker_config = state / "broker.toml"
-        broker_config.write_text(to_toml({
+        write_private(broker_config, to_toml({
             "policies": str(policies), "access_log": str(access_log or state / "access-log.sqlite"),
             "store": str(state / "broker-state.sqlite"), "sandbox": sandbox.target,
             "partitions": [f"{sandbox_id}={part.target}" for sandbox_id, part in parts.items()],

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import grpc
 
 from broker.errors import ConfigError, DsbrokerError
+from broker.private_files import create_private
 from broker.request_states import State
 
 _SCHEMA = (
@@ -304,8 +305,7 @@ def open_store(location: str) -> Store:
             cause = error.__cause__ or error
             raise ConfigError(f"cannot open the PostgreSQL store at {without_password(location)} "
                               f"({cause.__class__.__name__})") from None
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = create_private(location)  # 0600, and so its -wal and -shm
     shared = {}
 
     def connect_sqlite():
