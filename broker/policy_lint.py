@@ -1,6 +1,9 @@
-"""``dsbroker policy lint`` beyond the file itself: what a policy names, checked against a sandbox's data.
+"""``dsbroker policy lint`` beyond parsing: what loads but will not serve, and what a policy names,
+checked against a sandbox's data.
 
-With the sandbox's configuration (its data file and the datasets it serves) lint finds before
+A policy that loads may still serve no query: one without ``grantee.district`` (written before the
+grantee named its district) is refused at the broker and the sandbox, so lint flags it. With the
+sandbox's configuration (its data file and the datasets it serves) lint finds before
 signing what the sandbox would refuse at the first plan: a dataset it does not serve, a column the
 dataset lacks, and every lookup problem :class:`sandbox.lookup_check.LookupChecker` reports.
 """
@@ -32,6 +35,14 @@ def sandbox_checker(config: str) -> Iterator:
         yield LookupChecker.for_engine(engine, settings.datasets)
     finally:
         engine.close()
+
+
+def policy_problems(policy: Policy) -> list[tuple[int, str]]:
+    """(line, problem) for what in a loaded policy keeps it from serving."""
+    if policy.district is None:
+        return [(_line_of(policy.document, "grantee:"), 'grantee.district is missing; name the grantee\'s district '
+                 '(grantee: {department: ..., district: "320102"}): no query runs under a grant without it')]
+    return []
 
 
 def data_problems(policy: Policy, checker) -> list[tuple[int, str]]:

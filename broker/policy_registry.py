@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2
 from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError, GrantError
-from broker.policy import Policy, is_policy_id, load_policies, parse_policy
+from broker.policy import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
 from broker.request_states import State, next_state
 from broker.store import Store, StoredPolicy
 
@@ -97,6 +97,7 @@ class PolicyRegistry:
                              grant=grant_id)
         stored = self._expired_if_past(stored, now)
         policy = self.policy(stored)
+        check_grantee_district(policy, principal.district)
         today = now.astimezone(self.owner_timezone).date()
         if stored.state is not State.ACTIVE:
             raise _not_active(grant_id, f"grant {grant_id!r} is {stored.state.value}", stored.state.value)

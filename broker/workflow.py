@@ -353,6 +353,7 @@ class Workflow:
         suffix = request_id.removeprefix("req-")
         policy = Policy(
             id=f"{principal.department[:40]}-{suffix}", version=1, department=principal.department,
+            district=principal.district,  # the requester's: the grant binds the row filter to it
             purpose=new.purpose.strip(), dataset=new.dataset, columns=columns, aggregates=DEFAULT_AGGREGATES,
             row_filter=dataset.row_filter or None, min_entities=dataset.min_entities or 10,
             max_groups=DEFAULT_MAX_GROUPS, valid_from=_date(new.valid_from, "valid_from"),

@@ -15,7 +15,7 @@ from broker.settings import SandboxSettings
 from broker.v1.query_service_pb2 import GuardStep
 from sandbox.demo_data import DEMO_DATASETS
 from sandbox.server import start_sandbox
-from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, token_for
+from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, policies_with, token_for
 
 STREET_SQL = ("SELECT street_code, SUM(vat_paid) AS vat, COUNT(DISTINCT taxpayer_id) AS n "
               "FROM tax.declarations GROUP BY street_code ORDER BY street_code")
@@ -65,12 +65,47 @@ def test_threshold_withholds_small_cells(client, direct):
     assert rule["cells_withheld"] == small and "withheld and marked" in rule["description"]
 
 
-def test_another_district_sees_only_its_own_rows(broker, direct):
+def test_a_token_of_the_grantee_department_for_another_district_is_refused(broker):
+    # The grant names Xuanwu: a token of xuanwu-fgw that claims Qinhuai used to read Qinhuai's rows.
+    log = AccessLog(broker.access_log_path)
+    before = log.store.size()
     with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(district="320104"),
                       tls=client_tls()) as qinhuai_caller:
-        result = qinhuai_caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+        for call in (qinhuai_caller.query, qinhuai_caller.explain):
+            with pytest.raises(DsbrokerError) as caught:
+                call(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+            error = caught.value
+            assert (error.code, error.reason, error.metadata["grant"]) == (
+                grpc.StatusCode.PERMISSION_DENIED, "GRANT_DISTRICT_MISMATCH", GRANT)
+    assert [(r.event, r.reason) for r in log.records(after=before)] == [
+        ("query.decision", "GRANT_DISTRICT_MISMATCH"), ("query.explain", "GRANT_DISTRICT_MISMATCH")]
+    log.close()
+
+
+def test_the_row_filter_binds_the_grantees_district(sandbox, tmp_path, direct):
+    # The same department granted Qinhuai instead: its Qinhuai token reads Qinhuai's rows, and only those.
+    policies = policies_with(tmp_path, 'district: "320102"', 'district: "320104"')
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
+    try:
+        with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(district="320104"),
+                          tls=client_tls()) as qinhuai_caller:
+            result = qinhuai_caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+    finally:
+        running.stop()
     expected = direct.execute("SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = '320104'").fetchone()
     assert result.rows == [[expected[0]]]
+
+
+def test_a_grant_without_a_grantee_district_serves_no_query(sandbox, tmp_path):
+    policies = policies_with(tmp_path, ', district: "320102"}', "}")
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
+    try:
+        with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls()) as caller:
+            with pytest.raises(DsbrokerError) as caught:
+                caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+    finally:
+        running.stop()
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "GRANT_DISTRICT_MISSING")
 
 
 @pytest.mark.parametrize("sql, code, reason", [

@@ -175,6 +175,19 @@ def test_submit_review_sign_query_suspend_resume_revoke(work):
     log.close()
 
 
+def test_the_draft_names_the_requesters_district_and_the_grant_holds_to_it(work):
+    submitted = work.submit()
+    assert f'grantee: {{department: xuanwu-fgw, district: "{XUANWU}"}}' in submitted.draft_policy
+    work.review(submitted.name)
+    grant = work.activate(submitted.name, Narrowing(min_entities=12)).policy.removeprefix("policies/")
+    assert verify_policy(work.owner.get_policy(grant).document, Trust.load(dev_keys().trust)).district == XUANWU
+    elsewhere = work.client("xuanwu-fgw", GULOU, ("requester",), "li.wei")
+    error = refusal(elsewhere.query, grant, ACCEPTED_EXAMPLE)
+    assert (error.code.name, error.reason, error.metadata["grant"]) == ("PERMISSION_DENIED", "GRANT_DISTRICT_MISMATCH",
+                                                                         grant)
+    assert work.requester.query(grant, ACCEPTED_EXAMPLE).rows
+
+
 # -- every transition ----------------------------------------------------------------------------
 
 def reach(work, state: str) -> tuple[str, str]:

@@ -150,7 +150,7 @@ def policy_lint(files, trust, sandbox_config) -> None:
     import contextlib
 
     from broker.policy import load_policy
-    from broker.policy_lint import data_problems, sandbox_checker
+    from broker.policy_lint import data_problems, policy_problems, sandbox_checker
     from broker.policy_signing import Trust, verify_policy
 
     with contextlib.ExitStack() as stack:
@@ -166,7 +166,7 @@ def policy_lint(files, trust, sandbox_config) -> None:
                 loaded = load_policy(file)
                 if trusted is not None:
                     verify_policy(loaded.document, trusted, source=file)
-                problems = data_problems(loaded, checker) if checker is not None else []
+                problems = policy_problems(loaded) + (data_problems(loaded, checker) if checker is not None else [])
             except DsbrokerError as error:
                 bad += 1
                 click.echo(str(error) if error.message.startswith(file) else f"{file}: {error.message}", err=True)
