@@ -24,6 +24,7 @@ from broker.errors import DsbrokerError, GrantError
 from broker.policy import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
 from broker.request_states import State, next_state
 from broker.store import Store, StoredPolicy
+from broker.visibility import may_see, scope_of
 
 log = logging.getLogger(__name__)
 PARSED_POLICIES_KEPT = 1024
@@ -57,7 +58,7 @@ class PolicyRegistry:
                 continue
             if policy.version > stored.version and policy.department == stored.department:
                 self.store.replace_policy_document(stored, version=policy.version, document=policy.document,
-                                                   sha256=policy.sha256, at=_stamp(now))
+                                                   sha256=policy.sha256, at=_stamp(now), district=policy.district or "")
                 self._record(event="policy.install", decision="allow", principal=None, client="", request_id="",
                              grant_id=policy.id, reason="", policy=stored,
                              detail={"from_version": stored.version, "to_version": policy.version,
@@ -126,17 +127,16 @@ class PolicyRegistry:
     def get(self, principal: Principal, policy_id: str) -> StoredPolicy:
         """One policy the caller may see; NOT_FOUND otherwise (another department's reads as absent)."""
         stored = self.store.get_policy(policy_id)
-        if stored is None or not _may_see(principal, stored):
+        if stored is None or not may_see(principal, department=stored.department, district=stored.district):
             raise DsbrokerError(f"policy {policy_id!r} does not exist", reason="POLICY_NOT_FOUND",
                                 code=grpc.StatusCode.NOT_FOUND, policy=policy_id)
         return self._expired_if_past(stored, self.clock())
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> list[StoredPolicy]:
-        """Policies the caller may see, by id."""
-        department = None if principal.roles & {"reviewer", "owner", "auditor"} else principal.department
+        """Policies the caller may see (broker.visibility), by id."""
         now = self.clock()
         return [self._expired_if_past(stored, now)
-                for stored in self.store.list_policies(department=department, after=after, limit=limit)]
+                for stored in self.store.list_policies(scope=scope_of(principal), after=after, limit=limit)]
 
     def change(self, principal: Principal, policy_id: str, action: str, *, reason: str, client: str,
                request_id: str) -> StoredPolicy:
@@ -185,11 +185,7 @@ def stored_policy_for(policy: Policy, *, request_id: str, at: dt.datetime, state
     """The store's record of a policy that comes into force (activated, or installed as a file)."""
     return StoredPolicy(id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
                         document=policy.document, sha256=policy.sha256, request_id=request_id,
-                        state_reason=state_reason, updated_at=_stamp(at))
-
-
-def _may_see(principal: Principal, stored: StoredPolicy) -> bool:
-    return bool(principal.roles & {"reviewer", "owner", "auditor"}) or stored.department == principal.department
+                        state_reason=state_reason, updated_at=_stamp(at), district=policy.district or "")
 
 
 def _not_active(grant_id: str, message: str, description: str) -> GrantError:

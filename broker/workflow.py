@@ -36,6 +36,7 @@ from broker.policy_registry import stored_policy_for
 from broker.policy_signing import Approval, Trust, split_document, verify_approvals, verify_policy
 from broker.request_states import PENDING, State, next_state
 from broker.store import Store, StoredRequest
+from broker.visibility import may_see, scope_of
 
 log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
@@ -43,7 +44,6 @@ MAX_EXAMPLE_QUERIES = 20
 MAX_TEXT = 4000
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
-SEEING_ALL = {"owner", "auditor"}
 
 
 class RequestFieldError(DsbrokerError):
@@ -157,7 +157,7 @@ class Workflow:
     def get(self, principal: Principal, request_id: str) -> StoredRequest:
         """One request the caller may see; NOT_FOUND otherwise (another department's reads as absent)."""
         request = self.store.get_request(request_id)
-        if request is None or not _may_see(principal, request):
+        if request is None or not may_see(principal, department=request.department, district=request.district):
             raise DsbrokerError(f"access request {request_id!r} does not exist", reason="ACCESS_REQUEST_NOT_FOUND",
                                 code=grpc.StatusCode.NOT_FOUND, access_request=request_id)
         return request
@@ -169,13 +169,7 @@ class Workflow:
         if page_size < 0:
             raise RequestFieldError("page_size must not be negative", field="page_size")
         after = _decode_token(page_token) if page_token else None
-        if principal.roles & SEEING_ALL:
-            scope = {}
-        elif "reviewer" in principal.roles and principal.district:
-            scope = {"district": principal.district}
-        else:
-            scope = {"department": principal.department}
-        page = self.store.list_requests(state=state, after=after, limit=limit + 1, **scope)
+        page = self.store.list_requests(state=state, after=after, limit=limit + 1, scope=scope_of(principal))
         token = _encode_token(page[limit - 1]) if len(page) > limit else ""
         return page[:limit], token
 
@@ -404,12 +398,6 @@ class Workflow:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(policy.document)
         os.replace(temporary, self.policies_dir / f"{policy.id}.yaml")
-
-
-def _may_see(principal: Principal, request: StoredRequest) -> bool:
-    if principal.roles & SEEING_ALL or request.department == principal.department:
-        return True
-    return "reviewer" in principal.roles and (not principal.district or principal.district == request.district)
 
 
 def _not_own_department(principal: Principal, request: StoredRequest) -> None:

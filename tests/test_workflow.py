@@ -349,6 +349,20 @@ def test_only_the_owner_suspends_and_revokes(work):
     assert len(denied) == 4 and {r.reason for r in denied} == {"ROLE_REQUIRED", "REASON_REQUIRED"}
 
 
+def test_a_reviewer_sees_only_its_own_districts_policies_as_with_requests(work):
+    # The Gulou tax bureau used to read every district's signed policies, though not their requests.
+    name = work.submit().name
+    work.review(name)
+    grant = work.activate(name).policy
+    for seer in (work.reviewer, work.owner, work.auditor, work.requester):
+        assert [p.name for p in seer.list_policies()[0]] == [grant]
+        assert seer.get_policy(grant).document
+    assert work.other_reviewer.list_policies()[0] == []
+    error = refusal(work.other_reviewer.get_policy, grant)
+    assert (error.code.name, error.reason) == ("NOT_FOUND", "POLICY_NOT_FOUND")
+    assert refusal(work.other_reviewer.get_request, name).reason == "ACCESS_REQUEST_NOT_FOUND"
+
+
 def test_a_requester_sees_only_its_departments_policies(work):
     name = work.submit().name
     work.review(name)
