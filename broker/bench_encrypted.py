@@ -84,7 +84,7 @@ def encrypted_bench(root: Path, scratch: Path, layout, cache: Path, runs: int) -
 
     token = development_token(layout, subject="bench", department="xuanwu-fgw", district="320102")
     with development_servers(data=files[names[0]], policies=policies, state=scratch / "state-encrypted", layout=layout,
-                             client="bench", partitions=files) as (_sandbox, broker, tls), \
+                             client="bench", partitions=files, datasets=("tax.declarations",)) as (_sandbox, broker, tls), \
             BrokerClient(broker.target, tls=tls, token=token) as client:
         for groups, sections in SECTIONS.items():  # warm up, and check the answers agree
             sql = SQL.format(sections=sections)

@@ -6,6 +6,9 @@
 - **Deadline.** Every call must carry one; it becomes the query's time limit in the sandbox.
 - **Calls per caller.** One department's script cannot take every worker: past the cap, a caller
   gets RESOURCE_EXHAUSTED with a QuotaFailure, and other callers are unaffected.
+- **A body that decodes.** gRPC itself answers a request that does not decode as the method's
+  message (INTERNAL, before any interceptor runs), which would leave no record; the conventions
+  interceptor decodes instead, and refuses such a call as INVALID_ARGUMENT where it can be recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from google.rpc import error_details_pb2
 from broker.auth import UNAUTHENTICATED_METHODS, current_principal
 from broker.errors import DsbrokerError, QuotaError
 from broker.handlers import with_unary_behavior
+from broker.tls import peer_certificate
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -30,6 +34,19 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 NO_DEADLINE_SECONDS = 10 * 365 * 24 * 3600
 
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# Who is calling as far as the transport tells, before any token verifies: the key the broker caps
+# refusals by (broker.refusal_cap).
+current_client_key: contextvars.ContextVar[str] = contextvars.ContextVar("client_key", default="")
+
+
+def client_key(context: grpc.ServicerContext) -> str:
+    """The client certificate's thumbprint (mutual TLS), else the peer's address without its port."""
+    certificate = peer_certificate(context)
+    if certificate is not None:
+        return f"certificate:{certificate.thumbprint}"
+    peer = context.peer() or "unknown"
+    host, _, port = peer.rpartition(":")
+    return f"address:{host if port.isdigit() and host else peer}"
 
 
 def time_limit(context: grpc.ServicerContext) -> float:
@@ -43,8 +60,31 @@ def time_limit(context: grpc.ServicerContext) -> float:
 OnRefusal = Callable[[str, grpc.ServicerContext, DsbrokerError], None]
 
 
+class Undecodable:
+    """Stands in for a request body that did not decode, so that the call reaches code that records it."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _decoding(deserializer):
+    """``deserializer``, returning :class:`Undecodable` where it would raise (gRPC would answer on its own)."""
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError, others what they like
+            return Undecodable(len(data))
+    return decode
+
+
 class CallConventionsInterceptor(grpc.ServerInterceptor):
-    """Sets the request id and refuses calls without a deadline. Sits just inside the error interceptor.
+    """Sets the request id and refuses calls without a deadline or with a body that does not decode.
+    Sits just inside the error interceptor.
 
     ``on_refusal(method, context, error)`` records refusals (the broker's access log).
     """
@@ -62,6 +102,13 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
 
         def with_conventions(request, context: grpc.ServicerContext):
+            reset_client = current_client_key.set(client_key(context))
+            try:
+                return conventions(request, context)
+            finally:
+                current_client_key.reset(reset_client)
+
+        def conventions(request, context: grpc.ServicerContext):
             try:
                 request_id = _request_id(context)
             except DsbrokerError as error:
@@ -72,6 +119,8 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
             try:
                 try:
                     time_limit(context)
+                    if isinstance(request, Undecodable):
+                        raise _undecodable(request, method)
                 except DsbrokerError as error:
                     self.on_refusal(method, context, error)
                     raise
@@ -79,7 +128,9 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
             finally:
                 current_request_id.reset(reset)
 
-        return with_unary_behavior(handler, with_conventions)
+        return grpc.unary_unary_rpc_method_handler(
+            with_conventions, request_deserializer=_decoding(handler.request_deserializer),
+            response_serializer=handler.response_serializer)
 
 
 class CallerLimitInterceptor(grpc.ServerInterceptor):
@@ -125,15 +176,34 @@ class CallerLimitInterceptor(grpc.ServerInterceptor):
         return with_unary_behavior(handler, limited)
 
 
+def body_request_id(value: str, field: str = "request_id") -> str:
+    """The request id a message body carries (``field``), held to the header's rules; empty: the call's own.
+
+    It reaches the access log and the sandbox's metadata, so it is checked as strictly as the header.
+    """
+    return _checked_request_id(value, field) if value else current_request_id.get()
+
+
 def _request_id(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == REQUEST_ID_HEADER:
-            if not REQUEST_ID_PATTERN.fullmatch(value):
-                raise DsbrokerError("x-request-id must be 1 to 128 letters, digits or . _ : -",
-                                    reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                    details=[_bad_request("metadata.x-request-id", "1 to 128 of [A-Za-z0-9._:-]")])
-            return value
+            return _checked_request_id(value, f"metadata.{REQUEST_ID_HEADER}")
     return str(uuid.uuid4())
+
+
+def _checked_request_id(value: str, field: str) -> str:
+    if not REQUEST_ID_PATTERN.fullmatch(value):
+        raise DsbrokerError(f"{field.removeprefix('metadata.')} must be 1 to 128 letters, digits or . _ : -",
+                            reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                            details=[_bad_request(field, "1 to 128 of [A-Za-z0-9._:-]")])
+    return value
+
+
+def _undecodable(request: Undecodable, method: str) -> DsbrokerError:
+    return DsbrokerError(f"the request body ({request.size} bytes) does not decode as the message of "
+                         f"{method.rsplit('/', 1)[-1]}", reason="REQUEST_UNDECODABLE",
+                         code=grpc.StatusCode.INVALID_ARGUMENT,
+                         details=[_bad_request("body", "a serialized protobuf message of the method's request type")])
 
 
 def _deadline_required() -> DsbrokerError:

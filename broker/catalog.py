@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from broker.errors import DsbrokerError
+from broker.errors import DsbrokerError, shown
 from broker.sandbox_client import SandboxClient
 from sandbox.v1 import sandbox_service_pb2 as pb
 
@@ -56,4 +56,4 @@ class Catalog:
         for dataset in self.datasets():
             if dataset.name == name:
                 return dataset
-        raise CatalogUnknownDataset(f"no dataset {name!r} in the catalog", table=name)
+        raise CatalogUnknownDataset(f"no dataset {shown(name)} in the catalog", table=name)

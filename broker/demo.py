@@ -88,7 +88,7 @@ PARTITIONED_POLICY = f"""\
 # broker adds their encrypted cells, and only the commission decrypts the sums.
 id: {PARTITIONED_GRANT}
 version: 1
-grantee: {{department: xuanwu-fgw}}
+grantee: {{department: xuanwu-fgw, district: "320102"}}
 purpose: "district VAT by industry and size, summed over both tax offices without either showing its own"
 dataset: tax.declarations
 columns:

@@ -17,6 +17,7 @@ import tenseal as ts
 
 from broker.errors import DsbrokerError
 from broker.keys import write_secret
+from broker.private_files import write_private
 from sandbox.bfv import check_public_context, key_id, new_secret_context, public_bytes
 from sandbox.result_table import group_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
@@ -93,7 +94,7 @@ class EncryptionKey:
         secret = self.context.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False,
                                         save_relin_keys=False)
         write_secret(path, secret)
-        _public_path(path).write_bytes(self.public_context)
+        write_private(_public_path(path), self.public_context)
 
     def encryption(self) -> pb.Encryption:
         """The public context an encrypted query sends (``BrokerClient.encryption_for`` adds the signature that

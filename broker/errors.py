@@ -16,6 +16,28 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
 ERROR_DOMAIN = "dsbroker"
+# What a reply may carry of a caller's own input. gRPC sends the message twice (grpc-message,
+# percent-encoded, and inside grpc-status-details-bin with the details) in trailers that receivers
+# cap at 8 KiB by default, so a message is cut at 1 KiB of UTF-8 and each metadata value at 256 bytes:
+# no reply grows too large to deliver, whatever a caller sends.
+ECHO_CHARS = 64
+MAX_MESSAGE_BYTES = 1024
+MAX_METADATA_BYTES = 256
+
+
+def clipped(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8 (on a character boundary), marked with "…" when cut."""
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes - 3].decode("utf-8", "ignore") + "…"
+
+
+def shown(value: object, chars: int = ECHO_CHARS) -> str:
+    """A caller's value as a message quotes it: its repr, cut to ``chars`` characters. Use it for every
+    name, id or text that came from the caller, so a message never echoes a huge input."""
+    text = str(value)
+    return repr(text if len(text) <= chars else text[:chars] + "…")
 
 
 class DsbrokerError(Exception):
@@ -33,13 +55,14 @@ class DsbrokerError(Exception):
         details: Sequence[Message] = (),
         **metadata: str | int | None,
     ) -> None:
+        message = clipped(message, MAX_MESSAGE_BYTES)  # the last line of defence; callers use shown()
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
         if code is not None:
             self.code = code
-        self.metadata = {k: str(v) for k, v in metadata.items() if v is not None}
+        self.metadata = {k: clipped(str(v), MAX_METADATA_BYTES) for k, v in metadata.items() if v is not None}
         self.details = tuple(details)
 
     def rich_details(self) -> tuple[Message, ...]:

@@ -12,7 +12,8 @@ The layout mirrors who trusts whom in production:
 - the **signers' keys** (Ed25519) of the district reviewer and the city owner sign policies; the
   sandbox trusts their public halves through ``trust.yaml``.
 
-Everything here uses ``cryptography``; private keys are written with mode 0600.
+Everything here uses ``cryptography``; every file (keys, certificates, the JWKS and the trust file)
+is written with mode 0600, whatever the umask: the directory is the owner's, not the world's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import base64
 import datetime as dt
 import ipaddress
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.errors import ConfigError
+from broker.private_files import write_private
 from broker.policy_signing import sign_policy, trust_document
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -134,14 +135,14 @@ def init_keys(root: str | Path, *, hosts: tuple[str, ...] = DEFAULT_HOSTS, clien
 
     idp_key = ed25519.Ed25519PrivateKey.generate()
     write_private_key(layout.idp_key, idp_key)
-    layout.jwks.write_text(json.dumps(public_jwks(idp_key.public_key(), IDP_KEY_ID), indent=2) + "\n")
+    write_private(layout.jwks, json.dumps(public_jwks(idp_key.public_key(), IDP_KEY_ID), indent=2) + "\n")
 
     trusted = []
     for name, role in DEV_SIGNERS:
         signer = ed25519.Ed25519PrivateKey.generate()
         write_private_key(layout.signer_key(name), signer)
         trusted.append((signer_key_id(name), role, name, signer.public_key()))
-    layout.trust.write_text(trust_document(trusted))
+    write_private(layout.trust, trust_document(trusted))
     return layout
 
 
@@ -241,7 +242,7 @@ def _make_ca(common_name: str, cert_path: Path, now: dt.datetime) -> _Authority:
                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256()))
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     write_private_key(cert_path.with_suffix(".key"), key)
     return _Authority(certificate, key)
 
@@ -271,7 +272,7 @@ def _issue(ca: _Authority, common_name: str, cert_path: Path, key_path: Path, no
     names: list[x509.GeneralName] = [_general_name(host) for host in hosts] or [x509.DNSName(common_name)]
     builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     certificate = builder.sign(ca.key, hashes.SHA256())
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     write_private_key(key_path, key)
 
 
@@ -290,9 +291,4 @@ def write_private_key(path: Path, key) -> None:
 
 def write_secret(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``, created readable by its owner only (mode 0600, never a wider moment)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
+    write_private(path, data)

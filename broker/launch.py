@@ -20,8 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.keys import (DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, broker_settings, load_private_key,
                          sandbox_settings, to_toml)
+from broker.private_files import open_private, write_private
 from broker.tls import ClientTls, open_channel, thumbprint
 from broker.tokens import issue_token
+from sandbox.demo_data import DEMO_DATASETS
 
 STARTUP_SECONDS = 30.0
 
@@ -38,7 +40,7 @@ class ServerProcess:
         self._scratch = tempfile.TemporaryDirectory(prefix=f"dsbroker-{name}-")
         port_file = Path(self._scratch.name) / "port"
         self.log_path = log_path or Path(self._scratch.name) / "server.log"
-        self._log = self.log_path.open("ab")
+        self._log = open_private(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -88,7 +90,7 @@ class ServerProcess:
 @contextlib.contextmanager
 def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyLayout, client: str,
                         access_log: Path | None = None, token_binding: str = "subject",
-                        partitions: dict[str, Path] | None = None):
+                        partitions: dict[str, Path] | None = None, datasets: tuple[str, ...] = DEMO_DATASETS):
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
@@ -97,7 +99,8 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     (``sandbox-executions.sqlite``, ``sandbox-policies.sqlite``) are written under ``state``.
     ``partitions`` maps sandbox ids to data files: a sandbox each (ledgers ``<id>-executions.sqlite``
     and ``<id>-policies.sqlite``), which the broker knows as partitions. The sandboxes hold tokens to
-    the forwarded certificates with the same ``token_binding`` as the broker.
+    the forwarded certificates with the same ``token_binding`` as the broker. Every sandbox serves
+    ``datasets`` (by default the demo's, without its company names).
     """
     state.mkdir(parents=True, exist_ok=True)
     sandbox_tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
@@ -105,9 +108,10 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     with contextlib.ExitStack() as stack:
         def start_sandbox(name: str, data_file: Path, ledger: Path, **extra) -> ServerProcess:
             config = state / f"{name}.toml"
-            config.write_text(to_toml({"data": str(data_file), "execution_ledger": str(ledger),
-                                       "policy_ledger": str(state / f"{name}-policies.sqlite"),
-                                       "token_binding": token_binding, **extra, **sandbox_settings(layout)}))
+            write_private(config, to_toml({"data": str(data_file), "datasets": list(datasets),
+                                           "execution_ledger": str(ledger),
+                                           "policy_ledger": str(state / f"{name}-policies.sqlite"),
+                                           "token_binding": token_binding, **extra, **sandbox_settings(layout)}))
             return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
                                                      tls=sandbox_tls, log_path=state / f"{name}.log"))
 
@@ -116,7 +120,7 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
                                            sandbox_id=sandbox_id)
                  for sandbox_id, path in (partitions or {}).items()}
         broker_config = state / "broker.toml"
-        broker_config.write_text(to_toml({
+        write_private(broker_config, to_toml({
             "policies": str(policies), "access_log": str(access_log or state / "access-log.sqlite"),
             "store": str(state / "broker-state.sqlite"), "sandbox": sandbox.target,
             "partitions": [f"{sandbox_id}={part.target}" for sandbox_id, part in parts.items()],

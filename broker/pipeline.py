@@ -15,7 +15,7 @@ from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord, Quota
 from broker.auth import Principal, require_role
-from broker.errors import DsbrokerError, QuotaError
+from broker.errors import DsbrokerError, QuotaError, clipped
 from broker.guard import GuardedQuery, GuardStep, guard
 from broker.plan_cache import PlanCache
 from broker.policy import Policy
@@ -25,6 +25,10 @@ from broker.secure_sum import SecureSum
 from broker.tls import PeerCertificate
 from sandbox.execution_ledger import plan_digest
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
+
+
+# The grant as the access record names it: a valid id whole, anything else cut (the refusal says why).
+GRANT_ID_BYTES = 80
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class QueryPipeline:
         """
         encrypted = encryption is not None
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
-                    client=client, request_id=request_id, grant_id=grant_id, sql=unverified_sql)
+                    client=client, request_id=request_id, grant_id=clipped(grant_id, GRANT_ID_BYTES),
+                    sql=unverified_sql)
         now = self.clock()
         deadline = self.monotonic() + timeout_s
         today = now.astimezone(self.owner_timezone).date()
@@ -156,7 +161,8 @@ class QueryPipeline:
         used: the steps are traced afresh.
         """
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
-                    client=client, request_id=request_id, grant_id=grant_id, sql=unverified_sql)
+                    client=client, request_id=request_id, grant_id=clipped(grant_id, GRANT_ID_BYTES),
+                    sql=unverified_sql)
         now = self.clock()
         steps: list[GuardStep] = []
         try:

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import sqlglot
 import sqlglot.expressions as exp
 import yaml
 
-from broker.errors import PolicyFileError
+from broker.errors import GrantError, PolicyFileError, shown
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,10 @@ _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
              "row_filter", "disclosure", "limits", "results", "partitions", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
-_GRANTEE_KEYS = {"department"}
+_GRANTEE_KEYS = {"department", "district"}
+# A district code as tokens carry it (GB/T 2260, e.g. "320102"): quoted text, since YAML would read
+# a bare 010101 as a number and drop its zeros.
+_DISTRICT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
 _DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent", "noise", "suppressed"}
 SUPPRESSION_MODES = ("mark", "drop")  # what happens to a cell that fails the threshold
 _DOMINANCE_KEYS = {"n", "k"}
@@ -157,6 +161,10 @@ class Policy:
     ranges: dict[str, int] = field(default_factory=dict)
     request: str | None = None
     narrows: str | None = None
+    # The grantee's district: a token of the grantee department that names another is refused, at the
+    # broker and at the sandbox. None only in policies written before it existed; no query runs under
+    # those (GRANT_DISTRICT_MISSING) and lint flags them.
+    district: str | None = None
     source: str = field(default="", compare=False)
     sha256: str = field(default="", compare=False)
     document: str = field(default="", compare=False, repr=False)
@@ -184,6 +192,11 @@ class Policy:
         return (self.valid_from is None or day >= self.valid_from) and (
             self.valid_until is None or day <= self.valid_until
         )
+
+
+def is_policy_id(text: str) -> bool:
+    """Whether ``text`` can name a policy (grant): 2 to 63 lower-case letters, digits and dashes."""
+    return bool(_ID.fullmatch(text))
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -223,6 +236,21 @@ def load_policies(directory: str | Path) -> dict[str, Policy]:
     return policies
 
 
+def check_grantee_district(policy: Policy, district: str) -> None:
+    """The caller's district must be the one the grant names (the broker's and the sandbox's check).
+
+    The row filter binds to the caller's district, so without this a token of the grantee department
+    that claims another district would read that district's rows.
+    """
+    if policy.district is None:
+        raise GrantError(f"grant {policy.id!r} names no grantee district, so no query runs under it; its owner "
+                         "re-issues it with grantee.district", reason="GRANT_DISTRICT_MISSING",
+                         code=grpc.StatusCode.FAILED_PRECONDITION, grant=policy.id)
+    if district != policy.district:
+        raise GrantError(f"grant {policy.id!r} is for district {policy.district}, not the district the token names",
+                         reason="GRANT_DISTRICT_MISMATCH", grant=policy.id)
+
+
 def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.Expression:
     """Parse a policy's row filter and bind the caller's attributes to its placeholders."""
     tree = _parsed_row_filter(row_filter).copy()
@@ -256,9 +284,9 @@ class _Reader:
         for key_node, value_node in node.value:
             key = key_node.value
             if key in items:
-                raise self.fail(key_node, f"duplicate key {'.'.join((*path, key))!r}")
+                raise self.fail(key_node, f"duplicate key {shown('.'.join((*path, key)))}")
             if allowed is not None and key not in allowed:
-                raise self.fail(key_node, f"unknown key {'.'.join((*path, key))!r} (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(key_node, f"unknown key {shown('.'.join((*path, key)))} (allowed: {', '.join(sorted(allowed))})")
             items[key] = value_node
         return items
 
@@ -272,7 +300,7 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(node, f"{name} must be non-empty text")
         if pattern is not None and not pattern.match(value):
-            raise self.fail(node, f"{name} {value!r} is not of the form {pattern.pattern}")
+            raise self.fail(node, f"{name} {shown(value)} is not of the form {pattern.pattern}")
         return value
 
     def integer(self, node: yaml.Node, name: str, lowest: int) -> int:
@@ -298,9 +326,9 @@ class _Reader:
                 raise self.fail(item, f"aggregates: {normalised} is granted per measure column; list the columns "
                                       f"under min_max, e.g. min_max: {{employees: [{normalised}]}}")
             if normalised not in allowed:
-                raise self.fail(item, f"{name}: unknown value {value!r} (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(item, f"{name}: unknown value {shown(value)} (allowed: {', '.join(sorted(allowed))})")
             if normalised in values:
-                raise self.fail(item, f"{name}: {value!r} is listed twice")
+                raise self.fail(item, f"{name}: {shown(value)} is listed twice")
             values.append(normalised)
         return tuple(values)
 
@@ -327,6 +355,7 @@ class _Reader:
             "id": self.text(top["id"], "id", _ID),
             "version": self.integer(top["version"], "version", 1),
             "department": self.text(grantee["department"], "grantee.department", _ID),
+            "district": self.district(grantee["district"]) if "district" in grantee else None,
             "purpose": self.text(top["purpose"], "purpose"),
             "dataset": self.text(top["dataset"], "dataset", _DATASET),
             "columns": columns,
@@ -354,16 +383,22 @@ class _Reader:
             "narrows": self.text(top["narrows"], "narrows", _NARROWS) if "narrows" in top else None,
         }
 
+    def district(self, node: yaml.Node) -> str:
+        if isinstance(node, yaml.ScalarNode) and not isinstance(_construct(node), str):
+            raise self.fail(node, 'grantee.district must be quoted text, e.g. district: "320102" (a bare number '
+                                  "loses its leading zeros)")
+        return self.text(node, "grantee.district", _DISTRICT)
+
     def columns(self, node: yaml.Node) -> dict[str, ColumnLevel]:
         items = self.mapping(node, ("columns",), None)
         levels = {level.value for level in ColumnLevel}
         columns: dict[str, ColumnLevel] = {}
         for name, value_node in items.items():
             if not _COLUMN.match(str(name)):
-                raise self.fail(value_node, f"columns: {name!r} is not a column name")
+                raise self.fail(value_node, f"columns: {shown(name)} is not a column name")
             level = self.scalar(value_node, f"columns.{name}")
             if level not in levels:
-                raise self.fail(value_node, f"columns.{name}: unknown level {level!r} (allowed: {', '.join(sorted(levels))})")
+                raise self.fail(value_node, f"columns.{name}: unknown level {shown(level)} (allowed: {', '.join(sorted(levels))})")
             columns[name] = ColumnLevel(level)
         entities = [name for name, level in columns.items() if level is ColumnLevel.ENTITY]
         if len(entities) != 1:
@@ -418,7 +453,7 @@ class _Reader:
         bounds: dict[str, tuple[int, int]] = {}
         for name, bound_node in self.mapping(items["bounds"], ("disclosure", "noise", "bounds"), None).items():
             if columns.get(name) is not ColumnLevel.MEASURE:
-                raise self.fail(bound_node, f"disclosure.noise.bounds: {name!r} is not a measure column of this policy")
+                raise self.fail(bound_node, f"disclosure.noise.bounds: {shown(name)} is not a measure column of this policy")
             if not isinstance(bound_node, yaml.SequenceNode) or len(bound_node.value) != 2:
                 raise self.fail(bound_node, f"disclosure.noise.bounds.{name} must be [low, high]")
             low, high = (self.scalar(item, f"disclosure.noise.bounds.{name}") for item in bound_node.value)
@@ -444,14 +479,14 @@ class _Reader:
         for item in node.value:
             sandbox_id = self.text(item, "partitions", _SANDBOX_ID)
             if sandbox_id in ids:
-                raise self.fail(item, f"partitions: {sandbox_id!r} is listed twice")
+                raise self.fail(item, f"partitions: {shown(sandbox_id)} is listed twice")
             ids.append(sandbox_id)
         return tuple(ids)
 
     def choice(self, node: yaml.Node, name: str, allowed: tuple[str, ...]) -> str:
         value = self.scalar(node, name)
         if value not in allowed:
-            raise self.fail(node, f"{name}: unknown value {value!r} (allowed: {', '.join(allowed)})")
+            raise self.fail(node, f"{name}: unknown value {shown(value)} (allowed: {', '.join(allowed)})")
         return value
 
     def positive(self, node: yaml.Node, name: str) -> float:
@@ -464,7 +499,7 @@ class _Reader:
         grids: dict[str, int] = {}
         for name, value_node in self.mapping(node, ("ranges",), None).items():
             if columns.get(name) is not ColumnLevel.MEASURE:
-                raise self.fail(value_node, f"ranges: {name!r} is not a measure column of this policy")
+                raise self.fail(value_node, f"ranges: {shown(name)} is not a measure column of this policy")
             grids[name] = self.integer(value_node, f"ranges.{name} (the grid, in the column's unit)", 1)
         return grids
 
@@ -472,7 +507,7 @@ class _Reader:
         granted: dict[str, tuple[str, ...]] = {}
         for name, value_node in self.mapping(node, ("min_max",), None).items():
             if columns.get(name) is not ColumnLevel.MEASURE:
-                raise self.fail(value_node, f"min_max: {name!r} is not a measure column of this policy")
+                raise self.fail(value_node, f"min_max: {shown(name)} is not a measure column of this policy")
             granted[name] = self.names(value_node, f"min_max.{name}", EXTREMES)
         return granted
 
@@ -482,14 +517,14 @@ class _Reader:
         names = {dataset.split(".")[1]}
         for table, value_node in self.mapping(node, ("lookups",), None).items():
             if not _DATASET.match(str(table)):
-                raise self.fail(value_node, f"lookups: {table!r} is not of the form schema.table")
+                raise self.fail(value_node, f"lookups: {shown(table)} is not of the form schema.table")
             items = self.mapping(value_node, ("lookups", table), _LOOKUP_KEYS)
             for required in ("key", "columns"):
                 if required not in items:
                     raise self.fail(value_node, f"missing required key 'lookups.{table}.{required}'")
             key = self.text(items["key"], f"lookups.{table}.key", _COLUMN)
             if columns.get(key) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
-                raise self.fail(items["key"], f"lookups.{table}.key: {key!r} must be a group or filter column of "
+                raise self.fail(items["key"], f"lookups.{table}.key: {shown(key)} must be a group or filter column of "
                                               "this policy (the lookup's columns take its level)")
             if not isinstance(items["columns"], yaml.SequenceNode) or not items["columns"].value:
                 raise self.fail(items["columns"], f"lookups.{table}.columns must be a non-empty list")
@@ -497,11 +532,11 @@ class _Reader:
             for item in items["columns"].value:
                 column = self.text(item, f"lookups.{table}.columns", _COLUMN)
                 if column in listed or column == key:
-                    raise self.fail(item, f"lookups.{table}.columns: {column!r} is listed twice or is the key")
+                    raise self.fail(item, f"lookups.{table}.columns: {shown(column)} is listed twice or is the key")
                 listed.append(column)
             lookup = Lookup(table, key, tuple(listed))
             if lookup.name in names:
-                raise self.fail(value_node, f"lookups: {table!r} has the same table name as the dataset or "
+                raise self.fail(value_node, f"lookups: {shown(table)} has the same table name as the dataset or "
                                             "another lookup; the guard tells them apart by that name")
             names.add(lookup.name)
             lookups[table] = lookup

@@ -24,7 +24,8 @@ def render_policy(policy: Policy, *, comment: str = "") -> str:
         lines.append(f"request: {policy.request}")
     if policy.narrows:
         lines.append(f"narrows: {_quoted(policy.narrows)}")
-    lines += [f"grantee: {{department: {policy.department}}}", f"purpose: {_quoted(policy.purpose)}",
+    district = f", district: {_quoted(policy.district)}" if policy.district else ""
+    lines += [f"grantee: {{department: {policy.department}{district}}}", f"purpose: {_quoted(policy.purpose)}",
               f"dataset: {policy.dataset}", "columns:"]
     lines += [f"  {name}: {level.value}" for name, level in policy.columns.items()]
     lines.append(f"aggregates: [{', '.join(policy.aggregates)}]")
@@ -77,7 +78,8 @@ def narrow_policy(draft: str, *, drop_columns: tuple[str, ...] = (), min_entitie
 def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
     """What in ``final`` is wider than, or not derived from, ``draft`` (empty when it only narrows)."""
     problems = []
-    for name in ("id", "version", "department", "purpose", "dataset", "row_filter", "request", "max_groups", "partitions"):
+    for name in ("id", "version", "department", "district", "purpose", "dataset", "row_filter", "request",
+                 "max_groups", "partitions"):
         if getattr(final, name) != getattr(draft, name):
             problems.append(f"{name} differs from the draft")
     for column, level in final.columns.items():

@@ -30,11 +30,12 @@ from google.rpc import error_details_pb2
 from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError, GrantError
-from broker.policy import Policy, load_policies, parse_policy
+from broker.policy import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
 from broker.policy_signing import Trust
 from broker.policy_statements import Revocation, parse_statement, verify_statement
 from broker.request_states import State, next_state
 from broker.store import Store, StoredPolicy
+from broker.visibility import may_see, scope_of
 
 log = logging.getLogger(__name__)
 PARSED_POLICIES_KEPT = 1024
@@ -80,7 +81,7 @@ class PolicyRegistry:
                 continue
             if policy.version > stored.version and policy.department == stored.department:
                 self.store.replace_policy_document(stored, version=policy.version, document=policy.document,
-                                                   sha256=policy.sha256, at=_stamp(now))
+                                                   sha256=policy.sha256, at=_stamp(now), district=policy.district or "")
                 self._record(event="policy.install", decision="allow", principal=None, client="", request_id="",
                              grant_id=policy.id, reason="", policy=stored,
                              detail={"from_version": stored.version, "to_version": policy.version,
@@ -215,14 +216,22 @@ class PolicyRegistry:
     def grant_for(self, grant_id: str, principal: Principal, now: dt.datetime) -> Policy:
         """The caller's usable grant ``grant_id``; GrantError otherwise.
 
-        An unknown grant and another department's grant get the same answer.
+        An unknown grant and another department's grant get the same answer; a name no grant can have
+        is INVALID_ARGUMENT, without echoing it.
         """
+        if not is_policy_id(grant_id):
+            raise GrantError("grant must be a grant's id: 2 to 63 lower-case letters, digits and dashes",
+                             reason="GRANT_NAME_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                             details=[error_details_pb2.BadRequest(field_violations=[
+                                 error_details_pb2.BadRequest.FieldViolation(
+                                     field="grant", description="a grant id such as xuanwu-fgw-2026-007")])])
         stored = self.store.get_policy(grant_id)
         if stored is None or stored.department != principal.department:
             raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",
                              grant=grant_id)
         stored = self._expired_if_past(stored, now)
         policy = self.policy(stored)
+        check_grantee_district(policy, principal.district)
         today = now.astimezone(self.owner_timezone).date()
         if stored.state is not State.ACTIVE:
             raise _not_active(grant_id, f"grant {grant_id!r} is {stored.state.value}", stored.state.value)
@@ -251,17 +260,16 @@ class PolicyRegistry:
     def get(self, principal: Principal, policy_id: str) -> StoredPolicy:
         """One policy the caller may see; NOT_FOUND otherwise (another department's reads as absent)."""
         stored = self.store.get_policy(policy_id)
-        if stored is None or not _may_see(principal, stored):
+        if stored is None or not may_see(principal, department=stored.department, district=stored.district):
             raise DsbrokerError(f"policy {policy_id!r} does not exist", reason="POLICY_NOT_FOUND",
                                 code=grpc.StatusCode.NOT_FOUND, policy=policy_id)
         return self._expired_if_past(stored, self.clock())
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> list[StoredPolicy]:
-        """Policies the caller may see, by id."""
-        department = None if principal.roles & {"reviewer", "owner", "auditor"} else principal.department
+        """Policies the caller may see (broker.visibility), by id."""
         now = self.clock()
         return [self._expired_if_past(stored, now)
-                for stored in self.store.list_policies(department=department, after=after, limit=limit)]
+                for stored in self.store.list_policies(scope=scope_of(principal), after=after, limit=limit)]
 
     def change(self, principal: Principal, policy_id: str, action: str, *, reason: str, client: str,
                request_id: str) -> StoredPolicy:
@@ -314,7 +322,7 @@ def stored_policy_for(policy: Policy, *, request_id: str, at: dt.datetime, state
     """The store's record of a policy that comes into force (activated, or installed as a file)."""
     return StoredPolicy(id=policy.id, version=policy.version, state=State.ACTIVE, department=policy.department,
                         document=policy.document, sha256=policy.sha256, request_id=request_id,
-                        state_reason=state_reason, updated_at=_stamp(at))
+                        state_reason=state_reason, updated_at=_stamp(at), district=policy.district or "")
 
 
 def _statement_files(directory: Path) -> list[str]:
@@ -326,10 +334,6 @@ def _statement_files(directory: Path) -> list[str]:
         except (OSError, UnicodeDecodeError) as error:
             log.warning("cannot read owner statement file %s (%s)", path, error.__class__.__name__)
     return statements
-
-
-def _may_see(principal: Principal, stored: StoredPolicy) -> bool:
-    return bool(principal.roles & {"reviewer", "owner", "auditor"}) or stored.department == principal.department
 
 
 def _not_active(grant_id: str, message: str, description: str) -> GrantError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -11,11 +12,13 @@ from broker.access_log import AccessLog, AccessRecord
 from broker.audit.calls import CallAuditInterceptor
 from broker.audit.checkpoints import load_or_create_signing_key
 from broker.auth import AuthenticationError, AuthInterceptor, current_principal
-from broker.call_context import CallConventionsInterceptor, CallerLimitInterceptor, current_request_id
+from broker.call_context import (CallConventionsInterceptor, CallerLimitInterceptor, current_client_key,
+                                 current_request_id)
 from broker.errors import ConfigError, DsbrokerError
 from broker.pipeline import QueryPipeline
 from broker.policy_registry import STATEMENTS_DIRECTORY, PolicyRegistry
 from broker.policy_sync import PolicySync
+from broker.refusal_cap import RefusalCap
 from broker.sandbox_client import SandboxClient
 from broker.secure_sum import SecureSum
 from broker.catalog import Catalog
@@ -44,13 +47,16 @@ SERVICE_NAMES = [SERVICE_NAME] + [
 
 
 def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] | None = None,
-                 access_log: AccessLog | None = None) -> Running:
+                 access_log: AccessLog | None = None, refusal_clock: Callable[[], float] = time.time) -> Running:
     """Check the configuration, load policies, open the access log and start serving; port 0 picks a free port.
 
     ``clock`` replaces the wall clock (tests fix the time for validity and quotas); ``access_log``
-    replaces the configured one (the benchmark measures the broker without it).
+    replaces the configured one (the benchmark measures the broker without it); ``refusal_clock``
+    (seconds since the epoch) is the clock of the cap on refusals recorded per client and second.
     """
     tls = server_tls(settings, "the broker", client_ca_required=False)
+    if settings.max_refusals_per_client < 1:
+        raise ConfigError("max_refusals_per_client must be at least 1")
     if settings.token_binding != "none" and not settings.tls_client_ca:
         raise ConfigError("token_binding needs client certificates: set tls_client_ca")
     authenticator = authenticator_from_settings(settings, binding=settings.token_binding)
@@ -79,13 +85,18 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     workflow = Workflow(store, catalog, access_log, trust=trust, owner_timezone=owner_tz, clock=clock,
                         policies_dir=settings.policies)
 
+    # Refusals are recorded through the cap: past it, a client's refusals are counted and it is answered
+    # TOO_MANY_FAILED_CALLS (raised here, in place of the refusal).
+    refusals = RefusalCap(access_log, per_second=settings.max_refusals_per_client, clock=refusal_clock)
+
     def record_auth_failure(method: str, client: str, error: AuthenticationError) -> None:
-        access_log.append(AccessRecord(event="auth.failure", decision="deny", client=client, reason=error.reason,
-                                       request_id=current_request_id.get(), detail={"method": method}))
+        refusals.record(current_client_key.get(), AccessRecord(
+            event="auth.failure", decision="deny", client=client, reason=error.reason,
+            request_id=current_request_id.get(), detail={"method": method}))
 
     def record_refused_call(method: str, context, error: DsbrokerError) -> None:
         principal = current_principal.get()
-        access_log.append(AccessRecord(
+        refusals.record(current_client_key.get(), AccessRecord(
             event="call.refused", decision="deny", client=context.peer(), reason=error.reason,
             subject=principal.subject if principal else "", department=principal.department if principal else "",
             token_id=principal.token_id if principal else "", request_id=current_request_id.get(),
@@ -113,8 +124,8 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     server.start()
     log.info("broker serving (%d policy file(s) installed) on port %d over %s; sandbox at %s", installed, port,
              "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"), settings.sandbox)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[sandbox.close, partitions.close, store.close,
-                                                                         access_log.close])
+    return Running(server, health, port, settings.grace_seconds,
+                   on_stop=[sandbox.close, partitions.close, store.close, refusals.close, access_log.close])
 
 
 def _partitions(entries: tuple[str, ...]) -> dict[str, str]:

@@ -73,7 +73,8 @@ class SandboxSettings:
     statements: str = setting("", "a directory of the owner's own: revocation files (*.json, one statement a "
                                   "line) and signed policy documents (*.yaml), read at start and when they change")
     data: str = setting("", "path of the DuckDB data file, opened read-only")
-    datasets: tuple[str, ...] = setting((), "tables served, as schema.table; empty serves every table in the file")
+    datasets: tuple[str, ...] = setting((), "tables served and listed, as schema.table (required: the sandbox "
+                                            "serves no table it is not told to)")
     catalog: str = setting("", "the owner's catalog YAML describing the datasets (metadata only); empty uses "
                                "<data name>.catalog.yaml beside the data file when it exists")
     privacy_ledger: str = setting("", "SQLite file where the sandbox keeps what noise policies spent and their "
@@ -138,6 +139,9 @@ class BrokerSettings:
     max_workers: int = setting(16, "gRPC worker threads")
     max_concurrent_rpcs: int = setting(64, "calls in flight before new ones get RESOURCE_EXHAUSTED")
     max_calls_per_caller: int = setting(8, "calls one caller (token subject) may have in flight")
+    max_refusals_per_client: int = setting(10, "refused calls a second recorded one by one per client "
+                                               "certificate (or address without mutual TLS); past it, "
+                                               "RESOURCE_EXHAUSTED and one record a second counting them")
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
 
 

@@ -19,7 +19,9 @@ from typing import Any, Iterator
 import grpc
 
 from broker.errors import ConfigError, DsbrokerError
+from broker.private_files import create_private
 from broker.request_states import State
+from broker.visibility import Scope
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS access_requests (
@@ -44,7 +46,8 @@ _SCHEMA = (
         request_id TEXT NOT NULL,
         state_reason TEXT NOT NULL,
         updated_at TEXT NOT NULL,
-        revision INTEGER NOT NULL)""",
+        revision INTEGER NOT NULL,
+        district TEXT NOT NULL DEFAULT '')""",
     # The owner's signed statements (revocations), kept as signed: they are also written beside the
     # policy files and held by the sandboxes, so losing this table loses no revocation.
     """CREATE TABLE IF NOT EXISTS policy_statements (
@@ -54,8 +57,11 @@ _SCHEMA = (
         received_at TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS policy_statements_by_policy ON policy_statements (policy_id, received_at)",
 )
+# Columns added since a table was first created: (table, column, definition), added when missing.
+_ADDED_COLUMNS = (("policies", "district", "TEXT NOT NULL DEFAULT ''"),)
 _REQUEST_COLUMNS = "id, department, district, state, version, created_at, updated_at, policy_id, body"
-_POLICY_COLUMNS = "id, version, state, department, document, sha256, request_id, state_reason, updated_at, revision"
+_POLICY_COLUMNS = ("id, version, state, department, document, sha256, request_id, state_reason, updated_at, revision, "
+                   "district")
 
 
 class StoreError(DsbrokerError):
@@ -98,6 +104,7 @@ class StoredPolicy:
     state_reason: str
     updated_at: str
     revision: int = 0
+    district: str = ""  # the grantee's district ("" for a policy that names none): who may see it
 
 
 class Store:
@@ -111,6 +118,12 @@ class Store:
         with self._transaction() as cursor:
             for statement in _SCHEMA:
                 cursor.execute(statement)
+            for table, column, definition in _ADDED_COLUMNS:
+                if placeholder == "?":  # SQLite: no ADD COLUMN IF NOT EXISTS
+                    if column not in {row[1] for row in cursor.execute(f"PRAGMA table_info({table})").fetchall()}:
+                        cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                else:
+                    cursor.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -131,9 +144,10 @@ class Store:
 
     def list_requests(self, *, department: str | None = None, district: str | None = None,
                       state: State | None = None, after: tuple[str, str] | None = None,
-                      limit: int = 50) -> list[StoredRequest]:
-        """Requests newest first, optionally of one department, district or state, after a (created_at, id) key."""
-        where, params = [], []
+                      limit: int = 50, scope: Scope | None = None) -> list[StoredRequest]:
+        """Requests newest first, optionally of one department, district or state, after a (created_at, id) key,
+        within what ``scope`` (broker.visibility) lets a caller see."""
+        where, params = _scoped(scope)
         for column, value in (("department", department), ("district", district),
                               ("state", state.value if state else None)):
             if value is not None:
@@ -180,9 +194,10 @@ class Store:
         return _policy(row) if row else None
 
     def list_policies(self, *, department: str | None = None, after: str | None = None,
-                      limit: int = 50) -> list[StoredPolicy]:
-        """Policies ordered by id, optionally of one department, after an id."""
-        where, params = [], []
+                      limit: int = 50, scope: Scope | None = None) -> list[StoredPolicy]:
+        """Policies ordered by id, optionally of one department, after an id, within what ``scope``
+        (broker.visibility) lets a caller see."""
+        where, params = _scoped(scope)
         if department is not None:
             where.append("department = ?")
             params.append(department)
@@ -205,14 +220,16 @@ class Store:
         return policy
 
     def replace_policy_document(self, policy: StoredPolicy, *, version: int, document: str, sha256: str,
-                                at: str) -> StoredPolicy | None:
-        """Install a new version of ``policy`` (as read, compare-and-set on its revision), keeping its state."""
+                                at: str, district: str | None = None) -> StoredPolicy | None:
+        """Install a new version of ``policy`` (as read, compare-and-set on its revision), keeping its state;
+        ``district`` is the new document's grantee district (unchanged when None)."""
+        district = policy.district if district is None else district
         replaced = replace(policy, version=version, document=document, sha256=sha256, updated_at=at,
-                           revision=policy.revision + 1)
+                           revision=policy.revision + 1, district=district)
         with self._transaction() as cursor:
             updated = self._execute(cursor, "UPDATE policies SET version = ?, document = ?, sha256 = ?, updated_at = ?, "
-                                    "revision = ? WHERE id = ? AND revision = ?",
-                                    (version, document, sha256, at, replaced.revision, policy.id,
+                                    "revision = ?, district = ? WHERE id = ? AND revision = ?",
+                                    (version, document, sha256, at, replaced.revision, district, policy.id,
                                      policy.revision)).rowcount
         return replaced if updated == 1 else None
 
@@ -270,9 +287,10 @@ class Store:
         return stored if updated == 1 else None
 
     def _insert_policy(self, cursor, policy: StoredPolicy) -> None:
-        self._execute(cursor, f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._execute(cursor, f"INSERT INTO policies ({_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (policy.id, policy.version, policy.state.value, policy.department, policy.document,
-                       policy.sha256, policy.request_id, policy.state_reason, policy.updated_at, policy.revision))
+                       policy.sha256, policy.request_id, policy.state_reason, policy.updated_at, policy.revision,
+                       policy.district))
 
     def _execute(self, cursor, sql: str, params: tuple = ()):
         if self._placeholder != "?":
@@ -328,8 +346,7 @@ def open_store(location: str) -> Store:
             cause = error.__cause__ or error
             raise ConfigError(f"cannot open the PostgreSQL store at {without_password(location)} "
                               f"({cause.__class__.__name__})") from None
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = create_private(location)  # 0600, and so its -wal and -shm
     shared = {}
 
     def connect_sqlite():
@@ -382,4 +399,14 @@ def _request(row) -> StoredRequest:
 
 def _policy(row) -> StoredPolicy:
     return StoredPolicy(id=row[0], version=row[1], state=State(row[2]), department=row[3], document=row[4],
-                        sha256=row[5], request_id=row[6], state_reason=row[7], updated_at=row[8], revision=row[9])
+                        sha256=row[5], request_id=row[6], state_reason=row[7], updated_at=row[8], revision=row[9],
+                        district=row[10])
+
+
+def _scoped(scope: Scope | None) -> tuple[list[str], list]:
+    """The WHERE terms and parameters that keep a list within ``scope`` (the same rule as may_see)."""
+    if scope is None or scope.everything:
+        return [], []
+    if scope.district:
+        return ["(department = ? OR (district = ? AND district <> ''))"], [scope.department, scope.district]
+    return ["department = ?"], [scope.department]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import threading
 import time
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import jwt
 
@@ -27,6 +28,9 @@ from broker.tls import PeerCertificate, is_loopback
 # Asymmetric only: a symmetric (HS*) algorithm would let anyone holding the key mint tokens.
 ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
+# NumericDate claims (RFC 7519 4.1.4): checked here against the authenticator's own clock, not by PyJWT,
+# which reads the wall clock itself and takes any text that int() accepts.
+LIFETIME_CLAIMS = ("exp", "nbf", "iat")
 CALLER_CLAIMS = ("department", "district", "roles")
 JWKS_URL_CACHE_SECONDS = 300
 BINDINGS = ("none", "subject", "thumbprint")
@@ -116,7 +120,9 @@ class JwtAuthenticator:
     """Verifies a bearer JWT and turns its claims into a :class:`Principal`."""
 
     def __init__(self, keys: JwksKeys, *, issuer: str, audience: str, leeway_seconds: float = 30.0,
-                 binding: str = "none") -> None:
+                 binding: str = "none", clock: Callable[[], float] = time.time) -> None:
+        """``clock`` gives the current time in seconds since the epoch (tests pass one they move); every
+        lifetime check (``exp``, ``nbf``, ``iat``), on first use and on reuse, reads it and nothing else."""
         if not issuer or not audience:
             raise ConfigError("JWT verification needs jwt_issuer and jwt_audience")
         if binding not in BINDINGS:
@@ -128,6 +134,7 @@ class JwtAuthenticator:
         self.issuer = issuer
         self.audience = audience
         self.leeway = dt.timedelta(seconds=leeway_seconds)
+        self.clock = clock
 
     def authenticate(self, token: str, *, certificate: PeerCertificate | None) -> Principal:
         """The caller named by ``token``; raises AuthenticationError with a reason saying what failed.
@@ -153,11 +160,21 @@ class JwtAuthenticator:
         return principal
 
     def _check_lifetime(self, claims: dict) -> None:
-        now = time.time()
-        if claims["exp"] <= now - self.leeway.total_seconds():  # as PyJWT decides it
+        """``exp``, ``nbf`` and ``iat`` against the injected clock, with the leeway, as PyJWT would decide
+        them; on first use and on every reuse of a kept token alike. Each must be a number."""
+        for name in LIFETIME_CLAIMS:
+            value = claims.get(name)
+            if name in claims and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                   or not math.isfinite(value)):
+                raise AuthenticationError(f"the token's {name!r} claim must be a number of seconds since 1970",
+                                          reason="TOKEN_CLAIMS_INVALID", claim=name)
+        now, leeway = self.clock(), self.leeway.total_seconds()
+        if claims["exp"] <= now - leeway:
             raise AuthenticationError("the token has expired", reason="TOKEN_EXPIRED")
-        if "nbf" in claims and claims["nbf"] > now + self.leeway.total_seconds():
+        if "nbf" in claims and claims["nbf"] > now + leeway:
             raise AuthenticationError("the token is not valid yet", reason="TOKEN_NOT_YET_VALID")
+        if claims["iat"] > now + leeway:
+            raise AuthenticationError("the token was issued in the future", reason="TOKEN_NOT_YET_VALID")
 
     def _verify(self, token: str) -> dict:
         try:
@@ -171,13 +188,11 @@ class JwtAuthenticator:
                                       reason="TOKEN_ALGORITHM_NOT_ALLOWED")
         key = self.keys.key_for(header.get("kid") if isinstance(header.get("kid"), str) else None)
         try:
+            # Lifetimes are checked by _check_lifetime with the injected clock: one clock for every check.
             claims = jwt.decode(token, key, algorithms=list(self.keys.algorithms), audience=self.audience,
-                                issuer=self.issuer, leeway=self.leeway,
-                                options={"require": list(REQUIRED_CLAIMS), "strict_aud": False})
-        except jwt.ExpiredSignatureError:
-            raise AuthenticationError("the token has expired", reason="TOKEN_EXPIRED") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthenticationError("the token is not valid yet", reason="TOKEN_NOT_YET_VALID") from None
+                                issuer=self.issuer,
+                                options={"require": list(REQUIRED_CLAIMS), "strict_aud": False,
+                                         "verify_exp": False, "verify_nbf": False, "verify_iat": False})
         except jwt.InvalidAudienceError:
             raise AuthenticationError("the token is for another audience", reason="TOKEN_AUDIENCE_INVALID") from None
         except jwt.InvalidIssuerError:
@@ -190,6 +205,7 @@ class JwtAuthenticator:
                                       reason="TOKEN_ALGORITHM_NOT_ALLOWED") from None
         except jwt.InvalidTokenError:
             raise AuthenticationError("the token's signature does not verify", reason="TOKEN_INVALID") from None
+        self._check_lifetime(claims)
         return claims
 
     def _check_binding(self, claims: dict, principal: Principal, certificate: PeerCertificate | None) -> None:
@@ -233,8 +249,11 @@ def principal_from_claims(claims: dict) -> Principal:
                      certificate_thumbprint=bound if isinstance(bound, str) else "")
 
 
-def authenticator_from_settings(settings, *, binding: str) -> "JwtAuthenticator":
-    """The JwtAuthenticator that a server's jwks / jwt_* settings describe; ConfigError when incomplete."""
+def authenticator_from_settings(settings, *, binding: str,
+                                clock: Callable[[], float] = time.time) -> "JwtAuthenticator":
+    """The JwtAuthenticator that a server's jwks / jwt_* settings describe; ConfigError when incomplete.
+
+    ``clock`` (seconds since the epoch) is what token lifetimes are checked against."""
     if not settings.jwks:
         raise ConfigError("set jwks to the identity provider's keys (a JWKS file or https:// URL); "
                           "'dsbroker keys init' makes a development one")
@@ -243,4 +262,4 @@ def authenticator_from_settings(settings, *, binding: str) -> "JwtAuthenticator"
         raise ConfigError(f"jwt_algorithms must be a non-empty subset of {', '.join(ALLOWED_ALGORITHMS)}")
     return JwtAuthenticator(JwksKeys(settings.jwks, algorithms=tuple(settings.jwt_algorithms)),
                             issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-                            leeway_seconds=settings.jwt_leeway_seconds, binding=binding)
+                            leeway_seconds=settings.jwt_leeway_seconds, binding=binding, clock=clock)

@@ -28,7 +28,7 @@ from google.rpc import error_details_pb2
 from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.catalog import Catalog
-from broker.errors import DsbrokerError, RoleError
+from broker.errors import DsbrokerError, RoleError, shown
 from broker.guard import guard
 from broker.policy import DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, RESULT_MODES, ColumnLevel, Policy, parse_policy
 from broker.policy_draft import narrowing_problems, render_policy
@@ -36,6 +36,7 @@ from broker.policy_registry import stored_policy_for
 from broker.policy_signing import Approval, Trust, split_document, verify_approvals, verify_policy
 from broker.request_states import PENDING, State, next_state
 from broker.store import Store, StoredRequest
+from broker.visibility import may_see, scope_of
 
 log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
@@ -43,7 +44,6 @@ MAX_EXAMPLE_QUERIES = 20
 MAX_TEXT = 4000
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
-SEEING_ALL = {"owner", "auditor"}
 
 
 class RequestFieldError(DsbrokerError):
@@ -157,7 +157,7 @@ class Workflow:
     def get(self, principal: Principal, request_id: str) -> StoredRequest:
         """One request the caller may see; NOT_FOUND otherwise (another department's reads as absent)."""
         request = self.store.get_request(request_id)
-        if request is None or not _may_see(principal, request):
+        if request is None or not may_see(principal, department=request.department, district=request.district):
             raise DsbrokerError(f"access request {request_id!r} does not exist", reason="ACCESS_REQUEST_NOT_FOUND",
                                 code=grpc.StatusCode.NOT_FOUND, access_request=request_id)
         return request
@@ -169,13 +169,7 @@ class Workflow:
         if page_size < 0:
             raise RequestFieldError("page_size must not be negative", field="page_size")
         after = _decode_token(page_token) if page_token else None
-        if principal.roles & SEEING_ALL:
-            scope = {}
-        elif "reviewer" in principal.roles and principal.district:
-            scope = {"district": principal.district}
-        else:
-            scope = {"department": principal.department}
-        page = self.store.list_requests(state=state, after=after, limit=limit + 1, **scope)
+        page = self.store.list_requests(state=state, after=after, limit=limit + 1, scope=scope_of(principal))
         token = _encode_token(page[limit - 1]) if len(page) > limit else ""
         return page[:limit], token
 
@@ -247,7 +241,7 @@ class Workflow:
         new = signed[-1]
         if new.role != stage or new.by != principal.department:
             raise DsbrokerError(f"this stage needs a {stage} approval signed for {principal.department!r}; the new "
-                                f"approval is a {new.role} approval for {new.by!r}", reason="SIGNER_MISMATCH",
+                                f"approval is a {shown(new.role)} approval for {shown(new.by)}", reason="SIGNER_MISMATCH",
                                 code=grpc.StatusCode.PERMISSION_DENIED, access_request=request_id)
         draft = request.body["draft_policy"]
         if body != draft:
@@ -299,7 +293,7 @@ class Workflow:
             raise RequestFieldError("dataset is required", field="dataset")
         dataset = self.catalog.dataset(new.dataset)
         if not dataset.entity_column:
-            raise DsbrokerError(f"dataset {new.dataset!r} has no described columns; its owner has not opened it "
+            raise DsbrokerError(f"dataset {shown(new.dataset)} has no described columns; its owner has not opened it "
                                 "to requests", reason="DATASET_NOT_REQUESTABLE",
                                 code=grpc.StatusCode.FAILED_PRECONDITION, table=new.dataset)
         published = {c.name: c for c in dataset.columns}
@@ -310,7 +304,7 @@ class Workflow:
             where = f"columns[{index}]"
             column = published.get(wanted.column)
             if column is None:
-                raise RequestFieldError(f"{where}: {wanted.column!r} is not a column of {new.dataset} in the catalog",
+                raise RequestFieldError(f"{where}: {shown(wanted.column)} is not a column of {new.dataset} in the catalog",
                                         field=where, reason="COLUMN_NOT_IN_CATALOG", table=new.dataset,
                                         column=wanted.column)
             if wanted.use not in USES:
@@ -322,12 +316,12 @@ class Workflow:
                                         field=where, reason="COLUMN_LEVEL_NOT_ALLOWED", table=new.dataset,
                                         column=wanted.column)
             if wanted.column in seen:
-                raise RequestFieldError(f"{where}: {wanted.column!r} is asked for twice", field=where,
+                raise RequestFieldError(f"{where}: {shown(wanted.column)} is asked for twice", field=where,
                                         column=wanted.column)
             seen.add(wanted.column)
         for mode in new.result_modes:
             if mode not in RESULT_MODES:
-                raise RequestFieldError(f"result mode {mode!r} is not offered by this version (offered: "
+                raise RequestFieldError(f"result mode {shown(mode)} is not offered by this version (offered: "
                                         f"{', '.join(RESULT_MODES)})", field="result_modes",
                                         reason="RESULT_MODE_UNSUPPORTED")
         if len(new.example_queries) > MAX_EXAMPLE_QUERIES or any(len(q) > MAX_TEXT for q in new.example_queries):
@@ -353,6 +347,7 @@ class Workflow:
         suffix = request_id.removeprefix("req-")
         policy = Policy(
             id=f"{principal.department[:40]}-{suffix}", version=1, department=principal.department,
+            district=principal.district,  # the requester's: the grant binds the row filter to it
             purpose=new.purpose.strip(), dataset=new.dataset, columns=columns, aggregates=DEFAULT_AGGREGATES,
             row_filter=dataset.row_filter or None, min_entities=dataset.min_entities or 10,
             max_groups=DEFAULT_MAX_GROUPS, valid_from=_date(new.valid_from, "valid_from"),
@@ -403,12 +398,6 @@ class Workflow:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(policy.document)
         os.replace(temporary, self.policies_dir / f"{policy.id}.yaml")
-
-
-def _may_see(principal: Principal, request: StoredRequest) -> bool:
-    if principal.roles & SEEING_ALL or request.department == principal.department:
-        return True
-    return "reviewer" in principal.roles and (not principal.district or principal.district == request.district)
 
 
 def _not_own_department(principal: Principal, request: StoredRequest) -> None:

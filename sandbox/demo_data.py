@@ -126,6 +126,11 @@ def make_demo_data(path: str | Path, *, taxpayers: int = 20_000, months: int = 2
     return counts
 
 
+# The tables a sandbox over the demo data serves: the declarations and the public code lists a grant
+# may join. Never tax.taxpayers, which holds the companies' names.
+DEMO_DATASETS = ("tax.declarations", "tax.streets", "tax.industries", "tax.registration_types", "tax.districts")
+
+
 def split_demo_data(source: str | Path, names: list[str], directory: str | Path) -> list[Path]:
     """Write ``<directory>/<name>.duckdb`` for each name: partitions of ``source``'s taxpayers, as if
     each tax office kept the taxpayers registered with it.

@@ -5,6 +5,13 @@ scans off, resource limits set, external access off, the local file system
 disabled, and the configuration locked last so no query can undo any of it.
 The guard refuses metadata functions, temp objects and macros; the lockdown
 is the second layer for anything that slips past it.
+
+DuckDB 2.0 scopes ``max_execution_time`` and ``python_enable_replacements`` per
+connection: a plain SET changes only the connection that runs it, and every
+cursor (the pool's connections) starts from the global value. They are set
+GLOBAL, before the lock, and read back from every connection that will run a
+query, pooled or made to replace one after an error; a connection without
+them is never pooled.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import queue
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import grpc
@@ -52,10 +60,10 @@ def lockdown_statements(limits: EngineLimits) -> list[str]:
         "SET autoload_known_extensions = false",
         "SET allow_community_extensions = false",
         "SET allow_persistent_secrets = false",
-        "SET python_enable_replacements = false",
+        "SET GLOBAL python_enable_replacements = false",
         f"SET memory_limit = '{_quoted(limits.memory_limit)}'",
         f"SET threads = {int(limits.threads)}",
-        f"SET max_execution_time = {int(limits.max_execution_ms)}",
+        f"SET GLOBAL max_execution_time = {int(limits.max_execution_ms)}",
         "SET max_temp_directory_size = '0B'",
         "SET enable_external_access = false",
         "SET disabled_filesystems = 'LocalFileSystem'",
@@ -75,6 +83,19 @@ _REQUIRED_SETTINGS = {
 }
 
 
+def _connection_problems(connection: duckdb.DuckDBPyConnection, limits: EngineLimits) -> list[str]:
+    """The settings that do not hold on ``connection`` (each connection reads back its own values)."""
+    wrong = [name for name, value in _REQUIRED_SETTINGS.items() if _setting(connection, name) != value]
+    if _setting(connection, "python_enable_replacements") != "false":
+        wrong.append("python_enable_replacements")
+    ceiling = _setting(connection, "max_execution_time")
+    # Another engine in the process may have locked the instance: a stricter ceiling is kept, none or a
+    # looser one is refused.
+    if not ceiling.isdigit() or not 0 < int(ceiling) <= limits.max_execution_ms:
+        wrong.append("max_execution_time")
+    return wrong
+
+
 def _lock_down(database: duckdb.DuckDBPyConnection, limits: EngineLimits) -> None:
     """Apply the lockdown, then verify it; refuse to serve from an instance that is not locked down.
 
@@ -86,7 +107,7 @@ def _lock_down(database: duckdb.DuckDBPyConnection, limits: EngineLimits) -> Non
     if not already_locked:
         for statement in lockdown_statements(limits):
             database.execute(statement)
-    wrong = {name: value for name, value in _REQUIRED_SETTINGS.items() if _setting(database, name) != value}
+    wrong = dict.fromkeys(_connection_problems(database, limits), "")
     # duckdb_settings() reports disabled_filesystems as empty even when it holds, so probe it instead.
     try:
         database.execute("SELECT count(*) FROM read_text(?)", [_FILE_PROBE]).fetchall()
@@ -109,19 +130,29 @@ class DuckDBEngine:
 
     dialect = "duckdb"
 
-    def __init__(self, path: str | Path, limits: EngineLimits = EngineLimits()) -> None:
+    def __init__(self, path: str | Path, limits: EngineLimits = EngineLimits(), *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` (seconds, monotonic) decides whether a query finished within its time limit; the
+        watchdog interrupts late queries on its own, and a result that comes back late is not released
+        either, however the watchdog's thread was scheduled (tests pass a clock they move)."""
         path = Path(path)
         if not path.is_file():
             raise DsbrokerError(f"data file {path} does not exist", reason="DATA_FILE_MISSING")
         self.path = path
         self.limits = limits
+        self.clock = clock
         self._database = duckdb.connect(str(path), read_only=True)
         _lock_down(self._database, limits)
-        # Cursors are further connections to the same database instance; the settings
-        # above are global to it and locked, so every pooled connection is locked down.
+        # Cursors are further connections to the same database instance; each is checked before it is pooled.
         self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
-        for _ in range(limits.pool_size):
-            self._pool.put(self._database.cursor())
+        try:
+            for _ in range(limits.pool_size):
+                self._pool.put(self._checked_cursor())
+        except DsbrokerError:
+            while not self._pool.empty():
+                self._pool.get_nowait().close()
+            self._database.close()
+            raise
         self._watchdog = Watchdog()
         self._closed = False
 
@@ -157,6 +188,7 @@ class DuckDBEngine:
             raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY",
                                 code=grpc.StatusCode.RESOURCE_EXHAUSTED) from None
         started = time.perf_counter()
+        deadline = self.clock() + timeout_s
         token = self._watchdog.arm(timeout_s, connection.interrupt)
         clean = False
         try:
@@ -166,23 +198,39 @@ class DuckDBEngine:
             rows = cursor.fetchmany(max_rows + 1)
             clean = self._watchdog.disarm(token)
         except duckdb.InterruptException:
-            raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
-                                code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            raise _timeout() from None
         except duckdb.Error as error:
             log.warning("engine error (%s): %s", type(error).__name__, error)
             raise ExecutionError("the engine could not run the query", error_class=type(error).__name__) from None
         finally:
             self._watchdog.disarm(token)
             self._release(connection, clean)
+        if self.clock() > deadline:  # finished, but after its time: the caller's deadline has passed
+            raise _timeout()
         micros = int((time.perf_counter() - started) * 1e6)
         return EngineResult(names, types, rows[:max_rows], len(rows) > max_rows, micros)
+
+    def _checked_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the instance, with every setting read back from it; refused otherwise."""
+        cursor = self._database.cursor()
+        wrong = _connection_problems(cursor, self.limits)
+        if wrong:
+            cursor.close()
+            raise DsbrokerError(f"a connection of the engine is not locked down ({', '.join(sorted(wrong))}); "
+                                "refusing to serve it", reason="ENGINE_NOT_LOCKED_DOWN")
+        return cursor
 
     def _release(self, connection: duckdb.DuckDBPyConnection, clean: bool) -> None:
         if not clean:  # after an error or a late interrupt, make sure the connection is usable again
             try:
                 connection.execute("SELECT 1").fetchall()
             except duckdb.Error:
-                connection = self._database.cursor()
+                try:
+                    connection = self._checked_cursor()
+                except (DsbrokerError, duckdb.Error):
+                    # The pool shrinks rather than serve an unchecked connection; at none, SANDBOX_BUSY.
+                    log.error("could not replace a broken engine connection with a locked-down one")
+                    return
         self._pool.put(connection)
 
     def close(self) -> None:
@@ -194,6 +242,11 @@ class DuckDBEngine:
         while not self._pool.empty():
             self._pool.get_nowait().close()
         self._database.close()
+
+
+def _timeout() -> DsbrokerError:
+    return DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
+                         code=grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def _quoted(value: str) -> str:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import grpc
 
+from broker.private_files import create_private
+
 from broker.audit.records import GENESIS_HASH, canonical_json
 from broker.errors import DsbrokerError
 from sandbox.v1 import sandbox_service_pb2 as pb
@@ -108,7 +110,7 @@ class ExecutionLedger:
     def __init__(self, path: str | Path, *, sandbox_id: str = "") -> None:
         self.path = Path(path)
         self.sandbox_id = sandbox_id
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)  # 0600, and so its -wal and -shm
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -4,8 +4,8 @@ provider vouches for, and runs a plan only if the guard would have produced exac
 The broker is honest but curious and may be broken or hostile. Without this check it could send
 any SELECT under a valid signed policy (drop the threshold, bind another district, read raw rows).
 The plan carries the requester's original SQL and bearer token; the sandbox verifies the token
-against the identity provider's keys itself, checks that its department is the policy's grantee,
-binds the row filter to its district, and compares. Accepted plans are cached like the broker's.
+against the identity provider's keys itself, checks that its department and district are the policy's
+grantee's, binds the row filter to that district, and compares. Accepted plans are cached like the broker's.
 
 The plan also carries the client certificate the broker authenticated the requester's call with.
 A certificate-bound token (``cnf``) is held to it; with a requester CA configured, the certificate
@@ -26,7 +26,7 @@ from broker.auth import Authenticator, Principal
 from broker.errors import AuthenticationError, DsbrokerError
 from broker.guard import SCHEMA_RULES, GuardedQuery, guard
 from broker.plan_cache import PlanCache
-from broker.policy import Policy
+from broker.policy import Policy, check_grantee_district
 from broker.tls import CertificateAuthorities, PeerCertificate, certificate_from_der
 from sandbox.v1 import sandbox_service_pb2 as pb
 
@@ -79,6 +79,7 @@ class PlanGuardChecker:
         if caller.department != policy.department or "requester" not in caller.roles:
             raise PlanRefused("the plan's caller is not a requester of the policy's grantee department",
                               reason="PLAN_CALLER_INVALID", policy=policy.id)
+        check_grantee_district(policy, caller.district)  # as the broker checks it: the row filter binds to it
         encrypted = plan.HasField("encryption")
         try:
             guarded = self.plans.get_or_build(

@@ -20,6 +20,7 @@ import grpc
 
 from broker.errors import DsbrokerError
 from broker.policy_statements import Revocation, parse_statement
+from broker.private_files import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS statements (
@@ -63,6 +64,7 @@ class PolicyLedger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)  # 0600, and so its -wal and -shm
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -22,6 +22,7 @@ from typing import Callable
 import grpc
 
 from broker.errors import DsbrokerError
+from broker.private_files import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spends (
@@ -64,7 +65,7 @@ class PrivacyLedger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)  # 0600, and so its -wal and -shm
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

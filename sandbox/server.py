@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from pathlib import Path
+from typing import Callable
 
 from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
@@ -14,6 +16,7 @@ from broker.settings import SandboxSettings, owner_timezone
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.execution_ledger import ExecutionLedger
+from sandbox.lookup_check import LookupChecker
 from broker.tokens import authenticator_from_settings
 from broker.tls import CertificateAuthorities
 from sandbox.plan_check import PlanGuardChecker
@@ -28,11 +31,17 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = sandbox_service_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name
 
 
-def start_sandbox(settings: SandboxSettings) -> Running:
-    """Open the engine and start serving; returns the running server (port 0 picks a free port)."""
+def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float] = time.monotonic) -> Running:
+    """Open the engine and start serving; returns the running server (port 0 picks a free port).
+
+    ``engine_clock`` (monotonic seconds) is what the engine measures queries' time limits with."""
     tls = server_tls(settings, "the sandbox", client_ca_required=True)
     if not settings.data:
         raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
+    if not settings.datasets:
+        # Deny by default: a file may hold tables nobody meant to publish (the demo's company names).
+        raise ConfigError("no datasets configured: set datasets to the tables this sandbox serves, as schema.table "
+                          "(e.g. datasets = [\"tax.declarations\", \"tax.streets\"]); it serves and lists no other")
     if not settings.trust:
         raise ConfigError("no trust file configured: the sandbox runs only plans whose policy is signed by keys "
                           "in it (set trust; 'dsbroker keys init' makes a development one)")
@@ -48,14 +57,14 @@ def start_sandbox(settings: SandboxSettings) -> Running:
     requester_ca = CertificateAuthorities(settings.requester_ca) if settings.requester_ca else None
     engine = DuckDBEngine(settings.data, EngineLimits(
         memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
-        max_execution_ms=int(settings.max_execution_seconds * 1000)))
+        max_execution_ms=max(1, int(settings.max_execution_seconds * 1000))), clock=engine_clock)
     tables = engine.tables()
     clashing = {t for t in tables if t.split(".")[0] == engine.path.stem}
     if clashing:
         engine.close()
         raise ConfigError(f"the data file's name {engine.path.name!r} equals schema {engine.path.stem!r}, which makes "
                           "DuckDB names ambiguous; rename the file (e.g. to owner-data.duckdb)")
-    datasets = set(settings.datasets) or tables
+    datasets = set(settings.datasets)
     missing = datasets - tables
     if missing:
         engine.close()
@@ -89,7 +98,8 @@ def start_sandbox(settings: SandboxSettings) -> Running:
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
-        SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans, max_rows=settings.max_rows,
+        SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans,
+                        lookups=LookupChecker.for_engine(engine, datasets), max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds, executions=executions, ledger=ledger,
                         data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)

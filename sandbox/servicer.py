@@ -17,6 +17,7 @@ from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypt
 from sandbox.engine_duckdb import DuckDBEngine, EngineResult
 from sandbox.execution_ledger import ExecutionLedger
 from sandbox.key_check import check_key_binding
+from sandbox.lookup_check import LookupChecker
 from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
@@ -37,7 +38,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
     """Executes plans against the datasets this sandbox serves."""
 
     def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
-                 plans: PlanGuardChecker, max_rows: int, max_execution_seconds: float,
+                 plans: PlanGuardChecker, lookups: LookupChecker, max_rows: int, max_execution_seconds: float,
                  executions: ExecutionLedger, ledger: PrivacyLedger | None = None, data_version: str = "") -> None:
         """``executions`` records every plan before it runs; ``ledger`` keeps noise budgets and answers
         (noise plans are refused without one); ``data_version`` identifies the data, so a stored noisy
@@ -47,6 +48,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         self.ledger = ledger
         self.data_version = data_version
         self.plans = plans
+        self.lookups = lookups
         self.catalog = catalog
         self.policies = policies
         self.datasets = datasets
@@ -65,10 +67,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
         checked = self.plans.check(plan, policy, deadline=time.monotonic() + time_limit(context))
         guarded = checked.guarded
-        unserved = sorted(set(guarded.lookups) - self.datasets)
-        if unserved:
-            raise DsbrokerError(f"this sandbox does not serve the lookup table {unserved[0]!r}",
-                                reason="DATASET_NOT_SERVED", code=grpc.StatusCode.NOT_FOUND, table=unserved[0])
+        self.lookups.check(policy, guarded.lookups)  # served, with its key and columns, the key unique
         max_rows = min(plan.max_rows or guarded.max_rows, guarded.max_rows, self.max_rows)
         timeout = min(self.max_execution_seconds, time_limit(context) - DEADLINE_MARGIN_SECONDS)
         if timeout <= 0:

@@ -20,7 +20,7 @@ from broker.policy import load_policy
 from broker.server import start_broker
 from broker.settings import BrokerSettings, SandboxSettings
 from broker.tls import ClientTls
-from sandbox.demo_data import make_demo_data
+from sandbox.demo_data import DEMO_DATASETS, make_demo_data
 from sandbox.server import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +76,13 @@ def sandbox_client_tls() -> ClientTls:
 
 
 def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> BrokerSettings:
-    """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider."""
+    """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider.
+
+    The cap on refusals recorded per client and second is out of reach unless a test sets it: it counts
+    per second of the wall clock, and no test may depend on how many calls the machine makes in one
+    (tests/test_refusal_cap.py sets it, with a clock of its own)."""
     return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(signed_policies()),
+                             "max_refusals_per_client": 1_000_000,
                              "sandbox": f"127.0.0.1:{sandbox_port}",
                              "access_log": str(access_log), "store": str(access_log.with_name(access_log.stem + "-state.sqlite")),
                              **broker_settings(dev_keys()), **overrides})
@@ -132,7 +137,8 @@ def policy():
 
 @pytest.fixture(scope="session")
 def sandbox(demo_db):
-    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), **sandbox_settings(dev_keys())))
+    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
+                                            **sandbox_settings(dev_keys())))
     yield running
     running.stop()
 

@@ -26,6 +26,7 @@ from broker.tls import open_channel
 from broker.v1 import (access_request_service_pb2, audit_service_pb2, catalog_service_pb2, policy_service_pb2,
                        query_service_pb2)
 from broker.keys import sandbox_settings
+from sandbox.demo_data import DEMO_DATASETS
 from sandbox.execution_ledger import ExecutionLedger
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
@@ -232,6 +233,7 @@ def private_sandbox(demo_db, tmp_path):
     """A sandbox with an execution ledger of its own."""
     running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), sandbox_id="sandbox-a",
                                             execution_ledger=str(tmp_path / "executions.sqlite"),
+                                            datasets=DEMO_DATASETS,
                                             **sandbox_settings(dev_keys())))
     running.ledger = tmp_path / "executions.sqlite"
     yield running
@@ -301,3 +303,45 @@ def test_verify_reports_an_allowed_decision_without_a_release_as_a_note(tmp_path
     log.close()
     assert found.intact
     assert [w.seq for w in found.warnings if w.kind == "DECISION_WITHOUT_RELEASE"] == [seq]
+
+
+def test_a_token_whose_lifetime_is_text_is_refused_and_recorded_on_first_use_and_on_reuse(own_broker):
+    # PyJWT takes exp "1900000000" (int() accepts it); a token kept after its first use then compared
+    # text with a number on reuse: INTERNAL, and no record of the second call.
+    import datetime as dt
+
+    import jwt as pyjwt
+
+    from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key
+
+    now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+    token = pyjwt.encode({"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, "sub": "analyst", "department": "xuanwu-fgw",
+                          "district": XUANWU, "roles": ["requester"], "iat": now, "exp": str(now + 3600)},
+                         load_private_key(dev_keys().idp_key), algorithm="EdDSA", headers={"kid": IDP_KEY_ID})
+    for _ in range(2):
+        request_id, code = call_raw(own_broker.port, "/broker.v1.CatalogService/ListDatasets",
+                                    catalog_service_pb2.ListDatasetsRequest(), token=token)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert [(r.event, r.reason) for r in records_for(own_broker.log, request_id)] == [
+            ("auth.failure", "TOKEN_CLAIMS_INVALID")]
+
+
+@pytest.mark.parametrize("body", [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x12\x02\xff\xfe"],
+                         ids=["corrupt", "truncated", "bad-utf-8"])
+@pytest.mark.parametrize("path", ["/broker.v1.QueryService/RunQuery", "/broker.v1.AuditService/ListAccessRecords"])
+def test_a_request_body_that_does_not_decode_is_refused_and_recorded(own_broker, path, body):
+    # gRPC used to answer INTERNAL "Exception deserializing request!" before any interceptor ran: no record.
+    request_id = f"garbage-{uuid.uuid4().hex[:12]}"
+    metadata = [("x-request-id", request_id), ("authorization", f"Bearer {token_for(roles=EVERY_ROLE)}")]
+    with open_channel(f"127.0.0.1:{own_broker.port}", tls=client_tls(), options=[]) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            channel.unary_unary(path, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)(
+                body, metadata=metadata, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Traceback" not in caught.value.details()
+    records = records_for(own_broker.log, request_id)
+    assert [(r.event, r.decision, r.reason) for r in records] == [("call.refused", "deny", "REQUEST_UNDECODABLE")]
+    assert records[0].detail["method"] == path and records[0].client
+    assert call_raw(own_broker.port, path, query_service_pb2.RunQueryRequest() if "Query" in path
+                    else audit_service_pb2.ListAccessRecordsRequest(), token=token_for(roles=EVERY_ROLE))[1] in (
+        grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)

@@ -21,3 +21,11 @@ def test_every_setting_is_in_the_readme(settings):
 
 def test_quick_start_is_the_two_scripts():
     assert "./scripts/demo" in README and "./scripts/test" in README
+
+
+def test_what_the_readmes_flow_writes_is_ignored_by_git():
+    # keys init writes private keys, and the broker its access log and key under state/: never to commit.
+    ignored = (Path(__file__).resolve().parent.parent / ".gitignore").read_text(encoding="utf-8").splitlines()
+    for written, entry in (("keys init --dir keys", "/keys/"), ("state/access-log.sqlite", "/state/"),
+                           ("mkdir -p signed", "/signed/"), ("cat > sandbox.toml", "/sandbox.toml")):
+        assert written in README and entry in ignored, entry

@@ -30,7 +30,7 @@ from broker.rpc_status import error_from_rpc_error
 from broker.server import start_broker
 from broker.v1 import query_service_pb2 as query_pb
 from sandbox import bfv
-from sandbox.demo_data import split_demo_data
+from sandbox.demo_data import DEMO_DATASETS, split_demo_data
 from sandbox.server import start_sandbox
 from broker.settings import SandboxSettings
 from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
@@ -91,10 +91,10 @@ class RecordingProxy:
         self._listener.close()
 
 
-def plaintext_sandbox(data: Path, sandbox_id: str, ledger: Path):
+def plaintext_sandbox(data: Path, sandbox_id: str, ledger: Path, datasets: tuple[str, ...] = DEMO_DATASETS):
     settings = {**sandbox_settings(dev_keys()), "tls_cert": "", "tls_key": "", "tls_client_ca": "", "plaintext": True}
     return start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(data), sandbox_id=sandbox_id,
-                                         execution_ledger=str(ledger), **settings))
+                                         execution_ledger=str(ledger), datasets=datasets, **settings))
 
 
 def encrypted_policies(directory: Path) -> Path:
@@ -353,7 +353,7 @@ def near_limit(tmp_path_factory):
     for street, value in (("320102001", share), ("320102002", -share), ("320102003", share + 1)):
         rows += [(f"{street}-{i:02d}", "2026-01-01", street, value, value) for i in range(12)]
     data = declarations_file(state / "near-limit.duckdb", rows)
-    sandbox = plaintext_sandbox(data, "near-limit", state / "executions.sqlite")
+    sandbox = plaintext_sandbox(data, "near-limit", state / "executions.sqlite", datasets=("tax.declarations",))
     broker = start_broker(broker_settings_for(sandbox.port, state / "access-log.sqlite",
                                               policies=str(encrypted_policies(state / "policies")),
                                               sandbox_plaintext=True, sandbox_ca="", sandbox_cert="", sandbox_key=""))

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from broker.errors import DsbrokerError
-from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
+from sandbox.engine_duckdb import DuckDBEngine, EngineLimits, lockdown_statements
 
 HEAVY = "SELECT count(*) FROM range(100000000000) a"
 
@@ -87,3 +87,54 @@ def test_an_unlocked_instance_is_locked_or_refused(tmp_path):
         other.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
     engine.close()
     other.close()
+
+
+SETTINGS_SQL = "SELECT current_setting('max_execution_time'), current_setting('python_enable_replacements')"
+
+
+def test_every_pooled_connection_runs_under_the_per_connection_limits(engine):
+    # DuckDB scopes these two per connection: set on the parent only, pooled cursors ran without them.
+    for _ in range(engine.limits.pool_size * 2):  # the pool is first in, first out: each cursor twice
+        assert engine.execute(SETTINGS_SQL, timeout_s=5, max_rows=1).rows == [(engine.limits.max_execution_ms, False)]
+
+
+def test_a_replacement_connection_is_checked_before_it_joins_the_pool(tmp_path):
+    path = tmp_path / "owner.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS x").close()
+    engine = DuckDBEngine(path, EngineLimits(pool_size=1, max_execution_ms=5000))
+    try:
+        broken = engine._pool.get()
+        broken.close()  # as after an error that leaves the connection unusable
+        engine._release(broken, clean=False)
+        assert engine.execute(SETTINGS_SQL, timeout_s=5, max_rows=1).rows == [(5000, False)]
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("loose", ["max_execution_time", "python_enable_replacements"])
+def test_an_instance_locked_without_the_per_connection_limits_is_refused(tmp_path, loose):
+    # Someone else in the process locked the instance, setting the two only on their own connection.
+    path = tmp_path / "owner.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS x").close()
+    other = duckdb.connect(str(path), read_only=True)
+    for statement in lockdown_statements(EngineLimits()):
+        if loose in statement:
+            statement = statement.replace("SET GLOBAL", "SET")
+        other.execute(statement)
+    with pytest.raises(DsbrokerError) as caught:
+        DuckDBEngine(path)
+    assert caught.value.reason == "ENGINE_NOT_LOCKED_DOWN" and loose in caught.value.message
+    other.close()
+
+
+def test_a_result_that_comes_back_after_its_time_limit_is_not_released(demo_db):
+    # Whatever the watchdog's thread managed: on the engine's clock the query took longer than allowed.
+    ticks = iter([0.0, 10.0, 10.0, 20.0])
+    engine = DuckDBEngine(demo_db, EngineLimits(pool_size=1), clock=lambda: next(ticks))
+    try:
+        with pytest.raises(DsbrokerError) as caught:
+            engine.execute("SELECT 42", timeout_s=5, max_rows=1)
+        assert caught.value.reason == "QUERY_TIMEOUT"
+        assert engine.execute("SELECT 42", timeout_s=15, max_rows=1).rows == [(42,)]
+    finally:
+        engine.close()

@@ -34,6 +34,7 @@ from broker.settings import SandboxSettings
 from broker.tls import open_channel, thumbprint
 from broker.tokens import issue_token
 from broker.v1 import access_request_service_pb2 as policy_pb
+from sandbox.demo_data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
@@ -90,6 +91,7 @@ class OwnSandbox:
 
     def start(self, **overrides):
         settings = {**sandbox_settings(dev_keys()), "listen": "127.0.0.1:0", "data": str(self.data),
+                    "datasets": DEMO_DATASETS,
                     "execution_ledger": str(self.state / "executions.sqlite"),
                     "policy_ledger": str(self.state / "policies.sqlite"), **overrides}
         running = start_sandbox(SandboxSettings(**settings))

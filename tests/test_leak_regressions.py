@@ -39,7 +39,8 @@ def serving(tmp_path, name: str, rows: list[tuple]):
     directory = tmp_path / name
     directory.mkdir()
     data = declarations_file(directory / "owner-data.duckdb", rows)
-    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(data), **sandbox_settings(dev_keys())))
+    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(data), datasets=("tax.declarations",),
+                                            **sandbox_settings(dev_keys())))
     try:
         broker = start_broker(broker_settings_for(sandbox.port, directory / "access-log.sqlite"))
         try:

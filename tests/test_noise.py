@@ -137,6 +137,7 @@ def noisy_servers(crafted, tmp_path):
             server.stop()
         running.clear()
         sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(crafted), privacy_ledger=str(ledger),
+                                                datasets=("tax.declarations",),
                                                 **sandbox_settings(dev_keys())))
         broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
         running.extend([broker, sandbox])

@@ -156,3 +156,41 @@ def test_lint_command_exits_non_zero_and_names_the_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", str(bad)],
                          capture_output=True, text=True)
     assert run.returncode == 1 and f"{bad}:9:" in run.stderr
+
+
+@pytest.mark.parametrize("change", [
+    lambda text: text.replace("version: 2", "version: 2\n" + "k" * 1_000_000 + ": 1"),
+    lambda text: text.replace("id: test-grant", "id: " + "Ä" * 500_000),
+    lambda text: text.replace("street_code: group", "street_code: " + "g" * 1_000_000),
+], ids=["unknown-key", "id", "level"])
+def test_a_problem_with_a_huge_value_is_reported_without_echoing_it(change):
+    # Policy documents arrive over gRPC (approvals); the message of their refusal must stay small.
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(change(VALID))
+    assert len(caught.value.message.encode()) <= 300 and caught.value.line
+
+
+WITH_DISTRICT = VALID.replace("grantee: {department: test-dept}", 'grantee: {department: test-dept, district: "320102"}')
+
+
+def test_the_grantee_names_its_district():
+    policy = parse_policy(WITH_DISTRICT)
+    assert (policy.department, policy.district) == ("test-dept", "320102")
+    assert parse_policy(VALID).district is None, "an old policy still loads (lint flags it; no query runs under it)"
+
+
+@pytest.mark.parametrize("district, words", [("320102", "quoted"), ('""', "non-empty text"), ('"32 01"', "of the form")])
+def test_a_grantee_district_is_quoted_text(district, words):
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(WITH_DISTRICT.replace('"320102"', district))
+    assert caught.value.line == 3 and words in caught.value.message
+
+
+def test_lint_flags_a_policy_without_a_grantee_district(tmp_path):
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(VALID)
+    new.write_text(WITH_DISTRICT)
+    run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", str(old), str(new)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and f"{old}:3: grantee.district is missing" in run.stderr
+    assert f"{new}: ok" in run.stdout

@@ -151,7 +151,7 @@ def execute(sandbox, plan: pb.Plan) -> DsbrokerError:
     ({"policy_document": UNSIGNED}, "POLICY_SIGNATURE_INVALID"),
     ({"policy_id": "another-grant"}, "PLAN_POLICY_MISMATCH"),
     ({"policy_version": 2}, "PLAN_POLICY_MISMATCH"),
-    ({"dataset": "tax.taxpayers"}, "PLAN_POLICY_MISMATCH"),
+    ({"dataset": "tax.streets"}, "PLAN_POLICY_MISMATCH"),
 ])
 def test_the_sandbox_checks_the_plan_against_its_signed_policy(sandbox, changes, reason):
     plan = {"dataset": "tax.declarations", "sql": COUNT_SQL, "policy_id": GRANT, "policy_version": 1,

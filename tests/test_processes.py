@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -156,3 +157,13 @@ def test_policy_sign_then_lint_against_the_trust_file(tmp_path):
     policy.write_text(policy.read_text().replace("min_entities: 10", "min_entities: 3"))
     tampered = run_cli("policy", "lint", "--trust", str(keys.trust), str(policy))
     assert tampered.returncode == 1 and "does not verify" in tampered.stderr and str(policy) in tampered.stderr
+
+
+def test_the_state_the_servers_write_is_private(servers):
+    # Configurations, server logs, the access log and its key, the sandbox's ledger: readable by their owner only.
+    _, _, log_path = servers
+    state = log_path.parent
+    written = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if p.is_file()}
+    assert {"broker.toml", "sandbox.toml", "broker.log", "sandbox.log", "access-log.sqlite", "access-log.key",
+            "sandbox-executions.sqlite", "broker-state.sqlite"} <= set(written)
+    assert {name: oct(m) for name, m in written.items() if m != 0o600} == {}

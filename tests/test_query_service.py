@@ -13,8 +13,9 @@ from broker.keys import sandbox_settings
 from broker.server import start_broker
 from broker.settings import SandboxSettings
 from broker.v1.query_service_pb2 import GuardStep
+from sandbox.demo_data import DEMO_DATASETS
 from sandbox.server import start_sandbox
-from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, token_for
+from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, policies_with, token_for
 
 STREET_SQL = ("SELECT street_code, SUM(vat_paid) AS vat, COUNT(DISTINCT taxpayer_id) AS n "
               "FROM tax.declarations GROUP BY street_code ORDER BY street_code")
@@ -64,12 +65,47 @@ def test_threshold_withholds_small_cells(client, direct):
     assert rule["cells_withheld"] == small and "withheld and marked" in rule["description"]
 
 
-def test_another_district_sees_only_its_own_rows(broker, direct):
+def test_a_token_of_the_grantee_department_for_another_district_is_refused(broker):
+    # The grant names Xuanwu: a token of xuanwu-fgw that claims Qinhuai used to read Qinhuai's rows.
+    log = AccessLog(broker.access_log_path)
+    before = log.store.size()
     with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(district="320104"),
                       tls=client_tls()) as qinhuai_caller:
-        result = qinhuai_caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+        for call in (qinhuai_caller.query, qinhuai_caller.explain):
+            with pytest.raises(DsbrokerError) as caught:
+                call(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+            error = caught.value
+            assert (error.code, error.reason, error.metadata["grant"]) == (
+                grpc.StatusCode.PERMISSION_DENIED, "GRANT_DISTRICT_MISMATCH", GRANT)
+    assert [(r.event, r.reason) for r in log.records(after=before)] == [
+        ("query.decision", "GRANT_DISTRICT_MISMATCH"), ("query.explain", "GRANT_DISTRICT_MISMATCH")]
+    log.close()
+
+
+def test_the_row_filter_binds_the_grantees_district(sandbox, tmp_path, direct):
+    # The same department granted Qinhuai instead: its Qinhuai token reads Qinhuai's rows, and only those.
+    policies = policies_with(tmp_path, 'district: "320102"', 'district: "320104"')
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
+    try:
+        with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(district="320104"),
+                          tls=client_tls()) as qinhuai_caller:
+            result = qinhuai_caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+    finally:
+        running.stop()
     expected = direct.execute("SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = '320104'").fetchone()
     assert result.rows == [[expected[0]]]
+
+
+def test_a_grant_without_a_grantee_district_serves_no_query(sandbox, tmp_path):
+    policies = policies_with(tmp_path, ', district: "320102"}', "}")
+    running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
+    try:
+        with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls()) as caller:
+            with pytest.raises(DsbrokerError) as caught:
+                caller.query(GRANT, "SELECT SUM(vat_paid) AS vat FROM tax.declarations")
+    finally:
+        running.stop()
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "GRANT_DISTRICT_MISSING")
 
 
 @pytest.mark.parametrize("sql, code, reason", [
@@ -199,7 +235,8 @@ def isolated_broker(tmp_path):
 
 
 def test_sandbox_down_is_unavailable_and_the_broker_keeps_serving(isolated_broker, demo_db):
-    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), **sandbox_settings(dev_keys())))
+    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
+                                            **sandbox_settings(dev_keys())))
     client = isolated_broker(f"127.0.0.1:{sandbox.port}")
     assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows
     sandbox.stop()
@@ -209,9 +246,22 @@ def test_sandbox_down_is_unavailable_and_the_broker_keeps_serving(isolated_broke
     client.close()
 
 
+class SlowEngineClock:
+    """A monotonic clock on which every query takes an hour: the engine's time limit always passes."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1800.0
+        return self.now
+
+
 def test_sandbox_too_slow_is_deadline_exceeded(isolated_broker, demo_db):
-    slow = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), max_execution_seconds=0.002,
-                                         **sandbox_settings(dev_keys())))
+    # The clock is the test's: no race between a 2 ms watchdog and how fast this machine runs the query.
+    slow = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
+                                         **sandbox_settings(dev_keys())),
+                         engine_clock=SlowEngineClock())
     client = isolated_broker(f"127.0.0.1:{slow.port}")
     error = refusal(client, "SELECT street_code, industry_code, period, COUNT(DISTINCT taxpayer_id) AS n, "
                             "SUM(vat_paid) AS v FROM tax.declarations GROUP BY ALL")
@@ -242,3 +292,61 @@ def test_an_unexpected_failure_is_internal_and_still_audited(broker, client, mon
     last = list(log.records())[-1]
     assert (last.event, last.decision, last.reason) == ("query.decision", "deny", "INTERNAL")
     log.close()
+
+
+def raw_call(broker, method: str, request, *, token: str | None = None):
+    """Call a QueryService method with a request built by hand; returns (response, None) or (None, DsbrokerError)."""
+    from broker.rpc_status import error_from_rpc_error
+    from broker.tls import open_channel
+    from broker.v1 import query_service_pb2_grpc
+
+    metadata = [("authorization", f"Bearer {token or token_for()}")]
+    with open_channel(f"127.0.0.1:{broker.port}", tls=client_tls(), options=[]) as channel:
+        try:
+            return getattr(query_service_pb2_grpc.QueryServiceStub(channel), method)(
+                request, metadata=metadata, timeout=30), None
+        except grpc.RpcError as error:
+            return None, error_from_rpc_error(error)
+
+
+@pytest.mark.parametrize("method", ["RunQuery", "ExplainQuery"])
+@pytest.mark.parametrize("request_id", ["two\nlines", "x" * 100_000, "spaces are not allowed", "é"])
+def test_a_request_id_in_the_body_is_held_to_the_headers_rules(broker, method, request_id):
+    from broker.v1 import query_service_pb2
+
+    request = getattr(query_service_pb2, f"{method}Request")(grant=GRANT, request_id=request_id,
+                                                              sql="SELECT COUNT(*) AS c FROM tax.declarations")
+    log = AccessLog(broker.access_log_path)
+    before = log.store.size()
+    _, error = raw_call(broker, method, request)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_INVALID")
+    assert [v.field for d in error.details for v in d.field_violations] == ["request_id"]
+    assert len(error.message) < 200
+    new = log.records(after=before)
+    assert [(r.decision, r.reason) for r in new] == [("deny", "REQUEST_ID_INVALID")]
+    assert all(len(r.request_id) <= 128 for r in new)
+    log.close()
+    response, error = raw_call(broker, method, getattr(query_service_pb2, f"{method}Request")(
+        grant=GRANT, request_id="report-2026.11:q1", sql="SELECT COUNT(*) AS c FROM tax.declarations"))
+    assert error is None and response.access_record > 0
+
+
+@pytest.mark.parametrize("name", ["g" * 1_000_000, "街" * 400_000, "Xuanwu-FGW-2026-007", "a'; DROP TABLE x"])
+def test_a_grant_name_that_cannot_be_one_gets_a_small_reply_and_the_broker_keeps_serving(broker, client, name):
+    # A 1 MB name used to come back inside the message and the ErrorInfo: a reply too large to deliver.
+    log = AccessLog(broker.access_log_path)
+    before = log.store.size()
+    for call in (lambda: client.query(name, "SELECT COUNT(*) AS c FROM tax.declarations"),
+                 lambda: client.explain(name, "SELECT COUNT(*) AS c FROM tax.declarations")):
+        with pytest.raises(DsbrokerError) as caught:
+            call()
+        error = caught.value
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "GRANT_NAME_INVALID")
+        assert [v.field for d in error.details for v in d.field_violations] == ["grant"]
+        assert len(error.message) < 200 and all(len(v) <= 200 for v in error.metadata.values())
+    records = log.records(after=before)
+    assert [(r.event, r.reason) for r in records] == [("query.decision", "GRANT_NAME_INVALID"),
+                                                      ("query.explain", "GRANT_NAME_INVALID")]
+    assert all(len(r.grant_id) <= 80 for r in records)
+    log.close()
+    assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows[0][0] > 0

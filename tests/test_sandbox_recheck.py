@@ -33,10 +33,10 @@ JOIN_SQL = ("SELECT s.street_name, SUM(vat_paid) AS vat FROM tax.declarations JO
             "GROUP BY 1")
 
 
-def honest_plan(sql: str = SQL, *, token: str | None = None, district: str = XUANWU) -> dict:
-    guarded = guard(sql, POLICY, district=district, department="xuanwu-fgw")
+def honest_plan(sql: str = SQL, *, token: str | None = None, district: str = XUANWU, document: str = DOCUMENT) -> dict:
+    guarded = guard(sql, parse_policy(document), district=district, department="xuanwu-fgw")
     return dict(dataset="tax.declarations", sql=guarded.sql, policy_id=GRANT, policy_version=1,
-                max_rows=guarded.max_rows, policy_document=DOCUMENT, original_sql=sql,
+                max_rows=guarded.max_rows, policy_document=document, original_sql=sql,
                 caller_token=token if token is not None else token_for(), execution_id=str(uuid.uuid4()))
 
 
@@ -90,24 +90,34 @@ def test_a_plan_the_guard_did_not_produce_is_refused(sandbox, edit):
 
 
 @pytest.mark.parametrize("token, why", [
-    ("", "no token"),
-    ("not.a.jwt", "malformed"),
-    (None, "forged"),
-    (token_for(department="gulou-fgw", district=GULOU), "another department"),
-    (token_for(roles=("owner",)), "not a requester"),
+    (lambda: "", "no token"),
+    (lambda: "not.a.jwt", "malformed"),
+    (lambda: forged_token(), "forged"),
+    (lambda: token_for(department="gulou-fgw", district=GULOU), "another department"),
+    (lambda: token_for(roles=("owner",)), "not a requester"),
 ])
 def test_a_plan_for_a_caller_the_identity_provider_does_not_vouch_for_is_refused(sandbox, token, why):
-    plan = honest_plan(token=forged_token() if token is None else token)
+    # Tokens are made when the test runs, not when the module is collected: they would expire meanwhile.
+    plan = honest_plan(token=token())
     error = refusal(sandbox, **plan)
     assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PLAN_CALLER_INVALID"), why
 
 
 def test_the_district_comes_from_the_token_not_the_broker(sandbox):
-    # The broker binds Gulou for a Xuanwu token: refused. The same SQL for a caller whose token says Gulou runs.
+    # The broker binds Gulou for a Xuanwu token: refused. Under a grant for Gulou, a Gulou token's plan runs.
     lying = honest_plan(district=GULOU)
     assert refusal(sandbox, **lying).reason == "PLAN_NOT_GUARDED"
-    gulou_caller = honest_plan(district=GULOU, token=token_for(district=GULOU))
+    gulou_grant = sign((POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8").replace(XUANWU, GULOU))
+    gulou_caller = honest_plan(district=GULOU, token=token_for(district=GULOU), document=gulou_grant)
     assert execute(sandbox, **gulou_caller).table.row_count > 0
+
+
+def test_a_token_for_another_district_than_the_grantees_is_refused(sandbox):
+    # A broker that skipped its own check sends the guard's honest plan for a xuanwu-fgw token claiming Gulou.
+    plan = honest_plan(district=GULOU, token=token_for(district=GULOU))
+    error = refusal(sandbox, **plan)
+    assert (error.code, error.reason, error.metadata["grant"]) == (
+        grpc.StatusCode.PERMISSION_DENIED, "GRANT_DISTRICT_MISMATCH", GRANT)
 
 
 def test_a_policy_whose_lookup_the_sandbox_does_not_serve_is_refused(demo_db):
@@ -115,8 +125,8 @@ def test_a_policy_whose_lookup_the_sandbox_does_not_serve_is_refused(demo_db):
                                                       datasets=["tax.declarations"], **sandbox_settings(dev_keys())))
     try:
         error = refusal(only_declarations, **honest_plan(JOIN_SQL))
-        assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "DATASET_NOT_SERVED")
-        assert error.metadata["table"] == "tax.streets"
+        assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LOOKUP_NOT_SERVED")
+        assert (error.metadata["table"], error.metadata["policy"]) == ("tax.streets", GRANT)
         assert execute(only_declarations, **honest_plan()).table.row_count == 7
     finally:
         only_declarations.stop()

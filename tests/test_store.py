@@ -147,3 +147,39 @@ def test_an_unreachable_postgres_store_is_a_clear_configuration_error():
     with pytest.raises(ConfigError) as caught:
         open_store("postgresql://dsbroker:secret@127.0.0.1:9/test")
     assert "cannot open the PostgreSQL store" in caught.value.message and "secret" not in caught.value.message
+
+
+def test_lists_keep_to_the_callers_scope(store):
+    from broker.visibility import Scope
+
+    for number, (department, district) in enumerate([("xuanwu-fgw", "320102"), ("gulou-fgw", "320106"),
+                                                     ("xuanwu-tax", "320106"), ("city-fgw", "")], start=1):
+        store.create_request(request(number, department=department, district=district))
+        store.register_policy(dataclasses.replace(policy(f"p-{number}"), department=department, district=district))
+    reviewer = Scope(department="xuanwu-tax", district="320102")
+    assert [r.id for r in store.list_requests(scope=reviewer)] == ["req-0003", "req-0001"]
+    assert [p.id for p in store.list_policies(scope=reviewer)] == ["p-1", "p-3"]
+    assert store.get_policy("p-1").district == "320102" and store.get_policy("p-4").district == ""
+    assert [p.id for p in store.list_policies(scope=Scope(department="city-fgw", district=""))] == ["p-4"]
+    assert len(store.list_policies(scope=Scope(everything=True))) == 4
+
+
+def test_a_store_made_before_policies_named_their_district_gains_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE policies (id TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL, "
+                    "department TEXT NOT NULL, document TEXT NOT NULL, sha256 TEXT NOT NULL, request_id TEXT NOT NULL, "
+                    "state_reason TEXT NOT NULL, updated_at TEXT NOT NULL, revision INTEGER NOT NULL)")
+        old.execute("INSERT INTO policies VALUES ('p-old', 1, 'ACTIVE', 'xuanwu-fgw', 'id: x', 'ab', '', '', 't', 0)")
+    store = open_store(str(path))
+    try:
+        assert store.get_policy("p-old").district == ""
+        store.register_policy(dataclasses.replace(policy("p-new"), district="320102"))
+        assert store.get_policy("p-new").district == "320102"
+    finally:
+        store.close()
+    reopened = open_store(str(path))  # the second open finds the column and adds nothing
+    assert [p.id for p in reopened.list_policies()] == ["p-new", "p-old"]
+    reopened.close()

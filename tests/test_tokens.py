@@ -21,8 +21,20 @@ from broker.tls import PeerCertificate
 from broker.tokens import JwksKeys, JwtAuthenticator, issue_token, parse_duration
 from tests.conftest import dev_keys
 
-NOW = dt.datetime.now(dt.timezone.utc)
+# A fixed moment: tokens are built against it and every authenticator's clock reads it, so no test
+# depends on when (or how slowly) the suite reaches it.
+NOW = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.timezone.utc)
 CERT = PeerCertificate(common_name="analyst", thumbprint="thumb-of-analyst")
+
+
+class Clock:
+    """Seconds since the epoch, as the test sets them."""
+
+    def __init__(self, moment: dt.datetime = NOW) -> None:
+        self.now = moment.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def claims(**changes) -> dict:
@@ -38,9 +50,9 @@ def signed(payload: dict, key=None, *, algorithm: str = "EdDSA", kid: str | None
 
 
 def authenticator(jwks: str | None = None, *, algorithms=("EdDSA", "ES256", "RS256"), binding: str = "none",
-                  leeway: float = 30.0) -> JwtAuthenticator:
+                  leeway: float = 30.0, clock=None) -> JwtAuthenticator:
     return JwtAuthenticator(JwksKeys(jwks or str(dev_keys().jwks), algorithms=tuple(algorithms)), issuer=DEV_ISSUER,
-                            audience=DEV_AUDIENCE, leeway_seconds=leeway, binding=binding)
+                            audience=DEV_AUDIENCE, leeway_seconds=leeway, binding=binding, clock=clock or Clock())
 
 
 def refused(token: str, *, certificate=None, **kwargs) -> AuthenticationError:
@@ -62,7 +74,7 @@ def test_a_valid_token_becomes_the_principal():
 def test_issued_development_tokens_verify():
     token = issue_token(load_private_key(dev_keys().idp_key), key_id=IDP_KEY_ID, issuer=DEV_ISSUER,
                         audience=DEV_AUDIENCE, subject="li", department="xuanwu-fgw", district="320102",
-                        roles=["requester", "auditor"], ttl=dt.timedelta(minutes=5))
+                        roles=["requester", "auditor"], ttl=dt.timedelta(minutes=5), now=NOW)
     assert authenticator().authenticate(token, certificate=None).roles == {"requester", "auditor"}
 
 
@@ -123,10 +135,31 @@ def test_each_missing_claim_is_named(claim):
 
 
 def test_clock_skew_within_the_leeway_is_tolerated():
-    # Measured from now, not from import time: the suite may reach this test many seconds later.
-    token = signed(claims(exp=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=10)))
+    token = signed(claims(exp=NOW - dt.timedelta(seconds=10)))
     assert authenticator(leeway=30).authenticate(token, certificate=None).subject == "analyst"
     assert refused(token, leeway=0).reason == "TOKEN_EXPIRED"
+    early = signed(claims(nbf=NOW + dt.timedelta(seconds=10), iat=NOW + dt.timedelta(seconds=10)))
+    assert authenticator(leeway=30).authenticate(early, certificate=None).subject == "analyst"
+    assert refused(early, leeway=0).reason == "TOKEN_NOT_YET_VALID"
+
+
+def test_every_lifetime_check_reads_the_injected_clock():
+    # The same token, judged by three clocks: before its nbf, within its life, after its exp.
+    token = signed(claims(iat=NOW, nbf=NOW, exp=NOW + dt.timedelta(hours=1)))
+    assert refused(token, leeway=0, clock=Clock(NOW - dt.timedelta(minutes=1))).reason == "TOKEN_NOT_YET_VALID"
+    assert authenticator(leeway=0).authenticate(token, certificate=None).subject == "analyst"
+    assert refused(token, leeway=0, clock=Clock(NOW + dt.timedelta(hours=2))).reason == "TOKEN_EXPIRED"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [str(int(NOW.timestamp()) + 3600), "soon", True, [1], {"t": 1}])
+def test_a_lifetime_claim_that_is_not_a_number_is_refused_on_first_use_and_on_reuse(claim, value):
+    verifier = authenticator()
+    token = signed({**claims(), claim: value})
+    for _ in range(2):  # the second call would find a kept token, if the first had kept it
+        with pytest.raises(AuthenticationError) as caught:
+            verifier.authenticate(token, certificate=None)
+        assert (caught.value.reason, caught.value.metadata["claim"]) == ("TOKEN_CLAIMS_INVALID", claim)
 
 
 def test_es256_and_rs256_identity_providers_are_accepted_and_the_allowlist_holds(tmp_path):
@@ -208,14 +241,12 @@ def test_bad_durations_are_refused(text):
         parse_duration(text)
 
 
-def test_a_kept_token_is_still_refused_once_it_expires(monkeypatch):
-    import broker.tokens as tokens
-
-    verifier = authenticator(leeway=0)
-    now = dt.datetime.now(dt.timezone.utc)  # not the import's NOW: a long suite can run past a minute before this
-    token = signed(claims(iat=now, nbf=now, exp=now + dt.timedelta(seconds=60)))
+def test_a_kept_token_is_still_refused_once_it_expires():
+    clock = Clock()
+    verifier = authenticator(leeway=0, clock=clock)
+    token = signed(claims(exp=NOW + dt.timedelta(seconds=60)))
     assert verifier.authenticate(token, certificate=None).subject == "analyst"
-    monkeypatch.setattr(tokens.time, "time", lambda: now.timestamp() + 61)
+    clock.now += 61
     with pytest.raises(AuthenticationError) as caught:
         verifier.authenticate(token, certificate=None)
     assert caught.value.reason == "TOKEN_EXPIRED"

@@ -118,7 +118,8 @@ def test_the_catalog_describes_columns_without_values(work):
     assert columns["vat_paid"].unit == "fen" and columns["vat_paid"].classification == "sensitive"
     assert list(columns["vat_paid"].levels) == ["measure"] and columns["vat_paid"].type == "BIGINT"
     assert list(columns["district_code"].levels) == []
-    assert not datasets["tax.taxpayers"].columns, "an undescribed table is published by name only"
+    assert not datasets["tax.streets"].columns, "an undescribed table is published by name only"
+    assert "tax.taxpayers" not in datasets, "a table the sandbox is not told to serve is not listed"
     assert work.requester.dataset("tax.declarations") == declarations
     assert refusal(work.requester.dataset, "tax.nothing").reason == "DATASET_NOT_FOUND"
 
@@ -172,6 +173,19 @@ def test_submit_review_sign_query_suspend_resume_revoke(work):
     log = AccessLog(work.log_path)
     assert log.verify() == []
     log.close()
+
+
+def test_the_draft_names_the_requesters_district_and_the_grant_holds_to_it(work):
+    submitted = work.submit()
+    assert f'grantee: {{department: xuanwu-fgw, district: "{XUANWU}"}}' in submitted.draft_policy
+    work.review(submitted.name)
+    grant = work.activate(submitted.name, Narrowing(min_entities=12)).policy.removeprefix("policies/")
+    assert verify_policy(work.owner.get_policy(grant).document, Trust.load(dev_keys().trust)).district == XUANWU
+    elsewhere = work.client("xuanwu-fgw", GULOU, ("requester",), "li.wei")
+    error = refusal(elsewhere.query, grant, ACCEPTED_EXAMPLE)
+    assert (error.code.name, error.reason, error.metadata["grant"]) == ("PERMISSION_DENIED", "GRANT_DISTRICT_MISMATCH",
+                                                                         grant)
+    assert work.requester.query(grant, ACCEPTED_EXAMPLE).rows
 
 
 # -- every transition ----------------------------------------------------------------------------
@@ -336,6 +350,20 @@ def test_only_the_owner_suspends_and_revokes(work):
     assert len(denied) == 4 and {r.reason for r in denied} == {"ROLE_REQUIRED", "REASON_REQUIRED"}
 
 
+def test_a_reviewer_sees_only_its_own_districts_policies_as_with_requests(work):
+    # The Gulou tax bureau used to read every district's signed policies, though not their requests.
+    name = work.submit().name
+    work.review(name)
+    grant = work.activate(name).policy
+    for seer in (work.reviewer, work.owner, work.auditor, work.requester):
+        assert [p.name for p in seer.list_policies()[0]] == [grant]
+        assert seer.get_policy(grant).document
+    assert work.other_reviewer.list_policies()[0] == []
+    error = refusal(work.other_reviewer.get_policy, grant)
+    assert (error.code.name, error.reason) == ("NOT_FOUND", "POLICY_NOT_FOUND")
+    assert refusal(work.other_reviewer.get_request, name).reason == "ACCESS_REQUEST_NOT_FOUND"
+
+
 def test_a_requester_sees_only_its_departments_policies(work):
     name = work.submit().name
     work.review(name)
@@ -369,9 +397,28 @@ def test_a_bad_request_is_refused_naming_the_field(work, overrides, reason, fiel
     assert [r.reason for r in work.records("request.create")] == [reason]
 
 
+HUGE = "列" * 350_000  # about 1 MB of UTF-8
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(columns=[pb.RequestedColumn(column=HUGE, use=GROUP)]),
+    dict(columns=[pb.RequestedColumn(column="street_code", use=GROUP)] * 2 + [pb.RequestedColumn(column=HUGE)]),
+    dict(dataset=HUGE),
+    dict(result_modes=[HUGE]),
+], ids=["column", "column-after-a-repeat", "dataset", "result-mode"])
+def test_a_huge_name_in_a_request_gets_a_small_reply_and_the_broker_keeps_serving(work, overrides):
+    # Echoed whole, such a name made the reply (message and ErrorInfo) too large to deliver.
+    error = refusal(work.submit, **overrides)
+    assert error.code.name in ("INVALID_ARGUMENT", "NOT_FOUND"), error.code
+    assert len(error.message.encode()) <= 1024 and all(len(v.encode()) <= 256 for v in error.metadata.values())
+    assert [r.decision for r in work.records("request.create")] == ["deny"]
+    assert work.submit().name
+
+
 def test_a_request_for_an_unknown_or_closed_dataset_is_refused(work):
     assert refusal(work.submit, dataset="tax.nothing").reason == "DATASET_NOT_FOUND"
-    error = refusal(work.submit, dataset="tax.taxpayers")
+    assert refusal(work.submit, dataset="tax.taxpayers").reason == "DATASET_NOT_FOUND", "not served, not listed"
+    error = refusal(work.submit, dataset="tax.streets")
     assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "DATASET_NOT_REQUESTABLE")
 
 

@@ -85,6 +85,7 @@ def signature_valid(checkpoint: Checkpoint, public_key: ed25519.Ed25519PublicKey
 def load_or_create_signing_key(path: str | Path) -> ed25519.Ed25519PrivateKey:
     """The broker's checkpoint key at ``path``; created (mode 0600, public half beside it as .pub) if absent."""
     from broker.keys import load_private_key, write_private_key
+    from broker.private_files import write_private
 
     path = Path(path)
     if path.exists():
@@ -94,7 +95,7 @@ def load_or_create_signing_key(path: str | Path) -> ed25519.Ed25519PrivateKey:
         return key
     key = ed25519.Ed25519PrivateKey.generate()
     write_private_key(path, key)
-    public_key_path(path).write_bytes(key.public_key().public_bytes(
+    write_private(public_key_path(path), key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return key
 

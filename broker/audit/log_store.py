@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from broker.audit.checkpoints import Checkpoint
 from broker.audit.records import GENESIS_HASH, STORED_COLUMNS, StoredRecord, from_row, to_row
 from broker.errors import ConfigError
+from broker.private_files import create_private
 from broker.store import is_database_error, without_password
 
 _TABLES = """
@@ -307,8 +308,7 @@ def open_log_store(location: str) -> LogStore:
         except psycopg.Error as error:
             raise ConfigError(f"cannot open the access log at {without_password(location)} "
                               f"({error.__class__.__name__})") from None
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = create_private(location)  # 0600, and so its -wal and -shm
 
     def connect_sqlite():
         connection = sqlite3.connect(str(path), check_same_thread=False, timeout=10.0, isolation_level="DEFERRED")

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.private_files import open_private
 
 DECISIONS = ("allow", "deny", "released", "error")
 _END = object()  # no page after this one
@@ -228,7 +229,7 @@ def audit_export(fmt, out, since, until, department, grant, decision, event, **k
     from broker.audit.records import STORED_COLUMNS, to_row
 
     source = _source(kwargs)
-    handle = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
+    handle = open_private(out, "w", encoding="utf-8", newline="") if out else sys.stdout
     count = 0
     try:
         writer = csv.DictWriter(handle, fieldnames=STORED_COLUMNS) if fmt == "csv" else None
@@ -301,7 +302,7 @@ def audit_checkpoint(out, **kwargs) -> None:
                           "every checkpoint_seconds, and when it stops)")
     line = checkpoints[-1].to_json()
     if out:
-        with open(out, "a", encoding="utf-8") as handle:
+        with open_private(out, "a", encoding="utf-8") as handle:  # created 0600, like every state file
             handle.write(line + "\n")
         click.echo(f"checkpoint at size {checkpoints[-1].size} appended to {out}", err=True)
     else:

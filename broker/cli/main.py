@@ -142,28 +142,43 @@ def policy() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--trust", type=click.Path(exists=True, dir_okay=False),
               help="also verify each file's approvals against this trust file (as the sandbox will)")
-def policy_lint(files, trust) -> None:
+@click.option("--sandbox-config", type=click.Path(exists=True, dir_okay=False),
+              help="also check the dataset, columns and lookups against the data of the sandbox configured "
+                   "in this TOML file (its data and datasets), as the sandbox will")
+def policy_lint(files, trust, sandbox_config) -> None:
     """Check policy files; print FILE:LINE: problem for each, exit 1 if any."""
+    import contextlib
+
     from broker.policy import load_policy
+    from broker.policy_lint import data_problems, policy_problems, sandbox_checker
     from broker.policy_signing import Trust, verify_policy
 
-    trusted = None
-    if trust:
+    with contextlib.ExitStack() as stack:
         try:
-            trusted = Trust.load(trust)
+            trusted = Trust.load(trust) if trust else None
+            checker = stack.enter_context(sandbox_checker(sandbox_config)) if sandbox_config else None
         except DsbrokerError as error:
             click.echo(str(error), err=True)
             sys.exit(2)
-    bad = 0
-    for file in files:
-        try:
-            loaded = load_policy(file)
-            if trusted is not None:
-                verify_policy(loaded.document, trusted, source=file)
-            click.echo(f"{file}: ok ({loaded.id} v{loaded.version}{', approvals verify' if trusted else ''})")
-        except DsbrokerError as error:
-            bad += 1
-            click.echo(str(error) if error.message.startswith(file) else f"{file}: {error.message}", err=True)
+        bad = 0
+        for file in files:
+            try:
+                loaded = load_policy(file)
+                if trusted is not None:
+                    verify_policy(loaded.document, trusted, source=file)
+                problems = policy_problems(loaded) + (data_problems(loaded, checker) if checker is not None else [])
+            except DsbrokerError as error:
+                bad += 1
+                click.echo(str(error) if error.message.startswith(file) else f"{file}: {error.message}", err=True)
+                continue
+            for line, problem in problems:
+                click.echo(f"{file}:{line}: {problem}", err=True)
+            if problems:
+                bad += 1
+                continue
+            checked = ", approvals verify" if trusted else ""
+            checked += ", matches the sandbox's data" if checker is not None else ""
+            click.echo(f"{file}: ok ({loaded.id} v{loaded.version}{checked})")
     sys.exit(1 if bad else 0)
 
 
@@ -208,7 +223,7 @@ def keys_init(directory, hosts, clients, force) -> None:
     layout = init_keys(directory, hosts=tuple(hosts), clients=tuple(clients), force=force)
     click.echo(f"keys written to {layout.root}/")
     click.echo(f"\n# broker TOML (add policies, access_log, sandbox):\n{to_toml(broker_settings(layout))}")
-    click.echo(f"# sandbox TOML (add data):\n{to_toml(sandbox_settings(layout))}")
+    click.echo(f"# sandbox TOML (add data, and datasets: the tables it serves):\n{to_toml(sandbox_settings(layout))}")
     click.echo(f"# issue a token: dsbroker token issue --keys {layout.root} --sub ... --department ... "
                "--district ... --role requester")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from broker.auth import current_token, require_principal
-from broker.call_context import current_request_id, time_limit
+from broker.call_context import body_request_id, time_limit
 from broker.guard import GuardedQuery
 from broker.guard.release_plan import describe
 from broker.noise_calibration import column_scale, half_width, plan_calibration
@@ -26,7 +26,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     def RunQuery(self, request: pb.RunQueryRequest, context: grpc.ServicerContext) -> pb.RunQueryResponse:
         outcome = self.pipeline.run(
             require_principal(), request.grant, request.sql,
-            request_id=request.request_id or current_request_id.get(), client=context.peer(),
+            request_id=body_request_id(request.request_id), client=context.peer(),
             timeout_s=time_limit(context), token=current_token.get(), certificate=peer_certificate(context),
             encryption=request.encryption if request.HasField("encryption") else None)
         guarded = outcome.guarded
@@ -40,7 +40,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     def ExplainQuery(self, request: pb.ExplainQueryRequest, context: grpc.ServicerContext) -> pb.ExplainQueryResponse:
         explanation = self.pipeline.explain(
             require_principal(), request.grant, request.sql,
-            request_id=request.request_id or current_request_id.get(), client=context.peer(),
+            request_id=body_request_id(request.request_id), client=context.peer(),
             encrypted=request.encrypted)
         guarded = explanation.guarded
         noise = planned_noise(guarded, explanation.policy)

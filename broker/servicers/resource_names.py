@@ -16,7 +16,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 def resource_id(name: str, collection: str) -> str:
     """The id in ``{collection}/{id}`` (a bare id is accepted too); INVALID_ARGUMENT when malformed."""
     resource = name.removeprefix(f"{collection}/")
-    if not _ID.match(resource):
+    if not _ID.fullmatch(resource):
         raise DsbrokerError(f"name must be {collection}/{{id}}", reason="RESOURCE_NAME_INVALID",
                             code=grpc.StatusCode.INVALID_ARGUMENT, field="name")
     return resource

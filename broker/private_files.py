@@ -1,0 +1,48 @@
+"""Files only the account that runs dsbroker may read: state (stores, logs, ledgers, checkpoints) and keys.
+
+Every such file is created with mode 0600, whatever the umask: ``os.open`` applies the umask to the
+mode it is given (it can only take bits away), and ``fchmod`` then sets exactly 0600 on the new
+file before anything is written to it. SQLite creates a database's ``-wal`` and ``-shm`` files with
+the mode of the database file itself, so creating that file here first is enough for all three.
+Files that exist already keep their mode: dsbroker never widens or narrows what an operator set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO
+
+PRIVATE_MODE = 0o600
+
+
+def create_private(path: str | Path) -> Path:
+    """Create ``path`` empty with mode 0600 unless it exists (then leave it be); returns it as a Path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    except FileExistsError:
+        return path
+    try:
+        os.fchmod(descriptor, PRIVATE_MODE)
+    finally:
+        os.close(descriptor)
+    return path
+
+
+def write_private(path: str | Path, data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` (text is written as UTF-8), created with mode 0600 and never wider."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    os.fchmod(descriptor, PRIVATE_MODE)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def open_private(path: str | Path, mode: str = "a", **kwargs) -> IO:
+    """``open(path, mode)``, the file created with mode 0600 first if it does not exist."""
+    return open(create_private(path), mode, **kwargs)

@@ -1,0 +1,84 @@
+"""Every state file dsbroker creates is mode 0600, whatever the umask: stores, logs and their -wal and
+-shm, ledgers, keys, certificates, checkpoint and export files, encryption keys, server logs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from broker.access_log import AccessLog, AccessRecord
+from broker.audit.checkpoints import load_or_create_signing_key
+from broker.keys import init_keys
+from broker.store import open_store
+from sandbox.execution_ledger import ExecutionLedger
+from sandbox.privacy_ledger import PrivacyLedger
+
+
+@pytest.fixture
+def open_umask():
+    """The most permissive umask: a file is 0600 only because dsbroker made it so."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def modes(directory: Path) -> dict[str, int]:
+    return {str(p.relative_to(directory)): mode(p) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_sqlite_state_and_its_wal_and_shm_are_private(tmp_path, open_umask):
+    store = open_store(str(tmp_path / "state" / "broker-state.sqlite"))
+    store.list_policies()
+    log = AccessLog(tmp_path / "state" / "access-log.sqlite",
+                    signing_key=load_or_create_signing_key(tmp_path / "state" / "access-log.key"))
+    log.append(AccessRecord(event="call", decision="allow"))
+    privacy = PrivacyLedger(tmp_path / "state" / "data.privacy.sqlite")
+    executions = ExecutionLedger(tmp_path / "state" / "data.executions.sqlite", sandbox_id="s")
+    with contextlib.ExitStack() as opened:
+        for thing in (store, log, privacy, executions):
+            opened.callback(thing.close)
+        found = modes(tmp_path / "state")
+        assert {name for name in found if name.endswith(("-wal", "-shm"))} >= {
+            "broker-state.sqlite-wal", "access-log.sqlite-wal", "data.executions.sqlite-wal"}
+        assert {"access-log.key", "access-log.pub", "data.privacy.sqlite"} <= set(found)
+        assert {name: m for name, m in found.items() if m != 0o600} == {}
+
+
+def test_keys_init_writes_every_file_private(tmp_path, open_umask):
+    init_keys(tmp_path / "keys", clients=("li",))
+    found = modes(tmp_path / "keys")
+    assert {"platform-ca.pem", "clients/li.pem", "idp/jwks.json", "trust.yaml", "signing/city-tax.key"} <= set(found)
+    assert {name: m for name, m in found.items() if m != 0o600} == {}
+
+
+def test_checkpoint_and_export_files_are_private(tmp_path, open_umask):
+    from broker.cli.main import main
+
+    log_path = tmp_path / "access-log.sqlite"
+    log = AccessLog(log_path, signing_key=load_or_create_signing_key(tmp_path / "access-log.key"))
+    log.append(AccessRecord(event="call", decision="allow"))
+    log.close()  # signs a last checkpoint
+    runner = CliRunner()
+    for args in (["audit", "checkpoint", "--log", str(log_path), "--out", str(tmp_path / "kept.jsonl")],
+                 ["audit", "export", "--log", str(log_path), "--out", str(tmp_path / "export.jsonl")]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    assert (mode(tmp_path / "kept.jsonl"), mode(tmp_path / "export.jsonl")) == (0o600, 0o600)
+
+
+def test_an_encryption_key_and_its_public_half_are_private(tmp_path, open_umask):
+    from broker.encryption_key import EncryptionKey
+
+    EncryptionKey.generate().save(tmp_path / "key.bfv")
+    assert (mode(tmp_path / "key.bfv"), mode(tmp_path / "key.bfv.pub")) == (0o600, 0o600)
