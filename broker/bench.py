@@ -125,6 +125,17 @@ def guard_medians(policy, runs: int) -> tuple[float, float]:
     return statistics.median(fresh), statistics.median(hits)
 
 
+def guard_at_limits(policy) -> tuple[int, float]:
+    """The slowest accepted query the guard's limits let through (as many SUMs as the node limit allows)
+    and the seconds the guard takes on it: the most one caller can make the guard work per query."""
+    from broker.guard.parse import MAX_NODES
+
+    outputs = MAX_NODES // 7 - 10  # SUM(vat_paid * n) AS a is 7 nodes
+    sql = "SELECT street_code, " + ", ".join(f"SUM(vat_paid * {n}) AS a{n}" for n in range(outputs)) + \
+        " FROM tax.declarations GROUP BY 1"
+    return len(sql), min(timed(lambda: guard(sql, policy, district="320102", department="xuanwu-fgw"), 3))
+
+
 class UnloggedAccessLog:
     """Takes records and keeps none: the benchmark's broker without its access log, to price the log.
     Only the benchmark builds it; ``dsbroker serve`` always writes the log."""
@@ -267,6 +278,7 @@ def main() -> None:
     policy = load_policy(ROOT / "policies" / f"{GRANT}.yaml")
     guarded = guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw")
     guard_fresh, guard_hit = guard_medians(policy, args.guard_runs)
+    limit_bytes, limit_seconds = guard_at_limits(policy)
     noise = noise_samples(direct, policy, args.runs)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -313,6 +325,8 @@ def main() -> None:
     print(f"  share of end-to-end, new query         {2 * guard_fresh / small_p50 * 100:7.1f}% of the small query, "
           f"{2 * guard_fresh / b * 100:.1f}% of the group-by")
     print(f"  share of end-to-end, repeated query    {2 * guard_hit / small_p50 * 100:7.2f}% of the small query")
+    print(f"  the largest query its limits accept    {limit_seconds * 1000:8.1f} ms   ({limit_bytes:,} bytes; "
+          "linear in the size of the query)")
     on, off = statistics.median(logged), statistics.median(unlogged)
     print(f"access log, {args.clients} concurrent clients of the small query ({args.log_rounds} alternating rounds of "
           f"{args.log_seconds:g} s):")

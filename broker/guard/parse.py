@@ -17,7 +17,7 @@ from broker.guard._tree import refuse
 MAX_SQL_BYTES = 1024 * 1024
 MAX_TOKENS = 20_000
 MAX_NESTING = 32  # brackets within brackets
-MAX_NODES = 20_000
+MAX_NODES = 10_000
 MAX_DEPTH = 100  # of the parse tree; 1,000 ANDed conditions are 1,000 deep
 # Statements that are not queries, by their first word: when sqlglot cannot parse one of these
 # (EXPORT DATABASE, for example), the caller learns that the statement is not allowed, not that
