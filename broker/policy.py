@@ -110,6 +110,9 @@ DEFAULT_MAX_GROUPS = 10_000
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _DATASET = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
+# The guard's own columns in the SQL it writes start with this (broker.guard.internal_names.PREFIX):
+# no table or column of a policy may, so no caller can name one.
+RESERVED_PREFIX = "__"
 _REQUEST = re.compile(r"^req-[a-z0-9]{4,40}$")
 _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -301,7 +304,15 @@ class _Reader:
             raise self.fail(node, f"{name} must be non-empty text")
         if pattern is not None and not pattern.match(value):
             raise self.fail(node, f"{name} {shown(value)} is not of the form {pattern.pattern}")
+        if pattern in (_DATASET, _COLUMN):
+            self.reserved(node, name, value)
         return value
+
+    def reserved(self, node: yaml.Node, name: str, value: str) -> None:
+        """Refuse a table or column name the guard keeps for its own columns (broker.guard.internal_names)."""
+        if any(part.startswith(RESERVED_PREFIX) for part in str(value).split(".")):
+            raise self.fail(node, f"{name} {shown(value)}: names starting with {RESERVED_PREFIX!r} are reserved for "
+                                  "the guard's own columns")
 
     def integer(self, node: yaml.Node, name: str, lowest: int) -> int:
         value = self.scalar(node, name)
@@ -396,6 +407,7 @@ class _Reader:
         for name, value_node in items.items():
             if not _COLUMN.match(str(name)):
                 raise self.fail(value_node, f"columns: {shown(name)} is not a column name")
+            self.reserved(value_node, "columns", name)
             level = self.scalar(value_node, f"columns.{name}")
             if level not in levels:
                 raise self.fail(value_node, f"columns.{name}: unknown level {shown(level)} (allowed: {', '.join(sorted(levels))})")
@@ -518,6 +530,7 @@ class _Reader:
         for table, value_node in self.mapping(node, ("lookups",), None).items():
             if not _DATASET.match(str(table)):
                 raise self.fail(value_node, f"lookups: {shown(table)} is not of the form schema.table")
+            self.reserved(value_node, "lookups", table)
             items = self.mapping(value_node, ("lookups", table), _LOOKUP_KEYS)
             for required in ("key", "columns"):
                 if required not in items:

@@ -98,6 +98,13 @@ def test_defaults_are_safe():
     (("purpose: testing", "purpose: testing\nresults: [encrypted]\npartitions: [a, b]\ndisclosure: {noise: "
       "{epsilon: 1, budget: 5, bounds: {}}}"), 7, "not served with partitions"),
     (("purpose: testing", "purpose: testing\nresults: [plaintext]"), 5, "unknown value 'plaintext'"),
+    # Names the guard keeps for its own columns: a policy column named so could be read as one.
+    (("vat_paid: measure", "__s1: measure"), 9, "reserved for the guard's own columns"),
+    (("dataset: tax.declarations", "dataset: tax.__cells"), 5, "reserved for the guard's own columns"),
+    (("purpose: testing", "purpose: testing\nlookups: {tax.__k0: {key: street_code, columns: [name]}}"), 5,
+     "reserved for the guard's own columns"),
+    (("purpose: testing", "purpose: testing\nlookups: {tax.streets: {key: street_code, columns: [__e]}}"), 5,
+     "reserved for the guard's own columns"),
 ])
 def test_problems_name_the_line(change, line, words):
     with pytest.raises(PolicyFileError) as caught:
