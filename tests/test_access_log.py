@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -20,7 +21,7 @@ from broker.audit.checkpoints import (Checkpoint, load_or_create_signing_key, lo
                                       sign_checkpoint, signature_valid)
 from broker.audit.log_store import is_postgres
 from broker.audit.merkle import MerkleAccumulator, merkle_root
-from broker.audit.records import record_hash, to_row
+from broker.audit.records import record_hash, seal, to_row
 from broker.audit.verify import verify_log
 from broker.cli.main import main
 from broker.errors import AccessLogError, ConfigError
@@ -360,8 +361,150 @@ def test_the_cli_verify_names_the_first_bad_record_and_exits_non_zero(tmp_path, 
     fill(location, key_file)
     runner = CliRunner()
     pub = str(public_key_path(key_file))
-    ok = runner.invoke(main, ["audit", "verify", "--log", location, "--key", pub])
+    ok = runner.invoke(main, ["audit", "verify", "--log", location, "--pinned-key", pub])
     assert ok.exit_code == 0 and "intact" in ok.output
     tamper(location, "UPDATE access_log SET reason = 'X' WHERE seq = 5")
-    bad = runner.invoke(main, ["audit", "verify", "--log", location, "--key", pub])
+    bad = runner.invoke(main, ["audit", "verify", "--log", location, "--pinned-key", pub])
     assert bad.exit_code == 1 and "seq 5:" in bad.output
+
+
+# -- a database writer without a broker key --------------------------------------------------------
+
+def insert_rows(location, records) -> None:
+    """Insert ``records`` as rows, the way anyone who can write the log's database could."""
+    placeholder = "%s" if is_postgres(location) else "?"
+    with closing(raw(location)) as connection:
+        for record in records:
+            row = to_row(record)
+            connection.execute(f"INSERT INTO access_log ({', '.join(row)}) VALUES "
+                               f"({', '.join([placeholder] * len(row))})", tuple(row.values()))
+
+
+def forged(seq: int, prev_hash: str, **fields):
+    """A record no broker wrote, with a hash that chains it correctly after ``prev_hash``."""
+    return seal(AccessRecord(event="query.decision", decision="allow", department="d",
+                             sql="SELECT 'written by the DBA'", **fields),
+                seq=seq, event_id=f"forged-{seq}", at=dt.datetime.now(dt.timezone.utc).isoformat(), prev_hash=prev_hash)
+
+
+def writing_log(location, key_file, *, every: int = EVERY) -> AccessLog:
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=every)
+    for i in range(5):
+        log.append(AccessRecord(event="query.decision", decision="deny", department="d", sql=f"SELECT {i}"))
+    return log
+
+
+def assert_tampered(log: AccessLog) -> None:
+    with pytest.raises(AccessLogError) as refused:
+        log.append(AccessRecord(event="query.decision", decision="allow", department="d"))
+    assert (refused.value.code.name, refused.value.reason) == ("UNAVAILABLE", "ACCESS_LOG_TAMPERED")
+
+
+@pytest.mark.parametrize("broker", ["running", "restarted"])
+def test_a_record_inserted_at_the_tail_is_not_chained_onto_and_verify_finds_it(location, key_file, broker):
+    log = writing_log(location, key_file)
+    tail = log.records()[-1]
+    if broker == "restarted":
+        log.close()
+    insert_rows(location, [forged(tail.seq + 1, tail.hash)])
+    if broker == "restarted":
+        log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=EVERY)
+    assert_tampered(log)
+    assert log.checkpoint() is None or log.checkpoint().size <= tail.seq  # nor signed into a checkpoint
+    log.close()
+    assert max(c.size for c in AccessLog(location).checkpoints()) <= tail.seq
+    found = report(location, key_file)
+    assert (found.problems[0].seq, found.problems[0].kind) == (tail.seq + 1, "RECORD_UNSEALED"), found.problems
+
+
+def test_a_record_inserted_in_the_middle_with_every_later_hash_recomputed_is_refused_and_found(location, key_file):
+    log = writing_log(location, key_file)
+    records = log.records()
+    tamper(location, "UPDATE access_log SET seq = -seq WHERE seq >= 3", "UPDATE access_log SET seq = 1 - seq WHERE seq < 0")
+    # Every record from the inserted one on, re-chained with recomputed hashes (seals, if any, are kept as they were).
+    rechained, prev = [forged(3, records[1].hash)], None
+    prev = rechained[0].hash
+    for record in records[2:]:
+        moved = replace(record, seq=record.seq + 1, prev_hash=prev)
+        moved = replace(moved, hash=record_hash(moved))
+        rechained.append(moved)
+        prev = moved.hash
+    tamper(location, "DELETE FROM access_log WHERE seq >= 3")
+    insert_rows(location, rechained)
+    assert_tampered(log)
+    log.close()
+    found = report(location, key_file)
+    assert (found.problems[0].seq, found.problems[0].kind) == (3, "RECORD_UNSEALED"), found.problems
+
+
+def test_a_seal_copied_from_another_record_does_not_seal_an_inserted_one(location, key_file):
+    log = writing_log(location, key_file)
+    records = log.records()
+    copied = {"seal_key_id": records[-1].seal_key_id, "seal": records[-1].seal}
+    assert copied["seal"], "the broker seals its records"
+    insert_rows(location, [replace(forged(records[-1].seq + 1, records[-1].hash), **copied)])
+    assert_tampered(log)
+    log.close()
+    found = report(location, key_file)
+    assert (found.problems[0].seq, found.problems[0].kind) == (records[-1].seq + 1, "RECORD_UNSEALED")
+
+
+def test_records_removed_from_under_a_running_broker_are_not_written_over(location, key_file):
+    log = writing_log(location, key_file)
+    tamper(location, "DELETE FROM access_log WHERE seq = 5")  # the last batch
+    assert_tampered(log)
+    log.close()
+
+
+def test_a_broker_refuses_a_log_shorter_than_its_checkpoint(location, key_file):
+    fill(location, key_file)
+    tamper(location, "DELETE FROM access_log WHERE seq > 9")
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=EVERY)
+    assert_tampered(log)
+    log.close()
+
+
+def test_verify_without_a_pinned_key_does_not_call_attacker_signed_checkpoints_intact(tmp_path, key_file):
+    location = str(tmp_path / "log.sqlite")
+    fill(location, key_file)
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    resigned, prev = [], None
+    for checkpoint in AccessLog(location).checkpoints():
+        again = sign_checkpoint(attacker, size=checkpoint.size, root=checkpoint.root, prev=prev,
+                                at=dt.datetime.now(dt.timezone.utc))
+        resigned.append(again)
+        prev = again.hash()
+    tamper(location, "DELETE FROM access_log_checkpoints")
+    with closing(raw(location)) as connection:
+        for checkpoint in resigned:
+            values = asdict(checkpoint)
+            connection.execute("INSERT INTO access_log_checkpoints (size, root, prev, at, key_id, signature) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
+                               tuple(values[c] for c in ("size", "root", "prev", "at", "key_id", "signature")))
+    runner = CliRunner()
+    unpinned = runner.invoke(main, ["audit", "verify", "--log", location], env={"DSBROKER_AUDIT_KEY": ""})
+    assert unpinned.exit_code != 0 and "NOT verified" in unpinned.output and "intact" not in unpinned.stdout
+    as_json = runner.invoke(main, ["audit", "verify", "--log", location, "--json"], env={"DSBROKER_AUDIT_KEY": ""})
+    assert as_json.exit_code == unpinned.exit_code and json.loads(as_json.stdout)["verified"] is False
+    pinned = runner.invoke(main, ["audit", "verify", "--log", location, "--pinned-key",
+                                  str(public_key_path(key_file))])
+    assert pinned.exit_code == 1 and "CHECKPOINT_FORGED" in pinned.output
+
+
+def test_a_long_sql_text_is_stored_cut_with_the_digest_of_the_whole(location, key_file):
+    sql = "SELECT COUNT(*) FROM tax.declarations -- " + "片" * 400_000  # 1.2 MB of UTF-8
+    rewritten = sql.replace("COUNT(*)", "COUNT(DISTINCT taxpayer_id)")
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file))
+    seq = log.append(AccessRecord(event="query.decision", decision="deny", sql=sql, rewritten_sql=rewritten))
+    record = log.store.record(seq)
+    log.close()
+    for text, stored, digest, size, cut in ((sql, record.sql, record.sql_sha256, record.sql_bytes, record.sql_cut),
+                                            (rewritten, record.rewritten_sql, record.rewritten_sql_sha256,
+                                             record.rewritten_sql_bytes, record.rewritten_sql_cut)):
+        assert len(stored.encode()) <= 16 * 1024 and text.startswith(stored) and cut
+        assert digest == hashlib.sha256(text.encode()).hexdigest() and size == len(text.encode())
+    assert report(location, key_file).intact
+    shown = CliRunner().invoke(main, ["audit", "show", str(seq), "--log", location])
+    assert shown.exit_code == 0 and "cut" in shown.output and f"{len(sql.encode()):,}" in shown.output
+    as_json = json.loads(CliRunner().invoke(main, ["audit", "show", str(seq), "--log", location, "--json"]).output)
+    assert as_json["sql_cut"] is True and as_json["sql_bytes"] == len(sql.encode())
