@@ -106,6 +106,13 @@ class BrokerSettings:
     access_log_key: str = setting("", "Ed25519 private key (PEM) that signs the access log's checkpoints; created "
                                       "if missing, with its public half (.pub) beside it for auditors to pin; "
                                       "empty: beside a SQLite log as <log>.key, else state/access-log.key")
+    access_log_peer_keys: tuple[str, ...] = setting((), "public keys (PEM) of the other brokers that write the same "
+                                                         "access log; the broker extends a chain whose last record "
+                                                         "is sealed by its own key or one of these, and refuses "
+                                                         "(ACCESS_LOG_TAMPERED) otherwise")
+    access_log_sql_bytes: int = setting(16 * 1024, "most bytes of each SQL text (original and rewritten) an access "
+                                                   "record stores; longer text is cut and marked, and its SHA-256 "
+                                                   "and length are of the whole")
     checkpoint_every: int = setting(1000, "sign a checkpoint of the access log after this many records")
     checkpoint_seconds: float = setting(60.0, "sign a checkpoint at least this often while records arrive")
     store: str = setting("state/broker-state.sqlite", "where requests, policies and their states live: a SQLite "

@@ -38,6 +38,21 @@ def dev_keys() -> KeyLayout:
     return init_keys(Path(scratch), clients=(ANALYST, "other-analyst"))
 
 
+@functools.cache
+def log_key():
+    """A broker's access-log key for tests that write a log directly (the log seals what it writes)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def writing_log(path, **options):
+    """An access log at ``path`` that this test writes as a broker would, with :func:`log_key`."""
+    from broker.access_log import AccessLog
+
+    return AccessLog(path, signing_key=log_key(), **options)
+
+
 def sign(text: str) -> str:
     """A policy text signed by the development reviewer and owner."""
     return approve_for_development(dev_keys(), text)

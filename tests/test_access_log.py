@@ -53,7 +53,7 @@ def fill(location, key_file, n: int = RECORDS) -> None:
 def report(location, key_file, kept=()):
     log = AccessLog(location)
     try:
-        return verify_log(log.store, public_key=load_public_key(public_key_path(key_file)), kept_checkpoints=kept)
+        return verify_log(log.store, public_keys=[load_public_key(public_key_path(key_file))], kept_checkpoints=kept)
     finally:
         log.close()
 
@@ -125,7 +125,8 @@ TAMPERING = {
                                          "INSERT INTO access_log SELECT 5, 'forged-event', at, event, decision, "
                                          "subject, department, token_id, client, request_id, grant_id, "
                                          "policy_version, policy_sha256, sql, sql_sha256, rewritten_sql, "
-                                         "rewritten_sql_sha256, reason, detail, prev_hash, hash FROM access_log "
+                                         "rewritten_sql_sha256, reason, detail, prev_hash, hash, sql_bytes, rewritten_sql_bytes, "
+                                         "seal_key_id, seal FROM access_log "
                                          "WHERE seq = 4"], 5, "CHAIN_BROKEN"),
     "the last records cut off": (["DELETE FROM access_log WHERE seq > 7"], 8, "LOG_TRUNCATED"),
     "a checkpoint's root replaced": (["UPDATE access_log_checkpoints SET root = "
@@ -166,9 +167,11 @@ def test_a_consistently_rewritten_chain_is_caught_by_the_signed_checkpoint(locat
     fill(location, key_file)
     rewrite_consistently(location, 6)
     found = report(location, key_file)
-    # The records verify one by one; the checkpoint at 8 does not, the one at 4 still does.
-    assert [p.kind for p in found.problems] == ["CHECKPOINT_MISMATCH", "CHECKPOINT_MISMATCH"]
-    assert found.problems[0].seq == 5 and "5..8" in found.problems[0].message
+    # The records verify one by one, but their seals do not from 6 on; the checkpoint at 8 no longer
+    # matches, the one at 4 still does.
+    assert [(p.seq, p.kind) for p in found.problems] == [(6, "RECORD_UNSEALED"), (6, "CHECKPOINT_MISMATCH"),
+                                                         (6, "CHECKPOINT_MISMATCH")]
+    assert "5..8" in found.problems[1].message
 
 
 def test_a_checkpoint_signed_with_another_key_is_forged(location, key_file):
@@ -209,7 +212,7 @@ def test_a_kept_checkpoint_catches_a_log_shown_differently(location, key_file):
     rewrite_consistently(location, 9)
     tamper(location, "DELETE FROM access_log_checkpoints WHERE size = 10")
     found = report(location, key_file, kept=[kept])
-    assert [p.kind for p in found.problems] == ["CHECKPOINT_MISMATCH"] and found.problems[0].seq == 9
+    assert [(p.seq, p.kind) for p in found.problems] == [(9, "RECORD_UNSEALED"), (9, "CHECKPOINT_MISMATCH")]
 
 
 def test_a_kept_checkpoint_not_signed_by_the_pinned_key_is_refused(location, key_file):
@@ -302,7 +305,7 @@ def test_a_failed_write_refuses_the_access_and_the_log_recovers(location, key_fi
 
 
 def test_filters_and_pages(location, key_file):
-    log = AccessLog(location)
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file))
     for i in range(6):
         log.append(AccessRecord(event="query.decision" if i % 2 else "call", decision="allow",
                                 department="a" if i < 3 else "b", grant_id=f"g{i % 3}"))
@@ -315,8 +318,8 @@ def test_filters_and_pages(location, key_file):
     log.close()
 
 
-def test_records_hash_the_sql_and_never_hold_anything_but_what_they_were_given(location):
-    log = AccessLog(location)
+def test_records_hash_the_sql_and_never_hold_anything_but_what_they_were_given(location, key_file):
+    log = AccessLog(location, signing_key=load_or_create_signing_key(key_file))
     log.append(AccessRecord(event="query.decision", decision="allow", sql="SELECT 1", rewritten_sql="SELECT 2"))
     record = log.records()[0]
     log.close()
@@ -394,6 +397,14 @@ def writing_log(location, key_file, *, every: int = EVERY) -> AccessLog:
     return log
 
 
+def reopened(location, key_file, log: AccessLog, broker: str) -> AccessLog:
+    """The log as the broker goes on with it: the same one, or after a restart (which forgets what it wrote)."""
+    if broker == "running":
+        return log
+    log.close()
+    return AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=EVERY)
+
+
 def assert_tampered(log: AccessLog) -> None:
     with pytest.raises(AccessLogError) as refused:
         log.append(AccessRecord(event="query.decision", decision="allow", department="d"))
@@ -404,11 +415,8 @@ def assert_tampered(log: AccessLog) -> None:
 def test_a_record_inserted_at_the_tail_is_not_chained_onto_and_verify_finds_it(location, key_file, broker):
     log = writing_log(location, key_file)
     tail = log.records()[-1]
-    if broker == "restarted":
-        log.close()
     insert_rows(location, [forged(tail.seq + 1, tail.hash)])
-    if broker == "restarted":
-        log = AccessLog(location, signing_key=load_or_create_signing_key(key_file), checkpoint_every=EVERY)
+    log = reopened(location, key_file, log, broker)
     assert_tampered(log)
     assert log.checkpoint() is None or log.checkpoint().size <= tail.seq  # nor signed into a checkpoint
     log.close()
@@ -417,7 +425,9 @@ def test_a_record_inserted_at_the_tail_is_not_chained_onto_and_verify_finds_it(l
     assert (found.problems[0].seq, found.problems[0].kind) == (tail.seq + 1, "RECORD_UNSEALED"), found.problems
 
 
-def test_a_record_inserted_in_the_middle_with_every_later_hash_recomputed_is_refused_and_found(location, key_file):
+@pytest.mark.parametrize("broker", ["running", "restarted"])
+def test_a_record_inserted_in_the_middle_with_every_later_hash_recomputed_is_refused_and_found(location, key_file,
+                                                                                              broker):
     log = writing_log(location, key_file)
     records = log.records()
     tamper(location, "UPDATE access_log SET seq = -seq WHERE seq >= 3", "UPDATE access_log SET seq = 1 - seq WHERE seq < 0")
@@ -431,18 +441,21 @@ def test_a_record_inserted_in_the_middle_with_every_later_hash_recomputed_is_ref
         prev = moved.hash
     tamper(location, "DELETE FROM access_log WHERE seq >= 3")
     insert_rows(location, rechained)
+    log = reopened(location, key_file, log, broker)
     assert_tampered(log)
     log.close()
     found = report(location, key_file)
     assert (found.problems[0].seq, found.problems[0].kind) == (3, "RECORD_UNSEALED"), found.problems
 
 
-def test_a_seal_copied_from_another_record_does_not_seal_an_inserted_one(location, key_file):
+@pytest.mark.parametrize("broker", ["running", "restarted"])
+def test_a_seal_copied_from_another_record_does_not_seal_an_inserted_one(location, key_file, broker):
     log = writing_log(location, key_file)
     records = log.records()
     copied = {"seal_key_id": records[-1].seal_key_id, "seal": records[-1].seal}
     assert copied["seal"], "the broker seals its records"
     insert_rows(location, [replace(forged(records[-1].seq + 1, records[-1].hash), **copied)])
+    log = reopened(location, key_file, log, broker)
     assert_tampered(log)
     log.close()
     found = report(location, key_file)

@@ -32,8 +32,8 @@ from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
 from broker.guard import guard
 from broker.policy import parse_policy
-from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, sandbox_client_tls,
-                            signed_policies, token_for)
+from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, log_key, sandbox_client_tls,
+                            signed_policies, token_for, writing_log)
 
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
 EVERY_ROLE = ("requester", "reviewer", "owner", "auditor")
@@ -134,7 +134,7 @@ def test_an_unexpected_failure_in_a_handler_is_recorded_as_an_error(tmp_path):
     def broken(request, context):
         raise ValueError("a bug")
 
-    log = AccessLog(tmp_path / "log.sqlite")
+    log = writing_log(tmp_path / "log.sqlite")
     server = build_server(max_workers=2, max_message_bytes=1 << 20, max_concurrent_rpcs=4,
                           interceptors=[CallConventionsInterceptor(), CallAuditInterceptor(log)])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
@@ -293,11 +293,11 @@ def _plan_for(decision, token: str, *, execution_id: str) -> sandbox_pb.Plan:
 
 
 def test_verify_reports_an_allowed_decision_without_a_release_as_a_note(tmp_path):
-    log = AccessLog(tmp_path / "log.sqlite")
+    log = writing_log(tmp_path / "log.sqlite")
     seq = log.append(AccessRecord(event="query.decision", decision="allow", detail={"execution_id": "e1"}))
     log.append(AccessRecord(event="query.decision", decision="allow", detail={"execution_id": "e2"}))
     log.append(AccessRecord(event="query.result", decision="released", detail={"decision_seq": seq + 1}))
-    found = verify_log(log.store)
+    found = verify_log(log.store, public_keys=[log_key().public_key()])
     log.close()
     assert found.intact
     assert [w.seq for w in found.warnings if w.kind == "DECISION_WITHOUT_RELEASE"] == [seq]
