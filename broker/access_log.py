@@ -477,12 +477,15 @@ class AccessLog:
 
         return [str(finding) for finding in verify_log(self.store, public_keys=self.trusted.by_id.values()).problems]
 
+    def finish(self) -> None:
+        """Write what is waiting and sign a last checkpoint; the log can still be read, no longer written."""
+        with self._wakeup:
+            if not self._closing:
+                self._closing = True
+                self._wakeup.notify()
+        self._writer.join()
+
     def close(self) -> None:
         """Write what is waiting, sign a last checkpoint, and close the store."""
-        with self._wakeup:
-            if self._closing:
-                return
-            self._closing = True
-            self._wakeup.notify()
-        self._writer.join()
+        self.finish()
         self.store.close()

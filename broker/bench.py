@@ -141,6 +141,9 @@ class UnloggedAccessLog:
     def checkpoints(self) -> list:
         return []
 
+    def finish(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -72,6 +72,12 @@ class SandboxSettings:
                                         "file, <data>.executions.sqlite")
     sandbox_id: str = setting("", "this sandbox's name in the execution ledger and the broker's log; empty: "
                                   "<host name>:<data file name>")
+    broker_log_keys: tuple[str, ...] = setting((), "the broker's access-log public keys (PEM, access-log.pub; one "
+                                                   "per broker writing the log) whose checkpoints this sandbox "
+                                                   "witnesses in its execution ledger; empty: it witnesses none")
+    witness_key: str = setting("", "Ed25519 private key (PEM) with which the sandbox countersigns the checkpoints it "
+                                   "witnesses; created (mode 0600) on first start with its public half (.pub) "
+                                   "beside it; empty: beside the execution ledger, <ledger>.witness.key")
     memory_limit: str = setting("2GB", "DuckDB memory limit")
     threads: int = setting(2, "DuckDB worker threads")
     pool_size: int = setting(4, "pooled engine connections (concurrent queries)")

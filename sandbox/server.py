@@ -6,12 +6,14 @@ import logging
 import socket
 from pathlib import Path
 
+from broker.audit.checkpoints import load_or_create_signing_key, load_public_key
 from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
 from broker.policy_signing import Trust
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import SandboxSettings, owner_timezone
 from sandbox.catalog import catalog_path_for, load_catalog
+from sandbox.checkpoint_witness import CheckpointWitness
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.execution_ledger import ExecutionLedger
 from broker.tokens import authenticator_from_settings
@@ -62,19 +64,33 @@ def start_sandbox(settings: SandboxSettings) -> Running:
         raise
     data_file = Path(settings.data)
     ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
-    executions = ExecutionLedger(settings.execution_ledger
-                                 or data_file.with_name(data_file.name + ".executions.sqlite"),
+    ledger_file = Path(settings.execution_ledger or data_file.with_name(data_file.name + ".executions.sqlite"))
+    executions = ExecutionLedger(ledger_file,
                                  sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{data_file.stem}")
+    witness = _witness(settings, ledger_file, executions.sandbox_id)
     stat = data_file.stat()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans, max_rows=settings.max_rows,
-                        max_execution_seconds=settings.max_execution_seconds, executions=executions, ledger=ledger,
-                        data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
+                        max_execution_seconds=settings.max_execution_seconds, executions=executions,
+                        witness=witness, ledger=ledger, data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
     log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close, ledger.close, executions.close])
+    return Running(server, health, port, settings.grace_seconds,
+                   on_stop=[engine.close, ledger.close, executions.close, witness.close])
+
+
+def _witness(settings: SandboxSettings, ledger_file: Path, sandbox_id: str) -> CheckpointWitness:
+    """The witness of the broker's log checkpoints: it pins ``broker_log_keys`` and countersigns with
+    ``witness_key`` (made on first start, beside the ledger unless configured)."""
+    broker_keys = [load_public_key(path) for path in settings.broker_log_keys]
+    if not broker_keys:
+        log.warning("broker_log_keys is not set: this sandbox witnesses none of the broker's log checkpoints")
+    key_path = Path(settings.witness_key) if settings.witness_key else ledger_file.with_name(
+        ledger_file.name + ".witness.key")
+    return CheckpointWitness(ledger_file, broker_keys=broker_keys, witness_id=sandbox_id,
+                             witness_key=load_or_create_signing_key(key_path) if broker_keys else None)

@@ -80,11 +80,12 @@ def sandbox_client_tls() -> ClientTls:
     return ClientTls(str(keys.owner_ca), str(keys.broker_to_sandbox_cert), str(keys.broker_to_sandbox_key))
 
 
-def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> BrokerSettings:
-    """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider."""
+def broker_settings_for(sandbox_port: int, log_path: Path, **overrides) -> BrokerSettings:
+    """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider, the access
+    log at ``log_path`` (unless ``access_log`` overrides it) and the state store beside it."""
     return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(signed_policies()),
                              "sandbox": f"127.0.0.1:{sandbox_port}",
-                             "access_log": str(access_log), "store": str(access_log.with_name(access_log.stem + "-state.sqlite")),
+                             "access_log": str(log_path), "store": str(log_path.with_name(log_path.stem + "-state.sqlite")),
                              **broker_settings(dev_keys()), **overrides})
 
 

@@ -6,7 +6,6 @@ DuckDB, the log on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import sqlite3
 import time
 from contextlib import closing
@@ -196,7 +195,8 @@ def test_a_witness_catches_up_on_checkpoints_signed_before_it_and_reconcile_chec
 
     # The witness table dropped from (a copy of) the ledger: reconcile says so rather than pass.
     copy = tmp_path / "copy.sqlite"
-    shutil.copy(witness.ledger, copy)
+    with closing(sqlite3.connect(witness.ledger)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
     with closing(sqlite3.connect(copy)) as raw:
         raw.execute("DROP TABLE witnessed_checkpoints")
         raw.commit()

@@ -336,18 +336,26 @@ def audit_checkpoint(out, **kwargs) -> None:
 @click.option("--ledger", "ledgers", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="a sandbox's execution ledger (<data>.executions.sqlite unless configured); repeat it for "
                    "each sandbox, e.g. each partition")
+@click.option("--witness-key", "witness_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a sandbox's witness public key (<ledger>.witness.pub unless configured): each checkpoint it "
+                   "witnessed must carry its valid countersignature (repeatable)")
 @reporting_errors
-def audit_reconcile(ledgers, **kwargs) -> None:
-    """Check the broker's log against sandboxes' execution ledgers, both ways; exit 1 on any difference."""
-    from broker.audit.reconcile import reconcile
+def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
+    """Check the broker's log against sandboxes' execution ledgers, both ways, and against every checkpoint
+    head they witnessed; exit 1 on any difference."""
+    from broker.audit.checkpoints import load_public_key
+    from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
+    from sandbox.checkpoint_witness import WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed
     from sandbox.execution_ledger import ExecutionLedger
 
+    keys = [load_public_key(path) for path in witness_keys]
     source = _source(kwargs)
     try:
         records = list(source.all_records())  # read once, reconciled with each ledger
+        checkpoints = source.checkpoints()
     finally:
         source.close()
-    bad = executed = 0
+    bad = executed = witnessed = 0
     for ledger in ledgers:
         book = ExecutionLedger(ledger)
         try:
@@ -356,12 +364,27 @@ def audit_reconcile(ledgers, **kwargs) -> None:
         finally:
             book.close()
         found = reconcile(records, executions)
+        try:
+            entries = read_witnessed(ledger)
+        except WitnessTableMissing:
+            entries = []
+            found.append(Discrepancy(ledger, "WITNESS_TABLE_MISSING", "the ledger has no witnessed checkpoints "
+                                     "table: written by an older dsbroker, or the table was dropped"))
+        problems += verify_witnessed(entries)
+        found += check_witnessed(records, checkpoints, entries, witness_keys=keys)
+        heads = [e for e in entries if e.kind == WITNESSED]
+        if checkpoints and not heads:
+            click.echo(f"note: {ledger}: the sandbox witnessed none of the log's checkpoints (does it pin the "
+                       "broker's key in broker_log_keys?); the log's end is checked only against kept checkpoints",
+                       err=True)
         for problem in (*problems, *found):
-            click.echo(f"problem: {ledger}: {problem}", err=True)
+            click.echo(f"problem: {ledger}: {problem} [{getattr(problem, 'kind', 'LEDGER_CHAIN_BROKEN')}]", err=True)
         bad += len(problems) + len(found)
         executed += len(executions)
+        witnessed = max(witnessed, max((e.size for e in heads), default=0))
     if bad:
         click.echo(f"NOT reconciled: {bad} problem(s); {executed} executions in {len(ledgers)} ledger(s)")
         sys.exit(1)
     click.echo(f"reconciled: {executed} executions in {len(ledgers)} ledger(s), each decided in the access log, "
-               "and every release from these sandboxes executed")
+               "and every release from these sandboxes executed"
+               + (f"; the log matches every checkpoint they witnessed (up to size {witnessed})" if witnessed else ""))
