@@ -37,12 +37,12 @@ from typing import Callable, Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.audit.checkpoints import Checkpoint, key_id, sign_checkpoint
+from broker.audit.checkpoints import Checkpoint, sign_checkpoint
 from broker.audit.log_store import LogStore, RecordFilter, WriteTransaction, open_log_store
 from broker.audit.merkle import MerkleAccumulator
 from broker.audit.records import (DEFAULT_MAX_SQL_BYTES, GENESIS_HASH, AccessRecord, StoredRecord, bound_text,
                                   record_hash, seal)
-from broker.audit.seals import TrustedKeys, with_seal
+from broker.audit.seals import Sealer, TrustedKeys
 from broker.errors import AccessLogError, AccessLogTampered, DsbrokerError, QuotaError
 from broker.store import is_database_error
 
@@ -104,7 +104,8 @@ class AccessLog:
         self.location = str(location)
         self.store: LogStore = open_log_store(self.location)
         self.signing_key = signing_key
-        self.key_id = key_id(signing_key.public_key()) if signing_key else ""
+        self._sealer = Sealer(signing_key) if signing_key else None
+        self.key_id = self._sealer.key_id if self._sealer else ""
         self.trusted = TrustedKeys([*([signing_key.public_key()] if signing_key else []), *peer_keys])
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
@@ -239,11 +240,11 @@ class AccessLog:
                         record = replace(record, decision="deny", reason="QUOTA_EXCEEDED", detail={
                             **record.detail, "quota": pending.exceeded[0], "limit": pending.exceeded[1]})
                     seq += 1
+                    # One seal per batch, on its last record: through the chain it covers the rest.
                     stored = seal(record, seq=seq, event_id=str(uuid.uuid4()),
                                   at=pending.now.isoformat(timespec="microseconds"), prev_hash=prev,
-                                  sql=pending.sql, rewritten_sql=pending.rewritten_sql)
-                    if index == len(batch) - 1:  # one seal per batch: through the chain it covers the rest
-                        stored = with_seal(stored, self.signing_key, signer_id=self.key_id)
+                                  sql=pending.sql, rewritten_sql=pending.rewritten_sql,
+                                  sealer=self._sealer if index == len(batch) - 1 else None)
                     transaction.insert(stored)
                     pending.seq, prev = seq, stored.hash
                     written.append((seq, prev))

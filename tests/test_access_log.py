@@ -521,3 +521,93 @@ def test_a_long_sql_text_is_stored_cut_with_the_digest_of_the_whole(location, ke
     assert shown.exit_code == 0 and "cut" in shown.output and f"{len(sql.encode()):,}" in shown.output
     as_json = json.loads(CliRunner().invoke(main, ["audit", "show", str(seq), "--log", location, "--json"]).output)
     assert as_json["sql_cut"] is True and as_json["sql_bytes"] == len(sql.encode())
+
+
+def test_brokers_with_keys_of_their_own_share_one_log_when_each_pins_the_others(location, tmp_path):
+    a, b = (load_or_create_signing_key(tmp_path / f"{name}.key") for name in "ab")
+    first = AccessLog(location, signing_key=a, peer_keys=[b.public_key()], checkpoint_every=7)
+    second = AccessLog(location, signing_key=b, peer_keys=[a.public_key()], checkpoint_every=7)
+    threads = [threading.Thread(target=lambda log=log: [log.append(AccessRecord(event="call", decision="allow"))
+                                                        for _ in range(30)]) for log in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first.close()
+    second.append(AccessRecord(event="call", decision="allow"))  # the tail is b's
+    second.close()
+    log = AccessLog(location)
+    both = verify_log(log.store, public_keys=[a.public_key(), b.public_key()])
+    only_a = verify_log(log.store, public_keys=[a.public_key()])
+    log.close()
+    assert both.intact and both.records == 61
+    assert {p.kind for p in only_a.problems} >= {"RECORD_UNSEALED"}
+    # A broker that does not pin b's key will not chain onto b's records.
+    lone = AccessLog(location, signing_key=a)
+    assert_tampered(lone)
+    lone.close()
+
+
+LEGACY_TABLE = ("CREATE TABLE access_log (seq BIGINT PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, at TEXT, event TEXT, "
+                "decision TEXT, subject TEXT, department TEXT, token_id TEXT, client TEXT, request_id TEXT, "
+                "grant_id TEXT, policy_version INTEGER, policy_sha256 TEXT, sql TEXT, sql_sha256 TEXT, "
+                "rewritten_sql TEXT, rewritten_sql_sha256 TEXT, reason TEXT, detail TEXT, prev_hash TEXT, hash TEXT)")
+LEGACY_CHECKPOINTS = ("CREATE TABLE access_log_checkpoints (size BIGINT PRIMARY KEY, root TEXT, prev TEXT, at TEXT, "
+                      "key_id TEXT, signature TEXT)")
+
+
+def legacy_log(location, key, n: int, *, checkpointed: int):
+    """A log as dsbroker wrote it before seals and bounded SQL: ``n`` records, a checkpoint at ``checkpointed``."""
+    from broker.audit.records import LEGACY_COLUMNS
+
+    records, prev = [], "0" * 64
+    for i in range(n):
+        record = replace(seal(AccessRecord(event="call", decision="allow", sql=f"SELECT {i}"), seq=i + 1,
+                              event_id=f"old-{i}", at="2026-11-01T00:00:00.000000+00:00", prev_hash=prev),
+                         sql_bytes=None, rewritten_sql_bytes=None)
+        record = replace(record, hash=record_hash(record))
+        records.append(record)
+        prev = record.hash
+    checkpoint = sign_checkpoint(key, size=checkpointed, root=merkle_root(r.hash for r in records[:checkpointed]),
+                                 prev=None, at=dt.datetime.now(dt.timezone.utc))
+    placeholder = "%s" if is_postgres(location) else "?"
+    with closing(raw(location)) as connection:
+        connection.execute(LEGACY_TABLE)
+        connection.execute(LEGACY_CHECKPOINTS)
+        for record in records:
+            row = {name: to_row(record)[name] for name in LEGACY_COLUMNS}
+            connection.execute(f"INSERT INTO access_log ({', '.join(row)}) VALUES "
+                               f"({', '.join([placeholder] * len(row))})", tuple(row.values()))
+        values = asdict(checkpoint)
+        connection.execute(f"INSERT INTO access_log_checkpoints (size, root, prev, at, key_id, signature) VALUES "
+                           f"({', '.join([placeholder] * 6)})",
+                           tuple(values[c] for c in ("size", "root", "prev", "at", "key_id", "signature")))
+        if not is_postgres(location):
+            connection.commit()
+
+
+def test_a_log_written_before_seals_is_migrated_and_its_checkpoint_vouches_for_its_old_records(location, key_file):
+    key = load_or_create_signing_key(key_file)
+    legacy_log(location, key, 6, checkpointed=6)  # a broker that stopped cleanly left a checkpoint at its end
+    log = AccessLog(location, signing_key=key, checkpoint_every=EVERY)
+    for i in range(5):
+        log.append(AccessRecord(event="call", decision="allow", sql=f"SELECT new {i}"))
+    log.close()
+    assert [r.sql_bytes for r in stored_records(location)][5:7] == [None, len("SELECT new 0")]
+    found = report(location, key_file)
+    assert found.intact and found.records == 11, found.problems
+    # Rewritten, the old records are no longer what the checkpoint covers, and nothing seals them (old
+    # records are vouched for a checkpoint at a time, so the range starts at the checkpoint before).
+    rewrite_consistently(location, 3)
+    found = report(location, key_file)
+    assert {(p.seq, p.kind) for p in found.problems} >= {(1, "RECORD_UNSEALED"), (1, "CHECKPOINT_MISMATCH")}
+
+
+def test_a_log_written_before_seals_whose_end_no_checkpoint_covers_is_refused(location, key_file):
+    key = load_or_create_signing_key(key_file)
+    legacy_log(location, key, 6, checkpointed=4)  # records 5 and 6: a crash, or a DBA's
+    log = AccessLog(location, signing_key=key)
+    assert_tampered(log)
+    log.close()
+    found = report(location, key_file)
+    assert (found.problems[0].seq, found.problems[0].kind) == (5, "RECORD_UNSEALED")

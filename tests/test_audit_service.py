@@ -301,3 +301,23 @@ def test_verify_reports_an_allowed_decision_without_a_release_as_a_note(tmp_path
     log.close()
     assert found.intact
     assert [w.seq for w in found.warnings if w.kind == "DECISION_WITHOUT_RELEASE"] == [seq]
+
+
+def test_queries_with_huge_comments_write_records_of_bounded_size(own_broker):
+    import hashlib
+
+    allowed = SQL + " -- " + "padding " * 130_000  # just under the guard's 1 MiB
+    # 8 MB: refused, and recorded as refused (a query of its own, which no cached plan answers)
+    refused = "SELECT COUNT(*) AS n_huge FROM tax.declarations -- " + "padding " * 1_000_000
+    with BrokerClient(f"127.0.0.1:{own_broker.port}", token=token_for(), tls=client_tls()) as client:
+        request_id = client.query(GRANT, allowed).request_id
+        with pytest.raises(DsbrokerError) as caught:
+            client.query(GRANT, refused)
+    assert caught.value.reason == "SQL_TOO_LARGE"
+    records = records_for(own_broker.log, request_id)
+    [denial] = AccessLog(own_broker.log).records(where=RecordFilter(event="query.decision", decision="deny"))[-1:]
+    assert [r.event for r in records] == ["query.decision", "query.result"] and denial.reason == "SQL_TOO_LARGE"
+    for record, sql in ((records[0], allowed), (records[1], allowed), (denial, refused)):
+        assert record.sql_cut and len(record.sql.encode()) <= 16 * 1024 and sql.startswith(record.sql)
+        assert (record.sql_sha256, record.sql_bytes) == (hashlib.sha256(sql.encode()).hexdigest(), len(sql.encode()))
+    assert not records[0].rewritten_sql_cut and records[0].rewritten_sql  # the guard dropped the comment

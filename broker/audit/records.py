@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
+from typing import Callable
 
 GENESIS_HASH = "0" * 64
 DEFAULT_MAX_SQL_BYTES = 16 * 1024
@@ -125,12 +126,13 @@ def _hash_of(body: dict) -> str:
 
 def seal(record: AccessRecord, *, seq: int, event_id: str, at: str, prev_hash: str,
          sql: BoundedText | None = None, rewritten_sql: BoundedText | None = None,
-         max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES) -> StoredRecord:
+         max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
+         sealer: Callable[[str], tuple[str, str]] | None = None) -> StoredRecord:
     """``record`` as the ``seq``-th record of the chain after ``prev_hash``, with its hash.
 
     ``sql`` and ``rewritten_sql`` are the record's texts already bounded (the log bounds them in the
     caller's thread, outside its write lock); otherwise they are bounded here to ``max_sql_bytes``.
-    The batch seal is added by the log (:func:`broker.audit.seals.with_seal`)."""
+    ``sealer`` (:meth:`broker.audit.seals.Sealer.__call__`) seals the record: the last of each batch."""
     sql = sql or bound_text(record.sql, max_sql_bytes)
     rewritten_sql = rewritten_sql or bound_text(record.rewritten_sql, max_sql_bytes)
     # Built field by field rather than with dataclasses.asdict: this runs for every call the broker
@@ -139,7 +141,10 @@ def seal(record: AccessRecord, *, seq: int, event_id: str, at: str, prev_hash: s
     body.update(sql=sql.text, rewritten_sql=rewritten_sql.text, seq=seq, event_id=event_id, at=at,
                 sql_sha256=sql.sha256, rewritten_sql_sha256=rewritten_sql.sha256, prev_hash=prev_hash,
                 sql_bytes=sql.size, rewritten_sql_bytes=rewritten_sql.size)
-    return StoredRecord(**body, hash=_hash_of(body))
+    digest = _hash_of(body)
+    if sealer is not None:
+        body["seal_key_id"], body["seal"] = sealer(digest)
+    return StoredRecord(**body, hash=digest)
 
 
 def to_row(record: StoredRecord) -> dict:

@@ -10,7 +10,6 @@ sealed by a key it trusts (its own, and its peers' when several brokers share on
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -24,11 +23,17 @@ from broker.audit.records import StoredRecord
 SEAL_CONTEXT = b"dsbroker access-log seal v1\n"
 
 
-def with_seal(record: StoredRecord, private_key: ed25519.Ed25519PrivateKey, *, signer_id: str = "") -> StoredRecord:
-    """``record`` sealed by ``private_key`` (``signer_id``: its key id, when the caller already knows it)."""
-    signature = private_key.sign(SEAL_CONTEXT + bytes.fromhex(record.hash))
-    return replace(record, seal_key_id=signer_id or key_id(private_key.public_key()),
-                   seal=base64.b64encode(signature).decode())
+class Sealer:
+    """Seals record hashes with one broker's key."""
+
+    def __init__(self, private_key: ed25519.Ed25519PrivateKey) -> None:
+        self.private_key = private_key
+        self.key_id = key_id(private_key.public_key())
+
+    def __call__(self, record_hash: str) -> tuple[str, str]:
+        """(key id, base64 signature) sealing the record whose hash is ``record_hash``."""
+        signature = self.private_key.sign(SEAL_CONTEXT + bytes.fromhex(record_hash))
+        return self.key_id, base64.b64encode(signature).decode()
 
 
 class TrustedKeys:
