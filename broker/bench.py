@@ -220,10 +220,11 @@ def log_cost(data: Path, policies: Path, layout, scratch: Path, args) -> tuple[l
                 cpu[name][1] += rates[-1] * args.log_seconds
         broker.stop()
     from broker.access_log import AccessLog
+    from broker.audit.checkpoints import load_public_key
     from broker.audit.verify import verify_log
 
     log = AccessLog(state / "access-log.sqlite")
-    report = verify_log(log.store)
+    report = verify_log(log.store, public_keys=[load_public_key(state / "access-log.pub")])
     log.close()
     return on, off, {"records": report.records, "checkpoints": report.checkpoints, "intact": report.intact,
                      "cpu_ms_on": cpu["on"][0] / cpu["on"][1] * 1000, "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000}

@@ -148,7 +148,10 @@ class CheckpointWitness:
             countersignature = countersign(self.witness_key, checkpoint, witness=self.witness_id, at=now)
             self._append(WITNESSED, checkpoint, digest, canonical_json(asdict(countersignature)), now)
             return countersignature
-        branches_off = checkpoint.size <= head_size or self._db.execute(
+        # A checkpoint at or below the head, one that names an older witnessed checkpoint as its
+        # predecessor, or a first checkpoint when the log's first was witnessed long ago (the log was
+        # dropped and started over) cannot extend the chain, whatever comes between.
+        branches_off = checkpoint.size <= head_size or checkpoint.prev == GENESIS_HASH or self._db.execute(
             "SELECT 1 FROM witnessed_checkpoints WHERE checkpoint_hash = ? AND kind = ?",
             (checkpoint.prev, WITNESSED)).fetchone() is not None
         if not branches_off:
@@ -188,7 +191,7 @@ class CheckpointWitness:
 def read_witnessed(path: str | Path) -> list[Witnessed]:
     """Every entry of the witness ledger in ``path``, oldest first, read without changing the file;
     raises WitnessTableMissing when the file has no witness table."""
-    with closing(sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)) as db:
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
         try:
             cursor = db.execute("SELECT * FROM witnessed_checkpoints ORDER BY seq")
         except sqlite3.OperationalError:

@@ -611,3 +611,23 @@ def test_a_log_written_before_seals_whose_end_no_checkpoint_covers_is_refused(lo
     log.close()
     found = report(location, key_file)
     assert (found.problems[0].seq, found.problems[0].kind) == (5, "RECORD_UNSEALED")
+
+
+@pytest.mark.parametrize("size", ["beyond the log", "at its end"])
+def test_a_checkpoint_forged_into_the_database_is_not_built_on_and_verify_finds_it(location, key_file, size):
+    log = writing_log(location, key_file, every=1000)
+    tail = log.records()[-1]
+    at = tail.seq + 10 if size == "beyond the log" else tail.seq
+    forged_checkpoint = sign_checkpoint(ed25519.Ed25519PrivateKey.generate(), size=at, root="ab" * 32, prev=None,
+                                        at=dt.datetime.now(dt.timezone.utc))
+    values = asdict(forged_checkpoint)
+    placeholder = "%s" if is_postgres(location) else "?"
+    with closing(raw(location)) as connection:
+        connection.execute(f"INSERT INTO access_log_checkpoints (size, root, prev, at, key_id, signature) VALUES "
+                           f"({', '.join([placeholder] * 6)})",
+                           tuple(values[c] for c in ("size", "root", "prev", "at", "key_id", "signature")))
+    assert log.checkpoint() is None  # it signs no checkpoint after one it did not sign
+    assert_tampered(log)
+    log.close()
+    found = report(location, key_file)
+    assert ("CHECKPOINT_FORGED", at) in {(p.kind, p.seq) for p in found.problems}

@@ -161,6 +161,8 @@ def test_a_witness_countersigns_only_checkpoints_that_extend_what_it_witnessed(w
     assert (forked.code, forked.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CHECKPOINT_FORK")
     shorter = refused(witness.port, chain(key, [7], start=second))  # at or below the head, and not witnessed
     assert shorter.reason == "CHECKPOINT_FORK"
+    anew = refused(witness.port, chain(key, [40]))  # a log started over (dropped and refilled): a fork too
+    assert anew.reason == "CHECKPOINT_FORK"
     forged = refused(witness.port, chain(ed25519.Ed25519PrivateKey.generate(), [12], start=third))
     assert (forged.code, forged.reason) == (grpc.StatusCode.PERMISSION_DENIED, "CHECKPOINT_NOT_TRUSTED")
     assert refused(witness.port, []).code == grpc.StatusCode.INVALID_ARGUMENT
@@ -172,7 +174,7 @@ def test_a_witness_countersigns_only_checkpoints_that_extend_what_it_witnessed(w
 
     entries = read_witnessed(witness.ledger)
     assert [(e.kind, e.size) for e in entries] == [("witnessed", 2), ("witnessed", 5), ("witnessed", 9),
-                                                   ("fork", 12), ("fork", 7), ("witnessed", 12)]
+                                                   ("fork", 12), ("fork", 7), ("fork", 40), ("witnessed", 12)]
 
 
 def test_a_witness_catches_up_on_checkpoints_signed_before_it_and_reconcile_checks_its_countersignatures(
@@ -228,3 +230,14 @@ def test_a_broker_whose_log_was_rolled_back_is_refused_by_its_witness_and_fails_
     assert any(e.kind == "fork" for e in read_witnessed(witness.ledger))
     found = reconcile(store_location, witness.ledger)
     assert found.exit_code == 1 and "WITNESS_FORK" in found.output
+
+
+def test_the_logs_checkpoints_deleted_from_its_database_are_found_by_reconcile(
+        witness, tmp_path, store_location, broker_key):
+    serve(witness, tmp_path, store_location, broker_key, queries=3)
+    tamper(store_location, "DELETE FROM access_log_checkpoints")
+    verified = CliRunner().invoke(main, ["audit", "verify", "--log", store_location, "--pinned-key",
+                                         str(public_key_path(broker_key))])
+    assert verified.exit_code == 0, verified.output  # every record is still sealed; no checkpoint is only a note
+    found = reconcile(store_location, witness.ledger)
+    assert found.exit_code == 1 and "WITNESSED_CHECKPOINT_MISSING" in found.output
