@@ -8,9 +8,9 @@
 - **Sealed.** The last record of every batch carries this broker's Ed25519 signature over its hash
   (:mod:`broker.audit.seals`). Before extending the chain the broker checks that its tail is sealed
   by a key it trusts (its own or a peer broker's), and that the records it wrote itself are still
-  there; before signing a checkpoint it checks every record since the last one it verified.
-  Otherwise it raises the alarm and refuses every access (UNAVAILABLE ``ACCESS_LOG_TAMPERED``)
-  rather than sign over a record no broker wrote.
+  there; before signing a checkpoint it checks every record since the last one it checked
+  (:mod:`broker.audit.vouched_chain`). Otherwise it raises the alarm and refuses every access
+  (UNAVAILABLE ``ACCESS_LOG_TAMPERED``) rather than sign over a record no broker wrote.
 - **Tamper-evident.** Each record carries the hash of the one before; the store refuses UPDATE and
   DELETE; and every ``checkpoint_every`` records, every ``checkpoint_seconds`` and at close, the
   writer signs a checkpoint (size, Merkle root, previous checkpoint) with the broker's Ed25519 key
@@ -38,11 +38,11 @@ from typing import Callable, Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.audit.checkpoints import Checkpoint, sign_checkpoint
-from broker.audit.log_store import LogStore, RecordFilter, WriteTransaction, open_log_store
-from broker.audit.merkle import MerkleAccumulator
+from broker.audit.log_store import LogStore, RecordFilter, open_log_store
 from broker.audit.records import (DEFAULT_MAX_SQL_BYTES, GENESIS_HASH, AccessRecord, StoredRecord, bound_text,
                                   record_hash, seal)
 from broker.audit.seals import Sealer, TrustedKeys
+from broker.audit.vouched_chain import VouchedChain
 from broker.errors import AccessLogError, AccessLogTampered, DsbrokerError, QuotaError
 from broker.store import is_database_error
 
@@ -107,22 +107,17 @@ class AccessLog:
         self._sealer = Sealer(signing_key) if signing_key else None
         self.key_id = self._sealer.key_id if self._sealer else ""
         self.trusted = TrustedKeys([*([signing_key.public_key()] if signing_key else []), *peer_keys])
+        self.chain = VouchedChain(self.trusted)
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.max_sql_bytes = max_sql_bytes
         self.on_checkpoint = on_checkpoint
-        self._tampered: AccessLogTampered | None = None  # once set, every access is refused
-        self._tail_ok: tuple[int, str] | None = None  # the tail as this broker last wrote or checked it
-        self._last_own: tuple[int, str] | None = None  # the last record this broker wrote
-        self._own: dict[int, str] = {}  # seq -> hash of what this broker wrote since the last checkpoint it verified
-        self._verified: tuple[int, str] = (0, GENESIS_HASH)  # the chain checked up to here; _merkle covers it
         self._queue: deque[_Pending] = deque()
         self._wakeup = threading.Condition()
         self._closing = False
         self._committing = False  # a caller (or the writer thread) is committing what waits in the queue
         self._handoff = False  # a caller asked the writer thread to carry on committing
         self._write_lock = threading.Lock()  # the store has one write connection
-        self._merkle = MerkleAccumulator()
         self._checkpoint_requests: list[_CheckpointRequest] = []
         self._appended = self.store.size()
         latest = self.store.latest_checkpoint()
@@ -153,8 +148,8 @@ class AccessLog:
         with self._wakeup:
             if self._closing:
                 raise AccessLogError("the access log is closed; the access is refused")
-            if self._tampered is not None:
-                raise self._refusal()
+            if self.chain.tampered is not None:
+                raise self.chain.refusal()
             self._queue.append(pending)
             lead = not self._committing
             self._committing = True
@@ -162,7 +157,7 @@ class AccessLog:
             self._drain(max_batches=2)
         pending.done.wait()
         if isinstance(pending.error, DsbrokerError):
-            raise self._refusal() if isinstance(pending.error, AccessLogTampered) else pending.error
+            raise self.chain.refusal() if isinstance(pending.error, AccessLogTampered) else pending.error
         if pending.error is not None:
             raise AccessLogError(f"the access log could not record this access ({type(pending.error).__name__}); "
                                  "the access is refused")
@@ -232,7 +227,7 @@ class AccessLog:
         written: list[tuple[int, str]] = []
         try:
             with self.store.write(synced=any(pending.synced for pending in batch)) as transaction:
-                seq, prev = self._trusted_tail(transaction)
+                seq, prev = self.chain.tail(transaction)
                 for index, pending in enumerate(batch):
                     record = pending.record
                     pending.exceeded = self._exceeded(transaction, pending.quota) if pending.quota else None
@@ -249,8 +244,7 @@ class AccessLog:
                     pending.seq, prev = seq, stored.hash
                     written.append((seq, prev))
             self._appended = seq
-            self._tail_ok = self._last_own = (seq, prev)
-            self._own.update(written)
+            self.chain.wrote(written)
         except BaseException as error:  # noqa: BLE001 - every waiter must hear of it, whatever it was
             if not is_database_error(error) and not isinstance(error, AccessLogTampered):
                 log.exception("the access log's writer failed")
@@ -260,118 +254,6 @@ class AccessLog:
             return
         for pending in batch:
             pending.done.set()
-
-    # -- what the broker will extend --------------------------------------------------------------
-
-    def _trusted_tail(self, transaction: WriteTransaction) -> tuple[int, str]:
-        """The tail to chain onto, once it is known to be one a trusted broker wrote; raises
-        AccessLogTampered (and raises the alarm) otherwise. Inside the write transaction, so on
-        PostgreSQL it is the tail as re-read under the advisory lock that several brokers share."""
-        seq, tail_hash = transaction.tail()
-        if self._tail_ok == (seq, tail_hash):
-            return seq, tail_hash  # what this broker wrote or checked last: nobody wrote since
-        if self._last_own is not None:
-            own_seq, own_hash = self._last_own
-            if seq < own_seq or transaction.hash_at(own_seq) != own_hash:
-                self._alarm(f"record {own_seq}, which this broker wrote, is gone or replaced (the log now ends at "
-                            f"{seq})", seq=min(own_seq, seq + 1))
-        latest = transaction.latest_checkpoint()
-        if latest is not None and seq < latest.size:
-            self._alarm(f"the log ends at {seq} records but its checkpoint at size {latest.size} covers more "
-                        "(records removed from the end)", seq=seq + 1)
-        if seq == 0:
-            return seq, tail_hash
-        record = transaction.record(seq)
-        if record_hash(record) != record.hash:
-            self._alarm(f"record {seq}, the log's last, does not match its hash", seq=seq)
-        if record.seal:
-            if not self.trusted.sealed(record):
-                self._alarm(f"record {seq}, the log's last, carries a seal that no trusted broker key made "
-                            f"(key id {record.seal_key_id or 'none'})", seq=seq)
-        elif not self._legacy_tail_covered(transaction, record, latest):
-            self._alarm(f"record {seq}, the log's last, is not sealed: no broker wrote it", seq=seq)
-        self._tail_ok = (seq, tail_hash)
-        return seq, tail_hash
-
-    def _legacy_tail_covered(self, transaction: WriteTransaction, record: StoredRecord,
-                             latest: Checkpoint | None) -> bool:
-        """Whether an unsealed tail is the end of a log written before seals and exactly covered by a
-        trusted checkpoint whose root still matches (a broker stopped cleanly always left one)."""
-        if record.sql_bytes is not None or latest is None or latest.size != record.seq or not self.trusted.signed(latest):
-            return False
-        if self._verified[0] < latest.size:
-            self._catch_up(transaction, latest)
-        return True
-
-    def _catch_up(self, transaction: WriteTransaction, checkpoint: Checkpoint) -> None:
-        """Extend the verified prefix over a trusted ``checkpoint``: the stored hashes must have its root."""
-        hashes = transaction.hashes(self._verified[0], checkpoint.size)
-        self._merkle.extend(hashes)
-        if self._merkle.size != checkpoint.size or self._merkle.root() != checkpoint.root:
-            self._alarm(f"the records up to the checkpoint at size {checkpoint.size} are not the ones it was signed "
-                        "over", seq=checkpoint.size)
-        self._verified = (checkpoint.size, hashes[-1] if hashes else self._verified[1])
-
-    def _verify_since(self, transaction: WriteTransaction, size: int) -> None:
-        """Check every record after the verified prefix up to ``size`` and extend the tree over them.
-
-        A record this broker wrote must still have the hash it wrote; any other must hash to what it
-        stores, follow the one before, and belong to a run that ends in a seal by a trusted key."""
-        after, prev = self._verified
-        rows = transaction.chain(after, size)
-        foreign = [seq for seq, _prev, digest, _key, _seal in rows if self._own.get(seq) != digest]
-        whole = {r.seq: r for r in transaction.records(foreign[0] - 1, foreign[-1])} if foreign else {}
-        expected, run_start = after + 1, None
-        for seq, prev_hash, digest, _key, _seal in rows:
-            if seq != expected or prev_hash != prev:
-                self._alarm(f"record {expected} does not follow the record before it", seq=expected)
-            if seq in self._own:
-                if self._own[seq] != digest:
-                    self._alarm(f"record {seq} is not the record this broker wrote there", seq=seq)
-                if run_start is not None:
-                    self._alarm(f"records {run_start}..{seq - 1} are not sealed by any trusted broker", seq=run_start)
-            else:
-                record = whole[seq]
-                if record_hash(record) != digest:
-                    self._alarm(f"record {seq} does not match its hash", seq=seq)
-                if self.trusted.sealed(record):
-                    run_start = None
-                elif run_start is None:
-                    run_start = seq
-            expected, prev = seq + 1, digest
-        if run_start is not None or expected != size + 1:
-            self._alarm(f"records {run_start or expected}..{size} are not sealed by any trusted broker",
-                        seq=run_start or expected)
-        self._merkle.extend(digest for _seq, _prev, digest, _key, _seal in rows)
-        self._verified = (size, prev)
-        for seq in [seq for seq in self._own if seq <= size]:
-            del self._own[seq]
-
-    def _alarm(self, message: str, *, seq: int) -> None:
-        """Raise the alarm once, in the broker's own log, and refuse from now on."""
-        if self._tampered is None:
-            log.critical("ALARM: the access log was tampered with: %s. Every access is refused until an operator "
-                         "looks (keep the log for the auditors and start a new one).", message)
-        self._tampered = AccessLogTampered(message, seq=seq)
-        raise self._refusal()
-
-    def alarm(self, message: str) -> None:
-        """Refuse every access from now on: a witness found that the log forked from what it witnessed."""
-        try:
-            self._alarm(message, seq=0)
-        except AccessLogTampered:
-            pass
-
-    @property
-    def tampered(self) -> AccessLogTampered | None:
-        """The finding that made the log refuse accesses, if one did."""
-        return self._tampered
-
-    def _refusal(self) -> AccessLogTampered:
-        """What a caller hears once the log was found tampered with (no record's contents in it)."""
-        seq = self._tampered.metadata.get("seq", "0") if self._tampered else "0"
-        return AccessLogTampered(f"the access log holds records no broker wrote, or lost records a broker wrote "
-                                 f"(seq {seq}); the access is refused until an operator looks", seq=seq)
 
     @staticmethod
     def _exceeded(transaction, quota: Quota) -> tuple[str, int] | None:
@@ -386,12 +268,12 @@ class AccessLog:
     # -- checkpoints -----------------------------------------------------------------------------
 
     def _seconds_to_checkpoint(self) -> float | None:
-        if self.signing_key is None or self._tampered is not None or self._appended <= self._last_checkpoint_size:
+        if self.signing_key is None or self.chain.tampered is not None or self._appended <= self._last_checkpoint_size:
             return None
         return max(0.01, self.checkpoint_seconds - (time.monotonic() - self._last_checkpoint_time))
 
     def _checkpoint_due(self) -> bool:
-        if self.signing_key is None or self._tampered is not None or self._appended <= self._last_checkpoint_size:
+        if self.signing_key is None or self.chain.tampered is not None or self._appended <= self._last_checkpoint_size:
             return False
         return (self._appended - self._last_checkpoint_size >= self.checkpoint_every
                 or time.monotonic() - self._last_checkpoint_time >= self.checkpoint_seconds)
@@ -411,7 +293,7 @@ class AccessLog:
 
     def _checkpoint(self) -> Checkpoint | None:
         """Sign and store a checkpoint; under the write lock, as the store has one write connection."""
-        if self.signing_key is None or self._tampered is not None:
+        if self.signing_key is None or self.chain.tampered is not None:
             return None
         with self._write_lock:
             checkpoint, signed = self._checkpoint_locked()
@@ -426,21 +308,14 @@ class AccessLog:
         """The newest checkpoint, and whether this call signed it."""
         try:
             with self.store.write() as transaction:
-                size, _ = self._trusted_tail(transaction)
+                size, _ = self.chain.tail(transaction)
                 latest = transaction.latest_checkpoint()
-                if latest is not None and not self.trusted.signed(latest):
-                    self._alarm(f"the newest checkpoint (size {latest.size}) is not signed by a trusted broker key",
-                                seq=latest.size)
-                if latest is not None and latest.size >= size:
+                self.chain.check_latest(latest, size)
+                if latest is not None and latest.size == size:
                     self._note_checkpoint(size)
                     return latest, False
-                if latest is not None and self._verified[0] < latest.size:
-                    self._catch_up(transaction, latest)
-                if self._verified[0] > size:
-                    self._alarm(f"the log ends at {size} records, before {self._verified[0]} this broker checked",
-                                seq=size + 1)
-                self._verify_since(transaction, size)
-                checkpoint = sign_checkpoint(self.signing_key, size=size, root=self._merkle.root(),
+                root = self.chain.root_for_checkpoint(transaction, size, latest)
+                checkpoint = sign_checkpoint(self.signing_key, size=size, root=root,
                                              prev=latest.hash() if latest else None,
                                              at=dt.datetime.now(dt.timezone.utc))
                 transaction.insert_checkpoint(checkpoint)
@@ -470,6 +345,15 @@ class AccessLog:
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""
         return self.store.checkpoints()
+
+    def alarm(self, message: str) -> None:
+        """Refuse every access from now on: a witness found that the log forked from what it witnessed."""
+        self.chain.alarm(message)
+
+    @property
+    def tampered(self) -> AccessLogTampered | None:
+        """The finding that made the log refuse accesses, if one did."""
+        return self.chain.tampered
 
     def verify(self) -> list[str]:
         """Problems with the log, checked against this broker's trusted keys, first bad sequence number
