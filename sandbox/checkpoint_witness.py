@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from contextlib import closing
@@ -36,6 +37,7 @@ from broker.audit.checkpoints import Checkpoint, Countersignature, countersign, 
 from broker.audit.records import GENESIS_HASH, canonical_json
 from broker.errors import DsbrokerError
 
+log = logging.getLogger(__name__)
 MAX_CHECKPOINTS = 1000  # per request: a broker catching up sends the ones in between in pages
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS witnessed_checkpoints (
@@ -160,6 +162,9 @@ class CheckpointWitness:
         if self._db.execute("SELECT 1 FROM witnessed_checkpoints WHERE checkpoint_hash = ? AND kind = ?",
                             (digest, FORK)).fetchone() is None:
             self._append(FORK, checkpoint, digest, "", now)
+            log.error("ALARM: the broker's checkpoint at size %d does not extend the checkpoints this sandbox "
+                      "witnessed (up to size %d): its access log was rolled back or rewritten", checkpoint.size,
+                      head_size)
         raise WitnessError(f"the checkpoint at size {checkpoint.size} does not extend the checkpoints this sandbox "
                            f"witnessed (up to size {head_size}): the log was rolled back or rewritten",
                            reason="CHECKPOINT_FORK", size=checkpoint.size, witnessed_size=head_size)
