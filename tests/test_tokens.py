@@ -212,9 +212,11 @@ def test_a_kept_token_is_still_refused_once_it_expires(monkeypatch):
     import broker.tokens as tokens
 
     verifier = authenticator(leeway=0)
-    token = signed(claims(exp=NOW + dt.timedelta(seconds=60)))
+    # The time the test runs, not the time the module was imported (a long suite runs it minutes later).
+    now = dt.datetime.now(dt.timezone.utc)
+    token = signed(claims(iat=now, nbf=now, exp=now + dt.timedelta(seconds=60)))
     assert verifier.authenticate(token, certificate=None).subject == "analyst"
-    monkeypatch.setattr(tokens.time, "time", lambda: NOW.timestamp() + 61)
+    monkeypatch.setattr(tokens.time, "time", lambda: now.timestamp() + 61)
     with pytest.raises(AuthenticationError) as caught:
         verifier.authenticate(token, certificate=None)
     assert caught.value.reason == "TOKEN_EXPIRED"
