@@ -154,6 +154,9 @@ class UnloggedAccessLog:
     def checkpoints(self) -> list:
         return []
 
+    def finish(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -230,10 +233,11 @@ def log_cost(data: Path, policies: Path, layout, scratch: Path, args) -> tuple[l
                 cpu[name][1] += rates[-1] * args.log_seconds
         broker.stop()
     from broker.access_log import AccessLog
+    from broker.audit.checkpoints import load_public_key
     from broker.audit.verify import verify_log
 
     log = AccessLog(state / "access-log.sqlite")
-    report = verify_log(log.store)
+    report = verify_log(log.store, public_keys=[load_public_key(state / "access-log.pub")])
     log.close()
     return on, off, {"records": report.records, "checkpoints": report.checkpoints, "intact": report.intact,
                      "cpu_ms_on": cpu["on"][0] / cpu["on"][1] * 1000, "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000}
@@ -258,7 +262,7 @@ def main() -> None:
     parser.add_argument("--log-rounds", type=int, default=8, help="alternating rounds with the log on and off")
     parser.add_argument("--log-seconds", type=float, default=2.0, help="seconds per round")
     parser.add_argument("--encrypted-runs", type=int, default=20, help="timed runs of each encrypted-mode query")
-    parser.add_argument("--only", choices=("encrypted",), help="run one part of the benchmark only")
+    parser.add_argument("--only", choices=("encrypted", "log"), help="run one part of the benchmark only")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
     args = parser.parse_args()
     if args.only == "encrypted":
@@ -270,6 +274,11 @@ def main() -> None:
     data = Path(args.cache_dir) / f"bench-{args.taxpayers}.duckdb"
     if not data.exists():
         make_demo_data(data, taxpayers=args.taxpayers, progress=print)
+    if args.only == "log":
+        with tempfile.TemporaryDirectory() as scratch:
+            layout = init_keys(Path(scratch) / "keys", clients=("bench",))
+            log_report(*log_cost(data, signed_grant(layout, Path(scratch)), layout, Path(scratch), args), args)
+        return
     direct = duckdb.connect(str(data), read_only=True)
     direct.execute("SET threads = 2")  # the sandbox's default, so both sides get the same engine
     rows = direct.execute("SELECT count(*) FROM tax.declarations").fetchone()[0]
@@ -283,10 +292,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         layout = init_keys(Path(scratch) / "keys", clients=("bench",))
-        policies = Path(scratch) / "policies"
-        policies.mkdir()
+        policies = signed_grant(layout, Path(scratch))
         text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
-        (policies / f"{GRANT}.yaml").write_text(approve_for_development(layout, text))
         # The same grant with the dominance rules, to measure what disclosure control adds.
         dominant = text.replace(f"id: {GRANT}", f"id: {DOMINANCE_GRANT}").replace(
             "disclosure: {min_entities: 10}", "disclosure: {min_entities: 10, dominance: {n: 1, k: 85}, p_percent: 10}")
@@ -296,7 +303,7 @@ def main() -> None:
                 BrokerClient(broker.target, tls=tls, token=development_token(
                     layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
             samples = _measure(client, direct, policy, guarded, args)
-        logged, unlogged, log_report = log_cost(data, policies, layout, Path(scratch), args)
+        logged, unlogged, log_figures = log_cost(data, policies, layout, Path(scratch), args)
         encrypted = encrypted_bench(ROOT, Path(scratch), layout, Path(args.cache_dir), args.encrypted_runs)
     direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct) = samples
 
@@ -327,6 +334,21 @@ def main() -> None:
     print(f"  share of end-to-end, repeated query    {2 * guard_hit / small_p50 * 100:7.2f}% of the small query")
     print(f"  the largest query its limits accept    {limit_seconds * 1000:8.1f} ms   ({limit_bytes:,} bytes; "
           "linear in the size of the query)")
+    log_report(logged, unlogged, log_figures, args)
+    encrypted_report(encrypted)
+
+
+def signed_grant(layout, scratch: Path) -> Path:
+    """A policies directory under ``scratch`` holding the shipped grant, signed with ``layout``'s keys."""
+    policies = scratch / "policies"
+    policies.mkdir()
+    text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    (policies / f"{GRANT}.yaml").write_text(approve_for_development(layout, text))
+    return policies
+
+
+def log_report(logged: list[float], unlogged: list[float], figures: dict, args) -> None:
+    """Print the access log's cost under concurrent clients."""
     on, off = statistics.median(logged), statistics.median(unlogged)
     print(f"access log, {args.clients} concurrent clients of the small query ({args.log_rounds} alternating rounds of "
           f"{args.log_seconds:g} s):")
@@ -335,11 +357,10 @@ def main() -> None:
     print(f"  log on (decision + result, group commit) median {on:6.1f} queries/s   rounds: "
           + ", ".join(f"{q:.0f}" for q in logged))
     print(f"  cost of the log                        {(1 - on / off) * 100:7.1f}%   (target < 10%)")
-    print(f"  broker CPU per query                   {log_report['cpu_ms_on']:.2f} ms with the log, "
-          f"{log_report['cpu_ms_off']:.2f} ms without")
-    print(f"  the log afterwards: {log_report['records']:,} records, {log_report['checkpoints']} signed checkpoints, "
-          f"{'verifies' if log_report['intact'] else 'DOES NOT VERIFY'}")
-    encrypted_report(encrypted)
+    print(f"  broker CPU per query                   {figures['cpu_ms_on']:.2f} ms with the log, "
+          f"{figures['cpu_ms_off']:.2f} ms without")
+    print(f"  the log afterwards: {figures['records']:,} records, {figures['checkpoints']} signed checkpoints, "
+          f"{'verifies' if figures['intact'] else 'DOES NOT VERIFY'}")
 
 
 if __name__ == "__main__":

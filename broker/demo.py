@@ -163,13 +163,16 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
             for client in clients.values():
                 client.close()
 
-    _step("15. The broker has stopped and signed a last checkpoint. The auditors verify the log against the "
-          "broker's key they pinned, and reconcile it with the sandbox's own ledger of what it executed:")
+    _step("15. The broker has stopped and signed a last checkpoint, which each sandbox witnessed. The auditors "
+          "verify the log (every record sealed, every checkpoint signed) against the broker's key they pinned, "
+          "and reconcile it with the sandboxes' own ledgers of what they executed and which checkpoints they "
+          "countersigned:")
     checks["audit verify passes"] = _cli("audit", "verify", "--log", str(access_log), "--pinned-key",
                                          str(access_log.with_suffix(".pub")))
     ledgers = [state / f"{name}-executions.sqlite" for name in ("sandbox", *PARTITIONS)]
-    checks["log reconciles with the sandboxes"] = _cli("audit", "reconcile", "--log", str(access_log),
-                                                       *(arg for ledger in ledgers for arg in ("--ledger", str(ledger))))
+    checks["log reconciles with the sandboxes"] = _cli(
+        "audit", "reconcile", "--log", str(access_log), *(arg for ledger in ledgers for arg in ("--ledger", str(ledger))),
+        *(arg for ledger in ledgers for arg in ("--witness-key", str(ledger.with_name(ledger.name + ".witness.pub")))))
     failed = [name for name, ok in checks.items() if not ok]
     ok = bool(checks) and not failed
     console.print(Panel(f"demo {'finished' if ok else 'FAILED: ' + ', '.join(failed)} in "

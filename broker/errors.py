@@ -168,3 +168,10 @@ class AccessLogError(DsbrokerError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "ACCESS_LOG_UNAVAILABLE"
+
+
+class AccessLogTampered(AccessLogError):
+    """Raised when the log holds a record no trusted broker sealed, or lost records a broker wrote: the
+    broker refuses to extend (or checkpoint) a chain it cannot vouch for, and every access with it."""
+
+    reason = "ACCESS_LOG_TAMPERED"

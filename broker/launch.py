@@ -95,14 +95,19 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
     Their TOML configurations and logs, the access log (unless ``access_log`` says otherwise), its
-    checkpoint key (``access-log.key`` and ``.pub``) and the sandbox's execution and policy ledgers
-    (``sandbox-executions.sqlite``, ``sandbox-policies.sqlite``) are written under ``state``.
-    ``partitions`` maps sandbox ids to data files: a sandbox each (ledgers ``<id>-executions.sqlite``
-    and ``<id>-policies.sqlite``), which the broker knows as partitions. The sandboxes hold tokens to
-    the forwarded certificates with the same ``token_binding`` as the broker. Every sandbox serves
-    ``datasets`` (by default the demo's, without its company names).
+    key (``access-log.key`` and ``.pub``, made first so that every sandbox pins it and witnesses the
+    log's checkpoints) and the sandbox's execution and policy ledgers (``sandbox-executions.sqlite``,
+    ``sandbox-policies.sqlite``) are written under ``state``. ``partitions`` maps sandbox ids to data
+    files: a sandbox each (ledgers ``<id>-executions.sqlite`` and ``<id>-policies.sqlite``), which the
+    broker knows as partitions. The sandboxes hold tokens to the forwarded certificates with the same
+    ``token_binding`` as the broker. Every sandbox serves ``datasets`` (by default the demo's, without
+    its company names).
     """
+    from broker.audit.checkpoints import load_or_create_signing_key, public_key_path
+
     state.mkdir(parents=True, exist_ok=True)
+    log_key = state / "access-log.key"
+    load_or_create_signing_key(log_key)
     sandbox_tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
     broker_tls = ClientTls(str(layout.platform_ca), str(layout.client_cert(client)), str(layout.client_key(client)))
     with contextlib.ExitStack() as stack:
@@ -111,7 +116,9 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
             write_private(config, to_toml({"data": str(data_file), "datasets": list(datasets),
                                            "execution_ledger": str(ledger),
                                            "policy_ledger": str(state / f"{name}-policies.sqlite"),
-                                           "token_binding": token_binding, **extra, **sandbox_settings(layout)}))
+                                           "token_binding": token_binding, **extra,
+                                           "broker_log_keys": [str(public_key_path(log_key))],
+                                           **sandbox_settings(layout)}))
             return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
                                                      tls=sandbox_tls, log_path=state / f"{name}.log"))
 
@@ -122,6 +129,7 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
         broker_config = state / "broker.toml"
         write_private(broker_config, to_toml({
             "policies": str(policies), "access_log": str(access_log or state / "access-log.sqlite"),
+            "access_log_key": str(log_key),
             "store": str(state / "broker-state.sqlite"), "sandbox": sandbox.target,
             "partitions": [f"{sandbox_id}={part.target}" for sandbox_id, part in parts.items()],
             **broker_settings(layout, token_binding=token_binding)}))

@@ -50,6 +50,12 @@ class SandboxClient:
             if not token:
                 return statements
 
+    def witness(self, checkpoints, *, timeout_s: float) -> pb.WitnessCheckpointResponse:
+        """Ask the sandbox to witness ``checkpoints`` (broker.audit.checkpoints.Checkpoint, oldest first)."""
+        return self._call(self._stub.WitnessCheckpoint, pb.WitnessCheckpointRequest(checkpoints=[
+            pb.LogCheckpoint(size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id,
+                             signature=c.signature) for c in checkpoints]), timeout_s)
+
     def list_datasets(self, *, timeout_s: float = 10.0) -> pb.ListDatasetsResponse:
         """The sandbox's catalog: the datasets it serves, described by the owner."""
         return self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(), timeout_s)

@@ -10,7 +10,8 @@ from typing import Callable
 
 from broker.access_log import AccessLog, AccessRecord
 from broker.audit.calls import CallAuditInterceptor
-from broker.audit.checkpoints import load_or_create_signing_key
+from broker.audit.checkpoints import load_or_create_signing_key, load_public_key
+from broker.checkpoint_witnesses import CheckpointWitnesses
 from broker.auth import AuthenticationError, AuthInterceptor, current_principal
 from broker.call_context import (CallConventionsInterceptor, CallerLimitInterceptor, current_client_key,
                                  current_request_id)
@@ -63,16 +64,23 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     owner_tz = owner_timezone(settings.owner_timezone)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     trust = Trust.load(settings.trust) if settings.trust else None
-    if access_log is None:
-        access_log = AccessLog(settings.access_log,
-                               signing_key=load_or_create_signing_key(access_log_key_path(settings)),
-                               checkpoint_every=settings.checkpoint_every,
-                               checkpoint_seconds=settings.checkpoint_seconds)
-    store = open_store(settings.store)
+    if settings.access_log_sql_bytes < 1024:
+        raise ConfigError("access_log_sql_bytes must be at least 1024")
     sandbox_tls = _sandbox_tls(settings)
     sandbox = SandboxClient(settings.sandbox, tls=sandbox_tls, max_message_bytes=settings.max_message_bytes)
     partitions = SecureSum({name: SandboxClient(address, tls=sandbox_tls, max_message_bytes=settings.max_message_bytes)
                             for name, address in _partitions(settings.partitions).items()})
+    # Every sandbox, the partitions too, witnesses the log's checkpoints.
+    witnesses = CheckpointWitnesses({settings.sandbox: sandbox, **partitions.sandboxes},
+                                    lambda: access_log.checkpoints(), on_fork=lambda why: access_log.alarm(why))
+    if access_log is None:
+        access_log = AccessLog(settings.access_log,
+                               signing_key=load_or_create_signing_key(access_log_key_path(settings)),
+                               peer_keys=[load_public_key(path) for path in settings.access_log_peer_keys],
+                               checkpoint_every=settings.checkpoint_every,
+                               checkpoint_seconds=settings.checkpoint_seconds,
+                               max_sql_bytes=settings.access_log_sql_bytes, on_checkpoint=witnesses.submit)
+    store = open_store(settings.store)
     sync = PolicySync({"sandbox": sandbox, **partitions.sandboxes})
     policies = PolicyRegistry(store, access_log, owner_timezone=owner_tz, clock=clock, trust=trust,
                               publish=sync.publish, statements_dir=Path(settings.policies) / STATEMENTS_DIRECTORY)
@@ -124,8 +132,11 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     server.start()
     log.info("broker serving (%d policy file(s) installed) on port %d over %s; sandbox at %s", installed, port,
              "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"), settings.sandbox)
+    # Order matters: the counted refusals are written, the log signs its last checkpoint, the witnesses
+    # get it, then the channels close.
     return Running(server, health, port, settings.grace_seconds,
-                   on_stop=[sandbox.close, partitions.close, store.close, refusals.close, access_log.close])
+                   on_stop=[refusals.close, access_log.finish, witnesses.close, access_log.close, sandbox.close,
+                            partitions.close, store.close])
 
 
 def _partitions(entries: tuple[str, ...]) -> dict[str, str]:

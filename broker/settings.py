@@ -84,6 +84,12 @@ class SandboxSettings:
                                         "file, <data>.executions.sqlite")
     sandbox_id: str = setting("", "this sandbox's name in the execution ledger and the broker's log; empty: "
                                   "<host name>:<data file name>")
+    broker_log_keys: tuple[str, ...] = setting((), "the broker's access-log public keys (PEM, access-log.pub; one "
+                                                   "per broker writing the log) whose checkpoints this sandbox "
+                                                   "witnesses in its execution ledger; empty: it witnesses none")
+    witness_key: str = setting("", "Ed25519 private key (PEM) with which the sandbox countersigns the checkpoints it "
+                                   "witnesses; created (mode 0600) on first start with its public half (.pub) "
+                                   "beside it; empty: beside the execution ledger, <ledger>.witness.key")
     memory_limit: str = setting("2GB", "DuckDB memory limit")
     threads: int = setting(2, "DuckDB worker threads")
     pool_size: int = setting(4, "pooled engine connections (concurrent queries)")
@@ -118,6 +124,13 @@ class BrokerSettings:
     access_log_key: str = setting("", "Ed25519 private key (PEM) that signs the access log's checkpoints; created "
                                       "if missing, with its public half (.pub) beside it for auditors to pin; "
                                       "empty: beside a SQLite log as <log>.key, else state/access-log.key")
+    access_log_peer_keys: tuple[str, ...] = setting((), "public keys (PEM) of the other brokers that write the same "
+                                                         "access log; the broker extends a chain whose last record "
+                                                         "is sealed by its own key or one of these, and refuses "
+                                                         "(ACCESS_LOG_TAMPERED) otherwise")
+    access_log_sql_bytes: int = setting(16 * 1024, "most bytes of each SQL text (original and rewritten) an access "
+                                                   "record stores; longer text is cut and marked, and its SHA-256 "
+                                                   "and length are of the whole")
     checkpoint_every: int = setting(1000, "sign a checkpoint of the access log after this many records")
     checkpoint_seconds: float = setting(60.0, "sign a checkpoint at least this often while records arrive")
     store: str = setting("state/broker-state.sqlite", "where requests, policies and their states live: a SQLite "

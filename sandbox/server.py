@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from broker.audit.checkpoints import load_or_create_signing_key, load_public_key
 from broker.errors import ConfigError
 from broker.call_context import CallConventionsInterceptor
 from broker.policy_signing import Trust
 from broker.serving import Running, add_health, bind, build_server, server_tls
 from broker.settings import SandboxSettings, owner_timezone
 from sandbox.catalog import catalog_path_for, load_catalog
+from sandbox.checkpoint_witness import CheckpointWitness
 from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
 from sandbox.execution_ledger import ExecutionLedger
 from sandbox.lookup_check import LookupChecker
@@ -90,9 +92,10 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         raise
     policies = PlanPolicyChecker(trust, standing=standing, owner_timezone=owner_timezone(settings.owner_timezone))
     ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
-    executions = ExecutionLedger(settings.execution_ledger
-                                 or data_file.with_name(data_file.name + ".executions.sqlite"),
+    ledger_file = Path(settings.execution_ledger or data_file.with_name(data_file.name + ".executions.sqlite"))
+    executions = ExecutionLedger(ledger_file,
                                  sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{data_file.stem}")
+    witness = _witness(settings, ledger_file, executions.sandbox_id)
     stat = data_file.stat()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -100,11 +103,24 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans,
                         lookups=LookupChecker.for_engine(engine, datasets), max_rows=settings.max_rows,
-                        max_execution_seconds=settings.max_execution_seconds, executions=executions, ledger=ledger,
-                        data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
+                        max_execution_seconds=settings.max_execution_seconds, executions=executions,
+                        witness=witness, ledger=ledger, data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
     log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
-    return Running(server, health, port, settings.grace_seconds, on_stop=[engine.close, ledger.close, executions.close,
-                                                                             policy_ledger.close])
+    return Running(server, health, port, settings.grace_seconds,
+                   on_stop=[engine.close, ledger.close, executions.close, witness.close,
+                            policy_ledger.close])
+
+
+def _witness(settings: SandboxSettings, ledger_file: Path, sandbox_id: str) -> CheckpointWitness:
+    """The witness of the broker's log checkpoints: it pins ``broker_log_keys`` and countersigns with
+    ``witness_key`` (made on first start, beside the ledger unless configured)."""
+    broker_keys = [load_public_key(path) for path in settings.broker_log_keys]
+    if not broker_keys:
+        log.warning("broker_log_keys is not set: this sandbox witnesses none of the broker's log checkpoints")
+    key_path = Path(settings.witness_key) if settings.witness_key else ledger_file.with_name(
+        ledger_file.name + ".witness.key")
+    return CheckpointWitness(ledger_file, broker_keys=broker_keys, witness_id=sandbox_id,
+                             witness_key=load_or_create_signing_key(key_path) if broker_keys else None)

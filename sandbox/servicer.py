@@ -12,7 +12,9 @@ from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
 from broker.policy import Policy
 from sandbox.bfv import PublicContexts, RequesterKey
+from broker.audit.checkpoints import Checkpoint
 from sandbox.catalog import Catalog
+from sandbox.checkpoint_witness import CheckpointWitness
 from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.engine_duckdb import DuckDBEngine, EngineResult
 from sandbox.execution_ledger import ExecutionLedger
@@ -39,12 +41,14 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
 
     def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
                  plans: PlanGuardChecker, lookups: LookupChecker, max_rows: int, max_execution_seconds: float,
-                 executions: ExecutionLedger, ledger: PrivacyLedger | None = None, data_version: str = "") -> None:
-        """``executions`` records every plan before it runs; ``ledger`` keeps noise budgets and answers
-        (noise plans are refused without one); ``data_version`` identifies the data, so a stored noisy
-        answer is not returned for other data."""
+                 executions: ExecutionLedger, witness: CheckpointWitness, ledger: PrivacyLedger | None = None,
+                 data_version: str = "") -> None:
+        """``executions`` records every plan before it runs; ``witness`` witnesses the broker's log
+        checkpoints; ``ledger`` keeps noise budgets and answers (noise plans are refused without one);
+        ``data_version`` identifies the data, so a stored noisy answer is not returned for other data."""
         self.engine = engine
         self.executions = executions
+        self.witness = witness
         self.ledger = ledger
         self.data_version = data_version
         self.plans = plans
@@ -190,4 +194,13 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         page = self.policies.standing.ledger.statements(after=int(request.page_token or 0), limit=limit + 1)
         return pb.ListPolicyStatementsResponse(statements=[text for _, text in page[:limit]],
                                                next_page_token=str(page[limit - 1][0]) if len(page) > limit else "")
+
+    def WitnessCheckpoint(self, request: pb.WitnessCheckpointRequest,
+                          context: grpc.ServicerContext) -> pb.WitnessCheckpointResponse:
+        signed = self.witness.witness([
+            Checkpoint(size=c.size, root=c.root, prev=c.prev, at=c.sign_time, key_id=c.key_id, signature=c.signature)
+            for c in request.checkpoints])
+        return pb.WitnessCheckpointResponse(checkpoint_hash=signed.checkpoint, size=signed.size, root=signed.root,
+                                            witness=signed.witness, witness_time=signed.at, key_id=signed.key_id,
+                                            signature=signed.signature)
 

@@ -38,6 +38,21 @@ def dev_keys() -> KeyLayout:
     return init_keys(Path(scratch), clients=(ANALYST, "other-analyst"))
 
 
+@functools.cache
+def log_key():
+    """A broker's access-log key for tests that write a log directly (the log seals what it writes)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def writing_log(path, **options):
+    """An access log at ``path`` that this test writes as a broker would, with :func:`log_key`."""
+    from broker.access_log import AccessLog
+
+    return AccessLog(path, signing_key=log_key(), **options)
+
+
 def sign(text: str) -> str:
     """A policy text signed by the development reviewer and owner."""
     return approve_for_development(dev_keys(), text)
@@ -75,8 +90,9 @@ def sandbox_client_tls() -> ClientTls:
     return ClientTls(str(keys.owner_ca), str(keys.broker_to_sandbox_cert), str(keys.broker_to_sandbox_key))
 
 
-def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> BrokerSettings:
-    """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider.
+def broker_settings_for(sandbox_port: int, log_path: Path, **overrides) -> BrokerSettings:
+    """Broker settings for a test: port 0, mutual TLS both ways, the test identity provider, the access
+    log at ``log_path`` (unless ``access_log`` overrides it) and the state store beside it.
 
     The cap on refusals recorded per client and second is out of reach unless a test sets it: it counts
     per second of the wall clock, and no test may depend on how many calls the machine makes in one
@@ -84,7 +100,7 @@ def broker_settings_for(sandbox_port: int, access_log: Path, **overrides) -> Bro
     return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(signed_policies()),
                              "max_refusals_per_client": 1_000_000,
                              "sandbox": f"127.0.0.1:{sandbox_port}",
-                             "access_log": str(access_log), "store": str(access_log.with_name(access_log.stem + "-state.sqlite")),
+                             "access_log": str(log_path), "store": str(log_path.with_name(log_path.stem + "-state.sqlite")),
                              **broker_settings(dev_keys()), **overrides})
 
 

@@ -33,8 +33,8 @@ from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
 from broker.guard import guard
 from broker.policy import parse_policy
-from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, sandbox_client_tls,
-                            signed_policies, token_for)
+from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, log_key, sandbox_client_tls,
+                            signed_policies, token_for, writing_log)
 
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
 EVERY_ROLE = ("requester", "reviewer", "owner", "auditor")
@@ -135,7 +135,7 @@ def test_an_unexpected_failure_in_a_handler_is_recorded_as_an_error(tmp_path):
     def broken(request, context):
         raise ValueError("a bug")
 
-    log = AccessLog(tmp_path / "log.sqlite")
+    log = writing_log(tmp_path / "log.sqlite")
     server = build_server(max_workers=2, max_message_bytes=1 << 20, max_concurrent_rpcs=4,
                           interceptors=[CallConventionsInterceptor(), CallAuditInterceptor(log)])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
@@ -295,11 +295,11 @@ def _plan_for(decision, token: str, *, execution_id: str) -> sandbox_pb.Plan:
 
 
 def test_verify_reports_an_allowed_decision_without_a_release_as_a_note(tmp_path):
-    log = AccessLog(tmp_path / "log.sqlite")
+    log = writing_log(tmp_path / "log.sqlite")
     seq = log.append(AccessRecord(event="query.decision", decision="allow", detail={"execution_id": "e1"}))
     log.append(AccessRecord(event="query.decision", decision="allow", detail={"execution_id": "e2"}))
     log.append(AccessRecord(event="query.result", decision="released", detail={"decision_seq": seq + 1}))
-    found = verify_log(log.store)
+    found = verify_log(log.store, public_keys=[log_key().public_key()])
     log.close()
     assert found.intact
     assert [w.seq for w in found.warnings if w.kind == "DECISION_WITHOUT_RELEASE"] == [seq]
@@ -345,3 +345,23 @@ def test_a_request_body_that_does_not_decode_is_refused_and_recorded(own_broker,
     assert call_raw(own_broker.port, path, query_service_pb2.RunQueryRequest() if "Query" in path
                     else audit_service_pb2.ListAccessRecordsRequest(), token=token_for(roles=EVERY_ROLE))[1] in (
         grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_queries_with_huge_comments_write_records_of_bounded_size(own_broker):
+    import hashlib
+
+    allowed = SQL + " -- " + "padding " * 130_000  # just under the guard's 1 MiB
+    # 8 MB: refused, and recorded as refused (a query of its own, which no cached plan answers)
+    refused = "SELECT COUNT(*) AS n_huge FROM tax.declarations -- " + "padding " * 1_000_000
+    with BrokerClient(f"127.0.0.1:{own_broker.port}", token=token_for(), tls=client_tls()) as client:
+        request_id = client.query(GRANT, allowed).request_id
+        with pytest.raises(DsbrokerError) as caught:
+            client.query(GRANT, refused)
+    assert caught.value.reason == "SQL_TOO_LARGE"
+    records = records_for(own_broker.log, request_id)
+    [denial] = AccessLog(own_broker.log).records(where=RecordFilter(event="query.decision", decision="deny"))[-1:]
+    assert [r.event for r in records] == ["query.decision", "query.result"] and denial.reason == "SQL_TOO_LARGE"
+    for record, sql in ((records[0], allowed), (records[1], allowed), (denial, refused)):
+        assert record.sql_cut and len(record.sql.encode()) <= 16 * 1024 and sql.startswith(record.sql)
+        assert (record.sql_sha256, record.sql_bytes) == (hashlib.sha256(sql.encode()).hexdigest(), len(sql.encode()))
+    assert not records[0].rewritten_sql_cut and records[0].rewritten_sql  # the guard dropped the comment

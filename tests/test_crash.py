@@ -55,7 +55,7 @@ def test_a_killed_broker_leaves_a_decision_for_every_delivered_result(demo_db, t
         for request_id in delivered:
             decisions = log.records(where=RecordFilter(request_id=request_id, event="query.decision"))
             assert [d.decision for d in decisions] == ["allow"], f"{request_id} reached a client undecided"
-        found = verify_log(log.store, public_key=load_public_key(log_path.with_suffix(".pub")))
+        found = verify_log(log.store, public_keys=[load_public_key(log_path.with_suffix(".pub"))])
         assert found.intact, found.problems
         assert {w.kind for w in found.warnings} <= {"DECISION_WITHOUT_RELEASE", "NOT_YET_CHECKPOINTED"}
         log.close()
@@ -67,7 +67,7 @@ def test_a_killed_broker_leaves_a_decision_for_every_delivered_result(demo_db, t
                 client.query(GRANT, SQL)
             assert again.stop() == 0
     log = AccessLog(log_path)
-    found = verify_log(log.store, public_key=load_public_key(log_path.with_suffix(".pub")))
+    found = verify_log(log.store, public_keys=[load_public_key(log_path.with_suffix(".pub"))])
     assert found.intact and {w.kind for w in found.warnings} <= {"DECISION_WITHOUT_RELEASE"}
     assert log.checkpoints()[-1].size == found.records
     ledger = ExecutionLedger(state / "sandbox-executions.sqlite")

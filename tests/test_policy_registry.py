@@ -6,13 +6,12 @@ import datetime as dt
 
 import pytest
 
-from broker.access_log import AccessLog
 from broker.auth import Principal
 from broker.errors import DsbrokerError
 from broker.policy_registry import PolicyRegistry
 from broker.store import open_store
 from broker.policy_signing import Trust
-from tests.conftest import GRANT, POLICIES, Clock, dev_keys, revocation, sign
+from tests.conftest import GRANT, POLICIES, Clock, dev_keys, revocation, sign, writing_log
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 OWNER = Principal("chen", "city-tax", "320100", frozenset({"owner"}))
@@ -21,7 +20,7 @@ REQUESTER = Principal("li", "xuanwu-fgw", "320102", frozenset({"requester"}))
 
 @pytest.fixture
 def registry(tmp_path):
-    log = AccessLog(tmp_path / "log.sqlite")
+    log = writing_log(tmp_path / "log.sqlite")
     store = open_store(str(tmp_path / "state.sqlite"))
     yield PolicyRegistry(store, log, owner_timezone=SHANGHAI, trust=Trust.load(dev_keys().trust),
                          clock=Clock(dt.datetime(2026, 11, 21, 10, 0, tzinfo=SHANGHAI))), tmp_path, log

@@ -79,8 +79,10 @@ def test_audit_commands_read_and_verify_the_log(servers):
     listed = cli(broker, "audit", "list", "--log", str(log), "--json")
     records = [json.loads(line) for line in listed.stdout.splitlines()]
     assert records and {"query.decision", "query.result"} <= {r["event"] for r in records}
-    verified = cli(broker, "audit", "verify", "--log", str(log))
+    verified = cli(broker, "audit", "verify", "--log", str(log), "--pinned-key", str(log.with_suffix(".pub")))
     assert verified.returncode == 0 and "intact" in verified.stdout
+    unpinned = cli(broker, "audit", "verify", "--log", str(log))
+    assert unpinned.returncode == 2 and "NOT verified" in unpinned.stdout
 
 
 def run_cli(*args, env=None):

@@ -4,6 +4,11 @@ A checkpoint also names the hash of the checkpoint before it, so checkpoints for
 Handed to the owner and to auditors (``dsbroker audit checkpoint``), a checkpoint pins the log:
 a later log that does not start with the same records, or that is shorter, no longer verifies
 against it, so the log cannot be rolled back or shown differently to different readers.
+
+Each sandbox **witnesses** the checkpoints too: it checks the broker's signature and that each one
+extends the chain it witnessed before, keeps it in its own ledger and answers with a
+:class:`Countersignature` under its own key. The sandbox imports this module (and only the
+records' canonical JSON with it), so both sides agree on the bytes signed.
 """
 
 from __future__ import annotations
@@ -83,7 +88,8 @@ def signature_valid(checkpoint: Checkpoint, public_key: ed25519.Ed25519PublicKey
 
 
 def load_or_create_signing_key(path: str | Path) -> ed25519.Ed25519PrivateKey:
-    """The broker's checkpoint key at ``path``; created (mode 0600, public half beside it as .pub) if absent."""
+    """The Ed25519 key at ``path`` (the broker's log key, a sandbox's witness key); created (mode 0600,
+    public half beside it as .pub) if absent."""
     from broker.keys import load_private_key, write_private_key
     from broker.private_files import write_private
 
@@ -91,7 +97,7 @@ def load_or_create_signing_key(path: str | Path) -> ed25519.Ed25519PrivateKey:
     if path.exists():
         key = load_private_key(path)
         if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise ConfigError(f"{path}: the access log's signing key must be Ed25519")
+            raise ConfigError(f"{path}: the key must be Ed25519")
         return key
     key = ed25519.Ed25519PrivateKey.generate()
     write_private_key(path, key)
@@ -114,3 +120,44 @@ def load_public_key(path: str | Path) -> ed25519.Ed25519PublicKey:
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ConfigError(f"{path}: the access log's checkpoint key must be Ed25519")
     return key
+
+
+# Domain separation: a countersignature can never be taken for a checkpoint's or a seal's signature.
+WITNESS_CONTEXT = b"dsbroker checkpoint witness v1\n"
+
+
+@dataclass(frozen=True)
+class Countersignature:
+    """A witness's signed statement that it saw checkpoint ``checkpoint`` (its hash) of ``size`` records."""
+
+    checkpoint: str
+    size: int
+    root: str
+    witness: str  # the sandbox id
+    at: str
+    key_id: str
+    signature: str = ""  # base64 Ed25519 over WITNESS_CONTEXT and the canonical JSON of the other fields
+
+    def signed_body(self) -> bytes:
+        """The bytes the signature covers."""
+        return WITNESS_CONTEXT + canonical_json({k: v for k, v in asdict(self).items() if k != "signature"}).encode()
+
+
+def countersign(private_key: ed25519.Ed25519PrivateKey, checkpoint: Checkpoint, *, witness: str,
+                at: dt.datetime) -> Countersignature:
+    """The witness ``witness``'s countersignature over ``checkpoint``."""
+    unsigned = Countersignature(checkpoint=checkpoint.hash(), size=checkpoint.size, root=checkpoint.root,
+                                witness=witness,
+                                at=at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
+                                key_id=key_id(private_key.public_key()))
+    return Countersignature(**{**asdict(unsigned),
+                               "signature": base64.b64encode(private_key.sign(unsigned.signed_body())).decode()})
+
+
+def countersignature_valid(countersignature: Countersignature, public_key: ed25519.Ed25519PublicKey) -> bool:
+    """Whether ``public_key`` made exactly this countersignature."""
+    try:
+        public_key.verify(base64.b64decode(countersignature.signature, validate=True), countersignature.signed_body())
+        return True
+    except (InvalidSignature, ValueError):
+        return False

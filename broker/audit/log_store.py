@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from broker.audit.checkpoints import Checkpoint
-from broker.audit.records import GENESIS_HASH, STORED_COLUMNS, StoredRecord, from_row, to_row
+from broker.audit.records import (BOUND_COLUMNS, GENESIS_HASH, LEGACY_COLUMNS, SEAL_COLUMNS, STORED_COLUMNS,
+                                   StoredRecord, from_row, to_row)
 from broker.errors import ConfigError
 from broker.private_files import create_private
 from broker.store import is_database_error, without_password
@@ -43,7 +44,11 @@ CREATE TABLE IF NOT EXISTS access_log (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    sql_bytes BIGINT,
+    rewritten_sql_bytes BIGINT,
+    seal_key_id TEXT,
+    seal TEXT
 );
 CREATE INDEX IF NOT EXISTS access_log_by_grant ON access_log (grant_id, event, decision, at);
 CREATE INDEX IF NOT EXISTS access_log_by_time ON access_log (at);
@@ -74,6 +79,10 @@ _TABLE_NAMES = ("access_log", "access_log_checkpoints")
 # Any constant will do: every broker writing this log takes the same transaction-scoped lock.
 _POSTGRES_WRITE_LOCK = 0x64736272  # "dsbr"
 _CHECKPOINT_COLUMNS = ("size", "root", "prev", "at", "key_id", "signature")
+# Columns added since the first version of the log, nullable so older rows keep their meaning.
+_ADDED_COLUMNS = {**{name: "BIGINT" for name in BOUND_COLUMNS}, **{name: "TEXT" for name in SEAL_COLUMNS}}
+# What the broker reads to check a range of the chain without loading whole records.
+_CHAIN_COLUMNS = ("seq", "prev_hash", "hash", "seal_key_id", "seal")
 # Filters ``records`` accepts, and the column each compares.
 FILTERS = {"since": "at >= ?", "until": "at < ?", "department": "department = ?", "grant_id": "grant_id = ?",
            "decision": "decision = ?", "event": "event = ?", "request_id": "request_id = ?"}
@@ -110,16 +119,20 @@ class LogStore:
         self._read_lock = threading.Lock()
         connection = connect()
         try:
-            self._check_columns(connection)
             script = _TABLES.format(seq_type="BIGINT" if postgres else "INTEGER")
             for table in _TABLE_NAMES:
                 script += (_POSTGRES_APPEND_ONLY if postgres else _SQLITE_APPEND_ONLY).format(table=table)
             if postgres:
                 with connection.transaction():
+                    # Under the write lock, so two brokers starting at once do not both migrate.
                     connection.execute(f"SELECT pg_advisory_xact_lock({_POSTGRES_WRITE_LOCK})")
-                    for statement in _statements(script):
+                    for statement in self._migration(connection) + _statements(script):
                         connection.execute(statement)
             else:
+                connection.execute("BEGIN IMMEDIATE")
+                for statement in self._migration(connection):
+                    connection.execute(statement)
+                connection.commit()
                 connection.executescript(script)
         finally:
             connection.close()
@@ -217,21 +230,23 @@ class LogStore:
                 self._read_connection = None
                 raise
 
-    def _check_columns(self, connection) -> None:
-        """Refuse a log whose table another version of dsbroker wrote (a missing table is created)."""
+    def _migration(self, connection) -> list[str]:
+        """What brings an existing table up to date: nothing for a current or missing table, the added
+        columns for a log written before seals and bounded SQL; ConfigError for anything else."""
         cursor = connection.cursor()
-        try:
-            cursor.execute("SELECT * FROM access_log LIMIT 0")
-            found = tuple(d[0] for d in cursor.description)
-        except Exception as error:  # noqa: BLE001 - no table yet: nothing to check
-            if not is_database_error(error):
-                raise
-            connection.rollback()
-            return
-        connection.rollback()
-        if set(found) != set(STORED_COLUMNS):
-            raise ConfigError(f"the access log at {without_password(self.location)} was written by another "
-                              "version of dsbroker (its columns differ); keep it for auditors and start a new log")
+        if self._postgres:
+            cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'access_log' "
+                           "AND table_schema = current_schema()")
+            found = {row[0] for row in cursor.fetchall()}
+        else:
+            found = {row[1] for row in cursor.execute("PRAGMA table_info(access_log)").fetchall()}
+        if not found or found == set(STORED_COLUMNS):
+            return []
+        if found == set(LEGACY_COLUMNS):
+            # Older rows keep NULL: no seal (a checkpoint covers them) and texts stored whole.
+            return [f"ALTER TABLE access_log ADD COLUMN {name} {kind}" for name, kind in _ADDED_COLUMNS.items()]
+        raise ConfigError(f"the access log at {without_password(self.location)} was written by another "
+                          "version of dsbroker (its columns differ); keep it for auditors and start a new log")
 
     @staticmethod
     def _close_quietly(connection) -> None:
@@ -256,6 +271,28 @@ class WriteTransaction:
         """The last record's (seq, hash), or (0, GENESIS_HASH) for an empty log."""
         row = self._execute("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
         return (int(row[0]), row[1]) if row else (0, GENESIS_HASH)
+
+    def record(self, seq: int) -> StoredRecord | None:
+        """The whole record ``seq``, or None."""
+        row = self._execute(f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE seq = ?", (seq,)).fetchone()
+        return from_row(dict(zip(STORED_COLUMNS, row))) if row else None
+
+    def records(self, after: int, upto: int) -> list[StoredRecord]:
+        """The whole records after..upto, in order."""
+        rows = self._execute(f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE seq > ? AND seq <= ? "
+                             "ORDER BY seq", (after, upto)).fetchall()
+        return [from_row(dict(zip(STORED_COLUMNS, row))) for row in rows]
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of record ``seq``, or None when there is none."""
+        row = self._execute("SELECT hash FROM access_log WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None
+
+    def chain(self, after: int, upto: int) -> list[tuple[int, str, str, str, str]]:
+        """(seq, prev_hash, hash, seal_key_id, seal) of records after..upto, in order (no seal: empty)."""
+        rows = self._execute(f"SELECT {', '.join(_CHAIN_COLUMNS)} FROM access_log WHERE seq > ? AND seq <= ? "
+                             "ORDER BY seq", (after, upto)).fetchall()
+        return [(int(seq), prev, digest, key or "", signature or "") for seq, prev, digest, key, signature in rows]
 
     def insert(self, record: StoredRecord) -> None:
         """Append one sealed record."""

@@ -1,17 +1,22 @@
-"""Verifying the access log: the chain, the signed checkpoints, and decisions left without a release.
+"""Verifying the access log: the chain, the seals, the signed checkpoints, and decisions left without a release.
 
 Each problem names the first sequence number where the log stops being what the broker wrote:
 
 - a record whose contents do not match its hash (edited), whose sequence number skips (deleted),
   or that does not name the record before it (inserted, reordered);
-- a checkpoint whose signature does not verify under the pinned key (forged), whose chain of
+- a record that no seal by a pinned key covers (written by someone who holds no broker key): each
+  batch's last record is sealed, and through the chain its seal covers the records before it back
+  to the previous seal or break. Records written before seals existed are covered instead by a
+  checkpoint signed by a pinned key whose root they still match;
+- a checkpoint whose signature does not verify under a pinned key (forged), whose chain of
   previous checkpoints is broken, or whose Merkle root does not match the records it covers
   (records rewritten consistently after the checkpoint was signed: the first bad record lies after
   the last checkpoint that still matches, and the problem names that range);
 - a log shorter than a checkpoint says it was (truncated), including a checkpoint an auditor kept.
 
-Allowed decisions with no release record are warnings, not problems: the broker stopped between
-the two (a crash), or the query is still running.
+Without a pinned key nothing signed can be checked: the report says so (``verified`` is false) and
+the CLI exits non-zero. Allowed decisions with no release record are warnings, not problems: the
+broker stopped between the two (a crash), or the query is still running.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from typing import Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.audit.checkpoints import Checkpoint, key_id, signature_valid
-from broker.audit.log_store import LogStore
+from broker.audit.checkpoints import Checkpoint
 from broker.audit.merkle import MerkleAccumulator
 from broker.audit.records import GENESIS_HASH, record_hash
+from broker.audit.seals import TrustedKeys
 
 PAGE = 10_000
 
@@ -49,25 +54,63 @@ class Report:
     checkpoints: int = 0
     problems: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
+    verified: bool = False  # seals and signatures were checked against pinned keys
 
     @property
     def intact(self) -> bool:
-        """No problems (warnings allowed)."""
+        """No problems (warnings allowed); only worth trusting when ``verified``."""
         return not self.problems
 
 
-def verify_log(store: LogStore, *, public_key: ed25519.Ed25519PublicKey | None = None,
+class _Coverage:
+    """Which records a seal by a pinned key covers: runs of records since the last seal or break."""
+
+    def __init__(self) -> None:
+        self.run_start: int | None = None
+        self.uncovered: list[tuple[int, int]] = []  # (first, last) of each run no seal closed
+        self.legacy_end = 0  # the last record of the prefix written before seals
+
+    def add(self, seq: int, *, sealed: bool, legacy: bool) -> None:
+        if legacy and self.legacy_end == seq - 1:
+            self.legacy_end = seq
+        if self.run_start is None:
+            self.run_start = seq
+        if sealed:
+            self.run_start = None
+
+    def cut(self, before: int) -> None:
+        """The chain breaks before record ``before``: a later seal cannot cover the run before it."""
+        if self.run_start is not None and self.run_start < before:
+            self.uncovered.append((self.run_start, before - 1))
+        self.run_start = None
+
+    def findings(self, last_record: int, checkpointed: int) -> list[Finding]:
+        """A problem per uncovered run, less the old records a trusted, matching checkpoint covers."""
+        self.cut(last_record + 1)
+        found = []
+        for first, last in self.uncovered:
+            first = max(first, min(self.legacy_end, checkpointed) + 1)
+            if first <= last:
+                found.append(Finding(first, "RECORD_UNSEALED", f"records {first}..{last} are not sealed by a pinned "
+                                     "broker key: no broker you trust wrote them (inserted into the database)"))
+        return found
+
+
+def verify_log(store, *, public_keys: Iterable[ed25519.Ed25519PublicKey] = (),
                kept_checkpoints: Iterable[Checkpoint] = ()) -> Report:
-    """Check every record and checkpoint in ``store``; ``kept_checkpoints`` are copies an auditor holds."""
-    report = Report()
+    """Check every record and checkpoint in ``store`` (a LogStore, or anything with ``records`` and
+    ``checkpoints``) against the broker keys the auditor pinned; ``kept_checkpoints`` are copies an
+    auditor holds."""
+    trusted = TrustedKeys(public_keys)
+    report = Report(verified=bool(trusted))
     stored = store.checkpoints()
     report.checkpoints = len(stored)
-    _check_checkpoint_chain(stored, public_key, report)
+    _check_checkpoint_chain(stored, trusted, report)
     kept = list(kept_checkpoints)
     for checkpoint in kept:
-        if public_key is not None and not signature_valid(checkpoint, public_key):
+        if trusted and not trusted.signed(checkpoint):
             report.problems.append(Finding(checkpoint.size, "CHECKPOINT_FORGED",
-                                           f"the kept checkpoint at size {checkpoint.size} is not signed by the "
+                                           f"the kept checkpoint at size {checkpoint.size} is not signed by a "
                                            "pinned key"))
     # Roots to compare as the records stream past: the log's own checkpoints and the kept copies.
     expected: dict[int, list[tuple[str, Checkpoint]]] = {}
@@ -76,7 +119,9 @@ def verify_log(store: LogStore, *, public_key: ed25519.Ed25519PublicKey | None =
             expected.setdefault(checkpoint.size, []).append((origin, checkpoint))
 
     merkle = MerkleAccumulator()
-    expected_seq, prev, last_matching = 1, GENESIS_HASH, 0
+    coverage = _Coverage()
+    expected_seq, prev, last_matching, trusted_matching = 1, GENESIS_HASH, 0, 0
+    mismatches: list[tuple[int, int, str]] = []  # (first, last, origin) of ranges a checkpoint no longer matches
     open_decisions: set[int] = set()
     after = 0
     while True:
@@ -84,18 +129,27 @@ def verify_log(store: LogStore, *, public_key: ed25519.Ed25519PublicKey | None =
         if not page:
             break
         for record in page:
+            broken = False
             if record.seq != expected_seq:
+                broken = True
                 report.problems.append(Finding(expected_seq, "RECORDS_MISSING",
                                                f"records {expected_seq}..{record.seq - 1} are missing (deleted)"
                                                if record.seq > expected_seq else
                                                f"record {record.seq} is out of order"))
             if record.prev_hash != prev:
+                broken = True
                 report.problems.append(Finding(record.seq, "CHAIN_BROKEN",
                                                "does not follow the record before it (inserted, reordered or "
                                                "the record before it was removed)"))
-            if record_hash(record) != record.hash:
+            altered = record_hash(record) != record.hash
+            if altered:
+                broken = True
                 report.problems.append(Finding(record.seq, "RECORD_ALTERED",
                                                "contents do not match its hash (record altered)"))
+            if broken:
+                coverage.cut(record.seq)
+            coverage.add(record.seq, sealed=not altered and trusted.sealed(record),
+                         legacy=record.sql_bytes is None and not record.seal)
             if record.event == "query.decision" and record.decision == "allow":
                 open_decisions.add(record.seq)
             elif record.event == "query.result":
@@ -104,17 +158,22 @@ def verify_log(store: LogStore, *, public_key: ed25519.Ed25519PublicKey | None =
             for origin, checkpoint in expected.pop(merkle.size, ()):
                 if checkpoint.root == merkle.root():
                     last_matching = max(last_matching, merkle.size)
+                    if trusted.signed(checkpoint):
+                        trusted_matching = max(trusted_matching, merkle.size)
                 else:
-                    # A broken link inside the range is the first bad record; without one, the records
-                    # were rewritten consistently and only the range is known.
-                    inside = [p.seq for p in report.problems if p.seq > last_matching]
-                    report.problems.append(Finding(
-                        min(inside, default=last_matching + 1), "CHECKPOINT_MISMATCH",
-                        f"records {last_matching + 1}..{checkpoint.size} are not the records {origin} at size "
-                        f"{checkpoint.size} was signed over (rewritten after it was signed)"))
+                    mismatches.append((last_matching + 1, checkpoint.size, origin))
             expected_seq, prev = record.seq + 1, record.hash
         report.records += len(page)
         after = page[-1].seq
+    if trusted:
+        report.problems += coverage.findings(expected_seq - 1, trusted_matching)
+    for first, last, origin in mismatches:
+        # A broken link or an unsealed record inside the range is the first bad record; without one,
+        # the records were rewritten consistently and only the range is known.
+        inside = [p.seq for p in report.problems if first <= p.seq <= last and p.kind != "CHECKPOINT_MISMATCH"]
+        report.problems.append(Finding(min(inside, default=first), "CHECKPOINT_MISMATCH",
+                                       f"records {first}..{last} are not the records {origin} at size {last} was "
+                                       "signed over (rewritten after it was signed)"))
     for size, entries in sorted(expected.items()):
         for origin, _checkpoint in entries:
             report.problems.append(Finding(merkle.size + 1, "LOG_TRUNCATED",
@@ -129,20 +188,19 @@ def verify_log(store: LogStore, *, public_key: ed25519.Ed25519PublicKey | None =
         report.warnings.append(Finding(covered + 1, "NOT_YET_CHECKPOINTED",
                                        f"records {covered + 1}..{report.records} are not yet covered by a "
                                        "signed checkpoint"))
-    if public_key is None and (stored or kept):
+    if not trusted:
         report.warnings.append(Finding(0, "SIGNATURES_NOT_CHECKED",
-                                       "checkpoint signatures were not checked: no pinned key given"))
+                                       "seals and checkpoint signatures were not checked: no pinned key given"))
     report.problems.sort(key=lambda finding: (finding.seq, finding.kind == "CHECKPOINT_MISMATCH"))
     return report
 
 
-def _check_checkpoint_chain(checkpoints: list[Checkpoint], public_key: ed25519.Ed25519PublicKey | None,
-                            report: Report) -> None:
+def _check_checkpoint_chain(checkpoints: list[Checkpoint], trusted: TrustedKeys, report: Report) -> None:
     prev_hash, prev_size = GENESIS_HASH, 0
-    pinned_id = key_id(public_key) if public_key is not None else None
     for checkpoint in checkpoints:
-        if public_key is not None and not signature_valid(checkpoint, public_key):
-            why = "a different key" if checkpoint.key_id != pinned_id else "nobody who holds the pinned key"
+        if trusted and not trusted.signed(checkpoint):
+            why = "a different key (one you did not pin)" if checkpoint.key_id not in trusted.by_id else \
+                "nobody who holds the pinned key"
             report.problems.append(Finding(checkpoint.size, "CHECKPOINT_FORGED",
                                            f"the checkpoint at size {checkpoint.size} was signed by {why} "
                                            "(forged or altered)"))

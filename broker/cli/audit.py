@@ -207,14 +207,18 @@ def audit_show(seq, as_json, **kwargs) -> None:
 
         raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND", code=grpc.StatusCode.NOT_FOUND)
     values = asdict(record)
+    cut = {"sql_cut": record.sql_cut, "rewritten_sql_cut": record.rewritten_sql_cut}
     if as_json:
-        click.echo(json.dumps(values, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({**values, **cut}, ensure_ascii=False, indent=2))
         return
     width = max(len(k) for k in values)
     for key, value in values.items():
         if key == "detail":
             value = json.dumps(value, ensure_ascii=False, sort_keys=True)
         click.echo(f"{key:<{width}}  {value}")
+        if key in ("sql", "rewritten_sql") and cut[f"{key}_cut"]:
+            click.echo(f"{'':<{width}}  (cut: the record keeps the first {len(value.encode()):,} of "
+                       f"{values[key + '_bytes']:,} bytes; {key}_sha256 is of the whole text)")
 
 
 @audit.command("export")
@@ -251,35 +255,53 @@ def audit_export(fmt, out, since, until, department, grant, decision, event, **k
 @audit.command("verify")
 @log_option
 @client_options
-@click.option("--pinned-key", envvar="DSBROKER_AUDIT_KEY", type=click.Path(exists=True, dir_okay=False),
-              help="the broker's checkpoint public key, as you pinned it (PEM) [env DSBROKER_AUDIT_KEY]")
+@click.option("--pinned-key", "pinned_keys", multiple=True, envvar="DSBROKER_AUDIT_KEY",
+              type=click.Path(exists=True, dir_okay=False),
+              help="a broker's log key, as you pinned it (PEM; access-log.pub); repeat it for each broker that "
+                   "writes the log [env DSBROKER_AUDIT_KEY, paths separated by ':']. Without one nothing signed "
+                   "can be checked, and verify exits 2")
 @click.option("--checkpoint", "kept", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="a checkpoint you kept (from 'audit checkpoint'); the log must still match it (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 @reporting_errors
-def audit_verify(pinned_key, kept, **kwargs) -> None:
-    """Check the chain, the signed checkpoints and gaps; print what is wrong and where; exit 1 if anything is."""
+def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
+    """Check the chain, the seals, the signed checkpoints and gaps; print what is wrong and where.
+
+    Exits 0 when the log is intact and verified against a pinned key, 1 on any problem, and 2 when no
+    key was pinned (the log is then NOT verified, whatever the chain says)."""
     from broker.audit.checkpoints import Checkpoint, load_public_key
     from broker.audit.verify import verify_log
 
     checkpoints = [Checkpoint.from_json(line) for path in kept
                    for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    public_key = load_public_key(pinned_key) if pinned_key else None
+    public_keys = [load_public_key(path) for path in pinned_keys]
     source = _source(kwargs)
     try:
-        report = verify_log(source, public_key=public_key, kept_checkpoints=checkpoints)
+        report = verify_log(source, public_keys=public_keys, kept_checkpoints=checkpoints)
     finally:
         source.close()
+    status = 1 if report.problems else 0 if report.verified else 2
+    summary = f"{report.records} records, {report.checkpoints} checkpoints"
+    if report.problems:
+        verdict = (f"access log NOT intact: {len(report.problems)} problem(s), first at seq "
+                   f"{report.problems[0].seq}; {summary}")
+    elif report.verified:
+        verdict = f"access log intact: {summary}, verified against {len(public_keys)} pinned key(s)"
+    else:
+        verdict = (f"access log NOT verified: no pinned key, so no seal or checkpoint signature was checked and "
+                   f"anyone could have written it; pass --pinned-key (env DSBROKER_AUDIT_KEY); {summary}")
+    if as_json:
+        click.echo(json.dumps({"intact": report.intact, "verified": report.verified, "records": report.records,
+                               "checkpoints": report.checkpoints, "verdict": verdict,
+                               "problems": [asdict(f) for f in report.problems],
+                               "warnings": [asdict(f) for f in report.warnings]}, ensure_ascii=False))
+        sys.exit(status)
     for finding in report.problems:
-        click.echo(f"problem: {finding}", err=True)
+        click.echo(f"problem: {finding} [{finding.kind}]", err=True)
     for finding in report.warnings:
         click.echo(f"note: {finding}" if finding.seq else f"note: {finding.message}", err=True)
-    summary = f"{report.records} records, {report.checkpoints} checkpoints"
-    if report.intact:
-        click.echo(f"access log intact: {summary}")
-    else:
-        click.echo(f"access log NOT intact: {len(report.problems)} problem(s), first at seq "
-                   f"{report.problems[0].seq}; {summary}")
-    sys.exit(0 if report.intact else 1)
+    click.echo(verdict)
+    sys.exit(status)
 
 
 @audit.command("checkpoint")
@@ -315,18 +337,26 @@ def audit_checkpoint(out, **kwargs) -> None:
 @click.option("--ledger", "ledgers", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="a sandbox's execution ledger (<data>.executions.sqlite unless configured); repeat it for "
                    "each sandbox, e.g. each partition")
+@click.option("--witness-key", "witness_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a sandbox's witness public key (<ledger>.witness.pub unless configured): each checkpoint it "
+                   "witnessed must carry its valid countersignature (repeatable)")
 @reporting_errors
-def audit_reconcile(ledgers, **kwargs) -> None:
-    """Check the broker's log against sandboxes' execution ledgers, both ways; exit 1 on any difference."""
-    from broker.audit.reconcile import reconcile
+def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
+    """Check the broker's log against sandboxes' execution ledgers, both ways, and against every checkpoint
+    head they witnessed; exit 1 on any difference."""
+    from broker.audit.checkpoints import load_public_key
+    from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
+    from sandbox.checkpoint_witness import WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed
     from sandbox.execution_ledger import ExecutionLedger
 
+    keys = [load_public_key(path) for path in witness_keys]
     source = _source(kwargs)
     try:
         records = list(source.all_records())  # read once, reconciled with each ledger
+        checkpoints = source.checkpoints()
     finally:
         source.close()
-    bad = executed = 0
+    bad = executed = witnessed = 0
     for ledger in ledgers:
         book = ExecutionLedger(ledger)
         try:
@@ -335,12 +365,27 @@ def audit_reconcile(ledgers, **kwargs) -> None:
         finally:
             book.close()
         found = reconcile(records, executions)
+        try:
+            entries = read_witnessed(ledger)
+        except WitnessTableMissing:
+            entries = []
+            found.append(Discrepancy(ledger, "WITNESS_TABLE_MISSING", "the ledger has no witnessed checkpoints "
+                                     "table: written by an older dsbroker, or the table was dropped"))
+        problems += verify_witnessed(entries)
+        found += check_witnessed(records, checkpoints, entries, witness_keys=keys)
+        heads = [e for e in entries if e.kind == WITNESSED]
+        if checkpoints and not heads:
+            click.echo(f"note: {ledger}: the sandbox witnessed none of the log's checkpoints (does it pin the "
+                       "broker's key in broker_log_keys?); the log's end is checked only against kept checkpoints",
+                       err=True)
         for problem in (*problems, *found):
-            click.echo(f"problem: {ledger}: {problem}", err=True)
+            click.echo(f"problem: {ledger}: {problem} [{getattr(problem, 'kind', 'LEDGER_CHAIN_BROKEN')}]", err=True)
         bad += len(problems) + len(found)
         executed += len(executions)
+        witnessed = max(witnessed, max((e.size for e in heads), default=0))
     if bad:
         click.echo(f"NOT reconciled: {bad} problem(s); {executed} executions in {len(ledgers)} ledger(s)")
         sys.exit(1)
     click.echo(f"reconciled: {executed} executions in {len(ledgers)} ledger(s), each decided in the access log, "
-               "and every release from these sandboxes executed")
+               "and every release from these sandboxes executed"
+               + (f"; the log matches every checkpoint they witnessed (up to size {witnessed})" if witnessed else ""))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/v1/audit_service.proto\x12\tbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x03\n\x0c\x41\x63\x63\x65ssRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07subject\x18\x08 \x01(\t\x12\x12\n\ndepartment\x18\t \x01(\t\x12\x10\n\x08token_id\x18\n \x01(\t\x12\x0e\n\x06\x63lient\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\r\n\x05grant\x18\r \x01(\t\x12\x16\n\x0epolicy_version\x18\x0e \x01(\x03\x12\x15\n\rpolicy_sha256\x18\x0f \x01(\t\x12\x0b\n\x03sql\x18\x10 \x01(\t\x12\x12\n\nsql_sha256\x18\x11 \x01(\t\x12\x15\n\rrewritten_sql\x18\x12 \x01(\t\x12\x1c\n\x14rewritten_sql_sha256\x18\x13 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x14 \x01(\t\x12\x11\n\tprev_hash\x18\x15 \x01(\t\x12\x0c\n\x04hash\x18\x16 \x01(\t\"\xe3\x01\n\x18ListAccessRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndepartment\x18\x05 \x01(\t\x12\r\n\x05grant\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\r\n\x05\x65vent\x18\x08 \x01(\t\"e\n\x19ListAccessRecordsResponse\x12/\n\x0e\x61\x63\x63\x65ss_records\x18\x01 \x03(\x0b\x32\x17.broker.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16GetAccessRecordRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x17GetAccessRecordResponse\x12.\n\raccess_record\x18\x01 \x01(\x0b\x32\x17.broker.v1.AccessRecord\"?\n\x16ListCheckpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"z\n\nCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x0c\n\x04json\x18\x07 \x01(\t\"^\n\x17ListCheckpointsResponse\x12*\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x15.broker.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa2\x02\n\x0c\x41uditService\x12^\n\x11ListAccessRecords\x12#.broker.v1.ListAccessRecordsRequest\x1a$.broker.v1.ListAccessRecordsResponse\x12X\n\x0fGetAccessRecord\x12!.broker.v1.GetAccessRecordRequest\x1a\".broker.v1.GetAccessRecordResponse\x12X\n\x0fListCheckpoints\x12!.broker.v1.ListCheckpointsRequest\x1a\".broker.v1.ListCheckpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/v1/audit_service.proto\x12\tbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x04\n\x0c\x41\x63\x63\x65ssRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07subject\x18\x08 \x01(\t\x12\x12\n\ndepartment\x18\t \x01(\t\x12\x10\n\x08token_id\x18\n \x01(\t\x12\x0e\n\x06\x63lient\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\r\n\x05grant\x18\r \x01(\t\x12\x16\n\x0epolicy_version\x18\x0e \x01(\x03\x12\x15\n\rpolicy_sha256\x18\x0f \x01(\t\x12\x0b\n\x03sql\x18\x10 \x01(\t\x12\x12\n\nsql_sha256\x18\x11 \x01(\t\x12\x15\n\rrewritten_sql\x18\x12 \x01(\t\x12\x1c\n\x14rewritten_sql_sha256\x18\x13 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x14 \x01(\t\x12\x11\n\tprev_hash\x18\x15 \x01(\t\x12\x0c\n\x04hash\x18\x16 \x01(\t\x12\x16\n\tsql_bytes\x18\x17 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13rewritten_sql_bytes\x18\x18 \x01(\x03H\x01\x88\x01\x01\x12\x13\n\x0bseal_key_id\x18\x19 \x01(\t\x12\x0c\n\x04seal\x18\x1a \x01(\tB\x0c\n\n_sql_bytesB\x16\n\x14_rewritten_sql_bytes\"\xe3\x01\n\x18ListAccessRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndepartment\x18\x05 \x01(\t\x12\r\n\x05grant\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\r\n\x05\x65vent\x18\x08 \x01(\t\"e\n\x19ListAccessRecordsResponse\x12/\n\x0e\x61\x63\x63\x65ss_records\x18\x01 \x03(\x0b\x32\x17.broker.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16GetAccessRecordRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x17GetAccessRecordResponse\x12.\n\raccess_record\x18\x01 \x01(\x0b\x32\x17.broker.v1.AccessRecord\"?\n\x16ListCheckpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"z\n\nCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x0c\n\x04json\x18\x07 \x01(\t\"^\n\x17ListCheckpointsResponse\x12*\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x15.broker.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa2\x02\n\x0c\x41uditService\x12^\n\x11ListAccessRecords\x12#.broker.v1.ListAccessRecordsRequest\x1a$.broker.v1.ListAccessRecordsResponse\x12X\n\x0fGetAccessRecord\x12!.broker.v1.GetAccessRecordRequest\x1a\".broker.v1.GetAccessRecordResponse\x12X\n\x0fListCheckpoints\x12!.broker.v1.ListCheckpointsRequest\x1a\".broker.v1.ListCheckpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.audit_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCESSRECORD']._serialized_start=78
-  _globals['_ACCESSRECORD']._serialized_end=528
-  _globals['_LISTACCESSRECORDSREQUEST']._serialized_start=531
-  _globals['_LISTACCESSRECORDSREQUEST']._serialized_end=758
-  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_start=760
-  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_end=861
-  _globals['_GETACCESSRECORDREQUEST']._serialized_start=863
-  _globals['_GETACCESSRECORDREQUEST']._serialized_end=901
-  _globals['_GETACCESSRECORDRESPONSE']._serialized_start=903
-  _globals['_GETACCESSRECORDRESPONSE']._serialized_end=976
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=978
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1041
-  _globals['_CHECKPOINT']._serialized_start=1043
-  _globals['_CHECKPOINT']._serialized_end=1165
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1167
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1261
-  _globals['_AUDITSERVICE']._serialized_start=1264
-  _globals['_AUDITSERVICE']._serialized_end=1554
+  _globals['_ACCESSRECORD']._serialized_end=659
+  _globals['_LISTACCESSRECORDSREQUEST']._serialized_start=662
+  _globals['_LISTACCESSRECORDSREQUEST']._serialized_end=889
+  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_start=891
+  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_end=992
+  _globals['_GETACCESSRECORDREQUEST']._serialized_start=994
+  _globals['_GETACCESSRECORDREQUEST']._serialized_end=1032
+  _globals['_GETACCESSRECORDRESPONSE']._serialized_start=1034
+  _globals['_GETACCESSRECORDRESPONSE']._serialized_end=1107
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1109
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1172
+  _globals['_CHECKPOINT']._serialized_start=1174
+  _globals['_CHECKPOINT']._serialized_end=1296
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1298
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1392
+  _globals['_AUDITSERVICE']._serialized_start=1395
+  _globals['_AUDITSERVICE']._serialized_end=1685
 # @@protoc_insertion_point(module_scope)

@@ -284,3 +284,43 @@ class ResultColumn(_message.Message):
     withheld: _containers.RepeatedScalarFieldContainer[bool]
     rolled_up: _containers.RepeatedScalarFieldContainer[bool]
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., nulls: _Optional[_Iterable[bool]] = ..., int_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ..., withheld: _Optional[_Iterable[bool]] = ..., rolled_up: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class WitnessCheckpointRequest(_message.Message):
+    __slots__ = ("checkpoints",)
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[LogCheckpoint]
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[LogCheckpoint, _Mapping]]] = ...) -> None: ...
+
+class LogCheckpoint(_message.Message):
+    __slots__ = ("size", "root", "prev", "sign_time", "key_id", "signature")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    SIGN_TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    root: str
+    prev: str
+    sign_time: str
+    key_id: str
+    signature: str
+    def __init__(self, size: _Optional[int] = ..., root: _Optional[str] = ..., prev: _Optional[str] = ..., sign_time: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class WitnessCheckpointResponse(_message.Message):
+    __slots__ = ("checkpoint_hash", "size", "root", "witness", "witness_time", "key_id", "signature")
+    CHECKPOINT_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_hash: str
+    size: int
+    root: str
+    witness: str
+    witness_time: str
+    key_id: str
+    signature: str
+    def __init__(self, checkpoint_hash: _Optional[str] = ..., size: _Optional[int] = ..., root: _Optional[str] = ..., witness: _Optional[str] = ..., witness_time: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...

@@ -60,6 +60,11 @@ class SandboxServiceStub:
                 request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsRequest.SerializeToString,
                 response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsResponse.FromString,
                 _registered_method=True)
+        self.WitnessCheckpoint = channel.unary_unary(
+                '/sandbox.v1.SandboxService/WitnessCheckpoint',
+                request_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.WitnessCheckpointRequest.SerializeToString,
+                response_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.WitnessCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxServiceServicer:
@@ -109,6 +114,18 @@ class SandboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WitnessCheckpoint(self, request, context):
+        """Witnesses checkpoints of the broker's access log. The sandbox checks each
+        one's signature against the broker keys it pins and that it extends the
+        chain of checkpoints it witnessed before, keeps it in its own ledger and
+        answers with its countersignature. A checkpoint that does not extend that
+        chain (the log was rolled back or rewritten) is refused and kept as an
+        alarm, so `dsbroker audit reconcile` finds it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +153,11 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     servicer.ListPolicyStatements,
                     request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsRequest.FromString,
                     response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsResponse.SerializeToString,
+            ),
+            'WitnessCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.WitnessCheckpoint,
+                    request_deserializer=sandbox_dot_v1_dot_sandbox__service__pb2.WitnessCheckpointRequest.FromString,
+                    response_serializer=sandbox_dot_v1_dot_sandbox__service__pb2.WitnessCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +296,33 @@ class SandboxService:
             '/sandbox.v1.SandboxService/ListPolicyStatements',
             sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsRequest.SerializeToString,
             sandbox_dot_v1_dot_sandbox__service__pb2.ListPolicyStatementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WitnessCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.v1.SandboxService/WitnessCheckpoint',
+            sandbox_dot_v1_dot_sandbox__service__pb2.WitnessCheckpointRequest.SerializeToString,
+            sandbox_dot_v1_dot_sandbox__service__pb2.WitnessCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

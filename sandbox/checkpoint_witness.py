@@ -1,0 +1,219 @@
+"""The sandbox as a witness of the broker's access log: it countersigns checkpoint heads.
+
+The broker signs a checkpoint (size, Merkle root, previous checkpoint) every so often and sends it
+here. The sandbox runs on the owner's side, out of the broker operator's reach, so what it keeps
+cannot be rolled back with the log's database. It accepts a checkpoint only when
+
+- a broker key it pins (``broker_log_keys``) signed it, and
+- it extends the chain it witnessed: its ``prev`` is the hash of the last checkpoint witnessed here
+  and it covers more records (the first one witnessed is the log's first checkpoint; a broker that
+  skipped some is told how far this sandbox has got, WITNESS_GAP, and sends the ones in between).
+
+It keeps each accepted checkpoint in a ``witnessed_checkpoints`` table of its execution ledger
+file (append-only and hash-chained like the executions) with its countersignature under the
+sandbox's own witness key, and answers with that countersignature. A signed checkpoint that does
+not extend the chain (the log was rolled back or rewritten after the sandbox saw it) is refused
+(CHECKPOINT_FORK) and kept as an alarm. ``dsbroker audit reconcile`` then checks the log against
+every witnessed head: it must still hold that many records with that Merkle root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from broker.audit.checkpoints import Checkpoint, Countersignature, countersign, key_id, signature_valid
+from broker.audit.records import GENESIS_HASH, canonical_json
+from broker.errors import DsbrokerError
+
+log = logging.getLogger(__name__)
+MAX_CHECKPOINTS = 1000  # per request: a broker catching up sends the ones in between in pages
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS witnessed_checkpoints (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    root TEXT NOT NULL,
+    checkpoint_hash TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    countersignature TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS witnessed_by_checkpoint ON witnessed_checkpoints (checkpoint_hash);
+CREATE TRIGGER IF NOT EXISTS witnessed_checkpoints_no_update BEFORE UPDATE ON witnessed_checkpoints
+BEGIN SELECT RAISE(ABORT, 'the witness ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS witnessed_checkpoints_no_delete BEFORE DELETE ON witnessed_checkpoints
+BEGIN SELECT RAISE(ABORT, 'the witness ledger is append-only'); END;
+"""
+WITNESSED, FORK = "witnessed", "fork"
+
+
+class WitnessError(DsbrokerError):
+    """Raised when the sandbox will not witness a checkpoint."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "WITNESS_REFUSED"
+
+
+class WitnessTableMissing(Exception):
+    """The ledger has no witness table: written by an older dsbroker, or the table was dropped."""
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    """One entry of the witness ledger: a checkpoint witnessed, or a fork refused (an alarm)."""
+
+    seq: int
+    at: str
+    kind: str
+    size: int
+    root: str
+    checkpoint_hash: str
+    checkpoint: str  # the checkpoint's canonical JSON, as the broker signed it
+    countersignature: str  # the Countersignature's canonical JSON; empty for a fork
+    prev_hash: str
+    hash: str = ""
+
+    def signed(self) -> Countersignature | None:
+        """The countersignature this entry holds (None for a fork)."""
+        return Countersignature(**json.loads(self.countersignature)) if self.countersignature else None
+
+
+def entry_hash(entry: Witnessed) -> str:
+    """SHA-256 over every field but the hash."""
+    return hashlib.sha256(canonical_json({k: v for k, v in asdict(entry).items() if k != "hash"}).encode()).hexdigest()
+
+
+class CheckpointWitness:
+    """Witnesses the checkpoints of one broker log, in the execution ledger's file."""
+
+    def __init__(self, path: str | Path, *, broker_keys: Sequence[ed25519.Ed25519PublicKey],
+                 witness_key: ed25519.Ed25519PrivateKey | None, witness_id: str) -> None:
+        """``broker_keys`` are the pinned keys of the brokers that write the log (none: this sandbox
+        witnesses nothing, and says so); ``witness_key`` countersigns."""
+        self.path = Path(path)
+        self.broker_keys = {key_id(key): key for key in broker_keys}
+        self.witness_key = witness_key
+        self.witness_id = witness_id
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a witnessed head must survive a power cut
+        self._db.executescript(_SCHEMA)
+
+    def witness(self, checkpoints: Sequence[Checkpoint], *, now: dt.datetime | None = None) -> Countersignature:
+        """Witness ``checkpoints`` (oldest first) and countersign the last; raises WitnessError when refused."""
+        if not self.broker_keys or self.witness_key is None:
+            raise WitnessError("this sandbox pins no broker log key, so it witnesses no checkpoint (set "
+                               "broker_log_keys)", reason="WITNESS_NOT_CONFIGURED")
+        if not checkpoints or len(checkpoints) > MAX_CHECKPOINTS:
+            raise WitnessError(f"send between 1 and {MAX_CHECKPOINTS} checkpoints, oldest first",
+                               reason="CHECKPOINTS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                               field="checkpoints")
+        for checkpoint in checkpoints:
+            key = self.broker_keys.get(checkpoint.key_id)
+            if key is None or not signature_valid(checkpoint, key):
+                raise WitnessError(f"the checkpoint at size {checkpoint.size} is not signed by a broker key this "
+                                   "sandbox pins", reason="CHECKPOINT_NOT_TRUSTED",
+                                   code=grpc.StatusCode.PERMISSION_DENIED, size=checkpoint.size)
+        now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+        with self._lock:
+            countersignature = None
+            for checkpoint in checkpoints:
+                countersignature = self._witness_one(checkpoint, now)
+            return countersignature
+
+    def _witness_one(self, checkpoint: Checkpoint, now: dt.datetime) -> Countersignature:
+        digest = checkpoint.hash()
+        seen = self._db.execute("SELECT countersignature FROM witnessed_checkpoints WHERE checkpoint_hash = ? "
+                                "AND kind = ?", (digest, WITNESSED)).fetchone()
+        if seen is not None:
+            return Countersignature(**json.loads(seen[0]))  # witnessed before: the same answer
+        head = self._db.execute("SELECT size, checkpoint_hash FROM witnessed_checkpoints WHERE kind = ? "
+                                "ORDER BY seq DESC LIMIT 1", (WITNESSED,)).fetchone()
+        head_size, head_hash = head if head else (0, GENESIS_HASH)
+        if checkpoint.size > head_size and checkpoint.prev == head_hash:
+            countersignature = countersign(self.witness_key, checkpoint, witness=self.witness_id, at=now)
+            self._append(WITNESSED, checkpoint, digest, canonical_json(asdict(countersignature)), now)
+            return countersignature
+        # A checkpoint at or below the head, one that names an older witnessed checkpoint as its
+        # predecessor, or a first checkpoint when the log's first was witnessed long ago (the log was
+        # dropped and started over) cannot extend the chain, whatever comes between.
+        branches_off = checkpoint.size <= head_size or checkpoint.prev == GENESIS_HASH or self._db.execute(
+            "SELECT 1 FROM witnessed_checkpoints WHERE checkpoint_hash = ? AND kind = ?",
+            (checkpoint.prev, WITNESSED)).fetchone() is not None
+        if not branches_off:
+            raise WitnessError(f"this sandbox has witnessed the log up to size {head_size}; send the checkpoints "
+                               "after it first", reason="WITNESS_GAP", witnessed_size=head_size)
+        if self._db.execute("SELECT 1 FROM witnessed_checkpoints WHERE checkpoint_hash = ? AND kind = ?",
+                            (digest, FORK)).fetchone() is None:
+            self._append(FORK, checkpoint, digest, "", now)
+            log.error("ALARM: the broker's checkpoint at size %d does not extend the checkpoints this sandbox "
+                      "witnessed (up to size %d): its access log was rolled back or rewritten", checkpoint.size,
+                      head_size)
+        raise WitnessError(f"the checkpoint at size {checkpoint.size} does not extend the checkpoints this sandbox "
+                           f"witnessed (up to size {head_size}): the log was rolled back or rewritten",
+                           reason="CHECKPOINT_FORK", size=checkpoint.size, witnessed_size=head_size)
+
+    def _append(self, kind: str, checkpoint: Checkpoint, digest: str, countersignature: str, now: dt.datetime) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            last = self._db.execute("SELECT seq, hash FROM witnessed_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+            entry = Witnessed(seq=seq, at=now.isoformat(timespec="microseconds"), kind=kind, size=checkpoint.size,
+                              root=checkpoint.root, checkpoint_hash=digest, checkpoint=checkpoint.to_json(),
+                              countersignature=countersignature, prev_hash=prev)
+            values = asdict(Witnessed(**{**asdict(entry), "hash": entry_hash(entry)}))
+            self._db.execute(f"INSERT INTO witnessed_checkpoints ({', '.join(values)}) VALUES "
+                             f"({', '.join('?' * len(values))})", tuple(values.values()))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise WitnessError(f"the sandbox could not record the checkpoint in its ledger ({type(error).__name__})",
+                               reason="WITNESS_LEDGER_UNAVAILABLE", code=grpc.StatusCode.UNAVAILABLE) from None
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+
+def read_witnessed(path: str | Path) -> list[Witnessed]:
+    """Every entry of the witness ledger in ``path``, oldest first, read without changing the file;
+    raises WitnessTableMissing when the file has no witness table."""
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+        try:
+            cursor = db.execute("SELECT * FROM witnessed_checkpoints ORDER BY seq")
+        except sqlite3.OperationalError:
+            raise WitnessTableMissing(str(path)) from None
+        names = [d[0] for d in cursor.description]
+        return [Witnessed(**dict(zip(names, row))) for row in cursor.fetchall()]
+
+
+def verify_witnessed(entries: Sequence[Witnessed]) -> list[str]:
+    """Problems with the witness ledger's own chain, first bad entry first."""
+    problems, expected, prev = [], 1, GENESIS_HASH
+    for entry in entries:
+        if entry.seq != expected:
+            problems.append(f"witness entry {expected}: entries {expected}..{entry.seq - 1} are missing")
+        if entry.prev_hash != prev:
+            problems.append(f"witness entry {entry.seq}: does not follow the entry before it")
+        if entry_hash(entry) != entry.hash:
+            problems.append(f"witness entry {entry.seq}: contents do not match its hash (altered)")
+        expected, prev = entry.seq + 1, entry.hash
+    return problems

@@ -1,0 +1,244 @@
+"""The sandboxes witness the broker's checkpoints: a log whose newest checkpoints were deleted and
+whose records were cut or rewritten is found by ``audit reconcile``; a witness refuses a checkpoint
+that forks from the chain it witnessed, and the broker then fails closed. Real gRPC servers, real
+DuckDB, the log on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+from contextlib import closing
+
+import grpc
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from broker.access_log import AccessLog, AccessRecord
+from broker.audit.checkpoints import load_or_create_signing_key, public_key_path, sign_checkpoint
+from broker.cli.main import main
+from broker.client import BrokerClient
+from broker.errors import DsbrokerError
+from broker.keys import sandbox_settings
+from broker.rpc_status import error_from_rpc_error
+from broker.server import start_broker
+from broker.settings import SandboxSettings
+from broker.tls import open_channel
+from sandbox.demo_data import DEMO_DATASETS
+from sandbox.server import start_sandbox
+from sandbox.v1 import sandbox_service_pb2 as pb
+from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+from tests.conftest import GRANT, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, token_for
+from tests.test_access_log import rewrite_consistently, tamper
+
+SQL = "SELECT street_code, COUNT(DISTINCT taxpayer_id) AS n FROM tax.declarations GROUP BY 1"
+EVERY = 4
+WAIT_SECONDS = 60.0  # how long the tests wait for the witness thread, polling; never a short timer
+
+
+@pytest.fixture
+def broker_key(tmp_path):
+    """The broker's log key, made before the sandbox starts so that the sandbox can pin it."""
+    path = tmp_path / "access-log.key"
+    load_or_create_signing_key(path)
+    return path
+
+
+@pytest.fixture
+def witness(demo_db, tmp_path, broker_key):
+    """A sandbox that witnesses checkpoints signed by ``broker_key``, with a ledger of its own."""
+    running = start_sandbox(SandboxSettings(
+        listen="127.0.0.1:0", data=str(demo_db), sandbox_id="witness-a", datasets=DEMO_DATASETS,
+        execution_ledger=str(tmp_path / "executions.sqlite"),
+        broker_log_keys=(str(public_key_path(broker_key)),), **sandbox_settings(dev_keys())))
+    running.ledger = tmp_path / "executions.sqlite"
+    yield running
+    running.stop()
+
+
+def start(witness, tmp_path, location, broker_key):
+    return start_broker(broker_settings_for(witness.port, tmp_path / "access-log.sqlite", access_log=location,
+                                            access_log_key=str(broker_key), checkpoint_every=EVERY))
+
+
+def serve(witness, tmp_path, location, broker_key, *, queries: int) -> None:
+    """Start a broker on ``location``, answer ``queries`` queries, and stop it (a last checkpoint)."""
+    running = start(witness, tmp_path, location, broker_key)
+    try:
+        with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls()) as client:
+            for _ in range(queries):
+                client.query(GRANT, SQL)
+    finally:
+        running.stop()
+
+
+def reconcile(location, ledger, *extra):
+    return CliRunner().invoke(main, ["audit", "reconcile", "--log", location, "--ledger", str(ledger), *extra])
+
+
+def checkpoints_of(location):
+    log = AccessLog(location)
+    try:
+        return log.checkpoints()
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("attack", ["cut", "rewritten"])
+def test_deleting_the_newest_checkpoints_and_cutting_or_rewriting_what_they_covered_is_found(
+        witness, tmp_path, store_location, broker_key, attack):
+    serve(witness, tmp_path, store_location, broker_key, queries=6)
+    assert reconcile(store_location, witness.ledger).exit_code == 0
+    checkpoints = checkpoints_of(store_location)
+    assert len(checkpoints) >= 3
+    kept = checkpoints[-3]
+    tamper(store_location, f"DELETE FROM access_log_checkpoints WHERE size > {kept.size}")
+    if attack == "cut":
+        tamper(store_location, f"DELETE FROM access_log WHERE seq > {kept.size}")
+        # What is left is sealed and matches its checkpoints: the log alone cannot tell.
+        verified = CliRunner().invoke(main, ["audit", "verify", "--log", store_location, "--pinned-key",
+                                             str(public_key_path(broker_key))])
+        assert verified.exit_code == 0, verified.output
+    else:
+        rewrite_consistently(store_location, kept.size + 1)
+    found = reconcile(store_location, witness.ledger)
+    assert found.exit_code == 1, found.output
+    expected = "WITNESSED_HEAD_MISSING" if attack == "cut" else "WITNESSED_HEAD_MISMATCH"
+    assert expected in found.output and f"size {checkpoints[-1].size}" in found.output
+    assert f"records {kept.size + 1}.." in found.output
+
+
+def call_witness(port: int, checkpoints) -> pb.WitnessCheckpointResponse:
+    request = pb.WitnessCheckpointRequest(checkpoints=[pb.LogCheckpoint(
+        size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature)
+        for c in checkpoints])
+    with open_channel(f"127.0.0.1:{port}", tls=sandbox_client_tls(), options=[]) as channel:
+        try:
+            return pb_grpc.SandboxServiceStub(channel).WitnessCheckpoint(request, timeout=10)
+        except grpc.RpcError as rpc_error:
+            raise error_from_rpc_error(rpc_error) from None
+
+
+def chain(key, sizes, *, start=None):
+    """Checkpoints at ``sizes`` (made-up roots), each naming the one before."""
+    made, prev = [], start
+    for size in sizes:
+        checkpoint = sign_checkpoint(key, size=size, root=f"{size:064x}", prev=prev.hash() if prev else None,
+                                     at=dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc))
+        made.append(checkpoint)
+        prev = checkpoint
+    return made
+
+
+def refused(port, checkpoints) -> DsbrokerError:
+    with pytest.raises(DsbrokerError) as caught:
+        call_witness(port, checkpoints)
+    return caught.value
+
+
+def test_a_witness_countersigns_only_checkpoints_that_extend_what_it_witnessed(witness, broker_key, sandbox):
+    from broker.audit.checkpoints import Countersignature, countersignature_valid, load_public_key
+
+    key = load_or_create_signing_key(broker_key)
+    first, second, third = chain(key, [2, 5, 9])
+    answer = call_witness(witness.port, [first])
+    countersignature = Countersignature(checkpoint=answer.checkpoint_hash, size=answer.size, root=answer.root,
+                                        witness=answer.witness, at=answer.witness_time, key_id=answer.key_id,
+                                        signature=answer.signature)
+    witness_key = witness.ledger.with_name(witness.ledger.name + ".witness.pub")
+    assert (answer.size, answer.checkpoint_hash, answer.witness) == (2, first.hash(), "witness-a")
+    assert countersignature_valid(countersignature, load_public_key(witness_key))
+    assert witness_key.with_suffix(".key").stat().st_mode & 0o077 == 0
+    assert call_witness(witness.port, [first]).checkpoint_hash == first.hash()  # again: the same answer
+
+    gap = refused(witness.port, [third])  # the one in between is missing
+    assert (gap.code, gap.reason, gap.metadata["witnessed_size"]) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                                                      "WITNESS_GAP", "2")
+    assert call_witness(witness.port, [second, third]).size == 9
+
+    fork = chain(key, [12], start=second)[0]  # signed by the broker, but branching off an older head
+    forked = refused(witness.port, [fork])
+    assert (forked.code, forked.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CHECKPOINT_FORK")
+    shorter = refused(witness.port, chain(key, [7], start=second))  # at or below the head, and not witnessed
+    assert shorter.reason == "CHECKPOINT_FORK"
+    anew = refused(witness.port, chain(key, [40]))  # a log started over (dropped and refilled): a fork too
+    assert anew.reason == "CHECKPOINT_FORK"
+    forged = refused(witness.port, chain(ed25519.Ed25519PrivateKey.generate(), [12], start=third))
+    assert (forged.code, forged.reason) == (grpc.StatusCode.PERMISSION_DENIED, "CHECKPOINT_NOT_TRUSTED")
+    assert refused(witness.port, []).code == grpc.StatusCode.INVALID_ARGUMENT
+    unpinned = refused(sandbox.port, [first])  # the shared test sandbox pins no broker key
+    assert (unpinned.code, unpinned.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "WITNESS_NOT_CONFIGURED")
+
+    assert call_witness(witness.port, chain(key, [12], start=third)).size == 12  # it kept serving
+    from sandbox.checkpoint_witness import read_witnessed
+
+    entries = read_witnessed(witness.ledger)
+    assert [(e.kind, e.size) for e in entries] == [("witnessed", 2), ("witnessed", 5), ("witnessed", 9),
+                                                   ("fork", 12), ("fork", 7), ("fork", 40), ("witnessed", 12)]
+
+
+def test_a_witness_catches_up_on_checkpoints_signed_before_it_and_reconcile_checks_its_countersignatures(
+        witness, tmp_path, store_location, broker_key):
+    log = AccessLog(store_location, signing_key=load_or_create_signing_key(broker_key), checkpoint_every=EVERY)
+    for i in range(10):
+        log.append(AccessRecord(event="call", decision="allow", subject=f"before-{i}"))
+    log.close()  # checkpoints at 4, 8 and 10 that no sandbox has seen
+    serve(witness, tmp_path, store_location, broker_key, queries=1)
+    from sandbox.checkpoint_witness import read_witnessed
+
+    witnessed = [e.size for e in read_witnessed(witness.ledger) if e.kind == "witnessed"]
+    assert witnessed == [c.size for c in checkpoints_of(store_location)] and witnessed[:3] == [4, 8, 10]
+    witness_key = str(witness.ledger.with_name(witness.ledger.name + ".witness.pub"))
+    assert reconcile(store_location, witness.ledger, "--witness-key", witness_key).exit_code == 0
+    other = tmp_path / "other.key"
+    load_or_create_signing_key(other)
+    wrong = reconcile(store_location, witness.ledger, "--witness-key", str(public_key_path(other)))
+    assert wrong.exit_code == 1 and "WITNESS_SIGNATURE_INVALID" in wrong.output
+
+    # The witness table dropped from (a copy of) the ledger: reconcile says so rather than pass.
+    copy = tmp_path / "copy.sqlite"
+    with closing(sqlite3.connect(witness.ledger)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    with closing(sqlite3.connect(copy)) as raw:
+        raw.execute("DROP TABLE witnessed_checkpoints")
+        raw.commit()
+    dropped = reconcile(store_location, copy)
+    assert dropped.exit_code == 1 and "WITNESS_TABLE_MISSING" in dropped.output
+
+
+def test_a_broker_whose_log_was_rolled_back_is_refused_by_its_witness_and_fails_closed(
+        witness, tmp_path, store_location, broker_key):
+    serve(witness, tmp_path, store_location, broker_key, queries=6)
+    kept = checkpoints_of(store_location)[-3]
+    tamper(store_location, f"DELETE FROM access_log_checkpoints WHERE size > {kept.size}",
+           f"DELETE FROM access_log WHERE seq > {kept.size}")
+    running = start(witness, tmp_path, store_location, broker_key)  # the broker cannot tell: it goes on
+    try:
+        with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls()) as client:
+            deadline, reason = time.monotonic() + WAIT_SECONDS, None
+            while time.monotonic() < deadline:
+                try:
+                    client.query(GRANT, SQL)  # each adds records; at the next checkpoint the witness refuses
+                except DsbrokerError as error:
+                    reason = (error.code, error.reason)
+                    break
+            assert reason == (grpc.StatusCode.UNAVAILABLE, "ACCESS_LOG_TAMPERED")
+    finally:
+        running.stop()
+    from sandbox.checkpoint_witness import read_witnessed
+
+    assert any(e.kind == "fork" for e in read_witnessed(witness.ledger))
+    found = reconcile(store_location, witness.ledger)
+    assert found.exit_code == 1 and "WITNESS_FORK" in found.output
+
+
+def test_the_logs_checkpoints_deleted_from_its_database_are_found_by_reconcile(
+        witness, tmp_path, store_location, broker_key):
+    serve(witness, tmp_path, store_location, broker_key, queries=3)
+    tamper(store_location, "DELETE FROM access_log_checkpoints")
+    verified = CliRunner().invoke(main, ["audit", "verify", "--log", store_location, "--pinned-key",
+                                         str(public_key_path(broker_key))])
+    assert verified.exit_code == 0, verified.output  # every record is still sealed; no checkpoint is only a note
+    found = reconcile(store_location, witness.ledger)
+    assert found.exit_code == 1 and "WITNESSED_CHECKPOINT_MISSING" in found.output
