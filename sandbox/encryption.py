@@ -52,14 +52,17 @@ class EncryptedRelease:
     keys: tuple[tuple, ...]  # the same keys as their wire values (see result_table.wire_keys)
     withheld: frozenset[tuple]  # keys of groups under the threshold (they never leave the sandbox)
     measures: tuple[Measure, ...]
+    truncated: bool = False  # more groups were released than the row cap holds
 
 
 def encrypted_release(names: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
-                      partitions: int, dataset: str) -> EncryptedRelease:
+                      partitions: int, dataset: str, max_rows: int | None = None) -> EncryptedRelease:
     """Split the engine's cell table for ``guarded`` into released groups and exact integer cells.
 
     An output is a group key (sent in clear) or one aggregate (``reject_encryption_unsupported``); an
-    AVG travels as its SUM and COUNT. Raises OUT_OF_RANGE ``ENCRYPTED_OVERFLOW`` when a cell could exceed
+    AVG travels as its SUM and COUNT. The engine returns the released groups first (``split_cells``), so
+    the first ``max_rows`` released groups, and whether there were more, depend on released groups alone.
+    Raises OUT_OF_RANGE ``ENCRYPTED_OVERFLOW`` when a cell could exceed
     what decrypts exactly once ``partitions`` cells are added, and ``ENCRYPTED_NOT_INTEGER`` for an
     output that is not a whole number by its type (a DOUBLE or DECIMAL measure, a fraction of one).
     """
@@ -75,6 +78,9 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     released, withheld = [], []
     for cell in cells:
         (withheld if cell.entities < guarded.min_entities else released).append(cell)
+    cap = guarded.max_rows if max_rows is None else max_rows
+    truncated = len(released) > cap
+    released = released[:cap]
     key_names = [plan.outputs[p].name for p in key_positions]
     key_types = [out_types[p] for p in key_positions]
 
@@ -92,7 +98,8 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
         counts = _cells([(count(c),) for c in released], 0, limit, name, dataset) if count is not None else None
         kind = pb.ENCRYPTED_COLUMN_KIND_AVERAGE if counts is not None else pb.ENCRYPTED_COLUMN_KIND_TOTAL
         measures.append(Measure(name, position, kind, values, counts))
-    return EncryptedRelease(groups, wire_keys(groups), frozenset(wire_keys(withheld_groups)), tuple(measures))
+    return EncryptedRelease(groups, wire_keys(groups), frozenset(wire_keys(withheld_groups)), tuple(measures),
+                            truncated)
 
 
 def _integer_parts(output, compiled, stat_kinds: tuple[str, ...], kind: str, dataset: str):

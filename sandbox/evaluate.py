@@ -63,7 +63,7 @@ def compile_node(node: Node, key_kinds: list[str], stat_kinds: list[str]) -> tup
         index = node.index
         kind = key_kinds[index]
         if kind == "decimal":
-            return (lambda keys, stats: _exact(keys[index])), kind
+            return (lambda keys, stats: None if keys[index] is None else _exact(keys[index])), kind
         return (lambda keys, stats: keys[index]), kind
     if isinstance(node, Stat):
         index = node.index

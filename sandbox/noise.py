@@ -64,6 +64,9 @@ def noisy_answer(plan: NoisePlan, noise: Noise, min_entities: int, names: list[s
                 count = max(int(noisy[output.count][position]), 1)
                 row.append(noisy[output.column][position] / count)
         out_rows.append(tuple(row))
+    # The keys first, then the caller's order: the order of rows says nothing but the released values.
+    keys = [position for position, output in enumerate(plan.outputs) if output.kind == "key"]
+    out_rows.sort(key=lambda r: [(r[p] is None, r[p]) for p in keys])
     for position, descending in reversed(plan.order):
         out_rows.sort(key=lambda r: (r[position] is None, r[position]) if not descending
                       else (r[position] is not None, r[position]), reverse=descending)

@@ -44,6 +44,10 @@ BEGIN SELECT RAISE(ABORT, 'the privacy ledger keeps every spend'); END;
 _TOLERANCE = 1e-9
 
 
+# Failures that happen before the engine reads any data; only these give the reservation back.
+NOTHING_READ = frozenset({"SANDBOX_BUSY"})
+
+
 class BudgetExhausted(DsbrokerError):
     """Raised when a grant's privacy budget cannot pay for another query."""
 
@@ -103,9 +107,13 @@ class PrivacyLedger:
                                   dt.datetime.now(dt.timezone.utc).isoformat()))
             try:
                 answer = compute()
-            except BaseException:
-                with self._lock:  # nothing was released: the reservation goes back
-                    self._db.execute("UPDATE spends SET state = 'refunded' WHERE id = ?", (spend_id,))
+            except BaseException as error:
+                if getattr(error, "reason", None) in NOTHING_READ:
+                    with self._lock:  # the engine read nothing: the reservation goes back
+                        self._db.execute("UPDATE spends SET state = 'refunded' WHERE id = ?", (spend_id,))
+                # Otherwise the reservation stays spent: whether a query fails after the engine read the
+                # data (a timeout, too many cells) can depend on the data, so a free refusal would be a
+                # noise-free answer, repeatable at no cost.
                 raise
             with self._lock:
                 self._db.execute("UPDATE spends SET state = 'released', answer = ? WHERE id = ?", (answer, spend_id))

@@ -19,6 +19,7 @@ instead of marked; dominated cells are always marked.
 from __future__ import annotations
 
 import functools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -161,8 +162,8 @@ def check_size(guarded: GuardedQuery, engine_truncated: bool, *, dataset: str) -
     if not engine_truncated or not guarded.cells.whole_table:
         return
     if guarded.cells.totals:
-        raise DsbrokerError(f"the query's table with totals has more than {guarded.max_rows} rows; its totals can "
-                            "only be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
+        raise DsbrokerError(f"the query's table with totals has more than {guarded.engine_rows - 1:,} rows; its totals "
+                            "can only be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
                             table=dataset)
     raise DsbrokerError(f"the query has more than {guarded.engine_rows - 1} groups before its HAVING or ORDER BY; "
                         "group more coarsely or filter", reason="GROUPS_TOO_MANY", code=grpc.StatusCode.OUT_OF_RANGE,
@@ -204,17 +205,21 @@ class _Layout:
 
 
 def _dominated(row: tuple, columns: tuple, dominance: Dominance) -> bool:
-    """Whether a cell's largest contributions to one measure break the (n, k) rule or the p% rule."""
+    """Whether a cell's largest contributions to one measure break the (n, k) rule or the p% rule.
+
+    Compared exactly. A DOUBLE measure whose totals are not finite cannot be judged: its sums are
+    withheld, never an error."""
     total_at, top_at, largest_at, top_two_at = columns
-    total = row[total_at]
-    if total is None:
+    values = [row[at] if at is not None else None for at in columns]
+    if values[0] is None:
         return False
-    total = Fraction(total)
-    if dominance.n is not None and row[top_at] is not None and 100 * Fraction(row[top_at]) > Fraction(dominance.k) * total:
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
         return True
-    if dominance.p is not None and row[largest_at] is not None and row[top_two_at] is not None:
-        rest = total - Fraction(row[top_two_at])
-        if 100 * rest < Fraction(dominance.p) * Fraction(row[largest_at]):
+    total, top, largest, top_two = (None if v is None else Fraction(v) for v in values)
+    if dominance.n is not None and top is not None and 100 * top > Fraction(dominance.k) * total:
+        return True
+    if dominance.p is not None and largest is not None and top_two is not None:
+        if 100 * (total - top_two) < Fraction(dominance.p) * largest:
             return True
     return False
 

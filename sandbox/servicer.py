@@ -24,15 +24,13 @@ from sandbox.noise import noisy_answer
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.privacy_ledger import PrivacyLedger
+from broker.guard.split_cells import MOST_CELLS
 from sandbox.release import check_size, engine_cap, release
 from sandbox.result_table import encode_table
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
 DEADLINE_MARGIN_SECONDS = 0.05
-# Under noise every cell must reach the noisy threshold, so the engine's result is not cut at the
-# grant's cap; a query with more cells than this is refused rather than thresholded on a part.
-NOISE_CELLS_PER_ROW_CAP = 10
 DEFAULT_STATEMENTS_PAGE, MAX_STATEMENTS_PAGE = 100, 1000
 
 
@@ -98,9 +96,12 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                 response.encrypted.CopyFrom(encrypt(cells, key.context, key.key_id))
                 response.ClearField("table")
             return response
-        result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=engine_cap(guarded, max_rows))
         if key is not None:
-            return self._encrypted(plan, policy, guarded, result, key)
+            # One row past the cap: the released groups come first, so whether there are more of them than
+            # the cap holds is told by them alone, never by a small group that takes the last place.
+            result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows + 1)
+            return self._encrypted(plan, policy, guarded, result, key, max_rows=max_rows)
+        result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=engine_cap(guarded, max_rows))
         check_size(guarded, result.truncated, dataset=plan.dataset)
         released = release(result.names, result.types, result.rows, guarded, max_rows=max_rows)
         truncated = released.truncated or (result.truncated and not guarded.cells.whole_table)
@@ -112,11 +113,11 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             secondary_cells_withheld=released.counts["secondary"], sandbox_id=self.executions.sandbox_id)
 
     def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result: EngineResult,
-                   key: RequesterKey) -> pb.ExecutePlanResponse:
+                   key: RequesterKey, *, max_rows: int) -> pb.ExecutePlanResponse:
         """Release ``result`` encrypted; under partitions release its groups and keep the cells for round two."""
         release = encrypted_release(result.names, result.types, result.rows, guarded,
-                                    partitions=max(len(policy.partitions), 1), dataset=plan.dataset)
-        response = pb.ExecutePlanResponse(truncated=result.truncated, engine_micros=result.micros,
+                                    partitions=max(len(policy.partitions), 1), dataset=plan.dataset, max_rows=max_rows)
+        response = pb.ExecutePlanResponse(truncated=release.truncated, engine_micros=result.micros,
                                           sandbox_id=self.executions.sandbox_id)
         if policy.partitions:
             self.pending.put(plan.execution_id, release, key.context, key.key_id)
@@ -145,10 +146,13 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                                   .encode()).hexdigest()
 
         def compute() -> bytes:
-            cap = self.max_rows * NOISE_CELLS_PER_ROW_CAP
+            # Every cell must reach the noisy threshold, small ones included, so the engine's result is not
+            # cut at the grant's cap; a table of more cells than any report needs is refused, and the refusal
+            # spends the budget like an answer (whether it happens depends on the data).
+            cap = MOST_CELLS
             result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=cap)
             if result.truncated:
-                raise DsbrokerError(f"the query has more than {cap} cells before the noisy threshold; group more "
+                raise DsbrokerError(f"the query has more than {cap:,} cells before the noisy threshold; group more "
                                     "coarsely", reason="NOISE_TOO_MANY_CELLS", code=grpc.StatusCode.OUT_OF_RANGE,
                                     table=plan.dataset)
             answer = noisy_answer(guarded.noise, noise, policy.min_entities, result.names, result.types, result.rows,

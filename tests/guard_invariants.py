@@ -274,7 +274,11 @@ class _Checker:
 
     def check_order(self) -> None:
         order = self.tree.args.get("order")
-        for ordered in order.expressions if order is not None else ():
+        terms = list(order.expressions) if order is not None else []
+        released_first = f"COUNT(DISTINCT {self.policy.entity_column}) >= {self.policy.min_entities}"
+        if terms and _unqualified(terms[0].this) == released_first and terms[0].args.get("desc"):
+            terms = terms[1:]  # encrypted: the groups that are released come first, then the keys
+        for ordered in terms:
             if not (isinstance(ordered.this, exp.Column) and ordered.this.name.startswith("__k")
                     and not ordered.this.table):
                 self.fail(f"ORDER BY {ordered.this.sql()}: the engine may order by group keys only")

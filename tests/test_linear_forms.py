@@ -81,8 +81,8 @@ def test_the_coefficients_are_exact(sql, terms):
     ("vat_paid > 5", "AGGREGATE_ARGUMENT_NOT_LINEAR"),
     ("abs(vat_paid)", "AGGREGATE_ARGUMENT_NOT_LINEAR"),
     ("vat_paid * street_code", "AGGREGATE_ARGUMENT_NOT_ALLOWED"),
-    ("vat_paid * 1e30 * 1e30", "COEFFICIENT_OUT_OF_RANGE"),
-    ("vat_paid * 1" + "0" * 70, "COEFFICIENT_OUT_OF_RANGE"),
+    ("vat_paid * 1e30 * 1e30", "NUMBER_OUT_OF_RANGE"),
+    ("vat_paid * 1" + "0" * 70, "NUMBER_OUT_OF_RANGE"),
 ])
 def test_anything_else_is_refused_naming_why(sql, reason):
     with pytest.raises(GuardError) as caught:

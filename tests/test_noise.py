@@ -206,23 +206,30 @@ def test_explain_states_the_noise_before_anything_is_spent(noisy_servers):
         assert db.execute("SELECT COUNT(*) FROM spends").fetchone() == (0,)
 
 
-def test_a_query_that_fails_before_release_gets_its_reservation_back_and_a_crash_keeps_it(tmp_path):
+def test_only_a_query_refused_before_the_engine_read_anything_gets_its_reservation_back(tmp_path):
     ledger = PrivacyLedger(tmp_path / "ledger.sqlite")
 
-    def fails():
-        raise DsbrokerError("the engine could not run the query", reason="EXECUTION_FAILED")
+    def busy():
+        raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY")
+
+    def fails_on_the_data():  # a timeout, too many cells: whether it happens can depend on the data
+        raise DsbrokerError("the query has more cells than any report needs", reason="NOISE_TOO_MANY_CELLS")
 
     with pytest.raises(DsbrokerError):
-        ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k", epsilon=1.0, budget=2.0, compute=fails)
+        ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k", epsilon=1.0, budget=3.0, compute=busy)
     assert ledger.spent("g") == 0.0
-    got = ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k", epsilon=1.0, budget=2.0,
+    with pytest.raises(DsbrokerError):
+        ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k", epsilon=1.0, budget=3.0,
+                      compute=fails_on_the_data)
+    assert ledger.spent("g") == 1.0, "a refusal that read the data is no free answer"
+    got = ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k", epsilon=1.0, budget=3.0,
                         compute=lambda: b"answer")
-    assert (got.answer, got.repeated, got.spent) == (b"answer", False, 1.0)
+    assert (got.answer, got.repeated, got.spent) == (b"answer", False, 2.0)
     # A reservation left by a crash (written, never released) stays spent: the noise may have left.
     ledger._db.execute("INSERT INTO spends (id, policy_id, dataset, plan_key, epsilon, at, state) "
                        "VALUES ('crashed', 'g', 'tax.declarations', 'k2', 1.0, '2026-11-21', 'reserved')")
     with pytest.raises(BudgetExhausted):
-        ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k3", epsilon=1.0, budget=2.0,
+        ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k3", epsilon=1.0, budget=3.0,
                       compute=lambda: b"x")
     with pytest.raises(sqlite3.DatabaseError, match="keeps every spend"):
         ledger._db.execute("DELETE FROM spends")

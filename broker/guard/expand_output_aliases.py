@@ -13,6 +13,7 @@ import sqlglot.expressions as exp
 
 from broker.guard import internal_names
 from broker.guard._tree import AGGREGATE_TYPES, TOTALS_META, output_name, refuse
+from broker.guard.parse import MAX_NODES
 
 
 def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
@@ -36,10 +37,11 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
             refuse("expand_output_aliases", "DUPLICATE_ALIAS", f"output name {name!r} is used twice", column=name)
         aliased[name] = projection.this
 
+    copies = _Copies(expression)
     group = expression.args.get("group")
     if group is not None:
         if group.args.get("all"):
-            keys = [p.unalias().copy() for p in projections if not p.unalias().find(*AGGREGATE_TYPES)]
+            keys = [copies.copy(p.unalias()) for p in projections if not p.unalias().find(*AGGREGATE_TYPES)]
             group.set("all", None)
             group.set("expressions", keys)
             if not keys:  # GROUP BY ALL over aggregates only: a global aggregate, with no GROUP BY to write
@@ -54,38 +56,57 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
                 # Every later rule sees the keys as plain GROUP BY keys; add_totals restores the ROLLUP.
                 group.set("expressions", list(rollups[0].expressions))
                 expression.meta[TOTALS_META] = True
-            group.set("expressions", [_expand(key, projections, aliased, "GROUP BY") for key in group.expressions])
+            group.set("expressions", [_expand(key, projections, aliased, "GROUP BY", copies)
+                                      for key in group.expressions])
         for arg in ("cube", "grouping_sets"):
             if group is not None and group.args.get(arg):
                 refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED",
                        f"GROUP BY {arg.upper()} is not allowed; ROLLUP gives totals", construct=arg.upper())
     having = expression.args.get("having")
     if having is not None:
-        having.set("this", _replace_alias_columns(having.this, aliased))
+        having.set("this", _replace_alias_columns(having.this, aliased, copies))
     order = expression.args.get("order")
     if order is not None:
         for ordered in order.expressions:
-            ordered.set("this", _expand(ordered.this, projections, aliased, "ORDER BY"))
+            ordered.set("this", _expand(ordered.this, projections, aliased, "ORDER BY", copies))
     return expression
 
 
-def _expand(key: exp.Expression, projections: list, aliased: dict, clause: str) -> exp.Expression:
+class _Copies:
+    """Counts the nodes the expansion adds: each reference to an output copies it, so a large output named
+    many times would multiply the query past the limit ``parse`` checked (MAX_NODES) after the fact."""
+
+    def __init__(self, query: exp.Expression) -> None:
+        self.nodes = sum(1 for _ in query.walk())
+        self._sizes: dict[int, int] = {}
+
+    def copy(self, node: exp.Expression) -> exp.Expression:
+        size = self._sizes.setdefault(id(node), sum(1 for _ in node.walk()))
+        self.nodes += size
+        if self.nodes > MAX_NODES:
+            refuse("expand_output_aliases", "QUERY_TOO_COMPLEX",
+                   f"the query is too complex to check: naming its outputs by alias or position makes it more "
+                   f"than {MAX_NODES} parts")
+        return node.copy()
+
+
+def _expand(key: exp.Expression, projections: list, aliased: dict, clause: str, copies: _Copies) -> exp.Expression:
     if isinstance(key, exp.Literal) and not key.is_string:
         position = int(key.name) if key.name.isdigit() else 0
         if not 1 <= position <= len(projections):
             refuse("expand_output_aliases", "POSITION_OUT_OF_RANGE",
                    f"{clause} position {key.name} does not name an output column")
-        return projections[position - 1].unalias().copy()
-    return _replace_alias_columns(key, aliased)
+        return copies.copy(projections[position - 1].unalias())
+    return _replace_alias_columns(key, aliased, copies)
 
 
-def _replace_alias_columns(node: exp.Expression, aliased: dict) -> exp.Expression:
+def _replace_alias_columns(node: exp.Expression, aliased: dict, copies: _Copies) -> exp.Expression:
     if isinstance(node, AGGREGATE_TYPES):
         return node
     if isinstance(node, exp.Column) and not node.table and node.name.lower() in aliased:
-        return aliased[node.name.lower()].copy()
+        return copies.copy(aliased[node.name.lower()])
     for child in list(node.iter_expressions()):
-        replaced = _replace_alias_columns(child, aliased)
+        replaced = _replace_alias_columns(child, aliased, copies)
         if replaced is not child:
             child.replace(replaced)
     return node

@@ -24,13 +24,13 @@ from fractions import Fraction
 import sqlglot.expressions as exp
 
 from broker.guard._tree import column_key, refuse, table_of
+from broker.guard.literals import MAX_NUMBER_CHARACTERS, number_in_range
 from broker.policy import ColumnLevel
 
-# The widest value a literal may have, and the narrowest nonzero one: beyond these a number is not a
+# The widest value a coefficient may have, and the narrowest nonzero one: beyond these a number is not a
 # coefficient anyone needs, and chains of them would only build huge exact rationals.
 LITERAL_LIMIT = Fraction(10) ** 38
 SMALLEST_LITERAL = Fraction(1, 10 ** 38)
-MAX_LITERAL_DIGITS = 60
 KINDS = ("int", "decimal", "double")  # the type a computation is done in, narrowest first (as DuckDB types it)
 
 LINEAR_NODES: dict[type[exp.Expression], str] = {
@@ -69,16 +69,13 @@ def widest(*kinds: str) -> str:
 def number_literal(node: exp.Literal, *, rule: str, dataset: str) -> tuple[Fraction, str]:
     """The exact value of a numeric literal and its kind (``1`` int, ``1.5`` decimal, ``1e5`` double).
 
-    Refuses ``COEFFICIENT_OUT_OF_RANGE`` for a number with too many digits or beyond ±1e38 (or a
-    nonzero one nearer zero than 1e-38)."""
+    Refuses ``NUMBER_OUT_OF_RANGE`` for a number with too many characters or beyond ±1e38 (or a
+    nonzero one nearer zero than 1e-38), judged from its exponent before it is built."""
     text = node.name
-    if len(text) > MAX_LITERAL_DIGITS:
-        refuse(rule, "COEFFICIENT_OUT_OF_RANGE", f"a number has more than {MAX_LITERAL_DIGITS} characters",
-               table=dataset)
-    try:
-        value = Fraction(decimal.Decimal(text))
-    except (decimal.InvalidOperation, ValueError):
-        refuse(rule, "COEFFICIENT_OUT_OF_RANGE", "a number could not be read", table=dataset)
+    if not number_in_range(text):
+        refuse(rule, "NUMBER_OUT_OF_RANGE", f"a number has more than {MAX_NUMBER_CHARACTERS} characters or lies "
+               "beyond ±1e38", table=dataset)
+    value = Fraction(decimal.Decimal(text))
     _check_range(value, rule, dataset)
     kind = "double" if "e" in text.lower() else "decimal" if "." in text else "int"
     return value, kind
@@ -166,5 +163,5 @@ class _Reader:
 
 def _check_range(value: Fraction, rule: str, dataset: str) -> None:
     if abs(value) > LITERAL_LIMIT or (value and abs(value) < SMALLEST_LITERAL):
-        refuse(rule, "COEFFICIENT_OUT_OF_RANGE", "a number or coefficient is beyond ±1e38 or nearer zero than "
+        refuse(rule, "NUMBER_OUT_OF_RANGE", "a number or coefficient is beyond ±1e38 or nearer zero than "
                "1e-38; scale the result instead", table=dataset)

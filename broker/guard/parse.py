@@ -10,6 +10,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
 from broker.guard._tree import refuse
+from broker.guard.literals import MAX_EXPONENT, MAX_NUMBER_CHARACTERS, number_in_range
 
 # Limits checked before anything else reads the query, on every path (a cached plan included): with
 # them every rule's work is bounded by the size of its input, and no input is deep enough to exhaust
@@ -98,6 +99,9 @@ def _check_tree(statement: exp.Expression) -> None:
         if depth > MAX_DEPTH:
             _too_complex(f"it nests more than {MAX_DEPTH} levels deep (long chains of AND or + count as nesting; "
                          "use IN (...) for alternatives)")
+        if isinstance(node, exp.Literal) and not node.is_string and not number_in_range(node.name):
+            refuse("parse", "NUMBER_OUT_OF_RANGE", f"a number has more than {MAX_NUMBER_CHARACTERS} characters or "
+                   f"lies beyond ±1e{MAX_EXPONENT}; scale it, or the result", construct="NUMBER")
         stack.extend((child, depth + 1) for child in node.iter_expressions())
 
 

@@ -3,8 +3,8 @@
 Comparing a text column with a number makes the engine cast every value of the column to a number, so
 ``street_code = 5`` fails if and only if some row, in any district, holds a code that is not a number:
 an error that depends on data the caller may not see. So a number is compared with numeric columns
-only, text with text columns, a date or timestamp with date or timestamp columns (or text that is a
-valid date), a boolean with boolean columns; a date part (year, quarter, month, date_trunc) takes a
+only, text with text columns, a date or timestamp with date or timestamp columns (or text in the one
+form every engine reads a date in, ``broker.guard.literals``), a boolean with boolean columns; a date part (year, quarter, month, date_trunc) takes a
 date or timestamp column. A lookup is joined only on a key of the same type on both sides. The rule
 needs the engine's column types (``column_types``); the sandbox always has them, the broker when it
 has read the owner's catalog. Without them, or for a column they do not name, it checks nothing there:
@@ -13,12 +13,11 @@ the sandbox, which knows every served column's type from its engine, refuses for
 
 from __future__ import annotations
 
-import datetime as dt
-
 import sqlglot.expressions as exp
 
 from broker.guard._tree import conjuncts, refuse, table_of
 from broker.guard.column_types import type_class
+from broker.guard.literals import read_date, read_timestamp
 from broker.guard.reject_invalid_group_keys import DATE_PARTS
 
 _DATES = {"date", "timestamp"}
@@ -91,19 +90,12 @@ def _compatible(wanted: str, literal: exp.Expression) -> bool:
     given = _literal_class(literal)
     if wanted in _DATES:
         if given in _DATES:
-            return _valid_date(literal.this.name if isinstance(literal, exp.Cast) else "", given)
-        return given == "text" and _valid_date(literal.name, wanted)
+            return True  # a typed literal: reject_unsupported_syntax read it already, strictly
+        # Text compared with a date column is cast by the engine: only the one form every engine reads.
+        return given == "text" and (read_date if wanted == "date" else read_timestamp)(literal.name) is not None
     if wanted == "other":
         return given == "text"
     return given == wanted
-
-
-def _valid_date(text: str, kind: str) -> bool:
-    try:
-        (dt.date.fromisoformat if kind == "date" else dt.datetime.fromisoformat)(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _described(kind: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from broker.guard._tree import AGGREGATE_TYPES, refuse
+from broker.guard.literals import read_date, read_timestamp
 
 ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
     exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
@@ -19,7 +20,7 @@ ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
     *AGGREGATE_TYPES, exp.Distinct, exp.Star,
     exp.Cast, exp.DataType, exp.TimestampTrunc, exp.DateTrunc, exp.Var, exp.Year, exp.Quarter, exp.Month,
 )
-_CAST_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP}
+_CAST_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ}
 _TRUNC_UNITS = {"YEAR", "QUARTER", "MONTH"}
 
 # Friendlier reasons for the constructs people most often try.
@@ -74,6 +75,11 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
         if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
             refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
                    "CAST is allowed only to write DATE or TIMESTAMP literals", construct="CAST")
+        if isinstance(node, exp.Cast) and (read_date if node.to.this == exp.DataType.Type.DATE
+                                           else read_timestamp)(node.this.name) is None:
+            kind = "DATE 'YYYY-MM-DD'" if node.to.this == exp.DataType.Type.DATE else "TIMESTAMP 'YYYY-MM-DD HH:MM:SS'"
+            refuse("reject_unsupported_syntax", "LITERAL_INVALID",
+                   f"write dates as {kind}, a real one; no other form is read", construct="CAST")
         if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)) and node.text("unit").upper() not in _TRUNC_UNITS:
             refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
                    "date_trunc may truncate to year, quarter or month only", construct="DATE_TRUNC")

@@ -15,21 +15,25 @@ every cell (no HAVING, no totals): which rows come back then depends on no cell'
 
 from __future__ import annotations
 
-import datetime as dt
-from fractions import Fraction
-
 import sqlglot.expressions as exp
 
 from broker.guard import internal_names as names
 from broker.guard._tree import AGGREGATE_TYPES, TOTALS_META, column_key, refuse
 from broker.guard.linear_forms import linear_form, number_literal, widest
+from broker.guard.literals import read_date, read_timestamp
 from broker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
                                        Statistic)
 from broker.policy import Dominance, Noise
 
 PLAN_META = "cell_plan"  # the CellPlan travels with the cell query to the guard's result
-# Where HAVING or ORDER BY must see every cell, the engine may return this many times the grant's cap.
+# Where HAVING or ORDER BY by a value must see every cell, the engine may return this many times the
+# grant's cap. Those cells are the ones the answer shows or marks (where small cells are dropped, the
+# engine drops them first), so the cap counts nothing the caller does not see.
 WHOLE_TABLE_FACTOR = 10
+# A table with totals, and a noise policy's cells, are computed whole, small cells included: secondary
+# suppression and the noisy threshold must see every one. A table larger than this is refused; it is a
+# bound on resources, like memory, and says only that the table holds more cells than any report needs.
+MOST_CELLS = 1_000_000
 
 _ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/"}
 _COMPARISONS = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
@@ -38,7 +42,7 @@ _TRUNC_UNITS = {"YEAR": "trunc_year", "QUARTER": "trunc_quarter", "MONTH": "trun
 
 
 def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str, max_groups: int,
-                dominance: Dominance | None, noise: Noise | None) -> exp.Select:
+                min_entities: int, encrypted: bool, dominance: Dominance | None, noise: Noise | None) -> exp.Select:
     """Rewrite into the cell query (keys and per-cell statistics) and attach the plan of what follows.
 
     The engine returns at most the grant's ``max_groups`` (one more, to tell a cut table), or, where
@@ -86,12 +90,22 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
     if keys:
         cells.set("group", exp.Group(expressions=[key.copy() for key in keys]))
     if engine_ordered:
-        cells.set("order", exp.Order(expressions=[
-            exp.Ordered(this=exp.column(names.key(o.node.index)), desc=o.descending, nulls_first=o.nulls_first)
-            for o in ordering]))
-    whole = max_groups * WHOLE_TABLE_FACTOR if plan.whole_table and not totals else max_groups
-    cells.set("limit", exp.Limit(expression=exp.Literal.number(
-        min(limit, max_groups + 1) if limit is not None and not plan.whole_table else whole + 1)))
+        ordered = [exp.Ordered(this=exp.column(names.key(o.node.index)), desc=o.descending, nulls_first=o.nulls_first)
+                   for o in ordering]
+        if encrypted:
+            # Small groups never leave the sandbox in this mode, so they must not take the places the cap
+            # leaves: the released ones come first, and which of them come back depends on them alone.
+            released = exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[exp.column(entity)])),
+                               expression=exp.Literal.number(min_entities))
+            ordered.insert(0, exp.Ordered(this=released, desc=True, nulls_first=False))
+        cells.set("order", exp.Order(expressions=ordered))
+    if totals:
+        engine_limit = MOST_CELLS + 1
+    elif plan.whole_table:
+        engine_limit = max_groups * WHOLE_TABLE_FACTOR + 1
+    else:
+        engine_limit = min(limit, max_groups + 1) if limit is not None else max_groups + 1
+    cells.set("limit", exp.Limit(expression=exp.Literal.number(engine_limit)))
     cells.meta.update(expression.meta)
     cells.meta[PLAN_META] = plan
     return cells
@@ -195,11 +209,7 @@ def _output_name(projection: exp.Expression) -> str:
 
 
 def _date_literal(node: exp.Cast, dataset: str) -> Const:
-    text = node.this.name
+    """A DATE or TIMESTAMP literal (reject_unsupported_syntax read it already, in the strict form)."""
     is_date = node.to.this == exp.DataType.Type.DATE
-    try:
-        value = dt.date.fromisoformat(text) if is_date else dt.datetime.fromisoformat(text)
-    except ValueError:
-        refuse("split_cells", "LITERAL_INVALID", f"{text[:40]!r} is not a valid {'date' if is_date else 'timestamp'}",
-               table=dataset)
+    value = (read_date if is_date else read_timestamp)(node.this.name)
     return Const(value, "date" if is_date else "timestamp")
