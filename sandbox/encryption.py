@@ -26,7 +26,7 @@ from broker.guard import GuardedQuery
 from broker.guard.release_plan import Average
 from sandbox.bfv import EXACT_LIMIT, SLOTS
 from sandbox.evaluate import wire_value
-from sandbox.release import compile_plan, output_types, read_cells
+from sandbox.release import compile_plan, layout_of, output_types
 from sandbox.result_table import encode_table, wire_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
 
@@ -67,17 +67,18 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     output that is not a whole number by its type (a DOUBLE or DECIMAL measure, a fraction of one).
     """
     plan = guarded.cells
-    layout, cells = read_cells(names, types, rows, guarded)
+    layout = layout_of(names, types, plan)
     program = compile_plan(plan, layout)
     out_types = output_types(plan, layout, program)
     key_positions = [i for i, output in enumerate(plan.outputs) if not output.cell]
     measures_at = [i for i, output in enumerate(plan.outputs) if output.cell]
-    integer_parts = {i: _integer_parts(plan.outputs[i], program.outputs[i], layout.stat_kinds, program.kinds[i],
-                                       dataset) for i in measures_at}
+    integer_parts = {i: _integer_parts(plan.outputs[i], program.outputs[i], layout, program.kinds[i], dataset)
+                     for i in measures_at}
     limit = EXACT_LIMIT // partitions
+    entities_at = layout.columns.statistics[0]
     released, withheld = [], []
-    for cell in cells:
-        (withheld if cell.entities < guarded.min_entities else released).append(cell)
+    for row in rows:
+        (withheld if (row[entities_at] or 0) < guarded.min_entities else released).append(row)
     cap = guarded.max_rows if max_rows is None else max_rows
     truncated = len(released) > cap
     released = released[:cap]
@@ -85,35 +86,34 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     key_types = [out_types[p] for p in key_positions]
 
     def keys_of(group: list) -> pb.ResultTable:
-        return encode_table(key_names, key_types, [tuple(wire_value(program.outputs[p](c.keys, c.statistics),
-                                                                    program.kinds[p]) for p in key_positions)
-                                                   for c in group])
+        return encode_table(key_names, key_types, [tuple(wire_value(program.outputs[p](row), program.kinds[p])
+                                                         for p in key_positions) for row in group])
 
     groups, withheld_groups = keys_of(released), keys_of(withheld)
     measures = []
     for position in measures_at:
         name = plan.outputs[position].name
         total, count = integer_parts[position]
-        values = _cells([(total(c),) for c in released], 0, limit, name, dataset)
-        counts = _cells([(count(c),) for c in released], 0, limit, name, dataset) if count is not None else None
+        values = _cells([(total(row),) for row in released], 0, limit, name, dataset)
+        counts = _cells([(count(row),) for row in released], 0, limit, name, dataset) if count is not None else None
         kind = pb.ENCRYPTED_COLUMN_KIND_AVERAGE if counts is not None else pb.ENCRYPTED_COLUMN_KIND_TOTAL
         measures.append(Measure(name, position, kind, values, counts))
     return EncryptedRelease(groups, wire_keys(groups), frozenset(wire_keys(withheld_groups)), tuple(measures),
                             truncated)
 
 
-def _integer_parts(output, compiled, stat_kinds: tuple[str, ...], kind: str, dataset: str):
-    """Functions of a released cell giving the output's exact integer (an average: its sum and its count)."""
+def _integer_parts(output, compiled, layout, kind: str, dataset: str):
+    """Functions of a released row giving the output's exact integer (an average: its sum and its count)."""
     node = output.node
     if isinstance(node, Average):
-        if node.coefficient.denominator != 1 or stat_kinds[node.total] != "int":
+        if node.coefficient.denominator != 1 or layout.columns.stat_kinds[node.total] != "int":
             _not_integer(output.name, dataset)
-        factor, total, count = int(node.coefficient), node.total, node.count
-        return (lambda c: None if c.statistics[total] is None else factor * int(c.statistics[total]),
-                lambda c: c.statistics[count])
+        factor = int(node.coefficient)
+        total, count = layout.columns.statistics[node.total], layout.columns.statistics[node.count]
+        return (lambda row: None if row[total] is None else factor * int(row[total]), lambda row: row[count])
     if kind != "int":
         _not_integer(output.name, dataset)
-    return (lambda c: compiled(c.keys, c.statistics)), None
+    return compiled, None
 
 
 def _not_integer(name: str, dataset: str) -> None:

@@ -1,15 +1,17 @@
 """Evaluates a release plan's expressions on released cells: exactly, and without ever failing.
 
 The guard lowers what the caller computes from aggregates into the small language of
-:mod:`broker.guard.release_plan`; this module compiles each expression once into a function of one
-row's keys and statistics. Every number is computed exactly (Python integers and fractions) from the
-engine's exact cells, whatever the caller's arithmetic; only the result is given the type DuckDB would
-give it (integers stay integers, a decimal literal makes a decimal, ``/`` and AVG make a double), rounded
-once. A sum of money is never rounded, and a double is the nearest one to the true value. Only a
-DOUBLE column's cells are computed as doubles. Nothing raises on any value: a
-division by zero, a result beyond ±1e38 (integers and decimals), or an infinite or undefined double
-gives NULL, as DuckDB's ``TRY()`` would. Errors could only tell a caller about released cells anyway
-(withheld cells are NULL here), but an answer that never fails is simpler to reason about.
+:mod:`broker.guard.release_plan`; this module compiles each expression once into a function of one row
+of the engine's cell table (its keys and statistics, found by position, :class:`Columns`). Every number
+is computed exactly (Python integers and fractions) from the engine's exact cells, whatever the caller's
+arithmetic; only the result is given the type DuckDB would give it (integers stay integers, a decimal
+literal makes a decimal, ``/`` and AVG make a double), rounded once. A sum of money is never rounded,
+and a double is the nearest one to the true value. Only a DOUBLE column's cells are computed as
+doubles. Nothing raises on any value: a division by zero, a result beyond ±1e38, or an infinite or
+undefined double gives NULL, as DuckDB's ``TRY()`` would. Errors could only tell a caller about
+released cells anyway (withheld cells are NULL here), but an answer that never fails is simpler to
+reason about. The common cases (a group key, a plain SUM or COUNT of integers) compile to a single
+index into the row.
 """
 
 from __future__ import annotations
@@ -17,18 +19,28 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
 from broker.guard.linear_forms import widest
 from broker.guard.release_plan import Average, Call, Const, Key, Linear, Node, Stat
 
-LIMIT = Fraction(10) ** 38
+LIMIT = 10 ** 38
 NUMBER_KINDS = ("int", "decimal", "double")
 _DECIMALS = decimal.Context(prec=80)
 
-Row = tuple[tuple, tuple]  # (keys, statistics) of one cell
-Compiled = Callable[[tuple, tuple], Any]
+Compiled = Callable[[tuple], Any]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where a cell table's keys and statistics are in an engine row, and the kind each holds."""
+
+    keys: tuple[int, ...]
+    statistics: tuple[int, ...]
+    key_kinds: tuple[str, ...]
+    stat_kinds: tuple[str, ...]
 
 
 def kind_of(engine_type: str) -> str:
@@ -54,60 +66,82 @@ ENGINE_TYPES = {"int": "HUGEINT", "decimal": "DECIMAL", "double": "DOUBLE", "tex
                 "timestamp": "TIMESTAMP", "bool": "BOOLEAN", "null": "VARCHAR"}
 
 
-def compile_node(node: Node, key_kinds: list[str], stat_kinds: list[str]) -> tuple[Compiled, str]:
-    """``node`` as a function of (keys, statistics) of one row, and the kind of what it returns.
+def compile_node(node: Node, columns: Columns) -> tuple[Compiled, str]:
+    """``node`` as a function of one engine row, and the kind of what it returns.
 
-    Exact numbers come back as int (kind int) or Fraction (kind decimal), doubles as float; NULL as None.
+    Exact numbers come back as int or Fraction, doubles as float; NULL as None.
     """
     if isinstance(node, Key):
-        index = node.index
-        kind = key_kinds[index]
+        position, kind = columns.keys[node.index], columns.key_kinds[node.index]
         if kind == "decimal":
-            return (lambda keys, stats: None if keys[index] is None else _exact(keys[index])), kind
-        return (lambda keys, stats: keys[index]), kind
+            return (lambda row: None if row[position] is None else Fraction(row[position])), kind
+        return (lambda row: row[position]), kind
     if isinstance(node, Stat):
-        index = node.index
-        kind = stat_kinds[index]
-        return (lambda keys, stats: None if stats[index] is None else _number(stats[index])), kind
+        return _statistic(columns.statistics[node.index], columns.stat_kinds[node.index]), \
+            columns.stat_kinds[node.index]
     if isinstance(node, Const):
-        return _constant(node)
+        value = node.value  # numbers stay exact, whatever their kind: 1e-2 is the fraction 1/100
+        if isinstance(value, Fraction) and value.denominator == 1:
+            value = value.numerator  # a whole number computes as an integer (its kind still types the result)
+        return (lambda row: value), node.kind
     if isinstance(node, Linear):
-        return _linear(node, stat_kinds)
+        return _linear(node, columns)
     if isinstance(node, Average):
-        return _average(node, stat_kinds)
-    args = [compile_node(arg, key_kinds, stat_kinds) for arg in node.args]
-    return _CALLS[node.op](args)
+        return _average(node, columns)
+    return _CALLS[node.op]([compile_node(arg, columns) for arg in node.args])
 
 
-def _constant(node: Const) -> tuple[Compiled, str]:
-    value = node.value  # numbers stay exact, whatever their kind: 1e-2 is the fraction 1/100
-    return (lambda keys, stats: value), node.kind
+def _statistic(position: int, kind: str) -> Compiled:
+    if kind == "int":
+        return lambda row: row[position]
+    if kind == "double":
+        return lambda row: row[position]
+    return lambda row: None if row[position] is None else Fraction(row[position])
 
 
-def _linear(node: Linear, stat_kinds: list[str]) -> tuple[Compiled, str]:
-    kind = widest(node.kind, *(stat_kinds[index] for _, index in node.terms))
-    terms = node.terms
+def _linear(node: Linear, columns: Columns) -> tuple[Compiled, str]:
+    kinds = [columns.stat_kinds[index] for _, index in node.terms]
+    kind = widest(node.kind, *kinds)
+    positions = [columns.statistics[index] for _, index in node.terms]
+    if len(node.terms) == 1 and node.terms[0][0] == 1 and kinds[0] == "int":
+        position = positions[0]  # SUM(x) of an integer measure: the engine's exact sum itself
 
-    def value(keys, stats):
+        def single(row):
+            value = row[position]
+            return value if value is None or -LIMIT <= value <= LIMIT else None
+
+        return single, kind
+    if all(c.denominator == 1 for c, _ in node.terms) and all(k == "int" for k in kinds):
+        terms = [(c.numerator, p) for (c, _), p in zip(node.terms, positions)]  # whole numbers: integer arithmetic
+    else:
+        terms = [(c, p) for (c, _), p in zip(node.terms, positions)]
+    exact = [k != "double" for k in kinds]
+
+    def value(row):
         total: Any = 0
-        for coefficient, index in terms:
-            cell = stats[index]
+        for (coefficient, position), is_exact in zip(terms, exact):
+            cell = row[position]
             if cell is None:
                 return None
-            total += coefficient * _number(cell)
+            total += coefficient * (cell if isinstance(cell, (int, float)) else Fraction(cell)) if is_exact \
+                else float(coefficient) * cell
         return _checked(total)
 
     return value, kind
 
 
-def _average(node: Average, stat_kinds: list[str]) -> tuple[Compiled, str]:
-    coefficient, total, count = node.coefficient, node.total, node.count
+def _average(node: Average, columns: Columns) -> tuple[Compiled, str]:
+    coefficient = node.coefficient
+    total, count = columns.statistics[node.total], columns.statistics[node.count]
+    exact = columns.stat_kinds[node.total] != "double"
 
-    def value(keys, stats):
-        cells, rows = stats[total], stats[count]
+    def value(row):
+        cells, rows = row[total], row[count]
         if cells is None or not rows:
             return None
-        return _checked(coefficient * _number(cells) / rows)
+        if exact:
+            return _checked(coefficient * (cells if isinstance(cells, int) else Fraction(cells)) / rows)
+        return _checked(float(coefficient) * cells / rows)
 
     return value, "double"
 
@@ -116,17 +150,22 @@ def _arithmetic(op: str):
     def build(args: list[tuple[Compiled, str]]) -> tuple[Compiled, str]:
         (left, left_kind), (right, right_kind) = args
         if left_kind not in NUMBER_KINDS + ("null",) or right_kind not in NUMBER_KINDS + ("null",):
-            return _date_arithmetic(op, args)
+            # The guard accepts no arithmetic on dates or text; were one to reach here, it is NULL.
+            return (lambda row: None), "null"
         kind = "double" if op == "/" else widest(*(k for k in (left_kind, right_kind) if k != "null") or ("int",))
 
-        def value(keys, stats):
-            a, b = left(keys, stats), right(keys, stats)
+        def value(row):
+            a, b = left(row), right(row)
             if a is None or b is None:
                 return None
             if op == "/":
                 if b == 0:
                     return None
-                return _checked(a / b if isinstance(a, float) or isinstance(b, float) else Fraction(a) / b)
+                if isinstance(a, float) or isinstance(b, float):
+                    return _checked(a / b)
+                if type(a) is int and type(b) is int:  # noqa: E721 - exact ints, not bools
+                    return _checked(Fraction(a, b))  # one normalisation, not two
+                return _checked(Fraction(a) / b)
             return _checked(a + b if op == "+" else a - b if op == "-" else a * b)
 
         return value, kind
@@ -134,29 +173,30 @@ def _arithmetic(op: str):
     return build
 
 
-def _date_arithmetic(op: str, args):
-    # The guard accepts no arithmetic on dates; were one to reach here, it is NULL, never an error.
-    return (lambda keys, stats: None), "null"
-
-
 def _negate(args):
     ((inner, kind),) = args
-    return (lambda keys, stats: None if (v := inner(keys, stats)) is None else -v), kind
+    return (lambda row: None if (v := inner(row)) is None else -v), kind
+
+
+_COMPARE = {"=": lambda a, b: a == b, "<>": lambda a, b: a != b, "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 
 
 def _comparison(op: str):
-    def build(args):
-        (left, left_kind), (right, right_kind) = args
+    test = _COMPARE[op]
 
-        def value(keys, stats):
-            a, b = left(keys, stats), right(keys, stats)
+    def build(args):
+        (left, _), (right, _) = args
+
+        def value(row):
+            a, b = left(row), right(row)
             if a is None or b is None:
                 return None
             a, b = _comparable(a, b)
             if a is None:
                 return None
             try:
-                return {"=": a == b, "<>": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+                return test(a, b)
             except TypeError:  # values of kinds that do not compare: NULL, never an error
                 return None
 
@@ -169,13 +209,13 @@ def _comparable(a, b):
     """Two values brought to one kind for comparison (numbers exactly where both are exact)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return (a, b) if isinstance(a, bool) and isinstance(b, bool) else (None, None)
-    numbers = (int, float, Fraction, decimal.Decimal)
+    numbers = (int, float, Fraction)
     if isinstance(a, numbers) and isinstance(b, numbers):
         if isinstance(a, float) or isinstance(b, float):
             return _to_float(a), _to_float(b)
-        return Fraction(a), Fraction(b)
+        return a, b
     if isinstance(a, dt.datetime) != isinstance(b, dt.datetime) and isinstance(a, dt.date) and isinstance(b, dt.date):
-        return (_as_datetime(a), _as_datetime(b))
+        return _as_datetime(a), _as_datetime(b)
     return a, b
 
 
@@ -183,8 +223,8 @@ def _logic(op: str):
     def build(args):
         (left, _), (right, _) = args
 
-        def value(keys, stats):
-            a, b = left(keys, stats), right(keys, stats)
+        def value(row):
+            a, b = left(row), right(row)
             if op == "and":
                 if a is False or b is False:
                     return False
@@ -200,17 +240,17 @@ def _logic(op: str):
 
 def _not(args):
     ((inner, _),) = args
-    return (lambda keys, stats: None if (v := inner(keys, stats)) is None else not v), "bool"
+    return (lambda row: None if (v := inner(row)) is None else not v), "bool"
 
 
 def _in(args):
     (subject, kind), *items = args
     tests = [_comparison("=")([(subject, kind), item])[0] for item in items]
 
-    def value(keys, stats):
-        if subject(keys, stats) is None:
+    def value(row):
+        if subject(row) is None:
             return None
-        found = [test(keys, stats) for test in tests]
+        found = [test(row) for test in tests]
         if True in found:
             return True
         return None if None in found else False
@@ -221,16 +261,15 @@ def _in(args):
 def _between(args):
     subject, low, high = args
     at_least, at_most = _comparison(">=")([subject, low])[0], _comparison("<=")([subject, high])[0]
-    both = _logic("and")([(at_least, "bool"), (at_most, "bool")])[0]
-    return both, "bool"
+    return _logic("and")([(at_least, "bool"), (at_most, "bool")])[0], "bool"
 
 
 def _date_part(part: str):
     def build(args):
         ((inner, _),) = args
 
-        def value(keys, stats):
-            day = inner(keys, stats)
+        def value(row):
+            day = inner(row)
             if not isinstance(day, dt.date):
                 return None
             return day.year if part == "year" else day.month if part == "month" else (day.month - 1) // 3 + 1
@@ -244,8 +283,8 @@ def _truncation(unit: str):
     def build(args):
         ((inner, _),) = args
 
-        def value(keys, stats):
-            day = inner(keys, stats)
+        def value(row):
+            day = inner(row)
             if not isinstance(day, dt.date):
                 return None
             month = 1 if unit == "year" else day.month if unit == "month" else (day.month - 1) // 3 * 3 + 1
@@ -258,7 +297,7 @@ def _truncation(unit: str):
 
 _CALLS: dict[str, Callable] = {
     "+": _arithmetic("+"), "-": _arithmetic("-"), "*": _arithmetic("*"), "/": _arithmetic("/"), "neg": _negate,
-    **{op: _comparison(op) for op in ("=", "<>", "<", "<=", ">", ">=")},
+    **{op: _comparison(op) for op in _COMPARE},
     "and": _logic("and"), "or": _logic("or"), "not": _not, "in": _in, "between": _between,
     "year": _date_part("year"), "quarter": _date_part("quarter"), "month": _date_part("month"),
     "trunc_year": _truncation("year"), "trunc_quarter": _truncation("quarter"), "trunc_month": _truncation("month"),
@@ -268,26 +307,22 @@ _CALLS: dict[str, Callable] = {
 def wire_value(value: Any, kind: str) -> Any:
     """A computed value in its kind, as the result table holds it: a double rounded once, from the exact
     value; an exact decimal as Decimal; an integer as int."""
-    if value is None:
-        return None
-    if kind == "double" and isinstance(value, (int, Fraction)) and not isinstance(value, bool):
+    if value is None or isinstance(value, (str, bool, dt.date)):
+        return value
+    if kind == "double" and not isinstance(value, float):
         return _to_float(value)
-    if kind == "decimal" and isinstance(value, Fraction):
+    if isinstance(value, Fraction):
+        if kind == "int" or value.denominator == 1 and kind != "decimal":
+            return value.numerator // value.denominator
         return _DECIMALS.divide(decimal.Decimal(value.numerator), decimal.Decimal(value.denominator))
-    if kind == "int" and isinstance(value, Fraction):
-        return int(value)
     return value
 
 
-def _exact(value) -> int | Fraction:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return Fraction(value)
-
-
-def _number(value):
-    """An engine number for exact arithmetic: integers and decimals exact, doubles as they are."""
-    return value if isinstance(value, float) else _exact(value)
+def sort_key(value: Any, *, descending: bool, nulls_first: bool):
+    """A key that sorts ``value`` (with ``reverse=descending``) and puts NULLs where they are asked for."""
+    nulls_at_end = not nulls_first
+    null_flag = 1 if nulls_at_end != descending else 0
+    return (null_flag, 0) if value is None else (1 - null_flag, value)
 
 
 def _to_float(value) -> float:
@@ -301,9 +336,14 @@ def _checked(value):
     """``value``, or None where it is out of range or undefined (see the module docstring)."""
     if isinstance(value, float):
         return value if math.isfinite(value) and abs(value) <= 1e38 else None
-    if abs(value) > LIMIT:
-        return None
-    return value.numerator if isinstance(value, Fraction) and value.denominator == 1 else value
+    if isinstance(value, Fraction):
+        if value.denominator == 1:
+            value = value.numerator
+        elif abs(value) > LIMIT:
+            return None
+        else:
+            return value
+    return value if -LIMIT <= value <= LIMIT else None
 
 
 def _as_datetime(value: dt.date) -> dt.datetime:

@@ -10,7 +10,8 @@ in this order:
 3. with totals, secondary suppression withholds further cells until no withheld cell is a total less
    its released parts;
 4. the release plan is evaluated on what remains (``sandbox.evaluate``): outputs, then HAVING, ORDER BY
-   and LIMIT, which therefore see withheld cells as NULL, like the caller does.
+   and LIMIT, which therefore see withheld cells as NULL, like the caller does. Rows are ordered by the
+   caller's ORDER BY and then by the keys, so their order depends on released values alone.
 
 Under ``suppressed: drop`` rows withheld by the threshold or by secondary suppression are left out
 instead of marked; dominated cells are always marked.
@@ -18,7 +19,6 @@ instead of marked; dominated cells are always marked.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from broker.guard import GuardedQuery
 from broker.guard import internal_names as names
 from broker.guard.release_plan import CellPlan, Key, statistics_read
 from broker.policy import Dominance
-from sandbox.evaluate import ENGINE_TYPES, compile_node, kind_of, wire_value
+from sandbox.evaluate import ENGINE_TYPES, Columns, compile_node, kind_of, sort_key, wire_value
 
 
 @dataclass
@@ -47,28 +47,7 @@ class Release:
     truncated: bool = False  # rows were cut at the row cap
 
 
-@dataclass(frozen=True)
-class _Answered:
-    """One row of the answer before it is encoded: the cell as released, and why cells are withheld."""
-
-    keys: tuple
-    statistics: tuple  # withheld statistics are None
-    values: tuple
-    marked: frozenset[int]
-    under: bool
-    secondary: bool
-    grouping: int
-
-
-@dataclass(frozen=True)
-class _Cell:
-    """One row of the cell table as disclosure control sees it."""
-
-    keys: tuple
-    statistics: tuple
-    entities: int
-    grouping: int
-    dominated: frozenset[str]  # measures the dominance rule withholds here
+_NOTHING: frozenset[int] = frozenset()
 
 
 def release(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
@@ -78,68 +57,60 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     ``max_rows`` cuts the answer (flagging it truncated); by default the guard's cap.
     """
     plan = guarded.cells
-    layout, cells = read_cells(names_, types, rows, guarded)
-    under = [cell.entities < guarded.min_entities for cell in cells]
-    secondary = _secondary(cells, under, plan) if plan.totals else set()
-    drop = guarded.suppression == "drop"
+    layout = layout_of(names_, types, plan)
     program = compile_plan(plan, layout)
-    sums_of = _sums_by_measure(plan)
-    counts = {"min_entities": 0, "dominance": 0, "secondary": 0}
-    answered: list[_Answered] = []
-    for index, cell in enumerate(cells):
+    entities_at, k = layout.columns.statistics[0], guarded.min_entities
+    under = [(row[entities_at] or 0) < k for row in rows]
+    secondary = _secondary(rows, under, plan, layout) if plan.totals else set()
+    drop = guarded.suppression == "drop"
+    dominance = guarded.dominance if layout.dominance else None
+    withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
+    answered = []  # (row as released, values, marked, why withheld: 0 released, 1 threshold, 2 secondary)
+    for index, row in enumerate(rows):
         whole = under[index] or index in secondary
         if whole and drop:
             continue
-        hidden: set[int] = set()
+        marked = _NOTHING
         if whole:
-            statistics = (None,) * len(cell.statistics)
+            seen = layout.with_keys(withheld_row, row)
+            marked = program.cell_set
+        elif dominance is not None:
+            hidden = layout.hidden_by_dominance(row, dominance)
+            seen = row
+            if hidden:
+                seen = tuple(None if i in hidden else value for i, value in enumerate(row))
+                marked = frozenset(i for i in program.cells if program.reads[i] & hidden)
         else:
-            hidden = {stat for measure in cell.dominated for stat in sums_of[measure]}
-            statistics = tuple(None if i in hidden else value for i, value in enumerate(cell.statistics))
-        if program.having is not None and program.having(cell.keys, statistics) is not True:
+            seen = row
+        if program.having is not None and program.having(seen) is not True:
             continue
-        values = tuple(output(cell.keys, statistics) for output in program.outputs)
-        marked = set(program.cells) if whole else {i for i in program.cells if program.reads[i] & hidden}
-        answered.append(_Answered(cell.keys, statistics, values, frozenset(marked), under[index],
-                                  index in secondary, cell.grouping))
+        answered.append((seen, tuple(output(seen) for output in program.outputs), marked,
+                         1 if under[index] else 2 if whole else 0))
     if not plan.engine_ordered:
-        # The caller's order, then the keys: the order of rows depends on released values alone, never on
-        # the order in which the engine happened to return them.
-        answered.sort(key=functools.cmp_to_key(functools.partial(_compare, program.order + program.keys)))
+        _order(answered, program)
     if plan.limit is not None:
         answered = answered[:plan.limit]
     cap = guarded.max_rows if max_rows is None else max_rows
     truncated = len(answered) > cap
+    counts = {"min_entities": 0, "dominance": 0, "secondary": 0}
+    cells_here = len(program.cells)
+    grouping_at, last = layout.grouping, len(plan.totals) - 1
+    kinds = program.kinds
     released, withheld, rolled_up = [], [], []
-    for row in answered[:cap]:
-        cells_here = len(program.cells)
-        counts["min_entities"] += cells_here if row.under else 0
-        counts["secondary"] += cells_here if row.secondary and not row.under else 0
-        counts["dominance"] += len(row.marked) if not (row.under or row.secondary) else 0
-        released.append(tuple(wire_value(value, kind) for value, kind in zip(row.values, program.kinds)))
-        withheld.append(row.marked)
+    for seen, values, marked, why in answered[:cap]:
+        if why == 1:
+            counts["min_entities"] += cells_here
+        elif why == 2:
+            counts["secondary"] += cells_here
+        else:
+            counts["dominance"] += len(marked)
+        released.append(tuple(wire_value(value, kind) for value, kind in zip(values, kinds)))
+        withheld.append(marked)
         if plan.totals:
-            last = len(plan.totals) - 1
-            rolled_up.append(frozenset(p for k, p in enumerate(plan.totals) if row.grouping >> (last - k) & 1))
+            bits = seen[grouping_at]
+            rolled_up.append(frozenset(p for j, p in enumerate(plan.totals) if bits >> (last - j) & 1))
     return Release([o.name for o in plan.outputs], output_types(plan, layout, program), released, withheld, rolled_up,
                    counts, truncated)
-
-
-def read_cells(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery) -> tuple["_Layout", list]:
-    """The engine's cell table for ``guarded`` as cells: keys, statistics, entities, grouping, dominated measures."""
-    layout = _Layout.of(names_, types, guarded.cells)
-    return layout, [layout.cell(row, guarded.dominance) for row in rows]
-
-
-def compile_plan(plan: CellPlan, layout: "_Layout") -> "_Program":
-    """The plan's expressions compiled for a cell table of ``layout``'s kinds."""
-    return _program(plan, tuple(layout.key_kinds), tuple(layout.stat_kinds))
-
-
-def output_types(plan: CellPlan, layout: "_Layout", program: "_Program") -> list[str]:
-    """The engine type name of each output: a key's own, or the kind its computation gives."""
-    return [layout.key_types[o.node.index] if isinstance(o.node, Key) else ENGINE_TYPES[kind]
-            for o, kind in zip(plan.outputs, program.kinds)]
 
 
 def engine_cap(guarded: GuardedQuery, max_rows: int) -> int:
@@ -171,37 +142,66 @@ def check_size(guarded: GuardedQuery, engine_truncated: bool, *, dataset: str) -
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     """Where the cell table's columns are, by their internal names, and what kinds they hold."""
 
-    keys: tuple[int, ...]
-    statistics: tuple[int, ...]
-    grouping: int | None
-    dominance: tuple[tuple[int | None, int | None, int | None, int | None], ...]  # total, top, largest, top two
+    columns: Columns
     key_types: tuple[str, ...]
-    key_kinds: tuple[str, ...]
-    stat_kinds: tuple[str, ...]
-    measures: tuple[str, ...]
+    grouping: int | None
+    # Per measure the dominance rule tests: the positions of its total, top n, largest and top two, and
+    # the positions of the sums it withholds when dominated.
+    dominance: tuple[tuple[tuple[int | None, ...], frozenset[int]], ...]
 
-    @classmethod
-    def of(cls, column_names: list[str], types: list[str], plan: CellPlan) -> "_Layout":
-        position = {name: i for i, name in enumerate(column_names)}
-        keys = tuple(position[names.key(i)] for i in range(plan.keys))
-        statistics = tuple(position[names.statistic(i)] for i in range(len(plan.statistics)))
-        dominance = tuple(tuple(position.get(column(j)) for column in (
-            names.dominance_total, names.dominance_top, names.dominance_largest, names.dominance_top_two))
-            for j in range(len(plan.dominated)))
-        stat_kinds = tuple("int" if s.kind in ("entities", "rows", "count") else kind_of(types[i])
-                           for s, i in zip(plan.statistics, statistics))
-        return cls(keys, statistics, position.get(names.GROUPING), dominance, tuple(types[i] for i in keys),
-                   tuple(kind_of(types[i]) for i in keys), stat_kinds, plan.dominated)
+    def with_keys(self, statistics_row: tuple, row: tuple) -> tuple:
+        """``statistics_row`` (every statistic NULL) with ``row``'s keys and grouping in place."""
+        seen = list(statistics_row)
+        for position in self.columns.keys:
+            seen[position] = row[position]
+        if self.grouping is not None:
+            seen[self.grouping] = row[self.grouping]
+        return tuple(seen)
 
-    def cell(self, row: tuple, dominance: Dominance | None) -> _Cell:
-        dominated = frozenset(measure for measure, columns in zip(self.measures, self.dominance)
-                              if dominance is not None and _dominated(row, columns, dominance))
-        return _Cell(tuple(row[i] for i in self.keys), tuple(row[i] for i in self.statistics),
-                     int(row[self.statistics[0]] or 0), int(row[self.grouping]) if self.grouping is not None else 0,
-                     dominated)
+    def hidden_by_dominance(self, row: tuple, dominance: Dominance) -> frozenset[int]:
+        """The positions of the sums the dominance rule withholds in ``row``."""
+        hidden: set[int] = set()
+        for columns, sums in self.dominance:
+            if _dominated(row, columns, dominance):
+                hidden |= sums
+        return frozenset(hidden)
+
+
+def layout_of(column_names: list[str], types: list[str], plan: CellPlan) -> Layout:
+    """The layout of an engine result for ``plan``, read from its column names."""
+    position = {name: i for i, name in enumerate(column_names)}
+    keys = tuple(position[names.key(i)] for i in range(plan.keys))
+    statistics = tuple(position[names.statistic(i)] for i in range(len(plan.statistics)))
+    stat_kinds = tuple("int" if s.kind in ("entities", "rows", "count") else kind_of(types[i])
+                       for s, i in zip(plan.statistics, statistics))
+    sums: dict[str, set[int]] = defaultdict(set)
+    for index, statistic in enumerate(plan.statistics):
+        if statistic.kind == "sum":
+            sums[statistic.measure].add(statistics[index])
+    dominance = tuple((tuple(position.get(column(j)) for column in (
+        names.dominance_total, names.dominance_top, names.dominance_largest, names.dominance_top_two)),
+        frozenset(sums[measure])) for j, measure in enumerate(plan.dominated))
+    columns = Columns(keys, statistics, tuple(kind_of(types[i]) for i in keys), stat_kinds)
+    return Layout(columns, tuple(types[i] for i in keys), position.get(names.GROUPING), dominance)
+
+
+def read_cells(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery) -> tuple[Layout, list]:
+    """The layout of an engine result for ``guarded`` and its rows (for callers that read cells themselves)."""
+    return layout_of(names_, types, guarded.cells), rows
+
+
+def compile_plan(plan: CellPlan, layout: Layout) -> "_Program":
+    """The plan's expressions compiled for a cell table of ``layout``."""
+    return _program(plan, layout)
+
+
+def output_types(plan: CellPlan, layout: Layout, program: "_Program") -> list[str]:
+    """The engine type name of each output: a key's own, or the kind its computation gives."""
+    return [layout.key_types[o.node.index] if isinstance(o.node, Key) else ENGINE_TYPES[kind]
+            for o, kind in zip(plan.outputs, program.kinds)]
 
 
 def _dominated(row: tuple, columns: tuple, dominance: Dominance) -> bool:
@@ -209,13 +209,12 @@ def _dominated(row: tuple, columns: tuple, dominance: Dominance) -> bool:
 
     Compared exactly. A DOUBLE measure whose totals are not finite cannot be judged: its sums are
     withheld, never an error."""
-    total_at, top_at, largest_at, top_two_at = columns
     values = [row[at] if at is not None else None for at in columns]
     if values[0] is None:
         return False
     if any(isinstance(v, float) and not math.isfinite(v) for v in values):
         return True
-    total, top, largest, top_two = (None if v is None else Fraction(v) for v in values)
+    total, top, largest, top_two = (None if v is None else v if isinstance(v, int) else Fraction(v) for v in values)
     if dominance.n is not None and top is not None and 100 * top > Fraction(dominance.k) * total:
         return True
     if dominance.p is not None and largest is not None and top_two is not None:
@@ -229,49 +228,62 @@ class _Program:
     outputs: tuple
     kinds: tuple[str, ...]
     cells: tuple[int, ...]
-    reads: tuple[frozenset[int], ...]  # per output: the statistics it reads
+    cell_set: frozenset[int]
+    reads: tuple[frozenset[int], ...]  # per output: the row positions of the statistics it reads
     having: object
-    order: tuple
-    keys: tuple  # each group key ascending, NULLS LAST: the order of last resort
+    order: tuple  # (value, descending, nulls_first) per ORDER BY term
+    keys: tuple  # each group key's value: the order of last resort, ascending, NULLS LAST
 
 
-@functools.lru_cache(maxsize=512)
-def _program(plan: CellPlan, key_kinds: tuple[str, ...], stat_kinds: tuple[str, ...]) -> _Program:
-    """The plan's expressions compiled for a cell table of these kinds (cached: a plan repeats)."""
-    compiled = [compile_node(o.node, list(key_kinds), list(stat_kinds)) for o in plan.outputs]
-    having = compile_node(plan.having, list(key_kinds), list(stat_kinds))[0] if plan.having is not None else None
-    order = tuple((compile_node(o.node, list(key_kinds), list(stat_kinds))[0], o.descending, o.nulls_first)
-                  for o in plan.order)
-    keys = tuple((compile_node(Key(i), list(key_kinds), list(stat_kinds))[0], False, False) for i in range(plan.keys))
-    return _Program(tuple(f for f, _ in compiled), tuple(k for _, k in compiled), plan.cell_outputs,
-                    tuple(frozenset(statistics_read(o.node)) for o in plan.outputs), having, order, keys)
+_PROGRAMS: dict = {}
 
 
-def _compare(order: tuple, a: _Answered, b: _Answered) -> int:
-    """ORDER BY on released values: NULLs where the caller's NULLS FIRST/LAST (DuckDB's default) puts them."""
-    for value, descending, nulls_first in order:
-        x, y = value(a.keys, a.statistics), value(b.keys, b.statistics)
-        if x == y:
-            continue
-        if x is None or y is None:
-            return (-1 if x is None else 1) if nulls_first else (1 if x is None else -1)
+def _program(plan: CellPlan, layout: Layout) -> _Program:
+    """The plan's expressions compiled for a cell table of these columns (kept: a plan repeats)."""
+    cache_key = (plan, layout.columns)
+    program = _PROGRAMS.get(cache_key)
+    if program is not None:
+        return program
+    columns = layout.columns
+    outputs = [o.node for o in plan.outputs]
+    compiled = [compile_node(o.node, columns) for o in plan.outputs]
+    having = compile_node(plan.having, columns)[0] if plan.having is not None else None
+    # An ORDER BY term that is an output (ORDER BY 2, or its alias) sorts by the value already computed.
+    order = tuple((_output_value(outputs.index(o.node)) if o.node in outputs else _row_value(compile_node(o.node, columns)[0]),
+                   o.descending, o.nulls_first) for o in plan.order)
+    keys = tuple(_row_value(compile_node(Key(i), columns)[0]) for i in range(plan.keys))
+    reads = tuple(frozenset(columns.statistics[s] for s in statistics_read(o.node)) for o in plan.outputs)
+    program = _Program(tuple(f for f, _ in compiled), tuple(k for _, k in compiled), plan.cell_outputs,
+                       frozenset(plan.cell_outputs), reads, having, order, keys)
+    if len(_PROGRAMS) > 512:
+        _PROGRAMS.clear()
+    _PROGRAMS[cache_key] = program
+    return program
+
+
+def _row_value(compiled):
+    """An ORDER BY term computed from an answered row as released."""
+    return lambda entry: compiled(entry[0])
+
+
+def _output_value(index: int):
+    """An ORDER BY term that is output ``index``: its value, already computed."""
+    return lambda entry: entry[1][index]
+
+
+def _order(answered: list, program: _Program) -> None:
+    """Sort rows by the caller's ORDER BY over released values, then by the keys (stable passes, last key first)."""
+    for value in reversed(program.keys):
+        answered.sort(key=lambda entry: sort_key(value(entry), descending=False, nulls_first=False))
+    for value, descending, nulls_first in reversed(program.order):
         try:
-            less = x < y
-        except TypeError:  # values that do not compare (text against a number): an order, never an error
-            less = repr(type(x)) < repr(type(y))
-        return (1 if less else -1) if descending else (-1 if less else 1)
-    return 0
+            answered.sort(key=lambda entry: sort_key(value(entry), descending=descending, nulls_first=nulls_first),
+                          reverse=descending)
+        except TypeError:  # values that do not compare (never within one column the guard accepts)
+            answered.sort(key=lambda entry: repr(type(value(entry))), reverse=descending)
 
 
-def _sums_by_measure(plan: CellPlan) -> dict[str, set[int]]:
-    sums: dict[str, set[int]] = defaultdict(set)
-    for index, statistic in enumerate(plan.statistics):
-        if statistic.kind == "sum":
-            sums[statistic.measure].add(index)
-    return sums
-
-
-def _secondary(cells: list[_Cell], under: list[bool], plan: CellPlan) -> set[int]:
+def _secondary(rows: list[tuple], under: list[bool], plan: CellPlan, layout: Layout) -> set[int]:
     """Rows to withhold besides those under the threshold, so that no withheld row of a ROLLUP is the
     difference of its total and its released siblings (nor a total the sum of released rows).
 
@@ -280,11 +292,12 @@ def _secondary(cells: list[_Cell], under: list[bool], plan: CellPlan) -> set[int
     total itself. Withholding only grows, so this ends; the result may withhold more than the least
     needed (finding the least is NP-hard), never less.
     """
-    keys = len(plan.totals)
+    keys, key_positions = len(plan.totals), layout.columns.keys
+    entities_at, grouping_at = layout.columns.statistics[0], layout.grouping
     rows_by_level: dict[tuple, int] = {}
-    for index, cell in enumerate(cells):
-        level = keys - bin(cell.grouping).count("1")
-        rows_by_level[(level, cell.keys[:level])] = index
+    for index, row in enumerate(rows):
+        level = keys - bin(row[grouping_at]).count("1")
+        rows_by_level[(level, tuple(row[p] for p in key_positions[:level]))] = index
     equations: dict[int, list[int]] = defaultdict(list)  # total's row -> the rows it adds up
     for (level, prefix), index in rows_by_level.items():
         if level > 0:
@@ -299,7 +312,7 @@ def _secondary(cells: list[_Cell], under: list[bool], plan: CellPlan) -> set[int
             if sum(member in withheld for member in members) != 1:
                 continue
             candidates = [p for p in parts if p not in withheld] or [total]
-            chosen = min(candidates, key=lambda i: (cells[i].entities, i))
+            chosen = min(candidates, key=lambda i: (rows[i][entities_at] or 0, i))
             withheld.add(chosen)
             secondary.add(chosen)
             changed = True
