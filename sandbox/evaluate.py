@@ -91,6 +91,19 @@ def compile_node(node: Node, columns: Columns) -> tuple[Compiled, str]:
     return _CALLS[node.op]([compile_node(arg, columns) for arg in node.args])
 
 
+def direct_position(node: Node, columns: Columns) -> int | None:
+    """The row position ``node`` reads as it is, where it is a key or an integer statistic taken whole
+    (``SUM(x)`` of an integer measure, a count): the common case, released without computing."""
+    if isinstance(node, Key) and columns.key_kinds[node.index] != "decimal":
+        return columns.keys[node.index]
+    if isinstance(node, Stat) and columns.stat_kinds[node.index] == "int":
+        return columns.statistics[node.index]
+    if isinstance(node, Linear) and len(node.terms) == 1 and node.terms[0][0] == 1 and node.kind == "int" \
+            and columns.stat_kinds[node.terms[0][1]] == "int":
+        return columns.statistics[node.terms[0][1]]
+    return None
+
+
 def _statistic(position: int, kind: str) -> Compiled:
     if kind == "int":
         return lambda row: row[position]
@@ -105,12 +118,7 @@ def _linear(node: Linear, columns: Columns) -> tuple[Compiled, str]:
     positions = [columns.statistics[index] for _, index in node.terms]
     if len(node.terms) == 1 and node.terms[0][0] == 1 and kinds[0] == "int":
         position = positions[0]  # SUM(x) of an integer measure: the engine's exact sum itself
-
-        def single(row):
-            value = row[position]
-            return value if value is None or -LIMIT <= value <= LIMIT else None
-
-        return single, kind
+        return (lambda row: row[position]), kind
     if all(c.denominator == 1 for c, _ in node.terms) and all(k == "int" for k in kinds):
         terms = [(c.numerator, p) for (c, _), p in zip(node.terms, positions)]  # whole numbers: integer arithmetic
     else:

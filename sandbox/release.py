@@ -20,6 +20,7 @@ instead of marked; dominated cells are always marked.
 from __future__ import annotations
 
 import math
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,7 +32,7 @@ from broker.guard import GuardedQuery
 from broker.guard import internal_names as names
 from broker.guard.release_plan import CellPlan, Key, statistics_read
 from broker.policy import Dominance
-from sandbox.evaluate import ENGINE_TYPES, Columns, compile_node, kind_of, sort_key, wire_value
+from sandbox.evaluate import ENGINE_TYPES, Columns, compile_node, direct_position, kind_of, sort_key, wire_value
 
 
 @dataclass
@@ -63,8 +64,9 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     under = [(row[entities_at] or 0) < k for row in rows]
     secondary = _secondary(rows, under, plan, layout) if plan.totals else set()
     drop = guarded.suppression == "drop"
-    dominance = guarded.dominance if layout.dominance else None
+    dominance = _Rule.of(guarded.dominance) if layout.dominance and guarded.dominance is not None else None
     withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
+    direct = program.direct
     answered = []  # (row as released, values, marked, why withheld: 0 released, 1 threshold, 2 secondary)
     for index, row in enumerate(rows):
         whole = under[index] or index in secondary
@@ -84,8 +86,8 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
             seen = row
         if program.having is not None and program.having(seen) is not True:
             continue
-        answered.append((seen, tuple(output(seen) for output in program.outputs), marked,
-                         1 if under[index] else 2 if whole else 0))
+        answered.append((seen, direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs),
+                         marked, 1 if under[index] else 2 if whole else 0))
     if not plan.engine_ordered:
         _order(answered, program)
     if plan.limit is not None:
@@ -104,7 +106,8 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
             counts["secondary"] += cells_here
         else:
             counts["dominance"] += len(marked)
-        released.append(tuple(wire_value(value, kind) for value, kind in zip(values, kinds)))
+        released.append(values if direct is not None else
+                        tuple(wire_value(value, kind) for value, kind in zip(values, kinds)))
         withheld.append(marked)
         if plan.totals:
             bits = seen[grouping_at]
@@ -161,13 +164,13 @@ class Layout:
             seen[self.grouping] = row[self.grouping]
         return tuple(seen)
 
-    def hidden_by_dominance(self, row: tuple, dominance: Dominance) -> frozenset[int]:
+    def hidden_by_dominance(self, row: tuple, rule: "_Rule") -> frozenset[int]:
         """The positions of the sums the dominance rule withholds in ``row``."""
-        hidden: set[int] = set()
+        hidden = _NOTHING
         for columns, sums in self.dominance:
-            if _dominated(row, columns, dominance):
-                hidden |= sums
-        return frozenset(hidden)
+            if _dominated(row, columns, rule):
+                hidden = hidden | sums
+        return hidden
 
 
 def layout_of(column_names: list[str], types: list[str], plan: CellPlan) -> Layout:
@@ -204,21 +207,46 @@ def output_types(plan: CellPlan, layout: Layout, program: "_Program") -> list[st
             for o, kind in zip(plan.outputs, program.kinds)]
 
 
-def _dominated(row: tuple, columns: tuple, dominance: Dominance) -> bool:
+@dataclass(frozen=True)
+class _Rule:
+    """A dominance rule with its percentages as exact fractions (85.0 is 85/1, 8.5 is 17/2)."""
+
+    k: tuple[int, int] | None  # the (n, k) rule's k, as numerator and denominator; None without it
+    p: tuple[int, int] | None  # the p% rule's p; None without it
+
+    @classmethod
+    def of(cls, dominance: Dominance) -> "_Rule":
+        def exact(value):
+            fraction = Fraction(value)
+            return fraction.numerator, fraction.denominator
+        return cls(exact(dominance.k) if dominance.n is not None else None,
+                   exact(dominance.p) if dominance.p is not None else None)
+
+
+def _dominated(row: tuple, columns: tuple, rule: _Rule) -> bool:
     """Whether a cell's largest contributions to one measure break the (n, k) rule or the p% rule.
 
-    Compared exactly. A DOUBLE measure whose totals are not finite cannot be judged: its sums are
-    withheld, never an error."""
-    values = [row[at] if at is not None else None for at in columns]
-    if values[0] is None:
+    Compared exactly, in integers where the engine's sums are integers. A DOUBLE measure whose totals
+    are not finite cannot be judged: its sums are withheld, never an error."""
+    total_at, top_at, largest_at, top_two_at = columns
+    total = row[total_at]
+    if total is None:
         return False
-    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-        return True
-    total, top, largest, top_two = (None if v is None else v if isinstance(v, int) else Fraction(v) for v in values)
-    if dominance.n is not None and top is not None and 100 * top > Fraction(dominance.k) * total:
-        return True
-    if dominance.p is not None and largest is not None and top_two is not None:
-        if 100 * (total - top_two) < Fraction(dominance.p) * largest:
+    top = row[top_at] if top_at is not None else None
+    largest = row[largest_at] if largest_at is not None else None
+    top_two = row[top_two_at] if top_two_at is not None else None
+    if type(total) is not int:  # noqa: E721 - a DECIMAL or DOUBLE measure: exact fractions, non-finite withheld
+        values = (total, top, largest, top_two)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            return True
+        total, top, largest, top_two = (None if v is None else Fraction(v) for v in values)
+    if rule.k is not None and top is not None:
+        numerator, denominator = rule.k
+        if 100 * denominator * top > numerator * total:
+            return True
+    if rule.p is not None and largest is not None and top_two is not None:
+        numerator, denominator = rule.p
+        if 100 * denominator * (total - top_two) < numerator * largest:
             return True
     return False
 
@@ -233,6 +261,7 @@ class _Program:
     having: object
     order: tuple  # (value, descending, nulls_first) per ORDER BY term
     keys: tuple  # each group key's value: the order of last resort, ascending, NULLS LAST
+    direct: object  # where every output is a key or an integer statistic as it is: one C call per row
 
 
 _PROGRAMS: dict = {}
@@ -253,8 +282,13 @@ def _program(plan: CellPlan, layout: Layout) -> _Program:
                    o.descending, o.nulls_first) for o in plan.order)
     keys = tuple(_row_value(compile_node(Key(i), columns)[0]) for i in range(plan.keys))
     reads = tuple(frozenset(columns.statistics[s] for s in statistics_read(o.node)) for o in plan.outputs)
+    positions = [direct_position(o.node, columns) for o in plan.outputs]
+    direct = None
+    if positions and None not in positions:
+        getter = operator.itemgetter(*positions)
+        direct = getter if len(positions) > 1 else (lambda row: (getter(row),))
     program = _Program(tuple(f for f, _ in compiled), tuple(k for _, k in compiled), plan.cell_outputs,
-                       frozenset(plan.cell_outputs), reads, having, order, keys)
+                       frozenset(plan.cell_outputs), reads, having, order, keys, direct)
     if len(_PROGRAMS) > 512:
         _PROGRAMS.clear()
     _PROGRAMS[cache_key] = program
