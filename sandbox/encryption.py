@@ -78,7 +78,13 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     entities_at = layout.columns.statistics[0]
     released, withheld = [], []
     for row in rows:
-        (withheld if (row[entities_at] or 0) < guarded.min_entities else released).append(row)
+        # A group whose sum some but fewer than k entities make up is left out whole: an encrypted cell
+        # cannot be marked.
+        small = (row[entities_at] or 0) < guarded.min_entities or layout.hidden_by_contributors(row, guarded.min_entities)
+        (withheld if small else released).append(row)
+    if guarded.suppression != "mark":
+        # Under suppressed: drop a small cell's existence is not told, not even as a count of partitions.
+        withheld = []
     cap = guarded.max_rows if max_rows is None else max_rows
     truncated = len(released) > cap
     released = released[:cap]

@@ -66,6 +66,21 @@ ENGINE_TYPES = {"int": "HUGEINT", "decimal": "DECIMAL", "double": "DOUBLE", "tex
                 "timestamp": "TIMESTAMP", "bool": "BOOLEAN", "null": "VARCHAR"}
 
 
+def compile_total(node: Node, columns: Columns) -> tuple[Compiled, str]:
+    """``node`` compiled (:func:`compile_node`) as a total function: whatever a row holds, it answers,
+    NULL where the operators themselves have no answer. The operators never raise on what the guard
+    accepts; this is the last line of defence, since an error that depends on a cell is an answer."""
+    compiled, kind = compile_node(node, columns)
+
+    def total(row):
+        try:
+            return compiled(row)
+        except (TypeError, ValueError, ArithmeticError):
+            return None
+
+    return total, kind
+
+
 def compile_node(node: Node, columns: Columns) -> tuple[Compiled, str]:
     """``node`` as a function of one engine row, and the kind of what it returns.
 
@@ -183,6 +198,8 @@ def _arithmetic(op: str):
 
 def _negate(args):
     ((inner, kind),) = args
+    if kind not in NUMBER_KINDS:
+        return (lambda row: None), "null"  # minus text or a date: no value, never an error
     return (lambda row: None if (v := inner(row)) is None else -v), kind
 
 

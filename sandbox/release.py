@@ -5,7 +5,9 @@ The engine returns a cell table (``broker.guard.split_cells``): group keys and p
 in this order:
 
 1. the threshold: a cell with fewer than k distinct entities is withheld whole (its statistics become
-   NULL); under ``suppressed: drop`` the engine already left such cells out, except with totals;
+   NULL); under ``suppressed: drop`` the engine already left such cells out, except with totals; and a
+   sum that fewer than k entities make up (those whose total of the measure is set and not zero, but
+   some) is withheld in its cell, as a threshold on the sum's own contributors;
 2. the dominance rule: a measure whose largest contributors dominate a cell has its sums withheld there;
 3. with totals, secondary suppression withholds further cells until no withheld cell is a total less
    its released parts;
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Callable
 
 import grpc
 
@@ -32,7 +36,7 @@ from broker.guard import GuardedQuery
 from broker.guard import internal_names as names
 from broker.guard.release_plan import CellPlan, Key, statistics_read
 from broker.policy import Dominance
-from sandbox.evaluate import ENGINE_TYPES, Columns, compile_node, direct_position, kind_of, sort_key, wire_value
+from sandbox.evaluate import ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key, wire_value
 
 
 @dataclass
@@ -52,10 +56,12 @@ _NOTHING: frozenset[int] = frozenset()
 
 
 def release(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
-            max_rows: int | None = None) -> Release:
+            max_rows: int | None = None, deadline: float | None = None,
+            clock: Callable[[], float] = time.monotonic) -> Release:
     """Apply disclosure control to the engine's cell table for ``guarded`` and compute the answer from it.
 
-    ``max_rows`` cuts the answer (flagging it truncated); by default the guard's cap.
+    ``max_rows`` cuts the answer (flagging it truncated); by default the guard's cap. Past ``deadline``
+    (on ``clock``) the release stops (DEADLINE_EXCEEDED ``QUERY_TIMEOUT``), as the engine would.
     """
     plan = guarded.cells
     layout = layout_of(names_, types, plan)
@@ -65,29 +71,33 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     secondary = _secondary(rows, under, plan, layout) if plan.totals else set()
     drop = guarded.suppression == "drop"
     dominance = _Rule.of(guarded.dominance) if layout.dominance and guarded.dominance is not None else None
+    check_parts = dominance is not None or bool(layout.contributors)
     withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
     direct = program.direct
     answered = []  # (row as released, values, marked, why withheld: 0 released, 1 threshold, 2 secondary)
     for index, row in enumerate(rows):
+        if deadline is not None and not index % 1024 and clock() > deadline:
+            raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
+                                code=grpc.StatusCode.DEADLINE_EXCEEDED)
         whole = under[index] or index in secondary
         if whole and drop:
             continue
-        marked = _NOTHING
+        marked, few = _NOTHING, 0
+        seen = row
         if whole:
             seen = layout.with_keys(withheld_row, row)
             marked = program.cell_set
-        elif dominance is not None:
-            hidden = layout.hidden_by_dominance(row, dominance)
-            seen = row
+        elif check_parts:
+            thin = layout.hidden_by_contributors(row, k)
+            hidden = thin | (layout.hidden_by_dominance(row, dominance) if dominance is not None else _NOTHING)
             if hidden:
                 seen = tuple(None if i in hidden else value for i, value in enumerate(row))
                 marked = frozenset(i for i in program.cells if program.reads[i] & hidden)
-        else:
-            seen = row
+                few = sum(1 for i in marked if program.reads[i] & thin)
         if program.having is not None and program.having(seen) is not True:
             continue
         answered.append((seen, direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs),
-                         marked, 1 if under[index] else 2 if whole else 0))
+                         marked, 1 if under[index] else 2 if whole else 0, few))
     if not plan.engine_ordered:
         _order(answered, program)
     if plan.limit is not None:
@@ -99,13 +109,14 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     grouping_at, last = layout.grouping, len(plan.totals) - 1
     kinds = program.kinds
     released, withheld, rolled_up = [], [], []
-    for seen, values, marked, why in answered[:cap]:
+    for seen, values, marked, why, few in answered[:cap]:
         if why == 1:
             counts["min_entities"] += cells_here
         elif why == 2:
             counts["secondary"] += cells_here
-        else:
-            counts["dominance"] += len(marked)
+        else:  # a sum too few entities make up counts under the threshold; the rest were dominated
+            counts["min_entities"] += few
+            counts["dominance"] += len(marked) - few
         released.append(values if direct is not None else
                         tuple(wire_value(value, kind) for value, kind in zip(values, kinds)))
         withheld.append(marked)
@@ -121,12 +132,14 @@ def engine_cap(guarded: GuardedQuery, max_rows: int) -> int:
     return guarded.engine_rows - 1 if guarded.cells is not None and guarded.cells.whole_table else max_rows
 
 
-def run(engine, guarded: GuardedQuery, *, timeout_s: float, max_rows: int | None = None) -> Release:
+def run(engine, guarded: GuardedQuery, *, timeout_s: float, max_rows: int | None = None,
+        clock: Callable[[], float] = time.monotonic) -> Release:
     """Run ``guarded``'s cell query on ``engine`` and release its answer (the sandbox's plaintext path)."""
     cap = guarded.max_rows if max_rows is None else max_rows
+    deadline = clock() + timeout_s
     result = engine.execute(guarded.sql, timeout_s=timeout_s, max_rows=engine_cap(guarded, cap))
     check_size(guarded, result.truncated, dataset=guarded.dataset)
-    released = release(result.names, result.types, result.rows, guarded, max_rows=cap)
+    released = release(result.names, result.types, result.rows, guarded, max_rows=cap, deadline=deadline, clock=clock)
     released.truncated = released.truncated or (result.truncated and not guarded.cells.whole_table)
     return released
 
@@ -154,6 +167,8 @@ class Layout:
     # Per measure the dominance rule tests: the positions of its total, top n, largest and top two, and
     # the positions of the sums it withholds when dominated.
     dominance: tuple[tuple[tuple[int | None, ...], frozenset[int]], ...]
+    # Per summed measure: the position of its count of contributing entities, and of the sums it withholds.
+    contributors: tuple[tuple[int, frozenset[int]], ...] = ()
 
     def with_keys(self, statistics_row: tuple, row: tuple) -> tuple:
         """``statistics_row`` (every statistic NULL) with ``row``'s keys and grouping in place."""
@@ -163,6 +178,14 @@ class Layout:
         if self.grouping is not None:
             seen[self.grouping] = row[self.grouping]
         return tuple(seen)
+
+    def hidden_by_contributors(self, row: tuple, k: int) -> frozenset[int]:
+        """The positions of the sums that fewer than ``k`` entities make up in ``row`` (but some do)."""
+        hidden = _NOTHING
+        for position, sums in self.contributors:
+            if 0 < (row[position] or 0) < k:
+                hidden = hidden | sums
+        return hidden
 
     def hidden_by_dominance(self, row: tuple, rule: "_Rule") -> frozenset[int]:
         """The positions of the sums the dominance rule withholds in ``row``."""
@@ -187,8 +210,10 @@ def layout_of(column_names: list[str], types: list[str], plan: CellPlan) -> Layo
     dominance = tuple((tuple(position.get(column(j)) for column in (
         names.dominance_total, names.dominance_top, names.dominance_largest, names.dominance_top_two)),
         frozenset(sums[measure])) for j, measure in enumerate(plan.dominated))
+    contributors = tuple((position[names.contributors(j)], frozenset(sums[measure]))
+                         for j, measure in enumerate(plan.summed) if names.contributors(j) in position)
     columns = Columns(keys, statistics, tuple(kind_of(types[i]) for i in keys), stat_kinds)
-    return Layout(columns, tuple(types[i] for i in keys), position.get(names.GROUPING), dominance)
+    return Layout(columns, tuple(types[i] for i in keys), position.get(names.GROUPING), dominance, contributors)
 
 
 def read_cells(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery) -> tuple[Layout, list]:
@@ -275,12 +300,12 @@ def _program(plan: CellPlan, layout: Layout) -> _Program:
         return program
     columns = layout.columns
     outputs = [o.node for o in plan.outputs]
-    compiled = [compile_node(o.node, columns) for o in plan.outputs]
-    having = compile_node(plan.having, columns)[0] if plan.having is not None else None
+    compiled = [compile_total(o.node, columns) for o in plan.outputs]
+    having = compile_total(plan.having, columns)[0] if plan.having is not None else None
     # An ORDER BY term that is an output (ORDER BY 2, or its alias) sorts by the value already computed.
-    order = tuple((_output_value(outputs.index(o.node)) if o.node in outputs else _row_value(compile_node(o.node, columns)[0]),
-                   o.descending, o.nulls_first) for o in plan.order)
-    keys = tuple(_row_value(compile_node(Key(i), columns)[0]) for i in range(plan.keys))
+    order = tuple((_output_value(outputs.index(o.node)) if o.node in outputs
+                   else _row_value(compile_total(o.node, columns)[0]), o.descending, o.nulls_first) for o in plan.order)
+    keys = tuple(_row_value(compile_total(Key(i), columns)[0]) for i in range(plan.keys))
     reads = tuple(frozenset(columns.statistics[s] for s in statistics_read(o.node)) for o in plan.outputs)
     positions = [direct_position(o.node, columns) for o in plan.outputs]
     direct = None
@@ -324,10 +349,13 @@ def _secondary(rows: list[tuple], under: list[bool], plan: CellPlan, layout: Lay
     Each total and the rows it adds up form one equation. While some equation has exactly one withheld
     member, withhold one more: the released sibling with the fewest entities, or, with none left, the
     total itself. Withholding only grows, so this ends; the result may withhold more than the least
-    needed (finding the least is NP-hard), never less.
+    needed (finding the least is NP-hard), never less. Equations are taken, and ties broken, by the
+    cells' keys, never by the order the engine returned them in: the same table gives the same
+    suppression every time (two runs withholding different siblings would give the cell away).
     """
     keys, key_positions = len(plan.totals), layout.columns.keys
     entities_at, grouping_at = layout.columns.statistics[0], layout.grouping
+    order = [tuple((row[p] is None, row[p]) for p in key_positions) for row in rows]
     rows_by_level: dict[tuple, int] = {}
     for index, row in enumerate(rows):
         level = keys - bin(row[grouping_at]).count("1")
@@ -336,17 +364,19 @@ def _secondary(rows: list[tuple], under: list[bool], plan: CellPlan, layout: Lay
     for (level, prefix), index in rows_by_level.items():
         if level > 0:
             equations[rows_by_level[(level - 1, prefix[:-1])]].append(index)
+    ordered = sorted(((total, sorted(parts, key=order.__getitem__)) for total, parts in equations.items()),
+                     key=lambda equation: order[equation[0]])
     withheld = {index for index, flagged in enumerate(under) if flagged}
     secondary: set[int] = set()
     changed = True
     while changed:
         changed = False
-        for total, parts in equations.items():
+        for total, parts in ordered:
             members = [total, *parts]
             if sum(member in withheld for member in members) != 1:
                 continue
             candidates = [p for p in parts if p not in withheld] or [total]
-            chosen = min(candidates, key=lambda i: (rows[i][entities_at] or 0, i))
+            chosen = min(candidates, key=lambda i: ((rows[i][entities_at] or 0), order[i]))
             withheld.add(chosen)
             secondary.add(chosen)
             changed = True

@@ -4,19 +4,23 @@ This checker is the property test's oracle. It shares nothing with ``broker.guar
 (the data it checks against) and sqlglot's parser: it re-reads the emitted SQL and states the
 invariants from the outside, so a bug in a guard rule is not repeated here.
 
-The invariants: one plain SELECT over the granted dataset, joined only to the grant's lookups on
-their keys; no column the grant hides; the entity only as COUNT(DISTINCT entity); the output is a cell
-table: each group key exactly once, then statistics that are each one plain aggregate of one column
-(COUNT(DISTINCT entity) first, then COUNT(*), and SUM, COUNT, or a granted MIN or MAX of a measure),
-with no arithmetic, no literal and no condition anywhere in the output (nothing the caller computes
-reaches the engine); GROUP BY only group-level columns (or their year, quarter or month); WHERE an AND
-of the row filter bound to the caller and literal tests of group or filter columns; HAVING only the
-threshold ``COUNT(DISTINCT entity) >= k``, and only where the grant drops small cells; ORDER BY only
-group keys; a LIMIT no larger than ten times the grant's cap plus one; no function outside the short
-allowlist; no comment.
+The emitted SQL is a cell table computed in two levels. The inner query reads the granted dataset,
+joined only to the grant's lookups on their keys, with no column the grant hides and the entity only
+as the per-entity group; its WHERE is the row filter bound to the caller ANDed with literal tests of
+group or filter columns; it groups by group-level columns (or their year, quarter or month) and the
+entity, and outputs each key (``__g<i>``), the entity (``__e``), its row count and plain per-entity
+aggregates of single measure columns (SUM, COUNT, a granted MIN or MAX). The outer query reads only
+that subquery: each key once as ``__k<i>``, then statistics that are each one plain aggregate of one
+per-entity column (the count of entities first), a count of the entities with a nonzero total per
+summed measure, and with a dominance rule the fixed forms over their magnitudes; there is no
+arithmetic, no literal and no condition anywhere else (nothing the caller computes reaches the
+engine). HAVING is only the threshold, and only where the grant drops small cells; ORDER BY names group
+keys only; LIMIT is no larger than ten times the grant's cap plus one; no comment.
 """
 
 from __future__ import annotations
+
+import re
 
 import sqlglot
 import sqlglot.expressions as exp
@@ -25,10 +29,11 @@ from broker.policy import ColumnLevel, Policy
 
 AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 DATE_PARTS = (exp.TimestampTrunc, exp.DateTrunc, exp.Year, exp.Quarter, exp.Month)
-ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Paren, exp.Neg)
-FORBIDDEN = (exp.Subquery, exp.With, exp.Union, exp.Intersect, exp.Except, exp.Window, exp.Lateral, exp.Filter,
-             exp.Case, exp.If, exp.Placeholder, exp.Offset, exp.Qualify)
+ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg)
+FORBIDDEN = (exp.With, exp.Union, exp.Intersect, exp.Except, exp.Window, exp.Lateral, exp.Filter,
+             exp.Placeholder, exp.Offset, exp.Qualify)
 COMPARISONS = (exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+PER_ENTITY = re.compile(r"^__(sum|count|min|max)_([a-z_][a-z0-9_]*)$")
 
 
 def violations(sql: str, policy: Policy, *, district: str, department: str) -> list[str]:
@@ -51,43 +56,49 @@ class _Checker:
         self.problems: list[str] = []
         self.tables: dict[str, object] = {}
 
-    def run(self) -> list[str]:
-        self.check_constructs()
-        self.check_tables()
-        if self.problems:
-            return self.problems
-        self.check_columns()
-        self.check_aggregates()
-        self.check_functions()
-        keys = self.check_group_keys()
-        self.check_outputs(keys)
-        self.check_where()
-        self.check_having()
-        self.check_order()
-        self.check_limit()
-        return self.problems
-
     def fail(self, message: str) -> None:
         self.problems.append(message)
 
-    def check_constructs(self) -> None:
+    def run(self) -> list[str]:
         for node in self.tree.walk():
-            if node is not self.tree and isinstance(node, (exp.Select, *FORBIDDEN)):
-                self.fail(f"forbidden construct {node.key}")
             if node.comments:
                 self.fail("a comment reaches the engine")
-        for arg in ("with_", "distinct", "laterals", "windows", "qualify", "offset", "into", "settings", "sample"):
-            if self.tree.args.get(arg):
-                self.fail(f"forbidden clause {arg}")
+            if isinstance(node, FORBIDDEN):
+                self.fail(f"forbidden construct {node.key}")
+        source = self.tree.args.get("from_")
+        inner = source.this.this if source is not None and isinstance(source.this, exp.Subquery) else None
+        if not isinstance(inner, exp.Select) or source.this.alias != "__cells":
+            self.fail("the outer query does not read the per-entity subquery __cells")
+            return self.problems
+        if any(self.tree.args.get(a) for a in ("joins", "where")):
+            self.fail("the outer query joins or filters")
+        for node in inner.walk():
+            if isinstance(node, exp.Select) and node is not inner:
+                self.fail("a subquery inside the per-entity query")
+        self.inner = inner
+        for branch in self.tree.find_all(exp.If):
+            if not isinstance(branch.parent, exp.Case):
+                self.fail(f"a condition reaches the engine: {branch.sql()}")
+        for case in self.tree.find_all(exp.Case):  # only the count of contributors tests a condition
+            alias = case.find_ancestor(exp.Alias)
+            if not (alias is not None and alias.parent is self.tree and re.fullmatch(r"__c\d+", alias.alias)):
+                self.fail(f"a condition reaches the engine: {case.sql()}")
+        self.check_tables()
+        if self.problems:
+            return self.problems
+        self.check_inner()
+        self.check_outer()
+        return self.problems
+
+    # -- the inner query: the dataset, per cell and entity --------------------------------------------
 
     def check_tables(self) -> None:
-        source = self.tree.args.get("from_")
-        main = source.this if source else None
+        main = self.inner.args["from_"].this if self.inner.args.get("from_") else None
         if not isinstance(main, exp.Table) or f"{main.db}.{main.name}" != self.policy.dataset or main.alias:
-            self.fail("FROM is not exactly the granted dataset")
+            self.fail("the inner FROM is not exactly the granted dataset")
             return
         self.tables[main.name] = None
-        for join in self.tree.args.get("joins") or []:
+        for join in self.inner.args.get("joins") or []:
             table = join.this
             lookup = self.policy.lookups.get(f"{table.db}.{table.name}") if isinstance(table, exp.Table) else None
             if lookup is None or table.alias or join.side not in ("", "LEFT") or join.kind or join.args.get("method"):
@@ -103,9 +114,9 @@ class _Checker:
             self.tables[table.name] = lookup
 
     def level(self, column: exp.Column) -> ColumnLevel:
-        if self.tree.args.get("joins") and not column.table:
+        if self.inner.args.get("joins") and not column.table:
             self.fail(f"column {column.name} is unqualified in a query with joins")
-        table = column.table or self.tree.args["from_"].this.name
+        table = column.table or self.inner.args["from_"].this.name
         if table not in self.tables:
             self.fail(f"column {column.sql()} belongs to no table in the query")
             return ColumnLevel.HIDDEN
@@ -114,122 +125,53 @@ class _Checker:
             return self.policy.columns.get(column.name, ColumnLevel.HIDDEN)
         return self.policy.columns[lookup.key] if column.name in (lookup.key, *lookup.columns) else ColumnLevel.HIDDEN
 
-    def check_columns(self) -> None:
-        # The grant's own row filter may test columns the caller cannot see (district_code).
-        where = self.tree.args.get("where")
-        wanted = self._bound_row_filter()
-        filter_columns = {id(c) for term in (_conjuncts(where.this) if where else ())
-                          if _unqualified(term) == wanted for c in term.find_all(exp.Column)}
-        order = self.tree.args.get("order")
-        ordered = {id(c) for c in order.find_all(exp.Column)} if order is not None else set()  # check_order's
-        for column in self.tree.find_all(exp.Column):
-            if id(column) in filter_columns or id(column) in ordered:
-                continue
-            level = self.level(column)
-            if level is ColumnLevel.HIDDEN:
-                self.fail(f"hidden column {column.sql()}")
-            if level is ColumnLevel.ENTITY:
-                distinct = column.parent
-                if not (isinstance(distinct, exp.Distinct) and isinstance(distinct.parent, exp.Count)
-                        and len(distinct.expressions) == 1):
-                    self.fail(f"the entity column outside COUNT(DISTINCT): {column.parent.sql()}")
-
-    def check_aggregates(self) -> None:
-        for aggregate in self.tree.find_all(*AGGREGATES):
-            if aggregate.find_ancestor(*AGGREGATES):
-                self.fail(f"nested aggregate {aggregate.sql()}")
-            argument = aggregate.this
-            if isinstance(aggregate, exp.Count) and isinstance(argument, exp.Star):
-                continue
-            if isinstance(argument, exp.Distinct):
-                inner = argument.expressions
-                if not (isinstance(aggregate, exp.Count) and len(inner) == 1 and isinstance(inner[0], exp.Column)
-                        and self.level(inner[0]) is ColumnLevel.ENTITY):
-                    self.fail(f"DISTINCT other than COUNT(DISTINCT entity): {aggregate.sql()}")
-                continue
-            name = aggregate.key.upper()
-            if isinstance(aggregate, (exp.Min, exp.Max)):
-                for column in argument.find_all(exp.Column):
-                    if name not in self.policy.min_max.get(column.name, ()):
-                        self.fail(f"{name} of {column.name}, which the grant does not allow")
-            elif name not in self.policy.aggregates:
-                self.fail(f"aggregate {name} is not granted")
-            if aggregate.expressions:
-                self.fail(f"{name} with more than one argument")
-            for node in argument.walk():
-                if isinstance(node, exp.Column):
-                    if self.level(node) is not ColumnLevel.MEASURE:
-                        self.fail(f"{name} over a non-measure column {node.sql()}")
-                elif isinstance(node, exp.Literal):
-                    if node.is_string:
-                        self.fail(f"{name} over a text literal")
-                elif not isinstance(node, (*ARITHMETIC, exp.Identifier)):
-                    self.fail(f"{name} over {node.key}")
-
-    def check_functions(self) -> None:
-        for function in self.tree.find_all(exp.Func):
-            if isinstance(function, AGGREGATES + DATE_PARTS + (exp.Connector, exp.Grouping)):  # AND, OR: Funcs too
-                continue
-            if isinstance(function, exp.Cast) and isinstance(function.this, exp.Literal):
-                continue
-            self.fail(f"function {function.sql()} is not on the allowlist")
-        for part in self.tree.find_all(exp.TimestampTrunc, exp.DateTrunc):
-            if part.text("unit").upper() not in ("YEAR", "QUARTER", "MONTH"):
-                self.fail(f"date_trunc to {part.text('unit')}")
-
-    def check_group_keys(self) -> list[exp.Expression]:
-        group = self.tree.args.get("group")
-        keys = list(group.expressions) if group else []
-        if group is not None and any(group.args.get(a) for a in ("all", "rollup", "cube", "grouping_sets")):
-            self.fail("GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS reached the engine")
+    def check_inner(self) -> None:
+        group = self.inner.args.get("group")
+        keys = list(group.expressions) if group is not None else []
+        entity = keys[-1] if keys else None
+        if not (isinstance(entity, exp.Column) and self.level(entity) is ColumnLevel.ENTITY):
+            self.fail("the per-entity query is not grouped by the entity last")
+            return
+        keys = keys[:-1]
         for key in keys:
             base = key.this if isinstance(key, DATE_PARTS) else key
             if not isinstance(base, exp.Column) or self.level(base) is not ColumnLevel.GROUP:
                 self.fail(f"GROUP BY {key.sql()} is not a group column")
-        return keys
-
-    def check_outputs(self, keys: list[exp.Expression]) -> None:
-        """The projections are the keys in GROUP BY order, then plain statistics, named as the sandbox reads them."""
-        entity = self.policy.entity_column
-        projections = list(self.tree.expressions)
-        if any(not isinstance(p, exp.Alias) for p in projections):
-            self.fail("an output is not named")
-            return
-        names = [p.alias for p in projections]
-        for index, key in enumerate(keys):
-            if index >= len(projections) or names[index] != f"__k{index}" or projections[index].this != key:
-                self.fail(f"group key {key.sql()} is not output {index} as __k{index}")
-        statistics = projections[len(keys):]
-        if self.tree.find(exp.Rollup):
-            if not statistics or statistics[-1].alias != "__grouping" or not isinstance(statistics[-1].this, exp.Grouping):
-                self.fail("a ROLLUP without its grouping column")
-            statistics = statistics[:-1]
-        for index, projection in enumerate(statistics):
-            value = projection.this
-            if projection.alias != f"__s{index}":
-                self.fail(f"statistic {index} is named {projection.alias}")
-            if index == 0 and _unqualified(value) != f"COUNT(DISTINCT {entity})":
-                self.fail(f"statistic 0 is not COUNT(DISTINCT {entity}) but {value.sql()}")
-            if not isinstance(value, AGGREGATES):
-                self.fail(f"statistic {value.sql()} is not one aggregate")
+        projections = list(self.inner.expressions)
+        expected = [(f"__g{i}", key) for i, key in enumerate(keys)] + [("__e", entity)]
+        for (alias, wanted), projection in zip(expected, projections):
+            if not (isinstance(projection, exp.Alias) and projection.alias == alias and projection.this == wanted):
+                self.fail(f"the per-entity query does not output {wanted.sql()} as {alias}")
+        rest = projections[len(expected):]
+        if not rest or not (isinstance(rest[0], exp.Alias) and rest[0].alias == "__rows"
+                            and isinstance(rest[0].this, exp.Count) and isinstance(rest[0].this.this, exp.Star)):
+            self.fail("the per-entity query does not count its rows as __rows")
+        for projection in rest[1:]:
+            match = PER_ENTITY.match(projection.alias if isinstance(projection, exp.Alias) else "")
+            value = projection.this if isinstance(projection, exp.Alias) else projection
+            kind = match.group(1) if match else None
+            wanted = {"sum": exp.Sum, "count": exp.Count, "min": exp.Min, "max": exp.Max}.get(kind)
+            column = value.this if wanted is not None and isinstance(value, wanted) else None
+            if not (isinstance(column, exp.Column) and column.name == match.group(2)):
+                self.fail(f"per-entity column {projection.sql()} is not one aggregate of its own measure")
                 continue
-            argument = value.this
-            if not (isinstance(argument, (exp.Star, exp.Column))
-                    or (isinstance(argument, exp.Distinct) and index == 0)):
-                self.fail(f"statistic {value.sql()} aggregates an expression, not one column")
-            if isinstance(value, (exp.Sum, exp.Min, exp.Max)) and not isinstance(argument, exp.Column):
-                self.fail(f"{value.sql()} takes a column")
-        for node in self.tree.find_all(*ARITHMETIC, exp.Literal, *COMPARISONS, exp.Boolean):
-            if node.find_ancestor(*DATE_PARTS) is None and any(node.find_ancestor(exp.Alias) is p for p in projections):
-                self.fail(f"the output computes {node.sql()}: nothing the caller computes may reach the engine")
-                break
+            if self.level(column) is not ColumnLevel.MEASURE:
+                self.fail(f"per-entity {kind} of a non-measure column {column.sql()}")
+            if kind in ("min", "max") and kind.upper() not in self.policy.min_max.get(column.name, ()):
+                self.fail(f"{kind.upper()} of {column.name}, which the grant does not allow")
+        self.check_where()
 
     def check_where(self) -> None:
-        where = self.tree.args.get("where")
+        where = self.inner.args.get("where")
         terms = list(_conjuncts(where.this)) if where else []
         wanted = self._bound_row_filter()
         if wanted is not None and not any(_unqualified(t) == wanted for t in terms):
             self.fail(f"the row filter {wanted} is missing from WHERE")
+        filter_columns = {id(c) for t in terms if wanted is not None and _unqualified(t) == wanted
+                          for c in t.find_all(exp.Column)}
+        for column in self.inner.find_all(exp.Column):
+            if id(column) not in filter_columns and self.level(column) is ColumnLevel.HIDDEN:
+                self.fail(f"hidden column {column.sql()}")
         for term in terms:
             if wanted is not None and _unqualified(term) == wanted:
                 continue
@@ -257,38 +199,87 @@ class _Checker:
             self.fail(f"WHERE holds {term.key}: {term.sql()}")
             return
         base = subject.this if isinstance(subject, DATE_PARTS) else subject
-        if not isinstance(base, exp.Column) or self.level(base) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
+        if not isinstance(base, exp.Column) or self.level(base) not in (ColumnLevel.GROUP, ColumnLevel.FILTER,
+                                                                        ColumnLevel.MEASURE):
             self.fail(f"WHERE tests {subject.sql()}, which is not a group or filter column")
+        elif self.level(base) is ColumnLevel.MEASURE and base.name not in self.policy.ranges:
+            self.fail(f"WHERE tests measure {base.name}, which the grant gives no range grid")
         if not values or not all(_is_literal(v) for v in values):
             self.fail(f"WHERE compares with something other than literals: {term.sql()}")
 
-    def check_having(self) -> None:
+    # -- the outer query: per cell, from the per-entity rows -------------------------------------------
+
+    def check_outer(self) -> None:
+        projections = list(self.tree.expressions)
+        if any(not isinstance(p, exp.Alias) for p in projections):
+            self.fail("an output is not named")
+            return
+        group = self.tree.args.get("group")
+        rollup = group.expressions[0] if group is not None and group.expressions and isinstance(
+            group.expressions[0], exp.Rollup) else None
+        keys = list(rollup.expressions if rollup is not None else group.expressions) if group is not None else []
+        if [k.sql() for k in keys] != [f"__g{i}" for i in range(len(keys))]:
+            self.fail("the outer query groups by something other than the cell keys")
+        for index in range(len(keys)):
+            if index >= len(projections) or projections[index].alias != f"__k{index}" \
+                    or projections[index].this.sql() != f"__g{index}":
+                self.fail(f"cell key {index} is not output as __k{index}")
+        entities = "COUNT(DISTINCT __e)" if rollup is not None else "COUNT(__e)"
+        for projection in projections[len(keys):]:
+            alias, value = projection.alias, projection.this
+            text = value.sql()
+            if alias == "__s0":
+                ok = text == entities
+            elif re.fullmatch(r"__s\d+", alias):
+                ok = text == "SUM(__rows)" or bool(re.fullmatch(r"(SUM\(__(sum|count)|MIN\(__min|MAX\(__max)_[a-z_0-9]+\)",
+                                                                text)) and self._per_entity(value.this)
+            elif re.fullmatch(r"__c\d+", alias):
+                inner = r"CASE WHEN (__sum_[a-z_0-9]+) <> 0 THEN __e END"
+                ok = bool(re.fullmatch(rf"COUNT\(DISTINCT {inner}\)" if rollup is not None else rf"COUNT\({inner}\)", text))
+            elif alias == "__grouping":
+                ok = rollup is not None and text == f"GROUPING({', '.join(f'__g{i}' for i in range(len(keys)))})"
+            elif re.fullmatch(r"__d\d+_(total|top|largest|top2)", alias):
+                ok = bool(re.fullmatch(r"SUM\(ABS\(__sum_[a-z_0-9]+\)\)|MAX\(ABS\(__sum_[a-z_0-9]+\)\)|"
+                                       r"LIST_SUM\(MAX\(ABS\(__sum_[a-z_0-9]+\), \d+\)\)", text))
+            else:
+                ok = False
+            if not ok:
+                self.fail(f"the output computes {text} AS {alias}: nothing the caller computes may reach the engine")
+        if not projections[len(keys):] or projections[len(keys)].alias != "__s0":
+            self.fail("the count of entities is not statistic 0")
+        self.check_having(entities)
+        self.check_order(entities)
+        self.check_limit()
+
+    def _per_entity(self, column: exp.Expression) -> bool:
+        names = {p.alias for p in self.inner.expressions if isinstance(p, exp.Alias)}
+        return isinstance(column, exp.Column) and column.name in names
+
+    def check_having(self, entities: str) -> None:
         having = self.tree.args.get("having")
-        entity = self.policy.entity_column
-        wanted = f"COUNT(DISTINCT {entity}) >= {self.policy.min_entities}"
+        wanted = f"{entities} >= {self.policy.min_entities}"
         if self.policy.suppression == "drop" and not self.tree.find(exp.Rollup):
-            if having is None or _unqualified(having.this) != wanted:
+            if having is None or having.this.sql() != wanted:
                 self.fail(f"the threshold {wanted} is not the whole of HAVING")
         elif having is not None:
             self.fail(f"HAVING {having.this.sql()} where the grant marks small cells or asks for totals")
 
-    def check_order(self) -> None:
+    def check_order(self, entities: str) -> None:
         order = self.tree.args.get("order")
         terms = list(order.expressions) if order is not None else []
-        released_first = f"COUNT(DISTINCT {self.policy.entity_column}) >= {self.policy.min_entities}"
-        if terms and _unqualified(terms[0].this) == released_first and terms[0].args.get("desc"):
+        if terms and terms[0].this.sql() == f"{entities} >= {self.policy.min_entities}" and terms[0].args.get("desc"):
             terms = terms[1:]  # encrypted: the groups that are released come first, then the keys
         for ordered in terms:
-            if not (isinstance(ordered.this, exp.Column) and ordered.this.name.startswith("__k")
+            if not (isinstance(ordered.this, exp.Column) and re.fullmatch(r"__k\d+", ordered.this.name)
                     and not ordered.this.table):
                 self.fail(f"ORDER BY {ordered.this.sql()}: the engine may order by group keys only")
 
     def check_limit(self) -> None:
         limit = self.tree.args.get("limit")
         value = limit.expression if limit else None
-        if not (isinstance(value, exp.Literal) and value.name.isdigit()
-                and int(value.name) <= self.policy.max_groups * 10 + 1):
-            self.fail(f"LIMIT is missing or above the cap of {self.policy.max_groups * 10 + 1}")
+        cap = 1_000_001 if self.tree.find(exp.Rollup) else self.policy.max_groups * 10 + 1
+        if not (isinstance(value, exp.Literal) and value.name.isdigit() and int(value.name) <= cap):
+            self.fail(f"LIMIT is missing or above the cap of {cap}")
 
 
 def _conjuncts(node: exp.Expression):
@@ -298,15 +289,6 @@ def _conjuncts(node: exp.Expression):
         yield from _conjuncts(node.right)
     else:
         yield node
-
-
-def _inside_aggregate(node: exp.Expression) -> bool:
-    parent = node.parent
-    while parent is not None:
-        if isinstance(parent, AGGREGATES):
-            return True
-        parent = parent.parent
-    return False
 
 
 def _unqualified(node: exp.Expression) -> str:

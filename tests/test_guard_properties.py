@@ -228,25 +228,28 @@ def test_the_checker_catches_what_the_guard_must_never_emit(grant):
     good = guard("SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1", grant,
                  district=XUANWU, department="xuanwu-fgw").sql
     assert violations(good, grant, district=XUANWU, department="xuanwu-fgw") == []
-    threshold = " HAVING COUNT(DISTINCT taxpayer_id) >= 10"
+    threshold = " HAVING COUNT(__e) >= 10"
     by_mode = {"threshold dropped": good.replace(threshold, ""), "lower threshold": good.replace(">= 10", ">= 9")} \
-        if grant.suppression == "drop" else {"a HAVING where cells are marked": good.replace(" LIMIT", threshold + " LIMIT")}
+        if grant.suppression == "drop" else {"a HAVING where cells are marked": good.replace(" ORDER BY", threshold + " ORDER BY")}
+    inner_sum = "SUM(vat_paid) AS __sum_vat_paid"
     broken = {
         **by_mode,
-        "the threshold's count": good.replace("COUNT(DISTINCT taxpayer_id) AS __s0", "COUNT(*) AS __s0"),
-        "arithmetic in a statistic": good.replace("SUM(vat_paid)", "SUM(vat_paid * 2)"),
-        "arithmetic on a statistic": good.replace("SUM(vat_paid) AS", "SUM(vat_paid) * 2 AS"),
-        "a condition turned into a number": good.replace("SUM(vat_paid)", "SUM(vat_paid > 5)"),
-        "a literal output": good.replace(" FROM", ", 1 AS __s2 FROM"),
-        "ordered by a value": good.replace(" LIMIT", " ORDER BY __s1 LIMIT"),
-        "a key missing": good.replace("street_code AS __k0, ", ""),
+        "the threshold's count": good.replace("COUNT(__e) AS __s0", "COUNT(*) AS __s0"),
+        "arithmetic in a statistic": good.replace("SUM(__sum_vat_paid) AS __s1", "SUM(__sum_vat_paid * 2) AS __s1"),
+        "arithmetic on a statistic": good.replace("SUM(__sum_vat_paid) AS __s1", "SUM(__sum_vat_paid) * 2 AS __s1"),
+        "a condition turned into a number": good.replace(inner_sum, "SUM(vat_paid > 5) AS __sum_vat_paid"),
+        "a condition inside a per-entity sum": good.replace(inner_sum, "SUM(CASE WHEN street_code = '1' THEN vat_paid "
+                                                                      "END) AS __sum_vat_paid"),
+        "a literal output": good.replace("AS __s1, ", "AS __s1, 1 AS __s9, "),
+        "ordered by a value": good.replace("ORDER BY __k0 ASC", "ORDER BY __s1"),
+        "a key missing": good.replace("__g0 AS __k0, ", ""),
         "row filter": good.replace(f"district_code = '{XUANWU}'", "TRUE"),
         "other district": good.replace(XUANWU, "320106"),
         "limit": good.replace(" LIMIT 5001", ""),
-        "raw measure": good.replace("SUM(vat_paid)", "vat_paid"),
-        "entity": good.replace("street_code AS __k0", "taxpayer_id AS __k0", 1),
-        "hidden column": good.replace("SUM(vat_paid)", "COUNT(*) + length(district_code)"),
-        "string aggregate": good.replace("SUM(vat_paid)", "string_agg(street_code, ',')"),
+        "raw measure": good.replace(inner_sum, "vat_paid AS __sum_vat_paid"),
+        "entity": good.replace("street_code AS __g0", "taxpayer_id AS __g0", 1),
+        "hidden column": good.replace(inner_sum, "COUNT(*) + length(district_code) AS __sum_vat_paid"),
+        "string aggregate": good.replace(inner_sum, "string_agg(street_code, ',') AS __sum_vat_paid"),
         "subquery": good.replace("FROM tax.declarations", "FROM (SELECT * FROM tax.declarations) AS t"),
         "comment": good + " /* x */",
     }

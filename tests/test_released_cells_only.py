@@ -8,7 +8,8 @@ the edge of its column types. An independent oracle, which shares no code with t
 (it never reads SQL: it evaluates the drawn structure over the raw rows in Python, exactly), says what
 each answer must be. Both runs must succeed, and each must equal the oracle's answer for its own data:
 every released cell exact, every withheld cell NULL and marked, the rows, their order and the marks the
-same function of the released cells alone. A withheld cell that the taxpayer's amounts could move, an
+same function of the released cells alone (a sum is withheld where fewer than k taxpayers, but some,
+have a total of its measure that is not zero). A withheld cell that the taxpayer's amounts could move, an
 error that only the extreme amounts cause, or an order that follows a hidden value all fail it.
 """
 
@@ -208,15 +209,17 @@ def oracle(query: Query, rows: list[tuple], k: int, suppression: str, dominance:
         small = entities < k
         if small and suppression == "drop":
             continue
-        dominated = set()
-        if dominance is not None and not small:
-            for measure in MEASURES:
-                per_taxpayer: dict[str, int] = {}
-                for r in members:
-                    per_taxpayer[r[0]] = per_taxpayer.get(r[0], 0) + r[COLUMN[measure]]
-                magnitudes = sorted((abs(v) for v in per_taxpayer.values()), reverse=True)
-                if magnitudes and 100 * magnitudes[0] > Fraction(dominance.k) * sum(magnitudes):
-                    dominated.add(measure)
+        dominated = set()  # measures whose sums are withheld in this cell: dominated, or made up by too few
+        for measure in MEASURES if not small else ():
+            per_taxpayer: dict[str, int] = {}
+            for r in members:
+                per_taxpayer[r[0]] = per_taxpayer.get(r[0], 0) + r[COLUMN[measure]]
+            contributors = sum(1 for v in per_taxpayer.values() if v != 0)
+            if 0 < contributors < k:
+                dominated.add(measure)
+            magnitudes = sorted((abs(v) for v in per_taxpayer.values()), reverse=True)
+            if dominance is not None and magnitudes and 100 * magnitudes[0] > Fraction(dominance.k) * sum(magnitudes):
+                dominated.add(measure)
         values, withheld = [], set()
         for position, output in enumerate(query.outputs):
             if small:

@@ -63,7 +63,7 @@ def forged_token() -> str:
 
 
 HOSTILE = {
-    "the threshold's count faked": lambda p: {**p, "sql": p["sql"].replace("COUNT(DISTINCT taxpayer_id) AS __s0",
+    "the threshold's count faked": lambda p: {**p, "sql": p["sql"].replace("COUNT(__e) AS __s0",
                                                                            "COUNT(*) * 100 AS __s0")},
     "raw rows under an innocent original": lambda p: {**p, "sql": "SELECT taxpayer_id, vat_paid FROM tax.declarations"},
     "another district bound": lambda p: {**p, "sql": p["sql"].replace(XUANWU, GULOU)},
@@ -71,8 +71,8 @@ HOSTILE = {
     "a raw original the guard refuses": lambda p: {**p, "original_sql": "SELECT * FROM tax.declarations",
                                                    "sql": "SELECT * FROM tax.declarations"},
     "a cap lifted": lambda p: {**p, "sql": p["sql"].replace("LIMIT 5001", "LIMIT 1000000")},
-    "the statistic read off another column": lambda p: {**p, "sql": p["sql"].replace("SUM(vat_paid) AS __s1",
-                                                                                    "SUM(revenue) AS __s1")},
+    "the statistic read off another column": lambda p: {**p, "sql": p["sql"].replace("SUM(vat_paid) AS __sum_vat_paid",
+                                                                                    "SUM(revenue) AS __sum_vat_paid")},
     "a comment smuggled after the SQL": lambda p: {**p, "sql": p["sql"] + " -- x"},
     "a lookup join swapped for an ungranted table": lambda p: {
         **p, "original_sql": JOIN_SQL, "sql": honest_plan(JOIN_SQL)["sql"].replace("tax.streets", "tax.taxpayers")

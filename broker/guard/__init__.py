@@ -30,6 +30,7 @@ import sqlglot.expressions as exp
 
 from broker.errors import DsbrokerError
 from broker.guard.add_dominance_rule import add_dominance_rule
+from broker.guard.add_entity_cells import add_entity_cells
 from broker.guard.add_entity_threshold import add_entity_threshold
 from broker.guard.add_noise_measures import PLAN_META as NOISE_PLAN, NoisePlan, add_noise_measures
 from broker.guard.add_row_filter import add_row_filter
@@ -88,6 +89,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     add_entity_threshold,
     add_totals,
     qualify_joined_columns,
+    add_entity_cells,
     add_dominance_rule,
     add_noise_measures,
     translate_date_parts,
@@ -141,14 +143,16 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     when the query is refused. With ``steps``, each rule that ran is appended to
     it (the explain path; it costs one SQL generation per rewriting rule).
     ``encrypted`` asks for the result encrypted under the requester's key: the
-    grant must allow it, and cells under the threshold are marked for the sandbox,
-    which leaves them out (the broker never learns which groups were small).
+    grant must allow it; the sandbox leaves cells under the threshold out (the broker never learns
+    which groups were small), and where the grant marks them, counts them per group in the encrypted
+    answer (``partitions_withheld``).
     ``column_types`` maps each table ("schema.table") to its columns' engine types, for the rules that
     need them (:data:`SCHEMA_RULES`). ``deadline`` is a time on ``clock`` by which the guard must be done;
     past it, the query is refused (DEADLINE_EXCEEDED ``GUARD_TIMEOUT``) between two rules.
     """
     admit(unverified_sql)
-    suppression = "mark" if encrypted else policy.suppression
+    expression = parse(unverified_sql)
+    suppression = "drop" if _filters_a_measure(expression, policy.ranges) else policy.suppression
     max_groups = min(policy.max_groups, ENCRYPTED_SLOTS) if encrypted else policy.max_groups
     settings: dict[str, Any] = {
         "dataset": policy.dataset,
@@ -170,7 +174,6 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
         if policy.row_filter else None,
     }
-    expression = parse(unverified_sql)
     for rule in RULES:
         if deadline is not None and clock() > deadline:
             raise DsbrokerError("the query's deadline passed while it was being checked", reason="GUARD_TIMEOUT",
@@ -196,6 +199,14 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         suppression=suppression,
         encrypted=encrypted,
     )
+
+
+def _filters_a_measure(expression: exp.Select, ranges: dict) -> bool:
+    """Whether WHERE tests a measure in a range (``ranges``). Such a query's small cells are left out, never
+    marked: which rows a marked answer shows would say which band of the grid a lone taxpayer is in."""
+    where = expression.args.get("where")
+    return bool(ranges) and where is not None and any(
+        column.name.lower() in ranges for column in where.find_all(exp.Column))
 
 
 def _joins(expression: exp.Select):

@@ -25,6 +25,11 @@ def statistic(index: int) -> str:
     return f"__s{index}"
 
 
+def contributors(index: int) -> str:
+    """Per cell: the entities whose total of summed measure ``index`` is set and not zero."""
+    return f"__c{index}"
+
+
 def dominance_total(index: int) -> str:
     """Per cell: the sum of every entity's contribution to measure ``index``, by magnitude."""
     return f"__d{index}_total"

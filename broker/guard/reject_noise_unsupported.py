@@ -3,7 +3,8 @@
 Noise is calibrated to how much one taxpayer can change an answer. The policy bounds that for
 counts of taxpayers and rows and for the SUM and AVG of a measure it gives clipping bounds for; any
 other output (arithmetic across aggregates, HAVING on exact values, ordering by something not
-released) would be computed on exact values and is refused. Ratios and filters on the released
+released, an expression over keys, which the engine would compute for every cell, lone taxpayers'
+included) would be computed on exact values and is refused. Ratios and filters on the released
 cells are the caller's to compute from the noisy answer.
 """
 
@@ -24,9 +25,17 @@ def reject_noise_unsupported(expression: exp.Select, dataset: str, noise: Noise 
         refuse("reject_noise_unsupported", "NOISE_HAVING_NOT_ALLOWED", "HAVING is not allowed under noise: it would test exact values; "
                "filter the released (noisy) rows instead", table=dataset)
     outputs = [projection.unalias() for projection in expression.expressions]
+    group = expression.args.get("group")
+    keys = list(group.expressions) if group is not None else []
     for output in outputs:
         aggregate = output.find(*AGGREGATE_TYPES)
         if aggregate is None:
+            # The noise policy's engine query computes its key outputs for every cell, lone taxpayers'
+            # included, before the noisy threshold: an expression there could fail on one cell only.
+            if not any(output == key for key in keys):
+                refuse("reject_noise_unsupported", "NOISE_OUTPUT_NOT_SUPPORTED",
+                       "under noise an output that is not an aggregate must be a GROUP BY key as it is; compute "
+                       "with the key after the answer comes back", table=dataset)
             continue
         if aggregate is not output:
             refuse("reject_noise_unsupported", "NOISE_OUTPUT_NOT_SUPPORTED",

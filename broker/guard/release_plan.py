@@ -109,8 +109,8 @@ class CellPlan:
     """The layout of the engine's cell table and what to compute from its released cells.
 
     The table's columns, read by name (``broker.guard.internal_names``): ``key(i)`` for each group key,
-    ``statistic(i)`` for each statistic, ``ENTITIES``; with totals ``GROUPING``; with the dominance rule
-    the per-measure columns of ``dominated``.
+    ``statistic(i)`` for each statistic (0 the count of entities); ``contributors(j)`` for each measure of
+    ``summed``; with totals ``GROUPING``; with the dominance rule the per-measure columns of ``dominated``.
     """
 
     keys: int
@@ -120,6 +120,7 @@ class CellPlan:
     order: tuple[Ordering, ...] = ()
     limit: int | None = None  # the caller's LIMIT, applied after HAVING and ORDER BY
     engine_ordered: bool = False  # the engine ordered (by keys only) and cut the rows already
+    summed: tuple[str, ...] = ()  # the measures a SUM or AVG reads: each cell counts its contributors to each
     dominated: tuple[str, ...] = ()  # the measures the dominance rule tests, by index in its columns
     totals: tuple[int, ...] = ()  # with ROLLUP: the output position of each ROLLUP key, in ROLLUP order
     whole_table: bool = False  # HAVING, ORDER BY or totals read every cell: the engine may not cut the table

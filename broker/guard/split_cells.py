@@ -15,6 +15,8 @@ every cell (no HAVING, no totals): which rows come back then depends on no cell'
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import sqlglot.expressions as exp
 
 from broker.guard import internal_names as names
@@ -34,6 +36,9 @@ WHOLE_TABLE_FACTOR = 10
 # suppression and the noisy threshold must see every one. A table larger than this is refused; it is a
 # bound on resources, like memory, and says only that the table holds more cells than any report needs.
 MOST_CELLS = 1_000_000
+# What the sandbox computes from each released cell (outputs, HAVING, ORDER BY, constants folded) is
+# bounded, so that the work after the engine is bounded by the cells it returned.
+MOST_OPERATIONS = 2_000
 
 _ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/"}
 _COMPARISONS = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
@@ -77,11 +82,17 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
     plan = CellPlan(
         keys=len(keys), statistics=tuple(lowering.statistics), outputs=outputs, having=having_node, order=ordering,
         limit=limit, engine_ordered=engine_ordered,
+        summed=tuple(s.measure for s in lowering.statistics if s.kind == "sum"),
         dominated=tuple(s.measure for s in lowering.statistics if s.kind == "sum") if dominance is not None else (),
         totals=tuple(next(i for i, o in enumerate(outputs) if o.node == Key(k)) for k in range(len(keys)))
         if totals else (),
         whole_table=having is not None or totals or (order_asked and not engine_ordered))
 
+    size = sum(_plan_size(o.node) for o in plan.outputs) + _plan_size(plan.having) + sum(
+        _plan_size(o.node) for o in plan.order)
+    if size > MOST_OPERATIONS:
+        refuse("split_cells", "QUERY_TOO_COMPLEX", f"the query is too complex to check: what it computes from each "
+               f"cell takes more than {MOST_OPERATIONS} operations")
     cells = exp.Select(expressions=[key.copy().as_(names.key(i)) for i, key in enumerate(keys)]
                        + [_statistic_sql(s, entity).as_(names.statistic(i)) for i, s in enumerate(plan.statistics)])
     for arg in ("from_", "joins", "where"):
@@ -144,12 +155,13 @@ class _Lowering:
         if isinstance(node, exp.Cast):  # reject_unsupported_syntax allows a DATE or TIMESTAMP literal only
             return _date_literal(node, self.dataset)
         if isinstance(node, exp.Neg):
-            return Call("neg", (self.lower(node.this),))
+            return _folded(Call("neg", (self.lower(node.this),)))
         if isinstance(node, exp.Not):
             return Call("not", (self.lower(node.this),))
-        for operators in (_ARITHMETIC, _COMPARISONS):
-            if type(node) in operators:
-                return Call(operators[type(node)], (self.lower(node.left), self.lower(node.right)))
+        if type(node) in _ARITHMETIC:
+            return _folded(Call(_ARITHMETIC[type(node)], (self.lower(node.left), self.lower(node.right))))
+        if type(node) in _COMPARISONS:
+            return Call(_COMPARISONS[type(node)], (self.lower(node.left), self.lower(node.right)))
         if isinstance(node, (exp.And, exp.Or)):
             return Call("and" if isinstance(node, exp.And) else "or", (self.lower(node.left), self.lower(node.right)))
         if isinstance(node, exp.In):
@@ -183,6 +195,29 @@ class _Lowering:
             return Average(coefficient, self.statistic("sum", measure), self.statistic("count", measure))
         kind = "min" if isinstance(aggregate, exp.Min) else "max"
         return Linear(((coefficient, self.statistic(kind, measure)),), widest(form.kind, "int"))
+
+
+def _folded(call: Call) -> Node:
+    """Arithmetic on numbers alone, done once here, exactly, rather than once per released cell."""
+    if not all(isinstance(arg, Const) and arg.kind in ("int", "decimal", "double") for arg in call.args):
+        return call
+    values = [arg.value for arg in call.args]
+    if call.op == "neg":
+        return Const(-values[0], call.args[0].kind)
+    left, right = values
+    kind = "double" if call.op == "/" else widest(*(arg.kind for arg in call.args))
+    if call.op == "/":
+        return Const(None, "null") if right == 0 else Const(Fraction(left) / right, kind)
+    return Const(left + right if call.op == "+" else left - right if call.op == "-" else left * right, kind)
+
+
+def _plan_size(node: Node | None) -> int:
+    """The number of operations evaluating ``node`` takes, per cell."""
+    if isinstance(node, Call):
+        return 1 + sum(_plan_size(arg) for arg in node.args)
+    if isinstance(node, Linear):
+        return len(node.terms)
+    return 0 if node is None else 1
 
 
 def _statistic_sql(statistic: Statistic, entity: str) -> exp.Expression:

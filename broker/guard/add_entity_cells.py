@@ -1,0 +1,82 @@
+"""add_entity_cells: aggregate each cell per entity first, and count the entities that make up each sum.
+
+The threshold counts a cell's entities, but a sum is made only of the entities whose amount is set and
+not zero: in a street of twelve taxpayers where one alone declares CIT, ``SUM(cit_paid)`` is that
+taxpayer's amount. So the cell query aggregates twice, in one engine query: first per cell and entity
+(``CELLS``: each entity's total of each measure), then per cell, where the statistics are added up again
+and, for each measure a SUM or AVG reads, the entities whose total is not zero are counted. The sandbox
+withholds every sum of a measure that fewer than k entities make up (but some do). Counting entities
+once each this way is also how ``COUNT(DISTINCT entity)`` is computed here: a group per entity costs the
+engine less than a set of entities per cell. With totals (ROLLUP) an entity may sit in several cells
+of a total, so there the counts are distinct counts over the per-entity rows.
+"""
+
+from __future__ import annotations
+
+import sqlglot.expressions as exp
+
+from broker.guard import internal_names as names
+from broker.guard._tree import TOTALS_META, per_cell_and_entity
+from broker.guard.split_cells import PLAN_META
+
+
+def add_entity_cells(expression: exp.Select) -> exp.Select:
+    """Rewrite the cell query into its per-entity form, with a count of contributors per summed measure."""
+    if PLAN_META not in expression.meta:
+        return expression  # under noise add_noise_measures writes its own per-entity query
+    plan = expression.meta[PLAN_META]
+    totals = bool(expression.meta.get(TOTALS_META))
+    projections = {p.alias: p.this for p in expression.expressions}
+    group = expression.args.get("group")
+    keys = list(group.expressions[0].expressions if totals else group.expressions) if group is not None else []
+    entity = projections[names.statistic(0)].this.expressions[0]  # COUNT(DISTINCT entity)
+    inner = per_cell_and_entity(expression, keys, entity.copy())
+
+    def per_entity(column: exp.Expression, kind: str) -> exp.Expression:
+        """The per-entity column of ``kind`` for ``column``, added to the inner query on first use."""
+        alias = {"sum": names.entity_sum, "count": names.entity_count}[kind](column.name) if kind in ("sum", "count") \
+            else names.entity_extreme(kind, column.name)
+        if alias not in {p.alias for p in inner.expressions}:
+            aggregate = {"sum": exp.Sum, "count": exp.Count, "min": exp.Min, "max": exp.Max}[kind]
+            inner.expressions.append(aggregate(this=column.copy()).as_(alias))
+        return exp.column(alias)
+
+    def counted(condition: exp.Expression | None = None) -> exp.Expression:
+        """How many entities (meeting ``condition``) a cell holds: one per-entity row each, except in totals."""
+        subject = exp.column(names.ENTITY) if condition is None else exp.Case(
+            ifs=[exp.If(this=condition, true=exp.column(names.ENTITY))])
+        return exp.Count(this=exp.Distinct(expressions=[subject]) if totals else subject)
+
+    cell_keys = [exp.column(names.cell_key(i)) for i in range(len(keys))]
+    outer = [cell_keys[i].copy().as_(names.key(i)) for i in range(len(keys))]
+    for index, statistic in enumerate(plan.statistics):
+        source = projections[names.statistic(index)]
+        if statistic.kind == "entities":
+            value = counted()
+        elif statistic.kind == "rows":
+            value = exp.Sum(this=exp.column(names.ROWS))
+        elif statistic.kind in ("sum", "count"):
+            value = exp.Sum(this=per_entity(source.this, statistic.kind))
+        else:
+            value = type(source)(this=per_entity(source.this, statistic.kind))
+        outer.append(value.as_(names.statistic(index)))
+    if totals:
+        outer.append(exp.Grouping(expressions=[key.copy() for key in cell_keys]).as_(names.GROUPING))
+    measures = {s.measure: projections[names.statistic(i)].this.this for i, s in enumerate(plan.statistics)
+                if s.kind == "sum"}
+    for index, measure in enumerate(plan.summed):
+        total = per_entity(measures[measure], "sum")
+        outer.append(counted(exp.NEQ(this=total, expression=exp.Literal.number(0))).as_(names.contributors(index)))
+    expression.set("expressions", outer)
+    expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(
+        this=exp.to_identifier(names.CELLS)))))
+    if keys:
+        expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=cell_keys)] if totals else cell_keys))
+    else:
+        expression.set("group", None)
+    for clause in ("having", "order"):  # the threshold and the released-first order count entities again
+        node = expression.args.get(clause)
+        for count in list(node.find_all(exp.Count)) if node is not None else ():
+            if isinstance(count.this, exp.Distinct):
+                count.replace(counted())
+    return expression
