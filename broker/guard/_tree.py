@@ -58,6 +58,16 @@ def column_key(column: exp.Column) -> str:
     return f"{column.table}.{column.name}" if column.table else column.name
 
 
+def aliased(node: exp.Expression, name: str) -> exp.Alias:
+    """``node AS name`` for a name the guard wrote (a plain identifier), taking ``node`` as it is."""
+    return exp.Alias(this=node, alias=exp.Identifier(this=name, quoted=False))
+
+
+def internal_column(name: str) -> exp.Column:
+    """A reference to a column the guard named (a plain identifier)."""
+    return exp.Column(this=exp.Identifier(this=name, quoted=False))
+
+
 def table_of(column: exp.Column, dataset: str) -> str:
     """The full name of the table ``column`` belongs to (set by resolve_table for lookup columns)."""
     return column.meta.get("table", dataset)
@@ -73,8 +83,9 @@ def per_cell_and_entity(expression: exp.Select, keys: list, entity_column: exp.C
     ``cell_key(i)``, the entity as ``ENTITY`` and its row count as ``ROWS``; the caller adds per-entity sums."""
     from broker.guard import internal_names as names
 
-    inner = exp.Select(expressions=[key.copy().as_(names.cell_key(i)) for i, key in enumerate(keys)]
-                       + [entity_column.copy().as_(names.ENTITY), exp.Count(this=exp.Star()).as_(names.ROWS)])
+    # ``keys`` and ``entity_column`` move into the inner query, which groups by copies of them.
+    inner = exp.Select(expressions=[aliased(key, names.cell_key(i)) for i, key in enumerate(keys)]
+                       + [aliased(entity_column, names.ENTITY), aliased(exp.Count(this=exp.Star()), names.ROWS)])
     inner.set("from_", expression.args["from_"].pop())
     for arg in ("joins", "where"):
         if expression.args.get(arg):

@@ -28,12 +28,12 @@ def add_dominance_rule(expression: exp.Select, dominance: Dominance | None) -> e
     columns = list(expression.expressions)
     for index, measure in enumerate(plan.dominated):
         magnitude = exp.Abs(this=exp.column(names.entity_sum(measure)))
-        columns.append(exp.Sum(this=magnitude.copy()).as_(names.dominance_total(index)))
+        columns.append(exp.Sum(this=magnitude.copy()).as_(names.dominance_total(index), copy=False))
         if dominance.n is not None:
-            columns.append(_largest(magnitude, dominance.n).as_(names.dominance_top(index)))
+            columns.append(_largest(magnitude, dominance.n).as_(names.dominance_top(index), copy=False))
         if dominance.p is not None:
-            columns.append(exp.Max(this=magnitude.copy()).as_(names.dominance_largest(index)))
-            columns.append(_largest(magnitude, 2).as_(names.dominance_top_two(index)))
+            columns.append(exp.Max(this=magnitude.copy()).as_(names.dominance_largest(index), copy=False))
+            columns.append(_largest(magnitude, 2).as_(names.dominance_top_two(index), copy=False))
     expression.set("expressions", columns)
     return expression
 

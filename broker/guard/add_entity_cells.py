@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from broker.guard import internal_names as names
-from broker.guard._tree import TOTALS_META, per_cell_and_entity
+from broker.guard._tree import TOTALS_META, aliased, internal_column, per_cell_and_entity
 from broker.guard.split_cells import PLAN_META
 
 
@@ -30,7 +30,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
     group = expression.args.get("group")
     keys = list(group.expressions[0].expressions if totals else group.expressions) if group is not None else []
     entity = projections[names.statistic(0)].this.expressions[0]  # COUNT(DISTINCT entity)
-    inner = per_cell_and_entity(expression, keys, entity.copy())
+    inner = per_cell_and_entity(expression, keys, entity)  # both leave the outer query
 
     def per_entity(column: exp.Expression, kind: str) -> exp.Expression:
         """The per-entity column of ``kind`` for ``column``, added to the inner query on first use."""
@@ -38,40 +38,42 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
             else names.entity_extreme(kind, column.name)
         if alias not in {p.alias for p in inner.expressions}:
             aggregate = {"sum": exp.Sum, "count": exp.Count, "min": exp.Min, "max": exp.Max}[kind]
-            inner.expressions.append(aggregate(this=column.copy()).as_(alias))
-        return exp.column(alias)
+            inner.expressions.append(aliased(aggregate(this=column.copy()), alias))
+        return internal_column(alias)
 
     def counted(condition: exp.Expression | None = None) -> exp.Expression:
         """How many entities (meeting ``condition``) a cell holds: one per-entity row each, except in totals."""
-        subject = exp.column(names.ENTITY) if condition is None else exp.Case(
-            ifs=[exp.If(this=condition, true=exp.column(names.ENTITY))])
+        subject = internal_column(names.ENTITY) if condition is None else exp.Case(
+            ifs=[exp.If(this=condition, true=internal_column(names.ENTITY))])
         return exp.Count(this=exp.Distinct(expressions=[subject]) if totals else subject)
 
-    cell_keys = [exp.column(names.cell_key(i)) for i in range(len(keys))]
-    outer = [cell_keys[i].copy().as_(names.key(i)) for i in range(len(keys))]
+    def cell_keys() -> list[exp.Column]:
+        return [internal_column(names.cell_key(i)) for i in range(len(keys))]
+
+    outer = [aliased(key, names.key(i)) for i, key in enumerate(cell_keys())]
     for index, statistic in enumerate(plan.statistics):
         source = projections[names.statistic(index)]
         if statistic.kind == "entities":
             value = counted()
         elif statistic.kind == "rows":
-            value = exp.Sum(this=exp.column(names.ROWS))
+            value = exp.Sum(this=internal_column(names.ROWS))
         elif statistic.kind in ("sum", "count"):
             value = exp.Sum(this=per_entity(source.this, statistic.kind))
         else:
             value = type(source)(this=per_entity(source.this, statistic.kind))
-        outer.append(value.as_(names.statistic(index)))
+        outer.append(aliased(value, names.statistic(index)))
     if totals:
-        outer.append(exp.Grouping(expressions=[key.copy() for key in cell_keys]).as_(names.GROUPING))
+        outer.append(aliased(exp.Grouping(expressions=cell_keys()), names.GROUPING))
     measures = {s.measure: projections[names.statistic(i)].this.this for i, s in enumerate(plan.statistics)
                 if s.kind == "sum"}
     for index, measure in enumerate(plan.summed):
         total = per_entity(measures[measure], "sum")
-        outer.append(counted(exp.NEQ(this=total, expression=exp.Literal.number(0))).as_(names.contributors(index)))
+        outer.append(aliased(counted(exp.NEQ(this=total, expression=exp.Literal.number(0))), names.contributors(index)))
     expression.set("expressions", outer)
     expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(
         this=exp.to_identifier(names.CELLS)))))
     if keys:
-        expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=cell_keys)] if totals else cell_keys))
+        expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=cell_keys())] if totals else cell_keys()))
     else:
         expression.set("group", None)
     for clause in ("having", "order"):  # the threshold and the released-first order count entities again

@@ -80,7 +80,7 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
             if kind != "rows" and source not in {p.alias for p in inner.expressions}:
                 column = exp.column(measure, table=table)
                 aggregated = exp.Sum(this=column) if kind == "sum" else exp.Count(this=column)
-                inner.expressions.append(aggregated.as_(source))
+                inner.expressions.append(aggregated.as_(source, copy=False))
         return quantities.index(wanted)
 
     for name, output in zip(names, projections):
@@ -97,7 +97,7 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
                 outputs.append(NoisyOutput(name, "avg", total, quantity("count", measure, noise.rows_per_entity)))
         else:
             outputs.append(NoisyOutput(name, "key", len(key_outputs)))
-            key_outputs.append(_cell_form(output.copy(), keys).as_(name))
+            key_outputs.append(_cell_form(output.copy(), keys).as_(name, copy=False))
 
     cells = [exp.column(internal.cell_key(i)) for i in range(len(keys))]
     source: exp.Expression = exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
@@ -106,19 +106,19 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
         rank = exp.Window(this=exp.RowNumber(), partition_by=[entity], order=exp.Order(expressions=[
             exp.Ordered(this=exp.Anonymous(this="HASH", expressions=[entity.copy(), *(c.copy() for c in cells)])),
             *(exp.Ordered(this=c.copy()) for c in cells)]))
-        ranked = exp.Select(expressions=[exp.Star(), rank.as_(internal.RANK)]).from_(source, copy=False)
+        ranked = exp.Select(expressions=[exp.Star(), rank.as_(internal.RANK, copy=False)]).from_(source, copy=False)
         source = exp.select("*").from_(exp.Subquery(this=ranked, alias=exp.TableAlias(
             this=exp.to_identifier(internal.RANKED)))).where(exp.LTE(
                 this=exp.column(internal.RANK), expression=exp.Literal.number(noise.groups_per_entity)))
         source = exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
-    measures = [exp.Count(this=exp.Star()).as_(internal.ENTITIES)]
+    measures = [exp.Count(this=exp.Star()).as_(internal.ENTITIES, copy=False)]
     for index, wanted in enumerate(quantities):
         value = exp.column(_source(wanted.kind, wanted.measure))
         low, high = noise.bounds[wanted.measure] if wanted.kind == "sum" else (0, wanted.bound)
         clipped = _clip(value, low, high)
         # No cast: the sum of clipped totals stays in the engine's wide integer type, which no bound
         # times any number of taxpayers overflows (a cast to BIGINT could fail, and tell why).
-        measures.append(exp.Sum(this=clipped).as_(internal.noisy_quantity(index)))
+        measures.append(exp.Sum(this=clipped).as_(internal.noisy_quantity(index), copy=False))
     order = expression.args.get("order")
     limit = expression.args.get("limit")
     plan = NoisePlan(

@@ -19,7 +19,7 @@ def add_totals(expression: exp.Select) -> exp.Select:
     if not expression.meta.get(TOTALS_META):
         return expression
     keys = expression.args["group"].expressions
-    expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=[key.copy() for key in keys])]))
+    expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=keys)]))
     expression.set("expressions", [
-        *expression.expressions, exp.Grouping(expressions=[key.copy() for key in keys]).as_(names.GROUPING)])
+        *expression.expressions, exp.Grouping(expressions=[key.copy() for key in keys]).as_(names.GROUPING, copy=False)])
     return expression

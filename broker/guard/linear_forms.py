@@ -61,6 +61,11 @@ class LinearForm:
         return not self.terms
 
 
+# reject_invalid_aggregates keeps each aggregate's form here, so that split_cells reads it once more only
+# where no earlier rule did (the node's argument is not rewritten between the two).
+LINEAR_FORM_META = "linear_form"
+
+
 def widest(*kinds: str) -> str:
     """The kind a computation over operands of ``kinds`` is done in."""
     return max(kinds, key=KINDS.index)

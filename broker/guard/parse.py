@@ -32,6 +32,8 @@ _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTAL
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DISTINCT|ALL)\s+)?$", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
+_OPENING = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
+_CLOSING = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
 
 
 def admit(unverified_sql: str) -> None:
@@ -67,11 +69,7 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     if not isinstance(statement, exp.Select):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else str(statement.this).upper()
         refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)
-    _check_tree(statement)
-    for node in statement.walk():
-        node.comments = None
-        if isinstance(node, exp.Func):
-            node.meta["written_as"] = _written_name(unverified_sql, node)
+    _check_tree(statement, unverified_sql)
     return statement
 
 
@@ -80,16 +78,18 @@ def _check_tokens(tokens: list) -> None:
         _too_complex(f"it has more than {MAX_TOKENS} tokens")
     depth = 0
     for token in tokens:
-        if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE):
+        kind = token.token_type
+        if kind in _OPENING:
             depth += 1
             if depth > MAX_NESTING:
                 _too_complex(f"it nests brackets more than {MAX_NESTING} deep")
-        elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
+        elif kind in _CLOSING:
             depth -= 1
 
 
-def _check_tree(statement: exp.Expression) -> None:
-    """Count the tree's nodes and its depth without recursion (the tree may be deep)."""
+def _check_tree(statement: exp.Expression, unverified_sql: str) -> None:
+    """Count the tree's nodes and its depth without recursion (the tree may be deep), and on the way drop
+    each node's comments and note how each function was written."""
     nodes, stack = 0, [(statement, 1)]
     while stack:
         node, depth = stack.pop()
@@ -102,6 +102,9 @@ def _check_tree(statement: exp.Expression) -> None:
         if isinstance(node, exp.Literal) and not node.is_string and not number_in_range(node.name):
             refuse("parse", "NUMBER_OUT_OF_RANGE", f"a number has more than {MAX_NUMBER_CHARACTERS} characters or "
                    f"lies beyond ±1e{MAX_EXPONENT}; scale it, or the result", construct="NUMBER")
+        node.comments = None
+        if isinstance(node, exp.Func):
+            node.meta["written_as"] = _written_name(unverified_sql, node)
         stack.extend((child, depth + 1) for child in node.iter_expressions())
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from broker.guard._tree import AGGREGATE_NAMES, AGGREGATE_TYPES, column_key, enclosing_aggregate, refuse, table_of
-from broker.guard.linear_forms import linear_form
+from broker.guard.linear_forms import LINEAR_FORM_META, linear_form
 from broker.policy import ColumnLevel
 
 
@@ -55,7 +55,7 @@ def reject_invalid_aggregates(expression: exp.Select, dataset: str, columns: dic
         if isinstance(aggregate, exp.Count):
             _check_count(argument, dataset, columns)
             continue
-        form = linear_form(argument, aggregate=name, columns=columns, dataset=dataset)
+        form = aggregate.meta[LINEAR_FORM_META] = linear_form(argument, aggregate=name, columns=columns, dataset=dataset)
         if form.constant:
             refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_LINEAR",
                    f"a number added inside {name} is added once per row; add it outside the aggregate "

@@ -20,11 +20,11 @@ from fractions import Fraction
 import sqlglot.expressions as exp
 
 from broker.guard import internal_names as names
-from broker.guard._tree import AGGREGATE_TYPES, TOTALS_META, column_key, refuse
-from broker.guard.linear_forms import linear_form, number_literal, widest
+from broker.guard._tree import AGGREGATE_TYPES, TOTALS_META, aliased, column_key, refuse
+from broker.guard.linear_forms import LINEAR_FORM_META, linear_form, number_literal, widest
 from broker.guard.literals import read_date, read_timestamp
 from broker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
-                                       Statistic)
+                                       Statistic, statistics_read)
 from broker.policy import Dominance, Noise
 
 PLAN_META = "cell_plan"  # the CellPlan travels with the cell query to the guard's result
@@ -93,13 +93,13 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
     if size > MOST_OPERATIONS:
         refuse("split_cells", "QUERY_TOO_COMPLEX", f"the query is too complex to check: what it computes from each "
                f"cell takes more than {MOST_OPERATIONS} operations")
-    cells = exp.Select(expressions=[key.copy().as_(names.key(i)) for i, key in enumerate(keys)]
-                       + [_statistic_sql(s, entity).as_(names.statistic(i)) for i, s in enumerate(plan.statistics)])
+    cells = exp.Select(expressions=[aliased(key.copy(), names.key(i)) for i, key in enumerate(keys)]
+                       + [aliased(_statistic_sql(s, entity), names.statistic(i)) for i, s in enumerate(plan.statistics)])
     for arg in ("from_", "joins", "where"):
         if expression.args.get(arg):
             cells.set(arg, expression.args[arg])
     if keys:
-        cells.set("group", exp.Group(expressions=[key.copy() for key in keys]))
+        cells.set("group", exp.Group(expressions=keys))  # the caller's query is not used again
     if engine_ordered:
         ordered = [exp.Ordered(this=exp.column(names.key(o.node.index)), desc=o.descending, nulls_first=o.nulls_first)
                    for o in ordering]
@@ -186,7 +186,8 @@ class _Lowering:
                 return Stat(0)
             return Stat(self.statistic("count", column_key(argument)))
         name = type(aggregate).__name__.upper()
-        form = linear_form(argument, aggregate=name, columns=self.columns, dataset=self.dataset)
+        form = aggregate.meta.get(LINEAR_FORM_META) or linear_form(argument, aggregate=name, columns=self.columns,
+                                                                   dataset=self.dataset)
         if isinstance(aggregate, exp.Sum):
             return Linear(tuple((coefficient, self.statistic("sum", measure))
                                 for measure, coefficient in form.terms.items()), form.kind)
@@ -230,8 +231,6 @@ def _statistic_sql(statistic: Statistic, entity: str) -> exp.Expression:
 
 
 def _is_cell(node: Node) -> bool:
-    from broker.guard.release_plan import statistics_read
-
     return bool(statistics_read(node))
 
 
