@@ -13,6 +13,7 @@ partition's ciphertext is the same group and the broker can add them.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -25,7 +26,7 @@ from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
 from broker.guard.release_plan import Average
 from sandbox.bfv import EXACT_LIMIT, SLOTS
-from sandbox.evaluate import wire_value
+from sandbox.evaluate import direct_position, wire_value
 from sandbox.release import compile_plan, layout_of, output_types
 from sandbox.result_table import encode_table, wire_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
@@ -90,18 +91,21 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     released = released[:cap]
     key_names = [plan.outputs[p].name for p in key_positions]
     key_types = [out_types[p] for p in key_positions]
+    readers = [_reader(plan.outputs[p].node, layout, program.outputs[p], program.kinds[p]) for p in key_positions]
 
     def keys_of(group: list) -> pb.ResultTable:
-        return encode_table(key_names, key_types, [tuple(wire_value(program.outputs[p](row), program.kinds[p])
-                                                         for p in key_positions) for row in group])
+        if len(readers) == 1:
+            (read,) = readers
+            return encode_table(key_names, key_types, [(read(row),) for row in group])
+        return encode_table(key_names, key_types, [tuple(read(row) for read in readers) for row in group])
 
     groups, withheld_groups = keys_of(released), keys_of(withheld)
     measures = []
     for position in measures_at:
         name = plan.outputs[position].name
         total, count = integer_parts[position]
-        values = _cells([(total(row),) for row in released], 0, limit, name, dataset)
-        counts = _cells([(count(row),) for row in released], 0, limit, name, dataset) if count is not None else None
+        values = _cells(map(total, released), limit, name, dataset)
+        counts = _cells(map(count, released), limit, name, dataset) if count is not None else None
         kind = pb.ENCRYPTED_COLUMN_KIND_AVERAGE if counts is not None else pb.ENCRYPTED_COLUMN_KIND_TOTAL
         measures.append(Measure(name, position, kind, values, counts))
     return EncryptedRelease(groups, wire_keys(groups), frozenset(wire_keys(withheld_groups)), tuple(measures),
@@ -119,7 +123,15 @@ def _integer_parts(output, compiled, layout, kind: str, dataset: str):
         return (lambda row: None if row[total] is None else factor * int(row[total]), lambda row: row[count])
     if kind != "int":
         _not_integer(output.name, dataset)
-    return compiled, None
+    return _reader(node, layout, compiled, kind), None
+
+
+def _reader(node, layout, compiled, kind: str):
+    """A function of a released row giving the output's wire value: the column itself where it is one."""
+    position = direct_position(node, layout.columns)
+    if position is not None:
+        return operator.itemgetter(position)
+    return lambda row: wire_value(compiled(row), kind)
 
 
 def _not_integer(name: str, dataset: str) -> None:
@@ -141,7 +153,7 @@ def noisy_release(table: pb.ResultTable, keys: set[int], *, dataset: str) -> Enc
             raise DsbrokerError(f"{column.name!r} is not a whole number, so it cannot be encrypted exactly",
                                 reason="ENCRYPTED_NOT_INTEGER", code=grpc.StatusCode.INVALID_ARGUMENT,
                                 table=dataset, column=column.name)
-        values = _cells([(value,) for value in column.int_values], 0, EXACT_LIMIT, column.name, dataset)
+        values = _cells(column.int_values, EXACT_LIMIT, column.name, dataset)
         measures.append(Measure(column.name, position, pb.ENCRYPTED_COLUMN_KIND_TOTAL, values))
     return EncryptedRelease(groups, wire_keys(groups), frozenset(), tuple(measures))
 
@@ -172,9 +184,9 @@ def _encrypt(context: ts.Context, values: tuple[int, ...], order: list[int | Non
     return ts.bfv_vector(context, [0 if i is None else values[i] for i in order]).serialize()
 
 
-def _cells(rows: list[tuple], position: int, limit: int, name: str, dataset: str) -> tuple[int, ...]:
-    cells = tuple(0 if row[position] is None else int(row[position]) for row in rows)
-    if any(abs(cell) > limit for cell in cells):
+def _cells(values, limit: int, name: str, dataset: str) -> tuple[int, ...]:
+    cells = tuple(0 if value is None else int(value) for value in values)
+    if cells and (max(cells) > limit or -min(cells) > limit):
         # The message names the column and the limit, never the cell.
         raise DsbrokerError(f"a cell of {name!r} is beyond what an encrypted result holds exactly (±{limit:,} per "
                             "partition); group more finely or ask for a coarser unit", reason="ENCRYPTED_OVERFLOW",

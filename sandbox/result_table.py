@@ -68,7 +68,7 @@ def _fill(column: pb.ResultColumn, values: list) -> None:
     elif column.type == pb.COLUMN_TYPE_DOUBLE:
         column.double_values.extend(0.0 if v is None else float(v) for v in values)
     else:
-        column.string_values.extend("" if v is None else _text(v) for v in values)
+        column.string_values.extend(v if type(v) is str else "" if v is None else _text(v) for v in values)
 
 
 def decode_table(table: pb.ResultTable) -> tuple[list[str], list[list]]:
