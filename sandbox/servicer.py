@@ -198,9 +198,9 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
 
     def WitnessCheckpoint(self, request: pb.WitnessCheckpointRequest,
                           context: grpc.ServicerContext) -> pb.WitnessCheckpointResponse:
-        signed = self.witness.witness([
-            Checkpoint(size=c.size, root=c.root, prev=c.prev, at=c.sign_time, key_id=c.key_id, signature=c.signature)
-            for c in request.checkpoints])
+        signed = self.witness.witness(
+            [Checkpoint(size=c.size, root=c.root, prev=c.prev, at=c.sign_time, key_id=c.key_id, signature=c.signature)
+             for c in request.checkpoints], [list(c.consistency_proof_hashes) for c in request.checkpoints])
         return pb.WitnessCheckpointResponse(checkpoint_hash=signed.checkpoint, size=signed.size, root=signed.root,
                                             witness=signed.witness, witness_time=signed.at, key_id=signed.key_id,
                                             signature=signed.signature)

@@ -36,7 +36,7 @@ from google.protobuf import timestamp_pb2
 
 from broker.access_log import AccessLog, AccessRecord, RecordFilter
 from broker.audit.checkpoints import load_or_create_signing_key, public_key_path, sign_checkpoint
-from broker.audit.merkle import merkle_root
+from broker.audit.merkle import MerkleAccumulator, consistency_proof, merkle_root
 from broker.cli.main import main
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
@@ -305,21 +305,26 @@ def start_witness(demo_db, tmp_path, broker_key):
     return running
 
 
-def witness_request(checkpoints) -> pb.WitnessCheckpointRequest:
+def witness_request(checkpoints, leaves, *, since: int = 0) -> pb.WitnessCheckpointRequest:
+    """The checkpoints as the broker sends them: each with its consistency proof from the one before it (the
+    first from ``since``), made over ``leaves``, the record hashes the sender claims the log holds."""
+    sizes = [since, *(c.size for c in checkpoints)]
+    proofs = [consistency_proof(MerkleAccumulator().extend(leaves[:old]), leaves[old:new])
+              for old, new in zip(sizes, sizes[1:])]
     return pb.WitnessCheckpointRequest(checkpoints=[pb.LogCheckpoint(
-        size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature)
-        for c in checkpoints])
+        size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature,
+        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs)])
 
 
 def written_log(location, key_path, records: int):
-    """A log of ``records`` calls, checkpointed every 4 and at close; returns its checkpoints."""
+    """A log of ``records`` calls, checkpointed every 4 and at close; returns its checkpoints and record hashes."""
     log = AccessLog(location, signing_key=load_or_create_signing_key(key_path), checkpoint_every=4)
     for i in range(records):
         log.append(AccessRecord(event="call", decision="allow", subject=f"caller-{i}", detail={"method": "/x/Y"}))
     log.close()
     log = AccessLog(location)
     try:
-        return log.checkpoints()
+        return log.checkpoints(), [record.hash for record in log.records()]
     finally:
         log.close()
 
@@ -333,13 +338,16 @@ def test_the_witness_refuses_a_checkpoint_whose_tree_does_not_extend_the_one_it_
     # consistency proof from the old tree to the new one would let it refuse at once.
     witness = start_witness(demo_db, tmp_path, broker_key)
     try:
-        checkpoints = written_log(str(tmp_path / "log.sqlite"), broker_key, 8)
+        checkpoints, hashes = written_log(str(tmp_path / "log.sqlite"), broker_key, 8)
         head = checkpoints[-1]
-        assert call_sandbox(witness.port, "WitnessCheckpoint", witness_request(checkpoints)).size == head.size
+        assert call_sandbox(witness.port, "WitnessCheckpoint",
+                            witness_request(checkpoints, hashes)).size == head.size
         rewritten = [uuid.uuid4().hex * 2 for _ in range(head.size + 4)]  # other records from the first on
         fork = sign_checkpoint(load_or_create_signing_key(broker_key), size=len(rewritten),
                                root=merkle_root(rewritten), prev=head.hash(), at=dt.datetime.now(dt.timezone.utc))
-        error = sandbox_refusal(witness.port, "WitnessCheckpoint", witness_request([fork]))
+        # The best proof the forger can make: from its own rewritten tree of head.size records.
+        error = sandbox_refusal(witness.port, "WitnessCheckpoint",
+                                witness_request([fork], rewritten, since=head.size))
         assert error.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
     finally:
         witness.stop()
@@ -349,8 +357,8 @@ def test_a_dropped_witness_table_is_not_made_good_by_restarting_the_sandbox(demo
     location = str(tmp_path / "log.sqlite")
     witness = start_witness(demo_db, tmp_path, broker_key)
     try:
-        checkpoints = written_log(location, broker_key, 12)
-        call_sandbox(witness.port, "WitnessCheckpoint", witness_request(checkpoints))
+        checkpoints, hashes = written_log(location, broker_key, 12)
+        call_sandbox(witness.port, "WitnessCheckpoint", witness_request(checkpoints, hashes))
     finally:
         witness.stop()
     kept = checkpoints[0]
