@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -341,6 +341,10 @@ class AccessLog:
                 where: RecordFilter = RecordFilter()) -> list[StoredRecord]:
         """Records in sequence order, starting after ``after``."""
         return self.store.records(after=after, limit=limit, where=where)
+
+    def record_hashes(self, after: int, upto: int) -> Iterator[str]:
+        """The stored hashes of records after..upto, in order (read a page at a time)."""
+        return self.store.hashes(after, upto)
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""

@@ -7,6 +7,11 @@ every witnessed head). This runs in a thread of its own, so a slow or absent san
 up the log: a checkpoint it missed is sent again with the next one (a sandbox that missed several
 says how far it got, WITNESS_GAP, and is sent the ones in between from the log).
 
+Each checkpoint goes with its RFC 6962 consistency proof from the checkpoint it names as ``prev``,
+made from the log's record hashes (broker.audit.merkle.ConsistencyProver: the proof from one
+checkpoint to the next reads only the records between them), so that the sandbox can check that the
+new tree extends the one it witnessed rather than take the broker's word for it.
+
 A sandbox that refuses a checkpoint as a fork (CHECKPOINT_FORK: it does not extend what that
 sandbox witnessed) means the log was rolled back or rewritten under the broker: the broker raises
 the alarm and its log refuses every access from then on.
@@ -19,24 +24,33 @@ import threading
 import time
 from typing import Callable
 
+from typing import Iterable
+
 from broker.audit.checkpoints import Checkpoint
+from broker.audit.merkle import ConsistencyProver
+from broker.audit.records import GENESIS_HASH
 from broker.errors import DsbrokerError
 from broker.sandbox_client import SandboxClient
 
 log = logging.getLogger(__name__)
 PAGE = 500  # checkpoints per call when a sandbox catches up
 TIMEOUT_SECONDS = 10.0
+SIZES_KEPT = 4096  # checkpoints whose size is kept in memory, to find the one a new checkpoint names
 
 
 class CheckpointWitnesses:
     """Sends each new checkpoint to every sandbox, in a background thread."""
 
-    def __init__(self, sandboxes: dict[str, SandboxClient], checkpoints: Callable[[], list[Checkpoint]], *,
-                 on_fork: Callable[[str], None], timeout_s: float = TIMEOUT_SECONDS) -> None:
+    def __init__(self, sandboxes: dict[str, SandboxClient], checkpoints: Callable[[], list[Checkpoint]],
+                 hashes: Callable[[int, int], Iterable[str]], *, on_fork: Callable[[str], None],
+                 timeout_s: float = TIMEOUT_SECONDS) -> None:
         """``sandboxes`` maps a name for the broker's log to a client; ``checkpoints`` lists the log's
-        checkpoints (to send a sandbox the ones it missed); ``on_fork`` raises the alarm."""
+        checkpoints (to send a sandbox the ones it missed); ``hashes(after, upto)`` reads the log's record
+        hashes (for the consistency proofs); ``on_fork`` raises the alarm."""
         self.sandboxes = sandboxes
         self._checkpoints = checkpoints
+        self._prover = ConsistencyProver(hashes)
+        self._sizes: dict[str, int] = {GENESIS_HASH: 0}  # checkpoint hash -> size, to find each one's prev
         self._on_fork = on_fork
         self._timeout_s = timeout_s
         self._latest: Checkpoint | None = None
@@ -71,16 +85,34 @@ class CheckpointWitnesses:
                 if self._closing:
                     return
                 checkpoint = self._latest
+            proof = self._proof(checkpoint)
             for name, client in self.sandboxes.items():
-                self._witness(name, client, checkpoint)
+                self._witness(name, client, checkpoint, proof)
             with self._wakeup:
                 self._sent = checkpoint
                 self._wakeup.notify_all()
 
-    def _witness(self, name: str, client: SandboxClient, checkpoint: Checkpoint) -> None:
+    def _proof(self, checkpoint: Checkpoint) -> list[str]:
+        """The consistency proof from the checkpoint ``checkpoint`` names as ``prev`` to it (empty when that
+        one is not in the log: the sandbox then refuses what it cannot check)."""
+        self._sizes[checkpoint.hash()] = checkpoint.size
+        if checkpoint.prev not in self._sizes:  # signed by a peer, or before this broker started
+            self._sizes.update({c.hash(): c.size for c in self._checkpoints()})
+        since = self._sizes.get(checkpoint.prev)
+        while len(self._sizes) > SIZES_KEPT:  # the oldest go first; the log holds them all
+            self._sizes.pop(next(key for key in self._sizes if key != GENESIS_HASH))
+        if since is None or since >= checkpoint.size:
+            return []
+        try:
+            return self._prover.proof(since, checkpoint.size)
+        except Exception:  # noqa: BLE001 - the log could not be read; the sandbox will say what it makes of it
+            log.exception("could not make the consistency proof of the checkpoint at size %d", checkpoint.size)
+            return []
+
+    def _witness(self, name: str, client: SandboxClient, checkpoint: Checkpoint, proof: list[str]) -> None:
         try:
             try:
-                client.witness([checkpoint], timeout_s=self._timeout_s)
+                client.witness([checkpoint], [proof], timeout_s=self._timeout_s)
             except DsbrokerError as error:
                 if error.reason != "WITNESS_GAP":
                     raise
@@ -89,9 +121,11 @@ class CheckpointWitnesses:
                 if not missing or missing[-1].hash() != checkpoint.hash():
                     raise DsbrokerError(f"the log's checkpoints after size {since} are not all there",
                                         reason="CHECKPOINT_FORK") from None
+                proofs = [self._proof(c) for c in missing]
                 try:
                     for start in range(0, len(missing), PAGE):
-                        client.witness(missing[start:start + PAGE], timeout_s=self._timeout_s)
+                        client.witness(missing[start:start + PAGE], proofs[start:start + PAGE],
+                                       timeout_s=self._timeout_s)
                 except DsbrokerError as again:
                     if again.reason != "WITNESS_GAP":
                         raise

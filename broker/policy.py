@@ -106,6 +106,9 @@ PRINCIPAL_PARAMETERS = ("district", "department")
 DEFAULT_MIN_ENTITIES = 10
 LOWEST_MIN_ENTITIES = 2
 DEFAULT_MAX_GROUPS = 10_000
+# A policy document is a page of YAML (the demo's grant is about 1.5 KB); this bound, on every document
+# read (a file, an approval, a plan's), keeps one from costing the broker or the sandbox more than a page.
+MAX_POLICY_CHARS = 64 * 1024
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _DATASET = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
@@ -214,8 +217,10 @@ def load_policy(path: str | Path) -> Policy:
 
 def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     """Parse and validate a policy from YAML text; errors name ``source`` and the line."""
+    if len(text) > MAX_POLICY_CHARS:
+        raise PolicyFileError(f"a policy is at most {MAX_POLICY_CHARS} characters", path=source, line=1)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_PolicyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         raise PolicyFileError(f"not valid YAML: {getattr(error, 'problem', 'syntax error')}",
@@ -267,6 +272,19 @@ def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.E
 def _parsed_row_filter(row_filter: str) -> exp.Expression:
     # Parsed once per text; callers bind a copy.
     return sqlglot.parse_one(row_filter, read="duckdb")
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """The safe loader without anchors and aliases. A policy needs neither, and an alias makes one node
+    stand for many: nested, a few hundred bytes stand for billions of values (a "billion laughs"), which a
+    document a hostile broker puts in a plan could make the sandbox walk before anything refused it."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed in a policy",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
 
 
 class _Reader:

@@ -32,7 +32,8 @@ from broker.auth import Principal, require_role
 from broker.errors import DsbrokerError, GrantError
 from broker.policy import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
 from broker.policy_signing import Trust
-from broker.policy_statements import Revocation, parse_statement, verify_statement
+from broker.policy_statements import MAX_STATEMENT_BYTES, Revocation, parse_statement, verify_statement
+from broker.request_fields import RequestFieldError, bounded_text
 from broker.request_states import State, next_state
 from broker.store import Store, StoredPolicy
 from broker.visibility import may_see, scope_of
@@ -160,6 +161,8 @@ class PolicyRegistry:
 
     def _verified(self, statement: str, stored: StoredPolicy, reason: str) -> Revocation:
         """The owner's revocation of ``stored`` in ``statement``; refused unless signed and about it."""
+        bounded_text(statement, "statement", limit=MAX_STATEMENT_BYTES)
+        reason = bounded_text(reason, "reason")
         if not statement.strip():
             raise DsbrokerError("a revocation needs the owner's signed statement (dsbroker policy revoke signs one "
                                 "with your key)", reason="STATEMENT_REQUIRED", code=grpc.StatusCode.INVALID_ARGUMENT,
@@ -172,7 +175,7 @@ class PolicyRegistry:
             raise DsbrokerError(f"the statement revokes {revocation.policy_id!r} {revocation.versions}, not "
                                 f"{stored.id!r} v{stored.version}", reason="STATEMENT_MISMATCH",
                                 code=grpc.StatusCode.INVALID_ARGUMENT, field="statement", policy=stored.id)
-        if reason.strip() and reason.strip() != revocation.reason:
+        if reason and reason != revocation.reason:
             raise DsbrokerError("the reason differs from the one the owner signed", reason="STATEMENT_MISMATCH",
                                 code=grpc.StatusCode.INVALID_ARGUMENT, field="reason", policy=stored.id)
         return revocation
@@ -281,11 +284,12 @@ class PolicyRegistry:
         caller = dict(principal=principal, client=client, request_id=request_id)
         try:
             require_role("owner", principal)
-            if action in ("suspend", "revoke") and not reason.strip():
-                raise DsbrokerError(f"a reason is required to {action} a policy", reason="REASON_REQUIRED",
-                                    code=grpc.StatusCode.INVALID_ARGUMENT, field="reason")
+            text = bounded_text(reason, "reason")
+            if action in ("suspend", "revoke") and not text:
+                raise RequestFieldError(f"a reason is required to {action} a policy", reason="REASON_REQUIRED",
+                                        field="reason")
             stored = self.get(principal, policy_id)
-            moved = self._move(stored, action, reason=reason.strip(), **caller)
+            moved = self._move(stored, action, reason=text, **caller)
             if moved is None:
                 current = self.get(principal, policy_id)
                 next_state(action, current.state, subject=f"policies/{policy_id}")

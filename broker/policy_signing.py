@@ -22,6 +22,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,12 @@ APPROVAL_FIELDS = ("role", "by", "key", "at", "signature")
 SIGNATURE_PREFIX = "ed25519:"
 SIGNED_CONTEXT = b"dsbroker-policy-approval-v1\n"
 SIGNER_ROLES = ("reviewer", "owner")
+# A signer, a key id or a role as an approval line holds it: a plain YAML scalar that reads as this text.
+SIGNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_QUOTED = r'"(?:[^"\\\n]|\\.){0,512}"'
+_APPROVAL_LINE = re.compile(rf"  - \{{role: (?P<role>{SIGNER_NAME.pattern}), by: (?P<by>{SIGNER_NAME.pattern}), "
+                            rf"key: (?P<key>{SIGNER_NAME.pattern}), at: (?P<at>{_QUOTED}), "
+                            rf"signature: (?P<signature>{_QUOTED})\}}")
 
 
 class PolicySignatureError(DsbrokerError):
@@ -112,7 +119,12 @@ def trust_document(signers: list[tuple[str, str, str, ed25519.Ed25519PublicKey]]
 
 
 def split_document(text: str) -> tuple[str, list[Approval]]:
-    """The body and the approvals of a policy document; the approvals block must be canonical."""
+    """The body and the approvals of a policy document; the approvals block must be canonical.
+
+    The block is read line by line in the one form :meth:`Approval.render` writes, not as YAML: it
+    comes with documents anyone may send (an approval, a plan from a hostile broker), and is read
+    before any signature is checked, so it must cost no more than its length (no anchors and aliases
+    to expand, no nesting)."""
     if text.startswith(APPROVALS_HEADER):
         body, block = "", text
     elif f"\n{APPROVALS_HEADER}" in text:
@@ -120,17 +132,27 @@ def split_document(text: str) -> tuple[str, list[Approval]]:
         body, block = text[:cut], text[cut:]
     else:
         return text, []
-    try:
-        entries = yaml.safe_load(block)["approvals"]
-        approvals = [Approval(**{name: str(entry[name]) for name in APPROVAL_FIELDS}) for entry in entries]
-        if any(set(entry) != set(APPROVAL_FIELDS) for entry in entries):
-            raise ValueError("unexpected approval fields")
-    except (yaml.YAMLError, TypeError, KeyError, ValueError):
-        raise PolicySignatureError("the approvals block is malformed; it must be the last key of the file, "
-                                   "one approval per line as written by 'dsbroker policy sign'") from None
+    lines = block[len(APPROVALS_HEADER):].split("\n")
+    if lines[-1] != "":
+        raise _malformed_approvals()
+    approvals = []
+    for line in lines[:-1]:
+        match = _APPROVAL_LINE.fullmatch(line)
+        if match is None:
+            raise _malformed_approvals()
+        try:
+            at, signature = json.loads(match["at"]), json.loads(match["signature"])
+        except ValueError:
+            raise _malformed_approvals() from None
+        approvals.append(Approval(match["role"], match["by"], match["key"], at, signature))
     if block != APPROVALS_HEADER + "".join(a.render() for a in approvals):
         raise PolicySignatureError("the approvals block is not in its canonical form; it was edited by hand")
     return body, approvals
+
+
+def _malformed_approvals() -> PolicySignatureError:
+    return PolicySignatureError("the approvals block is malformed; it must be the last key of the file, "
+                                "one approval per line as written by 'dsbroker policy sign'")
 
 
 def signed_message(body: str, *, role: str, by: str, key: str, at: str) -> bytes:
@@ -149,6 +171,10 @@ def sign_policy(text: str, private_key: ed25519.Ed25519PrivateKey, *, key_id: st
     """Return ``text`` with one more approval, signed by ``private_key`` as ``role`` for ``by``."""
     if role not in SIGNER_ROLES:
         raise ConfigError(f"role must be one of {', '.join(SIGNER_ROLES)}")
+    for name, value in (("key id", key_id), ("signer", by)):
+        if not SIGNER_NAME.fullmatch(value):
+            raise ConfigError(f"the {name} must be letters, digits and . _ - (at most 128), starting with a letter "
+                              "or digit")
     body, approvals = split_document(text)
     parse_policy(body, source="<policy body>")  # sign only what loads
     if any(a.key == key_id for a in approvals):
@@ -166,11 +192,15 @@ def verify_policy(text: str, trust: Trust, *, source: str = "<policy>") -> Polic
     body, approvals = split_document(text)
     if not approvals:
         raise PolicySignatureError("the policy carries no approvals; it must be signed by the owner")
-    verified_roles = verify_approvals(body, approvals, trust)
-    missing = [role for role in trust.required_roles if role not in verified_roles]
+    _require_roles([a.role for a in approvals], trust)  # carried at all: said before any signature is checked
+    _require_roles(verify_approvals(body, approvals, trust), trust)
+    return parse_policy(text, source=source)
+
+
+def _require_roles(roles: list[str], trust: Trust) -> None:
+    missing = [role for role in trust.required_roles if role not in roles]
     if missing:
         raise PolicySignatureError(f"the policy lacks the {missing[0]} approval", role=missing[0])
-    return parse_policy(text, source=source)
 
 
 def verify_approvals(body: str, approvals: list[Approval], trust: Trust) -> list[str]:
@@ -178,38 +208,59 @@ def verify_approvals(body: str, approvals: list[Approval], trust: Trust) -> list
 
     The owner signs the body itself. An earlier approver may have signed the draft that the owner
     narrowed: the body then names that draft's SHA-256 under ``narrows``, and the owner's signature
-    over the body vouches for the link.
+    over the body vouches for the link. So the body is parsed (for ``narrows``) only once an owner's
+    signature over its raw bytes verifies: nothing anyone else sent is parsed before a signature
+    vouches for it.
     """
     digest = _sha256(body)
     narrowed_from = None
     roles = []
     for approval in approvals:
-        trusted = trust.keys.get(approval.key)
-        if trusted is None or trusted.role != approval.role or trusted.by != approval.by:
-            raise PolicySignatureError(f"approval by {approval.by!r} uses a key the owner does not trust for "
-                                       f"the {approval.role} role", key=approval.key)
-        if not approval.signature.startswith(SIGNATURE_PREFIX):
-            raise PolicySignatureError("an approval's signature is not an ed25519 signature", key=approval.key)
-        encoded = approval.signature[len(SIGNATURE_PREFIX):]
-        candidates = [digest]
-        if approval.role != "owner":
+        trusted, signature = _signature(approval, trust)
+        verified = _verifies(trusted, signature, digest, approval)
+        if not verified and approval.role != "owner" and _owner_signed(digest, approvals, trust):
             if narrowed_from is None:
                 narrowed_from = _narrowed_from(body)
-            candidates += [narrowed_from] if narrowed_from else []
-        try:
-            signature = base64.b64decode(encoded, validate=True)
-            if base64.b64encode(signature).decode() != encoded:
-                # Base64 has spare bits in its last character: accept one spelling only, so that
-                # no byte of a signed file can change without the file failing to verify.
-                raise ValueError("non-canonical base64")
-        except ValueError:
-            raise PolicySignatureError(f"the {approval.role} signature of {approval.by!r} is malformed",
-                                       key=approval.key) from None
-        if not any(_verifies(trusted, signature, candidate, approval) for candidate in candidates):
+            verified = bool(narrowed_from) and _verifies(trusted, signature, narrowed_from, approval)
+        if not verified:
             raise PolicySignatureError(f"the {approval.role} signature of {approval.by!r} does not verify: the "
                                        "policy was changed after it was signed", key=approval.key)
         roles.append(approval.role)
     return roles
+
+
+def _signature(approval: Approval, trust: Trust) -> tuple[TrustedKey, bytes]:
+    """The key ``trust`` holds for ``approval``'s signer and role, and its decoded signature; refused otherwise."""
+    trusted = trust.keys.get(approval.key)
+    if trusted is None or trusted.role != approval.role or trusted.by != approval.by:
+        raise PolicySignatureError(f"approval by {approval.by!r} uses a key the owner does not trust for "
+                                   f"the {approval.role} role", key=approval.key)
+    if not approval.signature.startswith(SIGNATURE_PREFIX):
+        raise PolicySignatureError("an approval's signature is not an ed25519 signature", key=approval.key)
+    encoded = approval.signature[len(SIGNATURE_PREFIX):]
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+        if base64.b64encode(signature).decode() != encoded:
+            # Base64 has spare bits in its last character: accept one spelling only, so that
+            # no byte of a signed file can change without the file failing to verify.
+            raise ValueError("non-canonical base64")
+    except ValueError:
+        raise PolicySignatureError(f"the {approval.role} signature of {approval.by!r} is malformed",
+                                   key=approval.key) from None
+    return trusted, signature
+
+
+def _owner_signed(digest: str, approvals: list[Approval], trust: Trust) -> bool:
+    """Whether an owner's approval among ``approvals`` verifies over the body whose SHA-256 is ``digest``."""
+    for approval in approvals:
+        if approval.role == "owner":
+            try:
+                trusted, signature = _signature(approval, trust)
+            except PolicySignatureError:
+                continue
+            if _verifies(trusted, signature, digest, approval):
+                return True
+    return False
 
 
 def _verifies(trusted: TrustedKey, signature: bytes, digest: str, approval: Approval) -> bool:

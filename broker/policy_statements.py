@@ -44,7 +44,9 @@ _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class StatementError(DsbrokerError):
-    """Raised when a statement is not one this version reads (malformed, or not in canonical form)."""
+    """Raised when a statement is not one this version reads (malformed, or not in canonical form).
+
+    Its ``statement_field`` names the statement's own field at fault (``field`` is kept for the request's)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "STATEMENT_INVALID"
@@ -134,18 +136,18 @@ def parse_statement(text: str) -> Revocation:
         raise StatementError(f"unknown statement kind {str(fields['kind'])[:32]!r}")
     texts = [name for name in FIELDS if name != "versions" and not isinstance(fields[name], str)]
     if texts:
-        raise StatementError(f"the statement's {texts[0]!r} must be text", field=texts[0])
+        raise StatementError(f"the statement's {texts[0]!r} must be text", statement_field=texts[0])
     versions = fields["versions"]
     if versions != ALL_VERSIONS and (isinstance(versions, bool) or not isinstance(versions, int) or versions < 1):
-        raise StatementError("versions must be \"all\" or a version number", field="versions")
+        raise StatementError("versions must be \"all\" or a version number", statement_field="versions")
     if not _POLICY_ID.match(fields["policy"]):
-        raise StatementError("the statement does not name a policy id", field="policy")
+        raise StatementError("the statement does not name a policy id", statement_field="policy")
     if not fields["reason"].strip():
-        raise StatementError("a revocation needs a reason", field="reason")
+        raise StatementError("a revocation needs a reason", statement_field="reason")
     try:
         dt.datetime.strptime(fields["at"], _STAMP)
     except ValueError:
-        raise StatementError("the statement's time must be YYYY-MM-DDTHH:MM:SSZ", field="at") from None
+        raise StatementError("the statement's time must be YYYY-MM-DDTHH:MM:SSZ", statement_field="at") from None
     revocation = Revocation(fields["policy"], None if versions == ALL_VERSIONS else versions, fields["at"],
                             fields["reason"], fields["by"], fields["key"], fields["signature"])
     if revocation.text != text:

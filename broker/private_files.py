@@ -10,8 +10,11 @@ Files that exist already keep their mode: dsbroker never widens or narrows what 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 PRIVATE_MODE = 0o600
 
@@ -46,3 +49,21 @@ def write_private(path: str | Path, data: bytes | str) -> None:
 def open_private(path: str | Path, mode: str = "a", **kwargs) -> IO:
     """``open(path, mode)``, the file created with mode 0600 first if it does not exist."""
     return open(create_private(path), mode, **kwargs)
+
+
+@contextmanager
+def built_privately(path: str | Path) -> Iterator[Path]:
+    """Where to build ``path`` (a file another program writes, such as a DuckDB database, which will not
+    open a file made empty beforehand): inside a directory beside it that only this account may enter
+    (0700), so nobody reads it half-built; on success it is set to 0600 and renamed into place, replacing
+    ``path``. Nothing is left behind on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))  # mode 0700
+    try:
+        staged = scratch / path.name
+        yield staged
+        os.chmod(staged, PRIVATE_MODE)
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

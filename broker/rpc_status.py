@@ -28,10 +28,20 @@ DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error
 
 
 def to_grpc_status(error: DsbrokerError) -> grpc.Status:
-    """Build the gRPC status (with an ErrorInfo detail) that answers ``error``."""
+    """Build the gRPC status (with an ErrorInfo detail) that answers ``error``.
+
+    An INVALID_ARGUMENT error that names its field (``field`` metadata) but brings no BadRequest of its
+    own gets one naming that field, so every refusal of a request field says which field in the standard
+    detail, whichever module raised it."""
+    details = list(error.rich_details())
+    field = error.metadata.get("field")
+    if (error.code == grpc.StatusCode.INVALID_ARGUMENT and field
+            and not any(isinstance(d, error_details_pb2.BadRequest) for d in details)):
+        details.append(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=error.message)]))
     packed = []
     for message in (error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata),
-                    *error.rich_details()):
+                    *details):
         detail = any_pb2.Any()
         detail.Pack(message)
         packed.append(detail)

@@ -50,11 +50,13 @@ class SandboxClient:
             if not token:
                 return statements
 
-    def witness(self, checkpoints, *, timeout_s: float) -> pb.WitnessCheckpointResponse:
-        """Ask the sandbox to witness ``checkpoints`` (broker.audit.checkpoints.Checkpoint, oldest first)."""
+    def witness(self, checkpoints, proofs, *, timeout_s: float) -> pb.WitnessCheckpointResponse:
+        """Ask the sandbox to witness ``checkpoints`` (broker.audit.checkpoints.Checkpoint, oldest first), each
+        with its consistency proof (``proofs[i]``, hex nodes) from the checkpoint it names as ``prev``."""
         return self._call(self._stub.WitnessCheckpoint, pb.WitnessCheckpointRequest(checkpoints=[
             pb.LogCheckpoint(size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id,
-                             signature=c.signature) for c in checkpoints]), timeout_s)
+                             signature=c.signature, consistency_proof_hashes=proof)
+            for c, proof in zip(checkpoints, proofs, strict=True)]), timeout_s)
 
     def list_datasets(self, *, timeout_s: float = 10.0) -> pb.ListDatasetsResponse:
         """The sandbox's catalog: the datasets it serves, described by the owner."""

@@ -72,7 +72,9 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
                             for name, address in _partitions(settings.partitions).items()})
     # Every sandbox, the partitions too, witnesses the log's checkpoints.
     witnesses = CheckpointWitnesses({settings.sandbox: sandbox, **partitions.sandboxes},
-                                    lambda: access_log.checkpoints(), on_fork=lambda why: access_log.alarm(why))
+                                    lambda: access_log.checkpoints(),
+                                    lambda after, upto: access_log.record_hashes(after, upto),
+                                    on_fork=lambda why: access_log.alarm(why))
     if access_log is None:
         access_log = AccessLog(settings.access_log,
                                signing_key=load_or_create_signing_key(access_log_key_path(settings)),

@@ -4,7 +4,12 @@ A token's claims carry who is calling (``sub``), their ``department``, its ``dis
 ``roles``. Verification uses an explicit algorithm allowlist and binds each key to its own
 algorithm, so ``alg: none`` and algorithm confusion (HS256 "signed" with a public key) fail.
 Optionally (RFC 8705) a token carries ``cnf: {"x5t#S256": ...}``, the thumbprint of the client
-certificate it may be used with.
+certificate it may be used with; a token that carries any other ``cnf`` is refused, since it is bound to
+something this server cannot hold it to.
+
+Tokens come from anyone who can open a connection, so every way PyJWT (and cryptography under it) can
+refuse one is a refusal here, UNAUTHENTICATED with a reason: never an exception that escapes as INTERNAL,
+which would leave no ``auth.failure`` record and slip past the per-client refusal cap.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ CALLER_CLAIMS = ("department", "district", "roles")
 JWKS_URL_CACHE_SECONDS = 300
 BINDINGS = ("none", "subject", "thumbprint")
 VERIFIED_TOKENS_KEPT = 4096
+# The one confirmation method this server checks (RFC 8705 section 3.1).
+CERTIFICATE_THUMBPRINT = "x5t#S256"
+# A JWT is a few hundred bytes to a few KiB; gRPC caps metadata near 8 KiB, but a plan carries its token in
+# the message body, so the sandbox bounds it here before anything decodes it.
+MAX_TOKEN_CHARS = 16 * 1024
+# What PyJWT's JSON and base64 decoding can raise beyond its own errors on input no issuer wrote (deep
+# nesting, numbers past the digit limit, bytes that are not UTF-8): refusals, like its own.
+_HOSTILE_INPUT_ERRORS = (jwt.PyJWTError, ValueError, TypeError, RecursionError, OverflowError)
 
 
 def issue_token(private_key, *, key_id: str, issuer: str, audience: str, subject: str, department: str,
@@ -99,7 +112,7 @@ class JwksKeys:
             try:
                 with self._lock:
                     key = self._client.get_signing_key(key_id) if key_id else None
-            except (jwt.PyJWKClientError, jwt.PyJWKClientConnectionError):
+            except jwt.PyJWTError:  # unreachable, or a key set that does not read: the key is not known
                 key = None
             if key is None:
                 raise AuthenticationError("the token's signing key is not known to the broker",
@@ -163,9 +176,7 @@ class JwtAuthenticator:
         """``exp``, ``nbf`` and ``iat`` against the injected clock, with the leeway, as PyJWT would decide
         them; on first use and on every reuse of a kept token alike. Each must be a number."""
         for name in LIFETIME_CLAIMS:
-            value = claims.get(name)
-            if name in claims and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                                   or not math.isfinite(value)):
+            if name in claims and not _is_seconds(claims[name]):
                 raise AuthenticationError(f"the token's {name!r} claim must be a number of seconds since 1970",
                                           reason="TOKEN_CLAIMS_INVALID", claim=name)
         now, leeway = self.clock(), self.leeway.total_seconds()
@@ -177,16 +188,13 @@ class JwtAuthenticator:
             raise AuthenticationError("the token was issued in the future", reason="TOKEN_NOT_YET_VALID")
 
     def _verify(self, token: str) -> dict:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            raise AuthenticationError("the token is not a JWT", reason="TOKEN_MALFORMED") from None
+        header = _header(token)
         algorithm = header.get("alg")
         if algorithm not in self.keys.algorithms:
             raise AuthenticationError(f"the token's algorithm {str(algorithm)[:16]!r} is not allowed "
                                       f"(allowed: {', '.join(self.keys.algorithms)})",
                                       reason="TOKEN_ALGORITHM_NOT_ALLOWED")
-        key = self.keys.key_for(header.get("kid") if isinstance(header.get("kid"), str) else None)
+        key = self.keys.key_for(header.get("kid"))  # text or absent: _header refused anything else
         try:
             # Lifetimes are checked by _check_lifetime with the injected clock: one clock for every check.
             claims = jwt.decode(token, key, algorithms=list(self.keys.algorithms), audience=self.audience,
@@ -205,16 +213,17 @@ class JwtAuthenticator:
                                       reason="TOKEN_ALGORITHM_NOT_ALLOWED") from None
         except jwt.InvalidTokenError:
             raise AuthenticationError("the token's signature does not verify", reason="TOKEN_INVALID") from None
+        except _HOSTILE_INPUT_ERRORS:  # anything else PyJWT or cryptography refuses the token with
+            raise AuthenticationError("the token is not a JWT this server can read", reason="TOKEN_MALFORMED") from None
         self._check_lifetime(claims)
         return claims
 
     def _check_binding(self, claims: dict, principal: Principal, certificate: PeerCertificate | None) -> None:
-        confirmation = claims.get("cnf")
-        bound = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
-        if bound is not None and (certificate is None or bound != certificate.thumbprint):
+        bound = principal.certificate_thumbprint  # principal_from_claims refused every cnf but this one
+        if bound and (certificate is None or bound != certificate.thumbprint):
             raise AuthenticationError("the token is bound to another client certificate",
                                       reason="TOKEN_CERTIFICATE_MISMATCH")
-        if self.binding == "thumbprint" and bound is None:
+        if self.binding == "thumbprint" and not bound:
             raise AuthenticationError("tokens must be bound to the client certificate (cnf x5t#S256)",
                                       reason="TOKEN_CERTIFICATE_MISMATCH")
         if self.binding == "subject" and (certificate is None or certificate.common_name != principal.subject):
@@ -242,11 +251,48 @@ def principal_from_claims(claims: dict) -> Principal:
         if not isinstance(claims[name], str):
             raise AuthenticationError(f"the token's {name!r} claim must be text", reason="TOKEN_CLAIMS_INVALID",
                                       claim=name)
-    confirmation = claims.get("cnf")
-    bound = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
     return Principal(subject=claims["sub"], department=claims["department"], district=claims["district"],
                      roles=frozenset(roles), token_id=str(claims.get("jti", "")),
-                     certificate_thumbprint=bound if isinstance(bound, str) else "")
+                     certificate_thumbprint=bound_thumbprint(claims))
+
+
+def bound_thumbprint(claims: dict) -> str:
+    """The certificate thumbprint the token is bound to (``cnf`` ``x5t#S256``), or "" for an unbound token.
+
+    A token that carries ``cnf`` is held to it. The only confirmation this server can check is a
+    certificate thumbprint, so any other (a DPoP key's ``jkt``, a ``jwk``, a thumbprint that is not
+    text, a ``cnf`` that is not an object) is refused rather than ignored: ignoring it would make a
+    token bound to a key its holder must prove into a bearer token anyone who holds it can use."""
+    if "cnf" not in claims:
+        return ""
+    confirmation = claims["cnf"]
+    if (not isinstance(confirmation, dict) or set(confirmation) != {CERTIFICATE_THUMBPRINT}
+            or not isinstance(confirmation[CERTIFICATE_THUMBPRINT], str) or not confirmation[CERTIFICATE_THUMBPRINT]):
+        raise AuthenticationError("the token is bound (cnf) by a confirmation this server cannot check; only a "
+                                  "client certificate thumbprint (x5t#S256) is supported",
+                                  reason="TOKEN_BINDING_UNSUPPORTED", claim="cnf")
+    return confirmation[CERTIFICATE_THUMBPRINT]
+
+
+def _header(token: str) -> dict:
+    """The token's JOSE header as PyJWT reads it; TOKEN_MALFORMED for anything it refuses to read (not
+    three segments, bad base64 or JSON, a ``kid`` that is not text, a ``crit`` it does not support...)."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise AuthenticationError(f"the token is longer than {MAX_TOKEN_CHARS} characters", reason="TOKEN_MALFORMED")
+    try:
+        return jwt.get_unverified_header(token)
+    except _HOSTILE_INPUT_ERRORS:
+        # PyJWT's message may quote the header (an extension's name): the caller's input is not echoed.
+        raise AuthenticationError("the token is not a JWT whose header this server can read",
+                                  reason="TOKEN_MALFORMED") from None
+
+
+def _is_seconds(value: object) -> bool:
+    """Whether a lifetime claim is a NumericDate: a number, not a boolean, finite (an integer of any size
+    is; ``math.isfinite`` would overflow on one past a float's range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def authenticator_from_settings(settings, *, binding: str,

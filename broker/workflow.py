@@ -13,7 +13,6 @@ import base64
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -23,17 +22,18 @@ from pathlib import Path
 from typing import Callable
 
 import grpc
-from google.rpc import error_details_pb2
-
 from broker.access_log import AccessLog, AccessRecord
 from broker.auth import Principal, require_role
 from broker.catalog import Catalog
 from broker.errors import DsbrokerError, RoleError, shown
 from broker.guard import guard
-from broker.policy import DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, RESULT_MODES, ColumnLevel, Policy, parse_policy
+from broker.policy import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel, Policy,
+                           parse_policy)
 from broker.policy_draft import narrowing_problems, render_policy
 from broker.policy_registry import stored_policy_for
 from broker.policy_signing import Approval, Trust, split_document, verify_approvals, verify_policy
+from broker.request_fields import (RequestFieldError, bounded_list, bounded_text, page_size, page_token,
+                                   read_page_token)
 from broker.request_states import PENDING, State, next_state
 from broker.store import Store, StoredRequest
 from broker.visibility import may_see, scope_of
@@ -41,24 +41,10 @@ from broker.visibility import may_see, scope_of
 log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
 MAX_EXAMPLE_QUERIES = 20
-MAX_TEXT = 4000
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
-
-
-class RequestFieldError(DsbrokerError):
-    """Raised when a submitted request is incomplete or asks for what the catalog does not offer."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "REQUEST_FIELD_INVALID"
-
-    def __init__(self, message: str, *, field: str, **metadata) -> None:
-        super().__init__(message, field=field, **metadata)
-        self.field = field
-
-    def rich_details(self):
-        return (error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)]), *self.details)
+# The owner's narrowed policy is stored and sent with every plan: bounded like any text a caller sets.
+MAX_POLICY_DOCUMENT = MAX_POLICY_CHARS
 
 
 @dataclass(frozen=True)
@@ -147,9 +133,9 @@ class Workflow:
             request = self.get(call.principal, request_id)
             if request.department != call.principal.department:
                 raise RoleError("only the requesting department may withdraw a request", role="requester")
+            text = bounded_text(reason, "reason")
             target = next_state("withdraw", request.state, subject=_name(request_id))
-            return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=reason.strip()),
-                                 "withdraw")
+            return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=text), "withdraw")
         return self._audited(call, "request.withdraw", request_id, act)
 
     # -- everyone who may see it -----------------------------------------------------------------
@@ -162,16 +148,14 @@ class Workflow:
                                 code=grpc.StatusCode.NOT_FOUND, access_request=request_id)
         return request
 
-    def list(self, principal: Principal, *, state: State | None, page_size: int,
-             page_token: str) -> tuple[list[StoredRequest], str]:
+    def list(self, principal: Principal, *, state: State | None, size: int,
+             token: str) -> tuple[list[StoredRequest], str]:
         """A page of the requests the caller may see, newest first, and the next page's token."""
-        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        if page_size < 0:
-            raise RequestFieldError("page_size must not be negative", field="page_size")
-        after = _decode_token(page_token) if page_token else None
+        limit = page_size(size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = read_page_token(token, str, str)  # (created_at, id) of the last request listed
         page = self.store.list_requests(state=state, after=after, limit=limit + 1, scope=scope_of(principal))
-        token = _encode_token(page[limit - 1]) if len(page) > limit else ""
-        return page[:limit], token
+        following = page_token(page[limit - 1].created_at, page[limit - 1].id) if len(page) > limit else ""
+        return page[:limit], following
 
     def example_checks(self, principal: Principal, request: StoredRequest) -> list[ExampleCheck]:
         """The guard's dry run of each example query under the draft (reviewers and owners only)."""
@@ -195,13 +179,17 @@ class Workflow:
 
     def approve(self, call: Call, request_id: str, document: str, *, comment: str = "") -> StoredRequest:
         """Add the caller's signed approval at the current stage; the owner's activates the policy."""
-        return self._audited(call, "request.approve", request_id,
-                             lambda: self._approve(call, request_id, document, comment.strip()))
+        def act() -> StoredRequest:
+            text = bounded_text(comment, "comment")
+            bounded_text(document, "policy_document", limit=MAX_POLICY_DOCUMENT)
+            return self._approve(call, request_id, document, text)
+        return self._audited(call, "request.approve", request_id, act)
 
     def reject(self, call: Call, request_id: str, *, reason: str) -> StoredRequest:
         """Reject a pending request with a reason (the current stage's role, or the owner)."""
         def act() -> StoredRequest:
-            if not reason.strip():
+            text = bounded_text(reason, "reason")
+            if not text:
                 raise RequestFieldError("a reason is required to reject a request", field="reason",
                                         reason="REASON_REQUIRED")
             request = self.get(call.principal, request_id)
@@ -210,8 +198,7 @@ class Workflow:
             if stage not in call.principal.roles and "owner" not in call.principal.roles:
                 raise RoleError(f"this stage is the {stage}'s", role=stage)
             _not_own_department(call.principal, request)
-            return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=reason.strip()),
-                                 "reject")
+            return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=text), "reject")
         return self._audited(call, "request.reject", request_id, act)
 
     def _approve(self, call: Call, request_id: str, document: str, comment: str) -> StoredRequest:
@@ -280,15 +267,13 @@ class Workflow:
         if problems:
             raise DsbrokerError("the owner's policy does not only narrow the draft: " + "; ".join(problems),
                                 reason="POLICY_NOT_A_NARROWING", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                policy=narrowed.id)
+                                field="policy_document", policy=narrowed.id)
 
     # -- plumbing --------------------------------------------------------------------------------
 
     def _validated(self, new: NewRequest):
-        if not new.purpose.strip():
+        if not bounded_text(new.purpose, "purpose"):
             raise RequestFieldError("purpose (the business scenario) is required", field="purpose")
-        if len(new.purpose) > MAX_TEXT:
-            raise RequestFieldError(f"purpose is longer than {MAX_TEXT} characters", field="purpose")
         if not new.dataset:
             raise RequestFieldError("dataset is required", field="dataset")
         dataset = self.catalog.dataset(new.dataset)
@@ -319,14 +304,15 @@ class Workflow:
                 raise RequestFieldError(f"{where}: {shown(wanted.column)} is asked for twice", field=where,
                                         column=wanted.column)
             seen.add(wanted.column)
+            bounded_text(wanted.reason, f"{where}.reason")
+        if len(set(new.result_modes)) != len(new.result_modes):
+            raise RequestFieldError("result_modes names a mode twice", field="result_modes")
         for mode in new.result_modes:
             if mode not in RESULT_MODES:
                 raise RequestFieldError(f"result mode {shown(mode)} is not offered by this version (offered: "
                                         f"{', '.join(RESULT_MODES)})", field="result_modes",
                                         reason="RESULT_MODE_UNSUPPORTED")
-        if len(new.example_queries) > MAX_EXAMPLE_QUERIES or any(len(q) > MAX_TEXT for q in new.example_queries):
-            raise RequestFieldError(f"at most {MAX_EXAMPLE_QUERIES} example queries of {MAX_TEXT} characters each",
-                                    field="example_queries")
+        bounded_list(new.example_queries, "example_queries", most=MAX_EXAMPLE_QUERIES)
         valid_from = _date(new.valid_from, "valid_from")
         valid_until = _date(new.valid_until, "valid_until")
         if valid_until < valid_from:
@@ -407,7 +393,8 @@ def _not_own_department(principal: Principal, request: StoredRequest) -> None:
 
 
 def _document_error(message: str) -> DsbrokerError:
-    return DsbrokerError(message, reason="APPROVAL_DOCUMENT_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+    return DsbrokerError(message, reason="APPROVAL_DOCUMENT_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                         field="policy_document")
 
 
 def _date(text: str, field: str) -> dt.date:
@@ -423,16 +410,3 @@ def _name(request_id: str) -> str:
 
 def _stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def _encode_token(request: StoredRequest) -> str:
-    return base64.urlsafe_b64encode(json.dumps([request.created_at, request.id]).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[str, str]:
-    try:
-        created_at, request_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(created_at), str(request_id)
-    except (ValueError, TypeError):
-        raise RequestFieldError("page_token is not one this server issued", field="page_token",
-                                reason="PAGE_TOKEN_INVALID") from None

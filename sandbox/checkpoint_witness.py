@@ -7,7 +7,11 @@ cannot be rolled back with the log's database. It accepts a checkpoint only when
 - a broker key it pins (``broker_log_keys``) signed it, and
 - it extends the chain it witnessed: its ``prev`` is the hash of the last checkpoint witnessed here
   and it covers more records (the first one witnessed is the log's first checkpoint; a broker that
-  skipped some is told how far this sandbox has got, WITNESS_GAP, and sends the ones in between).
+  skipped some is told how far this sandbox has got, WITNESS_GAP, and sends the ones in between), and
+- its tree extends the one witnessed: the RFC 6962 consistency proof the broker sends with it, from
+  the last witnessed size to its own, verifies against both roots. Without that check a broker
+  holding its log key could rewrite records the sandbox witnessed, rebuild the tree and have the fork
+  countersigned; only a later reconcile against every head would notice.
 
 It keeps each accepted checkpoint in a ``witnessed_checkpoints`` table of its execution ledger
 file (append-only and hash-chained like the executions) with its countersignature under the
@@ -15,6 +19,12 @@ sandbox's own witness key, and answers with that countersignature. A signed chec
 not extend the chain (the log was rolled back or rewritten after the sandbox saw it) is refused
 (CHECKPOINT_FORK) and kept as an alarm. ``dsbroker audit reconcile`` then checks the log against
 every witnessed head: it must still hold that many records with that Merkle root.
+
+The witness history must not vanish without a trace either: a table dropped from the ledger (or
+emptied) would otherwise be created again, empty, by the next start, and reconcile would pass a log
+whose witnessed end was cut off. The first entry written also writes a mark (``ledger_marks``) that
+this ledger has witnessed; a sandbox that finds the mark without its entries does not create the
+table again, raises the alarm and witnesses nothing (WITNESS_HISTORY_LOST), and reconcile reports it.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.audit.checkpoints import Checkpoint, Countersignature, countersign, key_id, signature_valid
+from broker.audit.merkle import MAX_PROOF_NODES, verify_consistency
 from broker.audit.records import GENESIS_HASH, canonical_json
 from broker.errors import DsbrokerError
 
@@ -58,6 +69,18 @@ BEGIN SELECT RAISE(ABORT, 'the witness ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS witnessed_checkpoints_no_delete BEFORE DELETE ON witnessed_checkpoints
 BEGIN SELECT RAISE(ABORT, 'the witness ledger is append-only'); END;
 """
+# A mark that this ledger has witnessed, written with its first entry; it outlives a dropped witness table.
+_MARKS = """
+CREATE TABLE IF NOT EXISTS ledger_marks (
+    name TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS ledger_marks_no_update BEFORE UPDATE ON ledger_marks
+BEGIN SELECT RAISE(ABORT, 'the ledger marks are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_marks_no_delete BEFORE DELETE ON ledger_marks
+BEGIN SELECT RAISE(ABORT, 'the ledger marks are append-only'); END;
+"""
+WITNESSED_MARK = "witnessed"
 WITNESSED, FORK = "witnessed", "fork"
 
 
@@ -113,17 +136,49 @@ class CheckpointWitness:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a witnessed head must survive a power cut
-        self._db.executescript(_SCHEMA)
+        self.history_lost = self._open_history()
+        if self.history_lost:
+            log.error("ALARM: %s: %s; this sandbox witnesses no checkpoint until the owner restores the ledger "
+                      "(or starts a new one with a new log)", self.path, self.history_lost)
 
-    def witness(self, checkpoints: Sequence[Checkpoint], *, now: dt.datetime | None = None) -> Countersignature:
-        """Witness ``checkpoints`` (oldest first) and countersign the last; raises WitnessError when refused."""
+    def _open_history(self) -> str:
+        """Create the witness table, unless the ledger's mark says it held entries that are gone; returns
+        what was lost ("" when nothing was)."""
+        existed = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                                   "'witnessed_checkpoints'").fetchone() is not None
+        self._db.executescript(_MARKS)
+        marked = self._db.execute("SELECT 1 FROM ledger_marks WHERE name = ?", (WITNESSED_MARK,)).fetchone()
+        if not existed and marked:
+            return "the ledger has witnessed checkpoints, but its witness table is gone (dropped)"
+        self._db.executescript(_SCHEMA)
+        entries = self._db.execute("SELECT 1 FROM witnessed_checkpoints LIMIT 1").fetchone()
+        if marked and not entries:
+            return "the ledger has witnessed checkpoints, but its witness table is empty (its entries were deleted)"
+        if entries and not marked:  # a ledger from before the mark: mark it now
+            self._db.execute("INSERT INTO ledger_marks (name, at) VALUES (?, ?)",
+                             (WITNESSED_MARK, dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")))
+        return ""
+
+    def witness(self, checkpoints: Sequence[Checkpoint], proofs: Sequence[Sequence[str]], *,
+                now: dt.datetime | None = None) -> Countersignature:
+        """Witness ``checkpoints`` (oldest first) and countersign the last; raises WitnessError when refused.
+
+        ``proofs[i]`` is the consistency proof (hex nodes) from the checkpoint ``checkpoints[i]`` names as
+        ``prev`` to it."""
         if not self.broker_keys or self.witness_key is None:
             raise WitnessError("this sandbox pins no broker log key, so it witnesses no checkpoint (set "
                                "broker_log_keys)", reason="WITNESS_NOT_CONFIGURED")
+        if self.history_lost:
+            raise WitnessError(f"this sandbox will not witness over a ledger whose witness history is gone: "
+                               f"{self.history_lost}", reason="WITNESS_HISTORY_LOST")
         if not checkpoints or len(checkpoints) > MAX_CHECKPOINTS:
             raise WitnessError(f"send between 1 and {MAX_CHECKPOINTS} checkpoints, oldest first",
                                reason="CHECKPOINTS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
                                field="checkpoints")
+        if len(proofs) != len(checkpoints) or any(len(proof) > MAX_PROOF_NODES for proof in proofs):
+            raise WitnessError(f"each checkpoint carries its consistency proof, of at most {MAX_PROOF_NODES} nodes",
+                               reason="CHECKPOINTS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                               field="checkpoints.consistency_proof_hashes")
         for checkpoint in checkpoints:
             key = self.broker_keys.get(checkpoint.key_id)
             if key is None or not signature_valid(checkpoint, key):
@@ -133,20 +188,28 @@ class CheckpointWitness:
         now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
         with self._lock:
             countersignature = None
-            for checkpoint in checkpoints:
-                countersignature = self._witness_one(checkpoint, now)
+            for checkpoint, proof in zip(checkpoints, proofs):
+                countersignature = self._witness_one(checkpoint, list(proof), now)
             return countersignature
 
-    def _witness_one(self, checkpoint: Checkpoint, now: dt.datetime) -> Countersignature:
+    def _witness_one(self, checkpoint: Checkpoint, proof: list[str], now: dt.datetime) -> Countersignature:
         digest = checkpoint.hash()
         seen = self._db.execute("SELECT countersignature FROM witnessed_checkpoints WHERE checkpoint_hash = ? "
                                 "AND kind = ?", (digest, WITNESSED)).fetchone()
         if seen is not None:
             return Countersignature(**json.loads(seen[0]))  # witnessed before: the same answer
-        head = self._db.execute("SELECT size, checkpoint_hash FROM witnessed_checkpoints WHERE kind = ? "
+        head = self._db.execute("SELECT size, checkpoint_hash, root FROM witnessed_checkpoints WHERE kind = ? "
                                 "ORDER BY seq DESC LIMIT 1", (WITNESSED,)).fetchone()
-        head_size, head_hash = head if head else (0, GENESIS_HASH)
+        head_size, head_hash, head_root = head if head else (0, GENESIS_HASH, "")
         if checkpoint.size > head_size and checkpoint.prev == head_hash:
+            # The first checkpoint extends the empty tree, whatever it holds; every later one must prove
+            # that its first head_size records are the ones witnessed.
+            if head_size and not verify_consistency(head_size, checkpoint.size, head_root, checkpoint.root, proof):
+                self._fork(checkpoint, digest, head_size, now)
+                raise WitnessError(f"the checkpoint at size {checkpoint.size} names the one witnessed here, but its "
+                                   f"consistency proof from size {head_size} does not verify: the records this "
+                                   "sandbox witnessed were rewritten", reason="CHECKPOINT_FORK",
+                                   size=checkpoint.size, witnessed_size=head_size)
             countersignature = countersign(self.witness_key, checkpoint, witness=self.witness_id, at=now)
             self._append(WITNESSED, checkpoint, digest, canonical_json(asdict(countersignature)), now)
             return countersignature
@@ -159,15 +222,19 @@ class CheckpointWitness:
         if not branches_off:
             raise WitnessError(f"this sandbox has witnessed the log up to size {head_size}; send the checkpoints "
                                "after it first", reason="WITNESS_GAP", witnessed_size=head_size)
+        self._fork(checkpoint, digest, head_size, now)
+        raise WitnessError(f"the checkpoint at size {checkpoint.size} does not extend the checkpoints this sandbox "
+                           f"witnessed (up to size {head_size}): the log was rolled back or rewritten",
+                           reason="CHECKPOINT_FORK", size=checkpoint.size, witnessed_size=head_size)
+
+    def _fork(self, checkpoint: Checkpoint, digest: str, head_size: int, now: dt.datetime) -> None:
+        """Keep a refused checkpoint as an alarm (once)."""
         if self._db.execute("SELECT 1 FROM witnessed_checkpoints WHERE checkpoint_hash = ? AND kind = ?",
                             (digest, FORK)).fetchone() is None:
             self._append(FORK, checkpoint, digest, "", now)
             log.error("ALARM: the broker's checkpoint at size %d does not extend the checkpoints this sandbox "
                       "witnessed (up to size %d): its access log was rolled back or rewritten", checkpoint.size,
                       head_size)
-        raise WitnessError(f"the checkpoint at size {checkpoint.size} does not extend the checkpoints this sandbox "
-                           f"witnessed (up to size {head_size}): the log was rolled back or rewritten",
-                           reason="CHECKPOINT_FORK", size=checkpoint.size, witnessed_size=head_size)
 
     def _append(self, kind: str, checkpoint: Checkpoint, digest: str, countersignature: str, now: dt.datetime) -> None:
         try:
@@ -180,6 +247,7 @@ class CheckpointWitness:
             values = asdict(Witnessed(**{**asdict(entry), "hash": entry_hash(entry)}))
             self._db.execute(f"INSERT INTO witnessed_checkpoints ({', '.join(values)}) VALUES "
                              f"({', '.join('?' * len(values))})", tuple(values.values()))
+            self._db.execute("INSERT OR IGNORE INTO ledger_marks (name, at) VALUES (?, ?)", (WITNESSED_MARK, entry.at))
             self._db.execute("COMMIT")
         except sqlite3.Error as error:
             if self._db.in_transaction:
@@ -203,6 +271,15 @@ def read_witnessed(path: str | Path) -> list[Witnessed]:
             raise WitnessTableMissing(str(path)) from None
         names = [d[0] for d in cursor.description]
         return [Witnessed(**dict(zip(names, row))) for row in cursor.fetchall()]
+
+
+def witness_marked(path: str | Path) -> bool:
+    """Whether the ledger in ``path`` is marked as having witnessed (read without changing the file)."""
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+        try:
+            return db.execute("SELECT 1 FROM ledger_marks WHERE name = ?", (WITNESSED_MARK,)).fetchone() is not None
+        except sqlite3.OperationalError:
+            return False  # a ledger from before the mark, or one that never witnessed
 
 
 def verify_witnessed(entries: Sequence[Witnessed]) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Callable
 
 import duckdb
 
+from broker.private_files import built_privately
 from sandbox.uscc import make_uscc
 
 # Nanjing (南京市, 3201): districts with their 6-digit codes and their streets (街道).
@@ -87,17 +88,16 @@ def make_demo_data(path: str | Path, *, taxpayers: int = 20_000, months: int = 2
                    progress: Callable[[str], None] = lambda _msg: None) -> dict[str, int]:
     """Write a DuckDB file of synthetic tax records; returns row counts per table.
 
-    Builds into a temporary file and renames it into place, so a half-built file is never left behind.
+    Builds into a temporary file and renames it into place, so a half-built file is never left behind; the
+    file is readable by the owner only (0600), as it holds the companies' names.
     """
     if taxpayers < 100 or months < 1:
         raise ValueError("make at least 100 taxpayers and 1 month")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
     rng = random.Random(seed)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
+    # tax.taxpayers holds the companies' names: the file is the owner's alone (0600), even while it is built.
+    with tempfile.TemporaryDirectory() as scratch, built_privately(path) as partial:
         staging = Path(scratch) / "taxpayers.csv"
         progress(f"drawing {taxpayers:,} taxpayers")
         _write_taxpayers(staging, taxpayers, rng)
@@ -120,7 +120,6 @@ def make_demo_data(path: str | Path, *, taxpayers: int = 20_000, months: int = 2
             con.execute("CHECKPOINT")
         finally:
             con.close()
-    partial.replace(path)
     write_demo_catalog(path)
     progress(f"wrote {counts['declarations']:,} declarations in {time.perf_counter() - started:.1f}s to {path}")
     return counts
@@ -148,19 +147,17 @@ def split_demo_data(source: str | Path, names: list[str], directory: str | Path)
         for index, path in enumerate(paths):
             if path.exists():
                 continue
-            partial = path.with_name(path.name + ".partial")
-            partial.unlink(missing_ok=True)
-            con.execute(f"ATTACH '{partial}' AS part (READ_WRITE)")
-            try:
-                con.execute("CREATE SCHEMA part.tax")
-                for table in ("districts", "streets", "industries", "registration_types"):
-                    con.execute(f"CREATE TABLE part.tax.{table} AS SELECT * FROM tax.{table}")
-                for table in ("taxpayers", "declarations"):
-                    con.execute(f"CREATE TABLE part.tax.{table} AS SELECT * FROM tax.{table} "
-                                f"WHERE hash(taxpayer_id) % {len(paths)} = {index}")
-            finally:
-                con.execute("DETACH part")
-            partial.replace(path)
+            with built_privately(path) as partial:  # 0600, like the file it is split from
+                con.execute(f"ATTACH '{partial}' AS part (READ_WRITE)")
+                try:
+                    con.execute("CREATE SCHEMA part.tax")
+                    for table in ("districts", "streets", "industries", "registration_types"):
+                        con.execute(f"CREATE TABLE part.tax.{table} AS SELECT * FROM tax.{table}")
+                    for table in ("taxpayers", "declarations"):
+                        con.execute(f"CREATE TABLE part.tax.{table} AS SELECT * FROM tax.{table} "
+                                    f"WHERE hash(taxpayer_id) % {len(paths)} = {index}")
+                finally:
+                    con.execute("DETACH part")
             write_demo_catalog(path)
     return paths
 

@@ -10,6 +10,7 @@ import grpc
 from broker.call_context import current_request_id, time_limit
 from broker.errors import DsbrokerError
 from broker.guard import GuardedQuery
+from broker.request_fields import page_size, page_token, read_page_token
 from broker.policy import Policy
 from sandbox.bfv import PublicContexts, RequesterKey
 from broker.audit.checkpoints import Checkpoint
@@ -21,6 +22,7 @@ from sandbox.execution_ledger import ExecutionLedger
 from sandbox.key_check import check_key_binding
 from sandbox.lookup_check import LookupChecker
 from sandbox.noise import noisy_answer
+from sandbox.plan_fields import check_plan_fields
 from sandbox.plan_check import PlanGuardChecker
 from sandbox.policy_check import PlanPolicyChecker
 from sandbox.privacy_ledger import PrivacyLedger
@@ -65,20 +67,16 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             raise DsbrokerError(f"this sandbox does not serve dataset {plan.dataset!r}",
                                 reason="DATASET_NOT_SERVED", code=grpc.StatusCode.NOT_FOUND, table=plan.dataset)
         policy = self.policies.check(plan)
-        if not plan.sql.strip():
-            raise DsbrokerError("the plan has no SQL", reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+        check_plan_fields(plan)  # every field in range before the guard reads it and the ledger records it
         checked = self.plans.check(plan, policy, deadline=time.monotonic() + time_limit(context))
         guarded = checked.guarded
         self.lookups.check(policy, guarded.lookups)  # served, with its key and columns, the key unique
-        max_rows = min(plan.max_rows or guarded.max_rows, guarded.max_rows, self.max_rows)
+        max_rows = min(plan.max_rows, guarded.max_rows, self.max_rows)
         timeout = min(self.max_execution_seconds, time_limit(context) - DEADLINE_MARGIN_SECONDS)
         deadline = time.monotonic() + timeout  # the engine's and then the release's
         if timeout <= 0:
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",
                                 code=grpc.StatusCode.DEADLINE_EXCEEDED)
-        if not plan.execution_id:
-            raise DsbrokerError("the plan has no execution id, so it could not be reconciled with the broker's log",
-                                reason="PLAN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
         key: RequesterKey | None = None
         if guarded.encrypted:  # checked before the plan is recorded: a plan refused here never runs
             key = self.contexts.load(plan.encryption.public_context)
@@ -192,19 +190,18 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
 
     def ListPolicyStatements(self, request: pb.ListPolicyStatementsRequest,
                              context: grpc.ServicerContext) -> pb.ListPolicyStatementsResponse:
-        if request.page_size < 0 or (request.page_token and not request.page_token.isdigit()):
-            raise DsbrokerError("page_size must not be negative, and page_token must be one this sandbox issued",
-                                reason="PAGE_TOKEN_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
-        limit = min(request.page_size or DEFAULT_STATEMENTS_PAGE, MAX_STATEMENTS_PAGE)
-        page = self.policies.standing.ledger.statements(after=int(request.page_token or 0), limit=limit + 1)
+        limit = page_size(request.page_size, default=DEFAULT_STATEMENTS_PAGE, maximum=MAX_STATEMENTS_PAGE)
+        after = read_page_token(request.page_token, int)  # the ledger position of the last statement listed
+        page = self.policies.standing.ledger.statements(after=after[0] if after else 0, limit=limit + 1)
         return pb.ListPolicyStatementsResponse(statements=[text for _, text in page[:limit]],
-                                               next_page_token=str(page[limit - 1][0]) if len(page) > limit else "")
+                                               next_page_token=page_token(page[limit - 1][0]) if len(page) > limit
+                                               else "")
 
     def WitnessCheckpoint(self, request: pb.WitnessCheckpointRequest,
                           context: grpc.ServicerContext) -> pb.WitnessCheckpointResponse:
-        signed = self.witness.witness([
-            Checkpoint(size=c.size, root=c.root, prev=c.prev, at=c.sign_time, key_id=c.key_id, signature=c.signature)
-            for c in request.checkpoints])
+        signed = self.witness.witness(
+            [Checkpoint(size=c.size, root=c.root, prev=c.prev, at=c.sign_time, key_id=c.key_id, signature=c.signature)
+             for c in request.checkpoints], [list(c.consistency_proof_hashes) for c in request.checkpoints])
         return pb.WitnessCheckpointResponse(checkpoint_hash=signed.checkpoint, size=signed.size, root=signed.root,
                                             witness=signed.witness, witness_time=signed.at, key_id=signed.key_id,
                                             signature=signed.signature)

@@ -6,6 +6,7 @@ DuckDB, the log on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sqlite3
 import time
 from contextlib import closing
@@ -17,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.access_log import AccessLog, AccessRecord
 from broker.audit.checkpoints import load_or_create_signing_key, public_key_path, sign_checkpoint
+from broker.audit.merkle import MerkleAccumulator, consistency_proof, merkle_root
+from broker.audit.records import GENESIS_HASH
 from broker.cli.main import main
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
@@ -109,10 +112,23 @@ def test_deleting_the_newest_checkpoints_and_cutting_or_rewriting_what_they_cove
     assert f"records {kept.size + 1}.." in found.output
 
 
-def call_witness(port: int, checkpoints) -> pb.WitnessCheckpointResponse:
+# The records the made-up checkpoints cover: their roots are real trees over these, so that each checkpoint
+# can carry the consistency proof from the one it names (as the broker sends it).
+LEAVES = [hashlib.sha256(f"record {i}".encode()).hexdigest() for i in range(64)]
+SIZES: dict[str, int] = {GENESIS_HASH: 0}  # checkpoint hash -> size, as chain() made them
+
+
+def proof_for(checkpoint, leaves=LEAVES) -> list[str]:
+    """The honest consistency proof from the checkpoint ``checkpoint`` names to it, over ``leaves``."""
+    since = SIZES.get(checkpoint.prev, 0)
+    return consistency_proof(MerkleAccumulator().extend(leaves[:since]), leaves[since:checkpoint.size])
+
+
+def call_witness(port: int, checkpoints, proofs=None) -> pb.WitnessCheckpointResponse:
+    proofs = proofs if proofs is not None else [proof_for(c) for c in checkpoints]
     request = pb.WitnessCheckpointRequest(checkpoints=[pb.LogCheckpoint(
-        size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature)
-        for c in checkpoints])
+        size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature,
+        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs)])
     with open_channel(f"127.0.0.1:{port}", tls=sandbox_client_tls(), options=[]) as channel:
         try:
             return pb_grpc.SandboxServiceStub(channel).WitnessCheckpoint(request, timeout=10)
@@ -120,20 +136,22 @@ def call_witness(port: int, checkpoints) -> pb.WitnessCheckpointResponse:
             raise error_from_rpc_error(rpc_error) from None
 
 
-def chain(key, sizes, *, start=None):
-    """Checkpoints at ``sizes`` (made-up roots), each naming the one before."""
+def chain(key, sizes, *, start=None, leaves=LEAVES):
+    """Checkpoints at ``sizes`` over the first records of ``leaves``, each naming the one before."""
     made, prev = [], start
     for size in sizes:
-        checkpoint = sign_checkpoint(key, size=size, root=f"{size:064x}", prev=prev.hash() if prev else None,
+        checkpoint = sign_checkpoint(key, size=size, root=merkle_root(leaves[:size]),
+                                     prev=prev.hash() if prev else None,
                                      at=dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc))
+        SIZES[checkpoint.hash()] = size
         made.append(checkpoint)
         prev = checkpoint
     return made
 
 
-def refused(port, checkpoints) -> DsbrokerError:
+def refused(port, checkpoints, proofs=None) -> DsbrokerError:
     with pytest.raises(DsbrokerError) as caught:
-        call_witness(port, checkpoints)
+        call_witness(port, checkpoints, proofs)
     return caught.value
 
 
@@ -176,6 +194,37 @@ def test_a_witness_countersigns_only_checkpoints_that_extend_what_it_witnessed(w
     entries = read_witnessed(witness.ledger)
     assert [(e.kind, e.size) for e in entries] == [("witnessed", 2), ("witnessed", 5), ("witnessed", 9),
                                                    ("fork", 12), ("fork", 7), ("fork", 40), ("witnessed", 12)]
+
+
+REWRITTEN = LEAVES[:3] + [hashlib.sha256(b"a record rewritten").hexdigest()] + LEAVES[4:]
+
+
+@pytest.mark.parametrize("proof", ["the forger's own", "none", "a node changed", "one node short"])
+def test_a_witness_refuses_a_checkpoint_whose_tree_does_not_extend_the_witnessed_one(witness, broker_key, proof):
+    # The broker's key signs a checkpoint that names the witnessed head and covers more records, but over a
+    # tree in which a witnessed record (the 4th) was rewritten: no proof from the witnessed root verifies.
+    key = load_or_create_signing_key(broker_key)
+    (first,) = chain(key, [8])
+    call_witness(witness.port, [first])
+    (fork,) = chain(key, [13], start=first, leaves=REWRITTEN)
+    honest = proof_for(fork, REWRITTEN)  # what a forger can make: consistent with its own old tree only
+    sent = {"the forger's own": honest, "none": [], "a node changed": ["0" * 64] + honest[1:],
+            "one node short": honest[:-1]}[proof]
+    refused_fork = refused(witness.port, [fork], [sent])
+    assert (refused_fork.code, refused_fork.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CHECKPOINT_FORK")
+    assert refused_fork.metadata["witnessed_size"] == "8"
+    (extension,) = chain(key, [13], start=first)
+    assert call_witness(witness.port, [extension]).size == 13, "the head did not move; the true log extends it"
+    from sandbox.checkpoint_witness import read_witnessed
+
+    assert [(e.kind, e.size) for e in read_witnessed(witness.ledger)] == [("witnessed", 8), ("fork", 13),
+                                                                          ("witnessed", 13)]
+
+
+def test_a_proof_longer_than_any_tree_needs_is_refused_unread(witness, broker_key):
+    (first,) = chain(load_or_create_signing_key(broker_key), [8])
+    too_long = refused(witness.port, [first], [["0" * 64] * 129])
+    assert (too_long.code, too_long.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CHECKPOINTS_INVALID")
 
 
 def test_a_witness_catches_up_on_checkpoints_signed_before_it_and_reconcile_checks_its_countersignatures(
@@ -242,3 +291,52 @@ def test_the_logs_checkpoints_deleted_from_its_database_are_found_by_reconcile(
     assert verified.exit_code == 0, verified.output  # every record is still sealed; no checkpoint is only a note
     found = reconcile(store_location, witness.ledger)
     assert found.exit_code == 1 and "WITNESSED_CHECKPOINT_MISSING" in found.output
+
+
+def start_witness_again(demo_db, tmp_path, broker_key):
+    return start_sandbox(SandboxSettings(
+        listen="127.0.0.1:0", data=str(demo_db), sandbox_id="witness-a", datasets=DEMO_DATASETS,
+        execution_ledger=str(tmp_path / "executions.sqlite"),
+        broker_log_keys=(str(public_key_path(broker_key)),), **sandbox_settings(dev_keys())))
+
+
+@pytest.mark.parametrize("loss", ["table dropped", "entries deleted"])
+def test_a_witness_history_lost_from_the_ledger_stays_lost_across_a_restart(witness, demo_db, tmp_path, broker_key,
+                                                                            store_location, loss):
+    # The next start used to create the witness table again, empty: reconcile then passed a log whose
+    # witnessed end was cut off. The ledger's mark that it has witnessed outlives the table.
+    serve(witness, tmp_path, store_location, broker_key, queries=2)
+    witness.stop()
+    with closing(sqlite3.connect(witness.ledger, isolation_level=None)) as raw:
+        if loss == "table dropped":
+            raw.execute("DROP TABLE witnessed_checkpoints")
+        else:
+            raw.execute("DROP TRIGGER witnessed_checkpoints_no_delete")
+            raw.execute("DELETE FROM witnessed_checkpoints")
+    restarted = start_witness_again(demo_db, tmp_path, broker_key)
+    try:
+        key = load_or_create_signing_key(broker_key)
+        lost = refused(restarted.port, chain(key, [2]))
+        assert (lost.code, lost.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "WITNESS_HISTORY_LOST")
+    finally:
+        restarted.stop()
+    found = reconcile(store_location, witness.ledger)
+    expected = "WITNESS_TABLE_MISSING" if loss == "table dropped" else "WITNESS_HISTORY_LOST"
+    assert found.exit_code == 1 and expected in found.output, found.output
+
+
+def test_a_ledger_witnessed_before_the_mark_existed_is_marked_and_goes_on(witness, demo_db, tmp_path, broker_key):
+    key = load_or_create_signing_key(broker_key)
+    first, second = chain(key, [3, 6])
+    call_witness(witness.port, [first])
+    witness.stop()
+    with closing(sqlite3.connect(witness.ledger, isolation_level=None)) as raw:
+        raw.execute("DROP TABLE ledger_marks")  # as an older dsbroker left it
+    restarted = start_witness_again(demo_db, tmp_path, broker_key)
+    try:
+        assert call_witness(restarted.port, [second]).size == 6
+    finally:
+        restarted.stop()
+    from sandbox.checkpoint_witness import witness_marked
+
+    assert witness_marked(witness.ledger)

@@ -227,3 +227,70 @@ def test_a_reviewer_signature_does_not_follow_a_body_that_names_another_draft(tr
     other = re.sub(r'narrows: "sha256:[0-9a-f]{64}"', 'narrows: "sha256:' + "0" * 64 + '"', carried)
     assert other != carried
     assert refusal(owner_signs(other), trust).reason == "POLICY_SIGNATURE_INVALID"
+
+
+# -- documents anyone may send are not parsed as YAML before a signature vouches for them --------------------
+
+def laughs(levels: int = 6) -> str:
+    """A YAML alias bomb: ``levels`` lines of anchors, each ten aliases of the one before (10**levels values)."""
+    lines = ['a0: &a0 ["laugh"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def flow_laughs(levels: int = 6) -> str:
+    """The same bomb on one line, as a flow sequence: it fits where an approval's value goes."""
+    chain = ["&a0 [laugh]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return f"[{', '.join(chain)}]"
+
+
+def test_an_alias_bomb_in_the_approvals_block_is_refused_unread(trust):
+    # The block was read with yaml.safe_load and each value turned to text: an alias there stood for a
+    # million values before anything was checked (and the block was then refused as not canonical). It is
+    # now read line by line in the one canonical form, and refused as malformed without expanding anything.
+    body = sign(UNSIGNED).split(APPROVALS_HEADER)[0]
+    line = f"  - {{role: reviewer, by: xuanwu-tax, key: xuanwu-tax-1, at: {flow_laughs()}, signature: x}}\n"
+    for block in (APPROVALS_HEADER + line, APPROVALS_HEADER + "  - *a6\n" + laughs()):
+        with pytest.raises(PolicySignatureError) as caught:
+            split_document(body + block)
+        assert "malformed" in caught.value.message
+        assert refusal(body + block, trust).reason == "POLICY_SIGNATURE_INVALID"
+
+
+def test_a_policy_with_anchors_or_aliases_does_not_parse_and_names_the_line():
+    from broker.errors import PolicyFileError
+    from broker.policy import parse_policy
+
+    body = UNSIGNED.split(APPROVALS_HEADER)[0]
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(body + laughs())
+    assert "aliases" in caught.value.message and caught.value.line == body.count("\n") + 1
+
+
+def test_a_reviewers_approval_is_followed_to_a_narrowed_body_only_when_the_owner_signed_that_body(trust):
+    # A reviewer's signature over a draft is followed to a narrowed body (through its ``narrows``) only when
+    # the owner signed that body; before, the body was parsed for ``narrows`` first, so under a trust that
+    # requires the reviewer only, any body naming the draft took the reviewer's signature with it.
+    draft, carried, owner_signs = narrowed_pair()
+    reviewer_only = Trust(trust.keys, ("reviewer",))
+    error = refusal(carried, reviewer_only)
+    assert error.reason == "POLICY_SIGNATURE_INVALID" and "does not verify" in error.message
+    assert verify_policy(owner_signs(carried), trust).narrows, "with the owner's signature the link holds"
+
+
+def test_the_sandbox_refuses_a_plan_whose_policy_carries_an_alias_bomb_and_keeps_serving(sandbox):
+    signed = sign(UNSIGNED)
+    body = signed.split(APPROVALS_HEADER)[0]
+    plan = {"dataset": "tax.declarations", "sql": COUNT_SQL, "policy_id": GRANT, "policy_version": 1, "max_rows": 10,
+            "policy_document": body + APPROVALS_HEADER + f"  - {{role: owner, by: city-tax, key: city-tax-1, at: "
+                                                         f"{flow_laughs()}, signature: x}}\n"}
+    error = execute(sandbox, pb.Plan(**plan))
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "POLICY_SIGNATURE_INVALID")
+    assert execute(sandbox, pb.Plan(**{**plan, "policy_document": signed, "policy_id": "x"})).reason == \
+        "PLAN_POLICY_MISMATCH", "it keeps serving"
+
+
+def test_signer_names_and_key_ids_are_ones_an_approval_line_reads_back():
+    with pytest.raises(ConfigError):
+        sign_policy(UNSIGNED.split(APPROVALS_HEADER)[0], ed25519.Ed25519PrivateKey.generate(), key_id="a key, {x}",
+                    role="reviewer", by="xuanwu-tax")

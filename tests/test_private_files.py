@@ -82,3 +82,16 @@ def test_an_encryption_key_and_its_public_half_are_private(tmp_path, open_umask)
 
     EncryptionKey.generate().save(tmp_path / "key.bfv")
     assert (mode(tmp_path / "key.bfv"), mode(tmp_path / "key.bfv.pub")) == (0o600, 0o600)
+
+
+def test_the_owners_data_file_made_by_the_cli_and_its_partitions_are_private(tmp_path, open_umask):
+    # tax.taxpayers holds the companies' names; the file was created with the umask's mode (0644 under 022).
+    from broker.cli.main import main
+    from sandbox.demo_data import split_demo_data
+
+    data = tmp_path / "owner" / "owner-data.duckdb"
+    result = CliRunner().invoke(main, ["data", "make", "--out", str(data), "--taxpayers", "100", "--months", "1"])
+    assert result.exit_code == 0, result.output
+    parts = split_demo_data(data, ["office-a", "office-b"], tmp_path / "partitions")
+    assert {str(p): mode(p) for p in (data, *parts)} == {str(p): 0o600 for p in (data, *parts)}
+    assert not [p for p in (tmp_path / "owner").iterdir() if p.name.startswith(".")], "no build left behind"

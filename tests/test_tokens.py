@@ -258,3 +258,86 @@ def test_a_kept_token_is_still_held_to_its_certificate():
     assert verifier.authenticate(token, certificate=CERT).subject == "analyst"
     with pytest.raises(AuthenticationError):
         verifier.authenticate(token, certificate=PeerCertificate("analyst", "stolen-elsewhere"))
+
+
+# -- hostile input: every token PyJWT (or cryptography) refuses is a refusal with a reason -------------------
+
+def made_up(header: bytes | dict, payload: bytes | dict | None = None, signature: bytes = bytes(64)) -> str:
+    """A token an unauthenticated caller makes up: any header and payload bytes, a signature of zeros."""
+    def encoded(part) -> str:
+        return b64(part if isinstance(part, bytes) else json.dumps(part).encode())
+    return f"{encoded(header)}.{encoded(payload if payload is not None else {'sub': 'x'})}.{b64(signature)}"
+
+
+def raw_signed(payload: dict) -> str:
+    """A token the identity provider's key really signed over ``payload`` as given (PyJWT's encode refuses
+    some of these claims; an identity provider, or a stolen key, need not)."""
+    key = load_private_key(dev_keys().idp_key)
+    head = b64(json.dumps({"alg": "EdDSA", "kid": IDP_KEY_ID}).encode())
+    body = b64(json.dumps({k: int(v.timestamp()) if isinstance(v, dt.datetime) else v
+                           for k, v in payload.items()}).encode())
+    return f"{head}.{body}.{b64(key.sign(f'{head}.{body}'.encode()))}"
+
+
+MALFORMED_TOKENS = {
+    "crit names an unsupported extension": made_up({"alg": "EdDSA", "kid": IDP_KEY_ID, "crit": ["x-attack"]}),
+    "crit is not a list": made_up({"alg": "EdDSA", "kid": IDP_KEY_ID, "crit": "exp"}),
+    "crit names one the header lacks": made_up({"alg": "EdDSA", "kid": IDP_KEY_ID, "crit": ["b64"]}),
+    "kid is a number": made_up({"alg": "EdDSA", "kid": 7}),
+    "kid is a list": made_up({"alg": "EdDSA", "kid": [IDP_KEY_ID]}),
+    "kid is an object": made_up({"alg": "EdDSA", "kid": {"id": IDP_KEY_ID}}),
+    "header nested past the recursion limit": made_up(b"[" * 50_000 + b"]" * 50_000),
+    "header with a number past the digit limit": made_up(b'{"alg":"EdDSA","n":' + b"9" * 5000 + b"}"),
+    "header not UTF-8": made_up(b'\xff\xfe{"alg":"EdDSA"}'),
+    "header not an object": made_up(b'"EdDSA"'),
+    "not base64": "@@@.@@@.@@@",
+    "two segments": "e30.e30",
+    "longer than any JWT": made_up({"alg": "EdDSA", "kid": IDP_KEY_ID, "pad": "x" * 20_000}),
+}
+
+
+@pytest.mark.parametrize("token", MALFORMED_TOKENS.values(), ids=MALFORMED_TOKENS.keys())
+def test_a_token_pyjwt_refuses_to_read_is_malformed_never_an_exception(token):
+    assert refused(token).reason == "TOKEN_MALFORMED"
+
+
+def test_a_token_with_a_detached_payload_is_refused_as_unverifiable():
+    # The header reads (b64 false, declared critical); no payload comes with it, so no signature verifies.
+    token = made_up({"alg": "EdDSA", "kid": IDP_KEY_ID, "crit": ["b64"], "b64": False}, b"")
+    assert refused(token).reason == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("claim, value, reason", [
+    ("exp", 10 ** 400, None),  # an integer past a float's range is still a number of seconds (far away)
+    ("nbf", 10 ** 400, "TOKEN_NOT_YET_VALID"),
+    ("iat", 10 ** 400, "TOKEN_NOT_YET_VALID"),
+    ("exp", -10 ** 400, "TOKEN_EXPIRED"),
+])
+def test_lifetimes_past_a_floats_range_are_compared_not_overflowed(claim, value, reason):
+    token = raw_signed(claims(**{claim: value}))
+    if reason is None:
+        assert authenticator().authenticate(token, certificate=None).subject == "analyst"
+    else:
+        assert refused(token).reason == reason
+
+
+UNCHECKABLE_CONFIRMATIONS = {
+    "a DPoP key thumbprint": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"},
+    "a JWK": {"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}},
+    "a null thumbprint": {"x5t#S256": None},
+    "an empty thumbprint": {"x5t#S256": ""},
+    "a thumbprint that is a list": {"x5t#S256": [CERT.thumbprint]},
+    "a thumbprint and a DPoP key": {"x5t#S256": CERT.thumbprint, "jkt": "0ZcOCORZNYy"},
+    "an empty object": {},
+    "text": "bound",
+    "a list": [CERT.thumbprint],
+    "null": None,
+}
+
+
+@pytest.mark.parametrize("cnf", UNCHECKABLE_CONFIRMATIONS.values(), ids=UNCHECKABLE_CONFIRMATIONS.keys())
+def test_a_token_bound_by_a_confirmation_the_server_cannot_check_is_refused(cnf):
+    # Held to what it carries: neither ignored (a bearer token) nor matched loosely, with or without a certificate.
+    token = raw_signed({**claims(), "cnf": cnf})
+    assert refused(token, certificate=CERT).reason == "TOKEN_BINDING_UNSUPPORTED"
+    assert refused(token, certificate=None).reason == "TOKEN_BINDING_UNSUPPORTED"

@@ -14,6 +14,7 @@ from broker.approving import Narrowing, sign_approval
 from broker.client import BrokerClient
 from broker.errors import DsbrokerError
 from broker.keys import load_private_key, signer_key_id
+from broker.policy import MAX_POLICY_CHARS
 from broker.policy_signing import Trust, sign_policy, verify_policy
 from broker.server import start_broker
 from broker.v1 import access_request_service_pb2 as pb
@@ -413,6 +414,42 @@ def test_a_huge_name_in_a_request_gets_a_small_reply_and_the_broker_keeps_servin
     assert len(error.message.encode()) <= 1024 and all(len(v.encode()) <= 256 for v in error.metadata.values())
     assert [r.decision for r in work.records("request.create")] == ["deny"]
     assert work.submit().name
+
+
+LONG = "长" * 4001  # one character past the bound of any free text a caller sets
+
+
+@pytest.mark.parametrize("action, field", [
+    ("submit-column-reason", "columns[0].reason"), ("submit-example", "example_queries[1]"),
+    ("withdraw", "reason"), ("reject", "reason"), ("approve-comment", "comment"),
+    ("approve-document", "policy_document"), ("suspend", "reason"), ("revoke", "reason"),
+])
+def test_every_free_text_a_caller_sets_is_bounded_before_it_is_stored(work, action, field):
+    # A reason or comment is stored in the request (or the policy) and sent in every list of them: one of
+    # 40 MB made every owner's, reviewer's and auditor's list too large to send.
+    name = work.submit().name if not action.startswith("submit") else ""
+    if action in ("suspend", "revoke"):
+        work.review(name)
+        grant = work.activate(name).policy.removeprefix("policies/")
+    calls = {
+        "submit-column-reason": lambda: work.submit(columns=[pb.RequestedColumn(column="street_code", use=GROUP,
+                                                                                reason=LONG)]),
+        "submit-example": lambda: work.submit(example_queries=[ACCEPTED_EXAMPLE, LONG]),
+        "withdraw": lambda: work.requester.withdraw_request(name, reason=LONG),
+        "reject": lambda: work.reviewer.reject_request(name, reason=LONG),
+        "approve-comment": lambda: work.reviewer.approve_request(
+            name, signed(work.reviewer.get_request(name), "xuanwu-tax"), comment=LONG),
+        "approve-document": lambda: work.reviewer.approve_request(name, "x" * (MAX_POLICY_CHARS + 1)),
+        "suspend": lambda: work.owner.change_policy(grant, "suspend", reason=LONG),
+        "revoke": lambda: work.owner.revoke_policy(grant, revocation(grant), reason=LONG),
+    }
+    error = refusal(calls[action])
+    assert (error.code.name, error.reason, error.metadata["field"]) == ("INVALID_ARGUMENT", "FIELD_TOO_LONG", field)
+    assert [v.field for d in error.details for v in d.field_violations] == [field]
+    assert LONG[:10] not in error.message
+    requests, _ = work.owner.list_requests()
+    assert all(r.state_reason != LONG.strip() and all(a.comment != LONG for a in r.approvals) for r in requests)
+    assert all(c.reason != LONG for r in requests for c in r.columns)
 
 
 def test_a_request_for_an_unknown_or_closed_dataset_is_refused(work):

@@ -79,6 +79,7 @@ _TABLE_NAMES = ("access_log", "access_log_checkpoints")
 # Any constant will do: every broker writing this log takes the same transaction-scoped lock.
 _POSTGRES_WRITE_LOCK = 0x64736272  # "dsbr"
 _CHECKPOINT_COLUMNS = ("size", "root", "prev", "at", "key_id", "signature")
+HASH_PAGE = 50_000  # record hashes read at a time for a consistency proof
 # Columns added since the first version of the log, nullable so older rows keep their meaning.
 _ADDED_COLUMNS = {**{name: "BIGINT" for name in BOUND_COLUMNS}, **{name: "TEXT" for name in SEAL_COLUMNS}}
 # What the broker reads to check a range of the chain without loading whole records.
@@ -185,6 +186,17 @@ class LogStore:
         """The record ``seq``, or None."""
         found = self.records(after=seq - 1, limit=1)
         return found[0] if found and found[0].seq == seq else None
+
+    def hashes(self, after: int, upto: int, *, page: int = HASH_PAGE) -> Iterator[str]:
+        """The hashes of records after..upto, in order, read ``page`` at a time (a log of millions of records
+        is not held in memory at once)."""
+        while after < upto:
+            rows = self._read("SELECT seq, hash FROM access_log WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                              (after, min(upto, after + page), page))
+            if not rows:
+                return
+            yield from (row[1] for row in rows)
+            after = rows[-1][0]
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""

@@ -346,7 +346,8 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
     head they witnessed; exit 1 on any difference."""
     from broker.audit.checkpoints import load_public_key
     from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
-    from sandbox.checkpoint_witness import WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed
+    from sandbox.checkpoint_witness import (WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed,
+                                            witness_marked)
     from sandbox.execution_ledger import ExecutionLedger
 
     keys = [load_public_key(path) for path in witness_keys]
@@ -371,6 +372,10 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
             entries = []
             found.append(Discrepancy(ledger, "WITNESS_TABLE_MISSING", "the ledger has no witnessed checkpoints "
                                      "table: written by an older dsbroker, or the table was dropped"))
+        else:
+            if not entries and witness_marked(ledger):
+                found.append(Discrepancy(ledger, "WITNESS_HISTORY_LOST", "the ledger is marked as having witnessed "
+                                         "checkpoints, but its witness table is empty: its entries were deleted"))
         problems += verify_witnessed(entries)
         found += check_witnessed(records, checkpoints, entries, witness_keys=keys)
         heads = [e for e in entries if e.kind == WITNESSED]

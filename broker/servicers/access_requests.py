@@ -6,8 +6,9 @@ import grpc
 
 from broker.auth import require_principal
 from broker.call_context import current_request_id
+from broker.request_fields import enum_value, resource_id
 from broker.request_states import State
-from broker.servicers.resource_names import resource_id, timestamp
+from broker.servicers.resource_names import timestamp
 from broker.store import StoredRequest
 from broker.v1 import access_request_service_pb2 as pb
 from broker.v1 import access_request_service_pb2_grpc as pb_grpc
@@ -41,10 +42,10 @@ class AccessRequestServicer(pb_grpc.AccessRequestServiceServicer):
             access_request=to_proto(stored, self.workflow.example_checks(principal, stored)))
 
     def ListAccessRequests(self, request, context):
-        state = State(pb.AccessRequestState.Name(request.state).removeprefix("ACCESS_REQUEST_STATE_")) \
-            if request.state else None
-        page, token = self.workflow.list(require_principal(), state=state, page_size=request.page_size,
-                                         page_token=request.page_token)
+        number = enum_value(request.state, pb.AccessRequestState.DESCRIPTOR, "state")
+        state = State(pb.AccessRequestState.Name(number).removeprefix("ACCESS_REQUEST_STATE_")) if number else None
+        page, token = self.workflow.list(require_principal(), state=state, size=request.page_size,
+                                         token=request.page_token)
         return pb.ListAccessRequestsResponse(access_requests=[to_proto(r) for r in page], next_page_token=token)
 
     def WithdrawAccessRequest(self, request, context):

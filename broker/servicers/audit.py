@@ -3,9 +3,6 @@ call-audit interceptor (event ``audit.read``), like every other call."""
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-
 import grpc
 
 from broker.access_log import AccessLog, RecordFilter, StoredRecord
@@ -13,10 +10,11 @@ from broker.audit.checkpoints import Checkpoint
 from broker.audit.records import to_row
 from broker.auth import require_role
 from broker.errors import DsbrokerError
+from broker.request_fields import (RequestFieldError, bounded_text, page_size, page_token, read_page_token,
+                                   resource_number, timestamp_field)
 from broker.servicers.resource_names import timestamp
 from broker.v1 import audit_service_pb2 as pb
 from broker.v1 import audit_service_pb2_grpc as pb_grpc
-from broker.workflow import RequestFieldError
 
 COLLECTION = "accessRecords"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
@@ -35,30 +33,28 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         if request.decision and request.decision not in DECISIONS:
             raise RequestFieldError(f"decision must be one of {', '.join(DECISIONS)}", field="decision")
         where = RecordFilter(since=_iso(request, "start_time"), until=_iso(request, "end_time"),
-                             department=request.department, grant_id=request.grant, decision=request.decision,
-                             event=request.event)
+                             department=bounded_text(request.department, "department"),
+                             grant_id=bounded_text(request.grant, "grant"), decision=request.decision,
+                             event=bounded_text(request.event, "event"))
         records = self.access_log.records(after=after, limit=limit + 1, where=where)
-        token = _token(records[limit - 1].seq) if len(records) > limit else ""
+        token = page_token(records[limit - 1].seq) if len(records) > limit else ""
         return pb.ListAccessRecordsResponse(access_records=[to_proto(r) for r in records[:limit]],
                                             next_page_token=token)
 
     def GetAccessRecord(self, request, context):
         require_role("auditor")
-        seq_text = request.name.removeprefix(f"{COLLECTION}/")
-        if not seq_text.isdigit() or int(seq_text) < 1:
-            raise DsbrokerError(f"name must be {COLLECTION}/{{seq}}", reason="RESOURCE_NAME_INVALID",
-                                code=grpc.StatusCode.INVALID_ARGUMENT, field="name")
-        record = self.access_log.store.record(int(seq_text))
+        seq = resource_number(request.name, COLLECTION)
+        record = self.access_log.store.record(seq)
         if record is None:
-            raise DsbrokerError(f"no access record {seq_text}", reason="ACCESS_RECORD_NOT_FOUND",
-                                code=grpc.StatusCode.NOT_FOUND, subject=f"{COLLECTION}/{seq_text}")
+            raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND",
+                                code=grpc.StatusCode.NOT_FOUND, subject=f"{COLLECTION}/{seq}")
         return pb.GetAccessRecordResponse(access_record=to_proto(record))
 
     def ListCheckpoints(self, request, context):
         require_role("auditor")
         limit, after = _page(request.page_size, request.page_token)
         checkpoints = [c for c in self.access_log.checkpoints() if c.size > after][:limit + 1]
-        token = _token(checkpoints[limit - 1].size) if len(checkpoints) > limit else ""
+        token = page_token(checkpoints[limit - 1].size) if len(checkpoints) > limit else ""
         return pb.ListCheckpointsResponse(checkpoints=[checkpoint_proto(c) for c in checkpoints[:limit]],
                                           next_page_token=token)
 
@@ -83,24 +79,12 @@ def checkpoint_proto(checkpoint: Checkpoint) -> pb.Checkpoint:
                          key_id=checkpoint.key_id, signature=checkpoint.signature, json=checkpoint.to_json())
 
 
-def _page(page_size: int, page_token: str) -> tuple[int, int]:
-    if page_size < 0:
-        raise RequestFieldError("page_size must not be negative", field="page_size")
-    after = 0
-    if page_token:
-        try:
-            after = int(base64.urlsafe_b64decode(page_token.encode()).decode())
-        except ValueError:
-            raise RequestFieldError("page_token is not one this server issued", field="page_token",
-                                    reason="PAGE_TOKEN_INVALID") from None
-    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), after
-
-
-def _token(seq: int) -> str:
-    return base64.urlsafe_b64encode(str(seq).encode()).decode()
+def _page(size: int, token: str) -> tuple[int, int]:
+    """The page's size and the position (a seq or a size) it starts after."""
+    after = read_page_token(token, int)
+    return page_size(size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE), after[0] if after else 0
 
 
 def _iso(request, field: str) -> str:
-    if not request.HasField(field):
-        return ""
-    return getattr(request, field).ToDatetime(tzinfo=dt.timezone.utc).isoformat(timespec="microseconds")
+    moment = timestamp_field(request, field)
+    return moment.isoformat(timespec="microseconds") if moment else ""

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-
 import grpc
 
 from broker.auth import require_principal
 from broker.call_context import current_request_id
 from broker.policy_registry import PolicyRegistry
+from broker.request_fields import page_size, page_token, read_page_token, resource_id
 from broker.servicers.access_requests import state_proto
-from broker.servicers.resource_names import resource_id, timestamp
+from broker.servicers.resource_names import timestamp
 from broker.store import StoredPolicy
 from broker.v1 import policy_service_pb2 as pb
 from broker.v1 import policy_service_pb2_grpc as pb_grpc
-from broker.workflow import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RequestFieldError
+from broker.workflow import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 COLLECTION = "policies"
 
@@ -26,18 +25,10 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         self.registry = registry
 
     def ListPolicies(self, request, context):
-        if request.page_size < 0:
-            raise RequestFieldError("page_size must not be negative", field="page_size")
-        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = None
-        if request.page_token:
-            try:
-                after = base64.urlsafe_b64decode(request.page_token.encode()).decode()
-            except ValueError:
-                raise RequestFieldError("page_token is not one this server issued", field="page_token",
-                                        reason="PAGE_TOKEN_INVALID") from None
-        page = self.registry.list(require_principal(), after=after, limit=limit + 1)
-        token = base64.urlsafe_b64encode(page[limit - 1].id.encode()).decode() if len(page) > limit else ""
+        limit = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = read_page_token(request.page_token, str)  # the id of the last policy listed
+        page = self.registry.list(require_principal(), after=after[0] if after else None, limit=limit + 1)
+        token = page_token(page[limit - 1].id) if len(page) > limit else ""
         return pb.ListPoliciesResponse(policies=[self._proto(p, document=False) for p in page[:limit]],
                                        next_page_token=token)
 

@@ -292,20 +292,22 @@ class WitnessCheckpointRequest(_message.Message):
     def __init__(self, checkpoints: _Optional[_Iterable[_Union[LogCheckpoint, _Mapping]]] = ...) -> None: ...
 
 class LogCheckpoint(_message.Message):
-    __slots__ = ("size", "root", "prev", "sign_time", "key_id", "signature")
+    __slots__ = ("size", "root", "prev", "sign_time", "key_id", "signature", "consistency_proof_hashes")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
     PREV_FIELD_NUMBER: _ClassVar[int]
     SIGN_TIME_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_PROOF_HASHES_FIELD_NUMBER: _ClassVar[int]
     size: int
     root: str
     prev: str
     sign_time: str
     key_id: str
     signature: str
-    def __init__(self, size: _Optional[int] = ..., root: _Optional[str] = ..., prev: _Optional[str] = ..., sign_time: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+    consistency_proof_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, size: _Optional[int] = ..., root: _Optional[str] = ..., prev: _Optional[str] = ..., sign_time: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ..., consistency_proof_hashes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WitnessCheckpointResponse(_message.Message):
     __slots__ = ("checkpoint_hash", "size", "root", "witness", "witness_time", "key_id", "signature")

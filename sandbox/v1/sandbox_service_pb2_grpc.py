@@ -117,10 +117,11 @@ class SandboxServiceServicer:
     def WitnessCheckpoint(self, request, context):
         """Witnesses checkpoints of the broker's access log. The sandbox checks each
         one's signature against the broker keys it pins and that it extends the
-        chain of checkpoints it witnessed before, keeps it in its own ledger and
-        answers with its countersignature. A checkpoint that does not extend that
-        chain (the log was rolled back or rewritten) is refused and kept as an
-        alarm, so `dsbroker audit reconcile` finds it.
+        chain of checkpoints it witnessed before (it names the last one as `prev`,
+        and its consistency proof from that one's tree verifies), keeps it in its
+        own ledger and answers with its countersignature. A checkpoint that does
+        not extend that chain (the log was rolled back or rewritten) is refused
+        and kept as an alarm, so `dsbroker audit reconcile` finds it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
