@@ -12,6 +12,8 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from broker.errors import ConfigError
+
+VERIFIED_CERTIFICATES = 1024  # validated certificate paths kept, the least recently used dropped first
 
 
 @dataclass(frozen=True)
@@ -132,15 +136,31 @@ class CertificateAuthorities:
         except (OSError, ValueError) as error:
             raise ConfigError(f"cannot read the CA certificates {str(path)!r} ({error.__class__.__name__})") from None
         self._store = Store(self.certificates)
+        # Certificates whose path validated, by DER digest, with the window in which the whole path is
+        # valid: the same requester sends many plans, and a path valid once stays valid inside it.
+        self._verified: OrderedDict[bytes, tuple[dt.datetime, dt.datetime]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def certifies(self, certificate: PeerCertificate, now: dt.datetime | None = None) -> bool:
         """Whether ``certificate`` is a client certificate issued under these CAs and valid at ``now``."""
-        verifier = (PolicyBuilder().store(self._store).time(now or dt.datetime.now(dt.timezone.utc))
-                    .build_client_verifier())
+        now = now or dt.datetime.now(dt.timezone.utc)
+        digest = hashlib.sha256(certificate.der).digest()
+        with self._lock:
+            window = self._verified.get(digest)
+            if window is not None:
+                self._verified.move_to_end(digest)
+        if window is not None and window[0] <= now <= window[1]:
+            return True
+        verifier = PolicyBuilder().store(self._store).time(now).build_client_verifier()
         try:
-            verifier.verify(x509.load_der_x509_certificate(certificate.der), [])
+            verified = verifier.verify(x509.load_der_x509_certificate(certificate.der), [])
         except (VerificationError, ValueError):
             return False
+        window = (max(c.not_valid_before_utc for c in verified.chain), min(c.not_valid_after_utc for c in verified.chain))
+        with self._lock:
+            self._verified[digest] = window
+            while len(self._verified) > VERIFIED_CERTIFICATES:
+                self._verified.popitem(last=False)
         return True
 
 

@@ -26,8 +26,10 @@ class Watchdog:
         token = next(self._ids)
         with self._wake:
             self._armed[token] = interrupt
-            heapq.heappush(self._heap, (time.monotonic() + timeout_s, token))
-            self._wake.notify()
+            entry = (time.monotonic() + timeout_s, token)
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:  # the thread sleeps until the earliest deadline: wake it only for a new one
+                self._wake.notify()
         return token
 
     def disarm(self, token: int) -> bool:

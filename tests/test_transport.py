@@ -292,3 +292,30 @@ def test_health_reports_not_serving_while_shutting_down(sandbox, tmp_path):
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         threading.Thread(target=running.stop, daemon=True).start()
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_a_certificate_once_certified_is_refused_outside_its_validity_and_a_stranger_never_passes(tmp_path):
+    """The sandbox keeps the certificate paths it validated; keeping them must not stretch a validity."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from broker.keys import init_keys
+    from broker.tls import CertificateAuthorities, certificate_from_der
+
+    keys = dev_keys()
+    authorities = CertificateAuthorities(keys.platform_ca)
+    der = x509.load_pem_x509_certificate(keys.client_cert(ANALYST).read_bytes()).public_bytes(Encoding.DER)
+    analyst = certificate_from_der(der)
+    leaf = x509.load_der_x509_certificate(der)
+    assert authorities.certifies(analyst)
+    assert authorities.certifies(analyst)  # the kept path
+    assert not authorities.certifies(analyst, now=leaf.not_valid_after_utc + dt.timedelta(seconds=1))
+    assert not authorities.certifies(analyst, now=leaf.not_valid_before_utc - dt.timedelta(seconds=1))
+    assert authorities.certifies(analyst)
+    other = init_keys(tmp_path / "other", clients=(ANALYST,))  # the same name under another CA
+    stranger_pem = other.client_cert(ANALYST).read_bytes()
+    stranger = certificate_from_der(x509.load_pem_x509_certificate(stranger_pem).public_bytes(Encoding.DER))
+    assert not authorities.certifies(stranger)
+    assert not authorities.certifies(stranger)
