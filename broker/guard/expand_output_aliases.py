@@ -13,7 +13,7 @@ import sqlglot.expressions as exp
 
 from broker.guard import internal_names
 from broker.guard._tree import AGGREGATE_TYPES, TOTALS_META, output_name, refuse
-from broker.guard.parse import MAX_NODES
+from broker.guard.parse import MAX_NODES, NODES_META
 
 
 def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
@@ -77,7 +77,7 @@ class _Copies:
     many times would multiply the query past the limit ``parse`` checked (MAX_NODES) after the fact."""
 
     def __init__(self, query: exp.Expression) -> None:
-        self.nodes = sum(1 for _ in query.walk())
+        self.nodes = query.meta.get(NODES_META) or sum(1 for _ in query.walk())
         self._sizes: dict[int, int] = {}
 
     def copy(self, node: exp.Expression) -> exp.Expression:

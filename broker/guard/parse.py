@@ -31,6 +31,8 @@ NOT_QUERIES = frozenset({
 _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DISTINCT|ALL)\s+)?$", re.IGNORECASE)
+NODES_META = "nodes"  # how many nodes the parsed tree has
+SOURCE_META = "source_sql"  # the text the tree was parsed from, for the names of functions as written
 _IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
 _OPENING = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSING = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
@@ -69,8 +71,15 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     if not isinstance(statement, exp.Select):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else str(statement.this).upper()
         refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)
-    _check_tree(statement, unverified_sql)
+    statement.meta[NODES_META] = _check_tree(statement)
+    statement.meta[SOURCE_META] = unverified_sql
     return statement
+
+
+def written_name(function: exp.Func) -> str:
+    """The function's name as the caller wrote it (read from the text the query was parsed from)."""
+    source = function.root().meta.get(SOURCE_META)
+    return _written_name(source, function) if source is not None else _sqlglot_name(function)
 
 
 def _check_tokens(tokens: list) -> None:
@@ -87,12 +96,13 @@ def _check_tokens(tokens: list) -> None:
             depth -= 1
 
 
-def _check_tree(statement: exp.Expression, unverified_sql: str) -> None:
+def _check_tree(statement: exp.Expression) -> int:
     """Count the tree's nodes and its depth without recursion (the tree may be deep), and on the way drop
-    each node's comments and note how each function was written."""
+    each node's comments; returns the number of nodes."""
     nodes, stack = 0, [(statement, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        node, depth = stack.pop()
+        node, depth = pop()
         nodes += 1
         if nodes > MAX_NODES:
             _too_complex(f"it has more than {MAX_NODES} parts")
@@ -103,9 +113,10 @@ def _check_tree(statement: exp.Expression, unverified_sql: str) -> None:
             refuse("parse", "NUMBER_OUT_OF_RANGE", f"a number has more than {MAX_NUMBER_CHARACTERS} characters or "
                    f"lies beyond ±1e{MAX_EXPONENT}; scale it, or the result", construct="NUMBER")
         node.comments = None
-        if isinstance(node, exp.Func):
-            node.meta["written_as"] = _written_name(unverified_sql, node)
-        stack.extend((child, depth + 1) for child in node.iter_expressions())
+        depth += 1
+        for child in node.iter_expressions():
+            push((child, depth))
+    return nodes
 
 
 def _too_complex(why: str) -> None:

@@ -10,6 +10,7 @@ import sqlglot.expressions as exp
 
 from broker.guard._tree import AGGREGATE_TYPES, refuse
 from broker.guard.literals import read_date, read_timestamp
+from broker.guard.parse import written_name
 
 ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
     exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
@@ -92,8 +93,7 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
 
 def _refuse_node(node: exp.Expression) -> None:
     if isinstance(node, exp.Func):
-        name = node.meta.get("written_as") or (
-            node.sql_name() if not isinstance(node, exp.Anonymous) else str(node.this).upper())
+        name = written_name(node)
         refuse("reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED",
                f"function {name} is not allowed; allowed: COUNT, SUM, AVG (MIN, MAX where granted), "
                "date_trunc, year, quarter, month", function=name)
