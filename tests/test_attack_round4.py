@@ -2,6 +2,17 @@
 
 Each test is one finding, written against the code it attacks: it fails there and passes once the finding
 is fixed. Real servers on port 0 with the development keys, real SQLite and DuckDB; no mocks.
+
+1. (medium) A policy document's approvals are all checked before the 64 KiB bound: a plan (or a published
+   document) with thousands of owner approvals that do not verify costs one Ed25519 check each.
+2. (medium) A "public" BFV context may carry Galois and relinearisation keys: 55 MB, 90 MB of memory each,
+   loaded before the key-binding check and kept in a cache of 32; a requester sends it through the broker.
+3. (high) Plan.caller_certificate is parsed and kept (lru_cache of 1024, keyed by its bytes) before it is
+   checked and whatever its size: a hostile broker fills the sandbox's memory with refused plans.
+4. (low) The witness takes a checkpoint's fields unchecked: a first root that is no root is countersigned,
+   and fork alarms of any size are kept, one per call.
+5. (medium) The privacy ledger's spends can be set to 'refunded' with a plain UPDATE (no chain, no trigger):
+   a writer of the ledger file gives a grant its budget back.
 """
 
 from __future__ import annotations
@@ -18,14 +29,10 @@ from broker.policy_signing import APPROVALS_HEADER, Approval, split_document
 from sandbox.bfv import PLAIN_MODULUS, POLY_MODULUS_DEGREE
 from sandbox.v1 import sandbox_service_pb2 as pb
 from tests.conftest import GRANT, POLICIES, sign
-from tests.test_hostile_broker import (OwnSandbox, bound_encryption, call, document, encrypted_plan, own,  # noqa: F401
+from tests.test_hostile_broker import (bound_encryption, call, document, encrypted_plan, own,  # noqa: F401
                                        plan_for, refusal)
 
 SHIPPED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
-
-
-def _ensure_fixture_used():  # keep the imported fixture referenced
-    return own, OwnSandbox
 
 
 # -- 1. approvals read before the size bound: O(n) signature checks per plan ---------------------------
@@ -228,3 +235,68 @@ def test_a_checkpoint_with_fields_out_of_range_is_refused_before_it_is_recorded(
         assert grown < 256 * 1024, f"three refused checkpoints grew the sandbox's ledger by {grown / 2**20:.1f} MB"
     finally:
         witness.stop()
+
+
+# -- 5. the privacy budget, reset by a writer of the sandbox's ledger ------------------------------------
+
+from tests.test_noise import SQL as NOISE_SQL  # noqa: E402
+from tests.test_noise import crafted, noisy_servers  # noqa: E402,F401
+
+
+def test_a_spent_privacy_budget_cannot_be_given_back_by_a_writer_of_the_ledger_file(noisy_servers):
+    # Severity: medium (a writer of the sandbox's ledger files, holding no key, undoes differential privacy).
+    # The privacy ledger says "a noise policy's budget is only a protection if ... nothing can reset it". Its
+    # only guard is a trigger against DELETE: UPDATE is allowed (the ledger moves spends from reserved to
+    # released or refunded itself), there is no hash chain, and neither reconcile nor anything else reads
+    # it. The attack: one statement, no trigger dropped, while the sandbox runs:
+    #     UPDATE spends SET state = 'refunded'
+    # The grant's budget is whole again, so the requester buys three more epsilon-1 answers; setting only
+    # the stored answers to 'refunded' instead makes every repeat of one query a fresh noisy draw, and 200
+    # repeats average the noise away. Nothing notices.
+    import sqlite3
+    from contextlib import closing
+
+    from broker.errors import DsbrokerError
+
+    start, ledger, _log = noisy_servers
+    client = start()
+    for alias in ("r1", "r2", "r3"):
+        client.query(GRANT, NOISE_SQL.replace("AS revenue", f"AS {alias}"))
+    with pytest.raises(DsbrokerError) as caught:
+        client.query(GRANT, NOISE_SQL.replace("AS revenue", "AS r4"))
+    assert caught.value.reason == "PRIVACY_BUDGET_EXHAUSTED"
+    with closing(sqlite3.connect(ledger, isolation_level=None)) as raw:
+        raw.execute("UPDATE spends SET state = 'refunded'")  # allowed: only DELETE has a trigger
+    try:
+        answered = client.query(GRANT, NOISE_SQL.replace("AS revenue", "AS r5"))
+    except DsbrokerError as error:
+        assert error.reason in ("PRIVACY_BUDGET_EXHAUSTED", "PRIVACY_LEDGER_TAMPERED"), error.reason
+    else:
+        pytest.fail(f"the budget came back: a fresh noisy answer, epsilon {answered.noise['epsilon_total_spent']} "
+                    "of 3 spent")
+
+
+def test_a_requester_cannot_make_the_sandbox_keep_evaluation_keys_through_the_broker(own, tmp_path,
+                                                                                    key_with_evaluation_keys):
+    # The same finding as above, end to end by a requester with a valid certificate and token under a grant
+    # that allows encrypted results: the broker forwards the 55 MB context without a look, the requester signs
+    # the binding itself (it is its own key), and the sandbox encrypts under it and keeps it cached.
+    from broker.client import BrokerClient
+    from broker.errors import DsbrokerError
+    from broker.server import start_broker
+    from tests.conftest import broker_settings_for, client_tls, policies_with, token_for
+
+    sandbox = own.start()
+    policies = policies_with(tmp_path, "results: [aggregate]", "results: [aggregate, encrypted]")
+    broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
+    try:
+        with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls()) as client:
+            try:
+                client.query(GRANT, "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1",
+                             encryption_key=key_with_evaluation_keys, timeout=60)
+            except DsbrokerError as error:
+                assert error.reason in ("ENCRYPTION_KEY_INVALID", "ENCRYPTION_KEY_PRIVATE"), error.reason
+            else:
+                pytest.fail("the sandbox encrypted under a 55 MB context with Galois and relinearisation keys")
+    finally:
+        broker.stop()
