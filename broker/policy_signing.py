@@ -32,14 +32,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.errors import ConfigError, DsbrokerError
-from broker.policy import Policy, parse_policy
+from broker.errors import ConfigError, DsbrokerError, PolicyFileError
+from broker.policy import MAX_POLICY_CHARS, Policy, parse_policy
 
 APPROVALS_HEADER = "approvals:\n"
 APPROVAL_FIELDS = ("role", "by", "key", "at", "signature")
 SIGNATURE_PREFIX = "ed25519:"
 SIGNED_CONTEXT = b"dsbroker-policy-approval-v1\n"
 SIGNER_ROLES = ("reviewer", "owner")
+# One approval per signer: a reviewer and an owner, a few more where several sign. Each costs a signature
+# check to read, so a document carries no more than this.
+MAX_APPROVALS = 16
 # A signer, a key id or a role as an approval line holds it: a plain YAML scalar that reads as this text.
 SIGNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _QUOTED = r'"(?:[^"\\\n]|\\.){0,512}"'
@@ -124,7 +127,10 @@ def split_document(text: str) -> tuple[str, list[Approval]]:
     The block is read line by line in the one form :meth:`Approval.render` writes, not as YAML: it
     comes with documents anyone may send (an approval, a plan from a hostile broker), and is read
     before any signature is checked, so it must cost no more than its length (no anchors and aliases
-    to expand, no nesting)."""
+    to expand, no nesting), and it is held to the bound of every policy first."""
+    if len(text) > MAX_POLICY_CHARS:
+        raise PolicyFileError(f"a policy document is at most {MAX_POLICY_CHARS} characters, approvals included",
+                              path="<policy>", line=1)
     if text.startswith(APPROVALS_HEADER):
         body, block = "", text
     elif f"\n{APPROVALS_HEADER}" in text:
@@ -135,6 +141,8 @@ def split_document(text: str) -> tuple[str, list[Approval]]:
     lines = block[len(APPROVALS_HEADER):].split("\n")
     if lines[-1] != "":
         raise _malformed_approvals()
+    if len(lines) - 1 > MAX_APPROVALS:
+        raise PolicySignatureError(f"a policy carries at most {MAX_APPROVALS} approvals")
     approvals = []
     for line in lines[:-1]:
         match = _APPROVAL_LINE.fullmatch(line)
@@ -213,12 +221,14 @@ def verify_approvals(body: str, approvals: list[Approval], trust: Trust) -> list
     vouches for it.
     """
     digest = _sha256(body)
-    narrowed_from = None
+    narrowed_from, owner_signed = None, None
     roles = []
     for approval in approvals:
         trusted, signature = _signature(approval, trust)
         verified = _verifies(trusted, signature, digest, approval)
-        if not verified and approval.role != "owner" and _owner_signed(digest, approvals, trust):
+        if not verified and approval.role != "owner" and owner_signed is None:
+            owner_signed = _owner_signed(digest, approvals, trust)  # once per document, whatever it carries
+        if not verified and approval.role != "owner" and owner_signed:
             if narrowed_from is None:
                 narrowed_from = _narrowed_from(body)
             verified = bool(narrowed_from) and _verifies(trusted, signature, narrowed_from, approval)

@@ -24,6 +24,8 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from broker.errors import ConfigError
 
+# A client certificate is one or two KB; a forwarded one larger than this is refused before it is read.
+MAX_FORWARDED_CERTIFICATE_BYTES = 16 * 1024
 VERIFIED_CERTIFICATES = 1024  # validated certificate paths kept, the least recently used dropped first
 
 
@@ -110,9 +112,12 @@ def _peer_from_pem(pem: bytes) -> PeerCertificate:
     return _peer(x509.load_pem_x509_certificate(pem))
 
 
-@functools.lru_cache(maxsize=1024)
 def certificate_from_der(der: bytes) -> PeerCertificate:
-    """A certificate another party forwarded (DER); ValueError when it is not one."""
+    """A certificate another party forwarded (DER); ValueError when it is not one or is larger than
+    :data:`MAX_FORWARDED_CERTIFICATE_BYTES`. Not cached: what another party sends is kept only once it
+    verifies (:meth:`CertificateAuthorities.certifies` keeps the digests of the paths it validated)."""
+    if len(der) > MAX_FORWARDED_CERTIFICATE_BYTES:
+        raise ValueError("the certificate is larger than any client certificate")
     return _peer(x509.load_der_x509_certificate(der))
 
 

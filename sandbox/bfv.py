@@ -26,6 +26,9 @@ from broker.errors import DsbrokerError
 POLY_MODULUS_DEGREE = 8192
 PLAIN_MODULUS = 1125899906826241
 SLOTS = POLY_MODULUS_DEGREE  # BFV batching: one integer per slot, N slots per ciphertext
+# A public context of these parameters is about 0.54 MB; one much larger carries keys the sandbox has no use
+# for (Galois keys alone are tens of MB), and is refused before it is loaded.
+MAX_PUBLIC_CONTEXT_BYTES = 1024 * 1024
 EXACT_LIMIT = (PLAIN_MODULUS - 1) // 2  # the largest magnitude a slot decrypts to exactly
 COEFF_MODULUS_BITS = (43, 43, 44, 44, 44)  # SEAL's BFVDefault(8192)
 
@@ -60,6 +63,9 @@ def check_public_context(data: bytes) -> ts.Context:
     """
     if not data:
         raise EncryptionKeyError("an encrypted query needs the requester's public context")
+    if len(data) > MAX_PUBLIC_CONTEXT_BYTES:
+        raise EncryptionKeyError(f"the public context is larger than {MAX_PUBLIC_CONTEXT_BYTES:,} bytes: send the "
+                                 "public key alone, without Galois or relinearisation keys")
     try:
         context = ts.context_from(data)
     except (ValueError, RuntimeError, TypeError):
@@ -69,6 +75,9 @@ def check_public_context(data: bytes) -> ts.Context:
                                  reason="ENCRYPTION_KEY_PRIVATE")
     if not context.has_public_key():
         raise EncryptionKeyError("the context holds no public key to encrypt under")
+    if context.has_galois_keys() or context.has_relin_keys():
+        raise EncryptionKeyError("the context holds Galois or relinearisation keys; the sandbox only encrypts, "
+                                 "so send the public key alone")
     parameters = context.seal_context().data.key_context_data().parms()
     coefficients = tuple(modulus.bit_count() for modulus in parameters.coeff_modulus())
     if (parameters.scheme().name != "BFV" or parameters.poly_modulus_degree() != POLY_MODULUS_DEGREE

@@ -33,6 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import threading
 from contextlib import closing
@@ -49,6 +50,12 @@ from broker.audit.records import GENESIS_HASH, canonical_json
 from broker.errors import DsbrokerError
 
 log = logging.getLogger(__name__)
+MAX_FORK_ALARMS = 100  # refused checkpoints kept as alarms; past these a fork is refused and only logged
+INT64_MAX = 2 ** 63 - 1
+MAX_TIME_CHARS = 40  # 2026-11-21T09:30:00.000000+00:00 is 32
+MAX_SIGNATURE_CHARS = 128  # base64 of a 64-byte Ed25519 signature is 88
+_HASH = re.compile(r"[0-9a-f]{64}")
+_KEY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_CHECKPOINTS = 1000  # per request: a broker catching up sends the ones in between in pages
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS witnessed_checkpoints (
@@ -179,6 +186,8 @@ class CheckpointWitness:
             raise WitnessError(f"each checkpoint carries its consistency proof, of at most {MAX_PROOF_NODES} nodes",
                                reason="CHECKPOINTS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
                                field="checkpoints.consistency_proof_hashes")
+        for checkpoint, proof in zip(checkpoints, proofs):
+            _check_fields(checkpoint, proof)
         for checkpoint in checkpoints:
             key = self.broker_keys.get(checkpoint.key_id)
             if key is None or not signature_valid(checkpoint, key):
@@ -228,9 +237,13 @@ class CheckpointWitness:
                            reason="CHECKPOINT_FORK", size=checkpoint.size, witnessed_size=head_size)
 
     def _fork(self, checkpoint: Checkpoint, digest: str, head_size: int, now: dt.datetime) -> None:
-        """Keep a refused checkpoint as an alarm (once)."""
-        if self._db.execute("SELECT 1 FROM witnessed_checkpoints WHERE checkpoint_hash = ? AND kind = ?",
-                            (digest, FORK)).fetchone() is None:
+        """Keep a refused checkpoint as an alarm (once, and at most MAX_FORK_ALARMS of them: the first
+        tell the owner all there is to know, and a broker that signs forks by the thousand must not fill
+        the owner's disk)."""
+        kept = self._db.execute("SELECT count(*) FROM witnessed_checkpoints WHERE kind = ?", (FORK,)).fetchone()[0]
+        if kept < MAX_FORK_ALARMS and self._db.execute(
+                "SELECT 1 FROM witnessed_checkpoints WHERE checkpoint_hash = ? AND kind = ?",
+                (digest, FORK)).fetchone() is None:
             self._append(FORK, checkpoint, digest, "", now)
             log.error("ALARM: the broker's checkpoint at size %d does not extend the checkpoints this sandbox "
                       "witnessed (up to size %d): its access log was rolled back or rewritten", checkpoint.size,
@@ -259,6 +272,38 @@ class CheckpointWitness:
         """Close the file."""
         with self._lock:
             self._db.close()
+
+
+def _check_fields(checkpoint: Checkpoint, proof: Sequence[str]) -> None:
+    """Refuse a checkpoint whose fields are not what a broker's log writes (before its signature is read or
+    anything of it is kept): a first checkpoint's root is taken on trust, so it must at least be a root."""
+    def invalid(what: str, field: str) -> WitnessError:
+        return WitnessError(f"a checkpoint's {what}", reason="CHECKPOINT_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                            field=f"checkpoints.{field}")
+
+    if not 0 <= checkpoint.size <= INT64_MAX:
+        raise invalid("size is out of range", "size")
+    if not _HASH.fullmatch(checkpoint.root):
+        raise invalid("root is not 64 hex digits", "root")
+    if not _HASH.fullmatch(checkpoint.prev):
+        raise invalid("prev is not 64 hex digits", "prev")
+    if not _is_time(checkpoint.at):
+        raise invalid("sign_time is not a time with its offset", "sign_time")
+    if not _KEY_ID.fullmatch(checkpoint.key_id):
+        raise invalid("key_id is not a key id", "key_id")
+    if len(checkpoint.signature) > MAX_SIGNATURE_CHARS:
+        raise invalid("signature is too long", "signature")
+    if not all(_HASH.fullmatch(node) for node in proof):
+        raise invalid("consistency proof holds a node that is not 64 hex digits", "consistency_proof_hashes")
+
+
+def _is_time(text: str) -> bool:
+    if len(text) > MAX_TIME_CHARS:
+        return False
+    try:
+        return dt.datetime.fromisoformat(text).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def read_witnessed(path: str | Path) -> list[Witnessed]:

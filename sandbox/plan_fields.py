@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
+from broker.policy import MAX_POLICY_CHARS
 from broker.request_fields import RequestFieldError
+from broker.tls import MAX_FORWARDED_CERTIFICATE_BYTES
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 # As the broker writes them (a UUID) and as request ids are held: what the ledger may store and quote.
@@ -20,7 +22,8 @@ EXECUTION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def check_plan_fields(plan: pb.Plan) -> None:
-    """Refuse a plan whose SQL, original SQL, row cap or execution id is missing or out of range."""
+    """Refuse a plan whose SQL, original SQL, row cap, caller certificate, policy document or execution id
+    is missing or out of range."""
     if not plan.sql.strip():
         raise _invalid("the plan has no SQL", "plan.sql")
     if not plan.original_sql.strip():
@@ -28,6 +31,12 @@ def check_plan_fields(plan: pb.Plan) -> None:
                        "plan.original_sql")
     if plan.max_rows < 1:
         raise _invalid("the plan's row cap (max_rows) must be at least 1", "plan.max_rows")
+    if len(plan.caller_certificate) > MAX_FORWARDED_CERTIFICATE_BYTES:
+        raise _invalid(f"the plan's caller certificate is larger than {MAX_FORWARDED_CERTIFICATE_BYTES} bytes, "
+                       "more than any client certificate", "plan.caller_certificate")
+    if len(plan.policy_document) > MAX_POLICY_CHARS:
+        raise _invalid(f"the plan's policy document is longer than {MAX_POLICY_CHARS} characters, the bound of "
+                       "every policy", "plan.policy_document")
     if not EXECUTION_ID.fullmatch(plan.execution_id):
         raise _invalid("the plan needs an execution id of 1 to 128 letters, digits or . _ : - (it is how the "
                        "sandbox's ledger is reconciled with the broker's log)", "plan.execution_id")

@@ -226,11 +226,69 @@ def test_only_a_query_refused_before_the_engine_read_anything_gets_its_reservati
                         compute=lambda: b"answer")
     assert (got.answer, got.repeated, got.spent) == (b"answer", False, 2.0)
     # A reservation left by a crash (written, never released) stays spent: the noise may have left.
-    ledger._db.execute("INSERT INTO spends (id, policy_id, dataset, plan_key, epsilon, at, state) "
-                       "VALUES ('crashed', 'g', 'tax.declarations', 'k2', 1.0, '2026-11-21', 'reserved')")
+    ledger._insert("crashed", "g", "tax.declarations", "k2", 1.0, "2026-11-21")
     with pytest.raises(BudgetExhausted):
         ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k3", epsilon=1.0, budget=3.0,
                       compute=lambda: b"x")
     with pytest.raises(sqlite3.DatabaseError, match="keeps every spend"):
         ledger._db.execute("DELETE FROM spends")
     ledger.close()
+
+
+@pytest.mark.parametrize("tampering", [
+    "UPDATE spends SET state = 'refunded'",
+    "UPDATE spends SET epsilon = 0.001",
+    "UPDATE spends SET policy_id = 'another' WHERE seq = 1",
+    "DROP TRIGGER spends_no_delete; DELETE FROM spends WHERE seq = 1",
+    "DROP TRIGGER spends_no_delete; DELETE FROM spends WHERE seq = 3",
+    "UPDATE spends SET answer = x'00' WHERE state = 'released'",
+    "INSERT INTO spends (id, policy_id, dataset, plan_key, epsilon, at, state) "
+    "VALUES ('forged', 'g', 'tax.declarations', 'k9', 0.0, '2026-11-21', 'refunded')",
+])
+def test_a_writer_without_the_ledgers_key_gets_no_budget_back_and_no_noisy_answer(tmp_path, tampering):
+    """Every change to the spends by someone without the ledger's key is found: while the sandbox runs and
+    when it starts again; the ledger then answers no noise policy (fail closed)."""
+    from sandbox.privacy_ledger import LedgerTampered
+
+    path = tmp_path / "ledger.sqlite"
+    ledger = PrivacyLedger(path)
+    for key in ("k1", "k2", "k3"):
+        ledger.answer(policy_id="g", dataset="tax.declarations", plan_key=key, epsilon=1.0, budget=3.0,
+                      compute=lambda: b"answer")
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        raw.executescript(tampering)
+    with pytest.raises(LedgerTampered) as caught:
+        ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k4", epsilon=1.0, budget=3.0,
+                      compute=lambda: b"fresh")
+    assert caught.value.reason == "PRIVACY_LEDGER_TAMPERED"
+    ledger.close()
+    if "seq = 3" in tampering:
+        # The newest spends cut off: no key tells it once the sandbox starts again (the README says so;
+        # the execution ledger and the broker's log still hold those answers).
+        return
+    reopened = PrivacyLedger(path)
+    assert reopened.tampered
+    with pytest.raises(LedgerTampered):
+        reopened.answer(policy_id="g", dataset="tax.declarations", plan_key="k1", epsilon=1.0, budget=3.0,
+                        compute=lambda: b"fresh")
+    reopened.close()
+
+
+def test_a_ledger_from_before_the_seals_is_sealed_as_it_is_and_keeps_counting(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(path) as raw:
+        raw.executescript("""
+            CREATE TABLE spends (id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, dataset TEXT NOT NULL,
+                plan_key TEXT NOT NULL, epsilon REAL NOT NULL, at TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('reserved', 'released', 'refunded')), answer BLOB);
+            INSERT INTO spends VALUES ('a', 'g', 'tax.declarations', 'k1', 1.0, '2026-11-01', 'released', x'01');
+            INSERT INTO spends VALUES ('b', 'g', 'tax.declarations', 'k2', 1.0, '2026-11-02', 'refunded', NULL);
+        """)
+    ledger = PrivacyLedger(path)
+    assert not ledger.tampered and ledger.spent("g") == 1.0
+    assert ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k1", epsilon=1.0, budget=3.0,
+                         compute=lambda: b"fresh").answer == b"\x01"
+    ledger.answer(policy_id="g", dataset="tax.declarations", plan_key="k3", epsilon=1.0, budget=3.0,
+                  compute=lambda: b"new")
+    ledger.close()
+    assert not PrivacyLedger(path).tampered
