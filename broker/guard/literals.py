@@ -5,7 +5,7 @@ a cast of a literal row by row, after the other conditions: ``WHERE street_code 
 '20250101'`` failed if and only if some row passed ``street_code = 'X'``. So a date is accepted only in
 the ISO form DuckDB and PostgreSQL both read (``2025-01-01``, and for timestamps ``2025-01-01 12:30`` or
 ``2025-01-01 12:30:05.123456``), checked here, never by a looser parser. A number may have at most 60
-characters and lie within ±1e38 (or be zero, or no nearer zero than 1e-38): its size is read from its
+characters, in ASCII digits, and lie within ±1e38 (or be zero, or no nearer zero than 1e-38): its size is read from its
 exponent before it is ever built, so ``1e9999999`` costs nothing to refuse.
 """
 
@@ -17,13 +17,16 @@ import re
 
 MAX_NUMBER_CHARACTERS = 60
 MAX_EXPONENT = 38
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_TIMESTAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?: (\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?$")
+# ASCII digits only, and the whole text (fullmatch): Python's \d takes any Unicode digit ('２０２５', which
+# int() reads as 2025) and $ matches before a final newline, and DuckDB reads neither.
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_TIMESTAMP = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?: ([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?)?")
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def read_date(text: str) -> dt.date | None:
     """``text`` as a date if it is one in the form ``YYYY-MM-DD``; None otherwise."""
-    match = _DATE.match(text)
+    match = _DATE.fullmatch(text)
     if match is None:
         return None
     try:
@@ -34,7 +37,7 @@ def read_date(text: str) -> dt.date | None:
 
 def read_timestamp(text: str) -> dt.datetime | None:
     """``text`` as a timestamp in the form ``YYYY-MM-DD[ HH:MM[:SS[.ffffff]]]``; None otherwise."""
-    match = _TIMESTAMP.match(text)
+    match = _TIMESTAMP.fullmatch(text)
     if match is None:
         return None
     year, month, day, hour, minute, second, fraction = match.groups()
@@ -47,8 +50,8 @@ def read_timestamp(text: str) -> dt.datetime | None:
 
 def number_in_range(text: str) -> bool:
     """Whether ``text`` is a finite number of at most 60 characters within the bounds above."""
-    if len(text) > MAX_NUMBER_CHARACTERS:
-        return False
+    if len(text) > MAX_NUMBER_CHARACTERS or not _NUMBER.fullmatch(text):
+        return False  # Decimal reads '１２' and '1_000' too; the engine may not
     try:
         value = decimal.Decimal(text)  # cheap whatever the exponent: nothing is expanded
     except decimal.InvalidOperation:
