@@ -68,10 +68,17 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     program = compile_plan(plan, layout)
     entities_at, k = layout.columns.statistics[0], guarded.min_entities
     under = [(row[entities_at] or 0) < k for row in rows]
-    secondary = _secondary(rows, under, plan, layout) if plan.totals else set()
     drop = guarded.suppression == "drop"
     dominance = _Rule.of(guarded.dominance) if layout.dominance and guarded.dominance is not None else None
     check_parts = dominance is not None or bool(layout.contributors)
+    secondary: set[int] = set()
+    secondary_sums: dict[int, frozenset[int]] = {}  # per row: the sums withheld there by secondary suppression
+    if plan.totals:
+        equations = _Equations(rows, plan, layout)
+        small = {index for index, flagged in enumerate(under) if flagged}
+        secondary = equations.close(small, small, lambda i: rows[i][entities_at] or 0)
+        if check_parts:
+            secondary_sums = _secondary_sums(rows, equations, small, secondary, layout, k, dominance)
     withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
     direct = program.direct
     answered = []  # (row as released, values, marked, why withheld: 0 released, 1 threshold, 2 secondary)
@@ -82,22 +89,24 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
         whole = under[index] or index in secondary
         if whole and drop:
             continue
-        marked, few = _NOTHING, 0
+        marked, few, dominated = _NOTHING, 0, 0
         seen = row
         if whole:
             seen = layout.with_keys(withheld_row, row)
             marked = program.cell_set
         elif check_parts:
             thin = layout.hidden_by_contributors(row, k)
-            hidden = thin | (layout.hidden_by_dominance(row, dominance) if dominance is not None else _NOTHING)
+            crowded = layout.hidden_by_dominance(row, dominance) if dominance is not None else _NOTHING
+            hidden = thin | crowded | secondary_sums.get(index, _NOTHING)
             if hidden:
                 seen = tuple(None if i in hidden else value for i, value in enumerate(row))
                 marked = frozenset(i for i in program.cells if program.reads[i] & hidden)
                 few = sum(1 for i in marked if program.reads[i] & thin)
+                dominated = sum(1 for i in marked if program.reads[i] & crowded and not program.reads[i] & thin)
         if program.having is not None and program.having(seen) is not True:
             continue
         answered.append((seen, direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs),
-                         marked, 1 if under[index] else 2 if whole else 0, few))
+                         marked, 1 if under[index] else 2 if whole else 0, (few, dominated)))
     if not plan.engine_ordered:
         _order(answered, program)
     if plan.limit is not None:
@@ -109,14 +118,15 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     grouping_at, last = layout.grouping, len(plan.totals) - 1
     kinds = program.kinds
     released, withheld, rolled_up = [], [], []
-    for seen, values, marked, why, few in answered[:cap]:
+    for seen, values, marked, why, (few, dominated) in answered[:cap]:
         if why == 1:
             counts["min_entities"] += cells_here
         elif why == 2:
             counts["secondary"] += cells_here
-        else:  # a sum too few entities make up counts under the threshold; the rest were dominated
+        else:  # a sum too few entities make up counts under the threshold; then dominance; then secondary
             counts["min_entities"] += few
-            counts["dominance"] += len(marked) - few
+            counts["dominance"] += dominated
+            counts["secondary"] += len(marked) - few - dominated
         released.append(values if direct is not None else
                         tuple(wire_value(value, kind) for value, kind in zip(values, kinds)))
         withheld.append(marked)
@@ -342,42 +352,100 @@ def _order(answered: list, program: _Program) -> None:
             answered.sort(key=lambda entry: repr(type(value(entry))), reverse=descending)
 
 
-def _secondary(rows: list[tuple], under: list[bool], plan: CellPlan, layout: Layout) -> set[int]:
-    """Rows to withhold besides those under the threshold, so that no withheld row of a ROLLUP is the
-    difference of its total and its released siblings (nor a total the sum of released rows).
-
-    Each total and the rows it adds up form one equation. While some equation has exactly one withheld
-    member, withhold one more: the released sibling with the fewest entities, or, with none left, the
-    total itself. Withholding only grows, so this ends; the result may withhold more than the least
-    needed (finding the least is NP-hard), never less. Equations are taken, and ties broken, by the
-    cells' keys, never by the order the engine returned them in: the same table gives the same
-    suppression every time (two runs withholding different siblings would give the cell away).
-    """
-    keys, key_positions = len(plan.totals), layout.columns.keys
-    entities_at, grouping_at = layout.columns.statistics[0], layout.grouping
-    order = [tuple((row[p] is None, row[p]) for p in key_positions) for row in rows]
-    rows_by_level: dict[tuple, int] = {}
+def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int], secondary: set[int], layout: Layout,
+                    k: int, dominance: "_Rule | None") -> dict[int, frozenset[int]]:
+    """Per row, the sums secondary suppression withholds besides whole rows: for each summed measure, its
+    sums withheld by the contributor or the dominance rule are primary cells of that measure's own
+    equations (with the rows withheld whole), and more of its sums are withheld until no such sum is a
+    total less its released parts (``_Equations.close``)."""
+    contributors_of: dict[frozenset[int], int | None] = {sums: position for position, sums in layout.contributors}
+    for _, sums in layout.dominance:
+        contributors_of.setdefault(sums, None)
+    whole = small | secondary
+    hidden: dict[int, frozenset[int]] = {}
     for index, row in enumerate(rows):
-        level = keys - bin(row[grouping_at]).count("1")
-        rows_by_level[(level, tuple(row[p] for p in key_positions[:level]))] = index
-    equations: dict[int, list[int]] = defaultdict(list)  # total's row -> the rows it adds up
-    for (level, prefix), index in rows_by_level.items():
-        if level > 0:
-            equations[rows_by_level[(level - 1, prefix[:-1])]].append(index)
-    ordered = sorted(((total, sorted(parts, key=order.__getitem__)) for total, parts in equations.items()),
-                     key=lambda equation: order[equation[0]])
-    withheld = {index for index, flagged in enumerate(under) if flagged}
-    secondary: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for total, parts in ordered:
-            members = [total, *parts]
-            if sum(member in withheld for member in members) != 1:
-                continue
-            candidates = [p for p in parts if p not in withheld] or [total]
-            chosen = min(candidates, key=lambda i: ((rows[i][entities_at] or 0), order[i]))
-            withheld.add(chosen)
-            secondary.add(chosen)
-            changed = True
-    return secondary
+        if index in whole:
+            continue
+        own = layout.hidden_by_contributors(row, k)
+        if dominance is not None:
+            own = own | layout.hidden_by_dominance(row, dominance)
+        if own:
+            hidden[index] = own
+    found: dict[int, frozenset[int]] = defaultdict(frozenset)
+    entities_at = layout.columns.statistics[0]
+    for sums, contributors_at in contributors_of.items():
+        own = {index for index, positions in hidden.items() if positions & sums}
+        if not own:
+            continue
+        size_at = entities_at if contributors_at is None else contributors_at
+        for index in equations.close(whole | own, small | own, lambda i: rows[i][size_at] or 0):
+            found[index] = found[index] | sums
+    return found
+
+
+class _Equations:
+    """The additive equations of a ROLLUP's cell table, and secondary suppression over them.
+
+    Each total and the rows it adds up form one equation (the rows of a level partition their total).
+    Equations are taken, and ties broken, by the cells' keys, never by the order the engine returned
+    them in: the same table gives the same suppression every time (two runs withholding different
+    siblings would give the cell away).
+    """
+
+    def __init__(self, rows: list[tuple], plan: CellPlan, layout: Layout):
+        levels, key_positions = len(plan.totals), layout.columns.keys
+        grouping_at = layout.grouping
+        self.order = [tuple((row[p] is None, row[p]) for p in key_positions) for row in rows]
+        rows_by_level: dict[tuple, int] = {}
+        for index, row in enumerate(rows):
+            level = levels - bin(row[grouping_at]).count("1")
+            rows_by_level[(level, tuple(row[p] for p in key_positions[:level]))] = index
+        parts: dict[int, list[int]] = defaultdict(list)  # a total's row -> the rows it adds up
+        for (level, prefix), index in rows_by_level.items():
+            if level > 0:
+                parts[rows_by_level[(level - 1, prefix[:-1])]].append(index)
+        self.parts = {total: sorted(members, key=self.order.__getitem__) for total, members in parts.items()}
+        self.ordered = sorted(self.parts.items(), key=lambda equation: self.order[equation[0]])
+
+    def close(self, withheld: set[int], primary: set[int], size: Callable[[int], int]) -> set[int]:
+        """The rows to withhold besides ``withheld`` so that no withheld row, and no sum of ``primary``
+        rows (those a rule withheld for themselves: too few entities or contributors, dominated), is a
+        total less its released parts.
+
+        Two conditions on every equation, until both hold everywhere: it does not have exactly one
+        withheld member (that member would be the others' difference); and if its total is released, its
+        withheld parts are not all ``primary`` ones, nor withheld totals whose own withheld parts are, and
+        so on down (their sum would be the total less the released parts: two months of one lone taxpayer
+        are that taxpayer's). Where one fails, one more is withheld: the released part with the smallest
+        ``size``, or, with none left, the total. Withholding only grows, so this ends; the result may
+        withhold more than the least needed (finding the least is NP-hard), never less. With the first
+        condition in a tree of equations no single cell is any combination of released ones; the second
+        covers a sum of cells each withheld for itself. (Sums across several equations of cells withheld
+        for themselves, and dominance of such sums, are left to the auditor of released cells.)
+        """
+        withheld = set(withheld)
+        added: set[int] = set()
+        order, parts_of = self.order, self.parts
+
+        def only_primary(index: int) -> bool:
+            """Whether withheld row ``index`` can be written as a sum of primary rows only."""
+            if index in primary:
+                return True
+            inner = [p for p in parts_of.get(index, ()) if p in withheld]
+            return bool(inner) and all(only_primary(p) for p in inner)
+
+        changed = True
+        while changed:
+            changed = False
+            for total, parts in self.ordered:
+                released = [p for p in parts if p not in withheld]
+                held = len(parts) - len(released) + (total in withheld)
+                if held == 1 or (held and total not in withheld and released
+                                 and all(only_primary(p) for p in parts if p in withheld)):
+                    chosen = min(released or [total], key=lambda i: (size(i), order[i]))
+                    if chosen in withheld:
+                        continue
+                    withheld.add(chosen)
+                    added.add(chosen)
+                    changed = True
+        return added

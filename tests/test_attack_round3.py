@@ -21,6 +21,7 @@ import pytest
 
 from broker.errors import DsbrokerError
 from broker.guard import guard
+from broker.policy import Dominance
 from sandbox.encryption import encrypted_release
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.release import run
@@ -130,6 +131,34 @@ def test_a_sum_withheld_for_too_few_contributors_is_not_a_two_level_total_less_i
     cit = released_cit(released, (0, 1))
     assert ("A", None) not in cit and ("A", "small") not in cit
     assert not ((None, None) in cit and ("B", None) in cit), (released.rows, released.withheld)
+
+
+# Variants of the same class found while fixing it: a sum withheld by the dominance rule (refused with
+# totals), and two cells each withheld for itself whose sum is their total less its released part (failed first).
+
+def test_a_sum_withheld_by_the_dominance_rule_is_never_next_to_its_total(policy):
+    """A dominated sum would be its total less its released siblings (street A's revenue one firm's, the
+    district's less B's); a grant with a dominance rule refuses totals before any data is read
+    (``reject_invalid_totals``), and the release withholds such sums' siblings too (``_secondary_sums``)."""
+    sql = ("SELECT street_code, COUNT(*) AS c, SUM(revenue) AS revenue FROM tax.declarations "
+           "GROUP BY ROLLUP (street_code)")
+    with pytest.raises(DsbrokerError) as refused:
+        guarded_for(sql, policy, dominance=Dominance(n=1, k=85.0))
+    assert refused.value.reason == "TOTALS_NOT_ALLOWED"
+    assert refused.value.metadata["rule"] == "reject_invalid_totals"
+
+
+def test_two_cells_under_the_threshold_are_not_their_total_less_its_released_part(engines, policy):
+    """A-0 alone declares in February and March in a street of 12: (A, Feb) and (A, Mar) are withheld
+    (one taxpayer each), so no single cell is one subtraction away; but A's total less (A, Jan) is their
+    sum, A-0's two months."""
+    lone = [("A-0", dt.date(2025, month, 1), "A", 7_000 + month, 10) for month in (2, 3)]
+    sql = ("SELECT street_code, period, COUNT(*) AS c, SUM(revenue) AS revenue FROM tax.declarations "
+           "GROUP BY ROLLUP (street_code, period)")
+    released = run(engines("db", street("A", 12) + street("B", 12) + lone), guarded_for(sql, policy), timeout_s=30)
+    shown = {tuple(row[:2]): row[3] for row, marks in zip(released.rows, released.withheld) if not marks}
+    assert ("A", dt.date(2025, 2, 1)) not in shown and ("A", dt.date(2025, 3, 1)) not in shown
+    assert not (("A", None) in shown and ("A", JAN) in shown), (released.rows, released.withheld)
 
 
 # -- 2. date literals in Unicode digits: the lazy engine cast is an existence oracle again ---------------

@@ -17,7 +17,7 @@ import sqlglot.expressions as exp
 
 from broker.guard import internal_names as names
 from broker.guard._tree import TOTALS_META, aliased, internal_column, per_cell_and_entity
-from broker.guard.split_cells import PLAN_META
+from broker.guard.split_cells import PLAN_META, RELEASED_FIRST_META
 
 
 def add_entity_cells(expression: exp.Select) -> exp.Select:
@@ -66,9 +66,11 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
         outer.append(aliased(exp.Grouping(expressions=cell_keys()), names.GROUPING))
     measures = {s.measure: projections[names.statistic(i)].this.this for i, s in enumerate(plan.statistics)
                 if s.kind == "sum"}
+    contributors = []
     for index, measure in enumerate(plan.summed):
         total = per_entity(measures[measure], "sum")
-        outer.append(aliased(counted(exp.NEQ(this=total, expression=exp.Literal.number(0))), names.contributors(index)))
+        contributors.append(counted(exp.NEQ(this=total, expression=exp.Literal.number(0))))
+        outer.append(aliased(contributors[-1], names.contributors(index)))
     expression.set("expressions", outer)
     expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(
         this=exp.to_identifier(names.CELLS)))))
@@ -81,4 +83,13 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
         for count in list(node.find_all(exp.Count)) if node is not None else ():
             if isinstance(count.this, exp.Distinct):
                 count.replace(counted())
+    order = expression.args.get("order")
+    first = order.expressions[0] if order is not None and order.expressions else None
+    if first is not None and RELEASED_FIRST_META in first.meta and contributors:
+        # A group whose sum some but fewer than k entities make up is left out whole too (encryption.py):
+        # released first means that rule as well, or such groups would take places under the cap.
+        k = exp.Literal.number(first.meta[RELEASED_FIRST_META])
+        first.set("this", exp.and_(first.this, *(
+            exp.or_(exp.EQ(this=count.copy(), expression=exp.Literal.number(0)), exp.GTE(this=count.copy(), expression=k))
+            for count in contributors)))
     return expression

@@ -28,6 +28,7 @@ from broker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Line
 from broker.policy import Dominance, Noise
 
 PLAN_META = "cell_plan"  # the CellPlan travels with the cell query to the guard's result
+RELEASED_FIRST_META = "released_first"  # on the encrypted order's first term: the threshold k it tests
 # Where HAVING or ORDER BY by a value must see every cell, the engine may return this many times the
 # grant's cap. Those cells are the ones the answer shows or marks (where small cells are dropped, the
 # engine drops them first), so the cap counts nothing the caller does not see.
@@ -108,7 +109,9 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
             # leaves: the released ones come first, and which of them come back depends on them alone.
             released = exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[exp.column(entity)])),
                                expression=exp.Literal.number(min_entities))
-            ordered.insert(0, exp.Ordered(this=released, desc=True, nulls_first=False))
+            first = exp.Ordered(this=released, desc=True, nulls_first=False)
+            first.meta[RELEASED_FIRST_META] = min_entities  # add_entity_cells adds the contributor rule to it
+            ordered.insert(0, first)
         cells.set("order", exp.Order(expressions=ordered))
     if totals:
         engine_limit = MOST_CELLS + 1
