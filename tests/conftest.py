@@ -21,6 +21,7 @@ from broker.server import start_broker
 from broker.settings import BrokerSettings, SandboxSettings
 from broker.tls import ClientTls
 from sandbox.demo_data import DEMO_DATASETS, make_demo_data
+from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.server import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,3 +231,25 @@ def store_location(request, tmp_path):
     finally:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
         admin.close()
+
+
+@pytest.fixture
+def engines(tmp_path):
+    """Opens a DuckDB engine over crafted declarations (optionally edited by SQL); closes them all afterwards."""
+    opened = []
+
+    def make(name: str, rows: list[tuple], *edits: str) -> DuckDBEngine:
+        directory = tmp_path / name
+        directory.mkdir()
+        path = declarations_file(directory / "owner-data.duckdb", rows)
+        if edits:
+            with duckdb.connect(str(path)) as connection:
+                for edit in edits:
+                    connection.execute(edit)
+        engine = DuckDBEngine(path)
+        opened.append(engine)
+        return engine
+
+    yield make
+    for engine in opened:
+        engine.close()

@@ -31,53 +31,11 @@ from sandbox.encryption import encrypted_release
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.release import run
 from sandbox.server import start_sandbox
+from tests.neighbours import JAN, TYPES, guarded_for, outcome, street
 from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
                             policies_with, token_for)
 
-JAN = dt.date(2025, 1, 1)
-# The engine's column types, as the sandbox reads them for the type rules (declarations_file's schema).
-TYPES = {"tax.declarations": {
-    "taxpayer_id": "VARCHAR", "period": "DATE", "district_code": "VARCHAR", "street_code": "VARCHAR",
-    "industry_code": "VARCHAR", "industry_section": "VARCHAR", "registration_type": "VARCHAR",
-    "size_class": "VARCHAR", "revenue": "BIGINT", "vat_paid": "BIGINT", "cit_paid": "BIGINT",
-    "iit_withheld": "BIGINT", "employees": "INTEGER"}}
 
-
-def street(name: str, taxpayers: int, revenue: int = 100, vat: int = 10) -> list[tuple]:
-    """Rows of one street: ``taxpayers`` taxpayers, one January declaration each."""
-    return [(f"{name}-{n}", JAN, name, revenue, vat) for n in range(taxpayers)]
-
-
-@pytest.fixture
-def engines(tmp_path):
-    """Opens a DuckDB engine over crafted declarations; closes them all afterwards."""
-    opened = []
-
-    def make(name: str, rows: list[tuple]) -> DuckDBEngine:
-        directory = tmp_path / name
-        directory.mkdir()
-        engine = DuckDBEngine(declarations_file(directory / "owner-data.duckdb", rows))
-        opened.append(engine)
-        return engine
-
-    yield make
-    for engine in opened:
-        engine.close()
-
-
-def outcome(engine, guarded):
-    """What a caller learns from one plaintext run: rows and marks, or the refusal's reason."""
-    try:
-        released = run(engine, guarded, timeout_s=30)
-    except DsbrokerError as error:
-        return ("refused", error.reason)
-    return ("answered", released.rows, released.withheld, released.truncated)
-
-
-def guarded_for(sql: str, policy, **overrides):
-    """The guard's plan for ``sql`` under ``policy`` with ``overrides``, checked as the sandbox checks it."""
-    granted = dataclasses.replace(policy, **overrides) if overrides else policy
-    return guard(sql, granted, district=XUANWU, department="xuanwu-fgw", column_types=TYPES)
 
 
 # -- 1. date literals that Python reads and DuckDB does not: a lazy engine error is an existence oracle --

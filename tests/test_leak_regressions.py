@@ -10,7 +10,6 @@ only, is a way to read what disclosure control withheld.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 
 import pytest
