@@ -21,6 +21,7 @@ instead of marked; dominated cells are always marked.
 
 from __future__ import annotations
 
+import heapq
 import math
 import operator
 import time
@@ -74,18 +75,20 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     secondary: set[int] = set()
     secondary_sums: dict[int, frozenset[int]] = {}  # per row: the sums withheld there by secondary suppression
     if plan.totals:
+        def check() -> None:
+            if deadline is not None and clock() > deadline:
+                _ran_late()
         equations = _Equations(rows, plan, layout)
         small = {index for index, flagged in enumerate(under) if flagged}
-        secondary = equations.close(small, small, lambda i: rows[i][entities_at] or 0)
+        secondary = equations.close(small, lambda i: rows[i][entities_at] or 0, k, check=check)
         if check_parts:
-            secondary_sums = _secondary_sums(rows, equations, small, secondary, layout, k, dominance)
+            secondary_sums = _secondary_sums(rows, equations, small, secondary, layout, k, dominance, check)
     withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
     direct = program.direct
     answered = []  # (row as released, values, marked, why withheld: 0 released, 1 threshold, 2 secondary)
     for index, row in enumerate(rows):
         if deadline is not None and not index % 1024 and clock() > deadline:
-            raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
-                                code=grpc.StatusCode.DEADLINE_EXCEEDED)
+            _ran_late()
         whole = under[index] or index in secondary
         if whole and drop:
             continue
@@ -135,6 +138,11 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
             rolled_up.append(frozenset(p for j, p in enumerate(plan.totals) if bits >> (last - j) & 1))
     return Release([o.name for o in plan.outputs], output_types(plan, layout, program), released, withheld, rolled_up,
                    counts, truncated)
+
+
+def _ran_late() -> None:
+    raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
+                        code=grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def engine_cap(guarded: GuardedQuery, max_rows: int) -> int:
@@ -353,32 +361,38 @@ def _order(answered: list, program: _Program) -> None:
 
 
 def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int], secondary: set[int], layout: Layout,
-                    k: int, dominance: "_Rule | None") -> dict[int, frozenset[int]]:
-    """Per row, the sums secondary suppression withholds besides whole rows: for each summed measure, its
-    sums withheld by the contributor or the dominance rule are primary cells of that measure's own
-    equations (with the rows withheld whole), and more of its sums are withheld until no such sum is a
-    total less its released parts (``_Equations.close``)."""
+                    k: int, dominance: "_Rule | None", check: Callable[[], None]) -> dict[int, frozenset[int]]:
+    """Per row, the sums secondary suppression withholds besides whole rows, measure by measure.
+
+    For one summed measure: its sums that some but fewer than k entities make up (or that the dominance
+    rule withholds) are its primary cells, in a row withheld whole or not, and its size is its count of
+    contributors; a sum that no entity makes up is known (0, or NULL) even where its row is withheld, so it
+    counts as released and is never chosen to hide another; the rows withheld whole are withheld. More of
+    its sums are then withheld until ``_Equations.close``'s conditions hold for that measure."""
     contributors_of: dict[frozenset[int], int | None] = {sums: position for position, sums in layout.contributors}
     for _, sums in layout.dominance:
         contributors_of.setdefault(sums, None)
-    whole = small | secondary
     hidden: dict[int, frozenset[int]] = {}
     for index, row in enumerate(rows):
-        if index in whole:
-            continue
         own = layout.hidden_by_contributors(row, k)
         if dominance is not None:
             own = own | layout.hidden_by_dominance(row, dominance)
         if own:
             hidden[index] = own
+    whole = small | secondary
     found: dict[int, frozenset[int]] = defaultdict(frozenset)
     entities_at = layout.columns.statistics[0]
     for sums, contributors_at in contributors_of.items():
         own = {index for index, positions in hidden.items() if positions & sums}
         if not own:
             continue
-        size_at = entities_at if contributors_at is None else contributors_at
-        for index in equations.close(whole | own, small | own, lambda i: rows[i][size_at] or 0):
+        if contributors_at is None:
+            size_at, known = entities_at, set()
+        else:
+            size_at = contributors_at
+            known = {index for index, row in enumerate(rows) if not row[contributors_at]}
+        withheld = (whole | own) - known
+        for index in equations.close(withheld, lambda i: rows[i][size_at] or 0, k, known=known, check=check):
             found[index] = found[index] | sums
     return found
 
@@ -387,65 +401,119 @@ class _Equations:
     """The additive equations of a ROLLUP's cell table, and secondary suppression over them.
 
     Each total and the rows it adds up form one equation (the rows of a level partition their total).
-    Equations are taken, and ties broken, by the cells' keys, never by the order the engine returned
-    them in: the same table gives the same suppression every time (two runs withholding different
+    Equations are taken, and ties broken, by the cells' keys and levels, never by the order the engine
+    returned them in: the same table gives the same suppression every time (two runs withholding different
     siblings would give the cell away).
     """
 
     def __init__(self, rows: list[tuple], plan: CellPlan, layout: Layout):
         levels, key_positions = len(plan.totals), layout.columns.keys
-        grouping_at = layout.grouping
-        self.order = [tuple((row[p] is None, row[p]) for p in key_positions) for row in rows]
+        grouping_at, last = layout.grouping, len(plan.totals) - 1
+        # A key a total spans sorts apart from a group whose key is NULL (both read NULL).
+        self.order = [tuple((row[grouping_at] >> (last - j) & 1, row[p] is None, row[p])
+                            for j, p in enumerate(key_positions)) for row in rows]
         rows_by_level: dict[tuple, int] = {}
+        self.level = [0] * len(rows)
         for index, row in enumerate(rows):
             level = levels - bin(row[grouping_at]).count("1")
+            self.level[index] = level
             rows_by_level[(level, tuple(row[p] for p in key_positions[:level]))] = index
+        self.parent: list[int | None] = [None] * len(rows)
         parts: dict[int, list[int]] = defaultdict(list)  # a total's row -> the rows it adds up
         for (level, prefix), index in rows_by_level.items():
             if level > 0:
-                parts[rows_by_level[(level - 1, prefix[:-1])]].append(index)
+                total = rows_by_level[(level - 1, prefix[:-1])]
+                parts[total].append(index)
+                self.parent[index] = total
         self.parts = {total: sorted(members, key=self.order.__getitem__) for total, members in parts.items()}
-        self.ordered = sorted(self.parts.items(), key=lambda equation: self.order[equation[0]])
 
-    def close(self, withheld: set[int], primary: set[int], size: Callable[[int], int]) -> set[int]:
-        """The rows to withhold besides ``withheld`` so that no withheld row, and no sum of ``primary``
-        rows (those a rule withheld for themselves: too few entities or contributors, dominated), is a
-        total less its released parts.
+    def close(self, withheld: set[int], size: Callable[[int], int], k: int, *, known: set[int] = frozenset(),
+              check: Callable[[], None] = lambda: None) -> set[int]:
+        """The rows to withhold besides ``withheld`` so that no withheld row, and no sum of withheld rows of
+        fewer than ``k`` (by ``size``: entities, or a measure's contributors), is a total less its released
+        parts. Rows in ``known`` count as released whatever they are (their value is known) and are never
+        chosen.
 
-        Two conditions on every equation, until both hold everywhere: it does not have exactly one
-        withheld member (that member would be the others' difference); and if its total is released, its
-        withheld parts are not all ``primary`` ones, nor withheld totals whose own withheld parts are, and
-        so on down (their sum would be the total less the released parts: two months of one lone taxpayer
-        are that taxpayer's). Where one fails, one more is withheld: the released part with the smallest
-        ``size``, or, with none left, the total. Withholding only grows, so this ends; the result may
-        withhold more than the least needed (finding the least is NP-hard), never less. With the first
-        condition in a tree of equations no single cell is any combination of released ones; the second
-        covers a sum of cells each withheld for itself. (Sums across several equations of cells withheld
-        for themselves, and dominance of such sums, are left to the auditor of released cells.)
+        Two conditions on every equation, until both hold everywhere: it does not have exactly one withheld
+        member (that member would be the others' difference); and if its total is released and some but not
+        all parts are, the withheld parts' sum, which is the total less the released parts, covers one cell
+        of ``k`` or more, counted as the attacker would: a withheld total may be replaced by its withheld
+        parts (it less its released parts), so its strength is the lesser of its size and its withheld
+        parts' (two months of one lone taxpayer are their street's total less its released months). Where
+        one fails, one more is withheld: the released part with the smallest size, or, with none left, the
+        total. With the first condition in a tree of equations no single cell is any combination of
+        released ones; the second bounds a sum below by its largest member, which may withhold more than
+        needed (finding the least is NP-hard), never less.
+
+        Work is incremental: withholding a row re-checks only the equations it is in and those above it, so
+        the whole takes O(cells x depth x log cells); ``check`` is called as it goes (the query's deadline).
         """
-        withheld = set(withheld)
+        order, parts_of, parent = self.order, self.parts, self.parent
+        held = [False] * len(order)
+        for index in withheld:
+            held[index] = True
+        strength: dict[int, int] = {}  # per withheld row: the least its withheld parts' sum can be made to cover
+        held_parts = {total: sum(held[p] for p in parts) for total, parts in parts_of.items()}
+        strongest = {total: -1 for total in parts_of}  # per equation: the largest strength of a withheld part
+        for index in sorted(withheld, key=lambda i: -self.level[i]):  # parts before their totals
+            strength[index] = min(size(index), strongest[index]) if held_parts.get(index) else size(index)
+            if parent[index] is not None:
+                strongest[parent[index]] = max(strongest[parent[index]], strength[index])
+        candidates = {total: [(size(p), order[p], p) for p in parts if not held[p] and p not in known]
+                      for total, parts in parts_of.items()}
+        for heap in candidates.values():
+            heapq.heapify(heap)
+        queue = [(order[total], total) for total in parts_of]
+        heapq.heapify(queue)
+        queued = set(parts_of)
         added: set[int] = set()
-        order, parts_of = self.order, self.parts
 
-        def only_primary(index: int) -> bool:
-            """Whether withheld row ``index`` can be written as a sum of primary rows only."""
-            if index in primary:
-                return True
-            inner = [p for p in parts_of.get(index, ()) if p in withheld]
-            return bool(inner) and all(only_primary(p) for p in inner)
+        def enqueue(total: int) -> None:
+            if total not in queued:
+                queued.add(total)
+                heapq.heappush(queue, (order[total], total))
 
-        changed = True
-        while changed:
-            changed = False
-            for total, parts in self.ordered:
-                released = [p for p in parts if p not in withheld]
-                held = len(parts) - len(released) + (total in withheld)
-                if held == 1 or (held and total not in withheld and released
-                                 and all(only_primary(p) for p in parts if p in withheld)):
-                    chosen = min(released or [total], key=lambda i: (size(i), order[i]))
-                    if chosen in withheld:
-                        continue
-                    withheld.add(chosen)
-                    added.add(chosen)
-                    changed = True
+        def withhold(index: int) -> None:
+            held[index] = True
+            added.add(index)
+            strength[index] = min(size(index), strongest[index]) if held_parts.get(index) else size(index)
+            if index in parts_of:
+                enqueue(index)
+            child, total = index, parent[index]
+            if total is not None:
+                held_parts[total] += 1
+            while total is not None:  # the strengths above only grow; re-check each equation they reach
+                strongest[total] = max(strongest[total], strength[child])
+                enqueue(total)
+                if not held[total]:
+                    break
+                raised = min(size(total), strongest[total])
+                if raised == strength[total]:
+                    break
+                strength[total] = raised
+                child, total = total, parent[total]
+
+        steps = 0
+        while queue:
+            steps += 1
+            if not steps % 256:
+                check()
+            _, total = heapq.heappop(queue)
+            queued.discard(total)
+            parts = parts_of[total]
+            members_held = held_parts[total] + held[total]
+            if members_held == 1:
+                pass
+            elif held[total] or not held_parts[total] or held_parts[total] == len(parts) or strongest[total] >= k:
+                continue
+            heap = candidates[total]
+            while heap and held[heap[0][2]]:
+                heapq.heappop(heap)
+            if heap:
+                withhold(heapq.heappop(heap)[2])
+            elif not held[total] and total not in known:
+                withhold(total)
+            else:
+                continue
+            enqueue(total)
         return added

@@ -125,9 +125,12 @@ def declarations_file(path: Path, rows) -> Path:
                            "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
                            "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
                            "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
-        connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, '64', 'I', '173', 'small', ?, ?, 0, 0, 1)",
-                               [(taxpayer, period, XUANWU, street, revenue, vat)
-                                for taxpayer, period, street, revenue, vat in rows])
+        values = [(taxpayer, period, XUANWU, street, revenue, vat) for taxpayer, period, street, revenue, vat in rows]
+        for start in range(0, len(values), 500):  # one statement per 500 rows: executemany runs one per row
+            batch = values[start:start + 500]
+            connection.execute("INSERT INTO tax.declarations VALUES "
+                               + ", ".join(["(?, ?, ?, ?, '64', 'I', '173', 'small', ?, ?, 0, 0, 1)"] * len(batch)),
+                               [value for row in batch for value in row])
     return path
 
 

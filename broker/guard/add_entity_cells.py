@@ -69,7 +69,8 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
     contributors = []
     for index, measure in enumerate(plan.summed):
         total = per_entity(measures[measure], "sum")
-        contributors.append(counted(exp.NEQ(this=total, expression=exp.Literal.number(0))))
+        contributors.append(totals_contributors(total, counted) if totals else
+                            counted(exp.NEQ(this=total, expression=exp.Literal.number(0))))
         outer.append(aliased(contributors[-1], names.contributors(index)))
     expression.set("expressions", outer)
     expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(
@@ -93,3 +94,23 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
             exp.or_(exp.EQ(this=count.copy(), expression=exp.Literal.number(0)), exp.GTE(this=count.copy(), expression=k))
             for count in contributors)))
     return expression
+
+
+def totals_contributors(total: exp.Expression, counted) -> exp.Expression:
+    """A total's count of contributors to a measure, never more than the true one, and 0 only when no
+    entity's amount in it is set and not zero.
+
+    Under ROLLUP a total's rows are per (finest cell, entity), so an entity's amount in the total is the
+    sum of its amounts in several parts, which SQL does not see here: a payment in January and its refund
+    in February are not zero each, but nothing together. An entity whose nonzero parts all have one sign
+    does contribute; so the count is of those, 2·|nonzero| − |some positive| − |some negative| (the
+    entities in exactly one of the two), and 1 where that is 0 but some part is not zero: under k, the sum
+    is withheld, as one its entities may cancel in cannot be released on their count."""
+    def some(condition: type) -> exp.Expression:
+        return counted(condition(this=total.copy(), expression=exp.Literal.number(0)))
+    nonzero = some(exp.NEQ)
+    one_sign = exp.Sub(this=exp.Sub(this=exp.Mul(this=exp.Literal.number(2), expression=nonzero),
+                                    expression=some(exp.GT)), expression=some(exp.LT))
+    return exp.Case(ifs=[exp.If(this=exp.and_(exp.EQ(this=one_sign.copy(), expression=exp.Literal.number(0)),
+                                              exp.GT(this=nonzero.copy(), expression=exp.Literal.number(0))),
+                                true=exp.Literal.number(1))], default=one_sign)
