@@ -78,7 +78,7 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
         def check() -> None:
             if deadline is not None and clock() > deadline:
                 _ran_late()
-        equations = _Equations(rows, plan, layout)
+        equations = _Equations(rows, plan, layout, check)
         small = {index for index, flagged in enumerate(under) if flagged}
         secondary = equations.close(small, lambda i: rows[i][entities_at] or 0, k, check=check)
         if check_parts:
@@ -112,6 +112,8 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
                          marked, 1 if under[index] else 2 if whole else 0, (few, dominated)))
     if not plan.engine_ordered:
         _order(answered, program)
+        if deadline is not None and clock() > deadline:
+            _ran_late()
     if plan.limit is not None:
         answered = answered[:plan.limit]
     cap = guarded.max_rows if max_rows is None else max_rows
@@ -187,6 +189,8 @@ class Layout:
     dominance: tuple[tuple[tuple[int | None, ...], frozenset[int]], ...]
     # Per summed measure: the position of its count of contributing entities, and of the sums it withholds.
     contributors: tuple[tuple[int, frozenset[int]], ...] = ()
+    # With totals, per summed measure: the position of its count of entities with a negative amount.
+    negatives: tuple[tuple[int, frozenset[int]], ...] = ()
 
     def with_keys(self, statistics_row: tuple, row: tuple) -> tuple:
         """``statistics_row`` (every statistic NULL) with ``row``'s keys and grouping in place."""
@@ -230,8 +234,11 @@ def layout_of(column_names: list[str], types: list[str], plan: CellPlan) -> Layo
         frozenset(sums[measure])) for j, measure in enumerate(plan.dominated))
     contributors = tuple((position[names.contributors(j)], frozenset(sums[measure]))
                          for j, measure in enumerate(plan.summed) if names.contributors(j) in position)
+    negatives = tuple((position[names.negatives(j)], frozenset(sums[measure]))
+                      for j, measure in enumerate(plan.summed) if names.negatives(j) in position)
     columns = Columns(keys, statistics, tuple(kind_of(types[i]) for i in keys), stat_kinds)
-    return Layout(columns, tuple(types[i] for i in keys), position.get(names.GROUPING), dominance, contributors)
+    return Layout(columns, tuple(types[i] for i in keys), position.get(names.GROUPING), dominance, contributors,
+                  negatives)
 
 
 def read_cells(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery) -> tuple[Layout, list]:
@@ -368,8 +375,11 @@ def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int],
     rule withholds) are its primary cells, in a row withheld whole or not, and its size is its count of
     contributors; a sum that no entity makes up is known (0, or NULL) even where its row is withheld, so it
     counts as released and is never chosen to hide another; the rows withheld whole are withheld. More of
-    its sums are then withheld until ``_Equations.close``'s conditions hold for that measure."""
+    its sums are then withheld until ``_Equations.close``'s conditions hold for that measure. Where some
+    amounts are negative (refunds), a sum of withheld cells may cancel some of its members' contributors:
+    there a cell's size is its contributors less every entity with a negative amount."""
     contributors_of: dict[frozenset[int], int | None] = {sums: position for position, sums in layout.contributors}
+    negatives_of = {sums: position for position, sums in layout.negatives}
     for _, sums in layout.dominance:
         contributors_of.setdefault(sums, None)
     hidden: dict[int, frozenset[int]] = {}
@@ -387,12 +397,16 @@ def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int],
         if not own:
             continue
         if contributors_at is None:
-            size_at, known = entities_at, set()
+            size_at, known, cancelling = entities_at, set(), 0
         else:
             size_at = contributors_at
             known = {index for index, row in enumerate(rows) if not row[contributors_at]}
+            # A sum of several cells counts a cell's contributor only where no amount of another cell can
+            # cancel it: at most the entities with a negative amount anywhere (the grand total's count) can.
+            cancelling = rows[equations.root][negatives_of[sums]] or 0 if sums in negatives_of else 0
         withheld = (whole | own) - known
-        for index in equations.close(withheld, lambda i: rows[i][size_at] or 0, k, known=known, check=check):
+        for index in equations.close(withheld, lambda i: max(0, (rows[i][size_at] or 0) - cancelling), k,
+                                     known=known, check=check):
             found[index] = found[index] | sums
     return found
 
@@ -406,25 +420,34 @@ class _Equations:
     siblings would give the cell away).
     """
 
-    def __init__(self, rows: list[tuple], plan: CellPlan, layout: Layout):
+    def __init__(self, rows: list[tuple], plan: CellPlan, layout: Layout, check: Callable[[], None] = lambda: None):
         levels, key_positions = len(plan.totals), layout.columns.keys
         grouping_at, last = layout.grouping, len(plan.totals) - 1
-        # A key a total spans sorts apart from a group whose key is NULL (both read NULL).
-        self.order = [tuple((row[grouping_at] >> (last - j) & 1, row[p] is None, row[p])
-                            for j, p in enumerate(key_positions)) for row in rows]
+        self.order: list[tuple] = []
         rows_by_level: dict[tuple, int] = {}
         self.level = [0] * len(rows)
+        self.root = 0
         for index, row in enumerate(rows):
-            level = levels - bin(row[grouping_at]).count("1")
+            if not index % 4096:
+                check()
+            bits = row[grouping_at]
+            # A key a total spans sorts apart from a group whose key is NULL (both read NULL).
+            self.order.append(tuple((bits >> (last - j) & 1, row[p] is None, row[p]) for j, p in enumerate(key_positions)))
+            level = levels - bin(bits).count("1")
             self.level[index] = level
+            if not level:
+                self.root = index
             rows_by_level[(level, tuple(row[p] for p in key_positions[:level]))] = index
         self.parent: list[int | None] = [None] * len(rows)
         parts: dict[int, list[int]] = defaultdict(list)  # a total's row -> the rows it adds up
-        for (level, prefix), index in rows_by_level.items():
+        for step, ((level, prefix), index) in enumerate(rows_by_level.items()):
+            if not step % 4096:
+                check()
             if level > 0:
                 total = rows_by_level[(level - 1, prefix[:-1])]
                 parts[total].append(index)
                 self.parent[index] = total
+        check()
         self.parts = {total: sorted(members, key=self.order.__getitem__) for total, members in parts.items()}
 
     def close(self, withheld: set[int], size: Callable[[int], int], k: int, *, known: set[int] = frozenset(),
@@ -459,10 +482,13 @@ class _Equations:
             strength[index] = min(size(index), strongest[index]) if held_parts.get(index) else size(index)
             if parent[index] is not None:
                 strongest[parent[index]] = max(strongest[parent[index]], strength[index])
-        candidates = {total: [(size(p), order[p], p) for p in parts if not held[p] and p not in known]
-                      for total, parts in parts_of.items()}
-        for heap in candidates.values():
+        candidates = {}
+        for step, (total, parts) in enumerate(parts_of.items()):
+            if not step % 4096:
+                check()
+            heap = [(size(p), order[p], p) for p in parts if not held[p] and p not in known]
             heapq.heapify(heap)
+            candidates[total] = heap
         queue = [(order[total], total) for total in parts_of]
         heapq.heapify(queue)
         queued = set(parts_of)
@@ -493,6 +519,24 @@ class _Equations:
                 strength[total] = raised
                 child, total = total, parent[total]
 
+        def weakest_opened(parts: list[int]) -> float:
+            """With a released total and every part withheld: the weakest sum the total less released cells
+            gives where some part is opened (less its own released or known parts, the rest of it
+            withheld); infinite where no part can be opened."""
+            first = second = -1
+            for part in parts:
+                if strength[part] > first:
+                    first, second = strength[part], first
+                elif strength[part] > second:
+                    second = strength[part]
+            weakest = math.inf
+            for part in parts:
+                inner = parts_of.get(part)
+                if inner is not None and held_parts[part] < len(inner):  # some part of it is released or known
+                    rest = second if strength[part] == first else first
+                    weakest = min(weakest, max(strongest[part], rest))
+            return weakest
+
         steps = 0
         while queue:
             steps += 1
@@ -504,7 +548,12 @@ class _Equations:
             members_held = held_parts[total] + held[total]
             if members_held == 1:
                 pass
-            elif held[total] or not held_parts[total] or held_parts[total] == len(parts) or strongest[total] >= k:
+            elif held[total] or not held_parts[total]:
+                continue
+            elif held_parts[total] == len(parts):
+                if weakest_opened(parts) >= k:
+                    continue
+            elif strongest[total] >= k:
                 continue
             heap = candidates[total]
             while heap and held[heap[0][2]]:

@@ -72,6 +72,9 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
         contributors.append(totals_contributors(total, counted) if totals else
                             counted(exp.NEQ(this=total, expression=exp.Literal.number(0))))
         outer.append(aliased(contributors[-1], names.contributors(index)))
+        if totals:  # what may cancel in a sum of several withheld cells (sandbox.release._secondary_sums)
+            outer.append(aliased(counted(exp.LT(this=total.copy(), expression=exp.Literal.number(0))),
+                                 names.negatives(index)))
     expression.set("expressions", outer)
     expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(
         this=exp.to_identifier(names.CELLS)))))

@@ -30,6 +30,11 @@ def contributors(index: int) -> str:
     return f"__c{index}"
 
 
+def negatives(index: int) -> str:
+    """With totals, per cell: the entities with a negative amount of summed measure ``index`` in some part."""
+    return f"__n{index}"
+
+
 def dominance_total(index: int) -> str:
     """Per cell: the sum of every entity's contribution to measure ``index``, by magnitude."""
     return f"__d{index}_total"
