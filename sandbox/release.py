@@ -462,8 +462,9 @@ class _Equations:
         all parts are, the withheld parts' sum, which is the total less the released parts, covers one cell
         of ``k`` or more, counted as the attacker would: a withheld total may be replaced by its withheld
         parts (it less its released parts), so its strength is the lesser of its size and its withheld
-        parts' (two months of one lone taxpayer are their street's total less its released months). Where
-        one fails, one more is withheld: the released part with the smallest size, or, with none left, the
+        parts' (two months of one lone taxpayer are their street's total less its released months); and
+        where every part of a released total is withheld, the same holds of the sums it gives once a part
+        is opened through its own released parts. Where one fails, one more is withheld: the released part with the smallest size, or, with none left, the
         total. With the first condition in a tree of equations no single cell is any combination of
         released ones; the second bounds a sum below by its largest member, which may withhold more than
         needed (finding the least is NP-hard), never less.
