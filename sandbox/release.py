@@ -458,19 +458,21 @@ class _Equations:
         chosen.
 
         Two conditions on every equation, until both hold everywhere: it does not have exactly one withheld
-        member (that member would be the others' difference); and if its total is released and some but not
-        all parts are, the withheld parts' sum, which is the total less the released parts, covers one cell
-        of ``k`` or more, counted as the attacker would: a withheld total may be replaced by its withheld
-        parts (it less its released parts), so its strength is the lesser of its size and its withheld
-        parts' (two months of one lone taxpayer are their street's total less its released months); and
-        where every part of a released total is withheld, the same holds of the sums it gives once a part
-        is opened through its own released parts. Where one fails, one more is withheld: the released part with the smallest size, or, with none left, the
-        total. With the first condition in a tree of equations no single cell is any combination of
-        released ones; the second bounds a sum below by its largest member, which may withhold more than
-        needed (finding the least is NP-hard), never less.
+        member (that member would be the others' difference); and if its total is released, every sum of
+        withheld cells it gives covers one cell of ``k`` or more. Those sums are counted as the attacker
+        would: the total less its released parts is the sum of its withheld parts, and any withheld total
+        among them may be replaced by its own withheld parts (it less its released parts), at any depth. So
+        a withheld row's *strength* is the lesser of its size and its withheld parts' largest strength (two
+        months of one lone taxpayer are their street's total less its released months), and where every
+        part of a released total is withheld, the weakest sum it gives once some cell below it is opened
+        through released parts must cover k too. Where one fails, one more is withheld: the released part
+        with the smallest size, or, with none left, the total. With the first condition in a tree of
+        equations no single cell is any combination of released ones; the second bounds a sum below by its
+        largest member, which may withhold more than needed (finding the least is NP-hard), never less.
 
-        Work is incremental: withholding a row re-checks only the equations it is in and those above it, so
-        the whole takes O(cells x depth x log cells); ``check`` is called as it goes (the query's deadline).
+        Work is incremental: withholding a row re-checks only the equations it is in and those above it
+        (strengths are kept per equation in a heap that forgets stale entries); ``check`` is called as it
+        goes (the query's deadline).
         """
         order, parts_of, parent = self.order, self.parts, self.parent
         held = [False] * len(order)
@@ -478,11 +480,24 @@ class _Equations:
             held[index] = True
         strength: dict[int, int] = {}  # per withheld row: the least its withheld parts' sum can be made to cover
         held_parts = {total: sum(held[p] for p in parts) for total, parts in parts_of.items()}
-        strongest = {total: -1 for total in parts_of}  # per equation: the largest strength of a withheld part
-        for index in sorted(withheld, key=lambda i: -self.level[i]):  # parts before their totals
-            strength[index] = min(size(index), strongest[index]) if held_parts.get(index) else size(index)
+        strengths: dict[int, list] = {total: [] for total in parts_of}  # per equation: (-strength, part), lazily
+
+        def strongest(total: int) -> int:
+            """The largest strength of a withheld part of ``total``'s equation; -1 with none."""
+            heap = strengths[total]
+            while heap and (not held[heap[0][1]] or strength[heap[0][1]] != -heap[0][0]):
+                heapq.heappop(heap)
+            return -heap[0][0] if heap else -1
+
+        def own_strength(index: int) -> int:
+            return min(size(index), strongest(index)) if held_parts.get(index) else size(index)
+
+        for step, index in enumerate(sorted(withheld, key=lambda i: -self.level[i])):  # parts before totals
+            if not step % 4096:
+                check()
+            strength[index] = own_strength(index)
             if parent[index] is not None:
-                strongest[parent[index]] = max(strongest[parent[index]], strength[index])
+                heapq.heappush(strengths[parent[index]], (-strength[index], index))
         candidates = {}
         for step, (total, parts) in enumerate(parts_of.items()):
             if not step % 4096:
@@ -503,39 +518,48 @@ class _Equations:
         def withhold(index: int) -> None:
             held[index] = True
             added.add(index)
-            strength[index] = min(size(index), strongest[index]) if held_parts.get(index) else size(index)
             if index in parts_of:
                 enqueue(index)
             child, total = index, parent[index]
+            strength[child] = own_strength(child)
             if total is not None:
                 held_parts[total] += 1
-            while total is not None:  # the strengths above only grow; re-check each equation they reach
-                strongest[total] = max(strongest[total], strength[child])
+            while total is not None:  # a strength changed: re-check the equations above, up to where none does
+                heapq.heappush(strengths[total], (-strength[child], child))
                 enqueue(total)
                 if not held[total]:
                     break
-                raised = min(size(total), strongest[total])
-                if raised == strength[total]:
+                changed = own_strength(total)
+                if changed == strength[total]:
                     break
-                strength[total] = raised
+                strength[total] = changed
                 child, total = total, parent[total]
 
-        def weakest_opened(parts: list[int]) -> float:
-            """With a released total and every part withheld: the weakest sum the total less released cells
-            gives where some part is opened (less its own released or known parts, the rest of it
-            withheld); infinite where no part can be opened."""
+        visits = [0]
+
+        def opened(index: int) -> float:
+            """The weakest sum withheld row ``index`` gives once some cell at or below it is opened through
+            released or known parts (the rest staying withheld); infinite where none can be."""
+            visits[0] += 1
+            if not visits[0] % 1024:
+                check()
+            parts = parts_of.get(index)
+            if parts is None:
+                return math.inf
+            withheld_parts = [p for p in parts if held[p]]
+            weakest = strongest(index) if len(withheld_parts) < len(parts) else math.inf  # open it here
+            if not withheld_parts:
+                return weakest
             first = second = -1
-            for part in parts:
+            for part in withheld_parts:
                 if strength[part] > first:
                     first, second = strength[part], first
                 elif strength[part] > second:
                     second = strength[part]
-            weakest = math.inf
-            for part in parts:
-                inner = parts_of.get(part)
-                if inner is not None and held_parts[part] < len(inner):  # some part of it is released or known
-                    rest = second if strength[part] == first else first
-                    weakest = min(weakest, max(strongest[part], rest))
+            for part in withheld_parts:  # or keep its parts and open one of them further down
+                below = opened(part)
+                if below < weakest:
+                    weakest = min(weakest, max(below, second if strength[part] == first else first))
             return weakest
 
         steps = 0
@@ -552,9 +576,9 @@ class _Equations:
             elif held[total] or not held_parts[total]:
                 continue
             elif held_parts[total] == len(parts):
-                if weakest_opened(parts) >= k:
+                if opened(total) >= k:
                     continue
-            elif strongest[total] >= k:
+            elif strongest(total) >= k:
                 continue
             heap = candidates[total]
             while heap and held[heap[0][2]]:
