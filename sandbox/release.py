@@ -9,8 +9,9 @@ in this order:
    sum that fewer than k entities make up (those whose total of the measure is set and not zero, but
    some) is withheld in its cell, as a threshold on the sum's own contributors;
 2. the dominance rule: a measure whose largest contributors dominate a cell has its sums withheld there;
-3. with totals, secondary suppression withholds further cells until no withheld cell is a total less
-   its released parts;
+3. with totals, secondary suppression withholds further cells, whole and then per summed measure, until
+   no withheld cell, and no sum of withheld cells fewer than k make up, is a total less released cells
+   (``_Equations.close``);
 4. the release plan is evaluated on what remains (``sandbox.evaluate``): outputs, then HAVING, ORDER BY
    and LIMIT, which therefore see withheld cells as NULL, like the caller does. Rows are ordered by the
    caller's ORDER BY and then by the keys, so their order depends on released values alone.
