@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import grpc
 import pytest
 
 from broker.client import BrokerClient
@@ -19,7 +20,7 @@ from broker.launch import development_token
 from broker.policy import load_policy
 from broker.server import start_broker
 from broker.settings import BrokerSettings, SandboxSettings
-from broker.tls import ClientTls
+from broker.tls import ClientTls, open_channel
 from sandbox.demo_data import DEMO_DATASETS, make_demo_data
 from sandbox.engine_duckdb import DuckDBEngine
 from sandbox.server import start_sandbox
@@ -256,3 +257,18 @@ def engines(tmp_path):
     yield make
     for engine in opened:
         engine.close()
+
+
+def call_raw(port: int, path: str, request, *, token: str | None, deadline: bool = True):
+    """Call ``path`` on the broker with ``request`` as the analyst, without the SDK; returns (request id,
+    status code). The deadline is generous (a loaded machine) unless ``deadline`` is False: none at all."""
+    request_id = f"raw-{uuid.uuid4().hex[:12]}"
+    metadata = [("x-request-id", request_id)] + ([("authorization", f"Bearer {token}")] if token else [])
+    with open_channel(f"127.0.0.1:{port}", tls=client_tls(), options=[]) as channel:
+        stub = channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
+                                   response_deserializer=lambda b: b)
+        try:
+            stub(request, metadata=metadata, timeout=30 if deadline else None)
+            return request_id, grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            return request_id, error.code()

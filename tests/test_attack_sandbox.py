@@ -54,8 +54,8 @@ from sandbox.demo_data import DEMO_DATASETS, make_demo_data, split_demo_data
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
-from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, dev_keys, sandbox_client_tls,
-                            sign, token_for)
+from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, call_raw, client_tls, dev_keys,
+                            sandbox_client_tls, sign, token_for)
 
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
 DOCUMENT = sign((POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8"))
@@ -81,20 +81,6 @@ def idp_token(**extra) -> str:
               "district": XUANWU, "roles": ["requester"], "iat": now, "nbf": now, "exp": now + 3600,
               "jti": str(uuid.uuid4()), **extra}
     return pyjwt.encode(claims, load_private_key(dev_keys().idp_key), algorithm="EdDSA", headers={"kid": IDP_KEY_ID})
-
-
-def call_broker(port: int, path: str, request, *, token: str | None):
-    """Call ``path`` on the broker; returns (request id, status code)."""
-    request_id = f"attack-{uuid.uuid4().hex[:12]}"
-    metadata = [("x-request-id", request_id)] + ([("authorization", f"Bearer {token}")] if token else [])
-    with open_channel(f"127.0.0.1:{port}", tls=client_tls(), options=[]) as channel:
-        stub = channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=lambda b: b)
-        try:
-            stub(request, metadata=metadata, timeout=30)
-            return request_id, grpc.StatusCode.OK
-        except grpc.RpcError as error:
-            return request_id, error.code()
 
 
 def records_for(log_path, request_id: str):
@@ -151,7 +137,7 @@ def test_a_made_up_token_with_a_header_pyjwt_rejects_is_refused_and_recorded(own
     # jwt.get_unverified_header raises InvalidTokenError (not DecodeError) for these; the authenticator
     # catches only DecodeError there, so the error leaves the auth interceptor as a bare exception: the
     # caller gets INTERNAL, no auth.failure record is written, and the per-client refusal cap never sees it.
-    request_id, code = call_broker(own_broker.port, "/broker.v1.CatalogService/ListDatasets",
+    request_id, code = call_raw(own_broker.port, "/broker.v1.CatalogService/ListDatasets",
                                    catalog_pb.ListDatasetsRequest(), token=token_with_header(header))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert [(r.event, r.decision) for r in records_for(own_broker.log, request_id)] == [("auth.failure", "deny")]
@@ -166,7 +152,7 @@ def test_a_flood_of_tokens_with_a_header_pyjwt_rejects_meets_the_refusal_cap(san
     running = start_broker(broker_settings_for(sandbox.port, log, max_refusals_per_client=2), refusal_clock=Frozen())
     try:
         token = token_with_header(HEADERS_PYJWT_REJECTS["crit names an extension"])
-        codes = [call_broker(running.port, "/broker.v1.CatalogService/ListDatasets", catalog_pb.ListDatasetsRequest(),
+        codes = [call_raw(running.port, "/broker.v1.CatalogService/ListDatasets", catalog_pb.ListDatasetsRequest(),
                              token=token)[1] for _ in range(4)]
     finally:
         running.stop()
@@ -198,7 +184,7 @@ UNCHECKABLE_CNF = {
 def test_a_token_bound_to_something_the_broker_cannot_check_is_not_taken_as_a_bearer_token(own_broker, cnf):
     # README: "A token that carries cnf is always held to it". The authenticator reads only a dict's
     # x5t#S256 string; any other cnf makes the token a plain bearer token, usable by whoever holds it.
-    request_id, code = call_broker(own_broker.port, "/broker.v1.CatalogService/ListDatasets",
+    request_id, code = call_raw(own_broker.port, "/broker.v1.CatalogService/ListDatasets",
                                    catalog_pb.ListDatasetsRequest(), token=idp_token(cnf=cnf))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert [r.event for r in records_for(own_broker.log, request_id)] == ["auth.failure"]
@@ -267,7 +253,7 @@ UNCHECKED_FIELDS = {
 
 @pytest.mark.parametrize("path, request_message", UNCHECKED_FIELDS.values(), ids=UNCHECKED_FIELDS.keys())
 def test_a_field_the_servicer_does_not_check_is_invalid_argument_not_internal(own_broker, path, request_message):
-    request_id, code = call_broker(own_broker.port, path, request_message, token=token_for(roles=EVERY_ROLE))
+    request_id, code = call_raw(own_broker.port, path, request_message, token=token_for(roles=EVERY_ROLE))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert [r.decision for r in records_for(own_broker.log, request_id)] == ["deny"]
 

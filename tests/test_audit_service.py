@@ -33,8 +33,8 @@ from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
 from broker.guard import guard
 from broker.policy import parse_policy
-from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, log_key, sandbox_client_tls,
-                            signed_policies, token_for, writing_log)
+from tests.conftest import (GRANT, XUANWU, broker_settings_for, call_raw, client_tls, dev_keys, log_key,
+                            sandbox_client_tls, signed_policies, token_for, writing_log)
 
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
 EVERY_ROLE = ("requester", "reviewer", "owner", "auditor")
@@ -51,20 +51,6 @@ def all_methods():
                 request = getattr(module, method.input_type.name)
                 found.append((f"/{service.full_name}/{method.name}", request))
     return found
-
-
-def call_raw(port: int, path: str, request, *, token: str | None, deadline: bool = True):
-    """Call ``path`` with ``request``; returns (request id, status code)."""
-    request_id = f"walk-{uuid.uuid4().hex[:12]}"
-    metadata = [("x-request-id", request_id)] + ([("authorization", f"Bearer {token}")] if token else [])
-    with open_channel(f"127.0.0.1:{port}", tls=client_tls(), options=[]) as channel:
-        stub = channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=lambda b: b)
-        try:
-            stub(request, metadata=metadata, timeout=10 if deadline else None)
-            return request_id, grpc.StatusCode.OK
-        except grpc.RpcError as error:
-            return request_id, error.code()
 
 
 @pytest.fixture(scope="module")
