@@ -7,8 +7,8 @@ import time
 
 import grpc
 
-from broker.errors import DsbrokerError, shown
-from broker.sandbox_client import SandboxClient
+from dsbroker.errors import DsbrokerError, shown
+from broker.query.sandbox_client import SandboxClient
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 CATALOG_SECONDS = 60.0

@@ -8,33 +8,34 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from broker.access_log import AccessLog, AccessRecord
-from broker.audit.calls import CallAuditInterceptor
-from broker.audit.checkpoints import load_or_create_signing_key, load_public_key
-from broker.checkpoint_witnesses import CheckpointWitnesses
-from broker.auth import AuthenticationError, AuthInterceptor, current_principal
-from broker.call_context import (CallConventionsInterceptor, CallerLimitInterceptor, current_client_key,
+from broker.access_log.log import AccessLog, AccessRecord
+from broker.access_log.calls import CallAuditInterceptor
+from dsbroker.records.checkpoints import load_or_create_signing_key, load_public_key
+from broker.access_log.checkpoint_witnesses import CheckpointWitnesses
+from dsbroker.identity.auth import AuthenticationError, AuthInterceptor, current_principal
+from dsbroker.rpc.call_context import (CallConventionsInterceptor, CallerLimitInterceptor, current_client_key,
                                  current_request_id)
-from broker.errors import ConfigError, DsbrokerError
-from broker.pipeline import QueryPipeline
-from broker.policy_registry import STATEMENTS_DIRECTORY, PolicyRegistry
-from broker.policy_sync import PolicySync
-from broker.refusal_cap import RefusalCap
-from broker.sandbox_client import SandboxClient
-from broker.secure_sum import SecureSum
+from dsbroker.errors import ConfigError, DsbrokerError
+from broker.query.pipeline import QueryPipeline
+from broker.workflow.policy_registry import STATEMENTS_DIRECTORY, PolicyRegistry
+from broker.workflow.policy_sync import PolicySync
+from broker.access_log.refusal_cap import RefusalCap
+from broker.query.sandbox_client import SandboxClient
+from broker.query.secure_sum import SecureSum
 from broker.catalog import Catalog
-from broker.policy_signing import Trust
+from dsbroker.policy.signing import Trust
 from broker.servicers.access_requests import AccessRequestServicer
 from broker.servicers.audit import AuditServicer
 from broker.servicers.catalog import CatalogServicer
 from broker.servicers.policies import PolicyServicer
 from broker.servicers.query import QueryServicer
-from broker.store import open_store
-from broker.workflow import Workflow
-from broker.serving import Running, add_health, bind, build_server, server_tls
-from broker.settings import BrokerSettings, access_log_key_path, owner_timezone
-from broker.tls import ClientTls
-from broker.tokens import authenticator_from_settings
+from broker.workflow.store import open_store
+from broker.workflow.review import Workflow
+from dsbroker.rpc.serving import Running, add_health, bind, build_server, server_tls
+from broker.settings import BrokerSettings, access_log_key_path
+from dsbroker.settings import owner_timezone
+from dsbroker.identity.tls import ClientTls
+from dsbroker.identity.tokens import authenticator_from_settings
 from broker.v1 import (access_request_service_pb2, access_request_service_pb2_grpc, audit_service_pb2,
                        audit_service_pb2_grpc, catalog_service_pb2, catalog_service_pb2_grpc, policy_service_pb2, policy_service_pb2_grpc, query_service_pb2,
                        query_service_pb2_grpc)

@@ -28,7 +28,7 @@ from typing import Callable
 import sqlglot
 import yaml
 
-from broker.errors import ConfigError
+from dsbroker.errors import ConfigError
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 REQUESTABLE_LEVELS = ("entity", "group", "filter", "measure")

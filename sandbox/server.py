@@ -8,24 +8,25 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from broker.audit.checkpoints import load_or_create_signing_key, load_public_key
-from broker.errors import ConfigError
-from broker.call_context import CallConventionsInterceptor
-from broker.policy_signing import Trust
-from broker.serving import Running, add_health, bind, build_server, server_tls
-from broker.settings import SandboxSettings, owner_timezone
+from dsbroker.records.checkpoints import load_or_create_signing_key, load_public_key
+from dsbroker.errors import ConfigError
+from dsbroker.rpc.call_context import CallConventionsInterceptor
+from dsbroker.policy.signing import Trust
+from dsbroker.rpc.serving import Running, add_health, bind, build_server, server_tls
+from dsbroker.settings import owner_timezone
+from sandbox.settings import SandboxSettings
 from sandbox.catalog import catalog_path_for, load_catalog
-from sandbox.checkpoint_witness import CheckpointWitness
-from sandbox.engine_duckdb import DuckDBEngine, EngineLimits
-from sandbox.execution_ledger import ExecutionLedger
-from sandbox.lookup_check import LookupChecker
-from broker.tokens import authenticator_from_settings
-from broker.tls import CertificateAuthorities
-from sandbox.plan_check import PlanGuardChecker
-from sandbox.policy_check import PlanPolicyChecker
-from sandbox.policy_ledger import PolicyLedger
-from sandbox.policy_standing import PolicyStanding
-from sandbox.privacy_ledger import PrivacyLedger
+from sandbox.ledgers.checkpoint_witness import CheckpointWitness
+from sandbox.engine.duckdb_engine import DuckDBEngine, EngineLimits
+from sandbox.ledgers.executions import ExecutionLedger
+from sandbox.checks.lookups import LookupChecker
+from dsbroker.identity.tokens import authenticator_from_settings
+from dsbroker.identity.tls import CertificateAuthorities
+from sandbox.checks.plan import PlanGuardChecker
+from sandbox.checks.policy import PlanPolicyChecker
+from sandbox.ledgers.policies import PolicyLedger
+from sandbox.checks.policy_standing import PolicyStanding
+from sandbox.ledgers.privacy import PrivacyLedger
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
 

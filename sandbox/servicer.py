@@ -7,28 +7,28 @@ import time
 
 import grpc
 
-from broker.call_context import current_request_id, time_limit
-from broker.errors import DsbrokerError
-from broker.guard import GuardedQuery
-from broker.request_fields import page_size, page_token, read_page_token
-from broker.policy import Policy
-from sandbox.bfv import PublicContexts, RequesterKey
-from broker.audit.checkpoints import Checkpoint
+from dsbroker.rpc.call_context import current_request_id, time_limit
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import GuardedQuery
+from dsbroker.rpc.request_fields import page_size, page_token, read_page_token
+from dsbroker.policy.model import Policy
+from dsbroker.results.bfv import PublicContexts, RequesterKey
+from dsbroker.records.checkpoints import Checkpoint
 from sandbox.catalog import Catalog
-from sandbox.checkpoint_witness import CheckpointWitness
-from sandbox.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
-from sandbox.engine_duckdb import DuckDBEngine, EngineResult
-from sandbox.execution_ledger import ExecutionLedger
-from sandbox.key_check import check_key_binding
-from sandbox.lookup_check import LookupChecker
-from sandbox.noise import noisy_answer
-from sandbox.plan_fields import check_plan_fields
-from sandbox.plan_check import PlanGuardChecker
-from sandbox.policy_check import PlanPolicyChecker
-from sandbox.privacy_ledger import PrivacyLedger
-from broker.guard.split_cells import MOST_CELLS
-from sandbox.release import check_size, engine_cap, release
-from sandbox.result_table import encode_table
+from sandbox.ledgers.checkpoint_witness import CheckpointWitness
+from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
+from sandbox.engine.duckdb_engine import DuckDBEngine, EngineResult
+from sandbox.ledgers.executions import ExecutionLedger
+from sandbox.checks.key import check_key_binding
+from sandbox.checks.lookups import LookupChecker
+from sandbox.disclosure.noise import noisy_answer
+from sandbox.checks.plan_fields import check_plan_fields
+from sandbox.checks.plan import PlanGuardChecker
+from sandbox.checks.policy import PlanPolicyChecker
+from sandbox.ledgers.privacy import PrivacyLedger
+from dsbroker.guard.split_cells import MOST_CELLS
+from sandbox.disclosure.release import check_size, engine_cap, release
+from dsbroker.results.table import encode_table
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 

@@ -13,7 +13,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing dsbroker${extras:+[$extras]} into .venv (log: .venv/install.log)" >&2
   if ! { .venv/bin/python -m pip install --quiet --upgrade pip \
          && .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"; } > .venv/install.log 2>&1 \
-     || ! .venv/bin/python -c "import broker, sandbox, duckdb, sqlglot, grpc, tenseal" >> .venv/install.log 2>&1; then
+     || ! .venv/bin/python -c "import dsbroker, broker, sandbox, duckdb, sqlglot, grpc, tenseal" >> .venv/install.log 2>&1; then
     tail -n 40 .venv/install.log >&2
     echo "installation failed; the full log is .venv/install.log" >&2
     exit 1

@@ -14,15 +14,16 @@ import duckdb
 import grpc
 import pytest
 
-from broker.client import BrokerClient
-from broker.keys import KeyLayout, approve_for_development, broker_settings, init_keys, sandbox_settings
-from broker.launch import development_token
-from broker.policy import load_policy
+from broker.client.sdk import BrokerClient
+from broker.dev.keys import KeyLayout, approve_for_development, broker_settings, init_keys, sandbox_settings
+from broker.dev.launch import development_token
+from dsbroker.policy.model import load_policy
 from broker.server import start_broker
-from broker.settings import BrokerSettings, SandboxSettings
-from broker.tls import ClientTls, open_channel
-from sandbox.demo_data import DEMO_DATASETS, make_demo_data
-from sandbox.engine_duckdb import DuckDBEngine
+from broker.settings import BrokerSettings
+from sandbox.settings import SandboxSettings
+from dsbroker.identity.tls import ClientTls, open_channel
+from sandbox.demo.data import DEMO_DATASETS, make_demo_data
+from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.server import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def log_key():
 
 def writing_log(path, **options):
     """An access log at ``path`` that this test writes as a broker would, with :func:`log_key`."""
-    from broker.access_log import AccessLog
+    from broker.access_log.log import AccessLog
 
     return AccessLog(path, signing_key=log_key(), **options)
 
@@ -63,8 +64,8 @@ def sign(text: str) -> str:
 def revocation(policy_id: str, reason: str = "the report is published", *, through_version: int | None = None,
                signer: str = "city-tax") -> str:
     """A revocation of ``policy_id`` signed by a development signer (the owner by default)."""
-    from broker.keys import load_private_key, signer_key_id
-    from broker.policy_statements import sign_revocation
+    from broker.dev.keys import load_private_key, signer_key_id
+    from dsbroker.policy.statements import sign_revocation
 
     return sign_revocation(load_private_key(dev_keys().signer_key(signer)), key_id=signer_key_id(signer), by=signer,
                            policy_id=policy_id, reason=reason, through_version=through_version)

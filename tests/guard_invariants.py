@@ -1,6 +1,6 @@
 """What any SQL the guard emits must satisfy, checked without the guard's code.
 
-This checker is the property test's oracle. It shares nothing with ``broker.guard`` but the policy
+This checker is the property test's oracle. It shares nothing with ``dsbroker.guard`` but the policy
 (the data it checks against) and sqlglot's parser: it re-reads the emitted SQL and states the
 invariants from the outside, so a bug in a guard rule is not repeated here.
 
@@ -25,7 +25,7 @@ import re
 import sqlglot
 import sqlglot.expressions as exp
 
-from broker.policy import ColumnLevel, Policy
+from dsbroker.policy.model import ColumnLevel, Policy
 
 AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 DATE_PARTS = (exp.TimestampTrunc, exp.DateTrunc, exp.Year, exp.Quarter, exp.Month)

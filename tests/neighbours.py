@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from broker.errors import DsbrokerError
-from broker.guard import guard
-from sandbox.release import run
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import guard
+from sandbox.disclosure.release import run
 from tests.conftest import XUANWU
 
 JAN = dt.date(2025, 1, 1)

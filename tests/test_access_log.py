@@ -16,15 +16,15 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.access_log import AccessLog, AccessRecord, RecordFilter
-from broker.audit.checkpoints import (Checkpoint, load_or_create_signing_key, load_public_key, public_key_path,
+from broker.access_log.log import AccessLog, AccessRecord, RecordFilter
+from dsbroker.records.checkpoints import (Checkpoint, load_or_create_signing_key, load_public_key, public_key_path,
                                       sign_checkpoint, signature_valid)
-from broker.audit.log_store import is_postgres
-from broker.audit.merkle import MerkleAccumulator, merkle_root
-from broker.audit.records import record_hash, seal, to_row
+from broker.access_log.store import is_postgres
+from dsbroker.records.merkle import MerkleAccumulator, merkle_root
+from dsbroker.records.access_record import record_hash, seal, to_row
 from broker.audit.verify import verify_log
 from broker.cli.main import main
-from broker.errors import AccessLogError, ConfigError
+from dsbroker.errors import AccessLogError, ConfigError
 
 RECORDS = 10
 EVERY = 4  # checkpoints at 4, 8 and (on close) 10
@@ -558,7 +558,7 @@ LEGACY_CHECKPOINTS = ("CREATE TABLE access_log_checkpoints (size BIGINT PRIMARY 
 
 def legacy_log(location, key, n: int, *, checkpointed: int):
     """A log as dsbroker wrote it before seals and bounded SQL: ``n`` records, a checkpoint at ``checkpointed``."""
-    from broker.audit.records import LEGACY_COLUMNS
+    from dsbroker.records.access_record import LEGACY_COLUMNS
 
     records, prev = [], "0" * 64
     for i in range(n):

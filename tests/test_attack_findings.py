@@ -6,7 +6,7 @@ taxpayer's existence or amount inside a withheld cell): a query must succeed on 
 answer the same on both. The rest bound what one short query may cost the guard, or require a refusal
 instead of an INTERNAL error.
 
-The tests run the guard and ``sandbox.release.run`` (or ``sandbox.encryption.encrypted_release``) on
+The tests run the guard and ``sandbox.disclosure.release.run`` (or ``sandbox.disclosure.encryption.encrypted_release``) on
 real DuckDB files; the noise test runs a real sandbox and broker, because the cap it attacks lives in
 the sandbox's servicer.
 """
@@ -20,16 +20,16 @@ import datetime as dt
 import duckdb
 import pytest
 
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
-from broker.guard import guard
-from broker.keys import sandbox_settings
-from broker.policy import Dominance
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import guard
+from broker.dev.keys import sandbox_settings
+from dsbroker.policy.model import Dominance
 from broker.server import start_broker
-from broker.settings import SandboxSettings
-from sandbox.encryption import encrypted_release
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import run
+from sandbox.settings import SandboxSettings
+from sandbox.disclosure.encryption import encrypted_release
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import run
 from sandbox.server import start_sandbox
 from tests.neighbours import JAN, TYPES, guarded_for, outcome, street
 from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,

@@ -7,8 +7,8 @@ succeed on both or on neither, and answer the same on both. The others require t
 exact query gives one answer, that no input is an INTERNAL error, and that what one short query costs
 the sandbox is bounded.
 
-The tests run the guard and the sandbox's own release code (``sandbox.release``, ``sandbox.noise``,
-``sandbox.encryption``) on real DuckDB files, as the servicer does.
+The tests run the guard and the sandbox's own release code (``sandbox.disclosure.release``, ``sandbox.disclosure.noise``,
+``sandbox.disclosure.encryption``) on real DuckDB files, as the servicer does.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from broker.errors import DsbrokerError
-from broker.guard import guard
-from broker.guard.split_cells import MOST_CELLS
-from broker.policy import Noise
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import release, run
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import guard
+from dsbroker.guard.split_cells import MOST_CELLS
+from dsbroker.policy.model import Noise
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import release, run
 from tests.neighbours import TYPES, guarded_for, outcome, street
 from tests.conftest import XUANWU
 
@@ -47,7 +47,7 @@ NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"vat_paid": (0, 1000)}, rows_per
 def noisy_outcome(engine, guarded, policy):
     """What a caller learns from one noisy run, as the servicer's ``_noisy`` computes it: that it answered
     (and with which columns; the noisy rows themselves are random), or the refusal's reason."""
-    from sandbox.noise import noisy_answer
+    from sandbox.disclosure.noise import noisy_answer
 
     try:
         result = engine.execute(guarded.sql, timeout_s=30, max_rows=MOST_CELLS)
@@ -96,7 +96,7 @@ def test_a_noisy_key_output_never_fails_on_a_lone_taxpayers_cell(engines, policy
     "SELECT street_code, COUNT(*) AS c FROM tax.declarations GROUP BY street_code ORDER BY -street_code",
 ])
 def test_negating_text_or_a_date_is_never_an_internal_error(engines, policy, sql):
-    """split_cells lowers a unary minus over anything to ``Call("neg")``, and sandbox.evaluate's
+    """split_cells lowers a unary minus over anything to ``Call("neg")``, and sandbox.disclosure.evaluate's
     ``_negate`` applies Python's ``-`` without looking at the kind: ``-'A'`` and ``-date`` raise
     TypeError, an INTERNAL error for the caller (README: no input may produce one). ``_arithmetic``
     already answers NULL for arithmetic on text or dates; negation should too, or the guard refuse it."""
@@ -116,7 +116,7 @@ def test_an_encrypted_key_output_says_nothing_about_withheld_groups(engines, pol
     ``WHERE street_code = 'X'`` nothing is released either way, yet the query fails exactly when street X
     has a taxpayer. Encrypted mode promises that groups under the threshold leave no trace (not even a mark),
     and under ``suppressed: drop`` the grant says their existence alone is sensitive."""
-    from sandbox.encryption import encrypted_release
+    from sandbox.disclosure.encryption import encrypted_release
 
     sql = "SELECT -street_code AS x, COUNT(*) AS c FROM tax.declarations WHERE street_code = 'X' GROUP BY street_code"
     try:
@@ -221,10 +221,10 @@ def test_a_sum_that_only_one_taxpayer_contributes_to_is_withheld(engines, policy
 _SLOW_RELEASE = """
 import sys, dataclasses, datetime as dt, tempfile, pathlib
 sys.path.insert(0, {root!r})
-from broker.guard import guard
-from broker.policy import load_policy
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import run
+from dsbroker.guard import guard
+from dsbroker.policy.model import load_policy
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import run
 from tests.conftest import declarations_file, POLICIES, GRANT, XUANWU
 policy = load_policy(POLICIES / f"{{GRANT}}.yaml")
 rows = [(f"t{{i}}", dt.date(2025, 1, 1), f"S{{i // 12:05d}}", 100, (i * 7919) % 100003) for i in range(12_000)]
@@ -267,10 +267,10 @@ def test_partitions_left_out_say_nothing_under_drop(engines, policy):
     the grant says ``suppressed: drop``, i.e. that a small cell's existence alone is sensitive: here street
     A is released by partition one, and the count says whether partition two holds between 1 and k - 1
     taxpayers in A. The two worlds differ only in one taxpayer of partition two, in a cell it withholds."""
-    from broker.encryption_key import EncryptionKey
-    from broker.secure_sum import _add, _order
-    from sandbox.encryption import check_domain, encrypt, encrypted_release
-    from sandbox.result_table import table_like
+    from broker.client.encryption_key import EncryptionKey
+    from broker.query.secure_sum import _add, _order
+    from sandbox.disclosure.encryption import check_domain, encrypt, encrypted_release
+    from dsbroker.results.table import table_like
 
     sql = "SELECT street_code, COUNT(*) AS c, SUM(vat_paid) AS v FROM tax.declarations GROUP BY street_code"
     guarded = guarded_for(sql, policy, encrypted=True, results=("encrypted",), suppression="drop",

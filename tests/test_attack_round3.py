@@ -7,7 +7,7 @@ or amount inside a withheld cell): a query must succeed on both or on neither, a
 
 The attacker is the shipped grant's requester (xuanwu-fgw, ``suppressed: mark``, k = 10, no dominance
 rule), except where a test says which documented grant option it also needs. The tests run the guard
-and the sandbox's own release code (``sandbox.release``, ``sandbox.encryption``) on real DuckDB files,
+and the sandbox's own release code (``sandbox.disclosure.release``, ``sandbox.disclosure.encryption``) on real DuckDB files,
 as the servicer does.
 """
 
@@ -17,10 +17,10 @@ import datetime as dt
 
 import pytest
 
-from broker.errors import DsbrokerError
-from broker.policy import Dominance
-from sandbox.encryption import encrypted_release
-from sandbox.release import run
+from dsbroker.errors import DsbrokerError
+from dsbroker.policy.model import Dominance
+from sandbox.disclosure.encryption import encrypted_release
+from sandbox.disclosure.release import run
 from tests.neighbours import JAN, guarded_for, outcome, street
 
 
@@ -128,7 +128,7 @@ def test_two_cells_under_the_threshold_are_not_their_total_less_its_released_par
     "date_trunc('month', period) = '2025-01-01 00:00\n'",
 ])
 def test_a_date_literal_in_unicode_digits_is_no_existence_oracle(engines, policy, condition):
-    """broker.guard.literals reads dates with ``re`` patterns written with ``\\d``, which in Python matches
+    """dsbroker.guard.literals reads dates with ``re`` patterns written with ``\\d``, which in Python matches
     every Unicode decimal digit, and ``int('２０２５')`` is 2025: the guard (reject_mistyped_filters for
     text, reject_unsupported_syntax for ``DATE '...'``) accepts the literal as a real date. DuckDB reads
     ASCII digits only and, as the first review found, casts the literal row by row after the other

@@ -24,9 +24,9 @@ import grpc
 import pytest
 import tenseal as ts
 
-from broker.encryption_key import EncryptionKey
-from broker.policy_signing import APPROVALS_HEADER, Approval, split_document
-from sandbox.bfv import PLAIN_MODULUS, POLY_MODULUS_DEGREE
+from broker.client.encryption_key import EncryptionKey
+from dsbroker.policy.signing import APPROVALS_HEADER, Approval, split_document
+from dsbroker.results.bfv import PLAIN_MODULUS, POLY_MODULUS_DEGREE
 from sandbox.v1 import sandbox_service_pb2 as pb
 from tests.conftest import GRANT, POLICIES, sign
 from tests.test_hostile_broker import (bound_encryption, call, document, encrypted_plan, own,  # noqa: F401
@@ -70,7 +70,7 @@ def test_a_policy_document_over_64_kib_is_refused_before_any_signature_is_checke
     else:
         with pytest.raises(grpc.RpcError) as caught:
             call(sandbox, via, pb.PublishPolicyStatementsRequest(policy_documents=[heavy]))
-        from broker.rpc_status import error_from_rpc_error
+        from dsbroker.rpc.status import error_from_rpc_error
         error = error_from_rpc_error(caught.value)
     elapsed = time.monotonic() - started
     assert error.reason in ("POLICY_INVALID", "POLICY_SIGNATURE_INVALID", "PLAN_INVALID"), error.reason
@@ -133,7 +133,7 @@ def large_self_signed(serial: int, size: int) -> bytes:
 
 def test_the_sandbox_keeps_nothing_of_a_refused_plans_caller_certificate(own):
     # Severity: high (a hostile broker makes the owner's sandbox run out of memory). PlanGuardChecker
-    # parses Plan.caller_certificate with broker.tls.certificate_from_der, an lru_cache of 1024 entries
+    # parses Plan.caller_certificate with dsbroker.identity.tls.certificate_from_der, an lru_cache of 1024 entries
     # keyed by the DER bytes, before the certificate is checked against the requester CA, and nothing bounds
     # the field's size. The cache keeps the forwarded bytes and the PeerCertificate's own copy of them (about
     # 2.4 times the certificate), for refused plans too. The attack: plans under the signed grant (which the
@@ -167,7 +167,7 @@ def test_the_sandbox_keeps_nothing_of_a_refused_plans_caller_certificate(own):
 
 @pytest.fixture
 def broker_key(tmp_path):
-    from broker.audit.checkpoints import load_or_create_signing_key
+    from dsbroker.records.checkpoints import load_or_create_signing_key
 
     path = tmp_path / "access-log.key"
     load_or_create_signing_key(path)
@@ -183,7 +183,7 @@ def _checkpoint_request(checkpoint, proof=()) -> pb.WitnessCheckpointRequest:
 def _signed(key_path, *, size: int, root: str, prev: str | None, at: str):
     import dataclasses
 
-    from broker.audit.checkpoints import Checkpoint, key_id, load_or_create_signing_key
+    from dsbroker.records.checkpoints import Checkpoint, key_id, load_or_create_signing_key
 
     key = load_or_create_signing_key(key_path)
     unsigned = Checkpoint(size=size, root=root, prev=prev or "0" * 64, at=at, key_id=key_id(key.public_key()))
@@ -203,10 +203,10 @@ def test_a_checkpoint_with_fields_out_of_range_is_refused_before_it_is_recorded(
     # - a checkpoint that branches off (size at or below the head) is kept as an alarm once per distinct
     #   checkpoint, whatever its size: one 60 MB sign_time per call, a different one each time, and the
     #   ledger file grows by 60 MB a call without bound (every reconcile then reads it all into memory).
-    from broker.audit.checkpoints import public_key_path
-    from broker.keys import sandbox_settings
-    from broker.settings import SandboxSettings
-    from sandbox.demo_data import DEMO_DATASETS
+    from dsbroker.records.checkpoints import public_key_path
+    from broker.dev.keys import sandbox_settings
+    from sandbox.settings import SandboxSettings
+    from sandbox.demo.data import DEMO_DATASETS
     from sandbox.server import start_sandbox
     from tests.conftest import dev_keys
     from tests.test_attack_sandbox import call_sandbox, sandbox_refusal
@@ -256,7 +256,7 @@ def test_a_spent_privacy_budget_cannot_be_given_back_by_a_writer_of_the_ledger_f
     import sqlite3
     from contextlib import closing
 
-    from broker.errors import DsbrokerError
+    from dsbroker.errors import DsbrokerError
 
     start, ledger, _log = noisy_servers
     client = start()
@@ -281,8 +281,8 @@ def test_a_requester_cannot_make_the_sandbox_keep_evaluation_keys_through_the_br
     # The same finding as above, end to end by a requester with a valid certificate and token under a grant
     # that allows encrypted results: the broker forwards the 55 MB context without a look, the requester signs
     # the binding itself (it is its own key), and the sandbox encrypts under it and keeps it cached.
-    from broker.client import BrokerClient
-    from broker.errors import DsbrokerError
+    from broker.client.sdk import BrokerClient
+    from dsbroker.errors import DsbrokerError
     from broker.server import start_broker
     from tests.conftest import broker_settings_for, client_tls, policies_with, token_for
 

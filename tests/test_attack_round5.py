@@ -5,7 +5,7 @@ Each test fails on the code it was written against (branch attack5, from d91d240
 and its docstring, how severe it is and how the attack works. The attacker is the shipped grant's
 requester (xuanwu-fgw, ``suppressed: mark``, k = 10, no dominance rule): one query, GROUP BY ROLLUP, and
 the released cells of that one answer. The tests run the guard and the sandbox's own release code
-(``sandbox.release``) on real DuckDB files, as the servicer does.
+(``sandbox.disclosure.release``) on real DuckDB files, as the servicer does.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import datetime as dt
 
 import pytest
 
-from sandbox.release import run
+from sandbox.disclosure.release import run
 from tests.neighbours import guarded_for, street
 
 JAN, FEB, MAR, APR = (dt.date(2025, month, 1) for month in (1, 2, 3, 4))
@@ -75,7 +75,7 @@ def test_a_row_withheld_whole_for_secondary_suppression_is_primary_for_a_sum_few
 # -- 2. a sum nobody makes up is chosen to hide a sum one taxpayer makes up ----------------------------
 #
 # Severity: HIGH. One taxpayer's exact amount, from one query, on data shaped like the project's own demo
-# data: CIT is prepaid quarterly (sandbox/demo_data.py: cit_paid is 0 outside months 1, 4, 7 and 10).
+# data: CIT is prepaid quarterly (sandbox/demo/data.py: cit_paid is 0 outside months 1, 4, 7 and 10).
 # Attack: SELECT street_code, period, COUNT(*) AS c, COUNT(cit_paid) AS n, SUM(cit_paid) AS cit
 #         FROM tax.declarations GROUP BY ROLLUP (street_code, period)
 # Street A, 12 taxpayers, January to April: in January A-0 alone pays CIT (123,456); in April all do; in
@@ -238,7 +238,7 @@ def test_suppression_does_not_depend_on_the_engines_row_order_with_a_null_key(en
     taxpayers. The level (or the GROUPING bits) must be part of the order."""
     import random
 
-    from sandbox.release import release
+    from sandbox.disclosure.release import release
 
     def group(prefix, taxpayers, month):
         return [(f"{prefix}-{n}", month, prefix[0], 100, 10) for n in range(taxpayers)]

@@ -5,7 +5,7 @@ regression test.
 Each test fails on the code it was written against (branch attack6, from 006b732) and says, in a comment
 and its docstring, how severe it is and how the attack works. The attacker is the shipped grant's
 requester (xuanwu-fgw, k = 10, no dominance rule): one query, GROUP BY ROLLUP, and the released cells of
-that one answer. The tests run the guard and the sandbox's own release code (``sandbox.release``) on real
+that one answer. The tests run the guard and the sandbox's own release code (``sandbox.disclosure.release``) on real
 DuckDB files, as the servicer does.
 """
 
@@ -15,7 +15,7 @@ import datetime as dt
 
 import pytest
 
-from sandbox.release import run
+from sandbox.disclosure.release import run
 from tests.neighbours import guarded_for
 
 JAN, FEB, MAR = (dt.date(2025, month, 1) for month in (1, 2, 3))
@@ -132,8 +132,8 @@ def test_a_million_cell_rollup_stops_near_its_deadline(engines, policy):
     import random
     import time
 
-    from broker.errors import DsbrokerError
-    from sandbox.release import release
+    from dsbroker.errors import DsbrokerError
+    from sandbox.disclosure.release import release
 
     sql = ("SELECT industry_code, street_code, period, COUNT(*) AS c, SUM(vat_paid) AS vat, SUM(cit_paid) AS cit "
            "FROM tax.declarations GROUP BY ROLLUP (industry_code, street_code, period)")

@@ -5,7 +5,7 @@ each a regression test.
 Each test fails on the code it was written against (branch attack7, from 23db9a6) and says, in a comment
 and its docstring, how severe it is and how the attack works. The attacker is the shipped grant's
 requester (xuanwu-fgw, k = 10, no dominance rule): one query, GROUP BY ROLLUP, and the released cells of
-that one answer. The tests run the guard and the sandbox's own release code (``sandbox.release``) on real
+that one answer. The tests run the guard and the sandbox's own release code (``sandbox.disclosure.release``) on real
 DuckDB files, as the servicer does.
 
 What a reader of one answer can derive, in general: for a released cell d, d less the released cells
@@ -20,7 +20,7 @@ import datetime as dt
 
 import pytest
 
-from sandbox.release import run
+from sandbox.disclosure.release import run
 from tests.neighbours import guarded_for
 
 JAN, FEB, MAR, APR, MAY = (dt.date(2025, month, 1) for month in (1, 2, 3, 4, 5))

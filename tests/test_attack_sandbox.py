@@ -34,23 +34,23 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf import timestamp_pb2
 
-from broker.access_log import AccessLog, AccessRecord, RecordFilter
-from broker.audit.checkpoints import load_or_create_signing_key, public_key_path, sign_checkpoint
-from broker.audit.merkle import MerkleAccumulator, consistency_proof, merkle_root
+from broker.access_log.log import AccessLog, AccessRecord, RecordFilter
+from dsbroker.records.checkpoints import load_or_create_signing_key, public_key_path, sign_checkpoint
+from dsbroker.records.merkle import MerkleAccumulator, consistency_proof, merkle_root
 from broker.cli.main import main
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
-from broker.guard import guard
-from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key, sandbox_settings
-from broker.policy import parse_policy
-from broker.rpc_status import error_from_rpc_error
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import guard
+from broker.dev.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key, sandbox_settings
+from dsbroker.policy.model import parse_policy
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
-from broker.settings import SandboxSettings
-from broker.tls import open_channel
+from sandbox.settings import SandboxSettings
+from dsbroker.identity.tls import open_channel
 from broker.v1 import access_request_service_pb2 as requests_pb
 from broker.v1 import audit_service_pb2 as audit_pb
 from broker.v1 import catalog_service_pb2 as catalog_pb
-from sandbox.demo_data import DEMO_DATASETS, make_demo_data, split_demo_data
+from sandbox.demo.data import DEMO_DATASETS, make_demo_data, split_demo_data
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc

@@ -11,28 +11,29 @@ import grpc
 import pytest
 from click.testing import CliRunner
 
-from broker.access_log import AccessLog, AccessRecord, RecordFilter
-from broker.audit.calls import CallAuditInterceptor
-from broker.audit.checkpoints import public_key_path
+from broker.access_log.log import AccessLog, AccessRecord, RecordFilter
+from broker.access_log.calls import CallAuditInterceptor
+from dsbroker.records.checkpoints import public_key_path
 from broker.audit.reconcile import reconcile
-from broker.audit.records import record_hash
+from dsbroker.records.access_record import record_hash
 from broker.audit.verify import verify_log
 from broker.cli.main import main
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
 from broker.server import SERVICE_NAMES, start_broker
-from broker.settings import SandboxSettings, access_log_key_path
-from broker.tls import open_channel
+from broker.settings import access_log_key_path
+from sandbox.settings import SandboxSettings
+from dsbroker.identity.tls import open_channel
 from broker.v1 import (access_request_service_pb2, audit_service_pb2, catalog_service_pb2, policy_service_pb2,
                        query_service_pb2)
-from broker.keys import sandbox_settings
-from sandbox.demo_data import DEMO_DATASETS
-from sandbox.execution_ledger import ExecutionLedger
+from broker.dev.keys import sandbox_settings
+from sandbox.demo.data import DEMO_DATASETS
+from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
-from broker.guard import guard
-from broker.policy import parse_policy
+from dsbroker.guard import guard
+from dsbroker.policy.model import parse_policy
 from tests.conftest import (GRANT, XUANWU, broker_settings_for, call_raw, client_tls, dev_keys, log_key,
                             sandbox_client_tls, signed_policies, token_for, writing_log)
 
@@ -115,8 +116,8 @@ def test_a_refused_auditor_read_is_recorded_with_its_reason(own_broker):
 
 
 def test_an_unexpected_failure_in_a_handler_is_recorded_as_an_error(tmp_path):
-    from broker.call_context import CallConventionsInterceptor
-    from broker.serving import build_server
+    from dsbroker.rpc.call_context import CallConventionsInterceptor
+    from dsbroker.rpc.serving import build_server
 
     def broken(request, context):
         raise ValueError("a bug")
@@ -298,7 +299,7 @@ def test_a_token_whose_lifetime_is_text_is_refused_and_recorded_on_first_use_and
 
     import jwt as pyjwt
 
-    from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key
+    from broker.dev.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key
 
     now = int(dt.datetime.now(dt.timezone.utc).timestamp())
     token = pyjwt.encode({"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, "sub": "analyst", "department": "xuanwu-fgw",

@@ -16,19 +16,19 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.access_log import AccessLog, AccessRecord
-from broker.audit.checkpoints import load_or_create_signing_key, public_key_path, sign_checkpoint
-from broker.audit.merkle import MerkleAccumulator, consistency_proof, merkle_root
-from broker.audit.records import GENESIS_HASH
+from broker.access_log.log import AccessLog, AccessRecord
+from dsbroker.records.checkpoints import load_or_create_signing_key, public_key_path, sign_checkpoint
+from dsbroker.records.merkle import MerkleAccumulator, consistency_proof, merkle_root
+from dsbroker.records.access_record import GENESIS_HASH
 from broker.cli.main import main
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
-from broker.keys import sandbox_settings
-from broker.rpc_status import error_from_rpc_error
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
+from broker.dev.keys import sandbox_settings
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
-from broker.settings import SandboxSettings
-from broker.tls import open_channel
-from sandbox.demo_data import DEMO_DATASETS
+from sandbox.settings import SandboxSettings
+from dsbroker.identity.tls import open_channel
+from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
@@ -156,7 +156,7 @@ def refused(port, checkpoints, proofs=None) -> DsbrokerError:
 
 
 def test_a_witness_countersigns_only_checkpoints_that_extend_what_it_witnessed(witness, broker_key, sandbox):
-    from broker.audit.checkpoints import Countersignature, countersignature_valid, load_public_key
+    from dsbroker.records.checkpoints import Countersignature, countersignature_valid, load_public_key
 
     key = load_or_create_signing_key(broker_key)
     first, second, third = chain(key, [2, 5, 9])
@@ -189,7 +189,7 @@ def test_a_witness_countersigns_only_checkpoints_that_extend_what_it_witnessed(w
     assert (unpinned.code, unpinned.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "WITNESS_NOT_CONFIGURED")
 
     assert call_witness(witness.port, chain(key, [12], start=third)).size == 12  # it kept serving
-    from sandbox.checkpoint_witness import read_witnessed
+    from dsbroker.records.witnessed import read_witnessed
 
     entries = read_witnessed(witness.ledger)
     assert [(e.kind, e.size) for e in entries] == [("witnessed", 2), ("witnessed", 5), ("witnessed", 9),
@@ -215,7 +215,7 @@ def test_a_witness_refuses_a_checkpoint_whose_tree_does_not_extend_the_witnessed
     assert refused_fork.metadata["witnessed_size"] == "8"
     (extension,) = chain(key, [13], start=first)
     assert call_witness(witness.port, [extension]).size == 13, "the head did not move; the true log extends it"
-    from sandbox.checkpoint_witness import read_witnessed
+    from dsbroker.records.witnessed import read_witnessed
 
     assert [(e.kind, e.size) for e in read_witnessed(witness.ledger)] == [("witnessed", 8), ("fork", 13),
                                                                           ("witnessed", 13)]
@@ -234,7 +234,7 @@ def test_a_witness_catches_up_on_checkpoints_signed_before_it_and_reconcile_chec
         log.append(AccessRecord(event="call", decision="allow", subject=f"before-{i}"))
     log.close()  # checkpoints at 4, 8 and 10 that no sandbox has seen
     serve(witness, tmp_path, store_location, broker_key, queries=1)
-    from sandbox.checkpoint_witness import read_witnessed
+    from dsbroker.records.witnessed import read_witnessed
 
     witnessed = [e.size for e in read_witnessed(witness.ledger) if e.kind == "witnessed"]
     assert witnessed == [c.size for c in checkpoints_of(store_location)] and witnessed[:3] == [4, 8, 10]
@@ -275,7 +275,7 @@ def test_a_broker_whose_log_was_rolled_back_is_refused_by_its_witness_and_fails_
             assert reason == (grpc.StatusCode.UNAVAILABLE, "ACCESS_LOG_TAMPERED")
     finally:
         running.stop()
-    from sandbox.checkpoint_witness import read_witnessed
+    from dsbroker.records.witnessed import read_witnessed
 
     assert any(e.kind == "fork" for e in read_witnessed(witness.ledger))
     found = reconcile(store_location, witness.ledger)
@@ -337,6 +337,6 @@ def test_a_ledger_witnessed_before_the_mark_existed_is_marked_and_goes_on(witnes
         assert call_witness(restarted.port, [second]).size == 6
     finally:
         restarted.stop()
-    from sandbox.checkpoint_witness import witness_marked
+    from dsbroker.records.witnessed import witness_marked
 
     assert witness_marked(witness.ledger)

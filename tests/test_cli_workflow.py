@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from broker.cli.main import main
-from broker.demo import run_demo
-from broker.keys import signer_key_id
-from broker.policy_signing import Trust
-from broker.policy_statements import verify_statement
+from broker.dev.demo import run_demo
+from broker.dev.keys import signer_key_id
+from dsbroker.policy.signing import Trust
+from dsbroker.policy.statements import verify_statement
 from broker.server import start_broker
 from tests.conftest import ANALYST, GRANT, ROOT, XUANWU, broker_settings_for, dev_keys, token_for
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import threading
 import time
 
-from broker.access_log import AccessLog, RecordFilter
-from broker.audit.checkpoints import load_public_key
+from broker.access_log.log import AccessLog, RecordFilter
+from dsbroker.records.checkpoints import load_public_key
 from broker.audit.reconcile import reconcile
 from broker.audit.verify import verify_log
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
-from broker.launch import ServerProcess, development_servers
-from sandbox.execution_ledger import ExecutionLedger
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
+from broker.dev.launch import ServerProcess, development_servers
+from sandbox.ledgers.executions import ExecutionLedger
 from tests.conftest import ANALYST, GRANT, dev_keys, signed_policies, token_for
 
 SQL = "SELECT street_code, COUNT(DISTINCT taxpayer_id) AS n FROM tax.declarations GROUP BY 1"

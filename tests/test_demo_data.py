@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from sandbox.demo_data import DISTRICTS, INDUSTRIES
-from sandbox.uscc import is_valid_uscc, make_uscc, organisation_check, uscc_check
+from sandbox.demo.data import DISTRICTS, INDUSTRIES
+from sandbox.demo.uscc import is_valid_uscc, make_uscc, organisation_check, uscc_check
 
 
 def test_uscc_check_characters_match_the_standards_example():

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.settings import BrokerSettings, SandboxSettings
+from broker.settings import BrokerSettings
+
+from sandbox.settings import SandboxSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

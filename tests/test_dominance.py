@@ -11,12 +11,12 @@ import datetime as dt
 import duckdb
 import pytest
 
-from broker.client import BrokerClient
-from broker.guard import guard
-from broker.policy import Dominance
+from broker.client.sdk import BrokerClient
+from dsbroker.guard import guard
+from dsbroker.policy.model import Dominance
 from broker.server import start_broker
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import run
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import run
 from tests.conftest import GRANT, XUANWU, broker_settings_for, declarations_file, client_tls, policies_with, token_for
 
 # Per street: the VAT of each of its taxpayers. Revenue is 100 for everyone, so it is never dominated.

@@ -19,20 +19,20 @@ import pytest
 import tenseal as ts
 from click.testing import CliRunner
 
-from broker.audit.log_store import RecordFilter, open_log_store
+from broker.access_log.store import RecordFilter, open_log_store
 from broker.cli.main import main
-from broker.client import BrokerClient
-from broker.encryption_key import EncryptionKey
-from broker.errors import DsbrokerError
-from broker.keys import sandbox_settings
-from broker.policy import parse_policy
-from broker.rpc_status import error_from_rpc_error
+from broker.client.sdk import BrokerClient
+from broker.client.encryption_key import EncryptionKey
+from dsbroker.errors import DsbrokerError
+from broker.dev.keys import sandbox_settings
+from dsbroker.policy.model import parse_policy
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
 from broker.v1 import query_service_pb2 as query_pb
-from sandbox import bfv
-from sandbox.demo_data import DEMO_DATASETS, split_demo_data
+from dsbroker.results import bfv
+from sandbox.demo.data import DEMO_DATASETS, split_demo_data
 from sandbox.server import start_sandbox
-from broker.settings import SandboxSettings
+from sandbox.settings import SandboxSettings
 from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
                             sign, token_for)
 
@@ -385,8 +385,8 @@ def test_a_total_beyond_the_range_is_refused_not_wrapped(near_limit, key):
 
 
 def test_with_partitions_each_cell_must_leave_room_for_the_others(near_limit):
-    from broker.guard import guard
-    from sandbox.encryption import encrypted_release
+    from dsbroker.guard import guard
+    from sandbox.disclosure.encryption import encrypted_release
     policy = parse_policy((POLICIES / f"{GRANT}.yaml").read_text().replace("results: [aggregate]", "results: [aggregate, encrypted]"))
     guarded = guard("SELECT SUM(vat_paid) AS vat FROM tax.declarations", policy, district=XUANWU,
                     department="xuanwu-fgw", encrypted=True)
@@ -466,8 +466,8 @@ def test_a_partition_address_that_reaches_the_wrong_sandbox_is_refused(deploymen
 
 
 def test_a_partitions_cells_are_encrypted_once_over_groups_that_hold_all_of_its_own():
-    from sandbox.encryption import EncryptedRelease, Measure, PendingPartitions, check_domain
-    from sandbox.result_table import encode_table
+    from sandbox.disclosure.encryption import EncryptedRelease, Measure, PendingPartitions, check_domain
+    from dsbroker.results.table import encode_table
     groups = encode_table(["street_code"], ["VARCHAR"], [("a",), ("b",)])
     release = EncryptedRelease(groups, (("a",), ("b",)), frozenset({("c",)}),
                                (Measure("n", 1, 1, (10, 20)),))

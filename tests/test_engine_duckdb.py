@@ -7,8 +7,8 @@ import threading
 import duckdb
 import pytest
 
-from broker.errors import DsbrokerError
-from sandbox.engine_duckdb import DuckDBEngine, EngineLimits, lockdown_statements
+from dsbroker.errors import DsbrokerError
+from sandbox.engine.duckdb_engine import DuckDBEngine, EngineLimits, lockdown_statements
 
 HEAVY = "SELECT count(*) FROM range(100000000000) a"
 

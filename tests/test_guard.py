@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import sqlglot
 
-from broker.errors import GuardError
-from broker.guard import RULES, guard
-from broker.policy import Lookup, Noise
-from sandbox.engine_duckdb import DuckDBEngine
-from broker.guard.release_plan import describe
-from sandbox.release import run
+from dsbroker.errors import GuardError
+from dsbroker.guard import RULES, guard
+from dsbroker.policy.model import Lookup, Noise
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from dsbroker.guard.release_plan import describe
+from sandbox.disclosure.release import run
 from tests.conftest import XUANWU
 from tests.guard_fixtures import CATEGORIES, read_cases
 
@@ -125,7 +125,7 @@ def test_rules_are_small_modules_named_for_what_they_do():
     for rule in RULES:
         assert rule.__name__.split("_")[0] in {"reject", "resolve", "expand", "add", "enforce", "split", "qualify",
                                                "translate"}
-        assert rule.__module__ == f"broker.guard.{rule.__name__}"
+        assert rule.__module__ == f"dsbroker.guard.{rule.__name__}"
 
 
 def test_refusals_never_quote_a_data_value(policy, direct):

@@ -11,7 +11,7 @@ import uuid
 import duckdb
 import pytest
 
-from broker.guard import guard
+from dsbroker.guard import guard
 from tests.conftest import XUANWU, postgres_admin
 from tests.guard_fixtures import read_cases
 
@@ -29,7 +29,7 @@ def engines(tmp_path_factory):
     """The same small demo data in DuckDB and in a fresh PostgreSQL database (dropped afterwards)."""
     import psycopg
 
-    from sandbox.demo_data import make_demo_data
+    from sandbox.demo.data import make_demo_data
 
     path = tmp_path_factory.mktemp("dialects") / "small.duckdb"
     make_demo_data(path, taxpayers=3_000, months=24)

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.errors import GuardError
-from broker.guard import RULES, guard
+from dsbroker.errors import GuardError
+from dsbroker.guard import RULES, guard
 from tests.conftest import XUANWU
 from tests.guard_invariants import violations
 
-GUARD_SOURCES = Path(__file__).parent.parent / "broker" / "guard"
+GUARD_SOURCES = Path(__file__).parent.parent / "dsbroker" / "guard"
 # Every reason the guard's code can give: a refusal with any other reason (or any other exception) fails.
 DECLARED_REASONS = frozenset(
     reason for path in GUARD_SOURCES.glob("*.py")
@@ -181,7 +181,7 @@ def grant(policy, request):
 
 @pytest.fixture(scope="module")
 def small_db(tmp_path_factory):
-    from sandbox.demo_data import make_demo_data
+    from sandbox.demo.data import make_demo_data
 
     path = tmp_path_factory.mktemp("props") / "small.duckdb"
     make_demo_data(path, taxpayers=300, months=3)

@@ -21,20 +21,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker.client import BrokerClient
-from broker.encryption_key import EncryptionKey
-from broker.errors import DsbrokerError
-from broker.guard import guard
-from broker.key_binding import sign_key_binding
-from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key, sandbox_settings
-from broker.policy import parse_policy
-from broker.rpc_status import error_from_rpc_error
+from broker.client.sdk import BrokerClient
+from broker.client.encryption_key import EncryptionKey
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import guard
+from dsbroker.identity.key_binding import sign_key_binding
+from broker.dev.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key, sandbox_settings
+from dsbroker.policy.model import parse_policy
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
-from broker.settings import SandboxSettings
-from broker.tls import open_channel, thumbprint
-from broker.tokens import issue_token
+from sandbox.settings import SandboxSettings
+from dsbroker.identity.tls import open_channel, thumbprint
+from dsbroker.identity.tokens import issue_token
 from broker.v1 import access_request_service_pb2 as policy_pb
-from sandbox.demo_data import DEMO_DATASETS
+from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc

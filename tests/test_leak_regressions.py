@@ -14,12 +14,12 @@ import datetime as dt
 
 import pytest
 
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError, GuardError
-from broker.guard import guard
-from broker.keys import sandbox_settings
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError, GuardError
+from dsbroker.guard import guard
+from broker.dev.keys import sandbox_settings
 from broker.server import start_broker
-from broker.settings import SandboxSettings
+from sandbox.settings import SandboxSettings
 from sandbox.server import start_sandbox
 from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys, token_for
 

@@ -12,9 +12,9 @@ import pytest
 import sqlglot
 import sqlglot.expressions as exp
 
-from broker.errors import GuardError
-from broker.guard.linear_forms import LINEAR_NODES, linear_form
-from broker.policy import ColumnLevel
+from dsbroker.errors import GuardError
+from dsbroker.guard.linear_forms import LINEAR_NODES, linear_form
+from dsbroker.policy.model import ColumnLevel
 
 COLUMNS = {"vat_paid": ColumnLevel.MEASURE, "revenue": ColumnLevel.MEASURE, "street_code": ColumnLevel.GROUP}
 # The reviewed list. Adding a node type to LINEAR_NODES fails this test until it is added here too,
@@ -91,7 +91,7 @@ def test_anything_else_is_refused_naming_why(sql, reason):
 
 
 def test_the_guard_names_its_internal_columns_in_one_module():
-    guard = Path(__file__).resolve().parent.parent / "broker" / "guard"
+    guard = Path(__file__).resolve().parent.parent / "dsbroker" / "guard"
     for path in guard.glob("*.py"):
         if path.name == "internal_names.py":
             continue

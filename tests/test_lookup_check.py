@@ -11,12 +11,12 @@ import uuid
 import grpc
 import pytest
 
-from broker.guard import guard
-from broker.keys import to_toml
-from broker.policy import parse_policy
-from broker.rpc_status import error_from_rpc_error
-from broker.tls import open_channel
-from sandbox.demo_data import DEMO_DATASETS
+from dsbroker.guard import guard
+from broker.dev.keys import to_toml
+from dsbroker.policy.model import parse_policy
+from dsbroker.rpc.status import error_from_rpc_error
+from dsbroker.identity.tls import open_channel
+from sandbox.demo.data import DEMO_DATASETS
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 from tests.conftest import GRANT, POLICIES, ROOT, XUANWU, sandbox_client_tls, sign, token_for

@@ -1,4 +1,4 @@
-"""RFC 6962 consistency proofs (broker/audit/merkle.py): every proof the broker makes verifies, and none
+"""RFC 6962 consistency proofs (dsbroker/records/merkle.py): every proof the broker makes verifies, and none
 verifies for a tree in which one of the old records was changed, or with a node missing, changed or added."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from broker.audit.merkle import (ConsistencyProver, MerkleAccumulator, consistency_proof, merkle_root,
+from dsbroker.records.merkle import (ConsistencyProver, MerkleAccumulator, consistency_proof, merkle_root,
                                  verify_consistency)
 
 LEAVES = [hashlib.sha256(f"record {i}".encode()).hexdigest() for i in range(40)]

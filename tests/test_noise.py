@@ -11,17 +11,17 @@ import sqlite3
 
 import pytest
 
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
-from broker.guard import guard
-from broker.keys import sandbox_settings
-from broker.policy import Noise
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import guard
+from broker.dev.keys import sandbox_settings
+from dsbroker.policy.model import Noise
 from broker.server import start_broker
-from broker.settings import SandboxSettings
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import run
-from sandbox.noise import noisy_answer
-from sandbox.privacy_ledger import BudgetExhausted, PrivacyLedger
+from sandbox.settings import SandboxSettings
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import run
+from sandbox.disclosure.noise import noisy_answer
+from sandbox.ledgers.privacy import BudgetExhausted, PrivacyLedger
 from sandbox.server import start_sandbox
 from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
                             policies_with, token_for)
@@ -248,7 +248,7 @@ def test_only_a_query_refused_before_the_engine_read_anything_gets_its_reservati
 def test_a_writer_without_the_ledgers_key_gets_no_budget_back_and_no_noisy_answer(tmp_path, tampering):
     """Every change to the spends by someone without the ledger's key is found: while the sandbox runs and
     when it starts again; the ledger then answers no noise policy (fail closed)."""
-    from sandbox.privacy_ledger import LedgerTampered
+    from sandbox.ledgers.privacy import LedgerTampered
 
     path = tmp_path / "ledger.sqlite"
     ledger = PrivacyLedger(path)

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from broker.errors import GuardError
-from broker.guard import guard
-from broker.plan_cache import PlanCache
+from dsbroker.errors import GuardError
+from dsbroker.guard import guard
+from dsbroker.guard.plan_cache import PlanCache
 
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from broker.errors import PolicyFileError
-from broker.policy import ColumnLevel, Dominance, Noise, bind_row_filter, load_policies, parse_policy
+from dsbroker.errors import PolicyFileError
+from dsbroker.policy.model import ColumnLevel, Dominance, Noise, bind_row_filter, load_policies, parse_policy
 from tests.conftest import POLICIES
 
 VALID = """\

@@ -6,11 +6,11 @@ import datetime as dt
 
 import pytest
 
-from broker.auth import Principal
-from broker.errors import DsbrokerError
-from broker.policy_registry import PolicyRegistry
-from broker.store import open_store
-from broker.policy_signing import Trust
+from dsbroker.identity.auth import Principal
+from dsbroker.errors import DsbrokerError
+from broker.workflow.policy_registry import PolicyRegistry
+from broker.workflow.store import open_store
+from dsbroker.policy.signing import Trust
 from tests.conftest import GRANT, POLICIES, Clock, dev_keys, revocation, sign, writing_log
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))

@@ -11,18 +11,18 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.access_log import AccessLog
-from broker.client import BrokerClient
-from broker.errors import ConfigError, DsbrokerError
-from broker.keys import load_private_key, sign_as, signer_key_id
-from broker.policy_signing import (APPROVALS_HEADER, PolicySignatureError, Trust, sign_policy, split_document,
+from broker.access_log.log import AccessLog
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import ConfigError, DsbrokerError
+from broker.dev.keys import load_private_key, sign_as, signer_key_id
+from dsbroker.policy.signing import (APPROVALS_HEADER, PolicySignatureError, Trust, sign_policy, split_document,
                                    verify_policy)
-from broker.rpc_status import error_from_rpc_error
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
-from broker.tls import open_channel
-from sandbox.policy_check import PlanPolicyChecker
-from sandbox.policy_ledger import PolicyLedger
-from sandbox.policy_standing import PolicyStanding
+from dsbroker.identity.tls import open_channel
+from sandbox.checks.policy import PlanPolicyChecker
+from sandbox.ledgers.policies import PolicyLedger
+from sandbox.checks.policy_standing import PolicyStanding
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 from tests.conftest import GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, sign, token_for
@@ -194,7 +194,7 @@ def test_the_sandbox_checks_validity_on_the_owners_day(trust, now, active, tmp_p
 
 def narrowed_pair():
     """A draft signed by the reviewer, and the owner's narrowing of it carrying that approval."""
-    from broker.policy_draft import narrow_policy
+    from broker.workflow.policy_draft import narrow_policy
 
     draft = UNSIGNED.split(APPROVALS_HEADER)[0]
     reviewed = sign_as(dev_keys(), draft, "xuanwu-tax")
@@ -258,8 +258,8 @@ def test_an_alias_bomb_in_the_approvals_block_is_refused_unread(trust):
 
 
 def test_a_policy_with_anchors_or_aliases_does_not_parse_and_names_the_line():
-    from broker.errors import PolicyFileError
-    from broker.policy import parse_policy
+    from dsbroker.errors import PolicyFileError
+    from dsbroker.policy.model import parse_policy
 
     body = UNSIGNED.split(APPROVALS_HEADER)[0]
     with pytest.raises(PolicyFileError) as caught:

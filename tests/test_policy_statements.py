@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from broker.errors import ConfigError, DsbrokerError
-from broker.policy_signing import Trust
-from broker.policy_statements import parse_statement, verify_statement
+from dsbroker.errors import ConfigError, DsbrokerError
+from dsbroker.policy.signing import Trust
+from dsbroker.policy.statements import parse_statement, verify_statement
 from tests.conftest import GRANT, dev_keys, revocation
 
 
@@ -60,8 +60,8 @@ def test_only_a_key_trusted_for_the_owner_role_signs_a_revocation(trust):
 
 @pytest.mark.parametrize("arguments", [dict(policy_id="Not An Id"), dict(reason=""), dict(through_version=0)])
 def test_signing_refuses_what_would_not_read_back(arguments):
-    from broker.keys import load_private_key
-    from broker.policy_statements import sign_revocation
+    from broker.dev.keys import load_private_key
+    from dsbroker.policy.statements import sign_revocation
 
     fields = dict(policy_id=GRANT, reason="why", through_version=None) | arguments
     with pytest.raises(ConfigError):

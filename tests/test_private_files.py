@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from broker.access_log import AccessLog, AccessRecord
-from broker.audit.checkpoints import load_or_create_signing_key
-from broker.keys import init_keys
-from broker.store import open_store
-from sandbox.execution_ledger import ExecutionLedger
-from sandbox.privacy_ledger import PrivacyLedger
+from broker.access_log.log import AccessLog, AccessRecord
+from dsbroker.records.checkpoints import load_or_create_signing_key
+from broker.dev.keys import init_keys
+from broker.workflow.store import open_store
+from sandbox.ledgers.executions import ExecutionLedger
+from sandbox.ledgers.privacy import PrivacyLedger
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_checkpoint_and_export_files_are_private(tmp_path, open_umask):
 
 
 def test_an_encryption_key_and_its_public_half_are_private(tmp_path, open_umask):
-    from broker.encryption_key import EncryptionKey
+    from broker.client.encryption_key import EncryptionKey
 
     EncryptionKey.generate().save(tmp_path / "key.bfv")
     assert (mode(tmp_path / "key.bfv"), mode(tmp_path / "key.bfv.pub")) == (0o600, 0o600)
@@ -87,7 +87,7 @@ def test_an_encryption_key_and_its_public_half_are_private(tmp_path, open_umask)
 def test_the_owners_data_file_made_by_the_cli_and_its_partitions_are_private(tmp_path, open_umask):
     # tax.taxpayers holds the companies' names; the file was created with the umask's mode (0644 under 022).
     from broker.cli.main import main
-    from sandbox.demo_data import split_demo_data
+    from sandbox.demo.data import split_demo_data
 
     data = tmp_path / "owner" / "owner-data.duckdb"
     result = CliRunner().invoke(main, ["data", "make", "--out", str(data), "--taxpayers", "100", "--months", "1"])

@@ -14,9 +14,9 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.launch import development_servers
-from broker.tls import ClientTls, PeerCertificate, open_channel, thumbprint
-from broker.tokens import JwksKeys, JwtAuthenticator
+from broker.dev.launch import development_servers
+from dsbroker.identity.tls import ClientTls, PeerCertificate, open_channel, thumbprint
+from dsbroker.identity.tokens import JwksKeys, JwtAuthenticator
 from tests.conftest import ANALYST, GRANT, POLICIES, dev_keys, signed_policies, token_for
 
 

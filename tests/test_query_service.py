@@ -5,15 +5,15 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from broker.access_log import AccessLog
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
-from broker.guard import RULES
-from broker.keys import sandbox_settings
+from broker.access_log.log import AccessLog
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import RULES
+from broker.dev.keys import sandbox_settings
 from broker.server import start_broker
-from broker.settings import SandboxSettings
+from sandbox.settings import SandboxSettings
 from broker.v1.query_service_pb2 import GuardStep
-from sandbox.demo_data import DEMO_DATASETS
+from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, policies_with, token_for
 
@@ -280,7 +280,7 @@ def test_client_deadline_is_passed_to_the_sandbox(client):
 
 def test_an_unexpected_failure_is_internal_and_still_audited(broker, client, monkeypatch):
     # A bug in the guard must neither leak a traceback nor skip the access log.
-    import broker.pipeline as pipeline
+    import broker.query.pipeline as pipeline
 
     def broken_guard(*_args, **_kwargs):
         raise ZeroDivisionError("secret detail")
@@ -296,8 +296,8 @@ def test_an_unexpected_failure_is_internal_and_still_audited(broker, client, mon
 
 def raw_call(broker, method: str, request, *, token: str | None = None):
     """Call a QueryService method with a request built by hand; returns (response, None) or (None, DsbrokerError)."""
-    from broker.rpc_status import error_from_rpc_error
-    from broker.tls import open_channel
+    from dsbroker.rpc.status import error_from_rpc_error
+    from dsbroker.identity.tls import open_channel
     from broker.v1 import query_service_pb2_grpc
 
     metadata = [("authorization", f"Bearer {token or token_for()}")]

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from broker.access_log import AccessLog
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
+from broker.access_log.log import AccessLog
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
 from broker.server import start_broker
 from tests.conftest import GRANT, Clock, broker_settings_for, client_tls, policies_with, token_for
 

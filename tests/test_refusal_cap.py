@@ -8,9 +8,9 @@ import uuid
 import grpc
 import pytest
 
-from broker.access_log import AccessLog
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
+from broker.access_log.log import AccessLog
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
 from broker.server import start_broker
 from tests.conftest import GRANT, broker_settings_for, client_tls, token_for
 
@@ -98,7 +98,7 @@ def test_counts_still_held_are_written_when_the_broker_stops(sandbox, tmp_path):
 
 
 def test_the_cap_must_be_at_least_one(sandbox, tmp_path):
-    from broker.errors import ConfigError
+    from dsbroker.errors import ConfigError
 
     with pytest.raises(ConfigError, match="max_refusals_per_client"):
         start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", max_refusals_per_client=0))

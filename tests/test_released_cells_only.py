@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.guard import guard
-from broker.policy import Dominance
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import run
+from dsbroker.guard import guard
+from dsbroker.policy.model import Dominance
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import run
 from tests.conftest import XUANWU
 
 PERIODS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]

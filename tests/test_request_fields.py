@@ -1,4 +1,4 @@
-"""Request fields are checked where they come in (broker/request_fields.py): every field of every method of
+"""Request fields are checked where they come in (dsbroker/rpc/request_fields.py): every field of every method of
 every service, set to what no client of ours sends, is answered with a status that says what is wrong with
 it, never INTERNAL; free text is bounded before it is stored; the servers keep serving. Real servers on
 port 0, real DuckDB and SQLite."""
@@ -12,12 +12,12 @@ import pytest
 from google.protobuf import descriptor, symbol_database
 from google.rpc import error_details_pb2
 
-from broker.errors import DsbrokerError
-from broker.request_fields import (INT64_MAX, MAX_TEXT, RequestFieldError, bounded_text, enum_value, page_size,
+from dsbroker.errors import DsbrokerError
+from dsbroker.rpc.request_fields import (INT64_MAX, MAX_TEXT, RequestFieldError, bounded_text, enum_value, page_size,
                                    page_token, read_page_token, resource_id, resource_number)
-from broker.rpc_status import error_from_rpc_error
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
-from broker.tls import open_channel
+from dsbroker.identity.tls import open_channel
 from broker.v1 import (access_request_service_pb2, audit_service_pb2, catalog_service_pb2, policy_service_pb2,
                        query_service_pb2)
 from sandbox.v1 import sandbox_service_pb2

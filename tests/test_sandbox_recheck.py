@@ -10,14 +10,14 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.guard import guard
-from broker.keys import sandbox_settings
-from broker.settings import SandboxSettings
-from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID
-from broker.policy import parse_policy
-from broker.rpc_status import error_from_rpc_error
-from broker.tls import open_channel
-from broker.tokens import issue_token
+from dsbroker.guard import guard
+from broker.dev.keys import sandbox_settings
+from sandbox.settings import SandboxSettings
+from broker.dev.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID
+from dsbroker.policy.model import parse_policy
+from dsbroker.rpc.status import error_from_rpc_error
+from dsbroker.identity.tls import open_channel
+from dsbroker.identity.tokens import issue_token
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import ConfigError
-from broker.keys import sandbox_settings
-from broker.settings import SandboxSettings
-from sandbox.demo_data import DEMO_DATASETS
+from dsbroker.errors import ConfigError
+from broker.dev.keys import sandbox_settings
+from sandbox.settings import SandboxSettings
+from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
-from broker.tls import open_channel
+from dsbroker.identity.tls import open_channel
 from tests.conftest import dev_keys, sandbox_client_tls
 
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.guard import GuardedQuery, guard
-from broker.guard import internal_names as names
-from broker.guard.release_plan import CellPlan, Key, Output, Stat, Statistic
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import release, run
+from dsbroker.guard import GuardedQuery, guard
+from dsbroker.guard import internal_names as names
+from dsbroker.guard.release_plan import CellPlan, Key, Output, Stat, Statistic
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import release, run
 from tests.conftest import GRANT, XUANWU, declarations_file
 
 K = 10

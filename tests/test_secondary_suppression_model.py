@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import pytest
 
-from sandbox.release import _Equations
+from sandbox.disclosure.release import _Equations
 
 K = 10
 

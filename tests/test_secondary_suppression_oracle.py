@@ -18,8 +18,8 @@ from collections import defaultdict
 import duckdb
 import pytest
 
-from sandbox.engine_duckdb import DuckDBEngine
-from sandbox.release import run
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.disclosure.release import run
 from tests.conftest import declarations_file
 from tests.neighbours import guarded_for
 

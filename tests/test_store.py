@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from broker.request_states import State
-from broker.store import StoredPolicy, StoredRequest, StoreError, open_store
+from broker.workflow.request_states import State
+from broker.workflow.store import StoredPolicy, StoredRequest, StoreError, open_store
 
 
 def request(number: int, *, department: str = "xuanwu-fgw", district: str = "320102",
@@ -142,7 +142,7 @@ def test_a_new_policy_version_keeps_its_state(store):
 
 
 def test_an_unreachable_postgres_store_is_a_clear_configuration_error():
-    from broker.errors import ConfigError
+    from dsbroker.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         open_store("postgresql://dsbroker:secret@127.0.0.1:9/test")
@@ -150,7 +150,7 @@ def test_an_unreachable_postgres_store_is_a_clear_configuration_error():
 
 
 def test_lists_keep_to_the_callers_scope(store):
-    from broker.visibility import Scope
+    from broker.permissions import Scope
 
     for number, (department, district) in enumerate([("xuanwu-fgw", "320102"), ("gulou-fgw", "320106"),
                                                      ("xuanwu-tax", "320106"), ("city-fgw", "")], start=1):

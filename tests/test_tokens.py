@@ -15,10 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from broker.errors import AuthenticationError, ConfigError
-from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key
-from broker.tls import PeerCertificate
-from broker.tokens import JwksKeys, JwtAuthenticator, issue_token, parse_duration
+from dsbroker.errors import AuthenticationError, ConfigError
+from broker.dev.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, load_private_key
+from dsbroker.identity.tls import PeerCertificate
+from dsbroker.identity.tokens import JwksKeys, JwtAuthenticator, issue_token, parse_duration
 from tests.conftest import dev_keys
 
 # A fixed moment: tokens are built against it and every authenticator's clock reads it, so no test

@@ -12,14 +12,15 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from broker.access_log import AccessLog
-from broker.client import BrokerClient
-from broker.errors import ConfigError, DsbrokerError
-from broker.keys import sandbox_settings
-from broker.rpc_status import error_from_rpc_error
+from broker.access_log.log import AccessLog
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import ConfigError, DsbrokerError
+from broker.dev.keys import sandbox_settings
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
-from broker.settings import BrokerSettings, SandboxSettings
-from broker.tls import ClientTls, open_channel
+from broker.settings import BrokerSettings
+from sandbox.settings import SandboxSettings
+from dsbroker.identity.tls import ClientTls, open_channel
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
 from sandbox.server import start_sandbox
@@ -225,7 +226,7 @@ def test_with_subject_binding_a_token_works_only_with_its_holders_certificate(bo
 
 
 def test_one_caller_cannot_take_every_worker(sandbox, tmp_path, monkeypatch):
-    import broker.pipeline as pipeline
+    import broker.query.pipeline as pipeline
 
     running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", max_calls_per_caller=1))
     inside, release = threading.Event(), threading.Event()
@@ -301,8 +302,8 @@ def test_a_certificate_once_certified_is_refused_outside_its_validity_and_a_stra
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from broker.keys import init_keys
-    from broker.tls import CertificateAuthorities, certificate_from_der
+    from broker.dev.keys import init_keys
+    from dsbroker.identity.tls import CertificateAuthorities, certificate_from_der
 
     keys = dev_keys()
     authorities = CertificateAuthorities(keys.platform_ca)

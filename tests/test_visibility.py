@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.auth import Principal
-from broker.visibility import Scope, may_see, scope_of
+from dsbroker.identity.auth import Principal
+from broker.permissions import Scope, may_see, scope_of
 
 XUANWU, GULOU = "320102", "320106"
 

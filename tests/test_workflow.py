@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from broker.access_log import AccessLog
-from broker.approving import Narrowing, sign_approval
-from broker.client import BrokerClient
-from broker.errors import DsbrokerError
-from broker.keys import load_private_key, signer_key_id
-from broker.policy import MAX_POLICY_CHARS
-from broker.policy_signing import Trust, sign_policy, verify_policy
+from broker.access_log.log import AccessLog
+from broker.client.approving import Narrowing, sign_approval
+from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
+from broker.dev.keys import load_private_key, signer_key_id
+from dsbroker.policy.model import MAX_POLICY_CHARS
+from dsbroker.policy.signing import Trust, sign_policy, verify_policy
 from broker.server import start_broker
 from broker.v1 import access_request_service_pb2 as pb
 from tests.conftest import Clock, XUANWU, broker_settings_for, client_tls, dev_keys, revocation, token_for

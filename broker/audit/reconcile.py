@@ -4,7 +4,7 @@ Every plan the sandbox executed must have an allowing DECISION in the broker's l
 execution id and plan hash, and every result the broker released from that sandbox must be in the
 sandbox's ledger. Anything else means one side ran or released something the other did not see.
 
-The ledger also holds the log's checkpoints the sandbox witnessed (:mod:`sandbox.checkpoint_witness`),
+The ledger also holds the log's checkpoints the sandbox witnessed (:mod:`sandbox.ledgers.checkpoint_witness`),
 out of reach of whoever can write the log's database: the log must still hold, for every witnessed
 head, at least that many records with that Merkle root (over the records' recomputed hashes) and the
 checkpoint itself; and a checkpoint the sandbox refused as a fork is an alarm.
@@ -17,11 +17,11 @@ from typing import Iterable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.audit.checkpoints import Checkpoint, countersignature_valid, key_id
-from broker.audit.merkle import MerkleAccumulator
-from broker.audit.records import StoredRecord, record_hash
-from sandbox.checkpoint_witness import FORK, WITNESSED, Witnessed
-from sandbox.execution_ledger import Execution
+from dsbroker.records.checkpoints import Checkpoint, countersignature_valid, key_id
+from dsbroker.records.merkle import MerkleAccumulator
+from dsbroker.records.access_record import StoredRecord, record_hash
+from dsbroker.records.executions import Execution
+from dsbroker.records.witnessed import FORK, WITNESSED, Witnessed
 
 
 @dataclass(frozen=True)

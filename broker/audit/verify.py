@@ -26,10 +26,10 @@ from typing import Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.audit.checkpoints import Checkpoint
-from broker.audit.merkle import MerkleAccumulator
-from broker.audit.records import GENESIS_HASH, record_hash
-from broker.audit.seals import TrustedKeys
+from dsbroker.records.checkpoints import Checkpoint
+from dsbroker.records.merkle import MerkleAccumulator
+from dsbroker.records.access_record import GENESIS_HASH, record_hash
+from broker.access_log.seals import TrustedKeys
 
 PAGE = 10_000
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
-from broker.private_files import open_private
+from dsbroker.private_files import open_private
 
 DECISIONS = ("allow", "deny", "released", "error")
 _END = object()  # no page after this one
@@ -52,22 +52,22 @@ class _Source:
     def __init__(self, log_location, broker, token, ca, cert, key, plaintext) -> None:
         self.log = self.client = None
         if log_location:
-            from broker.access_log import AccessLog
+            from broker.access_log.log import AccessLog
 
             if "://" not in log_location and not Path(log_location).is_file():
-                from broker.errors import ConfigError
+                from dsbroker.errors import ConfigError
 
                 raise ConfigError(f"no access log at {log_location}")
             self.log = AccessLog(log_location)
         else:
-            from broker.client import BrokerClient
+            from broker.client.sdk import BrokerClient
 
             self.client = BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext))
         self._tokens = {0: ""}
 
     def records(self, *, after: int = 0, limit: int | None = None, where=None):
         """Records after ``after`` (remote: pages are walked in order, as verify and export do)."""
-        from broker.access_log import RecordFilter
+        from broker.access_log.log import RecordFilter
 
         where = where or RecordFilter()
         if self.log is not None:
@@ -127,7 +127,7 @@ def _source(kwargs) -> _Source:
 
 
 def _where(since, until, department, grant, decision, event):
-    from broker.access_log import RecordFilter
+    from broker.access_log.log import RecordFilter
 
     return RecordFilter(since=_time(since, "--since"), until=_time(until, "--until"), department=department,
                         grant_id=grant, decision=decision or "", event=event)
@@ -195,7 +195,7 @@ def audit_list(after, limit, as_json, since, until, department, grant, decision,
 @reporting_errors
 def audit_show(seq, as_json, **kwargs) -> None:
     """Show access record SEQ in full: SQL, rewritten SQL, hashes and detail."""
-    from broker.errors import DsbrokerError
+    from dsbroker.errors import DsbrokerError
 
     source = _source(kwargs)
     try:
@@ -230,7 +230,7 @@ def audit_show(seq, as_json, **kwargs) -> None:
 @reporting_errors
 def audit_export(fmt, out, since, until, department, grant, decision, event, **kwargs) -> None:
     """Export records, as stored: JSON lines (hashes checkable) or CSV (detail as JSON)."""
-    from broker.audit.records import STORED_COLUMNS, to_row
+    from dsbroker.records.access_record import STORED_COLUMNS, to_row
 
     source = _source(kwargs)
     handle = open_private(out, "w", encoding="utf-8", newline="") if out else sys.stdout
@@ -269,7 +269,7 @@ def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
 
     Exits 0 when the log is intact and verified against a pinned key, 1 on any problem, and 2 when no
     key was pinned (the log is then NOT verified, whatever the chain says)."""
-    from broker.audit.checkpoints import Checkpoint, load_public_key
+    from dsbroker.records.checkpoints import Checkpoint, load_public_key
     from broker.audit.verify import verify_log
 
     checkpoints = [Checkpoint.from_json(line) for path in kept
@@ -312,7 +312,7 @@ def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
 def audit_checkpoint(out, **kwargs) -> None:
     """Print the newest signed checkpoint, to keep: 'audit verify --checkpoint' later proves the log
     was not rolled back or rewritten since."""
-    from broker.errors import ConfigError
+    from dsbroker.errors import ConfigError
 
     source = _source(kwargs)
     try:
@@ -344,11 +344,11 @@ def audit_checkpoint(out, **kwargs) -> None:
 def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
     """Check the broker's log against sandboxes' execution ledgers, both ways, and against every checkpoint
     head they witnessed; exit 1 on any difference."""
-    from broker.audit.checkpoints import load_public_key
+    from dsbroker.records.checkpoints import load_public_key
     from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
-    from sandbox.checkpoint_witness import (WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed,
+    from dsbroker.records.executions import read_executions, verify_executions
+    from dsbroker.records.witnessed import (WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed,
                                             witness_marked)
-    from sandbox.execution_ledger import ExecutionLedger
 
     keys = [load_public_key(path) for path in witness_keys]
     source = _source(kwargs)
@@ -359,12 +359,8 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
         source.close()
     bad = executed = witnessed = 0
     for ledger in ledgers:
-        book = ExecutionLedger(ledger)
-        try:
-            problems = book.verify()
-            executions = book.executions()
-        finally:
-            book.close()
+        executions = read_executions(ledger)
+        problems = verify_executions(executions)
         found = reconcile(records, executions)
         try:
             entries = read_witnessed(ledger)

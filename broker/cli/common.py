@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from broker.errors import DsbrokerError
+from dsbroker.errors import DsbrokerError
 
 
 def client_options(command):
@@ -31,8 +31,8 @@ def client_options(command):
 
 def client_tls(ca, cert, key, plaintext):
     """The ClientTls the client options describe, or None for --plaintext."""
-    from broker.errors import ConfigError
-    from broker.tls import ClientTls
+    from dsbroker.errors import ConfigError
+    from dsbroker.identity.tls import ClientTls
 
     if plaintext:
         if ca or cert or key:

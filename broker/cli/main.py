@@ -12,8 +12,10 @@ import click
 from broker.cli.audit import audit
 from broker.cli.common import client_options, client_tls, reporting_errors
 from broker.cli.workflow import add_policy_commands, catalog, request, review
-from broker.errors import DsbrokerError
-from broker.settings import BrokerSettings, SandboxSettings, load_settings
+from dsbroker.errors import DsbrokerError
+from broker.settings import BrokerSettings
+from dsbroker.settings import load_settings
+from sandbox.settings import SandboxSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -89,7 +91,7 @@ def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain,
           as_json) -> None:
     """Run one aggregate query under a grant and print the released cells."""
     from broker.cli.output import print_explanation, print_result
-    from broker.client import BrokerClient
+    from broker.client.sdk import BrokerClient
 
     if sql == "-":
         sql = sys.stdin.read()
@@ -105,7 +107,7 @@ def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain,
 
 def _encryption_key(path: str | None):
     """The requester's encryption key at ``path`` (or the default place), made and announced if new."""
-    from broker.encryption_key import DEFAULT_PATH, EncryptionKey
+    from broker.client.encryption_key import DEFAULT_PATH, EncryptionKey
 
     key, made = EncryptionKey.load_or_create(path or DEFAULT_PATH)
     if made:
@@ -126,7 +128,7 @@ def data() -> None:
 @click.option("--seed", default=20261121, show_default=True, help="random seed")
 def data_make(out, taxpayers, months, seed) -> None:
     """Write a DuckDB file of synthetic (realistic, not real) tax records."""
-    from sandbox.demo_data import make_demo_data
+    from sandbox.demo.data import make_demo_data
 
     counts = make_demo_data(out, taxpayers=taxpayers, months=months, seed=seed,
                             progress=lambda message: click.echo(message, err=True))
@@ -149,9 +151,9 @@ def policy_lint(files, trust, sandbox_config) -> None:
     """Check policy files; print FILE:LINE: problem for each, exit 1 if any."""
     import contextlib
 
-    from broker.policy import load_policy
-    from broker.policy_lint import data_problems, policy_problems, sandbox_checker
-    from broker.policy_signing import Trust, verify_policy
+    from dsbroker.policy.model import load_policy
+    from broker.cli.policy_lint import data_problems, policy_problems, sandbox_checker
+    from dsbroker.policy.signing import Trust, verify_policy
 
     with contextlib.ExitStack() as stack:
         try:
@@ -193,8 +195,8 @@ def policy_lint(files, trust, sandbox_config) -> None:
 @reporting_errors
 def policy_sign(file, key_path, key_id, role, signer, out) -> None:
     """Approve a policy: append your Ed25519 signature over its body to its approvals."""
-    from broker.keys import load_private_key
-    from broker.policy_signing import sign_policy
+    from dsbroker.private_files import load_private_key
+    from dsbroker.policy.signing import sign_policy
 
     text = Path(file).read_text(encoding="utf-8")
     signed = sign_policy(text, load_private_key(key_path), key_id=key_id, role=role, by=signer)
@@ -218,7 +220,7 @@ def keys_init(directory, hosts, clients, force) -> None:
     """Create a development platform CA and owner CA, the broker's and sandbox's certificates, client
     certificates, and an identity provider signing key with its JWKS. Private keys are mode 0600.
     For development and tests; production uses the organisations' own CAs and identity provider."""
-    from broker.keys import broker_settings, init_keys, sandbox_settings, to_toml
+    from broker.dev.keys import broker_settings, init_keys, sandbox_settings, to_toml
 
     layout = init_keys(directory, hosts=tuple(hosts), clients=tuple(clients), force=force)
     click.echo(f"keys written to {layout.root}/")
@@ -234,7 +236,7 @@ def keys_init(directory, hosts, clients, force) -> None:
 @reporting_errors
 def keys_client(name, directory) -> None:
     """Issue a client certificate NAME (its CN) from the development platform CA."""
-    from broker.keys import KeyLayout, issue_client_certificate
+    from broker.dev.keys import KeyLayout, issue_client_certificate
 
     cert, key = issue_client_certificate(KeyLayout(directory), name)
     click.echo(f"{cert}\n{key}")
@@ -261,9 +263,9 @@ def token_issue(directory, sub, department, district, roles, ttl, bind_cert) -> 
     """Print a JWT signed by the development identity provider."""
     from cryptography import x509
 
-    from broker.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, load_private_key
-    from broker.tls import thumbprint
-    from broker.tokens import issue_token, parse_duration
+    from broker.dev.keys import DEV_AUDIENCE, DEV_ISSUER, IDP_KEY_ID, KeyLayout, load_private_key
+    from dsbroker.identity.tls import thumbprint
+    from dsbroker.identity.tokens import issue_token, parse_duration
 
     layout = KeyLayout(directory)
     thumb = thumbprint(x509.load_pem_x509_certificate(Path(bind_cert).read_bytes())) if bind_cert else None
@@ -278,7 +280,7 @@ def token_issue(directory, sub, department, district, roles, ttl, bind_cert) -> 
 @click.option("--taxpayers", default=20_000, show_default=True, help="taxpayers in the demo data")
 def demo(cache_dir, taxpayers) -> None:
     """Walk the flow: data, sandbox, broker, an answered query, a refused one, the access log."""
-    from broker.demo import run_demo
+    from broker.dev.demo import run_demo
 
     sys.exit(run_demo(Path(cache_dir), taxpayers=taxpayers))
 

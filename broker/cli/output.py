@@ -9,8 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from broker.client import QueryResult
-from broker.errors import DsbrokerError
+from broker.client.sdk import QueryResult
+from dsbroker.errors import DsbrokerError
 
 console = Console()
 

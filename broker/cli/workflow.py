@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
-from broker.errors import ConfigError
+from dsbroker.errors import ConfigError
 
 STATES = ("submitted", "reviewed", "active", "rejected", "withdrawn", "suspended", "revoked", "expired", "exhausted")
 REQUEST_KEYS = {"purpose", "dataset", "columns", "example_queries", "result_modes", "valid_from", "valid_until",
@@ -18,7 +18,7 @@ REQUEST_KEYS = {"purpose", "dataset", "columns", "example_queries", "result_mode
 
 
 def _client(broker, token, ca, cert, key, plaintext):
-    from broker.client import BrokerClient
+    from broker.client.sdk import BrokerClient
 
     return BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext))
 
@@ -181,9 +181,9 @@ def review_approve(name, broker, token, ca, cert, key, plaintext, signing_key, k
                    min_entities, valid_until, queries_per_day, queries_total, comment, as_json) -> None:
     """Approve NAME at its current stage: sign its drafted policy (the owner may narrow it first) here,
     with your own key, and send only the signature."""
-    from broker.approving import Narrowing, sign_approval
+    from broker.client.approving import Narrowing, sign_approval
     from broker.cli.output import print_request
-    from broker.keys import load_private_key
+    from dsbroker.private_files import load_private_key
 
     narrowing = Narrowing(drop_columns=tuple(drop_columns), min_entities=min_entities,
                           valid_until=valid_until.date() if valid_until else None, queries_per_day=queries_per_day,
@@ -277,8 +277,8 @@ def add_policy_commands(policy: click.Group) -> None:
         """Revoke a policy (owner role): sign a revocation here with your key, and send it. The broker keeps it
         and hands it to every sandbox, which refuses the policy from then on, whatever the broker does later."""
         from broker.cli.output import print_policy
-        from broker.keys import load_private_key
-        from broker.policy_statements import sign_revocation
+        from dsbroker.private_files import load_private_key
+        from dsbroker.policy.statements import sign_revocation
 
         policy_id = name.removeprefix("policies/")
         statement = sign_revocation(load_private_key(signing_key), key_id=key_id, by=signer or _token_department(token),

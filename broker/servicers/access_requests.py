@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from broker.auth import require_principal
-from broker.call_context import current_request_id
-from broker.request_fields import enum_value, resource_id
-from broker.request_states import State
+from dsbroker.identity.auth import require_principal
+from dsbroker.rpc.call_context import current_request_id
+from dsbroker.rpc.request_fields import enum_value, resource_id
+from broker.workflow.request_states import State
 from broker.servicers.resource_names import timestamp
-from broker.store import StoredRequest
+from broker.workflow.store import StoredRequest
 from broker.v1 import access_request_service_pb2 as pb
 from broker.v1 import access_request_service_pb2_grpc as pb_grpc
-from broker.workflow import Call, ExampleCheck, NewRequest, RequestedColumn, Workflow
+from broker.workflow.review import Call, ExampleCheck, NewRequest, RequestedColumn, Workflow
 
 COLLECTION = "accessRequests"
 _USES = {pb.COLUMN_USE_GROUP: "group", pb.COLUMN_USE_FILTER: "filter", pb.COLUMN_USE_MEASURE: "measure"}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import grpc
 
-from broker.access_log import AccessLog, RecordFilter, StoredRecord
-from broker.audit.checkpoints import Checkpoint
-from broker.audit.records import to_row
-from broker.auth import require_role
-from broker.errors import DsbrokerError
-from broker.request_fields import (RequestFieldError, bounded_text, page_size, page_token, read_page_token,
+from broker.access_log.log import AccessLog, RecordFilter, StoredRecord
+from dsbroker.records.checkpoints import Checkpoint
+from dsbroker.records.access_record import to_row
+from dsbroker.identity.auth import require_role
+from dsbroker.errors import DsbrokerError
+from dsbroker.rpc.request_fields import (RequestFieldError, bounded_text, page_size, page_token, read_page_token,
                                    resource_number, timestamp_field)
 from broker.servicers.resource_names import timestamp
 from broker.v1 import audit_service_pb2 as pb

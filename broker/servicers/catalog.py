@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from broker.auth import require_principal
+from dsbroker.identity.auth import require_principal
 from broker.catalog import Catalog
 from broker.v1 import catalog_service_pb2 as pb
 from broker.v1 import catalog_service_pb2_grpc as pb_grpc

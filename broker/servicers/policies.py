@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import grpc
 
-from broker.auth import require_principal
-from broker.call_context import current_request_id
-from broker.policy_registry import PolicyRegistry
-from broker.request_fields import page_size, page_token, read_page_token, resource_id
+from dsbroker.identity.auth import require_principal
+from dsbroker.rpc.call_context import current_request_id
+from broker.workflow.policy_registry import PolicyRegistry
+from dsbroker.rpc.request_fields import page_size, page_token, read_page_token, resource_id
 from broker.servicers.access_requests import state_proto
 from broker.servicers.resource_names import timestamp
-from broker.store import StoredPolicy
+from broker.workflow.store import StoredPolicy
 from broker.v1 import policy_service_pb2 as pb
 from broker.v1 import policy_service_pb2_grpc as pb_grpc
-from broker.workflow import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from broker.workflow.review import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 COLLECTION = "policies"
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import grpc
 
-from broker.auth import current_token, require_principal
-from broker.call_context import body_request_id, time_limit
-from broker.guard import GuardedQuery
-from broker.guard.release_plan import describe
-from broker.noise_calibration import column_scale, half_width, plan_calibration
-from broker.pipeline import QueryPipeline
-from broker.policy import Policy
-from broker.tls import peer_certificate
+from dsbroker.identity.auth import current_token, require_principal
+from dsbroker.rpc.call_context import body_request_id, time_limit
+from dsbroker.guard import GuardedQuery
+from dsbroker.guard.release_plan import describe
+from dsbroker.guard.noise_calibration import column_scale, half_width, plan_calibration
+from broker.query.pipeline import QueryPipeline
+from dsbroker.policy.model import Policy
+from dsbroker.identity.tls import peer_certificate
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb

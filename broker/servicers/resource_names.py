@@ -1,6 +1,6 @@
 """Resource names and times on the way out: a stored time as a protobuf Timestamp.
 
-Names and times on the way in are read by :mod:`broker.request_fields`.
+Names and times on the way in are read by :mod:`dsbroker.rpc.request_fields`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""``dsbroker policy lint`` beyond parsing: what loads but will not serve, and what a policy names,
+checked against a sandbox's data.
+
+A policy that loads may still serve no query: one without ``grantee.district`` (written before the
+grantee named its district) is refused at the broker and the sandbox, so lint flags it. With the
+sandbox's configuration (its data file and the datasets it serves) lint finds before
+signing what the sandbox would refuse at the first plan: a dataset it does not serve, a column the
+dataset lacks, and every lookup problem :class:`sandbox.checks.lookups.LookupChecker` reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from dsbroker.errors import ConfigError
+from dsbroker.policy.model import ColumnLevel, Policy
+from dsbroker.settings import load_settings
+from sandbox.settings import SandboxSettings
+
+
+@contextlib.contextmanager
+def sandbox_checker(config: str) -> Iterator:
+    """A LookupChecker over the tables the sandbox configured in ``config`` serves (its engine, read-only)."""
+    from sandbox.engine.duckdb_engine import DuckDBEngine, EngineLimits
+    from sandbox.checks.lookups import LookupChecker
+
+    settings = load_settings(SandboxSettings, config)
+    if not settings.data or not settings.datasets:
+        raise ConfigError(f"{config}: the sandbox configuration names no data file or no datasets")
+    engine = DuckDBEngine(settings.data, EngineLimits(pool_size=1))
+    try:
+        missing = sorted(set(settings.datasets) - engine.tables())
+        if missing:
+            raise ConfigError(f"{config}: datasets not in {settings.data}: {', '.join(missing)}")
+        yield LookupChecker.for_engine(engine, settings.datasets)
+    finally:
+        engine.close()
+
+
+def policy_problems(policy: Policy) -> list[tuple[int, str]]:
+    """(line, problem) for what in a loaded policy keeps it from serving."""
+    if policy.district is None:
+        return [(_line_of(policy.document, "grantee:"), 'grantee.district is missing; name the grantee\'s district '
+                 '(grantee: {department: ..., district: "320102"}): no query runs under a grant without it')]
+    return []
+
+
+def data_problems(policy: Policy, checker) -> list[tuple[int, str]]:
+    """(line, problem) for each thing ``policy`` names that the checker's sandbox does not hold."""
+    text = policy.document
+    if policy.dataset not in checker.columns:
+        return [(_line_of(text, "dataset:"), f"dataset {policy.dataset} is not served by the sandbox")]
+    problems = [(_line_of(text, f"{column}:"), f"columns: {column!r} is not a column of {policy.dataset}")
+                for column, level in policy.columns.items()
+                if level is not ColumnLevel.HIDDEN and column not in checker.columns[policy.dataset]]
+    for error in checker.problems(policy):
+        problems.append((_line_of(text, error.metadata["table"] + ":", error.metadata["table"]), error.message))
+    return problems
+
+
+def _line_of(text: str, *needles: str) -> int:
+    """The first line holding one of ``needles`` (tried in order), else 1."""
+    lines = text.splitlines()
+    for needle in needles:
+        for number, line in enumerate(lines, start=1):
+            if needle in line and not line.lstrip().startswith("#"):
+                return number
+    return 1

@@ -1,0 +1,368 @@
+"""Benchmarks: end-to-end cost against DuckDB run directly, in one process run.
+
+Reported as ratios, never asserted: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+
+from broker.dev.bench_encrypted import encrypted_bench
+from broker.dev.bench_encrypted import report as encrypted_report
+from broker.client.sdk import BrokerClient
+from dsbroker.guard import guard
+from dsbroker.guard.plan_cache import PlanCache
+from broker.dev.keys import approve_for_development, init_keys
+from broker.dev.launch import ServerProcess, development_servers, development_token
+from dsbroker.policy.model import Dominance, Noise, load_policy
+from sandbox.demo.data import make_demo_data
+from sandbox.disclosure.noise import noisy_answer
+from sandbox.disclosure.release import release
+
+ROOT = Path(__file__).resolve().parents[2]
+GRANT = "xuanwu-fgw-2026-007"
+DOMINANCE_GRANT = "xuanwu-fgw-2026-007-dominance"
+GROUP_BY_SQL = ("SELECT street_code, industry_code, SUM(vat_paid) AS vat, SUM(cit_paid) AS cit, "
+                "COUNT(DISTINCT taxpayer_id) AS taxpayers FROM tax.declarations GROUP BY street_code, industry_code")
+# The baseline: the caller's query with only the row filter, no disclosure control, as one would run it.
+PLAIN_SQL = GROUP_BY_SQL.replace(" GROUP BY", " WHERE district_code = '320102' GROUP BY")
+SMALL_SQL = "SELECT COUNT(*) AS declarations FROM tax.declarations WHERE period = DATE '2025-06-01'"
+# What analysts write, from the one-liner to a join with filters, HAVING and ORDER BY.
+GUARD_SQL = (
+    SMALL_SQL,
+    GROUP_BY_SQL,
+    "SELECT date_trunc('quarter', period) AS q, industry_section, AVG(revenue) AS r FROM tax.declarations "
+    "WHERE period BETWEEN DATE '2024-01-01' AND DATE '2025-12-31' AND size_class IN ('small', 'micro') GROUP BY 1, 2",
+    "SELECT s.street_name, i.section_name, SUM(d.vat_paid + d.cit_paid) / 100 AS tax_yuan, "
+    "COUNT(DISTINCT d.taxpayer_id) AS n FROM tax.declarations d JOIN tax.streets s USING (street_code) "
+    "LEFT JOIN tax.industries i ON d.industry_code = i.industry_code WHERE year(period) = 2025 "
+    "GROUP BY 1, 2 HAVING tax_yuan > 1000000 ORDER BY tax_yuan DESC LIMIT 20",
+)
+
+
+def timed(function, runs: int) -> list[float]:
+    """Seconds per call over ``runs`` calls, after one warm-up call."""
+    function()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def _measure(client: BrokerClient, direct, policy, guarded, args):
+    """Interleaved samples of the group-by (direct and end to end) and of the small query."""
+    end_to_end = client.query(GRANT, GROUP_BY_SQL)
+    # The engine returns cells; the sandbox releases them (disclosure control, then the caller's outputs).
+    cells = direct.execute(guarded.sql)
+    direct_rows = [list(row) for row in release([d[0] for d in cells.description], [str(d[1]) for d in cells.description],
+                                                cells.fetchall(), guarded).rows]
+    assert sorted(map(repr, end_to_end.rows)) == sorted(map(repr, direct_rows)), "end-to-end and direct results differ"
+    # Interleave the two so that load from other tenants hits both alike.
+    direct_samples, e2e_samples = [], []
+    for _ in range(args.runs):
+        direct_samples += timed(lambda: direct.execute(PLAIN_SQL).fetchall(), 1)
+        e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL), 1)
+    dominance_sql = guard(GROUP_BY_SQL, dataclasses.replace(policy, dominance=Dominance(1, 85.0, 10.0)),
+                          district="320102", department="xuanwu-fgw").sql
+    dominance_samples, dominance_direct = [], []
+    for _ in range(args.runs):
+        dominance_direct += timed(lambda: direct.execute(dominance_sql).fetchall(), 1)
+        dominance_samples += timed(lambda: client.query(DOMINANCE_GRANT, GROUP_BY_SQL), 1)
+    small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
+    small_direct = timed(lambda: direct.execute(
+        guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
+    return direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct)
+
+
+def noise_samples(direct, policy, runs: int) -> list[float]:
+    """Seconds per fresh noisy answer to the group-by: the noise mode's bounded query on DuckDB, then
+    OpenDP's threshold and noise, in this process (end to end a repeat returns the stored answer)."""
+    noisy = dataclasses.replace(policy, noise=Noise(
+        epsilon=1.0, budget=1e9, bounds={"vat_paid": (0, 10**9), "cit_paid": (0, 10**9)}, rows_per_entity=24))
+    guarded = guard(GROUP_BY_SQL, noisy, district="320102", department="xuanwu-fgw")
+
+    def answer():
+        result = direct.execute(guarded.sql)
+        names = [d[0] for d in result.description]
+        types = [str(d[1]) for d in result.description]
+        return noisy_answer(guarded.noise, noisy.noise, noisy.min_entities, names, types, result.fetchall(),
+                            max_rows=guarded.max_rows)
+
+    return timed(answer, runs)
+
+
+def guard_medians(policy, runs: int) -> tuple[float, float]:
+    """Median seconds per query for the guard itself (each of GUARD_SQL in turn) and for a plan-cache hit."""
+    def check(sql):
+        return guard(sql, policy, district="320102", department="xuanwu-fgw")
+
+    cache = PlanCache()
+    for sql in GUARD_SQL:
+        cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: check(sql))
+    fresh, hits = [], []
+    for _ in range(runs):
+        for sql in GUARD_SQL:
+            fresh += timed(lambda: check(sql), 1)
+            hits += timed(lambda: cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: check(sql)), 1)
+    return statistics.median(fresh), statistics.median(hits)
+
+
+def guard_at_limits(policy) -> tuple[int, float]:
+    """The slowest accepted query the guard's limits let through (as many SUMs as the node limit allows)
+    and the seconds the guard takes on it: the most one caller can make the guard work per query."""
+    from dsbroker.guard.parse import MAX_NODES
+
+    outputs = MAX_NODES // 7 - 10  # SUM(vat_paid * n) AS a is 7 nodes
+    sql = "SELECT street_code, " + ", ".join(f"SUM(vat_paid * {n}) AS a{n}" for n in range(outputs)) + \
+        " FROM tax.declarations GROUP BY 1"
+    return len(sql), min(timed(lambda: guard(sql, policy, district="320102", department="xuanwu-fgw"), 3))
+
+
+class UnloggedAccessLog:
+    """Takes records and keeps none: the benchmark's broker without its access log, to price the log.
+    Only the benchmark builds it; ``dsbroker serve`` always writes the log."""
+
+    def __init__(self) -> None:
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def append(self, record, *, now=None, quota=None, synced=True) -> int:
+        with self._lock:
+            return next(self._seq)
+
+    def records(self, **_ignored) -> list:
+        return []
+
+    def checkpoints(self) -> list:
+        return []
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def serve_unlogged(argv: list[str]) -> None:
+    """``python -m broker.dev.bench serve-unlogged --config F --listen A --port-file P``: a broker without a log."""
+    from broker.server import start_broker
+    from broker.settings import BrokerSettings
+    from dsbroker.settings import load_settings
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--port-file", required=True)
+    options = parser.parse_args(argv)
+    running = start_broker(load_settings(BrokerSettings, options.config, listen=options.listen),
+                           access_log=UnloggedAccessLog())
+    Path(options.port_file).write_text(str(running.port))
+    running.wait_for_signal()
+
+
+def throughput(target: str, tls, tokens: list[str], seconds: float) -> float:
+    """Small queries per second over ``seconds`` with one client thread per token."""
+    stop = threading.Event()
+    counts = [0] * len(tokens)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(tokens) + 1)
+
+    def client(i: int) -> None:
+        try:
+            with BrokerClient(target, tls=tls, token=tokens[i]) as c:
+                c.query(GRANT, SMALL_SQL)  # connect and warm up outside the window
+                barrier.wait()
+                while not stop.is_set():
+                    c.query(GRANT, SMALL_SQL)
+                    counts[i] += 1
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+            barrier.abort()
+            stop.set()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(tokens))]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    started = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"a benchmark client failed: {errors[0]!r}")
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def log_cost(data: Path, policies: Path, layout, scratch: Path, args) -> tuple[list[float], list[float], dict]:
+    """Throughput of 16 clients' small queries with the access log on and off, in alternating rounds."""
+    tokens = [development_token(layout, subject=f"bench-{i}", department="xuanwu-fgw", district="320102")
+              for i in range(args.clients)]
+    on, off = [], []
+    state = scratch / "state-log"
+    with development_servers(data=data, policies=policies, state=state, layout=layout, client="bench",
+                             token_binding="none") as (_sandbox, broker, tls), \
+            ServerProcess(["serve-unlogged", "--config", str(state / "broker.toml")], module="broker.dev.bench",
+                          name="broker-unlogged", tls=tls, log_path=state / "broker-unlogged.log") as unlogged:
+        cpu = {"on": [0.0, 0], "off": [0.0, 0]}
+        for _ in range(args.log_rounds):
+            for name, server, rates in (("on", broker, on), ("off", unlogged, off)):
+                before = cpu_seconds(server.process.pid)
+                rates.append(throughput(server.target, tls, tokens, args.log_seconds))
+                cpu[name][0] += cpu_seconds(server.process.pid) - before
+                cpu[name][1] += rates[-1] * args.log_seconds
+        broker.stop()
+    from broker.access_log.log import AccessLog
+    from dsbroker.records.checkpoints import load_public_key
+    from broker.audit.verify import verify_log
+
+    log = AccessLog(state / "access-log.sqlite")
+    report = verify_log(log.store, public_keys=[load_public_key(state / "access-log.pub")])
+    log.close()
+    return on, off, {"records": report.records, "checkpoints": report.checkpoints, "intact": report.intact,
+                     "cpu_ms_on": cpu["on"][0] / cpu["on"][1] * 1000, "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["serve-unlogged"]:
+        serve_unlogged(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--taxpayers", type=int, default=50_000, help="taxpayers in the bench data (50,000 ≈ 1.15M rows)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs of the group-by query")
+    parser.add_argument("--small-runs", type=int, default=300, help="timed runs of the small query")
+    parser.add_argument("--guard-runs", type=int, default=300, help="timed runs of each guard query")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients for the access log's cost")
+    parser.add_argument("--log-rounds", type=int, default=8, help="alternating rounds with the log on and off")
+    parser.add_argument("--log-seconds", type=float, default=2.0, help="seconds per round")
+    parser.add_argument("--encrypted-runs", type=int, default=20, help="timed runs of each encrypted-mode query")
+    parser.add_argument("--only", choices=("encrypted", "log"), help="run one part of the benchmark only")
+    parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
+    args = parser.parse_args()
+    if args.only == "encrypted":
+        with tempfile.TemporaryDirectory() as scratch:
+            layout = init_keys(Path(scratch) / "keys", clients=("bench",))
+            encrypted_report(encrypted_bench(ROOT, Path(scratch), layout, Path(args.cache_dir), args.encrypted_runs))
+        return
+
+    data = Path(args.cache_dir) / f"bench-{args.taxpayers}.duckdb"
+    if not data.exists():
+        make_demo_data(data, taxpayers=args.taxpayers, progress=print)
+    if args.only == "log":
+        with tempfile.TemporaryDirectory() as scratch:
+            layout = init_keys(Path(scratch) / "keys", clients=("bench",))
+            log_report(*log_cost(data, signed_grant(layout, Path(scratch)), layout, Path(scratch), args), args)
+        return
+    direct = duckdb.connect(str(data), read_only=True)
+    direct.execute("SET threads = 2")  # the sandbox's default, so both sides get the same engine
+    rows = direct.execute("SELECT count(*) FROM tax.declarations").fetchone()[0]
+    print(f"data: {data} ({rows:,} declaration rows)")
+
+    policy = load_policy(ROOT / "policies" / f"{GRANT}.yaml")
+    guarded = guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw")
+    guard_fresh, guard_hit = guard_medians(policy, args.guard_runs)
+    limit_bytes, limit_seconds = guard_at_limits(policy)
+    noise = noise_samples(direct, policy, args.runs)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        layout = init_keys(Path(scratch) / "keys", clients=("bench",))
+        policies = signed_grant(layout, Path(scratch))
+        text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
+        # The same grant with the dominance rules, to measure what disclosure control adds.
+        dominant = text.replace(f"id: {GRANT}", f"id: {DOMINANCE_GRANT}").replace(
+            "disclosure: {min_entities: 10}", "disclosure: {min_entities: 10, dominance: {n: 1, k: 85}, p_percent: 10}")
+        (policies / f"{DOMINANCE_GRANT}.yaml").write_text(approve_for_development(layout, dominant))
+        with development_servers(data=data, policies=policies, state=Path(scratch) / "state",
+                                 layout=layout, client="bench") as (_sandbox, broker, tls), \
+                BrokerClient(broker.target, tls=tls, token=development_token(
+                    layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
+            samples = _measure(client, direct, policy, guarded, args)
+        logged, unlogged, log_figures = log_cost(data, policies, layout, Path(scratch), args)
+        encrypted = encrypted_bench(ROOT, Path(scratch), layout, Path(args.cache_dir), args.encrypted_runs)
+    direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct) = samples
+
+    a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
+    print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released):")
+    print(f"  (a) plain aggregate, DuckDB directly   median {a * 1000:8.2f} ms   (the caller's SQL and row filter only)")
+    print(f"  (b) SDK -> broker -> sandbox (mTLS)    median {b * 1000:8.2f} ms")
+    print(f"  ratio b/a                              {b / a:8.2f}   (target <= 1.5)")
+    c, d = statistics.median(dominance_samples), statistics.median(dominance_direct)
+    print("with the dominance rules ((1, 85) and p% = 10), which aggregate per cell and taxpayer first:")
+    print(f"  (d) rewritten query, DuckDB directly   median {d * 1000:8.2f} ms")
+    print(f"  (c) SDK -> broker -> sandbox (mTLS)    median {c * 1000:8.2f} ms")
+    print(f"  ratio d/a (disclosure control alone)   {d / a:8.2f}   (target <= 1.3)")
+    print(f"  ratio c/a (all of it, end to end)      {c / a:8.2f}")
+    n = statistics.median(noise)
+    print("with noise (OpenDP: bounded contributions, a noisy threshold, discrete Laplace on each measure):")
+    print(f"  (n) bounded query + noise, in process  median {n * 1000:8.2f} ms")
+    print(f"  ratio n/a (disclosure control alone)   {n / a:8.2f}   (target <= 1.3; a repeat is a stored answer)")
+    print(f"small query end to end ({args.small_runs} runs): p50 {percentile(small, 50) * 1000:.2f} ms, "
+          f"p99 {percentile(small, 99) * 1000:.2f} ms (DuckDB directly: p50 {percentile(small_direct, 50) * 1000:.2f} ms)")
+    small_p50 = percentile(small, 50)
+    print(f"guard over {len(GUARD_SQL)} typical queries ({args.guard_runs} runs each):")
+    print(f"  without the plan cache                 median {guard_fresh * 1000:8.3f} ms   (target < 1.5)")
+    print(f"  plan-cache hit                         median {guard_hit * 1000:8.3f} ms   (target < 0.1)")
+    # The broker and the sandbox each guard a query (the sandbox checks again), so a new query pays twice.
+    print(f"  share of end-to-end, new query         {2 * guard_fresh / small_p50 * 100:7.1f}% of the small query, "
+          f"{2 * guard_fresh / b * 100:.1f}% of the group-by")
+    print(f"  share of end-to-end, repeated query    {2 * guard_hit / small_p50 * 100:7.2f}% of the small query")
+    print(f"  the largest query its limits accept    {limit_seconds * 1000:8.1f} ms   ({limit_bytes:,} bytes; "
+          "linear in the size of the query)")
+    log_report(logged, unlogged, log_figures, args)
+    encrypted_report(encrypted)
+
+
+def signed_grant(layout, scratch: Path) -> Path:
+    """A policies directory under ``scratch`` holding the shipped grant, signed with ``layout``'s keys."""
+    policies = scratch / "policies"
+    policies.mkdir()
+    text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    (policies / f"{GRANT}.yaml").write_text(approve_for_development(layout, text))
+    return policies
+
+
+def log_report(logged: list[float], unlogged: list[float], figures: dict, args) -> None:
+    """Print the access log's cost under concurrent clients."""
+    on, off = statistics.median(logged), statistics.median(unlogged)
+    print(f"access log, {args.clients} concurrent clients of the small query ({args.log_rounds} alternating rounds of "
+          f"{args.log_seconds:g} s):")
+    print(f"  log off (broker without its log)       median {off:8.1f} queries/s   rounds: "
+          + ", ".join(f"{q:.0f}" for q in unlogged))
+    print(f"  log on (decision + result, group commit) median {on:6.1f} queries/s   rounds: "
+          + ", ".join(f"{q:.0f}" for q in logged))
+    print(f"  cost of the log                        {(1 - on / off) * 100:7.1f}%   (target < 10%)")
+    print(f"  broker CPU per query                   {figures['cpu_ms_on']:.2f} ms with the log, "
+          f"{figures['cpu_ms_off']:.2f} ms without")
+    print(f"  the log afterwards: {figures['records']:,} records, {figures['checkpoints']} signed checkpoints, "
+          f"{'verifies' if figures['intact'] else 'DOES NOT VERIFY'}")
+
+
+if __name__ == "__main__":
+    main()

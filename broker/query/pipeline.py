@@ -1,0 +1,212 @@
+"""One query, end to end on the broker: grant, guard, DECISION record, sandbox, RESULT record.
+
+The DECISION record is durable before the sandbox is called; if it cannot be
+written the query is refused. Every path, allowed or refused, leaves a record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from broker.access_log.log import AccessLog, AccessRecord, Quota
+from dsbroker.identity.auth import Principal, require_role
+from dsbroker.errors import DsbrokerError, QuotaError, clipped
+from dsbroker.guard import GuardedQuery, GuardStep, guard
+from dsbroker.guard.plan_cache import PlanCache
+from dsbroker.policy.model import Policy
+from broker.workflow.policy_registry import PolicyRegistry
+from broker.query.sandbox_client import SandboxClient
+from broker.query.secure_sum import SecureSum
+from dsbroker.identity.tls import PeerCertificate
+from dsbroker.records.executions import plan_digest
+from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
+
+
+# The grant as the access record names it: a valid id whole, anything else cut (the refusal says why).
+GRANT_ID_BYTES = 80
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """What the pipeline hands back to the servicer."""
+
+    response: sandbox_pb.ExecutePlanResponse
+    guarded: GuardedQuery
+    policy: Policy
+    access_record: int
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the guard makes of a query, without running it."""
+
+    guarded: GuardedQuery
+    steps: tuple[GuardStep, ...]
+    policy: Policy
+    access_record: int
+
+
+class QueryPipeline:
+    """Orchestrates one query; owns no policy decisions itself (the guard and grants do)."""
+
+    def __init__(self, policies: PolicyRegistry, sandbox: SandboxClient, access_log: AccessLog, *,
+                 owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] | None = None,
+                 partitions: SecureSum | None = None,
+                 column_types: Callable[[], dict[str, dict[str, str]] | None] = lambda: None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` gives the current time (default: the wall clock; tests fix it); validity and daily
+        quotas use the owner's day. ``partitions`` reaches the sandboxes that policies with partitions name.
+        ``column_types`` gives the engine's column types from the owner's catalog, or None when they are not
+        to be had (the sandbox then checks what needs them); ``monotonic`` times the guard against the
+        caller's deadline."""
+        self.policies = policies
+        self.sandbox = sandbox
+        self.partitions = partitions or SecureSum({})
+        self.access_log = access_log
+        self.owner_timezone = owner_timezone
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.column_types = column_types
+        self.monotonic = monotonic
+        self.plans = PlanCache()
+
+    def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
+            client: str, timeout_s: float, token: str, certificate: PeerCertificate | None = None,
+            encryption: sandbox_pb.Encryption | None = None) -> QueryOutcome:
+        """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused.
+
+        ``token`` is the caller's bearer token and ``certificate`` the client certificate of its call; the
+        plan carries both so the sandbox can check who asks (and a certificate-bound token's binding).
+        It carries the owner's statements the broker holds for the policy too, so a sandbox that missed
+        one learns it with the next plan.
+        With ``encryption`` (the requester's public key) the cells come back encrypted under it; with
+        partitions, added up across them here without being decrypted.
+        """
+        encrypted = encryption is not None
+        base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
+                    client=client, request_id=request_id, grant_id=clipped(grant_id, GRANT_ID_BYTES),
+                    sql=unverified_sql)
+        now = self.clock()
+        deadline = self.monotonic() + timeout_s
+        today = now.astimezone(self.owner_timezone).date()
+        try:
+            require_role("requester", principal)
+            policy = self.policies.grant_for(grant_id, principal, now)
+            base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            guarded = self.plans.get_or_build(
+                policy, principal.district, principal.department, unverified_sql,
+                lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department,
+                              encrypted=encrypted, column_types=self.column_types(), deadline=deadline,
+                              clock=self.monotonic), encrypted=encrypted)
+        except Exception as error:  # refusals and bugs alike leave a record
+            self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
+                                                detail=getattr(error, "metadata", {}), **base), now=now)
+            raise
+        base["rewritten_sql"] = guarded.sql
+        limited = policy.queries_per_day is not None or policy.queries_total is not None
+        quota = Quota(policy.id, policy.queries_per_day, policy.queries_total,
+                      day_start=dt.datetime.combine(today, dt.time(0), self.owner_timezone)) if limited else None
+        plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id,
+                               policy_version=policy.version, max_rows=guarded.max_rows,
+                               policy_document=policy.document, original_sql=unverified_sql, caller_token=token,
+                               execution_id=str(uuid.uuid4()), encryption=encryption,
+                               caller_certificate=certificate.der if certificate else b"",
+                               policy_statements=self.policies.statements_for(policy.id))
+        execution = {"execution_id": plan.execution_id, "plan_sha256": plan_digest(plan)}
+        if encrypted:
+            execution.update(encrypted=True, partitions=list(policy.partitions))
+        try:
+            seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", detail=execution,
+                                                      **base), now=now, quota=quota)
+        except QuotaError as error:
+            if error.metadata.get("quota") == "queries_total":
+                self.policies.exhausted(policy.id)
+            raise
+        started = time.perf_counter()
+        try:
+            if policy.partitions:
+                response = self.partitions.execute(plan, policy.partitions, max_groups=guarded.max_rows,
+                                                   timeout_s=timeout_s, request_id=request_id)
+            else:
+                response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
+        except Exception as error:
+            self.access_log.append(AccessRecord(event="query.result", decision="error", reason=_reason(error),
+                                                detail={"decision_seq": seq, **execution,
+                                                        "duration_ms": _since(started),
+                                                        **getattr(error, "metadata", {})}, **base), synced=False)
+            raise
+        released = response.encrypted if response.HasField("encrypted") else response.table
+        digest = hashlib.sha256(released.SerializeToString(deterministic=True)).hexdigest()
+        self.access_log.append(AccessRecord(
+            event="query.result", decision="released", detail={
+                "decision_seq": seq, **execution, "sandbox_id": response.sandbox_id,
+                "duration_ms": _since(started), **_cells(response),
+                "truncated": response.truncated, "engine_micros": response.engine_micros,
+                "cells_withheld": response.cells_withheld,
+                "threshold_cells_withheld": response.threshold_cells_withheld,
+                "secondary_cells_withheld": response.secondary_cells_withheld,
+                "result_sha256": digest, **_noise_detail(response)}, **base), synced=False)
+        return QueryOutcome(response, guarded, policy, seq)
+
+    def explain(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
+                client: str, encrypted: bool = False) -> Explanation:
+        """What ``run`` would do with the query, without running it; refused exactly as ``run`` refuses.
+
+        Recorded in the access log as ``query.explain`` (allowed or refused), with the rewritten SQL;
+        it is not a query, so it does not count against the grant's quotas. The plan cache is not
+        used: the steps are traced afresh.
+        """
+        base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
+                    client=client, request_id=request_id, grant_id=clipped(grant_id, GRANT_ID_BYTES),
+                    sql=unverified_sql)
+        now = self.clock()
+        steps: list[GuardStep] = []
+        try:
+            require_role("requester", principal)
+            policy = self.policies.grant_for(grant_id, principal, now)
+            base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
+                            steps=steps, encrypted=encrypted, column_types=self.column_types())
+        except Exception as error:
+            self.access_log.append(AccessRecord(event="query.explain", decision="deny", reason=_reason(error),
+                                                detail=getattr(error, "metadata", {}), **base), now=now)
+            raise
+        seq = self.access_log.append(AccessRecord(event="query.explain", decision="allow", rewritten_sql=guarded.sql,
+                                                  **base), now=now)
+        return Explanation(guarded, tuple(steps), policy, seq)
+
+
+def _noise_detail(response: sandbox_pb.ExecutePlanResponse) -> dict:
+    """What a noisy answer cost, for the RESULT record (the noise itself is not recorded)."""
+    if not response.HasField("noise"):
+        return {}
+    noise = response.noise
+    return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
+            "repeated_answer": noise.repeated_answer, "noise_threshold": noise.threshold}
+
+
+def _cells(response: sandbox_pb.ExecutePlanResponse) -> dict:
+    """Rows and cells released, for the RESULT record; encrypted cells count as released, with the key named."""
+    if response.HasField("encrypted"):
+        encrypted = response.encrypted
+        rows = encrypted.groups.row_count
+        return {"rows": rows, "cells_released": rows * (len(encrypted.groups.columns) + len(encrypted.columns)),
+                "key_id": encrypted.key_id}
+    table = response.table
+    return {"rows": table.row_count, "cells_released": table.row_count * len(table.columns) - _withheld(response)}
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _withheld(response: sandbox_pb.ExecutePlanResponse) -> int:
+    return response.cells_withheld + response.threshold_cells_withheld + response.secondary_cells_withheld
+
+
+def _reason(error: Exception) -> str:
+    return error.reason if isinstance(error, DsbrokerError) else "INTERNAL"

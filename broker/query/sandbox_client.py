@@ -1,0 +1,81 @@
+"""The broker's channel to the owner's sandbox: plans out, results or statuses back."""
+
+from __future__ import annotations
+
+import grpc
+
+from dsbroker.rpc.call_context import REQUEST_ID_HEADER
+from dsbroker.errors import DsbrokerError, SandboxError
+from dsbroker.rpc.status import error_from_rpc_error
+from dsbroker.rpc.serving import message_options
+from dsbroker.identity.tls import ClientTls, open_channel
+from sandbox.v1 import sandbox_service_pb2 as pb
+from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+
+
+class SandboxClient:
+    """Calls one sandbox over a long-lived channel (no per-query connection set-up)."""
+
+    def __init__(self, target: str, *, tls: ClientTls | None, max_message_bytes: int) -> None:
+        self.target = target
+        self._channel = open_channel(target, tls=tls, options=message_options(max_message_bytes))
+        self._stub = pb_grpc.SandboxServiceStub(self._channel)
+
+    def execute(self, plan: pb.Plan, *, timeout_s: float, request_id: str) -> pb.ExecutePlanResponse:
+        """Run ``plan``; failures come back as DsbrokerError with the sandbox's reason."""
+        return self._call(self._stub.ExecutePlan, pb.ExecutePlanRequest(plan=plan, request_id=request_id), timeout_s,
+                          request_id=request_id)
+
+    def encrypt_partition(self, execution_id: str, groups: pb.ResultTable, *, timeout_s: float,
+                          request_id: str) -> pb.EncryptPartitionResponse:
+        """Second round of a secure sum: this partition's cells of ``execution_id``, encrypted over ``groups``."""
+        return self._call(self._stub.EncryptPartition,
+                          pb.EncryptPartitionRequest(execution_id=execution_id, groups=groups), timeout_s,
+                          request_id=request_id)
+
+    def publish_statements(self, statements: list[str], documents: list[str], *,
+                           timeout_s: float = 10.0) -> pb.PublishPolicyStatementsResponse:
+        """Hand the sandbox the owner's statements and signed policy documents; it verifies and keeps them."""
+        return self._call(self._stub.PublishPolicyStatements, pb.PublishPolicyStatementsRequest(
+            statements=statements, policy_documents=documents), timeout_s)
+
+    def list_statements(self, *, timeout_s: float = 10.0) -> list[str]:
+        """Every owner's statement the sandbox holds, oldest first (all pages)."""
+        statements, token = [], ""
+        while True:
+            page = self._call(self._stub.ListPolicyStatements, pb.ListPolicyStatementsRequest(page_token=token),
+                              timeout_s)
+            statements += page.statements
+            token = page.next_page_token
+            if not token:
+                return statements
+
+    def witness(self, checkpoints, proofs, *, timeout_s: float) -> pb.WitnessCheckpointResponse:
+        """Ask the sandbox to witness ``checkpoints`` (dsbroker.records.checkpoints.Checkpoint, oldest first), each
+        with its consistency proof (``proofs[i]``, hex nodes) from the checkpoint it names as ``prev``."""
+        return self._call(self._stub.WitnessCheckpoint, pb.WitnessCheckpointRequest(checkpoints=[
+            pb.LogCheckpoint(size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id,
+                             signature=c.signature, consistency_proof_hashes=proof)
+            for c, proof in zip(checkpoints, proofs, strict=True)]), timeout_s)
+
+    def list_datasets(self, *, timeout_s: float = 10.0) -> pb.ListDatasetsResponse:
+        """The sandbox's catalog: the datasets it serves, described by the owner."""
+        return self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(), timeout_s)
+
+    def _call(self, method, request, timeout_s: float, *, request_id: str = ""):
+        try:
+            return method(request, timeout=timeout_s,
+                          metadata=((REQUEST_ID_HEADER, request_id),) if request_id else None)
+        except grpc.RpcError as rpc_error:
+            error = error_from_rpc_error(rpc_error)
+            if error.reason == "UNAVAILABLE":
+                raise SandboxError("the data owner's sandbox cannot be reached; try again later",
+                                   sandbox=self.target) from None
+            if error.reason == "DEADLINE_EXCEEDED":
+                raise DsbrokerError("the query ran past its deadline", reason="QUERY_TIMEOUT",
+                                    code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            raise error from None
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()

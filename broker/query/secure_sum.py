@@ -1,0 +1,119 @@
+"""A secure sum across the sandboxes that hold partitions of one dataset.
+
+Round one sends the plan to every partition; each runs it, applies its own threshold and returns only
+the groups it releases, in clear. The broker takes their union, in a fixed order (by the keys' wire
+values), as the slot layout.
+Round two asks every partition to encrypt its cells over that layout (0 where it holds no such
+group), and the broker adds the ciphertexts slot by slot. The broker sees group keys and
+ciphertexts, never a cell of any partition nor the total; only the requester decrypts the total.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import Callable, TypeVar
+
+import grpc
+
+from dsbroker.errors import DsbrokerError
+from broker.query.sandbox_client import SandboxClient
+from dsbroker.results.bfv import add_serialised
+from dsbroker.results.table import table_like, wire_keys
+from sandbox.v1 import sandbox_service_pb2 as pb
+
+T = TypeVar("T")
+
+
+class PartitionError(DsbrokerError):
+    """Raised when the partitions' answers cannot be added up."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "PARTITIONS_INCONSISTENT"
+
+
+class SecureSum:
+    """Fans a plan out to the partitions a policy names and adds their encrypted cells."""
+
+    def __init__(self, sandboxes: dict[str, SandboxClient], *, workers: int = 16) -> None:
+        """``sandboxes`` maps each partition's sandbox id to a client of it."""
+        self.sandboxes = sandboxes
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="partition")
+
+    def execute(self, plan: pb.Plan, partitions: tuple[str, ...], *, max_groups: int, timeout_s: float,
+                request_id: str) -> pb.ExecutePlanResponse:
+        """Run ``plan`` in every partition and return one response whose ``encrypted`` adds them all up."""
+        unknown = [name for name in partitions if name not in self.sandboxes]
+        if unknown:
+            raise PartitionError(f"the broker has no address for partition {unknown[0]!r}; its operator adds it to "
+                                 "the partitions setting", reason="PARTITION_NOT_CONFIGURED", policy=plan.policy_id)
+        deadline = time.monotonic() + timeout_s
+        firsts = self._each(partitions, lambda client: client.execute(
+            plan, timeout_s=deadline - time.monotonic(), request_id=request_id))
+        for name, response in zip(partitions, firsts):
+            if response.sandbox_id != name or not response.HasField("partition_groups"):
+                raise PartitionError(f"the sandbox configured as partition {name!r} answered as another sandbox",
+                                     reason="PARTITION_MISCONFIGURED", policy=plan.policy_id)
+        columns = [[(c.name, c.type) for c in response.partition_groups.columns] for response in firsts]
+        if any(layout != columns[0] for layout in columns):
+            raise PartitionError("the partitions' results have different key columns", policy=plan.policy_id)
+        truncated = any(response.truncated for response in firsts)
+        try:
+            union = sorted({key for response in firsts for key in wire_keys(response.partition_groups)}, key=_order)
+        except ValueError:
+            raise PartitionError("a partition's groups are malformed", policy=plan.policy_id) from None
+        if truncated or len(union) > max_groups:
+            raise DsbrokerError(f"the partitions hold more than {max_groups} groups together; group more coarsely",
+                                reason="ENCRYPTED_TOO_MANY_GROUPS", code=grpc.StatusCode.OUT_OF_RANGE,
+                                table=plan.dataset)
+        groups = table_like(firsts[0].partition_groups, union)
+        seconds = self._each(partitions, lambda client: client.encrypt_partition(
+            plan.execution_id, groups, timeout_s=deadline - time.monotonic(), request_id=request_id).encrypted)
+        encrypted = _add(seconds, plan.policy_id)
+        encrypted.groups.CopyFrom(groups)
+        return pb.ExecutePlanResponse(
+            encrypted=encrypted, truncated=False, sandbox_id=",".join(partitions),
+            engine_micros=max(response.engine_micros for response in firsts))
+
+    def _each(self, partitions: tuple[str, ...], call: Callable[[SandboxClient], T]) -> list[T]:
+        """``call`` on every partition at once; the first failure (in partition order) is raised."""
+        futures = [self._pool.submit(call, self.sandboxes[name]) for name in partitions]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        """Close every partition's channel."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for client in self.sandboxes.values():
+            client.close()
+
+
+def _add(tables: list[pb.EncryptedTable], policy_id: str) -> pb.EncryptedTable:
+    """The slot-wise sum of the partitions' encrypted tables (each over the same groups and columns)."""
+    first = tables[0]
+    layout = [(c.name, c.position, c.kind, bool(c.ciphertext), bool(c.count_ciphertext)) for c in first.columns]
+    for table in tables[1:]:
+        if table.key_id != first.key_id:
+            raise PartitionError("the partitions encrypted under different keys", policy=policy_id)
+        if [(c.name, c.position, c.kind, bool(c.ciphertext), bool(c.count_ciphertext))
+                for c in table.columns] != layout:
+            raise PartitionError("the partitions' encrypted columns differ", policy=policy_id)
+    total = pb.EncryptedTable(key_id=first.key_id, partitions=len(tables))
+    try:
+        if first.partitions_withheld:
+            total.partitions_withheld = add_serialised([t.partitions_withheld for t in tables])
+        for index, column in enumerate(first.columns):
+            added = total.columns.add(name=column.name, position=column.position, kind=column.kind)
+            if column.ciphertext:
+                added.ciphertext = add_serialised([t.columns[index].ciphertext for t in tables])
+            if column.count_ciphertext:
+                added.count_ciphertext = add_serialised([t.columns[index].count_ciphertext for t in tables])
+    except ValueError:
+        raise PartitionError("a partition's ciphertext does not load or is of another length",
+                             policy=policy_id) from None
+    return total
+
+
+def _order(key: tuple) -> tuple:
+    # A fixed order all partitions share: by wire value (text sorts as text), NULL last; the values of
+    # one column share a type.
+    return tuple((value is None, 0 if value is None else value) for value in key)

@@ -1,0 +1,214 @@
+"""The guard: checks a requester's SQL against a grant and rewrites it for the sandbox.
+
+Modelled on sqlglot's optimizer: :data:`RULES` is a tuple of small rules, each
+a function ``Select -> Select`` in a module named for what it does
+(``reject_*`` rules raise a :class:`~dsbroker.errors.GuardError`, ``add_*``,
+``enforce_*`` and ``split_*`` rules rewrite). Each rule receives only the settings
+its signature names. Order matters and is written down here:
+
+1. structure first (one plain SELECT over the granted table; limits on size and depth in ``parse``),
+2. then aliases and positions are expanded against the caller's own outputs, so every later rule sees
+   real columns and no position can name a column the guard adds later,
+3. then the column checks (granted, entity, grouping, linear aggregates, filters, and, given the
+   engine's column types, filter literals and measure types),
+4. then the rewrites: the filters (ranges on a grid, the row filter), the cap on groups, and the split
+   into the cells the engine computes and the plan the sandbox computes from released cells
+   (``split_cells``); on the cell query, the threshold where small cells are dropped, totals, with
+   joins every column qualified, the dominance rule's statistics, or the noise policy's bounded cells;
+   last what the engine's dialect needs beyond sqlglot's own translation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import grpc
+import sqlglot.expressions as exp
+
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard.add_dominance_rule import add_dominance_rule
+from dsbroker.guard.add_entity_cells import add_entity_cells
+from dsbroker.guard.add_entity_threshold import add_entity_threshold
+from dsbroker.guard.add_noise_measures import PLAN_META as NOISE_PLAN, NoisePlan, add_noise_measures
+from dsbroker.guard.add_row_filter import add_row_filter
+from dsbroker.guard.add_totals import add_totals
+from dsbroker.guard.enforce_group_cap import enforce_group_cap
+from dsbroker.guard.enforce_range_grid import enforce_range_grid
+from dsbroker.guard.expand_output_aliases import expand_output_aliases
+from dsbroker.guard.parse import admit, parse
+from dsbroker.guard.qualify_joined_columns import qualify_joined_columns
+from dsbroker.guard.reject_encryption_unsupported import reject_encryption_unsupported
+from dsbroker.guard.reject_entity_misuse import reject_entity_misuse
+from dsbroker.guard.reject_invalid_aggregates import reject_invalid_aggregates
+from dsbroker.guard.reject_invalid_filters import reject_invalid_filters
+from dsbroker.guard.reject_invalid_group_keys import reject_invalid_group_keys
+from dsbroker.guard.reject_invalid_totals import reject_invalid_totals
+from dsbroker.guard.reject_mistyped_filters import reject_mistyped_filters
+from dsbroker.guard.reject_noise_unsupported import reject_noise_unsupported
+from dsbroker.guard.reject_raw_rows import reject_raw_rows
+from dsbroker.guard.reject_ungranted_columns import reject_ungranted_columns
+from dsbroker.guard.reject_ungranted_result_mode import reject_ungranted_result_mode
+from dsbroker.guard.reject_ungrouped_columns import reject_ungrouped_columns
+from dsbroker.guard.reject_unsummable_measures import reject_unsummable_measures
+from dsbroker.guard.reject_unsupported_syntax import reject_unsupported_syntax
+from dsbroker.guard.release_plan import CellPlan
+from dsbroker.guard.resolve_table import resolve_table
+from dsbroker.guard.split_cells import PLAN_META as CELL_PLAN, split_cells
+from dsbroker.guard.translate_date_parts import translate_date_parts
+from dsbroker.policy.model import Dominance, Policy, bind_row_filter
+
+# An encrypted result holds one row per BFV slot (dsbroker.results.bfv.SLOTS, the polynomial degree 8192).
+ENCRYPTED_SLOTS = 8192
+# The rules that need the engine's column types: the broker may lack them, the sandbox never does.
+SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
+
+RULES: tuple[Callable[..., exp.Select], ...] = (
+    reject_unsupported_syntax,
+    resolve_table,
+    reject_ungranted_result_mode,
+    expand_output_aliases,
+    reject_ungranted_columns,
+    reject_entity_misuse,
+    reject_raw_rows,
+    reject_invalid_group_keys,
+    reject_invalid_aggregates,
+    reject_ungrouped_columns,
+    reject_invalid_filters,
+    reject_mistyped_filters,
+    reject_unsummable_measures,
+    reject_noise_unsupported,
+    reject_encryption_unsupported,
+    reject_invalid_totals,
+    enforce_range_grid,
+    add_row_filter,
+    enforce_group_cap,
+    split_cells,
+    add_entity_threshold,
+    add_totals,
+    qualify_joined_columns,
+    add_entity_cells,
+    add_dominance_rule,
+    add_noise_measures,
+    translate_date_parts,
+)
+
+_RULE_PARAMETERS = {rule: tuple(inspect.signature(rule).parameters)[1:] for rule in RULES}
+_SUMMARIES = {rule: (inspect.getdoc(rule) or rule.__name__).splitlines()[0].replace("``", "") for rule in RULES}
+
+
+@dataclass(frozen=True)
+class GuardedQuery:
+    """A query the guard accepted: the SQL the engine runs, and how the sandbox makes the answer from it."""
+
+    sql: str
+    dataset: str
+    entity: str
+    min_entities: int
+    max_rows: int  # the most rows the answer holds (the grant's cap on groups)
+    engine_rows: int = 0  # the most rows the engine query returns (its LIMIT)
+    lookups: tuple[str, ...] = ()  # the lookup tables the query joins
+    cells: CellPlan | None = None  # the cell table's layout and what to compute from its released cells
+    noise: NoisePlan | None = None  # under a noise policy: how the sandbox makes the noisy answer instead
+    dominance: Dominance | None = None  # the rule the sandbox applies to the cells' largest contributions
+    suppression: str = "mark"  # the policy's: withheld cells are marked, or their rows dropped
+    encrypted: bool = False  # the cells leave the sandbox encrypted under the requester's key
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The answer's column names."""
+        if self.cells is not None:
+            return tuple(output.name for output in self.cells.outputs)
+        return tuple(output.name for output in self.noise.outputs)
+
+
+@dataclass(frozen=True)
+class GuardStep:
+    """What one rule did to a query, for ``explain``: it checked it, or rewrote it, or had nothing to do."""
+
+    rule: str
+    action: str  # "checked", "rewrote" or "unchanged"
+    summary: str
+
+
+def guard(unverified_sql: str, policy: Policy, *, district: str, department: str,
+          engine_dialect: str = "duckdb", steps: list[GuardStep] | None = None,
+          encrypted: bool = False, column_types: dict[str, dict[str, str]] | None = None,
+          deadline: float | None = None, clock: Callable[[], float] = time.monotonic) -> GuardedQuery:
+    """Check ``unverified_sql`` against ``policy`` for a caller and return the SQL to run.
+
+    Raises :class:`~dsbroker.errors.GuardError` naming the rule, table and column
+    when the query is refused. With ``steps``, each rule that ran is appended to
+    it (the explain path; it costs one SQL generation per rewriting rule).
+    ``encrypted`` asks for the result encrypted under the requester's key: the
+    grant must allow it; the sandbox leaves cells under the threshold out (the broker never learns
+    which groups were small), and where the grant marks them, counts them per group in the encrypted
+    answer (``partitions_withheld``).
+    ``column_types`` maps each table ("schema.table") to its columns' engine types, for the rules that
+    need them (:data:`SCHEMA_RULES`). ``deadline`` is a time on ``clock`` by which the guard must be done;
+    past it, the query is refused (DEADLINE_EXCEEDED ``GUARD_TIMEOUT``) between two rules.
+    """
+    admit(unverified_sql)
+    expression = parse(unverified_sql)
+    suppression = "drop" if _filters_a_measure(expression, policy.ranges) else policy.suppression
+    max_groups = min(policy.max_groups, ENCRYPTED_SLOTS) if encrypted else policy.max_groups
+    settings: dict[str, Any] = {
+        "dataset": policy.dataset,
+        "columns": policy.visible_columns(),
+        "aggregates": policy.aggregates,
+        "min_max": policy.min_max,
+        "ranges": policy.ranges,
+        "lookups": policy.lookups,
+        "entity": policy.entity_column,
+        "min_entities": policy.min_entities,
+        "max_groups": max_groups,
+        "dominance": policy.dominance,
+        "noise": policy.noise,
+        "suppression": suppression,
+        "results": policy.results,
+        "encrypted": encrypted,
+        "engine_dialect": engine_dialect,
+        "column_types": column_types,
+        "row_filter": bind_row_filter(policy.row_filter, district=district, department=department)
+        if policy.row_filter else None,
+    }
+    for rule in RULES:
+        if deadline is not None and clock() > deadline:
+            raise DsbrokerError("the query's deadline passed while it was being checked", reason="GUARD_TIMEOUT",
+                                code=grpc.StatusCode.DEADLINE_EXCEEDED, rule=rule.__name__)
+        before = expression.sql() if steps is not None and not rule.__name__.startswith("reject_") else None
+        expression = rule(expression, **{name: settings[name] for name in _RULE_PARAMETERS[rule]})
+        if steps is not None:
+            action = "checked" if before is None else "rewrote" if expression.sql() != before else "unchanged"
+            steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
+    joined = {join.this.name for join in _joins(expression)}
+    limit = expression.args.get("limit")
+    return GuardedQuery(
+        sql=expression.sql(dialect=engine_dialect, comments=False, copy=False),  # the tree is not used again
+        dataset=policy.dataset,
+        entity=policy.entity_column,
+        min_entities=policy.min_entities,
+        max_rows=max_groups,
+        engine_rows=int(limit.expression.name) if limit is not None else 0,
+        lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
+        cells=expression.meta.get(CELL_PLAN),
+        noise=expression.meta.get(NOISE_PLAN),
+        dominance=policy.dominance,
+        suppression=suppression,
+        encrypted=encrypted,
+    )
+
+
+def _filters_a_measure(expression: exp.Select, ranges: dict) -> bool:
+    """Whether WHERE tests a measure in a range (``ranges``). Such a query's small cells are left out, never
+    marked: which rows a marked answer shows would say which band of the grid a lone taxpayer is in."""
+    where = expression.args.get("where")
+    return bool(ranges) and where is not None and any(
+        column.name.lower() in ranges for column in where.find_all(exp.Column))
+
+
+def _joins(expression: exp.Select):
+    """The lookup joins of the engine query, wherever the rewrites moved them (a per-entity subquery)."""
+    return expression.find_all(exp.Join)

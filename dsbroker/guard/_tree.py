@@ -1,0 +1,95 @@
+"""Helpers the guard's rules share: refusals, conjunct splitting, aggregate lookup."""
+
+from __future__ import annotations
+
+from typing import Iterator, NoReturn
+
+import sqlglot.expressions as exp
+
+from dsbroker.errors import GuardError, GuardPermissionError
+
+AGGREGATE_TYPES: tuple[type[exp.Expression], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
+# Set on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY.
+TOTALS_META = "totals"
+AGGREGATE_NAMES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
+
+
+def refuse(rule: str, reason: str, message: str, *, table: str | None = None,
+           column: str | None = None, permission: bool = False, **metadata) -> NoReturn:
+    """Raise the guard's refusal; ``rule``, ``table`` and ``column`` go into ErrorInfo metadata."""
+    cls = GuardPermissionError if permission else GuardError
+    raise cls(message, reason=reason, rule=rule, table=table, column=column, **metadata)
+
+
+def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
+    """The terms of an AND tree (parentheses unwrapped); nothing for None."""
+    if condition is None:
+        return
+    condition = condition.unnest()
+    if isinstance(condition, exp.And):
+        yield from conjuncts(condition.left)
+        yield from conjuncts(condition.right)
+    else:
+        yield condition
+
+
+def enclosing_aggregate(node: exp.Expression) -> exp.Expression | None:
+    """The nearest aggregate function above ``node``, if any."""
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, AGGREGATE_TYPES):
+            return parent
+        parent = parent.parent
+    return None
+
+
+def select_clauses(select: exp.Select) -> Iterator[tuple[str, exp.Expression]]:
+    """Each clause of the query that can hold columns, with its SQL name."""
+    for projection in select.expressions:
+        yield "SELECT", projection
+    for name, key in (("WHERE", "where"), ("GROUP BY", "group"), ("HAVING", "having"), ("ORDER BY", "order")):
+        clause = select.args.get(key)
+        if clause is not None:
+            yield name, clause
+
+
+def column_key(column: exp.Column) -> str:
+    """How the grant's column map names ``column``: ``name`` in the dataset, ``table.name`` in a lookup."""
+    return f"{column.table}.{column.name}" if column.table else column.name
+
+
+def aliased(node: exp.Expression, name: str) -> exp.Alias:
+    """``node AS name`` for a name the guard wrote (a plain identifier), taking ``node`` as it is."""
+    return exp.Alias(this=node, alias=exp.Identifier(this=name, quoted=False))
+
+
+def internal_column(name: str) -> exp.Column:
+    """A reference to a column the guard named (a plain identifier)."""
+    return exp.Column(this=exp.Identifier(this=name, quoted=False))
+
+
+def table_of(column: exp.Column, dataset: str) -> str:
+    """The full name of the table ``column`` belongs to (set by resolve_table for lookup columns)."""
+    return column.meta.get("table", dataset)
+
+
+def output_name(projection: exp.Expression) -> str | None:
+    """The alias of a projection, if it has one."""
+    return projection.alias if isinstance(projection, exp.Alias) else None
+
+
+def per_cell_and_entity(expression: exp.Select, keys: list, entity_column: exp.Column) -> exp.Select:
+    """Move the query's source (FROM, joins, WHERE) into a query per cell and entity: group keys as
+    ``cell_key(i)``, the entity as ``ENTITY`` and its row count as ``ROWS``; the caller adds per-entity sums."""
+    from dsbroker.guard import internal_names as names
+
+    # ``keys`` and ``entity_column`` move into the inner query, which groups by copies of them.
+    inner = exp.Select(expressions=[aliased(key, names.cell_key(i)) for i, key in enumerate(keys)]
+                       + [aliased(entity_column, names.ENTITY), aliased(exp.Count(this=exp.Star()), names.ROWS)])
+    inner.set("from_", expression.args["from_"].pop())
+    for arg in ("joins", "where"):
+        if expression.args.get(arg):
+            inner.set(arg, expression.args[arg])
+            expression.set(arg, None)
+    inner.set("group", exp.Group(expressions=[key.copy() for key in keys] + [entity_column.copy()]))
+    return inner

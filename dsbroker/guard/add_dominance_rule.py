@@ -1,0 +1,43 @@
+"""add_dominance_rule: give the sandbox each cell's largest contributions, to withhold dominated sums.
+
+A threshold on the number of taxpayers does not protect a cell whose total is mostly one
+enterprise's. The rule needs each cell's largest contributions by entity: the cell query aggregates
+per cell and entity first (add_entity_cells), and this rule adds, per cell and for each measure a SUM
+or AVG reads, the magnitude of every entity's total, the n largest (``MAX(ABS(contribution), n)``) and,
+for the p% rule, the largest and the two largest. The sandbox then tests the rule exactly, per measure column, and
+withholds every sum of a dominated measure in that cell: tested per SUM argument instead,
+``SUM(vat_paid + revenue) - SUM(revenue)`` would read a dominated VAT total. Counts, MIN and MAX are
+not subject to the rule. Contributions count by magnitude, so refunds cannot hide a dominant taxpayer.
+"""
+
+from __future__ import annotations
+
+import sqlglot.expressions as exp
+
+from dsbroker.guard import internal_names as names
+from dsbroker.guard.split_cells import PLAN_META
+from dsbroker.policy.model import Dominance
+
+
+def add_dominance_rule(expression: exp.Select, dominance: Dominance | None) -> exp.Select:
+    """Add, per cell, each summed measure's total of magnitudes and its largest shares (add_entity_cells
+    made the per-entity totals they are computed from)."""
+    if dominance is None or PLAN_META not in expression.meta:
+        return expression
+    plan = expression.meta[PLAN_META]
+    columns = list(expression.expressions)
+    for index, measure in enumerate(plan.dominated):
+        magnitude = exp.Abs(this=exp.column(names.entity_sum(measure)))
+        columns.append(exp.Sum(this=magnitude.copy()).as_(names.dominance_total(index), copy=False))
+        if dominance.n is not None:
+            columns.append(_largest(magnitude, dominance.n).as_(names.dominance_top(index), copy=False))
+        if dominance.p is not None:
+            columns.append(exp.Max(this=magnitude.copy()).as_(names.dominance_largest(index), copy=False))
+            columns.append(_largest(magnitude, 2).as_(names.dominance_top_two(index), copy=False))
+    expression.set("expressions", columns)
+    return expression
+
+
+def _largest(magnitude: exp.Expression, n: int) -> exp.Expression:
+    """The sum of the ``n`` largest values of ``magnitude`` in a cell."""
+    return exp.Anonymous(this="LIST_SUM", expressions=[exp.Max(this=magnitude.copy(), count=exp.Literal.number(n))])

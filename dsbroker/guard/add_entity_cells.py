@@ -1,0 +1,119 @@
+"""add_entity_cells: aggregate each cell per entity first, and count the entities that make up each sum.
+
+The threshold counts a cell's entities, but a sum is made only of the entities whose amount is set and
+not zero: in a street of twelve taxpayers where one alone declares CIT, ``SUM(cit_paid)`` is that
+taxpayer's amount. So the cell query aggregates twice, in one engine query: first per cell and entity
+(``CELLS``: each entity's total of each measure), then per cell, where the statistics are added up again
+and, for each measure a SUM or AVG reads, the entities whose total is not zero are counted. The sandbox
+withholds every sum of a measure that fewer than k entities make up (but some do). Counting entities
+once each this way is also how ``COUNT(DISTINCT entity)`` is computed here: a group per entity costs the
+engine less than a set of entities per cell. With totals (ROLLUP) an entity may sit in several cells
+of a total, so there the counts are distinct counts over the per-entity rows.
+"""
+
+from __future__ import annotations
+
+import sqlglot.expressions as exp
+
+from dsbroker.guard import internal_names as names
+from dsbroker.guard._tree import TOTALS_META, aliased, internal_column, per_cell_and_entity
+from dsbroker.guard.split_cells import PLAN_META, RELEASED_FIRST_META
+
+
+def add_entity_cells(expression: exp.Select) -> exp.Select:
+    """Rewrite the cell query into its per-entity form, with a count of contributors per summed measure."""
+    if PLAN_META not in expression.meta:
+        return expression  # under noise add_noise_measures writes its own per-entity query
+    plan = expression.meta[PLAN_META]
+    totals = bool(expression.meta.get(TOTALS_META))
+    projections = {p.alias: p.this for p in expression.expressions}
+    group = expression.args.get("group")
+    keys = list(group.expressions[0].expressions if totals else group.expressions) if group is not None else []
+    entity = projections[names.statistic(0)].this.expressions[0]  # COUNT(DISTINCT entity)
+    inner = per_cell_and_entity(expression, keys, entity)  # both leave the outer query
+
+    def per_entity(column: exp.Expression, kind: str) -> exp.Expression:
+        """The per-entity column of ``kind`` for ``column``, added to the inner query on first use."""
+        alias = {"sum": names.entity_sum, "count": names.entity_count}[kind](column.name) if kind in ("sum", "count") \
+            else names.entity_extreme(kind, column.name)
+        if alias not in {p.alias for p in inner.expressions}:
+            aggregate = {"sum": exp.Sum, "count": exp.Count, "min": exp.Min, "max": exp.Max}[kind]
+            inner.expressions.append(aliased(aggregate(this=column.copy()), alias))
+        return internal_column(alias)
+
+    def counted(condition: exp.Expression | None = None) -> exp.Expression:
+        """How many entities (meeting ``condition``) a cell holds: one per-entity row each, except in totals."""
+        subject = internal_column(names.ENTITY) if condition is None else exp.Case(
+            ifs=[exp.If(this=condition, true=internal_column(names.ENTITY))])
+        return exp.Count(this=exp.Distinct(expressions=[subject]) if totals else subject)
+
+    def cell_keys() -> list[exp.Column]:
+        return [internal_column(names.cell_key(i)) for i in range(len(keys))]
+
+    outer = [aliased(key, names.key(i)) for i, key in enumerate(cell_keys())]
+    for index, statistic in enumerate(plan.statistics):
+        source = projections[names.statistic(index)]
+        if statistic.kind == "entities":
+            value = counted()
+        elif statistic.kind == "rows":
+            value = exp.Sum(this=internal_column(names.ROWS))
+        elif statistic.kind in ("sum", "count"):
+            value = exp.Sum(this=per_entity(source.this, statistic.kind))
+        else:
+            value = type(source)(this=per_entity(source.this, statistic.kind))
+        outer.append(aliased(value, names.statistic(index)))
+    if totals:
+        outer.append(aliased(exp.Grouping(expressions=cell_keys()), names.GROUPING))
+    measures = {s.measure: projections[names.statistic(i)].this.this for i, s in enumerate(plan.statistics)
+                if s.kind == "sum"}
+    contributors = []
+    for index, measure in enumerate(plan.summed):
+        total = per_entity(measures[measure], "sum")
+        contributors.append(totals_contributors(total, counted) if totals else
+                            counted(exp.NEQ(this=total, expression=exp.Literal.number(0))))
+        outer.append(aliased(contributors[-1], names.contributors(index)))
+        if totals:  # what may cancel in a sum of several withheld cells (sandbox.disclosure.release._secondary_sums)
+            outer.append(aliased(counted(exp.LT(this=total.copy(), expression=exp.Literal.number(0))),
+                                 names.negatives(index)))
+    expression.set("expressions", outer)
+    expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(
+        this=exp.to_identifier(names.CELLS)))))
+    if keys:
+        expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=cell_keys())] if totals else cell_keys()))
+    else:
+        expression.set("group", None)
+    for clause in ("having", "order"):  # the threshold and the released-first order count entities again
+        node = expression.args.get(clause)
+        for count in list(node.find_all(exp.Count)) if node is not None else ():
+            if isinstance(count.this, exp.Distinct):
+                count.replace(counted())
+    order = expression.args.get("order")
+    first = order.expressions[0] if order is not None and order.expressions else None
+    if first is not None and RELEASED_FIRST_META in first.meta and contributors:
+        # A group whose sum some but fewer than k entities make up is left out whole too (encryption.py):
+        # released first means that rule as well, or such groups would take places under the cap.
+        k = exp.Literal.number(first.meta[RELEASED_FIRST_META])
+        first.set("this", exp.and_(first.this, *(
+            exp.or_(exp.EQ(this=count.copy(), expression=exp.Literal.number(0)), exp.GTE(this=count.copy(), expression=k))
+            for count in contributors)))
+    return expression
+
+
+def totals_contributors(total: exp.Expression, counted) -> exp.Expression:
+    """A total's count of contributors to a measure, never more than the true one, and 0 only when no
+    entity's amount in it is set and not zero.
+
+    Under ROLLUP a total's rows are per (finest cell, entity), so an entity's amount in the total is the
+    sum of its amounts in several parts, which SQL does not see here: a payment in January and its refund
+    in February are not zero each, but nothing together. An entity whose nonzero parts all have one sign
+    does contribute; so the count is of those, 2·|nonzero| − |some positive| − |some negative| (the
+    entities in exactly one of the two), and 1 where that is 0 but some part is not zero: under k, the sum
+    is withheld, as one its entities may cancel in cannot be released on their count."""
+    def some(condition: type) -> exp.Expression:
+        return counted(condition(this=total.copy(), expression=exp.Literal.number(0)))
+    nonzero = some(exp.NEQ)
+    one_sign = exp.Sub(this=exp.Sub(this=exp.Mul(this=exp.Literal.number(2), expression=nonzero),
+                                    expression=some(exp.GT)), expression=some(exp.LT))
+    return exp.Case(ifs=[exp.If(this=exp.and_(exp.EQ(this=one_sign.copy(), expression=exp.Literal.number(0)),
+                                              exp.GT(this=nonzero.copy(), expression=exp.Literal.number(0))),
+                                true=exp.Literal.number(1))], default=one_sign)

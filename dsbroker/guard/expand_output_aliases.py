@@ -1,0 +1,112 @@
+"""expand_output_aliases: replace references to output aliases and positions by the expressions.
+
+After this rule every column in GROUP BY, HAVING and ORDER BY is a real
+column, so later checks and every engine see the same thing. An alias may
+reuse a column's name only for an expression over that very column
+(``SUM(revenue) AS revenue``); any other reuse is refused, since engines differ
+on which wins. Inside aggregate arguments names always mean columns.
+"""
+
+from __future__ import annotations
+
+import sqlglot.expressions as exp
+
+from dsbroker.guard import internal_names
+from dsbroker.guard._tree import AGGREGATE_TYPES, TOTALS_META, output_name, refuse
+from dsbroker.guard.parse import MAX_NODES, NODES_META
+
+
+def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
+    """Expand aliases and ordinals in GROUP BY, HAVING and ORDER BY; refuse shadowing aliases."""
+    projections = expression.expressions
+    column_names = {key.split(".")[-1] for key in columns}  # a lookup's columns too
+    aliased: dict[str, exp.Expression] = {}
+    for projection in projections:
+        name = output_name(projection)
+        if name is None:
+            continue
+        name = name.lower()
+        if internal_names.is_internal(name):
+            refuse("expand_output_aliases", "ALIAS_RESERVED",
+                   f"output names starting with two underscores are reserved for the guard's rewrites: {name!r}",
+                   column=name)
+        if name in column_names and name not in {c.name for c in projection.this.find_all(exp.Column)}:
+            refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
+                   f"output name {name!r} is also a column name; choose another alias", column=name)
+        if name in aliased:
+            refuse("expand_output_aliases", "DUPLICATE_ALIAS", f"output name {name!r} is used twice", column=name)
+        aliased[name] = projection.this
+
+    copies = _Copies(expression)
+    group = expression.args.get("group")
+    if group is not None:
+        if group.args.get("all"):
+            keys = [copies.copy(p.unalias()) for p in projections if not p.unalias().find(*AGGREGATE_TYPES)]
+            group.set("all", None)
+            group.set("expressions", keys)
+            if not keys:  # GROUP BY ALL over aggregates only: a global aggregate, with no GROUP BY to write
+                expression.set("group", None)
+                group = None
+        else:
+            rollups = [key for key in group.expressions if isinstance(key, exp.Rollup)]
+            if rollups or group.args.get("rollup"):
+                if len(group.expressions) != 1 or not rollups or not rollups[0].expressions or group.args.get("rollup"):
+                    refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED", "totals are asked for as "
+                           "GROUP BY ROLLUP(a, b), listing every group key once", construct="ROLLUP")
+                # Every later rule sees the keys as plain GROUP BY keys; add_totals restores the ROLLUP.
+                group.set("expressions", list(rollups[0].expressions))
+                expression.meta[TOTALS_META] = True
+            group.set("expressions", [_expand(key, projections, aliased, "GROUP BY", copies)
+                                      for key in group.expressions])
+        for arg in ("cube", "grouping_sets"):
+            if group is not None and group.args.get(arg):
+                refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED",
+                       f"GROUP BY {arg.upper()} is not allowed; ROLLUP gives totals", construct=arg.upper())
+    having = expression.args.get("having")
+    if having is not None:
+        having.set("this", _replace_alias_columns(having.this, aliased, copies))
+    order = expression.args.get("order")
+    if order is not None:
+        for ordered in order.expressions:
+            ordered.set("this", _expand(ordered.this, projections, aliased, "ORDER BY", copies))
+    return expression
+
+
+class _Copies:
+    """Counts the nodes the expansion adds: each reference to an output copies it, so a large output named
+    many times would multiply the query past the limit ``parse`` checked (MAX_NODES) after the fact."""
+
+    def __init__(self, query: exp.Expression) -> None:
+        self.nodes = query.meta.get(NODES_META) or sum(1 for _ in query.walk())
+        self._sizes: dict[int, int] = {}
+
+    def copy(self, node: exp.Expression) -> exp.Expression:
+        size = self._sizes.setdefault(id(node), sum(1 for _ in node.walk()))
+        self.nodes += size
+        if self.nodes > MAX_NODES:
+            refuse("expand_output_aliases", "QUERY_TOO_COMPLEX",
+                   f"the query is too complex to check: naming its outputs by alias or position makes it more "
+                   f"than {MAX_NODES} parts")
+        return node.copy()
+
+
+def _expand(key: exp.Expression, projections: list, aliased: dict, clause: str, copies: _Copies) -> exp.Expression:
+    if isinstance(key, exp.Literal) and not key.is_string:
+        position = int(key.name) if key.name.isdigit() else 0
+        if not 1 <= position <= len(projections):
+            refuse("expand_output_aliases", "POSITION_OUT_OF_RANGE",
+                   f"{clause} position {key.name} does not name an output column")
+        return copies.copy(projections[position - 1].unalias())
+    return _replace_alias_columns(key, aliased, copies)
+
+
+def _replace_alias_columns(node: exp.Expression, aliased: dict, copies: _Copies) -> exp.Expression:
+    if isinstance(node, AGGREGATE_TYPES):
+        return node
+    if isinstance(node, exp.Column) and not node.table and node.name.lower() in aliased:
+        return copies.copy(aliased[node.name.lower()])
+    for child in list(node.iter_expressions()):
+        replaced = _replace_alias_columns(child, aliased, copies)
+        if replaced is not child:
+            child.replace(replaced)
+    return node

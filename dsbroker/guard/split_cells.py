@@ -1,0 +1,252 @@
+"""split_cells: split the query into the cells the engine computes and what the sandbox computes from them.
+
+The engine gets a query that returns only cells: each group key, and per cell the statistics the
+caller's aggregates are made of (distinct entities, rows, per-measure sums and counts, granted minima
+and maxima), each a plain aggregate of one column. None of them can fail or overflow for any data: a
+sum of integers is computed in a type wider than any table's total, and no caller arithmetic reaches the
+engine. Everything else (the caller's outputs, arithmetic on aggregates, HAVING, ORDER BY, LIMIT)
+becomes a :class:`~dsbroker.guard.release_plan.CellPlan` that the sandbox evaluates on the cells that
+disclosure control released. Positions and names are resolved against the caller's own outputs here,
+before any internal column exists, and the engine's columns carry names no caller can write.
+
+The engine still orders and cuts the rows when the order is by group keys alone and nothing needs
+every cell (no HAVING, no totals): which rows come back then depends on no cell's value.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import sqlglot.expressions as exp
+
+from dsbroker.guard import internal_names as names
+from dsbroker.guard._tree import AGGREGATE_TYPES, TOTALS_META, aliased, column_key, refuse
+from dsbroker.guard.linear_forms import LINEAR_FORM_META, linear_form, number_literal, widest
+from dsbroker.guard.literals import read_date, read_timestamp
+from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
+                                       Statistic, statistics_read)
+from dsbroker.policy.model import Dominance, Noise
+
+PLAN_META = "cell_plan"  # the CellPlan travels with the cell query to the guard's result
+RELEASED_FIRST_META = "released_first"  # on the encrypted order's first term: the threshold k it tests
+# Where HAVING or ORDER BY by a value must see every cell, the engine may return this many times the
+# grant's cap. Those cells are the ones the answer shows or marks (where small cells are dropped, the
+# engine drops them first), so the cap counts nothing the caller does not see.
+WHOLE_TABLE_FACTOR = 10
+# A table with totals, and a noise policy's cells, are computed whole, small cells included: secondary
+# suppression and the noisy threshold must see every one. A table larger than this is refused; it is a
+# bound on resources, like memory, and says only that the table holds more cells than any report needs.
+MOST_CELLS = 1_000_000
+# What the sandbox computes from each released cell (outputs, HAVING, ORDER BY, constants folded) is
+# bounded, so that the work after the engine is bounded by the cells it returned.
+MOST_OPERATIONS = 2_000
+
+_ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/"}
+_COMPARISONS = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+_DATE_PARTS = {exp.Year: "year", exp.Quarter: "quarter", exp.Month: "month"}
+_TRUNC_UNITS = {"YEAR": "trunc_year", "QUARTER": "trunc_quarter", "MONTH": "trunc_month"}
+
+
+def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str, max_groups: int,
+                min_entities: int, encrypted: bool, dominance: Dominance | None, noise: Noise | None) -> exp.Select:
+    """Rewrite into the cell query (keys and per-cell statistics) and attach the plan of what follows.
+
+    The engine returns at most the grant's ``max_groups`` (one more, to tell a cut table), or, where
+    HAVING, ORDER BY or totals need every cell, up to ``WHOLE_TABLE_FACTOR`` times as many; the
+    sandbox refuses a table larger than that rather than filter or order a part of it.
+    """
+    if noise is not None:
+        return expression  # add_noise_measures writes the noise policy's own query
+    group = expression.args.get("group")
+    keys = list(group.expressions) if group is not None else []
+    lowering = _Lowering(keys, columns, dataset, entity)
+    outputs = tuple(Output(_output_name(p), node := lowering.lower(p.unalias()), _is_cell(node))
+                    for p in expression.expressions)
+    having = expression.args.get("having")
+    having_node = lowering.lower(having.this) if having is not None else None
+    order = expression.args.get("order")
+    ordering = tuple(Ordering(lowering.lower(o.this), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
+                     for o in (order.expressions if order is not None else ()))
+    limit = expression.args.get("limit")  # enforce_group_cap checked it and capped it at max_groups + 1
+    limit = int(limit.expression.name) if limit is not None else None
+    totals = bool(expression.meta.get(TOTALS_META))
+    engine_ordered = bool(ordering) and having is None and not totals and all(
+        isinstance(o.node, Key) for o in ordering)
+    order_asked = bool(ordering)
+    if (engine_ordered or not ordering) and having is None and not totals:
+        # The engine orders by the keys asked for and then by every other key, so which rows a LIMIT keeps,
+        # and in what order they come, depends on the released keys alone, never on how the engine
+        # happened to work (ties included).
+        ordered = {o.node.index for o in ordering}
+        ordering = ordering + tuple(Ordering(Key(i), False, False) for i in range(len(keys)) if i not in ordered)
+        engine_ordered = bool(ordering)
+    plan = CellPlan(
+        keys=len(keys), statistics=tuple(lowering.statistics), outputs=outputs, having=having_node, order=ordering,
+        limit=limit, engine_ordered=engine_ordered,
+        summed=tuple(s.measure for s in lowering.statistics if s.kind == "sum"),
+        dominated=tuple(s.measure for s in lowering.statistics if s.kind == "sum") if dominance is not None else (),
+        totals=tuple(next(i for i, o in enumerate(outputs) if o.node == Key(k)) for k in range(len(keys)))
+        if totals else (),
+        whole_table=having is not None or totals or (order_asked and not engine_ordered))
+
+    size = sum(_plan_size(o.node) for o in plan.outputs) + _plan_size(plan.having) + sum(
+        _plan_size(o.node) for o in plan.order)
+    if size > MOST_OPERATIONS:
+        refuse("split_cells", "QUERY_TOO_COMPLEX", f"the query is too complex to check: what it computes from each "
+               f"cell takes more than {MOST_OPERATIONS} operations")
+    cells = exp.Select(expressions=[aliased(key.copy(), names.key(i)) for i, key in enumerate(keys)]
+                       + [aliased(_statistic_sql(s, entity), names.statistic(i)) for i, s in enumerate(plan.statistics)])
+    for arg in ("from_", "joins", "where"):
+        if expression.args.get(arg):
+            cells.set(arg, expression.args[arg])
+    if keys:
+        cells.set("group", exp.Group(expressions=keys))  # the caller's query is not used again
+    if engine_ordered:
+        ordered = [exp.Ordered(this=exp.column(names.key(o.node.index)), desc=o.descending, nulls_first=o.nulls_first)
+                   for o in ordering]
+        if encrypted:
+            # Small groups never leave the sandbox in this mode, so they must not take the places the cap
+            # leaves: the released ones come first, and which of them come back depends on them alone.
+            released = exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[exp.column(entity)])),
+                               expression=exp.Literal.number(min_entities))
+            first = exp.Ordered(this=released, desc=True, nulls_first=False)
+            first.meta[RELEASED_FIRST_META] = min_entities  # add_entity_cells adds the contributor rule to it
+            ordered.insert(0, first)
+        cells.set("order", exp.Order(expressions=ordered))
+    if totals:
+        engine_limit = MOST_CELLS + 1
+    elif plan.whole_table:
+        engine_limit = max_groups * WHOLE_TABLE_FACTOR + 1
+    else:
+        engine_limit = min(limit, max_groups + 1) if limit is not None else max_groups + 1
+    cells.set("limit", exp.Limit(expression=exp.Literal.number(engine_limit)))
+    cells.meta.update(expression.meta)
+    cells.meta[PLAN_META] = plan
+    return cells
+
+
+class _Lowering:
+    """Turns the caller's expressions over aggregates and keys into release-plan nodes, collecting statistics."""
+
+    def __init__(self, keys: list[exp.Expression], columns: dict, dataset: str, entity: str) -> None:
+        self.keys, self.columns, self.dataset, self.entity = keys, columns, dataset, entity
+        self.statistics: list[Statistic] = [Statistic("entities")]  # statistic 0: the threshold's count
+
+    def statistic(self, kind: str, measure: str | None = None) -> int:
+        wanted = Statistic(kind, measure)
+        if wanted not in self.statistics:
+            self.statistics.append(wanted)
+        return self.statistics.index(wanted)
+
+    def lower(self, node: exp.Expression) -> Node:
+        for index, key in enumerate(self.keys):
+            if node == key:
+                return Key(index)
+        if isinstance(node, AGGREGATE_TYPES):
+            return self.aggregate(node)
+        if isinstance(node, exp.Paren):
+            return self.lower(node.this)
+        if isinstance(node, exp.Literal):
+            if node.is_string:
+                return Const(node.name, "text")
+            value, kind = number_literal(node, rule="split_cells", dataset=self.dataset)
+            return Const(value, kind)
+        if isinstance(node, exp.Boolean):
+            return Const(node.this, "bool")
+        if isinstance(node, exp.Null):
+            return Const(None, "null")
+        if isinstance(node, exp.Cast):  # reject_unsupported_syntax allows a DATE or TIMESTAMP literal only
+            return _date_literal(node, self.dataset)
+        if isinstance(node, exp.Neg):
+            return _folded(Call("neg", (self.lower(node.this),)))
+        if isinstance(node, exp.Not):
+            return Call("not", (self.lower(node.this),))
+        if type(node) in _ARITHMETIC:
+            return _folded(Call(_ARITHMETIC[type(node)], (self.lower(node.left), self.lower(node.right))))
+        if type(node) in _COMPARISONS:
+            return Call(_COMPARISONS[type(node)], (self.lower(node.left), self.lower(node.right)))
+        if isinstance(node, (exp.And, exp.Or)):
+            return Call("and" if isinstance(node, exp.And) else "or", (self.lower(node.left), self.lower(node.right)))
+        if isinstance(node, exp.In):
+            return Call("in", (self.lower(node.this), *(self.lower(v) for v in node.expressions)))
+        if isinstance(node, exp.Between):
+            return Call("between", (self.lower(node.this), self.lower(node.args["low"]),
+                                    self.lower(node.args["high"])))
+        if type(node) in _DATE_PARTS:
+            return Call(_DATE_PARTS[type(node)], (self.lower(node.this),))
+        if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)):
+            return Call(_TRUNC_UNITS[node.text("unit").upper()], (self.lower(node.this),))
+        # reject_ungrouped_columns and reject_unsupported_syntax let nothing else through.
+        refuse("split_cells", "CONSTRUCT_NOT_ALLOWED", f"{node.key.upper()} is not allowed here", table=self.dataset,
+               construct=node.key.upper())
+
+    def aggregate(self, aggregate: exp.Expression) -> Node:
+        argument = aggregate.this
+        if isinstance(aggregate, exp.Count):
+            if isinstance(argument, exp.Star):
+                return Stat(self.statistic("rows"))
+            if isinstance(argument, exp.Distinct):
+                return Stat(0)
+            return Stat(self.statistic("count", column_key(argument)))
+        name = type(aggregate).__name__.upper()
+        form = aggregate.meta.get(LINEAR_FORM_META) or linear_form(argument, aggregate=name, columns=self.columns,
+                                                                   dataset=self.dataset)
+        if isinstance(aggregate, exp.Sum):
+            return Linear(tuple((coefficient, self.statistic("sum", measure))
+                                for measure, coefficient in form.terms.items()), form.kind)
+        ((measure, coefficient),) = form.terms.items()  # reject_invalid_aggregates allows one measure term here
+        if isinstance(aggregate, exp.Avg):
+            return Average(coefficient, self.statistic("sum", measure), self.statistic("count", measure))
+        kind = "min" if isinstance(aggregate, exp.Min) else "max"
+        return Linear(((coefficient, self.statistic(kind, measure)),), widest(form.kind, "int"))
+
+
+def _folded(call: Call) -> Node:
+    """Arithmetic on numbers alone, done once here, exactly, rather than once per released cell."""
+    if not all(isinstance(arg, Const) and arg.kind in ("int", "decimal", "double") for arg in call.args):
+        return call
+    values = [arg.value for arg in call.args]
+    if call.op == "neg":
+        return Const(-values[0], call.args[0].kind)
+    left, right = values
+    kind = "double" if call.op == "/" else widest(*(arg.kind for arg in call.args))
+    if call.op == "/":
+        return Const(None, "null") if right == 0 else Const(Fraction(left) / right, kind)
+    return Const(left + right if call.op == "+" else left - right if call.op == "-" else left * right, kind)
+
+
+def _plan_size(node: Node | None) -> int:
+    """The number of operations evaluating ``node`` takes, per cell."""
+    if isinstance(node, Call):
+        return 1 + sum(_plan_size(arg) for arg in node.args)
+    if isinstance(node, Linear):
+        return len(node.terms)
+    return 0 if node is None else 1
+
+
+def _statistic_sql(statistic: Statistic, entity: str) -> exp.Expression:
+    if statistic.kind == "entities":
+        return exp.Count(this=exp.Distinct(expressions=[exp.column(entity)]))
+    if statistic.kind == "rows":
+        return exp.Count(this=exp.Star())
+    column = exp.column(statistic.measure)
+    return {"sum": exp.Sum, "count": exp.Count, "min": exp.Min, "max": exp.Max}[statistic.kind](this=column)
+
+
+def _is_cell(node: Node) -> bool:
+    return bool(statistics_read(node))
+
+
+def _output_name(projection: exp.Expression) -> str:
+    if isinstance(projection, exp.Alias):
+        return projection.alias
+    if isinstance(projection, exp.Column):
+        return projection.name
+    return projection.sql(dialect="duckdb")
+
+
+def _date_literal(node: exp.Cast, dataset: str) -> Const:
+    """A DATE or TIMESTAMP literal (reject_unsupported_syntax read it already, in the strict form)."""
+    is_date = node.to.this == exp.DataType.Type.DATE
+    value = (read_date if is_date else read_timestamp)(node.this.name)
+    return Const(value, "date" if is_date else "timestamp")

@@ -1,0 +1,68 @@
+"""One entry of a sandbox's execution ledger, and the plan digest the broker's DECISION record names too.
+
+The sandbox writes these (sandbox.ledgers.executions); an auditor's reconciliation reads them beside the
+broker's access log (broker.audit.reconcile), so the format is the core's, shared by both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from dsbroker.records.access_record import GENESIS_HASH, canonical_json
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One plan the sandbox executed."""
+
+    seq: int
+    execution_id: str
+    at: str
+    sandbox_id: str
+    plan_sha256: str
+    policy_id: str
+    policy_version: int
+    dataset: str
+    request_id: str
+    prev_hash: str
+    hash: str = ""
+
+
+def plan_digest(plan) -> str:
+    """The hash of what a plan runs (dataset, SQL, policy and version, row cap); the broker logs the same."""
+    body = {"dataset": plan.dataset, "sql": plan.sql, "policy_id": plan.policy_id,
+            "policy_version": plan.policy_version, "max_rows": plan.max_rows}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def execution_hash(execution: Execution) -> str:
+    """SHA-256 over every field but the hash."""
+    body = {k: v for k, v in asdict(execution).items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def read_executions(path: str | Path) -> list[Execution]:
+    """Every entry of the execution ledger in ``path``, oldest first, read without changing the file."""
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+        cursor = db.execute("SELECT * FROM executions ORDER BY seq")
+        names = [d[0] for d in cursor.description]
+        return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]
+
+
+def verify_executions(entries: Sequence[Execution]) -> list[str]:
+    """Problems with the ledger's own chain, first bad entry first."""
+    problems, expected, prev = [], 1, GENESIS_HASH
+    for execution in entries:
+        if execution.seq != expected:
+            problems.append(f"ledger entry {expected}: entries {expected}..{execution.seq - 1} are missing")
+        if execution.prev_hash != prev:
+            problems.append(f"ledger entry {execution.seq}: does not follow the entry before it")
+        if execution_hash(execution) != execution.hash:
+            problems.append(f"ledger entry {execution.seq}: contents do not match its hash (altered)")
+        expected, prev = execution.seq + 1, execution.hash
+    return problems

@@ -1,0 +1,85 @@
+"""The witness ledger's entries as an auditor reads them: checkpoints a sandbox countersigned, and forks it refused.
+
+The sandbox writes the ledger (sandbox.ledgers.checkpoint_witness); ``dsbroker audit reconcile`` reads a copy
+of it read-only, without the sandbox's code, and checks its chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from dsbroker.records.access_record import GENESIS_HASH, canonical_json
+from dsbroker.records.checkpoints import Countersignature
+
+WITNESSED_MARK = "witnessed"
+WITNESSED, FORK = "witnessed", "fork"
+
+
+class WitnessTableMissing(Exception):
+    """The ledger has no witness table: written by an older dsbroker, or the table was dropped."""
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    """One entry of the witness ledger: a checkpoint witnessed, or a fork refused (an alarm)."""
+
+    seq: int
+    at: str
+    kind: str
+    size: int
+    root: str
+    checkpoint_hash: str
+    checkpoint: str  # the checkpoint's canonical JSON, as the broker signed it
+    countersignature: str  # the Countersignature's canonical JSON; empty for a fork
+    prev_hash: str
+    hash: str = ""
+
+    def signed(self) -> Countersignature | None:
+        """The countersignature this entry holds (None for a fork)."""
+        return Countersignature(**json.loads(self.countersignature)) if self.countersignature else None
+
+
+def entry_hash(entry: Witnessed) -> str:
+    """SHA-256 over every field but the hash."""
+    return hashlib.sha256(canonical_json({k: v for k, v in asdict(entry).items() if k != "hash"}).encode()).hexdigest()
+
+
+def read_witnessed(path: str | Path) -> list[Witnessed]:
+    """Every entry of the witness ledger in ``path``, oldest first, read without changing the file;
+    raises WitnessTableMissing when the file has no witness table."""
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+        try:
+            cursor = db.execute("SELECT * FROM witnessed_checkpoints ORDER BY seq")
+        except sqlite3.OperationalError:
+            raise WitnessTableMissing(str(path)) from None
+        names = [d[0] for d in cursor.description]
+        return [Witnessed(**dict(zip(names, row))) for row in cursor.fetchall()]
+
+
+def witness_marked(path: str | Path) -> bool:
+    """Whether the ledger in ``path`` is marked as having witnessed (read without changing the file)."""
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+        try:
+            return db.execute("SELECT 1 FROM ledger_marks WHERE name = ?", (WITNESSED_MARK,)).fetchone() is not None
+        except sqlite3.OperationalError:
+            return False  # a ledger from before the mark, or one that never witnessed
+
+
+def verify_witnessed(entries: Sequence[Witnessed]) -> list[str]:
+    """Problems with the witness ledger's own chain, first bad entry first."""
+    problems, expected, prev = [], 1, GENESIS_HASH
+    for entry in entries:
+        if entry.seq != expected:
+            problems.append(f"witness entry {expected}: entries {expected}..{entry.seq - 1} are missing")
+        if entry.prev_hash != prev:
+            problems.append(f"witness entry {entry.seq}: does not follow the entry before it")
+        if entry_hash(entry) != entry.hash:
+            problems.append(f"witness entry {entry.seq}: contents do not match its hash (altered)")
+        expected, prev = entry.seq + 1, entry.hash
+    return problems

@@ -1,0 +1,91 @@
+"""The one place where exceptions become gRPC statuses, and statuses become exceptions.
+
+Servers install :class:`ErrorInterceptor`; it answers a :class:`DsbrokerError`
+with its code, message and a ``google.rpc.ErrorInfo`` detail, and any other
+exception with a bare INTERNAL status (the traceback goes to the server's own
+log, never to the caller). Clients call :func:`error_from_rpc_error` to get
+the :class:`DsbrokerError` back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from dsbroker.errors import ERROR_DOMAIN, DsbrokerError
+from dsbroker.rpc.handlers import with_unary_behavior
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; the operator's log has the details"
+DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.QuotaFailure,
+                error_details_pb2.PreconditionFailure)
+
+
+def to_grpc_status(error: DsbrokerError) -> grpc.Status:
+    """Build the gRPC status (with an ErrorInfo detail) that answers ``error``.
+
+    An INVALID_ARGUMENT error that names its field (``field`` metadata) but brings no BadRequest of its
+    own gets one naming that field, so every refusal of a request field says which field in the standard
+    detail, whichever module raised it."""
+    details = list(error.rich_details())
+    field = error.metadata.get("field")
+    if (error.code == grpc.StatusCode.INVALID_ARGUMENT and field
+            and not any(isinstance(d, error_details_pb2.BadRequest) for d in details)):
+        details.append(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=error.message)]))
+    packed = []
+    for message in (error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata),
+                    *details):
+        detail = any_pb2.Any()
+        detail.Pack(message)
+        packed.append(detail)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
+    return rpc_status.to_status(status)
+
+
+def error_from_rpc_error(rpc_error: grpc.RpcError) -> DsbrokerError:
+    """Rebuild a :class:`DsbrokerError` from a failed call, keeping code, reason and metadata."""
+    code = rpc_error.code() if hasattr(rpc_error, "code") else grpc.StatusCode.UNKNOWN
+    message = rpc_error.details() if hasattr(rpc_error, "details") else str(rpc_error)
+    reason, metadata, details = code.name, {}, []
+    status = rpc_status.from_call(rpc_error) if hasattr(rpc_error, "trailing_metadata") else None
+    for detail in status.details if status else ():
+        for detail_type in DETAIL_TYPES:
+            if detail.Is(detail_type.DESCRIPTOR):
+                unpacked = detail_type()
+                detail.Unpack(unpacked)
+                if isinstance(unpacked, error_details_pb2.ErrorInfo):
+                    reason, metadata = unpacked.reason, dict(unpacked.metadata)
+                else:
+                    details.append(unpacked)
+    return DsbrokerError(message or code.name, reason=reason, code=code, details=details, **metadata)
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Turns exceptions raised by unary handlers into gRPC statuses with ErrorInfo."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return with_unary_behavior(handler, _answering_errors(handler.unary_unary, handler_call_details.method))
+
+
+def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any], method: str):
+    def wrapped(request, context: grpc.ServicerContext):
+        try:
+            return behavior(request, context)
+        except DsbrokerError as error:
+            context.abort_with_status(to_grpc_status(error))
+        except Exception:  # noqa: BLE001 - the last line of defence; handlers never call context.abort
+            log.exception("unexpected error in %s", method)
+            context.abort_with_status(to_grpc_status(DsbrokerError(INTERNAL_MESSAGE)))
+
+    return wrapped
+

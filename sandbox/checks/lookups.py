@@ -1,0 +1,101 @@
+"""A policy's lookups, checked against the tables this sandbox serves before a query joins them.
+
+A grant may name code lists (``lookups``) that queries join on a key. Nothing else compares what the
+policy names with the owner's data: a lookup table that is not served, a key or a column it lacks,
+or a key the dataset lacks made the engine fail (INTERNAL ``EXECUTION_FAILED``), and a key that is
+not unique in its table made a join repeat rows, which the threshold never sees. So:
+
+- at start, the sandbox reads the columns of every table it serves (what can be known then, since
+  policies arrive with plans);
+- before a plan that joins lookups runs, each joined lookup is checked against them: the table is
+  served, it has the key and the columns the policy names, the dataset has the key, and the key is
+  unique in the lookup table (counted once per table and key, the data being read-only);
+- a problem is FAILED_PRECONDITION naming the grant, the table and the column: the grant is at
+  fault, not the query, and its owner fixes it (``dsbroker policy lint --sandbox-config`` finds the
+  same problems before signing).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable
+
+import grpc
+
+from dsbroker.errors import DsbrokerError
+from dsbroker.policy.model import Policy
+
+UNIQUENESS_SECONDS = 30.0
+
+
+class LookupChecker:
+    """Checks the lookups a policy names against the served tables' columns and keys."""
+
+    def __init__(self, columns: dict[str, set[str]], *, unique: Callable[[str, str], bool]) -> None:
+        """``columns`` holds each served table's column names; ``unique(table, key)`` counts whether
+        ``key`` is unique in ``table``."""
+        self.columns = columns
+        self._unique = unique
+        self._known_unique: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_engine(cls, engine, served: Iterable[str]) -> "LookupChecker":
+        """A checker over ``engine``'s ``served`` tables, their columns read now."""
+        def unique(table: str, key: str) -> bool:
+            column, name = _quoted(key), ".".join(_quoted(part) for part in table.split("."))
+            result = engine.execute(f"SELECT count({column}) = count(DISTINCT {column}) FROM {name}",
+                                    timeout_s=UNIQUENESS_SECONDS, max_rows=1)
+            return bool(result.rows[0][0])
+        return cls({table: {name for name, _type in engine.columns(table)} for table in served}, unique=unique)
+
+    def check(self, policy: Policy, tables: Iterable[str] | None = None) -> None:
+        """Raise the first problem of the lookups in ``tables`` (all the policy's by default)."""
+        problems = self.problems(policy, tables)
+        if problems:
+            raise problems[0]
+
+    def problems(self, policy: Policy, tables: Iterable[str] | None = None) -> list[DsbrokerError]:
+        """Every problem of the lookups in ``tables`` (all the policy's by default), in the policy's order."""
+        wanted = set(policy.lookups if tables is None else tables)
+        found: list[DsbrokerError] = []
+        for table, lookup in policy.lookups.items():
+            if table not in wanted:
+                continue
+            if table not in self.columns:
+                found.append(_problem(f"grant {policy.id!r} joins lookup {table}, which this sandbox does not serve",
+                                      "LOOKUP_NOT_SERVED", policy, table))
+                continue
+            missing = [c for c in (lookup.key, *lookup.columns) if c not in self.columns[table]]
+            if missing:
+                found.extend(_problem(f"lookup {table} of grant {policy.id!r} has no column {column!r}",
+                                      "LOOKUP_INVALID", policy, table, column) for column in missing)
+                continue
+            if lookup.key not in self.columns.get(policy.dataset, ()):
+                found.append(_problem(f"grant {policy.id!r} joins lookup {table} on {lookup.key!r}, which "
+                                      f"{policy.dataset} does not have", "LOOKUP_INVALID", policy, policy.dataset,
+                                      lookup.key))
+                continue
+            if not self._is_unique(table, lookup.key):
+                found.append(_problem(f"the key {lookup.key!r} of lookup {table} (grant {policy.id!r}) is not unique "
+                                      "in it, so a join would repeat rows", "LOOKUP_KEY_NOT_UNIQUE", policy, table,
+                                      lookup.key))
+        return found
+
+    def _is_unique(self, table: str, key: str) -> bool:
+        with self._lock:
+            known = self._known_unique.get((table, key))
+        if known is None:
+            known = self._unique(table, key)
+            with self._lock:
+                self._known_unique[(table, key)] = known
+        return known
+
+
+def _problem(message: str, reason: str, policy: Policy, table: str, column: str | None = None) -> DsbrokerError:
+    return DsbrokerError(message, reason=reason, code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id,
+                         table=table, column=column)
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
