@@ -9,7 +9,7 @@ import grpc
 
 from dsbroker.errors import DsbrokerError, shown
 from broker.query.sandbox_client import SandboxClient
-from sandbox.v1 import sandbox_service_pb2 as pb
+from dsbroker.v1 import catalog_pb2 as pb
 
 CATALOG_SECONDS = 60.0
 

@@ -29,6 +29,7 @@ import sqlglot
 import yaml
 
 from dsbroker.errors import ConfigError
+from dsbroker.v1 import catalog_pb2
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 REQUESTABLE_LEVELS = ("entity", "group", "filter", "measure")
@@ -43,7 +44,7 @@ _COLUMN_KEYS = {"description", "unit", "classification", "levels"}
 class Catalog:
     """The datasets a sandbox publishes, by name."""
 
-    datasets: dict[str, pb.Dataset] = field(default_factory=dict)
+    datasets: dict[str, catalog_pb2.Dataset] = field(default_factory=dict)
 
     def listing(self) -> pb.ListDatasetsResponse:
         """The catalog as the sandbox answers ListDatasets."""
@@ -63,7 +64,7 @@ def load_catalog(path: str | Path | None, served: set[str], columns_of: Callable
     Errors name the file and line.
     """
     if path is None:
-        return Catalog({name: pb.Dataset(name=name, approval_stages=DEFAULT_STAGES) for name in served})
+        return Catalog({name: catalog_pb2.Dataset(name=name, approval_stages=DEFAULT_STAGES) for name in served})
     path = Path(path)
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
@@ -79,7 +80,7 @@ def load_catalog(path: str | Path | None, served: set[str], columns_of: Callable
             raise reader.fail(node, f"dataset {name!r} is not served by this sandbox")
         datasets[name] = reader.dataset(name, node, dict(columns_of(name)))
     for name in served - set(datasets):
-        datasets[name] = pb.Dataset(name=name, approval_stages=DEFAULT_STAGES)
+        datasets[name] = catalog_pb2.Dataset(name=name, approval_stages=DEFAULT_STAGES)
     return Catalog(datasets)
 
 
@@ -121,7 +122,7 @@ class _Reader:
                 raise self.fail(item, f"{where}: unknown value {value!r} (allowed: {', '.join(allowed)})")
         return values
 
-    def dataset(self, name: str, node: yaml.Node, real_columns: dict[str, str]) -> pb.Dataset:
+    def dataset(self, name: str, node: yaml.Node, real_columns: dict[str, str]) -> catalog_pb2.Dataset:
         items = self.mapping(node, name, _DATASET_KEYS)
         for required in ("entity", "columns"):
             if required not in items:
@@ -151,7 +152,7 @@ class _Reader:
             if (column == entity) != ("entity" in levels) or (column == entity and levels != ["entity"]):
                 raise self.fail(column_node, f"{name}.columns.{column}: the entity column, and only it, has "
                                              "levels [entity]")
-            columns.append(pb.DatasetColumn(
+            columns.append(catalog_pb2.DatasetColumn(
                 name=column, type=real_columns[column], description=self.text(fields.get("description"), column),
                 unit=self.text(fields.get("unit"), column), classification=self.text(fields.get("classification"), column),
                 levels=levels))
@@ -159,6 +160,7 @@ class _Reader:
             raise self.fail(items["entity"], f"{name}.entity {entity!r} must be described under columns")
         order = list(real_columns)
         columns.sort(key=lambda c: order.index(c.name))
-        return pb.Dataset(name=name, title=self.text(items.get("title"), "title"),
-                          description=self.text(items.get("description"), "description"), entity_column=entity,
-                          row_filter=row_filter, min_entities=min_entities, approval_stages=stages, columns=columns)
+        return catalog_pb2.Dataset(name=name, title=self.text(items.get("title"), "title"),
+                                   description=self.text(items.get("description"), "description"),
+                                   entity_column=entity, row_filter=row_filter, min_entities=min_entities,
+                                   approval_stages=stages, columns=columns)

@@ -34,6 +34,7 @@ from sandbox.settings import SandboxSettings
 from dsbroker.identity.tls import open_channel, thumbprint
 from dsbroker.identity.tokens import issue_token
 from broker.v1 import access_request_service_pb2 as policy_pb
+from dsbroker.v1 import results_pb2
 from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
@@ -53,7 +54,7 @@ def document(version: int = 1, *, encrypted: bool = False) -> str:
     return sign(text)
 
 
-def plan_for(signed: str, sql: str = SQL, *, token: str | None = None, encryption: pb.Encryption | None = None,
+def plan_for(signed: str, sql: str = SQL, *, token: str | None = None, encryption: results_pb2.Encryption | None = None,
              **fields) -> pb.Plan:
     """The plan an honest broker would send for ``sql`` under ``signed`` (fields override it)."""
     policy = parse_policy(signed)
@@ -399,7 +400,7 @@ def brokers_key() -> EncryptionKey:
 
 
 def bound_encryption(key: EncryptionKey, *, signer=None, sql: str = ENCRYPTED_SQL, token: str | None = None,
-                     grant: str = GRANT, signed_key: EncryptionKey | None = None) -> pb.Encryption:
+                     grant: str = GRANT, signed_key: EncryptionKey | None = None) -> results_pb2.Encryption:
     """``key``'s public context with a binding signature over ``signed_key`` (default: ``key``) and the query."""
     encryption = key.encryption()
     encryption.key_signature = sign_key_binding(
@@ -411,7 +412,7 @@ def bound_encryption(key: EncryptionKey, *, signer=None, sql: str = ENCRYPTED_SQ
 TOKEN = token_for()
 
 
-def encrypted_plan(encryption: pb.Encryption, *, sql: str = ENCRYPTED_SQL, certificate: bytes | None = None,
+def encrypted_plan(encryption: results_pb2.Encryption, *, sql: str = ENCRYPTED_SQL, certificate: bytes | None = None,
                    token: str | None = None) -> pb.Plan:
     return plan_for(document(encrypted=True), sql, token=token or TOKEN, encryption=encryption,
                     caller_certificate=certificate_der() if certificate is None else certificate)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from broker.v1 import (access_request_service_pb2, audit_service_pb2, catalog_service_pb2, policy_service_pb2,
                        query_service_pb2)
+from dsbroker.v1 import catalog_pb2, results_pb2
 from sandbox.v1 import sandbox_service_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,8 @@ def test_committed_stubs_match_a_fresh_build(tmp_path):
 def test_protos_follow_buf_standard_naming():
     modules = ((query_service_pb2, "broker.v1"), (catalog_service_pb2, "broker.v1"),
                (access_request_service_pb2, "broker.v1"), (policy_service_pb2, "broker.v1"),
-               (audit_service_pb2, "broker.v1"), (sandbox_service_pb2, "sandbox.v1"))
+               (audit_service_pb2, "broker.v1"), (sandbox_service_pb2, "sandbox.v1"),
+               (results_pb2, "dsbroker.v1"), (catalog_pb2, "dsbroker.v1"))
     for module, package in modules:
         file = module.DESCRIPTOR
         assert file.package == package and file.name.startswith(package.replace(".", "/") + "/")

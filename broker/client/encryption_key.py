@@ -20,7 +20,7 @@ from dsbroker.private_files import write_secret
 from dsbroker.private_files import write_private
 from dsbroker.results.bfv import check_public_context, key_id, new_secret_context, public_bytes
 from dsbroker.results.table import group_keys
-from sandbox.v1 import sandbox_service_pb2 as pb
+from dsbroker.v1 import results_pb2 as pb
 
 DEFAULT_PATH = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "dsbroker" / "encryption-key.bfv"
 

@@ -18,6 +18,7 @@ from dsbroker.identity.key_binding import sign_key_binding
 from dsbroker.rpc.status import error_from_rpc_error
 from dsbroker.rpc.serving import message_options
 from dsbroker.identity.tls import ClientTls, open_channel
+from dsbroker.v1 import catalog_pb2, results_pb2
 from broker.v1 import access_request_service_pb2 as requests_pb
 from broker.v1 import access_request_service_pb2_grpc as requests_grpc
 from broker.v1 import audit_service_pb2 as audit_pb
@@ -28,7 +29,6 @@ from broker.v1 import policy_service_pb2 as policies_pb
 from broker.v1 import policy_service_pb2_grpc as policies_grpc
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
-from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from dsbroker.results.table import decode_table, marked_cells
 
 if TYPE_CHECKING:  # TenSEAL is loaded only by callers that encrypt
@@ -137,7 +137,7 @@ class BrokerClient:
             withheld=marked_cells(response.table, "withheld"), rolled_up=marked_cells(response.table, "rolled_up"),
             encryption=encryption)
 
-    def encryption_for(self, grant: str, sql: str, encryption_key: EncryptionKey) -> sandbox_pb.Encryption:
+    def encryption_for(self, grant: str, sql: str, encryption_key: EncryptionKey) -> results_pb2.Encryption:
         """What an encrypted query sends: the public context, and this client's signature binding its key id
         to the grant, the SQL and the token, made with the private key of the mutual-TLS client
         certificate (the sandbox refuses an encrypted plan whose key the caller did not sign)."""
@@ -159,11 +159,11 @@ class BrokerClient:
 
     # -- catalog -----------------------------------------------------------------------------------
 
-    def datasets(self) -> list[sandbox_pb.Dataset]:
+    def datasets(self) -> list[catalog_pb2.Dataset]:
         """The owners' catalog: every dataset, described."""
         return list(self._call(self._catalog.ListDatasets, catalog_pb.ListDatasetsRequest()).datasets)
 
-    def dataset(self, name: str) -> sandbox_pb.Dataset:
+    def dataset(self, name: str) -> catalog_pb2.Dataset:
         """One dataset's description."""
         return self._call(self._catalog.GetDataset, catalog_pb.GetDatasetRequest(name=name)).dataset
 
@@ -290,7 +290,7 @@ def record_from_proto(message: audit_pb.AccessRecord) -> StoredRecord:
         "seal_key_id": message.seal_key_id, "seal": message.seal})
 
 
-def noise_dict(noise: sandbox_pb.NoiseReport) -> dict:
+def noise_dict(noise: results_pb2.NoiseReport) -> dict:
     """A noise report as plain JSON-ready values (numbers stay numbers)."""
     return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
             "epsilon_budget": noise.epsilon_budget, "delta": noise.delta, "threshold": noise.threshold,

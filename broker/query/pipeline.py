@@ -24,6 +24,7 @@ from broker.query.sandbox_client import SandboxClient
 from broker.query.secure_sum import SecureSum
 from dsbroker.identity.tls import PeerCertificate
 from dsbroker.records.executions import plan_digest
+from dsbroker.v1 import results_pb2
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
 
@@ -76,7 +77,7 @@ class QueryPipeline:
 
     def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
             client: str, timeout_s: float, token: str, certificate: PeerCertificate | None = None,
-            encryption: sandbox_pb.Encryption | None = None) -> QueryOutcome:
+            encryption: results_pb2.Encryption | None = None) -> QueryOutcome:
         """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused.
 
         ``token`` is the caller's bearer token and ``certificate`` the client certificate of its call; the

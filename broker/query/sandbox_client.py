@@ -9,6 +9,7 @@ from dsbroker.errors import DsbrokerError, SandboxError
 from dsbroker.rpc.status import error_from_rpc_error
 from dsbroker.rpc.serving import message_options
 from dsbroker.identity.tls import ClientTls, open_channel
+from dsbroker.v1 import results_pb2
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
@@ -26,7 +27,7 @@ class SandboxClient:
         return self._call(self._stub.ExecutePlan, pb.ExecutePlanRequest(plan=plan, request_id=request_id), timeout_s,
                           request_id=request_id)
 
-    def encrypt_partition(self, execution_id: str, groups: pb.ResultTable, *, timeout_s: float,
+    def encrypt_partition(self, execution_id: str, groups: results_pb2.ResultTable, *, timeout_s: float,
                           request_id: str) -> pb.EncryptPartitionResponse:
         """Second round of a secure sum: this partition's cells of ``execution_id``, encrypted over ``groups``."""
         return self._call(self._stub.EncryptPartition,

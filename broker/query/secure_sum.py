@@ -20,6 +20,7 @@ from dsbroker.errors import DsbrokerError
 from broker.query.sandbox_client import SandboxClient
 from dsbroker.results.bfv import add_serialised
 from dsbroker.results.table import table_like, wire_keys
+from dsbroker.v1 import results_pb2
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 T = TypeVar("T")
@@ -87,7 +88,7 @@ class SecureSum:
             client.close()
 
 
-def _add(tables: list[pb.EncryptedTable], policy_id: str) -> pb.EncryptedTable:
+def _add(tables: list[results_pb2.EncryptedTable], policy_id: str) -> results_pb2.EncryptedTable:
     """The slot-wise sum of the partitions' encrypted tables (each over the same groups and columns)."""
     first = tables[0]
     layout = [(c.name, c.position, c.kind, bool(c.ciphertext), bool(c.count_ciphertext)) for c in first.columns]
@@ -97,7 +98,7 @@ def _add(tables: list[pb.EncryptedTable], policy_id: str) -> pb.EncryptedTable:
         if [(c.name, c.position, c.kind, bool(c.ciphertext), bool(c.count_ciphertext))
                 for c in table.columns] != layout:
             raise PartitionError("the partitions' encrypted columns differ", policy=policy_id)
-    total = pb.EncryptedTable(key_id=first.key_id, partitions=len(tables))
+    total = results_pb2.EncryptedTable(key_id=first.key_id, partitions=len(tables))
     try:
         if first.partitions_withheld:
             total.partitions_withheld = add_serialised([t.partitions_withheld for t in tables])

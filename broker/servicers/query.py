@@ -14,6 +14,7 @@ from dsbroker.policy.model import Policy
 from dsbroker.identity.tls import peer_certificate
 from broker.v1 import query_service_pb2 as pb
 from broker.v1 import query_service_pb2_grpc as pb_grpc
+from dsbroker.v1 import results_pb2
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
 
@@ -59,7 +60,7 @@ _ACTIONS = {"checked": pb.GuardStep.ACTION_CHECKED, "rewrote": pb.GuardStep.ACTI
             "unchanged": pb.GuardStep.ACTION_UNCHANGED}
 
 
-def planned_noise(guarded: GuardedQuery, policy: Policy) -> sandbox_pb.NoiseReport | None:
+def planned_noise(guarded: GuardedQuery, policy: Policy) -> results_pb2.NoiseReport | None:
     """The noise a query would get (for explain): it depends on the policy and the query's shape, never the data."""
     if guarded.noise is None or policy.noise is None:
         return None
@@ -69,15 +70,15 @@ def planned_noise(guarded: GuardedQuery, policy: Policy) -> sandbox_pb.NoiseRepo
         if output.kind != "key":
             scale = column_scale(output, calibration)
             # An average's interval depends on its cells' counts, known only when it runs.
-            columns.append(sandbox_pb.NoisyColumn(name=output.name, scale=scale,
-                                                  half_width_95=0 if output.kind == "avg" else half_width(scale)))
-    return sandbox_pb.NoiseReport(epsilon_spent=policy.noise.epsilon, epsilon_budget=policy.noise.budget,
-                                  delta=policy.noise.delta, threshold=calibration.threshold,
-                                  groups_per_entity=policy.noise.groups_per_entity, columns=columns)
+            columns.append(results_pb2.NoisyColumn(name=output.name, scale=scale,
+                                                   half_width_95=0 if output.kind == "avg" else half_width(scale)))
+    return results_pb2.NoiseReport(epsilon_spent=policy.noise.epsilon, epsilon_budget=policy.noise.budget,
+                                   delta=policy.noise.delta, threshold=calibration.threshold,
+                                   groups_per_entity=policy.noise.groups_per_entity, columns=columns)
 
 
 def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.ExecutePlanResponse | None = None,
-                     noise: sandbox_pb.NoiseReport | None = None) -> list[pb.DisclosureRule]:
+                     noise: results_pb2.NoiseReport | None = None) -> list[pb.DisclosureRule]:
     """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (no result: nothing ran)."""
     if noise is not None:
         return _noise_rules(guarded, noise, ran=result is not None)
@@ -121,7 +122,7 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
     return rules
 
 
-def _noise_rules(guarded: GuardedQuery, noise: sandbox_pb.NoiseReport, *, ran: bool) -> list[pb.DisclosureRule]:
+def _noise_rules(guarded: GuardedQuery, noise: results_pb2.NoiseReport, *, ran: bool) -> list[pb.DisclosureRule]:
     columns = ", ".join(f"{c.name} \u00b1{c.half_width_95:,.0f}" if c.half_width_95 else f"{c.name} (scale {c.scale:,.3g})"
                         for c in noise.columns)
     if not ran:

@@ -22,24 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from sandbox.v1 import sandbox_service_pb2 as sandbox_dot_v1_dot_sandbox__service__pb2
+from dsbroker.v1 import catalog_pb2 as dsbroker_dot_v1_dot_catalog__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62roker/v1/catalog_service.proto\x12\tbroker.v1\x1a sandbox/v1/sandbox_service.proto\"\x15\n\x13ListDatasetsRequest\"=\n\x14ListDatasetsResponse\x12%\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x13.sandbox.v1.Dataset\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x12GetDatasetResponse\x12$\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x13.sandbox.v1.Dataset2\xac\x01\n\x0e\x43\x61talogService\x12O\n\x0cListDatasets\x12\x1e.broker.v1.ListDatasetsRequest\x1a\x1f.broker.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.broker.v1.GetDatasetRequest\x1a\x1d.broker.v1.GetDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62roker/v1/catalog_service.proto\x12\tbroker.v1\x1a\x19\x64sbroker/v1/catalog.proto\"\x15\n\x13ListDatasetsRequest\">\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.dsbroker.v1.Dataset\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12GetDatasetResponse\x12%\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x14.dsbroker.v1.Dataset2\xac\x01\n\x0e\x43\x61talogService\x12O\n\x0cListDatasets\x12\x1e.broker.v1.ListDatasetsRequest\x1a\x1f.broker.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.broker.v1.GetDatasetRequest\x1a\x1d.broker.v1.GetDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.catalog_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTDATASETSREQUEST']._serialized_start=80
-  _globals['_LISTDATASETSREQUEST']._serialized_end=101
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=103
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=164
-  _globals['_GETDATASETREQUEST']._serialized_start=166
-  _globals['_GETDATASETREQUEST']._serialized_end=199
-  _globals['_GETDATASETRESPONSE']._serialized_start=201
-  _globals['_GETDATASETRESPONSE']._serialized_end=259
-  _globals['_CATALOGSERVICE']._serialized_start=262
-  _globals['_CATALOGSERVICE']._serialized_end=434
+  _globals['_LISTDATASETSREQUEST']._serialized_start=73
+  _globals['_LISTDATASETSREQUEST']._serialized_end=94
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=96
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=158
+  _globals['_GETDATASETREQUEST']._serialized_start=160
+  _globals['_GETDATASETREQUEST']._serialized_end=193
+  _globals['_GETDATASETRESPONSE']._serialized_start=195
+  _globals['_GETDATASETRESPONSE']._serialized_end=254
+  _globals['_CATALOGSERVICE']._serialized_start=257
+  _globals['_CATALOGSERVICE']._serialized_end=429
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,4 @@
-from sandbox.v1 import sandbox_service_pb2 as _sandbox_service_pb2
+from dsbroker.v1 import catalog_pb2 as _catalog_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -14,8 +14,8 @@ class ListDatasetsRequest(_message.Message):
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets",)
     DATASETS_FIELD_NUMBER: _ClassVar[int]
-    datasets: _containers.RepeatedCompositeFieldContainer[_sandbox_service_pb2.Dataset]
-    def __init__(self, datasets: _Optional[_Iterable[_Union[_sandbox_service_pb2.Dataset, _Mapping]]] = ...) -> None: ...
+    datasets: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Dataset]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[_catalog_pb2.Dataset, _Mapping]]] = ...) -> None: ...
 
 class GetDatasetRequest(_message.Message):
     __slots__ = ("name",)
@@ -26,5 +26,5 @@ class GetDatasetRequest(_message.Message):
 class GetDatasetResponse(_message.Message):
     __slots__ = ("dataset",)
     DATASET_FIELD_NUMBER: _ClassVar[int]
-    dataset: _sandbox_service_pb2.Dataset
-    def __init__(self, dataset: _Optional[_Union[_sandbox_service_pb2.Dataset, _Mapping]] = ...) -> None: ...
+    dataset: _catalog_pb2.Dataset
+    def __init__(self, dataset: _Optional[_Union[_catalog_pb2.Dataset, _Mapping]] = ...) -> None: ...

@@ -1,4 +1,4 @@
-from sandbox.v1 import sandbox_service_pb2 as _sandbox_service_pb2
+from dsbroker.v1 import results_pb2 as _results_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -17,8 +17,8 @@ class RunQueryRequest(_message.Message):
     grant: str
     sql: str
     request_id: str
-    encryption: _sandbox_service_pb2.Encryption
-    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encryption: _Optional[_Union[_sandbox_service_pb2.Encryption, _Mapping]] = ...) -> None: ...
+    encryption: _results_pb2.Encryption
+    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ...) -> None: ...
 
 class RunQueryResponse(_message.Message):
     __slots__ = ("table", "truncated", "rewritten_sql", "disclosure_rules", "access_record", "policy_version", "noise", "encrypted")
@@ -30,15 +30,15 @@ class RunQueryResponse(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
-    table: _sandbox_service_pb2.ResultTable
+    table: _results_pb2.ResultTable
     truncated: bool
     rewritten_sql: str
     disclosure_rules: _containers.RepeatedCompositeFieldContainer[DisclosureRule]
     access_record: int
     policy_version: int
-    noise: _sandbox_service_pb2.NoiseReport
-    encrypted: _sandbox_service_pb2.EncryptedTable
-    def __init__(self, table: _Optional[_Union[_sandbox_service_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ..., encrypted: _Optional[_Union[_sandbox_service_pb2.EncryptedTable, _Mapping]] = ...) -> None: ...
+    noise: _results_pb2.NoiseReport
+    encrypted: _results_pb2.EncryptedTable
+    def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryRequest(_message.Message):
     __slots__ = ("grant", "sql", "request_id", "encrypted")
@@ -70,9 +70,9 @@ class ExplainQueryResponse(_message.Message):
     lookup_tables: _containers.RepeatedScalarFieldContainer[str]
     access_record: int
     policy_version: int
-    noise: _sandbox_service_pb2.NoiseReport
+    noise: _results_pb2.NoiseReport
     release_plan: str
-    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_sandbox_service_pb2.NoiseReport, _Mapping]] = ..., release_plan: _Optional[str] = ...) -> None: ...
+    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., release_plan: _Optional[str] = ...) -> None: ...
 
 class GuardStep(_message.Message):
     __slots__ = ("rule", "action", "summary")

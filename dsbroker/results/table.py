@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 
-from sandbox.v1 import sandbox_service_pb2 as pb
+from dsbroker.v1 import results_pb2 as pb
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",

@@ -29,7 +29,7 @@ from dsbroker.results.bfv import EXACT_LIMIT, SLOTS
 from sandbox.disclosure.evaluate import direct_position, wire_value
 from sandbox.disclosure.release import compile_plan, layout_of, output_types
 from dsbroker.results.table import encode_table, wire_keys
-from sandbox.v1 import sandbox_service_pb2 as pb
+from dsbroker.v1 import results_pb2 as pb
 
 PENDING_SECONDS = 60.0
 

@@ -22,65 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dsbroker.v1 import catalog_pb2 as dsbroker_dot_v1_dot_catalog__pb2
+from dsbroker.v1 import results_pb2 as dsbroker_dot_v1_dot_results__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sandbox/v1/sandbox_service.proto\x12\nsandbox.v1\"N\n\x1ePublishPolicyStatementsRequest\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x18\n\x10policy_documents\x18\x02 \x03(\t\"n\n\x1fPublishPolicyStatementsResponse\x12\x18\n\x10statements_added\x18\x01 \x01(\x05\x12\x1d\n\x15policy_versions_added\x18\x02 \x01(\x05\x12\x12\n\nsandbox_id\x18\x03 \x01(\t\"D\n\x1bListPolicyStatementsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"K\n\x1cListPolicyStatementsResponse\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13ListDatasetsRequest\"=\n\x14ListDatasetsResponse\x12%\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x13.sandbox.v1.Dataset\"\xc1\x01\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rentity_column\x18\x04 \x01(\t\x12\x12\n\nrow_filter\x18\x05 \x01(\t\x12\x14\n\x0cmin_entities\x18\x06 \x01(\x03\x12\x17\n\x0f\x61pproval_stages\x18\x07 \x03(\t\x12*\n\x07\x63olumns\x18\x08 \x03(\x0b\x32\x19.sandbox.v1.DatasetColumn\"v\n\rDatasetColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x16\n\x0e\x63lassification\x18\x05 \x01(\t\x12\x0e\n\x06levels\x18\x06 \x03(\t\"H\n\x12\x45xecutePlanRequest\x12\x1e\n\x04plan\x18\x01 \x01(\x0b\x32\x10.sandbox.v1.Plan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x9f\x02\n\x04Plan\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x11\n\tpolicy_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08max_rows\x18\x05 \x01(\x05\x12\x17\n\x0fpolicy_document\x18\x06 \x01(\t\x12\x14\n\x0coriginal_sql\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61ller_token\x18\x08 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\t \x01(\t\x12*\n\nencryption\x18\n \x01(\x0b\x32\x16.sandbox.v1.Encryption\x12\x1a\n\x12\x63\x61ller_certificate\x18\x0b \x01(\x0c\x12\x19\n\x11policy_statements\x18\x0c \x03(\t\";\n\nEncryption\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x15\n\rkey_signature\x18\x02 \x01(\x0c\"\xa8\x01\n\x0e\x45ncryptedTable\x12\'\n\x06groups\x18\x01 \x01(\x0b\x32\x17.sandbox.v1.ResultTable\x12,\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1b.sandbox.v1.EncryptedColumn\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\npartitions\x18\x04 \x01(\x05\x12\x1b\n\x13partitions_withheld\x18\x05 \x01(\x0c\"\x8e\x01\n\x0f\x45ncryptedColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.sandbox.v1.EncryptedColumnKind\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\x12\x18\n\x10\x63ount_ciphertext\x18\x05 \x01(\x0c\"X\n\x17\x45ncryptPartitionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\'\n\x06groups\x18\x02 \x01(\x0b\x32\x17.sandbox.v1.ResultTable\"]\n\x18\x45ncryptPartitionResponse\x12-\n\tencrypted\x18\x01 \x01(\x0b\x32\x1a.sandbox.v1.EncryptedTable\x12\x12\n\nsandbox_id\x18\x02 \x01(\t\"\xe1\x02\n\x13\x45xecutePlanResponse\x12&\n\x05table\x18\x01 \x01(\x0b\x32\x17.sandbox.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rengine_micros\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x65lls_withheld\x18\x04 \x01(\x03\x12&\n\x05noise\x18\x05 \x01(\x0b\x32\x17.sandbox.v1.NoiseReport\x12 \n\x18threshold_cells_withheld\x18\x06 \x01(\x03\x12 \n\x18secondary_cells_withheld\x18\x07 \x01(\x03\x12\x12\n\nsandbox_id\x18\x08 \x01(\t\x12-\n\tencrypted\x18\t \x01(\x0b\x32\x1a.sandbox.v1.EncryptedTable\x12\x31\n\x10partition_groups\x18\n \x01(\x0b\x32\x17.sandbox.v1.ResultTable\"\xd9\x01\n\x0bNoiseReport\x12\x15\n\repsilon_spent\x18\x01 \x01(\x01\x12\x1b\n\x13\x65psilon_total_spent\x18\x02 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x03\x12\x17\n\x0frepeated_answer\x18\x06 \x01(\x08\x12(\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x17.sandbox.v1.NoisyColumn\x12\x19\n\x11groups_per_entity\x18\x08 \x01(\x03\"A\n\x0bNoisyColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x01\x12\x15\n\rhalf_width_95\x18\x03 \x01(\x01\"K\n\x0bResultTable\x12)\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x18.sandbox.v1.ResultColumn\x12\x11\n\trow_count\x18\x02 \x01(\x03\"\xb8\x01\n\x0cResultColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.sandbox.v1.ColumnType\x12\r\n\x05nulls\x18\x03 \x03(\x08\x12\x12\n\nint_values\x18\x04 \x03(\x12\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x15\n\rstring_values\x18\x06 \x03(\t\x12\x10\n\x08withheld\x18\x07 \x03(\x08\x12\x11\n\trolled_up\x18\x08 \x03(\x08\"J\n\x18WitnessCheckpointRequest\x12.\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x19.sandbox.v1.LogCheckpoint\"\x91\x01\n\rLogCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12 \n\x18\x63onsistency_proof_hashes\x18\x07 \x03(\t\"\x9a\x01\n\x19WitnessCheckpointResponse\x12\x17\n\x0f\x63heckpoint_hash\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04root\x18\x03 \x01(\t\x12\x0f\n\x07witness\x18\x04 \x01(\t\x12\x14\n\x0cwitness_time\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t*\x80\x01\n\x13\x45ncryptedColumnKind\x12%\n!ENCRYPTED_COLUMN_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45NCRYPTED_COLUMN_KIND_TOTAL\x10\x01\x12!\n\x1d\x45NCRYPTED_COLUMN_KIND_AVERAGE\x10\x02*\xd5\x01\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OLUMN_TYPE_INTEGER\x10\x01\x12\x16\n\x12\x43OLUMN_TYPE_DOUBLE\x10\x02\x12\x16\n\x12\x43OLUMN_TYPE_STRING\x10\x03\x12\x17\n\x13\x43OLUMN_TYPE_DECIMAL\x10\x04\x12\x14\n\x10\x43OLUMN_TYPE_DATE\x10\x05\x12\x19\n\x15\x43OLUMN_TYPE_TIMESTAMP\x10\x06\x12\x17\n\x13\x43OLUMN_TYPE_BOOLEAN\x10\x07\x32\xd3\x04\n\x0eSandboxService\x12N\n\x0b\x45xecutePlan\x12\x1e.sandbox.v1.ExecutePlanRequest\x1a\x1f.sandbox.v1.ExecutePlanResponse\x12Q\n\x0cListDatasets\x12\x1f.sandbox.v1.ListDatasetsRequest\x1a .sandbox.v1.ListDatasetsResponse\x12]\n\x10\x45ncryptPartition\x12#.sandbox.v1.EncryptPartitionRequest\x1a$.sandbox.v1.EncryptPartitionResponse\x12r\n\x17PublishPolicyStatements\x12*.sandbox.v1.PublishPolicyStatementsRequest\x1a+.sandbox.v1.PublishPolicyStatementsResponse\x12i\n\x14ListPolicyStatements\x12\'.sandbox.v1.ListPolicyStatementsRequest\x1a(.sandbox.v1.ListPolicyStatementsResponse\x12`\n\x11WitnessCheckpoint\x12$.sandbox.v1.WitnessCheckpointRequest\x1a%.sandbox.v1.WitnessCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sandbox/v1/sandbox_service.proto\x12\nsandbox.v1\x1a\x19\x64sbroker/v1/catalog.proto\x1a\x19\x64sbroker/v1/results.proto\"N\n\x1ePublishPolicyStatementsRequest\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x18\n\x10policy_documents\x18\x02 \x03(\t\"n\n\x1fPublishPolicyStatementsResponse\x12\x18\n\x10statements_added\x18\x01 \x01(\x05\x12\x1d\n\x15policy_versions_added\x18\x02 \x01(\x05\x12\x12\n\nsandbox_id\x18\x03 \x01(\t\"D\n\x1bListPolicyStatementsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"K\n\x1cListPolicyStatementsResponse\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13ListDatasetsRequest\">\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.dsbroker.v1.Dataset\"H\n\x12\x45xecutePlanRequest\x12\x1e\n\x04plan\x18\x01 \x01(\x0b\x32\x10.sandbox.v1.Plan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xa0\x02\n\x04Plan\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x11\n\tpolicy_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08max_rows\x18\x05 \x01(\x05\x12\x17\n\x0fpolicy_document\x18\x06 \x01(\t\x12\x14\n\x0coriginal_sql\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61ller_token\x18\x08 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\t \x01(\t\x12+\n\nencryption\x18\n \x01(\x0b\x32\x17.dsbroker.v1.Encryption\x12\x1a\n\x12\x63\x61ller_certificate\x18\x0b \x01(\x0c\x12\x19\n\x11policy_statements\x18\x0c \x03(\t\"Y\n\x17\x45ncryptPartitionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x06groups\x18\x02 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\"^\n\x18\x45ncryptPartitionResponse\x12.\n\tencrypted\x18\x01 \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTable\x12\x12\n\nsandbox_id\x18\x02 \x01(\t\"\xe5\x02\n\x13\x45xecutePlanResponse\x12\'\n\x05table\x18\x01 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rengine_micros\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x65lls_withheld\x18\x04 \x01(\x03\x12\'\n\x05noise\x18\x05 \x01(\x0b\x32\x18.dsbroker.v1.NoiseReport\x12 \n\x18threshold_cells_withheld\x18\x06 \x01(\x03\x12 \n\x18secondary_cells_withheld\x18\x07 \x01(\x03\x12\x12\n\nsandbox_id\x18\x08 \x01(\t\x12.\n\tencrypted\x18\t \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTable\x12\x32\n\x10partition_groups\x18\n \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\"J\n\x18WitnessCheckpointRequest\x12.\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x19.sandbox.v1.LogCheckpoint\"\x91\x01\n\rLogCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12 \n\x18\x63onsistency_proof_hashes\x18\x07 \x03(\t\"\x9a\x01\n\x19WitnessCheckpointResponse\x12\x17\n\x0f\x63heckpoint_hash\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04root\x18\x03 \x01(\t\x12\x0f\n\x07witness\x18\x04 \x01(\t\x12\x14\n\x0cwitness_time\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t2\xd3\x04\n\x0eSandboxService\x12N\n\x0b\x45xecutePlan\x12\x1e.sandbox.v1.ExecutePlanRequest\x1a\x1f.sandbox.v1.ExecutePlanResponse\x12Q\n\x0cListDatasets\x12\x1f.sandbox.v1.ListDatasetsRequest\x1a .sandbox.v1.ListDatasetsResponse\x12]\n\x10\x45ncryptPartition\x12#.sandbox.v1.EncryptPartitionRequest\x1a$.sandbox.v1.EncryptPartitionResponse\x12r\n\x17PublishPolicyStatements\x12*.sandbox.v1.PublishPolicyStatementsRequest\x1a+.sandbox.v1.PublishPolicyStatementsResponse\x12i\n\x14ListPolicyStatements\x12\'.sandbox.v1.ListPolicyStatementsRequest\x1a(.sandbox.v1.ListPolicyStatementsResponse\x12`\n\x11WitnessCheckpoint\x12$.sandbox.v1.WitnessCheckpointRequest\x1a%.sandbox.v1.WitnessCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sandbox.v1.sandbox_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCRYPTEDCOLUMNKIND']._serialized_start=3004
-  _globals['_ENCRYPTEDCOLUMNKIND']._serialized_end=3132
-  _globals['_COLUMNTYPE']._serialized_start=3135
-  _globals['_COLUMNTYPE']._serialized_end=3348
-  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_start=48
-  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_end=126
-  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_start=128
-  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_end=238
-  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_start=240
-  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_end=308
-  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_start=310
-  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_end=385
-  _globals['_LISTDATASETSREQUEST']._serialized_start=387
-  _globals['_LISTDATASETSREQUEST']._serialized_end=408
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=410
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=471
-  _globals['_DATASET']._serialized_start=474
-  _globals['_DATASET']._serialized_end=667
-  _globals['_DATASETCOLUMN']._serialized_start=669
-  _globals['_DATASETCOLUMN']._serialized_end=787
-  _globals['_EXECUTEPLANREQUEST']._serialized_start=789
-  _globals['_EXECUTEPLANREQUEST']._serialized_end=861
-  _globals['_PLAN']._serialized_start=864
-  _globals['_PLAN']._serialized_end=1151
-  _globals['_ENCRYPTION']._serialized_start=1153
-  _globals['_ENCRYPTION']._serialized_end=1212
-  _globals['_ENCRYPTEDTABLE']._serialized_start=1215
-  _globals['_ENCRYPTEDTABLE']._serialized_end=1383
-  _globals['_ENCRYPTEDCOLUMN']._serialized_start=1386
-  _globals['_ENCRYPTEDCOLUMN']._serialized_end=1528
-  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_start=1530
-  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_end=1618
-  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_start=1620
-  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_end=1713
-  _globals['_EXECUTEPLANRESPONSE']._serialized_start=1716
-  _globals['_EXECUTEPLANRESPONSE']._serialized_end=2069
-  _globals['_NOISEREPORT']._serialized_start=2072
-  _globals['_NOISEREPORT']._serialized_end=2289
-  _globals['_NOISYCOLUMN']._serialized_start=2291
-  _globals['_NOISYCOLUMN']._serialized_end=2356
-  _globals['_RESULTTABLE']._serialized_start=2358
-  _globals['_RESULTTABLE']._serialized_end=2433
-  _globals['_RESULTCOLUMN']._serialized_start=2436
-  _globals['_RESULTCOLUMN']._serialized_end=2620
-  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_start=2622
-  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_end=2696
-  _globals['_LOGCHECKPOINT']._serialized_start=2699
-  _globals['_LOGCHECKPOINT']._serialized_end=2844
-  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_start=2847
-  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_end=3001
-  _globals['_SANDBOXSERVICE']._serialized_start=3351
-  _globals['_SANDBOXSERVICE']._serialized_end=3946
+  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_start=102
+  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_end=180
+  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_start=182
+  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_end=292
+  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_start=294
+  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_end=362
+  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_start=364
+  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_end=439
+  _globals['_LISTDATASETSREQUEST']._serialized_start=441
+  _globals['_LISTDATASETSREQUEST']._serialized_end=462
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=464
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=526
+  _globals['_EXECUTEPLANREQUEST']._serialized_start=528
+  _globals['_EXECUTEPLANREQUEST']._serialized_end=600
+  _globals['_PLAN']._serialized_start=603
+  _globals['_PLAN']._serialized_end=891
+  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_start=893
+  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_end=982
+  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_start=984
+  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_end=1078
+  _globals['_EXECUTEPLANRESPONSE']._serialized_start=1081
+  _globals['_EXECUTEPLANRESPONSE']._serialized_end=1438
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_start=1440
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_end=1514
+  _globals['_LOGCHECKPOINT']._serialized_start=1517
+  _globals['_LOGCHECKPOINT']._serialized_end=1662
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_start=1665
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_end=1819
+  _globals['_SANDBOXSERVICE']._serialized_start=1822
+  _globals['_SANDBOXSERVICE']._serialized_end=2417
 # @@protoc_insertion_point(module_scope)

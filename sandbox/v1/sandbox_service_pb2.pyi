@@ -1,39 +1,12 @@
+from dsbroker.v1 import catalog_pb2 as _catalog_pb2
+from dsbroker.v1 import results_pb2 as _results_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class EncryptedColumnKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    ENCRYPTED_COLUMN_KIND_UNSPECIFIED: _ClassVar[EncryptedColumnKind]
-    ENCRYPTED_COLUMN_KIND_TOTAL: _ClassVar[EncryptedColumnKind]
-    ENCRYPTED_COLUMN_KIND_AVERAGE: _ClassVar[EncryptedColumnKind]
-
-class ColumnType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    COLUMN_TYPE_UNSPECIFIED: _ClassVar[ColumnType]
-    COLUMN_TYPE_INTEGER: _ClassVar[ColumnType]
-    COLUMN_TYPE_DOUBLE: _ClassVar[ColumnType]
-    COLUMN_TYPE_STRING: _ClassVar[ColumnType]
-    COLUMN_TYPE_DECIMAL: _ClassVar[ColumnType]
-    COLUMN_TYPE_DATE: _ClassVar[ColumnType]
-    COLUMN_TYPE_TIMESTAMP: _ClassVar[ColumnType]
-    COLUMN_TYPE_BOOLEAN: _ClassVar[ColumnType]
-ENCRYPTED_COLUMN_KIND_UNSPECIFIED: EncryptedColumnKind
-ENCRYPTED_COLUMN_KIND_TOTAL: EncryptedColumnKind
-ENCRYPTED_COLUMN_KIND_AVERAGE: EncryptedColumnKind
-COLUMN_TYPE_UNSPECIFIED: ColumnType
-COLUMN_TYPE_INTEGER: ColumnType
-COLUMN_TYPE_DOUBLE: ColumnType
-COLUMN_TYPE_STRING: ColumnType
-COLUMN_TYPE_DECIMAL: ColumnType
-COLUMN_TYPE_DATE: ColumnType
-COLUMN_TYPE_TIMESTAMP: ColumnType
-COLUMN_TYPE_BOOLEAN: ColumnType
 
 class PublishPolicyStatementsRequest(_message.Message):
     __slots__ = ("statements", "policy_documents")
@@ -76,44 +49,8 @@ class ListDatasetsRequest(_message.Message):
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets",)
     DATASETS_FIELD_NUMBER: _ClassVar[int]
-    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
-    def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
-
-class Dataset(_message.Message):
-    __slots__ = ("name", "title", "description", "entity_column", "row_filter", "min_entities", "approval_stages", "columns")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    TITLE_FIELD_NUMBER: _ClassVar[int]
-    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    ENTITY_COLUMN_FIELD_NUMBER: _ClassVar[int]
-    ROW_FILTER_FIELD_NUMBER: _ClassVar[int]
-    MIN_ENTITIES_FIELD_NUMBER: _ClassVar[int]
-    APPROVAL_STAGES_FIELD_NUMBER: _ClassVar[int]
-    COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    title: str
-    description: str
-    entity_column: str
-    row_filter: str
-    min_entities: int
-    approval_stages: _containers.RepeatedScalarFieldContainer[str]
-    columns: _containers.RepeatedCompositeFieldContainer[DatasetColumn]
-    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., entity_column: _Optional[str] = ..., row_filter: _Optional[str] = ..., min_entities: _Optional[int] = ..., approval_stages: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[_Union[DatasetColumn, _Mapping]]] = ...) -> None: ...
-
-class DatasetColumn(_message.Message):
-    __slots__ = ("name", "type", "description", "unit", "classification", "levels")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    TYPE_FIELD_NUMBER: _ClassVar[int]
-    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    UNIT_FIELD_NUMBER: _ClassVar[int]
-    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
-    LEVELS_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    type: str
-    description: str
-    unit: str
-    classification: str
-    levels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., classification: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ...) -> None: ...
+    datasets: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Dataset]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[_catalog_pb2.Dataset, _Mapping]]] = ...) -> None: ...
 
 class ExecutePlanRequest(_message.Message):
     __slots__ = ("plan", "request_id")
@@ -146,62 +83,26 @@ class Plan(_message.Message):
     original_sql: str
     caller_token: str
     execution_id: str
-    encryption: Encryption
+    encryption: _results_pb2.Encryption
     caller_certificate: bytes
     policy_statements: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., caller_certificate: _Optional[bytes] = ..., policy_statements: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class Encryption(_message.Message):
-    __slots__ = ("public_context", "key_signature")
-    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
-    KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
-    public_context: bytes
-    key_signature: bytes
-    def __init__(self, public_context: _Optional[bytes] = ..., key_signature: _Optional[bytes] = ...) -> None: ...
-
-class EncryptedTable(_message.Message):
-    __slots__ = ("groups", "columns", "key_id", "partitions", "partitions_withheld")
-    GROUPS_FIELD_NUMBER: _ClassVar[int]
-    COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    KEY_ID_FIELD_NUMBER: _ClassVar[int]
-    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
-    PARTITIONS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
-    groups: ResultTable
-    columns: _containers.RepeatedCompositeFieldContainer[EncryptedColumn]
-    key_id: str
-    partitions: int
-    partitions_withheld: bytes
-    def __init__(self, groups: _Optional[_Union[ResultTable, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[EncryptedColumn, _Mapping]]] = ..., key_id: _Optional[str] = ..., partitions: _Optional[int] = ..., partitions_withheld: _Optional[bytes] = ...) -> None: ...
-
-class EncryptedColumn(_message.Message):
-    __slots__ = ("name", "position", "kind", "ciphertext", "count_ciphertext")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    POSITION_FIELD_NUMBER: _ClassVar[int]
-    KIND_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    COUNT_CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    position: int
-    kind: EncryptedColumnKind
-    ciphertext: bytes
-    count_ciphertext: bytes
-    def __init__(self, name: _Optional[str] = ..., position: _Optional[int] = ..., kind: _Optional[_Union[EncryptedColumnKind, str]] = ..., ciphertext: _Optional[bytes] = ..., count_ciphertext: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ..., caller_certificate: _Optional[bytes] = ..., policy_statements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EncryptPartitionRequest(_message.Message):
     __slots__ = ("execution_id", "groups")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
-    groups: ResultTable
-    def __init__(self, execution_id: _Optional[str] = ..., groups: _Optional[_Union[ResultTable, _Mapping]] = ...) -> None: ...
+    groups: _results_pb2.ResultTable
+    def __init__(self, execution_id: _Optional[str] = ..., groups: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ...) -> None: ...
 
 class EncryptPartitionResponse(_message.Message):
     __slots__ = ("encrypted", "sandbox_id")
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
-    encrypted: EncryptedTable
+    encrypted: _results_pb2.EncryptedTable
     sandbox_id: str
-    def __init__(self, encrypted: _Optional[_Union[EncryptedTable, _Mapping]] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
 
 class ExecutePlanResponse(_message.Message):
     __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld", "sandbox_id", "encrypted", "partition_groups")
@@ -215,75 +116,17 @@ class ExecutePlanResponse(_message.Message):
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     PARTITION_GROUPS_FIELD_NUMBER: _ClassVar[int]
-    table: ResultTable
+    table: _results_pb2.ResultTable
     truncated: bool
     engine_micros: int
     cells_withheld: int
-    noise: NoiseReport
+    noise: _results_pb2.NoiseReport
     threshold_cells_withheld: int
     secondary_cells_withheld: int
     sandbox_id: str
-    encrypted: EncryptedTable
-    partition_groups: ResultTable
-    def __init__(self, table: _Optional[_Union[ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ..., sandbox_id: _Optional[str] = ..., encrypted: _Optional[_Union[EncryptedTable, _Mapping]] = ..., partition_groups: _Optional[_Union[ResultTable, _Mapping]] = ...) -> None: ...
-
-class NoiseReport(_message.Message):
-    __slots__ = ("epsilon_spent", "epsilon_total_spent", "epsilon_budget", "delta", "threshold", "repeated_answer", "columns", "groups_per_entity")
-    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
-    EPSILON_TOTAL_SPENT_FIELD_NUMBER: _ClassVar[int]
-    EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
-    DELTA_FIELD_NUMBER: _ClassVar[int]
-    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    REPEATED_ANSWER_FIELD_NUMBER: _ClassVar[int]
-    COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    GROUPS_PER_ENTITY_FIELD_NUMBER: _ClassVar[int]
-    epsilon_spent: float
-    epsilon_total_spent: float
-    epsilon_budget: float
-    delta: float
-    threshold: int
-    repeated_answer: bool
-    columns: _containers.RepeatedCompositeFieldContainer[NoisyColumn]
-    groups_per_entity: int
-    def __init__(self, epsilon_spent: _Optional[float] = ..., epsilon_total_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., delta: _Optional[float] = ..., threshold: _Optional[int] = ..., repeated_answer: _Optional[bool] = ..., columns: _Optional[_Iterable[_Union[NoisyColumn, _Mapping]]] = ..., groups_per_entity: _Optional[int] = ...) -> None: ...
-
-class NoisyColumn(_message.Message):
-    __slots__ = ("name", "scale", "half_width_95")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    SCALE_FIELD_NUMBER: _ClassVar[int]
-    HALF_WIDTH_95_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    scale: float
-    half_width_95: float
-    def __init__(self, name: _Optional[str] = ..., scale: _Optional[float] = ..., half_width_95: _Optional[float] = ...) -> None: ...
-
-class ResultTable(_message.Message):
-    __slots__ = ("columns", "row_count")
-    COLUMNS_FIELD_NUMBER: _ClassVar[int]
-    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
-    columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
-    row_count: int
-    def __init__(self, columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., row_count: _Optional[int] = ...) -> None: ...
-
-class ResultColumn(_message.Message):
-    __slots__ = ("name", "type", "nulls", "int_values", "double_values", "string_values", "withheld", "rolled_up")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    TYPE_FIELD_NUMBER: _ClassVar[int]
-    NULLS_FIELD_NUMBER: _ClassVar[int]
-    INT_VALUES_FIELD_NUMBER: _ClassVar[int]
-    DOUBLE_VALUES_FIELD_NUMBER: _ClassVar[int]
-    STRING_VALUES_FIELD_NUMBER: _ClassVar[int]
-    WITHHELD_FIELD_NUMBER: _ClassVar[int]
-    ROLLED_UP_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    type: ColumnType
-    nulls: _containers.RepeatedScalarFieldContainer[bool]
-    int_values: _containers.RepeatedScalarFieldContainer[int]
-    double_values: _containers.RepeatedScalarFieldContainer[float]
-    string_values: _containers.RepeatedScalarFieldContainer[str]
-    withheld: _containers.RepeatedScalarFieldContainer[bool]
-    rolled_up: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., nulls: _Optional[_Iterable[bool]] = ..., int_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ..., withheld: _Optional[_Iterable[bool]] = ..., rolled_up: _Optional[_Iterable[bool]] = ...) -> None: ...
+    encrypted: _results_pb2.EncryptedTable
+    partition_groups: _results_pb2.ResultTable
+    def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ..., sandbox_id: _Optional[str] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ..., partition_groups: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ...) -> None: ...
 
 class WitnessCheckpointRequest(_message.Message):
     __slots__ = ("checkpoints",)

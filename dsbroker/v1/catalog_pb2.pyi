@@ -1,0 +1,44 @@
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Dataset(_message.Message):
+    __slots__ = ("name", "title", "description", "entity_column", "row_filter", "min_entities", "approval_stages", "columns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ROW_FILTER_FIELD_NUMBER: _ClassVar[int]
+    MIN_ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_STAGES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    title: str
+    description: str
+    entity_column: str
+    row_filter: str
+    min_entities: int
+    approval_stages: _containers.RepeatedScalarFieldContainer[str]
+    columns: _containers.RepeatedCompositeFieldContainer[DatasetColumn]
+    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., entity_column: _Optional[str] = ..., row_filter: _Optional[str] = ..., min_entities: _Optional[int] = ..., approval_stages: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[_Union[DatasetColumn, _Mapping]]] = ...) -> None: ...
+
+class DatasetColumn(_message.Message):
+    __slots__ = ("name", "type", "description", "unit", "classification", "levels")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    description: str
+    unit: str
+    classification: str
+    levels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., classification: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ...) -> None: ...
