@@ -23,38 +23,84 @@ _sym_db = _symbol_database.Default()
 
 
 from broker.v1 import access_request_service_pb2 as broker_dot_v1_dot_access__request__service__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62roker/v1/policy_service.proto\x12\tbroker.v1\x1a&broker/v1/access_request_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.broker.v1.AccessRequestState\x12\x12\n\ndepartment\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x12\n\nvalid_from\x18\x07 \x01(\t\x12\x13\n\x0bvalid_until\x18\x08 \x01(\t\x12\x10\n\x08\x64ocument\x18\t \x01(\t\x12\x0e\n\x06sha256\x18\n \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65ss_request\x18\x0b \x01(\t\x12\x14\n\x0cstate_reason\x18\x0c \x01(\t\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x13ListPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x14ListPoliciesResponse\x12#\n\x08policies\x18\x01 \x03(\x0b\x32\x11.broker.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10GetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x11GetPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"4\n\x14SuspendPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x15SuspendPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"#\n\x13ResumePolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x14ResumePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"F\n\x13RevokePolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tstatement\x18\x03 \x01(\t\"U\n\x14RevokePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\x12\x1a\n\x12sandboxes_notified\x18\x02 \x03(\t2\x9e\x03\n\rPolicyService\x12O\n\x0cListPolicies\x12\x1e.broker.v1.ListPoliciesRequest\x1a\x1f.broker.v1.ListPoliciesResponse\x12\x46\n\tGetPolicy\x12\x1b.broker.v1.GetPolicyRequest\x1a\x1c.broker.v1.GetPolicyResponse\x12R\n\rSuspendPolicy\x12\x1f.broker.v1.SuspendPolicyRequest\x1a .broker.v1.SuspendPolicyResponse\x12O\n\x0cResumePolicy\x12\x1e.broker.v1.ResumePolicyRequest\x1a\x1f.broker.v1.ResumePolicyResponse\x12O\n\x0cRevokePolicy\x12\x1e.broker.v1.RevokePolicyRequest\x1a\x1f.broker.v1.RevokePolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62roker/v1/policy_service.proto\x12\tbroker.v1\x1a&broker/v1/access_request_service.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x03\n\x06Policy\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32\x1d.broker.v1.AccessRequestStateB\x04\xe2\x41\x01\x03\x12\x18\n\ndepartment\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x64\x61taset\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07purpose\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nvalid_from\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bvalid_until\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x64ocument\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61\x63\x63\x65ss_request\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"H\n\x13ListPoliciesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"T\n\x14ListPoliciesResponse\x12#\n\x08policies\x18\x01 \x03(\x0b\x32\x11.broker.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x10GetPolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x11GetPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"@\n\x14SuspendPolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x15SuspendPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\")\n\x13ResumePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x14ResumePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"X\n\x13RevokePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tstatement\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x14RevokePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\x12\x1a\n\x12sandboxes_notified\x18\x02 \x03(\t2\x9e\x03\n\rPolicyService\x12O\n\x0cListPolicies\x12\x1e.broker.v1.ListPoliciesRequest\x1a\x1f.broker.v1.ListPoliciesResponse\x12\x46\n\tGetPolicy\x12\x1b.broker.v1.GetPolicyRequest\x1a\x1c.broker.v1.GetPolicyResponse\x12R\n\rSuspendPolicy\x12\x1f.broker.v1.SuspendPolicyRequest\x1a .broker.v1.SuspendPolicyResponse\x12O\n\x0cResumePolicy\x12\x1e.broker.v1.ResumePolicyRequest\x1a\x1f.broker.v1.ResumePolicyResponse\x12O\n\x0cRevokePolicy\x12\x1e.broker.v1.RevokePolicyRequest\x1a\x1f.broker.v1.RevokePolicyResponseBf\n\x16org.dsbroker.broker.v1B\x12PolicyServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.policy_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_POLICY']._serialized_start=119
-  _globals['_POLICY']._serialized_end=428
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=430
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=490
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=492
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=576
-  _globals['_GETPOLICYREQUEST']._serialized_start=578
-  _globals['_GETPOLICYREQUEST']._serialized_end=610
-  _globals['_GETPOLICYRESPONSE']._serialized_start=612
-  _globals['_GETPOLICYRESPONSE']._serialized_end=666
-  _globals['_SUSPENDPOLICYREQUEST']._serialized_start=668
-  _globals['_SUSPENDPOLICYREQUEST']._serialized_end=720
-  _globals['_SUSPENDPOLICYRESPONSE']._serialized_start=722
-  _globals['_SUSPENDPOLICYRESPONSE']._serialized_end=780
-  _globals['_RESUMEPOLICYREQUEST']._serialized_start=782
-  _globals['_RESUMEPOLICYREQUEST']._serialized_end=817
-  _globals['_RESUMEPOLICYRESPONSE']._serialized_start=819
-  _globals['_RESUMEPOLICYRESPONSE']._serialized_end=876
-  _globals['_REVOKEPOLICYREQUEST']._serialized_start=878
-  _globals['_REVOKEPOLICYREQUEST']._serialized_end=948
-  _globals['_REVOKEPOLICYRESPONSE']._serialized_start=950
-  _globals['_REVOKEPOLICYRESPONSE']._serialized_end=1035
-  _globals['_POLICYSERVICE']._serialized_start=1038
-  _globals['_POLICYSERVICE']._serialized_end=1452
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\026org.dsbroker.broker.v1B\022PolicyServiceProtoP\001Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1'
+  _globals['_POLICY'].fields_by_name['name']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_POLICY'].fields_by_name['version']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['version']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['state']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['department']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['department']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['dataset']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['dataset']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['purpose']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['purpose']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['valid_from']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['valid_from']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['valid_until']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['valid_until']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['document']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['document']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['sha256']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['sha256']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['access_request']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['access_request']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['state_reason']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['state_reason']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['update_time']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_LISTPOLICIESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTPOLICIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTPOLICIESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTPOLICIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_GETPOLICYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETPOLICYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_SUSPENDPOLICYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_SUSPENDPOLICYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_SUSPENDPOLICYREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_SUSPENDPOLICYREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\002'
+  _globals['_RESUMEPOLICYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_RESUMEPOLICYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_REVOKEPOLICYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_REVOKEPOLICYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_REVOKEPOLICYREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_REVOKEPOLICYREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\001'
+  _globals['_REVOKEPOLICYREQUEST'].fields_by_name['statement']._loaded_options = None
+  _globals['_REVOKEPOLICYREQUEST'].fields_by_name['statement']._serialized_options = b'\342A\001\002'
+  _globals['_POLICY']._serialized_start=152
+  _globals['_POLICY']._serialized_end=539
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=541
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=613
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=615
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=699
+  _globals['_GETPOLICYREQUEST']._serialized_start=701
+  _globals['_GETPOLICYREQUEST']._serialized_end=739
+  _globals['_GETPOLICYRESPONSE']._serialized_start=741
+  _globals['_GETPOLICYRESPONSE']._serialized_end=795
+  _globals['_SUSPENDPOLICYREQUEST']._serialized_start=797
+  _globals['_SUSPENDPOLICYREQUEST']._serialized_end=861
+  _globals['_SUSPENDPOLICYRESPONSE']._serialized_start=863
+  _globals['_SUSPENDPOLICYRESPONSE']._serialized_end=921
+  _globals['_RESUMEPOLICYREQUEST']._serialized_start=923
+  _globals['_RESUMEPOLICYREQUEST']._serialized_end=964
+  _globals['_RESUMEPOLICYRESPONSE']._serialized_start=966
+  _globals['_RESUMEPOLICYRESPONSE']._serialized_end=1023
+  _globals['_REVOKEPOLICYREQUEST']._serialized_start=1025
+  _globals['_REVOKEPOLICYREQUEST']._serialized_end=1113
+  _globals['_REVOKEPOLICYRESPONSE']._serialized_start=1115
+  _globals['_REVOKEPOLICYRESPONSE']._serialized_end=1200
+  _globals['_POLICYSERVICE']._serialized_start=1203
+  _globals['_POLICYSERVICE']._serialized_end=1617
 # @@protoc_insertion_point(module_scope)
