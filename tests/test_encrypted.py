@@ -272,7 +272,8 @@ def test_a_result_under_another_key_is_refused(deployment, key):
     sql = "SELECT COUNT(*) AS n FROM tax.declarations"
     with deployment.client() as client:
         response = client._queries.RunQuery(
-            query_pb.RunQueryRequest(grant=GRANT, sql=sql, encryption=client.encryption_for(GRANT, sql, other)),
+            query_pb.RunQueryRequest(policy=f"policies/{GRANT}", sql=sql,
+                                     encryption=client.encryption_for(GRANT, sql, other)),
             timeout=30, metadata=(("authorization", f"Bearer {client.token}"),))
     assert response.encrypted.key_id == other.key_id
     with pytest.raises(DsbrokerError) as caught:
@@ -295,7 +296,7 @@ def test_a_key_file_whose_public_half_is_another_key_is_refused(tmp_path, key):
 
 def refusal(deployment, grant: str, sql: str, public_context: bytes | None) -> DsbrokerError:
     with deployment.client() as client:
-        request = query_pb.RunQueryRequest(grant=grant, sql=sql)
+        request = query_pb.RunQueryRequest(policy=f"policies/{grant}", sql=sql)
         if public_context is not None:
             request.encryption.public_context = public_context
         with pytest.raises(grpc.RpcError) as caught:

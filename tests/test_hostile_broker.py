@@ -33,7 +33,7 @@ from broker.server import start_broker
 from sandbox.settings import SandboxSettings
 from dsbroker.identity.tls import open_channel, thumbprint
 from dsbroker.identity.tokens import issue_token
-from broker.v1 import access_request_service_pb2 as policy_pb
+from broker.v1 import policy_service_pb2 as policies_pb
 from dsbroker.v1 import results_pb2
 from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
@@ -319,7 +319,7 @@ def test_a_revocation_reaches_the_sandbox_and_survives_the_loss_of_the_brokers_s
             path.unlink()
     deployment.restart_on_a_new_store()
     with deployment.owner() as owner:
-        assert owner.get_policy(GRANT).state == policy_pb.ACCESS_REQUEST_STATE_REVOKED
+        assert owner.get_policy(GRANT).state == policies_pb.POLICY_STATE_REVOKED
     assert deployment.query_refusal().reason == "GRANT_NOT_ACTIVE"
     assert refusal(deployment.sandbox, plan_for(document())).reason == "POLICY_REVOKED"
 

@@ -214,7 +214,8 @@ def test_explain_shows_the_rewrite_and_each_rule_without_running_and_is_logged(b
     new = list(log.records(after=before))
     assert [(r.event, r.decision) for r in new] == [
         ("query.explain", "allow"), ("query.decision", "allow"), ("query.result", "released"), ("query.explain", "deny")]
-    assert new[0].seq == explanation.access_record and new[0].rewritten_sql == explanation.rewritten_sql
+    assert f"accessRecords/{new[0].seq}" == explanation.access_record
+    assert new[0].rewritten_sql == explanation.rewritten_sql
     assert new[3].reason == "ENTITY_COLUMN_MISUSED" and log.verify() == []
     log.close()
 
@@ -314,7 +315,7 @@ def raw_call(broker, method: str, request, *, token: str | None = None):
 def test_a_request_id_in_the_body_is_held_to_the_headers_rules(broker, method, request_id):
     from broker.v1 import query_service_pb2
 
-    request = getattr(query_service_pb2, f"{method}Request")(grant=GRANT, request_id=request_id,
+    request = getattr(query_service_pb2, f"{method}Request")(policy=f"policies/{GRANT}", request_id=request_id,
                                                               sql="SELECT COUNT(*) AS c FROM tax.declarations")
     log = AccessLog(broker.access_log_path)
     before = log.store.size()
@@ -327,8 +328,8 @@ def test_a_request_id_in_the_body_is_held_to_the_headers_rules(broker, method, r
     assert all(len(r.request_id) <= 128 for r in new)
     log.close()
     response, error = raw_call(broker, method, getattr(query_service_pb2, f"{method}Request")(
-        grant=GRANT, request_id="report-2026.11:q1", sql="SELECT COUNT(*) AS c FROM tax.declarations"))
-    assert error is None and response.access_record > 0
+        policy=f"policies/{GRANT}", request_id="report-2026.11:q1", sql="SELECT COUNT(*) AS c FROM tax.declarations"))
+    assert error is None and response.access_record.startswith("accessRecords/")
 
 
 @pytest.mark.parametrize("name", ["g" * 1_000_000, "街" * 400_000, "Xuanwu-FGW-2026-007", "a'; DROP TABLE x"])
@@ -342,7 +343,7 @@ def test_a_grant_name_that_cannot_be_one_gets_a_small_reply_and_the_broker_keeps
             call()
         error = caught.value
         assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "GRANT_NAME_INVALID")
-        assert [v.field for d in error.details for v in d.field_violations] == ["grant"]
+        assert [v.field for d in error.details for v in d.field_violations] == ["policy"]
         assert len(error.message) < 200 and all(len(v) <= 200 for v in error.metadata.values())
     records = log.records(after=before)
     assert [(r.event, r.reason) for r in records] == [("query.decision", "GRANT_NAME_INVALID"),

@@ -46,7 +46,7 @@ def test_queries_per_day_run_out_and_come_back_the_next_day(limited):
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED")
     assert error.metadata == {"grant": GRANT, "quota": "queries_per_day", "limit": "3"}
     (failure,) = error.details
-    assert isinstance(failure, error_details_pb2.QuotaFailure) and failure.violations[0].subject == f"grants/{GRANT}"
+    assert isinstance(failure, error_details_pb2.QuotaFailure) and failure.violations[0].subject == f"policies/{GRANT}"
     clock.now = dt.datetime(2026, 11, 21, 23, 59, tzinfo=SHANGHAI)
     assert quota_error(client).reason == "QUOTA_EXCEEDED", "still the same day in Shanghai"
     clock.now = dt.datetime(2026, 11, 21, 16, 1, tzinfo=dt.timezone.utc)  # 00:01 the next day in Shanghai

@@ -39,8 +39,9 @@ HOSTILE_TIMES = ((10 ** 12, 0), (1, -5), (-10 ** 12, 0), (0, 10 ** 9))
 # Requests that get past the first check only when the rest of them is right: each field is varied alone.
 BASES = {
     "sandbox.v1.Plan": lambda: honest_plan(),
-    "broker.v1.RunQueryRequest": lambda: query_service_pb2.RunQueryRequest(grant=GRANT, sql=SQL),
-    "broker.v1.ExplainQueryRequest": lambda: query_service_pb2.ExplainQueryRequest(grant=GRANT, sql=SQL),
+    "broker.v1.RunQueryRequest": lambda: query_service_pb2.RunQueryRequest(policy=f"policies/{GRANT}", sql=SQL),
+    "broker.v1.ExplainQueryRequest": lambda: query_service_pb2.ExplainQueryRequest(policy=f"policies/{GRANT}",
+                                                                                          sql=SQL),
 }
 
 

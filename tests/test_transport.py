@@ -121,7 +121,7 @@ def test_plaintext_channels_go_to_loopback_only():
 def raw_call(broker, *, metadata=(), timeout: float | None = 10, sql: str = COUNT_SQL):
     with open_channel(target(broker), tls=client_tls(), options=[]) as channel:
         stub = pb_grpc.QueryServiceStub(channel)
-        return stub.RunQuery.with_call(pb.RunQueryRequest(grant=GRANT, sql=sql), timeout=timeout,
+        return stub.RunQuery.with_call(pb.RunQueryRequest(policy=f"policies/{GRANT}", sql=sql), timeout=timeout,
                                        metadata=(("authorization", f"Bearer {token_for()}"), *metadata))
 
 
@@ -183,7 +183,7 @@ def test_a_grant_outside_its_validity_carries_a_precondition_failure(tmp_path, s
     error = caught.value
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "GRANT_NOT_ACTIVE")
     (failure,) = error.details
-    assert failure.violations[0].subject == f"grants/{GRANT}" and "2099-01-01" in failure.violations[0].description
+    assert failure.violations[0].subject == f"policies/{GRANT}" and "2099-01-01" in failure.violations[0].description
 
 
 def test_a_caller_without_the_requester_role_is_denied_and_logged(broker):

@@ -7,17 +7,24 @@ import datetime as dt
 import hashlib
 import threading
 
+import grpc
 import pytest
 
-from broker.access_log.log import AccessLog
+from broker.access_log.log import AccessLog, RecordFilter
 from broker.client.approving import Narrowing, sign_approval
 from broker.client.sdk import BrokerClient
 from dsbroker.errors import DsbrokerError
 from broker.dev.keys import load_private_key, signer_key_id
 from dsbroker.policy.model import MAX_POLICY_CHARS
 from dsbroker.policy.signing import Trust, sign_policy, verify_policy
+from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
 from broker.v1 import access_request_service_pb2 as pb
+from broker.v1 import access_request_service_pb2_grpc as requests_grpc
+from broker.v1 import policy_service_pb2 as policies_pb
+from broker.v1 import policy_service_pb2_grpc as policies_grpc
+from broker.v1 import query_service_pb2 as query_pb
+from broker.v1 import query_service_pb2_grpc as query_grpc
 from tests.conftest import Clock, XUANWU, broker_settings_for, client_tls, dev_keys, revocation, token_for
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -109,6 +116,10 @@ def state_name(request: pb.AccessRequest) -> str:
     return pb.AccessRequestState.Name(request.state).removeprefix("ACCESS_REQUEST_STATE_")
 
 
+def policy_state_name(policy: policies_pb.Policy) -> str:
+    return policies_pb.PolicyState.Name(policy.state).removeprefix("POLICY_STATE_")
+
+
 # -- the catalog ---------------------------------------------------------------------------------
 
 def test_the_catalog_describes_columns_without_values(work):
@@ -155,7 +166,7 @@ def test_submit_review_sign_query_suspend_resume_revoke(work):
     dropped = refusal(work.requester.query, grant, "SELECT SUM(revenue) AS r FROM tax.declarations")
     assert dropped.metadata.get("column") == "revenue"
 
-    assert state_name(work.owner.get_policy(grant)) == "ACTIVE"
+    assert policy_state_name(work.owner.get_policy(grant)) == "ACTIVE"
     work.owner.change_policy(grant, "suspend", reason="audit of the commission's reports")
     suspended = refusal(work.requester.query, grant, ACCEPTED_EXAMPLE)
     assert (suspended.code.name, suspended.reason) == ("FAILED_PRECONDITION", "GRANT_NOT_ACTIVE")
@@ -559,8 +570,8 @@ def test_a_policy_past_its_validity_lists_as_expired(work):
     grant = work.activate(name).policy
     work.clock.now = dt.datetime(2026, 12, 1, 0, 30, tzinfo=SHANGHAI)
     [listed] = work.requester.list_policies()[0]
-    assert state_name(listed) == "EXPIRED" and listed.state_reason == "validity ended on 2026-11-30"
-    assert state_name(work.owner.get_policy(grant)) == "EXPIRED"
+    assert policy_state_name(listed) == "EXPIRED" and listed.state_reason == "validity ended on 2026-11-30"
+    assert policy_state_name(work.owner.get_policy(grant)) == "EXPIRED"
     assert state_name(work.requester.get_request(name)) == "EXPIRED"
     assert [r.detail["to"] for r in work.records("policy.expire")] == ["EXPIRED"]
 
@@ -569,3 +580,46 @@ def test_an_example_the_guard_cannot_parse_is_reported_not_fatal(work):
     name = work.submit(example_queries=["SELECT (((", "DROP TABLE tax.declarations"]).name
     checks = work.reviewer.get_request(name).example_checks
     assert [c.accepted for c in checks] == [False, False] and all(c.reason for c in checks)
+
+
+def test_a_create_carries_its_request_id_to_the_access_log_held_to_the_headers_rules(work):
+    # AIP-155: CreateAccessRequest takes a request_id, honoured as RunQuery's is (the access record's request id).
+    fields = dict(purpose="monthly VAT by street", dataset="tax.declarations", valid_from="2026-01-01",
+                  valid_until="2030-12-31", queries_per_day=5,
+                  columns=[pb.RequestedColumn(column="street_code", use=GROUP, reason="rows"),
+                           pb.RequestedColumn(column="vat_paid", use=MEASURE, reason="revenue")])
+    made = work.requester.submit_request(pb.AccessRequest(**fields), request_id="report-2026.11:r1")
+    [created] = [r for r in work.records("request.create") if r.decision == "allow"]
+    assert created.request_id == "report-2026.11:r1" and made.name.startswith("accessRequests/")
+    error = refusal(work.requester.submit_request, pb.AccessRequest(**fields), request_id="two words")
+    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "REQUEST_ID_INVALID")
+    assert [v.field for d in error.details for v in d.field_violations] == ["request_id"]
+
+
+def test_a_request_names_each_resource_one_way_and_a_bare_id_is_not_a_name(work):
+    # One name per resource (AIP-122): the SDK builds it from the bare id a department writes; on the wire a
+    # bare id is refused, for a policy (grant) wherever a request names one, and for an access request.
+    name = work.submit().name
+    work.review(name)
+    grant = work.activate(name).policy
+    assert grant.startswith("policies/") and work.owner.get_policy(grant).name == grant
+    grant_id = grant.removeprefix("policies/")
+    assert work.owner.get_policy(grant_id).name == grant  # the SDK takes the bare id and builds the name
+    channel = work.owner._channel
+    calls = ((policies_grpc.PolicyServiceStub(channel).GetPolicy, policies_pb.GetPolicyRequest(name=grant_id)),
+             (requests_grpc.AccessRequestServiceStub(channel).GetAccessRequest,
+              pb.GetAccessRequestRequest(name=name.removeprefix("accessRequests/"))))
+    for method, request in calls:
+        with pytest.raises(grpc.RpcError) as caught:
+            method(request, metadata=work.owner._authorization, timeout=30)
+        assert error_from_rpc_error(caught.value).reason == "RESOURCE_NAME_INVALID"
+    with pytest.raises(grpc.RpcError) as caught:
+        query_grpc.QueryServiceStub(work.requester._channel).RunQuery(
+            query_pb.RunQueryRequest(policy=grant_id, sql=ACCEPTED_EXAMPLE), metadata=work.requester._authorization,
+            timeout=30)
+    error = error_from_rpc_error(caught.value)
+    assert (error.reason, [v.field for d in error.details for v in d.field_violations]) == (
+        "GRANT_NAME_INVALID", ["policy"])
+    assert work.requester.query(grant_id, ACCEPTED_EXAMPLE).rows  # the SDK's bare id
+    records, _ = work.auditor.list_access_records(where=RecordFilter(grant_id=grant_id, event="query.decision"))
+    assert [(r.grant_id, r.decision) for r in records] == [(grant_id, "deny"), (grant_id, "allow")]

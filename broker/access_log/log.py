@@ -168,7 +168,7 @@ class AccessLog:
             name, limit = pending.exceeded
             raise QuotaError(f"grant {quota.grant_id!r} has used its {limit} queries "
                              f"{'per day' if name == 'queries_per_day' else 'in total'}",
-                             subject=f"grants/{quota.grant_id}", grant=quota.grant_id, quota=name, limit=limit)
+                             subject=f"policies/{quota.grant_id}", grant=quota.grant_id, quota=name, limit=limit)
         return pending.seq
 
     def _drain(self, max_batches: int | None) -> None:

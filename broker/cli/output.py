@@ -66,7 +66,7 @@ def print_explanation(explanation, *, as_json: bool) -> None:
     notes.append(f"at most {explanation.max_groups:,} groups")
     if explanation.lookup_tables:
         notes.append("joins " + ", ".join(explanation.lookup_tables))
-    notes.append(f"nothing was run; access record #{explanation.access_record}")
+    notes.append(f"nothing was run; access record #{explanation.access_record.removeprefix('accessRecords/')}")
     console.print("; ".join(notes), style="dim")
 
 
@@ -102,6 +102,12 @@ def _state(value: int) -> str:
     from broker.v1 import access_request_service_pb2 as pb
 
     return pb.AccessRequestState.Name(value).removeprefix("ACCESS_REQUEST_STATE_").lower()
+
+
+def _policy_state(value: int) -> str:
+    from broker.v1 import policy_service_pb2 as pb
+
+    return pb.PolicyState.Name(value).removeprefix("POLICY_STATE_").lower()
 
 
 def _next_page(token: str) -> None:
@@ -207,8 +213,8 @@ def print_policies(policies, token: str, *, as_json: bool) -> None:
     for name in ("policy", "state", "department", "dataset", "valid"):
         table.add_column(name, overflow="fold", no_wrap=name == "policy")
     for p in policies:
-        table.add_row(f"{p.name.removeprefix('policies/')} v{p.version}", _state(p.state), p.department, p.dataset,
-                      f"{p.valid_from or '…'} to {p.valid_until or '…'}")
+        table.add_row(f"{p.name.removeprefix('policies/')} v{p.version}", _policy_state(p.state), p.department,
+                      p.dataset, f"{p.valid_from or '…'} to {p.valid_until or '…'}")
     console.print(table)
     _next_page(token)
 
@@ -218,7 +224,8 @@ def print_policy(policy, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_json(policy), ensure_ascii=False))
         return
-    console.print(f"[bold]{policy.name.removeprefix('policies/')}[/bold] v{policy.version}  {_state(policy.state)}"
+    console.print(f"[bold]{policy.name.removeprefix('policies/')}[/bold] v{policy.version}  "
+                  f"{_policy_state(policy.state)}"
                   + (f"  ({policy.state_reason})" if policy.state_reason else ""))
     console.print(f"{policy.department} on {policy.dataset}, valid {policy.valid_from or '…'} to "
                   f"{policy.valid_until or '…'}: {policy.purpose}")

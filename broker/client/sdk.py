@@ -100,16 +100,18 @@ class BrokerClient:
 
     def query(self, grant: str, sql: str, *, request_id: str | None = None, timeout: float | None = None,
               encryption_key: EncryptionKey | None = None) -> QueryResult:
-        """Run ``sql`` under ``grant`` and return the released cells.
+        """Run ``sql`` under ``grant`` (the grant's id, e.g. ``xuanwu-fgw-2026-007``, or its name
+        ``policies/{id}``) and return the released cells.
 
         With ``encryption_key`` the cells travel encrypted under its public half and are decrypted here;
         a result encrypted under any other key is refused (ENCRYPTION_KEY_MISMATCH). The key is bound
         to this query by a signature with the client certificate's key (:meth:`encryption_for`).
         """
         request_id = request_id or str(uuid.uuid4())
-        request = pb.RunQueryRequest(grant=grant, sql=sql,
-                                     encryption=self.encryption_for(grant, sql, encryption_key) if encryption_key
-                                     else None)
+        name = _named(grant, "policies")
+        request = pb.RunQueryRequest(policy=name, sql=sql,
+                                     encryption=self.encryption_for(name.removeprefix("policies/"), sql,
+                                                                    encryption_key) if encryption_key else None)
         try:
             response = self._queries.RunQuery(
                 request, timeout=timeout or self.timeout,
@@ -132,7 +134,8 @@ class BrokerClient:
             disclosure_rules=[{"rule": r.rule, "column": r.column, "threshold": r.threshold,
                                "description": r.description, "cells_withheld": r.cells_withheld}
                               for r in response.disclosure_rules],
-            access_record=response.access_record, policy_version=response.policy_version, request_id=request_id,
+            access_record=access_record_seq(response.access_record), policy_version=response.policy_version,
+            request_id=request_id,
             noise=noise_dict(response.noise) if response.HasField("noise") else None,
             withheld=marked_cells(response.table, "withheld"), rolled_up=marked_cells(response.table, "rolled_up"),
             encryption=encryption)
@@ -155,7 +158,8 @@ class BrokerClient:
 
     def explain(self, grant: str, sql: str, *, encrypted: bool = False) -> pb.ExplainQueryResponse:
         """What the guard makes of ``sql`` under ``grant``, without running it (recorded in the access log)."""
-        return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(grant=grant, sql=sql, encrypted=encrypted))
+        return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(policy=_named(grant, "policies"), sql=sql,
+                                                                              encrypted=encrypted))
 
     # -- catalog -----------------------------------------------------------------------------------
 
@@ -169,10 +173,12 @@ class BrokerClient:
 
     # -- access requests -------------------------------------------------------------------------
 
-    def submit_request(self, request: requests_pb.AccessRequest) -> requests_pb.AccessRequest:
-        """Submit an access request; returns it with its name and state."""
-        return self._call(self._requests.CreateAccessRequest,
-                          requests_pb.CreateAccessRequestRequest(access_request=request)).access_request
+    def submit_request(self, request: requests_pb.AccessRequest, *,
+                       request_id: str = "") -> requests_pb.AccessRequest:
+        """Submit an access request; returns it with its name and state. ``request_id`` (optional) correlates
+        the call with the access log, as the ``x-request-id`` of any call does."""
+        return self._call(self._requests.CreateAccessRequest, requests_pb.CreateAccessRequestRequest(
+            access_request=request, request_id=request_id)).access_request
 
     def get_request(self, name: str) -> requests_pb.AccessRequest:
         """One access request (``accessRequests/{id}`` or the bare id)."""
@@ -237,7 +243,8 @@ class BrokerClient:
         """A page of access records (auditor role) as stored, so their hashes can be checked, and the next
         page's token. ``where`` filters by time (ISO 8601), department, grant, decision and event."""
         request = audit_pb.ListAccessRecordsRequest(page_size=page_size, page_token=page_token,
-                                                    department=where.department, grant=where.grant_id,
+                                                    department=where.department,
+                                                    policy=_named(where.grant_id, "policies") if where.grant_id else "",
                                                     decision=where.decision, event=where.event)
         for field_name, text in (("start_time", where.since), ("end_time", where.until)):
             if text:
@@ -281,7 +288,8 @@ def record_from_proto(message: audit_pb.AccessRecord) -> StoredRecord:
         "at": message.create_time.ToDatetime(tzinfo=dt.timezone.utc).isoformat(timespec="microseconds"),
         "event": message.event, "decision": message.decision, "reason": message.reason, "subject": message.subject,
         "department": message.department, "token_id": message.token_id, "client": message.client,
-        "request_id": message.request_id, "grant_id": message.grant, "policy_version": message.policy_version,
+        "request_id": message.request_id, "grant_id": message.policy.removeprefix("policies/"),
+        "policy_version": message.policy_version,
         "policy_sha256": message.policy_sha256, "sql": message.sql, "sql_sha256": message.sql_sha256,
         "rewritten_sql": message.rewritten_sql, "rewritten_sql_sha256": message.rewritten_sql_sha256,
         "detail": message.detail_json or "{}", "prev_hash": message.prev_hash, "hash": message.hash,
@@ -299,7 +307,14 @@ def noise_dict(noise: results_pb2.NoiseReport) -> dict:
 
 
 def _named(name: str, collection: str) -> str:
+    """The resource name a request carries, from the bare id a department writes (or the name itself)."""
     return name if name.startswith(f"{collection}/") else f"{collection}/{name}"
+
+
+def access_record_seq(name: str) -> int:
+    """The sequence number in an access record's name, ``accessRecords/{seq}`` (0 when there is none)."""
+    number = name.removeprefix("accessRecords/")
+    return int(number) if number.isascii() and number.isdigit() else 0
 
 
 def _jsonable(value):

@@ -106,7 +106,7 @@ def encrypted_bench(root: Path, scratch: Path, layout, cache: Path, runs: int) -
                 sample(f"partitions-{count}", lambda: client.query(grants[count], full, encryption_key=key))
         # The size of the answer as it travels (the SDK hands back only the decrypted cells).
         response_bytes = len(client._queries.RunQuery(
-            query_pb.RunQueryRequest(grant=grants[1], sql=full,
+            query_pb.RunQueryRequest(policy=f"policies/{grants[1]}", sql=full,
                                      encryption=client.encryption_for(grants[1], full, key)),
             metadata=(("authorization", f"Bearer {token}"),), timeout=60).SerializeToString())
     direct.close()

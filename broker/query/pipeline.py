@@ -19,7 +19,7 @@ from dsbroker.errors import DsbrokerError, QuotaError, clipped
 from dsbroker.guard import GuardedQuery, GuardStep, guard
 from dsbroker.guard.plan_cache import PlanCache
 from dsbroker.policy.model import Policy
-from broker.workflow.policy_registry import PolicyRegistry
+from broker.workflow.policy_registry import POLICIES, PolicyRegistry, grant_id_of
 from broker.query.sandbox_client import SandboxClient
 from broker.query.secure_sum import SecureSum
 from dsbroker.identity.tls import PeerCertificate
@@ -75,10 +75,11 @@ class QueryPipeline:
         self.monotonic = monotonic
         self.plans = PlanCache()
 
-    def run(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
+    def run(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
             client: str, timeout_s: float, token: str, certificate: PeerCertificate | None = None,
             encryption: results_pb2.Encryption | None = None) -> QueryOutcome:
-        """Run one query for ``principal`` under ``grant_id``; raises DsbrokerError when refused.
+        """Run one query for ``principal`` under the grant named ``grant`` (``policies/{id}``); raises
+        DsbrokerError when refused.
 
         ``token`` is the caller's bearer token and ``certificate`` the client certificate of its call; the
         plan carries both so the sandbox can check who asks (and a certificate-bound token's binding).
@@ -89,14 +90,13 @@ class QueryPipeline:
         """
         encrypted = encryption is not None
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
-                    client=client, request_id=request_id, grant_id=clipped(grant_id, GRANT_ID_BYTES),
-                    sql=unverified_sql)
+                    client=client, request_id=request_id, grant_id=_recorded_id(grant), sql=unverified_sql)
         now = self.clock()
         deadline = self.monotonic() + timeout_s
         today = now.astimezone(self.owner_timezone).date()
         try:
             require_role("requester", principal)
-            policy = self.policies.grant_for(grant_id, principal, now)
+            policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = self.plans.get_or_build(
                 policy, principal.district, principal.department, unverified_sql,
@@ -153,7 +153,7 @@ class QueryPipeline:
                 "result_sha256": digest, **_noise_detail(response)}, **base), synced=False)
         return QueryOutcome(response, guarded, policy, seq)
 
-    def explain(self, principal: Principal, grant_id: str, unverified_sql: str, *, request_id: str,
+    def explain(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
                 client: str, encrypted: bool = False) -> Explanation:
         """What ``run`` would do with the query, without running it; refused exactly as ``run`` refuses.
 
@@ -162,13 +162,12 @@ class QueryPipeline:
         used: the steps are traced afresh.
         """
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
-                    client=client, request_id=request_id, grant_id=clipped(grant_id, GRANT_ID_BYTES),
-                    sql=unverified_sql)
+                    client=client, request_id=request_id, grant_id=_recorded_id(grant), sql=unverified_sql)
         now = self.clock()
         steps: list[GuardStep] = []
         try:
             require_role("requester", principal)
-            policy = self.policies.grant_for(grant_id, principal, now)
+            policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
                             steps=steps, encrypted=encrypted, column_types=self.column_types())
@@ -179,6 +178,12 @@ class QueryPipeline:
         seq = self.access_log.append(AccessRecord(event="query.explain", decision="allow", rewritten_sql=guarded.sql,
                                                   **base), now=now)
         return Explanation(guarded, tuple(steps), policy, seq)
+
+
+def _recorded_id(grant: str) -> str:
+    """The grant's id as the access record holds it: the id in ``policies/{id}``, any other name whole; cut to
+    GRANT_ID_BYTES (the refusal says why such a name is none)."""
+    return clipped(grant.removeprefix(f"{POLICIES}/"), GRANT_ID_BYTES)
 
 
 def _noise_detail(response: sandbox_pb.ExecutePlanResponse) -> dict:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import grpc
 
 from dsbroker.identity.auth import require_principal
-from dsbroker.rpc.call_context import current_request_id
+from dsbroker.rpc.call_context import body_request_id, current_request_id
 from dsbroker.rpc.request_fields import enum_value, resource_id
 from broker.workflow.request_states import State
-from broker.servicers.resource_names import timestamp
+from broker.servicers.resource_names import ACCESS_REQUESTS, policy_name, timestamp
 from broker.workflow.store import StoredRequest
 from broker.v1 import access_request_service_pb2 as pb
 from broker.v1 import access_request_service_pb2_grpc as pb_grpc
 from broker.workflow.review import Call, ExampleCheck, NewRequest, RequestedColumn, Workflow
 
-COLLECTION = "accessRequests"
+COLLECTION = ACCESS_REQUESTS
 _USES = {pb.COLUMN_USE_GROUP: "group", pb.COLUMN_USE_FILTER: "filter", pb.COLUMN_USE_MEASURE: "measure"}
 
 
@@ -32,7 +32,7 @@ class AccessRequestServicer(pb_grpc.AccessRequestServiceServicer):
                          queries_per_day=wanted.queries_per_day, queries_total=wanted.queries_total,
                          example_queries=tuple(wanted.example_queries),
                          result_modes=tuple(wanted.result_modes) or ("aggregate",))
-        stored = self.workflow.submit(_call(context), new)
+        stored = self.workflow.submit(_call(context, body_request_id(request.request_id)), new)
         return pb.CreateAccessRequestResponse(access_request=to_proto(stored))
 
     def GetAccessRequest(self, request, context):
@@ -81,10 +81,11 @@ def to_proto(stored: StoredRequest, checks: list[ExampleCheck] = ()) -> pb.Acces
         queries_total=body["queries_total"], create_time=timestamp(stored.created_at),
         update_time=timestamp(stored.updated_at), draft_policy=body["draft_policy"],
         approvals=[pb.Approval(**a) for a in body["approvals"]], approval_stages=body["approval_stages"],
-        state_reason=body.get("state_reason", ""), policy=f"policies/{stored.policy_id}" if stored.policy_id else "",
+        state_reason=body.get("state_reason", ""), policy=policy_name(stored.policy_id),
         example_checks=[pb.ExampleQueryCheck(sql=c.sql, accepted=c.accepted, rewritten_sql=c.rewritten_sql,
                                              reason=c.reason, message=c.message) for c in checks])
 
 
-def _call(context: grpc.ServicerContext) -> Call:
-    return Call(require_principal(), client=context.peer(), request_id=current_request_id.get())
+def _call(context: grpc.ServicerContext, request_id: str = "") -> Call:
+    """The caller, for the workflow; ``request_id`` is the body's (CreateAccessRequest's), else the call's."""
+    return Call(require_principal(), client=context.peer(), request_id=request_id or current_request_id.get())

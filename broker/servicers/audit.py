@@ -11,12 +11,13 @@ from dsbroker.records.access_record import to_row
 from dsbroker.identity.auth import require_role
 from dsbroker.errors import DsbrokerError
 from dsbroker.rpc.request_fields import (RequestFieldError, bounded_text, page_size, page_token, read_page_token,
-                                   resource_number, timestamp_field)
-from broker.servicers.resource_names import timestamp
+                                   resource_id, resource_number, timestamp_field)
+from broker.servicers.resource_names import ACCESS_RECORDS, policy_name, timestamp
+from broker.workflow.policy_registry import POLICIES
 from broker.v1 import audit_service_pb2 as pb
 from broker.v1 import audit_service_pb2_grpc as pb_grpc
 
-COLLECTION = "accessRecords"
+COLLECTION = ACCESS_RECORDS
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 DECISIONS = ("allow", "deny", "released", "error")
 
@@ -34,8 +35,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             raise RequestFieldError(f"decision must be one of {', '.join(DECISIONS)}", field="decision")
         where = RecordFilter(since=_iso(request, "start_time"), until=_iso(request, "end_time"),
                              department=bounded_text(request.department, "department"),
-                             grant_id=bounded_text(request.grant, "grant"), decision=request.decision,
-                             event=bounded_text(request.event, "event"))
+                             grant_id=resource_id(request.policy, POLICIES, "policy") if request.policy else "",
+                             decision=request.decision, event=bounded_text(request.event, "event"))
         records = self.access_log.records(after=after, limit=limit + 1, where=where)
         token = page_token(records[limit - 1].seq) if len(records) > limit else ""
         return pb.ListAccessRecordsResponse(access_records=[to_proto(r) for r in records[:limit]],
@@ -65,7 +66,7 @@ def to_proto(record: StoredRecord) -> pb.AccessRecord:
         name=f"{COLLECTION}/{record.seq}", seq=record.seq, event_id=record.event_id,
         create_time=timestamp(record.at), event=record.event, decision=record.decision, reason=record.reason,
         subject=record.subject, department=record.department, token_id=record.token_id, client=record.client,
-        request_id=record.request_id, grant=record.grant_id, policy_version=record.policy_version,
+        request_id=record.request_id, policy=policy_name(record.grant_id), policy_version=record.policy_version,
         policy_sha256=record.policy_sha256, sql=record.sql, sql_sha256=record.sql_sha256,
         rewritten_sql=record.rewritten_sql, rewritten_sql_sha256=record.rewritten_sql_sha256,
         detail_json=to_row(record)["detail"],

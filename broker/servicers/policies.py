@@ -6,16 +6,16 @@ import grpc
 
 from dsbroker.identity.auth import require_principal
 from dsbroker.rpc.call_context import current_request_id
-from broker.workflow.policy_registry import PolicyRegistry
+from broker.workflow.policy_registry import POLICIES, PolicyRegistry
 from dsbroker.rpc.request_fields import page_size, page_token, read_page_token, resource_id
-from broker.servicers.access_requests import state_proto
-from broker.servicers.resource_names import timestamp
+from broker.servicers.resource_names import access_request_name, policy_name, timestamp
+from broker.workflow.request_states import State
 from broker.workflow.store import StoredPolicy
 from broker.v1 import policy_service_pb2 as pb
 from broker.v1 import policy_service_pb2_grpc as pb_grpc
 from broker.workflow.review import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-COLLECTION = "policies"
+COLLECTION = POLICIES
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
@@ -56,10 +56,15 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
     def _proto(self, stored: StoredPolicy, *, document: bool) -> pb.Policy:
         policy = self.registry.policy(stored)
         return pb.Policy(
-            name=f"{COLLECTION}/{stored.id}", version=stored.version, state=state_proto(stored.state),
+            name=policy_name(stored.id), version=stored.version, state=policy_state(stored.state),
             department=stored.department, dataset=policy.dataset, purpose=policy.purpose,
             valid_from=policy.valid_from.isoformat() if policy.valid_from else "",
             valid_until=policy.valid_until.isoformat() if policy.valid_until else "",
             document=stored.document if document else "", sha256=stored.sha256,
-            access_request=f"accessRequests/{stored.request_id}" if stored.request_id else "",
+            access_request=access_request_name(stored.request_id),
             state_reason=stored.state_reason, update_time=timestamp(stored.updated_at))
+
+
+def policy_state(state: State) -> int:
+    """The PolicyState of a stored policy's state (a policy is only ever in one of a policy's states)."""
+    return pb.PolicyState.Value(f"POLICY_STATE_{state.value}")

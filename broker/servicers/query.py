@@ -10,6 +10,7 @@ from dsbroker.guard import GuardedQuery
 from dsbroker.guard.release_plan import describe
 from dsbroker.guard.noise_calibration import column_scale, half_width, plan_calibration
 from broker.query.pipeline import QueryPipeline
+from broker.servicers.resource_names import access_record_name
 from dsbroker.policy.model import Policy
 from dsbroker.identity.tls import peer_certificate
 from broker.v1 import query_service_pb2 as pb
@@ -26,7 +27,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
 
     def RunQuery(self, request: pb.RunQueryRequest, context: grpc.ServicerContext) -> pb.RunQueryResponse:
         outcome = self.pipeline.run(
-            require_principal(), request.grant, request.sql,
+            require_principal(), request.policy, request.sql,
             request_id=body_request_id(request.request_id), client=context.peer(),
             timeout_s=time_limit(context), token=current_token.get(), certificate=peer_certificate(context),
             encryption=request.encryption if request.HasField("encryption") else None)
@@ -35,12 +36,13 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         encrypted = outcome.response.encrypted if outcome.response.HasField("encrypted") else None
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,
-            access_record=outcome.access_record, policy_version=outcome.policy.version, noise=noise,
+            access_record=access_record_name(outcome.access_record), policy_version=outcome.policy.version,
+            noise=noise,
             encrypted=encrypted, disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response, noise))
 
     def ExplainQuery(self, request: pb.ExplainQueryRequest, context: grpc.ServicerContext) -> pb.ExplainQueryResponse:
         explanation = self.pipeline.explain(
-            require_principal(), request.grant, request.sql,
+            require_principal(), request.policy, request.sql,
             request_id=body_request_id(request.request_id), client=context.peer(),
             encrypted=request.encrypted)
         guarded = explanation.guarded
@@ -50,7 +52,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             release_plan=describe(guarded.cells) if guarded.cells is not None else "",
             noise=noise,
             max_groups=guarded.max_rows,
-            lookup_tables=guarded.lookups, access_record=explanation.access_record,
+            lookup_tables=guarded.lookups, access_record=access_record_name(explanation.access_record),
             policy_version=explanation.policy.version,
             steps=[pb.GuardStep(rule=step.rule, action=_ACTIONS[step.action], summary=step.summary)
                    for step in explanation.steps])

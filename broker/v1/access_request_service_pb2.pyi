@@ -136,10 +136,12 @@ class AccessRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[AccessRequestState, str]] = ..., department: _Optional[str] = ..., district: _Optional[str] = ..., requester: _Optional[str] = ..., purpose: _Optional[str] = ..., dataset: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[RequestedColumn, _Mapping]]] = ..., example_queries: _Optional[_Iterable[str]] = ..., result_modes: _Optional[_Iterable[str]] = ..., valid_from: _Optional[str] = ..., valid_until: _Optional[str] = ..., queries_per_day: _Optional[int] = ..., queries_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draft_policy: _Optional[str] = ..., approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., approval_stages: _Optional[_Iterable[str]] = ..., state_reason: _Optional[str] = ..., policy: _Optional[str] = ..., example_checks: _Optional[_Iterable[_Union[ExampleQueryCheck, _Mapping]]] = ...) -> None: ...
 
 class CreateAccessRequestRequest(_message.Message):
-    __slots__ = ("access_request",)
+    __slots__ = ("access_request", "request_id")
     ACCESS_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     access_request: AccessRequest
-    def __init__(self, access_request: _Optional[_Union[AccessRequest, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, access_request: _Optional[_Union[AccessRequest, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateAccessRequestResponse(_message.Message):
     __slots__ = ("access_request",)

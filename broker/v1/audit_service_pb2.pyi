@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AccessRecord(_message.Message):
-    __slots__ = ("name", "seq", "event_id", "create_time", "event", "decision", "reason", "subject", "department", "token_id", "client", "request_id", "grant", "policy_version", "policy_sha256", "sql", "sql_sha256", "rewritten_sql", "rewritten_sql_sha256", "detail_json", "prev_hash", "hash", "sql_bytes", "rewritten_sql_bytes", "seal_key_id", "seal")
+    __slots__ = ("name", "seq", "event_id", "create_time", "event", "decision", "reason", "subject", "department", "token_id", "client", "request_id", "policy", "policy_version", "policy_sha256", "sql", "sql_sha256", "rewritten_sql", "rewritten_sql_sha256", "detail_json", "prev_hash", "hash", "sql_bytes", "rewritten_sql_bytes", "seal_key_id", "seal")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -24,7 +24,7 @@ class AccessRecord(_message.Message):
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    GRANT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_SHA256_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
@@ -50,7 +50,7 @@ class AccessRecord(_message.Message):
     token_id: str
     client: str
     request_id: str
-    grant: str
+    policy: str
     policy_version: int
     policy_sha256: str
     sql: str
@@ -64,16 +64,16 @@ class AccessRecord(_message.Message):
     rewritten_sql_bytes: int
     seal_key_id: str
     seal: str
-    def __init__(self, name: _Optional[str] = ..., seq: _Optional[int] = ..., event_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., subject: _Optional[str] = ..., department: _Optional[str] = ..., token_id: _Optional[str] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., grant: _Optional[str] = ..., policy_version: _Optional[int] = ..., policy_sha256: _Optional[str] = ..., sql: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., rewritten_sql: _Optional[str] = ..., rewritten_sql_sha256: _Optional[str] = ..., detail_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., sql_bytes: _Optional[int] = ..., rewritten_sql_bytes: _Optional[int] = ..., seal_key_id: _Optional[str] = ..., seal: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., seq: _Optional[int] = ..., event_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., subject: _Optional[str] = ..., department: _Optional[str] = ..., token_id: _Optional[str] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_version: _Optional[int] = ..., policy_sha256: _Optional[str] = ..., sql: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., rewritten_sql: _Optional[str] = ..., rewritten_sql_sha256: _Optional[str] = ..., detail_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., sql_bytes: _Optional[int] = ..., rewritten_sql_bytes: _Optional[int] = ..., seal_key_id: _Optional[str] = ..., seal: _Optional[str] = ...) -> None: ...
 
 class ListAccessRecordsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "start_time", "end_time", "department", "grant", "decision", "event")
+    __slots__ = ("page_size", "page_token", "start_time", "end_time", "department", "policy", "decision", "event")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
-    GRANT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
@@ -81,10 +81,10 @@ class ListAccessRecordsRequest(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     department: str
-    grant: str
+    policy: str
     decision: str
     event: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., department: _Optional[str] = ..., grant: _Optional[str] = ..., decision: _Optional[str] = ..., event: _Optional[str] = ...) -> None: ...
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., department: _Optional[str] = ..., policy: _Optional[str] = ..., decision: _Optional[str] = ..., event: _Optional[str] = ...) -> None: ...
 
 class ListAccessRecordsResponse(_message.Message):
     __slots__ = ("access_records", "next_page_token")

@@ -1,15 +1,30 @@
 import datetime
 
-from broker.v1 import access_request_service_pb2 as _access_request_service_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PolicyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POLICY_STATE_UNSPECIFIED: _ClassVar[PolicyState]
+    POLICY_STATE_ACTIVE: _ClassVar[PolicyState]
+    POLICY_STATE_SUSPENDED: _ClassVar[PolicyState]
+    POLICY_STATE_REVOKED: _ClassVar[PolicyState]
+    POLICY_STATE_EXPIRED: _ClassVar[PolicyState]
+    POLICY_STATE_EXHAUSTED: _ClassVar[PolicyState]
+POLICY_STATE_UNSPECIFIED: PolicyState
+POLICY_STATE_ACTIVE: PolicyState
+POLICY_STATE_SUSPENDED: PolicyState
+POLICY_STATE_REVOKED: PolicyState
+POLICY_STATE_EXPIRED: PolicyState
+POLICY_STATE_EXHAUSTED: PolicyState
 
 class Policy(_message.Message):
     __slots__ = ("name", "version", "state", "department", "dataset", "purpose", "valid_from", "valid_until", "document", "sha256", "access_request", "state_reason", "update_time")
@@ -28,7 +43,7 @@ class Policy(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
-    state: _access_request_service_pb2.AccessRequestState
+    state: PolicyState
     department: str
     dataset: str
     purpose: str
@@ -39,7 +54,7 @@ class Policy(_message.Message):
     access_request: str
     state_reason: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[_access_request_service_pb2.AccessRequestState, str]] = ..., department: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., valid_from: _Optional[str] = ..., valid_until: _Optional[str] = ..., document: _Optional[str] = ..., sha256: _Optional[str] = ..., access_request: _Optional[str] = ..., state_reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[PolicyState, str]] = ..., department: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., valid_from: _Optional[str] = ..., valid_until: _Optional[str] = ..., document: _Optional[str] = ..., sha256: _Optional[str] = ..., access_request: _Optional[str] = ..., state_reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListPoliciesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -10,16 +10,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunQueryRequest(_message.Message):
-    __slots__ = ("grant", "sql", "request_id", "encryption")
-    GRANT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("policy", "sql", "request_id", "encryption")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
-    grant: str
+    policy: str
     sql: str
     request_id: str
     encryption: _results_pb2.Encryption
-    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ...) -> None: ...
+    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ...) -> None: ...
 
 class RunQueryResponse(_message.Message):
     __slots__ = ("table", "truncated", "rewritten_sql", "disclosure_rules", "access_record", "policy_version", "noise", "encrypted")
@@ -35,23 +35,23 @@ class RunQueryResponse(_message.Message):
     truncated: bool
     rewritten_sql: str
     disclosure_rules: _containers.RepeatedCompositeFieldContainer[DisclosureRule]
-    access_record: int
+    access_record: str
     policy_version: int
     noise: _results_pb2.NoiseReport
     encrypted: _results_pb2.EncryptedTable
-    def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ...) -> None: ...
+    def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[str] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryRequest(_message.Message):
-    __slots__ = ("grant", "sql", "request_id", "encrypted")
-    GRANT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("policy", "sql", "request_id", "encrypted")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
-    grant: str
+    policy: str
     sql: str
     request_id: str
     encrypted: bool
-    def __init__(self, grant: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ...) -> None: ...
+    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ...) -> None: ...
 
 class ExplainQueryResponse(_message.Message):
     __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version", "noise", "release_plan")
@@ -69,11 +69,11 @@ class ExplainQueryResponse(_message.Message):
     disclosure_rules: _containers.RepeatedCompositeFieldContainer[DisclosureRule]
     max_groups: int
     lookup_tables: _containers.RepeatedScalarFieldContainer[str]
-    access_record: int
+    access_record: str
     policy_version: int
     noise: _results_pb2.NoiseReport
     release_plan: str
-    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[int] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., release_plan: _Optional[str] = ...) -> None: ...
+    def __init__(self, rewritten_sql: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[GuardStep, _Mapping]]] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., max_groups: _Optional[int] = ..., lookup_tables: _Optional[_Iterable[str]] = ..., access_record: _Optional[str] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., release_plan: _Optional[str] = ...) -> None: ...
 
 class GuardStep(_message.Message):
     __slots__ = ("rule", "action", "summary")

@@ -41,6 +41,7 @@ from broker.permissions import may_see, scope_of
 log = logging.getLogger(__name__)
 PARSED_POLICIES_KEPT = 1024
 STATEMENTS_DIRECTORY = "statements"  # beside the policy files
+POLICIES = "policies"  # a policy's resource name is "policies/{id}" (AIP-122), the one name a request gives it by
 REVOCABLE = (State.ACTIVE, State.SUSPENDED)
 
 
@@ -223,11 +224,7 @@ class PolicyRegistry:
         is INVALID_ARGUMENT, without echoing it.
         """
         if not is_policy_id(grant_id):
-            raise GrantError("grant must be a grant's id: 2 to 63 lower-case letters, digits and dashes",
-                             reason="GRANT_NAME_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                             details=[error_details_pb2.BadRequest(field_violations=[
-                                 error_details_pb2.BadRequest.FieldViolation(
-                                     field="grant", description="a grant id such as xuanwu-fgw-2026-007")])])
+            raise _grant_name_invalid()
         stored = self.store.get_policy(grant_id)
         if stored is None or stored.department != principal.department:
             raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",
@@ -340,11 +337,28 @@ def _statement_files(directory: Path) -> list[str]:
     return statements
 
 
+def grant_id_of(name: str) -> str:
+    """The id in a grant's resource name, ``policies/{id}``; GRANT_NAME_INVALID (without echoing it) for anything
+    else, a bare id included."""
+    grant_id = name.removeprefix(f"{POLICIES}/")
+    if grant_id == name or not is_policy_id(grant_id):
+        raise _grant_name_invalid()
+    return grant_id
+
+
+def _grant_name_invalid() -> GrantError:
+    return GrantError("policy must name a grant: policies/ and 2 to 63 lower-case letters, digits and dashes",
+                      reason="GRANT_NAME_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                      details=[error_details_pb2.BadRequest(field_violations=[
+                          error_details_pb2.BadRequest.FieldViolation(
+                              field="policy", description="a grant's name such as policies/xuanwu-fgw-2026-007")])])
+
+
 def _not_active(grant_id: str, message: str, description: str) -> GrantError:
     return GrantError(message, reason="GRANT_NOT_ACTIVE", code=grpc.StatusCode.FAILED_PRECONDITION, grant=grant_id,
                       details=[error_details_pb2.PreconditionFailure(violations=[
                           error_details_pb2.PreconditionFailure.Violation(
-                              type="GRANT_STATE", subject=f"grants/{grant_id}", description=description)])])
+                              type="GRANT_STATE", subject=f"{POLICIES}/{grant_id}", description=description)])])
 
 
 def _stamp(moment: dt.datetime) -> str:

@@ -14,7 +14,8 @@ whole, never echoed. Messages name the field and the rule, never the value.
   does not decode to the list of types the method issues, or holds an integer outside 0..2**63-1, was
   never issued here.
 - **Resource names** (AIP-122) are ``collection/id``, the id in lower-case letters, digits and dashes,
-  or ``collection/number`` with ASCII digits only and at most 2**63-1.
+  or ``collection/number`` with ASCII digits only and at most 2**63-1: one name per resource, so a bare id
+  is not one (the SDK and the CLI take the bare id a department writes and build the name).
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def read_page_token(token: str, *types: type) -> tuple | None:
 
 
 def resource_id(name: str, collection: str, field: str = "name") -> str:
-    """The id in ``{collection}/{id}`` (a bare id is accepted too); RESOURCE_NAME_INVALID when malformed."""
+    """The id in ``{collection}/{id}``; RESOURCE_NAME_INVALID when malformed (a bare id too)."""
     resource = name.removeprefix(f"{collection}/")
-    if not _RESOURCE_ID.fullmatch(resource):
+    if resource == name or not _RESOURCE_ID.fullmatch(resource):
         raise _name_error(f"{collection}/{{id}}", field)
     return resource
 
@@ -122,7 +123,7 @@ def resource_id(name: str, collection: str, field: str = "name") -> str:
 def resource_number(name: str, collection: str, field: str = "name") -> int:
     """The number in ``{collection}/{number}`` (1 to 2**63-1, ASCII digits); RESOURCE_NAME_INVALID otherwise."""
     number = name.removeprefix(f"{collection}/")
-    if not _RESOURCE_NUMBER.fullmatch(number) or int(number) > INT64_MAX:
+    if number == name or not _RESOURCE_NUMBER.fullmatch(number) or int(number) > INT64_MAX:
         raise _name_error(f"{collection}/{{number}}", field)
     return int(number)
 
