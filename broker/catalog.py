@@ -35,8 +35,7 @@ class Catalog:
         """Every published dataset, ordered by name."""
         with self._lock:
             if time.monotonic() - self._fetched > self.ttl:
-                listing = self.sandbox.list_datasets()
-                self._datasets = {d.name: d for d in listing.datasets}
+                self._datasets = {d.name: d for d in self.sandbox.list_datasets()}
                 self._fetched = time.monotonic()
             return [self._datasets[name] for name in sorted(self._datasets)]
 

@@ -30,7 +30,6 @@ import yaml
 
 from dsbroker.errors import ConfigError
 from dsbroker.v1 import catalog_pb2
-from sandbox.v1 import sandbox_service_pb2 as pb
 
 REQUESTABLE_LEVELS = ("entity", "group", "filter", "measure")
 APPROVAL_ROLES = ("reviewer", "owner")
@@ -46,9 +45,11 @@ class Catalog:
 
     datasets: dict[str, catalog_pb2.Dataset] = field(default_factory=dict)
 
-    def listing(self) -> pb.ListDatasetsResponse:
-        """The catalog as the sandbox answers ListDatasets."""
-        return pb.ListDatasetsResponse(datasets=[self.datasets[name] for name in sorted(self.datasets)])
+    def listing(self, *, after: str | None = None, limit: int | None = None) -> list[catalog_pb2.Dataset]:
+        """The datasets in name order (as the sandbox answers ListDatasets): those after the name ``after``, at
+        most ``limit`` of them."""
+        names = sorted(name for name in self.datasets if after is None or name > after)
+        return [self.datasets[name] for name in names[:limit]]
 
 
 def catalog_path_for(data: str | Path) -> Path:

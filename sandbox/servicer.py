@@ -10,7 +10,7 @@ import grpc
 from dsbroker.rpc.call_context import current_request_id, time_limit
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
-from dsbroker.rpc.request_fields import page_size, page_token, read_page_token
+from dsbroker.rpc.pagination import Pages
 from dsbroker.policy.model import Policy
 from dsbroker.results.bfv import PublicContexts, RequesterKey
 from dsbroker.records.checkpoints import Checkpoint
@@ -34,7 +34,8 @@ from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
 DEADLINE_MARGIN_SECONDS = 0.05
-DEFAULT_STATEMENTS_PAGE, MAX_STATEMENTS_PAGE = 100, 1000
+STATEMENT_PAGES = Pages("policyStatements", (int,), default_size=100, max_size=1000)  # after the ledger position
+DATASET_PAGES = Pages("datasets", (str,), default_size=100, max_size=1000)  # after the name, in name order
 
 
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
@@ -179,7 +180,10 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         return response
 
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
-        return self.catalog.listing()
+        page = DATASET_PAGES.read(request.page_size, request.page_token)
+        listed, token = page.cut(self.catalog.listing(after=page.after[0] if page.after else None, limit=page.limit),
+                                 key=lambda dataset: (dataset.name,))
+        return pb.ListDatasetsResponse(datasets=listed, next_page_token=token)
 
     def PublishPolicyStatements(self, request: pb.PublishPolicyStatementsRequest,
                                 context: grpc.ServicerContext) -> pb.PublishPolicyStatementsResponse:
@@ -191,12 +195,10 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
 
     def ListPolicyStatements(self, request: pb.ListPolicyStatementsRequest,
                              context: grpc.ServicerContext) -> pb.ListPolicyStatementsResponse:
-        limit = page_size(request.page_size, default=DEFAULT_STATEMENTS_PAGE, maximum=MAX_STATEMENTS_PAGE)
-        after = read_page_token(request.page_token, int)  # the ledger position of the last statement listed
-        page = self.policies.standing.ledger.statements(after=after[0] if after else 0, limit=limit + 1)
-        return pb.ListPolicyStatementsResponse(statements=[text for _, text in page[:limit]],
-                                               next_page_token=page_token(page[limit - 1][0]) if len(page) > limit
-                                               else "")
+        page = STATEMENT_PAGES.read(request.page_size, request.page_token)
+        listed, token = page.cut(self.policies.standing.ledger.statements(
+            after=page.after[0] if page.after else 0, limit=page.limit), key=lambda item: (item[0],))
+        return pb.ListPolicyStatementsResponse(statements=[text for _, text in listed], next_page_token=token)
 
     def WitnessCheckpoint(self, request: pb.WitnessCheckpointRequest,
                           context: grpc.ServicerContext) -> pb.WitnessCheckpointResponse:

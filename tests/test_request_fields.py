@@ -13,8 +13,9 @@ from google.protobuf import descriptor, symbol_database
 from google.rpc import error_details_pb2
 
 from dsbroker.errors import DsbrokerError
-from dsbroker.rpc.request_fields import (INT64_MAX, MAX_TEXT, RequestFieldError, bounded_text, enum_value, page_size,
-                                   page_token, read_page_token, resource_id, resource_number)
+from dsbroker.rpc.pagination import Pages
+from dsbroker.rpc.request_fields import (INT64_MAX, MAX_TEXT, RequestFieldError, bounded_text, enum_value, resource_id,
+                                   resource_number)
 from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
 from dsbroker.identity.tls import open_channel
@@ -158,20 +159,35 @@ def test_free_text_is_bounded_and_the_refusal_names_the_field_without_the_value(
     assert refusal(bounded_text, " ", "reason", required=True).reason == "FIELD_REQUIRED"
 
 
+RECORDS = Pages("accessRecords", (int,), default_size=50, max_size=500)
+REQUESTS = Pages("accessRequests", (str, str), default_size=50, max_size=500)
+NO_FIELDS = RECORDS.read(0, "").query
+
+
 @pytest.mark.parametrize("token", ["\u00b2", "9" * 30, "9" * 5000, "e30=", "WzEsMl0=", "WyJhIl0=", "Wy0xXQ==",
-                                   page_token(INT64_MAX + 1), page_token(True), page_token("x" * 300)])
-def test_a_page_token_this_server_did_not_issue_is_refused(token):
-    error = refusal(read_page_token, token, int)
+                                   "nonsense!", RECORDS.token((INT64_MAX + 1,), NO_FIELDS),
+                                   RECORDS.token((True,), NO_FIELDS), RECORDS.token(("x" * 300,), NO_FIELDS),
+                                   RECORDS.token((7, 8), NO_FIELDS), RECORDS.token((7,), NO_FIELDS) + "x",
+                                   Pages("checkpoints", (int,), 50, 500).token((7,), NO_FIELDS),
+                                   RECORDS.token((7,), RECORDS.read(0, "", "other filters").query)],
+                         ids=lambda token: token[:24])
+def test_a_page_token_this_server_did_not_issue_for_this_list_is_refused(token):
+    error = refusal(RECORDS.read, 0, token)
     assert (error.reason, error.metadata["field"]) == ("PAGE_TOKEN_INVALID", "page_token")
+    assert token not in error.message
 
 
-def test_a_page_token_reads_back_what_was_written():
-    assert read_page_token(page_token(7), int) == (7,)
-    assert read_page_token(page_token("2026-11-21T08:00:00+00:00", "req-abc"), str, str) == (
-        "2026-11-21T08:00:00+00:00", "req-abc")
-    assert read_page_token("", int) is None
-    assert page_size(0, default=50, maximum=500) == 50 and page_size(10_000, default=50, maximum=500) == 500
-    assert refusal(page_size, -1, default=50, maximum=500).metadata["field"] == "page_size"
+def test_a_page_token_reads_back_where_the_page_ended_for_the_same_list_and_filters():
+    page = RECORDS.read(2, "", "allow")
+    items, token = page.cut([4, 5, 6], key=lambda seq: (seq,))
+    assert (page.size, page.limit, page.after, items) == (2, 3, None, [4, 5])
+    assert RECORDS.read(2, token, "allow").after == (5,)
+    assert refusal(RECORDS.read, 2, token, "deny").reason == "PAGE_TOKEN_INVALID"  # another filter: another list
+    assert page.cut([4, 5], key=lambda seq: (seq,)) == ([4, 5], "")  # nothing follows: no token
+    later = REQUESTS.read(0, REQUESTS.token(("2026-11-21T08:00:00+00:00", "req-abc"), REQUESTS.read(0, "").query))
+    assert later.after == ("2026-11-21T08:00:00+00:00", "req-abc")
+    assert RECORDS.read(0, "").size == 50 and RECORDS.read(10_000, "").size == 500
+    assert refusal(RECORDS.read, -1, "").metadata["field"] == "page_size"
 
 
 @pytest.mark.parametrize("name", ["accessRecords/\u00b2", "accessRecords/" + "9" * 30, "accessRecords/0",
@@ -184,6 +200,9 @@ def test_names_and_enums_in_range_are_read():
     assert resource_number("accessRecords/9223372036854775807", "accessRecords") == INT64_MAX
     assert resource_id("policies/xuanwu-fgw-2026-007", "policies") == "xuanwu-fgw-2026-007"
     assert refusal(resource_id, "policies/\u00b2", "policies").reason == "RESOURCE_NAME_INVALID"
+    # One name per resource: a bare id or number is not one.
+    assert refusal(resource_id, "xuanwu-fgw-2026-007", "policies").reason == "RESOURCE_NAME_INVALID"
+    assert refusal(resource_number, "9", "accessRecords").reason == "RESOURCE_NAME_INVALID"
     states = access_request_service_pb2.AccessRequestState.DESCRIPTOR
     assert enum_value(3, states, "state") == 3
     assert refusal(enum_value, 99, states, "state").reason == "ENUM_VALUE_INVALID"

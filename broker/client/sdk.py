@@ -164,8 +164,14 @@ class BrokerClient:
     # -- catalog -----------------------------------------------------------------------------------
 
     def datasets(self) -> list[catalog_pb2.Dataset]:
-        """The owners' catalog: every dataset, described."""
-        return list(self._call(self._catalog.ListDatasets, catalog_pb.ListDatasetsRequest()).datasets)
+        """The owners' catalog: every dataset, described (all pages)."""
+        datasets, token = [], ""
+        while True:
+            page = self._call(self._catalog.ListDatasets, catalog_pb.ListDatasetsRequest(page_token=token))
+            datasets += page.datasets
+            token = page.next_page_token
+            if not token:
+                return datasets
 
     def dataset(self, name: str) -> catalog_pb2.Dataset:
         """One dataset's description."""

@@ -9,7 +9,7 @@ from dsbroker.errors import DsbrokerError, SandboxError
 from dsbroker.rpc.status import error_from_rpc_error
 from dsbroker.rpc.serving import message_options
 from dsbroker.identity.tls import ClientTls, open_channel
-from dsbroker.v1 import results_pb2
+from dsbroker.v1 import catalog_pb2, results_pb2
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
@@ -59,9 +59,15 @@ class SandboxClient:
                              signature=c.signature, consistency_proof_hashes=proof)
             for c, proof in zip(checkpoints, proofs, strict=True)]), timeout_s)
 
-    def list_datasets(self, *, timeout_s: float = 10.0) -> pb.ListDatasetsResponse:
-        """The sandbox's catalog: the datasets it serves, described by the owner."""
-        return self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(), timeout_s)
+    def list_datasets(self, *, timeout_s: float = 10.0) -> list[catalog_pb2.Dataset]:
+        """The sandbox's catalog: the datasets it serves, described by the owner, in name order (all pages)."""
+        datasets, token = [], ""
+        while True:
+            page = self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(page_token=token), timeout_s)
+            datasets += page.datasets
+            token = page.next_page_token
+            if not token:
+                return datasets
 
     def _call(self, method, request, timeout_s: float, *, request_id: str = ""):
         try:

@@ -6,6 +6,7 @@ import grpc
 
 from dsbroker.identity.auth import require_principal
 from dsbroker.rpc.call_context import body_request_id, current_request_id
+from dsbroker.rpc.pagination import Pages
 from dsbroker.rpc.request_fields import enum_value, resource_id
 from broker.workflow.request_states import State
 from broker.servicers.resource_names import ACCESS_REQUESTS, policy_name, timestamp
@@ -15,6 +16,7 @@ from broker.v1 import access_request_service_pb2_grpc as pb_grpc
 from broker.workflow.review import Call, ExampleCheck, NewRequest, RequestedColumn, Workflow
 
 COLLECTION = ACCESS_REQUESTS
+PAGES = Pages(COLLECTION, (str, str), default_size=50, max_size=500)  # after (created_at, id), newest first
 _USES = {pb.COLUMN_USE_GROUP: "group", pb.COLUMN_USE_FILTER: "filter", pb.COLUMN_USE_MEASURE: "measure"}
 
 
@@ -44,9 +46,10 @@ class AccessRequestServicer(pb_grpc.AccessRequestServiceServicer):
     def ListAccessRequests(self, request, context):
         number = enum_value(request.state, pb.AccessRequestState.DESCRIPTOR, "state")
         state = State(pb.AccessRequestState.Name(number).removeprefix("ACCESS_REQUEST_STATE_")) if number else None
-        page, token = self.workflow.list(require_principal(), state=state, size=request.page_size,
-                                         token=request.page_token)
-        return pb.ListAccessRequestsResponse(access_requests=[to_proto(r) for r in page], next_page_token=token)
+        page = PAGES.read(request.page_size, request.page_token, number)
+        listed, token = page.cut(self.workflow.list(require_principal(), state=state, after=page.after,
+                                                    limit=page.limit), key=lambda r: (r.created_at, r.id))
+        return pb.ListAccessRequestsResponse(access_requests=[to_proto(r) for r in listed], next_page_token=token)
 
     def WithdrawAccessRequest(self, request, context):
         stored = self.workflow.withdraw(_call(context), resource_id(request.name, COLLECTION), reason=request.reason)

@@ -10,15 +10,16 @@ from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.records.access_record import to_row
 from dsbroker.identity.auth import require_role
 from dsbroker.errors import DsbrokerError
-from dsbroker.rpc.request_fields import (RequestFieldError, bounded_text, page_size, page_token, read_page_token,
-                                   resource_id, resource_number, timestamp_field)
+from dsbroker.rpc.pagination import Pages
+from dsbroker.rpc.request_fields import RequestFieldError, bounded_text, resource_id, resource_number, timestamp_field
 from broker.servicers.resource_names import ACCESS_RECORDS, policy_name, timestamp
 from broker.workflow.policy_registry import POLICIES
 from broker.v1 import audit_service_pb2 as pb
 from broker.v1 import audit_service_pb2_grpc as pb_grpc
 
 COLLECTION = ACCESS_RECORDS
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+RECORD_PAGES = Pages(COLLECTION, (int,), default_size=100, max_size=1000)  # after the seq, oldest first
+CHECKPOINT_PAGES = Pages("checkpoints", (int,), default_size=100, max_size=1000)  # after the size, oldest first
 DECISIONS = ("allow", "deny", "released", "error")
 
 
@@ -30,17 +31,17 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
 
     def ListAccessRecords(self, request, context):
         require_role("auditor")
-        limit, after = _page(request.page_size, request.page_token)
         if request.decision and request.decision not in DECISIONS:
             raise RequestFieldError(f"decision must be one of {', '.join(DECISIONS)}", field="decision")
         where = RecordFilter(since=_iso(request, "start_time"), until=_iso(request, "end_time"),
                              department=bounded_text(request.department, "department"),
                              grant_id=resource_id(request.policy, POLICIES, "policy") if request.policy else "",
                              decision=request.decision, event=bounded_text(request.event, "event"))
-        records = self.access_log.records(after=after, limit=limit + 1, where=where)
-        token = page_token(records[limit - 1].seq) if len(records) > limit else ""
-        return pb.ListAccessRecordsResponse(access_records=[to_proto(r) for r in records[:limit]],
-                                            next_page_token=token)
+        page = RECORD_PAGES.read(request.page_size, request.page_token, where.since, where.until, where.department,
+                                 where.grant_id, where.decision, where.event)
+        records, token = page.cut(self.access_log.records(after=page.after[0] if page.after else 0,
+                                                          limit=page.limit, where=where), key=lambda r: (r.seq,))
+        return pb.ListAccessRecordsResponse(access_records=[to_proto(r) for r in records], next_page_token=token)
 
     def GetAccessRecord(self, request, context):
         require_role("auditor")
@@ -53,10 +54,11 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
 
     def ListCheckpoints(self, request, context):
         require_role("auditor")
-        limit, after = _page(request.page_size, request.page_token)
-        checkpoints = [c for c in self.access_log.checkpoints() if c.size > after][:limit + 1]
-        token = page_token(checkpoints[limit - 1].size) if len(checkpoints) > limit else ""
-        return pb.ListCheckpointsResponse(checkpoints=[checkpoint_proto(c) for c in checkpoints[:limit]],
+        page = CHECKPOINT_PAGES.read(request.page_size, request.page_token)
+        after = page.after[0] if page.after else 0
+        checkpoints, token = page.cut([c for c in self.access_log.checkpoints() if c.size > after][:page.limit],
+                                      key=lambda c: (c.size,))
+        return pb.ListCheckpointsResponse(checkpoints=[checkpoint_proto(c) for c in checkpoints],
                                           next_page_token=token)
 
 
@@ -78,12 +80,6 @@ def checkpoint_proto(checkpoint: Checkpoint) -> pb.Checkpoint:
     """The Checkpoint message of a signed checkpoint."""
     return pb.Checkpoint(size=checkpoint.size, root=checkpoint.root, prev=checkpoint.prev, sign_time=checkpoint.at,
                          key_id=checkpoint.key_id, signature=checkpoint.signature, json=checkpoint.to_json())
-
-
-def _page(size: int, token: str) -> tuple[int, int]:
-    """The page's size and the position (a seq or a size) it starts after."""
-    after = read_page_token(token, int)
-    return page_size(size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE), after[0] if after else 0
 
 
 def _iso(request, field: str) -> str:

@@ -7,15 +7,16 @@ import grpc
 from dsbroker.identity.auth import require_principal
 from dsbroker.rpc.call_context import current_request_id
 from broker.workflow.policy_registry import POLICIES, PolicyRegistry
-from dsbroker.rpc.request_fields import page_size, page_token, read_page_token, resource_id
+from dsbroker.rpc.pagination import Pages
+from dsbroker.rpc.request_fields import resource_id
 from broker.servicers.resource_names import access_request_name, policy_name, timestamp
 from broker.workflow.request_states import State
 from broker.workflow.store import StoredPolicy
 from broker.v1 import policy_service_pb2 as pb
 from broker.v1 import policy_service_pb2_grpc as pb_grpc
-from broker.workflow.review import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 COLLECTION = POLICIES
+PAGES = Pages(COLLECTION, (str,), default_size=50, max_size=500)  # after the id, in id order
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
@@ -25,11 +26,10 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         self.registry = registry
 
     def ListPolicies(self, request, context):
-        limit = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        after = read_page_token(request.page_token, str)  # the id of the last policy listed
-        page = self.registry.list(require_principal(), after=after[0] if after else None, limit=limit + 1)
-        token = page_token(page[limit - 1].id) if len(page) > limit else ""
-        return pb.ListPoliciesResponse(policies=[self._proto(p, document=False) for p in page[:limit]],
+        page = PAGES.read(request.page_size, request.page_token)
+        listed, token = page.cut(self.registry.list(require_principal(), after=page.after[0] if page.after else None,
+                                                    limit=page.limit), key=lambda p: (p.id,))
+        return pb.ListPoliciesResponse(policies=[self._proto(p, document=False) for p in listed],
                                        next_page_token=token)
 
     def GetPolicy(self, request, context):

@@ -26,7 +26,7 @@ from dsbroker.v1 import catalog_pb2 as dsbroker_dot_v1_dot_catalog__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62roker/v1/catalog_service.proto\x12\tbroker.v1\x1a\x19\x64sbroker/v1/catalog.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x15\n\x13ListDatasetsRequest\">\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.dsbroker.v1.Dataset\"\'\n\x11GetDatasetRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12GetDatasetResponse\x12%\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x14.dsbroker.v1.Dataset2\xac\x01\n\x0e\x43\x61talogService\x12O\n\x0cListDatasets\x12\x1e.broker.v1.ListDatasetsRequest\x1a\x1f.broker.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.broker.v1.GetDatasetRequest\x1a\x1d.broker.v1.GetDatasetResponseBg\n\x16org.dsbroker.broker.v1B\x13\x43\x61talogServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62roker/v1/catalog_service.proto\x12\tbroker.v1\x1a\x19\x64sbroker/v1/catalog.proto\x1a\x1fgoogle/api/field_behavior.proto\"H\n\x13ListDatasetsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"W\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.dsbroker.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetDatasetRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12GetDatasetResponse\x12%\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x14.dsbroker.v1.Dataset2\xac\x01\n\x0e\x43\x61talogService\x12O\n\x0cListDatasets\x12\x1e.broker.v1.ListDatasetsRequest\x1a\x1f.broker.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.broker.v1.GetDatasetRequest\x1a\x1d.broker.v1.GetDatasetResponseBg\n\x16org.dsbroker.broker.v1B\x13\x43\x61talogServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.catalog_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026org.dsbroker.broker.v1B\023CatalogServiceProtoP\001Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1'
+  _globals['_LISTDATASETSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTDATASETSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTDATASETSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTDATASETSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_GETDATASETREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETDATASETREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_LISTDATASETSREQUEST']._serialized_start=106
-  _globals['_LISTDATASETSREQUEST']._serialized_end=127
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=129
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=191
-  _globals['_GETDATASETREQUEST']._serialized_start=193
-  _globals['_GETDATASETREQUEST']._serialized_end=232
-  _globals['_GETDATASETRESPONSE']._serialized_start=234
-  _globals['_GETDATASETRESPONSE']._serialized_end=293
-  _globals['_CATALOGSERVICE']._serialized_start=296
-  _globals['_CATALOGSERVICE']._serialized_end=468
+  _globals['_LISTDATASETSREQUEST']._serialized_end=178
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=180
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=267
+  _globals['_GETDATASETREQUEST']._serialized_start=269
+  _globals['_GETDATASETREQUEST']._serialized_end=308
+  _globals['_GETDATASETRESPONSE']._serialized_start=310
+  _globals['_GETDATASETRESPONSE']._serialized_end=369
+  _globals['_CATALOGSERVICE']._serialized_start=372
+  _globals['_CATALOGSERVICE']._serialized_end=544
 # @@protoc_insertion_point(module_scope)

@@ -32,8 +32,7 @@ from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_P
 from broker.workflow.policy_draft import narrowing_problems, render_policy
 from broker.workflow.policy_registry import stored_policy_for
 from dsbroker.policy.signing import Approval, Trust, split_document, verify_approvals, verify_policy
-from dsbroker.rpc.request_fields import (RequestFieldError, bounded_list, bounded_text, page_size, page_token,
-                                   read_page_token)
+from dsbroker.rpc.request_fields import RequestFieldError, bounded_list, bounded_text
 from broker.workflow.request_states import PENDING, State, next_state
 from broker.workflow.store import Store, StoredRequest
 from broker.permissions import may_see, scope_of
@@ -41,8 +40,6 @@ from broker.permissions import may_see, scope_of
 log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
 MAX_EXAMPLE_QUERIES = 20
-MAX_PAGE_SIZE = 500
-DEFAULT_PAGE_SIZE = 50
 # The owner's narrowed policy is stored and sent with every plan: bounded like any text a caller sets.
 MAX_POLICY_DOCUMENT = MAX_POLICY_CHARS
 
@@ -148,14 +145,11 @@ class Workflow:
                                 code=grpc.StatusCode.NOT_FOUND, access_request=request_id)
         return request
 
-    def list(self, principal: Principal, *, state: State | None, size: int,
-             token: str) -> tuple[list[StoredRequest], str]:
-        """A page of the requests the caller may see, newest first, and the next page's token."""
-        limit = page_size(size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        after = read_page_token(token, str, str)  # (created_at, id) of the last request listed
-        page = self.store.list_requests(state=state, after=after, limit=limit + 1, scope=scope_of(principal))
-        following = page_token(page[limit - 1].created_at, page[limit - 1].id) if len(page) > limit else ""
-        return page[:limit], following
+    def list(self, principal: Principal, *, state: State | None, after: tuple[str, str] | None,
+             limit: int) -> list[StoredRequest]:
+        """Up to ``limit`` of the requests the caller may see, newest first, after the (created_at, id) key
+        ``after`` (None: from the newest)."""
+        return self.store.list_requests(state=state, after=after, limit=limit, scope=scope_of(principal))
 
     def example_checks(self, principal: Principal, request: StoredRequest) -> list[ExampleCheck]:
         """The guard's dry run of each example query under the draft (reviewers and owners only)."""

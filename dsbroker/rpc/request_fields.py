@@ -9,10 +9,7 @@ whole, never echoed. Messages name the field and the rule, never the value.
 - **Free text** that is stored or sent back (reasons, comments, purposes, example queries) is held to
   :data:`MAX_TEXT` characters; a few structured texts (a policy document, an owner's statement) have a
   bound of their own, given where they are read, and the same check.
-- **Page sizes** must not be negative; 0 is the default, and anything above the maximum is the maximum.
-- **Page tokens** are opaque to callers: the base64url of a short JSON list this server wrote. One that
-  does not decode to the list of types the method issues, or holds an integer outside 0..2**63-1, was
-  never issued here.
+- **Page sizes and page tokens** are read by :mod:`dsbroker.rpc.pagination`, one way for every List method.
 - **Resource names** (AIP-122) are ``collection/id``, the id in lower-case letters, digits and dashes,
   or ``collection/number`` with ASCII digits only and at most 2**63-1: one name per resource, so a bare id
   is not one (the SDK and the CLI take the bare id a department writes and build the name).
@@ -20,10 +17,7 @@ whole, never echoed. Messages name the field and the rule, never the value.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import json
 import re
 from typing import Any
 
@@ -34,8 +28,6 @@ from google.rpc import error_details_pb2
 from dsbroker.errors import DsbrokerError
 
 MAX_TEXT = 4000  # characters: the bound of every free text a caller sets
-MAX_PAGE_TOKEN_CHARS = 1024
-MAX_TOKEN_TEXT = 256  # characters of a text inside a page token (an id, a time)
 INT64_MAX = 2 ** 63 - 1
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 TIMESTAMP_MIN_SECONDS, TIMESTAMP_MAX_SECONDS = -62_135_596_800, 253_402_300_799
@@ -76,40 +68,6 @@ def bounded_list(values, field: str, *, most: int, limit: int = MAX_TEXT) -> lis
     if len(values) > most:
         raise RequestFieldError(f"{field} holds at most {most} values", field=field)
     return [bounded_text(value, f"{field}[{index}]", limit=limit) for index, value in enumerate(values)]
-
-
-def page_size(value: int, *, default: int, maximum: int) -> int:
-    """The page size a caller asked for: 0 is ``default``, more than ``maximum`` is ``maximum``."""
-    if value < 0:
-        raise RequestFieldError("page_size must not be negative", field="page_size", reason="PAGE_SIZE_INVALID")
-    return min(value or default, maximum)
-
-
-def page_token(*values: str | int) -> str:
-    """The next page's token: where the page ended (texts and non-negative integers), for this server only."""
-    return base64.urlsafe_b64encode(json.dumps(list(values), separators=(",", ":")).encode()).decode()
-
-
-def read_page_token(token: str, *types: type) -> tuple | None:
-    """The values :func:`page_token` wrote into ``token``, of ``types`` in order (None for an empty token);
-    PAGE_TOKEN_INVALID for anything this server did not issue."""
-    if not token:
-        return None
-    try:
-        if len(token) > MAX_PAGE_TOKEN_CHARS:
-            raise ValueError("too long")
-        values = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-        if not isinstance(values, list) or len(values) != len(types):
-            raise ValueError("not the list this method issues")
-        for value, kind in zip(values, types):
-            if kind is int and not (type(value) is int and 0 <= value <= INT64_MAX):
-                raise ValueError("not a position")
-            if kind is str and not (type(value) is str and len(value) <= MAX_TOKEN_TEXT):
-                raise ValueError("not a name")
-        return tuple(values)
-    except (ValueError, UnicodeError, binascii.Error, RecursionError):
-        raise RequestFieldError("page_token is not one this server issued", field="page_token",
-                                reason="PAGE_TOKEN_INVALID") from None
 
 
 def resource_id(name: str, collection: str, field: str = "name") -> str:
