@@ -299,8 +299,9 @@ def record_from_proto(message: audit_pb.AccessRecord) -> StoredRecord:
         "policy_sha256": message.policy_sha256, "sql": message.sql, "sql_sha256": message.sql_sha256,
         "rewritten_sql": message.rewritten_sql, "rewritten_sql_sha256": message.rewritten_sql_sha256,
         "detail": message.detail_json or "{}", "prev_hash": message.prev_hash, "hash": message.hash,
-        "sql_bytes": message.sql_bytes if message.HasField("sql_bytes") else None,
-        "rewritten_sql_bytes": message.rewritten_sql_bytes if message.HasField("rewritten_sql_bytes") else None,
+        "sql_bytes": message.sql_size_bytes if message.HasField("sql_size_bytes") else None,
+        "rewritten_sql_bytes": (message.rewritten_sql_size_bytes if message.HasField("rewritten_sql_size_bytes")
+                                else None),
         "seal_key_id": message.seal_key_id, "seal": message.seal})
 
 

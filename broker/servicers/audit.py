@@ -72,8 +72,8 @@ def to_proto(record: StoredRecord) -> pb.AccessRecord:
         policy_sha256=record.policy_sha256, sql=record.sql, sql_sha256=record.sql_sha256,
         rewritten_sql=record.rewritten_sql, rewritten_sql_sha256=record.rewritten_sql_sha256,
         detail_json=to_row(record)["detail"],
-        prev_hash=record.prev_hash, hash=record.hash, sql_bytes=record.sql_bytes,
-        rewritten_sql_bytes=record.rewritten_sql_bytes, seal_key_id=record.seal_key_id, seal=record.seal)
+        prev_hash=record.prev_hash, hash=record.hash, sql_size_bytes=record.sql_bytes,
+        rewritten_sql_size_bytes=record.rewritten_sql_bytes, seal_key_id=record.seal_key_id, seal=record.seal)
 
 
 def checkpoint_proto(checkpoint: Checkpoint) -> pb.Checkpoint:

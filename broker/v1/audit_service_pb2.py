@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/v1/audit_service.proto\x12\tbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x05\n\x0c\x41\x63\x63\x65ssRecord\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x11\n\x03seq\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65vent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65vent\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x64\x65\x63ision\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07subject\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ndepartment\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08token_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63lient\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06policy\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0epolicy_version\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rpolicy_sha256\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03sql\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nsql_sha256\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rrewritten_sql\x18\x12 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x14rewritten_sql_sha256\x18\x13 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65tail_json\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tprev_hash\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04hash\x18\x16 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\tsql_bytes\x18\x17 \x01(\x03\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12&\n\x13rewritten_sql_bytes\x18\x18 \x01(\x03\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x19\n\x0bseal_key_id\x18\x19 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04seal\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\x42\x0c\n\n_sql_bytesB\x16\n\x14_rewritten_sql_bytes\"\x94\x02\n\x18ListAccessRecordsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x18\n\ndepartment\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06policy\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x64\x65\x63ision\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x65vent\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\"e\n\x19ListAccessRecordsResponse\x12/\n\x0e\x61\x63\x63\x65ss_records\x18\x01 \x03(\x0b\x32\x17.broker.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x16GetAccessRecordRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x17GetAccessRecordResponse\x12.\n\raccess_record\x18\x01 \x01(\x0b\x32\x17.broker.v1.AccessRecord\"K\n\x16ListCheckpointsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"z\n\nCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x0c\n\x04json\x18\x07 \x01(\t\"^\n\x17ListCheckpointsResponse\x12*\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x15.broker.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa2\x02\n\x0c\x41uditService\x12^\n\x11ListAccessRecords\x12#.broker.v1.ListAccessRecordsRequest\x1a$.broker.v1.ListAccessRecordsResponse\x12X\n\x0fGetAccessRecord\x12!.broker.v1.GetAccessRecordRequest\x1a\".broker.v1.GetAccessRecordResponse\x12X\n\x0fListCheckpoints\x12!.broker.v1.ListCheckpointsRequest\x1a\".broker.v1.ListCheckpointsResponseBe\n\x16org.dsbroker.broker.v1B\x11\x41uditServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/v1/audit_service.proto\x12\tbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x05\n\x0c\x41\x63\x63\x65ssRecord\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x11\n\x03seq\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65vent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65vent\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x64\x65\x63ision\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07subject\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ndepartment\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08token_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63lient\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06policy\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0epolicy_version\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rpolicy_sha256\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03sql\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nsql_sha256\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rrewritten_sql\x18\x12 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x14rewritten_sql_sha256\x18\x13 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65tail_json\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tprev_hash\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04hash\x18\x16 \x01(\tB\x04\xe2\x41\x01\x03\x12!\n\x0esql_size_bytes\x18\x17 \x01(\x03\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12+\n\x18rewritten_sql_size_bytes\x18\x18 \x01(\x03\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x19\n\x0bseal_key_id\x18\x19 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04seal\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\x42\x11\n\x0f_sql_size_bytesB\x1b\n\x19_rewritten_sql_size_bytes\"\x94\x02\n\x18ListAccessRecordsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x18\n\ndepartment\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06policy\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x64\x65\x63ision\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x65vent\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\"e\n\x19ListAccessRecordsResponse\x12/\n\x0e\x61\x63\x63\x65ss_records\x18\x01 \x03(\x0b\x32\x17.broker.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x16GetAccessRecordRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x17GetAccessRecordResponse\x12.\n\raccess_record\x18\x01 \x01(\x0b\x32\x17.broker.v1.AccessRecord\"K\n\x16ListCheckpointsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"z\n\nCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x0c\n\x04json\x18\x07 \x01(\t\"^\n\x17ListCheckpointsResponse\x12*\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x15.broker.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa2\x02\n\x0c\x41uditService\x12^\n\x11ListAccessRecords\x12#.broker.v1.ListAccessRecordsRequest\x1a$.broker.v1.ListAccessRecordsResponse\x12X\n\x0fGetAccessRecord\x12!.broker.v1.GetAccessRecordRequest\x1a\".broker.v1.GetAccessRecordResponse\x12X\n\x0fListCheckpoints\x12!.broker.v1.ListCheckpointsRequest\x1a\".broker.v1.ListCheckpointsResponseBe\n\x16org.dsbroker.broker.v1B\x11\x41uditServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -78,10 +78,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSRECORD'].fields_by_name['prev_hash']._serialized_options = b'\342A\001\003'
   _globals['_ACCESSRECORD'].fields_by_name['hash']._loaded_options = None
   _globals['_ACCESSRECORD'].fields_by_name['hash']._serialized_options = b'\342A\001\003'
-  _globals['_ACCESSRECORD'].fields_by_name['sql_bytes']._loaded_options = None
-  _globals['_ACCESSRECORD'].fields_by_name['sql_bytes']._serialized_options = b'\342A\001\003'
-  _globals['_ACCESSRECORD'].fields_by_name['rewritten_sql_bytes']._loaded_options = None
-  _globals['_ACCESSRECORD'].fields_by_name['rewritten_sql_bytes']._serialized_options = b'\342A\001\003'
+  _globals['_ACCESSRECORD'].fields_by_name['sql_size_bytes']._loaded_options = None
+  _globals['_ACCESSRECORD'].fields_by_name['sql_size_bytes']._serialized_options = b'\342A\001\003'
+  _globals['_ACCESSRECORD'].fields_by_name['rewritten_sql_size_bytes']._loaded_options = None
+  _globals['_ACCESSRECORD'].fields_by_name['rewritten_sql_size_bytes']._serialized_options = b'\342A\001\003'
   _globals['_ACCESSRECORD'].fields_by_name['seal_key_id']._loaded_options = None
   _globals['_ACCESSRECORD'].fields_by_name['seal_key_id']._serialized_options = b'\342A\001\003'
   _globals['_ACCESSRECORD'].fields_by_name['seal']._loaded_options = None
@@ -109,21 +109,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCHECKPOINTSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTCHECKPOINTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_ACCESSRECORD']._serialized_start=111
-  _globals['_ACCESSRECORD']._serialized_end=849
-  _globals['_LISTACCESSRECORDSREQUEST']._serialized_start=852
-  _globals['_LISTACCESSRECORDSREQUEST']._serialized_end=1128
-  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_start=1130
-  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_end=1231
-  _globals['_GETACCESSRECORDREQUEST']._serialized_start=1233
-  _globals['_GETACCESSRECORDREQUEST']._serialized_end=1277
-  _globals['_GETACCESSRECORDRESPONSE']._serialized_start=1279
-  _globals['_GETACCESSRECORDRESPONSE']._serialized_end=1352
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1354
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1429
-  _globals['_CHECKPOINT']._serialized_start=1431
-  _globals['_CHECKPOINT']._serialized_end=1553
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1555
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1649
-  _globals['_AUDITSERVICE']._serialized_start=1652
-  _globals['_AUDITSERVICE']._serialized_end=1942
+  _globals['_ACCESSRECORD']._serialized_end=869
+  _globals['_LISTACCESSRECORDSREQUEST']._serialized_start=872
+  _globals['_LISTACCESSRECORDSREQUEST']._serialized_end=1148
+  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_start=1150
+  _globals['_LISTACCESSRECORDSRESPONSE']._serialized_end=1251
+  _globals['_GETACCESSRECORDREQUEST']._serialized_start=1253
+  _globals['_GETACCESSRECORDREQUEST']._serialized_end=1297
+  _globals['_GETACCESSRECORDRESPONSE']._serialized_start=1299
+  _globals['_GETACCESSRECORDRESPONSE']._serialized_end=1372
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1374
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1449
+  _globals['_CHECKPOINT']._serialized_start=1451
+  _globals['_CHECKPOINT']._serialized_end=1573
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1575
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1669
+  _globals['_AUDITSERVICE']._serialized_start=1672
+  _globals['_AUDITSERVICE']._serialized_end=1962
 # @@protoc_insertion_point(module_scope)

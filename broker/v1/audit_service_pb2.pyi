@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AccessRecord(_message.Message):
-    __slots__ = ("name", "seq", "event_id", "create_time", "event", "decision", "reason", "subject", "department", "token_id", "client", "request_id", "policy", "policy_version", "policy_sha256", "sql", "sql_sha256", "rewritten_sql", "rewritten_sql_sha256", "detail_json", "prev_hash", "hash", "sql_bytes", "rewritten_sql_bytes", "seal_key_id", "seal")
+    __slots__ = ("name", "seq", "event_id", "create_time", "event", "decision", "reason", "subject", "department", "token_id", "client", "request_id", "policy", "policy_version", "policy_sha256", "sql", "sql_sha256", "rewritten_sql", "rewritten_sql_sha256", "detail_json", "prev_hash", "hash", "sql_size_bytes", "rewritten_sql_size_bytes", "seal_key_id", "seal")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -34,8 +34,8 @@ class AccessRecord(_message.Message):
     DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
-    SQL_BYTES_FIELD_NUMBER: _ClassVar[int]
-    REWRITTEN_SQL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SQL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REWRITTEN_SQL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SEAL_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     SEAL_FIELD_NUMBER: _ClassVar[int]
     name: str
@@ -60,11 +60,11 @@ class AccessRecord(_message.Message):
     detail_json: str
     prev_hash: str
     hash: str
-    sql_bytes: int
-    rewritten_sql_bytes: int
+    sql_size_bytes: int
+    rewritten_sql_size_bytes: int
     seal_key_id: str
     seal: str
-    def __init__(self, name: _Optional[str] = ..., seq: _Optional[int] = ..., event_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., subject: _Optional[str] = ..., department: _Optional[str] = ..., token_id: _Optional[str] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_version: _Optional[int] = ..., policy_sha256: _Optional[str] = ..., sql: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., rewritten_sql: _Optional[str] = ..., rewritten_sql_sha256: _Optional[str] = ..., detail_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., sql_bytes: _Optional[int] = ..., rewritten_sql_bytes: _Optional[int] = ..., seal_key_id: _Optional[str] = ..., seal: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., seq: _Optional[int] = ..., event_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., subject: _Optional[str] = ..., department: _Optional[str] = ..., token_id: _Optional[str] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_version: _Optional[int] = ..., policy_sha256: _Optional[str] = ..., sql: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., rewritten_sql: _Optional[str] = ..., rewritten_sql_sha256: _Optional[str] = ..., detail_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., sql_size_bytes: _Optional[int] = ..., rewritten_sql_size_bytes: _Optional[int] = ..., seal_key_id: _Optional[str] = ..., seal: _Optional[str] = ...) -> None: ...
 
 class ListAccessRecordsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "start_time", "end_time", "department", "policy", "decision", "event")
