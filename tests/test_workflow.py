@@ -584,10 +584,10 @@ def test_an_example_the_guard_cannot_parse_is_reported_not_fatal(work):
 
 def test_a_create_carries_its_request_id_to_the_access_log_held_to_the_headers_rules(work):
     # AIP-155: CreateAccessRequest takes a request_id, honoured as RunQuery's is (the access record's request id).
-    fields = dict(purpose="monthly VAT by street", dataset="tax.declarations", valid_from="2026-01-01",
-                  valid_until="2030-12-31", queries_per_day=5,
-                  columns=[pb.RequestedColumn(column="street_code", use=GROUP, reason="rows"),
-                           pb.RequestedColumn(column="vat_paid", use=MEASURE, reason="revenue")])
+    fields = {"purpose": "monthly VAT by street", "dataset": "tax.declarations", "valid_from": "2026-01-01",
+              "valid_until": "2030-12-31", "queries_per_day": 5,
+              "columns": [pb.RequestedColumn(column="street_code", use=GROUP, reason="rows"),
+                          pb.RequestedColumn(column="vat_paid", use=MEASURE, reason="revenue")]}
     made = work.requester.submit_request(pb.AccessRequest(**fields), request_id="report-2026.11:r1")
     [created] = [r for r in work.records("request.create") if r.decision == "allow"]
     assert created.request_id == "report-2026.11:r1" and made.name.startswith("accessRequests/")

@@ -37,8 +37,8 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         return pb.RunQueryResponse(
             table=outcome.response.table, truncated=outcome.response.truncated, rewritten_sql=guarded.sql,
             access_record=access_record_name(outcome.access_record), policy_version=outcome.policy.version,
-            noise=noise,
-            encrypted=encrypted, disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response, noise))
+            noise=noise, encrypted=encrypted,
+            disclosure_rules=disclosure_rules(guarded, outcome.policy, outcome.response, noise))
 
     def ExplainQuery(self, request: pb.ExplainQueryRequest, context: grpc.ServicerContext) -> pb.ExplainQueryResponse:
         explanation = self.pipeline.explain(

@@ -24,8 +24,9 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 from dsbroker.rpc.request_fields import INT64_MAX, RequestFieldError
 
