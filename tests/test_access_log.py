@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from broker.access_log.log import AccessLog, AccessRecord, RecordFilter
 from dsbroker.records.checkpoints import (Checkpoint, load_or_create_signing_key, load_public_key, public_key_path,
                                       sign_checkpoint, signature_valid)
-from broker.access_log.store import is_postgres
+from dsbroker.database import is_postgres
 from dsbroker.records.merkle import MerkleAccumulator, merkle_root
 from dsbroker.records.access_record import record_hash, seal, to_row
 from broker.audit.verify import verify_log

@@ -12,15 +12,13 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.records.access_record import (BOUND_COLUMNS, GENESIS_HASH, LEGACY_COLUMNS, SEAL_COLUMNS, STORED_COLUMNS,
                                    StoredRecord, from_row, to_row)
 from dsbroker.errors import ConfigError
-from dsbroker.private_files import create_private
-from broker.workflow.store import is_database_error, without_password
+from dsbroker.database import Durability, connect_postgres, is_postgres, open_sqlite, postgres_errors, without_password
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS access_log (
@@ -340,34 +338,19 @@ class WriteTransaction:
                       tuple(values[c] for c in _CHECKPOINT_COLUMNS))
 
 
-def is_postgres(location: str) -> bool:
-    """Whether ``location`` is a PostgreSQL DSN rather than a SQLite path."""
-    return location.startswith(("postgresql://", "postgres://"))
-
-
 def open_log_store(location: str) -> LogStore:
     """Open (creating if needed) the access log at ``location``: a postgresql:// DSN or a SQLite path."""
     if is_postgres(location):
-        import psycopg
-
-        def connect_postgres():
-            return psycopg.connect(location, connect_timeout=5)
         try:
-            return LogStore(location, connect_postgres, placeholder="%s", postgres=True)
-        except psycopg.Error as error:
+            return LogStore(location, lambda: connect_postgres(location), placeholder="%s", postgres=True)
+        except postgres_errors() as error:
             raise ConfigError(f"cannot open the access log at {without_password(location)} "
                               f"({error.__class__.__name__})") from None
-    path = create_private(location)  # 0600, and so its -wal and -shm
-
-    def connect_sqlite():
-        connection = sqlite3.connect(str(path), check_same_thread=False, timeout=10.0, isolation_level="DEFERRED")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
-        return connection
     try:
-        return LogStore(location, connect_sqlite, placeholder="?", postgres=False)
+        return LogStore(location, lambda: open_sqlite(location, durability=Durability.POWER_CUT), placeholder="?",
+                        postgres=False)
     except sqlite3.Error as error:
-        raise ConfigError(f"cannot open the access log {path} ({error})") from None
+        raise ConfigError(f"cannot open the access log {location} ({error})") from None
 
 
 def _statements(script: str) -> list[str]:

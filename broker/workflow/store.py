@@ -13,13 +13,13 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterator
 
 import grpc
 
 from dsbroker.errors import ConfigError, DsbrokerError
-from dsbroker.private_files import create_private
+from dsbroker.database import (Durability, connect_postgres, is_database_error, is_postgres, open_sqlite,
+                               postgres_errors, without_password)
 from broker.workflow.request_states import State
 from broker.permissions import Scope
 
@@ -332,58 +332,25 @@ class _NoLock:
 
 def open_store(location: str) -> Store:
     """Open the store at ``location``: a ``postgresql://`` DSN, or a SQLite file path."""
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres(location):
         try:
-            import psycopg
-        except ImportError:
-            raise ConfigError("a PostgreSQL store needs the psycopg package") from None
-
-        def connect_postgres():
-            return psycopg.connect(location, connect_timeout=5)
-        try:
-            return Store(connect_postgres, placeholder="%s", lock=None)
-        except (psycopg.Error, StoreError) as error:
+            return Store(lambda: connect_postgres(location), placeholder="%s", lock=None)
+        except (*postgres_errors(), StoreError) as error:
             cause = error.__cause__ or error
             raise ConfigError(f"cannot open the PostgreSQL store at {without_password(location)} "
                               f"({cause.__class__.__name__})") from None
-    path = create_private(location)  # 0600, and so its -wal and -shm
     shared = {}
 
     def connect_sqlite():
         # One connection for every thread, serialised by the store's lock; WAL lets readers and other
         # processes in, and the busy timeout makes a second broker wait rather than fail.
         if "connection" not in shared:
-            connection = sqlite3.connect(str(path), check_same_thread=False, timeout=10.0)
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            shared["connection"] = connection
+            shared["connection"] = open_sqlite(location, durability=Durability.POWER_CUT)
         return shared["connection"]
     try:
         return Store(connect_sqlite, placeholder="?", lock=threading.Lock())
     except sqlite3.Error as error:
-        raise ConfigError(f"cannot open the state store {path} ({error})") from None
-
-
-def without_password(dsn: str) -> str:
-    """The DSN with any password masked, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def is_database_error(error: BaseException) -> bool:
-    """Whether ``error`` came from SQLite or PostgreSQL (as opposed to a bug)."""
-    if isinstance(error, sqlite3.Error):
-        return True
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(error, psycopg.Error)
+        raise ConfigError(f"cannot open the state store {location} ({error})") from None
 
 
 def _request_row(request: StoredRequest) -> tuple:

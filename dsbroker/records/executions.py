@@ -7,12 +7,12 @@ broker's access log (broker.audit.reconcile), so the format is the core's, share
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from dsbroker.database import open_sqlite_read_only
 from dsbroker.records.access_record import GENESIS_HASH, canonical_json
 
 
@@ -48,7 +48,7 @@ def execution_hash(execution: Execution) -> str:
 
 def read_executions(path: str | Path) -> list[Execution]:
     """Every entry of the execution ledger in ``path``, oldest first, read without changing the file."""
-    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+    with closing(open_sqlite_read_only(path)) as db:
         cursor = db.execute("SELECT * FROM executions ORDER BY seq")
         names = [d[0] for d in cursor.description]
         return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]

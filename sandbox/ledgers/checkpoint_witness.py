@@ -42,6 +42,7 @@ from typing import Sequence
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from dsbroker.database import Durability, open_sqlite
 from dsbroker.records.checkpoints import Checkpoint, Countersignature, countersign, key_id, signature_valid
 from dsbroker.records.merkle import MAX_PROOF_NODES, verify_consistency
 from dsbroker.records.access_record import GENESIS_HASH, canonical_json
@@ -105,10 +106,8 @@ class CheckpointWitness:
         self.witness_key = witness_key
         self.witness_id = witness_id
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a witnessed head must survive a power cut
+        # A witnessed head must survive a power cut.
+        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self.history_lost = self._open_history()
         if self.history_lost:
             log.error("ALARM: %s: %s; this sandbox witnesses no checkpoint until the owner restores the ledger "

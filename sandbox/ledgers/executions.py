@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from dsbroker.private_files import create_private
+from dsbroker.database import Durability, open_sqlite
 
 from dsbroker.records.access_record import GENESIS_HASH
 from dsbroker.errors import DsbrokerError
@@ -80,14 +80,11 @@ class ExecutionLedger:
     def __init__(self, path: str | Path, *, sandbox_id: str = "") -> None:
         self.path = Path(path)
         self.sandbox_id = sandbox_id
-        create_private(self.path)  # 0600, and so its -wal and -shm
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # Committed entries survive a crash of the sandbox at once; after a power cut the last few may be
         # lost, and reconcile then reports their releases as never executed: loud, never silent.
         # Flushing every entry would add a disk flush to every query.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_sqlite(self.path, durability=Durability.PROCESS_CRASH, autocommit=True)
         self._db.executescript(_SCHEMA)
         try:
             self._db.execute(_UNIQUE_IDS)

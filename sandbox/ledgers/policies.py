@@ -18,9 +18,9 @@ from pathlib import Path
 
 import grpc
 
+from dsbroker.database import Durability, open_sqlite
 from dsbroker.errors import DsbrokerError
 from dsbroker.policy.statements import Revocation, parse_statement
-from dsbroker.private_files import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS statements (
@@ -64,12 +64,9 @@ class PolicyLedger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        create_private(self.path)  # 0600, and so its -wal and -shm
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # A revocation must survive a power cut once acknowledged: the sandbox said it has it.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._revocations: dict[str, list[Revocation]] = {}
         self._statements: set[str] = set()

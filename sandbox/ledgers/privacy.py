@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import sqlite3
 import threading
 import uuid
 from collections import defaultdict
@@ -36,8 +35,9 @@ from typing import Callable
 
 import grpc
 
+from dsbroker.database import Durability, open_sqlite
 from dsbroker.errors import ConfigError, DsbrokerError
-from dsbroker.private_files import create_private, write_private
+from dsbroker.private_files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,8 @@ class PrivacyLedger:
 
     def __init__(self, path: str | Path, *, key_path: str | Path | None = None) -> None:
         self.path = Path(path)
-        create_private(self.path)  # 0600, and so its -wal and -shm
         self._key = _load_or_create_key(Path(key_path) if key_path else self.path.with_name(self.path.name + ".key"))
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._lock = threading.Lock()  # one writer at a time; the engine runs outside it
