@@ -26,15 +26,19 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def build_server(*, max_workers: int, max_message_bytes: int, max_concurrent_rpcs: int,
-                 interceptors: Iterable[grpc.ServerInterceptor] = ()) -> grpc.Server:
-    """A server whose outermost interceptor turns errors into statuses (see rpc_status).
+                 interceptors: Iterable[grpc.ServerInterceptor]) -> grpc.Server:
+    """A server with ``interceptors``, outermost first; the first must be :class:`ErrorInterceptor`, which
+    turns every error of the ones inside it and of the servicers into a status (see dsbroker.rpc.status).
 
     ``max_concurrent_rpcs`` bounds calls in flight; past it gRPC answers RESOURCE_EXHAUSTED
     at once instead of queueing without limit.
     """
+    chain = list(interceptors)
+    if not chain or not isinstance(chain[0], ErrorInterceptor):
+        raise TypeError("a server's outermost interceptor is the ErrorInterceptor")
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ErrorInterceptor(), *interceptors],
+        interceptors=chain,
         options=message_options(max_message_bytes),
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
