@@ -84,3 +84,27 @@ def _loaded(statement: str, prefixes: tuple[str, ...]) -> list[str]:
 def test_a_fresh_process_loads_only_its_side(statement, prefixes, allowed):
     loaded = _loaded(statement, prefixes)
     assert [m for m in loaded if m not in allowed and not m.startswith("sandbox.v1.")] == []
+
+
+def _layout_block() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("\n## Layout\n"):]
+    return section[section.index("```\n") + 4:section.index("\n```", section.index("```\n") + 4)]
+
+
+GUARD_RULE_PREFIXES = ("reject_", "add_", "enforce_", "split_", "translate_", "resolve_", "expand_", "qualify_", "_tree")
+
+
+def test_the_readme_layout_names_every_module_and_only_modules_that_exist():
+    block = _layout_block()
+    modules = [p for package in ("dsbroker", "broker", "sandbox") for p in _sources(package)
+               if p.name != "__init__.py"]
+    unnamed = [p.relative_to(ROOT).as_posix() for p in modules
+               if p.name not in block and p.stem not in block.split()
+               and not (p.parent.name == "guard" and p.name.startswith(GUARD_RULE_PREFIXES))]
+    assert unnamed == []
+    import re
+
+    named = set(re.findall(r"[\w]+\.py\b", block))
+    existing = {p.name for p in modules} | {"__init__.py"}
+    assert sorted(named - existing) == []
