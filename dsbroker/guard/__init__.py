@@ -32,7 +32,7 @@ from dsbroker.errors import DsbrokerError
 from dsbroker.guard.add_dominance_rule import add_dominance_rule
 from dsbroker.guard.add_entity_cells import add_entity_cells
 from dsbroker.guard.add_entity_threshold import add_entity_threshold
-from dsbroker.guard.add_noise_measures import PLAN_META as NOISE_PLAN, NoisePlan, add_noise_measures
+from dsbroker.guard.add_noise_measures import NoisePlan, add_noise_measures
 from dsbroker.guard.add_row_filter import add_row_filter
 from dsbroker.guard.add_totals import add_totals
 from dsbroker.guard.enforce_group_cap import enforce_group_cap
@@ -56,8 +56,9 @@ from dsbroker.guard.reject_unsummable_measures import reject_unsummable_measures
 from dsbroker.guard.reject_unsupported_syntax import reject_unsupported_syntax
 from dsbroker.guard.release_plan import CellPlan
 from dsbroker.guard.resolve_table import resolve_table
-from dsbroker.guard.split_cells import PLAN_META as CELL_PLAN, split_cells
+from dsbroker.guard.split_cells import split_cells
 from dsbroker.guard.translate_date_parts import translate_date_parts
+from dsbroker.guard.internal_names import CELL_PLAN_META, NOISE_PLAN_META
 from dsbroker.policy.model import Dominance, Policy, bind_row_filter
 
 # An encrypted result holds one row per BFV slot (dsbroker.results.bfv.SLOTS, the polynomial degree 8192).
@@ -193,8 +194,8 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         max_rows=max_groups,
         engine_rows=int(limit.expression.name) if limit is not None else 0,
         lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
-        cells=expression.meta.get(CELL_PLAN),
-        noise=expression.meta.get(NOISE_PLAN),
+        cells=expression.meta.get(CELL_PLAN_META),
+        noise=expression.meta.get(NOISE_PLAN_META),
         dominance=policy.dominance,
         suppression=suppression,
         encrypted=encrypted,

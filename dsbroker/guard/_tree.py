@@ -10,7 +10,6 @@ from dsbroker.errors import GuardError, GuardPermissionError
 
 AGGREGATE_TYPES: tuple[type[exp.Expression], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 # Set on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY.
-TOTALS_META = "totals"
 AGGREGATE_NAMES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
 
 

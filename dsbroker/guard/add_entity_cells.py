@@ -16,15 +16,15 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
-from dsbroker.guard._tree import TOTALS_META, aliased, internal_column, per_cell_and_entity
-from dsbroker.guard.split_cells import PLAN_META, RELEASED_FIRST_META
+from dsbroker.guard._tree import aliased, internal_column, per_cell_and_entity
+from dsbroker.guard.internal_names import CELL_PLAN_META, RELEASED_FIRST_META, TOTALS_META
 
 
 def add_entity_cells(expression: exp.Select) -> exp.Select:
     """Rewrite the cell query into its per-entity form, with a count of contributors per summed measure."""
-    if PLAN_META not in expression.meta:
+    if CELL_PLAN_META not in expression.meta:
         return expression  # under noise add_noise_measures writes its own per-entity query
-    plan = expression.meta[PLAN_META]
+    plan = expression.meta[CELL_PLAN_META]
     totals = bool(expression.meta.get(TOTALS_META))
     projections = {p.alias: p.this for p in expression.expressions}
     group = expression.args.get("group")

@@ -19,8 +19,8 @@ import sqlglot.expressions as exp
 from dsbroker.guard import internal_names as internal
 from dsbroker.guard._tree import per_cell_and_entity
 from dsbroker.policy.model import Noise
+from dsbroker.guard.internal_names import NOISE_PLAN_META
 
-PLAN_META = "noise_plan"
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
     rewritten.set("from_", exp.From(this=source))
     if keys:
         rewritten.set("group", exp.Group(expressions=cells))
-    rewritten.meta[PLAN_META] = plan
+    rewritten.meta[NOISE_PLAN_META] = plan
     return rewritten
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
-from dsbroker.guard._tree import TOTALS_META
+from dsbroker.guard.internal_names import TOTALS_META
 
 
 def add_totals(expression: exp.Select) -> exp.Select:

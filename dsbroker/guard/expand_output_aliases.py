@@ -12,8 +12,9 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names
-from dsbroker.guard._tree import AGGREGATE_TYPES, TOTALS_META, output_name, refuse
-from dsbroker.guard.parse import MAX_NODES, NODES_META
+from dsbroker.guard._tree import AGGREGATE_TYPES, output_name, refuse
+from dsbroker.guard.parse import MAX_NODES
+from dsbroker.guard.internal_names import NODES_META, TOTALS_META
 
 
 def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:

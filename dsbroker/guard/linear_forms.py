@@ -63,7 +63,6 @@ class LinearForm:
 
 # reject_invalid_aggregates keeps each aggregate's form here, so that split_cells reads it once more only
 # where no earlier rule did (the node's argument is not rewritten between the two).
-LINEAR_FORM_META = "linear_form"
 
 
 def widest(*kinds: str) -> str:

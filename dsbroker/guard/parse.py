@@ -11,6 +11,7 @@ from sqlglot.tokens import TokenType
 
 from dsbroker.guard._tree import refuse
 from dsbroker.guard.literals import MAX_EXPONENT, MAX_NUMBER_CHARACTERS, number_in_range
+from dsbroker.guard.internal_names import NODES_META, SOURCE_META
 
 # Limits checked before anything else reads the query, on every path (a cached plan included): with
 # them every rule's work is bounded by the size of its input, and no input is deep enough to exhaust
@@ -31,8 +32,6 @@ NOT_QUERIES = frozenset({
 _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DISTINCT|ALL)\s+)?$", re.IGNORECASE)
-NODES_META = "nodes"  # how many nodes the parsed tree has
-SOURCE_META = "source_sql"  # the text the tree was parsed from, for the names of functions as written
 _IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
 _OPENING = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSING = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})

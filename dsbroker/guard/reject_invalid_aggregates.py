@@ -14,8 +14,9 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import AGGREGATE_NAMES, AGGREGATE_TYPES, column_key, enclosing_aggregate, refuse, table_of
-from dsbroker.guard.linear_forms import LINEAR_FORM_META, linear_form
+from dsbroker.guard.linear_forms import linear_form
 from dsbroker.policy.model import ColumnLevel
+from dsbroker.guard.internal_names import LINEAR_FORM_META
 
 
 def reject_invalid_aggregates(expression: exp.Select, dataset: str, columns: dict, aggregates: tuple,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import TOTALS_META, refuse
+from dsbroker.guard._tree import refuse
 from dsbroker.policy.model import Dominance, Noise
+from dsbroker.guard.internal_names import TOTALS_META
 
 
 

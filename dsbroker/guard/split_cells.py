@@ -20,15 +20,14 @@ from fractions import Fraction
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
-from dsbroker.guard._tree import AGGREGATE_TYPES, TOTALS_META, aliased, column_key, refuse
-from dsbroker.guard.linear_forms import LINEAR_FORM_META, linear_form, number_literal, widest
+from dsbroker.guard._tree import AGGREGATE_TYPES, aliased, column_key, refuse
+from dsbroker.guard.linear_forms import linear_form, number_literal, widest
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
                                        Statistic, statistics_read)
 from dsbroker.policy.model import Dominance, Noise
+from dsbroker.guard.internal_names import CELL_PLAN_META, LINEAR_FORM_META, RELEASED_FIRST_META, TOTALS_META
 
-PLAN_META = "cell_plan"  # the CellPlan travels with the cell query to the guard's result
-RELEASED_FIRST_META = "released_first"  # on the encrypted order's first term: the threshold k it tests
 # Where HAVING or ORDER BY by a value must see every cell, the engine may return this many times the
 # grant's cap. Those cells are the ones the answer shows or marks (where small cells are dropped, the
 # engine drops them first), so the cap counts nothing the caller does not see.
@@ -121,7 +120,7 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
         engine_limit = min(limit, max_groups + 1) if limit is not None else max_groups + 1
     cells.set("limit", exp.Limit(expression=exp.Literal.number(engine_limit)))
     cells.meta.update(expression.meta)
-    cells.meta[PLAN_META] = plan
+    cells.meta[CELL_PLAN_META] = plan
     return cells
 
 
