@@ -30,6 +30,7 @@ from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
 from broker.v1 import query_service_pb2 as query_pb
 from dsbroker.results import bfv
+from dsbroker.results.parameters import EXACT_LIMIT
 from sandbox.demo.data import DEMO_DATASETS, split_demo_data
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
@@ -348,7 +349,7 @@ def test_the_access_log_names_the_key_and_the_partitions(deployment, key):
 def near_limit(tmp_path_factory):
     """A sandbox and broker over taxpayers whose totals come within a few fen of the exact range, or pass it."""
     state = tmp_path_factory.mktemp("near-limit")
-    share = bfv.EXACT_LIMIT // 12
+    share = EXACT_LIMIT // 12
     rows = []
     for street, value in (("320102001", share), ("320102002", -share), ("320102003", share + 1)):
         rows += [(f"{street}-{i:02d}", "2026-01-01", street, value, value) for i in range(12)]
@@ -370,7 +371,7 @@ def test_totals_near_the_range_limit_decrypt_exactly(near_limit, key):
     plain = client.query(GRANT, sql)
     encrypted = client.query(GRANT, sql, encryption_key=key)
     assert sorted(encrypted.rows) == sorted(plain.rows) == [["320102001", 12 * share, 12], ["320102002", -12 * share, 12]]
-    assert bfv.EXACT_LIMIT - 12 * share < 12
+    assert EXACT_LIMIT - 12 * share < 12
 
 
 def test_a_total_beyond_the_range_is_refused_not_wrapped(near_limit, key):
@@ -390,7 +391,7 @@ def test_with_partitions_each_cell_must_leave_room_for_the_others(near_limit):
     policy = parse_policy((POLICIES / f"{GRANT}.yaml").read_text().replace("results: [aggregate]", "results: [aggregate, encrypted]"))
     guarded = guard("SELECT SUM(vat_paid) AS vat FROM tax.declarations", policy, district=XUANWU,
                     department="xuanwu-fgw", encrypted=True)
-    cell = bfv.EXACT_LIMIT // 3 + 1
+    cell = EXACT_LIMIT // 3 + 1
     # The cell table: the count of taxpayers (above the threshold), then the sum.
     table = (["__s0", "__s1"], ["BIGINT", "HUGEINT"], [(12, cell)])
     release = encrypted_release(*table, guarded, partitions=2, dataset="tax.declarations")

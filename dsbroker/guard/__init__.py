@@ -59,10 +59,9 @@ from dsbroker.guard.resolve_table import resolve_table
 from dsbroker.guard.split_cells import split_cells
 from dsbroker.guard.translate_date_parts import translate_date_parts
 from dsbroker.guard.internal_names import CELL_PLAN_META, NOISE_PLAN_META
+from dsbroker.results.parameters import SLOTS
 from dsbroker.policy.model import Dominance, Policy, bind_row_filter
 
-# An encrypted result holds one row per BFV slot (dsbroker.results.bfv.SLOTS, the polynomial degree 8192).
-ENCRYPTED_SLOTS = 8192
 # The rules that need the engine's column types: the broker may lack them, the sandbox never does.
 SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
 
@@ -154,7 +153,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     admit(unverified_sql)
     expression = parse(unverified_sql)
     suppression = "drop" if _filters_a_measure(expression, policy.ranges) else policy.suppression
-    max_groups = min(policy.max_groups, ENCRYPTED_SLOTS) if encrypted else policy.max_groups
+    max_groups = min(policy.max_groups, SLOTS)  # one row per BFV slot if encrypted else policy.max_groups
     settings: dict[str, Any] = {
         "dataset": policy.dataset,
         "columns": policy.visible_columns(),

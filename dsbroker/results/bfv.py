@@ -3,7 +3,8 @@
 Every party uses the same parameters: N = 8192 and the 50-bit batching prime 1125899906826241 as
 plaintext modulus, with SEAL's default coefficient modulus for N (218 bits, 128-bit security).
 BFV slots hold integers modulo that prime and decrypt into (-(t-1)/2, (t-1)/2]; a sum beyond that
-wraps around silently, so the sandbox refuses cells that could (:data:`EXACT_LIMIT`).
+wraps around silently, so the sandbox refuses cells that could (:data:`EXACT_LIMIT`). The numbers
+live in :mod:`dsbroker.results.parameters`, which the guard reads without loading TenSEAL.
 
 A requester's context travels with its public key only. Its key id is the SHA-256 of those bytes,
 so the id names exactly the key the cells were encrypted under.
@@ -22,15 +23,8 @@ import tenseal as ts
 import tenseal.sealapi  # noqa: F401  (registers SEAL's own types, e.g. Modulus, which the parameter check reads)
 
 from dsbroker.errors import DsbrokerError
+from dsbroker.results.parameters import COEFF_MODULUS_BITS, MAX_PUBLIC_CONTEXT_BYTES, PLAIN_MODULUS, POLY_MODULUS_DEGREE
 
-POLY_MODULUS_DEGREE = 8192
-PLAIN_MODULUS = 1125899906826241
-SLOTS = POLY_MODULUS_DEGREE  # BFV batching: one integer per slot, N slots per ciphertext
-# A public context of these parameters is about 0.54 MB; one much larger carries keys the sandbox has no use
-# for (Galois keys alone are tens of MB), and is refused before it is loaded.
-MAX_PUBLIC_CONTEXT_BYTES = 1024 * 1024
-EXACT_LIMIT = (PLAIN_MODULUS - 1) // 2  # the largest magnitude a slot decrypts to exactly
-COEFF_MODULUS_BITS = (43, 43, 44, 44, 44)  # SEAL's BFVDefault(8192)
 
 
 class EncryptionKeyError(DsbrokerError):

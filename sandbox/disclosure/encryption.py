@@ -25,7 +25,7 @@ import tenseal as ts
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard.release_plan import Average
-from dsbroker.results.bfv import EXACT_LIMIT, SLOTS
+from dsbroker.results.parameters import EXACT_LIMIT, SLOTS
 from sandbox.disclosure.evaluate import direct_position, wire_value
 from sandbox.disclosure.release import compile_plan, layout_of, output_types
 from dsbroker.results.table import encode_table, wire_keys
