@@ -17,11 +17,10 @@ import threading
 from collections import OrderedDict
 from typing import NamedTuple
 
-import grpc
 import tenseal as ts
 import tenseal.sealapi  # noqa: F401  (registers SEAL's own types, e.g. Modulus, which the parameter check reads)
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import EncryptionKeyError
 
 POLY_MODULUS_DEGREE = 8192
 PLAIN_MODULUS = 1125899906826241
@@ -31,13 +30,6 @@ SLOTS = POLY_MODULUS_DEGREE  # BFV batching: one integer per slot, N slots per c
 MAX_PUBLIC_CONTEXT_BYTES = 1024 * 1024
 EXACT_LIMIT = (PLAIN_MODULUS - 1) // 2  # the largest magnitude a slot decrypts to exactly
 COEFF_MODULUS_BITS = (43, 43, 44, 44, 44)  # SEAL's BFVDefault(8192)
-
-
-class EncryptionKeyError(DsbrokerError):
-    """Raised when a public context is not one this version encrypts under."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "ENCRYPTION_KEY_INVALID"
 
 
 def key_id(public_context: bytes) -> str:
