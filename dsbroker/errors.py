@@ -96,7 +96,7 @@ class DsbrokerError(Exception):
     @property
     def code(self) -> grpc.StatusCode:
         """The gRPC status code, a ``grpc.StatusCode`` (through :mod:`dsbroker.rpc.status`, which maps codes)."""
-        from dsbroker.rpc.status import grpc_code  # here, not at the top: dsbroker.rpc.status imports this module
+        from dsbroker.rpc.status import grpc_code  # not at the top: dsbroker.rpc.status imports this module
 
         return grpc_code(self.code_name)
 

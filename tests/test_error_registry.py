@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,3 +366,31 @@ def test_a_client_keeps_reasons_and_codes_this_version_does_not_know():
     # No ErrorInfo at all (a proxy, gRPC itself): the code's name is the reason.
     bare = error_from_rpc_error(_Failed(None, grpc.StatusCode.UNAVAILABLE, "connection refused"))
     assert (bare.reason, bare.code, bare.message) == ("UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+
+# -- the README --------------------------------------------------------------------------------------------
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+_CODE = "|".join(errors.CODES)
+
+
+def _registered(name: str) -> list[str]:
+    """The reasons a README name stands for: itself, or every reason a ``PREFIX_*`` starts with."""
+    if name.endswith("_*"):
+        return [r for r in REASONS if r.startswith(name[:-1])]
+    return [name] if name in REASONS else []
+
+
+def test_the_readme_gives_reasons_their_codes():
+    # "INVALID_ARGUMENT `REQUEST_ID_INVALID`" wherever the README says it, and the paragraph of other reasons,
+    # grouped "CODE `A`, `B`; CODE `C`".
+    said = [m.groups() for m in re.finditer(rf"\b({_CODE}),? `([A-Z][A-Z0-9_]+)`", README)]
+    paragraph = README[README.index("Other reasons, by code:"):].split("\n\n")[0]
+    for group in paragraph.removeprefix("Other reasons, by code:").split(";"):
+        code = re.match(rf"\s*({_CODE})\b", group)
+        assert code, f"a group of README's other reasons that does not start with its code: {group!r}"
+        said += [(code.group(1), name) for name in re.findall(r"`([A-Z][A-Z0-9_]*\*?)`", group) if name != "REASONS"]
+    assert len(said) > 40
+    wrong = [(code, name) for code, name in said
+             if not _registered(name) or any(REASONS[r].code != code for r in _registered(name))]
+    assert not wrong, f"README.md gives these reasons another code than dsbroker.errors.REASONS: {wrong}"
