@@ -74,7 +74,7 @@ class DsbrokerError(Exception):
         message: str,
         *,
         reason: str | None = None,
-        code: object | None = None,
+        code: grpc.StatusCode | str | None = None,
         details: Sequence[Message] = (),
         **metadata: str | int | None,
     ) -> None:

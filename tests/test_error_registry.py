@@ -7,7 +7,9 @@ constant (``REASON = "..."``), a table of constants (reject_unsupported_syntax's
 that pass their ``reason`` parameter on (the guard's ``refuse``, the lookups' ``_problem``, ...), whose
 callers then name the reason. A site whose reason this test cannot read fails it, so a new form has to be
 taught here rather than slip past; the one site that may build an error from whatever a server sent is
-dsbroker.rpc.status.error_from_rpc_error.
+dsbroker.rpc.status.error_from_rpc_error. Beyond raise sites, a reason-shaped constant given as
+``reason=`` to anything else (a record, a check's verdict) or compared with an error's ``reason`` must be
+declared too (or be a code's name, which is what a status without an ErrorInfo arrives as).
 
 Codes: only dsbroker/errors.py (which names them) and dsbroker/rpc/ (which maps them to gRPC and reads
 them off the wire) may name ``grpc.StatusCode``. Elsewhere no raise site passes ``code=`` and no error
@@ -251,6 +253,40 @@ def test_every_raised_reason_is_declared():
     assert len(source().sites) > 300, "the scan lost the raise sites"
     undeclared = {reason: [str(s) for s in sites] for reason, sites in by_reason().items() if reason not in REASONS}
     assert not undeclared, f"declare these reasons in dsbroker.errors.REASONS: {undeclared}"
+
+
+def _reason_shaped(node: ast.AST) -> list[str]:
+    return [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+|[A-Z]+", n.value)]
+
+
+def _is_reason(node: ast.AST) -> bool:
+    """``x.reason`` or ``getattr(x, "reason", ...)``."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "reason"
+    return (isinstance(node, ast.Call) and _name(node.func) == "getattr" and len(node.args) > 1
+            and getattr(node.args[1], "value", None) == "reason")
+
+
+def test_reasons_given_or_compared_anywhere_are_declared():
+    # Forms the scan of raise sites does not model: reason="..." to any callable (an error built some other
+    # way, a record or check that carries an error's reason), and reasons compared with an error's. A code's
+    # name is a reason too: error_from_rpc_error gives it to a status that came without an ErrorInfo.
+    known = set(REASONS) | set(errors.CODES)
+    found = []
+    for path, tree in source().trees.items():
+        constants = {t.id: s.value for s in tree.body if isinstance(s, ast.Assign) for t in s.targets
+                     if isinstance(t, ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "reason" and isinstance(node.value, ast.Constant):
+                found += [(path, node.value.lineno, r) for r in _reason_shaped(node.value)]
+            if isinstance(node, ast.Compare) and _is_reason(node.left):
+                for other in node.comparators:
+                    other = constants.get(other.id, other) if isinstance(other, ast.Name) else other
+                    found += [(path, node.lineno, r) for r in _reason_shaped(other)]
+    assert ("sandbox/ledgers/privacy.py", "SANDBOX_BUSY") in {(p, r) for p, _l, r in found}, "NOTHING_READ was lost"
+    unknown = [f"{path}:{line} {reason}" for path, line, reason in found if reason not in known]
+    assert not unknown, f"declare these reasons in dsbroker.errors.REASONS: {unknown}"
 
 
 def test_every_raise_site_is_read():
