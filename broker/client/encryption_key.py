@@ -12,10 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import tenseal as ts
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import DsbrokerError, KeyMismatchError
 from dsbroker.private_files import write_secret
 from dsbroker.private_files import write_private
 from dsbroker.results.bfv import check_public_context, key_id, new_secret_context, public_bytes
@@ -23,13 +22,6 @@ from dsbroker.results.table import group_keys
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 DEFAULT_PATH = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "dsbroker" / "encryption-key.bfv"
-
-
-class KeyMismatchError(DsbrokerError):
-    """Raised when a result is encrypted under a key other than the one decrypting it."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "ENCRYPTION_KEY_MISMATCH"
 
 
 @dataclass(frozen=True)
@@ -64,18 +56,18 @@ class EncryptionKey:
             secret, public = path.read_bytes(), _public_path(path).read_bytes()
         except OSError as error:
             raise DsbrokerError(f"cannot read encryption key {path} ({error.__class__.__name__})",
-                                reason="ENCRYPTION_KEY_UNREADABLE", code=grpc.StatusCode.FAILED_PRECONDITION) from None
+                                reason="ENCRYPTION_KEY_UNREADABLE") from None
         try:
             context = ts.context_from(secret)
         except ValueError:
             context = None
         if context is None or not context.has_secret_key():
-            raise DsbrokerError(f"{path} is not a TenSEAL context with a secret key", reason="ENCRYPTION_KEY_UNREADABLE",
-                                code=grpc.StatusCode.FAILED_PRECONDITION)
+            raise DsbrokerError(f"{path} is not a TenSEAL context with a secret key",
+                                reason="ENCRYPTION_KEY_UNREADABLE")
         probe = ts.bfv_vector(check_public_context(public), [1, -2, 3])
         if probe.decrypt(context.secret_key()) != [1, -2, 3]:
             raise DsbrokerError(f"{_public_path(path)} is not the public half of {path}",
-                                reason="ENCRYPTION_KEY_UNREADABLE", code=grpc.StatusCode.FAILED_PRECONDITION)
+                                reason="ENCRYPTION_KEY_UNREADABLE")
         return cls(context, public)
 
     @classmethod
@@ -133,11 +125,11 @@ class EncryptionKey:
         try:
             values = ts.bfv_vector_from(self.context, ciphertext).decrypt()
         except ValueError:
-            raise DsbrokerError("an encrypted column does not load as a BFV vector", reason="ENCRYPTED_RESULT_INVALID",
-                                code=grpc.StatusCode.DATA_LOSS) from None
+            raise DsbrokerError("an encrypted column does not load as a BFV vector",
+                                reason="ENCRYPTED_RESULT_INVALID") from None
         if len(values) != count:
-            raise DsbrokerError("an encrypted column does not hold one cell per group", reason="ENCRYPTED_RESULT_INVALID",
-                                code=grpc.StatusCode.DATA_LOSS)
+            raise DsbrokerError("an encrypted column does not hold one cell per group",
+                                reason="ENCRYPTED_RESULT_INVALID")
         return values
 
 

@@ -3,8 +3,6 @@ call-audit interceptor (event ``audit.read``), like every other call."""
 
 from __future__ import annotations
 
-import grpc
-
 from broker.access_log.log import AccessLog, RecordFilter, StoredRecord
 from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.records.access_record import to_row
@@ -47,7 +45,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         record = self.access_log.store.record(seq)
         if record is None:
             raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND",
-                                code=grpc.StatusCode.NOT_FOUND, subject=f"{COLLECTION}/{seq}")
+                                subject=f"{COLLECTION}/{seq}")
         return pb.GetAccessRecordResponse(access_record=to_proto(record))
 
     def ListCheckpoints(self, request, context):

@@ -24,7 +24,6 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-import grpc
 from google.rpc import error_details_pb2
 
 from broker.access_log.log import AccessLog, AccessRecord
@@ -152,7 +151,7 @@ class PolicyRegistry:
                 current = self.get(principal, policy_id)
                 next_state("revoke", current.state, subject=f"policies/{policy_id}")
                 raise DsbrokerError(f"policy {policy_id!r} changed meanwhile; try again", reason="CONCURRENT_CHANGE",
-                                    code=grpc.StatusCode.ABORTED, policy=policy_id)
+                                    policy=policy_id)
             return moved, notified
         except DsbrokerError as error:
             self._record(event="policy.revoke", decision="deny", grant_id=policy_id, reason=error.reason,
@@ -165,19 +164,18 @@ class PolicyRegistry:
         reason = bounded_text(reason, "reason")
         if not statement.strip():
             raise DsbrokerError("a revocation needs the owner's signed statement (dsbroker policy revoke signs one "
-                                "with your key)", reason="STATEMENT_REQUIRED", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                field="statement", policy=stored.id)
+                                "with your key)", reason="STATEMENT_REQUIRED", field="statement", policy=stored.id)
         if self.trust is None:
             raise DsbrokerError("the broker has no trust file, so it cannot verify the owner's statement",
-                                reason="TRUST_NOT_CONFIGURED", code=grpc.StatusCode.FAILED_PRECONDITION)
+                                reason="TRUST_NOT_CONFIGURED")
         revocation = verify_statement(statement, self.trust)
         if revocation.policy_id != stored.id or not revocation.covers(stored.version):
             raise DsbrokerError(f"the statement revokes {revocation.policy_id!r} {revocation.versions}, not "
                                 f"{stored.id!r} v{stored.version}", reason="STATEMENT_MISMATCH",
-                                code=grpc.StatusCode.INVALID_ARGUMENT, field="statement", policy=stored.id)
+                                field="statement", policy=stored.id)
         if reason and reason != revocation.reason:
             raise DsbrokerError("the reason differs from the one the owner signed", reason="STATEMENT_MISMATCH",
-                                code=grpc.StatusCode.INVALID_ARGUMENT, field="reason", policy=stored.id)
+                                field="reason", policy=stored.id)
         return revocation
 
     def _keep(self, revocation: Revocation) -> bool:
@@ -224,7 +222,7 @@ class PolicyRegistry:
         """
         if not is_policy_id(grant_id):
             raise GrantError("grant must be a grant's id: 2 to 63 lower-case letters, digits and dashes",
-                             reason="GRANT_NAME_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                             reason="GRANT_NAME_INVALID",
                              details=[error_details_pb2.BadRequest(field_violations=[
                                  error_details_pb2.BadRequest.FieldViolation(
                                      field="grant", description="a grant id such as xuanwu-fgw-2026-007")])])
@@ -265,7 +263,7 @@ class PolicyRegistry:
         stored = self.store.get_policy(policy_id)
         if stored is None or not may_see(principal, department=stored.department, district=stored.district):
             raise DsbrokerError(f"policy {policy_id!r} does not exist", reason="POLICY_NOT_FOUND",
-                                code=grpc.StatusCode.NOT_FOUND, policy=policy_id)
+                                policy=policy_id)
         return self._expired_if_past(stored, self.clock())
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> list[StoredPolicy]:
@@ -294,7 +292,7 @@ class PolicyRegistry:
                 current = self.get(principal, policy_id)
                 next_state(action, current.state, subject=f"policies/{policy_id}")
                 raise DsbrokerError(f"policy {policy_id!r} changed meanwhile; try again", reason="CONCURRENT_CHANGE",
-                                    code=grpc.StatusCode.ABORTED, policy=policy_id)
+                                    policy=policy_id)
             return moved
         except DsbrokerError as error:
             self._record(event=f"policy.{action}", decision="deny", grant_id=policy_id, reason=error.reason,
@@ -341,7 +339,7 @@ def _statement_files(directory: Path) -> list[str]:
 
 
 def _not_active(grant_id: str, message: str, description: str) -> GrantError:
-    return GrantError(message, reason="GRANT_NOT_ACTIVE", code=grpc.StatusCode.FAILED_PRECONDITION, grant=grant_id,
+    return GrantError(message, reason="GRANT_NOT_ACTIVE", grant=grant_id,
                       details=[error_details_pb2.PreconditionFailure(violations=[
                           error_details_pb2.PreconditionFailure.Violation(
                               type="GRANT_STATE", subject=f"grants/{grant_id}", description=description)])])

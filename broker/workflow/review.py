@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import grpc
 from broker.access_log.log import AccessLog, AccessRecord
 from dsbroker.identity.auth import Principal, require_role
 from broker.catalog import Catalog
@@ -145,7 +144,7 @@ class Workflow:
         request = self.store.get_request(request_id)
         if request is None or not may_see(principal, department=request.department, district=request.district):
             raise DsbrokerError(f"access request {request_id!r} does not exist", reason="ACCESS_REQUEST_NOT_FOUND",
-                                code=grpc.StatusCode.NOT_FOUND, access_request=request_id)
+                                access_request=request_id)
         return request
 
     def list(self, principal: Principal, *, state: State | None, size: int,
@@ -209,18 +208,17 @@ class Workflow:
         final = len(approvals) == len(stages) - 1
         if request.state in PENDING and any(a["by"] == principal.department for a in approvals):
             raise DsbrokerError(f"{principal.department!r} has already approved this request",
-                                reason="ALREADY_APPROVED", code=grpc.StatusCode.FAILED_PRECONDITION,
-                                access_request=request_id)
+                                reason="ALREADY_APPROVED", access_request=request_id)
         target = next_state("activate" if final else "approve", request.state, subject=_name(request_id))
         stage = stages[len(approvals)]
         if stage not in principal.roles and set(stages[len(approvals) + 1:]) & principal.roles:
             raise DsbrokerError(f"the request awaits the {stage} stage before yours", reason="STAGE_NOT_REACHED",
-                                code=grpc.StatusCode.FAILED_PRECONDITION, access_request=request_id, stage=stage)
+                                access_request=request_id, stage=stage)
         require_role(stage, principal)
         _not_own_department(principal, request)
         if self.trust is None:
             raise DsbrokerError("approvals cannot be checked: the broker has no trust file (set trust)",
-                                reason="TRUST_NOT_CONFIGURED", code=grpc.StatusCode.FAILED_PRECONDITION)
+                                reason="TRUST_NOT_CONFIGURED")
         body, signed = split_document(document)
         recorded = [Approval(a["role"], a["by"], a["key"], a["signed_at"], a["signature"]) for a in approvals]
         if len(signed) != len(recorded) + 1 or signed[:-1] != recorded:
@@ -229,7 +227,7 @@ class Workflow:
         if new.role != stage or new.by != principal.department:
             raise DsbrokerError(f"this stage needs a {stage} approval signed for {principal.department!r}; the new "
                                 f"approval is a {shown(new.role)} approval for {shown(new.by)}", reason="SIGNER_MISMATCH",
-                                code=grpc.StatusCode.PERMISSION_DENIED, access_request=request_id)
+                                access_request=request_id)
         draft = request.body["draft_policy"]
         if body != draft:
             self._check_narrowing(final, draft, body)
@@ -243,7 +241,7 @@ class Workflow:
         policy = verify_policy(document, self.trust, source=_name(request_id))
         if policy.valid_until and policy.valid_until < now.astimezone(self.owner_timezone).date():
             raise DsbrokerError("the policy's validity has already ended", reason="POLICY_EXPIRED",
-                                code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)
+                                policy=policy.id)
         activated = self.store.activate(dataclasses.replace(moved, policy_id=policy.id),
                                         stored_policy_for(policy, request_id=request_id, at=now))
         if activated is None:
@@ -266,8 +264,7 @@ class Workflow:
             problems.insert(0, "narrows does not name the draft's SHA-256")
         if problems:
             raise DsbrokerError("the owner's policy does not only narrow the draft: " + "; ".join(problems),
-                                reason="POLICY_NOT_A_NARROWING", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                field="policy_document", policy=narrowed.id)
+                                reason="POLICY_NOT_A_NARROWING", field="policy_document", policy=narrowed.id)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -280,7 +277,7 @@ class Workflow:
         if not dataset.entity_column:
             raise DsbrokerError(f"dataset {shown(new.dataset)} has no described columns; its owner has not opened it "
                                 "to requests", reason="DATASET_NOT_REQUESTABLE",
-                                code=grpc.StatusCode.FAILED_PRECONDITION, table=new.dataset)
+                                table=new.dataset)
         published = {c.name: c for c in dataset.columns}
         if not new.columns:
             raise RequestFieldError("columns: ask for at least one column", field="columns")
@@ -356,7 +353,7 @@ class Workflow:
             except DsbrokerError as error:
                 return error
         return DsbrokerError(f"access request {request_id!r} changed meanwhile; read it again and retry",
-                             reason="CONCURRENT_CHANGE", code=grpc.StatusCode.ABORTED, access_request=request_id)
+                             reason="CONCURRENT_CHANGE", access_request=request_id)
 
     def _audited(self, call: Call, event: str, request_id: str, act: Callable[[], StoredRequest]) -> StoredRequest:
         try:
@@ -389,12 +386,11 @@ class Workflow:
 def _not_own_department(principal: Principal, request: StoredRequest) -> None:
     if principal.department == request.department:
         raise DsbrokerError("nobody reviews their own department's request", reason="OWN_DEPARTMENT_REQUEST",
-                            code=grpc.StatusCode.PERMISSION_DENIED, access_request=request.id)
+                            access_request=request.id)
 
 
 def _document_error(message: str) -> DsbrokerError:
-    return DsbrokerError(message, reason="APPROVAL_DOCUMENT_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                         field="policy_document")
+    return DsbrokerError(message, reason="APPROVAL_DOCUMENT_INVALID", field="policy_document")
 
 
 def _date(text: str, field: str) -> dt.date:

@@ -15,9 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
-import grpc
-
-from dsbroker.errors import ConfigError, DsbrokerError
+from dsbroker.errors import ConfigError, DsbrokerError, StoreError
 from dsbroker.database import (Durability, connect_postgres, is_database_error, is_postgres, open_sqlite,
                                postgres_errors, without_password)
 from broker.workflow.request_states import State
@@ -62,13 +60,6 @@ _ADDED_COLUMNS = (("policies", "district", "TEXT NOT NULL DEFAULT ''"),)
 _REQUEST_COLUMNS = "id, department, district, state, version, created_at, updated_at, policy_id, body"
 _POLICY_COLUMNS = ("id, version, state, department, document, sha256, request_id, state_reason, updated_at, revision, "
                    "district")
-
-
-class StoreError(DsbrokerError):
-    """Raised when the store cannot be reached or written; the change did not happen."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "STORE_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -180,7 +171,7 @@ class Store:
                 return None
             if self._execute(cursor, "SELECT 1 FROM policies WHERE id = ?", (policy.id,)).fetchone():
                 raise StoreError(f"policy {policy.id!r} already exists", reason="POLICY_EXISTS",
-                                 code=grpc.StatusCode.ALREADY_EXISTS, policy=policy.id)
+                                 policy=policy.id)
             self._insert_policy(cursor, policy)
         return stored
 

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import grpc
 import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
@@ -177,7 +176,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     for rule in RULES:
         if deadline is not None and clock() > deadline:
             raise DsbrokerError("the query's deadline passed while it was being checked", reason="GUARD_TIMEOUT",
-                                code=grpc.StatusCode.DEADLINE_EXCEEDED, rule=rule.__name__)
+                                rule=rule.__name__)
         before = expression.sql() if steps is not None and not rule.__name__.startswith("reject_") else None
         expression = rule(expression, **{name: settings[name] for name in _RULE_PARAMETERS[rule]})
         if steps is not None:

@@ -6,7 +6,7 @@ from typing import Iterator, NoReturn
 
 import sqlglot.expressions as exp
 
-from dsbroker.errors import GuardError, GuardPermissionError
+from dsbroker.errors import REASONS, GuardError, GuardPermissionError
 
 AGGREGATE_TYPES: tuple[type[exp.Expression], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 # Set on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY.
@@ -14,9 +14,10 @@ AGGREGATE_NAMES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: 
 
 
 def refuse(rule: str, reason: str, message: str, *, table: str | None = None,
-           column: str | None = None, permission: bool = False, **metadata) -> NoReturn:
-    """Raise the guard's refusal; ``rule``, ``table`` and ``column`` go into ErrorInfo metadata."""
-    cls = GuardPermissionError if permission else GuardError
+           column: str | None = None, **metadata) -> NoReturn:
+    """Raise the guard's refusal; ``rule``, ``table`` and ``column`` go into ErrorInfo metadata. A reason whose
+    code is PERMISSION_DENIED (a table or column the grant does not cover) raises a GuardPermissionError."""
+    cls = GuardPermissionError if REASONS[reason].code == "PERMISSION_DENIED" else GuardError
     raise cls(message, reason=reason, rule=rule, table=table, column=column, **metadata)
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import sqlglot
 import sqlglot.expressions as exp
 import yaml
@@ -253,7 +252,7 @@ def check_grantee_district(policy: Policy, district: str) -> None:
     if policy.district is None:
         raise GrantError(f"grant {policy.id!r} names no grantee district, so no query runs under it; its owner "
                          "re-issues it with grantee.district", reason="GRANT_DISTRICT_MISSING",
-                         code=grpc.StatusCode.FAILED_PRECONDITION, grant=policy.id)
+                         grant=policy.id)
     if district != policy.district:
         raise GrantError(f"grant {policy.id!r} is for district {policy.district}, not the district the token names",
                          reason="GRANT_DISTRICT_MISMATCH", grant=policy.id)

@@ -18,20 +18,12 @@ import threading
 from collections import OrderedDict
 from typing import NamedTuple
 
-import grpc
 import tenseal as ts
 import tenseal.sealapi  # noqa: F401  (registers SEAL's own types, e.g. Modulus, which the parameter check reads)
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import EncryptionKeyError
 from dsbroker.results.parameters import COEFF_MODULUS_BITS, MAX_PUBLIC_CONTEXT_BYTES, PLAIN_MODULUS, POLY_MODULUS_DEGREE
 
-
-
-class EncryptionKeyError(DsbrokerError):
-    """Raised when a public context is not one this version encrypts under."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "ENCRYPTION_KEY_INVALID"
 
 
 def key_id(public_context: bytes) -> str:

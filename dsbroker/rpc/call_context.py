@@ -194,22 +194,19 @@ def _request_id(context: grpc.ServicerContext) -> str:
 def _checked_request_id(value: str, field: str) -> str:
     if not REQUEST_ID_PATTERN.fullmatch(value):
         raise DsbrokerError(f"{field.removeprefix('metadata.')} must be 1 to 128 letters, digits or . _ : -",
-                            reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                            details=[_bad_request(field, "1 to 128 of [A-Za-z0-9._:-]")])
+                            reason="REQUEST_ID_INVALID", details=[_bad_request(field, "1 to 128 of [A-Za-z0-9._:-]")])
     return value
 
 
 def _undecodable(request: Undecodable, method: str) -> DsbrokerError:
     return DsbrokerError(f"the request body ({request.size} bytes) does not decode as the message of "
                          f"{method.rsplit('/', 1)[-1]}", reason="REQUEST_UNDECODABLE",
-                         code=grpc.StatusCode.INVALID_ARGUMENT,
                          details=[_bad_request("body", "a serialized protobuf message of the method's request type")])
 
 
 def _deadline_required() -> DsbrokerError:
     return DsbrokerError("this call needs a deadline (grpc timeout); it becomes the query's time limit",
-                         reason="DEADLINE_REQUIRED", code=grpc.StatusCode.INVALID_ARGUMENT,
-                         details=[_bad_request("deadline", "set a deadline on the call")])
+                         reason="DEADLINE_REQUIRED", details=[_bad_request("deadline", "set a deadline on the call")])
 
 
 def _bad_request(field: str, description: str) -> error_details_pb2.BadRequest:

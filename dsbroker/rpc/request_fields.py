@@ -26,11 +26,9 @@ import json
 import re
 from typing import Any
 
-import grpc
 from google.protobuf.descriptor import EnumDescriptor
-from google.rpc import error_details_pb2
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import RequestFieldError
 
 MAX_TEXT = 4000  # characters: the bound of every free text a caller sets
 MAX_PAGE_TOKEN_CHARS = 1024
@@ -40,22 +38,6 @@ INT64_MAX = 2 ** 63 - 1
 TIMESTAMP_MIN_SECONDS, TIMESTAMP_MAX_SECONDS = -62_135_596_800, 253_402_300_799
 _RESOURCE_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _RESOURCE_NUMBER = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: str.isdigit() takes "²" too
-
-
-class RequestFieldError(DsbrokerError):
-    """A request field that is missing, malformed or out of range; INVALID_ARGUMENT with a BadRequest
-    naming the field."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "REQUEST_FIELD_INVALID"
-
-    def __init__(self, message: str, *, field: str, **metadata) -> None:
-        super().__init__(message, field=field, **metadata)
-        self.field = field
-
-    def rich_details(self):
-        return (error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)]), *self.details)
 
 
 def bounded_text(value: str, field: str, *, required: bool = False, limit: int = MAX_TEXT) -> str:

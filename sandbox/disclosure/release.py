@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
-import grpc
-
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard import internal_names as names
@@ -144,8 +142,7 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
 
 
 def _ran_late() -> None:
-    raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
-                        code=grpc.StatusCode.DEADLINE_EXCEEDED)
+    raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
 
 
 def engine_cap(guarded: GuardedQuery, max_rows: int) -> int:
@@ -171,11 +168,9 @@ def check_size(guarded: GuardedQuery, engine_truncated: bool, *, dataset: str) -
         return
     if guarded.cells.totals:
         raise DsbrokerError(f"the query's table with totals has more than {guarded.engine_rows - 1:,} rows; its totals "
-                            "can only be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
-                            table=dataset)
+                            "can only be protected whole", reason="TOTALS_TOO_LARGE", table=dataset)
     raise DsbrokerError(f"the query has more than {guarded.engine_rows - 1} groups before its HAVING or ORDER BY; "
-                        "group more coarsely or filter", reason="GROUPS_TOO_MANY", code=grpc.StatusCode.OUT_OF_RANGE,
-                        table=dataset)
+                        "group more coarsely or filter", reason="GROUPS_TOO_MANY", table=dataset)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable
 
 import duckdb
-import grpc
 
 from dsbroker.errors import DsbrokerError, ExecutionError
 from sandbox.engine.watchdog import Watchdog
@@ -185,8 +184,7 @@ class DuckDBEngine:
         try:
             connection = self._pool.get(timeout=max(timeout_s, 0.001))
         except queue.Empty:
-            raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY",
-                                code=grpc.StatusCode.RESOURCE_EXHAUSTED) from None
+            raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY") from None
         started = time.perf_counter()
         deadline = self.clock() + timeout_s
         token = self._watchdog.arm(timeout_s, connection.interrupt)
@@ -245,8 +243,7 @@ class DuckDBEngine:
 
 
 def _timeout() -> DsbrokerError:
-    return DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
-                         code=grpc.StatusCode.DEADLINE_EXCEEDED)
+    return DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
 
 
 def _quoted(value: str) -> str:

@@ -22,12 +22,10 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-import grpc
-
 from dsbroker.database import Durability, open_sqlite
 
 from dsbroker.records.access_record import GENESIS_HASH
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import ExecutionLedgerError, PlanReplayed
 from dsbroker.records.executions import Execution, execution_hash, plan_digest, verify_executions
 from sandbox.v1 import sandbox_service_pb2 as pb
 
@@ -58,20 +56,6 @@ BEGIN SELECT RAISE(ABORT, 'the execution ledger is append-only'); END;
 # A separate statement: a ledger written before ids were single-use may hold a repeat, and then only
 # the check in ``record`` (which always runs) holds.
 _UNIQUE_IDS = "CREATE UNIQUE INDEX IF NOT EXISTS executions_unique_id ON executions (execution_id)"
-
-
-class PlanReplayed(DsbrokerError):
-    """Raised when a plan's execution id has run here before: each id runs once."""
-
-    code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "PLAN_REPLAYED"
-
-
-class ExecutionLedgerError(DsbrokerError):
-    """Raised when the ledger cannot record a plan; the plan is then not run."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "EXECUTION_LEDGER_UNAVAILABLE"
 
 
 class ExecutionLedger:

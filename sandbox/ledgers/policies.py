@@ -16,10 +16,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import grpc
-
 from dsbroker.database import Durability, open_sqlite
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import PolicyLedgerError
 from dsbroker.policy.statements import Revocation, parse_statement
 
 _SCHEMA = """
@@ -49,13 +47,6 @@ BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
 BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
 """
-
-
-class PolicyLedgerError(DsbrokerError):
-    """Raised when the ledger cannot record what the owner said; the plan or statement is then refused."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "POLICY_LEDGER_UNAVAILABLE"
 
 
 class PolicyLedger:

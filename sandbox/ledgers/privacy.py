@@ -33,10 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import grpc
-
 from dsbroker.database import Durability, open_sqlite
-from dsbroker.errors import ConfigError, DsbrokerError
+from dsbroker.errors import BudgetExhausted, ConfigError, LedgerTampered
 from dsbroker.private_files import write_private
 
 log = logging.getLogger(__name__)
@@ -66,20 +64,6 @@ _TOLERANCE = 1e-9
 
 # Failures that happen before the engine reads any data; only these give the reservation back.
 NOTHING_READ = frozenset({"SANDBOX_BUSY"})
-
-
-class LedgerTampered(DsbrokerError):
-    """Raised when the privacy ledger was changed by someone without its key: no noisy answer is given."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "PRIVACY_LEDGER_TAMPERED"
-
-
-class BudgetExhausted(DsbrokerError):
-    """Raised when a grant's privacy budget cannot pay for another query."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "PRIVACY_BUDGET_EXHAUSTED"
 
 
 @dataclass(frozen=True)
