@@ -6,7 +6,7 @@ from __future__ import annotations
 from broker.access_log.log import AccessLog, RecordFilter, StoredRecord
 from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.records.access_record import to_row
-from dsbroker.identity.auth import require_role
+from broker.permissions import require_role
 from dsbroker.errors import DsbrokerError
 from dsbroker.rpc.request_fields import (RequestFieldError, bounded_text, page_size, page_token, read_page_token,
                                    resource_number, timestamp_field)

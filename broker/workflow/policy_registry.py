@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 from google.rpc import error_details_pb2
 
 from broker.access_log.log import AccessLog, AccessRecord
-from dsbroker.identity.auth import Principal, require_role
+from dsbroker.identity.auth import Principal
 from dsbroker.errors import DsbrokerError, GrantError
 from dsbroker.policy.model import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
 from dsbroker.policy.signing import Trust
@@ -35,7 +35,7 @@ from dsbroker.policy.statements import MAX_STATEMENT_BYTES, Revocation, parse_st
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_text
 from broker.workflow.request_states import State, next_state
 from broker.workflow.store import Store, StoredPolicy
-from broker.permissions import may_see, scope_of
+from broker.permissions import check_holds_grant, may_see, require_role, scope_of
 
 log = logging.getLogger(__name__)
 PARSED_POLICIES_KEPT = 1024
@@ -227,9 +227,7 @@ class PolicyRegistry:
                                  error_details_pb2.BadRequest.FieldViolation(
                                      field="grant", description="a grant id such as xuanwu-fgw-2026-007")])])
         stored = self.store.get_policy(grant_id)
-        if stored is None or stored.department != principal.department:
-            raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",
-                             grant=grant_id)
+        check_holds_grant(principal, grant_id, stored.department if stored else None)
         stored = self._expired_if_past(stored, now)
         policy = self.policy(stored)
         check_grantee_district(policy, principal.district)

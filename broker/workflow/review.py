@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from broker.access_log.log import AccessLog, AccessRecord
-from dsbroker.identity.auth import Principal, require_role
+from dsbroker.identity.auth import Principal
 from broker.catalog import Catalog
-from dsbroker.errors import DsbrokerError, RoleError, shown
+from dsbroker.errors import DsbrokerError, shown
 from dsbroker.guard import guard
 from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel, Policy,
                            parse_policy)
@@ -35,7 +35,8 @@ from dsbroker.rpc.request_fields import (RequestFieldError, bounded_list, bounde
                                    read_page_token)
 from broker.workflow.request_states import PENDING, State, next_state
 from broker.workflow.store import Store, StoredRequest
-from broker.permissions import may_see, scope_of
+from broker.permissions import (check_may_approve, check_may_reject, check_may_withdraw, may_see, require_role,
+                                scope_of, sees_example_checks)
 
 log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
@@ -130,8 +131,7 @@ class Workflow:
         def act() -> StoredRequest:
             require_role("requester", call.principal)
             request = self.get(call.principal, request_id)
-            if request.department != call.principal.department:
-                raise RoleError("only the requesting department may withdraw a request", role="requester")
+            check_may_withdraw(call.principal, department=request.department)
             text = bounded_text(reason, "reason")
             target = next_state("withdraw", request.state, subject=_name(request_id))
             return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=text), "withdraw")
@@ -158,7 +158,7 @@ class Workflow:
 
     def example_checks(self, principal: Principal, request: StoredRequest) -> list[ExampleCheck]:
         """The guard's dry run of each example query under the draft (reviewers and owners only)."""
-        if not principal.roles & {"reviewer", "owner"}:
+        if not sees_example_checks(principal):
             return []
         policy = parse_policy(request.body["draft_policy"], source=_name(request.id))
         checks = []
@@ -194,9 +194,7 @@ class Workflow:
             request = self.get(call.principal, request_id)
             target = next_state("reject", request.state, subject=_name(request_id))
             stage = request.body["approval_stages"][len(request.body["approvals"])]
-            if stage not in call.principal.roles and "owner" not in call.principal.roles:
-                raise RoleError(f"this stage is the {stage}'s", role=stage)
-            _not_own_department(call.principal, request)
+            check_may_reject(call.principal, request_id=request.id, department=request.department, stage=stage)
             return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=text), "reject")
         return self._audited(call, "request.reject", request_id, act)
 
@@ -210,12 +208,8 @@ class Workflow:
             raise DsbrokerError(f"{principal.department!r} has already approved this request",
                                 reason="ALREADY_APPROVED", access_request=request_id)
         target = next_state("activate" if final else "approve", request.state, subject=_name(request_id))
-        stage = stages[len(approvals)]
-        if stage not in principal.roles and set(stages[len(approvals) + 1:]) & principal.roles:
-            raise DsbrokerError(f"the request awaits the {stage} stage before yours", reason="STAGE_NOT_REACHED",
-                                access_request=request_id, stage=stage)
-        require_role(stage, principal)
-        _not_own_department(principal, request)
+        stage = check_may_approve(principal, request_id=request_id, department=request.department, stages=stages,
+                                  done=len(approvals))
         if self.trust is None:
             raise DsbrokerError("approvals cannot be checked: the broker has no trust file (set trust)",
                                 reason="TRUST_NOT_CONFIGURED")
@@ -381,12 +375,6 @@ class Workflow:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(policy.document)
         os.replace(temporary, self.policies_dir / f"{policy.id}.yaml")
-
-
-def _not_own_department(principal: Principal, request: StoredRequest) -> None:
-    if principal.department == request.department:
-        raise DsbrokerError("nobody reviews their own department's request", reason="OWN_DEPARTMENT_REQUEST",
-                            access_request=request.id)
 
 
 def _document_error(message: str) -> DsbrokerError:

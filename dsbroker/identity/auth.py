@@ -2,7 +2,7 @@
 
 Authentication is a seam: an ``Authenticator`` turns the bearer token (and the client certificate,
 when the call came over mutual TLS) into a Principal. :class:`dsbroker.identity.tokens.JwtAuthenticator` is the
-one this version ships. Handlers authorise by role with :func:`require_role`.
+one this version ships. What a principal may do is decided on the broker by :mod:`broker.permissions`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 
 import grpc
 
-from dsbroker.errors import AuthenticationError, RoleError
+from dsbroker.errors import AuthenticationError
 from dsbroker.rpc.handlers import with_unary_behavior
 from dsbroker.identity.tls import PeerCertificate, peer_certificate
 
@@ -48,14 +48,6 @@ def require_principal() -> Principal:
     principal = current_principal.get()
     if principal is None:
         raise AuthenticationError("this call requires credentials")
-    return principal
-
-
-def require_role(role: str, principal: Principal | None = None) -> Principal:
-    """The caller (of the current RPC by default), who must hold ``role``; PERMISSION_DENIED otherwise."""
-    principal = principal or require_principal()
-    if role not in principal.roles:
-        raise RoleError(f"this call requires the {role} role", role=role)
     return principal
 
 
