@@ -116,7 +116,7 @@ class _Reader:
         if not isinstance(node, yaml.SequenceNode) or not all(isinstance(i, yaml.ScalarNode) for i in node.value):
             raise self.fail(node, f"{where} must be a list")
         values = [item.value for item in node.value]
-        for item, value in zip(node.value, values):
+        for item, value in zip(node.value, values, strict=True):
             if value not in allowed:
                 raise self.fail(item, f"{where}: unknown value {value!r} (allowed: {', '.join(allowed)})")
         return values

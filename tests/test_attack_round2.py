@@ -187,7 +187,7 @@ def test_repeating_an_exact_query_with_totals_gives_one_answer(tmp_path, policy)
         withheld_streets = set()
         for _ in range(20):
             released = run(engine, guarded, timeout_s=60)
-            withheld_streets.add(tuple(sorted(row[0] for row, marks in zip(released.rows, released.withheld)
+            withheld_streets.add(tuple(sorted(row[0] for row, marks in zip(released.rows, released.withheld, strict=True)
                                               if marks and row[0] != "X")))
     finally:
         engine.close()

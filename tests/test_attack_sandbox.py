@@ -296,10 +296,10 @@ def witness_request(checkpoints, leaves, *, since: int = 0) -> pb.WitnessCheckpo
     first from ``since``), made over ``leaves``, the record hashes the sender claims the log holds."""
     sizes = [since, *(c.size for c in checkpoints)]
     proofs = [consistency_proof(MerkleAccumulator().extend(leaves[:old]), leaves[old:new])
-              for old, new in zip(sizes, sizes[1:])]
+              for old, new in zip(sizes, sizes[1:], strict=False)]
     return pb.WitnessCheckpointRequest(checkpoints=[pb.LogCheckpoint(
         size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature,
-        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs)])
+        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs, strict=True)])
 
 
 def written_log(location, key_path, records: int):

@@ -123,13 +123,13 @@ class Deployment:
         self.partition_files = split_demo_data(demo_db, list(PARTITIONS), state / "partitions")
         self.sandboxes = [plaintext_sandbox(demo_db, "whole", state / "whole-executions.sqlite")]
         self.sandboxes += [plaintext_sandbox(path, name, state / f"{name}-executions.sqlite")
-                           for name, path in zip(PARTITIONS, self.partition_files)]
+                           for name, path in zip(PARTITIONS, self.partition_files, strict=True)]
         self.proxies = [RecordingProxy(running.port) for running in self.sandboxes]
         self.access_log = state / "access-log.sqlite"
         self.broker = start_broker(broker_settings_for(
             self.proxies[0].port, self.access_log, policies=str(encrypted_policies(state / "policies")),
             sandbox_plaintext=True, sandbox_ca="", sandbox_cert="", sandbox_key="",
-            partitions=tuple(f"{name}=127.0.0.1:{proxy.port}" for name, proxy in zip(PARTITIONS, self.proxies[1:]))))
+            partitions=tuple(f"{name}=127.0.0.1:{proxy.port}" for name, proxy in zip(PARTITIONS, self.proxies[1:], strict=True))))
 
     def client(self) -> BrokerClient:
         return BrokerClient(f"127.0.0.1:{self.broker.port}", token=token_for(), tls=client_tls())
@@ -143,7 +143,7 @@ class Deployment:
 
     def stop(self) -> None:
         self.broker.stop()
-        for running, proxy in zip(self.sandboxes, self.proxies):
+        for running, proxy in zip(self.sandboxes, self.proxies, strict=True):
             running.stop()
             proxy.close()
 
@@ -161,7 +161,7 @@ def key() -> EncryptionKey:
 
 
 def by_keys(columns, rows, width):
-    return {tuple(row[:width]): dict(zip(columns[width:], row[width:])) for row in rows}
+    return {tuple(row[:width]): dict(zip(columns[width:], row[width:], strict=True)) for row in rows}
 
 
 def test_encrypted_cells_equal_the_plaintext_cells_one_by_one(deployment, key):
@@ -220,7 +220,7 @@ def test_a_secure_sum_over_three_partitions_equals_the_sum_of_their_partials(dep
     assert result.encryption["partitions"] == 3
     assert result.columns == ["industry_section", "size_class", "declarations", "vat", "mean_revenue"]
     got = {tuple(row[:2]): (row[2], row[3], row[4], withheld)
-           for row, withheld in zip(result.rows, result.encryption["partitions_withheld"])}
+           for row, withheld in zip(result.rows, result.encryption["partitions_withheld"], strict=True)}
     assert got.keys() == expected.keys() and len(got) > 10
     for group, (count, vat, revenue, n, withheld, _) in expected.items():
         assert got[group][:2] == (count, vat), group
@@ -451,7 +451,7 @@ def test_the_log_reconciles_with_every_partitions_ledger(deployment, key, tmp_pa
 ], ids=["a sandbox the policy does not name", "two partitions swapped", "one partition twice"])
 def test_a_partition_address_that_reaches_the_wrong_sandbox_is_refused(deployment, key, tmp_path, stand_ins, reason,
                                                                         code):
-    ports = dict(zip(("whole", *PARTITIONS), (proxy.port for proxy in deployment.proxies)))
+    ports = dict(zip(("whole", *PARTITIONS), (proxy.port for proxy in deployment.proxies), strict=True))
     wrong = {**ports, **{name: ports[stand_in] for name, stand_in in stand_ins.items()}}
     broker = start_broker(broker_settings_for(
         ports["whole"], tmp_path / "access-log.sqlite", policies=str(encrypted_policies(tmp_path / "policies")),

@@ -325,8 +325,8 @@ def test_no_answer_depends_on_one_taxpayer_beyond_its_released_cells(neighbours,
         released = run(engine, guarded, timeout_s=30)  # never an error, whatever the victim declared
         wanted, marks = oracle(query, rows, k, suppression, dominance)
         assert len(released.rows) == len(wanted), (name, query.sql(), released.rows, wanted)
-        for got_row, wanted_row in zip(released.rows, wanted):
-            assert all(_same(g, w) for g, w in zip(got_row, wanted_row)), (name, query.sql(), got_row, wanted_row)
+        for got_row, wanted_row in zip(released.rows, wanted, strict=True):
+            assert all(_same(g, w) for g, w in zip(got_row, wanted_row, strict=True)), (name, query.sql(), got_row, wanted_row)
         got_marks = {(row, column) for row, cells in enumerate(released.withheld) for column in cells}
         assert got_marks == marks, (name, query.sql())
 

@@ -116,12 +116,12 @@ def guard_medians(policy, runs: int) -> tuple[float, float]:
 
     cache = PlanCache()
     for sql in GUARD_SQL:
-        cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: check(sql))
+        cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda sql=sql: check(sql))
     fresh, hits = [], []
     for _ in range(runs):
         for sql in GUARD_SQL:
-            fresh += timed(lambda: check(sql), 1)
-            hits += timed(lambda: cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: check(sql)), 1)
+            fresh += timed(lambda sql=sql: check(sql), 1)
+            hits += timed(lambda sql=sql: cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: check(sql)), 1)
     return statistics.median(fresh), statistics.median(hits)
 
 

@@ -98,12 +98,12 @@ def encrypted_bench(root: Path, scratch: Path, layout, cache: Path, runs: int) -
         for _ in range(runs):
             for groups, sections in SECTIONS.items():
                 sql = SQL.format(sections=sections)
-                sample(f"direct-{groups}", lambda: direct.execute(sql.replace(
+                sample(f"direct-{groups}", lambda sql=sql: direct.execute(sql.replace(
                     "WHERE", "WHERE district_code = '320102' AND")).fetchall())
-                sample(f"plain-{groups}", lambda: client.query(grants[1], sql))
-                sample(f"encrypted-{groups}", lambda: client.query(grants[1], sql, encryption_key=key))
+                sample(f"plain-{groups}", lambda sql=sql: client.query(grants[1], sql))
+                sample(f"encrypted-{groups}", lambda sql=sql: client.query(grants[1], sql, encryption_key=key))
             for count in PARTITION_COUNTS:
-                sample(f"partitions-{count}", lambda: client.query(grants[count], full, encryption_key=key))
+                sample(f"partitions-{count}", lambda count=count: client.query(grants[count], full, encryption_key=key))
         # The size of the answer as it travels (the SDK hands back only the decrypted cells).
         response_bytes = len(client._queries.RunQuery(
             query_pb.RunQueryRequest(grant=grants[1], sql=full,

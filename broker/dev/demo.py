@@ -134,7 +134,7 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
         init_keys(layout.root, clients=tuple(ACTORS), force=True)
         console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
-    partitions = dict(zip(PARTITIONS, split_demo_data(data, list(PARTITIONS), cache_dir / f"partitions-{taxpayers}")))
+    partitions = dict(zip(PARTITIONS, split_demo_data(data, list(PARTITIONS), cache_dir / f"partitions-{taxpayers}"), strict=True))
     policies = state / "policies"
     policies.mkdir()
     (policies / f"{PARTITIONED_GRANT}.yaml").write_text(approve_for_development(layout, PARTITIONED_POLICY))

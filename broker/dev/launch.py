@@ -80,7 +80,7 @@ class ServerProcess:
         self._scratch.cleanup()
         return self.process.returncode
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *_exc) -> None:

@@ -85,7 +85,7 @@ class StoredRequest:
     policy_id: str = ""
     body: dict[str, Any] = field(default_factory=dict)
 
-    def moved(self, state: State, at: str, **body: Any) -> "StoredRequest":
+    def moved(self, state: State, at: str, **body: Any) -> StoredRequest:
         """A copy in ``state`` at ``at`` with ``body`` fields updated (the version moves on when stored)."""
         return replace(self, state=state, updated_at=at, body={**self.body, **body})
 

@@ -83,7 +83,7 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
                 inner.expressions.append(aggregated.as_(source, copy=False))
         return quantities.index(wanted)
 
-    for name, output in zip(names, projections):
+    for name, output in zip(names, projections, strict=True):
         if isinstance(output, exp.Count) and isinstance(output.this, exp.Distinct):
             outputs.append(NoisyOutput(name, "entities", -1))
         elif isinstance(output, exp.Count):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -68,10 +67,10 @@ class Call:
     """
 
     op: str
-    args: tuple["Node", ...]
+    args: tuple[Node, ...]
 
 
-Node = Union[Key, Stat, Const, Linear, Average, Call]
+Node = Key | Stat | Const | Linear | Average | Call
 
 STATISTIC_KINDS = ("entities", "rows", "sum", "count", "min", "max")
 

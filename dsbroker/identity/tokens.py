@@ -296,7 +296,7 @@ def _is_seconds(value: object) -> bool:
 
 
 def authenticator_from_settings(settings, *, binding: str,
-                                clock: Callable[[], float] = time.time) -> "JwtAuthenticator":
+                                clock: Callable[[], float] = time.time) -> JwtAuthenticator:
     """The JwtAuthenticator that a server's jwks / jwt_* settings describe; ConfigError when incomplete.
 
     ``clock`` (seconds since the epoch) is what token lifetimes are checked against."""

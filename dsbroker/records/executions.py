@@ -51,7 +51,7 @@ def read_executions(path: str | Path) -> list[Execution]:
     with closing(open_sqlite_read_only(path)) as db:
         cursor = db.execute("SELECT * FROM executions ORDER BY seq")
         names = [d[0] for d in cursor.description]
-        return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]
+        return [Execution(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def verify_executions(entries: Sequence[Execution]) -> list[str]:

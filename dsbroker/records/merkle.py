@@ -39,7 +39,7 @@ class MerkleAccumulator:
         self.size = 0
         self._subtrees: list[tuple[int, bytes]] = []  # (height, root), largest first
 
-    def copy(self) -> "MerkleAccumulator":
+    def copy(self) -> MerkleAccumulator:
         """Another accumulator at the same size, to grow apart from this one."""
         made = MerkleAccumulator()
         made.size, made._subtrees = self.size, list(self._subtrees)
@@ -65,7 +65,7 @@ class MerkleAccumulator:
         self._subtrees.append((height, node))
         self.size += 1
 
-    def extend(self, record_hashes: Iterable[str]) -> "MerkleAccumulator":
+    def extend(self, record_hashes: Iterable[str]) -> MerkleAccumulator:
         """Append several hashes; returns self."""
         for record_hash in record_hashes:
             self.add(record_hash)

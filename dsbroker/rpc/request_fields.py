@@ -100,7 +100,7 @@ def read_page_token(token: str, *types: type) -> tuple | None:
         values = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
         if not isinstance(values, list) or len(values) != len(types):
             raise ValueError("not the list this method issues")
-        for value, kind in zip(values, types):
+        for value, kind in zip(values, types, strict=True):
             if kind is int and not (type(value) is int and 0 <= value <= INT64_MAX):
                 raise ValueError("not a position")
             if kind is str and not (type(value) is str and len(value) <= MAX_TOKEN_TEXT):

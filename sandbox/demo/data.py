@@ -184,7 +184,7 @@ def _write_taxpayers(staging: Path, count: int, rng: random.Random) -> None:
                          "registration_type", "size_class", "registered_on", "scale", "vat_rate", "margin", "employees"])
         for street, industry, registration in zip(
                 rng.choices(streets, street_weights, k=count), rng.choices(INDUSTRIES, industry_weights, k=count),
-                rng.choices(REGISTRATION_TYPES, registration_weights, k=count)):
+                rng.choices(REGISTRATION_TYPES, registration_weights, k=count), strict=True):
             street_code, _, district = street
             code, section, _, _, vat_rate, margin = industry
             taxpayer_id = make_uscc(rng, district)

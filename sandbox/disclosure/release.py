@@ -134,7 +134,7 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
             counts["dominance"] += dominated
             counts["secondary"] += len(marked) - few - dominated
         released.append(values if direct is not None else
-                        tuple(wire_value(value, kind) for value, kind in zip(values, kinds)))
+                        tuple(wire_value(value, kind) for value, kind in zip(values, kinds, strict=True)))
         withheld.append(marked)
         if plan.totals:
             bits = seen[grouping_at]
@@ -210,7 +210,7 @@ class Layout:
                 hidden = hidden | sums
         return hidden
 
-    def hidden_by_dominance(self, row: tuple, rule: "_Rule") -> frozenset[int]:
+    def hidden_by_dominance(self, row: tuple, rule: _Rule) -> frozenset[int]:
         """The positions of the sums the dominance rule withholds in ``row``."""
         hidden = _NOTHING
         for columns, sums in self.dominance:
@@ -225,7 +225,7 @@ def layout_of(column_names: list[str], types: list[str], plan: CellPlan) -> Layo
     keys = tuple(position[names.key(i)] for i in range(plan.keys))
     statistics = tuple(position[names.statistic(i)] for i in range(len(plan.statistics)))
     stat_kinds = tuple("int" if s.kind in ("entities", "rows", "count") else kind_of(types[i])
-                       for s, i in zip(plan.statistics, statistics))
+                       for s, i in zip(plan.statistics, statistics, strict=True))
     sums: dict[str, set[int]] = defaultdict(set)
     for index, statistic in enumerate(plan.statistics):
         if statistic.kind == "sum":
@@ -247,15 +247,15 @@ def read_cells(names_: list[str], types: list[str], rows: list[tuple], guarded: 
     return layout_of(names_, types, guarded.cells), rows
 
 
-def compile_plan(plan: CellPlan, layout: Layout) -> "_Program":
+def compile_plan(plan: CellPlan, layout: Layout) -> _Program:
     """The plan's expressions compiled for a cell table of ``layout``."""
     return _program(plan, layout)
 
 
-def output_types(plan: CellPlan, layout: Layout, program: "_Program") -> list[str]:
+def output_types(plan: CellPlan, layout: Layout, program: _Program) -> list[str]:
     """The engine type name of each output: a key's own, or the kind its computation gives."""
     return [layout.key_types[o.node.index] if isinstance(o.node, Key) else ENGINE_TYPES[kind]
-            for o, kind in zip(plan.outputs, program.kinds)]
+            for o, kind in zip(plan.outputs, program.kinds, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ class _Rule:
     p: tuple[int, int] | None  # the p% rule's p; None without it
 
     @classmethod
-    def of(cls, dominance: Dominance) -> "_Rule":
+    def of(cls, dominance: Dominance) -> _Rule:
         def exact(value):
             fraction = Fraction(value)
             return fraction.numerator, fraction.denominator
@@ -368,8 +368,8 @@ def _order(answered: list, program: _Program) -> None:
             answered.sort(key=lambda entry: repr(type(value(entry))), reverse=descending)
 
 
-def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int], secondary: set[int], layout: Layout,
-                    k: int, dominance: "_Rule | None", check: Callable[[], None]) -> dict[int, frozenset[int]]:
+def _secondary_sums(rows: list[tuple], equations: _Equations, small: set[int], secondary: set[int], layout: Layout,
+                    k: int, dominance: _Rule | None, check: Callable[[], None]) -> dict[int, frozenset[int]]:
     """Per row, the sums secondary suppression withholds besides whole rows, measure by measure.
 
     For one summed measure: its sums that some but fewer than k entities make up (or that the dominance
@@ -406,7 +406,8 @@ def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int],
             # cancel it: at most the entities with a negative amount anywhere (the grand total's count) can.
             cancelling = rows[equations.root][negatives_of[sums]] or 0 if sums in negatives_of else 0
         withheld = (whole | own) - known
-        for index in equations.close(withheld, lambda i: max(0, (rows[i][size_at] or 0) - cancelling), k,
+        # close() calls the size function only during this call, with this iteration's size_at and cancelling.
+        for index in equations.close(withheld, lambda i: max(0, (rows[i][size_at] or 0) - cancelling), k,  # noqa: B023
                                      known=known, check=check):
             found[index] = found[index] | sums
     return found
