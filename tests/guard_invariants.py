@@ -139,7 +139,7 @@ class _Checker:
                 self.fail(f"GROUP BY {key.sql()} is not a group column")
         projections = list(self.inner.expressions)
         expected = [(f"__g{i}", key) for i, key in enumerate(keys)] + [("__e", entity)]
-        for (alias, wanted), projection in zip(expected, projections, strict=True):
+        for (alias, wanted), projection in zip(expected, projections, strict=False):
             if not (isinstance(projection, exp.Alias) and projection.alias == alias and projection.this == wanted):
                 self.fail(f"the per-entity query does not output {wanted.sql()} as {alias}")
         rest = projections[len(expected):]

@@ -13,6 +13,8 @@ of a total, so there the counts are distinct counts over the per-entity rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
@@ -52,15 +54,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
 
     outer = [aliased(key, names.key(i)) for i, key in enumerate(cell_keys())]
     for index, statistic in enumerate(plan.statistics):
-        source = projections[names.statistic(index)]
-        if statistic.kind == "entities":
-            value = counted()
-        elif statistic.kind == "rows":
-            value = exp.Sum(this=internal_column(names.ROWS))
-        elif statistic.kind in ("sum", "count"):
-            value = exp.Sum(this=per_entity(source.this, statistic.kind))
-        else:
-            value = type(source)(this=per_entity(source.this, statistic.kind))
+        value = _cell_statistic(statistic.kind, projections[names.statistic(index)], counted, per_entity)
         outer.append(aliased(value, names.statistic(index)))
     if totals:
         outer.append(aliased(exp.Grouping(expressions=cell_keys()), names.GROUPING))
@@ -82,11 +76,34 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
         expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=cell_keys())] if totals else cell_keys()))
     else:
         expression.set("group", None)
-    for clause in ("having", "order"):  # the threshold and the released-first order count entities again
+    _count_entities_again(expression, counted)
+    _release_first_by_contributors(expression, contributors)
+    return expression
+
+
+def _cell_statistic(kind: str, source: exp.Expression, counted: Callable[[], exp.Expression],
+                    per_entity: Callable[[exp.Expression, str], exp.Expression]) -> exp.Expression:
+    """A cell's statistic of ``kind`` from the per-entity rows: entities counted, rows and sums added up,
+    extremes taken again."""
+    if kind == "entities":
+        return counted()
+    if kind == "rows":
+        return exp.Sum(this=internal_column(names.ROWS))
+    if kind in ("sum", "count"):
+        return exp.Sum(this=per_entity(source.this, kind))
+    return type(source)(this=per_entity(source.this, kind))
+
+
+def _count_entities_again(expression: exp.Select, counted: Callable[[], exp.Expression]) -> None:
+    """The threshold and the released-first order count entities again, from the per-entity rows."""
+    for clause in ("having", "order"):
         node = expression.args.get(clause)
         for count in list(node.find_all(exp.Count)) if node is not None else ():
             if isinstance(count.this, exp.Distinct):
                 count.replace(counted())
+
+
+def _release_first_by_contributors(expression: exp.Select, contributors: list[exp.Expression]) -> None:
     order = expression.args.get("order")
     first = order.expressions[0] if order is not None and order.expressions else None
     if first is not None and RELEASED_FIRST_META in first.meta and contributors:
@@ -94,9 +111,9 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
         # released first means that rule as well, or such groups would take places under the cap.
         k = exp.Literal.number(first.meta[RELEASED_FIRST_META])
         first.set("this", exp.and_(first.this, *(
-            exp.or_(exp.EQ(this=count.copy(), expression=exp.Literal.number(0)), exp.GTE(this=count.copy(), expression=k))
+            exp.or_(exp.EQ(this=count.copy(), expression=exp.Literal.number(0)),
+                    exp.GTE(this=count.copy(), expression=k))
             for count in contributors)))
-    return expression
 
 
 def totals_contributors(total: exp.Expression, counted) -> exp.Expression:

@@ -111,14 +111,7 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
             this=exp.to_identifier(internal.RANKED)))).where(exp.LTE(
                 this=exp.column(internal.RANK), expression=exp.Literal.number(noise.groups_per_entity)))
         source = exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
-    measures = [exp.Count(this=exp.Star()).as_(internal.ENTITIES, copy=False)]
-    for index, wanted in enumerate(quantities):
-        value = exp.column(_source(wanted.kind, wanted.measure))
-        low, high = noise.bounds[wanted.measure] if wanted.kind == "sum" else (0, wanted.bound)
-        clipped = _clip(value, low, high)
-        # No cast: the sum of clipped totals stays in the engine's wide integer type, which no bound
-        # times any number of taxpayers overflows (a cast to BIGINT could fail, and tell why).
-        measures.append(exp.Sum(this=clipped).as_(internal.noisy_quantity(index), copy=False))
+    measures = [exp.Count(this=exp.Star()).as_(internal.ENTITIES, copy=False), *_clipped_sums(quantities, noise)]
     order = expression.args.get("order")
     limit = expression.args.get("limit")
     plan = NoisePlan(
@@ -132,6 +125,19 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
         rewritten.set("group", exp.Group(expressions=cells))
     rewritten.meta[NOISE_PLAN_META] = plan
     return rewritten
+
+
+def _clipped_sums(quantities: list[NoisyQuantity], noise: Noise) -> list[exp.Expression]:
+    """Each noisy quantity: the sum over the cell's taxpayers of their totals, each clipped to its bounds."""
+    measures: list[exp.Expression] = []
+    for index, wanted in enumerate(quantities):
+        value = exp.column(_source(wanted.kind, wanted.measure))
+        low, high = noise.bounds[wanted.measure] if wanted.kind == "sum" else (0, wanted.bound)
+        clipped = _clip(value, low, high)
+        # No cast: the sum of clipped totals stays in the engine's wide integer type, which no bound
+        # times any number of taxpayers overflows (a cast to BIGINT could fail, and tell why).
+        measures.append(exp.Sum(this=clipped).as_(internal.noisy_quantity(index), copy=False))
+    return measures
 
 
 def _source(kind: str, measure: str | None) -> str:

@@ -21,22 +21,7 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
     """Expand aliases and ordinals in GROUP BY, HAVING and ORDER BY; refuse shadowing aliases."""
     projections = expression.expressions
     column_names = {key.split(".")[-1] for key in columns}  # a lookup's columns too
-    aliased: dict[str, exp.Expression] = {}
-    for projection in projections:
-        name = output_name(projection)
-        if name is None:
-            continue
-        name = name.lower()
-        if internal_names.is_internal(name):
-            refuse("expand_output_aliases", "ALIAS_RESERVED",
-                   f"output names starting with two underscores are reserved for the guard's rewrites: {name!r}",
-                   column=name)
-        if name in column_names and name not in {c.name for c in projection.this.find_all(exp.Column)}:
-            refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
-                   f"output name {name!r} is also a column name; choose another alias", column=name)
-        if name in aliased:
-            refuse("expand_output_aliases", "DUPLICATE_ALIAS", f"output name {name!r} is used twice", column=name)
-        aliased[name] = projection.this
+    aliased = _output_aliases(projections, column_names)
 
     copies = _Copies(expression)
     group = expression.args.get("group")
@@ -71,6 +56,27 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
         for ordered in order.expressions:
             ordered.set("this", _expand(ordered.this, projections, aliased, "ORDER BY", copies))
     return expression
+
+
+def _output_aliases(projections: list[exp.Expression], column_names: set[str]) -> dict[str, exp.Expression]:
+    """Each output name (lower case) and the expression it names; refuses reserved, shadowing and repeated names."""
+    aliased: dict[str, exp.Expression] = {}
+    for projection in projections:
+        name = output_name(projection)
+        if name is None:
+            continue
+        name = name.lower()
+        if internal_names.is_internal(name):
+            refuse("expand_output_aliases", "ALIAS_RESERVED",
+                   f"output names starting with two underscores are reserved for the guard's rewrites: {name!r}",
+                   column=name)
+        if name in column_names and name not in {c.name for c in projection.this.find_all(exp.Column)}:
+            refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
+                   f"output name {name!r} is also a column name; choose another alias", column=name)
+        if name in aliased:
+            refuse("expand_output_aliases", "DUPLICATE_ALIAS", f"output name {name!r} is used twice", column=name)
+        aliased[name] = projection.this
+    return aliased
 
 
 class _Copies:

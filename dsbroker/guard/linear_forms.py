@@ -20,6 +20,7 @@ from __future__ import annotations
 import decimal
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import NoReturn
 
 import sqlglot.expressions as exp
 
@@ -102,33 +103,46 @@ class _Reader:
 
     def read(self, node: exp.Expression) -> LinearForm:
         if type(node) not in LINEAR_NODES:
-            for column in node.find_all(exp.Column):  # a column that may not be aggregated at all says more
-                if type(column) is exp.Column:
-                    self.read(column)
-            column = node.find(exp.Column)
-            refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
-                   f"inside {self.aggregate} only a linear expression of measures is allowed (measures, + and -, "
-                   f"and * or / by a number), not {node.key.upper()}", table=self.dataset,
-                   construct=node.key.upper(), column=column.name if column is not None else None)
+            self.refuse_construct(node)
         if isinstance(node, exp.Column):
-            level = self.columns.get(column_key(node))
-            if level is not ColumnLevel.MEASURE:
-                named = level.value if level is not None else "hidden"
-                refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED",
-                       f"{self.aggregate}({node.name}) is not allowed: {node.name!r} is a {named} column, and "
-                       "aggregates take measure columns", table=table_of(node, self.dataset), column=node.name)
-            return LinearForm({column_key(node): Fraction(1)})
+            return self.column(node)
         if isinstance(node, exp.Literal):
-            if node.is_string:
-                refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED", f"{self.aggregate} may not take text literals",
-                       table=self.dataset)
-            value, kind = number_literal(node, rule=self.rule, dataset=self.dataset)
-            return LinearForm(constant=value, kind=kind)
+            return self.literal(node)
         if isinstance(node, exp.Paren):
             return self.read(node.this)
         if isinstance(node, exp.Neg):
             inner = self.read(node.this)
             return self.scaled(inner, Fraction(-1), inner.kind)
+        return self.binary(node)
+
+    def refuse_construct(self, node: exp.Expression) -> NoReturn:
+        for column in node.find_all(exp.Column):  # a column that may not be aggregated at all says more
+            if type(column) is exp.Column:
+                self.read(column)
+        column = node.find(exp.Column)
+        refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
+               f"inside {self.aggregate} only a linear expression of measures is allowed (measures, + and -, "
+               f"and * or / by a number), not {node.key.upper()}", table=self.dataset,
+               construct=node.key.upper(), column=column.name if column is not None else None)
+
+    def column(self, node: exp.Column) -> LinearForm:
+        level = self.columns.get(column_key(node))
+        if level is not ColumnLevel.MEASURE:
+            named = level.value if level is not None else "hidden"
+            refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED",
+                   f"{self.aggregate}({node.name}) is not allowed: {node.name!r} is a {named} column, and "
+                   "aggregates take measure columns", table=table_of(node, self.dataset), column=node.name)
+        return LinearForm({column_key(node): Fraction(1)})
+
+    def literal(self, node: exp.Literal) -> LinearForm:
+        if node.is_string:
+            refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED", f"{self.aggregate} may not take text literals",
+                   table=self.dataset)
+        value, kind = number_literal(node, rule=self.rule, dataset=self.dataset)
+        return LinearForm(constant=value, kind=kind)
+
+    def binary(self, node: exp.Expression) -> LinearForm:
+        """``+``, ``-``, ``*`` and ``/``: linear when a product or a quotient has a number on one side."""
         left, right = self.read(node.left), self.read(node.right)
         kind = widest(left.kind, right.kind)
         if isinstance(node, (exp.Add, exp.Sub)):
@@ -157,7 +171,7 @@ class _Reader:
             _check_range(value, self.rule, self.dataset)
         return form
 
-    def not_linear(self, node: exp.Expression, what: str) -> None:
+    def not_linear(self, node: exp.Expression, what: str) -> NoReturn:
         column = node.find(exp.Column)
         refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
                f"inside {self.aggregate} only a linear expression of measures is allowed; {what} is not "

@@ -44,14 +44,7 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
             _require_literal(term.args["low"], column, dataset, number=column in ranges)
             _require_literal(term.args["high"], column, dataset, number=column in ranges)
         elif isinstance(term, (exp.EQ, *_LOWER, *_UPPER)):
-            left, right = term.left, term.right
-            lower = isinstance(term, _LOWER)
-            if _is_literal(left) and not _is_literal(right):  # 5 < x is x > 5
-                left, right, lower = right, left, not lower
-            column = _filter_column(left, dataset, columns, ranges, in_range=not isinstance(term, exp.EQ))
-            _require_literal(right, column, dataset, number=column in ranges)
-            if not isinstance(term, exp.EQ):
-                bounds.setdefault(column, set()).add("lower" if lower else "upper")
+            _check_comparison(term, dataset, columns, ranges, bounds)
         else:
             refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
                    f"{term.key.upper()} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
@@ -61,6 +54,19 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
             refuse("reject_invalid_filters", "RANGE_NOT_BOUNDED",
                    f"the range on {column!r} must be bounded on both sides; use BETWEEN", table=dataset, column=column)
     return expression
+
+
+def _check_comparison(term: exp.Binary, dataset: str, columns: dict, ranges: dict,
+                      bounds: dict[str, set[str]]) -> None:
+    """A column = < <= > >= a literal, either way round; each range's side goes into ``bounds``."""
+    left, right = term.left, term.right
+    lower = isinstance(term, _LOWER)
+    if _is_literal(left) and not _is_literal(right):  # 5 < x is x > 5
+        left, right, lower = right, left, not lower
+    column = _filter_column(left, dataset, columns, ranges, in_range=not isinstance(term, exp.EQ))
+    _require_literal(right, column, dataset, number=column in ranges)
+    if not isinstance(term, exp.EQ):
+        bounds.setdefault(column, set()).add("lower" if lower else "upper")
 
 
 def _filter_column(term: exp.Expression, dataset: str, columns: dict, ranges: dict, *, in_range: bool) -> str:

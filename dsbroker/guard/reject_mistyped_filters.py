@@ -27,6 +27,13 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
     """Refuse a filter literal, a date part or a join key whose type does not match its column's."""
     if column_types is None:
         return expression
+    _check_filter_literals(expression, dataset, column_types)
+    _check_date_parts(expression, dataset, column_types)
+    _check_join_keys(expression, dataset, column_types)
+    return expression
+
+
+def _check_filter_literals(expression: exp.Select, dataset: str, column_types: dict) -> None:
     where = expression.args.get("where")
     for term in conjuncts(where.this if where is not None else None):
         if isinstance(term, exp.In):
@@ -45,11 +52,17 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
                        f"{column.name!r} holds {_described(wanted)} and may be compared only with "
                        f"{_described(wanted)}; write the literal as one", table=table_of(column, dataset),
                        column=column.name)
+
+
+def _check_date_parts(expression: exp.Select, dataset: str, column_types: dict) -> None:
     for node in expression.find_all(*DATE_PARTS):
         if isinstance(node.this, exp.Column) and _column_class(node.this, dataset, column_types) not in (*_DATES, None):
             refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
                    f"date parts take a date or timestamp column, and {node.this.name!r} is not one",
                    table=table_of(node.this, dataset), column=node.this.name)
+
+
+def _check_join_keys(expression: exp.Select, dataset: str, column_types: dict) -> None:
     for join in expression.args.get("joins") or []:
         on = join.args.get("on")
         if isinstance(on, exp.EQ) and isinstance(on.left, exp.Column) and isinstance(on.right, exp.Column):
@@ -58,7 +71,6 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
                 refuse("reject_mistyped_filters", "JOIN_TYPE_MISMATCH",
                        f"the lookup's key {on.right.name!r} has another type than the dataset's; the owner must "
                        "store both alike", table=table_of(on.right, dataset), column=on.right.name)
-    return expression
 
 
 def _column_class(column: exp.Column, dataset: str, column_types: dict) -> str | None:

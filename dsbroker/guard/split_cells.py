@@ -145,6 +145,11 @@ class _Lowering:
             return self.aggregate(node)
         if isinstance(node, exp.Paren):
             return self.lower(node.this)
+        if isinstance(node, (exp.Literal, exp.Boolean, exp.Null, exp.Cast)):
+            return self.constant(node)
+        return self.operation(node)
+
+    def constant(self, node: exp.Literal | exp.Boolean | exp.Null | exp.Cast) -> Const:
         if isinstance(node, exp.Literal):
             if node.is_string:
                 return Const(node.name, "text")
@@ -154,8 +159,10 @@ class _Lowering:
             return Const(node.this, "bool")
         if isinstance(node, exp.Null):
             return Const(None, "null")
-        if isinstance(node, exp.Cast):  # reject_unsupported_syntax allows a DATE or TIMESTAMP literal only
-            return _date_literal(node, self.dataset)
+        return _date_literal(node, self.dataset)  # reject_unsupported_syntax allows a DATE or TIMESTAMP literal only
+
+    def operation(self, node: exp.Expression) -> Node:
+        """An operator over lowered arguments (numbers alone folded into one constant)."""
         if isinstance(node, exp.Neg):
             return _folded(Call("neg", (self.lower(node.this),)))
         if isinstance(node, exp.Not):

@@ -480,10 +480,20 @@ class _Reader:
         if delta >= 1e-3:
             raise self.fail(items["delta"], "disclosure.noise.delta must be below 0.001 (it is the chance that a "
                                             "cell of one taxpayer is released)")
+        bounds = self.noise_bounds(items["bounds"], columns)
+        return Noise(epsilon, budget, bounds, delta,
+                     self.integer(items["groups_per_entity"], "disclosure.noise.groups_per_entity", 1)
+                     if "groups_per_entity" in items else 1,
+                     self.integer(items["rows_per_entity"], "disclosure.noise.rows_per_entity", 1)
+                     if "rows_per_entity" in items else 1)
+
+    def noise_bounds(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[int, int]]:
+        """Each measure's clipping bounds, two whole numbers low < high."""
         bounds: dict[str, tuple[int, int]] = {}
-        for name, bound_node in self.mapping(items["bounds"], ("disclosure", "noise", "bounds"), None).items():
+        for name, bound_node in self.mapping(node, ("disclosure", "noise", "bounds"), None).items():
             if columns.get(name) is not ColumnLevel.MEASURE:
-                raise self.fail(bound_node, f"disclosure.noise.bounds: {shown(name)} is not a measure column of this policy")
+                raise self.fail(bound_node, f"disclosure.noise.bounds: {shown(name)} is not a measure column of this "
+                                            "policy")
             if not isinstance(bound_node, yaml.SequenceNode) or len(bound_node.value) != 2:
                 raise self.fail(bound_node, f"disclosure.noise.bounds.{name} must be [low, high]")
             low, high = (self.scalar(item, f"disclosure.noise.bounds.{name}") for item in bound_node.value)
@@ -491,11 +501,7 @@ class _Reader:
                 raise self.fail(bound_node, f"disclosure.noise.bounds.{name} must be two whole numbers, low < high "
                                             "(in the column's unit, e.g. fen)")
             bounds[name] = (low, high)
-        return Noise(epsilon, budget, bounds, delta,
-                     self.integer(items["groups_per_entity"], "disclosure.noise.groups_per_entity", 1)
-                     if "groups_per_entity" in items else 1,
-                     self.integer(items["rows_per_entity"], "disclosure.noise.rows_per_entity", 1)
-                     if "rows_per_entity" in items else 1)
+        return bounds
 
     def partitions(self, node: yaml.Node, results: tuple[str, ...], disclosure: dict[str, yaml.Node]) -> tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode) or len(node.value) < 2:
