@@ -231,11 +231,12 @@ class _Checker:
             if alias == "__s0":
                 ok = text == entities
             elif re.fullmatch(r"__s\d+", alias):
-                ok = text == "SUM(__rows)" or bool(re.fullmatch(r"(SUM\(__(sum|count)|MIN\(__min|MAX\(__max)_[a-z_0-9]+\)",
-                                                                text)) and self._per_entity(value.this)
+                ok = text == "SUM(__rows)" or bool(re.fullmatch(
+                    r"(SUM\(__(sum|count)|MIN\(__min|MAX\(__max)_[a-z_0-9]+\)", text)) and self._per_entity(value.this)
             elif re.fullmatch(r"__c\d+", alias):
                 inner = r"CASE WHEN (__sum_[a-z_0-9]+) <> 0 THEN __e END"
-                ok = bool(re.fullmatch(rf"COUNT\(DISTINCT {inner}\)" if rollup is not None else rf"COUNT\({inner}\)", text))
+                ok = bool(re.fullmatch(rf"COUNT\(DISTINCT {inner}\)" if rollup is not None else rf"COUNT\({inner}\)",
+                                       text))
             elif alias == "__grouping":
                 ok = rollup is not None and text == f"GROUPING({', '.join(f'__g{i}' for i in range(len(keys)))})"
             elif re.fullmatch(r"__d\d+_(total|top|largest|top2)", alias):

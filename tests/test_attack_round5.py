@@ -180,7 +180,8 @@ def test_a_row_withheld_whole_beside_a_small_cell_is_not_one_no_taxpayer_makes_t
         assert ("A", JAN) not in cit
         nobody = [month for month in (FEB, MAR) if ("A", month) not in cit]  # months nobody pays CIT in
         if ("A", None) in cit and ("A", APR) in cit and nobody and len(nobody) < 2:
-            found[amount] = cit[("A", None)] - cit[("A", APR)] - sum(cit[("A", m)] for m in (FEB, MAR) if m not in nobody)
+            found[amount] = (cit[("A", None)] - cit[("A", APR)]
+                             - sum(cit[("A", m)] for m in (FEB, MAR) if m not in nobody))
     assert not found, found  # {123456: 123456, 654321: 654321}
 
 
@@ -256,5 +257,6 @@ def test_suppression_does_not_depend_on_the_engines_row_order_with_a_null_key(en
         random.Random(seed).shuffle(shuffled)
         released = release(result.names, result.types, shuffled, guarded)
         answers.add(tuple(sorted((repr(row), repr(sorted(spans)), repr(sorted(marks)))
-                                 for row, marks, spans in zip(released.rows, released.withheld, released.rolled_up, strict=True))))
+                                 for row, marks, spans in zip(released.rows, released.withheld, released.rolled_up,
+                                                              strict=True))))
     assert len(answers) == 1, f"{len(answers)} different answers from one table"

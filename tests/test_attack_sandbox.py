@@ -258,7 +258,8 @@ def test_a_field_the_servicer_does_not_check_is_invalid_argument_not_internal(ow
     assert [r.decision for r in records_for(own_broker.log, request_id)] == ["deny"]
 
 
-@pytest.mark.parametrize("page_token", ["\u00b2", "9" * 30, "9" * 5000], ids=["superscript", "past-int64", "5000-digits"])
+@pytest.mark.parametrize("page_token", ["\u00b2", "9" * 30, "9" * 5000],
+                         ids=["superscript", "past-int64", "5000-digits"])
 def test_a_statements_page_token_the_sandbox_never_issued_is_invalid_argument_not_internal(sandbox, page_token):
     error = sandbox_refusal(sandbox.port, "ListPolicyStatements", pb.ListPolicyStatementsRequest(page_token=page_token))
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID")

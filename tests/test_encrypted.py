@@ -40,9 +40,9 @@ from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client
 PARTITIONED = "xuanwu-fgw-2026-008"
 PARTITIONS = ("part-a", "part-b", "part-c")
 NOISY = "xuanwu-fgw-2026-009"
-CELLS_SQL = ("SELECT street_code, industry_section, COUNT(*) AS declarations, COUNT(DISTINCT taxpayer_id) AS taxpayers, "
-             "SUM(revenue) AS revenue, AVG(vat_paid) AS mean_vat FROM tax.declarations "
-             "GROUP BY street_code, industry_section")
+CELLS_SQL = ("SELECT street_code, industry_section, COUNT(*) AS declarations, "
+             "COUNT(DISTINCT taxpayer_id) AS taxpayers, SUM(revenue) AS revenue, AVG(vat_paid) AS mean_vat "
+             "FROM tax.declarations GROUP BY street_code, industry_section")
 SECTIONS_SQL = ("SELECT industry_section, size_class, COUNT(*) AS declarations, SUM(vat_paid) AS vat, "
                 "AVG(revenue) AS mean_revenue FROM tax.declarations GROUP BY industry_section, size_class")
 
@@ -129,7 +129,8 @@ class Deployment:
         self.broker = start_broker(broker_settings_for(
             self.proxies[0].port, self.access_log, policies=str(encrypted_policies(state / "policies")),
             sandbox_plaintext=True, sandbox_ca="", sandbox_cert="", sandbox_key="",
-            partitions=tuple(f"{name}=127.0.0.1:{proxy.port}" for name, proxy in zip(PARTITIONS, self.proxies[1:], strict=True))))
+            partitions=tuple(f"{name}=127.0.0.1:{proxy.port}"
+                             for name, proxy in zip(PARTITIONS, self.proxies[1:], strict=True))))
 
     def client(self) -> BrokerClient:
         return BrokerClient(f"127.0.0.1:{self.broker.port}", token=token_for(), tls=client_tls())
@@ -370,7 +371,8 @@ def test_totals_near_the_range_limit_decrypt_exactly(near_limit, key):
            "WHERE street_code IN ('320102001', '320102002') GROUP BY street_code")
     plain = client.query(GRANT, sql)
     encrypted = client.query(GRANT, sql, encryption_key=key)
-    assert sorted(encrypted.rows) == sorted(plain.rows) == [["320102001", 12 * share, 12], ["320102002", -12 * share, 12]]
+    assert sorted(encrypted.rows) == sorted(plain.rows) == [["320102001", 12 * share, 12],
+                                                            ["320102002", -12 * share, 12]]
     assert EXACT_LIMIT - 12 * share < 12
 
 
@@ -388,7 +390,8 @@ def test_a_total_beyond_the_range_is_refused_not_wrapped(near_limit, key):
 def test_with_partitions_each_cell_must_leave_room_for_the_others(near_limit):
     from dsbroker.guard import guard
     from sandbox.disclosure.encryption import encrypted_release
-    policy = parse_policy((POLICIES / f"{GRANT}.yaml").read_text().replace("results: [aggregate]", "results: [aggregate, encrypted]"))
+    policy = parse_policy((POLICIES / f"{GRANT}.yaml").read_text().replace("results: [aggregate]",
+                                                                          "results: [aggregate, encrypted]"))
     guarded = guard("SELECT SUM(vat_paid) AS vat FROM tax.declarations", policy, district=XUANWU,
                     department="xuanwu-fgw", encrypted=True)
     cell = EXACT_LIMIT // 3 + 1

@@ -47,7 +47,8 @@ def _crossings(package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...
     return sorted(set(bad))
 
 
-@pytest.mark.xfail(strict=True, reason="dsbroker/results/table.py reads sandbox.v1's ResultTable until it moves to dsbroker.v1")
+@pytest.mark.xfail(strict=True,
+                   reason="dsbroker/results/table.py reads sandbox.v1's ResultTable until it moves to dsbroker.v1")
 def test_core_imports_neither_side():
     assert _crossings("dsbroker", ("broker", "sandbox")) == []
 

@@ -27,7 +27,8 @@ TYPES = ["VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "INTEGER"]
 TWO_LEVELS = GuardedQuery(
     sql="", dataset="tax.declarations", entity="taxpayer_id", min_entities=K, max_rows=100,
     cells=CellPlan(keys=2, statistics=(Statistic("entities"), Statistic("rows")),
-                   outputs=(Output("street", Key(0), False), Output("size", Key(1), False), Output("total", Stat(1), True)),
+                   outputs=(Output("street", Key(0), False), Output("size", Key(1), False),
+                            Output("total", Stat(1), True)),
                    totals=(0, 1), whole_table=True))
 
 
@@ -87,7 +88,8 @@ def test_one_small_cell_takes_its_smallest_sibling_with_it():
     assert withheld == {("A", "small"), ("A", "medium")}  # medium: the fewest taxpayers of the rest
     assert released.counts == {"min_entities": 1, "dominance": 0, "secondary": 1}
     assert all(row[2] is None for row, cells in zip(released.rows, released.withheld, strict=True) if cells)
-    assert released.names == ["street", "size", "total"] and released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()
+    assert released.names == ["street", "size", "total"]
+    assert released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()
 
 
 def test_a_lone_part_takes_its_total_and_the_total_its_sibling():

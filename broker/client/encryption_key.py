@@ -70,7 +70,8 @@ class EncryptionKey:
         except ValueError:
             context = None
         if context is None or not context.has_secret_key():
-            raise DsbrokerError(f"{path} is not a TenSEAL context with a secret key", reason="ENCRYPTION_KEY_UNREADABLE",
+            raise DsbrokerError(f"{path} is not a TenSEAL context with a secret key",
+                                reason="ENCRYPTION_KEY_UNREADABLE",
                                 code=grpc.StatusCode.FAILED_PRECONDITION)
         probe = ts.bfv_vector(check_public_context(public), [1, -2, 3])
         if probe.decrypt(context.secret_key()) != [1, -2, 3]:
@@ -126,8 +127,8 @@ class EncryptionKey:
                 values = [total / n if n else None for total, n in zip(values, counts, strict=True)]
             cells[position] = values
         withheld = self._vector(table.partitions_withheld, count) if table.partitions_withheld else []
-        return Decrypted(names, [list(row) for row in zip(*cells, strict=False)] if width else [[] for _ in range(count)],
-                         table.partitions, withheld)
+        rows = [list(row) for row in zip(*cells, strict=False)] if width else [[] for _ in range(count)]
+        return Decrypted(names, rows, table.partitions, withheld)
 
     def _vector(self, ciphertext: bytes, count: int) -> list[int]:
         try:
@@ -136,7 +137,8 @@ class EncryptionKey:
             raise DsbrokerError("an encrypted column does not load as a BFV vector", reason="ENCRYPTED_RESULT_INVALID",
                                 code=grpc.StatusCode.DATA_LOSS) from None
         if len(values) != count:
-            raise DsbrokerError("an encrypted column does not hold one cell per group", reason="ENCRYPTED_RESULT_INVALID",
+            raise DsbrokerError("an encrypted column does not hold one cell per group",
+                                reason="ENCRYPTED_RESULT_INVALID",
                                 code=grpc.StatusCode.DATA_LOSS)
         return values
 

@@ -119,7 +119,8 @@ class BrokerClient:
         encryption = None
         if encryption_key is not None:
             if not response.HasField("encrypted"):
-                raise DsbrokerError("the broker answered an encrypted query in plaintext", reason="ENCRYPTED_RESULT_INVALID",
+                raise DsbrokerError("the broker answered an encrypted query in plaintext",
+                                    reason="ENCRYPTED_RESULT_INVALID",
                                     code=grpc.StatusCode.DATA_LOSS)
             decrypted = encryption_key.decrypt(response.encrypted)
             columns, rows = decrypted.columns, decrypted.rows

@@ -27,8 +27,8 @@ from dsbroker.identity.auth import Principal, require_role
 from broker.catalog import Catalog
 from dsbroker.errors import DsbrokerError, RoleError, shown
 from dsbroker.guard import guard
-from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel, Policy,
-                           parse_policy)
+from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel,
+                                   Policy, parse_policy)
 from broker.workflow.policy_draft import narrowing_problems, render_policy
 from broker.workflow.policy_registry import stored_policy_for
 from dsbroker.policy.signing import Approval, Trust, split_document, verify_approvals, verify_policy
@@ -171,8 +171,9 @@ class Workflow:
                 checks.append(ExampleCheck(sql, False, reason=error.reason, message=error.message))
             except Exception:  # a guard bug on one example must not keep the reviewer from the rest
                 log.exception("the guard failed on an example query of %s", request.id)
-                checks.append(ExampleCheck(sql, False, reason="INTERNAL", message="the guard could not check this "
-                                                                                  "query; the operator's log has details"))
+                checks.append(ExampleCheck(sql, False, reason="INTERNAL",
+                                           message="the guard could not check this query; the operator's log has "
+                                                   "details"))
         return checks
 
     # -- reviewers and the owner -----------------------------------------------------------------
@@ -228,7 +229,8 @@ class Workflow:
         new = signed[-1]
         if new.role != stage or new.by != principal.department:
             raise DsbrokerError(f"this stage needs a {stage} approval signed for {principal.department!r}; the new "
-                                f"approval is a {shown(new.role)} approval for {shown(new.by)}", reason="SIGNER_MISMATCH",
+                                f"approval is a {shown(new.role)} approval for {shown(new.by)}",
+                                reason="SIGNER_MISMATCH",
                                 code=grpc.StatusCode.PERMISSION_DENIED, access_request=request_id)
         draft = request.body["draft_policy"]
         if body != draft:

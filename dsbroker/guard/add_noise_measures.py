@@ -3,11 +3,11 @@
 The sandbox adds the noise (OpenDP) and applies a noisy threshold; what the engine computes must
 have the sensitivity the noise is calibrated to. So the query aggregates per cell and taxpayer
 first (``__cells``), keeps at most ``groups_per_entity`` cells per taxpayer (chosen by a hash of the
-taxpayer and the cell, so the choice neither favours early periods nor is the same for everyone), clips each taxpayer's row count to
-``rows_per_entity`` and its total of each measure to the policy's bounds, and only then adds up per
-cell. ORDER BY and LIMIT move to the sandbox, which applies them to the noisy values, and the exact
-threshold gives way to the noisy one (an exact threshold would tell whether a cell holds k or k - 1
-taxpayers). The plan of what each output is travels in :class:`NoisePlan`.
+taxpayer and the cell, so the choice neither favours early periods nor is the same for everyone),
+clips each taxpayer's row count to ``rows_per_entity`` and its total of each measure to the policy's
+bounds, and only then adds up per cell. ORDER BY and LIMIT move to the sandbox, which applies them to
+the noisy values, and the exact threshold gives way to the noisy one (an exact threshold would tell
+whether a cell holds k or k - 1 taxpayers). The plan of what each output is travels in :class:`NoisePlan`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ def add_row_filter(expression: exp.Select, row_filter: exp.Expression | None) ->
     if row_filter is None:
         return expression
     where = expression.args.get("where")
-    condition = row_filter.copy() if where is None else exp.and_(row_filter.copy(), exp.paren(where.this, copy=False), copy=False)
+    condition = row_filter.copy() if where is None else exp.and_(row_filter.copy(), exp.paren(where.this, copy=False),
+                                                                 copy=False)
     expression.set("where", exp.Where(this=condition))
     return expression

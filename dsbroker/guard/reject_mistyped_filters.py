@@ -4,11 +4,12 @@ Comparing a text column with a number makes the engine cast every value of the c
 ``street_code = 5`` fails if and only if some row, in any district, holds a code that is not a number:
 an error that depends on data the caller may not see. So a number is compared with numeric columns
 only, text with text columns, a date or timestamp with date or timestamp columns (or text in the one
-form every engine reads a date in, ``dsbroker.guard.literals``), a boolean with boolean columns; a date part (year, quarter, month, date_trunc) takes a
-date or timestamp column. A lookup is joined only on a key of the same type on both sides. The rule
-needs the engine's column types (``column_types``); the sandbox always has them, the broker when it
-has read the owner's catalog. Without them, or for a column they do not name, it checks nothing there:
-the sandbox, which knows every served column's type from its engine, refuses for it.
+form every engine reads a date in, ``dsbroker.guard.literals``), a boolean with boolean columns; a
+date part (year, quarter, month, date_trunc) takes a date or timestamp column. A lookup is joined only
+on a key of the same type on both sides. The rule needs the engine's column types (``column_types``);
+the sandbox always has them, the broker when it has read the owner's catalog. Without them, or for a
+column they do not name, it checks nothing there: the sandbox, which knows every served column's type
+from its engine, refuses for it.
 """
 
 from __future__ import annotations

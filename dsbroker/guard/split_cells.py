@@ -94,7 +94,8 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
         refuse("split_cells", "QUERY_TOO_COMPLEX", f"the query is too complex to check: what it computes from each "
                f"cell takes more than {MOST_OPERATIONS} operations")
     cells = exp.Select(expressions=[aliased(key.copy(), names.key(i)) for i, key in enumerate(keys)]
-                       + [aliased(_statistic_sql(s, entity), names.statistic(i)) for i, s in enumerate(plan.statistics)])
+                       + [aliased(_statistic_sql(s, entity), names.statistic(i))
+                          for i, s in enumerate(plan.statistics)])
     for arg in ("from_", "joins", "where"):
         if expression.args.get(arg):
             cells.set(arg, expression.args[arg])

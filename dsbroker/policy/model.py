@@ -307,7 +307,8 @@ class _Reader:
             if key in items:
                 raise self.fail(key_node, f"duplicate key {shown('.'.join((*path, key)))}")
             if allowed is not None and key not in allowed:
-                raise self.fail(key_node, f"unknown key {shown('.'.join((*path, key)))} (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(key_node, f"unknown key {shown('.'.join((*path, key)))} "
+                                          f"(allowed: {', '.join(sorted(allowed))})")
             items[key] = value_node
         return items
 
@@ -388,7 +389,8 @@ class _Reader:
             "purpose": self.text(top["purpose"], "purpose"),
             "dataset": self.text(top["dataset"], "dataset", _DATASET),
             "columns": columns,
-            "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES) if "aggregates" in top else DEFAULT_AGGREGATES,
+            "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES)
+            if "aggregates" in top else DEFAULT_AGGREGATES,
             "min_max": self.min_max(top["min_max"], columns) if "min_max" in top else {},
             "dominance": self.dominance(disclosure),
             "noise": self.noise(disclosure, columns, top),
@@ -399,7 +401,8 @@ class _Reader:
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
-            "max_groups": self.integer(limits["max_groups"], "limits.max_groups", 1) if "max_groups" in limits else DEFAULT_MAX_GROUPS,
+            "max_groups": self.integer(limits["max_groups"], "limits.max_groups", 1)
+            if "max_groups" in limits else DEFAULT_MAX_GROUPS,
             "queries_per_day": self.integer(limits["queries_per_day"], "limits.queries_per_day", 1)
             if "queries_per_day" in limits else None,
             "queries_total": self.integer(limits["queries_total"], "limits.queries_total", 1)
@@ -428,11 +431,13 @@ class _Reader:
             self.reserved(value_node, "columns", name)
             level = self.scalar(value_node, f"columns.{name}")
             if level not in levels:
-                raise self.fail(value_node, f"columns.{name}: unknown level {shown(level)} (allowed: {', '.join(sorted(levels))})")
+                raise self.fail(value_node, f"columns.{name}: unknown level {shown(level)} "
+                                            f"(allowed: {', '.join(sorted(levels))})")
             columns[name] = ColumnLevel(level)
         entities = [name for name, level in columns.items() if level is ColumnLevel.ENTITY]
         if len(entities) != 1:
-            raise self.fail(node, f"columns: exactly one column must be the entity (the privacy unit); found {len(entities)}")
+            raise self.fail(node, "columns: exactly one column must be the entity (the privacy unit); "
+                                  f"found {len(entities)}")
         return columns
 
     def percent(self, node: yaml.Node, name: str) -> float:
@@ -503,7 +508,8 @@ class _Reader:
             bounds[name] = (low, high)
         return bounds
 
-    def partitions(self, node: yaml.Node, results: tuple[str, ...], disclosure: dict[str, yaml.Node]) -> tuple[str, ...]:
+    def partitions(self, node: yaml.Node, results: tuple[str, ...],
+                   disclosure: dict[str, yaml.Node]) -> tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode) or len(node.value) < 2:
             raise self.fail(node, "partitions must list two or more sandbox ids (each sandbox's sandbox_id)")
         if results != ("encrypted",):

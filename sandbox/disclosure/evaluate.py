@@ -135,7 +135,8 @@ def _linear(node: Linear, columns: Columns) -> tuple[Compiled, str]:
         position = positions[0]  # SUM(x) of an integer measure: the engine's exact sum itself
         return (lambda row: row[position]), kind
     if all(c.denominator == 1 for c, _ in node.terms) and all(k == "int" for k in kinds):
-        terms = [(c.numerator, p) for (c, _), p in zip(node.terms, positions, strict=True)]  # whole numbers: integer arithmetic
+        # Whole numbers: integer arithmetic.
+        terms = [(c.numerator, p) for (c, _), p in zip(node.terms, positions, strict=True)]
     else:
         terms = [(c, p) for (c, _), p in zip(node.terms, positions, strict=True)]
     exact = [k != "double" for k in kinds]

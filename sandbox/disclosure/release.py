@@ -38,7 +38,8 @@ from dsbroker.guard import GuardedQuery
 from dsbroker.guard import internal_names as names
 from dsbroker.guard.release_plan import CellPlan, Key, statistics_read
 from dsbroker.policy.model import Dominance
-from sandbox.disclosure.evaluate import ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key, wire_value
+from sandbox.disclosure.evaluate import (ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key,
+                                         wire_value)
 
 
 @dataclass
@@ -95,8 +96,8 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
                                                            secondary_sums.get(index, _NOTHING))
         if program.having is not None and program.having(seen) is not True:
             continue
-        answered.append((seen, direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs),
-                         marked, 1 if under[index] else 2 if whole else 0, (few, dominated)))
+        values = direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs)
+        answered.append((seen, values, marked, 1 if under[index] else 2 if whole else 0, (few, dominated)))
     if not plan.engine_ordered:
         _order(answered, program)
         if deadline is not None and clock() > deadline:
@@ -467,7 +468,8 @@ class _Equations:
                 check()
             bits = row[grouping_at]
             # A key a total spans sorts apart from a group whose key is NULL (both read NULL).
-            self.order.append(tuple((bits >> (last - j) & 1, row[p] is None, row[p]) for j, p in enumerate(key_positions)))
+            self.order.append(tuple((bits >> (last - j) & 1, row[p] is None, row[p])
+                                    for j, p in enumerate(key_positions)))
             level = levels - bin(bits).count("1")
             self.level[index] = level
             if not level:

@@ -243,8 +243,8 @@ def _check_fields(checkpoint: Checkpoint, proof: Sequence[str]) -> None:
     """Refuse a checkpoint whose fields are not what a broker's log writes (before its signature is read or
     anything of it is kept): a first checkpoint's root is taken on trust, so it must at least be a root."""
     def invalid(what: str, field: str) -> WitnessError:
-        return WitnessError(f"a checkpoint's {what}", reason="CHECKPOINT_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                            field=f"checkpoints.{field}")
+        return WitnessError(f"a checkpoint's {what}", reason="CHECKPOINT_INVALID",
+                            code=grpc.StatusCode.INVALID_ARGUMENT, field=f"checkpoints.{field}")
 
     if not 0 <= checkpoint.size <= INT64_MAX:
         raise invalid("size is out of range", "size")
