@@ -34,7 +34,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
     entity = projections[names.statistic(0)].this.expressions[0]  # COUNT(DISTINCT entity)
     inner = per_cell_and_entity(expression, keys, entity)  # both leave the outer query
 
-    def per_entity(column: exp.Expression, kind: str) -> exp.Expression:
+    def per_entity(column: exp.Expr, kind: str) -> exp.Expr:
         """The per-entity column of ``kind`` for ``column``, added to the inner query on first use."""
         alias = {"sum": names.entity_sum, "count": names.entity_count}[kind](column.name) if kind in ("sum", "count") \
             else names.entity_extreme(kind, column.name)
@@ -43,7 +43,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
             inner.expressions.append(aliased(aggregate(this=column.copy()), alias))
         return internal_column(alias)
 
-    def counted(condition: exp.Expression | None = None) -> exp.Expression:
+    def counted(condition: exp.Expr | None = None) -> exp.Expr:
         """How many entities (meeting ``condition``) a cell holds: one per-entity row each, except in totals."""
         subject = internal_column(names.ENTITY) if condition is None else exp.Case(
             ifs=[exp.If(this=condition, true=internal_column(names.ENTITY))])
@@ -81,8 +81,8 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
     return expression
 
 
-def _cell_statistic(kind: str, source: exp.Expression, counted: Callable[[], exp.Expression],
-                    per_entity: Callable[[exp.Expression, str], exp.Expression]) -> exp.Expression:
+def _cell_statistic(kind: str, source: exp.Expr, counted: Callable[[], exp.Expr],
+                    per_entity: Callable[[exp.Expr, str], exp.Expr]) -> exp.Expr:
     """A cell's statistic of ``kind`` from the per-entity rows: entities counted, rows and sums added up,
     extremes taken again."""
     if kind == "entities":
@@ -94,7 +94,7 @@ def _cell_statistic(kind: str, source: exp.Expression, counted: Callable[[], exp
     return type(source)(this=per_entity(source.this, kind))
 
 
-def _count_entities_again(expression: exp.Select, counted: Callable[[], exp.Expression]) -> None:
+def _count_entities_again(expression: exp.Select, counted: Callable[[], exp.Expr]) -> None:
     """The threshold and the released-first order count entities again, from the per-entity rows."""
     for clause in ("having", "order"):
         node = expression.args.get(clause)
@@ -103,7 +103,7 @@ def _count_entities_again(expression: exp.Select, counted: Callable[[], exp.Expr
                 count.replace(counted())
 
 
-def _release_first_by_contributors(expression: exp.Select, contributors: list[exp.Expression]) -> None:
+def _release_first_by_contributors(expression: exp.Select, contributors: list[exp.Expr]) -> None:
     order = expression.args.get("order")
     first = order.expressions[0] if order is not None and order.expressions else None
     if first is not None and RELEASED_FIRST_META in first.meta and contributors:
@@ -116,7 +116,7 @@ def _release_first_by_contributors(expression: exp.Select, contributors: list[ex
             for count in contributors)))
 
 
-def totals_contributors(total: exp.Expression, counted) -> exp.Expression:
+def totals_contributors(total: exp.Expr, counted: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
     """A total's count of contributors to a measure, never more than the true one, and 0 only when no
     entity's amount in it is set and not zero.
 
@@ -126,7 +126,7 @@ def totals_contributors(total: exp.Expression, counted) -> exp.Expression:
     does contribute; so the count is of those, 2·|nonzero| − |some positive| − |some negative| (the
     entities in exactly one of the two), and 1 where that is 0 but some part is not zero: under k, the sum
     is withheld, as one its entities may cancel in cannot be released on their count."""
-    def some(condition: type) -> exp.Expression:
+    def some(condition: type[exp.Binary]) -> exp.Expr:
         return counted(condition(this=total.copy(), expression=exp.Literal.number(0)))
     nonzero = some(exp.NEQ)
     one_sign = exp.Sub(this=exp.Sub(this=exp.Mul(this=exp.Literal.number(2), expression=nonzero),

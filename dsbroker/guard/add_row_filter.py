@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 
-def add_row_filter(expression: exp.Select, row_filter: exp.Expression | None) -> exp.Select:
+def add_row_filter(expression: exp.Select, row_filter: exp.Expr | None) -> exp.Select:
     """Restrict the query to the rows the grant gives this caller (e.g. its own district)."""
     if row_filter is None:
         return expression

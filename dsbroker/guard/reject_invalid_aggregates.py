@@ -53,7 +53,7 @@ def reject_invalid_aggregates(expression: exp.Select, dataset: str, columns: dic
     return expression
 
 
-def _check_distinct(aggregate: exp.Expression, argument: exp.Distinct, dataset: str, columns: dict) -> None:
+def _check_distinct(aggregate: exp.Expr, argument: exp.Distinct, dataset: str, columns: dict) -> None:
     """DISTINCT only as COUNT(DISTINCT <entity column>)."""
     if not (isinstance(aggregate, exp.Count) and len(argument.expressions) == 1
             and isinstance(argument.expressions[0], exp.Column)
@@ -64,7 +64,7 @@ def _check_distinct(aggregate: exp.Expression, argument: exp.Distinct, dataset: 
                column=column.name if column is not None else None)
 
 
-def _check_linear_argument(aggregate: exp.Expression, name: str, dataset: str, columns: dict) -> None:
+def _check_linear_argument(aggregate: exp.Expr, name: str, dataset: str, columns: dict) -> None:
     """A SUM, AVG, MIN or MAX argument: a linear form (kept in the aggregate's meta) with no number added,
     a measure in it, one measure except in SUM, and MIN and MAX not scaled by a negative number."""
     form = aggregate.meta[LINEAR_FORM_META] = linear_form(aggregate.this, aggregate=name, columns=columns,
@@ -86,7 +86,7 @@ def _check_linear_argument(aggregate: exp.Expression, name: str, dataset: str, c
                table=dataset, function=name, column=next(iter(form.terms)).split(".")[-1])
 
 
-def _check_count(argument: exp.Expression, dataset: str, columns: dict) -> None:
+def _check_count(argument: exp.Expr, dataset: str, columns: dict) -> None:
     """COUNT(*), or COUNT(measure): the rows where it is set. Anything else tests a condition per row."""
     if isinstance(argument, exp.Star):
         return
@@ -99,10 +99,12 @@ def _check_count(argument: exp.Expression, dataset: str, columns: dict) -> None:
            column=column.name if column is not None else None, function="COUNT")
 
 
-def _check_extreme_granted(aggregate: exp.Expression, name: str, dataset: str, min_max: dict) -> None:
+def _check_extreme_granted(aggregate: exp.Expr, name: str, dataset: str, min_max: dict) -> None:
     argument = aggregate.this
     named = [c.name for c in argument.find_all(exp.Column)] if isinstance(argument, exp.Expression) else []
-    ungranted = [column for column in named if name not in min_max.get(column, ())] or (None if named else [None])
+    ungranted: list[str | None] = [column for column in named if name not in min_max.get(column, ())]
+    if not named:
+        ungranted = [None]  # it names no column at all
     if ungranted:
         granted = ", ".join(f"{column} ({'/'.join(extremes)})" for column, extremes in min_max.items()) or "none"
         refuse("reject_invalid_aggregates", "AGGREGATE_NOT_ALLOWED",

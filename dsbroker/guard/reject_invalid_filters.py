@@ -69,7 +69,7 @@ def _check_comparison(term: exp.Binary, dataset: str, columns: dict, ranges: dic
         bounds.setdefault(column, set()).add("lower" if lower else "upper")
 
 
-def _filter_column(term: exp.Expression, dataset: str, columns: dict, ranges: dict, *, in_range: bool) -> str:
+def _filter_column(term: exp.Expr, dataset: str, columns: dict, ranges: dict, *, in_range: bool) -> str:
     base = term.this if isinstance(term, DATE_PARTS) else term
     if not isinstance(base, exp.Column):
         refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
@@ -87,12 +87,12 @@ def _filter_column(term: exp.Expression, dataset: str, columns: dict, ranges: di
                f"date parts are allowed on group columns only, not {base.name!r}", table=table, column=base.name)
     if level not in _FILTERABLE:
         refuse("reject_invalid_filters", "FILTER_COLUMN_NOT_ALLOWED",
-               f"column {base.name!r} is a {level.value} column and may not be filtered on; "
+               f"column {base.name!r} is a {columns[column_key(base)].value} column and may not be filtered on; "
                "filter on group or filter columns", table=table, column=base.name)
     return column_key(base)
 
 
-def _is_literal(node: exp.Expression) -> bool:
+def _is_literal(node: exp.Expr) -> bool:
     if isinstance(node, exp.Neg):
         node = node.this
         return isinstance(node, exp.Literal) and not node.is_string
@@ -101,7 +101,7 @@ def _is_literal(node: exp.Expression) -> bool:
     return isinstance(node, exp.Literal)
 
 
-def _require_literal(node: exp.Expression, column: str, dataset: str, *, number: bool = False) -> None:
+def _require_literal(node: exp.Expr, column: str, dataset: str, *, number: bool = False) -> None:
     if not _is_literal(node):
         refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
                f"{column!r} may be compared with literals only", table=dataset, column=column)

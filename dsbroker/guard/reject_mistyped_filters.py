@@ -46,7 +46,9 @@ def _check_filter_literals(expression: exp.Select, dataset: str, column_types: d
         else:
             continue  # reject_invalid_filters allowed nothing else
         wanted = _subject_class(subject, dataset, column_types)
-        for literal in literals if wanted is not None else ():
+        if wanted is None:
+            continue
+        for literal in literals:
             if not _compatible(wanted, literal):
                 column = subject.this if isinstance(subject, DATE_PARTS) else subject
                 refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
@@ -74,12 +76,12 @@ def _check_join_keys(expression: exp.Select, dataset: str, column_types: dict) -
                        "store both alike", table=table_of(on.right, dataset), column=on.right.name)
 
 
-def _column_class(column: exp.Column, dataset: str, column_types: dict) -> str | None:
+def _column_class(column: exp.Expr, dataset: str, column_types: dict) -> str | None:
     engine_type = column_types.get(table_of(column, dataset), {}).get(column.name)
     return type_class(engine_type) if engine_type is not None else None
 
 
-def _subject_class(subject: exp.Expression, dataset: str, column_types: dict) -> str | None:
+def _subject_class(subject: exp.Expr, dataset: str, column_types: dict) -> str | None:
     if isinstance(subject, (exp.Year, exp.Quarter, exp.Month)):
         return "number"
     if isinstance(subject, (exp.TimestampTrunc, exp.DateTrunc)):
@@ -87,7 +89,7 @@ def _subject_class(subject: exp.Expression, dataset: str, column_types: dict) ->
     return _column_class(subject, dataset, column_types)
 
 
-def _literal_class(node: exp.Expression) -> str | None:
+def _literal_class(node: exp.Expr) -> str | None:
     if isinstance(node, exp.Neg):
         node = node.this
     if isinstance(node, exp.Literal):
@@ -99,7 +101,7 @@ def _literal_class(node: exp.Expression) -> str | None:
     return None
 
 
-def _compatible(wanted: str, literal: exp.Expression) -> bool:
+def _compatible(wanted: str, literal: exp.Expr) -> bool:
     given = _literal_class(literal)
     if wanted in _DATES:
         if given in _DATES:

@@ -53,7 +53,7 @@ def reject_noise_unsupported(expression: exp.Select, dataset: str, noise: Noise 
     return expression
 
 
-def check_noisable(aggregate: exp.Expression, dataset: str, noise: Noise) -> None:
+def check_noisable(aggregate: exp.Expr, dataset: str, noise: Noise) -> None:
     """Refuse an aggregate whose sensitivity the policy does not fix."""
     name = AGGREGATE_NAMES[type(aggregate)]
     argument = aggregate.this

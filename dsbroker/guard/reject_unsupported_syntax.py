@@ -14,7 +14,7 @@ from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.parse import written_name
 
-ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
+ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
     exp.Join, exp.Where, exp.Group, exp.Having, exp.Order, exp.Ordered, exp.Limit,
     exp.Literal, exp.Boolean, exp.Null, exp.Neg, exp.Paren,
@@ -27,7 +27,7 @@ _CAST_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType
 _TRUNC_UNITS = {"YEAR", "QUARTER", "MONTH"}
 
 # Friendlier reasons for the constructs people most often try.
-_NAMED = {
+_NAMED: dict[type[exp.Expr], tuple[str, str]] = {
     exp.Subquery: ("SUBQUERY_NOT_ALLOWED", "subqueries are not allowed; ask for the aggregate directly"),
     exp.With: ("CTE_NOT_ALLOWED", "WITH (common table expressions) is not allowed"),
     exp.Union: ("SET_OPERATION_NOT_ALLOWED", "UNION is not allowed"),
@@ -48,7 +48,7 @@ _NAMED = {
 def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     """Refuse any node outside the allowlist, naming the construct."""
     _refuse_query_clauses(expression)
-    unsupported: list[exp.Expression] = []
+    unsupported: list[exp.Expr] = []
     for node in expression.walk():
         if isinstance(node, exp.Select) and node is not expression:
             refuse("reject_unsupported_syntax", "SUBQUERY_NOT_ALLOWED", _NAMED[exp.Subquery][1])
@@ -89,7 +89,7 @@ def _refuse_query_clauses(expression: exp.Select) -> None:
                    f"{arg.rstrip('_').upper()} is not allowed in a query", construct=arg.rstrip("_").upper())
 
 
-def _check_dates(node: exp.Expression) -> None:
+def _check_dates(node: exp.Expr) -> None:
     """CAST only writes a DATE or TIMESTAMP literal, and a real one; date_trunc only to a year, quarter or month."""
     if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
         refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
@@ -104,7 +104,7 @@ def _check_dates(node: exp.Expression) -> None:
                "date_trunc may truncate to year, quarter or month only", construct="DATE_TRUNC")
 
 
-def _refuse_node(node: exp.Expression) -> NoReturn:
+def _refuse_node(node: exp.Expr) -> NoReturn:
     if isinstance(node, exp.Func):
         name = written_name(node)
         refuse("reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED",

@@ -17,6 +17,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def describe(plan: CellPlan) -> str:
     """The plan in one line of SQL-like text over the cell table's columns, for explain and the fixtures."""
     from dsbroker.guard import internal_names as names
 
-    def text(node: Node | None) -> str:
+    def text(node: Node) -> str:
         if isinstance(node, Key):
             return names.key(node.index)
         if isinstance(node, Stat):
@@ -189,7 +190,7 @@ def describe(plan: CellPlan) -> str:
 
 def _const_text(node: Const) -> str:
     if node.kind in ("int", "decimal", "double"):
-        return _number(node.value)
+        return _number(cast(Fraction, node.value))  # a number's value is exact
     return "NULL" if node.value is None else repr(node.value) if node.kind == "text" else str(node.value)
 
 

@@ -259,7 +259,7 @@ def check_grantee_district(policy: Policy, district: str) -> None:
                          reason="GRANT_DISTRICT_MISMATCH", grant=policy.id)
 
 
-def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.Expression:
+def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.Expr:
     """Parse a policy's row filter and bind the caller's attributes to its placeholders."""
     tree = _parsed_row_filter(row_filter).copy()
     values = {"district": district, "department": department}
@@ -269,7 +269,7 @@ def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.E
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed_row_filter(row_filter: str) -> exp.Expression:
+def _parsed_row_filter(row_filter: str) -> exp.Expr:
     # Parsed once per text; callers bind a copy.
     return sqlglot.parse_one(row_filter, read="duckdb")
 
@@ -279,7 +279,7 @@ class _PolicyLoader(yaml.SafeLoader):
     stand for many: nested, a few hundred bytes stand for billions of values (a "billion laughs"), which a
     document a hostile broker puts in a plan could make the sandbox walk before anything refused it."""
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed in a policy",
@@ -526,7 +526,7 @@ class _Reader:
         return tuple(ids)
 
     def choice(self, node: yaml.Node, name: str, allowed: tuple[str, ...]) -> str:
-        value = self.scalar(node, name)
+        value: str = self.scalar(node, name)
         if value not in allowed:
             raise self.fail(node, f"{name}: unknown value {shown(value)} (allowed: {', '.join(allowed)})")
         return value

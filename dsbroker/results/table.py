@@ -76,6 +76,7 @@ def decode_table(table: pb.ResultTable) -> tuple[list[str], list[list]]:
     columns = []
     for column in table.columns:
         kind = column.type
+        values: list[object]
         if kind == pb.COLUMN_TYPE_INTEGER:
             values = list(column.int_values)
         elif kind == pb.COLUMN_TYPE_BOOLEAN:
@@ -106,6 +107,7 @@ def wire_keys(table: pb.ResultTable) -> tuple[tuple, ...]:
         return ((),) * table.row_count
     columns = []
     for column in table.columns:
+        values: list[int | float | str | None]
         if column.type in (pb.COLUMN_TYPE_INTEGER, pb.COLUMN_TYPE_BOOLEAN):
             values = list(column.int_values)
         elif column.type == pb.COLUMN_TYPE_DOUBLE:
@@ -127,7 +129,7 @@ def group_keys(table: pb.ResultTable) -> tuple[tuple, ...]:
     return tuple(tuple(row) for row in decode_table(table)[1])
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     return str(value)

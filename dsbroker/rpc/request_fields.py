@@ -24,10 +24,11 @@ import binascii
 import datetime as dt
 import json
 import re
-from typing import Any
+from typing import Any, Iterable
 
 import grpc
 from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
 from dsbroker.errors import DsbrokerError
@@ -49,11 +50,11 @@ class RequestFieldError(DsbrokerError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "REQUEST_FIELD_INVALID"
 
-    def __init__(self, message: str, *, field: str, **metadata) -> None:
+    def __init__(self, message: str, *, field: str, **metadata: Any) -> None:
         super().__init__(message, field=field, **metadata)
         self.field = field
 
-    def rich_details(self):
+    def rich_details(self) -> tuple[Message, ...]:
         return (error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)]), *self.details)
 
@@ -69,7 +70,7 @@ def bounded_text(value: str, field: str, *, required: bool = False, limit: int =
     return text
 
 
-def bounded_list(values, field: str, *, most: int, limit: int = MAX_TEXT) -> list[str]:
+def bounded_list(values: Iterable[str], field: str, *, most: int, limit: int = MAX_TEXT) -> list[str]:
     """Each text of a repeated field held as :func:`bounded_text` holds one, and at most ``most`` of them."""
     values = list(values)
     if len(values) > most:
@@ -143,7 +144,8 @@ def timestamp_field(request: Any, field: str) -> dt.datetime | None:
     if not (TIMESTAMP_MIN_SECONDS <= stamp.seconds <= TIMESTAMP_MAX_SECONDS and 0 <= stamp.nanos <= 999_999_999):
         raise RequestFieldError(f"{field} must be between 0001-01-01 and 9999-12-31 with nanos from 0 to 999999999",
                                 field=field, reason="TIMESTAMP_INVALID")
-    return stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    moment: dt.datetime = stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    return moment
 
 
 def _name_error(form: str, field: str) -> RequestFieldError:
