@@ -38,8 +38,8 @@ from dsbroker.settings import owner_timezone
 from dsbroker.identity.tls import ClientTls
 from dsbroker.identity.tokens import authenticator_from_settings
 from broker.v1 import (access_request_service_pb2, access_request_service_pb2_grpc, audit_service_pb2,
-                       audit_service_pb2_grpc, catalog_service_pb2, catalog_service_pb2_grpc, policy_service_pb2, policy_service_pb2_grpc, query_service_pb2,
-                       query_service_pb2_grpc)
+                       audit_service_pb2_grpc, catalog_service_pb2, catalog_service_pb2_grpc, policy_service_pb2,
+                       policy_service_pb2_grpc, query_service_pb2, query_service_pb2_grpc)
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = query_service_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name

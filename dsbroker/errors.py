@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence, get_args
+from typing import TYPE_CHECKING, Any, Literal, Sequence, get_args
 
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
@@ -84,11 +84,12 @@ class DsbrokerError(Exception):
         if reason is not None:
             self.reason = reason
         # The name of the status code: a received error's own (a grpc.StatusCode or its name), else the reason's.
-        self.code_name: str = getattr(code, "name", code) if code is not None else code_of(self.reason, type(self))
+        self.code_name: str = (code if isinstance(code, str) else code.name) if code is not None \
+            else code_of(self.reason, type(self))
         self.metadata = {k: clipped(str(v), MAX_METADATA_BYTES) for k, v in metadata.items() if v is not None}
         self.details = tuple(details)
 
-    def __init_subclass__(cls, **kwargs) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "code" in cls.__dict__ or "code_name" in cls.__dict__:
             raise TypeError(f"{cls.__name__} declares a code: an error's code is its reason's, in REASONS")
@@ -149,7 +150,7 @@ class PolicyFileError(DsbrokerError):
 
     reason = "POLICY_INVALID"
 
-    def __init__(self, message: str, *, path: str, line: int | None = None, **metadata) -> None:
+    def __init__(self, message: str, *, path: str, line: int | None = None, **metadata: Any) -> None:
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {message}", path=path, line=line, **metadata)
         self.path = path
@@ -161,7 +162,7 @@ class QuotaError(DsbrokerError):
 
     reason = "QUOTA_EXCEEDED"
 
-    def __init__(self, message: str, *, subject: str, **kwargs) -> None:
+    def __init__(self, message: str, *, subject: str, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.subject = subject
 
@@ -182,11 +183,11 @@ class RequestFieldError(DsbrokerError):
 
     reason = "REQUEST_FIELD_INVALID"
 
-    def __init__(self, message: str, *, field: str, **metadata) -> None:
+    def __init__(self, message: str, *, field: str, **metadata: Any) -> None:
         super().__init__(message, field=field, **metadata)
         self.field = field
 
-    def rich_details(self):
+    def rich_details(self) -> tuple[Message, ...]:
         return (error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)]), *self.details)
 

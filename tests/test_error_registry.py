@@ -162,7 +162,8 @@ class Source:
                     and isinstance(assign.value, ast.Subscript) and isinstance(assign.value.value, ast.Name)
                     and _name(assign.targets[0].elts[0]) == node.id):
                 for statement in module.body:
-                    target = statement.targets[0] if isinstance(statement, ast.Assign) else getattr(statement, "target", None)
+                    target = (statement.targets[0] if isinstance(statement, ast.Assign)
+                              else getattr(statement, "target", None))
                     if _name(target) == assign.value.value.id and isinstance(statement.value, ast.Dict):
                         return tuple(sorted({value.elts[0].value for value in statement.value.values}))
         return None
@@ -241,7 +242,8 @@ def by_reason() -> dict[str, list[Site]]:
 # -- the registry --------------------------------------------------------------------------------------------
 
 def test_each_reason_is_declared_once():
-    calls = [n for n in ast.walk(source().trees[ERRORS_MODULE]) if isinstance(n, ast.Call) and _name(n.func) == "Reason"]
+    calls = [n for n in ast.walk(source().trees[ERRORS_MODULE])
+             if isinstance(n, ast.Call) and _name(n.func) == "Reason"]
     written = [ast.literal_eval(c.args[0] if c.args else next(k.value for k in c.keywords if k.arg == "name"))
                for c in calls]
     twice = sorted({name for name in written if written.count(name) > 1})
@@ -328,7 +330,8 @@ def test_the_guards_reasons_are_the_ones_its_refusals_give():
 def _names_status_code(node: ast.AST) -> bool:
     if isinstance(node, ast.Attribute) and node.attr == "StatusCode":
         return True
-    return isinstance(node, ast.ImportFrom) and node.module == "grpc" and any(a.name == "StatusCode" for a in node.names)
+    return (isinstance(node, ast.ImportFrom) and node.module == "grpc"
+            and any(a.name == "StatusCode" for a in node.names))
 
 
 def test_only_errors_and_rpc_name_grpc_status_codes():
@@ -402,6 +405,24 @@ def test_a_client_keeps_reasons_and_codes_this_version_does_not_know():
     # No ErrorInfo at all (a proxy, gRPC itself): the code's name is the reason.
     bare = error_from_rpc_error(_Failed(None, grpc.StatusCode.UNAVAILABLE, "connection refused"))
     assert (bare.reason, bare.code, bare.message) == ("UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+
+def test_a_client_keeps_metadata_named_like_the_errors_own_fields():
+    # A server (another version, or a hostile broker) may name ErrorInfo metadata "reason", "code",
+    # "details" or "message": the client must not fail on it with a TypeError, nor let it change the reason.
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    info = error_details_pb2.ErrorInfo(reason="QUERY_REFUSED", domain="dsbroker",
+                                       metadata={"reason": "x", "code": "OK", "details": "d", "message": "m"})
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    status = rpc_status.to_status(status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="refused",
+                                                details=[packed]))
+    got = error_from_rpc_error(_Failed(status, status.code, status.details))
+    assert (got.reason, got.code, got.message) == ("QUERY_REFUSED", grpc.StatusCode.INVALID_ARGUMENT, "refused")
+    assert got.metadata == {"reason": "x", "code": "OK", "details": "d", "message": "m"}
 
 
 # -- the README --------------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def _crossings(package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...
     return sorted(set(bad))
 
 
-@pytest.mark.xfail(strict=True, reason="dsbroker/results/table.py reads sandbox.v1's ResultTable until it moves to dsbroker.v1")
+@pytest.mark.xfail(strict=True,
+                   reason="dsbroker/results/table.py reads sandbox.v1's ResultTable until it moves to dsbroker.v1")
 def test_core_imports_neither_side():
     assert _crossings("dsbroker", ("broker", "sandbox")) == []
 
@@ -92,7 +93,8 @@ def _layout_block() -> str:
     return section[section.index("```\n") + 4:section.index("\n```", section.index("```\n") + 4)]
 
 
-GUARD_RULE_PREFIXES = ("reject_", "add_", "enforce_", "split_", "translate_", "resolve_", "expand_", "qualify_", "_tree")
+GUARD_RULE_PREFIXES = ("reject_", "add_", "enforce_", "split_", "translate_", "resolve_", "expand_", "qualify_",
+                       "_tree")
 
 
 def test_the_readme_layout_names_every_module_and_only_modules_that_exist():

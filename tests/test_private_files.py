@@ -57,7 +57,8 @@ def test_sqlite_state_and_its_wal_and_shm_are_private(tmp_path, open_umask):
         found = modes(tmp_path / "state")
         assert {name for name in found if name.endswith(("-wal", "-shm"))} >= {
             "broker-state.sqlite-wal", "access-log.sqlite-wal", "data.executions.sqlite-wal"}
-        assert {"access-log.key", "access-log.pub", "data.privacy.sqlite", "policies.sqlite", "witness.sqlite"} <= set(found)
+        assert {"access-log.key", "access-log.pub", "data.privacy.sqlite", "policies.sqlite",
+                "witness.sqlite"} <= set(found)
         assert {name: m for name, m in found.items() if m != 0o600} == {}
 
 

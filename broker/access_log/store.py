@@ -139,7 +139,7 @@ class LogStore:
     # -- writing (one writer thread) -------------------------------------------------------------
 
     @contextmanager
-    def write(self, *, synced: bool = True) -> Iterator["WriteTransaction"]:
+    def write(self, *, synced: bool = True) -> Iterator[WriteTransaction]:
         """An exclusive transaction, committed when the block ends, rolled back on error.
 
         ``synced`` commits wait for the disk. Others are visible and survive a crash of this process
@@ -178,7 +178,7 @@ class LogStore:
                "ORDER BY seq LIMIT ?")
         no_limit = None if self._postgres else -1
         rows = self._read(sql, (after, *parameters, limit if limit is not None else no_limit))
-        return [from_row(dict(zip(STORED_COLUMNS, row))) for row in rows]
+        return [from_row(dict(zip(STORED_COLUMNS, row, strict=True))) for row in rows]
 
     def record(self, seq: int) -> StoredRecord | None:
         """The record ``seq``, or None."""
@@ -199,13 +199,13 @@ class LogStore:
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""
         rows = self._read(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints ORDER BY size", ())
-        return [Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row))) for row in rows]
+        return [Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row, strict=True))) for row in rows]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint, or None."""
         rows = self._read(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints "
                           "ORDER BY size DESC LIMIT 1", ())
-        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, rows[0]))) if rows else None
+        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, rows[0], strict=True))) if rows else None
 
     def size(self) -> int:
         """How many records the log holds (its last sequence number)."""
@@ -285,13 +285,13 @@ class WriteTransaction:
     def record(self, seq: int) -> StoredRecord | None:
         """The whole record ``seq``, or None."""
         row = self._execute(f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE seq = ?", (seq,)).fetchone()
-        return from_row(dict(zip(STORED_COLUMNS, row))) if row else None
+        return from_row(dict(zip(STORED_COLUMNS, row, strict=True))) if row else None
 
     def records(self, after: int, upto: int) -> list[StoredRecord]:
         """The whole records after..upto, in order."""
         rows = self._execute(f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE seq > ? AND seq <= ? "
                              "ORDER BY seq", (after, upto)).fetchall()
-        return [from_row(dict(zip(STORED_COLUMNS, row))) for row in rows]
+        return [from_row(dict(zip(STORED_COLUMNS, row, strict=True))) for row in rows]
 
     def hash_at(self, seq: int) -> str | None:
         """The stored hash of record ``seq``, or None when there is none."""
@@ -328,7 +328,7 @@ class WriteTransaction:
         """The newest checkpoint, or None."""
         row = self._execute(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints "
                             "ORDER BY size DESC LIMIT 1").fetchone()
-        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row))) if row else None
+        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row, strict=True))) if row else None
 
     def insert_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Store a signed checkpoint."""

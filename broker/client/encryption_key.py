@@ -43,13 +43,13 @@ class EncryptionKey:
         self.key_id = key_id(public_context)
 
     @classmethod
-    def generate(cls) -> "EncryptionKey":
+    def generate(cls) -> EncryptionKey:
         """A fresh key (about 60 ms)."""
         context = new_secret_context()
         return cls(context, public_bytes(context))
 
     @classmethod
-    def load(cls, path: str | Path) -> "EncryptionKey":
+    def load(cls, path: str | Path) -> EncryptionKey:
         """Load ``path`` and ``path.pub``; DsbrokerError when either is unreadable or they do not belong together."""
         path = Path(path)
         try:
@@ -71,7 +71,7 @@ class EncryptionKey:
         return cls(context, public)
 
     @classmethod
-    def load_or_create(cls, path: str | Path) -> tuple["EncryptionKey", bool]:
+    def load_or_create(cls, path: str | Path) -> tuple[EncryptionKey, bool]:
         """The key at ``path``, made (and saved) first if there is none; the flag says whether it was made."""
         path = Path(path)
         if path.exists():
@@ -105,7 +105,7 @@ class EncryptionKey:
         key_positions = [p for p in range(width) if p not in encrypted]
         names = [""] * width
         cells: list[list] = [[None] * count for _ in range(width)]
-        for index, (position, column) in enumerate(zip(key_positions, table.groups.columns)):
+        for index, (position, column) in enumerate(zip(key_positions, table.groups.columns, strict=False)):
             names[position] = column.name
             cells[position] = [key[index] for key in keys]
         for position, column in encrypted.items():
@@ -115,11 +115,11 @@ class EncryptionKey:
             values = self._vector(column.ciphertext, count)
             if column.kind == pb.ENCRYPTED_COLUMN_KIND_AVERAGE:
                 counts = self._vector(column.count_ciphertext, count)
-                values = [total / n if n else None for total, n in zip(values, counts)]
+                values = [total / n if n else None for total, n in zip(values, counts, strict=True)]
             cells[position] = values
         withheld = self._vector(table.partitions_withheld, count) if table.partitions_withheld else []
-        return Decrypted(names, [list(row) for row in zip(*cells)] if width else [[] for _ in range(count)],
-                         table.partitions, withheld)
+        rows = [list(row) for row in zip(*cells, strict=False)] if width else [[] for _ in range(count)]
+        return Decrypted(names, rows, table.partitions, withheld)
 
     def _vector(self, ciphertext: bytes, count: int) -> list[int]:
         try:

@@ -267,7 +267,7 @@ class BrokerClient:
         """Close the channel."""
         self._channel.close()
 
-    def __enter__(self) -> "BrokerClient":
+    def __enter__(self) -> BrokerClient:
         return self
 
     def __exit__(self, *_exc) -> None:

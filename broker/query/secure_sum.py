@@ -41,7 +41,7 @@ class SecureSum:
         deadline = time.monotonic() + timeout_s
         firsts = self._each(partitions, lambda client: client.execute(
             plan, timeout_s=deadline - time.monotonic(), request_id=request_id))
-        for name, response in zip(partitions, firsts):
+        for name, response in zip(partitions, firsts, strict=True):
             if response.sandbox_id != name or not response.HasField("partition_groups"):
                 raise PartitionError(f"the sandbox configured as partition {name!r} answered as another sandbox",
                                      reason="PARTITION_MISCONFIGURED", policy=plan.policy_id)

@@ -26,8 +26,8 @@ from dsbroker.identity.auth import Principal
 from broker.catalog import Catalog
 from dsbroker.errors import DsbrokerError, shown
 from dsbroker.guard import guard
-from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel, Policy,
-                           parse_policy)
+from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel,
+                                   Policy, parse_policy)
 from broker.workflow.policy_draft import narrowing_problems, render_policy
 from broker.workflow.policy_registry import stored_policy_for
 from dsbroker.policy.signing import Approval, Trust, split_document, verify_approvals, verify_policy
@@ -170,8 +170,9 @@ class Workflow:
                 checks.append(ExampleCheck(sql, False, reason=error.reason, message=error.message))
             except Exception:  # a guard bug on one example must not keep the reviewer from the rest
                 log.exception("the guard failed on an example query of %s", request.id)
-                checks.append(ExampleCheck(sql, False, reason="INTERNAL", message="the guard could not check this "
-                                                                                  "query; the operator's log has details"))
+                checks.append(ExampleCheck(sql, False, reason="INTERNAL",
+                                           message="the guard could not check this query; the operator's log has "
+                                                   "details"))
         return checks
 
     # -- reviewers and the owner -----------------------------------------------------------------
@@ -220,8 +221,8 @@ class Workflow:
         new = signed[-1]
         if new.role != stage or new.by != principal.department:
             raise DsbrokerError(f"this stage needs a {stage} approval signed for {principal.department!r}; the new "
-                                f"approval is a {shown(new.role)} approval for {shown(new.by)}", reason="SIGNER_MISMATCH",
-                                access_request=request_id)
+                                f"approval is a {shown(new.role)} approval for {shown(new.by)}",
+                                reason="SIGNER_MISMATCH", access_request=request_id)
         draft = request.body["draft_policy"]
         if body != draft:
             self._check_narrowing(final, draft, body)
@@ -275,35 +276,17 @@ class Workflow:
         published = {c.name: c for c in dataset.columns}
         if not new.columns:
             raise RequestFieldError("columns: ask for at least one column", field="columns")
-        seen = set()
-        for index, wanted in enumerate(new.columns):
-            where = f"columns[{index}]"
-            column = published.get(wanted.column)
-            if column is None:
-                raise RequestFieldError(f"{where}: {shown(wanted.column)} is not a column of {new.dataset} in the catalog",
-                                        field=where, reason="COLUMN_NOT_IN_CATALOG", table=new.dataset,
-                                        column=wanted.column)
-            if wanted.use not in USES:
-                raise RequestFieldError(f"{where}.use is required: one of {', '.join(USES)}", field=f"{where}.use",
-                                        column=wanted.column)
-            if wanted.use not in column.levels:
-                allowed = ", ".join(column.levels) or "nothing"
-                raise RequestFieldError(f"{where}: {wanted.column} may be requested for {allowed}, not {wanted.use}",
-                                        field=where, reason="COLUMN_LEVEL_NOT_ALLOWED", table=new.dataset,
-                                        column=wanted.column)
-            if wanted.column in seen:
-                raise RequestFieldError(f"{where}: {shown(wanted.column)} is asked for twice", field=where,
-                                        column=wanted.column)
-            seen.add(wanted.column)
-            bounded_text(wanted.reason, f"{where}.reason")
-        if len(set(new.result_modes)) != len(new.result_modes):
-            raise RequestFieldError("result_modes names a mode twice", field="result_modes")
-        for mode in new.result_modes:
-            if mode not in RESULT_MODES:
-                raise RequestFieldError(f"result mode {shown(mode)} is not offered by this version (offered: "
-                                        f"{', '.join(RESULT_MODES)})", field="result_modes",
-                                        reason="RESULT_MODE_UNSUPPORTED")
+        _check_columns(new, published)
+        _check_result_modes(new.result_modes)
         bounded_list(new.example_queries, "example_queries", most=MAX_EXAMPLE_QUERIES)
+        self._check_window(new)
+        order = [c.name for c in dataset.columns]
+        levels = {dataset.entity_column: ColumnLevel.ENTITY}
+        levels.update({c.column: ColumnLevel(c.use) for c in new.columns})
+        return dataset, {name: levels[name] for name in sorted(levels, key=order.index)}
+
+    def _check_window(self, new: NewRequest) -> None:
+        """The validity window (not ending in the past) and the expected volume."""
         valid_from = _date(new.valid_from, "valid_from")
         valid_until = _date(new.valid_until, "valid_until")
         if valid_until < valid_from:
@@ -315,10 +298,6 @@ class Workflow:
                                     field="queries_per_day")
         if new.queries_total < 0:
             raise RequestFieldError("queries_total must not be negative", field="queries_total")
-        order = [c.name for c in dataset.columns]
-        levels = {dataset.entity_column: ColumnLevel.ENTITY}
-        levels.update({c.column: ColumnLevel(c.use) for c in new.columns})
-        return dataset, {name: levels[name] for name in sorted(levels, key=order.index)}
 
     def _draft(self, request_id: str, principal: Principal, new: NewRequest, dataset, columns) -> str:
         suffix = request_id.removeprefix("req-")
@@ -379,6 +358,41 @@ class Workflow:
 
 def _document_error(message: str) -> DsbrokerError:
     return DsbrokerError(message, reason="APPROVAL_DOCUMENT_INVALID", field="policy_document")
+
+
+def _check_columns(new: NewRequest, published: dict) -> None:
+    """Each asked-for column: in the catalog, once, for a use its owner allows."""
+    seen = set()
+    for index, wanted in enumerate(new.columns):
+        where = f"columns[{index}]"
+        column = published.get(wanted.column)
+        if column is None:
+            raise RequestFieldError(f"{where}: {shown(wanted.column)} is not a column of {new.dataset} in the catalog",
+                                    field=where, reason="COLUMN_NOT_IN_CATALOG", table=new.dataset,
+                                    column=wanted.column)
+        if wanted.use not in USES:
+            raise RequestFieldError(f"{where}.use is required: one of {', '.join(USES)}", field=f"{where}.use",
+                                    column=wanted.column)
+        if wanted.use not in column.levels:
+            allowed = ", ".join(column.levels) or "nothing"
+            raise RequestFieldError(f"{where}: {wanted.column} may be requested for {allowed}, not {wanted.use}",
+                                    field=where, reason="COLUMN_LEVEL_NOT_ALLOWED", table=new.dataset,
+                                    column=wanted.column)
+        if wanted.column in seen:
+            raise RequestFieldError(f"{where}: {shown(wanted.column)} is asked for twice", field=where,
+                                    column=wanted.column)
+        seen.add(wanted.column)
+        bounded_text(wanted.reason, f"{where}.reason")
+
+
+def _check_result_modes(modes: tuple[str, ...]) -> None:
+    if len(set(modes)) != len(modes):
+        raise RequestFieldError("result_modes names a mode twice", field="result_modes")
+    for mode in modes:
+        if mode not in RESULT_MODES:
+            raise RequestFieldError(f"result mode {shown(mode)} is not offered by this version (offered: "
+                                    f"{', '.join(RESULT_MODES)})", field="result_modes",
+                                    reason="RESULT_MODE_UNSUPPORTED")
 
 
 def _date(text: str, field: str) -> dt.date:

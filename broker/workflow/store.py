@@ -76,7 +76,7 @@ class StoredRequest:
     policy_id: str = ""
     body: dict[str, Any] = field(default_factory=dict)
 
-    def moved(self, state: State, at: str, **body: Any) -> "StoredRequest":
+    def moved(self, state: State, at: str, **body: Any) -> StoredRequest:
         """A copy in ``state`` at ``at`` with ``body`` fields updated (the version moves on when stored)."""
         return replace(self, state=state, updated_at=at, body={**self.body, **body})
 
@@ -122,8 +122,8 @@ class Store:
         """Insert a new request (version 1)."""
         stored = replace(request, version=1)
         with self._transaction() as cursor:
-            self._execute(cursor, f"INSERT INTO access_requests ({_REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          _request_row(stored))
+            self._execute(cursor, f"INSERT INTO access_requests ({_REQUEST_COLUMNS}) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _request_row(stored))
         return stored
 
     def get_request(self, request_id: str) -> StoredRequest | None:
@@ -218,8 +218,8 @@ class Store:
         replaced = replace(policy, version=version, document=document, sha256=sha256, updated_at=at,
                            revision=policy.revision + 1, district=district)
         with self._transaction() as cursor:
-            updated = self._execute(cursor, "UPDATE policies SET version = ?, document = ?, sha256 = ?, updated_at = ?, "
-                                    "revision = ?, district = ? WHERE id = ? AND revision = ?",
+            updated = self._execute(cursor, "UPDATE policies SET version = ?, document = ?, sha256 = ?, "
+                                    "updated_at = ?, revision = ?, district = ? WHERE id = ? AND revision = ?",
                                     (version, document, sha256, at, replaced.revision, district, policy.id,
                                      policy.revision)).rowcount
         return replaced if updated == 1 else None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import sqlglot.expressions as exp
 
@@ -120,6 +120,8 @@ class GuardedQuery:
         """The answer's column names."""
         if self.cells is not None:
             return tuple(output.name for output in self.cells.outputs)
+        if self.noise is None:
+            raise AssertionError("a guarded query has a cell plan or a noise plan")
         return tuple(output.name for output in self.noise.outputs)
 
 
@@ -208,6 +210,6 @@ def _filters_a_measure(expression: exp.Select, ranges: dict) -> bool:
         column.name.lower() in ranges for column in where.find_all(exp.Column))
 
 
-def _joins(expression: exp.Select):
+def _joins(expression: exp.Select) -> Iterator[exp.Join]:
     """The lookup joins of the engine query, wherever the rewrites moved them (a per-entity subquery)."""
     return expression.find_all(exp.Join)

@@ -38,6 +38,6 @@ def add_dominance_rule(expression: exp.Select, dominance: Dominance | None) -> e
     return expression
 
 
-def _largest(magnitude: exp.Expression, n: int) -> exp.Expression:
+def _largest(magnitude: exp.Expr, n: int) -> exp.Expr:
     """The sum of the ``n`` largest values of ``magnitude`` in a cell."""
     return exp.Anonymous(this="LIST_SUM", expressions=[exp.Max(this=magnitude.copy(), count=exp.Literal.number(n))])

@@ -20,6 +20,6 @@ def add_totals(expression: exp.Select) -> exp.Select:
         return expression
     keys = expression.args["group"].expressions
     expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=keys)]))
-    expression.set("expressions", [
-        *expression.expressions, exp.Grouping(expressions=[key.copy() for key in keys]).as_(names.GROUPING, copy=False)])
+    grouping = exp.Grouping(expressions=[key.copy() for key in keys]).as_(names.GROUPING, copy=False)
+    expression.set("expressions", [*expression.expressions, grouping])
     return expression

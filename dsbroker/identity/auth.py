@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import grpc
 
@@ -70,7 +70,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self.authenticator = authenticator
         self.on_failure = on_failure
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                         handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(UNAUTHENTICATED_METHODS):
@@ -79,7 +80,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return None  # fail closed: no unauthenticated streaming method
         behavior = handler.unary_unary
 
-        def authenticated(request, context: grpc.ServicerContext):
+        def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 token = _bearer_token(context)
                 principal = self.authenticator.authenticate(token, certificate=peer_certificate(context))
@@ -99,6 +100,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 def _bearer_token(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == "authorization":
+            assert isinstance(value, str)  # gRPC gives text headers (all but -bin ones) as str
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()

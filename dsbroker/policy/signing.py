@@ -84,7 +84,7 @@ class Trust:
     required_roles: tuple[str, ...]
 
     @classmethod
-    def load(cls, path: str | Path) -> "Trust":
+    def load(cls, path: str | Path) -> Trust:
         """Read a trust file; errors name the file."""
         try:
             document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

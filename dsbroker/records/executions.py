@@ -10,7 +10,7 @@ import hashlib
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from dsbroker.database import open_sqlite_read_only
 from dsbroker.records.access_record import GENESIS_HASH, canonical_json
@@ -33,7 +33,17 @@ class Execution:
     hash: str = ""
 
 
-def plan_digest(plan) -> str:
+class Plan(Protocol):
+    """What :func:`plan_digest` reads of a plan (the sandbox's ExecutePlanRequest)."""
+
+    dataset: str
+    sql: str
+    policy_id: str
+    policy_version: int
+    max_rows: int
+
+
+def plan_digest(plan: Plan) -> str:
     """The hash of what a plan runs (dataset, SQL, policy and version, row cap); the broker logs the same."""
     body = {"dataset": plan.dataset, "sql": plan.sql, "policy_id": plan.policy_id,
             "policy_version": plan.policy_version, "max_rows": plan.max_rows}
@@ -51,7 +61,7 @@ def read_executions(path: str | Path) -> list[Execution]:
     with closing(open_sqlite_read_only(path)) as db:
         cursor = db.execute("SELECT * FROM executions ORDER BY seq")
         names = [d[0] for d in cursor.description]
-        return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]
+        return [Execution(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def verify_executions(entries: Sequence[Execution]) -> list[str]:

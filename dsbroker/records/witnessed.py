@@ -60,7 +60,7 @@ def read_witnessed(path: str | Path) -> list[Witnessed]:
         except sqlite3.OperationalError:
             raise WitnessTableMissing(str(path)) from None
         names = [d[0] for d in cursor.description]
-        return [Witnessed(**dict(zip(names, row))) for row in cursor.fetchall()]
+        return [Witnessed(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def witness_marked(path: str | Path) -> bool:

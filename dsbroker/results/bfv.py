@@ -38,8 +38,9 @@ def new_secret_context() -> ts.Context:
 
 def public_bytes(context: ts.Context) -> bytes:
     """``context`` serialised with its public key only: no secret, Galois or relinearisation keys."""
-    return context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
-                             save_relin_keys=False)
+    serialised: bytes = context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
+                                          save_relin_keys=False)
+    return serialised
 
 
 def check_public_context(data: bytes) -> ts.Context:
@@ -121,4 +122,5 @@ def add_serialised(ciphertexts: list[bytes]) -> bytes:
     total = ts.bfv_vector_from(context, ciphertexts[0])
     for ciphertext in ciphertexts[1:]:
         total += ts.bfv_vector_from(context, ciphertext)
-    return total.serialize()
+    serialised: bytes = total.serialize()
+    return serialised

@@ -24,7 +24,7 @@ import binascii
 import datetime as dt
 import json
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from google.protobuf.descriptor import EnumDescriptor
 
@@ -51,7 +51,7 @@ def bounded_text(value: str, field: str, *, required: bool = False, limit: int =
     return text
 
 
-def bounded_list(values, field: str, *, most: int, limit: int = MAX_TEXT) -> list[str]:
+def bounded_list(values: Iterable[str], field: str, *, most: int, limit: int = MAX_TEXT) -> list[str]:
     """Each text of a repeated field held as :func:`bounded_text` holds one, and at most ``most`` of them."""
     values = list(values)
     if len(values) > most:
@@ -82,7 +82,7 @@ def read_page_token(token: str, *types: type) -> tuple | None:
         values = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
         if not isinstance(values, list) or len(values) != len(types):
             raise ValueError("not the list this method issues")
-        for value, kind in zip(values, types):
+        for value, kind in zip(values, types, strict=True):
             if kind is int and not (type(value) is int and 0 <= value <= INT64_MAX):
                 raise ValueError("not a position")
             if kind is str and not (type(value) is str and len(value) <= MAX_TOKEN_TEXT):
@@ -125,7 +125,8 @@ def timestamp_field(request: Any, field: str) -> dt.datetime | None:
     if not (TIMESTAMP_MIN_SECONDS <= stamp.seconds <= TIMESTAMP_MAX_SECONDS and 0 <= stamp.nanos <= 999_999_999):
         raise RequestFieldError(f"{field} must be between 0001-01-01 and 9999-12-31 with nanos from 0 to 999999999",
                                 field=field, reason="TIMESTAMP_INVALID")
-    return stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    moment: dt.datetime = stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    return moment
 
 
 def _name_error(form: str, field: str) -> RequestFieldError:

@@ -6,7 +6,8 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from typing import Iterable
+from types import FrameType
+from typing import Iterable, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,7 +45,22 @@ def build_server(*, max_workers: int, max_message_bytes: int, max_concurrent_rpc
     )
 
 
-def server_tls(settings, what: str, *, client_ca_required: bool) -> ServerTls | None:
+class TransportSettings(Protocol):
+    """The transport settings both servers have (``dsbroker.settings.TRANSPORT_HELP``)."""
+
+    @property
+    def listen(self) -> str: ...
+    @property
+    def plaintext(self) -> bool: ...
+    @property
+    def tls_cert(self) -> str: ...
+    @property
+    def tls_key(self) -> str: ...
+    @property
+    def tls_client_ca(self) -> str: ...
+
+
+def server_tls(settings: TransportSettings, what: str, *, client_ca_required: bool) -> ServerTls | None:
     """The TLS a server is configured for, or None for plaintext (loopback only, and only when asked for)."""
     if settings.plaintext:
         if settings.tls_cert or settings.tls_key:
@@ -110,7 +126,7 @@ class Running:
 
     def wait_for_signal(self) -> None:
         """Block until SIGTERM or SIGINT, then stop gracefully."""
-        def handle(signum, _frame):
+        def handle(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s; shutting down", signal.Signals(signum).name)
             threading.Thread(target=self.stop, daemon=True).start()
 

@@ -18,7 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from dsbroker.errors import CODES, ERROR_DOMAIN, DsbrokerError
+from dsbroker.errors import CODES, ERROR_DOMAIN, MAX_METADATA_BYTES, DsbrokerError, clipped
 from dsbroker.rpc.handlers import with_unary_behavior
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,11 @@ def error_from_rpc_error(rpc_error: grpc.RpcError) -> DsbrokerError:
     The code stays the one the server sent, and the reason too, whether or not :data:`dsbroker.errors.REASONS`
     declares it: a newer server may give reasons this version does not know, and a status without an
     ErrorInfo gets its code's name as reason (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``)."""
-    code = rpc_error.code() if hasattr(rpc_error, "code") else grpc.StatusCode.UNKNOWN
-    message = rpc_error.details() if hasattr(rpc_error, "details") else str(rpc_error)
+    call = rpc_error if isinstance(rpc_error, grpc.Call) or hasattr(rpc_error, "trailing_metadata") else None
+    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
+    message = call.details() if call is not None else str(rpc_error)
     reason, metadata, details = code.name, {}, []
-    status = rpc_status.from_call(rpc_error) if hasattr(rpc_error, "trailing_metadata") else None
+    status = rpc_status.from_call(call) if call is not None else None  # type: ignore[arg-type]
     for detail in status.details if status else ():
         for detail_type in DETAIL_TYPES:
             if detail.Is(detail_type.DESCRIPTOR):
@@ -79,21 +80,26 @@ def error_from_rpc_error(rpc_error: grpc.RpcError) -> DsbrokerError:
                     reason, metadata = unpacked.reason, dict(unpacked.metadata)
                 else:
                     details.append(unpacked)
-    return DsbrokerError(message or code.name, reason=reason, code=code.name, details=details, **metadata)
+    error = DsbrokerError(message or code.name, reason=reason, code=code.name, details=details)
+    # Set after construction: a sender's metadata may use any key, "reason" and "code" included.
+    error.metadata = {k: clipped(str(v), MAX_METADATA_BYTES) for k, v in metadata.items()}
+    return error
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Turns exceptions raised by unary handlers into gRPC statuses with ErrorInfo."""
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         return with_unary_behavior(handler, _answering_errors(handler.unary_unary, handler_call_details.method))
 
 
-def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any], method: str):
-    def wrapped(request, context: grpc.ServicerContext):
+def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any],
+                      method: str) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return behavior(request, context)
         except DsbrokerError as error:

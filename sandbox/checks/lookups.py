@@ -38,7 +38,7 @@ class LookupChecker:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_engine(cls, engine, served: Iterable[str]) -> "LookupChecker":
+    def for_engine(cls, engine, served: Iterable[str]) -> LookupChecker:
         """A checker over ``engine``'s ``served`` tables, their columns read now."""
         def unique(table: str, key: str) -> bool:
             column, name = _quoted(key), ".".join(_quoted(part) for part in table.split("."))

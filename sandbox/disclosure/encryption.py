@@ -80,7 +80,8 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     for row in rows:
         # A group whose sum some but fewer than k entities make up is left out whole: an encrypted cell
         # cannot be marked.
-        small = (row[entities_at] or 0) < guarded.min_entities or layout.hidden_by_contributors(row, guarded.min_entities)
+        small = ((row[entities_at] or 0) < guarded.min_entities
+                 or layout.hidden_by_contributors(row, guarded.min_entities))
         (withheld if small else released).append(row)
     if guarded.suppression != "mark":
         # Under suppressed: drop a small cell's existence is not told, not even as a count of partitions.
@@ -168,7 +169,8 @@ def encrypt(release: EncryptedRelease, context: ts.Context, key_id: str, *,
         order = [index.get(key) for key in domain]
         table = pb.EncryptedTable(key_id=key_id, partitions=1)
         if domain:
-            table.partitions_withheld = ts.bfv_vector(context, [int(key in release.withheld) for key in domain]).serialize()
+            withheld = [int(key in release.withheld) for key in domain]
+            table.partitions_withheld = ts.bfv_vector(context, withheld).serialize()
     for measure in release.measures:
         column = table.columns.add(name=measure.name, position=measure.position, kind=measure.kind)
         if order:

@@ -143,7 +143,7 @@ class CheckpointWitness:
         if len(proofs) != len(checkpoints) or any(len(proof) > MAX_PROOF_NODES for proof in proofs):
             raise WitnessError(f"each checkpoint carries its consistency proof, of at most {MAX_PROOF_NODES} nodes",
                                reason="CHECKPOINTS_INVALID", field="checkpoints.consistency_proof_hashes")
-        for checkpoint, proof in zip(checkpoints, proofs):
+        for checkpoint, proof in zip(checkpoints, proofs, strict=True):
             _check_fields(checkpoint, proof)
         for checkpoint in checkpoints:
             key = self.broker_keys.get(checkpoint.key_id)
@@ -154,7 +154,7 @@ class CheckpointWitness:
         now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
         with self._lock:
             countersignature = None
-            for checkpoint, proof in zip(checkpoints, proofs):
+            for checkpoint, proof in zip(checkpoints, proofs, strict=True):
                 countersignature = self._witness_one(checkpoint, list(proof), now)
             return countersignature
 

@@ -110,7 +110,7 @@ class ExecutionLedger:
         with self._lock:
             cursor = self._db.execute("SELECT * FROM executions ORDER BY seq")
             names = [d[0] for d in cursor.description]
-            return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]
+            return [Execution(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
     def verify(self) -> list[str]:
         """Problems with the ledger's own chain, first bad entry first."""

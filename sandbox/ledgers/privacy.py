@@ -230,8 +230,8 @@ class PrivacyLedger:
                                  "no noisy answer is given until the owner restores it", policy=policy_id)
 
     def _spent(self, policy_id: str) -> float:
-        row = self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE policy_id = ? AND state != 'refunded'",
-                               (policy_id,)).fetchone()
+        row = self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM spends "
+                               "WHERE policy_id = ? AND state != 'refunded'", (policy_id,)).fetchone()
         return float(row[0])
 
 
