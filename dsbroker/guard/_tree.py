@@ -9,7 +9,6 @@ import sqlglot.expressions as exp
 from dsbroker.errors import REASONS, GuardError, GuardPermissionError
 
 AGGREGATE_TYPES: tuple[type[exp.Expr], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
-# Set on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY.
 AGGREGATE_NAMES: dict[type[exp.Expr], str] = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN",
                                               exp.Max: "MAX"}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 PREFIX = "__"
 
 # Side data: what a rule leaves in a tree's ``meta`` for a later rule or for the guard's result. Never SQL.
-TOTALS_META = "totals"  # on the query: it asked for totals (ROLLUP), set by expand_output_aliases
+TOTALS_META = "totals"  # on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY
 NODES_META = "nodes"  # on the parsed tree: how many nodes it has
 SOURCE_META = "source_sql"  # on the parsed tree: the text it was parsed from, for the names of functions as written
 LINEAR_FORM_META = "linear_form"  # on an aggregate: the linear form of measures its argument stands for
