@@ -18,7 +18,8 @@ from dsbroker.settings import owner_timezone
 from sandbox.settings import SandboxSettings
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
-from sandbox.engine.duckdb_engine import DuckDBEngine, EngineLimits
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.engine.interface import EngineLimits
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.checks.lookups import LookupChecker
 from dsbroker.identity.tokens import authenticator_from_settings

@@ -17,7 +17,7 @@ from dsbroker.records.checkpoints import Checkpoint
 from sandbox.catalog import Catalog
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
 from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
-from sandbox.engine.duckdb_engine import DuckDBEngine, EngineResult
+from sandbox.engine.interface import Engine, EngineResult
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.checks.key import check_key_binding
 from sandbox.checks.lookups import LookupChecker
@@ -39,7 +39,7 @@ DEFAULT_STATEMENTS_PAGE, MAX_STATEMENTS_PAGE = 100, 1000
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
     """Executes plans against the datasets this sandbox serves."""
 
-    def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
+    def __init__(self, engine: Engine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
                  plans: PlanGuardChecker, lookups: LookupChecker, max_rows: int, max_execution_seconds: float,
                  executions: ExecutionLedger, witness: CheckpointWitness, ledger: PrivacyLedger | None = None,
                  data_version: str = "") -> None:
