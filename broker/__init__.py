@@ -1,0 +1,1 @@
+"""The broker: a third party's server between departments and the owners' sandboxes."""

@@ -5,20 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-import grpc
-
-from dsbroker.errors import DsbrokerError, shown
+from dsbroker.errors import CatalogUnknownDataset, DsbrokerError, shown
 from broker.query.sandbox_client import SandboxClient
 from dsbroker.v1 import catalog_pb2 as pb
 
 CATALOG_SECONDS = 60.0
-
-
-class CatalogUnknownDataset(DsbrokerError):
-    """Raised for a dataset no sandbox publishes."""
-
-    code = grpc.StatusCode.NOT_FOUND
-    reason = "DATASET_NOT_FOUND"
 
 
 class Catalog:

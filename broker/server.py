@@ -32,13 +32,14 @@ from broker.servicers.query import QueryServicer
 from broker.workflow.store import open_store
 from broker.workflow.review import Workflow
 from dsbroker.rpc.serving import Running, add_health, bind, build_server, server_tls
+from dsbroker.rpc.status import ErrorInterceptor
 from broker.settings import BrokerSettings, access_log_key_path
 from dsbroker.settings import owner_timezone
 from dsbroker.identity.tls import ClientTls
 from dsbroker.identity.tokens import authenticator_from_settings
 from broker.v1 import (access_request_service_pb2, access_request_service_pb2_grpc, audit_service_pb2,
-                       audit_service_pb2_grpc, catalog_service_pb2, catalog_service_pb2_grpc, policy_service_pb2, policy_service_pb2_grpc, query_service_pb2,
-                       query_service_pb2_grpc)
+                       audit_service_pb2_grpc, catalog_service_pb2, catalog_service_pb2_grpc, policy_service_pb2,
+                       policy_service_pb2_grpc, query_service_pb2, query_service_pb2_grpc)
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = query_service_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
@@ -116,10 +117,11 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     server = build_server(
         max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        # Order, outermost first: errors (in build_server), request id and deadline, authentication,
-        # the per-caller cap, which needs to know the caller, and last the record of calls that
-        # wrote none of their own. The first three record their own refusals.
-        interceptors=[CallConventionsInterceptor(on_refusal=record_refused_call),
+        # The whole chain, outermost first: errors become statuses; request id and deadline; authentication;
+        # the per-caller cap, which needs to know the caller; last the record of calls that wrote none of
+        # their own. The second to fourth record their own refusals.
+        interceptors=[ErrorInterceptor(),
+                      CallConventionsInterceptor(on_refusal=record_refused_call),
                       AuthInterceptor(authenticator, on_failure=record_auth_failure),
                       CallerLimitInterceptor(settings.max_calls_per_caller, on_refusal=record_refused_call),
                       CallAuditInterceptor(access_log)])

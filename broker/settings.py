@@ -66,7 +66,7 @@ class BrokerSettings:
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
 
 
-def access_log_key_path(settings: "BrokerSettings") -> Path:
+def access_log_key_path(settings: BrokerSettings) -> Path:
     """Where the broker's checkpoint key is: as configured, or beside a SQLite log, or under state/."""
     if settings.access_log_key:
         return Path(settings.access_log_key)

@@ -14,9 +14,10 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from dsbroker.errors import ConfigError
 
@@ -50,7 +51,7 @@ def write_private(path: str | Path, data: bytes | str) -> None:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
-def open_private(path: str | Path, mode: str = "a", **kwargs) -> IO:
+def open_private(path: str | Path, mode: str = "a", **kwargs: Any) -> IO[Any]:
     """``open(path, mode)``, the file created with mode 0600 first if it does not exist."""
     return open(create_private(path), mode, **kwargs)
 
@@ -73,7 +74,7 @@ def built_privately(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def load_private_key(path: str | Path):
+def load_private_key(path: str | Path) -> PrivateKeyTypes:
     """Read a PEM private key, with a clear error when it is missing or not a key."""
     try:
         return serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
@@ -81,7 +82,7 @@ def load_private_key(path: str | Path):
         raise ConfigError(f"{path}: cannot read a private key ({error.__class__.__name__})") from None
 
 
-def write_private_key(path: Path, key) -> None:
+def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM, readable by its owner only (mode 0600)."""
     write_secret(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption()))

@@ -12,12 +12,15 @@ import tomllib
 import zoneinfo
 from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsbroker.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 MiB = 1024 * 1024
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def setting(default: Any, help: str) -> Any:

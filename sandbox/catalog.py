@@ -58,7 +58,8 @@ def catalog_path_for(data: str | Path) -> Path:
     return data.with_name(f"{data.stem}.catalog.yaml")
 
 
-def load_catalog(path: str | Path | None, served: set[str], columns_of: Callable[[str], list[tuple[str, str]]]) -> Catalog:
+def load_catalog(path: str | Path | None, served: set[str],
+                 columns_of: Callable[[str], list[tuple[str, str]]]) -> Catalog:
     """Read the owner's catalog file and check it against the served tables' real columns.
 
     Without a file every served table is published by name only, with nothing requestable.
@@ -118,7 +119,7 @@ class _Reader:
         if not isinstance(node, yaml.SequenceNode) or not all(isinstance(i, yaml.ScalarNode) for i in node.value):
             raise self.fail(node, f"{where} must be a list")
         values = [item.value for item in node.value]
-        for item, value in zip(node.value, values):
+        for item, value in zip(node.value, values, strict=True):
             if value not in allowed:
                 raise self.fail(item, f"{where}: unknown value {value!r} (allowed: {', '.join(allowed)})")
         return values
@@ -129,7 +130,8 @@ class _Reader:
             if required not in items:
                 raise self.fail(node, f"{name}: missing required key {required!r}")
         entity = self.text(items["entity"], f"{name}.entity")
-        stages = self.words(items.get("approval_stages"), f"{name}.approval_stages", APPROVAL_ROLES) or list(DEFAULT_STAGES)
+        stages = (self.words(items.get("approval_stages"), f"{name}.approval_stages", APPROVAL_ROLES)
+                  or list(DEFAULT_STAGES))
         if stages[-1] != "owner" or stages.count("owner") != 1:
             raise self.fail(items.get("approval_stages"), f"{name}.approval_stages must end with the owner, once")
         min_entities = DEFAULT_MIN_ENTITIES
@@ -155,7 +157,8 @@ class _Reader:
                                              "levels [entity]")
             columns.append(catalog_pb2.DatasetColumn(
                 name=column, type=real_columns[column], description=self.text(fields.get("description"), column),
-                unit=self.text(fields.get("unit"), column), classification=self.text(fields.get("classification"), column),
+                unit=self.text(fields.get("unit"), column),
+                classification=self.text(fields.get("classification"), column),
                 levels=levels))
         if entity not in {c.name for c in columns}:
             raise self.fail(items["entity"], f"{name}.entity {entity!r} must be described under columns")

@@ -13,11 +13,13 @@ from dsbroker.errors import ConfigError
 from dsbroker.rpc.call_context import CallConventionsInterceptor
 from dsbroker.policy.signing import Trust
 from dsbroker.rpc.serving import Running, add_health, bind, build_server, server_tls
+from dsbroker.rpc.status import ErrorInterceptor
 from dsbroker.settings import owner_timezone
 from sandbox.settings import SandboxSettings
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
-from sandbox.engine.duckdb_engine import DuckDBEngine, EngineLimits
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.engine.interface import EngineLimits
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.checks.lookups import LookupChecker
 from dsbroker.identity.tokens import authenticator_from_settings
@@ -100,7 +102,7 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
     stat = data_file.stat()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
-                          interceptors=[CallConventionsInterceptor()])
+                          interceptors=[ErrorInterceptor(), CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans,
                         lookups=LookupChecker.for_engine(engine, datasets), max_rows=settings.max_rows,

@@ -17,7 +17,7 @@ from dsbroker.records.checkpoints import Checkpoint
 from sandbox.catalog import Catalog
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
 from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
-from sandbox.engine.duckdb_engine import DuckDBEngine, EngineResult
+from sandbox.engine.interface import Engine, EngineResult
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.checks.key import check_key_binding
 from sandbox.checks.lookups import LookupChecker
@@ -41,7 +41,7 @@ DATASET_PAGES = Pages("datasets", (str,), default_size=100, max_size=1000)  # af
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
     """Executes plans against the datasets this sandbox serves."""
 
-    def __init__(self, engine: DuckDBEngine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
+    def __init__(self, engine: Engine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
                  plans: PlanGuardChecker, lookups: LookupChecker, max_rows: int, max_execution_seconds: float,
                  executions: ExecutionLedger, witness: CheckpointWitness, ledger: PrivacyLedger | None = None,
                  data_version: str = "") -> None:
@@ -67,7 +67,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         plan = request.plan
         if plan.dataset not in self.datasets:
             raise DsbrokerError(f"this sandbox does not serve dataset {plan.dataset!r}",
-                                reason="DATASET_NOT_SERVED", code=grpc.StatusCode.NOT_FOUND, table=plan.dataset)
+                                reason="DATASET_NOT_SERVED", table=plan.dataset)
         policy = self.policies.check(plan)
         check_plan_fields(plan)  # every field in range before the guard reads it and the ledger records it
         checked = self.plans.check(plan, policy, deadline=time.monotonic() + time_limit(context))
@@ -77,15 +77,14 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         timeout = min(self.max_execution_seconds, time_limit(context) - DEADLINE_MARGIN_SECONDS)
         deadline = time.monotonic() + timeout  # the engine's and then the release's
         if timeout <= 0:
-            raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT",
-                                code=grpc.StatusCode.DEADLINE_EXCEEDED)
+            raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT")
         key: RequesterKey | None = None
         if guarded.encrypted:  # checked before the plan is recorded: a plan refused here never runs
             key = self.contexts.load(plan.encryption.public_context)
             check_key_binding(plan, key.key_id, checked)
             if policy.partitions and self.executions.sandbox_id not in policy.partitions:
                 raise DsbrokerError("this sandbox is not one of the policy's partitions", reason="PARTITION_NOT_NAMED",
-                                    code=grpc.StatusCode.PERMISSION_DENIED, policy=policy.id)
+                                    policy=policy.id)
         self.executions.record(plan, request_id=current_request_id.get())
         if guarded.noise is not None:
             response = self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
@@ -141,7 +140,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         noise = policy.noise
         if self.ledger is None or noise is None:
             raise DsbrokerError("this sandbox keeps no privacy ledger, so it answers no noise policy",
-                                reason="NOISE_NOT_SERVED", code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)
+                                reason="NOISE_NOT_SERVED", policy=policy.id)
         # The plan (order, limit, names) is part of the key: it is applied after the noise, outside the SQL.
         plan_key = hashlib.sha256("\n".join((self.data_version, guarded.sql, repr(guarded.noise), str(max_rows)))
                                   .encode()).hexdigest()
@@ -154,8 +153,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=cap)
             if result.truncated:
                 raise DsbrokerError(f"the query has more than {cap:,} cells before the noisy threshold; group more "
-                                    "coarsely", reason="NOISE_TOO_MANY_CELLS", code=grpc.StatusCode.OUT_OF_RANGE,
-                                    table=plan.dataset)
+                                    "coarsely", reason="NOISE_TOO_MANY_CELLS", table=plan.dataset)
             answer = noisy_answer(guarded.noise, noise, policy.min_entities, result.names, result.types, result.rows,
                                   max_rows=max_rows)
             report = results_pb2.NoiseReport(

@@ -103,7 +103,8 @@ def broker_settings_for(sandbox_port: int, log_path: Path, **overrides) -> Broke
     return BrokerSettings(**{"listen": "127.0.0.1:0", "policies": str(signed_policies()),
                              "max_refusals_per_client": 1_000_000,
                              "sandbox": f"127.0.0.1:{sandbox_port}",
-                             "access_log": str(log_path), "store": str(log_path.with_name(log_path.stem + "-state.sqlite")),
+                             "access_log": str(log_path),
+                             "store": str(log_path.with_name(log_path.stem + "-state.sqlite")),
                              **broker_settings(dev_keys()), **overrides})
 
 

@@ -139,7 +139,7 @@ class _Checker:
                 self.fail(f"GROUP BY {key.sql()} is not a group column")
         projections = list(self.inner.expressions)
         expected = [(f"__g{i}", key) for i, key in enumerate(keys)] + [("__e", entity)]
-        for (alias, wanted), projection in zip(expected, projections):
+        for (alias, wanted), projection in zip(expected, projections, strict=False):
             if not (isinstance(projection, exp.Alias) and projection.alias == alias and projection.this == wanted):
                 self.fail(f"the per-entity query does not output {wanted.sql()} as {alias}")
         rest = projections[len(expected):]
@@ -231,11 +231,12 @@ class _Checker:
             if alias == "__s0":
                 ok = text == entities
             elif re.fullmatch(r"__s\d+", alias):
-                ok = text == "SUM(__rows)" or bool(re.fullmatch(r"(SUM\(__(sum|count)|MIN\(__min|MAX\(__max)_[a-z_0-9]+\)",
-                                                                text)) and self._per_entity(value.this)
+                ok = text == "SUM(__rows)" or bool(re.fullmatch(
+                    r"(SUM\(__(sum|count)|MIN\(__min|MAX\(__max)_[a-z_0-9]+\)", text)) and self._per_entity(value.this)
             elif re.fullmatch(r"__c\d+", alias):
                 inner = r"CASE WHEN (__sum_[a-z_0-9]+) <> 0 THEN __e END"
-                ok = bool(re.fullmatch(rf"COUNT\(DISTINCT {inner}\)" if rollup is not None else rf"COUNT\({inner}\)", text))
+                ok = bool(re.fullmatch(rf"COUNT\(DISTINCT {inner}\)" if rollup is not None else rf"COUNT\({inner}\)",
+                                       text))
             elif alias == "__grouping":
                 ok = rollup is not None and text == f"GROUPING({', '.join(f'__g{i}' for i in range(len(keys)))})"
             elif re.fullmatch(r"__d\d+_(total|top|largest|top2)", alias):

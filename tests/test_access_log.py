@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from broker.access_log.log import AccessLog, AccessRecord, RecordFilter
 from dsbroker.records.checkpoints import (Checkpoint, load_or_create_signing_key, load_public_key, public_key_path,
                                       sign_checkpoint, signature_valid)
-from broker.access_log.store import is_postgres
+from dsbroker.database import is_postgres
 from dsbroker.records.merkle import MerkleAccumulator, merkle_root
 from dsbroker.records.access_record import record_hash, seal, to_row
 from broker.audit.verify import verify_log
@@ -125,8 +125,8 @@ TAMPERING = {
                                          "INSERT INTO access_log SELECT 5, 'forged-event', at, event, decision, "
                                          "subject, department, token_id, client, request_id, grant_id, "
                                          "policy_version, policy_sha256, sql, sql_sha256, rewritten_sql, "
-                                         "rewritten_sql_sha256, reason, detail, prev_hash, hash, sql_bytes, rewritten_sql_bytes, "
-                                         "seal_key_id, seal FROM access_log "
+                                         "rewritten_sql_sha256, reason, detail, prev_hash, hash, sql_bytes, "
+                                         "rewritten_sql_bytes, seal_key_id, seal FROM access_log "
                                          "WHERE seq = 4"], 5, "CHAIN_BROKEN"),
     "the last records cut off": (["DELETE FROM access_log WHERE seq > 7"], 8, "LOG_TRUNCATED"),
     "a checkpoint's root replaced": (["UPDATE access_log_checkpoints SET root = "
@@ -430,7 +430,8 @@ def test_a_record_inserted_in_the_middle_with_every_later_hash_recomputed_is_ref
                                                                                               broker):
     log = writing_log(location, key_file)
     records = log.records()
-    tamper(location, "UPDATE access_log SET seq = -seq WHERE seq >= 3", "UPDATE access_log SET seq = 1 - seq WHERE seq < 0")
+    tamper(location, "UPDATE access_log SET seq = -seq WHERE seq >= 3",
+           "UPDATE access_log SET seq = 1 - seq WHERE seq < 0")
     # Every record from the inserted one on, re-chained with recomputed hashes (seals, if any, are kept as they were).
     rechained, prev = [forged(3, records[1].hash)], None
     prev = rechained[0].hash

@@ -6,9 +6,9 @@ taxpayer's existence or amount inside a withheld cell): a query must succeed on 
 answer the same on both. The rest bound what one short query may cost the guard, or require a refusal
 instead of an INTERNAL error.
 
-The tests run the guard and ``sandbox.disclosure.release.run`` (or ``sandbox.disclosure.encryption.encrypted_release``) on
-real DuckDB files; the noise test runs a real sandbox and broker, because the cap it attacks lives in
-the sandbox's servicer.
+The tests run the guard and ``sandbox.disclosure.release.run`` (or
+``sandbox.disclosure.encryption.encrypted_release``) on real DuckDB files; the noise test runs a real
+sandbox and broker, because the cap it attacks lives in the sandbox's servicer.
 """
 
 from __future__ import annotations
@@ -239,7 +239,8 @@ def test_a_huge_range_bound_is_a_refusal_not_an_internal_error(policy, bound):
     ``1e999999`` (8 characters) costs 34 s of CPU first."""
     result = _guarded_within(f"SELECT COUNT(*) AS c FROM tax.declarations WHERE employees BETWEEN 0 AND {bound}",
                              policy, ranges={"employees": 50})
-    assert isinstance(result, DsbrokerError) and result.reason == "NUMBER_OUT_OF_RANGE", f"{type(result).__name__}: {result}"
+    assert isinstance(result, DsbrokerError) and result.reason == "NUMBER_OUT_OF_RANGE", \
+        f"{type(result).__name__}: {result}"
 
 
 def test_expanding_positions_and_aliases_is_bounded(policy):

@@ -7,8 +7,8 @@ succeed on both or on neither, and answer the same on both. The others require t
 exact query gives one answer, that no input is an INTERNAL error, and that what one short query costs
 the sandbox is bounded.
 
-The tests run the guard and the sandbox's own release code (``sandbox.disclosure.release``, ``sandbox.disclosure.noise``,
-``sandbox.disclosure.encryption``) on real DuckDB files, as the servicer does.
+The tests run the guard and the sandbox's own release code (``sandbox.disclosure.release``,
+``sandbox.disclosure.noise``, ``sandbox.disclosure.encryption``) on real DuckDB files, as the servicer does.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def test_repeating_an_exact_query_with_totals_gives_one_answer(tmp_path, policy)
         withheld_streets = set()
         for _ in range(20):
             released = run(engine, guarded, timeout_s=60)
-            withheld_streets.add(tuple(sorted(row[0] for row, marks in zip(released.rows, released.withheld)
+            withheld_streets.add(tuple(sorted(row[0]
+                                              for row, marks in zip(released.rows, released.withheld, strict=True)
                                               if marks and row[0] != "X")))
     finally:
         engine.close()

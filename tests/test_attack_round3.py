@@ -7,8 +7,8 @@ or amount inside a withheld cell): a query must succeed on both or on neither, a
 
 The attacker is the shipped grant's requester (xuanwu-fgw, ``suppressed: mark``, k = 10, no dominance
 rule), except where a test says which documented grant option it also needs. The tests run the guard
-and the sandbox's own release code (``sandbox.disclosure.release``, ``sandbox.disclosure.encryption``) on real DuckDB files,
-as the servicer does.
+and the sandbox's own release code (``sandbox.disclosure.release``, ``sandbox.disclosure.encryption``)
+on real DuckDB files, as the servicer does.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from tests.neighbours import JAN, guarded_for, outcome, street
 
 def released_cit(released, keys: tuple) -> dict:
     """The CIT (output 2) of each row of a ROLLUP answer that releases it, by its keys (a total's as None)."""
-    return {tuple(row[:len(keys)]): row[2] for row, marks in zip(released.rows, released.withheld) if 2 not in marks}
+    return {tuple(row[:len(keys)]): row[2]
+            for row, marks in zip(released.rows, released.withheld, strict=True) if 2 not in marks}
 
 
 def cit_rows(engines, name: str, amount: int):
@@ -101,7 +102,7 @@ def test_two_cells_under_the_threshold_are_not_their_total_less_its_released_par
     sql = ("SELECT street_code, period, COUNT(*) AS c, SUM(revenue) AS revenue FROM tax.declarations "
            "GROUP BY ROLLUP (street_code, period)")
     released = run(engines("db", street("A", 12) + street("B", 12) + lone), guarded_for(sql, policy), timeout_s=30)
-    shown = {tuple(row[:2]): row[3] for row, marks in zip(released.rows, released.withheld) if not marks}
+    shown = {tuple(row[:2]): row[3] for row, marks in zip(released.rows, released.withheld, strict=True) if not marks}
     assert ("A", dt.date(2025, 2, 1)) not in shown and ("A", dt.date(2025, 3, 1)) not in shown
     assert not (("A", None) in shown and ("A", JAN) in shown), (released.rows, released.withheld)
 

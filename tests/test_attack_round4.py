@@ -26,7 +26,7 @@ import tenseal as ts
 
 from broker.client.encryption_key import EncryptionKey
 from dsbroker.policy.signing import APPROVALS_HEADER, Approval, split_document
-from dsbroker.results.bfv import PLAIN_MODULUS, POLY_MODULUS_DEGREE
+from dsbroker.results.parameters import PLAIN_MODULUS, POLY_MODULUS_DEGREE
 from sandbox.v1 import sandbox_service_pb2 as pb
 from tests.conftest import GRANT, POLICIES, sign
 from tests.test_hostile_broker import (bound_encryption, call, document, encrypted_plan, own,  # noqa: F401

@@ -22,7 +22,7 @@ JAN, FEB, MAR, APR = (dt.date(2025, month, 1) for month in (1, 2, 3, 4))
 
 def released_column(released, keys: int, column: int) -> dict:
     """Output ``column`` of each row of a ROLLUP answer that releases it, by its keys (a total's as None)."""
-    return {tuple(row[:keys]): row[column] for row, marks in zip(released.rows, released.withheld)
+    return {tuple(row[:keys]): row[column] for row, marks in zip(released.rows, released.withheld, strict=True)
             if column not in marks}
 
 
@@ -180,7 +180,8 @@ def test_a_row_withheld_whole_beside_a_small_cell_is_not_one_no_taxpayer_makes_t
         assert ("A", JAN) not in cit
         nobody = [month for month in (FEB, MAR) if ("A", month) not in cit]  # months nobody pays CIT in
         if ("A", None) in cit and ("A", APR) in cit and nobody and len(nobody) < 2:
-            found[amount] = cit[("A", None)] - cit[("A", APR)] - sum(cit[("A", m)] for m in (FEB, MAR) if m not in nobody)
+            found[amount] = (cit[("A", None)] - cit[("A", APR)]
+                             - sum(cit[("A", m)] for m in (FEB, MAR) if m not in nobody))
     assert not found, found  # {123456: 123456, 654321: 654321}
 
 
@@ -256,5 +257,6 @@ def test_suppression_does_not_depend_on_the_engines_row_order_with_a_null_key(en
         random.Random(seed).shuffle(shuffled)
         released = release(result.names, result.types, shuffled, guarded)
         answers.add(tuple(sorted((repr(row), repr(sorted(spans)), repr(sorted(marks)))
-                                 for row, marks, spans in zip(released.rows, released.withheld, released.rolled_up))))
+                                 for row, marks, spans in zip(released.rows, released.withheld, released.rolled_up,
+                                                              strict=True))))
     assert len(answers) == 1, f"{len(answers)} different answers from one table"

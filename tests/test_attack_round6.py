@@ -23,7 +23,7 @@ JAN, FEB, MAR = (dt.date(2025, month, 1) for month in (1, 2, 3))
 
 def released_column(released, keys: int, column: int) -> dict:
     """Output ``column`` of each row of a ROLLUP answer that releases it, by its keys (a total's as None)."""
-    return {tuple(row[:keys]): row[column] for row, marks in zip(released.rows, released.withheld)
+    return {tuple(row[:keys]): row[column] for row, marks in zip(released.rows, released.withheld, strict=True)
             if column not in marks}
 
 
@@ -161,7 +161,7 @@ def test_a_million_cell_rollup_stops_near_its_deadline(engines, policy):
     for i in range(1_000):
         for s in range(30):
             entities = [rng.choice([1, 3, 9, 10, 12, 20]) for _ in periods]
-            rows.extend(cell((f"i{i}", f"s{s}", p), 0, e) for p, e in zip(periods, entities))
+            rows.extend(cell((f"i{i}", f"s{s}", p), 0, e) for p, e in zip(periods, entities, strict=True))
             rows.append(cell((f"i{i}", f"s{s}", None), 1, sum(entities)))
         rows.append(cell((f"i{i}", None, None), 3, 500))
     rows.append(cell((None, None, None), 7, 100_000))

@@ -28,7 +28,7 @@ JAN, FEB, MAR, APR, MAY = (dt.date(2025, month, 1) for month in (1, 2, 3, 4, 5))
 
 def released_column(released, keys: int, column: int) -> dict:
     """Output ``column`` of each row of a ROLLUP answer that releases it, by its keys (a total's as None)."""
-    return {tuple(row[:keys]): row[column] for row, marks in zip(released.rows, released.withheld)
+    return {tuple(row[:keys]): row[column] for row, marks in zip(released.rows, released.withheld, strict=True)
             if column not in marks}
 
 

@@ -258,7 +258,8 @@ def test_a_field_the_servicer_does_not_check_is_invalid_argument_not_internal(ow
     assert [r.decision for r in records_for(own_broker.log, request_id)] == ["deny"]
 
 
-@pytest.mark.parametrize("page_token", ["\u00b2", "9" * 30, "9" * 5000], ids=["superscript", "past-int64", "5000-digits"])
+@pytest.mark.parametrize("page_token", ["\u00b2", "9" * 30, "9" * 5000],
+                         ids=["superscript", "past-int64", "5000-digits"])
 def test_a_statements_page_token_the_sandbox_never_issued_is_invalid_argument_not_internal(sandbox, page_token):
     error = sandbox_refusal(sandbox.port, "ListPolicyStatements", pb.ListPolicyStatementsRequest(page_token=page_token))
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID")
@@ -296,10 +297,10 @@ def witness_request(checkpoints, leaves, *, since: int = 0) -> pb.WitnessCheckpo
     first from ``since``), made over ``leaves``, the record hashes the sender claims the log holds."""
     sizes = [since, *(c.size for c in checkpoints)]
     proofs = [consistency_proof(MerkleAccumulator().extend(leaves[:old]), leaves[old:new])
-              for old, new in zip(sizes, sizes[1:])]
+              for old, new in zip(sizes, sizes[1:], strict=False)]
     return pb.WitnessCheckpointRequest(checkpoints=[pb.LogCheckpoint(
         size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature,
-        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs)])
+        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs, strict=True)])
 
 
 def written_log(location, key_path, records: int):

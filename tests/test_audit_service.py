@@ -118,13 +118,14 @@ def test_a_refused_auditor_read_is_recorded_with_its_reason(own_broker):
 def test_an_unexpected_failure_in_a_handler_is_recorded_as_an_error(tmp_path):
     from dsbroker.rpc.call_context import CallConventionsInterceptor
     from dsbroker.rpc.serving import build_server
+    from dsbroker.rpc.status import ErrorInterceptor
 
     def broken(request, context):
         raise ValueError("a bug")
 
     log = writing_log(tmp_path / "log.sqlite")
     server = build_server(max_workers=2, max_message_bytes=1 << 20, max_concurrent_rpcs=4,
-                          interceptors=[CallConventionsInterceptor(), CallAuditInterceptor(log)])
+                          interceptors=[ErrorInterceptor(), CallConventionsInterceptor(), CallAuditInterceptor(log)])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "test.Broken", {"Call": grpc.unary_unary_rpc_method_handler(broken)})])
     port = server.add_insecure_port("127.0.0.1:0")

@@ -128,7 +128,7 @@ def call_witness(port: int, checkpoints, proofs=None) -> pb.WitnessCheckpointRes
     proofs = proofs if proofs is not None else [proof_for(c) for c in checkpoints]
     request = pb.WitnessCheckpointRequest(checkpoints=[pb.LogCheckpoint(
         size=c.size, root=c.root, prev=c.prev, sign_time=c.at, key_id=c.key_id, signature=c.signature,
-        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs)])
+        consistency_proof_hashes=proof) for c, proof in zip(checkpoints, proofs, strict=True)])
     with open_channel(f"127.0.0.1:{port}", tls=sandbox_client_tls(), options=[]) as channel:
         try:
             return pb_grpc.SandboxServiceStub(channel).WitnessCheckpoint(request, timeout=10)

@@ -85,7 +85,8 @@ def test_a_dominated_measure_cannot_be_recovered_by_differencing_two_sums_in_one
         connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, "
                            "street_code VARCHAR, revenue BIGINT, vat_paid BIGINT)")
         for number, vat in enumerate([9_000] + [100] * 11):
-            connection.execute("INSERT INTO tax.declarations VALUES (?, ?, 'F', 100000, ?)", [f"F-{number}", XUANWU, vat])
+            connection.execute("INSERT INTO tax.declarations VALUES (?, ?, 'F', 100000, ?)",
+                               [f"F-{number}", XUANWU, vat])
     engine = DuckDBEngine(path)
     try:
         grant = dataclasses.replace(policy, dominance=Dominance(n=1, k=85.0))

@@ -30,6 +30,7 @@ from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
 from broker.v1 import query_service_pb2 as query_pb
 from dsbroker.results import bfv
+from dsbroker.results.parameters import EXACT_LIMIT
 from sandbox.demo.data import DEMO_DATASETS, split_demo_data
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
@@ -39,9 +40,9 @@ from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client
 PARTITIONED = "xuanwu-fgw-2026-008"
 PARTITIONS = ("part-a", "part-b", "part-c")
 NOISY = "xuanwu-fgw-2026-009"
-CELLS_SQL = ("SELECT street_code, industry_section, COUNT(*) AS declarations, COUNT(DISTINCT taxpayer_id) AS taxpayers, "
-             "SUM(revenue) AS revenue, AVG(vat_paid) AS mean_vat FROM tax.declarations "
-             "GROUP BY street_code, industry_section")
+CELLS_SQL = ("SELECT street_code, industry_section, COUNT(*) AS declarations, "
+             "COUNT(DISTINCT taxpayer_id) AS taxpayers, SUM(revenue) AS revenue, AVG(vat_paid) AS mean_vat "
+             "FROM tax.declarations GROUP BY street_code, industry_section")
 SECTIONS_SQL = ("SELECT industry_section, size_class, COUNT(*) AS declarations, SUM(vat_paid) AS vat, "
                 "AVG(revenue) AS mean_revenue FROM tax.declarations GROUP BY industry_section, size_class")
 
@@ -122,13 +123,14 @@ class Deployment:
         self.partition_files = split_demo_data(demo_db, list(PARTITIONS), state / "partitions")
         self.sandboxes = [plaintext_sandbox(demo_db, "whole", state / "whole-executions.sqlite")]
         self.sandboxes += [plaintext_sandbox(path, name, state / f"{name}-executions.sqlite")
-                           for name, path in zip(PARTITIONS, self.partition_files)]
+                           for name, path in zip(PARTITIONS, self.partition_files, strict=True)]
         self.proxies = [RecordingProxy(running.port) for running in self.sandboxes]
         self.access_log = state / "access-log.sqlite"
         self.broker = start_broker(broker_settings_for(
             self.proxies[0].port, self.access_log, policies=str(encrypted_policies(state / "policies")),
             sandbox_plaintext=True, sandbox_ca="", sandbox_cert="", sandbox_key="",
-            partitions=tuple(f"{name}=127.0.0.1:{proxy.port}" for name, proxy in zip(PARTITIONS, self.proxies[1:]))))
+            partitions=tuple(f"{name}=127.0.0.1:{proxy.port}"
+                             for name, proxy in zip(PARTITIONS, self.proxies[1:], strict=True))))
 
     def client(self) -> BrokerClient:
         return BrokerClient(f"127.0.0.1:{self.broker.port}", token=token_for(), tls=client_tls())
@@ -142,7 +144,7 @@ class Deployment:
 
     def stop(self) -> None:
         self.broker.stop()
-        for running, proxy in zip(self.sandboxes, self.proxies):
+        for running, proxy in zip(self.sandboxes, self.proxies, strict=True):
             running.stop()
             proxy.close()
 
@@ -160,7 +162,7 @@ def key() -> EncryptionKey:
 
 
 def by_keys(columns, rows, width):
-    return {tuple(row[:width]): dict(zip(columns[width:], row[width:])) for row in rows}
+    return {tuple(row[:width]): dict(zip(columns[width:], row[width:], strict=True)) for row in rows}
 
 
 def test_encrypted_cells_equal_the_plaintext_cells_one_by_one(deployment, key):
@@ -219,7 +221,7 @@ def test_a_secure_sum_over_three_partitions_equals_the_sum_of_their_partials(dep
     assert result.encryption["partitions"] == 3
     assert result.columns == ["industry_section", "size_class", "declarations", "vat", "mean_revenue"]
     got = {tuple(row[:2]): (row[2], row[3], row[4], withheld)
-           for row, withheld in zip(result.rows, result.encryption["partitions_withheld"])}
+           for row, withheld in zip(result.rows, result.encryption["partitions_withheld"], strict=True)}
     assert got.keys() == expected.keys() and len(got) > 10
     for group, (count, vat, revenue, n, withheld, _) in expected.items():
         assert got[group][:2] == (count, vat), group
@@ -349,7 +351,7 @@ def test_the_access_log_names_the_key_and_the_partitions(deployment, key):
 def near_limit(tmp_path_factory):
     """A sandbox and broker over taxpayers whose totals come within a few fen of the exact range, or pass it."""
     state = tmp_path_factory.mktemp("near-limit")
-    share = bfv.EXACT_LIMIT // 12
+    share = EXACT_LIMIT // 12
     rows = []
     for street, value in (("320102001", share), ("320102002", -share), ("320102003", share + 1)):
         rows += [(f"{street}-{i:02d}", "2026-01-01", street, value, value) for i in range(12)]
@@ -370,8 +372,9 @@ def test_totals_near_the_range_limit_decrypt_exactly(near_limit, key):
            "WHERE street_code IN ('320102001', '320102002') GROUP BY street_code")
     plain = client.query(GRANT, sql)
     encrypted = client.query(GRANT, sql, encryption_key=key)
-    assert sorted(encrypted.rows) == sorted(plain.rows) == [["320102001", 12 * share, 12], ["320102002", -12 * share, 12]]
-    assert bfv.EXACT_LIMIT - 12 * share < 12
+    assert sorted(encrypted.rows) == sorted(plain.rows) == [["320102001", 12 * share, 12],
+                                                            ["320102002", -12 * share, 12]]
+    assert EXACT_LIMIT - 12 * share < 12
 
 
 def test_a_total_beyond_the_range_is_refused_not_wrapped(near_limit, key):
@@ -388,10 +391,11 @@ def test_a_total_beyond_the_range_is_refused_not_wrapped(near_limit, key):
 def test_with_partitions_each_cell_must_leave_room_for_the_others(near_limit):
     from dsbroker.guard import guard
     from sandbox.disclosure.encryption import encrypted_release
-    policy = parse_policy((POLICIES / f"{GRANT}.yaml").read_text().replace("results: [aggregate]", "results: [aggregate, encrypted]"))
+    policy = parse_policy((POLICIES / f"{GRANT}.yaml").read_text().replace("results: [aggregate]",
+                                                                          "results: [aggregate, encrypted]"))
     guarded = guard("SELECT SUM(vat_paid) AS vat FROM tax.declarations", policy, district=XUANWU,
                     department="xuanwu-fgw", encrypted=True)
-    cell = bfv.EXACT_LIMIT // 3 + 1
+    cell = EXACT_LIMIT // 3 + 1
     # The cell table: the count of taxpayers (above the threshold), then the sum.
     table = (["__s0", "__s1"], ["BIGINT", "HUGEINT"], [(12, cell)])
     release = encrypted_release(*table, guarded, partitions=2, dataset="tax.declarations")
@@ -451,7 +455,7 @@ def test_the_log_reconciles_with_every_partitions_ledger(deployment, key, tmp_pa
 ], ids=["a sandbox the policy does not name", "two partitions swapped", "one partition twice"])
 def test_a_partition_address_that_reaches_the_wrong_sandbox_is_refused(deployment, key, tmp_path, stand_ins, reason,
                                                                         code):
-    ports = dict(zip(("whole", *PARTITIONS), (proxy.port for proxy in deployment.proxies)))
+    ports = dict(zip(("whole", *PARTITIONS), (proxy.port for proxy in deployment.proxies), strict=True))
     wrong = {**ports, **{name: ports[stand_in] for name, stand_in in stand_ins.items()}}
     broker = start_broker(broker_settings_for(
         ports["whole"], tmp_path / "access-log.sqlite", policies=str(encrypted_policies(tmp_path / "policies")),

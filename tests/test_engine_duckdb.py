@@ -8,7 +8,9 @@ import duckdb
 import pytest
 
 from dsbroker.errors import DsbrokerError
-from sandbox.engine.duckdb_engine import DuckDBEngine, EngineLimits, lockdown_statements
+from sandbox.engine.duckdb_engine import DuckDBEngine
+from sandbox.engine.duckdb_lockdown import lockdown_statements
+from sandbox.engine.interface import EngineLimits
 
 HEAVY = "SELECT count(*) FROM range(100000000000) a"
 

@@ -90,10 +90,10 @@ def test_accepted_cells_equal_the_unrestricted_query(case, suppression, policy, 
     guarded = run_guard(case.sql, policy, suppression=suppression)
     released = run(engine, guarded, timeout_s=30)
     assert released.names == list(guarded.output_names)
-    withheld = [row for row, cells in zip(released.rows, released.withheld) if cells]
+    withheld = [row for row, cells in zip(released.rows, released.withheld, strict=True) if cells]
     assert not withheld or suppression == "mark"
     assert all(row[i] is None for row in withheld for i in guarded.cells.cell_outputs)
-    released.rows = [row for row, cells in zip(released.rows, released.withheld) if not cells]
+    released.rows = [row for row, cells in zip(released.rows, released.withheld, strict=True) if not cells]
     assert released.rows, "a legitimate query released nothing; the fixture should pick cells above the threshold"
 
     # The reference is built without the guard: the caller's SQL, restricted to its
@@ -104,7 +104,8 @@ def test_accepted_cells_equal_the_unrestricted_query(case, suppression, policy, 
     reference_tree.set("limit", None)
     for table in reference_tree.find_all(sqlglot.exp.Table):
         table.set("db", sqlglot.exp.to_identifier("tax"))
-    reference = {tuple(_key(row, released.names, case)): row for row in direct.execute(reference_tree.sql("duckdb")).fetchall()}
+    reference = {tuple(_key(row, released.names, case)): row
+                 for row in direct.execute(reference_tree.sql("duckdb")).fetchall()}
     for row in released.rows:
         expected = reference[tuple(_key(row, released.names, case))]
         assert _same(row, expected), f"{row} != {expected}"
@@ -118,7 +119,8 @@ def _key(row, names, case):
 
 
 def _same(row, expected) -> bool:
-    return all(a == b or (isinstance(a, float) and abs(a - b) <= 1e-9 * max(1.0, abs(b))) for a, b in zip(row, expected))
+    return all(a == b or (isinstance(a, float) and abs(a - b) <= 1e-9 * max(1.0, abs(b)))
+               for a, b in zip(row, expected, strict=True))
 
 
 def test_rules_are_small_modules_named_for_what_they_do():

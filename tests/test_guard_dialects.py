@@ -69,8 +69,8 @@ def test_an_accepted_query_answers_alike_on_postgresql(case, policy, engines):
         assert len(answered) == len(expected)
         return
     assert len(answered) == len(expected), in_postgres
-    for got, want in zip(answered, expected):
-        assert all(_close(a, b) for a, b in zip(got, want)), f"{got} != {want}\n{in_postgres}"
+    for got, want in zip(answered, expected, strict=True):
+        assert all(_close(a, b) for a, b in zip(got, want, strict=True)), f"{got} != {want}\n{in_postgres}"
 
 
 def _normal(row) -> tuple:

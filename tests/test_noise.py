@@ -106,7 +106,7 @@ def test_stated_intervals_hold_the_true_value_about_95_percent_of_the_time(engin
                               max_rows=100)
         (row,) = answer.rows
         widths = {column.name: column.half_width for column in answer.columns}
-        for name, value in zip(answer.names[1:], row[1:]):
+        for name, value in zip(answer.names[1:], row[1:], strict=True):
             within[name] += abs(value - true[name]) <= widths[name]
             values[name].add(value)
     for name in true:

@@ -59,11 +59,13 @@ def test_defaults_are_safe():
     (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 0, budget: 5, bounds: {}}}"), 5, "above 0"),
     (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, delta: 0.1, bounds: {}}}"),
      5, "below 0.001"),
-    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {street_code: [0, 1]}}}"),
+    (("purpose: testing",
+      "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {street_code: [0, 1]}}}"),
      5, "not a measure column"),
     (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {vat_paid: [5, 1]}}}"),
      5, "low < high"),
-    (("purpose: testing", "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {vat_paid: [0.5, 1]}}}"),
+    (("purpose: testing",
+      "purpose: testing\ndisclosure: {noise: {epsilon: 1, budget: 5, bounds: {vat_paid: [0.5, 1]}}}"),
      5, "whole numbers"),
     (("purpose: testing", "purpose: testing\ndisclosure: {p_percent: 10, noise: {epsilon: 1, budget: 5, bounds: {}}}"),
      5, "alternatives"),
@@ -177,7 +179,8 @@ def test_a_problem_with_a_huge_value_is_reported_without_echoing_it(change):
     assert len(caught.value.message.encode()) <= 300 and caught.value.line
 
 
-WITH_DISTRICT = VALID.replace("grantee: {department: test-dept}", 'grantee: {department: test-dept, district: "320102"}')
+WITH_DISTRICT = VALID.replace("grantee: {department: test-dept}",
+                              'grantee: {department: test-dept, district: "320102"}')
 
 
 def test_the_grantee_names_its_district():
@@ -186,7 +189,8 @@ def test_the_grantee_names_its_district():
     assert parse_policy(VALID).district is None, "an old policy still loads (lint flags it; no query runs under it)"
 
 
-@pytest.mark.parametrize("district, words", [("320102", "quoted"), ('""', "non-empty text"), ('"32 01"', "of the form")])
+@pytest.mark.parametrize("district, words",
+                         [("320102", "quoted"), ('""', "non-empty text"), ('"32 01"', "of the form")])
 def test_a_grantee_district_is_quoted_text(district, words):
     with pytest.raises(PolicyFileError) as caught:
         parse_policy(WITH_DISTRICT.replace('"320102"', district))

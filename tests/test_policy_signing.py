@@ -25,7 +25,8 @@ from sandbox.ledgers.policies import PolicyLedger
 from sandbox.checks.policy_standing import PolicyStanding
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
-from tests.conftest import GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, sign, token_for
+from tests.conftest import (GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, sign,
+                            token_for)
 
 UNSIGNED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
 COUNT_SQL = "SELECT COUNT(*) AS c FROM tax.declarations"

@@ -15,7 +15,9 @@ from broker.access_log.log import AccessLog, AccessRecord
 from dsbroker.records.checkpoints import load_or_create_signing_key
 from broker.dev.keys import init_keys
 from broker.workflow.store import open_store
+from sandbox.ledgers.checkpoint_witness import CheckpointWitness
 from sandbox.ledgers.executions import ExecutionLedger
+from sandbox.ledgers.policies import PolicyLedger
 from sandbox.ledgers.privacy import PrivacyLedger
 
 
@@ -45,13 +47,18 @@ def test_sqlite_state_and_its_wal_and_shm_are_private(tmp_path, open_umask):
     log.append(AccessRecord(event="call", decision="allow"))
     privacy = PrivacyLedger(tmp_path / "state" / "data.privacy.sqlite")
     executions = ExecutionLedger(tmp_path / "state" / "data.executions.sqlite", sandbox_id="s")
+    policies = PolicyLedger(tmp_path / "state" / "policies.sqlite")
+    # The witness ledger on a file of its own: it used to be created with the umask's mode.
+    witness = CheckpointWitness(tmp_path / "state" / "witness.sqlite", broker_keys=[], witness_key=None,
+                                witness_id="s")
     with contextlib.ExitStack() as opened:
-        for thing in (store, log, privacy, executions):
+        for thing in (store, log, privacy, executions, policies, witness):
             opened.callback(thing.close)
         found = modes(tmp_path / "state")
         assert {name for name in found if name.endswith(("-wal", "-shm"))} >= {
             "broker-state.sqlite-wal", "access-log.sqlite-wal", "data.executions.sqlite-wal"}
-        assert {"access-log.key", "access-log.pub", "data.privacy.sqlite"} <= set(found)
+        assert {"access-log.key", "access-log.pub", "data.privacy.sqlite", "policies.sqlite",
+                "witness.sqlite"} <= set(found)
         assert {name: m for name, m in found.items() if m != 0o600} == {}
 
 

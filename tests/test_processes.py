@@ -31,8 +31,9 @@ def servers(demo_db, tmp_path_factory):
 
 def client_env(target: str) -> dict[str, str]:
     keys = dev_keys()
-    return {**os.environ, "DSBROKER_BROKER": target, "DSBROKER_TOKEN": token_for(), "DSBROKER_CA": str(keys.platform_ca),
-            "DSBROKER_CERT": str(keys.client_cert(ANALYST)), "DSBROKER_KEY": str(keys.client_key(ANALYST))}
+    return {**os.environ, "DSBROKER_BROKER": target, "DSBROKER_TOKEN": token_for(),
+            "DSBROKER_CA": str(keys.platform_ca), "DSBROKER_CERT": str(keys.client_cert(ANALYST)),
+            "DSBROKER_KEY": str(keys.client_key(ANALYST))}
 
 
 def cli(broker, *args):
@@ -124,7 +125,8 @@ def test_token_issue_prints_a_token_the_broker_accepts(tmp_path):
 
 def test_the_cli_needs_a_ca_or_an_explicit_plaintext(servers):
     _, broker, _ = servers
-    env = {k: v for k, v in client_env(broker.target).items() if k not in ("DSBROKER_CA", "DSBROKER_CERT", "DSBROKER_KEY")}
+    env = {k: v for k, v in client_env(broker.target).items()
+           if k not in ("DSBROKER_CA", "DSBROKER_CERT", "DSBROKER_KEY")}
     run = run_cli("query", "--grant", GRANT, "--sql", "SELECT COUNT(*) FROM tax.declarations", env=env)
     assert run.returncode == 2 and "--ca" in run.stderr
     run = run_cli("query", "--plaintext", "--timeout", "3", "--grant", GRANT, "--sql",

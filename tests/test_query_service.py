@@ -113,7 +113,8 @@ def test_a_grant_without_a_grantee_district_serves_no_query(sandbox, tmp_path):
     ("SELECT COUNT(*) FROM tax.declarations; SELECT 1", grpc.StatusCode.INVALID_ARGUMENT, "MULTIPLE_STATEMENTS"),
     ("DELETE FROM tax.declarations", grpc.StatusCode.INVALID_ARGUMENT, "STATEMENT_NOT_ALLOWED"),
     ("SELECT COUNT(*) FROM tax.nosuch", grpc.StatusCode.PERMISSION_DENIED, "TABLE_NOT_FOUND"),
-    ("SELECT nosuch, COUNT(*) FROM tax.declarations GROUP BY 1", grpc.StatusCode.PERMISSION_DENIED, "COLUMN_NOT_GRANTED"),
+    ("SELECT nosuch, COUNT(*) FROM tax.declarations GROUP BY 1", grpc.StatusCode.PERMISSION_DENIED,
+     "COLUMN_NOT_GRANTED"),
     ("SELECT taxpayer_id, vat_paid FROM tax.declarations", grpc.StatusCode.INVALID_ARGUMENT, "ENTITY_COLUMN_MISUSED"),
     ("SELECT vat_paid FROM tax.declarations", grpc.StatusCode.INVALID_ARGUMENT, "RAW_ROWS"),
 ])
@@ -194,7 +195,8 @@ def test_every_call_is_in_the_access_log_and_the_chain_verifies(broker, client):
 def test_explain_shows_the_rewrite_and_each_rule_without_running_and_is_logged(broker, client):
     log = AccessLog(broker.access_log_path)
     before = max((r.seq for r in log.records()), default=0)
-    sql = "SELECT s.street_name, SUM(vat_paid) AS vat FROM tax.declarations d JOIN tax.streets s USING (street_code) GROUP BY 1"
+    sql = ("SELECT s.street_name, SUM(vat_paid) AS vat FROM tax.declarations d JOIN tax.streets s USING (street_code) "
+           "GROUP BY 1")
     explanation = client.explain(GRANT, sql)
     ran = client.query(GRANT, sql)
     assert explanation.rewritten_sql == ran.rewritten_sql
@@ -213,7 +215,8 @@ def test_explain_shows_the_rewrite_and_each_rule_without_running_and_is_logged(b
 
     new = list(log.records(after=before))
     assert [(r.event, r.decision) for r in new] == [
-        ("query.explain", "allow"), ("query.decision", "allow"), ("query.result", "released"), ("query.explain", "deny")]
+        ("query.explain", "allow"), ("query.decision", "allow"), ("query.result", "released"),
+        ("query.explain", "deny")]
     assert f"accessRecords/{new[0].seq}" == explanation.access_record
     assert new[0].rewritten_sql == explanation.rewritten_sql
     assert new[3].reason == "ENTITY_COLUMN_MISUSED" and log.verify() == []

@@ -1,4 +1,5 @@
-"""Quotas and validity with a fixed clock: a grant's queries per day and in total, counted where the access is recorded."""
+"""Quotas and validity with a fixed clock: a grant's queries per day and in total, counted where the access is
+recorded."""
 
 from __future__ import annotations
 

@@ -56,7 +56,8 @@ def test_refusals_past_the_cap_are_counted_in_one_record_and_valid_calls_pass(ca
     running, log_path, clock = capped
     answers = [forged_query(running.port) for _ in range(CAP + 7)]
     assert [(e.code, e.reason) for e in answers[:CAP]] == [(grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")] * CAP
-    assert {(e.code, e.reason) for e in answers[CAP:]} == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_FAILED_CALLS")}
+    assert {(e.code, e.reason) for e in answers[CAP:]} == {(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                            "TOO_MANY_FAILED_CALLS")}
     assert answers[-1].details[0].violations[0].subject.startswith("clients/certificate:")
     # The same certificate with a token that verifies is served; another certificate has a cap of its own.
     with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls()) as honest:

@@ -94,7 +94,8 @@ KEYS = {"street_code": lambda r: r[3], "period": lambda r: r[1], "industry_code"
 COLUMN = {"revenue": 6, "vat_paid": 7, "cit_paid": 8, "employees": 9}
 FILTERS = {"street_code IN ('S0', 'S1', 'S3')": lambda r: r[3] in ("S0", "S1", "S3"),
            "size_class = 'small'": lambda r: r[5] == "small",
-           "period BETWEEN DATE '2025-01-01' AND DATE '2025-02-28'": lambda r: PERIODS[0] <= r[1] <= dt.date(2025, 2, 28),
+           "period BETWEEN DATE '2025-01-01' AND DATE '2025-02-28'":
+               lambda r: PERIODS[0] <= r[1] <= dt.date(2025, 2, 28),
            "industry_code = '65'": lambda r: r[4] == "65"}
 COEFFICIENTS = [Fraction(1), Fraction(2), Fraction(-3), Fraction(1, 2), Fraction(7, 100), Fraction(10 ** 6)]
 
@@ -325,8 +326,9 @@ def test_no_answer_depends_on_one_taxpayer_beyond_its_released_cells(neighbours,
         released = run(engine, guarded, timeout_s=30)  # never an error, whatever the victim declared
         wanted, marks = oracle(query, rows, k, suppression, dominance)
         assert len(released.rows) == len(wanted), (name, query.sql(), released.rows, wanted)
-        for got_row, wanted_row in zip(released.rows, wanted):
-            assert all(_same(g, w) for g, w in zip(got_row, wanted_row)), (name, query.sql(), got_row, wanted_row)
+        for got_row, wanted_row in zip(released.rows, wanted, strict=True):
+            assert all(_same(g, w) for g, w in zip(got_row, wanted_row, strict=True)), \
+                (name, query.sql(), got_row, wanted_row)
         got_marks = {(row, column) for row, cells in enumerate(released.withheld) for column in cells}
         assert got_marks == marks, (name, query.sql())
 

@@ -84,7 +84,8 @@ HOSTILE = {
 def test_a_plan_the_guard_did_not_produce_is_refused(sandbox, edit):
     honest = honest_plan()
     plan = edit(honest)
-    assert (plan["sql"], plan["original_sql"]) != (honest["sql"], honest["original_sql"]), "the edit must change the plan"
+    assert (plan["sql"], plan["original_sql"]) != (honest["sql"], honest["original_sql"]), \
+        "the edit must change the plan"
     error = refusal(sandbox, **plan)
     assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PLAN_NOT_GUARDED")
 

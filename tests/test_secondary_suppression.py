@@ -27,7 +27,8 @@ TYPES = ["VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "INTEGER"]
 TWO_LEVELS = GuardedQuery(
     sql="", dataset="tax.declarations", entity="taxpayer_id", min_entities=K, max_rows=100,
     cells=CellPlan(keys=2, statistics=(Statistic("entities"), Statistic("rows")),
-                   outputs=(Output("street", Key(0), False), Output("size", Key(1), False), Output("total", Stat(1), True)),
+                   outputs=(Output("street", Key(0), False), Output("size", Key(1), False),
+                            Output("total", Stat(1), True)),
                    totals=(0, 1), whole_table=True))
 
 
@@ -70,24 +71,25 @@ def test_two_small_cells_take_a_released_sibling_with_them():
     # (A, small) and (A, micro) are under the threshold: A's total less (A, large) would be their sum.
     rows = table({("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 4, ("B", "large"): 40})
     released = release(NAMES, TYPES, rows, TWO_LEVELS)
-    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld) if cells}
+    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld, strict=True) if cells}
     assert {("A", "small"), ("A", "micro")} <= withheld
     assert ("A", "large") in withheld or ("A", None) in withheld
 
 
 def withheld_by_key(released) -> dict[tuple, bool]:
     """Whether each row of a released ROLLUP, by its (street, size), is withheld (the rows come sorted)."""
-    return {tuple(row[:2]): bool(cells) for row, cells in zip(released.rows, released.withheld)}
+    return {tuple(row[:2]): bool(cells) for row, cells in zip(released.rows, released.withheld, strict=True)}
 
 
 def test_one_small_cell_takes_its_smallest_sibling_with_it():
     rows = table({("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("A", "medium"): 15})
     released = release(NAMES, TYPES, rows, TWO_LEVELS)
-    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld) if cells}
+    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld, strict=True) if cells}
     assert withheld == {("A", "small"), ("A", "medium")}  # medium: the fewest taxpayers of the rest
     assert released.counts == {"min_entities": 1, "dominance": 0, "secondary": 1}
-    assert all(row[2] is None for row, cells in zip(released.rows, released.withheld) if cells)
-    assert released.names == ["street", "size", "total"] and released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()
+    assert all(row[2] is None for row, cells in zip(released.rows, released.withheld, strict=True) if cells)
+    assert released.names == ["street", "size", "total"]
+    assert released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()
 
 
 def test_a_lone_part_takes_its_total_and_the_total_its_sibling():
@@ -95,7 +97,7 @@ def test_a_lone_part_takes_its_total_and_the_total_its_sibling():
     # one of the other streets' subtotals, or the grand total would give B away.
     rows = table({("A", "large"): 30, ("A", "small"): 40, ("B", "small"): 4, ("C", "large"): 25, ("C", "micro"): 50})
     released = release(NAMES, TYPES, rows, TWO_LEVELS)
-    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld) if cells}
+    withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld, strict=True) if cells}
     assert {("B", "small"), ("B", None)} <= withheld and len(withheld) >= 4
     marks = withheld_by_key(released)
     for members in equations(rows):
@@ -146,7 +148,7 @@ def test_end_to_end_the_totals_give_no_withheld_cell_away(engine, policy, suppre
     result = engine.execute(guarded.sql, timeout_s=10, max_rows=100)
     released = run(engine, guarded, timeout_s=10, max_rows=100)
     shown = {(row[0], row[1]): row[2:] for row, cells, spans in zip(released.rows, released.withheld,
-                                                                        released.rolled_up) if not cells}
+                                                                        released.rolled_up, strict=True) if not cells}
     # A's small class (3 taxpayers) is under the threshold, and its smallest sibling (micro) goes with it.
     assert ("A", "small") not in shown and ("A", "micro") not in shown
     assert shown[("A", None)] == (sum(1_000 + n for n in range(30)) + sum(1_000 + n for n in range(3))

@@ -65,10 +65,10 @@ def derivable_cells(rows: list[list[Fraction]]) -> set[int]:
         for pivot, reduced in basis:
             if row[pivot]:
                 factor = row[pivot] / reduced[pivot]
-                row = [a - factor * b for a, b in zip(row, reduced)]
+                row = [a - factor * b for a, b in zip(row, reduced, strict=True)]
         lead = next((i for i, value in enumerate(row) if value), None)
         if lead is not None:
-            basis = [(pivot, [a - (r[lead] / row[lead]) * b for a, b in zip(r, row)] if r[lead] else r)
+            basis = [(pivot, [a - (r[lead] / row[lead]) * b for a, b in zip(r, row, strict=True)] if r[lead] else r)
                      for pivot, r in basis]
             basis.append((lead, row))
     return {pivot for pivot, row in basis if sum(1 for value in row if value) == 1}

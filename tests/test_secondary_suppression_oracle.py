@@ -68,7 +68,7 @@ def opened_sums(released, keys: int, declared: dict[tuple, int]) -> list[tuple]:
     leaves = set(amounts)
     cells = {leaf[:level] for leaf in leaves for level in range(keys + 1)}
     shown = defaultdict(set)
-    for row, marks, spans in zip(released.rows, released.withheld, released.rolled_up):
+    for row, marks, spans in zip(released.rows, released.withheld, released.rolled_up, strict=True):
         node = tuple(row[:keys - len(spans)])
         shown[node] = {column for column in (keys, keys + 1) if column not in marks}
     found = []

@@ -20,7 +20,8 @@ def request(number: int, *, department: str = "xuanwu-fgw", district: str = "320
 
 def policy(policy_id: str = "xuanwu-fgw-0001", *, request_id: str = "req-0001") -> StoredPolicy:
     return StoredPolicy(id=policy_id, version=1, state=State.ACTIVE, department="xuanwu-fgw", document="id: x\n",
-                        sha256="ab" * 32, request_id=request_id, state_reason="", updated_at="2026-11-21T09:00:00+00:00")
+                        sha256="ab" * 32, request_id=request_id, state_reason="",
+                        updated_at="2026-11-21T09:00:00+00:00")
 
 
 @pytest.fixture

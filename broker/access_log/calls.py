@@ -21,9 +21,9 @@ from dsbroker.identity.auth import UNAUTHENTICATED_METHODS, current_principal
 from dsbroker.rpc.call_context import current_request_id
 from dsbroker.errors import DsbrokerError
 from dsbroker.rpc.handlers import with_unary_behavior
+from broker.v1 import audit_service_pb2
 
 log = logging.getLogger(__name__)
-from broker.v1 import audit_service_pb2
 
 AUDIT_SERVICE_PREFIX = f"/{audit_service_pb2.DESCRIPTOR.services_by_name['AuditService'].full_name}/"
 

@@ -44,7 +44,7 @@ from dsbroker.records.access_record import (DEFAULT_MAX_SQL_BYTES, GENESIS_HASH,
 from broker.access_log.seals import Sealer, TrustedKeys
 from broker.access_log.vouched_chain import VouchedChain
 from dsbroker.errors import AccessLogError, AccessLogTampered, DsbrokerError, QuotaError
-from broker.workflow.store import is_database_error
+from dsbroker.database import is_database_error
 
 __all__ = ["AccessLog", "AccessRecord", "GENESIS_HASH", "Quota", "RecordFilter", "StoredRecord", "record_hash",
            "records_written"]

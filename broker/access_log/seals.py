@@ -43,7 +43,7 @@ class TrustedKeys:
         self.by_id = {key_id(key): key for key in keys}
 
     @classmethod
-    def load(cls, paths: Iterable[str | Path], *, also: Iterable[ed25519.Ed25519PublicKey] = ()) -> "TrustedKeys":
+    def load(cls, paths: Iterable[str | Path], *, also: Iterable[ed25519.Ed25519PublicKey] = ()) -> TrustedKeys:
         """The keys in the PEM files ``paths`` (ConfigError naming a file that is not one), and ``also``."""
         return cls([*also, *(load_public_key(path) for path in paths)])
 

@@ -12,15 +12,13 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.records.access_record import (BOUND_COLUMNS, GENESIS_HASH, LEGACY_COLUMNS, SEAL_COLUMNS, STORED_COLUMNS,
                                    StoredRecord, from_row, to_row)
 from dsbroker.errors import ConfigError
-from dsbroker.private_files import create_private
-from broker.workflow.store import is_database_error, without_password
+from dsbroker.database import Durability, connect_postgres, is_postgres, open_sqlite, postgres_errors, without_password
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS access_log (
@@ -141,7 +139,7 @@ class LogStore:
     # -- writing (one writer thread) -------------------------------------------------------------
 
     @contextmanager
-    def write(self, *, synced: bool = True) -> Iterator["WriteTransaction"]:
+    def write(self, *, synced: bool = True) -> Iterator[WriteTransaction]:
         """An exclusive transaction, committed when the block ends, rolled back on error.
 
         ``synced`` commits wait for the disk. Others are visible and survive a crash of this process
@@ -180,7 +178,7 @@ class LogStore:
                "ORDER BY seq LIMIT ?")
         no_limit = None if self._postgres else -1
         rows = self._read(sql, (after, *parameters, limit if limit is not None else no_limit))
-        return [from_row(dict(zip(STORED_COLUMNS, row))) for row in rows]
+        return [from_row(dict(zip(STORED_COLUMNS, row, strict=True))) for row in rows]
 
     def record(self, seq: int) -> StoredRecord | None:
         """The record ``seq``, or None."""
@@ -201,13 +199,13 @@ class LogStore:
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""
         rows = self._read(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints ORDER BY size", ())
-        return [Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row))) for row in rows]
+        return [Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row, strict=True))) for row in rows]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint, or None."""
         rows = self._read(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints "
                           "ORDER BY size DESC LIMIT 1", ())
-        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, rows[0]))) if rows else None
+        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, rows[0], strict=True))) if rows else None
 
     def size(self) -> int:
         """How many records the log holds (its last sequence number)."""
@@ -287,13 +285,13 @@ class WriteTransaction:
     def record(self, seq: int) -> StoredRecord | None:
         """The whole record ``seq``, or None."""
         row = self._execute(f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE seq = ?", (seq,)).fetchone()
-        return from_row(dict(zip(STORED_COLUMNS, row))) if row else None
+        return from_row(dict(zip(STORED_COLUMNS, row, strict=True))) if row else None
 
     def records(self, after: int, upto: int) -> list[StoredRecord]:
         """The whole records after..upto, in order."""
         rows = self._execute(f"SELECT {', '.join(STORED_COLUMNS)} FROM access_log WHERE seq > ? AND seq <= ? "
                              "ORDER BY seq", (after, upto)).fetchall()
-        return [from_row(dict(zip(STORED_COLUMNS, row))) for row in rows]
+        return [from_row(dict(zip(STORED_COLUMNS, row, strict=True))) for row in rows]
 
     def hash_at(self, seq: int) -> str | None:
         """The stored hash of record ``seq``, or None when there is none."""
@@ -330,7 +328,7 @@ class WriteTransaction:
         """The newest checkpoint, or None."""
         row = self._execute(f"SELECT {', '.join(_CHECKPOINT_COLUMNS)} FROM access_log_checkpoints "
                             "ORDER BY size DESC LIMIT 1").fetchone()
-        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row))) if row else None
+        return Checkpoint(**dict(zip(_CHECKPOINT_COLUMNS, row, strict=True))) if row else None
 
     def insert_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Store a signed checkpoint."""
@@ -340,34 +338,19 @@ class WriteTransaction:
                       tuple(values[c] for c in _CHECKPOINT_COLUMNS))
 
 
-def is_postgres(location: str) -> bool:
-    """Whether ``location`` is a PostgreSQL DSN rather than a SQLite path."""
-    return location.startswith(("postgresql://", "postgres://"))
-
-
 def open_log_store(location: str) -> LogStore:
     """Open (creating if needed) the access log at ``location``: a postgresql:// DSN or a SQLite path."""
     if is_postgres(location):
-        import psycopg
-
-        def connect_postgres():
-            return psycopg.connect(location, connect_timeout=5)
         try:
-            return LogStore(location, connect_postgres, placeholder="%s", postgres=True)
-        except psycopg.Error as error:
+            return LogStore(location, lambda: connect_postgres(location), placeholder="%s", postgres=True)
+        except postgres_errors() as error:
             raise ConfigError(f"cannot open the access log at {without_password(location)} "
                               f"({error.__class__.__name__})") from None
-    path = create_private(location)  # 0600, and so its -wal and -shm
-
-    def connect_sqlite():
-        connection = sqlite3.connect(str(path), check_same_thread=False, timeout=10.0, isolation_level="DEFERRED")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
-        return connection
     try:
-        return LogStore(location, connect_sqlite, placeholder="?", postgres=False)
+        return LogStore(location, lambda: open_sqlite(location, durability=Durability.POWER_CUT), placeholder="?",
+                        postgres=False)
     except sqlite3.Error as error:
-        raise ConfigError(f"cannot open the access log {path} ({error})") from None
+        raise ConfigError(f"cannot open the access log {location} ({error})") from None
 
 
 def _statements(script: str) -> list[str]:

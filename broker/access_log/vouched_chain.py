@@ -113,7 +113,8 @@ class VouchedChain:
                              latest: Checkpoint | None) -> bool:
         """Whether an unsealed tail ends a log written before seals and is exactly covered by a trusted
         checkpoint whose root still matches (a broker that stopped cleanly always left one)."""
-        if record.sql_bytes is not None or latest is None or latest.size != record.seq or not self.trusted.signed(latest):
+        if (record.sql_bytes is not None or latest is None or latest.size != record.seq
+                or not self.trusted.signed(latest)):
             return False
         if self._verified[0] < latest.size:
             self._catch_up(transaction, latest)

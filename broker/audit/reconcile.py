@@ -106,7 +106,8 @@ def check_witnessed(records: Sequence[StoredRecord], checkpoints: Iterable[Check
             signed = entry.signed()
             key = keys.get(signed.key_id) if signed else None
             if (key is None or not countersignature_valid(signed, key)
-                    or (signed.checkpoint, signed.size, signed.root) != (entry.checkpoint_hash, entry.size, entry.root)):
+                    or (signed.checkpoint, signed.size, signed.root)
+                    != (entry.checkpoint_hash, entry.size, entry.root)):
                 found.append(Discrepancy(where, "WITNESS_SIGNATURE_INVALID",
                                          f"the countersignature of the checkpoint at size {entry.size} does not verify "
                                          "under the witness keys given"))

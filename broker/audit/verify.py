@@ -107,16 +107,8 @@ def verify_log(store, *, public_keys: Iterable[ed25519.Ed25519PublicKey] = (),
     report.checkpoints = len(stored)
     _check_checkpoint_chain(stored, trusted, report)
     kept = list(kept_checkpoints)
-    for checkpoint in kept:
-        if trusted and not trusted.signed(checkpoint):
-            report.problems.append(Finding(checkpoint.size, "CHECKPOINT_FORGED",
-                                           f"the kept checkpoint at size {checkpoint.size} is not signed by a "
-                                           "pinned key"))
-    # Roots to compare as the records stream past: the log's own checkpoints and the kept copies.
-    expected: dict[int, list[tuple[str, Checkpoint]]] = {}
-    for origin, checkpoints in (("the log's checkpoint", stored), ("the kept checkpoint", kept)):
-        for checkpoint in checkpoints:
-            expected.setdefault(checkpoint.size, []).append((origin, checkpoint))
+    _check_kept_checkpoints(kept, trusted, report)
+    expected = _expected_roots(stored, kept)
 
     merkle = MerkleAccumulator()
     coverage = _Coverage()
@@ -129,31 +121,14 @@ def verify_log(store, *, public_keys: Iterable[ed25519.Ed25519PublicKey] = (),
         if not page:
             break
         for record in page:
-            broken = False
-            if record.seq != expected_seq:
-                broken = True
-                report.problems.append(Finding(expected_seq, "RECORDS_MISSING",
-                                               f"records {expected_seq}..{record.seq - 1} are missing (deleted)"
-                                               if record.seq > expected_seq else
-                                               f"record {record.seq} is out of order"))
-            if record.prev_hash != prev:
-                broken = True
-                report.problems.append(Finding(record.seq, "CHAIN_BROKEN",
-                                               "does not follow the record before it (inserted, reordered or "
-                                               "the record before it was removed)"))
-            altered = record_hash(record) != record.hash
-            if altered:
-                broken = True
-                report.problems.append(Finding(record.seq, "RECORD_ALTERED",
-                                               "contents do not match its hash (record altered)"))
-            if broken:
+            problems = _link_problems(record, expected_seq, prev)
+            report.problems += problems
+            if problems:
                 coverage.cut(record.seq)
+            altered = any(problem.kind == "RECORD_ALTERED" for problem in problems)
             coverage.add(record.seq, sealed=not altered and trusted.sealed(record),
                          legacy=record.sql_bytes is None and not record.seal)
-            if record.event == "query.decision" and record.decision == "allow":
-                open_decisions.add(record.seq)
-            elif record.event == "query.result":
-                open_decisions.discard(int(record.detail.get("decision_seq", 0) or 0))
+            _track_decision(record, open_decisions)
             merkle.add(record.hash)
             for origin, checkpoint in expected.pop(merkle.size, ()):
                 if checkpoint.root == merkle.root():
@@ -167,32 +142,86 @@ def verify_log(store, *, public_keys: Iterable[ed25519.Ed25519PublicKey] = (),
         after = page[-1].seq
     if trusted:
         report.problems += coverage.findings(expected_seq - 1, trusted_matching)
+    report.problems += _mismatch_findings(report.problems, mismatches)
+    report.problems += _truncation_findings(expected, merkle.size)
+    report.warnings += _warnings(open_decisions, stored, report.records, trusted)
+    report.problems.sort(key=lambda finding: (finding.seq, finding.kind == "CHECKPOINT_MISMATCH"))
+    return report
+
+
+def _check_kept_checkpoints(kept: list[Checkpoint], trusted: TrustedKeys, report: Report) -> None:
+    for checkpoint in kept:
+        if trusted and not trusted.signed(checkpoint):
+            report.problems.append(Finding(checkpoint.size, "CHECKPOINT_FORGED",
+                                           f"the kept checkpoint at size {checkpoint.size} is not signed by a "
+                                           "pinned key"))
+
+
+def _expected_roots(stored: list[Checkpoint], kept: list[Checkpoint]) -> dict[int, list[tuple[str, Checkpoint]]]:
+    """Roots to compare as the records stream past, by size: the log's own checkpoints and the kept copies."""
+    expected: dict[int, list[tuple[str, Checkpoint]]] = {}
+    for origin, checkpoints in (("the log's checkpoint", stored), ("the kept checkpoint", kept)):
+        for checkpoint in checkpoints:
+            expected.setdefault(checkpoint.size, []).append((origin, checkpoint))
+    return expected
+
+
+def _link_problems(record, expected_seq: int, prev: str) -> list[Finding]:
+    """What is wrong with ``record`` where ``expected_seq`` following ``prev`` should be: missing records
+    before it, a broken chain, contents that do not match its hash."""
+    problems = []
+    if record.seq != expected_seq:
+        problems.append(Finding(expected_seq, "RECORDS_MISSING",
+                                f"records {expected_seq}..{record.seq - 1} are missing (deleted)"
+                                if record.seq > expected_seq else
+                                f"record {record.seq} is out of order"))
+    if record.prev_hash != prev:
+        problems.append(Finding(record.seq, "CHAIN_BROKEN",
+                                "does not follow the record before it (inserted, reordered or "
+                                "the record before it was removed)"))
+    if record_hash(record) != record.hash:
+        problems.append(Finding(record.seq, "RECORD_ALTERED", "contents do not match its hash (record altered)"))
+    return problems
+
+
+def _track_decision(record, open_decisions: set[int]) -> None:
+    """An allowed decision opens until its release record names it."""
+    if record.event == "query.decision" and record.decision == "allow":
+        open_decisions.add(record.seq)
+    elif record.event == "query.result":
+        open_decisions.discard(int(record.detail.get("decision_seq", 0) or 0))
+
+
+def _mismatch_findings(problems: list[Finding], mismatches: list[tuple[int, int, str]]) -> list[Finding]:
+    found = []
     for first, last, origin in mismatches:
         # A broken link or an unsealed record inside the range is the first bad record; without one,
         # the records were rewritten consistently and only the range is known.
-        inside = [p.seq for p in report.problems if first <= p.seq <= last and p.kind != "CHECKPOINT_MISMATCH"]
-        report.problems.append(Finding(min(inside, default=first), "CHECKPOINT_MISMATCH",
-                                       f"records {first}..{last} are not the records {origin} at size {last} was "
-                                       "signed over (rewritten after it was signed)"))
-    for size, entries in sorted(expected.items()):
-        for origin, _checkpoint in entries:
-            report.problems.append(Finding(merkle.size + 1, "LOG_TRUNCATED",
-                                           f"the log ends at {merkle.size} records but {origin} was signed at "
-                                           f"size {size} (records removed from the end)"))
-    for seq in sorted(open_decisions):
-        report.warnings.append(Finding(seq, "DECISION_WITHOUT_RELEASE",
-                                       "an allowed query has no release record (the broker stopped before "
-                                       "it, or the query is still running)"))
+        inside = [p.seq for p in problems if first <= p.seq <= last and p.kind != "CHECKPOINT_MISMATCH"]
+        found.append(Finding(min(inside, default=first), "CHECKPOINT_MISMATCH",
+                             f"records {first}..{last} are not the records {origin} at size {last} was "
+                             "signed over (rewritten after it was signed)"))
+    return found
+
+
+def _truncation_findings(unmatched: dict[int, list[tuple[str, Checkpoint]]], records: int) -> list[Finding]:
+    """A checkpoint the walk never reached: the log ends before the size it was signed at."""
+    return [Finding(records + 1, "LOG_TRUNCATED", f"the log ends at {records} records but {origin} was signed at "
+                    f"size {size} (records removed from the end)")
+            for size, entries in sorted(unmatched.items()) for origin, _checkpoint in entries]
+
+
+def _warnings(open_decisions: set[int], stored: list[Checkpoint], records: int, trusted: TrustedKeys) -> list[Finding]:
+    warnings = [Finding(seq, "DECISION_WITHOUT_RELEASE", "an allowed query has no release record (the broker "
+                        "stopped before it, or the query is still running)") for seq in sorted(open_decisions)]
     covered = max((c.size for c in stored), default=0)
-    if report.records > covered:
-        report.warnings.append(Finding(covered + 1, "NOT_YET_CHECKPOINTED",
-                                       f"records {covered + 1}..{report.records} are not yet covered by a "
-                                       "signed checkpoint"))
+    if records > covered:
+        warnings.append(Finding(covered + 1, "NOT_YET_CHECKPOINTED",
+                                f"records {covered + 1}..{records} are not yet covered by a signed checkpoint"))
     if not trusted:
-        report.warnings.append(Finding(0, "SIGNATURES_NOT_CHECKED",
-                                       "seals and checkpoint signatures were not checked: no pinned key given"))
-    report.problems.sort(key=lambda finding: (finding.seq, finding.kind == "CHECKPOINT_MISMATCH"))
-    return report
+        warnings.append(Finding(0, "SIGNATURES_NOT_CHECKED",
+                                "seals and checkpoint signatures were not checked: no pinned key given"))
+    return warnings
 
 
 def _check_checkpoint_chain(checkpoints: list[Checkpoint], trusted: TrustedKeys, report: Report) -> None:

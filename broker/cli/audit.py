@@ -203,9 +203,7 @@ def audit_show(seq, as_json, **kwargs) -> None:
     finally:
         source.close()
     if record is None:
-        import grpc
-
-        raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND", code=grpc.StatusCode.NOT_FOUND)
+        raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND")
     values = asdict(record)
     cut = {"sql_cut": record.sql_cut, "rewritten_sql_cut": record.rewritten_sql_cut}
     if as_json:

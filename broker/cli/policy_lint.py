@@ -22,7 +22,8 @@ from sandbox.settings import SandboxSettings
 @contextlib.contextmanager
 def sandbox_checker(config: str) -> Iterator:
     """A LookupChecker over the tables the sandbox configured in ``config`` serves (its engine, read-only)."""
-    from sandbox.engine.duckdb_engine import DuckDBEngine, EngineLimits
+    from sandbox.engine.duckdb_engine import DuckDBEngine
+    from sandbox.engine.interface import EngineLimits
     from sandbox.checks.lookups import LookupChecker
 
     settings = load_settings(SandboxSettings, config)

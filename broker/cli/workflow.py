@@ -325,7 +325,8 @@ def read_request_file(path: str):
         raise ConfigError(f"{path}: a request is a mapping of keys to values")
     unknown = set(document) - REQUEST_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(REQUEST_KEYS))})")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
+                          f"(allowed: {', '.join(sorted(REQUEST_KEYS))})")
     uses = {"group": pb.COLUMN_USE_GROUP, "filter": pb.COLUMN_USE_FILTER, "measure": pb.COLUMN_USE_MEASURE}
     columns = []
     for index, entry in enumerate(document.get("columns") or []):

@@ -12,10 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import tenseal as ts
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import DsbrokerError, KeyMismatchError
 from dsbroker.private_files import write_secret
 from dsbroker.private_files import write_private
 from dsbroker.results.bfv import check_public_context, key_id, new_secret_context, public_bytes
@@ -23,13 +22,6 @@ from dsbroker.results.table import group_keys
 from dsbroker.v1 import results_pb2 as pb
 
 DEFAULT_PATH = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "dsbroker" / "encryption-key.bfv"
-
-
-class KeyMismatchError(DsbrokerError):
-    """Raised when a result is encrypted under a key other than the one decrypting it."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "ENCRYPTION_KEY_MISMATCH"
 
 
 @dataclass(frozen=True)
@@ -51,35 +43,35 @@ class EncryptionKey:
         self.key_id = key_id(public_context)
 
     @classmethod
-    def generate(cls) -> "EncryptionKey":
+    def generate(cls) -> EncryptionKey:
         """A fresh key (about 60 ms)."""
         context = new_secret_context()
         return cls(context, public_bytes(context))
 
     @classmethod
-    def load(cls, path: str | Path) -> "EncryptionKey":
+    def load(cls, path: str | Path) -> EncryptionKey:
         """Load ``path`` and ``path.pub``; DsbrokerError when either is unreadable or they do not belong together."""
         path = Path(path)
         try:
             secret, public = path.read_bytes(), _public_path(path).read_bytes()
         except OSError as error:
             raise DsbrokerError(f"cannot read encryption key {path} ({error.__class__.__name__})",
-                                reason="ENCRYPTION_KEY_UNREADABLE", code=grpc.StatusCode.FAILED_PRECONDITION) from None
+                                reason="ENCRYPTION_KEY_UNREADABLE") from None
         try:
             context = ts.context_from(secret)
         except ValueError:
             context = None
         if context is None or not context.has_secret_key():
-            raise DsbrokerError(f"{path} is not a TenSEAL context with a secret key", reason="ENCRYPTION_KEY_UNREADABLE",
-                                code=grpc.StatusCode.FAILED_PRECONDITION)
+            raise DsbrokerError(f"{path} is not a TenSEAL context with a secret key",
+                                reason="ENCRYPTION_KEY_UNREADABLE")
         probe = ts.bfv_vector(check_public_context(public), [1, -2, 3])
         if probe.decrypt(context.secret_key()) != [1, -2, 3]:
             raise DsbrokerError(f"{_public_path(path)} is not the public half of {path}",
-                                reason="ENCRYPTION_KEY_UNREADABLE", code=grpc.StatusCode.FAILED_PRECONDITION)
+                                reason="ENCRYPTION_KEY_UNREADABLE")
         return cls(context, public)
 
     @classmethod
-    def load_or_create(cls, path: str | Path) -> tuple["EncryptionKey", bool]:
+    def load_or_create(cls, path: str | Path) -> tuple[EncryptionKey, bool]:
         """The key at ``path``, made (and saved) first if there is none; the flag says whether it was made."""
         path = Path(path)
         if path.exists():
@@ -113,7 +105,7 @@ class EncryptionKey:
         key_positions = [p for p in range(width) if p not in encrypted]
         names = [""] * width
         cells: list[list] = [[None] * count for _ in range(width)]
-        for index, (position, column) in enumerate(zip(key_positions, table.groups.columns)):
+        for index, (position, column) in enumerate(zip(key_positions, table.groups.columns, strict=False)):
             names[position] = column.name
             cells[position] = [key[index] for key in keys]
         for position, column in encrypted.items():
@@ -123,21 +115,21 @@ class EncryptionKey:
             values = self._vector(column.ciphertext, count)
             if column.kind == pb.ENCRYPTED_COLUMN_KIND_AVERAGE:
                 counts = self._vector(column.count_ciphertext, count)
-                values = [total / n if n else None for total, n in zip(values, counts)]
+                values = [total / n if n else None for total, n in zip(values, counts, strict=True)]
             cells[position] = values
         withheld = self._vector(table.partitions_withheld, count) if table.partitions_withheld else []
-        return Decrypted(names, [list(row) for row in zip(*cells)] if width else [[] for _ in range(count)],
-                         table.partitions, withheld)
+        rows = [list(row) for row in zip(*cells, strict=False)] if width else [[] for _ in range(count)]
+        return Decrypted(names, rows, table.partitions, withheld)
 
     def _vector(self, ciphertext: bytes, count: int) -> list[int]:
         try:
             values = ts.bfv_vector_from(self.context, ciphertext).decrypt()
         except ValueError:
-            raise DsbrokerError("an encrypted column does not load as a BFV vector", reason="ENCRYPTED_RESULT_INVALID",
-                                code=grpc.StatusCode.DATA_LOSS) from None
+            raise DsbrokerError("an encrypted column does not load as a BFV vector",
+                                reason="ENCRYPTED_RESULT_INVALID") from None
         if len(values) != count:
-            raise DsbrokerError("an encrypted column does not hold one cell per group", reason="ENCRYPTED_RESULT_INVALID",
-                                code=grpc.StatusCode.DATA_LOSS)
+            raise DsbrokerError("an encrypted column does not hold one cell per group",
+                                reason="ENCRYPTED_RESULT_INVALID")
         return values
 
 

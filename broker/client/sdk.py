@@ -121,8 +121,8 @@ class BrokerClient:
         encryption = None
         if encryption_key is not None:
             if not response.HasField("encrypted"):
-                raise DsbrokerError("the broker answered an encrypted query in plaintext", reason="ENCRYPTED_RESULT_INVALID",
-                                    code=grpc.StatusCode.DATA_LOSS)
+                raise DsbrokerError("the broker answered an encrypted query in plaintext",
+                                    reason="ENCRYPTED_RESULT_INVALID")
             decrypted = encryption_key.decrypt(response.encrypted)
             columns, rows = decrypted.columns, decrypted.rows
             encryption = {"key_id": response.encrypted.key_id, "partitions": decrypted.partitions,
@@ -280,7 +280,7 @@ class BrokerClient:
         """Close the channel."""
         self._channel.close()
 
-    def __enter__(self) -> "BrokerClient":
+    def __enter__(self) -> BrokerClient:
         return self
 
     def __exit__(self, *_exc) -> None:

@@ -1,0 +1,1 @@
+"""For development only: the demo, the benchmarks, server launching, development keys."""

@@ -72,7 +72,8 @@ def _measure(client: BrokerClient, direct, policy, guarded, args):
     end_to_end = client.query(GRANT, GROUP_BY_SQL)
     # The engine returns cells; the sandbox releases them (disclosure control, then the caller's outputs).
     cells = direct.execute(guarded.sql)
-    direct_rows = [list(row) for row in release([d[0] for d in cells.description], [str(d[1]) for d in cells.description],
+    direct_rows = [list(row) for row in release([d[0] for d in cells.description],
+                                                [str(d[1]) for d in cells.description],
                                                 cells.fetchall(), guarded).rows]
     assert sorted(map(repr, end_to_end.rows)) == sorted(map(repr, direct_rows)), "end-to-end and direct results differ"
     # Interleave the two so that load from other tenants hits both alike.
@@ -116,12 +117,13 @@ def guard_medians(policy, runs: int) -> tuple[float, float]:
 
     cache = PlanCache()
     for sql in GUARD_SQL:
-        cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: check(sql))
+        cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda sql=sql: check(sql))
     fresh, hits = [], []
     for _ in range(runs):
         for sql in GUARD_SQL:
-            fresh += timed(lambda: check(sql), 1)
-            hits += timed(lambda: cache.get_or_build(policy, "320102", "xuanwu-fgw", sql, lambda: check(sql)), 1)
+            fresh += timed(lambda sql=sql: check(sql), 1)
+            hits += timed(lambda sql=sql: cache.get_or_build(policy, "320102", "xuanwu-fgw", sql,
+                                                             lambda: check(sql)), 1)
     return statistics.median(fresh), statistics.median(hits)
 
 
@@ -241,7 +243,8 @@ def log_cost(data: Path, policies: Path, layout, scratch: Path, args) -> tuple[l
     report = verify_log(log.store, public_keys=[load_public_key(state / "access-log.pub")])
     log.close()
     return on, off, {"records": report.records, "checkpoints": report.checkpoints, "intact": report.intact,
-                     "cpu_ms_on": cpu["on"][0] / cpu["on"][1] * 1000, "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000}
+                     "cpu_ms_on": cpu["on"][0] / cpu["on"][1] * 1000,
+                     "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -255,7 +258,8 @@ def main() -> None:
         serve_unlogged(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--taxpayers", type=int, default=50_000, help="taxpayers in the bench data (50,000 ≈ 1.15M rows)")
+    parser.add_argument("--taxpayers", type=int, default=50_000,
+                        help="taxpayers in the bench data (50,000 ≈ 1.15M rows)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs of the group-by query")
     parser.add_argument("--small-runs", type=int, default=300, help="timed runs of the small query")
     parser.add_argument("--guard-runs", type=int, default=300, help="timed runs of each guard query")
@@ -310,7 +314,8 @@ def main() -> None:
 
     a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
     print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released):")
-    print(f"  (a) plain aggregate, DuckDB directly   median {a * 1000:8.2f} ms   (the caller's SQL and row filter only)")
+    print(f"  (a) plain aggregate, DuckDB directly   median {a * 1000:8.2f} ms   "
+          "(the caller's SQL and row filter only)")
     print(f"  (b) SDK -> broker -> sandbox (mTLS)    median {b * 1000:8.2f} ms")
     print(f"  ratio b/a                              {b / a:8.2f}   (target <= 1.5)")
     c, d = statistics.median(dominance_samples), statistics.median(dominance_direct)
@@ -324,7 +329,8 @@ def main() -> None:
     print(f"  (n) bounded query + noise, in process  median {n * 1000:8.2f} ms")
     print(f"  ratio n/a (disclosure control alone)   {n / a:8.2f}   (target <= 1.3; a repeat is a stored answer)")
     print(f"small query end to end ({args.small_runs} runs): p50 {percentile(small, 50) * 1000:.2f} ms, "
-          f"p99 {percentile(small, 99) * 1000:.2f} ms (DuckDB directly: p50 {percentile(small_direct, 50) * 1000:.2f} ms)")
+          f"p99 {percentile(small, 99) * 1000:.2f} ms "
+          f"(DuckDB directly: p50 {percentile(small_direct, 50) * 1000:.2f} ms)")
     small_p50 = percentile(small, 50)
     print(f"guard over {len(GUARD_SQL)} typical queries ({args.guard_runs} runs each):")
     print(f"  without the plan cache                 median {guard_fresh * 1000:8.3f} ms   (target < 1.5)")

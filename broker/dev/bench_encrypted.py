@@ -30,7 +30,8 @@ SQL = ("SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE ind
 
 
 def make_groups_data(path: Path, partition: int) -> Path:
-    """A data file of ``GROUPS`` streets in Xuanwu, ``TAXPAYERS_PER_GROUP`` taxpayers each (ids unique per partition)."""
+    """A data file of ``GROUPS`` streets in Xuanwu, ``TAXPAYERS_PER_GROUP`` taxpayers each (ids unique per
+    partition)."""
     if path.exists():
         return path
     partial = path.with_name(path.name + ".partial")
@@ -53,7 +54,8 @@ def make_groups_data(path: Path, partition: int) -> Path:
 
 
 def _grant(text: str, grant: str, results: str, partitions: tuple[str, ...] = ()) -> str:
-    text = text.replace("id: xuanwu-fgw-2026-007", f"id: {grant}").replace("results: [aggregate]", f"results: {results}")
+    text = text.replace("id: xuanwu-fgw-2026-007", f"id: {grant}")
+    text = text.replace("results: [aggregate]", f"results: {results}")
     return text + (f"partitions: [{', '.join(partitions)}]\n" if partitions else "")
 
 
@@ -84,7 +86,8 @@ def encrypted_bench(root: Path, scratch: Path, layout, cache: Path, runs: int) -
 
     token = development_token(layout, subject="bench", department="xuanwu-fgw", district="320102")
     with development_servers(data=files[names[0]], policies=policies, state=scratch / "state-encrypted", layout=layout,
-                             client="bench", partitions=files, datasets=("tax.declarations",)) as (_sandbox, broker, tls), \
+                             client="bench", partitions=files,
+                             datasets=("tax.declarations",)) as (_sandbox, broker, tls), \
             BrokerClient(broker.target, tls=tls, token=token) as client:
         for groups, sections in SECTIONS.items():  # warm up, and check the answers agree
             sql = SQL.format(sections=sections)
@@ -98,12 +101,12 @@ def encrypted_bench(root: Path, scratch: Path, layout, cache: Path, runs: int) -
         for _ in range(runs):
             for groups, sections in SECTIONS.items():
                 sql = SQL.format(sections=sections)
-                sample(f"direct-{groups}", lambda: direct.execute(sql.replace(
+                sample(f"direct-{groups}", lambda sql=sql: direct.execute(sql.replace(
                     "WHERE", "WHERE district_code = '320102' AND")).fetchall())
-                sample(f"plain-{groups}", lambda: client.query(grants[1], sql))
-                sample(f"encrypted-{groups}", lambda: client.query(grants[1], sql, encryption_key=key))
+                sample(f"plain-{groups}", lambda sql=sql: client.query(grants[1], sql))
+                sample(f"encrypted-{groups}", lambda sql=sql: client.query(grants[1], sql, encryption_key=key))
             for count in PARTITION_COUNTS:
-                sample(f"partitions-{count}", lambda: client.query(grants[count], full, encryption_key=key))
+                sample(f"partitions-{count}", lambda count=count: client.query(grants[count], full, encryption_key=key))
         # The size of the answer as it travels (the SDK hands back only the decrypted cells).
         response_bytes = len(client._queries.RunQuery(
             query_pb.RunQueryRequest(policy=f"policies/{grants[1]}", sql=full,
@@ -117,7 +120,8 @@ def encrypted_bench(root: Path, scratch: Path, layout, cache: Path, runs: int) -
 def report(result: dict) -> None:
     """Print the encrypted mode's figures."""
     m = result["medians"]
-    print(f"encrypted results (BFV N=8192, one ciphertext per measure; public key {result['context_bytes'] / 1e6:.2f} MB "
+    print("encrypted results (BFV N=8192, one ciphertext per measure; "
+          f"public key {result['context_bytes'] / 1e6:.2f} MB "
           f"per query, answer with 4096 groups {result['response_bytes'] / 1e6:.2f} MB):")
     for groups in SECTIONS:
         added = m[f"encrypted-{groups}"] - m[f"plain-{groups}"]

@@ -134,7 +134,8 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
         init_keys(layout.root, clients=tuple(ACTORS), force=True)
         console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
-    partitions = dict(zip(PARTITIONS, split_demo_data(data, list(PARTITIONS), cache_dir / f"partitions-{taxpayers}")))
+    split = split_demo_data(data, list(PARTITIONS), cache_dir / f"partitions-{taxpayers}")
+    partitions = dict(zip(PARTITIONS, split, strict=True))
     policies = state / "policies"
     policies.mkdir()
     (policies / f"{PARTITIONED_GRANT}.yaml").write_text(approve_for_development(layout, PARTITIONED_POLICY))
@@ -171,7 +172,8 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
                                          str(access_log.with_suffix(".pub")))
     ledgers = [state / f"{name}-executions.sqlite" for name in ("sandbox", *PARTITIONS)]
     checks["log reconciles with the sandboxes"] = _cli(
-        "audit", "reconcile", "--log", str(access_log), *(arg for ledger in ledgers for arg in ("--ledger", str(ledger))),
+        "audit", "reconcile", "--log", str(access_log),
+        *(arg for ledger in ledgers for arg in ("--ledger", str(ledger))),
         *(arg for ledger in ledgers for arg in ("--witness-key", str(ledger.with_name(ledger.name + ".witness.pub")))))
     failed = [name for name, ok in checks.items() if not ok]
     ok = bool(checks) and not failed

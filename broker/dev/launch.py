@@ -43,7 +43,8 @@ class ServerProcess:
         self._log = open_private(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.port = self._wait_for_port(port_file)
         self.target = f"127.0.0.1:{self.port}"
         self._wait_until_serving()
@@ -80,7 +81,7 @@ class ServerProcess:
         self._scratch.cleanup()
         return self.process.returncode
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *_exc) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from broker.access_log.log import AccessLog, AccessRecord, Quota
-from dsbroker.identity.auth import Principal, require_role
+from broker.permissions import require_role
+from dsbroker.identity.auth import Principal
 from dsbroker.errors import DsbrokerError, QuotaError, clipped
 from dsbroker.guard import GuardedQuery, GuardStep, guard
 from dsbroker.guard.plan_cache import PlanCache

@@ -79,8 +79,7 @@ class SandboxClient:
                 raise SandboxError("the data owner's sandbox cannot be reached; try again later",
                                    sandbox=self.target) from None
             if error.reason == "DEADLINE_EXCEEDED":
-                raise DsbrokerError("the query ran past its deadline", reason="QUERY_TIMEOUT",
-                                    code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+                raise DsbrokerError("the query ran past its deadline", reason="QUERY_TIMEOUT") from None
             raise error from None
 
     def close(self) -> None:

@@ -14,9 +14,7 @@ import concurrent.futures
 import time
 from typing import Callable, TypeVar
 
-import grpc
-
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import DsbrokerError, PartitionError
 from broker.query.sandbox_client import SandboxClient
 from dsbroker.results.bfv import add_serialised
 from dsbroker.results.table import table_like, wire_keys
@@ -24,13 +22,6 @@ from dsbroker.v1 import results_pb2
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 T = TypeVar("T")
-
-
-class PartitionError(DsbrokerError):
-    """Raised when the partitions' answers cannot be added up."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "PARTITIONS_INCONSISTENT"
 
 
 class SecureSum:
@@ -51,7 +42,7 @@ class SecureSum:
         deadline = time.monotonic() + timeout_s
         firsts = self._each(partitions, lambda client: client.execute(
             plan, timeout_s=deadline - time.monotonic(), request_id=request_id))
-        for name, response in zip(partitions, firsts):
+        for name, response in zip(partitions, firsts, strict=True):
             if response.sandbox_id != name or not response.HasField("partition_groups"):
                 raise PartitionError(f"the sandbox configured as partition {name!r} answered as another sandbox",
                                      reason="PARTITION_MISCONFIGURED", policy=plan.policy_id)
@@ -65,8 +56,7 @@ class SecureSum:
             raise PartitionError("a partition's groups are malformed", policy=plan.policy_id) from None
         if truncated or len(union) > max_groups:
             raise DsbrokerError(f"the partitions hold more than {max_groups} groups together; group more coarsely",
-                                reason="ENCRYPTED_TOO_MANY_GROUPS", code=grpc.StatusCode.OUT_OF_RANGE,
-                                table=plan.dataset)
+                                reason="ENCRYPTED_TOO_MANY_GROUPS", table=plan.dataset)
         groups = table_like(firsts[0].partition_groups, union)
         seconds = self._each(partitions, lambda client: client.encrypt_partition(
             plan.execution_id, groups, timeout_s=deadline - time.monotonic(), request_id=request_id).encrypted)

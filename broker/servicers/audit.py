@@ -3,12 +3,10 @@ call-audit interceptor (event ``audit.read``), like every other call."""
 
 from __future__ import annotations
 
-import grpc
-
 from broker.access_log.log import AccessLog, RecordFilter, StoredRecord
 from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.records.access_record import to_row
-from dsbroker.identity.auth import require_role
+from broker.permissions import require_role
 from dsbroker.errors import DsbrokerError
 from dsbroker.rpc.pagination import Pages
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_text, resource_id, resource_number, timestamp_field
@@ -49,7 +47,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         record = self.access_log.store.record(seq)
         if record is None:
             raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND",
-                                code=grpc.StatusCode.NOT_FOUND, subject=f"{COLLECTION}/{seq}")
+                                subject=f"{COLLECTION}/{seq}")
         return pb.GetAccessRecordResponse(access_record=to_proto(record))
 
     def ListCheckpoints(self, request, context):

@@ -81,7 +81,8 @@ def planned_noise(guarded: GuardedQuery, policy: Policy) -> results_pb2.NoiseRep
 
 def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.ExecutePlanResponse | None = None,
                      noise: results_pb2.NoiseReport | None = None) -> list[pb.DisclosureRule]:
-    """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (no result: nothing ran)."""
+    """The disclosure rules a result under ``guarded`` is subject to, with what they withheld (no result:
+    nothing ran)."""
     if noise is not None:
         return _noise_rules(guarded, noise, ran=result is not None)
 
@@ -109,7 +110,8 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
             rule="secondary_suppression", column=guarded.entity, threshold=guarded.min_entities,
             cells_withheld=result.secondary_cells_withheld,
             description="further cells are withheld so that no withheld cell is a total less its released parts"
-                        + counted(result.secondary_cells_withheld) + ("" if marked else "; their rows are left out too")))
+                        + counted(result.secondary_cells_withheld)
+                        + ("" if marked else "; their rows are left out too")))
     dominance = policy.dominance
     if dominance is not None:
         tests = []
@@ -125,15 +127,16 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
 
 
 def _noise_rules(guarded: GuardedQuery, noise: results_pb2.NoiseReport, *, ran: bool) -> list[pb.DisclosureRule]:
-    columns = ", ".join(f"{c.name} \u00b1{c.half_width_95:,.0f}" if c.half_width_95 else f"{c.name} (scale {c.scale:,.3g})"
-                        for c in noise.columns)
+    columns = ", ".join(f"{c.name} \u00b1{c.half_width_95:,.0f}" if c.half_width_95
+                        else f"{c.name} (scale {c.scale:,.3g})" for c in noise.columns)
     if not ran:
         budget = f"each query spends epsilon {noise.epsilon_spent:g} of the grant's {noise.epsilon_budget:g}"
     elif noise.repeated_answer:
         budget = (f"the stored answer to this same query, repeated (no epsilon spent; {noise.epsilon_total_spent:g} "
                   f"of {noise.epsilon_budget:g} spent)")
     else:
-        budget = f"epsilon {noise.epsilon_spent:g} spent; {noise.epsilon_total_spent:g} of {noise.epsilon_budget:g} spent"
+        budget = (f"epsilon {noise.epsilon_spent:g} spent; "
+                  f"{noise.epsilon_total_spent:g} of {noise.epsilon_budget:g} spent")
     return [
         pb.DisclosureRule(
             rule="noisy_threshold", column=guarded.entity, threshold=noise.threshold,

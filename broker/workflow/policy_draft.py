@@ -77,16 +77,30 @@ def narrow_policy(draft: str, *, drop_columns: tuple[str, ...] = (), min_entitie
 
 def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
     """What in ``final`` is wider than, or not derived from, ``draft`` (empty when it only narrows)."""
+    return (_changed_fields(draft, final) + _column_problems(draft, final) + _answer_problems(draft, final)
+            + _disclosure_problems(draft, final) + _validity_problems(draft, final))
+
+
+def _changed_fields(draft: Policy, final: Policy) -> list[str]:
+    return [f"{name} differs from the draft"
+            for name in ("id", "version", "department", "district", "purpose", "dataset", "row_filter", "request",
+                         "max_groups", "partitions")
+            if getattr(final, name) != getattr(draft, name)]
+
+
+def _column_problems(draft: Policy, final: Policy) -> list[str]:
     problems = []
-    for name in ("id", "version", "department", "district", "purpose", "dataset", "row_filter", "request",
-                 "max_groups", "partitions"):
-        if getattr(final, name) != getattr(draft, name):
-            problems.append(f"{name} differs from the draft")
     for column, level in final.columns.items():
         if draft.columns.get(column) is not level:
             problems.append(f"column {column!r} is not in the draft at level {level.value}")
     if draft.entity_column not in final.columns:
         problems.append("the entity column was dropped")
+    return problems
+
+
+def _answer_problems(draft: Policy, final: Policy) -> list[str]:
+    """Aggregates, result modes, min/max, range grids and lookups: only the draft's, or fewer, or coarser."""
+    problems = []
     if not set(final.aggregates) <= set(draft.aggregates):
         problems.append("aggregates widen the draft")
     if not set(final.results) <= set(draft.results):
@@ -100,6 +114,11 @@ def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
     for table, lookup in final.lookups.items():
         if lookup != draft.lookups.get(table):
             problems.append(f"lookup {table} is not in the draft")
+    return problems
+
+
+def _disclosure_problems(draft: Policy, final: Policy) -> list[str]:
+    problems = []
     if final.min_entities < draft.min_entities:
         problems.append("min_entities is lower than the draft's")
     if draft.dominance is not None and final.dominance != draft.dominance:
@@ -108,6 +127,12 @@ def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
         problems.append("suppressed cells are marked where the draft drops them (marking shows that a group exists)")
     if draft.noise is not None and final.noise != draft.noise:
         problems.append("the noise settings differ from the draft's")
+    return problems
+
+
+def _validity_problems(draft: Policy, final: Policy) -> list[str]:
+    """The validity window and the quotas: no longer, no higher."""
+    problems = []
     if draft.valid_from and (final.valid_from is None or final.valid_from < draft.valid_from):
         problems.append("valid_from is earlier than the draft's")
     if draft.valid_until and (final.valid_until is None or final.valid_until > draft.valid_until):

@@ -24,11 +24,10 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-import grpc
 from google.rpc import error_details_pb2
 
 from broker.access_log.log import AccessLog, AccessRecord
-from dsbroker.identity.auth import Principal, require_role
+from dsbroker.identity.auth import Principal
 from dsbroker.errors import DsbrokerError, GrantError
 from dsbroker.policy.model import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
 from dsbroker.policy.signing import Trust
@@ -36,7 +35,7 @@ from dsbroker.policy.statements import MAX_STATEMENT_BYTES, Revocation, parse_st
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_text
 from broker.workflow.request_states import State, next_state
 from broker.workflow.store import Store, StoredPolicy
-from broker.permissions import may_see, scope_of
+from broker.permissions import check_holds_grant, may_see, require_role, scope_of
 
 log = logging.getLogger(__name__)
 PARSED_POLICIES_KEPT = 1024
@@ -153,7 +152,7 @@ class PolicyRegistry:
                 current = self.get(principal, policy_id)
                 next_state("revoke", current.state, subject=f"policies/{policy_id}")
                 raise DsbrokerError(f"policy {policy_id!r} changed meanwhile; try again", reason="CONCURRENT_CHANGE",
-                                    code=grpc.StatusCode.ABORTED, policy=policy_id)
+                                    policy=policy_id)
             return moved, notified
         except DsbrokerError as error:
             self._record(event="policy.revoke", decision="deny", grant_id=policy_id, reason=error.reason,
@@ -166,19 +165,18 @@ class PolicyRegistry:
         reason = bounded_text(reason, "reason")
         if not statement.strip():
             raise DsbrokerError("a revocation needs the owner's signed statement (dsbroker policy revoke signs one "
-                                "with your key)", reason="STATEMENT_REQUIRED", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                field="statement", policy=stored.id)
+                                "with your key)", reason="STATEMENT_REQUIRED", field="statement", policy=stored.id)
         if self.trust is None:
             raise DsbrokerError("the broker has no trust file, so it cannot verify the owner's statement",
-                                reason="TRUST_NOT_CONFIGURED", code=grpc.StatusCode.FAILED_PRECONDITION)
+                                reason="TRUST_NOT_CONFIGURED")
         revocation = verify_statement(statement, self.trust)
         if revocation.policy_id != stored.id or not revocation.covers(stored.version):
             raise DsbrokerError(f"the statement revokes {revocation.policy_id!r} {revocation.versions}, not "
                                 f"{stored.id!r} v{stored.version}", reason="STATEMENT_MISMATCH",
-                                code=grpc.StatusCode.INVALID_ARGUMENT, field="statement", policy=stored.id)
+                                field="statement", policy=stored.id)
         if reason and reason != revocation.reason:
             raise DsbrokerError("the reason differs from the one the owner signed", reason="STATEMENT_MISMATCH",
-                                code=grpc.StatusCode.INVALID_ARGUMENT, field="reason", policy=stored.id)
+                                field="reason", policy=stored.id)
         return revocation
 
     def _keep(self, revocation: Revocation) -> bool:
@@ -226,9 +224,7 @@ class PolicyRegistry:
         if not is_policy_id(grant_id):
             raise _grant_name_invalid()
         stored = self.store.get_policy(grant_id)
-        if stored is None or stored.department != principal.department:
-            raise GrantError(f"grant {grant_id!r} does not exist for department {principal.department!r}",
-                             grant=grant_id)
+        check_holds_grant(principal, grant_id, stored.department if stored else None)
         stored = self._expired_if_past(stored, now)
         policy = self.policy(stored)
         check_grantee_district(policy, principal.district)
@@ -262,7 +258,7 @@ class PolicyRegistry:
         stored = self.store.get_policy(policy_id)
         if stored is None or not may_see(principal, department=stored.department, district=stored.district):
             raise DsbrokerError(f"policy {policy_id!r} does not exist", reason="POLICY_NOT_FOUND",
-                                code=grpc.StatusCode.NOT_FOUND, policy=policy_id)
+                                policy=policy_id)
         return self._expired_if_past(stored, self.clock())
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> list[StoredPolicy]:
@@ -291,7 +287,7 @@ class PolicyRegistry:
                 current = self.get(principal, policy_id)
                 next_state(action, current.state, subject=f"policies/{policy_id}")
                 raise DsbrokerError(f"policy {policy_id!r} changed meanwhile; try again", reason="CONCURRENT_CHANGE",
-                                    code=grpc.StatusCode.ABORTED, policy=policy_id)
+                                    policy=policy_id)
             return moved
         except DsbrokerError as error:
             self._record(event=f"policy.{action}", decision="deny", grant_id=policy_id, reason=error.reason,
@@ -348,14 +344,14 @@ def grant_id_of(name: str) -> str:
 
 def _grant_name_invalid() -> GrantError:
     return GrantError("policy must name a grant: policies/ and 2 to 63 lower-case letters, digits and dashes",
-                      reason="GRANT_NAME_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
+                      reason="GRANT_NAME_INVALID",
                       details=[error_details_pb2.BadRequest(field_violations=[
                           error_details_pb2.BadRequest.FieldViolation(
                               field="policy", description="a grant's name such as policies/xuanwu-fgw-2026-007")])])
 
 
 def _not_active(grant_id: str, message: str, description: str) -> GrantError:
-    return GrantError(message, reason="GRANT_NOT_ACTIVE", code=grpc.StatusCode.FAILED_PRECONDITION, grant=grant_id,
+    return GrantError(message, reason="GRANT_NOT_ACTIVE", grant=grant_id,
                       details=[error_details_pb2.PreconditionFailure(violations=[
                           error_details_pb2.PreconditionFailure.Violation(
                               type="GRANT_STATE", subject=f"{POLICIES}/{grant_id}", description=description)])])

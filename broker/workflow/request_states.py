@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import enum
 
-import grpc
 from google.rpc import error_details_pb2
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import TransitionError
 
 
 class State(str, enum.Enum):
@@ -47,13 +46,6 @@ TRANSITIONS: dict[str, dict[State, State]] = {
     "exhaust": {S.ACTIVE: S.EXHAUSTED},
 }
 PENDING = (S.SUBMITTED, S.REVIEWED)
-
-
-class TransitionError(DsbrokerError):
-    """Raised for an action the current state does not allow."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "STATE_TRANSITION_INVALID"
 
 
 def next_state(action: str, state: State, *, subject: str) -> State:

@@ -21,21 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import grpc
 from broker.access_log.log import AccessLog, AccessRecord
-from dsbroker.identity.auth import Principal, require_role
+from dsbroker.identity.auth import Principal
 from broker.catalog import Catalog
-from dsbroker.errors import DsbrokerError, RoleError, shown
+from dsbroker.errors import DsbrokerError, shown
 from dsbroker.guard import guard
-from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel, Policy,
-                           parse_policy)
+from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel,
+                                   Policy, parse_policy)
 from broker.workflow.policy_draft import narrowing_problems, render_policy
 from broker.workflow.policy_registry import stored_policy_for
 from dsbroker.policy.signing import Approval, Trust, split_document, verify_approvals, verify_policy
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_list, bounded_text
 from broker.workflow.request_states import PENDING, State, next_state
 from broker.workflow.store import Store, StoredRequest
-from broker.permissions import may_see, scope_of
+from broker.permissions import (check_may_approve, check_may_reject, check_may_withdraw, may_see, require_role,
+                                scope_of, sees_example_checks)
 
 log = logging.getLogger(__name__)
 USES = ("group", "filter", "measure")
@@ -128,8 +128,7 @@ class Workflow:
         def act() -> StoredRequest:
             require_role("requester", call.principal)
             request = self.get(call.principal, request_id)
-            if request.department != call.principal.department:
-                raise RoleError("only the requesting department may withdraw a request", role="requester")
+            check_may_withdraw(call.principal, department=request.department)
             text = bounded_text(reason, "reason")
             target = next_state("withdraw", request.state, subject=_name(request_id))
             return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=text), "withdraw")
@@ -142,7 +141,7 @@ class Workflow:
         request = self.store.get_request(request_id)
         if request is None or not may_see(principal, department=request.department, district=request.district):
             raise DsbrokerError(f"access request {request_id!r} does not exist", reason="ACCESS_REQUEST_NOT_FOUND",
-                                code=grpc.StatusCode.NOT_FOUND, access_request=request_id)
+                                access_request=request_id)
         return request
 
     def list(self, principal: Principal, *, state: State | None, after: tuple[str, str] | None,
@@ -153,7 +152,7 @@ class Workflow:
 
     def example_checks(self, principal: Principal, request: StoredRequest) -> list[ExampleCheck]:
         """The guard's dry run of each example query under the draft (reviewers and owners only)."""
-        if not principal.roles & {"reviewer", "owner"}:
+        if not sees_example_checks(principal):
             return []
         policy = parse_policy(request.body["draft_policy"], source=_name(request.id))
         checks = []
@@ -165,8 +164,9 @@ class Workflow:
                 checks.append(ExampleCheck(sql, False, reason=error.reason, message=error.message))
             except Exception:  # a guard bug on one example must not keep the reviewer from the rest
                 log.exception("the guard failed on an example query of %s", request.id)
-                checks.append(ExampleCheck(sql, False, reason="INTERNAL", message="the guard could not check this "
-                                                                                  "query; the operator's log has details"))
+                checks.append(ExampleCheck(sql, False, reason="INTERNAL",
+                                           message="the guard could not check this query; the operator's log has "
+                                                   "details"))
         return checks
 
     # -- reviewers and the owner -----------------------------------------------------------------
@@ -189,9 +189,7 @@ class Workflow:
             request = self.get(call.principal, request_id)
             target = next_state("reject", request.state, subject=_name(request_id))
             stage = request.body["approval_stages"][len(request.body["approvals"])]
-            if stage not in call.principal.roles and "owner" not in call.principal.roles:
-                raise RoleError(f"this stage is the {stage}'s", role=stage)
-            _not_own_department(call.principal, request)
+            check_may_reject(call.principal, request_id=request.id, department=request.department, stage=stage)
             return self._replace(request, request.moved(target, _stamp(self.clock()), state_reason=text), "reject")
         return self._audited(call, "request.reject", request_id, act)
 
@@ -203,18 +201,13 @@ class Workflow:
         final = len(approvals) == len(stages) - 1
         if request.state in PENDING and any(a["by"] == principal.department for a in approvals):
             raise DsbrokerError(f"{principal.department!r} has already approved this request",
-                                reason="ALREADY_APPROVED", code=grpc.StatusCode.FAILED_PRECONDITION,
-                                access_request=request_id)
+                                reason="ALREADY_APPROVED", access_request=request_id)
         target = next_state("activate" if final else "approve", request.state, subject=_name(request_id))
-        stage = stages[len(approvals)]
-        if stage not in principal.roles and set(stages[len(approvals) + 1:]) & principal.roles:
-            raise DsbrokerError(f"the request awaits the {stage} stage before yours", reason="STAGE_NOT_REACHED",
-                                code=grpc.StatusCode.FAILED_PRECONDITION, access_request=request_id, stage=stage)
-        require_role(stage, principal)
-        _not_own_department(principal, request)
+        stage = check_may_approve(principal, request_id=request_id, department=request.department, stages=stages,
+                                  done=len(approvals))
         if self.trust is None:
             raise DsbrokerError("approvals cannot be checked: the broker has no trust file (set trust)",
-                                reason="TRUST_NOT_CONFIGURED", code=grpc.StatusCode.FAILED_PRECONDITION)
+                                reason="TRUST_NOT_CONFIGURED")
         body, signed = split_document(document)
         recorded = [Approval(a["role"], a["by"], a["key"], a["signed_at"], a["signature"]) for a in approvals]
         if len(signed) != len(recorded) + 1 or signed[:-1] != recorded:
@@ -222,8 +215,8 @@ class Workflow:
         new = signed[-1]
         if new.role != stage or new.by != principal.department:
             raise DsbrokerError(f"this stage needs a {stage} approval signed for {principal.department!r}; the new "
-                                f"approval is a {shown(new.role)} approval for {shown(new.by)}", reason="SIGNER_MISMATCH",
-                                code=grpc.StatusCode.PERMISSION_DENIED, access_request=request_id)
+                                f"approval is a {shown(new.role)} approval for {shown(new.by)}",
+                                reason="SIGNER_MISMATCH", access_request=request_id)
         draft = request.body["draft_policy"]
         if body != draft:
             self._check_narrowing(final, draft, body)
@@ -237,7 +230,7 @@ class Workflow:
         policy = verify_policy(document, self.trust, source=_name(request_id))
         if policy.valid_until and policy.valid_until < now.astimezone(self.owner_timezone).date():
             raise DsbrokerError("the policy's validity has already ended", reason="POLICY_EXPIRED",
-                                code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)
+                                policy=policy.id)
         activated = self.store.activate(dataclasses.replace(moved, policy_id=policy.id),
                                         stored_policy_for(policy, request_id=request_id, at=now))
         if activated is None:
@@ -260,8 +253,7 @@ class Workflow:
             problems.insert(0, "narrows does not name the draft's SHA-256")
         if problems:
             raise DsbrokerError("the owner's policy does not only narrow the draft: " + "; ".join(problems),
-                                reason="POLICY_NOT_A_NARROWING", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                field="policy_document", policy=narrowed.id)
+                                reason="POLICY_NOT_A_NARROWING", field="policy_document", policy=narrowed.id)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -274,39 +266,21 @@ class Workflow:
         if not dataset.entity_column:
             raise DsbrokerError(f"dataset {shown(new.dataset)} has no described columns; its owner has not opened it "
                                 "to requests", reason="DATASET_NOT_REQUESTABLE",
-                                code=grpc.StatusCode.FAILED_PRECONDITION, table=new.dataset)
+                                table=new.dataset)
         published = {c.name: c for c in dataset.columns}
         if not new.columns:
             raise RequestFieldError("columns: ask for at least one column", field="columns")
-        seen = set()
-        for index, wanted in enumerate(new.columns):
-            where = f"columns[{index}]"
-            column = published.get(wanted.column)
-            if column is None:
-                raise RequestFieldError(f"{where}: {shown(wanted.column)} is not a column of {new.dataset} in the catalog",
-                                        field=where, reason="COLUMN_NOT_IN_CATALOG", table=new.dataset,
-                                        column=wanted.column)
-            if wanted.use not in USES:
-                raise RequestFieldError(f"{where}.use is required: one of {', '.join(USES)}", field=f"{where}.use",
-                                        column=wanted.column)
-            if wanted.use not in column.levels:
-                allowed = ", ".join(column.levels) or "nothing"
-                raise RequestFieldError(f"{where}: {wanted.column} may be requested for {allowed}, not {wanted.use}",
-                                        field=where, reason="COLUMN_LEVEL_NOT_ALLOWED", table=new.dataset,
-                                        column=wanted.column)
-            if wanted.column in seen:
-                raise RequestFieldError(f"{where}: {shown(wanted.column)} is asked for twice", field=where,
-                                        column=wanted.column)
-            seen.add(wanted.column)
-            bounded_text(wanted.reason, f"{where}.reason")
-        if len(set(new.result_modes)) != len(new.result_modes):
-            raise RequestFieldError("result_modes names a mode twice", field="result_modes")
-        for mode in new.result_modes:
-            if mode not in RESULT_MODES:
-                raise RequestFieldError(f"result mode {shown(mode)} is not offered by this version (offered: "
-                                        f"{', '.join(RESULT_MODES)})", field="result_modes",
-                                        reason="RESULT_MODE_UNSUPPORTED")
+        _check_columns(new, published)
+        _check_result_modes(new.result_modes)
         bounded_list(new.example_queries, "example_queries", most=MAX_EXAMPLE_QUERIES)
+        self._check_window(new)
+        order = [c.name for c in dataset.columns]
+        levels = {dataset.entity_column: ColumnLevel.ENTITY}
+        levels.update({c.column: ColumnLevel(c.use) for c in new.columns})
+        return dataset, {name: levels[name] for name in sorted(levels, key=order.index)}
+
+    def _check_window(self, new: NewRequest) -> None:
+        """The validity window (not ending in the past) and the expected volume."""
         valid_from = _date(new.valid_from, "valid_from")
         valid_until = _date(new.valid_until, "valid_until")
         if valid_until < valid_from:
@@ -318,10 +292,6 @@ class Workflow:
                                     field="queries_per_day")
         if new.queries_total < 0:
             raise RequestFieldError("queries_total must not be negative", field="queries_total")
-        order = [c.name for c in dataset.columns]
-        levels = {dataset.entity_column: ColumnLevel.ENTITY}
-        levels.update({c.column: ColumnLevel(c.use) for c in new.columns})
-        return dataset, {name: levels[name] for name in sorted(levels, key=order.index)}
 
     def _draft(self, request_id: str, principal: Principal, new: NewRequest, dataset, columns) -> str:
         suffix = request_id.removeprefix("req-")
@@ -350,7 +320,7 @@ class Workflow:
             except DsbrokerError as error:
                 return error
         return DsbrokerError(f"access request {request_id!r} changed meanwhile; read it again and retry",
-                             reason="CONCURRENT_CHANGE", code=grpc.StatusCode.ABORTED, access_request=request_id)
+                             reason="CONCURRENT_CHANGE", access_request=request_id)
 
     def _audited(self, call: Call, event: str, request_id: str, act: Callable[[], StoredRequest]) -> StoredRequest:
         try:
@@ -380,15 +350,43 @@ class Workflow:
         os.replace(temporary, self.policies_dir / f"{policy.id}.yaml")
 
 
-def _not_own_department(principal: Principal, request: StoredRequest) -> None:
-    if principal.department == request.department:
-        raise DsbrokerError("nobody reviews their own department's request", reason="OWN_DEPARTMENT_REQUEST",
-                            code=grpc.StatusCode.PERMISSION_DENIED, access_request=request.id)
-
-
 def _document_error(message: str) -> DsbrokerError:
-    return DsbrokerError(message, reason="APPROVAL_DOCUMENT_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                         field="policy_document")
+    return DsbrokerError(message, reason="APPROVAL_DOCUMENT_INVALID", field="policy_document")
+
+
+def _check_columns(new: NewRequest, published: dict) -> None:
+    """Each asked-for column: in the catalog, once, for a use its owner allows."""
+    seen = set()
+    for index, wanted in enumerate(new.columns):
+        where = f"columns[{index}]"
+        column = published.get(wanted.column)
+        if column is None:
+            raise RequestFieldError(f"{where}: {shown(wanted.column)} is not a column of {new.dataset} in the catalog",
+                                    field=where, reason="COLUMN_NOT_IN_CATALOG", table=new.dataset,
+                                    column=wanted.column)
+        if wanted.use not in USES:
+            raise RequestFieldError(f"{where}.use is required: one of {', '.join(USES)}", field=f"{where}.use",
+                                    column=wanted.column)
+        if wanted.use not in column.levels:
+            allowed = ", ".join(column.levels) or "nothing"
+            raise RequestFieldError(f"{where}: {wanted.column} may be requested for {allowed}, not {wanted.use}",
+                                    field=where, reason="COLUMN_LEVEL_NOT_ALLOWED", table=new.dataset,
+                                    column=wanted.column)
+        if wanted.column in seen:
+            raise RequestFieldError(f"{where}: {shown(wanted.column)} is asked for twice", field=where,
+                                    column=wanted.column)
+        seen.add(wanted.column)
+        bounded_text(wanted.reason, f"{where}.reason")
+
+
+def _check_result_modes(modes: tuple[str, ...]) -> None:
+    if len(set(modes)) != len(modes):
+        raise RequestFieldError("result_modes names a mode twice", field="result_modes")
+    for mode in modes:
+        if mode not in RESULT_MODES:
+            raise RequestFieldError(f"result mode {shown(mode)} is not offered by this version (offered: "
+                                    f"{', '.join(RESULT_MODES)})", field="result_modes",
+                                    reason="RESULT_MODE_UNSUPPORTED")
 
 
 def _date(text: str, field: str) -> dt.date:

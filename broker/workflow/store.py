@@ -13,13 +13,11 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterator
 
-import grpc
-
-from dsbroker.errors import ConfigError, DsbrokerError
-from dsbroker.private_files import create_private
+from dsbroker.errors import ConfigError, DsbrokerError, StoreError
+from dsbroker.database import (Durability, connect_postgres, is_database_error, is_postgres, open_sqlite,
+                               postgres_errors, without_password)
 from broker.workflow.request_states import State
 from broker.permissions import Scope
 
@@ -64,13 +62,6 @@ _POLICY_COLUMNS = ("id, version, state, department, document, sha256, request_id
                    "district")
 
 
-class StoreError(DsbrokerError):
-    """Raised when the store cannot be reached or written; the change did not happen."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "STORE_UNAVAILABLE"
-
-
 @dataclass(frozen=True)
 class StoredRequest:
     """One access request as stored: indexed columns plus the request's fields in ``body``."""
@@ -85,7 +76,7 @@ class StoredRequest:
     policy_id: str = ""
     body: dict[str, Any] = field(default_factory=dict)
 
-    def moved(self, state: State, at: str, **body: Any) -> "StoredRequest":
+    def moved(self, state: State, at: str, **body: Any) -> StoredRequest:
         """A copy in ``state`` at ``at`` with ``body`` fields updated (the version moves on when stored)."""
         return replace(self, state=state, updated_at=at, body={**self.body, **body})
 
@@ -131,8 +122,8 @@ class Store:
         """Insert a new request (version 1)."""
         stored = replace(request, version=1)
         with self._transaction() as cursor:
-            self._execute(cursor, f"INSERT INTO access_requests ({_REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          _request_row(stored))
+            self._execute(cursor, f"INSERT INTO access_requests ({_REQUEST_COLUMNS}) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _request_row(stored))
         return stored
 
     def get_request(self, request_id: str) -> StoredRequest | None:
@@ -180,7 +171,7 @@ class Store:
                 return None
             if self._execute(cursor, "SELECT 1 FROM policies WHERE id = ?", (policy.id,)).fetchone():
                 raise StoreError(f"policy {policy.id!r} already exists", reason="POLICY_EXISTS",
-                                 code=grpc.StatusCode.ALREADY_EXISTS, policy=policy.id)
+                                 policy=policy.id)
             self._insert_policy(cursor, policy)
         return stored
 
@@ -227,8 +218,8 @@ class Store:
         replaced = replace(policy, version=version, document=document, sha256=sha256, updated_at=at,
                            revision=policy.revision + 1, district=district)
         with self._transaction() as cursor:
-            updated = self._execute(cursor, "UPDATE policies SET version = ?, document = ?, sha256 = ?, updated_at = ?, "
-                                    "revision = ?, district = ? WHERE id = ? AND revision = ?",
+            updated = self._execute(cursor, "UPDATE policies SET version = ?, document = ?, sha256 = ?, "
+                                    "updated_at = ?, revision = ?, district = ? WHERE id = ? AND revision = ?",
                                     (version, document, sha256, at, replaced.revision, district, policy.id,
                                      policy.revision)).rowcount
         return replaced if updated == 1 else None
@@ -332,58 +323,25 @@ class _NoLock:
 
 def open_store(location: str) -> Store:
     """Open the store at ``location``: a ``postgresql://`` DSN, or a SQLite file path."""
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres(location):
         try:
-            import psycopg
-        except ImportError:
-            raise ConfigError("a PostgreSQL store needs the psycopg package") from None
-
-        def connect_postgres():
-            return psycopg.connect(location, connect_timeout=5)
-        try:
-            return Store(connect_postgres, placeholder="%s", lock=None)
-        except (psycopg.Error, StoreError) as error:
+            return Store(lambda: connect_postgres(location), placeholder="%s", lock=None)
+        except (*postgres_errors(), StoreError) as error:
             cause = error.__cause__ or error
             raise ConfigError(f"cannot open the PostgreSQL store at {without_password(location)} "
                               f"({cause.__class__.__name__})") from None
-    path = create_private(location)  # 0600, and so its -wal and -shm
     shared = {}
 
     def connect_sqlite():
         # One connection for every thread, serialised by the store's lock; WAL lets readers and other
         # processes in, and the busy timeout makes a second broker wait rather than fail.
         if "connection" not in shared:
-            connection = sqlite3.connect(str(path), check_same_thread=False, timeout=10.0)
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            shared["connection"] = connection
+            shared["connection"] = open_sqlite(location, durability=Durability.POWER_CUT)
         return shared["connection"]
     try:
         return Store(connect_sqlite, placeholder="?", lock=threading.Lock())
     except sqlite3.Error as error:
-        raise ConfigError(f"cannot open the state store {path} ({error})") from None
-
-
-def without_password(dsn: str) -> str:
-    """The DSN with any password masked, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def is_database_error(error: BaseException) -> bool:
-    """Whether ``error`` came from SQLite or PostgreSQL (as opposed to a bug)."""
-    if isinstance(error, sqlite3.Error):
-        return True
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(error, psycopg.Error)
+        raise ConfigError(f"cannot open the state store {location} ({error})") from None
 
 
 def _request_row(request: StoredRequest) -> tuple:

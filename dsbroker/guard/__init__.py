@@ -23,16 +23,15 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-import grpc
 import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard.add_dominance_rule import add_dominance_rule
 from dsbroker.guard.add_entity_cells import add_entity_cells
 from dsbroker.guard.add_entity_threshold import add_entity_threshold
-from dsbroker.guard.add_noise_measures import PLAN_META as NOISE_PLAN, NoisePlan, add_noise_measures
+from dsbroker.guard.add_noise_measures import NoisePlan, add_noise_measures
 from dsbroker.guard.add_row_filter import add_row_filter
 from dsbroker.guard.add_totals import add_totals
 from dsbroker.guard.enforce_group_cap import enforce_group_cap
@@ -56,12 +55,12 @@ from dsbroker.guard.reject_unsummable_measures import reject_unsummable_measures
 from dsbroker.guard.reject_unsupported_syntax import reject_unsupported_syntax
 from dsbroker.guard.release_plan import CellPlan
 from dsbroker.guard.resolve_table import resolve_table
-from dsbroker.guard.split_cells import PLAN_META as CELL_PLAN, split_cells
+from dsbroker.guard.split_cells import split_cells
 from dsbroker.guard.translate_date_parts import translate_date_parts
+from dsbroker.guard.internal_names import CELL_PLAN_META, NOISE_PLAN_META
+from dsbroker.results.parameters import SLOTS
 from dsbroker.policy.model import Dominance, Policy, bind_row_filter
 
-# An encrypted result holds one row per BFV slot (dsbroker.results.bfv.SLOTS, the polynomial degree 8192).
-ENCRYPTED_SLOTS = 8192
 # The rules that need the engine's column types: the broker may lack them, the sandbox never does.
 SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
 
@@ -121,6 +120,8 @@ class GuardedQuery:
         """The answer's column names."""
         if self.cells is not None:
             return tuple(output.name for output in self.cells.outputs)
+        if self.noise is None:
+            raise AssertionError("a guarded query has a cell plan or a noise plan")
         return tuple(output.name for output in self.noise.outputs)
 
 
@@ -153,7 +154,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     admit(unverified_sql)
     expression = parse(unverified_sql)
     suppression = "drop" if _filters_a_measure(expression, policy.ranges) else policy.suppression
-    max_groups = min(policy.max_groups, ENCRYPTED_SLOTS) if encrypted else policy.max_groups
+    max_groups = min(policy.max_groups, SLOTS)  # one row per BFV slot if encrypted else policy.max_groups
     settings: dict[str, Any] = {
         "dataset": policy.dataset,
         "columns": policy.visible_columns(),
@@ -177,7 +178,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     for rule in RULES:
         if deadline is not None and clock() > deadline:
             raise DsbrokerError("the query's deadline passed while it was being checked", reason="GUARD_TIMEOUT",
-                                code=grpc.StatusCode.DEADLINE_EXCEEDED, rule=rule.__name__)
+                                rule=rule.__name__)
         before = expression.sql() if steps is not None and not rule.__name__.startswith("reject_") else None
         expression = rule(expression, **{name: settings[name] for name in _RULE_PARAMETERS[rule]})
         if steps is not None:
@@ -193,8 +194,8 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         max_rows=max_groups,
         engine_rows=int(limit.expression.name) if limit is not None else 0,
         lookups=tuple(sorted(table for table, lookup in policy.lookups.items() if lookup.name in joined)),
-        cells=expression.meta.get(CELL_PLAN),
-        noise=expression.meta.get(NOISE_PLAN),
+        cells=expression.meta.get(CELL_PLAN_META),
+        noise=expression.meta.get(NOISE_PLAN_META),
         dominance=policy.dominance,
         suppression=suppression,
         encrypted=encrypted,
@@ -209,6 +210,6 @@ def _filters_a_measure(expression: exp.Select, ranges: dict) -> bool:
         column.name.lower() in ranges for column in where.find_all(exp.Column))
 
 
-def _joins(expression: exp.Select):
+def _joins(expression: exp.Select) -> Iterator[exp.Join]:
     """The lookup joins of the engine query, wherever the rewrites moved them (a per-entity subquery)."""
     return expression.find_all(exp.Join)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Iterator, NoReturn
+from typing import Any, Iterator, NoReturn
 
 import sqlglot.expressions as exp
 
-from dsbroker.errors import GuardError, GuardPermissionError
+from dsbroker.errors import REASONS, GuardError, GuardPermissionError
 
-AGGREGATE_TYPES: tuple[type[exp.Expression], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
-# Set on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY.
-TOTALS_META = "totals"
-AGGREGATE_NAMES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
+AGGREGATE_TYPES: tuple[type[exp.Expr], ...] = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
+AGGREGATE_NAMES: dict[type[exp.Expr], str] = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN",
+                                              exp.Max: "MAX"}
 
 
 def refuse(rule: str, reason: str, message: str, *, table: str | None = None,
-           column: str | None = None, permission: bool = False, **metadata) -> NoReturn:
-    """Raise the guard's refusal; ``rule``, ``table`` and ``column`` go into ErrorInfo metadata."""
-    cls = GuardPermissionError if permission else GuardError
+           column: str | None = None, **metadata: Any) -> NoReturn:
+    """Raise the guard's refusal; ``rule``, ``table`` and ``column`` go into ErrorInfo metadata. A reason whose
+    code is PERMISSION_DENIED (a table or column the grant does not cover) raises a GuardPermissionError."""
+    cls = GuardPermissionError if REASONS[reason].code == "PERMISSION_DENIED" else GuardError
     raise cls(message, reason=reason, rule=rule, table=table, column=column, **metadata)
 
 
-def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
+def conjuncts(condition: exp.Expr | None) -> Iterator[exp.Expr]:
     """The terms of an AND tree (parentheses unwrapped); nothing for None."""
     if condition is None:
         return
@@ -33,7 +33,7 @@ def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
         yield condition
 
 
-def enclosing_aggregate(node: exp.Expression) -> exp.Expression | None:
+def enclosing_aggregate(node: exp.Expr) -> exp.Expr | None:
     """The nearest aggregate function above ``node``, if any."""
     parent = node.parent
     while parent is not None:
@@ -43,7 +43,7 @@ def enclosing_aggregate(node: exp.Expression) -> exp.Expression | None:
     return None
 
 
-def select_clauses(select: exp.Select) -> Iterator[tuple[str, exp.Expression]]:
+def select_clauses(select: exp.Select) -> Iterator[tuple[str, exp.Expr]]:
     """Each clause of the query that can hold columns, with its SQL name."""
     for projection in select.expressions:
         yield "SELECT", projection
@@ -58,7 +58,7 @@ def column_key(column: exp.Column) -> str:
     return f"{column.table}.{column.name}" if column.table else column.name
 
 
-def aliased(node: exp.Expression, name: str) -> exp.Alias:
+def aliased(node: exp.Expr, name: str) -> exp.Alias:
     """``node AS name`` for a name the guard wrote (a plain identifier), taking ``node`` as it is."""
     return exp.Alias(this=node, alias=exp.Identifier(this=name, quoted=False))
 
@@ -68,12 +68,13 @@ def internal_column(name: str) -> exp.Column:
     return exp.Column(this=exp.Identifier(this=name, quoted=False))
 
 
-def table_of(column: exp.Column, dataset: str) -> str:
+def table_of(column: exp.Expr, dataset: str) -> str:
     """The full name of the table ``column`` belongs to (set by resolve_table for lookup columns)."""
-    return column.meta.get("table", dataset)
+    table: str = column.meta.get("table", dataset)
+    return table
 
 
-def output_name(projection: exp.Expression) -> str | None:
+def output_name(projection: exp.Expr) -> str | None:
     """The alias of a projection, if it has one."""
     return projection.alias if isinstance(projection, exp.Alias) else None
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
-from dsbroker.guard.split_cells import PLAN_META
 from dsbroker.policy.model import Dominance
+from dsbroker.guard.internal_names import CELL_PLAN_META
 
 
 def add_dominance_rule(expression: exp.Select, dominance: Dominance | None) -> exp.Select:
     """Add, per cell, each summed measure's total of magnitudes and its largest shares (add_entity_cells
     made the per-entity totals they are computed from)."""
-    if dominance is None or PLAN_META not in expression.meta:
+    if dominance is None or CELL_PLAN_META not in expression.meta:
         return expression
-    plan = expression.meta[PLAN_META]
+    plan = expression.meta[CELL_PLAN_META]
     columns = list(expression.expressions)
     for index, measure in enumerate(plan.dominated):
         magnitude = exp.Abs(this=exp.column(names.entity_sum(measure)))
@@ -38,6 +38,6 @@ def add_dominance_rule(expression: exp.Select, dominance: Dominance | None) -> e
     return expression
 
 
-def _largest(magnitude: exp.Expression, n: int) -> exp.Expression:
+def _largest(magnitude: exp.Expr, n: int) -> exp.Expr:
     """The sum of the ``n`` largest values of ``magnitude`` in a cell."""
     return exp.Anonymous(this="LIST_SUM", expressions=[exp.Max(this=magnitude.copy(), count=exp.Literal.number(n))])

@@ -13,18 +13,20 @@ of a total, so there the counts are distinct counts over the per-entity rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
-from dsbroker.guard._tree import TOTALS_META, aliased, internal_column, per_cell_and_entity
-from dsbroker.guard.split_cells import PLAN_META, RELEASED_FIRST_META
+from dsbroker.guard._tree import aliased, internal_column, per_cell_and_entity
+from dsbroker.guard.internal_names import CELL_PLAN_META, RELEASED_FIRST_META, TOTALS_META
 
 
 def add_entity_cells(expression: exp.Select) -> exp.Select:
     """Rewrite the cell query into its per-entity form, with a count of contributors per summed measure."""
-    if PLAN_META not in expression.meta:
+    if CELL_PLAN_META not in expression.meta:
         return expression  # under noise add_noise_measures writes its own per-entity query
-    plan = expression.meta[PLAN_META]
+    plan = expression.meta[CELL_PLAN_META]
     totals = bool(expression.meta.get(TOTALS_META))
     projections = {p.alias: p.this for p in expression.expressions}
     group = expression.args.get("group")
@@ -32,7 +34,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
     entity = projections[names.statistic(0)].this.expressions[0]  # COUNT(DISTINCT entity)
     inner = per_cell_and_entity(expression, keys, entity)  # both leave the outer query
 
-    def per_entity(column: exp.Expression, kind: str) -> exp.Expression:
+    def per_entity(column: exp.Expr, kind: str) -> exp.Expr:
         """The per-entity column of ``kind`` for ``column``, added to the inner query on first use."""
         alias = {"sum": names.entity_sum, "count": names.entity_count}[kind](column.name) if kind in ("sum", "count") \
             else names.entity_extreme(kind, column.name)
@@ -41,7 +43,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
             inner.expressions.append(aliased(aggregate(this=column.copy()), alias))
         return internal_column(alias)
 
-    def counted(condition: exp.Expression | None = None) -> exp.Expression:
+    def counted(condition: exp.Expr | None = None) -> exp.Expr:
         """How many entities (meeting ``condition``) a cell holds: one per-entity row each, except in totals."""
         subject = internal_column(names.ENTITY) if condition is None else exp.Case(
             ifs=[exp.If(this=condition, true=internal_column(names.ENTITY))])
@@ -52,15 +54,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
 
     outer = [aliased(key, names.key(i)) for i, key in enumerate(cell_keys())]
     for index, statistic in enumerate(plan.statistics):
-        source = projections[names.statistic(index)]
-        if statistic.kind == "entities":
-            value = counted()
-        elif statistic.kind == "rows":
-            value = exp.Sum(this=internal_column(names.ROWS))
-        elif statistic.kind in ("sum", "count"):
-            value = exp.Sum(this=per_entity(source.this, statistic.kind))
-        else:
-            value = type(source)(this=per_entity(source.this, statistic.kind))
+        value = _cell_statistic(statistic.kind, projections[names.statistic(index)], counted, per_entity)
         outer.append(aliased(value, names.statistic(index)))
     if totals:
         outer.append(aliased(exp.Grouping(expressions=cell_keys()), names.GROUPING))
@@ -82,11 +76,34 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
         expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=cell_keys())] if totals else cell_keys()))
     else:
         expression.set("group", None)
-    for clause in ("having", "order"):  # the threshold and the released-first order count entities again
+    _count_entities_again(expression, counted)
+    _release_first_by_contributors(expression, contributors)
+    return expression
+
+
+def _cell_statistic(kind: str, source: exp.Expr, counted: Callable[[], exp.Expr],
+                    per_entity: Callable[[exp.Expr, str], exp.Expr]) -> exp.Expr:
+    """A cell's statistic of ``kind`` from the per-entity rows: entities counted, rows and sums added up,
+    extremes taken again."""
+    if kind == "entities":
+        return counted()
+    if kind == "rows":
+        return exp.Sum(this=internal_column(names.ROWS))
+    if kind in ("sum", "count"):
+        return exp.Sum(this=per_entity(source.this, kind))
+    return type(source)(this=per_entity(source.this, kind))
+
+
+def _count_entities_again(expression: exp.Select, counted: Callable[[], exp.Expr]) -> None:
+    """The threshold and the released-first order count entities again, from the per-entity rows."""
+    for clause in ("having", "order"):
         node = expression.args.get(clause)
         for count in list(node.find_all(exp.Count)) if node is not None else ():
             if isinstance(count.this, exp.Distinct):
                 count.replace(counted())
+
+
+def _release_first_by_contributors(expression: exp.Select, contributors: list[exp.Expr]) -> None:
     order = expression.args.get("order")
     first = order.expressions[0] if order is not None and order.expressions else None
     if first is not None and RELEASED_FIRST_META in first.meta and contributors:
@@ -94,12 +111,12 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
         # released first means that rule as well, or such groups would take places under the cap.
         k = exp.Literal.number(first.meta[RELEASED_FIRST_META])
         first.set("this", exp.and_(first.this, *(
-            exp.or_(exp.EQ(this=count.copy(), expression=exp.Literal.number(0)), exp.GTE(this=count.copy(), expression=k))
+            exp.or_(exp.EQ(this=count.copy(), expression=exp.Literal.number(0)),
+                    exp.GTE(this=count.copy(), expression=k))
             for count in contributors)))
-    return expression
 
 
-def totals_contributors(total: exp.Expression, counted) -> exp.Expression:
+def totals_contributors(total: exp.Expr, counted: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
     """A total's count of contributors to a measure, never more than the true one, and 0 only when no
     entity's amount in it is set and not zero.
 
@@ -109,7 +126,7 @@ def totals_contributors(total: exp.Expression, counted) -> exp.Expression:
     does contribute; so the count is of those, 2·|nonzero| − |some positive| − |some negative| (the
     entities in exactly one of the two), and 1 where that is 0 but some part is not zero: under k, the sum
     is withheld, as one its entities may cancel in cannot be released on their count."""
-    def some(condition: type) -> exp.Expression:
+    def some(condition: type[exp.Binary]) -> exp.Expr:
         return counted(condition(this=total.copy(), expression=exp.Literal.number(0)))
     nonzero = some(exp.NEQ)
     one_sign = exp.Sub(this=exp.Sub(this=exp.Mul(this=exp.Literal.number(2), expression=nonzero),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import TOTALS_META
 from dsbroker.policy.model import Noise
+from dsbroker.guard.internal_names import TOTALS_META
 
 
 def add_entity_threshold(expression: exp.Select, entity: str, min_entities: int, noise: Noise | None,

@@ -3,11 +3,11 @@
 The sandbox adds the noise (OpenDP) and applies a noisy threshold; what the engine computes must
 have the sensitivity the noise is calibrated to. So the query aggregates per cell and taxpayer
 first (``__cells``), keeps at most ``groups_per_entity`` cells per taxpayer (chosen by a hash of the
-taxpayer and the cell, so the choice neither favours early periods nor is the same for everyone), clips each taxpayer's row count to
-``rows_per_entity`` and its total of each measure to the policy's bounds, and only then adds up per
-cell. ORDER BY and LIMIT move to the sandbox, which applies them to the noisy values, and the exact
-threshold gives way to the noisy one (an exact threshold would tell whether a cell holds k or k - 1
-taxpayers). The plan of what each output is travels in :class:`NoisePlan`.
+taxpayer and the cell, so the choice neither favours early periods nor is the same for everyone),
+clips each taxpayer's row count to ``rows_per_entity`` and its total of each measure to the policy's
+bounds, and only then adds up per cell. ORDER BY and LIMIT move to the sandbox, which applies them to
+the noisy values, and the exact threshold gives way to the noisy one (an exact threshold would tell
+whether a cell holds k or k - 1 taxpayers). The plan of what each output is travels in :class:`NoisePlan`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sqlglot.expressions as exp
 from dsbroker.guard import internal_names as internal
 from dsbroker.guard._tree import per_cell_and_entity
 from dsbroker.policy.model import Noise
+from dsbroker.guard.internal_names import NOISE_PLAN_META
 
-PLAN_META = "noise_plan"
 
 
 @dataclass(frozen=True)
@@ -69,21 +69,21 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
     names = [p.alias if isinstance(p, exp.Alias) else p.name if isinstance(p, exp.Column) else p.sql(dialect="duckdb")
              for p in expression.expressions]
     quantities: list[NoisyQuantity] = []
-    key_outputs: list[exp.Expression] = []
+    key_outputs: list[exp.Expr] = []
     outputs: list[NoisyOutput] = []
 
     def quantity(kind: str, measure: str | None, bound: int) -> int:
         wanted = NoisyQuantity(kind, measure, bound)
         if wanted not in quantities:
             quantities.append(wanted)
-            source = _source(kind, measure)
+            source = _source(wanted)
             if kind != "rows" and source not in {p.alias for p in inner.expressions}:
-                column = exp.column(measure, table=table)
+                column = exp.column(_measured(wanted), table=table)
                 aggregated = exp.Sum(this=column) if kind == "sum" else exp.Count(this=column)
                 inner.expressions.append(aggregated.as_(source, copy=False))
         return quantities.index(wanted)
 
-    for name, output in zip(names, projections):
+    for name, output in zip(names, projections, strict=True):
         if isinstance(output, exp.Count) and isinstance(output.this, exp.Distinct):
             outputs.append(NoisyOutput(name, "entities", -1))
         elif isinstance(output, exp.Count):
@@ -100,27 +100,20 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
             key_outputs.append(_cell_form(output.copy(), keys).as_(name, copy=False))
 
     cells = [exp.column(internal.cell_key(i)) for i in range(len(keys))]
-    source: exp.Expression = exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
+    source: exp.Expr = exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
     if keys:
-        entity = exp.column(internal.ENTITY)
-        rank = exp.Window(this=exp.RowNumber(), partition_by=[entity], order=exp.Order(expressions=[
-            exp.Ordered(this=exp.Anonymous(this="HASH", expressions=[entity.copy(), *(c.copy() for c in cells)])),
+        taxpayer = exp.column(internal.ENTITY)
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[taxpayer], order=exp.Order(expressions=[
+            exp.Ordered(this=exp.Anonymous(this="HASH", expressions=[taxpayer.copy(), *(c.copy() for c in cells)])),
             *(exp.Ordered(this=c.copy()) for c in cells)]))
         ranked = exp.Select(expressions=[exp.Star(), rank.as_(internal.RANK, copy=False)]).from_(source, copy=False)
         source = exp.select("*").from_(exp.Subquery(this=ranked, alias=exp.TableAlias(
             this=exp.to_identifier(internal.RANKED)))).where(exp.LTE(
                 this=exp.column(internal.RANK), expression=exp.Literal.number(noise.groups_per_entity)))
         source = exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier(internal.CELLS)))
-    measures = [exp.Count(this=exp.Star()).as_(internal.ENTITIES, copy=False)]
-    for index, wanted in enumerate(quantities):
-        value = exp.column(_source(wanted.kind, wanted.measure))
-        low, high = noise.bounds[wanted.measure] if wanted.kind == "sum" else (0, wanted.bound)
-        clipped = _clip(value, low, high)
-        # No cast: the sum of clipped totals stays in the engine's wide integer type, which no bound
-        # times any number of taxpayers overflows (a cast to BIGINT could fail, and tell why).
-        measures.append(exp.Sum(this=clipped).as_(internal.noisy_quantity(index), copy=False))
+    measures = [exp.Count(this=exp.Star()).as_(internal.ENTITIES, copy=False), *_clipped_sums(quantities, noise)]
     order = expression.args.get("order")
-    limit = expression.args.get("limit")
+    limit = expression.args["limit"]  # enforce_group_cap always sets one
     plan = NoisePlan(
         outputs=tuple(outputs), keys=len(key_outputs), quantities=tuple(quantities),
         order=tuple((projections.index(o.this), bool(o.args.get("desc"))) for o in order.expressions)
@@ -130,20 +123,40 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
     rewritten.set("from_", exp.From(this=source))
     if keys:
         rewritten.set("group", exp.Group(expressions=cells))
-    rewritten.meta[PLAN_META] = plan
+    rewritten.meta[NOISE_PLAN_META] = plan
     return rewritten
 
 
-def _source(kind: str, measure: str | None) -> str:
+def _clipped_sums(quantities: list[NoisyQuantity], noise: Noise) -> list[exp.Expr]:
+    """Each noisy quantity: the sum over the cell's taxpayers of their totals, each clipped to its bounds."""
+    measures: list[exp.Expr] = []
+    for index, wanted in enumerate(quantities):
+        value = exp.column(_source(wanted))
+        low, high = noise.bounds[_measured(wanted)] if wanted.kind == "sum" else (0, wanted.bound)
+        clipped = _clip(value, low, high)
+        # No cast: the sum of clipped totals stays in the engine's wide integer type, which no bound
+        # times any number of taxpayers overflows (a cast to BIGINT could fail, and tell why).
+        measures.append(exp.Sum(this=clipped).as_(internal.noisy_quantity(index), copy=False))
+    return measures
+
+
+def _source(quantity: NoisyQuantity) -> str:
     """The per-entity column a noisy quantity adds up."""
-    if kind == "rows":
+    if quantity.kind == "rows":
         return internal.ROWS
-    return internal.entity_sum(measure) if kind == "sum" else internal.entity_count(measure)
+    measure = _measured(quantity)
+    return internal.entity_sum(measure) if quantity.kind == "sum" else internal.entity_count(measure)
 
 
-def _clip(value: exp.Expression, low: int, high: int) -> exp.Expression:
+def _measured(quantity: NoisyQuantity) -> str:
+    if quantity.measure is None:
+        raise AssertionError(f"a noisy {quantity.kind} is always of a measure")
+    return quantity.measure
+
+
+def _clip(value: exp.Expr, low: int, high: int) -> exp.Expr:
     """``value`` clipped to [low, high]; NULL stays NULL (a CASE: GREATEST and LEAST differ on NULL by engine)."""
-    def number(n: int) -> exp.Expression:
+    def number(n: int) -> exp.Expr:
         return exp.Literal.number(n) if n >= 0 else exp.Neg(this=exp.Literal.number(-n))
 
     return exp.Case(ifs=[exp.If(this=exp.LT(this=value.copy(), expression=number(low)), true=number(low)),
@@ -151,7 +164,7 @@ def _clip(value: exp.Expression, low: int, high: int) -> exp.Expression:
                     default=value)
 
 
-def _cell_form(node: exp.Expression, keys: list) -> exp.Expression:
+def _cell_form(node: exp.Expr, keys: list) -> exp.Expr:
     """A key output over the cell columns: each group key becomes its ``__g<i>``."""
     for index, key in enumerate(keys):
         if node == key:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
-from dsbroker.guard._tree import TOTALS_META
+from dsbroker.guard.internal_names import TOTALS_META
 
 
 def add_totals(expression: exp.Select) -> exp.Select:
@@ -20,6 +20,6 @@ def add_totals(expression: exp.Select) -> exp.Select:
         return expression
     keys = expression.args["group"].expressions
     expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=keys)]))
-    expression.set("expressions", [
-        *expression.expressions, exp.Grouping(expressions=[key.copy() for key in keys]).as_(names.GROUPING, copy=False)])
+    grouping = exp.Grouping(expressions=[key.copy() for key in keys]).as_(names.GROUPING, copy=False)
+    expression.set("expressions", [*expression.expressions, grouping])
     return expression

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import decimal
 import math
+from typing import TypeGuard
 
 import sqlglot.expressions as exp
 
@@ -39,27 +40,27 @@ def enforce_range_grid(expression: exp.Select, ranges: dict) -> exp.Select:
     return expression
 
 
-def _gridded(node: exp.Expression, ranges: dict) -> bool:
+def _gridded(node: exp.Expr, ranges: dict) -> TypeGuard[exp.Column]:
     return isinstance(node, exp.Column) and column_key(node) in ranges
 
 
-def _number(node: exp.Expression) -> decimal.Decimal:
+def _number(node: exp.Expr) -> decimal.Decimal:
     """The value of a numeric literal, possibly negated (reject_invalid_filters allowed no other)."""
     if isinstance(node, exp.Neg):
         return -_number(node.this)
     return decimal.Decimal(node.name)
 
 
-def _at_least(column: exp.Column, value: decimal.Decimal, grid: int) -> exp.Expression:
+def _at_least(column: exp.Column, value: decimal.Decimal, grid: int) -> exp.Expr:
     # x > v and x >= v both round down to the grid line at or below v: the range only widens.
     return exp.GTE(this=column.copy(), expression=_literal(math.floor(value / grid) * grid))
 
 
-def _below(column: exp.Column, value: decimal.Decimal, grid: int, *, inclusive: bool) -> exp.Expression:
+def _below(column: exp.Column, value: decimal.Decimal, grid: int, *, inclusive: bool) -> exp.Expr:
     # x < v rounds up to the grid line at or above v; x <= v must keep v itself, so to the line above it.
     line = (math.floor(value / grid) + 1) * grid if inclusive else math.ceil(value / grid) * grid
     return exp.LT(this=column.copy(), expression=_literal(line))
 
 
-def _literal(value: int) -> exp.Expression:
+def _literal(value: int) -> exp.Expr:
     return exp.Literal.number(value) if value >= 0 else exp.Neg(this=exp.Literal.number(-value))

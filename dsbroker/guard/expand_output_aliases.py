@@ -12,30 +12,16 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names
-from dsbroker.guard._tree import AGGREGATE_TYPES, TOTALS_META, output_name, refuse
-from dsbroker.guard.parse import MAX_NODES, NODES_META
+from dsbroker.guard._tree import AGGREGATE_TYPES, output_name, refuse
+from dsbroker.guard.parse import MAX_NODES
+from dsbroker.guard.internal_names import NODES_META, TOTALS_META
 
 
 def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
     """Expand aliases and ordinals in GROUP BY, HAVING and ORDER BY; refuse shadowing aliases."""
     projections = expression.expressions
     column_names = {key.split(".")[-1] for key in columns}  # a lookup's columns too
-    aliased: dict[str, exp.Expression] = {}
-    for projection in projections:
-        name = output_name(projection)
-        if name is None:
-            continue
-        name = name.lower()
-        if internal_names.is_internal(name):
-            refuse("expand_output_aliases", "ALIAS_RESERVED",
-                   f"output names starting with two underscores are reserved for the guard's rewrites: {name!r}",
-                   column=name)
-        if name in column_names and name not in {c.name for c in projection.this.find_all(exp.Column)}:
-            refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
-                   f"output name {name!r} is also a column name; choose another alias", column=name)
-        if name in aliased:
-            refuse("expand_output_aliases", "DUPLICATE_ALIAS", f"output name {name!r} is used twice", column=name)
-        aliased[name] = projection.this
+    aliased = _output_aliases(projections, column_names)
 
     copies = _Copies(expression)
     group = expression.args.get("group")
@@ -72,15 +58,36 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
     return expression
 
 
+def _output_aliases(projections: list[exp.Expr], column_names: set[str]) -> dict[str, exp.Expr]:
+    """Each output name (lower case) and the expression it names; refuses reserved, shadowing and repeated names."""
+    aliased: dict[str, exp.Expr] = {}
+    for projection in projections:
+        name = output_name(projection)
+        if name is None:
+            continue
+        name = name.lower()
+        if internal_names.is_internal(name):
+            refuse("expand_output_aliases", "ALIAS_RESERVED",
+                   f"output names starting with two underscores are reserved for the guard's rewrites: {name!r}",
+                   column=name)
+        if name in column_names and name not in {c.name for c in projection.this.find_all(exp.Column)}:
+            refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
+                   f"output name {name!r} is also a column name; choose another alias", column=name)
+        if name in aliased:
+            refuse("expand_output_aliases", "DUPLICATE_ALIAS", f"output name {name!r} is used twice", column=name)
+        aliased[name] = projection.this
+    return aliased
+
+
 class _Copies:
     """Counts the nodes the expansion adds: each reference to an output copies it, so a large output named
     many times would multiply the query past the limit ``parse`` checked (MAX_NODES) after the fact."""
 
-    def __init__(self, query: exp.Expression) -> None:
+    def __init__(self, query: exp.Expr) -> None:
         self.nodes = query.meta.get(NODES_META) or sum(1 for _ in query.walk())
         self._sizes: dict[int, int] = {}
 
-    def copy(self, node: exp.Expression) -> exp.Expression:
+    def copy(self, node: exp.Expr) -> exp.Expr:
         size = self._sizes.setdefault(id(node), sum(1 for _ in node.walk()))
         self.nodes += size
         if self.nodes > MAX_NODES:
@@ -90,7 +97,7 @@ class _Copies:
         return node.copy()
 
 
-def _expand(key: exp.Expression, projections: list, aliased: dict, clause: str, copies: _Copies) -> exp.Expression:
+def _expand(key: exp.Expr, projections: list, aliased: dict, clause: str, copies: _Copies) -> exp.Expr:
     if isinstance(key, exp.Literal) and not key.is_string:
         position = int(key.name) if key.name.isdigit() else 0
         if not 1 <= position <= len(projections):
@@ -100,7 +107,7 @@ def _expand(key: exp.Expression, projections: list, aliased: dict, clause: str, 
     return _replace_alias_columns(key, aliased, copies)
 
 
-def _replace_alias_columns(node: exp.Expression, aliased: dict, copies: _Copies) -> exp.Expression:
+def _replace_alias_columns(node: exp.Expr, aliased: dict, copies: _Copies) -> exp.Expr:
     if isinstance(node, AGGREGATE_TYPES):
         return node
     if isinstance(node, exp.Column) and not node.table and node.name.lower() in aliased:

@@ -1,4 +1,5 @@
-"""The names of the guard's own columns and subqueries in the SQL it writes for the engine.
+"""The names of the guard's own columns and subqueries in the SQL it writes for the engine, and of the side
+data its rules attach to a tree.
 
 They are defined here and nowhere else. Every one starts with two underscores, a prefix no caller can
 use: output aliases starting with it are refused (``expand_output_aliases``), and a policy may not name
@@ -9,6 +10,15 @@ The engine's result is read by these names, never by position, and never leaves 
 from __future__ import annotations
 
 PREFIX = "__"
+
+# Side data: what a rule leaves in a tree's ``meta`` for a later rule or for the guard's result. Never SQL.
+TOTALS_META = "totals"  # on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY
+NODES_META = "nodes"  # on the parsed tree: how many nodes it has
+SOURCE_META = "source_sql"  # on the parsed tree: the text it was parsed from, for the names of functions as written
+LINEAR_FORM_META = "linear_form"  # on an aggregate: the linear form of measures its argument stands for
+CELL_PLAN_META = "cell_plan"  # on the cell query: the CellPlan the sandbox computes from released cells
+RELEASED_FIRST_META = "released_first"  # on the encrypted order's first term: the threshold k it tests
+NOISE_PLAN_META = "noise_plan"  # on the cell query of a noise policy: the NoisePlan
 
 # The cell table the engine returns (split_cells): group keys, then statistics, then the threshold's count.
 ENTITIES = "__entities"  # distinct entities per cell: the threshold's count

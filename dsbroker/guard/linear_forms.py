@@ -20,6 +20,7 @@ from __future__ import annotations
 import decimal
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import NoReturn, cast
 
 import sqlglot.expressions as exp
 
@@ -33,7 +34,7 @@ LITERAL_LIMIT = Fraction(10) ** 38
 SMALLEST_LITERAL = Fraction(1, 10 ** 38)
 KINDS = ("int", "decimal", "double")  # the type a computation is done in, narrowest first (as DuckDB types it)
 
-LINEAR_NODES: dict[type[exp.Expression], str] = {
+LINEAR_NODES: dict[type[exp.Expr], str] = {
     exp.Column: "a measure column is the linear form with that measure's coefficient 1",
     exp.Literal: "a number is a constant (a coefficient once it multiplies or divides a form)",
     exp.Paren: "parentheses change nothing",
@@ -63,7 +64,6 @@ class LinearForm:
 
 # reject_invalid_aggregates keeps each aggregate's form here, so that split_cells reads it once more only
 # where no earlier rule did (the node's argument is not rewritten between the two).
-LINEAR_FORM_META = "linear_form"
 
 
 def widest(*kinds: str) -> str:
@@ -86,7 +86,7 @@ def number_literal(node: exp.Literal, *, rule: str, dataset: str) -> tuple[Fract
     return value, kind
 
 
-def linear_form(node: exp.Expression, *, aggregate: str, columns: dict, dataset: str,
+def linear_form(node: exp.Expr, *, aggregate: str, columns: dict, dataset: str,
                 rule: str = "reject_invalid_aggregates") -> LinearForm:
     """The linear form ``node`` (an aggregate's argument) stands for, or a refusal naming the rule and column.
 
@@ -101,35 +101,48 @@ class _Reader:
     def __init__(self, aggregate: str, columns: dict, dataset: str, rule: str) -> None:
         self.aggregate, self.columns, self.dataset, self.rule = aggregate, columns, dataset, rule
 
-    def read(self, node: exp.Expression) -> LinearForm:
+    def read(self, node: exp.Expr) -> LinearForm:
         if type(node) not in LINEAR_NODES:
-            for column in node.find_all(exp.Column):  # a column that may not be aggregated at all says more
-                if type(column) is exp.Column:
-                    self.read(column)
-            column = node.find(exp.Column)
-            refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
-                   f"inside {self.aggregate} only a linear expression of measures is allowed (measures, + and -, "
-                   f"and * or / by a number), not {node.key.upper()}", table=self.dataset,
-                   construct=node.key.upper(), column=column.name if column is not None else None)
+            self.refuse_construct(node)
         if isinstance(node, exp.Column):
-            level = self.columns.get(column_key(node))
-            if level is not ColumnLevel.MEASURE:
-                named = level.value if level is not None else "hidden"
-                refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED",
-                       f"{self.aggregate}({node.name}) is not allowed: {node.name!r} is a {named} column, and "
-                       "aggregates take measure columns", table=table_of(node, self.dataset), column=node.name)
-            return LinearForm({column_key(node): Fraction(1)})
+            return self.column(node)
         if isinstance(node, exp.Literal):
-            if node.is_string:
-                refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED", f"{self.aggregate} may not take text literals",
-                       table=self.dataset)
-            value, kind = number_literal(node, rule=self.rule, dataset=self.dataset)
-            return LinearForm(constant=value, kind=kind)
+            return self.literal(node)
         if isinstance(node, exp.Paren):
             return self.read(node.this)
         if isinstance(node, exp.Neg):
             inner = self.read(node.this)
             return self.scaled(inner, Fraction(-1), inner.kind)
+        return self.binary(cast(exp.Binary, node))  # the rest of LINEAR_NODES: + - * /
+
+    def refuse_construct(self, node: exp.Expr) -> NoReturn:
+        for inner in node.find_all(exp.Column):  # a column that may not be aggregated at all says more
+            if type(inner) is exp.Column:
+                self.read(inner)
+        column = node.find(exp.Column)
+        refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
+               f"inside {self.aggregate} only a linear expression of measures is allowed (measures, + and -, "
+               f"and * or / by a number), not {node.key.upper()}", table=self.dataset,
+               construct=node.key.upper(), column=column.name if column is not None else None)
+
+    def column(self, node: exp.Column) -> LinearForm:
+        level = self.columns.get(column_key(node))
+        if level is not ColumnLevel.MEASURE:
+            named = level.value if level is not None else "hidden"
+            refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED",
+                   f"{self.aggregate}({node.name}) is not allowed: {node.name!r} is a {named} column, and "
+                   "aggregates take measure columns", table=table_of(node, self.dataset), column=node.name)
+        return LinearForm({column_key(node): Fraction(1)})
+
+    def literal(self, node: exp.Literal) -> LinearForm:
+        if node.is_string:
+            refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_ALLOWED", f"{self.aggregate} may not take text literals",
+                   table=self.dataset)
+        value, kind = number_literal(node, rule=self.rule, dataset=self.dataset)
+        return LinearForm(constant=value, kind=kind)
+
+    def binary(self, node: exp.Binary) -> LinearForm:
+        """``+``, ``-``, ``*`` and ``/``: linear when a product or a quotient has a number on one side."""
         left, right = self.read(node.left), self.read(node.right)
         kind = widest(left.kind, right.kind)
         if isinstance(node, (exp.Add, exp.Sub)):
@@ -158,7 +171,7 @@ class _Reader:
             _check_range(value, self.rule, self.dataset)
         return form
 
-    def not_linear(self, node: exp.Expression, what: str) -> None:
+    def not_linear(self, node: exp.Expr, what: str) -> NoReturn:
         column = node.find(exp.Column)
         refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
                f"inside {self.aggregate} only a linear expression of measures is allowed; {what} is not "

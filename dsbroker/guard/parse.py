@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 import sqlglot.expressions as exp
 from sqlglot.dialects.dialect import Dialect
@@ -11,6 +12,7 @@ from sqlglot.tokens import TokenType
 
 from dsbroker.guard._tree import refuse
 from dsbroker.guard.literals import MAX_EXPONENT, MAX_NUMBER_CHARACTERS, number_in_range
+from dsbroker.guard.internal_names import NODES_META, SOURCE_META
 
 # Limits checked before anything else reads the query, on every path (a cached plan included): with
 # them every rule's work is bounded by the size of its input, and no input is deep enough to exhaust
@@ -31,8 +33,6 @@ NOT_QUERIES = frozenset({
 _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DISTINCT|ALL)\s+)?$", re.IGNORECASE)
-NODES_META = "nodes"  # how many nodes the parsed tree has
-SOURCE_META = "source_sql"  # the text the tree was parsed from, for the names of functions as written
 _IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
 _OPENING = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSING = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
@@ -96,7 +96,7 @@ def _check_tokens(tokens: list) -> None:
             depth -= 1
 
 
-def _check_tree(statement: exp.Expression) -> int:
+def _check_tree(statement: exp.Expr) -> int:
     """Count the tree's nodes and its depth without recursion (the tree may be deep), and on the way drop
     each node's comments; returns the number of nodes."""
     nodes, stack = 0, [(statement, 1)]
@@ -119,7 +119,7 @@ def _check_tree(statement: exp.Expression) -> int:
     return nodes
 
 
-def _too_complex(why: str) -> None:
+def _too_complex(why: str) -> NoReturn:
     refuse("parse", "QUERY_TOO_COMPLEX", f"the query is too complex to check: {why}")
 
 
@@ -131,7 +131,7 @@ def _written_name(unverified_sql: str, function: exp.Func) -> str:
     bracket of the first argument.
     """
     start, end = function.meta.get("start"), function.meta.get("end")
-    if start is None:
+    if start is None or end is None:
         starts = [n.meta["start"] for n in function.walk() if n is not function and "start" in n.meta]
         offset = max(0, min(starts) - 200) if starts else 0  # a name and its bracket fit in 200 characters
         match = _NAME_BEFORE_ARGUMENTS.search(unverified_sql[offset:min(starts)]) if starts else None
@@ -146,8 +146,10 @@ def _sqlglot_name(function: exp.Func) -> str:
     return str(function.this).upper() if isinstance(function, exp.Anonymous) else function.sql_name()
 
 
-def _refuse_unparsed(unverified_sql: str, error: Exception) -> None:
-    word = _FIRST_WORD.match(unverified_sql[_LEADING_COMMENTS.match(unverified_sql).end():])
+def _refuse_unparsed(unverified_sql: str, error: Exception) -> NoReturn:
+    leading = _LEADING_COMMENTS.match(unverified_sql)
+    assert leading is not None  # the pattern matches the empty string
+    word = _FIRST_WORD.match(unverified_sql[leading.end():])
     if word and word.group().upper() in NOT_QUERIES:
         kind = word.group().upper()
         refuse("parse", "STATEMENT_NOT_ALLOWED", f"only SELECT is allowed, not {kind}", statement=kind)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import AGGREGATE_NAMES, AGGREGATE_TYPES, TOTALS_META, refuse
+from dsbroker.guard._tree import AGGREGATE_NAMES, AGGREGATE_TYPES, refuse
 from dsbroker.policy.model import Dominance, Noise
+from dsbroker.guard.internal_names import TOTALS_META
 
 
 def reject_encryption_unsupported(expression: exp.Select, dataset: str, encrypted: bool,

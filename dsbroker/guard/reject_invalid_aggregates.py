@@ -14,8 +14,9 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import AGGREGATE_NAMES, AGGREGATE_TYPES, column_key, enclosing_aggregate, refuse, table_of
-from dsbroker.guard.linear_forms import LINEAR_FORM_META, linear_form
+from dsbroker.guard.linear_forms import linear_form
 from dsbroker.policy.model import ColumnLevel
+from dsbroker.guard.internal_names import LINEAR_FORM_META
 
 
 def reject_invalid_aggregates(expression: exp.Select, dataset: str, columns: dict, aggregates: tuple,
@@ -44,37 +45,48 @@ def reject_invalid_aggregates(expression: exp.Select, dataset: str, columns: dic
                    f"{name} is not allowed by this grant; allowed: {', '.join(aggregates)}",
                    table=dataset, function=name)
         if isinstance(argument, exp.Distinct):
-            if not (isinstance(aggregate, exp.Count) and len(argument.expressions) == 1
-                    and isinstance(argument.expressions[0], exp.Column)
-                    and columns.get(column_key(argument.expressions[0])) is ColumnLevel.ENTITY):
-                column = argument.find(exp.Column)
-                refuse("reject_invalid_aggregates", "DISTINCT_NOT_ALLOWED",
-                       "DISTINCT is allowed only as COUNT(DISTINCT <entity column>)", table=dataset,
-                       column=column.name if column is not None else None)
-            continue
-        if isinstance(aggregate, exp.Count):
+            _check_distinct(aggregate, argument, dataset, columns)
+        elif isinstance(aggregate, exp.Count):
             _check_count(argument, dataset, columns)
-            continue
-        form = aggregate.meta[LINEAR_FORM_META] = linear_form(argument, aggregate=name, columns=columns, dataset=dataset)
-        if form.constant:
-            refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_LINEAR",
-                   f"a number added inside {name} is added once per row; add it outside the aggregate "
-                   f"(e.g. {name}(a) + 5 * COUNT(*))", table=dataset, function=name)
-        if form.is_constant:
-            refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED",
-                   f"{name} takes a measure column, not only numbers", table=dataset, function=name)
-        if not isinstance(aggregate, exp.Sum) and len(form.terms) > 1:
-            refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_LINEAR",
-                   f"{name} takes one measure (times a number); combine measures in SUM, or combine the "
-                   f"results: {name}(a) + {name}(b)", table=dataset, function=name)
-        if isinstance(aggregate, (exp.Min, exp.Max)) and next(iter(form.terms.values())) < 0:
-            refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_LINEAR",
-                   f"{name} of a measure times a negative number is the other extreme; scale the result instead",
-                   table=dataset, function=name, column=next(iter(form.terms)).split(".")[-1])
+        else:
+            _check_linear_argument(aggregate, name, dataset, columns)
     return expression
 
 
-def _check_count(argument: exp.Expression, dataset: str, columns: dict) -> None:
+def _check_distinct(aggregate: exp.Expr, argument: exp.Distinct, dataset: str, columns: dict) -> None:
+    """DISTINCT only as COUNT(DISTINCT <entity column>)."""
+    if not (isinstance(aggregate, exp.Count) and len(argument.expressions) == 1
+            and isinstance(argument.expressions[0], exp.Column)
+            and columns.get(column_key(argument.expressions[0])) is ColumnLevel.ENTITY):
+        column = argument.find(exp.Column)
+        refuse("reject_invalid_aggregates", "DISTINCT_NOT_ALLOWED",
+               "DISTINCT is allowed only as COUNT(DISTINCT <entity column>)", table=dataset,
+               column=column.name if column is not None else None)
+
+
+def _check_linear_argument(aggregate: exp.Expr, name: str, dataset: str, columns: dict) -> None:
+    """A SUM, AVG, MIN or MAX argument: a linear form (kept in the aggregate's meta) with no number added,
+    a measure in it, one measure except in SUM, and MIN and MAX not scaled by a negative number."""
+    form = aggregate.meta[LINEAR_FORM_META] = linear_form(aggregate.this, aggregate=name, columns=columns,
+                                                          dataset=dataset)
+    if form.constant:
+        refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_LINEAR",
+               f"a number added inside {name} is added once per row; add it outside the aggregate "
+               f"(e.g. {name}(a) + 5 * COUNT(*))", table=dataset, function=name)
+    if form.is_constant:
+        refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_ALLOWED",
+               f"{name} takes a measure column, not only numbers", table=dataset, function=name)
+    if not isinstance(aggregate, exp.Sum) and len(form.terms) > 1:
+        refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_LINEAR",
+               f"{name} takes one measure (times a number); combine measures in SUM, or combine the "
+               f"results: {name}(a) + {name}(b)", table=dataset, function=name)
+    if isinstance(aggregate, (exp.Min, exp.Max)) and next(iter(form.terms.values())) < 0:
+        refuse("reject_invalid_aggregates", "AGGREGATE_ARGUMENT_NOT_LINEAR",
+               f"{name} of a measure times a negative number is the other extreme; scale the result instead",
+               table=dataset, function=name, column=next(iter(form.terms)).split(".")[-1])
+
+
+def _check_count(argument: exp.Expr, dataset: str, columns: dict) -> None:
     """COUNT(*), or COUNT(measure): the rows where it is set. Anything else tests a condition per row."""
     if isinstance(argument, exp.Star):
         return
@@ -87,10 +99,12 @@ def _check_count(argument: exp.Expression, dataset: str, columns: dict) -> None:
            column=column.name if column is not None else None, function="COUNT")
 
 
-def _check_extreme_granted(aggregate: exp.Expression, name: str, dataset: str, min_max: dict) -> None:
+def _check_extreme_granted(aggregate: exp.Expr, name: str, dataset: str, min_max: dict) -> None:
     argument = aggregate.this
     named = [c.name for c in argument.find_all(exp.Column)] if isinstance(argument, exp.Expression) else []
-    ungranted = [column for column in named if name not in min_max.get(column, ())] or (None if named else [None])
+    ungranted: list[str | None] = [column for column in named if name not in min_max.get(column, ())]
+    if not named:
+        ungranted = [None]  # it names no column at all
     if ungranted:
         granted = ", ".join(f"{column} ({'/'.join(extremes)})" for column, extremes in min_max.items()) or "none"
         refuse("reject_invalid_aggregates", "AGGREGATE_NOT_ALLOWED",

@@ -44,14 +44,7 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
             _require_literal(term.args["low"], column, dataset, number=column in ranges)
             _require_literal(term.args["high"], column, dataset, number=column in ranges)
         elif isinstance(term, (exp.EQ, *_LOWER, *_UPPER)):
-            left, right = term.left, term.right
-            lower = isinstance(term, _LOWER)
-            if _is_literal(left) and not _is_literal(right):  # 5 < x is x > 5
-                left, right, lower = right, left, not lower
-            column = _filter_column(left, dataset, columns, ranges, in_range=not isinstance(term, exp.EQ))
-            _require_literal(right, column, dataset, number=column in ranges)
-            if not isinstance(term, exp.EQ):
-                bounds.setdefault(column, set()).add("lower" if lower else "upper")
+            _check_comparison(term, dataset, columns, ranges, bounds)
         else:
             refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
                    f"{term.key.upper()} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
@@ -63,7 +56,20 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
     return expression
 
 
-def _filter_column(term: exp.Expression, dataset: str, columns: dict, ranges: dict, *, in_range: bool) -> str:
+def _check_comparison(term: exp.Binary, dataset: str, columns: dict, ranges: dict,
+                      bounds: dict[str, set[str]]) -> None:
+    """A column = < <= > >= a literal, either way round; each range's side goes into ``bounds``."""
+    left, right = term.left, term.right
+    lower = isinstance(term, _LOWER)
+    if _is_literal(left) and not _is_literal(right):  # 5 < x is x > 5
+        left, right, lower = right, left, not lower
+    column = _filter_column(left, dataset, columns, ranges, in_range=not isinstance(term, exp.EQ))
+    _require_literal(right, column, dataset, number=column in ranges)
+    if not isinstance(term, exp.EQ):
+        bounds.setdefault(column, set()).add("lower" if lower else "upper")
+
+
+def _filter_column(term: exp.Expr, dataset: str, columns: dict, ranges: dict, *, in_range: bool) -> str:
     base = term.this if isinstance(term, DATE_PARTS) else term
     if not isinstance(base, exp.Column):
         refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
@@ -81,12 +87,12 @@ def _filter_column(term: exp.Expression, dataset: str, columns: dict, ranges: di
                f"date parts are allowed on group columns only, not {base.name!r}", table=table, column=base.name)
     if level not in _FILTERABLE:
         refuse("reject_invalid_filters", "FILTER_COLUMN_NOT_ALLOWED",
-               f"column {base.name!r} is a {level.value} column and may not be filtered on; "
+               f"column {base.name!r} is a {columns[column_key(base)].value} column and may not be filtered on; "
                "filter on group or filter columns", table=table, column=base.name)
     return column_key(base)
 
 
-def _is_literal(node: exp.Expression) -> bool:
+def _is_literal(node: exp.Expr) -> bool:
     if isinstance(node, exp.Neg):
         node = node.this
         return isinstance(node, exp.Literal) and not node.is_string
@@ -95,7 +101,7 @@ def _is_literal(node: exp.Expression) -> bool:
     return isinstance(node, exp.Literal)
 
 
-def _require_literal(node: exp.Expression, column: str, dataset: str, *, number: bool = False) -> None:
+def _require_literal(node: exp.Expr, column: str, dataset: str, *, number: bool = False) -> None:
     if not _is_literal(node):
         refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
                f"{column!r} may be compared with literals only", table=dataset, column=column)

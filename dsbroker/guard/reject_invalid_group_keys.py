@@ -10,7 +10,7 @@ from dsbroker.policy.model import ColumnLevel
 DATE_PARTS = (exp.TimestampTrunc, exp.DateTrunc, exp.Year, exp.Quarter, exp.Month)
 
 
-def group_term_column(term: exp.Expression, columns: dict) -> exp.Column | None:
+def group_term_column(term: exp.Expr, columns: dict) -> exp.Column | None:
     """The group-level column that ``term`` is, or truncates to a date part; None otherwise."""
     if isinstance(term, DATE_PARTS):
         term = term.this
@@ -25,7 +25,7 @@ def reject_invalid_group_keys(expression: exp.Select, dataset: str, columns: dic
     for key in group.expressions if group is not None else ():
         if group_term_column(key, columns) is None:
             column = key.find(exp.Column)
-            level = columns.get(column_key(column)).value if column is not None else None
+            level = columns[column_key(column)].value if column is not None else None
             named = f"column {column.name!r} ({level})" if column is not None else "an expression"
             refuse("reject_invalid_group_keys", "GROUP_BY_NOT_ALLOWED",
                    f"GROUP BY {named} is not allowed; group by group-level columns, or truncate a period "

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import TOTALS_META, refuse
+from dsbroker.guard._tree import refuse
 from dsbroker.policy.model import Dominance, Noise
+from dsbroker.guard.internal_names import TOTALS_META
 
 
 
@@ -24,7 +25,8 @@ def reject_invalid_totals(expression: exp.Select, dataset: str, dominance: Domin
     if not expression.meta.get(TOTALS_META):
         return expression
     if dominance is not None or noise is not None:
-        refuse("reject_invalid_totals", "TOTALS_NOT_ALLOWED", "this grant's " + ("noise" if noise is not None else "dominance rule")
+        refuse("reject_invalid_totals", "TOTALS_NOT_ALLOWED",
+               "this grant's " + ("noise" if noise is not None else "dominance rule")
                + " does not combine with totals (ROLLUP); ask for the cells and add them up", table=dataset)
     extreme = expression.find(exp.Min, exp.Max)
     if extreme is not None:
@@ -45,6 +47,6 @@ def reject_invalid_totals(expression: exp.Select, dataset: str, dominance: Domin
             refuse("reject_invalid_totals", "TOTALS_KEY_REPEATED", "a key is listed twice in ROLLUP", table=dataset)
         if key not in outputs:
             name = key.name if isinstance(key, exp.Column) else key.sql()
-            refuse("reject_invalid_totals", "TOTALS_KEY_NOT_OUTPUT", f"every ROLLUP key must be an output column; add {name!r} to "
-                   "SELECT", table=dataset, column=name)
+            refuse("reject_invalid_totals", "TOTALS_KEY_NOT_OUTPUT",
+                   f"every ROLLUP key must be an output column; add {name!r} to SELECT", table=dataset, column=name)
     return expression

@@ -4,11 +4,12 @@ Comparing a text column with a number makes the engine cast every value of the c
 ``street_code = 5`` fails if and only if some row, in any district, holds a code that is not a number:
 an error that depends on data the caller may not see. So a number is compared with numeric columns
 only, text with text columns, a date or timestamp with date or timestamp columns (or text in the one
-form every engine reads a date in, ``dsbroker.guard.literals``), a boolean with boolean columns; a date part (year, quarter, month, date_trunc) takes a
-date or timestamp column. A lookup is joined only on a key of the same type on both sides. The rule
-needs the engine's column types (``column_types``); the sandbox always has them, the broker when it
-has read the owner's catalog. Without them, or for a column they do not name, it checks nothing there:
-the sandbox, which knows every served column's type from its engine, refuses for it.
+form every engine reads a date in, ``dsbroker.guard.literals``), a boolean with boolean columns; a
+date part (year, quarter, month, date_trunc) takes a date or timestamp column. A lookup is joined only
+on a key of the same type on both sides. The rule needs the engine's column types (``column_types``);
+the sandbox always has them, the broker when it has read the owner's catalog. Without them, or for a
+column they do not name, it checks nothing there: the sandbox, which knows every served column's type
+from its engine, refuses for it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
     """Refuse a filter literal, a date part or a join key whose type does not match its column's."""
     if column_types is None:
         return expression
+    _check_filter_literals(expression, dataset, column_types)
+    _check_date_parts(expression, dataset, column_types)
+    _check_join_keys(expression, dataset, column_types)
+    return expression
+
+
+def _check_filter_literals(expression: exp.Select, dataset: str, column_types: dict) -> None:
     where = expression.args.get("where")
     for term in conjuncts(where.this if where is not None else None):
         if isinstance(term, exp.In):
@@ -38,18 +46,26 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
         else:
             continue  # reject_invalid_filters allowed nothing else
         wanted = _subject_class(subject, dataset, column_types)
-        for literal in literals if wanted is not None else ():
+        if wanted is None:
+            continue
+        for literal in literals:
             if not _compatible(wanted, literal):
                 column = subject.this if isinstance(subject, DATE_PARTS) else subject
                 refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
                        f"{column.name!r} holds {_described(wanted)} and may be compared only with "
                        f"{_described(wanted)}; write the literal as one", table=table_of(column, dataset),
                        column=column.name)
+
+
+def _check_date_parts(expression: exp.Select, dataset: str, column_types: dict) -> None:
     for node in expression.find_all(*DATE_PARTS):
         if isinstance(node.this, exp.Column) and _column_class(node.this, dataset, column_types) not in (*_DATES, None):
             refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
                    f"date parts take a date or timestamp column, and {node.this.name!r} is not one",
                    table=table_of(node.this, dataset), column=node.this.name)
+
+
+def _check_join_keys(expression: exp.Select, dataset: str, column_types: dict) -> None:
     for join in expression.args.get("joins") or []:
         on = join.args.get("on")
         if isinstance(on, exp.EQ) and isinstance(on.left, exp.Column) and isinstance(on.right, exp.Column):
@@ -58,15 +74,14 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
                 refuse("reject_mistyped_filters", "JOIN_TYPE_MISMATCH",
                        f"the lookup's key {on.right.name!r} has another type than the dataset's; the owner must "
                        "store both alike", table=table_of(on.right, dataset), column=on.right.name)
-    return expression
 
 
-def _column_class(column: exp.Column, dataset: str, column_types: dict) -> str | None:
+def _column_class(column: exp.Expr, dataset: str, column_types: dict) -> str | None:
     engine_type = column_types.get(table_of(column, dataset), {}).get(column.name)
     return type_class(engine_type) if engine_type is not None else None
 
 
-def _subject_class(subject: exp.Expression, dataset: str, column_types: dict) -> str | None:
+def _subject_class(subject: exp.Expr, dataset: str, column_types: dict) -> str | None:
     if isinstance(subject, (exp.Year, exp.Quarter, exp.Month)):
         return "number"
     if isinstance(subject, (exp.TimestampTrunc, exp.DateTrunc)):
@@ -74,7 +89,7 @@ def _subject_class(subject: exp.Expression, dataset: str, column_types: dict) ->
     return _column_class(subject, dataset, column_types)
 
 
-def _literal_class(node: exp.Expression) -> str | None:
+def _literal_class(node: exp.Expr) -> str | None:
     if isinstance(node, exp.Neg):
         node = node.this
     if isinstance(node, exp.Literal):
@@ -86,7 +101,7 @@ def _literal_class(node: exp.Expression) -> str | None:
     return None
 
 
-def _compatible(wanted: str, literal: exp.Expression) -> bool:
+def _compatible(wanted: str, literal: exp.Expr) -> bool:
     given = _literal_class(literal)
     if wanted in _DATES:
         if given in _DATES:

@@ -22,7 +22,8 @@ def reject_noise_unsupported(expression: exp.Select, dataset: str, noise: Noise 
     if noise is None:
         return expression
     if expression.args.get("having") is not None:
-        refuse("reject_noise_unsupported", "NOISE_HAVING_NOT_ALLOWED", "HAVING is not allowed under noise: it would test exact values; "
+        refuse("reject_noise_unsupported", "NOISE_HAVING_NOT_ALLOWED",
+               "HAVING is not allowed under noise: it would test exact values; "
                "filter the released (noisy) rows instead", table=dataset)
     outputs = [projection.unalias() for projection in expression.expressions]
     group = expression.args.get("group")
@@ -46,27 +47,31 @@ def reject_noise_unsupported(expression: exp.Select, dataset: str, noise: Noise 
     order = expression.args.get("order")
     for ordered in order.expressions if order is not None else ():
         if ordered.this not in outputs:
-            refuse("reject_noise_unsupported", "NOISE_ORDER_NOT_SUPPORTED", "under noise ORDER BY may name only output columns (it "
-                   "orders the released, noisy values)", table=dataset)
+            refuse("reject_noise_unsupported", "NOISE_ORDER_NOT_SUPPORTED",
+                   "under noise ORDER BY may name only output columns (it orders the released, noisy values)",
+                   table=dataset)
     return expression
 
 
-def check_noisable(aggregate: exp.Expression, dataset: str, noise: Noise) -> None:
+def check_noisable(aggregate: exp.Expr, dataset: str, noise: Noise) -> None:
     """Refuse an aggregate whose sensitivity the policy does not fix."""
     name = AGGREGATE_NAMES[type(aggregate)]
     argument = aggregate.this
     if isinstance(aggregate, exp.Count):
         if isinstance(argument, (exp.Star, exp.Distinct)):
             return
-        refuse("reject_noise_unsupported", "NOISE_AGGREGATE_NOT_SUPPORTED", "under noise COUNT counts rows (COUNT(*)) or taxpayers "
-               "(COUNT(DISTINCT <entity>))", table=dataset, function=name)
+        refuse("reject_noise_unsupported", "NOISE_AGGREGATE_NOT_SUPPORTED",
+               "under noise COUNT counts rows (COUNT(*)) or taxpayers (COUNT(DISTINCT <entity>))",
+               table=dataset, function=name)
     if isinstance(aggregate, (exp.Sum, exp.Avg)):
         if not isinstance(argument, exp.Column):
             refuse("reject_noise_unsupported", "NOISE_AGGREGATE_NOT_SUPPORTED",
                    f"under noise {name} takes one measure column, whose clipping bounds fix the noise",
                    table=dataset, function=name)
         if argument.name not in noise.bounds:
-            refuse("reject_noise_unsupported", "NOISE_BOUNDS_MISSING", f"the policy gives no clipping bounds for {argument.name!r}, so "
+            refuse("reject_noise_unsupported", "NOISE_BOUNDS_MISSING",
+                   f"the policy gives no clipping bounds for {argument.name!r}, so "
                    f"{name} of it cannot be answered under noise", table=dataset, column=argument.name, function=name)
         return
-    refuse("reject_noise_unsupported", "NOISE_AGGREGATE_NOT_SUPPORTED", f"{name} is not answered under noise", table=dataset, function=name)
+    refuse("reject_noise_unsupported", "NOISE_AGGREGATE_NOT_SUPPORTED", f"{name} is not answered under noise",
+           table=dataset, function=name)

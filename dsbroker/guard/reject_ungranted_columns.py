@@ -19,5 +19,5 @@ def reject_ungranted_columns(expression: exp.Select, dataset: str, columns: dict
             table = table_of(column, dataset)
             refuse("reject_ungranted_columns", "COLUMN_NOT_GRANTED",
                    f"column {column.name!r} of table {table!r} does not exist or is not granted",
-                   table=table, column=column.name, permission=True)
+                   table=table, column=column.name)
     return expression

@@ -20,5 +20,5 @@ def reject_ungranted_result_mode(expression: exp.Select, dataset: str, results: 
         hint = "ask for a plaintext result" if encrypted else "ask for an encrypted result (dsbroker query --encrypted)"
         refuse("reject_ungranted_result_mode", "RESULT_MODE_NOT_GRANTED",
                f"this grant does not release {mode} results (it allows: {', '.join(results)}); {hint}",
-               table=dataset, permission=True, mode=mode)
+               table=dataset, mode=mode)
     return expression

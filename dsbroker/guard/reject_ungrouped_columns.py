@@ -21,7 +21,7 @@ def reject_ungrouped_columns(expression: exp.Select, dataset: str) -> exp.Select
     return expression
 
 
-def _check(node: exp.Expression, keys: list, dataset: str) -> None:
+def _check(node: exp.Expr, keys: list, dataset: str) -> None:
     if isinstance(node, AGGREGATE_TYPES) or node in keys:
         return
     if isinstance(node, exp.Column):

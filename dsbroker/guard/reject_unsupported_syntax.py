@@ -6,13 +6,15 @@ that sqlglot learns tomorrow is refused until someone decides it is safe.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.parse import written_name
 
-ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
+ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
     exp.Join, exp.Where, exp.Group, exp.Having, exp.Order, exp.Ordered, exp.Limit,
     exp.Literal, exp.Boolean, exp.Null, exp.Neg, exp.Paren,
@@ -25,7 +27,7 @@ _CAST_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType
 _TRUNC_UNITS = {"YEAR", "QUARTER", "MONTH"}
 
 # Friendlier reasons for the constructs people most often try.
-_NAMED = {
+_NAMED: dict[type[exp.Expr], tuple[str, str]] = {
     exp.Subquery: ("SUBQUERY_NOT_ALLOWED", "subqueries are not allowed; ask for the aggregate directly"),
     exp.With: ("CTE_NOT_ALLOWED", "WITH (common table expressions) is not allowed"),
     exp.Union: ("SET_OPERATION_NOT_ALLOWED", "UNION is not allowed"),
@@ -45,18 +47,8 @@ _NAMED = {
 
 def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     """Refuse any node outside the allowlist, naming the construct."""
-    for arg in ("distinct", "laterals", "qualify", "windows", "into", "locks", "sample",
-                "kind", "prewhere", "connect", "match", "pivots", "settings", "format", "options", "offset",
-                "cluster", "distribute", "sort", "with_"):
-        value = expression.args.get(arg)
-        if value:
-            node = value[0] if isinstance(value, list) else value
-            if isinstance(node, exp.Expression) and type(node) in _NAMED:
-                reason, message = _NAMED[type(node)]
-                refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)
-            refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
-                   f"{arg.rstrip('_').upper()} is not allowed in a query", construct=arg.rstrip("_").upper())
-    unsupported: list[exp.Expression] = []
+    _refuse_query_clauses(expression)
+    unsupported: list[exp.Expr] = []
     for node in expression.walk():
         if isinstance(node, exp.Select) and node is not expression:
             refuse("reject_unsupported_syntax", "SUBQUERY_NOT_ALLOWED", _NAMED[exp.Subquery][1])
@@ -73,17 +65,7 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             unsupported.append(node)
         if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count):
             refuse("reject_unsupported_syntax", "RAW_ROWS", "SELECT * returns raw rows; ask for aggregates by group")
-        if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
-            refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
-                   "CAST is allowed only to write DATE or TIMESTAMP literals", construct="CAST")
-        if isinstance(node, exp.Cast) and (read_date if node.to.this == exp.DataType.Type.DATE
-                                           else read_timestamp)(node.this.name) is None:
-            kind = "DATE 'YYYY-MM-DD'" if node.to.this == exp.DataType.Type.DATE else "TIMESTAMP 'YYYY-MM-DD HH:MM:SS'"
-            refuse("reject_unsupported_syntax", "LITERAL_INVALID",
-                   f"write dates as {kind}, a real one; no other form is read", construct="CAST")
-        if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)) and node.text("unit").upper() not in _TRUNC_UNITS:
-            refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
-                   "date_trunc may truncate to year, quarter or month only", construct="DATE_TRUNC")
+        _check_dates(node)
         if isinstance(node, exp.Var) and not isinstance(node.parent, (exp.TimestampTrunc, exp.DateTrunc)):
             unsupported.append(node)
     if unsupported:
@@ -91,7 +73,38 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     return expression
 
 
-def _refuse_node(node: exp.Expression) -> None:
+def _refuse_query_clauses(expression: exp.Select) -> None:
+    """Refuse the outer query's clauses that are not SELECT ... FROM ... WHERE ... GROUP BY ... HAVING ...
+    ORDER BY ... LIMIT (the walk over the nodes does not see all of them)."""
+    for arg in ("distinct", "laterals", "qualify", "windows", "into", "locks", "sample",
+                "kind", "prewhere", "connect", "match", "pivots", "settings", "format", "options", "offset",
+                "cluster", "distribute", "sort", "with_"):
+        value = expression.args.get(arg)
+        if value:
+            node = value[0] if isinstance(value, list) else value
+            if isinstance(node, exp.Expression) and type(node) in _NAMED:
+                reason, message = _NAMED[type(node)]
+                refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)
+            refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
+                   f"{arg.rstrip('_').upper()} is not allowed in a query", construct=arg.rstrip("_").upper())
+
+
+def _check_dates(node: exp.Expr) -> None:
+    """CAST only writes a DATE or TIMESTAMP literal, and a real one; date_trunc only to a year, quarter or month."""
+    if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
+        refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
+               "CAST is allowed only to write DATE or TIMESTAMP literals", construct="CAST")
+    if isinstance(node, exp.Cast) and (read_date if node.to.this == exp.DataType.Type.DATE
+                                       else read_timestamp)(node.this.name) is None:
+        kind = "DATE 'YYYY-MM-DD'" if node.to.this == exp.DataType.Type.DATE else "TIMESTAMP 'YYYY-MM-DD HH:MM:SS'"
+        refuse("reject_unsupported_syntax", "LITERAL_INVALID",
+               f"write dates as {kind}, a real one; no other form is read", construct="CAST")
+    if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)) and node.text("unit").upper() not in _TRUNC_UNITS:
+        refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
+               "date_trunc may truncate to year, quarter or month only", construct="DATE_TRUNC")
+
+
+def _refuse_node(node: exp.Expr) -> NoReturn:
     if isinstance(node, exp.Func):
         name = written_name(node)
         refuse("reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED",

@@ -14,9 +14,10 @@ statistics, which ``sandbox.disclosure.release`` evaluates exactly.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
+from typing import cast
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,10 @@ class Call:
     """
 
     op: str
-    args: tuple["Node", ...]
+    args: tuple[Node, ...]
 
 
-Node = Union[Key, Stat, Const, Linear, Average, Call]
+Node = Key | Stat | Const | Linear | Average | Call
 
 STATISTIC_KINDS = ("entities", "rows", "sum", "count", "min", "max")
 
@@ -157,15 +158,13 @@ def describe(plan: CellPlan) -> str:
     """The plan in one line of SQL-like text over the cell table's columns, for explain and the fixtures."""
     from dsbroker.guard import internal_names as names
 
-    def text(node: Node | None) -> str:
+    def text(node: Node) -> str:
         if isinstance(node, Key):
             return names.key(node.index)
         if isinstance(node, Stat):
             return names.statistic(node.index)
         if isinstance(node, Const):
-            if node.kind in ("int", "decimal", "double"):
-                return _number(node.value)
-            return "NULL" if node.value is None else repr(node.value) if node.kind == "text" else str(node.value)
+            return _const_text(node)
         if isinstance(node, Linear):
             terms = " + ".join(f"{_number(c)} * {names.statistic(i)}" if c != 1 else names.statistic(i)
                                for c, i in node.terms)
@@ -173,15 +172,7 @@ def describe(plan: CellPlan) -> str:
         if isinstance(node, Average):
             average = f"{names.statistic(node.total)} / {names.statistic(node.count)}"
             return average if node.coefficient == 1 else f"{_number(node.coefficient)} * ({average})"
-        if node.op in ("neg", "not"):
-            return f"{'-' if node.op == 'neg' else 'NOT '}({text(node.args[0])})"
-        if node.op == "in":
-            return f"{text(node.args[0])} IN ({', '.join(text(a) for a in node.args[1:])})"
-        if node.op == "between":
-            return f"{text(node.args[0])} BETWEEN {text(node.args[1])} AND {text(node.args[2])}"
-        if len(node.args) == 1:
-            return f"{node.op}({text(node.args[0])})"
-        return f"({text(node.args[0])} {node.op.upper()} {text(node.args[1])})"
+        return _call_text(node, text)
 
     parts = [", ".join(f"{text(o.node)} AS {o.name}" for o in plan.outputs)]
     if plan.having is not None:
@@ -195,6 +186,24 @@ def describe(plan: CellPlan) -> str:
     if plan.dominated:
         parts.append("dominance: " + ", ".join(plan.dominated))
     return " | ".join(parts)
+
+
+def _const_text(node: Const) -> str:
+    if node.kind in ("int", "decimal", "double"):
+        return _number(cast(Fraction, node.value))  # a number's value is exact
+    return "NULL" if node.value is None else repr(node.value) if node.kind == "text" else str(node.value)
+
+
+def _call_text(node: Call, text: Callable[[Node], str]) -> str:
+    if node.op in ("neg", "not"):
+        return f"{'-' if node.op == 'neg' else 'NOT '}({text(node.args[0])})"
+    if node.op == "in":
+        return f"{text(node.args[0])} IN ({', '.join(text(a) for a in node.args[1:])})"
+    if node.op == "between":
+        return f"{text(node.args[0])} BETWEEN {text(node.args[1])} AND {text(node.args[2])}"
+    if len(node.args) == 1:
+        return f"{node.op}({text(node.args[0])})"
+    return f"({text(node.args[0])} {node.op.upper()} {text(node.args[1])})"
 
 
 def _number(value: Fraction) -> str:

@@ -9,6 +9,8 @@ and no alias the caller chose.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import refuse
@@ -108,7 +110,7 @@ def _resolve_column(column: exp.Column, columns: dict, qualifiers: dict, joined:
     qualifier = column.table.lower() if column.table else None
     if column.args.get("catalog") or column.args.get("db") or (qualifier and qualifier not in qualifiers):
         refuse("resolve_table", "TABLE_NOT_FOUND", f"table {qualifier!r} does not exist",
-               table=qualifier, permission=True)
+               table=qualifier)
     if qualifier is not None:
         target = qualifiers[qualifier]
     elif columns.get(name, ColumnLevel.HIDDEN) is not ColumnLevel.HIDDEN:
@@ -128,6 +130,6 @@ def _resolve_column(column: exp.Column, columns: dict, qualifiers: dict, joined:
         column.meta["table"] = target.table
 
 
-def _refuse_unknown_table(node: exp.Table) -> None:
+def _refuse_unknown_table(node: exp.Table) -> NoReturn:
     named = ".".join(part.name.lower() for part in (node.args.get("catalog"), node.args.get("db"), node.this) if part)
-    refuse("resolve_table", "TABLE_NOT_FOUND", f"table {named!r} does not exist", table=named, permission=True)
+    refuse("resolve_table", "TABLE_NOT_FOUND", f"table {named!r} does not exist", table=named)

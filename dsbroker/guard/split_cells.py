@@ -16,19 +16,19 @@ every cell (no HAVING, no totals): which rows come back then depends on no cell'
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import cast
 
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
-from dsbroker.guard._tree import AGGREGATE_TYPES, TOTALS_META, aliased, column_key, refuse
-from dsbroker.guard.linear_forms import LINEAR_FORM_META, linear_form, number_literal, widest
+from dsbroker.guard._tree import AGGREGATE_TYPES, aliased, column_key, refuse
+from dsbroker.guard.linear_forms import linear_form, number_literal, widest
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
                                        Statistic, statistics_read)
 from dsbroker.policy.model import Dominance, Noise
+from dsbroker.guard.internal_names import CELL_PLAN_META, LINEAR_FORM_META, RELEASED_FIRST_META, TOTALS_META
 
-PLAN_META = "cell_plan"  # the CellPlan travels with the cell query to the guard's result
-RELEASED_FIRST_META = "released_first"  # on the encrypted order's first term: the threshold k it tests
 # Where HAVING or ORDER BY by a value must see every cell, the engine may return this many times the
 # grant's cap. Those cells are the ones the answer shows or marks (where small cells are dropped, the
 # engine drops them first), so the cap counts nothing the caller does not see.
@@ -41,9 +41,10 @@ MOST_CELLS = 1_000_000
 # bounded, so that the work after the engine is bounded by the cells it returned.
 MOST_OPERATIONS = 2_000
 
-_ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/"}
-_COMPARISONS = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
-_DATE_PARTS = {exp.Year: "year", exp.Quarter: "quarter", exp.Month: "month"}
+_ARITHMETIC: dict[type[exp.Expr], str] = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/"}
+_COMPARISONS: dict[type[exp.Expr], str] = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">",
+                                           exp.GTE: ">="}
+_DATE_PARTS: dict[type[exp.Expr], str] = {exp.Year: "year", exp.Quarter: "quarter", exp.Month: "month"}
 _TRUNC_UNITS = {"YEAR": "trunc_year", "QUARTER": "trunc_quarter", "MONTH": "trunc_month"}
 
 
@@ -77,14 +78,14 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
         # The engine orders by the keys asked for and then by every other key, so which rows a LIMIT keeps,
         # and in what order they come, depends on the released keys alone, never on how the engine
         # happened to work (ties included).
-        ordered = {o.node.index for o in ordering}
+        ordered = {_key_index(o.node) for o in ordering}
         ordering = ordering + tuple(Ordering(Key(i), False, False) for i in range(len(keys)) if i not in ordered)
         engine_ordered = bool(ordering)
     plan = CellPlan(
         keys=len(keys), statistics=tuple(lowering.statistics), outputs=outputs, having=having_node, order=ordering,
         limit=limit, engine_ordered=engine_ordered,
-        summed=tuple(s.measure for s in lowering.statistics if s.kind == "sum"),
-        dominated=tuple(s.measure for s in lowering.statistics if s.kind == "sum") if dominance is not None else (),
+        summed=_summed(lowering.statistics),
+        dominated=_summed(lowering.statistics) if dominance is not None else (),
         totals=tuple(next(i for i, o in enumerate(outputs) if o.node == Key(k)) for k in range(len(keys)))
         if totals else (),
         whole_table=having is not None or totals or (order_asked and not engine_ordered))
@@ -95,15 +96,16 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
         refuse("split_cells", "QUERY_TOO_COMPLEX", f"the query is too complex to check: what it computes from each "
                f"cell takes more than {MOST_OPERATIONS} operations")
     cells = exp.Select(expressions=[aliased(key.copy(), names.key(i)) for i, key in enumerate(keys)]
-                       + [aliased(_statistic_sql(s, entity), names.statistic(i)) for i, s in enumerate(plan.statistics)])
+                       + [aliased(_statistic_sql(s, entity), names.statistic(i))
+                          for i, s in enumerate(plan.statistics)])
     for arg in ("from_", "joins", "where"):
         if expression.args.get(arg):
             cells.set(arg, expression.args[arg])
     if keys:
         cells.set("group", exp.Group(expressions=keys))  # the caller's query is not used again
     if engine_ordered:
-        ordered = [exp.Ordered(this=exp.column(names.key(o.node.index)), desc=o.descending, nulls_first=o.nulls_first)
-                   for o in ordering]
+        by_keys = [exp.Ordered(this=exp.column(names.key(_key_index(o.node))), desc=o.descending,
+                               nulls_first=o.nulls_first) for o in ordering]
         if encrypted:
             # Small groups never leave the sandbox in this mode, so they must not take the places the cap
             # leaves: the released ones come first, and which of them come back depends on them alone.
@@ -111,8 +113,8 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
                                expression=exp.Literal.number(min_entities))
             first = exp.Ordered(this=released, desc=True, nulls_first=False)
             first.meta[RELEASED_FIRST_META] = min_entities  # add_entity_cells adds the contributor rule to it
-            ordered.insert(0, first)
-        cells.set("order", exp.Order(expressions=ordered))
+            by_keys.insert(0, first)
+        cells.set("order", exp.Order(expressions=by_keys))
     if totals:
         engine_limit = MOST_CELLS + 1
     elif plan.whole_table:
@@ -121,14 +123,14 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
         engine_limit = min(limit, max_groups + 1) if limit is not None else max_groups + 1
     cells.set("limit", exp.Limit(expression=exp.Literal.number(engine_limit)))
     cells.meta.update(expression.meta)
-    cells.meta[PLAN_META] = plan
+    cells.meta[CELL_PLAN_META] = plan
     return cells
 
 
 class _Lowering:
     """Turns the caller's expressions over aggregates and keys into release-plan nodes, collecting statistics."""
 
-    def __init__(self, keys: list[exp.Expression], columns: dict, dataset: str, entity: str) -> None:
+    def __init__(self, keys: list[exp.Expr], columns: dict, dataset: str, entity: str) -> None:
         self.keys, self.columns, self.dataset, self.entity = keys, columns, dataset, entity
         self.statistics: list[Statistic] = [Statistic("entities")]  # statistic 0: the threshold's count
 
@@ -138,7 +140,7 @@ class _Lowering:
             self.statistics.append(wanted)
         return self.statistics.index(wanted)
 
-    def lower(self, node: exp.Expression) -> Node:
+    def lower(self, node: exp.Expr) -> Node:
         for index, key in enumerate(self.keys):
             if node == key:
                 return Key(index)
@@ -146,6 +148,11 @@ class _Lowering:
             return self.aggregate(node)
         if isinstance(node, exp.Paren):
             return self.lower(node.this)
+        if isinstance(node, (exp.Literal, exp.Boolean, exp.Null, exp.Cast)):
+            return self.constant(node)
+        return self.operation(node)
+
+    def constant(self, node: exp.Literal | exp.Boolean | exp.Null | exp.Cast) -> Const:
         if isinstance(node, exp.Literal):
             if node.is_string:
                 return Const(node.name, "text")
@@ -155,15 +162,17 @@ class _Lowering:
             return Const(node.this, "bool")
         if isinstance(node, exp.Null):
             return Const(None, "null")
-        if isinstance(node, exp.Cast):  # reject_unsupported_syntax allows a DATE or TIMESTAMP literal only
-            return _date_literal(node, self.dataset)
+        return _date_literal(node, self.dataset)  # reject_unsupported_syntax allows a DATE or TIMESTAMP literal only
+
+    def operation(self, node: exp.Expr) -> Node:
+        """An operator over lowered arguments (numbers alone folded into one constant)."""
         if isinstance(node, exp.Neg):
             return _folded(Call("neg", (self.lower(node.this),)))
         if isinstance(node, exp.Not):
             return Call("not", (self.lower(node.this),))
-        if type(node) in _ARITHMETIC:
+        if isinstance(node, exp.Binary) and type(node) in _ARITHMETIC:
             return _folded(Call(_ARITHMETIC[type(node)], (self.lower(node.left), self.lower(node.right))))
-        if type(node) in _COMPARISONS:
+        if isinstance(node, exp.Binary) and type(node) in _COMPARISONS:
             return Call(_COMPARISONS[type(node)], (self.lower(node.left), self.lower(node.right)))
         if isinstance(node, (exp.And, exp.Or)):
             return Call("and" if isinstance(node, exp.And) else "or", (self.lower(node.left), self.lower(node.right)))
@@ -180,7 +189,7 @@ class _Lowering:
         refuse("split_cells", "CONSTRUCT_NOT_ALLOWED", f"{node.key.upper()} is not allowed here", table=self.dataset,
                construct=node.key.upper())
 
-    def aggregate(self, aggregate: exp.Expression) -> Node:
+    def aggregate(self, aggregate: exp.Expr) -> Node:
         argument = aggregate.this
         if isinstance(aggregate, exp.Count):
             if isinstance(argument, exp.Star):
@@ -203,13 +212,14 @@ class _Lowering:
 
 def _folded(call: Call) -> Node:
     """Arithmetic on numbers alone, done once here, exactly, rather than once per released cell."""
-    if not all(isinstance(arg, Const) and arg.kind in ("int", "decimal", "double") for arg in call.args):
+    numbers = [arg for arg in call.args if isinstance(arg, Const) and arg.kind in ("int", "decimal", "double")]
+    if len(numbers) != len(call.args):
         return call
-    values = [arg.value for arg in call.args]
+    values = [cast(Fraction, arg.value) for arg in numbers]  # a number's value is exact: number_literal
     if call.op == "neg":
-        return Const(-values[0], call.args[0].kind)
+        return Const(-values[0], numbers[0].kind)
     left, right = values
-    kind = "double" if call.op == "/" else widest(*(arg.kind for arg in call.args))
+    kind = "double" if call.op == "/" else widest(*(arg.kind for arg in numbers))
     if call.op == "/":
         return Const(None, "null") if right == 0 else Const(Fraction(left) / right, kind)
     return Const(left + right if call.op == "+" else left - right if call.op == "-" else left * right, kind)
@@ -224,20 +234,38 @@ def _plan_size(node: Node | None) -> int:
     return 0 if node is None else 1
 
 
-def _statistic_sql(statistic: Statistic, entity: str) -> exp.Expression:
+def _statistic_sql(statistic: Statistic, entity: str) -> exp.Expr:
     if statistic.kind == "entities":
         return exp.Count(this=exp.Distinct(expressions=[exp.column(entity)]))
     if statistic.kind == "rows":
         return exp.Count(this=exp.Star())
-    column = exp.column(statistic.measure)
+    column = exp.column(_measure(statistic))
     return {"sum": exp.Sum, "count": exp.Count, "min": exp.Min, "max": exp.Max}[statistic.kind](this=column)
+
+
+def _summed(statistics: list[Statistic]) -> tuple[str, ...]:
+    """The measures a SUM statistic adds up, in order."""
+    return tuple(_measure(s) for s in statistics if s.kind == "sum")
+
+
+def _measure(statistic: Statistic) -> str:
+    if statistic.measure is None:
+        raise AssertionError(f"a {statistic.kind} statistic is always of a measure")
+    return statistic.measure
+
+
+def _key_index(node: Node) -> int:
+    """The key an ORDER BY term the engine applies names: the engine orders by group keys alone."""
+    if not isinstance(node, Key):
+        raise AssertionError("the engine orders by group keys only")
+    return node.index
 
 
 def _is_cell(node: Node) -> bool:
     return bool(statistics_read(node))
 
 
-def _output_name(projection: exp.Expression) -> str:
+def _output_name(projection: exp.Expr) -> str:
     if isinstance(projection, exp.Alias):
         return projection.alias
     if isinstance(projection, exp.Column):

@@ -2,18 +2,18 @@
 
 Authentication is a seam: an ``Authenticator`` turns the bearer token (and the client certificate,
 when the call came over mutual TLS) into a Principal. :class:`dsbroker.identity.tokens.JwtAuthenticator` is the
-one this version ships. Handlers authorise by role with :func:`require_role`.
+one this version ships. What a principal may do is decided on the broker by :mod:`broker.permissions`.
 """
 
 from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import grpc
 
-from dsbroker.errors import AuthenticationError, RoleError
+from dsbroker.errors import AuthenticationError
 from dsbroker.rpc.handlers import with_unary_behavior
 from dsbroker.identity.tls import PeerCertificate, peer_certificate
 
@@ -51,14 +51,6 @@ def require_principal() -> Principal:
     return principal
 
 
-def require_role(role: str, principal: Principal | None = None) -> Principal:
-    """The caller (of the current RPC by default), who must hold ``role``; PERMISSION_DENIED otherwise."""
-    principal = principal or require_principal()
-    if role not in principal.roles:
-        raise RoleError(f"this call requires the {role} role", role=role)
-    return principal
-
-
 class Authenticator(Protocol):
     """Turns a bearer token (and the client certificate, if any) into a Principal or raises AuthenticationError."""
 
@@ -78,7 +70,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self.authenticator = authenticator
         self.on_failure = on_failure
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                         handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(UNAUTHENTICATED_METHODS):
@@ -87,7 +80,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return None  # fail closed: no unauthenticated streaming method
         behavior = handler.unary_unary
 
-        def authenticated(request, context: grpc.ServicerContext):
+        def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 token = _bearer_token(context)
                 principal = self.authenticator.authenticate(token, certificate=peer_certificate(context))
@@ -107,6 +100,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 def _bearer_token(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == "authorization":
+            assert isinstance(value, str)  # gRPC gives text headers (all but -bin ones) as str
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 BINDING_CONTEXT = b"dsbroker-encryption-key-binding-v1\n"
 
@@ -32,7 +33,7 @@ def binding_message(*, key_id: str, grant: str, sql: str, token: str) -> bytes:
     return BINDING_CONTEXT + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def sign_key_binding(private_key, *, key_id: str, grant: str, sql: str, token: str) -> bytes:
+def sign_key_binding(private_key: PrivateKeyTypes, *, key_id: str, grant: str, sql: str, token: str) -> bytes:
     """Sign the binding with a client certificate's private key (EC: ECDSA SHA-256; RSA: PKCS#1 v1.5; Ed25519)."""
     message = binding_message(key_id=key_id, grant=grant, sql=sql, token=token)
     if isinstance(private_key, ec.EllipticCurvePrivateKey):

@@ -161,7 +161,8 @@ class CertificateAuthorities:
             verified = verifier.verify(x509.load_der_x509_certificate(certificate.der), [])
         except (VerificationError, ValueError):
             return False
-        window = (max(c.not_valid_before_utc for c in verified.chain), min(c.not_valid_after_utc for c in verified.chain))
+        window = (max(c.not_valid_before_utc for c in verified.chain),
+                  min(c.not_valid_after_utc for c in verified.chain))
         with self._lock:
             self._verified[digest] = window
             while len(self._verified) > VERIFIED_CERTIFICATES:

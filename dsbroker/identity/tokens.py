@@ -22,9 +22,10 @@ import time
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from dsbroker.identity.auth import ROLES, Principal
 from dsbroker.errors import AuthenticationError, ConfigError
@@ -50,9 +51,9 @@ MAX_TOKEN_CHARS = 16 * 1024
 _HOSTILE_INPUT_ERRORS = (jwt.PyJWTError, ValueError, TypeError, RecursionError, OverflowError)
 
 
-def issue_token(private_key, *, key_id: str, issuer: str, audience: str, subject: str, department: str,
-                district: str, roles: Iterable[str], ttl: dt.timedelta, now: dt.datetime | None = None,
-                certificate_thumbprint: str | None = None) -> str:
+def issue_token(private_key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey, *, key_id: str, issuer: str,
+                audience: str, subject: str, department: str, district: str, roles: Iterable[str],
+                ttl: dt.timedelta, now: dt.datetime | None = None, certificate_thumbprint: str | None = None) -> str:
     """Sign a caller token with the identity provider's private key (Ed25519: EdDSA; EC P-256: ES256)."""
     roles = list(roles)
     unknown = set(roles) - set(ROLES)
@@ -271,7 +272,8 @@ def bound_thumbprint(claims: dict) -> str:
         raise AuthenticationError("the token is bound (cnf) by a confirmation this server cannot check; only a "
                                   "client certificate thumbprint (x5t#S256) is supported",
                                   reason="TOKEN_BINDING_UNSUPPORTED", claim="cnf")
-    return confirmation[CERTIFICATE_THUMBPRINT]
+    thumbprint: str = confirmation[CERTIFICATE_THUMBPRINT]
+    return thumbprint
 
 
 def _header(token: str) -> dict:
@@ -295,8 +297,23 @@ def _is_seconds(value: object) -> bool:
     return isinstance(value, int) or math.isfinite(value)
 
 
-def authenticator_from_settings(settings, *, binding: str,
-                                clock: Callable[[], float] = time.time) -> "JwtAuthenticator":
+class JwtSettings(Protocol):
+    """The token settings both servers have (``dsbroker.settings.JWT_HELP``)."""
+
+    @property
+    def jwks(self) -> str: ...
+    @property
+    def jwt_issuer(self) -> str: ...
+    @property
+    def jwt_audience(self) -> str: ...
+    @property
+    def jwt_algorithms(self) -> tuple[str, ...]: ...
+    @property
+    def jwt_leeway_seconds(self) -> float: ...
+
+
+def authenticator_from_settings(settings: JwtSettings, *, binding: str,
+                                clock: Callable[[], float] = time.time) -> JwtAuthenticator:
     """The JwtAuthenticator that a server's jwks / jwt_* settings describe; ConfigError when incomplete.
 
     ``clock`` (seconds since the epoch) is what token lifetimes are checked against."""

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import sqlglot
 import sqlglot.expressions as exp
 import yaml
@@ -253,13 +252,13 @@ def check_grantee_district(policy: Policy, district: str) -> None:
     if policy.district is None:
         raise GrantError(f"grant {policy.id!r} names no grantee district, so no query runs under it; its owner "
                          "re-issues it with grantee.district", reason="GRANT_DISTRICT_MISSING",
-                         code=grpc.StatusCode.FAILED_PRECONDITION, grant=policy.id)
+                         grant=policy.id)
     if district != policy.district:
         raise GrantError(f"grant {policy.id!r} is for district {policy.district}, not the district the token names",
                          reason="GRANT_DISTRICT_MISMATCH", grant=policy.id)
 
 
-def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.Expression:
+def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.Expr:
     """Parse a policy's row filter and bind the caller's attributes to its placeholders."""
     tree = _parsed_row_filter(row_filter).copy()
     values = {"district": district, "department": department}
@@ -269,7 +268,7 @@ def bind_row_filter(row_filter: str, *, district: str, department: str) -> exp.E
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed_row_filter(row_filter: str) -> exp.Expression:
+def _parsed_row_filter(row_filter: str) -> exp.Expr:
     # Parsed once per text; callers bind a copy.
     return sqlglot.parse_one(row_filter, read="duckdb")
 
@@ -279,7 +278,7 @@ class _PolicyLoader(yaml.SafeLoader):
     stand for many: nested, a few hundred bytes stand for billions of values (a "billion laughs"), which a
     document a hostile broker puts in a plan could make the sandbox walk before anything refused it."""
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed in a policy",
@@ -307,7 +306,8 @@ class _Reader:
             if key in items:
                 raise self.fail(key_node, f"duplicate key {shown('.'.join((*path, key)))}")
             if allowed is not None and key not in allowed:
-                raise self.fail(key_node, f"unknown key {shown('.'.join((*path, key)))} (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(key_node, f"unknown key {shown('.'.join((*path, key)))} "
+                                          f"(allowed: {', '.join(sorted(allowed))})")
             items[key] = value_node
         return items
 
@@ -388,7 +388,8 @@ class _Reader:
             "purpose": self.text(top["purpose"], "purpose"),
             "dataset": self.text(top["dataset"], "dataset", _DATASET),
             "columns": columns,
-            "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES) if "aggregates" in top else DEFAULT_AGGREGATES,
+            "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES)
+            if "aggregates" in top else DEFAULT_AGGREGATES,
             "min_max": self.min_max(top["min_max"], columns) if "min_max" in top else {},
             "dominance": self.dominance(disclosure),
             "noise": self.noise(disclosure, columns, top),
@@ -399,7 +400,8 @@ class _Reader:
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
-            "max_groups": self.integer(limits["max_groups"], "limits.max_groups", 1) if "max_groups" in limits else DEFAULT_MAX_GROUPS,
+            "max_groups": self.integer(limits["max_groups"], "limits.max_groups", 1)
+            if "max_groups" in limits else DEFAULT_MAX_GROUPS,
             "queries_per_day": self.integer(limits["queries_per_day"], "limits.queries_per_day", 1)
             if "queries_per_day" in limits else None,
             "queries_total": self.integer(limits["queries_total"], "limits.queries_total", 1)
@@ -428,11 +430,13 @@ class _Reader:
             self.reserved(value_node, "columns", name)
             level = self.scalar(value_node, f"columns.{name}")
             if level not in levels:
-                raise self.fail(value_node, f"columns.{name}: unknown level {shown(level)} (allowed: {', '.join(sorted(levels))})")
+                raise self.fail(value_node, f"columns.{name}: unknown level {shown(level)} "
+                                            f"(allowed: {', '.join(sorted(levels))})")
             columns[name] = ColumnLevel(level)
         entities = [name for name, level in columns.items() if level is ColumnLevel.ENTITY]
         if len(entities) != 1:
-            raise self.fail(node, f"columns: exactly one column must be the entity (the privacy unit); found {len(entities)}")
+            raise self.fail(node, "columns: exactly one column must be the entity (the privacy unit); "
+                                  f"found {len(entities)}")
         return columns
 
     def percent(self, node: yaml.Node, name: str) -> float:
@@ -480,10 +484,20 @@ class _Reader:
         if delta >= 1e-3:
             raise self.fail(items["delta"], "disclosure.noise.delta must be below 0.001 (it is the chance that a "
                                             "cell of one taxpayer is released)")
+        bounds = self.noise_bounds(items["bounds"], columns)
+        return Noise(epsilon, budget, bounds, delta,
+                     self.integer(items["groups_per_entity"], "disclosure.noise.groups_per_entity", 1)
+                     if "groups_per_entity" in items else 1,
+                     self.integer(items["rows_per_entity"], "disclosure.noise.rows_per_entity", 1)
+                     if "rows_per_entity" in items else 1)
+
+    def noise_bounds(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[int, int]]:
+        """Each measure's clipping bounds, two whole numbers low < high."""
         bounds: dict[str, tuple[int, int]] = {}
-        for name, bound_node in self.mapping(items["bounds"], ("disclosure", "noise", "bounds"), None).items():
+        for name, bound_node in self.mapping(node, ("disclosure", "noise", "bounds"), None).items():
             if columns.get(name) is not ColumnLevel.MEASURE:
-                raise self.fail(bound_node, f"disclosure.noise.bounds: {shown(name)} is not a measure column of this policy")
+                raise self.fail(bound_node, f"disclosure.noise.bounds: {shown(name)} is not a measure column of this "
+                                            "policy")
             if not isinstance(bound_node, yaml.SequenceNode) or len(bound_node.value) != 2:
                 raise self.fail(bound_node, f"disclosure.noise.bounds.{name} must be [low, high]")
             low, high = (self.scalar(item, f"disclosure.noise.bounds.{name}") for item in bound_node.value)
@@ -491,13 +505,10 @@ class _Reader:
                 raise self.fail(bound_node, f"disclosure.noise.bounds.{name} must be two whole numbers, low < high "
                                             "(in the column's unit, e.g. fen)")
             bounds[name] = (low, high)
-        return Noise(epsilon, budget, bounds, delta,
-                     self.integer(items["groups_per_entity"], "disclosure.noise.groups_per_entity", 1)
-                     if "groups_per_entity" in items else 1,
-                     self.integer(items["rows_per_entity"], "disclosure.noise.rows_per_entity", 1)
-                     if "rows_per_entity" in items else 1)
+        return bounds
 
-    def partitions(self, node: yaml.Node, results: tuple[str, ...], disclosure: dict[str, yaml.Node]) -> tuple[str, ...]:
+    def partitions(self, node: yaml.Node, results: tuple[str, ...],
+                   disclosure: dict[str, yaml.Node]) -> tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode) or len(node.value) < 2:
             raise self.fail(node, "partitions must list two or more sandbox ids (each sandbox's sandbox_id)")
         if results != ("encrypted",):
@@ -514,7 +525,7 @@ class _Reader:
         return tuple(ids)
 
     def choice(self, node: yaml.Node, name: str, allowed: tuple[str, ...]) -> str:
-        value = self.scalar(node, name)
+        value: str = self.scalar(node, name)
         if value not in allowed:
             raise self.fail(node, f"{name}: unknown value {shown(value)} (allowed: {', '.join(allowed)})")
         return value

@@ -26,13 +26,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import yaml
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from dsbroker.errors import ConfigError, DsbrokerError, PolicyFileError
+from dsbroker.errors import ConfigError, DsbrokerError, PolicyFileError, PolicySignatureError
 from dsbroker.policy.model import MAX_POLICY_CHARS, Policy, parse_policy
 
 APPROVALS_HEADER = "approvals:\n"
@@ -49,13 +48,6 @@ _QUOTED = r'"(?:[^"\\\n]|\\.){0,512}"'
 _APPROVAL_LINE = re.compile(rf"  - \{{role: (?P<role>{SIGNER_NAME.pattern}), by: (?P<by>{SIGNER_NAME.pattern}), "
                             rf"key: (?P<key>{SIGNER_NAME.pattern}), at: (?P<at>{_QUOTED}), "
                             rf"signature: (?P<signature>{_QUOTED})\}}")
-
-
-class PolicySignatureError(DsbrokerError):
-    """Raised when a policy's approvals do not verify against the trusted keys."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "POLICY_SIGNATURE_INVALID"
 
 
 @dataclass(frozen=True)
@@ -92,7 +84,7 @@ class Trust:
     required_roles: tuple[str, ...]
 
     @classmethod
-    def load(cls, path: str | Path) -> "Trust":
+    def load(cls, path: str | Path) -> Trust:
         """Read a trust file; errors name the file."""
         try:
             document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

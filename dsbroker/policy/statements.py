@@ -27,11 +27,10 @@ import json
 import re
 from dataclasses import dataclass
 
-import grpc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from dsbroker.errors import ConfigError, DsbrokerError
+from dsbroker.errors import ConfigError, StatementError, StatementSignatureError
 from dsbroker.policy.signing import SIGNATURE_PREFIX, Trust
 
 STATEMENT_CONTEXT = b"dsbroker-owner-statement-v1\n"
@@ -41,22 +40,6 @@ ALL_VERSIONS = "all"
 MAX_STATEMENT_BYTES = 4096
 _POLICY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
-
-
-class StatementError(DsbrokerError):
-    """Raised when a statement is not one this version reads (malformed, or not in canonical form).
-
-    Its ``statement_field`` names the statement's own field at fault (``field`` is kept for the request's)."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "STATEMENT_INVALID"
-
-
-class StatementSignatureError(DsbrokerError):
-    """Raised when a statement is not signed by a key the owner trusts for the owner role."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "STATEMENT_SIGNATURE_INVALID"
 
 
 @dataclass(frozen=True)

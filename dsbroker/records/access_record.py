@@ -106,7 +106,7 @@ def bound_text(text: str, max_bytes: int) -> BoundedText:
     return BoundedText(data[:max_bytes].decode("utf-8", errors="ignore"), hashlib.sha256(data).hexdigest(), len(data))
 
 
-def canonical_json(value) -> str:
+def canonical_json(value: object) -> str:
     """The one JSON form every hash and signature is computed over."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 

@@ -52,7 +52,7 @@ class Checkpoint:
         return canonical_json(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Checkpoint":
+    def from_json(cls, text: str) -> Checkpoint:
         """Read a checkpoint; ConfigError when the text is not one."""
         try:
             values = json.loads(text)

@@ -7,12 +7,12 @@ broker's access log (broker.audit.reconcile), so the format is the core's, share
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
+from dsbroker.database import open_sqlite_read_only
 from dsbroker.records.access_record import GENESIS_HASH, canonical_json
 
 
@@ -33,7 +33,17 @@ class Execution:
     hash: str = ""
 
 
-def plan_digest(plan) -> str:
+class Plan(Protocol):
+    """What :func:`plan_digest` reads of a plan (the sandbox's ExecutePlanRequest)."""
+
+    dataset: str
+    sql: str
+    policy_id: str
+    policy_version: int
+    max_rows: int
+
+
+def plan_digest(plan: Plan) -> str:
     """The hash of what a plan runs (dataset, SQL, policy and version, row cap); the broker logs the same."""
     body = {"dataset": plan.dataset, "sql": plan.sql, "policy_id": plan.policy_id,
             "policy_version": plan.policy_version, "max_rows": plan.max_rows}
@@ -48,10 +58,10 @@ def execution_hash(execution: Execution) -> str:
 
 def read_executions(path: str | Path) -> list[Execution]:
     """Every entry of the execution ledger in ``path``, oldest first, read without changing the file."""
-    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+    with closing(open_sqlite_read_only(path)) as db:
         cursor = db.execute("SELECT * FROM executions ORDER BY seq")
         names = [d[0] for d in cursor.description]
-        return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]
+        return [Execution(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def verify_executions(entries: Sequence[Execution]) -> list[str]:

@@ -39,7 +39,7 @@ class MerkleAccumulator:
         self.size = 0
         self._subtrees: list[tuple[int, bytes]] = []  # (height, root), largest first
 
-    def copy(self) -> "MerkleAccumulator":
+    def copy(self) -> MerkleAccumulator:
         """Another accumulator at the same size, to grow apart from this one."""
         made = MerkleAccumulator()
         made.size, made._subtrees = self.size, list(self._subtrees)
@@ -65,7 +65,7 @@ class MerkleAccumulator:
         self._subtrees.append((height, node))
         self.size += 1
 
-    def extend(self, record_hashes: Iterable[str]) -> "MerkleAccumulator":
+    def extend(self, record_hashes: Iterable[str]) -> MerkleAccumulator:
         """Append several hashes; returns self."""
         for record_hash in record_hashes:
             self.add(record_hash)
@@ -118,13 +118,10 @@ def verify_consistency(old_size: int, new_size: int, old_root: str, new_root: st
     """Whether ``proof`` shows the tree of ``old_size`` records with root ``old_root`` to be the start of
     the tree of ``new_size`` with root ``new_root`` (RFC 9162 section 2.1.4.2). Anything malformed is
     simply not a proof: sizes out of order, roots or nodes that are not 32 bytes of hex, too many nodes."""
-    try:
-        first, second = bytes.fromhex(old_root), bytes.fromhex(new_root)
-        path = [bytes.fromhex(node) for node in proof]
-    except (TypeError, ValueError):
+    decoded = _decoded_proof(old_root, new_root, proof)
+    if decoded is None:
         return False
-    if (len(first), len(second)) != (32, 32) or any(len(node) != 32 for node in path) or len(path) > MAX_PROOF_NODES:
-        return False
+    first, second, path = decoded
     if not 0 < old_size <= new_size:
         return False
     if old_size == new_size:
@@ -149,6 +146,18 @@ def verify_consistency(old_size: int, new_size: int, old_root: str, new_root: st
             sr = node_hash(sr, node)
         fn, sn = fn >> 1, sn >> 1
     return fr == first and sr == second and sn == 0
+
+
+def _decoded_proof(old_root: str, new_root: str, proof: Sequence[str]) -> tuple[bytes, bytes, list[bytes]] | None:
+    """The two roots and the proof's nodes as bytes; None unless each is 32 bytes of hex and the nodes are few."""
+    try:
+        first, second = bytes.fromhex(old_root), bytes.fromhex(new_root)
+        path = [bytes.fromhex(node) for node in proof]
+    except (TypeError, ValueError):
+        return None
+    if (len(first), len(second)) != (32, 32) or any(len(node) != 32 for node in path) or len(path) > MAX_PROOF_NODES:
+        return None
+    return first, second, path
 
 
 class ConsistencyProver:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from dsbroker.database import open_sqlite_read_only
 from dsbroker.records.access_record import GENESIS_HASH, canonical_json
 from dsbroker.records.checkpoints import Countersignature
 
@@ -53,18 +54,18 @@ def entry_hash(entry: Witnessed) -> str:
 def read_witnessed(path: str | Path) -> list[Witnessed]:
     """Every entry of the witness ledger in ``path``, oldest first, read without changing the file;
     raises WitnessTableMissing when the file has no witness table."""
-    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+    with closing(open_sqlite_read_only(path)) as db:
         try:
             cursor = db.execute("SELECT * FROM witnessed_checkpoints ORDER BY seq")
         except sqlite3.OperationalError:
             raise WitnessTableMissing(str(path)) from None
         names = [d[0] for d in cursor.description]
-        return [Witnessed(**dict(zip(names, row))) for row in cursor.fetchall()]
+        return [Witnessed(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def witness_marked(path: str | Path) -> bool:
     """Whether the ledger in ``path`` is marked as having witnessed (read without changing the file)."""
-    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+    with closing(open_sqlite_read_only(path)) as db:
         try:
             return db.execute("SELECT 1 FROM ledger_marks WHERE name = ?", (WITNESSED_MARK,)).fetchone() is not None
         except sqlite3.OperationalError:

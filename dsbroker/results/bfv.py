@@ -3,7 +3,8 @@
 Every party uses the same parameters: N = 8192 and the 50-bit batching prime 1125899906826241 as
 plaintext modulus, with SEAL's default coefficient modulus for N (218 bits, 128-bit security).
 BFV slots hold integers modulo that prime and decrypt into (-(t-1)/2, (t-1)/2]; a sum beyond that
-wraps around silently, so the sandbox refuses cells that could (:data:`EXACT_LIMIT`).
+wraps around silently, so the sandbox refuses cells that could (:data:`EXACT_LIMIT`). The numbers
+live in :mod:`dsbroker.results.parameters`, which the guard reads without loading TenSEAL.
 
 A requester's context travels with its public key only. Its key id is the SHA-256 of those bytes,
 so the id names exactly the key the cells were encrypted under.
@@ -17,27 +18,12 @@ import threading
 from collections import OrderedDict
 from typing import NamedTuple
 
-import grpc
 import tenseal as ts
 import tenseal.sealapi  # noqa: F401  (registers SEAL's own types, e.g. Modulus, which the parameter check reads)
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import EncryptionKeyError
+from dsbroker.results.parameters import COEFF_MODULUS_BITS, MAX_PUBLIC_CONTEXT_BYTES, PLAIN_MODULUS, POLY_MODULUS_DEGREE
 
-POLY_MODULUS_DEGREE = 8192
-PLAIN_MODULUS = 1125899906826241
-SLOTS = POLY_MODULUS_DEGREE  # BFV batching: one integer per slot, N slots per ciphertext
-# A public context of these parameters is about 0.54 MB; one much larger carries keys the sandbox has no use
-# for (Galois keys alone are tens of MB), and is refused before it is loaded.
-MAX_PUBLIC_CONTEXT_BYTES = 1024 * 1024
-EXACT_LIMIT = (PLAIN_MODULUS - 1) // 2  # the largest magnitude a slot decrypts to exactly
-COEFF_MODULUS_BITS = (43, 43, 44, 44, 44)  # SEAL's BFVDefault(8192)
-
-
-class EncryptionKeyError(DsbrokerError):
-    """Raised when a public context is not one this version encrypts under."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "ENCRYPTION_KEY_INVALID"
 
 
 def key_id(public_context: bytes) -> str:
@@ -52,8 +38,9 @@ def new_secret_context() -> ts.Context:
 
 def public_bytes(context: ts.Context) -> bytes:
     """``context`` serialised with its public key only: no secret, Galois or relinearisation keys."""
-    return context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
-                             save_relin_keys=False)
+    serialised: bytes = context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
+                                          save_relin_keys=False)
+    return serialised
 
 
 def check_public_context(data: bytes) -> ts.Context:
@@ -135,4 +122,5 @@ def add_serialised(ciphertexts: list[bytes]) -> bytes:
     total = ts.bfv_vector_from(context, ciphertexts[0])
     for ciphertext in ciphertexts[1:]:
         total += ts.bfv_vector_from(context, ciphertext)
-    return total.serialize()
+    serialised: bytes = total.serialize()
+    return serialised

@@ -37,7 +37,7 @@ def encode_table(names: list[str], types: list[str], rows: list[tuple], *,
     """Turn engine rows into a ResultTable, column by column; ``withheld`` and ``rolled_up`` give, per
     row, the positions of the cells disclosure control withheld and of the keys a total spans."""
     table = pb.ResultTable(row_count=len(rows))
-    for index, (name, engine_type) in enumerate(zip(names, types)):
+    for index, (name, engine_type) in enumerate(zip(names, types, strict=True)):
         values = [row[index] for row in rows]
         kind = column_type(engine_type, values)
         column = table.columns.add(name=name, type=kind)
@@ -76,6 +76,7 @@ def decode_table(table: pb.ResultTable) -> tuple[list[str], list[list]]:
     columns = []
     for column in table.columns:
         kind = column.type
+        values: list[object]
         if kind == pb.COLUMN_TYPE_INTEGER:
             values = list(column.int_values)
         elif kind == pb.COLUMN_TYPE_BOOLEAN:
@@ -91,9 +92,9 @@ def decode_table(table: pb.ResultTable) -> tuple[list[str], list[list]]:
         else:
             values = list(column.string_values)
         if column.nulls:
-            values = [None if null else value for value, null in zip(values, column.nulls)]
+            values = [None if null else value for value, null in zip(values, column.nulls, strict=False)]
         columns.append(values)
-    rows = [list(row) for row in zip(*columns)] if columns else []
+    rows = [list(row) for row in zip(*columns, strict=False)] if columns else []
     return [c.name for c in table.columns], rows
 
 
@@ -106,6 +107,7 @@ def wire_keys(table: pb.ResultTable) -> tuple[tuple, ...]:
         return ((),) * table.row_count
     columns = []
     for column in table.columns:
+        values: list[int | float | str | None]
         if column.type in (pb.COLUMN_TYPE_INTEGER, pb.COLUMN_TYPE_BOOLEAN):
             values = list(column.int_values)
         elif column.type == pb.COLUMN_TYPE_DOUBLE:
@@ -117,7 +119,7 @@ def wire_keys(table: pb.ResultTable) -> tuple[tuple, ...]:
         if column.nulls:
             values = [None if null else value for value, null in zip(values, column.nulls, strict=True)]
         columns.append(values)
-    return tuple(zip(*columns))
+    return tuple(zip(*columns, strict=True))
 
 
 def group_keys(table: pb.ResultTable) -> tuple[tuple, ...]:
@@ -127,7 +129,7 @@ def group_keys(table: pb.ResultTable) -> tuple[tuple, ...]:
     return tuple(tuple(row) for row in decode_table(table)[1])
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     return str(value)

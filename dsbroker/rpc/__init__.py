@@ -1,0 +1,1 @@
+"""What both servers do with a call: statuses, request fields, call conventions, serving."""

@@ -18,7 +18,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 from google.rpc import error_details_pb2
@@ -69,12 +69,12 @@ class Undecodable:
         self.size = size
 
 
-def _decoding(deserializer):
+def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     """``deserializer``, returning :class:`Undecodable` where it would raise (gRPC would answer on its own)."""
     if deserializer is None:
         return None
 
-    def decode(data: bytes):
+    def decode(data: bytes) -> Any:
         try:
             return deserializer(data)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError, others what they like
@@ -92,7 +92,8 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
     def __init__(self, on_refusal: OnRefusal = lambda *_: None) -> None:
         self.on_refusal = on_refusal
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                         handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or handler_call_details.method.startswith(
                 UNAUTHENTICATED_METHODS):
@@ -101,14 +102,14 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
 
         method = handler_call_details.method
 
-        def with_conventions(request, context: grpc.ServicerContext):
+        def with_conventions(request: Any, context: grpc.ServicerContext) -> Any:
             reset_client = current_client_key.set(client_key(context))
             try:
                 return conventions(request, context)
             finally:
                 current_client_key.reset(reset_client)
 
-        def conventions(request, context: grpc.ServicerContext):
+        def conventions(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 request_id = _request_id(context)
             except DsbrokerError as error:
@@ -145,13 +146,14 @@ class CallerLimitInterceptor(grpc.ServerInterceptor):
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                         handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         behavior = handler.unary_unary
 
-        def limited(request, context: grpc.ServicerContext):
+        def limited(request: Any, context: grpc.ServicerContext) -> Any:
             principal = current_principal.get()
             if principal is None:
                 return behavior(request, context)
@@ -187,6 +189,7 @@ def body_request_id(value: str, field: str = "request_id") -> str:
 def _request_id(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == REQUEST_ID_HEADER:
+            assert isinstance(value, str)  # gRPC gives text headers (all but -bin ones) as str
             return _checked_request_id(value, f"metadata.{REQUEST_ID_HEADER}")
     return str(uuid.uuid4())
 
@@ -194,22 +197,19 @@ def _request_id(context: grpc.ServicerContext) -> str:
 def _checked_request_id(value: str, field: str) -> str:
     if not REQUEST_ID_PATTERN.fullmatch(value):
         raise DsbrokerError(f"{field.removeprefix('metadata.')} must be 1 to 128 letters, digits or . _ : -",
-                            reason="REQUEST_ID_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                            details=[_bad_request(field, "1 to 128 of [A-Za-z0-9._:-]")])
+                            reason="REQUEST_ID_INVALID", details=[_bad_request(field, "1 to 128 of [A-Za-z0-9._:-]")])
     return value
 
 
 def _undecodable(request: Undecodable, method: str) -> DsbrokerError:
     return DsbrokerError(f"the request body ({request.size} bytes) does not decode as the message of "
                          f"{method.rsplit('/', 1)[-1]}", reason="REQUEST_UNDECODABLE",
-                         code=grpc.StatusCode.INVALID_ARGUMENT,
                          details=[_bad_request("body", "a serialized protobuf message of the method's request type")])
 
 
 def _deadline_required() -> DsbrokerError:
     return DsbrokerError("this call needs a deadline (grpc timeout); it becomes the query's time limit",
-                         reason="DEADLINE_REQUIRED", code=grpc.StatusCode.INVALID_ARGUMENT,
-                         details=[_bad_request("deadline", "set a deadline on the call")])
+                         reason="DEADLINE_REQUIRED", details=[_bad_request("deadline", "set a deadline on the call")])
 
 
 def _bad_request(field: str, description: str) -> error_details_pb2.BadRequest:

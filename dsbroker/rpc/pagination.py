@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dsbroker.rpc.request_fields import INT64_MAX, RequestFieldError
+from dsbroker.errors import RequestFieldError
+from dsbroker.rpc.request_fields import INT64_MAX
 
 T = TypeVar("T")
 MAX_PAGE_TOKEN_CHARS = 1024
@@ -68,7 +69,7 @@ class Pages:
             if not (isinstance(fields, dict) and fields.keys() == {"l", "q", "a"} and fields["l"] == self.list
                     and fields["q"] == query and isinstance(fields["a"], list) and len(fields["a"]) == len(self.key)):
                 raise ValueError("not a token of this list")
-            for value, kind in zip(fields["a"], self.key):
+            for value, kind in zip(fields["a"], self.key, strict=True):
                 if kind is int and not (type(value) is int and 0 <= value <= INT64_MAX):
                     raise ValueError("not a position")
                 if kind is str and not (type(value) is str and len(value) <= MAX_TOKEN_TEXT):

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, Iterable
 
-import grpc
 from google.protobuf.descriptor import EnumDescriptor
-from google.rpc import error_details_pb2
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import RequestFieldError
 
 MAX_TEXT = 4000  # characters: the bound of every free text a caller sets
 INT64_MAX = 2 ** 63 - 1
@@ -33,22 +31,6 @@ INT64_MAX = 2 ** 63 - 1
 TIMESTAMP_MIN_SECONDS, TIMESTAMP_MAX_SECONDS = -62_135_596_800, 253_402_300_799
 _RESOURCE_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _RESOURCE_NUMBER = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: str.isdigit() takes "²" too
-
-
-class RequestFieldError(DsbrokerError):
-    """A request field that is missing, malformed or out of range; INVALID_ARGUMENT with a BadRequest
-    naming the field."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "REQUEST_FIELD_INVALID"
-
-    def __init__(self, message: str, *, field: str, **metadata) -> None:
-        super().__init__(message, field=field, **metadata)
-        self.field = field
-
-    def rich_details(self):
-        return (error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)]), *self.details)
 
 
 def bounded_text(value: str, field: str, *, required: bool = False, limit: int = MAX_TEXT) -> str:
@@ -62,7 +44,7 @@ def bounded_text(value: str, field: str, *, required: bool = False, limit: int =
     return text
 
 
-def bounded_list(values, field: str, *, most: int, limit: int = MAX_TEXT) -> list[str]:
+def bounded_list(values: Iterable[str], field: str, *, most: int, limit: int = MAX_TEXT) -> list[str]:
     """Each text of a repeated field held as :func:`bounded_text` holds one, and at most ``most`` of them."""
     values = list(values)
     if len(values) > most:
@@ -102,7 +84,8 @@ def timestamp_field(request: Any, field: str) -> dt.datetime | None:
     if not (TIMESTAMP_MIN_SECONDS <= stamp.seconds <= TIMESTAMP_MAX_SECONDS and 0 <= stamp.nanos <= 999_999_999):
         raise RequestFieldError(f"{field} must be between 0001-01-01 and 9999-12-31 with nanos from 0 to 999999999",
                                 field=field, reason="TIMESTAMP_INVALID")
-    return stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    moment: dt.datetime = stamp.ToDatetime(tzinfo=dt.timezone.utc)
+    return moment
 
 
 def _name_error(form: str, field: str) -> RequestFieldError:

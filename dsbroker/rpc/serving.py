@@ -6,7 +6,8 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from typing import Iterable
+from types import FrameType
+from typing import Iterable, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,21 +27,40 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def build_server(*, max_workers: int, max_message_bytes: int, max_concurrent_rpcs: int,
-                 interceptors: Iterable[grpc.ServerInterceptor] = ()) -> grpc.Server:
-    """A server whose outermost interceptor turns errors into statuses (see rpc_status).
+                 interceptors: Iterable[grpc.ServerInterceptor]) -> grpc.Server:
+    """A server with ``interceptors``, outermost first; the first must be :class:`ErrorInterceptor`, which
+    turns every error of the ones inside it and of the servicers into a status (see dsbroker.rpc.status).
 
     ``max_concurrent_rpcs`` bounds calls in flight; past it gRPC answers RESOURCE_EXHAUSTED
     at once instead of queueing without limit.
     """
+    chain = list(interceptors)
+    if not chain or not isinstance(chain[0], ErrorInterceptor):
+        raise TypeError("a server's outermost interceptor is the ErrorInterceptor")
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[ErrorInterceptor(), *interceptors],
+        interceptors=chain,
         options=message_options(max_message_bytes),
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
 
 
-def server_tls(settings, what: str, *, client_ca_required: bool) -> ServerTls | None:
+class TransportSettings(Protocol):
+    """The transport settings both servers have (``dsbroker.settings.TRANSPORT_HELP``)."""
+
+    @property
+    def listen(self) -> str: ...
+    @property
+    def plaintext(self) -> bool: ...
+    @property
+    def tls_cert(self) -> str: ...
+    @property
+    def tls_key(self) -> str: ...
+    @property
+    def tls_client_ca(self) -> str: ...
+
+
+def server_tls(settings: TransportSettings, what: str, *, client_ca_required: bool) -> ServerTls | None:
     """The TLS a server is configured for, or None for plaintext (loopback only, and only when asked for)."""
     if settings.plaintext:
         if settings.tls_cert or settings.tls_key:
@@ -106,7 +126,7 @@ class Running:
 
     def wait_for_signal(self) -> None:
         """Block until SIGTERM or SIGINT, then stop gracefully."""
-        def handle(signum, _frame):
+        def handle(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s; shutting down", signal.Signals(signum).name)
             threading.Thread(target=self.stop, daemon=True).start()
 

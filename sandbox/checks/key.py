@@ -10,19 +10,10 @@ certificate as a requester's.
 
 from __future__ import annotations
 
-import grpc
-
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import KeyNotBound
 from dsbroker.identity.key_binding import verify_key_binding
 from sandbox.checks.plan import CheckedPlan
 from sandbox.v1 import sandbox_service_pb2 as pb
-
-
-class KeyNotBound(DsbrokerError):
-    """Raised for an encrypted plan whose key the caller did not sign for this query."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "ENCRYPTION_KEY_NOT_BOUND"
 
 
 def check_key_binding(plan: pb.Plan, key_id: str, checked: CheckedPlan) -> None:

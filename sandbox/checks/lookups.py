@@ -20,8 +20,6 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterable
 
-import grpc
-
 from dsbroker.errors import DsbrokerError
 from dsbroker.policy.model import Policy
 
@@ -40,7 +38,7 @@ class LookupChecker:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_engine(cls, engine, served: Iterable[str]) -> "LookupChecker":
+    def for_engine(cls, engine, served: Iterable[str]) -> LookupChecker:
         """A checker over ``engine``'s ``served`` tables, their columns read now."""
         def unique(table: str, key: str) -> bool:
             column, name = _quoted(key), ".".join(_quoted(part) for part in table.split("."))
@@ -93,8 +91,7 @@ class LookupChecker:
 
 
 def _problem(message: str, reason: str, policy: Policy, table: str, column: str | None = None) -> DsbrokerError:
-    return DsbrokerError(message, reason=reason, code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id,
-                         table=table, column=column)
+    return DsbrokerError(message, reason=reason, policy=policy.id, table=table, column=column)
 
 
 def _quoted(identifier: str) -> str:

@@ -18,24 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
-
 import time
 
 from dsbroker.identity.auth import Authenticator, Principal
-from dsbroker.errors import AuthenticationError, DsbrokerError
+from dsbroker.errors import AuthenticationError, DsbrokerError, PlanRefused
 from dsbroker.guard import SCHEMA_RULES, GuardedQuery, guard
 from dsbroker.guard.plan_cache import PlanCache
 from dsbroker.policy.model import Policy, check_grantee_district
 from dsbroker.identity.tls import CertificateAuthorities, PeerCertificate, certificate_from_der
 from sandbox.v1 import sandbox_service_pb2 as pb
-
-
-class PlanRefused(DsbrokerError):
-    """Raised when a plan is not what the guard makes of the requester's SQL for the requester."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "PLAN_NOT_GUARDED"
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,6 @@ import hashlib
 import threading
 from typing import Callable
 
-import grpc
-
 from dsbroker.errors import DsbrokerError
 from dsbroker.policy.model import Policy
 from dsbroker.policy.signing import Trust, verify_policy
@@ -42,7 +40,7 @@ class PlanPolicyChecker:
         """The verified policy of ``plan``; raises DsbrokerError when it does not verify or does not match."""
         if not plan.policy_document:
             raise DsbrokerError("the plan carries no signed policy", reason="POLICY_SIGNATURE_INVALID",
-                                code=grpc.StatusCode.PERMISSION_DENIED, policy=plan.policy_id)
+                                policy=plan.policy_id)
         policy = self._verify(plan.policy_document)
         if plan.policy_statements:
             self.standing.accept_statements(plan.policy_statements, source="plan")
@@ -53,7 +51,7 @@ class PlanPolicyChecker:
         self.standing.check(policy)
         if not policy.is_valid_on(self.clock().astimezone(self.owner_timezone).date()):
             raise DsbrokerError(f"policy {policy.id!r} is not valid today", reason="GRANT_NOT_ACTIVE",
-                                code=grpc.StatusCode.FAILED_PRECONDITION, policy=policy.id)
+                                policy=policy.id)
         return policy
 
     def _verify(self, document: str) -> Policy:
@@ -69,5 +67,4 @@ class PlanPolicyChecker:
 
 
 def _mismatch(message: str, plan: pb.Plan) -> DsbrokerError:
-    return DsbrokerError(message, reason="PLAN_POLICY_MISMATCH", code=grpc.StatusCode.PERMISSION_DENIED,
-                         policy=plan.policy_id, table=plan.dataset)
+    return DsbrokerError(message, reason="PLAN_POLICY_MISMATCH", policy=plan.policy_id, table=plan.dataset)

@@ -24,10 +24,9 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-import grpc
 from google.rpc import error_details_pb2
 
-from dsbroker.errors import ConfigError, DsbrokerError
+from dsbroker.errors import ConfigError, DsbrokerError, PolicyStandingError
 from dsbroker.policy.model import Policy
 from dsbroker.policy.signing import Trust, verify_policy
 from dsbroker.policy.statements import Revocation, StatementError, parse_statement, verify_statement
@@ -38,12 +37,6 @@ STATEMENT_SUFFIXES = (".json",)
 # Each statement costs a signature check: a request may carry this many (an owner has a few per policy).
 MAX_PER_REQUEST = 256
 DOCUMENT_SUFFIXES = (".yaml", ".yml")
-
-
-class PolicyStandingError(DsbrokerError):
-    """Raised for a plan under a policy version the owner has revoked or replaced."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class PolicyStanding:

@@ -25,17 +25,22 @@ from sandbox.demo.uscc import make_uscc
 # Nanjing (南京市, 3201): districts with their 6-digit codes and their streets (街道).
 # Street codes follow the GB/T 10114 layout, district code + 3 digits, numbered in list order.
 DISTRICTS: dict[str, tuple[str, list[str]]] = {
-    "320102": ("玄武区", ["梅园新村街道", "新街口街道", "玄武门街道", "锁金村街道", "红山街道", "孝陵卫街道", "玄武湖街道"]),
+    "320102": ("玄武区", ["梅园新村街道", "新街口街道", "玄武门街道", "锁金村街道", "红山街道", "孝陵卫街道",
+                         "玄武湖街道"]),
     "320104": ("秦淮区", ["秦虹街道", "夫子庙街道", "双塘街道", "中华门街道", "五老村街道", "洪武路街道", "大光路街道",
                          "瑞金路街道", "月牙湖街道", "光华路街道", "朝天宫街道", "红花街道"]),
     "320105": ("建邺区", ["南苑街道", "兴隆街道", "沙洲街道", "双闸街道", "江心洲街道", "莫愁湖街道"]),
     "320106": ("鼓楼区", ["宁海路街道", "华侨路街道", "湖南路街道", "中央门街道", "挹江门街道", "江东街道", "凤凰街道",
                          "阅江楼街道", "热河南路街道", "幕府山街道", "建宁路街道", "宝塔桥街道", "小市街道"]),
-    "320111": ("浦口区", ["江浦街道", "顶山街道", "沿江街道", "泰山街道", "盘城街道", "桥林街道", "汤泉街道", "永宁街道", "星甸街道"]),
-    "320113": ("栖霞区", ["尧化街道", "马群街道", "迈皋桥街道", "燕子矶街道", "栖霞街道", "龙潭街道", "仙林街道", "八卦洲街道", "西岗街道"]),
+    "320111": ("浦口区", ["江浦街道", "顶山街道", "沿江街道", "泰山街道", "盘城街道", "桥林街道", "汤泉街道",
+                         "永宁街道", "星甸街道"]),
+    "320113": ("栖霞区", ["尧化街道", "马群街道", "迈皋桥街道", "燕子矶街道", "栖霞街道", "龙潭街道", "仙林街道",
+                         "八卦洲街道", "西岗街道"]),
     "320114": ("雨花台区", ["雨花街道", "赛虹桥街道", "西善桥街道", "板桥街道", "铁心桥街道", "梅山街道"]),
-    "320115": ("江宁区", ["东山街道", "秣陵街道", "汤山街道", "淳化街道", "禄口街道", "江宁街道", "谷里街道", "湖熟街道", "横溪街道", "麒麟街道"]),
-    "320116": ("六合区", ["雄州街道", "龙池街道", "程桥街道", "葛塘街道", "长芦街道", "龙袍街道", "金牛湖街道", "横梁街道"]),
+    "320115": ("江宁区", ["东山街道", "秣陵街道", "汤山街道", "淳化街道", "禄口街道", "江宁街道", "谷里街道",
+                         "湖熟街道", "横溪街道", "麒麟街道"]),
+    "320116": ("六合区", ["雄州街道", "龙池街道", "程桥街道", "葛塘街道", "长芦街道", "龙袍街道", "金牛湖街道",
+                         "横梁街道"]),
     "320117": ("溧水区", ["永阳街道", "柘塘街道", "东屏街道", "石湫街道", "洪蓝街道", "白马镇"]),
     "320118": ("高淳区", ["淳溪街道", "古柏街道", "漆桥街道", "固城街道", "东坝街道", "桠溪街道"]),
 }
@@ -68,12 +73,13 @@ SECTIONS = {"C": "制造业", "D": "电力、热力、燃气及水生产和供�
 # 登记注册类型 (registration types) with weights.
 REGISTRATION_TYPES = [("110", "国有企业", 2), ("120", "集体企业", 1), ("151", "国有独资公司", 1),
                       ("159", "其他有限责任公司", 20), ("160", "股份有限公司", 4), ("173", "私营有限责任公司", 60),
-                      ("174", "私营股份有限公司", 4), ("210", "与港澳台商合资经营企业", 2), ("310", "中外合资经营企业", 2),
-                      ("330", "外资企业", 4)]
+                      ("174", "私营股份有限公司", 4), ("210", "与港澳台商合资经营企业", 2),
+                      ("310", "中外合资经营企业", 2), ("330", "外资企业", 4)]
 _NAME_PARTS = ["金陵", "钟山", "秦淮", "紫金", "石城", "玄武", "栖霞", "长江", "宁海", "鼓楼", "莫愁", "雨花", "江宁",
                "汇通", "华泰", "恒信", "锦程", "博远", "中和", "新禾", "天成", "瑞丰", "嘉诚", "正元", "启明", "同创"]
-_NAME_SUFFIX = {"C": "制造", "D": "能源", "E": "建设", "F": "商贸", "G": "物流", "H": "餐饮", "I": "科技", "J": "金融服务",
-                "K": "置业", "L": "商务咨询", "M": "技术", "P": "教育科技", "Q": "医疗", "R": "文化传媒"}
+_NAME_SUFFIX = {"C": "制造", "D": "能源", "E": "建设", "F": "商贸", "G": "物流", "H": "餐饮", "I": "科技",
+                "J": "金融服务", "K": "置业", "L": "商务咨询", "M": "技术", "P": "教育科技", "Q": "医疗",
+                "R": "文化传媒"}
 
 FIRST_PERIOD = dt.date(2024, 1, 1)
 
@@ -116,7 +122,8 @@ def make_demo_data(path: str | Path, *, taxpayers: int = 20_000, months: int = 2
             progress(f"generating {months} months of declarations")
             _create_declarations(con, months)
             counts = {table: con.execute(f"SELECT count(*) FROM tax.{table}").fetchone()[0]
-                      for table in ("districts", "streets", "industries", "registration_types", "taxpayers", "declarations")}
+                      for table in ("districts", "streets", "industries", "registration_types", "taxpayers",
+                                    "declarations")}
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -181,10 +188,11 @@ def _write_taxpayers(staging: Path, count: int, rng: random.Random) -> None:
     with staging.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["taxpayer_id", "name", "district_code", "street_code", "industry_code", "industry_section",
-                         "registration_type", "size_class", "registered_on", "scale", "vat_rate", "margin", "employees"])
+                         "registration_type", "size_class", "registered_on", "scale", "vat_rate", "margin",
+                         "employees"])
         for street, industry, registration in zip(
                 rng.choices(streets, street_weights, k=count), rng.choices(INDUSTRIES, industry_weights, k=count),
-                rng.choices(REGISTRATION_TYPES, registration_weights, k=count)):
+                rng.choices(REGISTRATION_TYPES, registration_weights, k=count), strict=True):
             street_code, _, district = street
             code, section, _, _, vat_rate, margin = industry
             taxpayer_id = make_uscc(rng, district)
@@ -207,7 +215,8 @@ def _create_lookups(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SCHEMA tax")
     con.execute("CREATE TABLE tax.districts (district_code VARCHAR PRIMARY KEY, district_name VARCHAR, city VARCHAR)")
     con.executemany("INSERT INTO tax.districts VALUES (?, ?, '南京市')", [(c, n) for c, (n, _) in DISTRICTS.items()])
-    con.execute("CREATE TABLE tax.streets (street_code VARCHAR PRIMARY KEY, street_name VARCHAR, district_code VARCHAR)")
+    con.execute("CREATE TABLE tax.streets (street_code VARCHAR PRIMARY KEY, street_name VARCHAR, "
+                "district_code VARCHAR)")
     con.executemany("INSERT INTO tax.streets VALUES (?, ?, ?)", street_codes())
     con.execute("CREATE TABLE tax.industries (industry_code VARCHAR PRIMARY KEY, industry_name VARCHAR, "
                 "industry_section VARCHAR, section_name VARCHAR)")
@@ -228,7 +237,8 @@ def _create_declarations(con: duckdb.DuckDBPyConnection, months: int) -> None:
             SELECT s.*, m.period,
                    (hash(s.taxpayer_id, m.period) % 1000000) / 1e6 AS u1,
                    (hash(m.period, s.taxpayer_id) % 1000000) / 1e6 AS u2,
-                   1 + 0.15 * sin(2 * pi() * month(m.period) / 12) + CASE WHEN month(m.period) = 12 THEN 0.25 ELSE 0 END AS season
+                   1 + 0.15 * sin(2 * pi() * month(m.period) / 12)
+                     + CASE WHEN month(m.period) = 12 THEN 0.25 ELSE 0 END AS season
             FROM staging s JOIN months m ON m.period >= date_trunc('month', s.registered_on)
         ), amounts AS (
             SELECT *, CAST(scale * season * (0.55 + 0.9 * u1) AS BIGINT) AS revenue FROM rows

@@ -16,14 +16,14 @@ _ORG_WEIGHTS = [3, 7, 9, 10, 5, 8, 4, 2]
 
 def organisation_check(body: str) -> str:
     """The GB 11714 check character of an 8-character organisation code body."""
-    total = sum(_org_value(c) * w for c, w in zip(body, _ORG_WEIGHTS))
+    total = sum(_org_value(c) * w for c, w in zip(body, _ORG_WEIGHTS, strict=True))
     check = 11 - total % 11
     return "X" if check == 10 else "0" if check == 11 else str(check)
 
 
 def uscc_check(first17: str) -> str:
     """The GB 32100 check character of the first 17 characters."""
-    total = sum(CHARSET.index(c) * w for c, w in zip(first17, _USCC_WEIGHTS))
+    total = sum(CHARSET.index(c) * w for c, w in zip(first17, _USCC_WEIGHTS, strict=True))
     return CHARSET[(31 - total % 31) % 31]
 
 

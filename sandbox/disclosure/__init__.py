@@ -1,0 +1,1 @@
+"""What may leave the sandbox: threshold, dominance and secondary suppression, noise, encryption."""

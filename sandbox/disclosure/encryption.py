@@ -19,13 +19,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import grpc
 import tenseal as ts
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard.release_plan import Average
-from dsbroker.results.bfv import EXACT_LIMIT, SLOTS
+from dsbroker.results.parameters import EXACT_LIMIT, SLOTS
 from sandbox.disclosure.evaluate import direct_position, wire_value
 from sandbox.disclosure.release import compile_plan, layout_of, output_types
 from dsbroker.results.table import encode_table, wire_keys
@@ -81,7 +80,8 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
     for row in rows:
         # A group whose sum some but fewer than k entities make up is left out whole: an encrypted cell
         # cannot be marked.
-        small = (row[entities_at] or 0) < guarded.min_entities or layout.hidden_by_contributors(row, guarded.min_entities)
+        small = ((row[entities_at] or 0) < guarded.min_entities
+                 or layout.hidden_by_contributors(row, guarded.min_entities))
         (withheld if small else released).append(row)
     if guarded.suppression != "mark":
         # Under suppressed: drop a small cell's existence is not told, not even as a count of partitions.
@@ -137,7 +137,7 @@ def _reader(node, layout, compiled, kind: str):
 def _not_integer(name: str, dataset: str) -> None:
     raise DsbrokerError(f"{name!r} is not a whole number, so it cannot be encrypted exactly; ask for integer "
                         "measures (e.g. fen, not yuan)", reason="ENCRYPTED_NOT_INTEGER",
-                        code=grpc.StatusCode.INVALID_ARGUMENT, table=dataset, column=name)
+                        table=dataset, column=name)
 
 
 def noisy_release(table: pb.ResultTable, keys: set[int], *, dataset: str) -> EncryptedRelease:
@@ -151,8 +151,7 @@ def noisy_release(table: pb.ResultTable, keys: set[int], *, dataset: str) -> Enc
             continue
         if column.type != pb.COLUMN_TYPE_INTEGER:
             raise DsbrokerError(f"{column.name!r} is not a whole number, so it cannot be encrypted exactly",
-                                reason="ENCRYPTED_NOT_INTEGER", code=grpc.StatusCode.INVALID_ARGUMENT,
-                                table=dataset, column=column.name)
+                                reason="ENCRYPTED_NOT_INTEGER", table=dataset, column=column.name)
         values = _cells(column.int_values, EXACT_LIMIT, column.name, dataset)
         measures.append(Measure(column.name, position, pb.ENCRYPTED_COLUMN_KIND_TOTAL, values))
     return EncryptedRelease(groups, wire_keys(groups), frozenset(), tuple(measures))
@@ -170,7 +169,8 @@ def encrypt(release: EncryptedRelease, context: ts.Context, key_id: str, *,
         order = [index.get(key) for key in domain]
         table = pb.EncryptedTable(key_id=key_id, partitions=1)
         if domain:
-            table.partitions_withheld = ts.bfv_vector(context, [int(key in release.withheld) for key in domain]).serialize()
+            withheld = [int(key in release.withheld) for key in domain]
+            table.partitions_withheld = ts.bfv_vector(context, withheld).serialize()
     for measure in release.measures:
         column = table.columns.add(name=measure.name, position=measure.position, kind=measure.kind)
         if order:
@@ -190,7 +190,7 @@ def _cells(values, limit: int, name: str, dataset: str) -> tuple[int, ...]:
         # The message names the column and the limit, never the cell.
         raise DsbrokerError(f"a cell of {name!r} is beyond what an encrypted result holds exactly (±{limit:,} per "
                             "partition); group more finely or ask for a coarser unit", reason="ENCRYPTED_OVERFLOW",
-                            code=grpc.StatusCode.OUT_OF_RANGE, table=dataset, column=name)
+                            table=dataset, column=name)
     return cells
 
 
@@ -198,7 +198,7 @@ def check_domain(release: EncryptedRelease, groups: pb.ResultTable) -> tuple[tup
     """The broker's union of groups as keys; INVALID_ARGUMENT unless it is of this result's key columns,
     within the slots, without repeats, and holds every group this partition released."""
     def refuse(message: str):
-        return DsbrokerError(message, reason="PARTITION_GROUPS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT)
+        return DsbrokerError(message, reason="PARTITION_GROUPS_INVALID")
 
     mine = [(c.name, c.type) for c in release.groups.columns]
     if [(c.name, c.type) for c in groups.columns] != mine:
@@ -250,8 +250,7 @@ class PendingPartitions:
             pending = self._pending.pop(execution_id, None)
         if pending is None:
             raise DsbrokerError("no cells wait for this execution here: it ran elsewhere, was encrypted already, or "
-                                f"waited over {self.ttl:.0f} s", reason="PARTITION_EXECUTION_UNKNOWN",
-                                code=grpc.StatusCode.NOT_FOUND)
+                                f"waited over {self.ttl:.0f} s", reason="PARTITION_EXECUTION_UNKNOWN")
         return pending
 
     def _expire(self) -> None:

@@ -24,7 +24,7 @@ from fractions import Fraction
 from typing import Any, Callable
 
 from dsbroker.guard.linear_forms import widest
-from dsbroker.guard.release_plan import Average, Call, Const, Key, Linear, Node, Stat
+from dsbroker.guard.release_plan import Average, Const, Key, Linear, Node, Stat
 
 LIMIT = 10 ** 38
 NUMBER_KINDS = ("int", "decimal", "double")
@@ -135,14 +135,15 @@ def _linear(node: Linear, columns: Columns) -> tuple[Compiled, str]:
         position = positions[0]  # SUM(x) of an integer measure: the engine's exact sum itself
         return (lambda row: row[position]), kind
     if all(c.denominator == 1 for c, _ in node.terms) and all(k == "int" for k in kinds):
-        terms = [(c.numerator, p) for (c, _), p in zip(node.terms, positions)]  # whole numbers: integer arithmetic
+        # Whole numbers: integer arithmetic.
+        terms = [(c.numerator, p) for (c, _), p in zip(node.terms, positions, strict=True)]
     else:
-        terms = [(c, p) for (c, _), p in zip(node.terms, positions)]
+        terms = [(c, p) for (c, _), p in zip(node.terms, positions, strict=True)]
     exact = [k != "double" for k in kinds]
 
     def value(row):
         total: Any = 0
-        for (coefficient, position), is_exact in zip(terms, exact):
+        for (coefficient, position), is_exact in zip(terms, exact, strict=True):
             cell = row[position]
             if cell is None:
                 return None

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dsbroker.guard.add_noise_measures import NoisePlan
-from dsbroker.guard.noise_calibration import (Calibration, column_scale, half_width, laplace_threshold, plan_calibration,
-                                      vector_laplace)
+from dsbroker.guard.noise_calibration import (Calibration, column_scale, half_width, laplace_threshold,
+                                               plan_calibration, vector_laplace)
 from dsbroker.policy.model import Noise
 
 

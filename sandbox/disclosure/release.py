@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
-import grpc
-
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard import internal_names as names
 from dsbroker.guard.release_plan import CellPlan, Key, statistics_read
 from dsbroker.policy.model import Dominance
-from sandbox.disclosure.evaluate import ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key, wire_value
+from sandbox.disclosure.evaluate import (ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key,
+                                         wire_value)
 
 
 @dataclass
@@ -73,17 +72,9 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     drop = guarded.suppression == "drop"
     dominance = _Rule.of(guarded.dominance) if layout.dominance and guarded.dominance is not None else None
     check_parts = dominance is not None or bool(layout.contributors)
-    secondary: set[int] = set()
-    secondary_sums: dict[int, frozenset[int]] = {}  # per row: the sums withheld there by secondary suppression
-    if plan.totals:
-        def check() -> None:
-            if deadline is not None and clock() > deadline:
-                _ran_late()
-        equations = _Equations(rows, plan, layout, check)
-        small = {index for index, flagged in enumerate(under) if flagged}
-        secondary = equations.close(small, lambda i: rows[i][entities_at] or 0, k, check=check)
-        if check_parts:
-            secondary_sums = _secondary_sums(rows, equations, small, secondary, layout, k, dominance, check)
+    # The rows withheld whole by secondary suppression; per row, the sums withheld there by it.
+    secondary, secondary_sums = _secondary_suppression(rows, plan, layout, under, k, dominance, check_parts,
+                                                       deadline=deadline, clock=clock)
     withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
     direct = program.direct
     answered = []  # (row as released, values, marked, why withheld: 0 released, 1 threshold, 2 secondary)
@@ -99,18 +90,12 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
             seen = layout.with_keys(withheld_row, row)
             marked = program.cell_set
         elif check_parts:
-            thin = layout.hidden_by_contributors(row, k)
-            crowded = layout.hidden_by_dominance(row, dominance) if dominance is not None else _NOTHING
-            hidden = thin | crowded | secondary_sums.get(index, _NOTHING)
-            if hidden:
-                seen = tuple(None if i in hidden else value for i, value in enumerate(row))
-                marked = frozenset(i for i in program.cells if program.reads[i] & hidden)
-                few = sum(1 for i in marked if program.reads[i] & thin)
-                dominated = sum(1 for i in marked if program.reads[i] & crowded and not program.reads[i] & thin)
+            seen, marked, few, dominated = _withheld_parts(row, layout, program, k, dominance,
+                                                           secondary_sums.get(index, _NOTHING))
         if program.having is not None and program.having(seen) is not True:
             continue
-        answered.append((seen, direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs),
-                         marked, 1 if under[index] else 2 if whole else 0, (few, dominated)))
+        values = direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs)
+        answered.append((seen, values, marked, 1 if under[index] else 2 if whole else 0, (few, dominated)))
     if not plan.engine_ordered:
         _order(answered, program)
         if deadline is not None and clock() > deadline:
@@ -119,12 +104,21 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
         answered = answered[:plan.limit]
     cap = guarded.max_rows if max_rows is None else max_rows
     truncated = len(answered) > cap
+    released, withheld, rolled_up, counts = _answer_rows(answered[:cap], plan, layout, program)
+    return Release([o.name for o in plan.outputs], output_types(plan, layout, program), released, withheld, rolled_up,
+                   counts, truncated)
+
+
+def _answer_rows(answered: list[tuple], plan: CellPlan, layout: Layout, program: _Program
+                 ) -> tuple[list[tuple], list[frozenset[int]], list[frozenset[int]], dict[str, int]]:
+    """The answer's rows on the wire, the cells withheld in each, the keys each total spans, and the
+    withheld cells counted by the rule that withheld them."""
     counts = {"min_entities": 0, "dominance": 0, "secondary": 0}
     cells_here = len(program.cells)
     grouping_at, last = layout.grouping, len(plan.totals) - 1
-    kinds = program.kinds
+    direct, kinds = program.direct, program.kinds
     released, withheld, rolled_up = [], [], []
-    for seen, values, marked, why, (few, dominated) in answered[:cap]:
+    for seen, values, marked, why, (few, dominated) in answered:
         if why == 1:
             counts["min_entities"] += cells_here
         elif why == 2:
@@ -134,18 +128,55 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
             counts["dominance"] += dominated
             counts["secondary"] += len(marked) - few - dominated
         released.append(values if direct is not None else
-                        tuple(wire_value(value, kind) for value, kind in zip(values, kinds)))
+                        tuple(wire_value(value, kind) for value, kind in zip(values, kinds, strict=True)))
         withheld.append(marked)
         if plan.totals:
             bits = seen[grouping_at]
             rolled_up.append(frozenset(p for j, p in enumerate(plan.totals) if bits >> (last - j) & 1))
-    return Release([o.name for o in plan.outputs], output_types(plan, layout, program), released, withheld, rolled_up,
-                   counts, truncated)
+    return released, withheld, rolled_up, counts
+
+
+def _secondary_suppression(rows: list[tuple], plan: CellPlan, layout: Layout, under: list[bool], k: int,
+                           dominance: _Rule | None, check_parts: bool, *, deadline: float | None,
+                           clock: Callable[[], float]) -> tuple[set[int], dict[int, frozenset[int]]]:
+    """With totals: the rows secondary suppression withholds whole besides those under the threshold, and
+    (where a row's parts are checked) per row the sums it withholds there. Without totals, none."""
+    secondary: set[int] = set()
+    secondary_sums: dict[int, frozenset[int]] = {}
+    if not plan.totals:
+        return secondary, secondary_sums
+
+    def check() -> None:
+        if deadline is not None and clock() > deadline:
+            _ran_late()
+    entities_at = layout.columns.statistics[0]
+    equations = _Equations(rows, plan, layout, check)
+    small = {index for index, flagged in enumerate(under) if flagged}
+    secondary = equations.close(small, lambda i: rows[i][entities_at] or 0, k, check=check)
+    if check_parts:
+        secondary_sums = _secondary_sums(rows, equations, small, secondary, layout, k, dominance, check)
+    return secondary, secondary_sums
+
+
+def _withheld_parts(row: tuple, layout: Layout, program: _Program, k: int, dominance: _Rule | None,
+                    secondary: frozenset[int]) -> tuple[tuple, frozenset[int], int, int]:
+    """A row not withheld whole, with the sums too few entities make up, the dominance rule withholds or
+    secondary suppression withheld set to NULL: (the row as released, the output cells marked, how many of
+    them for too few entities, how many for dominance)."""
+    thin = layout.hidden_by_contributors(row, k)
+    crowded = layout.hidden_by_dominance(row, dominance) if dominance is not None else _NOTHING
+    hidden = thin | crowded | secondary
+    if not hidden:
+        return row, _NOTHING, 0, 0
+    seen = tuple(None if i in hidden else value for i, value in enumerate(row))
+    marked = frozenset(i for i in program.cells if program.reads[i] & hidden)
+    few = sum(1 for i in marked if program.reads[i] & thin)
+    dominated = sum(1 for i in marked if program.reads[i] & crowded and not program.reads[i] & thin)
+    return seen, marked, few, dominated
 
 
 def _ran_late() -> None:
-    raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
-                        code=grpc.StatusCode.DEADLINE_EXCEEDED)
+    raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
 
 
 def engine_cap(guarded: GuardedQuery, max_rows: int) -> int:
@@ -171,11 +202,9 @@ def check_size(guarded: GuardedQuery, engine_truncated: bool, *, dataset: str) -
         return
     if guarded.cells.totals:
         raise DsbrokerError(f"the query's table with totals has more than {guarded.engine_rows - 1:,} rows; its totals "
-                            "can only be protected whole", reason="TOTALS_TOO_LARGE", code=grpc.StatusCode.OUT_OF_RANGE,
-                            table=dataset)
+                            "can only be protected whole", reason="TOTALS_TOO_LARGE", table=dataset)
     raise DsbrokerError(f"the query has more than {guarded.engine_rows - 1} groups before its HAVING or ORDER BY; "
-                        "group more coarsely or filter", reason="GROUPS_TOO_MANY", code=grpc.StatusCode.OUT_OF_RANGE,
-                        table=dataset)
+                        "group more coarsely or filter", reason="GROUPS_TOO_MANY", table=dataset)
 
 
 @dataclass(frozen=True)
@@ -210,7 +239,7 @@ class Layout:
                 hidden = hidden | sums
         return hidden
 
-    def hidden_by_dominance(self, row: tuple, rule: "_Rule") -> frozenset[int]:
+    def hidden_by_dominance(self, row: tuple, rule: _Rule) -> frozenset[int]:
         """The positions of the sums the dominance rule withholds in ``row``."""
         hidden = _NOTHING
         for columns, sums in self.dominance:
@@ -225,7 +254,7 @@ def layout_of(column_names: list[str], types: list[str], plan: CellPlan) -> Layo
     keys = tuple(position[names.key(i)] for i in range(plan.keys))
     statistics = tuple(position[names.statistic(i)] for i in range(len(plan.statistics)))
     stat_kinds = tuple("int" if s.kind in ("entities", "rows", "count") else kind_of(types[i])
-                       for s, i in zip(plan.statistics, statistics))
+                       for s, i in zip(plan.statistics, statistics, strict=True))
     sums: dict[str, set[int]] = defaultdict(set)
     for index, statistic in enumerate(plan.statistics):
         if statistic.kind == "sum":
@@ -247,15 +276,15 @@ def read_cells(names_: list[str], types: list[str], rows: list[tuple], guarded: 
     return layout_of(names_, types, guarded.cells), rows
 
 
-def compile_plan(plan: CellPlan, layout: Layout) -> "_Program":
+def compile_plan(plan: CellPlan, layout: Layout) -> _Program:
     """The plan's expressions compiled for a cell table of ``layout``."""
     return _program(plan, layout)
 
 
-def output_types(plan: CellPlan, layout: Layout, program: "_Program") -> list[str]:
+def output_types(plan: CellPlan, layout: Layout, program: _Program) -> list[str]:
     """The engine type name of each output: a key's own, or the kind its computation gives."""
     return [layout.key_types[o.node.index] if isinstance(o.node, Key) else ENGINE_TYPES[kind]
-            for o, kind in zip(plan.outputs, program.kinds)]
+            for o, kind in zip(plan.outputs, program.kinds, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -266,7 +295,7 @@ class _Rule:
     p: tuple[int, int] | None  # the p% rule's p; None without it
 
     @classmethod
-    def of(cls, dominance: Dominance) -> "_Rule":
+    def of(cls, dominance: Dominance) -> _Rule:
         def exact(value):
             fraction = Fraction(value)
             return fraction.numerator, fraction.denominator
@@ -368,8 +397,8 @@ def _order(answered: list, program: _Program) -> None:
             answered.sort(key=lambda entry: repr(type(value(entry))), reverse=descending)
 
 
-def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int], secondary: set[int], layout: Layout,
-                    k: int, dominance: "_Rule | None", check: Callable[[], None]) -> dict[int, frozenset[int]]:
+def _secondary_sums(rows: list[tuple], equations: _Equations, small: set[int], secondary: set[int], layout: Layout,
+                    k: int, dominance: _Rule | None, check: Callable[[], None]) -> dict[int, frozenset[int]]:
     """Per row, the sums secondary suppression withholds besides whole rows, measure by measure.
 
     For one summed measure: its sums that some but fewer than k entities make up (or that the dominance
@@ -406,7 +435,8 @@ def _secondary_sums(rows: list[tuple], equations: "_Equations", small: set[int],
             # cancel it: at most the entities with a negative amount anywhere (the grand total's count) can.
             cancelling = rows[equations.root][negatives_of[sums]] or 0 if sums in negatives_of else 0
         withheld = (whole | own) - known
-        for index in equations.close(withheld, lambda i: max(0, (rows[i][size_at] or 0) - cancelling), k,
+        # close() calls the size function only during this call, with this iteration's size_at and cancelling.
+        for index in equations.close(withheld, lambda i: max(0, (rows[i][size_at] or 0) - cancelling), k,  # noqa: B023
                                      known=known, check=check):
             found[index] = found[index] | sums
     return found
@@ -433,7 +463,8 @@ class _Equations:
                 check()
             bits = row[grouping_at]
             # A key a total spans sorts apart from a group whose key is NULL (both read NULL).
-            self.order.append(tuple((bits >> (last - j) & 1, row[p] is None, row[p]) for j, p in enumerate(key_positions)))
+            self.order.append(tuple((bits >> (last - j) & 1, row[p] is None, row[p])
+                                    for j, p in enumerate(key_positions)))
             level = levels - bin(bits).count("1")
             self.level[index] = level
             if not level:
@@ -451,7 +482,8 @@ class _Equations:
         check()
         self.parts = {total: sorted(members, key=self.order.__getitem__) for total, members in parts.items()}
 
-    def close(self, withheld: set[int], size: Callable[[int], int], k: int, *, known: set[int] = frozenset(),
+    # Left whole (C901): one incremental algorithm whose nested steps share its heaps, queue and strengths.
+    def close(self, withheld: set[int], size: Callable[[int], int], k: int, *, known: set[int] = frozenset(),  # noqa: C901
               check: Callable[[], None] = lambda: None) -> set[int]:
         """The rows to withhold besides ``withheld`` so that no withheld row, and no sum of withheld rows of
         fewer than ``k`` (by ``size``: entities, or a measure's contributors), is a total less its released

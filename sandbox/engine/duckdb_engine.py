@@ -1,17 +1,7 @@
 """The DuckDB engine: a read-only database file, locked down, with pooled connections.
 
-The lockdown order is the verified recipe: extension loading and replacement
-scans off, resource limits set, external access off, the local file system
-disabled, and the configuration locked last so no query can undo any of it.
-The guard refuses metadata functions, temp objects and macros; the lockdown
-is the second layer for anything that slips past it.
-
-DuckDB 2.0 scopes ``max_execution_time`` and ``python_enable_replacements`` per
-connection: a plain SET changes only the connection that runs it, and every
-cursor (the pool's connections) starts from the global value. They are set
-GLOBAL, before the lock, and read back from every connection that will run a
-query, pooled or made to replace one after an error; a connection without
-them is never pooled.
+Every connection is checked by :mod:`sandbox.engine.duckdb_lockdown` before it runs a query: the first
+when the engine starts, each pooled one before it is pooled, and each made to replace a broken one.
 """
 
 from __future__ import annotations
@@ -19,110 +9,17 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import duckdb
-import grpc
 
 from dsbroker.errors import DsbrokerError, ExecutionError
+from sandbox.engine.duckdb_lockdown import connection_problems, lock_down
+from sandbox.engine.interface import EngineLimits, EngineResult
 from sandbox.engine.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineLimits:
-    """Resource limits applied to the engine at start-up."""
-
-    memory_limit: str = "2GB"
-    threads: int = 2
-    max_execution_ms: int = 120_000
-    pool_size: int = 4
-
-
-@dataclass(frozen=True)
-class EngineResult:
-    """Rows of one query, with column names and engine type names."""
-
-    names: list[str]
-    types: list[str]
-    rows: list[tuple]
-    truncated: bool
-    micros: int
-
-
-def lockdown_statements(limits: EngineLimits) -> list[str]:
-    """The SET statements that lock a connection down, in the order they must run."""
-    return [
-        "SET autoinstall_known_extensions = false",
-        "SET autoload_known_extensions = false",
-        "SET allow_community_extensions = false",
-        "SET allow_persistent_secrets = false",
-        "SET GLOBAL python_enable_replacements = false",
-        f"SET memory_limit = '{_quoted(limits.memory_limit)}'",
-        f"SET threads = {int(limits.threads)}",
-        f"SET GLOBAL max_execution_time = {int(limits.max_execution_ms)}",
-        "SET max_temp_directory_size = '0B'",
-        "SET enable_external_access = false",
-        "SET disabled_filesystems = 'LocalFileSystem'",
-        "SET lock_configuration = true",
-    ]
-
-
-_FILE_PROBE = "/etc/hostname"
-# Settings whose values prove the lockdown holds, checked after applying it.
-_REQUIRED_SETTINGS = {
-    "enable_external_access": "false",
-    "lock_configuration": "true",
-    "autoload_known_extensions": "false",
-    "autoinstall_known_extensions": "false",
-    "allow_community_extensions": "false",
-    "max_temp_directory_size": "0 bytes",
-}
-
-
-def _connection_problems(connection: duckdb.DuckDBPyConnection, limits: EngineLimits) -> list[str]:
-    """The settings that do not hold on ``connection`` (each connection reads back its own values)."""
-    wrong = [name for name, value in _REQUIRED_SETTINGS.items() if _setting(connection, name) != value]
-    if _setting(connection, "python_enable_replacements") != "false":
-        wrong.append("python_enable_replacements")
-    ceiling = _setting(connection, "max_execution_time")
-    # Another engine in the process may have locked the instance: a stricter ceiling is kept, none or a
-    # looser one is refused.
-    if not ceiling.isdigit() or not 0 < int(ceiling) <= limits.max_execution_ms:
-        wrong.append("max_execution_time")
-    return wrong
-
-
-def _lock_down(database: duckdb.DuckDBPyConnection, limits: EngineLimits) -> None:
-    """Apply the lockdown, then verify it; refuse to serve from an instance that is not locked down.
-
-    DuckDB shares one database instance per file within a process, so the
-    instance may already be locked (by another engine on the same file); that
-    is accepted only when the settings that matter have the locked-down values.
-    """
-    already_locked = _setting(database, "lock_configuration") == "true"
-    if not already_locked:
-        for statement in lockdown_statements(limits):
-            database.execute(statement)
-    wrong = dict.fromkeys(_connection_problems(database, limits), "")
-    # duckdb_settings() reports disabled_filesystems as empty even when it holds, so probe it instead.
-    try:
-        database.execute("SELECT count(*) FROM read_text(?)", [_FILE_PROBE]).fetchall()
-        wrong["disabled_filesystems"] = "file read allowed"
-    except duckdb.PermissionException:
-        pass
-    if wrong:
-        database.close()
-        raise DsbrokerError(f"the engine is not locked down ({', '.join(sorted(wrong))}); refusing to serve",
-                            reason="ENGINE_NOT_LOCKED_DOWN")
-
-
-def _setting(database: duckdb.DuckDBPyConnection, name: str) -> str:
-    row = database.execute("SELECT value FROM duckdb_settings() WHERE name = ?", [name]).fetchone()
-    return str(row[0]).lower() if row else ""
 
 
 class DuckDBEngine:
@@ -142,7 +39,7 @@ class DuckDBEngine:
         self.limits = limits
         self.clock = clock
         self._database = duckdb.connect(str(path), read_only=True)
-        _lock_down(self._database, limits)
+        lock_down(self._database, limits)
         # Cursors are further connections to the same database instance; each is checked before it is pooled.
         self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         try:
@@ -185,8 +82,7 @@ class DuckDBEngine:
         try:
             connection = self._pool.get(timeout=max(timeout_s, 0.001))
         except queue.Empty:
-            raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY",
-                                code=grpc.StatusCode.RESOURCE_EXHAUSTED) from None
+            raise DsbrokerError("the sandbox is busy; try again", reason="SANDBOX_BUSY") from None
         started = time.perf_counter()
         deadline = self.clock() + timeout_s
         token = self._watchdog.arm(timeout_s, connection.interrupt)
@@ -213,7 +109,7 @@ class DuckDBEngine:
     def _checked_cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the instance, with every setting read back from it; refused otherwise."""
         cursor = self._database.cursor()
-        wrong = _connection_problems(cursor, self.limits)
+        wrong = connection_problems(cursor, self.limits)
         if wrong:
             cursor.close()
             raise DsbrokerError(f"a connection of the engine is not locked down ({', '.join(sorted(wrong))}); "
@@ -245,10 +141,4 @@ class DuckDBEngine:
 
 
 def _timeout() -> DsbrokerError:
-    return DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT",
-                         code=grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-def _quoted(value: str) -> str:
-    return value.replace("'", "''")
-
+    return DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")

@@ -39,13 +39,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from dsbroker.database import Durability, open_sqlite
 from dsbroker.records.checkpoints import Checkpoint, Countersignature, countersign, key_id, signature_valid
 from dsbroker.records.merkle import MAX_PROOF_NODES, verify_consistency
 from dsbroker.records.access_record import GENESIS_HASH, canonical_json
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import WitnessError
 from dsbroker.records.witnessed import FORK, WITNESSED, WITNESSED_MARK, Witnessed, entry_hash
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,6 @@ BEGIN SELECT RAISE(ABORT, 'the ledger marks are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS ledger_marks_no_delete BEFORE DELETE ON ledger_marks
 BEGIN SELECT RAISE(ABORT, 'the ledger marks are append-only'); END;
 """
-class WitnessError(DsbrokerError):
-    """Raised when the sandbox will not witness a checkpoint."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "WITNESS_REFUSED"
 
 
 class CheckpointWitness:
@@ -105,10 +100,8 @@ class CheckpointWitness:
         self.witness_key = witness_key
         self.witness_id = witness_id
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a witnessed head must survive a power cut
+        # A witnessed head must survive a power cut.
+        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self.history_lost = self._open_history()
         if self.history_lost:
             log.error("ALARM: %s: %s; this sandbox witnesses no checkpoint until the owner restores the ledger "
@@ -146,24 +139,22 @@ class CheckpointWitness:
                                f"{self.history_lost}", reason="WITNESS_HISTORY_LOST")
         if not checkpoints or len(checkpoints) > MAX_CHECKPOINTS:
             raise WitnessError(f"send between 1 and {MAX_CHECKPOINTS} checkpoints, oldest first",
-                               reason="CHECKPOINTS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                               field="checkpoints")
+                               reason="CHECKPOINTS_INVALID", field="checkpoints")
         if len(proofs) != len(checkpoints) or any(len(proof) > MAX_PROOF_NODES for proof in proofs):
             raise WitnessError(f"each checkpoint carries its consistency proof, of at most {MAX_PROOF_NODES} nodes",
-                               reason="CHECKPOINTS_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                               field="checkpoints.consistency_proof_hashes")
-        for checkpoint, proof in zip(checkpoints, proofs):
+                               reason="CHECKPOINTS_INVALID", field="checkpoints.consistency_proof_hashes")
+        for checkpoint, proof in zip(checkpoints, proofs, strict=True):
             _check_fields(checkpoint, proof)
         for checkpoint in checkpoints:
             key = self.broker_keys.get(checkpoint.key_id)
             if key is None or not signature_valid(checkpoint, key):
                 raise WitnessError(f"the checkpoint at size {checkpoint.size} is not signed by a broker key this "
                                    "sandbox pins", reason="CHECKPOINT_NOT_TRUSTED",
-                                   code=grpc.StatusCode.PERMISSION_DENIED, size=checkpoint.size)
+                                   size=checkpoint.size)
         now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
         with self._lock:
             countersignature = None
-            for checkpoint, proof in zip(checkpoints, proofs):
+            for checkpoint, proof in zip(checkpoints, proofs, strict=True):
                 countersignature = self._witness_one(checkpoint, list(proof), now)
             return countersignature
 
@@ -232,7 +223,7 @@ class CheckpointWitness:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise WitnessError(f"the sandbox could not record the checkpoint in its ledger ({type(error).__name__})",
-                               reason="WITNESS_LEDGER_UNAVAILABLE", code=grpc.StatusCode.UNAVAILABLE) from None
+                               reason="WITNESS_LEDGER_UNAVAILABLE") from None
 
     def close(self) -> None:
         """Close the file."""
@@ -244,8 +235,7 @@ def _check_fields(checkpoint: Checkpoint, proof: Sequence[str]) -> None:
     """Refuse a checkpoint whose fields are not what a broker's log writes (before its signature is read or
     anything of it is kept): a first checkpoint's root is taken on trust, so it must at least be a root."""
     def invalid(what: str, field: str) -> WitnessError:
-        return WitnessError(f"a checkpoint's {what}", reason="CHECKPOINT_INVALID", code=grpc.StatusCode.INVALID_ARGUMENT,
-                            field=f"checkpoints.{field}")
+        return WitnessError(f"a checkpoint's {what}", reason="CHECKPOINT_INVALID", field=f"checkpoints.{field}")
 
     if not 0 <= checkpoint.size <= INT64_MAX:
         raise invalid("size is out of range", "size")

@@ -22,12 +22,10 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-import grpc
-
-from dsbroker.private_files import create_private
+from dsbroker.database import Durability, open_sqlite
 
 from dsbroker.records.access_record import GENESIS_HASH
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import ExecutionLedgerError, PlanReplayed
 from dsbroker.records.executions import Execution, execution_hash, plan_digest, verify_executions
 from sandbox.v1 import sandbox_service_pb2 as pb
 
@@ -60,34 +58,17 @@ BEGIN SELECT RAISE(ABORT, 'the execution ledger is append-only'); END;
 _UNIQUE_IDS = "CREATE UNIQUE INDEX IF NOT EXISTS executions_unique_id ON executions (execution_id)"
 
 
-class PlanReplayed(DsbrokerError):
-    """Raised when a plan's execution id has run here before: each id runs once."""
-
-    code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "PLAN_REPLAYED"
-
-
-class ExecutionLedgerError(DsbrokerError):
-    """Raised when the ledger cannot record a plan; the plan is then not run."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "EXECUTION_LEDGER_UNAVAILABLE"
-
-
 class ExecutionLedger:
     """An append-only, hash-chained list of executed plans in one SQLite file."""
 
     def __init__(self, path: str | Path, *, sandbox_id: str = "") -> None:
         self.path = Path(path)
         self.sandbox_id = sandbox_id
-        create_private(self.path)  # 0600, and so its -wal and -shm
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # Committed entries survive a crash of the sandbox at once; after a power cut the last few may be
         # lost, and reconcile then reports their releases as never executed: loud, never silent.
         # Flushing every entry would add a disk flush to every query.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_sqlite(self.path, durability=Durability.PROCESS_CRASH, autocommit=True)
         self._db.executescript(_SCHEMA)
         try:
             self._db.execute(_UNIQUE_IDS)
@@ -129,7 +110,7 @@ class ExecutionLedger:
         with self._lock:
             cursor = self._db.execute("SELECT * FROM executions ORDER BY seq")
             names = [d[0] for d in cursor.description]
-            return [Execution(**dict(zip(names, row))) for row in cursor.fetchall()]
+            return [Execution(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
     def verify(self) -> list[str]:
         """Problems with the ledger's own chain, first bad entry first."""

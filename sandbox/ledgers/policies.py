@@ -16,11 +16,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import grpc
-
-from dsbroker.errors import DsbrokerError
+from dsbroker.database import Durability, open_sqlite
+from dsbroker.errors import PolicyLedgerError
 from dsbroker.policy.statements import Revocation, parse_statement
-from dsbroker.private_files import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS statements (
@@ -51,25 +49,15 @@ BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
 """
 
 
-class PolicyLedgerError(DsbrokerError):
-    """Raised when the ledger cannot record what the owner said; the plan or statement is then refused."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "POLICY_LEDGER_UNAVAILABLE"
-
-
 class PolicyLedger:
     """Verified revocations and the versions seen per policy, in one SQLite file (append-only)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        create_private(self.path)  # 0600, and so its -wal and -shm
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # A revocation must survive a power cut once acknowledged: the sandbox said it has it.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._revocations: dict[str, list[Revocation]] = {}
         self._statements: set[str] = set()

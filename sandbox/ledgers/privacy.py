@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import sqlite3
 import threading
 import uuid
 from collections import defaultdict
@@ -34,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import grpc
-
-from dsbroker.errors import ConfigError, DsbrokerError
-from dsbroker.private_files import create_private, write_private
+from dsbroker.database import Durability, open_sqlite
+from dsbroker.errors import BudgetExhausted, ConfigError, LedgerTampered
+from dsbroker.private_files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +66,6 @@ _TOLERANCE = 1e-9
 NOTHING_READ = frozenset({"SANDBOX_BUSY"})
 
 
-class LedgerTampered(DsbrokerError):
-    """Raised when the privacy ledger was changed by someone without its key: no noisy answer is given."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "PRIVACY_LEDGER_TAMPERED"
-
-
-class BudgetExhausted(DsbrokerError):
-    """Raised when a grant's privacy budget cannot pay for another query."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "PRIVACY_BUDGET_EXHAUSTED"
-
-
 @dataclass(frozen=True)
 class LedgerAnswer:
     """An answer from the ledger: freshly computed or the stored one, and the grant's budget after it."""
@@ -96,11 +80,8 @@ class PrivacyLedger:
 
     def __init__(self, path: str | Path, *, key_path: str | Path | None = None) -> None:
         self.path = Path(path)
-        create_private(self.path)  # 0600, and so its -wal and -shm
         self._key = _load_or_create_key(Path(key_path) if key_path else self.path.with_name(self.path.name + ".key"))
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._lock = threading.Lock()  # one writer at a time; the engine runs outside it
@@ -249,8 +230,8 @@ class PrivacyLedger:
                                  "no noisy answer is given until the owner restores it", policy=policy_id)
 
     def _spent(self, policy_id: str) -> float:
-        row = self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE policy_id = ? AND state != 'refunded'",
-                               (policy_id,)).fetchone()
+        row = self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM spends "
+                               "WHERE policy_id = ? AND state != 'refunded'", (policy_id,)).fetchone()
         return float(row[0])
 
 
