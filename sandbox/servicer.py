@@ -29,7 +29,7 @@ from sandbox.ledgers.privacy import PrivacyLedger
 from dsbroker.guard.split_cells import MOST_CELLS
 from sandbox.disclosure.release import check_size, engine_cap, release
 from dsbroker.results.table import encode_table
-from dsbroker.v1 import results_pb2
+from dsbroker.results.noise_report import noise_report
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
@@ -156,11 +156,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                                     "coarsely", reason="NOISE_TOO_MANY_CELLS", table=plan.dataset)
             answer = noisy_answer(guarded.noise, noise, policy.min_entities, result.names, result.types, result.rows,
                                   max_rows=max_rows)
-            report = results_pb2.NoiseReport(
-                epsilon_spent=noise.epsilon, delta=noise.delta, threshold=answer.calibration.threshold,
-                groups_per_entity=noise.groups_per_entity,
-                columns=[results_pb2.NoisyColumn(name=c.name, scale=c.scale, half_width_95=c.half_width)
-                                 for c in answer.columns])
+            report = noise_report(noise, answer.calibration, ((c.name, c.scale, c.half_width) for c in answer.columns))
             return pb.ExecutePlanResponse(
                 table=encode_table(answer.names, answer.types, answer.rows), truncated=answer.truncated,
                 engine_micros=result.micros, noise=report).SerializeToString(deterministic=True)
