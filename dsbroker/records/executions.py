@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
 from dsbroker.database import open_sqlite_read_only
-from dsbroker.records.access_record import GENESIS_HASH, canonical_json
+from dsbroker.records.access_record import canonical_json
+from dsbroker.records.chain import chain_problems, entry_digest
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,7 @@ def plan_digest(plan: Plan) -> str:
 
 def execution_hash(execution: Execution) -> str:
     """SHA-256 over every field but the hash."""
-    body = {k: v for k, v in asdict(execution).items() if k != "hash"}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return entry_digest(execution)
 
 
 def read_executions(path: str | Path) -> list[Execution]:
@@ -66,13 +66,4 @@ def read_executions(path: str | Path) -> list[Execution]:
 
 def verify_executions(entries: Sequence[Execution]) -> list[str]:
     """Problems with the ledger's own chain, first bad entry first."""
-    problems, expected, prev = [], 1, GENESIS_HASH
-    for execution in entries:
-        if execution.seq != expected:
-            problems.append(f"ledger entry {expected}: entries {expected}..{execution.seq - 1} are missing")
-        if execution.prev_hash != prev:
-            problems.append(f"ledger entry {execution.seq}: does not follow the entry before it")
-        if execution_hash(execution) != execution.hash:
-            problems.append(f"ledger entry {execution.seq}: contents do not match its hash (altered)")
-        expected, prev = execution.seq + 1, execution.hash
-    return problems
+    return chain_problems(entries, execution_hash, "ledger entry")

@@ -6,16 +6,15 @@ of it read-only, without the sandbox's code, and checks its chain.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from dsbroker.database import open_sqlite_read_only
-from dsbroker.records.access_record import GENESIS_HASH, canonical_json
+from dsbroker.records.chain import chain_problems, entry_digest
 from dsbroker.records.checkpoints import Countersignature
 
 WITNESSED_MARK = "witnessed"
@@ -48,7 +47,7 @@ class Witnessed:
 
 def entry_hash(entry: Witnessed) -> str:
     """SHA-256 over every field but the hash."""
-    return hashlib.sha256(canonical_json({k: v for k, v in asdict(entry).items() if k != "hash"}).encode()).hexdigest()
+    return entry_digest(entry)
 
 
 def read_witnessed(path: str | Path) -> list[Witnessed]:
@@ -74,13 +73,4 @@ def witness_marked(path: str | Path) -> bool:
 
 def verify_witnessed(entries: Sequence[Witnessed]) -> list[str]:
     """Problems with the witness ledger's own chain, first bad entry first."""
-    problems, expected, prev = [], 1, GENESIS_HASH
-    for entry in entries:
-        if entry.seq != expected:
-            problems.append(f"witness entry {expected}: entries {expected}..{entry.seq - 1} are missing")
-        if entry.prev_hash != prev:
-            problems.append(f"witness entry {entry.seq}: does not follow the entry before it")
-        if entry_hash(entry) != entry.hash:
-            problems.append(f"witness entry {entry.seq}: contents do not match its hash (altered)")
-        expected, prev = entry.seq + 1, entry.hash
-    return problems
+    return chain_problems(entries, entry_hash, "witness entry")
