@@ -60,13 +60,19 @@ def is_postgres(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
-def connect_postgres(dsn: str) -> Any:
-    """A new psycopg connection to ``dsn``; ConfigError when psycopg is missing."""
+def connect_postgres(dsn: str, *, read_only: bool = False) -> Any:
+    """A new psycopg connection to ``dsn``; ConfigError when psycopg is missing. ``read_only`` sessions
+    refuse every write (``default_transaction_read_only``)."""
     try:
         import psycopg
     except ImportError:
         raise ConfigError("a PostgreSQL database needs the psycopg package") from None
-    return psycopg.connect(dsn, connect_timeout=POSTGRES_CONNECT_SECONDS)
+    if not read_only:
+        return psycopg.connect(dsn, connect_timeout=POSTGRES_CONNECT_SECONDS)
+    # Added to the DSN's own options (a search_path, say), not in place of them.
+    given = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
+    return psycopg.connect(dsn, connect_timeout=POSTGRES_CONNECT_SECONDS,
+                           options=f"{given} -c default_transaction_read_only=on".strip())
 
 
 def postgres_errors() -> tuple[type[BaseException], ...]:

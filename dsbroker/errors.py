@@ -488,6 +488,7 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
     Reason("FIELD_REQUIRED", "INVALID_ARGUMENT", ("field",), "a required field left blank"),
     Reason("PAGE_SIZE_INVALID", "INVALID_ARGUMENT", ("field",), "a negative page_size"),
     Reason("PAGE_TOKEN_INVALID", "INVALID_ARGUMENT", ("field",), "a page_token this server did not issue"),
+    Reason("PAGES_WITHOUT_END", "UNAVAILABLE", ("list",), "another server kept a list going past any list's end"),
     Reason("ENUM_VALUE_INVALID", "INVALID_ARGUMENT", ("field",), "a value that is not one of its enum's"),
     Reason("TIMESTAMP_INVALID", "INVALID_ARGUMENT", ("field",),
            "a timestamp outside 0001-01-01 to 9999-12-31, or with nanos out of range"),

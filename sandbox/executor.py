@@ -54,19 +54,20 @@ class PlanExecutor:
         self.contexts = PublicContexts()
         self.pending = PendingPartitions()
 
-    def execute(self, plan: pb.Plan, *, time_limit_s: float, request_id: str) -> pb.ExecutePlanResponse:
+    def execute(self, plan: pb.Plan, *, deadline: float, request_id: str) -> pb.ExecutePlanResponse:
         """Check ``plan`` as if the broker were hostile, record it, run it and release what disclosure control
-        allows; ``time_limit_s`` is what is left of the caller's deadline."""
+        allows. ``deadline`` is the caller's, on ``time.monotonic``'s clock: each step gets what is left of it,
+        and a plan whose deadline passes during its checks is refused before it is recorded."""
         if plan.dataset not in self.datasets:
             raise DsbrokerError(f"this sandbox does not serve dataset {plan.dataset!r}",
                                 reason="DATASET_NOT_SERVED", table=plan.dataset)
         policy = self.policies.check(plan)
         check_plan_fields(plan)  # every field in range before the guard reads it and the ledger records it
-        checked = self.plans.check(plan, policy, deadline=time.monotonic() + time_limit_s)
+        checked = self.plans.check(plan, policy, deadline=deadline)
         guarded = checked.guarded
         self.lookups.check(policy, guarded.lookups)  # served, with its key and columns, the key unique
         max_rows = min(plan.max_rows, guarded.max_rows, self.max_rows)
-        timeout = min(self.max_execution_seconds, time_limit_s - DEADLINE_MARGIN_SECONDS)
+        timeout = min(self.max_execution_seconds, deadline - time.monotonic() - DEADLINE_MARGIN_SECONDS)
         deadline = time.monotonic() + timeout  # the engine's and then the release's
         if timeout <= 0:
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT")

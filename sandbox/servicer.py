@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from dsbroker.records.checkpoints import Checkpoint
@@ -42,7 +44,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         self.policies = policies
 
     def ExecutePlan(self, request: pb.ExecutePlanRequest, context: grpc.ServicerContext) -> pb.ExecutePlanResponse:
-        return self.executor.execute(request.plan, time_limit_s=time_limit(context),
+        return self.executor.execute(request.plan, deadline=time.monotonic() + time_limit(context),
                                      request_id=current_request_id.get())
 
     def EncryptPartition(self, request: pb.EncryptPartitionRequest,

@@ -97,12 +97,15 @@ class AccessLog:
     def __init__(self, location: str | Path, *, signing_key: ed25519.Ed25519PrivateKey | None = None,
                  peer_keys: Iterable[ed25519.Ed25519PublicKey] = (), checkpoint_every: int = 1000,
                  checkpoint_seconds: float = 60.0, max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
-                 on_checkpoint: Callable[[Checkpoint], None] | None = None) -> None:
+                 on_checkpoint: Callable[[Checkpoint], None] | None = None, read_only: bool = False) -> None:
         """``signing_key`` seals records and signs checkpoints; without it the log is open for reading only.
         ``peer_keys`` are the other brokers' keys when several write this log. ``on_checkpoint`` hears of
-        every checkpoint this broker signs (it must not block: the writer calls it)."""
+        every checkpoint this broker signs (it must not block: the writer calls it). ``read_only`` (an
+        auditor's copy) opens the store so that nothing in it is created, migrated or changed."""
+        if read_only and signing_key is not None:
+            raise ValueError("a read-only access log signs nothing")
         self.location = str(location)
-        self.store: LogStore = open_log_store(self.location)
+        self.store: LogStore = open_log_store(self.location, read_only=read_only)
         self.signing_key = signing_key
         self._sealer = Sealer(signing_key) if signing_key else None
         self.key_id = self._sealer.key_id if self._sealer else ""

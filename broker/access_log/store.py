@@ -12,13 +12,15 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Iterator
 
 from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.records.access_record import (BOUND_COLUMNS, GENESIS_HASH, LEGACY_COLUMNS, SEAL_COLUMNS, STORED_COLUMNS,
                                    StoredRecord, from_row, to_row)
 from dsbroker.errors import ConfigError
-from dsbroker.database import Durability, connect_postgres, is_postgres, open_sqlite, postgres_errors, without_password
+from dsbroker.database import (Durability, connect_postgres, is_postgres, open_sqlite, open_sqlite_read_only,
+                               postgres_errors, without_password)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS access_log (
@@ -108,7 +110,9 @@ class RecordFilter:
 class LogStore:
     """The access log's tables; :func:`open_log_store` picks the engine from the location."""
 
-    def __init__(self, location: str, connect, *, placeholder: str, postgres: bool) -> None:
+    def __init__(self, location: str, connect, *, placeholder: str, postgres: bool, read_only: bool = False) -> None:
+        """``read_only`` (an auditor's copy): nothing is created or migrated, and a log of other columns is
+        refused rather than brought up to date."""
         self.location = location
         self._connect = connect
         self._placeholder = placeholder
@@ -117,6 +121,15 @@ class LogStore:
         self._read_connection = None
         self._read_lock = threading.Lock()
         connection = connect()
+        if read_only:
+            try:
+                if self._migration(connection) or not self._columns(connection):
+                    raise ConfigError(f"the access log at {without_password(location)} is not one this version "
+                                      "reads without changing it (no log, or one written before seals); verify it "
+                                      "where a broker has opened it")
+            finally:
+                connection.close()
+            return
         try:
             script = _TABLES.format(seq_type="BIGINT" if postgres else "INTEGER")
             for table in _TABLE_NAMES:
@@ -243,13 +256,7 @@ class LogStore:
     def _migration(self, connection) -> list[str]:
         """What brings an existing table up to date: nothing for a current or missing table, the added
         columns for a log written before seals and bounded SQL; ConfigError for anything else."""
-        cursor = connection.cursor()
-        if self._postgres:
-            cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'access_log' "
-                           "AND table_schema = current_schema()")
-            found = {row[0] for row in cursor.fetchall()}
-        else:
-            found = {row[1] for row in cursor.execute("PRAGMA table_info(access_log)").fetchall()}
+        found = self._columns(connection)
         if not found or found == set(STORED_COLUMNS):
             return []
         if found == set(LEGACY_COLUMNS):
@@ -257,6 +264,15 @@ class LogStore:
             return [f"ALTER TABLE access_log ADD COLUMN {name} {kind}" for name, kind in _ADDED_COLUMNS.items()]
         raise ConfigError(f"the access log at {without_password(self.location)} was written by another "
                           "version of dsbroker (its columns differ); keep it for auditors and start a new log")
+
+    def _columns(self, connection) -> set[str]:
+        """The access log table's columns (none when there is no table)."""
+        cursor = connection.cursor()
+        if self._postgres:
+            cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'access_log' "
+                           "AND table_schema = current_schema()")
+            return {row[0] for row in cursor.fetchall()}
+        return {row[1] for row in cursor.execute("PRAGMA table_info(access_log)").fetchall()}
 
     @staticmethod
     def _close_quietly(connection) -> None:
@@ -338,14 +354,24 @@ class WriteTransaction:
                       tuple(values[c] for c in _CHECKPOINT_COLUMNS))
 
 
-def open_log_store(location: str) -> LogStore:
-    """Open (creating if needed) the access log at ``location``: a postgresql:// DSN or a SQLite path."""
+def open_log_store(location: str, *, read_only: bool = False) -> LogStore:
+    """Open (creating if needed) the access log at ``location``: a postgresql:// DSN or a SQLite path.
+    ``read_only`` opens it as an auditor reads a copy: nothing is created, migrated or written."""
     if is_postgres(location):
         try:
-            return LogStore(location, lambda: connect_postgres(location), placeholder="%s", postgres=True)
+            return LogStore(location, lambda: connect_postgres(location, read_only=read_only), placeholder="%s",
+                            postgres=True, read_only=read_only)
         except postgres_errors() as error:
             raise ConfigError(f"cannot open the access log at {without_password(location)} "
                               f"({error.__class__.__name__})") from None
+    if read_only:
+        if not Path(location).is_file():
+            raise ConfigError(f"no access log at {location}")
+        try:
+            return LogStore(location, lambda: open_sqlite_read_only(location), placeholder="?", postgres=False,
+                            read_only=True)
+        except sqlite3.Error as error:
+            raise ConfigError(f"cannot read the access log {location} ({error})") from None
     try:
         return LogStore(location, lambda: open_sqlite(location, durability=Durability.POWER_CUT), placeholder="?",
                         postgres=False)

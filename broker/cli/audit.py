@@ -54,11 +54,7 @@ class _Source:
         if log_location:
             from broker.access_log.log import AccessLog
 
-            if "://" not in log_location and not Path(log_location).is_file():
-                from dsbroker.errors import ConfigError
-
-                raise ConfigError(f"no access log at {log_location}")
-            self.log = AccessLog(log_location)
+            self.log = AccessLog(log_location, read_only=True)  # an auditor's copy is read, never changed
         else:
             from broker.client.sdk import BrokerClient
 
@@ -344,7 +340,7 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
     head they witnessed; exit 1 on any difference."""
     from dsbroker.records.checkpoints import load_public_key
     from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
-    from dsbroker.records.executions import read_executions, verify_executions
+    from dsbroker.records.executions import LedgerUnreadable, read_executions, verify_executions
     from dsbroker.records.witnessed import (WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed,
                                             witness_marked)
 
@@ -357,7 +353,12 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
         source.close()
     bad = executed = witnessed = 0
     for ledger in ledgers:
-        executions = read_executions(ledger)
+        try:
+            executions = read_executions(ledger)
+        except LedgerUnreadable as error:  # the other ledgers are still reconciled
+            click.echo(f"problem: {ledger}: {error} [LEDGER_UNREADABLE]", err=True)
+            bad += 1
+            continue
         problems = verify_executions(executions)
         found = reconcile(records, executions)
         try:

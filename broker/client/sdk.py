@@ -13,6 +13,7 @@ from dsbroker.records.checkpoints import Checkpoint
 from broker.access_log.store import RecordFilter
 from dsbroker.records.access_record import StoredRecord, from_row
 from dsbroker.rpc.call_context import REQUEST_ID_HEADER
+from dsbroker.rpc.pagination import MOST_CATALOG_PAGES, every_page
 from dsbroker.errors import ConfigError, DsbrokerError
 from dsbroker.identity.key_binding import sign_key_binding
 from dsbroker.rpc.status import error_from_rpc_error
@@ -165,13 +166,10 @@ class BrokerClient:
 
     def datasets(self) -> list[catalog_pb2.Dataset]:
         """The owners' catalog: every dataset, described (all pages)."""
-        datasets, token = [], ""
-        while True:
+        def fetch(token: str) -> tuple[list[catalog_pb2.Dataset], str]:
             page = self._call(self._catalog.ListDatasets, catalog_pb.ListDatasetsRequest(page_token=token))
-            datasets += page.datasets
-            token = page.next_page_token
-            if not token:
-                return datasets
+            return list(page.datasets), page.next_page_token
+        return every_page(fetch, list_name="datasets", most_pages=MOST_CATALOG_PAGES)
 
     def dataset(self, name: str) -> catalog_pb2.Dataset:
         """One dataset's description."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from dsbroker.rpc.call_context import REQUEST_ID_HEADER
+from dsbroker.rpc.pagination import MOST_CATALOG_PAGES, every_page
 from dsbroker.errors import DsbrokerError, SandboxError
 from dsbroker.rpc.status import error_from_rpc_error
 from dsbroker.rpc.serving import message_options
@@ -61,13 +62,10 @@ class SandboxClient:
 
     def list_datasets(self, *, timeout_s: float = 10.0) -> list[catalog_pb2.Dataset]:
         """The sandbox's catalog: the datasets it serves, described by the owner, in name order (all pages)."""
-        datasets, token = [], ""
-        while True:
+        def fetch(token: str) -> tuple[list[catalog_pb2.Dataset], str]:
             page = self._call(self._stub.ListDatasets, pb.ListDatasetsRequest(page_token=token), timeout_s)
-            datasets += page.datasets
-            token = page.next_page_token
-            if not token:
-                return datasets
+            return list(page.datasets), page.next_page_token
+        return every_page(fetch, list_name="datasets", most_pages=MOST_CATALOG_PAGES)
 
     def _call(self, method, request, timeout_s: float, *, request_id: str = ""):
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from dsbroker.identity.auth import require_principal
@@ -17,6 +19,9 @@ from broker.v1 import policy_service_pb2_grpc as pb_grpc
 
 COLLECTION = POLICIES
 PAGES = Pages(COLLECTION, (str,), default_size=50, max_size=500)  # after the id, in id order
+
+
+log = logging.getLogger(__name__)
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
@@ -66,5 +71,10 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
 
 
 def policy_state(state: State) -> int:
-    """The PolicyState of a stored policy's state (a policy is only ever in one of a policy's states)."""
-    return pb.PolicyState.Value(f"POLICY_STATE_{state.value}")
+    """The PolicyState of a stored policy's state. A policy is only ever in one of a policy's states; one
+    stored in another (a database writer's edit) reads as unspecified, so one row cannot break a list."""
+    name = f"POLICY_STATE_{state.value}"
+    if name not in pb.PolicyState.keys():
+        log.error("policy stored in %s, which is no policy state; shown as unspecified", state.value)
+        return pb.POLICY_STATE_UNSPECIFIED
+    return pb.PolicyState.Value(name)

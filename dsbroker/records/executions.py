@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -56,12 +56,23 @@ def execution_hash(execution: Execution) -> str:
     return entry_digest(execution)
 
 
+class LedgerUnreadable(Exception):
+    """The file holds no execution ledger this version reads: no table, or other columns (an edit)."""
+
+
 def read_executions(path: str | Path) -> list[Execution]:
-    """Every entry of the execution ledger in ``path``, oldest first, read without changing the file."""
+    """Every entry of the execution ledger in ``path``, oldest first, read without changing the file;
+    LedgerUnreadable when it has no executions table or its columns are not an entry's."""
+    wanted = [f.name for f in fields(Execution)]
     with closing(open_sqlite_read_only(path)) as db:
-        cursor = db.execute("SELECT * FROM executions ORDER BY seq")
-        names = [d[0] for d in cursor.description]
-        return [Execution(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+        found = [row[1] for row in db.execute("PRAGMA table_info(executions)").fetchall()]
+        if not found:
+            raise LedgerUnreadable("the ledger has no executions table (dropped, or not a ledger)")
+        if set(found) != set(wanted):
+            odd = sorted(set(found) ^ set(wanted))
+            raise LedgerUnreadable(f"the executions table's columns are not a ledger's ({', '.join(odd)}): edited")
+        cursor = db.execute(f"SELECT {', '.join(wanted)} FROM executions ORDER BY seq")
+        return [Execution(*row) for row in cursor.fetchall()]
 
 
 def verify_executions(entries: Sequence[Execution]) -> list[str]:

@@ -8,6 +8,9 @@
   of the last item listed, texts and non-negative integers). A token that does not decode to that, for
   this list and these fields, was never issued for it: INVALID_ARGUMENT ``PAGE_TOKEN_INVALID`` with a
   ``google.rpc.BadRequest`` naming ``page_token``, never echoing it.
+- **Reading every page** of a list from another server (:func:`every_page`) stops at a token it has seen
+  and after ``most_pages``: a broken or hostile server cannot keep a client paging forever
+  (UNAVAILABLE ``PAGES_WITHOUT_END``).
 - **A page.** The store is asked for :attr:`Page.limit` items after :attr:`Page.after` (one more than the
   page holds); :meth:`Page.cut` keeps the page and writes the next token from its last item, or none when
   nothing follows.
@@ -28,12 +31,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dsbroker.errors import RequestFieldError
+from dsbroker.errors import DsbrokerError, RequestFieldError
 from dsbroker.rpc.request_fields import INT64_MAX
 
 T = TypeVar("T")
 MAX_PAGE_TOKEN_CHARS = 1024
 MAX_TOKEN_TEXT = 256  # characters of a text inside a page token (an id, a time)
+# A catalog of more datasets than 100 pages of 100 is no owner's: past it a server is looping.
+MOST_CATALOG_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,10 @@ class Pages:
                     raise ValueError("not a position")
                 if kind is str and not (type(value) is str and len(value) <= MAX_TOKEN_TEXT):
                     raise ValueError("not a name")
+                if kind is str:
+                    value.encode("utf-8")  # a lone surrogate (JSON's "\ud800") raises: no store holds it
+                    if "\x00" in value:
+                        raise ValueError("not text a store holds")
             return tuple(fields["a"])
         except (ValueError, UnicodeError, binascii.Error, RecursionError):
             raise RequestFieldError("page_token is not one this server issued for this list (with these filters)",
@@ -111,3 +120,22 @@ def _digest(fields: tuple) -> str:
 
 def _plain(value: object) -> object:
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def every_page(fetch: Callable[[str], tuple[Sequence[T], str]], *, list_name: str, most_pages: int) -> list[T]:
+    """Every item of a list another server pages: ``fetch(token)`` answers a page's items and the next token.
+
+    Stops with UNAVAILABLE ``PAGES_WITHOUT_END`` when a token comes back that was seen before, or when the
+    list runs past ``most_pages`` pages."""
+    items: list[T] = []
+    token, seen = "", set()
+    for _ in range(most_pages):
+        page, token = fetch(token)
+        items += page
+        if not token:
+            return items
+        if token in seen:
+            break
+        seen.add(token)
+    raise DsbrokerError(f"the {list_name} list did not end within {most_pages} pages; it was not read",
+                        reason="PAGES_WITHOUT_END", list=list_name)

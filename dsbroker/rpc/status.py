@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -70,12 +71,20 @@ def error_from_rpc_error(rpc_error: grpc.RpcError) -> DsbrokerError:
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     message = call.details() if call is not None else str(rpc_error)
     reason, metadata, details = code.name, {}, []
-    status = rpc_status.from_call(call) if call is not None else None  # type: ignore[arg-type]
+    try:
+        status = rpc_status.from_call(call) if call is not None else None  # type: ignore[arg-type]
+    except (ValueError, DecodeError):  # details that disagree with the status line, or do not parse
+        log.warning("a failed call's status details do not read; kept its code and message only")
+        status = None
     for detail in status.details if status else ():
         for detail_type in DETAIL_TYPES:
             if detail.Is(detail_type.DESCRIPTOR):
                 unpacked = detail_type()
-                detail.Unpack(unpacked)
+                try:
+                    detail.Unpack(unpacked)
+                except DecodeError:
+                    log.warning("a failed call's %s detail does not parse; left out", detail_type.__name__)
+                    continue
                 if isinstance(unpacked, error_details_pb2.ErrorInfo):
                     reason, metadata = unpacked.reason, dict(unpacked.metadata)
                 else:
