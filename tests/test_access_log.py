@@ -632,3 +632,23 @@ def test_a_checkpoint_forged_into_the_database_is_not_built_on_and_verify_finds_
     log.close()
     found = report(location, key_file)
     assert ("CHECKPOINT_FORGED", at) in {(p.kind, p.seq) for p in found.problems}
+
+
+def test_verify_reports_a_log_whose_append_only_triggers_were_dropped(location, key_file):
+    fill(location, key_file, 5)
+    with closing(raw(location)) as connection:  # what a writer without a key does before editing rows
+        if is_postgres(location):
+            connection.execute("DROP TRIGGER access_log_no_change ON access_log")
+        # (on SQLite, raw() has dropped every trigger already)
+    log = AccessLog(location, read_only=True)  # as an auditor reads a copy: nothing is put back
+    try:
+        found = verify_log(log.store, public_keys=[load_public_key(public_key_path(key_file))])
+    finally:
+        log.close()
+    missing = [p for p in found.problems if p.kind == "APPEND_ONLY_GUARD_MISSING"]
+    expected = (["access_log_no_change"] if is_postgres(location)
+                else [f"{table}_{kind}" for table in ("access_log", "access_log_checkpoints")
+                      for kind in ("no_update", "no_delete")])
+    assert len(missing) == 1 and all(name in missing[0].message for name in expected), found.problems
+    assert not found.intact
+    assert not any(p.kind == "APPEND_ONLY_GUARD_MISSING" for p in report(location, key_file).problems)  # put back

@@ -265,6 +265,21 @@ class LogStore:
         raise ConfigError(f"the access log at {without_password(self.location)} was written by another "
                           "version of dsbroker (its columns differ); keep it for auditors and start a new log")
 
+    def missing_append_only_guards(self) -> list[str]:
+        """The append-only triggers this log should have and does not: each one missing means its records
+        or checkpoints could be changed in place (the broker puts them back when it opens the log, so an
+        auditor's copy is where their absence shows)."""
+        if self._postgres:
+            expected = [f"{table}_{kind}" for table in _TABLE_NAMES for kind in ("no_change", "no_truncate")]
+            query = ("SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                     "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE n.nspname = current_schema() AND NOT t.tgisinternal AND t.tgenabled <> 'D'")
+        else:
+            expected = [f"{table}_{kind}" for table in _TABLE_NAMES for kind in ("no_update", "no_delete")]
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        found = {row[0] for row in self._read(query, ())}
+        return [name for name in expected if name not in found]
+
     def _columns(self, connection) -> set[str]:
         """The access log table's columns (none when there is no table)."""
         cursor = connection.cursor()

@@ -103,6 +103,12 @@ def verify_log(store, *, public_keys: Iterable[ed25519.Ed25519PublicKey] = (),
     auditor holds."""
     trusted = TrustedKeys(public_keys)
     report = Report(verified=bool(trusted))
+    guards = getattr(store, "missing_append_only_guards", None)  # a store read directly, not over gRPC
+    missing = guards() if guards is not None else None
+    if missing:
+        report.problems.append(Finding(0, "APPEND_ONLY_GUARD_MISSING", f"the log's append-only triggers are "
+                                       f"missing ({', '.join(missing)}): its rows could be changed in place; "
+                                       "compare it with a copy taken earlier"))
     stored = store.checkpoints()
     report.checkpoints = len(stored)
     _check_checkpoint_chain(stored, trusted, report)

@@ -95,6 +95,10 @@ class _Source:
             if not token:
                 return found
 
+    def missing_append_only_guards(self) -> list[str] | None:
+        """The append-only triggers a log read directly lacks; None over gRPC, where the broker would say."""
+        return self.log.store.missing_append_only_guards() if self.log is not None else None
+
     def record(self, seq: int):
         """One record, or None."""
         if self.log is not None:
