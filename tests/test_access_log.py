@@ -74,9 +74,16 @@ def raw(location):
 
 
 def tamper(location, *statements: str, parameters=()) -> None:
+    """Edit the log around its append-only triggers, as a writer without a key would (they stay off on
+    SQLite: :func:`restore_triggers` puts them back, as a careful writer would)."""
     with closing(raw(location)) as connection:
         for statement in statements:
             connection.execute(statement.replace("?", "%s") if is_postgres(location) else statement, parameters)
+
+
+def restore_triggers(location) -> None:
+    """Put the log's append-only triggers back, as opening it to write does."""
+    AccessLog(location).close()
 
 
 def stored_records(location):
@@ -161,6 +168,7 @@ def rewrite_consistently(location, seq: int) -> None:
                                f"hash = {placeholder} WHERE seq = {placeholder}",
                                (row["sql"], row["prev_hash"], row["hash"], record.seq))
             prev = changed.hash
+    restore_triggers(location)
 
 
 def test_a_consistently_rewritten_chain_is_caught_by_the_signed_checkpoint(location, key_file):

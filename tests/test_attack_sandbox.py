@@ -54,6 +54,7 @@ from sandbox.demo.data import DEMO_DATASETS, make_demo_data, split_demo_data
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+from tests.test_access_log import restore_triggers
 from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, call_raw, client_tls, dev_keys,
                             sandbox_client_tls, sign, token_for)
 
@@ -356,6 +357,7 @@ def test_a_dropped_witness_table_is_not_made_good_by_restarting_the_sandbox(demo
             raw.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
         raw.execute(f"DELETE FROM access_log_checkpoints WHERE size > {kept.size}")
         raw.execute(f"DELETE FROM access_log WHERE seq > {kept.size}")
+    restore_triggers(location)  # a careful writer leaves the triggers as they were
     runner = CliRunner()
     pinned = ["--pinned-key", str(public_key_path(broker_key))]
     assert runner.invoke(main, ["audit", "verify", "--log", location, *pinned]).exit_code == 0

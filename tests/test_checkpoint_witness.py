@@ -33,7 +33,7 @@ from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 from tests.conftest import GRANT, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, token_for
-from tests.test_access_log import rewrite_consistently, tamper
+from tests.test_access_log import restore_triggers, rewrite_consistently, tamper
 
 SQL = "SELECT street_code, COUNT(DISTINCT taxpayer_id) AS n FROM tax.declarations GROUP BY 1"
 EVERY = 4
@@ -99,6 +99,7 @@ def test_deleting_the_newest_checkpoints_and_cutting_or_rewriting_what_they_cove
     tamper(store_location, f"DELETE FROM access_log_checkpoints WHERE size > {kept.size}")
     if attack == "cut":
         tamper(store_location, f"DELETE FROM access_log WHERE seq > {kept.size}")
+        restore_triggers(store_location)  # a careful writer leaves no missing trigger behind
         # What is left is sealed and matches its checkpoints: the log alone cannot tell.
         verified = CliRunner().invoke(main, ["audit", "verify", "--log", store_location, "--pinned-key",
                                              str(public_key_path(broker_key))])
@@ -286,6 +287,7 @@ def test_the_logs_checkpoints_deleted_from_its_database_are_found_by_reconcile(
         witness, tmp_path, store_location, broker_key):
     serve(witness, tmp_path, store_location, broker_key, queries=3)
     tamper(store_location, "DELETE FROM access_log_checkpoints")
+    restore_triggers(store_location)  # a careful writer leaves no missing trigger behind
     verified = CliRunner().invoke(main, ["audit", "verify", "--log", store_location, "--pinned-key",
                                          str(public_key_path(broker_key))])
     assert verified.exit_code == 0, verified.output  # every record is still sealed; no checkpoint is only a note
