@@ -600,6 +600,7 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
            "a lookup whose key is not unique in it"),
     Reason("ENGINE_NOT_LOCKED_DOWN", "INTERNAL", (), "an engine connection whose lockdown settings do not hold"),
     Reason("DATA_FILE_MISSING", "INTERNAL", (), "the sandbox's data file does not exist"),
+    Reason("ENGINE_UNREACHABLE", "UNAVAILABLE", (), "the sandbox cannot connect to its database server"),
     Reason("SANDBOX_BUSY", "RESOURCE_EXHAUSTED", (), "the sandbox has no engine connection free"),
     Reason("EXECUTION_FAILED", "INTERNAL", ("error_class",), "the engine failed (the message is generic on purpose)"),
     Reason("GROUPS_TOO_MANY", "OUT_OF_RANGE", ("table",),

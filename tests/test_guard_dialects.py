@@ -12,16 +12,10 @@ import duckdb
 import pytest
 
 from dsbroker.guard import guard
-from tests.conftest import XUANWU, postgres_admin
+from tests.conftest import XUANWU, copy_to_postgres, postgres_admin
 from tests.guard_fixtures import read_cases
 
 ACCEPTED = read_cases("accepted.sql")
-TABLES = {"declarations": "taxpayer_id text, period date, district_code text, street_code text, industry_code text, "
-                          "industry_section text, registration_type text, size_class text, revenue bigint, "
-                          "vat_paid bigint, cit_paid bigint, iit_withheld bigint, employees integer",
-          "streets": "street_code text, street_name text, district_code text",
-          "industries": "industry_code text, industry_name text, industry_section text, section_name text",
-          "registration_types": "registration_type text, type_name text"}
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +34,7 @@ def engines(tmp_path_factory):
     try:
         server = psycopg.connect(admin.info.dsn.replace(f"dbname={admin.info.dbname}", f"dbname={database}"),
                                  autocommit=True)
-        server.execute("CREATE SCHEMA tax")
-        for table, columns in TABLES.items():
-            server.execute(f"CREATE TABLE tax.{table} ({columns})")
-            names = ", ".join(part.split()[0] for part in columns.split(", "))
-            with server.cursor().copy(f"COPY tax.{table} ({names}) FROM STDIN") as copy:
-                for row in local.execute(f"SELECT {names} FROM tax.{table}").fetchall():
-                    copy.write_row(row)
+        copy_to_postgres(local, server)
         yield local, server
         server.close()
     finally:

@@ -8,10 +8,15 @@ for the p% rule, the largest and the two largest. The sandbox then tests the rul
 withholds every sum of a dominated measure in that cell: tested per SUM argument instead,
 ``SUM(vat_paid + revenue) - SUM(revenue)`` would read a dominated VAT total. Counts, MIN and MAX are
 not subject to the rule. Contributions count by magnitude, so refunds cannot hide a dominant taxpayer.
+
+The n largest are DuckDB's ``MAX(x, n)``; other engines have no such aggregate, so there the cell's
+magnitudes are collected largest first and the first n added up (PostgreSQL: ``ARRAY_AGG`` sliced and
+unnested). Both give the same sum of the same n values, and NULL where a cell has none.
 """
 
 from __future__ import annotations
 
+import sqlglot
 import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
@@ -19,7 +24,7 @@ from dsbroker.policy.model import Dominance
 from dsbroker.guard.internal_names import CELL_PLAN_META
 
 
-def add_dominance_rule(expression: exp.Select, dominance: Dominance | None) -> exp.Select:
+def add_dominance_rule(expression: exp.Select, dominance: Dominance | None, engine_dialect: str) -> exp.Select:
     """Add, per cell, each summed measure's total of magnitudes and its largest shares (add_entity_cells
     made the per-entity totals they are computed from)."""
     if dominance is None or CELL_PLAN_META not in expression.meta:
@@ -30,14 +35,22 @@ def add_dominance_rule(expression: exp.Select, dominance: Dominance | None) -> e
         magnitude = exp.Abs(this=exp.column(names.entity_sum(measure)))
         columns.append(exp.Sum(this=magnitude.copy()).as_(names.dominance_total(index), copy=False))
         if dominance.n is not None:
-            columns.append(_largest(magnitude, dominance.n).as_(names.dominance_top(index), copy=False))
+            columns.append(_largest(magnitude, dominance.n, engine_dialect).as_(names.dominance_top(index), copy=False))
         if dominance.p is not None:
             columns.append(exp.Max(this=magnitude.copy()).as_(names.dominance_largest(index), copy=False))
-            columns.append(_largest(magnitude, 2).as_(names.dominance_top_two(index), copy=False))
+            columns.append(_largest(magnitude, 2, engine_dialect).as_(names.dominance_top_two(index), copy=False))
     expression.set("expressions", columns)
     return expression
 
 
-def _largest(magnitude: exp.Expr, n: int) -> exp.Expr:
+def _largest(magnitude: exp.Expr, n: int, engine_dialect: str) -> exp.Expr:
     """The sum of the ``n`` largest values of ``magnitude`` in a cell."""
-    return exp.Anonymous(this="LIST_SUM", expressions=[exp.Max(this=magnitude.copy(), count=exp.Literal.number(n))])
+    if engine_dialect == "duckdb":
+        return exp.Anonymous(this="LIST_SUM", expressions=[exp.Max(this=magnitude.copy(), count=exp.Literal.number(n))])
+    # The aggregate inside the subquery reads only the outer query's columns, so it aggregates the outer
+    # query's cell (SQL's rule for outer references), per grouping set under ROLLUP too.
+    value = magnitude.sql(dialect="postgres")
+    return sqlglot.parse_one(
+        f"(SELECT SUM({names.LARGEST_VALUE}) FROM UNNEST((ARRAY_AGG({value} ORDER BY {value} DESC) "
+        f"FILTER (WHERE {value} IS NOT NULL))[1:{int(n)}]) AS {names.LARGEST}({names.LARGEST_VALUE}))",
+        read="postgres")

@@ -65,6 +65,10 @@ def dominance_top_two(index: int) -> str:
     return f"__d{index}_top2"
 
 
+# Outside DuckDB: a cell's largest contributions, sorted, as a table of one column, to add up the first n.
+LARGEST = "__largest"  # the table
+LARGEST_VALUE = "__v"  # its column
+
 # Per cell and entity (the dominance rule's and the noise policy's first aggregation).
 CELLS = "__cells"  # the subquery with one row per cell and entity
 RANKED = "__ranked"  # noise: the same, with each entity's cells ranked
