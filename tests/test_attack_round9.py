@@ -44,6 +44,7 @@ from broker.query.sandbox_client import SandboxClient
 from broker.server import start_broker
 from broker.v1 import access_request_service_pb2 as requests_pb
 from broker.v1 import audit_service_pb2 as audit_pb
+from broker.v1 import audit_service_pb2_grpc as audit_grpc
 from broker.v1 import catalog_service_pb2 as catalog_pb
 from broker.v1 import catalog_service_pb2_grpc as catalog_grpc
 from broker.v1 import policy_service_pb2 as policies_pb
@@ -742,3 +743,38 @@ def test_finding_audit_verify_reads_an_auditors_copy_of_the_log_without_changing
         triggers = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
     assert triggers == [], f"audit verify recreated the dropped triggers {triggers} in the auditor's copy"
     assert hashlib.sha256(copy.read_bytes()).hexdigest() == before, "audit verify changed the auditor's copy"
+
+
+# == 9. an auditor's reads from a hostile broker =============================================================
+#
+# FINDING (found while fixing 4 and 8). Severity: LOW. Where: broker/cli/audit.py _Source walked
+# ListCheckpoints while a token came back, and handed verify whatever page ListAccessRecords answered, so a
+# broker answering the same page and token forever kept `dsbroker audit verify --broker` running forever.
+
+class _RepeatingAudit(audit_grpc.AuditServiceServicer):
+    def __init__(self, repeat: str) -> None:
+        self.repeat, self.calls = repeat, 0
+
+    def ListAccessRecords(self, request, context):
+        self.calls += 1
+        record = audit_pb.AccessRecord(seq=1, event_id="e1", event="call", decision="allow", detail_json="{}")
+        return audit_pb.ListAccessRecordsResponse(access_records=[record], next_page_token="again")
+
+    def ListCheckpoints(self, request, context):
+        self.calls += 1
+        return audit_pb.ListCheckpointsResponse(next_page_token="again" if self.repeat == "checkpoints" else "")
+
+
+@pytest.mark.parametrize("repeat", ["checkpoints", "records"])
+def test_finding_a_hostile_broker_cannot_keep_audit_verify_reading_forever(repeat):
+    audit = _RepeatingAudit(repeat)
+    fake = FakeServer(lambda server: audit_grpc.add_AuditServiceServicer_to_server(audit, server))
+    try:
+        done, outcome, thread = finishes(lambda: CliRunner().invoke(
+            main, ["audit", "verify", "--broker", f"127.0.0.1:{fake.port}", "--plaintext", "--token", "t"]), 30.0)
+        calls = audit.calls
+    finally:
+        fake.stop()
+        thread.join(10)
+    assert done, f"audit verify was still reading the broker's pages after {calls} calls"
+    assert outcome.exit_code != 0 and calls <= 10, (outcome.exit_code, calls, outcome.output)
