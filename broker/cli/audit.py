@@ -46,6 +46,10 @@ def filter_options(command):
     return command
 
 
+# Checkpoints come one per thousand records or so: 100,000 pages of 1,000 is a log no broker holds.
+MOST_CHECKPOINT_PAGES = 100_000
+
+
 class _Source:
     """Where records come from: the store itself, or the broker's AuditService."""
 
@@ -72,14 +76,17 @@ class _Source:
         if token is _END:
             return []
         if token is None:  # a start the broker gave no token for: walk from the beginning
-            records, token = [], ""
+            records, token, seen = [], "", set()
             while True:
                 page, token = self.client.list_access_records(page_size=1000, page_token=token, where=where)
                 records += [r for r in page if r.seq > after]
-                if not token or (limit and len(records) >= limit):
+                if not token or token in seen or (limit and len(records) >= limit):  # a repeated token: a loop
                     return records[:limit] if limit else records
+                seen.add(token)
         page, next_token = self.client.list_access_records(page_size=min(limit or 1000, 1000), page_token=token,
                                                            where=where)
+        # Only records past ``after``: a broker that answers the same page again ends the walk, not loops it.
+        page = [r for r in page if r.seq > after]
         if page:
             self._tokens[page[-1].seq] = next_token or _END
         return page
@@ -88,12 +95,11 @@ class _Source:
         """Every checkpoint, oldest first."""
         if self.log is not None:
             return self.log.checkpoints()
-        found, token = [], ""
-        while True:
-            page, token = self.client.list_checkpoints(page_size=1000, page_token=token)
-            found += page
-            if not token:
-                return found
+        from dsbroker.rpc.pagination import every_page
+
+        client = self.client
+        return every_page(lambda token: client.list_checkpoints(page_size=1000, page_token=token),
+                          list_name="checkpoints", most_pages=MOST_CHECKPOINT_PAGES)
 
     def missing_append_only_guards(self) -> list[str] | None:
         """The append-only triggers a log read directly lacks; None over gRPC, where the broker would say."""
