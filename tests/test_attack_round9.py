@@ -778,3 +778,35 @@ def test_finding_a_hostile_broker_cannot_keep_audit_verify_reading_forever(repea
         thread.join(10)
     assert done, f"audit verify was still reading the broker's pages after {calls} calls"
     assert outcome.exit_code != 0 and calls <= 10, (outcome.exit_code, calls, outcome.output)
+
+
+# FINDING (found in the review of this change): SandboxClient.list_statements, which the broker calls at
+# start to learn the owner's revocations again, was the same unbounded walk as list_datasets: a broken
+# sandbox kept the broker from starting. Expected: the walk ends (PAGES_WITHOUT_END) and the broker's
+# PolicySync logs it and goes on without that sandbox's statements.
+
+class _EndlessStatements(sandbox_grpc.SandboxServiceServicer):
+    def __init__(self, fresh: bool) -> None:
+        self.fresh, self.calls = fresh, 0
+
+    def ListPolicyStatements(self, request, context):
+        self.calls += 1
+        return sandbox_pb.ListPolicyStatementsResponse(
+            statements=[f"statement {self.calls}"], next_page_token=f"page-{self.calls}" if self.fresh else "again")
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["same-token", "new-token-each-page"])
+def test_finding_a_broken_sandbox_cannot_keep_the_broker_reading_its_statements_forever(fresh):
+    sandbox = _EndlessStatements(fresh)
+    fake = FakeServer(lambda server: sandbox_grpc.add_SandboxServiceServicer_to_server(sandbox, server))
+    client = SandboxClient(f"127.0.0.1:{fake.port}", tls=None, max_message_bytes=4 * 1024 * 1024)
+    try:
+        done, outcome, thread = finishes(lambda: client.list_statements(timeout_s=5), 60.0)
+        calls = sandbox.calls
+    finally:
+        fake.stop()
+        thread.join(10)
+        client.close()
+    assert done, f"SandboxClient.list_statements() was still following the sandbox's tokens after {calls} pages"
+    assert isinstance(outcome, DsbrokerError) and outcome.reason == "PAGES_WITHOUT_END", outcome
+    assert calls <= 1000, calls
