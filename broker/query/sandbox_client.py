@@ -15,6 +15,10 @@ from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
 
+# The owner's statements are revocations, a few a year: a thousand pages of a thousand is no sandbox's.
+STATEMENTS_PER_PAGE = 1000
+MOST_STATEMENT_PAGES = 1000
+
 class SandboxClient:
     """Calls one sandbox over a long-lived channel (no per-query connection set-up)."""
 
@@ -43,14 +47,11 @@ class SandboxClient:
 
     def list_statements(self, *, timeout_s: float = 10.0) -> list[str]:
         """Every owner's statement the sandbox holds, oldest first (all pages)."""
-        statements, token = [], ""
-        while True:
-            page = self._call(self._stub.ListPolicyStatements, pb.ListPolicyStatementsRequest(page_token=token),
-                              timeout_s)
-            statements += page.statements
-            token = page.next_page_token
-            if not token:
-                return statements
+        def fetch(token: str) -> tuple[list[str], str]:
+            page = self._call(self._stub.ListPolicyStatements, pb.ListPolicyStatementsRequest(
+                page_size=STATEMENTS_PER_PAGE, page_token=token), timeout_s)
+            return list(page.statements), page.next_page_token
+        return every_page(fetch, list_name="policy statements", most_pages=MOST_STATEMENT_PAGES)
 
     def witness(self, checkpoints, proofs, *, timeout_s: float) -> pb.WitnessCheckpointResponse:
         """Ask the sandbox to witness ``checkpoints`` (dsbroker.records.checkpoints.Checkpoint, oldest first), each
