@@ -695,8 +695,10 @@ def test_pin_a_plan_naming_its_policy_by_resource_name_or_another_id_is_refused(
 # Fix: read the known columns by name; report a missing table or unknown columns as discrepancies
 # (e.g. LEDGER_TABLE_MISSING, LEDGER_ALTERED) and go on with the other ledgers, exiting 1.
 
-@pytest.mark.parametrize("edit", ["DROP TABLE executions", "ALTER TABLE executions ADD COLUMN note TEXT"],
-                         ids=["table-dropped", "column-added"])
+@pytest.mark.parametrize("edit", ["DROP TABLE executions", "ALTER TABLE executions ADD COLUMN note TEXT",
+                                  # found in the review: the witness table of the same file, read the same way
+                                  "ALTER TABLE witnessed_checkpoints ADD COLUMN note TEXT"],
+                         ids=["table-dropped", "column-added", "witness-column-added"])
 def test_finding_reconcile_reports_an_edited_ledger_instead_of_crashing(tmp_path, edit):
     log_path = tmp_path / "access-log.sqlite"
     writing_log(log_path).close()
