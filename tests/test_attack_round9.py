@@ -58,6 +58,7 @@ from dsbroker.policy.model import load_policy
 from dsbroker.rpc.status import error_from_rpc_error
 from dsbroker.v1 import catalog_pb2
 from sandbox.checks.plan import CheckedPlan
+from sandbox.ledgers.checkpoint_witness import CheckpointWitness
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
@@ -707,6 +708,12 @@ def test_finding_reconcile_reports_an_edited_ledger_instead_of_crashing(tmp_path
     ledger.record(sandbox_pb.Plan(dataset="tax.declarations", sql="SELECT 1", policy_id=GRANT, policy_version=1,
                                   max_rows=1, execution_id="r9-execution"), request_id="r9")
     ledger.close()
+    # The sandbox's witness ledger lives in the same file; one entry in it (read before any hash is checked).
+    CheckpointWitness(ledger_path, broker_keys=[], witness_key=None, witness_id="sandbox-a").close()
+    with closing(sqlite3.connect(ledger_path)) as db:
+        db.execute("INSERT INTO witnessed_checkpoints (seq, at, kind, size, root, checkpoint_hash, checkpoint, "
+                   "countersignature, prev_hash, hash) VALUES (1, '', 'fork', 1, '', '', '{}', '', '', '')")
+        db.commit()
     with closing(sqlite3.connect(ledger_path)) as db:  # a database writer, without any key
         db.execute(edit)
         db.commit()
