@@ -350,7 +350,8 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
     head they witnessed; exit 1 on any difference."""
     from dsbroker.records.checkpoints import load_public_key
     from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
-    from dsbroker.records.executions import LedgerUnreadable, read_executions, verify_executions
+    from dsbroker.records.chain import LedgerUnreadable
+    from dsbroker.records.executions import read_executions, verify_executions
     from dsbroker.records.witnessed import (WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed,
                                             witness_marked)
 
@@ -377,6 +378,9 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
             entries = []
             found.append(Discrepancy(ledger, "WITNESS_TABLE_MISSING", "the ledger has no witnessed checkpoints "
                                      "table: written by an older dsbroker, or the table was dropped"))
+        except LedgerUnreadable as error:
+            entries = []
+            found.append(Discrepancy(ledger, "LEDGER_UNREADABLE", str(error)))
         else:
             if not entries and witness_marked(ledger):
                 found.append(Discrepancy(ledger, "WITNESS_HISTORY_LOST", "the ledger is marked as having witnessed "

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
-from typing import Any, Callable, Protocol, Sequence
+import sqlite3
+from dataclasses import fields
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 from dsbroker.records.access_record import GENESIS_HASH, canonical_json
+
+E = TypeVar("E")
+
+
+class LedgerUnreadable(Exception):
+    """A ledger's table is missing, or its columns are not an entry's (an edit)."""
 
 
 class ChainEntry(Protocol):
@@ -41,3 +49,16 @@ def chain_problems(entries: Sequence[ChainEntry], digest: Callable[[Any], str], 
             problems.append(f"{what} {entry.seq}: contents do not match its hash (altered)")
         expected, prev = entry.seq + 1, entry.hash
     return problems
+
+
+def read_entries(db: sqlite3.Connection, table: str, entry: type[E]) -> list[E]:
+    """Every row of ``table`` as an ``entry`` (a dataclass whose fields are the columns), oldest first;
+    LedgerUnreadable when the table is missing or its columns are not the entry's fields."""
+    wanted = [f.name for f in fields(entry)]  # type: ignore[arg-type]
+    found = [row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()]
+    if not found:
+        raise LedgerUnreadable(f"the ledger has no {table} table (dropped, or not a ledger)")
+    if set(found) != set(wanted):
+        odd = sorted(set(found) ^ set(wanted))
+        raise LedgerUnreadable(f"the {table} table's columns are not a ledger's ({', '.join(odd)}): edited")
+    return [entry(*row) for row in db.execute(f"SELECT {', '.join(wanted)} FROM {table} ORDER BY seq").fetchall()]

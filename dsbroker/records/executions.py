@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import closing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
 from dsbroker.database import open_sqlite_read_only
 from dsbroker.records.access_record import canonical_json
-from dsbroker.records.chain import chain_problems, entry_digest
+from dsbroker.records.chain import chain_problems, entry_digest, read_entries
 
 
 @dataclass(frozen=True)
@@ -56,23 +56,11 @@ def execution_hash(execution: Execution) -> str:
     return entry_digest(execution)
 
 
-class LedgerUnreadable(Exception):
-    """The file holds no execution ledger this version reads: no table, or other columns (an edit)."""
-
-
 def read_executions(path: str | Path) -> list[Execution]:
     """Every entry of the execution ledger in ``path``, oldest first, read without changing the file;
     LedgerUnreadable when it has no executions table or its columns are not an entry's."""
-    wanted = [f.name for f in fields(Execution)]
     with closing(open_sqlite_read_only(path)) as db:
-        found = [row[1] for row in db.execute("PRAGMA table_info(executions)").fetchall()]
-        if not found:
-            raise LedgerUnreadable("the ledger has no executions table (dropped, or not a ledger)")
-        if set(found) != set(wanted):
-            odd = sorted(set(found) ^ set(wanted))
-            raise LedgerUnreadable(f"the executions table's columns are not a ledger's ({', '.join(odd)}): edited")
-        cursor = db.execute(f"SELECT {', '.join(wanted)} FROM executions ORDER BY seq")
-        return [Execution(*row) for row in cursor.fetchall()]
+        return read_entries(db, "executions", Execution)
 
 
 def verify_executions(entries: Sequence[Execution]) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dsbroker.database import open_sqlite_read_only
-from dsbroker.records.chain import chain_problems, entry_digest
+from dsbroker.records.chain import chain_problems, entry_digest, read_entries
 from dsbroker.records.checkpoints import Countersignature
 
 WITNESSED_MARK = "witnessed"
@@ -52,14 +52,12 @@ def entry_hash(entry: Witnessed) -> str:
 
 def read_witnessed(path: str | Path) -> list[Witnessed]:
     """Every entry of the witness ledger in ``path``, oldest first, read without changing the file;
-    raises WitnessTableMissing when the file has no witness table."""
+    raises WitnessTableMissing when the file has no witness table, LedgerUnreadable when its columns are
+    not an entry's."""
     with closing(open_sqlite_read_only(path)) as db:
-        try:
-            cursor = db.execute("SELECT * FROM witnessed_checkpoints ORDER BY seq")
-        except sqlite3.OperationalError:
-            raise WitnessTableMissing(str(path)) from None
-        names = [d[0] for d in cursor.description]
-        return [Witnessed(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+        if not db.execute("PRAGMA table_info(witnessed_checkpoints)").fetchall():
+            raise WitnessTableMissing(str(path))
+        return read_entries(db, "witnessed_checkpoints", Witnessed)
 
 
 def witness_marked(path: str | Path) -> bool:
