@@ -68,7 +68,7 @@ class PlanExecutor:
         self.lookups.check(policy, guarded.lookups)  # served, with its key and columns, the key unique
         max_rows = min(plan.max_rows, guarded.max_rows, self.max_rows)
         timeout = min(self.max_execution_seconds, deadline - time.monotonic() - DEADLINE_MARGIN_SECONDS)
-        deadline = time.monotonic() + timeout  # the engine's and then the release's
+        run_deadline = time.monotonic() + timeout  # the engine's and then the release's
         if timeout <= 0:
             raise DsbrokerError("the deadline passed before the query could start", reason="QUERY_TIMEOUT")
         key: RequesterKey | None = None
@@ -96,7 +96,7 @@ class PlanExecutor:
             return self._encrypted(plan, policy, guarded, result, key, max_rows=max_rows)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=engine_cap(guarded, max_rows))
         check_size(guarded, result.truncated, dataset=plan.dataset)
-        released = release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=deadline)
+        released = release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=run_deadline)
         truncated = released.truncated or (result.truncated and not guarded.cells.whole_table)
         return pb.ExecutePlanResponse(
             table=encode_table(released.names, released.types, released.rows, withheld=released.withheld,
