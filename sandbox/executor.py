@@ -24,6 +24,7 @@ from sandbox.checks.lookups import LookupChecker
 from sandbox.checks.plan import PlanGuardChecker
 from sandbox.checks.plan_fields import check_plan_fields
 from sandbox.checks.policy import PlanPolicyChecker
+from sandbox.audit.auditor import Auditor
 from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.disclosure.noise import noisy_answer
 from sandbox.disclosure.release import check_size, engine_cap, release
@@ -40,7 +41,7 @@ class PlanExecutor:
 
     def __init__(self, engine: Engine, datasets: set[str], *, policies: PlanPolicyChecker, plans: PlanGuardChecker,
                  lookups: LookupChecker, max_rows: int, max_execution_seconds: float, executions: ExecutionLedger,
-                 ledger: PrivacyLedger | None, data_version: str) -> None:
+                 ledger: PrivacyLedger | None, data_version: str, auditor: Auditor | None = None) -> None:
         self.engine = engine
         self.datasets = datasets
         self.policies = policies
@@ -51,6 +52,7 @@ class PlanExecutor:
         self.executions = executions
         self.ledger = ledger
         self.data_version = data_version
+        self.auditor = auditor
         self.contexts = PublicContexts()
         self.pending = PendingPartitions()
 
@@ -96,14 +98,25 @@ class PlanExecutor:
             return self._encrypted(plan, policy, guarded, result, key, max_rows=max_rows)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=engine_cap(guarded, max_rows))
         check_size(guarded, result.truncated, dataset=plan.dataset)
-        released = release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=run_deadline)
+        released = self._release(result, guarded, max_rows=max_rows, deadline=run_deadline)
         truncated = released.truncated or (result.truncated and not guarded.cells.whole_table)
         return pb.ExecutePlanResponse(
             table=encode_table(released.names, released.types, released.rows, withheld=released.withheld,
                                rolled_up=released.rolled_up),
             truncated=truncated, engine_micros=result.micros, cells_withheld=released.counts["dominance"],
             threshold_cells_withheld=released.counts["min_entities"],
-            secondary_cells_withheld=released.counts["secondary"], sandbox_id=self.executions.sandbox_id)
+            secondary_cells_withheld=released.counts["secondary"], audit_cells_withheld=released.counts["audit"],
+            audited=self.auditor is not None, sandbox_id=self.executions.sandbox_id)
+
+    def _release(self, result: EngineResult, guarded: GuardedQuery, *, max_rows: int, deadline: float):
+        """Disclosure control on the engine's cells, the released-cell auditor included: under the dataset's
+        audit lock, so that two answers audited at once cannot each pass alone."""
+        auditor = self.auditor
+        if auditor is None:  # the owner turned the auditor off (audit_released_cells = false)
+            return release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=deadline)
+        with auditor.lock(guarded.dataset):
+            return release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=deadline,
+                           audit=lambda cells: auditor.audit(guarded, cells, deadline=deadline))
 
     def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result: EngineResult,
                    key: RequesterKey, *, max_rows: int) -> pb.ExecutePlanResponse:

@@ -29,6 +29,7 @@ from sandbox.checks.policy import PlanPolicyChecker
 from sandbox.ledgers.policies import PolicyLedger
 from sandbox.checks.policy_standing import PolicyStanding
 from sandbox.ledgers.privacy import PrivacyLedger
+from sandbox.ledgers.released_cells import ReleasedCellLedger
 from sandbox.servicer import SandboxServicer
 from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
 
@@ -95,6 +96,10 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         raise
     policies = PlanPolicyChecker(trust, standing=standing, owner_timezone=owner_timezone(settings.owner_timezone))
     ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
+    released = ReleasedCellLedger(settings.released_cells or data_file.with_name(data_file.name + ".released.sqlite")) \
+        if settings.audit_released_cells else None
+    if released is None:
+        log.warning("the released-cell auditor is off: exact answers are not checked against cells released before")
     ledger_file = Path(settings.execution_ledger or data_file.with_name(data_file.name + ".executions.sqlite"))
     executions = ExecutionLedger(ledger_file,
                                  sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{data_file.stem}")
@@ -107,14 +112,15 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans,
                         lookups=LookupChecker.for_engine(engine, datasets), max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds, executions=executions,
-                        witness=witness, ledger=ledger, data_version=f"{stat.st_size}:{stat.st_mtime_ns}"), server)
+                        witness=witness, ledger=ledger, data_version=f"{stat.st_size}:{stat.st_mtime_ns}",
+                        released=released), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
     log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
     return Running(server, health, port, settings.grace_seconds,
                    on_stop=[engine.close, ledger.close, executions.close, witness.close,
-                            policy_ledger.close])
+                            policy_ledger.close, *([released.close] if released is not None else [])])
 
 
 def _witness(settings: SandboxSettings, ledger_file: Path, sandbox_id: str) -> CheckpointWitness:

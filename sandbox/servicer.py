@@ -14,6 +14,8 @@ from sandbox.checks.lookups import LookupChecker
 from sandbox.checks.plan import PlanGuardChecker
 from sandbox.checks.policy import PlanPolicyChecker
 from sandbox.engine.interface import Engine
+from sandbox.audit.auditor import Auditor
+from sandbox.ledgers.released_cells import ReleasedCellLedger
 from sandbox.executor import PlanExecutor
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
 from sandbox.ledgers.executions import ExecutionLedger
@@ -31,13 +33,15 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
     def __init__(self, engine: Engine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
                  plans: PlanGuardChecker, lookups: LookupChecker, max_rows: int, max_execution_seconds: float,
                  executions: ExecutionLedger, witness: CheckpointWitness, ledger: PrivacyLedger | None = None,
-                 data_version: str = "") -> None:
+                 data_version: str = "", released: ReleasedCellLedger | None = None) -> None:
         """``executions`` records every plan before it runs; ``witness`` witnesses the broker's log
         checkpoints; ``ledger`` keeps noise budgets and answers (noise plans are refused without one);
-        ``data_version`` identifies the data, so a stored noisy answer is not returned for other data."""
+        ``data_version`` identifies the data, so a stored noisy answer is not returned for other data;
+        ``released`` keeps the exact cells released, for the auditor (without it, the owner's choice, none is run)."""
         self.executor = PlanExecutor(engine, datasets, policies=policies, plans=plans, lookups=lookups,
                                      max_rows=max_rows, max_execution_seconds=max_execution_seconds,
-                                     executions=executions, ledger=ledger, data_version=data_version)
+                                     executions=executions, ledger=ledger, data_version=data_version,
+                                     auditor=Auditor(engine, released) if released is not None else None)
         self.executions = executions
         self.witness = witness
         self.catalog = catalog

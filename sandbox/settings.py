@@ -45,6 +45,12 @@ class SandboxSettings:
                                "<data name>.catalog.yaml beside the data file when it exists")
     privacy_ledger: str = setting("", "SQLite file where the sandbox keeps what noise policies spent and their "
                                      "answers; empty: beside the data file, <data>.privacy.sqlite")
+    audit_released_cells: bool = setting(True, "check every exact answer against the cells released before in "
+                                               "its dataset and withhold what would give a taxpayer away (the "
+                                               "released-cell auditor); off releases cells that differencing "
+                                               "across queries can combine")
+    released_cells: str = setting("", "SQLite file where the sandbox keeps every exact cell it has released, for the "
+                                      "released-cell auditor; empty: beside the data file, <data>.released.sqlite")
     execution_ledger: str = setting("", "SQLite file where the sandbox records every plan before running it, for "
                                         "auditors to reconcile with the broker's log; empty: beside the data "
                                         "file, <data>.executions.sqlite")

@@ -7,6 +7,8 @@ shape, never on the data; the counts are the sandbox's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from broker.v1 import query_service_pb2 as pb
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard.noise_calibration import column_scale, half_width, plan_calibration
@@ -74,7 +76,20 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
             rule="dominance", column=guarded.entity, threshold=dominance.n or 2,
             cells_withheld=result.cells_withheld,
             description=f"a SUM or AVG cell is withheld when {' or '.join(tests)}{counted(result.cells_withheld)}"))
+    if not ran or result.audited:
+        rules.append(_audit_rule(guarded, result, counted))
     return rules
+
+
+def _audit_rule(guarded: GuardedQuery, result: sandbox_pb.ExecutePlanResponse,
+                counted: Callable[[int], str]) -> pb.DisclosureRule:
+    return pb.DisclosureRule(
+        rule="audit", column=guarded.entity, threshold=guarded.min_entities,
+        cells_withheld=result.audit_cells_withheld,
+        description=f"a cell is withheld when, with the cells of {guarded.dataset} released before (to any "
+                    f"department), it would give away a total of fewer than {guarded.min_entities} distinct "
+                    f"{guarded.entity} values or one the other rules withhold"
+                    + counted(result.audit_cells_withheld))
 
 
 def _noise_rules(guarded: GuardedQuery, noise: results_pb2.NoiseReport, *, ran: bool) -> list[pb.DisclosureRule]:

@@ -151,6 +151,7 @@ class QueryPipeline:
                 "cells_withheld": response.cells_withheld,
                 "threshold_cells_withheld": response.threshold_cells_withheld,
                 "secondary_cells_withheld": response.secondary_cells_withheld,
+                "audit_cells_withheld": response.audit_cells_withheld,
                 "result_sha256": digest, **_noise_detail(response)}, **base), synced=False)
         return QueryOutcome(response, guarded, policy, seq)
 
@@ -212,7 +213,8 @@ def _since(started: float) -> float:
 
 
 def _withheld(response: sandbox_pb.ExecutePlanResponse) -> int:
-    return response.cells_withheld + response.threshold_cells_withheld + response.secondary_cells_withheld
+    return (response.cells_withheld + response.threshold_cells_withheld + response.secondary_cells_withheld
+            + response.audit_cells_withheld)
 
 
 def _reason(error: Exception) -> str:

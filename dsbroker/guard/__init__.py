@@ -57,7 +57,7 @@ from dsbroker.guard.release_plan import CellPlan
 from dsbroker.guard.resolve_table import resolve_table
 from dsbroker.guard.split_cells import split_cells
 from dsbroker.guard.translate_date_parts import translate_date_parts
-from dsbroker.guard.internal_names import CELL_PLAN_META, NOISE_PLAN_META
+from dsbroker.guard.internal_names import CELL_PLAN_META, COVERAGE_META, NOISE_PLAN_META
 from dsbroker.results.parameters import SLOTS
 from dsbroker.policy.model import Dominance, Policy, bind_row_filter
 
@@ -114,6 +114,9 @@ class GuardedQuery:
     dominance: Dominance | None = None  # the rule the sandbox applies to the cells' largest contributions
     suppression: str = "mark"  # the policy's: withheld cells are marked, or their rows dropped
     encrypted: bool = False  # the cells leave the sandbox encrypted under the requester's key
+    # SELECT <the cell keys> FROM/JOIN/WHERE of the cell query, in the engine's dialect: which rows each cell
+    # adds up (the released-cell auditor, sandbox.audit, reads it). Empty under a noise plan.
+    coverage: str = ""
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -185,6 +188,9 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
             action = "checked" if before is None else "rewrote" if expression.sql() != before else "unchanged"
             steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
     joined = {join.this.name for join in _joins(expression)}
+    coverage = expression.meta.get(COVERAGE_META)
+    if coverage is not None:
+        coverage = translate_date_parts(qualify_joined_columns(coverage), engine_dialect)
     limit = expression.args.get("limit")
     return GuardedQuery(
         sql=expression.sql(dialect=engine_dialect, comments=False, copy=False),  # the tree is not used again
@@ -199,6 +205,7 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         dominance=policy.dominance,
         suppression=suppression,
         encrypted=encrypted,
+        coverage=coverage.sql(dialect=engine_dialect, comments=False) if coverage is not None else "",
     )
 
 

@@ -19,6 +19,7 @@ LINEAR_FORM_META = "linear_form"  # on an aggregate: the linear form of measures
 CELL_PLAN_META = "cell_plan"  # on the cell query: the CellPlan the sandbox computes from released cells
 RELEASED_FIRST_META = "released_first"  # on the encrypted order's first term: the threshold k it tests
 NOISE_PLAN_META = "noise_plan"  # on the cell query of a noise policy: the NoisePlan
+COVERAGE_META = "coverage"  # on the cell query: SELECT <its keys> FROM/JOIN/WHERE, what each cell covers
 
 # The cell table the engine returns (split_cells): group keys, then statistics, then the threshold's count.
 ENTITIES = "__entities"  # distinct entities per cell: the threshold's count

@@ -27,7 +27,8 @@ from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
                                        Statistic, statistics_read)
 from dsbroker.policy.model import Dominance, Noise
-from dsbroker.guard.internal_names import CELL_PLAN_META, LINEAR_FORM_META, RELEASED_FIRST_META, TOTALS_META
+from dsbroker.guard.internal_names import (CELL_PLAN_META, COVERAGE_META, LINEAR_FORM_META,
+                                           RELEASED_FIRST_META, TOTALS_META)
 
 # Where HAVING or ORDER BY by a value must see every cell, the engine may return this many times the
 # grant's cap. Those cells are the ones the answer shows or marks (where small cells are dropped, the
@@ -95,6 +96,7 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
     if size > MOST_OPERATIONS:
         refuse("split_cells", "QUERY_TOO_COMPLEX", f"the query is too complex to check: what it computes from each "
                f"cell takes more than {MOST_OPERATIONS} operations")
+    coverage = _coverage(expression, keys)
     cells = exp.Select(expressions=[aliased(key.copy(), names.key(i)) for i, key in enumerate(keys)]
                        + [aliased(_statistic_sql(s, entity), names.statistic(i))
                           for i, s in enumerate(plan.statistics)])
@@ -124,7 +126,20 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
     cells.set("limit", exp.Limit(expression=exp.Literal.number(engine_limit)))
     cells.meta.update(expression.meta)
     cells.meta[CELL_PLAN_META] = plan
+    cells.meta[COVERAGE_META] = coverage
     return cells
+
+
+def _coverage(expression: exp.Select, keys: list[exp.Expr]) -> exp.Select:
+    """SELECT <the keys> FROM/JOIN/WHERE of the query: the rows each cell adds up (``GuardedQuery.coverage``)."""
+    coverage = exp.Select(expressions=[aliased(key.copy(), names.key(i)) for i, key in enumerate(keys)] or
+                          [exp.Literal.number(1)])
+    for arg in ("from_", "where"):
+        if expression.args.get(arg):
+            coverage.set(arg, expression.args[arg].copy())
+    if expression.args.get("joins"):
+        coverage.set("joins", [join.copy() for join in expression.args["joins"]])
+    return coverage
 
 
 class _Lowering:

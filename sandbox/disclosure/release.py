@@ -36,6 +36,7 @@ from dsbroker.guard import GuardedQuery
 from dsbroker.guard import internal_names as names
 from dsbroker.guard.release_plan import CellPlan, Key, statistics_read
 from dsbroker.policy.model import Dominance
+from sandbox.audit.auditor import Audit, AnswerCell
 from sandbox.disclosure.evaluate import (ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key,
                                          wire_value)
 
@@ -58,11 +59,13 @@ _NOTHING: frozenset[int] = frozenset()
 
 def release(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
             max_rows: int | None = None, deadline: float | None = None,
-            clock: Callable[[], float] = time.monotonic) -> Release:
+            clock: Callable[[], float] = time.monotonic, audit: Audit | None = None) -> Release:
     """Apply disclosure control to the engine's cell table for ``guarded`` and compute the answer from it.
 
     ``max_rows`` cuts the answer (flagging it truncated); by default the guard's cap. Past ``deadline``
     (on ``clock``) the release stops (DEADLINE_EXCEEDED ``QUERY_TIMEOUT``), as the engine would.
+    ``audit``, given the cells the rules release, says which of their statistics it withholds besides
+    (``sandbox.audit``); it runs before HAVING, ORDER BY and the outputs, which then see them as NULL.
     """
     plan = guarded.cells
     layout = layout_of(names_, types, plan)
@@ -77,7 +80,7 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
                                                        deadline=deadline, clock=clock)
     withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
     direct = program.direct
-    answered = []  # (row as released, values, marked, why withheld: 0 released, 1 threshold, 2 secondary)
+    controlled = []  # (row index, row as released, marked, why withheld: 0 released, 1 threshold, 2 secondary, counts)
     for index, row in enumerate(rows):
         if deadline is not None and not index % 1024 and clock() > deadline:
             _ran_late()
@@ -92,10 +95,15 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
         elif check_parts:
             seen, marked, few, dominated = _withheld_parts(row, layout, program, k, dominance,
                                                            secondary_sums.get(index, _NOTHING))
+        controlled.append((index, seen, marked, 1 if under[index] else 2 if whole else 0, [few, dominated, 0]))
+    if audit is not None:
+        _audit(controlled, rows, plan, layout, program, audit)
+    answered = []  # (row as released, values, marked, why withheld, (few, dominated, audited))
+    for _, seen, marked, why, withheld_counts in controlled:
         if program.having is not None and program.having(seen) is not True:
             continue
         values = direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs)
-        answered.append((seen, values, marked, 1 if under[index] else 2 if whole else 0, (few, dominated)))
+        answered.append((seen, values, marked, why, withheld_counts))
     if not plan.engine_ordered:
         _order(answered, program)
         if deadline is not None and clock() > deadline:
@@ -113,20 +121,21 @@ def _answer_rows(answered: list[tuple], plan: CellPlan, layout: Layout, program:
                  ) -> tuple[list[tuple], list[frozenset[int]], list[frozenset[int]], dict[str, int]]:
     """The answer's rows on the wire, the cells withheld in each, the keys each total spans, and the
     withheld cells counted by the rule that withheld them."""
-    counts = {"min_entities": 0, "dominance": 0, "secondary": 0}
+    counts = {"min_entities": 0, "dominance": 0, "secondary": 0, "audit": 0}
     cells_here = len(program.cells)
     grouping_at, last = layout.grouping, len(plan.totals) - 1
     direct, kinds = program.direct, program.kinds
     released, withheld, rolled_up = [], [], []
-    for seen, values, marked, why, (few, dominated) in answered:
+    for seen, values, marked, why, (few, dominated, audited) in answered:
         if why == 1:
             counts["min_entities"] += cells_here
         elif why == 2:
             counts["secondary"] += cells_here
-        else:  # a sum too few entities make up counts under the threshold; then dominance; then secondary
+        else:  # a sum too few entities make up counts under the threshold; then dominance; secondary; audit
             counts["min_entities"] += few
             counts["dominance"] += dominated
-            counts["secondary"] += len(marked) - few - dominated
+            counts["audit"] += audited
+            counts["secondary"] += len(marked) - few - dominated - audited
         released.append(values if direct is not None else
                         tuple(wire_value(value, kind) for value, kind in zip(values, kinds, strict=True)))
         withheld.append(marked)
@@ -173,6 +182,32 @@ def _withheld_parts(row: tuple, layout: Layout, program: _Program, k: int, domin
     few = sum(1 for i in marked if program.reads[i] & thin)
     dominated = sum(1 for i in marked if program.reads[i] & crowded and not program.reads[i] & thin)
     return seen, marked, few, dominated
+
+
+def _audit(controlled: list, rows: list[tuple], plan: CellPlan, layout: Layout, program: _Program,
+           audit: Audit) -> None:
+    """Ask ``audit`` about the cells the rules release and withhold, in place, the statistics it names."""
+    positions = layout.columns.statistics
+    read = {i for o in plan.outputs for i in statistics_read(o.node)} | statistics_read(plan.having) | {
+        i for o in plan.order for i in statistics_read(o.node)}
+    levels = len(plan.totals)
+    cells = []
+    for place, (index, seen, _, why, _) in enumerate(controlled):
+        if why:
+            continue
+        statistics = frozenset(i for i in read if seen[positions[i]] is not None)
+        if not statistics:
+            continue
+        fixed = levels - bin(seen[layout.grouping]).count("1") if levels else plan.keys
+        keys = tuple(rows[index][p] for p in layout.columns.keys[:fixed])
+        cells.append(AnswerCell(place, fixed, keys, statistics, rows[index][positions[0]] or 0))
+    for place, statistics in audit(cells).items():
+        index, seen, marked, why, withheld_counts = controlled[place]
+        hidden = frozenset(positions[i] for i in statistics)
+        seen = tuple(None if p in hidden else value for p, value in enumerate(seen))
+        newly = frozenset(i for i in program.cells if program.reads[i] & hidden) - marked
+        withheld_counts[2] += len(newly)
+        controlled[place] = (index, seen, marked | newly, why, withheld_counts)
 
 
 def _ran_late() -> None:

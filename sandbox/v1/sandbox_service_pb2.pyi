@@ -111,7 +111,7 @@ class EncryptPartitionResponse(_message.Message):
     def __init__(self, encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ..., sandbox_id: _Optional[str] = ...) -> None: ...
 
 class ExecutePlanResponse(_message.Message):
-    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld", "sandbox_id", "encrypted", "partition_groups")
+    __slots__ = ("table", "truncated", "engine_micros", "cells_withheld", "noise", "threshold_cells_withheld", "secondary_cells_withheld", "sandbox_id", "encrypted", "partition_groups", "audit_cells_withheld", "audited")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,8 @@ class ExecutePlanResponse(_message.Message):
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     PARTITION_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_CELLS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    AUDITED_FIELD_NUMBER: _ClassVar[int]
     table: _results_pb2.ResultTable
     truncated: bool
     engine_micros: int
@@ -132,7 +134,9 @@ class ExecutePlanResponse(_message.Message):
     sandbox_id: str
     encrypted: _results_pb2.EncryptedTable
     partition_groups: _results_pb2.ResultTable
-    def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ..., sandbox_id: _Optional[str] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ..., partition_groups: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ...) -> None: ...
+    audit_cells_withheld: int
+    audited: bool
+    def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., engine_micros: _Optional[int] = ..., cells_withheld: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., threshold_cells_withheld: _Optional[int] = ..., secondary_cells_withheld: _Optional[int] = ..., sandbox_id: _Optional[str] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ..., partition_groups: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., audit_cells_withheld: _Optional[int] = ..., audited: _Optional[bool] = ...) -> None: ...
 
 class WitnessCheckpointRequest(_message.Message):
     __slots__ = ("checkpoints",)

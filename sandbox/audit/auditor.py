@@ -1,0 +1,310 @@
+"""The released-cell auditor: no combination of released cells pins a taxpayer.
+
+Each exact answer's cells pass the cell rules one by one (the threshold, the dominance rule, secondary
+suppression within a table). Differences of cells of different answers are not checked by those rules: a
+street's total less the same street without one industry is that industry's part, one firm if it is
+alone there. Before an answer leaves, the auditor takes every cell released before in the scope (the
+dataset, across grants and departments; ``sandbox.ledgers.released_cells``) together with the answer's
+cells and asks whether some combination of them is the total of rows that fail the cell rules: this is
+query auditing (Chin and Ozsoyoglu, "Auditing and inference control in statistical databases", 1982),
+with the cell rules of statistical disclosure control (tau-ARGUS's primary rules) deciding what is
+protected.
+
+Per statistic (the rows count, each measure's sum and its count of values, the distinct entities), on the
+blocks (``sandbox.audit.blocks``):
+
+1. each released cell is the set of blocks it adds up; blocks no cell separates are merged;
+2. a merged block *fails* when, as a cell, the rules would withhold it: 0 < entities < k, for a sum
+   0 < contributors < k, or its largest contributors dominate it;
+3. the combinations of released cells that are zero on every block that passes (:mod:`sandbox.audit.linear`)
+   are the only ones that can be the total of failing blocks alone. Their supports are listed (every
+   minimal one among them) and each is judged as one cell: a support whose union passes the rules is a
+   released remainder of many taxpayers, as a street's total less its published industries is; a support
+   that fails is a leak. Unions of passing sets pass (entities and contributors only grow, and the n
+   largest contributions of a union are at most the sum of the parts' n largest), so judging the minimal
+   supports judges every combination;
+4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
+   withholding the answer's cells that take part in it, smallest first, until none is left, and then
+   giving back those that turn out not to be needed. A cell identical to one released before is never
+   withheld: it tells nothing new. If withholding cannot close it the query is refused.
+
+What this does not do, and the README says so: a combination whose support mixes passing blocks with a
+dominated one is judged only as its parts (a support of failing blocks alone is judged whole); answers to
+HAVING and LIMIT are recorded as the cells they read, so what a filter reveals beyond exact totals
+(inequalities) is not modelled; distinct counts are audited as if additive over blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Callable
+
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import GuardedQuery
+from dsbroker.guard.release_plan import CellPlan
+from dsbroker.policy.model import Dominance
+from sandbox.audit.blocks import Blocks, Contribution, read_blocks
+from sandbox.audit.linear import TooComplex, Vector, supports, unsafe_space
+from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
+
+
+@dataclass(frozen=True)
+class AnswerCell:
+    """One row of the answer's cell table as disclosure control would release it: its position, how many
+    leading keys it fixes, their values, the statistics released in it (by index) and its entities."""
+
+    row: int
+    fixed: int
+    keys: tuple
+    statistics: frozenset[int]
+    entities: int
+
+
+Audit = Callable[[list[AnswerCell]], dict[int, frozenset[int]]]  # per answer row, the statistics withheld
+
+
+def statistic_name(plan: CellPlan, index: int) -> str | None:
+    """The auditor's name of statistic ``index``; None for MIN and MAX, which the grant releases as one entity's
+    value by design (``min_max``) and which are not totals."""
+    statistic = plan.statistics[index]
+    if statistic.kind in ("entities", "rows"):
+        return statistic.kind
+    if statistic.kind in ("sum", "count"):
+        return f"{statistic.kind}:{statistic.measure}"
+    return None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The cell rules that decide what is protected: the threshold k and the dominance rule."""
+
+    k: int
+    dominance: Dominance | None
+
+
+class Auditor:
+    """Audits exact answers against what has been released in their scope, and records what they release."""
+
+    def __init__(self, engine: Any, ledger: ReleasedCellLedger, *, clock: Callable[[], float] = time.monotonic):
+        self.engine = engine
+        self.ledger = ledger
+        self.clock = clock
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, scope: str) -> threading.Lock:
+        """The lock that serialises a scope's audits: two answers audited at once could each pass alone."""
+        with self._guard:
+            return self._locks.setdefault(scope, threading.Lock())
+
+    def audit(self, guarded: GuardedQuery, cells: list[AnswerCell], *, deadline: float) -> dict[int, frozenset[int]]:
+        """Per answer row, the statistics (by index) the audit withholds; records what is then released.
+
+        The caller holds :meth:`lock` for the scope from this call until the answer is built."""
+        plan = guarded.cells
+        scope = guarded.dataset
+        rules = Rules(guarded.min_entities, guarded.dominance)
+        new = [(cell, name) for cell in cells for index in sorted(cell.statistics)
+               if (name := statistic_name(plan, index)) is not None]
+        if not new:
+            return {}
+        released = self.ledger.cells(scope)
+        coverages = list(dict.fromkeys([c.coverage for c in released] + [guarded.coverage]))
+        measures = sorted({name.split(":", 1)[1] for name in [c.statistic for c in released] + [n for _, n in new]
+                           if ":" in name})
+        timeout = deadline - self.clock()
+        if timeout <= 0:
+            raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
+        blocks = read_blocks(self.engine, coverages, dataset=guarded.dataset, entity=guarded.entity,
+                             measures=measures, timeout_s=timeout)
+        members = _Membership(blocks, coverages)
+        current = coverages.index(guarded.coverage)
+        seen = {(c.coverage, c.fixed, c.keys, c.statistic) for c in released}
+        withheld: dict[int, set[int]] = {}
+        for statistic in sorted({name for _, name in new}):
+            old_rows = [members.cell(coverages.index(c.coverage), c.fixed, c.keys)
+                        for c in released if c.statistic == statistic]
+            candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell, name in new
+                          if name == statistic and (guarded.coverage, cell.fixed, cell.keys, statistic) not in seen]
+            judge = _Judge(blocks, statistic, rules, guarded.dataset)
+            for cell in _withhold(old_rows, candidates, judge, check=lambda: self._check(deadline)):
+                indices = {i for i in cell.statistics if statistic_name(plan, i) == statistic}
+                withheld.setdefault(cell.row, set()).update(indices)
+        recorded = [ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name) for cell, name in new
+                    if not any(statistic_name(plan, i) == name for i in withheld.get(cell.row, ()))]
+        self.ledger.record(scope, recorded)
+        return {row: frozenset(indices) for row, indices in withheld.items()}
+
+    def _check(self, deadline: float) -> None:
+        if self.clock() > deadline:
+            raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
+
+
+class _Membership:
+    """Which blocks each cell of a coverage adds up, indexed by the keys it fixes."""
+
+    def __init__(self, blocks: Blocks, coverages: list[str]) -> None:
+        self.blocks = blocks
+        self._index: dict[tuple[int, int], dict[tuple, list[int]]] = {}
+
+    def cell(self, coverage: int, fixed: int, keys: tuple) -> frozenset[int]:
+        index = self._index.get((coverage, fixed))
+        if index is None:
+            index = {}
+            for block, signature in enumerate(self.blocks.signatures):
+                values = signature[coverage]
+                if values is not None:
+                    index.setdefault(tuple(values[:fixed]), []).append(block)
+            self._index[(coverage, fixed)] = index
+        return frozenset(index.get(tuple(keys[:fixed]), ()))
+
+
+class _Judge:
+    """Whether a union of blocks, as one cell of ``statistic``, fails the cell rules (cached per union)."""
+
+    def __init__(self, blocks: Blocks, statistic: str, rules: Rules, dataset: str) -> None:
+        self.dataset = dataset
+        self.contributions = blocks.contributions
+        self.measure = statistic.split(":", 1)[1] if ":" in statistic else None
+        self.summed = statistic.startswith("sum:")
+        self.counted = statistic.startswith("count:")
+        self.rules = rules
+        self._cache: dict[frozenset[int], bool] = {}
+
+    def fails(self, union: frozenset[int]) -> bool:
+        verdict = self._cache.get(union)
+        if verdict is None:
+            verdict = self._cache[union] = self._fails(union)
+        return verdict
+
+    def _fails(self, union: frozenset[int]) -> bool:
+        merged: dict[Any, Contribution] = {}
+        measure = self.measure
+        for block in union:
+            for entity, part in self.contributions[block].items():
+                into = merged.get(entity)
+                if into is None:
+                    into = merged[entity] = Contribution()
+                into.rows += part.rows
+                if measure is not None:
+                    if measure in part.sums:
+                        into.sums[measure] = into.sums.get(measure, 0) + part.sums[measure]
+                    into.counts[measure] = into.counts.get(measure, 0) + part.counts.get(measure, 0)
+        k = self.rules.k
+        entities = sum(1 for c in merged.values() if c.rows)
+        if 0 < entities < k:
+            return True
+        if self.counted:
+            counted = sum(1 for c in merged.values() if c.counts.get(measure, 0))
+            return 0 < counted < k
+        if not self.summed:
+            return False
+        amounts = [c.sums[measure] for c in merged.values() if c.sums.get(measure) not in (None, 0)]
+        if 0 < len(amounts) < k:
+            return True
+        return self.rules.dominance is not None and _dominated(amounts, self.rules.dominance)
+
+
+def _dominated(amounts: list, rule: Dominance) -> bool:
+    """The dominance rule on a union's per-entity totals, by magnitude and exactly (as the cell rule)."""
+    if any(isinstance(a, float) and not math.isfinite(a) for a in amounts):
+        return True
+    magnitudes = sorted((abs(Fraction(a)) for a in amounts), reverse=True)
+    total = sum(magnitudes, Fraction(0))
+    if not total:
+        return False
+    if rule.n is not None and rule.k is not None and 100 * sum(magnitudes[:rule.n]) > Fraction(rule.k) * total:
+        return True
+    if rule.p is not None and len(magnitudes) >= 1:
+        return 100 * (total - sum(magnitudes[:2])) < Fraction(rule.p) * magnitudes[0]
+    return False
+
+
+def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: _Judge, *,
+              check: Callable[[], None]) -> list[AnswerCell]:
+    """The answer's cells to withhold so that they cause no leak (module docstring, step 4)."""
+    kept = list(candidates)
+    if not kept or not _new_leaks(old, [rows for _, rows in kept], judge, check):
+        return []
+    removed: list[tuple[AnswerCell, frozenset[int]]] = []
+    while True:
+        leaks = _new_leaks(old, [rows for _, rows in kept], judge, check)
+        if not leaks:
+            break
+        # The answer's cells that the leaking combinations take (their weights are those of old + kept).
+        involved = [kept[i - len(old)] for i in sorted({i for leak in leaks for i in leak}) if i >= len(old)]
+        if not involved:
+            raise DsbrokerError("the answer, with what has been released before, would reveal a total of too few "
+                                "taxpayers, and withholding its cells cannot prevent it", reason="AUDIT_REFUSED",
+                                table=judge.dataset)
+        chosen = min(involved, key=lambda c: (c[0].entities, len(c[1]), c[0].row))
+        kept.remove(chosen)
+        removed.append(chosen)
+    for cell in reversed(removed):  # give back what turned out not to be needed
+        if not _new_leaks(old, [rows for _, rows in kept + [cell]], judge, check):
+            kept.append(cell)
+    kept_cells = {c for c, _ in kept}
+    return [cell for cell, _ in removed if cell not in kept_cells]
+
+
+def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: _Judge,
+               check: Callable[[], None]) -> list[set[int]]:
+    """The failing unions of blocks that ``old`` and ``new`` together make derivable and ``old`` alone does not,
+    each as the rows (indices into ``old + new``) its combination takes."""
+    everything = old + new
+    merged = _merged_blocks(everything)
+    leaks = _leaks(everything, merged, judge, check)
+    if not leaks:
+        return []
+    before = {union for union, _ in _leaks(old, merged, judge, check)}
+    return [rows for union, rows in leaks if union not in before]
+
+
+def _merged_blocks(rows: list[frozenset[int]]) -> dict[int, int]:
+    """Block -> the representative of the blocks that every row in ``rows`` takes or leaves together."""
+    membership: dict[int, list[int]] = {}
+    for index, row in enumerate(rows):
+        for block in row:
+            membership.setdefault(block, []).append(index)
+    groups: dict[tuple[int, ...], int] = {}
+    merged: dict[int, int] = {}
+    for block in sorted(membership):
+        merged[block] = groups.setdefault(tuple(membership[block]), block)
+    return merged
+
+
+def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: _Judge,
+           check: Callable[[], None]) -> list[tuple[frozenset[int], set[int]]]:
+    """The failing unions of blocks the rows make derivable: each union, with the rows its combination takes."""
+    if not any(rows):
+        return []
+    parts: dict[int, list[int]] = {}
+    for block, representative in merged.items():
+        parts.setdefault(representative, []).append(block)
+    columns = sorted({merged[b] for row in rows for b in row})
+    vectors: list[Vector] = [{merged[block]: 1 for block in row} for row in rows]
+    check()
+    failing = {c for c in columns if judge.fails(frozenset(parts[c]))}
+    if not failing:
+        return []
+    basis = unsafe_space(vectors, failing, columns)
+    check()
+    if not basis:
+        return []
+    try:
+        found = supports(basis)
+    except TooComplex:
+        # Too many overlapping combinations to list: every block they touch is taken as exposed, by every row
+        # they take.
+        touched = frozenset(b for row in basis for c in row.vector for b in parts[c])
+        return [(touched, {i for row in basis for i in row.weights})]
+    leaks = []
+    for combination in found:
+        union = frozenset(b for c in combination.vector for b in parts[c])
+        if judge.fails(union):
+            leaks.append((union, set(combination.weights)))
+    return leaks

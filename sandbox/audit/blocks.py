@@ -1,0 +1,142 @@
+"""The blocks: the finest partition of a dataset's rows that the released cells can tell apart.
+
+A query's cells are the groups of the rows its WHERE (with the grant's row filter, ranges on their grid)
+keeps, by its group keys: its *coverage* (``GuardedQuery.coverage``). Two rows that fall in the same cell
+of every released coverage are never separated by any combination of released cells, so the auditor need
+not look finer: rows are grouped by their *signature*, per coverage the cell they fall in (or none), and
+each group is a block. This is the atom partition (the cross product of the group and filter columns'
+values, the range grid, the row filter) merged wherever no released query splits it, so the blocks are
+never more, and usually far fewer, than the atoms.
+
+One engine query gives every block with its entities' contributions (per entity: rows, and per measure
+the total and the count of values), from which the auditor judges any union of blocks exactly as the cell
+rules judge a cell: distinct entities, contributors to a sum, the largest contributions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot
+import sqlglot.expressions as exp
+
+from dsbroker.errors import DsbrokerError
+from dsbroker.guard import internal_names as names
+
+# The most (block, entity) pairs one audit reads from the engine. A larger answer would cost the sandbox
+# more memory than any answer is worth, so the query is refused rather than released unaudited.
+MOST_BLOCK_ENTITIES = 2_000_000
+
+
+@dataclass
+class Contribution:
+    """One entity's part of a block: its rows, and per measure its total and how many values it has."""
+
+    rows: int = 0
+    sums: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Blocks:
+    """The blocks of the rows some coverages read: each block's signature (per coverage, the keys of the cell
+    it falls in, or None) and its entities' contributions."""
+
+    signatures: list[tuple]
+    contributions: list[dict[Any, Contribution]]
+
+
+def block_query(coverages: list[str], *, dataset: str, entity: str, measures: list[str],
+                dialect: str) -> tuple[str, list[int]]:
+    """The engine query that groups the rows of ``coverages`` by signature and entity (see the module), and
+    how many keys each coverage has."""
+    parsed = [sqlglot.parse_one(sql, read=dialect) for sql in coverages]
+    table = dataset.split(".")[1]
+    joins: dict[str, exp.Join] = {}
+    conditions: list[exp.Expr] = []
+    columns: list[exp.Expr] = []
+    key_counts: list[int] = []
+    for index, select in enumerate(parsed):
+        select = _qualified(select, table)
+        matched: list[exp.Expr] = []
+        for join in select.args.get("joins") or []:
+            lookup = join.this.name
+            if lookup not in joins:
+                joins[lookup] = exp.Join(this=join.this.copy(), on=join.args["on"].copy(), side="LEFT")
+            if join.side.upper() != "LEFT":
+                # An inner join keeps only the rows its lookup has a row for.
+                key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == lookup)
+                matched.append(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())))
+        where = select.args.get("where")
+        parts = ([where.this.copy()] if where is not None else []) + matched
+        condition = exp.and_(*parts) if parts else exp.true()
+        inside = exp.func("COALESCE", exp.paren(condition.copy()), exp.false())
+        conditions.append(inside.copy())
+        columns.append(exp.alias_(inside, f"{names.PREFIX}in{index}"))
+        keys = [e.unalias() for e in select.expressions if not isinstance(e.unalias(), exp.Literal)]
+        key_counts.append(len(keys))
+        for position, key in enumerate(keys):
+            columns.append(exp.alias_(exp.Case(ifs=[exp.If(this=inside.copy(), true=key.copy())]),
+                                      f"{names.PREFIX}c{index}k{position}"))
+    signature_width = len(columns)
+    columns.append(exp.alias_(exp.column(entity, table=table), f"{names.PREFIX}entity"))
+    columns.append(exp.alias_(exp.Count(this=exp.Star()), f"{names.PREFIX}rows"))
+    for position, measure in enumerate(measures):
+        column = exp.column(measure, table=table)
+        columns.append(exp.alias_(exp.Sum(this=column.copy()), f"{names.PREFIX}sum{position}"))
+        columns.append(exp.alias_(exp.Count(this=column), f"{names.PREFIX}count{position}"))
+    schema, name = dataset.split(".")
+    query = exp.Select(expressions=columns).from_(exp.table_(name, db=schema))
+    for join in joins.values():
+        query = query.join(join, copy=False)
+    query = query.where(exp.or_(*conditions) if len(conditions) > 1 else conditions[0], copy=False)
+    group = [exp.Literal.number(i + 1) for i in range(signature_width + 1)]
+    query.set("group", exp.Group(expressions=group))
+    return query.sql(dialect=dialect), key_counts
+
+
+def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
+                timeout_s: float) -> Blocks:
+    """Run :func:`block_query` on ``engine`` and gather its rows into blocks."""
+    sql, key_counts = block_query(coverages, dataset=dataset, entity=entity, measures=measures, dialect=engine.dialect)
+    result = engine.execute(sql, timeout_s=timeout_s, max_rows=MOST_BLOCK_ENTITIES)
+    if result.truncated:
+        raise DsbrokerError(f"what has been released of {dataset} is too fine to audit within the sandbox's "
+                            "memory; the owner can narrow the auditor's scope", reason="AUDIT_TOO_LARGE",
+                            table=dataset)
+    index_of: dict[tuple, int] = {}
+    signatures: list[tuple] = []
+    contributions: list[dict[Any, Contribution]] = []
+    for row in result.rows:
+        position, signature = 0, []
+        for keys in key_counts:
+            inside = row[position]
+            signature.append(tuple(row[position + 1:position + 1 + keys]) if inside else None)
+            position += 1 + keys
+        entity_value, rows = row[position], row[position + 1]
+        key = tuple(signature)
+        block = index_of.get(key)
+        if block is None:
+            block = index_of[key] = len(signatures)
+            signatures.append(key)
+            contributions.append(defaultdict(Contribution))
+        part = contributions[block][entity_value]
+        part.rows += rows
+        for offset, measure in enumerate(measures):
+            total, count = row[position + 2 + 2 * offset], row[position + 3 + 2 * offset]
+            if total is not None:
+                part.sums[measure] = part.sums.get(measure, 0) + total
+            part.counts[measure] = part.counts.get(measure, 0) + (count or 0)
+    return Blocks(signatures, [dict(c) for c in contributions])
+
+
+def _qualified(select: exp.Select, table: str) -> exp.Select:
+    """``select`` with every unqualified column naming the dataset's table (the joins of other coverages would
+    make a bare name ambiguous)."""
+    select = select.copy()
+    for column in select.find_all(exp.Column):
+        if not column.table:
+            column.set("table", exp.to_identifier(table))
+    return select

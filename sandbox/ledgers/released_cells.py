@@ -1,0 +1,141 @@
+"""The released-cell ledger: every exact cell that has left the sandbox, by what it covers.
+
+Kept on the owner's side, per scope (the dataset: its taxpayers, across every grant and department,
+since released reports are shared), for the auditor (``sandbox.audit``). A cell is recorded by its
+query's *coverage* (the SQL of its rows: table, lookups, WHERE with the row filter; and its group
+keys), which keys of the coverage it fixes (all, or a ROLLUP total's leading ones), their values, and
+which of its statistics were released. Cells are written before their answer leaves, flushed to disk
+(``POWER_CUT``): a released cell the ledger lost would let the next query difference against it
+unaudited. Recording the same cell again changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsbroker.database import Durability, open_sqlite
+from dsbroker.errors import ExecutionLedgerError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS coverages (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    coverage TEXT NOT NULL,
+    UNIQUE (scope, coverage)
+);
+CREATE TABLE IF NOT EXISTS cells (
+    coverage INTEGER NOT NULL REFERENCES coverages (id),
+    fixed INTEGER NOT NULL,
+    keys TEXT NOT NULL,
+    statistic TEXT NOT NULL,
+    PRIMARY KEY (coverage, fixed, keys, statistic)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS cells_no_delete BEFORE DELETE ON cells
+BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS cells_no_update BEFORE UPDATE ON cells
+BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class ReleasedCell:
+    """One released statistic of one cell: its coverage, how many of its keys it fixes (the leading ones;
+    fewer for a ROLLUP total), their values, and the statistic (``rows``, ``entities``, ``sum:<measure>``,
+    ``count:<measure>``)."""
+
+    coverage: str
+    fixed: int
+    keys: tuple
+    statistic: str
+
+
+class ReleasedCellLedger:
+    """The cells released per scope, in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
+        self._db.executescript(_SCHEMA)
+
+    def cells(self, scope: str) -> list[ReleasedCell]:
+        """Every cell released in ``scope``, oldest coverage first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.coverage, x.fixed, x.keys, x.statistic FROM cells x JOIN coverages c ON c.id = x.coverage "
+                "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,)).fetchall()
+        return [ReleasedCell(coverage, fixed, decode_keys(keys), statistic)
+                for coverage, fixed, keys, statistic in rows]
+
+    def record(self, scope: str, cells: list[ReleasedCell]) -> None:
+        """Write ``cells`` durably before they are released; raises ExecutionLedgerError (UNAVAILABLE) if it
+        cannot, and then nothing is released."""
+        if not cells:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                ids: dict[str, int] = {}
+                for cell in cells:
+                    if cell.coverage not in ids:
+                        self._db.execute("INSERT OR IGNORE INTO coverages (scope, coverage) VALUES (?, ?)",
+                                         (scope, cell.coverage))
+                        ids[cell.coverage] = self._db.execute(
+                            "SELECT id FROM coverages WHERE scope = ? AND coverage = ?",
+                            (scope, cell.coverage)).fetchone()[0]
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO cells (coverage, fixed, keys, statistic) VALUES (?, ?, ?, ?)",
+                    [(ids[c.coverage], c.fixed, encode_keys(c.keys), c.statistic) for c in cells])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise ExecutionLedgerError(f"the sandbox could not record the released cells "
+                                           f"({type(error).__name__}); nothing was released",
+                                           reason="RELEASED_CELLS_UNAVAILABLE") from None
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+
+def encode_keys(values: tuple) -> str:
+    """Key values as JSON text that :func:`decode_keys` reads back to equal values of the same types."""
+    return json.dumps([_encode(v) for v in values], ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_keys(text: str) -> tuple:
+    """The key values :func:`encode_keys` wrote."""
+    return tuple(_decode(v) for v in json.loads(text))
+
+
+def _encode(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return ["i", str(value)]
+    if isinstance(value, dt.datetime):
+        return ["t", value.isoformat()]
+    if isinstance(value, dt.date):
+        return ["d", value.isoformat()]
+    if isinstance(value, decimal.Decimal):
+        return ["n", str(value)]
+    if isinstance(value, float):
+        return ["f", repr(value)]
+    raise TypeError(f"a group key of type {type(value).__name__} cannot be recorded")
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    kind, text = value
+    return {"i": int, "t": dt.datetime.fromisoformat, "d": dt.date.fromisoformat, "n": decimal.Decimal,
+            "f": float}[kind](text)

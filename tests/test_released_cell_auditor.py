@@ -1,0 +1,372 @@
+"""The released-cell auditor against the classic differencing attacks, over data with known lone firms.
+
+The data: two streets, a few industries of 15 firms each, every firm declaring 24 months; and three
+protected figures a curious department would go after:
+- ``LONE``: the only firm of industry 99 in street A (street B has 12 firms in 99), small beside its
+  street, so the dominance rule does not protect it;
+- ``LATE``: the only firm of industry 72 in street A that declares in the 24th month (the 12 others there
+  stopped after month 23).
+Each test runs the attack through the real broker and sandbox, with a fresh released-cell ledger, and then
+an independent checker (sharing no code with the auditor: exact fractions over the declarations' atoms,
+computed with plain DuckDB) solves every cell the department received as a linear system and confirms that
+neither firm's figure, nor any atom of fewer than k taxpayers, is determined by them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from broker.client.sdk import BrokerClient
+from broker.server import start_broker
+from dsbroker.policy.model import load_policy
+from sandbox.server import start_sandbox
+from sandbox.settings import SandboxSettings
+from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, dev_keys, sign, token_for)
+from broker.dev.keys import sandbox_settings
+
+STREET_A, STREET_B = "320102001", "320102002"
+MONTHS = [dt.date(2025 + m // 12, m % 12 + 1, 1) for m in range(24)]
+LONE, LATE = "91320102LONE00001X", "91320102LATE00001X"
+K = 10
+
+
+def _rows() -> list[tuple]:
+    """(taxpayer, period, street, industry, revenue) of every declaration."""
+    chance = random.Random(19)
+    rows = []
+
+    def firm(taxpayer: str, street: str, industry: str, months: list[dt.date], low: int = 1_000, high: int = 5_000):
+        for month in months:
+            rows.append((taxpayer, month, street, industry, chance.randint(low, high)))
+
+    for street in (STREET_A, STREET_B):
+        for industry in ("51", "52", "65"):
+            for n in range(15):
+                firm(f"91{street}{industry}{n:04d}", street, industry, MONTHS)
+    for n in range(12):
+        firm(f"91{STREET_A}72{n:04d}", STREET_A, "72", MONTHS[:23])
+        firm(f"91{STREET_B}99{n:04d}", STREET_B, "99", MONTHS)
+    for n in range(15):
+        firm(f"91{STREET_B}72{n:04d}", STREET_B, "72", MONTHS)
+    firm(LONE, STREET_A, "99", MONTHS, 1_500, 2_500)
+    firm(LATE, STREET_A, "72", MONTHS[23:], 1_500, 2_500)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("audit") / "owner.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
+                           "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
+                           "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
+                           "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
+        connection.executemany("INSERT INTO tax.declarations VALUES "
+                               "(?, ?, ?, ?, ?, 'X', '173', 'small', ?, 0, 0, 0, 1)",
+                               [(t, p, XUANWU, s, i, r) for t, p, s, i, r in _rows()])
+        for table, key, extra in (("streets", "street_code", "street_name"),
+                                  ("industries", "industry_code", "industry_name"),
+                                  ("registration_types", "registration_type", "type_name")):
+            connection.execute(f"CREATE TABLE tax.{table} ({key} VARCHAR PRIMARY KEY, {extra} VARCHAR"
+                               + (", section_name VARCHAR" if table == "industries" else "") + ")")
+    return path
+
+
+@pytest.fixture
+def stack(data, tmp_path):
+    """A sandbox and broker over ``data`` with a released-cell ledger of this test's own; yields a function
+    that starts a client for a department (the demo grant's, or a second grant's)."""
+    yield from _stack(data, tmp_path, audit=True)
+
+
+@pytest.fixture
+def unaudited_stack(data, tmp_path):
+    """The same with the auditor turned off: the attacks must then work, or the checker proves nothing."""
+    yield from _stack(data, tmp_path, audit=False)
+
+
+def _stack(data: Path, tmp_path: Path, *, audit: bool):
+    sandbox = start_sandbox(SandboxSettings(audit_released_cells=audit,
+        listen="127.0.0.1:0", data=str(data), datasets=("tax.declarations", "tax.streets", "tax.industries",
+                                                        "tax.registration_types"),
+        released_cells=str(tmp_path / "released.sqlite"), privacy_ledger=str(tmp_path / "privacy.sqlite"),
+        execution_ledger=str(tmp_path / "executions.sqlite"), policy_ledger=str(tmp_path / "policies.sqlite"),
+        **sandbox_settings(dev_keys())))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    text = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    (policies / f"{GRANT}.yaml").write_text(sign(text), encoding="utf-8")
+    # A second department of the district with a grant over the same dataset: the auditor's scope is the
+    # dataset, so what one department was given counts against what the other asks.
+    second = text.replace(f"id: {GRANT}", "id: xuanwu-tjj-2026-001").replace(
+        "department: xuanwu-fgw", "department: xuanwu-tjj")
+    (policies / "xuanwu-tjj-2026-001.yaml").write_text(sign(second), encoding="utf-8")
+    broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=str(policies)))
+    clients: list[BrokerClient] = []
+
+    def connect(department: str = "xuanwu-fgw") -> BrokerClient:
+        client = BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(department), tls=client_tls())
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+    broker.stop()
+    sandbox.stop()
+
+
+class Received:
+    """Every released SUM cell a department received, as (the WHERE of its rows, the value), for the checker."""
+
+    def __init__(self) -> None:
+        self.cells: list[tuple[str, int]] = []
+        self.audited = 0
+
+    def ask(self, client: BrokerClient, grant: str, sql: str, where: str, keys: tuple[str, ...] = ()) -> list:
+        """Run ``sql``; record each released cell with the WHERE (over the declarations) of the rows it adds up."""
+        result = client.query(grant, sql)
+        self.audited += sum(r["cells_withheld"] for r in result.disclosure_rules if r["rule"] == "audit")
+        for row in result.rows:
+            value = row[-1]
+            if value is None:
+                continue
+            condition = " AND ".join([f"({where})"] + [f"{key} = '{row[i]}'" for i, key in enumerate(keys)
+                                                      if row[i] is not None])
+            self.cells.append((condition, int(value)))
+        return result.rows
+
+
+def _atoms(data: Path) -> tuple[list[tuple], dict[tuple, int]]:
+    """The finest partition a query can express here: (street, industry, month); with each atom's entities."""
+    with duckdb.connect(str(data), read_only=True) as connection:
+        rows = connection.execute("SELECT street_code, industry_code, period, COUNT(DISTINCT taxpayer_id) "
+                                  "FROM tax.declarations GROUP BY ALL ORDER BY ALL").fetchall()
+    return [r[:3] for r in rows], {r[:3]: r[3] for r in rows}
+
+
+def _determined(data: Path, cells: list[tuple[str, int]], target: set[tuple]) -> bool:
+    """Whether the received cells determine the total over the atoms ``target``: is its indicator in their row
+    space (exact Gaussian elimination over the rationals)."""
+    atoms, _ = _atoms(data)
+    index = {atom: i for i, atom in enumerate(atoms)}
+    matrix = []
+    with duckdb.connect(str(data), read_only=True) as connection:
+        for where, _ in cells:
+            covered = connection.execute(f"SELECT DISTINCT street_code, industry_code, period FROM tax.declarations "
+                                         f"WHERE {where}").fetchall()
+            matrix.append({index[a]: Fraction(1) for a in covered})
+    goal = {index[a]: Fraction(1) for a in target if a in index}
+    return _in_row_space(matrix, goal)
+
+
+def _in_row_space(rows: list[dict[int, Fraction]], goal: dict[int, Fraction]) -> bool:
+    pivots: dict[int, dict[int, Fraction]] = {}
+
+    def reduce(vector: dict[int, Fraction]) -> dict[int, Fraction]:
+        vector = dict(vector)
+        while vector:
+            lead = min(vector)
+            if lead not in pivots:
+                return vector
+            factor = vector[lead] / pivots[lead][lead]
+            for column, value in pivots[lead].items():
+                vector[column] = vector.get(column, Fraction(0)) - factor * value
+                if vector[column] == 0:
+                    del vector[column]
+        return vector
+
+    for row in rows:
+        left = reduce(row)
+        if left:
+            pivots[min(left)] = left
+    return not reduce(goal)
+
+
+def _lone_atoms() -> set[tuple]:
+    return {(STREET_A, "99", month) for month in MONTHS}
+
+
+def _late_atoms() -> set[tuple]:
+    return {(STREET_A, "72", MONTHS[23])}
+
+
+def _nothing_protected_determined(data: Path, received: Received) -> None:
+    assert not _determined(data, received.cells, _lone_atoms()), "the lone firm's total is determined"
+    assert not _determined(data, received.cells, _late_atoms()), "the late firm's month is determined"
+    _, entities = _atoms(data)
+    for atom, count in entities.items():
+        if count < K and atom[:2] in ((STREET_A, "99"), (STREET_A, "72")):
+            assert not _determined(data, received.cells, {atom}), f"atom {atom} of {count} taxpayers is determined"
+
+
+def _truth(data: Path, where: str) -> int:
+    with duckdb.connect(str(data), read_only=True) as connection:
+        return connection.execute(f"SELECT SUM(revenue) FROM tax.declarations WHERE {where}").fetchone()[0]
+
+
+ALL_BUT_99 = "industry_code IN ('51', '52', '65', '72')"
+
+
+def test_complement_by_an_in_list_does_not_recover_the_lone_firm(data, stack):
+    client, received = stack(), Received()
+    street = f"street_code = '{STREET_A}'"
+    first = received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {street}", street)
+    second = received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {street} AND {ALL_BUT_99}",
+                          f"{street} AND {ALL_BUT_99}")
+    assert first[0][0] == _truth(data, street)  # the first answer is exact
+    assert second[0][0] is None  # the difference would be the lone firm: withheld by the audit
+    assert received.audited == 1
+    _nothing_protected_determined(data, received)
+
+
+def test_without_the_auditor_the_attacks_recover_the_firms(data, unaudited_stack):
+    """The checker is not vacuous: with the auditor off, the complement, the period and the margin attacks
+    determine the firms, and their differences are the firms' exact figures."""
+    client, received = unaudited_stack(), Received()
+    street = f"street_code = '{STREET_A}'"
+    total = received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {street}", street)[0][0]
+    rest = received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {street} AND {ALL_BUT_99}",
+                        f"{street} AND {ALL_BUT_99}")[0][0]
+    assert total - rest == _truth(data, f"taxpayer_id = '{LONE}'")
+    assert _determined(data, received.cells, _lone_atoms())
+    cell = f"street_code = '{STREET_A}' AND industry_code = '72'"
+    months23 = f"{cell} AND period BETWEEN DATE '2025-01-01' AND DATE '2026-11-01'"
+    early = received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {months23}", months23)[0][0]
+    every = received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {cell}", cell)[0][0]
+    assert every - early == _truth(data, f"taxpayer_id = '{LATE}'")
+    assert _determined(data, received.cells, _late_atoms())
+    margin = Received()
+    margin.ask(client, GRANT, "SELECT street_code, SUM(revenue) FROM tax.declarations GROUP BY street_code", "TRUE",
+               ("street_code",))
+    margin.ask(client, GRANT, "SELECT street_code, industry_code, SUM(revenue) FROM tax.declarations "
+               "GROUP BY street_code, industry_code", "TRUE", ("street_code", "industry_code"))
+    assert _determined(data, margin.cells, _lone_atoms())
+
+
+def test_a_repeated_cell_is_free_and_an_unrelated_one_is_released(data, stack):
+    client, received = stack(), Received()
+    street = f"street_code = '{STREET_A}'"
+    for _ in range(2):
+        assert received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {street}", street)[0][0] \
+            == _truth(data, street)
+    other = f"street_code = '{STREET_B}' AND {ALL_BUT_99}"
+    assert received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {other}", other)[0][0] \
+        == _truth(data, other)
+    assert received.audited == 0
+
+
+def test_period_24_against_23_months_does_not_recover_the_late_firm(data, stack):
+    client, received = stack(), Received()
+    cell = f"street_code = '{STREET_A}' AND industry_code = '72'"
+    months23 = f"{cell} AND period BETWEEN DATE '2025-01-01' AND DATE '2026-11-01'"
+    received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {months23}", months23)
+    answer = received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {cell}", cell)
+    assert answer[0][0] is None
+    assert received.audited == 1
+    _nothing_protected_determined(data, received)
+
+
+def test_margin_a_street_total_against_its_industry_table(data, stack):
+    client, received = stack(), Received()
+    total = received.ask(client, GRANT, "SELECT street_code, SUM(revenue) FROM tax.declarations GROUP BY street_code",
+                         "TRUE", ("street_code",))
+    assert [r[1] for r in total] == [_truth(data, f"street_code = '{s}'") for s in (STREET_A, STREET_B)]
+    table = received.ask(client, GRANT, "SELECT street_code, industry_code, SUM(revenue) FROM tax.declarations "
+                         "GROUP BY street_code, industry_code", "TRUE", ("street_code", "industry_code"))
+    released_a = [r for r in table if r[0] == STREET_A and r[2] is not None]
+    assert len(released_a) == 3  # of A's four industries of 10 or more taxpayers, one is withheld by the audit
+    assert received.audited == 1
+    assert all(r[2] is not None for r in table if r[0] == STREET_B)  # street B's table is untouched
+    _nothing_protected_determined(data, received)
+
+
+def test_overlapping_in_lists_do_not_recover_the_lone_firm(data, stack):
+    client, received = stack(), Received()
+    street = f"street_code = '{STREET_A}'"
+    for industries in ("'51', '99'", "'52', '99'", "'51', '52'"):
+        where = f"{street} AND industry_code IN ({industries})"
+        received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {where}", where)
+    assert received.audited == 1  # (51+99) + (52+99) - (51+52) is twice the lone firm
+    _nothing_protected_determined(data, received)
+
+
+def test_a_padding_tracker_over_two_streets_does_not_recover_the_lone_firm(data, stack):
+    """Denning's tracker: pad the protected cell with rows that make it large, then take the padding away."""
+    client, received = stack(), Received()
+    both = f"street_code IN ('{STREET_A}', '{STREET_B}')"
+    received.ask(client, GRANT, f"SELECT industry_code, SUM(revenue) FROM tax.declarations WHERE {both} "
+                 "GROUP BY industry_code", both, ("industry_code",))
+    only_b = f"street_code = '{STREET_B}'"
+    received.ask(client, GRANT, f"SELECT industry_code, SUM(revenue) FROM tax.declarations WHERE {only_b} "
+                 "GROUP BY industry_code", only_b, ("industry_code",))
+    assert received.audited >= 1
+    _nothing_protected_determined(data, received)
+
+
+def test_rollup_totals_against_a_later_detail_query(data, stack):
+    client, received = stack(), Received()
+    received.ask(client, GRANT, "SELECT street_code, SUM(revenue) FROM tax.declarations GROUP BY ROLLUP (street_code)",
+                 "TRUE", ("street_code",))
+    street = f"street_code = '{STREET_A}'"
+    received.ask(client, GRANT, f"SELECT industry_code, SUM(revenue) FROM tax.declarations WHERE {street} "
+                 "GROUP BY industry_code", street, ("industry_code",))
+    assert received.audited == 1
+    _nothing_protected_determined(data, received)
+
+
+def test_two_departments_cannot_pool_their_answers(data, stack):
+    """The scope is the dataset: what one department received counts against what another asks."""
+    first, second, received = stack("xuanwu-fgw"), stack("xuanwu-tjj"), Received()
+    street = f"street_code = '{STREET_A}'"
+    received.ask(first, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {street}", street)
+    where = f"{street} AND {ALL_BUT_99}"
+    answer = received.ask(second, "xuanwu-tjj-2026-001",
+                          f"SELECT SUM(revenue) FROM tax.declarations WHERE {where}", where)
+    assert answer[0][0] is None
+    _nothing_protected_determined(data, received)
+
+
+def test_a_safe_remainder_is_released(data, stack):
+    """A street's total next to its industry table whose withheld remainder holds many taxpayers: nothing is
+    withheld by the audit (the remainder is a released total of enough taxpayers, not a firm)."""
+    client, received = stack(), Received()
+    street = f"street_code = '{STREET_B}'"
+    received.ask(client, GRANT, f"SELECT SUM(revenue) FROM tax.declarations WHERE {street}", street)
+    answer = received.ask(client, GRANT, f"SELECT industry_code, SUM(revenue) FROM tax.declarations WHERE {street} "
+                          "AND industry_code IN ('51', '52') GROUP BY industry_code", street, ("industry_code",))
+    assert all(r[1] is not None for r in answer)
+    assert received.audited == 0
+
+
+def test_the_ledger_survives_a_restart(data, tmp_path):
+    """The released cells are on disk: a restarted sandbox still refuses the difference."""
+    ledger = tmp_path / "released.sqlite"
+    street = f"street_code = '{STREET_A}'"
+    for sql in (f"SELECT SUM(revenue) FROM tax.declarations WHERE {street}",
+                f"SELECT SUM(revenue) FROM tax.declarations WHERE {street} AND {ALL_BUT_99}"):
+        sandbox = start_sandbox(SandboxSettings(
+            listen="127.0.0.1:0", data=str(data), datasets=("tax.declarations",), released_cells=str(ledger),
+            privacy_ledger=str(tmp_path / "p.sqlite"), execution_ledger=str(tmp_path / "e.sqlite"),
+            policy_ledger=str(tmp_path / "pl.sqlite"), **sandbox_settings(dev_keys())))
+        log = tmp_path / f"log-{len(sql)}.sqlite"
+        broker = start_broker(broker_settings_for(sandbox.port, log))
+        try:
+            with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls()) as client:
+                value = client.query(GRANT, sql).rows[0][0]
+        finally:
+            broker.stop()
+            sandbox.stop()
+    assert value is None
+
+
+def test_the_grant_in_use_is_the_demo_grant():
+    """The tests above use the shipped grant's threshold."""
+    assert load_policy(POLICIES / f"{GRANT}.yaml").min_entities == K
