@@ -300,3 +300,10 @@ def call_raw(port: int, path: str, request, *, token: str | None, deadline: bool
             return request_id, grpc.StatusCode.OK
         except grpc.RpcError as error:
             return request_id, error.code()
+
+
+def shared_data(path: Path) -> dict:
+    """Sandbox settings for a data file many tests share (the run's demo data): the released-cell auditor off.
+    Its ledger would sit beside the shared file, and what it withholds would then depend on which tests ran
+    before; the auditor's own tests (test_released_cell_auditor.py) give each test a ledger of its own."""
+    return {"data": str(path), "audit_released_cells": False}

@@ -28,6 +28,7 @@ from broker.client.encryption_key import EncryptionKey
 from dsbroker.policy.signing import APPROVALS_HEADER, Approval, split_document
 from dsbroker.results.parameters import PLAIN_MODULUS, POLY_MODULUS_DEGREE
 from sandbox.v1 import sandbox_service_pb2 as pb
+from tests.conftest import shared_data
 from tests.conftest import GRANT, POLICIES, sign
 from tests.test_hostile_broker import (bound_encryption, call, document, encrypted_plan, own,  # noqa: F401
                                        plan_for, refusal)
@@ -213,7 +214,7 @@ def test_a_checkpoint_with_fields_out_of_range_is_refused_before_it_is_recorded(
 
     ledger = tmp_path / "executions.sqlite"
     witness = start_sandbox(SandboxSettings(
-        listen="127.0.0.1:0", data=str(demo_db), sandbox_id="witness-round4", datasets=DEMO_DATASETS,
+        listen="127.0.0.1:0", **shared_data(demo_db), sandbox_id="witness-round4", datasets=DEMO_DATASETS,
         execution_ledger=str(ledger), policy_ledger=str(tmp_path / "policies.sqlite"),
         privacy_ledger=str(tmp_path / "privacy.sqlite"),
         broker_log_keys=(str(public_key_path(broker_key)),), **sandbox_settings(dev_keys())))

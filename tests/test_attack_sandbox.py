@@ -55,6 +55,7 @@ from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 from tests.test_access_log import restore_triggers
+from tests.conftest import shared_data
 from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, call_raw, client_tls, dev_keys,
                             sandbox_client_tls, sign, token_for)
 
@@ -285,7 +286,7 @@ def broker_key(tmp_path):
 
 def start_witness(demo_db, tmp_path, broker_key):
     running = start_sandbox(SandboxSettings(
-        listen="127.0.0.1:0", data=str(demo_db), sandbox_id="witness-attack", datasets=DEMO_DATASETS,
+        listen="127.0.0.1:0", **shared_data(demo_db), sandbox_id="witness-attack", datasets=DEMO_DATASETS,
         execution_ledger=str(tmp_path / "executions.sqlite"), policy_ledger=str(tmp_path / "policies.sqlite"),
         privacy_ledger=str(tmp_path / "privacy.sqlite"),
         broker_log_keys=(str(public_key_path(broker_key)),), **sandbox_settings(dev_keys())))

@@ -34,6 +34,7 @@ from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
 from dsbroker.guard import guard
 from dsbroker.policy.model import parse_policy
+from tests.conftest import shared_data
 from tests.conftest import (GRANT, XUANWU, broker_settings_for, call_raw, client_tls, dev_keys, log_key,
                             sandbox_client_tls, signed_policies, token_for, writing_log)
 
@@ -219,7 +220,7 @@ def test_a_log_that_cannot_be_written_refuses_the_query_before_the_sandbox_runs_
 @pytest.fixture
 def private_sandbox(demo_db, tmp_path):
     """A sandbox with an execution ledger of its own."""
-    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), sandbox_id="sandbox-a",
+    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(demo_db), sandbox_id="sandbox-a",
                                             execution_ledger=str(tmp_path / "executions.sqlite"),
                                             datasets=DEMO_DATASETS,
                                             **sandbox_settings(dev_keys())))

@@ -32,6 +32,7 @@ from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
+from tests.conftest import shared_data
 from tests.conftest import GRANT, broker_settings_for, client_tls, dev_keys, sandbox_client_tls, token_for
 from tests.test_access_log import restore_triggers, rewrite_consistently, tamper
 
@@ -52,7 +53,7 @@ def broker_key(tmp_path):
 def witness(demo_db, tmp_path, broker_key):
     """A sandbox that witnesses checkpoints signed by ``broker_key``, with a ledger of its own."""
     running = start_sandbox(SandboxSettings(
-        listen="127.0.0.1:0", data=str(demo_db), sandbox_id="witness-a", datasets=DEMO_DATASETS,
+        listen="127.0.0.1:0", **shared_data(demo_db), sandbox_id="witness-a", datasets=DEMO_DATASETS,
         execution_ledger=str(tmp_path / "executions.sqlite"),
         broker_log_keys=(str(public_key_path(broker_key)),), **sandbox_settings(dev_keys())))
     running.ledger = tmp_path / "executions.sqlite"
@@ -297,7 +298,7 @@ def test_the_logs_checkpoints_deleted_from_its_database_are_found_by_reconcile(
 
 def start_witness_again(demo_db, tmp_path, broker_key):
     return start_sandbox(SandboxSettings(
-        listen="127.0.0.1:0", data=str(demo_db), sandbox_id="witness-a", datasets=DEMO_DATASETS,
+        listen="127.0.0.1:0", **shared_data(demo_db), sandbox_id="witness-a", datasets=DEMO_DATASETS,
         execution_ledger=str(tmp_path / "executions.sqlite"),
         broker_log_keys=(str(public_key_path(broker_key)),), **sandbox_settings(dev_keys())))
 

@@ -34,6 +34,7 @@ from dsbroker.results.parameters import EXACT_LIMIT
 from sandbox.demo.data import DEMO_DATASETS, split_demo_data
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
+from tests.conftest import shared_data
 from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
                             sign, token_for)
 
@@ -94,7 +95,7 @@ class RecordingProxy:
 
 def plaintext_sandbox(data: Path, sandbox_id: str, ledger: Path, datasets: tuple[str, ...] = DEMO_DATASETS):
     settings = {**sandbox_settings(dev_keys()), "tls_cert": "", "tls_key": "", "tls_client_ca": "", "plaintext": True}
-    return start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(data), sandbox_id=sandbox_id,
+    return start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(data), sandbox_id=sandbox_id,
                                          execution_ledger=str(ledger), datasets=datasets, **settings))
 
 

@@ -15,6 +15,7 @@ from sandbox.settings import SandboxSettings
 from broker.v1.query_service_pb2 import GuardStep
 from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
+from tests.conftest import shared_data
 from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, policies_with, token_for
 
 STREET_SQL = ("SELECT street_code, SUM(vat_paid) AS vat, COUNT(DISTINCT taxpayer_id) AS n "
@@ -239,7 +240,7 @@ def isolated_broker(tmp_path):
 
 
 def test_sandbox_down_is_unavailable_and_the_broker_keeps_serving(isolated_broker, demo_db):
-    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
+    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(demo_db), datasets=DEMO_DATASETS,
                                             **sandbox_settings(dev_keys())))
     client = isolated_broker(f"127.0.0.1:{sandbox.port}")
     assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations").rows
@@ -263,7 +264,7 @@ class SlowEngineClock:
 
 def test_sandbox_too_slow_is_deadline_exceeded(isolated_broker, demo_db):
     # The clock is the test's: no race between a 2 ms watchdog and how fast this machine runs the query.
-    slow = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
+    slow = start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(demo_db), datasets=DEMO_DATASETS,
                                          **sandbox_settings(dev_keys())),
                          engine_clock=SlowEngineClock())
     client = isolated_broker(f"127.0.0.1:{slow.port}")

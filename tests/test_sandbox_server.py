@@ -12,6 +12,7 @@ from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 from dsbroker.identity.tls import open_channel
+from tests.conftest import shared_data
 from tests.conftest import dev_keys, sandbox_client_tls
 
 
@@ -24,7 +25,7 @@ def listed(running) -> list[str]:
 def test_without_datasets_the_sandbox_refuses_to_start(demo_db):
     # It used to serve, and list, every table in the file: the company names in tax.taxpayers too.
     with pytest.raises(ConfigError, match="datasets"):
-        start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), **sandbox_settings(dev_keys())))
+        start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(demo_db), **sandbox_settings(dev_keys())))
 
 
 def test_the_sandbox_serves_and_lists_only_the_tables_it_is_told_to(sandbox):

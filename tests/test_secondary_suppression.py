@@ -86,7 +86,7 @@ def test_one_small_cell_takes_its_smallest_sibling_with_it():
     released = release(NAMES, TYPES, rows, TWO_LEVELS)
     withheld = {(row[0], row[1]) for row, cells in zip(released.rows, released.withheld, strict=True) if cells}
     assert withheld == {("A", "small"), ("A", "medium")}  # medium: the fewest taxpayers of the rest
-    assert released.counts == {"min_entities": 1, "dominance": 0, "secondary": 1}
+    assert released.counts == {"min_entities": 1, "dominance": 0, "secondary": 1, "audit": 0}
     assert all(row[2] is None for row, cells in zip(released.rows, released.withheld, strict=True) if cells)
     assert released.names == ["street", "size", "total"]
     assert released.rolled_up[-1] == {0, 1} and released.rolled_up[0] == set()

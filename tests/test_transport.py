@@ -27,6 +27,7 @@ from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_pb_grpc
 from tests.test_tokens import claims, signed
+from tests.conftest import shared_data
 from tests.conftest import (ANALYST, GRANT, POLICIES, broker_settings_for, client_tls, dev_keys, sandbox_client_tls,
                             sign, token_for)
 
@@ -96,7 +97,7 @@ def test_bad_transport_settings_stop_the_broker_with_a_clear_message(tmp_path, s
 def test_the_sandbox_requires_a_client_ca_with_tls(demo_db):
     keys = sandbox_settings(dev_keys())
     with pytest.raises(ConfigError, match="tls_client_ca"):
-        start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), tls_cert=keys["tls_cert"],
+        start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(demo_db), tls_cert=keys["tls_cert"],
                                       tls_key=keys["tls_key"]))
 
 

@@ -97,9 +97,9 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
     Their TOML configurations and logs, the access log (unless ``access_log`` says otherwise), its
     key (``access-log.key`` and ``.pub``, made first so that every sandbox pins it and witnesses the
-    log's checkpoints) and the sandbox's execution and policy ledgers (``sandbox-executions.sqlite``,
-    ``sandbox-policies.sqlite``) are written under ``state``. ``partitions`` maps sandbox ids to data
-    files: a sandbox each (ledgers ``<id>-executions.sqlite`` and ``<id>-policies.sqlite``), which the
+    log's checkpoints) and the sandbox's execution, policy and released-cell ledgers
+    (``sandbox-executions.sqlite``, ``sandbox-policies.sqlite``, ``sandbox-released.sqlite``) are written under
+    ``state``. ``partitions`` maps sandbox ids to data files: a sandbox each (ledgers ``<id>-...``), which the
     broker knows as partitions. The sandboxes hold tokens to the forwarded certificates with the same
     ``token_binding`` as the broker. Every sandbox serves ``datasets`` (by default the demo's, without
     its company names).
@@ -117,6 +117,7 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
             write_private(config, to_toml({"data": str(data_file), "datasets": list(datasets),
                                            "execution_ledger": str(ledger),
                                            "policy_ledger": str(state / f"{name}-policies.sqlite"),
+                                           "released_cells": str(state / f"{name}-released.sqlite"),
                                            "token_binding": token_binding, **extra,
                                            "broker_log_keys": [str(public_key_path(log_key))],
                                            **sandbox_settings(layout)}))

@@ -16,20 +16,22 @@ blocks (``sandbox.audit.blocks``):
 1. each released cell is the set of blocks it adds up; blocks no cell separates are merged;
 2. a merged block *fails* when, as a cell, the rules would withhold it: 0 < entities < k, for a sum
    0 < contributors < k, or its largest contributors dominate it;
-3. the combinations of released cells that are zero on every block that passes (:mod:`sandbox.audit.linear`)
-   are the only ones that can be the total of failing blocks alone. Their supports are listed (every
-   minimal one among them) and each is judged as one cell: a support whose union passes the rules is a
-   released remainder of many taxpayers, as a street's total less its published industries is; a support
-   that fails is a leak. Unions of passing sets pass (entities and contributors only grow, and the n
-   largest contributions of a union are at most the sum of the parts' n largest), so judging the minimal
-   supports judges every combination;
+3. a total that takes a passing block passes too (its entities and contributors only grow), so only
+   combinations of released cells that are zero on every passing block can be a failing total. They form a
+   space (:mod:`sandbox.audit.linear`); in it every *total* (a combination that is 1 on each block it
+   takes: the total of those blocks, whatever weights make it) is found, and each is judged as one cell. A
+   total that passes is a released remainder of many taxpayers, as a street's total less its published
+   industries is; one that fails is a leak. A combination that is no total (one small cell less another)
+   gives no set's total and is not judged. A block that no entity contributes to (a sum of zeros) passes
+   alone but adds nothing to a union, so it is counted with the failing blocks here;
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
-   withholding the answer's cells that take part in it, smallest first, until none is left, and then
-   giving back those that turn out not to be needed. A cell identical to one released before is never
+   withholding the answer's cells that take part in it, one at a time in the order of their keys, until
+   none is left, and then giving back those that turn out not to be needed. A cell identical to one released before is never
    withheld: it tells nothing new. If withholding cannot close it the query is refused.
 
-What this does not do, and the README says so: a combination whose support mixes passing blocks with a
-dominated one is judged only as its parts (a support of failing blocks alone is judged whole); answers to
+What this does not do, and the README says so: a total that takes a passing block and a dominated one is
+not judged (a passing block may be small beside a dominant firm; a total of failing blocks alone is judged
+whole, dominance included); answers to
 HAVING and LIMIT are recorded as the cells they read, so what a filter reveals beyond exact totals
 (inequalities) is not modelled; distinct counts are audited as if additive over blocks.
 """
@@ -48,7 +50,7 @@ from dsbroker.guard import GuardedQuery
 from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import Blocks, Contribution, read_blocks
-from sandbox.audit.linear import TooComplex, Vector, supports, unsafe_space
+from sandbox.audit.linear import TooComplex, Vector, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
 
 
@@ -181,6 +183,18 @@ class _Judge:
             verdict = self._cache[union] = self._fails(union)
         return verdict
 
+    def empty(self, union: frozenset[int]) -> bool:
+        """Whether no entity contributes to ``statistic`` in the union (a sum or count of nothing but zeros)."""
+        if not (self.summed or self.counted):
+            return False
+        measure = self.measure
+        for block in union:
+            for part in self.contributions[block].values():
+                if (self.summed and part.sums.get(measure) not in (None, 0)) or \
+                        (self.counted and part.counts.get(measure, 0)):
+                    return False
+        return True
+
     def _fails(self, union: frozenset[int]) -> bool:
         merged: dict[Any, Contribution] = {}
         measure = self.measure
@@ -241,7 +255,7 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
             raise DsbrokerError("the answer, with what has been released before, would reveal a total of too few "
                                 "taxpayers, and withholding its cells cannot prevent it", reason="AUDIT_REFUSED",
                                 table=judge.dataset)
-        chosen = min(involved, key=lambda c: (c[0].entities, len(c[1]), c[0].row))
+        chosen = min(involved, key=lambda c: _by_keys(c[0]))
         kept.remove(chosen)
         removed.append(chosen)
     for cell in reversed(removed):  # give back what turned out not to be needed
@@ -249,6 +263,13 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
             kept.append(cell)
     kept_cells = {c for c, _ in kept}
     return [cell for cell, _ in removed if cell not in kept_cells]
+
+
+def _by_keys(cell: AnswerCell) -> tuple:
+    """The order cells are withheld in: by their keys (totals first), never by anything the data decides (sizes,
+    the engine's row order), so the same answer is withheld the same way every time (two runs withholding
+    different cells would together give both away) and the choice itself says nothing about the data."""
+    return (cell.fixed, tuple((value is None, value if value is not None else 0) for value in cell.keys))
 
 
 def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: _Judge,
@@ -288,7 +309,7 @@ def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: _Judge,
     columns = sorted({merged[b] for row in rows for b in row})
     vectors: list[Vector] = [{merged[block]: 1 for block in row} for row in rows]
     check()
-    failing = {c for c in columns if judge.fails(frozenset(parts[c]))}
+    failing = {c for c in columns if judge.fails(frozenset(parts[c])) or judge.empty(frozenset(parts[c]))}
     if not failing:
         return []
     basis = unsafe_space(vectors, failing, columns)
@@ -296,7 +317,7 @@ def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: _Judge,
     if not basis:
         return []
     try:
-        found = supports(basis)
+        found = totals(basis)
     except TooComplex:
         # Too many overlapping combinations to list: every block they touch is taken as exposed, by every row
         # they take.

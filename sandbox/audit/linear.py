@@ -5,9 +5,9 @@ holds the released cells can compute exactly the totals in their row space: ever
 ``y^T R``. The auditor needs the combinations that live on blocks which fail the cell rules alone (the
 *unsafe* blocks): with the safe blocks ordered first, the echelon rows whose pivot is unsafe have no safe
 column at all, and they span exactly the row space's vectors supported on unsafe blocks (Chin and
-Ozsoyoglu's Audit Expert keeps the same echelon form of the released queries). Those vectors' supports are
-what the auditor then judges (:func:`supports`): a vector is derivable, and its support is the set of
-blocks whose total it is a combination of.
+Ozsoyoglu's Audit Expert keeps the same echelon form of the released queries). Among them the auditor
+judges the *totals* (:func:`totals`): vectors that are 1 on each block they take, the derivable total of a
+set of blocks.
 
 Arithmetic is modulo the prime 2^61 - 1: the cells' coefficients are 0 and 1, and a combination that is
 zero modulo a prime this large but not over the rationals needs about 2^61 / rank coincidences; a wrong
@@ -16,7 +16,6 @@ zero modulo a prime this large but not over the rationals needs about 2^61 / ran
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 PRIME = (1 << 61) - 1
@@ -98,29 +97,57 @@ def reduced(basis: list[Row]) -> list[Row]:
 
 
 class TooComplex(Exception):
-    """A part of the space too large to list its minimal supports: the auditor treats it as a leak."""
+    """A part of the space too large to search for its totals: the auditor treats it as a leak."""
 
 
-# A part of the space with more rows or columns than this is not enumerated (its supports are judged a leak):
-# the count of zero sets tried is C(columns, rows - 1).
-MOST_PART_ROWS = 4
-MOST_PART_COLUMNS = 48
+# The most search steps spent on one part of the space; past it the part is judged a leak.
+MOST_SEARCH_STEPS = 200_000
 
 
-def supports(basis: list[Row]) -> list[Row]:
-    """Vectors of the space ``basis`` spans whose supports include every minimal one (every support is a union
-    of minimal ones), with the weights that make them. Raises :class:`TooComplex` for a part larger than
-    ``MOST_PART_ROWS`` x ``MOST_PART_COLUMNS``."""
-    rows = reduced(basis)
+def totals(basis: list[Row], *, steps: int = MOST_SEARCH_STEPS) -> list[Row]:
+    """Every vector of the space ``basis`` spans that is a *total*: 1 on each block of its support (any
+    multiple of a total is found as the total itself), with the weights that make it.
+
+    In the reduced echelon form a vector of the space is fixed by its values at the pivots, and a total's are 0
+    or 1: so the totals are among the sums of subsets of the reduced rows, searched part by part (rows that
+    share no column combine independently), depth first, cutting a branch as soon as a column no later row
+    touches holds anything but 0 or 1. Raises :class:`TooComplex` past ``steps``."""
     found: list[Row] = []
-    for part in _parts(rows):
-        if len(part) == 1:
-            found.append(part[0])
-            continue
-        columns = sorted({c for row in part for c in row.vector})
-        if len(part) > MOST_PART_ROWS or len(columns) > MOST_PART_COLUMNS:
-            raise TooComplex(f"{len(part)} combinations over {len(columns)} blocks")
-        found.extend(_minimal_supports(part, columns))
+    budget = [steps]
+    for part in _parts(reduced(basis)):
+        found.extend(_totals_of(part, budget))
+    return found
+
+
+def _totals_of(part: list[Row], budget: list[int]) -> list[Row]:
+    last_use: dict[int, int] = {}
+    for index, row in enumerate(part):
+        for column in row.vector:
+            last_use[column] = index
+    closing: list[list[int]] = [[] for _ in part]  # per row: the columns no later row touches
+    for column, index in last_use.items():
+        closing[index].append(column)
+    found: list[Row] = []
+    total = Row({}, {})
+
+    def search(index: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise TooComplex(f"more than {MOST_SEARCH_STEPS} steps over {len(part)} combinations")
+        if index == len(part):
+            if total.vector and all(v == 1 for v in total.vector.values()):
+                found.append(Row(dict(total.vector), dict(total.weights)))
+            return
+        row = part[index]
+        for taken in (False, True):
+            if taken:
+                _subtract(total, PRIME - 1, row)  # total += row
+            if all(total.vector.get(c, 0) in (0, 1) for c in closing[index]):
+                search(index + 1)
+            if taken:
+                _subtract(total, 1, row)
+
+    search(0)
     return found
 
 
@@ -145,53 +172,3 @@ def _parts(rows: list[Row]) -> list[list[Row]]:
     for index, row in enumerate(rows):
         groups.setdefault(find(index), []).append(row)
     return list(groups.values())
-
-
-def _minimal_supports(part: list[Row], columns: list[int]) -> list[Row]:
-    """Every vector of ``part``'s span that is zero on some ``len(part) - 1`` columns and unique up to scale
-    there: their supports include every minimal support (a circuit is fixed by its zeros)."""
-    dimension = len(part)
-    found: dict[frozenset[int], Row] = {}
-    for zeros in itertools.combinations(columns, dimension - 1):
-        combination = _null_combination([[row.vector.get(c, 0) for c in zeros] for row in part])
-        if combination is None:
-            continue
-        total = Row({}, {})
-        for weight, row in zip(combination, part, strict=True):
-            if weight:
-                _subtract(total, -weight % PRIME, row)
-        support = frozenset(total.vector)
-        if support and support not in found:
-            found[support] = total
-    return [found[s] for s in sorted(found, key=sorted)]
-
-
-def _null_combination(matrix: list[list[int]]) -> list[int] | None:
-    """The weights y, unique up to scale, with y^T matrix = 0 (one weight per row); None unless the null space
-    of the rows is exactly one-dimensional."""
-    rows, cols = len(matrix), len(matrix[0]) if matrix else 0
-    # Solve over the transpose: columns of the matrix are equations in the row weights.
-    equations = [[matrix[r][c] % PRIME for r in range(rows)] for c in range(cols)]
-    pivot_columns: list[int] = []
-    line = 0
-    for variable in range(rows):
-        pivot = next((e for e in range(line, len(equations)) if equations[e][variable]), None)
-        if pivot is None:
-            continue
-        equations[line], equations[pivot] = equations[pivot], equations[line]
-        inverse = pow(equations[line][variable], PRIME - 2, PRIME)
-        equations[line] = [v * inverse % PRIME for v in equations[line]]
-        for e in range(len(equations)):
-            if e != line and equations[e][variable]:
-                factor = equations[e][variable]
-                equations[e] = [(a - factor * b) % PRIME for a, b in zip(equations[e], equations[line], strict=True)]
-        pivot_columns.append(variable)
-        line += 1
-    free = [v for v in range(rows) if v not in pivot_columns]
-    if len(free) != 1:
-        return None
-    weights = [0] * rows
-    weights[free[0]] = 1
-    for index, variable in enumerate(pivot_columns):
-        weights[variable] = -equations[index][free[0]] % PRIME
-    return weights
