@@ -10,8 +10,9 @@ query auditing (Chin and Ozsoyoglu, "Auditing and inference control in statistic
 with the cell rules of statistical disclosure control (tau-ARGUS's primary rules) deciding what is
 protected.
 
-Per statistic (the rows count, each measure's sum and its count of values, the distinct entities), on the
-blocks (``sandbox.audit.blocks``):
+On the blocks (``sandbox.audit.blocks``), for every statistic at once (a cell's rows count, each measure's
+sum and count of values and its distinct entities are one unknown per block, since statistics can be equal in
+the data and differenced across):
 
 1. each released cell is the set of blocks it adds up; blocks no cell separates are merged;
 2. a merged block *fails* when, as a cell, the rules would withhold it: 0 < entities < k, for a sum
@@ -25,9 +26,10 @@ blocks (``sandbox.audit.blocks``):
    gives no set's total and is not judged. A block that no entity contributes to (a sum of zeros) passes
    alone but adds nothing to a union, so it is counted with the failing blocks here;
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
-   withholding the answer's cells that take part in it, one at a time in the order of their keys, until
-   none is left, and then giving back those that turn out not to be needed. A cell identical to one released before is never
-   withheld: it tells nothing new. If withholding cannot close it the query is refused.
+   withholding the answer's cells (every statistic of each) that take part in it, one at a time in the order
+   of their keys, until none is left, and then giving back those that turn out not to be needed. A cell
+   identical to one released before is never withheld: it tells nothing new. If withholding cannot close
+   it the query is refused.
 
 What this does not do, and the README says so: a total that takes a passing block and a dominated one is
 not judged (a passing block may be small beside a dominant firm; a total of failing blocks alone is judged
@@ -125,21 +127,24 @@ class Auditor:
                              measures=measures, timeout_s=timeout)
         members = _Membership(blocks, coverages)
         current = coverages.index(guarded.coverage)
-        seen = {(c.coverage, c.fixed, c.keys, c.statistic) for c in released}
-        withheld: dict[int, set[int]] = {}
-        for statistic in sorted({name for _, name in new}):
-            old_rows = [members.cell(coverages.index(c.coverage), c.fixed, c.keys)
-                        for c in released if c.statistic == statistic]
-            candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell, name in new
-                          if name == statistic and (guarded.coverage, cell.fixed, cell.keys, statistic) not in seen]
-            judge = _Judge(blocks, statistic, rules, guarded.dataset)
-            for cell in _withhold(old_rows, candidates, judge, check=lambda: self._check(deadline)):
-                indices = {i for i in cell.statistics if statistic_name(plan, i) == statistic}
-                withheld.setdefault(cell.row, set()).update(indices)
+        # One system for every statistic: a cell is one unknown per block whatever it counts or adds up, since
+        # statistics can be equal in the data (COUNT(m) and COUNT(*) where m is never NULL, SUM of a measure that
+        # is always 1, a total that is the sum of other measures), and differencing across them would otherwise
+        # go unseen. A block fails when it fails for any statistic released in the scope.
+        seen = {(c.coverage, c.fixed, c.keys) for c in released}
+        old_rows = [members.cell(coverages.index(coverage), fixed, keys) for coverage, fixed, keys
+                    in dict.fromkeys((c.coverage, c.fixed, c.keys) for c in released)]
+        answer = list(dict.fromkeys(cell for cell, _ in new))
+        candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell in answer
+                      if (guarded.coverage, cell.fixed, cell.keys) not in seen]
+        statistics = sorted({c.statistic for c in released} | {name for _, name in new})
+        judge = _Judge(blocks, statistics, rules, guarded.dataset)
+        withheld = {cell.row: cell.statistics
+                    for cell in _withhold(old_rows, candidates, judge, check=lambda: self._check(deadline))}
         recorded = [ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name) for cell, name in new
-                    if not any(statistic_name(plan, i) == name for i in withheld.get(cell.row, ()))]
+                    if cell.row not in withheld]
         self.ledger.record(scope, recorded)
-        return {row: frozenset(indices) for row, indices in withheld.items()}
+        return withheld
 
     def _check(self, deadline: float) -> None:
         if self.clock() > deadline:
@@ -166,61 +171,55 @@ class _Membership:
 
 
 class _Judge:
-    """Whether a union of blocks, as one cell of ``statistic``, fails the cell rules (cached per union)."""
+    """Whether a union of blocks, as one cell, fails the cell rules for any of ``statistics`` (cached per union)."""
 
-    def __init__(self, blocks: Blocks, statistic: str, rules: Rules, dataset: str) -> None:
+    def __init__(self, blocks: Blocks, statistics: list[str], rules: Rules, dataset: str) -> None:
         self.dataset = dataset
         self.contributions = blocks.contributions
-        self.measure = statistic.split(":", 1)[1] if ":" in statistic else None
-        self.summed = statistic.startswith("sum:")
-        self.counted = statistic.startswith("count:")
+        self.summed = sorted({s.split(":", 1)[1] for s in statistics if s.startswith("sum:")})
+        self.counted = sorted({s.split(":", 1)[1] for s in statistics if s.startswith("count:")})
         self.rules = rules
-        self._cache: dict[frozenset[int], bool] = {}
+        self._cache: dict[frozenset[int], tuple[bool, bool]] = {}
 
     def fails(self, union: frozenset[int]) -> bool:
-        verdict = self._cache.get(union)
-        if verdict is None:
-            verdict = self._cache[union] = self._fails(union)
-        return verdict
+        """Whether the rules would withhold the union as a cell."""
+        return self._verdict(union)[0]
 
     def empty(self, union: frozenset[int]) -> bool:
-        """Whether no entity contributes to ``statistic`` in the union (a sum or count of nothing but zeros)."""
-        if not (self.summed or self.counted):
-            return False
-        measure = self.measure
-        for block in union:
-            for part in self.contributions[block].values():
-                if (self.summed and part.sums.get(measure) not in (None, 0)) or \
-                        (self.counted and part.counts.get(measure, 0)):
-                    return False
-        return True
+        """Whether some sum or count released in the scope has no contributor in the union (it adds only zeros,
+        so it protects nothing it is added to)."""
+        return self._verdict(union)[1]
 
-    def _fails(self, union: frozenset[int]) -> bool:
+    def _verdict(self, union: frozenset[int]) -> tuple[bool, bool]:
+        verdict = self._cache.get(union)
+        if verdict is None:
+            verdict = self._cache[union] = self._judge(union)
+        return verdict
+
+    def _judge(self, union: frozenset[int]) -> tuple[bool, bool]:
         merged: dict[Any, Contribution] = {}
-        measure = self.measure
         for block in union:
             for entity, part in self.contributions[block].items():
                 into = merged.get(entity)
                 if into is None:
                     into = merged[entity] = Contribution()
                 into.rows += part.rows
-                if measure is not None:
-                    if measure in part.sums:
-                        into.sums[measure] = into.sums.get(measure, 0) + part.sums[measure]
-                    into.counts[measure] = into.counts.get(measure, 0) + part.counts.get(measure, 0)
+                for measure, amount in part.sums.items():
+                    into.sums[measure] = into.sums.get(measure, 0) + amount
+                for measure, count in part.counts.items():
+                    into.counts[measure] = into.counts.get(measure, 0) + count
         k = self.rules.k
         entities = sum(1 for c in merged.values() if c.rows)
-        if 0 < entities < k:
-            return True
-        if self.counted:
+        fails, empty = 0 < entities < k, False
+        for measure in self.counted:
             counted = sum(1 for c in merged.values() if c.counts.get(measure, 0))
-            return 0 < counted < k
-        if not self.summed:
-            return False
-        amounts = [c.sums[measure] for c in merged.values() if c.sums.get(measure) not in (None, 0)]
-        if 0 < len(amounts) < k:
-            return True
-        return self.rules.dominance is not None and _dominated(amounts, self.rules.dominance)
+            fails, empty = fails or 0 < counted < k, empty or not counted
+        for measure in self.summed:
+            amounts = [c.sums[measure] for c in merged.values() if c.sums.get(measure) not in (None, 0)]
+            fails = fails or 0 < len(amounts) < k or (
+                self.rules.dominance is not None and _dominated(amounts, self.rules.dominance))
+            empty = empty or not amounts
+        return fails, empty
 
 
 def _dominated(amounts: list, rule: Dominance) -> bool:
