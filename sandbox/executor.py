@@ -95,7 +95,7 @@ class PlanExecutor:
             # One row past the cap: the released groups come first, so whether there are more of them than
             # the cap holds is told by them alone, never by a small group that takes the last place.
             result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows + 1)
-            return self._encrypted(plan, policy, guarded, result, key, max_rows=max_rows)
+            return self._encrypted(plan, policy, guarded, result, key, max_rows=max_rows, deadline=run_deadline)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=engine_cap(guarded, max_rows))
         check_size(guarded, result.truncated, dataset=plan.dataset)
         released = self._release(result, guarded, max_rows=max_rows, deadline=run_deadline)
@@ -119,12 +119,23 @@ class PlanExecutor:
                            audit=lambda cells: auditor.audit(guarded, cells, deadline=deadline))
 
     def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result: EngineResult,
-                   key: RequesterKey, *, max_rows: int) -> pb.ExecutePlanResponse:
+                   key: RequesterKey, *, max_rows: int, deadline: float) -> pb.ExecutePlanResponse:
         """Release ``result`` encrypted; under partitions release its groups and keep the cells for round two."""
-        release = encrypted_release(result.names, result.types, result.rows, guarded,
-                                    partitions=max(len(policy.partitions), 1), dataset=plan.dataset, max_rows=max_rows)
+        if policy.partitions or self.auditor is None:
+            # Under partitions each sandbox holds a part of every cell, so none of them can audit the sums the
+            # requester decrypts (README: what the auditor does not do).
+            release = encrypted_release(result.names, result.types, result.rows, guarded,
+                                        partitions=max(len(policy.partitions), 1), dataset=plan.dataset,
+                                        max_rows=max_rows)
+        else:
+            auditor = self.auditor
+            with auditor.lock(guarded.dataset):
+                release = encrypted_release(result.names, result.types, result.rows, guarded, partitions=1,
+                                            dataset=plan.dataset, max_rows=max_rows,
+                                            audit=lambda cells: auditor.audit(guarded, cells, deadline=deadline))
         response = pb.ExecutePlanResponse(truncated=release.truncated, engine_micros=result.micros,
-                                          sandbox_id=self.executions.sandbox_id)
+                                          sandbox_id=self.executions.sandbox_id,
+                                          audited=self.auditor is not None and not policy.partitions)
         if policy.partitions:
             self.pending.put(plan.execution_id, release, key.context, key.key_id)
             response.partition_groups.CopyFrom(release.groups)

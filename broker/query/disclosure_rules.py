@@ -44,7 +44,10 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
             rule="min_entities", column=guarded.entity, threshold=guarded.min_entities,
             description=f"groups with fewer than {guarded.min_entities} distinct {guarded.entity} values are left "
                         "out" + ("; each partition leaves out its own such cells, and the decrypted result counts "
-                                 "them per group" if policy.partitions else ""))]
+                                 "them per group" if policy.partitions else "")
+                        + ("; so are groups the released-cell auditor withholds (with cells of the dataset "
+                           "released before, they would give away a total of too few)"
+                           if result is not None and result.audited else ""))]
     ran = result is not None
     result = result or sandbox_pb.ExecutePlanResponse()  # nothing ran: nothing withheld
 

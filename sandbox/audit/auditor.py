@@ -35,7 +35,8 @@ What this does not do, and the README says so: a total that takes a passing bloc
 not judged (a passing block may be small beside a dominant firm; a total of failing blocks alone is judged
 whole, dominance included); answers to
 HAVING and LIMIT are recorded as the cells they read, so what a filter reveals beyond exact totals
-(inequalities) is not modelled; distinct counts are audited as if additive over blocks.
+(inequalities) is not modelled; distinct counts are audited as if additive over blocks; a secure sum over
+partitions is not audited (each sandbox holds a part of every cell).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any, Callable
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
+from dsbroker.guard import release_plan
 from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import Blocks, Contribution, read_blocks
@@ -69,6 +71,13 @@ class AnswerCell:
 
 
 Audit = Callable[[list[AnswerCell]], dict[int, frozenset[int]]]  # per answer row, the statistics withheld
+
+
+def statistics_read(plan: CellPlan) -> set[int]:
+    """The statistics an answer reveals something of: those its outputs, HAVING and ORDER BY read."""
+    return ({i for o in plan.outputs for i in release_plan.statistics_read(o.node)}
+            | release_plan.statistics_read(plan.having)
+            | {i for o in plan.order for i in release_plan.statistics_read(o.node)})
 
 
 def statistic_name(plan: CellPlan, index: int) -> str | None:

@@ -25,6 +25,7 @@ from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard.release_plan import Average
 from dsbroker.results.parameters import EXACT_LIMIT, SLOTS
+from sandbox.audit.auditor import AnswerCell, Audit, statistics_read
 from sandbox.disclosure.evaluate import direct_position, wire_value
 from sandbox.disclosure.release import compile_plan, layout_of, output_types
 from dsbroker.results.table import encode_table, wire_keys
@@ -56,12 +57,15 @@ class EncryptedRelease:
 
 
 def encrypted_release(names: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
-                      partitions: int, dataset: str, max_rows: int | None = None) -> EncryptedRelease:
+                      partitions: int, dataset: str, max_rows: int | None = None,
+                      audit: Audit | None = None) -> EncryptedRelease:
     """Split the engine's cell table for ``guarded`` into released groups and exact integer cells.
 
     An output is a group key (sent in clear) or one aggregate (``reject_encryption_unsupported``); an
     AVG travels as its SUM and COUNT. The engine returns the released groups first (``split_cells``), so
     the first ``max_rows`` released groups, and whether there were more, depend on released groups alone.
+    ``audit`` (``sandbox.audit``) is asked about the groups the threshold releases; a group it withholds
+    anything of is left out like a small one (an encrypted cell cannot be marked).
     Raises OUT_OF_RANGE ``ENCRYPTED_OVERFLOW`` when a cell could exceed
     what decrypts exactly once ``partitions`` cells are added, and ``ENCRYPTED_NOT_INTEGER`` for an
     output that is not a whole number by its type (a DOUBLE or DECIMAL measure, a fraction of one).
@@ -83,6 +87,15 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
         small = ((row[entities_at] or 0) < guarded.min_entities
                  or layout.hidden_by_contributors(row, guarded.min_entities))
         (withheld if small else released).append(row)
+    if audit is not None and released:
+        read = statistics_read(plan)
+        positions = layout.columns.statistics
+        cells = [AnswerCell(index, plan.keys, tuple(row[p] for p in layout.columns.keys),
+                            frozenset(i for i in read if row[positions[i]] is not None), row[entities_at] or 0)
+                 for index, row in enumerate(released)]
+        audited = audit([cell for cell in cells if cell.statistics])
+        withheld.extend(row for index, row in enumerate(released) if index in audited)
+        released = [row for index, row in enumerate(released) if index not in audited]
     if guarded.suppression != "mark":
         # Under suppressed: drop a small cell's existence is not told, not even as a count of partitions.
         withheld = []

@@ -37,6 +37,7 @@ from dsbroker.guard import internal_names as names
 from dsbroker.guard.release_plan import CellPlan, Key, statistics_read
 from dsbroker.policy.model import Dominance
 from sandbox.audit.auditor import Audit, AnswerCell
+from sandbox.audit.auditor import statistics_read as statistics_read_by
 from sandbox.disclosure.evaluate import (ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key,
                                          wire_value)
 
@@ -188,8 +189,7 @@ def _audit(controlled: list, rows: list[tuple], plan: CellPlan, layout: Layout, 
            audit: Audit) -> None:
     """Ask ``audit`` about the cells the rules release and withhold, in place, the statistics it names."""
     positions = layout.columns.statistics
-    read = {i for o in plan.outputs for i in statistics_read(o.node)} | statistics_read(plan.having) | {
-        i for o in plan.order for i in statistics_read(o.node)}
+    read = statistics_read_by(plan)
     levels = len(plan.totals)
     cells = []
     for place, (index, seen, _, why, _) in enumerate(controlled):
