@@ -69,9 +69,6 @@ def _one(client: BrokerClient, sql: str, grant: str = GRANT):
 
 # --- 1. The data changes under the ledger ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ledger keeps which cells were released, not their values or the data version they were computed "
-    "on: a refresh of the data (late filings) makes the same cell a new quantity (open: issue 19)"))
 def test_a_late_declaration_is_not_recovered_by_asking_the_same_cell_after_a_data_refresh(data, tmp_path):  # noqa: F811
     """The ledger records which cells were released, not their values, and the auditor judges them on the data
     as it is now. When the owner refreshes the data (a late declaration arrives, an amendment), the same cell

@@ -54,20 +54,24 @@ from dsbroker.guard import release_plan
 from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import Blocks, Contribution, read_blocks
-from sandbox.audit.linear import TooComplex, Vector, totals, unsafe_space
+from sandbox.audit.linear import TooComplex, Vector, in_span, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
 
 
 @dataclass(frozen=True)
 class AnswerCell:
     """One row of the answer's cell table as disclosure control would release it: its position, how many
-    leading keys it fixes, their values, the statistics released in it (by index) and its entities."""
+    leading keys it fixes, their values, the statistics released in it (by index) and their values."""
 
     row: int
     fixed: int
     keys: tuple
     statistics: frozenset[int]
-    entities: int
+    values: tuple[tuple[int, Any], ...] = ()  # (statistic index, value) of each released statistic
+
+    def value(self, index: int) -> Any:
+        """The value of released statistic ``index``."""
+        return dict(self.values)[index]
 
 
 Audit = Callable[[list[AnswerCell]], dict[int, frozenset[int]]]  # per answer row, the statistics withheld
@@ -140,18 +144,30 @@ class Auditor:
         # statistics can be equal in the data (COUNT(m) and COUNT(*) where m is never NULL, SUM of a measure that
         # is always 1, a total that is the sum of other measures), and differencing across them would otherwise
         # go unseen. A block fails when it fails for any statistic released in the scope.
-        seen = {(c.coverage, c.fixed, c.keys) for c in released}
-        old_rows = [members.cell(coverages.index(coverage), fixed, keys) for coverage, fixed, keys
-                    in dict.fromkeys((c.coverage, c.fixed, c.keys) for c in released)]
-        answer = list(dict.fromkeys(cell for cell, _ in new))
-        candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell in answer
-                      if (guarded.coverage, cell.fixed, cell.keys) not in seen]
         statistics = sorted({c.statistic for c in released} | {name for _, name in new})
         judge = _Judge(blocks, statistics, rules, guarded.dataset)
+        # A cell released before whose value is not what it is on the data now (a late declaration, an
+        # amendment) is no equation of today's blocks: the change would be its value now less the one released.
+        # Such a *stale* cell must not become derivable from what is released now.
+        valid: dict[tuple, frozenset[int]] = {}
+        stale: dict[tuple, frozenset[int]] = {}
+        for cell in released:
+            key = (cell.coverage, cell.fixed, cell.keys)
+            rows = members.cell(coverages.index(cell.coverage), cell.fixed, cell.keys)
+            if key in stale or judge.value(rows, cell.statistic) != cell.value:
+                stale[key] = rows
+                valid.pop(key, None)
+            else:
+                valid[key] = rows
+        answer = list(dict.fromkeys(cell for cell, _ in new))
+        candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell in answer
+                      if (guarded.coverage, cell.fixed, cell.keys) not in valid]
         withheld = {cell.row: cell.statistics
-                    for cell in _withhold(old_rows, candidates, judge, check=lambda: self._check(deadline))}
-        recorded = [ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name) for cell, name in new
-                    if cell.row not in withheld]
+                    for cell in _withhold(list(valid.values()), candidates, judge, stale=list(stale.values()),
+                                          check=lambda: self._check(deadline))}
+        recorded = [ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index))
+                    for cell in answer if cell.row not in withheld
+                    for index in sorted(cell.statistics) if (name := statistic_name(plan, index)) is not None]
         self.ledger.record(scope, recorded)
         return withheld
 
@@ -198,6 +214,19 @@ class _Judge:
         """Whether some sum or count released in the scope has no contributor in the union (it adds only zeros,
         so it protects nothing it is added to)."""
         return self._verdict(union)[1]
+
+    def value(self, union: frozenset[int], statistic: str) -> Any:
+        """The value of ``statistic`` over the union on today's data, as the cell table would give it."""
+        parts = [part for block in union for part in self.contributions[block].values()]
+        if statistic == "rows":
+            return sum(part.rows for part in parts)
+        if statistic == "entities":
+            return len({entity for block in union for entity in self.contributions[block]})
+        kind, measure = statistic.split(":", 1)
+        if kind == "count":
+            return sum(part.counts.get(measure, 0) for part in parts)
+        amounts = [part.sums[measure] for part in parts if measure in part.sums]
+        return sum(amounts[1:], amounts[0]) if amounts else None
 
     def _verdict(self, union: frozenset[int]) -> tuple[bool, bool]:
         verdict = self._cache.get(union)
@@ -247,18 +276,23 @@ def _dominated(amounts: list, rule: Dominance) -> bool:
 
 
 def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: _Judge, *,
-              check: Callable[[], None]) -> list[AnswerCell]:
-    """The answer's cells to withhold so that they cause no leak (module docstring, step 4)."""
+              stale: list[frozenset[int]], check: Callable[[], None]) -> list[AnswerCell]:
+    """The answer's cells to withhold so that they cause no leak (module docstring, step 4), nor make a stale
+    cell derivable."""
     kept = list(candidates)
-    if not kept or not _new_leaks(old, [rows for _, rows in kept], judge, check):
+
+    def leaks(rows: list[frozenset[int]]) -> list[set[int]]:
+        return _new_leaks(old, rows, judge, check) + _stale_leaks(old, rows, stale, check)
+
+    if not kept or not leaks([rows for _, rows in kept]):
         return []
     removed: list[tuple[AnswerCell, frozenset[int]]] = []
     while True:
-        leaks = _new_leaks(old, [rows for _, rows in kept], judge, check)
-        if not leaks:
+        found = leaks([rows for _, rows in kept])
+        if not found:
             break
         # The answer's cells that the leaking combinations take (their weights are those of old + kept).
-        involved = [kept[i - len(old)] for i in sorted({i for leak in leaks for i in leak}) if i >= len(old)]
+        involved = [kept[i - len(old)] for i in sorted({i for leak in found for i in leak}) if i >= len(old)]
         if not involved:
             raise DsbrokerError("the answer, with what has been released before, would reveal a total of too few "
                                 "taxpayers, and withholding its cells cannot prevent it", reason="AUDIT_REFUSED",
@@ -267,10 +301,31 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
         kept.remove(chosen)
         removed.append(chosen)
     for cell in reversed(removed):  # give back what turned out not to be needed
-        if not _new_leaks(old, [rows for _, rows in kept + [cell]], judge, check):
+        if not leaks([rows for _, rows in kept + [cell]]):
             kept.append(cell)
     kept_cells = {c for c, _ in kept}
     return [cell for cell, _ in removed if cell not in kept_cells]
+
+
+def _stale_leaks(old: list[frozenset[int]], new: list[frozenset[int]], stale: list[frozenset[int]],
+                 check: Callable[[], None]) -> list[set[int]]:
+    """Per stale cell that ``old`` and ``new`` together make derivable on today's blocks and ``old`` alone does
+    not, the rows (indices into ``old + new``) of a combination that gives it."""
+    if not stale or not new:
+        return []
+    everything = old + new
+    merged = _merged_blocks(everything + stale)
+    vectors = [{merged[block]: 1 for block in row} for row in everything]
+    found = []
+    for target in stale:
+        check()
+        if not target:
+            continue
+        weights = in_span(vectors, {merged[block]: 1 for block in target})
+        if weights is not None and any(i >= len(old) for i in weights) and \
+                in_span(vectors[:len(old)], {merged[block]: 1 for block in target}) is None:
+            found.append(set(weights))
+    return found
 
 
 def _by_keys(cell: AnswerCell) -> tuple:

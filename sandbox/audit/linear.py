@@ -76,6 +76,23 @@ def unsafe_space(vectors: list[Vector], unsafe: set[int], columns: list[int]) ->
     return [row for pivot, row in echelon.pivots.items() if pivot in unsafe]
 
 
+def in_span(vectors: list[Vector], target: Vector) -> Vector | None:
+    """The weights of ``vectors`` that make ``target`` (vector index -> weight), or None if none do."""
+    columns = sorted({c for vector in vectors for c in vector} | set(target))
+    echelon = Echelon({c: i for i, c in enumerate(columns)})
+    for index, vector in enumerate(vectors):
+        echelon.add(Row(vector, {index: 1}))
+    left = Row(dict(target), {})
+    while left.vector:
+        lead = min(left.vector, key=echelon.rank_of.__getitem__)
+        basis = echelon.pivots.get(lead)
+        if basis is None:
+            return None
+        _subtract(left, left.vector[lead] * pow(basis.vector[lead], PRIME - 2, PRIME) % PRIME, basis)
+    # target - sum(f * basis) = 0, and ``left.weights`` holds -sum(f * basis weights).
+    return {index: -weight % PRIME for index, weight in left.weights.items()}
+
+
 def reduced(basis: list[Row]) -> list[Row]:
     """The reduced echelon form of ``basis`` (each pivot zero in every other row): its rows have supports as
     small as one basis can give, and rows that share no column are independent parts of the space."""

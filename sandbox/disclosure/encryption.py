@@ -91,7 +91,8 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
         read = statistics_read(plan)
         positions = layout.columns.statistics
         cells = [AnswerCell(index, plan.keys, tuple(row[p] for p in layout.columns.keys),
-                            frozenset(i for i in read if row[positions[i]] is not None), row[entities_at] or 0)
+                            frozenset(statistics := [i for i in read if row[positions[i]] is not None]),
+                            tuple((i, row[positions[i]]) for i in sorted(statistics)))
                  for index, row in enumerate(released)]
         audited = audit([cell for cell in cells if cell.statistics])
         withheld.extend(row for index, row in enumerate(released) if index in audited)

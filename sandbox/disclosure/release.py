@@ -200,7 +200,8 @@ def _audit(controlled: list, rows: list[tuple], plan: CellPlan, layout: Layout, 
             continue
         fixed = levels - bin(seen[layout.grouping]).count("1") if levels else plan.keys
         keys = tuple(rows[index][p] for p in layout.columns.keys[:fixed])
-        cells.append(AnswerCell(place, fixed, keys, statistics, rows[index][positions[0]] or 0))
+        values = tuple((i, seen[positions[i]]) for i in sorted(statistics))
+        cells.append(AnswerCell(place, fixed, keys, statistics, values))
     for place, statistics in audit(cells).items():
         index, seen, marked, why, withheld_counts = controlled[place]
         hidden = frozenset(positions[i] for i in statistics)

@@ -6,7 +6,9 @@ query's *coverage* (the SQL of its rows: table, lookups, WHERE with the row filt
 keys), which keys of the coverage it fixes (all, or a ROLLUP total's leading ones), their values, and
 which of its statistics were released. Cells are written before their answer leaves, flushed to disk
 (``POWER_CUT``): a released cell the ledger lost would let the next query difference against it
-unaudited. Recording the same cell again changes nothing.
+unaudited. Each cell keeps the value released, so that a cell whose data has changed since (a late
+declaration, an amendment) is told from one that has not. Recording the same cell again changes nothing
+(the first value released stays).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ CREATE TABLE IF NOT EXISTS cells (
     fixed INTEGER NOT NULL,
     keys TEXT NOT NULL,
     statistic TEXT NOT NULL,
+    value TEXT NOT NULL,
     PRIMARY KEY (coverage, fixed, keys, statistic)
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS cells_no_delete BEFORE DELETE ON cells
@@ -47,13 +50,14 @@ BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 @dataclass(frozen=True)
 class ReleasedCell:
     """One released statistic of one cell: its coverage, how many of its keys it fixes (the leading ones;
-    fewer for a ROLLUP total), their values, and the statistic (``rows``, ``entities``, ``sum:<measure>``,
-    ``count:<measure>``)."""
+    fewer for a ROLLUP total), their values, the statistic (``rows``, ``entities``, ``sum:<measure>``,
+    ``count:<measure>``) and its value as released."""
 
     coverage: str
     fixed: int
     keys: tuple
     statistic: str
+    value: Any = None  # what was released, to tell a cell whose data changed since (a late declaration)
 
 
 class ReleasedCellLedger:
@@ -69,10 +73,11 @@ class ReleasedCellLedger:
         """Every cell released in ``scope``, oldest coverage first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT c.coverage, x.fixed, x.keys, x.statistic FROM cells x JOIN coverages c ON c.id = x.coverage "
+                "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value FROM cells x JOIN coverages c "
+                "ON c.id = x.coverage "
                 "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,)).fetchall()
-        return [ReleasedCell(coverage, fixed, decode_keys(keys), statistic)
-                for coverage, fixed, keys, statistic in rows]
+        return [ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0])
+                for coverage, fixed, keys, statistic, value in rows]
 
     def record(self, scope: str, cells: list[ReleasedCell]) -> None:
         """Write ``cells`` durably before they are released; raises ExecutionLedgerError (UNAVAILABLE) if it
@@ -91,8 +96,9 @@ class ReleasedCellLedger:
                             "SELECT id FROM coverages WHERE scope = ? AND coverage = ?",
                             (scope, cell.coverage)).fetchone()[0]
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO cells (coverage, fixed, keys, statistic) VALUES (?, ?, ?, ?)",
-                    [(ids[c.coverage], c.fixed, encode_keys(c.keys), c.statistic) for c in cells])
+                    "INSERT OR IGNORE INTO cells (coverage, fixed, keys, statistic, value) VALUES (?, ?, ?, ?, ?)",
+                    [(ids[c.coverage], c.fixed, encode_keys(c.keys), c.statistic, encode_keys((c.value,)))
+                     for c in cells])
                 self._db.execute("COMMIT")
             except sqlite3.Error as error:
                 if self._db.in_transaction:
