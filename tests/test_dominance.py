@@ -17,7 +17,8 @@ from dsbroker.policy.model import Dominance
 from broker.server import start_broker
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.disclosure.release import run
-from tests.conftest import GRANT, XUANWU, broker_settings_for, declarations_file, client_tls, policies_with, token_for
+from tests.conftest import (DISCLOSURE, GRANT, XUANWU, broker_settings_for, client_tls, declarations_file,
+                            policies_with, policy_without_dominance, token_for)
 
 # Per street: the VAT of each of its taxpayers. Revenue is 100 for everyone, so it is never dominated.
 CELLS = {
@@ -70,8 +71,9 @@ def test_each_rule_withholds_exactly_the_cells_it_should(crafted, policy):
     assert withheld == 2
 
 
-def test_without_a_dominance_rule_the_same_cells_are_released(crafted, policy):
-    guarded = guard(SQL, policy, district=XUANWU, department="xuanwu-fgw")
+def test_without_a_dominance_rule_the_same_cells_are_released(crafted):
+    grant = policy_without_dominance("the test shows what a grant without the rule releases")
+    guarded = guard(SQL, grant, district=XUANWU, department="xuanwu-fgw")
     rows = run(crafted, guarded, timeout_s=10, max_rows=100).rows
     assert {row[0]: row[1] for row in rows}["A-one-giant"] == 9_000 + 1_100 and guarded.cells.dominated == ()
 
@@ -103,7 +105,7 @@ def test_a_dominated_measure_cannot_be_recovered_by_differencing_two_sums_in_one
 
 @pytest.fixture
 def dominance_broker(sandbox, tmp_path):
-    policies = policies_with(tmp_path, "disclosure: {min_entities: 10}",
+    policies = policies_with(tmp_path, DISCLOSURE,
                              "disclosure: {min_entities: 10, dominance: {n: 1, k: 60}, p_percent: 10}")
     running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
     client = BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls())
