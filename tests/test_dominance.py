@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+from fractions import Fraction
 
 import duckdb
 import pytest
@@ -114,20 +115,28 @@ def dominance_broker(sandbox, tmp_path):
     running.stop()
 
 
-def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(dominance_broker, direct):
-    result = dominance_broker.query(GRANT, "SELECT street_code, industry_section, SUM(vat_paid) AS vat, "
-                                           "COUNT(*) AS c FROM tax.declarations GROUP BY 1, 2")
+BY_STREET_AND_SECTION = ("SELECT street_code, industry_section, SUM(vat_paid) AS vat, COUNT(*) AS c "
+                         "FROM tax.declarations GROUP BY 1, 2")
+
+
+def breaks(amounts: list[int], rule: Dominance) -> bool:
+    """Whether a cell's contributions (each taxpayer's total, by magnitude) break ``rule``: the rule
+    written out from its definition, in exact fractions, independently of the sandbox's code."""
+    ordered, k, p = sorted(amounts, reverse=True), Fraction(rule.k or 0), Fraction(rule.p or 0)
+    total = sum(ordered)
+    if rule.n is not None and 100 * sum(ordered[:rule.n]) > k * total:
+        return True
+    return rule.p is not None and 100 * (total - sum(ordered[:2])) < p * ordered[0]
+
+
+def assert_withheld_exactly_the_dominated_cells(result, direct, rule: Dominance) -> None:
+    """Every VAT cell of ``result`` (BY_STREET_AND_SECTION) withheld is one that breaks ``rule`` on the raw
+    declarations, and every other is exact; some are withheld and some are not."""
     contributions = collections.defaultdict(list)
     for street, section, amount in direct.execute(
             "SELECT street_code, industry_section, SUM(vat_paid) FROM tax.declarations "
             f"WHERE district_code = '{XUANWU}' GROUP BY street_code, industry_section, taxpayer_id").fetchall():
         contributions[(street, section)].append(abs(amount))
-
-    def dominated(amounts):
-        ordered = sorted(amounts, reverse=True)
-        total = sum(ordered)
-        return ordered[0] > 0.60 * total or total - sum(ordered[:2]) < 0.10 * ordered[0]
-
     withheld = 0
     for index, (street, section, vat, count) in enumerate(result.rows):
         amounts = contributions[(street, section)]
@@ -137,12 +146,37 @@ def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(do
         assert len(amounts) >= 10
         if vat is None:
             withheld += 1
-            assert dominated(amounts), (street, section)
+            assert breaks(amounts, rule), (street, section)
         else:
-            assert not dominated(amounts) and vat == direct.execute(
+            assert not breaks(amounts, rule) and vat == direct.execute(
                 "SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = ? AND street_code = ? "
                 "AND industry_section = ?", [XUANWU, street, section]).fetchone()[0]
         assert count is not None
-    rule = next(r for r in result.disclosure_rules if r["rule"] == "dominance")
-    assert rule["cells_withheld"] == withheld > 0, "the demo data should hold dominated cells"
+    reported = next(r for r in result.disclosure_rules if r["rule"] == "dominance")
+    assert reported["cells_withheld"] == withheld > 0, "the demo data should hold dominated cells"
     assert len(result.rows) > withheld, "and cells that are not"
+
+
+def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(dominance_broker, direct):
+    result = dominance_broker.query(GRANT, BY_STREET_AND_SECTION)
+    assert_withheld_exactly_the_dominated_cells(result, direct, Dominance(n=1, k=60.0, p=10.0))
+
+
+def test_the_shipped_grant_withholds_the_cells_its_two_largest_taxpayers_make_up(client, direct, policy):
+    # The shipped grant says nothing but the default (n = 2, k = 85); the demo data's dominant enterprises
+    # make some streets' sections theirs.
+    assert policy.dominance == Dominance(n=2, k=85.0) and policy.dominance_waiver is None
+    result = client.query(GRANT, BY_STREET_AND_SECTION)
+    assert_withheld_exactly_the_dominated_cells(result, direct, policy.dominance)
+    rule = next(r for r in result.disclosure_rules if r["rule"] == "dominance")
+    assert rule["threshold"] == 2 and "2 largest taxpayer_id hold over 85%" in rule["description"]
+
+
+def test_the_default_rule_on_the_crafted_cells(crafted, policy):
+    # By hand, per street (two months added up per taxpayer): A's largest two hold 9,100 of 10,100 (90%),
+    # C's 9,600 of 10,000 (96%), D's refund by magnitude 9,100 of 10,100; B's 200 of 1,200 (17%) and every
+    # street's revenue (100 a taxpayer) are not dominated. So VAT and its average are withheld in A, C and D.
+    cells, withheld = released(crafted, policy, policy.dominance)
+    assert all(cells[street][:2] == (None, None) for street in ("A-one-giant", "C-two-giants", "D-refund"))
+    assert cells["B-even"] == (1200, 50.0, 2400, 12) and withheld == 6
+    assert [cells[street][2] for street in ("A-one-giant", "C-two-giants", "D-refund")] == [2400, 2400, 2400]

@@ -36,7 +36,8 @@ ROLLUPS = [
 # A threshold of 2 keeps most cells of the small data; the dominance grants withhold some sums besides (the
 # dominance rule does not combine with totals, so the ROLLUPs run under the first grant only, the shipped
 # grant with its dominance rule off).
-GRANTS = {"k2": {"min_entities": 2, "dominance": None, "dominance_waiver": TOTALS}, "k3-dominance": {"min_entities": 3, "dominance": Dominance(n=1, k=50.0)},
+GRANTS = {"k2": {"min_entities": 2, "dominance": None, "dominance_waiver": TOTALS},
+          "k3-dominance": {"min_entities": 3, "dominance": Dominance(n=1, k=50.0)},
           "k2-dominance-p": {"min_entities": 2, "dominance": Dominance(n=2, k=80.0, p=20.0)}}
 CASES = [(grant, case.title, case.sql) for grant in GRANTS for case in read_cases("accepted.sql")] + \
     [("k2", sql, sql) for sql in ROLLUPS]
