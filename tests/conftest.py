@@ -17,7 +17,7 @@ import pytest
 from broker.client.sdk import BrokerClient
 from broker.dev.keys import KeyLayout, approve_for_development, broker_settings, init_keys, sandbox_settings
 from broker.dev.launch import development_token
-from dsbroker.policy.model import load_policy
+from dsbroker.policy.model import Policy, load_policy, parse_policy
 from broker.server import start_broker
 from broker.settings import BrokerSettings
 from sandbox.settings import SandboxSettings
@@ -31,6 +31,31 @@ POLICIES = ROOT / "policies"
 GRANT = "xuanwu-fgw-2026-007"
 XUANWU = "320102"
 ANALYST = "analyst"
+# The shipped grant's dominance rule (the default, written out) and its disclosure line, for tests that
+# change them in a copy of the grant.
+SHIPPED_DOMINANCE = "dominance: {n: 2, k: 85}"
+DISCLOSURE = "disclosure: {min_entities: 10, dominance: {n: 2, k: 85}}"
+
+
+def dominance_off(reason: str) -> str:
+    """What a grant writes, in ``disclosure: {...}``, to turn its dominance rule off for ``reason``."""
+    return f'dominance: off, dominance_off_reason: "{reason}"'
+
+
+def shipped_grant_text(*, without_dominance: str | None = None) -> str:
+    """The shipped grant's text; with ``without_dominance`` (a reason), a test-only variant of it with the
+    dominance rule off, for a test that pins cells the rule would withhold or a feature it refuses
+    (totals, encrypted results) and is about something else."""
+    text = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    if without_dominance is None:
+        return text
+    assert SHIPPED_DOMINANCE in text, f"the shipped grant no longer holds {SHIPPED_DOMINANCE!r}"
+    return text.replace(SHIPPED_DOMINANCE, dominance_off(without_dominance))
+
+
+def policy_without_dominance(reason: str) -> Policy:
+    """The shipped grant, loaded, with its dominance rule off for ``reason`` (see shipped_grant_text)."""
+    return parse_policy(shipped_grant_text(without_dominance=reason), source=f"{GRANT} (test variant)")
 
 
 @functools.cache
@@ -108,10 +133,11 @@ def broker_settings_for(sandbox_port: int, log_path: Path, **overrides) -> Broke
                              **broker_settings(dev_keys()), **overrides})
 
 
-def policies_with(directory: Path, old: str, new: str) -> str:
+def policies_with(directory: Path, old: str = "", new: str = "", *, without_dominance: str | None = None) -> str:
     """A policies directory in ``directory`` holding the shipped grant with ``old`` replaced by ``new``,
-    signed; returns the directory."""
-    text = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    signed; returns the directory. With ``without_dominance`` (a reason) the grant is the test-only variant
+    whose dominance rule is off (see shipped_grant_text)."""
+    text = shipped_grant_text(without_dominance=without_dominance)
     assert old in text, f"the shipped grant no longer holds {old!r}"
     policies = directory / "policies"
     policies.mkdir()
@@ -158,6 +184,24 @@ def policy():
     return load_policy(POLICIES / f"{GRANT}.yaml")
 
 
+# Why a test uses the grant with its dominance rule off. The rule refuses totals (ROLLUP: secondary
+# suppression reasons about plain sums) and encrypted results (the sandbox cannot withhold one ciphertext).
+TOTALS = "the test is about totals (ROLLUP) and secondary suppression, which the dominance rule refuses"
+ENCRYPTED = "the test is about encrypted results, which the dominance rule refuses"
+
+
+@pytest.fixture(scope="session")
+def totals_policy():
+    """The test-only variant of the shipped grant for tests of totals (:data:`TOTALS`)."""
+    return policy_without_dominance(TOTALS)
+
+
+@pytest.fixture(scope="session")
+def encrypted_policy():
+    """The test-only variant of the shipped grant for tests of encrypted results (:data:`ENCRYPTED`)."""
+    return policy_without_dominance(ENCRYPTED)
+
+
 @pytest.fixture(scope="session")
 def sandbox(demo_db):
     # The released-cell auditor is off in the run's shared sandbox: its tests pin the exact cells of the
@@ -176,6 +220,25 @@ def broker(sandbox, tmp_path_factory):
     running.access_log_path = log  # tests read the log the broker writes
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def totals_broker(sandbox, tmp_path_factory):
+    """A broker of its own, on the shared sandbox, serving the test-only variant of the shipped grant (same
+    id) whose dominance rule is off: for end-to-end tests of totals (:data:`TOTALS`)."""
+    state = tmp_path_factory.mktemp("totals")
+    log = state / "access-log.sqlite"
+    running = start_broker(broker_settings_for(sandbox.port, log, policies=policies_with(
+        state, without_dominance=TOTALS)))
+    running.access_log_path = log
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def totals_client(totals_broker):
+    with BrokerClient(f"127.0.0.1:{totals_broker.port}", token=token_for(), tls=client_tls()) as c:
+        yield c
 
 
 def token_for(department: str = "xuanwu-fgw", district: str = XUANWU, roles=("requester",),

@@ -32,7 +32,7 @@ from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.disclosure.release import run
 from sandbox.server import start_sandbox
 from tests.neighbours import JAN, TYPES, guarded_for, outcome, street
-from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
+from tests.conftest import (DISCLOSURE, GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
                             policies_with, token_for)
 
 
@@ -91,14 +91,14 @@ def test_a_measure_range_with_an_unreadable_date_reads_a_lone_taxpayer(tmp_path,
 
 # -- 2. encrypted mode: the engine's cut counts the groups that never leave the sandbox ------------------
 
-def test_encrypted_groups_released_do_not_depend_on_a_hidden_small_group(engines, policy):
+def test_encrypted_groups_released_do_not_depend_on_a_hidden_small_group(engines, encrypted_policy):
     """Encrypted results leave out groups under the threshold "so that not even the broker learns which
     groups were small". But the guard marks (suppression is forced to mark) and the engine still orders
     by the keys and cuts at LIMIT max_groups + 1, small groups included; the sandbox drops the small ones
     only afterwards. So one taxpayer alone in street B pushes street C out of the answer and flips the
     truncated flag: which groups come back says that B exists. With the shipped cap (5000) an attacker
     tunes a GROUP BY with IN filters to sit at the cap."""
-    granted = dataclasses.replace(policy, results=("aggregate", "encrypted"), max_groups=2)
+    granted = dataclasses.replace(encrypted_policy, results=("aggregate", "encrypted"), max_groups=2)
     sql = "SELECT street_code, COUNT(*) AS c FROM tax.declarations GROUP BY street_code"
     guarded = guard(sql, granted, district=XUANWU, department="xuanwu-fgw", encrypted=True, column_types=TYPES)
     found = {}
@@ -115,7 +115,7 @@ def test_encrypted_groups_released_do_not_depend_on_a_hidden_small_group(engines
 
 # -- 3. drop mode with totals: TOTALS_TOO_LARGE counts the rows it drops ---------------------------------
 
-def test_the_totals_cap_does_not_count_rows_that_are_dropped(engines, policy):
+def test_the_totals_cap_does_not_count_rows_that_are_dropped(engines, totals_policy):
     """Under ``suppressed: drop`` with ROLLUP the engine returns every row, small ones included (secondary
     suppression needs them), and the sandbox refuses TOTALS_TOO_LARGE when they exceed max_groups, before
     dropping anything. The two databases below release the very same rows (A, C, D and a total of 39
@@ -126,7 +126,7 @@ def test_the_totals_cap_does_not_count_rows_that_are_dropped(engines, policy):
     big = street("A", 12) + street("C", 12) + street("D", 12)
     two_small = big + street("B", 1) + [("E-0", JAN, "E", 100, 10), ("E-0", dt.date(2025, 2, 1), "E", 100, 10)]
     three_small = big + street("B", 1) + street("E", 1) + street("F", 1)
-    guarded = guarded_for(sql, policy, suppression="drop", max_groups=6)
+    guarded = guarded_for(sql, totals_policy, suppression="drop", max_groups=6)
     found = {name: outcome(engines(name, rows), guarded)
              for name, rows in {"two": two_small, "three": three_small}.items()}
     assert found["two"] == found["three"], found
@@ -142,7 +142,7 @@ NOISE_YAML = ("disclosure:\n  min_entities: 10\n  noise: {epsilon: 1.0, budget: 
 def noisy_serving(directory, rows, *, max_rows: int):
     directory.mkdir()
     data = declarations_file(directory / "owner-data.duckdb", rows)
-    policies = policies_with(directory, "disclosure: {min_entities: 10}", NOISE_YAML)
+    policies = policies_with(directory, DISCLOSURE, NOISE_YAML)
     sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(data), datasets=("tax.declarations",),
                                             privacy_ledger=str(directory / "ledger.sqlite"), max_rows=max_rows,
                                             **sandbox_settings(dev_keys())))
@@ -178,7 +178,7 @@ def test_the_noise_cell_cap_is_not_an_exact_count_of_cells(tmp_path):
 
 # -- 5. MAX over totals: secondary suppression does not protect an extreme --------------------------------
 
-def test_the_max_of_a_released_total_does_not_name_a_withheld_taxpayer(engines, policy):
+def test_the_max_of_a_released_total_does_not_name_a_withheld_taxpayer(engines, totals_policy):
     """Secondary suppression reasons about sums: with X (one taxpayer) withheld it withholds sibling B
     too, so X is not the total less its released parts. A MAX is not a sum: the total's MAX is the
     largest of its parts', so when it exceeds every released street's MAX it is X's or B's largest
@@ -189,7 +189,7 @@ def test_the_max_of_a_released_total_does_not_name_a_withheld_taxpayer(engines, 
            "GROUP BY ROLLUP (street_code) ORDER BY street_code")
     base = street("A", 12, revenue=500) + street("B", 11, revenue=400) + street("C", 15, revenue=300)
     try:
-        guarded = guarded_for(sql, policy, min_max={"revenue": ("MIN", "MAX")})
+        guarded = guarded_for(sql, totals_policy, min_max={"revenue": ("MIN", "MAX")})
     except DsbrokerError as error:
         assert error.metadata.get("rule", "").startswith("reject_")  # a refusal before any data is read
         return
@@ -297,7 +297,7 @@ def test_the_dominance_rule_on_a_double_measure_never_fails_on_a_withheld_cell(t
     assert found["ordinary"] == found["huge"], found
 
 
-def test_totals_over_a_decimal_group_key_are_answered(tmp_path, policy):
+def test_totals_over_a_decimal_group_key_are_answered(tmp_path, totals_policy):
     """A DECIMAL group key is read with ``Fraction(key)``, and a ROLLUP's total rows hold NULL keys:
     ``Fraction(None)`` raises TypeError, so every ROLLUP over such a key is an INTERNAL error (and a
     plain GROUP BY is one whenever a NULL key reaches the release)."""
@@ -305,8 +305,8 @@ def test_totals_over_a_decimal_group_key_are_answered(tmp_path, policy):
            "vat_paid BIGINT)")
     path = _typed_file(tmp_path / "decimal", ddl, [(f"t{n}", 1.5) for n in range(12)],
                        "INSERT INTO tax.declarations VALUES (?, '320102', ?, 1)")
-    guarded = guard("SELECT size_class, COUNT(*) AS c FROM tax.declarations GROUP BY ROLLUP (size_class)", policy,
-                    district=XUANWU, department="xuanwu-fgw")
+    guarded = guard("SELECT size_class, COUNT(*) AS c FROM tax.declarations GROUP BY ROLLUP (size_class)",
+                    totals_policy, district=XUANWU, department="xuanwu-fgw")
     engine = DuckDBEngine(path)
     try:
         released = run(engine, guarded, timeout_s=30)

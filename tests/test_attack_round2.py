@@ -75,7 +75,7 @@ def test_a_noisy_key_output_never_fails_on_a_lone_taxpayers_cell(engines, policy
     measure range in WHERE it reads a lone taxpayer's amount to the grid, one bit per query."""
     sql = (f"SELECT {output} AS probe, COUNT(*) AS c FROM tax.declarations WHERE street_code = 'X' "
            f"GROUP BY street_code, period")
-    granted = dataclasses.replace(policy, noise=NOISE)
+    granted = dataclasses.replace(policy, noise=NOISE, dominance=None)  # a noise grant has no dominance rule
     try:
         guarded = guarded_for(sql, granted)
     except DsbrokerError as error:
@@ -109,7 +109,7 @@ def test_negating_text_or_a_date_is_never_an_internal_error(engines, policy, sql
     assert result[0] == "answered", result
 
 
-def test_an_encrypted_key_output_says_nothing_about_withheld_groups(engines, policy):
+def test_an_encrypted_key_output_says_nothing_about_withheld_groups(engines, encrypted_policy):
     """encrypted_release computes the key outputs of the groups under the threshold too (``keys_of(withheld)``,
     for the partitions' count of groups left out). With a key output that fails in Python (``-street_code``,
     finding 2), the encrypted answer is an INTERNAL error if and only if a small group exists: with
@@ -120,7 +120,8 @@ def test_an_encrypted_key_output_says_nothing_about_withheld_groups(engines, pol
 
     sql = "SELECT -street_code AS x, COUNT(*) AS c FROM tax.declarations WHERE street_code = 'X' GROUP BY street_code"
     try:
-        guarded = guarded_for(sql, policy, encrypted=True, results=("aggregate", "encrypted"), suppression="drop")
+        guarded = guarded_for(sql, encrypted_policy, encrypted=True, results=("aggregate", "encrypted"),
+                              suppression="drop")
     except DsbrokerError as error:
         assert error.metadata.get("rule", "").startswith("reject_")
         return
@@ -146,14 +147,14 @@ ROLLUP_SQL = ("SELECT street_code, COUNT(*) AS c, SUM(vat_paid) AS v FROM tax.de
               "GROUP BY ROLLUP (street_code)")
 
 
-def test_secondary_suppression_does_not_depend_on_the_engines_row_order(engines, policy):
+def test_secondary_suppression_does_not_depend_on_the_engines_row_order(engines, totals_policy):
     """_secondary withholds "the released sibling with the fewest entities", ties broken by the cell's index
     in the engine's result (``min(candidates, key=lambda i: (cells[i].entities, i))``), and it walks the
     equations in the engine's row order. A table with totals is not ordered by the engine (the cell query
     has no ORDER BY), so which of two siblings with as many taxpayers is withheld is the engine's choice.
     The same cells in another order must give the same answer."""
     engine = engines("db", street("A", 12) + street("B", 12) + street("C", 15) + street("X", 1))
-    guarded = guarded_for(ROLLUP_SQL, policy)
+    guarded = guarded_for(ROLLUP_SQL, totals_policy)
     result = engine.execute(guarded.sql, timeout_s=30, max_rows=MOST_CELLS)
     answers = []
     for rows in (list(result.rows), list(reversed(result.rows))):
@@ -162,7 +163,7 @@ def test_secondary_suppression_does_not_depend_on_the_engines_row_order(engines,
     assert answers[0] == answers[1], answers
 
 
-def test_repeating_an_exact_query_with_totals_gives_one_answer(tmp_path, policy):
+def test_repeating_an_exact_query_with_totals_gives_one_answer(tmp_path, totals_policy):
     """The consequence of the test above on a real engine: DuckDB (two threads, as the sandbox runs it)
     returns a ROLLUP's rows in an order that varies from run to run once the table spans several row
     groups. Here 200 streets of 12 taxpayers each (600,000 declarations) and one street X of one taxpayer:
@@ -183,7 +184,7 @@ def test_repeating_an_exact_query_with_totals_gives_one_answer(tmp_path, policy)
                            "'64', 'I', '173', 'small', 100, 777, 0, 0, 1)")
     engine = DuckDBEngine(path)
     try:
-        guarded = guarded_for(ROLLUP_SQL, policy)
+        guarded = guarded_for(ROLLUP_SQL, totals_policy)
         withheld_streets = set()
         for _ in range(20):
             released = run(engine, guarded, timeout_s=60)
@@ -261,7 +262,7 @@ def test_ordering_by_a_large_expression_is_cheap_for_the_sandbox():
 
 # -- 6. partitions: the count of partitions that left a group out, under suppressed: drop ----------------
 
-def test_partitions_left_out_say_nothing_under_drop(engines, policy):
+def test_partitions_left_out_say_nothing_under_drop(engines, encrypted_policy):
     """With partitions, each sandbox encrypts beside its cells a vector saying, per group of the union,
     whether its own cell was under the threshold (``partitions_withheld``); the requester decrypts it (the
     CLI's "partitions left out"). The guard forces ``mark`` for encrypted queries, so this holds even when
@@ -274,7 +275,7 @@ def test_partitions_left_out_say_nothing_under_drop(engines, policy):
     from dsbroker.results.table import table_like
 
     sql = "SELECT street_code, COUNT(*) AS c, SUM(vat_paid) AS v FROM tax.declarations GROUP BY street_code"
-    guarded = guarded_for(sql, policy, encrypted=True, results=("encrypted",), suppression="drop",
+    guarded = guarded_for(sql, encrypted_policy, encrypted=True, results=("encrypted",), suppression="drop",
                           partitions=("east", "west"))
     key = EncryptionKey.generate()
     found = {}

@@ -50,7 +50,8 @@ def cit_rows(engines, name: str, amount: int):
 
 
 @pytest.mark.parametrize("suppression", ["mark", "drop"])
-def test_a_sum_withheld_for_too_few_contributors_is_not_its_total_less_its_siblings(engines, policy, suppression):
+def test_a_sum_withheld_for_too_few_contributors_is_not_its_total_less_its_siblings(engines, totals_policy,
+                                                                                   suppression):
     """release() runs secondary suppression (``_secondary``) on the cells under the threshold only
     (``under``: fewer than k entities). The contributor rule (``Layout.hidden_by_contributors``) withholds a
     single SUM inside a cell of k or more taxpayers afterwards, row by row, and nothing adds it to the
@@ -59,7 +60,7 @@ def test_a_sum_withheld_for_too_few_contributors_is_not_its_total_less_its_sibli
     (here total 123,516 less B's 60 is A-0's 123,456)."""
     sql = ("SELECT street_code, COUNT(*) AS c, SUM(cit_paid) AS cit FROM tax.declarations "
            "GROUP BY ROLLUP (street_code)")
-    guarded = guarded_for(sql, policy, suppression=suppression)
+    guarded = guarded_for(sql, totals_policy, suppression=suppression)
     released = run(cit_rows(engines, "db", 123_456), guarded, timeout_s=30)
     cit = released_cit(released, (0,))
     assert ("A",) not in cit, "A's CIT, one taxpayer's, is withheld by the contributor rule"
@@ -67,12 +68,12 @@ def test_a_sum_withheld_for_too_few_contributors_is_not_its_total_less_its_sibli
     assert not ((None,) in cit and ("B",) in cit), (released.rows, released.withheld)
 
 
-def test_a_sum_withheld_for_too_few_contributors_is_not_a_two_level_total_less_its_parts(engines, policy):
+def test_a_sum_withheld_for_too_few_contributors_is_not_a_two_level_total_less_its_parts(engines, totals_policy):
     """The same with two ROLLUP keys: A's CIT is withheld in (A, small) and in (A, total), yet the district
     total less B's total is A's lone payer's amount."""
     sql = ("SELECT street_code, size_class, SUM(cit_paid) AS cit, COUNT(*) AS c FROM tax.declarations "
            "GROUP BY ROLLUP (street_code, size_class)")
-    guarded = guarded_for(sql, policy)
+    guarded = guarded_for(sql, totals_policy)
     released = run(cit_rows(engines, "db", 123_456), guarded, timeout_s=30)
     cit = released_cit(released, (0, 1))
     assert ("A", None) not in cit and ("A", "small") not in cit
@@ -94,14 +95,15 @@ def test_a_sum_withheld_by_the_dominance_rule_is_never_next_to_its_total(policy)
     assert refused.value.metadata["rule"] == "reject_invalid_totals"
 
 
-def test_two_cells_under_the_threshold_are_not_their_total_less_its_released_part(engines, policy):
+def test_two_cells_under_the_threshold_are_not_their_total_less_its_released_part(engines, totals_policy):
     """A-0 alone declares in February and March in a street of 12: (A, Feb) and (A, Mar) are withheld
     (one taxpayer each), so no single cell is one subtraction away; but A's total less (A, Jan) is their
     sum, A-0's two months."""
     lone = [("A-0", dt.date(2025, month, 1), "A", 7_000 + month, 10) for month in (2, 3)]
     sql = ("SELECT street_code, period, COUNT(*) AS c, SUM(revenue) AS revenue FROM tax.declarations "
            "GROUP BY ROLLUP (street_code, period)")
-    released = run(engines("db", street("A", 12) + street("B", 12) + lone), guarded_for(sql, policy), timeout_s=30)
+    released = run(engines("db", street("A", 12) + street("B", 12) + lone), guarded_for(sql, totals_policy),
+                   timeout_s=30)
     shown = {tuple(row[:2]): row[3] for row, marks in zip(released.rows, released.withheld, strict=True) if not marks}
     assert ("A", dt.date(2025, 2, 1)) not in shown and ("A", dt.date(2025, 3, 1)) not in shown
     assert not (("A", None) in shown and ("A", JAN) in shown), (released.rows, released.withheld)
@@ -176,7 +178,7 @@ def test_a_measure_range_with_a_unicode_digit_date_does_not_read_a_lone_taxpayer
 # (it has k taxpayers, so it sorts among the released) and is then left out by the sandbox.
 
 def test_an_encrypted_answer_cut_at_the_cap_is_not_shortened_by_a_group_withheld_for_few_contributors(
-        engines, policy):
+        engines, encrypted_policy):
     """split_cells orders the encrypted cell query by ``COUNT(DISTINCT entity) >= k DESC`` so that small
     groups cannot take the places the cap leaves, and the sandbox takes max_rows + 1 rows. But
     encrypted_release also leaves out whole a group whose sum fewer than k taxpayers make up
@@ -187,7 +189,7 @@ def test_an_encrypted_answer_cut_at_the_cap_is_not_shortened_by_a_group_withheld
     say truthfully whether more exist."""
     granted = dict(results=("aggregate", "encrypted"), max_groups=2)
     sql = "SELECT street_code, SUM(cit_paid) AS cit FROM tax.declarations GROUP BY street_code"
-    guarded = guarded_for(sql, policy, encrypted=True, **granted)
+    guarded = guarded_for(sql, encrypted_policy, encrypted=True, **granted)
     engine = engines("db", street("A", 12) + street("B", 12) + street("C", 12) + street("D", 12),
                      "UPDATE tax.declarations SET cit_paid = 5 WHERE street_code <> 'B' OR taxpayer_id = 'B-0'")
     # As the sandbox runs it: one row past the cap, the released groups first.

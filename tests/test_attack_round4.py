@@ -285,10 +285,11 @@ def test_a_requester_cannot_make_the_sandbox_keep_evaluation_keys_through_the_br
     from broker.client.sdk import BrokerClient
     from dsbroker.errors import DsbrokerError
     from broker.server import start_broker
-    from tests.conftest import broker_settings_for, client_tls, policies_with, token_for
+    from tests.conftest import ENCRYPTED, broker_settings_for, client_tls, policies_with, token_for
 
     sandbox = own.start()
-    policies = policies_with(tmp_path, "results: [aggregate]", "results: [aggregate, encrypted]")
+    policies = policies_with(tmp_path, "results: [aggregate]", "results: [aggregate, encrypted]",
+                             without_dominance=ENCRYPTED)
     broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
     try:
         with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls()) as client:

@@ -23,6 +23,14 @@ import pytest
 from sandbox.disclosure.release import run
 from tests.neighbours import guarded_for
 
+
+@pytest.fixture(scope="module")
+def policy(totals_policy):
+    """The grant these findings are of: the shipped one without a dominance rule (a test-only variant),
+    since the rule refuses totals (ROLLUP) outright."""
+    return totals_policy
+
+
 JAN, FEB, MAR, APR, MAY = (dt.date(2025, month, 1) for month in (1, 2, 3, 4, 5))
 
 

@@ -75,7 +75,9 @@ def test_the_workflow_from_the_command_line(broker_target, tmp_path):
     listed = run(requester, "policy", "list")
     assert listed.exit_code == 0 and grant in listed.output and "active" in listed.output
     document = run(owner, "policy", "show", grant)
-    assert "min_entities: 15}" in document.output and "cit_paid" not in document.output.split("approvals:")[0]
+    # The draft writes the default dominance rule out (the request asks for SUMs of measures, in plaintext).
+    assert "disclosure: {min_entities: 15, dominance: {n: 2, k: 85}}" in document.output
+    assert "cit_paid" not in document.output.split("approvals:")[0] and "dominance rule is off" not in document.output
 
     no_reason = run(owner, "policy", "suspend", grant)
     assert no_reason.exit_code != 0 and "--reason" in no_reason.output

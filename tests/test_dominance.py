@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+from fractions import Fraction
 
 import duckdb
 import pytest
@@ -17,7 +18,8 @@ from dsbroker.policy.model import Dominance
 from broker.server import start_broker
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.disclosure.release import run
-from tests.conftest import GRANT, XUANWU, broker_settings_for, declarations_file, client_tls, policies_with, token_for
+from tests.conftest import (DISCLOSURE, GRANT, XUANWU, broker_settings_for, client_tls, declarations_file,
+                            policies_with, policy_without_dominance, token_for)
 
 # Per street: the VAT of each of its taxpayers. Revenue is 100 for everyone, so it is never dominated.
 CELLS = {
@@ -70,8 +72,9 @@ def test_each_rule_withholds_exactly_the_cells_it_should(crafted, policy):
     assert withheld == 2
 
 
-def test_without_a_dominance_rule_the_same_cells_are_released(crafted, policy):
-    guarded = guard(SQL, policy, district=XUANWU, department="xuanwu-fgw")
+def test_without_a_dominance_rule_the_same_cells_are_released(crafted):
+    grant = policy_without_dominance("the test shows what a grant without the rule releases")
+    guarded = guard(SQL, grant, district=XUANWU, department="xuanwu-fgw")
     rows = run(crafted, guarded, timeout_s=10, max_rows=100).rows
     assert {row[0]: row[1] for row in rows}["A-one-giant"] == 9_000 + 1_100 and guarded.cells.dominated == ()
 
@@ -103,7 +106,7 @@ def test_a_dominated_measure_cannot_be_recovered_by_differencing_two_sums_in_one
 
 @pytest.fixture
 def dominance_broker(sandbox, tmp_path):
-    policies = policies_with(tmp_path, "disclosure: {min_entities: 10}",
+    policies = policies_with(tmp_path, DISCLOSURE,
                              "disclosure: {min_entities: 10, dominance: {n: 1, k: 60}, p_percent: 10}")
     running = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
     client = BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls())
@@ -112,20 +115,28 @@ def dominance_broker(sandbox, tmp_path):
     running.stop()
 
 
-def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(dominance_broker, direct):
-    result = dominance_broker.query(GRANT, "SELECT street_code, industry_section, SUM(vat_paid) AS vat, "
-                                           "COUNT(*) AS c FROM tax.declarations GROUP BY 1, 2")
+BY_STREET_AND_SECTION = ("SELECT street_code, industry_section, SUM(vat_paid) AS vat, COUNT(*) AS c "
+                         "FROM tax.declarations GROUP BY 1, 2")
+
+
+def breaks(amounts: list[int], rule: Dominance) -> bool:
+    """Whether a cell's contributions (each taxpayer's total, by magnitude) break ``rule``: the rule
+    written out from its definition, in exact fractions, independently of the sandbox's code."""
+    ordered, k, p = sorted(amounts, reverse=True), Fraction(rule.k or 0), Fraction(rule.p or 0)
+    total = sum(ordered)
+    if rule.n is not None and 100 * sum(ordered[:rule.n]) > k * total:
+        return True
+    return rule.p is not None and 100 * (total - sum(ordered[:2])) < p * ordered[0]
+
+
+def assert_withheld_exactly_the_dominated_cells(result, direct, rule: Dominance) -> None:
+    """Every VAT cell of ``result`` (BY_STREET_AND_SECTION) withheld is one that breaks ``rule`` on the raw
+    declarations, and every other is exact; some are withheld and some are not."""
     contributions = collections.defaultdict(list)
     for street, section, amount in direct.execute(
             "SELECT street_code, industry_section, SUM(vat_paid) FROM tax.declarations "
             f"WHERE district_code = '{XUANWU}' GROUP BY street_code, industry_section, taxpayer_id").fetchall():
         contributions[(street, section)].append(abs(amount))
-
-    def dominated(amounts):
-        ordered = sorted(amounts, reverse=True)
-        total = sum(ordered)
-        return ordered[0] > 0.60 * total or total - sum(ordered[:2]) < 0.10 * ordered[0]
-
     withheld = 0
     for index, (street, section, vat, count) in enumerate(result.rows):
         amounts = contributions[(street, section)]
@@ -135,12 +146,37 @@ def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(do
         assert len(amounts) >= 10
         if vat is None:
             withheld += 1
-            assert dominated(amounts), (street, section)
+            assert breaks(amounts, rule), (street, section)
         else:
-            assert not dominated(amounts) and vat == direct.execute(
+            assert not breaks(amounts, rule) and vat == direct.execute(
                 "SELECT SUM(vat_paid) FROM tax.declarations WHERE district_code = ? AND street_code = ? "
                 "AND industry_section = ?", [XUANWU, street, section]).fetchone()[0]
         assert count is not None
-    rule = next(r for r in result.disclosure_rules if r["rule"] == "dominance")
-    assert rule["cells_withheld"] == withheld > 0, "the demo data should hold dominated cells"
+    reported = next(r for r in result.disclosure_rules if r["rule"] == "dominance")
+    assert reported["cells_withheld"] == withheld > 0, "the demo data should hold dominated cells"
     assert len(result.rows) > withheld, "and cells that are not"
+
+
+def test_end_to_end_every_withheld_cell_is_dominated_and_every_other_is_exact(dominance_broker, direct):
+    result = dominance_broker.query(GRANT, BY_STREET_AND_SECTION)
+    assert_withheld_exactly_the_dominated_cells(result, direct, Dominance(n=1, k=60.0, p=10.0))
+
+
+def test_the_shipped_grant_withholds_the_cells_its_two_largest_taxpayers_make_up(client, direct, policy):
+    # The shipped grant says nothing but the default (n = 2, k = 85); the demo data's dominant enterprises
+    # make some streets' sections theirs.
+    assert policy.dominance == Dominance(n=2, k=85.0) and policy.dominance_waiver is None
+    result = client.query(GRANT, BY_STREET_AND_SECTION)
+    assert_withheld_exactly_the_dominated_cells(result, direct, policy.dominance)
+    rule = next(r for r in result.disclosure_rules if r["rule"] == "dominance")
+    assert rule["threshold"] == 2 and "2 largest taxpayer_id hold over 85%" in rule["description"]
+
+
+def test_the_default_rule_on_the_crafted_cells(crafted, policy):
+    # By hand, per street (two months added up per taxpayer): A's largest two hold 9,100 of 10,100 (90%),
+    # C's 9,600 of 10,000 (96%), D's refund by magnitude 9,100 of 10,100; B's 200 of 1,200 (17%) and every
+    # street's revenue (100 a taxpayer) are not dominated. So VAT and its average are withheld in A, C and D.
+    cells, withheld = released(crafted, policy, policy.dominance)
+    assert all(cells[street][:2] == (None, None) for street in ("A-one-giant", "C-two-giants", "D-refund"))
+    assert cells["B-even"] == (1200, 50.0, 2400, 12) and withheld == 6
+    assert [cells[street][2] for street in ("A-one-giant", "C-two-giants", "D-refund")] == [2400, 2400, 2400]

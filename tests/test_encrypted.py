@@ -35,8 +35,8 @@ from sandbox.demo.data import DEMO_DATASETS, split_demo_data
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
 from tests.conftest import shared_data
-from tests.conftest import (GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
-                            sign, token_for)
+from tests.conftest import (DISCLOSURE, ENCRYPTED, GRANT, XUANWU, broker_settings_for, client_tls, declarations_file,
+                            dev_keys, shipped_grant_text, sign, token_for)
 
 PARTITIONED = "xuanwu-fgw-2026-008"
 PARTITIONS = ("part-a", "part-b", "part-c")
@@ -100,19 +100,21 @@ def plaintext_sandbox(data: Path, sandbox_id: str, ledger: Path, datasets: tuple
 
 
 def encrypted_policies(directory: Path) -> Path:
-    """The shipped grant allowing encrypted results too, and a grant over three partitions (encrypted only)."""
-    shipped = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
-    assert "results: [aggregate]" in shipped
+    """The shipped grant allowing encrypted results too, and a grant over three partitions (encrypted only),
+    both with the dominance rule off (encrypted results are not served under it); and a noise grant."""
+    waived = shipped_grant_text(without_dominance=ENCRYPTED)
+    assert "results: [aggregate]" in waived
     directory.mkdir()
-    (directory / f"{GRANT}.yaml").write_text(sign(shipped.replace("results: [aggregate]",
-                                                                  "results: [aggregate, encrypted]")))
-    partitioned = shipped.replace(f"id: {GRANT}", f"id: {PARTITIONED}").replace(
+    (directory / f"{GRANT}.yaml").write_text(sign(waived.replace("results: [aggregate]",
+                                                                 "results: [aggregate, encrypted]")))
+    partitioned = waived.replace(f"id: {GRANT}", f"id: {PARTITIONED}").replace(
         "results: [aggregate]", f"results: [encrypted]\npartitions: [{', '.join(PARTITIONS)}]")
     (directory / f"{PARTITIONED}.yaml").write_text(sign(partitioned))
-    noisy = shipped.replace(f"id: {GRANT}", f"id: {NOISY}").replace(
+    # A noise grant has no dominance rule (clipping bounds what one taxpayer adds), so nothing to turn off.
+    noisy = shipped_grant_text().replace(f"id: {GRANT}", f"id: {NOISY}").replace(
         "results: [aggregate]", "results: [aggregate, encrypted]").replace(
-        "disclosure: {min_entities: 10}", "disclosure: {min_entities: 10, noise: {epsilon: 1.0, budget: 1000, "
-                                          "bounds: {vat_paid: [0, 100000000]}, rows_per_entity: 24}}")
+        DISCLOSURE, "disclosure: {min_entities: 10, noise: {epsilon: 1.0, budget: 1000, "
+                    "bounds: {vat_paid: [0, 100000000]}, rows_per_entity: 24}}")
     (directory / f"{NOISY}.yaml").write_text(sign(noisy))
     return directory
 
@@ -392,8 +394,8 @@ def test_a_total_beyond_the_range_is_refused_not_wrapped(near_limit, key):
 def test_with_partitions_each_cell_must_leave_room_for_the_others(near_limit):
     from dsbroker.guard import guard
     from sandbox.disclosure.encryption import encrypted_release
-    policy = parse_policy((POLICIES / f"{GRANT}.yaml").read_text().replace("results: [aggregate]",
-                                                                          "results: [aggregate, encrypted]"))
+    policy = parse_policy(shipped_grant_text(without_dominance=ENCRYPTED).replace(
+        "results: [aggregate]", "results: [aggregate, encrypted]"))
     guarded = guard("SELECT SUM(vat_paid) AS vat FROM tax.declarations", policy, district=XUANWU,
                     department="xuanwu-fgw", encrypted=True)
     cell = EXACT_LIMIT // 3 + 1

@@ -13,7 +13,7 @@ from dsbroker.policy.model import Lookup, Noise
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from dsbroker.guard.release_plan import describe
 from sandbox.disclosure.release import run
-from tests.conftest import XUANWU
+from tests.conftest import XUANWU, policy_without_dominance
 from tests.guard_fixtures import CATEGORIES, read_cases
 
 REFUSED = read_cases("*__invalid.sql")
@@ -21,6 +21,13 @@ ACCEPTED = read_cases("accepted.sql")
 REWRITES = read_cases("rewrites.sql")  # under suppressed: drop (the threshold in HAVING)
 MARKED_REWRITES = read_cases("rewrites_marked.sql")  # under suppressed: mark, the default
 ENCRYPTED_REWRITES = read_cases("rewrites_encrypted.sql")  # in encrypted mode
+
+
+@pytest.fixture(scope="module")
+def policy():
+    """The grant the fixtures are written for: the shipped one, its dominance rule off (a test-only variant)."""
+    return policy_without_dominance("the fixtures pin the guard's rewrites and refusals and the unrestricted "
+                                    "query's cells, without the dominance rule's columns and withheld cells")
 
 
 NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"revenue": (0, 10**9), "vat_paid": (0, 10**8)})

@@ -39,8 +39,8 @@ from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
-from tests.conftest import (ANALYST, GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, dev_keys,
-                            revocation, sandbox_client_tls, sign, token_for)
+from tests.conftest import (ANALYST, ENCRYPTED, GRANT, POLICIES, SHIPPED_DOMINANCE, XUANWU, broker_settings_for,
+                            client_tls, dev_keys, dominance_off, revocation, sandbox_client_tls, sign, token_for)
 
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
 SHIPPED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
@@ -49,8 +49,9 @@ SHIPPED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
 def document(version: int = 1, *, encrypted: bool = False) -> str:
     """The shipped grant at ``version`` (optionally allowing encrypted results), signed by reviewer and owner."""
     text = SHIPPED.replace("version: 1", f"version: {version}")
-    if encrypted:
-        text = text.replace("results: [aggregate]", "results: [aggregate, encrypted]")
+    if encrypted:  # encrypted results are not served under the dominance rule: the grant turns it off
+        text = text.replace("results: [aggregate]", "results: [aggregate, encrypted]").replace(
+            SHIPPED_DOMINANCE, dominance_off(ENCRYPTED))
     return sign(text)
 
 

@@ -23,8 +23,8 @@ from sandbox.disclosure.release import run
 from sandbox.disclosure.noise import noisy_answer
 from sandbox.ledgers.privacy import BudgetExhausted, PrivacyLedger
 from sandbox.server import start_sandbox
-from tests.conftest import (GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
-                            policies_with, token_for)
+from tests.conftest import (DISCLOSURE, GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
+                            policies_with, policy_without_dominance, token_for)
 
 BOUND = 1_000_000  # the most one taxpayer's revenue adds to a cell
 GIANT = 3_000_000  # the lone enterprise of street X declares this each month, far over the bound
@@ -56,7 +56,8 @@ def engine(crafted):
 
 
 def exact_cells(engine, policy, sql):
-    guarded = guard(sql, dataclasses.replace(policy, noise=NOISE), district=XUANWU, department="xuanwu-fgw")
+    noisy = dataclasses.replace(policy, noise=NOISE, dominance=None)  # a noise grant has no dominance rule
+    guarded = guard(sql, noisy, district=XUANWU, department="xuanwu-fgw")
     result = engine.execute(guarded.sql, timeout_s=10, max_rows=100)
     return guarded, result
 
@@ -116,19 +117,25 @@ def test_stated_intervals_hold_the_true_value_about_95_percent_of_the_time(engin
 
 
 def test_exact_mode_does_not_stop_differencing_and_says_so(engine, policy):
-    # Documented limit: two allowed totals that differ by one street read that street's lone enterprise.
-    def total(streets):
+    # Documented limit: two allowed totals that differ by one street read that street's cell, which the
+    # threshold withholds on its own: street B's three taxpayers, 2 months of 1,000 each.
+    def total(streets, grant=policy):
         guarded = guard(f"SELECT SUM(revenue) AS total FROM tax.declarations WHERE street_code IN ({streets})",
-                        policy, district=XUANWU, department="xuanwu-fgw")
+                        grant, district=XUANWU, department="xuanwu-fgw")
         return run(engine, guarded, timeout_s=10, max_rows=10).rows[0][0]
 
-    assert total("'A', 'X'") - total("'A'") == 2 * GIANT
+    assert total("'A', 'B'") - total("'A'") == 3 * 2 * 1_000
+    # The shipped grant's dominance rule withholds a total that one enterprise makes up: X's 6,000,000 of
+    # A's and X's 6,600,000 (91%, over 85% for the two largest). Without the rule the difference reads it.
+    assert total("'A', 'X'") is None
+    threshold_only = policy_without_dominance("the test shows what the threshold alone lets differencing read")
+    assert total("'A', 'X'", threshold_only) - total("'A'", threshold_only) == 2 * GIANT
 
 
 @pytest.fixture
 def noisy_servers(crafted, tmp_path):
     """A sandbox on the crafted data with its own ledger, and a broker with the noise grant; restartable."""
-    policies = policies_with(tmp_path, "disclosure: {min_entities: 10}", NOISE_YAML)
+    policies = policies_with(tmp_path, DISCLOSURE, NOISE_YAML)
     ledger = tmp_path / "ledger.sqlite"
     running = []
 

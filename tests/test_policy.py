@@ -116,7 +116,9 @@ def test_problems_name_the_line(change, line, words):
 
 
 def test_results_and_partitions_parse():
-    policy = parse_policy(VALID + "results: [encrypted]\npartitions: [xuanwu-office-east, host-1:demo]\n")
+    # Encrypted results need the dominance rule off (tests/test_dominance_default.py).
+    policy = parse_policy(VALID + "results: [encrypted]\npartitions: [xuanwu-office-east, host-1:demo]\n"
+                          'disclosure: {dominance: off, dominance_off_reason: "a test of how partitions parse"}\n')
     assert policy.results == ("encrypted",) and policy.partitions == ("xuanwu-office-east", "host-1:demo")
     assert parse_policy(VALID).results == ("aggregate",) and parse_policy(VALID).partitions == ()
 
@@ -124,7 +126,8 @@ def test_results_and_partitions_parse():
 def test_dominance_rules_parse():
     policy = parse_policy(VALID + "disclosure: {min_entities: 5, dominance: {n: 2, k: 85}, p_percent: 10}\n")
     assert policy.dominance == Dominance(2, 85.0, 10.0) and policy.min_entities == 5
-    assert parse_policy(VALID).dominance is None
+    assert parse_policy(VALID + "disclosure: {dominance: {n: 1, k: 60}}\n").dominance == Dominance(1, 60.0)
+    assert parse_policy(VALID).dominance == Dominance(2, 85.0), "on by default (tests/test_dominance_default.py)"
 
 
 def test_ranges_name_a_grid_per_measure():

@@ -205,10 +205,13 @@ def test_explain_shows_the_rewrite_and_each_rule_without_running_and_is_logged(b
     assert list(actions) == [rule.__name__ for rule in RULES]
     assert actions["split_cells"] == actions["qualify_joined_columns"] == GuardStep.ACTION_REWROTE
     assert actions["add_entity_threshold"] == GuardStep.ACTION_UNCHANGED  # cells are marked, in the sandbox
-    assert explanation.release_plan == "__k0 AS street_name, __s1 AS vat | ORDER BY __k0 (in the engine) | LIMIT 5001"
+    # The grant's dominance rule (the default, n=2, k=85) tests the one summed measure.
+    assert explanation.release_plan == ("__k0 AS street_name, __s1 AS vat | ORDER BY __k0 (in the engine) | LIMIT 5001 "
+                                        "| dominance: vat_paid")
     assert actions["reject_raw_rows"] == GuardStep.ACTION_CHECKED
     assert explanation.lookup_tables == ["tax.streets"] and explanation.max_groups == 5000
     assert explanation.disclosure_rules[0].threshold == 10 and explanation.policy_version == 1
+    assert [(r.rule, r.threshold) for r in explanation.disclosure_rules] == [("min_entities", 10), ("dominance", 2)]
 
     with pytest.raises(DsbrokerError) as caught:
         client.explain(GRANT, "SELECT taxpayer_id FROM tax.declarations")

@@ -140,8 +140,8 @@ def engine(tmp_path_factory):
 
 
 @pytest.mark.parametrize("suppression", ["mark", "drop"])
-def test_end_to_end_the_totals_give_no_withheld_cell_away(engine, policy, suppression):
-    grant = dataclasses.replace(policy, suppression=suppression)
+def test_end_to_end_the_totals_give_no_withheld_cell_away(engine, totals_policy, suppression):
+    grant = dataclasses.replace(totals_policy, suppression=suppression)
     guarded = guard("SELECT street_code, size_class, SUM(revenue) AS revenue, COUNT(*) AS n FROM tax.declarations "
                     "GROUP BY ROLLUP (street_code, size_class) ORDER BY 1, 2", grant, district=XUANWU,
                     department="xuanwu-fgw")
@@ -163,10 +163,11 @@ def test_end_to_end_the_totals_give_no_withheld_cell_away(engine, policy, suppre
         assert len(released.rows) == len(result.rows) and released.counts["secondary"] == 2
 
 
-def test_totals_over_the_wire_mark_withheld_cells_and_the_keys_a_total_spans(client, direct, broker):
-    result = client.query(GRANT, "SELECT street_code, industry_section, SUM(vat_paid) AS vat FROM tax.declarations "
-                                 "WHERE industry_section IN ('C', 'D', 'F') "
-                                 "GROUP BY ROLLUP (street_code, industry_section) ORDER BY 1, 2")
+def test_totals_over_the_wire_mark_withheld_cells_and_the_keys_a_total_spans(totals_client, direct, totals_broker):
+    # A broker serving the grant without a dominance rule, which refuses totals (conftest.TOTALS).
+    result = totals_client.query(GRANT, "SELECT street_code, industry_section, SUM(vat_paid) AS vat "
+                                        "FROM tax.declarations WHERE industry_section IN ('C', 'D', 'F') "
+                                        "GROUP BY ROLLUP (street_code, industry_section) ORDER BY 1, 2")
     grand = [i for i, row in enumerate(result.rows) if (i, 0) in result.rolled_up]
     assert len(grand) == 1 and (grand[0], 1) in result.rolled_up
     assert result.rows[grand[0]][2] == direct.execute(
@@ -177,7 +178,7 @@ def test_totals_over_the_wire_mark_withheld_cells_and_the_keys_a_total_spans(cli
     assert rules["min_entities"]["cells_withheld"] + rules["secondary_suppression"]["cells_withheld"] \
         == len(withheld_rows) > 0
     assert rules["secondary_suppression"]["cells_withheld"] > 0, "the demo data should need secondary suppression"
-    with sqlite3.connect(broker.access_log_path) as db:
+    with sqlite3.connect(totals_broker.access_log_path) as db:
         detail = json.loads(db.execute("SELECT detail FROM access_log WHERE event = 'query.result' "
                                        "ORDER BY seq DESC LIMIT 1").fetchone()[0])
     assert detail["secondary_cells_withheld"] == rules["secondary_suppression"]["cells_withheld"]

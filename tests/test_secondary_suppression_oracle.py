@@ -23,6 +23,14 @@ from sandbox.disclosure.release import run
 from tests.conftest import declarations_file
 from tests.neighbours import guarded_for
 
+
+@pytest.fixture(scope="module")
+def policy(totals_policy):
+    """The shipped grant without a dominance rule (a test-only variant): the dominance rule refuses totals
+    (ROLLUP) outright, and the oracle checks secondary suppression, the protection of totals."""
+    return totals_policy
+
+
 K = 10
 MONTHS = [dt.date(2025, month, 1) for month in range(1, 5)]
 

@@ -13,9 +13,10 @@ import pytest
 from broker.access_log.log import AccessLog, RecordFilter
 from broker.client.approving import Narrowing, sign_approval
 from broker.client.sdk import BrokerClient
+from broker.workflow.policy_draft import ENCRYPTED_WAIVER
 from dsbroker.errors import DsbrokerError
 from broker.dev.keys import load_private_key, signer_key_id
-from dsbroker.policy.model import MAX_POLICY_CHARS
+from dsbroker.policy.model import MAX_POLICY_CHARS, parse_policy
 from dsbroker.policy.signing import Trust, sign_policy, verify_policy
 from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
@@ -527,6 +528,34 @@ def test_the_owner_may_narrow_but_not_widen(work, anchor, added, named):
     error = refusal(work.owner.approve_request, name, signed(request, "city-tax"))
     assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "POLICY_NOT_A_NARROWING")
     assert named in error.message
+    assert state_name(work.requester.get_request(name)) == "REVIEWED"
+
+
+def test_the_draft_writes_the_dominance_rule_out_and_turns_it_off_only_for_encrypted_results(work):
+    plain = work.submit()
+    assert "disclosure: {min_entities: 10, dominance: {n: 2, k: 85}}\n" in plain.draft_policy
+    # Encrypted results are not served under the rule, so their draft turns it off and says what signing means.
+    encrypted = work.submit(result_modes=["aggregate", "encrypted"])
+    draft = parse_policy(encrypted.draft_policy)
+    assert draft.dominance is None and draft.dominance_waiver == ENCRYPTED_WAIVER
+    work.review(encrypted.name)
+    grant = work.activate(encrypted.name).policy.removeprefix("policies/")
+    assert verify_policy(work.owner.get_policy(grant).document,
+                         Trust.load(dev_keys().trust)).dominance_waiver == ENCRYPTED_WAIVER
+
+
+def test_the_owner_cannot_turn_the_drafts_dominance_rule_off(work):
+    name = work.submit().name
+    work.review(name)
+    request = work.owner.get_request(name)
+    rule = "dominance: {n: 2, k: 85}"
+    assert rule in request.draft_policy
+    waived = request.draft_policy.replace(rule, 'dominance: off, dominance_off_reason: "the owner says so"')
+    request.draft_policy = waived.replace("version: 1\n", "version: 1\nnarrows: \"sha256:"
+                                          + hashlib.sha256(request.draft_policy.encode()).hexdigest() + "\"\n")
+    error = refusal(work.owner.approve_request, name, signed(request, "city-tax"))
+    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "POLICY_NOT_A_NARROWING")
+    assert "the dominance rule differs from the draft's (the final turns it off)" in error.message
     assert state_name(work.requester.get_request(name)) == "REVIEWED"
 
 

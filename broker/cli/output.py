@@ -201,6 +201,7 @@ def print_request(request, *, as_json: bool, full: bool = False) -> None:
         console.print("example queries:\n  " + "\n  ".join(request.example_queries))
     console.rule("drafted policy (the body approvers sign)")
     click.echo(request.draft_policy.rstrip())
+    _print_dominance_waiver(request.draft_policy)
 
 
 def print_policies(policies, token: str, *, as_json: bool) -> None:
@@ -230,5 +231,19 @@ def print_policy(policy, *, as_json: bool) -> None:
     console.print(f"{policy.department} on {policy.dataset}, valid {policy.valid_from or '…'} to "
                   f"{policy.valid_until or '…'}: {policy.purpose}")
     if policy.document:
+        _print_dominance_waiver(policy.document)
         console.rule(f"signed document (sha256 {policy.sha256[:16]}…)")
         click.echo(policy.document.rstrip())
+
+
+def _print_dominance_waiver(document: str) -> None:
+    """Warn when a policy turns the dominance rule off, with the owner's reason (as policy lint does)."""
+    from broker.cli.policy_lint import waiver_warning
+    from dsbroker.policy.model import parse_policy
+
+    try:
+        waiver = parse_policy(document, source="<policy>").dominance_waiver
+    except DsbrokerError:
+        return  # what does not load is reported where it is used, not here
+    if waiver is not None:
+        console.print(f"warning: {waiver_warning(waiver)}", style="yellow", highlight=False)

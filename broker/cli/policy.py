@@ -24,11 +24,14 @@ def policy() -> None:
               help="also check the dataset, columns and lookups against the data of the sandbox configured "
                    "in this TOML file (its data and datasets), as the sandbox will")
 def policy_lint(files, trust, sandbox_config) -> None:
-    """Check policy files; print FILE:LINE: problem for each, exit 1 if any."""
+    """Check policy files; print FILE:LINE: problem for each, exit 1 if any.
+
+    Warnings (FILE:LINE: warning: ...) name what serves but weakens a protection, such as the dominance
+    rule turned off, with the owner's reason; they do not fail the check."""
     import contextlib
 
     from dsbroker.policy.model import load_policy
-    from broker.cli.policy_lint import data_problems, policy_problems, sandbox_checker
+    from broker.cli.policy_lint import data_problems, policy_problems, policy_warnings, sandbox_checker
     from dsbroker.policy.signing import Trust, verify_policy
 
     with contextlib.ExitStack() as stack:
@@ -51,11 +54,15 @@ def policy_lint(files, trust, sandbox_config) -> None:
                 continue
             for line, problem in problems:
                 click.echo(f"{file}:{line}: {problem}", err=True)
+            warnings = policy_warnings(loaded)
+            for line, warning in warnings:
+                click.echo(f"{file}:{line}: warning: {warning}", err=True)
             if problems:
                 bad += 1
                 continue
             checked = ", approvals verify" if trusted else ""
             checked += ", matches the sandbox's data" if checker is not None else ""
+            checked += f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}" if warnings else ""
             click.echo(f"{file}: ok ({loaded.id} v{loaded.version}{checked})")
     sys.exit(1 if bad else 0)
 

@@ -2,7 +2,10 @@
 checked against a sandbox's data.
 
 A policy that loads may still serve no query: one without ``grantee.district`` (written before the
-grantee named its district) is refused at the broker and the sandbox, so lint flags it. With the
+grantee named its district) is refused at the broker and the sandbox, so lint flags it. Some settings
+serve but weaken a protection on the owner's word: a grant whose dominance rule is off (``dominance:
+off``) gets a warning with the owner's reason, for the reviewer and the owner to read before they
+sign; a warning does not fail lint. With the
 sandbox's configuration (its data file and the datasets it serves) lint finds before
 signing what the sandbox would refuse at the first plan: a dataset it does not serve, a column the
 dataset lacks, and every lookup problem :class:`sandbox.checks.lookups.LookupChecker` reports.
@@ -14,7 +17,7 @@ import contextlib
 from typing import Iterator
 
 from dsbroker.errors import ConfigError
-from dsbroker.policy.model import ColumnLevel, Policy
+from dsbroker.policy.model import DOMINANCE_OFF_REASON, ColumnLevel, Policy
 from dsbroker.settings import load_settings
 from sandbox.settings import SandboxSettings
 
@@ -45,6 +48,20 @@ def policy_problems(policy: Policy) -> list[tuple[int, str]]:
         return [(_line_of(policy.document, "grantee:"), 'grantee.district is missing; name the grantee\'s district '
                  '(grantee: {department: ..., district: "320102"}): no query runs under a grant without it')]
     return []
+
+
+def policy_warnings(policy: Policy) -> list[tuple[int, str]]:
+    """(line, warning) for what in a loaded policy serves but weakens a protection, for whoever signs it."""
+    if policy.dominance_waiver is None:
+        return []
+    line = _line_of(policy.document, f"{DOMINANCE_OFF_REASON}:", "dominance:")
+    return [(line, waiver_warning(policy.dominance_waiver))]
+
+
+def waiver_warning(reason: str) -> str:
+    """What a reader of a grant whose dominance rule is off is told (lint, policy show, review show)."""
+    return ("the dominance rule is off: a SUM or AVG cell that one or two taxpayers make up is released; the "
+            f"owner's reason: {reason}")
 
 
 def data_problems(policy: Policy, checker) -> list[tuple[int, str]]:

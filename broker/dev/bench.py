@@ -25,7 +25,7 @@ from dsbroker.guard import guard
 from dsbroker.guard.plan_cache import PlanCache
 from broker.dev.keys import approve_for_development, init_keys
 from broker.dev.launch import ServerProcess, development_servers, development_token
-from dsbroker.policy.model import Dominance, Noise, load_policy
+from dsbroker.policy.model import Dominance, Noise, parse_policy
 from sandbox.demo.data import make_demo_data
 from sandbox.disclosure.noise import noisy_answer
 from sandbox.disclosure.release import release
@@ -33,6 +33,11 @@ from sandbox.disclosure.release import release
 ROOT = Path(__file__).resolve().parents[2]
 GRANT = "xuanwu-fgw-2026-007"
 DOMINANCE_GRANT = "xuanwu-fgw-2026-007-dominance"
+# The shipped grant's dominance rule (the default, written out), and what the bench grant says instead: (a) and
+# (b) measure the threshold alone, as they always have; (c) and (d) measure the dominance rules on top.
+SHIPPED_DOMINANCE = "dominance: {n: 2, k: 85}"
+THRESHOLD_ONLY = ('dominance: off, dominance_off_reason: "the bench measures the threshold alone; the dominance '
+                  'rules are measured on a grant of their own"')
 GROUP_BY_SQL = ("SELECT street_code, industry_code, SUM(vat_paid) AS vat, SUM(cit_paid) AS cit, "
                 "COUNT(DISTINCT taxpayer_id) AS taxpayers FROM tax.declarations GROUP BY street_code, industry_code")
 # The baseline: the caller's query with only the row filter, no disclosure control, as one would run it.
@@ -96,7 +101,7 @@ def _measure(client: BrokerClient, direct, policy, guarded, args):
 def noise_samples(direct, policy, runs: int) -> list[float]:
     """Seconds per fresh noisy answer to the group-by: the noise mode's bounded query on DuckDB, then
     OpenDP's threshold and noise, in this process (end to end a repeat returns the stored answer)."""
-    noisy = dataclasses.replace(policy, noise=Noise(
+    noisy = dataclasses.replace(policy, dominance=None, dominance_waiver=None, noise=Noise(  # no dominance rule
         epsilon=1.0, budget=1e9, bounds={"vat_paid": (0, 10**9), "cit_paid": (0, 10**9)}, rows_per_entity=24))
     guarded = guard(GROUP_BY_SQL, noisy, district="320102", department="xuanwu-fgw")
 
@@ -289,7 +294,7 @@ def main() -> None:
     rows = direct.execute("SELECT count(*) FROM tax.declarations").fetchone()[0]
     print(f"data: {data} ({rows:,} declaration rows)")
 
-    policy = load_policy(ROOT / "policies" / f"{GRANT}.yaml")
+    policy = parse_policy(bench_grant_text(), source=f"{GRANT}.yaml")
     guarded = guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw")
     guard_fresh, guard_hit = guard_medians(policy, args.guard_runs)
     limit_bytes, limit_seconds = guard_at_limits(policy)
@@ -301,7 +306,7 @@ def main() -> None:
         text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
         # The same grant with the dominance rules, to measure what disclosure control adds.
         dominant = text.replace(f"id: {GRANT}", f"id: {DOMINANCE_GRANT}").replace(
-            "disclosure: {min_entities: 10}", "disclosure: {min_entities: 10, dominance: {n: 1, k: 85}, p_percent: 10}")
+            SHIPPED_DOMINANCE, "dominance: {n: 1, k: 85}, p_percent: 10")
         (policies / f"{DOMINANCE_GRANT}.yaml").write_text(approve_for_development(layout, dominant))
         with development_servers(data=data, policies=policies, state=Path(scratch) / "state",
                                  layout=layout, client="bench") as (_sandbox, broker, tls), \
@@ -345,12 +350,19 @@ def main() -> None:
     encrypted_report(encrypted)
 
 
+def bench_grant_text() -> str:
+    """The shipped grant with its dominance rule off (:data:`THRESHOLD_ONLY`)."""
+    text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    if SHIPPED_DOMINANCE not in text:
+        raise SystemExit(f"the shipped grant no longer holds {SHIPPED_DOMINANCE!r}; update the bench")
+    return text.replace(SHIPPED_DOMINANCE, THRESHOLD_ONLY)
+
+
 def signed_grant(layout, scratch: Path) -> Path:
-    """A policies directory under ``scratch`` holding the shipped grant, signed with ``layout``'s keys."""
+    """A policies directory under ``scratch`` holding the bench's grant, signed with ``layout``'s keys."""
     policies = scratch / "policies"
     policies.mkdir()
-    text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
-    (policies / f"{GRANT}.yaml").write_text(approve_for_development(layout, text))
+    (policies / f"{GRANT}.yaml").write_text(approve_for_development(layout, bench_grant_text()))
     return policies
 
 

@@ -56,6 +56,9 @@ def make_groups_data(path: Path, partition: int) -> Path:
 def _grant(text: str, grant: str, results: str, partitions: tuple[str, ...] = ()) -> str:
     text = text.replace("id: xuanwu-fgw-2026-007", f"id: {grant}")
     text = text.replace("results: [aggregate]", f"results: {results}")
+    # Encrypted results are not served under a dominance rule (the sandbox cannot withhold one encrypted cell).
+    text = text.replace("dominance: {n: 2, k: 85}", 'dominance: off, dominance_off_reason: "a benchmark of '
+                                                    'encrypted results, which the dominance rule cannot apply to"')
     return text + (f"partitions: [{', '.join(partitions)}]\n" if partitions else "")
 
 

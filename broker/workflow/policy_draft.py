@@ -13,7 +13,24 @@ import datetime as dt
 import hashlib
 import json
 
-from dsbroker.policy.model import ColumnLevel, Policy, parse_policy
+from dsbroker.policy.model import (DEFAULT_DOMINANCE, DOMINANCE_OFF_REASON, ColumnLevel, Dominance, Policy,
+                                   parse_policy, sums_measures)
+
+# Why a draft for encrypted results turns the dominance rule off: the sandbox cannot withhold one encrypted
+# cell, so such a grant cannot load with the rule on. The broker cannot know the owner's reason; it says
+# what signing means instead, and review show and policy lint put it before whoever signs.
+ENCRYPTED_WAIVER = ("the request asks for encrypted results, to which the sandbox cannot apply the dominance rule; "
+                    "signing accepts that a sum one or two taxpayers make up may be released")
+
+
+def drafted_dominance(policy: Policy) -> Policy:
+    """``policy`` with the dominance rule a draft gets: the default where a SUM or AVG of a measure can be
+    asked for, turned off (with :data:`ENCRYPTED_WAIVER`) when encrypted results are asked for too."""
+    if not sums_measures(policy.aggregates, policy.columns):
+        return dataclasses.replace(policy, dominance=None, dominance_waiver=None)
+    if "encrypted" in policy.results:
+        return dataclasses.replace(policy, dominance=None, dominance_waiver=ENCRYPTED_WAIVER)
+    return dataclasses.replace(policy, dominance=DEFAULT_DOMINANCE, dominance_waiver=None)
 
 
 def render_policy(policy: Policy, *, comment: str = "") -> str:
@@ -32,7 +49,7 @@ def render_policy(policy: Policy, *, comment: str = "") -> str:
     if policy.row_filter:
         lines.append(f"row_filter: {_quoted(policy.row_filter)}")
     dropped = ", suppressed: drop" if policy.suppression == "drop" else ""
-    lines.append(f"disclosure: {{min_entities: {policy.min_entities}{dropped}}}")
+    lines.append(f"disclosure: {{min_entities: {policy.min_entities}{_dominance(policy)}{dropped}}}")
     limits = {"valid_from": policy.valid_from, "valid_until": policy.valid_until, "max_groups": policy.max_groups,
               "queries_per_day": policy.queries_per_day, "queries_total": policy.queries_total}
     rendered = ", ".join(f"{key}: {value.isoformat() if isinstance(value, dt.date) else value}"
@@ -42,6 +59,17 @@ def render_policy(policy: Policy, *, comment: str = "") -> str:
     text = "\n".join(lines) + "\n"
     parse_policy(text, source="<drafted policy>")  # what we render must load
     return text
+
+
+def _dominance(policy: Policy) -> str:
+    """The dominance rule or its waiver inside ``disclosure: {...}``, written out so that signers read it."""
+    if policy.dominance_waiver is not None:
+        return f", dominance: off, {DOMINANCE_OFF_REASON}: {_quoted(policy.dominance_waiver)}"
+    rule: Dominance | None = policy.dominance
+    if rule is None:
+        return ""
+    written = f", dominance: {{n: {rule.n}, k: {rule.k:g}}}" if rule.n is not None else ""
+    return written + (f", p_percent: {rule.p:g}" if rule.p is not None else "")
 
 
 def narrow_policy(draft: str, *, drop_columns: tuple[str, ...] = (), min_entities: int | None = None,
@@ -121,8 +149,10 @@ def _disclosure_problems(draft: Policy, final: Policy) -> list[str]:
     problems = []
     if final.min_entities < draft.min_entities:
         problems.append("min_entities is lower than the draft's")
+    # A draft whose rule is off (a waiver) may be narrowed to one with the rule on, not the other way.
     if draft.dominance is not None and final.dominance != draft.dominance:
-        problems.append("the dominance rule differs from the draft's")
+        problems.append("the dominance rule differs from the draft's"
+                        + (" (the final turns it off)" if final.dominance_waiver is not None else ""))
     if draft.suppression == "drop" and final.suppression != "drop":
         problems.append("suppressed cells are marked where the draft drops them (marking shows that a group exists)")
     if draft.noise is not None and final.noise != draft.noise:

@@ -28,7 +28,7 @@ from dsbroker.errors import DsbrokerError, shown
 from dsbroker.guard import guard
 from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel,
                                    Policy, parse_policy)
-from broker.workflow.policy_draft import narrowing_problems, render_policy
+from broker.workflow.policy_draft import drafted_dominance, narrowing_problems, render_policy
 from broker.workflow.policy_registry import stored_policy_for
 from dsbroker.policy.signing import Approval, Trust, split_document, verify_approvals, verify_policy
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_list, bounded_text
@@ -303,8 +303,8 @@ class Workflow:
             max_groups=DEFAULT_MAX_GROUPS, valid_from=_date(new.valid_from, "valid_from"),
             valid_until=_date(new.valid_until, "valid_until"), results=tuple(new.result_modes) or ("aggregate",),
             queries_per_day=new.queries_per_day, queries_total=new.queries_total or None, request=request_id)
-        return render_policy(policy, comment=f"Drafted by dsbroker from access request {request_id} of "
-                                             f"{principal.department}.")
+        return render_policy(drafted_dominance(policy), comment=f"Drafted by dsbroker from access request "
+                                                                f"{request_id} of {principal.department}.")
 
     def _replace(self, request: StoredRequest, moved: StoredRequest, action: str) -> StoredRequest:
         stored = self.store.replace_request(moved)

@@ -103,6 +103,11 @@ DEFAULT_AGGREGATES = AGGREGATES
 EXTREMES = ("MIN", "MAX")  # granted per measure column (``min_max``): each names one entity's value
 PRINCIPAL_PARAMETERS = ("district", "department")
 DEFAULT_MIN_ENTITIES = 10
+# The dominance rule a grant gets when it says nothing: a SUM or AVG cell is withheld when its two largest
+# taxpayers hold over 85% of it. A threshold of ten taxpayers does not protect a cell that one firm makes up,
+# so the rule is on unless the owner turns it off, in writing (``dominance: off`` with a reason).
+DEFAULT_DOMINANCE = Dominance(n=2, k=85.0)
+DOMINANCE_OFF_REASON = "dominance_off_reason"  # the key under ``disclosure`` that says why the rule is off
 LOWEST_MIN_ENTITIES = 2
 DEFAULT_MAX_GROUPS = 10_000
 # A policy document is a page of YAML (the demo's grant is about 1.5 KB); this bound, on every document
@@ -126,7 +131,7 @@ _GRANTEE_KEYS = {"department", "district"}
 # A district code as tokens carry it (GB/T 2260, e.g. "320102"): quoted text, since YAML would read
 # a bare 010101 as a number and drop its zeros.
 _DISTRICT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
-_DISCLOSURE_KEYS = {"min_entities", "dominance", "p_percent", "noise", "suppressed"}
+_DISCLOSURE_KEYS = {"min_entities", "dominance", DOMINANCE_OFF_REASON, "p_percent", "noise", "suppressed"}
 SUPPRESSION_MODES = ("mark", "drop")  # what happens to a cell that fails the threshold
 _DOMINANCE_KEYS = {"n", "k"}
 _NOISE_KEYS = {"epsilon", "budget", "delta", "bounds", "groups_per_entity", "rows_per_entity"}
@@ -158,6 +163,9 @@ class Policy:
     queries_total: int | None = None
     min_max: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dominance: Dominance | None = None
+    # Why the owner turned the dominance rule off (``dominance: off``); None when it is on, or when the grant
+    # has nothing it applies to (no SUM or AVG of a measure, or noise). Lint shows it to whoever signs.
+    dominance_waiver: str | None = None
     noise: Noise | None = None
     # "mark": a cell under the threshold is sent as a withheld (null, marked) cell; "drop": its row is left out.
     suppression: str = "mark"
@@ -241,6 +249,11 @@ def load_policies(directory: str | Path) -> dict[str, Policy]:
                                   path=str(path), line=1)
         policies[policy.id] = policy
     return policies
+
+
+def sums_measures(aggregates: tuple[str, ...], columns: dict[str, ColumnLevel]) -> bool:
+    """Whether a grant lets a query ask for a SUM or AVG of a measure: what the default dominance rule is for."""
+    return bool({"SUM", "AVG"} & set(aggregates)) and ColumnLevel.MEASURE in columns.values()
 
 
 def check_grantee_district(policy: Policy, district: str) -> None:
@@ -391,7 +404,7 @@ class _Reader:
             "aggregates": self.names(top["aggregates"], "aggregates", AGGREGATES)
             if "aggregates" in top else DEFAULT_AGGREGATES,
             "min_max": self.min_max(top["min_max"], columns) if "min_max" in top else {},
-            "dominance": self.dominance(disclosure),
+            **self.dominance(disclosure, columns, top, results),
             "noise": self.noise(disclosure, columns, top),
             "suppression": self.choice(disclosure["suppressed"], "disclosure.suppressed", SUPPRESSION_MODES)
             if "suppressed" in disclosure else "mark",
@@ -445,10 +458,27 @@ class _Reader:
             raise self.fail(node, f"{name} must be a percentage above 0 and below 100")
         return float(value)
 
-    def dominance(self, disclosure: dict[str, yaml.Node]) -> Dominance | None:
-        if "dominance" not in disclosure and "p_percent" not in disclosure:
-            return None
-        n = k = p = None
+    def dominance(self, disclosure: dict[str, yaml.Node], columns: dict[str, ColumnLevel],
+                  top: dict[str, yaml.Node], results: tuple[str, ...]) -> dict[str, Any]:
+        """The grant's dominance rule and the owner's waiver of it (``dominance: off``, with a reason)."""
+        if "noise" in disclosure:
+            # Under noise each taxpayer's total is clipped to the grant's bounds, which already bounds what one
+            # taxpayer adds to a cell: a noise grant has no dominance rule, by default or written (self.noise
+            # refuses one written beside it).
+            return {"dominance": None, "dominance_waiver": None}
+        waiver = self.dominance_waiver(disclosure)
+        if waiver is not None:
+            return {"dominance": None, "dominance_waiver": waiver}
+        aggregates = self.names(top["aggregates"], "aggregates", AGGREGATES) if "aggregates" in top \
+            else DEFAULT_AGGREGATES
+        dominance = self.dominance_rule(disclosure, sums_measures(aggregates, columns))
+        if dominance is not None and "encrypted" in results:
+            raise self.fail(top["results"], self.encrypted_under_dominance(disclosure))
+        return {"dominance": dominance, "dominance_waiver": None}
+
+    def dominance_rule(self, disclosure: dict[str, yaml.Node], by_default: bool) -> Dominance | None:
+        """The (n, k) rule the grant writes, else the default when ``by_default``; the p% rule where written."""
+        n, k, p = (DEFAULT_DOMINANCE.n, DEFAULT_DOMINANCE.k, None) if by_default else (None, None, None)
         if "dominance" in disclosure:
             rule = self.mapping(disclosure["dominance"], ("disclosure", "dominance"), _DOMINANCE_KEYS)
             for required in ("n", "k"):
@@ -458,17 +488,51 @@ class _Reader:
             k = self.percent(rule["k"], "disclosure.dominance.k")
         if "p_percent" in disclosure:
             p = self.percent(disclosure["p_percent"], "disclosure.p_percent")
-        return Dominance(n, k, p)
+        return Dominance(n, k, p) if n is not None or p is not None else None
+
+    def dominance_waiver(self, disclosure: dict[str, yaml.Node]) -> str | None:
+        """The owner's reason for ``dominance: off``; None when the rule is not turned off.
+
+        PyYAML reads a bare ``off`` as the boolean false, so that and the text "off" turn the rule off;
+        any other single value is refused rather than read as on or off."""
+        node, reason = disclosure.get("dominance"), disclosure.get(DOMINANCE_OFF_REASON)
+        if not isinstance(node, yaml.ScalarNode):  # absent, or the rule as a mapping
+            if reason is not None:
+                raise self.fail(reason, f"disclosure.{DOMINANCE_OFF_REASON} goes with dominance: off only")
+            return None
+        value = _construct(node)
+        if value is not False and value != "off":  # not ``in (False, "off")``: 0 == False
+            raise self.fail(node, "disclosure.dominance must be the rule, e.g. {n: 2, k: 85}, or off (with "
+                                  f"disclosure.{DOMINANCE_OFF_REASON} saying why)")
+        if reason is None:
+            raise self.fail(node, f"dominance: off needs disclosure.{DOMINANCE_OFF_REASON}: say why this grant's sums "
+                                  "may be released when one or two taxpayers make up a cell (the reviewer and the "
+                                  "owner read it before they sign)")
+        if "p_percent" in disclosure:
+            raise self.fail(disclosure["p_percent"], "disclosure.p_percent is a dominance rule; it cannot be on with "
+                                                     "dominance: off")
+        return self.text(reason, f"disclosure.{DOMINANCE_OFF_REASON}").strip()
+
+    @staticmethod
+    def encrypted_under_dominance(disclosure: dict[str, yaml.Node]) -> str:
+        """Why an encrypted grant needs the dominance rule off, and how the owner says so."""
+        which = "its dominance rule" if "dominance" in disclosure or "p_percent" in disclosure else \
+            "the dominance rule (on by default for SUM and AVG)"
+        return (f"results: encrypted cannot be served under {which}: the sandbox cannot withhold a dominated cell "
+                "of an encrypted result. To grant encrypted results, turn the rule off and say why, e.g. "
+                f'disclosure: {{dominance: off, {DOMINANCE_OFF_REASON}: "..."}}; or grant results: [aggregate] '
+                "only")
 
     def noise(self, disclosure: dict[str, yaml.Node], columns: dict[str, ColumnLevel],
               top: dict[str, yaml.Node]) -> Noise | None:
         if "noise" not in disclosure:
             return None
         node = disclosure["noise"]
-        for other, why in (("dominance", "clipping each taxpayer's total already bounds what one taxpayer adds"),
-                           ("p_percent", "clipping each taxpayer's total already bounds what one taxpayer adds")):
+        for other in ("dominance", "p_percent", DOMINANCE_OFF_REASON):
             if other in disclosure:
-                raise self.fail(disclosure[other], f"disclosure.{other} and disclosure.noise are alternatives: {why}")
+                raise self.fail(disclosure[other], f"disclosure.{other} and disclosure.noise are alternatives: a "
+                                                   "noise grant has no dominance rule to set or turn off, since "
+                                                   "clipping each taxpayer's total already bounds what one adds")
         if "min_max" in top:
             raise self.fail(top["min_max"], "min_max is not allowed with disclosure.noise: a noisy MIN or MAX "
                                             "still names one taxpayer's value")
