@@ -18,7 +18,8 @@ from broker.dev.keys import sandbox_settings
 from broker.server import start_broker
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
-from tests.conftest import GRANT, POLICIES, XUANWU, broker_settings_for, client_tls, dev_keys, sign, token_for
+from tests.conftest import (ENCRYPTED, GRANT, POLICIES, SHIPPED_DOMINANCE, XUANWU, broker_settings_for, client_tls,
+                            dev_keys, dominance_off, sign, token_for)
 from tests.test_released_cell_auditor import (ALL_BUT_99, LATE, LONE, MONTHS, STREET_A, STREET_B, data,  # noqa: F401
                                               stack, _truth)
 
@@ -144,7 +145,8 @@ def test_an_encrypted_answer_does_not_difference_an_audited_plaintext_one(data, 
     like a plaintext one, in either order."""
     from broker.client.encryption_key import EncryptionKey
     deployment = Stack(data, tmp_path, tmp_path / "released.sqlite",
-                       edits=[("results: [aggregate]", "results: [aggregate, encrypted]")])
+                       edits=[("results: [aggregate]", "results: [aggregate, encrypted]"),
+                              (SHIPPED_DOMINANCE, dominance_off(ENCRYPTED))])
     try:
         client = deployment.client()
         key = EncryptionKey.generate()
@@ -180,8 +182,7 @@ def test_a_dominant_firm_is_not_bounded_by_a_difference_mixing_its_block_with_a_
     with duckdb.connect(str(owner)) as connection:
         connection.execute("UPDATE tax.declarations SET revenue = 700000 WHERE taxpayer_id = ?", [big])
     deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite",
-                       edits=[("disclosure: {min_entities: 10}",
-                               "disclosure: {min_entities: 10, dominance: {n: 1, k: 85}}")])
+                       edits=[(SHIPPED_DOMINANCE, "dominance: {n: 1, k: 85}")])
     try:
         client = deployment.client()
         _one(client, "SELECT SUM(revenue) FROM tax.declarations WHERE industry_code = '65'")

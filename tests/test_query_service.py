@@ -211,7 +211,8 @@ def test_explain_shows_the_rewrite_and_each_rule_without_running_and_is_logged(b
     assert actions["reject_raw_rows"] == GuardStep.ACTION_CHECKED
     assert explanation.lookup_tables == ["tax.streets"] and explanation.max_groups == 5000
     assert explanation.disclosure_rules[0].threshold == 10 and explanation.policy_version == 1
-    assert [(r.rule, r.threshold) for r in explanation.disclosure_rules] == [("min_entities", 10), ("dominance", 2)]
+    assert [(r.rule, r.threshold) for r in explanation.disclosure_rules] == [("min_entities", 10), ("dominance", 2),
+                                                                             ("audit", 10)]
 
     with pytest.raises(DsbrokerError) as caught:
         client.explain(GRANT, "SELECT taxpayer_id FROM tax.declarations")
