@@ -41,6 +41,7 @@ partitions is not audited (each sandbox holds a part of every cell).
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
@@ -201,9 +202,13 @@ class _Judge:
     def __init__(self, blocks: Blocks, statistics: list[str], rules: Rules, dataset: str) -> None:
         self.dataset = dataset
         self.contributions = blocks.contributions
-        self.summed = sorted({s.split(":", 1)[1] for s in statistics if s.startswith("sum:")})
-        self.counted = sorted({s.split(":", 1)[1] for s in statistics if s.startswith("count:")})
+        position = {measure: i for i, measure in enumerate(blocks.measures)}
+        self.summed = sorted({position[s.split(":", 1)[1]] for s in statistics if s.startswith("sum:")})
+        self.counted = sorted({position[s.split(":", 1)[1]] for s in statistics if s.startswith("count:")})
+        self.position = position
         self.rules = rules
+        dominance = rules.dominance
+        self.largest = max(dominance.n or 0, 2 if dominance.p is not None else 0) if dominance is not None else 0
         self._cache: dict[frozenset[int], tuple[bool, bool]] = {}
 
     def fails(self, union: frozenset[int]) -> bool:
@@ -219,13 +224,14 @@ class _Judge:
         """The value of ``statistic`` over the union on today's data, as the cell table would give it."""
         parts = [part for block in union for part in self.contributions[block].values()]
         if statistic == "rows":
-            return sum(part.rows for part in parts)
+            return sum(part[0] for part in parts)
         if statistic == "entities":
             return len({entity for block in union for entity in self.contributions[block]})
         kind, measure = statistic.split(":", 1)
+        at = self.position[measure]
         if kind == "count":
-            return sum(part.counts.get(measure, 0) for part in parts)
-        amounts = [part.sums[measure] for part in parts if measure in part.sums]
+            return sum(part[2][at] for part in parts)
+        amounts = [part[1][at] for part in parts if part[1][at] is not None]
         return sum(amounts[1:], amounts[0]) if amounts else None
 
     def _verdict(self, union: frozenset[int]) -> tuple[bool, bool]:
@@ -235,43 +241,58 @@ class _Judge:
         return verdict
 
     def _judge(self, union: frozenset[int]) -> tuple[bool, bool]:
-        merged: dict[Any, Contribution] = {}
-        for block in union:
-            for entity, part in self.contributions[block].items():
-                into = merged.get(entity)
-                if into is None:
-                    into = merged[entity] = Contribution()
-                into.rows += part.rows
-                for measure, amount in part.sums.items():
-                    into.sums[measure] = into.sums.get(measure, 0) + amount
-                for measure, count in part.counts.items():
-                    into.counts[measure] = into.counts.get(measure, 0) + count
+        if len(union) == 1:
+            (block,) = union
+            parts = list(self.contributions[block].values())
+        else:
+            parts = list(_merged(self.contributions[b] for b in union).values())
         k = self.rules.k
-        entities = sum(1 for c in merged.values() if c.rows)
+        entities = sum(1 for part in parts if part[0])
         fails, empty = 0 < entities < k, False
-        for measure in self.counted:
-            counted = sum(1 for c in merged.values() if c.counts.get(measure, 0))
+        for at in self.counted:
+            counted = sum(1 for part in parts if part[2][at])
             fails, empty = fails or 0 < counted < k, empty or not counted
-        for measure in self.summed:
-            amounts = [c.sums[measure] for c in merged.values() if c.sums.get(measure) not in (None, 0)]
+        for at in self.summed:
+            amounts = [part[1][at] for part in parts if part[1][at]]
             fails = fails or 0 < len(amounts) < k or (
-                self.rules.dominance is not None and _dominated(amounts, self.rules.dominance))
+                self.rules.dominance is not None and _dominated(amounts, self.rules.dominance, self.largest))
             empty = empty or not amounts
         return fails, empty
 
 
-def _dominated(amounts: list, rule: Dominance) -> bool:
-    """The dominance rule on a union's per-entity totals, by magnitude and exactly (as the cell rule)."""
-    if any(isinstance(a, float) and not math.isfinite(a) for a in amounts):
-        return True
-    magnitudes = sorted((abs(Fraction(a)) for a in amounts), reverse=True)
-    total = sum(magnitudes, Fraction(0))
+def _merged(blocks) -> dict[Any, Contribution]:
+    """Per entity, its parts of several blocks added up."""
+    merged: dict[Any, Contribution] = {}
+    for contributions in blocks:
+        for entity, part in contributions.items():
+            into = merged.get(entity)
+            if into is None:
+                merged[entity] = part
+                continue
+            sums = tuple(a if b is None else b if a is None else a + b for a, b in zip(into[1], part[1], strict=True))
+            merged[entity] = (into[0] + part[0], sums, tuple(a + b for a, b in zip(into[2], part[2], strict=True)))
+    return merged
+
+
+def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
+    """The dominance rule on a union's per-entity totals, by magnitude and exactly (as the cell rule): integers
+    stay integers, other amounts become exact fractions."""
+    if not all(type(a) is int for a in amounts):  # noqa: E721 - DECIMAL or DOUBLE measures
+        if any(isinstance(a, float) and not math.isfinite(a) for a in amounts):
+            return True
+        amounts = [Fraction(a) for a in amounts]
+    magnitudes = [abs(a) for a in amounts]
+    total = sum(magnitudes)
     if not total:
         return False
-    if rule.n is not None and rule.k is not None and 100 * sum(magnitudes[:rule.n]) > Fraction(rule.k) * total:
-        return True
-    if rule.p is not None and len(magnitudes) >= 1:
-        return 100 * (total - sum(magnitudes[:2])) < Fraction(rule.p) * magnitudes[0]
+    top = heapq.nlargest(largest, magnitudes)
+    if rule.n is not None and rule.k is not None:
+        k = Fraction(rule.k)
+        if 100 * k.denominator * sum(top[:rule.n]) > k.numerator * total:
+            return True
+    if rule.p is not None and top:
+        p = Fraction(rule.p)
+        return 100 * p.denominator * (total - sum(top[:2])) < p.numerator * top[0]
     return False
 
 

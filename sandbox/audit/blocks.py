@@ -15,8 +15,7 @@ rules judge a cell: distinct entities, contributors to a sum, the largest contri
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlglot
@@ -30,22 +29,18 @@ from dsbroker.guard import internal_names as names
 MOST_BLOCK_ENTITIES = 2_000_000
 
 
-@dataclass
-class Contribution:
-    """One entity's part of a block: its rows, and per measure its total and how many values it has."""
-
-    rows: int = 0
-    sums: dict[str, Any] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+Contribution = tuple  # one entity's part of a block: (rows, per measure its total or None, per measure its count)
 
 
 @dataclass
 class Blocks:
     """The blocks of the rows some coverages read: each block's signature (per coverage, the keys of the cell
-    it falls in, or None) and its entities' contributions."""
+    it falls in, or None) and its entities' contributions (entity -> :data:`Contribution`), with the
+    measures in the order the contributions hold them."""
 
     signatures: list[tuple]
     contributions: list[dict[Any, Contribution]]
+    measures: tuple[str, ...] = ()
 
 
 def block_query(coverages: list[str], *, dataset: str, entity: str, measures: list[str],
@@ -106,30 +101,32 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
         raise DsbrokerError(f"what has been released of {dataset} is too fine to audit within the sandbox's "
                             "memory; the owner can narrow the auditor's scope", reason="AUDIT_TOO_LARGE",
                             table=dataset)
+    width = sum(1 + keys for keys in key_counts)
     index_of: dict[tuple, int] = {}
     signatures: list[tuple] = []
     contributions: list[dict[Any, Contribution]] = []
+    span = range(len(measures))
     for row in result.rows:
-        position, signature = 0, []
-        for keys in key_counts:
-            inside = row[position]
-            signature.append(tuple(row[position + 1:position + 1 + keys]) if inside else None)
-            position += 1 + keys
-        entity_value, rows = row[position], row[position + 1]
-        key = tuple(signature)
-        block = index_of.get(key)
+        flat = row[:width]
+        block = index_of.get(flat)
         if block is None:
-            block = index_of[key] = len(signatures)
-            signatures.append(key)
-            contributions.append(defaultdict(Contribution))
-        part = contributions[block][entity_value]
-        part.rows += rows
-        for offset, measure in enumerate(measures):
-            total, count = row[position + 2 + 2 * offset], row[position + 3 + 2 * offset]
-            if total is not None:
-                part.sums[measure] = part.sums.get(measure, 0) + total
-            part.counts[measure] = part.counts.get(measure, 0) + (count or 0)
-    return Blocks(signatures, [dict(c) for c in contributions])
+            block = index_of[flat] = len(signatures)
+            signatures.append(_signature(flat, key_counts))
+            contributions.append({})
+        rest = row[width:]
+        # One row per block and entity (the query groups by both).
+        contributions[block][rest[0]] = (rest[1], tuple(rest[2 + 2 * i] for i in span),
+                                         tuple(rest[3 + 2 * i] or 0 for i in span))
+    return Blocks(signatures, contributions, tuple(measures))
+
+
+def _signature(flat: tuple, key_counts: list[int]) -> tuple:
+    """Per coverage, the keys of the cell a row falls in, or None, from the query's flat columns."""
+    position, signature = 0, []
+    for keys in key_counts:
+        signature.append(tuple(flat[position + 1:position + 1 + keys]) if flat[position] else None)
+        position += 1 + keys
+    return tuple(signature)
 
 
 def _qualified(select: exp.Select, table: str) -> exp.Select:
