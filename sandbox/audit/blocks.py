@@ -15,6 +15,7 @@ rules judge a cell: distinct entities, contributors to a sum, the largest contri
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +48,13 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
                 dialect: str) -> tuple[str, list[int]]:
     """The engine query that groups the rows of ``coverages`` by signature and entity (see the module), and
     how many keys each coverage has."""
-    parsed = [sqlglot.parse_one(sql, read=dialect) for sql in coverages]
     table = dataset.split(".")[1]
+    parsed = [_qualified(sql, table, dialect) for sql in coverages]
     joins: dict[str, exp.Join] = {}
     conditions: list[exp.Expr] = []
     columns: list[exp.Expr] = []
     key_counts: list[int] = []
-    for index, select in enumerate(parsed):
-        select = _qualified(select, table)
+    for index, select in enumerate(parsed):  # shared trees: read here, copied where used
         matched: list[exp.Expr] = []
         for join in select.args.get("joins") or []:
             lookup = join.this.name
@@ -95,7 +95,7 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
 def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
                 timeout_s: float) -> Blocks:
     """Run :func:`block_query` on ``engine`` and gather its rows into blocks."""
-    sql, key_counts = block_query(coverages, dataset=dataset, entity=entity, measures=measures, dialect=engine.dialect)
+    sql, key_counts = _block_query(tuple(coverages), dataset, entity, tuple(measures), engine.dialect)
     result = engine.execute(sql, timeout_s=timeout_s, max_rows=MOST_BLOCK_ENTITIES)
     if result.truncated:
         raise DsbrokerError(f"what has been released of {dataset} is too fine to audit within the sandbox's "
@@ -120,6 +120,13 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
     return Blocks(signatures, contributions, tuple(measures))
 
 
+@functools.lru_cache(maxsize=64)
+def _block_query(coverages: tuple[str, ...], dataset: str, entity: str, measures: tuple[str, ...],
+                 dialect: str) -> tuple[str, list[int]]:
+    # Built once per set of coverages: an audit with nothing new released since reuses the last one's.
+    return block_query(list(coverages), dataset=dataset, entity=entity, measures=list(measures), dialect=dialect)
+
+
 def _signature(flat: tuple, key_counts: list[int]) -> tuple:
     """Per coverage, the keys of the cell a row falls in, or None, from the query's flat columns."""
     position, signature = 0, []
@@ -129,10 +136,11 @@ def _signature(flat: tuple, key_counts: list[int]) -> tuple:
     return tuple(signature)
 
 
-def _qualified(select: exp.Select, table: str) -> exp.Select:
-    """``select`` with every unqualified column naming the dataset's table (the joins of other coverages would
-    make a bare name ambiguous)."""
-    select = select.copy()
+@functools.lru_cache(maxsize=4096)
+def _qualified(sql: str, table: str, dialect: str) -> exp.Select:
+    """The coverage ``sql`` parsed, with every unqualified column naming the dataset's table (the joins of other
+    coverages would make a bare name ambiguous). Cached: callers must not change the tree."""
+    select = sqlglot.parse_one(sql, read=dialect)
     for column in select.find_all(exp.Column):
         if not column.table:
             column.set("table", exp.to_identifier(table))
