@@ -319,9 +319,15 @@ class LedgerTampered(DsbrokerError):
 
 
 class BudgetExhausted(DsbrokerError):
-    """Raised when a grant's privacy budget cannot pay for another query."""
+    """Raised when a grant's privacy budget (its share of the dataset's) cannot pay for another query."""
 
     reason = "PRIVACY_BUDGET_EXHAUSTED"
+
+
+class DatasetBudgetExhausted(DsbrokerError):
+    """Raised when the dataset's privacy budget, which all its noise grants spend, cannot pay for another query."""
+
+    reason = "DATASET_BUDGET_EXHAUSTED"
 
 
 class WitnessError(DsbrokerError):
@@ -616,7 +622,9 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
            "a noise policy at a sandbox without a privacy ledger"),
     Reason("NOISE_TOO_MANY_CELLS", "OUT_OF_RANGE", ("table",), "more cells before the noisy threshold than allowed"),
     Reason("PRIVACY_BUDGET_EXHAUSTED", "RESOURCE_EXHAUSTED", ("policy", "epsilon_spent", "epsilon_budget"),
-           "a grant's privacy budget that cannot pay for another query"),
+           "a grant's privacy budget (its share of the dataset's) that cannot pay for another query"),
+    Reason("DATASET_BUDGET_EXHAUSTED", "RESOURCE_EXHAUSTED", ("table", "epsilon_spent", "epsilon_budget"),
+           "a dataset's privacy budget, spent by all its noise grants together, that cannot pay for another query"),
     Reason("PRIVACY_LEDGER_TAMPERED", "FAILED_PRECONDITION", ("policy",),
            "a privacy ledger changed by someone without its key"),
     Reason("ENCRYPTION_KEY_NOT_BOUND", "PERMISSION_DENIED", ("policy", "key_id"),

@@ -45,7 +45,8 @@ JWT_HELP = {
 
 
 def load_settings(cls: type[T], path: str | Path | None = None, **overrides: Any) -> T:
-    """Build ``cls`` from a TOML file (optional) and flag overrides (None means not given)."""
+    """Build ``cls`` from a TOML file (optional) and flag overrides (None means not given). A TOML table given
+    for a setting that is a tuple becomes its (key, value) pairs."""
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -61,6 +62,8 @@ def load_settings(cls: type[T], path: str | Path | None = None, **overrides: Any
         default = fields[key].default
         if isinstance(default, tuple) and isinstance(value, (list, tuple)):
             values[key] = tuple(value)
+        elif isinstance(default, tuple) and isinstance(value, dict):
+            values[key] = tuple(value.items())
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)
         elif type(value) is not type(default):

@@ -154,7 +154,8 @@ class PlanExecutor:
 
     def _noisy(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, *, max_rows: int,
                timeout: float) -> pb.ExecutePlanResponse:
-        """Answer under the policy's noise: the stored answer to the same plan, or a new one paid from the budget."""
+        """Answer under the policy's noise: the stored answer to the same plan, or a new one paid from the grant's
+        share of the dataset's budget."""
         noise = policy.noise
         if self.ledger is None or noise is None:
             raise DsbrokerError("this sandbox keeps no privacy ledger, so it answers no noise policy",
@@ -188,5 +189,8 @@ class PlanExecutor:
             response.engine_micros = 0
         response.noise.epsilon_total_spent = stored.spent
         response.noise.epsilon_budget = noise.budget
+        # The dataset's figures too: a grant with share left can still be refused once the others spent it.
+        response.noise.dataset_epsilon_spent = stored.dataset_spent
+        response.noise.dataset_epsilon_budget = stored.dataset_budget
         response.sandbox_id = self.executions.sandbox_id
         return response

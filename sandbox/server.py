@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         # Without the CA the sandbox could not tell a requester's certificate from one the broker made
         # with the requester's name in it.
         raise ConfigError("token_binding = \"subject\" needs requester_ca (the CA of the requesters' certificates)")
+    noise_budgets = _noise_budgets(settings)
     trust = Trust.load(settings.trust)
     data_file = Path(settings.data)
     # The sandbox sees the broker's TLS certificate, not the requester's: it checks tokens against the
@@ -95,7 +97,8 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         engine.close()
         raise
     policies = PlanPolicyChecker(trust, standing=standing, owner_timezone=owner_timezone(settings.owner_timezone))
-    ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"))
+    ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"),
+                           dataset_budgets=noise_budgets)
     released = ReleasedCellLedger(settings.released_cells or data_file.with_name(data_file.name + ".released.sqlite")) \
         if settings.audit_released_cells else None
     if released is None:
@@ -121,6 +124,26 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
     return Running(server, health, port, settings.grace_seconds,
                    on_stop=[engine.close, ledger.close, executions.close, witness.close,
                             policy_ledger.close, *([released.close] if released is not None else [])])
+
+
+def _noise_budgets(settings: SandboxSettings) -> dict[str, float]:
+    """The owner's ``noise_budgets`` as dataset -> epsilon: each a dataset this sandbox serves, once, with a positive
+    finite number (a misspelt name would leave the real dataset on its grants' budgets unnoticed)."""
+    budgets: dict[str, float] = {}
+    for entry in settings.noise_budgets:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise ConfigError("noise_budgets must be a table of dataset = epsilon (e.g. [noise_budgets] "
+                              "\"tax.declarations\" = 6.0)")
+        dataset, epsilon = entry
+        if dataset not in settings.datasets:
+            raise ConfigError(f"noise_budgets names {dataset!r}, which is not one of the datasets served")
+        if dataset in budgets:
+            raise ConfigError(f"noise_budgets gives {dataset!r} twice")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) \
+                or epsilon <= 0:
+            raise ConfigError(f"noise_budgets gives {dataset!r} a budget that is not a positive number of epsilon")
+        budgets[dataset] = float(epsilon)
+    return budgets
 
 
 def _witness(settings: SandboxSettings, ledger_file: Path, sandbox_id: str) -> CheckpointWitness:

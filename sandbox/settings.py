@@ -45,6 +45,10 @@ class SandboxSettings:
                                "<data name>.catalog.yaml beside the data file when it exists")
     privacy_ledger: str = setting("", "SQLite file where the sandbox keeps what noise policies spent and their "
                                      "answers; empty: beside the data file, <data>.privacy.sqlite")
+    noise_budgets: tuple[tuple[str, float], ...] = setting(
+        (), "each dataset's whole privacy budget (a TOML table: schema.table = epsilon), which all its noise grants "
+            "spend together, each at most its own budget (its share); a dataset without one has the asking grant's "
+            "own budget as its whole, so its grants together never spend more than the largest of them")
     audit_released_cells: bool = setting(True, "check every exact answer against the cells released before in "
                                                "its dataset and withhold what would give a taxpayer away (the "
                                                "released-cell auditor); off releases cells that differencing "

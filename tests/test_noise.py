@@ -1,6 +1,7 @@
 """Noise mode: bounded contributions, OpenDP noise with a noisy threshold, and a privacy budget that is
 refused once spent, survives restarts, and is not spent by repeating a query (which returns the stored
-answer, so 200 repetitions average nothing away). Also what exact mode does not prevent: differencing."""
+answer, so 200 repetitions average nothing away). The budget is the dataset's: every noise grant on it
+spends one budget, each at most its own share. Also what exact mode does not prevent: differencing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import collections
 import dataclasses
 import datetime as dt
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -21,10 +24,10 @@ from sandbox.settings import SandboxSettings
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.disclosure.release import run
 from sandbox.disclosure.noise import noisy_answer
-from sandbox.ledgers.privacy import BudgetExhausted, PrivacyLedger
+from sandbox.ledgers.privacy import BudgetExhausted, DatasetBudgetExhausted, LedgerTampered, PrivacyLedger
 from sandbox.server import start_sandbox
 from tests.conftest import (DISCLOSURE, GRANT, XUANWU, broker_settings_for, client_tls, declarations_file, dev_keys,
-                            policies_with, policy_without_dominance, token_for)
+                            policies_with, policy_without_dominance, shipped_grant_text, sign, token_for)
 
 BOUND = 1_000_000  # the most one taxpayer's revenue adds to a cell
 GIANT = 3_000_000  # the lone enterprise of street X declares this each month, far over the bound
@@ -255,8 +258,6 @@ def test_only_a_query_refused_before_the_engine_read_anything_gets_its_reservati
 def test_a_writer_without_the_ledgers_key_gets_no_budget_back_and_no_noisy_answer(tmp_path, tampering):
     """Every change to the spends by someone without the ledger's key is found: while the sandbox runs and
     when it starts again; the ledger then answers no noise policy (fail closed)."""
-    from sandbox.ledgers.privacy import LedgerTampered
-
     path = tmp_path / "ledger.sqlite"
     ledger = PrivacyLedger(path)
     for key in ("k1", "k2", "k3"):
@@ -299,3 +300,246 @@ def test_a_ledger_from_before_the_seals_is_sealed_as_it_is_and_keeps_counting(tm
                   compute=lambda: b"new")
     ledger.close()
     assert not PrivacyLedger(path).tampered
+
+
+# -- the budget is the dataset's: every noise grant on it spends one budget, each at most its share ----------
+
+SECOND_GRANT = "xuanwu-tjj-2026-001"  # the district statistics bureau's grant over the same dataset
+DATASET = "tax.declarations"
+
+
+def ask(ledger, policy_id, plan_key, *, budget=3.0, epsilon=1.0):
+    """One noisy answer from ``ledger`` under ``policy_id`` on the dataset (a plan key of its own)."""
+    return ledger.answer(policy_id=policy_id, dataset=DATASET, plan_key=plan_key, epsilon=epsilon, budget=budget,
+                         compute=lambda: f"{policy_id}:{plan_key}".encode())
+
+
+@pytest.fixture
+def two_noise_grants(crafted, tmp_path):
+    """A sandbox on the crafted data and a broker with two departments' noise grants (budget 3 each) on the
+    same dataset; ``start(noise_budgets)`` (re)starts both servers over the same ledger and returns a function
+    that connects a department."""
+    noisy = shipped_grant_text().replace(DISCLOSURE, NOISE_YAML)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / f"{GRANT}.yaml").write_text(sign(noisy), encoding="utf-8")
+    second = noisy.replace(f"id: {GRANT}", f"id: {SECOND_GRANT}").replace("department: xuanwu-fgw",
+                                                                          "department: xuanwu-tjj")
+    (policies / f"{SECOND_GRANT}.yaml").write_text(sign(second), encoding="utf-8")
+    ledger = tmp_path / "ledger.sqlite"
+    running, clients = [], []
+
+    def start(noise_budgets=()):
+        for server in running:
+            server.stop()
+        running.clear()
+        sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(crafted), privacy_ledger=str(ledger),
+                                                datasets=(DATASET,), noise_budgets=noise_budgets,
+                                                **sandbox_settings(dev_keys())))
+        broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=str(policies)))
+        running.extend([broker, sandbox])
+
+        def connect(department):
+            client = BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(department), tls=client_tls())
+            clients.append(client)
+            return client
+        return connect
+
+    yield start
+    for client in clients:
+        client.close()
+    for server in running:
+        server.stop()
+
+
+def reworded(n):
+    """A new query each time (a new wording pays), all on the dataset's noise grant."""
+    return SQL.replace("AS revenue", f"AS r{n}")
+
+
+def test_two_grants_on_one_dataset_together_spend_at_most_the_dataset_budget_across_a_restart(two_noise_grants):
+    connect = two_noise_grants(noise_budgets=((DATASET, 4.0),))
+    fgw, tjj = connect("xuanwu-fgw"), connect("xuanwu-tjj")
+    for n in range(3):
+        fgw.query(GRANT, reworded(n))
+    first = tjj.query(SECOND_GRANT, reworded(0))  # the same wording under another grant is its own query
+    assert first.noise["epsilon_total_spent"] == 1.0 and first.noise["epsilon_budget"] == 3.0
+    assert first.noise["dataset_epsilon_spent"] == 4.0 and first.noise["dataset_epsilon_budget"] == 4.0
+    with pytest.raises(DsbrokerError) as caught:
+        tjj.query(SECOND_GRANT, reworded(1))  # its share has 2 left, the dataset nothing
+    refusal = caught.value
+    assert refusal.reason == "DATASET_BUDGET_EXHAUSTED" and refusal.code.name == "RESOURCE_EXHAUSTED"
+    assert refusal.metadata == {"table": DATASET, "epsilon_spent": "4", "epsilon_budget": "4"}
+    # Who else spent it, and how much each, is the other grant's: neither its id nor its department is told.
+    assert not any(name in text for name in (GRANT, "xuanwu-fgw", "fgw")
+                   for text in (str(refusal), *refusal.metadata.values()))
+    with pytest.raises(DsbrokerError) as caught:
+        fgw.query(GRANT, reworded(3))
+    assert caught.value.reason == "PRIVACY_BUDGET_EXHAUSTED"  # its own share is spent: that is said first
+
+    # The dataset's spent total is on disk: a restart gives neither grant anything back.
+    connect = two_noise_grants(noise_budgets=((DATASET, 4.0),))
+    tjj = connect("xuanwu-tjj")
+    with pytest.raises(DsbrokerError) as caught:
+        tjj.query(SECOND_GRANT, reworded(1))
+    assert caught.value.reason == "DATASET_BUDGET_EXHAUSTED"
+    again = tjj.query(SECOND_GRANT, reworded(0))  # a stored answer costs nothing, so it is still given
+    assert again.rows == first.rows and again.noise["repeated_answer"]
+    assert again.noise["dataset_epsilon_spent"] == 4.0
+
+
+def test_without_an_owner_budget_two_grants_share_one_grants_budget(two_noise_grants):
+    connect = two_noise_grants()
+    fgw, tjj = connect("xuanwu-fgw"), connect("xuanwu-tjj")
+    fgw.query(GRANT, reworded(0))
+    fgw.query(GRANT, reworded(1))
+    answer = tjj.query(SECOND_GRANT, reworded(0))
+    assert answer.noise["dataset_epsilon_spent"] == 3.0 and answer.noise["dataset_epsilon_budget"] == 3.0
+    for client, grant in ((fgw, GRANT), (tjj, SECOND_GRANT)):
+        with pytest.raises(DsbrokerError) as caught:
+            client.query(grant, reworded(2))
+        assert caught.value.reason == "DATASET_BUDGET_EXHAUSTED"
+
+
+def test_two_grants_querying_at_once_cannot_overspend_the_dataset_budget(two_noise_grants):
+    connect = two_noise_grants(noise_budgets=((DATASET, 4.0),))
+    askers = [(connect("xuanwu-fgw"), GRANT), (connect("xuanwu-tjj"), SECOND_GRANT)]
+    start = threading.Barrier(2)
+    outcomes = []  # list.append is atomic; a Counter's += is not
+
+    def run(client, grant):
+        start.wait()
+        for n in range(3):
+            try:
+                client.query(grant, reworded(n))
+                outcomes.append("answered")
+            except DsbrokerError as error:
+                outcomes.append(error.reason)
+
+    threads = [threading.Thread(target=run, args=asker) for asker in askers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert collections.Counter(outcomes) == {"answered": 4, "DATASET_BUDGET_EXHAUSTED": 2}
+
+
+def test_a_grants_share_is_enforced_while_the_dataset_has_budget_left(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite", dataset_budgets={DATASET: 10.0})
+    ask(ledger, "g", "k1", budget=2.0)
+    got = ask(ledger, "g", "k2", budget=2.0)
+    assert (got.spent, got.dataset_spent, got.dataset_budget) == (2.0, 2.0, 10.0)
+    with pytest.raises(BudgetExhausted) as caught:
+        ask(ledger, "g", "k3", budget=2.0)
+    assert caught.value.metadata == {"policy": "g", "epsilon_spent": "2", "epsilon_budget": "2"}
+    assert ask(ledger, "h", "k1", budget=5.0).dataset_spent == 3.0  # another grant's share is its own
+    ledger.close()
+
+
+def test_without_an_owner_budget_a_dataset_never_spends_more_than_its_largest_grants_budget(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite")
+    ask(ledger, "a", "k1")
+    ask(ledger, "a", "k2")
+    ask(ledger, "b", "k1")
+    with pytest.raises(DatasetBudgetExhausted):
+        ask(ledger, "b", "k2")  # b's share has 2 left, but the dataset has spent b's whole budget
+    # A grant the owner signed a larger budget for may spend up to it, and the dataset then stands at it.
+    ask(ledger, "c", "k1", budget=5.0)
+    assert ask(ledger, "c", "k2", budget=5.0).dataset_spent == 5.0
+    with pytest.raises(DatasetBudgetExhausted):
+        ask(ledger, "c", "k3", budget=5.0)
+    with pytest.raises(DatasetBudgetExhausted):
+        ask(ledger, "a", "k3")
+    assert ledger.dataset_spent(DATASET) == 5.0
+    # Another dataset's budget is its own.
+    other = ledger.answer(policy_id="d", dataset="tax.other", plan_key="k1", epsilon=1.0, budget=3.0,
+                          compute=lambda: b"x")
+    assert (other.dataset_spent, other.dataset_budget) == (1.0, 3.0)
+    ledger.close()
+
+
+def test_the_dataset_budget_holds_against_many_threads_of_two_grants_at_once(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite", dataset_budgets={DATASET: 5.0})
+    start = threading.Barrier(2)
+    outcomes = []
+
+    def run(policy_id):
+        start.wait()
+        for n in range(5):
+            try:
+                ledger.answer(policy_id=policy_id, dataset=DATASET, plan_key=f"k{n}", epsilon=1.0, budget=5.0,
+                              compute=lambda: time.sleep(0.005) or b"answer")  # the engine runs outside the lock
+                outcomes.append("answered")
+            except DatasetBudgetExhausted:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=run, args=(grant,)) for grant in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert collections.Counter(outcomes) == {"answered": 5, "refused": 5}
+    assert ledger.dataset_spent(DATASET) == 5.0
+    ledger.close()
+
+
+def test_two_ledgers_on_one_file_reserve_in_turn_and_cannot_overspend(tmp_path):
+    # Two processes on one file (a restart overlapping the old one): the check and the reservation are one
+    # transaction, so what one read is still true when it writes.
+    path = tmp_path / "ledger.sqlite"
+    ledgers = [PrivacyLedger(path, dataset_budgets={DATASET: 3.0}) for _ in range(2)]
+    start = threading.Barrier(2)
+    answered = []
+
+    def run(ledger, policy_id):
+        start.wait()
+        for n in range(3):
+            try:
+                answered.append(ask(ledger, policy_id, f"k{n}"))
+            except DatasetBudgetExhausted:
+                pass
+
+    threads = [threading.Thread(target=run, args=(ledger, grant)) for ledger, grant in zip(ledgers, "ab", strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answered) == 3 and ledgers[0].dataset_spent(DATASET) == 3.0
+    for ledger in ledgers:
+        ledger.close()
+
+
+@pytest.mark.parametrize("tampering", [
+    "UPDATE spends SET state = 'refunded' WHERE policy_id = 'h'",
+    "UPDATE spends SET epsilon = 0.001 WHERE policy_id = 'h'",
+    "UPDATE spends SET dataset = 'tax.other' WHERE policy_id = 'h'",
+    "DROP TRIGGER spends_no_delete; DELETE FROM spends WHERE seq = 4",
+])
+def test_another_grants_spend_given_back_is_found_before_the_dataset_budget_pays(tmp_path, tampering):
+    """Another grant's spend refunded, cheapened, moved or cut off would free the dataset's budget: the grant
+    that asks next finds it, though none of its own spends changed."""
+    path = tmp_path / "ledger.sqlite"
+    ledger = PrivacyLedger(path, dataset_budgets={DATASET: 4.0})
+    for key in ("k1", "k2", "k3"):
+        ask(ledger, "g", key)
+    ask(ledger, "h", "k1")
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        raw.executescript(tampering)
+    with pytest.raises(LedgerTampered):
+        ask(ledger, "g", "k4", budget=5.0)
+    ledger.close()
+
+
+def test_noise_budgets_are_read_from_a_toml_table_and_name_served_datasets_with_positive_budgets(tmp_path):
+    from dsbroker.errors import ConfigError
+    from dsbroker.settings import load_settings
+    from sandbox.server import _noise_budgets
+
+    config = tmp_path / "sandbox.toml"
+    config.write_text('datasets = ["tax.declarations"]\n[noise_budgets]\n"tax.declarations" = 6\n', encoding="utf-8")
+    settings = load_settings(SandboxSettings, config)
+    assert settings.noise_budgets == ((DATASET, 6),) and _noise_budgets(settings) == {DATASET: 6.0}
+    for wrong in ((("tax.taxpayers", 6.0),), ((DATASET, 0.0),), ((DATASET, float("inf")),), ((DATASET, True),),
+                  ((DATASET, 1.0), (DATASET, 2.0)), ((DATASET,),)):
+        with pytest.raises(ConfigError):
+            _noise_budgets(dataclasses.replace(settings, noise_budgets=wrong))

@@ -51,7 +51,7 @@ class QueryResult:
     access_record: int = 0
     policy_version: int = 0
     request_id: str = ""
-    noise: dict | None = None  # under a noise policy: the noise and the grant's budget
+    noise: dict | None = None  # under a noise policy: the noise, the grant's budget and the dataset's
     withheld: set = field(default_factory=set)  # (row, column) of each cell disclosure control withheld
     rolled_up: set = field(default_factory=set)  # (row, column) of each key cell a total spans (ROLLUP)
     # An encrypted result, decrypted here: the key id, the partitions added, and per row how many of
@@ -306,7 +306,8 @@ def record_from_proto(message: audit_pb.AccessRecord) -> StoredRecord:
 def noise_dict(noise: results_pb2.NoiseReport) -> dict:
     """A noise report as plain JSON-ready values (numbers stay numbers)."""
     return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
-            "epsilon_budget": noise.epsilon_budget, "delta": noise.delta, "threshold": noise.threshold,
+            "epsilon_budget": noise.epsilon_budget, "dataset_epsilon_spent": noise.dataset_epsilon_spent,
+            "dataset_epsilon_budget": noise.dataset_epsilon_budget, "delta": noise.delta, "threshold": noise.threshold,
             "repeated_answer": noise.repeated_answer, "groups_per_entity": noise.groups_per_entity,
             "columns": [{"name": c.name, "scale": c.scale, "half_width_95": c.half_width_95} for c in noise.columns]}
 

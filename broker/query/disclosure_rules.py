@@ -95,17 +95,26 @@ def _audit_rule(guarded: GuardedQuery, result: sandbox_pb.ExecutePlanResponse,
                     + counted(result.audit_cells_withheld))
 
 
+def _dataset_spent(guarded: GuardedQuery, noise: results_pb2.NoiseReport) -> str:
+    """The dataset's budget as the sandbox reported it ("" from a sandbox that reports none)."""
+    if not noise.dataset_epsilon_budget:
+        return ""
+    return (f"; {noise.dataset_epsilon_spent:g} of {guarded.dataset}'s {noise.dataset_epsilon_budget:g} spent by "
+            "all its grants")
+
+
 def _noise_rules(guarded: GuardedQuery, noise: results_pb2.NoiseReport, *, ran: bool) -> list[pb.DisclosureRule]:
     columns = ", ".join(f"{c.name} \u00b1{c.half_width_95:,.0f}" if c.half_width_95
                         else f"{c.name} (scale {c.scale:,.3g})" for c in noise.columns)
     if not ran:
-        budget = f"each query spends epsilon {noise.epsilon_spent:g} of the grant's {noise.epsilon_budget:g}"
+        budget = (f"each query spends epsilon {noise.epsilon_spent:g} of the grant's {noise.epsilon_budget:g}, "
+                  f"its share of the budget of {guarded.dataset}, which every noise grant on it spends")
     elif noise.repeated_answer:
         budget = (f"the stored answer to this same query, repeated (no epsilon spent; {noise.epsilon_total_spent:g} "
-                  f"of {noise.epsilon_budget:g} spent)")
+                  f"of {noise.epsilon_budget:g} spent{_dataset_spent(guarded, noise)})")
     else:
         budget = (f"epsilon {noise.epsilon_spent:g} spent; "
-                  f"{noise.epsilon_total_spent:g} of {noise.epsilon_budget:g} spent")
+                  f"{noise.epsilon_total_spent:g} of {noise.epsilon_budget:g} spent{_dataset_spent(guarded, noise)}")
     return [
         pb.DisclosureRule(
             rule="noisy_threshold", column=guarded.entity, threshold=noise.threshold,

@@ -194,6 +194,7 @@ def _noise_detail(response: sandbox_pb.ExecutePlanResponse) -> dict:
         return {}
     noise = response.noise
     return {"epsilon_spent": noise.epsilon_spent, "epsilon_total_spent": noise.epsilon_total_spent,
+            "dataset_epsilon_spent": noise.dataset_epsilon_spent,
             "repeated_answer": noise.repeated_answer, "noise_threshold": noise.threshold}
 
 

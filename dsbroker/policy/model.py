@@ -49,7 +49,10 @@ class Noise:
     """Differentially private answers: OpenDP noise, contributions bounded, a budget that runs out.
 
     Each query that runs spends ``epsilon`` of the grant's ``budget`` (an identical repeat returns the
-    stored answer and spends nothing); once spent, queries are refused. ``delta`` bounds the chance
+    stored answer and spends nothing); once spent, queries are refused. The budget is the grant's share
+    of its dataset's, which every noise grant on the dataset spends and the sandbox keeps (the owner's
+    ``noise_budgets``): a grant cannot leave it, and its queries are refused too once the dataset's is
+    spent, whatever its share has left. ``delta`` bounds the chance
     that a cell of a single taxpayer passes the noisy threshold. A taxpayer contributes to at most
     ``groups_per_entity`` cells of one result, with at most ``rows_per_entity`` rows to each, and its
     total of a measure in a cell is clipped to ``bounds[measure]``: these fix each answer's

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64sbroker/v1/results.proto\x12\x0b\x64sbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\"L\n\x0bResultTable\x12*\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x19.dsbroker.v1.ResultColumn\x12\x11\n\trow_count\x18\x02 \x01(\x03\"\xb9\x01\n\x0cResultColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.dsbroker.v1.ColumnType\x12\r\n\x05nulls\x18\x03 \x03(\x08\x12\x12\n\nint_values\x18\x04 \x03(\x12\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x15\n\rstring_values\x18\x06 \x03(\t\x12\x10\n\x08withheld\x18\x07 \x03(\x08\x12\x11\n\trolled_up\x18\x08 \x03(\x08\"\xda\x01\n\x0bNoiseReport\x12\x15\n\repsilon_spent\x18\x01 \x01(\x01\x12\x1b\n\x13\x65psilon_total_spent\x18\x02 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x03\x12\x17\n\x0frepeated_answer\x18\x06 \x01(\x08\x12)\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x18.dsbroker.v1.NoisyColumn\x12\x19\n\x11groups_per_entity\x18\x08 \x01(\x03\"A\n\x0bNoisyColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x01\x12\x15\n\rhalf_width_95\x18\x03 \x01(\x01\"G\n\nEncryption\x12\x1c\n\x0epublic_context\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12\x1b\n\rkey_signature\x18\x02 \x01(\x0c\x42\x04\xe2\x41\x01\x02\"\xaa\x01\n\x0e\x45ncryptedTable\x12(\n\x06groups\x18\x01 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12-\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1c.dsbroker.v1.EncryptedColumn\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\npartitions\x18\x04 \x01(\x05\x12\x1b\n\x13partitions_withheld\x18\x05 \x01(\x0c\"\x8f\x01\n\x0f\x45ncryptedColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .dsbroker.v1.EncryptedColumnKind\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\x12\x18\n\x10\x63ount_ciphertext\x18\x05 \x01(\x0c*\xd5\x01\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OLUMN_TYPE_INTEGER\x10\x01\x12\x16\n\x12\x43OLUMN_TYPE_DOUBLE\x10\x02\x12\x16\n\x12\x43OLUMN_TYPE_STRING\x10\x03\x12\x17\n\x13\x43OLUMN_TYPE_DECIMAL\x10\x04\x12\x14\n\x10\x43OLUMN_TYPE_DATE\x10\x05\x12\x19\n\x15\x43OLUMN_TYPE_TIMESTAMP\x10\x06\x12\x17\n\x13\x43OLUMN_TYPE_BOOLEAN\x10\x07*\x80\x01\n\x13\x45ncryptedColumnKind\x12%\n!ENCRYPTED_COLUMN_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45NCRYPTED_COLUMN_KIND_TOTAL\x10\x01\x12!\n\x1d\x45NCRYPTED_COLUMN_KIND_AVERAGE\x10\x02\x42]\n\x0forg.dsbroker.v1B\x0cResultsProtoP\x01Z:github.com/dsbroker/dsbroker/gen/go/dsbroker/v1;dsbrokerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64sbroker/v1/results.proto\x12\x0b\x64sbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\"L\n\x0bResultTable\x12*\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x19.dsbroker.v1.ResultColumn\x12\x11\n\trow_count\x18\x02 \x01(\x03\"\xb9\x01\n\x0cResultColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.dsbroker.v1.ColumnType\x12\r\n\x05nulls\x18\x03 \x03(\x08\x12\x12\n\nint_values\x18\x04 \x03(\x12\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x15\n\rstring_values\x18\x06 \x03(\t\x12\x10\n\x08withheld\x18\x07 \x03(\x08\x12\x11\n\trolled_up\x18\x08 \x03(\x08\"\x99\x02\n\x0bNoiseReport\x12\x15\n\repsilon_spent\x18\x01 \x01(\x01\x12\x1b\n\x13\x65psilon_total_spent\x18\x02 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x03\x12\x17\n\x0frepeated_answer\x18\x06 \x01(\x08\x12)\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x18.dsbroker.v1.NoisyColumn\x12\x19\n\x11groups_per_entity\x18\x08 \x01(\x03\x12\x1d\n\x15\x64\x61taset_epsilon_spent\x18\t \x01(\x01\x12\x1e\n\x16\x64\x61taset_epsilon_budget\x18\n \x01(\x01\"A\n\x0bNoisyColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x01\x12\x15\n\rhalf_width_95\x18\x03 \x01(\x01\"G\n\nEncryption\x12\x1c\n\x0epublic_context\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12\x1b\n\rkey_signature\x18\x02 \x01(\x0c\x42\x04\xe2\x41\x01\x02\"\xaa\x01\n\x0e\x45ncryptedTable\x12(\n\x06groups\x18\x01 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12-\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1c.dsbroker.v1.EncryptedColumn\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\npartitions\x18\x04 \x01(\x05\x12\x1b\n\x13partitions_withheld\x18\x05 \x01(\x0c\"\x8f\x01\n\x0f\x45ncryptedColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .dsbroker.v1.EncryptedColumnKind\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\x12\x18\n\x10\x63ount_ciphertext\x18\x05 \x01(\x0c*\xd5\x01\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OLUMN_TYPE_INTEGER\x10\x01\x12\x16\n\x12\x43OLUMN_TYPE_DOUBLE\x10\x02\x12\x16\n\x12\x43OLUMN_TYPE_STRING\x10\x03\x12\x17\n\x13\x43OLUMN_TYPE_DECIMAL\x10\x04\x12\x14\n\x10\x43OLUMN_TYPE_DATE\x10\x05\x12\x19\n\x15\x43OLUMN_TYPE_TIMESTAMP\x10\x06\x12\x17\n\x13\x43OLUMN_TYPE_BOOLEAN\x10\x07*\x80\x01\n\x13\x45ncryptedColumnKind\x12%\n!ENCRYPTED_COLUMN_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45NCRYPTED_COLUMN_KIND_TOTAL\x10\x01\x12!\n\x1d\x45NCRYPTED_COLUMN_KIND_AVERAGE\x10\x02\x42]\n\x0forg.dsbroker.v1B\x0cResultsProtoP\x01Z:github.com/dsbroker/dsbroker/gen/go/dsbroker/v1;dsbrokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +37,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENCRYPTION'].fields_by_name['public_context']._serialized_options = b'\342A\001\002'
   _globals['_ENCRYPTION'].fields_by_name['key_signature']._loaded_options = None
   _globals['_ENCRYPTION'].fields_by_name['key_signature']._serialized_options = b'\342A\001\002'
-  _globals['_COLUMNTYPE']._serialized_start=1022
-  _globals['_COLUMNTYPE']._serialized_end=1235
-  _globals['_ENCRYPTEDCOLUMNKIND']._serialized_start=1238
-  _globals['_ENCRYPTEDCOLUMNKIND']._serialized_end=1366
+  _globals['_COLUMNTYPE']._serialized_start=1085
+  _globals['_COLUMNTYPE']._serialized_end=1298
+  _globals['_ENCRYPTEDCOLUMNKIND']._serialized_start=1301
+  _globals['_ENCRYPTEDCOLUMNKIND']._serialized_end=1429
   _globals['_RESULTTABLE']._serialized_start=75
   _globals['_RESULTTABLE']._serialized_end=151
   _globals['_RESULTCOLUMN']._serialized_start=154
   _globals['_RESULTCOLUMN']._serialized_end=339
   _globals['_NOISEREPORT']._serialized_start=342
-  _globals['_NOISEREPORT']._serialized_end=560
-  _globals['_NOISYCOLUMN']._serialized_start=562
-  _globals['_NOISYCOLUMN']._serialized_end=627
-  _globals['_ENCRYPTION']._serialized_start=629
-  _globals['_ENCRYPTION']._serialized_end=700
-  _globals['_ENCRYPTEDTABLE']._serialized_start=703
-  _globals['_ENCRYPTEDTABLE']._serialized_end=873
-  _globals['_ENCRYPTEDCOLUMN']._serialized_start=876
-  _globals['_ENCRYPTEDCOLUMN']._serialized_end=1019
+  _globals['_NOISEREPORT']._serialized_end=623
+  _globals['_NOISYCOLUMN']._serialized_start=625
+  _globals['_NOISYCOLUMN']._serialized_end=690
+  _globals['_ENCRYPTION']._serialized_start=692
+  _globals['_ENCRYPTION']._serialized_end=763
+  _globals['_ENCRYPTEDTABLE']._serialized_start=766
+  _globals['_ENCRYPTEDTABLE']._serialized_end=936
+  _globals['_ENCRYPTEDCOLUMN']._serialized_start=939
+  _globals['_ENCRYPTEDCOLUMN']._serialized_end=1082
 # @@protoc_insertion_point(module_scope)

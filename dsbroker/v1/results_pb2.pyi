@@ -65,7 +65,7 @@ class ResultColumn(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., nulls: _Optional[_Iterable[bool]] = ..., int_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ..., withheld: _Optional[_Iterable[bool]] = ..., rolled_up: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class NoiseReport(_message.Message):
-    __slots__ = ("epsilon_spent", "epsilon_total_spent", "epsilon_budget", "delta", "threshold", "repeated_answer", "columns", "groups_per_entity")
+    __slots__ = ("epsilon_spent", "epsilon_total_spent", "epsilon_budget", "delta", "threshold", "repeated_answer", "columns", "groups_per_entity", "dataset_epsilon_spent", "dataset_epsilon_budget")
     EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
     EPSILON_TOTAL_SPENT_FIELD_NUMBER: _ClassVar[int]
     EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,8 @@ class NoiseReport(_message.Message):
     REPEATED_ANSWER_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_PER_ENTITY_FIELD_NUMBER: _ClassVar[int]
+    DATASET_EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
     epsilon_spent: float
     epsilon_total_spent: float
     epsilon_budget: float
@@ -82,7 +84,9 @@ class NoiseReport(_message.Message):
     repeated_answer: bool
     columns: _containers.RepeatedCompositeFieldContainer[NoisyColumn]
     groups_per_entity: int
-    def __init__(self, epsilon_spent: _Optional[float] = ..., epsilon_total_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., delta: _Optional[float] = ..., threshold: _Optional[int] = ..., repeated_answer: _Optional[bool] = ..., columns: _Optional[_Iterable[_Union[NoisyColumn, _Mapping]]] = ..., groups_per_entity: _Optional[int] = ...) -> None: ...
+    dataset_epsilon_spent: float
+    dataset_epsilon_budget: float
+    def __init__(self, epsilon_spent: _Optional[float] = ..., epsilon_total_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., delta: _Optional[float] = ..., threshold: _Optional[int] = ..., repeated_answer: _Optional[bool] = ..., columns: _Optional[_Iterable[_Union[NoisyColumn, _Mapping]]] = ..., groups_per_entity: _Optional[int] = ..., dataset_epsilon_spent: _Optional[float] = ..., dataset_epsilon_budget: _Optional[float] = ...) -> None: ...
 
 class NoisyColumn(_message.Message):
     __slots__ = ("name", "scale", "half_width_95")
