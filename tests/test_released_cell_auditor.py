@@ -441,3 +441,50 @@ def test_a_monthly_report_on_the_demo_data_loses_only_cells_that_would_give_a_re
                 listed = ", ".join(f"'{v}'" for v in rest)
                 remainders.append(fails(f"{column} = '{value}' AND {other} IN ({listed})"))
         assert any(remainders), (street, section)
+
+
+def test_the_owner_sees_what_the_released_cells_determine(data, tmp_path):
+    """``dsbroker sandbox released``: after the audited complement attack no block that fails the rules is
+    determined; in a ledger holding both cells (as one written before the auditor would), the lone firm's block
+    is, and the command says so."""
+    import json
+    import shutil as files
+
+    from click.testing import CliRunner
+
+    from broker.cli.main import main as cli
+    from dsbroker.guard import guard
+    from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
+
+    owner = tmp_path / "owner.duckdb"
+    files.copy(data, owner)
+    files.copy(POLICIES.parent / "sandbox" / "demo" / "catalog.yaml", owner.with_name("owner.catalog.yaml"))
+    street = f"street_code = '{STREET_A}'"
+    queries = (f"SELECT SUM(revenue) FROM tax.declarations WHERE {street}",
+               f"SELECT SUM(revenue) FROM tax.declarations WHERE {street} AND {ALL_BUT_99}")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stack = _stack(owner, run_dir, audit=True)
+    client = next(stack)()
+    answers = [client.query(GRANT, sql).rows[0][0] for sql in queries]
+    next(stack, None)  # stops the servers
+    assert answers[0] is not None and answers[1] is None
+
+    def summary(ledger: Path) -> dict:
+        config = tmp_path / "sandbox.toml"
+        config.write_text(f'data = "{owner}"\ndatasets = ["tax.declarations"]\nreleased_cells = "{ledger}"\n')
+        run = CliRunner().invoke(cli, ["sandbox", "released", "--config", str(config), "--json"])
+        assert run.exit_code == 0, run.output
+        (found,) = json.loads(run.output)
+        return found
+
+    audited = summary(run_dir / "released.sqlite")
+    assert audited["cells"] == 1 and audited["failing_determined"] == 0
+    unaudited = ReleasedCellLedger(tmp_path / "unaudited.sqlite")
+    policy = load_policy(POLICIES / f"{GRANT}.yaml")
+    for sql in queries:
+        coverage = guard(sql, policy, district=XUANWU, department="xuanwu-fgw").coverage
+        unaudited.record("tax.declarations", [ReleasedCell(coverage, 0, (), "sum:revenue", 0)])
+    unaudited.close()
+    both = summary(tmp_path / "unaudited.sqlite")
+    assert both["cells"] == 2 and both["failing_determined"] == 1  # the lone firm's block

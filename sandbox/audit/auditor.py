@@ -75,6 +75,7 @@ class AnswerCell:
         return dict(self.values)[index]
 
 
+_MISSING = object()
 Audit = Callable[[list[AnswerCell]], dict[int, frozenset[int]]]  # per answer row, the statistics withheld
 
 
@@ -131,6 +132,11 @@ class Auditor:
         if not new:
             return {}
         released = self.ledger.cells(scope)
+        before = {(c.coverage, c.fixed, c.keys, c.statistic): c.value for c in released}
+        if all(before.get((guarded.coverage, cell.fixed, cell.keys, name), _MISSING) == cell.value(index)
+               for cell in dict.fromkeys(cell for cell, _ in new) for index in sorted(cell.statistics)
+               if (name := statistic_name(plan, index)) is not None):
+            return {}  # every cell was released before with this very value: the answer tells nothing new
         coverages = list(dict.fromkeys([c.coverage for c in released] + [guarded.coverage]))
         measures = sorted({name.split(":", 1)[1] for name in [c.statistic for c in released] + [n for _, n in new]
                            if ":" in name})
@@ -139,14 +145,14 @@ class Auditor:
             raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
         blocks = read_blocks(self.engine, coverages, dataset=guarded.dataset, entity=guarded.entity,
                              measures=measures, timeout_s=timeout)
-        members = _Membership(blocks, coverages)
+        members = Membership(blocks, coverages)
         current = coverages.index(guarded.coverage)
         # One system for every statistic: a cell is one unknown per block whatever it counts or adds up, since
         # statistics can be equal in the data (COUNT(m) and COUNT(*) where m is never NULL, SUM of a measure that
         # is always 1, a total that is the sum of other measures), and differencing across them would otherwise
         # go unseen. A block fails when it fails for any statistic released in the scope.
         statistics = sorted({c.statistic for c in released} | {name for _, name in new})
-        judge = _Judge(blocks, statistics, rules, guarded.dataset)
+        judge = Judge(blocks, statistics, rules, guarded.dataset)
         # A cell released before whose value is not what it is on the data now (a late declaration, an
         # amendment) is no equation of today's blocks: the change would be its value now less the one released.
         # Such a *stale* cell must not become derivable from what is released now.
@@ -177,7 +183,7 @@ class Auditor:
             raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
 
 
-class _Membership:
+class Membership:
     """Which blocks each cell of a coverage adds up, indexed by the keys it fixes."""
 
     def __init__(self, blocks: Blocks, coverages: list[str]) -> None:
@@ -185,6 +191,7 @@ class _Membership:
         self._index: dict[tuple[int, int], dict[tuple, list[int]]] = {}
 
     def cell(self, coverage: int, fixed: int, keys: tuple) -> frozenset[int]:
+        """The blocks of the cell of coverage ``coverage`` whose first ``fixed`` keys are ``keys``."""
         index = self._index.get((coverage, fixed))
         if index is None:
             index = {}
@@ -196,7 +203,7 @@ class _Membership:
         return frozenset(index.get(tuple(keys[:fixed]), ()))
 
 
-class _Judge:
+class Judge:
     """Whether a union of blocks, as one cell, fails the cell rules for any of ``statistics`` (cached per union)."""
 
     def __init__(self, blocks: Blocks, statistics: list[str], rules: Rules, dataset: str) -> None:
@@ -296,7 +303,7 @@ def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
     return False
 
 
-def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: _Judge, *,
+def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: Judge, *,
               stale: list[frozenset[int]], check: Callable[[], None]) -> list[AnswerCell]:
     """The answer's cells to withhold so that they cause no leak (module docstring, step 4), nor make a stale
     cell derivable."""
@@ -335,7 +342,7 @@ def _stale_leaks(old: list[frozenset[int]], new: list[frozenset[int]], stale: li
     if not stale or not new:
         return []
     everything = old + new
-    merged = _merged_blocks(everything + stale)
+    merged = merged_blocks(everything + stale)
     vectors = [{merged[block]: 1 for block in row} for row in everything]
     found = []
     for target in stale:
@@ -356,12 +363,12 @@ def _by_keys(cell: AnswerCell) -> tuple:
     return (cell.fixed, tuple((value is None, value if value is not None else 0) for value in cell.keys))
 
 
-def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: _Judge,
+def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Judge,
                check: Callable[[], None]) -> list[set[int]]:
     """The failing unions of blocks that ``old`` and ``new`` together make derivable and ``old`` alone does not,
     each as the rows (indices into ``old + new``) its combination takes."""
     everything = old + new
-    merged = _merged_blocks(everything)
+    merged = merged_blocks(everything)
     leaks = _leaks(everything, merged, judge, check)
     if not leaks:
         return []
@@ -369,7 +376,7 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: _Jud
     return [rows for union, rows in leaks if union not in before]
 
 
-def _merged_blocks(rows: list[frozenset[int]]) -> dict[int, int]:
+def merged_blocks(rows: list[frozenset[int]]) -> dict[int, int]:
     """Block -> the representative of the blocks that every row in ``rows`` takes or leaves together."""
     membership: dict[int, list[int]] = {}
     for index, row in enumerate(rows):
@@ -382,7 +389,7 @@ def _merged_blocks(rows: list[frozenset[int]]) -> dict[int, int]:
     return merged
 
 
-def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: _Judge,
+def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: Judge,
            check: Callable[[], None]) -> list[tuple[frozenset[int], set[int]]]:
     """The failing unions of blocks the rows make derivable: each union, with the rows its combination takes."""
     if not any(rows):
