@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--log-rounds", type=int, default=8, help="alternating rounds with the log on and off")
     parser.add_argument("--log-seconds", type=float, default=2.0, help="seconds per round")
     parser.add_argument("--encrypted-runs", type=int, default=20, help="timed runs of each encrypted-mode query")
-    parser.add_argument("--only", choices=("encrypted", "log"), help="run one part of the benchmark only")
+    parser.add_argument("--only", choices=("encrypted", "log", "audit"), help="run one part of the benchmark only")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
     args = parser.parse_args()
     if args.only == "encrypted":
@@ -284,6 +284,9 @@ def main() -> None:
     data = Path(args.cache_dir) / f"bench-{args.taxpayers}.duckdb"
     if not data.exists():
         make_demo_data(data, taxpayers=args.taxpayers, progress=print)
+    if args.only == "audit":
+        audit_report(data)
+        return
     if args.only == "log":
         with tempfile.TemporaryDirectory() as scratch:
             layout = init_keys(Path(scratch) / "keys", clients=("bench",))
@@ -348,6 +351,21 @@ def main() -> None:
           "linear in the size of the query)")
     log_report(logged, unlogged, log_figures, args)
     encrypted_report(encrypted)
+    audit_report(data)
+
+
+def audit_report(data: Path) -> None:
+    """The released-cell auditor's row: its added time per query as the ledger grows (broker.dev.bench_audit)."""
+    from broker.dev.bench_audit import audit_figures
+
+    figures = audit_figures(data)
+    times = figures.seconds
+    print(f"released-cell auditor, {len(times)} queries of a district's monthly tables ({figures.cells:,} cells "
+          f"released, {figures.withheld} withheld by it):")
+    print(f"  added per query                        median {statistics.median(times) * 1000:8.1f} ms   "
+          f"(target < 10)")
+    print(f"  added per query                        p99    {percentile(times, 99) * 1000:8.1f} ms   (target < 50)")
+    print(f"  the last query, with every cell before {times[-1] * 1000:8.1f} ms")
 
 
 def bench_grant_text() -> str:
