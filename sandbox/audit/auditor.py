@@ -55,6 +55,7 @@ from dsbroker.guard import release_plan
 from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import Blocks, Contribution, read_blocks
+from sandbox.audit.components import Parts
 from sandbox.audit.linear import TooComplex, Vector, in_span, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
 
@@ -113,6 +114,7 @@ class Auditor:
         self.ledger = ledger
         self.clock = clock
         self._locks: dict[str, threading.Lock] = {}
+        self._parts: dict[str, Parts] = {}  # per scope, the coverages whose rows can meet (under its lock)
         self._guard = threading.Lock()
 
     def lock(self, scope: str) -> threading.Lock:
@@ -137,6 +139,12 @@ class Auditor:
                for cell in dict.fromkeys(cell for cell, _ in new) for index in sorted(cell.statistics)
                if (name := statistic_name(plan, index)) is not None):
             return {}  # every cell was released before with this very value: the answer tells nothing new
+        # Only the coverages whose rows can meet this answer's, directly or through others (sandbox.audit.components).
+        parts = self._parts.setdefault(scope, Parts(self.engine.dialect))
+        for coverage in dict.fromkeys(c.coverage for c in released):
+            parts.add(coverage)
+        relevant = set(parts.with_(guarded.coverage))
+        released = [c for c in released if c.coverage in relevant]
         coverages = list(dict.fromkeys([c.coverage for c in released] + [guarded.coverage]))
         measures = sorted({name.split(":", 1)[1] for name in [c.statistic for c in released] + [n for _, n in new]
                            if ":" in name})
