@@ -118,9 +118,6 @@ def test_two_statistics_that_are_equal_in_the_data_do_not_difference_the_lone_fi
 
 # --- 3. Distinct counts are not additive -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "distinct counts are audited as if additive over blocks (README: what the auditor does not do; open: "
-    "issue 19)"))
 def test_distinct_counts_do_not_single_out_the_firm_that_declares_only_in_the_last_month(data, stack):  # noqa: F811
     """COUNT(DISTINCT taxpayer_id) is audited as if additive over blocks. Street A in all months (59 taxpayers)
     and street A in months 1-23 (58) are both safe as cells, and their difference's block, street A in month 24,

@@ -35,8 +35,9 @@ What this does not do, and the README says so: a total that takes a passing bloc
 not judged (a passing block may be small beside a dominant firm; a total of failing blocks alone is judged
 whole, dominance included); answers to
 HAVING and LIMIT are recorded as the cells they read, so what a filter reveals beyond exact totals
-(inequalities) is not modelled; distinct counts are audited as if additive over blocks; a secure sum over
-partitions is not audited (each sandbox holds a part of every cell).
+(inequalities) is not modelled; a secure sum over partitions is not audited (each sandbox holds a part of
+every cell). Distinct counts, which are not additive over blocks, are audited once more over classes of
+entities (:func:`entity_classes`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
@@ -180,6 +181,19 @@ class Auditor:
         withheld = {cell.row: cell.statistics
                     for cell in _withhold(list(valid.values()), candidates, judge, stale=list(stale.values()),
                                           check=lambda: self._check(deadline))}
+        # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
+        # every such cell is the sum of its classes' sizes, so a difference of two (59 taxpayers in 24 months
+        # less 58 in 23: one taxpayer declares only in the 24th) is a derivable class of too few.
+        counted = {(c.coverage, c.fixed, c.keys) for c in released if c.statistic == "entities"}
+        distinct_old = [rows for key, rows in valid.items() if key in counted]
+        distinct_new = [(cell, rows) for cell, rows in candidates if cell.row not in withheld and any(
+            statistic_name(plan, i) == "entities" for i in cell.statistics)]
+        if distinct_new:
+            old_classes, new_classes, classes = entity_classes(blocks, distinct_old, [r for _, r in distinct_new])
+            for cell in _withhold(old_classes, list(zip([c for c, _ in distinct_new], new_classes, strict=True)),
+                                  ClassJudge(classes, rules.k, guarded.dataset), stale=[],
+                                  check=lambda: self._check(deadline)):
+                withheld[cell.row] = cell.statistics
         recorded = [ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index))
                     for cell in answer if cell.row not in withheld
                     for index in sorted(cell.statistics) if (name := statistic_name(plan, index)) is not None]
@@ -189,6 +203,17 @@ class Auditor:
     def _check(self, deadline: float) -> None:
         if self.clock() > deadline:
             raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
+
+
+class CellRules(Protocol):
+    """What the withholding needs of a judge: whether a union of columns fails the cell rules, whether it adds
+    nothing (counted with the failing), and the dataset for its errors."""
+
+    dataset: str
+
+    def fails(self, union: frozenset[int]) -> bool: ...
+
+    def empty(self, union: frozenset[int]) -> bool: ...
 
 
 class Membership:
@@ -289,6 +314,50 @@ def _merged(blocks) -> dict[Any, Contribution]:
     return merged
 
 
+def entity_classes(blocks: Blocks, old: list[frozenset[int]], new: list[frozenset[int]]
+                   ) -> tuple[list[frozenset[int]], list[frozenset[int]], list[int]]:
+    """Distinct-count cells (sets of blocks) as sets of entity classes: entities grouped by which of the cells
+    they have a row in. Returns the old and the new cells over the classes, and each class's size."""
+    cells = old + new
+    member_of: dict[Any, list[int]] = {}
+    for index, rows in enumerate(cells):
+        seen = set()
+        for block in rows:
+            for entity in blocks.contributions[block]:
+                if entity not in seen:
+                    seen.add(entity)
+                    member_of.setdefault(entity, []).append(index)
+    class_of: dict[tuple[int, ...], int] = {}
+    sizes: list[int] = []
+    by_cell: list[set[int]] = [set() for _ in cells]
+    for indices in member_of.values():
+        pattern = tuple(indices)
+        number = class_of.get(pattern)
+        if number is None:
+            number = class_of[pattern] = len(sizes)
+            sizes.append(0)
+            for index in pattern:
+                by_cell[index].add(number)
+        sizes[number] += 1
+    as_classes = [frozenset(c) for c in by_cell]
+    return as_classes[:len(old)], as_classes[len(old):], sizes
+
+
+class ClassJudge:
+    """The threshold on a union of entity classes (its entities are the classes' sizes added up)."""
+
+    def __init__(self, sizes: list[int], k: int, dataset: str) -> None:
+        self.sizes, self.k, self.dataset = sizes, k, dataset
+
+    def fails(self, union: frozenset[int]) -> bool:
+        """Whether fewer than k (but some) entities are in the union."""
+        return 0 < sum(self.sizes[c] for c in union) < self.k
+
+    def empty(self, union: frozenset[int]) -> bool:
+        """Classes are never empty."""
+        return False
+
+
 def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
     """The dominance rule on a union's per-entity totals, by magnitude and exactly (as the cell rule): integers
     stay integers, other amounts become exact fractions."""
@@ -311,7 +380,7 @@ def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
     return False
 
 
-def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: Judge, *,
+def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: CellRules, *,
               stale: list[frozenset[int]], check: Callable[[], None]) -> list[AnswerCell]:
     """The answer's cells to withhold so that they cause no leak (module docstring, step 4), nor make a stale
     cell derivable."""
@@ -371,7 +440,7 @@ def _by_keys(cell: AnswerCell) -> tuple:
     return (cell.fixed, tuple((value is None, value if value is not None else 0) for value in cell.keys))
 
 
-def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Judge,
+def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: CellRules,
                check: Callable[[], None]) -> list[set[int]]:
     """The failing unions of blocks that ``old`` and ``new`` together make derivable and ``old`` alone does not,
     each as the rows (indices into ``old + new``) its combination takes."""
@@ -397,7 +466,7 @@ def merged_blocks(rows: list[frozenset[int]]) -> dict[int, int]:
     return merged
 
 
-def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: Judge,
+def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: CellRules,
            check: Callable[[], None]) -> list[tuple[frozenset[int], set[int]]]:
     """The failing unions of blocks the rows make derivable: each union, with the rows its combination takes."""
     if not any(rows):
