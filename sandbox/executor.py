@@ -24,7 +24,7 @@ from sandbox.checks.lookups import LookupChecker
 from sandbox.checks.plan import PlanGuardChecker
 from sandbox.checks.plan_fields import check_plan_fields
 from sandbox.checks.policy import PlanPolicyChecker
-from sandbox.audit.auditor import Auditor
+from sandbox.audit.auditor import Auditor, AuditSession
 from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.disclosure.noise import noisy_answer
 from sandbox.disclosure.release import check_size, engine_cap, release
@@ -115,8 +115,11 @@ class PlanExecutor:
         if auditor is None:  # the owner turned the auditor off (audit_released_cells = false)
             return release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=deadline)
         with auditor.lock(guarded.dataset):
-            return release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=deadline,
-                           audit=lambda cells: auditor.audit(guarded, cells, deadline=deadline))
+            session = auditor.session(guarded, deadline=deadline)
+            released = release(result.names, result.types, result.rows, guarded, max_rows=max_rows,
+                               deadline=deadline, audit=session)
+            _committed(session, guarded)
+            return released
 
     def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result: EngineResult,
                    key: RequesterKey, *, max_rows: int, deadline: float) -> pb.ExecutePlanResponse:
@@ -130,9 +133,10 @@ class PlanExecutor:
         else:
             auditor = self.auditor
             with auditor.lock(guarded.dataset):
+                session = auditor.session(guarded, deadline=deadline)
                 release = encrypted_release(result.names, result.types, result.rows, guarded, partitions=1,
-                                            dataset=plan.dataset, max_rows=max_rows,
-                                            audit=lambda cells: auditor.audit(guarded, cells, deadline=deadline))
+                                            dataset=plan.dataset, max_rows=max_rows, audit=session)
+                _committed(session, guarded)
         response = pb.ExecutePlanResponse(truncated=release.truncated, engine_micros=result.micros,
                                           sandbox_id=self.executions.sandbox_id,
                                           audited=self.auditor is not None and not policy.partitions)
@@ -194,3 +198,10 @@ class PlanExecutor:
         response.noise.dataset_epsilon_budget = stored.dataset_budget
         response.sandbox_id = self.executions.sandbox_id
         return response
+
+
+def _committed(session: AuditSession, guarded: GuardedQuery) -> None:
+    """Fail closed: an answer whose released cells were not recorded does not leave."""
+    if not session.committed and session.cells:
+        raise DsbrokerError("the sandbox could not record the cells the answer releases; nothing was released",
+                            reason="RELEASED_CELLS_UNAVAILABLE")

@@ -195,9 +195,6 @@ def test_a_dominant_firm_is_not_bounded_by_a_difference_mixing_its_block_with_a_
 
 # --- 6. Denial of service through the ledger --------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cells a query reads but does not show (SUM(x) * 0, rows past LIMIT) are recorded as released: safe, "
-    "but another department's answer can be withheld for them (open: issue 19)"))
 def test_cells_a_department_never_saw_do_not_withhold_another_departments_answer(data, stack):  # noqa: F811
     """The ledger records every statistic an answer's outputs read, whatever the output shows: SUM(revenue) * 0
     shows 0 yet records street A's total as released. One department can so mark, without learning anything,

@@ -407,7 +407,7 @@ def test_a_monthly_report_on_the_demo_data_loses_only_cells_that_would_give_a_re
             guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
             result = engine.execute(guarded.sql, timeout_s=60, max_rows=10_000)
             audited = release(result.names, result.types, result.rows, guarded,
-                              audit=lambda cells, g=guarded: auditor.audit(g, cells, deadline=time.monotonic() + 60))
+                              audit=auditor.session(guarded, deadline=time.monotonic() + 60))
             plain = release(result.names, result.types, result.rows, guarded)
             answers.append((audited, plain))
     finally:

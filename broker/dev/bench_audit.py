@@ -73,7 +73,7 @@ def audit_figures(data: Path, *, progress=None) -> AuditFigures:
         plain = time.perf_counter() - started
         started = time.perf_counter()
         audited = release(result.names, result.types, result.rows, guarded,
-                          audit=lambda found, g=guarded: auditor.audit(g, found, deadline=time.monotonic() + 300))
+                          audit=auditor.session(guarded, deadline=time.monotonic() + 300))
         times.append(time.perf_counter() - started - plain)
         cells += sum(1 for row in audited.rows if row[-1] is not None)
         withheld += audited.counts["audit"]

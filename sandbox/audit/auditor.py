@@ -33,9 +33,9 @@ the data and differenced across):
 
 What this does not do, and the README says so: a total that takes a passing block and a dominated one is
 not judged (a passing block may be small beside a dominant firm; a total of failing blocks alone is judged
-whole, dominance included); answers to
-HAVING and LIMIT are recorded as the cells they read, so what a filter reveals beyond exact totals
-(inequalities) is not modelled; a secure sum over partitions is not audited (each sandbox holds a part of
+whole, dominance included); the rows an
+answer leaves out by HAVING or LIMIT tell an inequality, which is not modelled (only the rows the caller
+receives are recorded); a secure sum over partitions is not audited (each sandbox holds a part of
 every cell). Distinct counts, which are not additive over blocks, are audited once more over classes of
 entities (:func:`entity_classes`).
 """
@@ -78,14 +78,36 @@ class AnswerCell:
 
 
 _MISSING = object()
-Audit = Callable[[list[AnswerCell]], dict[int, frozenset[int]]]  # per answer row, the statistics withheld
+
+
+class Audit(Protocol):
+    """One answer's audit: asked about the cells the rules release, it says which statistics it withholds
+    (per answer row); then told which rows the caller receives, it records their cells as released."""
+
+    def __call__(self, cells: list[AnswerCell]) -> dict[int, frozenset[int]]: ...
+
+    def commit(self, rows: set[int]) -> None: ...
 
 
 def statistics_read(plan: CellPlan) -> set[int]:
-    """The statistics an answer reveals something of: those its outputs, HAVING and ORDER BY read."""
-    return ({i for o in plan.outputs for i in release_plan.statistics_read(o.node)}
-            | release_plan.statistics_read(plan.having)
-            | {i for o in plan.order for i in release_plan.statistics_read(o.node)})
+    """The statistics an answer reveals something of: those its outputs, HAVING and ORDER BY read, less those
+    that only appear times zero (``SUM(x) * 0`` shows nothing of x, and recording it would let one department
+    mark cells it never received and have another's answers withheld)."""
+    return ({i for o in plan.outputs for i in _revealed(o.node)} | _revealed(plan.having)
+            | {i for o in plan.order for i in _revealed(o.node)})
+
+
+def _revealed(node: release_plan.Node | None) -> set[int]:
+    if isinstance(node, release_plan.Linear):
+        return {index for coefficient, index in node.terms if coefficient}
+    if isinstance(node, release_plan.Call):
+        if node.op == "*" and any(isinstance(a, release_plan.Const) and a.value == 0 and a.kind != "null"
+                                  for a in node.args):
+            return set()
+        if node.op == "-" and len(node.args) == 2 and node.args[0] == node.args[1]:
+            return set()
+        return set().union(*(_revealed(arg) for arg in node.args))
+    return release_plan.statistics_read(node)
 
 
 def statistic_name(plan: CellPlan, index: int) -> str | None:
@@ -194,11 +216,19 @@ class Auditor:
                                   ClassJudge(classes, rules.k, guarded.dataset), stale=[],
                                   check=lambda: self._check(deadline)):
                 withheld[cell.row] = cell.statistics
-        recorded = [ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index))
-                    for cell in answer if cell.row not in withheld
-                    for index in sorted(cell.statistics) if (name := statistic_name(plan, index)) is not None]
-        self.ledger.record(scope, recorded)
         return withheld
+
+    def session(self, guarded: GuardedQuery, *, deadline: float) -> AuditSession:
+        """One answer's audit (:class:`Audit`), to be used under :meth:`lock` for its dataset."""
+        return AuditSession(self, guarded, deadline)
+
+    def record(self, guarded: GuardedQuery, cells: list[AnswerCell], withheld: dict[int, frozenset[int]]) -> None:
+        """Record, durably, the statistics of ``cells`` that leave (those not in ``withheld``)."""
+        plan = guarded.cells
+        self.ledger.record(guarded.dataset, [
+            ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index))
+            for cell in dict.fromkeys(cells) if cell.row not in withheld
+            for index in sorted(cell.statistics) if (name := statistic_name(plan, index)) is not None])
 
     def _check(self, deadline: float) -> None:
         if self.clock() > deadline:
@@ -214,6 +244,26 @@ class CellRules(Protocol):
     def fails(self, union: frozenset[int]) -> bool: ...
 
     def empty(self, union: frozenset[int]) -> bool: ...
+
+
+class AuditSession:
+    """:class:`Audit` for one answer: the auditor's decision, then the record of the rows that leave."""
+
+    def __init__(self, auditor: Auditor, guarded: GuardedQuery, deadline: float) -> None:
+        self.auditor, self.guarded, self.deadline = auditor, guarded, deadline
+        self.cells: list[AnswerCell] = []
+        self.withheld: dict[int, frozenset[int]] = {}
+        self.committed = False
+
+    def __call__(self, cells: list[AnswerCell]) -> dict[int, frozenset[int]]:
+        self.cells = cells
+        self.withheld = self.auditor.audit(self.guarded, cells, deadline=self.deadline)
+        return self.withheld
+
+    def commit(self, rows: set[int]) -> None:
+        """Record the cells of answer rows ``rows`` (the ones the caller receives)."""
+        self.auditor.record(self.guarded, [cell for cell in self.cells if cell.row in rows], self.withheld)
+        self.committed = True
 
 
 class Membership:

@@ -96,7 +96,10 @@ def encrypted_release(names: list[str], types: list[str], rows: list[tuple], gua
                  for index, row in enumerate(released)]
         audited = audit([cell for cell in cells if cell.statistics])
         withheld.extend(row for index, row in enumerate(released) if index in audited)
-        released = [row for index, row in enumerate(released) if index not in audited]
+        kept = [index for index in range(len(released)) if index not in audited]
+        released = [released[index] for index in kept]
+        cap_now = guarded.max_rows if max_rows is None else max_rows
+        audit.commit(set(kept[:cap_now]))  # the groups that leave: the first the cap holds
     if guarded.suppression != "mark":
         # Under suppressed: drop a small cell's existence is not told, not even as a count of partitions.
         withheld = []

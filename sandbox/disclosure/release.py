@@ -80,7 +80,6 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     secondary, secondary_sums = _secondary_suppression(rows, plan, layout, under, k, dominance, check_parts,
                                                        deadline=deadline, clock=clock)
     withheld_row = (None,) * len(names_)  # a cell withheld whole: every statistic NULL (keys are read from the row)
-    direct = program.direct
     controlled = []  # (row index, row as released, marked, why withheld: 0 released, 1 threshold, 2 secondary, counts)
     for index, row in enumerate(rows):
         if deadline is not None and not index % 1024 and clock() > deadline:
@@ -99,12 +98,7 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
         controlled.append((index, seen, marked, 1 if under[index] else 2 if whole else 0, [few, dominated, 0]))
     if audit is not None:
         _audit(controlled, rows, plan, layout, program, audit)
-    answered = []  # (row as released, values, marked, why withheld, (few, dominated, audited))
-    for _, seen, marked, why, withheld_counts in controlled:
-        if program.having is not None and program.having(seen) is not True:
-            continue
-        values = direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs)
-        answered.append((seen, values, marked, why, withheld_counts))
+    answered = _having(controlled, program)
     if not plan.engine_ordered:
         _order(answered, program)
         if deadline is not None and clock() > deadline:
@@ -113,9 +107,25 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
         answered = answered[:plan.limit]
     cap = guarded.max_rows if max_rows is None else max_rows
     truncated = len(answered) > cap
+    if audit is not None:
+        # What the caller receives is recorded as released: the rows HAVING, LIMIT and the cap leave out tell
+        # at most an inequality, which the auditor does not model either way.
+        audit.commit({entry[5] for entry in answered[:cap]})
     released, withheld, rolled_up, counts = _answer_rows(answered[:cap], plan, layout, program)
     return Release([o.name for o in plan.outputs], output_types(plan, layout, program), released, withheld, rolled_up,
                    counts, truncated)
+
+
+def _having(controlled: list, program: _Program) -> list[tuple]:
+    """The rows HAVING keeps, each as (row as released, values, marked, why withheld, (few, dominated,
+    audited), its place among the rows disclosure control released)."""
+    direct, answered = program.direct, []
+    for place, (_, seen, marked, why, withheld_counts) in enumerate(controlled):
+        if program.having is not None and program.having(seen) is not True:
+            continue
+        values = direct(seen) if direct is not None else tuple(output(seen) for output in program.outputs)
+        answered.append((seen, values, marked, why, withheld_counts, place))
+    return answered
 
 
 def _answer_rows(answered: list[tuple], plan: CellPlan, layout: Layout, program: _Program
@@ -127,7 +137,7 @@ def _answer_rows(answered: list[tuple], plan: CellPlan, layout: Layout, program:
     grouping_at, last = layout.grouping, len(plan.totals) - 1
     direct, kinds = program.direct, program.kinds
     released, withheld, rolled_up = [], [], []
-    for seen, values, marked, why, (few, dominated, audited) in answered:
+    for seen, values, marked, why, (few, dominated, audited), _ in answered:
         if why == 1:
             counts["min_entities"] += cells_here
         elif why == 2:
