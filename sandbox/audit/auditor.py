@@ -200,8 +200,11 @@ class Auditor:
         answer = list(dict.fromkeys(cell for cell, _ in new))
         candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell in answer
                       if (guarded.coverage, cell.fixed, cell.keys) not in valid]
+        # Stale cells stay equations of the system (their values still hold for every row that did not change,
+        # and a department may know which rows those are), and each is also a target (see _stale_leaks).
+        old_rows = list(valid.values()) + list(stale.values())
         withheld = {cell.row: cell.statistics
-                    for cell in _withhold(list(valid.values()), candidates, judge, stale=list(stale.values()),
+                    for cell in _withhold(old_rows, candidates, judge, stale=len(stale),
                                           check=lambda: self._check(deadline))}
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
         # every such cell is the sum of its classes' sizes, so a difference of two (59 taxpayers in 24 months
@@ -431,9 +434,9 @@ def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
 
 
 def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: CellRules, *,
-              stale: list[frozenset[int]], check: Callable[[], None]) -> list[AnswerCell]:
+              stale: int, check: Callable[[], None]) -> list[AnswerCell]:
     """The answer's cells to withhold so that they cause no leak (module docstring, step 4), nor make a stale
-    cell derivable."""
+    cell (the last ``stale`` of ``old``) derivable from the others."""
     kept = list(candidates)
 
     def leaks(rows: list[frozenset[int]]) -> list[set[int]]:
@@ -462,24 +465,31 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
     return [cell for cell, _ in removed if cell not in kept_cells]
 
 
-def _stale_leaks(old: list[frozenset[int]], new: list[frozenset[int]], stale: list[frozenset[int]],
+def _stale_leaks(old: list[frozenset[int]], new: list[frozenset[int]], stale: int,
                  check: Callable[[], None]) -> list[set[int]]:
-    """Per stale cell that ``old`` and ``new`` together make derivable on today's blocks and ``old`` alone does
-    not, the rows (indices into ``old + new``) of a combination that gives it."""
+    """Per stale cell (the last ``stale`` of ``old``) that every other row together makes derivable on today's
+    blocks, with ``new`` taking part, and the other old rows alone do not: the rows (indices into ``old +
+    new``) of a combination that gives it. Such a combination less the stale cell's released value is a sum
+    of changes since (a late filer's declarations, over one cell or several); the auditor cannot tell whose,
+    so every one is a leak."""
     if not stale or not new:
         return []
     everything = old + new
-    merged = merged_blocks(everything + stale)
+    merged = merged_blocks(everything)
     vectors = [{merged[block]: 1 for block in row} for row in everything]
     found = []
-    for target in stale:
+    for target in range(len(old) - stale, len(old)):
         check()
-        if not target:
+        if not old[target]:
             continue
-        weights = in_span(vectors, {merged[block]: 1 for block in target})
-        if weights is not None and any(i >= len(old) for i in weights) and \
-                in_span(vectors[:len(old)], {merged[block]: 1 for block in target}) is None:
-            found.append(set(weights))
+        goal = vectors[target]
+        others = [i for i in range(len(everything)) if i != target]
+        weights = in_span([vectors[i] for i in others], goal)
+        if weights is None or not any(others[i] >= len(old) for i in weights):
+            continue
+        before = [i for i in range(len(old)) if i != target]
+        if in_span([vectors[i] for i in before], goal) is None:
+            found.append({others[i] for i in weights} | {target})
     return found
 
 
@@ -493,13 +503,28 @@ def _by_keys(cell: AnswerCell) -> tuple:
 def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: CellRules,
                check: Callable[[], None]) -> list[set[int]]:
     """The failing unions of blocks that ``old`` and ``new`` together make derivable and ``old`` alone does not,
-    each as the rows (indices into ``old + new``) its combination takes."""
+    each as the rows (indices into ``old + new``) its combination takes.
+
+    Where the combinations on failing blocks are too many to search (:class:`TooComplex`), only their number
+    is compared: if ``new`` adds none (the space has the dimension ``old`` gives it), it adds no leak; if it adds
+    some, every new row the space takes is blamed, until it adds none."""
     everything = old + new
     merged = merged_blocks(everything)
-    leaks = _leaks(everything, merged, judge, check)
+    space = _Space(everything, merged, judge, check)
+    if not space.basis:
+        return []
+    try:
+        leaks = space.leaks()
+    except TooComplex:
+        if len(space.basis) <= len(_Space(old, merged, judge, check).basis):
+            return []
+        return [{i for row in space.basis for i in row.weights if i >= len(old)}]
     if not leaks:
         return []
-    before = {union for union, _ in _leaks(old, merged, judge, check)}
+    try:
+        before = {union for union, _ in _Space(old, merged, judge, check).leaks()}
+    except TooComplex:
+        before = set()  # not known: every leak counts as the new answer's (more withheld, never less)
     return [rows for union, rows in leaks if union not in before]
 
 
@@ -516,34 +541,33 @@ def merged_blocks(rows: list[frozenset[int]]) -> dict[int, int]:
     return merged
 
 
-def _leaks(rows: list[frozenset[int]], merged: dict[int, int], judge: CellRules,
-           check: Callable[[], None]) -> list[tuple[frozenset[int], set[int]]]:
-    """The failing unions of blocks the rows make derivable: each union, with the rows its combination takes."""
-    if not any(rows):
-        return []
-    parts: dict[int, list[int]] = {}
-    for block, representative in merged.items():
-        parts.setdefault(representative, []).append(block)
-    columns = sorted({merged[b] for row in rows for b in row})
-    vectors: list[Vector] = [{merged[block]: 1 for block in row} for row in rows]
-    check()
-    failing = {c for c in columns if judge.fails(frozenset(parts[c])) or judge.empty(frozenset(parts[c]))}
-    if not failing:
-        return []
-    basis = unsafe_space(vectors, failing, columns)
-    check()
-    if not basis:
-        return []
-    try:
-        found = totals(basis)
-    except TooComplex:
-        # Too many overlapping combinations to list: every block they touch is taken as exposed, by every row
-        # they take.
-        touched = frozenset(b for row in basis for c in row.vector for b in parts[c])
-        return [(touched, {i for row in basis for i in row.weights})]
-    leaks = []
-    for combination in found:
-        union = frozenset(b for c in combination.vector for b in parts[c])
-        if judge.fails(union):
-            leaks.append((union, set(combination.weights)))
-    return leaks
+class _Space:
+    """The combinations of ``rows`` that are zero on every passing block (module docstring, step 3)."""
+
+    def __init__(self, rows: list[frozenset[int]], merged: dict[int, int], judge: CellRules,
+                 check: Callable[[], None]) -> None:
+        self.judge = judge
+        self.parts: dict[int, list[int]] = {}
+        for block, representative in merged.items():
+            self.parts.setdefault(representative, []).append(block)
+        self.basis: list = []
+        if not any(rows):
+            return
+        columns = sorted({merged[b] for row in rows for b in row})
+        vectors: list[Vector] = [{merged[block]: 1 for block in row} for row in rows]
+        check()
+        failing = {c for c in columns if judge.fails(frozenset(self.parts[c])) or
+                   judge.empty(frozenset(self.parts[c]))}
+        if failing:
+            self.basis = unsafe_space(vectors, failing, columns)
+        check()
+
+    def leaks(self) -> list[tuple[frozenset[int], set[int]]]:
+        """The failing totals in the space: each as its union of blocks, with the rows its combination takes.
+        Raises :class:`TooComplex` where there are too many combinations to search."""
+        leaks = []
+        for combination in totals(self.basis) if self.basis else ():
+            union = frozenset(b for c in combination.vector for b in self.parts[c])
+            if self.judge.fails(union):
+                leaks.append((union, set(combination.weights)))
+        return leaks
