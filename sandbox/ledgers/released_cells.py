@@ -68,16 +68,24 @@ class ReleasedCellLedger:
         self._lock = threading.Lock()
         self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
+        self._cells: dict[str, dict[tuple, ReleasedCell]] = {}  # per scope, what the file holds
 
     def cells(self, scope: str) -> list[ReleasedCell]:
-        """Every cell released in ``scope``, oldest coverage first."""
+        """Every cell released in ``scope``, oldest coverage first (read from the file once, then kept: this
+        ledger is its file's only writer)."""
         with self._lock:
+            cached = self._cells.get(scope)
+            if cached is not None:
+                return list(cached.values())
             rows = self._db.execute(
                 "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value FROM cells x JOIN coverages c "
                 "ON c.id = x.coverage "
                 "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,)).fetchall()
-        return [ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0])
-                for coverage, fixed, keys, statistic, value in rows]
+            found = {(c.coverage, c.fixed, c.keys, c.statistic): c for c in (
+                ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0])
+                for coverage, fixed, keys, statistic, value in rows)}
+            self._cells[scope] = found
+            return list(found.values())
 
     def record(self, scope: str, cells: list[ReleasedCell]) -> None:
         """Write ``cells`` durably before they are released; raises ExecutionLedgerError (UNAVAILABLE) if it
@@ -100,9 +108,14 @@ class ReleasedCellLedger:
                     [(ids[c.coverage], c.fixed, encode_keys(c.keys), c.statistic, encode_keys((c.value,)))
                      for c in cells])
                 self._db.execute("COMMIT")
+                cached = self._cells.get(scope)
+                if cached is not None:
+                    for cell in cells:  # INSERT OR IGNORE: the first value released stays
+                        cached.setdefault((cell.coverage, cell.fixed, cell.keys, cell.statistic), cell)
             except sqlite3.Error as error:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                self._cells.pop(scope, None)
                 raise ExecutionLedgerError(f"the sandbox could not record the released cells "
                                            f"({type(error).__name__}); nothing was released",
                                            reason="RELEASED_CELLS_UNAVAILABLE") from None
