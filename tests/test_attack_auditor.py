@@ -195,6 +195,9 @@ def test_a_dominant_firm_is_not_bounded_by_a_difference_mixing_its_block_with_a_
 
 # --- 6. Denial of service through the ledger --------------------------------------------------------------
 
+@pytest.mark.xfail(strict=True, reason=(
+    "a statistic times zero still reads it (an intermediate that overflows to NULL depends on it: attack round "
+    "3), so it is recorded: one department can mark cells and have another's answers withheld (open: issue 19)"))
 def test_cells_a_department_never_saw_do_not_withhold_another_departments_answer(data, stack):  # noqa: F811
     """The ledger records every statistic an answer's outputs read, whatever the output shows: SUM(revenue) * 0
     shows 0 yet records street A's total as released. One department can so mark, without learning anything,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import GRANT
 from tests.test_attack_auditor import STREET, Stack, _one
-from tests.test_attack_auditor_2 import NEW, _refreshed
+from tests.test_attack_auditor_2 import _refreshed
 from tests.test_released_cell_auditor import (ALL_BUT_99, LATE, LONE, MONTHS, STREET_A, STREET_B,  # noqa: F401
                                               data, stack, _truth)
 
@@ -109,7 +109,8 @@ def _big(t: int) -> str:
 ], ids=["times zero", "x minus x"])
 def test_an_output_times_zero_that_overflows_to_null_does_not_reveal_an_unrecorded_total(data, stack, threshold):  # noqa: F811
     """statistics_read calls anything times literal 0 (or x - x) unrevealing, so neither the audit nor the ledger
-    sees the cell; but ``(S - t + 1e9) * 1e29 * 0`` is 0 if S <= t and NULL (beyond 1e38) if not: a comparison of S with any t.
+    sees the cell; but ``(S - t + 1e9) * 1e29 * 0`` is 0 if S <= t and NULL (beyond 1e38) if not: a
+    comparison of S with any t.
     60 thresholds per query, five queries: street A's total, never audited nor recorded. Then street A
     without industry 99 passes the audit (nothing in the ledger to difference it with): LONE's revenue."""
     client = stack()

@@ -57,7 +57,7 @@ from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import Blocks, Contribution, read_blocks
 from sandbox.audit.components import Parts
-from sandbox.audit.linear import TooComplex, Vector, in_span, totals, unsafe_space
+from sandbox.audit.linear import Echelon, Row, TooComplex, Vector, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
 
 
@@ -90,22 +90,18 @@ class Audit(Protocol):
 
 
 def statistics_read(plan: CellPlan) -> set[int]:
-    """The statistics an answer reveals something of: those its outputs, HAVING and ORDER BY read, less those
-    that only appear times zero (``SUM(x) * 0`` shows nothing of x, and recording it would let one department
-    mark cells it never received and have another's answers withheld)."""
+    """The statistics an answer reveals something of: those its outputs, HAVING and ORDER BY read (less terms
+    of coefficient 0 inside a SUM, ``SUM(x * 0)``, which are 0 whatever the data)."""
     return ({i for o in plan.outputs for i in _revealed(o.node)} | _revealed(plan.having)
             | {i for o in plan.order for i in _revealed(o.node)})
 
 
 def _revealed(node: release_plan.Node | None) -> set[int]:
+    # A term of coefficient 0 inside one SUM is computed exactly as 0 whatever the data. Anything else that reads
+    # a statistic may show something of it, even times 0: an intermediate that overflows to NULL depends on it.
     if isinstance(node, release_plan.Linear):
         return {index for coefficient, index in node.terms if coefficient}
     if isinstance(node, release_plan.Call):
-        if node.op == "*" and any(isinstance(a, release_plan.Const) and a.value == 0 and a.kind != "null"
-                                  for a in node.args):
-            return set()
-        if node.op == "-" and len(node.args) == 2 and node.args[0] == node.args[1]:
-            return set()
         return set().union(*(_revealed(arg) for arg in node.args))
     return release_plan.statistics_read(node)
 
@@ -209,14 +205,14 @@ class Auditor:
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
         # every such cell is the sum of its classes' sizes, so a difference of two (59 taxpayers in 24 months
         # less 58 in 23: one taxpayer declares only in the 24th) is a derivable class of too few.
-        counted = {(c.coverage, c.fixed, c.keys) for c in released if c.statistic == "entities"}
-        distinct_old = [rows for key, rows in valid.items() if key in counted]
-        distinct_new = [(cell, rows) for cell, rows in candidates if cell.row not in withheld and any(
-            statistic_name(plan, i) == "entities" for i in cell.statistics)]
-        if distinct_new:
-            old_classes, new_classes, classes = entity_classes(blocks, distinct_old, [r for _, r in distinct_new])
-            for cell in _withhold(old_classes, list(zip([c for c, _ in distinct_new], new_classes, strict=True)),
-                                  ClassJudge(classes, rules.k, guarded.dataset), stale=[],
+        # Every other cell takes part as if it counted its entities too: a row count is a distinct count where
+        # each taxpayer declares once (58 declarations in month 1 less 59 taxpayers in the year is the same
+        # leak). Stale cells stay, as above.
+        if any(c.statistic == "entities" for c in released) or any(name == "entities" for _, name in new):
+            rest = [(cell, rows) for cell, rows in candidates if cell.row not in withheld]
+            old_classes, new_classes, classes = entity_classes(blocks, old_rows, [rows for _, rows in rest])
+            for cell in _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
+                                  ClassJudge(classes, rules.k, guarded.dataset), stale=len(stale),
                                   check=lambda: self._check(deadline)):
                 withheld[cell.row] = cell.statistics
         return withheld
@@ -467,30 +463,42 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
 
 def _stale_leaks(old: list[frozenset[int]], new: list[frozenset[int]], stale: int,
                  check: Callable[[], None]) -> list[set[int]]:
-    """Per stale cell (the last ``stale`` of ``old``) that every other row together makes derivable on today's
-    blocks, with ``new`` taking part, and the other old rows alone do not: the rows (indices into ``old +
-    new``) of a combination that gives it. Such a combination less the stale cell's released value is a sum
-    of changes since (a late filer's declarations, over one cell or several); the auditor cannot tell whose,
-    so every one is a leak."""
+    """Changes the new rows give away: the stale cells are the last ``stale`` of ``old``, with their values as
+    released (before a late declaration, say). A combination of stale cells whose value *today* follows from
+    the cells that still hold and the new rows, and did not follow from the cells that hold alone, less the
+    same combination of released values is a sum of changes since; the auditor cannot tell whose, so every
+    one is a leak. Returns the rows (indices into ``old + new``) to blame: the new rows such combinations take.
+
+    The stale cells are added after the others to one echelon form; a stale cell that reduces to nothing is
+    such a combination (its weights say which other rows give it)."""
     if not stale or not new:
         return []
+    held = len(old) - stale
     everything = old + new
     merged = merged_blocks(everything)
     vectors = [{merged[block]: 1 for block in row} for row in everything]
-    found = []
-    for target in range(len(old) - stale, len(old)):
-        check()
-        if not old[target]:
-            continue
-        goal = vectors[target]
-        others = [i for i in range(len(everything)) if i != target]
-        weights = in_span([vectors[i] for i in others], goal)
-        if weights is None or not any(others[i] >= len(old) for i in weights):
-            continue
-        before = [i for i in range(len(old)) if i != target]
-        if in_span([vectors[i] for i in before], goal) is None:
-            found.append({others[i] for i in weights} | {target})
-    return found
+    columns = sorted({c for vector in vectors for c in vector})
+
+    def dependencies(base: list[int]) -> tuple[int, set[int]]:
+        """How many independent combinations of stale cells the rows ``base`` give today, and which new rows
+        those combinations take."""
+        echelon = Echelon({c: i for i, c in enumerate(columns)})
+        for index in base:
+            echelon.add(Row(vectors[index], {index: 1}))
+        found, taken = 0, set()
+        for target in range(held, len(old)):
+            check()
+            left = echelon.reduce(Row(vectors[target], {target: 1}))
+            if left.vector:
+                echelon.pivots[min(left.vector, key=echelon.rank_of.__getitem__)] = left
+            else:
+                found += 1
+                taken |= {i for i in left.weights if i >= len(old)}
+        return found, taken
+
+    before, _ = dependencies(list(range(held)))
+    after, taken = dependencies(list(range(held)) + list(range(len(old), len(everything))))
+    return [taken] if after > before else []
 
 
 def _by_keys(cell: AnswerCell) -> tuple:

@@ -53,16 +53,24 @@ class Echelon:
 
     def add(self, row: Row) -> Row | None:
         """Reduce ``row`` by the rows held; keep and return what is left if it is new, else None."""
+        left = self.reduce(row)
+        if not left.vector:
+            return None
+        self.pivots[min(left.vector, key=self.rank_of.__getitem__)] = left
+        return left
+
+    def reduce(self, row: Row) -> Row:
+        """``row`` less the combination of the rows held that clears every pivot it meets: an empty vector
+        means ``row`` is in their span, and its weights then say how (``row`` minus those weights is zero)."""
         row = Row({c: v % PRIME for c, v in row.vector.items() if v % PRIME}, dict(row.weights))
         rank_of = self.rank_of
         while row.vector:
             lead = min(row.vector, key=rank_of.__getitem__)
             basis = self.pivots.get(lead)
             if basis is None:
-                self.pivots[lead] = row
                 return row
             _subtract(row, row.vector[lead] * pow(basis.vector[lead], PRIME - 2, PRIME) % PRIME, basis)
-        return None
+        return row
 
 
 def unsafe_space(vectors: list[Vector], unsafe: set[int], columns: list[int]) -> list[Row]:
@@ -74,23 +82,6 @@ def unsafe_space(vectors: list[Vector], unsafe: set[int], columns: list[int]) ->
     for index, vector in enumerate(vectors):
         echelon.add(Row(vector, {index: 1}))
     return [row for pivot, row in echelon.pivots.items() if pivot in unsafe]
-
-
-def in_span(vectors: list[Vector], target: Vector) -> Vector | None:
-    """The weights of ``vectors`` that make ``target`` (vector index -> weight), or None if none do."""
-    columns = sorted({c for vector in vectors for c in vector} | set(target))
-    echelon = Echelon({c: i for i, c in enumerate(columns)})
-    for index, vector in enumerate(vectors):
-        echelon.add(Row(vector, {index: 1}))
-    left = Row(dict(target), {})
-    while left.vector:
-        lead = min(left.vector, key=echelon.rank_of.__getitem__)
-        basis = echelon.pivots.get(lead)
-        if basis is None:
-            return None
-        _subtract(left, left.vector[lead] * pow(basis.vector[lead], PRIME - 2, PRIME) % PRIME, basis)
-    # target - sum(f * basis) = 0, and ``left.weights`` holds -sum(f * basis weights).
-    return {index: -weight % PRIME for index, weight in left.weights.items()}
 
 
 def reduced(basis: list[Row]) -> list[Row]:
