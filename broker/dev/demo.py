@@ -242,7 +242,7 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str,
     print_result(totals, as_json=False)
     secondary = next(r for r in totals.disclosure_rules if r["rule"] == "secondary_suppression")
     checks["totals protected"] = bool(totals.withheld) and secondary["cells_withheld"] > 0
-    checks["differencing withheld"] = _differencing(requester, grant, totals)
+    checks["differencing withheld"] = _differencing(requester, grant)
     console.print("It tries to read one street's taxpayers row by row:", style="bold")
     console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
     checks["raw rows refused"] = _refused(requester, grant, RAW_SQL)
@@ -297,35 +297,36 @@ def _hostile_replay(layout: KeyLayout, sandbox_target: str, document: str, token
     return False
 
 
-def _differencing(requester: BrokerClient, grant: str, totals) -> bool:
-    """A differencing attempt after the totals: a street's total over the three sections less the same street
-    over all but a withheld section would be that section. The released-cell auditor withholds it."""
-    sections = ("C", "D", "F")
-    for index, row in enumerate(totals.rows):
-        street, section = row[0], row[1]
-        if section is None or (index, 2) not in totals.withheld:
+def _differencing(requester: BrokerClient, grant: str) -> bool:
+    """A differencing attempt: a street's 2024 total over sections C, D and F, then the same street without D
+    (a section of few firms there). The second less the first would be D's few firms: the released-cell
+    auditor withholds it. Tried street by street until one street's total is released (an earlier answer
+    may have made it a difference itself)."""
+    period = "period BETWEEN DATE '2024-01-01' AND DATE '2024-12-01'"
+    for number in range(1, 8):
+        street = f"32010200{number}"
+        whole = (f"SELECT SUM(vat_paid) / 100 AS vat_yuan FROM tax.declarations\n"
+                 f"WHERE street_code = '{street}' AND {period} AND industry_section IN ('C', 'D', 'F')")
+        first = requester.query(grant, whole)
+        if not first.rows or first.rows[0][0] is None:
             continue
-        total = next((r for i, r in enumerate(totals.rows) if r[0] == street and (i, 1) in totals.rolled_up
-                      and (i, 2) not in totals.withheld), None)
-        if total is None:
-            continue
-        rest = ", ".join(f"'{s}'" for s in sections if s != section)
-        sql = (f"SELECT SUM(vat_paid) / 100 AS vat_yuan FROM tax.declarations\n"
-               f"WHERE street_code = '{street}' AND industry_section IN ({rest})")
-        answer = requester.query(grant, sql)
+        part = whole.replace("IN ('C', 'D', 'F')", "IN ('C', 'F')")
+        answer = requester.query(grant, part)
         audited = next(r["cells_withheld"] for r in answer.disclosure_rules if r["rule"] == "audit")
         if not audited:
-            continue  # the withheld cell was a large one, withheld only to cover another: its value is no secret
-        console.print(f"It tries to get the withheld cell of street {street}, section {section}, by subtraction: "
-                      "the street's total over C, D and F is released above, so it asks for the street without "
-                      f"{section}:", style="bold")
-        console.print(Syntax(sql, "sql", theme="ansi_dark", background_color="default"))
+            continue  # D is not small in this street: the difference is a total of many firms
+        console.print(f"It tries to get section D of street {street} by subtraction: first the street's 2024 "
+                      "total over sections C, D and F,", style="bold")
+        console.print(Syntax(whole, "sql", theme="ansi_dark", background_color="default"))
+        print_result(first, as_json=False)
+        console.print("then the same without D:", style="bold")
+        console.print(Syntax(part, "sql", theme="ansi_dark", background_color="default"))
         print_result(answer, as_json=False)
         console.print("The sandbox's released-cell auditor keeps every cell released of the dataset, to any "
-                      "department: this answer less the total would be the withheld cell, of too few taxpayers, "
-                      "so it is withheld (rule audit).", style="bold")
+                      "department: this answer less the first would be section D's few taxpayers, so it is "
+                      "withheld (rule audit).", style="bold")
         return answer.rows[0][0] is None
-    console.print("[red]no withheld cell to try differencing on: the demo data changed[/red]")
+    console.print("[red]no street's total to try differencing on: the demo data changed[/red]")
     return False
 
 
