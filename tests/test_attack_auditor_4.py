@@ -84,6 +84,9 @@ def test_newcomers_declaring_only_in_month_24_do_not_let_the_old_distinct_count_
 
 # --- 2. A refresh that moves rows between coverages the parts call apart ------------------------------------
 
+@pytest.mark.xfail(strict=True, reason=(
+    "a refresh that moves rows out of a released cell's coverage (a reclassification) is not modelled: the "
+    "auditor sees the stale cell's rows as they are today, not as they were released (open: issue 19)"))
 def test_rows_reclassified_between_disjoint_where_clauses_do_not_escape_the_audit(data, tmp_path):  # noqa: F811
     """Parts (sandbox.audit.components) are decided from the WHERE alone: ``industry_section = 'P'`` and
     ``= 'Q'`` never meet, so an audit of a 'Q' query reads no 'P' cell. That holds on one snapshot, not across a

@@ -42,13 +42,14 @@ entities (:func:`entity_classes`).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
@@ -136,10 +137,14 @@ class Auditor:
         self._parts: dict[str, Parts] = {}  # per scope, the coverages whose rows can meet (under its lock)
         self._guard = threading.Lock()
 
-    def lock(self, scope: str) -> threading.Lock:
-        """The lock that serialises a scope's audits: two answers audited at once could each pass alone."""
+    @contextlib.contextmanager
+    def lock(self, scope: str) -> Iterator[None]:
+        """Serialise a scope's audits, in this process and with every other sandbox sharing the ledger: two
+        answers audited at once could each pass alone."""
         with self._guard:
-            return self._locks.setdefault(scope, threading.Lock())
+            local = self._locks.setdefault(scope, threading.Lock())
+        with local, self.ledger.exclusive():
+            yield
 
     def audit(self, guarded: GuardedQuery, cells: list[AnswerCell], *, deadline: float) -> dict[int, frozenset[int]]:
         """Per answer row, the statistics (by index) the audit withholds; records what is then released.
@@ -205,14 +210,19 @@ class Auditor:
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
         # every such cell is the sum of its classes' sizes, so a difference of two (59 taxpayers in 24 months
         # less 58 in 23: one taxpayer declares only in the 24th) is a derivable class of too few.
-        # Every other cell takes part as if it counted its entities too: a row count is a distinct count where
+        # Every other count takes part as if it counted its entities too: a row count is a distinct count where
         # each taxpayer declares once (58 declarations in month 1 less 59 taxpayers in the year is the same
-        # leak). Stale cells stay, as above.
+        # leak). Stale cells stay, as above. Sums do not (a sum that equals a distinct count is not modelled).
         if any(c.statistic == "entities" for c in released) or any(name == "entities" for _, name in new):
-            rest = [(cell, rows) for cell, rows in candidates if cell.row not in withheld]
-            old_classes, new_classes, classes = entity_classes(blocks, old_rows, [rows for _, rows in rest])
+            counts = {(c.coverage, c.fixed, c.keys) for c in released if _counts(c.statistic)}
+            valid_counts = [rows for key, rows in valid.items() if key in counts]
+            stale_counts = [rows for key, rows in stale.items() if key in counts]
+            rest = [(cell, rows) for cell, rows in candidates if cell.row not in withheld and any(
+                _counts(statistic_name(plan, i)) for i in cell.statistics)]
+            old_classes, new_classes, classes = entity_classes(blocks, valid_counts + stale_counts,
+                                                               [rows for _, rows in rest])
             for cell in _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
-                                  ClassJudge(classes, rules.k, guarded.dataset), stale=len(stale),
+                                  ClassJudge(classes, rules.k, guarded.dataset), stale=len(stale_counts),
                                   check=lambda: self._check(deadline)):
                 withheld[cell.row] = cell.statistics
         return withheld
@@ -392,6 +402,11 @@ def entity_classes(blocks: Blocks, old: list[frozenset[int]], new: list[frozense
     return as_classes[:len(old)], as_classes[len(old):], sizes
 
 
+def _counts(statistic: str | None) -> bool:
+    """Whether a statistic counts rows or entities (and so may equal a distinct count in the data)."""
+    return statistic is not None and (statistic in ("entities", "rows") or statistic.startswith("count:"))
+
+
 class ClassJudge:
     """The threshold on a union of entity classes (its entities are the classes' sizes added up)."""
 
@@ -436,7 +451,7 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
     kept = list(candidates)
 
     def leaks(rows: list[frozenset[int]]) -> list[set[int]]:
-        return _new_leaks(old, rows, judge, check) + _stale_leaks(old, rows, stale, check)
+        return _new_leaks(old, rows, judge, check, stale) + _stale_leaks(old, rows, stale, check)
 
     if not kept or not leaks([rows for _, rows in kept]):
         return []
@@ -509,7 +524,7 @@ def _by_keys(cell: AnswerCell) -> tuple:
 
 
 def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: CellRules,
-               check: Callable[[], None]) -> list[set[int]]:
+               check: Callable[[], None], stale: int = 0) -> list[set[int]]:
     """The failing unions of blocks that ``old`` and ``new`` together make derivable and ``old`` alone does not,
     each as the rows (indices into ``old + new``) its combination takes.
 
@@ -518,19 +533,20 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Cell
     some, every new row the space takes is blamed, until it adds none."""
     everything = old + new
     merged = merged_blocks(everything)
-    space = _Space(everything, merged, judge, check)
+    stale_rows = range(len(old) - stale, len(old))
+    space = _Space(everything, merged, judge, check, stale_rows)
     if not space.basis:
         return []
     try:
         leaks = space.leaks()
     except TooComplex:
-        if len(space.basis) <= len(_Space(old, merged, judge, check).basis):
+        if len(space.basis) <= len(_Space(old, merged, judge, check, stale_rows).basis):
             return []
         return [{i for row in space.basis for i in row.weights if i >= len(old)}]
     if not leaks:
         return []
     try:
-        before = {union for union, _ in _Space(old, merged, judge, check).leaks()}
+        before = {union for union, _ in _Space(old, merged, judge, check, stale_rows).leaks()}
     except TooComplex:
         before = set()  # not known: every leak counts as the new answer's (more withheld, never less)
     return [rows for union, rows in leaks if union not in before]
@@ -553,18 +569,23 @@ class _Space:
     """The combinations of ``rows`` that are zero on every passing block (module docstring, step 3)."""
 
     def __init__(self, rows: list[frozenset[int]], merged: dict[int, int], judge: CellRules,
-                 check: Callable[[], None]) -> None:
+                 check: Callable[[], None], stale: range = range(0)) -> None:
         self.judge = judge
         self.parts: dict[int, list[int]] = {}
         for block, representative in merged.items():
             self.parts.setdefault(representative, []).append(block)
         self.basis: list = []
+        # Blocks a stale cell (rows ``stale``) covers: who was in them when it was released is not known (a
+        # refresh may have brought newcomers in), so they are judged unsure, and a total a stale cell takes
+        # part in over them is a leak whatever they hold today.
+        self.stale = set(stale)
+        self.unsure = {merged[b] for i in stale for b in rows[i]}
         if not any(rows):
             return
         columns = sorted({merged[b] for row in rows for b in row})
         vectors: list[Vector] = [{merged[block]: 1 for block in row} for row in rows]
         check()
-        failing = {c for c in columns if judge.fails(frozenset(self.parts[c])) or
+        failing = {c for c in columns if c in self.unsure or judge.fails(frozenset(self.parts[c])) or
                    judge.empty(frozenset(self.parts[c]))}
         if failing:
             self.basis = unsafe_space(vectors, failing, columns)
@@ -576,6 +597,7 @@ class _Space:
         leaks = []
         for combination in totals(self.basis) if self.basis else ():
             union = frozenset(b for c in combination.vector for b in self.parts[c])
-            if self.judge.fails(union):
+            unsure = bool(self.stale & set(combination.weights)) and bool(self.unsure & set(combination.vector))
+            if unsure or self.judge.fails(union):
                 leaks.append((union, set(combination.weights)))
         return leaks

@@ -13,17 +13,20 @@ declaration, an amendment) is told from one that has not. Recording the same cel
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import decimal
 import json
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from dsbroker.database import Durability, open_sqlite
 from dsbroker.errors import ExecutionLedgerError
+from dsbroker.private_files import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS coverages (
@@ -69,11 +72,19 @@ class ReleasedCellLedger:
         self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._cells: dict[str, dict[tuple, ReleasedCell]] = {}  # per scope, what the file holds
+        self._version: int | None = None
+        self._lock_file = create_private(self.path.with_name(self.path.name + ".lock"))
 
     def cells(self, scope: str) -> list[ReleasedCell]:
-        """Every cell released in ``scope``, oldest coverage first (read from the file once, then kept: this
-        ledger is its file's only writer)."""
+        """Every cell released in ``scope``, oldest coverage first (read from the file once, then kept while no
+        other connection writes the file)."""
         with self._lock:
+            # Another sandbox writing the same file (replicas over one data file) changes SQLite's data_version
+            # for this connection: what is kept is then read again.
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                self._cells.clear()
+                self._version = version
             cached = self._cells.get(scope)
             if cached is not None:
                 return list(cached.values())
@@ -119,6 +130,17 @@ class ReleasedCellLedger:
                 raise ExecutionLedgerError(f"the sandbox could not record the released cells "
                                            f"({type(error).__name__}); nothing was released",
                                            reason="RELEASED_CELLS_UNAVAILABLE") from None
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the ledger against every other process that audits with it (one audit and its record at a
+        time across sandboxes sharing the file: two answers audited at once could each pass alone)."""
+        with open(self._lock_file, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close the file."""
