@@ -12,7 +12,7 @@ import shutil
 import duckdb
 import pytest
 
-from tests.conftest import GRANT, XUANWU
+from tests.conftest import XUANWU
 from tests.test_attack_auditor import STREET, Stack, _one
 from tests.test_released_cell_auditor import (ALL_BUT_99, LATE, LONE, MONTHS, STREET_A, STREET_B,  # noqa: F401
                                               data, stack, _truth)
@@ -65,7 +65,8 @@ def test_newcomers_in_the_lone_firms_industry_do_not_let_the_old_street_total_di
     99 is then released (its rows did not change; the main check sees street A less it as today's 10-firm block,
     which passes; the stale check finds street A not determined): the old street total less it is LONE's."""
     refreshed = _copy(data, tmp_path, "refreshed.duckdb", _newcomers("99", [MONTHS[23]]))
-    (total,), (rest,) = _before_and_after(data, refreshed, tmp_path, [SUM + STREET], [SUM + f"{STREET} AND {ALL_BUT_99}"])
+    (total,), (rest,) = _before_and_after(data, refreshed, tmp_path, [SUM + STREET],
+                                          [SUM + f"{STREET} AND {ALL_BUT_99}"])
     assert total is not None
     assert rest is None or total - rest != _truth(data, f"taxpayer_id = '{LONE}'"), "LONE's revenue is recovered"
 
