@@ -18,7 +18,7 @@ import datetime as dt
 import fcntl
 import decimal
 import json
-import sqlite3
+import uuid
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +103,11 @@ class ReleasedCellLedger:
         cannot, and then nothing is released."""
         if not cells:
             return
+        try:  # encoded before the transaction: a value that cannot be recorded leaves no write open
+            encoded = [(c, encode_keys(c.keys), encode_keys((c.value,))) for c in cells]
+        except TypeError as error:
+            raise ExecutionLedgerError(f"the sandbox cannot record a cell of this answer ({error}); nothing was "
+                                       "released", reason="RELEASED_CELLS_UNAVAILABLE") from None
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -116,14 +121,13 @@ class ReleasedCellLedger:
                             (scope, cell.coverage)).fetchone()[0]
                 self._db.executemany(
                     "INSERT OR IGNORE INTO cells (coverage, fixed, keys, statistic, value) VALUES (?, ?, ?, ?, ?)",
-                    [(ids[c.coverage], c.fixed, encode_keys(c.keys), c.statistic, encode_keys((c.value,)))
-                     for c in cells])
+                    [(ids[c.coverage], c.fixed, keys, c.statistic, value) for c, keys, value in encoded])
                 self._db.execute("COMMIT")
                 cached = self._cells.get(scope)
                 if cached is not None:
                     for cell in cells:  # INSERT OR IGNORE: the first value released stays
                         cached.setdefault((cell.coverage, cell.fixed, cell.keys, cell.statistic), cell)
-            except sqlite3.Error as error:
+            except Exception as error:  # noqa: BLE001 - whatever failed, the write must not stay open
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 self._cells.pop(scope, None)
@@ -171,6 +175,14 @@ def _encode(value: Any) -> Any:
         return ["n", str(value)]
     if isinstance(value, float):
         return ["f", repr(value)]
+    if isinstance(value, dt.time):
+        return ["h", value.isoformat()]
+    if isinstance(value, dt.timedelta):
+        return ["v", [value.days, value.seconds, value.microseconds]]
+    if isinstance(value, uuid.UUID):
+        return ["u", str(value)]
+    if isinstance(value, (bytes, bytearray)):
+        return ["b", bytes(value).hex()]
     raise TypeError(f"a group key of type {type(value).__name__} cannot be recorded")
 
 
@@ -178,5 +190,7 @@ def _decode(value: Any) -> Any:
     if not isinstance(value, list):
         return value
     kind, text = value
+    if kind == "v":
+        return dt.timedelta(days=text[0], seconds=text[1], microseconds=text[2])
     return {"i": int, "t": dt.datetime.fromisoformat, "d": dt.date.fromisoformat, "n": decimal.Decimal,
-            "f": float}[kind](text)
+            "f": float, "h": dt.time.fromisoformat, "u": uuid.UUID, "b": bytes.fromhex}[kind](text)
