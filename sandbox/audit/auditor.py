@@ -22,8 +22,9 @@ the data and differenced across):
    space (:mod:`sandbox.audit.linear`); in it every *total* (a combination that is 1 on each block it
    takes: the total of those blocks, whatever weights make it) is found, and each is judged as one cell. A
    total that passes is a released remainder of many taxpayers, as a street's total less its published
-   industries is; one that fails is a leak. A combination that is no total (one small cell less another)
-   gives no set's total and is not judged. A block that no entity contributes to (a sum of zeros) passes
+   industries is; one that fails is a leak. The *differences* in it (1 on some blocks, -1 on others) are
+   found too: one that takes the same taxpayers on both sides, fewer than k in all, is their change (a firm's
+   year less its year before) and a leak; one small cell less another of other taxpayers is allowed. A block that no entity contributes to (a sum of zeros) passes
    alone but adds nothing to a union, so it is counted with the failing blocks here;
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
    withholding the answer's cells (every statistic of each) that take part in it, one at a time in the order
@@ -319,6 +320,13 @@ class Judge:
         so it protects nothing it is added to)."""
         return self._verdict(union)[1]
 
+    def shared_few(self, plus: frozenset[int], minus: frozenset[int]) -> bool:
+        """Whether a difference (the blocks ``plus`` less the blocks ``minus``) is a change of taxpayers it
+        holds on both sides, among fewer than k in all: a firm's growth from one year to the next."""
+        taken = {entity for block in plus for entity in self.contributions[block]}
+        given = {entity for block in minus for entity in self.contributions[block]}
+        return bool(taken & given) and 0 < len(taken | given) < self.rules.k
+
     def value(self, union: frozenset[int], statistic: str) -> Any:
         """The value of ``statistic`` over the union on today's data, as the cell table would give it."""
         parts = [part for block in union for part in self.contributions[block].values()]
@@ -595,9 +603,15 @@ class _Space:
         """The failing totals in the space: each as its union of blocks, with the rows its combination takes.
         Raises :class:`TooComplex` where there are too many combinations to search."""
         leaks = []
-        for combination in totals(self.basis) if self.basis else ():
+        few = getattr(self.judge, "shared_few", None)
+        for combination in totals(self.basis, signed=few is not None) if self.basis else ():
             union = frozenset(b for c in combination.vector for b in self.parts[c])
             unsure = bool(self.stale & set(combination.weights)) and bool(self.unsure & set(combination.vector))
-            if unsure or self.judge.fails(union):
+            if all(v == 1 for v in combination.vector.values()):
+                leaking = unsure or self.judge.fails(union)
+            else:  # a difference: one block less another, e.g. one firm's year less its year before
+                plus = frozenset(b for c, v in combination.vector.items() if v == 1 for b in self.parts[c])
+                leaking = unsure or few(plus, union - plus)
+            if leaking:
                 leaks.append((union, set(combination.weights)))
         return leaks

@@ -112,22 +112,23 @@ class TooComplex(Exception):
 MOST_SEARCH_STEPS = 200_000
 
 
-def totals(basis: list[Row], *, steps: int = MOST_SEARCH_STEPS) -> list[Row]:
+def totals(basis: list[Row], *, steps: int = MOST_SEARCH_STEPS, signed: bool = False) -> list[Row]:
     """Every vector of the space ``basis`` spans that is a *total*: 1 on each block of its support (any
-    multiple of a total is found as the total itself), with the weights that make it.
+    multiple of a total is found as the total itself), with the weights that make it. With ``signed``, also
+    every *difference*: 1 on some blocks and -1 on others (each found once, its first pivot at 1).
 
     In the reduced echelon form a vector of the space is fixed by its values at the pivots, and a total's are 0
-    or 1: so the totals are among the sums of subsets of the reduced rows, searched part by part (rows that
-    share no column combine independently), depth first, cutting a branch as soon as a column no later row
-    touches holds anything but 0 or 1. Raises :class:`TooComplex` past ``steps``."""
+    or 1 (a difference's 0, 1 or -1): so they are among the sums of subsets of the reduced rows (with signs),
+    searched part by part (rows that share no column combine independently), depth first, cutting a branch as
+    soon as a column no later row touches holds another value. Raises :class:`TooComplex` past ``steps``."""
     found: list[Row] = []
     budget = [steps]
     for part in _parts(reduced(basis)):
-        found.extend(_totals_of(part, budget))
+        found.extend(_totals_of(part, budget, signed))
     return found
 
 
-def _totals_of(part: list[Row], budget: list[int]) -> list[Row]:
+def _totals_of(part: list[Row], budget: list[int], signed: bool) -> list[Row]:
     last_use: dict[int, int] = {}
     for index, row in enumerate(part):
         for column in row.vector:
@@ -135,27 +136,29 @@ def _totals_of(part: list[Row], budget: list[int]) -> list[Row]:
     closing: list[list[int]] = [[] for _ in part]  # per row: the columns no later row touches
     for column, index in last_use.items():
         closing[index].append(column)
+    allowed = (0, 1, PRIME - 1) if signed else (0, 1)
     found: list[Row] = []
     total = Row({}, {})
 
-    def search(index: int) -> None:
+    def search(index: int, started: bool) -> None:
         budget[0] -= 1
         if budget[0] < 0:
             raise TooComplex(f"more than {MOST_SEARCH_STEPS} steps over {len(part)} combinations")
         if index == len(part):
-            if total.vector and all(v == 1 for v in total.vector.values()):
+            if total.vector and all(v in allowed[1:] for v in total.vector.values()):
                 found.append(Row(dict(total.vector), dict(total.weights)))
             return
         row = part[index]
-        for taken in (False, True):
-            if taken:
-                _subtract(total, PRIME - 1, row)  # total += row
-            if all(total.vector.get(c, 0) in (0, 1) for c in closing[index]):
-                search(index + 1)
-            if taken:
-                _subtract(total, 1, row)
+        # Each row is left out, added, or (signed, once a row was added) taken away.
+        for factor in ((0, PRIME - 1, 1) if signed and started else (0, PRIME - 1)):
+            if factor:
+                _subtract(total, factor, row)
+            if all(total.vector.get(c, 0) in allowed for c in closing[index]):
+                search(index + 1, started or bool(factor))
+            if factor:
+                _subtract(total, PRIME - factor, row)
 
-    search(0)
+    search(0, False)
     return found
 
 
