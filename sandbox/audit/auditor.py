@@ -24,7 +24,8 @@ the data and differenced across):
    total that passes is a released remainder of many taxpayers, as a street's total less its published
    industries is; one that fails is a leak. The *differences* in it (1 on some blocks, -1 on others) are
    found too: one that takes the same taxpayers on both sides, fewer than k in all, is their change (a firm's
-   year less its year before) and a leak; one small cell less another of other taxpayers is allowed. A block that no entity contributes to (a sum of zeros) passes
+   year less its year before) and a leak; one small cell less another of other taxpayers is allowed. A block
+   that no entity contributes to (a sum of zeros) passes
    alone but adds nothing to a union, so it is counted with the failing blocks here;
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
    withholding the answer's cells (every statistic of each) that take part in it, one at a time in the order
