@@ -24,7 +24,9 @@ the data and differenced across):
    total that passes is a released remainder of many taxpayers, as a street's total less its published
    industries is; one that fails is a leak. The *differences* in it (1 on some blocks, -1 on others) are
    found too: one that takes the same taxpayers on both sides, fewer than k in all, is their change (a firm's
-   year less its year before) and a leak; one small cell less another of other taxpayers is allowed. A block
+   year less its year before) and a leak; one small cell less another of other taxpayers is allowed. And any
+   combination, whatever its weights, on failing blocks that share fewer than k contributing taxpayers among
+   them (a firm's two years as 2 * 2025 + 2026; dormant firms that declare 0 are no cover) is a leak. A block
    that no entity contributes to (a sum of zeros) passes
    alone but adds nothing to a union, so it is counted with the failing blocks here;
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
@@ -308,6 +310,7 @@ class Judge:
         self.counted = sorted({position[s.split(":", 1)[1]] for s in statistics if s.startswith("count:")})
         self.position = position
         self.rules = rules
+        self.rows_counted = bool({"rows", "entities"} & set(statistics))
         dominance = rules.dominance
         self.largest = max(dominance.n or 0, 2 if dominance.p is not None else 0) if dominance is not None else 0
         self._cache: dict[frozenset[int], tuple[bool, bool]] = {}
@@ -320,6 +323,47 @@ class Judge:
         """Whether some sum or count released in the scope has no contributor in the union (it adds only zeros,
         so it protects nothing it is added to)."""
         return self._verdict(union)[1]
+
+    def contributors(self, union: frozenset[int]) -> set:
+        """The taxpayers whose data some released statistic of the union depends on: a row where rows are
+        counted, a nonzero amount of a summed measure, a value of a counted one. (A dormant firm that declares
+        0 adds nothing to a sum: it is no cover.)"""
+        found = set()
+        for block in union:
+            for entity, part in self.contributions[block].items():
+                if (self.rows_counted and part[0]) or any(part[1][at] for at in self.summed) or \
+                        any(part[2][at] for at in self.counted):
+                    found.add(entity)
+        return found
+
+    def small_groups(self, columns: dict[int, frozenset[int]]) -> tuple[list[set[int]], set[int]]:
+        """The columns (each a union of blocks) grouped by the taxpayers they share, where a group's taxpayers
+        are fewer than k: any combination of released cells on one such group (and on columns that hold no
+        contributor, which add 0) is a function of fewer than k taxpayers' data, whatever its weights (a
+        firm's two years as 2 * 2025 + 2026). Returns those groups and the columns without contributors."""
+        people = {column: self.contributors(union) for column, union in columns.items()}
+        empty = {column for column, found in people.items() if not found}
+        parent = {column: column for column in people if column not in empty}
+
+        def find(column: int) -> int:
+            while parent[column] != column:
+                parent[column] = parent[parent[column]]
+                column = parent[column]
+            return column
+
+        owner: dict[Any, int] = {}
+        for column in parent:
+            for entity in people[column]:
+                if entity in owner:
+                    parent[find(column)] = find(owner[entity])
+                else:
+                    owner[entity] = column
+        groups: dict[int, set[int]] = {}
+        for column in parent:
+            groups.setdefault(find(column), set()).add(column)
+        small = [group for group in groups.values()
+                 if len(set().union(*(people[c] for c in group))) < self.rules.k]
+        return small, empty
 
     def shared_few(self, plus: frozenset[int], minus: frozenset[int]) -> bool:
         """Whether a difference (the blocks ``plus`` less the blocks ``minus``) is a change of taxpayers it
@@ -600,10 +644,31 @@ class _Space:
             self.basis = unsafe_space(vectors, failing, columns)
         check()
 
+    def _small_group_leaks(self) -> list[tuple[frozenset[int], set[int]]]:
+        """Per group of columns sharing fewer than k taxpayers (``Judge.small_groups``): a combination on it
+        (and on columns that add 0) is a leak whatever its weights. With the group's columns after all others
+        but before the empty ones, a basis row whose pivot falls in the group is one."""
+        grouping = getattr(self.judge, "small_groups", None)
+        if grouping is None or not self.basis:
+            return []
+        used = sorted({c for row in self.basis for c in row.vector})
+        groups, empty = grouping({c: frozenset(self.parts[c]) for c in used})
+        leaks = []
+        for group in groups:
+            order = sorted(used, key=lambda c: (2 if c in empty else 1 if c in group else 0, c))
+            echelon = Echelon({c: i for i, c in enumerate(order)})
+            for row in self.basis:
+                echelon.add(Row(dict(row.vector), dict(row.weights)))
+            for pivot, row in echelon.pivots.items():
+                if pivot in group:
+                    leaks.append((frozenset(b for c in group for b in self.parts[c]), set(row.weights)))
+                    break
+        return leaks
+
     def leaks(self) -> list[tuple[frozenset[int], set[int]]]:
         """The failing totals in the space: each as its union of blocks, with the rows its combination takes.
         Raises :class:`TooComplex` where there are too many combinations to search."""
-        leaks = []
+        leaks = self._small_group_leaks()
         few = getattr(self.judge, "shared_few", None)
         for combination in totals(self.basis, signed=few is not None) if self.basis else ():
             union = frozenset(b for c in combination.vector for b in self.parts[c])
