@@ -25,8 +25,10 @@ the data and differenced across):
    industries is; one that fails is a leak. The *differences* in it (1 on some blocks, -1 on others) are
    found too: one that takes the same taxpayers on both sides, fewer than k in all, is their change (a firm's
    year less its year before) and a leak; one small cell less another of other taxpayers is allowed. And any
-   combination, whatever its weights, on failing blocks that share fewer than k contributing taxpayers among
-   them (a firm's two years as 2 * 2025 + 2026; dormant firms that declare 0 are no cover) is a leak. A block
+   combination, whatever its weights, on failing blocks that hold fewer than k contributing taxpayers among
+   them (a firm's two years as 2 * 2025 + 2026, also where the firm trades beside others elsewhere;
+   contributors counted per statistic, so dormant firms that declare 0 are no cover for a sum) is a leak. A
+   block
    that no entity contributes to (a sum of zeros) passes
    alone but adds nothing to a union, so it is counted with the failing blocks here;
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
@@ -83,6 +85,9 @@ class AnswerCell:
 
 
 _MISSING = object()
+# The most sets of columns of few taxpayers one audit tests (each a rank test); past it the space counts as too
+# complex (the answer may not add to it).
+MOST_SMALL_SETS = 256
 
 
 class Audit(Protocol):
@@ -324,24 +329,32 @@ class Judge:
         so it protects nothing it is added to)."""
         return self._verdict(union)[1]
 
-    def contributors(self, union: frozenset[int]) -> set:
-        """The taxpayers whose data some released statistic of the union depends on: a row where rows are
-        counted, a nonzero amount of a summed measure, a value of a counted one. (A dormant firm that declares
-        0 adds nothing to a sum: it is no cover.)"""
+    def kinds(self) -> list[str]:
+        """The ways a taxpayer can count toward a statistic released in the scope: ``rows`` (a row, where rows
+        or distinct entities are released), ``sum:<i>`` (a nonzero amount of summed measure i), ``count:<i>``
+        (a value of counted measure i). A combination is judged under each: it may be made of cells of any."""
+        return ((["rows"] if self.rows_counted else []) + [f"sum:{at}" for at in self.summed]
+                + [f"count:{at}" for at in self.counted])
+
+    def contributors(self, union: frozenset[int], kind: str) -> set:
+        """The taxpayers who count toward ``kind`` in the union (a firm that declares 0 adds nothing to a
+        sum: it is no cover there)."""
         found = set()
+        name, _, at = kind.partition(":")
         for block in union:
             for entity, part in self.contributions[block].items():
-                if (self.rows_counted and part[0]) or any(part[1][at] for at in self.summed) or \
-                        any(part[2][at] for at in self.counted):
+                if (part[0] if name == "rows" else part[1][int(at)] if name == "sum" else part[2][int(at)]):
                     found.add(entity)
         return found
 
-    def small_groups(self, columns: dict[int, frozenset[int]]) -> tuple[list[set[int]], set[int]]:
-        """The columns (each a union of blocks) grouped by the taxpayers they share, where a group's taxpayers
-        are fewer than k: any combination of released cells on one such group (and on columns that hold no
-        contributor, which add 0) is a function of fewer than k taxpayers' data, whatever its weights (a
-        firm's two years as 2 * 2025 + 2026). Returns those groups and the columns without contributors."""
-        people = {column: self.contributors(union) for column, union in columns.items()}
+    def small_sets(self, columns: dict[int, frozenset[int]], kind: str) -> tuple[list[set[int]], set[int]]:
+        """Sets of columns (each a union of blocks) that together hold fewer than k taxpayers counting toward
+        ``kind``: any combination of released cells on one (and on columns that hold no such taxpayer, which
+        add 0) is a function of fewer than k taxpayers' data, whatever its weights (a firm's two years as
+        2 * 2025 + 2026). Tried: the columns sharing taxpayers with each other (joined through shared ones),
+        and for each column, every column whose taxpayers are among its own (a firm's blocks, even where the
+        firm also trades beside others). Returns the sets and the columns without such taxpayers."""
+        people = {column: self.contributors(union, kind) for column, union in columns.items()}
         empty = {column for column, found in people.items() if not found}
         parent = {column: column for column in people if column not in empty}
 
@@ -358,19 +371,30 @@ class Judge:
                     parent[find(column)] = find(owner[entity])
                 else:
                     owner[entity] = column
-        groups: dict[int, set[int]] = {}
+        joined: dict[int, set[int]] = {}
         for column in parent:
-            groups.setdefault(find(column), set()).add(column)
-        small = [group for group in groups.values()
-                 if len(set().union(*(people[c] for c in group))) < self.rules.k]
+            joined.setdefault(find(column), set()).add(column)
+        candidates = [group for group in joined.values()]
+        for column in parent:
+            if len(people[column]) < self.rules.k:
+                candidates.append({c for c in parent if people[c] <= people[column]})
+        small, seen = [], set()
+        for group in candidates:
+            key = frozenset(group)
+            if key not in seen and len(set().union(*(people[c] for c in group))) < self.rules.k:
+                seen.add(key)
+                small.append(group)
         return small, empty
 
     def shared_few(self, plus: frozenset[int], minus: frozenset[int]) -> bool:
         """Whether a difference (the blocks ``plus`` less the blocks ``minus``) is a change of taxpayers it
-        holds on both sides, among fewer than k in all: a firm's growth from one year to the next."""
-        taken = {entity for block in plus for entity in self.contributions[block]}
-        given = {entity for block in minus for entity in self.contributions[block]}
-        return bool(taken & given) and 0 < len(taken | given) < self.rules.k
+        holds on both sides, among fewer than k in all (for any way of counting toward a statistic): a firm's
+        growth from one year to the next."""
+        for kind in self.kinds():
+            taken, given = self.contributors(plus, kind), self.contributors(minus, kind)
+            if taken & given and 0 < len(taken | given) < self.rules.k:
+                return True
+        return False
 
     def value(self, union: frozenset[int], statistic: str) -> Any:
         """The value of ``statistic`` over the union on today's data, as the cell table would give it."""
@@ -624,6 +648,7 @@ class _Space:
     def __init__(self, rows: list[frozenset[int]], merged: dict[int, int], judge: CellRules,
                  check: Callable[[], None], stale: range = range(0)) -> None:
         self.judge = judge
+        self.check = check
         self.parts: dict[int, list[int]] = {}
         for block, representative in merged.items():
             self.parts.setdefault(representative, []).append(block)
@@ -645,24 +670,31 @@ class _Space:
         check()
 
     def _small_group_leaks(self) -> list[tuple[frozenset[int], set[int]]]:
-        """Per group of columns sharing fewer than k taxpayers (``Judge.small_groups``): a combination on it
-        (and on columns that add 0) is a leak whatever its weights. With the group's columns after all others
-        but before the empty ones, a basis row whose pivot falls in the group is one."""
-        grouping = getattr(self.judge, "small_groups", None)
+        """Per set of columns holding fewer than k taxpayers (``Judge.small_sets``, for each way of counting): a
+        combination on it (and on columns that add 0) is a leak whatever its weights. With the set's columns
+        after all others but before the empty ones, a basis row whose pivot falls in the set is one. Raises
+        :class:`TooComplex` past ``MOST_SMALL_SETS`` sets."""
+        grouping = getattr(self.judge, "small_sets", None)
         if grouping is None or not self.basis:
             return []
         used = sorted({c for row in self.basis for c in row.vector})
-        groups, empty = grouping({c: frozenset(self.parts[c]) for c in used})
-        leaks = []
-        for group in groups:
-            order = sorted(used, key=lambda c: (2 if c in empty else 1 if c in group else 0, c))
-            echelon = Echelon({c: i for i, c in enumerate(order)})
-            for row in self.basis:
-                echelon.add(Row(dict(row.vector), dict(row.weights)))
-            for pivot, row in echelon.pivots.items():
-                if pivot in group:
-                    leaks.append((frozenset(b for c in group for b in self.parts[c]), set(row.weights)))
-                    break
+        columns = {c: frozenset(self.parts[c]) for c in used}
+        leaks, tried = [], 0
+        for kind in self.judge.kinds():
+            sets, empty = grouping(columns, kind)
+            tried += len(sets)
+            if tried > MOST_SMALL_SETS:
+                raise TooComplex(f"more than {MOST_SMALL_SETS} sets of columns of few taxpayers")
+            for group in sets:
+                self.check()
+                order = sorted(used, key=lambda c: (2 if c in empty else 1 if c in group else 0, c))  # noqa: B023
+                echelon = Echelon({c: i for i, c in enumerate(order)})
+                for row in self.basis:
+                    echelon.add(Row(dict(row.vector), dict(row.weights)))
+                for pivot, row in echelon.pivots.items():
+                    if pivot in group:
+                        leaks.append((frozenset(b for c in group for b in self.parts[c]), set(row.weights)))
+                        break
         return leaks
 
     def leaks(self) -> list[tuple[frozenset[int], set[int]]]:
