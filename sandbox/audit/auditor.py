@@ -23,8 +23,9 @@ the data and differenced across):
    takes: the total of those blocks, whatever weights make it) is found, and each is judged as one cell. A
    total that passes is a released remainder of many taxpayers, as a street's total less its published
    industries is; one that fails is a leak. The *differences* in it (1 on some blocks, -1 on others) are
-   found too: one that takes the same taxpayers on both sides, fewer than k in all, is their change (a firm's
-   year less its year before) and a leak; one small cell less another of other taxpayers is allowed. And any
+   found too: one that takes the same taxpayers on both sides, fewer than k in all, or whose net change the
+   dominance rule finds mostly one or two taxpayers', is their change (a firm's year less its year before)
+   and a leak; one small cell less another of other taxpayers is allowed. And any
    combination, whatever its weights, on failing blocks that hold fewer than k contributing taxpayers among
    them (a firm's two years as 2 * 2025 + 2026, also where the firm trades beside others elsewhere;
    contributors counted per statistic, so dormant firms that declare 0 are no cover for a sum) is a leak. A
@@ -396,6 +397,27 @@ class Judge:
                 return True
         return False
 
+    def dominated_change(self, plus: frozenset[int], minus: frozenset[int]) -> bool:
+        """Whether a difference that holds taxpayers on both sides is, for a summed measure, mostly one or two
+        taxpayers' change: the dominance rule on each taxpayer's net amount (its part of ``plus`` less its
+        part of ``minus``), as a cell's on its amounts (a giant's growth beside small firms that hardly move)."""
+        if self.rules.dominance is None or not self.summed:
+            return False
+        taken = _merged(self.contributions[b] for b in plus)
+        given = _merged(self.contributions[b] for b in minus)
+        if not taken.keys() & given.keys():
+            return False
+        for at in self.summed:
+            net = {}
+            for entity in taken.keys() | given.keys():
+                a = taken[entity][1][at] if entity in taken else None
+                b = given[entity][1][at] if entity in given else None
+                net[entity] = (a or 0) - (b or 0)
+            amounts = [v for v in net.values() if v]
+            if amounts and _dominated(amounts, self.rules.dominance, self.largest):
+                return True
+        return False
+
     def value(self, union: frozenset[int], statistic: str) -> Any:
         """The value of ``statistic`` over the union on today's data, as the cell table would give it."""
         parts = [part for block in union for part in self.contributions[block].values()]
@@ -709,7 +731,7 @@ class _Space:
                 leaking = unsure or self.judge.fails(union)
             else:  # a difference: one block less another, e.g. one firm's year less its year before
                 plus = frozenset(b for c, v in combination.vector.items() if v == 1 for b in self.parts[c])
-                leaking = unsure or few(plus, union - plus)
+                leaking = unsure or few(plus, union - plus) or self.judge.dominated_change(plus, union - plus)
             if leaking:
                 leaks.append((union, set(combination.weights)))
         return leaks
