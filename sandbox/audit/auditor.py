@@ -157,9 +157,10 @@ class Auditor:
             yield
 
     def audit(self, guarded: GuardedQuery, cells: list[AnswerCell], *, deadline: float) -> dict[int, frozenset[int]]:
-        """Per answer row, the statistics (by index) the audit withholds; records what is then released.
+        """Per answer row, the statistics (by index) the audit withholds. What then leaves is recorded by
+        :meth:`record` (through an :class:`AuditSession`).
 
-        The caller holds :meth:`lock` for the scope from this call until the answer is built."""
+        The caller holds :meth:`lock` for the scope from this call until the answer's cells are recorded."""
         plan = guarded.cells
         scope = guarded.dataset
         rules = Rules(guarded.min_entities, guarded.dominance)
