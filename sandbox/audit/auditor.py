@@ -195,7 +195,8 @@ class Auditor:
         # is always 1, a total that is the sum of other measures), and differencing across them would otherwise
         # go unseen. A block fails when it fails for any statistic released in the scope.
         statistics = sorted({c.statistic for c in released} | {name for _, name in new})
-        judge = Judge(blocks, statistics, rules, guarded.dataset)
+        judge = Judge(blocks, statistics, rules, guarded.dataset,
+                      _released_at(members, coverages, released, current, new))
         # A cell released before whose value is not what it is on the data now (a late declaration, an
         # amendment) is no equation of today's blocks: the change would be its value now less the one released.
         # Such a *stale* cell must not become derivable from what is released now.
@@ -225,18 +226,26 @@ class Auditor:
         # each taxpayer declares once (58 declarations in month 1 less 59 taxpayers in the year is the same
         # leak). Stale cells stay, as above. Sums do not (a sum that equals a distinct count is not modelled).
         if any(c.statistic == "entities" for c in released) or any(name == "entities" for _, name in new):
-            counts = {(c.coverage, c.fixed, c.keys) for c in released if _counts(c.statistic)}
-            valid_counts = [rows for key, rows in valid.items() if key in counts]
-            stale_counts = [rows for key, rows in stale.items() if key in counts]
-            rest = [(cell, rows) for cell, rows in candidates if cell.row not in withheld and any(
-                _counts(statistic_name(plan, i)) for i in cell.statistics)]
-            old_classes, new_classes, classes = entity_classes(blocks, valid_counts + stale_counts,
-                                                               [rows for _, rows in rest])
-            for cell in _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
-                                  ClassJudge(classes, rules.k, guarded.dataset), stale=len(stale_counts),
-                                  check=lambda: self._check(deadline)):
+            rest = [(cell, rows) for cell, rows in candidates if cell.row not in withheld]
+            for cell in self._distinct_counts(guarded, blocks, released, valid, stale, rest, deadline):
                 withheld[cell.row] = cell.statistics
         return withheld
+
+    def _distinct_counts(self, guarded: GuardedQuery, blocks: Blocks, released: list[ReleasedCell],
+                         valid: dict[tuple, frozenset[int]], stale: dict[tuple, frozenset[int]],
+                         candidates: list[tuple[AnswerCell, frozenset[int]]], deadline: float) -> list[AnswerCell]:
+        """The answer's cells to withhold for the audit over classes of entities (see :meth:`audit`)."""
+        plan = guarded.cells
+        counts = {(c.coverage, c.fixed, c.keys) for c in released if _counts(c.statistic)}
+        valid_counts = [rows for key, rows in valid.items() if key in counts]
+        stale_counts = [rows for key, rows in stale.items() if key in counts]
+        rest = [(cell, rows) for cell, rows in candidates
+                if any(_counts(statistic_name(plan, i)) for i in cell.statistics)]
+        old_classes, new_classes, classes = entity_classes(blocks, valid_counts + stale_counts,
+                                                           [rows for _, rows in rest])
+        return _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
+                         ClassJudge(classes, guarded.min_entities, guarded.dataset), stale=len(stale_counts),
+                         check=lambda: self._check(deadline))
 
     def session(self, guarded: GuardedQuery, *, deadline: float) -> AuditSession:
         """One answer's audit (:class:`Audit`), to be used under :meth:`lock` for its dataset."""
@@ -264,6 +273,19 @@ class CellRules(Protocol):
     def fails(self, union: frozenset[int]) -> bool: ...
 
     def empty(self, union: frozenset[int]) -> bool: ...
+
+
+def _released_at(members: Membership, coverages: list[str], released: list[ReleasedCell], current: int,
+                 new: list[tuple[AnswerCell, str]]) -> dict[int, set[str]]:
+    """Per block, the statistics released (before, or by this answer) of the cells that take it."""
+    found: dict[int, set[str]] = {}
+    for cell in released:
+        for block in members.cell(coverages.index(cell.coverage), cell.fixed, cell.keys):
+            found.setdefault(block, set()).add(cell.statistic)
+    for answer, name in new:
+        for block in members.cell(current, answer.fixed, answer.keys):
+            found.setdefault(block, set()).add(name)
+    return found
 
 
 class AuditSession:
@@ -309,8 +331,11 @@ class Membership:
 class Judge:
     """Whether a union of blocks, as one cell, fails the cell rules for any of ``statistics`` (cached per union)."""
 
-    def __init__(self, blocks: Blocks, statistics: list[str], rules: Rules, dataset: str) -> None:
+    def __init__(self, blocks: Blocks, statistics: list[str], rules: Rules, dataset: str,
+                 released_at: dict[int, set[str]] | None = None) -> None:
         self.dataset = dataset
+        self.released_at = released_at  # per block, the statistics released of cells that take it
+        self.measures = blocks.measures
         self.contributions = blocks.contributions
         position = {measure: i for i, measure in enumerate(blocks.measures)}
         self.summed = sorted({position[s.split(":", 1)[1]] for s in statistics if s.startswith("sum:")})
@@ -446,12 +471,19 @@ class Judge:
         else:
             parts = list(_merged(self.contributions[b] for b in union).values())
         k = self.rules.k
+        summed, counted = self.summed, self.counted
+        if self.released_at is not None:
+            # Only the statistics released of cells that take these blocks: a cell whose CIT sum the threshold
+            # withheld (too few declare CIT) released its VAT and its count, which pass.
+            names = set().union(*(self.released_at.get(b, ()) for b in union))
+            summed = [at for at in summed if f"sum:{self.measures[at]}" in names]
+            counted = [at for at in counted if f"count:{self.measures[at]}" in names]
         entities = sum(1 for part in parts if part[0])
         fails, empty = 0 < entities < k, False
-        for at in self.counted:
-            counted = sum(1 for part in parts if part[2][at])
-            fails, empty = fails or 0 < counted < k, empty or not counted
-        for at in self.summed:
+        for at in counted:
+            count = sum(1 for part in parts if part[2][at])
+            fails, empty = fails or 0 < count < k, empty or not count
+        for at in summed:
             amounts = [part[1][at] for part in parts if part[1][at]]
             fails = fails or 0 < len(amounts) < k or (
                 self.rules.dominance is not None and _dominated(amounts, self.rules.dominance, self.largest))
