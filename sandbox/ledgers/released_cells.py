@@ -101,6 +101,12 @@ class ReleasedCellLedger:
     def record(self, scope: str, cells: list[ReleasedCell]) -> None:
         """Write ``cells`` durably before they are released; raises ExecutionLedgerError (UNAVAILABLE) if it
         cannot, and then nothing is released."""
+        with self._lock:
+            cached = self._cells.get(scope)
+            if cached is not None and self._db.execute("PRAGMA data_version").fetchone()[0] == self._version:
+                # A cell recorded already keeps its first value: an answer that repeats cells writes nothing
+                # (no flush to disk on every repeated query).
+                cells = [c for c in cells if (c.coverage, c.fixed, c.keys, c.statistic) not in cached]
         if not cells:
             return
         try:  # encoded before the transaction: a value that cannot be recorded leaves no write open
