@@ -168,12 +168,12 @@ class Auditor:
                if (name := statistic_name(plan, index)) is not None]
         if not new:
             return {}
-        released = self.ledger.cells(scope)
-        before = {(c.coverage, c.fixed, c.keys, c.statistic): c.value for c in released}
-        if all(before.get((guarded.coverage, cell.fixed, cell.keys, name), _MISSING) == cell.value(index)
-               for cell in dict.fromkeys(cell for cell, _ in new) for index in sorted(cell.statistics)
-               if (name := statistic_name(plan, index)) is not None):
+        held = self.ledger.held(scope)
+        if all(getattr(held.get((guarded.coverage, cell.fixed, cell.keys, name)), "value", _MISSING) == cell.value(i)
+               for cell in dict.fromkeys(cell for cell, _ in new) for i in sorted(cell.statistics)
+               if (name := statistic_name(plan, i)) is not None):
             return {}  # every cell was released before with this very value: the answer tells nothing new
+        released = list(held.values())
         # Only the coverages whose rows can meet this answer's, directly or through others (sandbox.audit.components).
         parts = self._parts.setdefault(scope, Parts(self.engine.dialect))
         for coverage in dict.fromkeys(c.coverage for c in released):

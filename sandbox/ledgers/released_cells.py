@@ -22,7 +22,8 @@ import uuid
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 from dsbroker.database import Durability, open_sqlite
 from dsbroker.errors import ExecutionLedgerError
@@ -76,8 +77,13 @@ class ReleasedCellLedger:
         self._lock_file = create_private(self.path.with_name(self.path.name + ".lock"))
 
     def cells(self, scope: str) -> list[ReleasedCell]:
-        """Every cell released in ``scope``, oldest coverage first (read from the file once, then kept while no
-        other connection writes the file)."""
+        """Every cell released in ``scope``, oldest coverage first."""
+        return list(self.held(scope).values())
+
+    def held(self, scope: str) -> Mapping[tuple, ReleasedCell]:
+        """Every cell released in ``scope`` by (coverage, keys fixed, keys, statistic), read from the file once
+        and then kept while no other connection writes the file. A read-only view: the auditor reads it under
+        its lock, without copying the ledger on every answer."""
         with self._lock:
             # Another sandbox writing the same file (replicas over one data file) changes SQLite's data_version
             # for this connection: what is kept is then read again.
@@ -87,7 +93,7 @@ class ReleasedCellLedger:
                 self._version = version
             cached = self._cells.get(scope)
             if cached is not None:
-                return list(cached.values())
+                return MappingProxyType(cached)
             rows = self._db.execute(
                 "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value FROM cells x JOIN coverages c "
                 "ON c.id = x.coverage "
@@ -96,7 +102,7 @@ class ReleasedCellLedger:
                 ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0])
                 for coverage, fixed, keys, statistic, value in rows)}
             self._cells[scope] = found
-            return list(found.values())
+            return MappingProxyType(found)
 
     def record(self, scope: str, cells: list[ReleasedCell]) -> None:
         """Write ``cells`` durably before they are released; raises ExecutionLedgerError (UNAVAILABLE) if it
