@@ -9,8 +9,6 @@ dominance rule is never applied to a difference. These tests drive ``_new_leaks`
 
 from __future__ import annotations
 
-import pytest
-
 from sandbox.audit.auditor import Judge, Rules, _new_leaks
 from sandbox.audit.blocks import Blocks
 from dsbroker.policy.model import Dominance
@@ -35,9 +33,6 @@ def _leaks(contributions: list[dict], cells: list[set[int]], dominance: Dominanc
 
 # --- 1. A weighted combination across two components of few taxpayers -------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a weighted combination over several sets of few taxpayers (a union no tried set holds) is not found: "
-    "the sets are tried, not enumerated (README; open: issue 19)"))
 def test_one_firm_plus_twice_another_is_a_leak():
     """Two firms each alone in their block (LONE in street A industry 99, LATE in A x 72 x December 2026) are two
     components of one taxpayer each; the rank test is run on each alone, with the other's column ordered first, so a
@@ -50,9 +45,6 @@ def test_one_firm_plus_twice_another_is_a_leak():
     assert found, "LONE + 2 x LATE (two taxpayers) is derivable from three cells of many firms and is not found"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a weighted combination over several sets of few taxpayers (a union no tried set holds) is not found: "
-    "the sets are tried, not enumerated (README; open: issue 19)"))
 def test_two_firms_weighted_growth_is_a_leak():
     """The unweighted sum of two firms' changes (LONE_26 - LONE_25 + LATE_26 - LATE_25) is a difference that
     ``shared_few`` catches; with weight 2 on the second firm it is neither a total nor a difference, and each firm's

@@ -23,15 +23,12 @@ the data and differenced across):
    takes: the total of those blocks, whatever weights make it) is found, and each is judged as one cell. A
    total that passes is a released remainder of many taxpayers, as a street's total less its published
    industries is; one that fails is a leak. The *differences* in it (1 on some blocks, -1 on others) are
-   found too: one that takes the same taxpayers on both sides, fewer than k in all, or whose net change the
-   dominance rule finds mostly one or two taxpayers', is their change (a firm's year less its year before)
-   and a leak; one small cell less another of other taxpayers is allowed. And any
-   combination, whatever its weights, on failing blocks that hold fewer than k contributing taxpayers among
-   them (a firm's two years as 2 * 2025 + 2026, also where the firm trades beside others elsewhere;
-   contributors counted per statistic, so dormant firms that declare 0 are no cover for a sum) is a leak. A
-   block
-   that no entity contributes to (a sum of zeros) passes
-   alone but adds nothing to a union, so it is counted with the failing blocks here;
+   found too: one whose net change the dominance rule finds mostly one or two taxpayers' is a leak. And any
+   combination, whatever its weights, on blocks that hold fewer than k contributing taxpayers among them (a
+   firm's two years as 2 * 2025 + 2026, one firm plus twice another, one small cell less another;
+   contributors counted per statistic, so dormant firms that declare 0 are no cover for a sum) is a leak,
+   found by the search of :mod:`sandbox.audit.few`. A block that no entity contributes to (a sum of zeros)
+   passes alone but adds nothing to a union, so it is counted with the failing blocks here;
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
    withholding the answer's cells (every statistic of each) that take part in it, one at a time in the order
    of their keys, until none is left, and then giving back those that turn out not to be needed. A cell
@@ -65,6 +62,7 @@ from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import Blocks, Contribution, read_blocks
 from sandbox.audit.components import Parts
+from sandbox.audit.few import few_taxpayer_leaks
 from sandbox.audit.linear import Echelon, Row, TooComplex, Vector, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
 
@@ -86,9 +84,6 @@ class AnswerCell:
 
 
 _MISSING = object()
-# The most sets of columns of few taxpayers one audit tests (each a rank test); past it the space counts as too
-# complex (the answer may not add to it).
-MOST_SMALL_SETS = 256
 
 
 class Audit(Protocol):
@@ -374,55 +369,6 @@ class Judge:
                     found.add(entity)
         return found
 
-    def small_sets(self, columns: dict[int, frozenset[int]], kind: str) -> tuple[list[set[int]], set[int]]:
-        """Sets of columns (each a union of blocks) that together hold fewer than k taxpayers counting toward
-        ``kind``: any combination of released cells on one (and on columns that hold no such taxpayer, which
-        add 0) is a function of fewer than k taxpayers' data, whatever its weights (a firm's two years as
-        2 * 2025 + 2026). Tried: the columns sharing taxpayers with each other (joined through shared ones),
-        and for each column, every column whose taxpayers are among its own (a firm's blocks, even where the
-        firm also trades beside others). Returns the sets and the columns without such taxpayers."""
-        people = {column: self.contributors(union, kind) for column, union in columns.items()}
-        empty = {column for column, found in people.items() if not found}
-        parent = {column: column for column in people if column not in empty}
-
-        def find(column: int) -> int:
-            while parent[column] != column:
-                parent[column] = parent[parent[column]]
-                column = parent[column]
-            return column
-
-        owner: dict[Any, int] = {}
-        for column in parent:
-            for entity in people[column]:
-                if entity in owner:
-                    parent[find(column)] = find(owner[entity])
-                else:
-                    owner[entity] = column
-        joined: dict[int, set[int]] = {}
-        for column in parent:
-            joined.setdefault(find(column), set()).add(column)
-        candidates = [group for group in joined.values()]
-        for column in parent:
-            if len(people[column]) < self.rules.k:
-                candidates.append({c for c in parent if people[c] <= people[column]})
-        small, seen = [], set()
-        for group in candidates:
-            key = frozenset(group)
-            if key not in seen and len(set().union(*(people[c] for c in group))) < self.rules.k:
-                seen.add(key)
-                small.append(group)
-        return small, empty
-
-    def shared_few(self, plus: frozenset[int], minus: frozenset[int]) -> bool:
-        """Whether a difference (the blocks ``plus`` less the blocks ``minus``) is a change of taxpayers it
-        holds on both sides, among fewer than k in all (for any way of counting toward a statistic): a firm's
-        growth from one year to the next."""
-        for kind in self.kinds():
-            taken, given = self.contributors(plus, kind), self.contributors(minus, kind)
-            if taken & given and 0 < len(taken | given) < self.rules.k:
-                return True
-        return False
-
     def dominated_change(self, plus: frozenset[int], minus: frozenset[int]) -> bool:
         """Whether a difference that holds taxpayers on both sides is, for a summed measure, mostly one or two
         taxpayers' change: the dominance rule on each taxpayer's net amount (its part of ``plus`` less its
@@ -669,19 +615,27 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Cell
     space = _Space(everything, merged, judge, check, stale_rows)
     if not space.basis:
         return []
+    spaces: list[_Space] = []
+
+    def before() -> _Space:
+        if not spaces:
+            spaces.append(_Space(old, merged, judge, check, stale_rows))
+        return spaces[0]
+
     try:
-        leaks = space.leaks()
+        few = space.few_leaks(before)
+        leaks = space.total_leaks()
     except TooComplex:
-        if len(space.basis) <= len(_Space(old, merged, judge, check, stale_rows).basis):
+        if len(space.basis) <= len(before().basis):
             return []
         return [{i for row in space.basis for i in row.weights if i >= len(old)}]
     if not leaks:
-        return []
+        return [rows for _, rows in few]
     try:
-        before = {union for union, _ in _Space(old, merged, judge, check, stale_rows).leaks()}
+        known = {union for union, _ in before().total_leaks()}
     except TooComplex:
-        before = set()  # not known: every leak counts as the new answer's (more withheld, never less)
-    return [rows for union, rows in leaks if union not in before]
+        known = set()  # not known: every leak counts as the new answer's (more withheld, never less)
+    return [rows for _, rows in few] + [rows for union, rows in leaks if union not in known]
 
 
 def merged_blocks(rows: list[frozenset[int]]) -> dict[int, int]:
@@ -724,47 +678,36 @@ class _Space:
             self.basis = unsafe_space(vectors, failing, columns)
         check()
 
-    def _small_group_leaks(self) -> list[tuple[frozenset[int], set[int]]]:
-        """Per set of columns holding fewer than k taxpayers (``Judge.small_sets``, for each way of counting): a
-        combination on it (and on columns that add 0) is a leak whatever its weights. With the set's columns
-        after all others but before the empty ones, a basis row whose pivot falls in the set is one. Raises
-        :class:`TooComplex` past ``MOST_SMALL_SETS`` sets."""
-        grouping = getattr(self.judge, "small_sets", None)
-        if grouping is None or not self.basis:
-            return []
+    def few_leaks(self, before: Callable[[], _Space]) -> list[tuple[frozenset[int], set[int]]]:
+        """The combinations in the space that are functions of fewer than k taxpayers counting toward some
+        statistic (:mod:`sandbox.audit.few`) and that the space ``before()`` (without the answer) lacks. Raises
+        :class:`TooComplex` where there are too many to search."""
+        judge = self.judge
+        if not self.basis or not isinstance(judge, Judge):
+            return []  # classes of entities (ClassJudge) are judged by their totals
         used = sorted({c for row in self.basis for c in row.vector})
-        columns = {c: frozenset(self.parts[c]) for c in used}
-        leaks, tried = [], 0
-        for kind in self.judge.kinds():
-            sets, empty = grouping(columns, kind)
-            tried += len(sets)
-            if tried > MOST_SMALL_SETS:
-                raise TooComplex(f"more than {MOST_SMALL_SETS} sets of columns of few taxpayers")
-            for group in sets:
-                self.check()
-                order = sorted(used, key=lambda c: (2 if c in empty else 1 if c in group else 0, c))  # noqa: B023
-                echelon = Echelon({c: i for i, c in enumerate(order)})
-                for row in self.basis:
-                    echelon.add(Row(dict(row.vector), dict(row.weights)))
-                for pivot, row in echelon.pivots.items():
-                    if pivot in group:
-                        leaks.append((frozenset(b for c in group for b in self.parts[c]), set(row.weights)))
-                        break
+        leaks = []
+        for kind in judge.kinds():
+            people = {c: judge.contributors(frozenset(self.parts[c]), kind) for c in used}
+            for leak in few_taxpayer_leaks(self.basis, lambda: before().basis, people, judge.rules.k,
+                                           self.check):
+                leaks.append((frozenset(b for c in leak.columns for b in self.parts[c]), set(leak.rows)))
         return leaks
 
-    def leaks(self) -> list[tuple[frozenset[int], set[int]]]:
-        """The failing totals in the space: each as its union of blocks, with the rows its combination takes.
-        Raises :class:`TooComplex` where there are too many combinations to search."""
-        leaks = self._small_group_leaks()
-        few = getattr(self.judge, "shared_few", None)
-        for combination in totals(self.basis, signed=few is not None) if self.basis else ():
+    def total_leaks(self) -> list[tuple[frozenset[int], set[int]]]:
+        """The failing totals and the dominated differences in the space: each as its union of blocks, with the
+        rows its combination takes. Raises :class:`TooComplex` where there are too many combinations to search."""
+        leaks = []
+        judge = self.judge
+        signed = isinstance(judge, Judge)  # differences of entity classes tell nothing a total does not
+        for combination in totals(self.basis, signed=signed) if self.basis else ():
             union = frozenset(b for c in combination.vector for b in self.parts[c])
             unsure = bool(self.stale & set(combination.weights)) and bool(self.unsure & set(combination.vector))
             if all(v == 1 for v in combination.vector.values()):
                 leaking = unsure or self.judge.fails(union)
             else:  # a difference: one block less another, e.g. one firm's year less its year before
                 plus = frozenset(b for c, v in combination.vector.items() if v == 1 for b in self.parts[c])
-                leaking = unsure or few(plus, union - plus) or self.judge.dominated_change(plus, union - plus)
+                leaking = unsure or (isinstance(judge, Judge) and judge.dominated_change(plus, union - plus))
             if leaking:
                 leaks.append((union, set(combination.weights)))
         return leaks

@@ -123,7 +123,7 @@ def totals(basis: list[Row], *, steps: int = MOST_SEARCH_STEPS, signed: bool = F
     soon as a column no later row touches holds another value. Raises :class:`TooComplex` past ``steps``."""
     found: list[Row] = []
     budget = [steps]
-    for part in _parts(reduced(basis)):
+    for part in split(reduced(basis)):
         found.extend(_totals_of(part, budget, signed))
     return found
 
@@ -162,8 +162,9 @@ def _totals_of(part: list[Row], budget: list[int], signed: bool) -> list[Row]:
     return found
 
 
-def _parts(rows: list[Row]) -> list[list[Row]]:
-    """The rows grouped so that rows of different groups share no column (union-find on columns)."""
+def split(rows: list[Row]) -> list[list[Row]]:
+    """The rows grouped so that rows of different groups share no column (union-find on columns): of a reduced
+    echelon form, the independent parts of its space."""
     parent = list(range(len(rows)))
 
     def find(i: int) -> int:
