@@ -19,16 +19,16 @@ the data and differenced across):
    0 < contributors < k, or its largest contributors dominate it;
 3. a total that takes a passing block passes too (its entities and contributors only grow), so only
    combinations of released cells that are zero on every passing block can be a failing total. They form a
-   space (:mod:`sandbox.audit.linear`); in it every *total* (a combination that is 1 on each block it
-   takes: the total of those blocks, whatever weights make it) is found, and each is judged as one cell. A
-   total that passes is a released remainder of many taxpayers, as a street's total less its published
-   industries is; one that fails is a leak. The *differences* in it (1 on some blocks, -1 on others) are
-   found too: one whose net change the dominance rule finds mostly one or two taxpayers' is a leak. And any
-   combination, whatever its weights, on blocks that hold fewer than k contributing taxpayers among them (a
-   firm's two years as 2 * 2025 + 2026, one firm plus twice another, one small cell less another;
-   contributors counted per statistic, so dormant firms that declare 0 are no cover for a sum) is a leak,
-   found by the search of :mod:`sandbox.audit.few`. A block that no entity contributes to (a sum of zeros)
-   passes alone but adds nothing to a union, so it is counted with the failing blocks here;
+   space (:mod:`sandbox.audit.linear`), and every combination in it, whatever its weights, is judged by two
+   searches: one on blocks that hold fewer than k contributing taxpayers among them is a leak (a firm's two
+   years as 2 * 2025 + 2026, one firm plus twice another, one small cell less another; contributors counted per
+   statistic, so dormant firms that declare 0 are no cover for a sum; :mod:`sandbox.audit.few`), and so is one
+   whose taxpayers' net amounts the dominance rule would withhold (a dominated remainder, a giant's growth, a
+   giant's block less a small block of others; :mod:`sandbox.audit.dominance`). A block that no entity
+   contributes to (a sum of zeros) passes alone but adds nothing to a union, so it is counted with the failing
+   blocks here. A remainder of many taxpayers that no taxpayer dominates, as a street's total less its
+   published industries is, is released. Where a stale cell takes part (below) the space's totals and
+   differences are also enumerated (:func:`sandbox.audit.linear.totals`);
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
    withholding the answer's cells (every statistic of each) that take part in it, one at a time in the order
    of their keys, until none is left, and then giving back those that turn out not to be needed. A cell
@@ -62,8 +62,9 @@ from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import Blocks, Contribution, read_blocks
 from sandbox.audit.components import Parts
+from sandbox.audit.dominance import first_dominated
 from sandbox.audit.few import few_taxpayer_leaks
-from sandbox.audit.linear import Echelon, Row, TooComplex, Vector, totals, unsafe_space
+from sandbox.audit.linear import Echelon, Row, TooComplex, Vector, supported_on, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
 
 
@@ -337,10 +338,10 @@ class Judge:
         self.counted = sorted({position[s.split(":", 1)[1]] for s in statistics if s.startswith("count:")})
         self.position = position
         self.rules = rules
-        self.rows_counted = bool({"rows", "entities"} & set(statistics))
         dominance = rules.dominance
         self.largest = max(dominance.n or 0, 2 if dominance.p is not None else 0) if dominance is not None else 0
         self._cache: dict[frozenset[int], tuple[bool, bool]] = {}
+        self._amount_cache: dict[tuple[frozenset[int], int], tuple[dict[Any, Any], Any, Any]] = {}
 
     def fails(self, union: frozenset[int]) -> bool:
         """Whether the rules would withhold the union as a cell."""
@@ -352,11 +353,10 @@ class Judge:
         return self._verdict(union)[1]
 
     def kinds(self) -> list[str]:
-        """The ways a taxpayer can count toward a statistic released in the scope: ``rows`` (a row, where rows
-        or distinct entities are released), ``sum:<i>`` (a nonzero amount of summed measure i), ``count:<i>``
+        """The ways a taxpayer can count toward a statistic released in the scope: ``rows`` (a row: the threshold
+        counts every taxpayer a cell holds), ``sum:<i>`` (a nonzero amount of summed measure i), ``count:<i>``
         (a value of counted measure i). A combination is judged under each: it may be made of cells of any."""
-        return ((["rows"] if self.rows_counted else []) + [f"sum:{at}" for at in self.summed]
-                + [f"count:{at}" for at in self.counted])
+        return ["rows"] + [f"sum:{at}" for at in self.summed] + [f"count:{at}" for at in self.counted]
 
     def contributors(self, union: frozenset[int], kind: str) -> set:
         """The taxpayers who count toward ``kind`` in the union (a firm that declares 0 adds nothing to a
@@ -369,26 +369,56 @@ class Judge:
                     found.add(entity)
         return found
 
-    def dominated_change(self, plus: frozenset[int], minus: frozenset[int]) -> bool:
-        """Whether a difference that holds taxpayers on both sides is, for a summed measure, mostly one or two
-        taxpayers' change: the dominance rule on each taxpayer's net amount (its part of ``plus`` less its
-        part of ``minus``), as a cell's on its amounts (a giant's growth beside small firms that hardly move)."""
-        if self.rules.dominance is None or not self.summed:
+    def dominated_change(self, plus: list[frozenset[int]], minus: list[frozenset[int]]) -> bool:
+        """Whether a difference (the columns ``plus`` less the columns ``minus``, each a union of blocks) is, for a
+        summed measure, mostly one or two taxpayers': the dominance rule on each taxpayer's net amount (its part
+        of ``plus`` less its part of ``minus``), as a cell's on its amounts. That is a giant's growth beside small
+        firms that hardly move, and as much a giant's block less a small block of other taxpayers."""
+        rule = self.rules.dominance
+        if rule is None or not self.summed:
             return False
-        taken = _merged(self.contributions[b] for b in plus)
-        given = _merged(self.contributions[b] for b in minus)
-        if not taken.keys() & given.keys():
-            return False
-        for at in self.summed:
-            net = {}
-            for entity in taken.keys() | given.keys():
-                a = taken[entity][1][at] if entity in taken else None
-                b = given[entity][1][at] if entity in given else None
-                net[entity] = (a or 0) - (b or 0)
-            amounts = [v for v in net.values() if v]
-            if amounts and _dominated(amounts, self.rules.dominance, self.largest):
+        summed = self.summed
+        if self.released_at is not None:
+            names = set().union(*(self.released_at.get(b, ()) for column in plus + minus for b in column))
+            summed = [at for at in summed if f"sum:{self.measures[at]}" in names]
+        for at in summed:
+            columns = [(self._amounts(column, at), 1) for column in plus] + [(self._amounts(column, at), -1)
+                                                                             for column in minus]
+            # Cheap bound first: the nets add up to the difference of the totals, so their magnitudes are at
+            # least its size, while the largest net is at most the columns' largest amounts added up.
+            change = abs(sum(sign * total for (_, total, _), sign in columns))
+            top = sum(largest for (_, _, largest), _ in columns)
+            if (rule.p is None and rule.k is not None and type(top) is int and type(change) is int  # noqa: E721
+                    and 100 * (rule.n or 1) * top <= Fraction(rule.k) * change):
+                continue
+            net: dict[Any, Any] = {}
+            for (amounts, _, _), sign in columns:
+                for entity, amount in amounts.items():
+                    net[entity] = net.get(entity, 0) + sign * amount
+            values = [v for v in net.values() if v]
+            if values and _dominated(values, rule, self.largest):
                 return True
         return False
+
+    def amounts(self, column: frozenset[int], at: int) -> dict[Any, Any]:
+        """Per taxpayer its amount of summed measure ``at`` in ``column`` (a union of blocks)."""
+        return self._amounts(column, at)[0]
+
+    def _amounts(self, column: frozenset[int], at: int) -> tuple[dict[Any, Any], Any, Any]:
+        """Per taxpayer its amount of measure ``at`` in ``column`` (blocks), the column's total and the largest
+        magnitude (cached per column)."""
+        key = (column, at)
+        found = self._amount_cache.get(key)
+        if found is None:
+            amounts: dict[Any, Any] = {}
+            for block in column:
+                for entity, part in self.contributions[block].items():
+                    amount = part[1][at]
+                    if amount is not None:
+                        amounts[entity] = amounts.get(entity, 0) + amount
+            found = self._amount_cache[key] = (amounts, sum(amounts.values()),
+                                               max((abs(a) for a in amounts.values()), default=0))
+        return found
 
     def value(self, union: frozenset[int], statistic: str) -> Any:
         """The value of ``statistic`` over the union on today's data, as the cell table would give it."""
@@ -624,7 +654,11 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Cell
 
     try:
         few = space.few_leaks(before)
-        leaks = space.total_leaks()
+        if not few and (dominated := space.dominance_leak(before)) is not None:
+            few = [(frozenset(), dominated)]
+        # Every total and difference is a combination the two searches above judge, but for the ones a stale
+        # cell takes (judged unsure, whatever their taxpayers) and for classes of entities (ClassJudge).
+        leaks = space.total_leaks() if space.stale or not isinstance(judge, Judge) else []
     except TooComplex:
         if len(space.basis) <= len(before().basis):
             return []
@@ -694,6 +728,28 @@ class _Space:
                 leaks.append((frozenset(b for c in leak.columns for b in self.parts[c]), set(leak.rows)))
         return leaks
 
+    def dominance_leak(self, before: Callable[[], _Space]) -> set[int] | None:
+        """The rows of a combination in the space, whatever its weights, whose taxpayers' net amounts of a summed
+        measure the dominance rule would withhold (:mod:`sandbox.audit.dominance`) and that the space ``before()``
+        lacks; None if there is none. Per measure, only the blocks whose cells released its sum take part."""
+        judge = self.judge
+        if not self.basis or not isinstance(judge, Judge) or judge.rules.dominance is None:
+            return None
+        used = sorted({c for row in self.basis for c in row.vector})
+        for at in judge.summed:
+            name = f"sum:{judge.measures[at]}"
+            allowed = {c for c in used if judge.released_at is None
+                       or any(name in judge.released_at.get(b, ()) for b in self.parts[c])}
+            if not allowed:
+                continue
+            amounts = {c: judge.amounts(frozenset(self.parts[c]), at) for c in allowed}
+            leak = first_dominated(supported_on(self.basis, allowed, used),
+                                   lambda: supported_on(before().basis, allowed, used),  # noqa: B023
+                                   amounts, judge.rules.dominance, self.check)
+            if leak is not None:
+                return set(leak.rows)
+        return None
+
     def total_leaks(self) -> list[tuple[frozenset[int], set[int]]]:
         """The failing totals and the dominated differences in the space: each as its union of blocks, with the
         rows its combination takes. Raises :class:`TooComplex` where there are too many combinations to search."""
@@ -706,8 +762,9 @@ class _Space:
             if all(v == 1 for v in combination.vector.values()):
                 leaking = unsure or self.judge.fails(union)
             else:  # a difference: one block less another, e.g. one firm's year less its year before
-                plus = frozenset(b for c, v in combination.vector.items() if v == 1 for b in self.parts[c])
-                leaking = unsure or (isinstance(judge, Judge) and judge.dominated_change(plus, union - plus))
+                plus = [frozenset(self.parts[c]) for c, v in combination.vector.items() if v == 1]
+                minus = [frozenset(self.parts[c]) for c, v in combination.vector.items() if v != 1]
+                leaking = unsure or (isinstance(judge, Judge) and judge.dominated_change(plus, minus))
             if leaking:
                 leaks.append((union, set(combination.weights)))
         return leaks

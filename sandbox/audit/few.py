@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from sandbox.audit.linear import Echelon, Row, TooComplex, reduced, split
+from sandbox.audit.linear import Row, TooComplex, reduced, split, supported_on
 
 # The most rank tests one search runs before the space counts as too complex to search.
 MOST_TESTS = 2_000
@@ -83,16 +83,12 @@ class _Search:
 
     def within(self, rows: list[Row], allowed: frozenset[int]) -> list[Row]:
         """Rows spanning the combinations of ``rows`` nonzero only on ``allowed`` and the empty columns, less
-        those on the empty columns alone: the echelon rows with their pivot in ``allowed``."""
+        those on the empty columns alone."""
         self.tests_left -= 1
         if self.tests_left < 0:
             raise TooComplex("too many sets of few taxpayers to search")
         self.check()
-        order = sorted(self.used, key=lambda c: (2 if c in self.empty else 1 if c in allowed else 0, c))
-        echelon = Echelon({c: i for i, c in enumerate(order)})
-        for row in rows:
-            echelon.add(Row(dict(row.vector), dict(row.weights)))
-        return [row for pivot, row in echelon.pivots.items() if pivot in allowed]
+        return supported_on(rows, allowed, self.used, self.empty)
 
     def _contributors(self, columns: frozenset[int]) -> set[Hashable]:
         return set().union(*(self.people[c] for c in columns))

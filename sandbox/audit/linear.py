@@ -84,6 +84,18 @@ def unsafe_space(vectors: list[Vector], unsafe: set[int], columns: list[int]) ->
     return [row for pivot, row in echelon.pivots.items() if pivot in unsafe]
 
 
+def supported_on(rows: list[Row], allowed: frozenset[int] | set[int], columns: list[int],
+                 after: frozenset[int] | set[int] = frozenset()) -> list[Row]:
+    """Rows spanning the combinations of ``rows`` that are zero outside ``allowed`` and ``after``, less those on
+    ``after`` alone: with ``columns`` ordered as the others, then ``allowed``, then ``after``, the echelon rows
+    whose pivot is in ``allowed`` (their weights still name the rows they combine)."""
+    order = sorted(columns, key=lambda c: (2 if c in after else 1 if c in allowed else 0, c))
+    echelon = Echelon({c: i for i, c in enumerate(order)})
+    for row in rows:
+        echelon.add(Row(dict(row.vector), dict(row.weights)))
+    return [row for pivot, row in echelon.pivots.items() if pivot in allowed]
+
+
 def reduced(basis: list[Row]) -> list[Row]:
     """The reduced echelon form of ``basis`` (each pivot zero in every other row): its rows have supports as
     small as one basis can give, and rows that share no column are independent parts of the space."""

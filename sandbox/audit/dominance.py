@@ -1,0 +1,250 @@
+"""Combinations of released cells that the dominance rule would withhold: one or two taxpayers' figures to within
+a small margin.
+
+A combination ``v`` of released cells (any weights: a total, a difference, a giant's year less its year before,
+a giant's block less a small block of others) is the sum over taxpayers of their *net* amounts ``n_e(v)`` (each
+taxpayer's amounts in the blocks, weighted). The dominance rule on it is the cell rule on those nets, by
+magnitude: under (n, k) the n largest ``|n_e|`` must not exceed k% of ``sum |n_e|``; under p% what is left after
+the two largest must not be under p% of the largest.
+
+Write ``a_e`` for taxpayer e's nets as a linear function of the combination's coordinates ``z`` in a basis of the
+space (so ``n_e = a_e . z``), and ``Z`` for the zonotope ``{sum_e w_e a_e : |w_e| <= 1}``, whose support function
+is ``h(z) = sum_e |a_e . z|``, the combination's total magnitude. Then a set S of taxpayers with signs s is
+dominant in some combination exactly when a point ``q`` built from their ``a_e`` lies outside Z, since
+``max_z q . z / h(z)`` is the gauge of q in Z:
+
+- (n, k): ``q = (100 / k) * sum_{e in S} s_e a_e`` with |S| = n;
+- p%: ``q = (1 + p / 100) s_1 a_1 + s_2 a_2`` (what is left after e_1 and e_2 is ``h - |n_1| - |n_2|``).
+
+The gauge of q is a linear programme (HiGHS, through scipy): maximise ``q . z`` subject to ``sum_e |a_e . z| <= 1``.
+Each taxpayer's own gauge ``g_e`` bounds the sets worth testing: the gauge is a norm, so the gauge of q is at most
+the weighted sum of its members' gauges, and only sets whose weighted gauges add up past 1 are tested; a
+least-norm certificate bounds every ``g_e`` before any programme runs, and taxpayers are tried largest bound
+first, so the search stops where the bounds left cannot add up past 1. Under (n, k) smaller sets are tried
+first (a taxpayer dominant alone is dominant with anyone), and the search stops at the first set found: the
+auditor withholds a cell it takes and asks again. The arithmetic is floating point with a margin toward leaks (a
+gauge within 1e-6 of 1 counts as outside).
+
+The space is given as echelon rows over the prime field of :mod:`sandbox.audit.linear`; its reduced form is
+brought back to rationals (their entries are small ratios for cells that add up blocks) before the programme.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linprog
+from scipy.sparse import csr_matrix, hstack, identity, vstack
+
+from dsbroker.policy.model import Dominance
+from sandbox.audit.linear import PRIME, Row, TooComplex, reduced
+
+# A gauge this close to 1 counts as outside: floating point must err toward withholding.
+MARGIN = 1e-6
+# The most programmes one search solves before the space counts as too complex to search.
+MOST_PROGRAMMES = 2_000
+
+
+@dataclass(frozen=True)
+class DominanceLeak:
+    """A set of taxpayers dominant in some combination, with the released rows that combination takes."""
+
+    taxpayers: tuple
+    rows: frozenset[int]
+
+
+def first_dominated(basis: list[Row], before: Callable[[], list[Row]], amounts: dict[int, dict[Hashable, Any]],
+                    rule: Dominance, check: Callable[[], None]) -> DominanceLeak | None:
+    """A set of taxpayers dominant in some combination of the span of ``basis`` (with its columns' amounts per
+    taxpayer in ``amounts``) and in none of the span of ``before()`` (the space without the answer, built only
+    when a set is found); None if there is none. Raises :class:`TooComplex` where the space cannot be searched."""
+    space = _Nets.of(basis, amounts)
+    if space is None:
+        return None
+    old: list[_Nets | None] = []
+    search = _SetSearch(space, check)
+    for weights, rows in search.dominant(rule):
+        if not old:
+            old.append(_Nets.of(before(), amounts, entities=space.entities))
+        previous = old[0]
+        if previous is not None and previous.gauge(previous.point(weights))[0] > 1 - MARGIN:
+            continue  # dominated before the answer: not the answer's
+        return DominanceLeak(tuple(space.entities[e] for e in weights), rows)
+    return None
+
+
+def _shapes(rule: Dominance, entities: int) -> list[tuple[tuple[float, ...], bool]]:
+    """The weighted sets the rule tests, in order: each member's weight, and whether the members' roles are the
+    same (a set, not a sequence)."""
+    shapes = []
+    if rule.n is not None and rule.k is not None:
+        scale = 100 / rule.k
+        shapes.extend(((scale,) * size, True) for size in range(1, min(rule.n, entities) + 1))
+    if rule.p is not None:
+        first = 1 + rule.p / 100
+        shapes.append(((first, 1.0) if entities > 1 else (first,), False))
+    return shapes
+
+
+class _SetSearch:
+    """Sets of taxpayers whose weighted gauges add up past 1, taxpayers tried by their gauges' bounds, largest
+    first, with exact gauges (one programme each) computed only where a bound does not settle it."""
+
+    def __init__(self, space: _Nets, check: Callable[[], None]) -> None:
+        self.space, self.check = space, check
+        self.bounds = space.gauge_bounds()
+        self.order = [int(e) for e in np.argsort(-self.bounds, kind="stable") if self.bounds[e] > MARGIN]
+        self.exact: dict[int, tuple[float, np.ndarray]] = {}
+        self.programmes = 0
+
+    def dominant(self, rule: Dominance) -> Iterator[tuple[dict[int, float], frozenset[int]]]:
+        """Yield each weighted set found dominant (its members' signed weights, by taxpayer position) with the
+        rows of the combination that shows it, skipping sets that hold one found before."""
+        found: list[set[int]] = []
+        for weights, unordered in _shapes(rule, len(self.order)):
+            for members in self.members(weights, unordered, [], 0.0):
+                if any(earlier <= set(members) for earlier in found):
+                    continue
+                for signs in itertools.product((1.0, -1.0), repeat=len(members) - 1):
+                    signed = {members[0]: weights[0]} | {
+                        e: w * sign for e, w, sign in zip(members[1:], weights[1:], signs, strict=True)}
+                    gauge, z = self.exact[members[0]] if len(members) == 1 else self.solve(signed)
+                    if weights[0] * gauge > 1 - MARGIN if len(members) == 1 else gauge > 1 - MARGIN:
+                        found.append(set(members))
+                        yield signed, self.space.rows_of(z)
+                        break
+
+    def solve(self, weights: dict[int, float]) -> tuple[float, np.ndarray]:
+        """The gauge of the point the signed weights make, with the combination that attains it."""
+        self.programmes += 1
+        if self.programmes > MOST_PROGRAMMES:
+            raise TooComplex(f"more than {MOST_PROGRAMMES} programmes to test the dominance rule")
+        self.check()
+        return self.space.gauge(self.space.point(weights))
+
+    def gauge(self, e: int) -> float:
+        """Taxpayer e's exact gauge (cached with its combination)."""
+        if e not in self.exact:
+            self.exact[e] = self.solve({e: 1.0})
+        return self.exact[e][0]
+
+    def members(self, weights: tuple[float, ...], unordered: bool, chosen: list[int],
+                total: float) -> Iterator[list[int]]:
+        """The sets (sequences where roles differ) extending ``chosen`` whose weighted exact gauges exceed 1."""
+        role = len(chosen)
+        if role == len(weights):
+            if total > 1 - MARGIN:
+                yield chosen
+            return
+        start = self.order.index(chosen[-1]) + 1 if unordered and chosen else 0
+        for position in range(start, len(self.order)):
+            e = self.order[position]
+            if e in chosen:
+                continue
+            # The largest bound the later roles can still take: the next taxpayers' in a set, anyone's else.
+            later = (self.order[position + 1] if position + 1 < len(self.order) else None) if unordered else \
+                next((f for f in self.order if f not in chosen and f != e), None)
+            rest = sum(weights[role + 1:]) * (self.bounds[later] if later is not None else 0.0)
+            if total + weights[role] * self.bounds[e] + rest <= 1 - MARGIN:
+                if unordered or role == 0:
+                    break  # the order is by bound: no later taxpayer takes the sum past 1
+                continue
+            if total + weights[role] * self.gauge(e) + rest > 1 - MARGIN:
+                yield from self.members(weights, unordered, chosen + [e], total + weights[role] * self.gauge(e))
+
+
+class _Nets:
+    """The taxpayers' nets over a space: one row ``a_e`` per taxpayer, over the space's coordinates."""
+
+    def __init__(self, entities: list[Hashable], matrix: np.ndarray, weights: list[dict[int, int]]) -> None:
+        self.entities = entities
+        self.matrix = matrix  # taxpayers x coordinates
+        self.weights = weights  # per coordinate, the released rows it combines (mod PRIME)
+        self._constraints: Any = None
+
+    @classmethod
+    def of(cls, basis: list[Row], amounts: dict[int, dict[Hashable, Any]],
+           entities: list[Hashable] | None = None) -> _Nets | None:
+        """The nets over the span of ``basis``, whose columns' amounts per taxpayer are ``amounts``; None if every
+        net is 0. ``entities`` fixes the taxpayers' order (to compare two spaces)."""
+        if not basis:
+            return None
+        rows = reduced([Row(dict(r.vector), dict(r.weights)) for r in basis])
+        rational = [{c: float(_rational(v)) for c, v in row.vector.items()} for row in rows]
+        if entities is None:
+            entities = sorted({e for row in rational for c in row for e in amounts.get(c, {})}, key=repr)
+        index = {e: i for i, e in enumerate(entities)}
+        try:
+            scale = float(max((abs(a) for column in amounts.values() for a in column.values()), default=0)) or 1.0
+            matrix = np.zeros((len(entities), len(rational)))
+            for j, row in enumerate(rational):
+                for column, coefficient in row.items():
+                    for entity, amount in amounts.get(column, {}).items():
+                        if entity in index:
+                            matrix[index[entity], j] += coefficient * (float(amount) / scale)
+        except OverflowError as error:
+            raise TooComplex("amounts too large to compare") from error
+        if not np.isfinite(matrix).all():
+            raise TooComplex("amounts that are not finite")
+        if not matrix.any():
+            return None
+        return cls(entities, matrix, [row.weights for row in rows])
+
+    def point(self, weights: dict[int, float]) -> np.ndarray:
+        """The point sum of ``weight * a_e`` (taxpayers by position)."""
+        point = np.zeros(self.matrix.shape[1])
+        for e, weight in weights.items():
+            point += weight * self.matrix[e]
+        return point
+
+    def gauge_bounds(self) -> np.ndarray:
+        """Per taxpayer an upper bound of its gauge: ``a_e = sum_f w_f a_f`` with the least-norm w gives
+        ``g_e <= max |w_f|``, and always ``g_e <= 1``."""
+        a = self.matrix
+        inverse = np.linalg.pinv(a.T @ a)
+        bounds = np.ones(len(self.entities))
+        for start in range(0, len(self.entities), 512):
+            certificates = a @ (inverse @ a[start:start + 512].T)  # column f: the least-norm w for a_f
+            bounds[start:start + 512] = np.minimum(1.0, np.abs(certificates).max(axis=0) * (1 + 1e-6) + 1e-9)
+        return bounds
+
+    def gauge(self, point: np.ndarray) -> tuple[float, np.ndarray]:
+        """The gauge of ``point`` in the zonotope (max ``point . z`` subject to ``sum_e |a_e . z| <= 1``), with the
+        z that attains it."""
+        entities, dimension = self.matrix.shape
+        if self._constraints is None:
+            a = csr_matrix(self.matrix)
+            eye = identity(entities, format="csr")
+            self._constraints = vstack([hstack([a, -eye]), hstack([-a, -eye]),
+                                        hstack([csr_matrix((1, dimension)), csr_matrix(np.ones((1, entities)))])
+                                        ]).tocsr()
+        result = linprog(np.concatenate([-point, np.zeros(entities)]), A_ub=self._constraints,
+                         b_ub=np.concatenate([np.zeros(2 * entities), [1.0]]),
+                         bounds=[(None, None)] * dimension + [(0, None)] * entities, method="highs")
+        if result.status != 0:
+            raise TooComplex(f"the dominance programme did not solve ({result.message})")
+        return float(-result.fun), result.x[:dimension]
+
+    def rows_of(self, z: np.ndarray) -> frozenset[int]:
+        """The released rows the combination with coordinates ``z`` takes."""
+        scale = float(np.abs(z).max()) or 1.0
+        return frozenset(i for j, weights in enumerate(self.weights) if abs(z[j]) > 1e-9 * scale for i in weights)
+
+
+def _rational(residue: int) -> Fraction:
+    """The fraction a / b with |a|, |b| < sqrt(PRIME / 2) congruent to ``residue`` (rational reconstruction);
+    raises :class:`TooComplex` if there is none (the space's entries are then too large to bring back)."""
+    bound = int((PRIME // 2) ** 0.5)
+    r0, r1, s0, s1 = PRIME, residue % PRIME, 0, 1
+    while r1 > bound:
+        quotient = r0 // r1
+        r0, r1 = r1, r0 - quotient * r1
+        s0, s1 = s1, s0 - quotient * s1
+    if abs(s1) > bound or s1 == 0:
+        raise TooComplex("the space's coefficients are too large to bring back to rationals")
+    return Fraction(r1, s1)
