@@ -89,5 +89,7 @@ def state_path(settings: SandboxSettings, configured: str, name: str) -> Path:
     if settings.engine == "duckdb" and settings.data:
         data = Path(settings.data)
         return data.with_name(f"{data.name}.{name}")
+    if settings.engine == "duckdb":
+        raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
     raise ConfigError(f"set state_dir (a directory the sandbox keeps its ledgers in, e.g. {name} there): with "
                       "engine = \"postgres\" there is no data file to keep them beside")
