@@ -10,6 +10,7 @@ from broker.query.sandbox_client import SandboxClient
 from dsbroker.v1 import catalog_pb2 as pb
 
 CATALOG_SECONDS = 60.0
+DEFAULT_DIALECT = "duckdb"
 
 
 class Catalog:
@@ -40,6 +41,17 @@ class Catalog:
         except DsbrokerError:
             return None
         return {dataset.name: {column.name: column.type for column in dataset.columns} for dataset in datasets}
+
+    def engine_dialect(self, dataset: str) -> str:
+        """The SQL dialect of the engine that serves ``dataset``, as its sandbox publishes it: what the guard
+        writes the cell query in (the sandbox runs only the SQL its own guard writes, byte for byte). DuckDB's
+        when the sandbox does not say or cannot be asked (it then refuses a plan in another dialect)."""
+        try:
+            datasets = self.datasets()
+        except DsbrokerError:
+            return DEFAULT_DIALECT
+        described = next((d for d in datasets if d.name == dataset), None)
+        return described.engine_dialect if described is not None and described.engine_dialect else DEFAULT_DIALECT
 
     def dataset(self, name: str) -> pb.Dataset:
         """One dataset's description; NOT_FOUND when no sandbox publishes it."""

@@ -127,7 +127,8 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
                       CallAuditInterceptor(access_log)])
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz, clock=clock,
-                                    partitions=partitions, column_types=catalog.column_types)), server)
+                                    partitions=partitions, column_types=catalog.column_types,
+                                    engine_dialect=catalog.engine_dialect)), server)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), server)
     access_request_service_pb2_grpc.add_AccessRequestServiceServicer_to_server(AccessRequestServicer(workflow), server)
     policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policies), server)

@@ -16,7 +16,10 @@ departments before they ask, and drafts policies from it. A catalog file looks l
           taxpayer_id: {description: Unified social credit code, classification: core, levels: [entity]}
           revenue: {description: Declared revenue, unit: fen, classification: sensitive, levels: [measure]}
 
-A column the file does not describe is not published and may not be requested.
+A column the file does not describe is not published and may not be requested. ``dsbroker catalog draft``
+(:mod:`sandbox.catalog_draft`) writes a file of this shape from the engine's columns with every judgement the
+owner must make left as a ``TODO`` placeholder; a value that still starts with ``TODO`` is refused, naming its
+line, so a draft cannot be served before the owner has classified every column it describes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ DEFAULT_STAGES = ("reviewer", "owner")
 DEFAULT_MIN_ENTITIES = 10
 _DATASET_KEYS = {"title", "description", "entity", "row_filter", "min_entities", "approval_stages", "columns"}
 _COLUMN_KEYS = {"description", "unit", "classification", "levels"}
+PLACEHOLDER = "TODO"  # how a draft marks what the owner must fill in
 
 
 @dataclass(frozen=True)
@@ -58,21 +62,24 @@ def catalog_path_for(data: str | Path) -> Path:
     return data.with_name(f"{data.stem}.catalog.yaml")
 
 
-def load_catalog(path: str | Path | None, served: set[str],
-                 columns_of: Callable[[str], list[tuple[str, str]]]) -> Catalog:
+def load_catalog(path: str | Path | None, served: set[str], columns_of: Callable[[str], list[tuple[str, str]]], *,
+                 engine_dialect: str = "duckdb") -> Catalog:
     """Read the owner's catalog file and check it against the served tables' real columns.
 
-    Without a file every served table is published by name only, with nothing requestable.
-    Errors name the file and line.
+    Without a file every served table is published by name only, with nothing requestable. Every dataset
+    carries ``engine_dialect``, the dialect the broker's guard must write its SQL in. Errors name the file and
+    line.
     """
     if path is None:
-        return Catalog({name: catalog_pb2.Dataset(name=name, approval_stages=DEFAULT_STAGES) for name in served})
+        return Catalog({name: catalog_pb2.Dataset(name=name, approval_stages=DEFAULT_STAGES,
+                                                  engine_dialect=engine_dialect) for name in served})
     path = Path(path)
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read the catalog ({error.__class__.__name__})") from None
-    reader = _Reader(path)
+    reader = _Reader(path, engine_dialect)
+    reader.refuse_placeholders(root)
     top = reader.mapping(root, "the catalog", {"datasets"})
     if "datasets" not in top:
         raise reader.fail(root, "missing required key 'datasets'")
@@ -82,13 +89,27 @@ def load_catalog(path: str | Path | None, served: set[str],
             raise reader.fail(node, f"dataset {name!r} is not served by this sandbox")
         datasets[name] = reader.dataset(name, node, dict(columns_of(name)))
     for name in served - set(datasets):
-        datasets[name] = catalog_pb2.Dataset(name=name, approval_stages=DEFAULT_STAGES)
+        datasets[name] = catalog_pb2.Dataset(name=name, approval_stages=DEFAULT_STAGES, engine_dialect=engine_dialect)
     return Catalog(datasets)
 
 
 class _Reader:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, dialect: str) -> None:
         self.path = path
+        self.dialect = dialect
+
+    def refuse_placeholders(self, node: yaml.Node) -> None:
+        """Refuse the first value a draft left for the owner (it starts with TODO), naming its line."""
+        if isinstance(node, yaml.ScalarNode):
+            if str(node.value).startswith(PLACEHOLDER):
+                raise self.fail(node, f"{node.value!r} is a placeholder of the draft: the owner must replace it "
+                                      "(or remove the dataset) before the catalog is served")
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                self.refuse_placeholders(item)
+        elif isinstance(node, yaml.MappingNode):
+            for _key, value in node.value:
+                self.refuse_placeholders(value)
 
     def fail(self, node: yaml.Node | None, message: str) -> ConfigError:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
@@ -143,7 +164,7 @@ class _Reader:
         row_filter = self.text(items.get("row_filter"), f"{name}.row_filter")
         if row_filter:
             try:
-                sqlglot.parse_one(row_filter, read="duckdb")
+                sqlglot.parse_one(row_filter, read="duckdb")  # as the guard reads it, whatever the engine
             except sqlglot.errors.SqlglotError:
                 raise self.fail(items["row_filter"], f"{name}.row_filter does not parse as a SQL condition") from None
         columns = []
@@ -167,4 +188,4 @@ class _Reader:
         return catalog_pb2.Dataset(name=name, title=self.text(items.get("title"), "title"),
                                    description=self.text(items.get("description"), "description"),
                                    entity_column=entity, row_filter=row_filter, min_entities=min_entities,
-                                   approval_stages=stages, columns=columns)
+                                   approval_stages=stages, columns=columns, engine_dialect=self.dialect)

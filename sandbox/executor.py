@@ -24,10 +24,10 @@ from sandbox.checks.lookups import LookupChecker
 from sandbox.checks.plan import PlanGuardChecker
 from sandbox.checks.plan_fields import check_plan_fields
 from sandbox.checks.policy import PlanPolicyChecker
-from sandbox.audit.auditor import Auditor, AuditSession
+from sandbox.audit.auditor import Auditor
 from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.disclosure.noise import noisy_answer
-from sandbox.disclosure.release import check_size, engine_cap, release
+from sandbox.disclosure.release import audited_release, check_committed, check_size, engine_cap
 from sandbox.engine.interface import Engine, EngineResult
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.ledgers.privacy import PrivacyLedger
@@ -109,17 +109,10 @@ class PlanExecutor:
             audited=self.auditor is not None, sandbox_id=self.executions.sandbox_id)
 
     def _release(self, result: EngineResult, guarded: GuardedQuery, *, max_rows: int, deadline: float):
-        """Disclosure control on the engine's cells, the released-cell auditor included: under the dataset's
-        audit lock, so that two answers audited at once cannot each pass alone."""
-        auditor = self.auditor
-        if auditor is None:  # the owner turned the auditor off (audit_released_cells = false)
-            return release(result.names, result.types, result.rows, guarded, max_rows=max_rows, deadline=deadline)
-        with auditor.lock(guarded.dataset):
-            session = auditor.session(guarded, deadline=deadline)
-            released = release(result.names, result.types, result.rows, guarded, max_rows=max_rows,
-                               deadline=deadline, audit=session)
-            _committed(session, guarded)
-            return released
+        """Disclosure control on the engine's cells, the released-cell auditor included (unless the owner turned it
+        off, audit_released_cells = false)."""
+        return audited_release(result.names, result.types, result.rows, guarded, max_rows=max_rows,
+                               deadline=deadline, auditor=self.auditor)
 
     def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result: EngineResult,
                    key: RequesterKey, *, max_rows: int, deadline: float) -> pb.ExecutePlanResponse:
@@ -136,7 +129,7 @@ class PlanExecutor:
                 session = auditor.session(guarded, deadline=deadline)
                 release = encrypted_release(result.names, result.types, result.rows, guarded, partitions=1,
                                             dataset=plan.dataset, max_rows=max_rows, audit=session)
-                _committed(session, guarded)
+                check_committed(session)
         response = pb.ExecutePlanResponse(truncated=release.truncated, engine_micros=result.micros,
                                           sandbox_id=self.executions.sandbox_id,
                                           audited=self.auditor is not None and not policy.partitions)
@@ -199,9 +192,3 @@ class PlanExecutor:
         response.sandbox_id = self.executions.sandbox_id
         return response
 
-
-def _committed(session: AuditSession, guarded: GuardedQuery) -> None:
-    """Fail closed: an answer whose released cells were not recorded does not leave."""
-    if not session.committed and session.cells:
-        raise DsbrokerError("the sandbox could not record the cells the answer releases; nothing was released",
-                            reason="RELEASED_CELLS_UNAVAILABLE")

@@ -19,8 +19,7 @@ from dsbroker.settings import owner_timezone
 from sandbox.settings import SandboxSettings
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
-from sandbox.engine.duckdb_engine import DuckDBEngine
-from sandbox.engine.interface import EngineLimits
+from sandbox.engine.configured import open_engine, state_path
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.checks.lookups import LookupChecker
 from dsbroker.identity.tokens import authenticator_from_settings
@@ -43,8 +42,6 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
 
     ``engine_clock`` (monotonic seconds) is what the engine measures queries' time limits with."""
     tls = server_tls(settings, "the sandbox", client_ca_required=True)
-    if not settings.data:
-        raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
     if not settings.datasets:
         # Deny by default: a file may hold tables nobody meant to publish (the demo's company names).
         raise ConfigError("no datasets configured: set datasets to the tables this sandbox serves, as schema.table "
@@ -58,38 +55,30 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         raise ConfigError("token_binding = \"subject\" needs requester_ca (the CA of the requesters' certificates)")
     noise_budgets = _noise_budgets(settings)
     trust = Trust.load(settings.trust)
-    data_file = Path(settings.data)
+    paths = {name: state_path(settings, configured, name) for name, configured in (
+        ("policies.sqlite", settings.policy_ledger), ("privacy.sqlite", settings.privacy_ledger),
+        ("released.sqlite", settings.released_cells), ("executions.sqlite", settings.execution_ledger))}
+    if settings.state_dir:
+        Path(settings.state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)  # the ledgers are the owner's
     # The sandbox sees the broker's TLS certificate, not the requester's: it checks tokens against the
     # requester's certificate the broker forwards in each plan (and, with requester_ca, its chain).
     authenticator = authenticator_from_settings(settings, binding=settings.token_binding)
     requester_ca = CertificateAuthorities(settings.requester_ca) if settings.requester_ca else None
-    engine = DuckDBEngine(settings.data, EngineLimits(
-        memory_limit=settings.memory_limit, threads=settings.threads, pool_size=settings.pool_size,
-        max_execution_ms=max(1, int(settings.max_execution_seconds * 1000))), clock=engine_clock)
-    tables = engine.tables()
-    clashing = {t for t in tables if t.split(".")[0] == engine.path.stem}
-    if clashing:
-        engine.close()
-        raise ConfigError(f"the data file's name {engine.path.name!r} equals schema {engine.path.stem!r}, which makes "
-                          "DuckDB names ambiguous; rename the file (e.g. to owner-data.duckdb)")
+    engine = open_engine(settings, clock=engine_clock)
     datasets = set(settings.datasets)
-    missing = datasets - tables
+    missing = datasets - engine.tables()
     if missing:
         engine.close()
-        raise ConfigError(f"configured datasets not in {settings.data}: {', '.join(sorted(missing))}")
-    plans = PlanGuardChecker(authenticator, requester_ca=requester_ca,
+        raise ConfigError(f"configured datasets not served by the {settings.engine} engine ({engine.name}): "
+                          f"{', '.join(sorted(missing))}")
+    plans = PlanGuardChecker(authenticator, requester_ca=requester_ca, engine_dialect=engine.dialect,
                              column_types={table: dict(engine.columns(table)) for table in datasets})
-    catalog_file = settings.catalog or catalog_path_for(settings.data)
-    if not settings.catalog and not catalog_file.is_file():
-        log.warning("no catalog beside %s: datasets are published by name only, with nothing requestable",
-                    settings.data)
-        catalog_file = None
     try:
-        catalog = load_catalog(catalog_file, datasets, engine.columns)
+        catalog = load_catalog(catalog_file(settings), datasets, engine.columns, engine_dialect=engine.dialect)
     except ConfigError:
         engine.close()
         raise
-    policy_ledger = PolicyLedger(settings.policy_ledger or data_file.with_name(data_file.name + ".policies.sqlite"))
+    policy_ledger = PolicyLedger(paths["policies.sqlite"])
     try:
         standing = PolicyStanding(trust, policy_ledger, directory=settings.statements or None)
     except ConfigError:
@@ -97,17 +86,13 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         engine.close()
         raise
     policies = PlanPolicyChecker(trust, standing=standing, owner_timezone=owner_timezone(settings.owner_timezone))
-    ledger = PrivacyLedger(settings.privacy_ledger or data_file.with_name(data_file.name + ".privacy.sqlite"),
-                           dataset_budgets=noise_budgets)
-    released = ReleasedCellLedger(settings.released_cells or data_file.with_name(data_file.name + ".released.sqlite")) \
-        if settings.audit_released_cells else None
+    ledger = PrivacyLedger(paths["privacy.sqlite"], dataset_budgets=noise_budgets)
+    released = ReleasedCellLedger(paths["released.sqlite"]) if settings.audit_released_cells else None
     if released is None:
         log.warning("the released-cell auditor is off: exact answers are not checked against cells released before")
-    ledger_file = Path(settings.execution_ledger or data_file.with_name(data_file.name + ".executions.sqlite"))
-    executions = ExecutionLedger(ledger_file,
-                                 sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{data_file.stem}")
+    ledger_file = paths["executions.sqlite"]
+    executions = ExecutionLedger(ledger_file, sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{engine.name}")
     witness = _witness(settings, ledger_file, executions.sandbox_id)
-    stat = data_file.stat()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
                           interceptors=[ErrorInterceptor(), CallConventionsInterceptor()])
@@ -115,15 +100,30 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans,
                         lookups=LookupChecker.for_engine(engine, datasets), max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds, executions=executions,
-                        witness=witness, ledger=ledger, data_version=f"{stat.st_size}:{stat.st_mtime_ns}",
+                        witness=witness, ledger=ledger, data_version=engine.data_version(),
                         released=released), server)
     health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
     port = bind(server, settings.listen, tls)
     server.start()
-    log.info("sandbox serving %s on port %d", ", ".join(sorted(datasets)), port)
+    log.info("sandbox serving %s from %s (%s) on port %d", ", ".join(sorted(datasets)), engine.name, settings.engine,
+             port)
     return Running(server, health, port, settings.grace_seconds,
                    on_stop=[engine.close, ledger.close, executions.close, witness.close,
                             policy_ledger.close, *([released.close] if released is not None else [])])
+
+
+def catalog_file(settings: SandboxSettings) -> Path | None:
+    """The owner's catalog file: as configured, else beside a DuckDB data file when one is there, else none (the
+    datasets are then published by name only)."""
+    if settings.catalog:
+        return Path(settings.catalog)
+    beside = catalog_path_for(settings.data) if settings.engine == "duckdb" and settings.data else None
+    if beside is not None and beside.is_file():
+        return beside
+    log.warning("no catalog configured%s: datasets are published by name only, with nothing requestable "
+                "('dsbroker catalog draft' writes one for the owner to fill in)",
+                f" or beside {settings.data}" if beside is not None else "")
+    return None
 
 
 def _noise_budgets(settings: SandboxSettings) -> dict[str, float]:

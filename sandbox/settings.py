@@ -34,17 +34,30 @@ class SandboxSettings:
                                     "forwarded certificate must be a valid client certificate under them; needed "
                                     "for encrypted queries with tokens that are not certificate-bound")
     policy_ledger: str = setting("", "SQLite file where the sandbox keeps the owner's revocations and the newest "
-                                     "version of each policy it has seen; empty: beside the data file, "
-                                     "<data>.policies.sqlite")
+                                     "version of each policy it has seen; empty: <state_dir>/policies.sqlite, "
+                                     "or beside the data file, <data>.policies.sqlite")
     statements: str = setting("", "a directory of the owner's own: revocation files (*.json, one statement a "
                                   "line) and signed policy documents (*.yaml), read at start and when they change")
-    data: str = setting("", "path of the DuckDB data file, opened read-only")
+    engine: str = setting("duckdb", "the engine the data is in: 'duckdb' (a data file, data) or 'postgres' (the "
+                                    "owner's PostgreSQL database, postgres_dsn, through a read-only role whose "
+                                    "lockdown is verified at start; the sandbox refuses to start otherwise)")
+    data: str = setting("", "path of the DuckDB data file, opened read-only (engine = duckdb)")
+    postgres_dsn: str = setting("", "libpq connection string or postgresql:// URI of the owner's database, as the "
+                                    "sandbox's read-only role (engine = postgres); keep a password out of it "
+                                    "(PGPASSFILE or ~/.pgpass): it is never logged, but a config file is read by "
+                                    "whoever can read it")
+    state_dir: str = setting("", "directory of the sandbox's ledgers whose own settings are empty "
+                                 "(<dir>/policies.sqlite, privacy.sqlite, released.sqlite, executions.sqlite); "
+                                 "empty: beside the DuckDB data file; required with engine = postgres")
     datasets: tuple[str, ...] = setting((), "tables served and listed, as schema.table (required: the sandbox "
-                                            "serves no table it is not told to)")
+                                            "serves no table it is not told to); on PostgreSQL the role may read "
+                                            "these and no other table")
     catalog: str = setting("", "the owner's catalog YAML describing the datasets (metadata only); empty uses "
-                               "<data name>.catalog.yaml beside the data file when it exists")
+                               "<data name>.catalog.yaml beside the DuckDB data file when it exists (none "
+                               "with engine = postgres; 'dsbroker catalog draft' writes one to fill in)")
     privacy_ledger: str = setting("", "SQLite file where the sandbox keeps what noise policies spent and their "
-                                     "answers; empty: beside the data file, <data>.privacy.sqlite")
+                                     "answers; empty: <state_dir>/privacy.sqlite, or beside the data file, "
+                                     "<data>.privacy.sqlite")
     noise_budgets: tuple[tuple[str, float], ...] = setting(
         (), "each dataset's whole privacy budget (a TOML table: schema.table = epsilon), which all its noise grants "
             "spend together, each at most its own budget (its share); a dataset without one has the asking grant's "
@@ -54,20 +67,24 @@ class SandboxSettings:
                                                "released-cell auditor); off releases cells that differencing "
                                                "across queries can combine")
     released_cells: str = setting("", "SQLite file where the sandbox keeps every exact cell it has released, for the "
-                                      "released-cell auditor; empty: beside the data file, <data>.released.sqlite")
+                                      "released-cell auditor; empty: <state_dir>/released.sqlite, or beside the "
+                                      "data file, <data>.released.sqlite")
     execution_ledger: str = setting("", "SQLite file where the sandbox records every plan before running it, for "
-                                        "auditors to reconcile with the broker's log; empty: beside the data "
-                                        "file, <data>.executions.sqlite")
+                                        "auditors to reconcile with the broker's log; empty: "
+                                        "<state_dir>/executions.sqlite, or beside the data file, "
+                                        "<data>.executions.sqlite")
     sandbox_id: str = setting("", "this sandbox's name in the execution ledger and the broker's log; empty: "
-                                  "<host name>:<data file name>")
+                                  "<host name>:<data file name>, or <host name>:<database name> on "
+                                  "PostgreSQL")
     broker_log_keys: tuple[str, ...] = setting((), "the broker's access-log public keys (PEM, access-log.pub; one "
                                                    "per broker writing the log) whose checkpoints this sandbox "
                                                    "witnesses in its execution ledger; empty: it witnesses none")
     witness_key: str = setting("", "Ed25519 private key (PEM) with which the sandbox countersigns the checkpoints it "
                                    "witnesses; created (mode 0600) on first start with its public half (.pub) "
                                    "beside it; empty: beside the execution ledger, <ledger>.witness.key")
-    memory_limit: str = setting("2GB", "DuckDB memory limit")
-    threads: int = setting(2, "DuckDB worker threads")
+    memory_limit: str = setting("2GB", "DuckDB memory limit (on PostgreSQL the lockdown bounds work_mem "
+                                         "and the role's temp_file_limit instead)")
+    threads: int = setting(2, "DuckDB worker threads (not used on PostgreSQL)")
     pool_size: int = setting(4, "pooled engine connections (concurrent queries)")
     max_execution_seconds: float = setting(120.0, "hard ceiling on one query's run time, whatever the deadline")
     max_rows: int = setting(10_000, "most rows one plan may return")

@@ -286,27 +286,12 @@ def postgres_admin():
         pytest.skip(f"no PostgreSQL server at {POSTGRES_DSN} (set DSBROKER_REQUIRE_POSTGRES=1 to fail instead)")
 
 
-# DuckDB's column types of the demo data as PostgreSQL names them.
-_POSTGRES_TYPES = {"VARCHAR": "text", "DATE": "date", "BIGINT": "bigint", "INTEGER": "integer",
-                   "DOUBLE": "double precision", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp"}
-
-
 def copy_to_postgres(local: duckdb.DuckDBPyConnection, server, schema: str = "tax") -> list[str]:
     """Copy every table of ``schema`` in the DuckDB connection ``local`` into the same schema (made here) on
-    the PostgreSQL connection ``server``, column types mapped; returns the tables copied ("schema.table")."""
-    server.execute(f"CREATE SCHEMA {schema}")
-    tables = [row[0] for row in local.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY 1", [schema]).fetchall()]
-    for table in tables:
-        columns = local.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? "
-                                "AND table_name = ? ORDER BY column_index", [schema, table]).fetchall()
-        server.execute(f"CREATE TABLE {schema}.{table} ("
-                       + ", ".join(f"{name} {_POSTGRES_TYPES[kind]}" for name, kind in columns) + ")")
-        names = ", ".join(name for name, _kind in columns)
-        with server.cursor().copy(f"COPY {schema}.{table} ({names}) FROM STDIN") as copy:
-            for row in local.execute(f"SELECT {names} FROM {schema}.{table}").fetchall():
-                copy.write_row(row)
-    return [f"{schema}.{table}" for table in tables]
+    the PostgreSQL connection ``server``, as ``dsbroker data make --into`` does; returns the tables copied."""
+    from sandbox.demo.postgres import copy_schema
+
+    return list(copy_schema(local, server, schema))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

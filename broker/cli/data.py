@@ -1,10 +1,17 @@
-"""``dsbroker data make``: a DuckDB file of synthetic tax records for the demo and the tests."""
+"""``dsbroker data make``: synthetic tax records for the demo and the tests, in a DuckDB file or in PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import click
+
+from broker.cli.common import reporting_errors
+
+DEFAULT_OUT = ".cache/demo/demo-tax.duckdb"
+
 
 @click.group()
 def data() -> None:
@@ -12,14 +19,62 @@ def data() -> None:
 
 
 @data.command("make")
-@click.option("--out", default=".cache/demo/demo-tax.duckdb", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False),
+              help=f"the DuckDB file to write [default: {DEFAULT_OUT}; with --into, a temporary file]")
+@click.option("--into", "into", metavar="DSN",
+              help="also load the data into this PostgreSQL database (postgres://owner@host/db, as a role that may "
+                   "create schemas and roles): schema tax copied with COPY, and the sandbox's read-only role made "
+                   "with exactly the grants its lockdown accepts")
+@click.option("--role", default="dsbroker_sandbox", show_default=True,
+              help="with --into: the role the sandbox connects as (made LOGIN if missing; set its password yourself)")
+@click.option("--replace", is_flag=True, help="with --into: drop an existing schema tax first, with every table in it")
 @click.option("--taxpayers", default=20_000, show_default=True, help="number of taxpayers")
 @click.option("--months", default=24, show_default=True, help="months of declarations")
 @click.option("--seed", default=20261121, show_default=True, help="random seed")
-def data_make(out, taxpayers, months, seed) -> None:
-    """Write a DuckDB file of synthetic (realistic, not real) tax records."""
+@reporting_errors
+def data_make(out, into, role, replace, taxpayers, months, seed) -> None:
+    """Write synthetic (realistic, not real) tax records: a DuckDB file, and with --into the same in PostgreSQL.
+
+    With --into, the sandbox then serves the database in place: engine = "postgres", postgres_dsn naming the
+    role (e.g. "host=127.0.0.1 dbname=test user=dsbroker_sandbox") and the demo's datasets, which the role
+    may read and no other table (tax.taxpayers, the companies' names, is loaded but never granted). The grants
+    made, which an owner runs for its own tables, are printed to standard error.
+    """
     from sandbox.demo.data import make_demo_data
 
-    counts = make_demo_data(out, taxpayers=taxpayers, months=months, seed=seed,
-                            progress=lambda message: click.echo(message, err=True))
+    def progress(message: str) -> None:
+        click.echo(message, err=True)
+
+    with tempfile.TemporaryDirectory(prefix="dsbroker-data-") as scratch:
+        path = out or (str(Path(scratch) / "demo-tax.duckdb") if into else DEFAULT_OUT)
+        counts = make_demo_data(path, taxpayers=taxpayers, months=months, seed=seed, progress=progress)
+        if into:
+            counts = _load(path, into, role=role, replace=replace, progress=progress)
     click.echo(json.dumps(counts))
+
+
+def _load(path: str, dsn: str, *, role: str, replace: bool, progress) -> dict[str, int]:
+    """Load the DuckDB file ``path`` into the PostgreSQL database ``dsn`` and make the sandbox's ``role``."""
+    import psycopg
+
+    from dsbroker.errors import ConfigError
+    from sandbox.demo.data import DEMO_DATASETS
+    from sandbox.demo.postgres import load_into_postgres, role_statements
+    from sandbox.engine.configured import described
+
+    try:
+        owner = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.Error as error:
+        # The driver's message names host and role, never the password; the DSN itself is not echoed.
+        raise ConfigError(f"cannot connect to PostgreSQL ({described(dsn)}): {type(error).__name__}") from None
+    with owner:
+        try:
+            counts = load_into_postgres(path, owner, served=DEMO_DATASETS, role=role, replace=replace,
+                                        progress=progress)
+        except psycopg.Error as error:  # the owner's own server about the owner's own statements: no data
+            raise ConfigError(f"loading into PostgreSQL failed: {error.diag.message_primary or type(error).__name__}"
+                              ) from None
+        progress(f"made role {role} (LOGIN) with:")
+        for statement in role_statements(role, DEMO_DATASETS, database=owner.info.dbname):
+            progress(f"  {statement};")
+    return counts

@@ -6,7 +6,7 @@ grantee named its district) is refused at the broker and the sandbox, so lint fl
 serve but weaken a protection on the owner's word: a grant whose dominance rule is off (``dominance:
 off``) gets a warning with the owner's reason, for the reviewer and the owner to read before they
 sign; a warning does not fail lint. With the
-sandbox's configuration (its data file and the datasets it serves) lint finds before
+sandbox's configuration (its engine, data file or PostgreSQL database, and the datasets it serves) lint finds before
 signing what the sandbox would refuse at the first plan: a dataset it does not serve, a column the
 dataset lacks, and every lookup problem :class:`sandbox.checks.lookups.LookupChecker` reports.
 """
@@ -25,18 +25,18 @@ from sandbox.settings import SandboxSettings
 @contextlib.contextmanager
 def sandbox_checker(config: str) -> Iterator:
     """A LookupChecker over the tables the sandbox configured in ``config`` serves (its engine, read-only)."""
-    from sandbox.engine.duckdb_engine import DuckDBEngine
-    from sandbox.engine.interface import EngineLimits
     from sandbox.checks.lookups import LookupChecker
+    from sandbox.engine.configured import open_engine
 
     settings = load_settings(SandboxSettings, config)
-    if not settings.data or not settings.datasets:
-        raise ConfigError(f"{config}: the sandbox configuration names no data file or no datasets")
-    engine = DuckDBEngine(settings.data, EngineLimits(pool_size=1))
+    if not settings.datasets:
+        raise ConfigError(f"{config}: the sandbox configuration names no datasets")
+    engine = open_engine(settings, pool_size=1)
     try:
         missing = sorted(set(settings.datasets) - engine.tables())
         if missing:
-            raise ConfigError(f"{config}: datasets not in {settings.data}: {', '.join(missing)}")
+            raise ConfigError(f"{config}: datasets not served by its {settings.engine} engine ({engine.name}): "
+                              f"{', '.join(missing)}")
         yield LookupChecker.for_engine(engine, settings.datasets)
     finally:
         engine.close()

@@ -33,17 +33,32 @@ def sandbox_group() -> None:
     """The data owner's side."""
 
 
+ENGINE_HELP = "the engine the data is in: duckdb (--data FILE) or postgres (postgres_dsn, the sandbox's read-only role)"
+DATA_HELP = "DuckDB data file (opened read-only; engine duckdb)"
+DSN_HELP = ("the owner's PostgreSQL as the sandbox's read-only role (libpq string or postgresql:// URI; engine "
+            "postgres); keep its password in PGPASSFILE or ~/.pgpass, not on a command line")
+
+
 @sandbox_group.command("serve")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="sandbox TOML file")
 @click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free port)")
-@click.option("--data", type=click.Path(dir_okay=False), help="DuckDB data file (opened read-only)")
+@click.option("--engine", type=click.Choice(["duckdb", "postgres"]), help=ENGINE_HELP)
+@click.option("--data", type=click.Path(dir_okay=False), help=DATA_HELP)
+@click.option("--postgres-dsn", help=DSN_HELP)
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here once serving")
 @reporting_errors
-def sandbox_serve(config, listen, data, port_file) -> None:
-    """Run a sandbox beside the owner's data."""
+def sandbox_serve(config, listen, engine, data, postgres_dsn, port_file) -> None:
+    """Run a sandbox beside the owner's data: a DuckDB file, or the owner's PostgreSQL database in place.
+
+    On PostgreSQL the sandbox connects as the role the owner made for it and starts only when that role can
+    read the served datasets and nothing else, with the session settings of the lockdown (README: Serving
+    your own database); otherwise it stops with ENGINE_NOT_LOCKED_DOWN naming each problem. Its ledgers live
+    in state_dir, which engine postgres requires.
+    """
     from sandbox.server import start_sandbox
 
-    _serve(start_sandbox(load_settings(SandboxSettings, config, listen=listen, data=data)), port_file)
+    _serve(start_sandbox(load_settings(SandboxSettings, config, listen=listen, engine=engine, data=data,
+                                       postgres_dsn=postgres_dsn)), port_file)
 
 
 def _serve(running, port_file: str | None) -> None:
@@ -55,7 +70,7 @@ def _serve(running, port_file: str | None) -> None:
 
 @sandbox_group.command("released")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="sandbox TOML file")
-@click.option("--data", type=click.Path(dir_okay=False), help="DuckDB data file (opened read-only)")
+@click.option("--data", type=click.Path(dir_okay=False), help=DATA_HELP)
 @click.option("--dataset", "datasets", multiple=True, help="a served dataset (repeatable; default: every one)")
 @click.option("--min-entities", type=int, help="the threshold k to judge blocks by (default: the catalog's)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
@@ -65,20 +80,19 @@ def sandbox_released(config, data, datasets, min_entities, as_json) -> None:
     import json
 
     from sandbox.audit.summary import released_summary
-    from sandbox.catalog import catalog_path_for, load_catalog
-    from sandbox.engine.duckdb_engine import DuckDBEngine
-    from sandbox.engine.interface import EngineLimits
+    from sandbox.catalog import load_catalog
+    from sandbox.engine.configured import open_engine, state_path
     from sandbox.ledgers.released_cells import ReleasedCellLedger
+    from sandbox.server import catalog_file
 
     settings = load_settings(SandboxSettings, config, data=data)
     names = list(datasets) or list(settings.datasets)
-    engine = DuckDBEngine(settings.data, EngineLimits(memory_limit=settings.memory_limit, threads=settings.threads))
-    ledger = ReleasedCellLedger(settings.released_cells or Path(settings.data).with_name(
-        Path(settings.data).name + ".released.sqlite"))
+    path = state_path(settings, settings.released_cells, "released.sqlite")
+    engine = open_engine(settings, pool_size=1)
+    ledger = ReleasedCellLedger(path)
     try:
-        catalog_file = settings.catalog or catalog_path_for(settings.data)
-        catalog = load_catalog(catalog_file if Path(catalog_file).is_file() else None, set(settings.datasets),
-                               engine.columns)
+        catalog = load_catalog(catalog_file(settings), set(settings.datasets), engine.columns,
+                               engine_dialect=engine.dialect)
         summaries = []
         for name in names:
             described = catalog.datasets.get(name)

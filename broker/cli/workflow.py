@@ -13,6 +13,7 @@ from broker.cli.common import client_options, client_tls, reporting_errors
 from dsbroker.errors import ConfigError
 
 STATES = ("submitted", "reviewed", "active", "rejected", "withdrawn", "suspended", "revoked", "expired", "exhausted")
+ENGINE_NAMES = {"duckdb": "DuckDB file", "postgres": "PostgreSQL database"}  # what catalog draft read
 REQUEST_KEYS = {"purpose", "dataset", "columns", "example_queries", "result_modes", "valid_from", "valid_until",
                 "queries_per_day", "queries_total"}
 
@@ -53,6 +54,48 @@ def catalog_show(dataset, broker, token, ca, cert, key, plaintext, as_json) -> N
 
     with _client(broker, token, ca, cert, key, plaintext) as client:
         print_dataset(client.dataset(dataset), as_json=as_json)
+
+
+@catalog.command("draft")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="the sandbox's TOML file: its engine (a DuckDB data file, or postgres_dsn) and datasets")
+@click.option("--dataset", "datasets", multiple=True, help="a served dataset to draft (repeatable; default: every one)")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the draft here (default: standard output)")
+@click.option("--force", is_flag=True, help="overwrite --out if it exists")
+@reporting_errors
+def catalog_draft(config, datasets, out, force) -> None:
+    """Draft the owner's catalog from the served tables' columns, read from the sandbox's engine (DuckDB or
+    PostgreSQL, opened locked down as the sandbox opens it).
+
+    Every title, description, entity, classification and levels is left as a TODO placeholder for the owner
+    to fill in; the sandbox refuses a catalog while one is left. Then set catalog to the file.
+    """
+    from dsbroker.settings import load_settings
+    from sandbox.catalog_draft import draft_catalog
+    from sandbox.engine.configured import open_engine
+    from sandbox.settings import SandboxSettings
+
+    settings = load_settings(SandboxSettings, config)
+    unknown = sorted(set(datasets) - set(settings.datasets))
+    if unknown:
+        raise ConfigError(f"not datasets of {config}: {', '.join(unknown)}")
+    if out and Path(out).exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    engine = open_engine(settings, pool_size=1)
+    try:
+        missing = sorted(set(settings.datasets) - engine.tables())
+        if missing:
+            raise ConfigError(f"datasets not served by the {settings.engine} engine ({engine.name}): "
+                              f"{', '.join(missing)}")
+        text = draft_catalog(datasets or settings.datasets, engine.columns,
+                             source=f"{ENGINE_NAMES[settings.engine]} {engine.name}")
+    finally:
+        engine.close()
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}: replace every TODO, then set catalog = {json.dumps(out)} in {config}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 # -- requests ------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from dsbroker.identity.tokens import issue_token
 from broker.v1 import access_request_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
-from sandbox.demo.data import make_demo_data, split_demo_data, write_demo_catalog
+from sandbox.demo.data import DEMO_DATASETS, make_demo_data, split_demo_data, write_demo_catalog
 
 ACTORS = {
     # client certificate (= token subject): (department, district, role, signing key or None)
@@ -82,6 +82,12 @@ WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-12-31'
   AND industry_section IN ('C', 'I')
 GROUP BY industry_section, size_class"""
 PARTITIONS = ("xuanwu-office-east", "xuanwu-office-west")
+# --engine postgres: the server the demo makes its databases on (a role that may create databases and roles),
+# the databases' prefix (each run makes them afresh), and the role its sandboxes connect as.
+DEMO_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEMO_DATABASE = "dsbroker_demo"
+DEMO_ROLE = "dsbroker_demo_sandbox"
+CATALOG = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "catalog.yaml"
 PARTITIONED_GRANT = "xuanwu-fgw-2026-011"
 PARTITIONED_POLICY = f"""\
 # The owner's standing grant over the two Xuanwu tax offices' partitions of the declarations: the
@@ -110,8 +116,11 @@ partitions: [{", ".join(PARTITIONS)}]
 console = Console()
 
 
-def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
-    """Run the walk-through; returns the exit code (0 when every step behaved as it should)."""
+def run_demo(cache_dir: Path, *, taxpayers: int = 20_000, engine: str = "duckdb",
+             postgres_dsn: str = DEMO_POSTGRES) -> int:
+    """Run the walk-through; returns the exit code (0 when every step behaved as it should). With ``engine``
+    ``"postgres"`` the sandboxes serve the demo data from databases made for it on the PostgreSQL server
+    ``postgres_dsn`` names (as a role that may create databases and roles), in place of DuckDB files."""
     started = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = cache_dir / f"tax-{taxpayers}.duckdb"
@@ -138,7 +147,13 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
         console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
     split = split_demo_data(data, list(PARTITIONS), cache_dir / f"partitions-{taxpayers}")
-    partitions = dict(zip(PARTITIONS, split, strict=True))
+    sources: dict[str, Path | dict[str, str]] = {"sandbox": data, **dict(zip(PARTITIONS, split, strict=True))}
+    if engine == "postgres":
+        _step("2b. The owner's data is in PostgreSQL instead: each sandbox's share is copied into a database of its "
+              "own (dsbroker data make --into), and the sandboxes serve them in place, through a read-only role "
+              "whose lockdown each verifies at start.")
+        sources = {name: _in_postgres(path, postgres_dsn, name) for name, path in sources.items()}
+    partitions = {name: sources[name] for name in PARTITIONS}
     policies = state / "policies"
     policies.mkdir()
     (policies / f"{PARTITIONED_GRANT}.yaml").write_text(approve_for_development(layout, PARTITIONED_POLICY))
@@ -147,7 +162,7 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
           "their own share of the declarations (partitions of one table); the exchange platform starts the "
           f"broker, whose only grant is the owner's standing one over the partitions ({PARTITIONED_GRANT}, "
           "encrypted results only).")
-    with development_servers(data=data, policies=policies, state=state, layout=layout, client=ANALYST,
+    with development_servers(data=sources["sandbox"], policies=policies, state=state, layout=layout, client=ANALYST,
                              access_log=access_log, partitions=partitions,
                              token_binding="thumbprint") as (sandbox, broker, _tls):
         console.print(f"sandbox on {sandbox.target}, partitions {', '.join(PARTITIONS)}, broker on {broker.target}: "
@@ -155,7 +170,8 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
                       "the sandboxes check too")
         clients = {name: _actor_client(layout, broker.target, name) for name in ACTORS}
         try:
-            checks.update(_workflow(layout, clients, broker.target, sandbox.target))
+            checks.update(_workflow(layout, clients, broker.target, sandbox.target,
+                                    engine_dialect="postgres" if engine == "postgres" else "duckdb"))
             _step("14. The city audit office reads the access log over gRPC (dsbroker audit list); its own "
                   "reads are recorded too:")
             records, _ = clients["auditor-zhao"].list_access_records(page_size=1000)
@@ -186,7 +202,7 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000) -> int:
 
 
 def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str,
-              sandbox_target: str) -> dict[str, bool]:
+              sandbox_target: str, *, engine_dialect: str) -> dict[str, bool]:
     requester, reviewer, owner = clients["analyst-li"], clients["reviewer-wang"], clients["owner-chen"]
     checks = {}
     _step("4. Xuanwu's Development and Reform Commission browses the catalog (dsbroker catalog show):")
@@ -271,15 +287,15 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str,
     console.print("A broker turned hostile sends the grant's plan to the owner's sandbox anyway, with the "
                   "commission's token and certificate it has seen:", style="bold")
     checks["sandbox refuses the revoked grant"] = _hostile_replay(layout, sandbox_target, document,
-                                                                  requester.token)
+                                                                  requester.token, engine_dialect=engine_dialect)
     return checks
 
 
-def _hostile_replay(layout: KeyLayout, sandbox_target: str, document: str, token: str) -> bool:
+def _hostile_replay(layout: KeyLayout, sandbox_target: str, document: str, token: str, *, engine_dialect: str) -> bool:
     """Send the owner's sandbox, as the broker could, an honest plan under a revoked grant; whether it refuses."""
     policy = parse_policy(document)
     department, district, _role, _signer = ACTORS[ANALYST]
-    guarded = guard(AGGREGATE_SQL, policy, district=district, department=department)
+    guarded = guard(AGGREGATE_SQL, policy, district=district, department=department, engine_dialect=engine_dialect)
     certificate = x509.load_pem_x509_certificate(layout.client_cert(ANALYST).read_bytes())
     plan = sandbox_pb.Plan(dataset=policy.dataset, sql=guarded.sql, policy_id=policy.id, policy_version=policy.version,
                            max_rows=guarded.max_rows, policy_document=document, original_sql=AGGREGATE_SQL,
@@ -352,6 +368,28 @@ def _encrypted(requester: BrokerClient, grant: str) -> dict[str, bool]:
     print_result(summed, as_json=False)
     return {"encrypted equals plaintext": same and bool(encrypted.rows),
             "secure sum over two partitions": bool(summed.rows) and summed.encryption["partitions"] == 2}
+
+
+def _in_postgres(source: Path, admin_dsn: str, name: str) -> dict[str, str]:
+    """Copy the DuckDB file ``source`` into a database of its own (made afresh) on the server of ``admin_dsn``, with
+    the demo's sandbox role; the sandbox settings that serve it."""
+    import psycopg
+    from psycopg import conninfo
+
+    from sandbox.demo.postgres import load_into_postgres
+    from sandbox.engine.configured import described
+
+    database = f"{DEMO_DATABASE}_{name.replace('-', '_')}"
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {database}")
+    target = conninfo.make_conninfo(admin_dsn, dbname=database)
+    with psycopg.connect(target, autocommit=True, connect_timeout=10) as owner:
+        counts = load_into_postgres(str(source), owner, served=DEMO_DATASETS, role=DEMO_ROLE)
+    sandbox_dsn = conninfo.make_conninfo(target, user=DEMO_ROLE, password=None)
+    console.print(f"{name}: {counts['tax.declarations']:,} declarations copied into {described(target)}; the sandbox "
+                  f"connects as {DEMO_ROLE}, which may read {', '.join(DEMO_DATASETS)} and nothing else")
+    return {"engine": "postgres", "postgres_dsn": sandbox_dsn, "catalog": str(CATALOG)}
 
 
 def _sign(layout: KeyLayout, request, signer: str, narrowing: Narrowing = Narrowing()) -> str:

@@ -89,9 +89,10 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyLayout, client: str,
+def development_servers(*, data: Path | dict[str, str], policies: Path, state: Path, layout: KeyLayout, client: str,
                         access_log: Path | None = None, token_binding: str = "subject",
-                        partitions: dict[str, Path] | None = None, datasets: tuple[str, ...] = DEMO_DATASETS):
+                        partitions: dict[str, Path | dict[str, str]] | None = None,
+                        datasets: tuple[str, ...] = DEMO_DATASETS):
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
@@ -99,7 +100,9 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     key (``access-log.key`` and ``.pub``, made first so that every sandbox pins it and witnesses the
     log's checkpoints) and the sandbox's execution, policy and released-cell ledgers
     (``sandbox-executions.sqlite``, ``sandbox-policies.sqlite``, ``sandbox-released.sqlite``) are written under
-    ``state``. ``partitions`` maps sandbox ids to data files: a sandbox each (ledgers ``<id>-...``), which the
+    ``state``. ``data`` is the sandbox's DuckDB file, or the settings of another engine (``engine``,
+    ``postgres_dsn``, ``catalog``). ``partitions`` maps sandbox ids to data files (or engine settings, as
+    ``data``): a sandbox each (ledgers ``<id>-...``), which the
     broker knows as partitions. The sandboxes hold tokens to the forwarded certificates with the same
     ``token_binding`` as the broker. Every sandbox serves ``datasets`` (by default the demo's, without
     its company names).
@@ -112,9 +115,11 @@ def development_servers(*, data: Path, policies: Path, state: Path, layout: KeyL
     sandbox_tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
     broker_tls = ClientTls(str(layout.platform_ca), str(layout.client_cert(client)), str(layout.client_key(client)))
     with contextlib.ExitStack() as stack:
-        def start_sandbox(name: str, data_file: Path, ledger: Path, **extra) -> ServerProcess:
+        def start_sandbox(name: str, source: Path | dict[str, str], ledger: Path, **extra) -> ServerProcess:
             config = state / f"{name}.toml"
-            write_private(config, to_toml({"data": str(data_file), "datasets": list(datasets),
+            # Another engine has no data file to keep the ledgers beside: they go to a state directory of its own.
+            where = {"data": str(source)} if isinstance(source, Path) else {"state_dir": str(state / name), **source}
+            write_private(config, to_toml({**where, "datasets": list(datasets),
                                            "execution_ledger": str(ledger),
                                            "policy_ledger": str(state / f"{name}-policies.sqlite"),
                                            "released_cells": str(state / f"{name}-released.sqlite"),

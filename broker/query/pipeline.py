@@ -60,11 +60,13 @@ class QueryPipeline:
                  owner_timezone: dt.tzinfo, clock: Callable[[], dt.datetime] | None = None,
                  partitions: SecureSum | None = None,
                  column_types: Callable[[], dict[str, dict[str, str]] | None] = lambda: None,
+                 engine_dialect: Callable[[str], str] = lambda dataset: "duckdb",
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         """``clock`` gives the current time (default: the wall clock; tests fix it); validity and daily
         quotas use the owner's day. ``partitions`` reaches the sandboxes that policies with partitions name.
         ``column_types`` gives the engine's column types from the owner's catalog, or None when they are not
-        to be had (the sandbox then checks what needs them); ``monotonic`` times the guard against the
+        to be had (the sandbox then checks what needs them); ``engine_dialect`` gives the SQL dialect of the
+        engine serving a dataset, which the guard writes the plan in; ``monotonic`` times the guard against the
         caller's deadline."""
         self.policies = policies
         self.sandbox = sandbox
@@ -73,6 +75,7 @@ class QueryPipeline:
         self.owner_timezone = owner_timezone
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.column_types = column_types
+        self.engine_dialect = engine_dialect
         self.monotonic = monotonic
         self.plans = PlanCache()
 
@@ -99,11 +102,12 @@ class QueryPipeline:
             require_role("requester", principal)
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            dialect = self.engine_dialect(policy.dataset)
             guarded = self.plans.get_or_build(
                 policy, principal.district, principal.department, unverified_sql,
                 lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department,
-                              encrypted=encrypted, column_types=self.column_types(), deadline=deadline,
-                              clock=self.monotonic), encrypted=encrypted)
+                              engine_dialect=dialect, encrypted=encrypted, column_types=self.column_types(),
+                              deadline=deadline, clock=self.monotonic), encrypted=encrypted, dialect=dialect)
         except Exception as error:  # refusals and bugs alike leave a record
             self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
                                                 detail=getattr(error, "metadata", {}), **base), now=now)
@@ -172,7 +176,8 @@ class QueryPipeline:
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
-                            steps=steps, encrypted=encrypted, column_types=self.column_types())
+                            engine_dialect=self.engine_dialect(policy.dataset), steps=steps, encrypted=encrypted,
+                            column_types=self.column_types())
         except Exception as error:
             self.access_log.append(AccessRecord(event="query.explain", decision="deny", reason=_reason(error),
                                                 detail=getattr(error, "metadata", {}), **base), now=now)

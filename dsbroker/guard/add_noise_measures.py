@@ -3,7 +3,8 @@
 The sandbox adds the noise (OpenDP) and applies a noisy threshold; what the engine computes must
 have the sensitivity the noise is calibrated to. So the query aggregates per cell and taxpayer
 first (``__cells``), keeps at most ``groups_per_entity`` cells per taxpayer (chosen by a hash of the
-taxpayer and the cell, so the choice neither favours early periods nor is the same for everyone),
+taxpayer and the cell, so the choice neither favours early periods nor is the same for everyone; MD5 of
+their text, which every engine computes alike, so each keeps the same cells),
 clips each taxpayer's row count to ``rows_per_entity`` and its total of each measure to the policy's
 bounds, and only then adds up per cell. ORDER BY and LIMIT move to the sandbox, which applies them to
 the noisy values, and the exact threshold gives way to the noisy one (an exact threshold would tell
@@ -104,7 +105,7 @@ def add_noise_measures(expression: exp.Select, entity: str, noise: Noise | None)
     if keys:
         taxpayer = exp.column(internal.ENTITY)
         rank = exp.Window(this=exp.RowNumber(), partition_by=[taxpayer], order=exp.Order(expressions=[
-            exp.Ordered(this=exp.Anonymous(this="HASH", expressions=[taxpayer.copy(), *(c.copy() for c in cells)])),
+            exp.Ordered(this=_portable_hash([taxpayer, *cells])),
             *(exp.Ordered(this=c.copy()) for c in cells)]))
         ranked = exp.Select(expressions=[exp.Star(), rank.as_(internal.RANK, copy=False)]).from_(source, copy=False)
         source = exp.select("*").from_(exp.Subquery(this=ranked, alias=exp.TableAlias(
@@ -174,3 +175,17 @@ def _cell_form(node: exp.Expr, keys: list) -> exp.Expr:
         if replaced is not child:
             child.replace(replaced)
     return node
+
+
+def _portable_hash(columns: list[exp.Expr]) -> exp.Expr:
+    """MD5 of the columns' text joined by ``|`` (NULL as empty): the same value on DuckDB and PostgreSQL, whose
+    own hash functions differ, so both engines rank a taxpayer's cells alike."""
+    parts: list[exp.Expr] = []
+    for column in columns:
+        if parts:
+            parts.append(exp.Literal.string("|"))
+        parts.append(exp.func("COALESCE", exp.cast(column.copy(), "text"), exp.Literal.string("")))
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = exp.DPipe(this=joined, expression=part)
+    return exp.func("MD5", joined)

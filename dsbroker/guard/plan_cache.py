@@ -28,7 +28,7 @@ _KEYWORDS = _TOKENIZER.KEYWORDS
 
 
 class PlanCache:
-    """Least-recently-used cache of GuardedQuery by (policy hash, district, department, SQL)."""
+    """Least-recently-used cache of GuardedQuery by (policy hash, district, department, mode, dialect, SQL)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
@@ -37,13 +37,15 @@ class PlanCache:
         self.hits = self.misses = 0
 
     def get_or_build(self, policy: Policy, district: str, department: str, unverified_sql: str,
-                     build: Callable[[], GuardedQuery], *, encrypted: bool = False) -> GuardedQuery:
+                     build: Callable[[], GuardedQuery], *, encrypted: bool = False,
+                     dialect: str = "duckdb") -> GuardedQuery:
         """The cached plan, or ``build()`` (which may raise) stored for next time; ``encrypted`` is the
-        result mode ``build`` guards for (the same SQL guards differently in each mode).
+        result mode and ``dialect`` the engine dialect ``build`` guards for (the same SQL guards differently
+        in each).
 
         The size limit is checked first, so no lookup (not even of an exact text) reads a query too large."""
         admit(unverified_sql)
-        scope = (policy.sha256, policy.id, district, department, encrypted)
+        scope = (policy.sha256, policy.id, district, department, encrypted, dialect)
         exact = (*scope, "text", unverified_sql)
         plan = self._get(exact)
         if plan is not None:

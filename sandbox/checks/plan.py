@@ -78,7 +78,7 @@ class PlanGuardChecker:
                 lambda: guard(plan.original_sql, policy, district=caller.district, department=caller.department,
                               engine_dialect=self.engine_dialect, encrypted=encrypted,
                               column_types=self.column_types, deadline=deadline, clock=time.monotonic),
-                encrypted=encrypted)
+                encrypted=encrypted, dialect=self.engine_dialect)
         except DsbrokerError as error:
             if error.metadata.get("rule") in SCHEMA_RULES or error.reason in ("GUARD_TIMEOUT", "SQL_TOO_LARGE"):
                 raise

@@ -36,7 +36,7 @@ from dsbroker.guard import GuardedQuery
 from dsbroker.guard import internal_names as names
 from dsbroker.guard.release_plan import CellPlan, Key, statistics_read
 from dsbroker.policy.model import Dominance
-from sandbox.audit.auditor import Audit, AnswerCell
+from sandbox.audit.auditor import Audit, AnswerCell, Auditor, AuditSession
 from sandbox.audit.auditor import statistics_read as statistics_read_by
 from sandbox.disclosure.evaluate import (ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key,
                                          wire_value)
@@ -231,15 +231,39 @@ def engine_cap(guarded: GuardedQuery, max_rows: int) -> int:
 
 
 def run(engine, guarded: GuardedQuery, *, timeout_s: float, max_rows: int | None = None,
-        clock: Callable[[], float] = time.monotonic) -> Release:
-    """Run ``guarded``'s cell query on ``engine`` and release its answer (the sandbox's plaintext path)."""
+        clock: Callable[[], float] = time.monotonic, auditor: Auditor | None = None) -> Release:
+    """Run ``guarded``'s cell query on ``engine`` and release its answer (the sandbox's plaintext path), with
+    ``auditor`` audited against the cells released before."""
     cap = guarded.max_rows if max_rows is None else max_rows
     deadline = clock() + timeout_s
     result = engine.execute(guarded.sql, timeout_s=timeout_s, max_rows=engine_cap(guarded, cap))
     check_size(guarded, result.truncated, dataset=guarded.dataset)
-    released = release(result.names, result.types, result.rows, guarded, max_rows=cap, deadline=deadline, clock=clock)
+    released = audited_release(result.names, result.types, result.rows, guarded, max_rows=cap, deadline=deadline,
+                               clock=clock, auditor=auditor)
     released.truncated = released.truncated or (result.truncated and not guarded.cells.whole_table)
     return released
+
+
+def audited_release(names_: list[str], types: list[str], rows: list[tuple], guarded: GuardedQuery, *,
+                    max_rows: int, deadline: float, clock: Callable[[], float] = time.monotonic,
+                    auditor: Auditor | None = None) -> Release:
+    """:func:`release`, with ``auditor`` (None: the owner turned it off) judging the cells against those released
+    before: under the dataset's audit lock, so that two answers audited at once cannot each pass alone."""
+    if auditor is None:
+        return release(names_, types, rows, guarded, max_rows=max_rows, deadline=deadline, clock=clock)
+    with auditor.lock(guarded.dataset):
+        session = auditor.session(guarded, deadline=deadline)
+        released = release(names_, types, rows, guarded, max_rows=max_rows, deadline=deadline, clock=clock,
+                           audit=session)
+        check_committed(session)
+        return released
+
+
+def check_committed(session: AuditSession) -> None:
+    """Fail closed: an answer whose released cells were not recorded does not leave."""
+    if not session.committed and session.cells:
+        raise DsbrokerError("the sandbox could not record the cells the answer releases; nothing was released",
+                            reason="RELEASED_CELLS_UNAVAILABLE")
 
 
 def check_size(guarded: GuardedQuery, engine_truncated: bool, *, dataset: str) -> None:

@@ -36,6 +36,9 @@ class DuckDBEngine:
         if not path.is_file():
             raise DsbrokerError(f"data file {path} does not exist", reason="DATA_FILE_MISSING")
         self.path = path
+        self.name = path.stem
+        stat = path.stat()
+        self._data_version = f"{stat.st_size}:{stat.st_mtime_ns}"
         self.limits = limits
         self.clock = clock
         self._database = duckdb.connect(str(path), read_only=True)
@@ -52,6 +55,10 @@ class DuckDBEngine:
             raise
         self._watchdog = Watchdog()
         self._closed = False
+
+    def data_version(self) -> str:
+        """The data file's size and modification time when the engine opened it."""
+        return self._data_version
 
     def tables(self) -> set[str]:
         """The tables in the file, as "schema.table"."""

@@ -1,6 +1,7 @@
 """What the sandbox needs of an engine: the tables and columns it serves, and queries run with a deadline and a
-row cap. DuckDB is the engine today (:mod:`sandbox.engine.duckdb_engine`); another engine implements
-:class:`Engine` and checks its own lockdown on every connection before it serves.
+row cap. The engines are DuckDB (:mod:`sandbox.engine.duckdb_engine`, the default) and the owner's PostgreSQL
+(:mod:`sandbox.engine.postgres_engine`); :mod:`sandbox.engine.configured` opens the one the settings name. Each
+implements :class:`Engine` and checks its own lockdown on every connection before it serves.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ class Engine(Protocol):
     """An engine the sandbox runs guarded SQL on. Its messages are logged, never returned: they can quote data."""
 
     dialect: str  # sqlglot's name of the engine's SQL dialect
+    name: str  # what names the data in the sandbox's id and logs: a file's stem, a database's name
+
+    def data_version(self) -> str:
+        """What identifies the data served as it was when the engine opened, so that an answer stored for
+        other data (a noise policy's) is not returned for it."""
+        ...
 
     def tables(self) -> set[str]:
         """The tables served, as "schema.table"."""

@@ -17,6 +17,7 @@ Python types: PostgreSQL answers ``SUM`` of integers and ``EXTRACT`` in ``numeri
 from __future__ import annotations
 
 import decimal
+import hashlib
 import logging
 import threading
 import time
@@ -51,6 +52,12 @@ _TABLES = """
     WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND has_any_column_privilege(c.oid, 'SELECT')
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
+# Per served table, the server's counts of rows written to it: an owner's change to the data changes them.
+_WRITES = """
+    SELECT c.oid::regclass::text, pg_stat_get_tuples_inserted(c.oid), pg_stat_get_tuples_updated(c.oid),
+           pg_stat_get_tuples_deleted(c.oid) FROM pg_catalog.pg_class c
+    WHERE c.oid = ANY(%s::regclass[]) ORDER BY 1
+"""
 _COLUMNS = """
     SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -73,6 +80,8 @@ class PostgresEngine:
         try:  # the first connection alone, so that a refusal says what is wrong instead of a pool timeout
             with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as first:
                 lock_down(first, limits, self.served)
+                self.name = first.info.dbname
+                self._data_version = _data_version(first, self.served)
         except psycopg.Error as error:
             log.error("cannot connect to the PostgreSQL engine (%s): %s", type(error).__name__, error)
             raise DsbrokerError("the sandbox cannot connect to its PostgreSQL server; the sandbox's log has why",
@@ -93,6 +102,10 @@ class PostgresEngine:
         # served holds integers, as DuckDB's HUGEINT and BIGINT; otherwise it stays a decimal (see _reader).
         self._integral_numeric = all(_integral(kind) for table in self.tables() for _name, kind in self.columns(table)
                                      if kind.startswith("numeric"))
+
+    def data_version(self) -> str:
+        """The database and the rows written to each served table, as the server counted them at start."""
+        return self._data_version
 
     def tables(self) -> set[str]:
         """The served tables the role can read, as "schema.table"."""
@@ -198,6 +211,17 @@ class _Cancel:
     def finish(self) -> None:
         with self._lock:
             self._done = True
+
+
+def _data_version(connection: psycopg.Connection, served: set[str]) -> str:
+    """The database's oid and the server's write counts of the ``served`` tables that exist, as one digest."""
+    database = connection.execute(
+        "SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()").fetchone()
+    existing = [table for table in sorted(served) if connection.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", [table]).fetchone() == (True,)]
+    writes = connection.execute(_WRITES, [existing]).fetchall() if existing else []
+    digest = hashlib.sha256(repr((database, writes)).encode()).hexdigest()[:32]
+    return f"postgres:{connection.info.dbname}:{digest}"
 
 
 def _reader(column: Any, integral_numeric: bool) -> tuple[str, Callable[[Any], Any]]:

@@ -30,6 +30,7 @@ from dsbroker.errors import DsbrokerError
 from sandbox.engine.interface import EngineLimits
 
 SEARCH_PATH = "pg_catalog"
+DATE_STYLE = "ISO, YMD"
 WORK_MEM = "64MB"  # per sort or hash node of one query: the pool's queries together stay within memory_limit
 WORK_MEM_MAX_KB = 1024 * 1024
 TEMP_FILE_LIMIT_MAX_KB = 64 * 1024 * 1024  # what one session may spill to disk; -1 (unlimited) is refused
@@ -62,6 +63,8 @@ def session_statements(limits: EngineLimits) -> list[str]:
         # DECLARE plans for the first tenth of the rows by default; the engine reads a cursor to the end
         # of its cap, so plan as a plain SELECT does (hash aggregates rather than fast-start plans).
         "SET cursor_tuple_fraction = 1",
+        # Dates as text the way DuckDB writes them: noise mode ranks a taxpayer's cells by a hash of their text.
+        f"SET DateStyle = '{DATE_STYLE}'",
     ]
 
 
@@ -137,6 +140,8 @@ def _setting_problems(connection: psycopg.Connection, limits: EngineLimits) -> l
         wrong.append("temp_file_limit is not bounded (the owner sets it on the role)")
     if _setting(connection, "search_path") != SEARCH_PATH:
         wrong.append(f"search_path is not {SEARCH_PATH}")
+    if _setting(connection, "DateStyle") != DATE_STYLE.lower():
+        wrong.append(f"DateStyle is not {DATE_STYLE}")
     return wrong
 
 

@@ -1,0 +1,95 @@
+"""The engine ``sandbox serve`` settings name, opened locked down, and where the sandbox's own state lives.
+
+``engine = "duckdb"`` opens the data file ``data``; ``engine = "postgres"`` connects to ``postgres_dsn`` as the
+role the owner made for the sandbox and verifies its lockdown (:mod:`sandbox.engine.postgres_lockdown`)
+before anything is served. The DSN may hold a password, so it is never logged or echoed: what is logged is
+:func:`described`, which leaves the password out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+from dsbroker.errors import ConfigError
+from sandbox.engine.interface import Engine, EngineLimits
+from sandbox.settings import SandboxSettings
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("duckdb", "postgres")
+# The libpq parameters that say where and as whom the sandbox connects (never the password).
+_SHOWN_PARAMETERS = ("host", "hostaddr", "port", "dbname", "user", "sslmode")
+
+
+def open_engine(settings: SandboxSettings, *, clock: Callable[[], float] = time.monotonic,
+                pool_size: int | None = None) -> Engine:
+    """The engine ``settings`` name, connected, locked down and checked; ConfigError when the settings do not
+    name one, DsbrokerError (``ENGINE_NOT_LOCKED_DOWN``, ``ENGINE_UNREACHABLE``) when it cannot serve."""
+    limits = EngineLimits(memory_limit=settings.memory_limit, threads=settings.threads,
+                          pool_size=pool_size or settings.pool_size,
+                          max_execution_ms=max(1, int(settings.max_execution_seconds * 1000)))
+    if settings.engine == "duckdb":
+        return _duckdb(settings, limits, clock)
+    if settings.engine == "postgres":
+        return _postgres(settings, limits, clock)
+    raise ConfigError(f"engine must be one of {', '.join(ENGINES)}")
+
+
+def _duckdb(settings: SandboxSettings, limits: EngineLimits, clock: Callable[[], float]) -> Engine:
+    from sandbox.engine.duckdb_engine import DuckDBEngine
+
+    if not settings.data:
+        raise ConfigError("no data file configured; pass --data PATH or set data in the config file "
+                          "(or engine = \"postgres\" with postgres_dsn)")
+    if settings.postgres_dsn:
+        raise ConfigError("postgres_dsn is set but engine is \"duckdb\"; set engine = \"postgres\" to serve it")
+    engine = DuckDBEngine(settings.data, limits, clock=clock)
+    if any(table.split(".")[0] == engine.path.stem for table in engine.tables()):
+        engine.close()
+        raise ConfigError(f"the data file's name {engine.path.name!r} equals schema {engine.path.stem!r}, which makes "
+                          "DuckDB names ambiguous; rename the file (e.g. to owner-data.duckdb)")
+    return engine
+
+
+def _postgres(settings: SandboxSettings, limits: EngineLimits, clock: Callable[[], float]) -> Engine:
+    from sandbox.engine.postgres_engine import PostgresEngine
+
+    if not settings.postgres_dsn:
+        raise ConfigError("engine = \"postgres\" needs postgres_dsn, the connection string of the sandbox's "
+                          "read-only role (e.g. \"host=db.internal dbname=tax user=dsbroker_sandbox\")")
+    if settings.data:
+        raise ConfigError("data names a DuckDB file, but engine is \"postgres\"; leave data empty")
+    if not settings.datasets:
+        raise ConfigError("no datasets configured: the PostgreSQL role may read the datasets and no other table")
+    log.info("connecting to PostgreSQL (%s)", described(settings.postgres_dsn))
+    return PostgresEngine(settings.postgres_dsn, limits, served=settings.datasets, clock=clock)
+
+
+def described(dsn: str) -> str:
+    """Where and as whom ``dsn`` connects, without its password or anything else (for logs)."""
+    from psycopg import conninfo
+
+    try:
+        parameters = conninfo.conninfo_to_dict(dsn)
+    except Exception:  # psycopg's parse error can quote the string, password included
+        raise ConfigError("postgres_dsn is neither a libpq connection string nor a postgresql:// URI") from None
+    return " ".join(f"{name}={parameters[name]}" for name in _SHOWN_PARAMETERS if parameters.get(name)) or "defaults"
+
+
+def state_path(settings: SandboxSettings, configured: str, name: str) -> Path:
+    """Where one of the sandbox's ledgers lives: ``configured`` when set, else ``<state_dir>/<name>``, else beside
+    the DuckDB data file (``<data>.<name>``). PostgreSQL has no file to keep it beside: ConfigError."""
+    if configured:
+        return Path(configured)
+    if settings.state_dir:
+        return Path(settings.state_dir) / name
+    if settings.engine == "duckdb" and settings.data:
+        data = Path(settings.data)
+        return data.with_name(f"{data.name}.{name}")
+    if settings.engine == "duckdb":
+        raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
+    raise ConfigError(f"set state_dir (a directory the sandbox keeps its ledgers in, e.g. {name} there): with "
+                      "engine = \"postgres\" there is no data file to keep them beside")
