@@ -225,3 +225,28 @@ def test_a_firms_growth_is_not_given_by_a_difference_of_two_passing_years():
     for rule in RULES:
         assert _judge(blocks, rule).fails(frozenset({y26})) is False  # each year passes as a cell
         assert _leaks(blocks, [], [{y25}, {y26}], rule), f"X's growth ({growth}) is released under {rule}"
+
+
+# --- 6. The same free pass skips the distinct-count audit ------------------------------------------------------------
+
+EARLY = "period BETWEEN DATE '2025-01-01' AND DATE '2026-11-01'"
+
+
+@pytest.mark.parametrize("first", ["SUM(revenue)", "COUNT(*)"])
+def test_distinct_counts_on_cells_released_before_for_a_sum_do_not_count_the_late_filer(data, tmp_path, first):  # noqa: F811
+    """Round 1's 59 less 58 (tests/test_attack_auditor.py), with the two cells released first for another
+    statistic: an answer cell whose keys are in ``valid`` (released before, for any statistic) is no candidate, so it
+    reaches neither the block audit nor the distinct-count audit over classes. Street A in all months and in months
+    1-23 as SUM(revenue) (their difference, month 24, holds 47 taxpayers), then the same two cells as
+    COUNT(DISTINCT taxpayer_id): 59 - 58 = 1, one taxpayer of street A declares only in month 24."""
+    deployment = Stack(data, tmp_path, tmp_path / "released.sqlite")
+    try:
+        client = deployment.client()
+        for where in (STREET, f"{STREET} AND {EARLY}"):
+            assert _one(client, f"SELECT {first} FROM tax.declarations WHERE {where}") is not None
+        every = _one(client, f"SELECT COUNT(DISTINCT taxpayer_id) FROM tax.declarations WHERE {STREET}")
+        early = _one(client, f"SELECT COUNT(DISTINCT taxpayer_id) FROM tax.declarations WHERE {STREET} AND {EARLY}")
+    finally:
+        deployment.stop()
+    assert every is None or early is None or every - early >= K, \
+        f"{every} - {early}: fewer than k taxpayers of street A declare only in month 24"
