@@ -208,6 +208,9 @@ def test_a_weighted_combination_of_distinct_counts_is_a_leak():
 
 # --- 5. A difference of two passing blocks is never judged ---------------------------------------------------------
 
+@pytest.mark.xfail(strict=True, reason=(
+    "combinations that take passing blocks are not judged (README, what the auditor does not do): a street's year "
+    "over year change of two released totals is what departments report; open: issue 19"))
 def test_a_firms_growth_is_not_given_by_a_difference_of_two_passing_years():
     """The space holds only the combinations that are zero on every passing block ("a total that takes a passing
     block passes"), but a *difference* of passing blocks need not pass: its nets are each firm's change. This is not

@@ -32,7 +32,9 @@ the data and differenced across):
 4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
    withholding the answer's cells (every statistic of each) that take part in it, one at a time in the order
    of their keys, until none is left, and then giving back those that turn out not to be needed. A cell
-   identical to one released before is never withheld: it tells nothing new. If withholding cannot close
+   released before with each of its statistics, at the same value, is never withheld: it tells nothing new.
+   Which blocks fail is decided by the statistics of the cells that would leave, and what the cells before
+   gave by the statistics they released. If withholding cannot close
    it the query is refused.
 
 What this does not do, and the README says so: a total that takes a passing block and a dominated one is
@@ -193,6 +195,22 @@ class Auditor:
         statistics = sorted({c.statistic for c in released} | {name for _, name in new})
         judge = Judge(blocks, statistics, rules, guarded.dataset,
                       _released_at(members, coverages, released, current, new))
+        judges: dict[frozenset[int], Judge] = {}
+
+        def judge_for(leaving: list[AnswerCell]) -> Judge:
+            """The judge where only ``leaving`` of the answer's cells leave: their statistics, with those released
+            before, decide which blocks fail (a withheld CIT cell makes no block fail for CIT)."""
+            key = frozenset(cell.row for cell in leaving)
+            if key not in judges:
+                rows = set(key)
+                judges[key] = Judge(blocks, statistics, rules, guarded.dataset, _released_at(
+                    members, coverages, released, current, [(cell, name) for cell, name in new if cell.row in rows]))
+            return judges[key]
+
+        # What the cells released before gave is judged by the statistics they released: a block that fails for
+        # the answer's CIT sum was no leak when only revenue sums had been released over it.
+        judged_before = Judge(blocks, sorted({c.statistic for c in released}) or statistics, rules, guarded.dataset,
+                              _released_at(members, coverages, released, current, []))
         # A cell released before whose value is not what it is on the data now (a late declaration, an
         # amendment) is no equation of today's blocks: the change would be its value now less the one released.
         # Such a *stale* cell must not become derivable from what is released now.
@@ -207,14 +225,24 @@ class Auditor:
             else:
                 valid[key] = rows
         answer = list(dict.fromkeys(cell for cell, _ in new))
+
+        def released_before(cell: AnswerCell) -> bool:
+            """Whether each statistic of the cell was released before at its keys, with this very value (a cell
+            released as a revenue sum tells nothing of its CIT sum)."""
+            key = (guarded.coverage, cell.fixed, cell.keys)
+            return key in valid and all(
+                getattr(held.get((*key, name)), "value", _MISSING) == cell.value(i)
+                for i in sorted(cell.statistics) if (name := statistic_name(plan, i)) is not None)
+
         candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell in answer
-                      if (guarded.coverage, cell.fixed, cell.keys) not in valid]
+                      if not released_before(cell)]
         # Stale cells stay equations of the system (their values still hold for every row that did not change,
         # and a department may know which rows those are), and each is also a target (see _stale_leaks).
         old_rows = list(valid.values()) + list(stale.values())
         withheld = {cell.row: cell.statistics
                     for cell in _withhold(old_rows, candidates, judge, stale=len(stale),
-                                          check=lambda: self._check(deadline))}
+                                          check=lambda: self._check(deadline), judged_before=judged_before,
+                                          judge_for=judge_for)}
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
         # every such cell is the sum of its classes' sizes, so a difference of two (59 taxpayers in 24 months
         # less 58 in 23: one taxpayer declares only in the 24th) is a derivable class of too few.
@@ -232,11 +260,23 @@ class Auditor:
                          candidates: list[tuple[AnswerCell, frozenset[int]]], deadline: float) -> list[AnswerCell]:
         """The answer's cells to withhold for the audit over classes of entities (see :meth:`audit`)."""
         plan = guarded.cells
-        counts = {(c.coverage, c.fixed, c.keys) for c in released if _counts(c.statistic)}
+
+        def entities_in(rows: frozenset[int]) -> int:
+            return len({entity for block in rows for entity in blocks.contributions[block]})
+
+        # A count is an equation of classes where it counts entities: COUNT(DISTINCT), or a count whose value is
+        # the number of taxpayers in its rows (each declares once there). Another count tells how many rows or
+        # values, which the block system audits; taken as a count of taxpayers it would also excuse, as "known
+        # before", the distinct counts asked after it.
+        rows_of = {**valid, **stale}
+        counts = {(c.coverage, c.fixed, c.keys) for c in released if _counts(c.statistic) and (
+            c.statistic == "entities" or ((c.coverage, c.fixed, c.keys) in rows_of
+                                          and c.value == entities_in(rows_of[(c.coverage, c.fixed, c.keys)])))}
         valid_counts = [rows for key, rows in valid.items() if key in counts]
         stale_counts = [rows for key, rows in stale.items() if key in counts]
         rest = [(cell, rows) for cell, rows in candidates
-                if any(_counts(statistic_name(plan, i)) for i in cell.statistics)]
+                if any(statistic_name(plan, i) == "entities" or (
+                    _counts(statistic_name(plan, i)) and cell.value(i) == entities_in(rows)) for i in cell.statistics)]
         old_classes, new_classes, classes = entity_classes(blocks, valid_counts + stale_counts,
                                                            [rows for _, rows in rest])
         return _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
@@ -529,6 +569,10 @@ class ClassJudge:
         """Classes are never empty."""
         return False
 
+    def members(self, number: int) -> set[tuple[int, int]]:
+        """Stand-ins for the taxpayers of class ``number`` (classes are disjoint: only their number matters)."""
+        return {(number, i) for i in range(self.sizes[number])}
+
 
 def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
     """The dominance rule on a union's per-entity totals, by magnitude and exactly (as the cell rule): integers
@@ -553,19 +597,23 @@ def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
 
 
 def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: CellRules, *,
-              stale: int, check: Callable[[], None]) -> list[AnswerCell]:
+              stale: int, check: Callable[[], None], judged_before: CellRules | None = None,
+              judge_for: Callable[[list[AnswerCell]], CellRules] | None = None) -> list[AnswerCell]:
     """The answer's cells to withhold so that they cause no leak (module docstring, step 4), nor make a stale
-    cell (the last ``stale`` of ``old``) derivable from the others."""
+    cell (the last ``stale`` of ``old``) derivable from the others. ``judge_for`` gives the judge of the answer's
+    cells that would leave (the statistics they release decide which blocks fail); ``judge`` serves otherwise."""
     kept = list(candidates)
 
-    def leaks(rows: list[frozenset[int]]) -> list[set[int]]:
-        return _new_leaks(old, rows, judge, check, stale) + _stale_leaks(old, rows, stale, check)
+    def leaks(cells: list[tuple[AnswerCell, frozenset[int]]]) -> list[set[int]]:
+        rows = [rows for _, rows in cells]
+        judged = judge_for([cell for cell, _ in cells]) if judge_for is not None else judge
+        return _new_leaks(old, rows, judged, check, stale, judged_before) + _stale_leaks(old, rows, stale, check)
 
-    if not kept or not leaks([rows for _, rows in kept]):
+    if not kept or not leaks(kept):
         return []
     removed: list[tuple[AnswerCell, frozenset[int]]] = []
     while True:
-        found = leaks([rows for _, rows in kept])
+        found = leaks(kept)
         if not found:
             break
         # The answer's cells that the leaking combinations take (their weights are those of old + kept).
@@ -578,7 +626,7 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
         kept.remove(chosen)
         removed.append(chosen)
     for cell in reversed(removed):  # give back what turned out not to be needed
-        if not leaks([rows for _, rows in kept + [cell]]):
+        if not leaks(kept + [cell]):
             kept.append(cell)
     kept_cells = {c for c, _ in kept}
     return [cell for cell, _ in removed if cell not in kept_cells]
@@ -632,9 +680,11 @@ def _by_keys(cell: AnswerCell) -> tuple:
 
 
 def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: CellRules,
-               check: Callable[[], None], stale: int = 0) -> list[set[int]]:
+               check: Callable[[], None], stale: int = 0, judged_before: CellRules | None = None) -> list[set[int]]:
     """The failing unions of blocks that ``old`` and ``new`` together make derivable and ``old`` alone does not,
-    each as the rows (indices into ``old + new``) its combination takes.
+    each as the rows (indices into ``old + new``) its combination takes. What ``old`` alone gave is judged by
+    ``judged_before`` (the statistics released before), the rest by ``judge``; the answer's rows are taken first
+    where a combination can be made of either (a cell released again for another statistic is the answer's).
 
     Where the combinations on failing blocks are too many to search (:class:`TooComplex`), only their number
     is compared: if ``new`` adds none (the space has the dimension ``old`` gives it), it adds no leak; if it adds
@@ -642,14 +692,14 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Cell
     everything = old + new
     merged = merged_blocks(everything)
     stale_rows = range(len(old) - stale, len(old))
-    space = _Space(everything, merged, judge, check, stale_rows)
+    space = _Space(everything, merged, judge, check, stale_rows, first=range(len(old), len(everything)))
     if not space.basis:
         return []
     spaces: list[_Space] = []
 
     def before() -> _Space:
         if not spaces:
-            spaces.append(_Space(old, merged, judge, check, stale_rows))
+            spaces.append(_Space(old, merged, judged_before or judge, check, stale_rows))
         return spaces[0]
 
     try:
@@ -689,7 +739,7 @@ class _Space:
     """The combinations of ``rows`` that are zero on every passing block (module docstring, step 3)."""
 
     def __init__(self, rows: list[frozenset[int]], merged: dict[int, int], judge: CellRules,
-                 check: Callable[[], None], stale: range = range(0)) -> None:
+                 check: Callable[[], None], stale: range = range(0), first: range = range(0)) -> None:
         self.judge = judge
         self.check = check
         self.parts: dict[int, list[int]] = {}
@@ -709,7 +759,7 @@ class _Space:
         failing = {c for c in columns if c in self.unsure or judge.fails(frozenset(self.parts[c])) or
                    judge.empty(frozenset(self.parts[c]))}
         if failing:
-            self.basis = unsafe_space(vectors, failing, columns)
+            self.basis = unsafe_space(vectors, failing, columns, first=first)
         check()
 
     def few_leaks(self, before: Callable[[], _Space]) -> list[tuple[frozenset[int], set[int]]]:
@@ -717,14 +767,33 @@ class _Space:
         statistic (:mod:`sandbox.audit.few`) and that the space ``before()`` (without the answer) lacks. Raises
         :class:`TooComplex` where there are too many to search."""
         judge = self.judge
-        if not self.basis or not isinstance(judge, Judge):
-            return []  # classes of entities (ClassJudge) are judged by their totals
+        if not self.basis:
+            return []
         used = sorted({c for row in self.basis for c in row.vector})
         leaks = []
+        if isinstance(judge, ClassJudge):  # classes of entities: their members are the people
+            people = {c: set().union(*(judge.members(cl) for cl in self.parts[c])) for c in used}
+            for leak in few_taxpayer_leaks(self.basis, lambda: before().basis, people, judge.k, self.check):
+                leaks.append((frozenset(b for c in leak.columns for b in self.parts[c]), set(leak.rows)))
+            return leaks
+        if not isinstance(judge, Judge):
+            return []
         for kind in judge.kinds():
+            # A sum's or a count's contributors are judged where cells released it; a row holds a taxpayer
+            # whatever a cell released of it.
+            statistic = kind if kind == "rows" else f"{kind.split(':')[0]}:{judge.measures[int(kind.split(':')[1])]}"
+            released = [c for c in used if kind == "rows" or judge.released_at is None
+                        or any(statistic in judge.released_at.get(b, ()) for b in self.parts[c])]
+            if not released:
+                continue
+            basis = self.basis if len(released) == len(used) else supported_on(self.basis, set(released), used)
             people = {c: judge.contributors(frozenset(self.parts[c]), kind) for c in used}
-            for leak in few_taxpayer_leaks(self.basis, lambda: before().basis, people, judge.rules.k,
-                                           self.check):
+
+            def earlier(allowed: list[int] = released) -> list[Row]:
+                return before().basis if len(allowed) == len(used) else supported_on(before().basis, set(allowed),
+                                                                                      used)
+
+            for leak in few_taxpayer_leaks(basis, earlier, people, judge.rules.k, self.check):
                 leaks.append((frozenset(b for c in leak.columns for b in self.parts[c]), set(leak.rows)))
         return leaks
 
@@ -736,16 +805,26 @@ class _Space:
         if not self.basis or not isinstance(judge, Judge) or judge.rules.dominance is None:
             return None
         used = sorted({c for row in self.basis for c in row.vector})
+
+        def released(space: _Space, name: str) -> set[int]:
+            released_at = space.judge.released_at if isinstance(space.judge, Judge) else None
+            return {c for c in used
+                    if released_at is None or any(name in released_at.get(b, ()) for b in self.parts[c])}
+
         for at in judge.summed:
             name = f"sum:{judge.measures[at]}"
-            allowed = {c for c in used if judge.released_at is None
-                       or any(name in judge.released_at.get(b, ()) for b in self.parts[c])}
+            allowed = released(self, name)
             if not allowed:
                 continue
             amounts = {c: judge.amounts(frozenset(self.parts[c]), at) for c in allowed}
-            leak = first_dominated(supported_on(self.basis, allowed, used),
-                                   lambda: supported_on(before().basis, allowed, used),  # noqa: B023
-                                   amounts, judge.rules.dominance, self.check)
+
+            def earlier() -> list[Row]:
+                # What the cells before gave of this measure: over the blocks where they released its sum.
+                space = before()
+                return supported_on(space.basis, released(space, name) & allowed, used)  # noqa: B023
+
+            leak = first_dominated(supported_on(self.basis, allowed, used), earlier, amounts,
+                                   judge.rules.dominance, self.check)
             if leak is not None:
                 return set(leak.rows)
         return None

@@ -67,13 +67,18 @@ def first_dominated(basis: list[Row], before: Callable[[], list[Row]], amounts: 
     if space is None:
         return None
     old: list[_Nets | None] = []
-    search = _SetSearch(space, check)
-    for weights, rows in search.dominant(rule):
+
+    def new_here(weights: dict[int, float], gauge: float) -> bool:
+        """Whether the answer shows the set more dominant than the cells before did (the gauge in the space
+        before is at most the gauge now: new where it is lower)."""
         if not old:
             old.append(_Nets.of(before(), amounts, entities=space.entities))
         previous = old[0]
-        if previous is not None and previous.gauge(previous.point(weights))[0] > 1 - MARGIN:
-            continue  # dominated before the answer: not the answer's
+        if previous is None:
+            return True
+        return previous.gauge(previous.point(weights))[0] < gauge * (1 - MARGIN)
+
+    for weights, rows in _SetSearch(space, check).dominant(rule, new_here):
         return DominanceLeak(tuple(space.entities[e] for e in weights), rows)
     return None
 
@@ -102,9 +107,11 @@ class _SetSearch:
         self.exact: dict[int, tuple[float, np.ndarray]] = {}
         self.programmes = 0
 
-    def dominant(self, rule: Dominance) -> Iterator[tuple[dict[int, float], frozenset[int]]]:
-        """Yield each weighted set found dominant (its members' signed weights, by taxpayer position) with the
-        rows of the combination that shows it, skipping sets that hold one found before."""
+    def dominant(self, rule: Dominance, accept: Callable[[dict[int, float], float], bool]
+                 ) -> Iterator[tuple[dict[int, float], frozenset[int]]]:
+        """Yield each weighted set found dominant that ``accept`` (told its signed weights, by taxpayer position,
+        and its gauge) takes, with the rows of the combination that shows it; sets that hold one yielded before are
+        skipped (they are dominant with it)."""
         found: list[set[int]] = []
         for weights, unordered in _shapes(rule, len(self.order)):
             for members in self.members(weights, unordered, [], 0.0):
@@ -113,8 +120,12 @@ class _SetSearch:
                 for signs in itertools.product((1.0, -1.0), repeat=len(members) - 1):
                     signed = {members[0]: weights[0]} | {
                         e: w * sign for e, w, sign in zip(members[1:], weights[1:], signs, strict=True)}
-                    gauge, z = self.exact[members[0]] if len(members) == 1 else self.solve(signed)
-                    if weights[0] * gauge > 1 - MARGIN if len(members) == 1 else gauge > 1 - MARGIN:
+                    if len(members) == 1:
+                        gauge, z = self.exact[members[0]]
+                        gauge *= weights[0]
+                    else:
+                        gauge, z = self.solve(signed)
+                    if gauge > 1 - MARGIN and accept(signed, gauge):
                         found.append(set(members))
                         yield signed, self.space.rows_of(z)
                         break
@@ -193,6 +204,10 @@ class _Nets:
             raise TooComplex("amounts that are not finite")
         if not matrix.any():
             return None
+        # Each coordinate scaled to norm 1: gauges do not change with the coordinates, and the programme and the
+        # bounds then see no direction of the space as rounding beside another (a firm of 200 yuan beside giants).
+        norms = np.linalg.norm(matrix, axis=0)
+        matrix = matrix / np.where(norms > 0, norms, 1.0)
         return cls(entities, matrix, [row.weights for row in rows])
 
     def point(self, weights: dict[int, float]) -> np.ndarray:
@@ -203,14 +218,20 @@ class _Nets:
         return point
 
     def gauge_bounds(self) -> np.ndarray:
-        """Per taxpayer an upper bound of its gauge: ``a_e = sum_f w_f a_f`` with the least-norm w gives
-        ``g_e <= max |w_f|``, and always ``g_e <= 1``."""
+        """Per taxpayer an upper bound of its gauge: ``a_e = sum_f w_f a_f`` with the least-norm w (the projection
+        of e on the span of A's columns) gives ``g_e <= max |w_f|``, and always ``g_e <= 1``. A certificate that
+        does not give ``a_e`` back to within rounding is not trusted: its bound is 1."""
         a = self.matrix
-        inverse = np.linalg.pinv(a.T @ a)
+        left, sigma, _ = np.linalg.svd(a, full_matrices=False)
+        left = left[:, sigma > sigma.max() * 1e-12] if sigma.size else left
         bounds = np.ones(len(self.entities))
         for start in range(0, len(self.entities), 512):
-            certificates = a @ (inverse @ a[start:start + 512].T)  # column f: the least-norm w for a_f
-            bounds[start:start + 512] = np.minimum(1.0, np.abs(certificates).max(axis=0) * (1 + 1e-6) + 1e-9)
+            stop = min(start + 512, len(self.entities))
+            certificates = left @ left[start:stop].T  # column f: the least-norm w for a_f
+            residual = np.linalg.norm(a.T @ certificates - a[start:stop].T, axis=0)
+            exact = residual <= 1e-9 * np.linalg.norm(a[start:stop], axis=1) + 1e-300
+            found = np.minimum(1.0, np.abs(certificates).max(axis=0) * (1 + 1e-6) + 1e-9)
+            bounds[start:stop] = np.where(exact, found, 1.0)
         return bounds
 
     def gauge(self, point: np.ndarray) -> tuple[float, np.ndarray]:

@@ -73,14 +73,15 @@ class Echelon:
         return row
 
 
-def unsafe_space(vectors: list[Vector], unsafe: set[int], columns: list[int]) -> list[Row]:
+def unsafe_space(vectors: list[Vector], unsafe: set[int], columns: list[int], *, first: range = range(0)) -> list[Row]:
     """A basis of the combinations of ``vectors`` that are zero on every column outside ``unsafe``, each with the
     weights of the vectors it combines. ``columns`` are all the columns the vectors use; safe ones are
-    eliminated first."""
+    eliminated first. The vectors ``first`` are added before the others, so that a combination either could make
+    is made of them."""
     order = sorted(columns, key=lambda c: (c in unsafe, c))
     echelon = Echelon({c: i for i, c in enumerate(order)})
-    for index, vector in enumerate(vectors):
-        echelon.add(Row(vector, {index: 1}))
+    for index in [*first, *(i for i in range(len(vectors)) if i not in first)]:
+        echelon.add(Row(vectors[index], {index: 1}))
     return [row for pivot, row in echelon.pivots.items() if pivot in unsafe]
 
 
