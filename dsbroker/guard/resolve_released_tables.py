@@ -39,13 +39,15 @@ def resolve_released_tables(expression: exp.Select, released: list[tuple[str, ..
                                 alias=exp.TableAlias(this=exp.to_identifier(alias))))
     schema = {names.released_table(i): dict.fromkeys(columns, "UNKNOWN") for i, columns in enumerate(released)}
     schema.update({lookup.name: dict.fromkeys(lookup.columns, "UNKNOWN") for lookup in read.values()})
-    known = {column.lower() for columns in schema.values() for column in columns}
+    # Names the caller may read besides the tables' columns: the outputs of its own SELECTs and WITH queries.
+    known = {column.lower() for columns in schema.values() for column in columns} | {
+        alias.alias.lower() for alias in expression.find_all(exp.Alias)}
     try:
         qualified = qualify(expression, schema=schema, dialect="duckdb", quote_identifiers=False,
                             validate_qualify_columns=True)
     except OptimizeError:
         column = next((c.name.lower() for c in expression.find_all(exp.Column)
-                       if c.name.lower() not in known and not _is_alias(c)), None)
+                       if c.name.lower() not in known), None)
         refuse("resolve_released_tables", "OUTER_COLUMN_NOT_FOUND",
                f"column {column!r} is not a column of the released cells or of a granted lookup; the outer query "
                "reads only the outputs of its WITH queries and the lookups' granted columns" if column else
@@ -55,12 +57,3 @@ def resolve_released_tables(expression: exp.Select, released: list[tuple[str, ..
         raise AssertionError("qualify keeps a SELECT a SELECT")
     return qualified, tuple(read.values())
 
-
-def _is_alias(column: exp.Column) -> bool:
-    """Whether ``column`` names an output of its own SELECT or of a WITH query (which qualify resolves itself)."""
-    select = column.find_ancestor(exp.Select)
-    while select is not None:
-        if any(column.name.lower() == (p.alias_or_name or "").lower() for p in select.expressions):
-            return True
-        select = select.parent.find_ancestor(exp.Select) if select.parent is not None else None
-    return False
