@@ -15,6 +15,7 @@ import math
 import time
 
 import duckdb
+import grpc
 import pytest
 import sqlglot
 import sqlglot.expressions as exp
@@ -27,8 +28,10 @@ from sandbox.disclosure.release import run
 from sandbox.disclosure.two_levels import run_two_levels
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.engine.released_tables import MemoryTable, run_on_released
-from tests.conftest import XUANWU
+from tests.conftest import GRANT, XUANWU
 from tests.guard_fixtures import read_cases
+from tests.test_released_cell_auditor import (ALL_BUT_99, LONE, STREET_A, _truth, data, stack,  # noqa: F401
+                                              unaudited_stack)
 
 CASES = read_cases("two_levels.sql")
 _HAND_TYPES = {"DECIMAL": "DOUBLE"}  # the hand computes decimals as doubles; the comparison allows for it
@@ -189,3 +192,58 @@ def test_the_in_memory_engine_holds_only_the_released_tables():
                               MemoryTable("__lookup0", (("street_code", "VARCHAR"),), [("320102001",)])],
                              timeout_s=10, max_rows=10, dataset="tax.declarations")
     assert result.rows == [("__cells0",), ("__lookup0",)]
+
+
+# End to end: a real broker and sandbox over gRPC.
+def test_an_answer_through_the_broker_and_the_sandbox_is_the_sandbox_s_own(client, policy, engine):
+    sql = next(c.sql for c in CASES if c.title.startswith("quarters side by side"))
+    result = client.query(GRANT, sql)
+    guarded, answer = _answer(sql, policy, engine)
+    assert result.columns == list(answer.names)
+    assert [tuple(row) for row in result.rows] == [tuple(row) for row in answer.rows]
+    assert result.withheld == {(r, c) for r, marked in enumerate(answer.withheld) for c in marked} != set()
+    assert result.rewritten_sql == guarded.sql and "-- on the released cells:" in result.rewritten_sql
+    assert client.explain(GRANT, sql).rewritten_sql == result.rewritten_sql
+
+
+def test_a_refusal_through_the_broker_names_the_rule_and_column(client):
+    with pytest.raises(DsbrokerError) as caught:
+        client.query(GRANT, "WITH c AS (SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1) "
+                            "SELECT street_code, taxpayer_id FROM c")
+    error = caught.value
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.reason == "OUTER_COLUMN_NOT_FOUND"
+    assert error.metadata["rule"] == "resolve_released_tables" and error.metadata["column"] == "taxpayer_id"
+
+
+# With the released-cell auditor (tests/test_released_cell_auditor.py's data: a lone firm in street A).
+def test_two_aggregates_of_one_query_are_audited_together(data, stack):
+    """The complement attack in one query: the street's total, and the total without the lone firm's industry.
+    The second aggregate is audited with the first's cells recorded, so the difference is withheld."""
+    street = f"street_code = '{STREET_A}'"
+    result = stack().query(GRANT, _complement(street))
+    total, rest, difference = result.rows[0]
+    assert total == _truth(data, street) and rest is None and difference is None
+    assert {(0, 1), (0, 2)} <= result.withheld
+
+
+def test_without_the_auditor_the_same_query_gives_the_firm_away(data, unaudited_stack):
+    street = f"street_code = '{STREET_A}'"
+    total, rest, difference = unaudited_stack().query(GRANT, _complement(street)).rows[0]
+    assert difference == _truth(data, f"taxpayer_id = '{LONE}'")
+
+
+def test_cells_the_outer_query_drops_are_recorded_as_released(data, stack):
+    """An outer query that shows nothing of its aggregate's cell still had it: it is recorded, so the
+    complement asked afterwards, alone, is withheld."""
+    client, street = stack(), f"street_code = '{STREET_A}'"
+    hidden = client.query(GRANT, f"WITH a AS (SELECT SUM(revenue) AS v FROM tax.declarations WHERE {street}) "
+                                 "SELECT 1 AS one FROM a")
+    assert hidden.rows == [[1]]
+    rest = client.query(GRANT, f"SELECT SUM(revenue) AS v FROM tax.declarations WHERE {street} AND {ALL_BUT_99}")
+    assert rest.rows == [[None]]
+
+
+def _complement(street: str) -> str:
+    return (f"WITH a AS (SELECT SUM(revenue) AS v FROM tax.declarations WHERE {street}), "
+            f"b AS (SELECT SUM(revenue) AS v FROM tax.declarations WHERE {street} AND {ALL_BUT_99}) "
+            "SELECT a.v AS total, b.v AS rest, a.v - b.v AS difference FROM a, b")
