@@ -88,6 +88,11 @@ class _Select:
 
     def rewrite(self) -> Marks:
         """Mark the outputs, refuse the filters the marks cannot follow; the marks of this SELECT's outputs."""
+        self._check_filters()
+        return self._mark_outputs([self.value(projection.unalias()) for projection in self.select.expressions])
+
+    def _check_filters(self) -> None:
+        """Refuse what decides which rows a SELECT keeps from a cell value, where a later aggregate reads them."""
         select = self.select
         windowed = any(p.find(exp.Window) for p in select.expressions)
         where = select.args.get("where")
@@ -112,9 +117,13 @@ class _Select:
                     refuse("add_withheld_marks", "OUTER_LIMIT_NOT_ALLOWED", "LIMIT and OFFSET are allowed in the "
                            "outermost SELECT only: which rows they keep would decide, unmarked, what a later "
                            "aggregate adds up", construct=arg.upper())
-        marks = [self.value(projection.unalias()) for projection in select.expressions]
-        if select.args.get("distinct") and not self.final and any(mark is not None for mark in marks):
+        if select.args.get("distinct") and not self.final and any(
+                self.value(projection.unalias()) is not None for projection in select.expressions):
             self._refuse("DISTINCT", "use DISTINCT on cell values in the outermost SELECT only")
+
+    def _mark_outputs(self, marks: list[exp.Expr | None]) -> Marks:
+        """Each output that reads a withheld cell NULL where it does, and its mark beside the outputs."""
+        select = self.select
         own: Marks = {}
         positions: list[int | None] = []
         width = len(select.expressions)

@@ -66,12 +66,13 @@ def reject_outer_unsupported(expression: exp.Select) -> exp.Select:
             if isinstance(node.this, exp.Literal) and node.to.this in (exp.DataType.Type.DATE,
                                                                        exp.DataType.Type.TIMESTAMP):
                 check_dates(node)
-        if isinstance(node, (exp.Lag, exp.Lead, exp.NthValue)):
+        if isinstance(node, (exp.Lag, exp.Lead, exp.NthValue)):  # Funcs, named as written
             offset = node.args.get("offset")
             if offset is not None and not (isinstance(offset, exp.Literal) and offset.name.isdigit()):
                 refuse("reject_outer_unsupported", "CONSTRUCT_NOT_ALLOWED", f"{written_name(node)}'s offset is a "
                        "whole number", construct=written_name(node))
-        if isinstance(node, RANKINGS + NAVIGATIONS) and not isinstance(node.parent, exp.Window):
+        if isinstance(node, exp.Func) and isinstance(node, RANKINGS + NAVIGATIONS) \
+                and not isinstance(node.parent, exp.Window):
             refuse("reject_outer_unsupported", "CONSTRUCT_NOT_ALLOWED", f"{written_name(node)} needs OVER (...)",
                    construct=written_name(node))
         if isinstance(node, exp.Star) and not isinstance(node.parent, (exp.Select, exp.Count, exp.Column)):

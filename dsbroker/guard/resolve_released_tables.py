@@ -37,10 +37,12 @@ def resolve_released_tables(expression: exp.Select, released: list[tuple[str, ..
         alias = table.alias or lookup.name
         table.replace(exp.Table(this=exp.to_identifier(read[lookup.table].name),
                                 alias=exp.TableAlias(this=exp.to_identifier(alias))))
-    schema = {names.released_table(i): dict.fromkeys(columns, "UNKNOWN") for i, columns in enumerate(released)}
+    schema: dict[str, object] = {names.released_table(i): dict.fromkeys(columns, "UNKNOWN")
+                                 for i, columns in enumerate(released)}
     schema.update({lookup.name: dict.fromkeys(lookup.columns, "UNKNOWN") for lookup in read.values()})
     # Names the caller may read besides the tables' columns: the outputs of its own SELECTs and WITH queries.
-    known = {column.lower() for columns in schema.values() for column in columns} | {
+    known = {column.lower() for columns in released for column in columns} | {
+        column.lower() for lookup in read.values() for column in lookup.columns} | {
         alias.alias.lower() for alias in expression.find_all(exp.Alias)}
     try:
         qualified = qualify(expression, schema=schema, dialect="duckdb", quote_identifiers=False,

@@ -189,26 +189,14 @@ def _in_from(node: exp.Expr, select: exp.Select) -> bool:
 def _written_in_two_levels(expression: exp.Select, columns: dict) -> exp.Select:
     """A one-level query that uses the outer query's constructs, written as WITH <aggregate> SELECT ... FROM it."""
     group = expression.args.get("group")
-    if group is not None and (group.args.get("rollup") or group.args.get("cube") or group.args.get("grouping_sets")
-                              or any(isinstance(k, (exp.Rollup, exp.Cube, exp.GroupingSets))
-                                     for k in group.expressions)):
-        refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", "totals (ROLLUP) are not combined with window functions "
-               "or the outer query's functions", construct="ROLLUP")
+    _refuse_totals(group)
     projections = expression.expressions
     aliases = {p.alias.lower(): p.this for p in projections if isinstance(p, exp.Alias)}
     taken = {i.name.lower() for i in expression.find_all(exp.Identifier)} | {c.split(".")[-1] for c in columns}
     keys = _keys(group, projections, aliases, columns)
     split = _Split(keys, taken)
-    outputs = []
-    for projection in projections:
-        name = projection.alias if isinstance(projection, exp.Alias) else None
-        if name is None and not isinstance(projection, exp.Column):
-            name = projection.sql(dialect="duckdb")  # the name the caller's engine would give it
-        value = split.outer(projection.unalias().copy(), outer_aliases=frozenset())
-        outputs.append(exp.alias_(value, exp.to_identifier(name))
-                       if name is not None and not (isinstance(value, exp.Column) and value.name == name) else value)
     own = frozenset(aliases)
-    outer = exp.Select(expressions=outputs)
+    outer = exp.Select(expressions=[_output(projection, split) for projection in projections])
     for arg in ("qualify", "order"):
         clause = expression.args.get(arg)
         if clause is not None:
@@ -236,6 +224,25 @@ def _written_in_two_levels(expression: exp.Select, columns: dict) -> exp.Select:
     return outer
 
 
+def _refuse_totals(group: exp.Group | None) -> None:
+    if group is not None and (group.args.get("rollup") or group.args.get("cube") or group.args.get("grouping_sets")
+                              or any(isinstance(k, (exp.Rollup, exp.Cube, exp.GroupingSets))
+                                     for k in group.expressions)):
+        refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", "totals (ROLLUP) are not combined with window functions "
+               "or the outer query's functions", construct="ROLLUP")
+
+
+def _output(projection: exp.Expr, split: _Split) -> exp.Expr:
+    """One output of the outer query, named as the caller's engine would name it in one level."""
+    name = projection.alias if isinstance(projection, exp.Alias) else None
+    if name is None and not isinstance(projection, exp.Column):
+        name = projection.sql(dialect="duckdb")
+    value = split.outer(projection.unalias().copy(), outer_aliases=frozenset())
+    if name is None or (isinstance(value, exp.Column) and value.name == name):
+        return value
+    return exp.alias_(value, exp.to_identifier(name))
+
+
 def _keys(group: exp.Group | None, projections: list, aliases: dict, columns: dict) -> list[exp.Expr]:
     """The group keys as expressions: positions, output aliases and ALL resolved against the outputs."""
     if group is None:
@@ -259,9 +266,11 @@ def _expanded(node: exp.Expr, aliases: dict, columns: dict) -> exp.Expr:
     def expand(child: exp.Expr) -> exp.Expr:
         if isinstance(child, exp.Column) and not child.table and child.name.lower() in aliases \
                 and child.name.lower() not in columns:
-            return aliases[child.name.lower()].copy()
+            named: exp.Expr = aliases[child.name.lower()]
+            return named.copy()
         return child
-    return node.transform(expand)
+    expanded: exp.Expr = node.transform(expand)
+    return expanded
 
 
 def _free(base: str, taken: set[str]) -> str:
@@ -295,21 +304,7 @@ class _Split:
                                                  and isinstance(node.this, AGGREGATE_TYPES)):
             return exp.column(self._aggregate(node))
         if isinstance(node, exp.Window):
-            function = node.this
-            inner = function.this if isinstance(function, exp.Filter) else function
-            # The window's own function stays outside; what it reads (aggregates, keys) is replaced.
-            for child in list(inner.iter_expressions()) + ([function.expression] if isinstance(function, exp.Filter)
-                                                          else []):
-                replaced = self.outer(child, outer_aliases=outer_aliases)
-                if replaced is not child:
-                    child.replace(replaced)
-            for arg in ("partition_by", "order"):
-                value = node.args.get(arg)
-                if isinstance(value, list):
-                    node.set(arg, [self.outer(v, outer_aliases=outer_aliases) for v in value])
-                elif value is not None:
-                    node.set(arg, self.outer(value, outer_aliases=outer_aliases))
-            return node
+            return self._window(node, outer_aliases)
         if isinstance(node, exp.Column):
             if not node.table and node.name.lower() in outer_aliases:
                 return node  # an output's alias, in QUALIFY or ORDER BY
@@ -320,6 +315,23 @@ class _Split:
             replaced = self.outer(child, outer_aliases=outer_aliases)
             if replaced is not child:
                 child.replace(replaced)
+        return node
+
+    def _window(self, node: exp.Window, outer_aliases: frozenset[str]) -> exp.Window:
+        """The window's own function stays outside; what it reads (aggregates, keys) is replaced."""
+        function = node.this
+        inner = function.this if isinstance(function, exp.Filter) else function
+        for child in list(inner.iter_expressions()) + ([function.expression] if isinstance(function, exp.Filter)
+                                                      else []):
+            replaced = self.outer(child, outer_aliases=outer_aliases)
+            if replaced is not child:
+                child.replace(replaced)
+        for arg in ("partition_by", "order"):
+            value = node.args.get(arg)
+            if isinstance(value, list):
+                node.set(arg, [self.outer(v, outer_aliases=outer_aliases) for v in value])
+            elif value is not None:
+                node.set(arg, self.outer(value, outer_aliases=outer_aliases))
         return node
 
     def _aggregate(self, aggregate: exp.Expr) -> str:
