@@ -16,14 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsbroker.errors import GUARD_REASONS, GuardError
-from dsbroker.guard import RULES, guard
+from dsbroker.guard import OUTER_RULES, RULES, guard
 from tests.conftest import XUANWU, policy_without_dominance
 from tests.guard_invariants import violations
 
 # Every reason the guard's refusals can give, as dsbroker/errors.py declares them (tests/test_error_registry.py
 # checks that they are the ones its rules raise): a refusal with any other reason (or any other exception) fails.
 DECLARED_REASONS = GUARD_REASONS
-RULE_NAMES = {"parse"} | {rule.__name__ for rule in RULES}
+RULE_NAMES = {"parse"} | {rule.__name__ for rule in RULES + OUTER_RULES}
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- the grammar: allowed pieces -------------------------------------------------------------------
