@@ -453,6 +453,16 @@ GUARD_REFUSALS = (
            "an aggregate or argument the noise does not answer"),
     Reason("NOISE_BOUNDS_MISSING", "INVALID_ARGUMENT", GUARD + ("function",),
            "an aggregate of a measure the policy gives no clipping bounds for"),
+    Reason("OUTER_READS_DATASET", "INVALID_ARGUMENT", GUARD,
+           "the outer query of two levels reading the dataset itself, not an aggregate's released cells"),
+    Reason("OUTER_COLUMN_NOT_FOUND", "INVALID_ARGUMENT", GUARD,
+           "a column the outer query reads that no released table or granted lookup column has (hidden ones alike)"),
+    Reason("OUTER_FILTER_ON_CELL", "INVALID_ARGUMENT", GUARD + ("construct",),
+           "a filter, grouping, DISTINCT or join on a released cell where what it keeps feeds a later aggregate"),
+    Reason("OUTER_LIMIT_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD + ("construct",),
+           "LIMIT or OFFSET in a SELECT of the outer query other than the outermost"),
+    Reason("TWO_LEVELS_NOT_SUPPORTED", "INVALID_ARGUMENT", GUARD + ("construct",),
+           "a query of two levels under encryption, noise or with totals (ROLLUP), not answered yet"),
 )
 
 REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
@@ -618,6 +628,8 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
     Reason("GROUPS_TOO_MANY", "OUT_OF_RANGE", ("table",),
            "more groups before HAVING or ORDER BY than the sandbox reads"),
     Reason("TOTALS_TOO_LARGE", "OUT_OF_RANGE", ("table",), "a table with totals too large to protect whole"),
+    Reason("OUTER_QUERY_FAILED", "OUT_OF_RANGE", ("table",),
+           "the outer query of two levels failed on the released cells (an overflow); the message is generic"),
     Reason("NOISE_NOT_SERVED", "FAILED_PRECONDITION", ("policy",),
            "a noise policy at a sandbox without a privacy ledger"),
     Reason("NOISE_TOO_MANY_CELLS", "OUT_OF_RANGE", ("table",), "more cells before the noisy threshold than allowed"),

@@ -28,6 +28,7 @@ from sandbox.audit.auditor import Auditor
 from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.disclosure.noise import noisy_answer
 from sandbox.disclosure.release import audited_release, check_committed, check_size, engine_cap
+from sandbox.disclosure.two_levels import run_two_levels
 from sandbox.engine.interface import Engine, EngineResult
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.ledgers.privacy import PrivacyLedger
@@ -81,6 +82,8 @@ class PlanExecutor:
                 raise DsbrokerError("this sandbox is not one of the policy's partitions", reason="PARTITION_NOT_NAMED",
                                     policy=policy.id)
         self.executions.record(plan, request_id=request_id)
+        if guarded.outer is not None:  # the guard answers two levels in plaintext, without noise, alone
+            return self._two_levels(plan, guarded, max_rows=max_rows, deadline=run_deadline)
         if guarded.noise is not None:
             response = self._noisy(plan, policy, guarded, max_rows=max_rows, timeout=timeout)
             if key is not None:
@@ -106,6 +109,20 @@ class PlanExecutor:
             truncated=truncated, engine_micros=result.micros, cells_withheld=released.counts["dominance"],
             threshold_cells_withheld=released.counts["min_entities"],
             secondary_cells_withheld=released.counts["secondary"], audit_cells_withheld=released.counts["audit"],
+            audited=self.auditor is not None, sandbox_id=self.executions.sandbox_id)
+
+    def _two_levels(self, plan: pb.Plan, guarded: GuardedQuery, *, max_rows: int,
+                    deadline: float) -> pb.ExecutePlanResponse:
+        """Each protected aggregate run and released as a one-level answer (audited: every cell of it that leaves
+        disclosure control is recorded), then the outer query on those released tables and nothing else."""
+        answer = run_two_levels(
+            self.engine, guarded, max_rows=max_rows, deadline=deadline,
+            release_part=lambda result, part: self._release(result, part, max_rows=max_rows, deadline=deadline))
+        return pb.ExecutePlanResponse(
+            table=encode_table(answer.names, answer.types, answer.rows, withheld=answer.withheld),
+            truncated=answer.truncated, engine_micros=answer.micros, cells_withheld=answer.counts["dominance"],
+            threshold_cells_withheld=answer.counts["min_entities"],
+            secondary_cells_withheld=answer.counts["secondary"], audit_cells_withheld=answer.counts["audit"],
             audited=self.auditor is not None, sandbox_id=self.executions.sandbox_id)
 
     def _release(self, result: EngineResult, guarded: GuardedQuery, *, max_rows: int, deadline: float):

@@ -23,6 +23,8 @@ CATEGORIES = {
     "malformed": "input that does not parse",
     "totals": "totals that would give a withheld cell away by subtraction (cut or hidden rows, unnamed keys)",
     "noise-evasion": "under noise, outputs computed from exact values (arithmetic, HAVING, hidden orderings)",
+    "outer-query": "a two-level query's outer part reaching past the released cells (the dataset, the entity, raw "
+                   "rows, an aggregate no rule guards) or computing from a withheld cell without a mark",
     "encrypted-mode": "encrypted results: plaintext under an encrypted-only grant, and outputs that could not be "
                       "added up under encryption or would be computed on a partition's cells",
 }

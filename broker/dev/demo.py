@@ -62,6 +62,17 @@ WHERE industry_section IN ('C', 'D', 'F')
   AND street_code IN ('320102001', '320102002', '320102003')
 GROUP BY ROLLUP (street_code, industry_section)
 ORDER BY street_code, industry_section"""
+# Two levels: a protected aggregate, then each street's share of the district computed on its released cells.
+SHARE_SQL = """\
+WITH streets AS (
+  SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations
+  WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-12-31'
+  GROUP BY street_code)
+SELECT street_code, ROUND(vat / 1000000, 1) AS vat_wan,
+       ROUND(100.0 * vat / SUM(vat) OVER (), 1) AS pct_of_district,
+       RANK() OVER (ORDER BY vat DESC) AS place
+FROM streets
+ORDER BY street_code"""
 RAW_SQL = "SELECT taxpayer_id, vat_paid FROM tax.declarations WHERE street_code = '320102005'"
 ENCRYPTED_SQL = """\
 SELECT street_code, industry_section,
@@ -259,6 +270,7 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str,
     secondary = next(r for r in totals.disclosure_rules if r["rule"] == "secondary_suppression")
     checks["totals protected"] = bool(totals.withheld) and secondary["cells_withheld"] > 0
     checks["differencing withheld"] = _differencing(requester, grant)
+    checks["share of the district"] = _share_of_district(requester, grant)
     console.print("It tries to read one street's taxpayers row by row:", style="bold")
     console.print(Syntax(RAW_SQL, "sql", theme="ansi_dark", background_color="default"))
     checks["raw rows refused"] = _refused(requester, grant, RAW_SQL)
@@ -428,6 +440,18 @@ def _cli(*args: str) -> bool:
     for line in (run.stderr + run.stdout).splitlines():
         console.print(line, soft_wrap=True, highlight=False)
     return run.returncode == 0
+
+
+def _share_of_district(requester: BrokerClient, grant: str) -> bool:
+    """A two-level query: the outer part runs in the sandbox on the released cells alone."""
+    console.print("A report needs more than one level: each street's share of the district and its rank, computed "
+                  "in the sandbox on the released cells alone (a share that reads a withheld cell is withheld too):",
+                  style="bold")
+    console.print(Syntax(SHARE_SQL, "sql", theme="ansi_dark", background_color="default"))
+    result = requester.query(grant, SHARE_SQL)
+    print_result(result, as_json=False)
+    shares = [row[2] for row in result.rows]
+    return bool(shares) and (bool(result.withheld) or abs(sum(float(s) for s in shares) - 100) < 1)
 
 
 def _step(text: str) -> None:

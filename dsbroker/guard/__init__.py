@@ -16,10 +16,16 @@ its signature names. Order matters and is written down here:
    (``split_cells``); on the cell query, the threshold where small cells are dropped, totals, with
    joins every column qualified, the dominance rule's statistics, or the noise policy's bounded cells;
    last what the engine's dialect needs beyond sqlglot's own translation.
+
+A two-level query (``split_levels``: WITH or a subquery in FROM, or one level with window functions, ROUND
+and the like over its aggregates) is split first into its protected aggregates, each guarded by every rule
+above as a query of its own, and an outer query over their released cells, which the rules of
+:data:`OUTER_RULES` check and rewrite; the sandbox runs it after disclosure control (``outer_plan``).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from dataclasses import dataclass
@@ -28,6 +34,8 @@ from typing import Any, Callable, Iterator
 import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
+from dsbroker.guard._tree import refuse
+from dsbroker.guard.add_withheld_marks import add_withheld_marks
 from dsbroker.guard.add_dominance_rule import add_dominance_rule
 from dsbroker.guard.add_entity_cells import add_entity_cells
 from dsbroker.guard.add_entity_threshold import add_entity_threshold
@@ -53,10 +61,15 @@ from dsbroker.guard.reject_ungranted_result_mode import reject_ungranted_result_
 from dsbroker.guard.reject_ungrouped_columns import reject_ungrouped_columns
 from dsbroker.guard.reject_unsummable_measures import reject_unsummable_measures
 from dsbroker.guard.reject_unsupported_syntax import reject_unsupported_syntax
+from dsbroker.guard.outer_plan import OuterPlan, ReleasedTable
+from dsbroker.guard.reject_outer_unsupported import reject_outer_unsupported
 from dsbroker.guard.release_plan import CellPlan
+from dsbroker.guard.resolve_released_tables import resolve_released_tables
 from dsbroker.guard.resolve_table import resolve_table
 from dsbroker.guard.split_cells import split_cells
+from dsbroker.guard.split_levels import split_levels
 from dsbroker.guard.translate_date_parts import translate_date_parts
+from dsbroker.guard import internal_names as names
 from dsbroker.guard.internal_names import CELL_PLAN_META, COVERAGE_META, NOISE_PLAN_META
 from dsbroker.results.parameters import SLOTS
 from dsbroker.policy.model import Dominance, Policy, bind_row_filter
@@ -94,8 +107,14 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     translate_date_parts,
 )
 
+# A two-level query's own rules, in order: before RULES run on each protected aggregate, split_levels; after,
+# on the outer query, the others.
+OUTER_RULES: tuple[Callable[..., Any], ...] = (
+    split_levels, reject_outer_unsupported, resolve_released_tables, add_withheld_marks)
+
 _RULE_PARAMETERS = {rule: tuple(inspect.signature(rule).parameters)[1:] for rule in RULES}
-_SUMMARIES = {rule: (inspect.getdoc(rule) or rule.__name__).splitlines()[0].replace("``", "") for rule in RULES}
+_SUMMARIES = {rule: (inspect.getdoc(rule) or rule.__name__).splitlines()[0].replace("``", "")
+              for rule in RULES + OUTER_RULES}
 
 
 @dataclass(frozen=True)
@@ -117,10 +136,16 @@ class GuardedQuery:
     # SELECT <the cell keys> FROM/JOIN/WHERE of the cell query, in the engine's dialect: which rows each cell
     # adds up (the released-cell auditor, sandbox.audit, reads it). Empty under a noise plan.
     coverage: str = ""
+    # A two-level query: each protected aggregate guarded as a query of its own, and what the sandbox computes
+    # from their released cells. ``sql`` is then all of their SQL, each part's as it runs (what the plan carries).
+    parts: tuple[GuardedQuery, ...] = ()
+    outer: OuterPlan | None = None
 
     @property
     def output_names(self) -> tuple[str, ...]:
         """The answer's column names."""
+        if self.outer is not None:
+            return self.outer.names
         if self.cells is not None:
             return tuple(output.name for output in self.cells.outputs)
         if self.noise is None:
@@ -156,6 +181,56 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     """
     admit(unverified_sql)
     expression = parse(unverified_sql)
+    level = functools.partial(_one_level, policy=policy, district=district, department=department,
+                              engine_dialect=engine_dialect, steps=steps, encrypted=encrypted,
+                              column_types=column_types, deadline=deadline, clock=clock)
+    levels = split_levels(expression, policy.dataset, policy.visible_columns(), policy.lookups)
+    if levels is None:
+        return level(expression)
+    _step(steps, split_levels, "rewrote")
+    if encrypted or policy.noise is not None:
+        mode = "encrypted results" if encrypted else "a noise policy"
+        refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", f"a query of two levels is not answered under {mode} yet; "
+               "send the aggregate alone", construct="ENCRYPTED" if encrypted else "NOISE")
+    parts = tuple(level(inner) for inner in levels.inners)
+    for part in parts:
+        if part.cells is None or part.cells.totals:
+            refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", "totals (ROLLUP) are not read by an outer query",
+                   construct="ROLLUP")
+        repeated = {name for name in part.output_names if part.output_names.count(name) > 1}
+        if repeated:
+            refuse("split_levels", "DUPLICATE_ALIAS", f"output name {sorted(repeated)[0]!r} is used twice in an "
+                   "aggregate the outer query reads; name each output", column=sorted(repeated)[0])
+    outer = reject_outer_unsupported(levels.outer)
+    _step(steps, reject_outer_unsupported, "checked")
+    outer, lookups_read = resolve_released_tables(outer, [part.output_names for part in parts], policy.lookups)
+    _step(steps, resolve_released_tables, "rewrote")
+    tables = tuple(ReleasedTable(names.released_table(i), i, part.output_names, part.cells.cell_outputs)
+                   for i, part in enumerate(parts) if part.cells is not None)
+    marked = add_withheld_marks(outer, {table.name: {table.columns[p].lower(): names.withheld_mark(p)
+                                                     for p in table.cells} for table in tables})
+    _step(steps, add_withheld_marks, "rewrote")
+    # The outer query runs on the sandbox's in-memory DuckDB, whatever engine holds the data.
+    outer_sql = marked.expression.sql(dialect="duckdb", comments=False)
+    plan = OuterPlan(outer_sql, marked.names, marked.marks, tables, lookups_read)
+    sql = "\n".join([f"-- {table.name}, on the data:\n{part.sql};" for table, part in zip(tables, parts, strict=True)]
+                    + [f"-- on the released cells:\n{outer_sql}"])
+    return GuardedQuery(
+        sql=sql, dataset=policy.dataset, entity=policy.entity_column, min_entities=policy.min_entities,
+        max_rows=min(policy.max_groups, SLOTS), lookups=tuple(sorted({table for part in parts for table in part.lookups}
+                                                                      | {lookup.table for lookup in lookups_read})),
+        dominance=policy.dominance, suppression=policy.suppression, parts=parts, outer=plan)
+
+
+def _step(steps: list[GuardStep] | None, rule: Callable[..., Any], action: str) -> None:
+    if steps is not None:
+        steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
+
+
+def _one_level(expression: exp.Select, *, policy: Policy, district: str, department: str, engine_dialect: str,
+               steps: list[GuardStep] | None, encrypted: bool, column_types: dict[str, dict[str, str]] | None,
+               deadline: float | None, clock: Callable[[], float]) -> GuardedQuery:
+    """:data:`RULES` on one SELECT over the dataset: a query of one level, or a protected aggregate of two."""
     suppression = "drop" if _filters_a_measure(expression, policy.ranges) else policy.suppression
     max_groups = min(policy.max_groups, SLOTS)  # one row per BFV slot if encrypted else policy.max_groups
     settings: dict[str, Any] = {

@@ -106,3 +106,20 @@ def noisy_quantity(index: int) -> str:
 def is_internal(name: str) -> bool:
     """Whether ``name`` is reserved for the guard's own columns and tables."""
     return name.startswith(PREFIX)
+
+
+# Two levels (split_levels): the tables of the in-memory engine the outer query runs on, and its marks.
+def released_table(index: int) -> str:
+    """The in-memory table holding the released cells of protected aggregate ``index`` of a two-level query."""
+    return f"__cells{index}"
+
+
+def lookup_table(index: int) -> str:
+    """The in-memory table holding the granted columns of the ``index``-th lookup the outer query reads."""
+    return f"__lookup{index}"
+
+
+def withheld_mark(index: int) -> str:
+    """Beside column ``index`` of a released table or of an outer query's output: whether its value is withheld
+    (by disclosure control, or computed from a withheld cell)."""
+    return f"__w{index}"

@@ -65,7 +65,7 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             unsupported.append(node)
         if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count):
             refuse("reject_unsupported_syntax", "RAW_ROWS", "SELECT * returns raw rows; ask for aggregates by group")
-        _check_dates(node)
+        check_dates(node)
         if isinstance(node, exp.Var) and not isinstance(node.parent, (exp.TimestampTrunc, exp.DateTrunc)):
             unsupported.append(node)
     if unsupported:
@@ -89,7 +89,7 @@ def _refuse_query_clauses(expression: exp.Select) -> None:
                    f"{arg.rstrip('_').upper()} is not allowed in a query", construct=arg.rstrip("_").upper())
 
 
-def _check_dates(node: exp.Expr) -> None:
+def check_dates(node: exp.Expr) -> None:
     """CAST only writes a DATE or TIMESTAMP literal, and a real one; date_trunc only to a year, quarter or month."""
     if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
         refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
