@@ -616,8 +616,10 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
         found = leaks(kept)
         if not found:
             break
-        # The answer's cells that the leaking combinations take (their weights are those of old + kept).
-        involved = [kept[i - len(old)] for i in sorted({i for leak in found for i in leak}) if i >= len(old)]
+        # The answer's cells that the leaking combinations take (their weights are those of old + kept). A leak
+        # of cells released before alone is new through the answer's statistics (its CIT cells make blocks fail
+        # for CIT): any of the answer's cells may be what makes it, so all are candidates.
+        involved = [kept[i - len(old)] for i in sorted({i for leak in found for i in leak}) if i >= len(old)] or kept
         if not involved:
             raise DsbrokerError("the answer, with what has been released before, would reveal a total of too few "
                                 "taxpayers, and withholding its cells cannot prevent it", reason="AUDIT_REFUSED",

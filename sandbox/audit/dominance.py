@@ -46,6 +46,9 @@ from sandbox.audit.linear import PRIME, Row, TooComplex, reduced
 
 # A gauge this close to 1 counts as outside: floating point must err toward withholding.
 MARGIN = 1e-6
+# How much higher a gauge must be with the answer than without it for the set to be the answer's: well past the
+# programmes' rounding (the same combination solved in two bases), far below any change an answer makes.
+NEWER = 1e-4
 # The most programmes one search solves before the space counts as too complex to search.
 MOST_PROGRAMMES = 2_000
 
@@ -76,7 +79,7 @@ def first_dominated(basis: list[Row], before: Callable[[], list[Row]], amounts: 
         previous = old[0]
         if previous is None:
             return True
-        return previous.gauge(previous.point(weights))[0] < gauge * (1 - MARGIN)
+        return previous.gauge(previous.point(weights))[0] < gauge * (1 - NEWER)
 
     for weights, rows in _SetSearch(space, check).dominant(rule, new_here):
         return DominanceLeak(tuple(space.entities[e] for e in weights), rows)
