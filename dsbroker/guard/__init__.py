@@ -47,6 +47,7 @@ from dsbroker.guard.add_row_filter import add_row_filter
 from dsbroker.guard.add_totals import add_totals
 from dsbroker.guard.enforce_group_cap import enforce_group_cap
 from dsbroker.guard.enforce_range_grid import enforce_range_grid
+from dsbroker.guard.expand_complements import expand_complements
 from dsbroker.guard.expand_distinct_groups import expand_distinct_groups, lists_groups
 from dsbroker.guard.expand_one_sided_ranges import expand_one_sided_ranges
 from dsbroker.guard.expand_or_equalities import expand_or_equalities
@@ -91,6 +92,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     expand_output_aliases,
     reject_ungranted_columns,
     expand_or_equalities,
+    expand_complements,
     expand_one_sided_ranges,
     reject_entity_misuse,
     reject_raw_rows,
@@ -250,6 +252,7 @@ def _one_level(expression: exp.Select, *, policy: Policy, district: str, departm
         "aggregates": policy.aggregates,
         "min_max": policy.min_max,
         "ranges": policy.ranges,
+        "values": policy.values,
         "lookups": policy.lookups,
         "entity": policy.entity_column,
         "min_entities": policy.min_entities,

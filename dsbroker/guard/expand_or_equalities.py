@@ -15,11 +15,14 @@ from dsbroker.guard._tree import conjuncts
 
 
 def expand_or_equalities(expression: exp.Select) -> exp.Select:
-    """Rewrite each ANDed term that is an OR of ``x = literal`` and ``x IN (literals)`` on one ``x`` to one IN."""
+    """Rewrite each ANDed term that is an OR (or NOT of an OR) of ``x = literal`` and ``x IN (literals)`` on one
+    ``x`` to one IN."""
     where = expression.args.get("where")
     if where is None:
         return expression
     for term in list(conjuncts(where.this)):
+        if isinstance(term, exp.Not) and isinstance(term.this.unnest(), exp.Or):
+            term = term.this.unnest()  # NOT (x = a OR x = b) is x NOT IN (a, b), for expand_complements
         if isinstance(term, exp.Or):
             alternatives = [_alternative(part) for part in _disjuncts(term)]
             subjects = {subject for subject, _ in alternatives if subject is not None}
