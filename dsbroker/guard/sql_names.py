@@ -1,13 +1,15 @@
 """sql_names: a construct named in a refusal as the caller wrote it in SQL, never by sqlglot's class name.
 
 sqlglot parses ``a || b`` to ``DPipe`` and ``a // b`` to ``IntDiv``; a caller who is told ``DPipe is not allowed``
-cannot tell what to change. Every refusal that names a construct asks here (functions are named from the query's
-text instead: ``parse.written_name``).
+cannot tell what to change. Every refusal that names a construct asks here; a function is named as the query's
+text spells it (``parse.written_name``).
 """
 
 from __future__ import annotations
 
 import sqlglot.expressions as exp
+
+from dsbroker.guard.parse import written_name
 
 # The SQL spelling of the constructs a query can hold that have no name of their own in sqlglot's classes,
 # or a name that is not the SQL's.
@@ -30,9 +32,12 @@ _SPELLINGS: dict[type[exp.Expr], str] = {
 
 
 def sql_name(node: exp.Expr) -> str:
-    """How ``node`` reads in SQL (``||``, ``LIKE``, ``UNPIVOT``); for any other, its class name in capitals."""
+    """How ``node`` reads in SQL (``||``, ``LIKE``, ``UNPIVOT``, a function as written); for any other, its class
+    name in capitals."""
     if isinstance(node, exp.Pivot):
         return "UNPIVOT" if node.args.get("unpivot") else "PIVOT"
+    if isinstance(node, exp.Func) and type(node) not in _SPELLINGS:
+        return written_name(node)
     if isinstance(node, exp.Not) and isinstance(node.this, exp.Like):
         return "NOT LIKE"
     for kind in type(node).__mro__:
