@@ -15,6 +15,7 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import column_key, conjuncts, refuse, table_of
 from dsbroker.guard.reject_invalid_group_keys import DATE_PARTS
+from dsbroker.guard.sql_names import sql_name
 from dsbroker.policy.model import ColumnLevel
 
 _FILTERABLE = (ColumnLevel.GROUP, ColumnLevel.FILTER)
@@ -47,8 +48,8 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
             _check_comparison(term, dataset, columns, ranges, bounds)
         else:
             refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
-                   f"{term.key.upper()} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
-                   table=dataset, construct=term.key.upper())
+                   f"{sql_name(term)} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
+                   table=dataset, construct=sql_name(term))
     for column, sides in bounds.items():
         if sides != {"lower", "upper"}:
             refuse("reject_invalid_filters", "RANGE_NOT_BOUNDED",

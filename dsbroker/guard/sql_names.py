@@ -28,6 +28,9 @@ _SPELLINGS: dict[type[exp.Expr], str] = {
     exp.Case: "CASE", exp.If: "IF", exp.Filter: "FILTER", exp.Union: "UNION", exp.Intersect: "INTERSECT",
     exp.Except: "EXCEPT", exp.Values: "VALUES", exp.TableSample: "TABLESAMPLE", exp.Unnest: "UNNEST",
     exp.Distinct: "DISTINCT", exp.Select: "SELECT", exp.Null: "NULL", exp.Boolean: "TRUE/FALSE",
+    exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Neg: "-", exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">",
+    exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=", exp.In: "IN", exp.Between: "BETWEEN", exp.And: "AND", exp.Or: "OR",
+    exp.Not: "NOT", exp.Paren: "(…)", exp.Cast: "CAST", exp.Column: "a column", exp.Literal: "a literal",
 }
 
 
