@@ -74,7 +74,8 @@ def test_lint_checks_a_policy_against_the_sandboxs_data_before_anyone_signs(demo
     good.write_text(SHIPPED)
     broken = tmp_path / "broken.yaml"
     broken.write_text(SHIPPED.replace(STREETS, BROKEN["a column the lookup lacks"][0])
-                      .replace("  employees: measure", "  employes: measure"))
+                      .replace("  employees: measure", "  employes: measure")
+                      .replace('size_class: ["large", "medium", "micro", "small"]', 'size_class: ["large", "medium"]'))
     run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", "--sandbox-config", str(config),
                           str(good), str(broken)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 1, run.stderr
@@ -82,3 +83,8 @@ def test_lint_checks_a_policy_against_the_sandboxs_data_before_anyone_signs(demo
     line = next(i for i, text in enumerate(broken.read_text().splitlines(), 1) if "tax.streets:" in text)
     assert f"{broken}:{line}: lookup tax.streets of grant '{GRANT}' has no column 'street_nam'" in run.stderr
     assert "'employes' is not a column of tax.declarations" in run.stderr
+    # The shipped grant lists every size class the data holds (good passed); the broken one lacks two.
+    line = next(i for i, text in enumerate(broken.read_text().splitlines(), 1) if text.startswith("values:"))
+    assert (f"{broken}:{line}: values: tax.declarations holds values of 'size_class' that grant '{GRANT}' does not "
+            "list") in run.stderr
+    assert "micro" not in run.stderr

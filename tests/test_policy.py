@@ -73,6 +73,10 @@ def test_defaults_are_safe():
       "bounds: {}}}"), 5, "names one taxpayer's value"),
     (("purpose: testing", "purpose: testing\nranges: {street_code: 10}"), 5, "not a measure column"),
     (("purpose: testing", "purpose: testing\nranges: {vat_paid: 0}"), 5, "at least 1"),
+    (("purpose: testing", "purpose: testing\nvalues: {vat_paid: ['1']}"), 5, "not a group or filter column"),
+    (("purpose: testing", "purpose: testing\nvalues: {street_code: []}"), 5, "a list of 1 to 1000 values"),
+    (("purpose: testing", "purpose: testing\nvalues: {street_code: [39]}"), 5, "quoted text"),
+    (("purpose: testing", "purpose: testing\nvalues: {street_code: ['a', 'a']}"), 5, "listed twice"),
     (("purpose: testing", "purpose: testing\nlimits: {valid_from: 2026-02-01, valid_until: 2026-01-01}"), 5, "before"),
     (("dataset: tax.declarations", "dataset: declarations"), 5, "dataset"),
     (("version: 2", "version: two"), 2, "whole number"),
@@ -128,6 +132,11 @@ def test_dominance_rules_parse():
     assert policy.dominance == Dominance(2, 85.0, 10.0) and policy.min_entities == 5
     assert parse_policy(VALID + "disclosure: {dominance: {n: 1, k: 60}}\n").dominance == Dominance(1, 60.0)
     assert parse_policy(VALID).dominance == Dominance(2, 85.0), "on by default (tests/test_dominance_default.py)"
+
+
+def test_values_list_a_column_s_codes():
+    assert parse_policy(VALID + "values: {street_code: ['001', '002']}\n").values == {"street_code": ("001", "002")}
+    assert parse_policy(VALID).values == {}
 
 
 def test_ranges_name_a_grid_per_measure():

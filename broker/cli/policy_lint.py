@@ -8,7 +8,8 @@ off``) gets a warning with the owner's reason, for the reviewer and the owner to
 sign; a warning does not fail lint. With the
 sandbox's configuration (its engine, data file or PostgreSQL database, and the datasets it serves) lint finds before
 signing what the sandbox would refuse at the first plan: a dataset it does not serve, a column the
-dataset lacks, and every lookup problem :class:`sandbox.checks.lookups.LookupChecker` reports.
+dataset lacks, and every lookup problem :class:`sandbox.checks.lookups.LookupChecker` reports, and a
+column of ``values`` whose data holds a value the grant does not list.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def data_problems(policy: Policy, checker) -> list[tuple[int, str]]:
                 if level is not ColumnLevel.HIDDEN and column not in checker.columns[policy.dataset]]
     for error in checker.problems(policy):
         problems.append((_line_of(text, error.metadata["table"] + ":", error.metadata["table"]), error.message))
+    for error in checker.unlisted_values(policy):
+        problems.append((_line_of(text, "values:"), error.message))
     return problems
 
 

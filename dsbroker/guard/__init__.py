@@ -6,11 +6,14 @@ a function ``Select -> Select`` in a module named for what it does
 ``enforce_*`` and ``split_*`` rules rewrite). Each rule receives only the settings
 its signature names. Order matters and is written down here:
 
-1. structure first (one plain SELECT over the granted table; limits on size and depth in ``parse``),
+1. structure first (one plain SELECT over the granted table; limits on size and depth in ``parse``; a
+   DISTINCT over plain keys is its GROUP BY before anything checks it),
 2. then aliases and positions are expanded against the caller's own outputs, so every later rule sees
    real columns and no position can name a column the guard adds later,
 3. then the column checks (granted, entity, grouping, linear aggregates, filters, and, given the
-   engine's column types, filter literals and measure types),
+   engine's column types, filter literals and measure types); before the checks of filters, the safe forms
+   become the ones they know (an OR of equalities on one column is its IN, a one-sided range gets its far
+   bound, a complement on an enumerated column is the IN of the other values),
 4. then the rewrites: the filters (ranges on a grid, the row filter), the cap on groups, and the split
    into the cells the engine computes and the plan the sandbox computes from released cells
    (``split_cells``); on the cell query, the threshold where small cells are dropped, totals, with
@@ -44,6 +47,10 @@ from dsbroker.guard.add_row_filter import add_row_filter
 from dsbroker.guard.add_totals import add_totals
 from dsbroker.guard.enforce_group_cap import enforce_group_cap
 from dsbroker.guard.enforce_range_grid import enforce_range_grid
+from dsbroker.guard.expand_complements import expand_complements
+from dsbroker.guard.expand_distinct_groups import expand_distinct_groups, lists_groups
+from dsbroker.guard.expand_one_sided_ranges import expand_one_sided_ranges
+from dsbroker.guard.expand_or_equalities import expand_or_equalities
 from dsbroker.guard.expand_output_aliases import expand_output_aliases
 from dsbroker.guard.parse import admit, parse
 from dsbroker.guard.qualify_joined_columns import qualify_joined_columns
@@ -78,11 +85,15 @@ from dsbroker.policy.model import Dominance, Policy, bind_row_filter
 SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
 
 RULES: tuple[Callable[..., exp.Select], ...] = (
+    expand_distinct_groups,
     reject_unsupported_syntax,
     resolve_table,
     reject_ungranted_result_mode,
     expand_output_aliases,
     reject_ungranted_columns,
+    expand_or_equalities,
+    expand_complements,
+    expand_one_sided_ranges,
     reject_entity_misuse,
     reject_raw_rows,
     reject_invalid_group_keys,
@@ -231,7 +242,9 @@ def _one_level(expression: exp.Select, *, policy: Policy, district: str, departm
                steps: list[GuardStep] | None, encrypted: bool, column_types: dict[str, dict[str, str]] | None,
                deadline: float | None, clock: Callable[[], float]) -> GuardedQuery:
     """:data:`RULES` on one SELECT over the dataset: a query of one level, or a protected aggregate of two."""
-    suppression = "drop" if _filters_a_measure(expression, policy.ranges) else policy.suppression
+    # A DISTINCT lists groups (expand_distinct_groups): a marked row of a small group would still show it exists.
+    drop = _filters_a_measure(expression, policy.ranges) or lists_groups(expression)
+    suppression = "drop" if drop else policy.suppression
     max_groups = min(policy.max_groups, SLOTS)  # one row per BFV slot if encrypted else policy.max_groups
     settings: dict[str, Any] = {
         "dataset": policy.dataset,
@@ -239,6 +252,7 @@ def _one_level(expression: exp.Select, *, policy: Policy, district: str, departm
         "aggregates": policy.aggregates,
         "min_max": policy.min_max,
         "ranges": policy.ranges,
+        "values": policy.values,
         "lookups": policy.lookups,
         "entity": policy.entity_column,
         "min_entities": policy.min_entities,

@@ -35,6 +35,7 @@ from sqlglot.optimizer.scope import traverse_scope
 from dsbroker.guard import internal_names as names
 from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.reject_outer_unsupported import NAVIGATIONS, RANKINGS
+from dsbroker.guard.sql_names import sql_name
 
 Marks = dict[str, str]  # per column (lower case) of a table: its mark column, where it can be withheld
 
@@ -62,7 +63,7 @@ def add_withheld_marks(expression: exp.Select, released: dict[str, Marks]) -> Ma
         select = scope.expression
         if not isinstance(select, exp.Select):
             refuse("add_withheld_marks", "SET_OPERATION_NOT_ALLOWED", "UNION, INTERSECT and EXCEPT are not allowed "
-                   "in the outer query", construct=type(select).__name__.upper())
+                   "in the outer query", construct=sql_name(select))
         sources: dict[str, Marks] = {}
         for alias, source in scope.sources.items():
             if isinstance(source, exp.Table):

@@ -26,6 +26,7 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import column_key, refuse, table_of
 from dsbroker.guard.literals import MAX_NUMBER_CHARACTERS, number_in_range
+from dsbroker.guard.sql_names import sql_name
 from dsbroker.policy.model import ColumnLevel
 
 # The widest value a coefficient may have, and the narrowest nonzero one: beyond these a number is not a
@@ -122,8 +123,8 @@ class _Reader:
         column = node.find(exp.Column)
         refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
                f"inside {self.aggregate} only a linear expression of measures is allowed (measures, + and -, "
-               f"and * or / by a number), not {node.key.upper()}", table=self.dataset,
-               construct=node.key.upper(), column=column.name if column is not None else None)
+               f"and * or / by a number), not {sql_name(node)}", table=self.dataset,
+               construct=sql_name(node), column=column.name if column is not None else None)
 
     def column(self, node: exp.Column) -> LinearForm:
         level = self.columns.get(column_key(node))
@@ -176,7 +177,7 @@ class _Reader:
         refuse(self.rule, "AGGREGATE_ARGUMENT_NOT_LINEAR",
                f"inside {self.aggregate} only a linear expression of measures is allowed; {what} is not "
                "(compute with the aggregates' results instead, e.g. SUM(a) / SUM(b))", table=self.dataset,
-               construct=node.key.upper(), column=column.name if column is not None else None)
+               construct=sql_name(node), column=column.name if column is not None else None)
 
 
 def _check_range(value: Fraction, rule: str, dataset: str) -> None:

@@ -55,7 +55,10 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
     try:
         tokens = dialect.tokenize(unverified_sql)
         _check_tokens(tokens)
-        statements = [s for s in dialect.parser().parse(tokens, unverified_sql) if s is not None]
+        # A comment after the final ``;`` parses as a statement of its own (a Semicolon holding the comment):
+        # it is no statement, and comments are dropped anyway.
+        statements = [s for s in dialect.parser().parse(tokens, unverified_sql)
+                      if s is not None and not isinstance(s, exp.Semicolon)]
     except RecursionError:
         _too_complex("it nests too deeply")
     except (ParseError, TokenError, ValueError) as error:

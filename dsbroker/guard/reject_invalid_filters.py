@@ -3,9 +3,10 @@
 Allowed: ``=``, ``IN (...)``, ``BETWEEN`` and ranges bounded on both sides. A measure the grant
 lists under ``ranges`` may be filtered in a range bounded on both sides by numbers (never ``=`` or
 ``IN``, which would pick out one amount); ``enforce_range_grid`` then snaps the range to its grid.
-Refused: OR (it pads a condition into a tracker), NOT and ``<>`` (complements
-that single out), tests of measures or of the entity, and anything that is not
-a literal on the other side.
+Refused: OR (it pads a condition into a tracker; ``expand_or_equalities`` has already made an OR of
+equalities on one column its IN), NOT and ``<>`` (complements that single out; ``expand_complements`` has
+already made those on a column whose values the grant lists the IN of the other values), tests of measures
+or of the entity, and anything that is not a literal on the other side.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import column_key, conjuncts, refuse, table_of
 from dsbroker.guard.reject_invalid_group_keys import DATE_PARTS
+from dsbroker.guard.sql_names import sql_name
 from dsbroker.policy.model import ColumnLevel
 
 _FILTERABLE = (ColumnLevel.GROUP, ColumnLevel.FILTER)
@@ -31,8 +33,7 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
                    "OR is not allowed in WHERE (it can pad a condition); use IN (...) for alternatives",
                    table=dataset)
         if isinstance(term, (exp.Not, exp.NEQ)):
-            refuse("reject_invalid_filters", "NEGATION_NOT_ALLOWED",
-                   "NOT and <> are not allowed in WHERE; name the values you want with = or IN", table=dataset)
+            _refuse_negation(term, dataset, columns)
         if isinstance(term, exp.In):
             if term.args.get("query") or term.args.get("unnest") or not term.expressions:
                 refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED", "IN takes a list of literals", table=dataset)
@@ -47,13 +48,27 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
             _check_comparison(term, dataset, columns, ranges, bounds)
         else:
             refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
-                   f"{term.key.upper()} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
-                   table=dataset, construct=term.key.upper())
+                   f"{sql_name(term)} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
+                   table=dataset, construct=sql_name(term))
     for column, sides in bounds.items():
         if sides != {"lower", "upper"}:
             refuse("reject_invalid_filters", "RANGE_NOT_BOUNDED",
                    f"the range on {column!r} must be bounded on both sides; use BETWEEN", table=dataset, column=column)
     return expression
+
+
+def _refuse_negation(term: exp.Expr, dataset: str, columns: dict) -> None:
+    """A complement expand_complements could not write as an IN: say which column's values the grant does not list."""
+    subject = term.this.unnest() if isinstance(term, exp.Not) else term
+    column = next((node for node in (subject.this, subject.args.get("expression")) if isinstance(node, exp.Column)),
+                  None) if isinstance(subject, (exp.NEQ, exp.EQ, exp.In)) else None
+    if column is not None and columns.get(column_key(column)) in _FILTERABLE:
+        refuse("reject_invalid_filters", "NEGATION_NOT_ALLOWED",
+               f"the grant lists no values of {column.name!r}, so NOT, <> and NOT IN on it cannot be answered; name "
+               "the values you want with = or IN", table=table_of(column, dataset), column=column.name)
+    refuse("reject_invalid_filters", "NEGATION_NOT_ALLOWED",
+           "NOT and <> are allowed in WHERE only on a group or filter column whose values the grant lists; name the "
+           "values you want with = or IN", table=dataset, column=column.name if column is not None else None)
 
 
 def _check_comparison(term: exp.Binary, dataset: str, columns: dict, ranges: dict,

@@ -15,6 +15,7 @@ import sqlglot.expressions as exp
 from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.parse import written_name
 from dsbroker.guard.reject_unsupported_syntax import check_dates
+from dsbroker.guard.sql_names import sql_name
 
 AGGREGATES: tuple[type[exp.Expr], ...] = (*AGGREGATE_TYPES,)
 RANKINGS: tuple[type[exp.Expr], ...] = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Ntile, exp.PercentRank,
@@ -52,7 +53,7 @@ def reject_outer_unsupported(expression: exp.Select) -> exp.Select:
                    "ROUND, ABS, FLOOR, CEIL, GREATEST, LEAST, CAST, date parts, COUNT, SUM, AVG, MIN, MAX (with "
                    "FILTER), window functions", function=name)
         if not isinstance(node, ALLOWED_NODES) or type(node) is exp.Expression:
-            name = type(node).__name__.upper()
+            name = sql_name(node)
             refuse("reject_outer_unsupported", "CONSTRUCT_NOT_ALLOWED", f"{name} is not allowed in the outer query",
                    construct=name)
         if isinstance(node, exp.Join) and (node.args.get("method") or (node.args.get("kind") or "").upper()

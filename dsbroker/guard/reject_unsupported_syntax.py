@@ -13,6 +13,7 @@ import sqlglot.expressions as exp
 from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.parse import written_name
+from dsbroker.guard.sql_names import sql_name
 
 ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
@@ -58,7 +59,7 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             continue  # totals: expand_output_aliases accepts GROUP BY ROLLUP(keys) alone, and no other form
         if type(node) in _NAMED:
             reason, message = _NAMED[type(node)]
-            refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)
+            refuse("reject_unsupported_syntax", reason, message, construct=sql_name(node))
         if not isinstance(node, ALLOWED_NODES) or type(node) is exp.Expression:
             if isinstance(node, exp.Func):
                 _refuse_node(node)  # a function is named first: it is what the caller wrote
@@ -84,7 +85,11 @@ def _refuse_query_clauses(expression: exp.Select) -> None:
             node = value[0] if isinstance(value, list) else value
             if isinstance(node, exp.Expression) and type(node) in _NAMED:
                 reason, message = _NAMED[type(node)]
-                refuse("reject_unsupported_syntax", reason, message, construct=type(node).__name__)
+                refuse("reject_unsupported_syntax", reason, message, construct=sql_name(node))
+            if isinstance(node, exp.Pivot):
+                name = sql_name(node)
+                refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED", f"{name} is not allowed in a query",
+                       construct=name)
             refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
                    f"{arg.rstrip('_').upper()} is not allowed in a query", construct=arg.rstrip("_").upper())
 
@@ -110,5 +115,5 @@ def _refuse_node(node: exp.Expr) -> NoReturn:
         refuse("reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED",
                f"function {name} is not allowed; allowed: COUNT, SUM, AVG (MIN, MAX where granted), "
                "date_trunc, year, quarter, month", function=name)
-    name = type(node).__name__
+    name = sql_name(node)
     refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED", f"{name} is not allowed in a query", construct=name)

@@ -29,6 +29,7 @@ from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Li
 from dsbroker.policy.model import Dominance, Noise
 from dsbroker.guard.internal_names import (CELL_PLAN_META, COVERAGE_META, LINEAR_FORM_META,
                                            RELEASED_FIRST_META, TOTALS_META)
+from dsbroker.guard.sql_names import sql_name
 
 # Where HAVING or ORDER BY by a value must see every cell, the engine may return this many times the
 # grant's cap. Those cells are the ones the answer shows or marks (where small cells are dropped, the
@@ -201,8 +202,8 @@ class _Lowering:
         if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)):
             return Call(_TRUNC_UNITS[node.text("unit").upper()], (self.lower(node.this),))
         # reject_ungrouped_columns and reject_unsupported_syntax let nothing else through.
-        refuse("split_cells", "CONSTRUCT_NOT_ALLOWED", f"{node.key.upper()} is not allowed here", table=self.dataset,
-               construct=node.key.upper())
+        refuse("split_cells", "CONSTRUCT_NOT_ALLOWED", f"{sql_name(node)} is not allowed here", table=self.dataset,
+               construct=sql_name(node))
 
     def aggregate(self, aggregate: exp.Expr) -> Node:
         argument = aggregate.this

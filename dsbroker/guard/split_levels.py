@@ -27,6 +27,7 @@ import sqlglot.expressions as exp
 from dsbroker.guard import internal_names as names
 from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.internal_names import NODES_META, SOURCE_META
+from dsbroker.guard.sql_names import sql_name
 from dsbroker.policy.model import Lookup
 
 # The most protected aggregates one query may hold: each is a query of the engine's and an audit of its own.
@@ -117,7 +118,7 @@ class _Splitter:
         for node in select.walk():
             if isinstance(node, (exp.Select, exp.SetOperation)) and node is not select and not _in_from(node, select):
                 refuse("split_levels", "SUBQUERY_NOT_ALLOWED", "subqueries are allowed only in WITH and FROM",
-                       construct=type(node).__name__)
+                       construct=sql_name(node))
 
     def _cte_name(self, cte: exp.CTE, visible: frozenset[str]) -> str:
         alias = cte.args.get("alias")
@@ -136,7 +137,8 @@ class _Splitter:
             return
         if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
             refuse("split_levels", "CONSTRUCT_NOT_ALLOWED", "FROM and JOIN must name a table, a WITH query or a "
-                   "subquery, not a function", construct=type(source).__name__.upper())
+                   "subquery, not a function",
+                   construct=sql_name(source.this if isinstance(source, exp.Table) and source.this else source))
         name, db = source.name.lower(), source.db.lower() if source.db else None
         if source.args.get("catalog") or (db is None and name in visible) or name in self.lookup_names:
             return  # a WITH query, or a lookup (resolve_released_tables checks its schema)
@@ -155,7 +157,7 @@ class _Splitter:
                    statement=kind)
         if not isinstance(body, exp.Select):
             refuse("split_levels", "CONSTRUCT_NOT_ALLOWED", "a WITH query or subquery must be a SELECT",
-                   construct=type(body).__name__.upper())
+                   construct=sql_name(body))
         if not self._reads_data(body, visible):
             self.visit(body, visible)
             return

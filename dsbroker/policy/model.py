@@ -116,6 +116,9 @@ DEFAULT_MAX_GROUPS = 10_000
 # A policy document is a page of YAML (the demo's grant is about 1.5 KB); this bound, on every document
 # read (a file, an approval, a plan's), keeps one from costing the broker or the sandbox more than a page.
 MAX_POLICY_CHARS = 64 * 1024
+# A column's listed values (``values``): a code list, not a table; each becomes a literal of an IN list.
+MAX_VALUES = 1000
+MAX_VALUE_CHARS = 100
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _DATASET = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
@@ -128,6 +131,7 @@ _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
+             "values",
              "row_filter", "disclosure", "limits", "results", "partitions", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department", "district"}
@@ -175,6 +179,9 @@ class Policy:
     lookups: dict[str, Lookup] = field(default_factory=dict)
     # Measures a query may filter on, in ranges whose ends snap outward to the measure's grid.
     ranges: dict[str, int] = field(default_factory=dict)
+    # Group and filter columns whose every value the owner lists (a code list): on these a query may write
+    # ``<>`` and ``NOT IN``, which the guard rewrites to the IN list of the other values (expand_complements).
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     request: str | None = None
     narrows: str | None = None
     # The grantee's district: a token of the grantee department that names another is refused, at the
@@ -413,6 +420,7 @@ class _Reader:
             if "suppressed" in disclosure else "mark",
             "lookups": self.lookups(top["lookups"], top["dataset"], columns) if "lookups" in top else {},
             "ranges": self.ranges(top["ranges"], columns) if "ranges" in top else {},
+            "values": self.values(top["values"], columns) if "values" in top else {},
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
@@ -610,6 +618,26 @@ class _Reader:
                 raise self.fail(value_node, f"ranges: {shown(name)} is not a measure column of this policy")
             grids[name] = self.integer(value_node, f"ranges.{name} (the grid, in the column's unit)", 1)
         return grids
+
+    def values(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[str, ...]]:
+        """Each listed column's values: text (quoted, so YAML keeps a code's zeros), unique, at most MAX_VALUES."""
+        listed: dict[str, tuple[str, ...]] = {}
+        for name, value_node in self.mapping(node, ("values",), None).items():
+            if columns.get(name) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
+                raise self.fail(value_node, f"values: {shown(name)} is not a group or filter column of this policy")
+            if not isinstance(value_node, yaml.SequenceNode) or not 0 < len(value_node.value) <= MAX_VALUES:
+                raise self.fail(value_node, f"values.{name} must be a list of 1 to {MAX_VALUES} values")
+            values: list[str] = []
+            for item in value_node.value:
+                value = self.scalar(item, f"values.{name}")
+                if not isinstance(value, str) or not value or len(value) > MAX_VALUE_CHARS:
+                    raise self.fail(item, f"values.{name}: each value is quoted text of 1 to {MAX_VALUE_CHARS} "
+                                          "characters (YAML reads 039 unquoted as the number 39)")
+                if value in values:
+                    raise self.fail(item, f"values.{name}: {shown(value)} is listed twice")
+                values.append(value)
+            listed[name] = tuple(values)
+        return listed
 
     def min_max(self, node: yaml.Node, columns: dict[str, ColumnLevel]) -> dict[str, tuple[str, ...]]:
         granted: dict[str, tuple[str, ...]] = {}

@@ -13,12 +13,19 @@ not unique in its table made a join repeat rows, which the threshold never sees.
 - a problem is FAILED_PRECONDITION naming the grant, the table and the column: the grant is at
   fault, not the query, and its owner fixes it (``dsbroker policy lint --sandbox-config`` finds the
   same problems before signing).
+
+A grant may also list a column's values (``values``, a code list written into the grant), which the guard
+uses to answer ``<>`` and ``NOT IN`` as the IN list of the other values: a value the data holds and the list
+lacks would be left out of such an answer. Only lint checks that (:meth:`LookupChecker.unlisted_values`), for
+the owner before signing: a check at each plan would make whether a query runs depend on the data.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Callable, Iterable
+
+import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.policy.model import Policy
@@ -29,11 +36,14 @@ UNIQUENESS_SECONDS = 30.0
 class LookupChecker:
     """Checks the lookups a policy names against the served tables' columns and keys."""
 
-    def __init__(self, columns: dict[str, set[str]], *, unique: Callable[[str, str], bool]) -> None:
+    def __init__(self, columns: dict[str, set[str]], *, unique: Callable[[str, str], bool],
+                 unlisted: Callable[[str, str, tuple[str, ...]], bool] | None = None) -> None:
         """``columns`` holds each served table's column names; ``unique(table, key)`` counts whether
-        ``key`` is unique in ``table``."""
+        ``key`` is unique in ``table``; ``unlisted(table, column, values)`` whether ``column`` holds a value
+        (not NULL) outside ``values``."""
         self.columns = columns
         self._unique = unique
+        self._unlisted = unlisted
         self._known_unique: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
 
@@ -45,7 +55,26 @@ class LookupChecker:
             result = engine.execute(f"SELECT count({column}) = count(DISTINCT {column}) FROM {name}",
                                     timeout_s=UNIQUENESS_SECONDS, max_rows=1)
             return bool(result.rows[0][0])
-        return cls({table: {name for name, _type in engine.columns(table)} for table in served}, unique=unique)
+
+        def unlisted(table: str, column: str, values: tuple[str, ...]) -> bool:
+            tested = exp.column(column, quoted=True)
+            outside = exp.and_(exp.Not(this=exp.Is(this=tested, expression=exp.Null())),
+                               exp.Not(this=tested.copy().isin(*(exp.Literal.string(v) for v in values))))
+            query = exp.select(exp.Literal.number(1)).from_(exp.to_table(table, quoted=True)).where(outside).limit(1)
+            return bool(engine.execute(query.sql(dialect=engine.dialect), timeout_s=UNIQUENESS_SECONDS,
+                                       max_rows=1).rows)
+        return cls({table: {name for name, _type in engine.columns(table)} for table in served}, unique=unique,
+                   unlisted=unlisted)
+
+    def unlisted_values(self, policy: Policy) -> list[DsbrokerError]:
+        """A problem for each column of ``values`` that holds a value the grant does not list (lint only)."""
+        if self._unlisted is None or policy.dataset not in self.columns:
+            return []
+        return [_problem(f"values: {policy.dataset} holds values of {column!r} that grant {policy.id!r} does not "
+                         "list; <> and NOT IN on it would leave their rows out. List every value",
+                         "LOOKUP_INVALID", policy, policy.dataset, column)
+                for column, values in policy.values.items()
+                if column in self.columns[policy.dataset] and self._unlisted(policy.dataset, column, values)]
 
     def check(self, policy: Policy, tables: Iterable[str] | None = None) -> None:
         """Raise the first problem of the lookups in ``tables`` (all the policy's by default)."""
