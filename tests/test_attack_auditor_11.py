@@ -167,7 +167,31 @@ def test_a_firm_dominating_a_difference_is_found_beside_a_giant_that_shares_its_
                 f"S - T = {recovered} (MID: {mid}) is released under {rule} beside a giant of {giant}"
 
 
-# --- 4. Cells a laxer grant released are "known before" to a stricter grant's department ---------------------
+# --- 4. One gauge per set: a giant dominant before in one year shields its next year --------------------------
+
+@pytest.mark.parametrize("rule", RULES, ids=["n1", "n2", "p10"])
+def test_a_giant_dominant_before_in_one_year_does_not_shield_its_next_year(rule):
+    """Round 10's fix: a set dominant before the answer is new where the answer raises its gauge. The gauge is one
+    number per set of taxpayers, the most dominant it is in any combination; it says how well some figure of G's is
+    given, not which. D_25 (G 97%) was released before under a laxer grant (as round 10's test has it: the suite's
+    totals grant has no dominance rule), so G's gauge is that of D_25. The answer releases D_26 (G 90%, beside 14
+    other firms): G's 2026 figure, a new one, to within 10%; every combination of the two years shows G less dominant
+    than D_25 does (a mediant of the two shares), so the gauge does not rise and nothing is new. Without D_25 before,
+    D_26 is withheld under each rule."""
+    d_25 = _firms(100, 2_000, 14) | {"G": _one_firm(970_000)}
+    d_26 = _firms(200, 6_000, 14) | {"G": _one_firm(900_000)}
+    blocks = [_firms(0, 100_000, 15), d_25, _firms(300, 100_000, 15), d_26]
+    P, D_25, Q, D_26 = range(4)
+    old, new = [{P, D_25}, {P}], [{Q, D_26}, {Q}]
+    assert not any(_judge(blocks, rule).fails(frozenset(cell)) for cell in old + new)  # each cell passes
+    estimate = _value(blocks, {Q, D_26}) - _value(blocks, {Q})
+    assert abs(estimate - 900_000) / 900_000 < 0.1  # 984,000: G's 2026 figure to within 9%
+    assert _leaks(blocks, [], new, rule), "D_26 is dominated by G"
+    assert _leaks(blocks, old, new, rule), \
+        f"G's 2026 figure ({estimate} for 900,000) is released under {rule}: G was more dominant in 2025"
+
+
+# --- 5. Cells a laxer grant released are "known before" to a stricter grant's department ---------------------
 
 class _TwoGrants(Stack):
     """A sandbox + broker whose second department's grant (xuanwu-tjj-2026-001) has ``second`` edits of its own."""
