@@ -49,7 +49,8 @@ ANNUAL_CIT = [  # CIT is filed once a year: one value per taxpayer, at its last 
 ]
 COINCIDENCE = ANNUAL_CIT + [  # LONE files no CIT, a firm of industry 51 files twice: 59 values still, by chance
     "UPDATE tax.declarations SET cit_paid = NULL WHERE taxpayer_id = '91320102LONE00001X'",
-    f"UPDATE tax.declarations SET cit_paid = 300 WHERE taxpayer_id = '91{STREET_A}510000' AND period = DATE '2025-06-01'",
+    f"UPDATE tax.declarations SET cit_paid = 300 WHERE taxpayer_id = '91{STREET_A}510000' "
+    "AND period = DATE '2025-06-01'",
 ]
 
 
@@ -160,7 +161,8 @@ def test_a_firm_dominating_a_difference_is_found_beside_a_giant_that_shares_its_
         old, new = [{P, S, D}, {P}], [{P2, T, D}, {P2}]
         for rule in RULES:
             assert not any(_judge(blocks, rule).fails(frozenset(cell)) for cell in old + new)  # each cell passes
-        recovered = (_value(blocks, old[0]) - _value(blocks, old[1])) - (_value(blocks, new[0]) - _value(blocks, new[1]))
+        recovered = ((_value(blocks, old[0]) - _value(blocks, old[1]))
+                     - (_value(blocks, new[0]) - _value(blocks, new[1])))
         assert recovered == 21_100 and abs(recovered - mid) / mid < 0.06
         for rule in RULES:
             assert _leaks(blocks, old, new, rule), \
