@@ -20,7 +20,7 @@ from broker.dev.keys import sandbox_settings
 from dsbroker.errors import DsbrokerError
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
-from tests.conftest import GRANT, POLICIES, broker_settings_for, dev_keys, sign
+from tests.conftest import GRANT, POLICIES, SHIPPED_DOMINANCE, broker_settings_for, dev_keys, dominance_off, sign
 from tests.test_attack_auditor import DATASETS, STREET, Stack, _one
 from tests.test_attack_auditor_10 import N1, N2, P10, _firms, _judge, _leaks, _one_firm, _value
 from tests.test_released_cell_auditor import STREET_A, data, stack  # noqa: F401
@@ -258,3 +258,43 @@ def test_a_stricter_grant_does_not_receive_what_only_a_laxer_grant_may_see(data,
         deployment.stop()
     assert total is None or without is None or total - without != truth, \
         f"xuanwu-fgw (min_entities 10) learns the six micro firms' revenue: {total} - {without} = {truth}"
+
+
+# --- 6. Sums of zeros released before make a block "known before" for every statistic ---------------------------
+
+CIT_STREET_A = [  # round 10's data: street A declares CIT but in industry 72, where only ONE does
+    f"UPDATE tax.declarations SET cit_paid = 100 + hash(taxpayer_id) % 400 WHERE street_code = '{STREET_A}' "
+    "AND industry_code <> '72'",
+    f"UPDATE tax.declarations SET cit_paid = 777 WHERE taxpayer_id = '91{STREET_A}720000'",
+]
+
+
+@pytest.mark.parametrize("first", ["SUM(vat_paid)", "SUM(revenue), SUM(vat_paid)"])
+def test_sums_of_zeros_released_before_do_not_let_a_cit_difference_out(data, tmp_path, first):  # noqa: F811
+    """Round 10's fix judges the space before the answer by the statistics released before (``judged_before``), but
+    a block where a released sum has no contributor is *empty* and counted with the failing ones, whatever the
+    statistic. The few-taxpayer search then compares, per statistic kind, the answer's space with the space before
+    on the same columns (``earlier`` in ``few_leaks``), not with what the cells before gave *of that statistic*.
+
+    VAT is 0 in every declaration (the suite's data: an exempt district). Street A and street A without industry 72
+    are asked as SUM(vat_paid) (0 and 0; with SUM(revenue) too): industry 72 of street A is empty for VAT, so their
+    difference lies in the space before. Then the same two cells as SUM(cit_paid): their difference is ONE's CIT
+    (only ONE declares CIT there), "known before", and both leave. Under a grant with the dominance rule the
+    dominance search catches it (its space before is per measure); under one without it (dominance off, as the
+    suite's totals grant), nothing does. Without the VAT cells first, the second CIT cell is withheld."""
+    owner = _copy(data, tmp_path, *CIT_STREET_A)
+    with duckdb.connect(str(owner), read_only=True) as connection:
+        truth = connection.execute("SELECT SUM(cit_paid) FROM tax.declarations WHERE taxpayer_id = ?",
+                                   [f"91{STREET_A}720000"]).fetchone()[0]
+    deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite",
+                       edits=[(SHIPPED_DOMINANCE, dominance_off("a threshold-only grant"))])
+    try:
+        client = deployment.client()
+        for where in (STREET, f"{STREET} AND {NOT_72}"):
+            assert client.query(GRANT, f"SELECT {first} FROM tax.declarations WHERE {where}").rows[0][-1] == 0
+        total = _one(client, f"SELECT SUM(cit_paid) FROM tax.declarations WHERE {STREET}")
+        without = _one(client, f"SELECT SUM(cit_paid) FROM tax.declarations WHERE {STREET} AND {NOT_72}")
+    finally:
+        deployment.stop()
+    assert total is None or without is None or total - without != truth, \
+        f"ONE's CIT is recovered exactly: {total} - {without} = {truth}"
