@@ -65,4 +65,5 @@ def _complement(term: exp.Expr) -> tuple[exp.Column, list[exp.Expr]] | None:
 
 
 def _is_value(node: exp.Expr) -> bool:
-    return isinstance(node, (exp.Literal, exp.Null)) or (isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal))
+    return isinstance(node, (exp.Literal, exp.Null)) or (
+        isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal))
