@@ -239,17 +239,19 @@ class Auditor:
         # Stale cells stay equations of the system (their values still hold for every row that did not change,
         # and a department may know which rows those are), and each is also a target (see _stale_leaks).
         old_rows = list(valid.values()) + list(stale.values())
+        old_statistics = _statistics_of(released, [*valid, *stale])
         withheld = {cell.row: cell.statistics
                     for cell in _withhold(old_rows, candidates, judge, stale=len(stale),
                                           check=lambda: self._check(deadline), judged_before=judged_before,
-                                          judge_for=judge_for)}
+                                          judge_for=judge_for, old_statistics=old_statistics,
+                                          statistics_of=lambda cell: _names(plan, cell))}
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
         # every such cell is the sum of its classes' sizes, so a difference of two (59 taxpayers in 24 months
         # less 58 in 23: one taxpayer declares only in the 24th) is a derivable class of too few.
-        # Every other count takes part as if it counted its entities too: a row count is a distinct count where
-        # each taxpayer declares once (58 declarations in month 1 less 59 taxpayers in the year is the same
+        # A count of rows or values takes part where it counts taxpayers: where each taxpayer in its cell has as
+        # many as every other (58 declarations in month 1, one each, less 59 taxpayers in the year is the same
         # leak). Stale cells stay, as above. Sums do not (a sum that equals a distinct count is not modelled).
-        if any(c.statistic == "entities" for c in released) or any(name == "entities" for _, name in new):
+        if any(_counts(c.statistic) for c in released) or any(_counts(name) for _, name in new):
             rest = [(cell, rows) for cell, rows in candidates if cell.row not in withheld]
             for cell in self._distinct_counts(guarded, blocks, released, valid, stale, rest, deadline):
                 withheld[cell.row] = cell.statistics
@@ -261,22 +263,33 @@ class Auditor:
         """The answer's cells to withhold for the audit over classes of entities (see :meth:`audit`)."""
         plan = guarded.cells
 
-        def entities_in(rows: frozenset[int]) -> int:
-            return len({entity for block in rows for entity in blocks.contributions[block]})
+        # A count is an equation of classes where it counts taxpayers: COUNT(DISTINCT), or a count of rows or of
+        # values where every taxpayer in its rows has as many as every other (each declares once, or twice: the
+        # count is that many times the number of taxpayers). Another count tells how many rows or values, which
+        # the block system audits; taken as a count of taxpayers it would also excuse, as "known before", the
+        # distinct counts asked after it. Counts that are equations join the class audit whenever they are
+        # released, a distinct count or not.
+        def equation(statistic: str | None, rows: frozenset[int]) -> bool:
+            if statistic == "entities":
+                return True
+            if not _counts(statistic):
+                return False
+            at = None if statistic == "rows" else blocks.measures.index(statistic.split(":", 1)[1])
+            per_entity: dict[Any, int] = {}
+            for block in rows:
+                for entity, part in blocks.contributions[block].items():
+                    per_entity[entity] = per_entity.get(entity, 0) + (part[0] if at is None else part[2][at])
+            return len(set(per_entity.values())) <= 1 and 0 not in per_entity.values()
 
-        # A count is an equation of classes where it counts entities: COUNT(DISTINCT), or a count whose value is
-        # the number of taxpayers in its rows (each declares once there). Another count tells how many rows or
-        # values, which the block system audits; taken as a count of taxpayers it would also excuse, as "known
-        # before", the distinct counts asked after it.
         rows_of = {**valid, **stale}
-        counts = {(c.coverage, c.fixed, c.keys) for c in released if _counts(c.statistic) and (
-            c.statistic == "entities" or ((c.coverage, c.fixed, c.keys) in rows_of
-                                          and c.value == entities_in(rows_of[(c.coverage, c.fixed, c.keys)])))}
+        counts = {(c.coverage, c.fixed, c.keys) for c in released if (c.coverage, c.fixed, c.keys) in rows_of
+                  and equation(c.statistic, rows_of[(c.coverage, c.fixed, c.keys)])}
         valid_counts = [rows for key, rows in valid.items() if key in counts]
         stale_counts = [rows for key, rows in stale.items() if key in counts]
         rest = [(cell, rows) for cell, rows in candidates
-                if any(statistic_name(plan, i) == "entities" or (
-                    _counts(statistic_name(plan, i)) and cell.value(i) == entities_in(rows)) for i in cell.statistics)]
+                if any(equation(statistic_name(plan, i), rows) for i in cell.statistics)]
+        if not rest:
+            return []
         old_classes, new_classes, classes = entity_classes(blocks, valid_counts + stale_counts,
                                                            [rows for _, rows in rest])
         return _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
@@ -309,6 +322,19 @@ class CellRules(Protocol):
     def fails(self, union: frozenset[int]) -> bool: ...
 
     def empty(self, union: frozenset[int]) -> bool: ...
+
+
+def _names(plan: CellPlan, cell: AnswerCell) -> frozenset[str]:
+    """The auditor's names of the statistics an answer cell releases."""
+    return frozenset(name for i in cell.statistics if (name := statistic_name(plan, i)) is not None)
+
+
+def _statistics_of(released: list[ReleasedCell], keys: list[tuple]) -> list[frozenset[str]]:
+    """Per cell key (coverage, fixed, keys), the statistics released of it."""
+    found: dict[tuple, set[str]] = {}
+    for cell in released:
+        found.setdefault((cell.coverage, cell.fixed, cell.keys), set()).add(cell.statistic)
+    return [frozenset(found.get(key, ())) for key in keys]
 
 
 def _released_at(members: Membership, coverages: list[str], released: list[ReleasedCell], current: int,
@@ -598,7 +624,9 @@ def _dominated(amounts: list, rule: Dominance, largest: int) -> bool:
 
 def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, frozenset[int]]], judge: CellRules, *,
               stale: int, check: Callable[[], None], judged_before: CellRules | None = None,
-              judge_for: Callable[[list[AnswerCell]], CellRules] | None = None) -> list[AnswerCell]:
+              judge_for: Callable[[list[AnswerCell]], CellRules] | None = None,
+              old_statistics: list[frozenset[str]] | None = None,
+              statistics_of: Callable[[AnswerCell], frozenset[str]] | None = None) -> list[AnswerCell]:
     """The answer's cells to withhold so that they cause no leak (module docstring, step 4), nor make a stale
     cell (the last ``stale`` of ``old``) derivable from the others. ``judge_for`` gives the judge of the answer's
     cells that would leave (the statistics they release decide which blocks fail); ``judge`` serves otherwise."""
@@ -607,7 +635,9 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
     def leaks(cells: list[tuple[AnswerCell, frozenset[int]]]) -> list[set[int]]:
         rows = [rows for _, rows in cells]
         judged = judge_for([cell for cell, _ in cells]) if judge_for is not None else judge
-        return _new_leaks(old, rows, judged, check, stale, judged_before) + _stale_leaks(old, rows, stale, check)
+        new_statistics = [statistics_of(cell) for cell, _ in cells] if statistics_of is not None else None
+        return (_new_leaks(old, rows, judged, check, stale, judged_before, old_statistics, new_statistics)
+                + _stale_leaks(old, rows, stale, check))
 
     if not kept or not leaks(kept):
         return []
@@ -682,7 +712,9 @@ def _by_keys(cell: AnswerCell) -> tuple:
 
 
 def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: CellRules,
-               check: Callable[[], None], stale: int = 0, judged_before: CellRules | None = None) -> list[set[int]]:
+               check: Callable[[], None], stale: int = 0, judged_before: CellRules | None = None,
+               old_statistics: list[frozenset[str]] | None = None,
+               new_statistics: list[frozenset[str]] | None = None) -> list[set[int]]:
     """The failing unions of blocks that ``old`` and ``new`` together make derivable and ``old`` alone does not,
     each as the rows (indices into ``old + new``) its combination takes. What ``old`` alone gave is judged by
     ``judged_before`` (the statistics released before), the rest by ``judge``; the answer's rows are taken first
@@ -697,16 +729,37 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Cell
     space = _Space(everything, merged, judge, check, stale_rows, first=range(len(old), len(everything)))
     if not space.basis:
         return []
-    spaces: list[_Space] = []
+    spaces: dict[str | None, _Space] = {}
 
-    def before() -> _Space:
-        if not spaces:
-            spaces.append(_Space(old, merged, judged_before or judge, check, stale_rows))
-        return spaces[0]
+    def before(statistic: str | None = None) -> _Space:
+        """The space of the cells released before; of those that released ``statistic`` where one is named (what
+        they gave of a CIT sum is what the cells that released it gave, not the revenue or VAT cells)."""
+        if statistic not in spaces:
+            chosen = [i for i in range(len(old)) if statistic is None or old_statistics is None
+                      or statistic in old_statistics[i]]
+            kept_stale = sum(1 for i in chosen if i >= len(old) - stale)
+            rows = [old[i] for i in chosen]
+            spaces[statistic] = _Space(rows, merged, judged_before or judge, check,
+                                       range(len(rows) - kept_stale, len(rows)))
+        return spaces[statistic]
+
+    owned: dict[str, list[Row]] = {}
+
+    def own(statistic: str) -> list[Row]:
+        """The space of the cells, before and now, that released ``statistic`` (a revenue cell is no CIT figure,
+        however the CIT cells make blocks fail); rows keep their places, so blame still names them."""
+        if old_statistics is None or new_statistics is None:
+            return space.basis
+        if statistic not in owned:
+            named = old_statistics + new_statistics
+            rows = [row if statistic in named[i] else frozenset() for i, row in enumerate(everything)]
+            owned[statistic] = _Space(rows, merged, judge, check, stale_rows,
+                                      first=range(len(old), len(everything))).basis
+        return owned[statistic]
 
     try:
-        few = space.few_leaks(before)
-        if not few and (dominated := space.dominance_leak(before)) is not None:
+        few = space.few_leaks(before, own)
+        if not few and (dominated := space.dominance_leak(before, own)) is not None:
             few = [(frozenset(), dominated)]
         # Every total and difference is a combination the two searches above judge, but for the ones a stale
         # cell takes (judged unsure, whatever their taxpayers) and for classes of entities (ClassJudge).
@@ -764,7 +817,8 @@ class _Space:
             self.basis = unsafe_space(vectors, failing, columns, first=first)
         check()
 
-    def few_leaks(self, before: Callable[[], _Space]) -> list[tuple[frozenset[int], set[int]]]:
+    def few_leaks(self, before: Callable[..., _Space], own: Callable[[str], list[Row]] | None = None
+                  ) -> list[tuple[frozenset[int], set[int]]]:
         """The combinations in the space that are functions of fewer than k taxpayers counting toward some
         statistic (:mod:`sandbox.audit.few`) and that the space ``before()`` (without the answer) lacks. Raises
         :class:`TooComplex` where there are too many to search."""
@@ -788,18 +842,22 @@ class _Space:
                         or any(statistic in judge.released_at.get(b, ()) for b in self.parts[c])]
             if not released:
                 continue
-            basis = self.basis if len(released) == len(used) else supported_on(self.basis, set(released), used)
+            source = own(statistic) if own is not None and kind != "rows" else self.basis
+            basis = source if len(released) == len(used) else supported_on(source, set(released), used)
             people = {c: judge.contributors(frozenset(self.parts[c]), kind) for c in used}
 
-            def earlier(allowed: list[int] = released) -> list[Row]:
-                return before().basis if len(allowed) == len(used) else supported_on(before().basis, set(allowed),
-                                                                                      used)
+            def earlier(allowed: list[int] = released, name: str | None = None if kind == "rows" else statistic
+                        ) -> list[Row]:
+                # What the cells before gave, of the cells that released this statistic (any cell holds its rows).
+                space = before(name)
+                return space.basis if len(allowed) == len(used) else supported_on(space.basis, set(allowed), used)
 
             for leak in few_taxpayer_leaks(basis, earlier, people, judge.rules.k, self.check):
                 leaks.append((frozenset(b for c in leak.columns for b in self.parts[c]), set(leak.rows)))
         return leaks
 
-    def dominance_leak(self, before: Callable[[], _Space]) -> set[int] | None:
+    def dominance_leak(self, before: Callable[..., _Space], own: Callable[[str], list[Row]] | None = None
+                       ) -> set[int] | None:
         """The rows of a combination in the space, whatever its weights, whose taxpayers' net amounts of a summed
         measure the dominance rule would withhold (:mod:`sandbox.audit.dominance`) and that the space ``before()``
         lacks; None if there is none. Per measure, only the blocks whose cells released its sum take part."""
@@ -821,11 +879,12 @@ class _Space:
             amounts = {c: judge.amounts(frozenset(self.parts[c]), at) for c in allowed}
 
             def earlier() -> list[Row]:
-                # What the cells before gave of this measure: over the blocks where they released its sum.
-                space = before()
+                # What the cells before that released this measure's sum gave, over the blocks where they did.
+                space = before(name)  # noqa: B023
                 return supported_on(space.basis, released(space, name) & allowed, used)  # noqa: B023
 
-            leak = first_dominated(supported_on(self.basis, allowed, used), earlier, amounts,
+            source = own(name) if own is not None else self.basis
+            leak = first_dominated(supported_on(source, allowed, used), earlier, amounts,
                                    judge.rules.dominance, self.check)
             if leak is not None:
                 return set(leak.rows)
