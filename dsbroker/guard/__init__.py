@@ -233,6 +233,12 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
         dominance=policy.dominance, suppression=policy.suppression, parts=parts, outer=plan)
 
 
+def _lists_keys(expression: exp.Select) -> bool:
+    """Whether ``expression`` groups and outputs no aggregate: its answer is the list of its groups."""
+    return bool(expression.args.get("group")) and all(projection.find(exp.AggFunc) is None
+                                                       for projection in expression.expressions)
+
+
 def _step(steps: list[GuardStep] | None, rule: Callable[..., Any], action: str) -> None:
     if steps is not None:
         steps.append(GuardStep(rule.__name__, action, _SUMMARIES[rule]))
@@ -242,8 +248,10 @@ def _one_level(expression: exp.Select, *, policy: Policy, district: str, departm
                steps: list[GuardStep] | None, encrypted: bool, column_types: dict[str, dict[str, str]] | None,
                deadline: float | None, clock: Callable[[], float]) -> GuardedQuery:
     """:data:`RULES` on one SELECT over the dataset: a query of one level, or a protected aggregate of two."""
-    # A DISTINCT lists groups (expand_distinct_groups): a marked row of a small group would still show it exists.
-    drop = _filters_a_measure(expression, policy.ranges) or lists_groups(expression)
+    # A DISTINCT lists groups (expand_distinct_groups), and so does a GROUP BY that outputs no aggregate: a row of a
+    # small group would show it exists, with no cell to mark (and an outer query could count such rows: the
+    # months one firm declares in).
+    drop = _filters_a_measure(expression, policy.ranges) or lists_groups(expression) or _lists_keys(expression)
     suppression = "drop" if drop else policy.suppression
     max_groups = min(policy.max_groups, SLOTS)  # one row per BFV slot if encrypted else policy.max_groups
     settings: dict[str, Any] = {

@@ -61,7 +61,9 @@ def parse(unverified_sql: str, read_dialect: str = "duckdb") -> exp.Select:
                       if s is not None and not isinstance(s, exp.Semicolon)]
     except RecursionError:
         _too_complex("it nests too deeply")
-    except (ParseError, TokenError, ValueError) as error:
+    except (ParseError, TokenError, ValueError, TypeError, AttributeError, IndexError) as error:
+        # sqlglot's parser can fail inside itself on malformed input (``->`` alone raises TypeError): whatever it
+        # raises while reading the caller's text, the text does not parse.
         _refuse_unparsed(unverified_sql, error)
     if not statements:
         refuse("parse", "EMPTY_QUERY", "the query is empty; send one SELECT statement")

@@ -30,7 +30,9 @@ def resolve_released_tables(expression: exp.Select, released: list[tuple[str, ..
         name = table.name.lower()
         if names.is_internal(name) or (not table.db and name in ctes):
             continue
-        lookup = next(lookup for lookup in lookups.values() if lookup.name == name)  # split_levels checked it
+        lookup = next((lookup for lookup in lookups.values() if lookup.name == name), None)
+        if lookup is None:  # split_levels lets only WITH queries and lookups through; refused, never a crash
+            refuse("resolve_released_tables", "TABLE_NOT_FOUND", f"table {name!r} does not exist", table=name)
         if lookup.table not in read:
             read[lookup.table] = OuterLookup(names.lookup_table(len(read)), lookup.table,
                                              (lookup.key, *lookup.columns))

@@ -140,7 +140,7 @@ class _Splitter:
                    "subquery, not a function",
                    construct=sql_name(source.this if isinstance(source, exp.Table) and source.this else source))
         name, db = source.name.lower(), source.db.lower() if source.db else None
-        if source.args.get("catalog") or (db is None and name in visible) or name in self.lookup_names:
+        if (db is None and not source.args.get("catalog") and name in visible) or name in self.lookup_names:
             return  # a WITH query, or a lookup (resolve_released_tables checks its schema)
         if name == self.table and db in (None, self.schema):
             refuse("split_levels", "OUTER_READS_DATASET", f"{self.schema}.{self.table} may be read only by a "
