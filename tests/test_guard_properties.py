@@ -204,7 +204,10 @@ def outcome(sql: str, grant) -> str | None:
     # A two-level answer runs each protected aggregate as a query of its own: each must keep the invariants
     # (the outer query reads only their released cells, in the sandbox's in-memory engine).
     for part in guarded.parts or (guarded,):
-        found = violations(part.sql, grant, district=XUANWU, department="xuanwu-fgw")
+        # A query that lists groups (DISTINCT, or a GROUP BY that outputs no aggregate) drops small groups
+        # whatever the grant says: judged then as under drop, never the other way round.
+        judged = grant if part.suppression != "drop" else dataclasses.replace(grant, suppression="drop")
+        found = violations(part.sql, judged, district=XUANWU, department="xuanwu-fgw")
         assert not found, f"{sql!r}\n  became {part.sql!r}\n  which breaks: {found}"
     return guarded.parts[0].sql if guarded.parts else guarded.sql
 
