@@ -29,9 +29,9 @@ DATASETS = ("tax.declarations", "tax.streets", "tax.industries", "tax.registrati
 
 class Stack:
     """A sandbox + broker over ``data`` with the released-cell ledger at ``ledger``; the shipped grant edited
-    by ``edit`` (old, new) pairs, and a second department's copy of it."""
+    by ``edit`` (old, new) pairs, and a second department's copy of it, edited further by ``second`` pairs."""
 
-    def __init__(self, data: Path, tmp_path: Path, ledger: Path, *, edits=(), name: str = "s") -> None:
+    def __init__(self, data: Path, tmp_path: Path, ledger: Path, *, edits=(), second=(), name: str = "s") -> None:
         state = tmp_path / name
         state.mkdir()
         self.sandbox = start_sandbox(SandboxSettings(
@@ -45,9 +45,12 @@ class Stack:
             assert old in text
             text = text.replace(old, new)
         (policies / f"{GRANT}.yaml").write_text(sign(text), encoding="utf-8")
-        second = text.replace(f"id: {GRANT}", "id: xuanwu-tjj-2026-001").replace(
+        other = text.replace(f"id: {GRANT}", "id: xuanwu-tjj-2026-001").replace(
             "department: xuanwu-fgw", "department: xuanwu-tjj")
-        (policies / "xuanwu-tjj-2026-001.yaml").write_text(sign(second), encoding="utf-8")
+        for old, new in second:
+            assert old in other
+            other = other.replace(old, new)
+        (policies / "xuanwu-tjj-2026-001.yaml").write_text(sign(other), encoding="utf-8")
         self.broker = start_broker(broker_settings_for(self.sandbox.port, state / "log.sqlite",
                                                        policies=str(policies)))
         self.clients: list[BrokerClient] = []

@@ -56,6 +56,11 @@ def _value(contributions: list[dict], cell: set[int]) -> int:
 
 ONE = f"91{STREET_A}720000"  # one firm of street A industry 72 (13 firms there), the only one there with CIT
 NOT_72 = "industry_code IN ('51', '52', '65', '99')"
+CIT_ONLY_ONE_IN_72 = [  # street A declares CIT but in industry 72, where only ONE does
+    f"UPDATE tax.declarations SET cit_paid = 100 + hash(taxpayer_id) % 400 WHERE street_code = '{STREET_A}' "
+    "AND industry_code <> '72'",
+    f"UPDATE tax.declarations SET cit_paid = 777 WHERE taxpayer_id = '{ONE}'",
+]
 
 
 @pytest.mark.parametrize("first, spelling", [
@@ -79,9 +84,8 @@ def test_a_sum_is_not_differenced_on_cells_released_before_for_another_statistic
     owner = tmp_path / "cit.duckdb"
     shutil.copy(data, owner)
     with duckdb.connect(str(owner)) as connection:
-        connection.execute("UPDATE tax.declarations SET cit_paid = 100 + hash(taxpayer_id) % 400 "
-                           "WHERE street_code = ? AND industry_code <> '72'", [STREET_A])
-        connection.execute("UPDATE tax.declarations SET cit_paid = 777 WHERE taxpayer_id = ?", [ONE])
+        for statement in CIT_ONLY_ONE_IN_72:
+            connection.execute(statement)
         truth = connection.execute("SELECT SUM(cit_paid) FROM tax.declarations WHERE taxpayer_id = ?",
                                    [ONE]).fetchone()[0]
     deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite")

@@ -15,14 +15,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from broker.server import start_broker
-from broker.dev.keys import sandbox_settings
 from dsbroker.errors import DsbrokerError
-from sandbox.server import start_sandbox
-from sandbox.settings import SandboxSettings
-from tests.conftest import GRANT, POLICIES, SHIPPED_DOMINANCE, broker_settings_for, dev_keys, dominance_off, sign
-from tests.test_attack_auditor import DATASETS, STREET, Stack, _one
-from tests.test_attack_auditor_10 import N1, N2, P10, _firms, _judge, _leaks, _one_firm, _value
+from tests.conftest import GRANT, SHIPPED_DOMINANCE, dominance_off
+from tests.test_attack_auditor import STREET, Stack, _one
+from tests.test_attack_auditor_10 import (CIT_ONLY_ONE_IN_72, N1, N2, NOT_72, ONE, P10, _firms, _judge, _leaks,
+                                         _one_firm, _value)
 from tests.test_released_cell_auditor import STREET_A, data, stack  # noqa: F401
 
 K = 10
@@ -105,9 +102,8 @@ def test_a_row_count_of_two_declarations_each_is_audited_as_a_count_of_taxpayers
 
 CIT_ONE = [  # CIT in every industry but 72; in street A's 72 (13 firms) only ONE declares CIT
     "UPDATE tax.declarations SET cit_paid = 100 + hash(taxpayer_id) % 400 WHERE industry_code <> '72'",
-    f"UPDATE tax.declarations SET cit_paid = 777 WHERE taxpayer_id = '91{STREET_A}720000'",
+    f"UPDATE tax.declarations SET cit_paid = 777 WHERE taxpayer_id = '{ONE}'",
 ]
-NOT_72 = "industry_code IN ('51', '52', '65', '99')"
 
 
 @pytest.mark.parametrize("sql", [
@@ -202,31 +198,6 @@ def test_a_giant_dominant_before_in_one_year_does_not_shield_its_next_year(rule)
 
 # --- 5. Cells a laxer grant released are "known before" to a stricter grant's department ---------------------
 
-class _TwoGrants(Stack):
-    """A sandbox + broker whose second department's grant (xuanwu-tjj-2026-001) has ``second`` edits of its own."""
-
-    def __init__(self, data: Path, tmp_path: Path, ledger: Path, *, second: list[tuple[str, str]]) -> None:
-        state = tmp_path / "s"
-        state.mkdir()
-        self.sandbox = start_sandbox(SandboxSettings(
-            listen="127.0.0.1:0", data=str(data), datasets=DATASETS, released_cells=str(ledger),
-            privacy_ledger=str(state / "privacy.sqlite"), execution_ledger=str(state / "executions.sqlite"),
-            policy_ledger=str(state / "policies.sqlite"), **sandbox_settings(dev_keys())))
-        policies = state / "policies"
-        policies.mkdir()
-        text = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
-        (policies / f"{GRANT}.yaml").write_text(sign(text), encoding="utf-8")
-        other = text.replace(f"id: {GRANT}", "id: xuanwu-tjj-2026-001").replace(
-            "department: xuanwu-fgw", "department: xuanwu-tjj")
-        for old, new in second:
-            assert old in other
-            other = other.replace(old, new)
-        (policies / "xuanwu-tjj-2026-001.yaml").write_text(sign(other), encoding="utf-8")
-        self.broker = start_broker(broker_settings_for(self.sandbox.port, state / "log.sqlite",
-                                                       policies=str(policies)))
-        self.clients = []
-
-
 MICRO = f"91{STREET_A}51000"  # firms 0-5 of street A's industry 51 are micro firms: six taxpayers
 SMALL = "size_class = 'small'"
 
@@ -249,8 +220,8 @@ def test_a_stricter_grant_does_not_receive_what_only_a_laxer_grant_may_see(data,
                                   f"({', '.join(repr(MICRO + str(i)) for i in range(6))})")
     with duckdb.connect(str(owner), read_only=True) as connection:
         truth = connection.execute("SELECT SUM(revenue) FROM tax.declarations WHERE size_class = 'micro'").fetchone()[0]
-    deployment = _TwoGrants(owner, tmp_path, tmp_path / "released.sqlite",
-                            second=[("min_entities: 10", "min_entities: 5")])
+    deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite",
+                       second=[("min_entities: 10", "min_entities: 5")])
     try:
         lax = deployment.client("xuanwu-tjj")
         whole = _one(lax, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET}", "xuanwu-tjj-2026-001")
@@ -272,11 +243,6 @@ def test_a_stricter_grant_does_not_receive_what_only_a_laxer_grant_may_see(data,
 
 # --- 6. Sums of zeros released before make a block "known before" for every statistic ---------------------------
 
-CIT_STREET_A = [  # round 10's data: street A declares CIT but in industry 72, where only ONE does
-    f"UPDATE tax.declarations SET cit_paid = 100 + hash(taxpayer_id) % 400 WHERE street_code = '{STREET_A}' "
-    "AND industry_code <> '72'",
-    f"UPDATE tax.declarations SET cit_paid = 777 WHERE taxpayer_id = '91{STREET_A}720000'",
-]
 
 
 @pytest.mark.parametrize("first", ["SUM(vat_paid)", "SUM(revenue), SUM(vat_paid)"])
@@ -292,10 +258,10 @@ def test_sums_of_zeros_released_before_do_not_let_a_cit_difference_out(data, tmp
     (only ONE declares CIT there), "known before", and both leave. Under a grant with the dominance rule the
     dominance search catches it (its space before is per measure); under one without it (dominance off, as the
     suite's totals grant), nothing does. Without the VAT cells first, the second CIT cell is withheld."""
-    owner = _copy(data, tmp_path, *CIT_STREET_A)
+    owner = _copy(data, tmp_path, *CIT_ONLY_ONE_IN_72)
     with duckdb.connect(str(owner), read_only=True) as connection:
         truth = connection.execute("SELECT SUM(cit_paid) FROM tax.declarations WHERE taxpayer_id = ?",
-                                   [f"91{STREET_A}720000"]).fetchone()[0]
+                                   [ONE]).fetchone()[0]
     deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite",
                        edits=[(SHIPPED_DOMINANCE, dominance_off("a threshold-only grant"))])
     try:

@@ -20,6 +20,25 @@ A, B, BOTH = f"street_code = '{STREET_A}'", f"street_code = '{STREET_B}'", \
     f"street_code IN ('{STREET_A}', '{STREET_B}')"
 
 
+def lone_change_cells(client, other) -> tuple[list, list]:
+    """The six cells (two departments') whose plus less minus is LONE's 2025 revenue less its 2026 revenue."""
+    plus = [_one(client, SUM + f"{BOTH} AND {IN_99} AND {YEAR[2025]}"),
+            _one(other, SUM + f"{B} AND {NOT_99} AND {YEAR[2025]}", SECOND),
+            _one(client, SUM + f"{B} AND {IN_99} AND {YEAR[2026]}"),
+            _one(other, SUM + f"{BOTH} AND {NOT_99} AND {YEAR[2026]}", SECOND)]
+    minus = [_one(client, SUM + B), _one(other, SUM + f"{A} AND {YEAR[2026]}", SECOND)]
+    return plus, minus
+
+
+def lone_weighted_cells(client, other) -> tuple[list, list]:
+    """The four street-A cells whose plus less minus is 2 x LONE's 2025 revenue plus its 2026 revenue."""
+    plus = [_one(client, SUM + f"{A} AND industry_code IN ('99', '51') AND {YEAR[2025]}"),
+            _one(other, SUM + f"{A} AND industry_code IN ('99', '52', '65', '72') AND {YEAR[2025]}", SECOND),
+            _one(client, SUM + f"{A} AND {YEAR[2026]}")]
+    minus = [_one(other, SUM + f"{A} AND {NOT_99}", SECOND)]
+    return plus, minus
+
+
 # --- 1. A combination that is no total, of two blocks of one taxpayer ------------------------------------------
 
 def test_one_firms_change_from_one_year_to_the_next_is_not_given_by_a_combination_of_released_cells(data, stack):  # noqa: F811
@@ -29,12 +48,7 @@ def test_one_firms_change_from_one_year_to_the_next_is_not_given_by_a_combinatio
     difference is that taxpayer's exact change from one year to the next, a figure of one firm. Six cells of 12 to
     118 firms, each passing the rules and no total of too few following from them, give it:
     (A,B)x99x2025 - Bxall + Bxnot99x2025 + Bx99x2026 + (A,B)xnot99x2026 - Axallx2026 = LONE 2025 - LONE 2026."""
-    client, other = stack(), stack("xuanwu-tjj")
-    plus = [_one(client, SUM + f"{BOTH} AND {IN_99} AND {YEAR[2025]}"),
-            _one(other, SUM + f"{B} AND {NOT_99} AND {YEAR[2025]}", SECOND),
-            _one(client, SUM + f"{B} AND {IN_99} AND {YEAR[2026]}"),
-            _one(other, SUM + f"{BOTH} AND {NOT_99} AND {YEAR[2026]}", SECOND)]
-    minus = [_one(client, SUM + B), _one(other, SUM + f"{A} AND {YEAR[2026]}", SECOND)]
+    plus, minus = lone_change_cells(stack(), stack("xuanwu-tjj"))
     change = _truth(data, f"taxpayer_id = '{LONE}' AND {YEAR[2025]}") - \
         _truth(data, f"taxpayer_id = '{LONE}' AND {YEAR[2026]}")
     released = plus + minus

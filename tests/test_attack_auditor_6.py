@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from tests.test_attack_auditor import Stack, _one
 from tests.test_attack_auditor_4 import _copy
+from tests.test_attack_auditor_5 import (A, SECOND, SUM, YEAR, lone_change_cells,
+                                         lone_weighted_cells)
 from tests.test_released_cell_auditor import LONE, MONTHS, STREET_A, data, stack, _truth  # noqa: F401
 from tests.conftest import XUANWU
 
-SUM = "SELECT SUM(revenue) FROM tax.declarations WHERE "
-SECOND = "xuanwu-tjj-2026-001"
-YEAR = {2025: "period BETWEEN DATE '2025-01-01' AND DATE '2025-12-01'",
-        2026: "period BETWEEN DATE '2026-01-01' AND DATE '2026-12-01'"}
-A = f"street_code = '{STREET_A}'"
-NOT_99 = "industry_code IN ('51', '52', '65', '72')"
 
 
 def _lone(data, year: int) -> int:
@@ -32,10 +28,7 @@ def test_a_weighted_sum_of_one_firms_two_years_is_not_given_by_released_cells(da
     2025 revenue known from its own annual report, the 2026 one follows), which is neither a total nor a difference:
     A x (99, 51) x 2025 + A x (99, 52, 65, 72) x 2025 - A x not-99 + A x 2026 = 2 LONE_2025 + LONE_2026."""
     client, other = stack(), stack("xuanwu-tjj")
-    plus = [_one(client, SUM + f"{A} AND industry_code IN ('99', '51') AND {YEAR[2025]}"),
-            _one(other, SUM + f"{A} AND industry_code IN ('99', '52', '65', '72') AND {YEAR[2025]}", SECOND),
-            _one(client, SUM + f"{A} AND {YEAR[2026]}")]
-    minus = [_one(other, SUM + f"{A} AND {NOT_99}", SECOND)]
+    plus, minus = lone_weighted_cells(client, other)
     weighted = 2 * _lone(data, 2025) + _lone(data, 2026)
     released = plus + minus
     assert None in released or sum(plus) - sum(minus) != weighted, \
@@ -44,9 +37,6 @@ def test_a_weighted_sum_of_one_firms_two_years_is_not_given_by_released_cells(da
 
 # --- 2. A difference padded with taxpayers that add nothing --------------------------------------------------
 
-STREET_B = "320102002"
-B, BOTH = f"street_code = '{STREET_B}'", f"street_code IN ('{STREET_A}', '{STREET_B}')"
-IN_99 = "industry_code = '99'"
 DORMANT = [("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, '99', 'X', '173', 'small', 0, 0, 0, 0, 1)",
             [f"91320102ZERO{n:04d}X", month, XUANWU, STREET_A]) for n in range(10) for month in MONTHS]
 
@@ -62,11 +52,7 @@ def test_one_firms_change_is_not_given_when_dormant_firms_share_its_blocks(data,
     stack_ = Stack(padded, tmp_path, tmp_path / "released.sqlite")
     try:
         client, other = stack_.client(), stack_.client("xuanwu-tjj")
-        plus = [_one(client, SUM + f"{BOTH} AND {IN_99} AND {YEAR[2025]}"),
-                _one(other, SUM + f"{B} AND {NOT_99} AND {YEAR[2025]}", SECOND),
-                _one(client, SUM + f"{B} AND {IN_99} AND {YEAR[2026]}"),
-                _one(other, SUM + f"{BOTH} AND {NOT_99} AND {YEAR[2026]}", SECOND)]
-        minus = [_one(client, SUM + B), _one(other, SUM + f"{A} AND {YEAR[2026]}", SECOND)]
+        plus, minus = lone_change_cells(client, other)
     finally:
         stack_.stop()
     change = _lone(padded, 2025) - _lone(padded, 2026)

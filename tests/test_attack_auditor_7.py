@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from tests.test_attack_auditor import Stack, _one
 from tests.test_attack_auditor_4 import _copy
-from tests.test_attack_auditor_6 import A, B, BOTH, DORMANT, IN_99, NOT_99, SECOND, SUM, YEAR
+from tests.test_attack_auditor_5 import (A, B, IN_99, SECOND, SUM, YEAR, lone_change_cells,
+                                         lone_weighted_cells)
+from tests.test_attack_auditor_6 import DORMANT
 from tests.test_released_cell_auditor import LONE, MONTHS, STREET_B, data, _truth  # noqa: F401
 from tests.conftest import XUANWU
 
@@ -47,10 +49,7 @@ def test_a_weighted_sum_of_one_firms_two_years_is_found_when_the_firm_also_trade
         street_b = [_one(client, SUM + "industry_code IN ('97', '98')"),
                     _one(client, SUM + f"{B} AND industry_code IN ('98', '51')"),
                     _one(other, SUM + f"{B} AND industry_code IN ('97', '52')", SECOND)]
-        plus = [_one(client, SUM + f"{A} AND industry_code IN ('99', '51') AND {YEAR[2025]}"),
-                _one(other, SUM + f"{A} AND industry_code IN ('99', '52', '65', '72') AND {YEAR[2025]}", SECOND),
-                _one(client, SUM + f"{A} AND {YEAR[2026]}")]
-        minus = [_one(other, SUM + f"{A} AND {NOT_99}", SECOND)]
+        plus, minus = lone_weighted_cells(client, other)
     finally:
         stack_.stop()
     assert None not in street_b, "the street-B cells are of many firms each and pass"
@@ -74,11 +73,7 @@ def test_one_firms_change_is_not_given_when_a_row_count_makes_dormant_firms_cont
     try:
         client, other = stack_.client(), stack_.client("xuanwu-tjj")
         count = _one(client, f"SELECT COUNT(*) FROM tax.declarations WHERE {B}")
-        plus = [_one(client, SUM + f"{BOTH} AND {IN_99} AND {YEAR[2025]}"),
-                _one(other, SUM + f"{B} AND {NOT_99} AND {YEAR[2025]}", SECOND),
-                _one(client, SUM + f"{B} AND {IN_99} AND {YEAR[2026]}"),
-                _one(other, SUM + f"{BOTH} AND {NOT_99} AND {YEAR[2026]}", SECOND)]
-        minus = [_one(client, SUM + B), _one(other, SUM + f"{A} AND {YEAR[2026]}", SECOND)]
+        plus, minus = lone_change_cells(client, other)
     finally:
         stack_.stop()
     assert count is not None
