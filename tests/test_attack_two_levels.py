@@ -59,3 +59,21 @@ def test_a_catalog_qualified_table_in_the_outer_query_is_refused_not_a_crash(pol
     sql = f"WITH c AS (SELECT street_code, SUM(revenue) AS v FROM tax.declarations GROUP BY 1) SELECT * FROM {table}"
     with pytest.raises((GuardError, DsbrokerError)):
         guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT street_code, industry_code FROM tax.declarations GROUP BY 1, 2 HAVING COUNT(*) > 0",
+    "SELECT street_code, industry_code, 1 AS one FROM tax.declarations GROUP BY 1, 2",
+    "SELECT street_code, upper(industry_code) AS i FROM tax.declarations GROUP BY street_code, industry_code",
+    "WITH c AS (SELECT street_code, period FROM tax.declarations GROUP BY 1, 2 HAVING COUNT(*) > 0) "
+    "SELECT street_code, COUNT(*) AS months FROM c GROUP BY 1",
+])
+def test_every_spelling_of_a_list_of_groups_drops_its_small_groups(policy, sql):
+    """The next variants of the key-only GROUP BY: an aggregate in HAVING only, a literal or a function of a key
+    beside the keys, inside a two-level query. Each lists groups, so each must run as under drop (or be refused)."""
+    try:
+        guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
+    except (GuardError, DsbrokerError):
+        return
+    for part in guarded.parts or (guarded,):
+        assert part.suppression == "drop", f"{sql!r} lists groups under {part.suppression!r}"

@@ -27,20 +27,13 @@ from sandbox.settings import SandboxSettings
 def sandbox_checker(config: str) -> Iterator:
     """A LookupChecker over the tables the sandbox configured in ``config`` serves (its engine, read-only)."""
     from sandbox.checks.lookups import LookupChecker
-    from sandbox.engine.configured import open_engine
+    from sandbox.engine.configured import serving_engine
 
     settings = load_settings(SandboxSettings, config)
     if not settings.datasets:
         raise ConfigError(f"{config}: the sandbox configuration names no datasets")
-    engine = open_engine(settings, pool_size=1)
-    try:
-        missing = sorted(set(settings.datasets) - engine.tables())
-        if missing:
-            raise ConfigError(f"{config}: datasets not served by its {settings.engine} engine ({engine.name}): "
-                              f"{', '.join(missing)}")
+    with serving_engine(settings, config) as engine:
         yield LookupChecker.for_engine(engine, settings.datasets)
-    finally:
-        engine.close()
 
 
 def policy_problems(policy: Policy) -> list[tuple[int, str]]:

@@ -72,7 +72,7 @@ def catalog_draft(config, datasets, out, force) -> None:
     """
     from dsbroker.settings import load_settings
     from sandbox.catalog_draft import draft_catalog
-    from sandbox.engine.configured import open_engine
+    from sandbox.engine.configured import serving_engine
     from sandbox.settings import SandboxSettings
 
     settings = load_settings(SandboxSettings, config)
@@ -81,16 +81,9 @@ def catalog_draft(config, datasets, out, force) -> None:
         raise ConfigError(f"not datasets of {config}: {', '.join(unknown)}")
     if out and Path(out).exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
-    engine = open_engine(settings, pool_size=1)
-    try:
-        missing = sorted(set(settings.datasets) - engine.tables())
-        if missing:
-            raise ConfigError(f"datasets not served by the {settings.engine} engine ({engine.name}): "
-                              f"{', '.join(missing)}")
+    with serving_engine(settings, config) as engine:
         text = draft_catalog(datasets or settings.datasets, engine.columns,
                              source=f"{ENGINE_NAMES[settings.engine]} {engine.name}")
-    finally:
-        engine.close()
     if out:
         Path(out).write_text(text, encoding="utf-8")
         click.echo(f"wrote {out}: replace every TODO, then set catalog = {json.dumps(out)} in {config}", err=True)

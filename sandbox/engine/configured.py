@@ -8,10 +8,11 @@ before anything is served. The DSN may hold a password, so it is never logged or
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from dsbroker.errors import ConfigError
 from sandbox.engine.interface import Engine, EngineLimits
@@ -36,6 +37,21 @@ def open_engine(settings: SandboxSettings, *, clock: Callable[[], float] = time.
     if settings.engine == "postgres":
         return _postgres(settings, limits, clock)
     raise ConfigError(f"engine must be one of {', '.join(ENGINES)}")
+
+
+@contextlib.contextmanager
+def serving_engine(settings: SandboxSettings, config: str) -> Iterator[Engine]:
+    """The engine ``settings`` name, opened for one command (one connection), refused unless it serves every
+    configured dataset; closed after."""
+    engine = open_engine(settings, pool_size=1)
+    try:
+        missing = sorted(set(settings.datasets) - engine.tables())
+        if missing:
+            raise ConfigError(f"{config}: datasets not served by its {settings.engine} engine "
+                              f"({engine.name}): {', '.join(missing)}")
+        yield engine
+    finally:
+        engine.close()
 
 
 def _duckdb(settings: SandboxSettings, limits: EngineLimits, clock: Callable[[], float]) -> Engine:
