@@ -16,6 +16,7 @@ rules judge a cell: distinct entities, contributors to a sum, the largest contri
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +106,10 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
     index_of: dict[tuple, int] = {}
     signatures: list[tuple] = []
     contributions: list[dict[Any, Contribution]] = []
-    span = range(len(measures))
+    # An audit of a large release reads a row per block and entity: one pass, no per-row generators.
+    entity_at, rows_at = width, width + 1
+    sums_of = _picker([width + 2 + 2 * i for i in range(len(measures))])
+    counts_of = _picker([width + 3 + 2 * i for i in range(len(measures))])  # COUNT is never NULL
     for row in result.rows:
         flat = row[:width]
         block = index_of.get(flat)
@@ -113,11 +117,19 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
             block = index_of[flat] = len(signatures)
             signatures.append(_signature(flat, key_counts))
             contributions.append({})
-        rest = row[width:]
         # One row per block and entity (the query groups by both).
-        contributions[block][rest[0]] = (rest[1], tuple(rest[2 + 2 * i] for i in span),
-                                         tuple(rest[3 + 2 * i] or 0 for i in span))
+        contributions[block][row[entity_at]] = (row[rows_at], sums_of(row), counts_of(row))
     return Blocks(signatures, contributions, tuple(measures))
+
+
+def _picker(positions: list[int]):
+    """A function of a row: the tuple of its values at ``positions``."""
+    if not positions:
+        return lambda row: ()
+    if len(positions) == 1:
+        at = positions[0]
+        return lambda row: (row[at],)
+    return operator.itemgetter(*positions)
 
 
 @functools.lru_cache(maxsize=64)
