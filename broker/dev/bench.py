@@ -21,6 +21,7 @@ import duckdb
 from broker.dev.bench_encrypted import GROUPS, PARTITION_COUNTS, encrypted_bench
 from broker.dev.bench_encrypted import report as encrypted_report
 from broker.client.sdk import BrokerClient
+from dsbroker.errors import DsbrokerError
 from dsbroker.guard import guard
 from dsbroker.guard.plan_cache import PlanCache
 from broker.dev.keys import approve_for_development, init_keys
@@ -188,10 +189,13 @@ def serve_unlogged(argv: list[str]) -> None:
     running.wait_for_signal()
 
 
-def throughput(target: str, tls, tokens: list[str], seconds: float) -> float:
-    """Small queries per second over ``seconds`` with one client thread per token."""
+def throughput(target: str, tls, tokens: list[str], seconds: float, shed: list[int] | None = None) -> float:
+    """Small queries per second over ``seconds`` with one client thread per token. Calls the servers shed
+    (RESOURCE_EXHAUSTED past their ``max_concurrent_rpcs``) are not counted; with ``shed``, their number is
+    appended to it (without, the first one fails the run)."""
     stop = threading.Event()
     counts = [0] * len(tokens)
+    refused = [0] * len(tokens)
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(tokens) + 1)
 
@@ -201,7 +205,13 @@ def throughput(target: str, tls, tokens: list[str], seconds: float) -> float:
                 c.query(GRANT, SMALL_SQL)  # connect and warm up outside the window
                 barrier.wait()
                 while not stop.is_set():
-                    c.query(GRANT, SMALL_SQL)
+                    try:
+                        c.query(GRANT, SMALL_SQL)
+                    except DsbrokerError as error:
+                        if shed is None or error.code_name != "RESOURCE_EXHAUSTED":
+                            raise
+                        refused[i] += 1
+                        continue
                     counts[i] += 1
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
@@ -222,6 +232,8 @@ def throughput(target: str, tls, tokens: list[str], seconds: float) -> float:
         thread.join()
     if errors:
         raise RuntimeError(f"a benchmark client failed: {errors[0]!r}")
+    if shed is not None:
+        shed.append(sum(refused))
     return sum(counts) / (time.perf_counter() - started)
 
 
@@ -244,7 +256,8 @@ def log_cost(data: Path, policies: Path, layout, scratch: Path, args, *,
                 rates.append(throughput(server.target, tls, tokens[:args.clients], args.log_seconds))
                 cpu[name][0] += cpu_seconds(server.process.pid) - before
                 cpu[name][1] += rates[-1] * args.log_seconds
-        by_clients = {clients: throughput(broker.target, tls, tokens[:clients], args.log_seconds)
+        shed: list[int] = []
+        by_clients = {clients: throughput(broker.target, tls, tokens[:clients], args.log_seconds, shed)
                       for clients in scaling}
         broker.stop()
     from broker.access_log.log import AccessLog
@@ -256,7 +269,8 @@ def log_cost(data: Path, policies: Path, layout, scratch: Path, args, *,
     log.close()
     return on, off, {"records": report.records, "checkpoints": report.checkpoints, "intact": report.intact,
                      "cpu_ms_on": cpu["on"][0] / cpu["on"][1] * 1000,
-                     "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000, "scaling": by_clients}
+                     "cpu_ms_off": cpu["off"][0] / cpu["off"][1] * 1000, "scaling": by_clients,
+                     "shed": dict(zip(scaling, shed, strict=True))}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -520,7 +534,9 @@ def log_report(logged: list[float], unlogged: list[float], figures: dict, args) 
           f"{figures['cpu_ms_off']:.2f} ms without")
     if figures["scaling"]:
         print("  throughput by clients, log on          " + ", ".join(
-            f"{clients}: {rate:.0f} q/s" for clients, rate in figures["scaling"].items()))
+            f"{clients}: {rate:.0f} q/s" + (f" ({figures['shed'][clients]} shed)" if figures["shed"][clients] else "")
+            for clients, rate in figures["scaling"].items()))
+        print("  (shed: calls past a server's max_concurrent_rpcs, answered RESOURCE_EXHAUSTED at once)")
     print(f"  the log afterwards: {figures['records']:,} records, {figures['checkpoints']} signed checkpoints, "
           f"{'verifies' if figures['intact'] else 'DOES NOT VERIFY'}")
 
