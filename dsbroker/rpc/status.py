@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from dsbroker.observability.call_facts import note_call
 from dsbroker.errors import CODES, ERROR_DOMAIN, MAX_METADATA_BYTES, DsbrokerError, clipped
 from dsbroker.rpc.handlers import with_unary_behavior
 
@@ -112,9 +113,11 @@ def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any],
         try:
             return behavior(request, context)
         except DsbrokerError as error:
+            note_call(reason=error.reason)  # the reason the caller gets is the one its log line gives
             context.abort_with_status(to_grpc_status(error))
         except Exception:  # noqa: BLE001 - the last line of defence; handlers never call context.abort
             log.exception("unexpected error in %s", method)
+            note_call(reason="INTERNAL")
             context.abort_with_status(to_grpc_status(DsbrokerError(INTERNAL_MESSAGE)))
 
     return wrapped
