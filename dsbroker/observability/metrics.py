@@ -71,11 +71,13 @@ class ServerMetrics:
         self.exhausted = Counter(f"{prefix}_exhausted_refusals", "calls refused because a quota, a privacy budget "
                                  "or a limit is spent (RESOURCE_EXHAUSTED), by reason", ("reason",),
                                  registry=self.registry)
+        # Each side exposes only what it has: disclosure control is the sandbox's, the access log the broker's.
         self.withheld = Counter(f"{prefix}_cells_withheld", "cells withheld by disclosure control, by the rule "
                                 "that withheld them (audit: the released-cell auditor)", ("rule",),
-                                registry=self.registry)
+                                registry=self.registry if server == "sandbox" else None)
         self.batch_records = Histogram(f"{prefix}_access_log_batch_records", "records per access-log commit "
-                                       "(group commit)", buckets=BATCH_BUCKETS, registry=self.registry)
+                                       "(group commit)", buckets=BATCH_BUCKETS,
+                                       registry=self.registry if server == "broker" else None)
 
     def rpc(self, method: str, code: str, seconds: float, reason: str = "") -> None:
         """One RPC answered with ``code`` (and ``reason``, counted when a quota or budget was spent)."""

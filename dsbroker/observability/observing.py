@@ -66,7 +66,8 @@ class ObservingInterceptor(grpc.ServerInterceptor):
 
 def _code(context: grpc.ServicerContext, failed: bool) -> str:
     """The status code the call ends with: the one the error interceptor set, OK when none was set."""
-    code = context.code()
+    # ServicerContext.code() (grpcio 1.38+) is missing from the type stubs.
+    code = context.code()  # type: ignore[attr-defined]
     if isinstance(code, grpc.StatusCode):
         return code.name
     return "UNKNOWN" if failed else "OK"
