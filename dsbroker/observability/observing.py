@@ -18,6 +18,7 @@ from dsbroker.observability.call_facts import CallFacts, current_call
 from dsbroker.observability.metrics import ServerMetrics
 from dsbroker.observability.request_log import log_call
 from dsbroker.rpc.handlers import with_unary_behavior
+from dsbroker.rpc.status import answered_code
 
 OnAnswer = Callable[[CallFacts, str], None]
 
@@ -54,7 +55,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):
             finally:
                 current_call.reset(reset)
                 seconds = time.perf_counter() - started
-                code = _code(context, failed)
+                code = answered_code(context, failed=failed)
                 self.metrics.rpc(method, code, seconds, facts.reason)
                 self.on_answer(facts, code)
                 if logged:
@@ -63,11 +64,3 @@ class ObservingInterceptor(grpc.ServerInterceptor):
 
         return with_unary_behavior(handler, observed)
 
-
-def _code(context: grpc.ServicerContext, failed: bool) -> str:
-    """The status code the call ends with: the one the error interceptor set, OK when none was set."""
-    # ServicerContext.code() (grpcio 1.38+) is missing from the type stubs.
-    code = context.code()  # type: ignore[attr-defined]
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    return "UNKNOWN" if failed else "OK"

@@ -39,6 +39,15 @@ def grpc_code(name: str) -> grpc.StatusCode:
     return GRPC_CODES.get(name, grpc.StatusCode.UNKNOWN)
 
 
+def answered_code(context: grpc.ServicerContext, *, failed: bool) -> str:
+    """The name of the status code a call ended with: the one :class:`ErrorInterceptor` set on ``context``,
+    else OK (or UNKNOWN when the call ``failed`` with none set)."""
+    code = context.code()  # type: ignore[attr-defined]  # grpcio 1.38+; missing from the type stubs
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "UNKNOWN" if failed else "OK"
+
+
 def to_grpc_status(error: DsbrokerError) -> grpc.Status:
     """Build the gRPC status (with an ErrorInfo detail) that answers ``error``.
 
