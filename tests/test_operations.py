@@ -27,7 +27,8 @@ from dsbroker.observability.request_log import REQUEST_LOGGER, JsonFormatter
 from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
-from tests.conftest import GRANT, XUANWU, Clock, broker_settings_for, client_tls, dev_keys, token_for
+from tests.conftest import (GRANT, XUANWU, Clock, broker_settings_for, client_tls, dev_keys, policies_with,
+                            token_for)
 
 OPERATIONS = {"metrics_listen": "127.0.0.1:0", "health_listen": "127.0.0.1:0"}
 RELEASED_SQL = ("SELECT street_code, industry_code, COUNT(DISTINCT taxpayer_id) AS n, SUM(vat_paid) AS vat "
@@ -114,7 +115,7 @@ def test_metrics_count_queries_stages_and_withheld_cells_and_never_show_sql_ids_
     assert value(found, "dsbroker_broker_rpcs_total", method=run_query, code="OK") >= 1
     assert value(found, "dsbroker_broker_rpcs_total", method=run_query, code=guard_refusal.code_name) >= 1
     assert value(found, "dsbroker_broker_rpc_duration_seconds_count", method=run_query) >= 3
-    for stage in ("guard", "sandbox_call", "access_log_commit"):
+    for stage in ("guard", "decision_record", "sandbox_call", "access_log_commit"):
         assert value(found, "dsbroker_broker_stage_duration_seconds_count", stage=stage) >= 1, stage
     assert value(found, "dsbroker_broker_access_log_batch_records_count") >= 3  # a DECISION and a RESULT, at least
     assert value(found, "dsbroker_broker_access_log_batch_records_sum") >= \
@@ -140,17 +141,34 @@ def test_metrics_count_queries_stages_and_withheld_cells_and_never_show_sql_ids_
             assert secret not in text, secret
 
 
-def test_a_refusal_for_a_spent_quota_is_counted_as_exhausted(observed):
+def test_a_refusal_for_a_spent_quota_is_counted_as_exhausted(observed, tmp_path):
+    sandbox, _ = observed
+    policies = policies_with(tmp_path, "max_groups: 5000}", "max_groups: 5000, queries_total: 1}")
+    broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies,
+                                              metrics_listen="127.0.0.1:0"))
+    try:
+        with BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls()) as client:
+            client.query(GRANT, "SELECT COUNT(*) AS n FROM tax.declarations")
+            error = refused(client, GRANT, "SELECT COUNT(*) AS n FROM tax.declarations")
+        assert error.reason == "QUOTA_EXCEEDED"
+        found = samples(scrape(broker))
+    finally:
+        broker.stop()
+    assert value(found, "dsbroker_broker_exhausted_refusals_total", reason="QUOTA_EXCEEDED") == 1
+    assert value(found, "dsbroker_broker_queries_total", decision="denied", reason="QUOTA_EXCEEDED") == 1
+    assert value(found, "dsbroker_broker_queries_total", decision="released", reason="") == 1
+
+
+def test_a_reason_the_registry_does_not_declare_is_counted_as_unregistered():
     from dsbroker.observability.metrics import ServerMetrics
 
     metrics = ServerMetrics("broker")
-    metrics.rpc("/broker.v1.QueryService/RunQuery", "RESOURCE_EXHAUSTED", 0.001, "QUOTA_EXCEEDED")
     metrics.rpc("/broker.v1.QueryService/RunQuery", "RESOURCE_EXHAUSTED", 0.001, "A_REASON_NOBODY_DECLARED")
     metrics.query("denied", "SOMETHING; DROP TABLE")
     found = samples(metrics_text(metrics))
-    assert value(found, "dsbroker_broker_exhausted_refusals_total", reason="QUOTA_EXCEEDED") == 1
     assert value(found, "dsbroker_broker_exhausted_refusals_total", reason="UNREGISTERED") == 1
     assert value(found, "dsbroker_broker_queries_total", decision="denied", reason="UNREGISTERED") == 1
+    assert "DROP TABLE" not in metrics_text(metrics) and "NOBODY" not in metrics_text(metrics)
 
 
 def metrics_text(metrics) -> str:
