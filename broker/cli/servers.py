@@ -71,6 +71,9 @@ def sandbox_serve(config, listen, engine, data, postgres_dsn, metrics_listen, he
 
 
 def _serve(running, port_file: str | None) -> None:
+    from dsbroker.garbage_collection import tune_for_serving
+
+    tune_for_serving()  # once started: what start-up built is frozen out of every later collection
     if port_file:
         Path(port_file).write_text(str(running.port))
     click.echo(f"serving on port {running.port}; stop with Ctrl-C or SIGTERM", err=True)

@@ -106,9 +106,14 @@ def bound_text(text: str, max_bytes: int) -> BoundedText:
     return BoundedText(data[:max_bytes].decode("utf-8", errors="ignore"), hashlib.sha256(data).hexdigest(), len(data))
 
 
+# Made once (json.dumps with arguments builds an encoder per call); the same output as
+# json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def canonical_json(value: object) -> str:
     """The one JSON form every hash and signature is computed over."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _CANONICAL.encode(value)
 
 
 def record_hash(record: StoredRecord) -> str:

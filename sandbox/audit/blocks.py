@@ -16,6 +16,7 @@ rules judge a cell: distinct entities, contributors to a sum, the largest contri
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,17 +45,45 @@ class Blocks:
     measures: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class BlockLayout:
+    """How to read a coverage's cell from a row of :func:`block_query`: per coverage, the index of its
+    condition among the query's distinct conditions and the indexes of its keys among its distinct keys."""
+
+    conditions: int
+    keys: int
+    coverages: tuple[tuple[int, tuple[int, ...]], ...]
+
+    @property
+    def width(self) -> int:
+        """The signature's columns: one per distinct condition, then one per distinct key."""
+        return self.conditions + self.keys
+
+    def signature(self, flat: tuple) -> tuple:
+        """Per coverage, the keys of the cell a row falls in, or None, from the row's signature columns."""
+        at = self.conditions
+        return tuple(tuple(flat[at + k] for k in keys) if flat[condition] else None
+                     for condition, keys in self.coverages)
+
+
 def block_query(coverages: list[str], *, dataset: str, entity: str, measures: list[str],
-                dialect: str) -> tuple[str, list[int]]:
+                dialect: str) -> tuple[str, BlockLayout]:
     """The engine query that groups the rows of ``coverages`` by signature and entity (see the module), and
-    how many keys each coverage has."""
+    how to read each coverage's cell from its rows.
+
+    Coverages share conditions (a month's street table and its street x industry table read the same rows)
+    and keys, so the query has one column per distinct condition (whether a row meets it) and one per
+    distinct key, shown only where a condition of a coverage with that key holds. Each coverage's cell
+    follows exactly (its condition, and its keys where it holds), so the blocks are the same as with a
+    condition and keys per coverage, with far fewer columns for the engine to group by."""
     table = dataset.split(".")[1]
     parsed = [_qualified(sql, table, dialect) for sql in coverages]
     joins: dict[str, exp.Join] = {}
-    conditions: list[exp.Expr] = []
-    columns: list[exp.Expr] = []
-    key_counts: list[int] = []
-    for index, select in enumerate(parsed):  # shared trees: read here, copied where used
+    conditions: dict[str, exp.Expr] = {}  # by SQL text, in first-seen order
+    keys: dict[str, exp.Expr] = {}
+    shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
+    layout: list[tuple[int, tuple[int, ...]]] = []
+    for select in parsed:  # shared trees: read here, copied where used
         matched: list[exp.Expr] = []
         for join in select.args.get("joins") or []:
             lookup = join.this.name
@@ -67,14 +96,21 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
         where = select.args.get("where")
         parts = ([where.this.copy()] if where is not None else []) + matched
         condition = exp.and_(*parts) if parts else exp.true()
-        inside = exp.func("COALESCE", exp.paren(condition.copy()), exp.false())
-        conditions.append(inside.copy())
-        columns.append(exp.alias_(inside, f"{names.PREFIX}in{index}"))
-        keys = [e.unalias() for e in select.expressions if not isinstance(e.unalias(), exp.Literal)]
-        key_counts.append(len(keys))
-        for position, key in enumerate(keys):
-            columns.append(exp.alias_(exp.Case(ifs=[exp.If(this=inside.copy(), true=key.copy())]),
-                                      f"{names.PREFIX}c{index}k{position}"))
+        inside = exp.func("COALESCE", exp.paren(condition), exp.false())
+        condition_at = _index(conditions, inside.sql(dialect=dialect), inside)
+        positions = []
+        for key in (e.unalias() for e in select.expressions if not isinstance(e.unalias(), exp.Literal)):
+            text = key.sql(dialect=dialect)
+            positions.append(_index(keys, text, key))
+            if condition_at not in shown_by.setdefault(text, []):
+                shown_by[text].append(condition_at)
+        layout.append((condition_at, tuple(positions)))
+    listed = list(conditions.values())
+    columns: list[exp.Expr] = [exp.alias_(inside.copy(), f"{names.PREFIX}in{i}") for i, inside in enumerate(listed)]
+    for position, (text, key) in enumerate(keys.items()):
+        shown = exp.or_(*(listed[i].copy() for i in shown_by[text])) if len(shown_by[text]) > 1 else \
+            listed[shown_by[text][0]].copy()
+        columns.append(exp.alias_(exp.Case(ifs=[exp.If(this=shown, true=key.copy())]), f"{names.PREFIX}k{position}"))
     signature_width = len(columns)
     columns.append(exp.alias_(exp.column(entity, table=table), f"{names.PREFIX}entity"))
     columns.append(exp.alias_(exp.Count(this=exp.Star()), f"{names.PREFIX}rows"))
@@ -86,54 +122,63 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     query = exp.Select(expressions=columns).from_(exp.table_(name, db=schema))
     for join in joins.values():
         query = query.join(join, copy=False)
-    query = query.where(exp.or_(*conditions) if len(conditions) > 1 else conditions[0], copy=False)
+    query = query.where(exp.or_(*(c.copy() for c in listed)) if len(listed) > 1 else listed[0].copy(), copy=False)
     group = [exp.Literal.number(i + 1) for i in range(signature_width + 1)]
     query.set("group", exp.Group(expressions=group))
-    return query.sql(dialect=dialect), key_counts
+    return query.sql(dialect=dialect), BlockLayout(len(conditions), len(keys), tuple(layout))
+
+
+def _index(seen: dict[str, exp.Expr], text: str, expression: exp.Expr) -> int:
+    """The place of ``text`` among ``seen``, added last if new."""
+    if text not in seen:
+        seen[text] = expression
+    return list(seen).index(text)
 
 
 def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
                 timeout_s: float) -> Blocks:
     """Run :func:`block_query` on ``engine`` and gather its rows into blocks."""
-    sql, key_counts = _block_query(tuple(coverages), dataset, entity, tuple(measures), engine.dialect)
+    sql, layout = _block_query(tuple(coverages), dataset, entity, tuple(measures), engine.dialect)
     result = engine.execute(sql, timeout_s=timeout_s, max_rows=MOST_BLOCK_ENTITIES)
     if result.truncated:
         raise DsbrokerError(f"what has been released of {dataset} is too fine to audit within the sandbox's "
                             "memory; the owner can narrow the auditor's scope", reason="AUDIT_TOO_LARGE",
                             table=dataset)
-    width = sum(1 + keys for keys in key_counts)
+    width = layout.width
     index_of: dict[tuple, int] = {}
     signatures: list[tuple] = []
     contributions: list[dict[Any, Contribution]] = []
-    span = range(len(measures))
+    # An audit of a large release reads a row per block and entity: one pass, no per-row generators.
+    entity_at, rows_at = width, width + 1
+    sums_of = _picker([width + 2 + 2 * i for i in range(len(measures))])
+    counts_of = _picker([width + 3 + 2 * i for i in range(len(measures))])  # COUNT is never NULL
     for row in result.rows:
         flat = row[:width]
         block = index_of.get(flat)
         if block is None:
             block = index_of[flat] = len(signatures)
-            signatures.append(_signature(flat, key_counts))
+            signatures.append(layout.signature(flat))
             contributions.append({})
-        rest = row[width:]
         # One row per block and entity (the query groups by both).
-        contributions[block][rest[0]] = (rest[1], tuple(rest[2 + 2 * i] for i in span),
-                                         tuple(rest[3 + 2 * i] or 0 for i in span))
+        contributions[block][row[entity_at]] = (row[rows_at], sums_of(row), counts_of(row))
     return Blocks(signatures, contributions, tuple(measures))
+
+
+def _picker(positions: list[int]):
+    """A function of a row: the tuple of its values at ``positions``."""
+    if not positions:
+        return lambda row: ()
+    if len(positions) == 1:
+        at = positions[0]
+        return lambda row: (row[at],)
+    return operator.itemgetter(*positions)
 
 
 @functools.lru_cache(maxsize=64)
 def _block_query(coverages: tuple[str, ...], dataset: str, entity: str, measures: tuple[str, ...],
-                 dialect: str) -> tuple[str, list[int]]:
+                 dialect: str) -> tuple[str, BlockLayout]:
     # Built once per set of coverages: an audit with nothing new released since reuses the last one's.
     return block_query(list(coverages), dataset=dataset, entity=entity, measures=list(measures), dialect=dialect)
-
-
-def _signature(flat: tuple, key_counts: list[int]) -> tuple:
-    """Per coverage, the keys of the cell a row falls in, or None, from the query's flat columns."""
-    position, signature = 0, []
-    for keys in key_counts:
-        signature.append(tuple(flat[position + 1:position + 1 + keys]) if flat[position] else None)
-        position += 1 + keys
-    return tuple(signature)
 
 
 @functools.lru_cache(maxsize=4096)

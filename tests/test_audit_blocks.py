@@ -1,0 +1,71 @@
+"""The auditor's blocks: the engine query that reads them (one column per distinct condition and key) gives the
+same partition, and the same contributions, as grouping the rows by their cell in every coverage by hand."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import duckdb
+import pytest
+
+from sandbox.audit.blocks import read_blocks
+from sandbox.engine.duckdb_engine import DuckDBEngine
+
+# Conditions and keys that coverages share, as the guard writes them (the row filter first).
+CONDITIONS = (
+    ("district_code = 'd1' AND (period = 1)", lambda r: r["district_code"] == "d1" and r["period"] == 1),
+    ("district_code = 'd1' AND (period = 2)", lambda r: r["district_code"] == "d1" and r["period"] == 2),
+    ("district_code = 'd1' AND (period BETWEEN 1 AND 2)",
+     lambda r: r["district_code"] == "d1" and r["period"] in (1, 2)),
+    ("district_code = 'd1' AND (street_code IN ('s1', 's2'))",
+     lambda r: r["district_code"] == "d1" and r["street_code"] in ("s1", "s2")),
+    ("district_code = 'd1'", lambda r: r["district_code"] == "d1"),
+)
+KEYS = ((), ("street_code",), ("industry_code",), ("street_code", "industry_code"), ("industry_code", "street_code"))
+
+
+def _data(path, rng: random.Random) -> list[dict]:
+    rows = [{"taxpayer_id": f"t{rng.randrange(12)}", "district_code": rng.choice(("d1", "d1", "d2")),
+             "street_code": rng.choice(("s1", "s2", "s3", None)), "industry_code": rng.choice(("i1", "i2")),
+             "period": rng.choice((1, 2, 3)), "vat_paid": rng.choice((None, 0, 5, 70, 900))} for _ in range(60)]
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, "
+                           "street_code VARCHAR, industry_code VARCHAR, period INTEGER, vat_paid BIGINT)")
+        connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, ?, ?)",
+                               [tuple(r.values()) for r in rows])
+    return rows
+
+
+def _by_hand(rows: list[dict], coverages: list[tuple[int, tuple[str, ...]]]) -> dict[tuple, dict]:
+    """Signature -> entity -> (rows, (vat total or None,), (vat count,)), grouping rows by their cell per coverage."""
+    blocks: dict[tuple, dict] = defaultdict(dict)
+    for row in rows:
+        signature = tuple(tuple(row[k] for k in keys) if CONDITIONS[c][1](row) else None for c, keys in coverages)
+        if all(part is None for part in signature):
+            continue
+        count, total, counted = blocks[signature].get(row["taxpayer_id"], (0, None, 0))
+        vat = row["vat_paid"]
+        blocks[signature][row["taxpayer_id"]] = (count + 1, total if vat is None else (total or 0) + vat,
+                                                 counted + (vat is not None))
+    return {s: {e: (n, (t,), (c,)) for e, (n, t, c) in b.items()} for s, b in blocks.items()}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_blocks_match_grouping_rows_by_their_cell_in_every_coverage(tmp_path, seed):
+    rng = random.Random(seed)
+    rows = _data(tmp_path / "data.duckdb", rng)
+    # Coverages that share conditions and keys (each at most once: the ledger's coverages are distinct).
+    coverages = rng.sample([(c, k) for c in range(len(CONDITIONS)) for k in KEYS], rng.randrange(1, 8))
+    texts = [f"SELECT {', '.join(f'{k} AS __k{i}' for i, k in enumerate(keys)) or '1 AS __one'} "
+             f"FROM tax.declarations WHERE {CONDITIONS[c][0]}" for c, keys in coverages]
+    engine = DuckDBEngine(tmp_path / "data.duckdb")
+    try:
+        blocks = read_blocks(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                             timeout_s=30)
+    finally:
+        engine.close()
+    read = dict(zip(blocks.signatures, blocks.contributions, strict=True))
+    assert len(read) == len(blocks.signatures), "a signature came back as two blocks"
+    assert read == _by_hand(rows, coverages)
