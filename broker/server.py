@@ -31,6 +31,11 @@ from broker.servicers.policies import PolicyServicer
 from broker.servicers.query import QueryServicer
 from broker.workflow.store import open_store
 from broker.workflow.review import Workflow
+from dsbroker.observability.endpoints import OperationsEndpoints, check_listen
+from dsbroker.observability.metrics import ServerMetrics
+from dsbroker.observability.observing import ObservingInterceptor
+from dsbroker.observability.readiness import Dependency, Readiness, RecheckingHealthServicer
+from dsbroker.observability.request_log import install_request_log
 from dsbroker.rpc.serving import Running, add_health, bind, build_server, server_tls
 from dsbroker.rpc.status import ErrorInterceptor
 from broker.settings import BrokerSettings, access_log_key_path
@@ -42,6 +47,8 @@ from broker.v1 import (access_request_service_pb2, access_request_service_pb2_gr
                        policy_service_pb2_grpc, query_service_pb2, query_service_pb2_grpc)
 
 log = logging.getLogger(__name__)
+# The broker is no use while it cannot write its log: every query's DECISION record must be written first.
+ACCESS_LOG_DEPENDENCY = Dependency("access_log", frozenset({"ACCESS_LOG_UNAVAILABLE", "ACCESS_LOG_TAMPERED"}))
 SERVICE_NAME = query_service_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
 SERVICE_NAMES = [SERVICE_NAME] + [
     module.DESCRIPTOR.services_by_name[name].full_name for module, name in (
@@ -58,6 +65,7 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     (seconds since the epoch) is the clock of the cap on refusals recorded per client and second.
     """
     tls = server_tls(settings, "the broker", client_ca_required=False)
+    check_listen(metrics_listen=settings.metrics_listen, health_listen=settings.health_listen, what="the broker")
     if settings.max_refusals_per_client < 1:
         raise ConfigError("max_refusals_per_client must be at least 1")
     if settings.token_binding != "none" and not settings.tls_client_ca:
@@ -77,13 +85,26 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
                                     lambda: access_log.checkpoints(),
                                     lambda after, upto: access_log.record_hashes(after, upto),
                                     on_fork=lambda why: access_log.alarm(why))
+    metrics = ServerMetrics("broker")
+    health = RecheckingHealthServicer()
+    readiness = Readiness(health, SERVICE_NAMES, [ACCESS_LOG_DEPENDENCY])
+    health.readiness = readiness
+
+    def on_batch(records: int, seconds: float, error: BaseException | None) -> None:
+        metrics.access_log_batch(records, seconds)
+        if error is None:
+            readiness.clear(ACCESS_LOG_DEPENDENCY.name)
+        else:
+            readiness.fail(ACCESS_LOG_DEPENDENCY.name, getattr(error, "reason", "ACCESS_LOG_UNAVAILABLE"))
+
     if access_log is None:
         access_log = AccessLog(settings.access_log,
                                signing_key=load_or_create_signing_key(access_log_key_path(settings)),
                                peer_keys=[load_public_key(path) for path in settings.access_log_peer_keys],
                                checkpoint_every=settings.checkpoint_every,
                                checkpoint_seconds=settings.checkpoint_seconds,
-                               max_sql_bytes=settings.access_log_sql_bytes, on_checkpoint=witnesses.submit)
+                               max_sql_bytes=settings.access_log_sql_bytes, on_checkpoint=witnesses.submit,
+                               on_batch=on_batch)
     store = open_store(settings.store)
     sync = PolicySync({"sandbox": sandbox, **partitions.sandboxes})
     policies = PolicyRegistry(store, access_log, owner_timezone=owner_tz, clock=clock, trust=trust,
@@ -114,9 +135,14 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
             token_id=principal.token_id if principal else "", request_id=current_request_id.get(),
             detail={"method": method}))
 
+    if settings.request_log:
+        install_request_log()
     server = build_server(
         max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        # Outside the chain: the status each call ends with, timed, counted and logged (one JSON line).
+        observer=ObservingInterceptor(metrics, server="broker", log_lines=settings.request_log,
+                                      on_answer=readiness.judge),
         # The whole chain, outermost first: errors become statuses; request id and deadline; authentication;
         # the per-caller cap, which needs to know the caller; last the record of calls that wrote none of
         # their own. The second to fourth record their own refusals.
@@ -128,13 +154,15 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     query_service_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(QueryPipeline(policies, sandbox, access_log, owner_timezone=owner_tz, clock=clock,
                                     partitions=partitions, column_types=catalog.column_types,
-                                    engine_dialect=catalog.engine_dialect)), server)
+                                    engine_dialect=catalog.engine_dialect, metrics=metrics)), server)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), server)
     access_request_service_pb2_grpc.add_AccessRequestServiceServicer_to_server(AccessRequestServicer(workflow), server)
     policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policies), server)
     audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(access_log), server)
-    health = add_health(server, SERVICE_NAMES, reflection=settings.reflection)
+    add_health(server, SERVICE_NAMES, reflection=settings.reflection, servicer=health)
     port = bind(server, settings.listen, tls)
+    endpoints = OperationsEndpoints.start(metrics, health, metrics_listen=settings.metrics_listen,
+                                          health_listen=settings.health_listen, what="the broker")
     server.start()
     log.info("broker serving (%d policy file(s) installed) on port %d over %s; sandbox at %s", installed, port,
              "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"), settings.sandbox)
@@ -142,7 +170,7 @@ def start_broker(settings: BrokerSettings, *, clock: Callable[[], dt.datetime] |
     # get it, then the channels close.
     return Running(server, health, port, settings.grace_seconds,
                    on_stop=[refusals.close, access_log.finish, witnesses.close, access_log.close, sandbox.close,
-                            partitions.close, store.close])
+                            partitions.close, store.close], metrics=metrics, endpoints=endpoints, readiness=readiness)
 
 
 def _partitions(entries: tuple[str, ...]) -> dict[str, str]:

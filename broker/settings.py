@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsbroker.identity.tokens import ALLOWED_ALGORITHMS
-from dsbroker.settings import JWT_HELP, MiB, TRANSPORT_HELP, setting
+from dsbroker.settings import JWT_HELP, OPERATIONS_HELP, MiB, TRANSPORT_HELP, setting
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class BrokerSettings:
                                                "certificate (or address without mutual TLS); past it, "
                                                "RESOURCE_EXHAUSTED and one record a second counting them")
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
+    metrics_listen: str = setting("", OPERATIONS_HELP["metrics_listen"])
+    health_listen: str = setting("", OPERATIONS_HELP["health_listen"])
+    request_log: bool = setting(True, OPERATIONS_HELP["request_log"])
 
 
 def access_log_key_path(settings: BrokerSettings) -> Path:

@@ -35,6 +35,17 @@ TRANSPORT_HELP = {
 }
 
 
+# The operator's side of both servers (dsbroker.observability).
+OPERATIONS_HELP = {
+    "metrics_listen": "HOST:PORT to serve Prometheus metrics on over HTTP (bounded labels only, never data); "
+                      "empty: none",
+    "health_listen": "loopback HOST:PORT to serve grpc.health.v1 on in plaintext, for probes without a client "
+                     "certificate; empty: none (health stays on the TLS port)",
+    "request_log": "write one JSON line per call (request id, method, caller, grant, decision, reason, code, "
+                   "duration) to stderr",
+}
+
+
 JWT_HELP = {
     "jwks": "the identity provider's public keys: a JWKS file or an https:// URL (required)",
     "jwt_issuer": "the identity provider's issuer (the tokens' iss; required)",

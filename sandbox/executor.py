@@ -12,16 +12,18 @@ from __future__ import annotations
 import hashlib
 import time
 
-from dsbroker.errors import DsbrokerError
+from dsbroker.errors import DsbrokerError, clipped
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard.split_cells import MOST_CELLS
+from dsbroker.observability.call_facts import note_call
+from dsbroker.observability.metrics import ServerMetrics, outcome_of
 from dsbroker.policy.model import Policy
 from dsbroker.results.bfv import PublicContexts, RequesterKey
 from dsbroker.results.noise_report import noise_report
 from dsbroker.results.table import encode_table
 from sandbox.checks.key import check_key_binding
 from sandbox.checks.lookups import LookupChecker
-from sandbox.checks.plan import PlanGuardChecker
+from sandbox.checks.plan import CheckedPlan, PlanGuardChecker
 from sandbox.checks.plan_fields import check_plan_fields
 from sandbox.checks.policy import PlanPolicyChecker
 from sandbox.audit.auditor import Auditor
@@ -35,6 +37,7 @@ from sandbox.ledgers.privacy import PrivacyLedger
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 DEADLINE_MARGIN_SECONDS = 0.05
+GRANT_ID_BYTES = 80  # the grant a plan names, in its log line, before the policy is checked
 
 
 class PlanExecutor:
@@ -42,8 +45,12 @@ class PlanExecutor:
 
     def __init__(self, engine: Engine, datasets: set[str], *, policies: PlanPolicyChecker, plans: PlanGuardChecker,
                  lookups: LookupChecker, max_rows: int, max_execution_seconds: float, executions: ExecutionLedger,
-                 ledger: PrivacyLedger | None, data_version: str, auditor: Auditor | None = None) -> None:
+                 ledger: PrivacyLedger | None, data_version: str, auditor: Auditor | None = None,
+                 metrics: ServerMetrics | None = None) -> None:
+        """``metrics`` counts plans by decision, the cells withheld by rule, and times the checks, the engine and
+        disclosure control (the server's; by default a registry of the executor's own)."""
         self.engine = engine
+        self.metrics = metrics or ServerMetrics("sandbox")
         self.datasets = datasets
         self.policies = policies
         self.plans = plans
@@ -61,14 +68,40 @@ class PlanExecutor:
         """Check ``plan`` as if the broker were hostile, record it, run it and release what disclosure control
         allows. ``deadline`` is the caller's, on ``time.monotonic``'s clock: each step gets what is left of it,
         and a plan whose deadline passes during its checks is refused before it is recorded."""
+        note_call(grant=clipped(plan.policy_id, GRANT_ID_BYTES))  # as the broker names it, until checked
+        try:
+            response = self._execute(plan, deadline=deadline, request_id=request_id)
+        except BaseException as error:
+            decision, reason = outcome_of(error)
+            self.metrics.query(decision, reason)
+            note_call(decision=decision)
+            raise
+        self.metrics.query("released")
+        note_call(decision="released")
+        self.metrics.cells_withheld({"dominance": response.cells_withheld,
+                                     "min_entities": response.threshold_cells_withheld,
+                                     "secondary": response.secondary_cells_withheld,
+                                     "audit": response.audit_cells_withheld})
+        if response.engine_micros:  # none for a noisy answer given again from the ledger
+            self.metrics.stage("engine", response.engine_micros / 1e6)
+        return response
+
+    def _checked(self, plan: pb.Plan, *, deadline: float) -> tuple[CheckedPlan, Policy]:
+        """The plan checked against everything the sandbox holds, and its policy; DsbrokerError when refused."""
         if plan.dataset not in self.datasets:
             raise DsbrokerError(f"this sandbox does not serve dataset {plan.dataset!r}",
                                 reason="DATASET_NOT_SERVED", table=plan.dataset)
         policy = self.policies.check(plan)
         check_plan_fields(plan)  # every field in range before the guard reads it and the ledger records it
         checked = self.plans.check(plan, policy, deadline=deadline)
+        note_call(caller=checked.caller.subject, department=checked.caller.department, grant=policy.id)
+        self.lookups.check(policy, checked.guarded.lookups)  # served, with its key and columns, the key unique
+        return checked, policy
+
+    def _execute(self, plan: pb.Plan, *, deadline: float, request_id: str) -> pb.ExecutePlanResponse:
+        with self.metrics.timed("recheck"):
+            checked, policy = self._checked(plan, deadline=deadline)
         guarded = checked.guarded
-        self.lookups.check(policy, guarded.lookups)  # served, with its key and columns, the key unique
         max_rows = min(plan.max_rows, guarded.max_rows, self.max_rows)
         timeout = min(self.max_execution_seconds, deadline - time.monotonic() - DEADLINE_MARGIN_SECONDS)
         run_deadline = time.monotonic() + timeout  # the engine's and then the release's
@@ -128,25 +161,27 @@ class PlanExecutor:
     def _release(self, result: EngineResult, guarded: GuardedQuery, *, max_rows: int, deadline: float):
         """Disclosure control on the engine's cells, the released-cell auditor included (unless the owner turned it
         off, audit_released_cells = false)."""
-        return audited_release(result.names, result.types, result.rows, guarded, max_rows=max_rows,
-                               deadline=deadline, auditor=self.auditor)
+        with self.metrics.timed("disclosure"):
+            return audited_release(result.names, result.types, result.rows, guarded, max_rows=max_rows,
+                                   deadline=deadline, auditor=self.auditor)
 
     def _encrypted(self, plan: pb.Plan, policy: Policy, guarded: GuardedQuery, result: EngineResult,
                    key: RequesterKey, *, max_rows: int, deadline: float) -> pb.ExecutePlanResponse:
         """Release ``result`` encrypted; under partitions release its groups and keep the cells for round two."""
-        if policy.partitions or self.auditor is None:
-            # Under partitions each sandbox holds a part of every cell, so none of them can audit the sums the
-            # requester decrypts (README: what the auditor does not do).
-            release = encrypted_release(result.names, result.types, result.rows, guarded,
-                                        partitions=max(len(policy.partitions), 1), dataset=plan.dataset,
-                                        max_rows=max_rows)
-        else:
-            auditor = self.auditor
-            with auditor.lock(guarded.dataset):
-                session = auditor.session(guarded, deadline=deadline)
-                release = encrypted_release(result.names, result.types, result.rows, guarded, partitions=1,
-                                            dataset=plan.dataset, max_rows=max_rows, audit=session)
-                check_committed(session)
+        with self.metrics.timed("disclosure"):
+            if policy.partitions or self.auditor is None:
+                # Under partitions each sandbox holds a part of every cell, so none of them can audit the sums the
+                # requester decrypts (README: what the auditor does not do).
+                release = encrypted_release(result.names, result.types, result.rows, guarded,
+                                            partitions=max(len(policy.partitions), 1), dataset=plan.dataset,
+                                            max_rows=max_rows)
+            else:
+                auditor = self.auditor
+                with auditor.lock(guarded.dataset):
+                    session = auditor.session(guarded, deadline=deadline)
+                    release = encrypted_release(result.names, result.types, result.rows, guarded, partitions=1,
+                                                dataset=plan.dataset, max_rows=max_rows, audit=session)
+                    check_committed(session)
         response = pb.ExecutePlanResponse(truncated=release.truncated, engine_micros=result.micros,
                                           sandbox_id=self.executions.sandbox_id,
                                           audited=self.auditor is not None and not policy.partitions)
@@ -187,8 +222,9 @@ class PlanExecutor:
             if result.truncated:
                 raise DsbrokerError(f"the query has more than {cap:,} cells before the noisy threshold; group more "
                                     "coarsely", reason="NOISE_TOO_MANY_CELLS", table=plan.dataset)
-            answer = noisy_answer(guarded.noise, noise, policy.min_entities, result.names, result.types, result.rows,
-                                  max_rows=max_rows)
+            with self.metrics.timed("disclosure"):
+                answer = noisy_answer(guarded.noise, noise, policy.min_entities, result.names, result.types,
+                                      result.rows, max_rows=max_rows)
             report = noise_report(noise, answer.calibration, ((c.name, c.scale, c.half_width) for c in answer.columns))
             return pb.ExecutePlanResponse(
                 table=encode_table(answer.names, answer.types, answer.rows), truncated=answer.truncated,

@@ -13,6 +13,11 @@ from dsbroker.records.checkpoints import load_or_create_signing_key, load_public
 from dsbroker.errors import ConfigError
 from dsbroker.rpc.call_context import CallConventionsInterceptor
 from dsbroker.policy.signing import Trust
+from dsbroker.observability.endpoints import OperationsEndpoints, check_listen
+from dsbroker.observability.metrics import ServerMetrics
+from dsbroker.observability.observing import ObservingInterceptor
+from dsbroker.observability.readiness import Dependency, Readiness, RecheckingHealthServicer
+from dsbroker.observability.request_log import install_request_log
 from dsbroker.rpc.serving import Running, add_health, bind, build_server, server_tls
 from dsbroker.rpc.status import ErrorInterceptor
 from dsbroker.settings import owner_timezone
@@ -20,6 +25,7 @@ from sandbox.settings import SandboxSettings
 from sandbox.catalog import catalog_path_for, load_catalog
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
 from sandbox.engine.configured import open_engine, state_path
+from sandbox.engine.interface import Engine
 from sandbox.ledgers.executions import ExecutionLedger
 from sandbox.checks.lookups import LookupChecker
 from dsbroker.identity.tokens import authenticator_from_settings
@@ -35,6 +41,13 @@ from sandbox.v1 import sandbox_service_pb2, sandbox_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = sandbox_service_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name
+EXECUTE_PLAN = f"/{SERVICE_NAME}/ExecutePlan"
+# What makes the sandbox unable to answer: health reports NOT_SERVING until a plan runs again (or, for the
+# engine, a probe's recheck finds it answering).
+ENGINE_FAILURES = frozenset({"ENGINE_UNREACHABLE", "ENGINE_NOT_LOCKED_DOWN", "DATA_FILE_MISSING"})
+LEDGER_FAILURES = frozenset({"EXECUTION_LEDGER_UNAVAILABLE", "RELEASED_CELLS_UNAVAILABLE",
+                             "POLICY_LEDGER_UNAVAILABLE", "WITNESS_LEDGER_UNAVAILABLE"})
+RECHECK_TIMEOUT_SECONDS = 2.0
 
 
 def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float] = time.monotonic) -> Running:
@@ -42,6 +55,7 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
 
     ``engine_clock`` (monotonic seconds) is what the engine measures queries' time limits with."""
     tls = server_tls(settings, "the sandbox", client_ca_required=True)
+    check_listen(metrics_listen=settings.metrics_listen, health_listen=settings.health_listen, what="the sandbox")
     if not settings.datasets:
         # Deny by default: a file may hold tables nobody meant to publish (the demo's company names).
         raise ConfigError("no datasets configured: set datasets to the tables this sandbox serves, as schema.table "
@@ -93,23 +107,41 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
     ledger_file = paths["executions.sqlite"]
     executions = ExecutionLedger(ledger_file, sandbox_id=settings.sandbox_id or f"{socket.gethostname()}:{engine.name}")
     witness = _witness(settings, ledger_file, executions.sandbox_id)
+    metrics = ServerMetrics("sandbox")
+    health = RecheckingHealthServicer()
+    readiness = Readiness(health, [SERVICE_NAME], [
+        Dependency("engine", ENGINE_FAILURES, frozenset({EXECUTE_PLAN}), recheck=lambda: _engine_answers(engine)),
+        Dependency("ledgers", LEDGER_FAILURES, frozenset({EXECUTE_PLAN}))])
+    health.readiness = readiness
+    if settings.request_log:
+        install_request_log()
     server = build_server(max_workers=settings.max_workers, max_message_bytes=settings.max_message_bytes,
                           max_concurrent_rpcs=settings.max_concurrent_rpcs,
+                          observer=ObservingInterceptor(metrics, server="sandbox", log_lines=settings.request_log,
+                                                        on_answer=readiness.judge),
                           interceptors=[ErrorInterceptor(), CallConventionsInterceptor()])
     sandbox_service_pb2_grpc.add_SandboxServiceServicer_to_server(
         SandboxServicer(engine, datasets, catalog=catalog, policies=policies, plans=plans,
                         lookups=LookupChecker.for_engine(engine, datasets), max_rows=settings.max_rows,
                         max_execution_seconds=settings.max_execution_seconds, executions=executions,
                         witness=witness, ledger=ledger, data_version=engine.data_version(),
-                        released=released), server)
-    health = add_health(server, [SERVICE_NAME], reflection=settings.reflection)
+                        released=released, metrics=metrics), server)
+    add_health(server, [SERVICE_NAME], reflection=settings.reflection, servicer=health)
     port = bind(server, settings.listen, tls)
+    endpoints = OperationsEndpoints.start(metrics, health, metrics_listen=settings.metrics_listen,
+                                          health_listen=settings.health_listen, what="the sandbox")
     server.start()
     log.info("sandbox serving %s from %s (%s) on port %d", ", ".join(sorted(datasets)), engine.name, settings.engine,
              port)
     return Running(server, health, port, settings.grace_seconds,
                    on_stop=[engine.close, ledger.close, executions.close, witness.close,
-                            policy_ledger.close, *([released.close] if released is not None else [])])
+                            policy_ledger.close, *([released.close] if released is not None else [])],
+                   metrics=metrics, endpoints=endpoints, readiness=readiness)
+
+
+def _engine_answers(engine: Engine) -> bool:
+    """Whether the engine runs a query that reads nothing (the readiness recheck of a failing engine)."""
+    return engine.execute("SELECT 1", timeout_s=RECHECK_TIMEOUT_SECONDS, max_rows=1).rows == [(1,)]
 
 
 def catalog_file(settings: SandboxSettings) -> Path | None:

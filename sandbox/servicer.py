@@ -6,6 +6,7 @@ import time
 
 import grpc
 
+from dsbroker.observability.metrics import ServerMetrics
 from dsbroker.records.checkpoints import Checkpoint
 from dsbroker.rpc.call_context import current_request_id, time_limit
 from dsbroker.rpc.pagination import Pages
@@ -33,15 +34,20 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
     def __init__(self, engine: Engine, datasets: set[str], *, catalog: Catalog, policies: PlanPolicyChecker,
                  plans: PlanGuardChecker, lookups: LookupChecker, max_rows: int, max_execution_seconds: float,
                  executions: ExecutionLedger, witness: CheckpointWitness, ledger: PrivacyLedger | None = None,
-                 data_version: str = "", released: ReleasedCellLedger | None = None) -> None:
+                 data_version: str = "", released: ReleasedCellLedger | None = None,
+                 metrics: ServerMetrics | None = None) -> None:
         """``executions`` records every plan before it runs; ``witness`` witnesses the broker's log
         checkpoints; ``ledger`` keeps noise budgets and answers (noise plans are refused without one);
         ``data_version`` identifies the data, so a stored noisy answer is not returned for other data;
-        ``released`` keeps the exact cells released, for the auditor (without it, the owner's choice, none is run)."""
+        ``released`` keeps the exact cells released, for the auditor (without it, the owner's choice, none is run);
+        ``metrics`` are the server's."""
+        metrics = metrics or ServerMetrics("sandbox")
+        auditor = Auditor(engine, released, on_seconds=lambda seconds: metrics.stage("auditor", seconds)) \
+            if released is not None else None
         self.executor = PlanExecutor(engine, datasets, policies=policies, plans=plans, lookups=lookups,
                                      max_rows=max_rows, max_execution_seconds=max_execution_seconds,
                                      executions=executions, ledger=ledger, data_version=data_version,
-                                     auditor=Auditor(engine, released) if released is not None else None)
+                                     auditor=auditor, metrics=metrics)
         self.executions = executions
         self.witness = witness
         self.catalog = catalog

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dsbroker.identity.tokens import ALLOWED_ALGORITHMS
-from dsbroker.settings import JWT_HELP, MiB, TRANSPORT_HELP, setting
+from dsbroker.settings import JWT_HELP, OPERATIONS_HELP, MiB, TRANSPORT_HELP, setting
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,6 @@ class SandboxSettings:
     max_workers: int = setting(8, "gRPC worker threads")
     max_concurrent_rpcs: int = setting(32, "calls in flight before new ones get RESOURCE_EXHAUSTED")
     grace_seconds: float = setting(5.0, "time running calls get to finish on SIGTERM")
+    metrics_listen: str = setting("", OPERATIONS_HELP["metrics_listen"])
+    health_listen: str = setting("", OPERATIONS_HELP["health_listen"])
+    request_log: bool = setting(True, OPERATIONS_HELP["request_log"])

@@ -117,6 +117,7 @@ class Deployment:
 
     clients: dict[str, BrokerClient]
     states: dict[str, Path]
+    sandboxes: dict = dataclasses.field(default_factory=dict)  # engine -> the running sandbox
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def deployment(owner, tmp_path_factory):
             if engine == "postgres":  # the ledgers' own settings empty: they go to state_dir
                 settings = dataclasses.replace(settings, released_cells="", execution_ledger="", policy_ledger="",
                                                privacy_ledger="")
-            sandbox = start_sandbox(settings)
+            sandbox = made.sandboxes[engine] = start_sandbox(settings)
             running.append(sandbox)
             broker = start_broker(broker_settings_for(sandbox.port, state / "broker" / "access-log.sqlite",
                                                       policies=_grants(state / "policies")))
@@ -152,6 +153,12 @@ def clients(deployment):
 def test_the_postgres_sandboxs_ledgers_are_in_its_state_directory(deployment):
     assert {p.name for p in deployment.states["postgres"].iterdir()} >= {
         "released.sqlite", "executions.sqlite", "policies.sqlite", "privacy.sqlite"}
+
+
+def test_the_readiness_recheck_of_a_failing_engine_finds_either_engine_answering(deployment):
+    # What a probe's health check runs (at most every few seconds) while the engine is marked failing.
+    for engine, sandbox in deployment.sandboxes.items():
+        assert sandbox.readiness.dependencies["engine"].recheck() is True, engine
 
 
 def test_the_catalog_says_which_dialect_the_guard_writes(clients):

@@ -97,11 +97,14 @@ class AccessLog:
     def __init__(self, location: str | Path, *, signing_key: ed25519.Ed25519PrivateKey | None = None,
                  peer_keys: Iterable[ed25519.Ed25519PublicKey] = (), checkpoint_every: int = 1000,
                  checkpoint_seconds: float = 60.0, max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
-                 on_checkpoint: Callable[[Checkpoint], None] | None = None, read_only: bool = False) -> None:
+                 on_checkpoint: Callable[[Checkpoint], None] | None = None, read_only: bool = False,
+                 on_batch: Callable[[int, float, BaseException | None], None] | None = None) -> None:
         """``signing_key`` seals records and signs checkpoints; without it the log is open for reading only.
         ``peer_keys`` are the other brokers' keys when several write this log. ``on_checkpoint`` hears of
         every checkpoint this broker signs (it must not block: the writer calls it). ``read_only`` (an
-        auditor's copy) opens the store so that nothing in it is created, migrated or changed."""
+        auditor's copy) opens the store so that nothing in it is created, migrated or changed. ``on_batch(records,
+        seconds, error)`` hears of every commit (the metrics, the broker's readiness); it must not block, and
+        is called outside the write lock."""
         if read_only and signing_key is not None:
             raise ValueError("a read-only access log signs nothing")
         self.location = str(location)
@@ -115,6 +118,7 @@ class AccessLog:
         self.checkpoint_seconds = checkpoint_seconds
         self.max_sql_bytes = max_sql_bytes
         self.on_checkpoint = on_checkpoint
+        self.on_batch = on_batch
         self._queue: deque[_Pending] = deque()
         self._wakeup = threading.Condition()
         self._closing = False
@@ -223,8 +227,11 @@ class AccessLog:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         with self._write_lock:
             self._commit_locked(batch)
+        if self.on_batch is not None:
+            self.on_batch(len(batch), time.perf_counter() - started, batch[0].error)
 
     def _commit_locked(self, batch: list[_Pending]) -> None:
         written: list[tuple[int, str]] = []

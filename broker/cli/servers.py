@@ -11,20 +11,26 @@ from broker.settings import BrokerSettings
 from dsbroker.settings import load_settings
 from sandbox.settings import SandboxSettings
 
+METRICS_HELP = "HOST:PORT to serve Prometheus metrics on (HTTP); default: none"
+HEALTH_HELP = "loopback HOST:PORT to serve plaintext gRPC health on, for probes without a certificate; default: none"
+
+
 @click.command()
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="broker TOML file")
 @click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free port)")
 @click.option("--policies", type=click.Path(file_okay=False), help="directory of policy YAML files")
 @click.option("--sandbox", help="sandbox address HOST:PORT")
 @click.option("--access-log", help="SQLite file of the access log")
+@click.option("--metrics-listen", help=METRICS_HELP)
+@click.option("--health-listen", help=HEALTH_HELP)
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here once serving")
 @reporting_errors
-def serve(config, listen, policies, sandbox, access_log, port_file) -> None:
+def serve(config, listen, policies, sandbox, access_log, metrics_listen, health_listen, port_file) -> None:
     """Run the broker."""
     from broker.server import start_broker
 
     settings = load_settings(BrokerSettings, config, listen=listen, policies=policies, sandbox=sandbox,
-                             access_log=access_log)
+                             access_log=access_log, metrics_listen=metrics_listen, health_listen=health_listen)
     _serve(start_broker(settings), port_file)
 
 
@@ -45,9 +51,11 @@ DSN_HELP = ("the owner's PostgreSQL as the sandbox's read-only role (libpq strin
 @click.option("--engine", type=click.Choice(["duckdb", "postgres"]), help=ENGINE_HELP)
 @click.option("--data", type=click.Path(dir_okay=False), help=DATA_HELP)
 @click.option("--postgres-dsn", help=DSN_HELP)
+@click.option("--metrics-listen", help=METRICS_HELP)
+@click.option("--health-listen", help=HEALTH_HELP)
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here once serving")
 @reporting_errors
-def sandbox_serve(config, listen, engine, data, postgres_dsn, port_file) -> None:
+def sandbox_serve(config, listen, engine, data, postgres_dsn, metrics_listen, health_listen, port_file) -> None:
     """Run a sandbox beside the owner's data: a DuckDB file, or the owner's PostgreSQL database in place.
 
     On PostgreSQL the sandbox connects as the role the owner made for it and starts only when that role can
@@ -58,7 +66,8 @@ def sandbox_serve(config, listen, engine, data, postgres_dsn, port_file) -> None
     from sandbox.server import start_sandbox
 
     _serve(start_sandbox(load_settings(SandboxSettings, config, listen=listen, engine=engine, data=data,
-                                       postgres_dsn=postgres_dsn)), port_file)
+                                       postgres_dsn=postgres_dsn, metrics_listen=metrics_listen,
+                                       health_listen=health_listen)), port_file)
 
 
 def _serve(running, port_file: str | None) -> None:

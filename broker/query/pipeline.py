@@ -19,6 +19,8 @@ from dsbroker.identity.auth import Principal
 from dsbroker.errors import DsbrokerError, QuotaError, clipped
 from dsbroker.guard import GuardedQuery, GuardStep, guard
 from dsbroker.guard.plan_cache import PlanCache
+from dsbroker.observability.call_facts import note_call
+from dsbroker.observability.metrics import ServerMetrics, outcome_of
 from dsbroker.policy.model import Policy
 from broker.workflow.policy_registry import POLICIES, PolicyRegistry, grant_id_of
 from broker.query.sandbox_client import SandboxClient
@@ -61,14 +63,16 @@ class QueryPipeline:
                  partitions: SecureSum | None = None,
                  column_types: Callable[[], dict[str, dict[str, str]] | None] = lambda: None,
                  engine_dialect: Callable[[str], str] = lambda dataset: "duckdb",
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, metrics: ServerMetrics | None = None) -> None:
         """``clock`` gives the current time (default: the wall clock; tests fix it); validity and daily
         quotas use the owner's day. ``partitions`` reaches the sandboxes that policies with partitions name.
         ``column_types`` gives the engine's column types from the owner's catalog, or None when they are not
         to be had (the sandbox then checks what needs them); ``engine_dialect`` gives the SQL dialect of the
         engine serving a dataset, which the guard writes the plan in; ``monotonic`` times the guard against the
-        caller's deadline."""
+        caller's deadline. ``metrics`` counts queries by decision and times the guard and the sandbox call
+        (the server's; by default a registry of the pipeline's own)."""
         self.policies = policies
+        self.metrics = metrics or ServerMetrics("broker")
         self.sandbox = sandbox
         self.partitions = partitions or SecureSum({})
         self.access_log = access_log
@@ -92,6 +96,19 @@ class QueryPipeline:
         With ``encryption`` (the requester's public key) the cells come back encrypted under it; with
         partitions, added up across them here without being decrypted.
         """
+        note_call(grant=_recorded_id(grant), request_id=request_id)  # the body's id, which the sandbox gets too
+        try:
+            outcome = self._run(principal, grant, unverified_sql, request_id=request_id, client=client,
+                                timeout_s=timeout_s, token=token, certificate=certificate, encryption=encryption)
+        except BaseException as error:
+            self._settle(*outcome_of(error))
+            raise
+        self._settle("released")
+        return outcome
+
+    def _run(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
+             client: str, timeout_s: float, token: str, certificate: PeerCertificate | None,
+             encryption: results_pb2.Encryption | None) -> QueryOutcome:
         encrypted = encryption is not None
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
                     client=client, request_id=request_id, grant_id=_recorded_id(grant), sql=unverified_sql)
@@ -103,11 +120,13 @@ class QueryPipeline:
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
             dialect = self.engine_dialect(policy.dataset)
-            guarded = self.plans.get_or_build(
-                policy, principal.district, principal.department, unverified_sql,
-                lambda: guard(unverified_sql, policy, district=principal.district, department=principal.department,
-                              engine_dialect=dialect, encrypted=encrypted, column_types=self.column_types(),
-                              deadline=deadline, clock=self.monotonic), encrypted=encrypted, dialect=dialect)
+            with self.metrics.timed("guard"):
+                guarded = self.plans.get_or_build(
+                    policy, principal.district, principal.department, unverified_sql,
+                    lambda: guard(unverified_sql, policy, district=principal.district,
+                                  department=principal.department, engine_dialect=dialect, encrypted=encrypted,
+                                  column_types=self.column_types(), deadline=deadline, clock=self.monotonic),
+                    encrypted=encrypted, dialect=dialect)
         except Exception as error:  # refusals and bugs alike leave a record
             self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
                                                 detail=getattr(error, "metadata", {}), **base), now=now)
@@ -126,8 +145,9 @@ class QueryPipeline:
         if encrypted:
             execution.update(encrypted=True, partitions=list(policy.partitions))
         try:
-            seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow", detail=execution,
-                                                      **base), now=now, quota=quota)
+            with self.metrics.timed("decision_record"):  # durable before the sandbox is called: on the query's path
+                seq = self.access_log.append(AccessRecord(event="query.decision", decision="allow",
+                                                          detail=execution, **base), now=now, quota=quota)
         except QuotaError as error:
             if error.metadata.get("quota") == "queries_total":
                 self.policies.exhausted(policy.id)
@@ -140,11 +160,13 @@ class QueryPipeline:
             else:
                 response = self.sandbox.execute(plan, timeout_s=timeout_s, request_id=request_id)
         except Exception as error:
+            self.metrics.stage("sandbox_call", time.perf_counter() - started)
             self.access_log.append(AccessRecord(event="query.result", decision="error", reason=_reason(error),
                                                 detail={"decision_seq": seq, **execution,
                                                         "duration_ms": _since(started),
                                                         **getattr(error, "metadata", {})}, **base), synced=False)
             raise
+        self.metrics.stage("sandbox_call", time.perf_counter() - started)
         released = response.encrypted if response.HasField("encrypted") else response.table
         digest = hashlib.sha256(released.SerializeToString(deterministic=True)).hexdigest()
         self.access_log.append(AccessRecord(
@@ -167,6 +189,23 @@ class QueryPipeline:
         it is not a query, so it does not count against the grant's quotas. The plan cache is not
         used: the steps are traced afresh.
         """
+        note_call(grant=_recorded_id(grant), request_id=request_id)
+        try:
+            explanation = self._explain(principal, grant, unverified_sql, request_id=request_id, client=client,
+                                        encrypted=encrypted)
+        except BaseException as error:  # an explain is no query: noted for its log line, not counted
+            note_call(decision=outcome_of(error)[0])
+            raise
+        note_call(decision="explained")
+        return explanation
+
+    def _settle(self, decision: str, reason: str = "") -> None:
+        """Count the query's decision and note it (and why) for its log line."""
+        self.metrics.query(decision, reason)
+        note_call(decision=decision)
+
+    def _explain(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
+                 client: str, encrypted: bool) -> Explanation:
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
                     client=client, request_id=request_id, grant_id=_recorded_id(grant), sql=unverified_sql)
         now = self.clock()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 import grpc
 
 from dsbroker.errors import AuthenticationError
+from dsbroker.observability.call_facts import note_call
 from dsbroker.rpc.handlers import with_unary_behavior
 from dsbroker.identity.tls import PeerCertificate, peer_certificate
 
@@ -87,6 +88,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             except AuthenticationError as error:
                 self.on_failure(method, context.peer(), error)
                 raise
+            note_call(caller=principal.subject, department=principal.department)
             reset, reset_token = current_principal.set(principal), current_token.set(token)
             try:
                 return behavior(request, context)

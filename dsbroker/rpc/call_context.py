@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2
 
 from dsbroker.identity.auth import UNAUTHENTICATED_METHODS, current_principal
 from dsbroker.errors import DsbrokerError, QuotaError
+from dsbroker.observability.call_facts import note_call
 from dsbroker.rpc.handlers import with_unary_behavior
 from dsbroker.identity.tls import peer_certificate
 
@@ -115,6 +116,7 @@ class CallConventionsInterceptor(grpc.ServerInterceptor):
             except DsbrokerError as error:
                 self.on_refusal(method, context, error)
                 raise
+            note_call(request_id=request_id)
             context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             reset = current_request_id.set(request_id)
             try:

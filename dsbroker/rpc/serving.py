@@ -14,6 +14,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection as reflection_service
 
 from dsbroker.errors import ConfigError
+from dsbroker.observability.endpoints import OperationsEndpoints
+from dsbroker.observability.metrics import ServerMetrics
+from dsbroker.observability.readiness import Readiness, RecheckingHealthServicer
 from dsbroker.rpc.status import ErrorInterceptor
 from dsbroker.identity.tls import ServerTls, require_loopback
 
@@ -27,9 +30,11 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def build_server(*, max_workers: int, max_message_bytes: int, max_concurrent_rpcs: int,
-                 interceptors: Iterable[grpc.ServerInterceptor]) -> grpc.Server:
+                 interceptors: Iterable[grpc.ServerInterceptor],
+                 observer: grpc.ServerInterceptor | None = None) -> grpc.Server:
     """A server with ``interceptors``, outermost first; the first must be :class:`ErrorInterceptor`, which
     turns every error of the ones inside it and of the servicers into a status (see dsbroker.rpc.status).
+    ``observer`` (dsbroker.observability.observing) goes outside them all, to see the status the caller gets.
 
     ``max_concurrent_rpcs`` bounds calls in flight; past it gRPC answers RESOURCE_EXHAUSTED
     at once instead of queueing without limit.
@@ -39,7 +44,7 @@ def build_server(*, max_workers: int, max_message_bytes: int, max_concurrent_rpc
         raise TypeError("a server's outermost interceptor is the ErrorInterceptor")
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=chain,
+        interceptors=([observer] if observer is not None else []) + chain,
         options=message_options(max_message_bytes),
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
@@ -88,10 +93,12 @@ def bind(server: grpc.Server, listen: str, tls: ServerTls | None) -> int:
     return port
 
 
-def add_health(server: grpc.Server, services: Iterable[str], *, reflection: bool = False) -> health.HealthServicer:
-    """Serve the standard health service, SERVING for each service and overall; and reflection if asked."""
+def add_health(server: grpc.Server, services: Iterable[str], *, reflection: bool = False,
+               servicer: health.HealthServicer | None = None) -> health.HealthServicer:
+    """Serve the standard health service (``servicer``, by default a new one), SERVING for each service and
+    overall; and reflection if asked."""
     services = tuple(services)
-    servicer = health.HealthServicer()
+    servicer = servicer or RecheckingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     for name in ("", *services):
         servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -106,8 +113,15 @@ class Running:
     """A started server with its health servicer; stops gracefully on SIGTERM or SIGINT."""
 
     def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, port: int,
-                 grace_seconds: float, on_stop: Iterable = ()) -> None:
+                 grace_seconds: float, on_stop: Iterable = (), *, metrics: ServerMetrics | None = None,
+                 endpoints: OperationsEndpoints | None = None, readiness: Readiness | None = None) -> None:
+        """``metrics``, ``endpoints`` and ``readiness`` are the server's operations side: its registry, the
+        metrics and probe ports (closed last, after ``on_stop``: probes see NOT_SERVING while calls finish),
+        and the dependencies its health follows."""
         self.server = server
+        self.metrics = metrics
+        self.endpoints = endpoints or OperationsEndpoints()
+        self.readiness = readiness
         self.on_stop = tuple(on_stop)
         self.health = health_servicer
         self.port = port
@@ -122,6 +136,7 @@ class Running:
         self.server.stop(self.grace_seconds).wait()
         for callback in self.on_stop:
             callback()
+        self.endpoints.close()
         self._stopped.set()
 
     def wait_for_signal(self) -> None:

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from dsbroker.observability.call_facts import note_call
 from dsbroker.errors import CODES, ERROR_DOMAIN, MAX_METADATA_BYTES, DsbrokerError, clipped
 from dsbroker.rpc.handlers import with_unary_behavior
 
@@ -36,6 +37,15 @@ def grpc_code(name: str) -> grpc.StatusCode:
     """The ``grpc.StatusCode`` of a status code's name (:attr:`DsbrokerError.code_name`, a reason's ``code``);
     UNKNOWN for a name gRPC does not have."""
     return GRPC_CODES.get(name, grpc.StatusCode.UNKNOWN)
+
+
+def answered_code(context: grpc.ServicerContext, *, failed: bool) -> str:
+    """The name of the status code a call ended with: the one :class:`ErrorInterceptor` set on ``context``,
+    else OK (or UNKNOWN when the call ``failed`` with none set)."""
+    code = context.code()  # type: ignore[attr-defined]  # grpcio 1.38+; missing from the type stubs
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "UNKNOWN" if failed else "OK"
 
 
 def to_grpc_status(error: DsbrokerError) -> grpc.Status:
@@ -112,9 +122,11 @@ def _answering_errors(behavior: Callable[[Any, grpc.ServicerContext], Any],
         try:
             return behavior(request, context)
         except DsbrokerError as error:
+            note_call(reason=error.reason)  # the reason the caller gets is the one its log line gives
             context.abort_with_status(to_grpc_status(error))
         except Exception:  # noqa: BLE001 - the last line of defence; handlers never call context.abort
             log.exception("unexpected error in %s", method)
+            note_call(reason="INTERNAL")
             context.abort_with_status(to_grpc_status(DsbrokerError(INTERNAL_MESSAGE)))
 
     return wrapped

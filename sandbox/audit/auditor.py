@@ -137,8 +137,11 @@ class Rules:
 class Auditor:
     """Audits exact answers against what has been released in their scope, and records what they release."""
 
-    def __init__(self, engine: Any, ledger: ReleasedCellLedger, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, engine: Any, ledger: ReleasedCellLedger, *, clock: Callable[[], float] = time.monotonic,
+                 on_seconds: Callable[[float], None] = lambda _: None):
+        """``on_seconds`` hears how long each audit and each record of released cells took (the metrics)."""
         self.engine = engine
+        self.on_seconds = on_seconds
         self.ledger = ledger
         self.clock = clock
         self._locks: dict[str, threading.Lock] = {}
@@ -361,12 +364,20 @@ class AuditSession:
 
     def __call__(self, cells: list[AnswerCell]) -> dict[int, frozenset[int]]:
         self.cells = cells
-        self.withheld = self.auditor.audit(self.guarded, cells, deadline=self.deadline)
+        started = time.perf_counter()
+        try:
+            self.withheld = self.auditor.audit(self.guarded, cells, deadline=self.deadline)
+        finally:
+            self.auditor.on_seconds(time.perf_counter() - started)
         return self.withheld
 
     def commit(self, rows: set[int]) -> None:
         """Record the cells of answer rows ``rows`` (the ones the caller receives)."""
-        self.auditor.record(self.guarded, [cell for cell in self.cells if cell.row in rows], self.withheld)
+        started = time.perf_counter()
+        try:
+            self.auditor.record(self.guarded, [cell for cell in self.cells if cell.row in rows], self.withheld)
+        finally:
+            self.auditor.on_seconds(time.perf_counter() - started)
         self.committed = True
 
 
