@@ -87,3 +87,13 @@ def test_a_form_without_an_accepted_equivalent_is_refused_over_grpc_naming_rule_
 def test_a_comment_after_the_final_semicolon_is_answered(client):
     sql = BY_STREET + "GROUP BY 1"
     _same_answer(client, sql + "; -- for the report", sql)
+
+
+@pytest.mark.parametrize("written, accepted", [
+    ("WHERE EXTRACT(YEAR FROM period) = 2025 GROUP BY 1", "WHERE year(period) = 2025 GROUP BY 1"),
+    ("WHERE date_part('month', period) IN (1, 2) GROUP BY 1", "WHERE month(period) IN (1, 2) GROUP BY 1"),
+    ("WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-01-01' + INTERVAL 5 MONTH GROUP BY 1",
+     "WHERE period BETWEEN DATE '2025-01-01' AND DATE '2025-06-01' GROUP BY 1"),
+], ids=["EXTRACT", "date_part", "date plus interval"])
+def test_date_parts_and_literal_date_arithmetic_are_answered_as_the_literal_forms(client, written, accepted):
+    _same_answer(client, BY_STREET + written, BY_STREET + accepted)

@@ -7,7 +7,8 @@ a function ``Select -> Select`` in a module named for what it does
 its signature names. Order matters and is written down here:
 
 1. structure first (one plain SELECT over the granted table; limits on size and depth in ``parse``; a
-   DISTINCT over plain keys is its GROUP BY before anything checks it),
+   DISTINCT over plain keys is its GROUP BY before anything checks it, and EXTRACT of a year, quarter or
+   month is year(), quarter() or month(), a literal date plus a literal interval the date it comes to),
 2. then aliases and positions are expanded against the caller's own outputs, so every later rule sees
    real columns and no position can name a column the guard adds later,
 3. then the column checks (granted, entity, grouping, linear aggregates, filters, and, given the
@@ -48,6 +49,7 @@ from dsbroker.guard.add_totals import add_totals
 from dsbroker.guard.enforce_group_cap import enforce_group_cap
 from dsbroker.guard.enforce_range_grid import enforce_range_grid
 from dsbroker.guard.expand_complements import expand_complements
+from dsbroker.guard.expand_date_forms import expand_date_forms
 from dsbroker.guard.expand_distinct_groups import expand_distinct_groups, lists_groups
 from dsbroker.guard.expand_one_sided_ranges import expand_one_sided_ranges
 from dsbroker.guard.expand_or_equalities import expand_or_equalities
@@ -86,6 +88,7 @@ SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
 
 RULES: tuple[Callable[..., exp.Select], ...] = (
     expand_distinct_groups,
+    expand_date_forms,
     reject_unsupported_syntax,
     resolve_table,
     reject_ungranted_result_mode,
