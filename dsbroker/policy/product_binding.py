@@ -1,0 +1,124 @@
+"""Binding a product's parameters: each value checked against its type and bounds, then put into the
+template's parse tree as a typed literal.
+
+Never by pasting text: a value becomes a sqlglot literal node (a string, a number, ``CAST('…' AS DATE)``) in
+place of its placeholder, so whatever it holds is data, never SQL. The broker binds to build the query it
+guards; the sandbox binds again from the signed policy it verified and refuses a plan whose original SQL is
+anything else, so the text that runs is the one the owner signed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from collections.abc import Mapping
+
+import sqlglot
+import sqlglot.expressions as exp
+
+from dsbroker.errors import ProductError, shown
+from dsbroker.policy.model import Policy
+from dsbroker.policy.products import Parameter, Product
+
+_INTEGER = re.compile(r"^-?[0-9]{1,18}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+MAX_VALUE_CHARS = 4000  # of all of one parameter's text: list members are separated by commas
+
+
+def granted_product(policy: Policy, name: str, version: int = 0) -> Product:
+    """The grant's product ``name`` (at ``version`` when not 0); PRODUCT_NOT_GRANTED or PRODUCT_VERSION_MISMATCH."""
+    product = policy.products.get(name)
+    if product is None:
+        raise ProductError(f"grant {policy.id!r} has no product {shown(name)}", reason="PRODUCT_NOT_GRANTED",
+                           grant=policy.id, product=name)
+    if version and version != product.version:
+        raise ProductError(f"grant {policy.id!r} has version {product.version} of product {name!r}, not {version}",
+                           reason="PRODUCT_VERSION_MISMATCH", grant=policy.id, product=name,
+                           version=product.version)
+    return product
+
+
+def bind_product(product: Product, values: Mapping[str, str]) -> str:
+    """The product's query with ``values`` (text, as a caller gives them) bound: one SELECT in DuckDB's dialect,
+    ready for the guard. Raises ProductError naming the parameter when a value is missing, unknown, of the wrong
+    type, out of range or not an allowed member."""
+    unknown = sorted(set(values) - set(product.parameters))
+    if unknown:
+        raise _refused(product, unknown[0], "PRODUCT_PARAMETER_UNKNOWN", "is not a parameter of the product")
+    literals = {name: _literals(product, parameter, values.get(name)) for name, parameter in product.parameters.items()}
+    tree = _template(product.sql).copy()
+    for placeholder in list(tree.find_all(exp.Placeholder)):
+        bound = literals[placeholder.name]
+        if isinstance(bound, list):  # a text_list: the IN list's members (the loader saw it stands alone there)
+            placeholder.parent.set("expressions", bound)
+        else:
+            placeholder.replace(bound)
+    return tree.sql(dialect="duckdb")
+
+
+def parse_parameters(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``k=v`` pairs (the CLI's ``--param``) as a mapping; a parameter given twice keeps both, comma-separated
+    (the form of a list)."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param {pair!r} is not of the form NAME=VALUE")
+        values[name] = f"{values[name]},{value}" if name in values else value
+    return values
+
+
+@functools.lru_cache(maxsize=64)
+def _template(sql: str) -> exp.Expr:
+    return sqlglot.parse_one(sql, read="duckdb")  # parsed once per text (checked at load); callers bind a copy
+
+
+def _literals(product: Product, parameter: Parameter, value: str | None) -> exp.Expr | list[exp.Expr]:
+    name = parameter.name
+    if value is None or value == "":
+        raise _refused(product, name, "PRODUCT_PARAMETER_MISSING", "is required")
+    if len(value) > MAX_VALUE_CHARS:
+        raise _refused(product, name, "PRODUCT_PARAMETER_INVALID", f"is longer than {MAX_VALUE_CHARS} characters")
+    if parameter.type == "date":
+        day = _date(value)
+        if day is None:
+            raise _refused(product, name, "PRODUCT_PARAMETER_INVALID", "must be a date, YYYY-MM-DD")
+        if not parameter.low <= day <= parameter.high:
+            raise _refused(product, name, "PRODUCT_PARAMETER_OUT_OF_RANGE",
+                           f"must lie from {parameter.low} to {parameter.high}")
+        return exp.cast(exp.Literal.string(day.isoformat()), exp.DataType.Type.DATE)
+    if parameter.type == "integer":
+        if not _INTEGER.match(value):
+            raise _refused(product, name, "PRODUCT_PARAMETER_INVALID", "must be a whole number")
+        if not parameter.low <= int(value) <= parameter.high:
+            raise _refused(product, name, "PRODUCT_PARAMETER_OUT_OF_RANGE",
+                           f"must lie from {parameter.low} to {parameter.high}")
+        return exp.Literal.number(int(value))
+    members = value.split(",") if parameter.type == "text_list" else [value]
+    if len(members) > parameter.max_items:
+        raise _refused(product, name, "PRODUCT_PARAMETER_OUT_OF_RANGE", f"takes at most {parameter.max_items} values")
+    if len(set(members)) != len(members):
+        raise _refused(product, name, "PRODUCT_PARAMETER_INVALID", "lists a value twice")
+    for member in members:
+        if member not in parameter.values:
+            raise _refused(product, name, "PRODUCT_PARAMETER_NOT_ALLOWED", "is not one of the values the product "
+                                                                           "allows (product show lists them)")
+    literals: list[exp.Expr] = [exp.Literal.string(member) for member in sorted(members)]  # one text per set
+    return literals if parameter.type == "text_list" else literals[0]
+
+
+def _date(value: str) -> dt.date | None:
+    if not _DATE.match(value):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _refused(product: Product, parameter: str, reason: str, problem: str) -> ProductError:
+    # The value is the caller's, and never quoted back: only the parameter's name, which the product declares.
+    shown_name = parameter if parameter in product.parameters else shown(parameter, 40)
+    return ProductError(f"product {product.name!r}: parameter {shown_name} {problem}", reason=reason,
+                        product=product.name, parameter=shown_name)
