@@ -12,6 +12,7 @@ from broker.cli.data import data
 from broker.cli.demo import demo
 from broker.cli.keys import keys, token
 from broker.cli.policy import policy
+from broker.cli.product import product
 from broker.cli.query import query
 from broker.cli.servers import sandbox_group, serve
 from broker.cli.workflow import catalog, request, review
@@ -29,7 +30,7 @@ def main(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for command in (serve, sandbox_group, query, catalog, request, review, policy, audit, keys, token, data, demo):
+for command in (serve, sandbox_group, query, product, catalog, request, review, policy, audit, keys, token, data, demo):
     main.add_command(command)
 
 if __name__ == "__main__":

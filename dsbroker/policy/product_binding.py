@@ -20,10 +20,12 @@ import sqlglot.expressions as exp
 from dsbroker.errors import ProductError, shown
 from dsbroker.policy.model import Policy
 from dsbroker.policy.products import Parameter, Product
+from dsbroker.v1 import product_pb2
 
 _INTEGER = re.compile(r"^-?[0-9]{1,18}$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 MAX_VALUE_CHARS = 4000  # of all of one parameter's text: list members are separated by commas
+MAX_PARAMETERS_RECORDED = 16  # a product has at most 8; a call naming more is refused, and recorded in part
 
 
 def granted_product(policy: Policy, name: str, version: int = 0) -> Product:
@@ -37,6 +39,23 @@ def granted_product(policy: Policy, name: str, version: int = 0) -> Product:
                            reason="PRODUCT_VERSION_MISMATCH", grant=policy.id, product=name,
                            version=product.version)
     return product
+
+
+def product_query(policy: Policy, call: product_pb2.ProductCall, unverified_sql: str = "") -> str:
+    """The query a product call runs under ``policy``: the grant's product, parameters bound. A call that gives
+    SQL besides the product is refused (PRODUCT_CALL_INVALID): which of the two would run is no guess to make."""
+    if unverified_sql.strip():
+        raise ProductError("a query gives either SQL or a product, not both", reason="PRODUCT_CALL_INVALID",
+                           field="sql")
+    return bind_product(granted_product(policy, call.name, call.version), dict(call.parameters))
+
+
+def product_detail(call: product_pb2.ProductCall) -> dict[str, object]:
+    """What the access log records of a product call: its name, version asked for and parameters (the caller's
+    query, as its SQL would be)."""
+    return {"product": call.name[:80], "product_version": call.version,
+            "product_parameters": {name[:40]: value[:MAX_VALUE_CHARS] for name, value in
+                                   sorted(call.parameters.items())[:MAX_PARAMETERS_RECORDED]}}
 
 
 def bind_product(product: Product, values: Mapping[str, str]) -> str:
