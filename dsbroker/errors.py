@@ -619,7 +619,7 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
            "a product parameter outside its bounds, or a list longer than it takes"),
     Reason("PRODUCT_PARAMETER_NOT_ALLOWED", "INVALID_ARGUMENT", ("product", "parameter"),
            "a product parameter that is not one of the values it allows"),
-    Reason("PRODUCT_CALL_INVALID", "INVALID_ARGUMENT", ("field",), "a query that gives both SQL and a product, or neither"),
+    Reason("PRODUCT_CALL_INVALID", "INVALID_ARGUMENT", ("field",), "a query that gives both SQL and a product"),
     Reason("PRODUCT_TEMPLATE_MISMATCH", "PERMISSION_DENIED", ("policy", "product"),
            "a product plan whose original SQL is not the signed template with its parameters bound"),
     # -- plans at the sandbox ------------------------------------------------------------------------------

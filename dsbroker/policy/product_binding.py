@@ -103,17 +103,26 @@ def _literals(product: Product, parameter: Parameter, value: str | None) -> exp.
         day = _date(value)
         if day is None:
             raise _refused(product, name, "PRODUCT_PARAMETER_INVALID", "must be a date, YYYY-MM-DD")
-        if not parameter.low <= day <= parameter.high:
-            raise _refused(product, name, "PRODUCT_PARAMETER_OUT_OF_RANGE",
-                           f"must lie from {parameter.low} to {parameter.high}")
+        _within(product, parameter, day)
         return exp.cast(exp.Literal.string(day.isoformat()), exp.DataType.Type.DATE)
     if parameter.type == "integer":
         if not _INTEGER.match(value):
             raise _refused(product, name, "PRODUCT_PARAMETER_INVALID", "must be a whole number")
-        if not parameter.low <= int(value) <= parameter.high:
-            raise _refused(product, name, "PRODUCT_PARAMETER_OUT_OF_RANGE",
-                           f"must lie from {parameter.low} to {parameter.high}")
+        _within(product, parameter, int(value))
         return exp.Literal.number(int(value))
+    literals: list[exp.Expr] = [exp.Literal.string(member) for member in _members(product, parameter, value)]
+    return literals if parameter.type == "text_list" else literals[0]
+
+
+def _within(product: Product, parameter: Parameter, value: object) -> None:
+    if not parameter.low <= value <= parameter.high:
+        raise _refused(product, parameter.name, "PRODUCT_PARAMETER_OUT_OF_RANGE",
+                       f"must lie from {parameter.low} to {parameter.high}")
+
+
+def _members(product: Product, parameter: Parameter, value: str) -> list[str]:
+    """A text's value, or a list's members, each one the product allows; sorted, so one set is one text."""
+    name = parameter.name
     members = value.split(",") if parameter.type == "text_list" else [value]
     if len(members) > parameter.max_items:
         raise _refused(product, name, "PRODUCT_PARAMETER_OUT_OF_RANGE", f"takes at most {parameter.max_items} values")
@@ -123,8 +132,7 @@ def _literals(product: Product, parameter: Parameter, value: str | None) -> exp.
         if member not in parameter.values:
             raise _refused(product, name, "PRODUCT_PARAMETER_NOT_ALLOWED", "is not one of the values the product "
                                                                            "allows (product show lists them)")
-    literals: list[exp.Expr] = [exp.Literal.string(member) for member in sorted(members)]  # one text per set
-    return literals if parameter.type == "text_list" else literals[0]
+    return sorted(members)
 
 
 def _date(value: str) -> dt.date | None:
