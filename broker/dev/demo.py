@@ -103,8 +103,7 @@ CATALOG = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "catalog.ya
 # for the run, for the walk-through's product step.
 PRODUCTS_GRANT = "xuanwu-fgw-2026-007"
 PRODUCTS_POLICY = Path(__file__).resolve().parents[2] / "policies" / f"{PRODUCTS_GRANT}.yaml"
-PRODUCT_CALL = ("street-revenue-monthly",
-                {"period_from": "2025-10-01", "period_to": "2025-12-01", "streets": "320102001,320102002"})
+PRODUCT_CALL = ("enterprise-counts-by-size", {"period": "2025-06-01"})
 PARTITIONED_GRANT = "xuanwu-fgw-2026-011"
 PARTITIONED_POLICY = f"""\
 # The owner's standing grant over the two Xuanwu tax offices' partitions of the declarations: the
@@ -467,7 +466,7 @@ def _products(requester: BrokerClient) -> dict[str, bool]:
                   "the query under the grant like any other. A month outside the product's range is refused, "
                   "the parameter named:", style="bold")
     try:
-        requester.run_product(PRODUCTS_GRANT, name, {**values, "period_to": "2030-12-01"})
+        requester.run_product(PRODUCTS_GRANT, name, {**values, "period": "2030-12-01"})
     except DsbrokerError as error:
         console.print(f"refused: {error.code.name} {error.reason}: {error.message} "
                       f"[parameter={error.metadata.get('parameter')}]")

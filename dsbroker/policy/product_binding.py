@@ -70,7 +70,9 @@ def bind_product(product: Product, values: Mapping[str, str]) -> str:
     for placeholder in list(tree.find_all(exp.Placeholder)):
         bound = literals[placeholder.name]
         if isinstance(bound, list):  # a text_list: the IN list's members (the loader saw it stands alone there)
-            placeholder.parent.set("expressions", bound)
+            listing = placeholder.parent
+            assert isinstance(listing, exp.In)
+            listing.set("expressions", bound)
         else:
             placeholder.replace(bound)
     return tree.sql(dialect="duckdb")
