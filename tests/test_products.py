@@ -129,6 +129,19 @@ def test_a_product_that_does_not_check_is_a_policy_error_naming_the_line(old, ne
     assert problem in str(caught.value) and caught.value.metadata["line"]
 
 
+def test_lint_finds_a_product_the_guard_refuses_under_its_own_grant(shipped):
+    from broker.cli.policy_lint import policy_problems
+
+    assert policy_problems(shipped) == [], "the shipped products all pass the guard"
+    raw = parse_policy(SHIPPED.replace("SELECT size_class, COUNT(DISTINCT taxpayer_id) AS enterprises",
+                                       "SELECT size_class, taxpayer_id, COUNT(*) AS enterprises", 1)
+                       .replace("WHERE period = :period GROUP BY size_class",
+                                "WHERE period = :period GROUP BY size_class, taxpayer_id", 1))
+    (line, problem), = policy_problems(raw)
+    assert problem.startswith("products.enterprise-counts-by-size: the guard refuses its query")
+    assert "enterprise-counts-by-size:" in raw.document.splitlines()[line - 1]
+
+
 def test_sql_and_a_product_together_are_refused(shipped):
     call = product_pb2.ProductCall(name="enterprise-counts-by-size", parameters={"period": "2025-06-01"})
     with pytest.raises(ProductError) as caught:
