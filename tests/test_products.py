@@ -267,3 +267,33 @@ def test_parameters_out_of_bounds_in_a_plan_are_refused_by_the_sandbox(sandbox, 
     plan = product_plan(sign(SHIPPED), sql, "street-revenue-monthly", {**STREETS, "period_from": "2020-01-01"})
     error = refusal(sandbox, plan)
     assert (error.reason, error.metadata["parameter"]) == ("PRODUCT_PARAMETER_OUT_OF_RANGE", "period_from")
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+def test_product_list_show_and_run_from_the_command_line(broker):
+    import json
+
+    from tests.test_cli_workflow import as_actor, run
+    from tests.conftest import XUANWU
+
+    requester = as_actor(f"127.0.0.1:{broker.port}", "xuanwu-fgw", XUANWU, "requester")
+    listed = run(requester, "product", "list", "--grant", GRANT)
+    assert listed.exit_code == 0, listed.output
+    assert "street-revenue-monthly  v1  街道月度营收与税收 / Street revenue and tax by month" in listed.output
+    shown = run(requester, "product", "show", "street-revenue-monthly", "--grant", GRANT)
+    assert shown.exit_code == 0 and "streets (text_list): up to 7 of 320102001" in shown.output
+    assert "period_from (date): 2024-01-01 .. 2026-12-01" in shown.output and "IN (:streets)" in shown.output
+    ran = run(requester, "product", "run", "enterprise-counts-by-size", "--grant", GRANT,
+              "--param", "period=2025-06-01", "--json")
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.output)["columns"] == ["size_class", "enterprises"]
+    repeated = run(requester, "product", "run", "street-revenue-monthly", "--grant", GRANT, "--json",
+                   *(f"--param={k}={v}" for k, v in {**STREETS, "streets": "320102001"}.items()),
+                   "--param", "streets=320102003")
+    assert repeated.exit_code == 0, repeated.output
+    assert {row[0] for row in json.loads(repeated.output)["rows"]} == {"320102001", "320102003"}
+    refused = run(requester, "product", "run", "enterprise-counts-by-size", "--grant", GRANT,
+                  "--param", "period=2031-01-01")
+    assert refused.exit_code == 2
+    assert "PRODUCT_PARAMETER_OUT_OF_RANGE" in refused.output and "parameter period must lie" in refused.output
