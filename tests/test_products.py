@@ -297,3 +297,32 @@ def test_product_list_show_and_run_from_the_command_line(broker):
                   "--param", "period=2031-01-01")
     assert refused.exit_code == 2
     assert "PRODUCT_PARAMETER_OUT_OF_RANGE" in refused.output and "parameter period must lie" in refused.output
+
+
+# -- the released-cell auditor sees a product's cells as any query's -----------------------------
+
+@pytest.fixture
+def audited(demo_db, tmp_path):
+    from tests.test_released_cell_auditor import _stack
+
+    stack = _stack(demo_db, tmp_path, audit=True)
+    yield next(stack)
+    next(stack, None)
+
+
+def test_a_products_cells_count_against_a_later_query_by_hand(audited, direct):
+    month = "period = DATE '2025-06-01'"
+    counts = dict(direct.execute(f"SELECT size_class, COUNT(DISTINCT taxpayer_id) FROM tax.declarations "
+                                 f"WHERE district_code = '320102' AND {month} GROUP BY 1").fetchall())
+    assert counts["large"] < 10 <= min(counts["medium"], counts["micro"], counts["small"]), "the demo data changed"
+    client = audited()
+    by_size = client.run_product(GRANT, "enterprise-counts-by-size", {"period": "2025-06-01"})
+    released = {row[0]: row[1] for row in by_size.rows}
+    assert released["large"] is None and released["micro"] == counts["micro"]
+    # The month's total less the product's released cells would be the large firms' count: the auditor withholds it.
+    try:
+        total = client.query(GRANT, f"SELECT COUNT(DISTINCT taxpayer_id) AS n FROM tax.declarations WHERE {month}")
+    except DsbrokerError as error:
+        assert error.reason == "AUDIT_REFUSED"
+    else:
+        assert total.rows == [[None]], "the total would give the large firms' count away"
