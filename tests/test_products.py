@@ -326,3 +326,30 @@ def test_a_products_cells_count_against_a_later_query_by_hand(audited, direct):
         assert error.reason == "AUDIT_REFUSED"
     else:
         assert total.rows == [[None]], "the total would give the large firms' count away"
+
+
+def test_the_catalog_describes_the_products_offered_in_chinese_and_english(client, shipped):
+    offered = {p.name: p for p in client.dataset("tax.declarations").products}
+    assert sorted(offered) == sorted(shipped.products)
+    for name, product in shipped.products.items():
+        described = offered[name]
+        assert described.version == product.version
+        assert (described.title_zh, described.title_en) == (product.title["zh"], product.title["en"])
+        assert (described.description_zh, described.description_en) == (product.description["zh"],
+                                                                         product.description["en"])
+
+
+def test_a_catalog_product_without_its_english_title_does_not_load(tmp_path):
+    from dsbroker.errors import ConfigError
+    from sandbox.catalog import load_catalog
+
+    text = (POLICIES.parent / "sandbox" / "demo" / "catalog.yaml").read_text(encoding="utf-8")
+    old = 'title: {zh: "按规模分类的企业数", en: "Enterprise counts by size class"}'
+    assert old in text
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text.replace(old, 'title: {zh: "按规模分类的企业数"}'), encoding="utf-8")
+    columns = [(c, "VARCHAR") for c in ("taxpayer_id", "period", "district_code", "street_code", "industry_code",
+                                        "industry_section", "registration_type", "size_class", "revenue", "vat_paid",
+                                        "cit_paid", "iit_withheld", "employees")]
+    with pytest.raises(ConfigError, match="needs zh and en"):
+        load_catalog(path, {"tax.declarations"}, lambda _table: columns)
