@@ -353,3 +353,14 @@ def test_a_catalog_product_without_its_english_title_does_not_load(tmp_path):
                                         "cit_paid", "iit_withheld", "employees")]
     with pytest.raises(ConfigError, match="needs zh and en"):
         load_catalog(path, {"tax.declarations"}, lambda _table: columns)
+
+
+def test_catalog_show_lists_the_products_offered(broker):
+    from tests.test_cli_workflow import as_actor, run
+    from tests.conftest import XUANWU
+
+    shown = run(as_actor(f"127.0.0.1:{broker.port}", "xuanwu-fgw", XUANWU, "requester"),
+                "catalog", "show", "tax.declarations")
+    assert shown.exit_code == 0, shown.output
+    line = "data product enterprise-counts-by-size v1: 按规模分类的企业数 / Enterprise counts by size class"
+    assert line in shown.output
