@@ -135,7 +135,9 @@ def test_query_explain_prints_the_rewrite_and_the_rules_and_runs_nothing(broker)
     # A DISTINCT over keys becomes its GROUP BY before the allowlist (expand_distinct_groups); here it does nothing.
     first = as_json["steps"][0]
     assert first["rule"] == "expand_distinct_groups" and first["action"] == "ACTION_UNCHANGED"
-    assert as_json["steps"][1] == {"rule": "reject_unsupported_syntax", "action": "ACTION_CHECKED",
+    assert as_json["steps"][1]["rule"] == "expand_date_forms"  # no EXTRACT, no date arithmetic: unchanged
+    assert as_json["steps"][1]["action"] == "ACTION_UNCHANGED"
+    assert as_json["steps"][2] == {"rule": "reject_unsupported_syntax", "action": "ACTION_CHECKED",
                                    "summary": "Refuse any node outside the allowlist, naming the construct."}
     refused = run(requester, "query", "--grant", GRANT, "--sql", "SELECT * FROM tax.declarations", "--explain")
     assert refused.exit_code == 2 and "RAW_ROWS" in refused.output

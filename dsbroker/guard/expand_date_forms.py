@@ -33,8 +33,10 @@ _DAYS_IN = {"DAY": 1, "WEEK": 7}
 
 
 def expand_date_forms(expression: exp.Select) -> exp.Select:
-    """Rewrite EXTRACT/date_part of YEAR, QUARTER or MONTH to year()/quarter()/month() everywhere, and fold a
-    literal date plus or minus a literal interval in WHERE to a date literal."""
+    """Write EXTRACT of a year, quarter or month as year() and the like; fold literal date arithmetic in WHERE.
+
+    EXTRACT and date_part of YEAR, QUARTER or MONTH become year(), quarter(), month() everywhere; a literal date
+    plus or minus a literal interval in WHERE becomes the date literal it comes to."""
     for node in list(expression.find_all(exp.Extract, exp.Anonymous)):
         part = _part_of(node)
         if part is not None:
