@@ -7,8 +7,11 @@ import sys
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.cli.output import chosen_format, output_options, unit_option
+from broker.cli.translated import TranslatedCommand
 
-@click.command()
+
+@click.command(cls=TranslatedCommand)
 @client_options
 @click.option("--grant", required=True, help="grant (policy) id to query under")
 @click.option("--sql", required=True, help="one SELECT statement; '-' reads it from standard input")
@@ -21,11 +24,14 @@ from broker.cli.common import client_options, client_tls, reporting_errors
 @click.option("--encryption-key", type=click.Path(dir_okay=False), envvar="DSBROKER_ENCRYPTION_KEY",
               help="your encryption key, made on first use; keep it secret (its public half is FILE.pub) "
                    "[default: $XDG_CONFIG_HOME or ~/.config, then dsbroker/encryption-key.bfv]")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table (as --output json)")
+@output_options
+@unit_option
 @reporting_errors
 def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain, encrypted, encryption_key,
-          as_json) -> None:
-    """Run one aggregate query under a grant and print the released cells."""
+          as_json, output, out, unit) -> None:
+    """Run one aggregate query under a grant and print the released cells (or write them to a file)."""
+    from broker.cli.money import money_columns
     from broker.cli.output import print_explanation, print_result
     from broker.client.sdk import BrokerClient
 
@@ -33,12 +39,29 @@ def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain,
         sql = sys.stdin.read()
     if encryption_key and not encrypted:
         raise click.UsageError("--encryption-key is for --encrypted queries")
+    if output == "xlsx" and not out:
+        raise click.UsageError("--output xlsx writes a file: pass --out FILE.xlsx")
     with BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext), timeout=timeout) as client:
         if explain:
             print_explanation(client.explain(grant, sql, encrypted=encrypted), as_json=as_json)
-        else:
-            keys = _encryption_key(encryption_key) if encrypted else None
-            print_result(client.query(grant, sql, encryption_key=keys), as_json=as_json)
+            return
+        keys = _encryption_key(encryption_key) if encrypted else None
+        result = client.query(grant, sql, encryption_key=keys)
+        fmt = chosen_format(as_json, output)
+        money = set() if fmt == "json" else money_columns(sql, _catalog_units(client))
+        print_result(result, fmt=fmt, out=out, unit=unit, money=money)
+
+
+def _catalog_units(client):
+    """``units_of(table)``: a table's {column: unit} from the owners' catalog ({} for what it does not describe)."""
+    from dsbroker.errors import DsbrokerError
+
+    def units_of(table: str) -> dict[str, str]:
+        try:
+            return {c.name: c.unit for c in client.dataset(table).columns if c.unit}
+        except DsbrokerError:  # a lookup table, or a CTE's name: not described, so not money
+            return {}
+    return units_of
 
 
 def _encryption_key(path: str | None):

@@ -7,11 +7,12 @@ from pathlib import Path
 import click
 
 from broker.cli.common import reporting_errors
+from broker.cli.translated import TranslatedCommand, TranslatedGroup
 from broker.settings import BrokerSettings
 from dsbroker.settings import load_settings
 from sandbox.settings import SandboxSettings
 
-@click.command()
+@click.command(cls=TranslatedCommand)
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="broker TOML file")
 @click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free port)")
 @click.option("--policies", type=click.Path(file_okay=False), help="directory of policy YAML files")
@@ -28,7 +29,7 @@ def serve(config, listen, policies, sandbox, access_log, port_file) -> None:
     _serve(start_broker(settings), port_file)
 
 
-@click.group("sandbox")
+@click.group(cls=TranslatedGroup, name="sandbox")
 def sandbox_group() -> None:
     """The data owner's side."""
 

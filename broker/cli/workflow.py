@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.cli.translated import TranslatedGroup
 from dsbroker.errors import ConfigError
 
 STATES = ("submitted", "reviewed", "active", "rejected", "withdrawn", "suspended", "revoked", "expired", "exhausted")
@@ -26,7 +27,7 @@ def _client(broker, token, ca, cert, key, plaintext):
 
 # -- catalog -------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def catalog() -> None:
     """The owners' catalog (数据目录): datasets and their columns, never values."""
 
@@ -93,7 +94,7 @@ def catalog_draft(config, datasets, out, force) -> None:
 
 # -- requests ------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def request() -> None:
     """Access requests: what a department asks of a dataset, and why."""
 
@@ -152,7 +153,7 @@ def request_withdraw(name, broker, token, ca, cert, key, plaintext, reason, as_j
 
 # -- review --------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def review() -> None:
     """Review access requests: the district reviewer first, then the owner, who signs the policy."""
 

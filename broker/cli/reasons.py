@@ -1,0 +1,55 @@
+"""A refusal's message in the language in force, chosen by its ErrorInfo reason.
+
+The server writes its messages in English and names rule, table and column in the metadata. Where a
+reason is common enough to be worth a sentence of its own, the CLI prints that sentence translated and
+filled from the metadata (never from the message, which may quote the caller's SQL); the reason and the
+metadata are printed beside it unchanged, so nothing a script or an auditor matches on changes. In
+English, or for any other reason, the server's own message is printed as it came.
+"""
+
+from __future__ import annotations
+
+from broker.cli.i18n import N_, _, language
+from dsbroker.errors import DsbrokerError
+
+SENTENCES = {
+    "RAW_ROWS": N_("raw rows are never released: aggregate (COUNT, SUM, AVG) and GROUP BY granted columns"),
+    "TABLE_NOT_FOUND": N_("no such table under this grant"),
+    "COLUMN_NOT_GRANTED": N_("column {column} is not granted (or does not exist)"),
+    "ENTITY_COLUMN_MISUSED": N_("the entity column {column} may appear only inside COUNT(DISTINCT ...)"),
+    "GRANT_NOT_FOUND": N_("no grant {grant} for your department"),
+    "GRANT_NOT_ACTIVE": N_("grant {grant} is not active"),
+    "QUOTA_EXCEEDED": N_("the grant's quota is used up"),
+    "ROLE_REQUIRED": N_("this needs the role {role}"),
+    "UNAUTHENTICATED": N_("not authenticated: pass a token (--token, $DSBROKER_TOKEN or a profile)"),
+    "TOKEN_MISSING": N_("not authenticated: pass a token (--token, $DSBROKER_TOKEN or a profile)"),
+    "TOKEN_INVALID": N_("the token does not verify"),
+    "TOKEN_MALFORMED": N_("the token does not verify"),
+    "TOKEN_EXPIRED": N_("the token has expired: get a new one"),
+    "STATE_TRANSITION_INVALID": N_("not possible in the state it is in"),
+    "ACCESS_REQUEST_NOT_FOUND": N_("no such access request"),
+    "POLICY_NOT_FOUND": N_("no such policy"),
+    "DATASET_NOT_FOUND": N_("no such dataset"),
+    "ACCESS_RECORD_NOT_FOUND": N_("no such access record"),
+    "SANDBOX_UNAVAILABLE": N_("the data owner's sandbox is not answering; try again later"),
+    "UNAVAILABLE": N_("the broker is not answering; try again later"),
+    "PRIVACY_BUDGET_EXHAUSTED": N_("the grant's privacy budget is spent"),
+}
+
+
+def explained(error: DsbrokerError) -> str:
+    """The message to print for ``error``: a translated sentence for a known reason outside English, else its own."""
+    sentence = SENTENCES.get(error.reason)
+    if sentence is None or language() == "en":
+        return error.message
+    try:
+        return _(sentence).format_map(_Missing(error.metadata))
+    except (ValueError, IndexError):
+        return error.message
+
+
+class _Missing(dict):
+    """Metadata where an absent field reads as "?" rather than failing the message."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
