@@ -23,6 +23,16 @@ from broker.cli.translated import TranslatedGroup
 from dsbroker.private_files import open_private
 
 DECISIONS = ("allow", "deny", "released", "error")
+
+
+def PROBLEM() -> str:  # noqa: N802 (a label, as the constants beside it)
+    """The label of a problem line ("problem: ..."), in the language in force."""
+    return _("problem")
+
+
+def NOTE() -> str:  # noqa: N802
+    """The label of a note line ("note: ..."), in the language in force."""
+    return _("note")
 _END = object()  # no page after this one
 
 
@@ -285,7 +295,7 @@ def audit_export(fmt, out, since, until, department, grant, decision, event, **k
               type=click.Path(exists=True, dir_okay=False),
               help="a broker's log key, as you pinned it (PEM; access-log.pub); repeat it for each broker that "
                    "writes the log [env DSBROKER_AUDIT_KEY, paths separated by ':']. Without one nothing signed "
-                   "can be checked, and verify exits 2")
+                   "can be checked, and verify exits 8")
 @click.option("--checkpoint", "kept", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="a checkpoint you kept (from 'audit checkpoint'); the log must still match it (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
@@ -326,9 +336,9 @@ def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
                                "warnings": [asdict(f) for f in report.warnings]}, ensure_ascii=False))
         sys.exit(status)
     for finding in report.problems:
-        click.echo(f"{_('problem')}: {finding} [{finding.kind}]", err=True)
+        click.echo(f"{PROBLEM()}: {finding} [{finding.kind}]", err=True)
     for finding in report.warnings:
-        click.echo(f"{_('note')}: {finding}" if finding.seq else f"{_('note')}: {finding.message}", err=True)
+        click.echo(f"{NOTE()}: {finding}" if finding.seq else f"{NOTE()}: {finding.message}", err=True)
     click.echo(verdict)
     sys.exit(status)
 
@@ -408,9 +418,9 @@ def audit_reconcile(ledgers, witness_keys, as_json, **kwargs) -> None:
                                "problems": problems_found, "notes": notes}, ensure_ascii=False))
         sys.exit(status)
     for note in notes:
-        click.echo(f"{_('note')}: {note['ledger']}: {note['message']}", err=True)
+        click.echo(f"{NOTE()}: {note['ledger']}: {note['message']}", err=True)
     for problem in problems_found:
-        click.echo(f"{_('problem')}: {problem['ledger']}: {problem['message']} [{problem['kind']}]", err=True)
+        click.echo(f"{PROBLEM()}: {problem['ledger']}: {problem['message']} [{problem['kind']}]", err=True)
     click.echo(verdict)
     sys.exit(status)
 

@@ -182,8 +182,8 @@ def fail(error: DsbrokerError, *, as_json: bool) -> None:
                                          "metadata": error.metadata}}, ensure_ascii=False))
     else:
         where = ", ".join(f"{k}={v}" for k, v in error.metadata.items() if k in ("rule", "table", "column"))
-        click.echo(f"{_('error')}: {code} {error.reason}: {explained(error)}" + (f" [{where}]" if where else ""),
-                   err=True)
+        label = _("error")
+        click.echo(f"{label}: {code} {error.reason}: {explained(error)}" + (f" [{where}]" if where else ""), err=True)
     sys.exit(exit_code_for(error))
 
 

@@ -38,8 +38,9 @@ class TranslatedCommand(click.Command):
         """The first sentence of the translated help, cut at ``limit`` (click's own cut needs spaces between
         words, which Chinese does not have)."""
         text = help_text(self.short_help or self.help or "").split("\n\n")[0].replace("\n", " ")
-        if text.isascii():
-            return click.utils.make_default_short_help(text, limit)
+        if text.isascii():  # English: click's own cut, at a word
+            with _translated(self, "help"), _translated(self, "short_help"):
+                return super().get_short_help_str(limit)
         first = re.split(r"(?<=[.。])\s*", text, maxsplit=1)[0].rstrip(".")
         return first if len(first) <= limit else first[:limit - 1] + "…"
 
