@@ -282,3 +282,19 @@ def test_times_are_shown_with_their_offset_in_the_owners_zone(dated_log, tmp_pat
     assert row["at"].startswith("2026-11-30T17:00:00") and isinstance(row["seq"], int)
     bad = run({}, "--tz", "Mars/Olympus", "audit", "list", "--log", dated_log)
     assert bad.exit_code == ExitCode.USAGE and "not a time zone" in bad.output
+
+
+def test_the_profiles_time_zone_comes_after_the_flag_and_the_environment(dated_log, config):
+    # A token command that fails: reading a log file directly needs no token, so it is not run.
+    run(only_config(config), "profile", "add", "utc", "--broker", "127.0.0.1:1", "--plaintext", "--tz", "UTC",
+        "--token-command", f"{sys.executable} -c 'raise SystemExit(1)'")
+    env = only_config(config, DSBROKER_TZ=None)
+    from_profile = run(env, "audit", "list", "--log", dated_log, "--since", "2026-12-01", "--json")
+    assert from_profile.exit_code == 0, from_profile.output
+    assert departments(from_profile) == ["after"]
+    from_env = run({**env, "DSBROKER_TZ": "Asia/Shanghai"}, "audit", "list", "--log", dated_log, "--since",
+                   "2026-12-01", "--json")
+    assert departments(from_env) == ["玄武区发改委", "after"]
+    from_flag = run({**env, "DSBROKER_TZ": "UTC"}, "--tz", "Asia/Shanghai", "audit", "list", "--log", dated_log,
+                    "--since", "2026-12-01", "--json")
+    assert departments(from_flag) == ["玄武区发改委", "after"]

@@ -26,7 +26,9 @@ def client_options(command):
     def resolved(*args, **kwargs):
         ctx = click.get_current_context()
         try:
-            kwargs.update(resolve_client_settings(ctx, kwargs.pop("profile"), {k: kwargs[k] for k in CLIENT_SETTINGS}))
+            # A command reading a log file directly (audit --log) calls no broker: no token command is run.
+            kwargs.update(resolve_client_settings(ctx, kwargs.pop("profile"), {k: kwargs[k] for k in CLIENT_SETTINGS},
+                                                  needs_token=not kwargs.get("log_location")))
         except DsbrokerError as error:
             from broker.cli.output import fail
 
@@ -54,7 +56,8 @@ def client_options(command):
     return resolved
 
 
-def resolve_client_settings(ctx: click.Context, profile_name: str | None, given: dict) -> dict:
+def resolve_client_settings(ctx: click.Context, profile_name: str | None, given: dict, *,
+                            needs_token: bool = True) -> dict:
     """The client settings after precedence: flag > environment > profile > default."""
     from broker.cli.profiles import Profiles
 
@@ -65,7 +68,7 @@ def resolve_client_settings(ctx: click.Context, profile_name: str | None, given:
         if ctx.get_parameter_source(setting) not in (None, ParameterSource.DEFAULT):
             continue  # a flag or the environment gave it
         if setting == "token":
-            settings["token"] = profile.fresh_token(name) if profile is not None else None
+            settings["token"] = profile.fresh_token(name) if profile is not None and needs_token else None
         elif profile is not None and getattr(profile, setting):
             settings[setting] = getattr(profile, setting)
     settings["broker"] = settings["broker"] or DEFAULT_BROKER

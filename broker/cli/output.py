@@ -197,6 +197,14 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _shown_text_time(text: str) -> str:
+    """An ISO 8601 time the API sends as text, in the display zone; as sent when it does not parse."""
+    try:
+        return shown_time(text)
+    except ValueError:
+        return text
+
+
 def _json(message) -> dict:
     from google.protobuf.json_format import MessageToDict
 
@@ -227,7 +235,7 @@ def print_datasets(datasets, *, as_json: bool) -> None:
         return
     table = Table(header_style="bold")
     for name in (N_("dataset"), N_("title"), N_("columns"), N_("requestable"), N_("approvals")):
-        table.add_column(_(name), overflow="fold")
+        table.add_column(_(name), overflow="fold", justify="right" if name in ("columns", "requestable") else "left")
     for d in datasets:
         table.add_row(d.name, d.title, str(len(d.columns)), str(sum(1 for c in d.columns if c.levels)),
                       " → ".join(d.approval_stages))
@@ -296,7 +304,7 @@ def print_request(request, *, as_json: bool, full: bool = False) -> None:
         table.add_row(c.column, pb.ColumnUse.Name(c.use).removeprefix("COLUMN_USE_").lower(), c.reason)
     console.print(table)
     for a in request.approvals:
-        console.print(f"approved as {a.role} by {a.by} ({a.subject}) at {a.signed_at}"
+        console.print(f"approved as {a.role} by {a.by} ({a.subject}) at {_shown_text_time(a.signed_at)}"
                       + (f": {a.comment}" if a.comment else ""), style="green")
     for check in request.example_checks:
         if check.accepted:

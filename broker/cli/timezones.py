@@ -8,6 +8,7 @@ and what is typed changes. JSON output keeps each time as stored (ISO 8601 in UT
 from __future__ import annotations
 
 import datetime as dt
+import os
 import zoneinfo
 
 import click
@@ -32,8 +33,15 @@ def display_zone() -> zoneinfo.ZoneInfo:
 
     ctx = click.get_current_context(silent=True)
     meta = ctx.meta if ctx is not None else {}
-    profile = meta.get(PROFILE_META)
-    return zone(meta.get(ZONE_META) or (profile.tz if profile is not None else "") or DEFAULT_ZONE)
+    if meta.get(ZONE_META):
+        return zone(meta[ZONE_META])
+    if PROFILE_META in meta:  # the profile the command's client options chose
+        profile = meta[PROFILE_META]
+    else:  # a command without client options: $DSBROKER_PROFILE's, or the current one
+        from broker.cli.profiles import Profiles
+
+        profile = Profiles.load().chosen(os.environ.get("DSBROKER_PROFILE"))[1]
+    return zone((profile.tz if profile is not None else "") or DEFAULT_ZONE)
 
 
 def shown_time(moment: dt.datetime | str, *, seconds: bool = True) -> str:
