@@ -27,7 +27,11 @@ def run(env, *args):
 
 def test_every_message_has_a_translation_and_the_mo_is_compiled_from_the_po():
     catalog = read_po(po_path().open("rb"), locale="zh_CN")
-    untranslated = [m for m in msgids() if not (catalog.get(m) and catalog.get(m).string)]
+    def translated(message) -> bool:
+        entry = catalog.get(message if isinstance(message, str) else message[0])
+        return entry is not None and all(entry.string if isinstance(entry.string, tuple) else (entry.string,))
+
+    untranslated = [m for m in msgids() if not translated(m)]
     assert untranslated == [], "run ./scripts/update-messages and translate these"
     assert po_path().read_bytes() == po_bytes(updated_catalog()), "the .po is stale: run ./scripts/update-messages"
     assert po_path().with_suffix(".mo").read_bytes() == mo_bytes(), "the .mo is stale: run ./scripts/update-messages"
@@ -38,7 +42,8 @@ def test_every_translation_keeps_the_placeholders_of_its_message():
     import string
 
     def fields(text):
-        return sorted(f for _, f, _, _ in string.Formatter().parse(text) if f)
+        forms = (text,) if isinstance(text, str) else text  # a plural's forms each keep every placeholder
+        return {tuple(sorted(f for _, f, _, _ in string.Formatter().parse(form) if f)) for form in forms}
 
     assert [m.id for m in catalog if m.id and fields(m.id) != fields(m.string)] == []
 

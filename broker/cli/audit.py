@@ -365,7 +365,8 @@ def audit_checkpoint(out, **kwargs) -> None:
     if out:
         with open_private(out, "a", encoding="utf-8") as handle:  # created 0600, like every state file
             handle.write(line + "\n")
-        click.echo(f"checkpoint at size {checkpoints[-1].size} appended to {out}", err=True)
+        click.echo(_("checkpoint at size {size} appended to {out}").format(size=checkpoints[-1].size, out=out),
+                   err=True)
     else:
         click.echo(line)
 

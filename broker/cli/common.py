@@ -8,6 +8,7 @@ import functools
 import click
 from click.core import ParameterSource
 
+from broker.cli.i18n import _
 from dsbroker.errors import DsbrokerError
 
 DEFAULT_BROKER = "127.0.0.1:50051"
@@ -83,11 +84,11 @@ def client_tls(ca, cert, key, plaintext):
 
     if plaintext:
         if ca or cert or key:
-            raise ConfigError("--plaintext and --ca/--cert/--key exclude each other")
+            raise ConfigError(_("--plaintext and --ca/--cert/--key exclude each other"))
         return None
     if not ca:
-        raise ConfigError("pass --ca (and --cert/--key for mutual TLS), or --plaintext for a loopback "
-                          "development broker")
+        raise ConfigError(_("pass --ca (and --cert/--key for mutual TLS), or --plaintext for a loopback "
+                            "development broker"))
     return ClientTls(ca, cert or "", key or "")
 
 

@@ -49,7 +49,7 @@ _BY_STATUS = {
     "UNAUTHENTICATED": ExitCode.UNAUTHENTICATED,
 }
 # Reasons raised here, before any call, that say the command line itself cannot work.
-_LOCAL_USAGE_REASONS = {"CONFIG_INVALID", "PROFILE_INVALID"}
+_LOCAL_USAGE_REASONS = {"CONFIG_INVALID"}
 
 
 def exit_code_for(error: DsbrokerError) -> ExitCode:

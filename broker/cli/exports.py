@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Sequence
 
+from broker.cli.i18n import _
 from dsbroker.errors import ConfigError
 from dsbroker.private_files import open_private, write_private
 
@@ -53,7 +54,7 @@ def write_xlsx(sheet: Sheet, out: str | None) -> None:
     from openpyxl.styles import Font
 
     if not out:
-        raise ConfigError("--output xlsx writes a file: pass --out FILE.xlsx")
+        raise ConfigError(_("--output xlsx writes a file: pass --out FILE.xlsx"))
     book = Workbook()
     table = book.active
     table.title = sheet.title[:31]  # Excel's limit on a sheet's name

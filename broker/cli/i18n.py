@@ -46,6 +46,11 @@ def _(message: str) -> str:
     return translation().gettext(message) if message else message
 
 
+def n_(singular: str, plural: str, count: int) -> str:
+    """The form of a message for ``count`` in the language in force (Chinese has one form, English two)."""
+    return translation().ngettext(singular, plural, count)
+
+
 def N_(message: str) -> str:
     """Mark ``message`` for translation where it is defined; it is translated with _() where it is shown."""
     return message

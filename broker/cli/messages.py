@@ -30,26 +30,26 @@ def po_path(language: str = "zh_CN") -> Path:
     return LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
-def msgids() -> list[str]:
-    """Every msgid the CLI can show, sorted."""
+def msgids() -> list[str | tuple[str, str]]:
+    """Every msgid the CLI can show, sorted (a message with a plural as its two English forms)."""
     from broker.cli.exit_codes import EXIT_CODES
     from broker.cli.main import main
 
-    found = set(CLICK_MESSAGES) | {meaning for _code, meaning in EXIT_CODES}
+    found: set[str | tuple[str, str]] = set(CLICK_MESSAGES) | {meaning for _code, meaning in EXIT_CODES}
     for _line, message, _comments, _context in _extracted():
         found.add(message)
     _walk(main, found)
-    return sorted(m for m in found if m)
+    return sorted((m for m in found if m), key=lambda m: m if isinstance(m, str) else m[0])
 
 
 def _extracted():
     for _file, line, message, comments, context in extract_from_dir(
-            str(CLI_DIR), method_map=[("*.py", "python")], keywords={"_": None, "N_": None}):
-        if isinstance(message, str):
+            str(CLI_DIR), method_map=[("*.py", "python")], keywords={"_": None, "N_": None, "n_": (1, 2)}):
+        if message:
             yield line, message, comments, context
 
 
-def _walk(command: click.Command, found: set[str]) -> None:
+def _walk(command: click.Command, found: set) -> None:
     for text in (command.help, command.short_help, command.epilog):
         if text:
             found.add(inspect.cleandoc(text))
@@ -67,8 +67,9 @@ def updated_catalog(language: str = "zh_CN") -> Catalog:
     old = read_po(path.open("rb"), locale=language) if path.exists() else Catalog(locale=language)
     catalog = Catalog(locale=language, domain=DOMAIN, project="dsbroker", charset="utf-8", fuzzy=False)
     for message in msgids():
-        kept = old.get(message)
-        catalog.add(message, kept.string if kept is not None else "")
+        kept = old.get(message if isinstance(message, str) else message[0])
+        empty = "" if isinstance(message, str) else ("",)
+        catalog.add(message, kept.string if kept is not None and type(kept.string) is type(empty) else empty)
     return catalog
 
 

@@ -250,8 +250,10 @@ def print_dataset(dataset, *, as_json: bool) -> None:
     console.print(f"[bold]{dataset.name}[/bold]  {dataset.title}")
     if dataset.description:
         console.print(dataset.description)
-    console.print(f"entity (privacy unit): {dataset.entity_column or '—'};  at least {dataset.min_entities} per cell;  "
-                  f"row filter: {dataset.row_filter or 'none'};  approvals: {' → '.join(dataset.approval_stages)}")
+    console.print(_("entity (privacy unit): {entity};  at least {k} per cell;  row filter: {row_filter};  "
+                    "approvals: {stages}").format(entity=dataset.entity_column or "—", k=dataset.min_entities,
+                                                  row_filter=dataset.row_filter or _("none"),
+                                                  stages=" → ".join(dataset.approval_stages)))
     table = Table(header_style="bold")
     for name in (N_("column"), N_("type"), N_("unit"), N_("classification"), N_("may be requested for"),
                  N_("description")):
@@ -286,15 +288,19 @@ def print_request(request, *, as_json: bool, full: bool = False) -> None:
     console.print(f"[bold]{request.name.removeprefix('accessRequests/')}[/bold]  {_state(request.state)}"
                   + (f"  → {request.policy.removeprefix('policies/')}" if request.policy else "")
                   + (f"  ({request.state_reason})" if request.state_reason else ""))
-    console.print(f"{request.department} ({request.district}), by {request.requester}: {request.purpose}")
+    console.print(_("{department} ({district}), by {requester}: {purpose}").format(
+        department=request.department, district=request.district, requester=request.requester,
+        purpose=request.purpose))
     done = len(request.approvals)
     if done < len(stages) and _state(request.state) in ("submitted", "reviewed"):
-        console.print(f"awaiting: {stages[done]} (stage {done + 1} of {len(stages)})", style="yellow")
+        console.print(_("awaiting: {stage} (stage {number} of {stages})").format(
+            stage=stages[done], number=done + 1, stages=len(stages)), style="yellow")
     if not full:
         return
-    console.print(f"dataset {request.dataset}; valid {request.valid_from} to {request.valid_until}; "
-                  f"{request.queries_per_day} queries a day" +
-                  (f", {request.queries_total} in all" if request.queries_total else ""))
+    console.print(_("dataset {dataset}; valid {valid_from} to {valid_until}; {per_day} queries a day").format(
+        dataset=request.dataset, valid_from=request.valid_from, valid_until=request.valid_until,
+        per_day=request.queries_per_day)
+        + (_(", {total} in all").format(total=request.queries_total) if request.queries_total else ""))
     table = Table(header_style="bold", title=_("columns asked for"))
     for name in (N_("column"), N_("use"), N_("why")):
         table.add_column(_(name), overflow="fold")
@@ -304,16 +310,19 @@ def print_request(request, *, as_json: bool, full: bool = False) -> None:
         table.add_row(c.column, pb.ColumnUse.Name(c.use).removeprefix("COLUMN_USE_").lower(), c.reason)
     console.print(table)
     for a in request.approvals:
-        console.print(f"approved as {a.role} by {a.by} ({a.subject}) at {_shown_text_time(a.signed_at)}"
-                      + (f": {a.comment}" if a.comment else ""), style="green")
+        console.print(_("approved as {role} by {by} ({subject}) at {at}").format(
+            role=a.role, by=a.by, subject=a.subject, at=_shown_text_time(a.signed_at))
+            + (f": {a.comment}" if a.comment else ""), style="green")
     for check in request.example_checks:
         if check.accepted:
-            console.print(f"[green]accepted[/green]  {check.sql}\n          runs as: {check.rewritten_sql}")
+            accepted, runs_as = _("accepted"), _("runs as:")
+            console.print(f"[green]{accepted}[/green]  {check.sql}\n          {runs_as} {check.rewritten_sql}")
         else:
-            console.print(f"[red]refused[/red]   {check.sql}\n          {check.reason}: {check.message}")
+            refused = _("refused")
+            console.print(f"[red]{refused}[/red]   {check.sql}\n          {check.reason}: {check.message}")
     if not request.example_checks and request.example_queries:
-        console.print("example queries:\n  " + "\n  ".join(request.example_queries))
-    console.rule("drafted policy (the body approvers sign)")
+        console.print(_("example queries:") + "\n  " + "\n  ".join(request.example_queries))
+    console.rule(_("drafted policy (the body approvers sign)"))
     click.echo(request.draft_policy.rstrip())
     _print_dominance_waiver(request.draft_policy)
 
@@ -329,7 +338,8 @@ def print_policies(policies, token: str, *, as_json: bool) -> None:
         table.add_column(_(name), overflow="fold", no_wrap=name == "policy")
     for p in policies:
         table.add_row(f"{p.name.removeprefix('policies/')} v{p.version}", _policy_state(p.state), p.department,
-                      p.dataset, f"{p.valid_from or '…'} to {p.valid_until or '…'}")
+                      p.dataset, _("{valid_from} to {valid_until}").format(valid_from=p.valid_from or "…",
+                                                                            valid_until=p.valid_until or "…"))
     console.print(table)
     _next_page(token)
 
@@ -342,11 +352,12 @@ def print_policy(policy, *, as_json: bool) -> None:
     console.print(f"[bold]{policy.name.removeprefix('policies/')}[/bold] v{policy.version}  "
                   f"{_policy_state(policy.state)}"
                   + (f"  ({policy.state_reason})" if policy.state_reason else ""))
-    console.print(f"{policy.department} on {policy.dataset}, valid {policy.valid_from or '…'} to "
-                  f"{policy.valid_until or '…'}: {policy.purpose}")
+    console.print(_("{department} on {dataset}, valid {valid_from} to {valid_until}: {purpose}").format(
+        department=policy.department, dataset=policy.dataset, valid_from=policy.valid_from or "…",
+        valid_until=policy.valid_until or "…", purpose=policy.purpose))
     if policy.document:
         _print_dominance_waiver(policy.document)
-        console.rule(f"signed document (sha256 {policy.sha256[:16]}…)")
+        console.rule(_("signed document (sha256 {digest}…)").format(digest=policy.sha256[:16]))
         click.echo(policy.document.rstrip())
 
 
@@ -360,4 +371,4 @@ def _print_dominance_waiver(document: str) -> None:
     except DsbrokerError:
         return  # what does not load is reported where it is used, not here
     if waiver is not None:
-        console.print(f"warning: {waiver_warning(waiver)}", style="yellow", highlight=False)
+        console.print(_("warning") + f": {waiver_warning(waiver)}", style="yellow", highlight=False)

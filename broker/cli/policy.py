@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from broker.cli.common import reporting_errors
+from broker.cli.i18n import _
 from broker.cli.translated import TranslatedGroup
 from broker.cli.workflow import add_policy_commands
 from dsbroker.errors import DsbrokerError
@@ -77,7 +78,8 @@ def policy_sign(file, key_path, key_id, role, signer, out) -> None:
     text = Path(file).read_text(encoding="utf-8")
     signed = sign_policy(text, load_private_key(key_path), key_id=key_id, role=role, by=signer)
     Path(out or file).write_text(signed, encoding="utf-8")
-    click.echo(f"{out or file}: signed as {role} by {signer} ({key_id})")
+    click.echo(_("{file}: signed as {role} by {by} ({key_id})").format(file=out or file, role=role, by=signer,
+                                                                        key_id=key_id))
 
 
 add_policy_commands(policy)

@@ -18,6 +18,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from broker.cli.i18n import N_, _, n_
 from dsbroker.errors import ConfigError, DsbrokerError
 from dsbroker.policy.model import DOMINANCE_OFF_REASON, ColumnLevel, Policy
 from dsbroker.settings import load_settings
@@ -111,12 +112,14 @@ class LintReport:
         if self.error:
             return [(self.error if self.error.startswith(self.file) else f"{self.file}: {self.error}", True)]
         out = [(f"{self.file}:{n}: {m}", True) for n, m in self.problems]
-        out += [(f"{self.file}:{n}: warning: {m}", True) for n, m in self.warnings]
+        warning = _("warning")
+        out += [(f"{self.file}:{n}: {warning}: {m}", True) for n, m in self.warnings]
         if not self.problems:
-            checked = "".join(f", {c}" for c in self.checked)
+            checked = "".join(f", {_(c)}" for c in self.checked)
             count = len(self.warnings)
-            checked += f", {count} warning{'s' if count > 1 else ''}" if count else ""
-            out.append((f"{self.file}: ok ({self.policy}{checked})", False))
+            checked += n_(", {count} warning", ", {count} warnings", count).format(count=count) if count else ""
+            ok = _("ok")
+            out.append((f"{self.file}: {ok} ({self.policy}{checked})", False))
         return out
 
 
@@ -133,7 +136,7 @@ def lint_file(file: str, trusted, checker) -> LintReport:
         problems = policy_problems(loaded) + (data_problems(loaded, checker) if checker is not None else [])
     except DsbrokerError as error:
         return LintReport(file, error=error.message)
-    checked = (("approvals verify",) if trusted is not None else ()) + \
-        (("matches the sandbox's data",) if checker is not None else ())
+    checked = ((N_("approvals verify"),) if trusted is not None else ()) + \
+        ((N_("matches the sandbox's data"),) if checker is not None else ())
     return LintReport(file, policy=f"{loaded.id} v{loaded.version}", problems=problems,
                       warnings=policy_warnings(loaded), checked=checked)

@@ -101,7 +101,7 @@ def profile_show(name, as_json) -> None:
     if as_json:
         click.echo(json.dumps({"name": name, "current": name == profiles.current, **values}, ensure_ascii=False))
         return
-    click.echo(f"{name}" + (f"  ({_('current')})" if name == profiles.current else ""))
+    click.echo(name + ("  (" + _("current") + ")" if name == profiles.current else ""))
     for key, value in values.items():
         if value:
             click.echo(f"  {key:<14} {value}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import tomli_w
 
+from broker.cli.i18n import _
 from dsbroker.errors import ConfigError, shown
 from dsbroker.private_files import write_private
 
@@ -100,8 +101,9 @@ class Profiles:
     def get(self, name: str) -> Profile:
         """The profile ``name``; ConfigError naming the known ones when there is none."""
         if name not in self.profiles:
-            known = ", ".join(sorted(self.profiles)) or "none; add one with 'dsbroker profile add'"
-            raise ConfigError(f"no profile {shown(name)} in {config_path()} (profiles: {known})")
+            known = ", ".join(sorted(self.profiles)) or _("none; add one with 'dsbroker profile add'")
+            raise ConfigError(_("no profile {name} in {path} (profiles: {known})").format(
+                name=shown(name), path=config_path(), known=known))
         return self.profiles[name]
 
     def chosen(self, name: str | None) -> tuple[str, Profile | None]:
@@ -121,12 +123,12 @@ def run_token_command(command: str, *, profile: str) -> str:
         done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=TOKEN_COMMAND_SECONDS,
                               check=False)
     except (OSError, ValueError, subprocess.TimeoutExpired) as error:
-        raise ConfigError(f"profile {shown(profile)}: the token command did not run ({error.__class__.__name__})"
-                          ) from None
+        raise ConfigError(_("profile {name}: the token command did not run ({error})").format(
+            name=shown(profile), error=error.__class__.__name__)) from None
     token = done.stdout.strip()
     if done.returncode != 0 or not token:
-        raise ConfigError(f"profile {shown(profile)}: the token command exited {done.returncode}"
-                          + ("" if token else " and printed no token"))
+        raise ConfigError(_("profile {name}: the token command exited {code}").format(
+            name=shown(profile), code=done.returncode) + ("" if token else _(" and printed no token")))
     return token
 
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.cli.i18n import _
 from broker.cli.output import chosen_format, output_options, unit_option
 from broker.cli.translated import TranslatedCommand
 
@@ -38,9 +39,9 @@ def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain,
     if sql == "-":
         sql = sys.stdin.read()
     if encryption_key and not encrypted:
-        raise click.UsageError("--encryption-key is for --encrypted queries")
+        raise click.UsageError(_("--encryption-key is for --encrypted queries"))
     if output == "xlsx" and not out:
-        raise click.UsageError("--output xlsx writes a file: pass --out FILE.xlsx")
+        raise click.UsageError(_("--output xlsx writes a file: pass --out FILE.xlsx"))
     with BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext), timeout=timeout) as client:
         if explain:
             print_explanation(client.explain(grant, sql, encrypted=encrypted), as_json=as_json)
@@ -70,6 +71,6 @@ def _encryption_key(path: str | None):
 
     key, made = EncryptionKey.load_or_create(path or DEFAULT_PATH)
     if made:
-        click.echo(f"made a new encryption key {path or DEFAULT_PATH} (key id {key.key_id}); keep it secret: only it "
-                   "decrypts your encrypted results", err=True)
+        click.echo(_("made a new encryption key {path} (key id {key_id}); keep it secret: only it decrypts your "
+                     "encrypted results").format(path=path or DEFAULT_PATH, key_id=key.key_id), err=True)
     return key

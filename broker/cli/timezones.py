@@ -13,6 +13,7 @@ import zoneinfo
 
 import click
 
+from broker.cli.i18n import _
 from dsbroker.errors import ConfigError, shown
 
 DEFAULT_ZONE = "Asia/Shanghai"
@@ -24,7 +25,8 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{shown(name)} is not a time zone (an IANA name such as Asia/Shanghai or UTC)") from None
+        raise ConfigError(_("{name} is not a time zone (an IANA name such as Asia/Shanghai or UTC)").format(
+            name=shown(name))) from None
 
 
 def display_zone() -> zoneinfo.ZoneInfo:
