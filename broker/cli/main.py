@@ -21,6 +21,7 @@ from broker.cli.timezones import ZONE_META, zone
 from broker.cli.translated import TranslatedGroup
 from broker.cli.workflow import catalog, request, review
 from broker.version import API_VERSION, package_version
+from dsbroker.errors import ConfigError
 
 
 class RootGroup(TranslatedGroup):
@@ -63,7 +64,7 @@ def main(ctx: click.Context, tz: str | None, verbose: bool) -> None:
     if tz:
         try:
             zone(tz)
-        except Exception as error:  # a ConfigError: a usage error of this flag
+        except ConfigError as error:  # a usage error of this flag
             raise click.BadParameter(str(error), param_hint="--tz") from None
         ctx.meta[ZONE_META] = tz
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,

@@ -32,7 +32,6 @@ from broker.cli.translated import TranslatedCommand
 def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain, encrypted, encryption_key,
           as_json, output, out, unit) -> None:
     """Run one aggregate query under a grant and print the released cells (or write them to a file)."""
-    from broker.cli.money import money_columns
     from broker.cli.output import print_explanation, print_result
     from broker.client.sdk import BrokerClient
 
@@ -49,12 +48,12 @@ def query(broker, token, ca, cert, key, plaintext, grant, sql, timeout, explain,
         keys = _encryption_key(encryption_key) if encrypted else None
         result = client.query(grant, sql, encryption_key=keys)
         fmt = chosen_format(as_json, output)
-        money = set() if fmt == "json" else money_columns(sql, _catalog_units(client))
-        print_result(result, fmt=fmt, out=out, unit=unit, money=money)
+        print_result(result, fmt=fmt, out=out, unit=unit, money=set() if fmt == "json" else money_of(client, sql))
 
 
-def _catalog_units(client):
-    """``units_of(table)``: a table's {column: unit} from the owners' catalog ({} for what it does not describe)."""
+def money_of(client, sql: str) -> set[int]:
+    """The select list's money columns of ``sql``, by the units the owners' catalog gives its tables' columns."""
+    from broker.cli.money import money_columns
     from dsbroker.errors import DsbrokerError
 
     def units_of(table: str) -> dict[str, str]:
@@ -62,7 +61,7 @@ def _catalog_units(client):
             return {c.name: c.unit for c in client.dataset(table).columns if c.unit}
         except DsbrokerError:  # a lookup table, or a CTE's name: not described, so not money
             return {}
-    return units_of
+    return money_columns(sql, units_of)
 
 
 def _encryption_key(path: str | None):
