@@ -44,7 +44,8 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 
 @click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--lang", type=click.Choice(["zh-CN", "en"]), envvar="DSBROKER_LANG", is_eager=True,
+# Not envvar=: an unknown $DSBROKER_LANG must not stop every command; broker.cli.i18n reads it and ignores one.
+@click.option("--lang", type=click.Choice(["zh-CN", "en"]), is_eager=True,
               expose_value=False, callback=_choose_language,
               help="language of help, messages and tables [env DSBROKER_LANG; default: from LANGUAGE, LC_ALL, "
                    "LC_MESSAGES, LANG]")
