@@ -90,3 +90,14 @@ def test_a_refusal_is_explained_in_chinese_with_its_reason_and_names_kept(broker
     verified = run({**CHINESE, "DSBROKER_AUDIT_KEY": None}, "--lang", "zh-CN", "audit", "verify", "--log",
                    str(broker.access_log_path))
     assert verified.exit_code == 8 and "访问日志未经验证" in verified.output
+
+
+def test_a_results_headings_units_and_disclosure_notes_are_in_chinese(broker):
+    env = {**as_actor(f"127.0.0.1:{broker.port}", "xuanwu-fgw", XUANWU, "requester"), **CHINESE, "COLUMNS": "200"}
+    sql = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
+    answered = run(env, "query", "--grant", GRANT, "--sql", sql, "--unit", "wan")
+    assert answered.exit_code == 0, answered.output
+    assert "vat (万元)" in answered.output and "不同 taxpayer_id 少于 10 个的单元格不予发布" in answered.output
+    assert "（支配规则）" in answered.output and "访问记录 #" in answered.output
+    english = run({**env, **NO_LOCALE}, "query", "--grant", GRANT, "--sql", sql)
+    assert "vat (元)" in english.output and "distinct taxpayer_id values are withheld" in english.output

@@ -16,7 +16,7 @@ from broker.cli.exit_codes import exit_code_for
 from broker.cli.exports import FORMATS, Sheet, write_csv, write_xlsx
 from broker.cli.i18n import N_, _
 from broker.cli.money import unit_name
-from broker.cli.reasons import explained
+from broker.cli.reasons import explained, rule_note
 from broker.cli.timezones import shown_time
 from broker.client.sdk import QueryResult
 from dsbroker.errors import DsbrokerError
@@ -105,7 +105,7 @@ def _result_rows(result: QueryResult, unit: str, money) -> tuple[list[str], list
 
 
 def _result_notes(result: QueryResult) -> list[str]:
-    notes = [_("{count} row(s)").format(count=len(result.rows))] + [r["description"] for r in result.disclosure_rules]
+    notes = [_("{count} row(s)").format(count=len(result.rows))] + [rule_note(r) for r in result.disclosure_rules]
     if result.encryption:
         partitions = result.encryption["partitions"]
         notes.append(_("decrypted here with key {key}…").format(key=result.encryption["key_id"][:19])
@@ -165,7 +165,8 @@ def print_explanation(explanation, *, as_json: bool) -> None:
     for step in explanation.steps:
         table.add_row(step.rule, pb.GuardStep.Action.Name(step.action).removeprefix("ACTION_").lower(), step.summary)
     console.print(table)
-    notes = [rule.description for rule in explanation.disclosure_rules]
+    notes = [rule_note({"rule": r.rule, "column": r.column, "threshold": r.threshold, "description": r.description})
+             for r in explanation.disclosure_rules]
     notes.append(_("at most {count} groups").format(count=f"{explanation.max_groups:,}"))
     if explanation.lookup_tables:
         notes.append(_("joins {tables}").format(tables=", ".join(explanation.lookup_tables)))

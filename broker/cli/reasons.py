@@ -1,4 +1,8 @@
-"""A refusal's message in the language in force, chosen by its ErrorInfo reason.
+"""A refusal's message, and a result's disclosure rules, in the language in force.
+
+Refusals are chosen by their ErrorInfo reason; disclosure rules by their rule name, filled from the
+rule's column, threshold and cells withheld (the server's description stays in --json).
+
 
 The server writes its messages in English and names rule, table and column in the metadata. Where a
 reason is common enough to be worth a sentence of its own, the CLI prints that sentence translated and
@@ -35,6 +39,27 @@ SENTENCES = {
     "UNAVAILABLE": N_("the broker is not answering; try again later"),
     "PRIVACY_BUDGET_EXHAUSTED": N_("the grant's privacy budget is spent"),
 }
+
+
+RULE_NOTES = {
+    "min_entities": N_("cells with fewer than {threshold} distinct {column} values are not released"),
+    "secondary_suppression": N_("further cells are withheld so that no withheld cell is a total less its "
+                                "released parts"),
+    "dominance": N_("a SUM or AVG cell is withheld when its {threshold} largest {column} hold too much of it "
+                    "(the dominance rule)"),
+    "audit": N_("a cell is withheld when, with the cells released before, it would give away a total the other "
+                "rules protect (the released-cell audit)"),
+}
+
+
+def rule_note(rule: dict) -> str:
+    """One disclosure rule of a result as the table's notes print it."""
+    note = RULE_NOTES.get(rule.get("rule", ""))
+    if note is None or language() == "en":
+        return rule.get("description", "")
+    text = _(note).format_map(_Missing({k: str(v) for k, v in rule.items()}))
+    withheld = rule.get("cells_withheld") or 0
+    return text + (_(" ({count} withheld)").format(count=withheld) if withheld else "")
 
 
 def explained(error: DsbrokerError) -> str:
