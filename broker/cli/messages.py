@@ -8,6 +8,7 @@ translations, and compiles the .mo beside it; ``tests/test_cli_chinese.py`` chec
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import io
 from pathlib import Path
@@ -21,6 +22,7 @@ from babel.messages.pofile import read_po, write_po
 from broker.cli.i18n import DOMAIN, LOCALE_DIR
 
 CLI_DIR = Path(__file__).resolve().parent
+CATALOG_DATE = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
 # What click prints around our text (the TranslatedCommand classes print these through _()).
 CLICK_MESSAGES = ("Usage: ", "Options", "Commands", "Show this message and exit.")
 
@@ -84,6 +86,9 @@ def po_bytes(catalog: Catalog) -> bytes:
 def mo_bytes(language: str = "zh_CN") -> bytes:
     """The .mo the committed .po compiles to."""
     catalog = read_po(po_path(language).open("rb"), locale=language)
+    # Babel writes both dates into the .mo's header, and reads "now" for a .po without them: fixed, so the
+    # same .po always compiles to the same bytes.
+    catalog.creation_date = catalog.revision_date = CATALOG_DATE
     buffer = io.BytesIO()
     write_mo(buffer, catalog)
     return buffer.getvalue()
