@@ -26,7 +26,7 @@ console = Console()
 
 
 def output_options(command):
-    """``--output FORMAT``, ``--out FILE`` and ``--unit`` for commands whose rows go to a spreadsheet too."""
+    """``--output FORMAT`` and ``--out FILE`` for commands whose rows may go to a file or a spreadsheet."""
     options = [
         click.option("--output", "-o", "output", type=click.Choice(FORMATS), default="table", show_default=True,
                      help="table on the screen, json, csv (UTF-8 with BOM, for Excel) or xlsx (needs --out)"),
