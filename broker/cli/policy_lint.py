@@ -41,8 +41,9 @@ def sandbox_checker(config: str) -> Iterator:
 def policy_problems(policy: Policy) -> list[tuple[int, str]]:
     """(line, problem) for what in a loaded policy keeps it from serving."""
     if policy.district is None:
-        return [(_line_of(policy.document, "grantee:"), 'grantee.district is missing; name the grantee\'s district '
-                 '(grantee: {department: ..., district: "320102"}): no query runs under a grant without it')]
+        return [(_line_of(policy.document, "grantee:"), _(
+            'grantee.district is missing; name the grantee\'s district (grantee: {{department: ..., district: '
+            '"320102"}}): no query runs under a grant without it').format())]
     return []
 
 
@@ -56,8 +57,8 @@ def policy_warnings(policy: Policy) -> list[tuple[int, str]]:
 
 def waiver_warning(reason: str) -> str:
     """What a reader of a grant whose dominance rule is off is told (lint, policy show, review show)."""
-    return ("the dominance rule is off: a SUM or AVG cell that one or two taxpayers make up is released; the "
-            f"owner's reason: {reason}")
+    return _("the dominance rule is off: a SUM or AVG cell that one or two taxpayers make up is released; the "
+             "owner's reason: {reason}").format(reason=reason)
 
 
 def data_problems(policy: Policy, checker) -> list[tuple[int, str]]:
