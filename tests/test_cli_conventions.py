@@ -298,3 +298,17 @@ def test_the_profiles_time_zone_comes_after_the_flag_and_the_environment(dated_l
     from_flag = run({**env, "DSBROKER_TZ": "UTC"}, "--tz", "Asia/Shanghai", "audit", "list", "--log", dated_log,
                     "--since", "2026-12-01", "--json")
     assert departments(from_flag) == ["玄武区发改委", "after"]
+
+
+def test_a_static_token_is_stored_privately_and_never_shown(broker, config):
+    token = token_for()
+    keys = dev_keys()
+    added = run(only_config(config), "profile", "add", "static", "--broker", f"127.0.0.1:{broker.port}", "--ca",
+                str(keys.platform_ca), "--cert", str(keys.client_cert(ANALYST)), "--key",
+                str(keys.client_key(ANALYST)), "--token", token)
+    assert added.exit_code == 0 and stat.S_IMODE(config.stat().st_mode) == 0o600
+    shown = run(only_config(config), "profile", "show", "static")
+    assert token not in shown.output and "(set)" in shown.output
+    assert run(only_config(config), "query", "--grant", GRANT, "--sql", SQL, "--json").exit_code == 0
+    both = run(only_config(config), "profile", "add", "x", "--token", "t", "--token-command", "echo t")
+    assert both.exit_code == ExitCode.USAGE and "exclude each other" in both.output

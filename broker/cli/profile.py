@@ -39,7 +39,7 @@ def profile_add(name, make_current, **settings) -> None:
     from broker.cli.timezones import zone
 
     if settings["token"] and settings["token_command"]:
-        raise ConfigError("--token and --token-command exclude each other")
+        raise ConfigError(_("--token and --token-command exclude each other"))
     if settings["tz"]:
         zone(settings["tz"])  # refused now, not at the first command
     given = {k: (str(Path(v).resolve()) if k in FILE_SETTINGS else v) for k, v in settings.items() if v}
@@ -95,7 +95,7 @@ def profile_show(name, as_json) -> None:
     profiles = Profiles.load()
     name = name or profiles.current
     if not name:
-        raise ConfigError("no current profile: pass NAME, or 'dsbroker profile use NAME'")
+        raise ConfigError(_("no current profile: pass NAME, or 'dsbroker profile use NAME'"))
     values = asdict(profiles.get(name))
     values["token"] = "(set)" if values["token"] else ""  # a secret is not echoed to a screen
     if as_json:
