@@ -312,3 +312,12 @@ def test_a_static_token_is_stored_privately_and_never_shown(broker, config):
     assert run(only_config(config), "query", "--grant", GRANT, "--sql", SQL, "--json").exit_code == 0
     both = run(only_config(config), "profile", "add", "x", "--token", "t", "--token-command", "echo t")
     assert both.exit_code == ExitCode.USAGE and "exclude each other" in both.output
+
+
+def test_the_readme_lists_every_exit_code():
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("**Exit codes**"):readme.index("| command | what it does |")]
+    assert [int(line.split("|")[1]) for line in table.splitlines() if line[:3] in {f"| {c}" for c in range(10)}] \
+        == [int(code) for code in ExitCode]
