@@ -36,6 +36,10 @@ _NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DIST
 _IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
 _OPENING = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSING = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
+# The text of INTERVAL '...' that sqlglot reads whole: a number, or counts each with a unit. sqlglot reads
+# '1 day ago' as INTERVAL '1' DAY, dropping the words its pattern does not match, where the engines read one
+# day back; the tree would then say something other than the text (and expand_date_forms would fold it).
+_INTERVAL_TEXT = re.compile(r"\s*-?[0-9]+(?:\.[0-9]+)?\s*|(?:\s*-?[0-9]+(?:\.[0-9]+)?\s*[a-zA-Z]+\s*)+")
 
 
 def admit(unverified_sql: str) -> None:
@@ -91,8 +95,12 @@ def _check_tokens(tokens: list) -> None:
     if len(tokens) > MAX_TOKENS:
         _too_complex(f"it has more than {MAX_TOKENS} tokens")
     depth = 0
-    for token in tokens:
+    for index, token in enumerate(tokens):
         kind = token.token_type
+        if kind == TokenType.STRING and index and tokens[index - 1].token_type == TokenType.INTERVAL \
+                and not _INTERVAL_TEXT.fullmatch(token.text):
+            refuse("parse", "CONSTRUCT_NOT_ALLOWED", "write an interval as INTERVAL 'n' UNIT; its text holds "
+                   "something other than counts and units", construct="INTERVAL")
         if kind in _OPENING:
             depth += 1
             if depth > MAX_NESTING:

@@ -1,0 +1,152 @@
+"""Findings of a twelfth outside review: expand_date_forms, the auditor's block query, and operations.
+
+The review attacked three changes on main at 2d283a3: the guard rule ``expand_date_forms`` (EXTRACT and date_part
+to year()/quarter()/month(); a literal date plus or minus a literal interval in WHERE folded to a date), the
+auditor's block query (``sandbox/audit/blocks.py``: one column per distinct condition and key), and operations
+(``dsbroker/observability/``: metrics, the request log line, the health port).
+
+- **FINDING** tests failed on the code they were written against; each says how the attack works and what the
+  safe behaviour is. One that is not fixed is marked ``xfail(strict=True)``.
+- **PIN** tests pass: attacks tried that the code refuses or handles correctly, pinned so that a later change
+  cannot lose them silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import duckdb
+import psycopg
+import pytest
+
+from dsbroker.errors import GuardError
+from dsbroker.guard import guard
+from tests.conftest import XUANWU, policy_without_dominance, postgres_admin
+
+STREETS = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE {} GROUP BY street_code"
+
+
+@pytest.fixture(scope="module")
+def fixtures_policy():
+    """The shipped grant with its dominance rule off: these tests compare the guard's SQL, not cells."""
+    return policy_without_dominance("the tests compare the guard's rewrites, not the dominance rule's columns")
+
+
+@pytest.fixture
+def postgres_connection():
+    connection = postgres_admin()
+    yield connection
+    connection.close()
+
+
+def _guarded(sql: str, policy, dialect: str = "duckdb") -> str | tuple[str, str]:
+    try:
+        return guard(sql, policy, district=XUANWU, department="xuanwu-fgw", engine_dialect=dialect).sql
+    except GuardError as error:
+        return ("refused", error.reason)
+
+
+# -- 1. expand_date_forms ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("interval", ["INTERVAL '1 day ago'", "INTERVAL '1 MONTH AGO'", "INTERVAL '1 day garbage'",
+                                      "INTERVAL '2 years 3'"])
+def test_finding_an_interval_whose_text_sqlglot_reads_in_part_is_refused_not_folded(interval, fixtures_policy):
+    """FINDING (moderate: the cells answer another range than the caller wrote). sqlglot reads the text of
+    ``INTERVAL '1 day ago'`` as INTERVAL '1' DAY and drops ``ago``; DuckDB and PostgreSQL read one day back, so
+    ``DATE '2025-01-31' - INTERVAL '1 day ago'`` is 2025-02-01 on the engine while expand_date_forms folded it
+    to 2025-01-30 and the guard accepted a range the caller did not write. Safe: the text of an INTERVAL must
+    be counts and units and nothing else, or the query is refused (CONSTRUCT_NOT_ALLOWED, construct INTERVAL)."""
+    with pytest.raises(GuardError) as caught:
+        guard(STREETS.format(f"period >= DATE '2025-01-31' - {interval}"), fixtures_policy, district=XUANWU,
+              department="xuanwu-fgw")
+    assert caught.value.reason == "CONSTRUCT_NOT_ALLOWED"
+    assert caught.value.metadata["construct"] == "INTERVAL"
+
+
+def test_pin_every_accepted_fold_is_the_date_both_engines_compute(fixtures_policy, postgres_connection):
+    """PIN: for spellings of an interval (count and unit in the string or not, plural, abbreviated, with
+    ``ago``), a query the guard accepts filters on the date DuckDB and PostgreSQL compute from the text."""
+    spellings = ["INTERVAL '1' DAY", "INTERVAL 1 DAYS", "INTERVAL '1 d'", "INTERVAL '1 w'", "INTERVAL '1 y'",
+                 "INTERVAL '2 weeks'", "INTERVAL '1 month'", "INTERVAL '3 months'", "INTERVAL '1 years'",
+                 "INTERVAL '1 day ago'", "INTERVAL '10 yrs'", "INTERVAL '3 mons'", "INTERVAL '1 month 2 days'",
+                 "INTERVAL '0001' DAY", "INTERVAL '12 MONTH'", "INTERVAL ' 7 day '"]
+    engine = duckdb.connect()
+    for spelling in spellings:
+        expression = f"DATE '2025-01-31' - {spelling}"
+        accepted = _guarded(STREETS.format(f"period >= {expression}"), fixtures_policy)
+        if isinstance(accepted, tuple):
+            continue
+        days = []
+        for run in (engine.execute, postgres_connection.execute):
+            try:
+                days.append(run(f"SELECT CAST({expression} AS DATE)").fetchone()[0])
+            except (duckdb.Error, psycopg.Error):
+                pass  # a spelling one engine does not read (INTERVAL 1 DAYS on PostgreSQL): the other decides
+        assert days, spelling
+        for day in days:
+            assert f"period >= CAST('{day.isoformat()}' AS DATE)" in accepted, spelling
+
+
+def test_pin_a_folded_query_is_guarded_exactly_as_the_date_written_directly(fixtures_policy):
+    """PIN: in one level, with a join and as a protected aggregate of a two-level query, on either engine, a
+    query with DATE 'd' +/- INTERVAL is refused or rewritten exactly as the same query with the date it comes
+    to written directly (so the fold neither widens nor narrows what the guard accepts)."""
+    rng = random.Random(12)
+    engine = duckdb.connect()
+    shapes = [STREETS,
+              "SELECT s.street_name, SUM(d.vat_paid) AS v FROM tax.declarations d JOIN tax.streets s "
+              "ON d.street_code = s.street_code WHERE {} GROUP BY 1",
+              "WITH a AS (SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations WHERE {} GROUP BY street_code) "
+              "SELECT street_code, v * 2 AS w FROM a"]
+    conditions = ["period >= {}", "period < {}", "period = {}", "period BETWEEN DATE '2024-01-01' AND {}",
+                  "period IN ({}, DATE '2025-01-01')", "NOT period >= {}", "period <> {}"]
+    compared = 0
+    while compared < 60:
+        day = dt.date(rng.choice((1, 2000, 2024, 2025, 9999)), rng.randrange(1, 13), rng.randrange(1, 29))
+        expression = (f"DATE '{day.isoformat()}' {rng.choice('+-')} INTERVAL '{rng.randrange(0, 30)}' "
+                      f"{rng.choice(('DAY', 'WEEK', 'MONTH', 'QUARTER', 'YEAR'))}")
+        try:
+            folded = engine.execute(f"SELECT CAST({expression} AS DATE)").fetchone()[0]
+        except duckdb.Error:
+            continue  # outside the engine's dates: the fold's own test covers it
+        if not isinstance(folded, dt.date):
+            continue
+        shape, condition = rng.choice(shapes), rng.choice(conditions)
+        dialect = rng.choice(("duckdb", "postgres"))
+        written = _guarded(shape.format(condition.format(expression)), fixtures_policy, dialect)
+        direct = _guarded(shape.format(condition.format(f"DATE '{folded.isoformat()}'")), fixtures_policy, dialect)
+        assert written == direct, expression
+        compared += 1
+
+
+@pytest.mark.parametrize("condition", [
+    "period >= DATE '2025-01-31' + (INTERVAL 1 DAY)", "period >= DATE '2025-01-01' + -INTERVAL '1' DAY",
+    "period >= DATE '2025-01-01' + INTERVAL 1 DAY * 400", "period >= TIMESTAMP '2025-01-01' + INTERVAL 1 DAY",
+    "period >= DATE '9999-12-31' + INTERVAL 1 DAY", "period >= DATE '2025-01-31' + INTERVAL '9999' YEAR",
+    "period >= CAST(NULL AS DATE) + INTERVAL 1 DAY", "period >= DATE '2025-02-30' + INTERVAL 1 DAY",
+    "period >= DATE '2025-01-01' + INTERVAL '1' DAY + INTERVAL '1' HOUR", "period >= INTERVAL 1 DAY - DATE '2025-01-31'",
+    "period >= DATE '2025-01-01' + INTERVAL '1-2' YEAR TO MONTH", "period >= DATE '2025-01-01' + INTERVAL '+1' DAY",
+    "date_part('year') = 2025", "date_part('years', period) = 2025", "EXTRACT('year' FROM period) = 2025",
+    "EXTRACT(YEAR FROM EXTRACT(MONTH FROM period)) = 2025", "EXTRACT(YEAR FROM registration_type) = 2025",
+    "EXTRACT(YEAR FROM taxpayer_id) = 2025", "year(period) = EXTRACT(YEAR FROM DATE '2025-01-01')",
+])
+def test_pin_odd_intervals_and_date_parts_are_refused_with_a_reason(condition, fixtures_policy):
+    """PIN: nested, negated, multiplied, timestamp, out-of-range, NULL, invalid, mixed-unit, reversed and
+    spanned intervals, and date parts with odd arguments are refused by a rule with a reason (no other
+    exception escapes the guard)."""
+    for dialect in ("duckdb", "postgres"):
+        outcome = _guarded(STREETS.format(condition), fixtures_policy, dialect)
+        assert isinstance(outcome, tuple) and outcome[1], condition
+
+
+def test_pin_an_interval_in_having_or_in_the_outer_query_stays_refused(fixtures_policy):
+    """PIN: the fold is in WHERE of a protected aggregate only: HAVING and a two-level query's outer WHERE keep
+    refusing an interval, and EXTRACT on released cells stays refused."""
+    for sql in ["SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1 "
+                "HAVING SUM(vat_paid) > 0 AND year(DATE '2025-01-01' + INTERVAL 1 DAY) = 2025",
+                "SELECT street_code, v FROM (SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations "
+                "GROUP BY street_code) s WHERE street_code >= DATE '2025-01-31' + INTERVAL 1 MONTH",
+                "SELECT m, v FROM (SELECT month(period) AS m, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1) s "
+                "WHERE m = EXTRACT(MONTH FROM DATE '2025-01-01')"]:
+        assert isinstance(_guarded(sql, fixtures_policy), tuple), sql
