@@ -22,6 +22,8 @@ import pytest
 
 from dsbroker.errors import GuardError
 from dsbroker.guard import guard
+from sandbox.audit.blocks import read_blocks
+from sandbox.engine.duckdb_engine import DuckDBEngine
 from tests.conftest import XUANWU, policy_without_dominance, postgres_admin
 
 STREETS = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE {} GROUP BY street_code"
@@ -125,7 +127,8 @@ def test_pin_a_folded_query_is_guarded_exactly_as_the_date_written_directly(fixt
     "period >= DATE '2025-01-01' + INTERVAL 1 DAY * 400", "period >= TIMESTAMP '2025-01-01' + INTERVAL 1 DAY",
     "period >= DATE '9999-12-31' + INTERVAL 1 DAY", "period >= DATE '2025-01-31' + INTERVAL '9999' YEAR",
     "period >= CAST(NULL AS DATE) + INTERVAL 1 DAY", "period >= DATE '2025-02-30' + INTERVAL 1 DAY",
-    "period >= DATE '2025-01-01' + INTERVAL '1' DAY + INTERVAL '1' HOUR", "period >= INTERVAL 1 DAY - DATE '2025-01-31'",
+    "period >= DATE '2025-01-01' + INTERVAL '1' DAY + INTERVAL '1' HOUR",
+    "period >= INTERVAL 1 DAY - DATE '2025-01-31'",
     "period >= DATE '2025-01-01' + INTERVAL '1-2' YEAR TO MONTH", "period >= DATE '2025-01-01' + INTERVAL '+1' DAY",
     "date_part('year') = 2025", "date_part('years', period) = 2025", "EXTRACT('year' FROM period) = 2025",
     "EXTRACT(YEAR FROM EXTRACT(MONTH FROM period)) = 2025", "EXTRACT(YEAR FROM registration_type) = 2025",
@@ -150,3 +153,86 @@ def test_pin_an_interval_in_having_or_in_the_outer_query_stays_refused(fixtures_
                 "SELECT m, v FROM (SELECT month(period) AS m, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1) s "
                 "WHERE m = EXTRACT(MONTH FROM DATE '2025-01-01')"]:
         assert isinstance(_guarded(sql, fixtures_policy), tuple), sql
+
+
+# -- 2. the auditor's blocks -------------------------------------------------------------------------------------
+
+_STREET_NAMES = {"s1": "north", "s2": "north", "s3": None}  # s1 and s2 share a name; s3 has none; s9 no row
+_BLOCK_CONDITIONS = (
+    ("declarations.district_code = 'd1'", lambda r, s: r["district_code"] == "d1"),
+    ("declarations.district_code = 'd1' AND (declarations.period >= CAST('2025-01-01' AS DATE))",
+     lambda r, s: r["district_code"] == "d1" and r["period"] is not None and r["period"] >= dt.date(2025, 1, 1)),
+    ("declarations.district_code = 'd1' AND (streets.street_name = 'north')",
+     lambda r, s: r["district_code"] == "d1" and s == "north"),
+    ("declarations.district_code = 'd1' AND (declarations.street_code IN ('s1', 's3'))",
+     lambda r, s: r["district_code"] == "d1" and r["street_code"] in ("s1", "s3")),
+)
+_BLOCK_KEYS = (
+    (), ("declarations.street_code",), ("streets.street_name",), ("year(declarations.period)",),
+    ("date_trunc('month', declarations.period)",), ("streets.street_name", "declarations.industry_code"),
+)
+
+
+def _key_of(text: str, row: dict, street_name):
+    if text == "streets.street_name":
+        return street_name
+    if text.startswith("year("):
+        return None if row["period"] is None else row["period"].year
+    if text.startswith("date_trunc("):
+        return None if row["period"] is None else dt.datetime(row["period"].year, row["period"].month, 1)
+    return row[text.split(".")[1]]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pin_blocks_with_lookup_joins_null_keys_and_date_keys_match_grouping_by_hand(tmp_path, seed):
+    """PIN (what tests/test_audit_blocks.py does not vary): coverages that join a lookup (inner and LEFT, the
+    same key text under both), a lookup key two streets share and one that is NULL, rows whose street has no
+    lookup row or is NULL, NULL periods under a range condition, and date-part keys. The blocks are exactly
+    the rows grouped by their cell in every coverage."""
+    rng = random.Random(seed)
+    rows = [{"taxpayer_id": f"t{rng.randrange(10)}", "district_code": rng.choice(("d1", "d1", "d2")),
+             "street_code": rng.choice(("s1", "s2", "s3", "s9", None)), "industry_code": rng.choice(("i1", "i2")),
+             "period": rng.choice((None, dt.date(2024, 12, 1), dt.date(2025, 1, 1), dt.date(2025, 2, 1))),
+             "vat_paid": rng.choice((None, 0, 5, 70))} for _ in range(80)]
+    path = tmp_path / "data.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, "
+                           "street_code VARCHAR, industry_code VARCHAR, period DATE, vat_paid BIGINT)")
+        connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, ?, ?)",
+                               [tuple(r.values()) for r in rows])
+        connection.execute("CREATE TABLE tax.streets (street_code VARCHAR, street_name VARCHAR)")
+        connection.executemany("INSERT INTO tax.streets VALUES (?, ?)", list(_STREET_NAMES.items()))
+    coverages = rng.sample([(c, k, join) for c in range(len(_BLOCK_CONDITIONS)) for k in _BLOCK_KEYS
+                            for join in ("", "JOIN", "LEFT JOIN")], rng.randrange(1, 7))
+    coverages = [(c, k, join or ("JOIN" if any("streets" in t for t in (*k, _BLOCK_CONDITIONS[c][0])) else ""))
+                 for c, k, join in coverages]
+    coverages = list(dict.fromkeys(coverages))
+    texts = [f"SELECT {', '.join(f'{k} AS __k{i}' for i, k in enumerate(keys)) or '1 AS __one'} "
+             f"FROM tax.declarations "
+             + (f"{join} tax.streets ON declarations.street_code = streets.street_code " if join else "")
+             + f"WHERE {_BLOCK_CONDITIONS[c][0]}" for c, keys, join in coverages]
+    engine = DuckDBEngine(path)
+    try:
+        blocks = read_blocks(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                             timeout_s=30)
+    finally:
+        engine.close()
+    expected: dict[tuple, dict] = {}
+    for row in rows:
+        name = _STREET_NAMES.get(row["street_code"]) if row["street_code"] is not None else None
+        matched = row["street_code"] in _STREET_NAMES
+        signature = tuple(
+            tuple(_key_of(k, row, name) for k in keys)
+            if _BLOCK_CONDITIONS[c][1](row, name) and (join != "JOIN" or matched) else None
+            for c, keys, join in coverages)
+        if all(part is None for part in signature):
+            continue
+        count, total, counted = expected.setdefault(signature, {}).get(row["taxpayer_id"], (0, None, 0))
+        vat = row["vat_paid"]
+        expected[signature][row["taxpayer_id"]] = (count + 1, total if vat is None else (total or 0) + vat,
+                                                   counted + (vat is not None))
+    expected = {s: {e: (n, (t,), (c,)) for e, (n, t, c) in b.items()} for s, b in expected.items()}
+    read = dict(zip(blocks.signatures, blocks.contributions, strict=True))
+    assert len(read) == len(blocks.signatures), "a signature came back as two blocks"
+    assert read == expected, texts
