@@ -14,17 +14,28 @@ auditor's block query (``sandbox/audit/blocks.py``: one column per distinct cond
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import random
+import uuid
 
 import duckdb
+import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
-from dsbroker.errors import GuardError
+from broker.v1 import query_service_pb2 as query_pb
+from dsbroker.errors import DsbrokerError, GuardError
 from dsbroker.guard import guard
+from dsbroker.identity.tls import open_channel
+from dsbroker.observability.request_log import FIELDS, REQUEST_LOGGER, JsonFormatter
+from dsbroker.rpc.status import error_from_rpc_error
 from sandbox.audit.blocks import read_blocks
 from sandbox.engine.duckdb_engine import DuckDBEngine
-from tests.conftest import XUANWU, policy_without_dominance, postgres_admin
+from tests.conftest import GRANT, XUANWU, client_tls, policy_without_dominance, postgres_admin, token_for
+from tests.test_operations import observed, observed_client, request_lines, scrape  # noqa: F401 (fixtures)
 
 STREETS = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE {} GROUP BY street_code"
 
@@ -236,3 +247,78 @@ def test_pin_blocks_with_lookup_joins_null_keys_and_date_keys_match_grouping_by_
     read = dict(zip(blocks.signatures, blocks.contributions, strict=True))
     assert len(read) == len(blocks.signatures), "a signature came back as two blocks"
     assert read == expected, texts
+
+
+# -- 3. operations -----------------------------------------------------------------------------------------------
+
+CALLER_TEXT = "SELECT taxpayer_id FROM tax.declarations WHERE taxpayer_id = '91320102MA1XYZ0001'\u2028{\"forged\":1}"
+
+
+def test_finding_a_grant_name_the_caller_makes_up_does_not_reach_the_log_line(observed, observed_client,
+                                                                             request_lines):
+    """FINDING (low: the log line's promise "never SQL, a value or a token"). RunQuery's grant is the caller's
+    text: the broker noted it, clipped to 80 bytes but otherwise whole, as the line's ``grant``, so a caller
+    put SQL, a taxpayer id, or a U+2028 line separator (which the JSON writer kept raw, ``ensure_ascii=False``,
+    and which a reader splitting on Unicode line ends takes for a new line) into the operator's log. Safe: the
+    line names a grant only where the text can name one (a policy id); otherwise the field is empty. And the
+    writer escapes U+2028, U+2029 and U+0085 so a line is one line for any reader."""
+    request_id = f"r12-{uuid.uuid4().hex}"
+    with pytest.raises(DsbrokerError):
+        observed_client.query(f"policies/{CALLER_TEXT}", "SELECT SUM(vat_paid) AS v FROM tax.declarations",
+                              request_id=request_id)
+    mine = [line for line in request_lines if line["request_id"] == request_id]
+    assert [line["server"] for line in mine] == ["broker"]
+    assert mine[0]["grant"] == "" and mine[0]["decision"] == "denied"
+    record = logging.LogRecord(REQUEST_LOGGER, logging.INFO, __file__, 0, "call", None, None)
+    setattr(record, FIELDS, {"grant": "a\u2028b\u2029c\x85d"})
+    written = JsonFormatter().format(record)
+    assert len(written.splitlines()) == 1 and json.loads(written)["grant"] == "a\u2028b\u2029c\x85d"
+
+
+def test_pin_a_request_id_header_is_held_to_its_pattern_and_labels_stay_bounded(observed, request_lines):
+    """PIN: an x-request-id with a space, a quote, 129 characters, a slash or braces is refused INVALID_ARGUMENT
+    REQUEST_ID_INVALID before anything else (no line carries it); a method the server does not have answers
+    UNIMPLEMENTED and adds no label; the metrics show no request id, grant, department or SQL."""
+    broker = observed[1]
+    channel = open_channel(f"127.0.0.1:{broker.port}", tls=client_tls(), options=[])
+    try:
+        run = channel.unary_unary("/broker.v1.QueryService/RunQuery",
+                                  request_serializer=query_pb.RunQueryRequest.SerializeToString,
+                                  response_deserializer=query_pb.RunQueryResponse.FromString)
+        request = query_pb.RunQueryRequest(policy=f"policies/{GRANT}", sql="SELECT SUM(vat_paid) AS v FROM "
+                                           "tax.declarations")
+        # gRPC itself refuses to send a newline or non-ASCII in a text header; these it sends.
+        for bad in ("a b", 'a"b', "x" * 129, "a/b;c", "{}"):
+            with pytest.raises(grpc.RpcError) as caught:
+                run(request, timeout=60, metadata=(("authorization", f"Bearer {token_for()}"),
+                                                   ("x-request-id", bad)))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error_from_rpc_error(caught.value).reason == "REQUEST_ID_INVALID"
+            assert not [line for line in request_lines if line["request_id"] == bad]
+        unknown = channel.unary_unary("/broker.v1.QueryService/Made_Up_" + uuid.uuid4().hex)
+        with pytest.raises(grpc.RpcError) as caught:
+            unknown(b"", timeout=60, metadata=(("authorization", f"Bearer {token_for()}"),))
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        channel.close()
+    text = scrape(broker)
+    assert "Made_Up_" not in text and "xuanwu" not in text and GRANT not in text and "SELECT" not in text
+    methods = {s.labels.get("method") for family in text_string_to_metric_families(text) for s in family.samples}
+    assert all(m is None or m.startswith(("/broker.v1.", "/grpc.health.v1.", "/grpc.reflection.")) for m in methods)
+
+
+def test_pin_the_plaintext_health_port_serves_health_only(observed):
+    """PIN: on the probe port, Check answers; the broker's own services and reflection are UNIMPLEMENTED there
+    (no token, no certificate: nothing but health)."""
+    for running in observed:
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.endpoints.health_port}")
+        try:
+            assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30).status \
+                == health_pb2.HealthCheckResponse.SERVING
+            for method in ("/broker.v1.QueryService/RunQuery", "/sandbox.v1.SandboxService/ExecutePlan",
+                           "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"):
+                with pytest.raises(grpc.RpcError) as caught:
+                    channel.unary_unary(method)(b"", timeout=30)
+                assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
+        finally:
+            channel.close()
