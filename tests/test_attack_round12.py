@@ -322,3 +322,28 @@ def test_pin_the_plaintext_health_port_serves_health_only(observed):
                 assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
         finally:
             channel.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT EXTRACT(YEAR FROM street_code) AS y, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1",
+    "SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations WHERE EXTRACT(MONTH FROM industry_code) = 1 "
+    "GROUP BY 1",
+    "SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations WHERE date_part('quarter', size_class) = 1 "
+    "GROUP BY 1",
+    "SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations WHERE street_code >= DATE '2025-01-01' + "
+    "INTERVAL 1 DAY GROUP BY 1",
+    "SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations WHERE street_code IN (DATE '2025-01-01' + "
+    "INTERVAL 1 DAY) GROUP BY 1",
+])
+def test_pin_with_the_engine_types_a_date_form_on_text_is_refused_not_an_engine_error(sql, fixtures_policy, demo_db):
+    """PIN: the broker's guard (no column types) accepts EXTRACT or date_part on a text column and a folded date
+    compared with text; the sandbox's guard, given the engine's types as the sandbox gives them, refuses both
+    (FILTER_TYPE_MISMATCH), so the engine never binds year(VARCHAR) or casts text to a date row by row."""
+    engine = DuckDBEngine(demo_db)
+    try:
+        types = {table: dict(engine.columns(table)) for table in ("tax.declarations", "tax.streets")}
+    finally:
+        engine.close()
+    with pytest.raises(GuardError) as caught:
+        guard(sql, fixtures_policy, district=XUANWU, department="xuanwu-fgw", column_types=types)
+    assert caught.value.reason == "FILTER_TYPE_MISMATCH"
