@@ -35,7 +35,10 @@ from dsbroker.rpc.status import error_from_rpc_error
 from sandbox.audit.blocks import read_blocks
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from tests.conftest import GRANT, XUANWU, client_tls, policy_without_dominance, postgres_admin, token_for
+from tests.test_attack_auditor import Stack
+from tests.test_attack_auditor_11 import _copy
 from tests.test_operations import observed, observed_client, request_lines, scrape  # noqa: F401 (fixtures)
+from tests.test_released_cell_auditor import STREET_A, data  # noqa: F401 (a fixture)
 
 STREETS = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE {} GROUP BY street_code"
 
@@ -347,3 +350,28 @@ def test_pin_with_the_engine_types_a_date_form_on_text_is_refused_not_an_engine_
     with pytest.raises(GuardError) as caught:
         guard(sql, fixtures_policy, district=XUANWU, department="xuanwu-fgw", column_types=types)
     assert caught.value.reason == "FILTER_TYPE_MISMATCH"
+
+
+def test_pin_a_lookup_name_two_industries_share_does_not_difference_out_the_lone_firm(data, tmp_path):  # noqa: F811
+    """PIN (end to end, the block query's joins): industries 72 and 99 share the lookup name "Other", and in
+    street A industry 99 is one firm (LONE). The street's industries by name through an inner join release
+    "Other" (72's twelve firms and LONE); asked afterwards by code, 72 (twelve firms, over the threshold) would
+    give LONE's month as "Other" less 72. The blocks tell (Other, 72) from (Other, 99), so the auditor withholds
+    the difference: the two cells are never both released."""
+    owner = _copy(data, tmp_path,
+                  "INSERT INTO tax.industries VALUES ('51', 'Wholesale', 'G'), ('52', 'Retail', 'G'), "
+                  "('65', 'Software', 'I'), ('72', 'Other', 'L'), ('99', 'Other', 'L')")
+    stack = Stack(owner, tmp_path, tmp_path / "released.sqlite")
+    try:
+        client = stack.client()
+        where = f"d.street_code = '{STREET_A}' AND d.period = DATE '2025-01-01'"
+        by_name = client.query(GRANT, "SELECT i.industry_name, SUM(d.revenue) AS r FROM tax.declarations d JOIN "
+                                      f"tax.industries i ON d.industry_code = i.industry_code WHERE {where} GROUP BY 1")
+        by_code = client.query(GRANT, "SELECT d.industry_code, SUM(d.revenue) AS r FROM tax.declarations d "
+                                      f"WHERE {where} GROUP BY 1")
+    finally:
+        stack.stop()
+    other = {row[0]: row[1] for row in by_name.rows}.get("Other")
+    industry_72 = {row[0]: row[1] for row in by_code.rows}.get("72")
+    assert other is None or industry_72 is None, "Other less 72 is LONE's revenue"
+    assert other is not None  # the first answer is released: the pin is about the second one
