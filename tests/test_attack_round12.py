@@ -80,6 +80,21 @@ def test_finding_an_interval_whose_text_sqlglot_reads_in_part_is_refused_not_fol
     assert caught.value.metadata["construct"] == "INTERVAL"
 
 
+@pytest.mark.parametrize("interval", ["INTERVAL '1' D", "INTERVAL 1 Q", "INTERVAL '1' W", "INTERVAL '1' Y",
+                                      "INTERVAL '1' \"day\"", "INTERVAL '1 q'"])
+def test_finding_a_one_letter_or_quoted_interval_unit_is_refused_not_folded(interval, fixtures_policy):
+    """FINDING (low: the guard answers a query the engine would not run as written). sqlglot reads
+    ``INTERVAL '1' D`` as a day, ``'1 q'`` as a quarter and ``'1' "day"`` as a day; DuckDB reads ``INTERVAL '1' D``
+    as one second named D (a syntax error in WHERE) and neither engine knows ``q``, yet expand_date_forms folded
+    each to a date and the query ran. Safe: a unit of one letter or a quoted one is refused (CONSTRUCT_NOT_ALLOWED,
+    construct INTERVAL), as every interval but a folded one was before."""
+    with pytest.raises(GuardError) as caught:
+        guard(STREETS.format(f"period >= DATE '2025-01-31' - {interval}"), fixtures_policy, district=XUANWU,
+              department="xuanwu-fgw")
+    assert caught.value.reason == "CONSTRUCT_NOT_ALLOWED"
+    assert caught.value.metadata["construct"] == "INTERVAL"
+
+
 def test_pin_every_accepted_fold_is_the_date_both_engines_compute(fixtures_policy, postgres_connection):
     """PIN: for spellings of an interval (count and unit in the string or not, plural, abbreviated, with
     ``ago``), a query the guard accepts filters on the date DuckDB and PostgreSQL compute from the text."""

@@ -57,13 +57,14 @@ def _part_of(node: exp.Expr) -> str | None:
         return name if name in _PARTS and node.expression is not None else None
     if node.name.upper() in _DATE_PART_FUNCTIONS and len(node.expressions) == 2:
         unit = node.expressions[0]
-        if isinstance(unit, exp.Literal) and unit.is_string and unit.this.upper() in _PARTS:
-            return unit.this.upper()
+        if isinstance(unit, exp.Literal) and unit.is_string and unit.name.upper() in _PARTS:
+            return unit.name.upper()
     return None
 
 
 def _argument(node: exp.Expr) -> exp.Expr:
-    return node.expression if isinstance(node, exp.Extract) else node.expressions[1]
+    argument: exp.Expr = node.expression if isinstance(node, exp.Extract) else node.expressions[1]
+    return argument
 
 
 def _folded(node: exp.Add | exp.Sub) -> dt.date | None:
