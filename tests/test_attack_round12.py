@@ -14,6 +14,7 @@ auditor's block query (``sandbox/audit/blocks.py``: one column per distinct cond
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import logging
 import random
@@ -23,6 +24,7 @@ import duckdb
 import grpc
 import psycopg
 import pytest
+import sqlglot
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,7 +36,9 @@ from dsbroker.observability.request_log import FIELDS, REQUEST_LOGGER, JsonForma
 from dsbroker.rpc.status import error_from_rpc_error
 from sandbox.audit.blocks import read_blocks
 from sandbox.engine.duckdb_engine import DuckDBEngine
-from tests.conftest import GRANT, XUANWU, client_tls, policy_without_dominance, postgres_admin, token_for
+from sandbox.engine.interface import EngineLimits
+from sandbox.engine.postgres_engine import PostgresEngine
+from tests.conftest import GRANT, POSTGRES_DSN, XUANWU, client_tls, policy_without_dominance, postgres_admin, token_for
 from tests.test_attack_auditor import Stack
 from tests.test_attack_auditor_11 import _copy
 from tests.test_operations import observed, observed_client, request_lines, scrape  # noqa: F401 (fixtures)
@@ -212,41 +216,33 @@ def _key_of(text: str, row: dict, street_name):
     return row[text.split(".")[1]]
 
 
-@pytest.mark.parametrize("seed", range(30))
-def test_pin_blocks_with_lookup_joins_null_keys_and_date_keys_match_grouping_by_hand(tmp_path, seed):
-    """PIN (what tests/test_audit_blocks.py does not vary): coverages that join a lookup (inner and LEFT, the
-    same key text under both), a lookup key two streets share and one that is NULL, rows whose street has no
-    lookup row or is NULL, NULL periods under a range condition, and date-part keys. The blocks are exactly
-    the rows grouped by their cell in every coverage."""
-    rng = random.Random(seed)
-    rows = [{"taxpayer_id": f"t{rng.randrange(10)}", "district_code": rng.choice(("d1", "d1", "d2")),
+def _block_rows(rng: random.Random) -> list[dict]:
+    return [{"taxpayer_id": f"t{rng.randrange(10)}", "district_code": rng.choice(("d1", "d1", "d2")),
              "street_code": rng.choice(("s1", "s2", "s3", "s9", None)), "industry_code": rng.choice(("i1", "i2")),
              "period": rng.choice((None, dt.date(2024, 12, 1), dt.date(2025, 1, 1), dt.date(2025, 2, 1))),
              "vat_paid": rng.choice((None, 0, 5, 70))} for _ in range(80)]
-    path = tmp_path / "data.duckdb"
-    with duckdb.connect(str(path)) as connection:
-        connection.execute("CREATE SCHEMA tax")
-        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, "
-                           "street_code VARCHAR, industry_code VARCHAR, period DATE, vat_paid BIGINT)")
-        connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, ?, ?)",
-                               [tuple(r.values()) for r in rows])
-        connection.execute("CREATE TABLE tax.streets (street_code VARCHAR, street_name VARCHAR)")
-        connection.executemany("INSERT INTO tax.streets VALUES (?, ?)", list(_STREET_NAMES.items()))
+
+
+_BLOCK_TABLES = ("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, street_code VARCHAR, "
+                 "industry_code VARCHAR, period DATE, vat_paid BIGINT)",
+                 "CREATE TABLE tax.streets (street_code VARCHAR, street_name VARCHAR)")
+
+
+def _block_coverages(rng: random.Random, dialect: str) -> tuple[list, list[str]]:
+    """Coverages over the block tables, as (condition, keys, join) and as the guard writes them in ``dialect``."""
     coverages = rng.sample([(c, k, join) for c in range(len(_BLOCK_CONDITIONS)) for k in _BLOCK_KEYS
                             for join in ("", "JOIN", "LEFT JOIN")], rng.randrange(1, 7))
     coverages = [(c, k, join or ("JOIN" if any("streets" in t for t in (*k, _BLOCK_CONDITIONS[c][0])) else ""))
                  for c, k, join in coverages]
     coverages = list(dict.fromkeys(coverages))
-    texts = [f"SELECT {', '.join(f'{k} AS __k{i}' for i, k in enumerate(keys)) or '1 AS __one'} "
-             f"FROM tax.declarations "
-             + (f"{join} tax.streets ON declarations.street_code = streets.street_code " if join else "")
-             + f"WHERE {_BLOCK_CONDITIONS[c][0]}" for c, keys, join in coverages]
-    engine = DuckDBEngine(path)
-    try:
-        blocks = read_blocks(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
-                             timeout_s=30)
-    finally:
-        engine.close()
+    texts = [sqlglot.transpile(
+        f"SELECT {', '.join(f'{k} AS __k{i}' for i, k in enumerate(keys)) or '1 AS __one'} FROM tax.declarations "
+        + (f"{join} tax.streets ON declarations.street_code = streets.street_code " if join else "")
+        + f"WHERE {_BLOCK_CONDITIONS[c][0]}", read="duckdb", write=dialect)[0] for c, keys, join in coverages]
+    return coverages, texts
+
+
+def _blocks_by_hand(rows: list[dict], coverages: list) -> dict:
     expected: dict[tuple, dict] = {}
     for row in rows:
         name = _STREET_NAMES.get(row["street_code"]) if row["street_code"] is not None else None
@@ -261,10 +257,86 @@ def test_pin_blocks_with_lookup_joins_null_keys_and_date_keys_match_grouping_by_
         vat = row["vat_paid"]
         expected[signature][row["taxpayer_id"]] = (count + 1, total if vat is None else (total or 0) + vat,
                                                    counted + (vat is not None))
-    expected = {s: {e: (n, (t,), (c,)) for e, (n, t, c) in b.items()} for s, b in expected.items()}
+    return {s: {e: (n, (t,), (c,)) for e, (n, t, c) in b.items()} for s, b in expected.items()}
+
+
+def _read_blocks(engine, texts: list[str]) -> dict:
+    blocks = read_blocks(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                         timeout_s=60)
     read = dict(zip(blocks.signatures, blocks.contributions, strict=True))
     assert len(read) == len(blocks.signatures), "a signature came back as two blocks"
-    assert read == expected, texts
+    return {_plain(s): {e: (n, tuple(None if t is None else int(t) for t in totals), counts)
+                        for e, (n, totals, counts) in b.items()} for s, b in read.items()}
+
+
+def _plain(signature: tuple) -> tuple:
+    """A signature with PostgreSQL's values as DuckDB gives them: date_trunc of a date is a timestamp with a
+    time zone there (the session's, UTC), EXTRACT a numeric."""
+    def plain(value):
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return int(value) if isinstance(value, decimal.Decimal) else value
+    return tuple(None if part is None else tuple(plain(v) for v in part) for part in signature)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pin_blocks_with_lookup_joins_null_keys_and_date_keys_match_grouping_by_hand(tmp_path, seed):
+    """PIN (what tests/test_audit_blocks.py does not vary): coverages that join a lookup (inner and LEFT, the
+    same key text under both), a lookup key two streets share and one that is NULL, rows whose street has no
+    lookup row or is NULL, NULL periods under a range condition, and date-part keys. The blocks are exactly
+    the rows grouped by their cell in every coverage."""
+    rng = random.Random(seed)
+    rows = _block_rows(rng)
+    path = tmp_path / "data.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        for statement in _BLOCK_TABLES:
+            connection.execute(statement)
+        connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?, ?, ?, ?)",
+                               [tuple(r.values()) for r in rows])
+        connection.executemany("INSERT INTO tax.streets VALUES (?, ?)", list(_STREET_NAMES.items()))
+    coverages, texts = _block_coverages(rng, "duckdb")
+    engine = DuckDBEngine(path)
+    try:
+        assert _read_blocks(engine, texts) == _blocks_by_hand(rows, coverages), texts
+    finally:
+        engine.close()
+
+
+def test_pin_blocks_on_postgresql_match_grouping_by_hand():
+    """PIN: the same on PostgreSQL (the block query written in its dialect, run by the sandbox's engine)."""
+    rng = random.Random(1212)
+    rows = _block_rows(rng)
+    admin = postgres_admin()
+    name = f"dsbroker_r12_{uuid.uuid4().hex[:10]}"
+    role = f"dsbroker_r12_{uuid.uuid4().hex[:8]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        dsn = POSTGRES_DSN.rsplit("/", 1)[0] + f"/{name}"
+        with psycopg.connect(dsn, autocommit=True) as owner:
+            owner.execute("CREATE SCHEMA tax")
+            for statement in _BLOCK_TABLES:
+                owner.execute(statement)
+            with owner.cursor() as cursor:
+                cursor.executemany("INSERT INTO tax.declarations VALUES (%s, %s, %s, %s, %s, %s)",
+                                   [tuple(r.values()) for r in rows])
+                cursor.executemany("INSERT INTO tax.streets VALUES (%s, %s)", list(_STREET_NAMES.items()))
+            owner.execute(f"CREATE ROLE {role} LOGIN")
+            owner.execute(f"GRANT USAGE ON SCHEMA tax TO {role}")
+            owner.execute(f"GRANT SELECT ON tax.declarations, tax.streets TO {role}")
+            owner.execute(f"ALTER ROLE {role} SET temp_file_limit = '1GB'")  # the lockdown asks for one
+        engine = PostgresEngine(dsn.replace("postgres@", f"{role}@", 1), EngineLimits(pool_size=1),
+                                served={"tax.declarations", "tax.streets"})
+        try:
+            for _ in range(15):
+                coverages, texts = _block_coverages(rng, "postgres")
+                assert _read_blocks(engine, texts) == _blocks_by_hand(rows, coverages), texts
+        finally:
+            engine.close()
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()
 
 
 # -- 3. operations -----------------------------------------------------------------------------------------------
