@@ -5,8 +5,8 @@ to year()/quarter()/month(); a literal date plus or minus a literal interval in 
 auditor's block query (``sandbox/audit/blocks.py``: one column per distinct condition and key), and operations
 (``dsbroker/observability/``: metrics, the request log line, the health port).
 
-- **FINDING** tests failed on the code they were written against; each says how the attack works and what the
-  safe behaviour is. One that is not fixed is marked ``xfail(strict=True)``.
+- **FINDING** tests failed on the code they were written against (main at 2d283a3); each says how the attack
+  works and what the safe behaviour is. All three are fixed on this branch, so none is ``xfail``.
 - **PIN** tests pass: attacks tried that the code refuses or handles correctly, pinned so that a later change
   cannot lose them silently.
 """
