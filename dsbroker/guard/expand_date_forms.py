@@ -59,8 +59,8 @@ def _part_of(node: exp.Expr) -> str | None:
         return name if name in _PARTS and node.expression is not None else None
     if node.name.upper() in _DATE_PART_FUNCTIONS and len(node.expressions) == 2:
         unit = node.expressions[0]
-        if isinstance(unit, exp.Literal) and unit.is_string and str(unit.this).upper() in _PARTS:
-            return str(unit.this).upper()
+        if isinstance(unit, exp.Literal) and unit.is_string and unit.name.upper() in _PARTS:
+            return unit.name.upper()
     return None
 
 
