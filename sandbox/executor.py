@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import time
 
-from dsbroker.errors import DsbrokerError, clipped
+from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
 from dsbroker.guard.split_cells import MOST_CELLS
-from dsbroker.observability.call_facts import note_call
+from dsbroker.observability.call_facts import logged_grant, note_call
 from dsbroker.observability.metrics import ServerMetrics, outcome_of
 from dsbroker.policy.model import Policy
 from dsbroker.results.bfv import PublicContexts, RequesterKey
@@ -37,7 +37,6 @@ from sandbox.ledgers.privacy import PrivacyLedger
 from sandbox.v1 import sandbox_service_pb2 as pb
 
 DEADLINE_MARGIN_SECONDS = 0.05
-GRANT_ID_BYTES = 80  # the grant a plan names, in its log line, before the policy is checked
 
 
 class PlanExecutor:
@@ -68,7 +67,7 @@ class PlanExecutor:
         """Check ``plan`` as if the broker were hostile, record it, run it and release what disclosure control
         allows. ``deadline`` is the caller's, on ``time.monotonic``'s clock: each step gets what is left of it,
         and a plan whose deadline passes during its checks is refused before it is recorded."""
-        note_call(grant=clipped(plan.policy_id, GRANT_ID_BYTES))  # as the broker names it, until checked
+        note_call(grant=logged_grant(plan.policy_id))  # as the broker names it, until checked
         try:
             response = self._execute(plan, deadline=deadline, request_id=request_id)
         except BaseException as error:

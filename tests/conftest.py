@@ -163,6 +163,18 @@ def declarations_file(path: Path, rows) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cli_without_the_users_settings(tmp_path_factory):
+    """The CLI as on a fresh machine, in English: no profile, time zone or language of whoever runs the tests
+    (a test that wants a profile makes its own DSBROKER_CONFIG; the Chinese tests set their locale)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DSBROKER_CONFIG", str(tmp_path_factory.mktemp("cli-config") / "profiles.toml"))
+        patch.setenv("DSBROKER_LANG", "en")
+        for name in ("DSBROKER_PROFILE", "DSBROKER_TZ"):
+            patch.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory) -> Path:
     """A demo data file (20,000 taxpayers, about 460,000 declarations), made once per run."""

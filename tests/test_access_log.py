@@ -376,7 +376,7 @@ def test_the_cli_verify_names_the_first_bad_record_and_exits_non_zero(tmp_path, 
     assert ok.exit_code == 0 and "intact" in ok.output
     tamper(location, "UPDATE access_log SET reason = 'X' WHERE seq = 5")
     bad = runner.invoke(main, ["audit", "verify", "--log", location, "--pinned-key", pub])
-    assert bad.exit_code == 1 and "seq 5:" in bad.output
+    assert bad.exit_code == 7 and "seq 5:" in bad.output
 
 
 # -- a database writer without a broker key --------------------------------------------------------
@@ -511,7 +511,7 @@ def test_verify_without_a_pinned_key_does_not_call_attacker_signed_checkpoints_i
     assert as_json.exit_code == unpinned.exit_code and json.loads(as_json.stdout)["verified"] is False
     pinned = runner.invoke(main, ["audit", "verify", "--log", location, "--pinned-key",
                                   str(public_key_path(key_file))])
-    assert pinned.exit_code == 1 and "CHECKPOINT_FORGED" in pinned.output
+    assert pinned.exit_code == 7 and "CHECKPOINT_FORGED" in pinned.output
 
 
 def test_a_long_sql_text_is_stored_cut_with_the_digest_of_the_whole(location, key_file):

@@ -720,7 +720,7 @@ def test_finding_reconcile_reports_an_edited_ledger_instead_of_crashing(tmp_path
     result = CliRunner().invoke(main, ["audit", "reconcile", "--log", str(log_path), "--ledger", str(ledger_path)])
     assert isinstance(result.exception, SystemExit), (
         f"reconcile crashed with {type(result.exception).__name__}: {result.exception}")
-    assert result.exit_code == 1 and "problem:" in result.output
+    assert result.exit_code == 7 and "problem:" in result.output
 
 
 # FINDING. Severity: LOW-MEDIUM (pre-existing; the reorganisation's dsbroker/database.py says auditors' copies

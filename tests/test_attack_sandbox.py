@@ -366,7 +366,7 @@ def test_a_dropped_witness_table_is_not_made_good_by_restarting_the_sandbox(demo
         raw.execute("DROP TABLE witnessed_checkpoints")
         raw.commit()
     dropped = runner.invoke(main, ["audit", "reconcile", "--log", location, "--ledger", str(witness.ledger)])
-    assert dropped.exit_code == 1 and "WITNESS_TABLE_MISSING" in dropped.output  # found, as long as nobody restarts
+    assert dropped.exit_code == 7 and "WITNESS_TABLE_MISSING" in dropped.output  # found, as long as nobody restarts
     try:
         restarted = start_witness(demo_db, tmp_path, broker_key)
     except DsbrokerError:
@@ -374,7 +374,7 @@ def test_a_dropped_witness_table_is_not_made_good_by_restarting_the_sandbox(demo
     else:
         restarted.stop()
     found = runner.invoke(main, ["audit", "reconcile", "--log", location, "--ledger", str(witness.ledger)])
-    assert found.exit_code == 1, found.output
+    assert found.exit_code == 7, found.output
 
 
 # -- 7. the owner's data file ------------------------------------------------------------------------

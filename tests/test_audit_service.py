@@ -188,10 +188,10 @@ def test_the_cli_verifies_and_exports_the_log_over_grpc(own_broker, tmp_path):
                                     str(tmp_path / "kept.jsonl")], env=env)
     assert verified.exit_code == 0 and "access log intact" in verified.output, verified.output
     exported = runner.invoke(main, ["audit", "export", "--format", "csv", "--event", "query.decision"], env=env)
-    assert exported.exit_code == 0 and exported.stdout.startswith("event,decision")
+    assert exported.exit_code == 0 and exported.stdout.startswith("\ufeffevent,decision")
     assert "record(s) exported" in exported.stderr
     refused = runner.invoke(main, ["audit", "list"], env={**env, "DSBROKER_TOKEN": token_for()})
-    assert refused.exit_code == 2 and "PERMISSION_DENIED" in refused.output
+    assert refused.exit_code == 3 and "PERMISSION_DENIED" in refused.output
 
 
 def test_a_log_that_cannot_be_written_refuses_the_query_before_the_sandbox_runs_it(sandbox, demo_db, tmp_path):
@@ -258,7 +258,7 @@ def test_the_log_and_the_sandbox_ledger_reconcile_and_a_plan_run_behind_the_logs
     assert [(d.where, d.kind) for d in found] == [("ledger entry 3", "EXECUTED_WITHOUT_DECISION")]
     cli = CliRunner().invoke(main, ["audit", "reconcile", "--log", str(log_path), "--ledger",
                                     str(private_sandbox.ledger)])
-    assert cli.exit_code == 1 and "ledger entry 3" in cli.output
+    assert cli.exit_code == 7 and "ledger entry 3" in cli.output
 
     # An entry removed from the ledger: its chain breaks, and a release no longer has its execution.
     with closing(sqlite3.connect(private_sandbox.ledger)) as raw:

@@ -108,7 +108,7 @@ def test_deleting_the_newest_checkpoints_and_cutting_or_rewriting_what_they_cove
     else:
         rewrite_consistently(store_location, kept.size + 1)
     found = reconcile(store_location, witness.ledger)
-    assert found.exit_code == 1, found.output
+    assert found.exit_code == 7, found.output
     expected = "WITNESSED_HEAD_MISSING" if attack == "cut" else "WITNESSED_HEAD_MISMATCH"
     assert expected in found.output and f"size {checkpoints[-1].size}" in found.output
     assert f"records {kept.size + 1}.." in found.output
@@ -245,7 +245,7 @@ def test_a_witness_catches_up_on_checkpoints_signed_before_it_and_reconcile_chec
     other = tmp_path / "other.key"
     load_or_create_signing_key(other)
     wrong = reconcile(store_location, witness.ledger, "--witness-key", str(public_key_path(other)))
-    assert wrong.exit_code == 1 and "WITNESS_SIGNATURE_INVALID" in wrong.output
+    assert wrong.exit_code == 7 and "WITNESS_SIGNATURE_INVALID" in wrong.output
 
     # The witness table dropped from (a copy of) the ledger: reconcile says so rather than pass.
     copy = tmp_path / "copy.sqlite"
@@ -255,7 +255,7 @@ def test_a_witness_catches_up_on_checkpoints_signed_before_it_and_reconcile_chec
         raw.execute("DROP TABLE witnessed_checkpoints")
         raw.commit()
     dropped = reconcile(store_location, copy)
-    assert dropped.exit_code == 1 and "WITNESS_TABLE_MISSING" in dropped.output
+    assert dropped.exit_code == 7 and "WITNESS_TABLE_MISSING" in dropped.output
 
 
 def test_a_broker_whose_log_was_rolled_back_is_refused_by_its_witness_and_fails_closed(
@@ -281,7 +281,7 @@ def test_a_broker_whose_log_was_rolled_back_is_refused_by_its_witness_and_fails_
 
     assert any(e.kind == "fork" for e in read_witnessed(witness.ledger))
     found = reconcile(store_location, witness.ledger)
-    assert found.exit_code == 1 and "WITNESS_FORK" in found.output
+    assert found.exit_code == 7 and "WITNESS_FORK" in found.output
 
 
 def test_the_logs_checkpoints_deleted_from_its_database_are_found_by_reconcile(
@@ -293,7 +293,7 @@ def test_the_logs_checkpoints_deleted_from_its_database_are_found_by_reconcile(
                                          str(public_key_path(broker_key))])
     assert verified.exit_code == 0, verified.output  # every record is still sealed; no checkpoint is only a note
     found = reconcile(store_location, witness.ledger)
-    assert found.exit_code == 1 and "WITNESSED_CHECKPOINT_MISSING" in found.output
+    assert found.exit_code == 7 and "WITNESSED_CHECKPOINT_MISSING" in found.output
 
 
 def start_witness_again(demo_db, tmp_path, broker_key):
@@ -325,7 +325,7 @@ def test_a_witness_history_lost_from_the_ledger_stays_lost_across_a_restart(witn
         restarted.stop()
     found = reconcile(store_location, witness.ledger)
     expected = "WITNESS_TABLE_MISSING" if loss == "table dropped" else "WITNESS_HISTORY_LOST"
-    assert found.exit_code == 1 and expected in found.output, found.output
+    assert found.exit_code == 7 and expected in found.output, found.output
 
 
 def test_a_ledger_witnessed_before_the_mark_existed_is_marked_and_goes_on(witness, demo_db, tmp_path, broker_key):

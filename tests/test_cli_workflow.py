@@ -92,7 +92,7 @@ def test_the_workflow_from_the_command_line(broker_target, tmp_path):
     assert "revoked" in revoked.output and "sandboxes that kept the revocation: " in revoked.output
     assert verify_statement(statement.read_text(), Trust.load(dev_keys().trust)).policy_id == grant
     query = run(requester, "query", "--grant", grant, "--sql", "SELECT COUNT(*) AS n FROM tax.declarations")
-    assert query.exit_code == 2 and "GRANT_NOT_ACTIVE" in query.output
+    assert query.exit_code == 3 and "GRANT_NOT_ACTIVE" in query.output
 
 
 def test_rejecting_and_withdrawing_from_the_command_line(broker_target):
@@ -105,7 +105,7 @@ def test_rejecting_and_withdrawing_from_the_command_line(broker_target):
     withdrawn = run(requester, "request", "withdraw", second["name"])
     assert withdrawn.exit_code == 0 and "withdrawn" in withdrawn.output
     again = run(requester, "request", "withdraw", second["name"])
-    assert again.exit_code == 2 and "STATE_TRANSITION_INVALID" in again.output
+    assert again.exit_code == 3 and "STATE_TRANSITION_INVALID" in again.output
     listed = run(requester, "request", "list", "--state", "rejected", "--json")
     assert [r["name"] for r in json.loads(listed.output)["access_requests"]] == [first["name"]]
 
@@ -135,7 +135,9 @@ def test_query_explain_prints_the_rewrite_and_the_rules_and_runs_nothing(broker)
     # A DISTINCT over keys becomes its GROUP BY before the allowlist (expand_distinct_groups); here it does nothing.
     first = as_json["steps"][0]
     assert first["rule"] == "expand_distinct_groups" and first["action"] == "ACTION_UNCHANGED"
-    assert as_json["steps"][1] == {"rule": "reject_unsupported_syntax", "action": "ACTION_CHECKED",
+    assert as_json["steps"][1]["rule"] == "expand_date_forms"  # no EXTRACT, no date arithmetic: unchanged
+    assert as_json["steps"][1]["action"] == "ACTION_UNCHANGED"
+    assert as_json["steps"][2] == {"rule": "reject_unsupported_syntax", "action": "ACTION_CHECKED",
                                    "summary": "Refuse any node outside the allowlist, naming the construct."}
     refused = run(requester, "query", "--grant", GRANT, "--sql", "SELECT * FROM tax.declarations", "--explain")
-    assert refused.exit_code == 2 and "RAW_ROWS" in refused.output
+    assert refused.exit_code == 3 and "RAW_ROWS" in refused.output

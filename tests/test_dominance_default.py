@@ -140,7 +140,7 @@ def test_lint_refuses_off_without_a_reason_naming_the_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GRANT + "disclosure: {min_entities: 10, dominance: off}\n")
     run = lint(bad)
-    assert run.returncode == 1 and f"{bad}:11: dominance: off needs disclosure.dominance_off_reason" in run.stderr
+    assert run.returncode == 7 and f"{bad}:11: dominance: off needs disclosure.dominance_off_reason" in run.stderr
 
 
 def test_policy_show_and_review_show_print_the_waiver(capsys):

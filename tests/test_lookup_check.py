@@ -78,7 +78,7 @@ def test_lint_checks_a_policy_against_the_sandboxs_data_before_anyone_signs(demo
                       .replace('size_class: ["large", "medium", "micro", "small"]', 'size_class: ["large", "medium"]'))
     run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", "--sandbox-config", str(config),
                           str(good), str(broken)], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert run.returncode == 1, run.stderr
+    assert run.returncode == 7, run.stderr
     assert f"{good}: ok" in run.stdout and "matches the sandbox's data" in run.stdout
     line = next(i for i, text in enumerate(broken.read_text().splitlines(), 1) if "tax.streets:" in text)
     assert f"{broken}:{line}: lookup tax.streets of grant '{GRANT}' has no column 'street_nam'" in run.stderr

@@ -176,7 +176,7 @@ def test_lint_command_exits_non_zero_and_names_the_line(tmp_path):
     bad.write_text(VALID.replace("vat_paid: measure", "vat_paid: secret"))
     run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", str(bad)],
                          capture_output=True, text=True)
-    assert run.returncode == 1 and f"{bad}:9:" in run.stderr
+    assert run.returncode == 7 and f"{bad}:9:" in run.stderr
 
 
 @pytest.mark.parametrize("change", [
@@ -215,5 +215,5 @@ def test_lint_flags_a_policy_without_a_grantee_district(tmp_path):
     new.write_text(WITH_DISTRICT)
     run = subprocess.run([sys.executable, "-m", "broker.cli.main", "policy", "lint", str(old), str(new)],
                          capture_output=True, text=True)
-    assert run.returncode == 1 and f"{old}:3: grantee.district is missing" in run.stderr
+    assert run.returncode == 7 and f"{old}:3: grantee.district is missing" in run.stderr
     assert f"{new}: ok" in run.stdout

@@ -60,7 +60,7 @@ def test_query_prints_a_table(servers):
 def test_refusal_is_one_line_and_exits_non_zero(servers):
     _, broker, _ = servers
     run = cli(broker, "query", "--grant", GRANT, "--sql", "SELECT * FROM tax.declarations")
-    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.returncode == 3 and "Traceback" not in run.stderr
     assert run.stderr.strip().count("\n") == 0 and "RAW_ROWS" in run.stderr
     run = cli(broker, "query", "--grant", GRANT, "--json", "--sql", "SELECT vat_paid FROM tax.declarations")
     assert json.loads(run.stdout)["error"] == {"code": "INVALID_ARGUMENT", "reason": "RAW_ROWS", "message": json.loads(
@@ -71,7 +71,7 @@ def test_unreachable_broker_is_one_clear_line():
     run = subprocess.run([sys.executable, "-m", "broker.cli.main", "query", "--timeout",
                           "2", "--grant", GRANT, "--sql", "SELECT COUNT(*) FROM tax.declarations"],
                          capture_output=True, text=True, env=client_env("127.0.0.1:1"))
-    assert run.returncode == 1 and run.stderr.startswith("error: UNAVAILABLE") and "Traceback" not in run.stderr
+    assert run.returncode == 5 and run.stderr.startswith("error: UNAVAILABLE") and "Traceback" not in run.stderr
 
 
 def test_audit_commands_read_and_verify_the_log(servers):
@@ -83,7 +83,7 @@ def test_audit_commands_read_and_verify_the_log(servers):
     verified = cli(broker, "audit", "verify", "--log", str(log), "--pinned-key", str(log.with_suffix(".pub")))
     assert verified.returncode == 0 and "intact" in verified.stdout
     unpinned = cli(broker, "audit", "verify", "--log", str(log))
-    assert unpinned.returncode == 2 and "NOT verified" in unpinned.stdout
+    assert unpinned.returncode == 8 and "NOT verified" in unpinned.stdout
 
 
 def run_cli(*args, env=None):
@@ -131,7 +131,7 @@ def test_the_cli_needs_a_ca_or_an_explicit_plaintext(servers):
     assert run.returncode == 2 and "--ca" in run.stderr
     run = run_cli("query", "--plaintext", "--timeout", "3", "--grant", GRANT, "--sql",
                   "SELECT COUNT(*) FROM tax.declarations", env=env)
-    assert run.returncode == 1 and "UNAVAILABLE" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 5 and "UNAVAILABLE" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_refused_handshake_is_in_the_brokers_log(servers):
@@ -152,7 +152,7 @@ def test_policy_sign_then_lint_against_the_trust_file(tmp_path):
     policy = tmp_path / "grant.yaml"
     policy.write_text((POLICIES / f"{GRANT}.yaml").read_text())
     unsigned = run_cli("policy", "lint", "--trust", str(keys.trust), str(policy))
-    assert unsigned.returncode == 1 and "no approvals" in unsigned.stderr
+    assert unsigned.returncode == 7 and "no approvals" in unsigned.stderr
     for name, role in (("xuanwu-tax", "reviewer"), ("city-tax", "owner")):
         signed = run_cli("policy", "sign", str(policy), "--key", str(keys.signer_key(name)), "--key-id", f"{name}-1",
                          "--role", role, "--by", name)
@@ -160,7 +160,7 @@ def test_policy_sign_then_lint_against_the_trust_file(tmp_path):
     assert run_cli("policy", "lint", "--trust", str(keys.trust), str(policy)).returncode == 0
     policy.write_text(policy.read_text().replace("min_entities: 10", "min_entities: 3"))
     tampered = run_cli("policy", "lint", "--trust", str(keys.trust), str(policy))
-    assert tampered.returncode == 1 and "does not verify" in tampered.stderr and str(policy) in tampered.stderr
+    assert tampered.returncode == 7 and "does not verify" in tampered.stderr and str(policy) in tampered.stderr
 
 
 def test_the_state_the_servers_write_is_private(servers):

@@ -7,8 +7,6 @@ token, and each of those reads is itself recorded in the log.
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
 import json
 import sys
 from dataclasses import asdict
@@ -17,9 +15,24 @@ from pathlib import Path
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.cli.exit_codes import ExitCode
+from broker.cli.i18n import N_, _
+from broker.cli.output import chosen_format, output_options
+from broker.cli.timezones import read_time, shown_time
+from broker.cli.translated import TranslatedGroup
 from dsbroker.private_files import open_private
 
 DECISIONS = ("allow", "deny", "released", "error")
+
+
+def PROBLEM() -> str:  # noqa: N802 (a label, as the constants beside it)
+    """The label of a problem line ("problem: ..."), in the language in force."""
+    return _("problem")
+
+
+def NOTE() -> str:  # noqa: N802
+    """The label of a note line ("note: ..."), in the language in force."""
+    return _("note")
 _END = object()  # no page after this one
 
 
@@ -34,8 +47,9 @@ def filter_options(command):
     """The filters ``list`` and ``export`` share."""
     options = [
         click.option("--since", help="records at or after this time (ISO 8601, e.g. 2026-11-01 or "
-                                     "2026-11-01T08:00+08:00; a date alone is midnight UTC)"),
-        click.option("--until", help="records before this time (ISO 8601)"),
+                                     "2026-11-01T08:00+08:00); without an offset it is in the time zone of "
+                                     "--tz (default Asia/Shanghai): a date alone is midnight there"),
+        click.option("--until", help="records before this time (ISO 8601; read as --since is)"),
         click.option("--department", default="", help="only this department's records"),
         click.option("--grant", default="", help="only records under this grant (policy id)"),
         click.option("--decision", type=click.Choice(DECISIONS), help="only this decision"),
@@ -135,23 +149,15 @@ def _source(kwargs) -> _Source:
 def _where(since, until, department, grant, decision, event):
     from broker.access_log.log import RecordFilter
 
-    return RecordFilter(since=_time(since, "--since"), until=_time(until, "--until"), department=department,
-                        grant_id=grant, decision=decision or "", event=event)
+    return RecordFilter(since=read_time(since, "--since"), until=read_time(until, "--until"),
+                        department=department, grant_id=grant, decision=decision or "", event=event)
 
 
-def _time(text: str | None, option: str) -> str:
-    if not text:
-        return ""
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 date or time", param_hint=option) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+LIST_HEADINGS = (N_("seq"), N_("at"), N_("event"), N_("department"), N_("subject"), N_("grant"), N_("decision"),
+                 N_("reason"), N_("sql"))
 
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def audit() -> None:
     """The access log: list, show, export, verify, reconcile (auditors)."""
 
@@ -162,12 +168,16 @@ def audit() -> None:
 @filter_options
 @click.option("--after", default=0, show_default=True, help="start after this sequence number (paging)")
 @click.option("--limit", default=50, show_default=True, help="records per page")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per line, as stored (hashes checkable)")
+@click.option("--json", "as_json", is_flag=True,
+              help="one JSON object per line, as stored (hashes checkable; times in UTC); as --output json")
+@output_options
 @reporting_errors
-def audit_list(after, limit, as_json, since, until, department, grant, decision, event, **kwargs) -> None:
-    """List access records, oldest first, a page at a time."""
+def audit_list(after, limit, as_json, output, out, since, until, department, grant, decision, event,
+               **kwargs) -> None:
+    """List access records, oldest first, a page at a time; times in the --tz zone, with their offset."""
     from rich.table import Table
 
+    from broker.cli.exports import Sheet, write_csv, write_xlsx
     from broker.cli.output import console
 
     source = _source(kwargs)
@@ -178,19 +188,30 @@ def audit_list(after, limit, as_json, since, until, department, grant, decision,
         source.close()
     more = len(records) > limit
     records = records[:limit]
-    if as_json:
-        for record in records:
-            click.echo(json.dumps(asdict(record), ensure_ascii=False))
+    fmt = chosen_format(as_json, output)
+    if fmt == "json":
+        lines = "".join(json.dumps(asdict(record), ensure_ascii=False) + "\n" for record in records)
+        if out:
+            with open_private(out, "w", encoding="utf-8") as handle:
+                handle.write(lines)
+        else:
+            click.echo(lines, nl=False)
+        return
+    if fmt in ("csv", "xlsx"):
+        rows = [[r.seq, shown_time(r.at), r.event, r.department, r.subject, r.grant_id, r.decision, r.reason, r.sql]
+                for r in records]
+        (write_csv if fmt == "csv" else write_xlsx)(Sheet([_(h) for h in LIST_HEADINGS], rows,
+                                                          title=_("access records")), out)
         return
     table = Table(header_style="bold")
-    for name in ("seq", "at (UTC)", "event", "department", "subject", "grant", "decision", "reason", "sql"):
-        table.add_column(name, overflow="fold")
+    for name in LIST_HEADINGS:
+        table.add_column(_(name), overflow="fold", justify="right" if name == "seq" else "left")
     for r in records:
-        table.add_row(str(r.seq), r.at[:19], r.event, r.department, r.subject, r.grant_id, r.decision, r.reason,
-                      (r.sql[:60] + "…") if len(r.sql) > 60 else r.sql)
+        table.add_row(str(r.seq), shown_time(r.at), r.event, r.department, r.subject, r.grant_id, r.decision,
+                      r.reason, (r.sql[:60] + "…") if len(r.sql) > 60 else r.sql)
     console.print(table)
     if more:
-        console.print(f"more: --after {records[-1].seq}", style="dim")
+        console.print(_("more: --after {seq}").format(seq=records[-1].seq), style="dim")
 
 
 @audit.command("show")
@@ -211,6 +232,8 @@ def audit_show(seq, as_json, **kwargs) -> None:
     if record is None:
         raise DsbrokerError(f"no access record {seq}", reason="ACCESS_RECORD_NOT_FOUND")
     values = asdict(record)
+    if not as_json:
+        values["at"] = shown_time(record.at)
     cut = {"sql_cut": record.sql_cut, "rewritten_sql_cut": record.rewritten_sql_cut}
     if as_json:
         click.echo(json.dumps({**values, **cut}, ensure_ascii=False, indent=2))
@@ -229,31 +252,40 @@ def audit_show(seq, as_json, **kwargs) -> None:
 @log_option
 @client_options
 @filter_options
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--format", "--output", "fmt", type=click.Choice(["jsonl", "csv", "xlsx"]), default="jsonl",
+              show_default=True, help="jsonl (hashes checkable), csv (UTF-8 with BOM, for Excel) or xlsx (needs --out)")
 @click.option("--out", type=click.Path(dir_okay=False), help="write here instead of standard output")
 @reporting_errors
 def audit_export(fmt, out, since, until, department, grant, decision, event, **kwargs) -> None:
-    """Export records, as stored: JSON lines (hashes checkable) or CSV (detail as JSON)."""
+    """Export records, as stored: JSON lines (hashes checkable), CSV or XLSX (detail as JSON; at in UTC as
+    stored, at_local in the --tz zone)."""
+    from broker.cli.exports import Sheet, write_csv, write_xlsx
     from dsbroker.records.access_record import STORED_COLUMNS, to_row
 
+    if fmt == "xlsx" and not out:
+        raise click.UsageError(_("--output xlsx writes a file: pass --out FILE.xlsx"))
     source = _source(kwargs)
-    handle = open_private(out, "w", encoding="utf-8", newline="") if out else sys.stdout
     count = 0
     try:
-        writer = csv.DictWriter(handle, fieldnames=STORED_COLUMNS) if fmt == "csv" else None
-        if writer:
-            writer.writeheader()
-        for record in source.all_records(where=_where(since, until, department, grant, decision, event)):
-            if writer:
-                writer.writerow(to_row(record))
-            else:
-                handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-            count += 1
+        records = source.all_records(where=_where(since, until, department, grant, decision, event))
+        if fmt == "jsonl":
+            handle = open_private(out, "w", encoding="utf-8") if out else sys.stdout
+            try:
+                for record in records:
+                    handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+                    count += 1
+            finally:
+                if out:
+                    handle.close()
+        else:
+            headings = [*STORED_COLUMNS, "at_local"]
+            rows = [[*to_row(record).values(), shown_time(record.at)] for record in records]
+            count = len(rows)
+            (write_csv if fmt == "csv" else write_xlsx)(Sheet(headings, rows, title=_("access records")), out)
     finally:
         source.close()
-        if out:
-            handle.close()
-    click.echo(f"{count} record(s) exported" + (f" to {out}" if out else ""), err=True)
+    click.echo(_("{count} record(s) exported").format(count=count)
+               + (_(" to {out}").format(out=out) if out else ""), err=True)
 
 
 @audit.command("verify")
@@ -263,7 +295,7 @@ def audit_export(fmt, out, since, until, department, grant, decision, event, **k
               type=click.Path(exists=True, dir_okay=False),
               help="a broker's log key, as you pinned it (PEM; access-log.pub); repeat it for each broker that "
                    "writes the log [env DSBROKER_AUDIT_KEY, paths separated by ':']. Without one nothing signed "
-                   "can be checked, and verify exits 2")
+                   "can be checked, and verify exits 8")
 @click.option("--checkpoint", "kept", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="a checkpoint you kept (from 'audit checkpoint'); the log must still match it (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
@@ -271,7 +303,7 @@ def audit_export(fmt, out, since, until, department, grant, decision, event, **k
 def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
     """Check the chain, the seals, the signed checkpoints and gaps; print what is wrong and where.
 
-    Exits 0 when the log is intact and verified against a pinned key, 1 on any problem, and 2 when no
+    Exits 0 when the log is intact and verified against a pinned key, 7 on any problem, and 8 when no
     key was pinned (the log is then NOT verified, whatever the chain says)."""
     from dsbroker.records.checkpoints import Checkpoint, load_public_key
     from broker.audit.verify import verify_log
@@ -284,26 +316,29 @@ def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
         report = verify_log(source, public_keys=public_keys, kept_checkpoints=checkpoints)
     finally:
         source.close()
-    status = 1 if report.problems else 0 if report.verified else 2
-    summary = f"{report.records} records, {report.checkpoints} checkpoints"
+    status = ExitCode.CHECK_FAILED if report.problems else ExitCode.OK if report.verified else ExitCode.NOT_VERIFIED
+    summary = _("{records} records, {checkpoints} checkpoints").format(records=report.records,
+                                                                       checkpoints=report.checkpoints)
     if report.problems:
-        verdict = (f"access log NOT intact: {len(report.problems)} problem(s), first at seq "
-                   f"{report.problems[0].seq}; {summary}")
+        verdict = _("access log NOT intact: {count} problem(s), first at seq {seq}; {summary}").format(
+            count=len(report.problems), seq=report.problems[0].seq, summary=summary)
     elif report.verified:
-        verdict = f"access log intact: {summary}, verified against {len(public_keys)} pinned key(s)"
+        verdict = _("access log intact: {summary}, verified against {count} pinned key(s)").format(
+            summary=summary, count=len(public_keys))
     else:
-        verdict = (f"access log NOT verified: no pinned key, so no seal or checkpoint signature was checked and "
-                   f"anyone could have written it; pass --pinned-key (env DSBROKER_AUDIT_KEY); {summary}")
+        verdict = _("access log NOT verified: no pinned key, so no seal or checkpoint signature was checked and "
+                    "anyone could have written it; pass --pinned-key (env DSBROKER_AUDIT_KEY); {summary}").format(
+            summary=summary)
     if as_json:
         click.echo(json.dumps({"intact": report.intact, "verified": report.verified, "records": report.records,
-                               "checkpoints": report.checkpoints, "verdict": verdict,
+                               "checkpoints": report.checkpoints, "verdict": verdict, "exit_code": int(status),
                                "problems": [asdict(f) for f in report.problems],
                                "warnings": [asdict(f) for f in report.warnings]}, ensure_ascii=False))
         sys.exit(status)
     for finding in report.problems:
-        click.echo(f"problem: {finding} [{finding.kind}]", err=True)
+        click.echo(f"{PROBLEM()}: {finding} [{finding.kind}]", err=True)
     for finding in report.warnings:
-        click.echo(f"note: {finding}" if finding.seq else f"note: {finding.message}", err=True)
+        click.echo(f"{NOTE()}: {finding}" if finding.seq else f"{NOTE()}: {finding.message}", err=True)
     click.echo(verdict)
     sys.exit(status)
 
@@ -330,7 +365,8 @@ def audit_checkpoint(out, **kwargs) -> None:
     if out:
         with open_private(out, "a", encoding="utf-8") as handle:  # created 0600, like every state file
             handle.write(line + "\n")
-        click.echo(f"checkpoint at size {checkpoints[-1].size} appended to {out}", err=True)
+        click.echo(_("checkpoint at size {size} appended to {out}").format(size=checkpoints[-1].size, out=out),
+                   err=True)
     else:
         click.echo(line)
 
@@ -344,16 +380,12 @@ def audit_checkpoint(out, **kwargs) -> None:
 @click.option("--witness-key", "witness_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="a sandbox's witness public key (<ledger>.witness.pub unless configured): each checkpoint it "
                    "witnessed must carry its valid countersignature (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 @reporting_errors
-def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
+def audit_reconcile(ledgers, witness_keys, as_json, **kwargs) -> None:
     """Check the broker's log against sandboxes' execution ledgers, both ways, and against every checkpoint
-    head they witnessed; exit 1 on any difference."""
+    head they witnessed; exit 7 on any difference."""
     from dsbroker.records.checkpoints import load_public_key
-    from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
-    from dsbroker.records.chain import LedgerUnreadable
-    from dsbroker.records.executions import read_executions, verify_executions
-    from dsbroker.records.witnessed import (WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed,
-                                            witness_marked)
 
     keys = [load_public_key(path) for path in witness_keys]
     source = _source(kwargs)
@@ -362,44 +394,72 @@ def audit_reconcile(ledgers, witness_keys, **kwargs) -> None:
         checkpoints = source.checkpoints()
     finally:
         source.close()
-    bad = executed = witnessed = 0
+    problems_found: list[dict] = []  # {ledger, kind, message}
+    notes: list[dict] = []
+    executed = witnessed = 0
     for ledger in ledgers:
-        try:
-            executions = read_executions(ledger)
-        except LedgerUnreadable as error:  # the other ledgers are still reconciled
-            click.echo(f"problem: {ledger}: {error} [LEDGER_UNREADABLE]", err=True)
-            bad += 1
-            continue
-        problems = verify_executions(executions)
-        found = reconcile(records, executions)
-        try:
-            entries = read_witnessed(ledger)
-        except WitnessTableMissing:
-            entries = []
-            found.append(Discrepancy(ledger, "WITNESS_TABLE_MISSING", "the ledger has no witnessed checkpoints "
-                                     "table: written by an older dsbroker, or the table was dropped"))
-        except LedgerUnreadable as error:
-            entries = []
-            found.append(Discrepancy(ledger, "LEDGER_UNREADABLE", str(error)))
-        else:
-            if not entries and witness_marked(ledger):
-                found.append(Discrepancy(ledger, "WITNESS_HISTORY_LOST", "the ledger is marked as having witnessed "
-                                         "checkpoints, but its witness table is empty: its entries were deleted"))
-        problems += verify_witnessed(entries)
-        found += check_witnessed(records, checkpoints, entries, witness_keys=keys)
-        heads = [e for e in entries if e.kind == WITNESSED]
-        if checkpoints and not heads:
-            click.echo(f"note: {ledger}: the sandbox witnessed none of the log's checkpoints (does it pin the "
-                       "broker's key in broker_log_keys?); the log's end is checked only against kept checkpoints",
-                       err=True)
-        for problem in (*problems, *found):
-            click.echo(f"problem: {ledger}: {problem} [{getattr(problem, 'kind', 'LEDGER_CHAIN_BROKEN')}]", err=True)
-        bad += len(problems) + len(found)
-        executed += len(executions)
-        witnessed = max(witnessed, max((e.size for e in heads), default=0))
-    if bad:
-        click.echo(f"NOT reconciled: {bad} problem(s); {executed} executions in {len(ledgers)} ledger(s)")
-        sys.exit(1)
-    click.echo(f"reconciled: {executed} executions in {len(ledgers)} ledger(s), each decided in the access log, "
-               "and every release from these sandboxes executed"
-               + (f"; the log matches every checkpoint they witnessed (up to size {witnessed})" if witnessed else ""))
+        found, noted, executions, heads = _reconcile_ledger(ledger, records, checkpoints, keys)
+        problems_found += found
+        notes += noted
+        executed += executions
+        witnessed = max(witnessed, heads)
+    if problems_found:
+        verdict = _("NOT reconciled: {count} problem(s); {executed} executions in {ledgers} ledger(s)").format(
+            count=len(problems_found), executed=executed, ledgers=len(ledgers))
+    else:
+        verdict = _("reconciled: {executed} executions in {ledgers} ledger(s), each decided in the access log, and "
+                    "every release from these sandboxes executed").format(executed=executed, ledgers=len(ledgers))
+        if witnessed:
+            verdict += _("; the log matches every checkpoint they witnessed (up to size {size})").format(
+                size=witnessed)
+    status = ExitCode.CHECK_FAILED if problems_found else ExitCode.OK
+    if as_json:
+        click.echo(json.dumps({"reconciled": not problems_found, "executions": executed, "ledgers": len(ledgers),
+                               "witnessed_size": witnessed, "verdict": verdict, "exit_code": int(status),
+                               "problems": problems_found, "notes": notes}, ensure_ascii=False))
+        sys.exit(status)
+    for note in notes:
+        click.echo(f"{NOTE()}: {note['ledger']}: {note['message']}", err=True)
+    for problem in problems_found:
+        click.echo(f"{PROBLEM()}: {problem['ledger']}: {problem['message']} [{problem['kind']}]", err=True)
+    click.echo(verdict)
+    sys.exit(status)
+
+
+def _reconcile_ledger(ledger: str, records, checkpoints, keys) -> tuple[list[dict], list[dict], int, int]:
+    """One sandbox's ledger against the log: (problems, notes, executions in it, largest checkpoint witnessed)."""
+    from broker.audit.reconcile import Discrepancy, check_witnessed, reconcile
+    from dsbroker.records.chain import LedgerUnreadable
+    from dsbroker.records.executions import read_executions, verify_executions
+    from dsbroker.records.witnessed import (WITNESSED, WitnessTableMissing, read_witnessed, verify_witnessed,
+                                            witness_marked)
+
+    try:
+        executions = read_executions(ledger)
+    except LedgerUnreadable as error:  # the other ledgers are still reconciled
+        return [{"ledger": ledger, "kind": "LEDGER_UNREADABLE", "message": str(error)}], [], 0, 0
+    problems = verify_executions(executions)
+    found = reconcile(records, executions)
+    try:
+        entries = read_witnessed(ledger)
+    except WitnessTableMissing:
+        entries = []
+        found.append(Discrepancy(ledger, "WITNESS_TABLE_MISSING", "the ledger has no witnessed checkpoints "
+                                 "table: written by an older dsbroker, or the table was dropped"))
+    except LedgerUnreadable as error:
+        entries = []
+        found.append(Discrepancy(ledger, "LEDGER_UNREADABLE", str(error)))
+    else:
+        if not entries and witness_marked(ledger):
+            found.append(Discrepancy(ledger, "WITNESS_HISTORY_LOST", "the ledger is marked as having witnessed "
+                                     "checkpoints, but its witness table is empty: its entries were deleted"))
+    problems += verify_witnessed(entries)
+    found += check_witnessed(records, checkpoints, entries, witness_keys=keys)
+    heads = [e for e in entries if e.kind == WITNESSED]
+    notes = []
+    if checkpoints and not heads:
+        notes.append({"ledger": ledger, "message": _(
+            "the sandbox witnessed none of the log's checkpoints (does it pin the broker's key in "
+            "broker_log_keys?); the log's end is checked only against kept checkpoints")})
+    return ([{"ledger": ledger, "kind": getattr(problem, "kind", "LEDGER_CHAIN_BROKEN"), "message": str(problem)}
+             for problem in (*problems, *found)], notes, len(executions), max((e.size for e in heads), default=0))

@@ -9,11 +9,12 @@ from pathlib import Path
 import click
 
 from broker.cli.common import reporting_errors
+from broker.cli.translated import TranslatedGroup
 
 DEFAULT_OUT = ".cache/demo/demo-tax.duckdb"
 
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def data() -> None:
     """Demo data."""
 

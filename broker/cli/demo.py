@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-@click.command()
+from broker.cli.translated import TranslatedCommand
+
+@click.command(cls=TranslatedCommand)
 @click.option("--cache-dir", default=".cache/demo", show_default=True, type=click.Path(file_okay=False),
               help="where the demo data and state live")
 @click.option("--taxpayers", default=20_000, show_default=True, help="taxpayers in the demo data")

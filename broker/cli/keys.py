@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from broker.cli.common import reporting_errors
+from broker.cli.translated import TranslatedGroup
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def keys() -> None:
     """Development keys: certificate authorities, certificates, the identity provider's key."""
 
@@ -46,7 +47,7 @@ def keys_client(name, directory) -> None:
     click.echo(f"{cert}\n{key}")
 
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def token() -> None:
     """Caller tokens."""
 

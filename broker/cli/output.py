@@ -1,47 +1,150 @@
-"""How the CLI prints results and errors: a readable table, or JSON with --json."""
+"""How the CLI prints results and errors: a readable table in the language in force, JSON with --json, or a
+spreadsheet (CSV, XLSX) with --output."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
+from decimal import Decimal
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from broker.cli.exit_codes import exit_code_for
+from broker.cli.exports import FORMATS, Sheet, write_csv, write_xlsx
+from broker.cli.i18n import N_, _
+from broker.cli.money import unit_name
+from broker.cli.reasons import explained, rule_note
+from broker.cli.timezones import shown_time
 from broker.client.sdk import QueryResult
 from dsbroker.errors import DsbrokerError
+from dsbroker.private_files import write_private
 
 console = Console()
 
 
-def print_result(result: QueryResult, *, as_json: bool) -> None:
-    """Print a query result as a table (with what disclosure control did), or as JSON."""
-    if as_json:
-        click.echo(json.dumps(result.as_json(), ensure_ascii=False))
+def output_options(command):
+    """``--output FORMAT`` and ``--out FILE`` for commands whose rows may go to a file or a spreadsheet."""
+    options = [
+        click.option("--output", "-o", "output", type=click.Choice(FORMATS), default="table", show_default=True,
+                     help="table on the screen, json, csv (UTF-8 with BOM, for Excel) or xlsx (needs --out)"),
+        click.option("--out", type=click.Path(dir_okay=False), help="write csv, xlsx or json to this file"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def unit_option(command):
+    """``--unit yuan|wan``: how money (fen in the data) is shown."""
+    return click.option("--unit", type=click.Choice(["yuan", "wan"]), default="yuan", show_default=True,
+                        help="show money in 元 or 万元 (--json keeps exact integers in fen)")(command)
+
+
+def chosen_format(as_json: bool, output: str) -> str:
+    """The output format: --json is --output json."""
+    return "json" if as_json else output
+
+
+def write_json(value, out: str | None) -> None:
+    """``value`` as one JSON document, to ``out`` or standard output."""
+    text = json.dumps(value, ensure_ascii=False)
+    if out:
+        write_private(out, text + "\n")
+    else:
+        click.echo(text)
+
+
+def print_result(result: QueryResult, *, fmt: str = "table", out: str | None = None, unit: str = "yuan",
+                 money: frozenset[int] | set[int] = frozenset()) -> None:
+    """Print a query result as a table (with what disclosure control did), as JSON, or write it as CSV or XLSX.
+
+    ``money`` holds the indexes of columns in fen, shown in ``unit``; JSON keeps them in fen."""
+    if fmt == "json":
+        write_json(result.as_json(), out)
         return
+    headings, rows = _result_rows(result, unit, money)
+    if fmt in ("csv", "xlsx"):
+        sheet = Sheet(headings, rows, money=set(money), unit_name=unit_name(unit), title=_("query result"))
+        (write_csv if fmt == "csv" else write_xlsx)(sheet, out)
+        if out:
+            click.echo(_("{count} row(s) written to {out}").format(count=len(rows), out=out), err=True)
+        return
+    numeric = {c for c in range(len(headings)) if c in money or any(_is_number(row[c]) for row in rows)}
     table = Table(show_lines=False, header_style="bold")
-    for name in result.columns:
-        table.add_column(name, justify="left")
+    for c, name in enumerate(headings):
+        table.add_column(name, justify="right" if c in numeric else "left")
+    for row in rows:
+        table.add_row(*[money_text_of(v, unit) if c in money and isinstance(v, Decimal) else _cell(v)
+                        for c, v in enumerate(row)])
+    console.print(table)
+    console.print(_("; ").join(_result_notes(result)), style="dim")
+
+
+def _result_rows(result: QueryResult, unit: str, money) -> tuple[list[str], list[list]]:
+    """Headings and rows as a reader gets them: markers for withheld and rolled-up cells, money in ``unit``
+    (exact Decimals), and a column of partitions left out when an encrypted sum left any out."""
+    headings = [f"{name} ({unit_name(unit)})" if c in money else name for c, name in enumerate(result.columns)]
+
+    def value(r: int, c: int, v):
+        if (r, c) in result.withheld:
+            return "x"
+        if (r, c) in result.rolled_up:
+            return _("(all)")
+        return money_amount(v, unit) if c in money and _is_number(v) else v
+
+    rows = [[value(r, c, v) for c, v in enumerate(row)] for r, row in enumerate(result.rows)]
     left_out = (result.encryption or {}).get("partitions_withheld") or []
     if any(left_out):
-        table.add_column("partitions left out", justify="right", style="dim")
-    for r, row in enumerate(result.rows):
-        cells = ["x" if (r, c) in result.withheld else "(all)" if (r, c) in result.rolled_up else _cell(v)
-                 for c, v in enumerate(row)]
-        table.add_row(*cells, *([str(left_out[r]) if left_out[r] else ""] if any(left_out) else []))
-    console.print(table)
-    notes = [f"{len(result.rows)} row(s)"] + [r["description"] for r in result.disclosure_rules]
+        headings.append(_("partitions left out"))
+        for row, count in zip(rows, left_out, strict=True):
+            row.append(count or None)
+    return headings, rows
+
+
+def _result_notes(result: QueryResult) -> list[str]:
+    notes = [_("{count} row(s)").format(count=len(result.rows))] + [rule_note(r) for r in result.disclosure_rules]
     if result.encryption:
         partitions = result.encryption["partitions"]
-        notes.append(f"decrypted here with key {result.encryption['key_id'][:19]}…"
-                     + (f", the sum of {partitions} partitions" if partitions > 1 else ""))
+        notes.append(_("decrypted here with key {key}…").format(key=result.encryption["key_id"][:19])
+                     + (_(", the sum of {count} partitions").format(count=partitions) if partitions > 1 else ""))
     if result.withheld:
-        notes.append("x: withheld by disclosure control")
+        notes.append(_("x: withheld by disclosure control"))
     if result.truncated:
-        notes.append("truncated at the grant's cap on groups")
-    notes.append(f"access record #{result.access_record}")
-    console.print("; ".join(notes), style="dim")
+        notes.append(_("truncated at the grant's cap on groups"))
+    notes.append(_("access record #{seq}").format(seq=result.access_record))
+    return notes
+
+
+def money_amount(fen, unit: str) -> Decimal:
+    """``fen`` in ``unit`` as an exact Decimal (what CSV and XLSX carry)."""
+    from broker.cli.money import UNITS
+
+    return (fen if isinstance(fen, Decimal) else Decimal(str(fen))) / UNITS[unit][0]
+
+
+def money_text_of(amount: Decimal, unit: str) -> str:
+    """An amount already in ``unit``, as the table shows it: grouped, two decimals."""
+    from broker.cli.i18n import language
+    from broker.cli.money import UNITS, money_text
+
+    return money_text(amount * UNITS[unit][0], unit, language())
+
+
+def print_rows(headings, rows, *, right: frozenset[int] | set[int] = frozenset()) -> None:
+    """A plain table of ``rows`` under ``headings`` (already translated); ``right``: right-aligned columns."""
+    table = Table(header_style="bold")
+    for c, name in enumerate(headings):
+        table.add_column(name, justify="right" if c in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*[_cell(v) for v in row])
+    console.print(table)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
 
 
 def print_explanation(explanation, *, as_json: bool) -> None:
@@ -51,35 +154,38 @@ def print_explanation(explanation, *, as_json: bool) -> None:
         return
     from broker.v1 import query_service_pb2 as pb
 
-    console.print("SQL the sandbox would run:", style="bold")
+    console.print(_("SQL the sandbox would run:"), style="bold")
     click.echo(explanation.rewritten_sql)  # unwrapped, to copy
     if explanation.release_plan:
-        console.print("computed from the cells it releases, after disclosure control:", style="bold")
+        console.print(_("computed from the cells it releases, after disclosure control:"), style="bold")
         click.echo(explanation.release_plan)
-    table = Table(header_style="bold", title="guard rules, in order")
-    for name in ("rule", "did", "what it is for"):
-        table.add_column(name)
+    table = Table(header_style="bold", title=_("guard rules, in order"))
+    for name in (N_("rule"), N_("did"), N_("what it is for")):
+        table.add_column(_(name))
     for step in explanation.steps:
         table.add_row(step.rule, pb.GuardStep.Action.Name(step.action).removeprefix("ACTION_").lower(), step.summary)
     console.print(table)
-    notes = [rule.description for rule in explanation.disclosure_rules]
-    notes.append(f"at most {explanation.max_groups:,} groups")
+    notes = [rule_note({"rule": r.rule, "column": r.column, "threshold": r.threshold, "description": r.description})
+             for r in explanation.disclosure_rules]
+    notes.append(_("at most {count} groups").format(count=f"{explanation.max_groups:,}"))
     if explanation.lookup_tables:
-        notes.append("joins " + ", ".join(explanation.lookup_tables))
-    notes.append(f"nothing was run; access record #{explanation.access_record.removeprefix('accessRecords/')}")
-    console.print("; ".join(notes), style="dim")
+        notes.append(_("joins {tables}").format(tables=", ".join(explanation.lookup_tables)))
+    notes.append(_("nothing was run; access record #{seq}").format(
+        seq=explanation.access_record.removeprefix("accessRecords/")))
+    console.print(_("; ").join(notes), style="dim")
 
 
 def fail(error: DsbrokerError, *, as_json: bool) -> None:
-    """Print one clear line (or a JSON error object) and exit non-zero."""
-    code = error.code.name if hasattr(error.code, "name") else str(error.code)
+    """Print one clear line (or a JSON error object) and exit with the code of the error's kind."""
+    code = error.code_name
     if as_json:
         click.echo(json.dumps({"error": {"code": code, "reason": error.reason, "message": error.message,
                                          "metadata": error.metadata}}, ensure_ascii=False))
     else:
         where = ", ".join(f"{k}={v}" for k, v in error.metadata.items() if k in ("rule", "table", "column"))
-        click.echo(f"error: {code} {error.reason}: {error.message}" + (f" [{where}]" if where else ""), err=True)
-    sys.exit(2 if code in ("INVALID_ARGUMENT", "PERMISSION_DENIED", "NOT_FOUND", "FAILED_PRECONDITION") else 1)
+        label = _("error")
+        click.echo(f"{label}: {code} {error.reason}: {explained(error)}" + (f" [{where}]" if where else ""), err=True)
+    sys.exit(exit_code_for(error))
 
 
 def _cell(value) -> str:
@@ -90,6 +196,14 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     return str(value)
+
+
+def _shown_text_time(text: str) -> str:
+    """An ISO 8601 time the API sends as text, in the display zone; as sent when it does not parse."""
+    try:
+        return shown_time(text)
+    except ValueError:
+        return text
 
 
 def _json(message) -> dict:
@@ -112,7 +226,7 @@ def _policy_state(value: int) -> str:
 
 def _next_page(token: str) -> None:
     if token:
-        console.print(f"more: --page-token {token}", style="dim")
+        console.print(_("more: --page-token {token}").format(token=token), style="dim")
 
 
 def print_datasets(datasets, *, as_json: bool) -> None:
@@ -121,8 +235,8 @@ def print_datasets(datasets, *, as_json: bool) -> None:
         click.echo(json.dumps([_json(d) for d in datasets], ensure_ascii=False))
         return
     table = Table(header_style="bold")
-    for name in ("dataset", "title", "columns", "requestable", "approvals"):
-        table.add_column(name, overflow="fold")
+    for name in (N_("dataset"), N_("title"), N_("columns"), N_("requestable"), N_("approvals")):
+        table.add_column(_(name), overflow="fold", justify="right" if name in ("columns", "requestable") else "left")
     for d in datasets:
         table.add_row(d.name, d.title, str(len(d.columns)), str(sum(1 for c in d.columns if c.levels)),
                       " → ".join(d.approval_stages))
@@ -137,11 +251,14 @@ def print_dataset(dataset, *, as_json: bool) -> None:
     console.print(f"[bold]{dataset.name}[/bold]  {dataset.title}")
     if dataset.description:
         console.print(dataset.description)
-    console.print(f"entity (privacy unit): {dataset.entity_column or '—'};  at least {dataset.min_entities} per cell;  "
-                  f"row filter: {dataset.row_filter or 'none'};  approvals: {' → '.join(dataset.approval_stages)}")
+    console.print(_("entity (privacy unit): {entity};  at least {k} per cell;  row filter: {row_filter};  "
+                    "approvals: {stages}").format(entity=dataset.entity_column or "—", k=dataset.min_entities,
+                                                  row_filter=dataset.row_filter or _("none"),
+                                                  stages=" → ".join(dataset.approval_stages)))
     table = Table(header_style="bold")
-    for name in ("column", "type", "unit", "classification", "may be requested for", "description"):
-        table.add_column(name, overflow="fold")
+    for name in (N_("column"), N_("type"), N_("unit"), N_("classification"), N_("may be requested for"),
+                 N_("description")):
+        table.add_column(_(name), overflow="fold")
     for c in dataset.columns:
         table.add_row(c.name, c.type, c.unit, c.classification, ", ".join(c.levels) or "—", c.description)
     console.print(table)
@@ -157,11 +274,11 @@ def print_requests(requests, token: str, *, as_json: bool) -> None:
                               ensure_ascii=False))
         return
     table = Table(header_style="bold")
-    for name in ("request", "state", "department", "dataset", "submitted", "purpose"):
-        table.add_column(name, overflow="fold", no_wrap=name in ("request", "state"))
+    for name in (N_("request"), N_("state"), N_("department"), N_("dataset"), N_("submitted"), N_("purpose")):
+        table.add_column(_(name), overflow="fold", no_wrap=name in ("request", "state"))
     for r in requests:
         table.add_row(r.name.removeprefix("accessRequests/"), _state(r.state), r.department, r.dataset,
-                      r.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"), r.purpose[:60])
+                      shown_time(r.create_time.ToDatetime(tzinfo=dt.timezone.utc), seconds=False), r.purpose[:60])
     console.print(table)
     _next_page(token)
 
@@ -175,34 +292,41 @@ def print_request(request, *, as_json: bool, full: bool = False) -> None:
     console.print(f"[bold]{request.name.removeprefix('accessRequests/')}[/bold]  {_state(request.state)}"
                   + (f"  → {request.policy.removeprefix('policies/')}" if request.policy else "")
                   + (f"  ({request.state_reason})" if request.state_reason else ""))
-    console.print(f"{request.department} ({request.district}), by {request.requester}: {request.purpose}")
+    console.print(_("{department} ({district}), by {requester}: {purpose}").format(
+        department=request.department, district=request.district, requester=request.requester,
+        purpose=request.purpose))
     done = len(request.approvals)
     if done < len(stages) and _state(request.state) in ("submitted", "reviewed"):
-        console.print(f"awaiting: {stages[done]} (stage {done + 1} of {len(stages)})", style="yellow")
+        console.print(_("awaiting: {stage} (stage {number} of {stages})").format(
+            stage=stages[done], number=done + 1, stages=len(stages)), style="yellow")
     if not full:
         return
-    console.print(f"dataset {request.dataset}; valid {request.valid_from} to {request.valid_until}; "
-                  f"{request.queries_per_day} queries a day" +
-                  (f", {request.queries_total} in all" if request.queries_total else ""))
-    table = Table(header_style="bold", title="columns asked for")
-    for name in ("column", "use", "why"):
-        table.add_column(name, overflow="fold")
+    console.print(_("dataset {dataset}; valid {valid_from} to {valid_until}; {per_day} queries a day").format(
+        dataset=request.dataset, valid_from=request.valid_from, valid_until=request.valid_until,
+        per_day=request.queries_per_day)
+        + (_(", {total} in all").format(total=request.queries_total) if request.queries_total else ""))
+    table = Table(header_style="bold", title=_("columns asked for"))
+    for name in (N_("column"), N_("use"), N_("why")):
+        table.add_column(_(name), overflow="fold")
     from broker.v1 import access_request_service_pb2 as pb
 
     for c in request.columns:
         table.add_row(c.column, pb.ColumnUse.Name(c.use).removeprefix("COLUMN_USE_").lower(), c.reason)
     console.print(table)
     for a in request.approvals:
-        console.print(f"approved as {a.role} by {a.by} ({a.subject}) at {a.signed_at}"
-                      + (f": {a.comment}" if a.comment else ""), style="green")
+        console.print(_("approved as {role} by {by} ({subject}) at {at}").format(
+            role=a.role, by=a.by, subject=a.subject, at=_shown_text_time(a.signed_at))
+            + (f": {a.comment}" if a.comment else ""), style="green")
     for check in request.example_checks:
         if check.accepted:
-            console.print(f"[green]accepted[/green]  {check.sql}\n          runs as: {check.rewritten_sql}")
+            accepted, runs_as = _("accepted"), _("runs as:")
+            console.print(f"[green]{accepted}[/green]  {check.sql}\n          {runs_as} {check.rewritten_sql}")
         else:
-            console.print(f"[red]refused[/red]   {check.sql}\n          {check.reason}: {check.message}")
+            refused = _("refused")
+            console.print(f"[red]{refused}[/red]   {check.sql}\n          {check.reason}: {check.message}")
     if not request.example_checks and request.example_queries:
-        console.print("example queries:\n  " + "\n  ".join(request.example_queries))
-    console.rule("drafted policy (the body approvers sign)")
+        console.print(_("example queries:") + "\n  " + "\n  ".join(request.example_queries))
+    console.rule(_("drafted policy (the body approvers sign)"))
     click.echo(request.draft_policy.rstrip())
     _print_dominance_waiver(request.draft_policy)
 
@@ -214,11 +338,12 @@ def print_policies(policies, token: str, *, as_json: bool) -> None:
                               ensure_ascii=False))
         return
     table = Table(header_style="bold")
-    for name in ("policy", "state", "department", "dataset", "valid"):
-        table.add_column(name, overflow="fold", no_wrap=name == "policy")
+    for name in (N_("policy"), N_("state"), N_("department"), N_("dataset"), N_("valid")):
+        table.add_column(_(name), overflow="fold", no_wrap=name == "policy")
     for p in policies:
         table.add_row(f"{p.name.removeprefix('policies/')} v{p.version}", _policy_state(p.state), p.department,
-                      p.dataset, f"{p.valid_from or '…'} to {p.valid_until or '…'}")
+                      p.dataset, _("{valid_from} to {valid_until}").format(valid_from=p.valid_from or "…",
+                                                                            valid_until=p.valid_until or "…"))
     console.print(table)
     _next_page(token)
 
@@ -231,11 +356,12 @@ def print_policy(policy, *, as_json: bool) -> None:
     console.print(f"[bold]{policy.name.removeprefix('policies/')}[/bold] v{policy.version}  "
                   f"{_policy_state(policy.state)}"
                   + (f"  ({policy.state_reason})" if policy.state_reason else ""))
-    console.print(f"{policy.department} on {policy.dataset}, valid {policy.valid_from or '…'} to "
-                  f"{policy.valid_until or '…'}: {policy.purpose}")
+    console.print(_("{department} on {dataset}, valid {valid_from} to {valid_until}: {purpose}").format(
+        department=policy.department, dataset=policy.dataset, valid_from=policy.valid_from or "…",
+        valid_until=policy.valid_until or "…", purpose=policy.purpose))
     if policy.document:
         _print_dominance_waiver(policy.document)
-        console.rule(f"signed document (sha256 {policy.sha256[:16]}…)")
+        console.rule(_("signed document (sha256 {digest}…)").format(digest=policy.sha256[:16]))
         click.echo(policy.document.rstrip())
 
 
@@ -249,4 +375,4 @@ def _print_dominance_waiver(document: str) -> None:
     except DsbrokerError:
         return  # what does not load is reported where it is used, not here
     if waiver is not None:
-        console.print(f"warning: {waiver_warning(waiver)}", style="yellow", highlight=False)
+        console.print(_("warning") + f": {waiver_warning(waiver)}", style="yellow", highlight=False)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
 from broker.cli.common import reporting_errors
+from broker.cli.i18n import _
+from broker.cli.translated import TranslatedGroup
 from broker.cli.workflow import add_policy_commands
 from dsbroker.errors import DsbrokerError
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def policy() -> None:
     """Policies (grants): lint and sign files; list, show, suspend, resume and revoke them at the broker."""
 
@@ -23,48 +26,39 @@ def policy() -> None:
 @click.option("--sandbox-config", type=click.Path(exists=True, dir_okay=False),
               help="also check the dataset, columns and lookups against the data of the sandbox configured "
                    "in this TOML file (its data and datasets), as the sandbox will")
-def policy_lint(files, trust, sandbox_config) -> None:
-    """Check policy files; print FILE:LINE: problem for each, exit 1 if any.
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object: each file's problems and warnings")
+def policy_lint(files, trust, sandbox_config, as_json) -> None:
+    """Check policy files; print FILE:LINE: problem for each, exit 7 if any.
 
     Warnings (FILE:LINE: warning: ...) name what serves but weakens a protection, such as the dominance
     rule turned off, with the owner's reason; they do not fail the check."""
     import contextlib
 
-    from dsbroker.policy.model import load_policy
-    from broker.cli.policy_lint import data_problems, policy_problems, policy_warnings, sandbox_checker
-    from dsbroker.policy.signing import Trust, verify_policy
+    from broker.cli.exit_codes import ExitCode
+    from broker.cli.policy_lint import lint_file, sandbox_checker
+    from dsbroker.policy.signing import Trust
 
     with contextlib.ExitStack() as stack:
         try:
             trusted = Trust.load(trust) if trust else None
             checker = stack.enter_context(sandbox_checker(sandbox_config)) if sandbox_config else None
         except DsbrokerError as error:
-            click.echo(str(error), err=True)
-            sys.exit(2)
-        bad = 0
-        for file in files:
-            try:
-                loaded = load_policy(file)
-                if trusted is not None:
-                    verify_policy(loaded.document, trusted, source=file)
-                problems = policy_problems(loaded) + (data_problems(loaded, checker) if checker is not None else [])
-            except DsbrokerError as error:
-                bad += 1
-                click.echo(str(error) if error.message.startswith(file) else f"{file}: {error.message}", err=True)
-                continue
-            for line, problem in problems:
-                click.echo(f"{file}:{line}: {problem}", err=True)
-            warnings = policy_warnings(loaded)
-            for line, warning in warnings:
-                click.echo(f"{file}:{line}: warning: {warning}", err=True)
-            if problems:
-                bad += 1
-                continue
-            checked = ", approvals verify" if trusted else ""
-            checked += ", matches the sandbox's data" if checker is not None else ""
-            checked += f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}" if warnings else ""
-            click.echo(f"{file}: ok ({loaded.id} v{loaded.version}{checked})")
-    sys.exit(1 if bad else 0)
+            if as_json:
+                click.echo(json.dumps({"error": {"code": error.code_name, "reason": error.reason,
+                                                 "message": error.message}}, ensure_ascii=False))
+            else:
+                click.echo(str(error), err=True)
+            sys.exit(ExitCode.USAGE)  # the --trust or --sandbox-config given cannot be used
+        reports = [lint_file(file, trusted, checker) for file in files]
+    status = ExitCode.CHECK_FAILED if any(not r.ok for r in reports) else ExitCode.OK
+    if as_json:
+        click.echo(json.dumps({"ok": status == ExitCode.OK, "exit_code": int(status),
+                               "files": [r.as_json() for r in reports]}, ensure_ascii=False))
+        sys.exit(status)
+    for report in reports:
+        for line, to_stderr in report.lines():
+            click.echo(line, err=to_stderr)
+    sys.exit(status)
 
 
 @policy.command("sign")
@@ -84,7 +78,8 @@ def policy_sign(file, key_path, key_id, role, signer, out) -> None:
     text = Path(file).read_text(encoding="utf-8")
     signed = sign_policy(text, load_private_key(key_path), key_id=key_id, role=role, by=signer)
     Path(out or file).write_text(signed, encoding="utf-8")
-    click.echo(f"{out or file}: signed as {role} by {signer} ({key_id})")
+    click.echo(_("{file}: signed as {role} by {by} ({key_id})").format(file=out or file, role=role, by=signer,
+                                                                        key_id=key_id))
 
 
 add_policy_commands(policy)

@@ -16,9 +16,11 @@ refuses under its own grant is a problem too: it would be refused at every run.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from typing import Iterator
 
-from dsbroker.errors import ConfigError
+from broker.cli.i18n import N_, _, n_
+from dsbroker.errors import ConfigError, DsbrokerError
 from dsbroker.policy.model import DOMINANCE_OFF_REASON, ColumnLevel, Policy
 from dsbroker.settings import load_settings
 from sandbox.settings import SandboxSettings
@@ -40,8 +42,9 @@ def sandbox_checker(config: str) -> Iterator:
 def policy_problems(policy: Policy) -> list[tuple[int, str]]:
     """(line, problem) for what in a loaded policy keeps it from serving."""
     if policy.district is None:
-        return [(_line_of(policy.document, "grantee:"), 'grantee.district is missing; name the grantee\'s district '
-                 '(grantee: {department: ..., district: "320102"}): no query runs under a grant without it')]
+        return [(_line_of(policy.document, "grantee:"), _(
+            'grantee.district is missing; name the grantee\'s district (grantee: {{department: ..., district: '
+            '"320102"}}): no query runs under a grant without it').format())]
     return product_problems(policy)
 
 
@@ -76,8 +79,8 @@ def policy_warnings(policy: Policy) -> list[tuple[int, str]]:
 
 def waiver_warning(reason: str) -> str:
     """What a reader of a grant whose dominance rule is off is told (lint, policy show, review show)."""
-    return ("the dominance rule is off: a SUM or AVG cell that one or two taxpayers make up is released; the "
-            f"owner's reason: {reason}")
+    return _("the dominance rule is off: a SUM or AVG cell that one or two taxpayers make up is released; the "
+             "owner's reason: {reason}").format(reason=reason)
 
 
 def data_problems(policy: Policy, checker) -> list[tuple[int, str]]:
@@ -103,3 +106,60 @@ def _line_of(text: str, *needles: str) -> int:
             if needle in line and not line.lstrip().startswith("#"):
                 return number
     return 1
+
+
+@dataclass
+class LintReport:
+    """What lint found in one file: a load error, or problems and warnings by line."""
+
+    file: str
+    policy: str = ""  # "id vN" once it loads
+    error: str = ""
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+    checked: tuple[str, ...] = ()  # what else was checked: approvals, the sandbox's data
+
+    @property
+    def ok(self) -> bool:
+        """No load error and no problem (warnings do not fail lint)."""
+        return not self.error and not self.problems
+
+    def as_json(self) -> dict:
+        """The report as ``policy lint --json`` prints it for this file."""
+        return {"file": self.file, "ok": self.ok, "policy": self.policy, "error": self.error,
+                "problems": [{"line": n, "message": m} for n, m in self.problems],
+                "warnings": [{"line": n, "message": m} for n, m in self.warnings], "checked": list(self.checked)}
+
+    def lines(self) -> list[tuple[str, bool]]:
+        """The lines lint prints, each with whether it goes to standard error (all but the "ok" line)."""
+        if self.error:
+            return [(self.error if self.error.startswith(self.file) else f"{self.file}: {self.error}", True)]
+        out = [(f"{self.file}:{n}: {m}", True) for n, m in self.problems]
+        warning = _("warning")
+        out += [(f"{self.file}:{n}: {warning}: {m}", True) for n, m in self.warnings]
+        if not self.problems:
+            checked = "".join(f", {_(c)}" for c in self.checked)
+            count = len(self.warnings)
+            checked += n_(", {count} warning", ", {count} warnings", count).format(count=count) if count else ""
+            ok = _("ok")
+            out.append((f"{self.file}: {ok} ({self.policy}{checked})", False))
+        return out
+
+
+def lint_file(file: str, trusted, checker) -> LintReport:
+    """Lint one policy file: load it, verify its approvals against ``trusted`` (if any), check it against the
+    sandbox's data through ``checker`` (if any)."""
+    from dsbroker.policy.model import load_policy
+    from dsbroker.policy.signing import verify_policy
+
+    try:
+        loaded = load_policy(file)
+        if trusted is not None:
+            verify_policy(loaded.document, trusted, source=file)
+        problems = policy_problems(loaded) + (data_problems(loaded, checker) if checker is not None else [])
+    except DsbrokerError as error:
+        return LintReport(file, error=error.message)
+    checked = ((N_("approvals verify"),) if trusted is not None else ()) + \
+        ((N_("matches the sandbox's data"),) if checker is not None else ())
+    return LintReport(file, policy=f"{loaded.id} v{loaded.version}", problems=problems,
+                      warnings=policy_warnings(loaded), checked=checked)

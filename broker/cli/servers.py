@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from broker.cli.common import reporting_errors
+from broker.cli.translated import TranslatedCommand, TranslatedGroup
 from broker.settings import BrokerSettings
 from dsbroker.settings import load_settings
 from sandbox.settings import SandboxSettings
@@ -15,7 +16,7 @@ METRICS_HELP = "HOST:PORT to serve Prometheus metrics on (HTTP); default: none"
 HEALTH_HELP = "loopback HOST:PORT to serve plaintext gRPC health on, for probes without a certificate; default: none"
 
 
-@click.command()
+@click.command(cls=TranslatedCommand)
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="broker TOML file")
 @click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free port)")
 @click.option("--policies", type=click.Path(file_okay=False), help="directory of policy YAML files")
@@ -34,7 +35,7 @@ def serve(config, listen, policies, sandbox, access_log, metrics_listen, health_
     _serve(start_broker(settings), port_file)
 
 
-@click.group("sandbox")
+@click.group(cls=TranslatedGroup, name="sandbox")
 def sandbox_group() -> None:
     """The data owner's side."""
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.cli.i18n import _
+from broker.cli.translated import TranslatedGroup
 from dsbroker.errors import ConfigError
 
 STATES = ("submitted", "reviewed", "active", "rejected", "withdrawn", "suspended", "revoked", "expired", "exhausted")
@@ -26,7 +28,7 @@ def _client(broker, token, ca, cert, key, plaintext):
 
 # -- catalog -------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def catalog() -> None:
     """The owners' catalog (数据目录): datasets and their columns, never values."""
 
@@ -93,7 +95,7 @@ def catalog_draft(config, datasets, out, force) -> None:
 
 # -- requests ------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def request() -> None:
     """Access requests: what a department asks of a dataset, and why."""
 
@@ -152,7 +154,7 @@ def request_withdraw(name, broker, token, ca, cert, key, plaintext, reason, as_j
 
 # -- review --------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def review() -> None:
     """Review access requests: the district reviewer first, then the owner, who signs the policy."""
 
@@ -228,10 +230,10 @@ def review_approve(name, broker, token, ca, cert, key, plaintext, signing_key, k
         current = client.get_request(name)
         stages, done = list(current.approval_stages), len(current.approvals)
         if done >= len(stages):
-            raise ConfigError(f"{current.name} has every approval it needs")
+            raise ConfigError(_("{name} has every approval it needs").format(name=current.name))
         role = stages[done]
         if narrowing != Narrowing() and role != "owner":
-            raise ConfigError("only the owner narrows a request; the reviewer signs the draft as it is")
+            raise ConfigError(_("only the owner narrows a request; the reviewer signs the draft as it is"))
         try:
             document = sign_approval(current, load_private_key(signing_key), key_id=key_id, role=role,
                                      by=signer or _token_department(token), narrowing=narrowing)
@@ -321,13 +323,14 @@ def add_policy_commands(policy: click.Group) -> None:
                                     policy_id=policy_id, reason=reason, through_version=through_version)
         if out:
             Path(out).write_text(statement + "\n", encoding="utf-8")
-            click.echo(f"{out}: revocation of {policy_id} signed by {signer or _token_department(token)} ({key_id})",
-                       err=True)
+            click.echo(_("{out}: revocation of {policy} signed by {by} ({key_id})").format(
+                out=out, policy=policy_id, by=signer or _token_department(token), key_id=key_id), err=True)
         with _client(broker, token, ca, cert, key, plaintext) as client:
             answer = client.revoke_policy(policy_id, statement)
         print_policy(answer.policy, as_json=as_json)
         if not as_json:
-            click.echo(f"sandboxes that kept the revocation: {', '.join(answer.sandboxes_notified) or 'none'}")
+            click.echo(_("sandboxes that kept the revocation: {names}").format(
+                names=", ".join(answer.sandboxes_notified) or _("none")))
 
 
 def _add_change(policy: click.Group, action: str, needs_reason: bool, summary: str) -> None:
@@ -409,4 +412,4 @@ def _token_department(token: str | None) -> str:
         payload = token.split(".")[1]
         return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["department"]
     except (AttributeError, IndexError, KeyError, ValueError):
-        raise ConfigError("pass --by (your organisation as the trust file names it)") from None
+        raise ConfigError(_("pass --by (your organisation as the trust file names it)")) from None

@@ -20,6 +20,7 @@ from rich.syntax import Syntax
 
 from broker.client.approving import Narrowing, sign_approval
 from broker.cli.output import print_dataset, print_explanation, print_policy, print_request, print_result
+from broker.cli.query import money_of
 from broker.client.sdk import BrokerClient
 from dsbroker.errors import DsbrokerError
 from broker.client.encryption_key import EncryptionKey
@@ -267,14 +268,14 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str,
     print_explanation(explanation, as_json=False)
     result = requester.query(grant, AGGREGATE_SQL)
     console.print("Then it runs it:", style="bold")
-    print_result(result, as_json=False)
+    print_result(result, money=money_of(requester, AGGREGATE_SQL))
     checks["explained as run"] = explanation.rewritten_sql == result.rewritten_sql
     checks["aggregate answered"] = bool(result.rows)
     console.print("With totals by street and for the district, small cells are withheld (x), and so is one more "
                   "cell wherever a total would give a withheld one away by subtraction:", style="bold")
     console.print(Syntax(TOTALS_SQL, "sql", theme="ansi_dark", background_color="default"))
     totals = requester.query(grant, TOTALS_SQL)
-    print_result(totals, as_json=False)
+    print_result(totals, money=money_of(requester, TOTALS_SQL))
     secondary = next(r for r in totals.disclosure_rules if r["rule"] == "secondary_suppression")
     checks["totals protected"] = bool(totals.withheld) and secondary["cells_withheld"] > 0
     checks["differencing withheld"] = _differencing(requester, grant)
@@ -354,10 +355,10 @@ def _differencing(requester: BrokerClient, grant: str) -> bool:
         console.print(f"It tries to get section D of street {street} by subtraction: first the street's 2024 "
                       "total over sections C, D and F,", style="bold")
         console.print(Syntax(whole, "sql", theme="ansi_dark", background_color="default"))
-        print_result(first, as_json=False)
+        print_result(first, money=money_of(requester, whole))
         console.print("then the same without D:", style="bold")
         console.print(Syntax(part, "sql", theme="ansi_dark", background_color="default"))
-        print_result(answer, as_json=False)
+        print_result(answer, money=money_of(requester, part))
         console.print("The sandbox's released-cell auditor keeps every cell released of the dataset, to any "
                       "department: this answer less the first would be section D's few taxpayers, so it is "
                       "withheld (rule audit).", style="bold")
@@ -373,7 +374,7 @@ def _encrypted(requester: BrokerClient, grant: str) -> dict[str, bool]:
           "encrypts one ciphertext per measure; the broker and the wire carry only ciphertexts:")
     console.print(Syntax(ENCRYPTED_SQL, "sql", theme="ansi_dark", background_color="default"))
     encrypted = requester.query(grant, ENCRYPTED_SQL, encryption_key=key)
-    print_result(encrypted, as_json=False)
+    print_result(encrypted, money=money_of(requester, ENCRYPTED_SQL))
     plain = requester.query(grant, ENCRYPTED_SQL)
     released = [row for r, row in enumerate(plain.rows) if not any((r, c) in plain.withheld for c in range(len(row)))]
     same = sorted(map(repr, released)) == sorted(map(repr, encrypted.rows))
@@ -385,7 +386,7 @@ def _encrypted(requester: BrokerClient, grant: str) -> dict[str, bool]:
           "decrypts the district's sums. Nobody sees an office's own cells:")
     console.print(Syntax(SECURE_SUM_SQL, "sql", theme="ansi_dark", background_color="default"))
     summed = requester.query(PARTITIONED_GRANT, SECURE_SUM_SQL, encryption_key=key)
-    print_result(summed, as_json=False)
+    print_result(summed, money=money_of(requester, SECURE_SUM_SQL))
     return {"encrypted equals plaintext": same and bool(encrypted.rows),
             "secure sum over two partitions": bool(summed.rows) and summed.encryption["partitions"] == 2}
 
@@ -484,7 +485,7 @@ def _share_of_district(requester: BrokerClient, grant: str) -> bool:
                   style="bold")
     console.print(Syntax(SHARE_SQL, "sql", theme="ansi_dark", background_color="default"))
     result = requester.query(grant, SHARE_SQL)
-    print_result(result, as_json=False)
+    print_result(result, money=money_of(requester, SHARE_SQL))
     shares = [row[2] for row in result.rows]
     return bool(shares) and (bool(result.withheld) or abs(sum(float(s) for s in shares) - 100) < 1)
 

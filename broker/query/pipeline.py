@@ -19,7 +19,7 @@ from dsbroker.identity.auth import Principal
 from dsbroker.errors import DsbrokerError, QuotaError, clipped
 from dsbroker.guard import GuardedQuery, GuardStep, guard
 from dsbroker.guard.plan_cache import PlanCache
-from dsbroker.observability.call_facts import note_call
+from dsbroker.observability.call_facts import logged_grant, note_call
 from dsbroker.observability.metrics import ServerMetrics, outcome_of
 from dsbroker.policy.model import Policy
 from dsbroker.policy.product_binding import product_detail, product_query
@@ -100,7 +100,8 @@ class QueryPipeline:
         With ``product`` (and no SQL) the query is the grant's product with its parameters bound, guarded and run
         as any query; the plan names the product, so that the sandbox binds it again from the signed policy.
         """
-        note_call(grant=_recorded_id(grant), request_id=request_id)  # the body's id, which the sandbox gets too
+        # The body's request id, which the sandbox gets too; the grant only where the text can name one.
+        note_call(grant=logged_grant(grant.removeprefix(f"{POLICIES}/")), request_id=request_id)
         try:
             outcome = self._run(principal, grant, unverified_sql, request_id=request_id, client=client,
                                 timeout_s=timeout_s, token=token, certificate=certificate, encryption=encryption,
@@ -198,7 +199,7 @@ class QueryPipeline:
         it is not a query, so it does not count against the grant's quotas. The plan cache is not
         used: the steps are traced afresh.
         """
-        note_call(grant=_recorded_id(grant), request_id=request_id)
+        note_call(grant=logged_grant(grant.removeprefix(f"{POLICIES}/")), request_id=request_id)
         try:
             explanation = self._explain(principal, grant, unverified_sql, request_id=request_id, client=client,
                                         encrypted=encrypted)

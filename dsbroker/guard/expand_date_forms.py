@@ -33,8 +33,10 @@ _DAYS_IN = {"DAY": 1, "WEEK": 7}
 
 
 def expand_date_forms(expression: exp.Select) -> exp.Select:
-    """Rewrite EXTRACT/date_part of YEAR, QUARTER or MONTH to year()/quarter()/month() everywhere, and fold a
-    literal date plus or minus a literal interval in WHERE to a date literal."""
+    """Write EXTRACT of a year, quarter or month as year() and the like; fold literal date arithmetic in WHERE.
+
+    EXTRACT and date_part of YEAR, QUARTER or MONTH become year(), quarter(), month() everywhere; a literal date
+    plus or minus a literal interval in WHERE becomes the date literal it comes to."""
     for node in list(expression.find_all(exp.Extract, exp.Anonymous)):
         part = _part_of(node)
         if part is not None:
@@ -57,13 +59,14 @@ def _part_of(node: exp.Expr) -> str | None:
         return name if name in _PARTS and node.expression is not None else None
     if node.name.upper() in _DATE_PART_FUNCTIONS and len(node.expressions) == 2:
         unit = node.expressions[0]
-        if isinstance(unit, exp.Literal) and unit.is_string and unit.this.upper() in _PARTS:
-            return unit.this.upper()
+        if isinstance(unit, exp.Literal) and unit.is_string and unit.name.upper() in _PARTS:
+            return unit.name.upper()
     return None
 
 
 def _argument(node: exp.Expr) -> exp.Expr:
-    return node.expression if isinstance(node, exp.Extract) else node.expressions[1]
+    argument: exp.Expr = node.expression if isinstance(node, exp.Extract) else node.expressions[1]
+    return argument
 
 
 def _folded(node: exp.Add | exp.Sub) -> dt.date | None:

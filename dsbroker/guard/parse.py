@@ -36,6 +36,15 @@ _NAME_BEFORE_ARGUMENTS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(\s*(?:(?:DIST
 _IDENTIFIER = re.compile(r"[A-Z_][A-Z0-9_.]*")
 _OPENING = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSING = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
+# The text of INTERVAL '...' that sqlglot reads whole: a number, or counts each with a unit. sqlglot reads
+# '1 day ago' as INTERVAL '1' DAY, dropping the words its pattern does not match, where the engines read one
+# day back; the tree would then say something other than the text (and expand_date_forms would fold it).
+_INTERVAL_TEXT = re.compile(r"\s*-?[0-9]+(?:\.[0-9]+)?\s*|(?:\s*-?[0-9]+(?:\.[0-9]+)?\s*[a-zA-Z]{2,}\s*)+")
+# A unit of one letter, or a quoted one, reads differently on each side: sqlglot takes INTERVAL '1' D for a
+# day, '1 q' for a quarter and '1' "day" for a day, where DuckDB reads an interval of one second named D, and
+# neither engine knows q. The guard reads units written as words.
+_ONE_LETTER = re.compile(r"[A-Za-z]")
+_INTERVAL_COUNTS = frozenset({TokenType.STRING, TokenType.NUMBER})
 
 
 def admit(unverified_sql: str) -> None:
@@ -91,8 +100,14 @@ def _check_tokens(tokens: list) -> None:
     if len(tokens) > MAX_TOKENS:
         _too_complex(f"it has more than {MAX_TOKENS} tokens")
     depth = 0
-    for token in tokens:
+    for index, token in enumerate(tokens):
         kind = token.token_type
+        if index and tokens[index - 1].token_type == TokenType.INTERVAL and kind in _INTERVAL_COUNTS:
+            unit = tokens[index + 1] if index + 1 < len(tokens) else None
+            if (kind == TokenType.STRING and not _INTERVAL_TEXT.fullmatch(token.text)) or unit is not None and (
+                    unit.token_type == TokenType.IDENTIFIER or _ONE_LETTER.fullmatch(unit.text)):
+                refuse("parse", "CONSTRUCT_NOT_ALLOWED", "write an interval as INTERVAL 'n' UNIT, the unit a word "
+                       "(DAY, MONTH, ...); its text holds something else", construct="INTERVAL")
         if kind in _OPENING:
             depth += 1
             if depth > MAX_NESTING:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextvars
 from dataclasses import asdict, dataclass
 
+from dsbroker.policy.model import is_policy_id
+
 
 @dataclass
 class CallFacts:
@@ -40,3 +42,10 @@ def note_call(**facts: str) -> None:
         for name, value in facts.items():
             setattr(call, name, value)
 
+
+
+def logged_grant(name: str) -> str:
+    """``name`` (a grant's id as a request or a plan gives it) where it can name a grant, else empty: the
+    caller (or a broker) writes it, and the line promises no SQL, no value and one line; a name that is no
+    policy id could hold any of them (the access log keeps what was asked, for its auditors)."""
+    return name if is_policy_id(name) else ""

@@ -22,6 +22,7 @@ REQUEST_LOGGER = "dsbroker.requests"
 QUEUE_RECORDS = 10_000
 # The LogRecord attribute the call's fields travel in (``extra={FIELDS: {...}}``).
 FIELDS = "dsbroker_fields"
+_UNICODE_LINE_ENDS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 request_log = logging.getLogger(REQUEST_LOGGER)
 _installed = threading.Lock()
@@ -38,7 +39,9 @@ class JsonFormatter(logging.Formatter):
             "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         line.update(getattr(record, FIELDS, None) or {})
-        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+        # json escapes the ASCII line ends, not U+2028, U+2029 or U+0085, which readers that split on Unicode
+        # line ends (Python's splitlines, JavaScript) take for one: escaped, a line is one line for any reader.
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":")).translate(_UNICODE_LINE_ENDS)
 
 
 class _DroppingQueueHandler(logging.handlers.QueueHandler):
