@@ -295,7 +295,9 @@ def test_product_list_show_and_run_from_the_command_line(broker):
     assert {row[0] for row in json.loads(repeated.output)["rows"]} == {"320102001", "320102003"}
     refused = run(requester, "product", "run", "enterprise-counts-by-size", "--grant", GRANT,
                   "--param", "period=2031-01-01")
-    assert refused.exit_code == 2
+    from broker.cli.exit_codes import ExitCode
+
+    assert refused.exit_code == ExitCode.REFUSED
     assert "PRODUCT_PARAMETER_OUT_OF_RANGE" in refused.output and "parameter period must lie" in refused.output
 
 

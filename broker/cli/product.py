@@ -7,9 +7,12 @@ import json
 import click
 
 from broker.cli.common import client_options, client_tls, reporting_errors
+from broker.cli.i18n import _
+from broker.cli.output import chosen_format, output_options, unit_option
+from broker.cli.translated import TranslatedCommand, TranslatedGroup
 
 
-@click.group()
+@click.group(cls=TranslatedGroup)
 def product() -> None:
     """The data products of a grant: standing queries the owner designed and signed, run by name."""
 
@@ -19,7 +22,7 @@ _GRANT = click.option("--grant", required=True, envvar="DSBROKER_GRANT",
 _JSON = click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 
 
-@product.command("list")
+@product.command("list", cls=TranslatedCommand)
 @client_options
 @_GRANT
 @_JSON
@@ -34,7 +37,7 @@ def list_products(broker, token, ca, cert, key, plaintext, grant, as_json) -> No
         click.echo(f"{item.name}  v{item.version}  {item.title['zh']} / {item.title['en']}")
 
 
-@product.command("show")
+@product.command("show", cls=TranslatedCommand)
 @client_options
 @_GRANT
 @click.argument("name")
@@ -56,18 +59,18 @@ def show_product(broker, token, ca, cert, key, plaintext, grant, name, as_json) 
     for language in ("zh", "en"):
         if language in item.description:
             click.echo(f"  {item.description[language]}")
-    click.echo("parameters:")
+    click.echo(_("parameters:"))
     for parameter in described["parameters"]:
         bounds = (f"{parameter['min']} .. {parameter['max']}" if "min" in parameter
-                  else ("one of " if parameter["type"] == "text" else f"up to {parameter['max_items']} of ")
-                  + ", ".join(parameter["values"]))
+                  else (_("one of {values}") if parameter["type"] == "text" else _("up to {count} of {values}"))
+                  .format(count=parameter["max_items"], values=", ".join(parameter["values"])))
         click.echo(f"  {parameter['name']} ({parameter['type']}): {bounds}"
                    + (f"  -- {parameter['description']}" if parameter["description"] else ""))
-    click.echo("query (as signed):")
+    click.echo(_("query (as signed):"))
     click.echo("  " + item.sql.rstrip().replace("\n", "\n  "))
 
 
-@product.command("run")
+@product.command("run", cls=TranslatedCommand)
 @client_options
 @_GRANT
 @click.argument("name")
@@ -76,20 +79,30 @@ def show_product(broker, token, ca, cert, key, plaintext, grant, name, as_json) 
                    "commas, or the option repeated); repeat for each parameter")
 @click.option("--version", default=0, show_default=True, help="the product version you expect (0: the grant's)")
 @click.option("--timeout", default=60.0, show_default=True, help="deadline in seconds (the query's time limit)")
-@_JSON
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table (as --output json)")
+@output_options
+@unit_option
 @reporting_errors
-def run_product(broker, token, ca, cert, key, plaintext, grant, name, params, version, timeout, as_json) -> None:
+def run_product(broker, token, ca, cert, key, plaintext, grant, name, params, version, timeout, as_json, output, out,
+                unit) -> None:
     """Run one of the grant's products and print the released cells, as `dsbroker query` does."""
     from broker.cli.output import print_result
+    from broker.cli.query import money_of
     from broker.client.sdk import BrokerClient
     from dsbroker.policy.product_binding import parse_parameters
 
     try:
         values = parse_parameters(params)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    except ValueError:
+        raise click.UsageError(_("each --param is NAME=VALUE")) from None
+    if output == "xlsx" and not out:
+        raise click.UsageError(_("--output xlsx writes a file: pass --out FILE.xlsx"))
     with BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext), timeout=timeout) as client:
-        print_result(client.run_product(grant, name, values, version=version), as_json=as_json)
+        result = client.run_product(grant, name, values, version=version)
+        fmt = chosen_format(as_json, output)
+        # Money columns by the product's signed query, as a query's by its SQL (the catalog's units).
+        money = set() if fmt == "json" else money_of(client, client.products(grant)[name].sql)
+        print_result(result, fmt=fmt, out=out, unit=unit, money=money)
 
 
 def _products(broker, token, ca, cert, key, plaintext, grant):

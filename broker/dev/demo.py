@@ -462,7 +462,7 @@ def _products(requester: BrokerClient) -> dict[str, bool]:
     console.print("$ dsbroker product run " + name + f" --grant {PRODUCTS_GRANT} "
                   + " ".join(f"--param {k}={v}" for k, v in values.items()), style="dim", soft_wrap=True)
     result = requester.run_product(PRODUCTS_GRANT, name, values)
-    print_result(result, as_json=False)
+    print_result(result)  # counts: no money
     console.print("The sandbox bound the parameters into the template of the policy the owner signed, and guarded "
                   "the query under the grant like any other. A month outside the product's range is refused, "
                   "the parameter named:", style="bold")
