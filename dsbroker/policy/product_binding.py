@@ -26,6 +26,7 @@ _INTEGER = re.compile(r"^-?[0-9]{1,18}$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 MAX_VALUE_CHARS = 4000  # of all of one parameter's text: list members are separated by commas
 MAX_PARAMETERS_RECORDED = 16  # a product has at most 8; a call naming more is refused, and recorded in part
+RECORDED_VALUE_CHARS = 256  # of each value, in the access log: a longer one is refused anyway, and recorded cut
 
 
 def granted_product(policy: Policy, name: str, version: int = 0) -> Product:
@@ -54,7 +55,7 @@ def product_detail(call: product_pb2.ProductCall) -> dict[str, object]:
     """What the access log records of a product call: its name, version asked for and parameters (the caller's
     query, as its SQL would be)."""
     return {"product": call.name[:80], "product_version": call.version,
-            "product_parameters": {name[:40]: value[:MAX_VALUE_CHARS] for name, value in
+            "product_parameters": {name[:40]: value[:RECORDED_VALUE_CHARS] for name, value in
                                    sorted(call.parameters.items())[:MAX_PARAMETERS_RECORDED]}}
 
 
