@@ -7,6 +7,7 @@ start with a clear error that never shows the password; and ``catalog draft`` re
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from broker.cli.main import main
 from broker.client.encryption_key import EncryptionKey
 from broker.client.sdk import BrokerClient
-from broker.dev.keys import sandbox_settings
+from broker.dev.keys import sandbox_settings, to_toml
 from broker.server import start_broker
 from dsbroker.errors import ConfigError, DsbrokerError
 from sandbox.catalog import load_catalog
@@ -180,6 +181,31 @@ def test_the_same_queries_release_the_same_cells_on_both_engines(clients):
         for rule in duck.disclosure_rules:
             withheld[rule["rule"]] = withheld.get(rule["rule"], 0) + rule.get("cells_withheld", 0)
     assert withheld["min_entities"] > 0 and withheld["dominance"] > 0 and withheld["audit"] > 0, withheld
+
+
+def test_the_owners_view_of_the_released_cells_is_the_same_on_both_engines(owner, deployment, tmp_path):
+    """``dsbroker sandbox released`` on each engine's own ledger (after the same queries on both): the summaries
+    of what the released cells determine agree, block for block, so the auditor's block query reads the same
+    partition on PostgreSQL."""
+    deployment.clients["duckdb"].query(GRANT, QUERIES[0], timeout=TIMEOUT_S)
+    deployment.clients["postgres"].query(GRANT, QUERIES[0], timeout=TIMEOUT_S)
+    summaries = {}
+    for engine in ENGINES:
+        state = deployment.states[engine]
+        settings = _sandbox_settings(owner, engine, state)
+        if engine == "postgres":
+            settings = dataclasses.replace(settings, released_cells="", execution_ledger="", policy_ledger="",
+                                           privacy_ledger="")
+        config = tmp_path / f"{engine}.toml"
+        config.write_text(to_toml({k: v for k, v in dataclasses.asdict(settings).items() if v not in ("", None)}),
+                          encoding="utf-8")
+        shown = CliRunner().invoke(main, ["sandbox", "released", "--config", str(config), "--json"])
+        assert shown.exit_code == 0, shown.output
+        summaries[engine] = [{k: v for k, v in summary.items() if k != "seconds"} for summary in
+                             json.loads(shown.output)]
+    assert summaries["postgres"] == summaries["duckdb"]
+    declarations = next(s for s in summaries["duckdb"] if s["dataset"] == "tax.declarations")
+    assert declarations["cells"] > 0 and declarations["blocks"] > 0
 
 
 def test_explain_shows_the_sql_the_postgres_sandbox_runs(clients):
