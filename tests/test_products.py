@@ -366,3 +366,28 @@ def test_catalog_show_lists_the_products_offered(broker):
     assert shown.exit_code == 0, shown.output
     line = "data product enterprise-counts-by-size v1: 按规模分类的企业数 / Enterprise counts by size class"
     assert line in shown.output
+
+
+def test_a_product_is_explained_as_it_runs_and_the_explanation_is_logged(broker, client):
+    log = AccessLog(broker.access_log_path)
+    before = max((r.seq for r in log.records()), default=0)
+    explained = client.explain_product(GRANT, "street-revenue-monthly", STREETS)
+    records = list(log.records(after=before))
+    log.close()
+    assert explained.rewritten_sql == client.run_product(GRANT, "street-revenue-monthly", STREETS).rewritten_sql
+    assert (records[0].event, records[0].decision, records[0].detail["product"]) == (
+        "query.explain", "allow", "street-revenue-monthly")
+    with pytest.raises(DsbrokerError) as caught:
+        client.explain_product(GRANT, "street-revenue-monthly", {**STREETS, "streets": "320104001"})
+    assert (caught.value.reason, caught.value.metadata["parameter"]) == ("PRODUCT_PARAMETER_NOT_ALLOWED", "streets")
+
+
+def test_product_run_explain_from_the_command_line(broker):
+    from tests.test_cli_workflow import as_actor, run
+    from tests.conftest import XUANWU
+
+    requester = as_actor(f"127.0.0.1:{broker.port}", "xuanwu-fgw", XUANWU, "requester")
+    shown = run(requester, "product", "run", "enterprise-counts-by-size", "--grant", GRANT, "--param",
+                "period=2025-06-01", "--explain")
+    assert shown.exit_code == 0, shown.output
+    assert "nothing was run" in shown.output and "add_row_filter" in shown.output

@@ -79,14 +79,16 @@ def show_product(broker, token, ca, cert, key, plaintext, grant, name, as_json) 
                    "commas, or the option repeated); repeat for each parameter")
 @click.option("--version", default=0, show_default=True, help="the product version you expect (0: the grant's)")
 @click.option("--timeout", default=60.0, show_default=True, help="deadline in seconds (the query's time limit)")
+@click.option("--explain", is_flag=True,
+              help="show the SQL that would run and what each guard rule did, without running it (still logged)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table (as --output json)")
 @output_options
 @unit_option
 @reporting_errors
-def run_product(broker, token, ca, cert, key, plaintext, grant, name, params, version, timeout, as_json, output, out,
-                unit) -> None:
+def run_product(broker, token, ca, cert, key, plaintext, grant, name, params, version, timeout, explain, as_json,
+                output, out, unit) -> None:
     """Run one of the grant's products and print the released cells, as `dsbroker query` does."""
-    from broker.cli.output import print_result
+    from broker.cli.output import print_explanation, print_result
     from broker.cli.query import money_of
     from broker.client.sdk import BrokerClient
     from dsbroker.policy.product_binding import parse_parameters
@@ -98,6 +100,9 @@ def run_product(broker, token, ca, cert, key, plaintext, grant, name, params, ve
     if output == "xlsx" and not out:
         raise click.UsageError(_("--output xlsx writes a file: pass --out FILE.xlsx"))
     with BrokerClient(broker, token=token, tls=client_tls(ca, cert, key, plaintext), timeout=timeout) as client:
+        if explain:
+            print_explanation(client.explain_product(grant, name, values, version=version), as_json=as_json)
+            return
         result = client.run_product(grant, name, values, version=version)
         fmt = chosen_format(as_json, output)
         # Money columns by the product's signed query, as a query's by its SQL (the catalog's units).

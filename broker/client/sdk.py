@@ -185,6 +185,14 @@ class BrokerClient:
         return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(policy=_named(grant, "policies"), sql=sql,
                                                                               encrypted=encrypted))
 
+    def explain_product(self, grant: str, product: str, parameters: Mapping[str, str] | None = None, *,
+                        version: int = 0) -> pb.ExplainQueryResponse:
+        """What the guard makes of a data product's query with ``parameters`` bound, without running it (recorded
+        in the access log, as ``explain``)."""
+        call = product_pb2.ProductCall(name=product, version=version, parameters=dict(parameters or {}))
+        return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(policy=_named(grant, "policies"),
+                                                                              product=call))
+
     # -- catalog -----------------------------------------------------------------------------------
 
     def datasets(self) -> list[catalog_pb2.Dataset]:

@@ -192,7 +192,7 @@ class QueryPipeline:
         return QueryOutcome(response, guarded, policy, seq)
 
     def explain(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
-                client: str, encrypted: bool = False) -> Explanation:
+                client: str, encrypted: bool = False, product: product_pb2.ProductCall | None = None) -> Explanation:
         """What ``run`` would do with the query, without running it; refused exactly as ``run`` refuses.
 
         Recorded in the access log as ``query.explain`` (allowed or refused), with the rewritten SQL;
@@ -202,7 +202,7 @@ class QueryPipeline:
         note_call(grant=logged_grant(grant.removeprefix(f"{POLICIES}/")), request_id=request_id)
         try:
             explanation = self._explain(principal, grant, unverified_sql, request_id=request_id, client=client,
-                                        encrypted=encrypted)
+                                        encrypted=encrypted, product=product)
         except BaseException as error:  # an explain is no query: noted for its log line, not counted
             note_call(decision=outcome_of(error)[0])
             raise
@@ -215,24 +215,27 @@ class QueryPipeline:
         note_call(decision=decision)
 
     def _explain(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
-                 client: str, encrypted: bool) -> Explanation:
+                 client: str, encrypted: bool, product: product_pb2.ProductCall | None) -> Explanation:
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
                     client=client, request_id=request_id, grant_id=_recorded_id(grant), sql=unverified_sql)
+        called = product_detail(product) if product is not None else {}
         now = self.clock()
         steps: list[GuardStep] = []
         try:
             require_role("requester", principal)
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            if product is not None:  # bound as run() binds it
+                unverified_sql = base["sql"] = product_query(policy, product, unverified_sql)
             guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
                             engine_dialect=self.engine_dialect(policy.dataset), steps=steps, encrypted=encrypted,
                             column_types=self.column_types())
         except Exception as error:
             self.access_log.append(AccessRecord(event="query.explain", decision="deny", reason=_reason(error),
-                                                detail=getattr(error, "metadata", {}), **base), now=now)
+                                                detail={**called, **getattr(error, "metadata", {})}, **base), now=now)
             raise
         seq = self.access_log.append(AccessRecord(event="query.explain", decision="allow", rewritten_sql=guarded.sql,
-                                                  **base), now=now)
+                                                  detail=called, **base), now=now)
         return Explanation(guarded, tuple(steps), policy, seq)
 
 

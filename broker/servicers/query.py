@@ -41,7 +41,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         explanation = self.pipeline.explain(
             require_principal(), request.policy, request.sql,
             request_id=body_request_id(request.request_id), client=context.peer(),
-            encrypted=request.encrypted)
+            encrypted=request.encrypted, product=request.product if request.HasField("product") else None)
         guarded = explanation.guarded
         noise = planned_noise(guarded, explanation.policy)
         return pb.ExplainQueryResponse(

@@ -45,16 +45,18 @@ class RunQueryResponse(_message.Message):
     def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[str] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryRequest(_message.Message):
-    __slots__ = ("policy", "sql", "request_id", "encrypted")
+    __slots__ = ("policy", "sql", "request_id", "encrypted", "product")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
     policy: str
     sql: str
     request_id: str
     encrypted: bool
-    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ...) -> None: ...
+    product: _product_pb2.ProductCall
+    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ..., product: _Optional[_Union[_product_pb2.ProductCall, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryResponse(_message.Message):
     __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version", "noise", "release_plan")
