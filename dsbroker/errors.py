@@ -330,6 +330,22 @@ class DatasetBudgetExhausted(DsbrokerError):
     reason = "DATASET_BUDGET_EXHAUSTED"
 
 
+class ProductError(DsbrokerError):
+    """Raised when a product call is refused: a product the grant lacks, or a parameter missing, unknown, of the
+    wrong type, out of range or not an allowed member (the reason says which; metadata names the product and the
+    parameter, never its value)."""
+
+    reason = "PRODUCT_PARAMETER_INVALID"
+
+    def rich_details(self) -> tuple[Message, ...]:
+        parameter = self.metadata.get("parameter")
+        if parameter is None:
+            return self.details
+        violation = error_details_pb2.BadRequest.FieldViolation(field=f"product.parameters[{parameter}]",
+                                                                description=self.message)
+        return (error_details_pb2.BadRequest(field_violations=[violation]), *self.details)
+
+
 class WitnessError(DsbrokerError):
     """Raised when the sandbox will not witness a checkpoint."""
 
@@ -590,6 +606,22 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
            "a checkpoint not signed by a broker key the sandbox pins"),
     Reason("CHECKPOINT_FORK", "FAILED_PRECONDITION", ("size", "witnessed_size"),
            "a checkpoint that does not extend the ones witnessed: the log was rolled back or rewritten"),
+    # -- products (dsbroker.policy.product_binding) ---------------------------------------------------------
+    Reason("PRODUCT_NOT_GRANTED", "PERMISSION_DENIED", ("grant", "product"), "a product the grant does not hold"),
+    Reason("PRODUCT_VERSION_MISMATCH", "FAILED_PRECONDITION", ("grant", "product", "version"),
+           "a product version other than the one the grant holds"),
+    Reason("PRODUCT_PARAMETER_MISSING", "INVALID_ARGUMENT", ("product", "parameter"), "a product parameter not given"),
+    Reason("PRODUCT_PARAMETER_UNKNOWN", "INVALID_ARGUMENT", ("product", "parameter"),
+           "a parameter the product does not declare"),
+    Reason("PRODUCT_PARAMETER_INVALID", "INVALID_ARGUMENT", ("product", "parameter"),
+           "a product parameter of the wrong type (not a date, not a whole number, a list member twice)"),
+    Reason("PRODUCT_PARAMETER_OUT_OF_RANGE", "INVALID_ARGUMENT", ("product", "parameter"),
+           "a product parameter outside its bounds, or a list longer than it takes"),
+    Reason("PRODUCT_PARAMETER_NOT_ALLOWED", "INVALID_ARGUMENT", ("product", "parameter"),
+           "a product parameter that is not one of the values it allows"),
+    Reason("PRODUCT_CALL_INVALID", "INVALID_ARGUMENT", ("field",), "a query that gives both SQL and a product"),
+    Reason("PRODUCT_TEMPLATE_MISMATCH", "PERMISSION_DENIED", ("policy", "product"),
+           "a product plan whose original SQL is not the signed template with its parameters bound"),
     # -- plans at the sandbox ------------------------------------------------------------------------------
     Reason("PLAN_INVALID", "INVALID_ARGUMENT", ("field",), "a plan field that is missing or malformed"),
     Reason("PLAN_NOT_GUARDED", "PERMISSION_DENIED", ("policy", "rule", "guard_reason"),

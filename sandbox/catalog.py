@@ -24,6 +24,8 @@ line, so a draft cannot be served before the owner has classified every column i
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -38,7 +40,10 @@ REQUESTABLE_LEVELS = ("entity", "group", "filter", "measure")
 APPROVAL_ROLES = ("reviewer", "owner")
 DEFAULT_STAGES = ("reviewer", "owner")
 DEFAULT_MIN_ENTITIES = 10
-_DATASET_KEYS = {"title", "description", "entity", "row_filter", "min_entities", "approval_stages", "columns"}
+_DATASET_KEYS = {"title", "description", "entity", "row_filter", "min_entities", "approval_stages", "columns",
+                 "products"}
+_PRODUCT_KEYS = {"version", "title", "description"}
+_PRODUCT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _COLUMN_KEYS = {"description", "unit", "classification", "levels"}
 PLACEHOLDER = "TODO"  # how a draft marks what the owner must fill in
 
@@ -188,4 +193,29 @@ class _Reader:
         return catalog_pb2.Dataset(name=name, title=self.text(items.get("title"), "title"),
                                    description=self.text(items.get("description"), "description"),
                                    entity_column=entity, row_filter=row_filter, min_entities=min_entities,
-                                   approval_stages=stages, columns=columns, engine_dialect=self.dialect)
+                                   approval_stages=stages, columns=columns, engine_dialect=self.dialect,
+                                   products=self.products(items["products"], name) if "products" in items else [])
+
+    def products(self, node: yaml.Node, dataset: str) -> list[catalog_pb2.DatasetProduct]:
+        """The data products offered on ``dataset``, each titled and described in Chinese and English."""
+        offered = []
+        for name, product_node in self.mapping(node, f"{dataset}.products", None).items():
+            where = f"{dataset}.products.{name}"
+            if not _PRODUCT_NAME.match(name):
+                raise self.fail(product_node, f"{where}: not a product name (lower-case letters, digits, -)")
+            fields = self.mapping(product_node, where, _PRODUCT_KEYS)
+            version = self.text(fields.get("version"), f"{where}.version")
+            if not version.isdigit() or int(version) < 1:
+                raise self.fail(product_node, f"{where}.version must be a whole number of at least 1")
+            texts = {}
+            for key in ("title", "description"):
+                if key not in fields:
+                    raise self.fail(product_node, f"{where}: missing required key {key!r}")
+                both = self.mapping(fields[key], f"{where}.{key}", {"zh", "en"})
+                if set(both) != {"zh", "en"}:
+                    raise self.fail(fields[key], f"{where}.{key} needs zh and en (products are described in Chinese "
+                                                 "and English)")
+                texts.update({f"{key}_{language}": self.text(both[language], f"{where}.{key}.{language}")
+                              for language in ("zh", "en")})
+            offered.append(catalog_pb2.DatasetProduct(name=name, version=int(version), **texts))
+        return offered

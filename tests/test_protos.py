@@ -11,13 +11,13 @@ from google.api import field_behavior_pb2
 
 from broker.v1 import (access_request_service_pb2, audit_service_pb2, catalog_service_pb2, policy_service_pb2,
                        query_service_pb2)
-from dsbroker.v1 import catalog_pb2, results_pb2
+from dsbroker.v1 import catalog_pb2, product_pb2, results_pb2
 from sandbox.v1 import sandbox_service_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 GO_MODULE = "github.com/dsbroker/dsbroker/gen/go"
 PUBLIC = (query_service_pb2, catalog_service_pb2, access_request_service_pb2, policy_service_pb2, audit_service_pb2)
-EVERY = (*PUBLIC, sandbox_service_pb2, results_pb2, catalog_pb2)
+EVERY = (*PUBLIC, sandbox_service_pb2, results_pb2, catalog_pb2, product_pb2)
 RESOURCES = ("broker.v1.AccessRequest", "broker.v1.Policy", "broker.v1.AccessRecord", "dsbroker.v1.Dataset")
 
 
@@ -34,7 +34,7 @@ def test_protos_follow_buf_standard_naming():
     modules = ((query_service_pb2, "broker.v1"), (catalog_service_pb2, "broker.v1"),
                (access_request_service_pb2, "broker.v1"), (policy_service_pb2, "broker.v1"),
                (audit_service_pb2, "broker.v1"), (sandbox_service_pb2, "sandbox.v1"),
-               (results_pb2, "dsbroker.v1"), (catalog_pb2, "dsbroker.v1"))
+               (results_pb2, "dsbroker.v1"), (catalog_pb2, "dsbroker.v1"), (product_pb2, "dsbroker.v1"))
     for module, package in modules:
         file = module.DESCRIPTOR
         assert file.package == package and file.name.startswith(package.replace(".", "/") + "/")

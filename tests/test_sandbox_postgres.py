@@ -286,3 +286,13 @@ def _database(owner: Owner):
     import psycopg
 
     return psycopg.connect(owner.dsn(role="postgres"), autocommit=True)
+
+
+def test_each_shipped_product_releases_the_same_cells_on_both_engines(clients):
+    """The owner's data products, bound once and translated by the guard to each engine's dialect (dates, year())."""
+    from tests.test_products import SHIPPED_CALLS
+
+    for name, values in sorted(SHIPPED_CALLS.items()):
+        duck, pg = (clients[engine].run_product(GRANT, name, values, timeout=TIMEOUT_S) for engine in ENGINES)
+        assert duck.rows, name
+        assert (pg.columns, pg.rows, pg.withheld) == (duck.columns, duck.rows, duck.withheld), name

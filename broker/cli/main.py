@@ -14,6 +14,7 @@ from broker.cli.exit_codes import EXIT_CODES
 from broker.cli.i18n import _, set_language
 from broker.cli.keys import keys, token
 from broker.cli.policy import policy
+from broker.cli.product import product
 from broker.cli.profile import profile
 from broker.cli.query import query
 from broker.cli.servers import sandbox_group, serve
@@ -72,8 +73,8 @@ def main(ctx: click.Context, tz: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for command in (serve, sandbox_group, query, catalog, request, review, policy, audit, profile, keys, token, data,
-                demo):
+for command in (serve, sandbox_group, query, product, catalog, request, review, policy, audit, profile, keys, token,
+                data, demo):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -262,6 +262,9 @@ def print_dataset(dataset, *, as_json: bool) -> None:
     for c in dataset.columns:
         table.add_row(c.name, c.type, c.unit, c.classification, ", ".join(c.levels) or "—", c.description)
     console.print(table)
+    for product in dataset.products:  # the owner's data products (dsbroker product show NAME --grant G for one)
+        console.print(f"data product {product.name} v{product.version}: {product.title_zh} / {product.title_en}",
+                      soft_wrap=True)
 
 
 def print_requests(requests, token: str, *, as_json: bool) -> None:

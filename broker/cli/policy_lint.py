@@ -9,7 +9,8 @@ sign; a warning does not fail lint. With the
 sandbox's configuration (its engine, data file or PostgreSQL database, and the datasets it serves) lint finds before
 signing what the sandbox would refuse at the first plan: a dataset it does not serve, a column the
 dataset lacks, and every lookup problem :class:`sandbox.checks.lookups.LookupChecker` reports, and a
-column of ``values`` whose data holds a value the grant does not list.
+column of ``values`` whose data holds a value the grant does not list. A data product whose query the guard
+refuses under its own grant is a problem too: it would be refused at every run.
 """
 
 from __future__ import annotations
@@ -44,7 +45,28 @@ def policy_problems(policy: Policy) -> list[tuple[int, str]]:
         return [(_line_of(policy.document, "grantee:"), _(
             'grantee.district is missing; name the grantee\'s district (grantee: {{department: ..., district: '
             '"320102"}}): no query runs under a grant without it').format())]
-    return []
+    return product_problems(policy)
+
+
+def product_problems(policy: Policy) -> list[tuple[int, str]]:
+    """(line, problem) for each data product whose query the guard refuses under its own grant: it would be refused
+    at every run. Checked with each parameter at its first allowed value (a range's low end, a list's first member);
+    the guard's verdict on a product's shape does not depend on which literals fill it."""
+    from dsbroker.errors import DsbrokerError
+    from dsbroker.guard import guard
+    from dsbroker.policy.product_binding import bind_product
+
+    assert policy.district is not None
+    problems = []
+    for name, product in policy.products.items():
+        values = {parameter.name: str(parameter.low) if parameter.type in ("date", "integer") else parameter.values[0]
+                  for parameter in product.parameters.values()}
+        try:
+            guard(bind_product(product, values), policy, district=policy.district, department=policy.department)
+        except DsbrokerError as error:
+            problems.append((_line_of(policy.document, f"{name}:"), f"products.{name}: the guard refuses its query "
+                                                                     f"under this grant ({error.reason}: {error})"))
+    return problems
 
 
 def policy_warnings(policy: Policy) -> list[tuple[int, str]]:

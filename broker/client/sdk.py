@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,9 @@ from dsbroker.identity.key_binding import sign_key_binding
 from dsbroker.rpc.status import error_from_rpc_error
 from dsbroker.rpc.serving import message_options
 from dsbroker.identity.tls import ClientTls, open_channel
-from dsbroker.v1 import catalog_pb2, results_pb2
+from dsbroker.policy.model import parse_policy
+from dsbroker.policy.products import Product
+from dsbroker.v1 import catalog_pb2, product_pb2, results_pb2
 from broker.v1 import access_request_service_pb2 as requests_pb
 from broker.v1 import access_request_service_pb2_grpc as requests_grpc
 from broker.v1 import audit_service_pb2 as audit_pb
@@ -108,11 +111,31 @@ class BrokerClient:
         a result encrypted under any other key is refused (ENCRYPTION_KEY_MISMATCH). The key is bound
         to this query by a signature with the client certificate's key (:meth:`encryption_for`).
         """
-        request_id = request_id or str(uuid.uuid4())
         name = _named(grant, "policies")
         request = pb.RunQueryRequest(policy=name, sql=sql,
                                      encryption=self.encryption_for(name.removeprefix("policies/"), sql,
                                                                     encryption_key) if encryption_key else None)
+        return self._run(request, request_id=request_id or str(uuid.uuid4()), timeout=timeout,
+                         encryption_key=encryption_key)
+
+    def run_product(self, grant: str, product: str, parameters: Mapping[str, str] | None = None, *,
+                    version: int = 0, request_id: str | None = None, timeout: float | None = None) -> QueryResult:
+        """Run the data product ``product`` of ``grant`` with ``parameters`` (each value as text: a date
+        ``YYYY-MM-DD``, a whole number, a list's members separated by commas) and return the released cells.
+
+        The broker binds the parameters into the product's signed query and answers it as any query; a
+        parameter out of its bounds is refused with the parameter named (``error.metadata["parameter"]``).
+        ``version`` (0: the grant's) refuses the call when the grant holds another version."""
+        call = product_pb2.ProductCall(name=product, version=version, parameters=dict(parameters or {}))
+        request = pb.RunQueryRequest(policy=_named(grant, "policies"), product=call)
+        return self._run(request, request_id=request_id or str(uuid.uuid4()), timeout=timeout, encryption_key=None)
+
+    def products(self, grant: str) -> dict[str, Product]:
+        """The data products of ``grant``, read from its signed policy (as the broker shows it), by name."""
+        return parse_policy(self.get_policy(grant).document, source=_named(grant, "policies")).products
+
+    def _run(self, request: pb.RunQueryRequest, *, request_id: str, timeout: float | None,
+             encryption_key: EncryptionKey | None) -> QueryResult:
         try:
             response = self._queries.RunQuery(
                 request, timeout=timeout or self.timeout,
@@ -161,6 +184,14 @@ class BrokerClient:
         """What the guard makes of ``sql`` under ``grant``, without running it (recorded in the access log)."""
         return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(policy=_named(grant, "policies"), sql=sql,
                                                                               encrypted=encrypted))
+
+    def explain_product(self, grant: str, product: str, parameters: Mapping[str, str] | None = None, *,
+                        version: int = 0) -> pb.ExplainQueryResponse:
+        """What the guard makes of a data product's query with ``parameters`` bound, without running it (recorded
+        in the access log, as ``explain``)."""
+        call = product_pb2.ProductCall(name=product, version=version, parameters=dict(parameters or {}))
+        return self._call(self._queries.ExplainQuery, pb.ExplainQueryRequest(policy=_named(grant, "policies"),
+                                                                              product=call))
 
     # -- catalog -----------------------------------------------------------------------------------
 

@@ -100,6 +100,11 @@ DEMO_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEMO_DATABASE = "dsbroker_demo"
 DEMO_ROLE = "dsbroker_demo_sandbox"
 CATALOG = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "catalog.yaml"
+# The shipped grant, with the owner's three data products (its ``products:``): served beside the others, signed
+# for the run, for the walk-through's product step.
+PRODUCTS_GRANT = "xuanwu-fgw-2026-007"
+PRODUCTS_POLICY = Path(__file__).resolve().parents[2] / "policies" / f"{PRODUCTS_GRANT}.yaml"
+PRODUCT_CALL = ("enterprise-counts-by-size", {"period": "2025-06-01"})
 PARTITIONED_GRANT = "xuanwu-fgw-2026-011"
 PARTITIONED_POLICY = f"""\
 # The owner's standing grant over the two Xuanwu tax offices' partitions of the declarations: the
@@ -169,11 +174,13 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000, engine: str = "duckdb"
     policies = state / "policies"
     policies.mkdir()
     (policies / f"{PARTITIONED_GRANT}.yaml").write_text(approve_for_development(layout, PARTITIONED_POLICY))
+    (policies / f"{PRODUCTS_GRANT}.yaml").write_text(approve_for_development(
+        layout, PRODUCTS_POLICY.read_text(encoding="utf-8")))
 
     _step("3. The owner starts its sandbox beside the data, and the district's two tax offices one each beside "
           "their own share of the declarations (partitions of one table); the exchange platform starts the "
-          f"broker, whose only grant is the owner's standing one over the partitions ({PARTITIONED_GRANT}, "
-          "encrypted results only).")
+          f"broker, whose grants are the owner's standing one over the partitions ({PARTITIONED_GRANT}, "
+          f"encrypted results only) and {PRODUCTS_GRANT}, which holds the owner's data products.")
     with development_servers(data=sources["sandbox"], policies=policies, state=state, layout=layout, client=ANALYST,
                              access_log=access_log, partitions=partitions,
                              token_binding="thumbprint") as (sandbox, broker, _tls):
@@ -184,6 +191,7 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000, engine: str = "duckdb"
         try:
             checks.update(_workflow(layout, clients, broker.target, sandbox.target,
                                     engine_dialect="postgres" if engine == "postgres" else "duckdb"))
+            checks.update(_products(clients["analyst-li"]))
             _step("14. The city audit office reads the access log over gRPC (dsbroker audit list); its own "
                   "reads are recorded too:")
             records, _ = clients["auditor-zhao"].list_access_records(page_size=1000)
@@ -441,6 +449,33 @@ def _cli(*args: str) -> bool:
     for line in (run.stderr + run.stdout).splitlines():
         console.print(line, soft_wrap=True, highlight=False)
     return run.returncode == 0
+
+
+def _products(requester: BrokerClient) -> dict[str, bool]:
+    """The commission runs one of the owner's data products by name, and a call out of its bounds is refused."""
+    name, values = PRODUCT_CALL
+    _step(f"13b. Under {PRODUCTS_GRANT} the city tax bureau publishes data products: standing queries it designed "
+          "and signed, which the commission runs by name with parameters instead of writing SQL "
+          "(dsbroker product list / show / run):")
+    for product in requester.products(PRODUCTS_GRANT).values():
+        console.print(f"{product.name}  v{product.version}  {product.title['zh']} / {product.title['en']}")
+    console.print("$ dsbroker product run " + name + f" --grant {PRODUCTS_GRANT} "
+                  + " ".join(f"--param {k}={v}" for k, v in values.items()), style="dim", soft_wrap=True)
+    result = requester.run_product(PRODUCTS_GRANT, name, values)
+    print_result(result)  # counts: no money
+    console.print("The sandbox bound the parameters into the template of the policy the owner signed, and guarded "
+                  "the query under the grant like any other. A month outside the product's range is refused, "
+                  "the parameter named:", style="bold")
+    try:
+        requester.run_product(PRODUCTS_GRANT, name, {**values, "period": "2030-12-01"})
+    except DsbrokerError as error:
+        console.print(f"refused: {error.code.name} {error.reason}: {error.message} "
+                      f"[parameter={error.metadata.get('parameter')}]")
+        refused = error.reason == "PRODUCT_PARAMETER_OUT_OF_RANGE"
+    else:
+        console.print("[red]the product ran out of its bounds: this must not happen[/red]")
+        refused = False
+    return {"product answered": bool(result.rows), "product bounds held": refused}
 
 
 def _share_of_district(requester: BrokerClient, grant: str) -> bool:

@@ -22,12 +22,13 @@ from dsbroker.guard.plan_cache import PlanCache
 from dsbroker.observability.call_facts import logged_grant, note_call
 from dsbroker.observability.metrics import ServerMetrics, outcome_of
 from dsbroker.policy.model import Policy
+from dsbroker.policy.product_binding import product_detail, product_query
 from broker.workflow.policy_registry import POLICIES, PolicyRegistry, grant_id_of
 from broker.query.sandbox_client import SandboxClient
 from broker.query.secure_sum import SecureSum
 from dsbroker.identity.tls import PeerCertificate
 from dsbroker.records.executions import plan_digest
-from dsbroker.v1 import results_pb2
+from dsbroker.v1 import product_pb2, results_pb2
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 
 
@@ -85,7 +86,8 @@ class QueryPipeline:
 
     def run(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
             client: str, timeout_s: float, token: str, certificate: PeerCertificate | None = None,
-            encryption: results_pb2.Encryption | None = None) -> QueryOutcome:
+            encryption: results_pb2.Encryption | None = None,
+            product: product_pb2.ProductCall | None = None) -> QueryOutcome:
         """Run one query for ``principal`` under the grant named ``grant`` (``policies/{id}``); raises
         DsbrokerError when refused.
 
@@ -95,12 +97,15 @@ class QueryPipeline:
         one learns it with the next plan.
         With ``encryption`` (the requester's public key) the cells come back encrypted under it; with
         partitions, added up across them here without being decrypted.
+        With ``product`` (and no SQL) the query is the grant's product with its parameters bound, guarded and run
+        as any query; the plan names the product, so that the sandbox binds it again from the signed policy.
         """
         # The body's request id, which the sandbox gets too; the grant only where the text can name one.
         note_call(grant=logged_grant(grant.removeprefix(f"{POLICIES}/")), request_id=request_id)
         try:
             outcome = self._run(principal, grant, unverified_sql, request_id=request_id, client=client,
-                                timeout_s=timeout_s, token=token, certificate=certificate, encryption=encryption)
+                                timeout_s=timeout_s, token=token, certificate=certificate, encryption=encryption,
+                                product=product)
         except BaseException as error:
             self._settle(*outcome_of(error))
             raise
@@ -109,8 +114,10 @@ class QueryPipeline:
 
     def _run(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
              client: str, timeout_s: float, token: str, certificate: PeerCertificate | None,
-             encryption: results_pb2.Encryption | None) -> QueryOutcome:
+             encryption: results_pb2.Encryption | None,
+             product: product_pb2.ProductCall | None) -> QueryOutcome:
         encrypted = encryption is not None
+        called = product_detail(product) if product is not None else {}
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
                     client=client, request_id=request_id, grant_id=_recorded_id(grant), sql=unverified_sql)
         now = self.clock()
@@ -120,6 +127,8 @@ class QueryPipeline:
             require_role("requester", principal)
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            if product is not None:  # the grant's signed template, parameters bound on its parse tree
+                unverified_sql = base["sql"] = product_query(policy, product, unverified_sql)
             dialect = self.engine_dialect(policy.dataset)
             with self.metrics.timed("guard"):
                 guarded = self.plans.get_or_build(
@@ -130,7 +139,7 @@ class QueryPipeline:
                     encrypted=encrypted, dialect=dialect)
         except Exception as error:  # refusals and bugs alike leave a record
             self.access_log.append(AccessRecord(event="query.decision", decision="deny", reason=_reason(error),
-                                                detail=getattr(error, "metadata", {}), **base), now=now)
+                                                detail={**called, **getattr(error, "metadata", {})}, **base), now=now)
             raise
         base["rewritten_sql"] = guarded.sql
         limited = policy.queries_per_day is not None or policy.queries_total is not None
@@ -141,8 +150,8 @@ class QueryPipeline:
                                policy_document=policy.document, original_sql=unverified_sql, caller_token=token,
                                execution_id=str(uuid.uuid4()), encryption=encryption,
                                caller_certificate=certificate.der if certificate else b"",
-                               policy_statements=self.policies.statements_for(policy.id))
-        execution = {"execution_id": plan.execution_id, "plan_sha256": plan_digest(plan)}
+                               policy_statements=self.policies.statements_for(policy.id), product=product)
+        execution = {"execution_id": plan.execution_id, "plan_sha256": plan_digest(plan), **called}
         if encrypted:
             execution.update(encrypted=True, partitions=list(policy.partitions))
         try:
@@ -183,7 +192,7 @@ class QueryPipeline:
         return QueryOutcome(response, guarded, policy, seq)
 
     def explain(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
-                client: str, encrypted: bool = False) -> Explanation:
+                client: str, encrypted: bool = False, product: product_pb2.ProductCall | None = None) -> Explanation:
         """What ``run`` would do with the query, without running it; refused exactly as ``run`` refuses.
 
         Recorded in the access log as ``query.explain`` (allowed or refused), with the rewritten SQL;
@@ -193,7 +202,7 @@ class QueryPipeline:
         note_call(grant=logged_grant(grant.removeprefix(f"{POLICIES}/")), request_id=request_id)
         try:
             explanation = self._explain(principal, grant, unverified_sql, request_id=request_id, client=client,
-                                        encrypted=encrypted)
+                                        encrypted=encrypted, product=product)
         except BaseException as error:  # an explain is no query: noted for its log line, not counted
             note_call(decision=outcome_of(error)[0])
             raise
@@ -206,24 +215,27 @@ class QueryPipeline:
         note_call(decision=decision)
 
     def _explain(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
-                 client: str, encrypted: bool) -> Explanation:
+                 client: str, encrypted: bool, product: product_pb2.ProductCall | None) -> Explanation:
         base = dict(subject=principal.subject, department=principal.department, token_id=principal.token_id,
                     client=client, request_id=request_id, grant_id=_recorded_id(grant), sql=unverified_sql)
+        called = product_detail(product) if product is not None else {}
         now = self.clock()
         steps: list[GuardStep] = []
         try:
             require_role("requester", principal)
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
+            if product is not None:  # bound as run() binds it
+                unverified_sql = base["sql"] = product_query(policy, product, unverified_sql)
             guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
                             engine_dialect=self.engine_dialect(policy.dataset), steps=steps, encrypted=encrypted,
                             column_types=self.column_types())
         except Exception as error:
             self.access_log.append(AccessRecord(event="query.explain", decision="deny", reason=_reason(error),
-                                                detail=getattr(error, "metadata", {}), **base), now=now)
+                                                detail={**called, **getattr(error, "metadata", {})}, **base), now=now)
             raise
         seq = self.access_log.append(AccessRecord(event="query.explain", decision="allow", rewritten_sql=guarded.sql,
-                                                  **base), now=now)
+                                                  detail=called, **base), now=now)
         return Explanation(guarded, tuple(steps), policy, seq)
 
 

@@ -26,7 +26,8 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             require_principal(), request.policy, request.sql,
             request_id=body_request_id(request.request_id), client=context.peer(),
             timeout_s=time_limit(context), token=current_token.get(), certificate=peer_certificate(context),
-            encryption=request.encryption if request.HasField("encryption") else None)
+            encryption=request.encryption if request.HasField("encryption") else None,
+            product=request.product if request.HasField("product") else None)
         guarded = outcome.guarded
         noise = outcome.response.noise if outcome.response.HasField("noise") else None
         encrypted = outcome.response.encrypted if outcome.response.HasField("encrypted") else None
@@ -40,7 +41,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         explanation = self.pipeline.explain(
             require_principal(), request.policy, request.sql,
             request_id=body_request_id(request.request_id), client=context.peer(),
-            encrypted=request.encrypted)
+            encrypted=request.encrypted, product=request.product if request.HasField("product") else None)
         guarded = explanation.guarded
         noise = planned_noise(guarded, explanation.policy)
         return pb.ExplainQueryResponse(

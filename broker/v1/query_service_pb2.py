@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dsbroker.v1 import product_pb2 as dsbroker_dot_v1_dot_product__pb2
 from dsbroker.v1 import results_pb2 as dsbroker_dot_v1_dot_results__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/v1/query_service.proto\x12\tbroker.v1\x1a\x19\x64sbroker/v1/results.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x87\x01\n\x0fRunQueryRequest\x12\x14\n\x06policy\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sql\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x31\n\nencryption\x18\x04 \x01(\x0b\x32\x17.dsbroker.v1.EncryptionB\x04\xe2\x41\x01\x01\"\xa8\x02\n\x10RunQueryResponse\x12\'\n\x05table\x18\x01 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rrewritten_sql\x18\x03 \x01(\t\x12\x33\n\x10\x64isclosure_rules\x18\x04 \x03(\x0b\x32\x19.broker.v1.DisclosureRule\x12\x15\n\raccess_record\x18\t \x01(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x03\x12\'\n\x05noise\x18\x07 \x01(\x0b\x32\x18.dsbroker.v1.NoiseReport\x12.\n\tencrypted\x18\x08 \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTableJ\x04\x08\x05\x10\x06\"q\n\x13\x45xplainQueryRequest\x12\x14\n\x06policy\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sql\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tencrypted\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\xa6\x02\n\x14\x45xplainQueryResponse\x12\x15\n\rrewritten_sql\x18\x01 \x01(\t\x12#\n\x05steps\x18\x02 \x03(\x0b\x32\x14.broker.v1.GuardStep\x12\x33\n\x10\x64isclosure_rules\x18\x03 \x03(\x0b\x32\x19.broker.v1.DisclosureRule\x12\x12\n\nmax_groups\x18\x04 \x01(\x03\x12\x15\n\rlookup_tables\x18\x05 \x03(\t\x12\x15\n\raccess_record\x18\n \x01(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12\'\n\x05noise\x18\x08 \x01(\x0b\x32\x18.dsbroker.v1.NoiseReport\x12\x14\n\x0crelease_plan\x18\t \x01(\tJ\x04\x08\x06\x10\x07\"\xb7\x01\n\tGuardStep\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12+\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1b.broker.v1.GuardStep.Action\x12\x0f\n\x07summary\x18\x03 \x01(\t\"^\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x43TION_CHECKED\x10\x01\x12\x12\n\x0e\x41\x43TION_REWROTE\x10\x02\x12\x14\n\x10\x41\x43TION_UNCHANGED\x10\x03\"n\n\x0e\x44isclosureRule\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x65lls_withheld\x18\x05 \x01(\x03\x32\xa4\x01\n\x0cQueryService\x12\x43\n\x08RunQuery\x12\x1a.broker.v1.RunQueryRequest\x1a\x1b.broker.v1.RunQueryResponse\x12O\n\x0c\x45xplainQuery\x12\x1e.broker.v1.ExplainQueryRequest\x1a\x1f.broker.v1.ExplainQueryResponseBe\n\x16org.dsbroker.broker.v1B\x11QueryServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/v1/query_service.proto\x12\tbroker.v1\x1a\x19\x64sbroker/v1/product.proto\x1a\x19\x64sbroker/v1/results.proto\x1a\x1fgoogle/api/field_behavior.proto\"\xb8\x01\n\x0fRunQueryRequest\x12\x14\n\x06policy\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sql\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x31\n\nencryption\x18\x04 \x01(\x0b\x32\x17.dsbroker.v1.EncryptionB\x04\xe2\x41\x01\x01\x12/\n\x07product\x18\x05 \x01(\x0b\x32\x18.dsbroker.v1.ProductCallB\x04\xe2\x41\x01\x01\"\xa8\x02\n\x10RunQueryResponse\x12\'\n\x05table\x18\x01 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rrewritten_sql\x18\x03 \x01(\t\x12\x33\n\x10\x64isclosure_rules\x18\x04 \x03(\x0b\x32\x19.broker.v1.DisclosureRule\x12\x15\n\raccess_record\x18\t \x01(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x03\x12\'\n\x05noise\x18\x07 \x01(\x0b\x32\x18.dsbroker.v1.NoiseReport\x12.\n\tencrypted\x18\x08 \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTableJ\x04\x08\x05\x10\x06\"\xa2\x01\n\x13\x45xplainQueryRequest\x12\x14\n\x06policy\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sql\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tencrypted\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12/\n\x07product\x18\x05 \x01(\x0b\x32\x18.dsbroker.v1.ProductCallB\x04\xe2\x41\x01\x01\"\xa6\x02\n\x14\x45xplainQueryResponse\x12\x15\n\rrewritten_sql\x18\x01 \x01(\t\x12#\n\x05steps\x18\x02 \x03(\x0b\x32\x14.broker.v1.GuardStep\x12\x33\n\x10\x64isclosure_rules\x18\x03 \x03(\x0b\x32\x19.broker.v1.DisclosureRule\x12\x12\n\nmax_groups\x18\x04 \x01(\x03\x12\x15\n\rlookup_tables\x18\x05 \x03(\t\x12\x15\n\raccess_record\x18\n \x01(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12\'\n\x05noise\x18\x08 \x01(\x0b\x32\x18.dsbroker.v1.NoiseReport\x12\x14\n\x0crelease_plan\x18\t \x01(\tJ\x04\x08\x06\x10\x07\"\xb7\x01\n\tGuardStep\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12+\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1b.broker.v1.GuardStep.Action\x12\x0f\n\x07summary\x18\x03 \x01(\t\"^\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x43TION_CHECKED\x10\x01\x12\x12\n\x0e\x41\x43TION_REWROTE\x10\x02\x12\x14\n\x10\x41\x43TION_UNCHANGED\x10\x03\"n\n\x0e\x44isclosureRule\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x65lls_withheld\x18\x05 \x01(\x03\x32\xa4\x01\n\x0cQueryService\x12\x43\n\x08RunQuery\x12\x1a.broker.v1.RunQueryRequest\x1a\x1b.broker.v1.RunQueryResponse\x12O\n\x0c\x45xplainQuery\x12\x1e.broker.v1.ExplainQueryRequest\x1a\x1f.broker.v1.ExplainQueryResponseBe\n\x16org.dsbroker.broker.v1B\x11QueryServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,33 +38,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNQUERYREQUEST'].fields_by_name['policy']._loaded_options = None
   _globals['_RUNQUERYREQUEST'].fields_by_name['policy']._serialized_options = b'\342A\001\002'
   _globals['_RUNQUERYREQUEST'].fields_by_name['sql']._loaded_options = None
-  _globals['_RUNQUERYREQUEST'].fields_by_name['sql']._serialized_options = b'\342A\001\002'
+  _globals['_RUNQUERYREQUEST'].fields_by_name['sql']._serialized_options = b'\342A\001\001'
   _globals['_RUNQUERYREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_RUNQUERYREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_RUNQUERYREQUEST'].fields_by_name['encryption']._loaded_options = None
   _globals['_RUNQUERYREQUEST'].fields_by_name['encryption']._serialized_options = b'\342A\001\001'
+  _globals['_RUNQUERYREQUEST'].fields_by_name['product']._loaded_options = None
+  _globals['_RUNQUERYREQUEST'].fields_by_name['product']._serialized_options = b'\342A\001\001'
   _globals['_EXPLAINQUERYREQUEST'].fields_by_name['policy']._loaded_options = None
   _globals['_EXPLAINQUERYREQUEST'].fields_by_name['policy']._serialized_options = b'\342A\001\002'
   _globals['_EXPLAINQUERYREQUEST'].fields_by_name['sql']._loaded_options = None
-  _globals['_EXPLAINQUERYREQUEST'].fields_by_name['sql']._serialized_options = b'\342A\001\002'
+  _globals['_EXPLAINQUERYREQUEST'].fields_by_name['sql']._serialized_options = b'\342A\001\001'
   _globals['_EXPLAINQUERYREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_EXPLAINQUERYREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_EXPLAINQUERYREQUEST'].fields_by_name['encrypted']._loaded_options = None
   _globals['_EXPLAINQUERYREQUEST'].fields_by_name['encrypted']._serialized_options = b'\342A\001\001'
-  _globals['_RUNQUERYREQUEST']._serialized_start=105
-  _globals['_RUNQUERYREQUEST']._serialized_end=240
-  _globals['_RUNQUERYRESPONSE']._serialized_start=243
-  _globals['_RUNQUERYRESPONSE']._serialized_end=539
-  _globals['_EXPLAINQUERYREQUEST']._serialized_start=541
-  _globals['_EXPLAINQUERYREQUEST']._serialized_end=654
-  _globals['_EXPLAINQUERYRESPONSE']._serialized_start=657
-  _globals['_EXPLAINQUERYRESPONSE']._serialized_end=951
-  _globals['_GUARDSTEP']._serialized_start=954
-  _globals['_GUARDSTEP']._serialized_end=1137
-  _globals['_GUARDSTEP_ACTION']._serialized_start=1043
-  _globals['_GUARDSTEP_ACTION']._serialized_end=1137
-  _globals['_DISCLOSURERULE']._serialized_start=1139
-  _globals['_DISCLOSURERULE']._serialized_end=1249
-  _globals['_QUERYSERVICE']._serialized_start=1252
-  _globals['_QUERYSERVICE']._serialized_end=1416
+  _globals['_EXPLAINQUERYREQUEST'].fields_by_name['product']._loaded_options = None
+  _globals['_EXPLAINQUERYREQUEST'].fields_by_name['product']._serialized_options = b'\342A\001\001'
+  _globals['_RUNQUERYREQUEST']._serialized_start=132
+  _globals['_RUNQUERYREQUEST']._serialized_end=316
+  _globals['_RUNQUERYRESPONSE']._serialized_start=319
+  _globals['_RUNQUERYRESPONSE']._serialized_end=615
+  _globals['_EXPLAINQUERYREQUEST']._serialized_start=618
+  _globals['_EXPLAINQUERYREQUEST']._serialized_end=780
+  _globals['_EXPLAINQUERYRESPONSE']._serialized_start=783
+  _globals['_EXPLAINQUERYRESPONSE']._serialized_end=1077
+  _globals['_GUARDSTEP']._serialized_start=1080
+  _globals['_GUARDSTEP']._serialized_end=1263
+  _globals['_GUARDSTEP_ACTION']._serialized_start=1169
+  _globals['_GUARDSTEP_ACTION']._serialized_end=1263
+  _globals['_DISCLOSURERULE']._serialized_start=1265
+  _globals['_DISCLOSURERULE']._serialized_end=1375
+  _globals['_QUERYSERVICE']._serialized_start=1378
+  _globals['_QUERYSERVICE']._serialized_end=1542
 # @@protoc_insertion_point(module_scope)

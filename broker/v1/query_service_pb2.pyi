@@ -1,3 +1,4 @@
+from dsbroker.v1 import product_pb2 as _product_pb2
 from dsbroker.v1 import results_pb2 as _results_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf.internal import containers as _containers
@@ -10,16 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunQueryRequest(_message.Message):
-    __slots__ = ("policy", "sql", "request_id", "encryption")
+    __slots__ = ("policy", "sql", "request_id", "encryption", "product")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
     policy: str
     sql: str
     request_id: str
     encryption: _results_pb2.Encryption
-    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ...) -> None: ...
+    product: _product_pb2.ProductCall
+    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ..., product: _Optional[_Union[_product_pb2.ProductCall, _Mapping]] = ...) -> None: ...
 
 class RunQueryResponse(_message.Message):
     __slots__ = ("table", "truncated", "rewritten_sql", "disclosure_rules", "access_record", "policy_version", "noise", "encrypted")
@@ -42,16 +45,18 @@ class RunQueryResponse(_message.Message):
     def __init__(self, table: _Optional[_Union[_results_pb2.ResultTable, _Mapping]] = ..., truncated: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., disclosure_rules: _Optional[_Iterable[_Union[DisclosureRule, _Mapping]]] = ..., access_record: _Optional[str] = ..., policy_version: _Optional[int] = ..., noise: _Optional[_Union[_results_pb2.NoiseReport, _Mapping]] = ..., encrypted: _Optional[_Union[_results_pb2.EncryptedTable, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryRequest(_message.Message):
-    __slots__ = ("policy", "sql", "request_id", "encrypted")
+    __slots__ = ("policy", "sql", "request_id", "encrypted", "product")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
     policy: str
     sql: str
     request_id: str
     encrypted: bool
-    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ...) -> None: ...
+    product: _product_pb2.ProductCall
+    def __init__(self, policy: _Optional[str] = ..., sql: _Optional[str] = ..., request_id: _Optional[str] = ..., encrypted: _Optional[bool] = ..., product: _Optional[_Union[_product_pb2.ProductCall, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryResponse(_message.Message):
     __slots__ = ("rewritten_sql", "steps", "disclosure_rules", "max_groups", "lookup_tables", "access_record", "policy_version", "noise", "release_plan")

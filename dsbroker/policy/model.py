@@ -27,6 +27,7 @@ import sqlglot.expressions as exp
 import yaml
 
 from dsbroker.errors import GrantError, PolicyFileError, shown
+from dsbroker.policy.products import Product, read_products
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
-             "values",
+             "values", "products",
              "row_filter", "disclosure", "limits", "results", "partitions", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department", "district"}
@@ -182,6 +183,8 @@ class Policy:
     # Group and filter columns whose every value the owner lists (a code list): on these a query may write
     # ``<>`` and ``NOT IN``, which the guard rewrites to the IN list of the other values (expand_complements).
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The owner's data products: standing queries the grantee runs by name (dsbroker.policy.products).
+    products: dict[str, Product] = field(default_factory=dict)
     request: str | None = None
     narrows: str | None = None
     # The grantee's district: a token of the grantee department that names another is refused, at the
@@ -421,6 +424,7 @@ class _Reader:
             "lookups": self.lookups(top["lookups"], top["dataset"], columns) if "lookups" in top else {},
             "ranges": self.ranges(top["ranges"], columns) if "ranges" in top else {},
             "values": self.values(top["values"], columns) if "values" in top else {},
+            "products": read_products(self, top["products"]) if "products" in top else {},
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,

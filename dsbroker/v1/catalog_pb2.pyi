@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "title", "description", "entity_column", "row_filter", "min_entities", "approval_stages", "columns", "engine_dialect")
+    __slots__ = ("name", "title", "description", "entity_column", "row_filter", "min_entities", "approval_stages", "columns", "engine_dialect", "products")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class Dataset(_message.Message):
     APPROVAL_STAGES_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ENGINE_DIALECT_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     title: str
     description: str
@@ -27,7 +28,24 @@ class Dataset(_message.Message):
     approval_stages: _containers.RepeatedScalarFieldContainer[str]
     columns: _containers.RepeatedCompositeFieldContainer[DatasetColumn]
     engine_dialect: str
-    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., entity_column: _Optional[str] = ..., row_filter: _Optional[str] = ..., min_entities: _Optional[int] = ..., approval_stages: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[_Union[DatasetColumn, _Mapping]]] = ..., engine_dialect: _Optional[str] = ...) -> None: ...
+    products: _containers.RepeatedCompositeFieldContainer[DatasetProduct]
+    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., entity_column: _Optional[str] = ..., row_filter: _Optional[str] = ..., min_entities: _Optional[int] = ..., approval_stages: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[_Union[DatasetColumn, _Mapping]]] = ..., engine_dialect: _Optional[str] = ..., products: _Optional[_Iterable[_Union[DatasetProduct, _Mapping]]] = ...) -> None: ...
+
+class DatasetProduct(_message.Message):
+    __slots__ = ("name", "version", "title_zh", "title_en", "description_zh", "description_en")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TITLE_ZH_FIELD_NUMBER: _ClassVar[int]
+    TITLE_EN_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_ZH_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_EN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    title_zh: str
+    title_en: str
+    description_zh: str
+    description_en: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., title_zh: _Optional[str] = ..., title_en: _Optional[str] = ..., description_zh: _Optional[str] = ..., description_en: _Optional[str] = ...) -> None: ...
 
 class DatasetColumn(_message.Message):
     __slots__ = ("name", "type", "description", "unit", "classification", "levels")

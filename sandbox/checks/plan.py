@@ -25,6 +25,7 @@ from dsbroker.errors import AuthenticationError, DsbrokerError, PlanRefused
 from dsbroker.guard import SCHEMA_RULES, GuardedQuery, guard
 from dsbroker.guard.plan_cache import PlanCache
 from dsbroker.policy.model import Policy, check_grantee_district
+from dsbroker.policy.product_binding import product_query
 from dsbroker.identity.tls import CertificateAuthorities, PeerCertificate, certificate_from_der
 from sandbox.v1 import sandbox_service_pb2 as pb
 
@@ -71,6 +72,11 @@ class PlanGuardChecker:
             raise PlanRefused("the plan's caller is not a requester of the policy's grantee department",
                               reason="PLAN_CALLER_INVALID", policy=policy.id)
         check_grantee_district(policy, caller.district)  # as the broker checks it: the row filter binds to it
+        if plan.HasField("product"):  # bound again from the signed policy: the broker's text counts for nothing
+            if product_query(policy, plan.product) != plan.original_sql:
+                raise PlanRefused("the plan's original SQL is not the signed policy's product with its parameters "
+                                  "bound", reason="PRODUCT_TEMPLATE_MISMATCH", policy=policy.id,
+                                  product=plan.product.name[:80])
         encrypted = plan.HasField("encryption")
         try:
             guarded = self.plans.get_or_build(

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from dsbroker.v1 import catalog_pb2 as dsbroker_dot_v1_dot_catalog__pb2
+from dsbroker.v1 import product_pb2 as dsbroker_dot_v1_dot_product__pb2
 from dsbroker.v1 import results_pb2 as dsbroker_dot_v1_dot_results__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sandbox/v1/sandbox_service.proto\x12\nsandbox.v1\x1a\x19\x64sbroker/v1/catalog.proto\x1a\x19\x64sbroker/v1/results.proto\"N\n\x1ePublishPolicyStatementsRequest\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x18\n\x10policy_documents\x18\x02 \x03(\t\"n\n\x1fPublishPolicyStatementsResponse\x12\x18\n\x10statements_added\x18\x01 \x01(\x05\x12\x1d\n\x15policy_versions_added\x18\x02 \x01(\x05\x12\x12\n\nsandbox_id\x18\x03 \x01(\t\"D\n\x1bListPolicyStatementsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"K\n\x1cListPolicyStatementsResponse\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.dsbroker.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x12\x45xecutePlanRequest\x12\x1e\n\x04plan\x18\x01 \x01(\x0b\x32\x10.sandbox.v1.Plan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xa0\x02\n\x04Plan\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x11\n\tpolicy_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08max_rows\x18\x05 \x01(\x05\x12\x17\n\x0fpolicy_document\x18\x06 \x01(\t\x12\x14\n\x0coriginal_sql\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61ller_token\x18\x08 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\t \x01(\t\x12+\n\nencryption\x18\n \x01(\x0b\x32\x17.dsbroker.v1.Encryption\x12\x1a\n\x12\x63\x61ller_certificate\x18\x0b \x01(\x0c\x12\x19\n\x11policy_statements\x18\x0c \x03(\t\"Y\n\x17\x45ncryptPartitionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x06groups\x18\x02 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\"^\n\x18\x45ncryptPartitionResponse\x12.\n\tencrypted\x18\x01 \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTable\x12\x12\n\nsandbox_id\x18\x02 \x01(\t\"\x94\x03\n\x13\x45xecutePlanResponse\x12\'\n\x05table\x18\x01 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rengine_micros\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x65lls_withheld\x18\x04 \x01(\x03\x12\'\n\x05noise\x18\x05 \x01(\x0b\x32\x18.dsbroker.v1.NoiseReport\x12 \n\x18threshold_cells_withheld\x18\x06 \x01(\x03\x12 \n\x18secondary_cells_withheld\x18\x07 \x01(\x03\x12\x12\n\nsandbox_id\x18\x08 \x01(\t\x12.\n\tencrypted\x18\t \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTable\x12\x32\n\x10partition_groups\x18\n \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12\x1c\n\x14\x61udit_cells_withheld\x18\x0b \x01(\x03\x12\x0f\n\x07\x61udited\x18\x0c \x01(\x08\"J\n\x18WitnessCheckpointRequest\x12.\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x19.sandbox.v1.LogCheckpoint\"\x91\x01\n\rLogCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12 \n\x18\x63onsistency_proof_hashes\x18\x07 \x03(\t\"\x9a\x01\n\x19WitnessCheckpointResponse\x12\x17\n\x0f\x63heckpoint_hash\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04root\x18\x03 \x01(\t\x12\x0f\n\x07witness\x18\x04 \x01(\t\x12\x14\n\x0cwitness_time\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t2\xd3\x04\n\x0eSandboxService\x12N\n\x0b\x45xecutePlan\x12\x1e.sandbox.v1.ExecutePlanRequest\x1a\x1f.sandbox.v1.ExecutePlanResponse\x12Q\n\x0cListDatasets\x12\x1f.sandbox.v1.ListDatasetsRequest\x1a .sandbox.v1.ListDatasetsResponse\x12]\n\x10\x45ncryptPartition\x12#.sandbox.v1.EncryptPartitionRequest\x1a$.sandbox.v1.EncryptPartitionResponse\x12r\n\x17PublishPolicyStatements\x12*.sandbox.v1.PublishPolicyStatementsRequest\x1a+.sandbox.v1.PublishPolicyStatementsResponse\x12i\n\x14ListPolicyStatements\x12\'.sandbox.v1.ListPolicyStatementsRequest\x1a(.sandbox.v1.ListPolicyStatementsResponse\x12`\n\x11WitnessCheckpoint\x12$.sandbox.v1.WitnessCheckpointRequest\x1a%.sandbox.v1.WitnessCheckpointResponseBj\n\x17org.dsbroker.sandbox.v1B\x13SandboxServiceProtoP\x01Z8github.com/dsbroker/dsbroker/gen/go/sandbox/v1;sandboxv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sandbox/v1/sandbox_service.proto\x12\nsandbox.v1\x1a\x19\x64sbroker/v1/catalog.proto\x1a\x19\x64sbroker/v1/product.proto\x1a\x19\x64sbroker/v1/results.proto\"N\n\x1ePublishPolicyStatementsRequest\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x18\n\x10policy_documents\x18\x02 \x03(\t\"n\n\x1fPublishPolicyStatementsResponse\x12\x18\n\x10statements_added\x18\x01 \x01(\x05\x12\x1d\n\x15policy_versions_added\x18\x02 \x01(\x05\x12\x12\n\nsandbox_id\x18\x03 \x01(\t\"D\n\x1bListPolicyStatementsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"K\n\x1cListPolicyStatementsResponse\x12\x12\n\nstatements\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.dsbroker.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x12\x45xecutePlanRequest\x12\x1e\n\x04plan\x18\x01 \x01(\x0b\x32\x10.sandbox.v1.Plan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xcb\x02\n\x04Plan\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x11\n\tpolicy_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08max_rows\x18\x05 \x01(\x05\x12\x17\n\x0fpolicy_document\x18\x06 \x01(\t\x12\x14\n\x0coriginal_sql\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61ller_token\x18\x08 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\t \x01(\t\x12+\n\nencryption\x18\n \x01(\x0b\x32\x17.dsbroker.v1.Encryption\x12\x1a\n\x12\x63\x61ller_certificate\x18\x0b \x01(\x0c\x12\x19\n\x11policy_statements\x18\x0c \x03(\t\x12)\n\x07product\x18\r \x01(\x0b\x32\x18.dsbroker.v1.ProductCall\"Y\n\x17\x45ncryptPartitionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x06groups\x18\x02 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\"^\n\x18\x45ncryptPartitionResponse\x12.\n\tencrypted\x18\x01 \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTable\x12\x12\n\nsandbox_id\x18\x02 \x01(\t\"\x94\x03\n\x13\x45xecutePlanResponse\x12\'\n\x05table\x18\x01 \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rengine_micros\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x65lls_withheld\x18\x04 \x01(\x03\x12\'\n\x05noise\x18\x05 \x01(\x0b\x32\x18.dsbroker.v1.NoiseReport\x12 \n\x18threshold_cells_withheld\x18\x06 \x01(\x03\x12 \n\x18secondary_cells_withheld\x18\x07 \x01(\x03\x12\x12\n\nsandbox_id\x18\x08 \x01(\t\x12.\n\tencrypted\x18\t \x01(\x0b\x32\x1b.dsbroker.v1.EncryptedTable\x12\x32\n\x10partition_groups\x18\n \x01(\x0b\x32\x18.dsbroker.v1.ResultTable\x12\x1c\n\x14\x61udit_cells_withheld\x18\x0b \x01(\x03\x12\x0f\n\x07\x61udited\x18\x0c \x01(\x08\"J\n\x18WitnessCheckpointRequest\x12.\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x19.sandbox.v1.LogCheckpoint\"\x91\x01\n\rLogCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x0c\n\x04prev\x18\x03 \x01(\t\x12\x11\n\tsign_time\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12 \n\x18\x63onsistency_proof_hashes\x18\x07 \x03(\t\"\x9a\x01\n\x19WitnessCheckpointResponse\x12\x17\n\x0f\x63heckpoint_hash\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04root\x18\x03 \x01(\t\x12\x0f\n\x07witness\x18\x04 \x01(\t\x12\x14\n\x0cwitness_time\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t2\xd3\x04\n\x0eSandboxService\x12N\n\x0b\x45xecutePlan\x12\x1e.sandbox.v1.ExecutePlanRequest\x1a\x1f.sandbox.v1.ExecutePlanResponse\x12Q\n\x0cListDatasets\x12\x1f.sandbox.v1.ListDatasetsRequest\x1a .sandbox.v1.ListDatasetsResponse\x12]\n\x10\x45ncryptPartition\x12#.sandbox.v1.EncryptPartitionRequest\x1a$.sandbox.v1.EncryptPartitionResponse\x12r\n\x17PublishPolicyStatements\x12*.sandbox.v1.PublishPolicyStatementsRequest\x1a+.sandbox.v1.PublishPolicyStatementsResponse\x12i\n\x14ListPolicyStatements\x12\'.sandbox.v1.ListPolicyStatementsRequest\x1a(.sandbox.v1.ListPolicyStatementsResponse\x12`\n\x11WitnessCheckpoint\x12$.sandbox.v1.WitnessCheckpointRequest\x1a%.sandbox.v1.WitnessCheckpointResponseBj\n\x17org.dsbroker.sandbox.v1B\x13SandboxServiceProtoP\x01Z8github.com/dsbroker/dsbroker/gen/go/sandbox/v1;sandboxv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +35,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sandbox.v1.sandbox_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027org.dsbroker.sandbox.v1B\023SandboxServiceProtoP\001Z8github.com/dsbroker/dsbroker/gen/go/sandbox/v1;sandboxv1'
-  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_start=102
-  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_end=180
-  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_start=182
-  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_end=292
-  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_start=294
-  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_end=362
-  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_start=364
-  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_end=439
-  _globals['_LISTDATASETSREQUEST']._serialized_start=441
-  _globals['_LISTDATASETSREQUEST']._serialized_end=501
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=503
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=590
-  _globals['_EXECUTEPLANREQUEST']._serialized_start=592
-  _globals['_EXECUTEPLANREQUEST']._serialized_end=664
-  _globals['_PLAN']._serialized_start=667
-  _globals['_PLAN']._serialized_end=955
-  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_start=957
-  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_end=1046
-  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_start=1048
-  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_end=1142
-  _globals['_EXECUTEPLANRESPONSE']._serialized_start=1145
-  _globals['_EXECUTEPLANRESPONSE']._serialized_end=1549
-  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_start=1551
-  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_end=1625
-  _globals['_LOGCHECKPOINT']._serialized_start=1628
-  _globals['_LOGCHECKPOINT']._serialized_end=1773
-  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_start=1776
-  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_end=1930
-  _globals['_SANDBOXSERVICE']._serialized_start=1933
-  _globals['_SANDBOXSERVICE']._serialized_end=2528
+  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_start=129
+  _globals['_PUBLISHPOLICYSTATEMENTSREQUEST']._serialized_end=207
+  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_start=209
+  _globals['_PUBLISHPOLICYSTATEMENTSRESPONSE']._serialized_end=319
+  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_start=321
+  _globals['_LISTPOLICYSTATEMENTSREQUEST']._serialized_end=389
+  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_start=391
+  _globals['_LISTPOLICYSTATEMENTSRESPONSE']._serialized_end=466
+  _globals['_LISTDATASETSREQUEST']._serialized_start=468
+  _globals['_LISTDATASETSREQUEST']._serialized_end=528
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=530
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=617
+  _globals['_EXECUTEPLANREQUEST']._serialized_start=619
+  _globals['_EXECUTEPLANREQUEST']._serialized_end=691
+  _globals['_PLAN']._serialized_start=694
+  _globals['_PLAN']._serialized_end=1025
+  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_start=1027
+  _globals['_ENCRYPTPARTITIONREQUEST']._serialized_end=1116
+  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_start=1118
+  _globals['_ENCRYPTPARTITIONRESPONSE']._serialized_end=1212
+  _globals['_EXECUTEPLANRESPONSE']._serialized_start=1215
+  _globals['_EXECUTEPLANRESPONSE']._serialized_end=1619
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_start=1621
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_end=1695
+  _globals['_LOGCHECKPOINT']._serialized_start=1698
+  _globals['_LOGCHECKPOINT']._serialized_end=1843
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_start=1846
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_end=2000
+  _globals['_SANDBOXSERVICE']._serialized_start=2003
+  _globals['_SANDBOXSERVICE']._serialized_end=2598
 # @@protoc_insertion_point(module_scope)

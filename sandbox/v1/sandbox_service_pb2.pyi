@@ -1,4 +1,5 @@
 from dsbroker.v1 import catalog_pb2 as _catalog_pb2
+from dsbroker.v1 import product_pb2 as _product_pb2
 from dsbroker.v1 import results_pb2 as _results_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -67,7 +68,7 @@ class ExecutePlanRequest(_message.Message):
     def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token", "execution_id", "encryption", "caller_certificate", "policy_statements")
+    __slots__ = ("dataset", "sql", "policy_id", "policy_version", "max_rows", "policy_document", "original_sql", "caller_token", "execution_id", "encryption", "caller_certificate", "policy_statements", "product")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +81,7 @@ class Plan(_message.Message):
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     CALLER_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     POLICY_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     sql: str
     policy_id: str
@@ -92,7 +94,8 @@ class Plan(_message.Message):
     encryption: _results_pb2.Encryption
     caller_certificate: bytes
     policy_statements: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ..., caller_certificate: _Optional[bytes] = ..., policy_statements: _Optional[_Iterable[str]] = ...) -> None: ...
+    product: _product_pb2.ProductCall
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., policy_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_rows: _Optional[int] = ..., policy_document: _Optional[str] = ..., original_sql: _Optional[str] = ..., caller_token: _Optional[str] = ..., execution_id: _Optional[str] = ..., encryption: _Optional[_Union[_results_pb2.Encryption, _Mapping]] = ..., caller_certificate: _Optional[bytes] = ..., policy_statements: _Optional[_Iterable[str]] = ..., product: _Optional[_Union[_product_pb2.ProductCall, _Mapping]] = ...) -> None: ...
 
 class EncryptPartitionRequest(_message.Message):
     __slots__ = ("execution_id", "groups")
