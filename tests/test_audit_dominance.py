@@ -148,3 +148,24 @@ def test_the_search_finds_a_dominated_combination_exactly_when_one_exists(seed):
         pytest.skip("a tie with the rule's bound: floating point may go either way (toward withholding)")
     found = _find(space, amounts, rule)
     assert (found is not None) == (margin is not None and margin > 0), (space, amounts, rule, margin, found)
+
+
+# --- the audit's budget of programme work -------------------------------------------------------------------------
+
+def test_every_search_of_one_audit_spends_one_budget_and_past_it_the_space_is_too_complex():
+    """An answer of many cells was searched anew for each cell it withheld, each search to its own limit (a
+    product's street x month table: 2,496 programmes over 2,286 taxpayers, two minutes): the audit's check now
+    carries one budget of taxpayer-programmes for all of them, and past it the search raises TooComplex, which
+    the auditor withholds (never releases unsearched)."""
+    from sandbox.audit.linear import AuditCheck, TooComplex
+
+    amounts = {0: _firms("s", 100, 14) | {"GIANT": 700_000}, 1: _firms("m", 50, 3)}
+    rows = [Row({0: 1, 1: -1}, {0: 1})]
+    roomy = AuditCheck(lambda: None)
+    assert first_dominated(rows, lambda: [], amounts, N1, roomy) is not None
+    spent = roomy.work
+    assert 0 < spent <= roomy.most_work
+    shared = AuditCheck(lambda: None, most_work=spent + spent // 2)
+    assert first_dominated(rows, lambda: [], amounts, N1, shared) is not None  # the first search fits
+    with pytest.raises(TooComplex):
+        first_dominated(rows, lambda: [], amounts, N1, shared)  # the second does not: the budget is shared

@@ -66,7 +66,7 @@ from sandbox.audit.blocks import Blocks, Contribution, read_blocks
 from sandbox.audit.components import Parts
 from sandbox.audit.dominance import first_dominated
 from sandbox.audit.few import few_taxpayer_leaks
-from sandbox.audit.linear import Echelon, Row, TooComplex, Vector, supported_on, totals, unsafe_space
+from sandbox.audit.linear import AuditCheck, Echelon, Row, TooComplex, Vector, supported_on, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
 
 
@@ -245,7 +245,7 @@ class Auditor:
         old_statistics = _statistics_of(released, [*valid, *stale])
         withheld = {cell.row: cell.statistics
                     for cell in _withhold(old_rows, candidates, judge, stale=len(stale),
-                                          check=lambda: self._check(deadline), judged_before=judged_before,
+                                          check=AuditCheck(lambda: self._check(deadline)), judged_before=judged_before,
                                           judge_for=judge_for, old_statistics=old_statistics,
                                           statistics_of=lambda cell: _names(plan, cell))}
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
@@ -297,7 +297,7 @@ class Auditor:
                                                            [rows for _, rows in rest])
         return _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
                          ClassJudge(classes, guarded.min_entities, guarded.dataset), stale=len(stale_counts),
-                         check=lambda: self._check(deadline))
+                         check=AuditCheck(lambda: self._check(deadline)))
 
     def session(self, guarded: GuardedQuery, *, deadline: float) -> AuditSession:
         """One answer's audit (:class:`Audit`), to be used under :meth:`lock` for its dataset."""

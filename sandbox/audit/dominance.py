@@ -42,7 +42,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_matrix, hstack, identity, vstack
 
 from dsbroker.policy.model import Dominance
-from sandbox.audit.linear import PRIME, Row, TooComplex, reduced
+from sandbox.audit.linear import PRIME, AuditCheck, Row, TooComplex, reduced
 
 # A gauge this close to 1 counts as outside: floating point must err toward withholding.
 MARGIN = 1e-6
@@ -139,6 +139,8 @@ class _SetSearch:
         if self.programmes > MOST_PROGRAMMES:
             raise TooComplex(f"more than {MOST_PROGRAMMES} programmes to test the dominance rule")
         self.check()
+        if isinstance(self.check, AuditCheck):  # the audit's budget, shared by all its searches
+            self.check.spend(len(self.space.entities))
         return self.space.gauge(self.space.point(weights))
 
     def gauge(self, e: int) -> float:
