@@ -1,0 +1,226 @@
+"""Findings of a thirteenth outside review: the owner's data products (branch data-products).
+
+The review attacked products as a curious department (parameter values shaped to inject SQL or change the
+query's shape, products that isolate one taxpayer by differencing two runs, products outside the grant, old
+versions, explain) and as a hostile broker (plans naming a product whose text, version or parameters are not the
+signed policy's), and looked for crashes, leaked values and refusals that depend on the data.
+
+- **FINDING** tests failed on the code they were written against; each says how the attack works and what the
+  safe behaviour is.
+- **PIN** tests pass: attacks tried that the code refuses or handles correctly, pinned so that a later change
+  cannot lose them silently.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from broker.client.sdk import BrokerClient
+from broker.dev.keys import sandbox_settings
+from broker.server import start_broker
+from broker.v1 import query_service_pb2 as query_pb
+from dsbroker.errors import DsbrokerError, ProductError
+from dsbroker.policy.model import parse_policy
+from dsbroker.policy.product_binding import bind_product
+from dsbroker.v1 import product_pb2
+from sandbox.demo.data import DEMO_DATASETS
+from sandbox.server import start_sandbox
+from sandbox.settings import SandboxSettings
+from tests.conftest import (GRANT, broker_settings_for, call_raw, client_tls, dev_keys, policies_with, sign,
+                            token_for)
+from tests.test_hostile_broker import document, execute, own, refusal  # noqa: F401 (own is a fixture)
+from tests.test_products import SHIPPED, STREETS, product_plan
+
+# -- a product of the test's own, whose list parameter sums across its members ----------------------
+
+# Summed over a list of size classes, with no group by the class: two runs whose lists differ by "large" give the
+# large firms' total by difference, and the month's large firms are fewer than the grant's 10 (the products
+# tests pin that in the demo data).
+SIZE_TOTALS = """  size-totals:
+    version: 1
+    title: {zh: "所选规模企业合计", en: "Totals of the chosen size classes"}
+    parameters:
+      period: {type: date, min: 2024-01-01, max: 2026-12-01}
+      sizes: {type: text_list, values: ["large", "medium", "micro", "small"]}
+    sql: |
+      SELECT COUNT(DISTINCT taxpayer_id) AS enterprises, SUM(revenue) AS revenue
+      FROM tax.declarations WHERE period = :period AND size_class IN (:sizes)
+"""
+SIZE_TOTALS_BY_HAND = ("SELECT COUNT(DISTINCT taxpayer_id) AS enterprises, SUM(revenue) AS revenue "
+                       "FROM tax.declarations WHERE period = DATE '2025-06-01' AND size_class IN ({})")
+MONTH = "2025-06-01"
+
+
+@pytest.fixture
+def audited_products(demo_db, tmp_path):
+    """A broker and an auditing sandbox of the test's own whose grant holds SIZE_TOTALS too; yields a client."""
+    sandbox = start_sandbox(SandboxSettings(
+        audit_released_cells=True, listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
+        released_cells=str(tmp_path / "released.sqlite"), privacy_ledger=str(tmp_path / "privacy.sqlite"),
+        execution_ledger=str(tmp_path / "executions.sqlite"), policy_ledger=str(tmp_path / "policies.sqlite"),
+        **sandbox_settings(dev_keys())))
+    policies = policies_with(tmp_path, "products:\n", "products:\n" + SIZE_TOTALS)
+    broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
+    client = BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls())
+    yield client
+    client.close()
+    broker.stop()
+    sandbox.stop()
+
+
+def _cells_or_refused(run) -> list | str:
+    try:
+        return run().rows
+    except DsbrokerError as error:
+        return error.reason
+
+
+def test_pin_differencing_two_product_runs_by_one_list_member_is_caught_by_the_auditor(audited_products, direct):
+    counts = dict(direct.execute("SELECT size_class, COUNT(DISTINCT taxpayer_id) FROM tax.declarations WHERE "
+                                 f"district_code = '320102' AND period = DATE '{MONTH}' GROUP BY 1").fetchall())
+    assert counts["large"] < 10 <= counts["medium"], "the demo data changed"
+    client = audited_products
+    first = client.run_product(GRANT, "size-totals", {"period": MONTH, "sizes": "medium,micro"})
+    assert first.rows[0][0] == counts["medium"] + counts["micro"], "the first run is released"
+    second = _cells_or_refused(lambda: client.run_product(GRANT, "size-totals",
+                                                          {"period": MONTH, "sizes": "micro,large,medium"}))
+    assert second == "AUDIT_REFUSED" or all(v is None for v in second[0]), \
+        "the second run less the first is the large firms' total"
+    # The same SQL by hand is answered alike: a product is no way around the auditor, nor a way to be refused more.
+    by_hand = _cells_or_refused(lambda: client.query(GRANT, SIZE_TOTALS_BY_HAND.format("'large', 'medium', 'micro'")))
+    assert by_hand == "AUDIT_REFUSED" or all(v is None for v in by_hand[0])
+
+
+def test_pin_a_list_of_one_member_is_a_cell_like_any_other(audited_products):
+    one = audited_products.run_product(GRANT, "size-totals", {"period": MONTH, "sizes": "large"})
+    assert all(v is None for v in one.rows[0]), "the large firms alone are fewer than 10: withheld"
+
+
+# -- a curious department through the broker -------------------------------------------------------
+
+def _refused(client, name, values, **options) -> DsbrokerError:
+    with pytest.raises(DsbrokerError) as caught:
+        client.run_product(GRANT, name, values, **options)
+    return caught.value
+
+
+@pytest.mark.parametrize("values, reason, parameter", [
+    ({**STREETS, "streets": ""}, "PRODUCT_PARAMETER_MISSING", "streets"),
+    ({**STREETS, "streets": ","}, "PRODUCT_PARAMETER_INVALID", "streets"),
+    ({**STREETS, "streets": "320102001,"}, "PRODUCT_PARAMETER_NOT_ALLOWED", "streets"),
+    ({**STREETS, "streets": ",".join(["320102001"] * 2000)}, "PRODUCT_PARAMETER_INVALID", "streets"),
+    ({**STREETS, "streets": "320102001,320102002,320102003,320102004,320102005,320102006,320102007,320102001"},
+     "PRODUCT_PARAMETER_OUT_OF_RANGE", "streets"),
+    ({**STREETS, "streets": "320102001\x00"}, "PRODUCT_PARAMETER_NOT_ALLOWED", "streets"),
+    ({**STREETS, "streets": "３２０１０２００１"}, "PRODUCT_PARAMETER_NOT_ALLOWED", "streets"),
+    ({**STREETS, "streets": "320102001 "}, "PRODUCT_PARAMETER_NOT_ALLOWED", "streets"),
+    ({**STREETS, "period_from": "2025-01-01\n"}, "PRODUCT_PARAMETER_INVALID", "period_from"),
+    ({**STREETS, "period_from": "２０２５-01-01"}, "PRODUCT_PARAMETER_INVALID", "period_from"),
+    ({**STREETS, "period_from": "NULL"}, "PRODUCT_PARAMETER_INVALID", "period_from"),
+    ({**STREETS, "period_from": "2025-01-01 00:00:00"}, "PRODUCT_PARAMETER_INVALID", "period_from"),
+    ({**STREETS, "period_from": "9999-12-31"}, "PRODUCT_PARAMETER_OUT_OF_RANGE", "period_from"),
+    ({**STREETS, "period_from": "0001-01-01"}, "PRODUCT_PARAMETER_OUT_OF_RANGE", "period_from"),
+    ({**STREETS, "taxpayer_id": "1"}, "PRODUCT_PARAMETER_UNKNOWN", "'taxpayer_id'"),
+    ({**STREETS, "department": "xuanwu-tjj"}, "PRODUCT_PARAMETER_UNKNOWN", "'department'"),
+    ({**STREETS, "x" * 5000: "1"}, "PRODUCT_PARAMETER_UNKNOWN", "'" + "x" * 40 + "…'"),
+])
+def test_pin_hostile_parameter_values_are_refused_naming_the_parameter(client, values, reason, parameter):
+    error = _refused(client, "street-revenue-monthly", values)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+    assert error.metadata["parameter"] == parameter
+    assert "Traceback" not in str(error) and "3201020" not in str(error), "no value is quoted back"
+
+
+def test_pin_a_reversed_range_is_an_empty_answer_not_an_error(client):
+    result = client.run_product(GRANT, "street-revenue-monthly",
+                                {**STREETS, "period_from": "2025-03-01", "period_to": "2025-01-01"})
+    assert result.rows == []
+
+
+@pytest.mark.parametrize("name", ["", "street-revenue-monthly' OR '1'='1", "x" * 10_000, "街道", "\x00",
+                                  "STREET-REVENUE-MONTHLY", "street-revenue-monthly "])
+def test_pin_a_product_name_not_in_the_grant_is_not_granted(client, name):
+    error = _refused(client, name, STREETS)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_NOT_GRANTED")
+    assert len(str(error)) < 400, "a long name is cut"
+
+
+def test_pin_sql_and_a_product_in_one_request_are_refused_through_the_broker(broker):
+    request = query_pb.RunQueryRequest(
+        policy=f"policies/{GRANT}", sql="SELECT street_code, SUM(vat_paid) AS v FROM tax.declarations GROUP BY 1",
+        product=product_pb2.ProductCall(name="enterprise-counts-by-size", parameters={"period": MONTH}))
+    _, code = call_raw(broker.port, "/broker.v1.QueryService/RunQuery", request, token=token_for())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_pin_a_product_of_another_departments_grant_is_not_reachable(client):
+    other = BrokerClient(client.target, token=token_for("xuanwu-tjj"), tls=client_tls()) \
+        if hasattr(client, "target") else None
+    if other is None:
+        pytest.skip("the client does not expose its target")
+    with pytest.raises(DsbrokerError) as caught:
+        other.run_product(GRANT, "enterprise-counts-by-size", {"period": MONTH})
+    other.close()
+    assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_pin_explain_refuses_as_run_refuses_and_says_nothing_more(client):
+    for values in ({**STREETS, "streets": "320104001"}, {**STREETS, "period_to": "2030-01-01"}, {"x": "1"}):
+        with pytest.raises(DsbrokerError) as run:
+            client.run_product(GRANT, "street-revenue-monthly", values)
+        with pytest.raises(DsbrokerError) as explained:
+            client.explain_product(GRANT, "street-revenue-monthly", values)
+        assert (run.value.reason, run.value.metadata) == (explained.value.reason, explained.value.metadata)
+        assert str(run.value) == str(explained.value)
+
+
+# -- a hostile broker against the sandbox ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped():
+    return parse_policy(SHIPPED, source=GRANT)
+
+
+def _bound(shipped, name="street-revenue-monthly", values=None):
+    return bind_product(shipped.products[name], values or STREETS)
+
+
+def test_pin_a_plan_claiming_a_product_the_policy_lacks_is_refused(sandbox, shipped):
+    plan = product_plan(sign(SHIPPED), _bound(shipped), "taxpayer-list", STREETS)
+    error = refusal(sandbox, plan)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_NOT_GRANTED")
+
+
+def test_pin_a_plan_claiming_another_version_is_refused(sandbox, shipped):
+    plan = product_plan(sign(SHIPPED), _bound(shipped), "street-revenue-monthly", STREETS)
+    plan.product.version = 2
+    assert refusal(sandbox, plan).reason == "PRODUCT_VERSION_MISMATCH"
+
+
+def test_pin_a_plan_whose_parameters_are_not_those_its_sql_was_bound_with_is_refused(sandbox, shipped):
+    other = {**STREETS, "streets": "320102001"}
+    plan = product_plan(sign(SHIPPED), _bound(shipped, values=other), "street-revenue-monthly", STREETS)
+    assert refusal(sandbox, plan).reason == "PRODUCT_TEMPLATE_MISMATCH"
+
+
+def test_pin_a_plan_naming_one_product_with_anothers_text_is_refused(sandbox, shipped):
+    counts = _bound(shipped, "enterprise-counts-by-size", {"period": MONTH})
+    plan = product_plan(sign(SHIPPED), counts, "street-revenue-monthly", STREETS)
+    assert refusal(sandbox, plan).reason == "PRODUCT_TEMPLATE_MISMATCH"
+
+
+@pytest.mark.parametrize("edit", [lambda sql: sql + " -- x", lambda sql: sql.replace("SELECT", "SELECT /* */", 1),
+                                  lambda sql: sql.replace("'320102003'", "'320102004'")])
+def test_pin_a_plan_whose_text_differs_from_the_binding_by_anything_is_refused(sandbox, shipped, edit):
+    plan = product_plan(sign(SHIPPED), edit(_bound(shipped)), "street-revenue-monthly", STREETS)
+    assert refusal(sandbox, plan).reason in ("PRODUCT_TEMPLATE_MISMATCH", "PLAN_INVALID", "PLAN_NOT_GUARDED")
+
+
+def test_pin_a_plan_under_an_old_version_after_the_owner_published_a_new_product_is_refused(own, shipped):
+    sandbox = own.start()
+    newer = document(2).replace("version: 1\n    title: {zh: \"街道月度", "version: 2\n    title: {zh: \"街道月度")
+    execute(sandbox, product_plan(document(2), _bound(shipped), "street-revenue-monthly", STREETS))
+    old = product_plan(document(1), _bound(shipped), "street-revenue-monthly", STREETS)
+    assert refusal(sandbox, old).reason == "POLICY_SUPERSEDED"
+    assert newer  # the product's own version is signed with the policy; the policy's version is what the ledger pins
