@@ -20,7 +20,7 @@ from broker.client.sdk import BrokerClient
 from broker.dev.keys import sandbox_settings
 from broker.server import start_broker
 from broker.v1 import query_service_pb2 as query_pb
-from dsbroker.errors import DsbrokerError, ProductError
+from dsbroker.errors import DsbrokerError, PolicyFileError
 from dsbroker.policy.model import parse_policy
 from dsbroker.policy.product_binding import bind_product
 from dsbroker.v1 import product_pb2
@@ -155,14 +155,14 @@ def test_pin_sql_and_a_product_in_one_request_are_refused_through_the_broker(bro
 
 
 def test_pin_a_product_of_another_departments_grant_is_not_reachable(client):
-    other = BrokerClient(client.target, token=token_for("xuanwu-tjj"), tls=client_tls()) \
-        if hasattr(client, "target") else None
-    if other is None:
-        pytest.skip("the client does not expose its target")
-    with pytest.raises(DsbrokerError) as caught:
-        other.run_product(GRANT, "enterprise-counts-by-size", {"period": MONTH})
-    other.close()
+    other = BrokerClient(client.target, token=token_for("xuanwu-tjj"), tls=client_tls())
+    try:
+        with pytest.raises(DsbrokerError) as caught:
+            other.run_product(GRANT, "enterprise-counts-by-size", {"period": MONTH})
+    finally:
+        other.close()
     assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert not caught.value.reason.startswith("PRODUCT_"), "refused as the grant's, before any product is looked at"
 
 
 def test_pin_explain_refuses_as_run_refuses_and_says_nothing_more(client):
@@ -218,9 +218,79 @@ def test_pin_a_plan_whose_text_differs_from_the_binding_by_anything_is_refused(s
 
 
 def test_pin_a_plan_under_an_old_version_after_the_owner_published_a_new_product_is_refused(own, shipped):
+    # The owner publishes version 2 of the grant with version 2 of the product (another text); a broker that
+    # keeps running version 1's text under version 1's document is refused by the policy ledger.
     sandbox = own.start()
-    newer = document(2).replace("version: 1\n    title: {zh: \"街道月度", "version: 2\n    title: {zh: \"街道月度")
-    execute(sandbox, product_plan(document(2), _bound(shipped), "street-revenue-monthly", STREETS))
+    text = SHIPPED.replace("version: 1", "version: 2", 1).replace(
+        "street-revenue-monthly:\n    version: 1", "street-revenue-monthly:\n    version: 2").replace(
+        "SUM(cit_paid) AS cit_paid\n", "SUM(cit_paid) AS cit_paid, SUM(iit_withheld) AS iit_withheld\n", 1)
+    newer = parse_policy(text)
+    assert newer.products["street-revenue-monthly"].version == 2
+    execute(sandbox, product_plan(sign(text), bind_product(newer.products["street-revenue-monthly"], STREETS),
+                                  "street-revenue-monthly", STREETS))
     old = product_plan(document(1), _bound(shipped), "street-revenue-monthly", STREETS)
     assert refusal(sandbox, old).reason == "POLICY_SUPERSEDED"
-    assert newer  # the product's own version is signed with the policy; the policy's version is what the ledger pins
+    # And the old text under the new document is not the new product's: refused by the binding.
+    stale = product_plan(sign(text), _bound(shipped), "street-revenue-monthly", STREETS)
+    assert refusal(sandbox, stale).reason == "PRODUCT_TEMPLATE_MISMATCH"
+    stale.product.version = 1
+    assert refusal(sandbox, stale).reason == "PRODUCT_VERSION_MISMATCH"
+
+
+# -- the owner's products as the loader reads them -------------------------------------------------
+
+def _with_probe(sql: str, parameters: str) -> str:
+    """The shipped grant with one more product, ``probe``, of ``sql`` and ``parameters`` (YAML lines)."""
+    return SHIPPED.replace("products:\n", "products:\n  probe:\n    version: 1\n    title: {zh: 探针, en: probe}\n"
+                           f"    parameters:\n{parameters}    sql: |\n      {sql}\n", 1)
+
+
+NUMBER = "      n: {type: integer, min: 1, max: 3}\n"
+TABLE = '      t: {type: text, values: ["tax.declarations", "tax.streets"]}\n'
+
+
+@pytest.mark.parametrize("sql, parameters", [
+    # A whole number in GROUP BY or ORDER BY is a column's position, not a value: the caller would pick the
+    # columns the query groups or sorts by, a shape the owner never signed (GROUP BY :n with n=1 or n=2).
+    ("SELECT street_code, size_class, SUM(revenue) AS r FROM tax.declarations GROUP BY :n, 2", NUMBER),
+    ("SELECT street_code, SUM(revenue) AS r FROM tax.declarations GROUP BY 1 ORDER BY :n", NUMBER),
+    # A text in FROM is a table (or, in DuckDB, a file it reads); as an alias, a name: neither is data.
+    ("SELECT street_code, COUNT(DISTINCT taxpayer_id) AS n FROM :t GROUP BY 1", TABLE),
+    ("SELECT street_code, COUNT(DISTINCT taxpayer_id) AS n FROM tax.declarations AS :t GROUP BY 1", TABLE),
+])
+def test_finding_a_placeholder_that_stands_for_sql_rather_than_a_value_is_refused_at_load(sql, parameters):
+    # FINDING: the loader took a placeholder anywhere in the template, so a product's parameter could choose a
+    # GROUP BY / ORDER BY column by position, or a table, though the module promises a value is "data, never SQL".
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(_with_probe(sql, parameters), source="p.yaml")
+    assert "stands for" in str(caught.value) and caught.value.metadata["line"]
+
+
+def test_pin_placeholders_as_values_still_load():
+    sql = ("SELECT street_code, SUM(revenue) - :n AS r FROM tax.declarations WHERE period >= :d "
+           "GROUP BY 1 HAVING SUM(revenue) > -:n LIMIT :n")
+    product = parse_policy(_with_probe(sql, NUMBER + "      d: {type: date, min: 2024-01-01, max: 2026-12-01}\n"))
+    bound = bind_product(product.products["probe"], {"n": "2", "d": "2025-01-01"})
+    assert "- 2" in bound and "> -2" in bound and "LIMIT 2" in bound
+
+
+# -- the catalog's description of products ---------------------------------------------------------
+
+@pytest.mark.parametrize("version", ["'²'", "99999999999999999999999"])
+def test_finding_a_catalog_product_version_that_is_no_small_whole_number_is_a_config_error(tmp_path, version):
+    # FINDING: str.isdigit() takes "²" (and int() then raised ValueError), and a number past int64 made the
+    # DatasetProduct message raise: either crashed the sandbox's start with a stack trace, not a ConfigError.
+    from dsbroker.errors import ConfigError
+    from sandbox.catalog import load_catalog
+    from tests.conftest import POLICIES
+
+    text = (POLICIES.parent / "sandbox" / "demo" / "catalog.yaml").read_text(encoding="utf-8")
+    old = "enterprise-counts-by-size:\n        version: 1\n"
+    assert old in text, "the demo catalog changed"
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text.replace(old, f"enterprise-counts-by-size:\n        version: {version}\n"), encoding="utf-8")
+    columns = [(c, "VARCHAR") for c in ("taxpayer_id", "period", "district_code", "street_code", "industry_code",
+                                        "industry_section", "registration_type", "size_class", "revenue", "vat_paid",
+                                        "cit_paid", "iit_withheld", "employees")]
+    with pytest.raises(ConfigError, match="version must be a whole number"):
+        load_catalog(path, {"tax.declarations"}, lambda _table: columns)

@@ -30,6 +30,11 @@ _PRODUCT_KEYS = {"version", "title", "description", "parameters", "sql"}
 _TEXT_KEYS = {"zh", "en"}
 _PARAMETER_KEYS = {"type", "min", "max", "values", "max_items", "description"}
 RESERVED_PARAMETERS = ("district", "department")  # the row filter's, bound to the caller
+# Where a literal is no value but SQL: a number in GROUP BY, ORDER BY or DISTINCT ON is a column's position, a
+# text in FROM a table (in DuckDB, a file it reads), after AS a name. A placeholder there would let the caller
+# choose the query's shape, so the loader refuses it (wrapping parentheses and tuples looked through).
+_NOT_VALUES = (exp.Group, exp.Rollup, exp.Cube, exp.GroupingSets, exp.Ordered, exp.Distinct, exp.Table,
+               exp.TableAlias)
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,9 @@ def _check_template(reader: _Reader, node: yaml.Node, where: str, sql: str, para
         if placeholder.name not in parameters:
             raise reader.fail(node, f"{where}.sql: :{placeholder.name} is not a declared parameter")
         used.add(placeholder.name)
+        if _stands_for_sql(placeholder):
+            raise reader.fail(node, f"{where}.sql: :{placeholder.name} stands for SQL (a GROUP BY or ORDER BY "
+                                    "position, a table or a name), not for a value")
         listed = isinstance(placeholder.parent, exp.In) and placeholder.arg_key == "expressions" \
             and len(placeholder.parent.expressions) == 1
         if (parameters[placeholder.name].type == "text_list") != listed:
@@ -166,3 +174,11 @@ def _check_template(reader: _Reader, node: yaml.Node, where: str, sql: str, para
     unused = sorted(set(parameters) - used)
     if unused:
         raise reader.fail(node, f"{where}.parameters: {', '.join(unused)} not used in the sql")
+
+
+def _stands_for_sql(placeholder: exp.Placeholder) -> bool:
+    """Whether the placeholder sits where a literal is read as SQL rather than as a value (see _NOT_VALUES)."""
+    holder = placeholder.parent
+    while isinstance(holder, (exp.Paren, exp.Tuple)):
+        holder = holder.parent
+    return isinstance(holder, _NOT_VALUES)
