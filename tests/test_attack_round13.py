@@ -294,3 +294,32 @@ def test_finding_a_catalog_product_version_that_is_no_small_whole_number_is_a_co
                                         "cit_paid", "iit_withheld", "employees")]
     with pytest.raises(ConfigError, match="version must be a whole number"):
         load_catalog(path, {"tax.declarations"}, lambda _table: columns)
+
+
+# -- windows over a product's released cells -------------------------------------------------------
+
+def test_pin_a_withheld_industry_leaks_through_neither_its_share_nor_its_growth(client, direct):
+    # Section M's division 75 is withheld by the dominance rule in the demo data. Were the window computed on
+    # every cell, a released share (revenue / the year's total) would give the total away, and with it 75's
+    # revenue; a released growth next to a withheld year would give that year's revenue.
+    result = client.run_product(GRANT, "industry-structure-yoy", {"section": "M"})
+    withheld = {(row[0], row[1]) for row in result.rows if row[2] is None}
+    assert ("75", 2024) in withheld, "the demo data changed"
+    for industry, year, revenue, share, growth in result.rows:
+        if any(y == year for _, y in withheld):
+            assert share is None, "a share in a year with a withheld cell would give the year's total away"
+        if (industry, year) in withheld or (industry, year - 1) in withheld:
+            assert growth is None
+
+
+def test_finding_a_list_value_no_caller_can_give_is_refused_at_load():
+    # FINDING: a text_list member holding a comma is split in two by the binding: the loader took such a value,
+    # which no call could ever name, and lint then reported the product's first value as a guard refusal.
+    # (An empty value was already refused.)
+    text = SHIPPED.replace(
+        'values: ["320102001", "320102002", "320102003", "320102004", "320102005", "320102006", "320102007"]',
+        'values: ["320102001,320102002", "320102003"]')
+    assert text != SHIPPED
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(text, source="p.yaml")
+    assert "cannot be given" in str(caught.value) and caught.value.metadata["line"]

@@ -142,6 +142,8 @@ def _parameter(reader: _Reader, name: str, node: yaml.Node, where: str) -> Param
     values = tuple(str(reader.text(item, f"{where}.values")) for item in items["values"].value)
     if len(set(values)) != len(values) or len(values) > 1000:
         raise reader.fail(items["values"], f"{where}.values: 1 to 1000 distinct values")
+    if kind == "text_list" and any("," in value for value in values):  # the comma separates a call's members
+        raise reader.fail(items["values"], f"{where}.values: a list's value holding a comma cannot be given")
     max_items = reader.integer(items["max_items"], f"{where}.max_items", 1) if "max_items" in items \
         else min(len(values), MAX_LIST_ITEMS)
     return Parameter(name, kind, values=values, max_items=min(max_items, MAX_LIST_ITEMS), description=description)
