@@ -20,7 +20,7 @@ from broker.client.sdk import BrokerClient
 from broker.dev.keys import sandbox_settings
 from broker.server import start_broker
 from broker.v1 import query_service_pb2 as query_pb
-from dsbroker.errors import DsbrokerError, PolicyFileError
+from dsbroker.errors import DsbrokerError, PolicyFileError, ProductError
 from dsbroker.policy.model import parse_policy
 from dsbroker.policy.product_binding import bind_product
 from dsbroker.v1 import product_pb2
@@ -323,3 +323,15 @@ def test_finding_a_list_value_no_caller_can_give_is_refused_at_load():
     with pytest.raises(PolicyFileError) as caught:
         parse_policy(text, source="p.yaml")
     assert "cannot be given" in str(caught.value) and caught.value.metadata["line"]
+
+
+@pytest.mark.parametrize("value", ["2\n", "+2", " 2", "2 ", "2.0", "1e0", "0x2", "２", "٢", "2\x00", "NULL", "true"])
+def test_finding_an_integer_is_ascii_digits_and_nothing_after_them(value):
+    # FINDING (the first value): the whole-number pattern ended in "$", which matches before a trailing newline,
+    # so "2\n" was taken as 2: harmless in the SQL, but the access log recorded a value other than the one bound.
+    product = parse_policy(_with_probe("SELECT street_code, SUM(revenue) AS r FROM tax.declarations GROUP BY 1 "
+                                       "HAVING COUNT(DISTINCT taxpayer_id) > :n", NUMBER)).products["probe"]
+    assert "> 2" in bind_product(product, {"n": "2"})
+    with pytest.raises(ProductError) as caught:
+        bind_product(product, {"n": value})
+    assert (caught.value.reason, caught.value.metadata["parameter"]) == ("PRODUCT_PARAMETER_INVALID", "n")
