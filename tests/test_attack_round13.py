@@ -92,6 +92,15 @@ def test_pin_differencing_two_product_runs_by_one_list_member_is_caught_by_the_a
     assert by_hand == "AUDIT_REFUSED" or all(v is None for v in by_hand[0])
 
 
+def test_pin_either_run_alone_is_released_so_it_is_the_auditor_that_withholds_the_difference(audited_products):
+    client = audited_products
+    larger = client.run_product(GRANT, "size-totals", {"period": MONTH, "sizes": "large,medium,micro"})
+    assert all(v is not None for v in larger.rows[0]), "released when nothing was released before"
+    smaller = _cells_or_refused(lambda: client.run_product(GRANT, "size-totals",
+                                                           {"period": MONTH, "sizes": "medium,micro"}))
+    assert smaller == "AUDIT_REFUSED" or all(v is None for v in smaller[0])
+
+
 def test_pin_a_list_of_one_member_is_a_cell_like_any_other(audited_products):
     one = audited_products.run_product(GRANT, "size-totals", {"period": MONTH, "sizes": "large"})
     assert all(v is None for v in one.rows[0]), "the large firms alone are fewer than 10: withheld"
