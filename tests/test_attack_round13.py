@@ -50,6 +50,7 @@ SIZE_TOTALS = """  size-totals:
 SIZE_TOTALS_BY_HAND = ("SELECT COUNT(DISTINCT taxpayer_id) AS enterprises, SUM(revenue) AS revenue "
                        "FROM tax.declarations WHERE period = DATE '2025-06-01' AND size_class IN ({})")
 MONTH = "2025-06-01"
+BARE_GRANT = "xuanwu-fgw-2026-008"
 
 
 @pytest.fixture
@@ -61,6 +62,10 @@ def audited_products(demo_db, tmp_path):
         execution_ledger=str(tmp_path / "executions.sqlite"), policy_ledger=str(tmp_path / "policies.sqlite"),
         **sandbox_settings(dev_keys())))
     policies = policies_with(tmp_path, "products:\n", "products:\n" + SIZE_TOTALS)
+    # A second grant of the same department, without products: a product of the first is not one of its own.
+    start, end = SHIPPED.index("products:\n"), SHIPPED.index("row_filter:")
+    bare = (SHIPPED[:start] + SHIPPED[end:]).replace(f"id: {GRANT}", f"id: {BARE_GRANT}")
+    (tmp_path / "policies" / f"{BARE_GRANT}.yaml").write_text(sign(bare), encoding="utf-8")
     broker = start_broker(broker_settings_for(sandbox.port, tmp_path / "log.sqlite", policies=policies))
     client = BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls())
     yield client
@@ -99,6 +104,13 @@ def test_pin_either_run_alone_is_released_so_it_is_the_auditor_that_withholds_th
     smaller = _cells_or_refused(lambda: client.run_product(GRANT, "size-totals",
                                                            {"period": MONTH, "sizes": "medium,micro"}))
     assert smaller == "AUDIT_REFUSED" or all(v is None for v in smaller[0])
+
+
+def test_pin_a_product_of_one_grant_is_not_run_under_another_grant_of_the_department(audited_products):
+    with pytest.raises(DsbrokerError) as caught:
+        audited_products.run_product(BARE_GRANT, "size-totals", {"period": MONTH, "sizes": "medium,micro"})
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_NOT_GRANTED")
+    assert caught.value.metadata == {"grant": BARE_GRANT, "product": "size-totals"}
 
 
 def test_pin_a_list_of_one_member_is_a_cell_like_any_other(audited_products):
