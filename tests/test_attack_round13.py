@@ -360,12 +360,11 @@ def test_finding_an_integer_is_ascii_digits_and_nothing_after_them(value):
 
 # -- a product's version across the grant's versions -----------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="not fixed: nothing compares a product across the grant's versions, so the "
-                   "owner can sign a new grant version whose product keeps its version number but runs another "
-                   "text; a caller pinning version 1 (ProductCall.version: 'refused rather than run as a different "
-                   "query') then gets a different query. A fix needs the broker's install (and the sandbox's policy "
-                   "ledger, which keeps only digests) to refuse a reused product version, or lint across versions")
-def test_finding_a_product_version_pinned_by_the_caller_never_runs_another_text(deployment):
+def test_finding_a_product_version_pinned_by_the_caller_never_runs_another_text(deployment, caplog):
+    # FINDING: nothing compared a product across the grant's versions, so the owner could sign a new grant version
+    # whose product keeps its version number but runs another text, and a caller pinning version 1
+    # (ProductCall.version: "refused rather than run as a different query") got a different query. The broker
+    # now does not install such a version (it warns, and serves the stored one).
 
     with deployment.client() as client:
         first = client.run_product(GRANT, "street-revenue-monthly", STREETS, version=1)
@@ -374,11 +373,24 @@ def test_finding_a_product_version_pinned_by_the_caller_never_runs_another_text(
     assert parse_policy(text).products["street-revenue-monthly"].version == 1, "the product keeps its version"
     (deployment.policies / f"{GRANT}.yaml").write_text(sign(text), encoding="utf-8")
     deployment.broker.stop()
+    with caplog.at_level("WARNING", logger="broker.workflow.policy_registry"):
+        deployment.broker = start_broker(deployment.settings)
+    assert "changes product street-revenue-monthly but keeps its version" in caplog.text
+    with deployment.client() as client:
+        again = client.run_product(GRANT, "street-revenue-monthly", STREETS, version=1)
+    assert again.columns == first.columns and again.policy_version == 1, "version 1 of the product is the text it was"
+
+
+def test_pin_a_new_grant_version_that_raises_the_products_version_is_installed(deployment):
+    text = SHIPPED.replace("version: 1", "version: 2", 1).replace(
+        "street-revenue-monthly:\n    version: 1", "street-revenue-monthly:\n    version: 2").replace(
+        "SUM(cit_paid) AS cit_paid\n", "SUM(cit_paid) AS cit_paid, SUM(iit_withheld) AS iit_withheld\n", 1)
+    (deployment.policies / f"{GRANT}.yaml").write_text(sign(text), encoding="utf-8")
+    deployment.broker.stop()
     deployment.broker = start_broker(deployment.settings)
     with deployment.client() as client:
-        try:
-            again = client.run_product(GRANT, "street-revenue-monthly", STREETS, version=1)
-        except DsbrokerError as error:
-            assert error.reason in ("PRODUCT_VERSION_MISMATCH", "POLICY_INVALID")
-        else:
-            assert again.columns == first.columns, "version 1 of the product is the text it was"
+        with pytest.raises(DsbrokerError) as caught:
+            client.run_product(GRANT, "street-revenue-monthly", STREETS, version=1)
+        assert caught.value.reason == "PRODUCT_VERSION_MISMATCH"
+        again = client.run_product(GRANT, "street-revenue-monthly", STREETS, version=2)
+    assert again.columns[-1] == "iit_withheld" and again.policy_version == 2

@@ -184,3 +184,12 @@ def _stands_for_sql(placeholder: exp.Placeholder) -> bool:
     while isinstance(holder, (exp.Paren, exp.Tuple)):
         holder = holder.parent
     return isinstance(holder, _NOT_VALUES)
+
+
+def reused_versions(before: dict[str, Product], after: dict[str, Product]) -> list[str]:
+    """The products of ``after`` that keep their version in ``before`` but run another query (another template or
+    other parameters): a caller that pins a version (``ProductCall.version``) is promised that version's query, so a
+    newer grant that changes a product without a new version number is not installed."""
+    return sorted(name for name, product in after.items() if name in before
+                  and before[name].version == product.version
+                  and (before[name].sql, before[name].parameters) != (product.sql, product.parameters))
