@@ -180,10 +180,14 @@ def test_pin_a_product_of_another_departments_grant_is_not_reachable(client):
     try:
         with pytest.raises(DsbrokerError) as caught:
             other.run_product(GRANT, "enterprise-counts-by-size", {"period": MONTH})
+        # Whether the other grant holds a product of that name is not learnt either: refused alike.
+        with pytest.raises(DsbrokerError) as absent:
+            other.explain_product(GRANT, "no-such-product", {})
     finally:
         other.close()
     assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert not caught.value.reason.startswith("PRODUCT_"), "refused as the grant's, before any product is looked at"
+    assert (absent.value.code, absent.value.reason) == (caught.value.code, caught.value.reason)
 
 
 def test_pin_explain_refuses_as_run_refuses_and_says_nothing_more(client):
