@@ -9,6 +9,12 @@ signed policy's), and looked for crashes, leaked values and refusals that depend
   safe behaviour is.
 - **PIN** tests pass: attacks tried that the code refuses or handles correctly, pinned so that a later change
   cannot lose them silently.
+
+Findings, all fixed on this branch: a placeholder where a literal is SQL (a GROUP BY / ORDER BY position, a table,
+an alias) loaded (dsbroker/policy/products.py); a text_list value holding a comma, which no call can name, loaded
+(same file); an integer "2\n" was taken as 2 (dsbroker/policy/product_binding.py); a catalog product version "²" or
+past int64 crashed the sandbox's start (sandbox/catalog.py); a newer grant version could keep a product's version
+number and change its query, so a caller's version pin got another text (broker/workflow/policy_registry.py).
 """
 
 from __future__ import annotations
