@@ -44,6 +44,8 @@ _DATASET_KEYS = {"title", "description", "entity", "row_filter", "min_entities",
                  "products"}
 _PRODUCT_KEYS = {"version", "title", "description"}
 _PRODUCT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+# ASCII digits only (str.isdigit takes "²", which int() refuses), and few enough for the message's int64.
+_PRODUCT_VERSION = re.compile(r"^[0-9]{1,9}$")
 _COLUMN_KEYS = {"description", "unit", "classification", "levels"}
 PLACEHOLDER = "TODO"  # how a draft marks what the owner must fill in
 
@@ -205,7 +207,7 @@ class _Reader:
                 raise self.fail(product_node, f"{where}: not a product name (lower-case letters, digits, -)")
             fields = self.mapping(product_node, where, _PRODUCT_KEYS)
             version = self.text(fields.get("version"), f"{where}.version")
-            if not version.isdigit() or int(version) < 1:
+            if not _PRODUCT_VERSION.fullmatch(version) or int(version) < 1:
                 raise self.fail(product_node, f"{where}.version must be a whole number of at least 1")
             texts = {}
             for key in ("title", "description"):

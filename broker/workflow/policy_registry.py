@@ -30,6 +30,7 @@ from broker.access_log.log import AccessLog, AccessRecord
 from dsbroker.identity.auth import Principal
 from dsbroker.errors import DsbrokerError, GrantError
 from dsbroker.policy.model import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
+from dsbroker.policy.products import reused_versions
 from dsbroker.policy.signing import Trust
 from dsbroker.policy.statements import MAX_STATEMENT_BYTES, Revocation, parse_statement, verify_statement
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_text
@@ -79,6 +80,12 @@ class PolicyRegistry:
             stored = self.store.register_policy(stored_policy_for(policy, request_id=policy.request or "", at=now,
                                                                   state_reason="installed as a file"))
             if stored.sha256 == policy.sha256:
+                continue
+            reused = reused_versions(self.policy(stored).products, policy.products)
+            if reused:  # a caller pinning the product's version would get another query under it
+                log.warning("policy file %s (v%d) changes product %s but keeps its version; the stored policy %s "
+                            "(v%d) is served until the product's version is raised", policy.source, policy.version,
+                            ", ".join(reused), policy.id, stored.version)
                 continue
             if policy.version > stored.version and policy.department == stored.department:
                 self.store.replace_policy_document(stored, version=policy.version, document=policy.document,

@@ -109,7 +109,7 @@ def _literals(product: Product, parameter: Parameter, value: str | None) -> exp.
         _within(product, parameter, day)
         return exp.cast(exp.Literal.string(day.isoformat()), exp.DataType.Type.DATE)
     if parameter.type == "integer":
-        if not _INTEGER.match(value):
+        if not _INTEGER.fullmatch(value):  # not match: "$" matches before a trailing newline
             raise _refused(product, name, "PRODUCT_PARAMETER_INVALID", "must be a whole number")
         _within(product, parameter, int(value))
         return exp.Literal.number(int(value))
@@ -139,7 +139,7 @@ def _members(product: Product, parameter: Parameter, value: str) -> list[str]:
 
 
 def _date(value: str) -> dt.date | None:
-    if not _DATE.match(value):
+    if not _DATE.fullmatch(value):
         return None
     try:
         return dt.date.fromisoformat(value)

@@ -30,6 +30,11 @@ _PRODUCT_KEYS = {"version", "title", "description", "parameters", "sql"}
 _TEXT_KEYS = {"zh", "en"}
 _PARAMETER_KEYS = {"type", "min", "max", "values", "max_items", "description"}
 RESERVED_PARAMETERS = ("district", "department")  # the row filter's, bound to the caller
+# Where a literal is no value but SQL: a number in GROUP BY, ORDER BY or DISTINCT ON is a column's position, a
+# text in FROM a table (in DuckDB, a file it reads), after AS a name. A placeholder there would let the caller
+# choose the query's shape, so the loader refuses it (wrapping parentheses and tuples looked through).
+_NOT_VALUES = (exp.Group, exp.Rollup, exp.Cube, exp.GroupingSets, exp.Ordered, exp.Distinct, exp.Table,
+               exp.TableAlias)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ def _parameter(reader: _Reader, name: str, node: yaml.Node, where: str) -> Param
     values = tuple(str(reader.text(item, f"{where}.values")) for item in items["values"].value)
     if len(set(values)) != len(values) or len(values) > 1000:
         raise reader.fail(items["values"], f"{where}.values: 1 to 1000 distinct values")
+    if kind == "text_list" and any("," in value for value in values):  # the comma separates a call's members
+        raise reader.fail(items["values"], f"{where}.values: a list's value holding a comma cannot be given")
     max_items = reader.integer(items["max_items"], f"{where}.max_items", 1) if "max_items" in items \
         else min(len(values), MAX_LIST_ITEMS)
     return Parameter(name, kind, values=values, max_items=min(max_items, MAX_LIST_ITEMS), description=description)
@@ -158,6 +165,9 @@ def _check_template(reader: _Reader, node: yaml.Node, where: str, sql: str, para
         if placeholder.name not in parameters:
             raise reader.fail(node, f"{where}.sql: :{placeholder.name} is not a declared parameter")
         used.add(placeholder.name)
+        if _stands_for_sql(placeholder):
+            raise reader.fail(node, f"{where}.sql: :{placeholder.name} stands for SQL (a GROUP BY or ORDER BY "
+                                    "position, a table or a name), not for a value")
         listed = isinstance(placeholder.parent, exp.In) and placeholder.arg_key == "expressions" \
             and len(placeholder.parent.expressions) == 1
         if (parameters[placeholder.name].type == "text_list") != listed:
@@ -166,3 +176,20 @@ def _check_template(reader: _Reader, node: yaml.Node, where: str, sql: str, para
     unused = sorted(set(parameters) - used)
     if unused:
         raise reader.fail(node, f"{where}.parameters: {', '.join(unused)} not used in the sql")
+
+
+def _stands_for_sql(placeholder: exp.Placeholder) -> bool:
+    """Whether the placeholder sits where a literal is read as SQL rather than as a value (see _NOT_VALUES)."""
+    holder = placeholder.parent
+    while isinstance(holder, (exp.Paren, exp.Tuple)):
+        holder = holder.parent
+    return isinstance(holder, _NOT_VALUES)
+
+
+def reused_versions(before: dict[str, Product], after: dict[str, Product]) -> list[str]:
+    """The products of ``after`` that keep their version in ``before`` but run another query (another template or
+    other parameters): a caller that pins a version (``ProductCall.version``) is promised that version's query, so a
+    newer grant that changes a product without a new version number is not installed."""
+    return sorted(name for name, product in after.items() if name in before
+                  and before[name].version == product.version
+                  and (before[name].sql, before[name].parameters) != (product.sql, product.parameters))
