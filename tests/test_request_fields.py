@@ -59,6 +59,14 @@ def variants(cls, depth: int = 0):
         return made
 
     for field in cls.DESCRIPTOR.fields:
+        if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            # A map (a product call's parameters): hostile text as a key and as a value, alone and together.
+            for value in HOSTILE_TEXT:
+                for key, text in (("period", value), (value, "2025-06-01"), (value, value)):
+                    made = base()
+                    getattr(made, field.name)[key] = text
+                    yield f"{field.name}[{str(key)[:12]!r}]={str(text)[:12]!r}", made
+            continue
         if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
             if field.message_type.full_name == "google.protobuf.Timestamp":
                 for seconds, nanos in HOSTILE_TIMES:
