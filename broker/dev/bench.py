@@ -451,7 +451,7 @@ TARGETS = (
     ("noise mode's disclosure control alone", "n/a", 1.2, "{:.2f}"),
     ("small query p50, end to end (ms)", "small_p50_ms", 3.0, "{:.2f}"),
     ("  the same query, DuckDB directly (ms)", "small_direct_ms", None, "{:.2f}"),
-    (f"{16} clients of the small query, log on (q/s)", "throughput", -1000.0, "{:.0f}"),
+    ("--clients clients (16) of the small query, log on (q/s)", "throughput", -1000.0, "{:.0f}"),
     ("cost of the access log under those clients", "log_cost", 0.05, "{:.1%}"),
     (f"secure sum over {max(PARTITION_COUNTS)} partitions, added to one sandbox (ms)", "secure_sum_added_ms", 60.0,
      "{:.0f}"),

@@ -79,8 +79,8 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     table = dataset.split(".")[1]
     parsed = [_qualified(sql, table, dialect) for sql in coverages]
     joins: dict[str, exp.Join] = {}
-    conditions: dict[str, exp.Expr] = {}  # by SQL text, in first-seen order
-    keys: dict[str, exp.Expr] = {}
+    conditions: dict[str, tuple[int, exp.Expr]] = {}  # by SQL text: place (first seen first) and expression
+    keys: dict[str, tuple[int, exp.Expr]] = {}
     shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
     layout: list[tuple[int, tuple[int, ...]]] = []
     for select in parsed:  # shared trees: read here, copied where used
@@ -105,9 +105,9 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
             if condition_at not in shown_by.setdefault(text, []):
                 shown_by[text].append(condition_at)
         layout.append((condition_at, tuple(positions)))
-    listed = list(conditions.values())
+    listed = [expression for _, expression in conditions.values()]
     columns: list[exp.Expr] = [exp.alias_(inside.copy(), f"{names.PREFIX}in{i}") for i, inside in enumerate(listed)]
-    for position, (text, key) in enumerate(keys.items()):
+    for position, (text, (_, key)) in enumerate(keys.items()):
         shown = exp.or_(*(listed[i].copy() for i in shown_by[text])) if len(shown_by[text]) > 1 else \
             listed[shown_by[text][0]].copy()
         columns.append(exp.alias_(exp.Case(ifs=[exp.If(this=shown, true=key.copy())]), f"{names.PREFIX}k{position}"))
@@ -128,11 +128,11 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     return query.sql(dialect=dialect), BlockLayout(len(conditions), len(keys), tuple(layout))
 
 
-def _index(seen: dict[str, exp.Expr], text: str, expression: exp.Expr) -> int:
-    """The place of ``text`` among ``seen``, added last if new."""
+def _index(seen: dict[str, tuple[int, exp.Expr]], text: str, expression: exp.Expr) -> int:
+    """The place of ``text`` among ``seen`` (place and expression by SQL text), added last if new."""
     if text not in seen:
-        seen[text] = expression
-    return list(seen).index(text)
+        seen[text] = (len(seen), expression)
+    return seen[text][0]
 
 
 def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
