@@ -231,6 +231,22 @@ def test_money_columns_are_the_sums_of_columns_in_fen():
     assert money_columns(sql, lambda table: units if table == "tax.declarations" else {}) == {1, 3}
 
 
+def test_money_columns_ask_the_catalog_once_per_table_and_never_for_a_cte():
+    """Each catalog read is an RPC the access log records: a table joined twice is read once, and a WITH's own
+    name (which no catalog describes) is not asked for at all."""
+    asked: list[str] = []
+
+    def units_of(table: str) -> dict[str, str]:
+        asked.append(table)
+        return {"vat_paid": "fen"} if table == "tax.declarations" else {}
+
+    sql = ("WITH cells AS (SELECT d.street_code, SUM(d.vat_paid) AS vat FROM tax.declarations d "
+           "JOIN tax.streets s ON d.street_code = s.street_code JOIN tax.streets t ON d.street_code = t.street_code "
+           "GROUP BY 1) SELECT street_code, vat FROM cells, cells AS again")
+    assert money_columns(sql, units_of) == {1}
+    assert sorted(asked) == ["tax.declarations", "tax.streets"]
+
+
 # -- time zones -----------------------------------------------------------------------------------------
 
 UTC = dt.timezone.utc

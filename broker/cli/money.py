@@ -46,8 +46,11 @@ def money_columns(sql: str, units_of) -> set[int]:
     if not isinstance(tree, exp.Select):
         return set()
     units: dict[str, str] = {}
-    for table in tree.find_all(exp.Table):
-        name = ".".join(part for part in (table.db, table.name) if part)
+    # Each catalog read is an RPC the access log records: every table once, and a WITH's own names never.
+    defined = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    tables = [table for table in tree.find_all(exp.Table) if table.db or table.name not in defined]
+    names = dict.fromkeys(".".join(part for part in (table.db, table.name) if part) for table in tables)
+    for name in names:
         for column, unit in units_of(name).items():
             units.setdefault(column, unit)
     aliases = _cte_money(tree, units)
