@@ -620,6 +620,8 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
     Reason("PRODUCT_PARAMETER_NOT_ALLOWED", "INVALID_ARGUMENT", ("product", "parameter"),
            "a product parameter that is not one of the values it allows"),
     Reason("PRODUCT_CALL_INVALID", "INVALID_ARGUMENT", ("field",), "a query that gives both SQL and a product"),
+    Reason("AD_HOC_QUERY_NOT_GRANTED", "PERMISSION_DENIED", ("grant",),
+           "SQL of the caller's own under a grant that answers only its products (queries: products)"),
     Reason("PRODUCT_TEMPLATE_MISMATCH", "PERMISSION_DENIED", ("policy", "product"),
            "a product plan whose original SQL is not the signed template with its parameters bound"),
     # -- plans at the sandbox ------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
-             "values", "products",
+             "values", "products", "queries",
              "row_filter", "disclosure", "limits", "results", "partitions", "approvals", "request", "narrows"}
 _LOOKUP_KEYS = {"key", "columns"}
 _GRANTEE_KEYS = {"department", "district"}
@@ -144,6 +144,8 @@ SUPPRESSION_MODES = ("mark", "drop")  # what happens to a cell that fails the th
 _DOMINANCE_KEYS = {"n", "k"}
 _NOISE_KEYS = {"epsilon", "budget", "delta", "bounds", "groups_per_entity", "rows_per_entity"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
+# What a grantee may send: SQL of its own or a product ("any", the default), or the grant's products only.
+QUERY_KINDS = ("any", "products")
 RESULT_MODES = ("aggregate", "encrypted")  # plaintext cells, or cells only the requester can decrypt
 _SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -185,6 +187,9 @@ class Policy:
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The owner's data products: standing queries the grantee runs by name (dsbroker.policy.products).
     products: dict[str, Product] = field(default_factory=dict)
+    # ``queries: products``: the grantee runs the grant's products only, never SQL of its own (checked by the
+    # broker and again by the sandbox, which takes the text from the signed policy).
+    products_only: bool = False
     request: str | None = None
     narrows: str | None = None
     # The grantee's district: a token of the grantee department that names another is refused, at the
@@ -425,6 +430,7 @@ class _Reader:
             "ranges": self.ranges(top["ranges"], columns) if "ranges" in top else {},
             "values": self.values(top["values"], columns) if "values" in top else {},
             "products": read_products(self, top["products"]) if "products" in top else {},
+            "products_only": self.products_only(top),
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
@@ -441,6 +447,14 @@ class _Reader:
             "request": self.text(top["request"], "request", _REQUEST) if "request" in top else None,
             "narrows": self.text(top["narrows"], "narrows", _NARROWS) if "narrows" in top else None,
         }
+
+    def products_only(self, top: dict[str, yaml.Node]) -> bool:
+        if "queries" not in top:
+            return False
+        only = self.choice(top["queries"], "queries", QUERY_KINDS) == "products"
+        if only and "products" not in top:
+            raise self.fail(top["queries"], "queries: products needs products: the grant would answer nothing")
+        return only
 
     def district(self, node: yaml.Node) -> str:
         if isinstance(node, yaml.ScalarNode) and not isinstance(_construct(node), str):
