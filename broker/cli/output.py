@@ -312,7 +312,11 @@ def print_request(request, *, as_json: bool, full: bool = False) -> None:
 
     for c in request.columns:
         table.add_row(c.column, pb.ColumnUse.Name(c.use).removeprefix("COLUMN_USE_").lower(), c.reason)
-    console.print(table)
+    if request.columns:
+        console.print(table)
+    if request.products:
+        console.print(_("products asked for: {products}").format(products=", ".join(request.products))
+                      + ("" if request.columns else _(" (products only)")))
     for a in request.approvals:
         console.print(_("approved as {role} by {by} ({subject}) at {at}").format(
             role=a.role, by=a.by, subject=a.subject, at=_shown_text_time(a.signed_at))

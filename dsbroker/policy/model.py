@@ -257,6 +257,25 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     return Policy(**policy, source=source, sha256=hashlib.sha256(text.encode()).hexdigest(), document=text)
 
 
+def read_offered_products(source: str, node: yaml.Node) -> dict[str, Product]:
+    """Products as a policy's ``products:`` section holds them, read from ``node`` (a mapping of names to
+    products) of another YAML file: the owner's catalog offers them to requests. Errors (PolicyFileError) name
+    ``source`` and the line."""
+    return read_products(_Reader(source, node), node)  # type: ignore[arg-type]
+
+
+def parse_products(text: str, *, source: str = "<products>") -> dict[str, Product]:
+    """The products of a YAML text ``products: {...}`` (as :func:`dsbroker.policy.products.render_products`
+    writes it); PolicyFileError naming ``source`` and the line."""
+    try:
+        root = yaml.compose(text, Loader=_PolicyLoader)
+    except yaml.YAMLError:
+        raise PolicyFileError("not valid YAML", path=source, line=None) from None
+    if not isinstance(root, yaml.MappingNode) or [key.value for key, _ in root.value] != ["products"]:
+        raise PolicyFileError("a products section is one mapping, products:", path=source, line=1)
+    return read_offered_products(source, root.value[0][1])
+
+
 def load_policies(directory: str | Path) -> dict[str, Policy]:
     """Load every ``*.yaml`` policy in ``directory``, keyed by id; duplicate ids are an error."""
     policies: dict[str, Policy] = {}
