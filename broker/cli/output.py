@@ -65,7 +65,7 @@ def print_result(result: QueryResult, *, fmt: str = "table", out: str | None = N
     if fmt == "json":
         write_json(result.as_json(), out)
         return
-    headings, rows = _result_rows(result, unit, money)
+    headings, rows = result_rows(result, unit, money)
     if fmt in ("csv", "xlsx"):
         sheet = Sheet(headings, rows, money=set(money), unit_name=unit_name(unit), title=_("query result"))
         (write_csv if fmt == "csv" else write_xlsx)(sheet, out)
@@ -83,7 +83,7 @@ def print_result(result: QueryResult, *, fmt: str = "table", out: str | None = N
     console.print(_("; ").join(_result_notes(result)), style="dim")
 
 
-def _result_rows(result: QueryResult, unit: str, money) -> tuple[list[str], list[list]]:
+def result_rows(result: QueryResult, unit: str, money) -> tuple[list[str], list[list]]:
     """Headings and rows as a reader gets them: markers for withheld and rolled-up cells, money in ``unit``
     (exact Decimals), and a column of partitions left out when an encrypted sum left any out."""
     headings = [f"{name} ({unit_name(unit)})" if c in money else name for c, name in enumerate(result.columns)]
