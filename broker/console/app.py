@@ -15,7 +15,7 @@ from broker.cli.i18n import LANGUAGES, _, set_language
 from broker.cli.reasons import explained
 from broker.console import audit_pages, department_pages, review_pages
 from broker.console.pages import DEFAULT_LANGUAGE, HERE, LANGUAGE_COOKIE, ConsoleSettings, page, sessions_of
-from broker.console.session import SESSION_COOKIE, Sessions, host_allowed
+from broker.console.session import Sessions, host_allowed
 from dsbroker.errors import DsbrokerError
 
 FORM = "dsbroker.form"  # where the guard leaves a POST's fields, read once (and checked) before any page runs
@@ -37,7 +37,7 @@ def sign_in(request: Request) -> Response:
         return PlainTextResponse(_("this sign-in link was used already or is wrong: restart 'dsbroker console' "
                                    "for a new one"), status_code=403)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
+    response.set_cookie(sessions_of(request).cookie, session, httponly=True, samesite="strict")
     return response
 
 
@@ -72,13 +72,13 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
+        request = Request(scope, receive)
         if not host_allowed(request.headers.get("host", ""), self.port):
             await PlainTextResponse("wrong Host", status_code=421)(scope, receive, send)
             return
         chosen = request.cookies.get(LANGUAGE_COOKIE, DEFAULT_LANGUAGE)
         set_language(chosen if chosen in LANGUAGES else DEFAULT_LANGUAGE)
-        session = request.cookies.get(SESSION_COOKIE)
+        session = request.cookies.get(self.sessions.cookie)
         if not scope["path"].startswith(self.OPEN_PATHS) and self.sessions.csrf_token(session) is None:
             await HTMLResponse(_("Open the sign-in link that 'dsbroker console' printed."),
                                status_code=401)(scope, receive, send)
@@ -120,5 +120,5 @@ def console_app(settings: ConsoleSettings, *, port: int, sessions: Sessions | No
               *department_pages.routes(), *review_pages.routes(), *audit_pages.routes()]
     app = Starlette(routes=routes, exception_handlers={DsbrokerError: error_page})
     app.state.settings = settings
-    app.state.sessions = sessions or Sessions()
+    app.state.sessions = sessions or Sessions(port)
     return Guard(app, sessions=app.state.sessions, port=port)

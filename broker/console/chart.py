@@ -30,14 +30,13 @@ class Bar:
     shown: str  # the value as the table shows it
 
 
-def chart_column(columns: list[str], rows: list[list], withheld: set) -> int | None:
-    """The column a chart draws: the first after the first (the row's label) whose released cells are all numbers;
-    None when there is none."""
-    for c in range(1 if len(columns) > 1 else 0, len(columns)):
-        values = [row[c] for r, row in enumerate(rows) if (r, c) not in withheld]
-        if values and all(is_number(v) for v in values):
-            return c
-    return None
+def chart_column(columns: list[str], rows: list[list], withheld: set, money: set[int]) -> int | None:
+    """The column a chart draws: the first money column, else the first after the first (the row's label) whose
+    released cells are all numbers; None when there is none."""
+    numeric = [c for c in range(1 if len(columns) > 1 else 0, len(columns))
+               if any((r, c) not in withheld for r in range(len(rows)))
+               and all(is_number(row[c]) for r, row in enumerate(rows) if (r, c) not in withheld)]
+    return next((c for c in numeric if c in money), numeric[0] if numeric else None)
 
 
 def bar_chart(bars: list[Bar], *, title: str, withheld_label: str) -> Markup:

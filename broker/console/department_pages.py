@@ -84,7 +84,7 @@ def released_view(result, unit: str, money: set[int]) -> dict:
               for c, v in enumerate(row)] for r, row in enumerate(rows)]
     numeric = {c for c in range(len(headings)) if c in money or any(is_number(row[c]) for row in rows)}
     sheet = Sheet(headings, rows, money=set(money), unit_name=unit_name(unit), title=_("query result"))
-    column = chart_column(result.columns, result.rows, result.withheld)
+    column = chart_column(result.columns, result.rows, result.withheld, money)
     chart = None
     if column is not None:
         label_columns = [c for c in range(len(headings)) if c != column and c not in numeric] or [0]

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse
 from broker.cli.i18n import N_, _, language
 from broker.cli.timezones import shown_time
 from broker.console.connection import Connection
-from broker.console.session import SESSION_COOKIE, Sessions
+from broker.console.session import Sessions
 
 HERE = Path(__file__).resolve().parent
 LANGUAGE_COOKIE = "dsbroker_lang"
@@ -62,6 +62,6 @@ def page(request: Request, template: str, *, status: int = 200, **context) -> HT
     html = templates.get_template(template).render(
         request=request, titles=PAGE_TITLES, lang="zh-CN" if language() == "zh_CN" else "en", claims=claims,
         roles=roles, nav=nav,
-        csrf=sessions_of(request).csrf_token(request.cookies.get(SESSION_COOKIE)) or "",
+        csrf=sessions_of(request).csrf_token(request.cookies.get(sessions_of(request).cookie)) or "",
         time=lambda moment: shown_time(moment, in_zone=settings.zone) if moment else "", **context)
     return HTMLResponse(html, status_code=status)

@@ -12,16 +12,24 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
-SESSION_COOKIE = "dsbroker_console"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
 @dataclass
 class Sessions:
-    """The one-time login secret and the sessions it opened (in memory: a restart signs everyone out)."""
+    """The one-time login secret and the sessions it opened (in memory: a restart signs everyone out).
 
+    ``port`` names the session cookie: browsers keep cookies per host, not per port, so two consoles on one
+    machine (two people, or one person's two profiles) would otherwise overwrite each other's."""
+
+    port: int
     login_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _csrf: dict[str, str] = field(default_factory=dict)  # session id -> its CSRF token
+
+    @property
+    def cookie(self) -> str:
+        """The session cookie's name."""
+        return f"dsbroker_console_{self.port}"
 
     def sign_in(self, secret: str) -> str | None:
         """A new session id for the right secret (which is then used up), else None."""
