@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli.i18n import DOMAIN, LOCALE_DIR
+from broker.cli.profiles import Profile, Profiles
 from broker.cli.workflow import read_request_file
 from broker.console.chart import MOST_BARS
 from broker.client.sdk import BrokerClient
@@ -98,10 +99,12 @@ def person(target: str, department: str, district: str, role: str) -> dict[str, 
 
 def start_console(errors: Path, env: dict[str, str], *options: str) -> Console:
     """``dsbroker console`` on a free port, as a separate process (its standard error into ``errors``); returns
-    once it printed its link."""
+    once it printed its link. Only ``env`` says how to reach the broker (no DSBROKER_ variable of the run's)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DSBROKER_")}
+    inherited["DSBROKER_CONFIG"] = str(errors.with_name("no-profiles.toml"))  # nobody's own profiles either
     with errors.open("w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "broker.cli.main", "console", *options],
-                                   env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
+                                   env={**inherited, **env, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
                                    stdout=subprocess.PIPE, stderr=stderr, text=True)
     line = process.stdout.readline()
     found = re.search(r"http://127\.0\.0\.1:\d+/login\?secret=\S+", line)
@@ -127,7 +130,16 @@ def consoles(stack, console_logs):
               "auditor": (("city-audit", "320100"), ("--pinned-key", str(stack.pinned_key), "--ledger",
                                                       str(stack.ledger)))}
     started = {role: start_console(console_logs / f"{role}.log", person(stack.target, *who, role), *options)
-               for role, (who, options) in people.items()}
+               for role, (who, options) in people.items() if role != "auditor"}
+    # The auditor's console takes everything from a profile, its token from the profile's token command.
+    who, options = people["auditor"]
+    config, token = console_logs / "profiles.toml", console_logs / "auditor.token"
+    settings = person(stack.target, *who, "auditor")
+    token.write_text(settings["DSBROKER_TOKEN"])
+    Profiles({"audit": Profile(broker=stack.target, ca=settings["DSBROKER_CA"], cert=settings["DSBROKER_CERT"],
+                               key=settings["DSBROKER_KEY"], token_command=f"cat {token}")}).save(config)
+    started["auditor"] = start_console(console_logs / "auditor.log", {"DSBROKER_CONFIG": str(config)},
+                                       "--profile", "audit", *options)
     started["reviewer"].signing_key = keys.signer_key("xuanwu-tax")
     started["owner"].signing_key = keys.signer_key("city-tax")
     yield started

@@ -125,3 +125,16 @@ def test_a_broker_error_is_a_page_naming_its_reason_never_a_traceback(served, si
         answer = call(port, method, path, cookie=cookie, form=form)
         assert answer.status == 503, answer.text
         assert "UNAVAILABLE" in answer.text and "Traceback" not in answer.text and 'id="error"' in answer.text
+
+
+@pytest.mark.parametrize("back, lands", [("/query", "/query"), ("/audit?after=3", "/audit?after=3"),
+                                         ("//attacker.example/", "/"), ("/\\attacker.example", "/"),
+                                         ("https://attacker.example/", "/")])
+def test_switching_the_language_goes_back_only_to_a_page_of_the_console(served, signed_in, back, lands):
+    port, _sessions = served
+    cookie, _csrf, _secret = signed_in
+    from urllib.parse import quote
+
+    switched = call(port, "GET", f"/language/en?back={quote(back, safe='')}", cookie=cookie)
+    assert switched.status == 303 and switched.getheader("location") == lands
+    assert "dsbroker_lang=en" in switched.getheader("set-cookie")

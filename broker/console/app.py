@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from dsbroker.errors import DsbrokerError
 
 FORM = "dsbroker.form"  # where the guard leaves a POST's fields, read once (and checked) before any page runs
 MOST_FORM_BYTES = 1024 * 1024
+LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.?=&%-]*")
 # What an error's kind is as an HTTP status (the exit code's kinds: refused, not found, unavailable, ...).
 HTTP_STATUS = {ExitCode.REFUSED: 403, ExitCode.NOT_FOUND: 404, ExitCode.UNAVAILABLE: 503,
                ExitCode.UNAUTHENTICATED: 401}
@@ -45,7 +47,8 @@ def choose_language(request: Request) -> Response:
     """Switch the pages' language (zh-CN or en) and go back where the reader was."""
     chosen = request.path_params["lang"]
     back = request.query_params.get("back", "/")
-    response = RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
+    # Only a path of this console: "//host" and "/\host" would send the reader to another site.
+    response = RedirectResponse(back if LOCAL_PATH.fullmatch(back) else "/", status_code=303)
     if chosen in ("zh-CN", "en"):
         response.set_cookie(LANGUAGE_COOKIE, chosen, httponly=True, samesite="strict")
     return response

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broker.client.sdk import BrokerClient
 from dsbroker.identity.tls import ClientTls
@@ -20,16 +20,19 @@ class Connection:
     tls: ClientTls | None
     token: Callable[[], str | None]
     profile: str = ""  # the profile's name, for the CLI commands the pages show
+    _latest: list[str] = field(default_factory=list, compare=False)  # the last token a client was opened with
 
     def client(self) -> BrokerClient:
         """A client for one page: opened with a fresh token, closed by the caller (``with``)."""
-        return BrokerClient(self.broker, token=self.token(), tls=self.tls)
+        token = self.token()
+        self._latest[:] = [token or ""]
+        return BrokerClient(self.broker, token=token, tls=self.tls)
 
     def claims(self) -> dict:
-        """The token's claims as the token says them (read, not verified: only to choose what pages to offer;
-        the broker verifies every call)."""
+        """The claims of the token the last page used (read, not verified: only to choose what pages to offer;
+        the broker verifies every call); a page that called no broker yet asks for a token."""
         try:
-            payload = (self.token() or "").split(".")[1]
+            payload = (self._latest[0] if self._latest else self.token() or "").split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         except (IndexError, ValueError):
             return {}
