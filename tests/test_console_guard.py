@@ -80,10 +80,10 @@ def signed_in(served):
 
 
 def test_a_page_needs_the_session_the_sign_in_link_set(served, signed_in):
-    port, _sessions = served
+    port, sessions = served
     cookie, _csrf, _secret = signed_in
     assert call(port, "GET", "/").status == 401
-    assert call(port, "GET", "/", cookie=f"{_sessions.cookie}=guessed").status == 401
+    assert call(port, "GET", "/", cookie=f"{sessions.cookie}=guessed").status == 401
     home = call(port, "GET", "/", cookie=cookie)
     assert home.status == 200 and "xuanwu-fgw" in home.text
 
