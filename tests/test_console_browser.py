@@ -211,6 +211,19 @@ def wait_for(browser, css: str):
         pytest.fail(f"no {css} on {browser.current_url}: {browser.find_element('tag name', 'body').text[:2000]}{logs}")
 
 
+def load_by_clicking(browser, element) -> None:
+    """Click ``element`` (a link or a form's button) and wait until the page it leads to has replaced this one and
+    loaded: a wait for an element both pages hold would otherwise find it on the page being left. The page being
+    left is marked in its window object, which the next page does not have (no element reference is held: Chromium
+    answers a reference into a replaced document with an inspector error, not always a stale element)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.execute_script("window.__dsbrokerLeaving = true;")
+    element.click()
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda driver: driver.execute_script(
+        "return window.__dsbrokerLeaving === undefined && document.readyState === 'complete';"))
+
+
 def department_client(stack) -> BrokerClient:
     return BrokerClient(stack.target, token=token_for(), tls=client_tls())
 
@@ -228,7 +241,7 @@ def test_a_department_runs_a_query_and_downloads_the_released_table_as_xlsx(stac
     open_page(browser, console, f"/query?grant={GRANT}", lang)
     assert browser.find_element("css selector", "h1").text == translated("Query workspace", lang)
     browser.find_element("id", "sql").send_keys(RELEASED_SQL)
-    browser.find_element("id", "run").click()
+    load_by_clicking(browser, browser.find_element("id", "run"))
     table = wait_for(browser, "#released")
     shot(browser, f"{lang}-department-query-result")
 
@@ -275,16 +288,16 @@ def test_a_reviewer_and_the_owner_approve_a_request_signed_in_the_browser(stack,
         console = consoles[role]
         open_page(browser, console, "/inbox", lang)
         shot(browser, f"{lang}-{role}-inbox")
-        browser.find_element("link text", name).click()
+        load_by_clicking(browser, browser.find_element("link text", name))
         dry_runs = wait_for(browser, "#dry-runs")
         assert len(dry_runs.find_elements("css selector", "li.accepted")) == 2
         assert len(dry_runs.find_elements("css selector", "li.refused")) == 1
         shot(browser, f"{lang}-{role}-request")
-        browser.find_element("id", "prepare").click()
+        load_by_clicking(browser, browser.find_element("id", "prepare"))
         wait_for(browser, "#key-file").send_keys(str(console.signing_key))
         assert "dsbroker review approve" in browser.find_element("id", "command").text
         shot(browser, f"{lang}-{role}-sign")
-        browser.find_element("id", "sign").click()
+        load_by_clicking(browser, browser.find_element("id", "sign"))
         state = wait_for(browser, "#state")
         assert state.text == after, browser.find_element("tag name", "main").text
         shot(browser, f"{lang}-{role}-approved")
@@ -304,12 +317,12 @@ def test_an_auditor_finds_a_refused_query_and_sees_what_verify_found(stack, cons
     open_page(browser, console, "/audit", lang)
     browser.find_element("id", "event").send_keys("query.decision")
     browser.find_element("css selector", "#decision option[value=deny]").click()
-    browser.find_element("id", "filter").click()
+    load_by_clicking(browser, browser.find_element("id", "filter"))
     rows = wait_for(browser, "#records").find_elements("css selector", "tbody tr.decision-deny")
     shot(browser, f"{lang}-auditor-log")
     found = [row for row in rows if refused.value.reason in row.text]
     assert found, [row.text for row in rows]
-    found[-1].find_element("css selector", "a").click()
+    load_by_clicking(browser, found[-1].find_element("css selector", "a"))
     record = wait_for(browser, "#record").text
     assert REFUSED_SQL in record and refused.value.reason in record and "xuanwu-fgw" in record
     shot(browser, f"{lang}-auditor-record")
