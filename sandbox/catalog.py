@@ -146,6 +146,16 @@ class _Reader:
             raise self.fail(node, f"{where} must be text")
         return str(node.value)
 
+    def texts(self, node: yaml.Node | None, where: str) -> tuple[str, str]:
+        """A description as one text, or in Chinese and English (``{zh: …, en: …}``): (the text, or the English;
+        the Chinese, or empty)."""
+        if not isinstance(node, yaml.MappingNode):
+            return self.text(node, where), ""
+        both = self.mapping(node, where, {"zh", "en"})
+        if set(both) != {"zh", "en"}:
+            raise self.fail(node, f"{where}: give zh and en, or one text")
+        return self.text(both["en"], f"{where}.en"), self.text(both["zh"], f"{where}.zh")
+
     def words(self, node: yaml.Node | None, where: str, allowed: tuple[str, ...]) -> list[str]:
         if node is None:
             return []
@@ -188,8 +198,9 @@ class _Reader:
             if (column == entity) != ("entity" in levels) or (column == entity and levels != ["entity"]):
                 raise self.fail(column_node, f"{name}.columns.{column}: the entity column, and only it, has "
                                              "levels [entity]")
+            description, description_zh = self.texts(fields.get("description"), f"{name}.columns.{column}.description")
             columns.append(catalog_pb2.DatasetColumn(
-                name=column, type=real_columns[column], description=self.text(fields.get("description"), column),
+                name=column, type=real_columns[column], description=description, description_zh=description_zh,
                 unit=self.text(fields.get("unit"), column),
                 classification=self.text(fields.get("classification"), column),
                 levels=levels))
@@ -197,8 +208,10 @@ class _Reader:
             raise self.fail(items["entity"], f"{name}.entity {entity!r} must be described under columns")
         order = list(real_columns)
         columns.sort(key=lambda c: order.index(c.name))
-        return catalog_pb2.Dataset(name=name, title=self.text(items.get("title"), "title"),
-                                   description=self.text(items.get("description"), "description"),
+        title, title_zh = self.texts(items.get("title"), f"{name}.title")
+        description, description_zh = self.texts(items.get("description"), f"{name}.description")
+        return catalog_pb2.Dataset(name=name, title=title, title_zh=title_zh, description=description,
+                                   description_zh=description_zh,
                                    entity_column=entity, row_filter=row_filter, min_entities=min_entities,
                                    approval_stages=stages, columns=columns, engine_dialect=self.dialect,
                                    products=self.products(items["products"], name,

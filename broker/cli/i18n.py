@@ -53,6 +53,12 @@ def n_(singular: str, plural: str, count: int) -> str:
     return translation().ngettext(singular, plural, count)
 
 
+def localized(text: str, chinese: str) -> str:
+    """An owner's text given in two languages (the catalog's): ``chinese`` where Chinese is in force and the owner
+    gave it, else ``text``."""
+    return chinese if chinese and language() == "zh_CN" else text
+
+
 def N_(message: str) -> str:
     """Mark ``message`` for translation where it is defined; it is translated with _() where it is shown."""
     return message

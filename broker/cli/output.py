@@ -14,7 +14,7 @@ from rich.table import Table
 
 from broker.cli.exit_codes import exit_code_for
 from broker.cli.exports import FORMATS, Sheet, write_csv, write_xlsx
-from broker.cli.i18n import N_, _
+from broker.cli.i18n import N_, _, localized
 from broker.cli.money import unit_name
 from broker.cli.reasons import explained, rule_note
 from broker.cli.timezones import shown_time
@@ -240,8 +240,8 @@ def print_datasets(datasets, *, as_json: bool) -> None:
     for name in (N_("dataset"), N_("title"), N_("columns"), N_("requestable"), N_("approvals")):
         table.add_column(_(name), overflow="fold", justify="right" if name in ("columns", "requestable") else "left")
     for d in datasets:
-        table.add_row(d.name, d.title, str(len(d.columns)), str(sum(1 for c in d.columns if c.levels)),
-                      " → ".join(d.approval_stages))
+        table.add_row(d.name, localized(d.title, d.title_zh), str(len(d.columns)),
+                      str(sum(1 for c in d.columns if c.levels)), " → ".join(d.approval_stages))
     console.print(table)
 
 
@@ -250,9 +250,9 @@ def print_dataset(dataset, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_json(dataset), ensure_ascii=False))
         return
-    console.print(f"[bold]{dataset.name}[/bold]  {dataset.title}")
+    console.print(f"[bold]{dataset.name}[/bold]  {localized(dataset.title, dataset.title_zh)}")
     if dataset.description:
-        console.print(dataset.description)
+        console.print(localized(dataset.description, dataset.description_zh))
     console.print(_("entity (privacy unit): {entity};  at least {k} per cell;  row filter: {row_filter};  "
                     "approvals: {stages}").format(entity=dataset.entity_column or "—", k=dataset.min_entities,
                                                   row_filter=dataset.row_filter or _("none"),
@@ -262,7 +262,8 @@ def print_dataset(dataset, *, as_json: bool) -> None:
                  N_("description")):
         table.add_column(_(name), overflow="fold")
     for c in dataset.columns:
-        table.add_row(c.name, c.type, c.unit, c.classification, ", ".join(c.levels) or "—", c.description)
+        table.add_row(c.name, c.type, c.unit, c.classification, ", ".join(c.levels) or "—",
+                      localized(c.description, c.description_zh))
     console.print(table)
     for product in dataset.products:  # the owner's data products (dsbroker product show NAME --grant G for one)
         console.print(f"data product {product.name} v{product.version}: {product.title_zh} / {product.title_en}",

@@ -10,7 +10,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from broker.cli.i18n import N_, _, language
+from broker.cli.i18n import N_, _, language, localized
 from broker.cli.timezones import shown_time
 from broker.console.connection import Connection
 from broker.console.session import Sessions
@@ -41,6 +41,7 @@ class ConsoleSettings:
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                         trim_blocks=True, lstrip_blocks=True)
 templates.globals["_"] = _
+templates.globals["localized"] = localized
 
 
 def settings_of(request: Request) -> ConsoleSettings:
