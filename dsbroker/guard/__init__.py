@@ -51,6 +51,7 @@ from dsbroker.guard.enforce_range_grid import enforce_range_grid
 from dsbroker.guard.expand_complements import expand_complements
 from dsbroker.guard.expand_date_forms import expand_date_forms
 from dsbroker.guard.expand_distinct_groups import expand_distinct_groups, lists_groups
+from dsbroker.guard.expand_simple_case import expand_simple_case
 from dsbroker.guard.expand_one_sided_ranges import expand_one_sided_ranges
 from dsbroker.guard.expand_or_equalities import expand_or_equalities
 from dsbroker.guard.expand_output_aliases import expand_output_aliases
@@ -88,6 +89,7 @@ SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
 
 RULES: tuple[Callable[..., exp.Select], ...] = (
     expand_distinct_groups,
+    expand_simple_case,
     expand_date_forms,
     reject_unsupported_syntax,
     resolve_table,

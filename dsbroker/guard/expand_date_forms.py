@@ -23,6 +23,7 @@ import re
 
 import sqlglot.expressions as exp
 
+from dsbroker.guard._tree import row_conditions
 from dsbroker.guard.literals import read_date
 
 _PARTS = {"YEAR": exp.Year, "QUARTER": exp.Quarter, "MONTH": exp.Month}
@@ -41,10 +42,9 @@ def expand_date_forms(expression: exp.Select) -> exp.Select:
         part = _part_of(node)
         if part is not None:
             node.replace(_PARTS[part](this=_argument(node).copy()))
-    where = expression.args.get("where")
-    if where is not None:
+    for holder in row_conditions(expression):  # WHERE, and each WHEN of a CASE bucket
         # Innermost first, so that DATE 'd' + INTERVAL 2 MONTH - INTERVAL 28 DAY folds in two steps.
-        for node in reversed(list(where.find_all(exp.Add, exp.Sub))):
+        for node in reversed(list(holder.this.find_all(exp.Add, exp.Sub))):
             folded = _folded(node)
             if folded is not None:
                 node.replace(exp.cast(exp.Literal.string(folded.isoformat()), exp.DataType.Type.DATE))

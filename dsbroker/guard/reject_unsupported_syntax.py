@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
+from dsbroker.guard._tree import AGGREGATE_TYPES, enclosing_aggregate, refuse
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.parse import written_name
 from dsbroker.guard.sql_names import sql_name
@@ -57,6 +57,8 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             continue  # resolve_table allows joins to the grant's lookup tables on their keys, and no others
         if isinstance(node, exp.Rollup) and node.parent is expression.args.get("group"):
             continue  # totals: expand_output_aliases accepts GROUP BY ROLLUP(keys) alone, and no other form
+        if _may_be_bucket(node):
+            continue  # reject_invalid_group_keys accepts a CASE that buckets a group column as a key, and no other
         if type(node) in _NAMED:
             reason, message = _NAMED[type(node)]
             refuse("reject_unsupported_syntax", reason, message, construct=sql_name(node))
@@ -72,6 +74,13 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     if unsupported:
         _refuse_node(unsupported[0])
     return expression
+
+
+def _may_be_bucket(node: exp.Expr) -> bool:
+    """A CASE outside every aggregate and outside WHERE, or one of its WHEN branches: a group key's bucket, or
+    refused later (as a key that is no bucket, or as an expression that is no key)."""
+    case = node.parent if isinstance(node, exp.If) and node.arg_key == "ifs" else node
+    return isinstance(case, exp.Case) and enclosing_aggregate(case) is None and case.find_ancestor(exp.Where) is None
 
 
 def _refuse_query_clauses(expression: exp.Select) -> None:
