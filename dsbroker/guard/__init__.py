@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
-from dsbroker.guard._tree import refuse
+from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.add_withheld_marks import add_withheld_marks
 from dsbroker.guard.add_dominance_rule import add_dominance_rule
 from dsbroker.guard.add_entity_cells import add_entity_cells
@@ -240,7 +240,8 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
 
 def _lists_keys(expression: exp.Select) -> bool:
     """Whether ``expression`` groups and outputs no aggregate: its answer is the list of its groups."""
-    return bool(expression.args.get("group")) and all(projection.find(exp.AggFunc) is None
+    # GROUPING() is an aggregate to sqlglot, but it reads a row's level, not its data: keys and levels list groups.
+    return bool(expression.args.get("group")) and all(projection.find(*AGGREGATE_TYPES) is None
                                                        for projection in expression.expressions)
 
 

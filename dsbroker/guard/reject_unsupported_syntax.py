@@ -23,6 +23,7 @@ ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     exp.Add, exp.Sub, exp.Mul, exp.Div,
     *AGGREGATE_TYPES, exp.Distinct, exp.Star,
     exp.Cast, exp.DataType, exp.TimestampTrunc, exp.DateTrunc, exp.Var, exp.Year, exp.Quarter, exp.Month,
+    exp.Grouping,  # of ROLLUP keys only (reject_invalid_totals): the level of a row, never its data
 )
 _CAST_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ}
 _TRUNC_UNITS = {"YEAR", "QUARTER", "MONTH"}

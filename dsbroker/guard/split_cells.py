@@ -24,8 +24,8 @@ from dsbroker.guard import internal_names as names
 from dsbroker.guard._tree import AGGREGATE_TYPES, aliased, column_key, refuse
 from dsbroker.guard.linear_forms import linear_form, number_literal, widest
 from dsbroker.guard.literals import read_date, read_timestamp
-from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
-                                       Statistic, statistics_read)
+from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Grouping, Key, Linear, Node, Ordering,
+                                       Output, Stat, Statistic, statistics_read)
 from dsbroker.policy.model import Dominance, Noise
 from dsbroker.guard.internal_names import (CELL_PLAN_META, COVERAGE_META, LINEAR_FORM_META,
                                            RELEASED_FIRST_META, TOTALS_META)
@@ -166,6 +166,8 @@ class _Lowering:
             return self.lower(node.this)
         if isinstance(node, (exp.Literal, exp.Boolean, exp.Null, exp.Cast)):
             return self.constant(node)
+        if isinstance(node, exp.Grouping):  # reject_invalid_totals let it through of ROLLUP keys only
+            return Grouping(tuple(_key_index(self.lower(key)) for key in node.expressions))
         return self.operation(node)
 
     def constant(self, node: exp.Literal | exp.Boolean | exp.Null | exp.Cast) -> Const:

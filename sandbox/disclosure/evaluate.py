@@ -24,7 +24,7 @@ from fractions import Fraction
 from typing import Any, Callable
 
 from dsbroker.guard.linear_forms import widest
-from dsbroker.guard.release_plan import Average, Const, Key, Linear, Node, Stat
+from dsbroker.guard.release_plan import Average, Const, Grouping, Key, Linear, Node, Stat
 
 LIMIT = 10 ** 38
 NUMBER_KINDS = ("int", "decimal", "double")
@@ -41,6 +41,7 @@ class Columns:
     statistics: tuple[int, ...]
     key_kinds: tuple[str, ...]
     stat_kinds: tuple[str, ...]
+    grouping: int | None = None  # with totals: where the row's GROUPING of every key is
 
 
 def kind_of(engine_type: str) -> str:
@@ -103,6 +104,8 @@ def compile_node(node: Node, columns: Columns) -> tuple[Compiled, str]:
         return _linear(node, columns)
     if isinstance(node, Average):
         return _average(node, columns)
+    if isinstance(node, Grouping):
+        return _grouping(node, columns), "int"
     return _CALLS[node.op]([compile_node(arg, columns) for arg in node.args])
 
 
@@ -117,6 +120,21 @@ def direct_position(node: Node, columns: Columns) -> int | None:
             and columns.stat_kinds[node.terms[0][1]] == "int":
         return columns.statistics[node.terms[0][1]]
     return None
+
+
+def _grouping(node: Grouping, columns: Columns) -> Compiled:
+    """GROUPING(keys) from the row's GROUPING of every key (the cell query's, key 0 the highest bit)."""
+    if columns.grouping is None:
+        raise AssertionError("the guard accepts GROUPING() with totals only")
+    position, shifts = columns.grouping, [len(columns.keys) - 1 - key for key in node.keys]
+
+    def value(row):
+        level = 0
+        for shift in shifts:
+            level = level * 2 + (row[position] >> shift & 1)
+        return level
+
+    return value
 
 
 def _statistic(position: int, kind: str) -> Compiled:
