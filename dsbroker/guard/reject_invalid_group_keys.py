@@ -7,14 +7,15 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import column_key, refuse, table_of
 from dsbroker.guard.buckets import bucket_column
+from dsbroker.guard.date_texts import strftime_format
 from dsbroker.policy.model import ColumnLevel
 
 DATE_PARTS = (exp.TimestampTrunc, exp.DateTrunc, exp.Year, exp.Quarter, exp.Month)
 
 
 def group_term_column(term: exp.Expr, columns: dict) -> exp.Column | None:
-    """The group-level column that ``term`` is, or truncates to a date part; None otherwise."""
-    if isinstance(term, DATE_PARTS):
+    """The group-level column that ``term`` is, or truncates to a date part (or its text); None otherwise."""
+    if isinstance(term, DATE_PARTS) or strftime_format(term) is not None:
         term = term.this
     if isinstance(term, exp.Column) and columns.get(column_key(term)) is ColumnLevel.GROUP:
         return term

@@ -58,7 +58,7 @@ def _check_filter_literals(expression: exp.Select, dataset: str, column_types: d
 
 
 def _check_date_parts(expression: exp.Select, dataset: str, column_types: dict) -> None:
-    for node in expression.find_all(*DATE_PARTS):
+    for node in expression.find_all(*DATE_PARTS, exp.TimeToStr):  # strftime of a year or a month too
         if isinstance(node.this, exp.Column) and _column_class(node.this, dataset, column_types) not in (*_DATES, None):
             refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
                    f"date parts take a date or timestamp column, and {node.this.name!r} is not one",

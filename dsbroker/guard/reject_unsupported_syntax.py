@@ -11,6 +11,7 @@ from typing import NoReturn
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import AGGREGATE_TYPES, enclosing_aggregate, refuse
+from dsbroker.guard.date_texts import strftime_format
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.parse import written_name
 from dsbroker.guard.sql_names import sql_name
@@ -24,6 +25,7 @@ ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     *AGGREGATE_TYPES, exp.Distinct, exp.Star,
     exp.Cast, exp.DataType, exp.TimestampTrunc, exp.DateTrunc, exp.Var, exp.Year, exp.Quarter, exp.Month,
     exp.Grouping,  # of ROLLUP keys only (reject_invalid_totals): the level of a row, never its data
+    exp.TimeToStr,  # strftime of a column's year or month only (date_texts), refused otherwise below
 )
 _CAST_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ}
 _TRUNC_UNITS = {"YEAR", "QUARTER", "MONTH"}
@@ -105,7 +107,10 @@ def _refuse_query_clauses(expression: exp.Select) -> None:
 
 
 def check_dates(node: exp.Expr) -> None:
-    """CAST only writes a DATE or TIMESTAMP literal, and a real one; date_trunc only to a year, quarter or month."""
+    """CAST only writes a DATE or TIMESTAMP literal, and a real one; date_trunc only to a year, quarter or month;
+    strftime only of a column's year or month (``date_texts``: the only texts with an exact equivalent)."""
+    if isinstance(node, exp.TimeToStr) and strftime_format(node) is None:
+        _refuse_node(node)
     if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
         refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
                "CAST is allowed only to write DATE or TIMESTAMP literals", construct="CAST")
@@ -124,6 +129,6 @@ def _refuse_node(node: exp.Expr) -> NoReturn:
         name = written_name(node)
         refuse("reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED",
                f"function {name} is not allowed; allowed: COUNT, SUM, AVG (MIN, MAX where granted), "
-               "date_trunc, year, quarter, month", function=name)
+               "date_trunc, year, quarter, month, strftime(<date column>, '%Y' or '%Y-%m')", function=name)
     name = sql_name(node)
     refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED", f"{name} is not allowed in a query", construct=name)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
+from dsbroker.guard.date_texts import year_text
 from dsbroker.guard.linear_forms import widest
 from dsbroker.guard.release_plan import Average, Const, Grouping, Key, Linear, Node, Stat
 
@@ -339,12 +340,31 @@ def _truncation(unit: str):
     return build
 
 
+def _text(unit: str):
+    """strftime's text of a released year (an integer) or month (a truncated timestamp), as DuckDB writes it."""
+    def build(args):
+        ((inner, _),) = args
+
+        def value(row):
+            key = inner(row)
+            if unit == "month":
+                return f"{year_text(key.year)}-{key.month:02d}" if isinstance(key, dt.date) else None
+            if isinstance(key, Fraction) and key.denominator == 1:  # PostgreSQL's EXTRACT is numeric
+                key = key.numerator
+            return year_text(key) if isinstance(key, int) else None
+
+        return value, "text"
+
+    return build
+
+
 _CALLS: dict[str, Callable] = {
     "+": _arithmetic("+"), "-": _arithmetic("-"), "*": _arithmetic("*"), "/": _arithmetic("/"), "neg": _negate,
     **{op: _comparison(op) for op in _COMPARE},
     "and": _logic("and"), "or": _logic("or"), "not": _not, "in": _in, "between": _between,
     "year": _date_part("year"), "quarter": _date_part("quarter"), "month": _date_part("month"),
     "trunc_year": _truncation("year"), "trunc_quarter": _truncation("quarter"), "trunc_month": _truncation("month"),
+    "text_year": _text("year"), "text_month": _text("month"),
 }
 
 
