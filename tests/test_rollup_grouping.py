@@ -12,15 +12,13 @@ caller's), it is a key-like output (shown beside a withheld row's marks under ``
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
-import duckdb
 import pytest
 
 from dsbroker.guard import guard
 from sandbox.disclosure.release import run
 from sandbox.engine.duckdb_engine import DuckDBEngine
-from tests.conftest import GRANT, XUANWU, declarations_file
+from tests.conftest import GRANT, XUANWU, sized_declarations_file
 
 SQL = ("SELECT street_code, size_class, GROUPING(street_code) AS streets, GROUPING(street_code, size_class) AS level, "
        "SUM(revenue) AS revenue FROM tax.declarations GROUP BY ROLLUP (street_code, size_class) ORDER BY level, 1, 2")
@@ -30,11 +28,7 @@ SQL = ("SELECT street_code, size_class, GROUPING(street_code) AS streets, GROUPI
 def engine(tmp_path_factory):
     # A's small class (3 taxpayers) is withheld with a sibling; B has a group whose size class is NULL.
     sizes = {("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("B", "large"): 12, ("B", "none"): 25}
-    rows = [(f"{street}-{size}-{n}", dt.date(2025, 1, 1), street, 1_000 + n, 100)
-            for (street, size), count in sizes.items() for n in range(count)]
-    path = declarations_file(tmp_path_factory.mktemp("grouping") / "cells.duckdb", rows)
-    with duckdb.connect(str(path)) as connection:
-        connection.execute("UPDATE tax.declarations SET size_class = NULLIF(split_part(taxpayer_id, '-', 2), 'none')")
+    path = sized_declarations_file(tmp_path_factory.mktemp("grouping") / "cells.duckdb", sizes)
     engine = DuckDBEngine(path)
     yield engine
     engine.close()
