@@ -157,6 +157,15 @@ def sized_declarations_file(path: Path, sizes: dict[tuple[str, str], int]) -> Pa
     return path
 
 
+def sized_engine(directory: Path, sizes: dict[tuple[str, str], int]):
+    """A DuckDB engine over :func:`sized_declarations_file` in ``directory``, closed when the generator is."""
+    from sandbox.engine.duckdb_engine import DuckDBEngine
+
+    engine = DuckDBEngine(sized_declarations_file(directory / "cells.duckdb", sizes))
+    yield engine
+    engine.close()
+
+
 def declarations_file(path: Path, rows) -> Path:
     """A data file whose tax.declarations (the demo's columns) holds ``rows`` of (taxpayer_id, period,
     street_code, revenue, vat_paid), all in Xuanwu; the other columns hold one fixed value."""

@@ -17,8 +17,7 @@ import pytest
 
 from dsbroker.guard import guard
 from sandbox.disclosure.release import run
-from sandbox.engine.duckdb_engine import DuckDBEngine
-from tests.conftest import GRANT, XUANWU, sized_declarations_file
+from tests.conftest import GRANT, XUANWU, sized_engine
 
 SQL = ("SELECT street_code, size_class, GROUPING(street_code) AS streets, GROUPING(street_code, size_class) AS level, "
        "SUM(revenue) AS revenue FROM tax.declarations GROUP BY ROLLUP (street_code, size_class) ORDER BY level, 1, 2")
@@ -28,10 +27,7 @@ SQL = ("SELECT street_code, size_class, GROUPING(street_code) AS streets, GROUPI
 def engine(tmp_path_factory):
     # A's small class (3 taxpayers) is withheld with a sibling; B has a group whose size class is NULL.
     sizes = {("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("B", "large"): 12, ("B", "none"): 25}
-    path = sized_declarations_file(tmp_path_factory.mktemp("grouping") / "cells.duckdb", sizes)
-    engine = DuckDBEngine(path)
-    yield engine
-    engine.close()
+    yield from sized_engine(tmp_path_factory.mktemp("grouping"), sizes)
 
 
 def _released(engine, totals_policy, suppression):

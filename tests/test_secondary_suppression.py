@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 from dsbroker.guard import GuardedQuery, guard
 from dsbroker.guard import internal_names as names
 from dsbroker.guard.release_plan import CellPlan, Key, Output, Stat, Statistic
-from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.disclosure.release import release, run
-from tests.conftest import GRANT, XUANWU, sized_declarations_file
+from tests.conftest import GRANT, XUANWU, sized_engine
 
 K = 10
 # The cell table of a ROLLUP(street, size) with one statistic besides the count of entities: its rows.
@@ -127,10 +126,7 @@ def test_no_withheld_cell_is_one_subtraction_away_in_any_table(cells):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     sizes = {("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("B", "large"): 12, ("B", "small"): 25}
-    path = sized_declarations_file(tmp_path_factory.mktemp("secondary") / "cells.duckdb", sizes)
-    engine = DuckDBEngine(path)
-    yield engine
-    engine.close()
+    yield from sized_engine(tmp_path_factory.mktemp("secondary"), sizes)
 
 
 @pytest.mark.parametrize("suppression", ["mark", "drop"])
