@@ -4,7 +4,9 @@ Kept on the owner's side, per scope (the dataset: its taxpayers, across every gr
 since released reports are shared), for the auditor (``sandbox.audit``). A cell is recorded by its
 query's *coverage* (the SQL of its rows: table, lookups, WHERE with the row filter; and its group
 keys), which keys of the coverage it fixes (all, or a ROLLUP total's leading ones), their values, and
-which of its statistics were released. Cells are written before their answer leaves, flushed to disk
+which of its statistics were released, and under which cell rules (the threshold and dominance rule of
+each grant it was released to: what a laxer grant received is no "known before" to a stricter one). Cells
+are written before their answer leaves, flushed to disk
 (``POWER_CUT``): a released cell the ledger lost would let the next query difference against it
 unaudited. Each cell keeps the value released, so that a cell whose data has changed since (a late
 declaration, an amendment) is told from one that has not. Recording the same cell again changes nothing
@@ -14,6 +16,7 @@ declaration, an amendment) is told from one that has not. Recording the same cel
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import decimal
@@ -44,6 +47,18 @@ CREATE TABLE IF NOT EXISTS cells (
     value TEXT NOT NULL,
     PRIMARY KEY (coverage, fixed, keys, statistic)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS releases (
+    coverage INTEGER NOT NULL REFERENCES coverages (id),
+    fixed INTEGER NOT NULL,
+    keys TEXT NOT NULL,
+    statistic TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    PRIMARY KEY (coverage, fixed, keys, statistic, rules)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS releases_no_delete BEFORE DELETE ON releases
+BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS releases_no_update BEFORE UPDATE ON releases
+BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS cells_no_delete BEFORE DELETE ON cells
 BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS cells_no_update BEFORE UPDATE ON cells
@@ -55,13 +70,20 @@ BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 class ReleasedCell:
     """One released statistic of one cell: its coverage, how many of its keys it fixes (the leading ones;
     fewer for a ROLLUP total), their values, the statistic (``rows``, ``entities``, ``sum:<measure>``,
-    ``count:<measure>``) and its value as released."""
+    ``count:<measure>``), its value as released and the cell rules it was released under (opaque text, one per
+    set of rules; a cell recorded before rules were kept has none)."""
 
     coverage: str
     fixed: int
     keys: tuple
     statistic: str
     value: Any = None  # what was released, to tell a cell whose data changed since (a late declaration)
+    rules: frozenset[str] = frozenset()
+
+    @property
+    def key(self) -> tuple:
+        """(coverage, keys fixed, keys, statistic): what identifies the cell's statistic in the ledger."""
+        return (self.coverage, self.fixed, self.keys, self.statistic)
 
 
 class ReleasedCellLedger:
@@ -98,8 +120,14 @@ class ReleasedCellLedger:
                 "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value FROM cells x JOIN coverages c "
                 "ON c.id = x.coverage "
                 "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,)).fetchall()
+            under: dict[tuple, set[str]] = {}
+            for coverage, fixed, keys, statistic, rules in self._db.execute(
+                    "SELECT c.coverage, r.fixed, r.keys, r.statistic, r.rules FROM releases r JOIN coverages c "
+                    "ON c.id = r.coverage WHERE c.scope = ?", (scope,)):
+                under.setdefault((coverage, fixed, keys, statistic), set()).add(rules)
             found = {(c.coverage, c.fixed, c.keys, c.statistic): c for c in (
-                ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0])
+                ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0],
+                             frozenset(under.get((coverage, fixed, keys, statistic), ())))
                 for coverage, fixed, keys, statistic, value in rows)}
             self._cells[scope] = found
             return MappingProxyType(found)
@@ -110,9 +138,9 @@ class ReleasedCellLedger:
         with self._lock:
             cached = self._cells.get(scope)
             if cached is not None and self._db.execute("PRAGMA data_version").fetchone()[0] == self._version:
-                # A cell recorded already keeps its first value: an answer that repeats cells writes nothing
-                # (no flush to disk on every repeated query).
-                cells = [c for c in cells if (c.coverage, c.fixed, c.keys, c.statistic) not in cached]
+                # A cell recorded already keeps its first value: an answer that repeats cells under rules they
+                # were released under before writes nothing (no flush to disk on every repeated query).
+                cells = [c for c in cells if c.key not in cached or not c.rules <= cached[c.key].rules]
         if not cells:
             return
         try:  # encoded before the transaction: a value that cannot be recorded leaves no write open
@@ -134,11 +162,17 @@ class ReleasedCellLedger:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO cells (coverage, fixed, keys, statistic, value) VALUES (?, ?, ?, ?, ?)",
                     [(ids[c.coverage], c.fixed, keys, c.statistic, value) for c, keys, value in encoded])
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO releases (coverage, fixed, keys, statistic, rules) VALUES (?, ?, ?, ?, ?)",
+                    [(ids[c.coverage], c.fixed, keys, c.statistic, rules) for c, keys, _ in encoded
+                     for rules in sorted(c.rules)])
                 self._db.execute("COMMIT")
                 cached = self._cells.get(scope)
                 if cached is not None:
-                    for cell in cells:  # INSERT OR IGNORE: the first value released stays
-                        cached.setdefault((cell.coverage, cell.fixed, cell.keys, cell.statistic), cell)
+                    for cell in cells:  # INSERT OR IGNORE: the first value released stays; the rules add up
+                        before = cached.get(cell.key)
+                        cached[cell.key] = cell if before is None else dataclasses.replace(
+                            before, rules=before.rules | cell.rules)
             except Exception as error:  # noqa: BLE001 - whatever failed, the write must not stay open
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
