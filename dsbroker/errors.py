@@ -408,6 +408,8 @@ GUARD_REFUSALS = (
     Reason("ENTITY_COLUMN_MISUSED", "INVALID_ARGUMENT", GUARD, "the entity column anywhere but COUNT(DISTINCT …)"),
     Reason("GROUP_BY_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD,
            "grouping by anything but group columns and their date parts"),
+    Reason("BUCKET_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD + ("construct",),
+           "a CASE group key that is not a bucket: literal labels for conditions on one group column"),
     Reason("OUTPUT_NOT_AGGREGATED", "INVALID_ARGUMENT", GUARD, "a column neither grouped nor aggregated"),
     Reason("AGGREGATE_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD + ("function",),
            "an aggregate the grant lacks, or one in a clause that takes none"),

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import column_key, conjuncts, refuse, table_of
+from dsbroker.guard._tree import column_key, conjuncts, refuse, row_conditions, table_of
 
 
 def expand_complements(expression: exp.Select, dataset: str, values: dict) -> exp.Select:
-    """Rewrite each ANDed ``x <> v``, ``NOT x = v``, ``x NOT IN (...)`` on a listed column to the IN of the rest."""
-    where = expression.args.get("where")
-    if where is None or not values:
-        return expression
-    for term in list(conjuncts(where.this)):
+    """Rewrite each ANDed ``x <> v``, ``NOT x = v``, ``x NOT IN (...)`` on a listed column to the IN of the rest, in
+    WHERE and in each WHEN of a CASE bucket."""
+    for holder in row_conditions(expression) if values else ():
+        _expand(holder, dataset, values)
+    return expression
+
+
+def _expand(holder: exp.Expr, dataset: str, values: dict) -> None:
+    for term in list(conjuncts(holder.this)):
         complement = _complement(term)
         if complement is None:
             continue
@@ -43,7 +47,6 @@ def expand_complements(expression: exp.Select, dataset: str, values: dict) -> ex
             refuse("expand_complements", "FILTER_NOT_ALLOWED", f"the condition on {column.name!r} leaves out every "
                    "value the grant lists", table=table_of(column, dataset), column=column.name, construct="<>")
         term.replace(exp.In(this=column.copy(), expressions=[exp.Literal.string(value) for value in remaining]))
-    return expression
 
 
 def _complement(term: exp.Expr) -> tuple[exp.Column, list[exp.Expr]] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import conjuncts, refuse, table_of
+from dsbroker.guard._tree import conjuncts, refuse, row_conditions, table_of
 from dsbroker.guard.column_types import type_class
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.reject_invalid_group_keys import DATE_PARTS
@@ -35,8 +35,8 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
 
 
 def _check_filter_literals(expression: exp.Select, dataset: str, column_types: dict) -> None:
-    where = expression.args.get("where")
-    for term in conjuncts(where.this if where is not None else None):
+    terms = [term for holder in row_conditions(expression) for term in conjuncts(holder.this)]
+    for term in terms:  # in WHERE, and in each WHEN of a CASE bucket
         if isinstance(term, exp.In):
             subject, literals = term.this, list(term.expressions)
         elif isinstance(term, exp.Between):
@@ -58,7 +58,7 @@ def _check_filter_literals(expression: exp.Select, dataset: str, column_types: d
 
 
 def _check_date_parts(expression: exp.Select, dataset: str, column_types: dict) -> None:
-    for node in expression.find_all(*DATE_PARTS):
+    for node in expression.find_all(*DATE_PARTS, exp.TimeToStr):  # strftime of a year or a month too
         if isinstance(node.this, exp.Column) and _column_class(node.this, dataset, column_types) not in (*_DATES, None):
             refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
                    f"date parts take a date or timestamp column, and {node.this.name!r} is not one",

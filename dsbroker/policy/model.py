@@ -77,14 +77,20 @@ class Noise:
 class Lookup:
     """A non-sensitive table (street or industry names) a query may join on its key.
 
-    The key is a column of the same name in the dataset, at group or filter level; the lookup's
-    columns take that level, since they say no more than the key does. The key must be unique in
-    the lookup table (one row per code), or a join would repeat rows.
+    The key is the lookup's column that ``joins`` the dataset's column of that name (the key's own name
+    unless the grant says ``joins: <dataset column>``), at group or filter level; the lookup's columns
+    take that level, since they say no more than the key does. The key must be unique in the lookup
+    table (one row per code), or a join would repeat rows.
     """
 
     table: str
     key: str
     columns: tuple[str, ...]
+    joins: str = ""  # the dataset's column the key matches; the key's own name where empty
+
+    def __post_init__(self) -> None:
+        if not self.joins:  # one spelling of the same lookup, so two loaded grants compare equal
+            object.__setattr__(self, "joins", self.key)
 
     @property
     def name(self) -> str:
@@ -134,7 +140,7 @@ _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
              "values", "products", "queries",
              "row_filter", "disclosure", "limits", "results", "partitions", "approvals", "request", "narrows"}
-_LOOKUP_KEYS = {"key", "columns"}
+_LOOKUP_KEYS = {"key", "joins", "columns"}
 _GRANTEE_KEYS = {"department", "district"}
 # A district code as tokens carry it (GB/T 2260, e.g. "320102"): quoted text, since YAML would read
 # a bare 010101 as a number and drop its zeros.
@@ -215,7 +221,7 @@ class Policy:
         visible = dict(self.columns)
         for lookup in self.lookups.values():
             for column in (lookup.key, *lookup.columns):
-                visible[f"{lookup.name}.{column}"] = self.columns[lookup.key]
+                visible[f"{lookup.name}.{column}"] = self.columns[lookup.joins]
         return visible
 
     def is_valid_on(self, day: dt.date) -> bool:
@@ -697,9 +703,12 @@ class _Reader:
                 if required not in items:
                     raise self.fail(value_node, f"missing required key 'lookups.{table}.{required}'")
             key = self.text(items["key"], f"lookups.{table}.key", _COLUMN)
-            if columns.get(key) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
-                raise self.fail(items["key"], f"lookups.{table}.key: {shown(key)} must be a group or filter column of "
-                                              "this policy (the lookup's columns take its level)")
+            # ``joins`` names the dataset's column where the lookup's key has another name (code = industry_code).
+            joined = "joins" if "joins" in items else "key"
+            joins = self.text(items[joined], f"lookups.{table}.{joined}", _COLUMN)
+            if columns.get(joins) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
+                raise self.fail(items[joined], f"lookups.{table}.{joined}: {shown(joins)} must be a group or filter "
+                                               "column of this policy (the lookup's columns take its level)")
             if not isinstance(items["columns"], yaml.SequenceNode) or not items["columns"].value:
                 raise self.fail(items["columns"], f"lookups.{table}.columns must be a non-empty list")
             listed = []
@@ -708,7 +717,7 @@ class _Reader:
                 if column in listed or column == key:
                     raise self.fail(item, f"lookups.{table}.columns: {shown(column)} is listed twice or is the key")
                 listed.append(column)
-            lookup = Lookup(table, key, tuple(listed))
+            lookup = Lookup(table, key, tuple(listed), joins)
             if lookup.name in names:
                 raise self.fail(value_node, f"lookups: {shown(table)} has the same table name as the dataset or "
                                             "another lookup; the guard tells them apart by that name")
