@@ -1,0 +1,105 @@
+"""Fourteenth round of attacks, on two fresh changes: the auditor's rules per released cell (a cell a laxer grant
+received is no "known before" to a stricter one: ``Rules.within``) and products-only grants (``queries: products``).
+
+Each test pins what an attack must not achieve; it fails while the attack works. The order on rules is checked
+against an oracle of its own (the cell rules written out here, in exact fractions, sharing no code with the
+sandbox); the end-to-end tests run a real broker and sandbox (tests/test_attack_auditor.py's Stack) or send plans
+to a real sandbox as a hostile broker would (tests/test_hostile_broker.py's helpers).
+"""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import pytest
+
+from dsbroker.policy.model import Dominance
+from sandbox.audit.auditor import Rules
+
+SHIPPED_RULES = Rules(10, Dominance(n=2, k=85.0))
+
+
+# --- 1. The order on rules: "at least as strict" must mean "withholds every cell the other withholds" ----------
+
+def _withholds(rules: Rules, magnitudes: list[int]) -> bool:
+    """The cell rules on one SUM cell, from its contributors' magnitudes: fewer than k contributors, the n largest
+    over k% of the total, or the total less the two largest under p% of the largest (README: the cell rules)."""
+    if 0 < len(magnitudes) < rules.k:
+        return True
+    rule, total = rules.dominance, sum(magnitudes)
+    if rule is None or total == 0:
+        return False
+    largest = sorted(magnitudes, reverse=True)
+    if rule.n is not None and rule.k is not None and 100 * sum(largest[:rule.n]) > Fraction(rule.k) * total:
+        return True
+    return rule.p is not None and 100 * (total - sum(largest[:2])) < Fraction(rule.p) * largest[0]
+
+
+def _rules(chance: random.Random) -> Rules:
+    k = chance.choice([2, 3, 5, 7, 10, 12, 15])
+    if chance.random() < 0.2:
+        return Rules(k, None)
+    n, share = chance.choice([None, 1, 2, 3, 5, 12, 40]), chance.choice([50.0, 60.5, 85.0, 85.5, 90.0, 99.9])
+    p = chance.choice([None, None, 1.0, 10.0, 10.5, 25.0, 99.0])
+    if n is None and p is None:
+        n = 2
+    return Rules(k, Dominance(n=n, k=share if n is not None else None, p=p))
+
+
+def _cell(chance: random.Random) -> list[int]:
+    size = chance.randint(1, 45)
+    shape = chance.choice(["even", "one giant", "two giants", "steps", "zeros"])
+    if shape == "even":
+        return [chance.randint(900, 1100) for _ in range(size)]
+    if shape == "one giant":
+        return [chance.randint(1, 10) ** 6] + [chance.randint(1, 3000) for _ in range(size - 1)]
+    if shape == "two giants":
+        return [chance.randint(10**5, 10**6) for _ in range(2)] + [chance.randint(1, 9000) for _ in range(size - 2)]
+    if shape == "steps":
+        return [2 ** chance.randint(0, 20) for _ in range(size)]
+    return [0] * (size - 1) + [chance.randint(0, 5)]
+
+
+def test_rules_known_before_to_a_grant_withhold_every_cell_its_own_rules_withhold():
+    """``Rules.within`` says a cell released under the recorded rules is "known before" to a grant under the asking
+    rules: every cell the asking rules withhold must then be withheld by the recorded ones, or the laxer grant's cell
+    is free to the stricter. Checked on cells of 1 to 45 contributors (n larger than a cell's taxpayers, shares as
+    floats, p% beside (n, k)) against the rules written out here."""
+    chance = random.Random(14)
+    pairs = judged = 0
+    for _ in range(3000):
+        recorded, asking = _rules(chance), _rules(chance)
+        if not asking.within(frozenset({recorded.text()})):
+            continue
+        pairs += 1
+        for _ in range(40):
+            cell = _cell(chance)
+            if _withholds(asking, cell):
+                judged += 1
+                assert _withholds(recorded, cell), (
+                    f"a cell released under {recorded} is known before to a grant under {asking}, which withholds "
+                    f"the cell {sorted(cell, reverse=True)[:4]}... of {len(cell)} contributors that {recorded} "
+                    f"releases")
+    assert pairs > 100 and judged > 1000  # the search reached both sides of the order
+
+
+P10_RULES = Rules(10, Dominance(n=2, k=85.0, p=10.0))
+
+
+@pytest.mark.parametrize(("recorded", "asking"), [
+    ('{"min_entities": 10, "dominance": {"n": 2, "k": NaN}}', SHIPPED_RULES),
+    ('{"min_entities": 10, "dominance": {"n": NaN, "k": 85}}', SHIPPED_RULES),
+    ('{"min_entities": 10, "dominance": {"n": 2, "k": 85, "p": NaN}}', P10_RULES),
+    ('{"min_entities": 1e3, "dominance": {"n": 2, "k": 85}}', SHIPPED_RULES),
+    ('{"min_entities": true, "dominance": {"n": 2, "k": 85}}', SHIPPED_RULES),
+    ('{"min_entities": 10, "dominance": {"n": 2}}', SHIPPED_RULES),
+    ('{"min_entities": 10, "dominance": {"k": 85}}', SHIPPED_RULES),
+    ('{"min_entities": 10, "dominance": {"n": null, "k": null, "p": 99}}', SHIPPED_RULES),
+    ('{"min_entities": 10, "dominance": {"n": 2, "k": 85, "p": "99"}}', P10_RULES),
+    ('{"dominance": {"n": 2, "k": 85}}', SHIPPED_RULES),
+])
+def test_rules_the_sandbox_never_writes_are_no_known_before(recorded, asking):
+    """What a writer of the ledger file puts there that the sandbox never writes (non-finite numbers, a float or a
+    bool threshold, a half-written rule, a number as text) is taken as laxer than the grant asking, never stricter."""
+    assert not asking.within(frozenset({recorded}))
