@@ -10,12 +10,18 @@ to a real sandbox as a hostile broker would (tests/test_hostile_broker.py's help
 from __future__ import annotations
 
 import random
+import shutil
 from fractions import Fraction
+from pathlib import Path
 
+import duckdb
 import pytest
 
 from dsbroker.policy.model import Dominance
 from sandbox.audit.auditor import Rules
+from tests.conftest import SHIPPED_DOMINANCE
+from tests.test_attack_auditor import STREET, Stack, _one
+from tests.test_released_cell_auditor import MONTHS, STREET_A, _truth, data  # noqa: F401
 
 SHIPPED_RULES = Rules(10, Dominance(n=2, k=85.0))
 
@@ -103,3 +109,66 @@ def test_rules_the_sandbox_never_writes_are_no_known_before(recorded, asking):
     """What a writer of the ledger file puts there that the sandbox never writes (non-finite numbers, a float or a
     bool threshold, a half-written rule, a number as text) is taken as laxer than the grant asking, never stricter."""
     assert not asking.within(frozenset({recorded}))
+
+
+# --- 2. Rules that do not compare: a laxer share over more contributors ------------------------------------------
+
+INDUSTRY_52 = f"{STREET} AND industry_code = '52'"
+WITHOUT_52 = f"{STREET} AND industry_code IN ('51', '65', '72', '99')"
+MORE_AT_A_HIGHER_SHARE = "dominance: {n: 3, k: 90}"
+SECOND = "xuanwu-tjj-2026-001"
+
+
+def _shares(owner: Path, where: str) -> tuple[Fraction, Fraction]:
+    """The two and the three largest taxpayers' shares of the revenue of the rows ``where``."""
+    with duckdb.connect(str(owner), read_only=True) as connection:
+        totals = [row[0] for row in connection.execute(
+            f"SELECT SUM(revenue) AS r FROM tax.declarations WHERE {where} GROUP BY taxpayer_id ORDER BY r DESC").fetchall()]
+    whole = sum(totals)
+    return Fraction(sum(totals[:2]), whole), Fraction(sum(totals[:3]), whole)
+
+
+@pytest.fixture()
+def two_giants(data, tmp_path) -> Path:  # noqa: F811
+    """The suite's data with two firms of street A's industry 52 making 87% of it: dominated under the shipped
+    (n = 2, k = 85), not under (n = 3, k = 90), where the three largest make 88%."""
+    owner = tmp_path / "two-giants.duckdb"
+    shutil.copy(data, owner)
+    giants = [f"91{STREET_A}52{n:04d}" for n in range(2)]
+    with duckdb.connect(str(owner)) as connection:
+        rest = connection.execute(f"SELECT SUM(revenue) FROM tax.declarations WHERE {INDUSTRY_52} "
+                                  "AND taxpayer_id NOT IN (?, ?)", giants).fetchone()[0]
+        monthly = int(Fraction(87, 13) * rest / (2 * len(MONTHS)))  # 2 x 24 months x monthly = 87% of the whole
+        connection.execute("UPDATE tax.declarations SET revenue = ? WHERE taxpayer_id IN (?, ?)", [monthly, *giants])
+    two, three = _shares(owner, INDUSTRY_52)
+    assert two > Fraction(85, 100) and three < Fraction(90, 100)
+    assert all(share < Fraction(85, 100) for share in _shares(owner, STREET) + _shares(owner, WITHOUT_52))
+    return owner
+
+
+@pytest.mark.parametrize("spelling", ["the same cells", "cells spelt anew"])
+def test_a_grant_does_not_receive_what_a_grant_under_rules_not_comparable_with_its_own_was_given(
+        two_giants, tmp_path, spelling):
+    """xuanwu-tjj's rule looks at more contributors (3) at a higher share (90%): neither rule withholds all the other
+    does. Street A's industry 52, two giants at 87%, passes it, so xuanwu-tjj may learn it as street A less street A
+    without 52; the shipped grant (two at 85%) may not. Its cells are no "known before" to the shipped grant, which
+    asking the same two cells, or the same spelt anew, does not get the difference."""
+    deployment = Stack(two_giants, tmp_path, tmp_path / "released.sqlite",
+                       second=[(SHIPPED_DOMINANCE, MORE_AT_A_HIGHER_SHARE)])
+    truth = _truth(two_giants, INDUSTRY_52)
+    try:
+        other = deployment.client("xuanwu-tjj")
+        whole = _one(other, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET}", SECOND)
+        rest = _one(other, f"SELECT SUM(revenue) FROM tax.declarations WHERE {WITHOUT_52}", SECOND)
+        assert whole - rest == truth  # xuanwu-tjj's own right
+        shipped = deployment.client()
+        assert _one(shipped, f"SELECT SUM(revenue) FROM tax.declarations WHERE {INDUSTRY_52}") is None
+        spelt = (STREET, WITHOUT_52) if spelling == "the same cells" else (
+            f"{STREET} AND industry_code IN ('51', '52', '65', '72', '99')",
+            f"{STREET} AND industry_code IN ('51', '65', '72', '99', '00')")
+        total = _one(shipped, f"SELECT SUM(revenue) FROM tax.declarations WHERE {spelt[0]}")
+        without = _one(shipped, f"SELECT SUM(revenue) FROM tax.declarations WHERE {spelt[1]}")
+    finally:
+        deployment.stop()
+    assert total is None or without is None or total - without != truth, \
+        f"the shipped grant learns a block its dominance rule withholds: {total} - {without} = {truth}"
