@@ -172,3 +172,42 @@ def test_a_grant_does_not_receive_what_a_grant_under_rules_not_comparable_with_i
         deployment.stop()
     assert total is None or without is None or total - without != truth, \
         f"the shipped grant learns a block its dominance rule withholds: {total} - {without} = {truth}"
+
+
+# --- 3. Two sandboxes over one ledger file: what one releases, the other's kept copy learns --------------------
+
+@pytest.mark.parametrize("first", ["warm", "the remainder"])
+def test_a_sandbox_sharing_the_ledger_sees_what_the_other_released_under_laxer_rules(two_giants, tmp_path, first):
+    """Replicas over one ledger file: sandbox 2 keeps the ledger in memory (read once, then kept while no other
+    connection writes the file), and merges the rules of what it records into that copy. xuanwu-tjj, under rules
+    that do not compare with the shipped grant's, gets street A on sandbox 1 (and, in the second case, street A
+    without 52, which the shipped grant got on sandbox 2 first). The shipped grant on sandbox 2 then asking street A
+    without 52, or street A, must not get both: their difference is the block its rule withholds."""
+    ledger = tmp_path / "released.sqlite"
+    one = Stack(two_giants, tmp_path, ledger, second=[(SHIPPED_DOMINANCE, MORE_AT_A_HIGHER_SHARE)], name="one")
+    two = Stack(two_giants, tmp_path, ledger, second=[(SHIPPED_DOMINANCE, MORE_AT_A_HIGHER_SHARE)], name="two")
+    truth = _truth(two_giants, INDUSTRY_52)
+    street, remainder = (f"SELECT SUM(revenue) FROM tax.declarations WHERE {where}" for where in (STREET, WITHOUT_52))
+    try:
+        shipped = two.client()
+        if first == "warm":  # sandbox 2 reads the ledger, and keeps it
+            assert _one(shipped, "SELECT SUM(revenue) FROM tax.declarations WHERE street_code = '320102002'")
+            received = {}
+        else:
+            received = {"remainder": _one(shipped, remainder)}
+            assert received["remainder"] is not None
+        other = one.client("xuanwu-tjj")
+        assert _one(other, street, SECOND) is not None
+        if first != "warm":
+            assert _one(other, street, SECOND) - _one(other, remainder, SECOND) == truth  # its own right
+        for name, sql in (("remainder", remainder), ("street", street)):
+            received.setdefault(name, _one(shipped, sql))
+    finally:
+        two.stop()
+        one.stop()
+    # Street A is out (to xuanwu-tjj, which may pass it on): the remainder is then no answer for the shipped grant;
+    # and where it had the remainder first, street A is not.
+    late = "remainder" if first == "warm" else "street"
+    assert received[late] is None, \
+        f"the shipped grant learns the block its rule withholds with what sandbox 1 released: {received}"
+    assert truth == _truth(two_giants, STREET) - _truth(two_giants, WITHOUT_52)
