@@ -15,11 +15,17 @@ from fractions import Fraction
 from pathlib import Path
 
 import duckdb
+import grpc
 import pytest
 
-from dsbroker.policy.model import Dominance
+from dsbroker.errors import DsbrokerError
+from dsbroker.policy.model import Dominance, parse_policy
+from dsbroker.policy.product_binding import bind_product
+from dsbroker.v1 import results_pb2
 from sandbox.audit.auditor import Rules
-from tests.conftest import SHIPPED_DOMINANCE
+from tests.conftest import ENCRYPTED, GRANT, SHIPPED_DOMINANCE, dominance_off, sign
+from tests.test_hostile_broker import execute, own, plan_for, refusal  # noqa: F401 (a fixture)
+from tests.test_products import PRODUCTS_ONLY, SHIPPED, STREETS, STREETS_BY_HAND, product_plan, products_only  # noqa: F401
 from tests.test_attack_auditor import STREET, Stack, _one
 from tests.test_released_cell_auditor import MONTHS, STREET_A, _truth, data  # noqa: F401
 
@@ -211,3 +217,66 @@ def test_a_sandbox_sharing_the_ledger_sees_what_the_other_released_under_laxer_r
     assert received[late] is None, \
         f"the shipped grant learns the block its rule withholds with what sandbox 1 released: {received}"
     assert truth == _truth(two_giants, STREET) - _truth(two_giants, WITHOUT_52)
+
+
+# --- 4. Products-only grants: SQL of the caller's own in every shape, and a broker that sends it ---------------
+
+TWO_LEVELS = ("SELECT street_code, SUM(vat_paid) / SUM(SUM(vat_paid)) OVER () AS share FROM tax.declarations "
+              "GROUP BY street_code")
+ENCRYPTED_PRODUCTS_ONLY = PRODUCTS_ONLY.replace("results: [aggregate]", "results: [aggregate, encrypted]").replace(
+    SHIPPED_DOMINANCE, dominance_off(ENCRYPTED))
+
+
+def _refused(ask, *arguments) -> DsbrokerError:
+    with pytest.raises(DsbrokerError) as caught:
+        ask(*arguments)
+    return caught.value
+
+
+@pytest.mark.parametrize("sql", [TWO_LEVELS, STREETS_BY_HAND + " ORDER BY 1", "   ", "SELECT 1"],
+                         ids=["two levels", "the product's text reordered", "blank", "no table"])
+def test_a_products_only_grant_refuses_sql_of_the_callers_own_in_any_shape(products_only, sql):
+    """Whatever the SQL (two levels, a product's text rewritten, nothing at all), a run or an explain of SQL under a
+    products-only grant is AD_HOC_QUERY_NOT_GRANTED naming the grant: not a guard refusal that would tell which
+    rule the SQL broke, nor any answer."""
+    for ask in (products_only.query, products_only.explain):
+        error = _refused(ask, GRANT, sql)
+        assert (error.code, error.reason, error.metadata) == (
+            grpc.StatusCode.PERMISSION_DENIED, "AD_HOC_QUERY_NOT_GRANTED", {"grant": GRANT})
+
+
+def test_a_product_call_without_a_name_runs_nothing_under_a_products_only_grant(products_only, sandbox):
+    """A ProductCall present but empty is a call of no product: refused at the broker, and a broker that sends one
+    with the product's text as the plan's original SQL is refused by the sandbox (the empty name is no product of
+    the signed policy)."""
+    for ask in (products_only.run_product, products_only.explain_product):
+        error = _refused(ask, GRANT, "", {})
+        assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_NOT_GRANTED")
+    error = refusal(sandbox, product_plan(sign(PRODUCTS_ONLY), STREETS_BY_HAND, "", {}))
+    assert error.reason == "PRODUCT_NOT_GRANTED"
+
+
+def test_a_broker_sending_an_encrypted_plan_of_its_own_sql_under_a_products_only_grant_is_refused(sandbox):
+    """In encrypted mode the check comes before the key is read: a plan of SQL of the caller's own (the grant's
+    columns would allow it) under a products-only grant is refused for that, whatever key it carries."""
+    plan = plan_for(sign(ENCRYPTED_PRODUCTS_ONLY), STREETS_BY_HAND,
+                    encryption=results_pb2.Encryption(public_context=b"not a context", key_signature=b"none"))
+    error = refusal(sandbox, plan)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "AD_HOC_QUERY_NOT_GRANTED")
+
+
+def test_a_two_level_plan_under_a_products_only_grant_is_refused_by_the_sandbox(sandbox):
+    error = refusal(sandbox, plan_for(sign(PRODUCTS_ONLY), TWO_LEVELS))
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "AD_HOC_QUERY_NOT_GRANTED")
+
+
+def test_a_plan_under_the_version_before_the_grant_became_products_only_is_refused(own):
+    """The owner raises the grant to version 2 with ``queries: products``. Once the sandbox has seen version 2 (a plan
+    carries it), a broker that keeps sending version 1, under which the SQL was allowed, is refused."""
+    running = own.start()
+    before, after = sign(SHIPPED), sign(PRODUCTS_ONLY.replace("version: 1", "version: 2", 1))
+    assert execute(running, plan_for(before, STREETS_BY_HAND)).table.row_count == 6  # version 1 answers SQL
+    sql = bind_product(parse_policy(after).products["street-revenue-monthly"], STREETS)
+    assert execute(running, product_plan(after, sql, "street-revenue-monthly", STREETS)).table.row_count == 6
+    error = refusal(running, plan_for(before, STREETS_BY_HAND))
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "POLICY_SUPERSEDED")
