@@ -18,13 +18,14 @@ import duckdb
 import grpc
 import pytest
 
+from broker.server import start_broker
 from dsbroker.errors import DsbrokerError
 from dsbroker.policy.model import Dominance, parse_policy
 from dsbroker.policy.product_binding import bind_product
 from dsbroker.v1 import results_pb2
 from sandbox.audit.auditor import Rules
 from tests.conftest import ENCRYPTED, GRANT, SHIPPED_DOMINANCE, dominance_off, sign
-from tests.test_hostile_broker import execute, own, plan_for, refusal  # noqa: F401 (a fixture)
+from tests.test_hostile_broker import deployment, execute, own, plan_for, refusal  # noqa: F401 (fixtures)
 from tests.test_products import PRODUCTS_ONLY, SHIPPED, STREETS, STREETS_BY_HAND, product_plan, products_only  # noqa: F401
 from tests.test_attack_auditor import STREET, Stack, _one
 from tests.test_released_cell_auditor import MONTHS, STREET_A, _truth, data  # noqa: F401
@@ -280,3 +281,36 @@ def test_a_plan_under_the_version_before_the_grant_became_products_only_is_refus
     assert execute(running, product_plan(after, sql, "street-revenue-monthly", STREETS)).table.row_count == 6
     error = refusal(running, plan_for(before, STREETS_BY_HAND))
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "POLICY_SUPERSEDED")
+
+
+# --- 5. The grant re-signed as products-only under the same version ---------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a body of a version already installed is not installed (the broker warns and serves the stored body), and the "
+    "sandbox accepts every body the owner signed of a version: turning a grant products-only without raising its "
+    "version changes nothing, and nothing but a log line says so (open: one body per version, refused or flagged)"))
+def test_a_grant_re_signed_products_only_under_its_version_does_not_keep_answering_sql(deployment):
+    """The owner adds ``queries: products`` to the grant's file and signs it again, keeping ``version: 1``, and
+    restarts the broker. The file says the grant answers its products only; the broker still answers SQL of the
+    caller's own under it."""
+    with deployment.client() as client:
+        assert client.query(GRANT, STREETS_BY_HAND).rows  # the grant as first signed answers SQL
+    (deployment.policies / f"{GRANT}.yaml").write_text(sign(PRODUCTS_ONLY), encoding="utf-8")
+    deployment.broker.stop()
+    deployment.broker = start_broker(deployment.settings)
+    with deployment.client() as client:
+        error = _refused(client.query, GRANT, STREETS_BY_HAND)
+    assert error.reason in ("AD_HOC_QUERY_NOT_GRANTED", "POLICY_VERSION_REUSED")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the sandbox's policy ledger keeps each version's first digest but accepts any other body of that version the "
+    "owner signed: a broker holding the earlier body of version 1 runs SQL under it after the sandbox saw version "
+    "1 products-only (open: one body per version)"))
+def test_a_broker_holding_the_earlier_body_of_a_version_cannot_run_sql_once_the_sandbox_saw_it_products_only(own):
+    running = own.start()
+    products_only_body = sign(PRODUCTS_ONLY)
+    sql = bind_product(parse_policy(products_only_body).products["street-revenue-monthly"], STREETS)
+    assert execute(running, product_plan(products_only_body, sql, "street-revenue-monthly", STREETS)).table.row_count
+    error = refusal(running, plan_for(sign(SHIPPED), STREETS_BY_HAND))
+    assert error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
