@@ -130,7 +130,8 @@ def _shares(owner: Path, where: str) -> tuple[Fraction, Fraction]:
     """The two and the three largest taxpayers' shares of the revenue of the rows ``where``."""
     with duckdb.connect(str(owner), read_only=True) as connection:
         totals = [row[0] for row in connection.execute(
-            f"SELECT SUM(revenue) AS r FROM tax.declarations WHERE {where} GROUP BY taxpayer_id ORDER BY r DESC").fetchall()]
+            f"SELECT SUM(revenue) AS r FROM tax.declarations WHERE {where} GROUP BY taxpayer_id ORDER BY r DESC"
+        ).fetchall()]
     whole = sum(totals)
     return Fraction(sum(totals[:2]), whole), Fraction(sum(totals[:3]), whole)
 
