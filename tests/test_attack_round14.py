@@ -347,3 +347,42 @@ def test_the_command_lines_query_under_a_products_only_grant_says_to_run_its_pro
     assert shown.exit_code != 0
     assert said in shown.output and "AD_HOC_QUERY_NOT_GRANTED" in shown.output
     assert "320102001" not in shown.output.replace(STREETS_BY_HAND, "")
+
+
+# --- 7. Distinct counts: the class audit without the laxer grant's counts ----------------------------------------
+
+MICRO = [f"91{STREET_A}51{n:04d}" for n in range(6)]
+COUNT_SQL = "SELECT COUNT(DISTINCT taxpayer_id) FROM tax.declarations WHERE {}"
+
+
+@pytest.fixture()
+def six_micro(data, tmp_path) -> Path:  # noqa: F811
+    """The suite's data with six firms of street A marked micro: a class of six taxpayers between two counts."""
+    owner = tmp_path / "six-micro.duckdb"
+    shutil.copy(data, owner)
+    with duckdb.connect(str(owner)) as connection:
+        connection.execute("UPDATE tax.declarations SET size_class = 'micro' WHERE taxpayer_id IN "
+                           f"({', '.join('?' for _ in MICRO)})", MICRO)
+    return owner
+
+
+@pytest.mark.parametrize("spelling", ["the same cells", "cells spelt anew"])
+def test_a_stricter_grant_does_not_count_a_class_a_laxer_grant_could(six_micro, tmp_path, spelling):
+    """Distinct counts are audited over classes of taxpayers. xuanwu-tjj (min_entities 5) counts street A's taxpayers
+    and its small ones: the six micro firms between them are its to count. The shipped grant (10) asking the same
+    counts, or the same spelt anew, must not get both: their difference is a class of six."""
+    deployment = Stack(six_micro, tmp_path, tmp_path / "released.sqlite",
+                       second=[("min_entities: 10", "min_entities: 5")])
+    try:
+        other = deployment.client("xuanwu-tjj")
+        whole = _one(other, COUNT_SQL.format(STREET), SECOND)
+        small = _one(other, COUNT_SQL.format(f"{STREET} AND size_class = 'small'"), SECOND)
+        assert whole - small == len(MICRO)  # xuanwu-tjj's own right
+        shipped = deployment.client()
+        spelt = (STREET, f"{STREET} AND size_class = 'small'") if spelling == "the same cells" else (
+            f"{STREET} AND size_class IN ('small', 'micro', 'none')", f"{STREET} AND size_class IN ('small', 'none')")
+        total, without = (_one(shipped, COUNT_SQL.format(where)) for where in spelt)
+    finally:
+        deployment.stop()
+    assert total is None or without is None or total - without != len(MICRO), \
+        f"the shipped grant counts a class of six taxpayers: {total} - {without}"
