@@ -27,7 +27,7 @@ from dsbroker.policy.product_binding import bind_product
 from dsbroker.v1 import results_pb2
 from sandbox.audit.auditor import Rules
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
-from tests.conftest import ENCRYPTED, GRANT, SHIPPED_DOMINANCE, XUANWU, broker_settings_for, dominance_off, sign
+from tests.conftest import ENCRYPTED, GRANT, SHIPPED_DOMINANCE, XUANWU, dominance_off, sign
 from tests.test_hostile_broker import deployment, execute, own, plan_for, refusal  # noqa: F401 (fixtures)
 from tests.test_products import PRODUCTS_ONLY, SHIPPED, STREETS, STREETS_BY_HAND, product_plan, products_only  # noqa: F401
 from tests.test_attack_auditor import STREET, Stack, _one
@@ -322,30 +322,18 @@ def test_a_broker_holding_the_earlier_body_of_a_version_cannot_run_sql_once_the_
 
 # --- 6. The command line's query under a products-only grant -----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def products_only_target(sandbox, tmp_path_factory):
-    """A broker on the run's sandbox whose one grant is the shipped one with ``queries: products``: its address."""
-    state = tmp_path_factory.mktemp("products-only-cli")
-    policies = state / "policies"
-    policies.mkdir()
-    (policies / f"{GRANT}.yaml").write_text(sign(PRODUCTS_ONLY), encoding="utf-8")
-    running = start_broker(broker_settings_for(sandbox.port, state / "log.sqlite", policies=str(policies)))
-    yield f"127.0.0.1:{running.port}"
-    running.stop()
-
-
 @pytest.mark.parametrize(("language", "said"), [
     ("en_US.UTF-8", f"grant '{GRANT}' answers only its products"),
     ("zh_CN.UTF-8", f"授权 {GRANT} 只提供其数据产品"),
 ])
 @pytest.mark.parametrize("explain", [False, True], ids=["run", "explain"])
 def test_the_command_lines_query_under_a_products_only_grant_says_to_run_its_products(
-        products_only_target, language, said, explain):
+        products_only, language, said, explain):
     """``dsbroker query`` (and ``--explain``) under a products-only grant ends in error, saying so in the language in
     force and naming the reason, with nothing of the SQL's fate (no guard rule, no cells)."""
     from tests.test_cli_chinese import NO_LOCALE
     from tests.test_cli_workflow import as_actor, run
-    requester = {**as_actor(products_only_target, "xuanwu-fgw", XUANWU, "requester"), **NO_LOCALE, "LANG": language}
+    requester = {**as_actor(products_only.target, "xuanwu-fgw", XUANWU, "requester"), **NO_LOCALE, "LANG": language}
     shown = run(requester, "query", "--grant", GRANT, "--sql", STREETS_BY_HAND, *(["--explain"] if explain else []))
     assert shown.exit_code != 0
     assert said in shown.output and "AD_HOC_QUERY_NOT_GRANTED" in shown.output
