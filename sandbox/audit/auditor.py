@@ -382,9 +382,9 @@ class Auditor:
     def record(self, guarded: GuardedQuery, cells: list[AnswerCell], withheld: dict[int, frozenset[int]]) -> None:
         """Record, durably, the statistics of ``cells`` that leave (those not in ``withheld``)."""
         plan = guarded.cells
-        rules = Rules(guarded.min_entities, guarded.dominance).text()
+        rules = frozenset({Rules(guarded.min_entities, guarded.dominance).text()})  # one set for the answer's cells
         self.ledger.record(guarded.dataset, [
-            ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index), frozenset({rules}))
+            ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index), rules)
             for cell in dict.fromkeys(cells) if cell.row not in withheld
             for index in sorted(cell.statistics) if (name := statistic_name(plan, index)) is not None])
 

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from dsbroker.database import Durability, open_sqlite
 from dsbroker.errors import ExecutionLedgerError
@@ -95,6 +95,7 @@ class ReleasedCellLedger:
         self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._cells: dict[str, dict[tuple, ReleasedCell]] = {}  # per scope, what the file holds
+        self._rule_sets: dict[frozenset[str], frozenset[str]] = {}  # each distinct set of rules, once
         self._version: int | None = None
         self._lock_file = create_private(self.path.with_name(self.path.name + ".lock"))
 
@@ -116,19 +117,23 @@ class ReleasedCellLedger:
             cached = self._cells.get(scope)
             if cached is not None:
                 return MappingProxyType(cached)
+            # Each cell with the rules it was released under (a JSON array, empty for a cell recorded before rules
+            # were kept), read row by row: the ledger is held in memory, so each coverage's text and each set of
+            # rules is held once, not once per cell.
             rows = self._db.execute(
-                "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value FROM cells x JOIN coverages c "
-                "ON c.id = x.coverage "
-                "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,)).fetchall()
-            under: dict[tuple, set[str]] = {}
-            for coverage, fixed, keys, statistic, rules in self._db.execute(
-                    "SELECT c.coverage, r.fixed, r.keys, r.statistic, r.rules FROM releases r JOIN coverages c "
-                    "ON c.id = r.coverage WHERE c.scope = ?", (scope,)):
-                under.setdefault((coverage, fixed, keys, statistic), set()).add(rules)
-            found = {(c.coverage, c.fixed, c.keys, c.statistic): c for c in (
-                ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0],
-                             frozenset(under.get((coverage, fixed, keys, statistic), ())))
-                for coverage, fixed, keys, statistic, value in rows)}
+                "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value, (SELECT json_group_array(r.rules) "
+                "FROM releases r WHERE r.coverage = x.coverage AND r.fixed = x.fixed AND r.keys = x.keys "
+                "AND r.statistic = x.statistic) FROM cells x JOIN coverages c ON c.id = x.coverage "
+                "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,))
+            read: dict[str, frozenset[str]] = {}  # the few texts of sets of rules, each read once
+            texts: dict[str, str] = {}
+            found = {}
+            for coverage, fixed, keys, statistic, value, rules in rows:
+                if rules not in read:
+                    read[rules] = self._interned(json.loads(rules))
+                cell = ReleasedCell(texts.setdefault(coverage, coverage), fixed, decode_keys(keys), statistic,
+                                    decode_keys(value)[0], read[rules])
+                found[cell.key] = cell
             self._cells[scope] = found
             return MappingProxyType(found)
 
@@ -171,8 +176,9 @@ class ReleasedCellLedger:
                 if cached is not None:
                     for cell in cells:  # INSERT OR IGNORE: the first value released stays; the rules add up
                         before = cached.get(cell.key)
-                        cached[cell.key] = cell if before is None else dataclasses.replace(
-                            before, rules=before.rules | cell.rules)
+                        cached[cell.key] = dataclasses.replace(cell, rules=self._interned(cell.rules)) \
+                            if before is None else dataclasses.replace(
+                                before, rules=self._interned(before.rules | cell.rules))
             except Exception as error:  # noqa: BLE001 - whatever failed, the write must not stay open
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -180,6 +186,12 @@ class ReleasedCellLedger:
                 raise ExecutionLedgerError(f"the sandbox could not record the released cells "
                                            f"({type(error).__name__}); nothing was released",
                                            reason="RELEASED_CELLS_UNAVAILABLE") from None
+
+    def _interned(self, rules: Iterable[str]) -> frozenset[str]:
+        """One object per distinct set of rules: cells are many, sets of rules few (one per grant's rules), and the
+        ledger is kept in memory."""
+        key = frozenset(rules)
+        return self._rule_sets.setdefault(key, key)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
