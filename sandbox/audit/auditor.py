@@ -236,7 +236,10 @@ class Auditor:
         # Blocks read for every coverage serve the audit of fewer: each system merges the blocks its own cells do
         # not separate (merged_blocks), so the finer partition changes no judgement.
         members = Membership(blocks, coverages)
-        withheld = self._decide(guarded, new, released, held.get, blocks, members, coverages, deadline)
+        # One budget of search work for the whole audit, both decisions below included: a laxer grant's cells in
+        # the scope make a second decision, which must not double what an answer may cost the sandbox.
+        check = AuditCheck(lambda: self._check(deadline))
+        withheld = self._decide(guarded, new, released, held.get, blocks, members, coverages, deadline, check)
         # Known before to a department is what was released under rules at least as strict as its grant's: what a
         # laxer grant received (a total of six firms, under min_entities 5) would otherwise be "known before" to a
         # grant under 10, free to repeat and to difference. So the answer must also pass the audit without them;
@@ -253,13 +256,13 @@ class Auditor:
         if len(within) < len(released):
             known = {c.key: c for c in within}
             for row, statistics in self._decide(guarded, new, within, known.get, blocks, members, coverages,
-                                                deadline).items():
+                                                deadline, check).items():
                 withheld[row] = withheld.get(row, frozenset()) | statistics
         return withheld
 
     def _decide(self, guarded: GuardedQuery, new: list[tuple[AnswerCell, str]], released: list[ReleasedCell],
                 known: Callable[[tuple], ReleasedCell | None], blocks: Blocks, members: Membership,
-                coverages: list[str], deadline: float) -> dict[int, frozenset[int]]:
+                coverages: list[str], deadline: float, check: AuditCheck) -> dict[int, frozenset[int]]:
         """Per answer row, the statistics to withhold so that the answer's cells, with ``released`` (the cells
         released before that count as known, each found by ``known`` from its key), give no leak."""
         plan = guarded.cells
@@ -321,7 +324,7 @@ class Auditor:
         old_statistics = _statistics_of(released, [*valid, *stale])
         withheld = {cell.row: cell.statistics
                     for cell in _withhold(old_rows, candidates, judge, stale=len(stale),
-                                          check=AuditCheck(lambda: self._check(deadline)), judged_before=judged_before,
+                                          check=check, judged_before=judged_before,
                                           judge_for=judge_for, old_statistics=old_statistics,
                                           statistics_of=lambda cell: _names(plan, cell))}
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
