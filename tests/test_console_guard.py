@@ -138,3 +138,18 @@ def test_switching_the_language_goes_back_only_to_a_page_of_the_console(served, 
     switched = call(port, "GET", f"/language/en?back={quote(back, safe='')}", cookie=cookie)
     assert switched.status == 303 and switched.getheader("location") == lands
     assert "dsbroker_lang=en" in switched.getheader("set-cookie")
+
+
+@pytest.mark.parametrize("path, signed", [("/", True), ("/catalog", True), ("/", False), ("/static/console.css", False),
+                                          ("/login?secret=wrong", False)])
+def test_every_answer_forbids_caching_framing_and_outside_scripts(served, signed_in, path, signed):
+    """A page may hold released cells: the browser keeps none in its cache (no-store); no other site may frame a
+    page, and nothing but the console's own scripts, styles and forms runs in it."""
+    port, _sessions = served
+    cookie, _csrf, _secret = signed_in
+    answer = call(port, "GET", path, cookie=cookie if signed else "")
+    headers = {name.lower(): value for name, value in answer.getheaders()}
+    assert headers["cache-control"] == "no-store"
+    assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer"
+    policy = headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and "script-src 'self'" in policy

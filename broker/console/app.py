@@ -62,9 +62,23 @@ def error_page(request: Request, error: Exception) -> Response:
                 sentence=explained(error), where=where)
 
 
+# On every answer. no-store: a page may hold released cells, which the browser must not keep in its disk cache
+# (the console keeps no data, and neither may its pages). The rest: no frame (clickjacking), no script, style
+# or form target but the console's own, no Referer to carry a path anywhere.
+SECURITY_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                 b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
 class Guard:
     """Every request passes here first: the Host must be the console's loopback address, the session cookie one
-    the secret URL set, a POST's CSRF field the session's; and the reader's language is set for the page."""
+    the secret URL set, a POST's CSRF field the session's; and the reader's language is set for the page. Every
+    answer gets :data:`SECURITY_HEADERS`."""
 
     OPEN_PATHS = ("/login", "/static/")
 
@@ -75,6 +89,17 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                named = {name for name, _ in SECURITY_HEADERS}
+                message = {**message, "headers": [(k, v) for k, v in message.get("headers", [])
+                                                  if k.lower() not in named] + SECURITY_HEADERS}
+            await send(message)
+
+        await self._guarded(scope, receive, send_with_headers)
+
+    async def _guarded(self, scope, receive, send) -> None:
         request = Request(scope, receive)
         if not host_allowed(request.headers.get("host", ""), self.port):
             await PlainTextResponse("wrong Host", status_code=421)(scope, receive, send)
