@@ -1,0 +1,80 @@
+"""Findings of a fifteenth outside review: the guard's new safe forms (branch forms, merged at 27899d3).
+
+The review attacked CASE buckets of a group column as group keys (``buckets``, ``expand_simple_case``), GROUPING()
+with ROLLUP, lookups joined on a key of another name (``joins``) and strftime of a year or a month, as a curious
+department would, and looked for leaks, refusals that depend on the data, and guard work out of proportion to
+the query.
+
+- **FINDING** tests failed on the code they were written against (main at 27899d3); each says how the attack
+  works and what the safe behaviour is.
+- **PIN** tests pass: attacks tried that the code refuses or handles correctly, pinned so that a later change
+  cannot lose them silently.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dsbroker.errors import GuardError
+from dsbroker.guard import guard
+from dsbroker.guard.parse import MAX_NODES
+from dsbroker.policy.model import parse_policy
+from tests.conftest import GRANT, POLICIES, XUANWU
+
+SHIPPED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
+
+
+def _refusal(sql: str, policy) -> GuardError:
+    with pytest.raises(GuardError) as caught:
+        guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
+    return caught.value
+
+
+# -- FINDING: rewrites that multiply the query past the node limit parse checked -----------------------------
+#
+# parse refuses a query of more than MAX_NODES parts, which is what bounds the guard's work by its input (the
+# README: the slowest query the limits accept guards in about 0.2-0.3 s). expand_simple_case copies the CASE's
+# operand into every WHEN, and a simple CASE's WHENs are siblings, not nested, so no depth limit holds them: an
+# operand of 4,000 parts (an IN list, syntax every rule allows) under 1,500 WHENs is a 30 KB query that parse
+# accepts and the rewrite makes 6,000,000 parts; the guard took 82 s (and gigabytes) to refuse it, on the broker
+# and again in the sandbox, for every call. The safe behaviour: the rewrite is held to the same limit, and
+# refuses (QUERY_TOO_COMPLEX, naming itself) before it copies past it.
+
+def _simple_case_over_a_long_operand(values: int, whens: int) -> str:
+    listed = ", ".join(f"'{i}'" for i in range(values))
+    branches = " ".join(f"WHEN {'TRUE' if i % 2 else 'FALSE'} THEN 'x'" for i in range(whens))
+    return f"SELECT COUNT(*) AS n FROM tax.declarations GROUP BY CASE street_code IN ({listed}) {branches} END"
+
+
+def test_a_simple_case_whose_operand_is_copied_past_the_node_limit_is_refused_as_too_complex(policy):
+    sql = _simple_case_over_a_long_operand(values=150, whens=100)  # 15,000 parts once written out
+    error = _refusal(sql, policy)
+    assert (error.reason, error.metadata["rule"]) == ("QUERY_TOO_COMPLEX", "expand_simple_case")
+    assert str(MAX_NODES) in error.message
+
+
+# The same through a grant's ``values``: expand_complements writes ``x <> v`` as the IN of every other listed
+# value, so a WHEN of 3 parts becomes one of about as many parts as the list is long. In WHERE the conjuncts nest
+# (1,000 ANDed conditions are 1,000 deep, past the depth limit), but a bucket's WHENs do not: under a grant that
+# lists 500 industry codes, 1,600 WHENs ``industry_code <> '..'`` (a 58 KB query) were accepted after 11 s of
+# guarding, as a cell query of 800,000 literals that the engine runs, the ledger keeps as the cell's coverage and
+# every later audit of the dataset parses again. The safe behaviour: refused, QUERY_TOO_COMPLEX.
+
+def _listing_industries(count: int):
+    listed = ", ".join(f'"{10 + i}"' for i in range(count))
+    return parse_policy(SHIPPED.replace("values:\n", f"values:\n  industry_code: [{listed}]\n", 1))
+
+
+def test_complements_in_a_bucket_are_held_to_the_node_limit(policy):
+    listing = _listing_industries(500)
+    branches = " ".join(f"WHEN industry_code <> '{10 + i}' THEN 'x{i % 2}'" for i in range(60))
+    error = _refusal(f"SELECT COUNT(*) AS n FROM tax.declarations GROUP BY CASE {branches} END", listing)
+    assert (error.reason, error.metadata["rule"]) == ("QUERY_TOO_COMPLEX", "expand_complements")
+
+
+def test_a_bucket_of_complements_within_the_limit_is_still_accepted(policy):
+    listing = _listing_industries(40)
+    branches = " ".join(f"WHEN industry_code <> '{10 + i}' THEN 'x{i % 2}'" for i in range(20))
+    guarded = guard(f"SELECT COUNT(*) AS n FROM tax.declarations GROUP BY CASE {branches} END", listing,
+                    district=XUANWU, department="xuanwu-fgw")
+    assert "<>" not in guarded.sql and guarded.sql.count("IN (") >= 20
