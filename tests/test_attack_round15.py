@@ -13,13 +13,16 @@ the query.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dsbroker.errors import GuardError
 from dsbroker.guard import guard
 from dsbroker.guard.parse import MAX_NODES
 from dsbroker.policy.model import parse_policy
-from tests.conftest import GRANT, POLICIES, XUANWU
+from sandbox.disclosure.release import run
+from tests.conftest import GRANT, POLICIES, XUANWU, sized_engine
 
 SHIPPED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
 
@@ -78,3 +81,28 @@ def test_a_bucket_of_complements_within_the_limit_is_still_accepted(policy):
     guarded = guard(f"SELECT COUNT(*) AS n FROM tax.declarations GROUP BY CASE {branches} END", listing,
                     district=XUANWU, department="xuanwu-fgw")
     assert "<>" not in guarded.sql and guarded.sql.count("IN (") >= 20
+
+
+# -- PIN: GROUPING() whose keys are listed in another order than the ROLLUP's, or not all of them ---------------
+#
+# The sandbox computes GROUPING from the cell table's own GROUPING of every key (key 0 the highest bit); a level
+# read with the bits in the ROLLUP's order instead of the caller's would call a street's total a size class's.
+
+@pytest.fixture(scope="module")
+def sized(tmp_path_factory):
+    sizes = {("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("B", "large"): 12, ("B", "none"): 25}
+    yield from sized_engine(tmp_path_factory.mktemp("round15_grouping"), sizes)
+
+
+@pytest.mark.parametrize("suppression", ["mark", "drop"])
+def test_grouping_of_keys_in_another_order_is_read_in_the_callers_order(sized, totals_policy, suppression):
+    sql = ("SELECT street_code, size_class, GROUPING(size_class, street_code) AS reversed, "
+           "GROUPING(size_class) AS sizes, GROUPING(street_code, street_code) AS twice, SUM(revenue) AS revenue "
+           "FROM tax.declarations GROUP BY ROLLUP (street_code, size_class) ORDER BY reversed, 1, 2")
+    grant = dataclasses.replace(totals_policy, suppression=suppression)
+    released = run(sized, guard(sql, grant, district=XUANWU, department="xuanwu-fgw"), timeout_s=10, max_rows=100)
+    assert {frozenset(spans) for spans in released.rolled_up} >= {frozenset(), frozenset({1}), frozenset({0, 1})}
+    for row, spans in zip(released.rows, released.rolled_up, strict=True):
+        assert row[2] == 2 * (1 in spans) + (0 in spans), row
+        assert row[3] == (1 in spans) and row[4] == 3 * (0 in spans), row
+    assert [row[2] for row in released.rows] == sorted(row[2] for row in released.rows)
