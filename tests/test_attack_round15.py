@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import duckdb
 import pytest
 
 from dsbroker.errors import GuardError
@@ -106,3 +107,53 @@ def test_grouping_of_keys_in_another_order_is_read_in_the_callers_order(sized, t
         assert row[2] == 2 * (1 in spans) + (0 in spans), row
         assert row[3] == (1 in spans) and row[4] == 3 * (0 in spans), row
     assert [row[2] for row in released.rows] == sorted(row[2] for row in released.rows)
+
+
+# -- FINDING: number labels of a bucket that the engine cannot hold in one type ---------------------------------
+#
+# DuckDB gives a CASE's labels one type: an integer beyond BIGINT (HUGEINT) with a decimal of scale s is
+# DECIMAL(38, s), and each row's label is cast to it as the row takes its branch. A 38-digit label beside 0.5 does
+# not fit DECIMAL(38, 1), so ``CASE WHEN street_code = 'X' THEN 99999999999999999999999999999999999999 ELSE 0.5
+# END`` failed if and only if some row of the caller's WHERE (one small cell, say) had street X: an existence test
+# by error, on the rows of a withheld cell. (A 29-digit label beside a scale of 12 is silently rounded instead.)
+# The safe behaviour: labels whose digits before and after the point together exceed 38 are refused
+# (BUCKET_NOT_ALLOWED); the engine then never casts a label it cannot hold.
+
+def _declarations(rows: list[tuple[str, str]]) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    connection.execute("CREATE SCHEMA tax")
+    connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, "
+                       "street_code VARCHAR)")
+    connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?)",
+                           [(f"t{i}", XUANWU, street) for i, (street, _) in enumerate(rows)])
+    return connection
+
+
+@pytest.mark.parametrize("labels", [
+    "99999999999999999999999999999999999999 ELSE 0.5",
+    "9223372036854775807 ELSE 0.00000000000000000001",
+    "12345678901234567890123456789.5 ELSE 0.000000000001",
+], ids=["HUGEINT and a decimal", "BIGINT and scale 20", "rounded"])
+def test_bucket_labels_no_one_number_type_holds_are_refused(policy, labels):
+    sql = f"SELECT CASE WHEN street_code = 'X' THEN {labels} END AS band, COUNT(*) AS n FROM tax.declarations " \
+          "GROUP BY band"
+    try:
+        guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
+    except GuardError as refused:
+        assert (refused.reason, refused.metadata["column"]) == ("BUCKET_NOT_ALLOWED", "street_code")
+        assert "99999" not in refused.message
+        return
+    # Accepted, it must run whether or not a row takes the wide label's branch, and hold each label exactly.
+    for streets in ([("Y", "")], [("Y", ""), ("X", "")]):
+        with _declarations(streets) as connection:
+            keys = {row[0] for row in connection.execute(guarded.sql).fetchall()}
+        assert len(keys) == len({street for street, _ in streets}), keys
+
+
+@pytest.mark.parametrize("labels", ["1 ELSE 2.5", "-1 ELSE 0.25", "100000 ELSE 0.000001", "1 ELSE 2", "0.5 ELSE NULL"])
+def test_bucket_labels_one_number_type_holds_are_accepted_and_run(policy, labels):
+    sql = f"SELECT CASE WHEN street_code = 'X' THEN {labels} END AS band, COUNT(*) AS n FROM tax.declarations " \
+          "GROUP BY band"
+    guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
+    with _declarations([("Y", ""), ("X", "")]) as connection:
+        assert len(connection.execute(guarded.sql).fetchall()) == 2
