@@ -119,13 +119,15 @@ def test_grouping_of_keys_in_another_order_is_read_in_the_callers_order(sized, t
 # The safe behaviour: labels whose digits before and after the point together exceed 38 are refused
 # (BUCKET_NOT_ALLOWED); the engine then never casts a label it cannot hold.
 
-def _declarations(rows: list[tuple[str, str]]) -> duckdb.DuckDBPyConnection:
+def _declarations(rows: list[tuple[str, int]]) -> duckdb.DuckDBPyConnection:
+    """An in-memory tax.declarations of (street_code, industry_code) rows, one taxpayer each, all in Xuanwu; the
+    industry code a BIGINT, as an owner that stores codes as numbers has it."""
     connection = duckdb.connect()
     connection.execute("CREATE SCHEMA tax")
     connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, district_code VARCHAR, "
-                       "street_code VARCHAR)")
-    connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?)",
-                           [(f"t{i}", XUANWU, street) for i, (street, _) in enumerate(rows)])
+                       "street_code VARCHAR, industry_code BIGINT)")
+    connection.executemany("INSERT INTO tax.declarations VALUES (?, ?, ?, ?)",
+                           [(f"t{i}", XUANWU, street, industry) for i, (street, industry) in enumerate(rows)])
     return connection
 
 
@@ -144,7 +146,7 @@ def test_bucket_labels_no_one_number_type_holds_are_refused(policy, labels):
         assert "99999" not in refused.message
         return
     # Accepted, it must run whether or not a row takes the wide label's branch, and hold each label exactly.
-    for streets in ([("Y", "")], [("Y", ""), ("X", "")]):
+    for streets in ([("Y", 1)], [("Y", 1), ("X", 1)]):
         with _declarations(streets) as connection:
             keys = {row[0] for row in connection.execute(guarded.sql).fetchall()}
         assert len(keys) == len({street for street, _ in streets}), keys
@@ -155,5 +157,46 @@ def test_bucket_labels_one_number_type_holds_are_accepted_and_run(policy, labels
     sql = f"SELECT CASE WHEN street_code = 'X' THEN {labels} END AS band, COUNT(*) AS n FROM tax.declarations " \
           "GROUP BY band"
     guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
-    with _declarations([("Y", ""), ("X", "")]) as connection:
+    with _declarations([("Y", 1), ("X", 1)]) as connection:
         assert len(connection.execute(guarded.sql).fetchall()) == 2
+
+
+# -- FINDING: a number literal of many decimals against an integer column ---------------------------------------
+#
+# DuckDB compares a BIGINT column with 0.00000000000000000000000001 (scale 26) by casting each value to
+# DECIMAL(38, 26), which holds 12 digits before the point: a 13-digit value fails the cast, on the rows the
+# engine reaches (for some plans only those the other conditions keep). So ``WHERE street_code = 'X' AND
+# industry_code IN (51, 0.000...1)`` failed if a row of street X (for some plans, of the district) had a code of
+# 13 digits or more: an error that depends on rows the caller may not see (in WHERE, and in a bucket's WHEN, which reads its conditions as WHERE does). FILTER_TYPE_MISMATCH checked
+# only that both are numbers. The safe behaviour: a literal whose decimals, with the column type's digits, need
+# more than 38 digits is refused (FILTER_TYPE_MISMATCH, naming the column); the engine's casts then always fit.
+
+INTEGER_CODES = {"tax.declarations": {"street_code": "VARCHAR", "industry_code": "BIGINT", "taxpayer_id": "VARCHAR",
+                                      "district_code": "VARCHAR", "period": "DATE", "size_class": "VARCHAR"}}
+FINE = "0." + "0" * 25 + "1"
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT COUNT(*) AS n FROM tax.declarations WHERE street_code = 'X' AND industry_code IN (51, {FINE})",
+    f"SELECT COUNT(*) AS n FROM tax.declarations WHERE street_code = 'X' AND industry_code = {FINE}",
+    f"SELECT COUNT(*) AS n FROM tax.declarations WHERE street_code = 'X' AND industry_code BETWEEN {FINE} AND 60",
+    f"SELECT CASE WHEN industry_code IN (51, {FINE}) THEN 'a' END AS band, COUNT(*) AS n FROM tax.declarations "
+    "WHERE street_code = 'X' GROUP BY band",
+], ids=["IN", "=", "BETWEEN", "a bucket's WHEN"])
+def test_a_literal_whose_decimals_an_integer_column_cannot_take_is_refused(policy, sql):
+    try:
+        guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw", column_types=INTEGER_CODES)
+    except GuardError as refused:
+        assert (refused.reason, refused.metadata["column"]) == ("FILTER_TYPE_MISMATCH", "industry_code")
+        return
+    for rows in ([("X", 51), ("Y", 9132010000001)], [("X", 51), ("X", 9132010000001)]):
+        with _declarations(rows) as connection:
+            connection.execute(guarded.sql).fetchall()  # must not fail on either
+
+
+@pytest.mark.parametrize("literal", ["51", "51.5", "0." + "0" * 17 + "1", "-3"])
+def test_a_literal_an_integer_column_can_take_is_accepted_and_runs(policy, literal):
+    sql = f"SELECT COUNT(*) AS n FROM tax.declarations WHERE industry_code IN (51, {literal})"
+    guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw", column_types=INTEGER_CODES)
+    with _declarations([("X", 51), ("X", 9132010000001), ("Y", -9223372036854775807)]) as connection:
+        assert connection.execute(guarded.sql).fetchall()
