@@ -167,8 +167,9 @@ def test_bucket_labels_one_number_type_holds_are_accepted_and_run(policy, labels
 # DECIMAL(38, 26), which holds 12 digits before the point: a 13-digit value fails the cast, on the rows the
 # engine reaches (for some plans only those the other conditions keep). So ``WHERE street_code = 'X' AND
 # industry_code IN (51, 0.000...1)`` failed if a row of street X (for some plans, of the district) had a code of
-# 13 digits or more: an error that depends on rows the caller may not see (in WHERE, and in a bucket's WHEN, which reads its conditions as WHERE does). FILTER_TYPE_MISMATCH checked
-# only that both are numbers. The safe behaviour: a literal whose decimals, with the column type's digits, need
+# 13 digits or more: an error that depends on rows the caller may not see (in WHERE, and in a bucket's WHEN,
+# which reads its conditions as WHERE does). FILTER_TYPE_MISMATCH checked only that both are numbers. The safe
+# behaviour: a literal whose decimals, with the column type's digits, need
 # more than 38 digits is refused (FILTER_TYPE_MISMATCH, naming the column); the engine's casts then always fit.
 
 INTEGER_CODES = {"tax.declarations": {"street_code": "VARCHAR", "industry_code": "BIGINT", "taxpayer_id": "VARCHAR",

@@ -28,6 +28,7 @@ from typing import NoReturn
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import column_key, refuse, table_of
+from dsbroker.guard.column_types import MOST_DIGITS
 from dsbroker.policy.model import ColumnLevel
 
 
@@ -67,10 +68,6 @@ def bucket_column(case: exp.Case, dataset: str, columns: dict) -> exp.Column:
                 "one type (the longest before the point, the finest after it); shorten them",
                 table_of(subject, dataset), subject)
     return subject
-
-
-# The widest decimal every engine the guard writes for holds exactly (DuckDB's DECIMAL(38, s)).
-MOST_DIGITS = 38
 
 
 def _number_digits(labels: list) -> int:
