@@ -41,9 +41,10 @@ def type_class(engine_type: str) -> str:
     return "other"
 
 
-# The digits before the point a value of an exact numeric type may have (DuckDB's and PostgreSQL's names).
+# The digits before the point a value of an exact numeric type may have (DuckDB's and PostgreSQL's names); a
+# 128-bit integer counts 38, since compared with a whole number it stays an integer and any decimal is refused.
 _WHOLE_DIGITS = {"TINYINT": 3, "UTINYINT": 3, "SMALLINT": 5, "INT2": 5, "USMALLINT": 5, "INTEGER": 10, "INT": 10,
-                 "INT4": 10, "UINTEGER": 10, "BIGINT": 19, "INT8": 19, "UBIGINT": 20, "HUGEINT": 39, "UHUGEINT": 39}
+                 "INT4": 10, "UINTEGER": 10, "BIGINT": 19, "INT8": 19, "UBIGINT": 20, "HUGEINT": 38, "UHUGEINT": 38}
 _DECIMAL = re.compile(r"^(?:DECIMAL|NUMERIC)\((\d+),\s*(\d+)\)$")
 MOST_DIGITS = 38  # the widest decimal the engines hold exactly (DuckDB's DECIMAL(38, s))
 
