@@ -201,3 +201,22 @@ def test_a_literal_an_integer_column_can_take_is_accepted_and_runs(policy, liter
     guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw", column_types=INTEGER_CODES)
     with _declarations([("X", 51), ("X", 9132010000001), ("Y", -9223372036854775807)]) as connection:
         assert connection.execute(guarded.sql).fetchall()
+
+
+# -- FINDING: GROUPING() of a strftime key crashed the guard ---------------------------------------------------
+#
+# ``GROUPING(strftime(period, '%Y'))`` under ``GROUP BY ROLLUP (strftime(period, '%Y'))`` passed every check, and
+# split_cells then lowered the key to the text the sandbox writes of it (not the key itself) and raised an
+# AssertionError: an INTERNAL error with a stack trace in the log where the README promises no input crashes the
+# guard. The safe behaviour: GROUPING reads the key's level whether the key is a column, a date part or its text.
+
+def test_grouping_of_a_strftime_key_is_its_level(sized, totals_policy):
+    sql = ("SELECT strftime(period, '%Y') AS y, strftime(period, '%Y-%m') AS m, GROUPING(strftime(period, '%Y'), "
+           "strftime(period, '%Y-%m')) AS level, COUNT(*) AS n FROM tax.declarations GROUP BY ROLLUP (y, m)")
+    released = run(sized, guard(sql, totals_policy, district=XUANWU, department="xuanwu-fgw"), timeout_s=10,
+                   max_rows=100)
+    assert {row[2] for row in released.rows} == {0, 1, 3}
+    for row, spans in zip(released.rows, released.rolled_up, strict=True):
+        assert row[2] == 2 * (0 in spans) + (1 in spans), row
+        assert (row[0] is None) == (0 in spans) and (row[1] is None) == (1 in spans), row
+        assert row[0] is None or (len(row[0]) == 4 and (row[1] is None or row[1].startswith(row[0] + "-"))), row
