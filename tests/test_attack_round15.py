@@ -23,7 +23,9 @@ from dsbroker.guard import guard
 from dsbroker.guard.parse import MAX_NODES
 from dsbroker.policy.model import parse_policy
 from sandbox.disclosure.release import run
-from tests.conftest import GRANT, POLICIES, XUANWU, sized_engine
+from tests.conftest import GRANT, POLICIES, XUANWU
+# A's small class withheld with a sibling; B with a group whose size class is NULL.
+from tests.test_rollup_grouping import engine  # noqa: F401 (fixture)
 
 SHIPPED = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
 
@@ -89,19 +91,13 @@ def test_a_bucket_of_complements_within_the_limit_is_still_accepted(policy):
 # The sandbox computes GROUPING from the cell table's own GROUPING of every key (key 0 the highest bit); a level
 # read with the bits in the ROLLUP's order instead of the caller's would call a street's total a size class's.
 
-@pytest.fixture(scope="module")
-def sized(tmp_path_factory):
-    sizes = {("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("B", "large"): 12, ("B", "none"): 25}
-    yield from sized_engine(tmp_path_factory.mktemp("round15_grouping"), sizes)
-
-
 @pytest.mark.parametrize("suppression", ["mark", "drop"])
-def test_grouping_of_keys_in_another_order_is_read_in_the_callers_order(sized, totals_policy, suppression):
+def test_grouping_of_keys_in_another_order_is_read_in_the_callers_order(engine, totals_policy, suppression):
     sql = ("SELECT street_code, size_class, GROUPING(size_class, street_code) AS reversed, "
            "GROUPING(size_class) AS sizes, GROUPING(street_code, street_code) AS twice, SUM(revenue) AS revenue "
            "FROM tax.declarations GROUP BY ROLLUP (street_code, size_class) ORDER BY reversed, 1, 2")
     grant = dataclasses.replace(totals_policy, suppression=suppression)
-    released = run(sized, guard(sql, grant, district=XUANWU, department="xuanwu-fgw"), timeout_s=10, max_rows=100)
+    released = run(engine, guard(sql, grant, district=XUANWU, department="xuanwu-fgw"), timeout_s=10, max_rows=100)
     assert {frozenset(spans) for spans in released.rolled_up} >= {frozenset(), frozenset({1}), frozenset({0, 1})}
     for row, spans in zip(released.rows, released.rolled_up, strict=True):
         assert row[2] == 2 * (1 in spans) + (0 in spans), row
@@ -210,10 +206,10 @@ def test_a_literal_an_integer_column_can_take_is_accepted_and_runs(policy, liter
 # AssertionError: an INTERNAL error with a stack trace in the log where the README promises no input crashes the
 # guard. The safe behaviour: GROUPING reads the key's level whether the key is a column, a date part or its text.
 
-def test_grouping_of_a_strftime_key_is_its_level(sized, totals_policy):
+def test_grouping_of_a_strftime_key_is_its_level(engine, totals_policy):
     sql = ("SELECT strftime(period, '%Y') AS y, strftime(period, '%Y-%m') AS m, GROUPING(strftime(period, '%Y'), "
            "strftime(period, '%Y-%m')) AS level, COUNT(*) AS n FROM tax.declarations GROUP BY ROLLUP (y, m)")
-    released = run(sized, guard(sql, totals_policy, district=XUANWU, department="xuanwu-fgw"), timeout_s=10,
+    released = run(engine, guard(sql, totals_policy, district=XUANWU, department="xuanwu-fgw"), timeout_s=10,
                    max_rows=100)
     assert {row[2] for row in released.rows} == {0, 1, 3}
     for row, spans in zip(released.rows, released.rolled_up, strict=True):
