@@ -9,6 +9,13 @@ the query.
   works and what the safe behaviour is.
 - **PIN** tests pass: attacks tried that the code refuses or handles correctly, pinned so that a later change
   cannot lose them silently.
+
+Findings, all fixed on this branch: rewrites that copied parts of a query past the node limit (a simple CASE's
+operand per WHEN, 82 s of guarding for a 30 KB query; complements in a bucket's WHENs as long IN lists), now held
+to it (dsbroker/guard/node_budget.py); bucket number labels no 38-digit decimal holds together, which DuckDB cast
+per row as it took the branch (dsbroker/guard/buckets.py); a literal of many decimals against an integer column,
+whose values DuckDB cast to a decimal some do not fit (dsbroker/guard/reject_mistyped_filters.py); GROUPING() of a
+strftime key, which crashed the guard (dsbroker/guard/split_cells.py).
 """
 
 from __future__ import annotations
