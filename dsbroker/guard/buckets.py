@@ -10,7 +10,11 @@ can change. That holds only while the CASE reads nothing but that one column's v
   checks WHERE), all on ONE group column (or its date parts): never a measure (``CASE WHEN vat_paid > 1e6`` is a
   switch on one firm's amount), the entity, a filter-only column (grouping by it is refused), or two columns;
 - THEN and ELSE literals of one kind (text or numbers; NULL, or no ELSE, is the NULL bucket): never a column,
-  an expression or another CASE, and never two kinds, which the engine would cast into one.
+  an expression or another CASE, and never two kinds, which the engine would cast into one; numbers that one
+  decimal type of 38 digits holds together (digits before the point of the longest, after it of the finest).
+  DuckDB gives the labels one type and casts each row's label to it as the row takes its branch: a 38-digit label
+  beside 0.5 is DECIMAL(38, 1), which it does not fit, so the query would fail if and only if some row took that
+  branch, an existence test by error.
 
 The auditor needs nothing more: a cell's coverage is ``SELECT <keys> FROM ... WHERE ...`` and groups rows by
 the CASE as the engine computes it, so a bucket is a union of blocks like any cell of a coarser key.
@@ -18,11 +22,13 @@ the CASE as the engine computes it, so a bucket is a union of blocks like any ce
 
 from __future__ import annotations
 
+import decimal
 from typing import NoReturn
 
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import column_key, refuse, table_of
+from dsbroker.guard.column_types import MOST_DIGITS
 from dsbroker.policy.model import ColumnLevel
 
 
@@ -57,7 +63,26 @@ def bucket_column(case: exp.Case, dataset: str, columns: dict) -> exp.Column:
     if len(kinds) > 1:
         _refuse(f"the labels of the CASE bucket on {subject.name!r} are text and numbers; give them one type",
                 table_of(subject, dataset), subject)
+    if _number_digits(labels) > MOST_DIGITS:
+        _refuse(f"the number labels of the CASE bucket on {subject.name!r} need more than {MOST_DIGITS} digits in "
+                "one type (the longest before the point, the finest after it); shorten them",
+                table_of(subject, dataset), subject)
     return subject
+
+
+def _number_digits(labels: list) -> int:
+    """The digits one decimal type needs to hold every number label: the most before the point plus the most
+    after it, as written (``5.0`` has one after it, as the engine reads it)."""
+    before, after = 0, 0
+    for label in labels:
+        literal = label.this if isinstance(label, exp.Neg) else label
+        if not (isinstance(literal, exp.Literal) and not literal.is_string):
+            continue
+        _, digits, exponent = decimal.Decimal(literal.name).as_tuple()
+        if not isinstance(exponent, int):  # parse admits only finite numbers; NaN or infinity never get here
+            continue
+        before, after = max(before, len(digits) + exponent), max(after, -exponent)
+    return before + after
 
 
 def _label_kind(label: exp.Expr | None) -> str | None:

@@ -172,7 +172,8 @@ class _Lowering:
         if isinstance(node, (exp.Literal, exp.Boolean, exp.Null, exp.Cast)):
             return self.constant(node)
         if isinstance(node, exp.Grouping):  # reject_invalid_totals let it through of ROLLUP keys only
-            return Grouping(tuple(_key_index(self.lower(key)) for key in node.expressions))
+            # The key itself, not what the caller sees of it (a strftime key is lowered to the key's text).
+            return Grouping(tuple(_key_index(_key_of(self.lower(key))) for key in node.expressions))
         return self.operation(node)
 
     def constant(self, node: exp.Literal | exp.Boolean | exp.Null | exp.Cast) -> Const:
@@ -237,6 +238,13 @@ def _text_of(key: Key, written: exp.Expr) -> Node:
     """``key`` where the caller grouped by a column or date part; the text of it where by strftime (date_texts)."""
     format_ = strftime_format(written)
     return key if format_ is None else Call(TEXT_OPS[FORMATS[format_]], (key,))
+
+
+def _key_of(node: Node) -> Node:
+    """The key ``node`` is, or writes the text of (:func:`_text_of`); ``node`` itself otherwise."""
+    if isinstance(node, Call) and node.op in TEXT_OPS.values() and isinstance(node.args[0], Key):
+        return node.args[0]
+    return node
 
 
 def _folded(call: Call) -> Node:
