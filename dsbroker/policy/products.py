@@ -199,7 +199,18 @@ def render_products(products: dict[str, Product]) -> str:
     """A ``products:`` section as YAML text that :func:`read_products` reads back to equal products (the broker
     writes the catalog's offers into a draft policy with it, for the approvers to sign)."""
     document = {"products": {name: _product_document(product) for name, product in products.items()}}
-    return yaml.safe_dump(document, allow_unicode=True, sort_keys=False, width=120)
+    return yaml.dump(document, Dumper=_ReadableDumper, allow_unicode=True, sort_keys=False, width=120)
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Writes a text of several lines (a product's query) as a literal block, as its signers read it."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_ReadableDumper.add_representer(str, _text)
 
 
 def _product_document(product: Product) -> dict[str, Any]:
