@@ -49,6 +49,13 @@ def test_strftime_in_where_is_answered_as_its_date_part(client):
     assert written.rewritten_sql == accepted.rewritten_sql and written.rows == accepted.rows and written.rows
 
 
+def test_an_or_of_strftime_equalities_is_answered_as_the_in_of_its_date_part(client):
+    written = client.query(GRANT, f"SELECT street_code, {COUNTS} WHERE strftime(period, '%Y') = '2025' "
+                                  "OR strftime(period, '%Y') = '2024' GROUP BY 1")
+    accepted = client.query(GRANT, f"SELECT street_code, {COUNTS} WHERE year(period) IN (2025, 2024) GROUP BY 1")
+    assert written.rewritten_sql == accepted.rewritten_sql and written.rows == accepted.rows and written.rows
+
+
 @pytest.mark.parametrize("sql, rule, reason, detail", [
     ("SELECT strftime(period, '%Y-%m-%d') AS d, COUNT(*) AS c FROM tax.declarations GROUP BY 1",
      "reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED", ("function", "STRFTIME")),

@@ -90,13 +90,13 @@ SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
 RULES: tuple[Callable[..., exp.Select], ...] = (
     expand_distinct_groups,
     expand_simple_case,
+    expand_or_equalities,  # before expand_date_forms: an OR of strftime (or EXTRACT) equalities is then one IN it reads
     expand_date_forms,
     reject_unsupported_syntax,
     resolve_table,
     reject_ungranted_result_mode,
     expand_output_aliases,
     reject_ungranted_columns,
-    expand_or_equalities,
     expand_complements,
     expand_one_sided_ranges,
     reject_entity_misuse,
