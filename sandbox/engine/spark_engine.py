@@ -57,6 +57,8 @@ class SparkEngine:
         else one started here on ``master`` and stopped by :meth:`close`."""
         from pyspark.sql import SparkSession
 
+        if not tables:
+            raise DsbrokerError("no tables to serve", reason="ENGINE_NOT_LOCKED_DOWN")
         bad = sorted(name for name in tables if not _NAME.match(name))
         if bad:
             raise DsbrokerError(f"served table names must be schema.table: {', '.join(bad)}",
@@ -85,7 +87,7 @@ class SparkEngine:
         self._groups = itertools.count()
         self._watchdog = Watchdog()
         self._closed = False
-        wrong = session_problems(self.session, limits, self.served, self._probe)
+        wrong = session_problems(self.session, limits, self.paths, self.probe)
         if wrong:
             self.close()
             raise DsbrokerError(f"the Spark session is not locked down ({'; '.join(wrong)}); refusing to serve",
@@ -165,7 +167,7 @@ class SparkEngine:
         return EngineResult([field.name for field in schema.fields], [kind for kind, _read in readers], converted,
                             len(rows) > max_rows, micros)
 
-    def _probe(self, sql: str) -> None:
+    def probe(self, sql: str) -> None:
         """Run one lockdown probe as a query is run; DsbrokerError when it is refused."""
         self._run(sql, timeout_s=self.limits.max_execution_ms / 1000, max_rows=1)
 

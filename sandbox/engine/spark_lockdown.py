@@ -34,9 +34,10 @@ from sandbox.engine.interface import EngineLimits
 # Functions that call into the JVM or name the files behind a table.
 DROPPED_FUNCTIONS = frozenset({"reflect", "java_method", "try_reflect", "input_file_name",
                                "input_file_block_start", "input_file_block_length"})
-# Each must be refused; the probes show the lockdown holds on the session that will serve.
+# Each must be refused; the probes show the lockdown holds on the session that will serve. The first reads a
+# served table's own Parquet by its path, which Spark reads whenever SQL on files is on.
 PROBES = {
-    "SQL on files allowed": "SELECT * FROM parquet.`/etc`",
+    "SQL on files allowed": "SELECT COUNT(*) FROM parquet.`{path}`",
     "reflect allowed": "SELECT reflect('java.lang.System', 'getProperty', 'user.home')",
     "java_method allowed": "SELECT java_method('java.lang.System', 'getProperty', 'user.home')",
     "input_file_name allowed": "SELECT input_file_name()",
@@ -103,9 +104,12 @@ def check_query(session: Any, sql: str) -> None:
         raise NotAQuery() from None
 
 
-def session_problems(session: Any, limits: EngineLimits, served: set[str], run: Any) -> list[str]:
-    """What does not hold on ``session``, each named; empty when it is locked down. ``run`` runs one SQL text
-    through the engine's own path (the statement check included) and raises when it is refused."""
+def session_problems(session: Any, limits: EngineLimits, paths: dict[str, str], run: Any) -> list[str]:
+    """What does not hold on ``session``, each named; empty when it is locked down. ``paths`` are the served
+    tables' Parquet; ``run`` runs one SQL text through the engine's own path (the statement check included) and
+    raises DsbrokerError when it is refused."""
+    served = set(paths)
+    sample = sorted(paths.values())[0].replace("`", "``")
     wrong = []
     conf = session.sparkContext.getConf()
     expected = {"spark.sql.runSQLOnFiles": "false", "spark.sql.catalogImplementation": "in-memory",
@@ -126,7 +130,7 @@ def session_problems(session: Any, limits: EngineLimits, served: set[str], run: 
             wrong.append(f"served tables not registered: {', '.join(missing)}")
     for problem, statement in PROBES.items():
         try:
-            run(statement)
+            run(statement.format(path=sample))
         except DsbrokerError:
             continue
         wrong.append(problem)
