@@ -12,6 +12,7 @@ from dsbroker.results.table import encode_table
 from sandbox.audit.auditor import Auditor
 from sandbox.disclosure.encryption import encrypted_release
 from sandbox.disclosure.release import run
+from sandbox.ledgers.released_cells import ReleasedCellLedger
 from tests.conftest import ENCRYPTED, TOTALS, XUANWU
 from tests.guard_fixtures import read_cases
 
@@ -95,3 +96,13 @@ def encrypted_answer(served, policy):
     answer = encrypted_release(result.names, result.types, result.rows, plan, partitions=1, dataset=plan.dataset,
                                max_rows=plan.max_rows)
     return answer.groups, answer.keys, answer.withheld, answer.measures, answer.truncated
+
+
+def audited_answers(served, policy, ledger):
+    """:data:`AUDITED` in order from ``served``, each audited against what the ones before released (``ledger``,
+    a released-cell ledger file of this engine's own): per query, the wire table and the counts withheld."""
+    auditor = Auditor(served, ReleasedCellLedger(ledger))
+    try:
+        return [released(served, sql, policy, "k3-dominance", auditor=auditor)[:2] for sql in AUDITED]
+    finally:
+        auditor.ledger.close()
