@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from broker.cli.main import main
 from broker.client.encryption_key import EncryptionKey
 from broker.client.sdk import BrokerClient
-from broker.dev.keys import sandbox_settings
+from broker.dev.keys import sandbox_settings, to_toml
 from broker.server import start_broker
 from dsbroker.errors import ConfigError
 from sandbox.demo.data import DEMO_DATASETS
@@ -123,3 +123,16 @@ def test_data_make_writes_the_served_tables_as_parquet_and_the_setting_that_serv
     assert written == sorted(f"{table}.parquet" for table in DEMO_DATASETS)  # never tax.taxpayers, the names
     assert "[spark_tables]" in made.output and '"tax.declarations" = ' in made.output
     assert json.loads(made.output.strip().splitlines()[-1])["declarations"] > 0
+
+
+def test_catalog_draft_reads_the_spark_sessions_columns(small_demo, spark_engine, tmp_path):
+    config = tmp_path / "sandbox.toml"
+    config.write_text(to_toml({"engine": "spark", "spark_master": "local[2]", "memory_limit": "1GB", "threads": 2,
+                               "datasets": list(DEMO_DATASETS), "spark_tables": parquet_tables(small_demo)}),
+                      encoding="utf-8")
+    out = tmp_path / "catalog.yaml"
+    drafted = CliRunner().invoke(main, ["catalog", "draft", "--config", str(config), "--dataset", "tax.declarations",
+                                        "--out", str(out)])
+    assert drafted.exit_code == 0, drafted.output
+    text = out.read_text(encoding="utf-8")
+    assert "revenue:" in text and "# bigint" in text and "Spark session" in text
