@@ -106,3 +106,47 @@ def audited_answers(served, policy, ledger):
         return [released(served, sql, policy, "k3-dominance", auditor=auditor)[:2] for sql in AUDITED]
     finally:
         auditor.ledger.close()
+
+
+# The comparisons each engine's test makes, with DuckDB (``reference``) on the same rows.
+
+def assert_released_alike(engine, reference, policy, grant_name: str, sql: str) -> None:
+    """``sql``'s released wire table, withheld counts and truncation are DuckDB's."""
+    (duck_table, *duck_rest), (table, *rest) = (released(served, sql, policy, grant_name)
+                                                for served in (reference, engine))
+    assert duck_table.row_count > 0, "the query should release cells on the small data"
+    assert table == duck_table
+    assert rest == duck_rest
+
+
+def assert_withheld_alike(engine, reference, policy, grant_name: str, rule: str) -> None:
+    """:data:`WITHHELD_SQL` under ``grant_name`` withholds cells by ``rule``, the same ones as on DuckDB."""
+    (duck_table, duck_counts, _), (table, counts, _) = (released(served, WITHHELD_SQL, policy, grant_name)
+                                                        for served in (reference, engine))
+    assert counts == duck_counts and duck_counts[rule] > 0
+    assert table == duck_table
+
+
+def assert_audited_alike(engine, reference, policy, directory) -> None:
+    """The same queries in the same order, each engine with a ledger of its own (in ``directory``): every answer,
+    the auditor's withholdings included, is the same cell for cell, and the auditor withholds some."""
+    audited = [audited_answers(served, policy, directory / f"{served.dialect}.released.sqlite")
+               for served in (reference, engine)]
+    for sql, duck, other in zip(AUDITED, *audited, strict=True):
+        assert other == duck, sql
+    assert sum(counts["audit"] for _table, counts in audited[0]) > 0, \
+        "the sequence should make the auditor withhold cells"
+
+
+def assert_noisy_alike(engine, reference, policy, sql: str) -> None:
+    """Noise is drawn in the sandbox; what it is drawn on (the engine's exact, bounded cells) is DuckDB's."""
+    duck, cells = (noisy_cells(served, sql, policy) for served in (reference, engine))
+    assert duck[1], "the query should have cells on the small data"
+    assert cells == duck
+
+
+def assert_encrypted_alike(engine, reference, policy) -> None:
+    """An encrypted answer's groups and cells are DuckDB's; some groups are released and some withheld."""
+    duck, answer = (encrypted_answer(served, policy) for served in (reference, engine))
+    assert duck[1] and duck[2], "some groups should be released and some withheld"
+    assert answer == duck

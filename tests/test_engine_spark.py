@@ -18,8 +18,8 @@ from sandbox.engine.interface import EngineLimits
 from sandbox.engine.spark_engine import SparkEngine
 from sandbox.engine.spark_lockdown import session_problems
 from tests.conftest import parquet_tables
-from tests.engine_cells import (AUDITED, FEWER_CASES, NOISY, WITHHELD_SQL, audited_answers, encrypted_answer,
-                                noisy_cells, released)
+from tests.engine_cells import (FEWER_CASES, NOISY, assert_audited_alike, assert_encrypted_alike,
+                                assert_noisy_alike, assert_released_alike, assert_withheld_alike)
 
 # A query that runs for minutes on any machine and reads no table: the deadline must stop it.
 ENDLESS = "SELECT SUM(HASH(id)) FROM RANGE(100000000000)"
@@ -47,45 +47,26 @@ def test_it_serves_the_served_tables_with_their_spark_types(engine):
 @pytest.mark.parametrize("grant_name, title, sql", FEWER_CASES,
                          ids=[f"{grant}: {title}" for grant, title, _sql in FEWER_CASES])
 def test_the_released_cells_are_duckdbs_cell_by_cell(grant_name, title, sql, policy, engine, reference):
-    (duck_table, *duck_rest), (spark_table, *spark_rest) = (released(served, sql, policy, grant_name)
-                                                            for served in (reference, engine))
-    assert duck_table.row_count > 0, "the query should release cells on the small data"
-    assert spark_table == duck_table
-    assert spark_rest == duck_rest
+    assert_released_alike(engine, reference, policy, grant_name, sql)
 
 
 @pytest.mark.parametrize("grant_name, rule", [("k2", "min_entities"), ("k3-dominance", "dominance"),
                                               ("k2-dominance-p", "dominance")])
 def test_the_comparison_covers_withheld_cells(grant_name, rule, policy, engine, reference):
-    (duck_table, duck_counts, _), (spark_table, spark_counts, _) = (released(served, WITHHELD_SQL, policy, grant_name)
-                                                                    for served in (reference, engine))
-    assert spark_counts == duck_counts and duck_counts[rule] > 0
-    assert spark_table == duck_table
+    assert_withheld_alike(engine, reference, policy, grant_name, rule)
 
 
 def test_the_auditor_withholds_the_same_cells_on_both_engines(policy, engine, reference, tmp_path):
-    """The same queries in the same order, each engine with a ledger of its own: every answer, the auditor's
-    withholdings included, is the same cell for cell."""
-    audited = {served.dialect: audited_answers(served, policy, tmp_path / f"{served.dialect}.released.sqlite")
-               for served in (reference, engine)}
-    for sql, duck, other in zip(AUDITED, audited["duckdb"], audited["spark"], strict=True):
-        assert other == duck, sql
-    assert sum(counts["audit"] for _table, counts in audited["duckdb"]) > 0, \
-        "the sequence should make the auditor withhold cells"
+    assert_audited_alike(engine, reference, policy, tmp_path)
 
 
 @pytest.mark.parametrize("sql", NOISY)
 def test_noise_modes_bounded_cells_are_the_same_on_both_engines(sql, policy, engine, reference):
-    """Noise is drawn in the sandbox; what it is drawn on (the engine's exact, bounded cells) must be the same."""
-    cells = {served.dialect: noisy_cells(served, sql, policy) for served in (reference, engine)}
-    assert cells["duckdb"][1], "the query should have cells on the small data"
-    assert cells["spark"] == cells["duckdb"]
+    assert_noisy_alike(engine, reference, policy, sql)
 
 
 def test_an_encrypted_answers_groups_and_cells_are_the_same_on_both_engines(policy, engine, reference):
-    answers = {served.dialect: encrypted_answer(served, policy) for served in (reference, engine)}
-    assert answers["duckdb"][1] and answers["duckdb"][2], "some groups should be released and some withheld"
-    assert answers["spark"] == answers["duckdb"]
+    assert_encrypted_alike(engine, reference, policy)
 
 
 def test_sums_of_money_are_exact_integers_past_what_a_bigint_holds(engine):
