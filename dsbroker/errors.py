@@ -408,6 +408,8 @@ GUARD_REFUSALS = (
     Reason("ENTITY_COLUMN_MISUSED", "INVALID_ARGUMENT", GUARD, "the entity column anywhere but COUNT(DISTINCT …)"),
     Reason("GROUP_BY_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD,
            "grouping by anything but group columns and their date parts"),
+    Reason("BUCKET_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD + ("construct",),
+           "a CASE group key that is not a bucket: literal labels for conditions on one group column"),
     Reason("OUTPUT_NOT_AGGREGATED", "INVALID_ARGUMENT", GUARD, "a column neither grouped nor aggregated"),
     Reason("AGGREGATE_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD + ("function",),
            "an aggregate the grant lacks, or one in a clause that takes none"),
@@ -573,6 +575,10 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
            "a requested column the catalog does not list"),
     Reason("COLUMN_LEVEL_NOT_ALLOWED", "INVALID_ARGUMENT", ("field", "table", "column"),
            "a column requested for a use its level does not allow"),
+    Reason("PRODUCT_NOT_OFFERED", "INVALID_ARGUMENT", ("field", "table", "product"),
+           "a product a request asks for that the dataset's catalog does not offer to requests"),
+    Reason("PRODUCT_COLUMN_NOT_REQUESTED", "INVALID_ARGUMENT", ("field", "table", "product", "column"),
+           "a product reading a column the request does not ask for at that level (or two products at odds)"),
     Reason("RESULT_MODE_UNSUPPORTED", "INVALID_ARGUMENT", ("field",), "a result mode this version does not offer"),
     Reason("STORE_UNAVAILABLE", "UNAVAILABLE", (), "the broker's state store cannot be reached or written"),
     # -- queries at the broker -----------------------------------------------------------------------------
@@ -620,6 +626,8 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
     Reason("PRODUCT_PARAMETER_NOT_ALLOWED", "INVALID_ARGUMENT", ("product", "parameter"),
            "a product parameter that is not one of the values it allows"),
     Reason("PRODUCT_CALL_INVALID", "INVALID_ARGUMENT", ("field",), "a query that gives both SQL and a product"),
+    Reason("AD_HOC_QUERY_NOT_GRANTED", "PERMISSION_DENIED", ("grant",),
+           "SQL of the caller's own under a grant that answers only its products (queries: products)"),
     Reason("PRODUCT_TEMPLATE_MISMATCH", "PERMISSION_DENIED", ("policy", "product"),
            "a product plan whose original SQL is not the signed template with its parameters bound"),
     # -- plans at the sandbox ------------------------------------------------------------------------------

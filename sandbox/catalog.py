@@ -33,7 +33,9 @@ from typing import Callable
 import sqlglot
 import yaml
 
-from dsbroker.errors import ConfigError
+from dsbroker.errors import ConfigError, PolicyFileError
+from dsbroker.policy.model import read_offered_products
+from dsbroker.policy.products import render_products
 from dsbroker.v1 import catalog_pb2
 
 REQUESTABLE_LEVELS = ("entity", "group", "filter", "measure")
@@ -42,7 +44,10 @@ DEFAULT_STAGES = ("reviewer", "owner")
 DEFAULT_MIN_ENTITIES = 10
 _DATASET_KEYS = {"title", "description", "entity", "row_filter", "min_entities", "approval_stages", "columns",
                  "products"}
-_PRODUCT_KEYS = {"version", "title", "description"}
+_PRODUCT_KEYS = {"version", "title", "description", "parameters", "sql", "columns"}
+# What a product offered to requests needs besides its description: its query and the levels of the columns it
+# reads, from which a request that asks for it gets its draft.
+_OFFER_KEYS = ("parameters", "sql", "columns")
 _PRODUCT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 # ASCII digits only (str.isdigit takes "²", which int() refuses), and few enough for the message's int64.
 _PRODUCT_VERSION = re.compile(r"^[0-9]{1,9}$")
@@ -141,6 +146,16 @@ class _Reader:
             raise self.fail(node, f"{where} must be text")
         return str(node.value)
 
+    def texts(self, node: yaml.Node | None, where: str) -> tuple[str, str]:
+        """A description as one text, or in Chinese and English (``{zh: …, en: …}``): (the text, or the English;
+        the Chinese, or empty)."""
+        if not isinstance(node, yaml.MappingNode):
+            return self.text(node, where), ""
+        both = self.mapping(node, where, {"zh", "en"})
+        if set(both) != {"zh", "en"}:
+            raise self.fail(node, f"{where}: give zh and en, or one text")
+        return self.text(both["en"], f"{where}.en"), self.text(both["zh"], f"{where}.zh")
+
     def words(self, node: yaml.Node | None, where: str, allowed: tuple[str, ...]) -> list[str]:
         if node is None:
             return []
@@ -183,8 +198,9 @@ class _Reader:
             if (column == entity) != ("entity" in levels) or (column == entity and levels != ["entity"]):
                 raise self.fail(column_node, f"{name}.columns.{column}: the entity column, and only it, has "
                                              "levels [entity]")
+            description, description_zh = self.texts(fields.get("description"), f"{name}.columns.{column}.description")
             columns.append(catalog_pb2.DatasetColumn(
-                name=column, type=real_columns[column], description=self.text(fields.get("description"), column),
+                name=column, type=real_columns[column], description=description, description_zh=description_zh,
                 unit=self.text(fields.get("unit"), column),
                 classification=self.text(fields.get("classification"), column),
                 levels=levels))
@@ -192,13 +208,18 @@ class _Reader:
             raise self.fail(items["entity"], f"{name}.entity {entity!r} must be described under columns")
         order = list(real_columns)
         columns.sort(key=lambda c: order.index(c.name))
-        return catalog_pb2.Dataset(name=name, title=self.text(items.get("title"), "title"),
-                                   description=self.text(items.get("description"), "description"),
+        title, title_zh = self.texts(items.get("title"), f"{name}.title")
+        description, description_zh = self.texts(items.get("description"), f"{name}.description")
+        return catalog_pb2.Dataset(name=name, title=title, title_zh=title_zh, description=description,
+                                   description_zh=description_zh,
                                    entity_column=entity, row_filter=row_filter, min_entities=min_entities,
                                    approval_stages=stages, columns=columns, engine_dialect=self.dialect,
-                                   products=self.products(items["products"], name) if "products" in items else [])
+                                   products=self.products(items["products"], name,
+                                                          {c.name: list(c.levels) for c in columns})
+                                   if "products" in items else [])
 
-    def products(self, node: yaml.Node, dataset: str) -> list[catalog_pb2.DatasetProduct]:
+    def products(self, node: yaml.Node, dataset: str,
+                 columns: dict[str, list[str]]) -> list[catalog_pb2.DatasetProduct]:
         """The data products offered on ``dataset``, each titled and described in Chinese and English."""
         offered = []
         for name, product_node in self.mapping(node, f"{dataset}.products", None).items():
@@ -219,5 +240,38 @@ class _Reader:
                                                  "and English)")
                 texts.update({f"{key}_{language}": self.text(both[language], f"{where}.{key}.{language}")
                               for language in ("zh", "en")})
-            offered.append(catalog_pb2.DatasetProduct(name=name, version=int(version), **texts))
+            offered.append(catalog_pb2.DatasetProduct(name=name, version=int(version), **texts,
+                                                      **self.offer(name, product_node, fields, columns)))
         return offered
+
+    def offer(self, name: str, node: yaml.Node, fields: dict[str, yaml.Node],
+              columns: dict[str, list[str]]) -> dict[str, object]:
+        """What a request that asks for the product gets in its draft: the product as a policy holds it (read by the
+        policy's own rules: typed, bounded parameters, a template of one SELECT) and the level of each column its
+        query reads. Empty where the product is described only (a request cannot ask for it)."""
+        where = f"products.{name}"
+        if "sql" not in fields:
+            if "columns" in fields or "parameters" in fields:
+                raise self.fail(node, f"{where}: a product offered to requests needs its sql too")
+            return {}
+        if "columns" not in fields:
+            raise self.fail(node, f"{where}: missing required key 'columns' (the level of each column its query "
+                                  "reads)")
+        levels = {}
+        for column, level_node in self.mapping(fields["columns"], f"{where}.columns", None).items():
+            level = self.text(level_node, f"{where}.columns.{column}")
+            if column not in columns:
+                raise self.fail(level_node, f"{where}.columns: {column!r} is not a column the catalog describes")
+            if level not in columns[column]:
+                raise self.fail(level_node, f"{where}.columns.{column}: {level!r} is not a level the column may be "
+                                            f"asked for (allowed: {', '.join(columns[column]) or 'none'})")
+            levels[column] = level
+        definition = yaml.MappingNode("tag:yaml.org,2002:map", [
+            (key, value) for key, value in node.value if key.value not in ("columns",)])
+        mapping = yaml.MappingNode("tag:yaml.org,2002:map", [(yaml.ScalarNode("tag:yaml.org,2002:str", name),
+                                                               definition)])
+        try:
+            product = read_offered_products(str(self.path), mapping)[name]
+        except PolicyFileError as error:
+            raise ConfigError(str(error)) from None
+        return {"definition": render_products({name: product}), "columns": levels}

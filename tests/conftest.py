@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import functools
 import os
 import shutil
@@ -143,6 +144,26 @@ def policies_with(directory: Path, old: str = "", new: str = "", *, without_domi
     policies.mkdir()
     (policies / f"{GRANT}.yaml").write_text(sign(text.replace(old, new)), encoding="utf-8")
     return str(policies)
+
+
+def sized_declarations_file(path: Path, sizes: dict[tuple[str, str], int]) -> Path:
+    """A data file (:func:`declarations_file`) with ``sizes[(street, size_class)]`` taxpayers in each cell, one
+    declaration each in January 2025, the n-th with revenue 1,000 + n; a size class ``none`` is NULL."""
+    rows = [(f"{street}-{size}-{n}", dt.date(2025, 1, 1), street, 1_000 + n, 100)
+            for (street, size), count in sizes.items() for n in range(count)]
+    declarations_file(path, rows)
+    with duckdb.connect(str(path)) as connection:  # the size class is the part after the street
+        connection.execute("UPDATE tax.declarations SET size_class = NULLIF(split_part(taxpayer_id, '-', 2), 'none')")
+    return path
+
+
+def sized_engine(directory: Path, sizes: dict[tuple[str, str], int]):
+    """A DuckDB engine over :func:`sized_declarations_file` in ``directory``, closed when the generator is."""
+    from sandbox.engine.duckdb_engine import DuckDBEngine
+
+    engine = DuckDBEngine(sized_declarations_file(directory / "cells.duckdb", sizes))
+    yield engine
+    engine.close()
 
 
 def declarations_file(path: Path, rows) -> Path:

@@ -5,17 +5,18 @@ This checker is the property test's oracle. It shares nothing with ``dsbroker.gu
 invariants from the outside, so a bug in a guard rule is not repeated here.
 
 The emitted SQL is a cell table computed in two levels. The inner query reads the granted dataset,
-joined only to the grant's lookups on their keys, with no column the grant hides and the entity only
-as the per-entity group; its WHERE is the row filter bound to the caller ANDed with literal tests of
-group or filter columns; it groups by group-level columns (or their year, quarter or month) and the
-entity, and outputs each key (``__g<i>``), the entity (``__e``), its row count and plain per-entity
-aggregates of single measure columns (SUM, COUNT, a granted MIN or MAX). The outer query reads only
-that subquery: each key once as ``__k<i>``, then statistics that are each one plain aggregate of one
-per-entity column (the count of entities first), a count of the entities with a nonzero total per
-summed measure, and with a dominance rule the fixed forms over their magnitudes; there is no
-arithmetic, no literal and no condition anywhere else (nothing the caller computes reaches the
-engine). HAVING is only the threshold, and only where the grant drops small cells; ORDER BY names group
-keys only; LIMIT is no larger than ten times the grant's cap plus one; no comment.
+joined only to the grant's lookups on their keys, with no column the grant hides and the entity only as
+the per-entity group; its WHERE is the row filter bound to the caller ANDed with literal tests of group
+or filter columns; it groups by group-level columns (or their year, quarter or month, or a CASE that
+maps one group column's values to literals) and the entity, and outputs each key (``__g<i>``), the
+entity (``__e``), its row count and plain per-entity aggregates of single measure columns (SUM, COUNT, a
+granted MIN or MAX). The outer query reads only that subquery: each key once as ``__k<i>``, then
+statistics that are each one plain aggregate of one per-entity column (the count of entities first), a
+count of the entities with a nonzero total per summed measure, and with a dominance rule the fixed forms
+over their magnitudes; there is no arithmetic, no literal and no condition anywhere else (nothing the
+caller computes reaches the engine). HAVING is only the threshold, and only where the grant drops small
+cells; ORDER BY names group keys only; LIMIT is no larger than ten times the grant's cap plus one; no
+comment.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ class _Checker:
         for branch in self.tree.find_all(exp.If):
             if not isinstance(branch.parent, exp.Case):
                 self.fail(f"a condition reaches the engine: {branch.sql()}")
-        for case in self.tree.find_all(exp.Case):  # only the count of contributors tests a condition
+        for case in self.tree.find_all(exp.Case):  # only the count of contributors tests a condition, and buckets
             alias = case.find_ancestor(exp.Alias)
-            if not (alias is not None and alias.parent is self.tree and re.fullmatch(r"__c\d+", alias.alias)):
+            if not (alias is not None and alias.parent is self.tree and re.fullmatch(r"__c\d+", alias.alias)) \
+                    and not self._is_key(case, inner):
                 self.fail(f"a condition reaches the engine: {case.sql()}")
         self.check_tables()
         if self.problems:
@@ -105,7 +107,7 @@ class _Checker:
                 self.fail(f"a join to something other than a lookup: {join.sql()}")
                 continue
             on = join.args.get("on")
-            wanted = {(main.name, lookup.key), (table.name, lookup.key)}
+            wanted = {(main.name, lookup.joins), (table.name, lookup.key)}
             if not (isinstance(on, exp.EQ) and all(isinstance(c, exp.Column) for c in (on.left, on.right))
                     and {(c.table, c.name) for c in (on.left, on.right)} == wanted):
                 self.fail(f"a lookup joined other than on its key: {join.sql()}")
@@ -123,7 +125,8 @@ class _Checker:
         lookup = self.tables[table]
         if lookup is None:
             return self.policy.columns.get(column.name, ColumnLevel.HIDDEN)
-        return self.policy.columns[lookup.key] if column.name in (lookup.key, *lookup.columns) else ColumnLevel.HIDDEN
+        return self.policy.columns[lookup.joins] if column.name in (lookup.key, *lookup.columns) \
+            else ColumnLevel.HIDDEN
 
     def check_inner(self) -> None:
         group = self.inner.args.get("group")
@@ -134,6 +137,9 @@ class _Checker:
             return
         keys = keys[:-1]
         for key in keys:
+            if isinstance(key, exp.Case):
+                self._check_bucket(key)
+                continue
             base = key.this if isinstance(key, DATE_PARTS) else key
             if not isinstance(base, exp.Column) or self.level(base) is not ColumnLevel.GROUP:
                 self.fail(f"GROUP BY {key.sql()} is not a group column")
@@ -160,6 +166,32 @@ class _Checker:
             if kind in ("min", "max") and kind.upper() not in self.policy.min_max.get(column.name, ()):
                 self.fail(f"{kind.upper()} of {column.name}, which the grant does not allow")
         self.check_where()
+
+    @staticmethod
+    def _is_key(case: exp.Case, inner: exp.Select) -> bool:
+        """Whether ``case`` is a whole group key of the per-entity query (its GROUP BY term or its __g output)."""
+        group = inner.args.get("group")
+        if group is not None and any(case is key for key in group.expressions):
+            return True
+        alias = case.parent
+        return isinstance(alias, exp.Alias) and alias.parent is inner and bool(re.fullmatch(r"__g\d+", alias.alias))
+
+    def _check_bucket(self, case: exp.Case) -> None:
+        """A CASE key maps one group column's values to literals: its conditions test that column (or its date
+        parts) against literals only, and each label is a literal."""
+        labels = [branch.args.get("true") for branch in case.args.get("ifs") or []] + [case.args.get("default")]
+        if case.this is not None or not all(label is None or _is_literal(label) or isinstance(label, exp.Null)
+                                            for label in labels):
+            self.fail(f"a CASE key whose labels are not literals: {case.sql()}")
+        columns = {(c.table, c.name) for c in case.find_all(exp.Column)}
+        if len(columns) != 1 or any(self.level(c) is not ColumnLevel.GROUP for c in case.find_all(exp.Column)):
+            self.fail(f"a CASE key that does not test exactly one group column: {case.sql()}")
+        allowed = (exp.Case, exp.If, exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Neg, exp.Cast,
+                   exp.DataType, exp.Paren, exp.And, exp.Or, exp.Not, exp.In, exp.Between, exp.Var, *COMPARISONS,
+                   *DATE_PARTS)
+        for node in case.walk():
+            if not isinstance(node, allowed):
+                self.fail(f"a CASE key computes {node.key}: {case.sql()}")
 
     def check_where(self) -> None:
         where = self.inner.args.get("where")

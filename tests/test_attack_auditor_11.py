@@ -171,9 +171,11 @@ def test_a_firm_dominating_a_difference_is_found_beside_a_giant_that_shares_its_
 # --- 4. One gauge per set: a giant dominant before in one year shields its next year --------------------------
 
 @pytest.mark.xfail(strict=True, reason=(
-    "whether a dominant set is the answer's is decided by its gauge rising: a set dominant before (under a laxer "
-    "grant, or in a ledger written before the auditor) shields later combinations that show it less dominant "
-    "(open: issue 19; needs the uncertainty about each taxpayer's figure, as interval protection does)"))
+    "whether a dominant set is the answer's is decided by its gauge rising: a set dominant before shields later "
+    "combinations that show it less dominant (open: issue 19; needs the uncertainty about each taxpayer's figure, "
+    "as interval protection does). In the flow the cells before are no more a laxer grant's or an old ledger's, "
+    "which are not known before to a stricter grant (tests/test_audit_grant_rules.py): only cells the auditor "
+    "let through past its complexity budget can hold such a set"))
 @pytest.mark.parametrize("rule", RULES, ids=["n1", "n2", "p10"])
 def test_a_giant_dominant_before_in_one_year_does_not_shield_its_next_year(rule):
     """Round 10's fix: a set dominant before the answer is new where the answer raises its gauge. The gauge is one
@@ -202,9 +204,6 @@ MICRO = f"91{STREET_A}51000"  # firms 0-5 of street A's industry 51 are micro fi
 SMALL = "size_class = 'small'"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ledger does not record the rules a cell was released under: cells a laxer grant received are known before "
-    "to a stricter grant on the same dataset (open: issue 19)"))
 @pytest.mark.parametrize("spelling", ["the same cells", "cells spelt anew"])
 def test_a_stricter_grant_does_not_receive_what_only_a_laxer_grant_may_see(data, tmp_path, spelling):  # noqa: F811
     """The ledger's scope is the dataset across grants and departments, and "known before" means released to

@@ -101,3 +101,20 @@ def test_a_results_headings_units_and_disclosure_notes_are_in_chinese(broker):
     assert "（支配规则）" in answered.output and "访问记录 #" in answered.output
     english = run({**env, **NO_LOCALE}, "query", "--grant", GRANT, "--sql", sql)
     assert "vat (元)" in english.output and "distinct taxpayer_id values are withheld" in english.output
+
+
+def test_the_catalogs_descriptions_are_shown_in_the_language_in_force(broker):
+    """The owner describes the demo dataset and its columns in Chinese and English (sandbox/demo/catalog.yaml);
+    ``catalog show`` prints the language in force, and --json keeps both."""
+    env = {**as_actor(f"127.0.0.1:{broker.port}", "xuanwu-fgw", XUANWU, "requester"), "COLUMNS": "250"}
+    chinese = run({**env, **CHINESE}, "catalog", "show", "tax.declarations")
+    assert chinese.exit_code == 0, chinese.output
+    assert "月度纳税申报" in chinese.output and "纳税人统一社会信用代码" in chinese.output
+    assert "Unified social credit code" not in chinese.output
+    english = run({**env, **NO_LOCALE}, "catalog", "show", "tax.declarations")
+    assert "Monthly tax declarations" in english.output and "Unified social credit code" in english.output
+    assert "纳税人统一社会信用代码" not in english.output
+    both = json.loads(run({**env, **NO_LOCALE}, "catalog", "show", "tax.declarations", "--json").output)
+    column = next(c for c in both["columns"] if c["name"] == "taxpayer_id")
+    assert column["description_zh"] == "纳税人统一社会信用代码"
+    assert column["description"] == "Unified social credit code of the taxpayer"

@@ -133,11 +133,16 @@ def test_query_explain_prints_the_rewrite_and_the_rules_and_runs_nothing(broker)
     assert "nothing was run" in shown.output and "rewrote" in shown.output
     as_json = json.loads(run(requester, "query", "--grant", GRANT, "--sql", sql, "--explain", "--json").output)
     # A DISTINCT over keys becomes its GROUP BY before the allowlist (expand_distinct_groups); here it does nothing.
-    first = as_json["steps"][0]
-    assert first["rule"] == "expand_distinct_groups" and first["action"] == "ACTION_UNCHANGED"
-    assert as_json["steps"][1]["rule"] == "expand_date_forms"  # no EXTRACT, no date arithmetic: unchanged
-    assert as_json["steps"][1]["action"] == "ACTION_UNCHANGED"
-    assert as_json["steps"][2] == {"rule": "reject_unsupported_syntax", "action": "ACTION_CHECKED",
-                                   "summary": "Refuse any node outside the allowlist, naming the construct."}
+    steps = {step["rule"]: step for step in as_json["steps"]}
+    rules = [step["rule"] for step in as_json["steps"]]
+    assert rules[0] == "expand_distinct_groups" and steps["expand_distinct_groups"]["action"] == "ACTION_UNCHANGED"
+    # The safe-form rewrites run before the allowlist; none applies to this query (no CASE x WHEN, no EXTRACT,
+    # no date arithmetic).
+    for rewrite in ("expand_simple_case", "expand_date_forms"):
+        assert rules.index(rewrite) < rules.index("reject_unsupported_syntax")
+        assert steps[rewrite]["action"] == "ACTION_UNCHANGED"
+    assert steps["reject_unsupported_syntax"] == {
+        "rule": "reject_unsupported_syntax", "action": "ACTION_CHECKED",
+        "summary": "Refuse any node outside the allowlist, naming the construct."}
     refused = run(requester, "query", "--grant", GRANT, "--sql", "SELECT * FROM tax.declarations", "--explain")
     assert refused.exit_code == 3 and "RAW_ROWS" in refused.output

@@ -31,6 +31,11 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 GROUP_COLUMNS = ["street_code", "industry_code", "industry_section", "size_class", "period"]
 DATE_KEYS = ["year(period)", "quarter(period)", "month(period)", "date_trunc('year', period)",
              "date_trunc('quarter', period)", "date_trunc('month', period)"]
+# Keys checked rather than rewritten: buckets of one group column, and strftime of a year or a month.
+BUCKET_KEYS = ["CASE WHEN size_class IN ('large', 'medium') THEN 'big' ELSE 'small' END",
+               "CASE industry_section WHEN 'C' THEN 1 WHEN 'F' THEN 2 END",
+               "CASE WHEN period < DATE '2025-01-01' THEN 'before' ELSE 'after' END",
+               "strftime(period, '%Y-%m')", "strftime(period, '%Y')"]
 LOOKUP_KEYS = {"s": ["s.street_name"], "i": ["i.industry_name", "i.section_name"]}
 JOINS = {"s": ["JOIN tax.streets s USING (street_code)", "LEFT JOIN tax.streets AS s ON s.street_code = d.street_code"],
          "i": ["JOIN tax.industries i ON d.industry_code = i.industry_code",
@@ -68,7 +73,7 @@ aggregates = st.one_of(
 def allowed_queries(draw) -> str:
     """A query made only of constructs the grant allows."""
     joined = draw(st.lists(st.sampled_from(sorted(JOINS)), unique=True, max_size=2))
-    key_pool = GROUP_COLUMNS + DATE_KEYS + [k for j in joined for k in LOOKUP_KEYS[j]]
+    key_pool = GROUP_COLUMNS + DATE_KEYS + BUCKET_KEYS + [k for j in joined for k in LOOKUP_KEYS[j]]
     keys = draw(st.lists(st.sampled_from(key_pool), unique=True, max_size=3))
     measures = draw(st.lists(aggregates, min_size=0 if keys else 1, max_size=3))
     outputs = [f"{k} AS k{n}" if draw(st.booleans()) else k for n, k in enumerate(keys)]
@@ -132,7 +137,10 @@ HOSTILE_SOURCES = [
 ]
 HOSTILE_GROUPS = ["taxpayer_id", "vat_paid", "district_code", "street_code || 'x'", "ROLLUP (street_code)",
                   "CUBE (street_code, size_class)", "GROUPING SETS ((street_code), ())", "1 + 1", "99", "r.type_name",
-                  "date_trunc('day', period)", "employees / 10", "s.district_code"]
+                  "date_trunc('day', period)", "employees / 10", "s.district_code",
+                  "CASE WHEN vat_paid > 0 THEN 1 END", "CASE WHEN street_code = '1' THEN taxpayer_id END",
+                  "CASE WHEN registration_type = '173' THEN 1 ELSE 0 END", "strftime(period, '%d')",
+                  "CASE WHEN street_code = '1' AND size_class = 'large' THEN 'x' END"]
 HOSTILE_SUFFIXES = ["; DROP TABLE tax.declarations", " UNION SELECT 1", " -- trailing comment", " OFFSET 1",
                     " LIMIT -1", " LIMIT 'a'", " LIMIT 1e9", " LIMIT ALL", " QUALIFY 1 = 1", "; SELECT 1",
                     " WINDOW w AS ()", "; PRAGMA database_list", " /* unterminated", " LIMIT (SELECT 1)", " FOR UPDATE"]

@@ -15,8 +15,8 @@ from broker.access_log.log import AccessLog
 from broker.client.sdk import BrokerClient
 from dsbroker.errors import ConfigError, DsbrokerError
 from broker.dev.keys import load_private_key, sign_as, signer_key_id
-from dsbroker.policy.signing import (APPROVALS_HEADER, PolicySignatureError, Trust, sign_policy, split_document,
-                                   verify_policy)
+from dsbroker.policy.signing import (APPROVALS_HEADER, PolicySignatureError, Trust, approval_message, sign_policy,
+                                     split_document, verify_policy, with_approval)
 from dsbroker.rpc.status import error_from_rpc_error
 from broker.server import start_broker
 from dsbroker.identity.tls import open_channel
@@ -295,3 +295,21 @@ def test_signer_names_and_key_ids_are_ones_an_approval_line_reads_back():
     with pytest.raises(ConfigError):
         sign_policy(UNSIGNED.split(APPROVALS_HEADER)[0], ed25519.Ed25519PrivateKey.generate(), key_id="a key, {x}",
                     role="reviewer", by="xuanwu-tax")
+
+
+def test_signing_elsewhere_the_bytes_approval_message_hands_out_gives_what_sign_policy_gives(trust):
+    # The web console hands these bytes to the browser, which signs them with WebCrypto; the result must be the
+    # document the CLI would have sent, and verify.
+    at = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.timezone.utc)
+    document = UNSIGNED
+    for signer, role in (("xuanwu-tax", "reviewer"), ("city-tax", "owner")):
+        key = load_private_key(dev_keys().signer_key(signer))
+        stamp, message = approval_message(document, key_id=signer_key_id(signer), role=role, by=signer, at=at)
+        elsewhere = with_approval(document, key_id=signer_key_id(signer), role=role, by=signer, stamp=stamp,
+                                  signature=key.sign(message))
+        assert elsewhere == sign_policy(document, key, key_id=signer_key_id(signer), role=role, by=signer, at=at)
+        document = elsewhere
+    assert verify_policy(document, trust).id == GRANT
+    forged = with_approval(UNSIGNED, key_id=signer_key_id("city-tax"), role="owner", by="city-tax", stamp=stamp,
+                           signature=bytes(64))
+    assert "does not verify" in str(refusal(sign_as(dev_keys(), forged, "xuanwu-tax"), trust))

@@ -391,3 +391,64 @@ def test_product_run_explain_from_the_command_line(broker):
                 "period=2025-06-01", "--explain")
     assert shown.exit_code == 0, shown.output
     assert "nothing was run" in shown.output and "add_row_filter" in shown.output
+
+
+# -- a grant that answers only its products (queries: products) -----------------------------------
+
+PRODUCTS_ONLY = SHIPPED.replace("\nproducts:\n", "\nqueries: products\nproducts:\n", 1)
+
+
+@pytest.fixture(scope="module")
+def products_only(sandbox, tmp_path_factory):
+    """A broker on the run's sandbox whose one grant is the shipped one with ``queries: products``, and a client."""
+    from broker.client.sdk import BrokerClient
+    from broker.server import start_broker
+    from tests.conftest import broker_settings_for, client_tls, token_for
+    state = tmp_path_factory.mktemp("products-only")
+    policies = state / "policies"
+    policies.mkdir()
+    (policies / f"{GRANT}.yaml").write_text(sign(PRODUCTS_ONLY), encoding="utf-8")
+    running = start_broker(broker_settings_for(sandbox.port, state / "log.sqlite", policies=str(policies)))
+    with BrokerClient(f"127.0.0.1:{running.port}", token=token_for(), tls=client_tls()) as client:
+        yield client
+    running.stop()
+
+
+def test_a_products_only_grant_refuses_sql_of_the_callers_own_and_runs_its_products(products_only):
+    assert parse_policy(PRODUCTS_ONLY).products_only and not parse_policy(SHIPPED).products_only
+    for ask in (products_only.query, products_only.explain):
+        with pytest.raises(DsbrokerError) as caught:
+            ask(GRANT, STREETS_BY_HAND)  # the product's very query, written by hand
+        error = caught.value
+        assert (error.code, error.reason, error.metadata) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                               "AD_HOC_QUERY_NOT_GRANTED", {"grant": GRANT})
+    answer = products_only.run_product(GRANT, "street-revenue-monthly", STREETS)
+    assert len(answer.rows) == 6
+
+
+def test_a_broker_sending_a_products_text_as_sql_of_the_callers_own_is_refused_by_the_sandbox(sandbox, shipped):
+    """A hostile broker drops the product call and sends the bound text as an ordinary query: the grant's columns
+    would allow it, but the grant answers its products only, and the sandbox says so."""
+    sql = bind_product(shipped.products["street-revenue-monthly"], STREETS)
+    error = refusal(sandbox, plan_for(sign(PRODUCTS_ONLY), sql))
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "AD_HOC_QUERY_NOT_GRANTED")
+    honest = product_plan(sign(PRODUCTS_ONLY), sql, "street-revenue-monthly", STREETS)
+    assert execute(sandbox, honest).table.row_count == 6
+
+
+@pytest.mark.parametrize("old, new, problem", [
+    ("\nproducts:\n", "\nqueries: some\nproducts:\n", "queries"),
+    ("\nresults:", "\nqueries: [products]\nresults:", "queries"),
+])
+def test_queries_takes_any_or_products(old, new, problem):
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(SHIPPED.replace(old, new, 1))
+    assert problem in str(caught.value)
+
+
+def test_queries_products_without_products_is_a_policy_error():
+    start, end = SHIPPED.index("\nproducts:\n"), SHIPPED.index("\nrow_filter:")
+    without = SHIPPED[:start] + "\nqueries: products" + SHIPPED[end:]
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(without)
+    assert "queries: products needs products" in str(caught.value)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import datetime as dt
 
 import pytest
 from hypothesis import given, settings
@@ -16,9 +15,8 @@ from hypothesis import strategies as st
 from dsbroker.guard import GuardedQuery, guard
 from dsbroker.guard import internal_names as names
 from dsbroker.guard.release_plan import CellPlan, Key, Output, Stat, Statistic
-from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.disclosure.release import release, run
-from tests.conftest import GRANT, XUANWU, declarations_file
+from tests.conftest import GRANT, XUANWU, sized_engine
 
 K = 10
 # The cell table of a ROLLUP(street, size) with one statistic besides the count of entities: its rows.
@@ -128,15 +126,7 @@ def test_no_withheld_cell_is_one_subtraction_away_in_any_table(cells):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     sizes = {("A", "large"): 30, ("A", "small"): 3, ("A", "micro"): 20, ("B", "large"): 12, ("B", "small"): 25}
-    rows = [(f"{street}-{size}-{n}", dt.date(2025, 1, 1), street, 1_000 + n, 100)
-            for (street, size), count in sizes.items() for n in range(count)]
-    path = declarations_file(tmp_path_factory.mktemp("secondary") / "cells.duckdb", rows)
-    import duckdb
-    with duckdb.connect(str(path)) as connection:  # the size class is the part after the street
-        connection.execute("UPDATE tax.declarations SET size_class = split_part(taxpayer_id, '-', 2)")
-    engine = DuckDBEngine(path)
-    yield engine
-    engine.close()
+    yield from sized_engine(tmp_path_factory.mktemp("secondary"), sizes)
 
 
 @pytest.mark.parametrize("suppression", ["mark", "drop"])

@@ -64,12 +64,14 @@ def filter_options(command):
 MOST_CHECKPOINT_PAGES = 100_000
 
 
-class _Source:
+class RecordSource:
     """Where records come from: the store itself, or the broker's AuditService."""
 
-    def __init__(self, log_location, broker, token, ca, cert, key, plaintext) -> None:
-        self.log = self.client = None
-        if log_location:
+    def __init__(self, log_location, broker, token, ca, cert, key, plaintext, *, client=None) -> None:
+        self.log, self.client = None, client
+        if client is not None:
+            pass  # a caller's own client (the web console's): closed here with the source
+        elif log_location:
             from broker.access_log.log import AccessLog
 
             self.log = AccessLog(log_location, read_only=True)  # an auditor's copy is read, never changed
@@ -141,8 +143,8 @@ class _Source:
                 thing.close()
 
 
-def _source(kwargs) -> _Source:
-    return _Source(kwargs.pop("log_location"), *(kwargs.pop(k) for k in ("broker", "token", "ca", "cert", "key",
+def _source(kwargs) -> RecordSource:
+    return RecordSource(kwargs.pop("log_location"), *(kwargs.pop(k) for k in ("broker", "token", "ca", "cert", "key",
                                                                         "plaintext")))
 
 
@@ -306,16 +308,34 @@ def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
     Exits 0 when the log is intact and verified against a pinned key, 7 on any problem, and 8 when no
     key was pinned (the log is then NOT verified, whatever the chain says)."""
     from dsbroker.records.checkpoints import Checkpoint, load_public_key
-    from broker.audit.verify import verify_log
 
     checkpoints = [Checkpoint.from_json(line) for path in kept
                    for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     public_keys = [load_public_key(path) for path in pinned_keys]
     source = _source(kwargs)
     try:
-        report = verify_log(source, public_keys=public_keys, kept_checkpoints=checkpoints)
+        report, status, verdict = verification(source, public_keys, checkpoints)
     finally:
         source.close()
+    if as_json:
+        click.echo(json.dumps({"intact": report.intact, "verified": report.verified, "records": report.records,
+                               "checkpoints": report.checkpoints, "verdict": verdict, "exit_code": int(status),
+                               "problems": [asdict(f) for f in report.problems],
+                               "warnings": [asdict(f) for f in report.warnings]}, ensure_ascii=False))
+        sys.exit(status)
+    for finding in report.problems:
+        click.echo(f"{PROBLEM()}: {finding} [{finding.kind}]", err=True)
+    for finding in report.warnings:
+        click.echo(f"{NOTE()}: {finding}" if finding.seq else f"{NOTE()}: {finding.message}", err=True)
+    click.echo(verdict)
+    sys.exit(status)
+
+
+def verification(source: RecordSource, public_keys, checkpoints) -> tuple:
+    """Verify the log ``source`` reads: (the report, its exit code, its verdict in the language in force)."""
+    from broker.audit.verify import verify_log
+
+    report = verify_log(source, public_keys=public_keys, kept_checkpoints=checkpoints)
     status = ExitCode.CHECK_FAILED if report.problems else ExitCode.OK if report.verified else ExitCode.NOT_VERIFIED
     summary = _("{records} records, {checkpoints} checkpoints").format(records=report.records,
                                                                        checkpoints=report.checkpoints)
@@ -329,18 +349,7 @@ def audit_verify(pinned_keys, kept, as_json, **kwargs) -> None:
         verdict = _("access log NOT verified: no pinned key, so no seal or checkpoint signature was checked and "
                     "anyone could have written it; pass --pinned-key (env DSBROKER_AUDIT_KEY); {summary}").format(
             summary=summary)
-    if as_json:
-        click.echo(json.dumps({"intact": report.intact, "verified": report.verified, "records": report.records,
-                               "checkpoints": report.checkpoints, "verdict": verdict, "exit_code": int(status),
-                               "problems": [asdict(f) for f in report.problems],
-                               "warnings": [asdict(f) for f in report.warnings]}, ensure_ascii=False))
-        sys.exit(status)
-    for finding in report.problems:
-        click.echo(f"{PROBLEM()}: {finding} [{finding.kind}]", err=True)
-    for finding in report.warnings:
-        click.echo(f"{NOTE()}: {finding}" if finding.seq else f"{NOTE()}: {finding.message}", err=True)
-    click.echo(verdict)
-    sys.exit(status)
+    return report, status, verdict
 
 
 @audit.command("checkpoint")
@@ -390,15 +399,35 @@ def audit_reconcile(ledgers, witness_keys, as_json, **kwargs) -> None:
     keys = [load_public_key(path) for path in witness_keys]
     source = _source(kwargs)
     try:
-        records = list(source.all_records())  # read once, reconciled with each ledger
-        checkpoints = source.checkpoints()
+        found = reconciliation(source, ledgers, keys)
     finally:
         source.close()
+    problems_found, notes, executed, witnessed = found["problems"], found["notes"], found["executions"], \
+        found["witnessed_size"]
+    verdict, status = found["verdict"], found["status"]
+    if as_json:
+        click.echo(json.dumps({"reconciled": not problems_found, "executions": executed, "ledgers": len(ledgers),
+                               "witnessed_size": witnessed, "verdict": verdict, "exit_code": int(status),
+                               "problems": problems_found, "notes": notes}, ensure_ascii=False))
+        sys.exit(status)
+    for note in notes:
+        click.echo(f"{NOTE()}: {note['ledger']}: {note['message']}", err=True)
+    for problem in problems_found:
+        click.echo(f"{PROBLEM()}: {problem['ledger']}: {problem['message']} [{problem['kind']}]", err=True)
+    click.echo(verdict)
+    sys.exit(status)
+
+
+def reconciliation(source: RecordSource, ledgers, witness_keys) -> dict:
+    """The log ``source`` reads against each sandbox ledger: its problems, notes, executions, the largest
+    checkpoint witnessed, the verdict (in the language in force) and the exit code."""
+    records = list(source.all_records())  # read once, reconciled with each ledger
+    checkpoints = source.checkpoints()
     problems_found: list[dict] = []  # {ledger, kind, message}
     notes: list[dict] = []
     executed = witnessed = 0
     for ledger in ledgers:
-        found, noted, executions, heads = _reconcile_ledger(ledger, records, checkpoints, keys)
+        found, noted, executions, heads = _reconcile_ledger(ledger, records, checkpoints, witness_keys)
         problems_found += found
         notes += noted
         executed += executions
@@ -412,18 +441,8 @@ def audit_reconcile(ledgers, witness_keys, as_json, **kwargs) -> None:
         if witnessed:
             verdict += _("; the log matches every checkpoint they witnessed (up to size {size})").format(
                 size=witnessed)
-    status = ExitCode.CHECK_FAILED if problems_found else ExitCode.OK
-    if as_json:
-        click.echo(json.dumps({"reconciled": not problems_found, "executions": executed, "ledgers": len(ledgers),
-                               "witnessed_size": witnessed, "verdict": verdict, "exit_code": int(status),
-                               "problems": problems_found, "notes": notes}, ensure_ascii=False))
-        sys.exit(status)
-    for note in notes:
-        click.echo(f"{NOTE()}: {note['ledger']}: {note['message']}", err=True)
-    for problem in problems_found:
-        click.echo(f"{PROBLEM()}: {problem['ledger']}: {problem['message']} [{problem['kind']}]", err=True)
-    click.echo(verdict)
-    sys.exit(status)
+    return {"problems": problems_found, "notes": notes, "executions": executed, "witnessed_size": witnessed,
+            "verdict": verdict, "status": ExitCode.CHECK_FAILED if problems_found else ExitCode.OK}
 
 
 def _reconcile_ledger(ledger: str, records, checkpoints, keys) -> tuple[list[dict], list[dict], int, int]:

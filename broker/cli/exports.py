@@ -34,14 +34,19 @@ class Sheet:
     title: str = "dsbroker"
 
 
-def write_csv(sheet: Sheet, out: str | None) -> None:
-    """``sheet`` as CSV with a BOM, to ``out`` (created 0600) or standard output."""
+def csv_text(sheet: Sheet) -> str:
+    """``sheet`` as CSV text with a BOM."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(sheet.headings)
     for row in sheet.rows:
         writer.writerow(["" if v is None else v for v in row])
-    text = BOM + buffer.getvalue()
+    return BOM + buffer.getvalue()
+
+
+def write_csv(sheet: Sheet, out: str | None) -> None:
+    """``sheet`` as CSV with a BOM, to ``out`` (created 0600) or standard output."""
+    text = csv_text(sheet)
     if out:
         write_private(out, text)
     else:
@@ -50,11 +55,17 @@ def write_csv(sheet: Sheet, out: str | None) -> None:
 
 def write_xlsx(sheet: Sheet, out: str | None) -> None:
     """``sheet`` as an XLSX workbook at ``out`` (a file is required: a workbook is not text)."""
+    if not out:
+        raise ConfigError(_("--output xlsx writes a file: pass --out FILE.xlsx"))
+    with open_private(out, "wb") as handle:
+        handle.write(xlsx_bytes(sheet))
+
+
+def xlsx_bytes(sheet: Sheet) -> bytes:
+    """``sheet`` as an XLSX workbook's bytes."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
-    if not out:
-        raise ConfigError(_("--output xlsx writes a file: pass --out FILE.xlsx"))
     book = Workbook()
     table = book.active
     table.title = sheet.title[:31]  # Excel's limit on a sheet's name
@@ -70,5 +81,6 @@ def write_xlsx(sheet: Sheet, out: str | None) -> None:
                 cell = table.cell(row=table.max_row, column=index + 1)
                 if isinstance(cell.value, (int, float)):
                     cell.number_format = money_format
-    with open_private(out, "wb") as handle:
-        book.save(handle)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()

@@ -9,6 +9,7 @@ It is looked up when a message is shown, not at import: help text is translated 
 
 from __future__ import annotations
 
+import contextvars
 import gettext
 import os
 from pathlib import Path
@@ -17,17 +18,18 @@ DOMAIN = "dsbroker"
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 LANGUAGES = {"zh-CN": "zh_CN", "zh_CN": "zh_CN", "zh": "zh_CN", "en": "en"}
 
-_chosen: str | None = None  # set by --lang for the command being run
+# Set by --lang for the command being run, or by the web console for the page being served: a context
+# variable, so that two pages served at once (threads, tasks) each keep the language their reader chose.
+_chosen: contextvars.ContextVar[str | None] = contextvars.ContextVar("dsbroker_language", default=None)
 
 
 def set_language(language: str | None) -> None:
     """Use ``language`` (zh-CN or en) for this command; None: the environment decides."""
-    global _chosen
-    _chosen = LANGUAGES[language] if language else None
+    _chosen.set(LANGUAGES[language] if language else None)
 
 
 def _languages() -> list[str] | None:
-    chosen = _chosen or LANGUAGES.get(os.environ.get("DSBROKER_LANG", ""))
+    chosen = _chosen.get() or LANGUAGES.get(os.environ.get("DSBROKER_LANG", ""))
     return [chosen] if chosen else None  # None: gettext reads LANGUAGE, LC_ALL, LC_MESSAGES, LANG
 
 
@@ -49,6 +51,12 @@ def _(message: str) -> str:
 def n_(singular: str, plural: str, count: int) -> str:
     """The form of a message for ``count`` in the language in force (Chinese has one form, English two)."""
     return translation().ngettext(singular, plural, count)
+
+
+def localized(text: str, chinese: str) -> str:
+    """An owner's text given in two languages (the catalog's): ``chinese`` where Chinese is in force and the owner
+    gave it, else ``text``."""
+    return chinese if chinese and language() == "zh_CN" else text
 
 
 def N_(message: str) -> str:

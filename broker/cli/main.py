@@ -8,6 +8,7 @@ import sys
 import click
 
 from broker.cli.audit import audit
+from broker.cli.console import console
 from broker.cli.data import data
 from broker.cli.demo import demo
 from broker.cli.exit_codes import EXIT_CODES
@@ -74,7 +75,7 @@ def main(ctx: click.Context, tz: str | None, verbose: bool) -> None:
 
 
 for command in (serve, sandbox_group, query, product, catalog, request, review, policy, audit, profile, keys, token,
-                data, demo):
+                data, demo, console):
     main.add_command(command)
 
 if __name__ == "__main__":

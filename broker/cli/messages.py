@@ -1,6 +1,7 @@
 """Every message the CLI translates (its msgids), and the catalogs built from them with Babel.
 
-The msgids are the English texts: each ``_()`` and ``N_()`` in broker/cli (found by Babel's extractor),
+The msgids are the English texts: each ``_()`` and ``N_()`` in broker/cli and in the web console (its Python
+and its Jinja2 templates, broker/console; found by Babel's extractors),
 every command's help and every option's help (read from the click tree, as the help prints them), and
 the headings click itself prints. ``scripts/update-messages`` writes them into the .po file, keeping its
 translations, and compiles the .mo beside it; ``tests/test_cli_chinese.py`` checks both are up to date.
@@ -22,6 +23,8 @@ from babel.messages.pofile import read_po, write_po
 from broker.cli.i18n import DOMAIN, LOCALE_DIR
 
 CLI_DIR = Path(__file__).resolve().parent
+CONSOLE_DIR = CLI_DIR.parent / "console"
+KEYWORDS = {"_": None, "N_": None, "n_": (1, 2)}
 CATALOG_DATE = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
 # What click prints around our text (the TranslatedCommand classes print these through _()).
 CLICK_MESSAGES = ("Usage: ", "Options", "Commands", "Show this message and exit.")
@@ -45,10 +48,12 @@ def msgids() -> list[str | tuple[str, str]]:
 
 
 def _extracted():
-    for _file, line, message, comments, context in extract_from_dir(
-            str(CLI_DIR), method_map=[("*.py", "python")], keywords={"_": None, "N_": None, "n_": (1, 2)}):
-        if message:
-            yield line, message, comments, context
+    templates = ("templates/*.html", "jinja2.ext:babel_extract")
+    for directory, method_map in ((CLI_DIR, [("*.py", "python")]), (CONSOLE_DIR, [("*.py", "python"), templates])):
+        for _file, line, message, comments, context in extract_from_dir(str(directory), method_map=method_map,
+                                                                         keywords=KEYWORDS):
+            if message:
+                yield line, message, comments, context
 
 
 def _walk(command: click.Command, found: set) -> None:

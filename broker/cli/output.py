@@ -14,7 +14,7 @@ from rich.table import Table
 
 from broker.cli.exit_codes import exit_code_for
 from broker.cli.exports import FORMATS, Sheet, write_csv, write_xlsx
-from broker.cli.i18n import N_, _
+from broker.cli.i18n import N_, _, localized
 from broker.cli.money import unit_name
 from broker.cli.reasons import explained, rule_note
 from broker.cli.timezones import shown_time
@@ -65,25 +65,25 @@ def print_result(result: QueryResult, *, fmt: str = "table", out: str | None = N
     if fmt == "json":
         write_json(result.as_json(), out)
         return
-    headings, rows = _result_rows(result, unit, money)
+    headings, rows = result_rows(result, unit, money)
     if fmt in ("csv", "xlsx"):
         sheet = Sheet(headings, rows, money=set(money), unit_name=unit_name(unit), title=_("query result"))
         (write_csv if fmt == "csv" else write_xlsx)(sheet, out)
         if out:
             click.echo(_("{count} row(s) written to {out}").format(count=len(rows), out=out), err=True)
         return
-    numeric = {c for c in range(len(headings)) if c in money or any(_is_number(row[c]) for row in rows)}
+    numeric = {c for c in range(len(headings)) if c in money or any(is_number(row[c]) for row in rows)}
     table = Table(show_lines=False, header_style="bold")
     for c, name in enumerate(headings):
         table.add_column(name, justify="right" if c in numeric else "left")
     for row in rows:
-        table.add_row(*[money_text_of(v, unit) if c in money and isinstance(v, Decimal) else _cell(v)
+        table.add_row(*[money_text_of(v, unit) if c in money and isinstance(v, Decimal) else cell_text(v)
                         for c, v in enumerate(row)])
     console.print(table)
     console.print(_("; ").join(_result_notes(result)), style="dim")
 
 
-def _result_rows(result: QueryResult, unit: str, money) -> tuple[list[str], list[list]]:
+def result_rows(result: QueryResult, unit: str, money) -> tuple[list[str], list[list]]:
     """Headings and rows as a reader gets them: markers for withheld and rolled-up cells, money in ``unit``
     (exact Decimals), and a column of partitions left out when an encrypted sum left any out."""
     headings = [f"{name} ({unit_name(unit)})" if c in money else name for c, name in enumerate(result.columns)]
@@ -93,7 +93,7 @@ def _result_rows(result: QueryResult, unit: str, money) -> tuple[list[str], list
             return "x"
         if (r, c) in result.rolled_up:
             return _("(all)")
-        return money_amount(v, unit) if c in money and _is_number(v) else v
+        return money_amount(v, unit) if c in money and is_number(v) else v
 
     rows = [[value(r, c, v) for c, v in enumerate(row)] for r, row in enumerate(result.rows)]
     left_out = (result.encryption or {}).get("partitions_withheld") or []
@@ -139,11 +139,12 @@ def print_rows(headings, rows, *, right: frozenset[int] | set[int] = frozenset()
     for c, name in enumerate(headings):
         table.add_column(name, justify="right" if c in right else "left", overflow="fold")
     for row in rows:
-        table.add_row(*[_cell(v) for v in row])
+        table.add_row(*[cell_text(v) for v in row])
     console.print(table)
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """Whether a cell is a number (a bool is not)."""
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
 
 
@@ -188,7 +189,8 @@ def fail(error: DsbrokerError, *, as_json: bool) -> None:
     sys.exit(exit_code_for(error))
 
 
-def _cell(value) -> str:
+def cell_text(value) -> str:
+    """A cell as a table shows it: — for none, numbers grouped by thousands."""
     if value is None:
         return "—"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -238,8 +240,8 @@ def print_datasets(datasets, *, as_json: bool) -> None:
     for name in (N_("dataset"), N_("title"), N_("columns"), N_("requestable"), N_("approvals")):
         table.add_column(_(name), overflow="fold", justify="right" if name in ("columns", "requestable") else "left")
     for d in datasets:
-        table.add_row(d.name, d.title, str(len(d.columns)), str(sum(1 for c in d.columns if c.levels)),
-                      " → ".join(d.approval_stages))
+        table.add_row(d.name, localized(d.title, d.title_zh), str(len(d.columns)),
+                      str(sum(1 for c in d.columns if c.levels)), " → ".join(d.approval_stages))
     console.print(table)
 
 
@@ -248,9 +250,9 @@ def print_dataset(dataset, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_json(dataset), ensure_ascii=False))
         return
-    console.print(f"[bold]{dataset.name}[/bold]  {dataset.title}")
+    console.print(f"[bold]{dataset.name}[/bold]  {localized(dataset.title, dataset.title_zh)}")
     if dataset.description:
-        console.print(dataset.description)
+        console.print(localized(dataset.description, dataset.description_zh))
     console.print(_("entity (privacy unit): {entity};  at least {k} per cell;  row filter: {row_filter};  "
                     "approvals: {stages}").format(entity=dataset.entity_column or "—", k=dataset.min_entities,
                                                   row_filter=dataset.row_filter or _("none"),
@@ -260,7 +262,8 @@ def print_dataset(dataset, *, as_json: bool) -> None:
                  N_("description")):
         table.add_column(_(name), overflow="fold")
     for c in dataset.columns:
-        table.add_row(c.name, c.type, c.unit, c.classification, ", ".join(c.levels) or "—", c.description)
+        table.add_row(c.name, c.type, c.unit, c.classification, ", ".join(c.levels) or "—",
+                      localized(c.description, c.description_zh))
     console.print(table)
     for product in dataset.products:  # the owner's data products (dsbroker product show NAME --grant G for one)
         console.print(f"data product {product.name} v{product.version}: {product.title_zh} / {product.title_en}",
@@ -312,7 +315,11 @@ def print_request(request, *, as_json: bool, full: bool = False) -> None:
 
     for c in request.columns:
         table.add_row(c.column, pb.ColumnUse.Name(c.use).removeprefix("COLUMN_USE_").lower(), c.reason)
-    console.print(table)
+    if request.columns:
+        console.print(table)
+    if request.products:
+        console.print(_("products asked for: {products}").format(products=", ".join(request.products))
+                      + ("" if request.columns else _(" (products only)")))
     for a in request.approvals:
         console.print(_("approved as {role} by {by} ({subject}) at {at}").format(
             role=a.role, by=a.by, subject=a.subject, at=_shown_text_time(a.signed_at))

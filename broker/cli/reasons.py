@@ -38,6 +38,7 @@ SENTENCES = {
     "SANDBOX_UNAVAILABLE": N_("the data owner's sandbox is not answering; try again later"),
     "UNAVAILABLE": N_("the broker is not answering; try again later"),
     "PRIVACY_BUDGET_EXHAUSTED": N_("the grant's privacy budget is spent"),
+    "AD_HOC_QUERY_NOT_GRANTED": N_("grant {grant} answers only its products: see dsbroker product list"),
 }
 
 

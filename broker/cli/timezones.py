@@ -46,8 +46,8 @@ def display_zone() -> zoneinfo.ZoneInfo:
     return zone((profile.tz if profile is not None else "") or DEFAULT_ZONE)
 
 
-def shown_time(moment: dt.datetime | str, *, seconds: bool = True) -> str:
-    """``moment`` (an aware datetime, or ISO 8601 text) in the display zone with its offset:
+def shown_time(moment: dt.datetime | str, *, seconds: bool = True, in_zone: zoneinfo.ZoneInfo | None = None) -> str:
+    """``moment`` (an aware datetime, or ISO 8601 text) in the display zone (or ``in_zone``) with its offset:
     ``2026-12-01 08:00:00+08:00``. A naive moment is taken as UTC, as the stores keep it."""
     if isinstance(moment, str):
         if not moment:
@@ -55,15 +55,16 @@ def shown_time(moment: dt.datetime | str, *, seconds: bool = True) -> str:
         moment = dt.datetime.fromisoformat(moment)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
-    local = moment.astimezone(display_zone())
+    local = moment.astimezone(in_zone or display_zone())
     text = local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
     offset = local.strftime("%z")
     return f"{text}{offset[:3]}:{offset[3:]}"
 
 
-def read_time(text: str | None, option: str) -> str:
+def read_time(text: str | None, option: str, *, in_zone: zoneinfo.ZoneInfo | None = None) -> str:
     """``--since``/``--until`` as the UTC ISO text the stores compare: a date or time without an offset is
-    in the display zone (``2026-12-01`` is midnight Beijing time), one with an offset is that moment."""
+    in the display zone (or ``in_zone``; ``2026-12-01`` is midnight Beijing time), one with an offset is that
+    moment."""
     if not text:
         return ""
     try:
@@ -71,5 +72,5 @@ def read_time(text: str | None, option: str) -> str:
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 date or time", param_hint=option) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=display_zone())
+        moment = moment.replace(tzinfo=in_zone or display_zone())
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")

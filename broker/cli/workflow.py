@@ -17,8 +17,8 @@ from dsbroker.errors import ConfigError
 STATES = ("submitted", "reviewed", "active", "rejected", "withdrawn", "suspended", "revoked", "expired", "exhausted")
 # What catalog draft read the columns from.
 ENGINE_NAMES = {"duckdb": "DuckDB file", "postgres": "PostgreSQL database", "spark": "Spark session"}
-REQUEST_KEYS = {"purpose", "dataset", "columns", "example_queries", "result_modes", "valid_from", "valid_until",
-                "queries_per_day", "queries_total"}
+REQUEST_KEYS = {"purpose", "dataset", "columns", "products", "example_queries", "result_modes", "valid_from",
+                "valid_until", "queries_per_day", "queries_total"}
 
 
 def _client(broker, token, ca, cert, key, plaintext):
@@ -384,6 +384,7 @@ def read_request_file(path: str):
         return pb.AccessRequest(
             purpose=str(document.get("purpose", "")), dataset=str(document.get("dataset", "")), columns=columns,
             example_queries=[str(q) for q in document.get("example_queries") or []],
+            products=[str(p) for p in document.get("products") or []],
             result_modes=[str(m) for m in document.get("result_modes") or ["aggregate"]],
             valid_from=date("valid_from"), valid_until=date("valid_until"),
             queries_per_day=int(document.get("queries_per_day") or 0),

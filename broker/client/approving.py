@@ -29,6 +29,11 @@ def sign_approval(request: pb.AccessRequest, private_key: ed25519.Ed25519Private
                   by: str, narrowing: Narrowing = Narrowing(), at: dt.datetime | None = None) -> str:
     """The policy document that approves ``request`` at its current stage: the draft (narrowed, if the
     owner asks), the approvals so far, and this approver's signature."""
+    return sign_policy(unsigned_document(request, narrowing), private_key, key_id=key_id, role=role, by=by, at=at)
+
+
+def unsigned_document(request: pb.AccessRequest, narrowing: Narrowing = Narrowing()) -> str:
+    """What the next approver of ``request`` signs: its draft (narrowed, if the owner asks) and the approvals so far."""
     body = request.draft_policy
     if narrowing != Narrowing():
         body = narrow_policy(body, drop_columns=narrowing.drop_columns, min_entities=narrowing.min_entities,
@@ -38,4 +43,4 @@ def sign_approval(request: pb.AccessRequest, private_key: ed25519.Ed25519Private
     if request.approvals:
         document += APPROVALS_HEADER + "".join(
             Approval(a.role, a.by, a.key, a.signed_at, a.signature).render() for a in request.approvals)
-    return sign_policy(document, private_key, key_id=key_id, role=role, by=by, at=at)
+    return document

@@ -192,6 +192,7 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000, engine: str = "duckdb"
             checks.update(_workflow(layout, clients, broker.target, sandbox.target,
                                     engine_dialect="postgres" if engine == "postgres" else "duckdb"))
             checks.update(_products(clients["analyst-li"]))
+            checks.update(_products_only_request(layout, clients))
             _step("14. The city audit office reads the access log over gRPC (dsbroker audit list); its own "
                   "reads are recorded too:")
             records, _ = clients["auditor-zhao"].list_access_records(page_size=1000)
@@ -488,6 +489,38 @@ def _share_of_district(requester: BrokerClient, grant: str) -> bool:
     print_result(result, money=money_of(requester, SHARE_SQL))
     shares = [row[2] for row in result.rows]
     return bool(shares) and (bool(result.withheld) or abs(sum(float(s) for s in shares) - 100) < 1)
+
+
+def _products_only_request(layout: KeyLayout, clients: dict[str, BrokerClient]) -> dict[str, bool]:
+    """The commission asks for a product instead of columns: the draft holds the product as the catalog offers it,
+    the approvers sign it, and the grant answers that product only."""
+    requester, reviewer, owner = clients["analyst-li"], clients["reviewer-wang"], clients["owner-chen"]
+    name, values = PRODUCT_CALL
+    _step(f"13c. The commission asks for the product {name} instead of columns (products: \\[{name}] in its request "
+          "file): the draft holds the product, query text included, as the catalog offers it, and answers only "
+          "products (queries: products); the reviewer and the owner sign it as any draft:")
+    today = dt.date.today()
+    submitted = requester.submit_request(pb.AccessRequest(
+        purpose="enterprises by size class each month, for the district's business census", dataset="tax.declarations",
+        products=[name], valid_from=today.isoformat(), valid_until=(today + dt.timedelta(days=90)).isoformat(),
+        queries_per_day=20))
+    draft = submitted.draft_policy
+    console.print("\n".join(line for line in draft.splitlines()
+                            if line.startswith(("columns:", "  ", "queries:", "products:"))), soft_wrap=True)
+    reviewer.approve_request(submitted.name, _sign(layout, reviewer.get_request(submitted.name), "xuanwu-tax"))
+    active = owner.approve_request(submitted.name, _sign(layout, owner.get_request(submitted.name), "city-tax"))
+    grant = active.policy.removeprefix("policies/")
+    answered = bool(requester.run_product(grant, name, values).rows)
+    console.print(f"the product answers under {grant}; SQL of the commission's own is refused:", style="bold")
+    try:
+        requester.query(grant, "SELECT size_class, COUNT(DISTINCT taxpayer_id) FROM tax.declarations GROUP BY 1")
+    except DsbrokerError as error:
+        console.print(f"refused: {error.code.name} {error.reason}: {error.message}")
+        refused = error.reason == "AD_HOC_QUERY_NOT_GRANTED"
+    else:
+        console.print("[red]a products-only grant answered SQL: this must not happen[/red]")
+        refused = False
+    return {"products-only grant answered its product": answered, "products-only grant refused SQL": refused}
 
 
 def _step(text: str) -> None:

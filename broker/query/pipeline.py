@@ -22,7 +22,7 @@ from dsbroker.guard.plan_cache import PlanCache
 from dsbroker.observability.call_facts import logged_grant, note_call
 from dsbroker.observability.metrics import ServerMetrics, outcome_of
 from dsbroker.policy.model import Policy
-from dsbroker.policy.product_binding import product_detail, product_query
+from dsbroker.policy.product_binding import product_detail, query_of
 from broker.workflow.policy_registry import POLICIES, PolicyRegistry, grant_id_of
 from broker.query.sandbox_client import SandboxClient
 from broker.query.secure_sum import SecureSum
@@ -127,8 +127,9 @@ class QueryPipeline:
             require_role("requester", principal)
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
-            if product is not None:  # the grant's signed template, parameters bound on its parse tree
-                unverified_sql = base["sql"] = product_query(policy, product, unverified_sql)
+            # The grant's signed template, parameters bound on its parse tree; SQL of the caller's own where the
+            # grant answers it.
+            unverified_sql = base["sql"] = query_of(policy, product, unverified_sql)
             dialect = self.engine_dialect(policy.dataset)
             with self.metrics.timed("guard"):
                 guarded = self.plans.get_or_build(
@@ -225,8 +226,7 @@ class QueryPipeline:
             require_role("requester", principal)
             policy = self.policies.grant_for(grant_id_of(grant), principal, now)
             base.update(policy_version=policy.version, policy_sha256=policy.sha256)
-            if product is not None:  # bound as run() binds it
-                unverified_sql = base["sql"] = product_query(policy, product, unverified_sql)
+            unverified_sql = base["sql"] = query_of(policy, product, unverified_sql)  # as run() binds it
             guarded = guard(unverified_sql, policy, district=principal.district, department=principal.department,
                             engine_dialect=self.engine_dialect(policy.dataset), steps=steps, encrypted=encrypted,
                             column_types=self.column_types())

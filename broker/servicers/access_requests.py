@@ -33,7 +33,7 @@ class AccessRequestServicer(pb_grpc.AccessRequestServiceServicer):
                          valid_from=wanted.valid_from, valid_until=wanted.valid_until,
                          queries_per_day=wanted.queries_per_day, queries_total=wanted.queries_total,
                          example_queries=tuple(wanted.example_queries),
-                         result_modes=tuple(wanted.result_modes) or ("aggregate",))
+                         result_modes=tuple(wanted.result_modes) or ("aggregate",), products=tuple(wanted.products))
         stored = self.workflow.submit(_call(context, body_request_id(request.request_id)), new)
         return pb.CreateAccessRequestResponse(access_request=to_proto(stored))
 
@@ -86,7 +86,8 @@ def to_proto(stored: StoredRequest, checks: list[ExampleCheck] = ()) -> pb.Acces
         approvals=[pb.Approval(**a) for a in body["approvals"]], approval_stages=body["approval_stages"],
         state_reason=body.get("state_reason", ""), policy=policy_name(stored.policy_id),
         example_checks=[pb.ExampleQueryCheck(sql=c.sql, accepted=c.accepted, rewritten_sql=c.rewritten_sql,
-                                             reason=c.reason, message=c.message) for c in checks])
+                                             reason=c.reason, message=c.message) for c in checks],
+        products=body.get("products", []))
 
 
 def _call(context: grpc.ServicerContext, request_id: str = "") -> Call:

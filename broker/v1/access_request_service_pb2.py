@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&broker/v1/access_request_service.proto\x12\tbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\x0fRequestedColumn\x12\x14\n\x06\x63olumn\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x03use\x18\x02 \x01(\x0e\x32\x14.broker.v1.ColumnUseB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"y\n\x08\x41pproval\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\n\n\x02\x62y\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x11\n\tsigned_at\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\"j\n\x11\x45xampleQueryCheck\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x15\n\rrewritten_sql\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xf4\x05\n\rAccessRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32\x1d.broker.v1.AccessRequestStateB\x04\xe2\x41\x01\x03\x12\x18\n\ndepartment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x64istrict\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\trequester\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07purpose\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x64\x61taset\x18\x07 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07\x63olumns\x18\x08 \x03(\x0b\x32\x1a.broker.v1.RequestedColumnB\x04\xe2\x41\x01\x02\x12\x1d\n\x0f\x65xample_queries\x18\t \x03(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cresult_modes\x18\n \x03(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nvalid_from\x18\x0b \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bvalid_until\x18\x0c \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fqueries_per_day\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x1b\n\rqueries_total\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64raft_policy\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\tapprovals\x18\x12 \x03(\x0b\x32\x13.broker.v1.ApprovalB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61pproval_stages\x18\x13 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06policy\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12:\n\x0e\x65xample_checks\x18\x16 \x03(\x0b\x32\x1c.broker.v1.ExampleQueryCheckB\x04\xe2\x41\x01\x03\"n\n\x1a\x43reateAccessRequestRequest\x12\x36\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequestB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"O\n\x1b\x43reateAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"-\n\x17GetAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x18GetAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"\x82\x01\n\x19ListAccessRequestsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32\x1d.broker.v1.AccessRequestStateB\x04\xe2\x41\x01\x01\"h\n\x1aListAccessRequestsResponse\x12\x31\n\x0f\x61\x63\x63\x65ss_requests\x18\x01 \x03(\x0b\x32\x18.broker.v1.AccessRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x1cWithdrawAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"Q\n\x1dWithdrawAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"g\n\x1b\x41pproveAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fpolicy_document\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63omment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x1c\x41pproveAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"F\n\x1aRejectAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x1bRejectAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest*\xf5\x02\n\x12\x41\x63\x63\x65ssRequestState\x12$\n ACCESS_REQUEST_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_SUBMITTED\x10\x01\x12!\n\x1d\x41\x43\x43\x45SS_REQUEST_STATE_REVIEWED\x10\x02\x12\x1f\n\x1b\x41\x43\x43\x45SS_REQUEST_STATE_ACTIVE\x10\x03\x12!\n\x1d\x41\x43\x43\x45SS_REQUEST_STATE_REJECTED\x10\x04\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_WITHDRAWN\x10\x05\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_SUSPENDED\x10\x06\x12 \n\x1c\x41\x43\x43\x45SS_REQUEST_STATE_REVOKED\x10\x07\x12 \n\x1c\x41\x43\x43\x45SS_REQUEST_STATE_EXPIRED\x10\x08\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_EXHAUSTED\x10\t*l\n\tColumnUse\x12\x1a\n\x16\x43OLUMN_USE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OLUMN_USE_GROUP\x10\x01\x12\x15\n\x11\x43OLUMN_USE_FILTER\x10\x02\x12\x16\n\x12\x43OLUMN_USE_MEASURE\x10\x03\x32\xf7\x04\n\x14\x41\x63\x63\x65ssRequestService\x12\x64\n\x13\x43reateAccessRequest\x12%.broker.v1.CreateAccessRequestRequest\x1a&.broker.v1.CreateAccessRequestResponse\x12[\n\x10GetAccessRequest\x12\".broker.v1.GetAccessRequestRequest\x1a#.broker.v1.GetAccessRequestResponse\x12\x61\n\x12ListAccessRequests\x12$.broker.v1.ListAccessRequestsRequest\x1a%.broker.v1.ListAccessRequestsResponse\x12j\n\x15WithdrawAccessRequest\x12\'.broker.v1.WithdrawAccessRequestRequest\x1a(.broker.v1.WithdrawAccessRequestResponse\x12g\n\x14\x41pproveAccessRequest\x12&.broker.v1.ApproveAccessRequestRequest\x1a\'.broker.v1.ApproveAccessRequestResponse\x12\x64\n\x13RejectAccessRequest\x12%.broker.v1.RejectAccessRequestRequest\x1a&.broker.v1.RejectAccessRequestResponseBm\n\x16org.dsbroker.broker.v1B\x19\x41\x63\x63\x65ssRequestServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&broker/v1/access_request_service.proto\x12\tbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\x0fRequestedColumn\x12\x14\n\x06\x63olumn\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x03use\x18\x02 \x01(\x0e\x32\x14.broker.v1.ColumnUseB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"y\n\x08\x41pproval\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\n\n\x02\x62y\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x11\n\tsigned_at\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\"j\n\x11\x45xampleQueryCheck\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x15\n\rrewritten_sql\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x8c\x06\n\rAccessRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32\x1d.broker.v1.AccessRequestStateB\x04\xe2\x41\x01\x03\x12\x18\n\ndepartment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x64istrict\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\trequester\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07purpose\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x64\x61taset\x18\x07 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07\x63olumns\x18\x08 \x03(\x0b\x32\x1a.broker.v1.RequestedColumnB\x04\xe2\x41\x01\x01\x12\x1d\n\x0f\x65xample_queries\x18\t \x03(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cresult_modes\x18\n \x03(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nvalid_from\x18\x0b \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bvalid_until\x18\x0c \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fqueries_per_day\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x1b\n\rqueries_total\x18\x0e \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64raft_policy\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\tapprovals\x18\x12 \x03(\x0b\x32\x13.broker.v1.ApprovalB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61pproval_stages\x18\x13 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06policy\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12:\n\x0e\x65xample_checks\x18\x16 \x03(\x0b\x32\x1c.broker.v1.ExampleQueryCheckB\x04\xe2\x41\x01\x03\x12\x16\n\x08products\x18\x17 \x03(\tB\x04\xe2\x41\x01\x01\"n\n\x1a\x43reateAccessRequestRequest\x12\x36\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequestB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"O\n\x1b\x43reateAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"-\n\x17GetAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x18GetAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"\x82\x01\n\x19ListAccessRequestsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32\x1d.broker.v1.AccessRequestStateB\x04\xe2\x41\x01\x01\"h\n\x1aListAccessRequestsResponse\x12\x31\n\x0f\x61\x63\x63\x65ss_requests\x18\x01 \x03(\x0b\x32\x18.broker.v1.AccessRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x1cWithdrawAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"Q\n\x1dWithdrawAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"g\n\x1b\x41pproveAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fpolicy_document\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63omment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x1c\x41pproveAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest\"F\n\x1aRejectAccessRequestRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x1bRejectAccessRequestResponse\x12\x30\n\x0e\x61\x63\x63\x65ss_request\x18\x01 \x01(\x0b\x32\x18.broker.v1.AccessRequest*\xf5\x02\n\x12\x41\x63\x63\x65ssRequestState\x12$\n ACCESS_REQUEST_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_SUBMITTED\x10\x01\x12!\n\x1d\x41\x43\x43\x45SS_REQUEST_STATE_REVIEWED\x10\x02\x12\x1f\n\x1b\x41\x43\x43\x45SS_REQUEST_STATE_ACTIVE\x10\x03\x12!\n\x1d\x41\x43\x43\x45SS_REQUEST_STATE_REJECTED\x10\x04\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_WITHDRAWN\x10\x05\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_SUSPENDED\x10\x06\x12 \n\x1c\x41\x43\x43\x45SS_REQUEST_STATE_REVOKED\x10\x07\x12 \n\x1c\x41\x43\x43\x45SS_REQUEST_STATE_EXPIRED\x10\x08\x12\"\n\x1e\x41\x43\x43\x45SS_REQUEST_STATE_EXHAUSTED\x10\t*l\n\tColumnUse\x12\x1a\n\x16\x43OLUMN_USE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OLUMN_USE_GROUP\x10\x01\x12\x15\n\x11\x43OLUMN_USE_FILTER\x10\x02\x12\x16\n\x12\x43OLUMN_USE_MEASURE\x10\x03\x32\xf7\x04\n\x14\x41\x63\x63\x65ssRequestService\x12\x64\n\x13\x43reateAccessRequest\x12%.broker.v1.CreateAccessRequestRequest\x1a&.broker.v1.CreateAccessRequestResponse\x12[\n\x10GetAccessRequest\x12\".broker.v1.GetAccessRequestRequest\x1a#.broker.v1.GetAccessRequestResponse\x12\x61\n\x12ListAccessRequests\x12$.broker.v1.ListAccessRequestsRequest\x1a%.broker.v1.ListAccessRequestsResponse\x12j\n\x15WithdrawAccessRequest\x12\'.broker.v1.WithdrawAccessRequestRequest\x1a(.broker.v1.WithdrawAccessRequestResponse\x12g\n\x14\x41pproveAccessRequest\x12&.broker.v1.ApproveAccessRequestRequest\x1a\'.broker.v1.ApproveAccessRequestResponse\x12\x64\n\x13RejectAccessRequest\x12%.broker.v1.RejectAccessRequestRequest\x1a&.broker.v1.RejectAccessRequestResponseBm\n\x16org.dsbroker.broker.v1B\x19\x41\x63\x63\x65ssRequestServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,7 +55,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSREQUEST'].fields_by_name['dataset']._loaded_options = None
   _globals['_ACCESSREQUEST'].fields_by_name['dataset']._serialized_options = b'\342A\001\002'
   _globals['_ACCESSREQUEST'].fields_by_name['columns']._loaded_options = None
-  _globals['_ACCESSREQUEST'].fields_by_name['columns']._serialized_options = b'\342A\001\002'
+  _globals['_ACCESSREQUEST'].fields_by_name['columns']._serialized_options = b'\342A\001\001'
   _globals['_ACCESSREQUEST'].fields_by_name['example_queries']._loaded_options = None
   _globals['_ACCESSREQUEST'].fields_by_name['example_queries']._serialized_options = b'\342A\001\001'
   _globals['_ACCESSREQUEST'].fields_by_name['result_modes']._loaded_options = None
@@ -84,6 +84,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSREQUEST'].fields_by_name['policy']._serialized_options = b'\342A\001\003'
   _globals['_ACCESSREQUEST'].fields_by_name['example_checks']._loaded_options = None
   _globals['_ACCESSREQUEST'].fields_by_name['example_checks']._serialized_options = b'\342A\001\003'
+  _globals['_ACCESSREQUEST'].fields_by_name['products']._loaded_options = None
+  _globals['_ACCESSREQUEST'].fields_by_name['products']._serialized_options = b'\342A\001\001'
   _globals['_CREATEACCESSREQUESTREQUEST'].fields_by_name['access_request']._loaded_options = None
   _globals['_CREATEACCESSREQUESTREQUEST'].fields_by_name['access_request']._serialized_options = b'\342A\001\002'
   _globals['_CREATEACCESSREQUESTREQUEST'].fields_by_name['request_id']._loaded_options = None
@@ -110,10 +112,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REJECTACCESSREQUESTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_REJECTACCESSREQUESTREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_REJECTACCESSREQUESTREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\002'
-  _globals['_ACCESSREQUESTSTATE']._serialized_start=2268
-  _globals['_ACCESSREQUESTSTATE']._serialized_end=2641
-  _globals['_COLUMNUSE']._serialized_start=2643
-  _globals['_COLUMNUSE']._serialized_end=2751
+  _globals['_ACCESSREQUESTSTATE']._serialized_start=2292
+  _globals['_ACCESSREQUESTSTATE']._serialized_end=2665
+  _globals['_COLUMNUSE']._serialized_start=2667
+  _globals['_COLUMNUSE']._serialized_end=2775
   _globals['_REQUESTEDCOLUMN']._serialized_start=119
   _globals['_REQUESTEDCOLUMN']._serialized_end=221
   _globals['_APPROVAL']._serialized_start=223
@@ -121,31 +123,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXAMPLEQUERYCHECK']._serialized_start=346
   _globals['_EXAMPLEQUERYCHECK']._serialized_end=452
   _globals['_ACCESSREQUEST']._serialized_start=455
-  _globals['_ACCESSREQUEST']._serialized_end=1211
-  _globals['_CREATEACCESSREQUESTREQUEST']._serialized_start=1213
-  _globals['_CREATEACCESSREQUESTREQUEST']._serialized_end=1323
-  _globals['_CREATEACCESSREQUESTRESPONSE']._serialized_start=1325
-  _globals['_CREATEACCESSREQUESTRESPONSE']._serialized_end=1404
-  _globals['_GETACCESSREQUESTREQUEST']._serialized_start=1406
-  _globals['_GETACCESSREQUESTREQUEST']._serialized_end=1451
-  _globals['_GETACCESSREQUESTRESPONSE']._serialized_start=1453
-  _globals['_GETACCESSREQUESTRESPONSE']._serialized_end=1529
-  _globals['_LISTACCESSREQUESTSREQUEST']._serialized_start=1532
-  _globals['_LISTACCESSREQUESTSREQUEST']._serialized_end=1662
-  _globals['_LISTACCESSREQUESTSRESPONSE']._serialized_start=1664
-  _globals['_LISTACCESSREQUESTSRESPONSE']._serialized_end=1768
-  _globals['_WITHDRAWACCESSREQUESTREQUEST']._serialized_start=1770
-  _globals['_WITHDRAWACCESSREQUESTREQUEST']._serialized_end=1842
-  _globals['_WITHDRAWACCESSREQUESTRESPONSE']._serialized_start=1844
-  _globals['_WITHDRAWACCESSREQUESTRESPONSE']._serialized_end=1925
-  _globals['_APPROVEACCESSREQUESTREQUEST']._serialized_start=1927
-  _globals['_APPROVEACCESSREQUESTREQUEST']._serialized_end=2030
-  _globals['_APPROVEACCESSREQUESTRESPONSE']._serialized_start=2032
-  _globals['_APPROVEACCESSREQUESTRESPONSE']._serialized_end=2112
-  _globals['_REJECTACCESSREQUESTREQUEST']._serialized_start=2114
-  _globals['_REJECTACCESSREQUESTREQUEST']._serialized_end=2184
-  _globals['_REJECTACCESSREQUESTRESPONSE']._serialized_start=2186
-  _globals['_REJECTACCESSREQUESTRESPONSE']._serialized_end=2265
-  _globals['_ACCESSREQUESTSERVICE']._serialized_start=2754
-  _globals['_ACCESSREQUESTSERVICE']._serialized_end=3385
+  _globals['_ACCESSREQUEST']._serialized_end=1235
+  _globals['_CREATEACCESSREQUESTREQUEST']._serialized_start=1237
+  _globals['_CREATEACCESSREQUESTREQUEST']._serialized_end=1347
+  _globals['_CREATEACCESSREQUESTRESPONSE']._serialized_start=1349
+  _globals['_CREATEACCESSREQUESTRESPONSE']._serialized_end=1428
+  _globals['_GETACCESSREQUESTREQUEST']._serialized_start=1430
+  _globals['_GETACCESSREQUESTREQUEST']._serialized_end=1475
+  _globals['_GETACCESSREQUESTRESPONSE']._serialized_start=1477
+  _globals['_GETACCESSREQUESTRESPONSE']._serialized_end=1553
+  _globals['_LISTACCESSREQUESTSREQUEST']._serialized_start=1556
+  _globals['_LISTACCESSREQUESTSREQUEST']._serialized_end=1686
+  _globals['_LISTACCESSREQUESTSRESPONSE']._serialized_start=1688
+  _globals['_LISTACCESSREQUESTSRESPONSE']._serialized_end=1792
+  _globals['_WITHDRAWACCESSREQUESTREQUEST']._serialized_start=1794
+  _globals['_WITHDRAWACCESSREQUESTREQUEST']._serialized_end=1866
+  _globals['_WITHDRAWACCESSREQUESTRESPONSE']._serialized_start=1868
+  _globals['_WITHDRAWACCESSREQUESTRESPONSE']._serialized_end=1949
+  _globals['_APPROVEACCESSREQUESTREQUEST']._serialized_start=1951
+  _globals['_APPROVEACCESSREQUESTREQUEST']._serialized_end=2054
+  _globals['_APPROVEACCESSREQUESTRESPONSE']._serialized_start=2056
+  _globals['_APPROVEACCESSREQUESTRESPONSE']._serialized_end=2136
+  _globals['_REJECTACCESSREQUESTREQUEST']._serialized_start=2138
+  _globals['_REJECTACCESSREQUESTREQUEST']._serialized_end=2208
+  _globals['_REJECTACCESSREQUESTRESPONSE']._serialized_start=2210
+  _globals['_REJECTACCESSREQUESTRESPONSE']._serialized_end=2289
+  _globals['_ACCESSREQUESTSERVICE']._serialized_start=2778
+  _globals['_ACCESSREQUESTSERVICE']._serialized_end=3409
 # @@protoc_insertion_point(module_scope)

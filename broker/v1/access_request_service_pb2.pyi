@@ -88,7 +88,7 @@ class ExampleQueryCheck(_message.Message):
     def __init__(self, sql: _Optional[str] = ..., accepted: _Optional[bool] = ..., rewritten_sql: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class AccessRequest(_message.Message):
-    __slots__ = ("name", "state", "department", "district", "requester", "purpose", "dataset", "columns", "example_queries", "result_modes", "valid_from", "valid_until", "queries_per_day", "queries_total", "create_time", "update_time", "draft_policy", "approvals", "approval_stages", "state_reason", "policy", "example_checks")
+    __slots__ = ("name", "state", "department", "district", "requester", "purpose", "dataset", "columns", "example_queries", "result_modes", "valid_from", "valid_until", "queries_per_day", "queries_total", "create_time", "update_time", "draft_policy", "approvals", "approval_stages", "state_reason", "policy", "example_checks", "products")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class AccessRequest(_message.Message):
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: AccessRequestState
     department: str
@@ -133,7 +134,8 @@ class AccessRequest(_message.Message):
     state_reason: str
     policy: str
     example_checks: _containers.RepeatedCompositeFieldContainer[ExampleQueryCheck]
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[AccessRequestState, str]] = ..., department: _Optional[str] = ..., district: _Optional[str] = ..., requester: _Optional[str] = ..., purpose: _Optional[str] = ..., dataset: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[RequestedColumn, _Mapping]]] = ..., example_queries: _Optional[_Iterable[str]] = ..., result_modes: _Optional[_Iterable[str]] = ..., valid_from: _Optional[str] = ..., valid_until: _Optional[str] = ..., queries_per_day: _Optional[int] = ..., queries_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draft_policy: _Optional[str] = ..., approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., approval_stages: _Optional[_Iterable[str]] = ..., state_reason: _Optional[str] = ..., policy: _Optional[str] = ..., example_checks: _Optional[_Iterable[_Union[ExampleQueryCheck, _Mapping]]] = ...) -> None: ...
+    products: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[AccessRequestState, str]] = ..., department: _Optional[str] = ..., district: _Optional[str] = ..., requester: _Optional[str] = ..., purpose: _Optional[str] = ..., dataset: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[RequestedColumn, _Mapping]]] = ..., example_queries: _Optional[_Iterable[str]] = ..., result_modes: _Optional[_Iterable[str]] = ..., valid_from: _Optional[str] = ..., valid_until: _Optional[str] = ..., queries_per_day: _Optional[int] = ..., queries_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draft_policy: _Optional[str] = ..., approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., approval_stages: _Optional[_Iterable[str]] = ..., state_reason: _Optional[str] = ..., policy: _Optional[str] = ..., example_checks: _Optional[_Iterable[_Union[ExampleQueryCheck, _Mapping]]] = ..., products: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateAccessRequestRequest(_message.Message):
     __slots__ = ("access_request", "request_id")

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 
+from dsbroker.policy.products import render_products
 from dsbroker.policy.model import (DEFAULT_DOMINANCE, DOMINANCE_OFF_REASON, ColumnLevel, Dominance, Policy,
                                    parse_policy, sums_measures)
 
@@ -56,7 +57,11 @@ def render_policy(policy: Policy, *, comment: str = "") -> str:
                          for key, value in limits.items() if value is not None)
     lines.append(f"limits: {{{rendered}}}")
     lines.append(f"results: [{', '.join(policy.results)}]")
+    if policy.products_only:
+        lines.append("queries: products")
     text = "\n".join(lines) + "\n"
+    if policy.products:  # last: the approvers read each product's query as the catalog offers it
+        text += render_products(policy.products)
     parse_policy(text, source="<drafted policy>")  # what we render must load
     return text
 
@@ -112,8 +117,10 @@ def narrowing_problems(draft: Policy, final: Policy) -> list[str]:
 def _changed_fields(draft: Policy, final: Policy) -> list[str]:
     return [f"{name} differs from the draft"
             for name in ("id", "version", "department", "district", "purpose", "dataset", "row_filter", "request",
-                         "max_groups", "partitions")
-            if getattr(final, name) != getattr(draft, name)]
+                         "max_groups", "partitions", "products")
+            if getattr(final, name) != getattr(draft, name)] + (
+        ["the final answers SQL of the caller's own where the draft answers only its products"]
+        if draft.products_only and not final.products_only else [])
 
 
 def _column_problems(draft: Policy, final: Policy) -> list[str]:

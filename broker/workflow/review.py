@@ -29,6 +29,7 @@ from dsbroker.guard import guard
 from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel,
                                    Policy, parse_policy)
 from broker.workflow.policy_draft import drafted_dominance, narrowing_problems, render_policy
+from broker.workflow.product_offers import OfferedProduct, offered_products
 from broker.workflow.policy_registry import stored_policy_for
 from dsbroker.policy.signing import Approval, Trust, split_document, verify_approvals, verify_policy
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_list, bounded_text
@@ -66,6 +67,7 @@ class NewRequest:
     queries_total: int = 0
     example_queries: tuple[str, ...] = ()
     result_modes: tuple[str, ...] = ("aggregate",)
+    products: tuple[str, ...] = ()  # the catalog's products asked for, by name; with no columns, products only
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,14 @@ class Workflow:
         """Record a new request in SUBMITTED, with its drafted policy (requester role)."""
         def act() -> StoredRequest:
             require_role("requester", call.principal)
-            dataset, columns = self._validated(new)
+            dataset, columns, products = self._validated(new)
             request_id = "req-" + base64.b32encode(secrets.token_bytes(10)).decode().lower().rstrip("=")
-            policy = self._draft(request_id, call.principal, new, dataset, columns)
+            policy = self._draft(request_id, call.principal, new, dataset, columns, products)
             now = _stamp(self.clock())
             body = {"requester": call.principal.subject, "purpose": new.purpose.strip(), "dataset": new.dataset,
                     "columns": [dataclasses.asdict(c) for c in new.columns],
                     "example_queries": list(new.example_queries), "result_modes": list(new.result_modes),
+                    "products": list(new.products),
                     "valid_from": new.valid_from, "valid_until": new.valid_until,
                     "queries_per_day": new.queries_per_day, "queries_total": new.queries_total,
                     "draft_policy": policy, "approval_stages": list(dataset.approval_stages), "approvals": [],
@@ -268,8 +271,8 @@ class Workflow:
                                 "to requests", reason="DATASET_NOT_REQUESTABLE",
                                 table=new.dataset)
         published = {c.name: c for c in dataset.columns}
-        if not new.columns:
-            raise RequestFieldError("columns: ask for at least one column", field="columns")
+        if not new.columns and not new.products:
+            raise RequestFieldError("columns: ask for at least one column (or for products)", field="columns")
         _check_columns(new, published)
         _check_result_modes(new.result_modes)
         bounded_list(new.example_queries, "example_queries", most=MAX_EXAMPLE_QUERIES)
@@ -277,7 +280,11 @@ class Workflow:
         order = [c.name for c in dataset.columns]
         levels = {dataset.entity_column: ColumnLevel.ENTITY}
         levels.update({c.column: ColumnLevel(c.use) for c in new.columns})
-        return dataset, {name: levels[name] for name in sorted(levels, key=order.index)}
+        products = offered_products(dataset, new.products, levels if new.columns else None)
+        if not new.columns:  # a grant of products only: the columns their queries read, at the levels they need
+            for product in products.values():
+                levels.update(product.columns)
+        return dataset, {name: levels[name] for name in sorted(levels, key=order.index)}, products
 
     def _check_window(self, new: NewRequest) -> None:
         """The validity window (not ending in the past) and the expected volume."""
@@ -293,7 +300,8 @@ class Workflow:
         if new.queries_total < 0:
             raise RequestFieldError("queries_total must not be negative", field="queries_total")
 
-    def _draft(self, request_id: str, principal: Principal, new: NewRequest, dataset, columns) -> str:
+    def _draft(self, request_id: str, principal: Principal, new: NewRequest, dataset, columns,
+               products: dict[str, OfferedProduct]) -> str:
         suffix = request_id.removeprefix("req-")
         policy = Policy(
             id=f"{principal.department[:40]}-{suffix}", version=1, department=principal.department,
@@ -302,7 +310,9 @@ class Workflow:
             row_filter=dataset.row_filter or None, min_entities=dataset.min_entities or 10,
             max_groups=DEFAULT_MAX_GROUPS, valid_from=_date(new.valid_from, "valid_from"),
             valid_until=_date(new.valid_until, "valid_until"), results=tuple(new.result_modes) or ("aggregate",),
-            queries_per_day=new.queries_per_day, queries_total=new.queries_total or None, request=request_id)
+            queries_per_day=new.queries_per_day, queries_total=new.queries_total or None, request=request_id,
+            products={name: offer.product for name, offer in products.items()},
+            products_only=bool(products) and not new.columns)
         return render_policy(drafted_dominance(policy), comment=f"Drafted by dsbroker from access request "
                                                                 f"{request_id} of {principal.department}.")
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
-from dsbroker.guard._tree import refuse
+from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
 from dsbroker.guard.add_withheld_marks import add_withheld_marks
 from dsbroker.guard.add_dominance_rule import add_dominance_rule
 from dsbroker.guard.add_entity_cells import add_entity_cells
@@ -51,6 +51,7 @@ from dsbroker.guard.enforce_range_grid import enforce_range_grid
 from dsbroker.guard.expand_complements import expand_complements
 from dsbroker.guard.expand_date_forms import expand_date_forms
 from dsbroker.guard.expand_distinct_groups import expand_distinct_groups, lists_groups
+from dsbroker.guard.expand_simple_case import expand_simple_case
 from dsbroker.guard.expand_one_sided_ranges import expand_one_sided_ranges
 from dsbroker.guard.expand_or_equalities import expand_or_equalities
 from dsbroker.guard.expand_output_aliases import expand_output_aliases
@@ -90,6 +91,7 @@ SCHEMA_RULES = ("reject_mistyped_filters", "reject_unsummable_measures")
 
 RULES: tuple[Callable[..., exp.Select], ...] = (
     expand_distinct_groups,
+    expand_simple_case,
     expand_date_forms,
     reject_unsupported_syntax,
     resolve_table,
@@ -242,7 +244,8 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
 
 def _lists_keys(expression: exp.Select) -> bool:
     """Whether ``expression`` groups and outputs no aggregate: its answer is the list of its groups."""
-    return bool(expression.args.get("group")) and all(projection.find(exp.AggFunc) is None
+    # GROUPING() is an aggregate to sqlglot, but it reads a row's level, not its data: keys and levels list groups.
+    return bool(expression.args.get("group")) and all(projection.find(*AGGREGATE_TYPES) is None
                                                        for projection in expression.expressions)
 
 

@@ -33,6 +33,20 @@ def conjuncts(condition: exp.Expr | None) -> Iterator[exp.Expr]:
         yield condition
 
 
+def row_conditions(expression: exp.Select) -> list[exp.Expr]:
+    """The nodes whose ``this`` is a condition on rows: WHERE, and each WHEN of a CASE outside every aggregate
+    and outside WHERE (a bucket of a group column, ``buckets``). The safe forms and the filter checks treat
+    each alike, so a bucket's WHEN means exactly what the same condition means in WHERE."""
+    holders: list[exp.Expr] = []
+    where = expression.args.get("where")
+    if where is not None:
+        holders.append(where)
+    for case in expression.find_all(exp.Case):
+        if enclosing_aggregate(case) is None and case.find_ancestor(exp.Where) is None:
+            holders.extend(case.args.get("ifs") or [])
+    return holders
+
+
 def enclosing_aggregate(node: exp.Expr) -> exp.Expr | None:
     """The nearest aggregate function above ``node``, if any."""
     parent = node.parent

@@ -4,6 +4,8 @@ The guard itself never reads data, but two kinds of engine error depend on it: c
 literal of another type makes the engine cast every value of the column (``street_code = 5`` fails if
 and only if some row, of any district, holds a code that is not a number), and a sum in a type the
 total can outgrow fails if and only if the values are large. Both are decided here from the types alone.
+So is a third: DuckDB compares an integer column with a literal of s decimals by casting each value to
+DECIMAL(38, s), which a value of more than 38 - s digits does not fit (``whole_digits``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,24 @@ def type_class(engine_type: str) -> str:
     if name in ("BOOLEAN", "BOOL"):
         return "bool"
     return "other"
+
+
+# The digits before the point a value of an exact numeric type may have (DuckDB's and PostgreSQL's names); a
+# 128-bit integer counts 38, since compared with a whole number it stays an integer and any decimal is refused.
+_WHOLE_DIGITS = {"TINYINT": 3, "UTINYINT": 3, "SMALLINT": 5, "INT2": 5, "USMALLINT": 5, "INTEGER": 10, "INT": 10,
+                 "INT4": 10, "UINTEGER": 10, "BIGINT": 19, "INT8": 19, "UBIGINT": 20, "HUGEINT": 38, "UHUGEINT": 38}
+_DECIMAL = re.compile(r"^(?:DECIMAL|NUMERIC)\((\d+),\s*(\d+)\)$")
+MOST_DIGITS = 38  # the widest decimal the engines hold exactly (DuckDB's DECIMAL(38, s))
+
+
+def whole_digits(engine_type: str) -> int | None:
+    """The digits before the point a value of ``engine_type`` may have, for the exact numeric types (a DECIMAL's
+    width less its scale); None for any other type (a double is compared as a double and never fails)."""
+    name = engine_type.upper().strip()
+    decimal = _DECIMAL.match(name)
+    if decimal:
+        return int(decimal[1]) - int(decimal[2])
+    return _WHOLE_DIGITS.get(name)
 
 
 def summable(engine_type: str, dialect: str) -> bool:

@@ -9,21 +9,30 @@ says why: on a column without listed values (``NEGATION_NOT_ALLOWED``, naming it
 
 What the answer covers is the grant's list: a value the data holds and the list lacks is in no IN list a caller
 could write from the grant, and so in no cell of the rewrite; the owner keeps the list complete (a code list).
+Each IN is as long as the list, so what the rewrites add is counted against the query's size limit
+(``node_budget``): a bucket's WHENs are not nested, and many complements on a long list would otherwise multiply
+the query after ``parse`` checked it.
 """
 
 from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import column_key, conjuncts, refuse, table_of
+from dsbroker.guard._tree import column_key, conjuncts, refuse, row_conditions, table_of
+from dsbroker.guard.node_budget import NodeBudget, size
 
 
 def expand_complements(expression: exp.Select, dataset: str, values: dict) -> exp.Select:
-    """Rewrite each ANDed ``x <> v``, ``NOT x = v``, ``x NOT IN (...)`` on a listed column to the IN of the rest."""
-    where = expression.args.get("where")
-    if where is None or not values:
-        return expression
-    for term in list(conjuncts(where.this)):
+    """Rewrite each ANDed ``x <> v``, ``NOT x = v``, ``x NOT IN (...)`` on a listed column to the IN of the rest, in
+    WHERE and in each WHEN of a CASE bucket."""
+    budget = NodeBudget(expression, "expand_complements", "writing each complement as the IN of the other values")
+    for holder in row_conditions(expression) if values else ():
+        _expand(holder, dataset, values, budget)
+    return expression
+
+
+def _expand(holder: exp.Expr, dataset: str, values: dict, budget: NodeBudget) -> None:
+    for term in list(conjuncts(holder.this)):
         complement = _complement(term)
         if complement is None:
             continue
@@ -42,8 +51,8 @@ def expand_complements(expression: exp.Select, dataset: str, values: dict) -> ex
         if not remaining:
             refuse("expand_complements", "FILTER_NOT_ALLOWED", f"the condition on {column.name!r} leaves out every "
                    "value the grant lists", table=table_of(column, dataset), column=column.name, construct="<>")
+        budget.spend(size(column) + 1 + len(remaining) - size(term))
         term.replace(exp.In(this=column.copy(), expressions=[exp.Literal.string(value) for value in remaining]))
-    return expression
 
 
 def _complement(term: exp.Expr) -> tuple[exp.Column, list[exp.Expr]] | None:

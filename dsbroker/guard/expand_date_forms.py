@@ -23,6 +23,8 @@ import re
 
 import sqlglot.expressions as exp
 
+from dsbroker.guard._tree import conjuncts, row_conditions
+from dsbroker.guard.date_texts import engine_key, engine_literal, strftime_format
 from dsbroker.guard.literals import read_date
 
 _PARTS = {"YEAR": exp.Year, "QUARTER": exp.Quarter, "MONTH": exp.Month}
@@ -41,14 +43,33 @@ def expand_date_forms(expression: exp.Select) -> exp.Select:
         part = _part_of(node)
         if part is not None:
             node.replace(_PARTS[part](this=_argument(node).copy()))
-    where = expression.args.get("where")
-    if where is not None:
+    for holder in row_conditions(expression):  # WHERE, and each WHEN of a CASE bucket
+        for term in list(conjuncts(holder.this)):
+            _expand_strftime(term)
         # Innermost first, so that DATE 'd' + INTERVAL 2 MONTH - INTERVAL 28 DAY folds in two steps.
-        for node in reversed(list(where.find_all(exp.Add, exp.Sub))):
+        for node in reversed(list(holder.this.find_all(exp.Add, exp.Sub))):
             folded = _folded(node)
             if folded is not None:
                 node.replace(exp.cast(exp.Literal.string(folded.isoformat()), exp.DataType.Type.DATE))
     return expression
+
+
+def _expand_strftime(term: exp.Expr) -> None:
+    """``strftime(x, '%Y') = '2025'`` is ``year(x) = 2025``, and an IN of such texts the IN of the parts
+    (``date_texts``); left as written (and refused) where a text is no year or month of four digits."""
+    if isinstance(term, exp.EQ):
+        subject, texts = (term.left, [term.right]) if strftime_format(term.left) else (term.right, [term.left])
+    elif isinstance(term, exp.In) and not term.args.get("query") and not term.args.get("unnest"):
+        subject, texts = term.this, list(term.expressions)
+    else:
+        return
+    if strftime_format(subject) is None:
+        return
+    literals = [engine_literal(subject, text) for text in texts]
+    if texts and all(literal is not None for literal in literals):
+        part = engine_key(subject)
+        term.replace(exp.EQ(this=part, expression=literals[0]) if isinstance(term, exp.EQ)
+                     else exp.In(this=part, expressions=literals))
 
 
 def _part_of(node: exp.Expr) -> str | None:

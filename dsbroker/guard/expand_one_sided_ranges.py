@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import conjuncts
+from dsbroker.guard._tree import conjuncts, row_conditions
 from dsbroker.guard.literals import MAX_EXPONENT, read_date, read_timestamp
 from dsbroker.guard.reject_invalid_group_keys import DATE_PARTS
 
@@ -27,10 +27,14 @@ _FAR_TEXT = {("date", "upper"): "9999-12-31", ("date", "lower"): "0001-01-01",
 
 
 def expand_one_sided_ranges(expression: exp.Select) -> exp.Select:
-    """AND each range on a column (or its date part) bounded on one side only with the far bound on the other."""
-    where = expression.args.get("where")
-    if where is None:
-        return expression
+    """AND each range on a column (or its date part) bounded on one side only with the far bound on the other, in
+    WHERE and in each WHEN of a CASE bucket."""
+    for holder in row_conditions(expression):
+        _expand(holder)
+    return expression
+
+
+def _expand(where: exp.Expr) -> None:
     sides: dict[exp.Expr, dict[str, exp.Expr]] = {}
     for term in conjuncts(where.this):
         if isinstance(term, exp.Between):
@@ -51,7 +55,6 @@ def expand_one_sided_ranges(expression: exp.Select) -> exp.Select:
             added.append(comparison(this=subject.copy(), expression=far))
     if added:
         where.set("this", exp.and_(where.this, *added, copy=False))
-    return expression
 
 
 def _is_subject(node: exp.Expr) -> bool:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import conjuncts
+from dsbroker.guard._tree import conjuncts, row_conditions
 
 
 def expand_or_equalities(expression: exp.Select) -> exp.Select:
     """Rewrite each ANDed term that is an OR (or NOT of an OR) of ``x = literal`` and ``x IN (literals)`` on one
-    ``x`` to one IN."""
-    where = expression.args.get("where")
-    if where is None:
-        return expression
-    for term in list(conjuncts(where.this)):
+    ``x`` to one IN, in WHERE and in each WHEN of a CASE bucket."""
+    for holder in row_conditions(expression):
+        _expand(holder)
+    return expression
+
+
+def _expand(holder: exp.Expr) -> None:
+    for term in list(conjuncts(holder.this)):
         if isinstance(term, exp.Not) and isinstance(term.this.unnest(), exp.Or):
             term = term.this.unnest()  # NOT (x = a OR x = b) is x NOT IN (a, b), for expand_complements
         if isinstance(term, exp.Or):
@@ -30,7 +33,6 @@ def expand_or_equalities(expression: exp.Select) -> exp.Select:
                 (subject,) = subjects
                 values = [value.copy() for _, listed in alternatives for value in listed]
                 term.replace(exp.In(this=subject.copy(), expressions=values))
-    return expression
 
 
 def _disjuncts(condition: exp.Expr) -> list[exp.Expr]:

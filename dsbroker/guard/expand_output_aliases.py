@@ -13,8 +13,8 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names
 from dsbroker.guard._tree import AGGREGATE_TYPES, output_name, refuse
-from dsbroker.guard.parse import MAX_NODES
-from dsbroker.guard.internal_names import NODES_META, TOTALS_META
+from dsbroker.guard.internal_names import TOTALS_META
+from dsbroker.guard.node_budget import NodeBudget
 
 
 def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
@@ -23,7 +23,7 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
     column_names = {key.split(".")[-1] for key in columns}  # a lookup's columns too
     aliased = _output_aliases(projections, column_names)
 
-    copies = _Copies(expression)
+    copies = NodeBudget(expression, "expand_output_aliases", "naming its outputs by alias or position")
     group = expression.args.get("group")
     if group is not None:
         if group.args.get("all"):
@@ -79,25 +79,7 @@ def _output_aliases(projections: list[exp.Expr], column_names: set[str]) -> dict
     return aliased
 
 
-class _Copies:
-    """Counts the nodes the expansion adds: each reference to an output copies it, so a large output named
-    many times would multiply the query past the limit ``parse`` checked (MAX_NODES) after the fact."""
-
-    def __init__(self, query: exp.Expr) -> None:
-        self.nodes = query.meta.get(NODES_META) or sum(1 for _ in query.walk())
-        self._sizes: dict[int, int] = {}
-
-    def copy(self, node: exp.Expr) -> exp.Expr:
-        size = self._sizes.setdefault(id(node), sum(1 for _ in node.walk()))
-        self.nodes += size
-        if self.nodes > MAX_NODES:
-            refuse("expand_output_aliases", "QUERY_TOO_COMPLEX",
-                   f"the query is too complex to check: naming its outputs by alias or position makes it more "
-                   f"than {MAX_NODES} parts")
-        return node.copy()
-
-
-def _expand(key: exp.Expr, projections: list, aliased: dict, clause: str, copies: _Copies) -> exp.Expr:
+def _expand(key: exp.Expr, projections: list, aliased: dict, clause: str, copies: NodeBudget) -> exp.Expr:
     if isinstance(key, exp.Literal) and not key.is_string:
         position = int(key.name) if key.name.isdigit() else 0
         if not 1 <= position <= len(projections):
@@ -107,7 +89,7 @@ def _expand(key: exp.Expr, projections: list, aliased: dict, clause: str, copies
     return _replace_alias_columns(key, aliased, copies)
 
 
-def _replace_alias_columns(node: exp.Expr, aliased: dict, copies: _Copies) -> exp.Expr:
+def _replace_alias_columns(node: exp.Expr, aliased: dict, copies: NodeBudget) -> exp.Expr:
     if isinstance(node, AGGREGATE_TYPES):
         return node
     if isinstance(node, exp.Column) and not node.table and node.name.lower() in aliased:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import column_key, conjuncts, refuse, table_of
+from dsbroker.guard._tree import column_key, conjuncts, refuse, row_conditions, table_of
 from dsbroker.guard.reject_invalid_group_keys import DATE_PARTS
 from dsbroker.guard.sql_names import sql_name
 from dsbroker.policy.model import ColumnLevel
@@ -24,16 +24,25 @@ _UPPER = (exp.LT, exp.LTE)
 
 
 def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, ranges: dict) -> exp.Select:
-    """Refuse WHERE conditions other than literal tests of group and filter columns joined by AND."""
-    where = expression.args.get("where")
+    """Refuse WHERE conditions other than literal tests of group and filter columns joined by AND; the same for each
+    WHEN of a CASE bucket (whose one column reject_invalid_group_keys checked), never with a measure's range."""
+    for holder in row_conditions(expression):
+        if isinstance(holder, exp.Where):
+            _check_condition(holder.this, "WHERE", dataset, columns, ranges)
+        else:
+            _check_condition(holder.this, "CASE WHEN", dataset, columns, {})
+    return expression
+
+
+def _check_condition(condition: exp.Expr, clause: str, dataset: str, columns: dict, ranges: dict) -> None:
     bounds: dict[str, set[str]] = {}
-    for term in conjuncts(where.this if where is not None else None):
+    for term in conjuncts(condition):
         if isinstance(term, exp.Or):
             refuse("reject_invalid_filters", "OR_NOT_ALLOWED",
-                   "OR is not allowed in WHERE (it can pad a condition); use IN (...) for alternatives",
+                   f"OR is not allowed in {clause} (it can pad a condition); use IN (...) for alternatives",
                    table=dataset)
         if isinstance(term, (exp.Not, exp.NEQ)):
-            _refuse_negation(term, dataset, columns)
+            _refuse_negation(term, clause, dataset, columns)
         if isinstance(term, exp.In):
             if term.args.get("query") or term.args.get("unnest") or not term.expressions:
                 refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED", "IN takes a list of literals", table=dataset)
@@ -48,16 +57,15 @@ def reject_invalid_filters(expression: exp.Select, dataset: str, columns: dict, 
             _check_comparison(term, dataset, columns, ranges, bounds)
         else:
             refuse("reject_invalid_filters", "FILTER_NOT_ALLOWED",
-                   f"{sql_name(term)} is not allowed in WHERE; use =, IN, BETWEEN or a bounded range",
+                   f"{sql_name(term)} is not allowed in {clause}; use =, IN, BETWEEN or a bounded range",
                    table=dataset, construct=sql_name(term))
     for column, sides in bounds.items():
         if sides != {"lower", "upper"}:
             refuse("reject_invalid_filters", "RANGE_NOT_BOUNDED",
                    f"the range on {column!r} must be bounded on both sides; use BETWEEN", table=dataset, column=column)
-    return expression
 
 
-def _refuse_negation(term: exp.Expr, dataset: str, columns: dict) -> None:
+def _refuse_negation(term: exp.Expr, clause: str, dataset: str, columns: dict) -> None:
     """A complement expand_complements could not write as an IN: say which column's values the grant does not list."""
     subject = term.this.unnest() if isinstance(term, exp.Not) else term
     column = next((node for node in (subject.this, subject.args.get("expression")) if isinstance(node, exp.Column)),
@@ -67,8 +75,8 @@ def _refuse_negation(term: exp.Expr, dataset: str, columns: dict) -> None:
                f"the grant lists no values of {column.name!r}, so NOT, <> and NOT IN on it cannot be answered; name "
                "the values you want with = or IN", table=table_of(column, dataset), column=column.name)
     refuse("reject_invalid_filters", "NEGATION_NOT_ALLOWED",
-           "NOT and <> are allowed in WHERE only on a group or filter column whose values the grant lists; name the "
-           "values you want with = or IN", table=dataset, column=column.name if column is not None else None)
+           f"NOT and <> are allowed in {clause} only on a group or filter column whose values the grant lists; "
+           "name the values you want with = or IN", table=dataset, column=column.name if column is not None else None)
 
 
 def _check_comparison(term: exp.Binary, dataset: str, columns: dict, ranges: dict,

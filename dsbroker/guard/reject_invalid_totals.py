@@ -21,7 +21,9 @@ from dsbroker.guard.internal_names import TOTALS_META
 
 def reject_invalid_totals(expression: exp.Select, dataset: str, dominance: Dominance | None,
                           noise: Noise | None) -> exp.Select:
-    """Refuse ROLLUP with LIMIT, HAVING, MIN or MAX, a key not output, a repeated key, the dominance rule or noise."""
+    """Refuse ROLLUP with LIMIT, HAVING, MIN or MAX, a key not output, a repeated key, the dominance rule or noise;
+    GROUPING() without ROLLUP, or of anything but its keys."""
+    _check_grouping(expression, dataset)
     if not expression.meta.get(TOTALS_META):
         return expression
     if dominance is not None or noise is not None:
@@ -50,3 +52,19 @@ def reject_invalid_totals(expression: exp.Select, dataset: str, dominance: Domin
             refuse("reject_invalid_totals", "TOTALS_KEY_NOT_OUTPUT",
                    f"every ROLLUP key must be an output column; add {name!r} to SELECT", table=dataset, column=name)
     return expression
+
+
+def _check_grouping(expression: exp.Select, dataset: str) -> None:
+    """GROUPING(keys) says which level a row of totals is: the sandbox computes it from the row's level (the
+    answer marks the same keys rolled up), so it may name ROLLUP keys only, and only where there are totals."""
+    group = expression.args.get("group")
+    keys = group.expressions if group is not None and expression.meta.get(TOTALS_META) else []
+    for grouping in expression.find_all(exp.Grouping):
+        if not keys:
+            refuse("reject_invalid_totals", "CONSTRUCT_NOT_ALLOWED", "GROUPING() reads the level of a row of totals; "
+                   "use it with GROUP BY ROLLUP", table=dataset, construct="GROUPING")
+        for argument in grouping.expressions or [grouping]:
+            if argument not in keys:
+                column = argument.find(exp.Column)
+                refuse("reject_invalid_totals", "CONSTRUCT_NOT_ALLOWED", "GROUPING() takes the ROLLUP's keys",
+                       table=dataset, column=column.name if column is not None else None, construct="GROUPING")

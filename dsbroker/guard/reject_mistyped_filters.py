@@ -5,7 +5,9 @@ Comparing a text column with a number makes the engine cast every value of the c
 an error that depends on data the caller may not see. So a number is compared with numeric columns
 only, text with text columns, a date or timestamp with date or timestamp columns (or text in the one
 form every engine reads a date in, ``dsbroker.guard.literals``), a boolean with boolean columns; a
-date part (year, quarter, month, date_trunc) takes a date or timestamp column. A lookup is joined only
+date part (year, quarter, month, date_trunc) takes a date or timestamp column. A number's decimals must fit beside
+the column's own digits in 38 (``column_types.whole_digits``): DuckDB compares a BIGINT with 0.000...1 of 26
+decimals by casting each value to DECIMAL(38, 26), which a 13-digit value fails. A lookup is joined only
 on a key of the same type on both sides. The rule needs the engine's column types (``column_types``);
 the sandbox always has them, the broker when it has read the owner's catalog. Without them, or for a
 column they do not name, it checks nothing there: the sandbox, which knows every served column's type
@@ -14,10 +16,12 @@ from its engine, refuses for it.
 
 from __future__ import annotations
 
+import decimal
+
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import conjuncts, refuse, table_of
-from dsbroker.guard.column_types import type_class
+from dsbroker.guard._tree import conjuncts, refuse, row_conditions, table_of
+from dsbroker.guard.column_types import MOST_DIGITS, type_class, whole_digits
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.reject_invalid_group_keys import DATE_PARTS
 
@@ -35,8 +39,8 @@ def reject_mistyped_filters(expression: exp.Select, dataset: str, column_types: 
 
 
 def _check_filter_literals(expression: exp.Select, dataset: str, column_types: dict) -> None:
-    where = expression.args.get("where")
-    for term in conjuncts(where.this if where is not None else None):
+    terms = [term for holder in row_conditions(expression) for term in conjuncts(holder.this)]
+    for term in terms:  # in WHERE, and in each WHEN of a CASE bucket
         if isinstance(term, exp.In):
             subject, literals = term.this, list(term.expressions)
         elif isinstance(term, exp.Between):
@@ -48,17 +52,23 @@ def _check_filter_literals(expression: exp.Select, dataset: str, column_types: d
         wanted = _subject_class(subject, dataset, column_types)
         if wanted is None:
             continue
+        column = subject.this if isinstance(subject, DATE_PARTS) else subject
         for literal in literals:
             if not _compatible(wanted, literal):
-                column = subject.this if isinstance(subject, DATE_PARTS) else subject
                 refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
                        f"{column.name!r} holds {_described(wanted)} and may be compared only with "
                        f"{_described(wanted)}; write the literal as one", table=table_of(column, dataset),
                        column=column.name)
+        digits = _whole_digits(subject, dataset, column_types)
+        if digits is not None and any(digits + _decimals(literal) > MOST_DIGITS for literal in literals):
+            refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
+                   f"{column.name!r} holds numbers of up to {digits} digits, and a literal with more than "
+                   f"{max(MOST_DIGITS - digits, 0)} decimals would make the engine cast it to a type some values do "
+                   "not fit; write the literal with fewer", table=table_of(column, dataset), column=column.name)
 
 
 def _check_date_parts(expression: exp.Select, dataset: str, column_types: dict) -> None:
-    for node in expression.find_all(*DATE_PARTS):
+    for node in expression.find_all(*DATE_PARTS, exp.TimeToStr):  # strftime of a year or a month too
         if isinstance(node.this, exp.Column) and _column_class(node.this, dataset, column_types) not in (*_DATES, None):
             refuse("reject_mistyped_filters", "FILTER_TYPE_MISMATCH",
                    f"date parts take a date or timestamp column, and {node.this.name!r} is not one",
@@ -87,6 +97,25 @@ def _subject_class(subject: exp.Expr, dataset: str, column_types: dict) -> str |
     if isinstance(subject, (exp.TimestampTrunc, exp.DateTrunc)):
         return "timestamp"
     return _column_class(subject, dataset, column_types)
+
+
+def _whole_digits(subject: exp.Expr, dataset: str, column_types: dict) -> int | None:
+    """The digits before the point of the exact numeric column ``subject`` is; None for anything else (a date
+    part's values have at most a few digits)."""
+    if not isinstance(subject, exp.Column):
+        return None
+    engine_type = column_types.get(table_of(subject, dataset), {}).get(subject.name)
+    return whole_digits(engine_type) if engine_type is not None else None
+
+
+def _decimals(literal: exp.Expr) -> int:
+    """The digits after the point of a number literal as written (``5.0`` has one, as the engine reads it)."""
+    if isinstance(literal, exp.Neg):
+        literal = literal.this
+    if not (isinstance(literal, exp.Literal) and not literal.is_string):
+        return 0
+    exponent = decimal.Decimal(literal.name).as_tuple().exponent
+    return max(-exponent, 0) if isinstance(exponent, int) else 0
 
 
 def _literal_class(node: exp.Expr) -> str | None:

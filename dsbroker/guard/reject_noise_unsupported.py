@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlglot.expressions as exp
 
 from dsbroker.guard._tree import AGGREGATE_NAMES, AGGREGATE_TYPES, refuse
+from dsbroker.guard.date_texts import strftime_format
 from dsbroker.policy.model import Noise
 
 
@@ -28,6 +29,10 @@ def reject_noise_unsupported(expression: exp.Select, dataset: str, noise: Noise 
     outputs = [projection.unalias() for projection in expression.expressions]
     group = expression.args.get("group")
     keys = list(group.expressions) if group is not None else []
+    if any(strftime_format(key) is not None for key in keys):
+        refuse("reject_noise_unsupported", "NOISE_OUTPUT_NOT_SUPPORTED", "under noise a key is a column or its "
+               "year, quarter or month as they are; group by year() or date_trunc and write the text after the "
+               "answer comes back", table=dataset, function="STRFTIME")
     for output in outputs:
         aggregate = output.find(*AGGREGATE_TYPES)
         if aggregate is None:

@@ -10,7 +10,8 @@ from typing import NoReturn
 
 import sqlglot.expressions as exp
 
-from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
+from dsbroker.guard._tree import AGGREGATE_TYPES, enclosing_aggregate, refuse
+from dsbroker.guard.date_texts import strftime_format
 from dsbroker.guard.literals import read_date, read_timestamp
 from dsbroker.guard.parse import written_name
 from dsbroker.guard.sql_names import sql_name
@@ -23,6 +24,8 @@ ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     exp.Add, exp.Sub, exp.Mul, exp.Div,
     *AGGREGATE_TYPES, exp.Distinct, exp.Star,
     exp.Cast, exp.DataType, exp.TimestampTrunc, exp.DateTrunc, exp.Var, exp.Year, exp.Quarter, exp.Month,
+    exp.Grouping,  # of ROLLUP keys only (reject_invalid_totals): the level of a row, never its data
+    exp.TimeToStr,  # strftime of a column's year or month only (date_texts), refused otherwise below
 )
 _CAST_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ}
 _TRUNC_UNITS = {"YEAR", "QUARTER", "MONTH"}
@@ -57,6 +60,8 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             continue  # resolve_table allows joins to the grant's lookup tables on their keys, and no others
         if isinstance(node, exp.Rollup) and node.parent is expression.args.get("group"):
             continue  # totals: expand_output_aliases accepts GROUP BY ROLLUP(keys) alone, and no other form
+        if _may_be_bucket(node):
+            continue  # reject_invalid_group_keys accepts a CASE that buckets a group column as a key, and no other
         if type(node) in _NAMED:
             reason, message = _NAMED[type(node)]
             refuse("reject_unsupported_syntax", reason, message, construct=sql_name(node))
@@ -72,6 +77,13 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     if unsupported:
         _refuse_node(unsupported[0])
     return expression
+
+
+def _may_be_bucket(node: exp.Expr) -> bool:
+    """A CASE outside every aggregate and outside WHERE, or one of its WHEN branches: a group key's bucket, or
+    refused later (as a key that is no bucket, or as an expression that is no key)."""
+    case = node.parent if isinstance(node, exp.If) and node.arg_key == "ifs" else node
+    return isinstance(case, exp.Case) and enclosing_aggregate(case) is None and case.find_ancestor(exp.Where) is None
 
 
 def _refuse_query_clauses(expression: exp.Select) -> None:
@@ -95,7 +107,10 @@ def _refuse_query_clauses(expression: exp.Select) -> None:
 
 
 def check_dates(node: exp.Expr) -> None:
-    """CAST only writes a DATE or TIMESTAMP literal, and a real one; date_trunc only to a year, quarter or month."""
+    """CAST only writes a DATE or TIMESTAMP literal, and a real one; date_trunc only to a year, quarter or month;
+    strftime only of a column's year or month (``date_texts``: the only texts with an exact equivalent)."""
+    if isinstance(node, exp.TimeToStr) and strftime_format(node) is None:
+        _refuse_node(node)
     if isinstance(node, exp.Cast) and not (isinstance(node.this, exp.Literal) and node.to.this in _CAST_TYPES):
         refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED",
                "CAST is allowed only to write DATE or TIMESTAMP literals", construct="CAST")
@@ -114,6 +129,6 @@ def _refuse_node(node: exp.Expr) -> NoReturn:
         name = written_name(node)
         refuse("reject_unsupported_syntax", "FUNCTION_NOT_ALLOWED",
                f"function {name} is not allowed; allowed: COUNT, SUM, AVG (MIN, MAX where granted), "
-               "date_trunc, year, quarter, month", function=name)
+               "date_trunc, year, quarter, month, strftime(<date column>, '%Y' or '%Y-%m')", function=name)
     name = sql_name(node)
     refuse("reject_unsupported_syntax", "CONSTRUCT_NOT_ALLOWED", f"{name} is not allowed in a query", construct=name)

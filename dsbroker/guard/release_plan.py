@@ -60,6 +60,14 @@ class Average:
 
 
 @dataclass(frozen=True)
+class Grouping:
+    """SQL's ``GROUPING(keys)`` of a row with totals: per key listed, 1 where the row is a total over it, as the
+    bits of a number (the first key the highest). It reads which level the row is, never a cell's data."""
+
+    keys: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Call:
     """An operator applied to its arguments.
 
@@ -72,7 +80,7 @@ class Call:
     args: tuple[Node, ...]
 
 
-Node = Key | Stat | Const | Linear | Average | Call
+Node = Key | Stat | Const | Linear | Average | Grouping | Call
 
 STATISTIC_KINDS = ("entities", "rows", "sum", "count", "min", "max")
 
@@ -134,7 +142,7 @@ class CellPlan:
 
 def statistics_read(node: Node | None) -> set[int]:
     """The statistics ``node`` reads."""
-    if node is None or isinstance(node, (Key, Const)):
+    if node is None or isinstance(node, (Key, Const, Grouping)):
         return set()
     if isinstance(node, Stat):
         return {node.index}
@@ -149,6 +157,8 @@ def keys_read(node: Node | None) -> set[int]:
     """The group keys ``node`` reads."""
     if isinstance(node, Key):
         return {node.index}
+    if isinstance(node, Grouping):
+        return set(node.keys)
     if isinstance(node, Call):
         return set().union(*(keys_read(arg) for arg in node.args))
     return set()
@@ -169,6 +179,8 @@ def describe(plan: CellPlan) -> str:
             terms = " + ".join(f"{_number(c)} * {names.statistic(i)}" if c != 1 else names.statistic(i)
                                for c, i in node.terms)
             return f"({terms})" if len(node.terms) > 1 else terms
+        if isinstance(node, Grouping):
+            return f"GROUPING({', '.join(names.key(i) for i in node.keys)})"
         if isinstance(node, Average):
             average = f"{names.statistic(node.total)} / {names.statistic(node.count)}"
             return average if node.coefficient == 1 else f"{_number(node.coefficient)} * ({average})"

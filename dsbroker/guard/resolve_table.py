@@ -1,5 +1,10 @@
 """resolve_table: the query reads the granted dataset, and joins only the grant's lookup tables on their keys.
 
+A lookup's key matches the dataset's column of the same name, or the one the grant names (``joins``:
+``tax.industries: {key: code, joins: industry_code, ...}`` is joined ``ON d.industry_code = i.code``, never
+``USING``, which needs one name on both sides); any other join condition is refused, naming the two columns
+the grant allows.
+
 A table outside the grant is reported exactly as one that does not exist, so a
 caller learns nothing about tables it may not see. Afterwards every dataset
 column is unqualified and every lookup column is qualified by the lookup's
@@ -61,8 +66,10 @@ def _resolve_join(join: exp.Join, dataset: str, lookups: dict[str, Lookup], qual
         refuse("resolve_table", "JOIN_NOT_ALLOWED", f"{lookup.table} may be joined once", table=lookup.table)
     _add_qualifiers(qualifiers, node, lookup, lookup.name)
     if not _joins_on_key(join, lookup, qualifiers):
-        refuse("resolve_table", "JOIN_CONDITION_NOT_ALLOWED", _JOIN_SHAPE, table=lookup.table, column=lookup.key)
-    dataset_key = exp.column(lookup.key)
+        shape = _JOIN_SHAPE if lookup.joins == lookup.key else (
+            f"join {lookup.table} on its key only: ON <dataset>.{lookup.joins} = <lookup>.{lookup.key}")
+        refuse("resolve_table", "JOIN_CONDITION_NOT_ALLOWED", shape, table=lookup.table, column=lookup.key)
+    dataset_key = exp.column(lookup.joins)
     lookup_key = exp.column(lookup.key, table=lookup.name)
     lookup_key.meta["table"] = lookup.table
     join.replace(exp.Join(this=exp.table_(lookup.name, db=lookup.table.split(".")[0]),
@@ -89,17 +96,22 @@ def _add_qualifiers(qualifiers: dict, node: exp.Table, target: Lookup | None, na
 def _joins_on_key(join: exp.Join, lookup: Lookup, qualifiers: dict) -> bool:
     using = join.args.get("using")
     if using:
-        return len(using) == 1 and isinstance(using[0], exp.Identifier) and using[0].name.lower() == lookup.key
+        return len(using) == 1 and isinstance(using[0], exp.Identifier) and using[0].name.lower() == lookup.key \
+            and lookup.joins == lookup.key
     condition = join.args.get("on")
     condition = condition.unnest() if condition is not None else None
     if not isinstance(condition, exp.EQ):
         return False
     sides = set()
     for column in (condition.left, condition.right):
-        if not (isinstance(column, exp.Column) and column.table and column.name.lower() == lookup.key
-                and not column.args.get("db") and column.table.lower() in qualifiers):
+        if not (isinstance(column, exp.Column) and column.table and not column.args.get("db")
+                and column.table.lower() in qualifiers):
             return False
-        sides.add(qualifiers[column.table.lower()] is lookup)
+        target = qualifiers[column.table.lower()]  # the lookup, or None for the dataset (never another lookup)
+        is_lookup = target is lookup
+        if column.name.lower() != (lookup.key if is_lookup else lookup.joins) or not (is_lookup or target is None):
+            return False
+        sides.add(is_lookup)
     return sides == {True, False}
 
 

@@ -22,10 +22,11 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
 from dsbroker.guard._tree import AGGREGATE_TYPES, aliased, column_key, refuse
+from dsbroker.guard.date_texts import FORMATS, engine_key, strftime_format
 from dsbroker.guard.linear_forms import linear_form, number_literal, widest
 from dsbroker.guard.literals import read_date, read_timestamp
-from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Key, Linear, Node, Ordering, Output, Stat,
-                                       Statistic, statistics_read)
+from dsbroker.guard.release_plan import (Average, Call, CellPlan, Const, Grouping, Key, Linear, Node, Ordering,
+                                       Output, Stat, Statistic, statistics_read)
 from dsbroker.policy.model import Dominance, Noise
 from dsbroker.guard.internal_names import (CELL_PLAN_META, COVERAGE_META, LINEAR_FORM_META,
                                            RELEASED_FIRST_META, TOTALS_META)
@@ -48,6 +49,8 @@ _COMPARISONS: dict[type[exp.Expr], str] = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "
                                            exp.GTE: ">="}
 _DATE_PARTS: dict[type[exp.Expr], str] = {exp.Year: "year", exp.Quarter: "quarter", exp.Month: "month"}
 _TRUNC_UNITS = {"YEAR": "trunc_year", "QUARTER": "trunc_quarter", "MONTH": "trunc_month"}
+# strftime of a year or a month: the engine groups by the date part (date_texts), the sandbox writes the text.
+TEXT_OPS = {"year": "text_year", "month": "text_month"}
 
 
 def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str, max_groups: int,
@@ -88,8 +91,8 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
         limit=limit, engine_ordered=engine_ordered,
         summed=_summed(lowering.statistics),
         dominated=_summed(lowering.statistics) if dominance is not None else (),
-        totals=tuple(next(i for i, o in enumerate(outputs) if o.node == Key(k)) for k in range(len(keys)))
-        if totals else (),
+        totals=tuple(next(i for i, o in enumerate(outputs) if o.node in (Key(k), _text_of(Key(k), keys[k])))
+                     for k in range(len(keys))) if totals else (),
         whole_table=having is not None or totals or (order_asked and not engine_ordered))
 
     size = sum(_plan_size(o.node) for o in plan.outputs) + _plan_size(plan.having) + sum(
@@ -97,6 +100,8 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
     if size > MOST_OPERATIONS:
         refuse("split_cells", "QUERY_TOO_COMPLEX", f"the query is too complex to check: what it computes from each "
                f"cell takes more than {MOST_OPERATIONS} operations")
+    # The engine groups by strftime's date part; the caller's text is the plan's, from the released key.
+    keys = [engine_key(key) if strftime_format(key) is not None else key for key in keys]
     coverage = _coverage(expression, keys)
     cells = exp.Select(expressions=[aliased(key.copy(), names.key(i)) for i, key in enumerate(keys)]
                        + [aliased(_statistic_sql(s, entity), names.statistic(i))
@@ -159,13 +164,16 @@ class _Lowering:
     def lower(self, node: exp.Expr) -> Node:
         for index, key in enumerate(self.keys):
             if node == key:
-                return Key(index)
+                return _text_of(Key(index), key)
         if isinstance(node, AGGREGATE_TYPES):
             return self.aggregate(node)
         if isinstance(node, exp.Paren):
             return self.lower(node.this)
         if isinstance(node, (exp.Literal, exp.Boolean, exp.Null, exp.Cast)):
             return self.constant(node)
+        if isinstance(node, exp.Grouping):  # reject_invalid_totals let it through of ROLLUP keys only
+            # The key itself, not what the caller sees of it (a strftime key is lowered to the key's text).
+            return Grouping(tuple(_key_index(_key_of(self.lower(key))) for key in node.expressions))
         return self.operation(node)
 
     def constant(self, node: exp.Literal | exp.Boolean | exp.Null | exp.Cast) -> Const:
@@ -224,6 +232,19 @@ class _Lowering:
             return Average(coefficient, self.statistic("sum", measure), self.statistic("count", measure))
         kind = "min" if isinstance(aggregate, exp.Min) else "max"
         return Linear(((coefficient, self.statistic(kind, measure)),), widest(form.kind, "int"))
+
+
+def _text_of(key: Key, written: exp.Expr) -> Node:
+    """``key`` where the caller grouped by a column or date part; the text of it where by strftime (date_texts)."""
+    format_ = strftime_format(written)
+    return key if format_ is None else Call(TEXT_OPS[FORMATS[format_]], (key,))
+
+
+def _key_of(node: Node) -> Node:
+    """The key ``node`` is, or writes the text of (:func:`_text_of`); ``node`` itself otherwise."""
+    if isinstance(node, Call) and node.op in TEXT_OPS.values() and isinstance(node.args[0], Key):
+        return node.args[0]
+    return node
 
 
 def _folded(call: Call) -> Node:

@@ -49,7 +49,7 @@ class Levels:
 def split_levels(expression: exp.Select, dataset: str, columns: dict, lookups: dict[str, Lookup]) -> Levels | None:
     """The levels of a two-level query (either form), or None for a one-level query."""
     if not _has_two_levels(expression):
-        if not _needs_outer(expression):
+        if not _needs_outer(expression, columns):
             return None
         expression = _written_in_two_levels(expression, columns)
     _refuse_reserved_names(expression)
@@ -68,13 +68,21 @@ def _has_two_levels(expression: exp.Select) -> bool:
         or any(isinstance(join.this, exp.Subquery) for join in joins)
 
 
-def _needs_outer(expression: exp.Select) -> bool:
-    """Whether the outputs, QUALIFY or ORDER BY use, outside every aggregate, what only an outer query allows."""
+def _needs_outer(expression: exp.Select, columns: dict) -> bool:
+    """Whether the outputs, QUALIFY or ORDER BY use, outside every aggregate and every group key, what only an outer
+    query allows (a group key that is a CASE is a bucket, which the rules check as a key: ``buckets``)."""
     if expression.args.get("qualify"):
         return True
     order = expression.args.get("order")
-    targets = [p.unalias() for p in expression.expressions] + ([o.this for o in order.expressions] if order else [])
-    return any(_outer_only(target) for target in targets)
+    projections = expression.expressions
+    aliases = {p.alias.lower(): p.this for p in projections if isinstance(p, exp.Alias)}
+    group = expression.args.get("group")
+    if group is not None and not group.args.get("all"):  # a ROLLUP's keys, as keys
+        group = exp.Group(expressions=[key for term in group.expressions
+                                       for key in (term.expressions if isinstance(term, exp.Rollup) else [term])])
+    keys = _keys(group, projections, aliases, columns)
+    targets = [p.unalias() for p in projections] + ([o.this for o in order.expressions] if order else [])
+    return any(_outer_only(target) for target in targets if target not in keys)
 
 
 def _outer_only(node: exp.Expr) -> bool:

@@ -77,14 +77,20 @@ class Noise:
 class Lookup:
     """A non-sensitive table (street or industry names) a query may join on its key.
 
-    The key is a column of the same name in the dataset, at group or filter level; the lookup's
-    columns take that level, since they say no more than the key does. The key must be unique in
-    the lookup table (one row per code), or a join would repeat rows.
+    The key is the lookup's column that ``joins`` the dataset's column of that name (the key's own name
+    unless the grant says ``joins: <dataset column>``), at group or filter level; the lookup's columns
+    take that level, since they say no more than the key does. The key must be unique in the lookup
+    table (one row per code), or a join would repeat rows.
     """
 
     table: str
     key: str
     columns: tuple[str, ...]
+    joins: str = ""  # the dataset's column the key matches; the key's own name where empty
+
+    def __post_init__(self) -> None:
+        if not self.joins:  # one spelling of the same lookup, so two loaded grants compare equal
+            object.__setattr__(self, "joins", self.key)
 
     @property
     def name(self) -> str:
@@ -132,9 +138,9 @@ _NARROWS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Keys this version accepts, per section. A key outside these is a lint error.
 _TOP_KEYS = {"id", "version", "grantee", "purpose", "dataset", "columns", "aggregates", "min_max", "lookups", "ranges",
-             "values", "products",
+             "values", "products", "queries",
              "row_filter", "disclosure", "limits", "results", "partitions", "approvals", "request", "narrows"}
-_LOOKUP_KEYS = {"key", "columns"}
+_LOOKUP_KEYS = {"key", "joins", "columns"}
 _GRANTEE_KEYS = {"department", "district"}
 # A district code as tokens carry it (GB/T 2260, e.g. "320102"): quoted text, since YAML would read
 # a bare 010101 as a number and drop its zeros.
@@ -144,6 +150,8 @@ SUPPRESSION_MODES = ("mark", "drop")  # what happens to a cell that fails the th
 _DOMINANCE_KEYS = {"n", "k"}
 _NOISE_KEYS = {"epsilon", "budget", "delta", "bounds", "groups_per_entity", "rows_per_entity"}
 _LIMITS_KEYS = {"valid_from", "valid_until", "max_groups", "queries_per_day", "queries_total"}
+# What a grantee may send: SQL of its own or a product ("any", the default), or the grant's products only.
+QUERY_KINDS = ("any", "products")
 RESULT_MODES = ("aggregate", "encrypted")  # plaintext cells, or cells only the requester can decrypt
 _SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -185,6 +193,9 @@ class Policy:
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The owner's data products: standing queries the grantee runs by name (dsbroker.policy.products).
     products: dict[str, Product] = field(default_factory=dict)
+    # ``queries: products``: the grantee runs the grant's products only, never SQL of its own (checked by the
+    # broker and again by the sandbox, which takes the text from the signed policy).
+    products_only: bool = False
     request: str | None = None
     narrows: str | None = None
     # The grantee's district: a token of the grantee department that names another is refused, at the
@@ -210,7 +221,7 @@ class Policy:
         visible = dict(self.columns)
         for lookup in self.lookups.values():
             for column in (lookup.key, *lookup.columns):
-                visible[f"{lookup.name}.{column}"] = self.columns[lookup.key]
+                visible[f"{lookup.name}.{column}"] = self.columns[lookup.joins]
         return visible
 
     def is_valid_on(self, day: dt.date) -> bool:
@@ -250,6 +261,25 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     reader = _Reader(source, root)
     policy = reader.policy()
     return Policy(**policy, source=source, sha256=hashlib.sha256(text.encode()).hexdigest(), document=text)
+
+
+def read_offered_products(source: str, node: yaml.Node) -> dict[str, Product]:
+    """Products as a policy's ``products:`` section holds them, read from ``node`` (a mapping of names to
+    products) of another YAML file: the owner's catalog offers them to requests. Errors (PolicyFileError) name
+    ``source`` and the line."""
+    return read_products(_Reader(source, node), node)  # type: ignore[arg-type]
+
+
+def parse_products(text: str, *, source: str = "<products>") -> dict[str, Product]:
+    """The products of a YAML text ``products: {...}`` (as :func:`dsbroker.policy.products.render_products`
+    writes it); PolicyFileError naming ``source`` and the line."""
+    try:
+        root = yaml.compose(text, Loader=_PolicyLoader)
+    except yaml.YAMLError:
+        raise PolicyFileError("not valid YAML", path=source, line=None) from None
+    if not isinstance(root, yaml.MappingNode) or [key.value for key, _ in root.value] != ["products"]:
+        raise PolicyFileError("a products section is one mapping, products:", path=source, line=1)
+    return read_offered_products(source, root.value[0][1])
 
 
 def load_policies(directory: str | Path) -> dict[str, Policy]:
@@ -425,6 +455,7 @@ class _Reader:
             "ranges": self.ranges(top["ranges"], columns) if "ranges" in top else {},
             "values": self.values(top["values"], columns) if "values" in top else {},
             "products": read_products(self, top["products"]) if "products" in top else {},
+            "products_only": self.products_only(top),
             "row_filter": self.row_filter(top["row_filter"], columns) if "row_filter" in top else None,
             "min_entities": self.integer(disclosure["min_entities"], "disclosure.min_entities", LOWEST_MIN_ENTITIES)
             if "min_entities" in disclosure else DEFAULT_MIN_ENTITIES,
@@ -441,6 +472,14 @@ class _Reader:
             "request": self.text(top["request"], "request", _REQUEST) if "request" in top else None,
             "narrows": self.text(top["narrows"], "narrows", _NARROWS) if "narrows" in top else None,
         }
+
+    def products_only(self, top: dict[str, yaml.Node]) -> bool:
+        if "queries" not in top:
+            return False
+        only = self.choice(top["queries"], "queries", QUERY_KINDS) == "products"
+        if only and "products" not in top:
+            raise self.fail(top["queries"], "queries: products needs products: the grant would answer nothing")
+        return only
 
     def district(self, node: yaml.Node) -> str:
         if isinstance(node, yaml.ScalarNode) and not isinstance(_construct(node), str):
@@ -664,9 +703,12 @@ class _Reader:
                 if required not in items:
                     raise self.fail(value_node, f"missing required key 'lookups.{table}.{required}'")
             key = self.text(items["key"], f"lookups.{table}.key", _COLUMN)
-            if columns.get(key) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
-                raise self.fail(items["key"], f"lookups.{table}.key: {shown(key)} must be a group or filter column of "
-                                              "this policy (the lookup's columns take its level)")
+            # ``joins`` names the dataset's column where the lookup's key has another name (code = industry_code).
+            joined = "joins" if "joins" in items else "key"
+            joins = self.text(items[joined], f"lookups.{table}.{joined}", _COLUMN)
+            if columns.get(joins) not in (ColumnLevel.GROUP, ColumnLevel.FILTER):
+                raise self.fail(items[joined], f"lookups.{table}.{joined}: {shown(joins)} must be a group or filter "
+                                               "column of this policy (the lookup's columns take its level)")
             if not isinstance(items["columns"], yaml.SequenceNode) or not items["columns"].value:
                 raise self.fail(items["columns"], f"lookups.{table}.columns must be a non-empty list")
             listed = []
@@ -675,7 +717,7 @@ class _Reader:
                 if column in listed or column == key:
                     raise self.fail(item, f"lookups.{table}.columns: {shown(column)} is listed twice or is the key")
                 listed.append(column)
-            lookup = Lookup(table, key, tuple(listed))
+            lookup = Lookup(table, key, tuple(listed), joins)
             if lookup.name in names:
                 raise self.fail(value_node, f"lookups: {shown(table)} has the same table name as the dataset or "
                                             "another lookup; the guard tells them apart by that name")

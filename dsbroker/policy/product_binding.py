@@ -51,6 +51,17 @@ def product_query(policy: Policy, call: product_pb2.ProductCall, unverified_sql:
     return bind_product(granted_product(policy, call.name, call.version), dict(call.parameters))
 
 
+def query_of(policy: Policy, call: product_pb2.ProductCall | None, unverified_sql: str) -> str:
+    """The query a call runs under ``policy``: the product's, bound (:func:`product_query`), or the caller's SQL
+    where the grant answers SQL of the caller's own; AD_HOC_QUERY_NOT_GRANTED under ``queries: products``."""
+    if call is not None:
+        return product_query(policy, call, unverified_sql)
+    if policy.products_only:
+        raise ProductError(f"grant {policy.id!r} answers only its products (dsbroker product list), not SQL",
+                           reason="AD_HOC_QUERY_NOT_GRANTED", grant=policy.id)
+    return unverified_sql
+
+
 def product_detail(call: product_pb2.ProductCall) -> dict[str, object]:
     """What the access log records of a product call: its name, version asked for and parameters (the caller's
     query, as its SQL would be)."""

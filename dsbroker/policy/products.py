@@ -193,3 +193,45 @@ def reused_versions(before: dict[str, Product], after: dict[str, Product]) -> li
     return sorted(name for name, product in after.items() if name in before
                   and before[name].version == product.version
                   and (before[name].sql, before[name].parameters) != (product.sql, product.parameters))
+
+
+def render_products(products: dict[str, Product]) -> str:
+    """A ``products:`` section as YAML text that :func:`read_products` reads back to equal products (the broker
+    writes the catalog's offers into a draft policy with it, for the approvers to sign)."""
+    document = {"products": {name: _product_document(product) for name, product in products.items()}}
+    return yaml.dump(document, Dumper=_ReadableDumper, allow_unicode=True, sort_keys=False, width=120)
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Writes a text of several lines (a product's query) as a literal block, as its signers read it."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_ReadableDumper.add_representer(str, _text)
+
+
+def _product_document(product: Product) -> dict[str, Any]:
+    document: dict[str, Any] = {"version": product.version, "title": dict(product.title)}
+    if product.description:
+        document["description"] = dict(product.description)
+    if product.parameters:
+        document["parameters"] = {name: _parameter_document(p) for name, p in product.parameters.items()}
+    document["sql"] = product.sql
+    return document
+
+
+def _parameter_document(parameter: Parameter) -> dict[str, Any]:
+    document: dict[str, Any] = {"type": parameter.type}
+    if parameter.type in ("date", "integer"):
+        document.update(min=parameter.low, max=parameter.high)
+    else:
+        document["values"] = list(parameter.values)
+        if parameter.type == "text_list":
+            document["max_items"] = parameter.max_items
+    if parameter.description:
+        document["description"] = parameter.description
+    return document
+

@@ -169,6 +169,13 @@ def digest_message(body_sha256: str, *, role: str, by: str, key: str, at: str) -
 def sign_policy(text: str, private_key: ed25519.Ed25519PrivateKey, *, key_id: str, role: str, by: str,
                 at: dt.datetime | None = None) -> str:
     """Return ``text`` with one more approval, signed by ``private_key`` as ``role`` for ``by``."""
+    stamp, message = approval_message(text, key_id=key_id, role=role, by=by, at=at)
+    return with_approval(text, key_id=key_id, role=role, by=by, stamp=stamp, signature=private_key.sign(message))
+
+
+def approval_message(text: str, *, key_id: str, role: str, by: str, at: dt.datetime | None = None) -> tuple[str, bytes]:
+    """The time stamp and the exact bytes an approver signs to add an approval to ``text``, for a signer whose
+    key is elsewhere (the web console hands them to the browser, which signs with WebCrypto)."""
     if role not in SIGNER_ROLES:
         raise ConfigError(f"role must be one of {', '.join(SIGNER_ROLES)}")
     for name, value in (("key id", key_id), ("signer", by)):
@@ -180,7 +187,13 @@ def sign_policy(text: str, private_key: ed25519.Ed25519PrivateKey, *, key_id: st
     if any(a.key == key_id for a in approvals):
         raise ConfigError(f"key {key_id!r} has already signed this policy")
     stamp = (at or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    signature = private_key.sign(signed_message(body, role=role, by=by, key=key_id, at=stamp))
+    return stamp, signed_message(body, role=role, by=by, key=key_id, at=stamp)
+
+
+def with_approval(text: str, *, key_id: str, role: str, by: str, stamp: str, signature: bytes) -> str:
+    """``text`` with one more approval carrying ``signature`` over :func:`approval_message`'s bytes (not checked
+    here: the broker and every sandbox check it against the owner's trust file)."""
+    body, approvals = split_document(text)
     approval = Approval(role, by, key_id, stamp, SIGNATURE_PREFIX + base64.b64encode(signature).decode())
     if body and not body.endswith("\n"):
         body += "\n"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64sbroker/v1/catalog.proto\x12\x0b\x64sbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\"\xc5\x02\n\x07\x44\x61taset\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rentity_column\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrow_filter\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cmin_entities\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61pproval_stages\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x07\x63olumns\x18\x08 \x03(\x0b\x32\x1a.dsbroker.v1.DatasetColumnB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65ngine_dialect\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x08products\x18\n \x03(\x0b\x32\x1b.dsbroker.v1.DatasetProductB\x04\xe2\x41\x01\x03\"\x83\x01\n\x0e\x44\x61tasetProduct\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08title_zh\x18\x03 \x01(\t\x12\x10\n\x08title_en\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65scription_zh\x18\x05 \x01(\t\x12\x16\n\x0e\x64\x65scription_en\x18\x06 \x01(\t\"v\n\rDatasetColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x16\n\x0e\x63lassification\x18\x05 \x01(\t\x12\x0e\n\x06levels\x18\x06 \x03(\tB]\n\x0forg.dsbroker.v1B\x0c\x43\x61talogProtoP\x01Z:github.com/dsbroker/dsbroker/gen/go/dsbroker/v1;dsbrokerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64sbroker/v1/catalog.proto\x12\x0b\x64sbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\"\xfb\x02\n\x07\x44\x61taset\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rentity_column\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrow_filter\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cmin_entities\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61pproval_stages\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x07\x63olumns\x18\x08 \x03(\x0b\x32\x1a.dsbroker.v1.DatasetColumnB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65ngine_dialect\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x08products\x18\n \x03(\x0b\x32\x1b.dsbroker.v1.DatasetProductB\x04\xe2\x41\x01\x03\x12\x16\n\x08title_zh\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x64\x65scription_zh\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\"\x82\x02\n\x0e\x44\x61tasetProduct\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08title_zh\x18\x03 \x01(\t\x12\x10\n\x08title_en\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65scription_zh\x18\x05 \x01(\t\x12\x16\n\x0e\x64\x65scription_en\x18\x06 \x01(\t\x12\x12\n\ndefinition\x18\x07 \x01(\t\x12\x39\n\x07\x63olumns\x18\x08 \x03(\x0b\x32(.dsbroker.v1.DatasetProduct.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\rDatasetColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x16\n\x0e\x63lassification\x18\x05 \x01(\t\x12\x0e\n\x06levels\x18\x06 \x03(\t\x12\x16\n\x0e\x64\x65scription_zh\x18\x07 \x01(\tB]\n\x0forg.dsbroker.v1B\x0c\x43\x61talogProtoP\x01Z:github.com/dsbroker/dsbroker/gen/go/dsbroker/v1;dsbrokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,10 +53,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATASET'].fields_by_name['engine_dialect']._serialized_options = b'\342A\001\003'
   _globals['_DATASET'].fields_by_name['products']._loaded_options = None
   _globals['_DATASET'].fields_by_name['products']._serialized_options = b'\342A\001\003'
+  _globals['_DATASET'].fields_by_name['title_zh']._loaded_options = None
+  _globals['_DATASET'].fields_by_name['title_zh']._serialized_options = b'\342A\001\003'
+  _globals['_DATASET'].fields_by_name['description_zh']._loaded_options = None
+  _globals['_DATASET'].fields_by_name['description_zh']._serialized_options = b'\342A\001\003'
+  _globals['_DATASETPRODUCT_COLUMNSENTRY']._loaded_options = None
+  _globals['_DATASETPRODUCT_COLUMNSENTRY']._serialized_options = b'8\001'
   _globals['_DATASET']._serialized_start=76
-  _globals['_DATASET']._serialized_end=401
-  _globals['_DATASETPRODUCT']._serialized_start=404
-  _globals['_DATASETPRODUCT']._serialized_end=535
-  _globals['_DATASETCOLUMN']._serialized_start=537
-  _globals['_DATASETCOLUMN']._serialized_end=655
+  _globals['_DATASET']._serialized_end=455
+  _globals['_DATASETPRODUCT']._serialized_start=458
+  _globals['_DATASETPRODUCT']._serialized_end=716
+  _globals['_DATASETPRODUCT_COLUMNSENTRY']._serialized_start=670
+  _globals['_DATASETPRODUCT_COLUMNSENTRY']._serialized_end=716
+  _globals['_DATASETCOLUMN']._serialized_start=719
+  _globals['_DATASETCOLUMN']._serialized_end=861
 # @@protoc_insertion_point(module_scope)

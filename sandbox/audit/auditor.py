@@ -29,7 +29,9 @@ the data and differenced across):
    blocks here. A remainder of many taxpayers that no taxpayer dominates, as a street's total less its
    published industries is, is released. Where a stale cell takes part (below) the space's totals and
    differences are also enumerated (:func:`sandbox.audit.linear.totals`);
-4. a leak the answer's cells cause (not one that cells released before already allowed) is closed by
+4. a leak the answer's cells cause (not one that cells released before already allowed; where some were
+   released under laxer rules than the answer's grant's, the answer also passes the audit without them:
+   :meth:`Rules.within`) is closed by
    withholding the answer's cells (every statistic of each) that take part in it, one at a time in the order
    of their keys, until none is left, and then giving back those that turn out not to be needed. A cell
    released before with each of its statistics, at the same value, is never withheld: it tells nothing new.
@@ -49,7 +51,9 @@ entities (:func:`entity_classes`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
+import json
 import math
 import threading
 import time
@@ -133,6 +137,43 @@ class Rules:
     k: int
     dominance: Dominance | None
 
+    def text(self) -> str:
+        """The rules as the ledger records them with each cell released under them (canonical JSON)."""
+        dominance = self.dominance
+        return json.dumps({"min_entities": self.k, "dominance": None if dominance is None else
+                           {"n": dominance.n, "k": dominance.k, "p": dominance.p}}, sort_keys=True)
+
+    def within(self, recorded: frozenset[str]) -> bool:
+        """Whether some rules in ``recorded`` (:meth:`text`) withhold every cell these rules withhold: a cell
+        released under them is then known before to a department under these. What a laxer grant received is
+        not: its cells pass rules these are stricter than."""
+        return any(_at_least_as_strict(text, self) for text in recorded)
+
+
+@functools.lru_cache(maxsize=256)
+def _at_least_as_strict(text: str, rules: Rules) -> bool:
+    """Whether the rules recorded as ``text`` withhold every cell ``rules`` withhold. Sufficient, not necessary:
+    a larger threshold, an (n, k) rule over as many or more contributors at as low or a lower share, a p% rule of
+    as high or a higher p; rules not comparable so (or unreadable text) are taken as laxer."""
+    try:
+        recorded = json.loads(text)
+        if not isinstance(recorded, dict) or type(recorded.get("min_entities")) is not int:  # noqa: E721
+            return False
+        if recorded["min_entities"] < rules.k:
+            return False
+        wanted, held = rules.dominance, recorded.get("dominance")
+        if wanted is None:
+            return True
+        if not isinstance(held, dict):
+            return False
+        if wanted.n is not None and wanted.k is not None and not (
+                held.get("n") is not None and held.get("k") is not None
+                and held["n"] >= wanted.n and held["k"] <= wanted.k):
+            return False
+        return wanted.p is None or (held.get("p") is not None and held["p"] >= wanted.p)
+    except (TypeError, ValueError):
+        return False
+
 
 class Auditor:
     """Audits exact answers against what has been released in their scope, and records what they release."""
@@ -170,10 +211,13 @@ class Auditor:
         if not new:
             return {}
         held = self.ledger.held(scope)
-        if all(getattr(held.get((guarded.coverage, cell.fixed, cell.keys, name)), "value", _MISSING) == cell.value(i)
-               for cell in dict.fromkeys(cell for cell, _ in new) for i in sorted(cell.statistics)
-               if (name := statistic_name(plan, i)) is not None):
-            return {}  # every cell was released before with this very value: the answer tells nothing new
+
+        def strictly_known(key: tuple) -> ReleasedCell | None:
+            cell = held.get(key)
+            return cell if cell is not None and rules.within(cell.rules) else None
+
+        if _repeats(guarded, new, strictly_known):
+            return {}  # every cell was released before with this very value, under rules as strict: nothing new
         released = list(held.values())
         # Only the coverages whose rows can meet this answer's, directly or through others (sandbox.audit.components).
         parts = self._parts.setdefault(scope, Parts(self.engine.dialect))
@@ -189,7 +233,42 @@ class Auditor:
             raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
         blocks = read_blocks(self.engine, coverages, dataset=guarded.dataset, entity=guarded.entity,
                              measures=measures, timeout_s=timeout)
+        # Blocks read for every coverage serve the audit of fewer: each system merges the blocks its own cells do
+        # not separate (merged_blocks), so the finer partition changes no judgement.
         members = Membership(blocks, coverages)
+        # One budget of search work for the whole audit, both decisions below included: a laxer grant's cells in
+        # the scope make a second decision, which must not double what an answer may cost the sandbox.
+        check = AuditCheck(lambda: self._check(deadline))
+        withheld = self._decide(guarded, new, released, held.get, blocks, members, coverages, deadline, check)
+        # Known before to a department is what was released under rules at least as strict as its grant's: what a
+        # laxer grant received (a total of six firms, under min_entities 5) would otherwise be "known before" to a
+        # grant under 10, free to repeat and to difference. So the answer must also pass the audit without them;
+        # the first audit, with every cell, stays (a department may be given, by a laxer one, cells any grant may
+        # see). Withholding more never leaks more, so the union of what either withholds is safe for both.
+        verdicts: dict[frozenset[str], bool] = {}  # few distinct sets of rules: each judged once per audit
+        within = []
+        for cell in released:
+            verdict = verdicts.get(cell.rules)
+            if verdict is None:
+                verdict = verdicts[cell.rules] = rules.within(cell.rules)
+            if verdict:
+                within.append(cell)
+        if len(within) < len(released):
+            known = {c.key: c for c in within}
+            for row, statistics in self._decide(guarded, new, within, known.get, blocks, members, coverages,
+                                                deadline, check).items():
+                withheld[row] = withheld.get(row, frozenset()) | statistics
+        return withheld
+
+    def _decide(self, guarded: GuardedQuery, new: list[tuple[AnswerCell, str]], released: list[ReleasedCell],
+                known: Callable[[tuple], ReleasedCell | None], blocks: Blocks, members: Membership,
+                coverages: list[str], deadline: float, check: AuditCheck) -> dict[int, frozenset[int]]:
+        """Per answer row, the statistics to withhold so that the answer's cells, with ``released`` (the cells
+        released before that count as known, each found by ``known`` from its key), give no leak."""
+        plan = guarded.cells
+        rules = Rules(guarded.min_entities, guarded.dominance)
+        if _repeats(guarded, new, known):
+            return {}  # every cell was released before with this very value: the answer tells nothing new
         current = coverages.index(guarded.coverage)
         # One system for every statistic: a cell is one unknown per block whatever it counts or adds up, since
         # statistics can be equal in the data (COUNT(m) and COUNT(*) where m is never NULL, SUM of a measure that
@@ -234,7 +313,7 @@ class Auditor:
             released as a revenue sum tells nothing of its CIT sum)."""
             key = (guarded.coverage, cell.fixed, cell.keys)
             return key in valid and all(
-                getattr(held.get((*key, name)), "value", _MISSING) == cell.value(i)
+                getattr(known((*key, name)), "value", _MISSING) == cell.value(i)
                 for i in sorted(cell.statistics) if (name := statistic_name(plan, i)) is not None)
 
         candidates = [(cell, members.cell(current, cell.fixed, cell.keys)) for cell in answer
@@ -245,7 +324,7 @@ class Auditor:
         old_statistics = _statistics_of(released, [*valid, *stale])
         withheld = {cell.row: cell.statistics
                     for cell in _withhold(old_rows, candidates, judge, stale=len(stale),
-                                          check=AuditCheck(lambda: self._check(deadline)), judged_before=judged_before,
+                                          check=check, judged_before=judged_before,
                                           judge_for=judge_for, old_statistics=old_statistics,
                                           statistics_of=lambda cell: _names(plan, cell))}
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
@@ -306,8 +385,9 @@ class Auditor:
     def record(self, guarded: GuardedQuery, cells: list[AnswerCell], withheld: dict[int, frozenset[int]]) -> None:
         """Record, durably, the statistics of ``cells`` that leave (those not in ``withheld``)."""
         plan = guarded.cells
+        rules = frozenset({Rules(guarded.min_entities, guarded.dominance).text()})  # one set for the answer's cells
         self.ledger.record(guarded.dataset, [
-            ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index))
+            ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index), rules)
             for cell in dict.fromkeys(cells) if cell.row not in withheld
             for index in sorted(cell.statistics) if (name := statistic_name(plan, index)) is not None])
 
@@ -325,6 +405,16 @@ class CellRules(Protocol):
     def fails(self, union: frozenset[int]) -> bool: ...
 
     def empty(self, union: frozenset[int]) -> bool: ...
+
+
+def _repeats(guarded: GuardedQuery, new: list[tuple[AnswerCell, str]],
+             known: Callable[[tuple], ReleasedCell | None]) -> bool:
+    """Whether every statistic of the answer's cells was released before (as ``known`` finds it) with this very
+    value."""
+    plan = guarded.cells
+    return all(getattr(known((guarded.coverage, cell.fixed, cell.keys, name)), "value", _MISSING) == cell.value(i)
+               for cell in dict.fromkeys(cell for cell, _ in new) for i in sorted(cell.statistics)
+               if (name := statistic_name(plan, i)) is not None)
 
 
 def _names(plan: CellPlan, cell: AnswerCell) -> frozenset[str]:

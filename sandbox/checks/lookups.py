@@ -8,8 +8,10 @@ not unique in its table made a join repeat rows, which the threshold never sees.
 - at start, the sandbox reads the columns of every table it serves (what can be known then, since
   policies arrive with plans);
 - before a plan that joins lookups runs, each joined lookup is checked against them: the table is
-  served, it has the key and the columns the policy names, the dataset has the key, and the key is
-  unique in the lookup table (counted once per table and key, the data being read-only);
+  served, it has the key and the columns the policy names, the dataset has the column the key joins
+  (the key's own name, or the grant's ``joins``), both are of one type class (text with text, numbers
+  with numbers: a join across types makes the engine cast every value), and the key is unique in the
+  lookup table (counted once per table and key, the data being read-only);
 - a problem is FAILED_PRECONDITION naming the grant, the table and the column: the grant is at
   fault, not the query, and its owner fixes it (``dsbroker policy lint --sandbox-config`` finds the
   same problems before signing).
@@ -28,6 +30,7 @@ from typing import Callable, Iterable
 import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
+from dsbroker.guard.column_types import type_class
 from dsbroker.policy.model import Policy
 
 UNIQUENESS_SECONDS = 30.0
@@ -37,11 +40,13 @@ class LookupChecker:
     """Checks the lookups a policy names against the served tables' columns and keys."""
 
     def __init__(self, columns: dict[str, set[str]], *, unique: Callable[[str, str], bool],
-                 unlisted: Callable[[str, str, tuple[str, ...]], bool] | None = None) -> None:
-        """``columns`` holds each served table's column names; ``unique(table, key)`` counts whether
-        ``key`` is unique in ``table``; ``unlisted(table, column, values)`` whether ``column`` holds a value
-        (not NULL) outside ``values``."""
+                 unlisted: Callable[[str, str, tuple[str, ...]], bool] | None = None,
+                 types: dict[str, dict[str, str]] | None = None) -> None:
+        """``columns`` holds each served table's column names (``types``, where known, their engine types);
+        ``unique(table, key)`` counts whether ``key`` is unique in ``table``; ``unlisted(table, column, values)``
+        whether ``column`` holds a value (not NULL) outside ``values``."""
         self.columns = columns
+        self.types = types or {}
         self._unique = unique
         self._unlisted = unlisted
         self._known_unique: dict[tuple[str, str], bool] = {}
@@ -66,8 +71,9 @@ class LookupChecker:
             query = exp.select(exp.Literal.number(1)).from_(exp.to_table(table, quoted=True)).where(outside).limit(1)
             return bool(engine.execute(query.sql(dialect=engine.dialect), timeout_s=UNIQUENESS_SECONDS,
                                        max_rows=1).rows)
-        return cls({table: {name for name, _type in engine.columns(table)} for table in served}, unique=unique,
-                   unlisted=unlisted)
+        types = {table: dict(engine.columns(table)) for table in served}
+        return cls({table: set(columns) for table, columns in types.items()}, unique=unique, unlisted=unlisted,
+                   types=types)
 
     def unlisted_values(self, policy: Policy) -> list[DsbrokerError]:
         """A problem for each column of ``values`` that holds a value the grant does not list (lint only)."""
@@ -101,10 +107,18 @@ class LookupChecker:
                 found.extend(_problem(f"lookup {table} of grant {policy.id!r} has no column {column!r}",
                                       "LOOKUP_INVALID", policy, table, column) for column in missing)
                 continue
-            if lookup.key not in self.columns.get(policy.dataset, ()):
-                found.append(_problem(f"grant {policy.id!r} joins lookup {table} on {lookup.key!r}, which "
+            if lookup.joins not in self.columns.get(policy.dataset, ()):
+                found.append(_problem(f"grant {policy.id!r} joins lookup {table} on {lookup.joins!r}, which "
                                       f"{policy.dataset} does not have", "LOOKUP_INVALID", policy, policy.dataset,
-                                      lookup.key))
+                                      lookup.joins))
+                continue
+            kinds = [type_class(self.types[t][c]) for t, c in ((table, lookup.key), (policy.dataset, lookup.joins))
+                     if c in self.types.get(t, {})]
+            if len(kinds) == 2 and kinds[0] != kinds[1]:
+                found.append(_problem(f"the key {lookup.key!r} of lookup {table} (grant {policy.id!r}) holds "
+                                      f"{kinds[0]} and {policy.dataset}.{lookup.joins} {kinds[1]}, so a join would "
+                                      "cast every value; the owner must store both alike", "LOOKUP_INVALID", policy,
+                                      table, lookup.key))
                 continue
             if not self._is_unique(table, lookup.key):
                 found.append(_problem(f"the key {lookup.key!r} of lookup {table} (grant {policy.id!r}) is not unique "

@@ -77,6 +77,9 @@ class PlanGuardChecker:
                 raise PlanRefused("the plan's original SQL is not the signed policy's product with its parameters "
                                   "bound", reason="PRODUCT_TEMPLATE_MISMATCH", policy=policy.id,
                                   product=plan.product.name[:80])
+        elif policy.products_only:  # a broker that sends a product's bound text as SQL of the caller's own
+            raise PlanRefused("the plan runs SQL of the caller's own under a grant that answers only its products",
+                              reason="AD_HOC_QUERY_NOT_GRANTED", grant=policy.id)
         encrypted = plan.HasField("encryption")
         try:
             guarded = self.plans.get_or_build(

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
+from dsbroker.guard.date_texts import year_text
 from dsbroker.guard.linear_forms import widest
-from dsbroker.guard.release_plan import Average, Const, Key, Linear, Node, Stat
+from dsbroker.guard.release_plan import Average, Const, Grouping, Key, Linear, Node, Stat
 
 LIMIT = 10 ** 38
 NUMBER_KINDS = ("int", "decimal", "double")
@@ -41,6 +42,7 @@ class Columns:
     statistics: tuple[int, ...]
     key_kinds: tuple[str, ...]
     stat_kinds: tuple[str, ...]
+    grouping: int | None = None  # with totals: where the row's GROUPING of every key is
 
 
 def kind_of(engine_type: str) -> str:
@@ -103,6 +105,8 @@ def compile_node(node: Node, columns: Columns) -> tuple[Compiled, str]:
         return _linear(node, columns)
     if isinstance(node, Average):
         return _average(node, columns)
+    if isinstance(node, Grouping):
+        return _grouping(node, columns), "int"
     return _CALLS[node.op]([compile_node(arg, columns) for arg in node.args])
 
 
@@ -117,6 +121,21 @@ def direct_position(node: Node, columns: Columns) -> int | None:
             and columns.stat_kinds[node.terms[0][1]] == "int":
         return columns.statistics[node.terms[0][1]]
     return None
+
+
+def _grouping(node: Grouping, columns: Columns) -> Compiled:
+    """GROUPING(keys) from the row's GROUPING of every key (the cell query's, key 0 the highest bit)."""
+    if columns.grouping is None:
+        raise AssertionError("the guard accepts GROUPING() with totals only")
+    position, shifts = columns.grouping, [len(columns.keys) - 1 - key for key in node.keys]
+
+    def value(row):
+        level = 0
+        for shift in shifts:
+            level = level * 2 + (row[position] >> shift & 1)
+        return level
+
+    return value
 
 
 def _statistic(position: int, kind: str) -> Compiled:
@@ -321,12 +340,31 @@ def _truncation(unit: str):
     return build
 
 
+def _text(unit: str):
+    """strftime's text of a released year (an integer) or month (a truncated timestamp), as DuckDB writes it."""
+    def build(args):
+        ((inner, _),) = args
+
+        def value(row):
+            key = inner(row)
+            if unit == "month":
+                return f"{year_text(key.year)}-{key.month:02d}" if isinstance(key, dt.date) else None
+            if isinstance(key, Fraction) and key.denominator == 1:  # PostgreSQL's EXTRACT is numeric
+                key = key.numerator
+            return year_text(key) if isinstance(key, int) else None
+
+        return value, "text"
+
+    return build
+
+
 _CALLS: dict[str, Callable] = {
     "+": _arithmetic("+"), "-": _arithmetic("-"), "*": _arithmetic("*"), "/": _arithmetic("/"), "neg": _negate,
     **{op: _comparison(op) for op in _COMPARE},
     "and": _logic("and"), "or": _logic("or"), "not": _not, "in": _in, "between": _between,
     "year": _date_part("year"), "quarter": _date_part("quarter"), "month": _date_part("month"),
     "trunc_year": _truncation("year"), "trunc_quarter": _truncation("quarter"), "trunc_month": _truncation("month"),
+    "text_year": _text("year"), "text_month": _text("month"),
 }
 
 

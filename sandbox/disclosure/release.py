@@ -336,7 +336,8 @@ def layout_of(column_names: list[str], types: list[str], plan: CellPlan) -> Layo
                          for j, measure in enumerate(plan.summed) if names.contributors(j) in position)
     negatives = tuple((position[names.negatives(j)], frozenset(sums[measure]))
                       for j, measure in enumerate(plan.summed) if names.negatives(j) in position)
-    columns = Columns(keys, statistics, tuple(kind_of(types[i]) for i in keys), stat_kinds)
+    columns = Columns(keys, statistics, tuple(kind_of(types[i]) for i in keys), stat_kinds,
+                      position.get(names.GROUPING))
     return Layout(columns, tuple(types[i] for i in keys), position.get(names.GROUPING), dominance, contributors,
                   negatives)
 

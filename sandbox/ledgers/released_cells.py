@@ -4,7 +4,9 @@ Kept on the owner's side, per scope (the dataset: its taxpayers, across every gr
 since released reports are shared), for the auditor (``sandbox.audit``). A cell is recorded by its
 query's *coverage* (the SQL of its rows: table, lookups, WHERE with the row filter; and its group
 keys), which keys of the coverage it fixes (all, or a ROLLUP total's leading ones), their values, and
-which of its statistics were released. Cells are written before their answer leaves, flushed to disk
+which of its statistics were released, and under which cell rules (the threshold and dominance rule of
+each grant it was released to: what a laxer grant received is no "known before" to a stricter one). Cells
+are written before their answer leaves, flushed to disk
 (``POWER_CUT``): a released cell the ledger lost would let the next query difference against it
 unaudited. Each cell keeps the value released, so that a cell whose data has changed since (a late
 declaration, an amendment) is told from one that has not. Recording the same cell again changes nothing
@@ -14,6 +16,7 @@ declaration, an amendment) is told from one that has not. Recording the same cel
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import decimal
@@ -23,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from dsbroker.database import Durability, open_sqlite
 from dsbroker.errors import ExecutionLedgerError
@@ -44,6 +47,18 @@ CREATE TABLE IF NOT EXISTS cells (
     value TEXT NOT NULL,
     PRIMARY KEY (coverage, fixed, keys, statistic)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS releases (
+    coverage INTEGER NOT NULL REFERENCES coverages (id),
+    fixed INTEGER NOT NULL,
+    keys TEXT NOT NULL,
+    statistic TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    PRIMARY KEY (coverage, fixed, keys, statistic, rules)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS releases_no_delete BEFORE DELETE ON releases
+BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS releases_no_update BEFORE UPDATE ON releases
+BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS cells_no_delete BEFORE DELETE ON cells
 BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS cells_no_update BEFORE UPDATE ON cells
@@ -55,13 +70,20 @@ BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 class ReleasedCell:
     """One released statistic of one cell: its coverage, how many of its keys it fixes (the leading ones;
     fewer for a ROLLUP total), their values, the statistic (``rows``, ``entities``, ``sum:<measure>``,
-    ``count:<measure>``) and its value as released."""
+    ``count:<measure>``), its value as released and the cell rules it was released under (opaque text, one per
+    set of rules; a cell recorded before rules were kept has none)."""
 
     coverage: str
     fixed: int
     keys: tuple
     statistic: str
     value: Any = None  # what was released, to tell a cell whose data changed since (a late declaration)
+    rules: frozenset[str] = frozenset()
+
+    @property
+    def key(self) -> tuple:
+        """(coverage, keys fixed, keys, statistic): what identifies the cell's statistic in the ledger."""
+        return (self.coverage, self.fixed, self.keys, self.statistic)
 
 
 class ReleasedCellLedger:
@@ -73,6 +95,7 @@ class ReleasedCellLedger:
         self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._cells: dict[str, dict[tuple, ReleasedCell]] = {}  # per scope, what the file holds
+        self._rule_sets: dict[frozenset[str], frozenset[str]] = {}  # each distinct set of rules, once
         self._version: int | None = None
         self._lock_file = create_private(self.path.with_name(self.path.name + ".lock"))
 
@@ -94,13 +117,23 @@ class ReleasedCellLedger:
             cached = self._cells.get(scope)
             if cached is not None:
                 return MappingProxyType(cached)
+            # Each cell with the rules it was released under (a JSON array, empty for a cell recorded before rules
+            # were kept), read row by row: the ledger is held in memory, so each coverage's text and each set of
+            # rules is held once, not once per cell.
             rows = self._db.execute(
-                "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value FROM cells x JOIN coverages c "
-                "ON c.id = x.coverage "
-                "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,)).fetchall()
-            found = {(c.coverage, c.fixed, c.keys, c.statistic): c for c in (
-                ReleasedCell(coverage, fixed, decode_keys(keys), statistic, decode_keys(value)[0])
-                for coverage, fixed, keys, statistic, value in rows)}
+                "SELECT c.coverage, x.fixed, x.keys, x.statistic, x.value, (SELECT json_group_array(r.rules) "
+                "FROM releases r WHERE r.coverage = x.coverage AND r.fixed = x.fixed AND r.keys = x.keys "
+                "AND r.statistic = x.statistic) FROM cells x JOIN coverages c ON c.id = x.coverage "
+                "WHERE c.scope = ? ORDER BY c.id, x.fixed, x.keys, x.statistic", (scope,))
+            read: dict[str, frozenset[str]] = {}  # the few texts of sets of rules, each read once
+            texts: dict[str, str] = {}
+            found = {}
+            for coverage, fixed, keys, statistic, value, rules in rows:
+                if rules not in read:
+                    read[rules] = self._interned(json.loads(rules))
+                cell = ReleasedCell(texts.setdefault(coverage, coverage), fixed, decode_keys(keys), statistic,
+                                    decode_keys(value)[0], read[rules])
+                found[cell.key] = cell
             self._cells[scope] = found
             return MappingProxyType(found)
 
@@ -110,9 +143,9 @@ class ReleasedCellLedger:
         with self._lock:
             cached = self._cells.get(scope)
             if cached is not None and self._db.execute("PRAGMA data_version").fetchone()[0] == self._version:
-                # A cell recorded already keeps its first value: an answer that repeats cells writes nothing
-                # (no flush to disk on every repeated query).
-                cells = [c for c in cells if (c.coverage, c.fixed, c.keys, c.statistic) not in cached]
+                # A cell recorded already keeps its first value: an answer that repeats cells under rules they
+                # were released under before writes nothing (no flush to disk on every repeated query).
+                cells = [c for c in cells if c.key not in cached or not c.rules <= cached[c.key].rules]
         if not cells:
             return
         try:  # encoded before the transaction: a value that cannot be recorded leaves no write open
@@ -134,11 +167,18 @@ class ReleasedCellLedger:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO cells (coverage, fixed, keys, statistic, value) VALUES (?, ?, ?, ?, ?)",
                     [(ids[c.coverage], c.fixed, keys, c.statistic, value) for c, keys, value in encoded])
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO releases (coverage, fixed, keys, statistic, rules) VALUES (?, ?, ?, ?, ?)",
+                    [(ids[c.coverage], c.fixed, keys, c.statistic, rules) for c, keys, _ in encoded
+                     for rules in sorted(c.rules)])
                 self._db.execute("COMMIT")
                 cached = self._cells.get(scope)
                 if cached is not None:
-                    for cell in cells:  # INSERT OR IGNORE: the first value released stays
-                        cached.setdefault((cell.coverage, cell.fixed, cell.keys, cell.statistic), cell)
+                    for cell in cells:  # INSERT OR IGNORE: the first value released stays; the rules add up
+                        before = cached.get(cell.key)
+                        cached[cell.key] = dataclasses.replace(cell, rules=self._interned(cell.rules)) \
+                            if before is None else dataclasses.replace(
+                                before, rules=self._interned(before.rules | cell.rules))
             except Exception as error:  # noqa: BLE001 - whatever failed, the write must not stay open
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -146,6 +186,12 @@ class ReleasedCellLedger:
                 raise ExecutionLedgerError(f"the sandbox could not record the released cells "
                                            f"({type(error).__name__}); nothing was released",
                                            reason="RELEASED_CELLS_UNAVAILABLE") from None
+
+    def _interned(self, rules: Iterable[str]) -> frozenset[str]:
+        """One object per distinct set of rules: cells are many, sets of rules few (one per grant's rules), and the
+        ledger is kept in memory."""
+        key = frozenset(rules)
+        return self._rule_sets.setdefault(key, key)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
