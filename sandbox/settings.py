@@ -38,17 +38,25 @@ class SandboxSettings:
                                      "or beside the data file, <data>.policies.sqlite")
     statements: str = setting("", "a directory of the owner's own: revocation files (*.json, one statement a "
                                   "line) and signed policy documents (*.yaml), read at start and when they change")
-    engine: str = setting("duckdb", "the engine the data is in: 'duckdb' (a data file, data) or 'postgres' (the "
+    engine: str = setting("duckdb", "the engine the data is in: 'duckdb' (a data file, data), 'postgres' (the "
                                     "owner's PostgreSQL database, postgres_dsn, through a read-only role whose "
-                                    "lockdown is verified at start; the sandbox refuses to start otherwise)")
+                                    "lockdown is verified at start; the sandbox refuses to start otherwise) or "
+                                    "'spark' (Parquet tables, spark_tables, read by a locked-down Spark session "
+                                    "on spark_master)")
     data: str = setting("", "path of the DuckDB data file, opened read-only (engine = duckdb)")
     postgres_dsn: str = setting("", "libpq connection string or postgresql:// URI of the owner's database, as the "
                                     "sandbox's read-only role (engine = postgres); keep a password out of it "
                                     "(PGPASSFILE or ~/.pgpass): it is never logged, but a config file is read by "
                                     "whoever can read it")
+    spark_master: str = setting("local[2]", "the Spark master the sandbox's session runs on (engine = spark): "
+                                            "local[N] on this machine, or a cluster's (spark://host:7077, yarn, "
+                                            "k8s://...), whose executors read the tables")
+    spark_tables: tuple[tuple[str, str], ...] = setting(
+        (), "each served table's Parquet file or directory (a TOML table: schema.table = path; engine = spark): "
+            "the sandbox registers these and no other table, every one of them a dataset")
     state_dir: str = setting("", "directory of the sandbox's ledgers whose own settings are empty "
                                  "(<dir>/policies.sqlite, privacy.sqlite, released.sqlite, executions.sqlite); "
-                                 "empty: beside the DuckDB data file; required with engine = postgres")
+                                 "empty: beside the DuckDB data file; required with engine = postgres or spark")
     datasets: tuple[str, ...] = setting((), "tables served and listed, as schema.table (required: the sandbox "
                                             "serves no table it is not told to); on PostgreSQL the role may read "
                                             "these and no other table")
@@ -82,9 +90,11 @@ class SandboxSettings:
     witness_key: str = setting("", "Ed25519 private key (PEM) with which the sandbox countersigns the checkpoints it "
                                    "witnesses; created (mode 0600) on first start with its public half (.pub) "
                                    "beside it; empty: beside the execution ledger, <ledger>.witness.key")
-    memory_limit: str = setting("2GB", "DuckDB memory limit (on PostgreSQL the lockdown bounds work_mem "
-                                         "and the role's temp_file_limit instead)")
-    threads: int = setting(2, "DuckDB worker threads (not used on PostgreSQL)")
+    memory_limit: str = setting("2GB", "DuckDB memory limit, and Spark's driver and executor memory (on "
+                                         "PostgreSQL the lockdown bounds work_mem and the role's temp_file_limit "
+                                         "instead)")
+    threads: int = setting(2, "DuckDB worker threads, and Spark's shuffle partitions on a local master (not "
+                              "used on PostgreSQL)")
     pool_size: int = setting(4, "pooled engine connections (concurrent queries)")
     max_execution_seconds: float = setting(120.0, "hard ceiling on one query's run time, whatever the deadline")
     max_rows: int = setting(10_000, "most rows one plan may return")

@@ -388,3 +388,32 @@ def shared_data(path: Path) -> dict:
     Its ledger would sit beside the shared file, and what it withholds would then depend on which tests ran
     before; the auditor's own tests (test_released_cell_auditor.py) give each test a ledger of its own."""
     return {"data": str(path), "audit_released_cells": False}
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Path:
+    """The small demo data (3,000 taxpayers, 24 months) in a DuckDB file, with its served tables as Parquet
+    beside it (``<schema>.<table>.parquet`` in ``parquet/``), for the engines that read files."""
+    from sandbox.demo.parquet import export_parquet
+
+    path = tmp_path_factory.mktemp("small-demo") / "small.duckdb"
+    make_demo_data(path, taxpayers=3_000, months=24)
+    export_parquet(path, path.parent / "parquet", served=DEMO_DATASETS)
+    return path
+
+
+def parquet_tables(small: Path, served=DEMO_DATASETS) -> dict[str, str]:
+    """The ``spark_tables`` of the small demo data's Parquet (:func:`small_demo`)."""
+    return {table: str(small.parent / "parquet" / f"{table}.parquet") for table in served}
+
+
+@pytest.fixture(scope="session")
+def spark_engine(small_demo):
+    """One local Spark session for the whole run (starting one costs seconds), serving the small demo data."""
+    from sandbox.engine.interface import EngineLimits
+    from sandbox.engine.spark_engine import SparkEngine
+
+    engine = SparkEngine(parquet_tables(small_demo), EngineLimits(memory_limit="1GB", threads=2, pool_size=2),
+                         master="local[2]")
+    yield engine
+    engine.close()

@@ -15,38 +15,13 @@ import duckdb
 import pytest
 
 from dsbroker.errors import DsbrokerError
-from dsbroker.guard import guard
-from dsbroker.policy.model import Dominance, Noise
-from dsbroker.results.table import encode_table
-from sandbox.audit.auditor import Auditor
-from sandbox.disclosure.encryption import encrypted_release
-from sandbox.disclosure.release import run
-from sandbox.ledgers.released_cells import ReleasedCellLedger
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.engine.interface import EngineLimits
 from sandbox.engine.postgres_engine import PostgresEngine
 from sandbox.engine.postgres_lockdown import connection_problems
-from tests.conftest import ENCRYPTED, POSTGRES_DSN, TOTALS, XUANWU, copy_to_postgres, postgres_admin
-from tests.guard_fixtures import read_cases
-
-# The company names stay unserved: the role may not read them, and the lockdown checks it.
-SERVED = {"tax.declarations", "tax.streets", "tax.industries", "tax.registration_types"}
-ROLLUPS = [
-    "SELECT street_code, size_class, SUM(vat_paid) AS vat FROM tax.declarations "
-    "GROUP BY ROLLUP (street_code, size_class) ORDER BY 1, 2",
-    "SELECT street_code, COUNT(*) AS c FROM tax.declarations GROUP BY ROLLUP (street_code)",
-    "SELECT industry_section, SUM(vat_paid + cit_paid) AS tax, COUNT(DISTINCT taxpayer_id) AS n "
-    "FROM tax.declarations GROUP BY ROLLUP (industry_section)",
-]
-# A threshold of 2 keeps most cells of the small data; the dominance grants withhold some sums besides (the
-# dominance rule does not combine with totals, so the ROLLUPs run under the first grant only, the shipped
-# grant with its dominance rule off).
-GRANTS = {"k2": {"min_entities": 2, "dominance": None, "dominance_waiver": TOTALS},
-          "k3-dominance": {"min_entities": 3, "dominance": Dominance(n=1, k=50.0)},
-          "k2-dominance-p": {"min_entities": 2, "dominance": Dominance(n=2, k=80.0, p=20.0)}}
-CASES = [(grant, case.title, case.sql) for grant in GRANTS for case in read_cases("accepted.sql")
-         if grant == "k2" or "ROLLUP" not in case.sql.upper()] + [("k2", sql, sql) for sql in ROLLUPS]
-
+from tests.conftest import POSTGRES_DSN, copy_to_postgres, postgres_admin
+from tests.engine_cells import (CASES, NOISY, SERVED, assert_audited_alike, assert_encrypted_alike,
+                                assert_noisy_alike, assert_released_alike, assert_withheld_alike)
 
 @dataclasses.dataclass
 class Server:
@@ -124,107 +99,26 @@ def test_it_serves_the_served_tables_with_their_postgresql_types(engine):
 
 @pytest.mark.parametrize("grant_name, title, sql", CASES, ids=[f"{grant}: {title}" for grant, title, _sql in CASES])
 def test_the_released_cells_are_duckdbs_cell_by_cell(grant_name, title, sql, policy, engine, reference):
-    (duck_table, *duck_rest), (pg_table, *pg_rest) = (_released(served, sql, policy, grant_name)
-                                                      for served in (reference, engine))
-    assert duck_table.row_count > 0, "the query should release cells on the small data"
-    assert pg_table == duck_table
-    assert pg_rest == duck_rest
+    assert_released_alike(engine, reference, policy, grant_name, sql)
 
 
 @pytest.mark.parametrize("grant_name, rule", [("k2", "min_entities"), ("k3-dominance", "dominance"),
                                               ("k2-dominance-p", "dominance")])
 def test_the_comparison_covers_withheld_cells(grant_name, rule, policy, engine, reference):
-    sql = "SELECT street_code, industry_section, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1, 2"
-    (duck_table, duck_counts, _), (pg_table, pg_counts, _) = (_released(served, sql, policy, grant_name)
-                                                              for served in (reference, engine))
-    assert pg_counts == duck_counts and duck_counts[rule] > 0
-    assert pg_table == duck_table
-
-
-# Differencing, street by street: the cells by street and section first, then totals that the withheld cells
-# are the difference of (a street's total, a street's total less one section, the district's). The auditor
-# withholds the second kind wherever, with what was released before, it would give a small cell away.
-AUDITED = [
-    "SELECT street_code, industry_section, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1, 2",
-    "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1",
-    "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE industry_section IN ('C', 'F', 'I', 'L', "
-    "'M') GROUP BY 1",
-    "SELECT industry_section, SUM(vat_paid) AS vat, COUNT(*) AS c FROM tax.declarations GROUP BY 1",
-    "SELECT size_class, SUM(vat_paid + cit_paid) AS tax FROM tax.declarations WHERE period BETWEEN "
-    "DATE '2024-01-01' AND DATE '2024-06-30' GROUP BY 1",
-    "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations WHERE period BETWEEN DATE '2024-01-01' AND "
-    "DATE '2024-12-31' GROUP BY 1",
-    "SELECT SUM(vat_paid) AS vat FROM tax.declarations",
-]
-NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"revenue": (0, 10_000_000), "vat_paid": (0, 1_000_000)},
-              rows_per_entity=2)
-NOISY = ["SELECT street_code, SUM(revenue) AS revenue, COUNT(*) AS c FROM tax.declarations GROUP BY street_code",
-         "SELECT industry_section, AVG(vat_paid) AS vat FROM tax.declarations WHERE period BETWEEN DATE '2024-01-01' "
-         "AND DATE '2024-03-31' GROUP BY 1"]
-ENCRYPTED_SQL = ("SELECT street_code, industry_section, COUNT(DISTINCT taxpayer_id) AS n, SUM(vat_paid) AS vat, "
-                 "AVG(cit_paid) AS cit FROM tax.declarations GROUP BY 1, 2")
+    assert_withheld_alike(engine, reference, policy, grant_name, rule)
 
 
 def test_the_auditor_withholds_the_same_cells_on_both_engines(policy, engine, reference, tmp_path):
-    """The same queries in the same order, each engine with a ledger of its own: every answer, the auditor's
-    withholdings included, is the same cell for cell."""
-    audited = {}
-    for served in (reference, engine):
-        auditor = Auditor(served, ReleasedCellLedger(tmp_path / f"{served.dialect}.released.sqlite"))
-        try:
-            audited[served.dialect] = [_released(served, sql, policy, "k3-dominance", auditor=auditor)
-                                       for sql in AUDITED]
-        finally:
-            auditor.ledger.close()
-    for sql, (duck_table, duck_counts, _), (pg_table, pg_counts, _) in zip(AUDITED, audited["duckdb"],
-                                                                           audited["postgres"], strict=True):
-        assert pg_counts == duck_counts, sql
-        assert pg_table == duck_table, sql
-    assert sum(counts["audit"] for _table, counts, _truncated in audited["duckdb"]) > 0, \
-        "the sequence should make the auditor withhold cells"
+    assert_audited_alike(engine, reference, policy, tmp_path)
 
 
 @pytest.mark.parametrize("sql", NOISY)
 def test_noise_modes_bounded_cells_are_the_same_on_both_engines(sql, policy, engine, reference):
-    """Noise is drawn in the sandbox; what it is drawn on (the engine's exact, bounded cells) must be the same."""
-    noisy = dataclasses.replace(policy, noise=NOISE, dominance=None)  # a noise grant has no dominance rule
-    cells = {}
-    for served in (reference, engine):
-        guarded = _guarded(served, sql, noisy)
-        result = served.execute(guarded.sql, timeout_s=60, max_rows=10_000)
-        cells[served.dialect] = (result.names, sorted(result.rows, key=repr))
-    assert cells["duckdb"][1], "the query should have cells on the small data"
-    assert cells["postgres"] == cells["duckdb"]
+    assert_noisy_alike(engine, reference, policy, sql)
 
 
 def test_an_encrypted_answers_groups_and_cells_are_the_same_on_both_engines(policy, engine, reference):
-    grant = dataclasses.replace(policy, min_entities=3, dominance=None, dominance_waiver=ENCRYPTED,
-                                results=("aggregate", "encrypted"))
-    released = {}
-    for served in (reference, engine):
-        guarded = _guarded(served, ENCRYPTED_SQL, grant, encrypted=True)
-        result = served.execute(guarded.sql, timeout_s=60, max_rows=guarded.max_rows + 1)
-        answer = encrypted_release(result.names, result.types, result.rows, guarded, partitions=1,
-                                   dataset=guarded.dataset, max_rows=guarded.max_rows)
-        released[served.dialect] = (answer.groups, answer.keys, answer.withheld, answer.measures, answer.truncated)
-    assert released["duckdb"][1] and released["duckdb"][2], "some groups should be released and some withheld"
-    assert released["postgres"] == released["duckdb"]
-
-
-def _guarded(served, sql: str, grant, *, encrypted: bool = False):
-    column_types = {table: dict(served.columns(table)) for table in SERVED}
-    return guard(sql, grant, district=XUANWU, department="xuanwu-fgw", engine_dialect=served.dialect,
-                 column_types=column_types, encrypted=encrypted)
-
-
-def _released(served, sql: str, policy, grant_name: str, *, auditor: Auditor | None = None):
-    """The wire table, the counts withheld per rule and the truncation of ``sql`` released from ``served``
-    (with ``auditor``, audited against what it released before)."""
-    grant = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)},
-                                **GRANTS[grant_name])
-    released = run(served, _guarded(served, sql, grant), timeout_s=60, auditor=auditor)
-    return (encode_table(released.names, released.types, released.rows, withheld=released.withheld,
-                         rolled_up=released.rolled_up), released.counts, released.truncated)
+    assert_encrypted_alike(engine, reference, policy)
 
 
 def test_values_come_back_in_duckdbs_types(engine):

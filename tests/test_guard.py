@@ -9,11 +9,11 @@ import sqlglot
 
 from dsbroker.errors import GuardError
 from dsbroker.guard import RULES, guard
-from dsbroker.policy.model import Lookup, Noise
+from dsbroker.policy.model import Lookup, Noise, load_policy
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from dsbroker.guard.release_plan import describe
 from sandbox.disclosure.release import run
-from tests.conftest import XUANWU, policy_without_dominance
+from tests.conftest import GRANT, POLICIES, XUANWU, policy_without_dominance
 from tests.guard_fixtures import CATEGORIES, read_cases
 
 REFUSED = read_cases("*__invalid.sql")
@@ -21,6 +21,8 @@ ACCEPTED = read_cases("accepted.sql")
 REWRITES = read_cases("rewrites.sql")  # under suppressed: drop (the threshold in HAVING)
 MARKED_REWRITES = read_cases("rewrites_marked.sql")  # under suppressed: mark, the default
 ENCRYPTED_REWRITES = read_cases("rewrites_encrypted.sql")  # in encrypted mode
+# Written for Spark, each under the grant it names: the shipped one (its dominance rule on) or the one for totals.
+SPARK_REWRITES = read_cases("rewrites_spark.sql")
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +35,15 @@ def policy():
 NOISE = Noise(epsilon=1.0, budget=10.0, bounds={"revenue": (0, 10**9), "vat_paid": (0, 10**8)})
 
 
-def run_guard(sql, policy, *, noise=None, suppression="drop", encrypted=False, results=("aggregate", "encrypted")):
+def run_guard(sql, policy, *, noise=None, suppression="drop", encrypted=False, results=("aggregate", "encrypted"),
+              engine_dialect="duckdb"):
     # The shipped grant allows no MIN or MAX, no ranges on measures and no encrypted results; the
     # fixtures test them on a copy that grants a few.
     policy = dataclasses.replace(policy, min_max={"employees": ("MIN", "MAX"), "revenue": ("MAX",)},
                                  ranges={"employees": 50, "iit_withheld": 100_000_000}, noise=noise,
                                  suppression=suppression, results=results)
-    return guard(sql, policy, district=XUANWU, department="xuanwu-fgw", encrypted=encrypted)
+    return guard(sql, policy, district=XUANWU, department="xuanwu-fgw", encrypted=encrypted,
+                 engine_dialect=engine_dialect)
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.id)
@@ -82,6 +86,12 @@ def test_rewrites_exactly_when_suppressed_cells_are_marked(case, policy):
 @pytest.mark.parametrize("case", ENCRYPTED_REWRITES, ids=lambda c: c.id)
 def test_rewrites_exactly_when_encrypted(case, policy):
     assert_rewrites(run_guard(case.sql, policy, encrypted=True, suppression="mark"), case)
+
+
+@pytest.mark.parametrize("case", SPARK_REWRITES, ids=lambda c: c.id)
+def test_rewrites_exactly_for_spark(case, totals_policy):
+    grant = totals_policy if case.expect["grant"] == "totals" else load_policy(POLICIES / f"{GRANT}.yaml")
+    assert_rewrites(run_guard(case.sql, grant, engine_dialect="spark"), case)
 
 
 @pytest.fixture(scope="module")

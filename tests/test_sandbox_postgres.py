@@ -249,7 +249,7 @@ def test_settings_that_cannot_serve_postgres_stop_the_start_with_a_clear_error(o
     with pytest.raises(ConfigError, match="needs postgres_dsn"):
         start_sandbox(_sandbox_settings(owner, "postgres", tmp_path, postgres_dsn=""))
     with pytest.raises(ConfigError, match="engine must be one of"):
-        start_sandbox(dataclasses.replace(_sandbox_settings(owner, "postgres", tmp_path), engine="spark"))
+        start_sandbox(dataclasses.replace(_sandbox_settings(owner, "postgres", tmp_path), engine="oracle"))
 
 
 def test_the_password_is_never_logged_or_shown(owner, tmp_path, caplog):

@@ -40,7 +40,8 @@ def sandbox_group() -> None:
     """The data owner's side."""
 
 
-ENGINE_HELP = "the engine the data is in: duckdb (--data FILE) or postgres (postgres_dsn, the sandbox's read-only role)"
+ENGINE_HELP = ("the engine the data is in: duckdb (--data FILE), postgres (postgres_dsn, the sandbox's read-only role) "
+               "or spark (spark_tables, Parquet, on spark_master)")
 DATA_HELP = "DuckDB data file (opened read-only; engine duckdb)"
 DSN_HELP = ("the owner's PostgreSQL as the sandbox's read-only role (libpq string or postgresql:// URI; engine "
             "postgres); keep its password in PGPASSFILE or ~/.pgpass, not on a command line")
@@ -49,7 +50,7 @@ DSN_HELP = ("the owner's PostgreSQL as the sandbox's read-only role (libpq strin
 @sandbox_group.command("serve")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="sandbox TOML file")
 @click.option("--listen", help="HOST:PORT to serve on (port 0 picks a free port)")
-@click.option("--engine", type=click.Choice(["duckdb", "postgres"]), help=ENGINE_HELP)
+@click.option("--engine", type=click.Choice(["duckdb", "postgres", "spark"]), help=ENGINE_HELP)
 @click.option("--data", type=click.Path(dir_okay=False), help=DATA_HELP)
 @click.option("--postgres-dsn", help=DSN_HELP)
 @click.option("--metrics-listen", help=METRICS_HELP)
@@ -62,7 +63,8 @@ def sandbox_serve(config, listen, engine, data, postgres_dsn, metrics_listen, he
     On PostgreSQL the sandbox connects as the role the owner made for it and starts only when that role can
     read the served datasets and nothing else, with the session settings of the lockdown (README: Serving
     your own database); otherwise it stops with ENGINE_NOT_LOCKED_DOWN naming each problem. Its ledgers live
-    in state_dir, which engine postgres requires.
+    in state_dir, which engines postgres and spark require. On Spark the sandbox registers the Parquet tables of
+    spark_tables, and only those, in a locked-down session on spark_master, and checks it the same way.
     """
     from sandbox.server import start_sandbox
 

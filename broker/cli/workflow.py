@@ -15,7 +15,8 @@ from broker.cli.translated import TranslatedGroup
 from dsbroker.errors import ConfigError
 
 STATES = ("submitted", "reviewed", "active", "rejected", "withdrawn", "suspended", "revoked", "expired", "exhausted")
-ENGINE_NAMES = {"duckdb": "DuckDB file", "postgres": "PostgreSQL database"}  # what catalog draft read
+# What catalog draft read the columns from.
+ENGINE_NAMES = {"duckdb": "DuckDB file", "postgres": "PostgreSQL database", "spark": "Spark session"}
 REQUEST_KEYS = {"purpose", "dataset", "columns", "products", "example_queries", "result_modes", "valid_from",
                 "valid_until", "queries_per_day", "queries_total"}
 

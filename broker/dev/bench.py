@@ -308,6 +308,8 @@ def main() -> None:
     parser.add_argument("--encrypted-runs", type=int, default=20, help="timed runs of each encrypted-mode query")
     parser.add_argument("--only", choices=("encrypted", "log", "audit"), help="run one part of the benchmark only")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
+    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                        help="spark: the end-to-end group-by on a sandbox with engine = spark, against Spark directly")
     args = parser.parse_args()
     if args.quick:
         for name, value in QUICK.items():
@@ -322,6 +324,13 @@ def main() -> None:
         return
 
     datas = [bench_data(Path(args.cache_dir), taxpayers) for taxpayers in sizes]
+    if args.engine == "spark":
+        from broker.dev.bench_spark import spark_bench
+
+        for data in datas:
+            spark_bench(data, runs=args.runs, grant_text=bench_grant_text(), grant=GRANT, group_by_sql=GROUP_BY_SQL,
+                        plain_sql=PLAIN_SQL, signed_grant=signed_grant)
+        return
     if args.only == "audit":
         audit_report(datas[0])
         return

@@ -202,7 +202,7 @@ def sandbox_settings(layout: KeyLayout) -> dict[str, str]:
 
 
 def to_toml(settings: dict[str, object]) -> str:
-    """Render flat settings (text, numbers, booleans, lists of text) as TOML."""
+    """Render flat settings (text, numbers, booleans, lists of text, tables of text as inline tables) as TOML."""
     def value(v: object) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -210,6 +210,8 @@ def to_toml(settings: dict[str, object]) -> str:
             return repr(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(item) for item in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(str(k))} = {value(item)}" for k, item in v.items()) + " }"
         return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
     return "".join(f"{key} = {value(v)}\n" for key, v in settings.items())
 

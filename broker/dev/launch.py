@@ -25,7 +25,7 @@ from dsbroker.identity.tls import ClientTls, open_channel, thumbprint
 from dsbroker.identity.tokens import issue_token
 from sandbox.demo.data import DEMO_DATASETS
 
-STARTUP_SECONDS = 30.0
+STARTUP_SECONDS = 120.0  # a sandbox on Spark starts a JVM and a session first: tens of seconds on a busy machine
 
 
 class ServerProcess:

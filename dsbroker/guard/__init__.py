@@ -79,6 +79,8 @@ from dsbroker.guard.resolve_table import resolve_table
 from dsbroker.guard.split_cells import split_cells
 from dsbroker.guard.split_levels import split_levels
 from dsbroker.guard.translate_date_parts import translate_date_parts
+from dsbroker.guard.translate_grouping import translate_grouping
+from dsbroker.guard.translate_sums import translate_sums
 from dsbroker.guard import internal_names as names
 from dsbroker.guard.internal_names import CELL_PLAN_META, COVERAGE_META, NOISE_PLAN_META
 from dsbroker.results.parameters import SLOTS
@@ -121,6 +123,8 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     add_dominance_rule,
     add_noise_measures,
     translate_date_parts,
+    translate_sums,
+    translate_grouping,
 )
 
 # A two-level query's own rules, in order: before RULES run on each protected aggregate, split_levels; after,

@@ -11,7 +11,9 @@ not subject to the rule. Contributions count by magnitude, so refunds cannot hid
 
 The n largest are DuckDB's ``MAX(x, n)``; other engines have no such aggregate, so there the cell's
 magnitudes are collected largest first and the first n added up (PostgreSQL: ``ARRAY_AGG`` sliced and
-unnested). Both give the same sum of the same n values, and NULL where a cell has none.
+unnested; Spark: ``COLLECT_LIST`` sorted, its first n elements added one by one, since Spark's own array
+sum, ``AGGREGATE``, needs a start value of the elements' exact type). Each gives the same sum of the same n
+values, and NULL where a cell has none.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def _largest(magnitude: exp.Expr, n: int, engine_dialect: str) -> exp.Expr:
     """The sum of the ``n`` largest values of ``magnitude`` in a cell."""
     if engine_dialect == "duckdb":
         return exp.Anonymous(this="LIST_SUM", expressions=[exp.Max(this=magnitude.copy(), count=exp.Literal.number(n))])
+    if engine_dialect == "spark":
+        return _largest_in_spark(magnitude, n)
     # The aggregate inside the subquery reads only the outer query's columns, so it aggregates the outer
     # query's cell (SQL's rule for outer references), per grouping set under ROLLUP too.
     value = magnitude.sql(dialect="postgres")
@@ -54,3 +58,12 @@ def _largest(magnitude: exp.Expr, n: int, engine_dialect: str) -> exp.Expr:
         f"(SELECT SUM({names.LARGEST_VALUE}) FROM UNNEST((ARRAY_AGG({value} ORDER BY {value} DESC) "
         f"FILTER (WHERE {value} IS NOT NULL))[1:{int(n)}]) AS {names.LARGEST}({names.LARGEST_VALUE}))",
         read="postgres")
+
+
+def _largest_in_spark(magnitude: exp.Expr, n: int) -> exp.Expr:
+    """The first ``n`` of the cell's magnitudes sorted largest first, added up: NULL when the cell has none
+    (the first element is missing), and a missing later element adds nothing. COLLECT_LIST skips NULLs, and
+    Spark computes the repeated aggregate once."""
+    value = magnitude.sql(dialect="spark")
+    elements = [f"TRY_ELEMENT_AT(SORT_ARRAY(COLLECT_LIST({value}), FALSE), {i})" for i in range(1, int(n) + 1)]
+    return sqlglot.parse_one(" + ".join([elements[0], *(f"COALESCE({e}, 0)" for e in elements[1:])]), read="spark")

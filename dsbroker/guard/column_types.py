@@ -17,11 +17,14 @@ _NUMBER = re.compile(r"^(TINYINT|SMALLINT|INTEGER|INT|INT2|INT4|INT8|BIGINT|HUGE
 _TEXT = re.compile(r"^(VARCHAR.*|TEXT|CHAR.*|CHARACTER.*|STRING|BPCHAR.*)$")
 # Sums that cannot overflow in the engine: integers up to 64 bits add up in a 128-bit integer (DuckDB) or
 # arbitrary precision (PostgreSQL's numeric); DuckDB adds doubles to infinity, never to an error. DECIMAL
-# with up to 18 digits adds up in DECIMAL(38). Wider types could outgrow their sum and fail.
+# with up to 18 digits adds up in DECIMAL(38). Wider types could outgrow their sum and fail. Spark adds only
+# integers up to 64 bits, which translate_sums casts to DECIMAL(19, 0) (its BIGINT sum could overflow); a
+# fraction or a double would lose digits in that cast, so they are not summed there.
 _SUMMABLE = {
     "duckdb": re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|DOUBLE|FLOAT|"
                          r"REAL|DECIMAL\((1[0-8]|[1-9]),\s*\d+\))$"),
     "postgres": re.compile(r"^(SMALLINT|INTEGER|BIGINT|INT2|INT4|INT8|NUMERIC.*|DECIMAL.*)$"),
+    "spark": re.compile(r"^(TINYINT|SMALLINT|INT|INTEGER|BIGINT|BYTE|SHORT|LONG|DECIMAL\((1[0-8]|[1-9]),\s*0\))$"),
 }
 
 

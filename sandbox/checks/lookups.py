@@ -56,9 +56,12 @@ class LookupChecker:
     def for_engine(cls, engine, served: Iterable[str]) -> LookupChecker:
         """A checker over ``engine``'s ``served`` tables, their columns read now."""
         def unique(table: str, key: str) -> bool:
-            column, name = _quoted(key), ".".join(_quoted(part) for part in table.split("."))
-            result = engine.execute(f"SELECT count({column}) = count(DISTINCT {column}) FROM {name}",
-                                    timeout_s=UNIQUENESS_SECONDS, max_rows=1)
+            # Written by sqlglot in the engine's dialect: Spark reads a double-quoted name as a string.
+            column = exp.column(key, quoted=True)
+            same = exp.EQ(this=exp.Count(this=column),
+                          expression=exp.Count(this=exp.Distinct(expressions=[column.copy()])))
+            query = exp.select(same).from_(exp.to_table(table, quoted=True))
+            result = engine.execute(query.sql(dialect=engine.dialect), timeout_s=UNIQUENESS_SECONDS, max_rows=1)
             return bool(result.rows[0][0])
 
         def unlisted(table: str, column: str, values: tuple[str, ...]) -> bool:
@@ -135,7 +138,3 @@ class LookupChecker:
 
 def _problem(message: str, reason: str, policy: Policy, table: str, column: str | None = None) -> DsbrokerError:
     return DsbrokerError(message, reason=reason, policy=policy.id, table=table, column=column)
-
-
-def _quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'

@@ -2,8 +2,9 @@
 
 ``engine = "duckdb"`` opens the data file ``data``; ``engine = "postgres"`` connects to ``postgres_dsn`` as the
 role the owner made for the sandbox and verifies its lockdown (:mod:`sandbox.engine.postgres_lockdown`)
-before anything is served. The DSN may hold a password, so it is never logged or echoed: what is logged is
-:func:`described`, which leaves the password out.
+before anything is served; ``engine = "spark"`` registers ``spark_tables`` (Parquet) in a Spark session on
+``spark_master`` and verifies its lockdown (:mod:`sandbox.engine.spark_lockdown`). The DSN may hold a
+password, so it is never logged or echoed: what is logged is :func:`described`, which leaves the password out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sandbox.settings import SandboxSettings
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("duckdb", "postgres")
+ENGINES = ("duckdb", "postgres", "spark")
 # The libpq parameters that say where and as whom the sandbox connects (never the password).
 _SHOWN_PARAMETERS = ("host", "hostaddr", "port", "dbname", "user", "sslmode")
 
@@ -36,6 +37,8 @@ def open_engine(settings: SandboxSettings, *, clock: Callable[[], float] = time.
         return _duckdb(settings, limits, clock)
     if settings.engine == "postgres":
         return _postgres(settings, limits, clock)
+    if settings.engine == "spark":
+        return _spark(settings, limits, clock)
     raise ConfigError(f"engine must be one of {', '.join(ENGINES)}")
 
 
@@ -84,6 +87,37 @@ def _postgres(settings: SandboxSettings, limits: EngineLimits, clock: Callable[[
     return PostgresEngine(settings.postgres_dsn, limits, served=settings.datasets, clock=clock)
 
 
+def _spark(settings: SandboxSettings, limits: EngineLimits, clock: Callable[[], float]) -> Engine:
+    from sandbox.engine.spark_engine import SparkEngine
+
+    if settings.data or settings.postgres_dsn:
+        raise ConfigError("data or postgres_dsn is set, but engine is \"spark\"; leave them empty and list the "
+                          "tables in spark_tables")
+    tables = spark_tables(settings)
+    log.info("starting Spark on %s for %s", settings.spark_master, ", ".join(sorted(tables)))
+    return SparkEngine(tables, limits, master=settings.spark_master, clock=clock)
+
+
+def spark_tables(settings: SandboxSettings) -> dict[str, str]:
+    """``spark_tables`` as table -> path: exactly the datasets, each once (a table listed that is not served would
+    be registered for no one; a dataset without a path could not be read)."""
+    tables: dict[str, str] = {}
+    for entry in settings.spark_tables:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+            raise ConfigError("spark_tables must be a table of schema.table = path (e.g. [spark_tables] "
+                              "\"tax.declarations\" = \"/data/tax/declarations\")")
+        tables[entry[0]] = entry[1]
+    if not settings.datasets:
+        raise ConfigError("no datasets configured: the Spark session registers the datasets and no other table")
+    unserved = sorted(set(tables) - set(settings.datasets))
+    if unserved:
+        raise ConfigError(f"spark_tables lists tables that are not datasets: {', '.join(unserved)}")
+    unplaced = sorted(set(settings.datasets) - set(tables))
+    if unplaced:
+        raise ConfigError(f"spark_tables gives no Parquet path for {', '.join(unplaced)}")
+    return tables
+
+
 def described(dsn: str) -> str:
     """Where and as whom ``dsn`` connects, without its password or anything else (for logs)."""
     from psycopg import conninfo
@@ -97,7 +131,7 @@ def described(dsn: str) -> str:
 
 def state_path(settings: SandboxSettings, configured: str, name: str) -> Path:
     """Where one of the sandbox's ledgers lives: ``configured`` when set, else ``<state_dir>/<name>``, else beside
-    the DuckDB data file (``<data>.<name>``). PostgreSQL has no file to keep it beside: ConfigError."""
+    the DuckDB data file (``<data>.<name>``). PostgreSQL and Spark have no file to keep it beside: ConfigError."""
     if configured:
         return Path(configured)
     if settings.state_dir:
@@ -108,4 +142,4 @@ def state_path(settings: SandboxSettings, configured: str, name: str) -> Path:
     if settings.engine == "duckdb":
         raise ConfigError("no data file configured; pass --data PATH or set data in the config file")
     raise ConfigError(f"set state_dir (a directory the sandbox keeps its ledgers in, e.g. {name} there): with "
-                      "engine = \"postgres\" there is no data file to keep them beside")
+                      f"engine = \"{settings.engine}\" there is no data file to keep them beside")
