@@ -308,8 +308,13 @@ def main() -> None:
     parser.add_argument("--encrypted-runs", type=int, default=20, help="timed runs of each encrypted-mode query")
     parser.add_argument("--only", choices=("encrypted", "log", "audit"), help="run one part of the benchmark only")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
-    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
-                        help="spark: the end-to-end group-by on a sandbox with engine = spark, against Spark directly")
+    parser.add_argument("--engine", choices=("duckdb", "spark", "postgres"), default="duckdb",
+                        help="spark or postgres: the end-to-end group-by on a sandbox with that engine, against the "
+                             "same engine directly")
+    parser.add_argument("--postgres-dsn", default=os.environ.get("DSBROKER_BENCH_POSTGRES",
+                                                                 "postgresql://postgres@127.0.0.1:5432/postgres"),
+                        help="--engine postgres: a superuser's connection to the server the data is copied to "
+                             "(env DSBROKER_BENCH_POSTGRES)")
     args = parser.parse_args()
     if args.quick:
         for name, value in QUICK.items():
@@ -324,12 +329,8 @@ def main() -> None:
         return
 
     datas = [bench_data(Path(args.cache_dir), taxpayers) for taxpayers in sizes]
-    if args.engine == "spark":
-        from broker.dev.bench_spark import spark_bench
-
-        for data in datas:
-            spark_bench(data, runs=args.runs, grant_text=bench_grant_text(), grant=GRANT, group_by_sql=GROUP_BY_SQL,
-                        plain_sql=PLAIN_SQL, signed_grant=signed_grant)
+    if args.engine != "duckdb":
+        other_engine_bench(args, datas)
         return
     if args.only == "audit":
         audit_report(datas[0])
@@ -348,6 +349,21 @@ def main() -> None:
             layout = init_keys(scratch / "keys", clients=("bench",))
             by_size.append(size_report(data, layout, scratch, args, first=index == 0, scaling=scaling))
     summary(by_size)
+
+
+def other_engine_bench(args, datas: list[Path]) -> None:
+    """``--engine spark`` or ``postgres``: the end-to-end group-by on a sandbox with that engine, per size."""
+    common = dict(runs=args.runs, grant_text=bench_grant_text(), grant=GRANT, group_by_sql=GROUP_BY_SQL,
+                  plain_sql=PLAIN_SQL, signed_grant=signed_grant)
+    for data in datas:
+        if args.engine == "postgres":
+            from broker.dev.bench_postgres import postgres_bench
+
+            postgres_bench(data, admin_dsn=args.postgres_dsn, **common)
+        else:
+            from broker.dev.bench_spark import spark_bench
+
+            spark_bench(data, **common)
 
 
 def bench_data(cache: Path, taxpayers: int) -> Path:

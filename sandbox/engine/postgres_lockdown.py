@@ -60,9 +60,6 @@ def session_statements(limits: EngineLimits) -> list[str]:
         f"SET statement_timeout = {int(limits.max_execution_ms)}",
         f"SET work_mem = '{WORK_MEM}'",
         f"SET search_path = {SEARCH_PATH}",
-        # DECLARE plans for the first tenth of the rows by default; the engine reads a cursor to the end
-        # of its cap, so plan as a plain SELECT does (hash aggregates rather than fast-start plans).
-        "SET cursor_tuple_fraction = 1",
         # Dates as text the way DuckDB writes them: noise mode ranks a taxpayer's cells by a hash of their text.
         f"SET DateStyle = '{DATE_STYLE}'",
     ]
