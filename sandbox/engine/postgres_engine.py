@@ -5,12 +5,13 @@ alone at start so that a refusal names what is wrong, and each one the pool open
 callback raises, and the pool never hands out a connection that did not pass).
 
 A query runs in its own read-only transaction under ``SET LOCAL statement_timeout`` (the server stops it at
-its deadline), as a prepared statement (which takes exactly one statement) wrapped in a ``LIMIT`` of one row
-past the cap: the server never sends more. Not through a server-side cursor: PostgreSQL never plans a
-cursor's query in parallel, which made the sandbox's group-by over 10M rows half as fast again as the same
-SQL run directly (``scripts/bench --engine postgres``). Should the server miss its own timer, the watchdog asks it to
-cancel the query (the driver's cancel request, the same as ``pg_cancel_backend``); the connection is never
-abandoned with a query still running on it.
+its deadline), wrapped in a ``LIMIT`` of one row past the cap (the server never sends more) and streamed in
+chunks over the extended protocol, which takes exactly one statement. Not through a server-side cursor:
+PostgreSQL never plans a cursor's query in parallel, which made the sandbox's group-by over 10M rows half as
+slow again as the same SQL run directly (``scripts/bench --engine postgres``); nor as a named prepared
+statement, which a served table's later change of type would leave failing on its pooled connection.
+Should the server miss its own timer, the watchdog asks it to cancel the query (the driver's cancel request,
+the same as ``pg_cancel_backend``); the connection is never abandoned with a query still running on it.
 
 Rows come back as DuckDB gives them, because disclosure control and the wire read DuckDB's type names and
 Python types: PostgreSQL answers ``SUM`` of integers and ``EXTRACT`` in ``numeric``, DuckDB in integers.
@@ -39,6 +40,7 @@ from sandbox.engine.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
+STREAM_ROWS = 1000  # rows a chunk of a streamed answer brings (libpq's chunked mode; one by one before libpq 17)
 # The server's statement_timeout stops a query at its deadline; the driver's cancel is the backup, sent
 # this much later so that the two do not race on a query the server is already stopping.
 CANCEL_GRACE_S = 0.25
@@ -138,10 +140,10 @@ class PostgresEngine:
         try:
             with connection.transaction():  # read-only by default_transaction_read_only, checked by the lockdown
                 connection.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
-                cursor = connection.execute(f"SELECT * FROM ({sql}) AS __capped LIMIT {int(max_rows) + 1}",
-                                            prepare=True)
+                cursor = connection.cursor()
+                rows = list(cursor.stream(f"SELECT * FROM ({sql}) AS __capped LIMIT {int(max_rows) + 1}",
+                                          size=STREAM_ROWS))
                 description = cursor.description or []
-                rows = cursor.fetchall()
         except pg_errors.QueryCanceled:  # the statement timeout, or the watchdog's cancel
             raise _timeout() from None
         except psycopg.Error as error:
