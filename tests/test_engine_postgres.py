@@ -162,7 +162,8 @@ def test_rows_are_capped_and_truncation_flagged(engine):
     "SELECT pg_read_file('/etc/hostname')",
     "COPY (SELECT 1) TO PROGRAM 'true'",
     "CREATE TABLE tax.leak AS SELECT 1",
-    "SELECT 1; SELECT 2",  # a cursor takes one statement
+    "SELECT 1; SELECT 2",  # the extended protocol takes one statement
+    "SELECT 1) AS a; SELECT 2 AS b FROM (SELECT 1",  # a text that closes the cap's parenthesis: one statement still
     "SET statement_timeout = 0",
 ])
 def test_engine_errors_are_refused_without_their_message(engine, sql):
