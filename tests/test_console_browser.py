@@ -279,6 +279,38 @@ def test_a_department_runs_a_query_and_downloads_the_released_table_as_xlsx(stac
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_department_submits_a_request_of_columns_and_a_product_and_sees_its_draft(stack, consoles, browser, lang):
+    from selenium.webdriver.support.ui import Select
+
+    console = consoles["requester"]
+    open_page(browser, console, "/requests", lang)
+    load_by_clicking(browser, browser.find_element("id", "new-request"))
+    wait_for(browser, "#request-form")
+    shot(browser, f"{lang}-department-new-request")
+    purpose = f"monthly revenue by street for the district report ({lang})"
+    browser.find_element("id", "purpose").send_keys(purpose)
+    for column, use in (("street_code", "group"), ("period", "group"), ("revenue", "measure"),
+                        ("vat_paid", "measure"), ("cit_paid", "measure")):
+        Select(browser.find_element("id", f"use-{column}")).select_by_value(use)
+        browser.find_element("id", f"reason-{column}").send_keys("the report's rows and figures")
+    browser.find_element("id", "product-street-revenue-monthly").click()
+    browser.find_element("id", "examples").send_keys(
+        "SELECT street_code, SUM(revenue) AS revenue FROM tax.declarations GROUP BY street_code")
+    load_by_clicking(browser, browser.find_element("id", "submit"))
+    state = wait_for(browser, "#state")
+    shot(browser, f"{lang}-department-request-submitted")
+    assert state.text == "submitted", browser.find_element("tag name", "main").text
+    name = browser.find_element("id", "request-name").text
+    with BrokerClient(stack.target, token=token_for(roles=("requester",)), tls=client_tls()) as client:
+        stored = client.get_request(name)
+    assert stored.purpose == purpose and list(stored.products) == ["street-revenue-monthly"]
+    assert {c.column for c in stored.columns} == {"street_code", "period", "revenue", "vat_paid", "cit_paid"}
+    draft = browser.find_element("id", "draft").text
+    assert "street-revenue-monthly:" in draft and "street_code: group" in draft and stored.draft_policy.strip() == \
+        draft.strip()
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
 def test_a_reviewer_and_the_owner_approve_a_request_signed_in_the_browser(stack, consoles, browser, lang):
     with BrokerClient(stack.target, token=token_for(roles=("requester",)), tls=client_tls()) as client:
         submitted = client.submit_request(read_request_file(str(ROOT / "examples/request.yaml")))

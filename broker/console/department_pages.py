@@ -4,6 +4,7 @@ its chart, the disclosure rules applied, CSV and XLSX to download)."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from decimal import Decimal
 
 from starlette.requests import Request
@@ -101,6 +102,45 @@ def released_view(result, unit: str, money: set[int]) -> dict:
             "xlsx": f"data:{XLSX_TYPE};base64," + base64.b64encode(xlsx_bytes(sheet)).decode()}
 
 
+def request_form(request: Request) -> Response:
+    """A new access request: purpose, the chosen dataset's columns with their use and why, the owner's products
+    offered to requests, example queries, validity and volume."""
+    with settings_of(request).connection.client() as client:
+        datasets = [d for d in client.datasets() if d.entity_column]
+    if not datasets:
+        return page(request, "new_request.html", datasets=[], chosen=None)
+    wanted = request.query_params.get("dataset", "")
+    chosen = next((d for d in datasets if d.name == wanted), datasets[0])
+    today = dt.datetime.now(settings_of(request).zone).date()
+    return page(request, "new_request.html", datasets=datasets, chosen=chosen, today=today.isoformat(),
+                until=(today + dt.timedelta(days=180)).isoformat())
+
+
+def submit_request(request: Request) -> Response:
+    """Submit the request as the person signed in; the broker checks it against the catalog and drafts its policy."""
+    from broker.console.app import posted
+
+    fields = posted(request)
+    uses = {"group": requests_pb.COLUMN_USE_GROUP, "filter": requests_pb.COLUMN_USE_FILTER,
+            "measure": requests_pb.COLUMN_USE_MEASURE}
+    columns = [requests_pb.RequestedColumn(column=key.removeprefix("use."), use=uses[value],
+                                           reason=fields.get("reason." + key.removeprefix("use."), ""))
+               for key, value in fields.items() if key.startswith("use.") and value in uses]
+    try:
+        per_day = int(fields.get("queries_per_day", "0"))
+    except ValueError:
+        per_day = 0  # the broker refuses it, naming the field
+    wanted = requests_pb.AccessRequest(
+        purpose=fields.get("purpose", ""), dataset=fields.get("dataset", ""), columns=columns,
+        products=[key.removeprefix("product.") for key in fields if key.startswith("product.")],
+        example_queries=[line.strip() for line in fields.get("examples", "").splitlines() if line.strip()],
+        result_modes=["aggregate"], valid_from=fields.get("valid_from", ""), valid_until=fields.get("valid_until", ""),
+        queries_per_day=per_day)
+    with settings_of(request).connection.client() as client:
+        submitted = client.submit_request(wanted)
+    return page(request, "submitted.html", submitted=submitted, state_name=request_state)
+
+
 def policy_state(value: int) -> str:
     """A policy's state as a word (active, suspended, ...)."""
     return policies_pb.PolicyState.Name(value).removeprefix("POLICY_STATE_").lower()
@@ -114,5 +154,6 @@ def request_state(value: int) -> str:
 def routes() -> list[Route]:
     """The department's routes."""
     return [Route("/catalog", catalog), Route("/catalog/{name}", dataset), Route("/grants", grants),
-            Route("/requests", my_requests), Route("/query", query_form, methods=["GET"]),
+            Route("/requests", my_requests), Route("/requests/new", request_form, methods=["GET"]),
+            Route("/requests/new", submit_request, methods=["POST"]), Route("/query", query_form, methods=["GET"]),
             Route("/query", run_query, methods=["POST"])]
