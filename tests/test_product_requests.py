@@ -110,3 +110,14 @@ def _load(path: Path, demo_db):
                                       "table_schema = ? AND table_name = ? ORDER BY ordinal_position",
                                       [schema, name]).fetchall()
         return load_catalog(path, {"tax.declarations"}, columns_of)
+
+
+def test_a_product_that_groups_by_a_column_the_request_asks_only_to_filter_on_is_refused(work):  # noqa: F811
+    """The next variant after a missing column: the column asked for at a weaker level. street-revenue-monthly groups
+    by period; a request for period as a filter only does not get a product that releases it as a key."""
+    columns = [pb.RequestedColumn(column=name, use=use, reason="report") for name, use in (
+        ("street_code", GROUP), ("period", FILTER), ("revenue", MEASURE), ("vat_paid", MEASURE),
+        ("cit_paid", MEASURE))]
+    error = refusal(work.submit, columns=columns, products=["street-revenue-monthly"])
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PRODUCT_COLUMN_NOT_REQUESTED")
+    assert (error.metadata["product"], error.metadata["column"]) == ("street-revenue-monthly", "period")

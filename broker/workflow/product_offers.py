@@ -10,8 +10,6 @@ answers only its products (``queries: products``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dsbroker.errors import PolicyFileError, shown
 from dsbroker.policy.model import ColumnLevel, parse_products
 from dsbroker.policy.products import Product
@@ -21,24 +19,17 @@ from dsbroker.v1 import catalog_pb2
 MAX_PRODUCTS = 16  # a request's products; the draft holds each one's query
 
 
-@dataclass(frozen=True)
-class OfferedProduct:
-    """A product as the catalog offers it: the definition a grant holds, and the level of each column it reads."""
-
-    product: Product
-    columns: dict[str, ColumnLevel]
-
-
-def offered_products(dataset: catalog_pb2.Dataset, names: tuple[str, ...],
-                     requested: dict[str, ColumnLevel] | None) -> dict[str, OfferedProduct]:
-    """The products ``names`` of ``dataset``'s catalog, by name. With ``requested`` (the columns a request asks for,
-    at their levels), each product's columns must be among them at a level that allows its use: a product does
-    not widen what the request asks for. Without it (products only), the products' columns must agree on each
-    column's level. INVALID_ARGUMENT naming the product and the column otherwise."""
+def offered_products(dataset: catalog_pb2.Dataset, names: tuple[str, ...], requested: dict[str, ColumnLevel] | None
+                     ) -> tuple[dict[str, Product], dict[str, ColumnLevel]]:
+    """The products ``names`` of ``dataset``'s catalog, by name, and the level of each column they read (a column
+    one reads as a group and another as a filter is a group column: it may stand in WHERE too). With
+    ``requested`` (the columns a request asks for, at their levels), each product's columns must be among them at
+    a level that allows its use: a product does not widen what the request asks for. Without it (products only),
+    the products must agree on each column's level. INVALID_ARGUMENT naming the product and the column otherwise."""
     bounded_list(names, "products", most=MAX_PRODUCTS)
     offers = {offer.name: offer for offer in dataset.products if offer.definition}
-    found: dict[str, OfferedProduct] = {}
-    levels: dict[str, tuple[ColumnLevel, str]] = {}  # products only: each column's level, and the product it is of
+    found: dict[str, Product] = {}
+    levels: dict[str, tuple[ColumnLevel, str]] = {}  # each column's level, and the product it is first read by
     for index, name in enumerate(names):
         where = f"products[{index}]"
         if name in found:
@@ -48,12 +39,12 @@ def offered_products(dataset: catalog_pb2.Dataset, names: tuple[str, ...],
             raise RequestFieldError(f"{where}: {dataset.name} offers no product {shown(name)} to requests",
                                     field=where, reason="PRODUCT_NOT_OFFERED", table=dataset.name, product=name)
         try:
-            product = parse_products(offer.definition, source=f"the catalog's {name}")[name]
+            found[name] = parse_products(offer.definition, source=f"the catalog's {name}")[name]
         except (PolicyFileError, KeyError):
             raise RequestFieldError(f"{where}: the owner's definition of {name!r} does not load", field=where,
                                     reason="PRODUCT_NOT_OFFERED", table=dataset.name, product=name) from None
-        columns = {column: ColumnLevel(level) for column, level in sorted(offer.columns.items())}
-        for column, level in columns.items():
+        for column, text in sorted(offer.columns.items()):
+            level = ColumnLevel(text)
             if requested is not None:
                 have = requested.get(column)
                 if have is not level and not (have is ColumnLevel.GROUP and level is ColumnLevel.FILTER):
@@ -61,16 +52,13 @@ def offered_products(dataset: catalog_pb2.Dataset, names: tuple[str, ...],
                         f"{where}: product {name!r} reads {column} as {level.value}; ask for it so (or ask for "
                         "products only)", field=where, reason="PRODUCT_COLUMN_NOT_REQUESTED", table=dataset.name,
                         product=name, column=column)
-                continue
             before, other = levels.get(column, (level, name))
             if {before, level} == {ColumnLevel.GROUP, ColumnLevel.FILTER}:
-                level = ColumnLevel.GROUP  # a group column may stand in WHERE too
+                level = ColumnLevel.GROUP
             elif before is not level:
                 raise RequestFieldError(
                     f"{where}: product {name!r} reads {column} as {level.value}, product {other!r} as "
                     f"{before.value}: no grant holds both", field=where, reason="PRODUCT_COLUMN_NOT_REQUESTED",
                     table=dataset.name, product=name, column=column)
-            levels[column] = (level, name)
-        found[name] = OfferedProduct(product, {column: levels.get(column, (level, ""))[0]
-                                               for column, level in columns.items()})
-    return found
+            levels[column] = (level, other)
+    return found, {column: level for column, (level, _product) in levels.items()}

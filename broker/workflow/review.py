@@ -29,7 +29,8 @@ from dsbroker.guard import guard
 from dsbroker.policy.model import (DEFAULT_AGGREGATES, DEFAULT_MAX_GROUPS, MAX_POLICY_CHARS, RESULT_MODES, ColumnLevel,
                                    Policy, parse_policy)
 from broker.workflow.policy_draft import drafted_dominance, narrowing_problems, render_policy
-from broker.workflow.product_offers import OfferedProduct, offered_products
+from broker.workflow.product_offers import offered_products
+from dsbroker.policy.products import Product
 from broker.workflow.policy_registry import stored_policy_for
 from dsbroker.policy.signing import Approval, Trust, split_document, verify_approvals, verify_policy
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_list, bounded_text
@@ -280,10 +281,9 @@ class Workflow:
         order = [c.name for c in dataset.columns]
         levels = {dataset.entity_column: ColumnLevel.ENTITY}
         levels.update({c.column: ColumnLevel(c.use) for c in new.columns})
-        products = offered_products(dataset, new.products, levels if new.columns else None)
+        products, read = offered_products(dataset, new.products, levels if new.columns else None)
         if not new.columns:  # a grant of products only: the columns their queries read, at the levels they need
-            for product in products.values():
-                levels.update(product.columns)
+            levels.update(read)
         return dataset, {name: levels[name] for name in sorted(levels, key=order.index)}, products
 
     def _check_window(self, new: NewRequest) -> None:
@@ -301,7 +301,7 @@ class Workflow:
             raise RequestFieldError("queries_total must not be negative", field="queries_total")
 
     def _draft(self, request_id: str, principal: Principal, new: NewRequest, dataset, columns,
-               products: dict[str, OfferedProduct]) -> str:
+               products: dict[str, Product]) -> str:
         suffix = request_id.removeprefix("req-")
         policy = Policy(
             id=f"{principal.department[:40]}-{suffix}", version=1, department=principal.department,
@@ -311,7 +311,7 @@ class Workflow:
             max_groups=DEFAULT_MAX_GROUPS, valid_from=_date(new.valid_from, "valid_from"),
             valid_until=_date(new.valid_until, "valid_until"), results=tuple(new.result_modes) or ("aggregate",),
             queries_per_day=new.queries_per_day, queries_total=new.queries_total or None, request=request_id,
-            products={name: offer.product for name, offer in products.items()},
+            products=products,
             products_only=bool(products) and not new.columns)
         return render_policy(drafted_dominance(policy), comment=f"Drafted by dsbroker from access request "
                                                                 f"{request_id} of {principal.department}.")
