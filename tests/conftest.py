@@ -59,6 +59,12 @@ def policy_without_dominance(reason: str) -> Policy:
     return parse_policy(shipped_grant_text(without_dominance=reason), source=f"{GRANT} (test variant)")
 
 
+def asks_totals(sql: str) -> bool:
+    """Whether ``sql`` asks for totals (ROLLUP, CUBE, GROUPING SETS), which the dominance rule refuses."""
+    text = " ".join(sql.upper().split())
+    return any(form in text for form in ("ROLLUP", "CUBE", "GROUPING SETS"))
+
+
 @functools.cache
 def dev_keys() -> KeyLayout:
     """Development keys for the whole run (made once; removed at exit)."""

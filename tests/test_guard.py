@@ -14,6 +14,7 @@ from sandbox.engine.duckdb_engine import DuckDBEngine
 from dsbroker.guard.release_plan import describe
 from sandbox.disclosure.release import run
 from tests.conftest import GRANT, POLICIES, XUANWU, policy_without_dominance
+from tests.engine_cells import fresh_auditor
 from tests.guard_fixtures import CATEGORIES, read_cases
 
 REFUSED = read_cases("*__invalid.sql")
@@ -105,10 +106,14 @@ def engine(demo_db):
 @pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.id)
 def test_accepted_cells_equal_the_unrestricted_query(case, suppression, policy, engine, direct):
     guarded = run_guard(case.sql, policy, suppression=suppression)
-    released = run(engine, guarded, timeout_s=30)
+    if guarded.cells.totals and not guarded.cells.rollup:  # only the released-cell auditor protects these
+        with fresh_auditor(engine) as auditor:
+            released = run(engine, guarded, timeout_s=30, auditor=auditor)
+    else:
+        released = run(engine, guarded, timeout_s=30)
     assert released.names == list(guarded.output_names)
     withheld = [row for row, cells in zip(released.rows, released.withheld, strict=True) if cells]
-    assert not withheld or suppression == "mark"
+    assert not withheld or suppression == "mark" or guarded.cells.totals  # totals keep every row, marked
     assert all(row[i] is None for row in withheld for i in guarded.cells.cell_outputs)
     released.rows = [row for row, cells in zip(released.rows, released.withheld, strict=True) if not cells]
     assert released.rows, "a legitimate query released nothing; the fixture should pick cells above the threshold"

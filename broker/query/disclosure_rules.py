@@ -61,7 +61,7 @@ def disclosure_rules(guarded: GuardedQuery, policy: Policy, result: sandbox_pb.E
         cells_withheld=result.threshold_cells_withheld,
         description=f"{below} are withheld and marked{counted(result.threshold_cells_withheld)}"
         if marked else f"rows with {below} are left out")]
-    if guarded.cells is not None and guarded.cells.totals:
+    if guarded.cells is not None and guarded.cells.rollup:  # a CUBE's table is the auditor's (below)
         rules.append(pb.DisclosureRule(
             rule="secondary_suppression", column=guarded.entity, threshold=guarded.min_entities,
             cells_withheld=result.secondary_cells_withheld,
@@ -90,9 +90,16 @@ def _audit_rule(guarded: GuardedQuery, result: sandbox_pb.ExecutePlanResponse,
         rule="audit", column=guarded.entity, threshold=guarded.min_entities,
         cells_withheld=result.audit_cells_withheld,
         description=f"a cell is withheld when, with the cells of {guarded.dataset} released before (to any "
-                    f"department), it would give away a total of fewer than {guarded.min_entities} distinct "
-                    f"{guarded.entity} values or one the other rules withhold"
+                    f"department){_own_table(guarded)}, it would give away a total of fewer than "
+                    f"{guarded.min_entities} distinct {guarded.entity} values or one the other rules withhold"
                     + counted(result.audit_cells_withheld))
+
+
+def _own_table(guarded: GuardedQuery) -> str:
+    """Under CUBE or GROUPING SETS the auditor is also what protects the answer's own table of totals."""
+    cells = guarded.cells
+    return " and with the answer's other cells (its totals are not a ROLLUP's tree)" \
+        if cells is not None and cells.totals and not cells.rollup else ""
 
 
 def _dataset_spent(guarded: GuardedQuery, noise: results_pb2.NoiseReport) -> str:

@@ -215,8 +215,8 @@ def guard(unverified_sql: str, policy: Policy, *, district: str, department: str
     parts = tuple(level(inner) for inner in levels.inners)
     for part in parts:
         if part.cells is None or part.cells.totals:
-            refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", "totals (ROLLUP) are not read by an outer query",
-                   construct="ROLLUP")
+            refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", "totals (ROLLUP, CUBE, GROUPING SETS) are not read by "
+                   "an outer query", construct="ROLLUP" if part.cells is None or part.cells.rollup else "GROUPING SETS")
         repeated = {name for name in part.output_names if part.output_names.count(name) > 1}
         if repeated:
             refuse("split_levels", "DUPLICATE_ALIAS", f"output name {sorted(repeated)[0]!r} is used twice in an "

@@ -7,8 +7,8 @@ taxpayer's amount. So the cell query aggregates twice, in one engine query: firs
 and, for each measure a SUM or AVG reads, the entities whose total is not zero are counted. The sandbox
 withholds every sum of a measure that fewer than k entities make up (but some do). Counting entities
 once each this way is also how ``COUNT(DISTINCT entity)`` is computed here: a group per entity costs the
-engine less than a set of entities per cell. With totals (ROLLUP) an entity may sit in several cells
-of a total, so there the counts are distinct counts over the per-entity rows.
+engine less than a set of entities per cell. With totals (ROLLUP, CUBE, GROUPING SETS) an entity may sit in
+several cells of a total, so there the counts are distinct counts over the per-entity rows.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
 from dsbroker.guard._tree import aliased, internal_column, per_cell_and_entity
+from dsbroker.guard.grouping_sets import grouping_clause
 from dsbroker.guard.internal_names import CELL_PLAN_META, RELEASED_FIRST_META, TOTALS_META
 
 
@@ -27,10 +28,12 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
     if CELL_PLAN_META not in expression.meta:
         return expression  # under noise add_noise_measures writes its own per-entity query
     plan = expression.meta[CELL_PLAN_META]
-    totals = bool(expression.meta.get(TOTALS_META))
+    sets: tuple[tuple[int, ...], ...] = expression.meta.get(TOTALS_META) or ()
+    totals = bool(sets)
     projections = {p.alias: p.this for p in expression.expressions}
     group = expression.args.get("group")
-    keys = list(group.expressions[0].expressions if totals else group.expressions) if group is not None else []
+    # With totals the GROUP BY lists grouping sets (add_totals); the GROUPING column lists the keys, in order.
+    keys = list(projections[names.GROUPING].expressions if totals else group.expressions) if group is not None else []
     entity = projections[names.statistic(0)].this.expressions[0]  # COUNT(DISTINCT entity)
     inner = per_cell_and_entity(expression, keys, entity)  # both leave the outer query
 
@@ -73,7 +76,7 @@ def add_entity_cells(expression: exp.Select) -> exp.Select:
     expression.set("from_", exp.From(this=exp.Subquery(this=inner, alias=exp.TableAlias(
         this=exp.to_identifier(names.CELLS)))))
     if keys:
-        expression.set("group", exp.Group(expressions=[exp.Rollup(expressions=cell_keys())] if totals else cell_keys()))
+        expression.set("group", exp.Group(expressions=[grouping_clause(cell_keys(), sets)] if totals else cell_keys()))
     else:
         expression.set("group", None)
     _count_entities_again(expression, counted)

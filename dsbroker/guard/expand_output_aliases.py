@@ -13,7 +13,9 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names
 from dsbroker.guard._tree import AGGREGATE_TYPES, output_name, refuse
-from dsbroker.guard.internal_names import TOTALS_META
+from dsbroker.guard.grouping_sets import read_totals
+from dsbroker.guard.internal_names import TOTALS_FORM_META, TOTALS_META
+from dsbroker.guard.sql_names import sql_name
 from dsbroker.guard.node_budget import NodeBudget
 
 
@@ -34,20 +36,23 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
                 expression.set("group", None)
                 group = None
         else:
-            rollups = [key for key in group.expressions if isinstance(key, exp.Rollup)]
-            if rollups or group.args.get("rollup"):
-                if len(group.expressions) != 1 or not rollups or not rollups[0].expressions or group.args.get("rollup"):
-                    refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED", "totals are asked for as "
-                           "GROUP BY ROLLUP(a, b), listing every group key once", construct="ROLLUP")
-                # Every later rule sees the keys as plain GROUP BY keys; add_totals restores the ROLLUP.
-                group.set("expressions", list(rollups[0].expressions))
-                expression.meta[TOTALS_META] = True
+            terms = group.expressions
+            asked = [term for term in terms if isinstance(term, (exp.Rollup, exp.Cube, exp.GroupingSets))]
+            written = "CUBE" if group.args.get("cube") else "ROLLUP" if group.args.get("rollup") else None
+            if asked or written:
+                if len(terms) != 1 or not asked or written:
+                    form = written or sql_name(asked[0])
+                    refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED", "totals are asked for as GROUP BY "
+                           "ROLLUP (a, b), CUBE (a, b) or GROUPING SETS ((a, b), (a), ()), alone in GROUP BY",
+                           construct=form)
+                totals = read_totals(asked[0])
+                assert totals is not None
+                # Every later rule sees the keys as plain GROUP BY keys; add_totals restores the grouping sets.
+                group.set("expressions", list(totals.keys))
+                expression.meta[TOTALS_META] = totals.sets
+                expression.meta[TOTALS_FORM_META] = totals.form
             group.set("expressions", [_expand(key, projections, aliased, "GROUP BY", copies)
                                       for key in group.expressions])
-        for arg in ("cube", "grouping_sets"):
-            if group is not None and group.args.get(arg):
-                refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED",
-                       f"GROUP BY {arg.upper()} is not allowed; ROLLUP gives totals", construct=arg.upper())
     having = expression.args.get("having")
     if having is not None:
         having.set("this", _replace_alias_columns(having.this, aliased, copies))

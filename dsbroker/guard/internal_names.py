@@ -12,7 +12,10 @@ from __future__ import annotations
 PREFIX = "__"
 
 # Side data: what a rule leaves in a tree's ``meta`` for a later rule or for the guard's result. Never SQL.
-TOTALS_META = "totals"  # on a query that asked for totals (GROUP BY ROLLUP), which the rules see as a plain GROUP BY
+# On a query that asked for totals (ROLLUP, CUBE, GROUPING SETS), which the rules see as a plain GROUP BY: its
+# grouping sets, each the indices of the keys it groups by (dsbroker.guard.grouping_sets); and the form written.
+TOTALS_META = "totals"
+TOTALS_FORM_META = "totals_form"
 NODES_META = "nodes"  # on the parsed tree: how many nodes it has
 SOURCE_META = "source_sql"  # on the parsed tree: the text it was parsed from, for the names of functions as written
 LINEAR_FORM_META = "linear_form"  # on an aggregate: the linear form of measures its argument stands for

@@ -49,6 +49,14 @@ _NAMED: dict[type[exp.Expr], tuple[str, str]] = {
 }
 
 
+def _totals_term(node: exp.Expr, expression: exp.Select) -> bool:
+    """Whether ``node`` is GROUP BY's ROLLUP, CUBE or GROUPING SETS, or a set listed in GROUPING SETS."""
+    group = expression.args.get("group")
+    if isinstance(node, (exp.Rollup, exp.Cube, exp.GroupingSets)):
+        return node.parent is group
+    return isinstance(node, exp.Tuple) and isinstance(node.parent, exp.GroupingSets) and node.parent.parent is group
+
+
 def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
     """Refuse any node outside the allowlist, naming the construct."""
     _refuse_query_clauses(expression)
@@ -58,8 +66,8 @@ def reject_unsupported_syntax(expression: exp.Select) -> exp.Select:
             refuse("reject_unsupported_syntax", "SUBQUERY_NOT_ALLOWED", _NAMED[exp.Subquery][1])
         if isinstance(node, exp.Join) and node.parent is expression:
             continue  # resolve_table allows joins to the grant's lookup tables on their keys, and no others
-        if isinstance(node, exp.Rollup) and node.parent is expression.args.get("group"):
-            continue  # totals: expand_output_aliases accepts GROUP BY ROLLUP(keys) alone, and no other form
+        if _totals_term(node, expression):
+            continue  # totals: expand_output_aliases accepts ROLLUP, CUBE or GROUPING SETS alone, of keys
         if _may_be_bucket(node):
             continue  # reject_invalid_group_keys accepts a CASE that buckets a group column as a key, and no other
         if type(node) in _NAMED:

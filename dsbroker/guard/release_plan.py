@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import cast
 
+from dsbroker.guard.grouping_sets import is_rollup
+
 
 @dataclass(frozen=True)
 class Key:
@@ -131,8 +133,22 @@ class CellPlan:
     engine_ordered: bool = False  # the engine ordered (by keys only) and cut the rows already
     summed: tuple[str, ...] = ()  # the measures a SUM or AVG reads: each cell counts its contributors to each
     dominated: tuple[str, ...] = ()  # the measures the dominance rule tests, by index in its columns
-    totals: tuple[int, ...] = ()  # with ROLLUP: the output position of each ROLLUP key, in ROLLUP order
+    totals: tuple[int, ...] = ()  # with totals: the output position of each key, in the order GROUPING() lists them
+    # With totals: per grouping set, the indices of the keys it groups by (dsbroker.guard.grouping_sets); none
+    # listed, a ROLLUP's.
+    grouping_sets: tuple[tuple[int, ...], ...] = ()
     whole_table: bool = False  # HAVING, ORDER BY or totals read every cell: the engine may not cut the table
+
+    @property
+    def rollup(self) -> bool:
+        """Whether the totals are a ROLLUP's (a tree of equations, which secondary suppression protects)."""
+        return bool(self.totals) and (not self.grouping_sets or is_rollup(self.grouping_sets, len(self.totals)))
+
+    def fixed_keys(self, grouping: int) -> tuple[int, ...]:
+        """The indices of the keys a row of totals groups by, from its GROUPING() bitmask (the first key the
+        highest bit, 1 where the row totals over the key)."""
+        last = len(self.totals) - 1
+        return tuple(j for j in range(len(self.totals)) if not grouping >> (last - j) & 1)
 
     @property
     def cell_outputs(self) -> tuple[int, ...]:

@@ -75,7 +75,8 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
                      for o in (order.expressions if order is not None else ()))
     limit = expression.args.get("limit")  # enforce_group_cap checked it and capped it at max_groups + 1
     limit = int(limit.expression.name) if limit is not None else None
-    totals = bool(expression.meta.get(TOTALS_META))
+    sets = expression.meta.get(TOTALS_META) or ()
+    totals = bool(sets)
     engine_ordered = bool(ordering) and having is None and not totals and all(
         isinstance(o.node, Key) for o in ordering)
     order_asked = bool(ordering)
@@ -93,6 +94,7 @@ def split_cells(expression: exp.Select, dataset: str, columns: dict, entity: str
         dominated=_summed(lowering.statistics) if dominance is not None else (),
         totals=tuple(next(i for i, o in enumerate(outputs) if o.node in (Key(k), _text_of(Key(k), keys[k])))
                      for k in range(len(keys))) if totals else (),
+        grouping_sets=tuple(sets),
         whole_table=having is not None or totals or (order_asked and not engine_ordered))
 
     size = sum(_plan_size(o.node) for o in plan.outputs) + _plan_size(plan.having) + sum(

@@ -26,6 +26,7 @@ import sqlglot.expressions as exp
 
 from dsbroker.guard import internal_names as names
 from dsbroker.guard._tree import AGGREGATE_TYPES, refuse
+from dsbroker.guard.grouping_sets import read_totals
 from dsbroker.guard.internal_names import NODES_META, SOURCE_META
 from dsbroker.guard.sql_names import sql_name
 from dsbroker.policy.model import Lookup
@@ -77,12 +78,19 @@ def _needs_outer(expression: exp.Select, columns: dict) -> bool:
     projections = expression.expressions
     aliases = {p.alias.lower(): p.this for p in projections if isinstance(p, exp.Alias)}
     group = expression.args.get("group")
-    if group is not None and not group.args.get("all"):  # a ROLLUP's keys, as keys
-        group = exp.Group(expressions=[key for term in group.expressions
-                                       for key in (term.expressions if isinstance(term, exp.Rollup) else [term])])
+    if group is not None and not group.args.get("all"):  # the keys of totals (ROLLUP, CUBE, GROUPING SETS), as keys
+        # Copies: the caller's keys stay in the caller's tree, with their parents.
+        group = exp.Group(expressions=[key.copy() for term in group.expressions
+                                       for key in _keys_of(term)])
     keys = _keys(group, projections, aliases, columns)
     targets = [p.unalias() for p in projections] + ([o.this for o in order.expressions] if order else [])
     return any(_outer_only(target) for target in targets if target not in keys)
+
+
+def _keys_of(term: exp.Expr) -> tuple[exp.Expr, ...]:
+    """The keys a GROUP BY term groups by: a ROLLUP's, CUBE's or GROUPING SETS' keys, or the term itself."""
+    totals = read_totals(term)
+    return totals.keys if totals is not None else (term,)
 
 
 def _outer_only(node: exp.Expr) -> bool:
@@ -238,8 +246,18 @@ def _refuse_totals(group: exp.Group | None) -> None:
     if group is not None and (group.args.get("rollup") or group.args.get("cube") or group.args.get("grouping_sets")
                               or any(isinstance(k, (exp.Rollup, exp.Cube, exp.GroupingSets))
                                      for k in group.expressions)):
-        refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", "totals (ROLLUP) are not combined with window functions "
-               "or the outer query's functions", construct="ROLLUP")
+        refuse("split_levels", "TWO_LEVELS_NOT_SUPPORTED", "totals (ROLLUP, CUBE, GROUPING SETS) are not combined "
+               "with window functions or the outer query's functions", construct=_totals_form(group))
+
+
+def _totals_form(group: exp.Group) -> str:
+    """The construct of totals the caller wrote, for the refusal."""
+    if group.args.get("cube"):
+        return "CUBE"
+    if group.args.get("rollup"):
+        return "ROLLUP"
+    term = next((k for k in group.expressions if isinstance(k, (exp.Rollup, exp.Cube, exp.GroupingSets))), None)
+    return sql_name(term) if term is not None else "GROUPING SETS"
 
 
 def _output(projection: exp.Expr, split: _Split) -> exp.Expr:

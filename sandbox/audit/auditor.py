@@ -71,7 +71,7 @@ from sandbox.audit.components import Parts
 from sandbox.audit.dominance import first_dominated
 from sandbox.audit.few import few_taxpayer_leaks
 from sandbox.audit.linear import AuditCheck, Echelon, Row, TooComplex, Vector, supported_on, totals, unsafe_space
-from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger
+from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger, fixed_positions
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class AnswerCell:
     leading keys it fixes, their values, the statistics released in it (by index) and their values."""
 
     row: int
-    fixed: int
+    fixed: int  # which keys: sandbox.ledgers.released_cells.fixed_code
     keys: tuple
     statistics: frozenset[int]
     values: tuple[tuple[int, Any], ...] = ()  # (statistic index, value) of each released statistic
@@ -322,11 +322,12 @@ class Auditor:
         # and a department may know which rows those are), and each is also a target (see _stale_leaks).
         old_rows = list(valid.values()) + list(stale.values())
         old_statistics = _statistics_of(released, [*valid, *stale])
+        order = _details_first if plan.totals and not plan.rollup else _by_keys
         withheld = {cell.row: cell.statistics
                     for cell in _withhold(old_rows, candidates, judge, stale=len(stale),
                                           check=check, judged_before=judged_before,
                                           judge_for=judge_for, old_statistics=old_statistics,
-                                          statistics_of=lambda cell: _names(plan, cell))}
+                                          statistics_of=lambda cell: _names(plan, cell), order=order)}
         # Distinct counts once more, exactly: over classes of entities by the distinct-count cells they are in,
         # every such cell is the sum of its classes' sizes, so a difference of two (59 taxpayers in 24 months
         # less 58 in 23: one taxpayer declares only in the 24th) is a derivable class of too few.
@@ -376,7 +377,8 @@ class Auditor:
                                                            [rows for _, rows in rest])
         return _withhold(old_classes, list(zip([c for c, _ in rest], new_classes, strict=True)),
                          ClassJudge(classes, guarded.min_entities, guarded.dataset), stale=len(stale_counts),
-                         check=AuditCheck(lambda: self._check(deadline)))
+                         check=AuditCheck(lambda: self._check(deadline)),
+                         order=_details_first if plan.totals and not plan.rollup else _by_keys)
 
     def session(self, guarded: GuardedQuery, *, deadline: float) -> AuditSession:
         """One answer's audit (:class:`Audit`), to be used under :meth:`lock` for its dataset."""
@@ -479,16 +481,18 @@ class Membership:
         self._index: dict[tuple[int, int], dict[tuple, list[int]]] = {}
 
     def cell(self, coverage: int, fixed: int, keys: tuple) -> frozenset[int]:
-        """The blocks of the cell of coverage ``coverage`` whose first ``fixed`` keys are ``keys``."""
+        """The blocks of the cell of coverage ``coverage`` whose keys at the positions ``fixed`` names
+        (:func:`~sandbox.ledgers.released_cells.fixed_code`) are ``keys``."""
         index = self._index.get((coverage, fixed))
         if index is None:
             index = {}
+            positions = fixed_positions(fixed)
             for block, signature in enumerate(self.blocks.signatures):
                 values = signature[coverage]
                 if values is not None:
-                    index.setdefault(tuple(values[:fixed]), []).append(block)
+                    index.setdefault(tuple(values[p] for p in positions), []).append(block)
             self._index[(coverage, fixed)] = index
-        return frozenset(index.get(tuple(keys[:fixed]), ()))
+        return frozenset(index.get(tuple(keys[:len(fixed_positions(fixed))]), ()))
 
 
 class Judge:
@@ -727,7 +731,8 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
               stale: int, check: Callable[[], None], judged_before: CellRules | None = None,
               judge_for: Callable[[list[AnswerCell]], CellRules] | None = None,
               old_statistics: list[frozenset[str]] | None = None,
-              statistics_of: Callable[[AnswerCell], frozenset[str]] | None = None) -> list[AnswerCell]:
+              statistics_of: Callable[[AnswerCell], frozenset[str]] | None = None,
+              order: Callable[[AnswerCell], tuple] | None = None) -> list[AnswerCell]:
     """The answer's cells to withhold so that they cause no leak (module docstring, step 4), nor make a stale
     cell (the last ``stale`` of ``old``) derivable from the others. ``judge_for`` gives the judge of the answer's
     cells that would leave (the statistics they release decide which blocks fail); ``judge`` serves otherwise."""
@@ -755,7 +760,7 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
             raise DsbrokerError("the answer, with what has been released before, would reveal a total of too few "
                                 "taxpayers, and withholding its cells cannot prevent it", reason="AUDIT_REFUSED",
                                 table=judge.dataset)
-        chosen = min(involved, key=lambda c: _by_keys(c[0]))
+        chosen = min(involved, key=lambda c: (order or _by_keys)(c[0]))
         kept.remove(chosen)
         removed.append(chosen)
     for cell in reversed(removed):  # give back what turned out not to be needed
@@ -805,11 +810,22 @@ def _stale_leaks(old: list[frozenset[int]], new: list[frozenset[int]], stale: in
     return [taken] if after > before else []
 
 
+def _details_first(cell: AnswerCell) -> tuple:
+    """The order a CUBE's or grouping sets' cells are withheld in: the finest first, then by keys. Their margins
+    (each street's total, each industry's) are what such a table is asked for, and each is a total that a
+    withheld detail cell takes part in as well; withholding totals first would take whole margins away. Like
+    :func:`_by_keys`, it depends on the keys alone."""
+    positions = fixed_positions(cell.fixed)
+    return (-len(positions), cell.fixed,
+            tuple((value is None, value if value is not None else 0) for value in cell.keys))
+
+
 def _by_keys(cell: AnswerCell) -> tuple:
     """The order cells are withheld in: by their keys (totals first), never by anything the data decides (sizes,
     the engine's row order), so the same answer is withheld the same way every time (two runs withholding
     different cells would together give both away) and the choice itself says nothing about the data."""
-    return (cell.fixed, tuple((value is None, value if value is not None else 0) for value in cell.keys))
+    return (len(fixed_positions(cell.fixed)), cell.fixed,
+            tuple((value is None, value if value is not None else 0) for value in cell.keys))
 
 
 def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: CellRules,

@@ -38,6 +38,7 @@ from dsbroker.guard.release_plan import CellPlan, Key, statistics_read
 from dsbroker.policy.model import Dominance
 from sandbox.audit.auditor import Audit, AnswerCell, Auditor, AuditSession
 from sandbox.audit.auditor import statistics_read as statistics_read_by
+from sandbox.ledgers.released_cells import fixed_code
 from sandbox.disclosure.evaluate import (ENGINE_TYPES, Columns, compile_total, direct_position, kind_of, sort_key,
                                          wire_value)
 
@@ -69,6 +70,14 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     (``sandbox.audit``); it runs before HAVING, ORDER BY and the outputs, which then see them as NULL.
     """
     plan = guarded.cells
+    if plan.totals and not plan.rollup and audit is None:
+        # A CUBE's or grouping sets' tables are not a tree: a withheld cell can be two margins less released
+        # cells, or a cycle of withheld cells be opened by one released one. Secondary suppression works on a
+        # tree of equations; the released-cell auditor solves the table as a linear system, as it does for
+        # differences across answers. Without it, such totals are not released.
+        raise DsbrokerError("this sandbox's owner turned the released-cell auditor off, which protects totals that "
+                            "are not a ROLLUP; ask for GROUP BY ROLLUP or for the cells alone",
+                            reason="TOTALS_NEED_AUDIT", table=guarded.dataset, construct="GROUPING SETS")
     layout = layout_of(names_, types, plan)
     program = compile_plan(plan, layout)
     entities_at, k = layout.columns.statistics[0], guarded.min_entities
@@ -163,7 +172,7 @@ def _secondary_suppression(rows: list[tuple], plan: CellPlan, layout: Layout, un
     (where a row's parts are checked) per row the sums it withholds there. Without totals, none."""
     secondary: set[int] = set()
     secondary_sums: dict[int, frozenset[int]] = {}
-    if not plan.totals:
+    if not plan.rollup:  # no totals, or not a tree: the released-cell auditor protects a CUBE's (see release)
         return secondary, secondary_sums
 
     def check() -> None:
@@ -200,7 +209,7 @@ def _audit(controlled: list, rows: list[tuple], plan: CellPlan, layout: Layout, 
     """Ask ``audit`` about the cells the rules release and withhold, in place, the statistics it names."""
     positions = layout.columns.statistics
     read = statistics_read_by(plan)
-    levels = len(plan.totals)
+    every = tuple(range(plan.keys))
     cells = []
     for place, (index, seen, _, why, _) in enumerate(controlled):
         if why:
@@ -208,8 +217,9 @@ def _audit(controlled: list, rows: list[tuple], plan: CellPlan, layout: Layout, 
         statistics = frozenset(i for i in read if seen[positions[i]] is not None)
         if not statistics:
             continue
-        fixed = levels - bin(seen[layout.grouping]).count("1") if levels else plan.keys
-        keys = tuple(rows[index][p] for p in layout.columns.keys[:fixed])
+        fixed = plan.fixed_keys(seen[layout.grouping]) if plan.totals else every
+        keys = tuple(rows[index][layout.columns.keys[j]] for j in fixed)
+        fixed = fixed_code(fixed)
         values = tuple((i, seen[positions[i]]) for i in sorted(statistics))
         cells.append(AnswerCell(place, fixed, keys, statistics, values))
     for place, statistics in audit(cells).items():

@@ -3,7 +3,8 @@
 Kept on the owner's side, per scope (the dataset: its taxpayers, across every grant and department,
 since released reports are shared), for the auditor (``sandbox.audit``). A cell is recorded by its
 query's *coverage* (the SQL of its rows: table, lookups, WHERE with the row filter; and its group
-keys), which keys of the coverage it fixes (all, or a ROLLUP total's leading ones), their values, and
+keys), which keys of the coverage it fixes (all, a ROLLUP total's leading ones, or a CUBE's; see
+:func:`fixed_code`), their values, and
 which of its statistics were released, and under which cell rules (the threshold and dominance rule of
 each grant it was released to: what a laxer grant received is no "known before" to a stricter one). Cells
 are written before their answer leaves, flushed to disk
@@ -66,12 +67,29 @@ BEGIN SELECT RAISE(ABORT, 'the released-cell ledger is append-only'); END;
 """
 
 
+def fixed_code(positions: tuple[int, ...]) -> int:
+    """How a cell that fixes the keys at ``positions`` (in order) of its coverage says so in the ledger: the
+    count of them where they are the leading ones (every cell of a plain GROUP BY, a ROLLUP total), else the
+    negated bitmask of the positions (a CUBE's or a grouping set's total over a key before one it fixes)."""
+    if positions == tuple(range(len(positions))):
+        return len(positions)
+    return -sum(1 << p for p in positions)
+
+
+def fixed_positions(code: int) -> tuple[int, ...]:
+    """The positions of the keys a cell fixes, from its :func:`fixed_code`."""
+    if code >= 0:
+        return tuple(range(code))
+    mask = -code
+    return tuple(p for p in range(mask.bit_length()) if mask >> p & 1)
+
+
 @dataclass(frozen=True)
 class ReleasedCell:
-    """One released statistic of one cell: its coverage, how many of its keys it fixes (the leading ones;
-    fewer for a ROLLUP total), their values, the statistic (``rows``, ``entities``, ``sum:<measure>``,
-    ``count:<measure>``), its value as released and the cell rules it was released under (opaque text, one per
-    set of rules; a cell recorded before rules were kept has none)."""
+    """One released statistic of one cell: its coverage, which of its keys it fixes (:func:`fixed_code`: the
+    leading ones, fewer for a ROLLUP total, or any for a CUBE's), their values, the statistic (``rows``,
+    ``entities``, ``sum:<measure>``, ``count:<measure>``), its value as released and the cell rules it was
+    released under (opaque text, one per set of rules; a cell recorded before rules were kept has none)."""
 
     coverage: str
     fixed: int
