@@ -63,6 +63,8 @@ WHERE industry_section IN ('C', 'D', 'F')
   AND street_code IN ('320102001', '320102002', '320102003')
 GROUP BY ROLLUP (street_code, industry_section)
 ORDER BY street_code, industry_section"""
+# A CUBE's margins by street and by section are not a tree of totals: the released-cell auditor protects them.
+CUBE_SQL = TOTALS_SQL.replace("ROLLUP (street_code", "CUBE (street_code")
 # Two levels: a protected aggregate, then each street's share of the district computed on its released cells.
 SHARE_SQL = """\
 WITH streets AS (
@@ -279,6 +281,14 @@ def _workflow(layout: KeyLayout, clients: dict[str, BrokerClient], target: str,
     print_result(totals, money=money_of(requester, TOTALS_SQL))
     secondary = next(r for r in totals.disclosure_rules if r["rule"] == "secondary_suppression")
     checks["totals protected"] = bool(totals.withheld) and secondary["cells_withheld"] > 0
+    console.print("With CUBE the sections get their totals too, across the streets: each cell is then in two totals, "
+                  "which secondary suppression's tree does not cover; the released-cell auditor solves the table, "
+                  "with every cell released before, and withholds what would give a small cell away (rule audit):",
+                  style="bold")
+    console.print(Syntax(CUBE_SQL, "sql", theme="ansi_dark", background_color="default"))
+    cube = requester.query(grant, CUBE_SQL)
+    print_result(cube, money=money_of(requester, CUBE_SQL))
+    checks["cube audited"] = bool(cube.withheld) and any(r["rule"] == "audit" for r in cube.disclosure_rules)
     checks["differencing withheld"] = _differencing(requester, grant)
     checks["share of the district"] = _share_of_district(requester, grant)
     console.print("It tries to read one street's taxpayers row by row:", style="bold")
