@@ -290,8 +290,8 @@ class KeyNotBound(DsbrokerError):
 
 
 class PolicyStandingError(DsbrokerError):
-    """Raised for a plan under a policy version the owner has revoked or replaced (POLICY_REVOKED,
-    POLICY_SUPERSEDED: always given)."""
+    """Raised for a plan under a policy version the owner has revoked or replaced, or of which the owner signed two
+    bodies (POLICY_REVOKED, POLICY_SUPERSEDED, POLICY_VERSION_REUSED: always given)."""
 
 
 class PlanReplayed(DsbrokerError):
@@ -655,6 +655,9 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
            "a policy version its owner has revoked"),
     Reason("POLICY_SUPERSEDED", "FAILED_PRECONDITION", ("policy", "version", "newest_version"),
            "a policy version older than one the owner signed since"),
+    Reason("POLICY_VERSION_REUSED", "FAILED_PRECONDITION", ("policy", "version"),
+           "a policy version of which the owner signed two different bodies (a change signed without raising the "
+           "version): refused at the broker and at a sandbox that has seen both, whichever body a plan carries"),
     Reason("POLICY_LEDGER_UNAVAILABLE", "UNAVAILABLE", (), "the sandbox cannot record the owner's statement"),
     Reason("EXECUTION_LEDGER_UNAVAILABLE", "UNAVAILABLE", (), "the sandbox cannot record the plan, which is not run"),
     Reason("RELEASED_CELLS_UNAVAILABLE", "UNAVAILABLE", (),

@@ -94,7 +94,8 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
         raise
     policy_ledger = PolicyLedger(paths["policies.sqlite"])
     try:
-        standing = PolicyStanding(trust, policy_ledger, directory=settings.statements or None)
+        standing = PolicyStanding(trust, policy_ledger, directory=settings.statements or None,
+                                  one_body_per_version=settings.one_body_per_version)
     except ConfigError:
         policy_ledger.close()
         engine.close()

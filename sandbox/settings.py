@@ -74,6 +74,10 @@ class SandboxSettings:
                                                "its dataset and withhold what would give a taxpayer away (the "
                                                "released-cell auditor); off releases cells that differencing "
                                                "across queries can combine")
+    one_body_per_version: bool = setting(True, "refuse every plan under a policy version of which the owner has "
+                                               "signed two different bodies (POLICY_VERSION_REUSED); off serves "
+                                               "each owner-signed body of a version, for a test rig that serves "
+                                               "variants of one grant only")
     released_cells: str = setting("", "SQLite file where the sandbox keeps every exact cell it has released, for the "
                                       "released-cell auditor; empty: <state_dir>/released.sqlite, or beside the "
                                       "data file, <data>.released.sqlite")

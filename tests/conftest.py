@@ -246,8 +246,9 @@ def sandbox(demo_db):
     # The released-cell auditor is off in the run's shared sandbox: its tests pin the exact cells of the
     # per-query rules, and with one ledger for the whole run what the auditor withholds would depend on
     # which tests ran before. Its own tests (test_released_cell_auditor.py) give each test a fresh ledger.
-    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
-                                            audit_released_cells=False, **sandbox_settings(dev_keys())))
+    # One body per version is off too (shared_data says why).
+    running = start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(demo_db), datasets=DEMO_DATASETS,
+                                            **sandbox_settings(dev_keys())))
     yield running
     running.stop()
 
@@ -390,10 +391,13 @@ def call_raw(port: int, path: str, request, *, token: str | None, deadline: bool
 
 
 def shared_data(path: Path) -> dict:
-    """Sandbox settings for a data file many tests share (the run's demo data): the released-cell auditor off.
-    Its ledger would sit beside the shared file, and what it withholds would then depend on which tests ran
-    before; the auditor's own tests (test_released_cell_auditor.py) give each test a ledger of its own."""
-    return {"data": str(path), "audit_released_cells": False}
+    """Sandbox settings for a data file many tests share (the run's demo data): the released-cell auditor off, and
+    one body per version off. Their ledgers would sit beside the shared file, and what the auditor withholds would
+    then depend on which tests ran before; and the tests serve variants of the shipped grant under one id and
+    version (products-only, dominance off, ...), which one body per version refuses once two have been seen. The
+    auditor's own tests (test_released_cell_auditor.py) and those of one body per version (test_policy_versions.py,
+    test_attack_round14.py) give each test ledgers of its own."""
+    return {"data": str(path), "audit_released_cells": False, "one_body_per_version": False}
 
 
 @pytest.fixture(scope="session")

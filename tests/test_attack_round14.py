@@ -289,10 +289,6 @@ def test_a_plan_under_the_version_before_the_grant_became_products_only_is_refus
 
 # --- 5. The grant re-signed as products-only under the same version ---------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a body of a version already installed is not installed (the broker warns and serves the stored body), and the "
-    "sandbox accepts every body the owner signed of a version: turning a grant products-only without raising its "
-    "version changes nothing, and nothing but a log line says so (open: one body per version, refused or flagged)"))
 def test_a_grant_re_signed_products_only_under_its_version_does_not_keep_answering_sql(deployment):
     """The owner adds ``queries: products`` to the grant's file and signs it again, keeping ``version: 1``, and
     restarts the broker. The file says the grant answers its products only; the broker still answers SQL of the
@@ -307,10 +303,6 @@ def test_a_grant_re_signed_products_only_under_its_version_does_not_keep_answeri
     assert error.reason in ("AD_HOC_QUERY_NOT_GRANTED", "POLICY_VERSION_REUSED")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the sandbox's policy ledger keeps each version's first digest but accepts any other body of that version the "
-    "owner signed: a broker holding the earlier body of version 1 runs SQL under it after the sandbox saw version "
-    "1 products-only (open: one body per version)"))
 def test_a_broker_holding_the_earlier_body_of_a_version_cannot_run_sql_once_the_sandbox_saw_it_products_only(own):
     running = own.start()
     products_only_body = sign(PRODUCTS_ONLY)

@@ -21,7 +21,7 @@ from dsbroker.identity.tokens import issue_token
 from sandbox.server import start_sandbox
 from sandbox.v1 import sandbox_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
-from tests.conftest import GRANT, POLICIES, XUANWU, dev_keys, sandbox_client_tls, sign, token_for
+from tests.conftest import GRANT, POLICIES, XUANWU, dev_keys, sandbox_client_tls, shared_data, sign, token_for
 
 GULOU = "320106"
 SQL = "SELECT street_code, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY street_code"
@@ -122,7 +122,7 @@ def test_a_token_for_another_district_than_the_grantees_is_refused(sandbox):
 
 
 def test_a_policy_whose_lookup_the_sandbox_does_not_serve_is_refused(demo_db):
-    only_declarations = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db),
+    only_declarations = start_sandbox(SandboxSettings(listen="127.0.0.1:0", **shared_data(demo_db),
                                                       datasets=["tax.declarations"], **sandbox_settings(dev_keys())))
     try:
         error = refusal(only_declarations, **honest_plan(JOIN_SQL))

@@ -12,6 +12,14 @@ policy files (``<policies>/statements/``) and hands it to every sandbox, whose o
 depend on the broker. Because it is kept in those three places, a broker restarted on an empty store
 installs a revoked policy's file as REVOKED, not ACTIVE. Suspension and resumption stay broker-side
 holds: the owner's signed word that a grant ends is the revocation.
+
+One version of a policy has one body (the bytes its approvals sign). A file that carries another body under
+the stored version (the owner's change, signed without raising the version) is not installed, and is not
+merely warned about: it is kept in the store as refused, logged as an error and in the access log, handed to
+the sandboxes (which then refuse the version too), and every query under that version is refused
+(POLICY_VERSION_REUSED) until the owner signs the change as a new version. Serving the stored body would
+answer under terms the owner has since signed otherwise; serving the new one would let a version mean two
+things to two readers.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from dsbroker.identity.auth import Principal
 from dsbroker.errors import DsbrokerError, GrantError
 from dsbroker.policy.model import Policy, check_grantee_district, is_policy_id, load_policies, parse_policy
 from dsbroker.policy.products import reused_versions
-from dsbroker.policy.signing import Trust
+from dsbroker.policy.signing import Trust, body_sha256, verify_policy
 from dsbroker.policy.statements import MAX_STATEMENT_BYTES, Revocation, parse_statement, verify_statement
 from dsbroker.rpc.request_fields import RequestFieldError, bounded_text
 from broker.workflow.request_states import State, next_state
@@ -81,6 +89,10 @@ class PolicyRegistry:
                                                                   state_reason="installed as a file"))
             if stored.sha256 == policy.sha256:
                 continue
+            if policy.version == stored.version:
+                if body_sha256(policy.document) != body_sha256(stored.document):
+                    self._refuse_body(stored, policy, now)
+                continue  # else the stored body signed again: the stored document is served
             reused = reused_versions(self.policy(stored).products, policy.products)
             if reused:  # a caller pinning the product's version would get another query under it
                 log.warning("policy file %s (v%d) changes product %s but keeps its version; the stored policy %s "
@@ -101,6 +113,36 @@ class PolicyRegistry:
             self._enforce(policy_id)
         return len(policies)
 
+    def _refuse_body(self, stored: StoredPolicy, policy: Policy, now: dt.datetime) -> None:
+        """Keep ``policy``, a second body of ``stored``'s version, as refused, and say so (the log, the access log).
+
+        A file the owner did not sign (with a trust file to tell) is only logged: an edit nobody signed changes
+        nothing, and must not take a grant out of service either."""
+        if self.trust is not None:
+            try:
+                verify_policy(policy.document, self.trust, source=policy.source)
+            except DsbrokerError as error:
+                log.error("policy file %s carries another body of %s v%d but is not signed by the owner (%s); it is "
+                          "ignored and the stored policy is served", policy.source, policy.id, policy.version,
+                          error.reason)
+                return
+        body, first = body_sha256(policy.document), body_sha256(stored.document)
+        added = self.store.refuse_body(policy_id=policy.id, version=policy.version, body_sha256=body,
+                                       document=policy.document, at=_stamp(now), source=policy.source)
+        log.error("policy file %s is a second body of %s v%d (body sha256 %s…; the stored body's is %s…): one "
+                  "version has one body, so it is not installed, and queries under %s v%d are refused "
+                  "(POLICY_VERSION_REUSED) until the owner signs the change as a new version", policy.source,
+                  policy.id, policy.version, body[:16], first[:16], policy.id, policy.version)
+        if added:
+            self._record(event="policy.install", decision="deny", principal=None, client="", request_id="",
+                         grant_id=policy.id, reason="POLICY_VERSION_REUSED", policy=stored,
+                         detail={"version": policy.version, "body_sha256": body, "stored_body_sha256": first,
+                                 "sha256": policy.sha256, "file": policy.source})
+
+    def version_reused(self, stored: StoredPolicy) -> bool:
+        """Whether the owner signed another body of ``stored``'s version, which the broker refused."""
+        return bool(self.store.refused_bodies(stored.id, stored.version))
+
     def statements_for(self, policy_id: str) -> list[str]:
         """The owner's statements kept about ``policy_id`` (each plan under it carries them)."""
         return self.store.statements(policy_id)
@@ -110,12 +152,24 @@ class PolicyRegistry:
         return self.store.statements()
 
     def current_documents(self) -> list[str]:
-        """The signed document of every stored policy, for the sandboxes to know each one's newest version."""
+        """The signed document of every stored policy, for the sandboxes to know each one's newest version, and
+        every refused second body of a version that verifies, so that they refuse that version too."""
         documents, after = [], None
         while page := self.store.list_policies(after=after, limit=500):
             documents += [stored.document for stored in page]
             after = page[-1].id
-        return documents
+        return documents + [document for *_, document in self.store.refused_bodies() if self._verifies(document)]
+
+    def _verifies(self, document: str) -> bool:
+        """Whether ``document`` verifies against the trust file (a sandbox refuses a batch holding one that does
+        not); False without a trust file."""
+        if self.trust is None:
+            return False
+        try:
+            verify_policy(document, self.trust)
+        except DsbrokerError:
+            return False
+        return True
 
     def recover(self, statements: Iterable[str], *, source: str) -> int:
         """Keep and apply the owner's statements found in files or at the sandboxes; returns how many were new.
@@ -242,6 +296,8 @@ class PolicyRegistry:
             window = f"valid {policy.valid_from or '…'} to {policy.valid_until or '…'}"
             raise _not_active(grant_id, f"grant {grant_id!r} is not valid on {today.isoformat()} ({window})",
                               window)
+        if self.version_reused(stored):
+            raise _version_reused(stored)
         return policy
 
     def _expired_if_past(self, stored: StoredPolicy, now: dt.datetime) -> StoredPolicy:
@@ -362,6 +418,17 @@ def _not_active(grant_id: str, message: str, description: str) -> GrantError:
                       details=[error_details_pb2.PreconditionFailure(violations=[
                           error_details_pb2.PreconditionFailure.Violation(
                               type="GRANT_STATE", subject=f"{POLICIES}/{grant_id}", description=description)])])
+
+
+def _version_reused(stored: StoredPolicy) -> GrantError:
+    return GrantError(f"grant {stored.id!r} v{stored.version} is reused: the owner signed another body of that "
+                      "version, which the broker did not install; no query runs under it until the owner signs the "
+                      "change as a new version", reason="POLICY_VERSION_REUSED", policy=stored.id,
+                      version=stored.version,
+                      details=[error_details_pb2.PreconditionFailure(violations=[
+                          error_details_pb2.PreconditionFailure.Violation(
+                              type="POLICY_STANDING", subject=f"{POLICIES}/{stored.id}",
+                              description="POLICY_VERSION_REUSED")])])
 
 
 def _stamp(moment: dt.datetime) -> str:

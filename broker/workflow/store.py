@@ -54,6 +54,17 @@ _SCHEMA = (
         statement TEXT NOT NULL,
         received_at TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS policy_statements_by_policy ON policy_statements (policy_id, received_at)",
+    # Owner-signed bodies of a policy version other than the one stored, which the broker refused to install
+    # (one body per version): while the stored version has one, queries under it are refused. Kept, not only
+    # logged, so that every replica refuses, and a restart on the same store too.
+    """CREATE TABLE IF NOT EXISTS policy_bodies_refused (
+        policy_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body_sha256 TEXT NOT NULL,
+        document TEXT NOT NULL,
+        seen_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        PRIMARY KEY (policy_id, version, body_sha256))""",
 )
 # Columns added since a table was first created: (table, column, definition), added when missing.
 _ADDED_COLUMNS = (("policies", "district", "TEXT NOT NULL DEFAULT ''"),)
@@ -258,6 +269,26 @@ class Store:
             sql, params = sql + " WHERE policy_id = ?", (policy_id,)
         with self._transaction() as cursor:
             return [row[0] for row in self._execute(cursor, sql + " ORDER BY received_at, sha256", params).fetchall()]
+
+    def refuse_body(self, *, policy_id: str, version: int, body_sha256: str, document: str, at: str,
+                    source: str) -> bool:
+        """Keep a second owner-signed body of ``policy_id`` at ``version`` (verified by the caller), refused;
+        False when it is kept already."""
+        with self._transaction() as cursor:
+            return self._execute(cursor, "INSERT INTO policy_bodies_refused (policy_id, version, body_sha256, "
+                                 "document, seen_at, source) VALUES (?, ?, ?, ?, ?, ?) "
+                                 "ON CONFLICT (policy_id, version, body_sha256) DO NOTHING",
+                                 (policy_id, version, body_sha256, document, at, source)).rowcount == 1
+
+    def refused_bodies(self, policy_id: str | None = None, version: int | None = None) -> list[tuple[str, int, str, str]]:
+        """The refused bodies kept as (policy id, version, body SHA-256, signed document), of ``policy_id`` at
+        ``version`` when given, oldest first."""
+        sql, params = "SELECT policy_id, version, body_sha256, document FROM policy_bodies_refused", ()
+        if policy_id is not None:
+            sql, params = sql + " WHERE policy_id = ? AND version = ?", (policy_id, version)
+        with self._transaction() as cursor:
+            return [tuple(row) for row in self._execute(cursor, sql + " ORDER BY seen_at, body_sha256",
+                                                        params).fetchall()]
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -155,6 +155,14 @@ def _malformed_approvals() -> PolicySignatureError:
                                 "one approval per line as written by 'dsbroker policy sign'")
 
 
+def body_sha256(text: str) -> str:
+    """The SHA-256 (hex) of a policy document's body: what its approvals sign, the same however often it is signed.
+
+    One version of a policy has one body (README: one body per version); two documents of a version that differ
+    only in their approvals are one body signed twice."""
+    return _sha256(split_document(text)[0])
+
+
 def signed_message(body: str, *, role: str, by: str, key: str, at: str) -> bytes:
     """The bytes an approver signs: the body's SHA-256 with the approval's role, signer, key and time."""
     return digest_message(_sha256(body), role=role, by=by, key=key, at=at)

@@ -11,9 +11,13 @@ The owner's word reaches the sandbox three ways, so that no single one depends o
 
 Whatever verifies against the owner's trust file is kept in the policy ledger for good. A plan under
 a policy version that a revocation covers is refused (POLICY_REVOKED); under a version older than
-the newest the sandbox has seen, refused too (POLICY_SUPERSEDED). What never reached the sandbox by
-any of the three ways it cannot know: a hostile broker that withholds a revocation from a sandbox
-whose owner did not also place the file there keeps that sandbox answering until the policy expires.
+the newest the sandbox has seen, refused too (POLICY_SUPERSEDED); under a version of which the sandbox
+has seen two different bodies signed by the owner, refused whichever body the plan carries
+(POLICY_VERSION_REUSED): one version has one body, and an owner's change signed without raising the
+version must not leave the earlier body answering for a broker that replays it. What never reached the sandbox by
+any of the three ways it cannot know: a hostile broker that withholds a revocation (or the second body
+of a version) from a sandbox whose owner did not also place the file there keeps that sandbox answering
+until the policy expires.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from google.rpc import error_details_pb2
 
 from dsbroker.errors import ConfigError, DsbrokerError, PolicyStandingError
 from dsbroker.policy.model import Policy
-from dsbroker.policy.signing import Trust, verify_policy
+from dsbroker.policy.signing import Trust, body_sha256, verify_policy
 from dsbroker.policy.statements import Revocation, StatementError, parse_statement, verify_statement
 from sandbox.ledgers.policies import PolicyLedger
 
@@ -42,11 +46,14 @@ DOCUMENT_SUFFIXES = (".yaml", ".yml")
 class PolicyStanding:
     """The owner's revocations and newest versions, as this sandbox knows them, and the check of each plan."""
 
-    def __init__(self, trust: Trust, ledger: PolicyLedger, *, directory: str | Path | None = None) -> None:
+    def __init__(self, trust: Trust, ledger: PolicyLedger, *, directory: str | Path | None = None,
+                 one_body_per_version: bool = True) -> None:
         """``directory`` (the owner's, optional) is read now (a file that does not verify stops the start) and
-        again whenever its files change."""
+        again whenever its files change. ``one_body_per_version`` False serves every owner-signed body of a
+        version (the bodies are recorded all the same): only for a test rig serving variants of one grant."""
         self.trust = trust
         self.ledger = ledger
+        self.one_body_per_version = one_body_per_version
         self.directory = Path(directory) if directory else None
         self._listing: tuple = ()
         self._lock = threading.Lock()
@@ -75,12 +82,13 @@ class PolicyStanding:
         for text in texts:
             if not self.ledger.knows_document(hashlib.sha256(text.encode("utf-8")).hexdigest()):
                 fresh.append(verify_policy(text, self.trust, source=f"<{source} policy>"))
-        return sum(self.ledger.see_version(p.id, p.version, p.sha256, source=source) for p in fresh)
+        return sum(self._see(policy, source=source) for policy in fresh)
 
     def check(self, policy: Policy) -> None:
-        """Refuse ``policy`` (verified already) when the owner revoked its version or a newer one is in force."""
+        """Refuse ``policy`` (verified already) when the owner revoked its version, a newer one is in force, or
+        the owner signed another body of its version."""
         self.refresh()
-        self.ledger.see_version(policy.id, policy.version, policy.sha256, source="plan")
+        self._see(policy, source="plan")
         revocation = self.ledger.revocation_of(policy.id, policy.version)
         if revocation is not None:
             raise _refusal(f"policy {policy.id!r} v{policy.version} is revoked by its owner ({revocation.by}, "
@@ -90,6 +98,25 @@ class PolicyStanding:
         if newest > policy.version:
             raise _refusal(f"policy {policy.id!r} v{policy.version} is superseded: this sandbox has seen v{newest} "
                            "signed by the owner", "POLICY_SUPERSEDED", policy, newest_version=newest)
+        bodies = self.ledger.bodies_of(policy.id, policy.version)
+        if len(bodies) > 1 and self.one_body_per_version:
+            raise _refusal(f"policy {policy.id!r} v{policy.version} is reused: this sandbox has seen {len(bodies)} "
+                           "different bodies of that version signed by the owner, and one version has one body; "
+                           "the owner signs the change as a new version", "POLICY_VERSION_REUSED", policy)
+
+    def _see(self, policy: Policy, *, source: str) -> bool:
+        """Record ``policy``'s version and body in the ledger (whether the version was new), and say loudly when
+        its body is a second one of its version."""
+        body = body_sha256(policy.document)
+        before = self.ledger.bodies_of(policy.id, policy.version)
+        new_version = self.ledger.see_version(policy.id, policy.version, policy.sha256, body_sha256=body,
+                                              source=source)
+        if before and body not in before:
+            log.error("policy %r v%d: the owner signed a second body of this version (body sha256 %s…, from %s; "
+                      "the first seen is %s…): plans under v%d are refused (POLICY_VERSION_REUSED) until the owner "
+                      "signs a new version", policy.id, policy.version, body[:16], source, before[0][:16],
+                      policy.version)
+        return new_version
 
     def refresh(self, *, strict: bool = False) -> None:
         """Read the owner's directory again if its files changed; ``strict`` raises ConfigError on a bad file,

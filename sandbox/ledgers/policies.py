@@ -1,5 +1,5 @@
-"""The sandbox's own record of what the owner has said about its policies: revocations, and the newest
-version of each policy it has seen.
+"""The sandbox's own record of what the owner has said about its policies: revocations, the newest
+version of each policy it has seen, and the bodies it has seen of each version.
 
 The broker may be hostile: it could stop passing a revocation on, or send a plan under an old
 version of a policy once a newer one is in force. So whatever reaches the sandbox and verifies
@@ -7,6 +7,11 @@ against the owner's trust file (a revocation, a signed policy document) is writt
 restarts, and never taken back: the file is append-only (triggers refuse UPDATE and DELETE), like the
 execution ledger. Lookups are served from memory; only something new is written. If it cannot be
 written the plan is refused (UNAVAILABLE), so nothing the owner said is forgotten silently.
+
+A version has one body (the bytes its approvals sign). Every distinct owner-signed body of a version is
+recorded, in the order seen, so that a second one, the owner's change signed without raising the version,
+is not forgotten either: :class:`sandbox.checks.policy_standing.PolicyStanding` refuses every plan under
+such a version, the first body's included, since a hostile broker would replay whichever body suits it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ CREATE TABLE IF NOT EXISTS versions (
     source TEXT NOT NULL,
     UNIQUE (policy_id, version)
 );
+CREATE TABLE IF NOT EXISTS bodies (
+    seq INTEGER PRIMARY KEY,
+    policy_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    UNIQUE (policy_id, version, body_sha256)
+);
 CREATE TRIGGER IF NOT EXISTS statements_no_update BEFORE UPDATE ON statements
 BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS statements_no_delete BEFORE DELETE ON statements
@@ -46,11 +60,16 @@ CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
 BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
 BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS bodies_no_update BEFORE UPDATE ON bodies
+BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS bodies_no_delete BEFORE DELETE ON bodies
+BEGIN SELECT RAISE(ABORT, 'the policy ledger is append-only'); END;
 """
 
 
 class PolicyLedger:
-    """Verified revocations and the versions seen per policy, in one SQLite file (append-only)."""
+    """Verified revocations, the versions seen per policy and the bodies seen per version, in one SQLite file
+    (append-only)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -63,11 +82,15 @@ class PolicyLedger:
         self._statements: set[str] = set()
         self._versions: dict[str, set[int]] = {}
         self._documents: set[str] = set()
+        self._bodies: dict[tuple[str, int], tuple[str, ...]] = {}
         for (text,) in self._db.execute("SELECT statement FROM statements ORDER BY seq"):
             self._remember(parse_statement(text))
         for policy_id, version, sha256 in self._db.execute("SELECT policy_id, version, sha256 FROM versions"):
             self._versions.setdefault(policy_id, set()).add(version)
             self._documents.add(sha256)
+        for policy_id, version, body in self._db.execute("SELECT policy_id, version, body_sha256 FROM bodies "
+                                                         "ORDER BY seq"):
+            self._bodies[(policy_id, version)] = (*self._bodies.get((policy_id, version), ()), body)
 
     def knows_statement(self, sha256: str) -> bool:
         """Whether the statement named ``sha256`` is recorded already."""
@@ -88,17 +111,30 @@ class PolicyLedger:
             self._remember(revocation)
         return True
 
-    def see_version(self, policy_id: str, version: int, sha256: str, *, source: str) -> bool:
-        """Record that a verified document of ``policy_id`` at ``version`` exists; False when known already."""
+    def see_version(self, policy_id: str, version: int, sha256: str, *, body_sha256: str, source: str) -> bool:
+        """Record that a verified document (SHA-256 ``sha256``) of ``policy_id`` at ``version``, whose body has
+        SHA-256 ``body_sha256``, exists; whether the version was new here."""
+        key = (policy_id, version)
         with self._lock:
-            if version in self._versions.get(policy_id, ()):
-                self._documents.add(sha256)
-                return False
-            self._write("INSERT OR IGNORE INTO versions (policy_id, version, sha256, seen_at, source) "
-                        "VALUES (?, ?, ?, ?, ?)", (policy_id, version, sha256, _now(), source))
-            self._versions.setdefault(policy_id, set()).add(version)
+            new_version = version not in self._versions.get(policy_id, ())
+            if new_version:
+                self._write("INSERT OR IGNORE INTO versions (policy_id, version, sha256, seen_at, source) "
+                            "VALUES (?, ?, ?, ?, ?)", (policy_id, version, sha256, _now(), source))
+                self._versions.setdefault(policy_id, set()).add(version)
+            if body_sha256 not in self._bodies.get(key, ()):
+                self._write("INSERT OR IGNORE INTO bodies (policy_id, version, body_sha256, seen_at, source) "
+                            "VALUES (?, ?, ?, ?, ?)", (policy_id, version, body_sha256, _now(), source))
+                # Read the version's bodies back rather than append: another sandbox process over this file may
+                # have recorded one first, and the order seen is the file's.
+                self._bodies[key] = tuple(body for (body,) in self._db.execute(
+                    "SELECT body_sha256 FROM bodies WHERE policy_id = ? AND version = ? ORDER BY seq", key))
             self._documents.add(sha256)
-        return True
+        return new_version
+
+    def bodies_of(self, policy_id: str, version: int) -> tuple[str, ...]:
+        """The SHA-256 of each body of ``policy_id`` at ``version`` seen, first seen first (more than one: the
+        owner signed a change without raising the version)."""
+        return self._bodies.get((policy_id, version), ())
 
     def revocation_of(self, policy_id: str, version: int) -> Revocation | None:
         """The first recorded revocation that covers ``version`` of ``policy_id``, or None."""
