@@ -348,7 +348,10 @@ def print_policies(policies, token: str, *, as_json: bool) -> None:
     for name in (N_("policy"), N_("state"), N_("department"), N_("dataset"), N_("valid")):
         table.add_column(_(name), overflow="fold", no_wrap=name == "policy")
     for p in policies:
-        table.add_row(f"{p.name.removeprefix('policies/')} v{p.version}", _policy_state(p.state), p.department,
+        state = _policy_state(p.state)
+        if p.reused_version_body_sha256:
+            state = f"{state}, [red]" + _("version reused") + "[/red]"
+        table.add_row(f"{p.name.removeprefix('policies/')} v{p.version}", state, p.department,
                       p.dataset, _("{valid_from} to {valid_until}").format(valid_from=p.valid_from or "…",
                                                                             valid_until=p.valid_until or "…"))
     console.print(table)
@@ -366,6 +369,11 @@ def print_policy(policy, *, as_json: bool) -> None:
     console.print(_("{department} on {dataset}, valid {valid_from} to {valid_until}: {purpose}").format(
         department=policy.department, dataset=policy.dataset, valid_from=policy.valid_from or "…",
         valid_until=policy.valid_until or "…", purpose=policy.purpose))
+    if policy.reused_version_body_sha256:
+        console.print("[red]" + _("version {version} is reused: the owner signed another body of it (sha256 "
+                                  "{digest}…), which the broker did not install; no query runs under it "
+                                  "(POLICY_VERSION_REUSED) until the owner signs the change as a new version").format(
+            version=policy.version, digest=policy.reused_version_body_sha256[:16]) + "[/red]")
     if policy.document:
         _print_dominance_waiver(policy.document)
         console.rule(_("signed document (sha256 {digest}…)").format(digest=policy.sha256[:16]))

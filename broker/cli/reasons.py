@@ -39,6 +39,8 @@ SENTENCES = {
     "UNAVAILABLE": N_("the broker is not answering; try again later"),
     "PRIVACY_BUDGET_EXHAUSTED": N_("the grant's privacy budget is spent"),
     "AD_HOC_QUERY_NOT_GRANTED": N_("grant {grant} answers only its products: see dsbroker product list"),
+    "POLICY_VERSION_REUSED": N_("grant {policy} v{version} is reused: the owner signed another body of that version; "
+                                "no query runs under it until the owner signs the change as a new version"),
 }
 
 

@@ -67,7 +67,8 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             valid_until=policy.valid_until.isoformat() if policy.valid_until else "",
             document=stored.document if document else "", sha256=stored.sha256,
             access_request=access_request_name(stored.request_id),
-            state_reason=stored.state_reason, update_time=timestamp(stored.updated_at))
+            state_reason=stored.state_reason, update_time=timestamp(stored.updated_at),
+            reused_version_body_sha256=self.registry.reused_body_of(stored))
 
 
 def policy_state(state: State) -> int:

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62roker/v1/policy_service.proto\x12\tbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x03\n\x06Policy\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12+\n\x05state\x18\x0e \x01(\x0e\x32\x16.broker.v1.PolicyStateB\x04\xe2\x41\x01\x03\x12\x18\n\ndepartment\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x64\x61taset\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07purpose\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nvalid_from\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bvalid_until\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x64ocument\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61\x63\x63\x65ss_request\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03J\x04\x08\x03\x10\x04\"H\n\x13ListPoliciesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"T\n\x14ListPoliciesResponse\x12#\n\x08policies\x18\x01 \x03(\x0b\x32\x11.broker.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x10GetPolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x11GetPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"@\n\x14SuspendPolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x15SuspendPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\")\n\x13ResumePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x14ResumePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"X\n\x13RevokePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tstatement\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x14RevokePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\x12\x1a\n\x12sandboxes_notified\x18\x02 \x03(\t*\xb0\x01\n\x0bPolicyState\x12\x1c\n\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13POLICY_STATE_ACTIVE\x10\x01\x12\x1a\n\x16POLICY_STATE_SUSPENDED\x10\x02\x12\x18\n\x14POLICY_STATE_REVOKED\x10\x03\x12\x18\n\x14POLICY_STATE_EXPIRED\x10\x04\x12\x1a\n\x16POLICY_STATE_EXHAUSTED\x10\x05\x32\x9e\x03\n\rPolicyService\x12O\n\x0cListPolicies\x12\x1e.broker.v1.ListPoliciesRequest\x1a\x1f.broker.v1.ListPoliciesResponse\x12\x46\n\tGetPolicy\x12\x1b.broker.v1.GetPolicyRequest\x1a\x1c.broker.v1.GetPolicyResponse\x12R\n\rSuspendPolicy\x12\x1f.broker.v1.SuspendPolicyRequest\x1a .broker.v1.SuspendPolicyResponse\x12O\n\x0cResumePolicy\x12\x1e.broker.v1.ResumePolicyRequest\x1a\x1f.broker.v1.ResumePolicyResponse\x12O\n\x0cRevokePolicy\x12\x1e.broker.v1.RevokePolicyRequest\x1a\x1f.broker.v1.RevokePolicyResponseBf\n\x16org.dsbroker.broker.v1B\x12PolicyServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62roker/v1/policy_service.proto\x12\tbroker.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x03\n\x06Policy\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07version\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12+\n\x05state\x18\x0e \x01(\x0e\x32\x16.broker.v1.PolicyStateB\x04\xe2\x41\x01\x03\x12\x18\n\ndepartment\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x64\x61taset\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07purpose\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nvalid_from\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bvalid_until\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x64ocument\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61\x63\x63\x65ss_request\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12(\n\x1areused_version_body_sha256\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03J\x04\x08\x03\x10\x04\"H\n\x13ListPoliciesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"T\n\x14ListPoliciesResponse\x12#\n\x08policies\x18\x01 \x03(\x0b\x32\x11.broker.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x10GetPolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x11GetPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"@\n\x14SuspendPolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x15SuspendPolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\")\n\x13ResumePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x14ResumePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\"X\n\x13RevokePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tstatement\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x14RevokePolicyResponse\x12!\n\x06policy\x18\x01 \x01(\x0b\x32\x11.broker.v1.Policy\x12\x1a\n\x12sandboxes_notified\x18\x02 \x03(\t*\xb0\x01\n\x0bPolicyState\x12\x1c\n\x18POLICY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13POLICY_STATE_ACTIVE\x10\x01\x12\x1a\n\x16POLICY_STATE_SUSPENDED\x10\x02\x12\x18\n\x14POLICY_STATE_REVOKED\x10\x03\x12\x18\n\x14POLICY_STATE_EXPIRED\x10\x04\x12\x1a\n\x16POLICY_STATE_EXHAUSTED\x10\x05\x32\x9e\x03\n\rPolicyService\x12O\n\x0cListPolicies\x12\x1e.broker.v1.ListPoliciesRequest\x1a\x1f.broker.v1.ListPoliciesResponse\x12\x46\n\tGetPolicy\x12\x1b.broker.v1.GetPolicyRequest\x1a\x1c.broker.v1.GetPolicyResponse\x12R\n\rSuspendPolicy\x12\x1f.broker.v1.SuspendPolicyRequest\x1a .broker.v1.SuspendPolicyResponse\x12O\n\x0cResumePolicy\x12\x1e.broker.v1.ResumePolicyRequest\x1a\x1f.broker.v1.ResumePolicyResponse\x12O\n\x0cRevokePolicy\x12\x1e.broker.v1.RevokePolicyRequest\x1a\x1f.broker.v1.RevokePolicyResponseBf\n\x16org.dsbroker.broker.v1B\x12PolicyServiceProtoP\x01Z6github.com/dsbroker/dsbroker/gen/go/broker/v1;brokerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,6 +60,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICY'].fields_by_name['state_reason']._serialized_options = b'\342A\001\003'
   _globals['_POLICY'].fields_by_name['update_time']._loaded_options = None
   _globals['_POLICY'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_POLICY'].fields_by_name['reused_version_body_sha256']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['reused_version_body_sha256']._serialized_options = b'\342A\001\003'
   _globals['_LISTPOLICIESREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTPOLICIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTPOLICIESREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -78,30 +80,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEPOLICYREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\001'
   _globals['_REVOKEPOLICYREQUEST'].fields_by_name['statement']._loaded_options = None
   _globals['_REVOKEPOLICYREQUEST'].fields_by_name['statement']._serialized_options = b'\342A\001\002'
-  _globals['_POLICYSTATE']._serialized_start=1162
-  _globals['_POLICYSTATE']._serialized_end=1338
+  _globals['_POLICYSTATE']._serialized_start=1204
+  _globals['_POLICYSTATE']._serialized_end=1380
   _globals['_POLICY']._serialized_start=112
-  _globals['_POLICY']._serialized_end=498
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=500
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=572
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=574
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=658
-  _globals['_GETPOLICYREQUEST']._serialized_start=660
-  _globals['_GETPOLICYREQUEST']._serialized_end=698
-  _globals['_GETPOLICYRESPONSE']._serialized_start=700
-  _globals['_GETPOLICYRESPONSE']._serialized_end=754
-  _globals['_SUSPENDPOLICYREQUEST']._serialized_start=756
-  _globals['_SUSPENDPOLICYREQUEST']._serialized_end=820
-  _globals['_SUSPENDPOLICYRESPONSE']._serialized_start=822
-  _globals['_SUSPENDPOLICYRESPONSE']._serialized_end=880
-  _globals['_RESUMEPOLICYREQUEST']._serialized_start=882
-  _globals['_RESUMEPOLICYREQUEST']._serialized_end=923
-  _globals['_RESUMEPOLICYRESPONSE']._serialized_start=925
-  _globals['_RESUMEPOLICYRESPONSE']._serialized_end=982
-  _globals['_REVOKEPOLICYREQUEST']._serialized_start=984
-  _globals['_REVOKEPOLICYREQUEST']._serialized_end=1072
-  _globals['_REVOKEPOLICYRESPONSE']._serialized_start=1074
-  _globals['_REVOKEPOLICYRESPONSE']._serialized_end=1159
-  _globals['_POLICYSERVICE']._serialized_start=1341
-  _globals['_POLICYSERVICE']._serialized_end=1755
+  _globals['_POLICY']._serialized_end=540
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=542
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=614
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=616
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=700
+  _globals['_GETPOLICYREQUEST']._serialized_start=702
+  _globals['_GETPOLICYREQUEST']._serialized_end=740
+  _globals['_GETPOLICYRESPONSE']._serialized_start=742
+  _globals['_GETPOLICYRESPONSE']._serialized_end=796
+  _globals['_SUSPENDPOLICYREQUEST']._serialized_start=798
+  _globals['_SUSPENDPOLICYREQUEST']._serialized_end=862
+  _globals['_SUSPENDPOLICYRESPONSE']._serialized_start=864
+  _globals['_SUSPENDPOLICYRESPONSE']._serialized_end=922
+  _globals['_RESUMEPOLICYREQUEST']._serialized_start=924
+  _globals['_RESUMEPOLICYREQUEST']._serialized_end=965
+  _globals['_RESUMEPOLICYRESPONSE']._serialized_start=967
+  _globals['_RESUMEPOLICYRESPONSE']._serialized_end=1024
+  _globals['_REVOKEPOLICYREQUEST']._serialized_start=1026
+  _globals['_REVOKEPOLICYREQUEST']._serialized_end=1114
+  _globals['_REVOKEPOLICYRESPONSE']._serialized_start=1116
+  _globals['_REVOKEPOLICYRESPONSE']._serialized_end=1201
+  _globals['_POLICYSERVICE']._serialized_start=1383
+  _globals['_POLICYSERVICE']._serialized_end=1797
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ POLICY_STATE_EXPIRED: PolicyState
 POLICY_STATE_EXHAUSTED: PolicyState
 
 class Policy(_message.Message):
-    __slots__ = ("name", "version", "state", "department", "dataset", "purpose", "valid_from", "valid_until", "document", "sha256", "access_request", "state_reason", "update_time")
+    __slots__ = ("name", "version", "state", "department", "dataset", "purpose", "valid_from", "valid_until", "document", "sha256", "access_request", "state_reason", "update_time", "reused_version_body_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class Policy(_message.Message):
     ACCESS_REQUEST_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REUSED_VERSION_BODY_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     state: PolicyState
@@ -54,7 +55,8 @@ class Policy(_message.Message):
     access_request: str
     state_reason: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[PolicyState, str]] = ..., department: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., valid_from: _Optional[str] = ..., valid_until: _Optional[str] = ..., document: _Optional[str] = ..., sha256: _Optional[str] = ..., access_request: _Optional[str] = ..., state_reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reused_version_body_sha256: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[PolicyState, str]] = ..., department: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., valid_from: _Optional[str] = ..., valid_until: _Optional[str] = ..., document: _Optional[str] = ..., sha256: _Optional[str] = ..., access_request: _Optional[str] = ..., state_reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reused_version_body_sha256: _Optional[str] = ...) -> None: ...
 
 class ListPoliciesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

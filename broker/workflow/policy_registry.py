@@ -139,9 +139,11 @@ class PolicyRegistry:
                          detail={"version": policy.version, "body_sha256": body, "stored_body_sha256": first,
                                  "sha256": policy.sha256, "file": policy.source})
 
-    def version_reused(self, stored: StoredPolicy) -> bool:
-        """Whether the owner signed another body of ``stored``'s version, which the broker refused."""
-        return bool(self.store.refused_bodies(stored.id, stored.version))
+    def reused_body_of(self, stored: StoredPolicy) -> str:
+        """The SHA-256 of the first other body of ``stored``'s version the owner signed and the broker refused;
+        "" when there is none (the version has one body)."""
+        refused = self.store.refused_bodies(stored.id, stored.version)
+        return refused[0][2] if refused else ""
 
     def statements_for(self, policy_id: str) -> list[str]:
         """The owner's statements kept about ``policy_id`` (each plan under it carries them)."""
@@ -296,7 +298,7 @@ class PolicyRegistry:
             window = f"valid {policy.valid_from or '…'} to {policy.valid_until or '…'}"
             raise _not_active(grant_id, f"grant {grant_id!r} is not valid on {today.isoformat()} ({window})",
                               window)
-        if self.version_reused(stored):
+        if self.reused_body_of(stored):
             raise _version_reused(stored)
         return policy
 

@@ -280,7 +280,8 @@ class Store:
                                  "ON CONFLICT (policy_id, version, body_sha256) DO NOTHING",
                                  (policy_id, version, body_sha256, document, at, source)).rowcount == 1
 
-    def refused_bodies(self, policy_id: str | None = None, version: int | None = None) -> list[tuple[str, int, str, str]]:
+    def refused_bodies(self, policy_id: str | None = None,
+                       version: int | None = None) -> list[tuple[str, int, str, str]]:
         """The refused bodies kept as (policy id, version, body SHA-256, signed document), of ``policy_id`` at
         ``version`` when given, oldest first."""
         sql, params = "SELECT policy_id, version, body_sha256, document FROM policy_bodies_refused", ()
