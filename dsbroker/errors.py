@@ -440,6 +440,9 @@ GUARD_REFUSALS = (
     Reason("FILTER_COLUMN_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD, "a filter on a column that may not be filtered on"),
     Reason("FILTER_NOT_ALLOWED", "INVALID_ARGUMENT", GUARD + ("construct",),
            "a filter that is not a column (or date part) against literals"),
+    Reason("DATE_TEXT_MISTYPED", "INVALID_ARGUMENT", GUARD,
+           "a strftime key's text in HAVING compared with something other than a text (a number, a date, a column, "
+           "arithmetic)"),
     Reason("RANGE_NOT_BOUNDED", "INVALID_ARGUMENT", GUARD, "a one-sided range"),
     Reason("RANGE_REQUIRED", "INVALID_ARGUMENT", GUARD,
            "a measure filtered other than in a range bounded on both sides"),

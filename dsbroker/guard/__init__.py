@@ -64,6 +64,7 @@ from dsbroker.guard.reject_invalid_filters import reject_invalid_filters
 from dsbroker.guard.reject_invalid_group_keys import reject_invalid_group_keys
 from dsbroker.guard.reject_invalid_totals import reject_invalid_totals
 from dsbroker.guard.reject_mistyped_filters import reject_mistyped_filters
+from dsbroker.guard.reject_mistyped_key_texts import reject_mistyped_key_texts
 from dsbroker.guard.reject_noise_unsupported import reject_noise_unsupported
 from dsbroker.guard.reject_raw_rows import reject_raw_rows
 from dsbroker.guard.reject_ungranted_columns import reject_ungranted_columns
@@ -107,6 +108,7 @@ RULES: tuple[Callable[..., exp.Select], ...] = (
     reject_invalid_aggregates,
     reject_ungrouped_columns,
     reject_invalid_filters,
+    reject_mistyped_key_texts,
     reject_mistyped_filters,
     reject_unsummable_measures,
     reject_noise_unsupported,
