@@ -98,3 +98,75 @@ def test_under_noise_a_strftime_key_is_refused(policy):
         guard("SELECT strftime(period, '%Y') AS y, SUM(vat_paid) AS vat FROM tax.declarations GROUP BY 1", noisy,
               district=XUANWU, department="xuanwu-fgw")
     assert caught.value.reason == "NOISE_OUTPUT_NOT_SUPPORTED" and caught.value.metadata["function"] == "STRFTIME"
+
+
+# -- HAVING on a strftime key's text: the key's text, tested by the sandbox on the released keys ----------------
+
+# Industries of one street by month: small cells, some withheld (the threshold, the dominance rule).
+BY_STREET_AND_MONTH = ("SELECT industry_code, strftime(period, '%Y-%m') AS m, COUNT(DISTINCT taxpayer_id) AS n, "
+                       "SUM(vat_paid) AS vat FROM tax.declarations WHERE street_code = '320102001' GROUP BY 1, 2")
+
+
+@pytest.mark.parametrize("having, kept", [
+    ("m >= '2025-06'", lambda m: m >= "2025-06"),
+    ("strftime(period, '%Y-%m') BETWEEN '2024-11' AND '2025-02'", lambda m: "2024-11" <= m <= "2025-02"),
+    ("m IN ('2024-01', '2025-12') OR m < '2024-03'", lambda m: m in ("2024-01", "2025-12") or m < "2024-03"),
+    ("NOT (m <> '2025-03')", lambda m: m == "2025-03"),
+], ids=["a range by the alias", "BETWEEN by strftime", "IN or a range", "NOT of <>"])
+def test_having_on_a_month_s_text_keeps_the_rows_of_those_keys_marks_and_all(client, having, kept):
+    """The cells are the query's without HAVING (the same cell query runs, only uncut and unordered, since HAVING
+    tests the released keys' texts after it), so the answer is that answer's rows whose text passes, each cell
+    withheld (marked) exactly where it was."""
+    everything = client.query(GRANT, BY_STREET_AND_MONTH)
+    answered = client.query(GRANT, f"{BY_STREET_AND_MONTH} HAVING {having}")
+    assert answered.rewritten_sql.removesuffix(" LIMIT 50001") == everything.rewritten_sql.split(" ORDER BY")[0]
+    assert everything.withheld, "the comparison should cover withheld cells"
+    expected = {tuple(row[:2]): (row, {c for r, c in everything.withheld if r == i})
+                for i, row in enumerate(everything.rows) if kept(row[1])}
+    got = {tuple(row[:2]): (row, {c for r, c in answered.withheld if r == i}) for i, row in enumerate(answered.rows)}
+    assert got == expected and got and len(answered.rows) == len(got)
+    assert any(withheld for _, withheld in got.values()) or having.startswith("NOT"), "marks kept beside the keys"
+
+
+def test_having_on_a_year_s_text_answers_as_the_where_on_its_year(client):
+    by_text = client.query(GRANT, f"SELECT strftime(period, '%Y') AS y, {COUNTS} GROUP BY 1 HAVING y = '2025'")
+    by_where = client.query(GRANT, f"SELECT strftime(period, '%Y') AS y, {COUNTS} WHERE year(period) = 2025 GROUP BY 1")
+    assert by_text.rows == by_where.rows and [row[0] for row in by_text.rows] == ["2025"]
+
+
+@pytest.mark.parametrize("having", ["y = 2025", "y >= 2025", "strftime(period, '%Y') < DATE '2025-01-01'",
+                                    "y IN ('2025', 2024)", "y > street_code", "y"],
+                         ids=["= a number", "a range on a number", "a date", "an IN with a number", "a column",
+                              "a bare text"])
+def test_having_that_compares_a_year_s_text_with_no_text_is_refused_over_grpc(client, having):
+    with pytest.raises(DsbrokerError) as caught:
+        client.query(GRANT, f"SELECT street_code, strftime(period, '%Y') AS y, {COUNTS} GROUP BY 1, 2 HAVING {having}")
+    error = caught.value
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "DATE_TEXT_MISTYPED")
+    assert (error.metadata["rule"], error.metadata["column"]) == ("reject_mistyped_key_texts", "period")
+
+
+@pytest.mark.parametrize("sql, reason", [
+    (f"SELECT street_code, {COUNTS} GROUP BY 1 HAVING strftime(period, '%Y') = '2025'", "OUTPUT_NOT_AGGREGATED"),
+    (f"SELECT strftime(period, '%Y') AS y, {COUNTS} GROUP BY 1 HAVING strftime(period, '%Y-%m') >= '2025-06'",
+     "OUTPUT_NOT_AGGREGATED"),
+    (f"SELECT strftime(period, '%Y-%m') AS m, {COUNTS} GROUP BY 1 HAVING strftime(period, '%Y-%m-%d') > '2025-06-15'",
+     "FUNCTION_NOT_ALLOWED"),
+], ids=["a period no cell groups by", "a month where the cells are years", "a day where the cells are months"])
+def test_having_on_a_text_that_would_read_the_rows_is_refused(client, sql, reason):
+    with pytest.raises(DsbrokerError) as caught:
+        client.query(GRANT, sql)
+    assert caught.value.reason == reason
+
+
+def test_totals_with_a_strftime_key_keep_grouping_and_refuse_having(policy):
+    """Under ROLLUP, GROUPING() of a strftime key still reads the key's level, and HAVING stays refused with totals
+    (protecting them needs every row of the table), on the key's text as on anything."""
+    from tests.conftest import policy_without_dominance, TOTALS
+    totals = policy_without_dominance(TOTALS)
+    sql = ("SELECT street_code, strftime(period, '%Y') AS y, GROUPING(strftime(period, '%Y')) AS all_years, "
+           "COUNT(*) AS c FROM tax.declarations GROUP BY ROLLUP (street_code, strftime(period, '%Y'))")
+    assert guard(sql, totals, district=XUANWU, department="xuanwu-fgw").sql
+    with pytest.raises(GuardError) as caught:
+        guard(f"{sql} HAVING y >= '2025'", totals, district=XUANWU, department="xuanwu-fgw")
+    assert caught.value.reason == "TOTALS_HAVING_NOT_ALLOWED"
