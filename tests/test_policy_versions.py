@@ -148,6 +148,24 @@ def test_the_bodies_the_ledger_saw_are_kept_in_order_and_cannot_be_edited_or_del
     assert PolicyLedger(path).bodies_of(GRANT, 1) == ("b1", "b2")
 
 
+def test_a_ledger_written_before_bodies_were_recorded_takes_the_first_body_seen_after(tmp_path):
+    """A ledger of versions only (before one body per version): it opens, and the first body seen of a version it
+    knows is that version's first body, a second one then refused as anywhere."""
+    path = tmp_path / "policies.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE versions (seq INTEGER PRIMARY KEY, policy_id TEXT NOT NULL, version INTEGER NOT "
+                    "NULL, sha256 TEXT NOT NULL, seen_at TEXT NOT NULL, source TEXT NOT NULL, UNIQUE (policy_id, "
+                    "version))")
+        old.execute("INSERT INTO versions (policy_id, version, sha256, seen_at, source) VALUES (?, 1, 'd0', '', "
+                    "'plan')", (GRANT,))
+    ledger = PolicyLedger(path)
+    assert ledger.newest_version(GRANT) == 1 and ledger.bodies_of(GRANT, 1) == ()
+    assert not ledger.see_version(GRANT, 1, "d1", body_sha256="b1", source="plan")
+    assert not ledger.see_version(GRANT, 1, "d2", body_sha256="b2", source="plan")
+    ledger.close()
+    assert PolicyLedger(path).bodies_of(GRANT, 1) == ("b1", "b2")
+
+
 def test_a_ledger_shared_by_two_sandbox_processes_reads_the_bodies_the_other_recorded(tmp_path):
     """Each keeps its copy in memory; recording a body it has not seen, it reads the version's bodies back from the
     file, so the other's first body is not taken for its own first (nor its own for the only one)."""
@@ -248,6 +266,11 @@ def test_end_to_end_the_broker_refuses_says_so_and_the_sandbox_it_told_refuses_a
         deployment.broker = start_broker(deployment.settings)
     assert "one version has one body" in caplog.text
     assert_reused(deployment.query_refusal())
+    with deployment.client() as client:
+        for ask, arguments in ((client.explain, (GRANT, SQL)), (client.run_product, (GRANT, PRODUCT, STREETS))):
+            with pytest.raises(DsbrokerError) as caught:
+                ask(*arguments)
+            assert_reused(caught.value)
     with deployment.owner() as owner:
         shown = owner.get_policy(GRANT)
     assert (shown.state, shown.reused_version_body_sha256) == (policies_pb.POLICY_STATE_ACTIVE, body_sha256(second))

@@ -126,8 +126,7 @@ class PolicyLedger:
                             "VALUES (?, ?, ?, ?, ?)", (policy_id, version, body_sha256, _now(), source))
                 # Read the version's bodies back rather than append: another sandbox process over this file may
                 # have recorded one first, and the order seen is the file's.
-                self._bodies[key] = tuple(body for (body,) in self._db.execute(
-                    "SELECT body_sha256 FROM bodies WHERE policy_id = ? AND version = ? ORDER BY seq", key))
+                self._bodies[key] = self._bodies_in_file(key)
             self._documents.add(sha256)
         return new_version
 
@@ -158,6 +157,13 @@ class PolicyLedger:
     def _remember(self, revocation: Revocation) -> None:
         self._statements.add(revocation.sha256)
         self._revocations.setdefault(revocation.policy_id, []).append(revocation)
+
+    def _bodies_in_file(self, key: tuple[str, int]) -> tuple[str, ...]:
+        try:
+            return tuple(body for (body,) in self._db.execute(
+                "SELECT body_sha256 FROM bodies WHERE policy_id = ? AND version = ? ORDER BY seq", key))
+        except sqlite3.Error as error:
+            raise PolicyLedgerError(f"the sandbox could not read its policy ledger ({type(error).__name__})") from None
 
     def _write(self, sql: str, values: tuple) -> None:
         try:
