@@ -142,6 +142,19 @@ def test_a_new_policy_version_keeps_its_state(store):
     assert store.replace_policy_document(suspended, version=3, document="z", sha256="ef" * 32, at="t3") is None
 
 
+def test_a_refused_body_of_a_version_is_kept_once_and_found_by_its_version(store):
+    """One body per version: another body the owner signed of a stored version is kept as refused (broker.workflow
+    .policy_registry), once, and looked up by policy and version."""
+    kept = {"policy_id": "xuanwu-fgw-0001", "version": 1, "body_sha256": "cd" * 32, "document": "id: y\n",
+            "at": "2026-11-21T10:00:00+00:00", "source": "policies/x.yaml"}
+    assert store.refuse_body(**kept)
+    assert not store.refuse_body(**kept), "kept once"
+    assert store.refuse_body(**{**kept, "version": 2, "body_sha256": "ef" * 32})
+    assert store.refused_bodies("xuanwu-fgw-0001", 1) == [("xuanwu-fgw-0001", 1, "cd" * 32, "id: y\n")]
+    assert store.refused_bodies("xuanwu-fgw-0001", 3) == []
+    assert len(store.refused_bodies()) == 2
+
+
 def test_an_unreachable_postgres_store_is_a_clear_configuration_error():
     from dsbroker.errors import ConfigError
 
