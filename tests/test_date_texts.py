@@ -172,12 +172,6 @@ def test_totals_with_a_strftime_key_keep_grouping_and_refuse_having(policy):
     assert caught.value.reason == "TOTALS_HAVING_NOT_ALLOWED"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "expand_output_aliases lets an alias reuse the name of a column its expression reads (meant for SUM(revenue) AS "
-    "revenue), and then reads GROUP BY period as the alias, the month, where DuckDB and PostgreSQL group by the "
-    "column (the day) and DuckDB's HAVING compares that date with '2025-06' (an error). Not a leak: the guard's "
-    "plan runs, and its cells are months; but the answer is neither engine's. Open: refuse the alias of a group key "
-    "named for a column (expand_output_aliases is being changed in another branch, for CUBE and GROUPING SETS)"))
 def test_a_group_key_aliased_as_its_own_column_is_not_read_as_the_key_where_the_engines_read_the_column(policy):
     with pytest.raises(GuardError) as caught:
         guard("SELECT strftime(period, '%Y-%m') AS period, SUM(vat_paid) AS vat FROM tax.declarations "

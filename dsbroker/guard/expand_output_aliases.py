@@ -26,6 +26,7 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
     aliased = _output_aliases(projections, column_names)
 
     copies = NodeBudget(expression, "expand_output_aliases", "naming its outputs by alias or position")
+    _refuse_ambiguous_names(expression, aliased, column_names)
     group = expression.args.get("group")
     if group is not None:
         if group.args.get("all"):
@@ -61,6 +62,26 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
         for ordered in order.expressions:
             ordered.set("this", _expand(ordered.this, projections, aliased, "ORDER BY", copies))
     return expression
+
+
+def _refuse_ambiguous_names(expression: exp.Select, aliased: dict[str, exp.Expr], column_names: set[str]) -> None:
+    """Refuse GROUP BY or HAVING naming an output whose alias is also a column's name (``strftime(period, '%Y-%m')
+    AS period ... GROUP BY period``): DuckDB and PostgreSQL read the column there (the day), where the guard would
+    read the output (the month); ORDER BY reads the output on every engine, and is left alone."""
+    for clause in ("group", "having"):
+        node = expression.args.get(clause)
+        for column in node.find_all(exp.Column) if node is not None else ():
+            name = column.name.lower()
+            if column.table or name not in aliased or name not in column_names:
+                continue
+            if isinstance(aliased[name], exp.Column) and aliased[name].name.lower() == name:
+                continue  # street_code AS street_code: the output is the column
+            if column.find_ancestor(*AGGREGATE_TYPES) is not None:
+                continue  # inside an aggregate a name is always the column
+            refuse("expand_output_aliases", "ALIAS_SHADOWS_COLUMN",
+                   f"{'GROUP BY' if clause == 'group' else 'HAVING'} {column.name} is ambiguous: an output is "
+                   f"named {column.name!r} and so is a column, which the engines read there; name the output "
+                   "otherwise, or group by its position", column=column.name)
 
 
 def _output_aliases(projections: list[exp.Expr], column_names: set[str]) -> dict[str, exp.Expr]:
