@@ -78,16 +78,18 @@ def percentile(samples: list[float], p: float) -> float:
 
 def _measure(client: BrokerClient, direct, policy, guarded, args):
     """Interleaved samples of the group-by (direct and end to end) and of the small query."""
-    direct_samples, e2e_samples, end_to_end, dominance = _measure_group_by(client, direct, policy, guarded, args)
+    direct_samples, e2e_samples, end_to_end, dominance, _ = _measure_group_by(client, direct, policy, guarded, args)
     small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
     small_direct = timed(lambda: direct.execute(
         guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
     return direct_samples, e2e_samples, small, small_direct, end_to_end, dominance
 
 
-def _measure_group_by(client: BrokerClient, direct, policy, guarded, args):
+def _measure_group_by(client: BrokerClient, direct, policy, guarded, args, *, guarded_direct: bool = False):
     """Interleaved samples of the group-by, directly (a) and end to end (b), then of the same with the dominance
-    rules (d directly, c end to end), after checking that both ends release the same cells."""
+    rules (d directly, c end to end), after checking that both ends release the same cells; with
+    ``guarded_direct``, also of the guarded SQL run directly (e: what the sandbox's engine runs), interleaved
+    with a and b."""
     end_to_end = client.query(GRANT, GROUP_BY_SQL, timeout=args.query_timeout)
     # The engine returns cells; the sandbox releases them (disclosure control, then the caller's outputs).
     cells = direct.execute(guarded.sql)
@@ -96,9 +98,11 @@ def _measure_group_by(client: BrokerClient, direct, policy, guarded, args):
                                                 cells.fetchall(), guarded).rows]
     assert sorted(map(repr, end_to_end.rows)) == sorted(map(repr, direct_rows)), "end-to-end and direct results differ"
     # Interleave the two so that load from other tenants hits both alike.
-    direct_samples, e2e_samples = [], []
+    direct_samples, e2e_samples, guarded_samples = [], [], []
     for _ in range(args.runs):
         direct_samples += timed(lambda: direct.execute(PLAIN_SQL).fetchall(), 1)
+        if guarded_direct:
+            guarded_samples += timed(lambda: direct.execute(guarded.sql).fetchall(), 1)
         e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL, timeout=args.query_timeout), 1)
     dominance_sql = guard(GROUP_BY_SQL, dataclasses.replace(policy, dominance=Dominance(1, 85.0, 10.0)),
                           district="320102", department="xuanwu-fgw").sql
@@ -106,7 +110,7 @@ def _measure_group_by(client: BrokerClient, direct, policy, guarded, args):
     for _ in range(args.runs):
         dominance_direct += timed(lambda: direct.execute(dominance_sql).fetchall(), 1)
         dominance_samples += timed(lambda: client.query(DOMINANCE_GRANT, GROUP_BY_SQL, timeout=args.query_timeout), 1)
-    return direct_samples, e2e_samples, end_to_end, (dominance_samples, dominance_direct)
+    return direct_samples, e2e_samples, end_to_end, (dominance_samples, dominance_direct), guarded_samples
 
 
 def noise_samples(direct, policy, runs: int) -> list[float]:
@@ -322,6 +326,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("encrypted", "log", "audit", "group-by"),
                         help="run one part of the benchmark only (group-by: the group-by's rows a to d at each "
                              "size, with the servers' peak RSS, for sizes where the whole bench takes too long)")
+    parser.add_argument("--audit", choices=("on", "off"), default="on",
+                        help="--only group-by: the sandbox's released-cell auditor (on, as served; off prices it)")
     parser.add_argument("--query-timeout", type=float, default=600.0,
                         help="the group-by's deadline end to end, in seconds (the sandbox's max_execution_seconds "
                              "caps it)")
@@ -416,37 +422,44 @@ def direct_connection(data: Path):
 
 
 def group_by_report(data: Path, layout, scratch: Path, args) -> dict:
-    """``--only group-by``: the group-by's rows (a) to (d) on one size of data, with the time the size took and
-    the servers' peak RSS; returns the summary's figures."""
+    """``--only group-by``: the group-by's rows (a) to (d) on one size of data, with the guarded SQL run directly
+    (e), the time the size took and the servers' peak RSS; returns the summary's figures. Medians, and the
+    fastest run of each, which the other tenants of a shared machine slow least."""
     started = time.perf_counter()
     direct = direct_connection(data)
     rows = direct.execute("SELECT count(*) FROM tax.declarations").fetchone()[0]
+    auditor = "on" if args.audit == "on" else "off (--audit off)"
     print(f"\ndata: {data} ({rows:,} declaration rows; the sandbox's memory_limit {SANDBOX_DEFAULTS.memory_limit}, "
-          f"threads {SANDBOX_DEFAULTS.threads}, as DuckDB's run directly)")
+          f"threads {SANDBOX_DEFAULTS.threads}, as DuckDB's run directly; the released-cell auditor {auditor})")
     policy = parse_policy(bench_grant_text(), source=f"{GRANT}.yaml")
     guarded = guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw")
     policies = signed_grant(layout, scratch)
     write_dominance_grant(layout, policies)
-    with development_servers(data=data, policies=policies, state=scratch / "state", layout=layout,
-                             client="bench") as (sandbox, broker, tls), \
+    with development_servers(data=data, policies=policies, state=scratch / "state", layout=layout, client="bench",
+                             sandbox_options={"audit_released_cells": args.audit == "on"}) as (sandbox, broker, tls), \
             BrokerClient(broker.target, tls=tls, token=development_token(
                 layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
-        direct_samples, e2e_samples, end_to_end, (dominance_samples, dominance_direct) = _measure_group_by(
-            client, direct, policy, guarded, args)
+        samples = _measure_group_by(client, direct, policy, guarded, args, guarded_direct=True)
         peak_mb = {"broker": peak_rss_mb(broker.process.pid), "sandbox": peak_rss_mb(sandbox.process.pid)}
     direct.close()
-    a, b = statistics.median(direct_samples), statistics.median(e2e_samples)
-    c, d = statistics.median(dominance_samples), statistics.median(dominance_direct)
+    direct_samples, e2e_samples, end_to_end, (dominance_samples, dominance_direct), guarded_samples = samples
     print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released, "
-          f"{args.runs} runs each, interleaved):")
-    print(f"  (a) plain aggregate, DuckDB directly   median {a * 1000:8.0f} ms   runs: "
-          + ", ".join(f"{t * 1000:.0f}" for t in direct_samples))
-    print(f"  (b) SDK -> broker -> sandbox (mTLS)    median {b * 1000:8.0f} ms   runs: "
-          + ", ".join(f"{t * 1000:.0f}" for t in e2e_samples))
-    print(f"  ratio b/a                              {b / a:8.2f}")
-    print(f"  (d) with the dominance rules, directly median {d * 1000:8.0f} ms")
-    print(f"  (c) the same end to end                median {c * 1000:8.0f} ms")
-    print(f"  ratio d/a, c/a                         {d / a:8.2f} {c / a:8.2f}")
+          f"{args.runs} runs each, a, e and b interleaved, then d and c):")
+    rows_shown = (("(a) plain aggregate, DuckDB directly", direct_samples),
+                  ("(e) the guarded SQL, DuckDB directly", guarded_samples),
+                  ("(b) SDK -> broker -> sandbox (mTLS)", e2e_samples),
+                  ("(d) with the dominance rules, directly", dominance_direct),
+                  ("(c) the same end to end", dominance_samples))
+    for label, samples_of in rows_shown:
+        print(f"  {label:<39}median {statistics.median(samples_of) * 1000:6.0f} ms   fastest "
+              f"{min(samples_of) * 1000:6.0f} ms   runs: " + ", ".join(f"{t * 1000:.0f}" for t in samples_of))
+    a, b, e = (statistics.median(x) for x in (direct_samples, e2e_samples, guarded_samples))
+    c, d = statistics.median(dominance_samples), statistics.median(dominance_direct)
+    fastest = {name: min(x) for name, x in (("a", direct_samples), ("b", e2e_samples), ("c", dominance_samples),
+                                            ("d", dominance_direct), ("e", guarded_samples))}
+    print("  ratios of the medians (of the fastest)  " + ", ".join(
+        f"{name} {top / bottom:.2f} ({fastest[name[0]] / fastest[name[2]]:.2f})"
+        for name, top, bottom in (("b/a", b, a), ("e/a", e, a), ("b/e", b, e), ("c/a", c, a), ("d/a", d, a))))
     print("  peak RSS " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peak_mb.items())
           + f"; this size took {time.perf_counter() - started:.0f} s")
     return {"rows": rows, "b/a": b / a, "c/a": c / a, "d/a": d / a, "peak_mb": peak_mb}

@@ -28,6 +28,7 @@ engine opened it (another user of the same file in the process) is refused.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import duckdb
@@ -92,6 +93,7 @@ def connection_problems(connection: duckdb.DuckDBPyConnection, limits: EngineLim
     return wrong
 
 
+@functools.lru_cache(maxsize=32)  # read back on every connection, and on each answer's released tables
 def memory_limit_bytes(memory_limit: str) -> int:
     """``memory_limit`` ("2GB", "512MiB", "50%" of the machine's) in bytes as DuckDB reports it once set (rounded
     as it rounds); DsbrokerError ``CONFIG_INVALID`` when DuckDB does not take it as an amount of memory, or it is
