@@ -214,3 +214,29 @@ def test_a_memory_limit_that_is_not_an_amount_is_refused_before_serving(tmp_path
     with pytest.raises(DsbrokerError) as caught:
         DuckDBEngine(path, EngineLimits(memory_limit=memory_limit))
     assert caught.value.reason == "CONFIG_INVALID" and "memory_limit" in caught.value.message
+
+
+def test_why_spilling_is_refused_a_spill_needs_the_file_system_which_would_open_the_data_file(tmp_path):
+    # The DuckDB behaviour the lockdown's choice rests on (README, The sandbox's lockdown): with the local file
+    # system disabled a spill fails anyway; with it enabled and external access off, a query reads the data
+    # file whole, the tables the sandbox does not serve included.
+    path = generated_table(tmp_path)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    for file_system_off in (True, False):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            memory = "64MB" if file_system_off else "1GB"  # past 64MB a spill; the file read needs its size
+            for statement in (f"SET memory_limit = '{memory}'", f"SET temp_directory = '{spill}'",
+                              "SET max_temp_directory_size = '1GB'", "SET enable_external_access = false",
+                              *(["SET disabled_filesystems = 'LocalFileSystem'"] if file_system_off else []),
+                              "SET lock_configuration = true"):
+                con.execute(statement)
+            if file_system_off:
+                with pytest.raises(duckdb.PermissionException):
+                    con.execute("SELECT k, count(*) FROM t GROUP BY k").fetchall()
+            else:
+                size = con.execute("SELECT octet_length(content) FROM read_blob(?)", [str(path)]).fetchone()[0]
+                assert size == path.stat().st_size
+        finally:
+            con.close()
