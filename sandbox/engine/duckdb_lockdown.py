@@ -124,7 +124,11 @@ def lock_down(database: duckdb.DuckDBPyConnection, limits: EngineLimits) -> None
     instance may already be locked (by another engine on the same file); that
     is accepted only when the settings that matter have the locked-down values.
     """
-    memory_limit_bytes(limits.memory_limit)  # refuse a limit that is not one before setting anything
+    try:
+        memory_limit_bytes(limits.memory_limit)  # refuse a limit that is not one before setting anything
+    except DsbrokerError:
+        database.close()  # as when the lockdown does not hold: the caller gets no connection to serve from
+        raise
     already_locked = _setting(database, "lock_configuration") == "true"
     if not already_locked:
         for statement in lockdown_statements(limits):
