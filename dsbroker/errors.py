@@ -679,6 +679,8 @@ REASONS_DECLARED: tuple[Reason, ...] = GUARD_REFUSALS + (
     Reason("DATA_FILE_MISSING", "INTERNAL", (), "the sandbox's data file does not exist"),
     Reason("ENGINE_UNREACHABLE", "UNAVAILABLE", (), "the sandbox cannot connect to its database server"),
     Reason("SANDBOX_BUSY", "RESOURCE_EXHAUSTED", (), "the sandbox has no engine connection free"),
+    Reason("QUERY_OUT_OF_MEMORY", "RESOURCE_EXHAUSTED", ("memory_limit",),
+           "a query needing more memory than the engine's memory_limit (spilling to disk is refused)"),
     Reason("EXECUTION_FAILED", "INTERNAL", ("error_class",), "the engine failed (the message is generic on purpose)"),
     Reason("GROUPS_TOO_MANY", "OUT_OF_RANGE", ("table",),
            "more groups before HAVING or ORDER BY than the sandbox reads"),

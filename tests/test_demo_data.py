@@ -44,3 +44,27 @@ def test_amounts_are_heavy_tailed_with_dominant_enterprises(direct):
     p50, p99 = direct.execute("SELECT quantile_cont(revenue, 0.5), quantile_cont(revenue, 0.99) "
                               "FROM tax.declarations").fetchone()
     assert p99 > 20 * p50
+
+
+def test_a_file_drawn_in_chunks_a_month_at_a_time_is_whole_unique_and_in_period_and_street_order(
+        tmp_path, monkeypatch):
+    # The 100M-row bench file is drawn in chunks of taxpayers and built a month at a time; a small chunk here
+    # crosses the same boundaries.
+    import duckdb
+
+    from sandbox.demo import data
+
+    monkeypatch.setattr(data, "TAXPAYER_CHUNK", 150)
+    said: list[str] = []
+    counts = data.make_demo_data(tmp_path / "chunked.duckdb", taxpayers=400, months=3, progress=said.append)
+    assert counts["taxpayers"] == 400
+    assert any("150 of 400 taxpayers drawn" in line for line in said)
+    assert any("month 3 of 3" in line for line in said)
+    with duckdb.connect(str(tmp_path / "chunked.duckdb"), read_only=True) as con:
+        ids = con.execute("SELECT count(DISTINCT taxpayer_id), count(*) FROM tax.taxpayers").fetchone()
+        assert ids == (400, 400)
+        assert con.execute("SELECT count(*) FROM tax.declarations").fetchone()[0] == counts["declarations"]
+        assert con.execute("SELECT count(*) FROM (SELECT period, taxpayer_id FROM tax.declarations "
+                           "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0] == 0
+        order = con.execute("SELECT period, street_code FROM tax.declarations ORDER BY rowid").fetchall()
+        assert order == sorted(order)

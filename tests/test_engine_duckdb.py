@@ -140,3 +140,103 @@ def test_a_result_that_comes_back_after_its_time_limit_is_not_released(demo_db):
         assert engine.execute("SELECT 42", timeout_s=15, max_rows=1).rows == [(42,)]
     finally:
         engine.close()
+
+
+def generated_table(tmp_path, rows: int = 2_000_000):
+    """A DuckDB file with one table of ``rows`` distinct keys: grouping by the key needs far more memory than
+    a few megabytes, counting its rows hardly any."""
+    path = tmp_path / "owner.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"CREATE TABLE t AS SELECT i, md5(CAST(i AS VARCHAR)) AS k FROM range({rows}) r(i)")
+    return path
+
+
+def test_a_query_past_the_memory_limit_is_refused_and_the_engine_serves_on(tmp_path):
+    path = generated_table(tmp_path)
+    engine = DuckDBEngine(path, EngineLimits(memory_limit="16MB", pool_size=1))
+    try:
+        with pytest.raises(DsbrokerError) as caught:
+            engine.execute("SELECT k, count(*) FROM t GROUP BY k", timeout_s=60, max_rows=10)
+        assert caught.value.reason == "QUERY_OUT_OF_MEMORY"
+        assert caught.value.metadata == {"memory_limit": "16MB"}
+        assert "memory_limit (16MB)" in caught.value.message and "MiB" not in caught.value.message
+        # Spilling is refused: nothing was written beside the data file (DuckDB's default temp directory).
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["owner.duckdb"]
+        assert engine.execute("SELECT count(*) FROM t", timeout_s=60, max_rows=1).rows == [(2_000_000,)]
+    finally:
+        engine.close()
+
+
+# Each: a setting another user of the same file in the process changed before locking the instance.
+LOOSENED = {
+    "memory_limit": ("SET memory_limit = '2GB'", "SET memory_limit = '64GB'"),
+    "threads": ("SET threads = 2", "SET threads = 16"),
+    "temp_directory": ("SET temp_directory = ''", "SET temp_directory = '{tmp}'"),
+    "max_temp_directory_size": ("SET max_temp_directory_size = '0B'", "SET max_temp_directory_size = '10GB'"),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(LOOSENED))
+def test_an_instance_whose_memory_or_spilling_was_loosened_from_outside_is_refused(tmp_path, setting):
+    path = tmp_path / "owner.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS x").close()
+    other = duckdb.connect(str(path), read_only=True)
+    shipped, loosened = LOOSENED[setting]
+    statements = lockdown_statements(EngineLimits())
+    assert shipped in statements
+    for statement in statements:
+        other.execute(loosened.format(tmp=tmp_path) if statement == shipped else statement)
+    with pytest.raises(DsbrokerError) as caught:
+        DuckDBEngine(path)
+    assert caught.value.reason == "ENGINE_NOT_LOCKED_DOWN" and setting in caught.value.message
+    other.close()
+
+
+def test_a_stricter_memory_limit_set_from_outside_is_kept(tmp_path):
+    # Another engine on the same file locked the instance with less memory and fewer threads: that holds.
+    path = tmp_path / "owner.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS x").close()
+    other = duckdb.connect(str(path), read_only=True)
+    for statement in lockdown_statements(EngineLimits(memory_limit="512MB", threads=1)):
+        other.execute(statement)
+    engine = DuckDBEngine(path, EngineLimits(memory_limit="2GB", threads=2, pool_size=1))
+    try:
+        assert engine.execute("SELECT current_setting('threads')", timeout_s=5, max_rows=1).rows == [(1,)]
+    finally:
+        engine.close()
+        other.close()
+
+
+@pytest.mark.parametrize("memory_limit", ["lots", "-1", "none"])
+def test_a_memory_limit_that_is_not_an_amount_is_refused_before_serving(tmp_path, memory_limit):
+    path = tmp_path / "owner.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS x").close()
+    with pytest.raises(DsbrokerError) as caught:
+        DuckDBEngine(path, EngineLimits(memory_limit=memory_limit))
+    assert caught.value.reason == "CONFIG_INVALID" and "memory_limit" in caught.value.message
+
+
+def test_why_spilling_is_refused_a_spill_needs_the_file_system_which_would_open_the_data_file(tmp_path):
+    # The DuckDB behaviour the lockdown's choice rests on (README, The sandbox's lockdown): with the local file
+    # system disabled a spill fails anyway; with it enabled and external access off, a query reads the data
+    # file whole, the tables the sandbox does not serve included.
+    path = generated_table(tmp_path)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    for file_system_off in (True, False):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            memory = "64MB" if file_system_off else "1GB"  # past 64MB a spill; the file read needs its size
+            for statement in (f"SET memory_limit = '{memory}'", f"SET temp_directory = '{spill}'",
+                              "SET max_temp_directory_size = '1GB'", "SET enable_external_access = false",
+                              *(["SET disabled_filesystems = 'LocalFileSystem'"] if file_system_off else []),
+                              "SET lock_configuration = true"):
+                con.execute(statement)
+            if file_system_off:
+                with pytest.raises(duckdb.PermissionException):
+                    con.execute("SELECT k, count(*) FROM t GROUP BY k").fetchall()
+            else:
+                size = con.execute("SELECT octet_length(content) FROM read_blob(?)", [str(path)]).fetchone()[0]
+                assert size == path.stat().st_size
+        finally:
+            con.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import grpc
 import pytest
 
@@ -13,7 +14,7 @@ from broker.dev.keys import sandbox_settings
 from broker.server import start_broker
 from sandbox.settings import SandboxSettings
 from broker.v1.query_service_pb2 import GuardStep
-from sandbox.demo.data import DEMO_DATASETS
+from sandbox.demo.data import DEMO_DATASETS, make_demo_data
 from sandbox.server import start_sandbox
 from tests.conftest import shared_data
 from tests.conftest import GRANT, XUANWU, broker_settings_for, client_tls, dev_keys, policies_with, token_for
@@ -277,6 +278,41 @@ def test_sandbox_too_slow_is_deadline_exceeded(isolated_broker, demo_db):
     assert (error.code, error.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "QUERY_TIMEOUT")
     client.close()
     slow.stop()
+
+
+def demo_with_a_crowded_month(tmp_path, rows: int = 2_000_000):
+    """Small demo data plus ``rows`` declarations in Xuanwu in January 2024, each of a taxpayer of its own: a
+    query that aggregates that month per taxpayer needs far more than a few megabytes, one of February hardly
+    any."""
+    path = tmp_path / "crowded.duckdb"
+    make_demo_data(path, taxpayers=300, months=2)
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"""
+            INSERT INTO tax.declarations
+            SELECT 'X' || lpad(CAST(i AS VARCHAR), 17, '0'), DATE '2024-01-01', '320102',
+                   '320102' || lpad(CAST(1 + i % 7 AS VARCHAR), 3, '0'), '51', 'F', '173', 'micro',
+                   1000 + i % 997, 100 + i % 97, 0, 10, 1
+            FROM range({rows}) r(i)""")
+    return path
+
+
+def test_a_query_past_the_sandbox_memory_limit_is_refused_and_it_keeps_serving(isolated_broker, tmp_path):
+    # Spilling is refused: past memory_limit a query is RESOURCE_EXHAUSTED with a reason, not a crash.
+    sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_with_a_crowded_month(tmp_path)),
+                                            audit_released_cells=False, datasets=DEMO_DATASETS, memory_limit="16MB",
+                                            **sandbox_settings(dev_keys())))
+    client = isolated_broker(f"127.0.0.1:{sandbox.port}")
+    try:
+        error = refusal(client, "SELECT street_code, industry_code, period, size_class, COUNT(DISTINCT taxpayer_id) "
+                                "AS n, SUM(vat_paid) AS v FROM tax.declarations GROUP BY ALL")
+        assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUERY_OUT_OF_MEMORY")
+        assert error.metadata.get("memory_limit") == "16MB"
+        for _ in range(3):  # every pooled connection serves again
+            assert client.query(GRANT, "SELECT COUNT(*) AS c FROM tax.declarations "
+                                       "WHERE period = DATE '2024-02-01'").columns == ["c"]
+    finally:
+        client.close()
+        sandbox.stop()
 
 
 def test_client_deadline_is_passed_to_the_sandbox(client):

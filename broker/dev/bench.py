@@ -30,8 +30,11 @@ from dsbroker.policy.model import Dominance, Noise, parse_policy
 from sandbox.demo.data import make_demo_data
 from sandbox.disclosure.noise import noisy_answer
 from sandbox.disclosure.release import release
+from sandbox.settings import SandboxSettings
 
 ROOT = Path(__file__).resolve().parents[2]
+# The development sandbox's engine settings are its defaults; DuckDB run directly gets the same.
+SANDBOX_DEFAULTS = SandboxSettings()
 GRANT = "xuanwu-fgw-2026-007"
 DOMINANCE_GRANT = "xuanwu-fgw-2026-007-dominance"
 # The shipped grant's dominance rule (the default, written out), and what the bench grant says instead: (a) and
@@ -75,7 +78,19 @@ def percentile(samples: list[float], p: float) -> float:
 
 def _measure(client: BrokerClient, direct, policy, guarded, args):
     """Interleaved samples of the group-by (direct and end to end) and of the small query."""
-    end_to_end = client.query(GRANT, GROUP_BY_SQL)
+    direct_samples, e2e_samples, end_to_end, dominance, _ = _measure_group_by(client, direct, policy, guarded, args)
+    small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
+    small_direct = timed(lambda: direct.execute(
+        guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
+    return direct_samples, e2e_samples, small, small_direct, end_to_end, dominance
+
+
+def _measure_group_by(client: BrokerClient, direct, policy, guarded, args, *, guarded_direct: bool = False):
+    """Interleaved samples of the group-by, directly (a) and end to end (b), then of the same with the dominance
+    rules (d directly, c end to end), after checking that both ends release the same cells; with
+    ``guarded_direct``, also of the guarded SQL run directly (e: what the sandbox's engine runs), interleaved
+    with a and b."""
+    end_to_end = client.query(GRANT, GROUP_BY_SQL, timeout=args.query_timeout)
     # The engine returns cells; the sandbox releases them (disclosure control, then the caller's outputs).
     cells = direct.execute(guarded.sql)
     direct_rows = [list(row) for row in release([d[0] for d in cells.description],
@@ -83,20 +98,19 @@ def _measure(client: BrokerClient, direct, policy, guarded, args):
                                                 cells.fetchall(), guarded).rows]
     assert sorted(map(repr, end_to_end.rows)) == sorted(map(repr, direct_rows)), "end-to-end and direct results differ"
     # Interleave the two so that load from other tenants hits both alike.
-    direct_samples, e2e_samples = [], []
+    direct_samples, e2e_samples, guarded_samples = [], [], []
     for _ in range(args.runs):
         direct_samples += timed(lambda: direct.execute(PLAIN_SQL).fetchall(), 1)
-        e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL), 1)
+        if guarded_direct:
+            guarded_samples += timed(lambda: direct.execute(guarded.sql).fetchall(), 1)
+        e2e_samples += timed(lambda: client.query(GRANT, GROUP_BY_SQL, timeout=args.query_timeout), 1)
     dominance_sql = guard(GROUP_BY_SQL, dataclasses.replace(policy, dominance=Dominance(1, 85.0, 10.0)),
                           district="320102", department="xuanwu-fgw").sql
     dominance_samples, dominance_direct = [], []
     for _ in range(args.runs):
         dominance_direct += timed(lambda: direct.execute(dominance_sql).fetchall(), 1)
-        dominance_samples += timed(lambda: client.query(DOMINANCE_GRANT, GROUP_BY_SQL), 1)
-    small = timed(lambda: client.query(GRANT, SMALL_SQL), args.small_runs)
-    small_direct = timed(lambda: direct.execute(
-        guard(SMALL_SQL, policy, district="320102", department="xuanwu-fgw").sql).fetchall(), args.small_runs)
-    return direct_samples, e2e_samples, small, small_direct, end_to_end, (dominance_samples, dominance_direct)
+        dominance_samples += timed(lambda: client.query(DOMINANCE_GRANT, GROUP_BY_SQL, timeout=args.query_timeout), 1)
+    return direct_samples, e2e_samples, end_to_end, (dominance_samples, dominance_direct), guarded_samples
 
 
 def noise_samples(direct, policy, runs: int) -> list[float]:
@@ -283,6 +297,8 @@ QUICK = {"runs": 8, "small_runs": 100, "guard_runs": 40, "log_rounds": 2, "log_s
          "sizes": "50000"}
 # Taxpayers for the two sizes the targets name: about 1.15M and 10.3M declaration rows.
 SIZES = "50000,450000"
+# Sizes by their declaration rows (about 23 a taxpayer), for --sizes: 100m is the scale target's.
+NAMED_SIZES = {"1m": 50_000, "10m": 450_000, "100m": 4_370_000}
 SCALING_CLIENTS = "1,4,16,64"
 
 
@@ -292,8 +308,9 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default=None,
-                        help=f"taxpayers in each size of bench data, comma-separated (default {SIZES}: about 1.15M "
-                             "and 10.3M declaration rows; each made once and cached)")
+                        help=f"taxpayers in each size of bench data, comma-separated, or a size by its rows: "
+                             f"{', '.join(f'{name} ({n:,} taxpayers)' for name, n in NAMED_SIZES.items())} "
+                             f"(default {SIZES}: about 1.15M and 10.3M declaration rows; each made once and cached)")
     parser.add_argument("--taxpayers", type=int, default=None, help="one size only (the same as --sizes N)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer runs and the small size only, for development (figures spread wider)")
@@ -306,7 +323,14 @@ def main() -> None:
     parser.add_argument("--log-rounds", type=int, default=8, help="alternating rounds with the log on and off")
     parser.add_argument("--log-seconds", type=float, default=2.0, help="seconds per round")
     parser.add_argument("--encrypted-runs", type=int, default=20, help="timed runs of each encrypted-mode query")
-    parser.add_argument("--only", choices=("encrypted", "log", "audit"), help="run one part of the benchmark only")
+    parser.add_argument("--only", choices=("encrypted", "log", "audit", "group-by"),
+                        help="run one part of the benchmark only (group-by: the group-by's rows a to d at each "
+                             "size, with the servers' peak RSS, for sizes where the whole bench takes too long)")
+    parser.add_argument("--audit", choices=("on", "off"), default="on",
+                        help="--only group-by: the sandbox's released-cell auditor (on, as served; off prices it)")
+    parser.add_argument("--query-timeout", type=float, default=600.0,
+                        help="the group-by's deadline end to end, in seconds (the sandbox's max_execution_seconds "
+                             "caps it)")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "bench"))
     parser.add_argument("--engine", choices=("duckdb", "spark", "postgres"), default="duckdb",
                         help="spark or postgres: the end-to-end group-by on a sandbox with that engine, against the "
@@ -320,7 +344,7 @@ def main() -> None:
         for name, value in QUICK.items():
             if parser.get_default(name) == getattr(args, name):
                 setattr(args, name, value)
-    sizes = [args.taxpayers] if args.taxpayers else [int(n) for n in (args.sizes or SIZES).split(",")]
+    sizes = [args.taxpayers] if args.taxpayers else [taxpayers_of(n) for n in (args.sizes or SIZES).split(",")]
     scaling = [int(n) for n in args.scaling.split(",") if n]
     if args.only == "encrypted":
         with tempfile.TemporaryDirectory() as scratch:
@@ -347,8 +371,22 @@ def main() -> None:
             scratch = Path(scratch_root) / f"size-{index}"
             scratch.mkdir()
             layout = init_keys(scratch / "keys", clients=("bench",))
-            by_size.append(size_report(data, layout, scratch, args, first=index == 0, scaling=scaling))
+            if args.only == "group-by":
+                by_size.append(group_by_report(data, layout, scratch, args))
+            else:
+                by_size.append(size_report(data, layout, scratch, args, first=index == 0, scaling=scaling))
     summary(by_size)
+
+
+def taxpayers_of(size: str) -> int:
+    """A --sizes entry as taxpayers: a number of them, or a size named by its rows (NAMED_SIZES)."""
+    if size.strip().lower() in NAMED_SIZES:
+        return NAMED_SIZES[size.strip().lower()]
+    try:
+        return int(size)
+    except ValueError:
+        raise SystemExit(f"--sizes: {size!r} is neither a number of taxpayers nor one of "
+                         f"{', '.join(NAMED_SIZES)}") from None
 
 
 def other_engine_bench(args, datas: list[Path]) -> None:
@@ -375,11 +413,70 @@ def bench_data(cache: Path, taxpayers: int) -> Path:
     return data
 
 
+def direct_connection(data: Path):
+    """DuckDB on ``data`` as the sandbox runs it: read-only, the sandbox's default threads and memory limit."""
+    direct = duckdb.connect(str(data), read_only=True)
+    direct.execute(f"SET threads = {SANDBOX_DEFAULTS.threads}")  # so both sides get the same engine
+    direct.execute(f"SET memory_limit = '{SANDBOX_DEFAULTS.memory_limit}'")
+    return direct
+
+
+def group_by_report(data: Path, layout, scratch: Path, args) -> dict:
+    """``--only group-by``: the group-by's rows (a) to (d) on one size of data, with the guarded SQL run directly
+    (e), the time the size took and the servers' peak RSS; returns the summary's figures. Medians, and the
+    fastest run of each, which the other tenants of a shared machine slow least."""
+    started = time.perf_counter()
+    direct = direct_connection(data)
+    rows = direct.execute("SELECT count(*) FROM tax.declarations").fetchone()[0]
+    auditor = "on" if args.audit == "on" else "off (--audit off)"
+    print(f"\ndata: {data} ({rows:,} declaration rows; the sandbox's memory_limit {SANDBOX_DEFAULTS.memory_limit}, "
+          f"threads {SANDBOX_DEFAULTS.threads}, as DuckDB's run directly; the released-cell auditor {auditor})")
+    policy = parse_policy(bench_grant_text(), source=f"{GRANT}.yaml")
+    guarded = guard(GROUP_BY_SQL, policy, district="320102", department="xuanwu-fgw")
+    policies = signed_grant(layout, scratch)
+    write_dominance_grant(layout, policies)
+    with development_servers(data=data, policies=policies, state=scratch / "state", layout=layout, client="bench",
+                             sandbox_options={"audit_released_cells": args.audit == "on"}) as (sandbox, broker, tls), \
+            BrokerClient(broker.target, tls=tls, token=development_token(
+                layout, subject="bench", department="xuanwu-fgw", district="320102")) as client:
+        samples = _measure_group_by(client, direct, policy, guarded, args, guarded_direct=True)
+        peak_mb = {"broker": peak_rss_mb(broker.process.pid), "sandbox": peak_rss_mb(sandbox.process.pid)}
+    direct.close()
+    direct_samples, e2e_samples, end_to_end, (dominance_samples, dominance_direct), guarded_samples = samples
+    print(f"group-by street, industry with SUM and COUNT(DISTINCT) ({len(end_to_end.rows)} cells released, "
+          f"{args.runs} runs each, a, e and b interleaved, then d and c):")
+    rows_shown = (("(a) plain aggregate, DuckDB directly", direct_samples),
+                  ("(e) the guarded SQL, DuckDB directly", guarded_samples),
+                  ("(b) SDK -> broker -> sandbox (mTLS)", e2e_samples),
+                  ("(d) with the dominance rules, directly", dominance_direct),
+                  ("(c) the same end to end", dominance_samples))
+    for label, samples_of in rows_shown:
+        print(f"  {label:<39}median {statistics.median(samples_of) * 1000:6.0f} ms   fastest "
+              f"{min(samples_of) * 1000:6.0f} ms   runs: " + ", ".join(f"{t * 1000:.0f}" for t in samples_of))
+    a, b, e = (statistics.median(x) for x in (direct_samples, e2e_samples, guarded_samples))
+    c, d = statistics.median(dominance_samples), statistics.median(dominance_direct)
+    fastest = {name: min(x) for name, x in (("a", direct_samples), ("b", e2e_samples), ("c", dominance_samples),
+                                            ("d", dominance_direct), ("e", guarded_samples))}
+    print("  ratios of the medians (of the fastest)  " + ", ".join(
+        f"{name} {top / bottom:.2f} ({fastest[name[0]] / fastest[name[2]]:.2f})"
+        for name, top, bottom in (("b/a", b, a), ("e/a", e, a), ("b/e", b, e), ("c/a", c, a), ("d/a", d, a))))
+    print("  peak RSS " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peak_mb.items())
+          + f"; this size took {time.perf_counter() - started:.0f} s")
+    return {"rows": rows, "b/a": b / a, "c/a": c / a, "d/a": d / a, "peak_mb": peak_mb}
+
+
+def write_dominance_grant(layout, policies: Path) -> None:
+    """The bench's grant with the dominance rules, signed into ``policies``: what disclosure control adds."""
+    text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
+    dominant = text.replace(f"id: {GRANT}", f"id: {DOMINANCE_GRANT}").replace(
+        SHIPPED_DOMINANCE, "dominance: {n: 1, k: 85}, p_percent: 10")
+    (policies / f"{DOMINANCE_GRANT}.yaml").write_text(approve_for_development(layout, dominant))
+
+
 def size_report(data: Path, layout, scratch: Path, args, *, first: bool, scaling: list[int]) -> dict:
     """Every figure on one size of data, printed as it comes; returns the summary's figures. The parts whose
     data is their own (the access log's throughput, encryption, the auditor) run on the ``first`` size only."""
-    direct = duckdb.connect(str(data), read_only=True)
-    direct.execute("SET threads = 2")  # the sandbox's default, so both sides get the same engine
+    direct = direct_connection(data)
     rows = direct.execute("SELECT count(*) FROM tax.declarations").fetchone()[0]
     print(f"\ndata: {data} ({rows:,} declaration rows)")
     figures: dict = {"rows": rows}
@@ -391,11 +488,7 @@ def size_report(data: Path, layout, scratch: Path, args, *, first: bool, scaling
     noise = noise_samples(direct, policy, args.runs)
 
     policies = signed_grant(layout, scratch)
-    text = (ROOT / "policies" / f"{GRANT}.yaml").read_text(encoding="utf-8")
-    # The same grant with the dominance rules, to measure what disclosure control adds.
-    dominant = text.replace(f"id: {GRANT}", f"id: {DOMINANCE_GRANT}").replace(
-        SHIPPED_DOMINANCE, "dominance: {n: 1, k: 85}, p_percent: 10")
-    (policies / f"{DOMINANCE_GRANT}.yaml").write_text(approve_for_development(layout, dominant))
+    write_dominance_grant(layout, policies)
     with development_servers(data=data, policies=policies, state=scratch / "state", layout=layout,
                              client="bench") as (sandbox, broker, tls), \
             BrokerClient(broker.target, tls=tls, token=development_token(
@@ -492,11 +585,13 @@ def summary(by_size: list[dict]) -> None:
     print(f"  {'measure':<66}" + "".join(f"{head:>14}" for head in heads) + f"{'target':>10}  met")
     for label, key, target, shape in TARGETS:
         values = [figures.get(key) for figures in by_size]
+        measured = [v for v in values if v is not None]
+        if not measured:  # a part this run left out (--only group-by)
+            continue
         cells = "".join(f"{shape.format(v) if v is not None else '':>14}" for v in values)
         if target is None:
             print(f"  {label:<66}{cells}")
             continue
-        measured = [v for v in values if v is not None]
         # The target names the large size where it names a size at all: judge on the last size measured.
         met = (measured[-1] >= -target) if target < 0 else (measured[-1] <= target)
         bound = f">= {shape.format(-target)}" if target < 0 else f"<= {shape.format(target)}"
@@ -506,9 +601,11 @@ def summary(by_size: list[dict]) -> None:
         print("  small query throughput by clients, log on (q/s)                   "
               + ", ".join(f"{clients}: {rate:.0f}" for clients, rate in scaling.items()))
     for figures in by_size:
-        print(f"  at {figures['rows'] / 1e6:.2f}M rows, CPU per small query: "
-              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in figures["cpu_ms"].items())
-              + "; peak RSS " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in figures["peak_mb"].items()))
+        cpu = figures.get("cpu_ms")
+        print(f"  at {figures['rows'] / 1e6:.2f}M rows, "
+              + ("CPU per small query: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu.items()) + "; "
+                 if cpu else "")
+              + "peak RSS " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in figures["peak_mb"].items()))
 
 
 def audit_report(data: Path) -> list[float]:

@@ -92,7 +92,7 @@ class ServerProcess:
 def development_servers(*, data: Path | dict[str, str], policies: Path, state: Path, layout: KeyLayout, client: str,
                         access_log: Path | None = None, token_binding: str = "subject",
                         partitions: dict[str, Path | dict[str, str]] | None = None,
-                        datasets: tuple[str, ...] = DEMO_DATASETS):
+                        datasets: tuple[str, ...] = DEMO_DATASETS, sandbox_options: dict | None = None):
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
@@ -105,7 +105,7 @@ def development_servers(*, data: Path | dict[str, str], policies: Path, state: P
     ``data``): a sandbox each (ledgers ``<id>-...``), which the
     broker knows as partitions. The sandboxes hold tokens to the forwarded certificates with the same
     ``token_binding`` as the broker. Every sandbox serves ``datasets`` (by default the demo's, without
-    its company names).
+    its company names). ``sandbox_options`` are further settings of the (first) sandbox.
     """
     from dsbroker.records.checkpoints import load_or_create_signing_key, public_key_path
 
@@ -129,7 +129,7 @@ def development_servers(*, data: Path | dict[str, str], policies: Path, state: P
             return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
                                                      tls=sandbox_tls, log_path=state / f"{name}.log"))
 
-        sandbox = start_sandbox("sandbox", data, state / "sandbox-executions.sqlite")
+        sandbox = start_sandbox("sandbox", data, state / "sandbox-executions.sqlite", **(sandbox_options or {}))
         parts = {sandbox_id: start_sandbox(sandbox_id, path, state / f"{sandbox_id}-executions.sqlite",
                                            sandbox_id=sandbox_id)
                  for sandbox_id, path in (partitions or {}).items()}

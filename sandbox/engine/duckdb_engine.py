@@ -102,6 +102,12 @@ class DuckDBEngine:
             clean = self._watchdog.disarm(token)
         except duckdb.InterruptException:
             raise _timeout() from None
+        except duckdb.OutOfMemoryException as error:
+            # Spilling is refused (duckdb_lockdown): past memory_limit the query fails, and the others go on.
+            log.warning("engine out of memory (memory_limit %s): %s", self.limits.memory_limit, error)
+            raise DsbrokerError(f"the query needs more memory than the sandbox's memory_limit "
+                                f"({self.limits.memory_limit}) allows", reason="QUERY_OUT_OF_MEMORY",
+                                memory_limit=self.limits.memory_limit) from None
         except duckdb.Error as error:
             log.warning("engine error (%s): %s", type(error).__name__, error)
             raise ExecutionError("the engine could not run the query", error_class=type(error).__name__) from None

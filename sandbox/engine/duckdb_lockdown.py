@@ -12,9 +12,24 @@ cursor (the pool's connections) starts from the global value. They are set
 GLOBAL, before the lock, and read back from every connection that will run a
 query, pooled or made to replace one after an error; a connection without
 them is never pooled.
+
+Memory is bounded and spilling refused, deliberately: ``memory_limit`` is the
+most DuckDB holds (its buffer pool and every query's working set), and a query
+that needs more fails with DuckDB's out-of-memory error rather than writing its
+intermediate rows to disk. DuckDB spills through the local file system, which
+the lockdown disables; with it enabled, ``enable_external_access = false`` still
+lets a query read every path DuckDB itself uses (the data file whole, the
+companies' names in it included, and the temp directory with other queries'
+spilled rows), leaving the guard as the only layer. So the temp directory is
+unset and its size 0, and both, with the memory limit and the threads, are read
+back from every connection: an instance whose settings were changed before the
+engine opened it (another user of the same file in the process) is refused.
 """
 
 from __future__ import annotations
+
+import functools
+import re
 
 import duckdb
 
@@ -33,6 +48,7 @@ def lockdown_statements(limits: EngineLimits) -> list[str]:
         f"SET memory_limit = '{_quoted(limits.memory_limit)}'",
         f"SET threads = {int(limits.threads)}",
         f"SET GLOBAL max_execution_time = {int(limits.max_execution_ms)}",
+        "SET temp_directory = ''",
         "SET max_temp_directory_size = '0B'",
         "SET enable_external_access = false",
         "SET disabled_filesystems = 'LocalFileSystem'",
@@ -49,7 +65,12 @@ _REQUIRED_SETTINGS = {
     "autoinstall_known_extensions": "false",
     "allow_community_extensions": "false",
     "max_temp_directory_size": "0 bytes",
+    "temp_directory": "",
 }
+# DuckDB reports an amount of memory as "1.8 GiB", "953.6 MiB" or "0 bytes"; no limit ('-1', 'none') it reports
+# as "16383.9 PiB", which is no amount here, so that no limit is refused as one that cannot be read.
+_AMOUNT = re.compile(r"^(\d+(?:\.\d+)?) ?(bytes|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+_UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def connection_problems(connection: duckdb.DuckDBPyConnection, limits: EngineLimits) -> list[str]:
@@ -62,7 +83,38 @@ def connection_problems(connection: duckdb.DuckDBPyConnection, limits: EngineLim
     # looser one is refused.
     if not ceiling.isdigit() or not 0 < int(ceiling) <= limits.max_execution_ms:
         wrong.append("max_execution_time")
+    # Likewise a smaller memory limit or fewer threads are kept; none, more, or unreadable are refused.
+    memory = reported_bytes(_setting(connection, "memory_limit"))
+    if memory is None or not 0 < memory <= memory_limit_bytes(limits.memory_limit):
+        wrong.append("memory_limit")
+    threads = _setting(connection, "threads")
+    if not threads.isdigit() or not 0 < int(threads) <= limits.threads:
+        wrong.append("threads")
     return wrong
+
+
+@functools.lru_cache(maxsize=32)  # read back on every connection, and on each answer's released tables
+def memory_limit_bytes(memory_limit: str) -> int:
+    """``memory_limit`` ("2GB", "512MiB", "50%" of the machine's) in bytes as DuckDB reports it once set (rounded
+    as it rounds); DsbrokerError ``CONFIG_INVALID`` when DuckDB does not take it as an amount of memory, or it is
+    no limit ("-1", "none")."""
+    with duckdb.connect(":memory:") as scratch:
+        try:
+            scratch.execute(f"SET memory_limit = '{_quoted(memory_limit)}'")
+        except duckdb.Error:
+            amount = None
+        else:
+            amount = reported_bytes(_setting(scratch, "memory_limit"))
+    if amount is None:
+        raise DsbrokerError(f"memory_limit {memory_limit!r} is not an amount of memory (e.g. 2GB)",
+                            reason="CONFIG_INVALID")
+    return amount
+
+
+def reported_bytes(value: str) -> int | None:
+    """An amount of memory as ``duckdb_settings()`` reports it, in bytes; None for anything else (no limit)."""
+    match = _AMOUNT.match(value.strip())
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()]) if match else None
 
 
 def lock_down(database: duckdb.DuckDBPyConnection, limits: EngineLimits) -> None:
@@ -72,6 +124,11 @@ def lock_down(database: duckdb.DuckDBPyConnection, limits: EngineLimits) -> None
     instance may already be locked (by another engine on the same file); that
     is accepted only when the settings that matter have the locked-down values.
     """
+    try:
+        memory_limit_bytes(limits.memory_limit)  # refuse a limit that is not one before setting anything
+    except DsbrokerError:
+        database.close()  # as when the lockdown does not hold: the caller gets no connection to serve from
+        raise
     already_locked = _setting(database, "lock_configuration") == "true"
     if not already_locked:
         for statement in lockdown_statements(limits):
