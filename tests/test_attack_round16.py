@@ -452,3 +452,86 @@ def test_grouping_of_keys_in_another_order_than_the_grouping_sets_is_the_engines
     with duckdb.connect(str(tmp_path / "data" / "owner-data.duckdb"), read_only=True) as direct:
         truth = direct.execute(sql).fetchall()
     assert sorted(answer.rows, key=repr) == sorted(truth, key=repr)
+
+
+def test_grouping_sets_that_are_a_rollup_in_another_key_order_keep_secondary_suppression(tmp_path, opened):
+    """Attack, with the auditor off: GROUPING SETS ((industry), (industry, street), ()) are a ROLLUP of (industry,
+    street) while the query outputs street first; secondary suppression must build its tree in the sets' order,
+    or industry 99's total less (B, 99) is the lone firm."""
+    engine = _engine(tmp_path / "data", _firms(LONE_CELLS))
+    opened.append(engine)
+    received = Received(LONE_CELLS)
+    for sets in ("(industry_code), (industry_code, street_code), ()",
+                 "(industry_code, street_code), (industry_code), ()"):
+        answer = received.ask(engine, "SELECT street_code, industry_code, SUM(revenue) AS r FROM tax.declarations "
+                              f"GROUP BY GROUPING SETS ({sets})", _grant(), None)
+        assert answer.counts["secondary"] > 0
+    assert received.protected_determined() == []
+
+
+def test_a_late_declaration_after_a_cube_is_not_its_margins_difference(tmp_path, opened):
+    """Attack: a CUBE is released; a new firm then declares in (B, 10); street B's total, industry 10's or the
+    grand total asked now, less the CUBE's, would be the new firm's revenue. The ledger's released values are
+    stale there, and the auditor keeps a stale cell from becoming derivable."""
+    cells = {("A", "10"): 5, ("A", "20"): 5, ("B", "10"): 5, ("B", "20"): 5}
+    path = tmp_path / "data"
+    engine = _engine(path, _firms(cells))
+    ledger = tmp_path / "released.sqlite"
+    first = Auditor(engine, ReleasedCellLedger(ledger))
+    cube = run(engine, guarded(engine, CUBE, _grant()), timeout_s=60, auditor=first)
+    first.ledger.close()
+    engine.close()
+    before = {(row[0], row[1]): row[2] for row in cube.rows}
+    with duckdb.connect(str(path / "owner-data.duckdb")) as connection:
+        connection.execute("INSERT INTO tax.declarations SELECT 'NEW-1', period, district_code, street_code, '10', "
+                           "industry_section, registration_type, size_class, 123457, vat_paid, cit_paid, iit_withheld, "
+                           "employees FROM tax.declarations WHERE taxpayer_id = 'B-10-0'")
+    engine = DuckDBEngine(path / "owner-data.duckdb", EngineLimits(pool_size=1))
+    opened.append(engine)
+    auditor = _auditor(opened, engine, ledger)
+    learned = []
+    for sql in ("SELECT street_code, SUM(revenue) AS r FROM tax.declarations GROUP BY street_code",
+                "SELECT industry_code, SUM(revenue) AS r FROM tax.declarations GROUP BY industry_code",
+                "SELECT street_code, industry_code, SUM(revenue) AS r FROM tax.declarations "
+                "GROUP BY GROUPING SETS ((street_code), (industry_code), ())",
+                "SELECT SUM(revenue) AS r FROM tax.declarations"):
+        answer = run(engine, guarded(engine, sql, _grant()), timeout_s=60, auditor=auditor)
+        learned += [row for row in answer.rows if row[-1] is not None]
+    differences = {value - before[key] for key, value in (
+        [((row[0], None), row[1]) for row in learned if len(row) == 2 and row[0] in ("A", "B")]
+        + [((None, row[0]), row[1]) for row in learned if len(row) == 2 and row[0] in ("10", "20")]
+        + [((row[0], row[1]), row[2]) for row in learned if len(row) == 3]
+        + [((None, None), row[0]) for row in learned if len(row) == 1]) if key in before}
+    assert 123457 not in differences
+
+
+@pytest.mark.parametrize("changes, select, reason", [
+    ({"dominance": "rule"}, "SUM(revenue)", "TOTALS_NOT_ALLOWED"),
+    ({"noise": "noise"}, "SUM(revenue)", "TOTALS_NOT_ALLOWED"),
+    ({"min_max": {"revenue": ("MAX",)}}, "MAX(revenue)", "TOTALS_EXTREME_NOT_ALLOWED"),
+    ({"encrypted": True, "results": ("aggregate", "encrypted")}, "SUM(revenue)", "ENCRYPTED_TOTALS_NOT_ALLOWED"),
+])
+def test_a_cube_is_refused_where_its_cells_are_not_plain_sums(tmp_path: Path, opened: list, changes: dict,
+                                                              select: str, reason: str) -> None:
+    """The dominance rule, noise, MIN/MAX and encrypted results do not combine with CUBE or GROUPING SETS
+    (their cells are not plain sums the auditor can solve, or cannot be withheld one by one)."""
+    from dsbroker.guard import guard
+    from dsbroker.policy.model import Dominance
+    from tests.conftest import XUANWU
+    from tests.engine_cells import NOISE
+
+    engine = _engine(tmp_path / "data", _firms(LONE_CELLS))
+    opened.append(engine)
+    encrypted = bool(changes.pop("encrypted", False))
+    if changes.get("dominance") == "rule":
+        changes["dominance"] = Dominance(n=2, k=85.0)
+    if changes.get("noise") == "noise":
+        changes["noise"] = NOISE
+    grant = _grant(**changes)
+    column_types = {table: dict(engine.columns(table)) for table in SERVED}
+    for group_by in ("CUBE (street_code, industry_code)", "GROUPING SETS ((street_code), (industry_code))"):
+        with pytest.raises(DsbrokerError) as refused:
+            guard(f"SELECT street_code, industry_code, {select} AS v FROM tax.declarations GROUP BY {group_by}", grant,
+                  district=XUANWU, department="xuanwu-fgw", engine_dialect=engine.dialect, column_types=column_types,
+                  encrypted=encrypted)
+        assert refused.value.reason == reason
