@@ -535,3 +535,34 @@ def test_a_cube_is_refused_where_its_cells_are_not_plain_sums(tmp_path: Path, op
                   district=XUANWU, department="xuanwu-fgw", engine_dialect=engine.dialect, column_types=column_types,
                   encrypted=encrypted)
         assert refused.value.reason == reason
+
+
+def test_grouping_sets_of_two_buckets_of_one_column_do_not_difference_a_small_industry_out(tmp_path, opened):
+    """Attack: two CASE buckets of the industry as grouping sets, (10 | rest) and (20 | rest): the first's rest
+    less the second's bucket is industry 99, one firm; then the same buckets one query at a time."""
+    cells = {("A", "10"): 5, ("A", "20"): 5, ("A", "99"): 1}
+    engine = _engine(tmp_path / "data", _firms(cells))
+    opened.append(engine)
+    auditor = _auditor(opened, engine, tmp_path / "released.sqlite")
+    received = Received(cells)
+    first = "CASE WHEN industry_code IN ('10') THEN 'x' ELSE 'y' END"
+    second = "CASE WHEN industry_code IN ('20') THEN 'x' ELSE 'y' END"
+
+    def note(answer, buckets: list[tuple[int, str]]) -> None:
+        for row, marks in zip(answer.rows, answer.rolled_up or [frozenset()] * len(answer.rows), strict=True):
+            if row[-1] is None:
+                continue
+            for position, industry in buckets:
+                if position not in marks:
+                    inside = row[position] == "x"
+                    received.equations.append({i: Fraction(1) for i, atom in enumerate(received.atoms)
+                                               if (atom[1] == industry) == inside})
+
+    note(run(engine, guarded(engine, f"SELECT {first} AS b1, {second} AS b2, SUM(revenue) AS r FROM tax.declarations "
+                             "GROUP BY GROUPING SETS ((b1), (b2))", _grant()), timeout_s=60, auditor=auditor),
+         [(0, "10"), (1, "20")])
+    for bucket, industry in ((first, "10"), (second, "20")):
+        note(run(engine, guarded(engine, f"SELECT {bucket} AS b, SUM(revenue) AS r FROM tax.declarations GROUP BY b",
+                                 _grant()), timeout_s=60, auditor=auditor), [(0, industry)])
+    assert len(received.equations) >= 2
+    assert received.protected_determined() == []
