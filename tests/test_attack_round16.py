@@ -566,3 +566,26 @@ def test_grouping_sets_of_two_buckets_of_one_column_do_not_difference_a_small_in
                                  _grant()), timeout_s=60, auditor=auditor), [(0, industry)])
     assert len(received.equations) >= 2
     assert received.protected_determined() == []
+
+
+def test_a_small_null_group_is_not_its_total_less_the_other_groups(tmp_path, opened):
+    """Attack: in CUBE (size_class, street_code) one firm of street A has no size class (a NULL group); street
+    A's total over the size classes, less its 'large' group, would be that firm. The auditor tells the NULL group
+    (both keys fixed, one NULL) from the total (the street fixed alone) and withholds what it takes."""
+    cells = {("A", "10"): 1, ("A", "20"): 5, ("B", "10"): 5, ("B", "20"): 5}
+    engine = _engine(tmp_path / "data", _firms(cells), "UPDATE tax.declarations SET size_class = NULL "
+                     "WHERE taxpayer_id LIKE '%-10-%'", "UPDATE tax.declarations SET size_class = 'large' "
+                     "WHERE taxpayer_id LIKE '%-20-%'")
+    opened.append(engine)
+    auditor = _auditor(opened, engine, tmp_path / "released.sqlite")
+    received = Received(cells)  # industry 10 is the NULL size class here, 20 the large one
+    answer = run(engine, guarded(engine, SIZED_CUBE, _grant()), timeout_s=60, auditor=auditor)
+    for row, marks in zip(answer.rows, answer.rolled_up, strict=True):
+        if row[-1] is None:
+            continue
+        size, street = (None if 0 in marks else ("20" if row[0] == "large" else "10"),
+                        None if 1 in marks else row[1])
+        received.equations.append({i: Fraction(1) for i, atom in enumerate(received.atoms)
+                                   if size in (None, atom[1]) and street in (None, atom[0])})
+    assert answer.counts["audit"] > 0
+    assert received.protected_determined() == []
