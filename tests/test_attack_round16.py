@@ -589,3 +589,28 @@ def test_a_small_null_group_is_not_its_total_less_the_other_groups(tmp_path, ope
                                    if size in (None, atom[1]) and street in (None, atom[0])})
     assert answer.counts["audit"] > 0
     assert received.protected_determined() == []
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT CASE WHEN street_code IN ('A') THEN 'a' ELSE 'b' END AS area, strftime(period, '%Y-%m') AS month, "
+    "SUM(revenue) AS r, COUNT(DISTINCT taxpayer_id) AS n FROM tax.declarations GROUP BY CUBE (area, month)",
+    "SELECT size_class, street_code, industry_code, GROUPING(industry_code, size_class) AS g, AVG(revenue) AS r "
+    "FROM tax.declarations GROUP BY GROUPING SETS ((size_class), (street_code, industry_code), ())",
+    "SELECT year(period) AS y, street_code, SUM(revenue) AS r FROM tax.declarations "
+    "GROUP BY GROUPING SETS ((y), (street_code))",
+])
+def test_cube_and_grouping_sets_release_the_same_cells_on_postgresql(postgres_copy, tmp_path: Path,
+                                                                       sql: str) -> None:
+    """Engine parity of the new forms with bucket, date-text, date-part and GROUPING() outputs: the same cells,
+    withheld and rolled up alike (compared as sets of rows: their order is the test above's finding)."""
+    engine, reference = postgres_copy
+    answers = []
+    for served in (reference, engine):
+        auditor = Auditor(served, ReleasedCellLedger(tmp_path / f"{served.dialect}-{uuid.uuid4().hex[:6]}.sqlite"))
+        try:
+            answer = run(served, guarded(served, sql, _grant()), timeout_s=60, auditor=auditor)
+        finally:
+            auditor.ledger.close()
+        answers.append(sorted(zip(answer.rows, answer.withheld, answer.rolled_up, strict=True), key=repr))
+    assert answers[0], "the query should release rows"
+    assert answers[1] == answers[0]
