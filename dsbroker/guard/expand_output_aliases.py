@@ -29,6 +29,7 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
     _refuse_ambiguous_names(expression, aliased, column_names)
     group = expression.args.get("group")
     if group is not None:
+        _refuse_unread_forms(group)
         if group.args.get("all"):
             keys = [copies.copy(p.unalias()) for p in projections if not p.unalias().find(*AGGREGATE_TYPES)]
             group.set("all", None)
@@ -39,21 +40,28 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
         else:
             terms = group.expressions
             asked = [term for term in terms if isinstance(term, (exp.Rollup, exp.Cube, exp.GroupingSets))]
-            written = "CUBE" if group.args.get("cube") else "ROLLUP" if group.args.get("rollup") else None
-            if asked or written:
-                if len(terms) != 1 or not asked or written:
-                    form = written or sql_name(asked[0])
+            if asked:
+                if len(terms) != 1:
+                    form = sql_name(asked[0])
                     refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED", "totals are asked for as GROUP BY "
                            "ROLLUP (a, b), CUBE (a, b) or GROUPING SETS ((a, b), (a), ()), alone in GROUP BY",
                            construct=form)
                 totals = read_totals(asked[0])
                 assert totals is not None
+                if not totals.keys:  # GROUPING SETS (()): the grand total alone, a global aggregate
+                    expression.set("group", None)
+                    return _expand_rest(expression, projections, aliased, copies)
                 # Every later rule sees the keys as plain GROUP BY keys; add_totals restores the grouping sets.
                 group.set("expressions", list(totals.keys))
                 expression.meta[TOTALS_META] = totals.sets
                 expression.meta[TOTALS_FORM_META] = totals.form
             group.set("expressions", [_expand(key, projections, aliased, "GROUP BY", copies)
                                       for key in group.expressions])
+    return _expand_rest(expression, projections, aliased, copies)
+
+
+def _expand_rest(expression: exp.Select, projections: list, aliased: dict, copies: NodeBudget) -> exp.Select:
+    """Expand aliases and ordinals in HAVING and ORDER BY."""
     having = expression.args.get("having")
     if having is not None:
         having.set("this", _replace_alias_columns(having.this, aliased, copies))
@@ -62,6 +70,22 @@ def expand_output_aliases(expression: exp.Select, columns: dict) -> exp.Select:
         for ordered in order.expressions:
             ordered.set("this", _expand(ordered.this, projections, aliased, "ORDER BY", copies))
     return expression
+
+
+def _refuse_unread_forms(group: exp.Group) -> None:
+    """Refuse totals written in a form the guard does not read, which it would otherwise answer as plain cells: Hive's
+    ``GROUP BY a, b GROUPING SETS (...)``, ``WITH CUBE``, ``WITH ROLLUP``, ClickHouse's ``WITH TOTALS``, and
+    ``GROUP BY ALL`` beside anything (``GROUP BY ALL, CUBE (a)``)."""
+    for arg, form in (("grouping_sets", "GROUPING SETS"), ("cube", "CUBE"), ("rollup", "ROLLUP"),
+                      ("totals", "WITH TOTALS")):
+        if group.args.get(arg):
+            refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED", "totals are asked for as GROUP BY ROLLUP (a, b), "
+                   "CUBE (a, b) or GROUPING SETS ((a, b), (a), ()), alone in GROUP BY", construct=form)
+    if group.args.get("all") and group.expressions:
+        form = next((sql_name(term) for term in group.expressions
+                     if isinstance(term, (exp.Rollup, exp.Cube, exp.GroupingSets))), "GROUP BY ALL")
+        refuse("expand_output_aliases", "CONSTRUCT_NOT_ALLOWED", "GROUP BY ALL stands alone; list the keys to ask "
+               "for totals over them", construct=form)
 
 
 def _refuse_ambiguous_names(expression: exp.Select, aliased: dict[str, exp.Expr], column_names: set[str]) -> None:

@@ -109,7 +109,7 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
         _audit(controlled, rows, plan, layout, program, audit)
     answered = _having(controlled, program)
     if not plan.engine_ordered:
-        _order(answered, program)
+        _order(answered, program, layout.grouping)
         if deadline is not None and clock() > deadline:
             _ran_late()
     if plan.limit is not None:
@@ -466,8 +466,12 @@ def _output_value(index: int):
     return lambda entry: entry[1][index]
 
 
-def _order(answered: list, program: _Program) -> None:
-    """Sort rows by the caller's ORDER BY over released values, then by the keys (stable passes, last key first)."""
+def _order(answered: list, program: _Program, grouping: int | None) -> None:
+    """Sort rows by the caller's ORDER BY over released values, then by the keys (stable passes, last key first),
+    then, with totals, by which keys a row totals over: a group whose key is NULL and the total over that key read
+    alike, and their order must not be the engine's."""
+    if grouping is not None:
+        answered.sort(key=lambda entry: entry[0][grouping])
     for value in reversed(program.keys):
         answered.sort(key=lambda entry: sort_key(value(entry), descending=False, nulls_first=False))
     for value, descending, nulls_first in reversed(program.order):
