@@ -29,7 +29,7 @@ from sandbox.checks.policy import PlanPolicyChecker
 from sandbox.audit.auditor import Auditor
 from sandbox.disclosure.encryption import PendingPartitions, check_domain, encrypt, encrypted_release, noisy_release
 from sandbox.disclosure.noise import noisy_answer
-from sandbox.disclosure.release import audited_release, check_committed, check_size, engine_cap
+from sandbox.disclosure.release import audited_release, check_committed, check_protectable, check_size, engine_cap
 from sandbox.disclosure.two_levels import run_two_levels
 from sandbox.engine.interface import Engine, EngineResult
 from sandbox.ledgers.executions import ExecutionLedger
@@ -131,6 +131,7 @@ class PlanExecutor:
             # the cap holds is told by them alone, never by a small group that takes the last place.
             result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=max_rows + 1)
             return self._encrypted(plan, policy, guarded, result, key, max_rows=max_rows, deadline=run_deadline)
+        check_protectable(guarded, audited=self.auditor is not None)
         result = self.engine.execute(plan.sql, timeout_s=timeout, max_rows=engine_cap(guarded, max_rows))
         check_size(guarded, result.truncated, dataset=plan.dataset)
         released = self._release(result, guarded, max_rows=max_rows, deadline=run_deadline)

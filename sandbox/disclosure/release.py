@@ -70,14 +70,7 @@ def release(names_: list[str], types: list[str], rows: list[tuple], guarded: Gua
     (``sandbox.audit``); it runs before HAVING, ORDER BY and the outputs, which then see them as NULL.
     """
     plan = guarded.cells
-    if plan.totals and not plan.rollup and audit is None:
-        # A CUBE's or grouping sets' tables are not a tree: a withheld cell can be two margins less released
-        # cells, or a cycle of withheld cells be opened by one released one. Secondary suppression works on a
-        # tree of equations; the released-cell auditor solves the table as a linear system, as it does for
-        # differences across answers. Without it, such totals are not released.
-        raise DsbrokerError("this sandbox's owner turned the released-cell auditor off, which protects totals that "
-                            "are not a ROLLUP; ask for GROUP BY ROLLUP or for the cells alone",
-                            reason="TOTALS_NEED_AUDIT", table=guarded.dataset, construct="GROUPING SETS")
+    check_protectable(guarded, audited=audit is not None)
     layout = layout_of(names_, types, plan)
     program = compile_plan(plan, layout)
     entities_at, k = layout.columns.statistics[0], guarded.min_entities
@@ -231,6 +224,20 @@ def _audit(controlled: list, rows: list[tuple], plan: CellPlan, layout: Layout, 
         controlled[place] = (index, seen, marked | newly, why, withheld_counts)
 
 
+def check_protectable(guarded: GuardedQuery, *, audited: bool) -> None:
+    """Refuse totals that are not a ROLLUP where no released-cell auditor runs (before the engine runs them).
+
+    A CUBE's or grouping sets' tables are not a tree: a withheld cell can be two margins less released cells, or a
+    cycle of withheld cells be opened by one released one. Secondary suppression works on a tree of equations;
+    the released-cell auditor solves the table as a linear system, as it does for differences across answers.
+    Without it, such totals are not released."""
+    plan = guarded.cells
+    if plan is not None and plan.totals and not plan.rollup and not audited:
+        raise DsbrokerError("this sandbox's owner turned the released-cell auditor off, which protects totals that "
+                            "are not a ROLLUP; ask for GROUP BY ROLLUP or for the cells alone",
+                            reason="TOTALS_NEED_AUDIT", table=guarded.dataset, construct="GROUPING SETS")
+
+
 def _ran_late() -> None:
     raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
 
@@ -246,6 +253,7 @@ def run(engine, guarded: GuardedQuery, *, timeout_s: float, max_rows: int | None
     ``auditor`` audited against the cells released before."""
     cap = guarded.max_rows if max_rows is None else max_rows
     deadline = clock() + timeout_s
+    check_protectable(guarded, audited=auditor is not None)
     result = engine.execute(guarded.sql, timeout_s=timeout_s, max_rows=engine_cap(guarded, cap))
     check_size(guarded, result.truncated, dataset=guarded.dataset)
     released = audited_release(result.names, result.types, result.rows, guarded, max_rows=cap, deadline=deadline,
