@@ -40,9 +40,11 @@ REFUSED_SQL = "SELECT taxpayer_id, vat_paid FROM tax.declarations WHERE taxpayer
 def observed(demo_db, tmp_path_factory):
     """A sandbox and a broker with their metrics and probe ports, for this module alone."""
     state = tmp_path_factory.mktemp("operations")
+    # A test rig: brokers of this module serve variants of the shipped grant under its version (a quota), which an
+    # owner's sandbox refuses (one body per version).
     sandbox = start_sandbox(SandboxSettings(listen="127.0.0.1:0", data=str(demo_db), datasets=DEMO_DATASETS,
-                                            state_dir=str(state / "sandbox"), **OPERATIONS,
-                                            **sandbox_settings(dev_keys())))
+                                            state_dir=str(state / "sandbox"), one_body_per_version=False,
+                                            **OPERATIONS, **sandbox_settings(dev_keys())))
     try:
         broker = start_broker(broker_settings_for(sandbox.port, state / "access-log.sqlite", **OPERATIONS))
     except BaseException:
