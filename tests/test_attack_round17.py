@@ -106,7 +106,8 @@ def test_a_sandbox_sharing_its_policy_ledger_refuses_a_version_the_other_process
     assert refusal(one, plan_for(document())).reason == "POLICY_REVOKED"
 
 
-def test_one_unverifiable_stored_policy_does_not_keep_the_second_body_from_the_sandbox(deployment):
+@pytest.mark.parametrize("staged", ["unsigned", "signed by the reviewer only"])
+def test_one_unverifiable_stored_policy_does_not_keep_the_second_body_from_the_sandbox(deployment, staged):
     """FINDING. The broker hands the sandboxes its stored documents and then the refused second bodies, in batches of
     which the sandbox refuses a whole one if any document in it does not verify, and the broker stops at the first
     refused batch. Stored documents are not verified when installed (only the refused bodies are filtered), so one
@@ -114,8 +115,9 @@ def test_one_unverifiable_stored_policy_does_not_keep_the_second_body_from_the_s
     directory keeps every second body (and every newer version after it) from every sandbox at each start. The
     honest broker refuses the version itself, but the sandbox never learns B and answers A for the broker once it
     turns hostile (or for an operator who also edits the store)."""
-    unsigned = SHIPPED.replace(f"id: {GRANT}", f"id: {OTHER_GRANT}", 1)
-    (deployment.policies / f"{OTHER_GRANT}.yaml").write_text(unsigned, encoding="utf-8")
+    other = SHIPPED.replace(f"id: {GRANT}", f"id: {OTHER_GRANT}", 1)  # another grant, staged before the owner signs
+    other = other if staged == "unsigned" else reviewer_only(other)
+    (deployment.policies / f"{OTHER_GRANT}.yaml").write_text(other, encoding="utf-8")
     (deployment.policies / f"{GRANT}.yaml").write_text(sign(PRODUCTS_ONLY), encoding="utf-8")
     deployment.broker.stop()
     deployment.broker = start_broker(deployment.settings)
