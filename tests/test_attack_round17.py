@@ -19,7 +19,7 @@ import pytest
 
 from broker.dev.keys import load_private_key, signer_key_id
 from broker.server import start_broker
-from dsbroker.errors import ConfigError, DsbrokerError
+from dsbroker.errors import ConfigError, DsbrokerError, PolicyLedgerError
 from dsbroker.policy.signing import Trust, body_sha256, sign_policy, split_document, verify_policy
 from dsbroker.settings import load_settings
 from dsbroker.rpc.status import error_from_rpc_error
@@ -297,8 +297,9 @@ def test_a_second_body_in_the_owners_directory_with_crlf_line_endings_is_still_r
 def test_a_corrupted_policy_ledger_stops_the_start(own, tmp_path):
     """Fail closed: a ledger file that is not a database is not replaced by an empty one that forgot B."""
     (tmp_path / "s-policies.sqlite").write_bytes(b"not a database" * 512)
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(PolicyLedgerError) as raised:  # naming the file, not SQLite's bare error
         start(own, tmp_path, "s")
+    assert "s-policies.sqlite" in raised.value.message and raised.value.reason == "POLICY_LEDGER_UNAVAILABLE"
 
 
 # -- what held: revocations and versions, the setting, the refusal ---------------------------------
@@ -339,3 +340,13 @@ def test_the_refusal_names_the_policy_and_version_only_and_is_the_same_for_eithe
         for digest in (body_sha256(document()), body_sha256(sign(PRODUCTS_ONLY))):
             assert digest[:8] not in error.message
     assert first.message == second.message
+
+
+def test_a_version_past_what_a_ledger_keeps_is_refused_where_the_policy_is_read():
+    """A version of 2^63 or more overflowed SQLite's INTEGER in the sandbox's ledger (OverflowError, no reason);
+    only the owner can sign one, but the policy's loader refuses it, naming the file and line."""
+    from dsbroker.policy.model import parse_policy
+
+    with pytest.raises(DsbrokerError) as raised:
+        parse_policy(SHIPPED.replace("version: 1", f"version: {2 ** 63}", 1), source="huge.yaml")
+    assert raised.value.reason == "POLICY_INVALID" and "version" in raised.value.message
