@@ -90,7 +90,11 @@ class PolicyRegistry:
             if stored.sha256 == policy.sha256:
                 continue
             if policy.version == stored.version:
-                if body_sha256(policy.document) != body_sha256(stored.document):
+                if self.trust is not None and not self._verifies(stored.document) and self._verifies(policy.document):
+                    # What was stored is no body of the owner's (a draft copied in before the owner signed, an
+                    # edit): the owner's signed document of the version is its body, and is what is served.
+                    self._install_signed(stored, policy, now)
+                elif body_sha256(policy.document) != body_sha256(stored.document):
                     self._refuse_body(stored, policy, now)
                 continue  # else the stored body signed again: the stored document is served
             reused = reused_versions(self.policy(stored).products, policy.products)
@@ -112,6 +116,18 @@ class PolicyRegistry:
         for policy_id in policies:
             self._enforce(policy_id)
         return len(policies)
+
+    def _install_signed(self, stored: StoredPolicy, policy: Policy, now: dt.datetime) -> None:
+        """Serve ``policy``, the owner's signed document of ``stored``'s version, where the stored one is not
+        signed by the owner; recorded in the access log."""
+        self.store.replace_policy_document(stored, version=policy.version, document=policy.document,
+                                           sha256=policy.sha256, at=_stamp(now), district=policy.district or "")
+        log.warning("policy file %s is the owner's signed document of %s v%d, whose stored document the owner did "
+                    "not sign; the signed one is served", policy.source, policy.id, policy.version)
+        self._record(event="policy.install", decision="allow", principal=None, client="", request_id="",
+                     grant_id=policy.id, reason="", policy=stored,
+                     detail={"from_version": stored.version, "to_version": policy.version, "sha256": policy.sha256,
+                             "file": policy.source, "replaces_unsigned": stored.sha256})
 
     def _refuse_body(self, stored: StoredPolicy, policy: Policy, now: dt.datetime) -> None:
         """Keep ``policy``, a second body of ``stored``'s version, as refused, and say so (the log, the access log).
@@ -160,7 +176,10 @@ class PolicyRegistry:
         while page := self.store.list_policies(after=after, limit=500):
             documents += [stored.document for stored in page]
             after = page[-1].id
-        return documents + [document for *_, document in self.store.refused_bodies() if self._verifies(document)]
+        # Only what verifies: a sandbox refuses a batch that holds one document that does not, and the refused
+        # bodies first, since they are what a sandbox must not miss.
+        refused = [document for *_, document in self.store.refused_bodies() if self._verifies(document)]
+        return refused + [document for document in documents if self._verifies(document)]
 
     def _verifies(self, document: str) -> bool:
         """Whether ``document`` verifies against the trust file (a sandbox refuses a batch holding one that does

@@ -35,14 +35,17 @@ class PolicySync:
         batches += [([], documents[i:i + BATCH]) for i in range(0, len(documents), BATCH)]
         acknowledged = []
         for name, client in self.sandboxes.items():
-            try:
-                answers = [client.publish_statements(some, others, timeout_s=self.timeout_s)
-                           for some, others in batches]
-            except DsbrokerError as error:
-                log.warning("sandbox %s (%s) did not take the owner's statements: %s %s", name, client.target,
-                            error.reason, error.message)
-                continue
-            if answers:
+            answers, refused = [], 0
+            for some, others in batches:  # one batch the sandbox refuses does not keep the others from it
+                try:
+                    answers.append(client.publish_statements(some, others, timeout_s=self.timeout_s))
+                except DsbrokerError as error:
+                    refused += 1
+                    log.warning("sandbox %s (%s) did not take a batch of the owner's statements or policies: %s %s",
+                                name, client.target, error.reason, error.message)
+                    if error.reason in ("SANDBOX_UNAVAILABLE", "QUERY_TIMEOUT"):  # it is not answering
+                        break
+            if answers and not refused:
                 acknowledged.append(answers[-1].sandbox_id or name)
         return acknowledged
 

@@ -390,8 +390,9 @@ class _Reader:
 
     def integer(self, node: yaml.Node, name: str, lowest: int) -> int:
         value = self.scalar(node, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-            raise self.fail(node, f"{name} must be a whole number of at least {lowest}")
+        # At most a signed 64-bit integer: what every store and ledger keeps (SQLite's INTEGER, PostgreSQL's BIGINT).
+        if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value < 2 ** 63:
+            raise self.fail(node, f"{name} must be a whole number of at least {lowest} (and below 2^63)")
         return value
 
     def date(self, node: yaml.Node, name: str) -> dt.date:

@@ -5,7 +5,8 @@ The broker may be hostile: it could stop passing a revocation on, or send a plan
 version of a policy once a newer one is in force. So whatever reaches the sandbox and verifies
 against the owner's trust file (a revocation, a signed policy document) is written here, kept across
 restarts, and never taken back: the file is append-only (triggers refuse UPDATE and DELETE), like the
-execution ledger. Lookups are served from memory; only something new is written. If it cannot be
+execution ledger. Lookups are served from memory, read again from the file whenever another process over it
+has written (SQLite's ``data_version``); only something new is written. If it cannot be
 written the plan is refused (UNAVAILABLE), so nothing the owner said is forgotten silently.
 
 A version has one body (the bytes its approvals sign). Every distinct owner-signed body of a version is
@@ -76,33 +77,64 @@ class PolicyLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # A revocation must survive a power cut once acknowledged: the sandbox said it has it.
-        self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = open_sqlite(self.path, durability=Durability.POWER_CUT, autocommit=True)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as error:  # a damaged file stops the start: an empty ledger would forget the owner
+            raise PolicyLedgerError(f"the sandbox's policy ledger {self.path} cannot be read "
+                                    f"({type(error).__name__}); restore it from a backup") from None
         self._revocations: dict[str, list[Revocation]] = {}
         self._statements: set[str] = set()
         self._versions: dict[str, set[int]] = {}
         self._documents: set[str] = set()
         self._bodies: dict[tuple[str, int], tuple[str, ...]] = {}
-        for (text,) in self._db.execute("SELECT statement FROM statements ORDER BY seq"):
-            self._remember(parse_statement(text))
-        for policy_id, version, sha256 in self._db.execute("SELECT policy_id, version, sha256 FROM versions"):
-            self._versions.setdefault(policy_id, set()).add(version)
-            self._documents.add(sha256)
-        for policy_id, version, body in self._db.execute("SELECT policy_id, version, body_sha256 FROM bodies "
-                                                         "ORDER BY seq"):
-            self._bodies[(policy_id, version)] = (*self._bodies.get((policy_id, version), ()), body)
+        self._data_version: int | None = None
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """Read the file again where another connection (another sandbox process over this file) committed since
+        the last read (SQLite's ``data_version``): what one process learnt, a revocation, a newer version, a second
+        body, holds for every process over the file at once. Called under ``_lock`` or before it is shared."""
+        try:
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+            if version == self._data_version:
+                return
+            revocations: dict[str, list[Revocation]] = {}
+            statements: set[str] = set()
+            versions: dict[str, set[int]] = {}
+            documents: set[str] = set()
+            bodies: dict[tuple[str, int], tuple[str, ...]] = {}
+            for (text,) in self._db.execute("SELECT statement FROM statements ORDER BY seq"):
+                revocation = parse_statement(text)
+                statements.add(revocation.sha256)
+                revocations.setdefault(revocation.policy_id, []).append(revocation)
+            for policy_id, version_seen, sha256 in self._db.execute("SELECT policy_id, version, sha256 FROM versions"):
+                versions.setdefault(policy_id, set()).add(version_seen)
+                documents.add(sha256)
+            for policy_id, version_seen, body in self._db.execute(
+                    "SELECT policy_id, version, body_sha256 FROM bodies ORDER BY seq"):
+                bodies[(policy_id, version_seen)] = (*bodies.get((policy_id, version_seen), ()), body)
+        except sqlite3.Error as error:
+            raise PolicyLedgerError(f"the sandbox could not read its policy ledger ({type(error).__name__})") from None
+        self._revocations, self._statements, self._versions = revocations, statements, versions
+        self._documents, self._bodies, self._data_version = documents, bodies, version
 
     def knows_statement(self, sha256: str) -> bool:
         """Whether the statement named ``sha256`` is recorded already."""
-        return sha256 in self._statements
+        with self._lock:
+            self._fresh()
+            return sha256 in self._statements
 
     def knows_document(self, sha256: str) -> bool:
         """Whether a policy document with this SHA-256 was seen already."""
-        return sha256 in self._documents
+        with self._lock:
+            self._fresh()
+            return sha256 in self._documents
 
     def add_revocation(self, revocation: Revocation, *, source: str) -> bool:
         """Record a verified revocation; False when it was recorded already."""
         with self._lock:
+            self._fresh()
             if revocation.sha256 in self._statements:
                 return False
             self._write("INSERT OR IGNORE INTO statements (sha256, policy_id, statement, received_at, source) "
@@ -116,6 +148,7 @@ class PolicyLedger:
         SHA-256 ``body_sha256``, exists; whether the version was new here."""
         key = (policy_id, version)
         with self._lock:
+            self._fresh()
             new_version = version not in self._versions.get(policy_id, ())
             if new_version:
                 self._write("INSERT OR IGNORE INTO versions (policy_id, version, sha256, seen_at, source) "
@@ -133,15 +166,21 @@ class PolicyLedger:
     def bodies_of(self, policy_id: str, version: int) -> tuple[str, ...]:
         """The SHA-256 of each body of ``policy_id`` at ``version`` seen, first seen first (more than one: the
         owner signed a change without raising the version)."""
-        return self._bodies.get((policy_id, version), ())
+        with self._lock:
+            self._fresh()
+            return self._bodies.get((policy_id, version), ())
 
     def revocation_of(self, policy_id: str, version: int) -> Revocation | None:
         """The first recorded revocation that covers ``version`` of ``policy_id``, or None."""
-        return next((r for r in self._revocations.get(policy_id, ()) if r.covers(version)), None)
+        with self._lock:
+            self._fresh()
+            return next((r for r in self._revocations.get(policy_id, ()) if r.covers(version)), None)
 
     def newest_version(self, policy_id: str) -> int:
         """The newest version of ``policy_id`` seen (0 when none)."""
-        return max(self._versions.get(policy_id, ()), default=0)
+        with self._lock:
+            self._fresh()
+            return max(self._versions.get(policy_id, ()), default=0)
 
     def statements(self, *, after: int = 0, limit: int = 100) -> list[tuple[int, str]]:
         """Recorded statements as (seq, text), oldest first, after sequence number ``after``."""
