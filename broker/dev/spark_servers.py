@@ -80,18 +80,17 @@ def _process(command: list[str], log: Path, directory: Path, port: int) -> Itera
         process = subprocess.Popen(command, cwd=directory, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_listening(process, port, log)
+        _wait_listening(process, Path(command[0]).name, port, log)
         yield process
     finally:
         _stop(process)
 
 
-def _wait_listening(process: subprocess.Popen, port: int, log: Path) -> None:
+def _wait_listening(process: subprocess.Popen, name: str, port: int, log: Path) -> None:
     deadline = time.monotonic() + READY_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{Path(process.args[0]).name} exited ({process.returncode}) before it listened on "
-                               f"{port}: {_tail(log)}")
+            raise RuntimeError(f"{name} exited ({process.returncode}) before it listened on {port}: {_tail(log)}")
         with socket.socket() as probe:
             probe.settimeout(1.0)
             if probe.connect_ex(("127.0.0.1", port)) == 0:
