@@ -2,7 +2,8 @@
 free port of 127.0.0.1 and stopped after): the released cells are DuckDB's; each lockdown probe is refused; a
 session whose settings could do more (SQL on files, another catalog, a user function, a view another session
 left) is refused at start, naming what is wrong; a deadline interrupts the query's operations by their tag
-and the session serves again; rows are capped."""
+and the session serves again; rows are capped; and ``sandbox serve`` with ``spark_remote`` answers as a DuckDB
+sandbox does, each behind a broker over gRPC."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ import time
 
 import pytest
 
+from broker.client.sdk import BrokerClient
 from broker.dev.spark_servers import connect_server
+from broker.server import start_broker
 from dsbroker.errors import DsbrokerError
 from sandbox.demo.data import DEMO_DATASETS
 from sandbox.engine.duckdb_engine import DuckDBEngine
 from sandbox.engine.interface import EngineLimits
 from sandbox.engine.spark_engine import SparkEngine
-from tests.conftest import parquet_tables
+from sandbox.server import start_sandbox
+from tests.conftest import GRANT, broker_settings_for, client_tls, parquet_tables, token_for
 from tests.engine_cells import FEWER_CASES, assert_released_alike, assert_withheld_alike
 from tests.test_engine_spark import ENDLESS, PROBES
+from tests.test_sandbox_postgres import QUERIES, TIMEOUT_S, _grants
+from tests.test_sandbox_spark import _settings
 
 LIMITS = EngineLimits(memory_limit="1GB", threads=2, pool_size=2)
 # The server operator's settings, locked down as the engine verifies (Spark's own defaults for the rest).
@@ -159,3 +165,31 @@ def test_a_view_another_client_left_on_the_server_stops_the_start(server, other_
     finally:
         other_session.catalog.dropGlobalTempView("leak")
     assert engine.execute("SELECT COUNT(*) FROM tax.streets", timeout_s=60, max_rows=1).rows[0][0] > 0
+
+
+def test_sandbox_serve_on_spark_connect_answers_as_duckdb_does(server, small_demo, tmp_path):
+    """``spark_remote`` in the sandbox's settings, end to end: a broker over each sandbox, the same queries (the
+    threshold, dominance and the auditor's withholdings among them) answered alike."""
+    running, clients = [], {}
+    try:
+        for engine in ("duckdb", "spark"):
+            state = tmp_path / engine
+            state.mkdir()
+            remote = {"spark_master": "", "spark_remote": server} if engine == "spark" else {}
+            sandbox = start_sandbox(_settings(small_demo, engine, state, **remote))
+            running.append(sandbox)
+            broker = start_broker(broker_settings_for(sandbox.port, state / "broker" / "access-log.sqlite",
+                                                      policies=_grants(state / "policies")))
+            running.append(broker)
+            clients[engine] = BrokerClient(f"127.0.0.1:{broker.port}", token=token_for(), tls=client_tls())
+        assert {d.engine_dialect for d in clients["spark"].datasets()} == {"spark"}
+        for sql in QUERIES:
+            duck, spark = (clients[engine].query(GRANT, sql, timeout=TIMEOUT_S) for engine in ("duckdb", "spark"))
+            assert duck.rows, sql
+            assert (spark.columns, spark.rows, spark.withheld, spark.truncated, spark.disclosure_rules) == (
+                duck.columns, duck.rows, duck.withheld, duck.truncated, duck.disclosure_rules), sql
+    finally:
+        for client in clients.values():
+            client.close()
+        for running_server in reversed(running):
+            running_server.stop()
