@@ -54,9 +54,11 @@ def connect_server(settings: Mapping[str, str], *, directory: Path, master: str 
 
 
 @contextlib.contextmanager
-def standalone_cluster(directory: Path, *, cores: int, memory: str, port: int = 7077) -> Iterator[str]:
+def standalone_cluster(directory: Path, *, cores: int, memory: str, port: int | None = None) -> Iterator[str]:
     """A standalone Spark cluster on 127.0.0.1: a master on ``port`` and one worker offering ``cores`` and
-    ``memory`` (e.g. "6g"); logs in ``directory``; yields the master's URL (spark://127.0.0.1:port)."""
+    ``memory`` (e.g. "6g"); logs in ``directory``; yields the master's URL (spark://127.0.0.1:port, a free
+    port unless ``port`` is given: the master would quietly take the next port if 7077 were taken)."""
+    port = port or free_port()
     master_url = f"spark://127.0.0.1:{port}"
     spark_class = str(spark_home() / "bin" / "spark-class")
     master = [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
@@ -74,8 +76,10 @@ def standalone_cluster(directory: Path, *, cores: int, memory: str, port: int = 
 def _process(command: list[str], log: Path, directory: Path, port: int) -> Iterator[subprocess.Popen]:
     """``command`` as a child in a process group of its own, until it listens on ``port``; stopped after."""
     directory.mkdir(parents=True, exist_ok=True)
+    # SPARK_LOCAL_IP: the servers and the executors they start bind to loopback, never to the host's address.
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOG_DIR": str(directory),
-           "PYSPARK_PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+           "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=directory, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
