@@ -30,7 +30,7 @@ from broker.dev.keys import init_keys
 from broker.dev.demo import CATALOG
 from broker.dev.launch import development_servers, development_token
 from broker.dev.spark_servers import standalone_cluster
-from broker.dev.spark_stages import breakdown
+from broker.dev.spark_stages import breakdown, event_log_of
 from dsbroker.guard import guard
 from dsbroker.policy.model import parse_policy
 from sandbox.demo.data import DEMO_DATASETS
@@ -112,7 +112,7 @@ def _bench(data: Path, scratch: Path, master: str, *, runs: int, grant_text: str
     print(f"  ratio b/a                              {b / a:8.2f}   (target <= 1.10 at 10M rows)")
     print(f"  ratio d/a (the plan alone)             {d / a:8.2f}")
     print(f"  ratio b/d (gRPC, checks, release)      {b / d:8.2f}")
-    event_log = scratch / "events" / application
+    event_log = event_log_of(scratch / "events", application)
     print("where the direct runs' time goes (Spark's event log, medians; a stage's wall time includes waiting "
           "for cores):")
     for description in ("plain", "guarded"):
@@ -130,8 +130,8 @@ def _spark_defaults(conf: Path, events: Path, *, cluster: bool) -> Iterator[None
     conf.mkdir(parents=True)
     events.mkdir(parents=True)
     defaults = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(),
-                "spark.eventLog.compress": "false", "spark.driver.host": "127.0.0.1",
-                "spark.driver.bindAddress": "127.0.0.1"}
+                "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false",
+                "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
     if cluster:
         defaults["spark.cores.max"] = "2"
     (conf / "spark-defaults.conf").write_text("".join(f"{key} {value}\n" for key, value in defaults.items()),

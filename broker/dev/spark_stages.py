@@ -102,14 +102,19 @@ def breakdown(event_log: Path, description: str, *, skip: int = 1) -> list[str]:
         def median(attribute: str, stages: list[Stage] = column) -> float:
             return statistics.median(getattr(stage, attribute) for stage in stages)
 
-        lines.append(f"    stage {position + 1}: {median('tasks'):4.0f} tasks  wall {median('wall_ms'):7,.0f} ms  "
-                     f"tasks' run {median('run_ms'):7,.0f} ms  read {median('input_bytes') / 1e6:7.1f} MB "
-                     f"({median('input_records'):11,.0f} rows)  shuffle write "
-                     f"{median('shuffle_write_bytes') / 1e6:6.1f} MB, read {median('shuffle_read_bytes') / 1e6:.1f} MB")
+        lines.append(f"    stage {position + 1}: {median('tasks'):3.0f} tasks, wall {median('wall_ms'):6,.0f} ms, "
+                     f"tasks' run {median('run_ms'):6,.0f} ms, read {median('input_bytes') / 1e3:8,.0f} kB "
+                     f"({median('input_records'):,.0f} rows), shuffle write "
+                     f"{median('shuffle_write_bytes') / 1e3:6,.1f} kB, shuffle read "
+                     f"{median('shuffle_read_bytes') / 1e3:6,.1f} kB")
     return lines
 
 
-def event_logs(directory: Path) -> list[Path]:
-    """The event log files Spark wrote into ``directory`` (one per application), oldest first."""
-    return sorted((path for path in directory.iterdir() if path.is_file() and not path.name.endswith(".inprogress")),
-                  key=lambda path: path.stat().st_mtime)
+def event_log_of(directory: Path, application: str) -> Path:
+    """The event log file Spark wrote into ``directory`` for ``application`` (its id), once it has stopped."""
+    found = sorted(path for path in directory.iterdir() if path.is_file() and application in path.name
+                   and not path.name.endswith(".inprogress"))
+    if not found:
+        names = sorted(path.name for path in directory.iterdir())
+        raise FileNotFoundError(f"no event log of {application} in {directory}: {names}")
+    return found[0]
