@@ -193,3 +193,16 @@ def test_sandbox_serve_on_spark_connect_answers_as_duckdb_does(server, small_dem
             client.close()
         for running_server in reversed(running):
             running_server.stop()
+
+
+def test_a_server_that_does_not_answer_stops_the_start_within_seconds(small_demo):
+    """No server on the port: the engine's first call fails after a few retries (pyspark's own would wait out
+    ten minutes), as ENGINE_UNREACHABLE naming the address and never the URL's token."""
+    from broker.dev.spark_servers import free_port
+
+    started = time.monotonic()
+    with pytest.raises(DsbrokerError) as caught:
+        SparkEngine(parquet_tables(small_demo), LIMITS, remote=f"sc://127.0.0.1:{free_port()}/;token=secret-token")
+    assert caught.value.reason == "ENGINE_UNREACHABLE"
+    assert "127.0.0.1:" in caught.value.message and "secret-token" not in caught.value.message
+    assert time.monotonic() - started < 60

@@ -77,7 +77,8 @@ class SparkEngine:
         self.paths = {name: path if remote and not Path(path).exists() else str(Path(path).resolve())
                       for name, path in tables.items()}
         self.name = "spark"
-        self._side = ConnectSession(remote, session) if remote else OwnSession(master, limits)
+        self._side = ConnectSession(remote, session, address=_address(remote)) if remote \
+            else OwnSession(master, limits)
         self.session = self._side.session
         for name in _PYSPARK_ERROR_LOGGERS:
             logging.getLogger(name).disabled = True
@@ -262,6 +263,11 @@ def _files_version(session: Any, paths: Mapping[str, str]) -> str:
     server's), as one digest; a rewrite of a table names new files (Spark's writers name each one anew)."""
     entries = [(name, sorted(session.table(name).inputFiles())) for name in sorted(paths)]
     return "spark:" + hashlib.sha256(repr(entries).encode()).hexdigest()[:32]
+
+
+def _address(remote: str) -> str:
+    """host:port of a Spark Connect URL (sc://host:port/;params), without its parameters (a token among them)."""
+    return remote.removeprefix("sc://").split("/")[0].split(";")[0]
 
 
 def _timeout() -> DsbrokerError:

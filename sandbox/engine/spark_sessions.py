@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from dsbroker.errors import DsbrokerError
 from sandbox.engine.interface import EngineLimits
 from sandbox.engine.spark_lockdown import check_query, drop_functions, session_settings
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 # A newline on each side: a trailing ``--`` comment in the text cannot swallow the closing parenthesis.
 _ONE_QUERY = "SELECT * FROM (\n{sql}\n)"
+# How long a call waits out an unreachable server: pyspark's default retries for at least 10 minutes, past any
+# query's deadline (the watchdog's interrupt would not reach the server either); these wait about 6 s.
+CONNECT_RETRIES = 4
+CONNECT_BACKOFF_MS = (100, 4000)  # the first wait, and the longest: each four times the one before
 
 
 class OwnSession:
@@ -69,12 +74,27 @@ class ConnectSession:
 
     remote = True
 
-    def __init__(self, remote: str, session: Any = None) -> None:
+    def __init__(self, remote: str, session: Any = None, *, address: str = "") -> None:
+        """``address`` (host:port, without the URL's token) names the server in the error when it cannot be
+        reached (ENGINE_UNREACHABLE)."""
         from pyspark.sql import SparkSession
+        from pyspark.sql.connect.client.retries import DefaultPolicy
 
         self.owned = session is None
         # create(), never getOrCreate(): that would hand back any Connect session of the process, to any server.
         self.session = session if session is not None else SparkSession.builder.remote(remote).create()
+        if self.owned:
+            first, longest = CONNECT_BACKOFF_MS
+            self.session.client.set_retry_policies([DefaultPolicy(
+                max_retries=CONNECT_RETRIES, initial_backoff=first, backoff_multiplier=4.0, max_backoff=longest)])
+        try:
+            log.info("Spark Connect server runs Spark %s", self.session.version)  # the first call: it answers
+        except Exception as error:  # gRPC's message names the address only
+            log.warning("Spark Connect server unreachable (%s)", type(error).__name__)
+            if self.owned:
+                self.session.stop()
+            raise DsbrokerError(f"cannot reach the Spark Connect server {address or 'spark_remote'}",
+                                reason="ENGINE_UNREACHABLE") from None
 
     def statement(self, sql: str) -> str:
         """``sql`` as the one subquery of a query: the server's parser reads the whole as one query or refuses it."""
