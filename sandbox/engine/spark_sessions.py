@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable
 
 from dsbroker.errors import DsbrokerError
@@ -88,7 +89,9 @@ class ConnectSession:
             self.session.client.set_retry_policies([DefaultPolicy(
                 max_retries=CONNECT_RETRIES, initial_backoff=first, backoff_multiplier=4.0, max_backoff=longest)])
         try:
-            log.info("Spark Connect server runs Spark %s", self.session.version)  # the first call: it answers
+            with warnings.catch_warnings():  # pyspark warns as its retries run out; the error below says it
+                warnings.simplefilter("ignore")
+                log.info("Spark Connect server runs Spark %s", self.session.version)  # the first call: it answers
         except Exception as error:  # gRPC's message names the address only
             log.warning("Spark Connect server unreachable (%s)", type(error).__name__)
             if self.owned:
