@@ -1,5 +1,6 @@
 """Where a Spark query's time goes, from Spark's event log (``spark.eventLog.enabled``): per SQL execution, its
-stages in order with their tasks, wall time, the executors' run time, and the bytes read from the files and
+stages in order with their tasks, wall time, the executors' run time (and of it the CPU time and the garbage
+collector's: run time well above CPU time is a task waiting for a core), and the bytes read from the files and
 written to and read from the shuffles; what is left of the execution's wall time is the driver's (planning,
 scheduling, collecting the result).
 
@@ -24,6 +25,8 @@ class Stage:
     tasks: int = 0
     wall_ms: float = 0.0
     run_ms: float = 0.0
+    cpu_ms: float = 0.0
+    gc_ms: float = 0.0
     input_bytes: int = 0
     input_records: int = 0
     shuffle_write_bytes: int = 0
@@ -67,6 +70,8 @@ def executions(event_log: Path) -> list[Execution]:
             stage = stages.setdefault(event["Stage ID"], Stage(event["Stage ID"], ""))
             metrics = event["Task Metrics"]
             stage.run_ms += metrics.get("Executor Run Time", 0)
+            stage.cpu_ms += metrics.get("Executor CPU Time", 0) / 1e6  # nanoseconds
+            stage.gc_ms += metrics.get("JVM GC Time", 0)
             stage.input_bytes += metrics.get("Input Metrics", {}).get("Bytes Read", 0)
             stage.input_records += metrics.get("Input Metrics", {}).get("Records Read", 0)
             stage.shuffle_write_bytes += metrics.get("Shuffle Write Metrics", {}).get("Shuffle Bytes Written", 0)
@@ -103,7 +108,8 @@ def breakdown(event_log: Path, description: str, *, skip: int = 1) -> list[str]:
             return statistics.median(getattr(stage, attribute) for stage in stages)
 
         lines.append(f"    stage {position + 1}: {median('tasks'):3.0f} tasks, wall {median('wall_ms'):6,.0f} ms, "
-                     f"tasks' run {median('run_ms'):6,.0f} ms, read {median('input_bytes') / 1e3:8,.0f} kB "
+                     f"tasks' run {median('run_ms'):6,.0f} ms (CPU {median('cpu_ms'):6,.0f}, GC "
+                     f"{median('gc_ms'):4,.0f}), read {median('input_bytes') / 1e3:8,.0f} kB "
                      f"({median('input_records'):,.0f} rows), shuffle write "
                      f"{median('shuffle_write_bytes') / 1e3:6,.1f} kB, shuffle read "
                      f"{median('shuffle_read_bytes') / 1e3:6,.1f} kB")

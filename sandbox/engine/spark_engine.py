@@ -66,16 +66,16 @@ class SparkEngine:
         if bad:
             raise DsbrokerError(f"served table names must be schema.table: {', '.join(bad)}",
                                 reason="ENGINE_NOT_LOCKED_DOWN")
-        if not remote:  # on Spark Connect the paths are the server's, which it checks as it registers them
-            missing = sorted(name for name, path in tables.items() if not Path(path).exists())
-            if missing:
-                raise DsbrokerError(f"the Parquet data of {', '.join(missing)} does not exist",
-                                    reason="DATA_FILE_MISSING")
+        # A file system path on the sandbox's own session must exist here; a URI (hdfs://, s3a://, file:) and any
+        # path on Spark Connect (the server's) is checked by Spark as the table is registered.
+        seen_here = {name: path for name, path in tables.items() if not remote and "://" not in path}
+        missing = sorted(name for name, path in seen_here.items() if not Path(path).exists())
+        if missing:
+            raise DsbrokerError(f"the Parquet data of {', '.join(missing)} does not exist", reason="DATA_FILE_MISSING")
         self.limits = limits
         self.clock = clock
         self.served = set(tables)
-        self.paths = {name: path if remote and not Path(path).exists() else str(Path(path).resolve())
-                      for name, path in tables.items()}
+        self.paths = {name: str(Path(path).resolve()) if name in seen_here else path for name, path in tables.items()}
         self.name = "spark"
         self._side = ConnectSession(remote, session, address=_address(remote)) if remote \
             else OwnSession(master, limits)
@@ -97,8 +97,9 @@ class SparkEngine:
             self.close()
             raise DsbrokerError(f"the Spark session is not locked down ({'; '.join(wrong)}); refusing to serve",
                                 reason="ENGINE_NOT_LOCKED_DOWN")
-        self._data_version = _data_version(self.paths) if all(Path(p).exists() for p in self.paths.values()) \
-            else _files_version(self.session, self.paths)
+        # The files' sizes and times where the sandbox sees them all itself, else the files Spark lists.
+        here = all("://" not in path and Path(path).exists() for path in self.paths.values())
+        self._data_version = _data_version(self.paths) if here else _files_version(self.session, self.paths)
 
     def _register(self) -> None:
         """Each served table as an external table of its schema in the in-memory catalog (a table of the same
