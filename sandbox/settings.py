@@ -42,15 +42,20 @@ class SandboxSettings:
                                     "owner's PostgreSQL database, postgres_dsn, through a read-only role whose "
                                     "lockdown is verified at start; the sandbox refuses to start otherwise) or "
                                     "'spark' (Parquet tables, spark_tables, read by a locked-down Spark session "
-                                    "on spark_master)")
+                                    "on spark_master or a Spark Connect server, spark_remote)")
     data: str = setting("", "path of the DuckDB data file, opened read-only (engine = duckdb)")
     postgres_dsn: str = setting("", "libpq connection string or postgresql:// URI of the owner's database, as the "
                                     "sandbox's read-only role (engine = postgres); keep a password out of it "
                                     "(PGPASSFILE or ~/.pgpass): it is never logged, but a config file is read by "
                                     "whoever can read it")
-    spark_master: str = setting("local[2]", "the Spark master the sandbox's session runs on (engine = spark): "
-                                            "local[N] on this machine, or a cluster's (spark://host:7077, yarn, "
-                                            "k8s://...), whose executors read the tables")
+    spark_master: str = setting("", "the Spark master the sandbox's own session runs on (engine = spark): "
+                                    "local[N] on this machine, or a cluster's (spark://host:7077, yarn, "
+                                    "k8s://...), whose executors read the tables; empty: local[2] (unless "
+                                    "spark_remote is set)")
+    spark_remote: str = setting("", "a Spark Connect server to run on instead of a session of the sandbox's own "
+                                    "(engine = spark): sc://host:port, with ;use_ssl=true;token=... for TLS and "
+                                    "its token; the server's settings are verified at start (the sandbox "
+                                    "refuses to start unless they are locked down); not with spark_master")
     spark_tables: tuple[tuple[str, str], ...] = setting(
         (), "each served table's Parquet file or directory (a TOML table: schema.table = path; engine = spark): "
             "the sandbox registers these and no other table, every one of them a dataset")

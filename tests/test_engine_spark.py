@@ -112,6 +112,7 @@ PROBES = [
     "SELECT java_method('java.lang.Runtime', 'getRuntime')",
     "SELECT try_reflect('java.lang.System', 'getenv', 'HOME')",
     "SELECT input_file_name() FROM tax.streets",  # the files behind a served table
+    "SELECT _metadata.file_path FROM tax.streets",
     "SET spark.sql.runSQLOnFiles = true",  # settings
     "RESET",
     "ADD JAR /tmp/dsbroker-probe.jar",  # user functions, jars and files

@@ -108,6 +108,9 @@ def test_a_noise_grant_is_answered_on_spark_and_a_repeat_is_the_stored_answer(cl
     ({"spark_tables": ()}, "spark_tables gives no Parquet path for"),
     ({"datasets": ("tax.declarations",)}, "spark_tables lists tables that are not datasets"),
     ({"data": "/tmp/owner.duckdb"}, "leave them empty"),
+    ({"spark_remote": "sc://127.0.0.1:15002"}, "spark_master and spark_remote are both set"),
+    ({"spark_master": "", "spark_remote": "http://127.0.0.1:15002"}, "spark_remote must be a Spark Connect URL"),
+    ({"spark_master": "", "spark_remote": "sc://127.0.0.1"}, "spark_remote must be a Spark Connect URL"),
 ])
 def test_settings_that_cannot_serve_spark_stop_the_start_with_a_clear_error(small_demo, tmp_path, overrides,
                                                                             message):

@@ -335,6 +335,9 @@ def main() -> None:
     parser.add_argument("--engine", choices=("duckdb", "spark", "postgres"), default="duckdb",
                         help="spark or postgres: the end-to-end group-by on a sandbox with that engine, against the "
                              "same engine directly")
+    parser.add_argument("--spark-cluster", action="store_true",
+                        help="--engine spark: run both Spark sessions on a standalone cluster (a master and one "
+                             "worker) the bench starts on 127.0.0.1, instead of local[2]")
     parser.add_argument("--postgres-dsn", default=os.environ.get("DSBROKER_BENCH_POSTGRES",
                                                                  "postgresql://postgres@127.0.0.1:5432/postgres"),
                         help="--engine postgres: a superuser's connection to the server the data is copied to "
@@ -401,7 +404,7 @@ def other_engine_bench(args, datas: list[Path]) -> None:
         else:
             from broker.dev.bench_spark import spark_bench
 
-            spark_bench(data, **common)
+            spark_bench(data, cluster=args.spark_cluster, **common)
 
 
 def bench_data(cache: Path, taxpayers: int) -> Path:

@@ -3,14 +3,17 @@
 ``engine = "duckdb"`` opens the data file ``data``; ``engine = "postgres"`` connects to ``postgres_dsn`` as the
 role the owner made for the sandbox and verifies its lockdown (:mod:`sandbox.engine.postgres_lockdown`)
 before anything is served; ``engine = "spark"`` registers ``spark_tables`` (Parquet) in a Spark session on
-``spark_master`` and verifies its lockdown (:mod:`sandbox.engine.spark_lockdown`). The DSN may hold a
-password, so it is never logged or echoed: what is logged is :func:`described`, which leaves the password out.
+``spark_master`` (or in a session on the Spark Connect server ``spark_remote``) and verifies its lockdown
+(:mod:`sandbox.engine.spark_lockdown`). The DSN may hold a password, so it is never logged or echoed: what is
+logged is :func:`described`, which leaves the password out; of ``spark_remote`` (which may hold a token) only
+the host and port are logged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 ENGINES = ("duckdb", "postgres", "spark")
 # The libpq parameters that say where and as whom the sandbox connects (never the password).
 _SHOWN_PARAMETERS = ("host", "hostaddr", "port", "dbname", "user", "sslmode")
+DEFAULT_SPARK_MASTER = "local[2]"
+# sc://host:port, then optionally /;key=value;... (Spark Connect's parameters, a token among them).
+_CONNECT_URL = re.compile(r"^sc://([A-Za-z0-9.\-]+:[0-9]{1,5})/?(;[^;=]+=[^;]*)*$")
 
 
 def open_engine(settings: SandboxSettings, *, clock: Callable[[], float] = time.monotonic,
@@ -94,8 +100,27 @@ def _spark(settings: SandboxSettings, limits: EngineLimits, clock: Callable[[], 
         raise ConfigError("data or postgres_dsn is set, but engine is \"spark\"; leave them empty and list the "
                           "tables in spark_tables")
     tables = spark_tables(settings)
-    log.info("starting Spark on %s for %s", settings.spark_master, ", ".join(sorted(tables)))
-    return SparkEngine(tables, limits, master=settings.spark_master, clock=clock)
+    if settings.spark_remote:
+        if settings.spark_master:
+            raise ConfigError("spark_master and spark_remote are both set: the sandbox runs either a Spark session "
+                              "of its own on spark_master or on the Spark Connect server spark_remote; leave one "
+                              "empty")
+        remote = connect_address(settings.spark_remote)
+        log.info("connecting to Spark Connect at %s for %s", remote, ", ".join(sorted(tables)))
+        return SparkEngine(tables, limits, remote=settings.spark_remote, clock=clock)
+    master = settings.spark_master or DEFAULT_SPARK_MASTER
+    log.info("starting Spark on %s for %s", master, ", ".join(sorted(tables)))
+    return SparkEngine(tables, limits, master=master, clock=clock)
+
+
+def connect_address(remote: str) -> str:
+    """The host and port of the Spark Connect URL ``remote`` (sc://host:port/;params), for logs: its parameters
+    (a token among them) are left out; ConfigError when it is not such a URL."""
+    match = _CONNECT_URL.match(remote)
+    if not match:
+        raise ConfigError("spark_remote must be a Spark Connect URL, sc://host:port (with /;use_ssl=true;token=... "
+                          "for a server behind TLS with a token)")
+    return match.group(1)
 
 
 def spark_tables(settings: SandboxSettings) -> dict[str, str]:

@@ -15,7 +15,17 @@ passes, and the probes that verify it all before the engine serves.
   and a second statement are not queries, and are refused before Spark sees them as statements (Spark
   itself would run each of them: a ``SET`` from a query changes the session).
 - The catalog holds the served tables and nothing else: the engine registers them from Python, and checks
-  at start that no other table, view or temporary view is there.
+  at start that no other table, view, temporary or global temporary view is there.
+- Each query's analyzed plan is read before it runs, and refused when it calls a dropped function or reads a
+  file table's hidden ``_metadata`` column (whose ``file_path`` names the files, as ``input_file_name`` does).
+
+On a Spark Connect server (``spark_remote``) the settings are the server operator's and the client reaches
+neither the parser nor the function registry, so the engine verifies instead of setting
+(:func:`session_problems` and :func:`connect_problems`): the same settings, memory as read from the server
+(Spark's 1g where it sets none), no ``spark.sql.catalog.*`` or ``spark.sql.extensions`` setting, no catalog but
+``spark_catalog``, no user function; each text runs as the one subquery of ``SELECT * FROM (...)``, so the
+server's parser reads it as one query or refuses it; and the dropped functions, which the server still has,
+are refused by the plan check, on the plan the server makes (``explain``, nothing runs).
 
 What the lockdown does not do: it cannot stop a function Spark adds in a later version from reaching files
 (the guard's function whitelist is the defence there, and the sandbox re-checks every plan with the guard);
@@ -41,12 +51,21 @@ PROBES = {
     "reflect allowed": "SELECT reflect('java.lang.System', 'getProperty', 'user.home')",
     "java_method allowed": "SELECT java_method('java.lang.System', 'getProperty', 'user.home')",
     "input_file_name allowed": "SELECT input_file_name()",
+    "_metadata allowed": "SELECT _metadata.file_path FROM {table}",
     "SET allowed": "SET spark.sql.runSQLOnFiles = true",
     "ADD JAR allowed": "ADD JAR /nonexistent/dsbroker-probe.jar",
     "CREATE FUNCTION allowed": "CREATE TEMPORARY FUNCTION dsbroker_probe AS 'java.lang.String'",
     "CREATE TABLE allowed": "CREATE TABLE dsbroker_probe AS SELECT 1 AS x",
     "CACHE TABLE allowed": "CACHE TABLE dsbroker_probe AS SELECT 1 AS x",
 }
+# In a query's plan: a dropped function called (on Spark Connect, where the server still has them), or the
+# hidden ``_metadata`` column of a file table, whose file_path names the files behind it as input_file_name does.
+_DENIED_IN_PLAN = re.compile(r"(?<![A-Za-z0-9_])(?:(" + "|".join(sorted(DROPPED_FUNCTIONS)) + r")\s*\(|(_metadata)"
+                             r"(?![A-Za-z0-9_]))", re.IGNORECASE)
+# Settings a Spark Connect server's operator could use to widen what a session reaches: other catalogs (a
+# JDBC, Hive or lakehouse catalog beside the session's own), and extensions (which can add functions, rules and
+# parsers the lockdown does not know).
+_WIDENING_PREFIXES = ("spark.sql.catalog.", "spark.sql.extensions")
 _MEMORY = re.compile(r"^\s*(\d+)\s*(KB|MB|GB|TB|KIB|MIB|GIB|TIB|K|M|G|T)?\s*$", re.IGNORECASE)
 
 
@@ -111,7 +130,6 @@ def session_problems(session: Any, limits: EngineLimits, paths: dict[str, str], 
     served = set(paths)
     sample = sorted(paths.values())[0].replace("`", "``")
     wrong = []
-    conf = session.sparkContext.getConf()
     expected = {"spark.sql.runSQLOnFiles": "false", "spark.sql.catalogImplementation": "in-memory",
                 "spark.sql.ansi.enabled": "true"}
     for name, value in expected.items():
@@ -119,7 +137,7 @@ def session_problems(session: Any, limits: EngineLimits, paths: dict[str, str], 
             wrong.append(f"{name} is not {value}")
     memory = spark_memory(limits.memory_limit)
     for name in ("spark.driver.memory", "spark.executor.memory"):
-        if conf.get(name, "") != memory:
+        if _memory_setting(session, name) != memory:
             wrong.append(f"{name} is not {memory}")
     listed = catalog_tables(session)
     if listed != served:
@@ -130,17 +148,63 @@ def session_problems(session: Any, limits: EngineLimits, paths: dict[str, str], 
             wrong.append(f"served tables not registered: {', '.join(missing)}")
     for problem, statement in PROBES.items():
         try:
-            run(statement.format(path=sample))
+            run(statement.format(path=sample, table=sorted(served)[0]))
         except DsbrokerError:
             continue
         wrong.append(problem)
     return wrong
 
 
+def connect_problems(session: Any) -> list[str]:
+    """What a Spark Connect server gives its sessions beyond the lockdown, each named (the engine cannot take
+    it away from the client, so it refuses to start): settings that add catalogs or extensions, a catalog other
+    than the session's own, user functions (temporary or in any database)."""
+    wrong = []
+    widening = sorted(name for name in session.conf.getAll if name.startswith(_WIDENING_PREFIXES))
+    if widening:
+        wrong.append(f"the server sets {', '.join(widening)}")
+    catalogs = sorted(catalog.name for catalog in session.catalog.listCatalogs())
+    if catalogs != ["spark_catalog"]:
+        wrong.append(f"the server has catalogs other than spark_catalog: {', '.join(catalogs)}")
+    # The session's temporary functions, then each database's (a backtick in a database's name doubled, as
+    # Spark quotes it).
+    scopes = [""] + [" FROM `" + database.name.replace("`", "``") + "`" for database in session.catalog.listDatabases()]
+    functions: set[str] = set()
+    for scope in scopes:
+        functions.update(row[0] for row in session.sql("SHOW USER FUNCTIONS" + scope).collect())
+    if functions:
+        wrong.append(f"the session has user functions: {', '.join(sorted(functions))}")
+    return wrong
+
+
+def denied_in_plan(plan: str) -> str | None:
+    """The first dropped function or ``_metadata`` column ``plan`` (a query's plan as text) names, else None."""
+    found = _DENIED_IN_PLAN.search(plan)
+    return None if found is None else (found.group(1) or found.group(2)).lower()
+
+
 def catalog_tables(session: Any) -> set[str]:
-    """Every table and view the session's catalog lists, temporary views included, as "schema.table"."""
+    """Every table and view the session's catalog lists, temporary views and global temporary views included,
+    as "schema.table" (a temporary view by its name alone)."""
     tables = set()
     for database in session.catalog.listDatabases():
         for table in session.catalog.listTables(dbName=database.name):
             tables.add(f"{database.name}.{table.name}" if not table.isTemporary else table.name)
+    # Another session's global temporary views are reachable as global_temp.name, and listDatabases omits them.
+    global_views = session.conf.get("spark.sql.globalTempDatabase", "global_temp")
+    for table in session.catalog.listTables(dbName=global_views):
+        if table.isTemporary and table.namespace:
+            tables.add(f"{global_views}.{table.name}")
     return tables
+
+
+def _memory_setting(session: Any, name: str) -> str:
+    """A memory setting of ``session``'s application as Spark writes it: the sandbox's own session must have it
+    set; a Spark Connect server's is read from its sessions' settings, with Spark's default (1g) when unset."""
+    if _is_remote(session):
+        return str(session.conf.get(name, "1g"))
+    return str(session.sparkContext.getConf().get(name, ""))
+
+
+def _is_remote(session: Any) -> bool:
+    return type(session).__module__.startswith("pyspark.sql.connect")
