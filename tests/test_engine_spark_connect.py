@@ -7,6 +7,8 @@ sandbox does, each behind a broker over gRPC."""
 
 from __future__ import annotations
 
+import os
+
 import time
 
 import pytest
@@ -40,7 +42,13 @@ CASES = [case for case in FEWER_CASES if case[0] == "k2-dominance-p"][:3] + [
 def server(tmp_path_factory):
     """The module's Spark Connect server's URL; the server is stopped when the module ends, also on failure."""
     with connect_server(LOCKED_DOWN, directory=tmp_path_factory.mktemp("spark-connect")) as url:
-        yield url
+        try:
+            yield url
+        finally:
+            # pyspark marks the process as a Connect client once a remote session is made (these variables), and
+            # then makes no local session: the run's other Spark tests need one, as a sandbox of its own would.
+            for name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
+                os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,7 @@ def other_session(server):
     """A Spark Connect session of its own on the module's server, as another client (or the operator) has."""
     from pyspark.sql import SparkSession
 
-    session = SparkSession.builder.remote(server).create()
+    session = SparkSession.Builder().remote(server).create()
     yield session
     session.stop()
 

@@ -41,7 +41,7 @@ class OwnSession:
         from pyspark.sql import SparkSession
 
         self.owned = SparkSession.getActiveSession() is None
-        builder = SparkSession.builder.master(master).appName("dsbroker-sandbox")
+        builder = SparkSession.Builder().master(master).appName("dsbroker-sandbox")
         for key, value in session_settings(limits, master).items():
             builder = builder.config(key, value)
         self.session = builder.getOrCreate()
@@ -83,7 +83,7 @@ class ConnectSession:
 
         self.owned = session is None
         # create(), never getOrCreate(): that would hand back any Connect session of the process, to any server.
-        self.session = session if session is not None else SparkSession.builder.remote(remote).create()
+        self.session = session if session is not None else SparkSession.Builder().remote(remote).create()
         if self.owned:
             first, longest = CONNECT_BACKOFF_MS
             self.session.client.set_retry_policies([DefaultPolicy(
