@@ -69,3 +69,19 @@ def test_blocks_match_grouping_rows_by_their_cell_in_every_coverage(tmp_path, se
     read = dict(zip(blocks.signatures, blocks.contributions, strict=True))
     assert len(read) == len(blocks.signatures), "a signature came back as two blocks"
     assert read == _by_hand(rows, coverages)
+
+
+def test_the_block_querys_row_filter_reaches_the_engines_scan(tmp_path):
+    """The WHERE names the coverages' conditions bare, not their COALESCE(..., FALSE) columns, so DuckDB filters
+    (and prunes row groups) in its scan instead of reading every row of the table into a filter; the rows kept
+    are the same, a NULL condition being not true either way (the test above)."""
+    from sandbox.audit.blocks import block_query
+    path = tmp_path / "plan.duckdb"
+    _data(path, random.Random(0))
+    sql, _ = block_query([f"SELECT street_code FROM tax.declarations WHERE {CONDITIONS[0][0]}",
+                          f"SELECT industry_code FROM tax.declarations WHERE {CONDITIONS[1][0]}"],
+                         dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"], dialect="duckdb")
+    with duckdb.connect(str(path), read_only=True) as connection:
+        plan = connection.execute(f"EXPLAIN {sql}").fetchall()[0][1]
+    scan = plan[plan.index("Scan"):]
+    assert "Filters" in scan and "district_code" in scan, plan

@@ -80,6 +80,7 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     parsed = [_qualified(sql, table, dialect) for sql in coverages]
     joins: dict[str, exp.Join] = {}
     conditions: dict[str, tuple[int, exp.Expr]] = {}  # by SQL text: place (first seen first) and expression
+    kept: dict[int, exp.Expr] = {}  # per condition, as the WHERE reads it (see below)
     keys: dict[str, tuple[int, exp.Expr]] = {}
     shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
     layout: list[tuple[int, tuple[int, ...]]] = []
@@ -98,6 +99,7 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
         condition = exp.and_(*parts) if parts else exp.true()
         inside = exp.func("COALESCE", exp.paren(condition), exp.false())
         condition_at = _index(conditions, inside.sql(dialect=dialect), inside)
+        kept.setdefault(condition_at, exp.paren(condition.copy()))
         positions = []
         for key in (e.unalias() for e in select.expressions if not isinstance(e.unalias(), exp.Literal)):
             text = key.sql(dialect=dialect)
@@ -122,7 +124,11 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     query = exp.Select(expressions=columns).from_(exp.table_(name, db=schema))
     for join in joins.values():
         query = query.join(join, copy=False)
-    query = query.where(exp.or_(*(c.copy() for c in listed)) if len(listed) > 1 else listed[0].copy(), copy=False)
+    # The WHERE keeps a row when some condition is true, which the conditions read bare say as well as their
+    # COALESCEs (a NULL is not true either way); bare, the engine can push them into its scan (DuckDB prunes
+    # row groups by them, halving the audit's engine time on the bench).
+    where = [kept[i] for i in range(len(listed))]
+    query = query.where(exp.or_(*where) if len(where) > 1 else where[0], copy=False)
     group = [exp.Literal.number(i + 1) for i in range(signature_width + 1)]
     query.set("group", exp.Group(expressions=group))
     return query.sql(dialect=dialect), BlockLayout(len(conditions), len(keys), tuple(layout))
