@@ -9,7 +9,7 @@ from collections import defaultdict
 import duckdb
 import pytest
 
-from sandbox.audit.blocks import read_blocks
+from sandbox.audit.blocks import block_query, read_blocks
 from sandbox.engine.duckdb_engine import DuckDBEngine
 
 # Conditions and keys that coverages share, as the guard writes them (the row filter first).
@@ -75,7 +75,6 @@ def test_the_block_querys_row_filter_reaches_the_engines_scan(tmp_path):
     """The WHERE names the coverages' conditions bare, not their COALESCE(..., FALSE) columns, so DuckDB filters
     (and prunes row groups) in its scan instead of reading every row of the table into a filter; the rows kept
     are the same, a NULL condition being not true either way (the test above)."""
-    from sandbox.audit.blocks import block_query
     path = tmp_path / "plan.duckdb"
     _data(path, random.Random(0))
     sql, _ = block_query([f"SELECT street_code FROM tax.declarations WHERE {CONDITIONS[0][0]}",

@@ -79,8 +79,7 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     table = dataset.split(".")[1]
     parsed = [_qualified(sql, table, dialect) for sql in coverages]
     joins: dict[str, exp.Join] = {}
-    conditions: dict[str, tuple[int, exp.Expr]] = {}  # by SQL text: place (first seen first) and expression
-    kept: dict[int, exp.Expr] = {}  # per condition, as the WHERE reads it (see below)
+    conditions: dict[str, tuple[int, exp.Expr]] = {}  # by SQL text: place (first seen first) and condition
     keys: dict[str, tuple[int, exp.Expr]] = {}
     shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
     layout: list[tuple[int, tuple[int, ...]]] = []
@@ -98,8 +97,7 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
         parts = ([where.this.copy()] if where is not None else []) + matched
         condition = exp.and_(*parts) if parts else exp.true()
         inside = exp.func("COALESCE", exp.paren(condition), exp.false())
-        condition_at = _index(conditions, inside.sql(dialect=dialect), inside)
-        kept.setdefault(condition_at, exp.paren(condition.copy()))
+        condition_at = _index(conditions, inside.sql(dialect=dialect), condition)
         positions = []
         for key in (e.unalias() for e in select.expressions if not isinstance(e.unalias(), exp.Literal)):
             text = key.sql(dialect=dialect)
@@ -107,7 +105,8 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
             if condition_at not in shown_by.setdefault(text, []):
                 shown_by[text].append(condition_at)
         layout.append((condition_at, tuple(positions)))
-    listed = [expression for _, expression in conditions.values()]
+    bare = [exp.paren(condition) for _, condition in conditions.values()]
+    listed = [exp.func("COALESCE", condition.copy(), exp.false()) for condition in bare]
     columns: list[exp.Expr] = [exp.alias_(inside.copy(), f"{names.PREFIX}in{i}") for i, inside in enumerate(listed)]
     for position, (text, (_, key)) in enumerate(keys.items()):
         shown = exp.or_(*(listed[i].copy() for i in shown_by[text])) if len(shown_by[text]) > 1 else \
@@ -127,8 +126,7 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     # The WHERE keeps a row when some condition is true, which the conditions read bare say as well as their
     # COALESCEs (a NULL is not true either way); bare, the engine can push them into its scan (DuckDB prunes
     # row groups by them, halving the audit's engine time on the bench).
-    where = [kept[i] for i in range(len(listed))]
-    query = query.where(exp.or_(*where) if len(where) > 1 else where[0], copy=False)
+    query = query.where(exp.or_(*bare) if len(bare) > 1 else bare[0], copy=False)
     group = [exp.Literal.number(i + 1) for i in range(signature_width + 1)]
     query.set("group", exp.Group(expressions=group))
     return query.sql(dialect=dialect), BlockLayout(len(conditions), len(keys), tuple(layout))
