@@ -22,7 +22,7 @@ from dsbroker.rpc.serving import Running, add_health, bind, build_server, server
 from dsbroker.rpc.status import ErrorInterceptor
 from dsbroker.settings import owner_timezone
 from sandbox.settings import SandboxSettings
-from sandbox.catalog import catalog_path_for, load_catalog
+from sandbox.catalog import Catalog, catalog_path_for, load_catalog
 from sandbox.ledgers.checkpoint_witness import CheckpointWitness
 from sandbox.engine.configured import open_engine, state_path
 from sandbox.engine.interface import Engine
@@ -92,6 +92,7 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
     except ConfigError:
         engine.close()
         raise
+    _advise_statistics(engine, catalog)
     policy_ledger = PolicyLedger(paths["policies.sqlite"])
     try:
         standing = PolicyStanding(trust, policy_ledger, directory=settings.statements or None,
@@ -143,6 +144,24 @@ def start_sandbox(settings: SandboxSettings, *, engine_clock: Callable[[], float
 def _engine_answers(engine: Engine) -> bool:
     """Whether the engine runs a query that reads nothing (the readiness recheck of a failing engine)."""
     return engine.execute("SELECT 1", timeout_s=RECHECK_TIMEOUT_SECONDS, max_rows=1).rows == [(1,)]
+
+
+def _advise_statistics(engine: Engine, catalog: Catalog) -> None:
+    """On PostgreSQL, log for each dataset the planner statistics its owner has not given it: without them the
+    guarded plans sort where they could hash (:mod:`sandbox.engine.postgres_statistics`). Advice only: plans
+    change, answers do not."""
+    if engine.dialect != "postgres":
+        return  # DuckDB and Spark aggregate by hashing, whatever they estimate
+    from sandbox.engine.postgres_engine import PostgresEngine
+    from sandbox.engine.postgres_statistics import catalog_grouping
+
+    if not isinstance(engine, PostgresEngine):
+        return
+
+    for table, statement in engine.missing_statistics(catalog_grouping(catalog)).items():
+        log.warning("%s has no ndistinct statistics over its entity and group columns, so PostgreSQL will sort "
+                    "where it could hash its per-entity cells; its owner can run once: %s; ANALYZE %s",
+                    table, statement, table)
 
 
 def catalog_file(settings: SandboxSettings) -> Path | None:

@@ -242,6 +242,46 @@ def test_a_role_that_could_read_more_stops_the_start(owner, tmp_path):
             connection.execute(f"REVOKE SELECT ON tax.taxpayers FROM {owner.role}")
 
 
+CELL_STATISTICS = ("CREATE STATISTICS IF NOT EXISTS tax.declarations_dsbroker_cells (ndistinct) ON taxpayer_id, "
+                   "period, street_code, industry_code, industry_section, registration_type, size_class "
+                   "FROM tax.declarations")
+
+
+def test_the_sandbox_names_the_planner_statistics_a_database_lacks_and_data_make_gives_them(owner, tmp_path, caplog):
+    """Without ndistinct statistics over the entity and the group columns, PostgreSQL expects a group per row in the
+    guarded plans' per-taxpayer cells and sorts where it could hash (sandbox.engine.postgres_statistics): the
+    sandbox starts anyway and logs the statement for the owner; ``data make --into`` gave the demo data them."""
+    from sandbox.demo.postgres import give_planner_statistics
+
+    def started_advice() -> str:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sandbox.server"):
+            start_sandbox(_sandbox_settings(owner, "postgres", tmp_path / uuid.uuid4().hex)).stop()
+        return caplog.text
+
+    assert CELL_STATISTICS not in started_advice(), "data make --into made them"
+    with _database(owner) as connection:
+        connection.execute("DROP STATISTICS tax.declarations_dsbroker_cells")
+    try:
+        advice = started_advice()
+        assert CELL_STATISTICS in advice and "tax.declarations has no ndistinct statistics" in advice
+    finally:
+        with _database(owner) as connection:
+            assert give_planner_statistics(str(owner.path), connection, served=DEMO_DATASETS) == [CELL_STATISTICS]
+            assert give_planner_statistics(str(owner.path), connection, served=DEMO_DATASETS) == []
+    assert CELL_STATISTICS not in started_advice()
+
+
+def test_one_statistics_object_takes_the_entity_and_at_most_seven_group_columns():
+    from sandbox.engine.postgres_statistics import grouping_columns, grouping_statistics
+
+    groups = [f"g{i}" for i in range(10)]
+    assert grouping_columns("e", ["g0", "e", "g1"]) == ["e", "g0", "g1"]
+    assert grouping_columns("e", groups) == ["e", *groups[:7]]
+    assert grouping_statistics("s.t", "e", ["a"]) == ("CREATE STATISTICS IF NOT EXISTS s.t_dsbroker_cells (ndistinct) "
+                                                      "ON e, a FROM s.t")
+
+
 def test_settings_that_cannot_serve_postgres_stop_the_start_with_a_clear_error(owner, tmp_path):
     with pytest.raises(ConfigError, match="set state_dir"):
         start_sandbox(dataclasses.replace(_sandbox_settings(owner, "postgres", tmp_path), state_dir="",

@@ -3,7 +3,9 @@ sandbox with engine = "postgres", as a ratio to the same SQL run on the same ser
 
 The bench's data is copied once into a database of its own on the server ``--postgres-dsn`` names (a superuser's,
 as ``dsbroker data make --into`` needs: ``dsbroker_bench_<rows>``, with the sandbox's read-only role made for it)
-and analysed; a database whose declarations hold as many rows as the DuckDB file is reused. Both sides connect
+and analysed, with the planner statistics an owner gives the sandbox's plans
+(:mod:`sandbox.engine.postgres_statistics`); a database whose declarations hold as many rows as the DuckDB file is
+reused (and given those statistics if it lacks them). Both sides connect
 as that role, so the server's settings for it (``temp_file_limit``) hold for both, and the direct session gets
 the sandbox's ``work_mem`` (its other session settings, a statement timeout and read only, cost nothing).
 """
@@ -26,7 +28,7 @@ from broker.dev.launch import development_servers, development_token
 from dsbroker.guard import guard
 from dsbroker.policy.model import parse_policy
 from sandbox.demo.data import DEMO_DATASETS
-from sandbox.demo.postgres import load_into_postgres
+from sandbox.demo.postgres import give_planner_statistics, load_into_postgres
 from sandbox.engine.postgres_lockdown import WORK_MEM
 
 ROLE = "dsbroker_bench_sandbox"
@@ -89,6 +91,8 @@ def loaded_once(data: Path, admin_dsn: str) -> str:
             load_into_postgres(str(data), owner, served=DEMO_DATASETS, role=ROLE, replace=True)
             owner.execute("ANALYZE")
             print(f"  copied and analysed in {time.perf_counter() - started:.0f} s")
+        for statement in give_planner_statistics(str(data), owner, served=DEMO_DATASETS):
+            print(f"  made the planner statistics the sandbox's plans need: {statement}")
     return database
 
 

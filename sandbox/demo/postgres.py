@@ -6,22 +6,27 @@ role the sandbox connects as with exactly the grants its lockdown accepts (:func
 right to connect, USAGE on the schemas, SELECT on the served tables and on no other (the demo's
 ``tax.taxpayers``, which holds company names, is loaded and never granted), and ``temp_file_limit`` on the
 role, which only a superuser can set. The connection it is given is the owner's, which may create schemas
-and roles; the sandbox never connects with it.
+and roles; the sandbox never connects with it. It also gives the declarations the planner statistics the sandbox's
+plans need (:mod:`sandbox.engine.postgres_statistics`), as the demo catalog's entity and group columns say.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Callable
 
 import duckdb
+import yaml
 
 from dsbroker.errors import ConfigError
+from sandbox.engine.postgres_statistics import catalog_grouping, missing_statistics
 
 SANDBOX_ROLE = "dsbroker_sandbox"
 TEMP_FILE_LIMIT = "1GB"  # what one session of the role may spill to disk; the lockdown refuses it unbounded
 COPY_BATCH_ROWS = 10_000
+DEMO_CATALOG = Path(__file__).with_name("catalog.yaml")
 # DuckDB's column types of the demo data, as PostgreSQL names them.
 POSTGRES_TYPES = {"VARCHAR": "text", "DATE": "date", "BIGINT": "bigint", "INTEGER": "integer",
                   "DOUBLE": "double precision", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp"}
@@ -67,7 +72,38 @@ def load_into_postgres(source: str, owner: Any, *, served: Iterable[str], role: 
         owner.execute(f"CREATE ROLE {role} LOGIN")
     for statement in statements:
         owner.execute(statement)
+    for statement in give_planner_statistics(source, owner, served=served):
+        progress(f"gave the planner the statistics the sandbox's plans need: {statement}")
     return counts
+
+
+def give_planner_statistics(source: str, owner: Any, *, served: Iterable[str]) -> list[str]:
+    """Make the ndistinct statistics the sandbox's plans need on the served tables the demo catalog describes
+    (the columns read from the DuckDB file ``source``) where ``owner``'s database lacks them, and analyse those
+    tables; returns the statements run."""
+    served = sorted(set(served))
+    with duckdb.connect(source, read_only=True) as local:
+        grouping = _demo_grouping(local, served)
+    made = list(missing_statistics(owner, grouping).items())
+    for table, statement in made:
+        owner.execute(statement)
+        owner.execute(f"ANALYZE {table}")
+    return [statement for _table, statement in made]
+
+
+def _demo_grouping(local: duckdb.DuckDBPyConnection, served: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """The entity and group columns of each served table the demo catalog describes."""
+    from sandbox.catalog import load_catalog
+
+    def columns_of(table: str) -> list[tuple[str, str]]:
+        schema, name = _split(table)
+        return [(row[0], row[1]) for row in local.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
+            "ORDER BY column_index", [schema, name]).fetchall()]
+
+    described = set(yaml.safe_load(DEMO_CATALOG.read_text(encoding="utf-8"))["datasets"])
+    catalog = load_catalog(DEMO_CATALOG, set(served) | described, columns_of)
+    return {table: grouping for table, grouping in catalog_grouping(catalog).items() if table in served}
 
 
 def copy_schema(local: duckdb.DuckDBPyConnection, server: Any, schema: str = "tax", *,

@@ -35,6 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from dsbroker.errors import DsbrokerError, ExecutionError
 from sandbox.engine.interface import EngineLimits, EngineResult
 from sandbox.engine.postgres_lockdown import lock_down
+from sandbox.engine.postgres_statistics import missing_statistics
 from sandbox.engine.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,12 @@ class PostgresEngine:
         schema, name = table.split(".", 1)
         with self._pool.connection() as connection:
             return [(row[0], row[1]) for row in connection.execute(_COLUMNS, [schema, name])]
+
+    def missing_statistics(self, wanted: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
+        """Per served table of ``wanted`` (table -> entity and group columns) without the ndistinct statistics the
+        guarded plans need, the statement its owner runs (:mod:`sandbox.engine.postgres_statistics`)."""
+        with self._pool.connection() as connection:
+            return missing_statistics(connection, {t: w for t, w in wanted.items() if t in self.served})
 
     def execute(self, sql: str, *, timeout_s: float, max_rows: int) -> EngineResult:
         """Run ``sql`` under a statement timeout of ``timeout_s``; return at most ``max_rows`` rows.
