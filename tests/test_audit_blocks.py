@@ -84,3 +84,91 @@ def test_the_block_querys_row_filter_reaches_the_engines_scan(tmp_path):
         plan = connection.execute(f"EXPLAIN {sql}").fetchall()[0][1]
     scan = plan[plan.index("Scan"):]
     assert "Filters" in scan and "district_code" in scan, plan
+
+
+class _Counting(DuckDBEngine):
+    """The real engine, counting the queries it runs."""
+
+    queries = 0
+
+    def execute(self, sql, **limits):
+        self.queries += 1
+        return super().execute(sql, **limits)
+
+
+def _text(condition: int, keys: tuple[str, ...]) -> str:
+    return (f"SELECT {', '.join(f'{k} AS __k{i}' for i, k in enumerate(keys)) or '1 AS __one'} "
+            f"FROM tax.declarations WHERE {CONDITIONS[condition][0]}")
+
+
+def _as_read(blocks) -> dict:
+    return dict(zip(blocks.signatures, blocks.contributions, strict=True))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kept_blocks_give_what_the_engine_gives_and_spare_its_query_only_where_nothing_is_new(tmp_path, seed):
+    """A coverage whose condition reads as a kept one's and whose keys are some of its keys (a month's street table
+    after its street x industry table), or one read before, adds no block: the cache gives the blocks the engine
+    would (the same signatures, the same contributions) without asking it; any other coverage is read afresh."""
+    from sandbox.audit.blocks import BlockCache
+
+    rng = random.Random(seed)
+    _data(tmp_path / "data.duckdb", rng)
+    engine = _Counting(tmp_path / "data.duckdb")
+    cache = BlockCache()
+    try:
+        first = rng.sample([(c, k) for c in range(len(CONDITIONS)) for k in KEYS], rng.randrange(1, 5))
+        texts = [_text(c, k) for c, k in first]
+        cache.read(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                   timeout_s=30)
+        assert engine.queries == 1
+        condition, keys = rng.choice(first)
+        derivable = _text(condition, tuple(rng.sample(keys, rng.randrange(len(keys) + 1))))
+        other = _text(rng.randrange(len(CONDITIONS)), rng.choice(KEYS))
+        for added in (derivable, other):
+            coverages = list(dict.fromkeys(texts + [added]))
+            rng.shuffle(coverages)
+            before = engine.queries
+            kept = cache.read(engine, coverages, dataset="tax.declarations", entity="taxpayer_id",
+                              measures=["vat_paid"], timeout_s=30)
+            fresh = read_blocks(engine, coverages, dataset="tax.declarations", entity="taxpayer_id",
+                                measures=["vat_paid"], timeout_s=30)
+            assert _as_read(kept) == _as_read(fresh)
+            new = not any(c == added or (c.split(" FROM ")[1] == added.split(" FROM ")[1]
+                                         and _keys(added) <= _keys(c)) for c in texts)
+            assert engine.queries - before == 1 + new, "the cache asked the engine" if not new else "not read"
+        before = engine.queries
+        fewer = cache.read(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=[],
+                           timeout_s=30)
+        assert engine.queries == before and fewer.measures == ("vat_paid",), "fewer measures: the kept blocks"
+    finally:
+        engine.close()
+
+
+def _keys(text: str) -> set[str]:
+    return {part.split(" AS ")[0] for part in text.split(" FROM ")[0].removeprefix("SELECT ").split(", ")
+            if not part.startswith("1 AS")}
+
+
+def test_blocks_are_read_again_once_the_data_file_is_not_what_it_was(tmp_path):
+    """The cache keeps blocks only while the engine vouches for the data (its stamp: the file's inode, size and
+    times); a file touched past DuckDB is read afresh."""
+    import os
+
+    from sandbox.audit.blocks import BlockCache
+
+    path = tmp_path / "data.duckdb"
+    _data(path, random.Random(1))
+    engine = _Counting(path)
+    cache = BlockCache()
+    texts = [_text(0, ("street_code",))]
+    try:
+        for expected in (1, 1, 2):
+            if expected == 2:
+                stat = path.stat()
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+            cache.read(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                       timeout_s=30)
+            assert engine.queries == expected
+    finally:
+        engine.close()

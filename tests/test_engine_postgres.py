@@ -211,3 +211,30 @@ def test_a_connection_is_checked_again_after_the_owner_widens_the_role(server):
     server.admin.execute(f"GRANT CREATE ON SCHEMA tax TO {role}")
     with contextlib.closing(psycopg.connect(server.dsn(role), autocommit=True)) as connection:
         assert "CREATE on schema tax" in connection_problems(connection, EngineLimits(), SERVED)
+
+
+def test_the_auditors_blocks_are_read_afresh_on_postgresql_every_time(engine):
+    """The owner's database can change between two audits (other sessions write to it), so the engine vouches
+    for no stamp and the auditor's block cache keeps nothing: the same coverages are read from the server again."""
+    from sandbox.audit.blocks import BlockCache
+
+    class Counting:
+        """The real engine, counting the queries it runs."""
+
+        def __init__(self, inner):
+            self.inner, self.queries, self.dialect = inner, 0, inner.dialect
+
+        def data_stamp(self):
+            return self.inner.data_stamp()
+
+        def execute(self, sql, **limits):
+            self.queries += 1
+            return self.inner.execute(sql, **limits)
+
+    counting, cache = Counting(engine), BlockCache()
+    coverage = ("SELECT street_code AS __k0 FROM tax.declarations WHERE district_code = '320102' AND "
+                "(period = CAST('2025-01-01' AS DATE))")
+    for _ in range(2):
+        blocks = cache.read(counting, [coverage], dataset="tax.declarations", entity="taxpayer_id",
+                            measures=["vat_paid"], timeout_s=60)
+    assert counting.queries == 2 and blocks.signatures

@@ -66,7 +66,7 @@ from dsbroker.guard import GuardedQuery
 from dsbroker.guard import release_plan
 from dsbroker.guard.release_plan import CellPlan
 from dsbroker.policy.model import Dominance
-from sandbox.audit.blocks import Blocks, Contribution, read_blocks
+from sandbox.audit.blocks import BlockCache, Blocks, Contribution
 from sandbox.audit.components import Parts
 from sandbox.audit.dominance import first_dominated
 from sandbox.audit.few import few_taxpayer_leaks
@@ -187,6 +187,7 @@ class Auditor:
         self.clock = clock
         self._locks: dict[str, threading.Lock] = {}
         self._parts: dict[str, Parts] = {}  # per scope, the coverages whose rows can meet (under its lock)
+        self._blocks = BlockCache()
         self._guard = threading.Lock()
 
     @contextlib.contextmanager
@@ -231,8 +232,8 @@ class Auditor:
         timeout = deadline - self.clock()
         if timeout <= 0:
             raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
-        blocks = read_blocks(self.engine, coverages, dataset=guarded.dataset, entity=guarded.entity,
-                             measures=measures, timeout_s=timeout)
+        blocks = self._blocks.read(self.engine, coverages, dataset=guarded.dataset, entity=guarded.entity,
+                                   measures=measures, timeout_s=timeout)
         # Blocks read for every coverage serve the audit of fewer: each system merges the blocks its own cells do
         # not separate (merged_blocks), so the finer partition changes no judgement.
         members = Membership(blocks, coverages)

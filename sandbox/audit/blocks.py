@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ from dsbroker.guard import internal_names as names
 # The most (block, entity) pairs one audit reads from the engine. A larger answer would cost the sandbox
 # more memory than any answer is worth, so the query is refused rather than released unaudited.
 MOST_BLOCK_ENTITIES = 2_000_000
+# The most (block, entity) pairs kept across audits (BlockCache), all entries together: about 100 MB.
+KEPT_BLOCK_ENTITIES = 500_000
 
 
 Contribution = tuple  # one entity's part of a block: (rows, per measure its total or None, per measure its count)
@@ -77,31 +80,20 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     follows exactly (its condition, and its keys where it holds), so the blocks are the same as with a
     condition and keys per coverage, with far fewer columns for the engine to group by."""
     table = dataset.split(".")[1]
-    parsed = [_qualified(sql, table, dialect) for sql in coverages]
     joins: dict[str, exp.Join] = {}
     conditions: dict[str, tuple[int, exp.Expr]] = {}  # by SQL text: place (first seen first) and condition
     keys: dict[str, tuple[int, exp.Expr]] = {}
     shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
     layout: list[tuple[int, tuple[int, ...]]] = []
-    for select in parsed:  # shared trees: read here, copied where used
-        matched: list[exp.Expr] = []
-        for join in select.args.get("joins") or []:
-            lookup = join.this.name
+    for sql in coverages:
+        shape = _shape(sql, table, dialect)
+        for lookup, join in shape.joins:
             if lookup not in joins:
                 joins[lookup] = exp.Join(this=join.this.copy(), on=join.args["on"].copy(), side="LEFT")
-            if join.side.upper() != "LEFT":
-                # An inner join keeps only the rows its lookup has a row for.
-                key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == lookup)
-                matched.append(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())))
-        where = select.args.get("where")
-        parts = ([where.this.copy()] if where is not None else []) + matched
-        condition = exp.and_(*parts) if parts else exp.true()
-        inside = exp.func("COALESCE", exp.paren(condition), exp.false())
-        condition_at = _index(conditions, inside.sql(dialect=dialect), condition)
+        condition_at = _index(conditions, shape.condition, shape.condition_tree.copy())
         positions = []
-        for key in (e.unalias() for e in select.expressions if not isinstance(e.unalias(), exp.Literal)):
-            text = key.sql(dialect=dialect)
-            positions.append(_index(keys, text, key))
+        for text, key in shape.key_trees:
+            positions.append(_index(keys, text, key.copy()))
             if condition_at not in shown_by.setdefault(text, []):
                 shown_by[text].append(condition_at)
         layout.append((condition_at, tuple(positions)))
@@ -130,6 +122,44 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     group = [exp.Literal.number(i + 1) for i in range(signature_width + 1)]
     query.set("group", exp.Group(expressions=group))
     return query.sql(dialect=dialect), BlockLayout(len(conditions), len(keys), tuple(layout))
+
+
+@dataclass(frozen=True)
+class CoverageShape:
+    """What a coverage adds to the block query: the lookups it joins, its condition (its WHERE, and a match in each
+    lookup it joins inner) and its keys, each with its SQL text as the query reads it. Two coverages whose
+    conditions read alike keep the same rows, and a key that reads alike is the same value of each row."""
+
+    joins: tuple[tuple[str, exp.Join], ...]
+    condition: str
+    condition_tree: exp.Expr
+    key_trees: tuple[tuple[str, exp.Expr], ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys' SQL texts, in the coverage's order."""
+        return tuple(text for text, _ in self.key_trees)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
+    """The :class:`CoverageShape` of coverage ``sql`` over the dataset's ``table``. Cached: callers copy its trees
+    before they change them."""
+    select = _qualified(sql, table, dialect)
+    joins, matched = [], []
+    for join in select.args.get("joins") or []:
+        joins.append((join.this.name, join))
+        if join.side.upper() != "LEFT":
+            # An inner join keeps only the rows its lookup has a row for.
+            key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == join.this.name)
+            matched.append(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())))
+    where = select.args.get("where")
+    parts = ([where.this.copy()] if where is not None else []) + matched
+    condition = exp.and_(*parts) if parts else exp.true()
+    text = exp.func("COALESCE", exp.paren(condition.copy()), exp.false()).sql(dialect=dialect)
+    keys = tuple((key.sql(dialect=dialect), key) for key in (e.unalias() for e in select.expressions)
+                 if not isinstance(key, exp.Literal))
+    return CoverageShape(tuple(joins), text, condition, keys)
 
 
 def _index(seen: dict[str, tuple[int, exp.Expr]], text: str, expression: exp.Expr) -> int:
@@ -166,6 +196,83 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
         # One row per block and entity (the query groups by both).
         contributions[block][row[entity_at]] = (row[rows_at], sums_of(row), counts_of(row))
     return Blocks(signatures, contributions, tuple(measures))
+
+
+class BlockCache:
+    """The blocks of the last audits, kept for the next ones while the data cannot have changed.
+
+    A district's street table asked after its street x industry table of the same month adds no block: its
+    condition reads as the other's and its keys are some of the other's, so each block's cell in it follows
+    from the block's cell in the other. An answer asked again (by another department, say) adds nothing
+    either. Such an audit takes the blocks read before, without an engine query, when the engine vouches
+    that the data is the same as when they were read (:meth:`~sandbox.engine.interface.Engine.data_stamp`:
+    a DuckDB file served read-only; PostgreSQL and Spark data can change at any moment and are read afresh
+    every time). The blocks so found are the ones the engine would give (up to their order), so no decision
+    changes; measures read before and not needed now stay, unread."""
+
+    def __init__(self, entries: int = 4) -> None:
+        self._entries: list[_Kept] = []  # the newest last
+        self._limit = entries
+        self._lock = threading.Lock()
+
+    def read(self, engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
+             timeout_s: float) -> Blocks:
+        """The blocks of ``coverages``: from blocks kept, where they tell them, else :func:`read_blocks`."""
+        stamp = engine.data_stamp()
+        if stamp is not None:
+            with self._lock:
+                kept = list(self._entries)
+            for entry in reversed(kept):
+                found = entry.derive(stamp, coverages, dataset, entity, measures, engine.dialect)
+                if found is not None:
+                    return found
+        blocks = read_blocks(engine, coverages, dataset=dataset, entity=entity, measures=measures,
+                             timeout_s=timeout_s)
+        size = sum(len(entities) for entities in blocks.contributions)
+        if stamp is not None and size <= KEPT_BLOCK_ENTITIES and engine.data_stamp() == stamp:  # unchanged meanwhile
+            with self._lock:
+                self._entries.append(_Kept(stamp, dataset, entity, tuple(coverages), blocks, size))
+                while len(self._entries) > self._limit or sum(e.size for e in self._entries) > KEPT_BLOCK_ENTITIES:
+                    del self._entries[0]
+        return blocks
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """Blocks read for ``coverages`` of ``dataset`` when the data's stamp was ``stamp``."""
+
+    stamp: str
+    dataset: str
+    entity: str
+    coverages: tuple[str, ...]
+    blocks: Blocks
+    size: int  # (block, entity) pairs
+
+    def derive(self, stamp: str, coverages: list[str], dataset: str, entity: str, measures: list[str],
+               dialect: str) -> Blocks | None:
+        """The blocks of ``coverages``, if each is one of these or follows from one of these (see
+        :class:`BlockCache`); None otherwise."""
+        if (stamp, dataset, entity) != (self.stamp, self.dataset, self.entity) or \
+                not set(measures) <= set(self.blocks.measures):
+            return None
+        table = dataset.split(".")[1]
+        place = {coverage: at for at, coverage in enumerate(self.coverages)}
+        reads: list[tuple[int, tuple[int, ...] | None]] = []  # per coverage: a kept one, and its keys' places
+        for coverage in coverages:
+            if coverage in place:
+                reads.append((place[coverage], None))
+                continue
+            wanted = _shape(coverage, table, dialect)
+            for at, kept in enumerate(self.coverages):
+                shape = _shape(kept, table, dialect)
+                if shape.condition == wanted.condition and set(wanted.keys) <= set(shape.keys):
+                    reads.append((at, tuple(shape.keys.index(key) for key in wanted.keys)))
+                    break
+            else:
+                return None
+        signatures = [tuple(cells[at] if keys is None or cells[at] is None else tuple(cells[at][k] for k in keys)
+                            for at, keys in reads) for cells in self.blocks.signatures]
+        return Blocks(signatures, self.blocks.contributions, self.blocks.measures)
 
 
 def _picker(positions: list[int]):

@@ -42,6 +42,11 @@ class Engine(Protocol):
         other data (a noise policy's) is not returned for it."""
         ...
 
+    def data_stamp(self) -> str | None:
+        """What the data is now, where the engine can vouch for it: the same stamp twice means the data did not
+        change between (so what was read of it may be kept); None where it can change at any moment."""
+        ...
+
     def tables(self) -> set[str]:
         """The tables served, as "schema.table"."""
         ...

@@ -112,6 +112,10 @@ class PostgresEngine:
         """The database and the rows written to each served table, as the server counted them at start."""
         return self._data_version
 
+    def data_stamp(self) -> None:
+        """None: The owner's database can change at any moment (other sessions write to it): nothing read is kept."""
+        return None
+
     def tables(self) -> set[str]:
         """The served tables the role can read, as "schema.table"."""
         with self._pool.connection() as connection:

@@ -123,6 +123,10 @@ class SparkEngine:
         """The served files' sizes and modification times when the engine opened them, as one digest."""
         return self._data_version
 
+    def data_stamp(self) -> None:
+        """None: Parquet files can be rewritten at any moment, on any machine of a cluster: nothing read is kept."""
+        return None
+
     def tables(self) -> set[str]:
         """The served tables, as "schema.table"."""
         return set(self.served)
