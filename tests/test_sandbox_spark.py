@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,8 @@ from dsbroker.errors import ConfigError
 from sandbox.demo.data import DEMO_DATASETS
 from sandbox.server import start_sandbox
 from sandbox.settings import SandboxSettings
-from tests.conftest import GRANT, broker_settings_for, client_tls, dev_keys, parquet_tables, token_for
+from tests.conftest import (ANALYST, GRANT, broker_settings_for, client_tls, dev_keys, parquet_tables,
+                            signed_policies, token_for)
 from tests.test_sandbox_postgres import (DEMO_CATALOG, ENCRYPTED_GRANT, ENCRYPTED_SQL, NOISE_GRANT, NOISY_SQL,
                                          QUERIES, TIMEOUT_S, _grants)
 
@@ -139,3 +142,35 @@ def test_catalog_draft_reads_the_spark_sessions_columns(small_demo, spark_engine
     assert drafted.exit_code == 0, drafted.output
     text = out.read_text(encoding="utf-8")
     assert "revenue:" in text and "# bigint" in text and "Spark session" in text
+
+
+def test_the_demos_spark_sandbox_reads_its_parquet_in_place_and_serves_duckdbs_cells(small_demo, tmp_path):
+    """``dsbroker demo --engine spark`` (its sandbox settings, :func:`broker.dev.demo._in_spark`): the served tables
+    written as Parquet, and a ``sandbox serve`` process on a Spark session of its own behind a broker, both processes
+    as the demo starts them, which answers with the cells a DuckDB sandbox over the same data releases."""
+    from broker.dev.demo import CATALOG, SPARK_MEMORY, _in_spark
+    from broker.dev.launch import development_servers
+
+    # A copy: this process's DuckDB sandboxes hold small_demo open locked down (no file system), and DuckDB hands
+    # a second connection to the same file that same database.
+    owner = tmp_path / "owner.duckdb"
+    shutil.copy(small_demo, owner)
+    lake = tmp_path / "lake"
+    settings = _in_spark(owner, lake, "sandbox")
+    assert settings == {"engine": "spark", "catalog": str(CATALOG), "memory_limit": SPARK_MEMORY,
+                        "spark_tables": {table: str(lake / f"{table}.parquet") for table in DEMO_DATASETS}}
+    answers = {}
+    for engine, source in (("duckdb", owner), ("spark", settings)):
+        with development_servers(data=source, policies=signed_policies(), state=tmp_path / engine,
+                                 layout=dev_keys(), client=ANALYST) as (_sandbox, broker, tls):
+            with BrokerClient(broker.target, token=token_for(), tls=tls) as client:
+                dialect = client.dataset("tax.declarations").engine_dialect
+                answers[engine] = dialect, client.query(GRANT, QUERIES[0], timeout=TIMEOUT_S)
+    # spark_tables is a TOML table of the sandbox's config; the ledgers are in a state directory, with no data file
+    with (tmp_path / "spark" / "sandbox.toml").open("rb") as file:
+        config = tomllib.load(file)
+    assert config["spark_tables"] == settings["spark_tables"] and "data" not in config and config["state_dir"]
+    (duck_dialect, duck), (spark_dialect, spark) = answers["duckdb"], answers["spark"]
+    assert (duck_dialect, spark_dialect) == ("duckdb", "spark")
+    assert duck.rows and duck.withheld
+    assert (spark.columns, spark.rows, spark.withheld) == (duck.columns, duck.rows, duck.withheld)

@@ -41,7 +41,7 @@ def sandbox_group() -> None:
 
 
 ENGINE_HELP = ("the engine the data is in: duckdb (--data FILE), postgres (postgres_dsn, the sandbox's read-only role) "
-               "or spark (spark_tables, Parquet, on spark_master)")
+               "or spark (spark_tables, Parquet, on spark_master or the Spark Connect server spark_remote)")
 DATA_HELP = "DuckDB data file (opened read-only; engine duckdb)"
 DSN_HELP = ("the owner's PostgreSQL as the sandbox's read-only role (libpq string or postgresql:// URI; engine "
             "postgres); keep its password in PGPASSFILE or ~/.pgpass, not on a command line")
@@ -58,13 +58,14 @@ DSN_HELP = ("the owner's PostgreSQL as the sandbox's read-only role (libpq strin
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here once serving")
 @reporting_errors
 def sandbox_serve(config, listen, engine, data, postgres_dsn, metrics_listen, health_listen, port_file) -> None:
-    """Run a sandbox beside the owner's data: a DuckDB file, or the owner's PostgreSQL database in place.
+    """Run a sandbox beside the owner's data: a DuckDB file, the owner's PostgreSQL database, or its Parquet files.
 
     On PostgreSQL the sandbox connects as the role the owner made for it and starts only when that role can
     read the served datasets and nothing else, with the session settings of the lockdown (README: Serving
     your own database); otherwise it stops with ENGINE_NOT_LOCKED_DOWN naming each problem. Its ledgers live
     in state_dir, which engines postgres and spark require. On Spark the sandbox registers the Parquet tables of
-    spark_tables, and only those, in a locked-down session on spark_master, and checks it the same way.
+    spark_tables, and only those, in a locked-down session on spark_master, and checks it the same way; or, with
+    spark_remote, in a session on that Spark Connect server, whose settings it verifies before serving.
     """
     from sandbox.server import start_sandbox
 

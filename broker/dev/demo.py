@@ -27,7 +27,7 @@ from broker.client.encryption_key import EncryptionKey
 from dsbroker.guard import guard
 from broker.dev.keys import (DEV_AUDIENCE, DEV_ISSUER, DEV_SIGNERS, IDP_KEY_ID, KeyLayout, approve_for_development,
                          init_keys, load_private_key, signer_key_id)
-from broker.dev.launch import development_servers, development_token
+from broker.dev.launch import DataSource, development_servers, development_token
 from dsbroker.policy.model import parse_policy
 from dsbroker.policy.statements import sign_revocation
 from dsbroker.rpc.status import error_from_rpc_error
@@ -37,6 +37,7 @@ from broker.v1 import access_request_service_pb2 as pb
 from sandbox.v1 import sandbox_service_pb2 as sandbox_pb
 from sandbox.v1 import sandbox_service_pb2_grpc as sandbox_grpc
 from sandbox.demo.data import DEMO_DATASETS, make_demo_data, split_demo_data, write_demo_catalog
+from sandbox.engine.configured import DEFAULT_SPARK_MASTER
 
 ACTORS = {
     # client certificate (= token subject): (department, district, role, signing key or None)
@@ -101,6 +102,8 @@ PARTITIONS = ("xuanwu-office-east", "xuanwu-office-west")
 DEMO_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEMO_DATABASE = "dsbroker_demo"
 DEMO_ROLE = "dsbroker_demo_sandbox"
+# --engine spark: each sandbox's Spark session (driver and executor memory): three run at once on one machine.
+SPARK_MEMORY = "1GB"
 CATALOG = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "catalog.yaml"
 # The shipped grant, with the owner's three data products (its ``products:``): served beside the others, signed
 # for the run, for the walk-through's product step.
@@ -139,7 +142,9 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000, engine: str = "duckdb"
              postgres_dsn: str = DEMO_POSTGRES) -> int:
     """Run the walk-through; returns the exit code (0 when every step behaved as it should). With ``engine``
     ``"postgres"`` the sandboxes serve the demo data from databases made for it on the PostgreSQL server
-    ``postgres_dsn`` names (as a role that may create databases and roles), in place of DuckDB files."""
+    ``postgres_dsn`` names (as a role that may create databases and roles), in place of DuckDB files; with
+    ``"spark"`` each sandbox's tables are written as Parquet under ``cache_dir``, which the sandbox reads in place
+    in a Spark session of its own on this machine."""
     started = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
     data = cache_dir / f"tax-{taxpayers}.duckdb"
@@ -166,12 +171,18 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000, engine: str = "duckdb"
         console.print(f"made development keys in {layout.root} (dsbroker keys init)")
 
     split = split_demo_data(data, list(PARTITIONS), cache_dir / f"partitions-{taxpayers}")
-    sources: dict[str, Path | dict[str, str]] = {"sandbox": data, **dict(zip(PARTITIONS, split, strict=True))}
+    sources: dict[str, DataSource] = {"sandbox": data, **dict(zip(PARTITIONS, split, strict=True))}
     if engine == "postgres":
         _step("2b. The owner's data is in PostgreSQL instead: each sandbox's share is copied into a database of its "
               "own (dsbroker data make --into), and the sandboxes serve them in place, through a read-only role "
               "whose lockdown each verifies at start.")
         sources = {name: _in_postgres(path, postgres_dsn, name) for name, path in sources.items()}
+    elif engine == "spark":
+        _step("2b. The owner's tables are Parquet files in its data lake instead: each sandbox's share is written as "
+              "Parquet (dsbroker data make --parquet), and each sandbox reads its files in place, in a Spark "
+              "session of its own that it locks down and verifies at start (no other table, no file by its path).")
+        sources = {name: _in_spark(path, cache_dir / f"parquet-{taxpayers}" / name, name)
+                   for name, path in sources.items()}
     partitions = {name: sources[name] for name in PARTITIONS}
     policies = state / "policies"
     policies.mkdir()
@@ -192,7 +203,7 @@ def run_demo(cache_dir: Path, *, taxpayers: int = 20_000, engine: str = "duckdb"
         clients = {name: _actor_client(layout, broker.target, name) for name in ACTORS}
         try:
             checks.update(_workflow(layout, clients, broker.target, sandbox.target,
-                                    engine_dialect="postgres" if engine == "postgres" else "duckdb"))
+                                    engine_dialect=engine))
             checks.update(_products(clients["analyst-li"]))
             checks.update(_products_only_request(layout, clients))
             _step("14. The city audit office reads the access log over gRPC (dsbroker audit list); its own "
@@ -402,7 +413,7 @@ def _encrypted(requester: BrokerClient, grant: str) -> dict[str, bool]:
             "secure sum over two partitions": bool(summed.rows) and summed.encryption["partitions"] == 2}
 
 
-def _in_postgres(source: Path, admin_dsn: str, name: str) -> dict[str, str]:
+def _in_postgres(source: Path, admin_dsn: str, name: str) -> dict[str, object]:
     """Copy the DuckDB file ``source`` into a database of its own (made afresh) on the server of ``admin_dsn``, with
     the demo's sandbox role; the sandbox settings that serve it."""
     import psycopg
@@ -422,6 +433,17 @@ def _in_postgres(source: Path, admin_dsn: str, name: str) -> dict[str, str]:
     console.print(f"{name}: {counts['tax.declarations']:,} declarations copied into {described(target)}; the sandbox "
                   f"connects as {DEMO_ROLE}, which may read {', '.join(DEMO_DATASETS)} and nothing else")
     return {"engine": "postgres", "postgres_dsn": sandbox_dsn, "catalog": str(CATALOG)}
+
+
+def _in_spark(source: Path, directory: Path, name: str) -> dict[str, object]:
+    """Write the served tables of the DuckDB file ``source`` as Parquet into ``directory``; the sandbox settings
+    that serve them on a local Spark session of the sandbox's own."""
+    from sandbox.demo.parquet import export_parquet
+
+    tables = export_parquet(source, directory, served=DEMO_DATASETS)
+    console.print(f"{name}: {len(tables)} tables as Parquet in {directory}, read in place by its own Spark "
+                  f"session on {DEFAULT_SPARK_MASTER}")
+    return {"engine": "spark", "spark_tables": tables, "catalog": str(CATALOG), "memory_limit": SPARK_MEMORY}
 
 
 def _sign(layout: KeyLayout, request, signer: str, narrowing: Narrowing = Narrowing()) -> str:

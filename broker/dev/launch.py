@@ -25,38 +25,52 @@ from dsbroker.identity.tls import ClientTls, open_channel, thumbprint
 from dsbroker.identity.tokens import issue_token
 from sandbox.demo.data import DEMO_DATASETS
 
-STARTUP_SECONDS = 120.0  # a sandbox on Spark starts a JVM and a session first: tens of seconds on a busy machine
+# What a sandbox serves: its DuckDB file, or the settings of another engine (engine, postgres_dsn or spark_tables, ...).
+DataSource = Path | dict[str, object]
+# A sandbox on Spark starts a JVM and a session first: 15 s alone on 2 cores, 35 s on a busy machine, and the
+# demo's three on Spark start at once (each counts from its own launch).
+STARTUP_SECONDS = 180.0
 
 
 class ServerProcess:
-    """A ``dsbroker`` server in a child process, ready (health SERVING) once constructed."""
+    """A ``dsbroker`` server in a child process, ready (health SERVING) once constructed, or once
+    :meth:`wait_ready` returns when constructed with ``wait=False``."""
 
     def __init__(self, args: list[str], *, name: str, tls: ClientTls | None, log_path: Path | None = None,
-                 module: str = "broker.cli.main") -> None:
+                 module: str = "broker.cli.main", wait: bool = True) -> None:
         """``tls`` is how to reach the server for its health check (None: it serves plaintext); ``module``
-        is what ``python -m`` runs with ``args`` (the benchmark runs a broker of its own)."""
+        is what ``python -m`` runs with ``args`` (the benchmark runs a broker of its own); ``wait=False``
+        returns once the process is launched, so that several start at once (then call :meth:`wait_ready`)."""
         self.name = name
         self.tls = tls
         self._scratch = tempfile.TemporaryDirectory(prefix=f"dsbroker-{name}-")
-        port_file = Path(self._scratch.name) / "port"
+        self._port_file = Path(self._scratch.name) / "port"
         self.log_path = log_path or Path(self._scratch.name) / "server.log"
         self._log = open_private(self.log_path, "ab")
+        self._deadline = time.monotonic() + STARTUP_SECONDS
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
+            [sys.executable, "-m", module, *args, "--listen", "127.0.0.1:0", "--port-file", str(self._port_file)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.port = self._wait_for_port(port_file)
+        self.port = 0
+        self.target = ""
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> ServerProcess:
+        """Wait until the server listens and reports SERVING, at most :data:`STARTUP_SECONDS` from its launch."""
+        self.port = self._wait_for_port()
         self.target = f"127.0.0.1:{self.port}"
         self._wait_until_serving()
+        return self
 
-    def _wait_for_port(self, port_file: Path) -> int:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
+    def _wait_for_port(self) -> int:
+        while time.monotonic() < self._deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}:\n"
                                    + self.log_path.read_text(errors="replace")[-2000:])
-            if port_file.exists() and port_file.read_text().strip():
-                return int(port_file.read_text())
+            if self._port_file.exists() and self._port_file.read_text().strip():
+                return int(self._port_file.read_text())
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} did not start within {STARTUP_SECONDS:.0f}s; see {self.log_path}")
@@ -64,7 +78,8 @@ class ServerProcess:
     def _wait_until_serving(self) -> None:
         with open_channel(self.target, tls=self.tls, options=[]) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            response = stub.Check(health_pb2.HealthCheckRequest(), timeout=STARTUP_SECONDS, wait_for_ready=True)
+            response = stub.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True,
+                                  timeout=max(1.0, self._deadline - time.monotonic()))
         if response.status != health_pb2.HealthCheckResponse.SERVING:
             raise RuntimeError(f"{self.name} reports {response.status}")
 
@@ -89,9 +104,9 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def development_servers(*, data: Path | dict[str, str], policies: Path, state: Path, layout: KeyLayout, client: str,
+def development_servers(*, data: DataSource, policies: Path, state: Path, layout: KeyLayout, client: str,
                         access_log: Path | None = None, token_binding: str = "subject",
-                        partitions: dict[str, Path | dict[str, str]] | None = None,
+                        partitions: dict[str, DataSource] | None = None,
                         datasets: tuple[str, ...] = DEMO_DATASETS, sandbox_options: dict | None = None):
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
@@ -101,11 +116,11 @@ def development_servers(*, data: Path | dict[str, str], policies: Path, state: P
     log's checkpoints) and the sandbox's execution, policy and released-cell ledgers
     (``sandbox-executions.sqlite``, ``sandbox-policies.sqlite``, ``sandbox-released.sqlite``) are written under
     ``state``. ``data`` is the sandbox's DuckDB file, or the settings of another engine (``engine``,
-    ``postgres_dsn``, ``catalog``). ``partitions`` maps sandbox ids to data files (or engine settings, as
-    ``data``): a sandbox each (ledgers ``<id>-...``), which the
-    broker knows as partitions. The sandboxes hold tokens to the forwarded certificates with the same
-    ``token_binding`` as the broker. Every sandbox serves ``datasets`` (by default the demo's, without
-    its company names). ``sandbox_options`` are further settings of the (first) sandbox.
+    ``postgres_dsn`` or ``spark_tables``, ``catalog``, ...). ``partitions`` maps sandbox ids to data files (or
+    engine settings, as ``data``): a sandbox each (ledgers ``<id>-...``), which the broker knows as partitions.
+    The sandboxes start at once, and the broker once they all serve. The sandboxes hold tokens to the forwarded
+    certificates with the same ``token_binding`` as the broker. Every sandbox serves ``datasets`` (by default the
+    demo's, without its company names). ``sandbox_options`` are further settings of the (first) sandbox.
     """
     from dsbroker.records.checkpoints import load_or_create_signing_key, public_key_path
 
@@ -115,7 +130,7 @@ def development_servers(*, data: Path | dict[str, str], policies: Path, state: P
     sandbox_tls = ClientTls(str(layout.owner_ca), str(layout.broker_to_sandbox_cert), str(layout.broker_to_sandbox_key))
     broker_tls = ClientTls(str(layout.platform_ca), str(layout.client_cert(client)), str(layout.client_key(client)))
     with contextlib.ExitStack() as stack:
-        def start_sandbox(name: str, source: Path | dict[str, str], ledger: Path, **extra) -> ServerProcess:
+        def start_sandbox(name: str, source: DataSource, ledger: Path, **extra) -> ServerProcess:
             config = state / f"{name}.toml"
             # Another engine has no data file to keep the ledgers beside: they go to a state directory of its own.
             where = {"data": str(source)} if isinstance(source, Path) else {"state_dir": str(state / name), **source}
@@ -127,12 +142,15 @@ def development_servers(*, data: Path | dict[str, str], policies: Path, state: P
                                            "broker_log_keys": [str(public_key_path(log_key))],
                                            **sandbox_settings(layout)}))
             return stack.enter_context(ServerProcess(["sandbox", "serve", "--config", str(config)], name=name,
-                                                     tls=sandbox_tls, log_path=state / f"{name}.log"))
+                                                     tls=sandbox_tls, log_path=state / f"{name}.log", wait=False))
 
+        # The sandboxes start at once (a Spark one takes seconds to start its JVM), the broker once they serve.
         sandbox = start_sandbox("sandbox", data, state / "sandbox-executions.sqlite", **(sandbox_options or {}))
         parts = {sandbox_id: start_sandbox(sandbox_id, path, state / f"{sandbox_id}-executions.sqlite",
                                            sandbox_id=sandbox_id)
                  for sandbox_id, path in (partitions or {}).items()}
+        for started in (sandbox, *parts.values()):
+            started.wait_ready()
         broker_config = state / "broker.toml"
         write_private(broker_config, to_toml({
             "policies": str(policies), "access_log": str(access_log or state / "access-log.sqlite"),
