@@ -172,3 +172,24 @@ def test_blocks_are_read_again_once_the_data_file_is_not_what_it_was(tmp_path):
             assert engine.queries == expected
     finally:
         engine.close()
+
+
+def test_judges_sharing_a_memo_judge_each_union_for_its_own_released_statistics():
+    """The judges of one audit share their verdicts (JudgeMemo), keyed by the union and the statistics it is judged
+    for: a block whose CIT sum one firm dominates fails where CIT sums were released over it, and passes for a
+    judge whose cells released only counts there, whichever judge asked first."""
+    from sandbox.audit.auditor import Judge, JudgeMemo, Rules
+    from sandbox.audit.blocks import Blocks
+    from dsbroker.policy.model import Dominance
+
+    firms = {f"t{i}": (1, (100, 1 if i else 10_000), (1, 1)) for i in range(12)}
+    blocks = Blocks(signatures=[("a",)], contributions=[firms], measures=("vat_paid", "cit_paid"))
+    rules = Rules(10, Dominance(n=2, k=85))
+    memo = JudgeMemo()
+    statistics = ["entities", "sum:cit_paid", "sum:vat_paid"]
+    counts_only = Judge(blocks, statistics, rules, "tax.declarations", {0: {"entities", "sum:vat_paid"}}, memo)
+    with_cit = Judge(blocks, statistics, rules, "tax.declarations", {0: {"entities", "sum:cit_paid"}}, memo)
+    assert counts_only.fails(frozenset({0})) is False
+    assert with_cit.fails(frozenset({0})) is True
+    assert Judge(blocks, statistics, rules, "tax.declarations", {0: {"sum:vat_paid"}}, JudgeMemo()).fails(
+        frozenset({0})) is False

@@ -57,7 +57,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Iterator, Protocol
 
@@ -276,8 +276,9 @@ class Auditor:
         # is always 1, a total that is the sum of other measures), and differencing across them would otherwise
         # go unseen. A block fails when it fails for any statistic released in the scope.
         statistics = sorted({c.statistic for c in released} | {name for _, name in new})
+        memo = JudgeMemo()
         judge = Judge(blocks, statistics, rules, guarded.dataset,
-                      _released_at(members, coverages, released, current, new))
+                      _released_at(members, coverages, released, current, new), memo)
         judges: dict[frozenset[int], Judge] = {}
 
         def judge_for(leaving: list[AnswerCell]) -> Judge:
@@ -287,13 +288,14 @@ class Auditor:
             if key not in judges:
                 rows = set(key)
                 judges[key] = Judge(blocks, statistics, rules, guarded.dataset, _released_at(
-                    members, coverages, released, current, [(cell, name) for cell, name in new if cell.row in rows]))
+                    members, coverages, released, current, [(cell, name) for cell, name in new if cell.row in rows]),
+                    memo)
             return judges[key]
 
         # What the cells released before gave is judged by the statistics they released: a block that fails for
         # the answer's CIT sum was no leak when only revenue sums had been released over it.
         judged_before = Judge(blocks, sorted({c.statistic for c in released}) or statistics, rules, guarded.dataset,
-                              _released_at(members, coverages, released, current, []))
+                              _released_at(members, coverages, released, current, []), memo)
         # A cell released before whose value is not what it is on the data now (a late declaration, an
         # amendment) is no equation of today's blocks: the change would be its value now less the one released.
         # Such a *stale* cell must not become derivable from what is released now.
@@ -496,11 +498,21 @@ class Membership:
         return frozenset(index.get(tuple(keys[:len(fixed_positions(fixed))]), ()))
 
 
+@dataclass
+class JudgeMemo:
+    """What the judges of one audit's blocks share: the rules' verdict on a union for the statistics it is judged
+    for (a judge per set of cells that would leave, one for the cells before: the same unions come back under
+    each), and each union's amounts per taxpayer. Valid for one :class:`Blocks` only."""
+
+    verdicts: dict[tuple, tuple[bool, bool]] = field(default_factory=dict)
+    amounts: dict[tuple[frozenset[int], int], tuple[dict[Any, Any], Any, Any]] = field(default_factory=dict)
+
+
 class Judge:
     """Whether a union of blocks, as one cell, fails the cell rules for any of ``statistics`` (cached per union)."""
 
     def __init__(self, blocks: Blocks, statistics: list[str], rules: Rules, dataset: str,
-                 released_at: dict[int, set[str]] | None = None) -> None:
+                 released_at: dict[int, set[str]] | None = None, memo: JudgeMemo | None = None) -> None:
         self.dataset = dataset
         self.released_at = released_at  # per block, the statistics released of cells that take it
         self.measures = blocks.measures
@@ -513,7 +525,9 @@ class Judge:
         dominance = rules.dominance
         self.largest = max(dominance.n or 0, 2 if dominance.p is not None else 0) if dominance is not None else 0
         self._cache: dict[frozenset[int], tuple[bool, bool]] = {}
-        self._amount_cache: dict[tuple[frozenset[int], int], tuple[dict[Any, Any], Any, Any]] = {}
+        memo = memo if memo is not None else JudgeMemo()
+        self._verdicts = memo.verdicts
+        self._amount_cache = memo.amounts
 
     def fails(self, union: frozenset[int]) -> bool:
         """Whether the rules would withhold the union as a cell."""
@@ -613,12 +627,6 @@ class Judge:
         return verdict
 
     def _judge(self, union: frozenset[int]) -> tuple[bool, bool]:
-        if len(union) == 1:
-            (block,) = union
-            parts = list(self.contributions[block].values())
-        else:
-            parts = list(_merged(self.contributions[b] for b in union).values())
-        k = self.rules.k
         summed, counted = self.summed, self.counted
         if self.released_at is not None:
             # Only the statistics released of cells that take these blocks: a cell whose CIT sum the threshold
@@ -626,6 +634,20 @@ class Judge:
             names = set().union(*(self.released_at.get(b, ()) for b in union))
             summed = [at for at in summed if f"sum:{self.measures[at]}" in names]
             counted = [at for at in counted if f"count:{self.measures[at]}" in names]
+        key = (self.rules, union, tuple(summed), tuple(counted))
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = self._rule_verdict(union, summed, counted)
+        return verdict
+
+    def _rule_verdict(self, union: frozenset[int], summed: list[int], counted: list[int]) -> tuple[bool, bool]:
+        """The cell rules on the union, for the sums ``summed`` and the counts ``counted`` (measure positions)."""
+        if len(union) == 1:
+            (block,) = union
+            parts = list(self.contributions[block].values())
+        else:
+            parts = list(_merged(self.contributions[b] for b in union).values())
+        k = self.rules.k
         entities = sum(1 for part in parts if part[0])
         fails, empty = 0 < entities < k, False
         for at in counted:
