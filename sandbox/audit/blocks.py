@@ -80,93 +80,87 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     follows exactly (its condition, and its keys where it holds), so the blocks are the same as with a
     condition and keys per coverage, with far fewer columns for the engine to group by."""
     table = dataset.split(".")[1]
-    joins: dict[str, exp.Join] = {}
-    conditions: dict[str, tuple[int, exp.Expr]] = {}  # by SQL text: place (first seen first) and condition
-    keys: dict[str, tuple[int, exp.Expr]] = {}
+    joins: dict[str, str] = {}  # lookup -> its LEFT JOIN
+    conditions: dict[str, tuple[int, str]] = {}  # COALESCE text -> place (first seen first) and the bare condition
+    keys: dict[str, int] = {}  # key text -> place
     shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
     layout: list[tuple[int, tuple[int, ...]]] = []
+    # Assembled from each coverage's texts (cached per coverage): an audit over many coverages builds no tree.
     for sql in coverages:
         shape = _shape(sql, table, dialect)
         for lookup, join in shape.joins:
-            if lookup not in joins:
-                joins[lookup] = exp.Join(this=join.this.copy(), on=join.args["on"].copy(), side="LEFT")
-        condition_at = _index(conditions, shape.condition, shape.condition_tree.copy())
+            joins.setdefault(lookup, join)
+        condition_at = conditions.setdefault(shape.condition, (len(conditions), shape.bare))[0]
         positions = []
-        for text, key in shape.key_trees:
-            positions.append(_index(keys, text, key.copy()))
+        for text in shape.keys:
+            positions.append(keys.setdefault(text, len(keys)))
             if condition_at not in shown_by.setdefault(text, []):
                 shown_by[text].append(condition_at)
         layout.append((condition_at, tuple(positions)))
-    bare = [exp.paren(condition) for _, condition in conditions.values()]
-    listed = [exp.func("COALESCE", condition.copy(), exp.false()) for condition in bare]
-    columns: list[exp.Expr] = [exp.alias_(inside.copy(), f"{names.PREFIX}in{i}") for i, inside in enumerate(listed)]
-    for position, (text, (_, key)) in enumerate(keys.items()):
-        shown = exp.or_(*(listed[i].copy() for i in shown_by[text])) if len(shown_by[text]) > 1 else \
-            listed[shown_by[text][0]].copy()
-        columns.append(exp.alias_(exp.Case(ifs=[exp.If(this=shown, true=key.copy())]), f"{names.PREFIX}k{position}"))
+    listed = list(conditions)
+    columns = [f"{inside} AS {names.PREFIX}in{i}" for i, inside in enumerate(listed)]
+    for position, text in enumerate(keys):
+        shown = " OR ".join(listed[i] for i in shown_by[text])
+        columns.append(f"CASE WHEN {shown} THEN {text} END AS {names.PREFIX}k{position}")
     signature_width = len(columns)
-    columns.append(exp.alias_(exp.column(entity, table=table), f"{names.PREFIX}entity"))
-    columns.append(exp.alias_(exp.Count(this=exp.Star()), f"{names.PREFIX}rows"))
-    for position, measure in enumerate(measures):
-        column = exp.column(measure, table=table)
-        columns.append(exp.alias_(exp.Sum(this=column.copy()), f"{names.PREFIX}sum{position}"))
-        columns.append(exp.alias_(exp.Count(this=column), f"{names.PREFIX}count{position}"))
+    entity_column, measure_columns = _columns(table, entity, tuple(measures), dialect)
+    columns.append(f"{entity_column} AS {names.PREFIX}entity")
+    columns.append(f"COUNT(*) AS {names.PREFIX}rows")
+    for position, column in enumerate(measure_columns):
+        columns.append(f"SUM({column}) AS {names.PREFIX}sum{position}")
+        columns.append(f"COUNT({column}) AS {names.PREFIX}count{position}")
     schema, name = dataset.split(".")
-    query = exp.Select(expressions=columns).from_(exp.table_(name, db=schema))
-    for join in joins.values():
-        query = query.join(join, copy=False)
+    source = exp.table_(name, db=schema).sql(dialect=dialect)
     # The WHERE keeps a row when some condition is true, which the conditions read bare say as well as their
     # COALESCEs (a NULL is not true either way); bare, the engine can push them into its scan (DuckDB prunes
     # row groups by them, halving the audit's engine time on the bench).
-    query = query.where(exp.or_(*bare) if len(bare) > 1 else bare[0], copy=False)
-    group = [exp.Literal.number(i + 1) for i in range(signature_width + 1)]
-    query.set("group", exp.Group(expressions=group))
-    return query.sql(dialect=dialect), BlockLayout(len(conditions), len(keys), tuple(layout))
+    where = " OR ".join(bare for _, bare in conditions.values())
+    group = ", ".join(str(i + 1) for i in range(signature_width + 1))
+    sql = f"SELECT {', '.join(columns)} FROM {source}{''.join(f' {join}' for join in joins.values())} " \
+          f"WHERE {where} GROUP BY {group}"
+    return sql, BlockLayout(len(conditions), len(keys), tuple(layout))
+
+
+@functools.lru_cache(maxsize=256)
+def _columns(table: str, entity: str, measures: tuple[str, ...], dialect: str) -> tuple[str, tuple[str, ...]]:
+    """The entity's and the measures' columns, qualified by the dataset's table, as ``dialect`` writes them."""
+    return (exp.column(entity, table=table).sql(dialect=dialect),
+            tuple(exp.column(measure, table=table).sql(dialect=dialect) for measure in measures))
 
 
 @dataclass(frozen=True)
 class CoverageShape:
-    """What a coverage adds to the block query: the lookups it joins, its condition (its WHERE, and a match in each
-    lookup it joins inner) and its keys, each with its SQL text as the query reads it. Two coverages whose
-    conditions read alike keep the same rows, and a key that reads alike is the same value of each row."""
+    """What a coverage adds to the block query, as the query reads it: the lookups it joins (each as a LEFT JOIN),
+    its condition (its WHERE, and a match in each lookup it joins inner), bare and as ``COALESCE((...), FALSE)``,
+    and its keys. Two coverages whose conditions read alike keep the same rows, and a key that reads alike is
+    the same value of each row."""
 
-    joins: tuple[tuple[str, exp.Join], ...]
+    joins: tuple[tuple[str, str], ...]
     condition: str
-    condition_tree: exp.Expr
-    key_trees: tuple[tuple[str, exp.Expr], ...]
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """The keys' SQL texts, in the coverage's order."""
-        return tuple(text for text, _ in self.key_trees)
+    bare: str
+    keys: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
-    """The :class:`CoverageShape` of coverage ``sql`` over the dataset's ``table``. Cached: callers copy its trees
-    before they change them."""
+    """The :class:`CoverageShape` of coverage ``sql`` over the dataset's ``table``."""
     select = _qualified(sql, table, dialect)
     joins, matched = [], []
     for join in select.args.get("joins") or []:
-        joins.append((join.this.name, join))
+        lookup = join.this.name
+        left = exp.Join(this=join.this.copy(), on=join.args["on"].copy(), side="LEFT")
+        joins.append((lookup, left.sql(dialect=dialect)))
         if join.side.upper() != "LEFT":
             # An inner join keeps only the rows its lookup has a row for.
-            key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == join.this.name)
+            key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == lookup)
             matched.append(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())))
     where = select.args.get("where")
     parts = ([where.this.copy()] if where is not None else []) + matched
-    condition = exp.and_(*parts) if parts else exp.true()
-    text = exp.func("COALESCE", exp.paren(condition.copy()), exp.false()).sql(dialect=dialect)
-    keys = tuple((key.sql(dialect=dialect), key) for key in (e.unalias() for e in select.expressions)
+    condition = exp.paren(exp.and_(*parts) if parts else exp.true())
+    keys = tuple(key.sql(dialect=dialect) for key in (e.unalias() for e in select.expressions)
                  if not isinstance(key, exp.Literal))
-    return CoverageShape(tuple(joins), text, condition, keys)
-
-
-def _index(seen: dict[str, tuple[int, exp.Expr]], text: str, expression: exp.Expr) -> int:
-    """The place of ``text`` among ``seen`` (place and expression by SQL text), added last if new."""
-    if text not in seen:
-        seen[text] = (len(seen), expression)
-    return seen[text][0]
+    return CoverageShape(tuple(joins), exp.func("COALESCE", condition.copy(), exp.false()).sql(dialect=dialect),
+                         condition.sql(dialect=dialect), keys)
 
 
 def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
