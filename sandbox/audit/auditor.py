@@ -768,13 +768,11 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
         return (_new_leaks(old, rows, judged, check, stale, judged_before, old_statistics, new_statistics)
                 + _stale_leaks(old, rows, stale, check))
 
-    if not kept or not leaks(kept):
+    found = leaks(kept) if kept else []
+    if not found:
         return []
     removed: list[tuple[AnswerCell, frozenset[int]]] = []
-    while True:
-        found = leaks(kept)
-        if not found:
-            break
+    while found:
         # The answer's cells that the leaking combinations take (their weights are those of old + kept). A leak
         # of cells released before alone is new through the answer's statistics (its CIT cells make blocks fail
         # for CIT): any of the answer's cells may be what makes it, so all are candidates.
@@ -786,6 +784,7 @@ def _withhold(old: list[frozenset[int]], candidates: list[tuple[AnswerCell, froz
         chosen = min(involved, key=lambda c: (order or _by_keys)(c[0]))
         kept.remove(chosen)
         removed.append(chosen)
+        found = leaks(kept)
     for cell in reversed(removed):  # give back what turned out not to be needed
         if not leaks(kept + [cell]):
             kept.append(cell)
