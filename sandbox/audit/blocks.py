@@ -16,6 +16,7 @@ rules judge a cell: distinct entities, contributors to a sum, the largest contri
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import internal_names as names
+from sandbox.audit.components import lookup_names
 
 # The most (block, entity) pairs one audit reads from the engine. A larger answer would cost the sandbox
 # more memory than any answer is worth, so the query is refused rather than released unaudited.
@@ -148,10 +150,10 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     select = _qualified(sql, table, dialect)
     joins, matched = [], []
     for join in select.args.get("joins") or []:
-        joins.append((join.this.name, join))
+        joins.append((join.this.alias_or_name, join))
         if join.side.upper() != "LEFT":
             # An inner join keeps only the rows its lookup has a row for.
-            key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == join.this.name)
+            key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == join.this.alias_or_name)
             matched.append(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())))
     where = select.args.get("where")
     parts = ([where.this.copy()] if where is not None else []) + matched
@@ -295,9 +297,18 @@ def _block_query(coverages: tuple[str, ...], dataset: str, entity: str, measures
 @functools.lru_cache(maxsize=4096)
 def _qualified(sql: str, table: str, dialect: str) -> exp.Select:
     """The coverage ``sql`` parsed, with every unqualified column naming the dataset's table (the joins of other
-    coverages would make a bare name ambiguous). Cached: callers must not change the tree."""
+    coverages would make a bare name ambiguous), and each lookup named by :func:`lookup_names` (two grants' lookups
+    of one table name are two lookups, whose columns must not read alike). Cached: callers must not change the
+    tree."""
     select = sqlglot.parse_one(sql, read=dialect)
+    # Short aliases: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
+    lookups = {qualifier: f"{names.PREFIX}l{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+               for qualifier, name in lookup_names(select).items()}
     for column in select.find_all(exp.Column):
         if not column.table:
             column.set("table", exp.to_identifier(table))
+        elif column.table.lower() in lookups:
+            column.set("table", exp.to_identifier(lookups[column.table.lower()]))
+    for join in select.args.get("joins") or []:
+        join.this.set("alias", exp.TableAlias(this=exp.to_identifier(lookups[join.this.alias_or_name.lower()])))
     return select
