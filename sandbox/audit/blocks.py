@@ -32,7 +32,9 @@ from sandbox.audit.components import lookup_names
 # The most (block, entity) pairs one audit reads from the engine. A larger answer would cost the sandbox
 # more memory than any answer is worth, so the query is refused rather than released unaudited.
 MOST_BLOCK_ENTITIES = 2_000_000
-# The most (block, entity) pairs kept across audits (BlockCache), all entries together: about 100 MB.
+# The most (block, entity) pairs kept across audits (BlockCache), all entries together. Measured (tracemalloc, Python
+# 3.11): 140 MB as 5,000 blocks of 100 taxpayers with one measure, 220 MB with five; 300-380 MB as 500,000 blocks of
+# one taxpayer each. A department's queries can fill it to that, held between audits.
 KEPT_BLOCK_ENTITIES = 500_000
 
 
