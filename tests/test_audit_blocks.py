@@ -193,3 +193,67 @@ def test_judges_sharing_a_memo_judge_each_union_for_its_own_released_statistics(
     assert with_cit.fails(frozenset({0})) is True
     assert Judge(blocks, statistics, rules, "tax.declarations", {0: {"sum:vat_paid"}}, JudgeMemo()).fails(
         frozenset({0})) is False
+
+
+def _two_industry_lists(path) -> None:
+    """Declarations of three industries, and two lookups both named ``industries`` (two grants' lookup tables, in
+    two schemas) that put industry i1 in different sections."""
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE SCHEMA ref")
+        connection.execute("CREATE TABLE tax.declarations AS SELECT 't' || (i % 7) AS taxpayer_id, "
+                           "'i' || (i % 3) AS industry_code, i * 10 AS vat_paid FROM range(30) AS r(i)")
+        for schema, sections in (("tax", ("A", "A", "B")), ("ref", ("A", "B", "B"))):
+            connection.execute(f"CREATE TABLE {schema}.industries (industry_code VARCHAR, section_name VARCHAR)")
+            connection.executemany(f"INSERT INTO {schema}.industries VALUES (?, ?)",
+                                   [(f"i{i}", s) for i, s in enumerate(sections)])
+
+
+def _by_section(schema: str, join: str = "LEFT JOIN") -> str:
+    return (f"SELECT industries.section_name AS __k0 FROM tax.declarations {join} {schema}.industries "
+            "ON declarations.industry_code = industries.industry_code WHERE declarations.vat_paid > 0")
+
+
+@pytest.mark.parametrize("join", ["LEFT JOIN", "JOIN"])
+def test_lookups_of_one_name_in_two_schemas_are_two_lookups_to_the_block_query_and_the_cache(tmp_path, join):
+    """Two grants on a dataset may each join a lookup named ``industries`` from their own schema: their coverages'
+    keys (``industries.section_name``) and conditions read alike, yet give other values. The block query joins each
+    lookup it is given (not the first of a name for both), and the cache derives neither from the other."""
+    from sandbox.audit.blocks import BlockCache
+
+    path = tmp_path / "data.duckdb"
+    _two_industry_lists(path)
+    engine = _Counting(path)
+    read = {"dataset": "tax.declarations", "entity": "taxpayer_id", "measures": ["vat_paid"], "timeout_s": 30}
+    try:
+        both = read_blocks(engine, [_by_section("tax", join), _by_section("ref", join)], **read)
+        assert set(both.signatures) == {(("A",), ("A",)), (("A",), ("B",)), (("B",), ("B",))}, "i1 is A, then B"
+        cache = BlockCache()
+        cache.read(engine, [_by_section("tax", join)], **read)
+        derived = cache.read(engine, [_by_section("ref", join)], **read)
+        assert _as_read(derived) == _as_read(read_blocks(engine, [_by_section("ref", join)], **read))
+    finally:
+        engine.close()
+
+
+def test_the_auditor_reads_the_data_it_serves_once_its_file_is_moved_away(tmp_path):
+    """DuckDB serves the file it opened, which an owner may move away (to put a new one in its place at the next
+    restart): the engine still answers from it, and so must the auditor, reading afresh, without a stamp to keep
+    blocks by (there is no file at the path to vouch for)."""
+    from sandbox.audit.blocks import BlockCache
+
+    path = tmp_path / "data.duckdb"
+    _data(path, random.Random(2))
+    engine = _Counting(path)
+    read = {"dataset": "tax.declarations", "entity": "taxpayer_id", "measures": ["vat_paid"], "timeout_s": 30}
+    texts = [_text(0, ("street_code",))]
+    try:
+        before = read_blocks(engine, texts, **read)
+        path.rename(tmp_path / "old.duckdb")
+        assert engine.data_stamp() is None
+        cache = BlockCache()
+        for expected in (2, 3):
+            assert _as_read(cache.read(engine, texts, **read)) == _as_read(before)
+            assert engine.queries == expected, "kept without a stamp"
+    finally:
+        engine.close()

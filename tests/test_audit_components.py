@@ -70,3 +70,14 @@ def test_parts_merge_through_a_coverage_that_meets_both():
     assert parts.with_(february) == [february]
     assert sorted(parts.with_(both)) == sorted([january, february, both])
     assert sorted(parts.with_(january)) == sorted([january, february, both])
+
+
+def test_lookups_of_one_name_in_two_schemas_are_two_columns_to_the_parts():
+    """Two grants may each join a lookup named ``industries`` from their own schema, which put an industry in
+    different sections: section A of one and section B of the other can hold the same rows, so they meet."""
+    def by_section(schema: str, section: str) -> str:
+        return (f"SELECT 1 FROM tax.declarations LEFT JOIN {schema}.industries ON declarations.industry_code = "
+                f"industries.industry_code WHERE industries.section_name = '{section}'")
+
+    assert constraints_of(by_section("tax", "A"), "duckdb").meets(constraints_of(by_section("ref", "B"), "duckdb"))
+    assert not constraints_of(by_section("tax", "A"), "duckdb").meets(constraints_of(by_section("tax", "B"), "duckdb"))

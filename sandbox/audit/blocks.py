@@ -16,6 +16,7 @@ rules judge a cell: distinct entities, contributors to a sum, the largest contri
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
 import threading
 from dataclasses import dataclass
@@ -26,12 +27,16 @@ import sqlglot.expressions as exp
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import internal_names as names
+from sandbox.audit.components import lookup_names
 
 # The most (block, entity) pairs one audit reads from the engine. A larger answer would cost the sandbox
 # more memory than any answer is worth, so the query is refused rather than released unaudited.
 MOST_BLOCK_ENTITIES = 2_000_000
-# The most (block, entity) pairs kept across audits (BlockCache), all entries together: about 100 MB.
-KEPT_BLOCK_ENTITIES = 500_000
+# The most (block, entity) pairs kept across audits (BlockCache), all entries together. Measured (tracemalloc, Python
+# 3.11) at 500,000: 140 MB as 5,000 blocks of 100 taxpayers with one measure, 220 MB with five; 300-380 MB as 500,000
+# blocks of one taxpayer each. A department's queries can fill it, held between audits, so it is kept to a fifth of
+# that (under 80 MB): a district's month of blocks is a few thousand pairs.
+KEPT_BLOCK_ENTITIES = 100_000
 
 
 Contribution = tuple  # one entity's part of a block: (rows, per measure its total or None, per measure its count)
@@ -147,7 +152,7 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     select = _qualified(sql, table, dialect)
     joins, matched = [], []
     for join in select.args.get("joins") or []:
-        lookup = join.this.name
+        lookup = join.this.alias_or_name
         left = exp.Join(this=join.this.copy(), on=join.args["on"].copy(), side="LEFT")
         joins.append((lookup, left.sql(dialect=dialect)))
         if join.side.upper() != "LEFT":
@@ -289,9 +294,18 @@ def _block_query(coverages: tuple[str, ...], dataset: str, entity: str, measures
 @functools.lru_cache(maxsize=4096)
 def _qualified(sql: str, table: str, dialect: str) -> exp.Select:
     """The coverage ``sql`` parsed, with every unqualified column naming the dataset's table (the joins of other
-    coverages would make a bare name ambiguous). Cached: callers must not change the tree."""
+    coverages would make a bare name ambiguous), and each lookup named by :func:`lookup_names` (two grants' lookups
+    of one table name are two lookups, whose columns must not read alike). Cached: callers must not change the
+    tree."""
     select = sqlglot.parse_one(sql, read=dialect)
+    # Short aliases: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
+    lookups = {qualifier: f"{names.PREFIX}l{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+               for qualifier, name in lookup_names(select).items()}
     for column in select.find_all(exp.Column):
         if not column.table:
             column.set("table", exp.to_identifier(table))
+        elif column.table.lower() in lookups:
+            column.set("table", exp.to_identifier(lookups[column.table.lower()]))
+    for join in select.args.get("joins") or []:
+        join.this.set("alias", exp.TableAlias(this=exp.to_identifier(lookups[join.this.alias_or_name.lower()])))
     return select

@@ -101,9 +101,10 @@ def constraints_of(coverage: str, dialect: str) -> Constraints:
     select = sqlglot.parse_one(coverage, read=dialect)
     where = select.args.get("where")
     table = select.args["from_"].this.name.lower()
+    lookups = lookup_names(select)
     columns: dict[str, Values | Interval] = {}
     for term in _conjuncts(where.this) if where is not None else ():
-        found = _constraint(term, table)
+        found = _constraint(term, table, lookups)
         if found is None:
             continue
         column, constraint = found
@@ -121,10 +122,28 @@ def _conjuncts(node: exp.Expr):
         yield node
 
 
-def _constraint(term: exp.Expr, table: str) -> tuple[str, Values | Interval] | None:
+def lookup_names(select: exp.Expr) -> dict[str, str]:
+    """Per lookup a coverage joins, by the name that qualifies its columns: a name for the lookup that says which
+    table it is and on which columns it is joined. Two grants on one dataset may each join a lookup of the same table
+    name (``tax.industries`` and ``ref.industries``, or one table on two columns of the dataset), whose columns read
+    alike (``industries.section_name``) yet give other values."""
+    names = {}
+    for join in select.args.get("joins") or []:
+        table = join.this
+        qualifier = table.alias_or_name.lower()
+        on = join.args.get("on")
+        sides = sorted(("lookup_" if c.table.lower() == qualifier else "dataset_") + c.name.lower()
+                       for c in on.find_all(exp.Column)) if on is not None else \
+            ["using_" + i.name.lower() for i in join.args.get("using") or []]
+        names[qualifier] = "__" + "__".join([table.db.lower(), table.name.lower(), *sides])
+    return names
+
+
+def _constraint(term: exp.Expr, table: str, lookups: dict[str, str]) -> tuple[str, Values | Interval] | None:
     """(column, constraint) of one conjunct read with certainty, else None. A column of the dataset's own
-    table is named bare whether or not the coverage qualifies it (it does when it joins a lookup)."""
-    name = functools.partial(_name, table=table)
+    table is named bare whether or not the coverage qualifies it (it does when it joins a lookup); a lookup's,
+    by :func:`lookup_names`."""
+    name = functools.partial(_name, table=table, lookups=lookups)
     if isinstance(term, exp.EQ) and isinstance(term.this, exp.Column):
         value = _literal(term.expression)
         return (name(term.this), frozenset([value])) if value is not None else None
@@ -147,9 +166,10 @@ def _constraint(term: exp.Expr, table: str) -> tuple[str, Values | Interval] | N
     return None
 
 
-def _name(column: exp.Column, *, table: str) -> str:
+def _name(column: exp.Column, *, table: str, lookups: dict[str, str]) -> str:
     qualifier = column.table.lower()
-    return f"{qualifier}.{column.name.lower()}" if qualifier and qualifier != table else column.name.lower()
+    return f"{lookups.get(qualifier, qualifier)}.{column.name.lower()}" if qualifier and qualifier != table \
+        else column.name.lower()
 
 
 def _literal(node: exp.Expr):

@@ -60,11 +60,15 @@ class DuckDBEngine:
         """The data file's size and modification time when the engine opened it."""
         return self._data_version
 
-    def data_stamp(self) -> str:
+    def data_stamp(self) -> str | None:
         """The data file as it is now: device, inode, size, modification and change times. The file is open
         read-only, and DuckDB lets no process open it for writing meanwhile; a write past DuckDB, or a file put in
-        its place, changes the stamp."""
-        stat = self.path.stat()
+        its place, changes the stamp. None while no file is at the path (moved away, the engine still serves the
+        one it opened): nothing vouches for the data then."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
         return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
     def tables(self) -> set[str]:
