@@ -218,8 +218,8 @@ COVERAGES = 6000
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "each audit runs one block query over every coverage ever released in the dataset (open: issues 19 "
-    "and 22)"))
+    "each audit's block query evaluates every distinct condition released over rows its answer's can meet on "
+    "every such row: 600 took 0.8 s, 6,000 about 8 s (open: issues 19 and 22)"))
 def test_many_distinct_coverages_do_not_slow_every_later_audit_of_the_dataset(data, tmp_path):  # noqa: F811
     """Every audit reruns one engine query over every coverage ever released in the dataset (a CASE column per
     key per coverage, all grouped on); the ledger is append-only. Any department can add coverages cheaply

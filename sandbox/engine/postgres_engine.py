@@ -131,8 +131,12 @@ class PostgresEngine:
     def missing_statistics(self, wanted: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
         """Per served table of ``wanted`` (table -> entity and group columns) without the ndistinct statistics the
         guarded plans need, the statement its owner runs (:mod:`sandbox.engine.postgres_statistics`)."""
-        with self._pool.connection() as connection:
-            return missing_statistics(connection, {t: w for t, w in wanted.items() if t in self.served})
+        try:
+            with self._pool.connection() as connection:
+                return missing_statistics(connection, {t: w for t, w in wanted.items() if t in self.served})
+        except psycopg.Error as error:  # advice only: a server that cannot say does not stop the sandbox
+            log.warning("cannot read the served tables' planner statistics (%s): %s", type(error).__name__, error)
+            return {}
 
     def execute(self, sql: str, *, timeout_s: float, max_rows: int) -> EngineResult:
         """Run ``sql`` under a statement timeout of ``timeout_s``; return at most ``max_rows`` rows.
