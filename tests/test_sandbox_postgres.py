@@ -280,6 +280,9 @@ def test_one_statistics_object_takes_the_entity_and_at_most_seven_group_columns(
     assert grouping_columns("e", groups) == ["e", *groups[:7]]
     assert grouping_statistics("s.t", "e", ["a"]) == ("CREATE STATISTICS IF NOT EXISTS s.t_dsbroker_cells (ndistinct) "
                                                       "ON e, a FROM s.t")
+    # A name PostgreSQL would fold or misread is quoted, as the owner runs the statement as printed.
+    assert grouping_statistics("s.t", "e", ["Street Code"]) == (
+        'CREATE STATISTICS IF NOT EXISTS s.t_dsbroker_cells (ndistinct) ON e, "Street Code" FROM s.t')
 
 
 def test_settings_that_cannot_serve_postgres_stop_the_start_with_a_clear_error(owner, tmp_path):

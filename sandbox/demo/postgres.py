@@ -95,14 +95,8 @@ def _demo_grouping(local: duckdb.DuckDBPyConnection, served: list[str]) -> dict[
     """The entity and group columns of each served table the demo catalog describes."""
     from sandbox.catalog import load_catalog
 
-    def columns_of(table: str) -> list[tuple[str, str]]:
-        schema, name = _split(table)
-        return [(row[0], row[1]) for row in local.execute(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
-            "ORDER BY column_index", [schema, name]).fetchall()]
-
     described = set(yaml.safe_load(DEMO_CATALOG.read_text(encoding="utf-8"))["datasets"])
-    catalog = load_catalog(DEMO_CATALOG, set(served) | described, columns_of)
+    catalog = load_catalog(DEMO_CATALOG, set(served) | described, lambda table: _columns(local, *_split(table)))
     return {table: grouping for table, grouping in catalog_grouping(catalog).items() if table in served}
 
 
@@ -117,8 +111,7 @@ def copy_schema(local: duckdb.DuckDBPyConnection, server: Any, schema: str = "ta
     counts = {}
     for table in tables:
         _check_identifier(table)
-        columns = local.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? "
-                                "AND table_name = ? ORDER BY column_index", [schema, table]).fetchall()
+        columns = _columns(local, schema, table)
         for name, _kind in columns:
             _check_identifier(name)
         server.execute(f"CREATE TABLE {schema}.{table} ("
@@ -135,6 +128,13 @@ def copy_schema(local: duckdb.DuckDBPyConnection, server: Any, schema: str = "ta
         counts[f"{schema}.{table}"] = rows
         progress(f"copied {rows:,} rows into {schema}.{table}")
     return counts
+
+
+def _columns(local: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tuple[str, str]]:
+    """The (name, DuckDB type) of each column of ``schema.table`` in ``local``, in table order."""
+    return [(row[0], row[1]) for row in local.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
+        "ORDER BY column_index", [schema, table]).fetchall()]
 
 
 def _split(table: str) -> tuple[str, str]:

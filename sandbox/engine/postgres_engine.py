@@ -113,7 +113,8 @@ class PostgresEngine:
         return self._data_version
 
     def data_stamp(self) -> None:
-        """None: The owner's database can change at any moment (other sessions write to it): nothing read is kept."""
+        """None: the owner's database can change at any moment (other sessions write to it), so nothing read is
+        kept."""
         return None
 
     def tables(self) -> set[str]:

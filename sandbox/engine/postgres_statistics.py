@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import sqlglot.expressions as exp
+
 # PostgreSQL's limit on the columns of one statistics object (STATS_MAX_DIMENSIONS).
 MAX_COLUMNS = 8
 # Statistics objects with ndistinct ('d') on a table, with the names of their columns.
@@ -39,9 +41,14 @@ def grouping_statistics(table: str, entity: str, groups: Iterable[str]) -> str:
     """The statement that gives ``table`` ("schema.table") the ndistinct statistics over ``entity`` and
     ``groups``; an ``ANALYZE`` of the table afterwards fills them in."""
     schema, name = table.split(".", 1)
-    columns = grouping_columns(entity, groups)
-    return (f"CREATE STATISTICS IF NOT EXISTS {schema}.{name}_dsbroker_cells (ndistinct) ON "
-            f"{', '.join(columns)} FROM {table}")
+    columns = ", ".join(_quoted(column) for column in grouping_columns(entity, groups))
+    return (f"CREATE STATISTICS IF NOT EXISTS {_quoted(schema)}.{_quoted(f'{name}_dsbroker_cells')} (ndistinct) ON "
+            f"{columns} FROM {_quoted(schema)}.{_quoted(name)}")
+
+
+def _quoted(name: str) -> str:
+    """``name`` as PostgreSQL reads it: bare where it can be, quoted otherwise (a column named in capitals, say)."""
+    return exp.to_identifier(name).sql(dialect="postgres")
 
 
 def missing_statistics(connection: Any, wanted: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
