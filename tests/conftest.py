@@ -190,6 +190,15 @@ def declarations_file(path: Path, rows) -> Path:
     return path
 
 
+def pytest_configure(config):
+    """pytest-xdist's workers inherit COLUMNS=80 and LINES=24 from execnet, and the CLI's console reads them when
+    it is made (at import), which would fix every CLI test's tables at 80 columns whatever the test asks for; a
+    CLI started from a terminal has neither unless its user set them. Before any test module imports the CLI."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cli_without_the_users_settings(tmp_path_factory):
     """The CLI as on a fresh machine, in English: no profile, time zone or language of whoever runs the tests
