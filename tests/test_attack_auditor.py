@@ -166,16 +166,14 @@ def test_an_encrypted_answer_does_not_difference_an_audited_plaintext_one(data, 
         "the lone firm's revenue is recovered"
 
 
-# --- 5. A difference mixing a dominated block with a passing one (the documented gap) ------------------------
+# --- 5. A difference mixing a dominated block with a passing one (once the documented gap) -------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a total taking a passing block and a dominated one is not judged (README; open: issue 19)"))
 def test_a_dominant_firm_is_not_bounded_by_a_difference_mixing_its_block_with_a_passing_one(data, tmp_path):  # noqa: F811
-    """Quantifies the documented gap. One firm of street A industry 52 (BIG) declares 700,000 a month: it
-    dominates A/52 and A/52+A/65 (n=1, k=85), not street A. Industry 65 over both streets (separating A/65 from
-    A/52), street A, and street A without 52 and 65 all pass the cell rules, and the auditor sees no support of
-    failing blocks alone; but street A less the rest is A/52 + A/65, a total the dominance rule would withhold:
-    BIG's revenue to within 12.5%."""
+    """One firm of street A industry 52 (BIG) declares 700,000 a month: it dominates A/52 and A/52+A/65 (n=1,
+    k=85), not street A. Industry 65 over both streets (separating A/65 from A/52), street A, and street A without
+    52 and 65 all pass the cell rules, and no combination is supported on failing blocks alone; but street A less
+    the rest is A/52 + A/65, a total the dominance rule would withhold: BIG's revenue to within 12.5%. The search
+    over totals that take passing blocks (sandbox/audit/dominated_totals.py) withholds one of the three."""
     big = f"91{STREET_A}520000"
     owner = tmp_path / "dominant.duckdb"
     shutil.copy(data, owner)

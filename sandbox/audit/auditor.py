@@ -69,6 +69,7 @@ from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import BlockCache, Blocks, Contribution
 from sandbox.audit.components import Parts
 from sandbox.audit.dominance import first_dominated
+from sandbox.audit.dominated_totals import first_dominated_total, may_dominate
 from sandbox.audit.few import few_taxpayer_leaks
 from sandbox.audit.linear import AuditCheck, Echelon, Row, TooComplex, Vector, supported_on, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger, fixed_positions
@@ -866,8 +867,6 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Cell
     merged = merged_blocks(everything)
     stale_rows = range(len(old) - stale, len(old))
     space = _Space(everything, merged, judge, check, stale_rows, first=range(len(old), len(everything)))
-    if not space.basis:
-        return []
     spaces: dict[str | None, _Space] = {}
 
     def before(statistic: str | None = None) -> _Space:
@@ -882,31 +881,53 @@ def _new_leaks(old: list[frozenset[int]], new: list[frozenset[int]], judge: Cell
                                        range(len(rows) - kept_stale, len(rows)))
         return spaces[statistic]
 
-    owned: dict[str, list[Row]] = {}
+    owned: dict[str, _Space] = {}
 
-    def own(statistic: str) -> list[Row]:
+    def own_space(statistic: str) -> _Space:
         """The space of the cells, before and now, that released ``statistic`` (a revenue cell is no CIT figure,
         however the CIT cells make blocks fail); rows keep their places, so blame still names them."""
         if old_statistics is None or new_statistics is None:
-            return space.basis
+            return space
         if statistic not in owned:
             named = old_statistics + new_statistics
             rows = [row if statistic in named[i] else frozenset() for i, row in enumerate(everything)]
-            owned[statistic] = _Space(rows, merged, judge, check, stale_rows,
-                                      first=range(len(old), len(everything))).basis
+            owned[statistic] = _Space(rows, merged, judge, check, stale_rows, first=range(len(old), len(everything)))
         return owned[statistic]
 
+    def own(statistic: str) -> list[Row]:
+        return own_space(statistic).basis
+
+    def dominated_totals() -> list[set[int]]:
+        """A leak of a total that takes a block passing alone (:meth:`_Space.dominated_total`); where it is too
+        complex to search, every new row takes the blame."""
+        try:
+            rows = space.dominated_total(before, own_space)
+        except TooComplex:
+            blamed = {i for row in space.span for i in row.weights if i >= len(old)}
+            return [blamed] if blamed else []
+        return [rows] if rows is not None else []
+
+    return _failing_space_leaks(space, before, own, len(old)) or dominated_totals()
+
+
+def _failing_space_leaks(space: _Space, before: Callable[..., _Space], own: Callable[[str], list[Row]],
+                         old: int) -> list[set[int]]:
+    """The leaks among the combinations of ``space`` that are zero on every passing block (the searches of
+    :meth:`_Space.few_leaks`, :meth:`_Space.dominance_leak` and, where they need it, :meth:`_Space.total_leaks`),
+    each as the rows it takes; rows from ``old`` on are the answer's."""
+    if not space.basis:
+        return []
     try:
         few = space.few_leaks(before, own)
         if not few and (dominated := space.dominance_leak(before, own)) is not None:
             few = [(frozenset(), dominated)]
         # Every total and difference is a combination the two searches above judge, but for the ones a stale
         # cell takes (judged unsure, whatever their taxpayers) and for classes of entities (ClassJudge).
-        leaks = space.total_leaks() if space.stale or not isinstance(judge, Judge) else []
+        leaks = space.total_leaks() if space.stale or not isinstance(space.judge, Judge) else []
     except TooComplex:
         if len(space.basis) <= len(before().basis):
             return []
-        return [{i for row in space.basis for i in row.weights if i >= len(old)}]
+        return [{i for row in space.basis for i in row.weights if i >= old}]
     if not leaks:
         return [rows for _, rows in few]
     try:
@@ -945,16 +966,26 @@ class _Space:
         # part in over them is a leak whatever they hold today.
         self.stale = set(stale)
         self.unsure = {merged[b] for i in stale for b in rows[i]}
-        if not any(rows):
-            return
+        self._span: list[Row] | None = None
         columns = sorted({merged[b] for row in rows for b in row})
         vectors: list[Vector] = [{merged[block]: 1 for block in row} for row in rows]
+        self._vectors, self._columns, self._first = vectors, columns, first
+        if not any(rows):
+            return
         check()
         failing = {c for c in columns if c in self.unsure or judge.fails(frozenset(self.parts[c])) or
                    judge.empty(frozenset(self.parts[c]))}
         if failing:
             self.basis = unsafe_space(vectors, failing, columns, first=first)
         check()
+
+    @property
+    def span(self) -> list[Row]:
+        """A basis of every combination of the rows (passing blocks too), each with the rows it combines."""
+        if self._span is None:
+            columns = self._columns
+            self._span = unsafe_space(self._vectors, set(columns), columns, first=self._first) if columns else []
+        return self._span
 
     def few_leaks(self, before: Callable[..., _Space], own: Callable[[str], list[Row]] | None = None
                   ) -> list[tuple[frozenset[int], set[int]]]:
@@ -1025,6 +1056,44 @@ class _Space:
             source = own(name) if own is not None else self.basis
             leak = first_dominated(supported_on(source, allowed, used), earlier, amounts,
                                    judge.rules.dominance, self.check)
+            if leak is not None:
+                return set(leak.rows)
+        return None
+
+    def dominated_total(self, before: Callable[..., _Space], own: Callable[[str], _Space] | None = None
+                        ) -> set[int] | None:
+        """The rows of a total of the rows (weights of one sign) that takes a block passing the rules alone and
+        whose taxpayers' net amounts of a summed measure the dominance rule would withhold
+        (:mod:`sandbox.audit.dominated_totals`), and that the rows ``before()`` do not give; None if there is none.
+        Per measure, only the blocks whose cells released its sum take part."""
+        judge = self.judge
+        if not isinstance(judge, Judge) or judge.rules.dominance is None or not self._columns:
+            return None
+        rule = judge.rules.dominance
+
+        def released(space: _Space, name: str, columns: list[int]) -> set[int]:
+            released_at = space.judge.released_at if isinstance(space.judge, Judge) else None
+            return {c for c in columns
+                    if released_at is None or any(name in released_at.get(b, ()) for b in self.parts[c])}
+
+        for at in judge.summed:
+            name = f"sum:{judge.measures[at]}"
+            source = own(name) if own is not None else self
+            span = source.span
+            used = sorted({c for row in span for c in row.vector})
+            allowed = released(self, name, used)
+            if not allowed:
+                continue
+            amounts = {c: judge.amounts(frozenset(self.parts[c]), at) for c in allowed}
+            if not may_dominate(amounts, lambda values: bool(values) and _dominated(values, rule, judge.largest)):
+                continue
+
+            def earlier() -> list[Row]:
+                # What the cells before that released this measure's sum gave, over the blocks where they did.
+                space = before(name)  # noqa: B023
+                return supported_on(space.span, released(space, name, used) & allowed, used)  # noqa: B023
+
+            leak = first_dominated_total(supported_on(span, allowed, used), earlier, amounts, rule, self.check)
             if leak is not None:
                 return set(leak.rows)
         return None

@@ -32,17 +32,18 @@ brought back to rationals (their entries are small ratios for cells that add up 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog
 from scipy.sparse import csr_matrix, hstack, identity, vstack
 
 from dsbroker.policy.model import Dominance
 from sandbox.audit.linear import PRIME, AuditCheck, Row, TooComplex, reduced
+from sandbox.audit.programmes import Programme
 
 # A gauge this close to 1 counts as outside: floating point must err toward withholding.
 MARGIN = 1e-6
@@ -51,6 +52,8 @@ MARGIN = 1e-6
 NEWER = 1e-4
 # The most programmes one search solves before the space counts as too complex to search.
 MOST_PROGRAMMES = 2_000
+# The most partners tried for one taxpayer of a set before the space counts as too complex.
+MOST_PARTNERS = 200
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def first_dominated(basis: list[Row], before: Callable[[], list[Row]], amounts: 
             return True
         return previous.gauge(previous.point(weights))[0] < gauge * (1 - NEWER)
 
-    for weights, rows in _SetSearch(space, check).dominant(rule, new_here):
+    for weights, rows in SetSearch(space, check).dominant(rule, new_here):
         return DominanceLeak(tuple(space.entities[e] for e in weights), rows)
     return None
 
@@ -99,9 +102,15 @@ def _shapes(rule: Dominance, entities: int) -> list[tuple[tuple[float, ...], boo
     return shapes
 
 
-class _SetSearch:
+class SetSearch:
     """Sets of taxpayers whose weighted gauges add up past 1, taxpayers tried by their gauges' bounds, largest
-    first, with exact gauges (one programme each) computed only where a bound does not settle it."""
+    first, with exact gauges (one programme each) computed only where a bound does not settle it.
+
+    The space gives ``entities``, ``gauge_bounds()``, ``point(weights)``, ``gauge(point)``, ``rows_of(z)``, the
+    ``work`` one programme counts against the audit's budget, whether it is ``symmetric`` (a set's gauge is the
+    same with its signs turned: the later members' signs are then tried both ways), and ``shared(weights)``: None,
+    or a key, a factor and a point whose gauge times the factor is the set's (sets with the same key share one
+    programme)."""
 
     def __init__(self, space: _Nets, check: Callable[[], None]) -> None:
         self.space, self.check = space, check
@@ -109,18 +118,21 @@ class _SetSearch:
         self.order = [int(e) for e in np.argsort(-self.bounds, kind="stable") if self.bounds[e] > MARGIN]
         self.exact: dict[int, tuple[float, np.ndarray]] = {}
         self.programmes = 0
+        self.programmes_shared: dict[Hashable, tuple[float, np.ndarray]] = {}
+        self.dominant_sets: list[set[int]] = []
 
     def dominant(self, rule: Dominance, accept: Callable[[dict[int, float], float], bool]
                  ) -> Iterator[tuple[dict[int, float], frozenset[int]]]:
         """Yield each weighted set found dominant that ``accept`` (told its signed weights, by taxpayer position,
-        and its gauge) takes, with the rows of the combination that shows it; sets that hold one yielded before are
-        skipped (they are dominant with it)."""
-        found: list[set[int]] = []
+        and its gauge) takes, with the rows of the combination that shows it; sets that hold one found dominant
+        before, taken or not, are skipped (they are dominant with it), and not solved."""
+        found = self.dominant_sets
         for weights, unordered in _shapes(rule, len(self.order)):
             for members in self.members(weights, unordered, [], 0.0):
                 if any(earlier <= set(members) for earlier in found):
                     continue
-                for signs in itertools.product((1.0, -1.0), repeat=len(members) - 1):
+                turns = (1.0, -1.0) if self.space.symmetric else (1.0,)
+                for signs in itertools.product(turns, repeat=len(members) - 1):
                     signed = {members[0]: weights[0]} | {
                         e: w * sign for e, w, sign in zip(members[1:], weights[1:], signs, strict=True)}
                     if len(members) == 1:
@@ -128,20 +140,33 @@ class _SetSearch:
                         gauge *= weights[0]
                     else:
                         gauge, z = self.solve(signed)
-                    if gauge > 1 - MARGIN and accept(signed, gauge):
+                    if gauge > 1 - MARGIN:
+                        # Dominant, new or not: a set holding it is dominant with it, and is not searched (one the
+                        # cells before showed dominant shields the sets holding it: README).
                         found.append(set(members))
-                        yield signed, self.space.rows_of(z)
+                        if accept(signed, gauge):
+                            yield signed, self.space.rows_of(z)
                         break
 
     def solve(self, weights: dict[int, float]) -> tuple[float, np.ndarray]:
         """The gauge of the point the signed weights make, with the combination that attains it."""
+        shared = self.space.shared(weights)
+        if shared is None:
+            return self._programme(self.space.point(weights))
+        key, factor, point = shared
+        if key not in self.programmes_shared:
+            self.programmes_shared[key] = self._programme(point)
+        gauge, z = self.programmes_shared[key]
+        return gauge * factor, z
+
+    def _programme(self, point: np.ndarray) -> tuple[float, np.ndarray]:
         self.programmes += 1
         if self.programmes > MOST_PROGRAMMES:
             raise TooComplex(f"more than {MOST_PROGRAMMES} programmes to test the dominance rule")
         self.check()
         if isinstance(self.check, AuditCheck):  # the audit's budget, shared by all its searches
-            self.check.spend(len(self.space.entities))
-        return self.space.gauge(self.space.point(weights))
+            self.check.spend(self.space.work, self.space.pool)
+        return self.space.gauge(point)
 
     def gauge(self, e: int) -> float:
         """Taxpayer e's exact gauge (cached with its combination)."""
@@ -157,10 +182,16 @@ class _SetSearch:
             if total > 1 - MARGIN:
                 yield chosen
             return
+        if role == len(weights) - 1 and role and getattr(self.space, "tail_point", None) is not None:
+            partners = self._partners(chosen, weights)
+            if partners is not None:
+                for f in partners:
+                    yield chosen + [f]
+                return
         start = self.order.index(chosen[-1]) + 1 if unordered and chosen else 0
         for position in range(start, len(self.order)):
             e = self.order[position]
-            if e in chosen:
+            if e in chosen or any(earlier <= {*chosen, e} for earlier in self.dominant_sets):
                 continue
             # The largest bound the later roles can still take: the next taxpayers' in a set, anyone's else.
             later = (self.order[position + 1] if position + 1 < len(self.order) else None) if unordered else \
@@ -170,18 +201,63 @@ class _SetSearch:
                 if unordered or role == 0:
                     break  # the order is by bound: no later taxpayer takes the sum past 1
                 continue
-            if total + weights[role] * self.gauge(e) + rest > 1 - MARGIN:
+            if total + weights[role] * self.gauge(e) + rest > 1 - MARGIN and self._tail_may_dominate(chosen + [e],
+                                                                                                    weights):
                 yield from self.members(weights, unordered, chosen + [e], total + weights[role] * self.gauge(e))
+
+    def _partners(self, chosen: list[int], weights: tuple[float, ...]) -> Iterator[int] | None:
+        """The taxpayers that may fill the last role beside ``chosen``, found one at a time where the space bounds
+        every partner by one point (``tail_point``): the programme of that bound gives a combination, whose
+        largest net among the others is the next partner to try; it is then left out of the bound, until the bound
+        says no partner is left that could make the set dominant. None where the space has no such bound."""
+        left_out: set[int] = set()
+        for _ in range(MOST_PARTNERS):
+            point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):], left_out)
+            if point is None:
+                return None
+            gauge, z = self._programme(point)
+            if gauge <= 1 - MARGIN:
+                return
+            partner = self.space.largest_net(z, set(chosen) | left_out)
+            if partner is None:
+                return
+            left_out.add(partner)
+            yield partner
+        raise TooComplex(f"more than {MOST_PARTNERS} partners to test for one set of the dominance rule")
+
+    def _tail_may_dominate(self, chosen: list[int], weights: tuple[float, ...]) -> bool:
+        """Whether ``chosen`` with any taxpayers in the roles left may be dominant: where the space can bound every
+        such set by one point (``tail_point``), one programme says so for all of them."""
+        tail = getattr(self.space, "tail_point", None)
+        if tail is None or len(chosen) in (0, len(weights)):
+            return True
+        point = tail(dict(zip(chosen, weights, strict=False)), weights[len(chosen):])
+        if point is None:
+            return True
+        key = ("tail", tuple(chosen), weights)
+        if key not in self.programmes_shared:
+            self.programmes_shared[key] = self._programme(point)
+        return self.programmes_shared[key][0] > 1 - MARGIN
 
 
 class _Nets:
     """The taxpayers' nets over a space: one row ``a_e`` per taxpayer, over the space's coordinates."""
 
+    symmetric = True  # the zonotope is: a set with its signs turned is as dominant
+    pool = ""  # the audit's budget of programmes this search spends: the first one
+
+    def shared(self, weights: dict[int, float]) -> None:
+        """Every set's gauge is a programme of its own."""
+        return None
+
     def __init__(self, entities: list[Hashable], matrix: np.ndarray, weights: list[dict[int, int]]) -> None:
         self.entities = entities
         self.matrix = matrix  # taxpayers x coordinates
         self.weights = weights  # per coordinate, the released rows it combines (mod PRIME)
-        self._constraints: Any = None
+        self._programmes: dict[int, Programme] = {}  # by the power of two the point is scaled with
+        # Against the audit's budget: a programme over n taxpayers counts n (set when each was a fresh linprog, 20 us a
+        # taxpayer; warm-started it is faster, and the budget still ends the searches where it ended them).
+        self.work = len(entities)
 
     @classmethod
     def of(cls, basis: list[Row], amounts: dict[int, dict[Hashable, Any]],
@@ -191,7 +267,7 @@ class _Nets:
         if not basis:
             return None
         rows = reduced([Row(dict(r.vector), dict(r.weights)) for r in basis])
-        rational = [{c: float(_rational(v)) for c, v in row.vector.items()} for row in rows]
+        rational = [{c: float(to_rational(v)) for c, v in row.vector.items()} for row in rows]
         if entities is None:
             entities = sorted({e for row in rational for c in row for e in amounts.get(c, {})}, key=repr)
         index = {e: i for i, e in enumerate(entities)}
@@ -243,27 +319,32 @@ class _Nets:
         """The gauge of ``point`` in the zonotope (max ``point . z`` subject to ``sum_e |a_e . z| <= 1``), with the
         z that attains it.
 
-        The programme is solved with the point and every ``a_e`` scaled so that the point's largest coordinate is
-        1 (the gauge does not change when both are): the solver drops coefficients under 1e-9, and it must not drop
-        the point's own taxpayers beside a giant 1e9 times larger; what it drops then is under 1e-9 of them, which
-        only lowers what the others hold, and so errs toward withholding."""
+        The programme is solved with the point and every ``a_e`` scaled by a power of two that brings the point's
+        largest coordinate within a factor 2 of 1 (the gauge does not change when both are): the solver drops
+        coefficients under 1e-9, and it must not drop the point's own taxpayers beside a giant 1e9 times larger;
+        what it drops then is under 2e-9 of them, which only lowers what the others hold, and so errs toward
+        withholding. One model is kept per power (:class:`~sandbox.audit.programmes.Programme`)."""
         entities, dimension = self.matrix.shape
         largest = float(np.abs(point).max())
         if not largest:
             return 0.0, np.zeros(dimension)
-        scale = 1.0 / largest
-        if self._constraints is None or self._constraints[0] != scale:
+        # A power of two near 1 / largest: the point's largest coordinate lands within a factor 2 of 1, and points
+        # of like size share one model (its last basis is where the next solve starts).
+        exponent = -math.frexp(largest)[1]
+        scale = math.ldexp(1.0, exponent)
+        programme = self._programmes.get(exponent)
+        if programme is None:
             a = csr_matrix(self.matrix * scale)
             eye = identity(entities, format="csr")
-            self._constraints = (scale, vstack([hstack([a, -eye]), hstack([-a, -eye]),
-                                                hstack([csr_matrix((1, dimension)), csr_matrix(np.ones((1, entities)))])
-                                                ]).tocsr())
-        result = linprog(np.concatenate([-point * scale, np.zeros(entities)]), A_ub=self._constraints[1],
-                         b_ub=np.concatenate([np.zeros(2 * entities), [1.0]]),
-                         bounds=[(None, None)] * dimension + [(0, None)] * entities, method="highs")
-        if result.status != 0:
-            raise TooComplex(f"the dominance programme did not solve ({result.message})")
-        return float(-result.fun), result.x[:dimension]
+            constraints = vstack([hstack([a, -eye]), hstack([-a, -eye]),
+                                  hstack([csr_matrix((1, dimension)), csr_matrix(np.ones((1, entities)))])]).tocsr()
+            programme = self._programmes[exponent] = Programme(
+                constraints, np.concatenate([np.zeros(2 * entities), [1.0]]),
+                [None] * dimension + [0.0] * entities, [None] * (dimension + entities))
+        status, optimum, x = programme.maximise(np.concatenate([point * scale, np.zeros(entities)]))
+        if status != "optimal":
+            raise TooComplex(f"the dominance programme did not solve ({status})")
+        return optimum, x[:dimension]
 
     def rows_of(self, z: np.ndarray) -> frozenset[int]:
         """The released rows the combination with coordinates ``z`` takes."""
@@ -271,7 +352,7 @@ class _Nets:
         return frozenset(i for j, weights in enumerate(self.weights) if abs(z[j]) > 1e-9 * scale for i in weights)
 
 
-def _rational(residue: int) -> Fraction:
+def to_rational(residue: int) -> Fraction:
     """The fraction a / b with |a|, |b| < sqrt(PRIME / 2) congruent to ``residue`` (rational reconstruction);
     raises :class:`TooComplex` if there is none (the space's entries are then too large to bring back)."""
     bound = int((PRIME // 2) ** 0.5)

@@ -138,14 +138,20 @@ class AuditCheck:
         self._deadline_check = deadline_check
         self.most_work = most_work
         self.work = 0
+        self.pools: dict[str, int] = {}
 
     def __call__(self) -> None:
         self._deadline_check()
 
-    def spend(self, work: int) -> None:
-        """Count ``work`` taxpayer-programmes; raises :class:`TooComplex` past the audit's budget."""
-        self.work += work
-        if self.work > self.most_work:
+    def spend(self, work: int, pool: str = "") -> None:
+        """Count ``work`` taxpayer-programmes of the search ``pool`` (each search of its own: the search over
+        totals that take passing blocks is not starved by the one over failing blocks); raises
+        :class:`TooComplex` past the audit's budget."""
+        if pool:
+            self.pools[pool] = spent = self.pools.get(pool, 0) + work
+        else:
+            self.work = spent = self.work + work
+        if spent > self.most_work:
             raise TooComplex(f"more than {self.most_work:,} taxpayer-programmes to test the dominance rule")
 
 

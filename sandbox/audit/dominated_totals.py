@@ -1,0 +1,278 @@
+"""Totals of released cells that take a block which passes the rules alone, and that one or two taxpayers dominate.
+
+The dominance search of :mod:`sandbox.audit.dominance` judges every combination, whatever its weights, of the
+blocks that fail the cell rules alone. A total may also take a block that passes alone: a street less its other
+industries is a giant's industry together with a small one beside it, which the cell rules pass alone (many
+firms, none dominant) and which is too small to hide the giant. Such a combination is judged here, for every
+combination whose weights are all of one sign (a *total*: each block it takes added, in any multiple). Mixed
+signs are not: a street's 2026 total less its 2025 total is the change departments report, released even where
+one firm's growth is most of it (README).
+
+For a total, each taxpayer whose amounts over the blocks all have one sign (most: a firm declares revenue, not
+refunds) has a net of that sign, so its magnitude is linear in the block weights ``x >= 0``, and the magnitudes of
+all such taxpayers add up to ``sum_c x_c P_c``, with ``P_c`` the block's magnitude of them. The gauge of the
+(n, k) or p% point of a set of taxpayers (:mod:`sandbox.audit.dominance`) is then a small linear programme over
+the space's coordinates, with one constraint per block (its weight is not negative), and one variable only for
+each taxpayer whose amounts change sign. A set can dominate some total only where it holds more than k% of some
+block it takes (the totals' shares are weighted means of the blocks'), so a taxpayer's largest share of a block
+bounds its gauge, and only where some block is dominated alone can a total be (unless some taxpayer's amounts
+change sign).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix, hstack, identity, vstack
+
+from dsbroker.policy.model import Dominance
+from sandbox.audit.dominance import NEWER, DominanceLeak, SetSearch, to_rational
+from sandbox.audit.linear import Row, TooComplex, reduced
+from sandbox.audit.programmes import Programme
+
+# The most taxpayers a set of the dominance rule's has, and one more: (n, k) with n up to 4, p% (two).
+_LARGEST = 8
+
+Oriented = tuple  # (taxpayer, +1.0 or -1.0): the taxpayer, with the sign its nets take in the totals tried
+
+
+def first_dominated_total(basis: list[Row], before: Callable[[], list[Row]],
+                          amounts: dict[int, dict[Hashable, Any]], rule: Dominance,
+                          check: Callable[[], None]) -> DominanceLeak | None:
+    """A set of taxpayers dominant in some total (weights of one sign) of the span of ``basis`` (its columns'
+    amounts per taxpayer in ``amounts``) and in none of the span of ``before()`` (built only when a set is found);
+    None if there is none. Raises :class:`TooComplex` where the space cannot be searched."""
+    space = _Totals.of(basis, amounts)
+    if space is None:
+        return None
+    old: list[_Totals | None] = []
+
+    def new_here(weights: dict[int, float], gauge: float) -> bool:
+        if not old:
+            old.append(_Totals.of(before(), amounts, entities=space.entities))
+        previous = old[0]
+        if previous is None:
+            return True
+        return previous.gauge(previous.point(weights))[0] < gauge * (1 - NEWER)
+
+    for weights, rows in SetSearch(space, check).dominant(rule, new_here):
+        return DominanceLeak(tuple(space.entities[e][0] for e in weights), rows)
+    return None
+
+
+def _one_sign(values) -> bool:
+    values = list(values)
+    return all(v > 0 for v in values) or all(v < 0 for v in values)
+
+
+def may_dominate(amounts: dict[int, dict[Hashable, Any]], dominated: Callable[[list], bool]) -> bool:
+    """Whether some total of the columns could be dominated at all: some column is dominated alone (``dominated``
+    of its amounts), or some taxpayer's amounts change sign across columns (its nets can cancel)."""
+    signs: dict[Hashable, int] = {}
+    for column in amounts.values():
+        if dominated([a for a in column.values() if a]):
+            return True
+        for entity, amount in column.items():
+            if amount:
+                sign = 1 if amount > 0 else -1
+                if signs.setdefault(entity, sign) != sign:
+                    return True
+    return False
+
+
+class _Totals:
+    """The taxpayers' nets over the totals of a space: the coordinates, the blocks' weights as a function of them,
+    the blocks' magnitudes of the taxpayers of one sign, and one row per taxpayer whose amounts change sign."""
+
+    symmetric = False  # a set's sign is its members' orientation: the search tries no others
+    pool = "totals"  # a budget of its own in the audit's (AuditCheck.spend)
+
+    def __init__(self, entities: list[Oriented], weights_of: np.ndarray, single: np.ndarray,
+                 by_entity: dict[Hashable, dict[int, float]], changing: list[Hashable],
+                 row_weights: list[dict[int, int]]) -> None:
+        self.entities = entities
+        self.weights = row_weights  # per coordinate, the released rows it combines (mod PRIME)
+        self._amounts = by_entity  # per taxpayer, its amounts by block position (scaled)
+        self._single = single  # per block, the magnitude of its taxpayers of one sign
+        changed = set(changing)
+        # Per block, its largest magnitudes (enough to leave out the members of any set and fill its other roles).
+        largest: list[list[tuple[float, Hashable]]] = [[] for _ in single]
+        for entity in sorted(by_entity, key=repr):
+            for at, value in by_entity[entity].items():
+                largest[at].append((abs(value), entity))
+        self._largest = [[(entity, v) for v, entity in sorted(values, key=lambda p: -p[0])[:_LARGEST]]
+                         for values in largest]
+        self._alone_in = {entity: next(iter(parts)) for entity, parts in by_entity.items()
+                          if len(parts) == 1 and entity not in changed}
+        mixed = np.zeros((len(changing), weights_of.shape[1]))
+        for i, entity in enumerate(changing):
+            for at, value in by_entity[entity].items():
+                mixed[i] += value * weights_of[at]
+        # Each coordinate scaled to norm 1 (the gauge does not change), so no direction is rounding beside another.
+        norms = np.sqrt(((weights_of * single[:, None]) ** 2).sum(axis=0) + (mixed ** 2).sum(axis=0))
+        norms = np.where(norms > 0, norms, 1.0)
+        self._weights_of = weights_of / norms  # blocks x coordinates: each block's weight in a combination
+        self._mass = single @ self._weights_of  # per coordinate: the magnitude of the taxpayers of one sign
+        self._mixed = mixed / norms  # taxpayers whose amounts change sign x coordinates: their nets
+        self._programme: Programme | None = None
+        # Against the audit's budget of taxpayer-programmes (20 us each): one of these, warm-started from the last
+        # optimum, takes about 0.2 ms over a hundred blocks and 2 ms over 2,400 (the demo's monthly report).
+        self.work = 10 + (weights_of.shape[0] + len(changing)) // 10
+
+    @classmethod
+    def of(cls, basis: list[Row], amounts: dict[int, dict[Hashable, Any]],
+           entities: list[Oriented] | None = None) -> _Totals | None:
+        """The totals of the span of ``basis`` (columns' amounts per taxpayer in ``amounts``); None if every net
+        is 0. ``entities`` fixes the taxpayers and their orientation (to compare two spaces)."""
+        if not basis:
+            return None
+        rows = reduced([Row(dict(r.vector), dict(r.weights)) for r in basis])
+        columns = sorted({c for row in rows for c in row.vector})
+        column_at = {c: i for i, c in enumerate(columns)}
+        try:
+            scale = float(max((abs(a) for c in columns for a in amounts.get(c, {}).values()), default=0)) or 1.0
+            by_entity: dict[Hashable, dict[int, float]] = {}
+            for c in columns:
+                for entity, amount in amounts.get(c, {}).items():
+                    if amount:
+                        by_entity.setdefault(entity, {})[column_at[c]] = float(amount) / scale
+            weights_of = np.zeros((len(columns), len(rows)))
+            for j, row in enumerate(rows):
+                for column, coefficient in row.vector.items():
+                    weights_of[column_at[column], j] = float(to_rational(coefficient))
+        except OverflowError as error:
+            raise TooComplex("amounts too large to compare") from error
+        if not by_entity:
+            return None
+        single = np.zeros(len(columns))
+        changing = []
+        for entity, parts in by_entity.items():
+            if _one_sign(parts.values()):
+                for at, value in parts.items():
+                    single[at] += abs(value)
+            else:
+                changing.append(entity)
+        if not np.isfinite(single).all():
+            raise TooComplex("amounts that are not finite")
+        if entities is None:
+            entities = []
+            for entity in sorted(by_entity, key=repr):
+                if entity in changing:
+                    entities.extend([(entity, 1.0), (entity, -1.0)])
+                else:
+                    entities.append((entity, 1.0 if next(iter(by_entity[entity].values())) > 0 else -1.0))
+        return cls(entities, weights_of, single, by_entity, changing, [row.weights for row in rows])
+
+    def gauge_bounds(self) -> np.ndarray:
+        """Per taxpayer an upper bound of its gauge, the smaller of two:
+
+        - its largest share of a block (of that block's taxpayers of one sign): a total's share is a weighted
+          mean of its blocks';
+        - a certificate: its nets are ``u . x`` for every total ``x`` of the space, for any ``u`` that differs from
+          its amounts by a vector orthogonal to the space, and ``u . x <= max_c (u_c / P_c) * sum_c x_c P_c``
+          (``x >= 0``). The ``u`` of least ``sum_c u_c^2 / P_c`` spreads its amounts over the blocks the released
+          cells tie to theirs, by their magnitude: a firm alone in a small block that every released cell takes
+          together with a street's has a bound of its share of the street. A certificate that does not give the
+          nets back to within rounding is not trusted."""
+        shares = np.ones(len(self.entities))
+        points = np.zeros((self._weights_of.shape[1], len(self.entities)))
+        for i, (entity, sign) in enumerate(self.entities):
+            parts = self._amounts.get(entity, {})
+            if not parts:
+                shares[i] = 0.0
+                continue
+            shares[i] = min(1.0, max(abs(v) / self._single[at] if self._single[at] > 0 else 1.0
+                                     for at, v in parts.items()))
+            for at, value in parts.items():
+                points[:, i] += sign * value * self._weights_of[at]
+        w, mass = self._weights_of, self._single
+        if not (mass > 0).any():
+            return shares
+        inverse = np.linalg.pinv(w.T @ (mass[:, None] * w))
+        spread = w @ (inverse @ points)  # blocks x taxpayers: u_c / P_c
+        back = w.T @ (mass[:, None] * spread)
+        exact = np.linalg.norm(back - points, axis=0) <= 1e-9 * np.linalg.norm(points, axis=0) + 1e-300
+        certified = np.maximum(spread.max(axis=0), 0.0) * (1 + 1e-6) + 1e-9
+        return np.where(exact, np.minimum(shares, certified), shares)
+
+    def largest_net(self, z: np.ndarray, leaving: set[int]) -> int | None:
+        """The taxpayer (by position) not in ``leaving`` with the largest net in the combination ``z``; None if
+        every other net is 0."""
+        x = self._weights_of @ z
+        best, found = 0.0, None
+        for position, (entity, sign) in enumerate(self.entities):
+            if position in leaving:
+                continue
+            net = sign * sum(value * x[at] for at, value in self._amounts.get(entity, {}).items())
+            if net > best:
+                best, found = net, position
+        return found
+
+    def tail_point(self, chosen: dict[int, float], roles: tuple[float, ...],
+                   left_out: set[int] = frozenset()) -> np.ndarray | None:  # type: ignore[assignment]
+        """A point whose gauge bounds that of every set of the ``chosen`` taxpayers (by position, with their
+        weights) and any others (but those ``left_out``) in ``roles``: in a total, any j others' nets add up to at
+        most each block's weight times the largest j amounts of its other taxpayers. None where some taxpayer's
+        amounts change sign (its magnitude is not linear in the weights)."""
+        if self._mixed.shape[0]:
+            return None
+        chosen_entities = {self.entities[e][0] for e in chosen} | {self.entities[e][0] for e in left_out}
+        count = len(roles)
+        point = self.point(chosen)
+        for at, largest in enumerate(self._largest):
+            others = [v for entity, v in largest if entity not in chosen_entities][:count]
+            if others:
+                point += max(roles) * sum(others) * self._weights_of[at]
+        return point
+
+    def shared(self, weights: dict[int, float]) -> tuple[int, float, np.ndarray] | None:
+        """Where every member of the set has amounts of one sign in one block only, and the same block, the set's
+        point is a multiple of that block's (its taxpayers' magnitude): one programme serves every such set."""
+        columns = {self._alone_in.get(self.entities[e][0]) for e in weights}
+        if len(columns) != 1 or None in columns:
+            return None
+        (at,) = columns
+        if not self._single[at]:
+            return None
+        share = sum(w * abs(self._amounts[self.entities[e][0]][at]) for e, w in weights.items()) / self._single[at]
+        return at, share, self._single[at] * self._weights_of[at]
+
+    def point(self, weights: dict[int, float]) -> np.ndarray:
+        """The point sum of ``weight * orientation * nets`` of the taxpayers (by position)."""
+        point = np.zeros(self._weights_of.shape[1])
+        for e, weight in weights.items():
+            entity, sign = self.entities[e]
+            for at, value in self._amounts.get(entity, {}).items():
+                point += (weight * sign * value) * self._weights_of[at]
+        return point
+
+    def gauge(self, point: np.ndarray) -> tuple[float, np.ndarray]:
+        """max ``point . z`` over the totals (every block weight at least 0) whose taxpayers' magnitudes add up to
+        at most 1, with the z that attains it."""
+        blocks, dimension = self._weights_of.shape
+        largest = float(np.abs(point).max())
+        if not largest:
+            return 0.0, np.zeros(dimension)
+        changing = self._mixed.shape[0]
+        if self._programme is None:
+            w = csr_matrix(self._weights_of)
+            m = csr_matrix(self._mixed)
+            eye = identity(changing, format="csr")
+            parts = [hstack([-w, csr_matrix((blocks, changing))]),
+                     hstack([csr_matrix(self._mass[None, :]), csr_matrix(np.ones((1, changing)))])]
+            if changing:
+                parts += [hstack([m, -eye]), hstack([-m, -eye])]
+            self._programme = Programme(vstack(parts).tocsr(),
+                                        np.concatenate([np.zeros(blocks), [1.0], np.zeros(2 * changing)]),
+                                        [None] * dimension + [0.0] * changing, [None] * (dimension + changing))
+        status, optimum, x = self._programme.maximise(np.concatenate([point / largest, np.zeros(changing)]))
+        if status != "optimal":  # unbounded: a total with no magnitude and a net, which cannot be
+            raise TooComplex(f"the dominance programme over totals did not solve ({status})")
+        return optimum * largest, x[:dimension]
+
+    def rows_of(self, z: np.ndarray) -> frozenset[int]:
+        """The released rows the combination with coordinates ``z`` takes."""
+        scale = float(np.abs(z).max()) or 1.0
+        return frozenset(i for j, weights in enumerate(self.weights) if abs(z[j]) > 1e-9 * scale for i in weights)
