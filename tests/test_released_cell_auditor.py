@@ -512,10 +512,6 @@ class _DominatedTotals:
                                  b_ub=np.concatenate([np.zeros(len(self.atoms)), [1.0]]),
                                  bounds=[(None, None)] * len(vectors), method="highs")
                 if result.status == 0 and -result.fun > 1e-6:
-                    import os
-                    if os.environ.get("DEBUG_ORACLE"):
-                        x = c.T @ result.x
-                        print("ORACLE", self.atoms[atom], members, -result.fun, "x:", {self.atoms[i]: round(v / x.max(), 3) for i, v in enumerate(x) if v > 1e-9 * x.max()}, "y:", {i: round(v, 3) for i, v in enumerate(result.x / abs(result.x).max()) if abs(v) > 1e-6})
                     return True
         return False
 
