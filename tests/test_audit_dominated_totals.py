@@ -77,7 +77,8 @@ def _space(rng: np.random.Generator, blocks: int, cells: int, firms: int):
     amounts: dict[int, dict] = {b: {} for b in range(blocks)}
     for f in range(firms):
         for b in rng.choice(blocks, size=int(rng.integers(1, 3)), replace=False):
-            amounts[int(b)][f"F{f}"] = int(rng.integers(1, 1000) if rng.random() < 0.9 else rng.integers(10_000, 90_000))
+            small = rng.random() < 0.9
+            amounts[int(b)][f"F{f}"] = int(rng.integers(1, 1000) if small else rng.integers(10_000, 90_000))
     return basis, amounts, vectors
 
 
