@@ -17,8 +17,9 @@ the data and differenced across):
 1. each released cell is the set of blocks it adds up; blocks no cell separates are merged;
 2. a merged block *fails* when, as a cell, the rules would withhold it: 0 < entities < k, for a sum
    0 < contributors < k, or its largest contributors dominate it;
-3. a total that takes a passing block passes too (its entities and contributors only grow), so only
-   combinations of released cells that are zero on every passing block can be a failing total. They form a
+3. a total that takes a passing block passes the threshold too (its entities and contributors only grow), so
+   for the threshold only combinations of released cells that are zero on every passing block can be a failing
+   total (the dominance rule is judged on totals of every block as well: below). They form a
    space (:mod:`sandbox.audit.linear`), and every combination in it, whatever its weights, is judged by two
    searches: one on blocks that hold fewer than k contributing taxpayers among them is a leak (a firm's two
    years as 2 * 2025 + 2026, one firm plus twice another, one small cell less another; contributors counted per
@@ -39,9 +40,10 @@ the data and differenced across):
    gave by the statistics they released. If withholding cannot close
    it the query is refused.
 
-What this does not do, and the README says so: a total that takes a passing block and a dominated one is
-not judged (a passing block may be small beside a dominant firm; a total of failing blocks alone is judged
-whole, dominance included); the rows an
+A total that takes a passing block beside a dominated one (a street less its released industries: a giant's
+industry and a small one) is judged by a third search, over every combination whose block weights have one sign
+(:mod:`sandbox.audit.dominated_totals`). What this does not do, and the README says so: a difference of passing
+blocks (a street's year over year change) is not judged; the rows an
 answer leaves out by HAVING or LIMIT tell an inequality, which is not modelled (only the rows the caller
 receives are recorded); a secure sum over partitions is not audited (each sandbox holds a part of
 every cell). Distinct counts, which are not additive over blocks, are audited once more over classes of
