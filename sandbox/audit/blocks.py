@@ -37,6 +37,14 @@ MOST_BLOCK_ENTITIES = 2_000_000
 # blocks of one taxpayer each. A department's queries can fill it, held between audits, so it is kept to a fifth of
 # that (under 80 MB): a district's month of blocks is a few thousand pairs.
 KEPT_BLOCK_ENTITIES = 100_000
+# Above this many distinct conditions the block query evaluates the conditions and keys once per distinct combination
+# of the columns they read, not on every row (see block_query). Below it the direct query is faster: its bare WHERE
+# lets DuckDB prune row groups, and it joins nothing.
+DIRECT_CONDITIONS = 64
+# The most signature values (distinct combinations x signature columns) the combinations' query evaluates. Measured
+# (DuckDB, 2 cores): 20,000,000 take about a second. Past it the audit is refused (AUDIT_TOO_LARGE): coverages over
+# a column of many values (a range on a measure) would otherwise bring the cost back to rows x conditions.
+MOST_SIGNATURE_VALUES = 20_000_000
 
 
 Contribution = tuple  # one entity's part of a block: (rows, per measure its total or None, per measure its count)
@@ -56,11 +64,14 @@ class Blocks:
 @dataclass(frozen=True)
 class BlockLayout:
     """How to read a coverage's cell from a row of :func:`block_query`: per coverage, the index of its
-    condition among the query's distinct conditions and the indexes of its keys among its distinct keys."""
+    condition among the query's distinct conditions and the indexes of its keys among its distinct keys.
+    ``most_values`` is set where the query reads the signatures of the distinct combinations of values: the most
+    combinations it evaluates, and each row's last column says how many it found (up to one more)."""
 
     conditions: int
     keys: int
     coverages: tuple[tuple[int, tuple[int, ...]], ...]
+    most_values: int | None = None
 
     @property
     def width(self) -> int:
@@ -75,7 +86,7 @@ class BlockLayout:
 
 
 def block_query(coverages: list[str], *, dataset: str, entity: str, measures: list[str],
-                dialect: str) -> tuple[str, BlockLayout]:
+                dialect: str, by_values: bool | None = None) -> tuple[str, BlockLayout]:
     """The engine query that groups the rows of ``coverages`` by signature and entity (see the module), and
     how to read each coverage's cell from its rows.
 
@@ -83,47 +94,137 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     and keys, so the query has one column per distinct condition (whether a row meets it) and one per
     distinct key, shown only where a condition of a coverage with that key holds. Each coverage's cell
     follows exactly (its condition, and its keys where it holds), so the blocks are the same as with a
-    condition and keys per coverage, with far fewer columns for the engine to group by."""
+    condition and keys per coverage, with far fewer columns for the engine to group by.
+
+    Over more than :data:`DIRECT_CONDITIONS` distinct conditions (or with ``by_values``) the signature columns are
+    evaluated once per distinct combination of the columns they read, not on every row (see
+    :func:`_by_values_query`): anyone may add conditions cheaply (each spelling of a WHERE is one), and evaluating
+    each on every row made every later audit of the dataset slow."""
     table = dataset.split(".")[1]
     joins: dict[str, str] = {}  # lookup -> its LEFT JOIN
-    conditions: dict[str, tuple[int, str]] = {}  # COALESCE text -> place (first seen first) and the bare condition
-    keys: dict[str, int] = {}  # key text -> place
+    conditions: dict[str, tuple[int, CoverageShape]] = {}  # COALESCE text -> place (first seen first), a shape with it
+    keys: dict[str, tuple[int, str]] = {}  # key text -> place and its text over the combinations' values
     shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
+    reads: dict[str, str] = {}  # the combinations' column -> the column it reads
     layout: list[tuple[int, tuple[int, ...]]] = []
     # Assembled from each coverage's texts (cached per coverage): an audit over many coverages builds no tree.
     for sql in coverages:
         shape = _shape(sql, table, dialect)
         for lookup, join in shape.joins:
             joins.setdefault(lookup, join)
-        condition_at = conditions.setdefault(shape.condition, (len(conditions), shape.bare))[0]
+        reads.update(shape.reads)
+        condition_at = conditions.setdefault(shape.condition, (len(conditions), shape))[0]
         positions = []
-        for text in shape.keys:
-            positions.append(keys.setdefault(text, len(keys)))
+        for text, of_values in zip(shape.keys, shape.keys_of_values, strict=True):
+            positions.append(keys.setdefault(text, (len(keys), of_values))[0])
             if condition_at not in shown_by.setdefault(text, []):
                 shown_by[text].append(condition_at)
         layout.append((condition_at, tuple(positions)))
-    listed = list(conditions)
-    columns = [f"{inside} AS {names.PREFIX}in{i}" for i, inside in enumerate(listed)]
-    for position, text in enumerate(keys):
-        shown = " OR ".join(listed[i] for i in shown_by[text])
-        columns.append(f"CASE WHEN {shown} THEN {text} END AS {names.PREFIX}k{position}")
-    signature_width = len(columns)
-    entity_column, measure_columns = _columns(table, entity, tuple(measures), dialect)
-    columns.append(f"{entity_column} AS {names.PREFIX}entity")
-    columns.append(f"COUNT(*) AS {names.PREFIX}rows")
-    for position, column in enumerate(measure_columns):
-        columns.append(f"SUM({column}) AS {names.PREFIX}sum{position}")
-        columns.append(f"COUNT({column}) AS {names.PREFIX}count{position}")
+    shapes = [shape for _, shape in conditions.values()]
+    if by_values is None:
+        by_values = len(conditions) > DIRECT_CONDITIONS
     schema, name = dataset.split(".")
-    source = exp.table_(name, db=schema).sql(dialect=dialect)
+    source = exp.table_(name, db=schema).sql(dialect=dialect) + "".join(f" {join}" for join in joins.values())
+    entity_column, measure_columns = _columns(table, entity, tuple(measures), dialect)
+    aggregates = [f"COUNT(*) AS {names.PREFIX}rows"]
+    for position, column in enumerate(measure_columns):
+        aggregates.append(f"SUM({column}) AS {names.PREFIX}sum{position}")
+        aggregates.append(f"COUNT({column}) AS {names.PREFIX}count{position}")
+    if by_values and reads:
+        most = max(1, MOST_SIGNATURE_VALUES // (len(conditions) + len(keys)))
+        sql = _by_values_query(source, reads, [s.condition_of_values for s in shapes],
+                               {of_values: shown_by[text] for text, (_, of_values) in keys.items()},
+                               entity_column, aggregates, most, dialect)
+        return sql, BlockLayout(len(conditions), len(keys), tuple(layout), most)
+    signature = _signature_columns(list(conditions), {text: shown_by[text] for text in keys})
+    columns = signature + [f"{entity_column} AS {names.PREFIX}entity"] + aggregates
     # The WHERE keeps a row when some condition is true, which the conditions read bare say as well as their
     # COALESCEs (a NULL is not true either way); bare, the engine can push them into its scan (DuckDB prunes
     # row groups by them, halving the audit's engine time on the bench).
-    where = " OR ".join(bare for _, bare in conditions.values())
-    group = ", ".join(str(i + 1) for i in range(signature_width + 1))
-    sql = f"SELECT {', '.join(columns)} FROM {source}{''.join(f' {join}' for join in joins.values())} " \
-          f"WHERE {where} GROUP BY {group}"
+    where = " OR ".join(s.bare for s in shapes)
+    group = ", ".join(str(i + 1) for i in range(len(signature) + 1))
+    sql = f"SELECT {', '.join(columns)} FROM {source} WHERE {where} GROUP BY {group}"
     return sql, BlockLayout(len(conditions), len(keys), tuple(layout))
+
+
+def _signature_columns(conditions: list[str], keys: dict[str, list[int]]) -> list[str]:
+    """The signature's columns: whether each condition holds, then each key where a condition of a coverage it keys
+    holds (``keys``: key -> the places of those conditions)."""
+    columns = [f"{inside} AS {names.PREFIX}in{i}" for i, inside in enumerate(conditions)]
+    for position, (text, shown_by) in enumerate(keys.items()):
+        shown = " OR ".join(conditions[i] for i in shown_by)
+        columns.append(f"CASE WHEN {shown} THEN {text} END AS {names.PREFIX}k{position}")
+    return columns
+
+
+def _by_values_query(source: str, reads: dict[str, str], conditions: list[str], keys: dict[str, list[int]],
+                     entity_column: str, aggregates: list[str], most: int, dialect: str) -> str:
+    """The block query that evaluates the signature once per distinct combination of the values it reads.
+
+    The combinations (``__values``, at most ``most`` and one more, so that evaluating them is bounded) are given
+    their signature: whether each of ``conditions`` holds (one array: a column each would cost the engine's planner
+    more than evaluating them, and PostgreSQL takes at most 1,664 columns) and each of ``keys`` where one of its
+    conditions holds; each distinct signature gets an id (DENSE_RANK: NULL keys are one value). The rows are matched
+    to their combination, NULL-safely (a NULL is a value), and grouped by id and entity; each group then takes its
+    id's signature. A row comes back as the direct query's, its conditions as one array, with the count of
+    combinations last; one row of NULLs and that count where no row meets a condition."""
+    p = names.PREFIX
+    materialized = " MATERIALIZED" if dialect in ("duckdb", "postgres") else ""  # read more than once: computed once
+    values = [f"{column} AS {alias}" for alias, column in reads.items()]
+    if dialect == "postgres":
+        # PostgreSQL hashes no IS NOT DISTINCT FROM (it would compare each row with every combination): rows are
+        # matched on each value's text and whether it is NULL instead. DISTINCT over the value and its text gives
+        # each text its combination (1.0 and 1.00 are equal numerics with two texts).
+        values += [f"CAST({column} AS TEXT) AS {alias}t" for alias, column in reads.items()]
+        match = " AND ".join(f"(CAST({column} AS TEXT) IS NULL) = ({p}ids.{alias}t IS NULL) AND "
+                             f"COALESCE(CAST({column} AS TEXT), '') = COALESCE({p}ids.{alias}t, '')"
+                             for alias, column in reads.items())
+        carried = list(reads) + [f"{alias}t" for alias in reads]
+    else:
+        match = " AND ".join(exp.NullSafeEQ(this=sqlglot.parse_one(column, read=dialect),
+                                            expression=exp.column(alias, table=f"{p}ids")).sql(dialect=dialect)
+                             for alias, column in reads.items())
+        carried = list(reads)
+    raw = [f"{text} AS {p}raw{position}" for position, text in enumerate(keys)]
+    shown = [f"CASE WHEN {_any(_array([_element(f'{p}in', i, dialect) for i in held], dialect), dialect)} "
+             f"THEN {p}raw{position} END AS {p}k{position}" for position, held in enumerate(keys.values())]
+    signature = [f"{p}in"] + [f"{p}k{position}" for position in range(len(keys))]
+    aggregated = [column.rsplit(" AS ", 1)[1] for column in aggregates]
+    return (
+        f"WITH {p}values AS{materialized} (SELECT DISTINCT {', '.join(values)} FROM {source} LIMIT {most + 1}), "
+        f"{p}evaluated AS{materialized} (SELECT {', '.join(carried)}, {_array(conditions, dialect)} AS {p}in"
+        f"{''.join(f', {column}' for column in raw)} FROM {p}values), "
+        f"{p}signed AS (SELECT {', '.join(carried + [f'{p}in'] + shown)} FROM {p}evaluated "
+        f"WHERE {_any(f'{p}in', dialect)}), "
+        f"{p}ids AS{materialized} (SELECT {', '.join(carried + signature)}, "
+        f"DENSE_RANK() OVER (ORDER BY {', '.join(signature)}) AS {p}id FROM {p}signed), "
+        f"{p}grouped AS (SELECT {p}ids.{p}id AS {p}id, {entity_column} AS {p}entity, {', '.join(aggregates)} "
+        f"FROM {source} JOIN {p}ids ON {match} GROUP BY 1, 2), "
+        f"{p}first AS (SELECT {', '.join(signature)}, {p}id, ROW_NUMBER() OVER (PARTITION BY {p}id ORDER BY {p}id) "
+        f"AS {p}nth FROM {p}ids), "
+        f"{p}found AS (SELECT {', '.join(f'{p}first.{n}' for n in signature)}, {p}grouped.{p}entity AS {p}entity, "
+        f"{', '.join(f'{p}grouped.{a}' for a in aggregated)} FROM {p}grouped JOIN {p}first "
+        f"ON {p}first.{p}id = {p}grouped.{p}id AND {p}first.{p}nth = 1), "
+        f"{p}size AS (SELECT COUNT(*) AS {p}combinations FROM {p}values) "
+        f"SELECT {', '.join(signature)}, {p}entity, {', '.join(aggregated)}, {p}combinations "
+        f"FROM {p}size LEFT JOIN {p}found ON 1 = 1")
+
+
+def _array(items: list[str], dialect: str) -> str:
+    """An array of ``items`` as ``dialect`` writes one."""
+    listed = ", ".join(items)
+    return {"duckdb": f"[{listed}]", "postgres": f"ARRAY[{listed}]"}.get(dialect, f"ARRAY({listed})")
+
+
+def _element(array: str, at: int, dialect: str) -> str:
+    """Item ``at`` (from 0) of ``array``: Spark counts from 0, DuckDB and PostgreSQL from 1."""
+    return f"{array}[{at if dialect == 'spark' else at + 1}]"
+
+
+def _any(array: str, dialect: str) -> str:
+    """Whether some item of a boolean ``array`` is true (none is NULL: each condition is COALESCEd)."""
+    return {"duckdb": f"list_bool_or({array})", "postgres": f"TRUE = ANY({array})"}.get(
+        dialect, f"array_contains({array}, TRUE)")
 
 
 @functools.lru_cache(maxsize=256)
@@ -138,41 +239,75 @@ class CoverageShape:
     """What a coverage adds to the block query, as the query reads it: the lookups it joins (each as a LEFT JOIN),
     its condition (its WHERE, and a match in each lookup it joins inner), bare and as ``COALESCE((...), FALSE)``,
     and its keys. Two coverages whose conditions read alike keep the same rows, and a key that reads alike is
-    the same value of each row."""
+    the same value of each row. ``reads`` names each column the condition and keys read by its name among the
+    combinations of values (see :func:`_by_values_query`), and the ``..._of_values`` texts read those names."""
 
     joins: tuple[tuple[str, str], ...]
     condition: str
     bare: str
     keys: tuple[str, ...]
+    reads: tuple[tuple[str, str], ...] = ()
+    condition_of_values: str = ""
+    bare_of_values: str = ""
+    keys_of_values: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=16384)
 def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     """The :class:`CoverageShape` of coverage ``sql`` over the dataset's ``table``."""
+    # A tree of its own, changed in place: an audit after many coverages were recorded builds every one's shape,
+    # and copying trees took most of that time.
     select = _qualified(sql, table, dialect)
     joins, matched = [], []
     for join in select.args.get("joins") or []:
         lookup = join.this.alias_or_name
-        left = exp.Join(this=join.this.copy(), on=join.args["on"].copy(), side="LEFT")
+        left = exp.Join(this=join.this, on=join.args["on"], side="LEFT")
         joins.append((lookup, left.sql(dialect=dialect)))
         if join.side.upper() != "LEFT":
             # An inner join keeps only the rows its lookup has a row for.
             key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == lookup)
             matched.append(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())))
     where = select.args.get("where")
-    parts = ([where.this.copy()] if where is not None else []) + matched
-    condition = exp.paren(exp.and_(*parts) if parts else exp.true())
-    keys = tuple(key.sql(dialect=dialect) for key in (e.unalias() for e in select.expressions)
-                 if not isinstance(key, exp.Literal))
-    return CoverageShape(tuple(joins), exp.func("COALESCE", condition.copy(), exp.false()).sql(dialect=dialect),
-                         condition.sql(dialect=dialect), keys)
+    parts = ([where.this] if where is not None else []) + matched
+    condition = exp.paren(exp.and_(*parts, copy=False) if parts else exp.true(), copy=False)
+    keys = [key for key in (e.unalias() for e in select.expressions) if not isinstance(key, exp.Literal)]
+    bare = condition.sql(dialect=dialect)
+    key_texts = tuple(key.sql(dialect=dialect) for key in keys)
+    # The same condition and keys over the combinations' names of the columns they read (see _by_values_query).
+    reads: dict[str, str] = {}
+    trees: list[exp.Expr] = [condition, *keys]
+    for at, tree in enumerate(trees):
+        for column in list(tree.find_all(exp.Column)):
+            text = column.sql(dialect=dialect)
+            # Short names: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
+            alias = reads.setdefault(text, f"{names.PREFIX}v{hashlib.sha256(text.encode()).hexdigest()[:16]}")
+            if column is tree:  # a key that is a bare column
+                trees[at] = exp.column(alias)
+            else:
+                column.replace(exp.column(alias))
+    keys = trees[1:]
+    bare_of_values = condition.sql(dialect=dialect)
+    return CoverageShape(tuple(joins), f"COALESCE({bare}, FALSE)", bare, key_texts,
+                         tuple((alias, column) for column, alias in reads.items()),
+                         f"COALESCE({bare_of_values}, FALSE)", bare_of_values,
+                         tuple(key.sql(dialect=dialect) for key in keys))
 
 
 def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
-                timeout_s: float) -> Blocks:
+                timeout_s: float, by_values: bool | None = None) -> Blocks:
     """Run :func:`block_query` on ``engine`` and gather its rows into blocks."""
-    sql, layout = _block_query(tuple(coverages), dataset, entity, tuple(measures), engine.dialect)
+    sql, layout = _block_query(tuple(coverages), dataset, entity, tuple(measures), engine.dialect, by_values)
     result = engine.execute(sql, timeout_s=timeout_s, max_rows=MOST_BLOCK_ENTITIES)
+    rows = result.rows
+    if layout.most_values is not None:
+        if rows and rows[0][-1] > layout.most_values:
+            raise DsbrokerError(f"what has been released of {dataset} reads too many distinct combinations of "
+                                "values to audit within the sandbox's bounds; the owner can narrow the auditor's "
+                                "scope", reason="AUDIT_TOO_LARGE", table=dataset)
+        # As the direct query's rows: the conditions' array flattened, the count of combinations dropped, and the
+        # row of NULLs (no block; COUNT(*) is never NULL) left out.
+        rows_at = 1 + layout.keys + 1
+        rows = [tuple(row[0]) + row[1:-1] for row in rows if row[rows_at] is not None]
     if result.truncated:
         raise DsbrokerError(f"what has been released of {dataset} is too fine to audit within the sandbox's "
                             "memory; the owner can narrow the auditor's scope", reason="AUDIT_TOO_LARGE",
@@ -185,7 +320,7 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
     entity_at, rows_at = width, width + 1
     sums_of = _picker([width + 2 + 2 * i for i in range(len(measures))])
     counts_of = _picker([width + 3 + 2 * i for i in range(len(measures))])  # COUNT is never NULL
-    for row in result.rows:
+    for row in rows:
         flat = row[:width]
         block = index_of.get(flat)
         if block is None:
@@ -286,17 +421,17 @@ def _picker(positions: list[int]):
 
 @functools.lru_cache(maxsize=64)
 def _block_query(coverages: tuple[str, ...], dataset: str, entity: str, measures: tuple[str, ...],
-                 dialect: str) -> tuple[str, BlockLayout]:
+                 dialect: str, by_values: bool | None) -> tuple[str, BlockLayout]:
     # Built once per set of coverages: an audit with nothing new released since reuses the last one's.
-    return block_query(list(coverages), dataset=dataset, entity=entity, measures=list(measures), dialect=dialect)
+    return block_query(list(coverages), dataset=dataset, entity=entity, measures=list(measures), dialect=dialect,
+                       by_values=by_values)
 
 
-@functools.lru_cache(maxsize=4096)
 def _qualified(sql: str, table: str, dialect: str) -> exp.Select:
     """The coverage ``sql`` parsed, with every unqualified column naming the dataset's table (the joins of other
     coverages would make a bare name ambiguous), and each lookup named by :func:`lookup_names` (two grants' lookups
-    of one table name are two lookups, whose columns must not read alike). Cached: callers must not change the
-    tree."""
+    of one table name are two lookups, whose columns must not read alike). A new tree each time, the caller's to
+    change (its shape is what is cached)."""
     select = sqlglot.parse_one(sql, read=dialect)
     # Short aliases: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
     lookups = {qualifier: f"{names.PREFIX}l{hashlib.sha256(name.encode()).hexdigest()[:16]}"
