@@ -15,6 +15,7 @@ rules judge a cell: distinct entities, contributors to a sum, the largest contri
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import operator
@@ -45,6 +46,8 @@ DIRECT_CONDITIONS = 64
 # (DuckDB, 2 cores): 20,000,000 take about a second. Past it the audit is refused (AUDIT_TOO_LARGE): coverages over
 # a column of many values (a range on a measure) would otherwise bring the cost back to rows x conditions.
 MOST_SIGNATURE_VALUES = 20_000_000
+# The most terms of the WHERE that the combinations' query reads rows by (see _wider); past it, every row.
+WIDER_TERMS = 64
 
 
 Contribution = tuple  # one entity's part of a block: (rows, per measure its total or None, per measure its count)
@@ -96,16 +99,16 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
     follows exactly (its condition, and its keys where it holds), so the blocks are the same as with a
     condition and keys per coverage, with far fewer columns for the engine to group by.
 
-    Over more than :data:`DIRECT_CONDITIONS` distinct conditions (or with ``by_values``) the signature columns are
-    evaluated once per distinct combination of the columns they read, not on every row (see
+    Over more than :data:`DIRECT_CONDITIONS` distinct conditions (or with ``by_values``) the conditions are
+    evaluated once per distinct combination of the values they read, not on every row (see
     :func:`_by_values_query`): anyone may add conditions cheaply (each spelling of a WHERE is one), and evaluating
     each on every row made every later audit of the dataset slow."""
     table = dataset.split(".")[1]
     joins: dict[str, str] = {}  # lookup -> its LEFT JOIN
     conditions: dict[str, tuple[int, CoverageShape]] = {}  # COALESCE text -> place (first seen first), a shape with it
-    keys: dict[str, tuple[int, str]] = {}  # key text -> place and its text over the combinations' values
+    keys: dict[str, int] = {}  # key text -> place
     shown_by: dict[str, list[int]] = {}  # key -> the conditions of the coverages whose cells it keys
-    reads: dict[str, str] = {}  # the combinations' column -> the column it reads
+    reads: dict[str, str] = {}  # the combinations' column -> the column of the dataset (or a lookup) it is
     layout: list[tuple[int, tuple[int, ...]]] = []
     # Assembled from each coverage's texts (cached per coverage): an audit over many coverages builds no tree.
     for sql in coverages:
@@ -115,8 +118,8 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
         reads.update(shape.reads)
         condition_at = conditions.setdefault(shape.condition, (len(conditions), shape))[0]
         positions = []
-        for text, of_values in zip(shape.keys, shape.keys_of_values, strict=True):
-            positions.append(keys.setdefault(text, (len(keys), of_values))[0])
+        for text in shape.keys:
+            positions.append(keys.setdefault(text, len(keys)))
             if condition_at not in shown_by.setdefault(text, []):
                 shown_by[text].append(condition_at)
         layout.append((condition_at, tuple(positions)))
@@ -132,9 +135,8 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
         aggregates.append(f"COUNT({column}) AS {names.PREFIX}count{position}")
     if by_values and reads:
         most = max(1, MOST_SIGNATURE_VALUES // (len(conditions) + len(keys)))
-        sql = _by_values_query(source, reads, [s.condition_of_values for s in shapes],
-                               {of_values: shown_by[text] for text, (_, of_values) in keys.items()},
-                               entity_column, aggregates, most, dialect)
+        sql = _by_values_query(source, _wider(shapes), reads, [s.condition_of_values for s in shapes],
+                               {text: shown_by[text] for text in keys}, entity_column, aggregates, most, dialect)
         return sql, BlockLayout(len(conditions), len(keys), tuple(layout), most)
     signature = _signature_columns(list(conditions), {text: shown_by[text] for text in keys})
     columns = signature + [f"{entity_column} AS {names.PREFIX}entity"] + aggregates
@@ -157,17 +159,34 @@ def _signature_columns(conditions: list[str], keys: dict[str, list[int]]) -> lis
     return columns
 
 
-def _by_values_query(source: str, reads: dict[str, str], conditions: list[str], keys: dict[str, list[int]],
-                     entity_column: str, aggregates: list[str], most: int, dialect: str) -> str:
-    """The block query that evaluates the signature once per distinct combination of the values it reads.
+def _wider(shapes: list[CoverageShape]) -> str:
+    """A WHERE that keeps every row some condition of ``shapes`` keeps, and few more: per condition one of its
+    conjuncts, the one most conditions share (the grant's row filter, which the guard writes first), ORed. Empty
+    where some condition has none (it keeps every row) or where the conjuncts so chosen are many."""
+    shared = collections.Counter(part for shape in shapes for part in set(shape.conjuncts))
+    chosen: dict[str, None] = {}
+    for shape in shapes:
+        if not shape.conjuncts:
+            return ""
+        chosen.setdefault(max(shape.conjuncts, key=lambda part: shared[part]))  # the first of the most shared
+    if len(chosen) > WIDER_TERMS:
+        return ""
+    return " WHERE " + " OR ".join(chosen)
 
-    The combinations (``__values``, at most ``most`` and one more, so that evaluating them is bounded) are given
-    their signature: whether each of ``conditions`` holds (one array: a column each would cost the engine's planner
-    more than evaluating them, and PostgreSQL takes at most 1,664 columns) and each of ``keys`` where one of its
-    conditions holds; each distinct signature gets an id (DENSE_RANK: NULL keys are one value). The rows are matched
-    to their combination, NULL-safely (a NULL is a value), and grouped by id and entity; each group then takes its
-    id's signature. A row comes back as the direct query's, its conditions as one array, with the count of
-    combinations last; one row of NULLs and that count where no row meets a condition."""
+
+def _by_values_query(source: str, where: str, reads: dict[str, str], conditions: list[str],
+                     keys: dict[str, list[int]], entity_column: str, aggregates: list[str], most: int,
+                     dialect: str) -> str:
+    """The block query that evaluates the conditions once per distinct combination of the values they read.
+
+    The combinations (``__values``: of the columns ``reads`` names, in the rows ``where`` keeps (see
+    :func:`_wider`), at most ``most`` and one more, so that evaluating them is bounded) are given whether each of
+    ``conditions`` holds (one array: a column each would cost the engine's planner more than evaluating them, and
+    PostgreSQL takes at most 1,664 columns) and whether each of ``keys`` is shown (a condition of a coverage it keys
+    holds); each distinct array gets an id (DENSE_RANK). Each row is matched to its combination, NULL-safely (a NULL
+    is a value), and grouped by the id, its keys where shown and its entity, as the direct query groups it. A row
+    comes back as (id, keys, entity, its part as the direct query's, the id's array on one row of each id, the
+    count of combinations); one row of NULLs and that count where no row meets a condition."""
     p = names.PREFIX
     materialized = " MATERIALIZED" if dialect in ("duckdb", "postgres") else ""  # read more than once: computed once
     values = [f"{column} AS {alias}" for alias, column in reads.items()]
@@ -185,28 +204,32 @@ def _by_values_query(source: str, reads: dict[str, str], conditions: list[str], 
                                             expression=exp.column(alias, table=f"{p}ids")).sql(dialect=dialect)
                              for alias, column in reads.items())
         carried = list(reads)
-    raw = [f"{text} AS {p}raw{position}" for position, text in enumerate(keys)]
-    shown = [f"CASE WHEN {_any(_array([_element(f'{p}in', i, dialect) for i in held], dialect), dialect)} "
-             f"THEN {p}raw{position} END AS {p}k{position}" for position, held in enumerate(keys.values())]
-    signature = [f"{p}in"] + [f"{p}k{position}" for position in range(len(keys))]
+    shown = [f"{_any(_array([_element(f'{p}in', i, dialect) for i in held], dialect), dialect)} AS {p}s{position}"
+             for position, held in enumerate(keys.values())]
+    shown_keys = [f"CASE WHEN {p}ids.{p}s{position} THEN {text} END AS {p}k{position}"
+                  for position, text in enumerate(keys)]
+    key_names = [f"{p}k{position}" for position in range(len(keys))]
     aggregated = [column.rsplit(" AS ", 1)[1] for column in aggregates]
+    group = ", ".join(str(i + 1) for i in range(len(keys) + 2))
     return (
-        f"WITH {p}values AS{materialized} (SELECT DISTINCT {', '.join(values)} FROM {source} LIMIT {most + 1}), "
-        f"{p}evaluated AS{materialized} (SELECT {', '.join(carried)}, {_array(conditions, dialect)} AS {p}in"
-        f"{''.join(f', {column}' for column in raw)} FROM {p}values), "
-        f"{p}signed AS (SELECT {', '.join(carried + [f'{p}in'] + shown)} FROM {p}evaluated "
-        f"WHERE {_any(f'{p}in', dialect)}), "
-        f"{p}ids AS{materialized} (SELECT {', '.join(carried + signature)}, "
-        f"DENSE_RANK() OVER (ORDER BY {', '.join(signature)}) AS {p}id FROM {p}signed), "
-        f"{p}grouped AS (SELECT {p}ids.{p}id AS {p}id, {entity_column} AS {p}entity, {', '.join(aggregates)} "
-        f"FROM {source} JOIN {p}ids ON {match} GROUP BY 1, 2), "
-        f"{p}first AS (SELECT {', '.join(signature)}, {p}id, ROW_NUMBER() OVER (PARTITION BY {p}id ORDER BY {p}id) "
-        f"AS {p}nth FROM {p}ids), "
-        f"{p}found AS (SELECT {', '.join(f'{p}first.{n}' for n in signature)}, {p}grouped.{p}entity AS {p}entity, "
-        f"{', '.join(f'{p}grouped.{a}' for a in aggregated)} FROM {p}grouped JOIN {p}first "
-        f"ON {p}first.{p}id = {p}grouped.{p}id AND {p}first.{p}nth = 1), "
+        f"WITH {p}values AS{materialized} (SELECT DISTINCT {', '.join(values)} FROM {source}{where} "
+        f"LIMIT {most + 1}), "
+        f"{p}evaluated AS{materialized} (SELECT {', '.join(carried)}, {_array(conditions, dialect)} AS {p}in "
+        f"FROM {p}values), "
+        f"{p}ids AS{materialized} (SELECT {', '.join(carried + [f'{p}in'] + shown)}, "
+        f"DENSE_RANK() OVER (ORDER BY {p}in) AS {p}id FROM {p}evaluated WHERE {_any(f'{p}in', dialect)}), "
+        f"{p}grouped AS (SELECT {p}ids.{p}id AS {p}id, {', '.join(shown_keys + [f'{entity_column} AS {p}entity'])}, "
+        f"{', '.join(aggregates)}, ROW_NUMBER() OVER (PARTITION BY {p}ids.{p}id ORDER BY {p}ids.{p}id) AS {p}nth "
+        f"FROM {source} JOIN {p}ids ON {match}{where} GROUP BY {group}), "
+        f"{p}first AS (SELECT {p}in, {p}id, ROW_NUMBER() OVER (PARTITION BY {p}id ORDER BY {p}id) AS {p}nth "
+        f"FROM {p}ids), "
+        # The id's conditions on one of its rows only: a row each would be most of what the engine sends.
+        f"{p}found AS (SELECT {', '.join([f'{p}grouped.{p}id'] + [f'{p}grouped.{n}' for n in key_names])}, "
+        f"{p}grouped.{p}entity AS {p}entity, {', '.join(f'{p}grouped.{a}' for a in aggregated)}, "
+        f"CASE WHEN {p}grouped.{p}nth = 1 THEN {p}first.{p}in END AS {p}in "
+        f"FROM {p}grouped JOIN {p}first ON {p}first.{p}id = {p}grouped.{p}id AND {p}first.{p}nth = 1), "
         f"{p}size AS (SELECT COUNT(*) AS {p}combinations FROM {p}values) "
-        f"SELECT {', '.join(signature)}, {p}entity, {', '.join(aggregated)}, {p}combinations "
+        f"SELECT {', '.join([f'{p}id'] + key_names)}, {p}entity, {', '.join(aggregated)}, {p}in, {p}combinations "
         f"FROM {p}size LEFT JOIN {p}found ON 1 = 1")
 
 
@@ -239,8 +262,8 @@ class CoverageShape:
     """What a coverage adds to the block query, as the query reads it: the lookups it joins (each as a LEFT JOIN),
     its condition (its WHERE, and a match in each lookup it joins inner), bare and as ``COALESCE((...), FALSE)``,
     and its keys. Two coverages whose conditions read alike keep the same rows, and a key that reads alike is
-    the same value of each row. ``reads`` names each column the condition and keys read by its name among the
-    combinations of values (see :func:`_by_values_query`), and the ``..._of_values`` texts read those names."""
+    the same value of each row. ``reads`` names each column the condition reads by its name among the combinations
+    of values (see :func:`_by_values_query`), which ``condition_of_values`` reads."""
 
     joins: tuple[tuple[str, str], ...]
     condition: str
@@ -248,8 +271,7 @@ class CoverageShape:
     keys: tuple[str, ...]
     reads: tuple[tuple[str, str], ...] = ()
     condition_of_values: str = ""
-    bare_of_values: str = ""
-    keys_of_values: tuple[str, ...] = ()
+    conjuncts: tuple[str, ...] = ()  # the parts of the bare condition that each hold where it holds
 
 
 @functools.lru_cache(maxsize=16384)
@@ -272,25 +294,20 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     condition = exp.paren(exp.and_(*parts, copy=False) if parts else exp.true(), copy=False)
     keys = [key for key in (e.unalias() for e in select.expressions) if not isinstance(key, exp.Literal)]
     bare = condition.sql(dialect=dialect)
+    conjuncts = tuple(part.sql(dialect=dialect) for part in condition.this.flatten()) \
+        if isinstance(condition.this, exp.And) else (bare,) if parts else ()
     key_texts = tuple(key.sql(dialect=dialect) for key in keys)
-    # The same condition and keys over the combinations' names of the columns they read (see _by_values_query).
+    # The condition over the combinations' names of the columns it reads (see _by_values_query).
     reads: dict[str, str] = {}
-    trees: list[exp.Expr] = [condition, *keys]
-    for at, tree in enumerate(trees):
-        for column in list(tree.find_all(exp.Column)):
-            text = column.sql(dialect=dialect)
-            # Short names: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
-            alias = reads.setdefault(text, f"{names.PREFIX}v{hashlib.sha256(text.encode()).hexdigest()[:16]}")
-            if column is tree:  # a key that is a bare column
-                trees[at] = exp.column(alias)
-            else:
-                column.replace(exp.column(alias))
-    keys = trees[1:]
+    for column in list(condition.find_all(exp.Column)):
+        text = column.sql(dialect=dialect)
+        # Short names: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
+        alias = reads.setdefault(text, f"{names.PREFIX}v{hashlib.sha256(text.encode()).hexdigest()[:16]}")
+        column.replace(exp.column(alias))
     bare_of_values = condition.sql(dialect=dialect)
     return CoverageShape(tuple(joins), f"COALESCE({bare}, FALSE)", bare, key_texts,
                          tuple((alias, column) for column, alias in reads.items()),
-                         f"COALESCE({bare_of_values}, FALSE)", bare_of_values,
-                         tuple(key.sql(dialect=dialect) for key in keys))
+                         f"COALESCE({bare_of_values}, FALSE)", conjuncts)
 
 
 def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
@@ -298,21 +315,31 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
     """Run :func:`block_query` on ``engine`` and gather its rows into blocks."""
     sql, layout = _block_query(tuple(coverages), dataset, entity, tuple(measures), engine.dialect, by_values)
     result = engine.execute(sql, timeout_s=timeout_s, max_rows=MOST_BLOCK_ENTITIES)
-    rows = result.rows
-    if layout.most_values is not None:
-        if rows and rows[0][-1] > layout.most_values:
-            raise DsbrokerError(f"what has been released of {dataset} reads too many distinct combinations of "
-                                "values to audit within the sandbox's bounds; the owner can narrow the auditor's "
-                                "scope", reason="AUDIT_TOO_LARGE", table=dataset)
-        # As the direct query's rows: the conditions' array flattened, the count of combinations dropped, and the
-        # row of NULLs (no block; COUNT(*) is never NULL) left out.
-        rows_at = 1 + layout.keys + 1
-        rows = [tuple(row[0]) + row[1:-1] for row in rows if row[rows_at] is not None]
     if result.truncated:
         raise DsbrokerError(f"what has been released of {dataset} is too fine to audit within the sandbox's "
                             "memory; the owner can narrow the auditor's scope", reason="AUDIT_TOO_LARGE",
                             table=dataset)
-    width = layout.width
+    rows = result.rows
+    if layout.most_values is None:
+        return _gathered(rows, layout.width, layout.signature, measures)
+    if rows and rows[0][-1] > layout.most_values:
+        raise DsbrokerError(f"what has been released of {dataset} reads too many distinct combinations of values "
+                            "to audit within the sandbox's bounds; the owner can narrow the auditor's scope",
+                            reason="AUDIT_TOO_LARGE", table=dataset)
+    # Rows of (id, keys, entity, its part, the id's conditions on one row of the id, the count of combinations); the
+    # row of NULLs of no block has no count of rows (COUNT(*) is never NULL).
+    held = {row[0]: tuple(row[-2]) for row in rows if row[-2] is not None}
+    found = 1 + layout.keys
+
+    def signature(flat: tuple) -> tuple:
+        return layout.signature(held[flat[0]] + flat[1:])
+
+    return _gathered([row for row in rows if row[found + 1] is not None], found, signature, measures)
+
+
+def _gathered(rows: list[tuple], width: int, signature: Any, measures: list[str]) -> Blocks:
+    """The blocks of ``rows``, one per block and entity: the first ``width`` columns tell the block (``signature``
+    of them gives its signature), then the entity, its rows and per measure its sum and count of values."""
     index_of: dict[tuple, int] = {}
     signatures: list[tuple] = []
     contributions: list[dict[Any, Contribution]] = []
@@ -325,7 +352,7 @@ def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str,
         block = index_of.get(flat)
         if block is None:
             block = index_of[flat] = len(signatures)
-            signatures.append(layout.signature(flat))
+            signatures.append(signature(flat))
             contributions.append({})
         # One row per block and entity (the query groups by both).
         contributions[block][row[entity_at]] = (row[rows_at], sums_of(row), counts_of(row))
