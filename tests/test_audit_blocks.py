@@ -287,3 +287,66 @@ def test_the_query_over_combinations_of_values_gives_the_direct_querys_blocks(de
     direct = blocks_read(demo, coverages, by_values=False)
     assert direct, "the coverages keep no row: the comparison would prove nothing"
     assert blocks_read(demo, coverages, by_values=True) == direct
+
+
+def _amounts(path, count: int) -> None:
+    """A table of ``count`` rows of one district, each with its own amount: as many combinations of values as rows
+    for conditions that read the amount."""
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute(f"CREATE TABLE tax.declarations AS SELECT 't' || (i % 50) AS taxpayer_id, 'd1' AS "
+                           f"district_code, 's' || (i % 7) AS street_code, i AS vat_paid FROM range({count}) AS t(i)")
+
+
+def test_conditions_over_a_column_of_many_values_are_refused_past_the_bound_not_evaluated(tmp_path, monkeypatch):
+    """Ranges on a measure read a column of nearly as many values as rows, so their combinations of values are
+    about as many as the rows: past MOST_SIGNATURE_VALUES (combinations x signature columns) the audit is refused
+    (AUDIT_TOO_LARGE) rather than evaluating every condition on each; under it the blocks are the direct query's."""
+    from dsbroker.errors import DsbrokerError
+    from sandbox.audit import blocks
+
+    _amounts(tmp_path / "data.duckdb", 2_000)
+    ranges = [f"SELECT street_code AS __k0 FROM tax.declarations WHERE district_code = 'd1' AND "
+              f"(vat_paid >= {low} AND vat_paid < {low + 200})" for low in range(0, 2_000, 50)]
+    assert len(ranges) > blocks.DIRECT_CONDITIONS  # the auditor reads these by their combinations
+    engine = DuckDBEngine(tmp_path / "data.duckdb")
+    try:
+        def read(**how):
+            found = read_blocks(engine, ranges, dataset="tax.declarations", entity="taxpayer_id",
+                                measures=["vat_paid"], timeout_s=30, **how)
+            return dict(zip(found.signatures, found.contributions, strict=True))
+
+        assert read() == read(by_values=False) != {}
+        blocks._block_query.cache_clear()
+        monkeypatch.setattr(blocks, "MOST_SIGNATURE_VALUES", (len(ranges) + 1) * 1_999)  # one combination short
+        with pytest.raises(DsbrokerError) as refused:
+            read()
+        assert refused.value.reason == "AUDIT_TOO_LARGE" and "combinations" in str(refused.value)
+    finally:
+        blocks._block_query.cache_clear()
+        engine.close()
+
+
+def test_more_distinct_conditions_than_the_auditor_plans_are_refused(tmp_path, monkeypatch):
+    """The engine plans every distinct condition however few the rows (each spelling of a WHERE is one): past
+    MOST_CONDITIONS_AND_KEYS the audit is refused (AUDIT_TOO_LARGE), so the answer that would add one more is not
+    released and the ledger's part stops growing; up to it the audit runs."""
+    from dsbroker.errors import DsbrokerError
+    from sandbox.audit import blocks
+
+    _amounts(tmp_path / "data.duckdb", 100)
+    spelt = [f"SELECT street_code AS __k0 FROM tax.declarations WHERE district_code = 'd1' AND "
+             f"(street_code IN ('s1', 'x{i}'))" for i in range(40)]
+    monkeypatch.setattr(blocks, "MOST_CONDITIONS_AND_KEYS", 41)  # 40 conditions and their one key
+    engine = DuckDBEngine(tmp_path / "data.duckdb")
+    try:
+        found = read_blocks(engine, spelt, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                            timeout_s=30)
+        assert len(found.signatures) == 1  # the street's rows, in all 40 cells
+        with pytest.raises(DsbrokerError) as refused:
+            read_blocks(engine, spelt + [spelt[0].replace("'x0'", "'y'")], dataset="tax.declarations",
+                        entity="taxpayer_id", measures=["vat_paid"], timeout_s=30)
+        assert refused.value.reason == "AUDIT_TOO_LARGE"
+    finally:
+        blocks._block_query.cache_clear()
+        engine.close()

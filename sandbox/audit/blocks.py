@@ -41,11 +41,15 @@ KEPT_BLOCK_ENTITIES = 100_000
 # Above this many distinct conditions the block query evaluates the conditions and keys once per distinct combination
 # of the columns they read, not on every row (see block_query). Below it the direct query is faster: its bare WHERE
 # lets DuckDB prune row groups, and it joins nothing.
-DIRECT_CONDITIONS = 64
+DIRECT_CONDITIONS = 32
 # The most signature values (distinct combinations x signature columns) the combinations' query evaluates. Measured
 # (DuckDB, 2 cores): 20,000,000 take about a second. Past it the audit is refused (AUDIT_TOO_LARGE): coverages over
 # a column of many values (a range on a measure) would otherwise bring the cost back to rows x conditions.
 MOST_SIGNATURE_VALUES = 20_000_000
+# The most distinct conditions and keys one audit evaluates: the engine plans each (DuckDB: 6,000 conditions in about
+# a second), however few the rows, and a key is evaluated on every row. Past it the audit is refused
+# (AUDIT_TOO_LARGE), so the answer that would add one more is never released: the ledger's part stops growing there.
+MOST_CONDITIONS_AND_KEYS = 10_000
 # The most terms of the WHERE that the combinations' query reads rows by (see _wider); past it, every row.
 WIDER_TERMS = 64
 
@@ -124,6 +128,10 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
                 shown_by[text].append(condition_at)
         layout.append((condition_at, tuple(positions)))
     shapes = [shape for _, shape in conditions.values()]
+    if len(conditions) + len(keys) > MOST_CONDITIONS_AND_KEYS:
+        raise DsbrokerError(f"more distinct queries have been released of {dataset} than the auditor can audit "
+                            "together; the owner can narrow the auditor's scope", reason="AUDIT_TOO_LARGE",
+                            table=dataset)
     if by_values is None:
         by_values = len(conditions) > DIRECT_CONDITIONS
     schema, name = dataset.split(".")
@@ -277,14 +285,14 @@ class CoverageShape:
 @functools.lru_cache(maxsize=16384)
 def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     """The :class:`CoverageShape` of coverage ``sql`` over the dataset's ``table``."""
-    # A tree of its own, changed in place: an audit after many coverages were recorded builds every one's shape,
-    # and copying trees took most of that time.
+    # A tree of its own, changed in place and written without copies: an audit after many coverages were recorded
+    # builds every one's shape, and copying trees took most of that time.
     select = _qualified(sql, table, dialect)
     joins, matched = [], []
     for join in select.args.get("joins") or []:
         lookup = join.this.alias_or_name
         left = exp.Join(this=join.this, on=join.args["on"], side="LEFT")
-        joins.append((lookup, left.sql(dialect=dialect)))
+        joins.append((lookup, left.sql(dialect=dialect, copy=False)))
         if join.side.upper() != "LEFT":
             # An inner join keeps only the rows its lookup has a row for.
             key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == lookup)
@@ -293,18 +301,18 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     parts = ([where.this] if where is not None else []) + matched
     condition = exp.paren(exp.and_(*parts, copy=False) if parts else exp.true(), copy=False)
     keys = [key for key in (e.unalias() for e in select.expressions) if not isinstance(key, exp.Literal)]
-    bare = condition.sql(dialect=dialect)
-    conjuncts = tuple(part.sql(dialect=dialect) for part in condition.this.flatten()) \
+    bare = condition.sql(dialect=dialect, copy=False)
+    conjuncts = tuple(part.sql(dialect=dialect, copy=False) for part in condition.this.flatten()) \
         if isinstance(condition.this, exp.And) else (bare,) if parts else ()
-    key_texts = tuple(key.sql(dialect=dialect) for key in keys)
+    key_texts = tuple(key.sql(dialect=dialect, copy=False) for key in keys)
     # The condition over the combinations' names of the columns it reads (see _by_values_query).
     reads: dict[str, str] = {}
     for column in list(condition.find_all(exp.Column)):
-        text = column.sql(dialect=dialect)
+        text = column.sql(dialect=dialect, copy=False)
         # Short names: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
         alias = reads.setdefault(text, f"{names.PREFIX}v{hashlib.sha256(text.encode()).hexdigest()[:16]}")
         column.replace(exp.column(alias))
-    bare_of_values = condition.sql(dialect=dialect)
+    bare_of_values = condition.sql(dialect=dialect, copy=False)
     return CoverageShape(tuple(joins), f"COALESCE({bare}, FALSE)", bare, key_texts,
                          tuple((alias, column) for column, alias in reads.items()),
                          f"COALESCE({bare_of_values}, FALSE)", conjuncts)
