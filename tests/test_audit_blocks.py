@@ -21,6 +21,10 @@ CONDITIONS = (
     ("district_code = 'd1' AND (street_code IN ('s1', 's2'))",
      lambda r: r["district_code"] == "d1" and r["street_code"] in ("s1", "s2")),
     ("district_code = 'd1'", lambda r: r["district_code"] == "d1"),
+    # An OR among the conjuncts: the query over combinations drops the shared row filter and ANDs the rest again.
+    ("district_code = 'd1' AND (street_code = 's1' OR period = 2) AND (industry_code = 'i1')",
+     lambda r: r["district_code"] == "d1" and (r["street_code"] == "s1" or r["period"] == 2)
+     and r["industry_code"] == "i1"),
     # A range on a measure (NULL in some rows): as many combinations of values as the measure has values.
     ("district_code = 'd1' AND (vat_paid >= 5 AND vat_paid < 100)",
      lambda r: r["district_code"] == "d1" and r["vat_paid"] is not None and 5 <= r["vat_paid"] < 100),

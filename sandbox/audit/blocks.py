@@ -143,7 +143,8 @@ def block_query(coverages: list[str], *, dataset: str, entity: str, measures: li
         aggregates.append(f"COUNT({column}) AS {names.PREFIX}count{position}")
     if by_values and reads:
         most = max(1, MOST_SIGNATURE_VALUES // (len(conditions) + len(keys)))
-        sql = _by_values_query(source, _wider(shapes), reads, [s.condition_of_values for s in shapes],
+        where, kept = _wider(shapes)
+        sql = _by_values_query(source, where, reads, [_over_values(shape, kept) for shape in shapes],
                                {text: shown_by[text] for text in keys}, entity_column, aggregates, most, dialect)
         return sql, BlockLayout(len(conditions), len(keys), tuple(layout), most)
     signature = _signature_columns(list(conditions), {text: shown_by[text] for text in keys})
@@ -167,19 +168,31 @@ def _signature_columns(conditions: list[str], keys: dict[str, list[int]]) -> lis
     return columns
 
 
-def _wider(shapes: list[CoverageShape]) -> str:
+def _wider(shapes: list[CoverageShape]) -> tuple[str, str | None]:
     """A WHERE that keeps every row some condition of ``shapes`` keeps, and few more: per condition one of its
     conjuncts, the one most conditions share (the grant's row filter, which the guard writes first), ORed. Empty
-    where some condition has none (it keeps every row) or where the conjuncts so chosen are many."""
+    where some condition has none (it keeps every row) or where the conjuncts so chosen are many. With it the
+    conjunct, where it is one: every condition has it, and it holds in every row the WHERE keeps."""
     shared = collections.Counter(part for shape in shapes for part in set(shape.conjuncts))
     chosen: dict[str, None] = {}
     for shape in shapes:
         if not shape.conjuncts:
-            return ""
+            return "", None
         chosen.setdefault(max(shape.conjuncts, key=lambda part: shared[part]))  # the first of the most shared
     if len(chosen) > WIDER_TERMS:
-        return ""
-    return " WHERE " + " OR ".join(chosen)
+        return "", None
+    return " WHERE " + " OR ".join(chosen), next(iter(chosen)) if len(chosen) == 1 else None
+
+
+def _over_values(shape: CoverageShape, kept: str | None) -> str:
+    """The condition of ``shape`` over the combinations' values, without the conjunct ``kept`` that holds in every
+    row they are read from (6,000 conditions that each name the grant's row filter are half as long to plan)."""
+    if kept is None or kept not in shape.conjuncts:
+        return shape.condition_of_values
+    rest = [of_values for part, of_values in zip(shape.conjuncts, shape.conjuncts_of_values, strict=True)
+            if part != kept]
+    # Each part in parentheses: flatten() takes them off a part that was one (an OR inside the AND).
+    return f"COALESCE(({' AND '.join(f'({part})' for part in rest)}), FALSE)" if rest else "TRUE"
 
 
 def _by_values_query(source: str, where: str, reads: dict[str, str], conditions: list[str],
@@ -280,6 +293,7 @@ class CoverageShape:
     reads: tuple[tuple[str, str], ...] = ()
     condition_of_values: str = ""
     conjuncts: tuple[str, ...] = ()  # the parts of the bare condition that each hold where it holds
+    conjuncts_of_values: tuple[str, ...] = ()  # the same over the combinations' names
 
 
 @functools.lru_cache(maxsize=16384)
@@ -302,8 +316,7 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     condition = exp.paren(exp.and_(*parts, copy=False) if parts else exp.true(), copy=False)
     keys = [key for key in (e.unalias() for e in select.expressions) if not isinstance(key, exp.Literal)]
     bare = condition.sql(dialect=dialect, copy=False)
-    conjuncts = tuple(part.sql(dialect=dialect, copy=False) for part in condition.this.flatten()) \
-        if isinstance(condition.this, exp.And) else (bare,) if parts else ()
+    conjuncts = _conjuncts(condition, dialect)
     key_texts = tuple(key.sql(dialect=dialect, copy=False) for key in keys)
     # The condition over the combinations' names of the columns it reads (see _by_values_query).
     reads: dict[str, str] = {}
@@ -315,7 +328,17 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     bare_of_values = condition.sql(dialect=dialect, copy=False)
     return CoverageShape(tuple(joins), f"COALESCE({bare}, FALSE)", bare, key_texts,
                          tuple((alias, column) for column, alias in reads.items()),
-                         f"COALESCE({bare_of_values}, FALSE)", conjuncts)
+                         f"COALESCE({bare_of_values}, FALSE)", conjuncts, _conjuncts(condition, dialect))
+
+
+def _conjuncts(condition: exp.Paren, dialect: str) -> tuple[str, ...]:
+    """The texts of the parts of ``condition`` (a parenthesised AND of them, or TRUE: none) that each hold where it
+    holds, each as a whole expression (an OR among them needs its parentheses again to be ANDed)."""
+    inside = condition.this
+    if isinstance(inside, exp.Boolean) and inside.this is True:
+        return ()
+    parts = inside.flatten() if isinstance(inside, exp.And) else [inside]
+    return tuple(part.sql(dialect=dialect, copy=False) for part in parts)
 
 
 def read_blocks(engine: Any, coverages: list[str], *, dataset: str, entity: str, measures: list[str],
