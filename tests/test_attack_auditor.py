@@ -254,3 +254,39 @@ def test_many_distinct_coverages_do_not_slow_every_later_audit_of_the_dataset(da
         except Exception:  # noqa: BLE001 - the engine is still busy with the audit's query when the sandbox stops
             pass
     assert answer == _truth(data, STREET), f"another department's one-cell query failed: {failure}"
+
+
+def test_ranges_on_a_measure_past_the_auditors_bound_refuse_the_department_that_adds_them(data, tmp_path,  # noqa: F811
+                                                                                          monkeypatch):
+    """Ranges on a measure read a column of about as many values as rows, so the auditor's combinations of values
+    do not shorten them: past MOST_SIGNATURE_VALUES (here lowered to the data's size: 40 conditions and keys over
+    its revenues) the audit is refused (AUDIT_TOO_LARGE), not slow. The answer so refused is not released, so it
+    is not recorded: asked again it is refused again, while what the department received before still answers."""
+    from sandbox.audit import blocks
+
+    with duckdb.connect(str(data), read_only=True) as connection:
+        (revenues,), = connection.execute("SELECT COUNT(DISTINCT revenue) FROM tax.declarations").fetchall()
+    monkeypatch.setattr(blocks, "MOST_SIGNATURE_VALUES", revenues * 40)
+    grid = ("aggregates: [COUNT, SUM, AVG]\n", "aggregates: [COUNT, SUM, AVG]\nranges: {revenue: 100}\n")
+    deployment = Stack(data, tmp_path, tmp_path / "released.sqlite", edits=[grid])
+    try:
+        client = deployment.client()
+        asked, refused = [], None
+        for i in range(60):
+            sql = (f"SELECT street_code, SUM(vat_paid) FROM tax.declarations WHERE revenue >= {1_000 + 100 * (i % 10)} "
+                   f"AND revenue < {3_500 + 100 * (i // 10)} GROUP BY street_code")
+            try:
+                client.query(GRANT, sql)
+            except DsbrokerError as error:
+                refused = (sql, error)
+                break
+            asked.append(sql)
+        assert refused is not None, "60 ranges on revenue were audited past the bound"
+        sql, error = refused
+        assert error.reason == "AUDIT_TOO_LARGE" and len(asked) > blocks.DIRECT_CONDITIONS
+        with pytest.raises(DsbrokerError) as again:
+            client.query(GRANT, sql)
+        assert again.value.reason == "AUDIT_TOO_LARGE", "the refused answer was recorded"
+        assert client.query(GRANT, asked[0]).rows, "an answer released before no longer answers"
+    finally:
+        deployment.stop()
