@@ -224,7 +224,7 @@ def test_many_distinct_coverages_do_not_slow_every_later_audit_of_the_dataset(da
     afterwards another department's one-cell query must still answer well within a 10 s deadline. Evaluated on
     every row, the 6,000 conditions took 8-10 s (the engine's planner alone took 4 s of it; on a real table it grows
     with rows x conditions); the auditor evaluates them once per distinct combination of the values they read
-    (registration_type and the district here), and the audit takes about 3 s, most of it reading the 6,000
+    (registration_type and the district here), and the audit takes about 2.6 s, most of it reading the 6,000
     coverages once after the sandbox starts (about 1.2 s once they are read)."""
     from dsbroker.guard import guard
     from dsbroker.policy.model import load_policy

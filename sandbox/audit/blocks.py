@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlglot
 import sqlglot.expressions as exp
+from sqlglot.dialects.dialect import Dialect
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import internal_names as names
@@ -305,11 +306,12 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     # A tree of its own, changed in place and written without copies: an audit after many coverages were recorded
     # builds every one's shape, and copying trees took most of that time.
     select = _qualified(sql, table, dialect)
+    written = _dialect(dialect)  # one instance: naming the dialect makes one for each text written
     joins, matched = [], []
     for join in select.args.get("joins") or []:
         lookup = join.this.alias_or_name
         left = exp.Join(this=join.this, on=join.args["on"], side="LEFT")
-        joins.append((lookup, left.sql(dialect=dialect, copy=False)))
+        joins.append((lookup, left.sql(dialect=written, copy=False)))
         if join.side.upper() != "LEFT":
             # An inner join keeps only the rows its lookup has a row for.
             key = next(c for c in join.args["on"].find_all(exp.Column) if c.table == lookup)
@@ -318,23 +320,23 @@ def _shape(sql: str, table: str, dialect: str) -> CoverageShape:
     parts = ([where.this] if where is not None else []) + matched
     condition = exp.paren(exp.and_(*parts, copy=False) if parts else exp.true(), copy=False)
     keys = [key for key in (e.unalias() for e in select.expressions) if not isinstance(key, exp.Literal)]
-    bare = condition.sql(dialect=dialect, copy=False)
-    conjuncts = _conjuncts(condition, dialect)
-    key_texts = tuple(key.sql(dialect=dialect, copy=False) for key in keys)
+    bare = condition.sql(dialect=written, copy=False)
+    conjuncts = _conjuncts(condition, written)
+    key_texts = tuple(key.sql(dialect=written, copy=False) for key in keys)
     # The condition over the combinations' names of the columns it reads (see _by_values_query).
     reads: dict[str, str] = {}
     for column in list(condition.find_all(exp.Column)):
-        text = column.sql(dialect=dialect, copy=False)
+        text = column.sql(dialect=written, copy=False)
         # Short names: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
         alias = reads.setdefault(text, f"{names.PREFIX}v{hashlib.sha256(text.encode()).hexdigest()[:16]}")
         column.replace(exp.column(alias))
-    bare_of_values = condition.sql(dialect=dialect, copy=False)
+    bare_of_values = condition.sql(dialect=written, copy=False)
     return CoverageShape(tuple(joins), f"COALESCE({bare}, FALSE)", bare, key_texts,
                          tuple((alias, column) for column, alias in reads.items()),
-                         f"COALESCE({bare_of_values}, FALSE)", conjuncts, _conjuncts(condition, dialect))
+                         f"COALESCE({bare_of_values}, FALSE)", conjuncts, _conjuncts(condition, written))
 
 
-def _conjuncts(condition: exp.Paren, dialect: str) -> tuple[str, ...]:
+def _conjuncts(condition: exp.Paren, dialect: Dialect) -> tuple[str, ...]:
     """The texts of the parts of ``condition`` (a parenthesised AND of them, or TRUE: none) that each hold where it
     holds, each as a whole expression (an OR among them needs its parentheses again to be ANDed)."""
     inside = condition.this
@@ -489,12 +491,18 @@ def _block_query(coverages: tuple[str, ...], dataset: str, entity: str, measures
                        by_values=by_values, bounded=bounded)
 
 
+@functools.cache
+def _dialect(name: str) -> Dialect:
+    """sqlglot's dialect ``name``, one instance for every text written in it."""
+    return Dialect.get_or_raise(name)
+
+
 def _qualified(sql: str, table: str, dialect: str) -> exp.Select:
     """The coverage ``sql`` parsed, with every unqualified column naming the dataset's table (the joins of other
     coverages would make a bare name ambiguous), and each lookup named by :func:`lookup_names` (two grants' lookups
     of one table name are two lookups, whose columns must not read alike). A new tree each time, the caller's to
     change (its shape is what is cached)."""
-    select = sqlglot.parse_one(sql, read=dialect)
+    select = sqlglot.parse_one(sql, read=_dialect(dialect))
     # Short aliases: PostgreSQL cuts identifiers at 63 bytes, which could make two of them one.
     lookups = {qualifier: f"{names.PREFIX}l{hashlib.sha256(name.encode()).hexdigest()[:16]}"
                for qualifier, name in lookup_names(select).items()}
