@@ -284,3 +284,18 @@ def test_combinations_of_values_match_nulls_and_equal_values_of_two_texts_on_pos
     assert len(direct) > 5 and sum(len(c) for c in direct.values()) > 10
     assert combined == direct
     assert len(read[True].signatures) == len(combined), "a signature came back as two blocks"
+
+
+def test_thousands_of_distinct_conditions_are_audited_on_postgresql(engine, reference):
+    """PostgreSQL takes at most 1,664 columns in a query, so a direct block query (a column per condition) over
+    2,000 conditions cannot run there; the query over combinations of values holds them in one array, and its
+    blocks are DuckDB's direct query's."""
+    from dsbroker.errors import DsbrokerError
+    from tests.block_differential import blocks_read
+
+    spelt = [f"SELECT street_code AS __k0 FROM tax.declarations WHERE district_code = '320102' AND "
+             f"(registration_type IN ('173', 'x{i}'))" for i in range(2_000)]
+    with pytest.raises(DsbrokerError):
+        blocks_read(engine, spelt, by_values=False)
+    read = blocks_read(engine, spelt, by_values=True)
+    assert read and read == blocks_read(reference, spelt, by_values=False)
