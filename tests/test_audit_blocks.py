@@ -21,6 +21,13 @@ CONDITIONS = (
     ("district_code = 'd1' AND (street_code IN ('s1', 's2'))",
      lambda r: r["district_code"] == "d1" and r["street_code"] in ("s1", "s2")),
     ("district_code = 'd1'", lambda r: r["district_code"] == "d1"),
+    # An OR among the conjuncts: the query over combinations drops the shared row filter and ANDs the rest again.
+    ("district_code = 'd1' AND (street_code = 's1' OR period = 2) AND (industry_code = 'i1')",
+     lambda r: r["district_code"] == "d1" and (r["street_code"] == "s1" or r["period"] == 2)
+     and r["industry_code"] == "i1"),
+    # A range on a measure (NULL in some rows): as many combinations of values as the measure has values.
+    ("district_code = 'd1' AND (vat_paid >= 5 AND vat_paid < 100)",
+     lambda r: r["district_code"] == "d1" and r["vat_paid"] is not None and 5 <= r["vat_paid"] < 100),
 )
 KEYS = ((), ("street_code",), ("industry_code",), ("street_code", "industry_code"), ("industry_code", "street_code"))
 
@@ -52,8 +59,11 @@ def _by_hand(rows: list[dict], coverages: list[tuple[int, tuple[str, ...]]]) -> 
     return {s: {e: (n, (t,), (c,)) for e, (n, t, c) in b.items()} for s, b in blocks.items()}
 
 
+@pytest.mark.parametrize("by_values", [False, True], ids=["direct", "by-values"])
 @pytest.mark.parametrize("seed", range(40))
-def test_blocks_match_grouping_rows_by_their_cell_in_every_coverage(tmp_path, seed):
+def test_blocks_match_grouping_rows_by_their_cell_in_every_coverage(tmp_path, seed, by_values):
+    """Either query (see block_query: each row's signature, or each distinct combination's of the values the
+    conditions and keys read, matched back NULL-safely) groups the rows as grouping them by hand does."""
     rng = random.Random(seed)
     rows = _data(tmp_path / "data.duckdb", rng)
     # Coverages that share conditions and keys (each at most once: the ledger's coverages are distinct).
@@ -63,7 +73,7 @@ def test_blocks_match_grouping_rows_by_their_cell_in_every_coverage(tmp_path, se
     engine = DuckDBEngine(tmp_path / "data.duckdb")
     try:
         blocks = read_blocks(engine, texts, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
-                             timeout_s=30)
+                             timeout_s=30, by_values=by_values)
     finally:
         engine.close()
     read = dict(zip(blocks.signatures, blocks.contributions, strict=True))
@@ -256,4 +266,95 @@ def test_the_auditor_reads_the_data_it_serves_once_its_file_is_moved_away(tmp_pa
             assert _as_read(cache.read(engine, texts, **read)) == _as_read(before)
             assert engine.queries == expected, "kept without a stamp"
     finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from sandbox.demo.data import make_demo_data
+
+    path = tmp_path_factory.mktemp("blocks") / "small.duckdb"
+    make_demo_data(path, taxpayers=400, months=6)
+    engine = DuckDBEngine(path)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_query_over_combinations_of_values_gives_the_direct_querys_blocks(demo, policy, seed):
+    """Over many conditions the auditor evaluates them once per distinct combination of the values they read and
+    groups the rows by the combination's signature; the blocks (signatures and every entity's contributions) are
+    the direct query's, for the guard's coverages of random queries (lookups, a measure's ranges, NULL keys)."""
+    from tests.block_differential import blocks_read, random_coverages
+
+    coverages = random_coverages(demo, policy, random.Random(seed), 12)
+    direct = blocks_read(demo, coverages, by_values=False)
+    assert direct, "the coverages keep no row: the comparison would prove nothing"
+    assert blocks_read(demo, coverages, by_values=True) == direct
+
+
+def _amounts(path, count: int) -> None:
+    """A table of ``count`` rows of one district, each with its own amount: as many combinations of values as rows
+    for conditions that read the amount."""
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute(f"CREATE TABLE tax.declarations AS SELECT 't' || (i % 50) AS taxpayer_id, 'd1' AS "
+                           f"district_code, 's' || (i % 7) AS street_code, i AS vat_paid FROM range({count}) AS t(i)")
+
+
+def test_conditions_over_a_column_of_many_values_are_refused_past_the_bound_not_evaluated(tmp_path, monkeypatch):
+    """Ranges on a measure read a column of nearly as many values as rows, so their combinations of values are
+    about as many as the rows: past MOST_SIGNATURE_VALUES (combinations x signature columns) the audit is refused
+    (AUDIT_TOO_LARGE) rather than evaluating every condition on each; under it the blocks are the direct query's."""
+    from dsbroker.errors import DsbrokerError
+    from sandbox.audit import blocks
+
+    _amounts(tmp_path / "data.duckdb", 2_000)
+    ranges = [f"SELECT street_code AS __k0 FROM tax.declarations WHERE district_code = 'd1' AND "
+              f"(vat_paid >= {low} AND vat_paid < {low + 200})" for low in range(0, 2_000, 50)]
+    assert len(ranges) > blocks.DIRECT_CONDITIONS  # the auditor reads these by their combinations
+    engine = DuckDBEngine(tmp_path / "data.duckdb")
+    try:
+        def read(**how):
+            found = read_blocks(engine, ranges, dataset="tax.declarations", entity="taxpayer_id",
+                                measures=["vat_paid"], timeout_s=30, **how)
+            return dict(zip(found.signatures, found.contributions, strict=True))
+
+        assert read() == read(by_values=False) != {}
+        blocks._block_query.cache_clear()
+        monkeypatch.setattr(blocks, "MOST_SIGNATURE_VALUES", (len(ranges) + 1) * 1_999)  # one combination short
+        with pytest.raises(DsbrokerError) as refused:
+            read()
+        assert refused.value.reason == "AUDIT_TOO_LARGE" and "combinations" in str(refused.value)
+        assert read(bounded=False) == read(by_values=False)  # the owner's summary of the ledger waits for it
+    finally:
+        blocks._block_query.cache_clear()
+        engine.close()
+
+
+def test_more_distinct_conditions_than_the_auditor_plans_are_refused(tmp_path, monkeypatch):
+    """The engine plans every distinct condition however few the rows (each spelling of a WHERE is one): past
+    MOST_CONDITIONS_AND_KEYS the audit is refused (AUDIT_TOO_LARGE), so the answer that would add one more is not
+    released and the ledger's part stops growing; up to it the audit runs."""
+    from dsbroker.errors import DsbrokerError
+    from sandbox.audit import blocks
+
+    _amounts(tmp_path / "data.duckdb", 100)
+    spelt = [f"SELECT street_code AS __k0 FROM tax.declarations WHERE district_code = 'd1' AND "
+             f"(street_code IN ('s1', 'x{i}'))" for i in range(40)]
+    monkeypatch.setattr(blocks, "MOST_CONDITIONS_AND_KEYS", 41)  # 40 conditions and their one key
+    engine = DuckDBEngine(tmp_path / "data.duckdb")
+    try:
+        found = read_blocks(engine, spelt, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                            timeout_s=30)
+        assert len(found.signatures) == 1  # the street's rows, in all 40 cells
+        more = spelt + [spelt[0].replace("'x0'", "'y'")]
+        with pytest.raises(DsbrokerError) as refused:
+            read_blocks(engine, more, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                        timeout_s=30)
+        assert refused.value.reason == "AUDIT_TOO_LARGE"
+        assert read_blocks(engine, more, dataset="tax.declarations", entity="taxpayer_id", measures=["vat_paid"],
+                           timeout_s=30, bounded=False).signatures  # the owner's summary of the ledger
+    finally:
+        blocks._block_query.cache_clear()
         engine.close()

@@ -238,3 +238,64 @@ def test_the_auditors_blocks_are_read_afresh_on_postgresql_every_time(engine):
         blocks = cache.read(counting, [coverage], dataset="tax.declarations", entity="taxpayer_id",
                             measures=["vat_paid"], timeout_s=60)
     assert counting.queries == 2 and blocks.signatures
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_auditors_query_over_combinations_of_values_reads_the_direct_querys_blocks(engine, reference, policy,
+                                                                                      seed):
+    """PostgreSQL matches rows to their combination of values by each value's text and whether it is NULL (it
+    hashes no IS NOT DISTINCT FROM): the blocks are the direct query's, and DuckDB's."""
+    import random
+
+    from tests.block_differential import blocks_read, random_coverages
+
+    coverages = random_coverages(engine, policy, random.Random(seed), 12)
+    direct = blocks_read(engine, coverages, by_values=False)
+    assert direct, "the coverages keep no row: the comparison would prove nothing"
+    assert blocks_read(engine, coverages, by_values=True) == direct
+    assert blocks_read(reference, random_coverages(reference, policy, random.Random(seed), 12),
+                       by_values=True) == direct
+
+
+def test_combinations_of_values_match_nulls_and_equal_values_of_two_texts_on_postgresql(server):
+    """A NULL is a value of a combination; 1.0 and 1.00 are one numeric with two texts, and -0 and 0 one float:
+    each row still meets exactly its combination, so the blocks are the direct query's."""
+    from sandbox.audit.blocks import read_blocks
+
+    server.admin.execute("CREATE TABLE tax.combinations (taxpayer_id TEXT, code TEXT, amount NUMERIC, "
+                         "ratio DOUBLE PRECISION, paid BIGINT)")
+    rows = [(f"t{i % 5}", [None, "a", "b"][i % 3], [None, "1.0", "1.00", "2"][i % 4], [None, -0.0, 0.0, 0.5][i % 4],
+             i) for i in range(48)]
+    with server.admin.cursor() as cursor:
+        cursor.executemany("INSERT INTO tax.combinations VALUES (%s, %s, %s, %s, %s)", rows)
+    tables = SERVED | {"tax.combinations"}
+    engine = PostgresEngine(server.dsn(server.role(tables=tables)), EngineLimits(pool_size=1), served=tables)
+    coverages = [f"SELECT code AS __k0, amount AS __k1 FROM tax.combinations WHERE {where}" for where in
+                 ("code IS NULL OR code = 'a'", "amount = 1 OR amount IS NULL", "ratio = 0 OR code = 'b'",
+                  "ratio > 0.1 OR ratio IS NULL", "paid >= 10 AND paid < 30")]
+    coverages += ["SELECT ratio AS __k0 FROM tax.combinations WHERE amount >= 1"]
+    try:
+        read = {by_values: read_blocks(engine, coverages, dataset="tax.combinations", entity="taxpayer_id",
+                                       measures=["paid"], timeout_s=60, by_values=by_values)
+                for by_values in (False, True)}
+    finally:
+        engine.close()
+    direct, combined = (dict(zip(read[b].signatures, read[b].contributions, strict=True)) for b in (False, True))
+    assert len(direct) > 5 and sum(len(c) for c in direct.values()) > 10
+    assert combined == direct
+    assert len(read[True].signatures) == len(combined), "a signature came back as two blocks"
+
+
+def test_thousands_of_distinct_conditions_are_audited_on_postgresql(engine, reference):
+    """PostgreSQL takes at most 1,664 columns in a query, so a direct block query (a column per condition) over
+    2,000 conditions cannot run there; the query over combinations of values holds them in one array, and its
+    blocks are DuckDB's direct query's."""
+    from dsbroker.errors import DsbrokerError
+    from tests.block_differential import blocks_read
+
+    spelt = [f"SELECT street_code AS __k0 FROM tax.declarations WHERE district_code = '320102' AND "
+             f"(registration_type IN ('173', 'x{i}'))" for i in range(2_000)]
+    with pytest.raises(DsbrokerError):
+        blocks_read(engine, spelt, by_values=False)
+    read = blocks_read(engine, spelt, by_values=True)
+    assert read and read == blocks_read(reference, spelt, by_values=False)

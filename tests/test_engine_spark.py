@@ -186,3 +186,17 @@ def test_a_memory_cap_other_than_the_sessions_is_refused(small_demo):
         SparkEngine(parquet_tables(small_demo), EngineLimits(memory_limit="3GB", threads=2, pool_size=2))
     assert caught.value.reason == "ENGINE_NOT_LOCKED_DOWN"
     assert "spark.executor.memory is not 3g" in caught.value.message
+
+
+def test_the_auditors_query_over_combinations_of_values_reads_the_direct_querys_blocks(engine, reference, policy):
+    """Spark takes the auditor's query over combinations of values as DuckDB does (arrays counted from 0, <=> to
+    match NULLs): the blocks are its direct query's, and DuckDB's."""
+    import random
+
+    from tests.block_differential import blocks_read, random_coverages
+
+    coverages = random_coverages(engine, policy, random.Random(1), 12)
+    direct = blocks_read(engine, coverages, by_values=False)
+    assert direct, "the coverages keep no row: the comparison would prove nothing"
+    assert blocks_read(engine, coverages, by_values=True) == direct
+    assert blocks_read(reference, random_coverages(reference, policy, random.Random(1), 12), by_values=True) == direct

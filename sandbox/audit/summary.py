@@ -51,9 +51,11 @@ def released_summary(engine: Any, ledger: ReleasedCellLedger, dataset: str, *, e
     if not cells:
         return ReleasedSummary(dataset, 0, 0, 0, 0, 0, 0, 0, round(time.perf_counter() - started, 3))
     measures = sorted({c.statistic.split(":", 1)[1] for c in released if ":" in c.statistic})
-    blocks = read_blocks(engine, coverages, dataset=dataset, entity=entity, measures=measures, timeout_s=timeout_s)
+    # Not bounded as an audit is: the owner asks for the whole ledger, and no answer waits for it.
+    blocks = read_blocks(engine, coverages, dataset=dataset, entity=entity, measures=measures, timeout_s=timeout_s,
+                         bounded=False)
     members = Membership(blocks, coverages)
-    rows = [members.cell(coverages.index(coverage), fixed, keys) for coverage, fixed, keys in cells]
+    rows = [members.cell(members.place[coverage], fixed, keys) for coverage, fixed, keys in cells]
     merged = merged_blocks(rows)
     parts: dict[int, list[int]] = {}
     for block, representative in merged.items():
