@@ -512,6 +512,7 @@ class JudgeMemo:
 
     verdicts: dict[tuple, tuple[bool, bool]] = field(default_factory=dict)
     amounts: dict[tuple[frozenset[int], int], tuple[dict[Any, Any], Any, Any]] = field(default_factory=dict)
+    negative: dict[int, bool] = field(default_factory=dict)  # per measure: whether some block holds a negative part
 
 
 class Judge:
@@ -534,6 +535,7 @@ class Judge:
         memo = memo if memo is not None else JudgeMemo()
         self._verdicts = memo.verdicts
         self._amount_cache = memo.amounts
+        self._negative = memo.negative
 
     def fails(self, union: frozenset[int]) -> bool:
         """Whether the rules would withhold the union as a cell."""
@@ -591,6 +593,14 @@ class Judge:
             if values and _dominated(values, rule, self.largest):
                 return True
         return False
+
+    def has_negative(self, at: int) -> bool:
+        """Whether some taxpayer's part of measure ``at`` in some block is negative (cached per blocks)."""
+        found = self._negative.get(at)
+        if found is None:
+            found = self._negative[at] = any(part[1][at] is not None and part[1][at] < 0
+                                             for block in self.contributions for part in block.values())
+        return found
 
     def amounts(self, column: frozenset[int], at: int) -> dict[Any, Any]:
         """Per taxpayer its amount of summed measure ``at`` in ``column`` (a union of blocks)."""
@@ -1083,6 +1093,14 @@ class _Space:
 
         for at in judge.summed:
             name = f"sum:{judge.measures[at]}"
+            # Cheap first: a total can be dominated only where a block is dominated alone, or where some taxpayer's
+            # amounts have both signs (the rules' verdicts are kept per union, and most blocks pass).
+            columns = released(self, name, self._columns)
+            if not any(judge.fails(frozenset(self.parts[c])) and _dominated(
+                    [a for a in judge.amounts(frozenset(self.parts[c]), at).values() if a], rule, judge.largest)
+                    for c in columns) and not (judge.has_negative(at) and may_dominate(
+                        {c: judge.amounts(frozenset(self.parts[c]), at) for c in columns}, lambda values: False)):
+                continue
             source = own(name) if own is not None else self
             span = source.span
             used = sorted({c for row in span for c in row.vector})
@@ -1090,8 +1108,6 @@ class _Space:
             if not allowed:
                 continue
             amounts = {c: judge.amounts(frozenset(self.parts[c]), at) for c in allowed}
-            if not may_dominate(amounts, lambda values: bool(values) and _dominated(values, rule, judge.largest)):
-                continue
 
             def earlier() -> list[Row]:
                 # What the cells before that released this measure's sum gave, over the blocks where they did.
