@@ -141,6 +141,10 @@ class _Totals:
         norms = np.sqrt(((weights_of * single[:, None]) ** 2).sum(axis=0) + (mixed ** 2).sum(axis=0))
         norms = np.where(norms > 0, norms, 1.0)
         self._weights_of = weights_of / norms  # blocks x coordinates: each block's weight in a combination
+        # The blocks whose weight must not be negative: those holding some nonzero amount. A block that adds 0 (its
+        # firms declare 0, or NULL) changes no net whatever its weight, so a cell padded with one and subtracted is
+        # still a total (a street less its rest and an empty industry is the street's other industries).
+        self._signed = np.array(sorted({at for parts in by_entity.values() for at in parts}), dtype=int)
         self._mass = single @ self._weights_of  # per coordinate: the magnitude of the taxpayers of one sign
         self._mixed = mixed / norms  # taxpayers whose amounts change sign x coordinates: their nets
         # Taxpayers (oriented, by position) x blocks: each one's amounts times its orientation.
@@ -258,15 +262,16 @@ class _Totals:
         return point
 
     def gauge(self, point: np.ndarray) -> tuple[float, np.ndarray]:
-        """max ``point . z`` over the totals (every block weight at least 0) whose taxpayers' magnitudes add up to
-        at most 1, with the z that attains it."""
-        blocks, dimension = self._weights_of.shape
+        """max ``point . z`` over the totals (every weight of a block holding some nonzero amount at least 0) whose
+        taxpayers' magnitudes add up to at most 1, with the z that attains it."""
+        dimension = self._weights_of.shape[1]
+        blocks = len(self._signed)
         largest = float(np.abs(point).max())
         if not largest:
             return 0.0, np.zeros(dimension)
         changing = self._mixed.shape[0]
         if self._programme is None:
-            w = csr_matrix(self._weights_of)
+            w = csr_matrix(self._weights_of[self._signed])
             m = csr_matrix(self._mixed)
             eye = identity(changing, format="csr")
             parts = [hstack([-w, csr_matrix((blocks, changing))]),

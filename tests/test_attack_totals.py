@@ -1,0 +1,38 @@
+"""Attacks on the auditor's search over totals that take a block passing alone (sandbox/audit/dominated_totals.py):
+each test failed while the attack worked.
+
+Blocks are built by hand as in tests/test_audit_dominated_totals.py (each block the rows of one group of firms, each
+released cell a union of blocks, blocks of 10 or more comparable firms pass), and driven through ``_new_leaks``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_attack_auditor_10 import N1, N2, P10, _firms, _leaks, _one_firm
+
+# Street A: a giant's industry (G 700,000 beside 9 firms of 1,000), a passing industry 65 of 12 firms of 5,000,
+# and the rest (20 firms of 10,000); industry 65 also in street B. Street A less its rest is the giant's industry
+# with industry 65: G holds 91% of it.
+A52 = _firms(0, 1_000, 9) | {"G": _one_firm(700_000)}
+A65 = _firms(100, 5_000, 12)
+A_REST = _firms(200, 10_000, 20)
+B65 = _firms(300, 5_000, 15)
+INDUSTRY_65, STREET_A, REST = {1, 3}, {0, 1, 2}, {2}
+
+# --- 1. A block that adds 0 turns a total into a "difference" ----------------------------------------------------
+
+ZERO = {f"Z{i:03d}": (12, (0,), (12,)) for i in range(12)}  # twelve firms that declare 0 (dormant)
+NULLS = {f"Z{i:03d}": (12, (None,), (0,)) for i in range(12)}  # twelve firms with no revenue declared
+
+
+@pytest.mark.parametrize("rule", [N1, N2, P10], ids=["n=1", "n=2", "p%"])
+@pytest.mark.parametrize("empty", [ZERO, NULLS], ids=["zeros", "nulls"])
+def test_a_remainder_padded_with_a_block_that_adds_nothing_is_still_a_total(empty, rule):
+    """The answer asks for street A's rest together with a block that adds 0 (an industry of dormant firms, or
+    firms whose revenue is NULL): street A less the answer is the giant's industry and industry 65 less the empty
+    block, a combination with a negative weight, so not a total to the search, though its value is the dominated
+    total itself. Without the padding the same leak is found."""
+    blocks = [A52, A65, A_REST, B65, empty]
+    assert _leaks(blocks, [INDUSTRY_65, STREET_A], [REST], rule)
+    assert _leaks(blocks, [INDUSTRY_65, STREET_A], [REST | {4}], rule)
