@@ -36,3 +36,24 @@ def test_a_remainder_padded_with_a_block_that_adds_nothing_is_still_a_total(empt
     blocks = [A52, A65, A_REST, B65, empty]
     assert _leaks(blocks, [INDUSTRY_65, STREET_A], [REST], rule)
     assert _leaks(blocks, [INDUSTRY_65, STREET_A], [REST | {4}], rule)
+
+
+# --- 2. The partner search's bound forgets a block's taxpayers past the eight it keeps ---------------------------
+
+def test_the_partner_bound_covers_a_blocks_taxpayers_past_the_ones_it_keeps():
+    """``tail_point`` bounds every partner of a set by each block's largest amounts of its other taxpayers, kept for
+    the eight largest of each block. Once the partner search has left out the seven it tried beside the giant (the
+    eighth kept is the giant), the block's bound fell to 0, though twelve more firms of the same size are there:
+    the bound was below the gauge of the giant with any of them, and the search stopped."""
+    from sandbox.audit.dominated_totals import _Totals
+    from sandbox.audit.linear import unsafe_space
+    from tests.test_audit_dominated_totals import _exact_gauge
+
+    amounts = {0: {"G": 1_000} | {f"F{i:02d}": 100 for i in range(20)}, 1: {f"H{i:02d}": 100 for i in range(50)}}
+    vectors = [{0: 1}, {1: 1}]
+    space = _Totals.of(unsafe_space(vectors, {0, 1}, [0, 1]), amounts)
+    assert space is not None
+    position = {entity: p for p, (entity, _) in enumerate(space.entities)}
+    tried = {position[f"F{i:02d}"] for i in range(7)}
+    bound = space.gauge(space.tail_point({position["G"]: 1.0}, (1.0,), tried))[0]
+    assert bound >= _exact_gauge(vectors, amounts, {"G": 1.0, "F10": 1.0}) - 1e-9

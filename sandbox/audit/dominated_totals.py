@@ -126,6 +126,8 @@ class _Totals:
         for i, entity in enumerate(names):
             for at, value in by_entity[entity].items():
                 largest[at].append((abs(value), i))
+        # A block's taxpayers past the ones kept: each has no more than the last one kept (the partner bound).
+        self._unkept = np.array([max(0, len(values) - _LARGEST) for values in largest])
         self._largest_values = np.zeros((len(single), _LARGEST))
         self._largest_names = np.full((len(single), _LARGEST), -1)
         for at, values in enumerate(largest):
@@ -238,6 +240,10 @@ class _Totals:
         leaving = [self._name_at[self.entities[e][0]] for e in (*chosen, *left_out)]
         others = np.where(np.isin(self._largest_names, leaving), 0.0, self._largest_values)
         tails = -np.sort(-others, axis=1)[:, :len(roles)].sum(axis=1)
+        # Where leaving out the set and the partners tried leaves fewer than the roles among the amounts kept, the
+        # taxpayers not kept fill the rest, each at most the smallest amount kept.
+        short = np.maximum(0, len(roles) - (others > 0).sum(axis=1))
+        tails += np.minimum(short, self._unkept) * self._largest_values[:, -1]
         return self.point(chosen) + max(roles) * (tails @ self._weights_of)
 
     def shared(self, weights: dict[int, float]) -> tuple[int, float, np.ndarray] | None:
