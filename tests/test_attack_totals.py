@@ -7,9 +7,15 @@ released cell a union of blocks, blocks of 10 or more comparable firms pass), an
 
 from __future__ import annotations
 
+import shutil
+
+import duckdb
 import pytest
 
+from tests.conftest import SHIPPED_DOMINANCE
+from tests.test_attack_auditor import STREET, Stack, _one
 from tests.test_attack_auditor_10 import N1, N2, P10, _firms, _leaks, _one_firm
+from tests.test_released_cell_auditor import STREET_A, STREET_B, _truth, data  # noqa: F401
 
 # Street A: a giant's industry (G 700,000 beside 9 firms of 1,000), a passing industry 65 of 12 firms of 5,000,
 # and the rest (20 firms of 10,000); industry 65 also in street B. Street A less its rest is the giant's industry
@@ -18,7 +24,7 @@ A52 = _firms(0, 1_000, 9) | {"G": _one_firm(700_000)}
 A65 = _firms(100, 5_000, 12)
 A_REST = _firms(200, 10_000, 20)
 B65 = _firms(300, 5_000, 15)
-INDUSTRY_65, STREET_A, REST = {1, 3}, {0, 1, 2}, {2}
+INDUSTRY_65, STREET_A_CELL, REST = {1, 3}, {0, 1, 2}, {2}
 
 # --- 1. A block that adds 0 turns a total into a "difference" ----------------------------------------------------
 
@@ -34,8 +40,36 @@ def test_a_remainder_padded_with_a_block_that_adds_nothing_is_still_a_total(empt
     block, a combination with a negative weight, so not a total to the search, though its value is the dominated
     total itself. Without the padding the same leak is found."""
     blocks = [A52, A65, A_REST, B65, empty]
-    assert _leaks(blocks, [INDUSTRY_65, STREET_A], [REST], rule)
-    assert _leaks(blocks, [INDUSTRY_65, STREET_A], [REST | {4}], rule)
+    assert _leaks(blocks, [INDUSTRY_65, STREET_A_CELL], [REST], rule)
+    assert _leaks(blocks, [INDUSTRY_65, STREET_A_CELL], [REST | {4}], rule)
+
+
+
+def test_a_street_less_its_rest_padded_with_a_dormant_street_is_withheld_end_to_end(data, tmp_path):  # noqa: F811
+    """Through a real broker and sandbox: BIG declares 700,000 a month in street A industry 52; street B's firms of
+    industries 51, 72 and 99 declare 0 (dormant). Industry 65 and street A are released; then the rest of street A
+    asked together with street B's dormant industries, which add 0. Street A less it is A/52 + A/65 less a block
+    that adds 0: BIG's revenue to within 12.5%."""
+    big = f"91{STREET_A}520000"
+    owner = tmp_path / "dormant.duckdb"
+    shutil.copy(data, owner)
+    with duckdb.connect(str(owner)) as connection:
+        connection.execute("UPDATE tax.declarations SET revenue = 700000 WHERE taxpayer_id = ?", [big])
+        connection.execute("UPDATE tax.declarations SET revenue = 0 WHERE street_code = ? "
+                           "AND industry_code IN ('51', '72', '99')", [STREET_B])
+    deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite",
+                       edits=[(SHIPPED_DOMINANCE, "dominance: {n: 1, k: 85}")])
+    try:
+        client = deployment.client()
+        _one(client, "SELECT SUM(revenue) FROM tax.declarations WHERE industry_code = '65'")
+        street = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET}")
+        rest = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE street_code IN ('{STREET_A}', "
+                            f"'{STREET_B}') AND industry_code IN ('51', '72', '99')")
+    finally:
+        deployment.stop()
+    truth = _truth(owner, f"taxpayer_id = '{big}'")
+    assert street is None or rest is None or (street - rest - truth) / truth > 0.15, \
+        "a total the dominance rule withholds is derived: the dominant firm's revenue within 15%"
 
 
 # --- 2. The partner search's bound forgets a block's taxpayers past the eight it keeps ---------------------------
