@@ -91,3 +91,22 @@ def test_the_partner_bound_covers_a_blocks_taxpayers_past_the_ones_it_keeps():
     tried = {position[f"F{i:02d}"] for i in range(7)}
     bound = space.gauge(space.tail_point({position["G"]: 1.0}, (1.0,), tried))[0]
     assert bound >= _exact_gauge(vectors, amounts, {"G": 1.0, "F10": 1.0}) - 1e-9
+
+
+# --- 3. One firm whose amounts change sign switched off every search for two taxpayers --------------------------
+
+G1_G2 = _firms(0, 1_000, 9) | {"G1": _one_firm(400_000), "G2": _one_firm(350_000)}  # each under 85%, both over
+ONE_GIANT = A52
+
+
+@pytest.mark.parametrize(("giants", "rule"), [(G1_G2, N2), (ONE_GIANT, P10)], ids=["two giants, n=2", "p%"])
+def test_a_firm_with_a_refund_elsewhere_does_not_switch_off_the_search_for_pairs(giants, rule):
+    """Street A less its rest is the giants' industry and industry 65, dominated by two giants together (n=2) or
+    by one under p% (the second largest estimates it). A firm X that declares 30,000 in the giants' industry and a
+    refund of 28,000 in the rest has amounts of both signs: the partner search then has no bound (``tail_point``
+    is None), which the search took for "no partner" (``_partners`` is a generator, never None), so no set of two
+    was tried and p% (only sets of two) judged nothing."""
+    with_x = giants | {"X": _one_firm(30_000)}
+    rest = A_REST | {"X": _one_firm(-28_000)}
+    assert _leaks([giants, A65, A_REST, B65], [INDUSTRY_65, STREET_A_CELL], [REST], rule)
+    assert _leaks([with_x, A65, rest, B65], [INDUSTRY_65, STREET_A_CELL], [REST], rule)
