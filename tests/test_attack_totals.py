@@ -111,6 +111,11 @@ def test_the_partner_bound_covers_a_blocks_taxpayers_past_the_ones_it_keeps():
     tried = {position[f"F{i:02d}"] for i in range(7)}
     bound = space.gauge(space.tail_point({position["G"]: 1.0}, (1.0,), tried))[0]
     assert bound >= _exact_gauge(vectors, amounts, {"G": 1.0, "F10": 1.0}) - 1e-9
+    # Once every firm of the block is tried, the bound is the giant's with block 1's firms: the search can stop.
+    everyone = {position[f"F{i:02d}"] for i in range(20)}
+    bound = space.gauge(space.tail_point({position["G"]: 1.0}, (1.0,), everyone))[0]
+    assert bound == pytest.approx(max(_exact_gauge(vectors, amounts, {"G": 1.0}),
+                                      _exact_gauge(vectors, amounts, {"H00": 1.0})), abs=1e-9)
 
 
 # --- 3. One firm whose amounts change sign switched off every search for two taxpayers --------------------------

@@ -21,6 +21,7 @@ change sign).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -126,12 +127,12 @@ class _Totals:
         for i, entity in enumerate(names):
             for at, value in by_entity[entity].items():
                 largest[at].append((abs(value), i))
-        # A block's taxpayers past the ones kept: each has no more than the last one kept (the partner bound).
-        self._unkept = np.array([max(0, len(values) - _LARGEST) for values in largest])
+        # Every block's amounts, largest first, for the blocks whose kept ones the partners tried use up.
+        self._ranked = [sorted(values, key=lambda p: -p[0]) for values in largest]
         self._largest_values = np.zeros((len(single), _LARGEST))
         self._largest_names = np.full((len(single), _LARGEST), -1)
-        for at, values in enumerate(largest):
-            for place, (value, i) in enumerate(sorted(values, key=lambda p: -p[0])[:_LARGEST]):
+        for at, values in enumerate(self._ranked):
+            for place, (value, i) in enumerate(values[:_LARGEST]):
                 self._largest_values[at, place], self._largest_names[at, place] = value, i
         self._alone_in = {entity: next(iter(parts)) for entity, parts in by_entity.items()
                           if len(parts) == 1 and entity not in changed}
@@ -240,10 +241,14 @@ class _Totals:
         leaving = [self._name_at[self.entities[e][0]] for e in (*chosen, *left_out)]
         others = np.where(np.isin(self._largest_names, leaving), 0.0, self._largest_values)
         tails = -np.sort(-others, axis=1)[:, :len(roles)].sum(axis=1)
-        # Where leaving out the set and the partners tried leaves fewer than the roles among the amounts kept, the
-        # taxpayers not kept fill the rest, each at most the smallest amount kept.
-        short = np.maximum(0, len(roles) - (others > 0).sum(axis=1))
-        tails += np.minimum(short, self._unkept) * self._largest_values[:, -1]
+        # Where leaving out the set and the partners tried leaves fewer than the roles among the amounts kept, and
+        # the block has more, its largest other amounts are read from all of them.
+        short = (others > 0).sum(axis=1) < len(roles)
+        left = set(leaving)
+        for at in np.flatnonzero(short):
+            if len(self._ranked[at]) > _LARGEST:
+                rest = (value for value, i in self._ranked[at] if i not in left)
+                tails[at] = sum(itertools.islice(rest, len(roles)))
         return self.point(chosen) + max(roles) * (tails @ self._weights_of)
 
     def shared(self, weights: dict[int, float]) -> tuple[int, float, np.ndarray] | None:
