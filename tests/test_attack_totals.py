@@ -118,6 +118,23 @@ def test_the_partner_bound_covers_a_blocks_taxpayers_past_the_ones_it_keeps():
                                       _exact_gauge(vectors, amounts, {"H00": 1.0})), abs=1e-9)
 
 
+
+def test_the_bound_of_a_large_sets_other_members_takes_them_all():
+    """A grant may write any n (``disclosure.dominance.n`` is an integer of at least 1): under n=10 a set is one
+    taxpayer and nine others, more than the eight amounts kept per block, and the bound took only the seven kept
+    beside the giant's."""
+    from sandbox.audit.dominated_totals import _Totals
+    from tests.test_audit_dominated_totals import _exact_gauge
+
+    amounts = {0: {"G": 1_000} | {f"F{i:02d}": 100 for i in range(12)}, 1: {f"H{i:02d}": 100 for i in range(50)}}
+    vectors = [{0: 1}, {1: 1}]
+    space = _Totals.of(unsafe_space(vectors, {0, 1}, [0, 1]), amounts)
+    assert space is not None
+    giant = next(p for p, (entity, _) in enumerate(space.entities) if entity == "G")
+    bound = space.gauge(space.tail_point({giant: 1.0}, (1.0,) * 9))[0]
+    assert bound >= _exact_gauge(vectors, amounts, {"G": 1.0} | {f"F{i:02d}": 1.0 for i in range(9)}) - 1e-9
+
+
 # --- 3. One firm whose amounts change sign switched off every search for two taxpayers --------------------------
 
 G1_G2 = _firms(0, 1_000, 9) | {"G1": _one_firm(400_000), "G2": _one_firm(350_000)}  # each under 85%, both over

@@ -33,7 +33,8 @@ from sandbox.audit.dominance import NEWER, DominanceLeak, SetSearch, to_rational
 from sandbox.audit.linear import Row, TooComplex, reduced
 from sandbox.audit.programmes import Programme
 
-# The most taxpayers a set of the dominance rule's has, and one more: (n, k) with n up to 4, p% (two).
+# The amounts kept per block for the partner bound: enough for the sets of the usual rules ((n, k) with n up to
+# 4, p% two) and one more; a grant may write any n, and a block the partners tried use up is read whole.
 _LARGEST = 8
 
 Oriented = tuple  # (taxpayer, +1.0 or -1.0): the taxpayer, with the sign its nets take in the totals tried
