@@ -19,7 +19,7 @@ from dsbroker.policy.model import Dominance
 from sandbox.audit.auditor import _dominated
 from sandbox.audit.dominated_totals import first_dominated_total, may_dominate
 from sandbox.audit.linear import unsafe_space
-from tests.conftest import SHIPPED_DOMINANCE
+from tests.conftest import GRANT, SHIPPED_DOMINANCE
 from tests.test_attack_auditor import STREET, Stack, _one
 from tests.test_attack_auditor_10 import N1, N2, P10, _firms, _leaks, _one_firm
 from tests.test_released_cell_auditor import STREET_A, STREET_B, _truth, data  # noqa: F401
@@ -152,6 +152,36 @@ def test_a_firm_with_a_refund_elsewhere_does_not_switch_off_the_search_for_pairs
     rest = A_REST | {"X": _one_firm(-28_000)}
     assert _leaks([giants, A65, A_REST, B65], [INDUSTRY_65, STREET_A_CELL], [REST], rule)
     assert _leaks([with_x, A65, rest, B65], [INDUSTRY_65, STREET_A_CELL], [REST], rule)
+
+
+
+def test_two_giants_are_not_hidden_by_a_refund_month_end_to_end(data, tmp_path):  # noqa: F811
+    """Through a real broker and sandbox under the shipped rule (n=2, k=85): two firms of street A industry 52
+    declare 400,000 and 350,000 a month; together they hold 90% of A/52 + A/65, not 85% of street A or of any of its
+    months. One firm of industry 51 has a refund month, so once street A's months are released it has amounts of
+    both signs over the blocks. Street A less the rest of its industries is then the two giants' revenue to within
+    12%."""
+    first, second, refunding = f"91{STREET_A}520000", f"91{STREET_A}520001", f"91{STREET_A}510000"
+    owner = tmp_path / "refund.duckdb"
+    shutil.copy(data, owner)
+    with duckdb.connect(str(owner)) as connection:
+        connection.execute("UPDATE tax.declarations SET revenue = 400000 WHERE taxpayer_id = ?", [first])
+        connection.execute("UPDATE tax.declarations SET revenue = 350000 WHERE taxpayer_id = ?", [second])
+        connection.execute("UPDATE tax.declarations SET revenue = -20000 WHERE taxpayer_id = ? "
+                           "AND period = DATE '2025-03-01'", [refunding])
+    deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite")
+    try:
+        client = deployment.client()
+        client.query(GRANT, f"SELECT period, SUM(revenue) FROM tax.declarations WHERE {STREET} GROUP BY period")
+        _one(client, "SELECT SUM(revenue) FROM tax.declarations WHERE industry_code = '65'")
+        street = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET}")
+        rest = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET} "
+                            "AND industry_code IN ('51', '72', '99')")
+    finally:
+        deployment.stop()
+    truth = _truth(owner, f"taxpayer_id IN ('{first}', '{second}')")
+    assert street is None or rest is None or (street - rest - truth) / truth > 0.15, \
+        "a total the dominance rule withholds is derived: the two giants' revenue within 15%"
 
 
 # --- An exhaustive check of the search against programmes of its own -------------------------------------------
