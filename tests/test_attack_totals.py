@@ -52,28 +52,41 @@ def test_a_remainder_padded_with_a_block_that_adds_nothing_is_still_a_total(empt
 
 
 
+def _street_less_rest(data, tmp_path, updates: list[tuple[str, list]], rest_where: str, *,  # noqa: F811
+                      edits=(), first: tuple[str, ...] = ()) -> tuple:
+    """Through a real broker and sandbox over ``data`` changed by ``updates`` (statement, parameters): the queries
+    ``first``, industry 65 over both streets, street A, then the cell ``rest_where``; returns street A's revenue,
+    the rest's, and the owner's copy of the data."""
+    owner = tmp_path / "owner.duckdb"
+    shutil.copy(data, owner)
+    with duckdb.connect(str(owner)) as connection:
+        for statement, parameters in updates:
+            connection.execute(statement, parameters)
+    deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite", edits=edits)
+    try:
+        client = deployment.client()
+        for sql in first:
+            client.query(GRANT, sql)
+        _one(client, "SELECT SUM(revenue) FROM tax.declarations WHERE industry_code = '65'")
+        street = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET}")
+        rest = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {rest_where}")
+    finally:
+        deployment.stop()
+    return street, rest, owner
+
+
 def test_a_street_less_its_rest_padded_with_a_dormant_street_is_withheld_end_to_end(data, tmp_path):  # noqa: F811
     """Through a real broker and sandbox: BIG declares 700,000 a month in street A industry 52; street B's firms of
     industries 51, 72 and 99 declare 0 (dormant). Industry 65 and street A are released; then the rest of street A
     asked together with street B's dormant industries, which add 0. Street A less it is A/52 + A/65 less a block
     that adds 0: BIG's revenue to within 12.5%."""
     big = f"91{STREET_A}520000"
-    owner = tmp_path / "dormant.duckdb"
-    shutil.copy(data, owner)
-    with duckdb.connect(str(owner)) as connection:
-        connection.execute("UPDATE tax.declarations SET revenue = 700000 WHERE taxpayer_id = ?", [big])
-        connection.execute("UPDATE tax.declarations SET revenue = 0 WHERE street_code = ? "
-                           "AND industry_code IN ('51', '72', '99')", [STREET_B])
-    deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite",
-                       edits=[(SHIPPED_DOMINANCE, "dominance: {n: 1, k: 85}")])
-    try:
-        client = deployment.client()
-        _one(client, "SELECT SUM(revenue) FROM tax.declarations WHERE industry_code = '65'")
-        street = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET}")
-        rest = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE street_code IN ('{STREET_A}', "
-                            f"'{STREET_B}') AND industry_code IN ('51', '72', '99')")
-    finally:
-        deployment.stop()
+    street, rest, owner = _street_less_rest(
+        data, tmp_path, [("UPDATE tax.declarations SET revenue = 700000 WHERE taxpayer_id = ?", [big]),
+                         ("UPDATE tax.declarations SET revenue = 0 WHERE street_code = ? "
+                          "AND industry_code IN ('51', '72', '99')", [STREET_B])],
+        f"street_code IN ('{STREET_A}', '{STREET_B}') AND industry_code IN ('51', '72', '99')",
+        edits=[(SHIPPED_DOMINANCE, "dominance: {n: 1, k: 85}")])
     truth = _truth(owner, f"taxpayer_id = '{big}'")
     assert street is None or rest is None or (street - rest - truth) / truth > 0.15, \
         "a total the dominance rule withholds is derived: the dominant firm's revenue within 15%"
@@ -162,23 +175,13 @@ def test_two_giants_are_not_hidden_by_a_refund_month_end_to_end(data, tmp_path):
     both signs over the blocks. Street A less the rest of its industries is then the two giants' revenue to within
     12%."""
     first, second, refunding = f"91{STREET_A}520000", f"91{STREET_A}520001", f"91{STREET_A}510000"
-    owner = tmp_path / "refund.duckdb"
-    shutil.copy(data, owner)
-    with duckdb.connect(str(owner)) as connection:
-        connection.execute("UPDATE tax.declarations SET revenue = 400000 WHERE taxpayer_id = ?", [first])
-        connection.execute("UPDATE tax.declarations SET revenue = 350000 WHERE taxpayer_id = ?", [second])
-        connection.execute("UPDATE tax.declarations SET revenue = -20000 WHERE taxpayer_id = ? "
-                           "AND period = DATE '2025-03-01'", [refunding])
-    deployment = Stack(owner, tmp_path, tmp_path / "released.sqlite")
-    try:
-        client = deployment.client()
-        client.query(GRANT, f"SELECT period, SUM(revenue) FROM tax.declarations WHERE {STREET} GROUP BY period")
-        _one(client, "SELECT SUM(revenue) FROM tax.declarations WHERE industry_code = '65'")
-        street = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET}")
-        rest = _one(client, f"SELECT SUM(revenue) FROM tax.declarations WHERE {STREET} "
-                            "AND industry_code IN ('51', '72', '99')")
-    finally:
-        deployment.stop()
+    street, rest, owner = _street_less_rest(
+        data, tmp_path, [("UPDATE tax.declarations SET revenue = 400000 WHERE taxpayer_id = ?", [first]),
+                         ("UPDATE tax.declarations SET revenue = 350000 WHERE taxpayer_id = ?", [second]),
+                         ("UPDATE tax.declarations SET revenue = -20000 WHERE taxpayer_id = ? "
+                          "AND period = DATE '2025-03-01'", [refunding])],
+        f"{STREET} AND industry_code IN ('51', '72', '99')",
+        first=(f"SELECT period, SUM(revenue) FROM tax.declarations WHERE {STREET} GROUP BY period",))
     truth = _truth(owner, f"taxpayer_id IN ('{first}', '{second}')")
     assert street is None or rest is None or (street - rest - truth) / truth > 0.15, \
         "a total the dominance rule withholds is derived: the two giants' revenue within 15%"
