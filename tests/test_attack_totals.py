@@ -210,10 +210,10 @@ def _random_space(rng: np.random.Generator, firms: int, mixed: float) -> tuple[l
     return cells, amounts
 
 
-def _largest_gauge(cells: list[dict], amounts: dict[int, dict], rule: Dominance) -> float:
-    """The largest of the rule's gauges over every set of taxpayers and its signs, each a programme (scipy) over
-    the totals ``x = C^T y`` of the cells (x >= 0 on every block holding an amount), each taxpayer's magnitude a
-    variable of its own: nothing of the auditor's."""
+def _gauges(cells: list[dict], amounts: dict[int, dict]):
+    """The taxpayers of the cells, and the gauge of a set of them (by position, signed weights): a programme (scipy)
+    over the totals ``x = C^T y`` of the cells (x >= 0 on every block holding an amount), each taxpayer's magnitude
+    a variable of its own: nothing of the auditor's."""
     blocks = sorted({c for cell in cells for c in cell})
     matrix = np.array([[1.0 if c in cell else 0.0 for c in blocks] for cell in cells])  # cells x blocks
     holding = [i for i, c in enumerate(blocks) if any(amounts[c].values())]
@@ -234,6 +234,13 @@ def _largest_gauge(cells: list[dict], amounts: dict[int, dict], rule: Dominance)
         assert result.status == 0
         return -result.fun
 
+    return taxpayers, gauge
+
+
+def _largest_gauge(cells: list[dict], amounts: dict[int, dict], rule: Dominance) -> float:
+    """The largest of the rule's gauges (:func:`_gauges`) over every set of taxpayers and its signs."""
+    taxpayers, gauge = _gauges(cells, amounts)
+    n = len(taxpayers)
     shapes: list[tuple[tuple[float, ...], bool]] = []
     if rule.n is not None and rule.k is not None:
         shapes += [((100 / rule.k,) * size, True) for size in range(1, rule.n + 1)]
@@ -268,3 +275,26 @@ def test_the_search_finds_a_dominated_total_exactly_where_a_set_dominates_one(se
     found = may_dominate(used, lambda values: bool(values) and _dominated(values, rule, largest)) and \
         first_dominated_total(basis, lambda: [], amounts, rule, lambda: None) is not None
     assert found is (truth > 1), truth
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_partner_bound_holds_with_amounts_of_both_signs(seed):
+    """The partner bound (``tail_point``) takes each block's largest magnitudes of the others' amounts, which bound
+    their nets in a total whatever their signs: for the taxpayer of the largest bound, its gauge is at least that
+    of the taxpayer with any partner in either orientation (independent programmes), firms of both signs among
+    them."""
+    from sandbox.audit.dominated_totals import _Totals
+
+    cells, amounts = _random_space(np.random.default_rng(seed), 10, 0.4)
+    used = sorted({c for cell in cells for c in cell})
+    space = _Totals.of(unsafe_space(cells, set(used), used), amounts)
+    assert space is not None
+    taxpayers, gauge = _gauges(cells, amounts)
+    for first in range(len(space.entities)):
+        entity, sign = space.entities[first]
+        bound = space.gauge(space.tail_point({first: 1.0}, (1.0,)))[0]
+        at = taxpayers.index(entity)
+        for other in range(len(taxpayers)):
+            if other != at:
+                for turn in (1.0, -1.0):
+                    assert bound >= gauge({at: sign, other: turn}) - 1e-7, (entity, taxpayers[other])

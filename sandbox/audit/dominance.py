@@ -208,8 +208,8 @@ class SetSearch:
         """The taxpayers that may fill the last role beside ``chosen``, found one at a time where the space bounds
         every partner by one point (``tail_point``): the programme of that bound gives a combination, whose
         largest net among the others is the next partner to try; it is then left out of the bound, until the bound
-        says no partner is left that could make the set dominant. None where the space has no such bound (some
-        taxpayer's amounts change sign): asked before any partner is sought, since a generator is never None."""
+        says no partner is left that could make the set dominant. None where the space has no such bound (its
+        ``tail_point`` is None): asked before any partner is sought, since a generator is never None."""
         point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):], set())
         if point is None:
             return None
@@ -228,8 +228,12 @@ class SetSearch:
             partner = self.space.largest_net(z, set(chosen) | left_out)
             if partner is None:
                 return
-            left_out.add(partner)
-            yield partner
+            # The bound leaves a taxpayer out whole: each of its orientations is tried (both, where its amounts
+            # change sign), but those in the set.
+            for orientation in self.space.same_taxpayer(partner):
+                left_out.add(orientation)
+                if orientation not in chosen:
+                    yield orientation
         raise TooComplex(f"more than {MOST_PARTNERS} partners to test for one set of the dominance rule")
 
     def _tail_may_dominate(self, chosen: list[int], weights: tuple[float, ...]) -> bool:
