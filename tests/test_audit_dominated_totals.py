@@ -83,8 +83,9 @@ def _space(rng: np.random.Generator, blocks: int, cells: int, firms: int):
 
 
 def _exact_gauge(vectors: list[dict], amounts: dict, members: dict) -> float:
-    """max sum of the members' nets over totals x >= 0 of the cells' span whose magnitudes add up to 1 (scipy over
-    the cells' own 0/1 vectors, x = C^T y: nothing of the auditor's)."""
+    """max sum of the members' nets over totals of the cells' span (x >= 0 on every block holding an amount: a block
+    that adds 0 changes no net, whatever its weight) whose magnitudes add up to 1 (scipy over the cells' own 0/1
+    vectors, x = C^T y: nothing of the auditor's)."""
     blocks = sorted({c for vector in vectors for c in vector})
     at = {c: i for i, c in enumerate(blocks)}
     matrix = np.zeros((len(vectors), len(blocks)))
@@ -93,8 +94,9 @@ def _exact_gauge(vectors: list[dict], amounts: dict, members: dict) -> float:
             matrix[j, at[c]] = 1.0
     mass = np.array([sum(abs(a) for a in amounts[c].values()) for c in blocks], dtype=float)
     gain = np.array([sum(w * abs(amounts[c].get(e, 0)) for e, w in members.items()) for c in blocks], dtype=float)
-    result = linprog(-(matrix @ gain), A_ub=np.vstack([-matrix.T, (matrix @ mass)[None, :]]),
-                     b_ub=np.concatenate([np.zeros(len(blocks)), [1.0]]), bounds=[(None, None)] * len(vectors),
+    holding = [i for i, c in enumerate(blocks) if any(amounts[c].values())]
+    result = linprog(-(matrix @ gain), A_ub=np.vstack([-matrix.T[holding], (matrix @ mass)[None, :]]),
+                     b_ub=np.concatenate([np.zeros(len(holding)), [1.0]]), bounds=[(None, None)] * len(vectors),
                      method="highs")
     assert result.status == 0
     return -result.fun

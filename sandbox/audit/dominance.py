@@ -208,20 +208,32 @@ class SetSearch:
         """The taxpayers that may fill the last role beside ``chosen``, found one at a time where the space bounds
         every partner by one point (``tail_point``): the programme of that bound gives a combination, whose
         largest net among the others is the next partner to try; it is then left out of the bound, until the bound
-        says no partner is left that could make the set dominant. None where the space has no such bound."""
+        says no partner is left that could make the set dominant. None where the space has no such bound (its
+        ``tail_point`` is None): asked before any partner is sought, since a generator is never None."""
+        point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):], set())
+        if point is None:
+            return None
+        return self._partners_from(chosen, weights, point)
+
+    def _partners_from(self, chosen: list[int], weights: tuple[float, ...], point: np.ndarray) -> Iterator[int]:
+        """The partners of :meth:`_partners`, from the bound ``point`` of every partner."""
         left_out: set[int] = set()
         for _ in range(MOST_PARTNERS):
-            point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):], left_out)
-            if point is None:
-                return None
+            if left_out:
+                point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):],
+                                              left_out)
             gauge, z = self._programme(point)
             if gauge <= 1 - MARGIN:
                 return
             partner = self.space.largest_net(z, set(chosen) | left_out)
             if partner is None:
                 return
-            left_out.add(partner)
-            yield partner
+            # The bound leaves a taxpayer out whole: each of its orientations is tried (both, where its amounts
+            # change sign), but those in the set.
+            for orientation in self.space.same_taxpayer(partner):
+                left_out.add(orientation)
+                if orientation not in chosen:
+                    yield orientation
         raise TooComplex(f"more than {MOST_PARTNERS} partners to test for one set of the dominance rule")
 
     def _tail_may_dominate(self, chosen: list[int], weights: tuple[float, ...]) -> bool:

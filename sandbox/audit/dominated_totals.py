@@ -21,6 +21,7 @@ change sign).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -32,7 +33,8 @@ from sandbox.audit.dominance import NEWER, DominanceLeak, SetSearch, to_rational
 from sandbox.audit.linear import Row, TooComplex, reduced
 from sandbox.audit.programmes import Programme
 
-# The most taxpayers a set of the dominance rule's has, and one more: (n, k) with n up to 4, p% (two).
+# The amounts kept per block for the partner bound: enough for the sets of the usual rules ((n, k) with n up to
+# 4, p% two) and one more; a grant may write any n, and a block the partners tried use up is read whole.
 _LARGEST = 8
 
 Oriented = tuple  # (taxpayer, +1.0 or -1.0): the taxpayer, with the sign its nets take in the totals tried
@@ -126,10 +128,12 @@ class _Totals:
         for i, entity in enumerate(names):
             for at, value in by_entity[entity].items():
                 largest[at].append((abs(value), i))
+        # Every block's amounts, largest first, for the blocks whose kept ones the partners tried use up.
+        self._ranked = [sorted(values, key=lambda p: -p[0]) for values in largest]
         self._largest_values = np.zeros((len(single), _LARGEST))
         self._largest_names = np.full((len(single), _LARGEST), -1)
-        for at, values in enumerate(largest):
-            for place, (value, i) in enumerate(sorted(values, key=lambda p: -p[0])[:_LARGEST]):
+        for at, values in enumerate(self._ranked):
+            for place, (value, i) in enumerate(values[:_LARGEST]):
                 self._largest_values[at, place], self._largest_names[at, place] = value, i
         self._alone_in = {entity: next(iter(parts)) for entity, parts in by_entity.items()
                           if len(parts) == 1 and entity not in changed}
@@ -141,6 +145,10 @@ class _Totals:
         norms = np.sqrt(((weights_of * single[:, None]) ** 2).sum(axis=0) + (mixed ** 2).sum(axis=0))
         norms = np.where(norms > 0, norms, 1.0)
         self._weights_of = weights_of / norms  # blocks x coordinates: each block's weight in a combination
+        # The blocks whose weight must not be negative: those holding some nonzero amount. A block that adds 0 (its
+        # firms declare 0, or NULL) changes no net whatever its weight, so a cell padded with one and subtracted is
+        # still a total (a street less its rest and an empty industry is the street's other industries).
+        self._signed = np.array(sorted({at for parts in by_entity.values() for at in parts}), dtype=int)
         self._mass = single @ self._weights_of  # per coordinate: the magnitude of the taxpayers of one sign
         self._mixed = mixed / norms  # taxpayers whose amounts change sign x coordinates: their nets
         # Taxpayers (oriented, by position) x blocks: each one's amounts times its orientation.
@@ -151,6 +159,9 @@ class _Totals:
                 cols_at.append(at)
                 values.append(sign * value)
         self._oriented = csr_matrix((values, (rows_at, cols_at)), shape=(len(entities), len(single)))
+        self._orientations: dict[Hashable, list[int]] = {}
+        for position, (entity, _) in enumerate(entities):
+            self._orientations.setdefault(entity, []).append(position)
         self._programme: Programme | None = None
         # Against the audit's budget of taxpayer-programmes (20 us each): one of these, warm-started from the last
         # optimum, takes about 0.2 ms over a hundred blocks and 2 ms over 2,400 (the demo's monthly report).
@@ -226,15 +237,26 @@ class _Totals:
     def tail_point(self, chosen: dict[int, float], roles: tuple[float, ...],
                    left_out: set[int] = frozenset()) -> np.ndarray | None:  # type: ignore[assignment]
         """A point whose gauge bounds that of every set of the ``chosen`` taxpayers (by position, with their
-        weights) and any others (but those ``left_out``) in ``roles``: in a total, any j others' nets add up to at
-        most each block's weight times the largest j amounts of its other taxpayers. None where some taxpayer's
-        amounts change sign (its magnitude is not linear in the weights)."""
-        if self._mixed.shape[0]:
-            return None
+        weights) and any others (but those ``left_out``, in either orientation) in ``roles``: in a total, any j
+        others' nets add up, in magnitude, to at most each block's weight times the largest j magnitudes of its
+        other taxpayers' amounts (every weight of a block holding an amount is at least 0), whatever their
+        signs."""
         leaving = [self._name_at[self.entities[e][0]] for e in (*chosen, *left_out)]
         others = np.where(np.isin(self._largest_names, leaving), 0.0, self._largest_values)
         tails = -np.sort(-others, axis=1)[:, :len(roles)].sum(axis=1)
+        # Where leaving out the set and the partners tried leaves fewer than the roles among the amounts kept, and
+        # the block has more, its largest other amounts are read from all of them.
+        short = (others > 0).sum(axis=1) < len(roles)
+        left = set(leaving)
+        for at in np.flatnonzero(short):
+            if len(self._ranked[at]) > _LARGEST:
+                rest = (value for value, i in self._ranked[at] if i not in left)
+                tails[at] = sum(itertools.islice(rest, len(roles)))
         return self.point(chosen) + max(roles) * (tails @ self._weights_of)
+
+    def same_taxpayer(self, e: int) -> list[int]:
+        """The positions of taxpayer ``e``'s orientations (two where its amounts change sign)."""
+        return self._orientations[self.entities[e][0]]
 
     def shared(self, weights: dict[int, float]) -> tuple[int, float, np.ndarray] | None:
         """Where every member of the set has amounts of one sign in one block only, and the same block, the set's
@@ -258,15 +280,16 @@ class _Totals:
         return point
 
     def gauge(self, point: np.ndarray) -> tuple[float, np.ndarray]:
-        """max ``point . z`` over the totals (every block weight at least 0) whose taxpayers' magnitudes add up to
-        at most 1, with the z that attains it."""
-        blocks, dimension = self._weights_of.shape
+        """max ``point . z`` over the totals (every weight of a block holding some nonzero amount at least 0) whose
+        taxpayers' magnitudes add up to at most 1, with the z that attains it."""
+        dimension = self._weights_of.shape[1]
+        blocks = len(self._signed)
         largest = float(np.abs(point).max())
         if not largest:
             return 0.0, np.zeros(dimension)
         changing = self._mixed.shape[0]
         if self._programme is None:
-            w = csr_matrix(self._weights_of)
+            w = csr_matrix(self._weights_of[self._signed])
             m = csr_matrix(self._mixed)
             eye = identity(changing, format="csr")
             parts = [hstack([-w, csr_matrix((blocks, changing))]),
