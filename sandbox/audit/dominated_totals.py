@@ -120,6 +120,7 @@ class _Totals:
         self._amounts = by_entity  # per taxpayer, its amounts by block position (scaled)
         self._single = single  # per block, the magnitude of its taxpayers of one sign
         changed = set(changing)
+        self._changes_sign = np.array([entity in changed for entity, _ in entities], dtype=bool)
         # Per block, its largest magnitudes and whose (enough to leave out the members of any set and fill its other
         # roles), as two arrays: blocks x _LARGEST.
         names = sorted(by_entity, key=repr)
@@ -208,22 +209,29 @@ class _Totals:
           (``x >= 0``). The ``u`` of least ``sum_c u_c^2 / P_c`` spreads its amounts over the blocks the released
           cells tie to theirs, by their magnitude: a firm alone in a small block that every released cell takes
           together with a street's has a bound of its share of the street. A certificate that does not give the
-          nets back to within rounding is not trusted."""
+          nets back to within rounding is not trusted.
+
+        Both bound a taxpayer's net by a ratio r of the magnitudes of the taxpayers of one sign; for a taxpayer whose
+        amounts change sign, which is not among them, its own magnitude is in the total too: r / (1 + r)."""
         magnitudes = abs(self._oriented)
         with np.errstate(divide="ignore"):
             per_mass = np.where(self._single > 0, 1.0 / np.where(self._single > 0, self._single, 1.0), np.inf)
         scaled = magnitudes.multiply(per_mass[None, :]).tocsr()
-        shares = np.minimum(1.0, np.asarray(scaled.max(axis=1).todense()).ravel())
+        ratios = np.asarray(scaled.max(axis=1).todense()).ravel()  # |net| <= ratio * sum_c x_c P_c (may be inf)
         points = np.asarray((self._oriented @ self._weights_of).T)  # coordinates x taxpayers
         w, mass = self._weights_of, self._single
-        if not (mass > 0).any():
-            return shares
-        inverse = np.linalg.pinv(w.T @ (mass[:, None] * w))
-        spread = w @ (inverse @ points)  # blocks x taxpayers: u_c / P_c
-        back = w.T @ (mass[:, None] * spread)
-        exact = np.linalg.norm(back - points, axis=0) <= 1e-9 * np.linalg.norm(points, axis=0) + 1e-300
-        certified = np.maximum(spread.max(axis=0), 0.0) * (1 + 1e-6) + 1e-9
-        return np.where(exact, np.minimum(shares, certified), shares)
+        if (mass > 0).any():
+            inverse = np.linalg.pinv(w.T @ (mass[:, None] * w))
+            spread = w @ (inverse @ points)  # blocks x taxpayers: u_c / P_c
+            back = w.T @ (mass[:, None] * spread)
+            exact = np.linalg.norm(back - points, axis=0) <= 1e-9 * np.linalg.norm(points, axis=0) + 1e-300
+            certified = np.maximum(spread.max(axis=0), 0.0) * (1 + 1e-6) + 1e-9
+            ratios = np.where(exact, np.minimum(ratios, certified), ratios)
+        # A taxpayer of one sign is in P: its share is at most the ratio. One whose amounts change sign is not, and
+        # its own magnitude is part of the total's: its share is at most ratio / (1 + ratio).
+        with np.errstate(invalid="ignore"):
+            own = np.where(np.isinf(ratios), 1.0, ratios / (1.0 + ratios))
+        return np.minimum(1.0, np.where(self._changes_sign, own, ratios))
 
     def largest_net(self, z: np.ndarray, leaving: set[int]) -> int | None:
         """The taxpayer (by position) not in ``leaving`` with the largest net in the combination ``z``; None if
