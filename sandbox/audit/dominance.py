@@ -69,23 +69,36 @@ def first_dominated(basis: list[Row], before: Callable[[], list[Row]], amounts: 
     """A set of taxpayers dominant in some combination of the span of ``basis`` (with its columns' amounts per
     taxpayer in ``amounts``) and in none of the span of ``before()`` (the space without the answer, built only
     when a set is found); None if there is none. Raises :class:`TooComplex` where the space cannot be searched."""
-    space = _Nets.of(basis, amounts)
+    found = first_new_dominant(_Nets.of, basis, before, amounts, rule, check)
+    if found is None:
+        return None
+    space, weights, rows = found
+    return DominanceLeak(tuple(space.entities[e] for e in weights), rows)
+
+
+def first_new_dominant(make: Callable[..., Any], basis: list[Row], before: Callable[[], list[Row]],
+                       amounts: dict[int, dict[Hashable, Any]], rule: Dominance, check: Callable[[], None]
+                       ) -> tuple[Any, dict[int, float], frozenset[int]] | None:
+    """The first set :class:`SetSearch` finds dominant in the space ``make(basis, amounts)`` that the space of
+    ``before()`` (made with the same taxpayers, only when a set is found) shows less dominant: the space, the set's
+    signed weights by taxpayer position and the rows of the combination that shows it; None if there is none."""
+    space = make(basis, amounts)
     if space is None:
         return None
-    old: list[_Nets | None] = []
+    old: list[Any] = []
 
     def new_here(weights: dict[int, float], gauge: float) -> bool:
         """Whether the answer shows the set more dominant than the cells before did (the gauge in the space
         before is at most the gauge now: new where it is lower)."""
         if not old:
-            old.append(_Nets.of(before(), amounts, entities=space.entities))
+            old.append(make(before(), amounts, entities=space.entities))
         previous = old[0]
         if previous is None:
             return True
         return previous.gauge(previous.point(weights))[0] < gauge * (1 - NEWER)
 
     for weights, rows in SetSearch(space, check).dominant(rule, new_here):
-        return DominanceLeak(tuple(space.entities[e] for e in weights), rows)
+        return space, weights, rows
     return None
 
 

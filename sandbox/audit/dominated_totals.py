@@ -29,7 +29,7 @@ import numpy as np
 from scipy.sparse import csr_matrix, hstack, identity, vstack
 
 from dsbroker.policy.model import Dominance
-from sandbox.audit.dominance import NEWER, DominanceLeak, SetSearch, to_rational
+from sandbox.audit.dominance import DominanceLeak, first_new_dominant, to_rational
 from sandbox.audit.linear import Row, TooComplex, reduced
 from sandbox.audit.programmes import Programme
 
@@ -46,22 +46,11 @@ def first_dominated_total(basis: list[Row], before: Callable[[], list[Row]],
     """A set of taxpayers dominant in some total (weights of one sign) of the span of ``basis`` (its columns'
     amounts per taxpayer in ``amounts``) and in none of the span of ``before()`` (built only when a set is found);
     None if there is none. Raises :class:`TooComplex` where the space cannot be searched."""
-    space = _Totals.of(basis, amounts)
-    if space is None:
+    found = first_new_dominant(_Totals.of, basis, before, amounts, rule, check)
+    if found is None:
         return None
-    old: list[_Totals | None] = []
-
-    def new_here(weights: dict[int, float], gauge: float) -> bool:
-        if not old:
-            old.append(_Totals.of(before(), amounts, entities=space.entities))
-        previous = old[0]
-        if previous is None:
-            return True
-        return previous.gauge(previous.point(weights))[0] < gauge * (1 - NEWER)
-
-    for weights, rows in SetSearch(space, check).dominant(rule, new_here):
-        return DominanceLeak(tuple(space.entities[e][0] for e in weights), rows)
-    return None
+    space, weights, rows = found
+    return DominanceLeak(tuple(space.entities[e][0] for e in weights), rows)
 
 
 def _scaled(rows: list[Row], columns: list[int], amounts: dict[int, dict[Hashable, Any]]
