@@ -71,7 +71,7 @@ from dsbroker.policy.model import Dominance
 from sandbox.audit.blocks import BlockCache, Blocks, Contribution
 from sandbox.audit.components import Parts
 from sandbox.audit.dominance import first_dominated
-from sandbox.audit.dominated_totals import first_dominated_total, may_dominate
+from sandbox.audit.dominated_totals import amounts_change_sign, first_dominated_total
 from sandbox.audit.few import few_taxpayer_leaks
 from sandbox.audit.linear import AuditCheck, Echelon, Row, TooComplex, Vector, supported_on, totals, unsafe_space
 from sandbox.ledgers.released_cells import ReleasedCell, ReleasedCellLedger, fixed_positions
@@ -1098,8 +1098,8 @@ class _Space:
             columns = released(self, name, self._columns)
             if not any(judge.fails(frozenset(self.parts[c])) and _dominated(
                     [a for a in judge.amounts(frozenset(self.parts[c]), at).values() if a], rule, judge.largest)
-                    for c in columns) and not (judge.has_negative(at) and may_dominate(
-                        {c: judge.amounts(frozenset(self.parts[c]), at) for c in columns}, lambda values: False)):
+                    for c in columns) and not (judge.has_negative(at) and amounts_change_sign(
+                        {c: judge.amounts(frozenset(self.parts[c]), at) for c in columns})):
                 continue
             source = own(name) if own is not None else self
             span = source.span

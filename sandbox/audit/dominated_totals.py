@@ -12,8 +12,9 @@ For a total, each taxpayer whose amounts over the blocks all have one sign (most
 refunds) has a net of that sign, so its magnitude is linear in the block weights ``x >= 0``, and the magnitudes of
 all such taxpayers add up to ``sum_c x_c P_c``, with ``P_c`` the block's magnitude of them. The gauge of the
 (n, k) or p% point of a set of taxpayers (:mod:`sandbox.audit.dominance`) is then a small linear programme over
-the space's coordinates, with one constraint per block (its weight is not negative), and one variable only for
-each taxpayer whose amounts change sign. A set can dominate some total only where it holds more than k% of some
+the space's coordinates, with one constraint per block that holds a nonzero amount (its weight is not negative; a
+block that adds 0 may take either sign, as it changes no net), and one variable only for each taxpayer whose
+amounts change sign. A set can dominate some total only where it holds more than k% of some
 block it takes (the totals' shares are weighted means of the blocks'), so a taxpayer's largest share of a block
 bounds its gauge, and only where some block is dominated alone can a total be (unless some taxpayer's amounts
 change sign).
@@ -79,13 +80,11 @@ def _one_sign(values) -> bool:
     return all(v > 0 for v in values) or all(v < 0 for v in values)
 
 
-def may_dominate(amounts: dict[int, dict[Hashable, Any]], dominated: Callable[[list], bool]) -> bool:
-    """Whether some total of the columns could be dominated at all: some column is dominated alone (``dominated``
-    of its amounts), or some taxpayer's amounts change sign across columns (its nets can cancel)."""
+def amounts_change_sign(amounts: dict[int, dict[Hashable, Any]]) -> bool:
+    """Whether some taxpayer's amounts have both signs across the columns (its nets in a total can cancel, so a
+    total can be dominated though no block is)."""
     signs: dict[Hashable, int] = {}
     for column in amounts.values():
-        if dominated([a for a in column.values() if a]):
-            return True
         for entity, amount in column.items():
             if amount:
                 sign = 1 if amount > 0 else -1
@@ -154,8 +153,9 @@ class _Totals:
             self._orientations.setdefault(entity, []).append(position)
         self._programme: Programme | None = None
         # Against the audit's budget of taxpayer-programmes (20 us each): one of these, warm-started from the last
-        # optimum, takes about 0.2 ms over a hundred blocks and 2 ms over 2,400 (the demo's monthly report).
-        self.work = 10 + (weights_of.shape[0] + len(changing)) // 10
+        # optimum, takes about 0.2 ms over a hundred blocks, 2 ms over 2,400 (the demo's monthly report), 11 ms over
+        # 2,300 with 288 taxpayers whose amounts change sign (each a column and two dense rows).
+        self.work = 10 + (weights_of.shape[0] + 10 * len(changing)) // 10
 
     @classmethod
     def of(cls, basis: list[Row], amounts: dict[int, dict[Hashable, Any]],
@@ -232,7 +232,7 @@ class _Totals:
         return found if nets[found] > 0 else None
 
     def tail_point(self, chosen: dict[int, float], roles: tuple[float, ...],
-                   left_out: set[int] = frozenset()) -> np.ndarray | None:  # type: ignore[assignment]
+                   left_out: frozenset[int] | set[int] = frozenset()) -> np.ndarray | None:
         """A point whose gauge bounds that of every set of the ``chosen`` taxpayers (by position, with their
         weights) and any others (but those ``left_out``, in either orientation) in ``roles``: in a total, any j
         others' nets add up, in magnitude, to at most each block's weight times the largest j magnitudes of its
