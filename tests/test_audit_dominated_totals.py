@@ -136,3 +136,15 @@ def test_a_set_dominant_in_the_cells_before_is_not_the_answers():
     basis = unsafe_space(vectors, {0, 1, 2}, [0, 1, 2])
     assert first_dominated_total(basis, lambda: basis, amounts, N1, lambda: None) is None
     assert first_dominated_total(basis, lambda: [], amounts, N1, lambda: None) is not None
+
+
+def test_the_solver_prints_nothing_on_standard_output():
+    """HiGHS prints a banner to file descriptor 1 when a process makes its first model; a CLI's --json output (and
+    any server writing to standard output) must not get it."""
+    import subprocess
+    import sys
+
+    code = ("import sandbox.audit.programmes as p, numpy as n; from scipy.sparse import csr_matrix; "
+            "print(p.Programme(csr_matrix(n.ones((1, 1))), n.ones(1), [0.0], [None]).maximise(n.ones(1))[0])")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout == "optimal\n"

@@ -42,6 +42,11 @@ def _quiet_model() -> Any:
     return model
 
 
+# The first model is made at import (with the sandbox's other modules, before its threads serve): the moment fd 1
+# points at /dev/null, no other thread is writing.
+_quiet_model()
+
+
 class Programme:
     """max ``c . x`` subject to ``A x <= b`` and ``lower <= x <= upper`` (None: unbounded), for objectives ``c``
     given one at a time."""
