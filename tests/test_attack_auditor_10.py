@@ -213,12 +213,13 @@ def test_a_weighted_combination_of_distinct_counts_is_a_leak():
 # --- 5. A difference of two passing blocks is never judged ---------------------------------------------------------
 
 @pytest.mark.xfail(strict=True, reason=(
-    "combinations that take passing blocks are not judged (README, what the auditor does not do): a street's year "
-    "over year change of two released totals is what departments report; open: issue 19"))
+    "combinations that take passing blocks are judged only as totals, weights of one sign (README, what the auditor "
+    "does not do): a street's year over year change of two released totals is what departments report; open: "
+    "issue 19"))
 def test_a_firms_growth_is_not_given_by_a_difference_of_two_passing_years():
-    """The space holds only the combinations that are zero on every passing block ("a total that takes a passing
-    block passes"), but a *difference* of passing blocks need not pass: its nets are each firm's change. This is not
-    the documented gap (a total of a passing block and a dominated one): no block here is dominated or small.
+    """Combinations over passing blocks are judged as totals (weights of one sign: sandbox/audit/dominated_totals.py),
+    but a *difference* of passing blocks need not pass: its nets are each firm's change. No block here is dominated
+    or small, and no total of the two years is dominated.
 
     Street A's industry 51 in 2025 and in 2026: the same 20 firms declaring the same (fixed-quota firms), and X
     growing from 1,000 to 30,000 (60% of 2026's cell, 62% with the next: it passes n=2, k=85). Each year passes; the
