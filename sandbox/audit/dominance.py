@@ -123,7 +123,8 @@ class SetSearch:
     ``work`` one programme counts against the audit's budget, whether it is ``symmetric`` (a set's gauge is the
     same with its signs turned: the later members' signs are then tried both ways), and ``shared(weights)``: None,
     or a key, a factor and a point whose gauge times the factor is the set's (sets with the same key share one
-    programme)."""
+    programme). A space may also bound every partner of a set by one point (``tail_point``, with ``largest_net``
+    and ``same_taxpayer``): partners are then found one at a time (:meth:`_partners`)."""
 
     def __init__(self, space: _Nets, check: Callable[[], None]) -> None:
         self.space, self.check = space, check
@@ -223,19 +224,29 @@ class SetSearch:
         largest net among the others is the next partner to try; it is then left out of the bound, until the bound
         says no partner is left that could make the set dominant. None where the space has no such bound (its
         ``tail_point`` is None): asked before any partner is sought, since a generator is never None."""
-        point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):], set())
-        if point is None:
+        first = self._tail(chosen, weights)
+        if first is None:
             return None
-        return self._partners_from(chosen, weights, point)
+        return self._partners_from(chosen, weights, first)
 
-    def _partners_from(self, chosen: list[int], weights: tuple[float, ...], point: np.ndarray) -> Iterator[int]:
-        """The partners of :meth:`_partners`, from the bound ``point`` of every partner."""
+    def _tail(self, chosen: list[int], weights: tuple[float, ...]) -> tuple[float, np.ndarray] | None:
+        """The gauge (and combination) of the space's bound on every set of ``chosen`` with any taxpayers in the
+        roles left, solved once per ``chosen``; None where the space has no such bound."""
+        key = ("tail", tuple(chosen), weights)
+        if key not in self.programmes_shared:
+            point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):])
+            if point is None:
+                return None
+            self.programmes_shared[key] = self._programme(point)
+        return self.programmes_shared[key]
+
+    def _partners_from(self, chosen: list[int], weights: tuple[float, ...],
+                       first: tuple[float, np.ndarray]) -> Iterator[int]:
+        """The partners of :meth:`_partners`, from the programme ``first`` of the bound on every partner."""
         left_out: set[int] = set()
         for _ in range(MOST_PARTNERS):
-            if left_out:
-                point = self.space.tail_point(dict(zip(chosen, weights, strict=False)), weights[len(chosen):],
-                                              left_out)
-            gauge, z = self._programme(point)
+            gauge, z = first if not left_out else self._programme(self.space.tail_point(
+                dict(zip(chosen, weights, strict=False)), weights[len(chosen):], left_out))
             if gauge <= 1 - MARGIN:
                 return
             partner = self.space.largest_net(z, set(chosen) | left_out)
@@ -251,17 +262,12 @@ class SetSearch:
 
     def _tail_may_dominate(self, chosen: list[int], weights: tuple[float, ...]) -> bool:
         """Whether ``chosen`` with any taxpayers in the roles left may be dominant: where the space can bound every
-        such set by one point (``tail_point``), one programme says so for all of them."""
-        tail = getattr(self.space, "tail_point", None)
-        if tail is None or len(chosen) in (0, len(weights)):
+        such set by one point (``tail_point``), one programme says so for all of them (and serves :meth:`_partners`
+        where one role is left)."""
+        if getattr(self.space, "tail_point", None) is None or len(chosen) in (0, len(weights)):
             return True
-        point = tail(dict(zip(chosen, weights, strict=False)), weights[len(chosen):])
-        if point is None:
-            return True
-        key = ("tail", tuple(chosen), weights)
-        if key not in self.programmes_shared:
-            self.programmes_shared[key] = self._programme(point)
-        return self.programmes_shared[key][0] > 1 - MARGIN
+        found = self._tail(chosen, weights)
+        return found is None or found[0] > 1 - MARGIN
 
 
 class _Nets:

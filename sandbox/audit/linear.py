@@ -137,20 +137,21 @@ class AuditCheck:
     def __init__(self, deadline_check: Callable[[], None], most_work: int = MOST_PROGRAMME_WORK) -> None:
         self._deadline_check = deadline_check
         self.most_work = most_work
-        self.work = 0
-        self.pools: dict[str, int] = {}
+        self.spent: dict[str, int] = {}  # per search's pool
 
     def __call__(self) -> None:
         self._deadline_check()
+
+    @property
+    def work(self) -> int:
+        """The work spent of the first pool (the search over failing blocks)."""
+        return self.spent.get("", 0)
 
     def spend(self, work: int, pool: str = "") -> None:
         """Count ``work`` taxpayer-programmes of the search ``pool`` (each search of its own: the search over
         totals that take passing blocks is not starved by the one over failing blocks); raises
         :class:`TooComplex` past the audit's budget."""
-        if pool:
-            self.pools[pool] = spent = self.pools.get(pool, 0) + work
-        else:
-            self.work = spent = self.work + work
+        self.spent[pool] = spent = self.spent.get(pool, 0) + work
         if spent > self.most_work:
             raise TooComplex(f"more than {self.most_work:,} taxpayer-programmes to test the dominance rule")
 

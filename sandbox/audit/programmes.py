@@ -9,42 +9,35 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from typing import Any
 
 import highspy
 import numpy as np
 from scipy.sparse import csc_matrix
 
-_banner_once = threading.Lock()
-_banner_shown = [False]
+def _without_banner() -> None:
+    """HiGHS prints its banner to the process's standard output when the process makes its first model, before any
+    option can be set: that one is made here, at import (with the sandbox's other modules, before any thread
+    serves), with file descriptor 1 pointed at /dev/null. A CLI's ``--json`` output must stay JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+_without_banner()
 
 
 def _quiet_model() -> Any:
-    """A HiGHS model that prints nothing. HiGHS prints its banner to the process's standard output when the
-    first model of the process is made, before any option can be set: that one is made with file descriptor 1
-    pointed at /dev/null (a CLI's ``--json`` output must stay JSON)."""
-    with _banner_once:
-        if not _banner_shown[0]:
-            sys.stdout.flush()
-            saved = os.dup(1)
-            try:
-                with open(os.devnull, "w") as null:
-                    os.dup2(null.fileno(), 1)
-                    model = highspy.Highs()
-            finally:
-                os.dup2(saved, 1)
-                os.close(saved)
-            _banner_shown[0] = True
-        else:
-            model = highspy.Highs()
+    """A HiGHS model that prints nothing."""
+    model = highspy.Highs()
     model.setOptionValue("output_flag", False)
     return model
-
-
-# The first model is made at import (with the sandbox's other modules, before its threads serve): the moment fd 1
-# points at /dev/null, no other thread is writing.
-_quiet_model()
 
 
 class Programme:
