@@ -150,3 +150,54 @@ def test_cells_a_stricter_grant_received_stay_free_to_a_laxer_one(dominant, tmp_
         deployment.stop()
     assert rest is not None and whole - rest == _truth(dominant, f"{STREET} AND industry_code = '52'")
     assert again is None
+
+
+def test_a_repeated_answer_writes_nothing_and_one_under_other_rules_adds_its_rules(data, tmp_path):  # noqa: F811
+    """An answer repeated under the rules it was released under is free and leaves the ledger as it was (no write,
+    no flush); the same answer under other rules is free too where they are no stricter, and the ledger then
+    holds both sets of rules on each of its cells, as the ledger's own record does."""
+    import dataclasses
+    import time
+
+    from dsbroker.guard import guard
+    from dsbroker.policy.model import load_policy
+    from sandbox.audit.auditor import Auditor
+    from sandbox.disclosure.release import release
+    from sandbox.engine.duckdb_engine import DuckDBEngine
+    from sandbox.engine.interface import EngineLimits
+    from tests.conftest import GRANT, POLICIES, XUANWU
+
+    shipped = load_policy(POLICIES / f"{GRANT}.yaml")
+    lax = dataclasses.replace(shipped, min_entities=shipped.min_entities - 1)
+    sql = "SELECT street_code, SUM(revenue) AS revenue, COUNT(*) AS n FROM tax.declarations GROUP BY street_code"
+    engine = DuckDBEngine(str(data), EngineLimits())
+    ledger = ReleasedCellLedger(tmp_path / "released.sqlite")
+    auditor = Auditor(engine, ledger)
+
+    def answer(policy):
+        guarded = guard(sql, policy, district=XUANWU, department="xuanwu-fgw")
+        result = engine.execute(guarded.sql, timeout_s=60, max_rows=1000)
+        with auditor.lock(guarded.dataset):
+            released = release(result.names, result.types, result.rows, guarded,
+                                audit=auditor.session(guarded, deadline=time.monotonic() + 60))
+        return released, Rules(guarded.min_entities, guarded.dominance).text()
+
+    def writes() -> int:
+        (changes,) = ledger._db.execute("SELECT total_changes()").fetchone()
+        return changes
+
+    try:
+        first, shipped_rules = answer(shipped)
+        cells = ledger.cells("tax.declarations")
+        assert cells and first.counts["audit"] == 0
+        assert all(cell.rules == frozenset({shipped_rules}) for cell in cells)
+        before = writes()
+        again, _ = answer(shipped)
+        assert again.rows == first.rows and writes() == before, "a repeat under the same rules wrote to the ledger"
+        laxer, lax_rules = answer(lax)
+        assert laxer.rows == first.rows and writes() > before
+        assert [cell.key for cell in ledger.cells("tax.declarations")] == [cell.key for cell in cells]
+        assert all(cell.rules == frozenset({shipped_rules, lax_rules}) for cell in ledger.cells("tax.declarations"))
+    finally:
+        engine.close()
+        ledger.close()

@@ -107,7 +107,8 @@ class ServerProcess:
 def development_servers(*, data: DataSource, policies: Path, state: Path, layout: KeyLayout, client: str,
                         access_log: Path | None = None, token_binding: str = "subject",
                         partitions: dict[str, DataSource] | None = None,
-                        datasets: tuple[str, ...] = DEMO_DATASETS, sandbox_options: dict | None = None):
+                        datasets: tuple[str, ...] = DEMO_DATASETS, sandbox_options: dict | None = None,
+                        broker_options: dict | None = None):
     """A sandbox and a broker as processes, over mutual TLS with the development keys in ``layout``.
 
     Yields (sandbox, broker, tls) where ``tls`` reaches the broker as client certificate ``client``.
@@ -120,7 +121,8 @@ def development_servers(*, data: DataSource, policies: Path, state: Path, layout
     engine settings, as ``data``): a sandbox each (ledgers ``<id>-...``), which the broker knows as partitions.
     The sandboxes start at once, and the broker once they all serve. The sandboxes hold tokens to the forwarded
     certificates with the same ``token_binding`` as the broker. Every sandbox serves ``datasets`` (by default the
-    demo's, without its company names). ``sandbox_options`` are further settings of the (first) sandbox.
+    demo's, without its company names). ``sandbox_options`` are further settings of the (first) sandbox,
+    ``broker_options`` of the broker.
     """
     from dsbroker.records.checkpoints import load_or_create_signing_key, public_key_path
 
@@ -157,7 +159,7 @@ def development_servers(*, data: DataSource, policies: Path, state: Path, layout
             "access_log_key": str(log_key),
             "store": str(state / "broker-state.sqlite"), "sandbox": sandbox.target,
             "partitions": [f"{sandbox_id}={part.target}" for sandbox_id, part in parts.items()],
-            **broker_settings(layout, token_binding=token_binding)}))
+            **broker_settings(layout, token_binding=token_binding), **(broker_options or {})}))
         broker = stack.enter_context(ServerProcess(["serve", "--config", str(broker_config)], name="broker",
                                                    tls=broker_tls, log_path=state / "broker.log"))
         yield sandbox, broker, broker_tls

@@ -61,7 +61,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from dsbroker.errors import DsbrokerError
 from dsbroker.guard import GuardedQuery
@@ -90,7 +90,10 @@ class AnswerCell:
 
     def value(self, index: int) -> Any:
         """The value of released statistic ``index``."""
-        return dict(self.values)[index]
+        for released, value in self.values:  # a cell releases a few statistics: a scan beats building a dict
+            if released == index:
+                return value
+        raise KeyError(index)
 
 
 _MISSING = object()
@@ -215,10 +218,17 @@ class Auditor:
         if not new:
             return {}
         held = self.ledger.held(scope)
+        verdicts: dict[frozenset[str], bool] = {}  # few distinct sets of rules: each judged once per audit
+
+        def as_strict(recorded: frozenset[str]) -> bool:
+            verdict = verdicts.get(recorded)
+            if verdict is None:
+                verdict = verdicts[recorded] = rules.within(recorded)
+            return verdict
 
         def strictly_known(key: tuple) -> ReleasedCell | None:
             cell = held.get(key)
-            return cell if cell is not None and rules.within(cell.rules) else None
+            return cell if cell is not None and as_strict(cell.rules) else None
 
         if _repeats(guarded, new, strictly_known):
             return {}  # every cell was released before with this very value, under rules as strict: nothing new
@@ -249,14 +259,7 @@ class Auditor:
         # grant under 10, free to repeat and to difference. So the answer must also pass the audit without them;
         # the first audit, with every cell, stays (a department may be given, by a laxer one, cells any grant may
         # see). Withholding more never leaks more, so the union of what either withholds is safe for both.
-        verdicts: dict[frozenset[str], bool] = {}  # few distinct sets of rules: each judged once per audit
-        within = []
-        for cell in released:
-            verdict = verdicts.get(cell.rules)
-            if verdict is None:
-                verdict = verdicts[cell.rules] = rules.within(cell.rules)
-            if verdict:
-                within.append(cell)
+        within = [cell for cell in released if as_strict(cell.rules)]
         if len(within) < len(released):
             known = {c.key: c for c in within}
             for row, statistics in self._decide(guarded, new, within, known.get, blocks, members, coverages,
@@ -392,12 +395,25 @@ class Auditor:
 
     def record(self, guarded: GuardedQuery, cells: list[AnswerCell], withheld: dict[int, frozenset[int]]) -> None:
         """Record, durably, the statistics of ``cells`` that leave (those not in ``withheld``)."""
-        plan = guarded.cells
-        rules = frozenset({Rules(guarded.min_entities, guarded.dominance).text()})  # one set for the answer's cells
-        self.ledger.record(guarded.dataset, [
-            ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index), rules)
-            for cell in dict.fromkeys(cells) if cell.row not in withheld
-            for index in sorted(cell.statistics) if (name := statistic_name(plan, index)) is not None])
+        names = _names_by_index(guarded.cells)
+        text = Rules(guarded.min_entities, guarded.dominance).text()
+        rules = frozenset({text})  # one set for the answer's cells
+        held: Mapping[tuple, ReleasedCell] | None = None
+        fresh: dict[tuple, ReleasedCell] = {}
+        for cell in cells:
+            if cell.row in withheld:
+                continue
+            for index in sorted(cell.statistics):
+                if (name := names[index]) is None:
+                    continue
+                key = (guarded.coverage, cell.fixed, cell.keys, name)
+                held = self.ledger.held(guarded.dataset) if held is None else held
+                before = held.get(key)
+                # A cell recorded under these rules keeps its first value (the ledger's rule): a repeated answer
+                # builds and writes nothing.
+                if (before is None or text not in before.rules) and key not in fresh:
+                    fresh[key] = ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index), rules)
+        self.ledger.record(guarded.dataset, list(fresh.values()))
 
     def _check(self, deadline: float) -> None:
         if self.clock() > deadline:
@@ -418,11 +434,26 @@ class CellRules(Protocol):
 def _repeats(guarded: GuardedQuery, new: list[tuple[AnswerCell, str]],
              known: Callable[[tuple], ReleasedCell | None]) -> bool:
     """Whether every statistic of the answer's cells was released before (as ``known`` finds it) with this very
-    value."""
-    plan = guarded.cells
-    return all(getattr(known((guarded.coverage, cell.fixed, cell.keys, name)), "value", _MISSING) == cell.value(i)
-               for cell in dict.fromkeys(cell for cell, _ in new) for i in sorted(cell.statistics)
-               if (name := statistic_name(plan, i)) is not None)
+    value. Asked of every answer first, and a repeated answer (a dashboard's) is all it costs: one look-up per
+    statistic."""
+    names = _names_by_index(guarded.cells)
+    coverage = guarded.coverage
+    seen: set[int] = set()  # ``new`` holds a cell once per statistic: each is checked once, by identity
+    for cell, _ in new:
+        if id(cell) in seen:
+            continue
+        seen.add(id(cell))
+        for index in cell.statistics:
+            name = names[index]
+            if name is not None and getattr(known((coverage, cell.fixed, cell.keys, name)), "value",
+                                            _MISSING) != cell.value(index):
+                return False
+    return True
+
+
+def _names_by_index(plan: CellPlan) -> list[str | None]:
+    """:func:`statistic_name` of each of the plan's statistics, by index."""
+    return [statistic_name(plan, index) for index in range(len(plan.statistics))]
 
 
 def _names(plan: CellPlan, cell: AnswerCell) -> frozenset[str]:
