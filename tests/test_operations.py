@@ -117,7 +117,7 @@ def test_metrics_count_queries_stages_and_withheld_cells_and_never_show_sql_ids_
     assert value(found, "dsbroker_broker_rpcs_total", method=run_query, code="OK") >= 1
     assert value(found, "dsbroker_broker_rpcs_total", method=run_query, code=guard_refusal.code_name) >= 1
     assert value(found, "dsbroker_broker_rpc_duration_seconds_count", method=run_query) >= 3
-    for stage in ("guard", "decision_record", "sandbox_call", "access_log_commit"):
+    for stage in ("guard", "decision_record", "sandbox_call", "result_record", "access_log_commit"):
         assert value(found, "dsbroker_broker_stage_duration_seconds_count", stage=stage) >= 1, stage
     assert value(found, "dsbroker_broker_access_log_batch_records_count") >= 3  # a DECISION and a RESULT, at least
     assert value(found, "dsbroker_broker_access_log_batch_records_sum") >= \

@@ -180,6 +180,13 @@ class QueryPipeline:
         self.metrics.stage("sandbox_call", time.perf_counter() - started)
         released = response.encrypted if response.HasField("encrypted") else response.table
         digest = hashlib.sha256(released.SerializeToString(deterministic=True)).hexdigest()
+        with self.metrics.timed("result_record"):
+            self._record_release(response, base, execution, seq, started, digest)
+        return QueryOutcome(response, guarded, policy, seq)
+
+    def _record_release(self, response: sandbox_pb.ExecutePlanResponse, base: dict, execution: dict, seq: int,
+                        started: float, digest: str) -> None:
+        """The RESULT record of a released answer: committed before the caller has it, flushed with the next."""
         self.access_log.append(AccessRecord(
             event="query.result", decision="released", detail={
                 "decision_seq": seq, **execution, "sandbox_id": response.sandbox_id,
@@ -190,7 +197,6 @@ class QueryPipeline:
                 "secondary_cells_withheld": response.secondary_cells_withheld,
                 "audit_cells_withheld": response.audit_cells_withheld,
                 "result_sha256": digest, **_noise_detail(response)}, **base), synced=False)
-        return QueryOutcome(response, guarded, policy, seq)
 
     def explain(self, principal: Principal, grant: str, unverified_sql: str, *, request_id: str,
                 client: str, encrypted: bool = False, product: product_pb2.ProductCall | None = None) -> Explanation:

@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from dsbroker.errors import REASONS, DsbrokerError
 
 DECISIONS = ("released", "denied", "error")
-STAGES = ("guard", "decision_record", "sandbox_call", "recheck", "engine", "disclosure", "auditor", "access_log_commit")
+STAGES = ("guard", "decision_record", "sandbox_call", "result_record", "recheck", "engine", "disclosure", "auditor",
+          "access_log_commit")
 WITHHOLDING_RULES = ("min_entities", "dominance", "secondary", "audit")
 UNREGISTERED = "UNREGISTERED"
 # Codes that say the server (or one it depends on) failed, not that the caller was refused.
