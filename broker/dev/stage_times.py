@@ -59,7 +59,12 @@ class Breakdown:
     sandbox: dict[str, float]
 
     def lines(self, end_to_end_ms: float) -> list[str]:
-        """The breakdown as printed lines, nested as the call is: the caller's, the broker's, the sandbox's."""
+        """The breakdown as printed lines (:meth:`rows`)."""
+        return [f"  {label:<56}{ms:8.2f} ms" for label, ms in self.rows(end_to_end_ms)]
+
+    def rows(self, end_to_end_ms: float) -> list[tuple[str, float]]:
+        """(what, mean ms per query), nested as the call is, by indent: the caller's, the broker's, the sandbox's;
+        ``end_to_end_ms`` is the caller's own mean."""
         broker, sandbox = self.broker, self.sandbox
         served = broker.get("rpc", 0.0)
         called = broker.get("sandbox_call", 0.0)
@@ -70,7 +75,7 @@ class Breakdown:
         checked = sandbox.get("recheck", 0.0)
         engine = sandbox.get("engine", 0.0)
         disclosure = sandbox.get("disclosure", 0.0)
-        rows = [
+        return [
             ("end to end, as the caller times it", end_to_end_ms),
             ("  the caller's hop (SDK, gRPC, TLS, messages)", end_to_end_ms - served),
             ("  the broker's handler", served),
@@ -88,7 +93,6 @@ class Breakdown:
             ("    the rest (grant, plan, interceptors, request log)", served - broker.get("guard", 0.0) - decision
              - called - result),
         ]
-        return [f"  {label:<56}{ms:8.2f} ms" for label, ms in rows]
 
 
 def breakdown(before: dict[str, Timings], after: dict[str, Timings], queries: int) -> Breakdown:
