@@ -72,6 +72,19 @@ def test_each_rule_withholds_exactly_the_cells_it_should(crafted, policy):
     assert withheld == 2
 
 
+def test_the_largest_alone_and_the_p_percent_rule_together_withhold_what_each_withholds(crafted, policy):
+    """(1, 85) with p% = 10: the cell's largest is a plain MAX (the rule's n = 1 and the p% test's largest alike,
+    no one-element list to build), and the cells withheld are those either rule withholds alone."""
+    both = Dominance(n=1, k=85.0, p=10.0)
+    sql = guard(SQL, dataclasses.replace(policy, dominance=both), district=XUANWU, department="xuanwu-fgw").sql
+    assert "MAX(ABS(__sum_vat_paid)) AS __d0_top" in sql and "MAX(ABS(__sum_vat_paid), 1)" not in sql
+    assert "LIST_SUM(MAX(ABS(__sum_vat_paid), 2)) AS __d0_top2" in sql
+    cells, withheld = released(crafted, policy, both)
+    assert {street for street, row in cells.items() if row[0] is None} == {"A-one-giant", "C-two-giants",
+                                                                           "D-refund", "E-too-few"}
+    assert cells["B-even"] == (1200, 50.0, 2400, 12) and withheld == 6
+
+
 def test_without_a_dominance_rule_the_same_cells_are_released(crafted):
     grant = policy_without_dominance("the test shows what a grant without the rule releases")
     guarded = guard(SQL, grant, district=XUANWU, department="xuanwu-fgw")
