@@ -116,11 +116,32 @@ def parameters_context() -> ts.Context:
     return context
 
 
+class SerialisedSum:
+    """A running sum of serialised BFV vectors of one length (any requester's key, our parameters), added as
+    each arrives: a secure sum adds a partition's ciphertexts while the others are still encrypting theirs."""
+
+    def __init__(self) -> None:
+        self._total: ts.BFVVector | None = None
+
+    def add(self, ciphertext: bytes) -> None:
+        """Add one serialised vector; ValueError (or TenSEAL's own) when it does not load or is of another length."""
+        vector = ts.bfv_vector_from(parameters_context(), ciphertext)
+        if self._total is None:
+            self._total = vector
+        else:
+            self._total += vector
+
+    def serialise(self) -> bytes:
+        """The sum so far, serialised; ValueError before anything was added."""
+        if self._total is None:
+            raise ValueError("nothing was added")
+        serialised: bytes = self._total.serialize()
+        return serialised
+
+
 def add_serialised(ciphertexts: list[bytes]) -> bytes:
     """The serialised sum of serialised BFV vectors of one length (any requester's key, our parameters)."""
-    context = parameters_context()
-    total = ts.bfv_vector_from(context, ciphertexts[0])
-    for ciphertext in ciphertexts[1:]:
-        total += ts.bfv_vector_from(context, ciphertext)
-    serialised: bytes = total.serialize()
-    return serialised
+    total = SerialisedSum()
+    for ciphertext in ciphertexts:
+        total.add(ciphertext)
+    return total.serialise()
