@@ -134,6 +134,14 @@ class SetSearch:
         self.programmes = 0
         self.programmes_shared: dict[Hashable, tuple[float, np.ndarray]] = {}
         self.dominant_sets: list[set[int]] = []
+        self.rank = {e: place for place, e in enumerate(self.order)}
+        self.set_bound = getattr(space, "set_bound", None)
+        # The block duals of each exact programme, where the space gives them (dual_partner_bounds).
+        self.last_duals: np.ndarray | None = None
+        self.shared_duals: dict[Hashable, np.ndarray | None] = {}
+        self.exact_duals: dict[int, np.ndarray | None] = {}
+        self.dual_bounds: dict[Hashable, np.ndarray] = {}
+        self.candidates: dict[Hashable, list[int]] = {}
 
     def dominant(self, rule: Dominance, accept: Callable[[dict[int, float], float], bool]
                  ) -> Iterator[tuple[dict[int, float], frozenset[int]]]:
@@ -152,6 +160,8 @@ class SetSearch:
                     if len(members) == 1:
                         gauge, z = self.exact[members[0]]
                         gauge *= weights[0]
+                    elif self.set_bound is not None and self.set_bound(signed) <= 1 - MARGIN:
+                        continue  # bounded below 1 as one set, without a programme
                     else:
                         gauge, z = self.solve(signed)
                     if gauge > 1 - MARGIN and accept(signed, gauge):
@@ -165,10 +175,15 @@ class SetSearch:
         """The gauge of the point the signed weights make, with the combination that attains it."""
         shared = self.space.shared(weights)
         if shared is None:
-            return self._programme(self.space.point(weights))
+            found = self._programme(self.space.point(weights))
+            self.last_duals = getattr(self.space, "last_block_duals", None)
+            return found
         key, factor, point = shared
         if key not in self.programmes_shared:
             self.programmes_shared[key] = self._programme(point)
+            self.shared_duals[key] = getattr(self.space, "last_block_duals", None)
+        duals = self.shared_duals.get(key)
+        self.last_duals = duals * factor if duals is not None else None
         gauge, z = self.programmes_shared[key]
         return gauge * factor, z
 
@@ -185,6 +200,7 @@ class SetSearch:
         """Taxpayer e's exact gauge (cached with its combination)."""
         if e not in self.exact:
             self.exact[e] = self.solve({e: 1.0})
+            self.exact_duals[e] = self.last_duals
         return self.exact[e][0]
 
     def members(self, weights: tuple[float, ...], unordered: bool, chosen: list[int],
@@ -194,6 +210,11 @@ class SetSearch:
         if role == len(weights):
             if total > 1 - MARGIN:
                 yield chosen
+            return
+        by_blocks = getattr(self.space, "partner_candidates", None) is not None
+        if role == len(weights) - 1 and role and by_blocks:
+            for f in self._bounded_candidates(chosen, weights, self._candidates(chosen, weights, unordered, total)):
+                yield chosen + [f]
             return
         if role == len(weights) - 1 and role and getattr(self.space, "tail_point", None) is not None:
             partners = self._partners(chosen, weights)
@@ -214,9 +235,79 @@ class SetSearch:
                 if unordered or role == 0:
                     break  # the order is by bound: no later taxpayer takes the sum past 1
                 continue
+            if by_blocks and role == len(weights) - 2 and not self._candidates(
+                    chosen + [e], weights, unordered, total + weights[role] * self.bounds[e]):
+                continue  # no partner passes a block's test with it: no programme for it (its bound is no gauge)
             if total + weights[role] * self.gauge(e) + rest > 1 - MARGIN and self._tail_may_dominate(chosen + [e],
                                                                                                     weights):
                 yield from self.members(weights, unordered, chosen + [e], total + weights[role] * self.gauge(e))
+
+    def _candidates(self, chosen: list[int], weights: tuple[float, ...], unordered: bool, total: float) -> list[int]:
+        """The partners that may fill the last role beside ``chosen`` (whose weighted gauges, or bounds of them, add
+        up to ``total``), where the space can say which taxpayers pass a block's test with them
+        (``partner_candidates``): those whose bound may take the set past 1, largest bound first, and, in a set
+        whose roles are the same, only those after ``chosen``'s last in the order (the sets with an earlier one
+        were tried from it). The test per block is asked once per ``chosen``."""
+        key = ("partners", tuple(chosen), weights)
+        if key not in self.candidates:
+            self.candidates[key] = self.space.partner_candidates(dict(zip(chosen, weights, strict=False)),
+                                                                 weights[len(chosen)])
+        last = self.rank.get(chosen[-1], len(self.rank)) if unordered else -1
+        weight = weights[len(chosen)]
+        found = [f for f in self.candidates[key]
+                 if f not in chosen and self.rank.get(f, len(self.rank) + 1) > last
+                 and total + weight * self.bounds[f] > 1 - MARGIN
+                 and not any(earlier <= {*chosen, f} for earlier in self.dominant_sets)]
+        added = self._dual_bounds(chosen, weights)
+        if added is not None and all(e in self.exact for e in chosen):
+            exact = sum(w * self.exact[e][0] for e, w in zip(chosen, weights, strict=False))
+            found = [f for f in found if exact + added[f] > 1 - MARGIN]
+        return sorted(found, key=lambda f: -self.bounds[f])
+
+    def _dual_bounds(self, chosen: list[int], weights: tuple[float, ...]) -> np.ndarray | None:
+        """Per taxpayer, a bound of what it adds in the last role to the gauge of ``chosen`` (each with its exact
+        programme's block duals, weighted: a sum of dual solutions is one of the sum of their points), where the
+        space gives them (``dual_partner_bounds``); None otherwise."""
+        if getattr(self.space, "dual_partner_bounds", None) is None:
+            return None
+        duals = [self.exact_duals.get(e) for e in chosen]
+        if any(d is None for d in duals):
+            return None
+        key = ("duals", tuple(chosen), weights)
+        if key not in self.dual_bounds:
+            combined = sum(w * d for w, d in zip(weights, duals, strict=False))
+            self.dual_bounds[key] = self.space.dual_partner_bounds(combined, weights[len(chosen)])
+        return self.dual_bounds[key]
+
+    def _bounded_candidates(self, chosen: list[int], weights: tuple[float, ...], found: list[int]) -> Iterator[int]:
+        """The candidates ``found`` for the last role beside ``chosen``, one at a time, in groups the space bounds
+        together (``partner_group``): while one programme bounding every candidate left in a group
+        (``candidate_tail_point``) says some may still make the set dominant, the one with the largest net in that
+        programme's combination is tried next and then left out. Where two are left, both are tried (a programme
+        each, as many as the bound would cost). Past ``MOST_PARTNERS`` tried for one set the space is too complex."""
+        weight = weights[len(chosen)]
+        members = dict(zip(chosen, weights, strict=False))
+        groups: dict[Hashable, list[int]] = {}
+        for f in found:
+            groups.setdefault(self.space.partner_group(f), []).append(f)
+        tried = 0
+        for _, left in sorted(groups.items(), key=lambda item: repr(item[0])):
+            while left:
+                if len(left) <= 2:
+                    yield from left
+                    break
+                gauge, z = self._programme(self.space.candidate_tail_point(members, weight, left))
+                if gauge <= 1 - MARGIN:
+                    break
+                partner = self.space.largest_among(z, left)
+                if partner is None:  # the bound's combination names none of them: each is tried
+                    yield from left
+                    break
+                tried += 1
+                if tried > MOST_PARTNERS:
+                    raise TooComplex(f"more than {MOST_PARTNERS} partners to test for one set of the dominance rule")
+                left.remove(partner)
+                yield partner
 
     def _partners(self, chosen: list[int], weights: tuple[float, ...]) -> Iterator[int] | None:
         """The taxpayers that may fill the last role beside ``chosen``, found one at a time where the space bounds
@@ -266,6 +357,8 @@ class SetSearch:
         where one role is left)."""
         if getattr(self.space, "tail_point", None) is None or len(chosen) in (0, len(weights)):
             return True
+        if len(chosen) == len(weights) - 1 and getattr(self.space, "partner_candidates", None) is not None:
+            return True  # the partners are the candidates, bounded by a programme of their own
         found = self._tail(chosen, weights)
         return found is None or found[0] > 1 - MARGIN
 
