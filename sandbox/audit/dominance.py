@@ -123,8 +123,12 @@ class SetSearch:
     ``work`` one programme counts against the audit's budget, whether it is ``symmetric`` (a set's gauge is the
     same with its signs turned: the later members' signs are then tried both ways), and ``shared(weights)``: None,
     or a key, a factor and a point whose gauge times the factor is the set's (sets with the same key share one
-    programme). A space may also bound every partner of a set by one point (``tail_point``, with ``largest_net``
-    and ``same_taxpayer``): partners are then found one at a time (:meth:`_partners`)."""
+    programme). A space may also bound every taxpayer in the roles left beside a set by one point (``tail_point``:
+    one programme rules them all out), and say which taxpayers may fill a set's last role at all
+    (``partner_candidates``, with ``partner_group``, ``candidate_tail_point`` and ``largest_among``: the candidates
+    are then bounded group by group, :meth:`_bounded_candidates`), how much a set's gauge bounds it without a
+    programme (``set_bound``), and what a partner may add to a set's gauge by its programme's duals
+    (``dual_partner_bounds``, after ``gauge`` left ``last_block_duals``)."""
 
     def __init__(self, space: _Nets, check: Callable[[], None]) -> None:
         self.space, self.check = space, check
@@ -216,12 +220,6 @@ class SetSearch:
             for f in self._bounded_candidates(chosen, weights, self._candidates(chosen, weights, unordered, total)):
                 yield chosen + [f]
             return
-        if role == len(weights) - 1 and role and getattr(self.space, "tail_point", None) is not None:
-            partners = self._partners(chosen, weights)
-            if partners is not None:
-                for f in partners:
-                    yield chosen + [f]
-                return
         start = self.order.index(chosen[-1]) + 1 if unordered and chosen else 0
         for position in range(start, len(self.order)):
             e = self.order[position]
@@ -309,17 +307,6 @@ class SetSearch:
                 left.remove(partner)
                 yield partner
 
-    def _partners(self, chosen: list[int], weights: tuple[float, ...]) -> Iterator[int] | None:
-        """The taxpayers that may fill the last role beside ``chosen``, found one at a time where the space bounds
-        every partner by one point (``tail_point``): the programme of that bound gives a combination, whose
-        largest net among the others is the next partner to try; it is then left out of the bound, until the bound
-        says no partner is left that could make the set dominant. None where the space has no such bound (its
-        ``tail_point`` is None): asked before any partner is sought, since a generator is never None."""
-        first = self._tail(chosen, weights)
-        if first is None:
-            return None
-        return self._partners_from(chosen, weights, first)
-
     def _tail(self, chosen: list[int], weights: tuple[float, ...]) -> tuple[float, np.ndarray] | None:
         """The gauge (and combination) of the space's bound on every set of ``chosen`` with any taxpayers in the
         roles left, solved once per ``chosen``; None where the space has no such bound."""
@@ -331,30 +318,10 @@ class SetSearch:
             self.programmes_shared[key] = self._programme(point)
         return self.programmes_shared[key]
 
-    def _partners_from(self, chosen: list[int], weights: tuple[float, ...],
-                       first: tuple[float, np.ndarray]) -> Iterator[int]:
-        """The partners of :meth:`_partners`, from the programme ``first`` of the bound on every partner."""
-        left_out: set[int] = set()
-        for _ in range(MOST_PARTNERS):
-            gauge, z = first if not left_out else self._programme(self.space.tail_point(
-                dict(zip(chosen, weights, strict=False)), weights[len(chosen):], left_out))
-            if gauge <= 1 - MARGIN:
-                return
-            partner = self.space.largest_net(z, set(chosen) | left_out)
-            if partner is None:
-                return
-            # The bound leaves a taxpayer out whole: each of its orientations is tried (both, where its amounts
-            # change sign), but those in the set.
-            for orientation in self.space.same_taxpayer(partner):
-                left_out.add(orientation)
-                if orientation not in chosen:
-                    yield orientation
-        raise TooComplex(f"more than {MOST_PARTNERS} partners to test for one set of the dominance rule")
-
     def _tail_may_dominate(self, chosen: list[int], weights: tuple[float, ...]) -> bool:
         """Whether ``chosen`` with any taxpayers in the roles left may be dominant: where the space can bound every
-        such set by one point (``tail_point``), one programme says so for all of them (and serves :meth:`_partners`
-        where one role is left)."""
+        such set by one point (``tail_point``), one programme says so for all of them; where one role is left and
+        the space names the candidates for it, they are bounded by programmes of their own."""
         if getattr(self.space, "tail_point", None) is None or len(chosen) in (0, len(weights)):
             return True
         if len(chosen) == len(weights) - 1 and getattr(self.space, "partner_candidates", None) is not None:

@@ -250,15 +250,6 @@ class _Totals:
             ratio = min(ratio, certified)
         return ratio
 
-    def largest_net(self, z: np.ndarray, leaving: set[int]) -> int | None:
-        """The taxpayer (by position) not in ``leaving`` with the largest net in the combination ``z``; None if
-        every other net is 0."""
-        nets = self._oriented @ (self._weights_of @ z)
-        if leaving:
-            nets[list(leaving)] = 0.0
-        found = int(np.argmax(nets))
-        return found if nets[found] > 0 else None
-
     def tail_point(self, chosen: dict[int, float], roles: tuple[float, ...],
                    left_out: frozenset[int] | set[int] = frozenset()) -> np.ndarray | None:
         """A point whose gauge bounds that of every set of the ``chosen`` taxpayers (by position, with their
@@ -318,10 +309,6 @@ class _Totals:
         if names is None:
             return list(range(len(self.entities)))
         return sorted(position for name in names for position in self._orientations.get(name, ()))
-
-    def same_taxpayer(self, e: int) -> list[int]:
-        """The positions of taxpayer ``e``'s orientations (two where its amounts change sign)."""
-        return self._orientations[self.entities[e][0]]
 
     def shared(self, weights: dict[int, float]) -> tuple[int, float, np.ndarray] | None:
         """Where every member of the set has amounts of one sign in one block only, and the same block, the set's
@@ -392,8 +379,10 @@ class _Totals:
         the set whose programme left the block ``duals`` (a weighted sum of its members' own): in every total,
         ``q_set . z <= G * H - sum_c y_c x_c`` and the partner's net is at most ``weight * sum_c x_c |a_fc|``, so
         the pair's gauge is at most ``G + max_c (weight |a_fc| - y_c)^+ / P_c`` over the partner's blocks
-        (``H >= sum_c x_c P_c``; for a partner whose amounts change sign, ``P_c + |a_fc|``). A block the set's best totals avoid has a large dual: a partner that lives only
-        there adds nothing. Infinite where a partner's block holds no taxpayer of one sign."""
+        (``H >= sum_c x_c P_c``; for a partner whose amounts change sign, ``P_c + |a_fc|``). A block the set's
+        best totals avoid has a large dual: a partner that lives only there adds nothing. Infinite where a
+        partner's block holds nothing to divide by. This is the Lagrangian bound of linear programming: the
+        duals of one programme bound a neighbouring one without solving it."""
         magnitudes = abs(self._oriented).tocoo()
         gains = weight * magnitudes.data - duals[magnitudes.col]
         # A partner whose amounts change sign is not in P, and its own magnitude is in the total's: the ratio
