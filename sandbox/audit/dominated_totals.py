@@ -17,7 +17,9 @@ block that adds 0 may take either sign, as it changes no net), and one variable 
 amounts change sign. A set can dominate some total only where it holds more than k% of some
 block it takes (the totals' shares are weighted means of the blocks'), so a taxpayer's largest share of a block
 bounds its gauge, and only where some block is dominated alone can a total be (unless some taxpayer's amounts
-change sign).
+change sign). The same argument for a set (:mod:`sandbox.audit.block_shares`) says which taxpayers may complete a
+set at all; the candidates are then bounded as one set with it, by the duals of its programme, and by one
+programme per group of them (those of one sign; those whose amounts change sign, by orientation).
 """
 
 from __future__ import annotations
