@@ -9,6 +9,7 @@ Here the report runs through the guard, the engine, the auditor and the cell rul
 
 - the 24-month table and the year x street table are released whole (every cell the per-query rules release);
 - the audit of the 24-month table stays well inside the search's budget of work (a count, not a time);
+- each cell the audit takes of the street x section table is needed (given back, it completes a dominated total);
 - an independent checker (scipy's linprog over the atoms street x section x month, sharing no code with the
   auditor) finds no total of the released cells, with weights of one sign, that one taxpayer or two dominate
   under the shipped rule (n=2, k=85); and it does find one in the same cells with the street x section table
@@ -111,6 +112,14 @@ def test_a_monthly_report_on_refund_data_releases_its_24_months(refund_db, refun
     unaudited = [cell for i, (audited, plain, _) in enumerate(answers[:3])
                  for cell in _cells(plain if i == 2 else audited)]
     assert checker.found(unaudited)
+    # Each cell the audit takes of the street x section table is needed: given back, with what was released up to
+    # that table, it completes a total that one taxpayer or two dominate.
+    before = [cell for audited, _, _ in answers[:3] for cell in _cells(audited)]
+    table, plain_table, _ = answers[2]
+    taken_cells = [cell for cell in _cells(plain_table) if cell not in _cells(table)]
+    assert len(taken_cells) == taken[2]
+    for cell in taken_cells:
+        assert checker.found(before + [cell]), cell
 
 
 def _cells(answer) -> list[dict[str, object]]:
