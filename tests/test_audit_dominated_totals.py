@@ -209,18 +209,23 @@ def _exact_gauge_of_both_signs(vectors: list[dict], amounts: dict, members: dict
     return -result.fun
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_where_amounts_change_sign_no_pair_that_some_total_shows_dominant_is_left_out(seed):
-    """For every pair of taxpayers (in each orientation, weighted as the (n=2, k=85) rule weighs them), against its
-    exact gauge by an independent programme: a pair some total shows dominant is among the partners the test per
-    block leaves (sandbox/audit/block_shares.py); the bound of the pair as one set is never below its gauge; nor is
-    the first one's exact gauge plus what its programme's duals say the partner may add; nor is the bound on every
+# The roles of a pair: (n=2, k=85) weighs both 100/85; p% (p=10) the largest 1.1 and the second 1.
+PAIRS = {"n=2, k=85": (100 / 85, 100 / 85), "p=10%": (1.1, 1.0)}
+
+
+@pytest.mark.parametrize("roles", list(PAIRS.values()), ids=list(PAIRS))
+@pytest.mark.parametrize("seed", range(6))
+def test_where_amounts_change_sign_no_pair_that_some_total_shows_dominant_is_left_out(seed, roles):
+    """For every pair of taxpayers (in each orientation, weighted as the rule weighs its roles), against its exact
+    gauge by an independent programme: a pair some total shows dominant is among the partners the test per block
+    leaves (sandbox/audit/block_shares.py); the bound of the pair as one set is never below its gauge; nor is the
+    first one's exact gauge plus what its programme's duals say the partner may add; nor is the bound on every
     candidate of the partner's group (a refund does not count for a partner oriented as a payment)."""
     rng = np.random.default_rng(100 + seed)
     basis, amounts, vectors = _space_of_both_signs(rng, blocks=10, cells=7, firms=24)
     space = _Totals.of(basis, amounts)
     assert space is not None
-    weight = 100 / 85
+    weight, last = roles
     space.gauge_bounds()  # keeps the certificates set_bound takes
     positions = range(len(space.entities))
     exact = {e: _exact_gauge_of_both_signs(vectors, amounts, {space.entities[e][0]: space.entities[e][1]})
@@ -230,20 +235,20 @@ def test_where_amounts_change_sign_no_pair_that_some_total_shows_dominant_is_lef
         single, _ = space.gauge(space.point({e: weight}))
         assert single == pytest.approx(weight * exact[e], abs=1e-6)
         duals = space.last_block_duals
-        added = space.dual_partner_bounds(duals, weight) if duals is not None else None
-        candidates = set(space.partner_candidates({e: weight}, weight))
+        added = space.dual_partner_bounds(duals, last) if duals is not None else None
+        candidates = set(space.partner_candidates({e: weight}, last))
         groups: dict = {}
         for f in candidates:
             groups.setdefault(space.partner_group(f), []).append(f)
-        tails = {key: space.gauge(space.candidate_tail_point({e: weight}, weight, among))[0]
+        tails = {key: space.gauge(space.candidate_tail_point({e: weight}, last, among))[0]
                  for key, among in groups.items()}
         for f in positions:
             if space.entities[f][0] == space.entities[e][0]:
                 continue
             (first, sign_e), (second, sign_f) = space.entities[e], space.entities[f]
-            pair = weight * _exact_gauge_of_both_signs(vectors, amounts, {first: sign_e, second: sign_f})
+            pair = _exact_gauge_of_both_signs(vectors, amounts, {first: weight * sign_e, second: last * sign_f})
             checked += 1
-            assert space.set_bound({e: weight, f: weight}) >= pair - 1e-7, (first, second)
+            assert space.set_bound({e: weight, f: last}) >= pair - 1e-7, (first, second)
             if added is not None:
                 assert weight * exact[e] + added[f] >= pair - 1e-7, (first, second)
             if pair > 1 - 1e-6:
