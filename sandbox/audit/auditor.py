@@ -195,6 +195,9 @@ class Auditor:
         self._parts: dict[str, Parts] = {}  # per scope, the coverages whose rows can meet (under its lock)
         self._blocks = BlockCache()
         self._guard = threading.Lock()
+        # The search work the last audit spent, per pool (AuditCheck.spent): what a test or a benchmark can read to
+        # see how near the budget an answer came, without timing it.
+        self.last_work: dict[str, int] = {}
 
     @contextlib.contextmanager
     def lock(self, scope: str) -> Iterator[None]:
@@ -213,6 +216,7 @@ class Auditor:
         plan = guarded.cells
         scope = guarded.dataset
         rules = Rules(guarded.min_entities, guarded.dominance)
+        self.last_work = {}
         new = [(cell, name) for cell in cells for index in sorted(cell.statistics)
                if (name := statistic_name(plan, index)) is not None]
         if not new:
@@ -253,6 +257,7 @@ class Auditor:
         # One budget of search work for the whole audit, both decisions below included: a laxer grant's cells in
         # the scope make a second decision, which must not double what an answer may cost the sandbox.
         check = AuditCheck(lambda: self._check(deadline))
+        self.last_work = check.spent
         withheld = self._decide(guarded, new, released, held.get, blocks, members, coverages, deadline, check)
         # Known before to a department is what was released under rules at least as strict as its grant's: what a
         # laxer grant received (a total of six firms, under min_entities 5) would otherwise be "known before" to a

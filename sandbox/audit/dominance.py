@@ -123,8 +123,12 @@ class SetSearch:
     ``work`` one programme counts against the audit's budget, whether it is ``symmetric`` (a set's gauge is the
     same with its signs turned: the later members' signs are then tried both ways), and ``shared(weights)``: None,
     or a key, a factor and a point whose gauge times the factor is the set's (sets with the same key share one
-    programme). A space may also bound every partner of a set by one point (``tail_point``, with ``largest_net``
-    and ``same_taxpayer``): partners are then found one at a time (:meth:`_partners`)."""
+    programme). A space may also bound every taxpayer in the roles left beside a set by one point (``tail_point``:
+    one programme rules them all out), and say which taxpayers may fill a set's last role at all
+    (``partner_candidates``, with ``partner_group``, ``candidate_tail_point`` and ``largest_among``: the candidates
+    are then bounded group by group, :meth:`_bounded_candidates`), how much a set's gauge bounds it without a
+    programme (``set_bound``), and what a partner may add to a set's gauge by its programme's duals
+    (``dual_partner_bounds``, after ``gauge`` left ``last_block_duals``)."""
 
     def __init__(self, space: _Nets, check: Callable[[], None]) -> None:
         self.space, self.check = space, check
@@ -134,6 +138,14 @@ class SetSearch:
         self.programmes = 0
         self.programmes_shared: dict[Hashable, tuple[float, np.ndarray]] = {}
         self.dominant_sets: list[set[int]] = []
+        self.rank = {e: place for place, e in enumerate(self.order)}
+        self.set_bound = getattr(space, "set_bound", None)
+        # The block duals of each exact programme, where the space gives them (dual_partner_bounds).
+        self.last_duals: np.ndarray | None = None
+        self.shared_duals: dict[Hashable, np.ndarray | None] = {}
+        self.exact_duals: dict[int, np.ndarray | None] = {}
+        self.dual_bounds: dict[Hashable, np.ndarray] = {}
+        self.candidates: dict[Hashable, list[int]] = {}
 
     def dominant(self, rule: Dominance, accept: Callable[[dict[int, float], float], bool]
                  ) -> Iterator[tuple[dict[int, float], frozenset[int]]]:
@@ -152,6 +164,8 @@ class SetSearch:
                     if len(members) == 1:
                         gauge, z = self.exact[members[0]]
                         gauge *= weights[0]
+                    elif self.set_bound is not None and self.set_bound(signed) <= 1 - MARGIN:
+                        continue  # bounded below 1 as one set, without a programme
                     else:
                         gauge, z = self.solve(signed)
                     if gauge > 1 - MARGIN and accept(signed, gauge):
@@ -165,10 +179,15 @@ class SetSearch:
         """The gauge of the point the signed weights make, with the combination that attains it."""
         shared = self.space.shared(weights)
         if shared is None:
-            return self._programme(self.space.point(weights))
+            found = self._programme(self.space.point(weights))
+            self.last_duals = getattr(self.space, "last_block_duals", None)
+            return found
         key, factor, point = shared
         if key not in self.programmes_shared:
             self.programmes_shared[key] = self._programme(point)
+            self.shared_duals[key] = getattr(self.space, "last_block_duals", None)
+        duals = self.shared_duals.get(key)
+        self.last_duals = duals * factor if duals is not None else None
         gauge, z = self.programmes_shared[key]
         return gauge * factor, z
 
@@ -185,6 +204,7 @@ class SetSearch:
         """Taxpayer e's exact gauge (cached with its combination)."""
         if e not in self.exact:
             self.exact[e] = self.solve({e: 1.0})
+            self.exact_duals[e] = self.last_duals
         return self.exact[e][0]
 
     def members(self, weights: tuple[float, ...], unordered: bool, chosen: list[int],
@@ -195,12 +215,11 @@ class SetSearch:
             if total > 1 - MARGIN:
                 yield chosen
             return
-        if role == len(weights) - 1 and role and getattr(self.space, "tail_point", None) is not None:
-            partners = self._partners(chosen, weights)
-            if partners is not None:
-                for f in partners:
-                    yield chosen + [f]
-                return
+        by_blocks = getattr(self.space, "partner_candidates", None) is not None
+        if role == len(weights) - 1 and role and by_blocks:
+            for f in self._bounded_candidates(chosen, weights, self._candidates(chosen, weights, unordered, total)):
+                yield chosen + [f]
+            return
         start = self.order.index(chosen[-1]) + 1 if unordered and chosen else 0
         for position in range(start, len(self.order)):
             e = self.order[position]
@@ -214,20 +233,79 @@ class SetSearch:
                 if unordered or role == 0:
                     break  # the order is by bound: no later taxpayer takes the sum past 1
                 continue
+            if by_blocks and role == len(weights) - 2 and not self._candidates(
+                    chosen + [e], weights, unordered, total + weights[role] * self.bounds[e]):
+                continue  # no partner passes a block's test with it: no programme for it (its bound is no gauge)
             if total + weights[role] * self.gauge(e) + rest > 1 - MARGIN and self._tail_may_dominate(chosen + [e],
                                                                                                     weights):
                 yield from self.members(weights, unordered, chosen + [e], total + weights[role] * self.gauge(e))
 
-    def _partners(self, chosen: list[int], weights: tuple[float, ...]) -> Iterator[int] | None:
-        """The taxpayers that may fill the last role beside ``chosen``, found one at a time where the space bounds
-        every partner by one point (``tail_point``): the programme of that bound gives a combination, whose
-        largest net among the others is the next partner to try; it is then left out of the bound, until the bound
-        says no partner is left that could make the set dominant. None where the space has no such bound (its
-        ``tail_point`` is None): asked before any partner is sought, since a generator is never None."""
-        first = self._tail(chosen, weights)
-        if first is None:
+    def _candidates(self, chosen: list[int], weights: tuple[float, ...], unordered: bool, total: float) -> list[int]:
+        """The partners that may fill the last role beside ``chosen`` (whose weighted gauges, or bounds of them, add
+        up to ``total``), where the space can say which taxpayers pass a block's test with them
+        (``partner_candidates``): those whose bound may take the set past 1, largest bound first, and, in a set
+        whose roles are the same, only those after ``chosen``'s last in the order (the sets with an earlier one
+        were tried from it). The test per block is asked once per ``chosen``."""
+        key = ("partners", tuple(chosen), weights)
+        if key not in self.candidates:
+            self.candidates[key] = self.space.partner_candidates(dict(zip(chosen, weights, strict=False)),
+                                                                 weights[len(chosen)])
+        last = self.rank.get(chosen[-1], len(self.rank)) if unordered else -1
+        weight = weights[len(chosen)]
+        found = [f for f in self.candidates[key]
+                 if f not in chosen and self.rank.get(f, len(self.rank) + 1) > last
+                 and total + weight * self.bounds[f] > 1 - MARGIN
+                 and not any(earlier <= {*chosen, f} for earlier in self.dominant_sets)]
+        added = self._dual_bounds(chosen, weights)
+        if added is not None and all(e in self.exact for e in chosen):
+            exact = sum(w * self.exact[e][0] for e, w in zip(chosen, weights, strict=False))
+            found = [f for f in found if exact + added[f] > 1 - MARGIN]
+        return sorted(found, key=lambda f: -self.bounds[f])
+
+    def _dual_bounds(self, chosen: list[int], weights: tuple[float, ...]) -> np.ndarray | None:
+        """Per taxpayer, a bound of what it adds in the last role to the gauge of ``chosen`` (each with its exact
+        programme's block duals, weighted: a sum of dual solutions is one of the sum of their points), where the
+        space gives them (``dual_partner_bounds``); None otherwise."""
+        if getattr(self.space, "dual_partner_bounds", None) is None:
             return None
-        return self._partners_from(chosen, weights, first)
+        duals = [self.exact_duals.get(e) for e in chosen]
+        if any(d is None for d in duals):
+            return None
+        key = ("duals", tuple(chosen), weights)
+        if key not in self.dual_bounds:
+            combined = sum(w * d for w, d in zip(weights, duals, strict=False))
+            self.dual_bounds[key] = self.space.dual_partner_bounds(combined, weights[len(chosen)])
+        return self.dual_bounds[key]
+
+    def _bounded_candidates(self, chosen: list[int], weights: tuple[float, ...], found: list[int]) -> Iterator[int]:
+        """The candidates ``found`` for the last role beside ``chosen``, one at a time, in groups the space bounds
+        together (``partner_group``): while one programme bounding every candidate left in a group
+        (``candidate_tail_point``) says some may still make the set dominant, the one with the largest net in that
+        programme's combination is tried next and then left out. Where two are left, both are tried (a programme
+        each, as many as the bound would cost). Past ``MOST_PARTNERS`` tried for one set the space is too complex."""
+        weight = weights[len(chosen)]
+        members = dict(zip(chosen, weights, strict=False))
+        groups: dict[Hashable, list[int]] = {}
+        for f in found:
+            groups.setdefault(self.space.partner_group(f), []).append(f)
+        tried = 0
+        for _, left in sorted(groups.items(), key=lambda item: repr(item[0])):
+            while left:
+                if len(left) <= 2:
+                    yield from left
+                    break
+                gauge, z = self._programme(self.space.candidate_tail_point(members, weight, left))
+                if gauge <= 1 - MARGIN:
+                    break
+                partner = self.space.largest_among(z, left)
+                if partner is None:  # the bound's combination names none of them: each is tried
+                    yield from left
+                    break
+                tried += 1
+                if tried > MOST_PARTNERS:
+                    raise TooComplex(f"more than {MOST_PARTNERS} partners to test for one set of the dominance rule")
+                left.remove(partner)
+                yield partner
 
     def _tail(self, chosen: list[int], weights: tuple[float, ...]) -> tuple[float, np.ndarray] | None:
         """The gauge (and combination) of the space's bound on every set of ``chosen`` with any taxpayers in the
@@ -240,32 +318,14 @@ class SetSearch:
             self.programmes_shared[key] = self._programme(point)
         return self.programmes_shared[key]
 
-    def _partners_from(self, chosen: list[int], weights: tuple[float, ...],
-                       first: tuple[float, np.ndarray]) -> Iterator[int]:
-        """The partners of :meth:`_partners`, from the programme ``first`` of the bound on every partner."""
-        left_out: set[int] = set()
-        for _ in range(MOST_PARTNERS):
-            gauge, z = first if not left_out else self._programme(self.space.tail_point(
-                dict(zip(chosen, weights, strict=False)), weights[len(chosen):], left_out))
-            if gauge <= 1 - MARGIN:
-                return
-            partner = self.space.largest_net(z, set(chosen) | left_out)
-            if partner is None:
-                return
-            # The bound leaves a taxpayer out whole: each of its orientations is tried (both, where its amounts
-            # change sign), but those in the set.
-            for orientation in self.space.same_taxpayer(partner):
-                left_out.add(orientation)
-                if orientation not in chosen:
-                    yield orientation
-        raise TooComplex(f"more than {MOST_PARTNERS} partners to test for one set of the dominance rule")
-
     def _tail_may_dominate(self, chosen: list[int], weights: tuple[float, ...]) -> bool:
         """Whether ``chosen`` with any taxpayers in the roles left may be dominant: where the space can bound every
-        such set by one point (``tail_point``), one programme says so for all of them (and serves :meth:`_partners`
-        where one role is left)."""
+        such set by one point (``tail_point``), one programme says so for all of them; where one role is left and
+        the space names the candidates for it, they are bounded by programmes of their own."""
         if getattr(self.space, "tail_point", None) is None or len(chosen) in (0, len(weights)):
             return True
+        if len(chosen) == len(weights) - 1 and getattr(self.space, "partner_candidates", None) is not None:
+            return True  # the partners are the candidates, bounded by a programme of their own
         found = self._tail(chosen, weights)
         return found is None or found[0] > 1 - MARGIN
 

@@ -17,7 +17,9 @@ block that adds 0 may take either sign, as it changes no net), and one variable 
 amounts change sign. A set can dominate some total only where it holds more than k% of some
 block it takes (the totals' shares are weighted means of the blocks'), so a taxpayer's largest share of a block
 bounds its gauge, and only where some block is dominated alone can a total be (unless some taxpayer's amounts
-change sign).
+change sign). The same argument for a set (:mod:`sandbox.audit.block_shares`) says which taxpayers may complete a
+set at all; the candidates are then bounded as one set with it, by the duals of its programme, and by one
+programme per group of them (those of one sign; those whose amounts change sign, by orientation).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from scipy.sparse import csr_matrix, hstack, identity, vstack
 
 from dsbroker.policy.model import Dominance
+from sandbox.audit.block_shares import BlockShares
 from sandbox.audit.dominance import DominanceLeak, first_new_dominant, to_rational
 from sandbox.audit.linear import Row, TooComplex, reduced
 from sandbox.audit.programmes import Programme
@@ -151,7 +154,9 @@ class _Totals:
         self._orientations: dict[Hashable, list[int]] = {}
         for position, (entity, _) in enumerate(entities):
             self._orientations.setdefault(entity, []).append(position)
+        self._shares = BlockShares(by_entity, single, changed)
         self._programme: Programme | None = None
+        self.last_block_duals: np.ndarray | None = None
         # Against the audit's budget of taxpayer-programmes (20 us each): one of these, warm-started from the last
         # optimum, takes about 0.2 ms over a hundred blocks, 2 ms over 2,400 (the demo's monthly report), 11 ms over
         # 2,300 with 288 taxpayers whose amounts change sign (each a column and two dense rows).
@@ -211,25 +216,41 @@ class _Totals:
         w, mass = self._weights_of, self._single
         if (mass > 0).any():
             inverse = np.linalg.pinv(w.T @ (mass[:, None] * w))
-            spread = w @ (inverse @ points)  # blocks x taxpayers: u_c / P_c
+            factors = inverse @ points  # coordinates x taxpayers: u_c / P_c = w_c . factor
+            spread = w @ factors  # blocks x taxpayers: u_c / P_c
             back = w.T @ (mass[:, None] * spread)
             exact = np.linalg.norm(back - points, axis=0) <= 1e-9 * np.linalg.norm(points, axis=0) + 1e-300
             certified = np.maximum(spread.max(axis=0), 0.0) * (1 + 1e-6) + 1e-9
             ratios = np.where(exact, np.minimum(ratios, certified), ratios)
+            self._certificates = (factors, exact)
         # A taxpayer of one sign is in P: its share is at most the ratio. One whose amounts change sign is not, and
         # its own magnitude is part of the total's: its share is at most ratio / (1 + ratio).
         with np.errstate(invalid="ignore"):
             own = np.where(np.isinf(ratios), 1.0, ratios / (1.0 + ratios))
         return np.minimum(1.0, np.where(self._changes_sign, own, ratios))
 
-    def largest_net(self, z: np.ndarray, leaving: set[int]) -> int | None:
-        """The taxpayer (by position) not in ``leaving`` with the largest net in the combination ``z``; None if
-        every other net is 0."""
-        nets = self._oriented @ (self._weights_of @ z)
-        if leaving:
-            nets[list(leaving)] = 0.0
-        found = int(np.argmax(nets))
-        return found if nets[found] > 0 else None
+    def set_bound(self, weights: dict[int, float]) -> float:
+        """An upper bound, without a programme, of the gauge of the point of a weighted set (taxpayers by position,
+        weights of one sign): the bounds of :meth:`gauge_bounds` taken for the set as one, which is tighter than the
+        sum of its members' where they are large in different blocks (a giant of one street and a lone firm of
+        another). The set's nets add up to ``u . x`` with ``u`` the weighted sum of its members' amounts, or of
+        their certificates where each gives its nets back; either way ``u . x <= max_c (u_c / P_c) sum_c x_c P_c``,
+        and the total's magnitude is at least ``sum_c x_c P_c``."""
+        if any(w < 0 for w in weights.values()):
+            return float("inf")
+        held: dict[int, float] = {}
+        for e, w in weights.items():
+            for at, value in self._amounts.get(self.entities[e][0], {}).items():
+                held[at] = held.get(at, 0.0) + w * abs(value)
+        ratio = max((value / self._single[at] if self._single[at] > 0 else float("inf")
+                     for at, value in held.items() if value), default=0.0)
+        certificates = getattr(self, "_certificates", None)
+        if certificates is not None and all(certificates[1][e] for e in weights):
+            factors = certificates[0]
+            combined = sum(w * factors[:, e] for e, w in weights.items())
+            certified = max(float((self._weights_of @ combined).max()), 0.0) * (1 + 1e-6) + 1e-9
+            ratio = min(ratio, certified)
+        return ratio
 
     def tail_point(self, chosen: dict[int, float], roles: tuple[float, ...],
                    left_out: frozenset[int] | set[int] = frozenset()) -> np.ndarray | None:
@@ -251,9 +272,45 @@ class _Totals:
                 tails[at] = sum(itertools.islice(rest, len(roles)))
         return self.point(chosen) + max(roles) * (tails @ self._weights_of)
 
-    def same_taxpayer(self, e: int) -> list[int]:
-        """The positions of taxpayer ``e``'s orientations (two where its amounts change sign)."""
-        return self._orientations[self.entities[e][0]]
+    def candidate_tail_point(self, chosen: dict[int, float], weight: float, among: list[int]) -> np.ndarray:
+        """A point whose gauge bounds that of every set of the ``chosen`` taxpayers (by position, with their
+        weights) and one of ``among`` (by position: a taxpayer in one orientation) in the last role, of weight
+        ``weight``. In a total (every weight of a block holding an amount at least 0) a taxpayer's net in its
+        orientation is at most the sum of its blocks' weights times its amounts of that sign, so at most each
+        block's weight times the largest such amount of ``among`` there. Unlike :meth:`tail_point`, a refund does
+        not count for a partner oriented as a payment: the bound holds where a payment and a refund cancel."""
+        tails = np.zeros(len(self._single))
+        for f in among:
+            name, sign = self.entities[f]
+            for at, value in self._amounts.get(name, {}).items():
+                if sign * value > tails[at]:
+                    tails[at] = sign * value
+        return self.point(chosen) + weight * (tails @ self._weights_of)
+
+    def largest_among(self, z: np.ndarray, among: list[int]) -> int | None:
+        """The taxpayer of ``among`` (by position) with the largest net in its orientation in the combination
+        ``z``; None if none is positive."""
+        nets = self._oriented[among] @ (self._weights_of @ z)
+        found = int(np.argmax(nets))
+        return among[found] if nets[found] > 0 else None
+
+    def partner_group(self, f: int) -> tuple:
+        """The partners bounded together (:meth:`candidate_tail_point`): those whose amounts have one sign, and
+        those whose amounts change sign by orientation (a refund's block is not a payment's)."""
+        return ("one sign",) if not self._changes_sign[f] else ("both signs", self.entities[f][1])
+
+    def partner_candidates(self, chosen: dict[int, float], weight: float) -> list[int]:
+        """The taxpayers (by position, each orientation) that may fill the last role, of weight ``weight``, beside
+        the ``chosen`` ones (by position, with their weights) in a set that some total shows dominant: the others
+        pass no block's test with them (:mod:`sandbox.audit.block_shares`), whatever the released cells."""
+        members: dict[Hashable, float] = {}
+        for e, w in chosen.items():
+            name = self.entities[e][0]
+            members[name] = members.get(name, 0.0) + w
+        names = self._shares.partners(members, weight)
+        if names is None:
+            return list(range(len(self.entities)))
+        return sorted(position for name in names for position in self._orientations.get(name, ()))
 
     def shared(self, weights: dict[int, float]) -> tuple[int, float, np.ndarray] | None:
         """Where every member of the set has amounts of one sign in one block only, and the same block, the set's
@@ -296,10 +353,49 @@ class _Totals:
             self._programme = Programme(vstack(parts).tocsr(),
                                         np.concatenate([np.zeros(blocks), [1.0], np.zeros(2 * changing)]),
                                         [None] * dimension + [0.0] * changing, [None] * (dimension + changing))
-        status, optimum, x = self._programme.maximise(np.concatenate([point / largest, np.zeros(changing)]))
+        objective = np.concatenate([point / largest, np.zeros(changing)])
+        status, optimum, x = self._programme.maximise(objective)
         if status != "optimal":  # unbounded: a total with no magnitude and a net, which cannot be
             raise TooComplex(f"the dominance programme over totals did not solve ({status})")
+        self.last_block_duals = self._block_duals(objective, largest)
         return optimum * largest, x[:dimension]
+
+    def _block_duals(self, objective: np.ndarray, largest: float) -> np.ndarray | None:
+        """Per block, the last optimum's dual of its weight's row (``x_c >= 0``), scaled back to the point: for every
+        total, ``point . z <= gauge * H - sum_c y_c x_c`` (the rows of the nets of taxpayers whose amounts change
+        sign, and their variables' bounds, only lower it). None where the duals do not give the point back to well
+        within the margins (then no bound is taken from them)."""
+        assert self._programme is not None
+        rows, columns = self._programme.duals()
+        if (rows < -1e-12).any() or np.abs(columns[:self._weights_of.shape[1]]).max(initial=0.0) > 1e-12:
+            return None
+        back = self._programme.matrix.T @ rows + columns
+        if np.abs(back - objective).max() > 1e-9 or (columns[self._weights_of.shape[1]:] > 1e-12).any():
+            return None
+        duals = np.zeros(len(self._single))
+        duals[self._signed] = rows[:len(self._signed)] * largest
+        return duals
+
+    def dual_partner_bounds(self, duals: np.ndarray, weight: float) -> np.ndarray:
+        """Per taxpayer (by position), how much it can add, in the last role of weight ``weight``, to the gauge of
+        the set whose programme left the block ``duals`` (a weighted sum of its members' own): in every total,
+        ``q_set . z <= G * H - sum_c y_c x_c`` and the partner's net is at most ``weight * sum_c x_c |a_fc|``, so
+        the pair's gauge is at most ``G + max_c (weight |a_fc| - y_c)^+ / P_c`` over the partner's blocks
+        (``H >= sum_c x_c P_c``; for a partner whose amounts change sign, ``P_c + |a_fc|``). A block the set's
+        best totals avoid has a large dual: a partner that lives only there adds nothing. Infinite where a
+        partner's block holds nothing to divide by. This is the Lagrangian bound of linear programming: the
+        duals of one programme bound a neighbouring one without solving it."""
+        magnitudes = abs(self._oriented).tocoo()
+        gains = weight * magnitudes.data - duals[magnitudes.col]
+        # A partner whose amounts change sign is not in P, and its own magnitude is in the total's: the ratio
+        # (weight u - Y) / (P x + u) grows with u = |net| <= sum_c x_c |a_fc|, so its blocks count P_c + |a_fc|.
+        mass = self._single[magnitudes.col] + np.where(self._changes_sign[magnitudes.row], magnitudes.data, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_mass = np.where(gains > 0, gains / mass, 0.0)
+        per_mass = np.where((gains > 0) & (mass <= 0), np.inf, per_mass)
+        bounds = np.zeros(len(self.entities))
+        np.maximum.at(bounds, magnitudes.row, per_mass)
+        return bounds * (1 + 1e-6) + 1e-9
 
     def rows_of(self, z: np.ndarray) -> frozenset[int]:
         """The released rows the combination with coordinates ``z`` takes."""

@@ -61,7 +61,14 @@ class Programme:
         lp.sense_ = highspy.ObjSense.kMaximize
         self._model = _quiet_model()
         self._model.passModel(lp)
+        self.matrix = matrix
         self._columns = np.arange(matrix.shape[1], dtype=np.int32)
+
+    def duals(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last optimum's row and column duals, ``y >= 0`` and ``d`` with ``A^T y + d = c`` (HiGHS's
+        convention for a maximum under rows ``<= b``), to within the solver's tolerance."""
+        solution = self._model.getSolution()
+        return np.array(solution.row_dual), np.array(solution.col_dual)
 
     def maximise(self, objective: np.ndarray) -> tuple[str, float, np.ndarray]:
         """The programme's status (``optimal``, ``unbounded`` or HiGHS's own word), its optimum and an x that
