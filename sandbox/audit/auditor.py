@@ -242,6 +242,15 @@ class Auditor:
         for coverage in dict.fromkeys(c.coverage for c in released):
             parts.add(coverage)
         relevant = set(parts.with_(guarded.coverage))
+        # "Two parts that pass the rules pass together" holds for the threshold, and for the dominance rule only where
+        # no taxpayer's amounts change sign: a refund in one part and payments in another cancel in a total of both
+        # (weights of one sign), and the others' shares grow past the rule though each part passes. So where the
+        # dominance rule is on and a summed measure has a negative amount anywhere in the dataset, every part is
+        # audited together (tests/test_attack_refunds.py).
+        if rules.dominance is not None and any(c.coverage not in relevant for c in released) and \
+                self._may_change_sign(guarded.dataset, [c.statistic for c in released] + [n for _, n in new],
+                                      deadline):
+            relevant = {c.coverage for c in released} | {guarded.coverage}
         released = [c for c in released if c.coverage in relevant]
         coverages = list(dict.fromkeys([c.coverage for c in released] + [guarded.coverage]))
         measures = sorted({name.split(":", 1)[1] for name in [c.statistic for c in released] + [n for _, n in new]
@@ -419,6 +428,23 @@ class Auditor:
                 if (before is None or text not in before.rules) and key not in fresh:
                     fresh[key] = ReleasedCell(guarded.coverage, cell.fixed, cell.keys, name, cell.value(index), rules)
         self.ledger.record(guarded.dataset, list(fresh.values()))
+
+    def _may_change_sign(self, dataset: str, statistics: list[str], deadline: float) -> bool:
+        """Whether some summed measure of ``statistics`` is negative in some row of ``dataset`` (any row, whatever
+        a grant's filter: more rows only make it say yes more often); yes where it cannot tell."""
+        measures = sorted({name.split(":", 1)[1] for name in statistics if name.startswith("sum:")})
+        for measure in measures:
+            timeout = deadline - self.clock()
+            if timeout <= 0:
+                raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
+            try:
+                result = self.engine.execute(f"SELECT 1 FROM {dataset} WHERE ({measure}) < 0 LIMIT 1",
+                                             timeout_s=timeout, max_rows=1)
+            except Exception:  # noqa: BLE001 - not known: audited together (more read, never less)
+                return True
+            if result.rows:
+                return True
+        return False
 
     def _check(self, deadline: float) -> None:
         if self.clock() > deadline:

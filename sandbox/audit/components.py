@@ -3,7 +3,11 @@
 Cells whose rows never meet cannot be combined into anything about the same taxpayers' rows: the released
 cells' row space splits into parts over coverages whose rows are apart, and a leak the new answer causes
 lies in the part its own coverage is in (a failing total that spans parts is made of totals of each part,
-and a part's total of too few taxpayers is itself one; two parts that pass the rules pass together).
+and a part's total of too few taxpayers is itself one; two parts that pass the rules pass together). The last
+holds for the dominance rule only where no taxpayer's amounts change sign: a refund in one part and payments in
+another cancel in a total of both, and the others' shares grow past the rule though each part passes. So where
+a summed measure is negative somewhere in the dataset and the grant has a dominance rule, the auditor audits
+every part together (``Auditor._may_change_sign``; tests/test_attack_refunds.py).
 So an audit reads only the coverages of the new one's part, which in a district's monthly reporting is
 that month's queries, not every month's.
 
