@@ -588,3 +588,64 @@ def test_two_cells_whose_rows_never_meet_do_not_add_up_to_a_dominated_total(tmp_
         engine.close()
     # The oracle: the released cells give no total that the two largest dominate.
     assert not _dominated_in_report(CANCELLING, released, Dominance(n=2, k=85)), released
+
+
+class _CountingEngine:
+    """A real DuckDB engine that counts the statements it runs (to see which audits ask whether amounts change
+    sign); everything else is the engine's own."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.statements = engine, []
+
+    def execute(self, sql: str, **limits):
+        self.statements.append(sql)
+        return self.engine.execute(sql, **limits)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def _owner(path: Path, rows) -> Path:
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA tax")
+        connection.execute("CREATE TABLE tax.declarations (vat_paid BIGINT, revenue BIGINT)")
+        connection.executemany("INSERT INTO tax.declarations VALUES (?, ?)", rows)
+    return path
+
+
+def test_whether_amounts_change_sign_is_asked_once_while_the_file_is_the_same(tmp_path):
+    """The question behind auditing every part together costs a scan per audit: a yes is kept for good (it only
+    audits more together), a no while the engine vouches that the data file is the same."""
+    from sandbox.audit.auditor import Auditor
+    from sandbox.engine.duckdb_engine import DuckDBEngine
+    from sandbox.ledgers.released_cells import ReleasedCellLedger
+
+    for rows, negative in (([(5, 1), (7, 2)], False), ([(5, 1), (-7, 2)], True)):
+        path = _owner(tmp_path / f"owner-{negative}.duckdb", rows)
+        engine = _CountingEngine(DuckDBEngine(str(path)))
+        auditor = Auditor(engine, ReleasedCellLedger(tmp_path / f"released-{negative}.sqlite"))
+        try:
+            for _ in range(3):
+                assert auditor._may_change_sign("tax.declarations", ["sum:vat_paid", "rows"],
+                                                time.monotonic() + 60) is negative
+            assert len(engine.statements) == 1, engine.statements
+            assert not auditor._may_change_sign("tax.declarations", ["sum:revenue"], time.monotonic() + 60)
+        finally:
+            engine.close()
+
+
+def test_a_measure_name_that_is_not_an_identifier_is_never_put_into_sql(tmp_path):
+    """The statistics' names come from the ledger too (a file on the owner's side): a name that is no plain
+    identifier is taken as a measure that may change sign, and no statement is built from it."""
+    from sandbox.audit.auditor import Auditor
+    from sandbox.engine.duckdb_engine import DuckDBEngine
+    from sandbox.ledgers.released_cells import ReleasedCellLedger
+
+    engine = _CountingEngine(DuckDBEngine(str(_owner(tmp_path / "owner.duckdb", [(5, 1)]))))
+    auditor = Auditor(engine, ReleasedCellLedger(tmp_path / "released.sqlite"))
+    try:
+        assert auditor._may_change_sign("tax.declarations", ["sum:vat_paid) OR (1 = 1"], time.monotonic() + 60)
+        assert auditor._may_change_sign("tax.declarations; SELECT 1", ["sum:vat_paid"], time.monotonic() + 60)
+        assert engine.statements == []
+    finally:
+        engine.close()

@@ -57,6 +57,7 @@ import functools
 import heapq
 import json
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class AnswerCell:
 
 
 _MISSING = object()
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Audit(Protocol):
@@ -195,6 +197,9 @@ class Auditor:
         self._parts: dict[str, Parts] = {}  # per scope, the coverages whose rows can meet (under its lock)
         self._blocks = BlockCache()
         self._guard = threading.Lock()
+        # Per (dataset, measure): a negative amount seen (kept for good), and the data stamp under which none was.
+        self._negative: set[tuple[str, str]] = set()
+        self._positive: dict[tuple[str, str], Any] = {}
         # The search work the last audit spent, per pool (AuditCheck.spent): what a test or a benchmark can read to
         # see how near the budget an answer came, without timing it.
         self.last_work: dict[str, int] = {}
@@ -431,9 +436,22 @@ class Auditor:
 
     def _may_change_sign(self, dataset: str, statistics: list[str], deadline: float) -> bool:
         """Whether some summed measure of ``statistics`` is negative in some row of ``dataset`` (any row, whatever
-        a grant's filter: more rows only make it say yes more often); yes where it cannot tell."""
+        a grant's filter: more rows only make it say yes more often); yes where it cannot tell.
+
+        A yes is kept for good (it only ever audits more together); a no only while the engine vouches that the
+        data is the same (a DuckDB file served read-only: :meth:`~sandbox.engine.interface.Engine.data_stamp`),
+        since a refund may arrive with the next load. The names come from the ledger and the guard's plan: one
+        that is not a plain identifier is not put into SQL, and counts as a yes."""
         measures = sorted({name.split(":", 1)[1] for name in statistics if name.startswith("sum:")})
+        stamp = self.engine.data_stamp()
         for measure in measures:
+            key = (dataset, measure)
+            if key in self._negative:
+                return True
+            if stamp is not None and self._positive.get(key) == stamp:
+                continue
+            if not (_IDENTIFIER.fullmatch(measure) and all(_IDENTIFIER.fullmatch(part) for part in dataset.split("."))):
+                return True
             timeout = deadline - self.clock()
             if timeout <= 0:
                 raise DsbrokerError("the query ran past its deadline and was stopped", reason="QUERY_TIMEOUT")
@@ -443,7 +461,10 @@ class Auditor:
             except Exception:  # noqa: BLE001 - not known: audited together (more read, never less)
                 return True
             if result.rows:
+                self._negative.add(key)
                 return True
+            if stamp is not None:
+                self._positive[key] = stamp
         return False
 
     def _check(self, deadline: float) -> None:
