@@ -393,6 +393,13 @@ def _declarations(rng: np.random.Generator, path: Path, cancel: float) -> tuple[
             if refunds and rng.random() < 0.4:
                 amount = -amount
             rows.append((f"T{f:03d}", month, *places[int(rng.integers(len(places)))], amount))
+    _write_declarations(path, rows)
+    return rows, {"street_code": streets, "industry_code": industries, "period": months}
+
+
+def _write_declarations(path: Path, rows) -> Path:
+    """A data file whose tax.declarations (the demo's columns) holds ``rows`` of (taxpayer_id, period,
+    street_code, industry_code, vat_paid), all in Xuanwu; the other columns hold one fixed value."""
     with duckdb.connect(str(path)) as connection:
         connection.execute("CREATE SCHEMA tax")
         connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
@@ -402,7 +409,7 @@ def _declarations(rng: np.random.Generator, path: Path, cancel: float) -> tuple[
         connection.executemany("INSERT INTO tax.declarations VALUES "
                                "(?, ?, ?, ?, ?, 'X', '173', 'small', 0, ?, 0, 0, 1)",
                                [(t, p, XUANWU, s, i, v) for t, p, s, i, v in rows])
-    return rows, {"street_code": streets, "industry_code": industries, "period": months}
+    return path
 
 
 def _queries(rng: np.random.Generator, values: dict[str, list], count: int) -> list[tuple[list[str], dict]]:
@@ -556,16 +563,7 @@ def test_two_cells_whose_rows_never_meet_do_not_add_up_to_a_dominated_total(tmp_
     from sandbox.engine.interface import EngineLimits
     from sandbox.ledgers.released_cells import ReleasedCellLedger
 
-    path = tmp_path / "owner.duckdb"
-    with duckdb.connect(str(path)) as connection:
-        connection.execute("CREATE SCHEMA tax")
-        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
-                           "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
-                           "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
-                           "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
-        connection.executemany("INSERT INTO tax.declarations VALUES "
-                               "(?, ?, ?, ?, ?, 'X', '173', 'small', 0, ?, 0, 0, 1)",
-                               [(t, p, XUANWU, s, i, v) for t, p, s, i, v in CANCELLING])
+    path = _write_declarations(tmp_path / "owner.duckdb", CANCELLING)
     text = (POLICIES / f"{GRANT}.yaml").read_text(encoding="utf-8")
     policy = parse_policy(text.replace(DISCLOSURE, "disclosure: {min_entities: 2, dominance: {n: 2, k: 85}}"),
                           source="attack")
