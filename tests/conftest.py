@@ -172,15 +172,20 @@ def sized_engine(directory: Path, sizes: dict[tuple[str, str], int]):
     engine.close()
 
 
+def create_declarations_table(connection) -> None:
+    """Schema ``tax`` and an empty tax.declarations with the demo's columns, on a DuckDB connection."""
+    connection.execute("CREATE SCHEMA tax")
+    connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
+                       "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
+                       "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
+                       "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
+
+
 def declarations_file(path: Path, rows) -> Path:
     """A data file whose tax.declarations (the demo's columns) holds ``rows`` of (taxpayer_id, period,
     street_code, revenue, vat_paid), all in Xuanwu; the other columns hold one fixed value."""
     with duckdb.connect(str(path)) as connection:
-        connection.execute("CREATE SCHEMA tax")
-        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
-                           "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
-                           "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
-                           "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
+        create_declarations_table(connection)
         values = [(taxpayer, period, XUANWU, street, revenue, vat) for taxpayer, period, street, revenue, vat in rows]
         for start in range(0, len(values), 500):  # one statement per 500 rows: executemany runs one per row
             batch = values[start:start + 500]

@@ -60,7 +60,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csc_matrix
 
 from dsbroker.policy.model import Dominance, parse_policy
-from tests.conftest import DISCLOSURE, GRANT, POLICIES, XUANWU
+from tests.conftest import DISCLOSURE, GRANT, POLICIES, XUANWU, create_declarations_table
 
 
 # --- The oracle ---------------------------------------------------------------------------------------------------
@@ -401,11 +401,7 @@ def _write_declarations(path: Path, rows) -> Path:
     """A data file whose tax.declarations (the demo's columns) holds ``rows`` of (taxpayer_id, period,
     street_code, industry_code, vat_paid), all in Xuanwu; the other columns hold one fixed value."""
     with duckdb.connect(str(path)) as connection:
-        connection.execute("CREATE SCHEMA tax")
-        connection.execute("CREATE TABLE tax.declarations (taxpayer_id VARCHAR, period DATE, district_code VARCHAR, "
-                           "street_code VARCHAR, industry_code VARCHAR, industry_section VARCHAR, "
-                           "registration_type VARCHAR, size_class VARCHAR, revenue BIGINT, vat_paid BIGINT, "
-                           "cit_paid BIGINT, iit_withheld BIGINT, employees INTEGER)")
+        create_declarations_table(connection)
         connection.executemany("INSERT INTO tax.declarations VALUES "
                                "(?, ?, ?, ?, ?, 'X', '173', 'small', 0, ?, 0, 0, 1)",
                                [(t, p, XUANWU, s, i, v) for t, p, s, i, v in rows])

@@ -29,13 +29,9 @@ import highspy
 from scipy.sparse import csr_matrix, vstack
 
 from dsbroker.policy.model import load_policy
+from sandbox.demo.refund_report import REFUNDS, REPORT
 from tests.conftest import GRANT, POLICIES, XUANWU
 
-REPORT = ["SELECT street_code, SUM(vat_paid) FROM tax.declarations GROUP BY street_code",
-          "SELECT industry_section, SUM(vat_paid) FROM tax.declarations GROUP BY industry_section",
-          "SELECT street_code, industry_section, SUM(vat_paid) FROM tax.declarations GROUP BY 1, 2",
-          "SELECT period, SUM(vat_paid) FROM tax.declarations GROUP BY period",
-          "SELECT year(period) AS y, street_code, SUM(vat_paid) FROM tax.declarations GROUP BY 1, 2"]
 # The shipped grant's dominance rule: the two largest contributors may not hold more than 85% of a cell.
 SHARE = 0.85
 
@@ -47,8 +43,7 @@ def refund_db(demo_db, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("refunds") / "refunds.duckdb"
     shutil.copy(demo_db, path)
     with duckdb.connect(str(path)) as connection:
-        connection.execute("UPDATE tax.declarations SET vat_paid = -vat_paid "
-                           "WHERE hash(taxpayer_id || period) % 200 = 0")
+        connection.execute(REFUNDS)
     return path
 
 

@@ -34,6 +34,9 @@ REPORT = ["SELECT street_code, SUM(vat_paid) FROM tax.declarations GROUP BY stre
           "SELECT street_code, industry_section, SUM(vat_paid) FROM tax.declarations GROUP BY 1, 2",
           "SELECT period, SUM(vat_paid) FROM tax.declarations GROUP BY period",
           "SELECT year(period) AS y, street_code, SUM(vat_paid) FROM tax.declarations GROUP BY 1, 2"]
+# The VAT of 0.5% of declarations made refunds, by a hash of taxpayer and month (a taxpayer may pay in some months
+# and be refunded in others).
+REFUNDS = "UPDATE tax.declarations SET vat_paid = -vat_paid WHERE hash(taxpayer_id || period) % 200 = 0"
 
 
 def data(taxpayers: int, refunds: bool) -> Path:
@@ -50,8 +53,7 @@ def data(taxpayers: int, refunds: bool) -> Path:
         partial = path.with_suffix(".partial")
         shutil.copy(demo, partial)
         with duckdb.connect(str(partial)) as connection:
-            connection.execute("UPDATE tax.declarations SET vat_paid = -vat_paid "
-                               "WHERE hash(taxpayer_id || period) % 200 = 0")
+            connection.execute(REFUNDS)
         partial.rename(path)
     return path
 
